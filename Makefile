@@ -1,0 +1,138 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#
+# agentgate build. Everything goes to $(OUTPUT) (default build/); V=1 shows
+# the commands. Targets: all (default), check, bench, clean.
+
+OUTPUT ?= build
+CLANG ?= clang
+BPFTOOL ?= bpftool
+CC ?= gcc
+AR ?= ar
+
+ifeq ($(V),1)
+Q =
+msg =
+else
+Q = @
+msg = @printf '  %-8s %s\n' "$(1)" "$(2)";
+endif
+
+ARCH := $(shell uname -m | sed -e 's/x86_64/x86/' -e 's/aarch64/arm64/')
+MULTIARCH := $(shell $(CC) -print-multiarch 2>/dev/null)
+
+# The BPF program needs only uapi headers (see bpf/agentgate.bpf.c), found
+# under the multiarch include dir for <asm/types.h>.
+BPF_CFLAGS := -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(ARCH) \
+	-Wall -Werror -Iinclude -Ibpf -I/usr/include/$(MULTIARCH)
+
+CFLAGS ?= -O2 -g
+COMMON_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+	-Wno-missing-field-initializers \
+	-Iinclude -Iuserspace/lib -I$(OUTPUT) -MMD -MP
+LIBS := -lbpf -lelf -lz -lpthread
+
+SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+.DELETE_ON_ERROR:
+.PHONY: all check bench clean deps test
+
+all: $(OUTPUT)/libagentgate.a tests bench-bins
+
+# ---- BPF objects and skeletons ----------------------------------------
+
+BPF_SRCS := bpf/agentgate.bpf.c bench/empty.bpf.c
+BPF_OBJS := $(patsubst %.bpf.c,$(OUTPUT)/%.bpf.o,$(BPF_SRCS))
+
+$(OUTPUT)/%.bpf.o: %.bpf.c | $(OUTPUT)
+	$(call msg,BPF,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CLANG) $(BPF_CFLAGS) -MMD -MP -c $< -o $@
+
+$(OUTPUT)/agentgate.skel.h: $(OUTPUT)/bpf/agentgate.bpf.o
+	$(call msg,GEN-SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name agentgate_bpf > $@
+
+$(OUTPUT)/empty.skel.h: $(OUTPUT)/bench/empty.bpf.o
+	$(call msg,GEN-SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name empty_bpf > $@
+
+# ---- userspace library (plain and sanitized builds) --------------------
+
+LIB_SRCS := $(wildcard userspace/lib/*.c)
+LIB_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(LIB_SRCS))
+LIB_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(LIB_SRCS))
+
+$(OUTPUT)/obj/%.o: %.c $(OUTPUT)/agentgate.skel.h
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -c $< -o $@
+
+$(OUTPUT)/san/%.o: %.c $(OUTPUT)/agentgate.skel.h
+	$(call msg,CC-SAN,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $(SAN_FLAGS) -c $< -o $@
+
+$(OUTPUT)/libagentgate.a: $(LIB_OBJS)
+	$(call msg,AR,$@)
+	$(Q)$(AR) rcs $@ $^
+
+$(OUTPUT)/libagentgate-san.a: $(LIB_SAN_OBJS)
+	$(call msg,AR,$@)
+	$(Q)$(AR) rcs $@ $^
+
+# ---- tests (sanitized) ----------------------------------------------
+
+TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
+	$(OUTPUT)/tests/test_gcra $(OUTPUT)/tests/test_lib
+
+.PHONY: tests
+tests: $(TEST_BINS)
+
+$(OUTPUT)/tests/test_xdp: tests/bpf/test_xdp.c tests/bpf/fixtures.h $(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_concurrency: tests/bpf/test_concurrency.c $(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_gcra: tests/unit/test_gcra.c $(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_lib: tests/unit/test_lib.c $(OUTPUT)/libagentgate-san.a
+
+$(TEST_BINS):
+	$(call msg,CC-TEST,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $(SAN_FLAGS) -Itests/lib $(filter %.c,$^) \
+		$(OUTPUT)/libagentgate-san.a -o $@ $(LIBS) -lcmocka
+
+# ---- benchmarks -------------------------------------------------------
+
+BENCH_BINS := $(OUTPUT)/bench/xdp_cost
+
+.PHONY: bench-bins
+bench-bins: $(BENCH_BINS)
+
+$(OUTPUT)/bench/xdp_cost: bench/xdp_cost.c $(OUTPUT)/empty.skel.h $(OUTPUT)/libagentgate.a
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< $(OUTPUT)/libagentgate.a -o $@ $(LIBS)
+
+# ---- entry points -----------------------------------------------------
+
+$(OUTPUT):
+	$(Q)mkdir -p $@
+
+deps:
+	$(Q)scripts/deps.sh
+
+# make check: install what is missing, build, run every test suite.
+check: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)tests/run.sh $(OUTPUT)
+
+test: all
+	$(Q)tests/run.sh $(OUTPUT)
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory bench-bins
+	$(Q)bench/run.sh $(OUTPUT)
+
+clean:
+	$(call msg,CLEAN,$(OUTPUT))
+	$(Q)rm -rf $(OUTPUT)
+
+-include $(shell find $(OUTPUT) -name '*.d' 2>/dev/null)

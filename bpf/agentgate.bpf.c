@@ -1,0 +1,315 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * agentgate XDP datapath: classify each packet to an agent by source prefix
+ * (optionally narrowed to a destination port), charge the agent's GCRA bucket
+ * by compare-and-swap, pass or drop, count per CPU.
+ *
+ * Anything that cannot be parsed far enough to know the source address is
+ * passed and counted by reason. A packet whose source is known but whose L4
+ * header cannot be reached (non-first fragment, truncated L4, over-long IPv6
+ * extension chain) is still charged to the agent its source prefix selects,
+ * so malformed traffic cannot slip past the limiter. Never XDP_ABORTED.
+ *
+ * Only uapi headers are used (no vmlinux.h): the program reads packet headers
+ * and its own maps, never kernel structures, so CO-RE would add nothing.
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#include "agentgate/abi.h"
+#include "agentgate/gcra.h"
+#include "parse.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Bounded CAS retries; on exhaustion the packet is dropped (keeps the bound). */
+#define AG_CAS_TRIES 8
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, AG_MAX_AGENTS_DEFAULT);
+	__type(key, __u32);
+	__type(value, struct ag_bucket);
+} ag_buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AG_MAX_AGENTS_DEFAULT);
+	__type(key, __u32);
+	__type(value, struct ag_counters);
+} ag_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, AG_MAX_RULES_DEFAULT);
+	__type(key, struct ag_lpm4_key);
+	__type(value, struct ag_rule_val);
+} ag_rules_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, AG_MAX_RULES_DEFAULT);
+	__type(key, struct ag_lpm6_key);
+	__type(value, struct ag_rule_val);
+} ag_rules_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AG_MAX_RULES_DEFAULT);
+	__type(key, struct ag_host4_key);
+	__type(value, struct ag_rule_val);
+} ag_hosts_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AG_MAX_RULES_DEFAULT);
+	__type(key, struct ag_host6_key);
+	__type(value, struct ag_rule_val);
+} ag_hosts_v6 SEC(".maps");
+
+/* Not read by the datapath: userspace bookkeeping pinned beside the rest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AG_MAX_AGENTS_DEFAULT);
+	__type(key, __u32);
+	__type(value, struct ag_agent_info);
+} ag_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, AG_MAX_AGENTS_DEFAULT);
+	__type(key, struct ag_name_key);
+	__type(value, __u32);
+} ag_index SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ag_config);
+} ag_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AG_STAT__MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} ag_stats SEC(".maps");
+
+enum ag_verdict {
+	AG_V_PASS,
+	AG_V_DROP,
+	AG_V_NO_BUCKET,
+	AG_V_EXHAUSTED,
+};
+
+static __always_inline void stat_inc(__u32 reason)
+{
+	__u64 *v = bpf_map_lookup_elem(&ag_stats, &reason);
+
+	if (v)
+		*v += 1;
+}
+
+/* ---- classification ------------------------------------------------ */
+
+/* Pick between the port-specific and wildcard trie matches: longest prefix
+ * wins, and at equal length the port-specific rule does. */
+static __always_inline struct ag_rule_val *better(struct ag_rule_val *port_match,
+						   struct ag_rule_val *any_match)
+{
+	if (!port_match)
+		return any_match;
+	if (!any_match || port_match->plen >= any_match->plen)
+		return port_match;
+	return any_match;
+}
+
+static __always_inline struct ag_rule_val *classify_v4(const struct ag_config *cfg,
+							const struct ag_flow *f)
+{
+	struct ag_rule_val *v, *vp = NULL, *vw = NULL;
+	__be32 port = f->has_port ? bpf_htonl(bpf_ntohs(f->dport)) : 0;
+
+	/* A host rule is the longest possible prefix: it wins outright. */
+	if (port && cfg->rule_count[AG_RK_HOST4_PORT]) {
+		struct ag_host4_key k = { .port = port };
+
+		__builtin_memcpy(k.addr, &f->saddr4, 4);
+		v = bpf_map_lookup_elem(&ag_hosts_v4, &k);
+		if (v)
+			return v;
+	}
+	if (cfg->rule_count[AG_RK_HOST4]) {
+		struct ag_host4_key k = { .port = 0 };
+
+		__builtin_memcpy(k.addr, &f->saddr4, 4);
+		v = bpf_map_lookup_elem(&ag_hosts_v4, &k);
+		if (v)
+			return v;
+	}
+	if (port && cfg->rule_count[AG_RK_LPM4_PORT]) {
+		struct ag_lpm4_key k = { .prefixlen = 64, .port = port };
+
+		__builtin_memcpy(k.addr, &f->saddr4, 4);
+		vp = bpf_map_lookup_elem(&ag_rules_v4, &k);
+	}
+	if (cfg->rule_count[AG_RK_LPM4]) {
+		struct ag_lpm4_key k = { .prefixlen = 64, .port = 0 };
+
+		__builtin_memcpy(k.addr, &f->saddr4, 4);
+		vw = bpf_map_lookup_elem(&ag_rules_v4, &k);
+	}
+	return better(vp, vw);
+}
+
+static __always_inline struct ag_rule_val *classify_v6(const struct ag_config *cfg,
+							const struct ag_flow *f)
+{
+	struct ag_rule_val *v, *vp = NULL, *vw = NULL;
+	__be32 port = f->has_port ? bpf_htonl(bpf_ntohs(f->dport)) : 0;
+
+	if (port && cfg->rule_count[AG_RK_HOST6_PORT]) {
+		struct ag_host6_key k = { .port = port };
+
+		__builtin_memcpy(k.addr, f->saddr6, 16);
+		v = bpf_map_lookup_elem(&ag_hosts_v6, &k);
+		if (v)
+			return v;
+	}
+	if (cfg->rule_count[AG_RK_HOST6]) {
+		struct ag_host6_key k = { .port = 0 };
+
+		__builtin_memcpy(k.addr, f->saddr6, 16);
+		v = bpf_map_lookup_elem(&ag_hosts_v6, &k);
+		if (v)
+			return v;
+	}
+	if (port && cfg->rule_count[AG_RK_LPM6_PORT]) {
+		struct ag_lpm6_key k = { .prefixlen = 32 + 128, .port = port };
+
+		__builtin_memcpy(k.addr, f->saddr6, 16);
+		vp = bpf_map_lookup_elem(&ag_rules_v6, &k);
+	}
+	if (cfg->rule_count[AG_RK_LPM6]) {
+		struct ag_lpm6_key k = { .prefixlen = 32 + 128, .port = 0 };
+
+		__builtin_memcpy(k.addr, f->saddr6, 16);
+		vw = bpf_map_lookup_elem(&ag_rules_v6, &k);
+	}
+	return better(vp, vw);
+}
+
+/* ---- bucket ---------------------------------------------------------- */
+
+static __always_inline enum ag_verdict charge(__u32 slot, __u64 frame_len)
+{
+	struct ag_bucket *b = bpf_map_lookup_elem(&ag_buckets, &slot);
+	__u64 now_ns = bpf_ktime_get_ns();
+	int i;
+
+	if (!b)
+		return AG_V_NO_BUCKET;
+
+	for (i = 0; i < AG_CAS_TRIES; i++) {
+		__u64 w = *(volatile __u64 *)&b->tat;
+		__u32 sel = w >> 63;
+		struct ag_gcra_params *p = &b->set[sel];
+		__u64 interval = *(volatile __u64 *)&p->interval;
+		__u64 now, cost, new_tat;
+
+		if (!interval)
+			return AG_V_NO_BUCKET;
+		now = ag_ns_to_ticks(now_ns, p->mult);
+		cost = ag_packet_cost(b->unit[sel], interval, frame_len);
+		if (!ag_gcra_admit(w & AG_TAT_MASK, now, cost, p->tau, &new_tat))
+			return AG_V_DROP;
+		if (__sync_val_compare_and_swap(&b->tat, w, (w & AG_TAT_SEL) | new_tat) == w)
+			return AG_V_PASS;
+	}
+	return AG_V_EXHAUSTED;
+}
+
+static __always_inline int enforce(const struct ag_config *cfg, __u32 slot, __u64 len)
+{
+	struct ag_counters *c = bpf_map_lookup_elem(&ag_counters, &slot);
+	enum ag_verdict v = charge(slot, len);
+
+	if (v == AG_V_NO_BUCKET) {
+		stat_inc(AG_STAT_NO_BUCKET);
+		return XDP_PASS;
+	}
+	if (!c)
+		return XDP_PASS;
+	if (v == AG_V_PASS) {
+		c->passed_packets++;
+		c->passed_bytes += len;
+		return XDP_PASS;
+	}
+	if (v == AG_V_EXHAUSTED)
+		stat_inc(AG_STAT_CAS_EXHAUSTED);
+	if (cfg->dry_run) {
+		c->would_drop_packets++;
+		c->would_drop_bytes += len;
+		c->passed_packets++;
+		c->passed_bytes += len;
+		stat_inc(AG_STAT_DRYRUN_WOULD_DROP);
+		return XDP_PASS;
+	}
+	c->dropped_packets++;
+	c->dropped_bytes += len;
+	return XDP_DROP;
+}
+
+static __always_inline int unclassified(const struct ag_config *cfg)
+{
+	if (cfg->default_action != AG_ACTION_DROP) {
+		stat_inc(AG_STAT_UNCLASSIFIED_PASSED);
+		return XDP_PASS;
+	}
+	if (cfg->dry_run) {
+		stat_inc(AG_STAT_UNCLASSIFIED_PASSED);
+		stat_inc(AG_STAT_DRYRUN_WOULD_DROP);
+		return XDP_PASS;
+	}
+	stat_inc(AG_STAT_UNCLASSIFIED_DROPPED);
+	return XDP_DROP;
+}
+
+SEC("xdp")
+int agentgate_xdp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	__u32 zero = 0, reason = AG_STAT__MAX;
+	struct ag_config *cfg;
+	struct ag_rule_val *rule;
+	struct ag_flow f = {};
+	int family;
+
+	family = ag_parse(data, data_end, &f, &reason);
+	if (reason != AG_STAT__MAX)
+		stat_inc(reason);
+	if (family == AG_PARSE_NON_IP || family == AG_PARSE_MALFORMED) {
+		if (family == AG_PARSE_NON_IP)
+			stat_inc(AG_STAT_NON_IP);
+		return XDP_PASS;
+	}
+
+	cfg = bpf_map_lookup_elem(&ag_config, &zero);
+	if (!cfg)
+		return XDP_PASS;
+
+	rule = family == AG_PARSE_V4 ? classify_v4(cfg, &f) : classify_v6(cfg, &f);
+	if (!rule)
+		return unclassified(cfg);
+	return enforce(cfg, rule->slot, data_end - data);
+}

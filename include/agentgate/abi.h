@@ -1,0 +1,238 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * agentgate ABI: every structure shared by the XDP program and userspace,
+ * the pinned map names and the constants both sides agree on.
+ *
+ * This header is included by BPF code (clang -target bpf) and by userspace.
+ * It uses only <linux/types.h> types so that both worlds see identical
+ * layouts; every struct has explicit padding and a _Static_assert on its size.
+ * Changing a layout changes the map value size, which the loader detects on
+ * pinned maps and refuses to reuse (see userspace/lib/maps.c).
+ */
+#ifndef AGENTGATE_ABI_H
+#define AGENTGATE_ABI_H
+
+#include <linux/types.h>
+
+/* ---- pinned objects -------------------------------------------------- */
+
+#define AG_PIN_ROOT_DEFAULT "/sys/fs/bpf/agentgate"
+#define AG_PIN_LINKS_DIR "links" /* <pin root>/links/<ifname>: bpf_link per device */
+
+#define AG_MAP_BUCKETS "ag_buckets"   /* ARRAY, mmapable: slot -> struct ag_bucket */
+#define AG_MAP_COUNTERS "ag_counters" /* PERCPU_ARRAY: slot -> struct ag_counters */
+#define AG_MAP_RULES_V4 "ag_rules_v4" /* LPM_TRIE: struct ag_lpm4_key -> struct ag_rule_val */
+#define AG_MAP_RULES_V6 "ag_rules_v6" /* LPM_TRIE: struct ag_lpm6_key -> struct ag_rule_val */
+#define AG_MAP_HOSTS_V4 "ag_hosts_v4" /* HASH: /32 rules, struct ag_host4_key -> struct ag_rule_val */
+#define AG_MAP_HOSTS_V6 "ag_hosts_v6" /* HASH: /128 rules, struct ag_host6_key -> struct ag_rule_val */
+#define AG_MAP_NAMES "ag_names"       /* HASH: slot -> struct ag_agent_info */
+#define AG_MAP_INDEX "ag_index"       /* HASH: struct ag_name_key -> slot */
+#define AG_MAP_CONFIG "ag_config"     /* ARRAY[1]: struct ag_config */
+#define AG_MAP_STATS "ag_stats"       /* PERCPU_ARRAY[AG_STAT__MAX]: __u64 packets */
+
+#define AG_MAX_AGENTS_DEFAULT 65536
+#define AG_MAX_AGENTS_LIMIT (1u << 24)
+#define AG_MAX_RULES_DEFAULT 65536 /* per map */
+
+/* ---- agents ---------------------------------------------------------- */
+
+/* 1-64 characters of [A-Za-z0-9._:-]; stored NUL-padded, not terminated at 64. */
+#define AG_NAME_MAX 64
+
+enum ag_unit {
+	AG_UNIT_PPS = 0, /* one token per packet */
+	AG_UNIT_BPS = 1, /* one token per byte of L2 frame (bytes per second) */
+};
+
+enum ag_agent_flags {
+	AG_AGENT_PINNED = 1u << 0, /* rate set by an operator; ratings don't move it */
+};
+
+/*
+ * Rate limits: 0.001 .. 1e10 tokens/s, stored for display in milli-tokens/s.
+ * Burst: 1 .. 2^40 tokens.
+ */
+#define AG_RATE_MIN_MTPS 1ULL
+#define AG_RATE_MAX_MTPS 10000000000000ULL /* 1e10 tokens/s */
+#define AG_BURST_MAX (1ULL << 40)
+
+struct ag_name_key {
+	char name[AG_NAME_MAX];
+};
+_Static_assert(sizeof(struct ag_name_key) == 64, "ag_name_key layout");
+
+struct ag_agent_info {
+	char name[AG_NAME_MAX];
+	__u64 rate_mtps;  /* configured rate, milli-tokens per second */
+	__u64 burst;      /* configured burst, tokens */
+	__u64 created_ns; /* CLOCK_REALTIME at creation */
+	__u32 unit;       /* enum ag_unit */
+	__u32 flags;      /* enum ag_agent_flags */
+	__u32 slot;       /* self-reference, checked by readers */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct ag_agent_info) == 104, "ag_agent_info layout");
+
+/* ---- GCRA bucket ------------------------------------------------------ */
+/*
+ * Each bucket keeps its own time base ("ticks") chosen so that the emission
+ * interval (ticks per token) is an exact integer: tick rate F = rate * interval.
+ * Monotonic nanoseconds convert to ticks with a 32.32 fixed-point multiplier:
+ *   ticks = floor(now_ns * mult / 2^32),  mult = F * 2^32 / 1e9.
+ * F never exceeds AG_TICK_HZ_MAX, so tick counts stay below 2^62 for
+ * AG_UPTIME_MAX_S of uptime, and tau/cost stay below 2^61: no sum overflows.
+ *
+ * tat (theoretical arrival time) is the only word written by the datapath, by
+ * compare-and-swap. Its bit 63 selects which of the two parameter sets it is
+ * expressed in: a writer fills the inactive set, then flips the selector and
+ * converts tat in one CAS, so readers never combine a tat with foreign params.
+ */
+#define AG_TICK_HZ_MAX 14000000000ULL           /* ticks per second, upper bound */
+#define AG_UPTIME_MAX_S (10ULL * 366 * 86400)   /* 10 years of uptime */
+#define AG_TAU_MAX (1ULL << 61)                 /* burst tolerance / cost bound */
+#define AG_TAT_SEL (1ULL << 63)
+#define AG_TAT_MASK (AG_TAT_SEL - 1)
+#define AG_FRAME_MAX 65536ULL                   /* largest frame a bps bucket may cost */
+
+_Static_assert(AG_TICK_HZ_MAX * AG_UPTIME_MAX_S < (1ULL << 62), "tick range");
+
+struct ag_gcra_params {
+	__u64 mult;     /* ticks per ns, 32.32 fixed point; 0 = set unused */
+	__u64 interval; /* ticks per token (emission interval); 0 = no limit configured */
+	__u64 tau;      /* burst tolerance: burst * interval */
+};
+_Static_assert(sizeof(struct ag_gcra_params) == 24, "ag_gcra_params layout");
+
+struct ag_bucket {
+	__u64 tat;                       /* AG_TAT_SEL | theoretical arrival time */
+	struct ag_gcra_params set[2];    /* selected by tat bit 63 */
+	__u8 unit[2];                    /* enum ag_unit of set[i] */
+	__u8 in_use;                     /* userspace free-slot hint, mirrors ag_names;
+					  * the datapath ignores it */
+	__u8 pad[5];
+};
+/* One cache line per bucket: no false sharing between agents. */
+_Static_assert(sizeof(struct ag_bucket) == 64, "ag_bucket layout");
+
+/* ---- counters -------------------------------------------------------- */
+
+struct ag_counters {
+	__u64 passed_packets;
+	__u64 passed_bytes;
+	__u64 dropped_packets;
+	__u64 dropped_bytes;
+	__u64 would_drop_packets; /* dry-run: over the limit but passed */
+	__u64 would_drop_bytes;
+};
+_Static_assert(sizeof(struct ag_counters) == 48, "ag_counters layout");
+
+/*
+ * Global per-CPU counters by reason. One list, expanded into the enum used by
+ * the datapath and the name table used by userspace (metrics, CLI).
+ * Kind: 'p' = parse error (malformed, passed), 'i' = informational.
+ */
+#define AG_STAT_LIST(X)                                                        \
+	X(UNCLASSIFIED_PASSED, "unclassified_passed", 'i')                   \
+	X(UNCLASSIFIED_DROPPED, "unclassified_dropped", 'i')                 \
+	X(NON_IP, "non_ip", 'i')                                             \
+	X(FRAGMENT, "fragment", 'i')                                         \
+	X(NO_PORT, "no_port", 'i')                                           \
+	X(DRYRUN_WOULD_DROP, "dryrun_would_drop", 'i')                       \
+	X(NO_BUCKET, "no_bucket", 'i')                                       \
+	X(CAS_EXHAUSTED, "cas_exhausted", 'i')                               \
+	X(ETH_TRUNCATED, "eth_truncated", 'p')                               \
+	X(VLAN_TRUNCATED, "vlan_truncated", 'p')                             \
+	X(VLAN_TOO_DEEP, "vlan_too_deep", 'p')                               \
+	X(IP_BAD_VERSION, "ip_bad_version", 'p')                             \
+	X(IPV4_TRUNCATED, "ipv4_truncated", 'p')                             \
+	X(IPV4_BAD_IHL, "ipv4_bad_ihl", 'p')                                 \
+	X(IPV4_BAD_TOTLEN, "ipv4_bad_totlen", 'p')                           \
+	X(IPV6_TRUNCATED, "ipv6_truncated", 'p')                             \
+	X(IPV6_EXT_TRUNCATED, "ipv6_ext_truncated", 'p')                     \
+	X(IPV6_EXT_CHAIN, "ipv6_ext_chain", 'p')                             \
+	X(L4_TRUNCATED, "l4_truncated", 'p')
+
+#define AG_STAT_ENUM_ENTRY(id, name, kind) AG_STAT_##id,
+enum ag_stat {
+	AG_STAT_LIST(AG_STAT_ENUM_ENTRY)
+	AG_STAT__MAX
+};
+#undef AG_STAT_ENUM_ENTRY
+
+/* ---- classification rules ------------------------------------------- */
+/*
+ * Rules map a source prefix, optionally narrowed to one L4 destination port,
+ * to a slot. /32 and /128 rules live in exact-match hashes (one lookup, flat
+ * cost at any count); shorter prefixes in one LPM trie per family whose key
+ * data is (port, address): a wildcard rule is stored with port 0 and prefix
+ * length 32 + plen, so the trie's own longest match handles both kinds.
+ * Port 0 is therefore reserved to mean "any port".
+ */
+struct ag_lpm4_key {
+	__u32 prefixlen; /* 32 + source prefix length */
+	__be32 port;     /* destination port in the low 16 bits, network order; 0 = any */
+	__u8 addr[4];
+};
+_Static_assert(sizeof(struct ag_lpm4_key) == 12, "ag_lpm4_key layout");
+
+struct ag_lpm6_key {
+	__u32 prefixlen; /* 32 + source prefix length */
+	__be32 port;
+	__u8 addr[16];
+};
+_Static_assert(sizeof(struct ag_lpm6_key) == 24, "ag_lpm6_key layout");
+
+struct ag_host4_key {
+	__u8 addr[4];
+	__be32 port; /* as in ag_lpm4_key */
+};
+_Static_assert(sizeof(struct ag_host4_key) == 8, "ag_host4_key layout");
+
+struct ag_host6_key {
+	__u8 addr[16];
+	__be32 port;
+};
+_Static_assert(sizeof(struct ag_host6_key) == 20, "ag_host6_key layout");
+
+struct ag_rule_val {
+	__u32 slot;
+	__u32 plen; /* source prefix length, to compare port and wildcard matches */
+};
+_Static_assert(sizeof(struct ag_rule_val) == 8, "ag_rule_val layout");
+
+/* ---- global configuration ------------------------------------------ */
+
+enum ag_action {
+	AG_ACTION_PASS = 0,
+	AG_ACTION_DROP = 1,
+};
+
+/* Rule kinds, so the datapath skips lookups in empty maps. */
+enum ag_rule_kind {
+	AG_RK_HOST4 = 0,
+	AG_RK_HOST4_PORT,
+	AG_RK_LPM4,
+	AG_RK_LPM4_PORT,
+	AG_RK_HOST6,
+	AG_RK_HOST6_PORT,
+	AG_RK_LPM6,
+	AG_RK_LPM6_PORT,
+	AG_RK__MAX
+};
+
+enum ag_dirty {
+	AG_DIRTY_AGENTS = 1u << 0,
+	AG_DIRTY_RULES = 1u << 1,
+};
+
+struct ag_config {
+	__u32 default_action; /* enum ag_action, for unclassified traffic */
+	__u32 dry_run;        /* 1: count would-be drops, pass them */
+	__u32 rule_count[AG_RK__MAX];
+	__u32 dirty;          /* enum ag_dirty: a change was in flight; repaired on
+			       * the next locked mutation */
+	__u32 pad;
+};
+_Static_assert(sizeof(struct ag_config) == 48, "ag_config layout");
+
+#endif /* AGENTGATE_ABI_H */

@@ -1,0 +1,64 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * GCRA (generic cell rate algorithm, virtual-scheduling form) arithmetic
+ * shared by the XDP program and userspace. Pure functions on integers: the
+ * callers own the atomics (BPF cmpxchg in the datapath, C11 atomics on the
+ * mmap in userspace).
+ *
+ * With burst B and emission interval T (ticks per token), tau = B*T. A request
+ * of n tokens costs c = n*T and is admitted iff max(tat, now) + c <= now + tau;
+ * then tat := max(tat, now) + c. After idle exactly B tokens are available,
+ * and over any interval t at most B + t/T tokens are admitted.
+ */
+#ifndef AGENTGATE_GCRA_H
+#define AGENTGATE_GCRA_H
+
+#include "abi.h"
+
+#ifndef AG_INLINE
+#define AG_INLINE static inline __attribute__((always_inline))
+#endif
+
+/* floor(now_ns * mult / 2^32) without a 128-bit type (BPF has none). */
+AG_INLINE __u64 ag_ns_to_ticks(__u64 now_ns, __u64 mult)
+{
+	__u64 hi = now_ns >> 32, lo = now_ns & 0xffffffffULL;
+	__u64 mult_hi = mult >> 32, mult_lo = mult & 0xffffffffULL;
+
+	return hi * mult + lo * mult_hi + ((lo * mult_lo) >> 32);
+}
+
+/* Cost in ticks of one packet of frame_len bytes. */
+AG_INLINE __u64 ag_packet_cost(__u32 unit, __u64 interval, __u64 frame_len)
+{
+	return unit == AG_UNIT_BPS ? frame_len * interval : interval;
+}
+
+/* Returns 1 and the new tat when admitted, 0 (tat unchanged) when not. */
+AG_INLINE int ag_gcra_admit(__u64 tat, __u64 now, __u64 cost, __u64 tau, __u64 *new_tat)
+{
+	__u64 base = tat > now ? tat : now;
+
+	if (base + cost > now + tau)
+		return 0;
+	*new_tat = base + cost;
+	return 1;
+}
+
+/* Ticks until a request of `cost` would be admitted (0 if it is now). */
+AG_INLINE __u64 ag_gcra_wait(__u64 tat, __u64 now, __u64 cost, __u64 tau)
+{
+	__u64 base = tat > now ? tat : now;
+
+	return base + cost > now + tau ? base + cost - now - tau : 0;
+}
+
+/* Unused capacity in ticks (tokens available = headroom / interval). */
+AG_INLINE __u64 ag_gcra_headroom(__u64 tat, __u64 now, __u64 tau)
+{
+	__u64 debt = tat > now ? tat - now : 0;
+
+	return debt >= tau ? 0 : tau - debt;
+}
+
+#endif /* AGENTGATE_GCRA_H */

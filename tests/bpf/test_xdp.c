@@ -1,0 +1,577 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Datapath fixtures through BPF_PROG_TEST_RUN: each row is a frame, the
+ * verdict it must get and the exact counter deltas it must cause. Every
+ * agent's counters and every global reason counter are compared before and
+ * after, so a fixture also proves that nothing else moved.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <linux/bpf.h>
+
+#include "agentgate.h"
+#include "fixtures.h"
+#include "harness.h"
+#include "testenv.h"
+
+static struct ag_ctx *ctx;
+static struct ag_prog *prog;
+static __u32 slots[A__COUNT];
+
+#define MAX_STATS 3
+
+struct fixture {
+	const char *desc;
+	void (*build)(struct pkt *p);
+	int verdict;                /* XDP_PASS / XDP_DROP */
+	int agent;                  /* charged agent or A_NONE */
+	int stats[MAX_STATS];       /* reasons expected to move by +1 (0-terminated: +1) */
+	int default_action;         /* AG_ACTION_* while the fixture runs */
+	int dry_run;
+};
+
+/* Reasons are stored +1 so that a zero-initialised slot means "none". */
+#define S(x) (AG_STAT_##x + 1)
+
+static const struct fixture fixtures[] = {
+	/* IPv4 classification */
+	{ "ipv4 udp matches /8 wildcard", f_v4_udp_net10, XDP_PASS, A_NET10 },
+	{ "ipv4 tcp longest prefix /16 beats /8", f_v4_tcp_net10_1, XDP_PASS, A_NET10_1 },
+	{ "ipv4 port rule beats wildcard of equal length", f_v4_tcp_web443, XDP_PASS, A_WEB443 },
+	{ "ipv4 /8 port rule beats /8 wildcard", f_v4_tcp_wide443, XDP_PASS, A_WIDE443 },
+	{ "ipv4 host /32 wildcard beats shorter port rule", f_v4_udp_host443, XDP_PASS, A_HOST },
+	{ "ipv4 host /32 port rule", f_v4_tcp_host80, XDP_PASS, A_HOST80 },
+	{ "ipv4 host port rule, other port falls to /16 port rule", f_v4_tcp_host80_443, XDP_PASS,
+	  A_WEB443 },
+	{ "ipv4 host port rule, other port falls to /16 wildcard", f_v4_tcp_host80_22, XDP_PASS,
+	  A_NET10_1 },
+	{ "ipv4 icmp has no port: wildcard only", f_v4_icmp_net10_1, XDP_PASS, A_NET10_1,
+	  { S(NO_PORT) } },
+	{ "ipv4 icmp skips /8 port rule", f_v4_icmp_net10, XDP_PASS, A_NET10, { S(NO_PORT) } },
+	{ "ipv4 sctp port", f_v4_sctp_web443, XDP_PASS, A_WEB443 },
+	{ "ipv4 udplite port", f_v4_udplite_web443, XDP_PASS, A_WEB443 },
+	{ "ipv4 options honoured (ihl 6)", f_v4_options, XDP_PASS, A_WEB443 },
+	{ "ipv4 maximal options (ihl 15)", f_v4_max_options, XDP_PASS, A_WEB443 },
+	{ "ipv4 0.0.0.0/0 port rule", f_v4_all8443, XDP_PASS, A_ALL },
+	{ "ipv4 unclassified, default pass", f_v4_unclassified, XDP_PASS, A_NONE,
+	  { S(UNCLASSIFIED_PASSED) } },
+	{ "ipv4 unclassified, default drop", f_v4_unclassified, XDP_DROP, A_NONE,
+	  { S(UNCLASSIFIED_DROPPED) }, AG_ACTION_DROP },
+	{ "ipv4 unclassified, default drop in dry-run", f_v4_unclassified, XDP_PASS, A_NONE,
+	  { S(UNCLASSIFIED_PASSED), S(DRYRUN_WOULD_DROP) }, AG_ACTION_DROP, 1 },
+	{ "ipv4 classified traffic ignores default drop", f_v4_tcp_web443, XDP_PASS, A_WEB443, {},
+	  AG_ACTION_DROP },
+	/* IPv4 fragments */
+	{ "ipv4 first fragment has a port", f_v4_first_frag, XDP_PASS, A_WEB443 },
+	{ "ipv4 non-first fragment: prefix only", f_v4_later_frag, XDP_PASS, A_NET10_1,
+	  { S(FRAGMENT) } },
+	{ "ipv4 DF flag is not a fragment", f_v4_dont_frag, XDP_PASS, A_WEB443 },
+	/* IPv4 malformed */
+	{ "ipv4 ethertype with no header", f_eth_only_ipv4, XDP_PASS, A_NONE,
+	  { S(IPV4_TRUNCATED) } },
+	{ "ipv4 header cut short", f_v4_header_cut, XDP_PASS, A_NONE, { S(IPV4_TRUNCATED) } },
+	{ "ipv4 ihl 4 is malformed", f_v4_bad_ihl, XDP_PASS, A_NONE, { S(IPV4_BAD_IHL) } },
+	{ "ipv4 ihl beyond the frame", f_v4_ihl_beyond_frame, XDP_PASS, A_NONE,
+	  { S(IPV4_TRUNCATED) } },
+	{ "ipv4 total length below header", f_v4_short_totlen, XDP_PASS, A_NONE,
+	  { S(IPV4_BAD_TOTLEN) } },
+	{ "ipv4 ethertype carrying version 6", f_v4_bad_version, XDP_PASS, A_NONE,
+	  { S(IP_BAD_VERSION) } },
+	{ "ipv4 truncated l4 still charged by prefix", f_v4_l4_truncated, XDP_PASS, A_NET10_1,
+	  { S(L4_TRUNCATED) } },
+	{ "malformed passes even with default drop", f_v4_bad_ihl, XDP_PASS, A_NONE,
+	  { S(IPV4_BAD_IHL) }, AG_ACTION_DROP },
+	{ "arp is not ip: passed", f_arp, XDP_PASS, A_NONE, { S(NON_IP) } },
+	{ "arp passes with default drop", f_arp, XDP_PASS, A_NONE, { S(NON_IP) }, AG_ACTION_DROP },
+	/* VLAN */
+	{ "802.1Q tag", f_vlan_q_v4, XDP_PASS, A_WEB443 },
+	{ "802.1ad + 802.1Q tags", f_vlan_qinq_v4, XDP_PASS, A_WEB443 },
+	{ "802.1Q tag over ipv6", f_vlan_q_v6, XDP_PASS, A_V6WEB },
+	{ "three tags are too deep", f_vlan_three_tags, XDP_PASS, A_NONE, { S(VLAN_TOO_DEEP) } },
+	{ "truncated vlan tag", f_vlan_truncated, XDP_PASS, A_NONE, { S(VLAN_TRUNCATED) } },
+	{ "truncated second vlan tag", f_vlan_second_truncated, XDP_PASS, A_NONE,
+	  { S(VLAN_TRUNCATED) } },
+	/* IPv6 */
+	{ "ipv6 udp matches /32 wildcard", f_v6_udp_net, XDP_PASS, A_V6NET },
+	{ "ipv6 /48 port rule", f_v6_tcp_web, XDP_PASS, A_V6WEB },
+	{ "ipv6 /48 port rule, other port falls to /32", f_v6_tcp_web_80, XDP_PASS, A_V6NET },
+	{ "ipv6 host /128 rule", f_v6_host, XDP_PASS, A_V6HOST },
+	{ "ipv6 host /128 port rule", f_v6_dns, XDP_PASS, A_V6DNS },
+	{ "ipv6 host port rule, other port", f_v6_dns_other_port, XDP_PASS, A_V6NET },
+	{ "ipv6 unclassified", f_v6_unclassified, XDP_PASS, A_NONE, { S(UNCLASSIFIED_PASSED) } },
+	{ "ipv6 hop-by-hop + dstopts then tcp", f_v6_hop_dst, XDP_PASS, A_V6WEB },
+	{ "ipv6 routing + first fragment then udp", f_v6_rt_frag0, XDP_PASS, A_V6WEB },
+	{ "ipv6 authentication header then tcp", f_v6_ah, XDP_PASS, A_V6WEB },
+	{ "ipv6 six extension headers walked", f_v6_chain6, XDP_PASS, A_V6WEB },
+	{ "ipv6 seven extension headers: chain too long, prefix only", f_v6_chain7, XDP_PASS,
+	  A_V6NET, { S(IPV6_EXT_CHAIN) } },
+	{ "ipv6 non-first fragment: prefix only", f_v6_later_frag, XDP_PASS, A_V6NET,
+	  { S(FRAGMENT) } },
+	{ "ipv6 esp has no port", f_v6_esp, XDP_PASS, A_V6NET, { S(NO_PORT) } },
+	{ "ipv6 extension header longer than frame", f_v6_ext_truncated, XDP_PASS, A_V6NET,
+	  { S(IPV6_EXT_TRUNCATED) } },
+	{ "ipv6 extension header cut before its length", f_v6_ext_len_cut, XDP_PASS, A_V6NET,
+	  { S(IPV6_EXT_TRUNCATED) } },
+	{ "ipv6 truncated l4", f_v6_l4_truncated, XDP_PASS, A_V6NET, { S(L4_TRUNCATED) } },
+	{ "ipv6 header cut short", f_v6_truncated, XDP_PASS, A_NONE, { S(IPV6_TRUNCATED) } },
+	{ "ipv6 ethertype carrying version 4", f_v6_bad_version, XDP_PASS, A_NONE,
+	  { S(IP_BAD_VERSION) } },
+};
+
+struct snapshot {
+	struct ag_counters *agents;
+	__u64 stats[AG_STAT__MAX];
+};
+
+static bool take(struct snapshot *s)
+{
+	if (!s->agents)
+		s->agents = calloc(ag_max_agents(ctx), sizeof(*s->agents));
+	return s->agents && ag_counters_get_all(ctx, s->agents) == 0 &&
+	       ag_stats_get(ctx, s->stats) == 0;
+}
+
+static int run_frame(const struct pkt *p, int repeat, __u32 *retval)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = p->b, .data_size_in = (__u32)p->len,
+		    .repeat = repeat);
+
+	if (bpf_prog_test_run_opts(ag_prog_fd(prog), &o))
+		return -errno;
+	*retval = o.retval;
+	return 0;
+}
+
+static int agent_of_slot(__u32 slot)
+{
+	int a;
+
+	for (a = 0; a < A__COUNT; a++)
+		if (slots[a] == slot)
+			return a;
+	return A_NONE;
+}
+
+/* Compare every counter: the expected agent and reasons moved, nothing else. */
+static bool check_deltas(const struct snapshot *before, const struct snapshot *after,
+			 const struct ag_counters *want, int agent, const __u64 *want_stats)
+{
+	bool ok = true;
+	__u32 s;
+	int i;
+
+	for (s = 0; s < ag_max_agents(ctx); s++) {
+		const struct ag_counters *b = &before->agents[s], *a = &after->agents[s];
+		static const struct ag_counters none;
+		const struct ag_counters *w = agent_of_slot(s) == agent && agent != A_NONE ?
+						      want : &none;
+		char what[64];
+
+		snprintf(what, sizeof(what), "slot %u (%s)", s,
+			 agent_of_slot(s) == A_NONE ? "-" : agent_defs[agent_of_slot(s)].name);
+		ok &= ASSERT_EQ(a->passed_packets - b->passed_packets, w->passed_packets, what);
+		ok &= ASSERT_EQ(a->passed_bytes - b->passed_bytes, w->passed_bytes, what);
+		ok &= ASSERT_EQ(a->dropped_packets - b->dropped_packets, w->dropped_packets, what);
+		ok &= ASSERT_EQ(a->dropped_bytes - b->dropped_bytes, w->dropped_bytes, what);
+		ok &= ASSERT_EQ(a->would_drop_packets - b->would_drop_packets,
+				w->would_drop_packets, what);
+		ok &= ASSERT_EQ(a->would_drop_bytes - b->would_drop_bytes, w->would_drop_bytes,
+				what);
+	}
+	for (i = 0; i < AG_STAT__MAX; i++)
+		ok &= ASSERT_EQ(after->stats[i] - before->stats[i], want_stats[i],
+				ag_stat_name(i));
+	return ok;
+}
+
+static bool set_config(int default_action, int dry_run)
+{
+	return ASSERT_OK(ag_config_set_default_action(ctx, default_action), "default action") &&
+	       ASSERT_OK(ag_config_set_dry_run(ctx, dry_run), "dry run");
+}
+
+static bool run_fixture(const struct fixture *f)
+{
+	struct snapshot before = {}, after = {};
+	struct ag_counters want = {};
+	__u64 want_stats[AG_STAT__MAX] = {};
+	struct pkt p = {};
+	__u32 retval = 0;
+	bool ok = false;
+	int i;
+
+	f->build(&p);
+	if (!set_config(f->default_action, f->dry_run) || !take(&before))
+		goto out;
+	if (!ASSERT_OK(run_frame(&p, 1, &retval), "test run"))
+		goto out;
+	if (!ASSERT_EQ(retval, f->verdict, "verdict") || !take(&after))
+		goto out;
+	if (f->verdict == XDP_PASS) {
+		want.passed_packets = 1;
+		want.passed_bytes = p.len;
+	} else {
+		want.dropped_packets = 1;
+		want.dropped_bytes = p.len;
+	}
+	for (i = 0; i < MAX_STATS && f->stats[i]; i++)
+		want_stats[f->stats[i] - 1]++;
+	ok = check_deltas(&before, &after, &want, f->agent, want_stats);
+out:
+	free(before.agents);
+	free(after.agents);
+	set_config(AG_ACTION_PASS, 0);
+	return ok;
+}
+
+/* ---- sequences: frames that depend on bucket state --------------------- */
+
+struct seq_expect {
+	__u64 passed, dropped, would_drop;
+	__u64 frame_len;
+	__u64 dryrun_stat;
+};
+
+/* Send `n` copies of a frame as separate runs and check the agent's deltas. */
+static bool send_n(int agent, const struct pkt *p, int n, const struct seq_expect *e)
+{
+	struct snapshot before = {}, after = {};
+	struct ag_counters want = {};
+	__u64 want_stats[AG_STAT__MAX] = {};
+	__u32 retval;
+	bool ok = false;
+	int i;
+
+	if (!take(&before))
+		goto out;
+	for (i = 0; i < n; i++)
+		if (!ASSERT_OK(run_frame(p, 1, &retval), "test run"))
+			goto out;
+	if (!take(&after))
+		goto out;
+	want.passed_packets = e->passed;
+	want.passed_bytes = e->passed * p->len;
+	want.dropped_packets = e->dropped;
+	want.dropped_bytes = e->dropped * p->len;
+	want.would_drop_packets = e->would_drop;
+	want.would_drop_bytes = e->would_drop * p->len;
+	want_stats[AG_STAT_DRYRUN_WOULD_DROP] = e->dryrun_stat;
+	ok = check_deltas(&before, &after, &want, agent, want_stats);
+out:
+	free(before.agents);
+	free(after.agents);
+	return ok;
+}
+
+static bool set_limit(int agent, double rate, __u64 burst, enum ag_unit unit)
+{
+	struct ag_agent_update u = { .fields = AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT,
+				     .rate = rate,
+				     .burst = burst,
+				     .unit = unit };
+
+	return ASSERT_OK(ag_agent_set(ctx, agent_defs[agent].name, &u, NULL, NULL), "set") &&
+	       ASSERT_OK(ag_bucket_reset(ctx, slots[agent]), "reset");
+}
+
+static bool test_pps_burst(void)
+{
+	struct pkt p;
+	struct seq_expect e = { .passed = 3, .dropped = 2 };
+
+	f_v4_lim(&p);
+	/* 1 token/s: nothing refills within the test; burst 3 then drops. */
+	return set_limit(A_LIM, 1, 3, AG_UNIT_PPS) && send_n(A_LIM, &p, 5, &e);
+}
+
+static bool test_pps_burst_repeat(void)
+{
+	struct snapshot before = {}, after = {};
+	struct pkt p;
+	__u32 retval;
+	bool ok;
+
+	/* One BPF_PROG_TEST_RUN with repeat: the last run's verdict is a drop. */
+	f_v4_lim(&p);
+	ok = set_limit(A_LIM, 1, 3, AG_UNIT_PPS) && take(&before) &&
+	     ASSERT_OK(run_frame(&p, 10, &retval), "test run") &&
+	     ASSERT_EQ(retval, XDP_DROP, "last verdict") && take(&after) &&
+	     ASSERT_EQ(after.agents[slots[A_LIM]].passed_packets -
+			       before.agents[slots[A_LIM]].passed_packets,
+		       3, "passed") &&
+	     ASSERT_EQ(after.agents[slots[A_LIM]].dropped_packets -
+			       before.agents[slots[A_LIM]].dropped_packets,
+		       7, "dropped");
+	free(before.agents);
+	free(after.agents);
+	return ok;
+}
+
+static bool test_dry_run_bucket(void)
+{
+	struct pkt p;
+	struct seq_expect e = { .passed = 5, .would_drop = 2, .dryrun_stat = 2 };
+	bool ok;
+
+	f_v4_lim(&p);
+	ok = set_limit(A_LIM, 1, 3, AG_UNIT_PPS) && set_config(AG_ACTION_PASS, 1) &&
+	     send_n(A_LIM, &p, 5, &e);
+	return set_config(AG_ACTION_PASS, 0) && ok;
+}
+
+static void bps_frame(struct pkt *p, size_t len)
+{
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, "198.51.100.9", NULL, IPPROTO_UDP, NULL);
+	pkt_udp(p, 9);
+	pkt_pad_to(p, len);
+	pkt_finish(p);
+}
+
+static bool test_bps_bytes(void)
+{
+	struct pkt p;
+	struct seq_expect e = { .passed = 2, .dropped = 1 };
+
+	/* 1000-byte burst holds two 400-byte frames, not a third. */
+	bps_frame(&p, 400);
+	return set_limit(A_BPS, 1, 1000, AG_UNIT_BPS) && send_n(A_BPS, &p, 3, &e);
+}
+
+static bool test_bps_frame_over_burst(void)
+{
+	struct pkt p;
+	struct seq_expect e = { .dropped = 2 };
+
+	bps_frame(&p, 1200); /* larger than the whole burst */
+	return set_limit(A_BPS, 1, 1000, AG_UNIT_BPS) && send_n(A_BPS, &p, 2, &e);
+}
+
+static bool test_bps_exact_fit(void)
+{
+	struct pkt p;
+	struct seq_expect e = { .passed = 1, .dropped = 1 };
+
+	bps_frame(&p, 500);
+	return set_limit(A_BPS, 1, 500, AG_UNIT_BPS) && send_n(A_BPS, &p, 2, &e);
+}
+
+static void sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts))
+		;
+}
+
+static bool test_refill(void)
+{
+	struct pkt p;
+	struct seq_expect one = { .passed = 1 }, denied = { .dropped = 1 };
+
+	/* 10 tokens/s, burst 1: a token every 100 ms. */
+	f_v4_lim(&p);
+	return set_limit(A_LIM, 10, 1, AG_UNIT_PPS) && send_n(A_LIM, &p, 1, &one) &&
+	       send_n(A_LIM, &p, 1, &denied) && (sleep_ms(150), true) &&
+	       send_n(A_LIM, &p, 1, &one) && send_n(A_LIM, &p, 1, &denied);
+}
+
+static bool test_refill_caps_at_burst(void)
+{
+	struct pkt p;
+	struct seq_expect e = { .passed = 2, .dropped = 3 };
+
+	/* 100 tokens/s for 300 ms would be 30 tokens, but the burst is 2. */
+	f_v4_lim(&p);
+	return set_limit(A_LIM, 100, 2, AG_UNIT_PPS) && (sleep_ms(300), true) &&
+	       send_n(A_LIM, &p, 5, &e);
+}
+
+static bool test_userspace_reset(void)
+{
+	struct pkt p;
+	struct seq_expect empty = { .passed = 3, .dropped = 1 }, again = { .passed = 3 };
+
+	f_v4_lim(&p);
+	return set_limit(A_LIM, 1, 3, AG_UNIT_PPS) && send_n(A_LIM, &p, 4, &empty) &&
+	       ASSERT_OK(ag_bucket_reset(ctx, slots[A_LIM]), "reset") &&
+	       send_n(A_LIM, &p, 3, &again);
+}
+
+static bool test_userspace_drain(void)
+{
+	struct pkt p;
+	struct seq_expect e = { .passed = 1, .dropped = 2 };
+	double left = -1;
+
+	f_v4_lim(&p);
+	return set_limit(A_LIM, 1, 3, AG_UNIT_PPS) &&
+	       ASSERT_OK(ag_bucket_drain(ctx, slots[A_LIM], 2, &left), "drain") &&
+	       ASSERT_TRUE(left > 0.99 && left < 1.01, "one token left") &&
+	       send_n(A_LIM, &p, 3, &e);
+}
+
+static bool test_userspace_consume_shares_bucket(void)
+{
+	struct ag_consume_result r;
+	struct pkt p;
+	struct seq_expect e = { .passed = 1, .dropped = 1 };
+
+	f_v4_lim(&p);
+	return set_limit(A_LIM, 1, 3, AG_UNIT_PPS) &&
+	       ASSERT_OK(ag_bucket_consume(ctx, slots[A_LIM], 2, &r), "consume") &&
+	       ASSERT_TRUE(r.allowed, "allowed") && send_n(A_LIM, &p, 2, &e) &&
+	       ASSERT_OK(ag_bucket_consume(ctx, slots[A_LIM], 1, &r), "consume") &&
+	       ASSERT_TRUE(!r.allowed, "denied once XDP emptied it") &&
+	       ASSERT_TRUE(r.retry_after_ns > 0 && r.retry_after_ns <= 1000000000ULL,
+			   "retry after within one token's time");
+}
+
+static bool test_rate_change_keeps_tokens(void)
+{
+	struct pkt p;
+	struct seq_expect e = { .passed = 1, .dropped = 1 };
+
+	/* Empty the bucket, then raise the rate: still empty, no burst appears. */
+	f_v4_lim(&p);
+	return set_limit(A_LIM, 1, 3, AG_UNIT_PPS) &&
+	       ASSERT_OK(ag_bucket_drain(ctx, slots[A_LIM], 2, NULL), "drain") &&
+	       ASSERT_OK(ag_agent_set(ctx, "lim",
+				      &(struct ag_agent_update){ .fields = AG_SET_RATE, .rate = 2 },
+				      NULL, NULL),
+			 "raise rate") &&
+	       send_n(A_LIM, &p, 2, &e);
+}
+
+static bool test_deleted_agent_unclassified(void)
+{
+	struct snapshot before = {}, after = {};
+	struct ag_rule r;
+	struct pkt p;
+	__u32 retval;
+	bool ok;
+
+	/* A scratch agent on 203.0.113.0/24: delete it, its rule goes too. */
+	f_v4_lim(&p);
+	memcpy(p.b + 14 + 12, (unsigned char[]){ 203, 0, 113, 5 }, 4);
+	ok = ASSERT_OK(ag_agent_set(ctx, "scratch",
+				    &(struct ag_agent_update){ .fields = AG_SET_RATE, .rate = 1e6 },
+				    NULL, NULL),
+		       "create") &&
+	     ASSERT_OK(ag_prefix_parse("203.0.113.0/24", &r), "prefix") &&
+	     ASSERT_OK(ag_rule_add(ctx, &r, "scratch"), "rule") &&
+	     ASSERT_OK(ag_agent_delete(ctx, "scratch"), "delete") && take(&before) &&
+	     ASSERT_OK(run_frame(&p, 1, &retval), "run") && ASSERT_EQ(retval, XDP_PASS, "verdict") &&
+	     take(&after) &&
+	     ASSERT_EQ(after.stats[AG_STAT_UNCLASSIFIED_PASSED] -
+			       before.stats[AG_STAT_UNCLASSIFIED_PASSED],
+		       1, "unclassified");
+	free(before.agents);
+	free(after.agents);
+	return ok;
+}
+
+/* Frames below the Ethernet header: the kernel refuses them in test runs
+ * (-EINVAL); where it accepts one, the program must pass and count it. */
+static bool test_short_frames(void)
+{
+	struct snapshot before = {}, after = {};
+	struct pkt p = {};
+	bool ok = true;
+	size_t len;
+
+	memset(p.b, 0x08, sizeof(p.b));
+	for (len = 0; len < 14 && ok; len++) {
+		__u32 retval = 0;
+		int err;
+
+		p.len = len;
+		ok = take(&before);
+		err = run_frame(&p, 1, &retval);
+		ok = ok && take(&after);
+		if (!ok)
+			break;
+		if (err) {
+			ok = ASSERT_EQ(err, -EINVAL, "kernel refusal");
+			continue;
+		}
+		ok = ASSERT_EQ(retval, XDP_PASS, "verdict") &&
+		     ASSERT_EQ(after.stats[AG_STAT_ETH_TRUNCATED] -
+				       before.stats[AG_STAT_ETH_TRUNCATED],
+			       1, "eth_truncated");
+	}
+	free(before.agents);
+	free(after.agents);
+	return ok;
+}
+
+static const struct {
+	const char *name;
+	bool (*fn)(void);
+} sequences[] = {
+	{ "frames of 0-13 bytes: refused by the kernel or passed and counted", test_short_frames },
+	{ "pps: burst of 3 then drops", test_pps_burst },
+	{ "pps: repeat run shares one bucket", test_pps_burst_repeat },
+	{ "dry-run: over-limit frames pass and are counted as would-drop", test_dry_run_bucket },
+	{ "bps: frames charged by length", test_bps_bytes },
+	{ "bps: frame larger than burst never passes", test_bps_frame_over_burst },
+	{ "bps: frame of exactly the burst passes once", test_bps_exact_fit },
+	{ "refill: one token after 1/rate", test_refill },
+	{ "refill: capped at burst after idle", test_refill_caps_at_burst },
+	{ "userspace reset refills the datapath bucket", test_userspace_reset },
+	{ "userspace drain removes tokens the datapath sees", test_userspace_drain },
+	{ "userspace consume and XDP share one bucket", test_userspace_consume_shares_bucket },
+	{ "rate change preserves the token level", test_rate_change_keeps_tokens },
+	{ "deleted agent's rules are gone: traffic unclassified", test_deleted_agent_unclassified },
+};
+
+static bool setup(void)
+{
+	struct ag_open_opts o = { .pin_root = testenv_pin_root("xdp"), .create = true,
+				  .max_agents = 64, .max_rules = 64 };
+	int a;
+
+	if (!ASSERT_OK(ag_open(&o, &ctx), "open"))
+		return false;
+	for (a = 0; a < A__COUNT; a++) {
+		const struct agent_def *d = &agent_defs[a];
+		struct ag_agent_update u = { .fields = AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT,
+					     .rate = d->rate, .burst = d->burst, .unit = d->unit };
+		struct ag_rule r;
+
+		if (!ASSERT_OK(ag_agent_set(ctx, d->name, &u, &slots[a], NULL), d->name) ||
+		    !ASSERT_OK(ag_prefix_parse(d->prefix, &r), d->prefix))
+			return false;
+		r.port = d->port;
+		if (!ASSERT_OK(ag_rule_add(ctx, &r, d->name), d->prefix))
+			return false;
+	}
+	return ASSERT_OK(ag_prog_load(ctx, &prog), "load");
+}
+
+int main(void)
+{
+	size_t nf = sizeof(fixtures) / sizeof(fixtures[0]);
+	size_t ns = sizeof(sequences) / sizeof(sequences[0]);
+	size_t i;
+
+	h_require_root();
+	h_plan((int)(nf + ns));
+	if (!setup()) {
+		fprintf(stderr, "setup failed: %s\n", ag_errmsg());
+		return 1;
+	}
+	for (i = 0; i < nf; i++)
+		h_result(fixtures[i].desc, run_fixture(&fixtures[i]));
+	for (i = 0; i < ns; i++)
+		h_result(sequences[i].name, sequences[i].fn());
+	ag_prog_free(prog);
+	ag_close(ctx);
+	return h_exit();
+}

@@ -1,0 +1,200 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * libagentgate: the only code that touches agentgate's pinned BPF objects.
+ * The CLI (agentgate) and the daemon (agentgated) are built on it.
+ *
+ * Conventions: functions return 0 or a negative errno; on failure a one-line
+ * human message is available from ag_errmsg() (per thread). Mutations of
+ * agents, rules and config are serialized between processes with flock(2) on
+ * the pin root directory (released by the kernel if a process dies); the
+ * datapath itself never takes a lock.
+ */
+#ifndef AGENTGATE_LIB_H
+#define AGENTGATE_LIB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <linux/types.h>
+
+#include "agentgate/abi.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct ag_ctx;
+
+const char *ag_errmsg(void);
+
+/* Library warnings (e.g. falling back to generic XDP); default: stderr. */
+typedef void (*ag_log_fn)(const char *msg);
+void ag_set_log(ag_log_fn fn);
+
+/* CLOCK_MONOTONIC nanoseconds: the datapath's bpf_ktime_get_ns() clock. */
+__u64 ag_now_ns(void);
+
+/* ---- opening the pinned maps ----------------------------------------- */
+
+struct ag_open_opts {
+	const char *pin_root; /* NULL: AG_PIN_ROOT_DEFAULT */
+	bool create;          /* create missing maps (else -ENOENT) */
+	bool read_only;       /* inspection: BPF_F_RDONLY fds, read-only mmap */
+	__u32 max_agents;     /* when creating; 0: AG_MAX_AGENTS_DEFAULT */
+	__u32 max_rules;      /* per rule map, when creating; 0: AG_MAX_RULES_DEFAULT */
+};
+
+int ag_open(const struct ag_open_opts *opts, struct ag_ctx **out);
+void ag_close(struct ag_ctx *ctx);
+const char *ag_pin_root(const struct ag_ctx *ctx);
+__u32 ag_max_agents(const struct ag_ctx *ctx);
+__u32 ag_max_rules(const struct ag_ctx *ctx);
+int ag_num_cpus(const struct ag_ctx *ctx);
+
+/* ---- agents -------------------------------------------------------- */
+
+struct ag_agent {
+	char name[AG_NAME_MAX + 1];
+	__u32 slot;
+	double rate; /* tokens per second */
+	__u64 burst; /* tokens */
+	enum ag_unit unit;
+	bool pinned;
+	__u64 created_ns; /* CLOCK_REALTIME */
+};
+
+enum ag_update_fields {
+	AG_SET_RATE = 1u << 0,
+	AG_SET_BURST = 1u << 1,
+	AG_SET_UNIT = 1u << 2,
+	AG_SET_PINNED = 1u << 3,
+};
+
+struct ag_agent_update {
+	__u32 fields; /* enum ag_update_fields */
+	double rate;
+	__u64 burst;
+	enum ag_unit unit;
+	bool pinned;
+};
+
+/* Defaults for fields a creating ag_agent_set() does not name. */
+#define AG_DEFAULT_RATE 100.0
+#define AG_BPS_MIN_BURST 1518 /* a bps bucket must hold one full-size frame */
+
+int ag_name_check(const char *name);
+int ag_limit_check(double rate, __u64 burst, enum ag_unit unit);
+
+/* Create the agent if missing (*created set), else update the named fields.
+ * Tokens in the bucket are preserved across a rate change (capped at burst). */
+int ag_agent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_update *u,
+		 __u32 *slot, bool *created);
+int ag_agent_get(struct ag_ctx *ctx, const char *name, struct ag_agent *out);
+int ag_agent_get_slot(struct ag_ctx *ctx, __u32 slot, struct ag_agent *out);
+/* Removes the agent and every rule pointing at it. */
+int ag_agent_delete(struct ag_ctx *ctx, const char *name);
+/* All agents, sorted by slot; free(*out). */
+int ag_agent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n);
+
+/* ---- buckets (through the mmap, lock-free) ------------------------- */
+
+struct ag_consume_result {
+	bool allowed;
+	double remaining;      /* tokens left after this request */
+	__u64 retry_after_ns;  /* when not allowed: wait before retrying */
+};
+
+int ag_bucket_tokens(struct ag_ctx *ctx, __u32 slot, double *tokens);
+int ag_bucket_reset(struct ag_ctx *ctx, __u32 slot);                  /* full */
+int ag_bucket_fill(struct ag_ctx *ctx, __u32 slot, double tokens);    /* set level */
+int ag_bucket_drain(struct ag_ctx *ctx, __u32 slot, __u64 tokens, double *remaining);
+int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
+		      struct ag_consume_result *res);
+
+/* Pure rate math, exposed for tests: the parameter set for a limit. */
+int ag_gcra_params_for(double rate, __u64 burst, enum ag_unit unit,
+		       struct ag_gcra_params *out);
+
+/* ---- counters -------------------------------------------------------- */
+
+int ag_counters_get(struct ag_ctx *ctx, __u32 slot, struct ag_counters *sum);
+/* out[max_agents]: every slot's counters summed over CPUs (batch lookups). */
+int ag_counters_get_all(struct ag_ctx *ctx, struct ag_counters *out);
+int ag_stats_get(struct ag_ctx *ctx, __u64 out[AG_STAT__MAX]);
+const char *ag_stat_name(unsigned int stat);
+bool ag_stat_is_parse_error(unsigned int stat);
+
+/* ---- rules ------------------------------------------------------------ */
+
+struct ag_rule {
+	int family;      /* AF_INET or AF_INET6 */
+	__u8 addr[16];   /* network order; IPv4 in the first 4 bytes */
+	__u8 plen;
+	__u16 port;      /* host order; 0 = any port */
+	__u32 slot;      /* filled by ag_rule_list */
+};
+
+/* "10.0.0.0/24", "2001:db8::/32", a bare address means a host prefix.
+ * Host bits set beyond the prefix are an error. */
+int ag_prefix_parse(const char *text, struct ag_rule *rule);
+int ag_port_parse(const char *text, __u16 *port);
+/* "10.0.0.0/24" (no port); buf of at least AG_PREFIX_STRLEN. */
+#define AG_PREFIX_STRLEN 64
+void ag_prefix_format(const struct ag_rule *rule, char *buf, size_t len);
+
+int ag_rule_add(struct ag_ctx *ctx, const struct ag_rule *rule, const char *agent);
+int ag_rule_del(struct ag_ctx *ctx, const struct ag_rule *rule);
+/* Every rule of both families; free(*out). */
+int ag_rule_list(struct ag_ctx *ctx, struct ag_rule **out, size_t *n);
+
+/* ---- global config ---------------------------------------------------- */
+
+int ag_config_get(struct ag_ctx *ctx, struct ag_config *cfg);
+int ag_config_set_default_action(struct ag_ctx *ctx, enum ag_action action);
+int ag_config_set_dry_run(struct ag_ctx *ctx, bool on);
+
+/* ---- program and links ----------------------------------------------- */
+
+enum ag_xdp_mode {
+	AG_XDP_AUTO = 0,  /* native, generic with a warning when unsupported */
+	AG_XDP_NATIVE,
+	AG_XDP_GENERIC,
+};
+
+struct ag_attach_result {
+	__u32 prog_id;
+	__u32 link_id;
+	enum ag_xdp_mode mode; /* NATIVE or GENERIC as attached */
+	bool replaced;         /* an existing link's program was updated */
+};
+
+struct ag_link_info {
+	char ifname[32]; /* pin name */
+	__u32 ifindex;   /* 0: device gone, link defunct */
+	__u32 link_id;
+	__u32 prog_id;
+	enum ag_xdp_mode mode;
+};
+
+/* A loaded instance of the datapath program bound to ctx's maps. */
+struct ag_prog;
+int ag_prog_load(struct ag_ctx *ctx, struct ag_prog **out);
+int ag_prog_fd(const struct ag_prog *prog);
+void ag_prog_free(struct ag_prog *prog);
+
+/* Attach to ifname through a bpf_link pinned under <pin root>/links/.
+ * If a link is already pinned there, its program is replaced atomically. */
+int ag_attach(struct ag_ctx *ctx, const char *ifname, enum ag_xdp_mode mode,
+	      struct ag_attach_result *res);
+/* Replace the program of an attached link with prog; refused (-EPERM) when
+ * the link no longer runs expected_prog_id (0: whatever runs now). */
+int ag_link_replace(struct ag_ctx *ctx, const char *ifname, const struct ag_prog *prog,
+		    __u32 expected_prog_id, struct ag_attach_result *res);
+int ag_detach(struct ag_ctx *ctx, const char *ifname);
+/* free(*out). */
+int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* AGENTGATE_LIB_H */

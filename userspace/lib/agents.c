@@ -1,0 +1,521 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Agents: a name, a slot, a bucket. Creation and deletion run under the
+ * pin-root lock with a journal bit in ag_config, in an order that makes
+ * the ag_names entry the commit record:
+ *   create: names[slot] (claim, NOEXIST) -> counters zeroed -> bucket
+ *           configured -> index[name] (commit)
+ *   delete: rules dropped -> bucket disabled -> index removed -> names removed
+ * A process killed in between leaves the journal bit set; the next locker
+ * rolls an unfinished create back and finishes an unfinished delete.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <bpf/bpf.h>
+
+#include "internal.h"
+
+int ag_name_check(const char *name)
+{
+	size_t len = name ? strlen(name) : 0;
+	size_t i;
+
+	if (len == 0 || len > AG_NAME_MAX)
+		return ag_err(EINVAL, "agent name must be 1 to %d characters, got %zu", AG_NAME_MAX,
+			      len);
+	for (i = 0; i < len; i++) {
+		char c = name[i];
+
+		if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		    c == '.' || c == '_' || c == ':' || c == '-')
+			continue;
+		return ag_err(EINVAL,
+			      "agent name has invalid character 0x%02x at position %zu (allowed: "
+			      "A-Z a-z 0-9 . _ : -)",
+			      (unsigned char)c, i + 1);
+	}
+	return 0;
+}
+
+static void name_key(const char *name, struct ag_name_key *key)
+{
+	memset(key, 0, sizeof(*key));
+	memcpy(key->name, name, strnlen(name, AG_NAME_MAX));
+}
+
+static void info_name(const struct ag_agent_info *info, char out[AG_NAME_MAX + 1])
+{
+	memcpy(out, info->name, AG_NAME_MAX);
+	out[AG_NAME_MAX] = '\0';
+}
+
+static void info_to_agent(const struct ag_agent_info *info, struct ag_agent *a)
+{
+	memset(a, 0, sizeof(*a));
+	info_name(info, a->name);
+	a->slot = info->slot;
+	a->rate = info->rate_mtps / 1000.0;
+	a->burst = info->burst;
+	a->unit = info->unit;
+	a->pinned = info->flags & AG_AGENT_PINNED;
+	a->created_ns = info->created_ns;
+}
+
+static int index_lookup(struct ag_ctx *ctx, const char *name, __u32 *slot)
+{
+	struct ag_name_key key;
+
+	name_key(name, &key);
+	if (bpf_map_lookup_elem(ctx->fds[AG_M_INDEX], &key, slot))
+		return errno == ENOENT ? ag_err(ENOENT, "unknown agent '%s'", name) :
+					 ag_err(errno, "cannot read %s: %s", AG_MAP_INDEX,
+						strerror(errno));
+	return 0;
+}
+
+static int info_lookup(struct ag_ctx *ctx, __u32 slot, struct ag_agent_info *info)
+{
+	if (bpf_map_lookup_elem(ctx->fds[AG_M_NAMES], &slot, info))
+		return errno == ENOENT ? ag_err(ENOENT, "no agent in slot %u", slot) :
+					 ag_err(errno, "cannot read %s: %s", AG_MAP_NAMES,
+						strerror(errno));
+	return 0;
+}
+
+/* Name -> slot -> info, checking that both maps agree. */
+static int lookup_agent(struct ag_ctx *ctx, const char *name, struct ag_agent_info *info)
+{
+	char stored[AG_NAME_MAX + 1];
+	__u32 slot;
+	int err;
+
+	err = index_lookup(ctx, name, &slot);
+	if (!err)
+		err = info_lookup(ctx, slot, info);
+	if (err == -ENOENT)
+		return ag_err(ENOENT, "unknown agent '%s'", name);
+	if (err)
+		return err;
+	info_name(info, stored);
+	if (strcmp(stored, name) != 0)
+		return ag_err(ENOENT, "unknown agent '%s'", name);
+	return 0;
+}
+
+int ag_agent_get(struct ag_ctx *ctx, const char *name, struct ag_agent *out)
+{
+	struct ag_agent_info info;
+	int err;
+
+	err = ag_name_check(name);
+	if (!err)
+		err = lookup_agent(ctx, name, &info);
+	if (!err)
+		info_to_agent(&info, out);
+	return err;
+}
+
+int ag_agent_get_slot(struct ag_ctx *ctx, __u32 slot, struct ag_agent *out)
+{
+	struct ag_agent_info info;
+	int err = info_lookup(ctx, slot, &info);
+
+	if (!err)
+		info_to_agent(&info, out);
+	return err;
+}
+
+static int zero_counters(struct ag_ctx *ctx, __u32 slot)
+{
+	void *zeros = calloc(ctx->ncpus, sizeof(struct ag_counters));
+	int err = 0;
+
+	if (!zeros)
+		return ag_err(ENOMEM, "out of memory");
+	if (bpf_map_update_elem(ctx->fds[AG_M_COUNTERS], &slot, zeros, BPF_ANY))
+		err = ag_err(errno, "cannot reset counters of slot %u: %s", slot, strerror(errno));
+	free(zeros);
+	return err;
+}
+
+/* Claim a free slot by inserting its names entry with BPF_NOEXIST. */
+static int claim_slot(struct ag_ctx *ctx, struct ag_agent_info *info)
+{
+	__u32 n, slot;
+
+	for (n = 0; n < ctx->max_agents; n++) {
+		slot = (ctx->free_hint + n) % ctx->max_agents;
+		if (ctx->buckets[slot].in_use)
+			continue;
+		info->slot = slot;
+		if (!bpf_map_update_elem(ctx->fds[AG_M_NAMES], &slot, info, BPF_NOEXIST)) {
+			ctx->free_hint = slot + 1;
+			return 0;
+		}
+		if (errno == EEXIST) { /* stale hint byte: fix it and move on */
+			ctx->buckets[slot].in_use = 1;
+			continue;
+		}
+		if (errno == E2BIG || errno == ENOMEM)
+			break;
+		return ag_err(errno, "cannot claim slot %u: %s", slot, strerror(errno));
+	}
+	return ag_err(ENOSPC, "no free agent slot: all %u are in use (recreate the maps with "
+			      "a larger max-agents)",
+		      ctx->max_agents);
+}
+
+static void merge_update(struct ag_agent_info *info, const struct ag_agent_update *u)
+{
+	if (u->fields & AG_SET_RATE)
+		info->rate_mtps = (__u64)(u->rate * 1000.0 + 0.5);
+	if (u->fields & AG_SET_BURST)
+		info->burst = u->burst;
+	if (u->fields & AG_SET_UNIT)
+		info->unit = u->unit;
+	if (u->fields & AG_SET_PINNED)
+		info->flags = u->pinned ? info->flags | AG_AGENT_PINNED :
+					  info->flags & ~AG_AGENT_PINNED;
+}
+
+static __u64 default_burst(double rate, enum ag_unit unit)
+{
+	__u64 burst = (__u64)(rate + 0.999999);
+
+	if (burst < 1)
+		burst = 1;
+	if (unit == AG_UNIT_BPS && burst < AG_BPS_MIN_BURST)
+		burst = AG_BPS_MIN_BURST;
+	return burst;
+}
+
+static int create_agent(struct ag_ctx *ctx, const char *name, const struct ag_agent_update *u,
+			struct ag_agent_info *info)
+{
+	struct ag_gcra_params p;
+	struct ag_name_key key;
+	struct timespec ts;
+	int err;
+
+	memset(info, 0, sizeof(*info));
+	memcpy(info->name, name, strnlen(name, AG_NAME_MAX));
+	info->rate_mtps = (__u64)(AG_DEFAULT_RATE * 1000.0);
+	info->unit = AG_UNIT_PPS;
+	merge_update(info, u);
+	if (!(u->fields & AG_SET_BURST))
+		info->burst = default_burst(info->rate_mtps / 1000.0, info->unit);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	info->created_ns = (__u64)ts.tv_sec * 1000000000ULL + ts.tv_nsec;
+	err = ag_gcra_params_for(info->rate_mtps / 1000.0, info->burst, info->unit, &p);
+	if (err)
+		return err;
+
+	err = ag_dirty_set(ctx, AG_DIRTY_AGENTS);
+	if (err)
+		return err;
+	err = claim_slot(ctx, info);
+	if (err)
+		goto out;
+	err = zero_counters(ctx, info->slot);
+	if (!err)
+		err = ag_bucket_configure(ctx, info->slot, &p, info->unit);
+	name_key(name, &key);
+	if (!err && bpf_map_update_elem(ctx->fds[AG_M_INDEX], &key, &info->slot, BPF_NOEXIST))
+		err = ag_err(errno, "cannot index agent '%s': %s", name, strerror(errno));
+	if (err) { /* roll back the claim, leave nothing half-made */
+		ag_bucket_disable(ctx, info->slot);
+		bpf_map_delete_elem(ctx->fds[AG_M_NAMES], &info->slot);
+		goto out;
+	}
+	ctx->buckets[info->slot].in_use = 1;
+out:
+	if (!err)
+		err = ag_dirty_clear(ctx, AG_DIRTY_AGENTS);
+	else
+		ag_dirty_clear(ctx, AG_DIRTY_AGENTS);
+	return err;
+}
+
+static int update_agent(struct ag_ctx *ctx, struct ag_agent_info *info,
+			const struct ag_agent_update *u)
+{
+	struct ag_agent_info next = *info;
+	struct ag_gcra_params p;
+	int err;
+
+	merge_update(&next, u);
+	if (next.rate_mtps != info->rate_mtps || next.burst != info->burst ||
+	    next.unit != info->unit) {
+		err = ag_gcra_params_for(next.rate_mtps / 1000.0, next.burst, next.unit, &p);
+		if (err)
+			return err;
+		err = ag_bucket_configure(ctx, info->slot, &p, next.unit);
+		if (err)
+			return err;
+	}
+	if (bpf_map_update_elem(ctx->fds[AG_M_NAMES], &info->slot, &next, BPF_EXIST))
+		return ag_err(errno, "cannot update agent in slot %u: %s", info->slot,
+			      strerror(errno));
+	*info = next;
+	return 0;
+}
+
+static int check_update(const struct ag_agent_update *u)
+{
+	if (u->fields & ~(AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT | AG_SET_PINNED))
+		return ag_err(EINVAL, "unknown update fields 0x%x", u->fields);
+	if ((u->fields & AG_SET_UNIT) && u->unit != AG_UNIT_PPS && u->unit != AG_UNIT_BPS)
+		return ag_err(EINVAL, "unit must be pps or bps");
+	if ((u->fields & AG_SET_RATE) &&
+	    !(u->rate >= AG_RATE_MIN_MTPS / 1000.0 && u->rate <= AG_RATE_MAX_MTPS / 1000.0))
+		return ag_err(EINVAL, "rate %g out of range (%g to %g tokens/s)", u->rate,
+			      AG_RATE_MIN_MTPS / 1000.0, AG_RATE_MAX_MTPS / 1000.0);
+	if ((u->fields & AG_SET_BURST) && (u->burst < 1 || u->burst > AG_BURST_MAX))
+		return ag_err(EINVAL, "burst %llu out of range (1 to %llu tokens)",
+			      (unsigned long long)u->burst, (unsigned long long)AG_BURST_MAX);
+	return 0;
+}
+
+int ag_agent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_update *u,
+		 __u32 *slot, bool *created)
+{
+	struct ag_agent_info info;
+	bool made = false;
+	int err;
+
+	err = ag_name_check(name);
+	if (!err)
+		err = check_update(u);
+	if (!err)
+		err = ag_lock(ctx);
+	if (err)
+		return err;
+	err = lookup_agent(ctx, name, &info);
+	if (err == -ENOENT) {
+		err = create_agent(ctx, name, u, &info);
+		made = !err;
+	} else if (!err) {
+		err = update_agent(ctx, &info, u);
+	}
+	ag_unlock(ctx);
+	if (!err && slot)
+		*slot = info.slot;
+	if (!err && created)
+		*created = made;
+	return err;
+}
+
+/* Remove everything of the agent in slot; names entry last (commit). */
+static int remove_slot(struct ag_ctx *ctx, __u32 slot, const char *name, bool drop_index)
+{
+	struct ag_name_key key;
+	int err;
+
+	err = ag_rules_drop_slot(ctx, slot);
+	if (!err)
+		err = ag_bucket_disable(ctx, slot);
+	if (err)
+		return err;
+	if (drop_index) {
+		name_key(name, &key);
+		if (bpf_map_delete_elem(ctx->fds[AG_M_INDEX], &key) && errno != ENOENT)
+			return ag_err(errno, "cannot unindex '%s': %s", name, strerror(errno));
+	}
+	if (bpf_map_delete_elem(ctx->fds[AG_M_NAMES], &slot) && errno != ENOENT)
+		return ag_err(errno, "cannot free slot %u: %s", slot, strerror(errno));
+	ctx->buckets[slot].in_use = 0;
+	return 0;
+}
+
+int ag_agent_delete(struct ag_ctx *ctx, const char *name)
+{
+	struct ag_agent_info info;
+	int err;
+
+	err = ag_name_check(name);
+	if (!err)
+		err = ag_lock(ctx);
+	if (err)
+		return err;
+	err = lookup_agent(ctx, name, &info);
+	if (!err)
+		err = ag_dirty_set(ctx, AG_DIRTY_AGENTS);
+	if (!err) {
+		err = remove_slot(ctx, info.slot, name, true);
+		if (!err)
+			err = ag_dirty_clear(ctx, AG_DIRTY_AGENTS);
+	}
+	ag_unlock(ctx);
+	return err;
+}
+
+static int cmp_slot(const void *a, const void *b)
+{
+	const struct ag_agent *x = a, *y = b;
+
+	return x->slot < y->slot ? -1 : x->slot > y->slot;
+}
+
+/* Every (slot, info) of ag_names, with batch lookups. */
+static int read_names(struct ag_ctx *ctx, __u32 **slots_out, struct ag_agent_info **infos_out,
+		      size_t *n_out)
+{
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	size_t cap = ctx->max_agents, n = 0;
+	__u32 *slots = calloc(cap ? cap : 1, sizeof(*slots));
+	struct ag_agent_info *infos = calloc(cap ? cap : 1, sizeof(*infos));
+	__u32 batch_key = 0, chunk;
+	void *in = NULL;
+	int err = 0;
+
+	if (!slots || !infos) {
+		err = ag_err(ENOMEM, "out of memory");
+		goto fail;
+	}
+	while (n < cap) {
+		chunk = cap - n < 4096 ? cap - n : 4096;
+		if (chunk < 64 && cap - n >= 64)
+			chunk = 64;
+		if (bpf_map_lookup_batch(ctx->fds[AG_M_NAMES], in, &batch_key, slots + n,
+					 infos + n, &chunk, &opts)) {
+			if (errno != ENOENT) {
+				err = ag_err(errno, "cannot list %s: %s", AG_MAP_NAMES,
+					     strerror(errno));
+				goto fail;
+			}
+			n += chunk;
+			break;
+		}
+		n += chunk;
+		in = &batch_key;
+	}
+	*slots_out = slots;
+	*infos_out = infos;
+	*n_out = n;
+	return 0;
+fail:
+	free(slots);
+	free(infos);
+	return err;
+}
+
+int ag_agent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n_out)
+{
+	struct ag_agent_info *infos;
+	struct ag_agent *agents;
+	__u32 *slots;
+	size_t n, i;
+	int err;
+
+	err = read_names(ctx, &slots, &infos, &n);
+	if (err)
+		return err;
+	agents = calloc(n ? n : 1, sizeof(*agents));
+	if (!agents) {
+		free(slots);
+		free(infos);
+		return ag_err(ENOMEM, "out of memory");
+	}
+	for (i = 0; i < n; i++)
+		info_to_agent(&infos[i], &agents[i]);
+	qsort(agents, n, sizeof(*agents), cmp_slot);
+	free(slots);
+	free(infos);
+	*out = agents;
+	*n_out = n;
+	return 0;
+}
+
+static bool index_entry_valid(struct ag_ctx *ctx, const struct ag_name_key *key, __u32 slot,
+			      const bool *named)
+{
+	struct ag_agent_info info;
+
+	return slot < ctx->max_agents && named[slot] && !info_lookup(ctx, slot, &info) &&
+	       memcmp(info.name, key->name, AG_NAME_MAX) == 0;
+}
+
+static int drop_stale_index(struct ag_ctx *ctx, const bool *named)
+{
+	struct ag_name_key key, *stale = NULL;
+	size_t n = 0, cap = 0, i;
+	bool first = true;
+	__u32 slot;
+	int err = 0;
+
+	while (!bpf_map_get_next_key(ctx->fds[AG_M_INDEX], first ? NULL : &key, &key)) {
+		first = false;
+		if (!bpf_map_lookup_elem(ctx->fds[AG_M_INDEX], &key, &slot) &&
+		    index_entry_valid(ctx, &key, slot, named))
+			continue;
+		if (n == cap) {
+			struct ag_name_key *grown;
+
+			cap = cap ? cap * 2 : 16;
+			grown = realloc(stale, cap * sizeof(*stale));
+			if (!grown) {
+				err = ag_err(ENOMEM, "out of memory");
+				break;
+			}
+			stale = grown;
+		}
+		stale[n++] = key;
+	}
+	for (i = 0; i < n; i++)
+		bpf_map_delete_elem(ctx->fds[AG_M_INDEX], &stale[i]);
+	free(stale);
+	return err;
+}
+
+/* Under the lock, after a process died mid-change: make names, index,
+ * buckets and the in-use hints agree again. */
+int ag_repair_agents(struct ag_ctx *ctx)
+{
+	struct ag_agent_info *infos;
+	struct ag_name_key key;
+	__u32 *slots, slot, idx_slot;
+	bool *named;
+	size_t n, i;
+	int err = 0;
+
+	err = read_names(ctx, &slots, &infos, &n);
+	if (err)
+		return err;
+	named = calloc(ctx->max_agents, sizeof(*named));
+	if (!named) {
+		err = ag_err(ENOMEM, "out of memory");
+		goto out;
+	}
+	for (i = 0; i < n && !err; i++) {
+		char name[AG_NAME_MAX + 1];
+		struct ag_bucket *b = &ctx->buckets[slots[i]];
+		bool indexed, limited = b->set[b->tat >> 63].interval != 0;
+
+		info_name(&infos[i], name);
+		name_key(name, &key);
+		indexed = !bpf_map_lookup_elem(ctx->fds[AG_M_INDEX], &key, &idx_slot) &&
+			  idx_slot == slots[i];
+		if (indexed && limited) {
+			named[slots[i]] = true;
+			b->in_use = 1;
+			continue;
+		}
+		ag_warn("repairing agent '%s' in slot %u left half-%s by an interrupted change",
+			name, slots[i], indexed ? "deleted" : "created");
+		err = remove_slot(ctx, slots[i], name, indexed);
+	}
+	/* Index entries whose names entry is gone or names someone else. */
+	if (!err)
+		err = drop_stale_index(ctx, named);
+	for (slot = 0; slot < ctx->max_agents; slot++)
+		if (!named[slot])
+			ctx->buckets[slot].in_use = 0;
+out:
+	free(named);
+	free(slots);
+	free(infos);
+	return err;
+}

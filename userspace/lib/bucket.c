@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Buckets from userspace: the same GCRA arithmetic as the datapath
+ * (include/agentgate/gcra.h), applied to the mmap of ag_buckets with C11
+ * atomics. Token operations (consume, drain, reset, fill) are lock-free CAS
+ * loops on the tat word, like the XDP program's. Parameter changes are made
+ * by one writer at a time (the caller holds ag_lock) with the two-set
+ * protocol described in abi.h.
+ */
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#include "agentgate/gcra.h"
+#include "internal.h"
+
+#define NS_PER_S 1000000000ULL
+/* Smallest tick rate we accept: keeps the 32.32 multiplier's rounding error
+ * below 1e-7 of the rate. */
+#define AG_TICK_HZ_MIN 1000000ULL
+
+int ag_gcra_params_for(double rate, __u64 burst, enum ag_unit unit,
+		       struct ag_gcra_params *out)
+{
+	__u64 interval, hz;
+
+	if (!(rate >= AG_RATE_MIN_MTPS / 1000.0 && rate <= AG_RATE_MAX_MTPS / 1000.0))
+		return ag_err(EINVAL, "rate %g out of range (%g to %g tokens/s)", rate,
+			      AG_RATE_MIN_MTPS / 1000.0, AG_RATE_MAX_MTPS / 1000.0);
+	if (burst < 1 || burst > AG_BURST_MAX)
+		return ag_err(EINVAL, "burst %llu out of range (1 to %llu tokens)",
+			      (unsigned long long)burst, (unsigned long long)AG_BURST_MAX);
+	if (unit != AG_UNIT_PPS && unit != AG_UNIT_BPS)
+		return ag_err(EINVAL, "unknown unit %d", (int)unit);
+
+	/* The largest exact integer interval: tick rate as high as the
+	 * 10-year range allows, tau = burst * interval and one maximal frame's
+	 * cost within AG_TAU_MAX. */
+	interval = (__u64)((double)AG_TICK_HZ_MAX / rate);
+	if (interval > AG_TAU_MAX / burst)
+		interval = AG_TAU_MAX / burst;
+	if (unit == AG_UNIT_BPS && interval > AG_TAU_MAX / AG_FRAME_MAX)
+		interval = AG_TAU_MAX / AG_FRAME_MAX;
+	/* Floors throughout: the bucket never refills faster than asked. */
+	hz = interval ? (__u64)floorl((long double)rate * interval) : 0;
+	if (hz < AG_TICK_HZ_MIN)
+		return ag_err(EINVAL, "burst %llu is too large for rate %g (at most %.0f)",
+			      (unsigned long long)burst, rate,
+			      floor((double)AG_TAU_MAX * rate / AG_TICK_HZ_MIN));
+	out->interval = interval;
+	out->mult = (__u64)(((unsigned __int128)hz << 32) / NS_PER_S);
+	out->tau = burst * interval;
+	return 0;
+}
+
+int ag_limit_check(double rate, __u64 burst, enum ag_unit unit)
+{
+	struct ag_gcra_params p;
+
+	return ag_gcra_params_for(rate, burst, unit, &p);
+}
+
+static struct ag_bucket *bucket_at(struct ag_ctx *ctx, __u32 slot)
+{
+	return slot < ctx->max_agents ? &ctx->buckets[slot] : NULL;
+}
+
+/* A consistent view: the tat word and the parameter set it selects. */
+struct view {
+	__u64 word;
+	__u64 tat;
+	__u64 now;
+	struct ag_gcra_params p;
+};
+
+static int load_view(struct ag_ctx *ctx, __u32 slot, __u64 now_ns, struct view *v)
+{
+	struct ag_bucket *b = bucket_at(ctx, slot);
+
+	if (!b)
+		return ag_err(ERANGE, "slot %u out of range (%u slots)", slot, ctx->max_agents);
+	v->word = atomic_load_explicit(ag_tat_word(b), memory_order_acquire);
+	v->p = b->set[v->word >> 63];
+	if (!v->p.interval)
+		return ag_err(ENOENT, "slot %u has no bucket configured", slot);
+	v->tat = v->word & AG_TAT_MASK;
+	v->now = ag_ns_to_ticks(now_ns, v->p.mult);
+	return 0;
+}
+
+static bool store_tat(struct ag_ctx *ctx, __u32 slot, __u64 expected_word, __u64 new_tat)
+{
+	__u64 desired = (expected_word & AG_TAT_SEL) | new_tat;
+
+	return atomic_compare_exchange_strong_explicit(ag_tat_word(&ctx->buckets[slot]),
+						       &expected_word, desired,
+						       memory_order_acq_rel,
+						       memory_order_acquire);
+}
+
+static double ticks_to_tokens(__u64 ticks, __u64 interval)
+{
+	return (double)ticks / (double)interval;
+}
+
+static __u64 ticks_to_ns_ceil(__u64 ticks, __u64 mult)
+{
+	unsigned __int128 num = (unsigned __int128)ticks << 32;
+
+	return (__u64)((num + mult - 1) / mult);
+}
+
+int ag_bucket_tokens(struct ag_ctx *ctx, __u32 slot, double *tokens)
+{
+	struct view v;
+	int err = load_view(ctx, slot, ag_now_ns(), &v);
+
+	if (err)
+		return err;
+	*tokens = ticks_to_tokens(ag_gcra_headroom(v.tat, v.now, v.p.tau), v.p.interval);
+	return 0;
+}
+
+/* Set the level to `tokens` (capped at burst). */
+int ag_bucket_fill(struct ag_ctx *ctx, __u32 slot, double tokens)
+{
+	struct view v;
+	int err;
+
+	err = ag_require_writable(ctx);
+	if (err)
+		return err;
+	if (!(tokens >= 0))
+		return ag_err(EINVAL, "token level must be >= 0");
+	do {
+		__u64 headroom;
+
+		err = load_view(ctx, slot, ag_now_ns(), &v);
+		if (err)
+			return err;
+		headroom = tokens * v.p.interval >= (double)v.p.tau ?
+				   v.p.tau :
+				   (__u64)(tokens * (double)v.p.interval);
+		if (store_tat(ctx, slot, v.word, v.now + v.p.tau - headroom))
+			return 0;
+	} while (1);
+}
+
+int ag_bucket_reset(struct ag_ctx *ctx, __u32 slot)
+{
+	return ag_bucket_fill(ctx, slot, INFINITY);
+}
+
+int ag_bucket_drain(struct ag_ctx *ctx, __u32 slot, __u64 tokens, double *remaining)
+{
+	struct view v;
+	int err;
+
+	err = ag_require_writable(ctx);
+	if (err)
+		return err;
+	do {
+		__u64 burst, base, new_tat;
+
+		err = load_view(ctx, slot, ag_now_ns(), &v);
+		if (err)
+			return err;
+		/* Down to empty, never below: a penalty costs at most a full refill. */
+		burst = v.p.tau / v.p.interval;
+		base = v.tat > v.now ? v.tat : v.now;
+		new_tat = base + (tokens < burst ? tokens : burst) * v.p.interval;
+		if (new_tat > v.now + v.p.tau)
+			new_tat = v.now + v.p.tau;
+		if (store_tat(ctx, slot, v.word, new_tat)) {
+			if (remaining)
+				*remaining = ticks_to_tokens(
+					ag_gcra_headroom(new_tat, v.now, v.p.tau), v.p.interval);
+			return 0;
+		}
+	} while (1);
+}
+
+int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
+		      struct ag_consume_result *res)
+{
+	struct view v;
+	int err;
+
+	err = ag_require_writable(ctx);
+	if (err)
+		return err;
+	memset(res, 0, sizeof(*res));
+	do {
+		__u64 cost, new_tat;
+
+		err = load_view(ctx, slot, ag_now_ns(), &v);
+		if (err)
+			return err;
+		if (tokens > v.p.tau / v.p.interval)
+			return ag_err(EINVAL, "request of %llu tokens exceeds the burst of %llu",
+				      (unsigned long long)tokens,
+				      (unsigned long long)(v.p.tau / v.p.interval));
+		cost = tokens * v.p.interval;
+		if (!ag_gcra_admit(v.tat, v.now, cost, v.p.tau, &new_tat)) {
+			res->allowed = false;
+			res->remaining = ticks_to_tokens(ag_gcra_headroom(v.tat, v.now, v.p.tau),
+							 v.p.interval);
+			res->retry_after_ns = ticks_to_ns_ceil(
+				ag_gcra_wait(v.tat, v.now, cost, v.p.tau), v.p.mult);
+			return 0;
+		}
+		if (store_tat(ctx, slot, v.word, new_tat)) {
+			res->allowed = true;
+			res->remaining = ticks_to_tokens(ag_gcra_headroom(new_tat, v.now, v.p.tau),
+							 v.p.interval);
+			return 0;
+		}
+	} while (1);
+}
+
+/* Headroom to carry into a new parameter set: the same number of tokens,
+ * capped at the new burst; a bucket that had no limit starts full. */
+static __u64 carried_headroom(const struct ag_gcra_params *old, __u64 tat, __u64 now_ns,
+			      const struct ag_gcra_params *p)
+{
+	unsigned __int128 h;
+
+	if (!old->interval)
+		return p->tau;
+	h = ag_gcra_headroom(tat, ag_ns_to_ticks(now_ns, old->mult), old->tau);
+	h = h * p->interval / old->interval;
+	return h > p->tau ? p->tau : (__u64)h;
+}
+
+/* Writer side of the two-set protocol; the caller holds ag_lock. */
+static int switch_params(struct ag_ctx *ctx, __u32 slot, const struct ag_gcra_params *p,
+			 enum ag_unit unit)
+{
+	struct ag_bucket *b = bucket_at(ctx, slot);
+	__u64 word;
+	unsigned int next;
+
+	if (!b)
+		return ag_err(ERANGE, "slot %u out of range (%u slots)", slot, ctx->max_agents);
+	word = atomic_load_explicit(ag_tat_word(b), memory_order_acquire);
+	next = !(word >> 63);
+	b->set[next] = *p;
+	b->unit[next] = unit;
+	atomic_thread_fence(memory_order_release);
+	for (;;) {
+		const struct ag_gcra_params *old = &b->set[word >> 63];
+		__u64 now_ns = ag_now_ns(), new_tat = 0;
+
+		if (p->interval) {
+			__u64 now = ag_ns_to_ticks(now_ns, p->mult);
+
+			new_tat = now + p->tau - carried_headroom(old, word & AG_TAT_MASK, now_ns, p);
+		}
+		if (atomic_compare_exchange_strong_explicit(
+			    ag_tat_word(b), &word, ((__u64)next << 63) | new_tat,
+			    memory_order_acq_rel, memory_order_acquire))
+			return 0;
+		/* The datapath moved tat meanwhile (it never flips the selector). */
+	}
+}
+
+int ag_bucket_configure(struct ag_ctx *ctx, __u32 slot, const struct ag_gcra_params *p,
+			enum ag_unit unit)
+{
+	return switch_params(ctx, slot, p, unit);
+}
+
+int ag_bucket_disable(struct ag_ctx *ctx, __u32 slot)
+{
+	struct ag_gcra_params none = {};
+
+	return switch_params(ctx, slot, &none, AG_UNIT_PPS);
+}

@@ -1,0 +1,101 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Errors, warnings, time and the inter-process lock. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <time.h>
+
+#include "internal.h"
+
+static __thread char errbuf[512];
+
+const char *ag_errmsg(void)
+{
+	return errbuf[0] ? errbuf : "no error";
+}
+
+int ag_err(int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(errbuf, sizeof(errbuf), fmt, ap);
+	va_end(ap);
+	return -err;
+}
+
+static void log_stderr(const char *msg)
+{
+	fprintf(stderr, "agentgate: warning: %s\n", msg);
+}
+
+static ag_log_fn log_fn = log_stderr;
+
+void ag_set_log(ag_log_fn fn)
+{
+	log_fn = fn ? fn : log_stderr;
+}
+
+void ag_warn(const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	log_fn(buf);
+}
+
+__u64 ag_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (__u64)ts.tv_sec * 1000000000ULL + (__u64)ts.tv_nsec;
+}
+
+int ag_require_writable(const struct ag_ctx *ctx)
+{
+	if (ctx->read_only)
+		return ag_err(EROFS, "pinned maps under %s were opened read-only", ctx->pin_root);
+	return 0;
+}
+
+int ag_lock(struct ag_ctx *ctx)
+{
+	struct ag_config cfg;
+	int err;
+
+	err = ag_require_writable(ctx);
+	if (err)
+		return err;
+	if (ctx->lock_depth++ > 0)
+		return 0;
+	while (flock(ctx->dir_fd, LOCK_EX) < 0) {
+		if (errno != EINTR) {
+			err = errno;
+			ctx->lock_depth = 0;
+			return ag_err(err, "cannot lock %s: %s", ctx->pin_root, strerror(err));
+		}
+	}
+	/* A process that died mid-change left its journal bit: finish the job. */
+	err = ag_config_read(ctx, &cfg);
+	if (!err && (cfg.dirty & AG_DIRTY_AGENTS))
+		err = ag_repair_agents(ctx);
+	if (!err && (cfg.dirty & AG_DIRTY_RULES))
+		err = ag_repair_rules(ctx);
+	if (!err && cfg.dirty)
+		err = ag_dirty_clear(ctx, cfg.dirty);
+	if (err)
+		ag_unlock(ctx);
+	return err;
+}
+
+void ag_unlock(struct ag_ctx *ctx)
+{
+	if (ctx->lock_depth > 0 && --ctx->lock_depth == 0)
+		flock(ctx->dir_fd, LOCK_UN);
+}

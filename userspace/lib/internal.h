@@ -1,0 +1,85 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/* libagentgate internals shared between its translation units. */
+#ifndef AGENTGATE_LIB_INTERNAL_H
+#define AGENTGATE_LIB_INTERNAL_H
+
+#include <limits.h>
+#include <stdatomic.h>
+
+#include "agentgate.h"
+
+enum ag_map_id {
+	AG_M_BUCKETS,
+	AG_M_COUNTERS,
+	AG_M_RULES_V4,
+	AG_M_RULES_V6,
+	AG_M_HOSTS_V4,
+	AG_M_HOSTS_V6,
+	AG_M_NAMES,
+	AG_M_INDEX,
+	AG_M_CONFIG,
+	AG_M_STATS,
+	AG_M__COUNT
+};
+
+enum ag_map_sizing {
+	AG_SIZE_FIXED,  /* max_entries as the BPF object declares it */
+	AG_SIZE_AGENTS, /* max_agents */
+	AG_SIZE_RULES,  /* max_rules */
+};
+
+struct ag_map_desc {
+	const char *name;
+	enum ag_map_sizing sizing;
+};
+
+extern const struct ag_map_desc ag_map_descs[AG_M__COUNT];
+
+struct ag_ctx {
+	char pin_root[PATH_MAX];
+	int dir_fd;     /* pin root, flock(2)ed by mutations */
+	int lock_depth; /* nested ag_lock() calls */
+	bool read_only;
+	int fds[AG_M__COUNT];
+	struct ag_bucket *buckets; /* mmap of ag_buckets */
+	size_t mmap_len;
+	__u32 max_agents;
+	__u32 max_rules;
+	int ncpus;
+	__u32 free_hint; /* next slot to try when claiming */
+};
+
+/* Record a message for ag_errmsg() and return -err. */
+int ag_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void ag_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Serialize mutations between processes; repairs a journal left dirty by a
+ * process that died mid-change. Nestable. */
+int ag_lock(struct ag_ctx *ctx);
+void ag_unlock(struct ag_ctx *ctx);
+int ag_require_writable(const struct ag_ctx *ctx);
+
+int ag_config_read(struct ag_ctx *ctx, struct ag_config *cfg);
+int ag_config_write(struct ag_ctx *ctx, const struct ag_config *cfg);
+int ag_dirty_set(struct ag_ctx *ctx, __u32 bits);
+int ag_dirty_clear(struct ag_ctx *ctx, __u32 bits);
+
+/* Repair passes, run under the lock when the journal says so. */
+int ag_repair_agents(struct ag_ctx *ctx);
+int ag_repair_rules(struct ag_ctx *ctx);
+
+/* Rules pointing at slot, removed (agent deletion). */
+int ag_rules_drop_slot(struct ag_ctx *ctx, __u32 slot);
+
+/* Bucket parameter change (writers hold the lock). */
+int ag_bucket_configure(struct ag_ctx *ctx, __u32 slot, const struct ag_gcra_params *p,
+			enum ag_unit unit);
+int ag_bucket_disable(struct ag_ctx *ctx, __u32 slot);
+
+static inline _Atomic __u64 *ag_tat_word(struct ag_bucket *b)
+{
+	_Static_assert(sizeof(_Atomic __u64) == sizeof(__u64), "atomic u64 size");
+	return (_Atomic __u64 *)&b->tat;
+}
+
+#endif

@@ -1,0 +1,340 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Loading the datapath against the pinned maps and attaching it with a
+ * bpf_link pinned at <pin root>/links/<ifname>. The pinned link keeps the
+ * program attached while no process holds it, and bpf_link_update replaces
+ * the program atomically (with BPF_F_REPLACE: only if the expected one runs).
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/if_link.h>
+
+#include "agentgate.skel.h"
+#include "internal.h"
+
+struct ag_prog {
+	struct agentgate_bpf *skel;
+};
+
+static struct bpf_map *skel_map(struct agentgate_bpf *skel, enum ag_map_id id)
+{
+	return bpf_object__find_map_by_name(skel->obj, ag_map_descs[id].name);
+}
+
+int ag_prog_load(struct ag_ctx *ctx, struct ag_prog **out)
+{
+	struct ag_prog *prog;
+	int i, err;
+
+	err = ag_require_writable(ctx);
+	if (err)
+		return err;
+	prog = calloc(1, sizeof(*prog));
+	if (!prog)
+		return ag_err(ENOMEM, "out of memory");
+	prog->skel = agentgate_bpf__open();
+	if (!prog->skel) {
+		err = ag_err(errno, "cannot open the embedded BPF object: %s", strerror(errno));
+		goto fail;
+	}
+	for (i = 0; i < AG_M__COUNT; i++) {
+		struct bpf_map *m = skel_map(prog->skel, i);
+
+		if (!m || bpf_map__reuse_fd(m, ctx->fds[i])) {
+			err = ag_err(errno ? errno : ENOENT, "cannot bind map %s: %s",
+				     ag_map_descs[i].name, strerror(errno ? errno : ENOENT));
+			goto fail;
+		}
+	}
+	if (agentgate_bpf__load(prog->skel)) {
+		err = ag_err(errno, "cannot load the XDP program (verifier or kernel): %s",
+			     strerror(errno));
+		goto fail;
+	}
+	*out = prog;
+	return 0;
+fail:
+	ag_prog_free(prog);
+	return err;
+}
+
+int ag_prog_fd(const struct ag_prog *prog)
+{
+	return bpf_program__fd(prog->skel->progs.agentgate_xdp);
+}
+
+void ag_prog_free(struct ag_prog *prog)
+{
+	if (!prog)
+		return;
+	agentgate_bpf__destroy(prog->skel);
+	free(prog);
+}
+
+static int link_path(const struct ag_ctx *ctx, const char *ifname, char *buf, size_t len)
+{
+	int n;
+
+	if (!ifname || !*ifname || strlen(ifname) >= IF_NAMESIZE || strchr(ifname, '/'))
+		return ag_err(EINVAL, "invalid interface name '%s'", ifname ? ifname : "");
+	n = snprintf(buf, len, "%s/%s/%s", ctx->pin_root, AG_PIN_LINKS_DIR, ifname);
+	if (n < 0 || (size_t)n >= len)
+		return ag_err(ENAMETOOLONG, "link pin path too long");
+	return 0;
+}
+
+static int prog_id_of(int prog_fd, __u32 *id)
+{
+	struct bpf_prog_info info = {};
+	__u32 len = sizeof(info);
+
+	if (bpf_obj_get_info_by_fd(prog_fd, &info, &len))
+		return ag_err(errno, "cannot query program: %s", strerror(errno));
+	*id = info.id;
+	return 0;
+}
+
+static int link_info(int link_fd, struct bpf_link_info *info)
+{
+	__u32 len = sizeof(*info);
+
+	memset(info, 0, sizeof(*info));
+	if (bpf_obj_get_info_by_fd(link_fd, info, &len))
+		return ag_err(errno, "cannot query link: %s", strerror(errno));
+	return 0;
+}
+
+static enum ag_xdp_mode query_mode(__u32 ifindex)
+{
+	LIBBPF_OPTS(bpf_xdp_query_opts, q);
+
+	if (!ifindex || bpf_xdp_query(ifindex, 0, &q))
+		return AG_XDP_AUTO;
+	return q.attach_mode == XDP_ATTACHED_SKB ? AG_XDP_GENERIC : AG_XDP_NATIVE;
+}
+
+static int create_link(int prog_fd, const char *ifname, unsigned int ifindex,
+		       enum ag_xdp_mode mode, enum ag_xdp_mode *used)
+{
+	LIBBPF_OPTS(bpf_link_create_opts, o);
+	__u32 other = 0;
+	int fd, err;
+
+	o.flags = mode == AG_XDP_GENERIC ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
+	*used = mode == AG_XDP_GENERIC ? AG_XDP_GENERIC : AG_XDP_NATIVE;
+	fd = bpf_link_create(prog_fd, ifindex, BPF_XDP, &o);
+	if (fd < 0 && mode == AG_XDP_AUTO && (errno == EOPNOTSUPP || errno == EINVAL)) {
+		ag_warn("%s does not support native XDP; attaching in generic (skb) mode, which "
+			"is slower",
+			ifname);
+		o.flags = XDP_FLAGS_SKB_MODE;
+		*used = AG_XDP_GENERIC;
+		fd = bpf_link_create(prog_fd, ifindex, BPF_XDP, &o);
+	}
+	if (fd >= 0)
+		return fd;
+	err = errno;
+	if (err == EBUSY || err == EEXIST) {
+		bpf_xdp_query_id(ifindex, 0, &other);
+		return ag_err(EBUSY, "%s already has an XDP program attached (id %u) that is not "
+				     "agentgate's; detach it first",
+			      ifname, other);
+	}
+	if (err == EOPNOTSUPP)
+		return ag_err(err, "%s does not support %s XDP", ifname,
+			      mode == AG_XDP_GENERIC ? "generic" : "native");
+	return ag_err(err, "cannot attach XDP to %s: %s", ifname, strerror(err));
+}
+
+static int fill_result(int link_fd, int prog_fd, __u32 ifindex, struct ag_attach_result *res)
+{
+	struct bpf_link_info li;
+	int err = link_info(link_fd, &li);
+
+	if (!err)
+		err = prog_id_of(prog_fd, &res->prog_id);
+	res->link_id = li.id;
+	if (!err && query_mode(ifindex) != AG_XDP_AUTO)
+		res->mode = query_mode(ifindex);
+	return err;
+}
+
+int ag_link_replace(struct ag_ctx *ctx, const char *ifname, const struct ag_prog *prog,
+		    __u32 expected_prog_id, struct ag_attach_result *res)
+{
+	LIBBPF_OPTS(bpf_link_update_opts, o, .flags = BPF_F_REPLACE);
+	char path[PATH_MAX];
+	struct bpf_link_info li;
+	int link_fd = -1, old_fd = -1, err;
+
+	memset(res, 0, sizeof(*res));
+	err = link_path(ctx, ifname, path, sizeof(path));
+	if (err)
+		return err;
+	link_fd = bpf_obj_get(path);
+	if (link_fd < 0)
+		return ag_err(errno, "no agentgate link for %s at %s: %s", ifname, path,
+			      strerror(errno));
+	err = link_info(link_fd, &li);
+	if (err)
+		goto out;
+	old_fd = bpf_prog_get_fd_by_id(expected_prog_id ? expected_prog_id : li.prog_id);
+	if (old_fd < 0) {
+		err = ag_err(errno == ENOENT ? EPERM : errno,
+			     "program %u expected on %s is gone; replace refused",
+			     expected_prog_id ? expected_prog_id : li.prog_id, ifname);
+		goto out;
+	}
+	o.old_prog_fd = old_fd;
+	if (bpf_link_update(link_fd, ag_prog_fd(prog), &o)) {
+		err = errno == EPERM ? ag_err(EPERM,
+					      "%s no longer runs program %u; replace refused, the "
+					      "running program is left in place",
+					      ifname, expected_prog_id) :
+				       ag_err(errno, "cannot replace the program on %s: %s", ifname,
+					      strerror(errno));
+		goto out;
+	}
+	res->replaced = true;
+	err = fill_result(link_fd, ag_prog_fd(prog), li.xdp.ifindex, res);
+out:
+	if (old_fd >= 0)
+		close(old_fd);
+	close(link_fd);
+	return err;
+}
+
+int ag_attach(struct ag_ctx *ctx, const char *ifname, enum ag_xdp_mode mode,
+	      struct ag_attach_result *res)
+{
+	char path[PATH_MAX], dir[PATH_MAX + 16];
+	struct ag_prog *prog = NULL;
+	unsigned int ifindex;
+	int link_fd = -1, err;
+
+	memset(res, 0, sizeof(*res));
+	err = link_path(ctx, ifname, path, sizeof(path));
+	if (err)
+		return err;
+	ifindex = if_nametoindex(ifname);
+	if (!ifindex)
+		return ag_err(ENODEV, "interface '%s' does not exist", ifname);
+	err = ag_prog_load(ctx, &prog);
+	if (err)
+		return err;
+	if (access(path, F_OK) == 0) { /* already ours: upgrade in place */
+		err = ag_link_replace(ctx, ifname, prog, 0, res);
+		goto out;
+	}
+	link_fd = create_link(ag_prog_fd(prog), ifname, ifindex, mode, &res->mode);
+	if (link_fd < 0) {
+		err = link_fd;
+		goto out;
+	}
+	snprintf(dir, sizeof(dir), "%s/%s", ctx->pin_root, AG_PIN_LINKS_DIR);
+	if (mkdir(dir, 0700) && errno != EEXIST) {
+		err = ag_err(errno, "cannot create %s: %s", dir, strerror(errno));
+		goto out;
+	}
+	if (bpf_obj_pin(link_fd, path)) {
+		err = ag_err(errno, "cannot pin link at %s: %s", path, strerror(errno));
+		goto out; /* closing the unpinned link detaches it again */
+	}
+	err = fill_result(link_fd, ag_prog_fd(prog), ifindex, res);
+out:
+	if (link_fd >= 0)
+		close(link_fd);
+	ag_prog_free(prog);
+	return err;
+}
+
+int ag_detach(struct ag_ctx *ctx, const char *ifname)
+{
+	char path[PATH_MAX];
+	int link_fd, err;
+
+	err = ag_require_writable(ctx);
+	if (!err)
+		err = link_path(ctx, ifname, path, sizeof(path));
+	if (err)
+		return err;
+	link_fd = bpf_obj_get(path);
+	if (link_fd < 0)
+		return errno == ENOENT ?
+			       ag_err(ENOENT, "agentgate is not attached to %s (no link at %s)",
+				      ifname, path) :
+			       ag_err(errno, "cannot open %s: %s", path, strerror(errno));
+	/* A link whose device vanished is already detached: just unpin it. */
+	if (bpf_link_detach(link_fd) && errno != ENOLINK && errno != EINVAL) {
+		err = ag_err(errno, "cannot detach from %s: %s", ifname, strerror(errno));
+		close(link_fd);
+		return err;
+	}
+	close(link_fd);
+	if (unlink(path))
+		return ag_err(errno, "detached, but cannot remove %s: %s", path, strerror(errno));
+	return 0;
+}
+
+int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out)
+{
+	char dir[PATH_MAX + 16], path[PATH_MAX * 2];
+	struct ag_link_info *links = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *de;
+	DIR *d;
+
+	*out = NULL;
+	*n_out = 0;
+	snprintf(dir, sizeof(dir), "%s/%s", ctx->pin_root, AG_PIN_LINKS_DIR);
+	d = opendir(dir);
+	if (!d)
+		return errno == ENOENT ? 0 : ag_err(errno, "cannot read %s: %s", dir, strerror(errno));
+	while ((de = readdir(d))) {
+		struct bpf_link_info li;
+		int fd;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		fd = bpf_obj_get(path);
+		if (fd < 0)
+			continue;
+		if (n == cap) {
+			struct ag_link_info *grown;
+
+			cap = cap ? cap * 2 : 8;
+			grown = realloc(links, cap * sizeof(*links));
+			if (!grown) {
+				close(fd);
+				closedir(d);
+				free(links);
+				return ag_err(ENOMEM, "out of memory");
+			}
+			links = grown;
+		}
+		memset(&links[n], 0, sizeof(links[n]));
+		snprintf(links[n].ifname, sizeof(links[n].ifname), "%.31s", de->d_name);
+		if (!link_info(fd, &li)) {
+			links[n].link_id = li.id;
+			links[n].prog_id = li.prog_id;
+			links[n].ifindex = li.xdp.ifindex;
+			links[n].mode = query_mode(li.xdp.ifindex);
+		}
+		close(fd);
+		n++;
+	}
+	closedir(d);
+	*out = links;
+	*n_out = n;
+	return 0;
+}

@@ -1,0 +1,391 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Opening the pin root: create missing maps from the definitions in the
+ * embedded BPF object (the single source of every map's type and sizes), or
+ * reuse pinned ones after checking their layout. A pinned map whose layout
+ * differs is refused with its name; it is never overwritten.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#include "agentgate.skel.h"
+#include "internal.h"
+
+#ifndef BPF_FS_MAGIC
+#define BPF_FS_MAGIC 0xcafe4a11
+#endif
+
+const struct ag_map_desc ag_map_descs[AG_M__COUNT] = {
+	[AG_M_BUCKETS] = { AG_MAP_BUCKETS, AG_SIZE_AGENTS },
+	[AG_M_COUNTERS] = { AG_MAP_COUNTERS, AG_SIZE_AGENTS },
+	[AG_M_RULES_V4] = { AG_MAP_RULES_V4, AG_SIZE_RULES },
+	[AG_M_RULES_V6] = { AG_MAP_RULES_V6, AG_SIZE_RULES },
+	[AG_M_HOSTS_V4] = { AG_MAP_HOSTS_V4, AG_SIZE_RULES },
+	[AG_M_HOSTS_V6] = { AG_MAP_HOSTS_V6, AG_SIZE_RULES },
+	[AG_M_NAMES] = { AG_MAP_NAMES, AG_SIZE_AGENTS },
+	[AG_M_INDEX] = { AG_MAP_INDEX, AG_SIZE_AGENTS },
+	[AG_M_CONFIG] = { AG_MAP_CONFIG, AG_SIZE_FIXED },
+	[AG_M_STATS] = { AG_MAP_STATS, AG_SIZE_FIXED },
+};
+
+struct map_def {
+	enum bpf_map_type type;
+	__u32 key_size, value_size, max_entries, flags;
+};
+
+static int map_path(const struct ag_ctx *ctx, enum ag_map_id id, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s/%s", ctx->pin_root, ag_map_descs[id].name);
+
+	if (n < 0 || (size_t)n >= len)
+		return ag_err(ENAMETOOLONG, "pin path too long: %s", ctx->pin_root);
+	return 0;
+}
+
+/* Definitions from the embedded object, with max_entries for this ctx. */
+static int load_defs(struct ag_ctx *ctx, struct map_def defs[AG_M__COUNT])
+{
+	struct agentgate_bpf *skel = agentgate_bpf__open();
+	int i, err = 0;
+
+	if (!skel)
+		return ag_err(errno, "cannot open the embedded BPF object: %s", strerror(errno));
+	for (i = 0; i < AG_M__COUNT; i++) {
+		const struct bpf_map *m =
+			bpf_object__find_map_by_name(skel->obj, ag_map_descs[i].name);
+
+		if (!m) {
+			err = ag_err(ENOENT, "BPF object has no map %s (build mismatch)",
+				     ag_map_descs[i].name);
+			break;
+		}
+		defs[i].type = bpf_map__type(m);
+		defs[i].key_size = bpf_map__key_size(m);
+		defs[i].value_size = bpf_map__value_size(m);
+		defs[i].flags = bpf_map__map_flags(m);
+		defs[i].max_entries = ag_map_descs[i].sizing == AG_SIZE_AGENTS ? ctx->max_agents :
+				      ag_map_descs[i].sizing == AG_SIZE_RULES ? ctx->max_rules :
+										 bpf_map__max_entries(m);
+	}
+	agentgate_bpf__destroy(skel);
+	return err;
+}
+
+static bool fd_is_map(int fd)
+{
+	char link[64], target[64];
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, target, sizeof(target) - 1);
+	if (n < 0)
+		return false;
+	target[n] = '\0';
+	return strcmp(target, "anon_inode:bpf-map") == 0;
+}
+
+static int map_info(int fd, struct bpf_map_info *info)
+{
+	__u32 len = sizeof(*info);
+
+	memset(info, 0, sizeof(*info));
+	return bpf_obj_get_info_by_fd(fd, info, &len) ? -errno : 0;
+}
+
+static int check_layout(const char *path, int fd, const struct map_def *want)
+{
+	struct bpf_map_info info;
+	const char *what = NULL;
+	__u32 got = 0, exp = 0;
+
+	if (!fd_is_map(fd))
+		return ag_err(EINVAL, "%s is pinned but is not a BPF map; refusing to use it", path);
+	if (map_info(fd, &info))
+		return ag_err(errno, "cannot query %s: %s", path, strerror(errno));
+	if (info.type != want->type)
+		what = "type", got = info.type, exp = want->type;
+	else if (info.key_size != want->key_size)
+		what = "key size", got = info.key_size, exp = want->key_size;
+	else if (info.value_size != want->value_size)
+		what = "value size", got = info.value_size, exp = want->value_size;
+	else if (info.map_flags != want->flags)
+		what = "flags", got = info.map_flags, exp = want->flags;
+	else if (info.max_entries != want->max_entries)
+		what = "max entries", got = info.max_entries, exp = want->max_entries;
+	if (what)
+		return ag_err(EUCLEAN,
+			      "pinned map %s has %s %u, this agentgate expects %u; refusing to "
+			      "reuse it (left untouched; remove the pin root or use another "
+			      "--pin-path)",
+			      path, what, got, exp);
+	return 0;
+}
+
+static int create_map(const char *path, enum ag_map_id id, const struct map_def *d)
+{
+	LIBBPF_OPTS(bpf_map_create_opts, o, .map_flags = d->flags);
+	int fd, err;
+
+	fd = bpf_map_create(d->type, ag_map_descs[id].name, d->key_size, d->value_size,
+			    d->max_entries, &o);
+	if (fd < 0)
+		return ag_err(errno, "cannot create map %s (%u entries): %s", ag_map_descs[id].name,
+			      d->max_entries, strerror(errno));
+	if (bpf_obj_pin(fd, path)) {
+		err = errno;
+		close(fd);
+		return ag_err(err, "cannot pin %s: %s", path, strerror(err));
+	}
+	return fd;
+}
+
+/* Sizes of an existing instance come from its pinned maps. */
+static void adopt_pinned_sizes(struct ag_ctx *ctx, const struct ag_open_opts *opts)
+{
+	LIBBPF_OPTS(bpf_obj_get_opts, ro, .file_flags = BPF_F_RDONLY);
+	char path[PATH_MAX];
+	struct bpf_map_info info;
+	int fd;
+
+	ctx->max_agents = opts->max_agents ? opts->max_agents : AG_MAX_AGENTS_DEFAULT;
+	ctx->max_rules = opts->max_rules ? opts->max_rules : AG_MAX_RULES_DEFAULT;
+	if (!map_path(ctx, AG_M_BUCKETS, path, sizeof(path)) &&
+	    (fd = bpf_obj_get_opts(path, &ro)) >= 0) {
+		if (fd_is_map(fd) && !map_info(fd, &info))
+			ctx->max_agents = info.max_entries;
+		close(fd);
+	}
+	if (!map_path(ctx, AG_M_RULES_V4, path, sizeof(path)) &&
+	    (fd = bpf_obj_get_opts(path, &ro)) >= 0) {
+		if (fd_is_map(fd) && !map_info(fd, &info))
+			ctx->max_rules = info.max_entries;
+		close(fd);
+	}
+}
+
+static int open_maps(struct ag_ctx *ctx, bool create)
+{
+	LIBBPF_OPTS(bpf_obj_get_opts, ro, .file_flags = BPF_F_RDONLY);
+	struct map_def defs[AG_M__COUNT];
+	char path[PATH_MAX];
+	int i, err;
+
+	err = load_defs(ctx, defs);
+	if (err)
+		return err;
+	for (i = 0; i < AG_M__COUNT; i++) {
+		err = map_path(ctx, i, path, sizeof(path));
+		if (err)
+			return err;
+		ctx->fds[i] = bpf_obj_get_opts(path, ctx->read_only ? &ro : NULL);
+		if (ctx->fds[i] < 0 && errno == ENOENT && create) {
+			ctx->fds[i] = create_map(path, i, &defs[i]);
+			if (ctx->fds[i] < 0)
+				return ctx->fds[i];
+			continue;
+		}
+		if (ctx->fds[i] < 0) {
+			err = errno;
+			if (err == ENOENT)
+				return ag_err(ENOENT,
+					      "no agentgate maps pinned at %s (missing %s); start "
+					      "agentgated or run 'agentgate attach DEV' first",
+					      ctx->pin_root, ag_map_descs[i].name);
+			return ag_err(err, "cannot open %s: %s", path, strerror(err));
+		}
+		err = check_layout(path, ctx->fds[i], &defs[i]);
+		if (err)
+			return err;
+	}
+	return 0;
+}
+
+static int mkdir_p(const char *path, mode_t mode)
+{
+	char buf[PATH_MAX];
+	char *p;
+
+	if (snprintf(buf, sizeof(buf), "%s", path) >= (int)sizeof(buf))
+		return -ENAMETOOLONG;
+	for (p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(buf, mode) && errno != EEXIST)
+			return -errno;
+		*p = '/';
+	}
+	if (mkdir(buf, mode) && errno != EEXIST)
+		return -errno;
+	return 0;
+}
+
+static int open_root(struct ag_ctx *ctx, bool create)
+{
+	struct statfs sfs;
+	int err;
+
+	if (create) {
+		err = mkdir_p(ctx->pin_root, 0700);
+		if (err)
+			return ag_err(-err, "cannot create pin root %s: %s", ctx->pin_root,
+				      strerror(-err));
+	}
+	ctx->dir_fd = open(ctx->pin_root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ctx->dir_fd < 0) {
+		err = errno;
+		if (err == ENOENT)
+			return ag_err(ENOENT,
+				      "no agentgate maps pinned at %s; start agentgated or run "
+				      "'agentgate attach DEV' first",
+				      ctx->pin_root);
+		return ag_err(err, "cannot open pin root %s: %s", ctx->pin_root, strerror(err));
+	}
+	if (fstatfs(ctx->dir_fd, &sfs) == 0 && sfs.f_type != BPF_FS_MAGIC)
+		return ag_err(ENOTSUP,
+			      "%s is not on a BPF filesystem (mount one: mount -t bpf bpf %s)",
+			      ctx->pin_root, ctx->pin_root);
+	return 0;
+}
+
+static int map_buckets(struct ag_ctx *ctx)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	int prot = PROT_READ | (ctx->read_only ? 0 : PROT_WRITE);
+	void *p;
+
+	ctx->mmap_len = ((size_t)ctx->max_agents * sizeof(struct ag_bucket) + page - 1) &
+			~((size_t)page - 1);
+	p = mmap(NULL, ctx->mmap_len, prot, MAP_SHARED, ctx->fds[AG_M_BUCKETS], 0);
+	if (p == MAP_FAILED)
+		return ag_err(errno, "cannot mmap %s/%s: %s", ctx->pin_root, AG_MAP_BUCKETS,
+			      strerror(errno));
+	ctx->buckets = p;
+	return 0;
+}
+
+int ag_open(const struct ag_open_opts *opts, struct ag_ctx **out)
+{
+	const char *root = opts && opts->pin_root ? opts->pin_root : AG_PIN_ROOT_DEFAULT;
+	struct ag_open_opts defaults = {};
+	struct ag_ctx *ctx;
+	size_t len;
+	int i, err;
+
+	if (!opts)
+		opts = &defaults;
+	*out = NULL;
+	if (opts->create && opts->read_only)
+		return ag_err(EINVAL, "cannot create maps through a read-only open");
+	if (opts->max_agents > AG_MAX_AGENTS_LIMIT)
+		return ag_err(EINVAL, "max agents %u exceeds the limit %u", opts->max_agents,
+			      AG_MAX_AGENTS_LIMIT);
+	len = strlen(root);
+	while (len > 1 && root[len - 1] == '/')
+		len--;
+	if (len == 0 || len >= sizeof(ctx->pin_root) - 32)
+		return ag_err(EINVAL, "invalid pin root '%s'", root);
+
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return ag_err(ENOMEM, "out of memory");
+	memcpy(ctx->pin_root, root, len);
+	ctx->read_only = opts->read_only;
+	ctx->dir_fd = -1;
+	for (i = 0; i < AG_M__COUNT; i++)
+		ctx->fds[i] = -1;
+	ctx->ncpus = libbpf_num_possible_cpus();
+	if (ctx->ncpus <= 0) {
+		err = ag_err(EINVAL, "cannot count possible CPUs");
+		goto cleanup;
+	}
+
+	err = open_root(ctx, opts->create);
+	if (err)
+		goto cleanup;
+	/* Creation happens under the lock so two creators cannot race. */
+	if (opts->create && flock(ctx->dir_fd, LOCK_EX) < 0) {
+		err = ag_err(errno, "cannot lock %s: %s", ctx->pin_root, strerror(errno));
+		goto cleanup;
+	}
+	adopt_pinned_sizes(ctx, opts);
+	err = open_maps(ctx, opts->create);
+	if (opts->create)
+		flock(ctx->dir_fd, LOCK_UN);
+	if (err)
+		goto cleanup;
+	err = map_buckets(ctx);
+	if (err)
+		goto cleanup;
+	*out = ctx;
+	return 0;
+
+cleanup:
+	ag_close(ctx);
+	return err;
+}
+
+void ag_close(struct ag_ctx *ctx)
+{
+	int i;
+
+	if (!ctx)
+		return;
+	if (ctx->buckets)
+		munmap(ctx->buckets, ctx->mmap_len);
+	for (i = 0; i < AG_M__COUNT; i++)
+		if (ctx->fds[i] >= 0)
+			close(ctx->fds[i]);
+	if (ctx->dir_fd >= 0)
+		close(ctx->dir_fd);
+	free(ctx);
+}
+
+const char *ag_pin_root(const struct ag_ctx *ctx)
+{
+	return ctx->pin_root;
+}
+
+__u32 ag_max_agents(const struct ag_ctx *ctx)
+{
+	return ctx->max_agents;
+}
+
+__u32 ag_max_rules(const struct ag_ctx *ctx)
+{
+	return ctx->max_rules;
+}
+
+int ag_num_cpus(const struct ag_ctx *ctx)
+{
+	return ctx->ncpus;
+}
+
+int ag_config_read(struct ag_ctx *ctx, struct ag_config *cfg)
+{
+	__u32 zero = 0;
+
+	if (bpf_map_lookup_elem(ctx->fds[AG_M_CONFIG], &zero, cfg))
+		return ag_err(errno, "cannot read %s: %s", AG_MAP_CONFIG, strerror(errno));
+	return 0;
+}
+
+int ag_config_write(struct ag_ctx *ctx, const struct ag_config *cfg)
+{
+	__u32 zero = 0;
+
+	if (bpf_map_update_elem(ctx->fds[AG_M_CONFIG], &zero, cfg, BPF_ANY))
+		return ag_err(errno, "cannot write %s: %s", AG_MAP_CONFIG, strerror(errno));
+	return 0;
+}
