@@ -29,7 +29,7 @@ CFLAGS ?= -O2 -g
 COMMON_CFLAGS := -std=gnu11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers \
 	-Iinclude -Iuserspace/lib -I$(OUTPUT) -MMD -MP
-LIBS := -lbpf -lelf -lz -lpthread
+LIBS := -lbpf -lelf -lz -lpthread -lm
 
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 

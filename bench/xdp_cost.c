@@ -1,0 +1,1117 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * XDP cost per packet: the agentgate datapath against an empty XDP_DROP
+ * program, both run through BPF_PROG_TEST_RUN with a large repeat count
+ * (the kernel reports the average nanoseconds per repetition).
+ *
+ * For each scale (1, 10^4, 10^6 agents, one rule each) and each rule shape
+ * (host /32 rules in the exact-match hash, /24 prefix rules in the LPM trie)
+ * a fresh pin root is created under the bpffs given on the command line, the
+ * agents and rules are added through libagentgate (timed), and the variants
+ * are measured in interleaved rounds:
+ *   empty   the empty XDP_DROP program: the floor of test_run itself
+ *   pass    a classified source whose agent never runs out of tokens
+ *   drop    the same source with the agent limited to 1 token/s, burst 1
+ *   uncl    a source no rule matches (default action: pass)
+ *   pass6   the pass case over IPv6 (the agent's one extra IPv6 rule)
+ * The medians over the rounds are reported with their ratio to the median of
+ * the empty program measured in the same rounds: on a shared machine the
+ * absolute numbers drift, the ratio much less.
+ *
+ * --breakdown adds probe programs built from raw instructions that do one
+ * thing each (bpf_ktime_get_ns, one lookup in the rule map that the shape
+ * uses, with a hitting and a missing key), to see where the time goes.
+ *
+ * The program mounts nothing: bench/run.sh mounts a private bpffs and
+ * removes it afterwards. Every pin root made here is removed on the way out.
+ */
+#include <errno.h>
+#include <ftw.h>
+#include <getopt.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/stat.h>
+#include <sys/utsname.h>
+#include <sys/vfs.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/bpf.h>
+
+#include "agentgate.h"
+#include "empty.skel.h"
+#include "../tests/lib/pkt.h"
+
+#ifndef BPF_FS_MAGIC
+#define BPF_FS_MAGIC 0xcafe4a11
+#endif
+
+#define DEF_REPEAT 1000000u
+#define DEF_ROUNDS 7
+#define MAX_ROUNDS 51
+#define DEF_MAX_SCALE 1000000u
+#define FRAME_LEN 64
+#define SETUP_SLOW_S 60.0
+#define PASS_RATE 1e10            /* tokens/s: the bucket never empties */
+#define PASS_BURST (1ULL << 40)
+#define DROP_RATE 1.0
+#define DROP_BURST 1ULL
+#define FILL_RATE 100.0           /* every other agent */
+#define FILL_BURST 100ULL
+#define DROP_SLACK 16             /* packets a drop run may pass (refill, first one) */
+#define PROGRESS_EVERY 100000u
+#define UNCLASSIFIED_SRC4 "192.0.2.1"
+#define TARGET_SRC6 "2001:db8:1::1"
+
+static const __u32 scales[] = { 1, 10000, 1000000 };
+#define N_SCALES (sizeof(scales) / sizeof(scales[0]))
+
+enum shape {
+	SHAPE_HOST,
+	SHAPE_PREFIX,
+	SHAPE__COUNT
+};
+
+static const char *const shape_names[SHAPE__COUNT] = { "host", "prefix" };
+
+enum frame_id {
+	F_HIT4,  /* source of the target agent's IPv4 rule */
+	F_HIT6,  /* source of the target agent's IPv6 rule */
+	F_MISS4, /* no rule */
+	F__COUNT
+};
+
+enum variant {
+	V_EMPTY,
+	V_PASS4,
+	V_DROP4,
+	V_UNCL4,
+	V_PASS6,
+	V_KTIME,    /* --breakdown probes from here on */
+	V_RULE_HIT,
+	V_RULE_MISS,
+	V__COUNT
+};
+#define V__MAIN V_KTIME
+
+enum limit {
+	LIMIT_FILL,
+	LIMIT_PASS,
+	LIMIT_DROP,
+};
+
+struct options {
+	const char *bpffs;
+	const char *json;
+	__u32 max_scale;
+	__u32 repeat;
+	int rounds;
+	int cpu;
+	bool breakdown;
+};
+
+struct sample {
+	__u32 retval;
+	__u32 ns;       /* kernel: average ns per repetition (integer) */
+	double wall_ns; /* clock_gettime around the syscall / repeat */
+};
+
+struct summary {
+	double median, min, max, wall_median, ratio;
+};
+
+struct run {
+	__u32 agents;
+	enum shape shape;
+	__u32 max_agents, max_rules;
+	double setup_s;
+	char root[PATH_MAX];
+	struct ag_ctx *ctx;
+	struct ag_prog *prog;
+	int probe_fd[V__COUNT]; /* probe programs, -1 when absent */
+	int rule_map_fd;
+	char target[32];
+	__u32 target_slot;
+	enum limit limit;
+	struct pkt frames[F__COUNT];
+	struct sample samples[V__COUNT][MAX_ROUNDS];
+	struct summary sum[V__COUNT];
+};
+
+struct variant_desc {
+	const char *name;
+	const char *what;
+	enum frame_id frame;
+};
+
+static const struct variant_desc variants[V__COUNT] = {
+	[V_EMPTY] = { "empty", "empty XDP_DROP program (floor)", F_HIT4 },
+	[V_PASS4] = { "pass", "classified IPv4, within limit -> XDP_PASS", F_HIT4 },
+	[V_DROP4] = { "drop", "classified IPv4, over limit -> XDP_DROP", F_HIT4 },
+	[V_UNCL4] = { "uncl", "unclassified IPv4, default pass", F_MISS4 },
+	[V_PASS6] = { "pass6", "classified IPv6, within limit -> XDP_PASS", F_HIT6 },
+	[V_KTIME] = { "p:ktime", "probe: bpf_ktime_get_ns() only", F_HIT4 },
+	[V_RULE_HIT] = { "p:hit", "probe: one rule-map lookup, hit", F_HIT4 },
+	[V_RULE_MISS] = { "p:miss", "probe: one rule-map lookup, miss", F_HIT4 },
+};
+
+static struct options opt = {
+	.max_scale = DEF_MAX_SCALE,
+	.repeat = DEF_REPEAT,
+	.rounds = DEF_ROUNDS,
+	.cpu = -1,
+};
+static int empty_fd = -1;
+static char command[4096];
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static double now_s(void)
+{
+	return ag_now_ns() / 1e9;
+}
+
+static __u32 roundup_pow2(__u32 n)
+{
+	__u32 p = 16;
+
+	while (p < n)
+		p <<= 1;
+	return p;
+}
+
+static int lib_err(const char *what, int err)
+{
+	fprintf(stderr, "xdp_cost: %s: %s\n", what, ag_errmsg());
+	return err;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+static void remove_tree(const char *path)
+{
+	struct stat st;
+
+	if (path[0] && !stat(path, &st))
+		nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* ---- raw-instruction probe programs (--breakdown) ----------------------- */
+
+static struct bpf_insn insn(__u8 code, __u8 dst, __u8 src, __s16 off, __s32 imm)
+{
+	struct bpf_insn i = { .code = code, .dst_reg = dst, .src_reg = src, .off = off, .imm = imm };
+
+	return i;
+}
+
+static int probe_load(const struct bpf_insn *prog, size_t n)
+{
+	LIBBPF_OPTS(bpf_prog_load_opts, o);
+	int fd;
+
+	fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "ag_probe", "Dual BSD/GPL", prog, n, &o);
+	if (fd < 0) {
+		fprintf(stderr, "xdp_cost: cannot load a probe program: %s\n", strerror(errno));
+		return -errno;
+	}
+	return fd;
+}
+
+/* bpf_ktime_get_ns(); return XDP_DROP */
+static int probe_ktime(void)
+{
+	struct bpf_insn p[3];
+
+	p[0] = insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_ktime_get_ns);
+	p[1] = insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, XDP_DROP);
+	p[2] = insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+	return probe_load(p, 3);
+}
+
+/* One bpf_map_lookup_elem(map, key); XDP_DROP on a hit, XDP_PASS on a miss. */
+static int probe_lookup(int map_fd, const void *key, size_t key_len)
+{
+	struct bpf_insn p[16];
+	size_t n = 0, i;
+	__s32 w;
+
+	if (key_len % 4 || key_len > 24)
+		return -EINVAL;
+	for (i = 0; i < key_len; i += 4) {
+		memcpy(&w, (const char *)key + i, 4);
+		p[n++] = insn(BPF_ST | BPF_MEM | BPF_W, BPF_REG_10, 0, (__s16)(-24 + (int)i), w);
+	}
+	p[n++] = insn(BPF_ALU64 | BPF_MOV | BPF_X, BPF_REG_2, BPF_REG_10, 0, 0);
+	p[n++] = insn(BPF_ALU64 | BPF_ADD | BPF_K, BPF_REG_2, 0, 0, -24);
+	p[n++] = insn(BPF_LD | BPF_DW | BPF_IMM, BPF_REG_1, BPF_PSEUDO_MAP_FD, 0, map_fd);
+	p[n++] = insn(0, 0, 0, 0, 0);
+	p[n++] = insn(BPF_JMP | BPF_CALL, 0, 0, 0, BPF_FUNC_map_lookup_elem);
+	p[n++] = insn(BPF_JMP | BPF_JEQ | BPF_K, BPF_REG_0, 0, 2, 0);
+	p[n++] = insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, XDP_DROP);
+	p[n++] = insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+	p[n++] = insn(BPF_ALU64 | BPF_MOV | BPF_K, BPF_REG_0, 0, 0, XDP_PASS);
+	p[n++] = insn(BPF_JMP | BPF_EXIT, 0, 0, 0, 0);
+	return probe_load(p, n);
+}
+
+/* The key the datapath builds for a source address in the shape's rule map. */
+static size_t rule_key(enum shape shape, __u32 addr_be, void *key)
+{
+	if (shape == SHAPE_HOST) {
+		struct ag_host4_key k = { .port = 0 };
+
+		memcpy(k.addr, &addr_be, 4);
+		memcpy(key, &k, sizeof(k));
+		return sizeof(k);
+	} else {
+		struct ag_lpm4_key k = { .prefixlen = 64, .port = 0 };
+
+		memcpy(k.addr, &addr_be, 4);
+		memcpy(key, &k, sizeof(k));
+		return sizeof(k);
+	}
+}
+
+/* ---- addresses and frames ------------------------------------------------ */
+
+/* Rule i: host 10.0.0.1 + i (/32) or prefix 16.0.0.0/24 + i (/24). */
+static __u32 rule_addr(enum shape shape, __u32 i)
+{
+	return shape == SHAPE_HOST ? 0x0a000001u + i : (0x100000u + i) << 8;
+}
+
+static __u32 target_index(__u32 agents)
+{
+	return agents / 2; /* a middle rule, not the first one inserted */
+}
+
+/* Host byte order address -> the source a frame hitting rule i carries. */
+static __u32 target_src(enum shape shape, __u32 agents)
+{
+	__u32 a = rule_addr(shape, target_index(agents));
+
+	return shape == SHAPE_HOST ? a : a | 1;
+}
+
+static void frame_v4(struct pkt *p, __u32 src_host)
+{
+	char src[INET_ADDRSTRLEN];
+	__u32 be = htonl(src_host);
+
+	inet_ntop(AF_INET, &be, src, sizeof(src));
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, src, NULL, IPPROTO_UDP, NULL);
+	pkt_udp(p, 53);
+	pkt_pad_to(p, FRAME_LEN);
+	pkt_finish(p);
+}
+
+static void frame_v6(struct pkt *p, const char *src)
+{
+	pkt_eth(p, ETH_P_IPV6);
+	pkt_ipv6(p, src, NULL, IPPROTO_UDP);
+	pkt_udp(p, 53);
+	pkt_pad_to(p, FRAME_LEN);
+	pkt_finish(p);
+}
+
+static void build_frames(struct run *r)
+{
+	struct in_addr miss;
+
+	frame_v4(&r->frames[F_HIT4], target_src(r->shape, r->agents));
+	frame_v6(&r->frames[F_HIT6], TARGET_SRC6);
+	inet_pton(AF_INET, UNCLASSIFIED_SRC4, &miss);
+	frame_v4(&r->frames[F_MISS4], ntohl(miss.s_addr));
+}
+
+/* ---- setup --------------------------------------------------------------- */
+
+static void agent_name(__u32 i, char *buf, size_t len)
+{
+	snprintf(buf, len, "agent-%07u", i);
+}
+
+static int add_agent_rule(struct run *r, __u32 i)
+{
+	struct ag_agent_update u = {
+		.fields = AG_SET_RATE | AG_SET_BURST, .rate = FILL_RATE, .burst = FILL_BURST,
+	};
+	struct ag_rule rule = { .family = AF_INET, .plen = r->shape == SHAPE_HOST ? 32 : 24 };
+	__u32 addr = htonl(rule_addr(r->shape, i));
+	char name[32];
+	int err;
+
+	agent_name(i, name, sizeof(name));
+	err = ag_agent_set(r->ctx, name, &u, NULL, NULL);
+	if (err)
+		return lib_err("ag_agent_set", err);
+	memcpy(rule.addr, &addr, 4);
+	err = ag_rule_add(r->ctx, &rule, name);
+	if (err)
+		return lib_err("ag_rule_add", err);
+	return 0;
+}
+
+/* The target agent also owns one IPv6 rule, for the pass6 variant. */
+static int add_target_v6(struct run *r)
+{
+	struct ag_rule rule;
+	char text[64];
+	int err;
+
+	snprintf(text, sizeof(text), "%s/%d", TARGET_SRC6, r->shape == SHAPE_HOST ? 128 : 64);
+	if (r->shape == SHAPE_PREFIX)
+		snprintf(text, sizeof(text), "2001:db8:1::/64");
+	err = ag_prefix_parse(text, &rule);
+	if (!err)
+		err = ag_rule_add(r->ctx, &rule, r->target);
+	if (err)
+		return lib_err("ag_rule_add (IPv6)", err);
+	return 0;
+}
+
+static int populate(struct run *r)
+{
+	double t0 = now_s();
+	struct ag_agent a;
+	__u32 i;
+	int err;
+
+	for (i = 0; i < r->agents; i++) {
+		err = add_agent_rule(r, i);
+		if (err)
+			return err;
+		if (r->agents >= 10 * PROGRESS_EVERY && (i + 1) % PROGRESS_EVERY == 0)
+			fprintf(stderr, "  %u/%u agents+rules, %.1f s\n", i + 1, r->agents,
+				now_s() - t0);
+	}
+	agent_name(target_index(r->agents), r->target, sizeof(r->target));
+	err = ag_agent_get(r->ctx, r->target, &a);
+	if (err)
+		return lib_err("ag_agent_get", err);
+	r->target_slot = a.slot;
+	r->limit = LIMIT_FILL;
+	err = add_target_v6(r);
+	r->setup_s = now_s() - t0;
+	return err;
+}
+
+static int open_rule_map(struct run *r)
+{
+	char path[PATH_MAX + 32];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", r->root,
+		 r->shape == SHAPE_HOST ? AG_MAP_HOSTS_V4 : AG_MAP_RULES_V4);
+	fd = bpf_obj_get(path);
+	if (fd < 0) {
+		fprintf(stderr, "xdp_cost: cannot open %s: %s\n", path, strerror(errno));
+		return -errno;
+	}
+	r->rule_map_fd = fd;
+	return 0;
+}
+
+static int load_probes(struct run *r)
+{
+	struct in_addr miss;
+	__u8 key[24];
+	size_t len;
+	int fd, err;
+
+	err = open_rule_map(r);
+	if (err)
+		return err;
+	fd = probe_ktime();
+	if (fd < 0)
+		return fd;
+	r->probe_fd[V_KTIME] = fd;
+	len = rule_key(r->shape, htonl(target_src(r->shape, r->agents)), key);
+	fd = probe_lookup(r->rule_map_fd, key, len);
+	if (fd < 0)
+		return fd;
+	r->probe_fd[V_RULE_HIT] = fd;
+	inet_pton(AF_INET, UNCLASSIFIED_SRC4, &miss);
+	len = rule_key(r->shape, miss.s_addr, key);
+	fd = probe_lookup(r->rule_map_fd, key, len);
+	if (fd < 0)
+		return fd;
+	r->probe_fd[V_RULE_MISS] = fd;
+	return 0;
+}
+
+static int run_setup(struct run *r)
+{
+	struct ag_open_opts o = { .create = true };
+	int err;
+
+	snprintf(r->root, sizeof(r->root), "%s/xdp-cost-%s-%u-%d", opt.bpffs,
+		 shape_names[r->shape], r->agents, (int)getpid());
+	remove_tree(r->root);
+	r->max_agents = roundup_pow2(r->agents);
+	r->max_rules = roundup_pow2(r->agents);
+	o.pin_root = r->root;
+	o.max_agents = r->max_agents;
+	o.max_rules = r->max_rules;
+	err = ag_open(&o, &r->ctx);
+	if (err)
+		return lib_err("ag_open", err);
+	err = populate(r);
+	if (err)
+		return err;
+	err = ag_prog_load(r->ctx, &r->prog);
+	if (err)
+		return lib_err("ag_prog_load", err);
+	build_frames(r);
+	if (opt.breakdown)
+		return load_probes(r);
+	return 0;
+}
+
+static void run_teardown(struct run *r)
+{
+	int v;
+
+	for (v = 0; v < V__COUNT; v++)
+		if (r->probe_fd[v] >= 0)
+			close(r->probe_fd[v]);
+	if (r->rule_map_fd >= 0)
+		close(r->rule_map_fd);
+	ag_prog_free(r->prog);
+	ag_close(r->ctx);
+	r->prog = NULL;
+	r->ctx = NULL;
+	remove_tree(r->root);
+}
+
+/* ---- measurement --------------------------------------------------------- */
+
+static int set_limit(struct run *r, enum limit want)
+{
+	struct ag_agent_update u = { .fields = AG_SET_RATE | AG_SET_BURST };
+	int err;
+
+	if (r->limit == want)
+		return 0;
+	u.rate = want == LIMIT_PASS ? PASS_RATE : DROP_RATE;
+	u.burst = want == LIMIT_PASS ? PASS_BURST : DROP_BURST;
+	err = ag_agent_set(r->ctx, r->target, &u, NULL, NULL);
+	if (err)
+		return lib_err("ag_agent_set (limit)", err);
+	r->limit = want;
+	return 0;
+}
+
+static int prog_fd_of(const struct run *r, enum variant v)
+{
+	if (v == V_EMPTY)
+		return empty_fd;
+	if (v >= V__MAIN)
+		return r->probe_fd[v];
+	return ag_prog_fd(r->prog);
+}
+
+static int test_run(int fd, const struct pkt *p, __u32 repeat, struct sample *s)
+{
+	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = p->b, .data_size_in = (__u32)p->len,
+		    .repeat = repeat);
+	__u64 t0 = ag_now_ns();
+
+	if (bpf_prog_test_run_opts(fd, &o)) {
+		fprintf(stderr, "xdp_cost: BPF_PROG_TEST_RUN: %s\n", strerror(errno));
+		return -errno;
+	}
+	s->wall_ns = (double)(ag_now_ns() - t0) / repeat;
+	s->retval = o.retval;
+	s->ns = o.duration;
+	return 0;
+}
+
+struct snap {
+	struct ag_counters c;
+	__u64 stats[AG_STAT__MAX];
+};
+
+static int take_snap(struct run *r, struct snap *s)
+{
+	int err = ag_counters_get(r->ctx, r->target_slot, &s->c);
+
+	if (!err)
+		err = ag_stats_get(r->ctx, s->stats);
+	if (err)
+		return lib_err("reading counters", err);
+	return 0;
+}
+
+/* Programs without counters (empty, probes): the verdict alone. */
+static bool verdict_ok(enum variant v, const struct sample *s)
+{
+	return s->retval == (v == V_RULE_MISS ? XDP_PASS : XDP_DROP);
+}
+
+/* The datapath took the path the variant names: verdict and counter deltas. */
+static bool path_ok(enum variant v, const struct snap *a, const struct snap *b,
+		    const struct sample *s, __u32 repeat)
+{
+	__u64 passed = b->c.passed_packets - a->c.passed_packets;
+	__u64 dropped = b->c.dropped_packets - a->c.dropped_packets;
+	__u64 uncl = b->stats[AG_STAT_UNCLASSIFIED_PASSED] - a->stats[AG_STAT_UNCLASSIFIED_PASSED];
+
+	switch (v) {
+	case V_PASS4:
+	case V_PASS6:
+		return s->retval == XDP_PASS && passed == repeat && dropped == 0;
+	case V_DROP4:
+		return s->retval == XDP_DROP && passed + dropped == repeat &&
+		       dropped + DROP_SLACK >= repeat;
+	case V_UNCL4:
+		return s->retval == XDP_PASS && uncl == repeat && passed + dropped == 0;
+	default:
+		return false;
+	}
+}
+
+static int prepare(struct run *r, enum variant v)
+{
+	if (v == V_PASS4 || v == V_PASS6)
+		return set_limit(r, LIMIT_PASS);
+	if (v == V_DROP4)
+		return set_limit(r, LIMIT_DROP);
+	return 0;
+}
+
+static int measure(struct run *r, enum variant v, __u32 repeat, struct sample *s)
+{
+	bool datapath = v != V_EMPTY && v < V__MAIN;
+	struct snap before, after;
+	int err;
+
+	err = prepare(r, v);
+	if (!err && datapath)
+		err = take_snap(r, &before);
+	if (!err)
+		err = test_run(prog_fd_of(r, v), &r->frames[variants[v].frame], repeat, s);
+	if (!err && datapath)
+		err = take_snap(r, &after);
+	if (err)
+		return err;
+	if (datapath && !path_ok(v, &before, &after, s, repeat)) {
+		fprintf(stderr,
+			"xdp_cost: variant %s took the wrong path (verdict %u, passed %llu, "
+			"dropped %llu)\n",
+			variants[v].name, s->retval,
+			(unsigned long long)(after.c.passed_packets - before.c.passed_packets),
+			(unsigned long long)(after.c.dropped_packets - before.c.dropped_packets));
+		return -EPROTO;
+	}
+	if (!datapath && !verdict_ok(v, s)) {
+		fprintf(stderr, "xdp_cost: %s returned %u\n", variants[v].name, s->retval);
+		return -EPROTO;
+	}
+	return 0;
+}
+
+static int n_variants(void)
+{
+	return opt.breakdown ? V__COUNT : V__MAIN;
+}
+
+/* Warm-up, then rounds; each round starts one variant later than the last. */
+static int run_rounds(struct run *r)
+{
+	int nv = n_variants(), round, k, err;
+	struct sample warm;
+
+	for (k = 0; k < nv; k++) {
+		err = measure(r, k, opt.repeat / 10 + 1, &warm);
+		if (err)
+			return err;
+	}
+	for (round = 0; round < opt.rounds; round++) {
+		for (k = 0; k < nv; k++) {
+			enum variant v = (round + k) % nv;
+
+			err = measure(r, v, opt.repeat, &r->samples[v][round]);
+			if (err)
+				return err;
+		}
+	}
+	return 0;
+}
+
+static void summarize(struct run *r)
+{
+	double ns[MAX_ROUNDS], wall[MAX_ROUNDS];
+	int v, i;
+
+	for (v = 0; v < n_variants(); v++) {
+		struct summary *s = &r->sum[v];
+
+		for (i = 0; i < opt.rounds; i++) {
+			ns[i] = r->samples[v][i].ns;
+			wall[i] = r->samples[v][i].wall_ns;
+		}
+		s->median = median(ns, opt.rounds);
+		s->min = ns[0];
+		s->max = ns[opt.rounds - 1];
+		s->wall_median = median(wall, opt.rounds);
+	}
+	for (v = 0; v < n_variants(); v++)
+		r->sum[v].ratio = r->sum[V_EMPTY].median > 0 ?
+					  r->sum[v].median / r->sum[V_EMPTY].median : 0;
+}
+
+static int run_one(struct run *r)
+{
+	int err;
+
+	fprintf(stderr, "xdp_cost: %u agent(s), %s rules: setting up\n", r->agents,
+		shape_names[r->shape]);
+	err = run_setup(r);
+	if (!err) {
+		fprintf(stderr, "xdp_cost: setup %.2f s%s; measuring\n", r->setup_s,
+			r->setup_s > SETUP_SLOW_S ? " (slow)" : "");
+		err = run_rounds(r);
+	}
+	if (!err)
+		summarize(r);
+	run_teardown(r);
+	return err;
+}
+
+/* ---- goals ----------------------------------------------------------------- */
+
+struct goal {
+	__u32 agents;
+	double max_ratio;
+	const char *source;
+};
+
+static const struct goal goals[] = {
+	{ 1, 1.5, "this issue" },
+	{ 1000000, 2.0, "later issue" },
+};
+#define N_GOALS (sizeof(goals) / sizeof(goals[0]))
+
+static const struct goal *goal_for(__u32 agents)
+{
+	size_t i;
+
+	for (i = 0; i < N_GOALS; i++)
+		if (goals[i].agents == agents)
+			return &goals[i];
+	return NULL;
+}
+
+static const enum variant goal_variants[] = { V_PASS4, V_DROP4 };
+#define N_GOAL_VARIANTS (sizeof(goal_variants) / sizeof(goal_variants[0]))
+
+/* ---- output ---------------------------------------------------------------- */
+
+struct env {
+	char date[32];
+	char kernel[128];
+	char cpu_model[128];
+	long nproc;
+	int bpf_stats;
+};
+
+static void read_env(struct env *e)
+{
+	time_t t = time(NULL);
+	struct utsname u;
+	char line[256];
+	FILE *f;
+
+	strftime(e->date, sizeof(e->date), "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+	snprintf(e->kernel, sizeof(e->kernel), "%s", uname(&u) ? "?" : u.release);
+	e->nproc = sysconf(_SC_NPROCESSORS_ONLN);
+	snprintf(e->cpu_model, sizeof(e->cpu_model), "?");
+	f = fopen("/proc/cpuinfo", "r");
+	while (f && fgets(line, sizeof(line), f)) {
+		char *colon = strchr(line, ':');
+
+		if (strncmp(line, "model name", 10) || !colon)
+			continue;
+		snprintf(e->cpu_model, sizeof(e->cpu_model), "%s", colon + 2);
+		e->cpu_model[strcspn(e->cpu_model, "\n")] = '\0';
+		break;
+	}
+	if (f)
+		fclose(f);
+	e->bpf_stats = -1;
+	f = fopen("/proc/sys/kernel/bpf_stats_enabled", "r");
+	if (f && fscanf(f, "%d", &e->bpf_stats) != 1)
+		e->bpf_stats = -1;
+	if (f)
+		fclose(f);
+}
+
+static void print_header(const struct env *e)
+{
+	printf("agentgate XDP cost per packet\n");
+	printf("  date      %s\n", e->date);
+	printf("  command   %s\n", command);
+	printf("  kernel    %s\n", e->kernel);
+	printf("  nproc     %ld (benchmark pinned to CPU %d)\n", e->nproc, opt.cpu);
+	printf("  cpu       %s\n", e->cpu_model);
+	printf("  bpf_stats %d%s\n", e->bpf_stats,
+	       e->bpf_stats > 0 ? " (enabled: adds overhead to every program run)" : "");
+	printf("  method    BPF_PROG_TEST_RUN, repeat %u, %d interleaved rounds, median of the\n"
+	       "            kernel's ns/repetition; x_empty = median / median(empty) of the same run\n",
+	       opt.repeat, opt.rounds);
+	printf("  frames    %d-byte Ethernet/IPv4/UDP and Ethernet/IPv6/UDP\n\n", FRAME_LEN);
+}
+
+static void print_run(const struct run *r)
+{
+	int v;
+
+	printf("%u agent(s), one %s rule each (%s); max_agents %u, max_rules %u; "
+	       "setup %.2f s%s\n",
+	       r->agents, shape_names[r->shape],
+	       r->shape == SHAPE_HOST ? "/32, exact-match hash" : "/24, LPM trie", r->max_agents,
+	       r->max_rules, r->setup_s,
+	       r->setup_s > SETUP_SLOW_S ? " (SLOW: > 60 s of one-by-one syscalls)" : "");
+	printf("  %-8s %9s %7s %7s %9s %8s  %s\n", "variant", "median_ns", "min", "max",
+	       "wall_ns", "x_empty", "path");
+	for (v = 0; v < n_variants(); v++) {
+		const struct summary *s = &r->sum[v];
+
+		printf("  %-8s %9.1f %7.0f %7.0f %9.2f %8.2f  %s\n", variants[v].name, s->median,
+		       s->min, s->max, s->wall_median, s->ratio, variants[v].what);
+	}
+	printf("\n");
+}
+
+static void print_goals(const struct run *runs, int n)
+{
+	size_t k;
+	int i;
+
+	printf("goals (pass and drop over IPv4, ratio of medians to the empty program)\n");
+	for (i = 0; i < n; i++) {
+		const struct goal *g = goal_for(runs[i].agents);
+
+		if (!g)
+			continue;
+		for (k = 0; k < N_GOAL_VARIANTS; k++) {
+			enum variant v = goal_variants[k];
+			double x = runs[i].sum[v].ratio;
+
+			printf("  %7u agent(s) %-6s %-5s %5.2fx <= %.1fx (%s): %s\n",
+			       runs[i].agents, shape_names[runs[i].shape], variants[v].name, x,
+			       g->max_ratio, g->source, x <= g->max_ratio ? "met" : "MISSED");
+		}
+	}
+}
+
+static void json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+static void json_variant(FILE *f, const struct run *r, int v)
+{
+	int i;
+
+	fprintf(f, "        ");
+	json_str(f, variants[v].name);
+	fprintf(f, ": {\"median_ns\": %.1f, \"min_ns\": %.0f, \"max_ns\": %.0f, "
+		   "\"wall_median_ns\": %.3f, \"ratio\": %.4f, \"rounds_ns\": [",
+		r->sum[v].median, r->sum[v].min, r->sum[v].max, r->sum[v].wall_median,
+		r->sum[v].ratio);
+	for (i = 0; i < opt.rounds; i++)
+		fprintf(f, "%s%u", i ? ", " : "", r->samples[v][i].ns);
+	fprintf(f, "]}");
+}
+
+static void json_goals(FILE *f, const struct run *r)
+{
+	const struct goal *g = goal_for(r->agents);
+	size_t k;
+
+	fprintf(f, "      \"goals\": [");
+	for (k = 0; g && k < N_GOAL_VARIANTS; k++) {
+		enum variant v = goal_variants[k];
+
+		fprintf(f, "%s{\"variant\": \"%s\", \"max_ratio\": %.1f, \"ratio\": %.4f, "
+			   "\"met\": %s}",
+			k ? ", " : "", variants[v].name, g->max_ratio, r->sum[v].ratio,
+			r->sum[v].ratio <= g->max_ratio ? "true" : "false");
+	}
+	fprintf(f, "]");
+}
+
+static void json_run(FILE *f, const struct run *r)
+{
+	int v;
+
+	fprintf(f, "    {\"agents\": %u, \"rules\": \"%s\", \"max_agents\": %u, "
+		   "\"max_rules\": %u, \"setup_s\": %.3f,\n      \"variants\": {\n",
+		r->agents, shape_names[r->shape], r->max_agents, r->max_rules, r->setup_s);
+	for (v = 0; v < n_variants(); v++) {
+		json_variant(f, r, v);
+		fprintf(f, "%s\n", v + 1 < n_variants() ? "," : "");
+	}
+	fprintf(f, "      },\n");
+	json_goals(f, r);
+	fprintf(f, "\n    }");
+}
+
+static int write_json(const struct env *e, const struct run *runs, int n)
+{
+	FILE *f = strcmp(opt.json, "-") ? fopen(opt.json, "w") : stdout;
+	int i, err = 0;
+
+	if (!f) {
+		fprintf(stderr, "xdp_cost: cannot write %s: %s\n", opt.json, strerror(errno));
+		return -errno;
+	}
+	fprintf(f, "{\n  \"benchmark\": \"xdp_cost\",\n  \"date\": ");
+	json_str(f, e->date);
+	fprintf(f, ",\n  \"command\": ");
+	json_str(f, command);
+	fprintf(f, ",\n  \"kernel\": ");
+	json_str(f, e->kernel);
+	fprintf(f, ",\n  \"cpu_model\": ");
+	json_str(f, e->cpu_model);
+	fprintf(f, ",\n  \"nproc\": %ld,\n  \"cpu\": %d,\n  \"bpf_stats_enabled\": %d,\n"
+		   "  \"repeat\": %u,\n  \"rounds\": %d,\n  \"frame_bytes\": %d,\n  \"runs\": [\n",
+		e->nproc, opt.cpu, e->bpf_stats, opt.repeat, opt.rounds, FRAME_LEN);
+	for (i = 0; i < n; i++) {
+		json_run(f, &runs[i]);
+		fprintf(f, "%s\n", i + 1 < n ? "," : "");
+	}
+	fprintf(f, "  ]\n}\n");
+	if (fflush(f) || ferror(f))
+		err = -EIO;
+	if (f != stdout && fclose(f))
+		err = -EIO;
+	if (err)
+		fprintf(stderr, "xdp_cost: error writing %s\n", opt.json);
+	return err;
+}
+
+/* ---- environment ------------------------------------------------------------ */
+
+static int pin_cpu(void)
+{
+	cpu_set_t set;
+	int c;
+
+	if (opt.cpu < 0) {
+		if (sched_getaffinity(0, sizeof(set), &set))
+			return -errno;
+		for (c = CPU_SETSIZE - 1; c >= 0 && !CPU_ISSET(c, &set); c--)
+			;
+		opt.cpu = c < 0 ? 0 : c;
+	}
+	CPU_ZERO(&set);
+	CPU_SET(opt.cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set)) {
+		fprintf(stderr, "xdp_cost: cannot pin to CPU %d: %s\n", opt.cpu, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+static int check_bpffs(void)
+{
+	struct statfs sfs;
+
+	if (!opt.bpffs)
+		opt.bpffs = getenv("AG_BENCH_BPFFS");
+	if (!opt.bpffs || statfs(opt.bpffs, &sfs) || sfs.f_type != BPF_FS_MAGIC) {
+		fprintf(stderr, "xdp_cost: --bpffs DIR (or AG_BENCH_BPFFS) must name a mounted "
+				"bpffs; bench/run.sh mounts a private one\n");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int load_empty(struct empty_bpf **skel)
+{
+	*skel = empty_bpf__open_and_load();
+	if (!*skel) {
+		fprintf(stderr, "xdp_cost: cannot load the empty program: %s\n", strerror(errno));
+		return -errno;
+	}
+	empty_fd = bpf_program__fd((*skel)->progs.empty_drop);
+	return 0;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: xdp_cost --bpffs DIR [--max-scale N] [--rounds R] [--repeat N] [--cpu C]\n"
+		"                [--breakdown] [--json PATH|-]\n"
+		"  --bpffs DIR     a mounted bpffs for private pin roots (env AG_BENCH_BPFFS)\n"
+		"  --max-scale N   largest agent count of 1, 10000, 1000000 (default %u)\n"
+		"  --rounds R      interleaved rounds, medians over them (default %d, max %d)\n"
+		"  --repeat N      BPF_PROG_TEST_RUN repetitions per measurement (default %u)\n"
+		"  --cpu C         CPU to pin to (default: the last allowed one)\n"
+		"  --breakdown     add probe programs: ktime, one rule-map lookup hit/miss\n"
+		"  --json PATH     also write the results as JSON ('-': stdout)\n"
+		"Must run as root. Exit: 0 measured, 1 failure, 2 usage.\n",
+		DEF_MAX_SCALE, DEF_ROUNDS, MAX_ROUNDS, DEF_REPEAT);
+}
+
+static int parse_u32(const char *s, __u32 min, __u32 max, __u32 *out)
+{
+	char *end;
+	unsigned long long v;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || end == s || v < min || v > max)
+		return -EINVAL;
+	*out = (__u32)v;
+	return 0;
+}
+
+static int parse_args(int argc, char **argv)
+{
+	static const struct option lo[] = {
+		{ "bpffs", required_argument, NULL, 'b' },
+		{ "max-scale", required_argument, NULL, 's' },
+		{ "rounds", required_argument, NULL, 'r' },
+		{ "repeat", required_argument, NULL, 'n' },
+		{ "cpu", required_argument, NULL, 'c' },
+		{ "breakdown", no_argument, NULL, 'B' },
+		{ "json", required_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{},
+	};
+	__u32 v;
+	int c, err = 0;
+
+	while (!err && (c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'b': opt.bpffs = optarg; break;
+		case 's': err = parse_u32(optarg, 1, 1u << 24, &opt.max_scale); break;
+		case 'r': err = parse_u32(optarg, 1, MAX_ROUNDS, &v), opt.rounds = (int)v; break;
+		case 'n': err = parse_u32(optarg, 1, 1u << 30, &opt.repeat); break;
+		case 'c': err = parse_u32(optarg, 0, CPU_SETSIZE - 1, &v), opt.cpu = (int)v; break;
+		case 'B': opt.breakdown = true; break;
+		case 'j': opt.json = optarg; break;
+		case 'h': usage(stdout); exit(0);
+		default: err = -EINVAL; break;
+		}
+	}
+	if (!err && optind != argc)
+		err = -EINVAL;
+	return err;
+}
+
+static void save_command(int argc, char **argv)
+{
+	size_t len = 0;
+	int i;
+
+	for (i = 0; i < argc && len < sizeof(command) - 1; i++)
+		len += snprintf(command + len, sizeof(command) - len, "%s%s", i ? " " : "", argv[i]);
+}
+
+static void init_run(struct run *r, __u32 agents, enum shape shape)
+{
+	int v;
+
+	memset(r, 0, sizeof(*r));
+	r->agents = agents;
+	r->shape = shape;
+	r->rule_map_fd = -1;
+	for (v = 0; v < V__COUNT; v++)
+		r->probe_fd[v] = -1;
+}
+
+static int run_all(struct run *runs, int *n)
+{
+	size_t s;
+	int shape, err;
+
+	*n = 0;
+	for (s = 0; s < N_SCALES && scales[s] <= opt.max_scale; s++) {
+		for (shape = 0; shape < SHAPE__COUNT; shape++) {
+			init_run(&runs[*n], scales[s], shape);
+			err = run_one(&runs[*n]);
+			if (err)
+				return err;
+			(*n)++;
+		}
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct run runs[N_SCALES * SHAPE__COUNT];
+	struct empty_bpf *skel = NULL;
+	struct env env;
+	int i, n = 0, err;
+
+	save_command(argc, argv);
+	if (parse_args(argc, argv)) {
+		usage(stderr);
+		return 2;
+	}
+	if (geteuid() != 0) {
+		fprintf(stderr, "xdp_cost: must run as root (BPF_PROG_TEST_RUN, map creation)\n");
+		return 1;
+	}
+	err = check_bpffs();
+	if (!err)
+		err = pin_cpu();
+	if (!err)
+		err = load_empty(&skel);
+	if (err)
+		goto cleanup;
+	read_env(&env);
+	err = run_all(runs, &n);
+	if (err)
+		goto cleanup;
+	print_header(&env);
+	for (i = 0; i < n; i++)
+		print_run(&runs[i]);
+	print_goals(runs, n);
+	fflush(stdout);
+	if (opt.json)
+		err = write_json(&env, runs, n);
+cleanup:
+	empty_bpf__destroy(skel);
+	return err ? 1 : 0;
+}

@@ -1,0 +1,1212 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * libagentgate unit tests (cmocka): pinned-map lifecycle, agents and slots,
+ * rules, buckets through the mmap, crash repair, counters and config.
+ *
+ * Every test works in its own directory under the private pin root from
+ * testenv_pin_root() and registers what it opens or allocates in a fixture,
+ * so a failing assertion (a longjmp out of the test) still closes contexts,
+ * fds and frees memory in the teardown: the binary stays leak-free under ASan.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <limits.h>
+#include <net/if.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <linux/bpf.h>
+
+#include "agentgate.h"
+#include "testenv.h"
+
+#define SKIP_CODE 77
+
+static const char *g_root; /* private pin root of this program */
+
+/* ---- assertions printing decimal values and the library's message ------ */
+
+#define check_eq(a, b)                                                                   \
+	do {                                                                             \
+		long long a_ = (long long)(a), b_ = (long long)(b);                      \
+		if (a_ != b_)                                                            \
+			fail_msg("%s = %lld, expected %lld (last message: %s)", #a, a_,  \
+				 b_, ag_errmsg());                                       \
+	} while (0)
+
+#define check_ok(e) check_eq(e, 0)
+
+#define check_range(v, lo, hi)                                                           \
+	do {                                                                             \
+		double v_ = (v);                                                         \
+		if (!(v_ >= (double)(lo) && v_ <= (double)(hi)))                         \
+			fail_msg("%s = %.9g, expected within [%.9g, %.9g]", #v, v_,      \
+				 (double)(lo), (double)(hi));                            \
+	} while (0)
+
+#define check_msg(sub)                                                                   \
+	do {                                                                             \
+		if (!strstr(ag_errmsg(), (sub)))                                         \
+			fail_msg("message \"%s\" does not contain \"%s\"", ag_errmsg(),  \
+				 (sub));                                                 \
+	} while (0)
+
+/* ---- fixture: everything a test must release ---------------------------- */
+
+#define FX_MAX 32
+
+struct fx {
+	char root[PATH_MAX];
+	struct ag_ctx *ctx[FX_MAX];
+	void *mem[FX_MAX];
+	int fds[FX_MAX];
+	int nctx, nmem, nfds;
+};
+
+static char g_log[4096]; /* library warnings captured by some tests */
+
+static void capture_log(const char *msg)
+{
+	size_t len = strlen(g_log);
+
+	snprintf(g_log + len, sizeof(g_log) - len, "%s\n", msg);
+}
+
+static int fx_setup(void **state)
+{
+	struct fx *fx = calloc(1, sizeof(*fx));
+
+	if (!fx)
+		return -1;
+	*state = fx;
+	return 0;
+}
+
+static int fx_teardown(void **state)
+{
+	struct fx *fx = *state;
+	int i;
+
+	for (i = 0; i < fx->nctx; i++)
+		ag_close(fx->ctx[i]);
+	for (i = 0; i < fx->nmem; i++)
+		free(fx->mem[i]);
+	for (i = 0; i < fx->nfds; i++)
+		if (fx->fds[i] >= 0)
+			close(fx->fds[i]);
+	ag_set_log(NULL);
+	free(fx);
+	return 0;
+}
+
+static void *fx_mem(struct fx *fx, void *p)
+{
+	assert_true(fx->nmem < FX_MAX);
+	fx->mem[fx->nmem++] = p;
+	return p;
+}
+
+static int fx_fd(struct fx *fx, int fd)
+{
+	assert_true(fx->nfds < FX_MAX);
+	fx->fds[fx->nfds++] = fd;
+	return fd;
+}
+
+static struct ag_ctx *fx_ctx(struct fx *fx, struct ag_ctx *ctx)
+{
+	assert_true(fx->nctx < FX_MAX);
+	fx->ctx[fx->nctx++] = ctx;
+	return ctx;
+}
+
+/* Close a tracked context before the teardown (reopen tests). */
+static void fx_close(struct fx *fx, struct ag_ctx *ctx)
+{
+	int i;
+
+	for (i = 0; i < fx->nctx; i++)
+		if (fx->ctx[i] == ctx)
+			fx->ctx[i] = NULL;
+	ag_close(ctx);
+}
+
+static const char *fx_root(struct fx *fx, const char *name)
+{
+	snprintf(fx->root, sizeof(fx->root), "%s/%s", g_root, name);
+	return fx->root;
+}
+
+/* The pin root itself, without creating any map (for raw pins). */
+static void fx_mkroot(struct fx *fx)
+{
+	if (mkdir(g_root, 0700) && errno != EEXIST)
+		fail_msg("mkdir %s: %s", g_root, strerror(errno));
+	if (mkdir(fx->root, 0700) && errno != EEXIST)
+		fail_msg("mkdir %s: %s", fx->root, strerror(errno));
+}
+
+static int try_open(const char *root, bool create, bool ro, __u32 max_agents, __u32 max_rules,
+		    struct ag_ctx **out)
+{
+	struct ag_open_opts o = {
+		.pin_root = root,
+		.create = create,
+		.read_only = ro,
+		.max_agents = max_agents,
+		.max_rules = max_rules,
+	};
+
+	return ag_open(&o, out);
+}
+
+static struct ag_ctx *fx_open(struct fx *fx, const char *root, bool create, bool ro,
+			      __u32 max_agents, __u32 max_rules)
+{
+	struct ag_ctx *ctx = NULL;
+
+	check_ok(try_open(root, create, ro, max_agents, max_rules, &ctx));
+	return fx_ctx(fx, ctx);
+}
+
+/* A raw fd of a pinned map of the root under test. */
+static int fx_map(struct fx *fx, const char *map)
+{
+	char path[PATH_MAX + 64];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", fx->root, map);
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		fail_msg("bpf_obj_get %s: %s", path, strerror(errno));
+	return fx_fd(fx, fd);
+}
+
+static void map_info_of(int fd, struct bpf_map_info *info)
+{
+	__u32 len = sizeof(*info);
+
+	memset(info, 0, sizeof(*info));
+	check_ok(bpf_obj_get_info_by_fd(fd, info, &len));
+}
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static __u32 set_agent(struct ag_ctx *ctx, const char *name, double rate, __u64 burst)
+{
+	struct ag_agent_update u = {
+		.fields = AG_SET_RATE | AG_SET_BURST,
+		.rate = rate,
+		.burst = burst,
+	};
+	__u32 slot = UINT32_MAX;
+	bool created = false;
+
+	check_ok(ag_agent_set(ctx, name, &u, &slot, &created));
+	assert_true(created);
+	assert_true(slot < ag_max_agents(ctx));
+	return slot;
+}
+
+static void check_agent(struct ag_ctx *ctx, const char *name, __u32 slot, double rate,
+			__u64 burst)
+{
+	struct ag_agent a;
+
+	check_ok(ag_agent_get(ctx, name, &a));
+	assert_string_equal(a.name, name);
+	check_eq(a.slot, slot);
+	check_range(a.rate, rate - 1e-9, rate + 1e-9);
+	check_eq(a.burst, burst);
+}
+
+static struct ag_agent *list_agents(struct fx *fx, struct ag_ctx *ctx, size_t *n)
+{
+	struct ag_agent *v = NULL;
+
+	check_ok(ag_agent_list(ctx, &v, n));
+	return fx_mem(fx, v);
+}
+
+static struct ag_rule *list_rules(struct fx *fx, struct ag_ctx *ctx, size_t *n)
+{
+	struct ag_rule *v = NULL;
+
+	check_ok(ag_rule_list(ctx, &v, n));
+	return fx_mem(fx, v);
+}
+
+static bool agent_listed(const struct ag_agent *v, size_t n, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(v[i].name, name))
+			return true;
+	return false;
+}
+
+static struct ag_rule prefix(const char *text, __u16 port)
+{
+	struct ag_rule r;
+
+	check_ok(ag_prefix_parse(text, &r));
+	r.port = port;
+	return r;
+}
+
+static bool same_rule(const struct ag_rule *a, const struct ag_rule *b)
+{
+	return a->family == b->family && a->plen == b->plen && a->port == b->port &&
+	       !memcmp(a->addr, b->addr, sizeof(a->addr));
+}
+
+/* Index of r in v, or -1. */
+static int rule_index(const struct ag_rule *v, size_t n, const struct ag_rule *r)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (same_rule(&v[i], r))
+			return (int)i;
+	return -1;
+}
+
+static void check_rule_slot(const struct ag_rule *v, size_t n, const struct ag_rule *r,
+			    __u32 slot)
+{
+	int i = rule_index(v, n, r);
+	char text[AG_PREFIX_STRLEN];
+
+	ag_prefix_format(r, text, sizeof(text));
+	if (i < 0)
+		fail_msg("rule %s port %u not listed", text, r->port);
+	check_eq(v[i].slot, slot);
+}
+
+static struct ag_config config(struct ag_ctx *ctx)
+{
+	struct ag_config cfg;
+
+	check_ok(ag_config_get(ctx, &cfg));
+	return cfg;
+}
+
+static double tokens(struct ag_ctx *ctx, __u32 slot)
+{
+	double t = -1;
+
+	check_ok(ag_bucket_tokens(ctx, slot, &t));
+	return t;
+}
+
+/* ---- 1. slot claims racing between two processes ----------------------- */
+
+#define RACE_SLOTS 1024
+#define RACE_OWN 300
+#define RACE_SHARED 50
+#define RACE_TOTAL (2 * RACE_OWN + RACE_SHARED)
+
+static int set_default(struct ag_ctx *ctx, const char *name, bool *created)
+{
+	struct ag_agent_update none = {};
+
+	return ag_agent_set(ctx, name, &none, NULL, created);
+}
+
+/* Child body: returns its exit code; writes how many shared names it created. */
+static int race_child(const char *root, char tag, int go_fd, int out_fd)
+{
+	struct ag_ctx *ctx = NULL;
+	int i, shared = 0, err;
+	char name[32], c;
+	bool created;
+
+	if (read(go_fd, &c, 1) != 0) /* EOF once the parent closes its end */
+		return 10;
+	err = try_open(root, true, false, RACE_SLOTS, 64, &ctx);
+	for (i = 0; i < RACE_OWN && !err; i++) {
+		snprintf(name, sizeof(name), "%c-%d", tag, i);
+		err = set_default(ctx, name, &created);
+		if (!err && !created)
+			err = -EEXIST;
+		if (err || i % (RACE_OWN / RACE_SHARED))
+			continue;
+		snprintf(name, sizeof(name), "shared-%d", i / (RACE_OWN / RACE_SHARED));
+		err = set_default(ctx, name, &created);
+		shared += !err && created;
+	}
+	if (err)
+		fprintf(stderr, "# child %c: %d: %s\n", tag, err, ag_errmsg());
+	ag_close(ctx);
+	if (!err && write(out_fd, &shared, sizeof(shared)) != sizeof(shared))
+		return 11;
+	return err ? 12 : 0;
+}
+
+static pid_t race_spawn(const char *root, char tag, int go[2], int out[2])
+{
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	if (pid == 0) {
+		close(go[1]);
+		close(out[0]);
+		_exit(race_child(root, tag, go[0], out[1]));
+	}
+	return pid;
+}
+
+static int wait_exit(pid_t pid)
+{
+	int status;
+
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+static int read_int(int fd)
+{
+	int v = -1;
+
+	return read(fd, &v, sizeof(v)) == sizeof(v) ? v : -1;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void race_expected_names(char (*names)[32])
+{
+	int i, n = 0;
+
+	for (i = 0; i < RACE_OWN; i++)
+		snprintf(names[n++], 32, "a-%d", i);
+	for (i = 0; i < RACE_OWN; i++)
+		snprintf(names[n++], 32, "b-%d", i);
+	for (i = 0; i < RACE_SHARED; i++)
+		snprintf(names[n++], 32, "shared-%d", i);
+}
+
+/* The listed names, sorted, must equal the expected names, sorted. */
+static void race_check_names(struct fx *fx, const struct ag_agent *v, size_t n)
+{
+	char (*want)[32] = fx_mem(fx, calloc(RACE_TOTAL, 32));
+	const char **got = fx_mem(fx, calloc(RACE_TOTAL, sizeof(*got)));
+	const char **exp = fx_mem(fx, calloc(RACE_TOTAL, sizeof(*exp)));
+	size_t i;
+
+	assert_non_null(want);
+	assert_non_null(got);
+	assert_non_null(exp);
+	race_expected_names(want);
+	for (i = 0; i < RACE_TOTAL; i++) {
+		got[i] = v[i].name;
+		exp[i] = want[i];
+	}
+	qsort(got, n, sizeof(*got), cmp_str);
+	qsort(exp, n, sizeof(*exp), cmp_str);
+	for (i = 0; i < RACE_TOTAL; i++)
+		assert_string_equal(got[i], exp[i]);
+}
+
+static void race_check_lookups(struct ag_ctx *ctx, const struct ag_agent *v, size_t n)
+{
+	struct ag_agent a, b;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		check_ok(ag_agent_get(ctx, v[i].name, &a));
+		check_eq(a.slot, v[i].slot);
+		check_ok(ag_agent_get_slot(ctx, a.slot, &b));
+		assert_string_equal(b.name, v[i].name);
+		check_range(tokens(ctx, a.slot), AG_DEFAULT_RATE - 1e-6, AG_DEFAULT_RATE);
+	}
+}
+
+static void test_slot_claim_race(void **state)
+{
+	struct fx *fx = *state;
+	const char *root = fx_root(fx, "slot_race");
+	int go[2], out_a[2], out_b[2], rc_a, rc_b, shared_a, shared_b;
+	struct ag_agent *v;
+	struct ag_ctx *ctx;
+	pid_t a, b;
+	size_t n, i;
+
+	assert_true(!pipe(go) && !pipe(out_a) && !pipe(out_b));
+	a = race_spawn(root, 'a', go, out_a);
+	b = a > 0 ? race_spawn(root, 'b', go, out_b) : -1;
+	close(go[0]);
+	close(go[1]); /* both children start now */
+	close(out_a[1]);
+	close(out_b[1]);
+	rc_a = a > 0 ? wait_exit(a) : -1;
+	rc_b = b > 0 ? wait_exit(b) : -1;
+	shared_a = read_int(out_a[0]);
+	shared_b = read_int(out_b[0]);
+	close(out_a[0]);
+	close(out_b[0]);
+	check_eq(rc_a, 0);
+	check_eq(rc_b, 0);
+	/* Each shared name was created by exactly one of the two. */
+	check_eq(shared_a + shared_b, RACE_SHARED);
+
+	ctx = fx_open(fx, root, false, false, 0, 0);
+	check_eq(ag_max_agents(ctx), RACE_SLOTS);
+	v = list_agents(fx, ctx, &n);
+	check_eq(n, RACE_TOTAL);
+	for (i = 0; i < n; i++) {
+		assert_true(v[i].slot < RACE_SLOTS);
+		if (i) /* sorted by slot: strictly increasing means distinct */
+			assert_true(v[i].slot > v[i - 1].slot);
+	}
+	race_check_names(fx, v, n);
+	race_check_lookups(ctx, v, n);
+	check_eq(config(ctx).dirty, 0);
+}
+
+/* ---- 2. slot exhaustion ------------------------------------------------ */
+
+static void test_slot_exhaustion(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "exhaust"), true, false, 8, 16);
+	struct ag_agent_update u = { .fields = AG_SET_RATE, .rate = 5 };
+	struct ag_agent a;
+	__u32 slots[8];
+	char name[16];
+	size_t n;
+	int i;
+
+	for (i = 0; i < 8; i++) {
+		snprintf(name, sizeof(name), "ag-%d", i);
+		slots[i] = set_agent(ctx, name, i + 1, 10 + i);
+	}
+	check_eq(ag_agent_set(ctx, "ag-8", &u, NULL, NULL), -ENOSPC);
+	check_msg("slot");
+	check_msg("8");
+	check_eq(ag_agent_get(ctx, "ag-8", &a), -ENOENT);
+
+	list_agents(fx, ctx, &n);
+	check_eq(n, 8);
+	for (i = 0; i < 8; i++) {
+		snprintf(name, sizeof(name), "ag-%d", i);
+		check_agent(ctx, name, slots[i], i + 1, 10 + i);
+		check_range(tokens(ctx, slots[i]), 10 + i - 1e-6, 10 + i);
+	}
+	check_eq(config(ctx).dirty, 0);
+}
+
+/* ---- 3. layout mismatch: refuse, never overwrite ------------------------ */
+
+static int pin_raw_map(struct fx *fx, enum bpf_map_type type, const char *name, __u32 value_size,
+		       __u32 max_entries, __u32 flags)
+{
+	LIBBPF_OPTS(bpf_map_create_opts, o, .map_flags = flags);
+	char path[PATH_MAX + 64];
+	int fd;
+
+	fx_mkroot(fx);
+	fd = bpf_map_create(type, name, 4, value_size, max_entries, &o);
+	if (fd < 0)
+		fail_msg("bpf_map_create %s: %s", name, strerror(errno));
+	fx_fd(fx, fd);
+	snprintf(path, sizeof(path), "%s/%s", fx->root, name);
+	check_ok(bpf_obj_pin(fd, path));
+	return fd;
+}
+
+static void test_layout_value_size(void **state)
+{
+	struct fx *fx = *state;
+	struct bpf_map_info info;
+	struct ag_ctx *ctx = NULL;
+	int err;
+
+	fx_root(fx, "layout_value");
+	pin_raw_map(fx, BPF_MAP_TYPE_ARRAY, AG_MAP_BUCKETS, 32, 64, BPF_F_MMAPABLE);
+
+	err = try_open(fx->root, true, false, 64, 16, &ctx);
+	fx_ctx(fx, ctx);
+	assert_true(err < 0);
+	assert_null(ctx);
+	check_msg(AG_MAP_BUCKETS);
+	check_msg("value size");
+
+	/* The pin is the one we made, unchanged. */
+	map_info_of(fx_map(fx, AG_MAP_BUCKETS), &info);
+	check_eq(info.type, BPF_MAP_TYPE_ARRAY);
+	check_eq(info.value_size, 32);
+	check_eq(info.max_entries, 64);
+}
+
+static void test_layout_type(void **state)
+{
+	struct fx *fx = *state;
+	struct bpf_map_info info;
+	struct ag_ctx *ctx = NULL;
+	int err;
+
+	fx_root(fx, "layout_type");
+	pin_raw_map(fx, BPF_MAP_TYPE_HASH, AG_MAP_CONFIG, sizeof(struct ag_config), 1, 0);
+
+	err = try_open(fx->root, true, false, 64, 16, &ctx);
+	fx_ctx(fx, ctx);
+	assert_true(err < 0);
+	assert_null(ctx);
+	check_msg(AG_MAP_CONFIG);
+	check_msg("type");
+
+	map_info_of(fx_map(fx, AG_MAP_CONFIG), &info);
+	check_eq(info.type, BPF_MAP_TYPE_HASH);
+	check_eq(info.value_size, sizeof(struct ag_config));
+}
+
+/* ---- 4. reopening keeps everything ------------------------------------ */
+
+static void test_reopen_keeps_state(void **state)
+{
+	struct fx *fx = *state;
+	const char *root = fx_root(fx, "reopen");
+	struct ag_ctx *ctx = fx_open(fx, root, true, false, 32, 16);
+	struct ag_agent_update pin = { .fields = AG_SET_PINNED, .pinned = true };
+	struct ag_rule r8 = prefix("10.0.0.0/8", 0), rh = prefix("192.168.1.1", 443),
+		       r6 = prefix("2001:db8::/32", 0), *rules;
+	struct ag_config before, after;
+	__u32 slow, fast;
+	struct ag_agent a;
+	double left;
+	size_t n;
+
+	slow = set_agent(ctx, "slow", 1, 10);
+	fast = set_agent(ctx, "fast", 50, 100);
+	check_ok(ag_agent_set(ctx, "fast", &pin, NULL, NULL));
+	check_ok(ag_rule_add(ctx, &r8, "slow"));
+	check_ok(ag_rule_add(ctx, &rh, "fast"));
+	check_ok(ag_rule_add(ctx, &r6, "fast"));
+	check_ok(ag_config_set_default_action(ctx, AG_ACTION_DROP));
+	check_ok(ag_bucket_drain(ctx, slow, 4, &left));
+	check_range(left, 6 - 1e-6, 6 + 1e-6);
+	before = config(ctx);
+	fx_close(fx, ctx);
+
+	/* Sizes come from the pinned maps, not from the options. */
+	ctx = fx_open(fx, root, false, false, 4096, 7);
+	check_eq(ag_max_agents(ctx), 32);
+	check_eq(ag_max_rules(ctx), 16);
+	list_agents(fx, ctx, &n);
+	check_eq(n, 2);
+	check_agent(ctx, "slow", slow, 1, 10);
+	check_agent(ctx, "fast", fast, 50, 100);
+	check_ok(ag_agent_get(ctx, "fast", &a));
+	assert_true(a.pinned);
+	check_range(tokens(ctx, slow), 5.95, 6.5); /* refilled for a moment at 1/s */
+	check_range(tokens(ctx, fast), 100 - 1e-6, 100);
+	rules = list_rules(fx, ctx, &n);
+	check_eq(n, 3);
+	check_rule_slot(rules, n, &r8, slow);
+	check_rule_slot(rules, n, &rh, fast);
+	check_rule_slot(rules, n, &r6, fast);
+	after = config(ctx);
+	assert_memory_equal(&before, &after, sizeof(before));
+	check_eq(after.default_action, AG_ACTION_DROP);
+
+	/* A creating open of an existing root adopts it too. */
+	ctx = fx_open(fx, root, true, false, 64, 32);
+	check_eq(ag_max_agents(ctx), 32);
+	check_eq(ag_max_rules(ctx), 16);
+	check_agent(ctx, "slow", slow, 1, 10);
+}
+
+/* ---- 5. missing pin root ---------------------------------------------- */
+
+static void test_missing_root(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = NULL;
+	int err;
+
+	fx_root(fx, "missing/deeper");
+	err = try_open(fx->root, false, false, 0, 0, &ctx);
+	fx_ctx(fx, ctx);
+	check_eq(err, -ENOENT);
+	assert_null(ctx);
+	check_msg("agentgated");
+	check_msg("attach");
+	/* Nothing was created by the failed open. */
+	assert_true(access(fx->root, F_OK) && errno == ENOENT);
+
+	/* An existing but empty directory: also -ENOENT, with the same hint. */
+	fx_root(fx, "empty");
+	fx_mkroot(fx);
+	err = try_open(fx->root, false, false, 0, 0, &ctx);
+	fx_ctx(fx, ctx);
+	check_eq(err, -ENOENT);
+	check_msg("agentgated");
+}
+
+/* ---- 6. read-only open ------------------------------------------------- */
+
+static void test_read_only(void **state)
+{
+	struct fx *fx = *state;
+	const char *root = fx_root(fx, "read_only");
+	struct ag_ctx *rw = fx_open(fx, root, true, false, 16, 16);
+	struct ag_agent_update u = { .fields = AG_SET_RATE, .rate = 99 };
+	struct ag_rule r = prefix("10.0.0.0/8", 0);
+	struct ag_consume_result res;
+	struct ag_agent *v;
+	struct ag_ctx *ro;
+	__u32 slot;
+	double left;
+	size_t n;
+
+	slot = set_agent(rw, "watched", 10, 20);
+	check_ok(ag_rule_add(rw, &r, "watched"));
+	ro = fx_open(fx, root, false, true, 0, 0);
+
+	v = list_agents(fx, ro, &n);
+	check_eq(n, 1);
+	assert_string_equal(v[0].name, "watched");
+	check_range(tokens(ro, slot), 20 - 1e-6, 20);
+	list_rules(fx, ro, &n);
+	check_eq(n, 1);
+
+	check_eq(ag_agent_set(ro, "watched", &u, NULL, NULL), -EROFS);
+	check_eq(ag_agent_set(ro, "newcomer", &u, NULL, NULL), -EROFS);
+	check_eq(ag_bucket_consume(ro, slot, 1, &res), -EROFS);
+	check_eq(ag_bucket_drain(ro, slot, 5, &left), -EROFS);
+	check_eq(ag_bucket_fill(ro, slot, 1), -EROFS);
+	check_eq(ag_bucket_reset(ro, slot), -EROFS);
+	check_eq(ag_agent_delete(ro, "watched"), -EROFS);
+	check_eq(ag_rule_del(ro, &r), -EROFS);
+	check_eq(ag_config_set_dry_run(ro, true), -EROFS);
+
+	/* Nothing moved. */
+	list_agents(fx, rw, &n);
+	check_eq(n, 1);
+	check_agent(rw, "watched", slot, 10, 20);
+	check_range(tokens(rw, slot), 20 - 1e-6, 20);
+	check_eq(config(rw).dry_run, 0);
+}
+
+/* ---- 7. attach to a bad interface ------------------------------------- */
+
+static void test_attach_bad_interface(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "attach"), true, false, 16, 16);
+	struct ag_attach_result res;
+	struct ag_link_info *links = NULL;
+	size_t n = 1;
+
+	assert_int_equal(if_nametoindex("nonexistent0"), 0);
+	check_eq(ag_attach(ctx, "nonexistent0", AG_XDP_AUTO, &res), -ENODEV);
+	check_msg("nonexistent0");
+	check_eq(ag_attach(ctx, "a/b", AG_XDP_AUTO, &res), -EINVAL);
+	check_eq(ag_attach(ctx, "abcdefghijklmnopqrst", AG_XDP_AUTO, &res), -EINVAL);
+	check_eq(ag_attach(ctx, "", AG_XDP_AUTO, &res), -EINVAL);
+
+	check_ok(ag_link_list(ctx, &links, &n));
+	free(links);
+	check_eq(n, 0);
+}
+
+/* ---- 8. agent names ---------------------------------------------------- */
+
+static void test_name_validation(void **state)
+{
+	static const char *const bad[] = { "", "a b", "a/b", "\xc3\xa9", "tab\t", "new\nline" };
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "names"), true, false, 16, 16);
+	struct ag_agent_update u = {};
+	char n64[AG_NAME_MAX + 1], n65[AG_NAME_MAX + 2];
+	struct ag_agent *v, a;
+	size_t n, i;
+
+	memset(n64, 'x', AG_NAME_MAX);
+	n64[AG_NAME_MAX] = '\0';
+	memset(n65, 'y', AG_NAME_MAX + 1);
+	n65[AG_NAME_MAX + 1] = '\0';
+
+	check_ok(ag_name_check("a"));
+	check_ok(ag_name_check(n64));
+	check_ok(ag_name_check("123e4567-e89b-12d3-a456-426614174000"));
+	check_ok(ag_name_check("Agent_1.prod:eu-west"));
+	check_eq(ag_name_check(n65), -EINVAL);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		check_eq(ag_name_check(bad[i]), -EINVAL);
+
+	/* A 64-character name is stored without a terminator: must read back whole. */
+	set_agent(ctx, n64, 1, 1);
+	check_ok(ag_agent_get(ctx, n64, &a));
+	assert_string_equal(a.name, n64);
+
+	check_eq(ag_agent_set(ctx, n65, &u, NULL, NULL), -EINVAL);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		check_eq(ag_agent_set(ctx, bad[i], &u, NULL, NULL), -EINVAL);
+	v = list_agents(fx, ctx, &n);
+	check_eq(n, 1);
+	assert_string_equal(v[0].name, n64);
+	check_eq(config(ctx).dirty, 0);
+}
+
+/* ---- 9. prefix and port parsing ---------------------------------------- */
+
+static void check_prefix(const char *text, int family, const char *addr, __u8 plen,
+			 const char *canon)
+{
+	struct ag_rule r, again;
+	__u8 want[16] = {};
+	char buf[AG_PREFIX_STRLEN];
+
+	check_ok(ag_prefix_parse(text, &r));
+	check_eq(r.family, family);
+	check_eq(r.plen, plen);
+	check_eq(r.port, 0);
+	assert_int_equal(inet_pton(family, addr, want), 1);
+	assert_memory_equal(r.addr, want, sizeof(want));
+	ag_prefix_format(&r, buf, sizeof(buf));
+	assert_string_equal(buf, canon);
+	check_ok(ag_prefix_parse(buf, &again));
+	assert_true(same_rule(&r, &again));
+}
+
+static void test_prefix_port_parse(void **state)
+{
+	static const char *const bad[] = { "10.0.0.0/33", "10.0.0.0/", "300.1.1.1",
+					   "2001:db8::/129", "abc", "", "10.0.0.0/-1",
+					   "10.0.0.0/8x" };
+	static const char *const bad_ports[] = { "0", "65536", "-1", "80x", "", " 80" };
+	struct ag_rule r;
+	__u16 port = 7;
+	size_t i;
+
+	check_prefix("10.0.0.0/8", AF_INET, "10.0.0.0", 8, "10.0.0.0/8");
+	check_prefix("10.1.2.3", AF_INET, "10.1.2.3", 32, "10.1.2.3/32");
+	check_prefix("2001:db8::/32", AF_INET6, "2001:db8::", 32, "2001:db8::/32");
+	check_prefix("::/0", AF_INET6, "::", 0, "::/0");
+	check_prefix("0.0.0.0/0", AF_INET, "0.0.0.0", 0, "0.0.0.0/0");
+	check_prefix("2001:db8::1", AF_INET6, "2001:db8::1", 128, "2001:db8::1/128");
+
+	check_eq(ag_prefix_parse("10.0.0.1/24", &r), -EINVAL);
+	check_msg("did you mean 10.0.0.0/24");
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		if (ag_prefix_parse(bad[i], &r) != -EINVAL)
+			fail_msg("prefix '%s' was not rejected with -EINVAL", bad[i]);
+	}
+
+	check_ok(ag_port_parse("1", &port));
+	check_eq(port, 1);
+	check_ok(ag_port_parse("65535", &port));
+	check_eq(port, 65535);
+	for (i = 0; i < sizeof(bad_ports) / sizeof(bad_ports[0]); i++) {
+		port = 7;
+		if (ag_port_parse(bad_ports[i], &port) != -EINVAL)
+			fail_msg("port '%s' was not rejected with -EINVAL", bad_ports[i]);
+		check_eq(port, 7);
+	}
+}
+
+/* ---- 10. rules --------------------------------------------------------- */
+
+static void check_counts(struct ag_ctx *ctx, const __u32 want[AG_RK__MAX])
+{
+	struct ag_config cfg = config(ctx);
+	int k;
+
+	for (k = 0; k < AG_RK__MAX; k++)
+		if (cfg.rule_count[k] != want[k])
+			fail_msg("rule_count[%d] = %u, expected %u", k, cfg.rule_count[k],
+				 want[k]);
+	check_eq(cfg.dirty, 0);
+}
+
+static void test_rules(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "rules"), true, false, 16, 16);
+	struct ag_rule r16 = prefix("10.0.0.0/16", 0), r8 = prefix("10.0.0.0/8", 0),
+		       host = prefix("10.0.0.5", 0), web = prefix("10.0.0.6", 443),
+		       r6 = prefix("2001:db8::/32", 0), *v;
+	__u32 counts[AG_RK__MAX] = {};
+	__u32 alice, bob;
+	size_t n;
+
+	alice = set_agent(ctx, "alice", 10, 10);
+	bob = set_agent(ctx, "bob", 10, 10);
+
+	check_ok(ag_rule_add(ctx, &r16, "alice"));
+	check_ok(ag_rule_add(ctx, &r16, "alice")); /* idempotent */
+	counts[AG_RK_LPM4] = 1;
+	check_counts(ctx, counts);
+	check_eq(ag_rule_add(ctx, &r16, "bob"), -EEXIST);
+	check_msg("alice");
+	check_eq(ag_rule_add(ctx, &r8, "ghost"), -ENOENT);
+	v = list_rules(fx, ctx, &n);
+	check_eq(n, 1);
+	check_rule_slot(v, n, &r16, alice);
+	check_counts(ctx, counts);
+
+	/* Same base address, other length: a separate LPM entry. */
+	check_ok(ag_rule_add(ctx, &r8, "bob"));
+	check_ok(ag_rule_add(ctx, &host, "alice"));
+	check_ok(ag_rule_add(ctx, &web, "alice"));
+	check_ok(ag_rule_add(ctx, &r6, "alice"));
+	counts[AG_RK_LPM4] = 2;
+	counts[AG_RK_HOST4] = 1;
+	counts[AG_RK_HOST4_PORT] = 1;
+	counts[AG_RK_LPM6] = 1;
+	check_counts(ctx, counts);
+	v = list_rules(fx, ctx, &n);
+	check_eq(n, 5);
+	check_rule_slot(v, n, &r16, alice);
+	check_rule_slot(v, n, &r8, bob);
+	check_rule_slot(v, n, &host, alice);
+	check_rule_slot(v, n, &web, alice);
+	check_rule_slot(v, n, &r6, alice);
+
+	/* Deletion is exact: covered or similar rules are not "the" rule. */
+	check_eq(ag_rule_del(ctx, &(struct ag_rule){ .family = AF_INET, .plen = 24,
+						     .addr = { 10 } }), -ENOENT);
+	check_eq(ag_rule_del(ctx, &(struct ag_rule){ .family = AF_INET, .plen = 32,
+						     .addr = { 10, 0, 0, 6 }, .port = 80 }),
+		 -ENOENT);
+	check_eq(ag_rule_del(ctx, &(struct ag_rule){ .family = AF_INET, .plen = 16,
+						     .addr = { 10, 9 } }), -ENOENT);
+	check_counts(ctx, counts);
+
+	/* Deleting alice takes her four rules along. */
+	check_ok(ag_agent_delete(ctx, "alice"));
+	v = list_rules(fx, ctx, &n);
+	check_eq(n, 1);
+	check_rule_slot(v, n, &r8, bob);
+	memset(counts, 0, sizeof(counts));
+	counts[AG_RK_LPM4] = 1;
+	check_counts(ctx, counts);
+	check_eq(ag_rule_del(ctx, &r16), -ENOENT);
+
+	check_ok(ag_rule_del(ctx, &r8));
+	list_rules(fx, ctx, &n);
+	check_eq(n, 0);
+	counts[AG_RK_LPM4] = 0;
+	check_counts(ctx, counts);
+}
+
+/* ---- 11. a full rule map ----------------------------------------------- */
+
+static void test_rule_map_full(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "rules_full"), true, false, 8, 4);
+	struct ag_rule r[5], host = prefix("10.9.9.9", 0), *v;
+	__u32 counts[AG_RK__MAX] = {};
+	__u32 slot;
+	char text[32];
+	size_t n;
+	int i;
+
+	slot = set_agent(ctx, "a", 10, 10);
+	for (i = 0; i < 5; i++) {
+		snprintf(text, sizeof(text), "10.%d.0.0/16", i);
+		r[i] = prefix(text, 0);
+	}
+	for (i = 0; i < 4; i++)
+		check_ok(ag_rule_add(ctx, &r[i], "a"));
+	check_eq(ag_rule_add(ctx, &r[4], "a"), -ENOSPC);
+	check_msg(AG_MAP_RULES_V4);
+
+	counts[AG_RK_LPM4] = 4;
+	check_counts(ctx, counts);
+	v = list_rules(fx, ctx, &n);
+	check_eq(n, 4);
+	for (i = 0; i < 4; i++)
+		check_rule_slot(v, n, &r[i], slot);
+	check_eq(rule_index(v, n, &r[4]), -1);
+
+	/* Another map still has room. */
+	check_ok(ag_rule_add(ctx, &host, "a"));
+	counts[AG_RK_HOST4] = 1;
+	check_counts(ctx, counts);
+}
+
+/* ---- 12. bucket operations through the mmap --------------------------- */
+
+static void test_bucket_ops(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "buckets"), true, false, 16, 16);
+	struct ag_agent_update rate = { .fields = AG_SET_RATE, .rate = 0.5 };
+	struct ag_agent_update burst = { .fields = AG_SET_BURST, .burst = 4 };
+	struct ag_consume_result res;
+	double left = -1, before, after;
+	__u32 slot;
+
+	slot = set_agent(ctx, "b", 1, 10);
+	check_range(tokens(ctx, slot), 10 - 1e-6, 10);
+
+	check_ok(ag_bucket_consume(ctx, slot, 4, &res));
+	assert_true(res.allowed);
+	check_range(res.remaining, 6 - 1e-6, 6 + 1e-6);
+	check_eq(res.retry_after_ns, 0);
+
+	check_ok(ag_bucket_consume(ctx, slot, 7, &res));
+	assert_false(res.allowed);
+	check_range(res.retry_after_ns, 0.9e9, 1.1e9);
+	check_range(res.remaining, 6 - 1e-6, 6.1);
+
+	check_eq(ag_bucket_consume(ctx, slot, 11, &res), -EINVAL);
+	check_msg("burst");
+
+	check_ok(ag_bucket_drain(ctx, slot, 100, &left));
+	check_range(left, 0, 0);
+	check_range(tokens(ctx, slot), 0, 0.1);
+
+	check_ok(ag_bucket_reset(ctx, slot));
+	check_range(tokens(ctx, slot), 10 - 1e-6, 10);
+	check_ok(ag_bucket_fill(ctx, slot, 3.5));
+	check_range(tokens(ctx, slot), 3.5 - 1e-6, 3.6);
+
+	/* A rate change carries the level over. */
+	before = tokens(ctx, slot);
+	check_ok(ag_agent_set(ctx, "b", &rate, NULL, NULL));
+	after = tokens(ctx, slot);
+	check_range(after - before, -0.01, 0.01);
+	check_agent(ctx, "b", slot, 0.5, 10);
+
+	/* A lower burst caps the level. */
+	check_ok(ag_bucket_reset(ctx, slot));
+	check_ok(ag_agent_set(ctx, "b", &burst, NULL, NULL));
+	check_range(tokens(ctx, slot), 4 - 1e-6, 4);
+	check_agent(ctx, "b", slot, 0.5, 4);
+	check_eq(ag_bucket_consume(ctx, slot, 5, &res), -EINVAL);
+}
+
+/* ---- 13. repair of an interrupted change ----------------------------- */
+
+static void set_dirty(int cfg_fd, __u32 bits)
+{
+	struct ag_config cfg;
+	__u32 zero = 0;
+
+	check_ok(bpf_map_lookup_elem(cfg_fd, &zero, &cfg));
+	cfg.dirty |= bits;
+	check_ok(bpf_map_update_elem(cfg_fd, &zero, &cfg, BPF_ANY));
+}
+
+static __u32 free_slot(int names_fd, __u32 max)
+{
+	struct ag_agent_info info;
+	__u32 slot;
+
+	for (slot = 0; slot < max; slot++)
+		if (bpf_map_lookup_elem(names_fd, &slot, &info))
+			return slot;
+	fail_msg("no free slot");
+	return 0;
+}
+
+static void test_repair_half_created(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "repair_create"), true, false, 8, 16);
+	struct ag_agent_info torn = { .name = "torn", .rate_mtps = 1000, .burst = 10 };
+	int names = fx_map(fx, AG_MAP_NAMES), cfg = fx_map(fx, AG_MAP_CONFIG);
+	struct ag_agent *v, a;
+	char name[16];
+	__u32 keep;
+	size_t n;
+	int i;
+
+	keep = set_agent(ctx, "keep", 5, 20);
+	torn.slot = free_slot(names, 8);
+	check_ok(bpf_map_update_elem(names, &torn.slot, &torn, BPF_NOEXIST));
+	set_dirty(cfg, AG_DIRTY_AGENTS);
+	/* The torn state is real: listed, but not reachable by name. */
+	v = list_agents(fx, ctx, &n);
+	check_eq(n, 2);
+	assert_true(agent_listed(v, n, "torn"));
+	check_eq(ag_agent_get(ctx, "torn", &a), -ENOENT);
+
+	g_log[0] = '\0';
+	ag_set_log(capture_log);
+	set_agent(ctx, "other", 1, 1);
+	if (!strstr(g_log, "torn"))
+		fail_msg("no repair warning naming 'torn' (log: %s)", g_log);
+
+	v = list_agents(fx, ctx, &n);
+	check_eq(n, 2);
+	assert_false(agent_listed(v, n, "torn"));
+	check_eq(config(ctx).dirty, 0);
+	check_agent(ctx, "keep", keep, 5, 20);
+
+	/* Every slot, the torn one included, can be claimed again. */
+	for (i = 0; i < 6; i++) {
+		snprintf(name, sizeof(name), "fill-%d", i);
+		set_agent(ctx, name, 1, 1);
+	}
+	list_agents(fx, ctx, &n);
+	check_eq(n, 8);
+	check_eq(ag_agent_set(ctx, "fill-6", &(struct ag_agent_update){}, NULL, NULL), -ENOSPC);
+}
+
+static void test_repair_stale_index(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "repair_index"), true, false, 8, 16);
+	int names = fx_map(fx, AG_MAP_NAMES), index = fx_map(fx, AG_MAP_INDEX),
+	    cfg = fx_map(fx, AG_MAP_CONFIG);
+	struct ag_name_key ghost = { .name = "ghost" }, imposter = { .name = "imposter" };
+	struct ag_agent a;
+	__u32 keep, gslot, got;
+	bool created = false;
+	size_t n;
+
+	keep = set_agent(ctx, "keep", 5, 20);
+	gslot = free_slot(names, 8);
+	check_ok(bpf_map_update_elem(index, &ghost, &gslot, BPF_NOEXIST));
+	check_ok(bpf_map_update_elem(index, &imposter, &keep, BPF_NOEXIST));
+	set_dirty(cfg, AG_DIRTY_AGENTS);
+	check_eq(ag_agent_get(ctx, "ghost", &a), -ENOENT);
+	check_eq(ag_agent_get(ctx, "imposter", &a), -ENOENT);
+
+	/* Any locked mutation repairs first. */
+	check_ok(ag_config_set_dry_run(ctx, false));
+	assert_true(bpf_map_lookup_elem(index, &ghost, &got) != 0);
+	assert_true(bpf_map_lookup_elem(index, &imposter, &got) != 0);
+	check_ok(bpf_map_lookup_elem(index, &(struct ag_name_key){ .name = "keep" }, &got));
+	check_eq(got, keep);
+	check_eq(config(ctx).dirty, 0);
+	check_agent(ctx, "keep", keep, 5, 20);
+	list_agents(fx, ctx, &n);
+	check_eq(n, 1);
+
+	/* The names are free again. */
+	check_ok(ag_agent_set(ctx, "ghost", &(struct ag_agent_update){}, NULL, &created));
+	assert_true(created);
+}
+
+/* ---- 14. counters and stats ------------------------------------------ */
+
+static void test_counters_stats(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "counters"), true, false, 1, 16);
+	int ncpus = ag_num_cpus(ctx), counters = fx_map(fx, AG_MAP_COUNTERS), i;
+	struct ag_counters zero = {}, sum, *percpu, all[1];
+	__u64 stats[AG_STAT__MAX];
+	__u32 slot;
+
+	slot = set_agent(ctx, "fresh", 10, 10);
+	memset(&sum, 0xff, sizeof(sum));
+	check_ok(ag_counters_get(ctx, slot, &sum));
+	assert_memory_equal(&sum, &zero, sizeof(sum));
+	memset(all, 0xff, sizeof(all));
+	check_ok(ag_counters_get_all(ctx, all));
+	assert_memory_equal(&all[0], &zero, sizeof(zero));
+	memset(stats, 0xff, sizeof(stats));
+	check_ok(ag_stats_get(ctx, stats));
+	for (i = 0; i < AG_STAT__MAX; i++)
+		check_eq(stats[i], 0);
+
+	/* Traffic on every CPU is summed ... */
+	percpu = fx_mem(fx, calloc(ncpus, sizeof(*percpu)));
+	assert_non_null(percpu);
+	for (i = 0; i < ncpus; i++)
+		percpu[i].passed_packets = 1, percpu[i].dropped_bytes = 100;
+	check_ok(bpf_map_update_elem(counters, &slot, percpu, BPF_ANY));
+	check_ok(ag_counters_get(ctx, slot, &sum));
+	check_eq(sum.passed_packets, ncpus);
+	check_eq(sum.dropped_bytes, 100 * ncpus);
+	check_eq(sum.passed_bytes, 0);
+
+	/* ... and a new agent in the same (only) slot starts from zero. */
+	check_ok(ag_agent_delete(ctx, "fresh"));
+	check_eq(set_agent(ctx, "next", 10, 10), slot);
+	check_ok(ag_counters_get(ctx, slot, &sum));
+	assert_memory_equal(&sum, &zero, sizeof(sum));
+
+	assert_string_equal(ag_stat_name(AG_STAT_IPV4_BAD_IHL), "ipv4_bad_ihl");
+	assert_string_equal(ag_stat_name(AG_STAT_UNCLASSIFIED_PASSED), "unclassified_passed");
+	assert_true(ag_stat_is_parse_error(AG_STAT_IPV4_BAD_IHL));
+	assert_false(ag_stat_is_parse_error(AG_STAT_UNCLASSIFIED_PASSED));
+	for (i = 0; i < AG_STAT__MAX; i++)
+		assert_non_null(ag_stat_name(i));
+}
+
+/* ---- 15. global config ------------------------------------------------ */
+
+static void test_config(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "config"), true, false, 8, 8);
+	struct ag_config before, cfg = config(ctx);
+
+	check_eq(cfg.default_action, AG_ACTION_PASS);
+	check_eq(cfg.dry_run, 0);
+
+	check_ok(ag_config_set_default_action(ctx, AG_ACTION_DROP));
+	check_eq(config(ctx).default_action, AG_ACTION_DROP);
+	check_ok(ag_config_set_dry_run(ctx, true));
+	check_eq(config(ctx).dry_run, 1);
+	check_eq(config(ctx).default_action, AG_ACTION_DROP);
+
+	before = config(ctx);
+	check_eq(ag_config_set_default_action(ctx, (enum ag_action)7), -EINVAL);
+	cfg = config(ctx);
+	assert_memory_equal(&before, &cfg, sizeof(cfg));
+
+	check_ok(ag_config_set_dry_run(ctx, false));
+	check_eq(config(ctx).dry_run, 0);
+	check_ok(ag_config_set_default_action(ctx, AG_ACTION_PASS));
+	check_eq(config(ctx).default_action, AG_ACTION_PASS);
+}
+
+#define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		T(test_slot_claim_race),
+		T(test_slot_exhaustion),
+		T(test_layout_value_size),
+		T(test_layout_type),
+		T(test_reopen_keeps_state),
+		T(test_missing_root),
+		T(test_read_only),
+		T(test_attach_bad_interface),
+		T(test_name_validation),
+		T(test_prefix_port_parse),
+		T(test_rules),
+		T(test_rule_map_full),
+		T(test_bucket_ops),
+		T(test_repair_half_created),
+		T(test_repair_stale_index),
+		T(test_counters_stats),
+		T(test_config),
+	};
+
+	if (geteuid() != 0) {
+		printf("1..0 # SKIP needs root\n");
+		return SKIP_CODE;
+	}
+	g_root = testenv_pin_root("test_lib");
+	return cmocka_run_group_tests_name("libagentgate", tests, NULL, NULL) ? 1 : 0;
+}
