@@ -978,6 +978,10 @@ static void test_bucket_ops(void **state)
 	check_ok(ag_bucket_drain(ctx, slot, 100, &left));
 	check_range(left, 0, 0);
 	check_range(tokens(ctx, slot), 0, 0.1);
+	/* Empty, not in debt: the next token is one interval away. */
+	check_ok(ag_bucket_consume(ctx, slot, 1, &res));
+	assert_false(res.allowed);
+	check_range(res.retry_after_ns, 0.9e9, 1.1e9);
 
 	check_ok(ag_bucket_reset(ctx, slot));
 	check_range(tokens(ctx, slot), 10 - 1e-6, 10);

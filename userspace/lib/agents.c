@@ -359,14 +359,18 @@ static int cmp_slot(const void *a, const void *b)
 	return x->slot < y->slot ? -1 : x->slot > y->slot;
 }
 
-/* Every (slot, info) of ag_names, with batch lookups. */
+/* Every (slot, info) of ag_names, with batch lookups. The buffers have a
+ * whole chunk of room beyond max_agents so each call can be given a full
+ * chunk: a hash batch that cannot fit one bucket's entries fails (ENOSPC). */
+#define NAMES_CHUNK 4096
+
 static int read_names(struct ag_ctx *ctx, __u32 **slots_out, struct ag_agent_info **infos_out,
 		      size_t *n_out)
 {
 	LIBBPF_OPTS(bpf_map_batch_opts, opts);
-	size_t cap = ctx->max_agents, n = 0;
-	__u32 *slots = calloc(cap ? cap : 1, sizeof(*slots));
-	struct ag_agent_info *infos = calloc(cap ? cap : 1, sizeof(*infos));
+	size_t cap = (size_t)ctx->max_agents + NAMES_CHUNK, n = 0;
+	__u32 *slots = calloc(cap, sizeof(*slots));
+	struct ag_agent_info *infos = calloc(cap, sizeof(*infos));
 	__u32 batch_key = 0, chunk;
 	void *in = NULL;
 	int err = 0;
@@ -375,10 +379,8 @@ static int read_names(struct ag_ctx *ctx, __u32 **slots_out, struct ag_agent_inf
 		err = ag_err(ENOMEM, "out of memory");
 		goto fail;
 	}
-	while (n < cap) {
-		chunk = cap - n < 4096 ? cap - n : 4096;
-		if (chunk < 64 && cap - n >= 64)
-			chunk = 64;
+	for (;;) {
+		chunk = NAMES_CHUNK;
 		if (bpf_map_lookup_batch(ctx->fds[AG_M_NAMES], in, &batch_key, slots + n,
 					 infos + n, &chunk, &opts)) {
 			if (errno != ENOENT) {
@@ -391,6 +393,11 @@ static int read_names(struct ag_ctx *ctx, __u32 **slots_out, struct ag_agent_inf
 		}
 		n += chunk;
 		in = &batch_key;
+		if (n > ctx->max_agents) { /* cannot happen: the map holds max_agents */
+			err = ag_err(EOVERFLOW, "%s returned more than %u entries", AG_MAP_NAMES,
+				     ctx->max_agents);
+			goto fail;
+		}
 	}
 	*slots_out = slots;
 	*infos_out = infos;
