@@ -83,13 +83,14 @@ $(OUTPUT)/libagentgate-san.a: $(LIB_SAN_OBJS)
 # ---- tests (sanitized) ----------------------------------------------
 
 TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
-	$(OUTPUT)/tests/test_gcra $(OUTPUT)/tests/test_lib
+	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_gcra $(OUTPUT)/tests/test_lib
 
 .PHONY: tests
 tests: $(TEST_BINS)
 
 $(OUTPUT)/tests/test_xdp: tests/bpf/test_xdp.c tests/bpf/fixtures.h $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_concurrency: tests/bpf/test_concurrency.c $(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_attach: tests/bpf/test_attach.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_gcra: tests/unit/test_gcra.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_lib: tests/unit/test_lib.c $(OUTPUT)/libagentgate-san.a
 

@@ -55,7 +55,7 @@ run_one() {
 	rm -f "$out"
 }
 
-for t in test_gcra test_lib test_xdp test_concurrency; do
+for t in test_gcra test_lib test_xdp test_attach test_concurrency; do
 	if [ -x "$build/tests/$t" ]; then
 		run_one "$build/tests/$t"
 	else

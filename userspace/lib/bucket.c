@@ -11,6 +11,8 @@
 #include <math.h>
 #include <string.h>
 
+#include <bpf/bpf.h>
+
 #include "agentgate/gcra.h"
 #include "internal.h"
 
@@ -60,9 +62,10 @@ int ag_limit_check(double rate, __u64 burst, enum ag_unit unit)
 	return ag_gcra_params_for(rate, burst, unit, &p);
 }
 
+/* The mapped bucket, or NULL when out of range or not mapped (read-only). */
 static struct ag_bucket *bucket_at(struct ag_ctx *ctx, __u32 slot)
 {
-	return slot < ctx->max_agents ? &ctx->buckets[slot] : NULL;
+	return slot < ctx->max_agents && ctx->buckets ? &ctx->buckets[slot] : NULL;
 }
 
 /* A consistent view: the tat word and the parameter set it selects. */
@@ -75,12 +78,19 @@ struct view {
 
 static int load_view(struct ag_ctx *ctx, __u32 slot, __u64 now_ns, struct view *v)
 {
-	struct ag_bucket *b = bucket_at(ctx, slot);
+	struct ag_bucket *b = bucket_at(ctx, slot), copy;
 
-	if (!b)
+	if (slot >= ctx->max_agents)
 		return ag_err(ERANGE, "slot %u out of range (%u slots)", slot, ctx->max_agents);
-	v->word = atomic_load_explicit(ag_tat_word(b), memory_order_acquire);
-	v->p = b->set[v->word >> 63];
+	if (b) {
+		v->word = atomic_load_explicit(ag_tat_word(b), memory_order_acquire);
+		v->p = b->set[v->word >> 63];
+	} else { /* read-only open without a mapping */
+		if (bpf_map_lookup_elem(ctx->fds[AG_M_BUCKETS], &slot, &copy))
+			return ag_err(errno, "cannot read bucket %u: %s", slot, strerror(errno));
+		v->word = copy.tat;
+		v->p = copy.set[v->word >> 63];
+	}
 	if (!v->p.interval)
 		return ag_err(ENOENT, "slot %u has no bucket configured", slot);
 	v->tat = v->word & AG_TAT_MASK;

@@ -213,6 +213,31 @@ out:
 	return err;
 }
 
+/*
+ * A link pinned for ifname: 1 if it is live on ifindex, 0 if there is none or
+ * it was defunct (its device vanished, maybe re-created under the same name)
+ * and has been unpinned.
+ */
+static int drop_stale_link(const char *path, const char *ifname, unsigned int ifindex)
+{
+	struct bpf_link_info li;
+	int fd = bpf_obj_get(path), err;
+
+	if (fd < 0)
+		return errno == ENOENT ? 0 :
+					 ag_err(errno, "cannot open %s: %s", path, strerror(errno));
+	err = link_info(fd, &li);
+	close(fd);
+	if (err)
+		return err;
+	if (li.xdp.ifindex == ifindex)
+		return 1;
+	ag_warn("removing stale link pin %s (its device is gone)", path);
+	if (unlink(path))
+		return ag_err(errno, "cannot remove stale %s: %s", path, strerror(errno));
+	return 0;
+}
+
 int ag_attach(struct ag_ctx *ctx, const char *ifname, enum ag_xdp_mode mode,
 	      struct ag_attach_result *res)
 {
@@ -231,7 +256,10 @@ int ag_attach(struct ag_ctx *ctx, const char *ifname, enum ag_xdp_mode mode,
 	err = ag_prog_load(ctx, &prog);
 	if (err)
 		return err;
-	if (access(path, F_OK) == 0) { /* already ours: upgrade in place */
+	err = drop_stale_link(path, ifname, ifindex);
+	if (err < 0)
+		goto out;
+	if (err == 1) { /* already ours and live: upgrade in place */
 		err = ag_link_replace(ctx, ifname, prog, 0, res);
 		goto out;
 	}

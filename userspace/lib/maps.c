@@ -259,15 +259,32 @@ static int open_root(struct ag_ctx *ctx, bool create)
 	return 0;
 }
 
+/*
+ * The kernel maps a BPF map only through a writable fd. A read-only open
+ * therefore maps through a second, read-write fd with PROT_READ (the mapping
+ * can never become writable) and closes it; a caller without write access to
+ * the pin gets no mapping, and bucket reads fall back to map lookups.
+ */
 static int map_buckets(struct ag_ctx *ctx)
 {
 	long page = sysconf(_SC_PAGESIZE);
-	int prot = PROT_READ | (ctx->read_only ? 0 : PROT_WRITE);
+	int fd = ctx->fds[AG_M_BUCKETS];
+	char path[PATH_MAX];
 	void *p;
 
 	ctx->mmap_len = ((size_t)ctx->max_agents * sizeof(struct ag_bucket) + page - 1) &
 			~((size_t)page - 1);
-	p = mmap(NULL, ctx->mmap_len, prot, MAP_SHARED, ctx->fds[AG_M_BUCKETS], 0);
+	if (ctx->read_only) {
+		if (map_path(ctx, AG_M_BUCKETS, path, sizeof(path)))
+			return -ENAMETOOLONG;
+		fd = bpf_obj_get(path);
+		if (fd < 0)
+			return 0; /* no write access: lookups instead */
+	}
+	p = mmap(NULL, ctx->mmap_len, PROT_READ | (ctx->read_only ? 0 : PROT_WRITE), MAP_SHARED,
+		 fd, 0);
+	if (ctx->read_only)
+		close(fd);
 	if (p == MAP_FAILED)
 		return ag_err(errno, "cannot mmap %s/%s: %s", ctx->pin_root, AG_MAP_BUCKETS,
 			      strerror(errno));

@@ -1,0 +1,324 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Attaching for real: veth pairs in a network namespace private to this
+ * process (unshare(CLONE_NEWNET); it dies with the process, taking the
+ * devices along). Native and generic attach through pinned bpf_links, atomic
+ * replacement, refusal of a stale replacement, detach, a foreign XDP program,
+ * a device re-created under the same name, and real frames sent from the
+ * peer through an AF_PACKET socket, limited by the attached program.
+ */
+#include <errno.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <sched.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+#include <linux/bpf.h>
+#include <linux/if_link.h>
+
+#include "agentgate.h"
+#include "harness.h"
+#include "pkt.h"
+#include "testenv.h"
+
+static struct ag_ctx *ctx;
+static const char *root;
+static char last_warning[512];
+
+static void capture_warning(const char *msg)
+{
+	snprintf(last_warning, sizeof(last_warning), "%s", msg);
+}
+
+static int sh(const char *fmt, ...)
+{
+	char cmd[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	return system(cmd) == 0 ? 0 : -1;
+}
+
+static int veth(const char *a, const char *b)
+{
+	return sh("ip link add %s type veth peer name %s && ip link set %s up && "
+		  "ip link set %s up",
+		  a, b, a, b);
+}
+
+static __u32 xdp_prog_on(const char *ifname, __u8 *mode)
+{
+	LIBBPF_OPTS(bpf_xdp_query_opts, q);
+
+	if (bpf_xdp_query(if_nametoindex(ifname), 0, &q))
+		return 0;
+	if (mode)
+		*mode = q.attach_mode;
+	return q.prog_id;
+}
+
+static bool pinned(const char *ifname)
+{
+	char path[512];
+	struct stat st;
+
+	snprintf(path, sizeof(path), "%s/links/%s", root, ifname);
+	return stat(path, &st) == 0;
+}
+
+static bool test_native_attach(void)
+{
+	struct ag_attach_result res;
+	__u8 mode = 0;
+
+	return ASSERT_OK(ag_attach(ctx, "agt0a", AG_XDP_NATIVE, &res), "attach") &&
+	       ASSERT_EQ(res.mode, AG_XDP_NATIVE, "mode") &&
+	       ASSERT_TRUE(res.prog_id && res.link_id, "ids") &&
+	       ASSERT_EQ(xdp_prog_on("agt0a", &mode), res.prog_id, "kernel's program") &&
+	       ASSERT_EQ(mode, XDP_ATTACHED_DRV, "driver mode") &&
+	       ASSERT_TRUE(pinned("agt0a"), "link pinned");
+}
+
+static bool test_link_list(void)
+{
+	struct ag_link_info *links = NULL;
+	size_t n = 0, i;
+	bool ok = ASSERT_OK(ag_link_list(ctx, &links, &n), "list") && ASSERT_EQ(n, 1, "links");
+
+	for (i = 0; ok && i < n; i++)
+		ok = ASSERT_TRUE(!strcmp(links[i].ifname, "agt0a"), "ifname") &&
+		     ASSERT_EQ(links[i].ifindex, if_nametoindex("agt0a"), "ifindex") &&
+		     ASSERT_EQ(links[i].mode, AG_XDP_NATIVE, "mode") &&
+		     ASSERT_EQ(links[i].prog_id, xdp_prog_on("agt0a", NULL), "prog");
+	free(links);
+	return ok;
+}
+
+/* Send n frames from 10.77.0.1 out of the peer; they arrive on agt0a. */
+static bool send_frames(const char *out_if, int n)
+{
+	struct sockaddr_ll addr = { .sll_family = AF_PACKET,
+				    .sll_ifindex = (int)if_nametoindex(out_if),
+				    .sll_halen = 6 };
+	struct pkt p;
+	int fd, i, sent = 0;
+
+	pkt_eth(&p, ETH_P_IP);
+	pkt_ipv4(&p, "10.77.0.1", "10.77.0.2", IPPROTO_UDP, NULL);
+	pkt_udp(&p, 9);
+	pkt_pad_to(&p, 100);
+	pkt_finish(&p);
+	fd = socket(AF_PACKET, SOCK_RAW, 0);
+	if (fd < 0)
+		return ASSERT_OK(-errno, "packet socket");
+	for (i = 0; i < n; i++)
+		sent += sendto(fd, p.b, p.len, 0, (struct sockaddr *)&addr, sizeof(addr)) ==
+			(ssize_t)p.len;
+	close(fd);
+	return ASSERT_EQ(sent, n, "frames sent");
+}
+
+static bool wait_counted(__u32 slot, __u64 want, struct ag_counters *c)
+{
+	int i;
+
+	for (i = 0; i < 200; i++) { /* frames cross the veth asynchronously */
+		if (ag_counters_get(ctx, slot, c))
+			return false;
+		if (c->passed_packets + c->dropped_packets >= want)
+			return true;
+		usleep(10000);
+	}
+	return false;
+}
+
+static bool test_real_frames_limited(void)
+{
+	struct ag_agent_update u = { .fields = AG_SET_RATE | AG_SET_BURST, .rate = 1, .burst = 3 };
+	struct ag_counters c;
+	struct ag_rule r;
+	__u32 slot;
+
+	/* 1 token/s, burst 3: of 10 frames sent at once, 3 pass and 7 drop. */
+	return ASSERT_OK(ag_agent_set(ctx, "wire", &u, &slot, NULL), "agent") &&
+	       ASSERT_OK(ag_prefix_parse("10.77.0.0/24", &r), "prefix") &&
+	       ASSERT_OK(ag_rule_add(ctx, &r, "wire"), "rule") && send_frames("agt0b", 10) &&
+	       ASSERT_TRUE(wait_counted(slot, 10, &c), "frames seen by XDP") &&
+	       ASSERT_EQ(c.passed_packets, 3, "passed") && ASSERT_EQ(c.dropped_packets, 7, "dropped") &&
+	       ASSERT_EQ(c.dropped_bytes, 700, "dropped bytes");
+}
+
+static bool test_replace_in_place(void)
+{
+	struct ag_attach_result first, again;
+	__u32 before = xdp_prog_on("agt0a", NULL);
+	struct ag_agent a;
+
+	/* Attaching again upgrades the program through the same link. */
+	return ASSERT_TRUE(before != 0, "attached") &&
+	       ASSERT_OK(ag_attach(ctx, "agt0a", AG_XDP_NATIVE, &first), "re-attach") &&
+	       ASSERT_TRUE(first.replaced, "replaced") &&
+	       ASSERT_TRUE(first.prog_id != before, "new program") &&
+	       ASSERT_EQ(xdp_prog_on("agt0a", NULL), first.prog_id, "kernel runs the new one") &&
+	       ASSERT_OK(ag_attach(ctx, "agt0a", AG_XDP_NATIVE, &again), "again") &&
+	       ASSERT_EQ(again.link_id, first.link_id, "same link") &&
+	       ASSERT_OK(ag_agent_get(ctx, "wire", &a), "maps kept");
+}
+
+static bool test_stale_replace_refused(void)
+{
+	struct ag_attach_result res, next;
+	struct ag_prog *prog = NULL;
+	__u32 running = xdp_prog_on("agt0a", NULL);
+	bool ok;
+
+	/* Expecting a program that no longer runs: refused, nothing changes. */
+	ok = ASSERT_OK(ag_attach(ctx, "agt0a", AG_XDP_NATIVE, &res), "upgrade") &&
+	     ASSERT_OK(ag_prog_load(ctx, &prog), "load") &&
+	     ASSERT_EQ(ag_link_replace(ctx, "agt0a", prog, running, &next), -EPERM,
+		       "stale replace") &&
+	     ASSERT_TRUE(strstr(ag_errmsg(), "refused") != NULL, "message") &&
+	     ASSERT_EQ(xdp_prog_on("agt0a", NULL), res.prog_id, "old program stays") &&
+	     ASSERT_OK(ag_link_replace(ctx, "agt0a", prog, res.prog_id, &next), "fresh replace") &&
+	     ASSERT_EQ(xdp_prog_on("agt0a", NULL), next.prog_id, "replaced");
+	ag_prog_free(prog);
+	return ok;
+}
+
+static bool test_detach(void)
+{
+	return ASSERT_OK(ag_detach(ctx, "agt0a"), "detach") &&
+	       ASSERT_EQ(xdp_prog_on("agt0a", NULL), 0, "no program") &&
+	       ASSERT_TRUE(!pinned("agt0a"), "pin removed") &&
+	       ASSERT_EQ(ag_detach(ctx, "agt0a"), -ENOENT, "second detach") &&
+	       ASSERT_TRUE(strstr(ag_errmsg(), "not attached") != NULL, "message");
+}
+
+static bool test_generic_mode(void)
+{
+	struct ag_attach_result res;
+	__u8 mode = 0;
+
+	return ASSERT_OK(ag_attach(ctx, "agt1a", AG_XDP_GENERIC, &res), "attach") &&
+	       ASSERT_EQ(res.mode, AG_XDP_GENERIC, "mode") &&
+	       ASSERT_EQ(xdp_prog_on("agt1a", &mode), res.prog_id, "program") &&
+	       ASSERT_EQ(mode, XDP_ATTACHED_SKB, "skb mode") &&
+	       ASSERT_OK(ag_detach(ctx, "agt1a"), "detach");
+}
+
+static bool test_auto_falls_back_on_lo(void)
+{
+	struct ag_attach_result res;
+
+	/* Loopback has no native XDP: auto mode attaches generic and warns. */
+	last_warning[0] = '\0';
+	return ASSERT_OK(ag_attach(ctx, "lo", AG_XDP_AUTO, &res), "attach") &&
+	       ASSERT_EQ(res.mode, AG_XDP_GENERIC, "mode") &&
+	       ASSERT_TRUE(strstr(last_warning, "generic") != NULL, "warning") &&
+	       ASSERT_EQ(ag_attach(ctx, "lo", AG_XDP_NATIVE, &res) == 0 ? 0 : 1, 0,
+			 "re-attach replaces") &&
+	       ASSERT_OK(ag_detach(ctx, "lo"), "detach");
+}
+
+/* XDP_PASS, loaded by hand: somebody else's program. */
+static int foreign_prog(void)
+{
+	struct bpf_insn insns[] = {
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = XDP_PASS },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+
+	return bpf_prog_load(BPF_PROG_TYPE_XDP, "foreign", "GPL", insns, 2, NULL);
+}
+
+static bool test_foreign_program(void)
+{
+	struct ag_attach_result res;
+	int fd = foreign_prog();
+	bool ok;
+
+	if (!ASSERT_TRUE(fd >= 0, "foreign program"))
+		return false;
+	ok = ASSERT_OK(bpf_xdp_attach(if_nametoindex("agt1a"), fd, XDP_FLAGS_DRV_MODE, NULL),
+		       "foreign attach") &&
+	     ASSERT_EQ(ag_attach(ctx, "agt1a", AG_XDP_NATIVE, &res), -EBUSY, "refused") &&
+	     ASSERT_TRUE(strstr(ag_errmsg(), "already has an XDP program") != NULL, "message") &&
+	     ASSERT_TRUE(!pinned("agt1a"), "nothing pinned");
+	bpf_xdp_detach(if_nametoindex("agt1a"), XDP_FLAGS_DRV_MODE, NULL);
+	close(fd);
+	return ok;
+}
+
+static bool test_recreated_device(void)
+{
+	struct ag_attach_result res;
+
+	/* Delete the device under a pinned link, re-create it, attach again. */
+	return ASSERT_OK(ag_attach(ctx, "agt2a", AG_XDP_NATIVE, &res), "attach") &&
+	       ASSERT_OK(sh("ip link del agt2a"), "delete device") &&
+	       ASSERT_OK(veth("agt2a", "agt2b"), "re-create") &&
+	       ASSERT_OK(ag_attach(ctx, "agt2a", AG_XDP_NATIVE, &res), "attach again") &&
+	       ASSERT_TRUE(!res.replaced, "fresh link") &&
+	       ASSERT_EQ(xdp_prog_on("agt2a", NULL), res.prog_id, "program") &&
+	       ASSERT_OK(ag_detach(ctx, "agt2a"), "detach");
+}
+
+static bool test_missing_device(void)
+{
+	struct ag_attach_result res;
+
+	return ASSERT_EQ(ag_attach(ctx, "agtnone0", AG_XDP_AUTO, &res), -ENODEV, "attach") &&
+	       ASSERT_TRUE(strstr(ag_errmsg(), "agtnone0") != NULL, "names it") &&
+	       ASSERT_EQ(ag_attach(ctx, "a/b", AG_XDP_AUTO, &res), -EINVAL, "bad name");
+}
+
+static const struct {
+	const char *name;
+	bool (*fn)(void);
+} tests[] = {
+	{ "native attach through a pinned bpf_link", test_native_attach },
+	{ "link list shows device, mode and program", test_link_list },
+	{ "real frames over veth are limited (burst 3 of 10)", test_real_frames_limited },
+	{ "attach again replaces the program in place, maps kept", test_replace_in_place },
+	{ "replace against a stale program is refused", test_stale_replace_refused },
+	{ "detach removes program and pin", test_detach },
+	{ "generic mode on request", test_generic_mode },
+	{ "auto mode falls back to generic with a warning", test_auto_falls_back_on_lo },
+	{ "a foreign XDP program is not displaced", test_foreign_program },
+	{ "device re-created under the same name", test_recreated_device },
+	{ "missing or invalid device", test_missing_device },
+};
+
+int main(void)
+{
+	struct ag_open_opts o = { .create = true, .max_agents = 16, .max_rules = 16 };
+	size_t n = sizeof(tests) / sizeof(tests[0]), i;
+
+	h_require_root();
+	if (unshare(CLONE_NEWNET)) {
+		printf("1..0 # SKIP cannot create a network namespace: %s\n", strerror(errno));
+		return TEST_SKIP_CODE;
+	}
+	h_plan((int)n);
+	ag_set_log(capture_warning);
+	root = testenv_pin_root("attach");
+	o.pin_root = root;
+	if (!ASSERT_OK(sh("ip link set lo up"), "lo") || !ASSERT_OK(veth("agt0a", "agt0b"), "veth") ||
+	    !ASSERT_OK(veth("agt1a", "agt1b"), "veth") ||
+	    !ASSERT_OK(veth("agt2a", "agt2b"), "veth") || !ASSERT_OK(ag_open(&o, &ctx), "open"))
+		return 1;
+	for (i = 0; i < n; i++)
+		h_result(tests[i].name, tests[i].fn());
+	ag_close(ctx);
+	return h_exit();
+}
