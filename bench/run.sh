@@ -38,7 +38,14 @@ fi
 
 bpffs=""
 json=""
+pid=""
+# shellcheck disable=SC2317 # invoked from the traps
 cleanup() {
+	if [ -n "$pid" ]; then # interrupted: stop the benchmark first
+		kill -TERM "$pid" 2>/dev/null
+		wait "$pid" 2>/dev/null
+		pid=""
+	fi
 	if [ -n "$bpffs" ]; then
 		umount "$bpffs" 2>/dev/null
 		rmdir "$bpffs" 2>/dev/null
@@ -76,6 +83,7 @@ fi
 pid=$!
 wait "$pid"
 rc=$?
+pid=""
 if [ "$rc" -ne 0 ]; then
 	echo "bench: xdp_cost failed (exit code $rc)" >&2
 	exit 4

@@ -265,18 +265,17 @@ static int update_agent(struct ag_ctx *ctx, struct ag_agent_info *info,
 
 static int check_update(const struct ag_agent_update *u)
 {
+	int err = 0;
+
 	if (u->fields & ~(AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT | AG_SET_PINNED))
 		return ag_err(EINVAL, "unknown update fields 0x%x", u->fields);
-	if ((u->fields & AG_SET_UNIT) && u->unit != AG_UNIT_PPS && u->unit != AG_UNIT_BPS)
-		return ag_err(EINVAL, "unit must be pps or bps");
-	if ((u->fields & AG_SET_RATE) &&
-	    !(u->rate >= AG_RATE_MIN_MTPS / 1000.0 && u->rate <= AG_RATE_MAX_MTPS / 1000.0))
-		return ag_err(EINVAL, "rate %g out of range (%g to %g tokens/s)", u->rate,
-			      AG_RATE_MIN_MTPS / 1000.0, AG_RATE_MAX_MTPS / 1000.0);
-	if ((u->fields & AG_SET_BURST) && (u->burst < 1 || u->burst > AG_BURST_MAX))
-		return ag_err(EINVAL, "burst %llu out of range (1 to %llu tokens)",
-			      (unsigned long long)u->burst, (unsigned long long)AG_BURST_MAX);
-	return 0;
+	if (u->fields & AG_SET_UNIT)
+		err = ag_unit_check(u->unit);
+	if (!err && (u->fields & AG_SET_RATE))
+		err = ag_rate_check(u->rate);
+	if (!err && (u->fields & AG_SET_BURST))
+		err = ag_burst_check(u->burst);
+	return err;
 }
 
 int ag_agent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_update *u,

@@ -21,19 +21,42 @@
  * below 1e-7 of the rate. */
 #define AG_TICK_HZ_MIN 1000000ULL
 
+int ag_rate_check(double rate)
+{
+	if (!(rate >= AG_RATE_MIN_MTPS / 1000.0 && rate <= AG_RATE_MAX_MTPS / 1000.0))
+		return ag_err(EINVAL, "rate %g out of range (%g to %g tokens/s)", rate,
+			      AG_RATE_MIN_MTPS / 1000.0, AG_RATE_MAX_MTPS / 1000.0);
+	return 0;
+}
+
+int ag_burst_check(__u64 burst)
+{
+	if (burst < 1 || burst > AG_BURST_MAX)
+		return ag_err(EINVAL, "burst %llu out of range (1 to %llu tokens)",
+			      (unsigned long long)burst, (unsigned long long)AG_BURST_MAX);
+	return 0;
+}
+
+int ag_unit_check(enum ag_unit unit)
+{
+	if (unit != AG_UNIT_PPS && unit != AG_UNIT_BPS)
+		return ag_err(EINVAL, "unit must be pps or bps");
+	return 0;
+}
+
 int ag_gcra_params_for(double rate, __u64 burst, enum ag_unit unit,
 		       struct ag_gcra_params *out)
 {
 	__u64 interval, hz;
+	int err;
 
-	if (!(rate >= AG_RATE_MIN_MTPS / 1000.0 && rate <= AG_RATE_MAX_MTPS / 1000.0))
-		return ag_err(EINVAL, "rate %g out of range (%g to %g tokens/s)", rate,
-			      AG_RATE_MIN_MTPS / 1000.0, AG_RATE_MAX_MTPS / 1000.0);
-	if (burst < 1 || burst > AG_BURST_MAX)
-		return ag_err(EINVAL, "burst %llu out of range (1 to %llu tokens)",
-			      (unsigned long long)burst, (unsigned long long)AG_BURST_MAX);
-	if (unit != AG_UNIT_PPS && unit != AG_UNIT_BPS)
-		return ag_err(EINVAL, "unknown unit %d", (int)unit);
+	err = ag_rate_check(rate);
+	if (!err)
+		err = ag_burst_check(burst);
+	if (!err)
+		err = ag_unit_check(unit);
+	if (err)
+		return err;
 
 	/* The largest exact integer interval: tick rate as high as the
 	 * 10-year range allows, tau = burst * interval and one maximal frame's

@@ -238,90 +238,101 @@ static int adjust_count(struct ag_ctx *ctx, enum ag_rule_kind k, int delta, bool
 	return ag_config_write(ctx, &cfg);
 }
 
-int ag_rule_add(struct ag_ctx *ctx, const struct ag_rule *rule, const char *agent)
-{
+/* Where a rule lives: its kind, map, key and a description for messages. */
+struct rule_place {
 	enum ag_rule_kind kind;
-	struct ag_rule_val val, old;
-	struct ag_agent a;
+	int fd;
 	union rule_key key;
 	char what[AG_PREFIX_STRLEN + 16];
-	int fd, err;
+};
 
-	err = check_rule(rule);
-	if (err)
-		return err;
-	err = ag_lock(ctx);
-	if (err)
-		return err;
+static void locate(struct ag_ctx *ctx, const struct ag_rule *rule, struct rule_place *at)
+{
+	at->kind = rule_kind(rule);
+	at->fd = ctx->fds[kind_map(at->kind)];
+	make_key(rule, &at->key);
+	describe(rule, at->what, sizeof(at->what));
+}
+
+static int insert_rule(struct ag_ctx *ctx, const struct ag_rule *rule, const char *agent)
+{
+	struct ag_rule_val val, old;
+	struct rule_place at;
+	struct ag_agent a;
+	int err;
+
 	err = ag_agent_get(ctx, agent, &a);
 	if (err)
-		goto out;
-	kind = rule_kind(rule);
-	fd = ctx->fds[kind_map(kind)];
-	make_key(rule, &key);
-	describe(rule, what, sizeof(what));
-	if (find_exact(fd, &key, rule, &old)) {
+		return err;
+	locate(ctx, rule, &at);
+	if (find_exact(at.fd, &at.key, rule, &old)) {
 		struct ag_agent owner;
 
 		if (old.slot == a.slot)
-			goto out; /* already there: idempotent */
+			return 0; /* already there: idempotent */
 		if (ag_agent_get_slot(ctx, old.slot, &owner))
 			snprintf(owner.name, sizeof(owner.name), "slot %u", old.slot);
-		err = ag_err(EEXIST, "rule %s already maps to agent '%s'; delete it first", what,
-			     owner.name);
-		goto out;
+		return ag_err(EEXIST, "rule %s already maps to agent '%s'; delete it first",
+			      at.what, owner.name);
 	}
 	val.slot = a.slot;
 	val.plen = rule->plen;
-	err = adjust_count(ctx, kind, +1, true);
+	err = adjust_count(ctx, at.kind, +1, true);
 	if (err)
-		goto out;
-	if (bpf_map_update_elem(fd, &key, &val, BPF_NOEXIST)) {
+		return err;
+	if (bpf_map_update_elem(at.fd, &at.key, &val, BPF_NOEXIST)) {
 		err = errno == E2BIG || errno == ENOMEM || errno == ENOSPC ?
 			      ag_err(ENOSPC, "cannot add rule %s: rule map %s is full (%u rules)",
-				     what, ag_map_descs[kind_map(kind)].name, ctx->max_rules) :
-			      ag_err(errno, "cannot add rule %s: %s", what, strerror(errno));
-		adjust_count(ctx, kind, -1, false);
-		goto out;
+				     at.what, ag_map_descs[kind_map(at.kind)].name, ctx->max_rules) :
+			      ag_err(errno, "cannot add rule %s: %s", at.what, strerror(errno));
+		adjust_count(ctx, at.kind, -1, false);
+		return err;
 	}
-	err = adjust_count(ctx, kind, 0, false);
-out:
+	return adjust_count(ctx, at.kind, 0, false);
+}
+
+static int remove_rule(struct ag_ctx *ctx, const struct ag_rule *rule)
+{
+	struct ag_rule_val old;
+	struct rule_place at;
+	int err;
+
+	locate(ctx, rule, &at);
+	if (!find_exact(at.fd, &at.key, rule, &old))
+		return ag_err(ENOENT, "no rule %s", at.what);
+	err = adjust_count(ctx, at.kind, 0, true);
+	if (err)
+		return err;
+	if (bpf_map_delete_elem(at.fd, &at.key)) {
+		err = ag_err(errno, "cannot delete rule %s: %s", at.what, strerror(errno));
+		adjust_count(ctx, at.kind, 0, false);
+		return err;
+	}
+	return adjust_count(ctx, at.kind, -1, false);
+}
+
+int ag_rule_add(struct ag_ctx *ctx, const struct ag_rule *rule, const char *agent)
+{
+	int err = check_rule(rule);
+
+	if (!err)
+		err = ag_lock(ctx);
+	if (err)
+		return err;
+	err = insert_rule(ctx, rule, agent);
 	ag_unlock(ctx);
 	return err;
 }
 
 int ag_rule_del(struct ag_ctx *ctx, const struct ag_rule *rule)
 {
-	enum ag_rule_kind kind;
-	struct ag_rule_val old;
-	union rule_key key;
-	char what[AG_PREFIX_STRLEN + 16];
-	int fd, err;
+	int err = check_rule(rule);
 
-	err = check_rule(rule);
+	if (!err)
+		err = ag_lock(ctx);
 	if (err)
 		return err;
-	err = ag_lock(ctx);
-	if (err)
-		return err;
-	kind = rule_kind(rule);
-	fd = ctx->fds[kind_map(kind)];
-	make_key(rule, &key);
-	describe(rule, what, sizeof(what));
-	if (!find_exact(fd, &key, rule, &old)) {
-		err = ag_err(ENOENT, "no rule %s", what);
-		goto out;
-	}
-	err = adjust_count(ctx, kind, 0, true);
-	if (err)
-		goto out;
-	if (bpf_map_delete_elem(fd, &key)) {
-		err = ag_err(errno, "cannot delete rule %s: %s", what, strerror(errno));
-		adjust_count(ctx, kind, 0, false);
-		goto out;
-	}
-	err = adjust_count(ctx, kind, -1, false);
-out:
+	err = remove_rule(ctx, rule);
 	ag_unlock(ctx);
 	return err;
 }
