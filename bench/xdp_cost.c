@@ -741,8 +741,8 @@ struct goal {
 };
 
 static const struct goal goals[] = {
-	{ 1, 1.5, "this issue" },
-	{ 1000000, 2.0, "later issue" },
+	{ 1, 1.5, "1-agent goal" },
+	{ 1000000, 2.0, "scale goal" },
 };
 #define N_GOALS (sizeof(goals) / sizeof(goals[0]))
 
