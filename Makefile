@@ -36,7 +36,9 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 .DELETE_ON_ERROR:
 .PHONY: all check bench clean deps test
 
-all: $(OUTPUT)/libagentgate.a tests bench-bins
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
+
+all: $(OUTPUT)/libagentgate.a $(OUTPUT)/agentgate $(OUTPUT)/agentgate.8 tests bench-bins
 
 # ---- BPF objects and skeletons ----------------------------------------
 
@@ -80,13 +82,41 @@ $(OUTPUT)/libagentgate-san.a: $(LIB_SAN_OBJS)
 	$(call msg,AR,$@)
 	$(Q)$(AR) rcs $@ $^
 
+# ---- the CLI --------------------------------------------------------
+
+CLI_SRCS := $(wildcard userspace/agentgate/*.c)
+CLI_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(CLI_SRCS))
+CLI_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(CLI_SRCS))
+
+$(OUTPUT)/obj/userspace/agentgate/main.o $(OUTPUT)/san/userspace/agentgate/main.o: \
+	CFLAGS += -DAG_VERSION='"$(VERSION)"'
+
+$(OUTPUT)/agentgate: $(CLI_OBJS) $(OUTPUT)/libagentgate.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LIBS)
+
+# The CLI built with sanitizers, for the CLI tests.
+$(OUTPUT)/agentgate-san: $(CLI_SAN_OBJS) $(OUTPUT)/libagentgate-san.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $^ -o $@ $(LIBS)
+
+# The manual page is generated from the command table; docs/agentgate.8 is
+# the committed copy, checked against it by make check.
+$(OUTPUT)/agentgate.8: $(OUTPUT)/agentgate
+	$(call msg,MAN,$@)
+	$(Q)$< --man > $@
+
+.PHONY: man
+man: $(OUTPUT)/agentgate.8
+	$(Q)cp $< docs/agentgate.8
+
 # ---- tests (sanitized) ----------------------------------------------
 
 TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
 	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_gcra $(OUTPUT)/tests/test_lib
 
 .PHONY: tests
-tests: $(TEST_BINS)
+tests: $(TEST_BINS) $(OUTPUT)/agentgate-san
 
 $(OUTPUT)/tests/test_xdp: tests/bpf/test_xdp.c tests/bpf/fixtures.h $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_concurrency: tests/bpf/test_concurrency.c $(OUTPUT)/libagentgate-san.a
@@ -102,12 +132,17 @@ $(TEST_BINS):
 
 # ---- benchmarks -------------------------------------------------------
 
-BENCH_BINS := $(OUTPUT)/bench/xdp_cost
+BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale
 
 .PHONY: bench-bins
 bench-bins: $(BENCH_BINS)
 
 $(OUTPUT)/bench/xdp_cost: bench/xdp_cost.c $(OUTPUT)/empty.skel.h $(OUTPUT)/libagentgate.a
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< $(OUTPUT)/libagentgate.a -o $@ $(LIBS)
+
+$(OUTPUT)/bench/cli_scale: bench/cli_scale.c $(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< $(OUTPUT)/libagentgate.a -o $@ $(LIBS)
@@ -122,15 +157,21 @@ deps:
 
 # make check: install what is missing, build, run every test suite.
 check: deps
-	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory all check-man
 	$(Q)tests/run.sh $(OUTPUT)
+
+# The committed manual page must be what the command table renders.
+.PHONY: check-man
+check-man: $(OUTPUT)/agentgate.8
+	$(Q)cmp -s $< docs/agentgate.8 || { echo "docs/agentgate.8 is stale: run 'make man'" >&2; exit 1; }
 
 test: all
 	$(Q)tests/run.sh $(OUTPUT)
 
 bench: deps
-	$(Q)$(MAKE) --no-print-directory bench-bins
+	$(Q)$(MAKE) --no-print-directory bench-bins $(OUTPUT)/agentgate
 	$(Q)bench/run.sh $(OUTPUT)
+	$(Q)bench/scale.sh $(OUTPUT)
 
 clean:
 	$(call msg,CLEAN,$(OUTPUT))

@@ -81,7 +81,12 @@ struct ag_agent_update {
 #define AG_DEFAULT_RATE 100.0
 #define AG_BPS_MIN_BURST 1518 /* a bps bucket must hold one full-size frame */
 
+/* Validation: 0, or -EINVAL with a message naming the limit. */
 int ag_name_check(const char *name);
+int ag_rate_check(double rate);
+int ag_burst_check(__u64 burst);
+int ag_unit_check(enum ag_unit unit);
+/* The combination, as ag_agent_set() would build it. */
 int ag_limit_check(double rate, __u64 burst, enum ag_unit unit);
 
 /* Create the agent if missing (*created set), else update the named fields.
@@ -94,6 +99,10 @@ int ag_agent_get_slot(struct ag_ctx *ctx, __u32 slot, struct ag_agent *out);
 int ag_agent_delete(struct ag_ctx *ctx, const char *name);
 /* All agents, sorted by slot; free(*out). */
 int ag_agent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n);
+/* Every agent, in no particular order, without holding them all in memory:
+ * fn's non-zero return stops the walk and is returned. */
+int ag_agent_foreach(struct ag_ctx *ctx, int (*fn)(void *arg, const struct ag_agent *a),
+		     void *arg);
 
 /* ---- buckets (through the mmap, lock-free) ------------------------- */
 

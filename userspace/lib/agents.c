@@ -408,30 +408,82 @@ fail:
 	return err;
 }
 
-int ag_agent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n_out)
+int ag_agent_foreach(struct ag_ctx *ctx, int (*fn)(void *arg, const struct ag_agent *a),
+		     void *arg)
 {
-	struct ag_agent_info *infos;
-	struct ag_agent *agents;
-	__u32 *slots;
-	size_t n, i;
-	int err;
+	LIBBPF_OPTS(bpf_map_batch_opts, opts);
+	__u32 *slots = calloc(NAMES_CHUNK, sizeof(*slots));
+	struct ag_agent_info *infos = calloc(NAMES_CHUNK, sizeof(*infos));
+	__u32 batch_key = 0, chunk, i;
+	void *in = NULL;
+	bool done = false;
+	int err = 0;
 
-	err = read_names(ctx, &slots, &infos, &n);
-	if (err)
-		return err;
-	agents = calloc(n ? n : 1, sizeof(*agents));
-	if (!agents) {
-		free(slots);
-		free(infos);
-		return ag_err(ENOMEM, "out of memory");
+	if (!slots || !infos) {
+		err = ag_err(ENOMEM, "out of memory");
+		goto out;
 	}
-	for (i = 0; i < n; i++)
-		info_to_agent(&infos[i], &agents[i]);
-	qsort(agents, n, sizeof(*agents), cmp_slot);
+	while (!done && !err) {
+		chunk = NAMES_CHUNK;
+		if (bpf_map_lookup_batch(ctx->fds[AG_M_NAMES], in, &batch_key, slots, infos,
+					 &chunk, &opts)) {
+			if (errno != ENOENT) {
+				err = ag_err(errno, "cannot list %s: %s", AG_MAP_NAMES,
+					     strerror(errno));
+				break;
+			}
+			done = true;
+		}
+		in = &batch_key;
+		for (i = 0; i < chunk && !err; i++) {
+			struct ag_agent a;
+
+			info_to_agent(&infos[i], &a);
+			err = fn(arg, &a);
+		}
+	}
+out:
 	free(slots);
 	free(infos);
-	*out = agents;
-	*n_out = n;
+	return err;
+}
+
+struct agent_vec {
+	struct ag_agent *v;
+	size_t n, cap;
+};
+
+static int append_agent(void *arg, const struct ag_agent *a)
+{
+	struct agent_vec *vec = arg;
+
+	if (vec->n == vec->cap) {
+		size_t cap = vec->cap ? vec->cap * 2 : 256;
+		struct ag_agent *grown = realloc(vec->v, cap * sizeof(*grown));
+
+		if (!grown)
+			return ag_err(ENOMEM, "out of memory");
+		vec->v = grown;
+		vec->cap = cap;
+	}
+	vec->v[vec->n++] = *a;
+	return 0;
+}
+
+int ag_agent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n_out)
+{
+	struct agent_vec vec = {};
+	int err = ag_agent_foreach(ctx, append_agent, &vec);
+
+	if (!err && !vec.v && !(vec.v = calloc(1, sizeof(*vec.v))))
+		err = ag_err(ENOMEM, "out of memory");
+	if (err) {
+		free(vec.v);
+		return err;
+	}
+	qsort(vec.v, vec.n, sizeof(*vec.v), cmp_slot);
+	*out = vec.v;
+	*n_out = vec.n;
 	return 0;
 }
 
@@ -480,11 +532,11 @@ static int drop_stale_index(struct ag_ctx *ctx, const bool *named)
  * buckets and the in-use hints agree again. */
 int ag_repair_agents(struct ag_ctx *ctx)
 {
-	struct ag_agent_info *infos;
+	struct ag_agent_info *infos = NULL;
 	struct ag_name_key key;
-	__u32 *slots, slot, idx_slot;
+	__u32 *slots = NULL, slot, idx_slot;
 	bool *named;
-	size_t n, i;
+	size_t n = 0, i;
 	int err = 0;
 
 	err = read_names(ctx, &slots, &infos, &n);

@@ -71,11 +71,6 @@ int ag_repair_rules(struct ag_ctx *ctx);
 /* Rules pointing at slot, removed (agent deletion). */
 int ag_rules_drop_slot(struct ag_ctx *ctx, __u32 slot);
 
-/* Range checks with a message naming the limit. */
-int ag_rate_check(double rate);
-int ag_burst_check(__u64 burst);
-int ag_unit_check(enum ag_unit unit);
-
 /* Bucket parameter change (writers hold the lock). */
 int ag_bucket_configure(struct ag_ctx *ctx, __u32 slot, const struct ag_gcra_params *p,
 			enum ag_unit unit);

@@ -1,0 +1,36 @@
+#!/bin/bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+# Scale benchmark: kernel memory per agent and listing 10^6 agents with the
+# CLI against bpftool dumping the same map (docs/BENCHMARKS.md).
+# Usage: bench/scale.sh BUILD_DIR [cli_scale options...]
+# Mounts a private bpffs under /run and removes it on exit, also when
+# interrupted. Exit codes: 0 measured, 2 not built, 3 environment, 4 failed.
+set -u
+
+build=${1:?usage: bench/scale.sh BUILD_DIR [options]}
+shift
+bin="$build/bench/cli_scale"
+cli="$build/agentgate"
+for f in "$bin" "$cli"; do
+	[ -x "$f" ] || { echo "bench: $f is not built" >&2; exit 2; }
+done
+[ "$(id -u)" -eq 0 ] || { echo "bench: must run as root" >&2; exit 3; }
+command -v bpftool >/dev/null || { echo "bench: bpftool not installed" >&2; exit 3; }
+
+bpffs=""
+cleanup() {
+	if [ -n "$bpffs" ]; then
+		umount "$bpffs" 2>/dev/null
+		rmdir "$bpffs" 2>/dev/null
+		bpffs=""
+	fi
+}
+trap cleanup EXIT
+trap 'cleanup; exit 130' INT
+trap 'cleanup; exit 143' TERM
+
+bpffs=$(mktemp -d /run/agentgate-scale.XXXXXX) || exit 3
+mount -t bpf bpf "$bpffs" || { rmdir "$bpffs"; bpffs=""; exit 3; }
+
+echo "command: $bin --bpffs $bpffs --cli $cli $*"
+"$bin" --bpffs "$bpffs" --cli "$cli" "$@" || exit 4

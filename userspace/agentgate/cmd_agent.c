@@ -1,0 +1,445 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* agentgate agent list|show|set|reset|drain|del|explain */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cli.h"
+
+static const struct command *cmd(const char *verb)
+{
+	size_t i;
+
+	for (i = 0; i < n_commands; i++)
+		if (!strcmp(commands[i].object, "agent") && !strcmp(commands[i].verb, verb))
+			return &commands[i];
+	return NULL;
+}
+
+int parse_sort(struct cli *cli, const char *text, int *key)
+{
+	if (is_prefix(text, "drops"))
+		*key = SORT_DROPS;
+	else if (is_prefix(text, "rate"))
+		*key = SORT_RATE;
+	else if (is_prefix(text, "name"))
+		*key = SORT_NAME;
+	else
+		return cli_error(cli, EXIT_USAGE, "invalid sort key '%s' (drops, rate or name)", text);
+	return 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(((const struct agent_row *)a)->a.name, ((const struct agent_row *)b)->a.name);
+}
+
+static int by_drops(const void *a, const void *b)
+{
+	const struct agent_row *x = a, *y = b;
+
+	if (x->c.dropped_packets != y->c.dropped_packets)
+		return x->c.dropped_packets > y->c.dropped_packets ? -1 : 1;
+	return by_name(a, b);
+}
+
+static int by_rate(const void *a, const void *b)
+{
+	const struct agent_row *x = a, *y = b;
+
+	if (x->a.rate != y->a.rate)
+		return x->a.rate > y->a.rate ? -1 : 1;
+	return by_name(a, b);
+}
+
+void sort_rows(struct agent_row *rows, size_t n, int key)
+{
+	qsort(rows, n, sizeof(*rows), key == SORT_DROPS ? by_drops :
+				      key == SORT_RATE	? by_rate :
+							  by_name);
+}
+
+static void text_header(void)
+{
+	printf("%-24s %7s %12s %12s %4s %12s %3s %12s %12s\n", "NAME", "SLOT", "RATE", "BURST",
+	       "UNIT", "TOKENS", "PIN", "PASSED", "DROPPED");
+}
+
+static void text_row(const struct agent_row *r)
+{
+	printf("%-24s %7u %12.6g %12llu %4s %12.1f %3s %12llu %12llu\n", r->a.name, r->a.slot,
+	       r->a.rate, (unsigned long long)r->a.burst, unit_name(r->a.unit), r->tokens,
+	       r->a.pinned ? "yes" : "no", (unsigned long long)r->c.passed_packets,
+	       (unsigned long long)r->c.dropped_packets);
+}
+
+int do_agent_list(struct cli *cli, int argc, char **argv)
+{
+	struct agent_row *rows;
+	int key = SORT_NAME, i, err;
+	__u64 limit = UINT64_MAX;
+	size_t n, k;
+
+	for (i = 0; i < argc; i++) {
+		if (i + 1 >= argc)
+			return cli_usage(cli, cmd("list"), "'%s' needs a value", argv[i]);
+		if (!strcmp(argv[i], "--sort"))
+			err = parse_sort(cli, argv[++i], &key);
+		else if (!strcmp(argv[i], "--limit"))
+			err = parse_count(cli, "limit", argv[++i], &limit);
+		else
+			return cli_usage(cli, cmd("list"), "unexpected argument '%s'", argv[i]);
+		if (err)
+			return err;
+	}
+	err = load_rows(cli, &rows, &n);
+	if (err)
+		return err;
+	sort_rows(rows, n, key);
+	if (limit < n)
+		n = limit;
+	if (cli->json) {
+		jsonw_start_array(&cli->jw);
+		for (k = 0; k < n; k++)
+			json_agent(&cli->jw, &rows[k]);
+		jsonw_end_array(&cli->jw);
+		jsonw_end_document(&cli->jw);
+	} else {
+		text_header();
+		for (k = 0; k < n; k++)
+			text_row(&rows[k]);
+	}
+	free(rows);
+	return 0;
+}
+
+/* One agent's row, by name. */
+static int load_one(struct cli *cli, const char *name, struct agent_row *row)
+{
+	int err = parse_name(cli, name);
+
+	if (err)
+		return err;
+	memset(row, 0, sizeof(*row));
+	err = ag_agent_get(cli->ctx, name, &row->a);
+	if (!err)
+		err = ag_counters_get(cli->ctx, row->a.slot, &row->c);
+	if (!err)
+		err = ag_bucket_tokens(cli->ctx, row->a.slot, &row->tokens);
+	return err ? cli_lib_error(cli, err) : 0;
+}
+
+static int rules_of(struct cli *cli, __u32 slot, struct ag_rule **out, size_t *n)
+{
+	struct ag_rule *all;
+	size_t total, i, k = 0;
+	int err = ag_rule_list(cli->ctx, &all, &total);
+
+	if (err)
+		return cli_lib_error(cli, err);
+	for (i = 0; i < total; i++)
+		if (all[i].slot == slot)
+			all[k++] = all[i];
+	*out = all;
+	*n = k;
+	return 0;
+}
+
+static void print_rule_text(const struct ag_rule *r)
+{
+	char prefix[AG_PREFIX_STRLEN];
+
+	ag_prefix_format(r, prefix, sizeof(prefix));
+	if (r->port)
+		printf("  rule %s port %u\n", prefix, r->port);
+	else
+		printf("  rule %s\n", prefix);
+}
+
+static void print_created(__u64 created_ns)
+{
+	time_t t = (time_t)(created_ns / 1000000000ULL);
+	char buf[64];
+
+	strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+	printf("  created %s\n", buf);
+}
+
+static void show_text(const struct agent_row *r, const struct ag_rule *rules, size_t n)
+{
+	size_t i;
+
+	printf("agent %s (slot %u)\n", r->a.name, r->a.slot);
+	printf("  rate %.6g %s, burst %llu, tokens %.1f%s\n", r->a.rate, unit_name(r->a.unit),
+	       (unsigned long long)r->a.burst, r->tokens, r->a.pinned ? ", pinned" : "");
+	printf("  passed %llu packets %llu bytes, dropped %llu packets %llu bytes",
+	       (unsigned long long)r->c.passed_packets, (unsigned long long)r->c.passed_bytes,
+	       (unsigned long long)r->c.dropped_packets, (unsigned long long)r->c.dropped_bytes);
+	if (r->c.would_drop_packets)
+		printf(", would drop %llu packets", (unsigned long long)r->c.would_drop_packets);
+	putchar('\n');
+	print_created(r->a.created_ns);
+	for (i = 0; i < n; i++)
+		print_rule_text(&rules[i]);
+}
+
+/* The agent object plus its rules, as agent show prints it; set adds
+ * "created" (created < 0: not printed). */
+static void show_json(struct cli *cli, const struct agent_row *r, const struct ag_rule *rules,
+		      size_t n, int created)
+{
+	struct jsonw *w = &cli->jw;
+	size_t i;
+
+	jsonw_start_object(w);
+	json_agent_fields(w, r);
+	jsonw_name(w, "rules");
+	jsonw_start_array(w);
+	for (i = 0; i < n; i++)
+		json_rule(w, &rules[i], NULL);
+	jsonw_end_array(w);
+	if (created >= 0)
+		jsonw_bool_field(w, "created", created);
+	jsonw_end_object(w);
+}
+
+static int show(struct cli *cli, const char *name, int created)
+{
+	struct agent_row row;
+	struct ag_rule *rules = NULL;
+	size_t n = 0;
+	int err;
+
+	err = load_one(cli, name, &row);
+	if (!err)
+		err = rules_of(cli, row.a.slot, &rules, &n);
+	if (err)
+		return err;
+	if (cli->json) {
+		show_json(cli, &row, rules, n, created);
+		jsonw_end_document(&cli->jw);
+	} else {
+		show_text(&row, rules, n);
+	}
+	free(rules);
+	return 0;
+}
+
+int do_agent_show(struct cli *cli, int argc, char **argv)
+{
+	if (argc != 1)
+		return cli_usage(cli, cmd("show"), "expected one agent name");
+	return show(cli, argv[0], -1);
+}
+
+/* Parse the keyword arguments of agent set into an update. */
+static int parse_set_args(struct cli *cli, int argc, char **argv, struct ag_agent_update *u)
+{
+	int i, err = 0;
+
+	memset(u, 0, sizeof(*u));
+	for (i = 0; i < argc && !err; i++) {
+		const char *k = argv[i];
+		__u32 field = !strcmp(k, "rate")  ? AG_SET_RATE :
+			      !strcmp(k, "burst") ? AG_SET_BURST :
+			      !strcmp(k, "unit")  ? AG_SET_UNIT :
+			      !strcmp(k, "pin") || !strcmp(k, "unpin") ? AG_SET_PINNED :
+							     0;
+
+		if (!field)
+			return cli_usage(cli, cmd("set"), "unexpected argument '%s'", k);
+		if (u->fields & field)
+			return cli_usage(cli, cmd("set"), "'%s' given twice", k);
+		u->fields |= field;
+		if (field == AG_SET_PINNED) {
+			u->pinned = !strcmp(k, "pin");
+			continue;
+		}
+		if (i + 1 >= argc)
+			return cli_usage(cli, cmd("set"), "'%s' needs a value", k);
+		if (field == AG_SET_RATE)
+			err = parse_rate(cli, argv[++i], &u->rate);
+		else if (field == AG_SET_BURST)
+			err = parse_count(cli, "burst", argv[++i], &u->burst) ?:
+			      (ag_burst_check(u->burst) ? cli_lib_error(cli, -EINVAL) : 0);
+		else
+			err = parse_unit(cli, argv[++i], &u->unit);
+	}
+	return err;
+}
+
+int do_agent_set(struct cli *cli, int argc, char **argv)
+{
+	struct ag_agent_update u;
+	bool created = false;
+	int err;
+
+	if (argc < 1)
+		return cli_usage(cli, cmd("set"), "expected an agent name");
+	err = parse_name(cli, argv[0]);
+	if (!err)
+		err = parse_set_args(cli, argc - 1, argv + 1, &u);
+	if (err)
+		return err;
+	err = ag_agent_set(cli->ctx, argv[0], &u, NULL, &created);
+	if (err)
+		return cli_lib_error(cli, err);
+	if (!cli->json)
+		printf("%s agent %s\n", created ? "created" : "updated", argv[0]);
+	return show(cli, argv[0], created);
+}
+
+static int agent_slot(struct cli *cli, const char *name, __u32 *slot)
+{
+	struct ag_agent a;
+	int err = parse_name(cli, name);
+
+	if (err)
+		return err;
+	err = ag_agent_get(cli->ctx, name, &a);
+	if (err)
+		return cli_lib_error(cli, err);
+	*slot = a.slot;
+	return 0;
+}
+
+/* {"name", "tokens"} or one line. */
+static void print_level(struct cli *cli, const char *name, const char *what, double tokens)
+{
+	if (cli->json) {
+		jsonw_start_object(&cli->jw);
+		jsonw_string_field(&cli->jw, "name", name);
+		jsonw_double_field(&cli->jw, "tokens", floor(tokens * 1000) / 1000);
+		jsonw_end_object(&cli->jw);
+		jsonw_end_document(&cli->jw);
+	} else {
+		printf("%s agent %s: %.1f tokens\n", what, name, tokens);
+	}
+}
+
+int do_agent_reset(struct cli *cli, int argc, char **argv)
+{
+	double tokens = 0;
+	__u32 slot = 0;
+	int err;
+
+	if (argc != 1)
+		return cli_usage(cli, cmd("reset"), "expected one agent name");
+	err = agent_slot(cli, argv[0], &slot);
+	if (err)
+		return err;
+	err = ag_bucket_reset(cli->ctx, slot);
+	if (!err)
+		err = ag_bucket_tokens(cli->ctx, slot, &tokens);
+	if (err)
+		return cli_lib_error(cli, err);
+	print_level(cli, argv[0], "reset", tokens);
+	return 0;
+}
+
+int do_agent_drain(struct cli *cli, int argc, char **argv)
+{
+	double left = 0;
+	__u64 n;
+	__u32 slot = 0;
+	int err;
+
+	if (argc != 2)
+		return cli_usage(cli, cmd("drain"), "expected an agent name and a token count");
+	err = agent_slot(cli, argv[0], &slot);
+	if (!err)
+		err = parse_count(cli, "token count", argv[1], &n);
+	if (err)
+		return err;
+	err = ag_bucket_drain(cli->ctx, slot, n, &left);
+	if (err)
+		return cli_lib_error(cli, err);
+	print_level(cli, argv[0], "drained", left);
+	return 0;
+}
+
+int do_agent_del(struct cli *cli, int argc, char **argv)
+{
+	int err;
+
+	if (argc != 1)
+		return cli_usage(cli, cmd("del"), "expected one agent name");
+	err = parse_name(cli, argv[0]);
+	if (err)
+		return err;
+	err = ag_agent_delete(cli->ctx, argv[0]);
+	if (err)
+		return cli_lib_error(cli, err);
+	if (cli->json) {
+		jsonw_start_object(&cli->jw);
+		jsonw_string_field(&cli->jw, "name", argv[0]);
+		jsonw_bool_field(&cli->jw, "deleted", true);
+		jsonw_end_object(&cli->jw);
+		jsonw_end_document(&cli->jw);
+	} else {
+		printf("deleted agent %s\n", argv[0]);
+	}
+	return 0;
+}
+
+/* What the maps alone say about the rate's origin. */
+static void explanation(const struct agent_row *r, bool state_found, const char *state_dir,
+			char *buf, size_t len)
+{
+	if (r->a.pinned)
+		snprintf(buf, len,
+			 "rate %.6g %s was set by an operator and is pinned: ratings do not move it",
+			 r->a.rate, unit_name(r->a.unit));
+	else if (state_found)
+		snprintf(buf, len,
+			 "rate %.6g %s is not pinned: agentgated's rating policy sets it; its "
+			 "state is at %s (ask agentgated for the policy and the last ratings: "
+			 "GET /v1/agents/%s)",
+			 r->a.rate, unit_name(r->a.unit), state_dir, r->a.name);
+	else
+		snprintf(buf, len,
+			 "rate %.6g %s is not pinned: it is the rate last written to the maps, by "
+			 "agentgated's rating policy or an operator; no agentgated state at %s, so "
+			 "the policy and rating history are not known here",
+			 r->a.rate, unit_name(r->a.unit), state_dir);
+}
+
+int do_agent_explain(struct cli *cli, int argc, char **argv)
+{
+	struct agent_row row;
+	struct stat st;
+	bool state_found;
+	char text[768];
+	int err;
+
+	if (argc != 1)
+		return cli_usage(cli, cmd("explain"), "expected one agent name");
+	err = load_one(cli, argv[0], &row);
+	if (err)
+		return err;
+	state_found = stat(cli->state_dir, &st) == 0 && S_ISDIR(st.st_mode);
+	explanation(&row, state_found, cli->state_dir, text, sizeof(text));
+	if (cli->json) {
+		struct jsonw *w = &cli->jw;
+
+		jsonw_start_object(w);
+		json_agent_fields(w, &row);
+		jsonw_string_field(w, "source", row.a.pinned ? "operator" : "policy");
+		jsonw_string_field(w, "state_dir", cli->state_dir);
+		jsonw_bool_field(w, "state_found", state_found);
+		jsonw_string_field(w, "explanation", text);
+		jsonw_end_object(w);
+		jsonw_end_document(w);
+	} else {
+		printf("agent %s (slot %u): %s.\n", row.a.name, row.a.slot, text);
+		printf("bucket: %.1f of %llu tokens now; passed %llu and dropped %llu packets since "
+		       "creation.\n",
+		       row.tokens, (unsigned long long)row.a.burst,
+		       (unsigned long long)row.c.passed_packets,
+		       (unsigned long long)row.c.dropped_packets);
+	}
+	return 0;
+}

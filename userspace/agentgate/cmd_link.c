@@ -1,0 +1,214 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* agentgate attach|detach|status */
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct command *cmd(const char *object)
+{
+	size_t i;
+
+	for (i = 0; i < n_commands; i++)
+		if (!strcmp(commands[i].object, object))
+			return &commands[i];
+	return NULL;
+}
+
+static int parse_size(struct cli *cli, const char *what, const char *text, __u32 *out)
+{
+	__u64 v;
+	int err = parse_count(cli, what, text, &v);
+
+	if (err)
+		return err;
+	if (v < 1 || v > AG_MAX_AGENTS_LIMIT)
+		return cli_error(cli, EXIT_USAGE, "%s must be 1 to %u", what, AG_MAX_AGENTS_LIMIT);
+	*out = (__u32)v;
+	return 0;
+}
+
+int do_attach(struct cli *cli, int argc, char **argv)
+{
+	enum ag_xdp_mode mode = AG_XDP_AUTO;
+	struct ag_attach_result res;
+	const char *dev = NULL;
+	int i, err = 0;
+
+	for (i = 0; i < argc && !err; i++) {
+		if (!strcmp(argv[i], "--mode") || !strcmp(argv[i], "--max-agents") ||
+		    !strcmp(argv[i], "--max-rules")) {
+			if (i + 1 >= argc)
+				return cli_usage(cli, cmd("attach"), "'%s' needs a value", argv[i]);
+			if (!strcmp(argv[i], "--max-agents"))
+				err = parse_size(cli, "max-agents", argv[++i], &cli->max_agents);
+			else if (!strcmp(argv[i], "--max-rules"))
+				err = parse_size(cli, "max-rules", argv[++i], &cli->max_rules);
+			else if (!strcmp(argv[++i], "native"))
+				mode = AG_XDP_NATIVE;
+			else if (!strcmp(argv[i], "generic"))
+				mode = AG_XDP_GENERIC;
+			else
+				return cli_error(cli, EXIT_USAGE,
+						 "invalid mode '%s' (native or generic)", argv[i]);
+		} else if (!dev && argv[i][0] != '-') {
+			dev = argv[i];
+		} else {
+			return cli_usage(cli, cmd("attach"), "unexpected argument '%s'", argv[i]);
+		}
+	}
+	if (err)
+		return err;
+	if (!dev)
+		return cli_usage(cli, cmd("attach"), "expected a device");
+	err = cli_open(cli, OPEN_CREATE);
+	if (err)
+		return err;
+	err = ag_attach(cli->ctx, dev, mode, &res);
+	if (err)
+		return cli_lib_error(cli, err);
+	if (cli->json) {
+		jsonw_start_object(&cli->jw);
+		jsonw_string_field(&cli->jw, "ifname", dev);
+		jsonw_string_field(&cli->jw, "mode", mode_name(res.mode));
+		jsonw_uint_field(&cli->jw, "prog_id", res.prog_id);
+		jsonw_uint_field(&cli->jw, "link_id", res.link_id);
+		jsonw_bool_field(&cli->jw, "replaced", res.replaced);
+		jsonw_string_field(&cli->jw, "pin_root", ag_pin_root(cli->ctx));
+		jsonw_end_object(&cli->jw);
+		jsonw_end_document(&cli->jw);
+	} else {
+		printf("%s %s in %s mode (program %u, link %u)\n",
+		       res.replaced ? "replaced the program on" : "attached to", dev,
+		       mode_name(res.mode), res.prog_id, res.link_id);
+	}
+	return 0;
+}
+
+int do_detach(struct cli *cli, int argc, char **argv)
+{
+	int err;
+
+	if (argc != 1)
+		return cli_usage(cli, cmd("detach"), "expected one device");
+	err = ag_detach(cli->ctx, argv[0]);
+	if (err)
+		return cli_lib_error(cli, err);
+	if (cli->json) {
+		jsonw_start_object(&cli->jw);
+		jsonw_string_field(&cli->jw, "ifname", argv[0]);
+		jsonw_bool_field(&cli->jw, "detached", true);
+		jsonw_end_object(&cli->jw);
+		jsonw_end_document(&cli->jw);
+	} else {
+		printf("detached from %s\n", argv[0]);
+	}
+	return 0;
+}
+
+struct status {
+	struct ag_link_info *links;
+	size_t n_links;
+	size_t agents;
+	size_t rules_v4, rules_v6;
+	struct ag_config cfg;
+};
+
+static int gather(struct cli *cli, struct status *st)
+{
+	struct ag_agent *agents = NULL;
+	struct ag_rule *rules = NULL;
+	size_t n, i;
+	int err;
+
+	memset(st, 0, sizeof(*st));
+	err = ag_link_list(cli->ctx, &st->links, &st->n_links);
+	if (!err)
+		err = ag_agent_list(cli->ctx, &agents, &st->agents);
+	if (!err)
+		err = ag_rule_list(cli->ctx, &rules, &n);
+	for (i = 0; !err && i < n; i++) {
+		if (rules[i].family == AF_INET)
+			st->rules_v4++;
+		else
+			st->rules_v6++;
+	}
+	if (!err)
+		err = ag_config_get(cli->ctx, &st->cfg);
+	free(agents);
+	free(rules);
+	return err ? cli_lib_error(cli, err) : 0;
+}
+
+static void status_json(struct cli *cli, const struct status *st)
+{
+	struct jsonw *w = &cli->jw;
+	size_t i;
+
+	jsonw_start_object(w);
+	jsonw_string_field(w, "pin_root", ag_pin_root(cli->ctx));
+	jsonw_name(w, "links");
+	jsonw_start_array(w);
+	for (i = 0; i < st->n_links; i++) {
+		jsonw_start_object(w);
+		jsonw_string_field(w, "ifname", st->links[i].ifname);
+		jsonw_uint_field(w, "ifindex", st->links[i].ifindex);
+		jsonw_string_field(w, "mode", st->links[i].ifindex ? mode_name(st->links[i].mode) :
+								     "defunct");
+		jsonw_uint_field(w, "prog_id", st->links[i].prog_id);
+		jsonw_uint_field(w, "link_id", st->links[i].link_id);
+		jsonw_end_object(w);
+	}
+	jsonw_end_array(w);
+	jsonw_uint_field(w, "agents", st->agents);
+	jsonw_uint_field(w, "agent_slots", ag_max_agents(cli->ctx));
+	jsonw_name(w, "rules");
+	jsonw_start_object(w);
+	jsonw_uint_field(w, "ipv4", st->rules_v4);
+	jsonw_uint_field(w, "ipv6", st->rules_v6);
+	jsonw_end_object(w);
+	jsonw_uint_field(w, "rule_slots", ag_max_rules(cli->ctx));
+	jsonw_string_field(w, "default_action",
+			   st->cfg.default_action == AG_ACTION_DROP ? "drop" : "pass");
+	jsonw_bool_field(w, "dry_run", st->cfg.dry_run);
+	jsonw_end_object(w);
+	jsonw_end_document(w);
+}
+
+static void status_text(struct cli *cli, const struct status *st)
+{
+	size_t i;
+
+	printf("pin root        %s\n", ag_pin_root(cli->ctx));
+	if (!st->n_links)
+		printf("attached        nowhere (agentgate attach DEV)\n");
+	for (i = 0; i < st->n_links; i++)
+		printf("attached        %s, %s mode, program %u, link %u\n", st->links[i].ifname,
+		       st->links[i].ifindex ? mode_name(st->links[i].mode) :
+					      "defunct (device gone)",
+		       st->links[i].prog_id, st->links[i].link_id);
+	printf("agents          %zu of %u slots\n", st->agents, ag_max_agents(cli->ctx));
+	printf("rules           %zu IPv4, %zu IPv6 (%u per map)\n", st->rules_v4, st->rules_v6,
+	       ag_max_rules(cli->ctx));
+	printf("default action  %s\n", st->cfg.default_action == AG_ACTION_DROP ? "drop" : "pass");
+	printf("dry-run         %s\n", st->cfg.dry_run ? "on" : "off");
+}
+
+int do_status(struct cli *cli, int argc, char **argv)
+{
+	struct status st;
+	int err;
+
+	if (argc)
+		return cli_usage(cli, cmd("status"), "unexpected argument '%s'", argv[0]);
+	err = gather(cli, &st);
+	if (err)
+		return err;
+	if (cli->json)
+		status_json(cli, &st);
+	else
+		status_text(cli, &st);
+	free(st.links);
+	return 0;
+}

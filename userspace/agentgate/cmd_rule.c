@@ -1,0 +1,193 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* agentgate rule add|del|list */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const struct command *cmd(const char *verb)
+{
+	size_t i;
+
+	for (i = 0; i < n_commands; i++)
+		if (!strcmp(commands[i].object, "rule") && !strcmp(commands[i].verb, verb))
+			return &commands[i];
+	return NULL;
+}
+
+void json_rule(struct jsonw *w, const struct ag_rule *r, const char *agent)
+{
+	char prefix[AG_PREFIX_STRLEN];
+
+	ag_prefix_format(r, prefix, sizeof(prefix));
+	jsonw_start_object(w);
+	jsonw_string_field(w, "prefix", prefix);
+	jsonw_name(w, "port");
+	if (r->port)
+		jsonw_uint(w, r->port);
+	else
+		jsonw_null(w);
+	if (agent)
+		jsonw_string_field(w, "agent", agent);
+	jsonw_end_object(w);
+}
+
+/* PREFIX [port P], then what remains. */
+static int parse_rule(struct cli *cli, const struct command *c, int *argc, char ***argv,
+		      struct ag_rule *r)
+{
+	if (*argc < 1)
+		return cli_usage(cli, c, "expected a prefix");
+	if (ag_prefix_parse((*argv)[0], r))
+		return cli_lib_error(cli, -22);
+	(*argc)--, (*argv)++;
+	if (*argc >= 1 && !strcmp((*argv)[0], "port")) {
+		if (*argc < 2)
+			return cli_usage(cli, c, "'port' needs a value");
+		if (ag_port_parse((*argv)[1], &r->port))
+			return cli_lib_error(cli, -22);
+		*argc -= 2, *argv += 2;
+	}
+	return 0;
+}
+
+static void print_rule(struct cli *cli, const struct ag_rule *r, const char *agent,
+		       const char *what)
+{
+	char prefix[AG_PREFIX_STRLEN];
+
+	if (cli->json) {
+		json_rule(&cli->jw, r, agent);
+		jsonw_end_document(&cli->jw);
+		return;
+	}
+	ag_prefix_format(r, prefix, sizeof(prefix));
+	printf("%s rule %s", what, prefix);
+	if (r->port)
+		printf(" port %u", r->port);
+	if (agent)
+		printf(" agent %s", agent);
+	putchar('\n');
+}
+
+int do_rule_add(struct cli *cli, int argc, char **argv)
+{
+	struct ag_rule r;
+	int err = parse_rule(cli, cmd("add"), &argc, &argv, &r);
+
+	if (err)
+		return err;
+	if (argc != 2 || strcmp(argv[0], "agent"))
+		return cli_usage(cli, cmd("add"), "expected 'agent NAME' after the prefix");
+	err = parse_name(cli, argv[1]);
+	if (err)
+		return err;
+	err = ag_rule_add(cli->ctx, &r, argv[1]);
+	if (err)
+		return cli_lib_error(cli, err);
+	print_rule(cli, &r, argv[1], "added");
+	return 0;
+}
+
+int do_rule_del(struct cli *cli, int argc, char **argv)
+{
+	struct ag_rule r;
+	int err = parse_rule(cli, cmd("del"), &argc, &argv, &r);
+
+	if (err)
+		return err;
+	if (argc != 0)
+		return cli_usage(cli, cmd("del"), "unexpected argument '%s'", argv[0]);
+	err = ag_rule_del(cli->ctx, &r);
+	if (err)
+		return cli_lib_error(cli, err);
+	print_rule(cli, &r, NULL, "deleted");
+	return 0;
+}
+
+static int by_prefix(const void *a, const void *b)
+{
+	const struct ag_rule *x = a, *y = b;
+	int c;
+
+	if (x->family != y->family)
+		return x->family < y->family ? -1 : 1;
+	c = memcmp(x->addr, y->addr, 16);
+	if (c)
+		return c;
+	if (x->plen != y->plen)
+		return x->plen < y->plen ? -1 : 1;
+	return x->port < y->port ? -1 : x->port > y->port;
+}
+
+/* slot -> name, for every agent. */
+static int slot_names(struct cli *cli, char (**names)[AG_NAME_MAX + 1])
+{
+	struct ag_agent *agents;
+	size_t n, i;
+	int err = ag_agent_list(cli->ctx, &agents, &n);
+
+	if (err)
+		return cli_lib_error(cli, err);
+	*names = calloc(ag_max_agents(cli->ctx), sizeof(**names));
+	if (!*names) {
+		free(agents);
+		return cli_error(cli, EXIT_RUNTIME, "out of memory");
+	}
+	for (i = 0; i < n; i++)
+		memcpy((*names)[agents[i].slot], agents[i].name, sizeof(agents[i].name));
+	free(agents);
+	return 0;
+}
+
+int do_rule_list(struct cli *cli, int argc, char **argv)
+{
+	char(*names)[AG_NAME_MAX + 1] = NULL;
+	const char *only = NULL;
+	struct ag_rule *rules = NULL;
+	size_t n, i;
+	int err;
+
+	if (argc == 2 && !strcmp(argv[0], "agent"))
+		only = argv[1];
+	else if (argc != 0)
+		return cli_usage(cli, cmd("list"), "unexpected argument '%s'", argv[0]);
+	if (only && (err = parse_name(cli, only)))
+		return err;
+	err = slot_names(cli, &names);
+	if (err)
+		return err;
+	err = ag_rule_list(cli->ctx, &rules, &n);
+	if (err) {
+		free(names);
+		return cli_lib_error(cli, err);
+	}
+	qsort(rules, n, sizeof(*rules), by_prefix);
+	if (cli->json)
+		jsonw_start_array(&cli->jw);
+	else
+		printf("%-44s %5s  %s\n", "PREFIX", "PORT", "AGENT");
+	for (i = 0; i < n; i++) {
+		const char *agent = rules[i].slot < ag_max_agents(cli->ctx) ?
+					    names[rules[i].slot] : "";
+		char prefix[AG_PREFIX_STRLEN], port[8] = "any";
+
+		if (only && strcmp(agent, only))
+			continue;
+		if (cli->json) {
+			json_rule(&cli->jw, &rules[i], agent);
+			continue;
+		}
+		ag_prefix_format(&rules[i], prefix, sizeof(prefix));
+		if (rules[i].port)
+			snprintf(port, sizeof(port), "%u", rules[i].port);
+		printf("%-44s %5s  %s\n", prefix, port, agent);
+	}
+	if (cli->json) {
+		jsonw_end_array(&cli->jw);
+		jsonw_end_document(&cli->jw);
+	}
+	free(rules);
+	free(names);
+	return 0;
+}

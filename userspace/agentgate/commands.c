@@ -1,0 +1,85 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The command table: dispatch, every level of --help and the manual page
+ * (agentgate --man) are generated from it, so they cannot disagree.
+ */
+#include "cli.h"
+
+const struct command commands[] = {
+	{ "attach", NULL, "DEV [--mode native|generic] [--max-agents N] [--max-rules N]",
+	  "attach the datapath to a network device",
+	  "Loads the XDP program against the pinned maps (creating them under the pin root "
+	  "when missing, sized by --max-agents and --max-rules) and attaches it to DEV through "
+	  "a bpf_link pinned at PIN/links/DEV, so it stays attached when no process runs. "
+	  "Native mode is used when the driver supports it, generic mode otherwise (with a "
+	  "warning) or when asked. If agentgate is already attached to DEV, its program is "
+	  "replaced atomically and the maps are kept.",
+	  OPEN_CREATE, do_attach },
+	{ "detach", NULL, "DEV", "detach the datapath from a network device",
+	  "Detaches the program from DEV and removes the pinned link. The maps stay pinned.",
+	  OPEN_WRITE, do_detach },
+	{ "status", NULL, "", "show attachments, agents, rules and global settings",
+	  "Prints the pin root, each attached device with its mode and program id, the "
+	  "agents and slots in use, the rules per family, the default action and dry-run.",
+	  OPEN_READ, do_status },
+	{ "agent", "list", "[--sort drops|rate|name] [--limit N]", "list agents",
+	  "One row per agent: rate, burst, unit, tokens now, pinned, and passed and dropped "
+	  "packets and bytes. Sorted by name unless --sort says otherwise (drops and rate: "
+	  "highest first). With --json, an array of the objects agent show prints.",
+	  OPEN_READ, do_agent_list },
+	{ "agent", "show", "NAME", "show one agent",
+	  "The agent's limit, tokens now, counters and rules.", OPEN_READ, do_agent_show },
+	{ "agent", "set", "NAME [rate R] [burst B] [unit pps|bps] [pin|unpin]",
+	  "create or change an agent",
+	  "Creates the agent when it does not exist (defaults: rate 100, burst one second of "
+	  "rate, unit pps; a bps burst holds at least one 1518-byte frame), otherwise changes "
+	  "the given fields. R is tokens per second (pps: packets, bps: bytes), a decimal "
+	  "number with an optional k, M or G suffix; B is tokens. Tokens in the bucket are "
+	  "kept across a change, capped at the new burst. pin marks the rate as set by an "
+	  "operator, so ratings do not move it; unpin hands it back to the policy.",
+	  OPEN_WRITE, do_agent_set },
+	{ "agent", "reset", "NAME", "refill an agent's bucket to its burst", NULL, OPEN_WRITE,
+	  do_agent_reset },
+	{ "agent", "drain", "NAME N", "take N tokens from an agent's bucket",
+	  "A penalty: removes N tokens, down to an empty bucket (never below, so it costs at "
+	  "most one burst of refill time).",
+	  OPEN_WRITE, do_agent_drain },
+	{ "agent", "del", "NAME", "delete an agent and its rules",
+	  "Removes the agent, every rule that points at it and its bucket; its traffic "
+	  "becomes unclassified.",
+	  OPEN_WRITE, do_agent_del },
+	{ "agent", "explain", "NAME", "tell where an agent's rate came from",
+	  "Whether the rate was pinned by an operator or comes from the rating policy, with "
+	  "the policy, the last ratings and operator changes when agentgated's state under "
+	  "--state-dir is readable, otherwise what the maps alone say.",
+	  OPEN_READ, do_agent_explain },
+	{ "rule", "add", "PREFIX [port P] agent NAME", "classify a source prefix to an agent",
+	  "Traffic from PREFIX (IPv4 or IPv6, any length; a bare address is a host) to "
+	  "destination port P (any port when omitted) is charged to NAME. The longest "
+	  "prefix wins; at equal length a rule with a port wins.",
+	  OPEN_WRITE, do_rule_add },
+	{ "rule", "del", "PREFIX [port P]", "delete a rule", NULL, OPEN_WRITE, do_rule_del },
+	{ "rule", "list", "[agent NAME]", "list rules",
+	  "With --json, an array of {\"prefix\", \"port\", \"agent\"}; port is null for any "
+	  "port.",
+	  OPEN_READ, do_rule_list },
+	{ "config", "set", "default-action pass|drop | dry-run on|off", "change a global setting",
+	  "default-action applies to IP traffic no rule classifies (malformed and non-IP "
+	  "frames always pass). dry-run on passes traffic over the limit and counts it as "
+	  "would-drop, for a safe rollout.",
+	  OPEN_WRITE, do_config_set },
+	{ "config", "show", "", "show the global settings", NULL, OPEN_READ, do_config_show },
+	{ "top", NULL, "[--sort drops|rate|name] [--limit N] [--interval S] [--count N]",
+	  "live view of agents, refreshed every second",
+	  "Per agent: rate, burst, tokens, passed and dropped packets per second over the "
+	  "last interval, sorted by drops unless --sort says otherwise. q or Ctrl-C quits and "
+	  "restores the terminal. With --json, one JSON document per interval, one per line. "
+	  "--count stops after N intervals.",
+	  OPEN_READ, do_top },
+	{ "stats", NULL, "", "global counters",
+	  "Packets by reason (unclassified, each malformed kind, dry-run would-drops, ...) "
+	  "and the totals of every agent's counters.",
+	  OPEN_READ, do_stats },
+};
+
+const size_t n_commands = sizeof(commands) / sizeof(commands[0]);

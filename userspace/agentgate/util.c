@@ -1,0 +1,152 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Value parsing and the agent rows shared by list, show and top. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* Decimal with an optional k, M or G (powers of 1000) suffix. */
+static bool parse_scaled(const char *text, double *v)
+{
+	char *end;
+	double x;
+
+	if (!text || !*text || (*text != '.' && (*text < '0' || *text > '9')))
+		return false;
+	errno = 0;
+	x = strtod(text, &end);
+	if (errno || end == text)
+		return false;
+	if (*end == 'k' || *end == 'K')
+		x *= 1e3, end++;
+	else if (*end == 'M')
+		x *= 1e6, end++;
+	else if (*end == 'G')
+		x *= 1e9, end++;
+	if (*end || !isfinite(x))
+		return false;
+	*v = x;
+	return true;
+}
+
+int parse_rate(struct cli *cli, const char *text, double *rate)
+{
+	if (!parse_scaled(text, rate))
+		return cli_error(cli, EXIT_USAGE,
+				 "invalid rate '%s' (tokens per second, e.g. 500, 2.5k, 1G)", text);
+	return ag_rate_check(*rate) ? cli_lib_error(cli, -EINVAL) : 0;
+}
+
+int parse_count(struct cli *cli, const char *what, const char *text, __u64 *v)
+{
+	double x;
+
+	if (!parse_scaled(text, &x) || x != floor(x) || x < 0 || x > 1.8e19)
+		return cli_error(cli, EXIT_USAGE, "invalid %s '%s' (a whole number, e.g. 100, 64k)",
+				 what, text);
+	*v = (__u64)x;
+	return 0;
+}
+
+int parse_unit(struct cli *cli, const char *text, enum ag_unit *unit)
+{
+	if (!strcmp(text, "pps"))
+		*unit = AG_UNIT_PPS;
+	else if (!strcmp(text, "bps"))
+		*unit = AG_UNIT_BPS;
+	else
+		return cli_error(cli, EXIT_USAGE, "invalid unit '%s' (pps or bps)", text);
+	return 0;
+}
+
+int parse_name(struct cli *cli, const char *text)
+{
+	return ag_name_check(text) ? cli_lib_error(cli, -EINVAL) : 0;
+}
+
+const char *unit_name(enum ag_unit unit)
+{
+	return unit == AG_UNIT_BPS ? "bps" : "pps";
+}
+
+const char *mode_name(enum ag_xdp_mode mode)
+{
+	return mode == AG_XDP_NATIVE ? "native" : mode == AG_XDP_GENERIC ? "generic" : "unknown";
+}
+
+/* Agents placed at their slot index, so the passes below run in slot order
+ * (sequential through the bucket mmap and the counters). */
+static int place_row(void *arg, const struct ag_agent *a)
+{
+	struct agent_row *rows = arg;
+
+	rows[a->slot].a = *a;
+	return 0;
+}
+
+/* Every agent with its tokens and counters. Rows are allocated for every
+ * slot, then compacted; pages of slots never used are never touched. */
+int load_rows(struct cli *cli, struct agent_row **out, size_t *n_out)
+{
+	__u32 max = ag_max_agents(cli->ctx), slot;
+	struct agent_row *rows = calloc(max ? max : 1, sizeof(*rows));
+	struct ag_counters *counters = calloc(max ? max : 1, sizeof(*counters));
+	size_t n = 0;
+	int err;
+
+	if (!rows || !counters) {
+		free(rows);
+		free(counters);
+		return cli_error(cli, EXIT_RUNTIME, "out of memory");
+	}
+	err = ag_agent_foreach(cli->ctx, place_row, rows);
+	if (!err)
+		err = ag_counters_get_all(cli->ctx, counters);
+	for (slot = 0; !err && slot < max; slot++) {
+		struct agent_row *r = &rows[n];
+
+		if (!rows[slot].a.name[0])
+			continue;
+		if (r != &rows[slot])
+			*r = rows[slot];
+		r->c = counters[slot];
+		if (ag_bucket_tokens(cli->ctx, slot, &r->tokens))
+			r->tokens = NAN; /* deleted meanwhile */
+		n++;
+	}
+	free(counters);
+	if (err) {
+		free(rows);
+		return cli_lib_error(cli, err);
+	}
+	*out = rows;
+	*n_out = n;
+	return 0;
+}
+
+void json_agent(struct jsonw *w, const struct agent_row *r)
+{
+	jsonw_start_object(w);
+	json_agent_fields(w, r);
+	jsonw_end_object(w);
+}
+
+void json_agent_fields(struct jsonw *w, const struct agent_row *r)
+{
+	jsonw_string_field(w, "name", r->a.name);
+	jsonw_uint_field(w, "slot", r->a.slot);
+	jsonw_double_field(w, "rate", r->a.rate);
+	jsonw_uint_field(w, "burst", r->a.burst);
+	jsonw_string_field(w, "unit", unit_name(r->a.unit));
+	jsonw_double_field(w, "tokens", floor(r->tokens * 1000) / 1000);
+	jsonw_bool_field(w, "pinned", r->a.pinned);
+	jsonw_uint_field(w, "passed_packets", r->c.passed_packets);
+	jsonw_uint_field(w, "passed_bytes", r->c.passed_bytes);
+	jsonw_uint_field(w, "dropped_packets", r->c.dropped_packets);
+	jsonw_uint_field(w, "dropped_bytes", r->c.dropped_bytes);
+	jsonw_uint_field(w, "would_drop_packets", r->c.would_drop_packets);
+	jsonw_uint_field(w, "would_drop_bytes", r->c.would_drop_bytes);
+	jsonw_uint_field(w, "created_ms", r->a.created_ns / 1000000);
+}
