@@ -303,15 +303,18 @@ print("%d %d" % (x["prog"]["id"], x["mode"]) if x else "none")'
 # ---- 1. before attach ---------------------------------------------------
 
 t_no_maps_text() {
-	local c
+	local c pins
 	for c in status "agent list" stats; do
 		ag $c
 		expect_err 1 "agentgate attach" agentgated "$PIN" || return 1
 	done
-	# An empty pin root (the bpffs itself) says the same.
+	# A pin root without maps (the bpffs itself) says the same, and
+	# inspection creates nothing there.
+	pins=$(ls -A "$BPFFS")
 	run_cli "$BPFFS" status
 	expect_err 1 "agentgate attach" agentgated || return 1
-	[ -z "$(ls -A "$BPFFS")" ] || fail "a read-only command created pins: $(ls -A "$BPFFS")"
+	[ "$(ls -A "$BPFFS")" = "$pins" ] || fail "status created pins: $(ls -A "$BPFFS")" || return 1
+	[ ! -e "$PIN" ] || fail "inspection created $PIN"
 }
 
 t_no_maps_json() {
