@@ -33,10 +33,11 @@ export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
 run_one() {
 	local bin=$1 name out rc p f s
+	shift
 	name=$(basename "$bin")
 	echo "=== $name"
 	out=$(mktemp)
-	"$bin" >"$out" 2>&1
+	"$bin" "$@" >"$out" 2>&1
 	rc=$?
 	cat "$out"
 	p=$(grep -cE '^ok [0-9]+' "$out" | tr -d ' ')
@@ -62,6 +63,10 @@ for t in test_gcra test_lib test_xdp test_attach test_concurrency; do
 		echo "=== $t: not built" >&2
 		failed=$((failed + 1))
 	fi
+done
+# Shell suites take the build directory.
+for t in tests/cli/test_cli.sh; do
+	run_one "$t" "$build"
 done
 
 echo "$passed passed, $failed failed, $skipped skipped"

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* agentgate attach|detach|status */
 #include <arpa/inet.h>
+#include <net/if.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,9 @@ int do_attach(struct cli *cli, int argc, char **argv)
 		return err;
 	if (!dev)
 		return cli_usage(cli, cmd("attach"), "expected a device");
+	/* Before creating anything: a typo must not leave maps behind. */
+	if (!if_nametoindex(dev))
+		return cli_error(cli, EXIT_RUNTIME, "interface '%s' does not exist", dev);
 	err = cli_open(cli, OPEN_CREATE);
 	if (err)
 		return err;

@@ -152,8 +152,16 @@ int do_rule_list(struct cli *cli, int argc, char **argv)
 		only = argv[1];
 	else if (argc != 0)
 		return cli_usage(cli, cmd("list"), "unexpected argument '%s'", argv[0]);
-	if (only && (err = parse_name(cli, only)))
-		return err;
+	if (only) {
+		struct ag_agent a;
+
+		err = parse_name(cli, only);
+		if (err)
+			return err;
+		err = ag_agent_get(cli->ctx, only, &a);
+		if (err)
+			return cli_lib_error(cli, err);
+	}
 	err = slot_names(cli, &names);
 	if (err)
 		return err;

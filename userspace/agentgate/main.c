@@ -21,7 +21,7 @@ static const char *global_options =
 	"  -p, --pretty         indented JSON (implies --json)\n"
 	"      --pin-path DIR   pin root of the maps (default " AG_PIN_ROOT_DEFAULT ")\n"
 	"      --state-dir DIR  agentgated's state, for agent explain (default /var/lib/agentgate)\n"
-	"  -h, --help           help; also after OBJECT or OBJECT VERB\n"
+	"  -h, --help           help; also alone after a command (agentgate agent set --help)\n"
 	"  -V, --version        print the version\n"
 	"      --man            print the manual page (roff)\n";
 
@@ -224,7 +224,8 @@ static int run(struct cli *cli, int argc, char **argv)
 		argc--, argv++;
 	}
 	argc--, argv++;
-	if (argc > 0 && wants_help(argv[argc - 1])) {
+	/* Only a lone --help or -h: "help" and the rest are valid agent names. */
+	if (argc == 1 && (!strcmp(argv[0], "--help") || !strcmp(argv[0], "-h"))) {
 		print_help(cmd, stdout);
 		return 0;
 	}

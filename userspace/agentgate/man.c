@@ -55,7 +55,7 @@ static const char *const sections[] = {
 	".PP\n"
 	"Objects and verbs may be abbreviated to any unambiguous prefix: "
 	"\\fBagentgate ag li\\fR is \\fBagentgate agent list\\fR. "
-	"\\fBhelp\\fR, \\fB\\-\\-help\\fR or \\fB\\-h\\fR after a command prints its usage; "
+	"\\fB\\-\\-help\\fR or \\fB\\-h\\fR alone after a command prints its usage; "
 	"\\fBagentgate OBJECT help\\fR lists an object's verbs.\n",
 	".SH JSON OUTPUT\n"
 	"With \\fB\\-\\-json\\fR every command prints one JSON document on standard output, "

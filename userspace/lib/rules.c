@@ -92,8 +92,12 @@ int ag_prefix_parse(const char *text, struct ag_rule *rule)
 			      text, buf);
 	plen = max_plen(rule->family);
 	if (slash) {
+		/* digits only: strtoul alone would take "-1", "+8" and " 8" */
+		if (slash[1] < '0' || slash[1] > '9')
+			return ag_err(EINVAL, "invalid prefix '%s': length must be 0 to %d", text,
+				      max_plen(rule->family));
 		errno = 0;
-		plen = slash[1] >= '0' && slash[1] <= '9' ? strtoul(slash + 1, &end, 10) : 999;
+		plen = strtoul(slash + 1, &end, 10);
 		if (errno || *end || plen > (unsigned long)max_plen(rule->family))
 			return ag_err(EINVAL, "invalid prefix '%s': length must be 0 to %d", text,
 				      max_plen(rule->family));
