@@ -219,8 +219,15 @@ int main(int argc, char **argv)
 		t_text = median_run(text_list, o.runs);
 	}
 	uname(&un);
-	printf("agentgate scale\n  date      %s  agents %lu  runs %d\n  kernel    %s  nproc %ld\n",
-	       __DATE__, o.agents, o.runs, un.release, sysconf(_SC_NPROCESSORS_ONLN));
+	{
+		time_t t = time(NULL);
+		char when[32];
+
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+		printf("agentgate scale\n  date      %s  agents %lu  runs %d\n  kernel    %s  "
+		       "nproc %ld\n",
+		       when, o.agents, o.runs, un.release, sysconf(_SC_NPROCESSORS_ONLN));
+	}
 	printf("  setup     %.2f s (%.1f us per agent)\n", setup, setup / o.agents * 1e6);
 	printf("kernel memory (fdinfo memlock)\n");
 	for (i = 0; i < 4; i++)
