@@ -230,8 +230,13 @@ static __always_inline enum ag_verdict charge(__u32 slot, __u64 frame_len)
 			return AG_V_NO_BUCKET;
 		now = ag_ns_to_ticks(now_ns, p->mult);
 		cost = ag_packet_cost(b->unit[sel], interval, frame_len);
-		if (!ag_gcra_admit(w & AG_TAT_MASK, now, cost, p->tau, &new_tat))
+		if (!ag_gcra_admit(w & AG_TAT_MASK, now, cost, p->tau, &new_tat)) {
+			/* Judged on parameters a writer was replacing? Judge again.
+			 * (Admissions by other CPUs move tat too: those don't count.) */
+			if ((*(volatile __u64 *)&b->tat ^ w) & AG_TAT_SEL)
+				continue;
 			return AG_V_DROP;
+		}
 		if (__sync_val_compare_and_swap(&b->tat, w, (w & AG_TAT_SEL) | new_tat) == w)
 			return AG_V_PASS;
 	}

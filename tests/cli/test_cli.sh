@@ -1097,6 +1097,54 @@ t_attach_missing_creates_nothing() {
 	[ -z "$(ls -A "$pin" 2>/dev/null)" ] || fail "maps created for a missing device: $(ls "$pin")"
 }
 
+# ---- review findings, pinned down ---------------------------------------------
+
+t_json_dispatch_errors() {
+	ag -j agent
+	expect_json_err 2 "needs a verb" || return 1
+	ag -j --bogus status
+	expect_json_err 2 "--bogus" || return 1
+	ag --bogus status
+	expect_err 2 "--bogus" || return 1
+	ip netns exec "$NS" "$BIN" -j --pin-path >"$TMP/o" 2>"$TMP/e"
+	RC=$? OUT=$(<"$TMP/o") ERR=$(<"$TMP/e") CMD="agentgate -j --pin-path"
+	expect_json_err 2 "needs a value"
+}
+
+t_err_numbers_decimal_only() {
+	local before v
+	before=$(snapshot)
+	for v in 0x10 1e3 +5 -5 " 5" 5kk 1.2.3 .; do
+		ag agent set numtest rate "$v"
+		expect_err 2 "invalid rate" || return 1
+	done
+	ag agent drain nobody abc # input is checked before the agent is looked up
+	expect_err 2 "invalid token count" || return 1
+	same_state "$before" || return 1
+	agok -j agent set numtest rate 2.5k burst 1.5k
+	jcheck 'd["rate"] == 2500' 'd["burst"] == 1500' || return 1
+	agok agent del numtest
+}
+
+t_bps_burst_warning() {
+	agok agent set tiny unit bps rate 1M burst 1000
+	[[ "$ERR" == *"warning"*"1000 bytes"* ]] || fail "no warning for a burst under one frame" ||
+		return 1
+	# A new unit without a burst: one second of rate in the new unit.
+	agok -j agent set tiny unit pps
+	jcheck 'd["unit"] == "pps"' 'd["burst"] == 1000000' || return 1
+	# Back to bytes without a burst: the default holds a full-size frame.
+	agok -j agent set tiny unit bps rate 100
+	jcheck 'd["burst"] == 1518' || return 1
+	[[ "$ERR" != *"warning"* ]] || fail "warning for a burst that holds a frame" || return 1
+	agok agent del tiny
+}
+
+t_attach_sizes_ignored_warning() {
+	agok attach v0 --max-agents 7
+	[[ "$ERR" == *"warning"*"--max-agents"* ]] || fail "no warning that sizes do not apply"
+}
+
 # ---- runner ------------------------------------------------------------------------
 
 TESTS=(
@@ -1137,6 +1185,10 @@ TESTS=(
 	"t_agent_named_help|an agent named 'help' is shown, ruled and deleted; a lone --help is help"
 	"t_rule_list_unknown_agent|rule list agent nobody exits 1 naming it"
 	"t_attach_missing_creates_nothing|attach to a missing device on a fresh pin root creates no maps"
+	"t_json_dispatch_errors|JSON mode: a missing verb and unknown options are JSON errors (exit 2)"
+	"t_err_numbers_decimal_only|numbers are decimal only; drain checks input before the agent"
+	"t_bps_burst_warning|a bps burst under one frame warns; a unit change without burst resizes it"
+	"t_attach_sizes_ignored_warning|--max-agents on an existing pin root warns that it does not apply"
 )
 
 echo "1..${#TESTS[@]}"

@@ -9,7 +9,9 @@
  * fds and frees memory in the teardown: the binary stays leak-free under ASan.
  */
 #include <errno.h>
+#include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -1183,6 +1185,307 @@ static void test_config(void **state)
 	check_eq(config(ctx).default_action, AG_ACTION_PASS);
 }
 
+/* ---- findings of the code review, each pinned down ---------------------- */
+
+static struct ag_bucket read_bucket(int fd, __u32 slot)
+{
+	struct ag_bucket b;
+
+	check_ok(bpf_map_lookup_elem(fd, &slot, &b));
+	return b;
+}
+
+/* A delete killed after it disabled the bucket and dropped one of three
+ * rules: the next locker finishes it (agent and its other rules gone). */
+static void test_repair_half_deleted(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "repair_delete"), true, false, 8, 16);
+	int buckets = fx_map(fx, AG_MAP_BUCKETS), cfg = fx_map(fx, AG_MAP_CONFIG);
+	int trie = fx_map(fx, AG_MAP_RULES_V4);
+	struct ag_rule r8 = prefix("10.0.0.0/8", 0), r16 = prefix("10.1.0.0/16", 0),
+		       r24 = prefix("10.2.3.0/24", 0), *rules;
+	struct ag_lpm4_key k = { .prefixlen = 32 + 16, .addr = { 10, 1, 0, 0 } };
+	struct ag_bucket b;
+	struct ag_agent *v;
+	__u32 slot, want[AG_RK__MAX] = {};
+	size_t n;
+
+	slot = set_agent(ctx, "doomed", 100, 100);
+	set_agent(ctx, "bystander", 5, 5);
+	check_ok(ag_rule_add(ctx, &r8, "doomed"));
+	check_ok(ag_rule_add(ctx, &r16, "doomed"));
+	check_ok(ag_rule_add(ctx, &r24, "bystander"));
+	/* The torn state: journal set, bucket without limit, one rule gone. */
+	set_dirty(cfg, AG_DIRTY_AGENTS | AG_DIRTY_RULES);
+	b = read_bucket(buckets, slot);
+	memset(b.set, 0, sizeof(b.set));
+	check_ok(bpf_map_update_elem(buckets, &slot, &b, BPF_ANY));
+	check_ok(bpf_map_delete_elem(trie, &k));
+
+	set_agent(ctx, "trigger", 1, 1); /* any locked mutation repairs */
+	v = list_agents(fx, ctx, &n);
+	check_eq(n, 2);
+	assert_false(agent_listed(v, n, "doomed"));
+	rules = list_rules(fx, ctx, &n);
+	check_eq(n, 1);
+	assert_true(same_rule(&rules[0], &r24));
+	want[AG_RK_LPM4] = 1;
+	check_counts(ctx, want);
+	check_eq(config(ctx).dirty, 0);
+}
+
+/* An update killed after it rewrote the names entry but before the bucket
+ * followed: the repair applies the recorded limit. */
+static void test_repair_half_updated(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "repair_update"), true, false, 8, 16);
+	int names = fx_map(fx, AG_MAP_NAMES), buckets = fx_map(fx, AG_MAP_BUCKETS);
+	int cfg = fx_map(fx, AG_MAP_CONFIG);
+	struct ag_gcra_params want;
+	struct ag_agent_info info;
+	struct ag_bucket b;
+	__u32 slot = set_agent(ctx, "moved", 5, 5);
+
+	check_ok(bpf_map_lookup_elem(names, &slot, &info));
+	info.rate_mtps = 1000 * 1000;
+	info.burst = 2000;
+	check_ok(bpf_map_update_elem(names, &slot, &info, BPF_EXIST));
+	set_dirty(cfg, AG_DIRTY_AGENTS);
+
+	set_agent(ctx, "trigger", 1, 1);
+	check_ok(ag_gcra_params_for(1000, 2000, AG_UNIT_PPS, &want));
+	b = read_bucket(buckets, slot);
+	assert_memory_equal(&b.set[b.tat >> 63], &want, sizeof(want));
+	check_agent(ctx, "moved", slot, 1000, 2000);
+	/* And setting the old value again really reaches the bucket. */
+	check_ok(ag_agent_set(ctx, "moved",
+			      &(struct ag_agent_update){ .fields = AG_SET_RATE | AG_SET_BURST,
+							 .rate = 5, .burst = 5 },
+			      NULL, NULL));
+	check_ok(ag_gcra_params_for(5, 5, AG_UNIT_PPS, &want));
+	b = read_bucket(buckets, slot);
+	assert_memory_equal(&b.set[b.tat >> 63], &want, sizeof(want));
+}
+
+/* Switching a packet-limited agent to bytes gives it a byte-sized burst. */
+static void test_unit_switch_burst(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "unit_switch"), true, false, 8, 16);
+	struct ag_agent_update u = { .fields = AG_SET_UNIT | AG_SET_RATE, .unit = AG_UNIT_BPS,
+				     .rate = 1e6 };
+	struct ag_agent a;
+
+	set_agent(ctx, "u", 100, 100);
+	check_ok(ag_agent_set(ctx, "u", &u, NULL, NULL));
+	check_ok(ag_agent_get(ctx, "u", &a));
+	check_eq(a.unit, AG_UNIT_BPS);
+	check_eq(a.burst, 1000000); /* one second of the new rate */
+	u = (struct ag_agent_update){ .fields = AG_SET_UNIT | AG_SET_RATE, .unit = AG_UNIT_BPS,
+				      .rate = 10 };
+	set_agent(ctx, "v", 100, 100);
+	check_ok(ag_agent_set(ctx, "v", &u, NULL, NULL));
+	check_ok(ag_agent_get(ctx, "v", &a));
+	check_eq(a.burst, AG_BPS_MIN_BURST); /* at least one full-size frame */
+	/* An explicit burst is kept as given. */
+	u.fields = AG_SET_UNIT | AG_SET_BURST, u.unit = AG_UNIT_PPS, u.burst = 7;
+	check_ok(ag_agent_set(ctx, "v", &u, NULL, NULL));
+	check_ok(ag_agent_get(ctx, "v", &a));
+	check_eq(a.burst, 7);
+}
+
+struct rule_thread {
+	struct ag_ctx *ctx;
+	int id;
+	int errors;
+};
+
+static void *rule_churn(void *arg)
+{
+	struct rule_thread *t = arg;
+	int round, i;
+
+	for (round = 0; round < 5; round++)
+		for (i = 0; i < 40; i++) {
+			char text[32];
+			struct ag_rule r;
+
+			snprintf(text, sizeof(text), "10.%d.%d.0/24", t->id, i);
+			if (ag_prefix_parse(text, &r) || ag_rule_add(t->ctx, &r, "shared") ||
+			    (round < 4 && ag_rule_del(t->ctx, &r)))
+				t->errors++;
+		}
+	return NULL;
+}
+
+/* Threads sharing one context: the library lock orders them too, so the
+ * per-kind rule counts stay exact. */
+static void test_threads_share_context(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "threads"), true, false, 8, 1024);
+	struct rule_thread t[4];
+	pthread_t tid[4];
+	__u32 want[AG_RK__MAX] = {};
+	size_t n;
+	int i;
+
+	set_agent(ctx, "shared", 10, 10);
+	for (i = 0; i < 4; i++) {
+		t[i] = (struct rule_thread){ ctx, i + 1, 0 };
+		check_ok(pthread_create(&tid[i], NULL, rule_churn, &t[i]));
+	}
+	for (i = 0; i < 4; i++) {
+		pthread_join(tid[i], NULL);
+		check_eq(t[i].errors, 0);
+	}
+	list_rules(fx, ctx, &n);
+	check_eq(n, 160);
+	want[AG_RK_LPM4] = 160;
+	check_counts(ctx, want);
+	check_eq(config(ctx).dirty, 0);
+}
+
+/* A wait longer than 2^64 ns saturates instead of wrapping. */
+static void test_retry_after_saturates(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "retry_sat"), true, false, 8, 16);
+	struct ag_consume_result r;
+	__u32 slot = set_agent(ctx, "slow", 0.5, 1ULL << 40);
+
+	check_ok(ag_bucket_drain(ctx, slot, 1ULL << 40, NULL));
+	check_ok(ag_bucket_consume(ctx, slot, 1ULL << 40, &r));
+	assert_false(r.allowed);
+	check_eq(r.retry_after_ns, UINT64_MAX);
+}
+
+/* A names entry whose slot field disagrees with its key is never used to
+ * index anything, and the repair removes it. */
+static void test_corrupt_names_entry(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "corrupt"), true, false, 8, 16);
+	struct ag_agent_info bad = { .name = "bad", .rate_mtps = 1000, .burst = 1,
+				     .slot = 0x7fffffff };
+	int names = fx_map(fx, AG_MAP_NAMES), cfg = fx_map(fx, AG_MAP_CONFIG);
+	__u32 key;
+	struct ag_agent *v;
+	size_t n;
+
+	set_agent(ctx, "good", 1, 1);
+	key = free_slot(names, 8);
+	check_ok(bpf_map_update_elem(names, &key, &bad, BPF_NOEXIST));
+	v = list_agents(fx, ctx, &n);
+	check_eq(n, 1);
+	assert_true(agent_listed(v, n, "good"));
+	set_dirty(cfg, AG_DIRTY_AGENTS);
+	set_agent(ctx, "trigger", 1, 1); /* repairs, then may reuse the slot */
+	if (!bpf_map_lookup_elem(names, &key, &bad))
+		assert_string_not_equal(bad.name, "bad");
+	v = list_agents(fx, ctx, &n);
+	check_eq(n, 2);
+}
+
+#define VICTIM_RULES 100
+
+static void add_victim(struct ag_ctx *ctx)
+{
+	int i;
+
+	check_ok(ag_agent_set(ctx, "victim",
+			      &(struct ag_agent_update){ .fields = AG_SET_RATE, .rate = 50 }, NULL,
+			      NULL));
+	for (i = 0; i < VICTIM_RULES; i++) {
+		char text[32];
+		struct ag_rule r;
+
+		snprintf(text, sizeof(text), "10.77.%d.0/24", i);
+		check_ok(ag_prefix_parse(text, &r));
+		check_ok(ag_rule_add(ctx, &r, "victim"));
+	}
+}
+
+/* After repair: the victim is whole (every rule, a live limit) or gone
+ * (no rule left), and the counts agree with the maps. */
+static bool victim_consistent(struct ag_ctx *ctx, int buckets, bool *present)
+{
+	struct ag_rule *rules;
+	struct ag_agent a;
+	size_t n, i, mine = 0;
+	struct ag_config cfg = config(ctx);
+	__u32 counted = 0;
+
+	check_ok(ag_rule_list(ctx, &rules, &n));
+	*present = ag_agent_get(ctx, "victim", &a) == 0;
+	for (i = 0; i < n; i++)
+		mine += *present && rules[i].slot == a.slot;
+	free(rules);
+	for (i = 0; i < AG_RK__MAX; i++)
+		counted += cfg.rule_count[i];
+	if (counted != n || cfg.dirty)
+		return false;
+	if (!*present)
+		return n == 0;
+	{
+		struct ag_bucket b = read_bucket(buckets, a.slot);
+
+		return mine == VICTIM_RULES && n == VICTIM_RULES &&
+		       b.set[b.tat >> 63].interval != 0;
+	}
+}
+
+/* kill -9 in the middle of 'agent del', at random moments, many times. */
+static void test_kill_during_delete(void **state)
+{
+	struct fx *fx = *state;
+	const char *root = fx_root(fx, "kill_delete");
+	struct ag_ctx *ctx = fx_open(fx, root, true, false, 16, 256);
+	int buckets = fx_map(fx, AG_MAP_BUCKETS);
+	int round, killed_mid = 0;
+
+	__u64 t0, span_us;
+
+	ag_set_log(capture_log); /* repair warnings are expected here */
+	srand(12345);
+	/* How long one delete takes here: kills land across that span. */
+	add_victim(ctx);
+	t0 = ag_now_ns();
+	check_ok(ag_agent_delete(ctx, "victim"));
+	span_us = (ag_now_ns() - t0) / 1000 + 1;
+	for (round = 0; round < 40; round++) {
+		bool present;
+		pid_t pid;
+		int status;
+
+		if (ag_agent_get(ctx, "victim", &(struct ag_agent){}) != 0)
+			add_victim(ctx);
+		pid = fork();
+		assert_true(pid >= 0);
+		if (pid == 0) {
+			struct ag_ctx *c;
+
+			if (try_open(root, false, false, 0, 0, &c))
+				_exit(2);
+			_exit(ag_agent_delete(c, "victim") ? 1 : 0);
+		}
+		usleep(100 + (useconds_t)(rand() % (span_us + 400)));
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+		/* Any locked mutation repairs what the kill left. */
+		check_ok(ag_config_set_dry_run(ctx, false));
+		if (!victim_consistent(ctx, buckets, &present))
+			fail_msg("round %d: inconsistent after kill (victim %s)", round,
+				 present ? "present" : "gone");
+		killed_mid += WIFSIGNALED(status);
+	}
+	print_message("# %d of 40 deletes killed before they finished (one takes %llu us)\n",
+		      killed_mid, (unsigned long long)span_us);
+	assert_true(killed_mid > 0);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, fx_setup, fx_teardown)
 
 int main(void)
@@ -1205,6 +1508,13 @@ int main(void)
 		T(test_repair_stale_index),
 		T(test_counters_stats),
 		T(test_config),
+		T(test_repair_half_deleted),
+		T(test_repair_half_updated),
+		T(test_unit_switch_burst),
+		T(test_threads_share_context),
+		T(test_retry_after_saturates),
+		T(test_corrupt_names_entry),
+		T(test_kill_during_delete),
 	};
 
 	if (geteuid() != 0) {

@@ -235,6 +235,19 @@ int do_agent_show(struct cli *cli, int argc, char **argv)
 	return show(cli, argv[0], -1);
 }
 
+/* A bps bucket passes no frame larger than its burst. */
+static void warn_small_bps_burst(struct cli *cli, const char *name)
+{
+	struct ag_agent a;
+
+	if (!ag_agent_get(cli->ctx, name, &a) && a.unit == AG_UNIT_BPS &&
+	    a.burst < AG_BPS_MIN_BURST)
+		fprintf(stderr,
+			"agentgate: warning: agent %s has a burst of %llu bytes: frames larger "
+			"than that are always dropped (%u holds a full-size Ethernet frame)\n",
+			name, (unsigned long long)a.burst, AG_BPS_MIN_BURST);
+}
+
 /* Parse the keyword arguments of agent set into an update. */
 static int parse_set_args(struct cli *cli, int argc, char **argv, struct ag_agent_update *u)
 {
@@ -287,6 +300,7 @@ int do_agent_set(struct cli *cli, int argc, char **argv)
 	err = ag_agent_set(cli->ctx, argv[0], &u, NULL, &created);
 	if (err)
 		return cli_lib_error(cli, err);
+	warn_small_bps_burst(cli, argv[0]);
 	if (!cli->json)
 		printf("%s agent %s\n", created ? "created" : "updated", argv[0]);
 	return show(cli, argv[0], created);
@@ -349,9 +363,12 @@ int do_agent_drain(struct cli *cli, int argc, char **argv)
 
 	if (argc != 2)
 		return cli_usage(cli, cmd("drain"), "expected an agent name and a token count");
-	err = agent_slot(cli, argv[0], &slot);
+	/* All input checked before the agent is looked up: bad input is exit 2. */
+	err = parse_name(cli, argv[0]);
 	if (!err)
 		err = parse_count(cli, "token count", argv[1], &n);
+	if (!err)
+		err = agent_slot(cli, argv[0], &slot);
 	if (err)
 		return err;
 	err = ag_bucket_drain(cli->ctx, slot, n, &left);

@@ -69,6 +69,12 @@ int do_attach(struct cli *cli, int argc, char **argv)
 	err = cli_open(cli, OPEN_CREATE);
 	if (err)
 		return err;
+	if ((cli->max_agents && cli->max_agents != ag_max_agents(cli->ctx)) ||
+	    (cli->max_rules && cli->max_rules != ag_max_rules(cli->ctx)))
+		fprintf(stderr,
+			"agentgate: warning: %s already holds maps for %u agents and %u rules per "
+			"map; --max-agents/--max-rules apply only when creating them\n",
+			ag_pin_root(cli->ctx), ag_max_agents(cli->ctx), ag_max_rules(cli->ctx));
 	err = ag_attach(cli->ctx, dev, mode, &res);
 	if (err)
 		return cli_lib_error(cli, err);

@@ -34,8 +34,9 @@ const struct command commands[] = {
 	  "Creates the agent when it does not exist (defaults: rate 100, burst one second of "
 	  "rate, unit pps; a bps burst holds at least one 1518-byte frame), otherwise changes "
 	  "the given fields. R is tokens per second (pps: packets, bps: bytes), a decimal "
-	  "number with an optional k, M or G suffix; B is tokens. Tokens in the bucket are "
-	  "kept across a change, capped at the new burst. pin marks the rate as set by an "
+	  "number with an optional k, M or G suffix; B is tokens. A new unit without a burst "
+	  "takes that unit's default burst. Tokens in the bucket are kept across a change, "
+	  "capped at the new burst. pin marks the rate as set by an "
 	  "operator, so ratings do not move it; unpin hands it back to the policy.",
 	  OPEN_WRITE, do_agent_set },
 	{ "agent", "reset", "NAME", "refill an agent's bucket to its burst", NULL, OPEN_WRITE,

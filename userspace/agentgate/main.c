@@ -212,6 +212,9 @@ static int run(struct cli *cli, int argc, char **argv)
 		return err;
 	cmd = find(object, NULL);
 	if (!cmd) { /* an object with verbs */
+		if (argc < 2 && cli->json)
+			return cli_error(cli, EXIT_USAGE, "'%s' needs a verb (try 'agentgate %s help')",
+					 object, object);
 		if (argc < 2 || wants_help(argv[1])) {
 			fprintf(argc < 2 ? stderr : stdout, "Usage: agentgate %s VERB ...\n\n", object);
 			print_object_help(object, argc < 2 ? stderr : stdout);
@@ -260,8 +263,15 @@ int main(int argc, char **argv)
 
 	setvbuf(stdout, outbuf, _IOFBF, sizeof(outbuf)); /* listings can be 10^6 rows */
 	cli.pin_path = getenv("AGENTGATE_PIN_PATH");
+	/* JSON mode must report bad options as JSON, so getopt stays quiet and
+	 * the options are scanned for -j first. */
+	opterr = 0;
+	for (c = 1; c < argc && argv[c][0] == '-'; c++)
+		if (!strcmp(argv[c], "-j") || !strcmp(argv[c], "--json") ||
+		    !strcmp(argv[c], "-p") || !strcmp(argv[c], "--pretty"))
+			cli.json = true;
 	/* Stop at the first non-option: the rest belongs to the command. */
-	while ((c = getopt_long(argc, argv, "+jphV", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "+:jphV", opts, NULL)) != -1) {
 		switch (c) {
 		case 'j':
 			cli.json = true;
@@ -284,8 +294,12 @@ int main(int argc, char **argv)
 		case 'M':
 			print_manual(stdout);
 			return 0;
+		case ':':
+			return cli_error(&cli, EXIT_USAGE, "option '%s' needs a value",
+					 argv[optind - 1]);
 		default:
-			return EXIT_USAGE;
+			return cli_error(&cli, EXIT_USAGE, "unknown option '%s' (try --help)",
+					 argv[optind - 1]);
 		}
 	}
 	if (optind >= argc) {

@@ -7,25 +7,34 @@
 
 #include "cli.h"
 
-/* Decimal with an optional k, M or G (powers of 1000) suffix. */
+/* Decimal (digits, at most one point) with an optional k, M or G (powers of
+ * 1000) suffix. No signs, exponents or hex: what the help promises. */
 static bool parse_scaled(const char *text, double *v)
 {
-	char *end;
+	const char *p = text;
+	bool digits = false, point = false;
 	double x;
 
-	if (!text || !*text || (*text != '.' && (*text < '0' || *text > '9')))
+	if (!text)
 		return false;
-	errno = 0;
-	x = strtod(text, &end);
-	if (errno || end == text)
+	for (; *p; p++) {
+		if (*p >= '0' && *p <= '9')
+			digits = true;
+		else if (*p == '.' && !point)
+			point = true;
+		else
+			break;
+	}
+	if (!digits || (*p && p[1]) || (*p && *p != 'k' && *p != 'K' && *p != 'M' && *p != 'G'))
 		return false;
-	if (*end == 'k' || *end == 'K')
-		x *= 1e3, end++;
-	else if (*end == 'M')
-		x *= 1e6, end++;
-	else if (*end == 'G')
-		x *= 1e9, end++;
-	if (*end || !isfinite(x))
+	x = strtod(text, NULL);
+	if (*p == 'k' || *p == 'K')
+		x *= 1e3;
+	else if (*p == 'M')
+		x *= 1e6;
+	else if (*p == 'G')
+		x *= 1e9;
+	if (!isfinite(x))
 		return false;
 	*v = x;
 	return true;

@@ -5,9 +5,11 @@
  * the ag_names entry the commit record:
  *   create: names[slot] (claim, NOEXIST) -> counters zeroed -> bucket
  *           configured -> index[name] (commit)
- *   delete: rules dropped -> bucket disabled -> index removed -> names removed
+ *   delete: bucket disabled -> rules dropped -> index removed -> names removed
+ *   update: names rewritten -> bucket reconfigured (names is the truth)
  * A process killed in between leaves the journal bit set; the next locker
- * rolls an unfinished create back and finishes an unfinished delete.
+ * rolls an unfinished create back, finishes an unfinished delete and brings
+ * every bucket's parameters in line with its names entry.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -226,8 +228,9 @@ static int create_agent(struct ag_ctx *ctx, const char *name, const struct ag_ag
 	if (!err && bpf_map_update_elem(ctx->fds[AG_M_INDEX], &key, &info->slot, BPF_NOEXIST))
 		err = ag_err(errno, "cannot index agent '%s': %s", name, strerror(errno));
 	if (err) { /* roll back the claim, leave nothing half-made */
-		ag_bucket_disable(ctx, info->slot);
-		bpf_map_delete_elem(ctx->fds[AG_M_NAMES], &info->slot);
+		if (ag_bucket_disable(ctx, info->slot) ||
+		    (bpf_map_delete_elem(ctx->fds[AG_M_NAMES], &info->slot) && errno != ENOENT))
+			return err; /* journal stays set: the next locker repairs */
 		goto out;
 	}
 	ctx->buckets[info->slot].in_use = 1;
@@ -244,23 +247,41 @@ static int update_agent(struct ag_ctx *ctx, struct ag_agent_info *info,
 {
 	struct ag_agent_info next = *info;
 	struct ag_gcra_params p;
+	bool limit_changes;
 	int err;
 
 	merge_update(&next, u);
-	if (next.rate_mtps != info->rate_mtps || next.burst != info->burst ||
-	    next.unit != info->unit) {
+	/* A new unit makes the old burst meaningless (packets vs bytes). */
+	if (next.unit != info->unit && !(u->fields & AG_SET_BURST))
+		next.burst = default_burst(next.rate_mtps / 1000.0, next.unit);
+	limit_changes = next.rate_mtps != info->rate_mtps || next.burst != info->burst ||
+			next.unit != info->unit;
+	if (limit_changes) {
 		err = ag_gcra_params_for(next.rate_mtps / 1000.0, next.burst, next.unit, &p);
-		if (err)
-			return err;
-		err = ag_bucket_configure(ctx, info->slot, &p, next.unit);
+		if (!err)
+			err = ag_dirty_set(ctx, AG_DIRTY_AGENTS);
 		if (err)
 			return err;
 	}
-	if (bpf_map_update_elem(ctx->fds[AG_M_NAMES], &info->slot, &next, BPF_EXIST))
-		return ag_err(errno, "cannot update agent in slot %u: %s", info->slot,
-			      strerror(errno));
+	if (bpf_map_update_elem(ctx->fds[AG_M_NAMES], &info->slot, &next, BPF_EXIST)) {
+		err = ag_err(errno, "cannot update agent in slot %u: %s", info->slot,
+			     strerror(errno));
+		goto out;
+	}
+	err = limit_changes ? ag_bucket_configure(ctx, info->slot, &p, next.unit) : 0;
+	if (err) { /* put the record back; if that fails too, the journal stays */
+		if (bpf_map_update_elem(ctx->fds[AG_M_NAMES], &info->slot, info, BPF_EXIST))
+			return err;
+		goto out;
+	}
 	*info = next;
-	return 0;
+out:
+	if (limit_changes) {
+		int clear = ag_dirty_clear(ctx, AG_DIRTY_AGENTS);
+
+		err = err ? err : clear;
+	}
+	return err;
 }
 
 static int check_update(const struct ag_agent_update *u)
@@ -313,9 +334,11 @@ static int remove_slot(struct ag_ctx *ctx, __u32 slot, const char *name, bool dr
 	struct ag_name_key key;
 	int err;
 
-	err = ag_rules_drop_slot(ctx, slot);
+	/* Bucket first: from here on the agent is recognisably half-deleted
+	 * (indexed, no limit), and a repair after a crash finishes the job. */
+	err = ag_bucket_disable(ctx, slot);
 	if (!err)
-		err = ag_bucket_disable(ctx, slot);
+		err = ag_rules_drop_slot(ctx, slot);
 	if (err)
 		return err;
 	if (drop_index) {
@@ -438,6 +461,8 @@ int ag_agent_foreach(struct ag_ctx *ctx, int (*fn)(void *arg, const struct ag_ag
 		for (i = 0; i < chunk && !err; i++) {
 			struct ag_agent a;
 
+			if (slots[i] >= ctx->max_agents || infos[i].slot != slots[i])
+				continue; /* corrupt entry: never index anything by it */
 			info_to_agent(&infos[i], &a);
 			err = fn(arg, &a);
 		}
@@ -528,6 +553,24 @@ static int drop_stale_index(struct ag_ctx *ctx, const bool *named)
 	return err;
 }
 
+/* An update killed between its names entry and its bucket: the names
+ * entry is what was asked for, so the bucket follows it. */
+static int reconcile_limit(struct ag_ctx *ctx, const struct ag_agent_info *info)
+{
+	struct ag_bucket *b = &ctx->buckets[info->slot];
+	unsigned int sel = b->tat >> 63;
+	struct ag_gcra_params p;
+
+	if (ag_gcra_params_for(info->rate_mtps / 1000.0, info->burst, info->unit, &p))
+		return 0; /* a record no limit can express: leave the bucket alone */
+	if (!memcmp(&p, &b->set[sel], sizeof(p)) && b->unit[sel] == info->unit)
+		return 0;
+	ag_warn("agent in slot %u: applying its recorded limit, which an interrupted change "
+		"left unapplied",
+		info->slot);
+	return ag_bucket_configure(ctx, info->slot, &p, info->unit);
+}
+
 /* Under the lock, after a process died mid-change: make names, index,
  * buckets and the in-use hints agree again. */
 int ag_repair_agents(struct ag_ctx *ctx)
@@ -549,9 +592,16 @@ int ag_repair_agents(struct ag_ctx *ctx)
 	}
 	for (i = 0; i < n && !err; i++) {
 		char name[AG_NAME_MAX + 1];
-		struct ag_bucket *b = &ctx->buckets[slots[i]];
-		bool indexed, limited = b->set[b->tat >> 63].interval != 0;
+		struct ag_bucket *b;
+		bool indexed, limited;
 
+		if (slots[i] >= ctx->max_agents || infos[i].slot != slots[i]) {
+			ag_warn("removing a corrupt %s entry (slot %u)", AG_MAP_NAMES, slots[i]);
+			bpf_map_delete_elem(ctx->fds[AG_M_NAMES], &slots[i]);
+			continue;
+		}
+		b = &ctx->buckets[slots[i]];
+		limited = b->set[b->tat >> 63].interval != 0;
 		info_name(&infos[i], name);
 		name_key(name, &key);
 		indexed = !bpf_map_lookup_elem(ctx->fds[AG_M_INDEX], &key, &idx_slot) &&
@@ -559,6 +609,7 @@ int ag_repair_agents(struct ag_ctx *ctx)
 		if (indexed && limited) {
 			named[slots[i]] = true;
 			b->in_use = 1;
+			err = reconcile_limit(ctx, &infos[i]);
 			continue;
 		}
 		ag_warn("repairing agent '%s' in slot %u left half-%s by an interrupted change",

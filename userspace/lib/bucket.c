@@ -9,6 +9,7 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <bpf/bpf.h>
@@ -138,9 +139,9 @@ static double ticks_to_tokens(__u64 ticks, __u64 interval)
 
 static __u64 ticks_to_ns_ceil(__u64 ticks, __u64 mult)
 {
-	unsigned __int128 num = (unsigned __int128)ticks << 32;
+	unsigned __int128 ns = (((unsigned __int128)ticks << 32) + mult - 1) / mult;
 
-	return (__u64)((num + mult - 1) / mult);
+	return ns > UINT64_MAX ? UINT64_MAX : (__u64)ns; /* centuries: saturate */
 }
 
 int ag_bucket_tokens(struct ag_ctx *ctx, __u32 slot, double *tokens)
@@ -235,6 +236,11 @@ int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
 				      (unsigned long long)(v.p.tau / v.p.interval));
 		cost = tokens * v.p.interval;
 		if (!ag_gcra_admit(v.tat, v.now, cost, v.p.tau, &new_tat)) {
+			/* Decided on a view that moved on (parameters switched while we
+			 * read them): decide again rather than refuse on torn values. */
+			if ((atomic_load_explicit(ag_tat_word(&ctx->buckets[slot]),
+						  memory_order_acquire) ^ v.word) & AG_TAT_SEL)
+				continue;
 			res->allowed = false;
 			res->remaining = ticks_to_tokens(ag_gcra_headroom(v.tat, v.now, v.p.tau),
 							 v.p.interval);
@@ -275,12 +281,17 @@ static int switch_params(struct ag_ctx *ctx, __u32 slot, const struct ag_gcra_pa
 
 	if (!b)
 		return ag_err(ERANGE, "slot %u out of range (%u slots)", slot, ctx->max_agents);
+restart:
 	word = atomic_load_explicit(ag_tat_word(b), memory_order_acquire);
 	next = !(word >> 63);
 	b->set[next] = *p;
 	b->unit[next] = unit;
 	atomic_thread_fence(memory_order_release);
 	for (;;) {
+		/* Only one writer may switch at a time (ag_lock); should another
+		 * have flipped the selector, the set just written is live now. */
+		if ((word >> 63) == next)
+			goto restart;
 		const struct ag_gcra_params *old = &b->set[word >> 63];
 		__u64 now_ns = ag_now_ns(), new_tat = 0;
 

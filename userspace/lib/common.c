@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* Errors, warnings, time and the inter-process lock. */
 #include <errno.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -49,12 +50,34 @@ void ag_warn(const char *fmt, ...)
 	log_fn(buf);
 }
 
+/*
+ * In a time namespace CLOCK_MONOTONIC is shifted by an offset that
+ * bpf_ktime_get_ns() does not see; buckets must run on the kernel's own
+ * monotonic clock, so the offset is taken back out.
+ */
+static __s64 timens_offset_ns;
+
+static void read_timens_offset(void)
+{
+	FILE *f = fopen("/proc/self/timens_offsets", "r");
+	char clock[32];
+	long long sec, nsec;
+
+	while (f && fscanf(f, "%31s %lld %lld", clock, &sec, &nsec) == 3)
+		if (!strcmp(clock, "monotonic"))
+			timens_offset_ns = sec * 1000000000LL + nsec;
+	if (f)
+		fclose(f);
+}
+
 __u64 ag_now_ns(void)
 {
+	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct timespec ts;
 
+	pthread_once(&once, read_timens_offset);
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (__u64)ts.tv_sec * 1000000000ULL + (__u64)ts.tv_nsec;
+	return (__u64)ts.tv_sec * 1000000000ULL + (__u64)ts.tv_nsec - (__u64)timens_offset_ns;
 }
 
 int ag_require_writable(const struct ag_ctx *ctx)
@@ -72,12 +95,14 @@ int ag_lock(struct ag_ctx *ctx)
 	err = ag_require_writable(ctx);
 	if (err)
 		return err;
+	pthread_mutex_lock(&ctx->lock);
 	if (ctx->lock_depth++ > 0)
 		return 0;
 	while (flock(ctx->dir_fd, LOCK_EX) < 0) {
 		if (errno != EINTR) {
 			err = errno;
 			ctx->lock_depth = 0;
+			pthread_mutex_unlock(&ctx->lock);
 			return ag_err(err, "cannot lock %s: %s", ctx->pin_root, strerror(err));
 		}
 	}
@@ -96,6 +121,9 @@ int ag_lock(struct ag_ctx *ctx)
 
 void ag_unlock(struct ag_ctx *ctx)
 {
-	if (ctx->lock_depth > 0 && --ctx->lock_depth == 0)
+	if (ctx->lock_depth <= 0)
+		return;
+	if (--ctx->lock_depth == 0)
 		flock(ctx->dir_fd, LOCK_UN);
+	pthread_mutex_unlock(&ctx->lock);
 }

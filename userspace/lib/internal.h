@@ -4,6 +4,7 @@
 #define AGENTGATE_LIB_INTERNAL_H
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
 
 #include "agentgate.h"
@@ -38,7 +39,12 @@ extern const struct ag_map_desc ag_map_descs[AG_M__COUNT];
 struct ag_ctx {
 	char pin_root[PATH_MAX];
 	int dir_fd;     /* pin root, flock(2)ed by mutations */
-	int lock_depth; /* nested ag_lock() calls */
+	/* Threads sharing this ctx: flock cannot tell them apart (one open
+	 * file), so a recursive mutex orders them first. lock_depth is only
+	 * touched with the mutex held. */
+	pthread_mutex_t lock;
+	bool lock_ready;
+	int lock_depth;
 	bool read_only;
 	int fds[AG_M__COUNT];
 	struct ag_bucket *buckets; /* mmap of ag_buckets */

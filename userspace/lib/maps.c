@@ -318,10 +318,22 @@ int ag_open(const struct ag_open_opts *opts, struct ag_ctx **out)
 	if (!ctx)
 		return ag_err(ENOMEM, "out of memory");
 	memcpy(ctx->pin_root, root, len);
+	{
+		pthread_mutexattr_t attr;
+
+		pthread_mutexattr_init(&attr);
+		pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+		ctx->lock_ready = pthread_mutex_init(&ctx->lock, &attr) == 0;
+		pthread_mutexattr_destroy(&attr);
+	}
 	ctx->read_only = opts->read_only;
 	ctx->dir_fd = -1;
 	for (i = 0; i < AG_M__COUNT; i++)
 		ctx->fds[i] = -1;
+	if (!ctx->lock_ready) {
+		err = ag_err(ENOMEM, "cannot initialise a mutex");
+		goto cleanup;
+	}
 	ctx->ncpus = libbpf_num_possible_cpus();
 	if (ctx->ncpus <= 0) {
 		err = ag_err(EINVAL, "cannot count possible CPUs");
@@ -366,6 +378,8 @@ void ag_close(struct ag_ctx *ctx)
 			close(ctx->fds[i]);
 	if (ctx->dir_fd >= 0)
 		close(ctx->dir_fd);
+	if (ctx->lock_ready)
+		pthread_mutex_destroy(&ctx->lock);
 	free(ctx);
 }
 
