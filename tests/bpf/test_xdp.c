@@ -6,11 +6,14 @@
  * after, so a fixture also proves that nothing else moved.
  */
 #include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/wait.h>
 
 #include <bpf/bpf.h>
 #include <linux/bpf.h>
@@ -477,6 +480,59 @@ static bool test_deleted_agent_unclassified(void)
 	return ok;
 }
 
+/* The grandchild of a process that unshared a time namespace lives in it. */
+static int reset_in_time_namespace(__u32 slot, const char *root)
+{
+	struct ag_open_opts o = { .pin_root = root };
+	struct ag_ctx *c;
+	int status, fd;
+	pid_t pid;
+
+	if (unshare(CLONE_NEWTIME))
+		return 77;
+	fd = open("/proc/self/timens_offsets", O_WRONLY);
+	if (fd < 0 || write(fd, "monotonic 3600 0", 16) != 16)
+		return 77;
+	close(fd);
+	pid = fork();
+	if (pid == 0)
+		_exit(ag_open(&o, &c) || ag_bucket_reset(c, slot) ? 1 : 0);
+	if (pid < 0 || waitpid(pid, &status, 0) < 0 || !WIFEXITED(status))
+		return 1;
+	return WEXITSTATUS(status);
+}
+
+static bool test_time_namespace(void)
+{
+	struct seq_expect e = { .passed = 3, .dropped = 1 };
+	struct pkt p;
+	int status;
+	pid_t pid;
+
+	if (access("/proc/self/ns/time", F_OK)) {
+		printf("# no time namespaces here: nothing to check\n");
+		return true;
+	}
+	/* Empty the bucket, then reset it from a clock an hour ahead: the
+	 * datapath must see a full bucket, not an hour of debt. */
+	f_v4_lim(&p);
+	if (!set_limit(A_LIM, 1, 3, AG_UNIT_PPS) ||
+	    !ASSERT_OK(ag_bucket_drain(ctx, slots[A_LIM], 3, NULL), "drain"))
+		return false;
+	pid = fork();
+	if (pid == 0)
+		_exit(reset_in_time_namespace(slots[A_LIM], ag_pin_root(ctx)));
+	if (!ASSERT_TRUE(pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status),
+			 "child"))
+		return false;
+	if (WEXITSTATUS(status) == 77) {
+		printf("# cannot create a time namespace: nothing to check\n");
+		return true;
+	}
+	return ASSERT_EQ(WEXITSTATUS(status), 0, "reset in the time namespace") &&
+	       send_n(A_LIM, &p, 4, &e);
+}
+
 /* Frames below the Ethernet header: the kernel refuses them in test runs
  * (-EINVAL); where it accepts one, the program must pass and count it. */
 static bool test_short_frames(void)
@@ -529,6 +585,7 @@ static const struct {
 	{ "userspace consume and XDP share one bucket", test_userspace_consume_shares_bucket },
 	{ "rate change preserves the token level", test_rate_change_keeps_tokens },
 	{ "deleted agent's rules are gone: traffic unclassified", test_deleted_agent_unclassified },
+	{ "userspace in a time namespace runs buckets on the datapath's clock", test_time_namespace },
 };
 
 static bool setup(void)

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -53,29 +54,47 @@ void ag_warn(const char *fmt, ...)
 /*
  * In a time namespace CLOCK_MONOTONIC is shifted by an offset that
  * bpf_ktime_get_ns() does not see; buckets must run on the kernel's own
- * monotonic clock, so the offset is taken back out.
+ * monotonic clock, so the offset is taken back out. It is read once per
+ * process: a child may be forked into another time namespace, so fork()
+ * forgets it.
  */
 static __s64 timens_offset_ns;
+static atomic_int timens_known;
+
+static void forget_timens_offset(void)
+{
+	atomic_store(&timens_known, 0);
+}
+
+static void register_atfork(void)
+{
+	pthread_atfork(NULL, NULL, forget_timens_offset);
+}
 
 static void read_timens_offset(void)
 {
+	static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 	FILE *f = fopen("/proc/self/timens_offsets", "r");
 	char clock[32];
 	long long sec, nsec;
+	__s64 offset = 0;
 
+	pthread_once(&atfork_once, register_atfork);
 	while (f && fscanf(f, "%31s %lld %lld", clock, &sec, &nsec) == 3)
 		if (!strcmp(clock, "monotonic"))
-			timens_offset_ns = sec * 1000000000LL + nsec;
+			offset = sec * 1000000000LL + nsec;
 	if (f)
 		fclose(f);
+	timens_offset_ns = offset;
+	atomic_store(&timens_known, 1);
 }
 
 __u64 ag_now_ns(void)
 {
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
 	struct timespec ts;
 
-	pthread_once(&once, read_timens_offset);
+	if (!atomic_load(&timens_known))
+		read_timens_offset(); /* racing readers read the same value */
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (__u64)ts.tv_sec * 1000000000ULL + (__u64)ts.tv_nsec - (__u64)timens_offset_ns;
 }
