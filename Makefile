@@ -110,10 +110,26 @@ $(OUTPUT)/agentgate.8: $(OUTPUT)/agentgate
 man: $(OUTPUT)/agentgate.8
 	$(Q)cp $< docs/agentgate.8
 
+# ---- daemon modules (agentgated is built on these) --------------------
+
+D_SRCS := $(wildcard userspace/agentgated/*.c)
+D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(D_SRCS))
+D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(D_SRCS))
+D_LIBS := -ljansson
+
+$(OUTPUT)/libagentgated.a: $(D_OBJS)
+	$(call msg,AR,$@)
+	$(Q)$(AR) rcs $@ $^
+
+$(OUTPUT)/libagentgated-san.a: $(D_SAN_OBJS)
+	$(call msg,AR,$@)
+	$(Q)$(AR) rcs $@ $^
+
 # ---- tests (sanitized) ----------------------------------------------
 
 TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
-	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_gcra $(OUTPUT)/tests/test_lib
+	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_gcra $(OUTPUT)/tests/test_lib \
+	$(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating
 
 .PHONY: tests
 tests: $(TEST_BINS) $(OUTPUT)/agentgate-san
@@ -123,12 +139,17 @@ $(OUTPUT)/tests/test_concurrency: tests/bpf/test_concurrency.c $(OUTPUT)/libagen
 $(OUTPUT)/tests/test_attach: tests/bpf/test_attach.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_gcra: tests/unit/test_gcra.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_lib: tests/unit/test_lib.c $(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_policy: tests/unit/test_policy.c $(OUTPUT)/libagentgated-san.a \
+	$(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_rating: tests/unit/test_rating.c $(OUTPUT)/libagentgated-san.a \
+	$(OUTPUT)/libagentgate-san.a
 
 $(TEST_BINS):
 	$(call msg,CC-TEST,$@)
 	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $(SAN_FLAGS) -Itests/lib $(filter %.c,$^) \
-		$(OUTPUT)/libagentgate-san.a -o $@ $(LIBS) -lcmocka
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $(SAN_FLAGS) -Itests/lib -Iuserspace/agentgated \
+		$(filter %.c,$^) $(filter %agentgated-san.a,$^) $(OUTPUT)/libagentgate-san.a \
+		-o $@ $(LIBS) $(D_LIBS) -lcmocka
 
 # ---- benchmarks -------------------------------------------------------
 

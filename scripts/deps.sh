@@ -6,7 +6,7 @@ set -eu
 PACKAGES="
 	make gcc clang llvm pkg-config
 	libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
-	libcmocka-dev
+	libcmocka-dev libjansson-dev
 	iproute2 python3
 "
 

@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* Rating bodies: single object, array, NDJSON; whole-batch validation. */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "rating.h"
+
+static int parse(const char *body, enum ag_rating_format f, struct ag_rating_batch *b)
+{
+	return ag_ratings_parse(body, strlen(body), f, b);
+}
+
+static void single_object_all_fields(void **state)
+{
+	struct ag_rating_batch b;
+
+	assert_int_equal(parse("{\"id\":\"r-1\",\"agent\":\"planner-7\",\"user\":\"u42\","
+			       "\"score\":4,\"ts\":1763700000000,\"comment\":\"gut \\u00e9\"}",
+			       AG_RATING_JSON, &b),
+			 0);
+	assert_int_equal(b.n, 1);
+	assert_string_equal(b.items[0].id, "r-1");
+	assert_string_equal(b.items[0].agent, "planner-7");
+	assert_string_equal(b.items[0].user, "u42");
+	assert_int_equal(b.items[0].score, 4);
+	assert_int_equal(b.items[0].ts_ms, 1763700000000LL);
+	ag_rating_batch_free(&b);
+}
+
+static void only_agent_and_score_required(void **state)
+{
+	struct ag_rating_batch b;
+
+	assert_int_equal(parse("{\"agent\":\"a\",\"score\":1}", AG_RATING_JSON, &b), 0);
+	assert_int_equal(b.n, 1);
+	assert_string_equal(b.items[0].id, "");
+	assert_string_equal(b.items[0].user, "");
+	assert_int_equal(b.items[0].ts_ms, -1);
+	ag_rating_batch_free(&b);
+}
+
+static void array_and_ndjson(void **state)
+{
+	struct ag_rating_batch b;
+
+	assert_int_equal(parse("[{\"agent\":\"a\",\"score\":5},{\"agent\":\"b\",\"score\":3}]",
+			       AG_RATING_JSON, &b),
+			 0);
+	assert_int_equal(b.n, 2);
+	assert_string_equal(b.items[1].agent, "b");
+	ag_rating_batch_free(&b);
+	/* NDJSON: blank lines and CRLF endings are fine; no trailing newline too. */
+	assert_int_equal(parse("{\"agent\":\"a\",\"score\":5}\r\n\n  \n{\"agent\":\"c\",\"score\":2}",
+			       AG_RATING_NDJSON, &b),
+			 0);
+	assert_int_equal(b.n, 2);
+	assert_string_equal(b.items[1].agent, "c");
+	assert_int_equal(b.items[1].score, 2);
+	ag_rating_batch_free(&b);
+}
+
+/* The batch is refused whole, and every bad item is named. */
+static void batch_all_or_nothing(void **state)
+{
+	struct ag_rating_batch b;
+
+	assert_int_equal(parse("[{\"agent\":\"ok\",\"score\":5},"
+			       "{\"agent\":\"x\",\"score\":9},"
+			       "{\"agent\":\"ok2\",\"score\":4},"
+			       "{\"score\":2},"
+			       "{\"agent\":\"bad name\",\"score\":2}]",
+			       AG_RATING_JSON, &b),
+			 -EINVAL);
+	assert_int_equal(b.n, 0);
+	assert_int_equal(b.n_errors, 3);
+	assert_int_equal(b.errors[0].index, 1);
+	assert_string_equal(b.errors[0].field, "score");
+	assert_int_equal(b.errors[1].index, 3);
+	assert_string_equal(b.errors[1].field, "agent");
+	assert_non_null(strstr(b.errors[1].reason, "required"));
+	assert_int_equal(b.errors[2].index, 4);
+	assert_string_equal(b.errors[2].field, "agent");
+	ag_rating_batch_free(&b);
+}
+
+static void expect_field_error(const char *body, const char *field, const char *mentions)
+{
+	struct ag_rating_batch b;
+
+	assert_int_equal(parse(body, AG_RATING_JSON, &b), -EINVAL);
+	assert_int_equal(b.n_errors, 1);
+	assert_string_equal(b.errors[0].field, field);
+	if (!strstr(b.errors[0].reason, mentions))
+		fail_msg("%s: reason '%s' does not mention '%s'", body, b.errors[0].reason,
+			 mentions);
+	ag_rating_batch_free(&b);
+}
+
+static void each_field_checked(void **state)
+{
+	expect_field_error("{\"agent\":\"a\",\"score\":0}", "score", "1 to 5");
+	expect_field_error("{\"agent\":\"a\",\"score\":6}", "score", "1 to 5");
+	expect_field_error("{\"agent\":\"a\",\"score\":4.0}", "score", "integer");
+	expect_field_error("{\"agent\":\"a\",\"score\":\"4\"}", "score", "integer");
+	expect_field_error("{\"agent\":\"a\",\"score\":true}", "score", "integer");
+	expect_field_error("{\"agent\":\"a\"}", "score", "required");
+	expect_field_error("{\"agent\":5,\"score\":3}", "agent", "characters");
+	expect_field_error("{\"agent\":\"\",\"score\":3}", "agent", "characters");
+	expect_field_error("{\"agent\":\"a/b\",\"score\":3}", "agent", "characters");
+	expect_field_error("{\"agent\":\"a\",\"score\":3,\"ts\":-1}", "ts", "milliseconds");
+	expect_field_error("{\"agent\":\"a\",\"score\":3,\"ts\":1.5}", "ts", "milliseconds");
+	expect_field_error("{\"agent\":\"a\",\"score\":3,\"ts\":\"now\"}", "ts", "milliseconds");
+	expect_field_error("{\"agent\":\"a\",\"score\":3,\"id\":\"\"}", "id", "empty");
+	expect_field_error("{\"agent\":\"a\",\"score\":3,\"id\":7}", "id", "string");
+	expect_field_error("{\"agent\":\"a\",\"score\":3,\"id\":\"a\\nb\"}", "id", "printable");
+	expect_field_error("{\"agent\":\"a\",\"score\":3,\"user\":\"\\u00e9\"}", "user",
+			   "printable");
+	/* A NUL inside a string is refused by the JSON parser itself. */
+	expect_field_error("{\"agent\":\"a\",\"score\":3,\"comment\":\"x\\u0000y\"}", "",
+			   "invalid JSON");
+	expect_field_error("{\"agent\":\"a\",\"score\":3,\"sc0re\":3}", "", "unknown field 'sc0re'");
+	expect_field_error("[1]", "", "object");
+	expect_field_error("[]", "", "no ratings");
+	expect_field_error("{\"agent\":\"a\",\"score\":3,\"score\":4}", "", "invalid JSON");
+	expect_field_error("{\"agent\":\"a\",", "", "invalid JSON");
+}
+
+static void length_limits(void **state)
+{
+	char body[4096], id[AG_RATING_ID_MAX + 2];
+	struct ag_rating_batch b;
+
+	memset(id, 'i', sizeof(id) - 1);
+	id[AG_RATING_ID_MAX] = '\0'; /* exactly the limit */
+	snprintf(body, sizeof(body), "{\"agent\":\"a\",\"score\":3,\"id\":\"%s\"}", id);
+	assert_int_equal(parse(body, AG_RATING_JSON, &b), 0);
+	assert_int_equal(strlen(b.items[0].id), AG_RATING_ID_MAX);
+	ag_rating_batch_free(&b);
+	id[AG_RATING_ID_MAX] = 'i', id[AG_RATING_ID_MAX + 1] = '\0'; /* one over */
+	snprintf(body, sizeof(body), "{\"agent\":\"a\",\"score\":3,\"id\":\"%s\"}", id);
+	expect_field_error(body, "id", "longer than 128");
+}
+
+static void ndjson_lines_numbered(void **state)
+{
+	struct ag_rating_batch b;
+
+	/* Index counts non-blank lines: what a client's log line number is. */
+	assert_int_equal(parse("{\"agent\":\"a\",\"score\":5}\n\nnot json\n{\"agent\":\"b\"}\n",
+			       AG_RATING_NDJSON, &b),
+			 -EINVAL);
+	assert_int_equal(b.n, 0);
+	assert_int_equal(b.n_errors, 2);
+	assert_int_equal(b.errors[0].index, 1);
+	assert_non_null(strstr(b.errors[0].reason, "invalid JSON"));
+	assert_int_equal(b.errors[1].index, 2);
+	assert_string_equal(b.errors[1].field, "score");
+	ag_rating_batch_free(&b);
+	assert_int_equal(parse("\n \n", AG_RATING_NDJSON, &b), -EINVAL);
+	assert_non_null(strstr(b.errors[0].reason, "no ratings"));
+	ag_rating_batch_free(&b);
+}
+
+static void errors_counted_beyond_the_detailed_ones(void **state)
+{
+	size_t n = 250, i, len = 0;
+	char *body = malloc(n * 32);
+	struct ag_rating_batch b;
+
+	assert_non_null(body);
+	for (i = 0; i < n; i++)
+		len += (size_t)sprintf(body + len, "{\"agent\":\"a\",\"score\":7}\n");
+	assert_int_equal(ag_ratings_parse(body, len, AG_RATING_NDJSON, &b), -EINVAL);
+	assert_int_equal(b.n_errors, n);
+	assert_int_equal(b.errors[99].index, 99);
+	ag_rating_batch_free(&b);
+	free(body);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(single_object_all_fields),
+		cmocka_unit_test(only_agent_and_score_required),
+		cmocka_unit_test(array_and_ndjson),
+		cmocka_unit_test(batch_all_or_nothing),
+		cmocka_unit_test(each_field_checked),
+		cmocka_unit_test(length_limits),
+		cmocka_unit_test(ndjson_lines_numbered),
+		cmocka_unit_test(errors_counted_beyond_the_detailed_ones),
+	};
+
+	return cmocka_run_group_tests_name("rating", tests, NULL, NULL);
+}

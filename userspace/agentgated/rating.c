@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "agentgate.h"
+#include "policy.h"
+#include "rating.h"
+
+#define ERRORS_MAX 100 /* reported per batch; the count says how many more */
+
+struct item_error {
+	const char *field;
+	char reason[112];
+};
+
+static int item_fail(struct item_error *e, const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int item_fail(struct item_error *e, const char *field, const char *fmt, ...)
+{
+	va_list ap;
+
+	e->field = field;
+	va_start(ap, fmt);
+	vsnprintf(e->reason, sizeof(e->reason), fmt, ap);
+	va_end(ap);
+	return -EINVAL;
+}
+
+/* Printable ASCII without controls: ids and users travel in headers and logs. */
+static bool printable(const char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s < 0x20 || (unsigned char)*s > 0x7e)
+			return false;
+	return true;
+}
+
+static int opt_string(json_t *obj, const char *key, char *out, size_t max, bool check_chars,
+		      struct item_error *e)
+{
+	json_t *v = json_object_get(obj, key);
+	const char *s;
+
+	out[0] = '\0';
+	if (!v)
+		return 0;
+	if (!json_is_string(v))
+		return item_fail(e, key, "must be a string");
+	s = json_string_value(v);
+	if (json_string_length(v) > max)
+		return item_fail(e, key, "longer than %zu characters", max);
+	if (json_string_length(v) != strlen(s))
+		return item_fail(e, key, "contains a NUL character");
+	if (check_chars && !printable(s))
+		return item_fail(e, key, "must be printable ASCII");
+	if (out != NULL && max > 0)
+		snprintf(out, max + 1, "%s", s);
+	return 0;
+}
+
+static int check_fields(json_t *obj, struct item_error *e)
+{
+	static const char *const known[] = { "id", "agent", "user", "score", "ts", "comment" };
+	const char *key;
+	json_t *v;
+	size_t i;
+
+	json_object_foreach(obj, key, v) {
+		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
+			if (!strcmp(key, known[i]))
+				break;
+		if (i == sizeof(known) / sizeof(known[0]))
+			return item_fail(e, "", "unknown field '%.60s'", key);
+	}
+	return 0;
+}
+
+static int item_from_json(json_t *obj, struct ag_rating *r, struct item_error *e)
+{
+	char comment[AG_RATING_COMMENT_MAX + 1];
+	json_t *agent, *score, *ts;
+	json_int_t sv;
+	int err;
+
+	memset(r, 0, sizeof(*r));
+	r->ts_ms = -1;
+	if (!json_is_object(obj))
+		return item_fail(e, "", "must be a JSON object");
+	err = check_fields(obj, e);
+	if (err)
+		return err;
+	agent = json_object_get(obj, "agent");
+	if (!agent)
+		return item_fail(e, "agent", "is required");
+	if (!json_is_string(agent) || json_string_length(agent) > AG_NAME_MAX ||
+	    ag_name_check(json_string_value(agent)))
+		return item_fail(e, "agent", "must be 1 to 64 characters of A-Z a-z 0-9 . _ : -");
+	snprintf(r->agent, sizeof(r->agent), "%s", json_string_value(agent));
+	score = json_object_get(obj, "score");
+	if (!score)
+		return item_fail(e, "score", "is required");
+	sv = json_is_integer(score) ? json_integer_value(score) : 0;
+	if (!json_is_integer(score) || sv < AG_SCORE_MIN || sv > AG_SCORE_MAX)
+		return item_fail(e, "score", "must be an integer from 1 to 5");
+	r->score = (int)sv;
+	ts = json_object_get(obj, "ts");
+	if (ts) {
+		if (!json_is_integer(ts) || json_integer_value(ts) < 0 ||
+		    json_integer_value(ts) > AG_RATING_TS_MAX)
+			return item_fail(e, "ts", "must be milliseconds since the epoch (integer)");
+		r->ts_ms = json_integer_value(ts);
+	}
+	err = opt_string(obj, "id", r->id, AG_RATING_ID_MAX, true, e);
+	if (!err && json_object_get(obj, "id") && !r->id[0])
+		err = item_fail(e, "id", "must not be empty");
+	if (!err)
+		err = opt_string(obj, "user", r->user, AG_RATING_USER_MAX, true, e);
+	if (!err)
+		err = opt_string(obj, "comment", comment, AG_RATING_COMMENT_MAX, false, e);
+	return err;
+}
+
+static int push_error(struct ag_rating_batch *b, size_t index, const struct item_error *e)
+{
+	struct ag_rating_error *x;
+
+	if (b->n_errors++ >= ERRORS_MAX)
+		return 0; /* counted, not detailed */
+	x = &b->errors[b->n_errors - 1];
+	x->index = index;
+	snprintf(x->field, sizeof(x->field), "%s", e->field ? e->field : "");
+	snprintf(x->reason, sizeof(x->reason), "%s", e->reason);
+	return 0;
+}
+
+static int add_item(struct ag_rating_batch *b, size_t index, json_t *obj)
+{
+	struct item_error e = {};
+
+	if (b->n >= AG_RATING_BATCH_MAX) {
+		item_fail(&e, "", "more than %d ratings in one request", AG_RATING_BATCH_MAX);
+		return push_error(b, index, &e);
+	}
+	if (item_from_json(obj, &b->items[b->n], &e))
+		return push_error(b, index, &e);
+	b->n++;
+	return 0;
+}
+
+static size_t count_lines(const char *s, size_t len)
+{
+	size_t n = 1, i;
+
+	for (i = 0; i < len; i++)
+		n += s[i] == '\n';
+	return n;
+}
+
+static int parse_json(const char *body, size_t len, struct ag_rating_batch *b)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	size_t i;
+
+	if (!root) {
+		struct item_error e = {};
+
+		item_fail(&e, "", "invalid JSON at line %d column %d: %.60s", jerr.line,
+			  jerr.column, jerr.text);
+		return push_error(b, 0, &e);
+	}
+	if (json_is_array(root)) {
+		if (json_array_size(root) == 0) {
+			struct item_error e = {};
+
+			item_fail(&e, "", "the array holds no ratings");
+			push_error(b, 0, &e);
+		}
+		b->items = calloc(json_array_size(root) + 1, sizeof(*b->items));
+		for (i = 0; b->items && i < json_array_size(root); i++)
+			add_item(b, i, json_array_get(root, i));
+	} else {
+		b->items = calloc(1, sizeof(*b->items));
+		if (b->items)
+			add_item(b, 0, root);
+	}
+	json_decref(root);
+	return b->items ? 0 : -ENOMEM;
+}
+
+static int parse_ndjson(const char *body, size_t len, struct ag_rating_batch *b)
+{
+	size_t start = 0, index = 0, end;
+
+	b->items = calloc(count_lines(body, len), sizeof(*b->items));
+	if (!b->items)
+		return -ENOMEM;
+	while (start < len) {
+		json_error_t jerr;
+		json_t *obj;
+		size_t i;
+		bool blank = true;
+
+		for (end = start; end < len && body[end] != '\n'; end++)
+			;
+		for (i = start; i < end; i++)
+			blank &= body[i] == ' ' || body[i] == '\t' || body[i] == '\r';
+		if (!blank) {
+			obj = json_loadb(body + start, end - start, JSON_REJECT_DUPLICATES, &jerr);
+			if (obj) {
+				add_item(b, index, obj);
+				json_decref(obj);
+			} else {
+				struct item_error e = {};
+
+				item_fail(&e, "", "invalid JSON at column %d: %.60s", jerr.column,
+					  jerr.text);
+				push_error(b, index, &e);
+			}
+			index++;
+		}
+		start = end + 1;
+	}
+	if (index == 0) {
+		struct item_error e = {};
+
+		item_fail(&e, "", "no ratings in the body");
+		push_error(b, 0, &e);
+	}
+	return 0;
+}
+
+int ag_ratings_parse(const char *body, size_t len, enum ag_rating_format format,
+		     struct ag_rating_batch *b)
+{
+	int err;
+
+	memset(b, 0, sizeof(*b));
+	b->errors = calloc(ERRORS_MAX, sizeof(*b->errors));
+	if (!b->errors)
+		return -ENOMEM;
+	err = format == AG_RATING_NDJSON ? parse_ndjson(body, len, b) : parse_json(body, len, b);
+	if (err) {
+		ag_rating_batch_free(b);
+		return err;
+	}
+	if (b->n_errors) {
+		b->n = 0; /* all or nothing */
+		return -EINVAL;
+	}
+	return 0;
+}
+
+void ag_rating_batch_free(struct ag_rating_batch *b)
+{
+	free(b->items);
+	free(b->errors);
+	memset(b, 0, sizeof(*b));
+}
