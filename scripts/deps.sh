@@ -7,7 +7,7 @@ PACKAGES="
 	make gcc clang llvm pkg-config
 	libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
 	libcmocka-dev libjansson-dev
-	iproute2 python3
+	iproute2 python3 util-linux
 "
 
 missing=""

@@ -1145,6 +1145,29 @@ t_attach_sizes_ignored_warning() {
 	[[ "$ERR" == *"warning"*"--max-agents"* ]] || fail "no warning that sizes do not apply"
 }
 
+# ---- top on a real terminal -------------------------------------------------
+
+# script(1) gives top a pseudo-terminal; 'q' arrives after two frames. The
+# same terminal then reports its modes: canonical input and echo restored.
+t_top_terminal() {
+	local out=$TMP/top.tty
+	command -v script >/dev/null || { diag "script(1) not installed"; return 1; }
+	agok agent set ttyagent rate 50
+	(sleep 1; printf q) | timeout 20 script -qfec \
+		"ip netns exec $NS $BIN --pin-path $PIN top --interval 0.2; echo top-exit=\$?; stty -a" \
+		/dev/null >"$out" 2>&1
+	OUT=$(tr -d '\r' <"$out") RC=0 ERR="" CMD="agentgate top (on a terminal, then q)"
+	[[ "$OUT" == *"(q quits)"* ]] || fail "no live frame drawn" || return 1
+	[[ "$OUT" == *ttyagent* ]] || fail "agent row missing" || return 1
+	[[ "$OUT" == *"top-exit=0"* ]] || fail "q did not end top with exit 0" || return 1
+	[[ "$OUT" != *Sanitizer* ]] || fail "sanitizer report" || return 1
+	[[ "$OUT" == *$'\e[?25h'* ]] || fail "cursor not shown again" || return 1
+	local canon='(^|[^-])icanon' echo_on='(^|[[:space:]])echo[[:space:]]'
+	[[ "$OUT" =~ $canon ]] || fail "terminal left without canonical input" || return 1
+	[[ "$OUT" =~ $echo_on ]] || fail "terminal left without echo" || return 1
+	agok agent del ttyagent
+}
+
 # ---- runner ------------------------------------------------------------------------
 
 TESTS=(
@@ -1189,6 +1212,7 @@ TESTS=(
 	"t_err_numbers_decimal_only|numbers are decimal only; drain checks input before the agent"
 	"t_bps_burst_warning|a bps burst under one frame warns; a unit change without burst resizes it"
 	"t_attach_sizes_ignored_warning|--max-agents on an existing pin root warns that it does not apply"
+	"t_top_terminal|top on a terminal redraws, q quits with 0, echo and canonical input restored"
 )
 
 echo "1..${#TESTS[@]}"

@@ -29,6 +29,7 @@ struct cli {
 	__u32 max_rules;
 	struct jsonw jw;
 	struct ag_ctx *ctx;
+	const struct command *cmd; /* the command running, for its usage line */
 };
 
 struct command {
@@ -50,8 +51,8 @@ int cli_error(struct cli *cli, int code, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Map a library error (negative errno + ag_errmsg) to an exit code. */
 int cli_lib_error(struct cli *cli, int err);
-int cli_usage(struct cli *cli, const struct command *cmd, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+/* A usage error of the running command: the message and its synopsis. */
+int cli_usage(struct cli *cli, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Value parsing; each prints its error and returns EXIT_USAGE on failure. */
 int parse_rate(struct cli *cli, const char *text, double *rate);

@@ -9,16 +9,6 @@
 
 #include "cli.h"
 
-static const struct command *cmd(const char *verb)
-{
-	size_t i;
-
-	for (i = 0; i < n_commands; i++)
-		if (!strcmp(commands[i].object, "agent") && !strcmp(commands[i].verb, verb))
-			return &commands[i];
-	return NULL;
-}
-
 int parse_sort(struct cli *cli, const char *text, int *key)
 {
 	if (is_prefix(text, "drops"))
@@ -85,13 +75,13 @@ int do_agent_list(struct cli *cli, int argc, char **argv)
 
 	for (i = 0; i < argc; i++) {
 		if (i + 1 >= argc)
-			return cli_usage(cli, cmd("list"), "'%s' needs a value", argv[i]);
+			return cli_usage(cli, "'%s' needs a value", argv[i]);
 		if (!strcmp(argv[i], "--sort"))
 			err = parse_sort(cli, argv[++i], &key);
 		else if (!strcmp(argv[i], "--limit"))
 			err = parse_count(cli, "limit", argv[++i], &limit);
 		else
-			return cli_usage(cli, cmd("list"), "unexpected argument '%s'", argv[i]);
+			return cli_usage(cli, "unexpected argument '%s'", argv[i]);
 		if (err)
 			return err;
 	}
@@ -231,7 +221,7 @@ static int show(struct cli *cli, const char *name, int created)
 int do_agent_show(struct cli *cli, int argc, char **argv)
 {
 	if (argc != 1)
-		return cli_usage(cli, cmd("show"), "expected one agent name");
+		return cli_usage(cli, "expected one agent name");
 	return show(cli, argv[0], -1);
 }
 
@@ -263,16 +253,16 @@ static int parse_set_args(struct cli *cli, int argc, char **argv, struct ag_agen
 							     0;
 
 		if (!field)
-			return cli_usage(cli, cmd("set"), "unexpected argument '%s'", k);
+			return cli_usage(cli, "unexpected argument '%s'", k);
 		if (u->fields & field)
-			return cli_usage(cli, cmd("set"), "'%s' given twice", k);
+			return cli_usage(cli, "'%s' given twice", k);
 		u->fields |= field;
 		if (field == AG_SET_PINNED) {
 			u->pinned = !strcmp(k, "pin");
 			continue;
 		}
 		if (i + 1 >= argc)
-			return cli_usage(cli, cmd("set"), "'%s' needs a value", k);
+			return cli_usage(cli, "'%s' needs a value", k);
 		if (field == AG_SET_RATE)
 			err = parse_rate(cli, argv[++i], &u->rate);
 		else if (field == AG_SET_BURST)
@@ -291,7 +281,7 @@ int do_agent_set(struct cli *cli, int argc, char **argv)
 	int err;
 
 	if (argc < 1)
-		return cli_usage(cli, cmd("set"), "expected an agent name");
+		return cli_usage(cli, "expected an agent name");
 	err = parse_name(cli, argv[0]);
 	if (!err)
 		err = parse_set_args(cli, argc - 1, argv + 1, &u);
@@ -341,7 +331,7 @@ int do_agent_reset(struct cli *cli, int argc, char **argv)
 	int err;
 
 	if (argc != 1)
-		return cli_usage(cli, cmd("reset"), "expected one agent name");
+		return cli_usage(cli, "expected one agent name");
 	err = agent_slot(cli, argv[0], &slot);
 	if (err)
 		return err;
@@ -362,7 +352,7 @@ int do_agent_drain(struct cli *cli, int argc, char **argv)
 	int err;
 
 	if (argc != 2)
-		return cli_usage(cli, cmd("drain"), "expected an agent name and a token count");
+		return cli_usage(cli, "expected an agent name and a token count");
 	/* All input checked before the agent is looked up: bad input is exit 2. */
 	err = parse_name(cli, argv[0]);
 	if (!err)
@@ -383,7 +373,7 @@ int do_agent_del(struct cli *cli, int argc, char **argv)
 	int err;
 
 	if (argc != 1)
-		return cli_usage(cli, cmd("del"), "expected one agent name");
+		return cli_usage(cli, "expected one agent name");
 	err = parse_name(cli, argv[0]);
 	if (err)
 		return err;
@@ -433,7 +423,7 @@ int do_agent_explain(struct cli *cli, int argc, char **argv)
 	int err;
 
 	if (argc != 1)
-		return cli_usage(cli, cmd("explain"), "expected one agent name");
+		return cli_usage(cli, "expected one agent name");
 	err = load_one(cli, argv[0], &row);
 	if (err)
 		return err;

@@ -5,16 +5,6 @@
 
 #include "cli.h"
 
-static const struct command *cmd(const char *verb)
-{
-	size_t i;
-
-	for (i = 0; i < n_commands; i++)
-		if (!strcmp(commands[i].object, "config") && !strcmp(commands[i].verb, verb))
-			return &commands[i];
-	return NULL;
-}
-
 static int show(struct cli *cli)
 {
 	struct ag_config cfg;
@@ -40,7 +30,7 @@ static int show(struct cli *cli)
 int do_config_show(struct cli *cli, int argc, char **argv)
 {
 	if (argc)
-		return cli_usage(cli, cmd("show"), "unexpected argument '%s'", argv[0]);
+		return cli_usage(cli, "unexpected argument '%s'", argv[0]);
 	return show(cli);
 }
 
@@ -49,7 +39,7 @@ int do_config_set(struct cli *cli, int argc, char **argv)
 	int err;
 
 	if (argc != 2)
-		return cli_usage(cli, cmd("set"), "expected a setting and a value");
+		return cli_usage(cli, "expected a setting and a value");
 	if (!strcmp(argv[0], "default-action")) {
 		if (strcmp(argv[1], "pass") && strcmp(argv[1], "drop"))
 			return cli_error(cli, EXIT_USAGE,
@@ -63,7 +53,7 @@ int do_config_set(struct cli *cli, int argc, char **argv)
 					 argv[1]);
 		err = ag_config_set_dry_run(cli->ctx, !strcmp(argv[1], "on"));
 	} else {
-		return cli_usage(cli, cmd("set"), "unknown setting '%s' (default-action, dry-run)",
+		return cli_usage(cli, "unknown setting '%s' (default-action, dry-run)",
 				 argv[0]);
 	}
 	return err ? cli_lib_error(cli, err) : show(cli);
@@ -77,7 +67,7 @@ int do_stats(struct cli *cli, int argc, char **argv)
 	int err;
 
 	if (argc)
-		return cli_usage(cli, NULL, "stats takes no arguments");
+		return cli_usage(cli, "stats takes no arguments");
 	all = calloc(max, sizeof(*all));
 	if (!all)
 		return cli_error(cli, EXIT_RUNTIME, "out of memory");

@@ -7,16 +7,6 @@
 
 #include "cli.h"
 
-static const struct command *cmd(const char *object)
-{
-	size_t i;
-
-	for (i = 0; i < n_commands; i++)
-		if (!strcmp(commands[i].object, object))
-			return &commands[i];
-	return NULL;
-}
-
 static int parse_size(struct cli *cli, const char *what, const char *text, __u32 *out)
 {
 	__u64 v;
@@ -41,7 +31,7 @@ int do_attach(struct cli *cli, int argc, char **argv)
 		if (!strcmp(argv[i], "--mode") || !strcmp(argv[i], "--max-agents") ||
 		    !strcmp(argv[i], "--max-rules")) {
 			if (i + 1 >= argc)
-				return cli_usage(cli, cmd("attach"), "'%s' needs a value", argv[i]);
+				return cli_usage(cli, "'%s' needs a value", argv[i]);
 			if (!strcmp(argv[i], "--max-agents"))
 				err = parse_size(cli, "max-agents", argv[++i], &cli->max_agents);
 			else if (!strcmp(argv[i], "--max-rules"))
@@ -56,13 +46,13 @@ int do_attach(struct cli *cli, int argc, char **argv)
 		} else if (!dev && argv[i][0] != '-') {
 			dev = argv[i];
 		} else {
-			return cli_usage(cli, cmd("attach"), "unexpected argument '%s'", argv[i]);
+			return cli_usage(cli, "unexpected argument '%s'", argv[i]);
 		}
 	}
 	if (err)
 		return err;
 	if (!dev)
-		return cli_usage(cli, cmd("attach"), "expected a device");
+		return cli_usage(cli, "expected a device");
 	/* Before creating anything: a typo must not leave maps behind. */
 	if (!if_nametoindex(dev))
 		return cli_error(cli, EXIT_RUNTIME, "interface '%s' does not exist", dev);
@@ -101,7 +91,7 @@ int do_detach(struct cli *cli, int argc, char **argv)
 	int err;
 
 	if (argc != 1)
-		return cli_usage(cli, cmd("detach"), "expected one device");
+		return cli_usage(cli, "expected one device");
 	err = ag_detach(cli->ctx, argv[0]);
 	if (err)
 		return cli_lib_error(cli, err);
@@ -211,7 +201,7 @@ int do_status(struct cli *cli, int argc, char **argv)
 	int err;
 
 	if (argc)
-		return cli_usage(cli, cmd("status"), "unexpected argument '%s'", argv[0]);
+		return cli_usage(cli, "unexpected argument '%s'", argv[0]);
 	err = gather(cli, &st);
 	if (err)
 		return err;

@@ -5,16 +5,6 @@
 
 #include "cli.h"
 
-static const struct command *cmd(const char *verb)
-{
-	size_t i;
-
-	for (i = 0; i < n_commands; i++)
-		if (!strcmp(commands[i].object, "rule") && !strcmp(commands[i].verb, verb))
-			return &commands[i];
-	return NULL;
-}
-
 void json_rule(struct jsonw *w, const struct ag_rule *r, const char *agent)
 {
 	char prefix[AG_PREFIX_STRLEN];
@@ -33,17 +23,17 @@ void json_rule(struct jsonw *w, const struct ag_rule *r, const char *agent)
 }
 
 /* PREFIX [port P], then what remains. */
-static int parse_rule(struct cli *cli, const struct command *c, int *argc, char ***argv,
+static int parse_rule(struct cli *cli, int *argc, char ***argv,
 		      struct ag_rule *r)
 {
 	if (*argc < 1)
-		return cli_usage(cli, c, "expected a prefix");
+		return cli_usage(cli, "expected a prefix");
 	if (ag_prefix_parse((*argv)[0], r))
 		return cli_lib_error(cli, -22);
 	(*argc)--, (*argv)++;
 	if (*argc >= 1 && !strcmp((*argv)[0], "port")) {
 		if (*argc < 2)
-			return cli_usage(cli, c, "'port' needs a value");
+			return cli_usage(cli, "'port' needs a value");
 		if (ag_port_parse((*argv)[1], &r->port))
 			return cli_lib_error(cli, -22);
 		*argc -= 2, *argv += 2;
@@ -73,12 +63,12 @@ static void print_rule(struct cli *cli, const struct ag_rule *r, const char *age
 int do_rule_add(struct cli *cli, int argc, char **argv)
 {
 	struct ag_rule r;
-	int err = parse_rule(cli, cmd("add"), &argc, &argv, &r);
+	int err = parse_rule(cli, &argc, &argv, &r);
 
 	if (err)
 		return err;
 	if (argc != 2 || strcmp(argv[0], "agent"))
-		return cli_usage(cli, cmd("add"), "expected 'agent NAME' after the prefix");
+		return cli_usage(cli, "expected 'agent NAME' after the prefix");
 	err = parse_name(cli, argv[1]);
 	if (err)
 		return err;
@@ -92,12 +82,12 @@ int do_rule_add(struct cli *cli, int argc, char **argv)
 int do_rule_del(struct cli *cli, int argc, char **argv)
 {
 	struct ag_rule r;
-	int err = parse_rule(cli, cmd("del"), &argc, &argv, &r);
+	int err = parse_rule(cli, &argc, &argv, &r);
 
 	if (err)
 		return err;
 	if (argc != 0)
-		return cli_usage(cli, cmd("del"), "unexpected argument '%s'", argv[0]);
+		return cli_usage(cli, "unexpected argument '%s'", argv[0]);
 	err = ag_rule_del(cli->ctx, &r);
 	if (err)
 		return cli_lib_error(cli, err);
@@ -151,7 +141,7 @@ int do_rule_list(struct cli *cli, int argc, char **argv)
 	if (argc == 2 && !strcmp(argv[0], "agent"))
 		only = argv[1];
 	else if (argc != 0)
-		return cli_usage(cli, cmd("list"), "unexpected argument '%s'", argv[0]);
+		return cli_usage(cli, "unexpected argument '%s'", argv[0]);
 	if (only) {
 		struct ag_agent a;
 

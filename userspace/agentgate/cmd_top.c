@@ -226,19 +226,14 @@ struct top_opts {
 
 static int parse_top(struct cli *cli, int argc, char **argv, struct top_opts *o)
 {
-	const struct command *self = NULL;
-	size_t k;
 	int i, err = 0;
 
-	for (k = 0; k < n_commands; k++)
-		if (!strcmp(commands[k].object, "top"))
-			self = &commands[k];
 	o->limit = o->count = UINT64_MAX;
 	o->interval = 1.0;
 	sort_key = SORT_DROPS;
 	for (i = 0; i < argc && !err; i++) {
 		if (i + 1 >= argc)
-			return cli_usage(cli, self, "unexpected argument '%s'", argv[i]);
+			return cli_usage(cli, "unexpected argument '%s'", argv[i]);
 		if (!strcmp(argv[i], "--sort")) {
 			err = parse_sort(cli, argv[++i], &sort_key);
 		} else if (!strcmp(argv[i], "--limit")) {
@@ -253,7 +248,7 @@ static int parse_top(struct cli *cli, int argc, char **argv, struct top_opts *o)
 				return cli_error(cli, EXIT_USAGE,
 						 "invalid interval '%s' (0.1 to 3600 seconds)", argv[i]);
 		} else {
-			return cli_usage(cli, self, "unexpected argument '%s'", argv[i]);
+			return cli_usage(cli, "unexpected argument '%s'", argv[i]);
 		}
 	}
 	return err;

@@ -108,8 +108,9 @@ int cli_lib_error(struct cli *cli, int err)
 			 ag_errmsg());
 }
 
-int cli_usage(struct cli *cli, const struct command *cmd, const char *fmt, ...)
+int cli_usage(struct cli *cli, const char *fmt, ...)
 {
+	const struct command *cmd = cli->cmd;
 	char msg[512];
 	va_list ap;
 
@@ -239,6 +240,7 @@ static int run(struct cli *cli, int argc, char **argv)
 			return err;
 	}
 	jsonw_init(&cli->jw, stdout, cli->pretty);
+	cli->cmd = cmd;
 	err = cmd->run(cli, argc, argv);
 	ag_close(cli->ctx);
 	cli->ctx = NULL;

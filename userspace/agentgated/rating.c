@@ -41,6 +41,7 @@ static bool printable(const char *s)
 	return true;
 }
 
+/* No NUL can occur inside: the parser refuses \u0000 (no JSON_ALLOW_NUL). */
 static int opt_string(json_t *obj, const char *key, char *out, size_t max, bool check_chars,
 		      struct item_error *e)
 {
@@ -55,8 +56,6 @@ static int opt_string(json_t *obj, const char *key, char *out, size_t max, bool 
 	s = json_string_value(v);
 	if (json_string_length(v) > max)
 		return item_fail(e, key, "longer than %zu characters", max);
-	if (json_string_length(v) != strlen(s))
-		return item_fail(e, key, "contains a NUL character");
 	if (check_chars && !printable(s))
 		return item_fail(e, key, "must be printable ASCII");
 	if (out != NULL && max > 0)

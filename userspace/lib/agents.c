@@ -381,58 +381,13 @@ static int cmp_slot(const void *a, const void *b)
 	return x->slot < y->slot ? -1 : x->slot > y->slot;
 }
 
-/* Every (slot, info) of ag_names, with batch lookups. The buffers have a
- * whole chunk of room beyond max_agents so each call can be given a full
- * chunk: a hash batch that cannot fit one bucket's entries fails (ENOSPC). */
+/* Every (slot, info) of ag_names, raw, chunk by chunk with batch lookups;
+ * fn's non-zero return stops the walk and is returned. */
 #define NAMES_CHUNK 4096
 
-static int read_names(struct ag_ctx *ctx, __u32 **slots_out, struct ag_agent_info **infos_out,
-		      size_t *n_out)
-{
-	LIBBPF_OPTS(bpf_map_batch_opts, opts);
-	size_t cap = (size_t)ctx->max_agents + NAMES_CHUNK, n = 0;
-	__u32 *slots = calloc(cap, sizeof(*slots));
-	struct ag_agent_info *infos = calloc(cap, sizeof(*infos));
-	__u32 batch_key = 0, chunk;
-	void *in = NULL;
-	int err = 0;
-
-	if (!slots || !infos) {
-		err = ag_err(ENOMEM, "out of memory");
-		goto fail;
-	}
-	for (;;) {
-		chunk = NAMES_CHUNK;
-		if (bpf_map_lookup_batch(ctx->fds[AG_M_NAMES], in, &batch_key, slots + n,
-					 infos + n, &chunk, &opts)) {
-			if (errno != ENOENT) {
-				err = ag_err(errno, "cannot list %s: %s", AG_MAP_NAMES,
-					     strerror(errno));
-				goto fail;
-			}
-			n += chunk;
-			break;
-		}
-		n += chunk;
-		in = &batch_key;
-		if (n > ctx->max_agents) { /* cannot happen: the map holds max_agents */
-			err = ag_err(EOVERFLOW, "%s returned more than %u entries", AG_MAP_NAMES,
-				     ctx->max_agents);
-			goto fail;
-		}
-	}
-	*slots_out = slots;
-	*infos_out = infos;
-	*n_out = n;
-	return 0;
-fail:
-	free(slots);
-	free(infos);
-	return err;
-}
-
-int ag_agent_foreach(struct ag_ctx *ctx, int (*fn)(void *arg, const struct ag_agent *a),
-		     void *arg)
+static int walk_names(struct ag_ctx *ctx,
+		      int (*fn)(void *arg, __u32 slot, const struct ag_agent_info *info),
+		      void *arg)
 {
 	LIBBPF_OPTS(bpf_map_batch_opts, opts);
 	__u32 *slots = calloc(NAMES_CHUNK, sizeof(*slots));
@@ -458,19 +413,77 @@ int ag_agent_foreach(struct ag_ctx *ctx, int (*fn)(void *arg, const struct ag_ag
 			done = true;
 		}
 		in = &batch_key;
-		for (i = 0; i < chunk && !err; i++) {
-			struct ag_agent a;
-
-			if (slots[i] >= ctx->max_agents || infos[i].slot != slots[i])
-				continue; /* corrupt entry: never index anything by it */
-			info_to_agent(&infos[i], &a);
-			err = fn(arg, &a);
-		}
+		for (i = 0; i < chunk && !err; i++)
+			err = fn(arg, slots[i], &infos[i]);
 	}
 out:
 	free(slots);
 	free(infos);
 	return err;
+}
+
+struct names_copy {
+	__u32 *slots;
+	struct ag_agent_info *infos;
+	size_t n, cap;
+};
+
+static int copy_name(void *arg, __u32 slot, const struct ag_agent_info *info)
+{
+	struct names_copy *c = arg;
+
+	if (c->n == c->cap) /* the map holds at most max_agents */
+		return ag_err(EOVERFLOW, "%s returned more entries than it can hold",
+			      AG_MAP_NAMES);
+	c->slots[c->n] = slot;
+	c->infos[c->n++] = *info;
+	return 0;
+}
+
+/* All of ag_names at once, for the repair (which changes it afterwards). */
+static int read_names(struct ag_ctx *ctx, __u32 **slots_out, struct ag_agent_info **infos_out,
+		      size_t *n_out)
+{
+	struct names_copy c = { calloc(ctx->max_agents ?: 1, sizeof(__u32)),
+				calloc(ctx->max_agents ?: 1, sizeof(struct ag_agent_info)), 0,
+				ctx->max_agents };
+	int err = c.slots && c.infos ? walk_names(ctx, copy_name, &c) :
+				       ag_err(ENOMEM, "out of memory");
+
+	if (err) {
+		free(c.slots);
+		free(c.infos);
+		return err;
+	}
+	*slots_out = c.slots;
+	*infos_out = c.infos;
+	*n_out = c.n;
+	return 0;
+}
+
+struct foreach_arg {
+	struct ag_ctx *ctx;
+	int (*fn)(void *arg, const struct ag_agent *a);
+	void *arg;
+};
+
+static int visit_agent(void *arg, __u32 slot, const struct ag_agent_info *info)
+{
+	struct foreach_arg *f = arg;
+	struct ag_agent a;
+
+	if (slot >= f->ctx->max_agents || info->slot != slot)
+		return 0; /* corrupt entry: never index anything by it */
+	info_to_agent(info, &a);
+	return f->fn(f->arg, &a);
+}
+
+int ag_agent_foreach(struct ag_ctx *ctx, int (*fn)(void *arg, const struct ag_agent *a),
+		     void *arg)
+{
+	struct foreach_arg f = { ctx, fn, arg };
+
+	return walk_names(ctx, visit_agent, &f);
 }
 
 struct agent_vec {

@@ -272,8 +272,8 @@ static __u64 carried_headroom(const struct ag_gcra_params *old, __u64 tat, __u64
 }
 
 /* Writer side of the two-set protocol; the caller holds ag_lock. */
-static int switch_params(struct ag_ctx *ctx, __u32 slot, const struct ag_gcra_params *p,
-			 enum ag_unit unit)
+int ag_bucket_configure(struct ag_ctx *ctx, __u32 slot, const struct ag_gcra_params *p,
+			enum ag_unit unit)
 {
 	struct ag_bucket *b = bucket_at(ctx, slot);
 	__u64 word;
@@ -308,15 +308,9 @@ restart:
 	}
 }
 
-int ag_bucket_configure(struct ag_ctx *ctx, __u32 slot, const struct ag_gcra_params *p,
-			enum ag_unit unit)
-{
-	return switch_params(ctx, slot, p, unit);
-}
-
 int ag_bucket_disable(struct ag_ctx *ctx, __u32 slot)
 {
 	struct ag_gcra_params none = {};
 
-	return switch_params(ctx, slot, &none, AG_UNIT_PPS);
+	return ag_bucket_configure(ctx, slot, &none, AG_UNIT_PPS);
 }

@@ -292,7 +292,7 @@ static int insert_rule(struct ag_ctx *ctx, const struct ag_rule *rule, const cha
 		adjust_count(ctx, at.kind, -1, false);
 		return err;
 	}
-	return adjust_count(ctx, at.kind, 0, false);
+	return ag_dirty_clear(ctx, AG_DIRTY_RULES);
 }
 
 static int remove_rule(struct ag_ctx *ctx, const struct ag_rule *rule)
@@ -304,12 +304,12 @@ static int remove_rule(struct ag_ctx *ctx, const struct ag_rule *rule)
 	locate(ctx, rule, &at);
 	if (!find_exact(at.fd, &at.key, rule, &old))
 		return ag_err(ENOENT, "no rule %s", at.what);
-	err = adjust_count(ctx, at.kind, 0, true);
+	err = ag_dirty_set(ctx, AG_DIRTY_RULES);
 	if (err)
 		return err;
 	if (bpf_map_delete_elem(at.fd, &at.key)) {
 		err = ag_err(errno, "cannot delete rule %s: %s", at.what, strerror(errno));
-		adjust_count(ctx, at.kind, 0, false);
+		ag_dirty_clear(ctx, AG_DIRTY_RULES);
 		return err;
 	}
 	return adjust_count(ctx, at.kind, -1, false);
@@ -448,11 +448,11 @@ int ag_rules_drop_slot(struct ag_ctx *ctx, __u32 slot)
 		return err;
 	err = for_each_rule(ctx, collect, &rv);
 	if (!err && rv.n) {
-		err = adjust_count(ctx, 0, 0, true);
+		err = ag_dirty_set(ctx, AG_DIRTY_RULES);
 		if (!err)
 			err = delete_rules(ctx, &rv);
 		if (!err)
-			err = adjust_count(ctx, 0, 0, false);
+			err = ag_dirty_clear(ctx, AG_DIRTY_RULES);
 	}
 	free(rv.v);
 	ag_unlock(ctx);
