@@ -38,7 +38,8 @@ SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-
 
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
 
-all: $(OUTPUT)/libagentgate.a $(OUTPUT)/agentgate $(OUTPUT)/agentgate.8 tests bench-bins
+all: $(OUTPUT)/libagentgate.a $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(OUTPUT)/agentgate.8 \
+	tests bench-bins
 
 # ---- BPF objects and skeletons ----------------------------------------
 
@@ -110,12 +111,17 @@ $(OUTPUT)/agentgate.8: $(OUTPUT)/agentgate
 man: $(OUTPUT)/agentgate.8
 	$(Q)cp $< docs/agentgate.8
 
-# ---- daemon modules (agentgated is built on these) --------------------
+# ---- the daemon ------------------------------------------------------
+# Its modules go into libagentgated(-san).a too, for the unit tests.
 
 D_SRCS := $(wildcard userspace/agentgated/*.c)
-D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(D_SRCS))
-D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(D_SRCS))
-D_LIBS := -ljansson
+D_LIB_SRCS := $(filter-out userspace/agentgated/main.c,$(D_SRCS))
+D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(D_LIB_SRCS))
+D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(D_LIB_SRCS))
+D_LIBS := -ljansson -llmdb -lcivetweb -ljwt
+
+$(OUTPUT)/obj/userspace/agentgated/%.o $(OUTPUT)/san/userspace/agentgated/%.o: \
+	CFLAGS += -DAG_VERSION='"$(VERSION)"'
 
 $(OUTPUT)/libagentgated.a: $(D_OBJS)
 	$(call msg,AR,$@)
@@ -125,6 +131,17 @@ $(OUTPUT)/libagentgated-san.a: $(D_SAN_OBJS)
 	$(call msg,AR,$@)
 	$(Q)$(AR) rcs $@ $^
 
+$(OUTPUT)/agentgated: $(OUTPUT)/obj/userspace/agentgated/main.o $(OUTPUT)/libagentgated.a \
+		$(OUTPUT)/libagentgate.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(D_LIBS) $(LIBS)
+
+# The daemon built with sanitizers, for the daemon tests.
+$(OUTPUT)/agentgated-san: $(OUTPUT)/san/userspace/agentgated/main.o \
+		$(OUTPUT)/libagentgated-san.a $(OUTPUT)/libagentgate-san.a
+	$(call msg,LINK,$@)
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $^ -o $@ $(D_LIBS) $(LIBS)
+
 # ---- tests (sanitized) ----------------------------------------------
 
 TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
@@ -132,7 +149,7 @@ TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
 	$(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating
 
 .PHONY: tests
-tests: $(TEST_BINS) $(OUTPUT)/agentgate-san
+tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san
 
 $(OUTPUT)/tests/test_xdp: tests/bpf/test_xdp.c tests/bpf/fixtures.h $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_concurrency: tests/bpf/test_concurrency.c $(OUTPUT)/libagentgate-san.a

@@ -6,7 +6,8 @@ set -eu
 PACKAGES="
 	make gcc clang llvm pkg-config
 	libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
-	libcmocka-dev libjansson-dev
+	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev
+	prometheus wrk valgrind curl openssl
 	iproute2 python3 util-linux
 "
 

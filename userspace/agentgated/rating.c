@@ -262,3 +262,27 @@ void ag_rating_batch_free(struct ag_rating_batch *b)
 	free(b->errors);
 	memset(b, 0, sizeof(*b));
 }
+
+int ag_rating_parse_line(const char *line, size_t len, struct ag_rating *out,
+			 struct ag_rating_error *err)
+{
+	struct item_error e = {};
+	json_error_t jerr;
+	json_t *obj;
+	int rc;
+
+	memset(err, 0, sizeof(*err));
+	obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!obj) {
+		item_fail(&e, "", "invalid JSON at column %d: %.60s", jerr.column, jerr.text);
+		rc = -EINVAL;
+	} else {
+		rc = item_from_json(obj, out, &e) ? -EINVAL : 0;
+		json_decref(obj);
+	}
+	if (rc) {
+		snprintf(err->field, sizeof(err->field), "%s", e.field ? e.field : "");
+		snprintf(err->reason, sizeof(err->reason), "%s", e.reason);
+	}
+	return rc;
+}

@@ -56,4 +56,9 @@ int ag_ratings_parse(const char *body, size_t len, enum ag_rating_format format,
 		     struct ag_rating_batch *batch);
 void ag_rating_batch_free(struct ag_rating_batch *batch);
 
+/* One NDJSON line (without its newline): 0, or -EINVAL with err's field and
+ * reason set (err->index is left 0 for the caller). */
+int ag_rating_parse_line(const char *line, size_t len, struct ag_rating *out,
+			 struct ag_rating_error *err);
+
 #endif

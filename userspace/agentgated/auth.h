@@ -1,0 +1,43 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Bearer tokens: HS256 JWTs verified with libjwt. The algorithm is pinned
+ * to HS256 (a token naming any other, "none" included, is refused), "exp"
+ * is required and checked, and the scopes come from the "scope" claim (a
+ * space-separated string, as OAuth 2.0 writes it) or a "scopes" array.
+ */
+#ifndef AGENTGATED_AUTH_H
+#define AGENTGATED_AUTH_H
+
+#include <stddef.h>
+#include <time.h>
+
+enum ag_scope {
+	AG_SCOPE_RATINGS_WRITE = 1u << 0, /* ratings:write */
+	AG_SCOPE_AGENTS_ADMIN = 1u << 1,  /* agents:admin */
+	AG_SCOPE_STREAM_READ = 1u << 2,   /* stream:read */
+	AG_SCOPE_METRICS_READ = 1u << 3,  /* metrics:read */
+};
+
+#define AG_AUTH_KEY_MAX 4096
+#define AG_SUBJECT_MAX 128
+
+struct ag_token {
+	unsigned int scopes; /* enum ag_scope */
+	char subject[AG_SUBJECT_MAX + 1];
+};
+
+/* Verifies `token` (the text after "Bearer ") with key at time now.
+ * 0 and *out filled, or -EACCES with the reason in why. */
+int ag_token_verify(const char *token, const unsigned char *key, size_t key_len, time_t now,
+		    struct ag_token *out, char *why, size_t why_len);
+
+/* "ratings:write" -> AG_SCOPE_RATINGS_WRITE; 0 when unknown. */
+unsigned int ag_scope_parse(const char *name, size_t len);
+const char *ag_scope_name(unsigned int scope);
+
+/* Reads an HS256 secret file: its bytes with one trailing newline removed;
+ * at least 32 bytes. 0, or negative errno with the reason in why. */
+int ag_auth_key_load(const char *path, unsigned char *key, size_t *len, char *why,
+		     size_t why_len);
+
+#endif

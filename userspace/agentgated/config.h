@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * agentgated's settings: built-in defaults, then the config file, then the
+ * command line. One table describes every setting: its flag (--name), its
+ * config-file key (the same name), its argument and its help text, which
+ * --help and the manual page print.
+ *
+ * Config file: "key = value" lines, '#' starts a comment, repeatable keys
+ * (attach, nats) may appear more than once.
+ */
+#ifndef AGENTGATED_CONFIG_H
+#define AGENTGATED_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <linux/types.h>
+
+#include "policy.h"
+
+#define AGD_STATE_DIR_DEFAULT "/var/lib/agentgate"
+#define AGD_LISTEN_DEFAULT "127.0.0.1:9470"
+#define AGD_CONFIG_DEFAULT "/etc/agentgate/agentgated.conf"
+#define AGD_LIST_MAX 16
+
+struct agd_config {
+	char config[4096];
+	bool config_given; /* --config named it: it must exist */
+	char pin_path[4096];
+	char state_dir[4096];
+	char listen[256];
+	char attach[AGD_LIST_MAX][32];
+	size_t n_attach;
+	char xdp_mode[16];
+	char auth_key_file[4096];
+	char tls_cert[4096], tls_key[4096];
+	__u64 max_body;
+	char ingest_socket[108];
+	bool use_stdin;
+	char nats[AGD_LIST_MAX][256];
+	size_t n_nats;
+	char node[64];
+
+	struct ag_policy defaults;
+	bool auto_create;
+	__u64 dedup_window_ms;
+	__u64 dedup_max;
+	__u64 metrics_max_agents;
+	__u64 max_agents;
+	__u64 store_size;
+	__u64 queue_max;
+	__u64 threads;
+	__u64 request_timeout_ms;
+	bool quiet;
+};
+
+enum agd_parse_result {
+	AGD_RUN = 0,
+	AGD_EXIT_OK = 1, /* --help, --version, --man printed */
+	AGD_EXIT_USAGE = 2,
+};
+
+void agd_config_defaults(struct agd_config *c);
+
+/* Command line (with the config file it names, or the default one when it
+ * exists). Errors are printed to stderr. */
+enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **argv);
+
+/* The file alone: 0, or -1 with the error (file:line: ...) in buf. */
+int agd_config_file(struct agd_config *c, const char *path, char *buf, size_t len);
+
+/* The help text, from the table; tests check the manual page names every
+ * option it lists. */
+void agd_usage(FILE *f);
+
+#endif

@@ -1,0 +1,1498 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "engine.h"
+#include "store.h"
+
+/* One agent in memory: its stored record and what was last written into
+ * its bucket. Only the engine lock holder touches these. */
+struct entry {
+	struct entry *next; /* hash chain */
+	char name[AG_NAME_MAX + 1];
+	__u32 slot;
+	struct ag_agent_rec rec;
+	/* map state last written, to skip writes that change nothing */
+	double map_rate; /* < 0: not in the maps */
+	__u64 map_burst;
+	__u32 map_unit;
+	bool map_pinned;
+	/* apply-batch bookkeeping */
+	__u64 batch;             /* batch that saved `undo` */
+	struct ag_agent_rec undo;
+	bool new_in_batch;
+	__u64 created_job; /* job that created it in this batch */
+	__u64 job_mark;    /* last job that listed it in its answer */
+	struct entry *touched_next;
+};
+
+struct ag_engine {
+	struct ag_engine_opts opts;
+	struct ag_policy defaults;
+	struct ag_store st;
+	struct ag_ctx *ctx;
+	int audit_fd;
+
+	pthread_mutex_t lock; /* the table, the store's write side, the maps */
+	struct entry **buckets;
+	size_t nbuckets, count;
+
+	/* apply queue */
+	pthread_mutex_t qlock;
+	pthread_cond_t qcv;    /* work queued or stopping */
+	pthread_cond_t donecv; /* a batch finished or space freed */
+	struct ag_job *qhead, *qtail;
+	size_t queued;         /* ratings in the queue */
+	bool stopping;
+	pthread_t thread;
+	bool thread_started;
+	__u64 serial, batch_serial;
+
+	pthread_mutex_t slock; /* stats */
+	struct ag_engine_stats stats;
+};
+
+const double ag_apply_bucket_le[AG_APPLY_BUCKETS] = {
+	0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+	0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1,
+};
+
+static void nolog(int level, const char *fmt, ...)
+{
+}
+
+static __u64 wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (__u64)ts.tv_sec * 1000 + (__u64)ts.tv_nsec / 1000000;
+}
+
+static int fail(struct ag_op_err *oe, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int fail(struct ag_op_err *oe, int err, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (oe) {
+		va_start(ap, fmt);
+		vsnprintf(oe->msg, sizeof(oe->msg), fmt, ap);
+		va_end(ap);
+	}
+	return err;
+}
+
+/* ---- the agent table ------------------------------------------------------ */
+
+static size_t hash_name(const char *s)
+{
+	size_t h = 1469598103934665603ULL;
+
+	while (*s)
+		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+	return h;
+}
+
+static struct entry *tab_find(struct ag_engine *e, const char *name)
+{
+	struct entry *en = e->buckets[hash_name(name) & (e->nbuckets - 1)];
+
+	while (en && strcmp(en->name, name))
+		en = en->next;
+	return en;
+}
+
+static int tab_grow(struct ag_engine *e)
+{
+	size_t n = e->nbuckets * 2, i;
+	struct entry **b = calloc(n, sizeof(*b));
+
+	if (!b)
+		return -ENOMEM;
+	for (i = 0; i < e->nbuckets; i++) {
+		struct entry *en = e->buckets[i], *next;
+
+		for (; en; en = next) {
+			size_t h = hash_name(en->name) & (n - 1);
+
+			next = en->next;
+			en->next = b[h];
+			b[h] = en;
+		}
+	}
+	free(e->buckets);
+	e->buckets = b;
+	e->nbuckets = n;
+	return 0;
+}
+
+static struct entry *tab_add(struct ag_engine *e, const char *name)
+{
+	struct entry *en;
+	size_t h;
+
+	if (e->count >= e->nbuckets && tab_grow(e))
+		return NULL;
+	en = calloc(1, sizeof(*en));
+	if (!en)
+		return NULL;
+	snprintf(en->name, sizeof(en->name), "%s", name);
+	en->map_rate = -1;
+	h = hash_name(name) & (e->nbuckets - 1);
+	en->next = e->buckets[h];
+	e->buckets[h] = en;
+	e->count++;
+	return en;
+}
+
+static void tab_remove(struct ag_engine *e, struct entry *victim)
+{
+	struct entry **pp = &e->buckets[hash_name(victim->name) & (e->nbuckets - 1)];
+
+	for (; *pp; pp = &(*pp)->next) {
+		if (*pp == victim) {
+			*pp = victim->next;
+			e->count--;
+			free(victim);
+			return;
+		}
+	}
+}
+
+#define TAB_FOREACH(e, i, en)                                                              \
+	for (i = 0; i < (e)->nbuckets; i++)                                                \
+		for (en = (e)->buckets[i]; en; en = en->next)
+
+/* ---- records, maps and the audit log ---------------------------------------- */
+
+static void rec_init(struct ag_agent_rec *r, const struct ag_policy *defaults, __u64 now)
+{
+	memset(r, 0, sizeof(*r));
+	r->version = AG_STORE_VERSION;
+	ag_rec_set_policy(r, defaults, 0);
+	r->rate = defaults->r0;
+	r->last_ms = -1;
+	r->created_ms = r->updated_ms = now;
+}
+
+static void effective(struct ag_engine *e, const struct entry *en, struct ag_policy *p)
+{
+	ag_rec_effective(&en->rec, &e->defaults, p);
+}
+
+/* Writes the entry's rate and burst into its bucket (created when missing).
+ * The live bucket level is kept: the library switches parameters in place. */
+static int push_to_map(struct ag_engine *e, struct entry *en, bool force)
+{
+	struct ag_agent_update u = { .fields = AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT |
+					       AG_SET_PINNED };
+	struct ag_policy p;
+	bool created;
+	int err;
+
+	effective(e, en, &p);
+	u.rate = en->rec.rate;
+	u.burst = ag_policy_burst_tokens(&p, en->rec.rate);
+	u.unit = p.unit;
+	u.pinned = p.pinned;
+	if (!force && en->map_rate == u.rate && en->map_burst == u.burst &&
+	    en->map_unit == u.unit && en->map_pinned == u.pinned)
+		return 0;
+	err = ag_agent_set(e->ctx, en->name, &u, &en->slot, &created);
+	if (err) {
+		pthread_mutex_lock(&e->slock);
+		e->stats.map_errors++;
+		pthread_mutex_unlock(&e->slock);
+		e->opts.log(AG_LOG_ERR, "cannot write agent '%s' into the maps: %s", en->name,
+			    ag_errmsg());
+		return err;
+	}
+	en->map_rate = u.rate;
+	en->map_burst = u.burst;
+	en->map_unit = u.unit;
+	en->map_pinned = u.pinned;
+	return 0;
+}
+
+static json_t *policy_json(const struct ag_engine *e, const struct ag_agent_rec *r)
+{
+	struct ag_policy p;
+
+	ag_rec_effective(r, &e->defaults, &p);
+	return json_pack("{s:f,s:I,s:s,s:f,s:f,s:f,s:b}", "rate", r->rate, "burst",
+			 (json_int_t)ag_policy_burst_tokens(&p, r->rate), "unit",
+			 p.unit == AG_UNIT_BPS ? "bps" : "pps", "r_min", p.r_min, "r_max", p.r_max,
+			 "alpha", p.alpha, "pinned", p.pinned);
+}
+
+static json_t *rule_json(const struct ag_rule *rule, const char *agent)
+{
+	char prefix[AG_PREFIX_STRLEN];
+
+	ag_prefix_format(rule, prefix, sizeof(prefix));
+	return json_pack("{s:s,s:i,s:s}", "prefix", prefix, "port", rule->port, "agent", agent);
+}
+
+/* Records one operator change in the transaction; steals before/after. The
+ * line is returned for the audit file, written once the change commits. */
+static int audit(struct ag_engine *e, MDB_txn *txn, const char *subject, const char *action,
+		 const char *agent, json_t *before, json_t *after, char **line)
+{
+	json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:o,s:o}", "time_ms", (json_int_t)wall_ms(),
+			      "subject", subject ? subject : "", "action", action, "agent",
+			      agent ? agent : "", "before", before ? before : json_null(),
+			      "after", after ? after : json_null());
+	int err;
+
+	if (!o)
+		return -ENOMEM;
+	*line = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	if (!*line)
+		return -ENOMEM;
+	err = ag_store_audit(&e->st, txn, *line);
+	if (err) {
+		free(*line);
+		*line = NULL;
+	}
+	return err;
+}
+
+static void audit_file(struct ag_engine *e, char *line)
+{
+	if (!line)
+		return;
+	if (e->audit_fd >= 0) {
+		size_t n = strlen(line);
+
+		line[n] = '\n'; /* json_dumps left room: the NUL */
+		if (write(e->audit_fd, line, n + 1) != (ssize_t)(n + 1))
+			e->opts.log(AG_LOG_WARN, "audit.log: short write: %s", strerror(errno));
+	}
+	free(line);
+}
+
+static int txn_begin(struct ag_engine *e, MDB_txn **txn)
+{
+	return ag_store_errno(mdb_txn_begin(e->st.env, NULL, 0, txn));
+}
+
+static int txn_commit(struct ag_engine *e, MDB_txn *txn)
+{
+	int err = ag_store_errno(mdb_txn_commit(txn));
+
+	pthread_mutex_lock(&e->slock);
+	if (err)
+		e->stats.commit_errors++;
+	else
+		e->stats.commits++;
+	pthread_mutex_unlock(&e->slock);
+	return err;
+}
+
+static const char *store_error(int err)
+{
+	return err == -ENOSPC ? "the state store is full (raise --store-size)" : strerror(-err);
+}
+
+/* ---- start: load and reconcile ------------------------------------------- */
+
+static int load_agents(struct ag_engine *e, char *errbuf, size_t len)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_txn_begin(e->st.env, NULL, MDB_RDONLY, &txn);
+
+	if (!rc)
+		rc = mdb_cursor_open(txn, e->st.agents, &cur);
+	if (rc) {
+		snprintf(errbuf, len, "cannot read the state store: %s", mdb_strerror(rc));
+		return ag_store_errno(rc);
+	}
+	while (!(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))) {
+		char name[AG_NAME_MAX + 1];
+		struct entry *en;
+
+		if (k.mv_size > AG_NAME_MAX || v.mv_size != sizeof(struct ag_agent_rec)) {
+			e->opts.log(AG_LOG_WARN, "state store: skipping a malformed agent record");
+			continue;
+		}
+		memcpy(name, k.mv_data, k.mv_size);
+		name[k.mv_size] = 0;
+		en = tab_add(e, name);
+		if (!en) {
+			rc = ENOMEM;
+			break;
+		}
+		memcpy(&en->rec, v.mv_data, sizeof(en->rec));
+	}
+	mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	if (rc != MDB_NOTFOUND) {
+		snprintf(errbuf, len, "cannot read the agents from the state store: %s",
+			 mdb_strerror(rc));
+		return ag_store_errno(rc);
+	}
+	return 0;
+}
+
+/* An agent made with the CLI becomes one of ours, pinned where it was. */
+static int adopt_agent(void *arg, const struct ag_agent *a)
+{
+	struct ag_engine *e = arg;
+	struct ag_policy own = e->defaults;
+	struct entry *en;
+
+	if (tab_find(e, a->name))
+		return 0;
+	en = tab_add(e, a->name);
+	if (!en)
+		return -ENOMEM;
+	rec_init(&en->rec, &e->defaults, wall_ms());
+	own.r0 = a->rate;
+	own.burst = (double)a->burst;
+	own.burst_kind = AG_BURST_TOKENS;
+	own.unit = a->unit;
+	own.pinned = a->pinned;
+	if (own.r_min > a->rate)
+		own.r_min = a->rate;
+	if (own.r_max < a->rate)
+		own.r_max = a->rate;
+	ag_rec_set_policy(&en->rec, &own,
+			  AG_POL_R0 | AG_POL_BURST | AG_POL_UNIT | AG_POL_PINNED | AG_POL_R_MIN |
+				  AG_POL_R_MAX);
+	en->rec.rate = a->rate;
+	en->slot = a->slot;
+	en->map_rate = a->rate;
+	en->map_burst = a->burst;
+	en->map_unit = a->unit;
+	en->map_pinned = a->pinned;
+	en->new_in_batch = true; /* marks "to store" for reconcile */
+	return 0;
+}
+
+static void rule_key_of(const struct ag_rule *r, struct ag_rule_rec_key *k)
+{
+	memset(k, 0, sizeof(*k));
+	k->family = (__u8)r->family;
+	k->plen = r->plen;
+	k->port = r->port;
+	memcpy(k->addr, r->addr, 16);
+}
+
+static void rule_of_key(const struct ag_rule_rec_key *k, struct ag_rule *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->family = k->family;
+	r->plen = k->plen;
+	r->port = k->port;
+	memcpy(r->addr, k->addr, 16);
+}
+
+static bool same_rule(const struct ag_rule *a, const struct ag_rule *b)
+{
+	return a->family == b->family && a->plen == b->plen && a->port == b->port &&
+	       !memcmp(a->addr, b->addr, 16);
+}
+
+static int cmp_rule(const void *pa, const void *pb)
+{
+	const struct ag_rule *a = pa, *b = pb;
+
+	if (a->family != b->family)
+		return a->family < b->family ? -1 : 1;
+	if (a->plen != b->plen)
+		return a->plen < b->plen ? -1 : 1;
+	if (a->port != b->port)
+		return a->port < b->port ? -1 : 1;
+	return memcmp(a->addr, b->addr, 16);
+}
+
+/* slot -> agent name for every agent in the maps; free() the result. */
+static const char **slot_names(struct ag_engine *e)
+{
+	__u32 max = ag_max_agents(e->ctx);
+	const char **names = calloc(max, sizeof(*names));
+	struct entry *en;
+	size_t i;
+
+	if (!names)
+		return NULL;
+	TAB_FOREACH(e, i, en)
+		if (en->map_rate >= 0 && en->slot < max)
+			names[en->slot] = en->name;
+	return names;
+}
+
+static const char *slot_name(const char **names, struct ag_ctx *ctx, __u32 slot)
+{
+	return slot < ag_max_agents(ctx) ? names[slot] : NULL;
+}
+
+/* Rules LMDB has and the maps lack go in; rules only the maps have are
+ * adopted. A prefix both know for different agents keeps the maps' agent. */
+static int reconcile_rules(struct ag_engine *e, MDB_txn *txn)
+{
+	struct ag_rule *live = NULL;
+	size_t n_live = 0, i;
+	const char **names;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int err, rc;
+
+	err = ag_rule_list(e->ctx, &live, &n_live);
+	if (err)
+		return err;
+	qsort(live, n_live, sizeof(*live), cmp_rule);
+	names = slot_names(e);
+	rc = names ? mdb_cursor_open(txn, e->st.rules, &cur) : ENOMEM;
+	if (rc) {
+		free(live);
+		free(names);
+		return ag_store_errno(rc);
+	}
+	while (!(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))) {
+		struct ag_rule_rec_key key;
+		char agent[AG_NAME_MAX + 1];
+		struct ag_rule rule;
+
+		if (k.mv_size != sizeof(key) || v.mv_size > AG_NAME_MAX)
+			continue;
+		memcpy(&key, k.mv_data, sizeof(key));
+		memcpy(agent, v.mv_data, v.mv_size);
+		agent[v.mv_size] = 0;
+		rule_of_key(&key, &rule);
+		if (!bsearch(&rule, live, n_live, sizeof(*live), cmp_rule) && tab_find(e, agent) && ag_rule_add(e->ctx, &rule, agent))
+			e->opts.log(AG_LOG_WARN, "cannot restore a rule of '%s': %s", agent,
+				    ag_errmsg());
+	}
+	mdb_cursor_close(cur);
+	for (i = 0; i < n_live; i++) {
+		struct ag_rule_rec_key key;
+		const char *agent = slot_name(names, e->ctx, live[i].slot);
+
+		if (!agent)
+			continue;
+		rule_key_of(&live[i], &key);
+		err = ag_store_rule_put(&e->st, txn, &key, agent);
+		if (err)
+			break;
+	}
+	free(live);
+	free(names);
+	return err;
+}
+
+static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
+{
+	MDB_txn *txn;
+	struct entry *en;
+	size_t i, adopted = 0, restored = 0;
+	int err;
+
+	/* Ours first: their maps entries get our rates (buckets kept). */
+	TAB_FOREACH(e, i, en) {
+		struct ag_agent live;
+
+		if (!ag_agent_get(e->ctx, en->name, &live)) {
+			en->slot = live.slot;
+			en->map_rate = live.rate;
+			en->map_burst = live.burst;
+			en->map_unit = live.unit;
+			en->map_pinned = live.pinned;
+		}
+		if (push_to_map(e, en, false) == 0)
+			restored++;
+	}
+	err = ag_agent_foreach(e->ctx, adopt_agent, e);
+	if (err) {
+		snprintf(errbuf, len, "cannot read the agents in the maps: %s", ag_errmsg());
+		return err;
+	}
+	err = txn_begin(e, &txn);
+	if (err)
+		goto store_err;
+	TAB_FOREACH(e, i, en) {
+		if (!en->new_in_batch)
+			continue;
+		en->new_in_batch = false;
+		err = ag_store_agent_put(&e->st, txn, en->name, &en->rec);
+		if (err)
+			break;
+		adopted++;
+	}
+	if (!err)
+		err = reconcile_rules(e, txn);
+	if (err) {
+		mdb_txn_abort(txn);
+		goto store_err;
+	}
+	err = txn_commit(e, txn);
+	if (err)
+		goto store_err;
+	e->opts.log(AG_LOG_INFO, "state: %zu agents (%zu restored into the maps, %zu adopted from them)",
+		    e->count, restored, adopted);
+	return 0;
+store_err:
+	snprintf(errbuf, len, "cannot reconcile the state store with the maps: %s",
+		 store_error(err));
+	return err;
+}
+
+/* ---- applying ratings ------------------------------------------------------ */
+
+static void *apply_thread(void *arg);
+
+static void save_undo(struct ag_engine *e, struct entry *en, struct entry **touched)
+{
+	if (en->batch == e->batch_serial)
+		return;
+	en->batch = e->batch_serial;
+	en->undo = en->rec;
+	en->touched_next = *touched;
+	*touched = en;
+}
+
+/* Phase 1, per job: every agent it names exists, or is created now (in
+ * the maps first: a slot is what can run out). On refusal, agents this job
+ * created are removed again and the job fails whole. */
+static int admit_job(struct ag_engine *e, struct ag_job *job, struct entry **touched)
+{
+	size_t i;
+	int err = 0;
+
+	for (i = 0; i < job->n; i++) {
+		const struct ag_rating *r = &job->items[i];
+		struct entry *en = tab_find(e, r->agent);
+
+		if (en)
+			continue;
+		if (!e->opts.auto_create) {
+			snprintf(job->msg, sizeof(job->msg),
+				 "item %zu: unknown agent '%s' (create it with PUT /v1/agents/%s)",
+				 i, r->agent, r->agent);
+			err = -ENOENT;
+			break;
+		}
+		en = tab_add(e, r->agent);
+		if (!en) {
+			err = -ENOMEM;
+			break;
+		}
+		rec_init(&en->rec, &e->defaults, wall_ms());
+		en->new_in_batch = true;
+		en->batch = e->batch_serial;
+		en->undo = en->rec;
+		en->touched_next = *touched;
+		*touched = en;
+		en->created_job = job->serial;
+		err = push_to_map(e, en, true);
+		if (err) {
+			snprintf(job->msg, sizeof(job->msg), "item %zu: cannot create agent '%s': %s",
+				 i, r->agent, ag_errmsg());
+			break;
+		}
+	}
+	if (!err)
+		return 0;
+	/* Undo this job's creations (they head the touched list). */
+	while (*touched && (*touched)->new_in_batch && (*touched)->created_job == job->serial) {
+		struct entry *en = *touched;
+
+		*touched = en->touched_next;
+		if (en->map_rate >= 0)
+			ag_agent_delete(e->ctx, en->name);
+		tab_remove(e, en);
+	}
+	return err;
+}
+
+static int collect_agent(struct ag_job *job, struct entry *en, size_t *cap)
+{
+	if (job->n_agents == *cap) {
+		size_t n = *cap ? *cap * 2 : 8;
+		struct ag_job_agent *a = realloc(job->agents, n * sizeof(*a));
+
+		if (!a)
+			return -ENOMEM;
+		job->agents = a;
+		*cap = n;
+	}
+	snprintf(job->agents[job->n_agents++].name, AG_NAME_MAX + 1, "%s", en->name);
+	return 0;
+}
+
+/* Phase 2, per job, inside the batch transaction. */
+static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u64 now,
+		     struct entry **touched)
+{
+	size_t i, cap = 0;
+	int err;
+
+	for (i = 0; i < job->n; i++) {
+		const struct ag_rating *r = &job->items[i];
+		struct entry *en;
+		struct ag_policy p;
+
+		if (r->id[0]) {
+			err = ag_store_dedup_seen(&e->st, txn, r->id);
+			if (err < 0)
+				return err;
+			if (err) {
+				job->duplicates++;
+				continue;
+			}
+			err = ag_store_dedup_add(&e->st, txn, r->id, now);
+			if (err)
+				return err;
+		}
+		en = tab_find(e, r->agent);
+		save_undo(e, en, touched);
+		effective(e, en, &p);
+		en->rec.rate = ag_policy_rate_after(&p, en->rec.rate, r->score);
+		en->rec.count++;
+		en->rec.score_sum += r->score;
+		if ((r->ts_ms >= 0 ? r->ts_ms : (__s64)now) > en->rec.last_ms)
+			en->rec.last_ms = r->ts_ms >= 0 ? r->ts_ms : (__s64)now;
+		en->rec.updated_ms = now;
+		job->applied++;
+		if (en->job_mark != job->serial) {
+			en->job_mark = job->serial;
+			if (collect_agent(job, en, &cap))
+				return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/* Reads the final values of the agents a job rated (after the batch). */
+static void fill_job_agents(struct ag_engine *e, struct ag_job *job)
+{
+	size_t i;
+
+	for (i = 0; i < job->n_agents; i++) {
+		struct ag_job_agent *a = &job->agents[i];
+		struct entry *en = tab_find(e, a->name);
+		struct ag_rating_stats s;
+
+		if (!en)
+			continue;
+		s = (struct ag_rating_stats){ en->rec.count, en->rec.score_sum, en->rec.last_ms };
+		a->rate = en->rec.rate;
+		a->ratings = en->rec.count;
+		a->mean_score = ag_stats_mean(&s);
+	}
+}
+
+static void rollback(struct ag_engine *e, struct entry *touched)
+{
+	while (touched) {
+		struct entry *en = touched;
+
+		touched = en->touched_next;
+		if (en->new_in_batch) {
+			if (en->map_rate >= 0)
+				ag_agent_delete(e->ctx, en->name);
+			tab_remove(e, en);
+		} else {
+			en->rec = en->undo;
+		}
+	}
+}
+
+static void observe(struct ag_engine *e, struct ag_job *job, __u64 now_ns)
+{
+	double s = (double)(now_ns - job->received_ns) / 1e9;
+	size_t b = 0;
+
+	while (b < AG_APPLY_BUCKETS && s > ag_apply_bucket_le[b])
+		b++;
+	e->stats.apply_hist[b]++;
+	e->stats.apply_sum += s;
+	e->stats.apply_count++;
+	if (job->err)
+		e->stats.ratings_rejected += job->n;
+	e->stats.ratings_applied += job->applied;
+	e->stats.ratings_duplicate += job->duplicates;
+}
+
+static void run_batch(struct ag_engine *e, struct ag_job *jobs)
+{
+	struct entry *touched = NULL, *en;
+	struct ag_job *job;
+	__u64 now = wall_ms(), with_ids = 0, done_ns;
+	MDB_txn *txn = NULL;
+	size_t i;
+	int err;
+
+	pthread_mutex_lock(&e->lock);
+	e->batch_serial++;
+	for (job = jobs; job; job = job->next) {
+		job->serial = ++e->serial;
+		job->err = admit_job(e, job, &touched);
+		for (i = 0; i < job->n; i++)
+			with_ids += job->items[i].id[0] != 0;
+	}
+	err = txn_begin(e, &txn);
+	for (job = jobs; job && !err; job = job->next)
+		if (!job->err)
+			err = apply_job(e, txn, job, now, &touched);
+	if (!err && with_ids)
+		err = ag_store_dedup_prune(&e->st, txn, now, e->opts.dedup_window_ms,
+					   e->opts.dedup_max, 2 * with_ids + 64);
+	for (en = touched; en && !err; en = en->touched_next)
+		err = ag_store_agent_put(&e->st, txn, en->name, &en->rec);
+	if (!err) {
+		err = txn_commit(e, txn);
+		txn = NULL;
+	}
+	if (err) {
+		if (txn)
+			mdb_txn_abort(txn);
+		rollback(e, touched);
+		e->opts.log(AG_LOG_ERR, "ratings not applied: %s", store_error(err));
+		for (job = jobs; job; job = job->next) {
+			if (job->err)
+				continue;
+			job->err = err == -ENOSPC ? -ENOSPC : -EIO;
+			job->applied = job->duplicates = 0;
+			snprintf(job->msg, sizeof(job->msg), "ratings not applied: %s",
+				 store_error(err));
+		}
+	} else {
+		for (en = touched; en; en = en->touched_next) {
+			en->new_in_batch = false;
+			push_to_map(e, en, false);
+		}
+		for (job = jobs; job; job = job->next)
+			fill_job_agents(e, job);
+	}
+	pthread_mutex_unlock(&e->lock);
+
+	done_ns = ag_now_ns();
+	pthread_mutex_lock(&e->slock);
+	for (job = jobs; job; job = job->next)
+		observe(e, job, done_ns);
+	pthread_mutex_unlock(&e->slock);
+}
+
+static void *apply_thread(void *arg)
+{
+	struct ag_engine *e = arg;
+
+	for (;;) {
+		struct ag_job *jobs, *job, *next;
+
+		pthread_mutex_lock(&e->qlock);
+		while (!e->qhead && !e->stopping)
+			pthread_cond_wait(&e->qcv, &e->qlock);
+		if (!e->qhead) {
+			pthread_mutex_unlock(&e->qlock);
+			return NULL;
+		}
+		/* Everything queued goes into one group commit. */
+		jobs = e->qhead;
+		e->qhead = e->qtail = NULL;
+		pthread_mutex_unlock(&e->qlock);
+
+		run_batch(e, jobs);
+
+		pthread_mutex_lock(&e->qlock);
+		for (job = jobs; job; job = job->next) {
+			e->queued -= job->n;
+			job->finished = true;
+		}
+		pthread_cond_broadcast(&e->donecv);
+		pthread_mutex_unlock(&e->qlock);
+		/* Callbacks last: they may free the job. */
+		for (job = jobs; job; job = next) {
+			next = job->next;
+			if (job->done)
+				job->done(job);
+		}
+	}
+}
+
+int ag_engine_submit(struct ag_engine *e, struct ag_job *job)
+{
+	job->next = NULL;
+	job->finished = false;
+	job->err = 0;
+	job->msg[0] = 0;
+	job->applied = job->duplicates = 0;
+	job->agents = NULL;
+	job->n_agents = 0;
+	pthread_mutex_lock(&e->qlock);
+	/* Backpressure: wait for room, but never refuse a job to an empty queue. */
+	while (!e->stopping && e->queued && e->queued + job->n > e->opts.queue_max)
+		pthread_cond_wait(&e->donecv, &e->qlock);
+	if (e->stopping) {
+		pthread_mutex_unlock(&e->qlock);
+		return -ESHUTDOWN;
+	}
+	if (e->qtail)
+		e->qtail->next = job;
+	else
+		e->qhead = job;
+	e->qtail = job;
+	e->queued += job->n;
+	pthread_cond_signal(&e->qcv);
+	pthread_mutex_unlock(&e->qlock);
+	return 0;
+}
+
+int ag_engine_rate(struct ag_engine *e, struct ag_job *job)
+{
+	int err;
+
+	job->done = NULL;
+	err = ag_engine_submit(e, job);
+	if (err)
+		return err;
+	pthread_mutex_lock(&e->qlock);
+	while (!job->finished)
+		pthread_cond_wait(&e->donecv, &e->qlock);
+	pthread_mutex_unlock(&e->qlock);
+	return job->err;
+}
+
+void ag_job_release(struct ag_job *job)
+{
+	free(job->agents);
+	job->agents = NULL;
+	job->n_agents = 0;
+}
+
+/* ---- open / close ----------------------------------------------------------- */
+
+int ag_engine_open(const struct ag_engine_opts *opts, struct ag_engine **out, char *errbuf,
+		   size_t len)
+{
+	struct ag_open_opts oo = { .pin_root = opts->pin_root, .create = true,
+				   .max_agents = opts->max_agents };
+	char path[4096];
+	struct ag_engine *e;
+	int err;
+
+	e = calloc(1, sizeof(*e));
+	if (!e)
+		return -ENOMEM;
+	e->opts = *opts;
+	if (!e->opts.log)
+		e->opts.log = nolog;
+	e->defaults = opts->defaults;
+	e->audit_fd = -1;
+	pthread_mutex_init(&e->lock, NULL);
+	pthread_mutex_init(&e->qlock, NULL);
+	pthread_mutex_init(&e->slock, NULL);
+	pthread_cond_init(&e->qcv, NULL);
+	pthread_cond_init(&e->donecv, NULL);
+	e->nbuckets = 1024;
+	e->buckets = calloc(e->nbuckets, sizeof(*e->buckets));
+	if (!e->buckets) {
+		err = -ENOMEM;
+		goto cleanup;
+	}
+	err = ag_store_open(opts->state_dir, opts->store_size, &e->st, errbuf, len);
+	if (err)
+		goto cleanup;
+	snprintf(path, sizeof(path), "%s/audit.log", opts->state_dir);
+	e->audit_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (e->audit_fd < 0) {
+		err = -errno;
+		snprintf(errbuf, len, "cannot open %s: %s", path, strerror(-err));
+		goto cleanup;
+	}
+	err = ag_open(&oo, &e->ctx);
+	if (err) {
+		snprintf(errbuf, len, "%s", ag_errmsg());
+		goto cleanup;
+	}
+	err = load_agents(e, errbuf, len);
+	if (!err)
+		err = reconcile(e, errbuf, len);
+	if (err)
+		goto cleanup;
+	err = -pthread_create(&e->thread, NULL, apply_thread, e);
+	if (err) {
+		snprintf(errbuf, len, "cannot start the apply thread: %s", strerror(-err));
+		goto cleanup;
+	}
+	e->thread_started = true;
+	*out = e;
+	return 0;
+cleanup:
+	ag_engine_close(e);
+	return err;
+}
+
+void ag_engine_close(struct ag_engine *e)
+{
+	struct entry *en, *next;
+	size_t i;
+
+	if (!e)
+		return;
+	if (e->thread_started) {
+		pthread_mutex_lock(&e->qlock);
+		e->stopping = true;
+		pthread_cond_broadcast(&e->qcv);
+		pthread_cond_broadcast(&e->donecv);
+		pthread_mutex_unlock(&e->qlock);
+		pthread_join(e->thread, NULL);
+	}
+	for (i = 0; e->buckets && i < e->nbuckets; i++)
+		for (en = e->buckets[i]; en; en = next) {
+			next = en->next;
+			free(en);
+		}
+	free(e->buckets);
+	ag_close(e->ctx);
+	ag_store_close(&e->st);
+	if (e->audit_fd >= 0)
+		close(e->audit_fd);
+	pthread_mutex_destroy(&e->lock);
+	pthread_mutex_destroy(&e->qlock);
+	pthread_mutex_destroy(&e->slock);
+	pthread_cond_destroy(&e->qcv);
+	pthread_cond_destroy(&e->donecv);
+	free(e);
+}
+
+struct ag_ctx *ag_engine_ctx(struct ag_engine *e)
+{
+	return e->ctx;
+}
+
+void ag_engine_reconfigure(struct ag_engine *e, const struct ag_policy *defaults,
+			   __u64 dedup_window_ms, __u64 dedup_max, bool auto_create)
+{
+	struct entry *en;
+	size_t i;
+
+	pthread_mutex_lock(&e->lock);
+	e->defaults = *defaults;
+	e->opts.dedup_window_ms = dedup_window_ms;
+	e->opts.dedup_max = dedup_max;
+	e->opts.auto_create = auto_create;
+	/* Bounds and bursts inherited from the defaults may have moved. */
+	TAB_FOREACH(e, i, en) {
+		struct ag_policy p;
+
+		effective(e, en, &p);
+		if (!p.pinned && en->rec.rate < p.r_min)
+			en->rec.rate = p.r_min;
+		if (!p.pinned && en->rec.rate > p.r_max)
+			en->rec.rate = p.r_max;
+		push_to_map(e, en, false);
+	}
+	pthread_mutex_unlock(&e->lock);
+}
+
+/* ---- operator changes ------------------------------------------------------ */
+
+/* Commits a prepared transaction with its audit line; on error aborts it. */
+static int finish_op(struct ag_engine *e, MDB_txn *txn, int err, char *line,
+		     struct ag_op_err *oe)
+{
+	if (!err)
+		err = txn_commit(e, txn);
+	else
+		mdb_txn_abort(txn);
+	if (err) {
+		free(line);
+		return fail(oe, err, "state not changed: %s", store_error(err));
+	}
+	audit_file(e, line);
+	return 0;
+}
+
+int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_agent_change *c,
+			const char *subject, bool *created, struct ag_op_err *oe)
+{
+	struct ag_agent_rec rec;
+	struct ag_policy own, eff;
+	struct entry *en;
+	json_t *before = NULL;
+	char *line = NULL, why[200];
+	MDB_txn *txn;
+	bool made = false;
+	int err;
+
+	if (ag_name_check(name))
+		return fail(oe, -EINVAL, "%s", ag_errmsg());
+	pthread_mutex_lock(&e->lock);
+	en = tab_find(e, name);
+	if (en) {
+		rec = en->rec;
+		before = policy_json(e, &rec);
+	} else {
+		rec_init(&rec, &e->defaults, wall_ms());
+		made = true;
+	}
+	ag_rec_policy(&rec, &own);
+	ag_policy_merge(&own, &c->own, c->set, &own);
+	ag_rec_set_policy(&rec, &own, (rec.set | c->set) & ~c->unset);
+	ag_rec_effective(&rec, &e->defaults, &eff);
+	if (c->set & AG_POL_R0) {
+		rec.rate = c->own.r0; /* an explicit rate must lie within the bounds */
+	} else {
+		/* The rate it has (or starts with) moves inside new bounds. */
+		if (made)
+			rec.rate = eff.r0;
+		if (rec.rate < eff.r_min)
+			rec.rate = eff.r_min;
+		if (rec.rate > eff.r_max)
+			rec.rate = eff.r_max;
+	}
+	eff.r0 = rec.rate;
+	err = ag_policy_check(&eff, why, sizeof(why));
+	if (!err && ag_limit_check(rec.rate, ag_policy_burst_tokens(&eff, rec.rate), eff.unit)) {
+		snprintf(why, sizeof(why), "%s", ag_errmsg());
+		err = -EINVAL;
+	}
+	if (err) {
+		json_decref(before);
+		pthread_mutex_unlock(&e->lock);
+		return fail(oe, -EINVAL, "%s", why);
+	}
+	rec.updated_ms = wall_ms();
+	err = txn_begin(e, &txn);
+	if (err) {
+		json_decref(before);
+		pthread_mutex_unlock(&e->lock);
+		return fail(oe, err, "state not changed: %s", store_error(err));
+	}
+	err = ag_store_agent_put(&e->st, txn, name, &rec);
+	if (!err)
+		err = audit(e, txn, subject, made ? "agent.create" : "agent.update", name, before,
+			    policy_json(e, &rec), &line);
+	else
+		json_decref(before);
+	err = finish_op(e, txn, err, line, oe);
+	if (!err) {
+		if (!en)
+			en = tab_add(e, name);
+		if (!en) {
+			err = fail(oe, -ENOMEM, "out of memory");
+		} else {
+			en->rec = rec;
+			err = push_to_map(e, en, made);
+			if (err)
+				fail(oe, err, "stored, but the maps refused it: %s", ag_errmsg());
+			else if (c->fill_tokens >= 0 &&
+				 ag_bucket_fill(e->ctx, en->slot, c->fill_tokens))
+				err = fail(oe, -EIO, "cannot fill the bucket: %s", ag_errmsg());
+		}
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (created)
+		*created = made;
+	return err;
+}
+
+int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *subject,
+			   struct ag_op_err *oe)
+{
+	struct entry *en;
+	char *line = NULL;
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int err, rc;
+
+	pthread_mutex_lock(&e->lock);
+	en = tab_find(e, name);
+	if (!en) {
+		pthread_mutex_unlock(&e->lock);
+		return fail(oe, -ENOENT, "unknown agent '%s'", name);
+	}
+	/* Maps first: a crash before the commit brings the agent back, never
+	 * leaves a stored agent without its bucket. */
+	err = ag_agent_delete(e->ctx, name);
+	if (err && err != -ENOENT) {
+		pthread_mutex_unlock(&e->lock);
+		return fail(oe, err, "cannot remove '%s' from the maps: %s", name, ag_errmsg());
+	}
+	err = txn_begin(e, &txn);
+	if (err)
+		goto out;
+	err = ag_store_agent_del(&e->st, txn, name);
+	if (!err)
+		err = ag_store_errno(mdb_cursor_open(txn, e->st.rules, &cur));
+
+	if (!err) {
+		while (!(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)))
+			if (v.mv_size == strlen(name) && !memcmp(v.mv_data, name, v.mv_size))
+				mdb_cursor_del(cur, 0);
+		mdb_cursor_close(cur);
+	}
+	if (!err)
+		err = audit(e, txn, subject, "agent.delete", name, policy_json(e, &en->rec), NULL,
+			    &line);
+	err = finish_op(e, txn, err, line, oe);
+	if (!err)
+		tab_remove(e, en);
+out:
+	if (err) {
+		/* The agent stays; give it its bucket back (full). */
+		en->map_rate = -1;
+		push_to_map(e, en, true);
+		if (oe && !oe->msg[0])
+			fail(oe, err, "state not changed: %s", store_error(err));
+	}
+	pthread_mutex_unlock(&e->lock);
+	return err;
+}
+
+/* Reset and drain change only the live bucket; they are audited. */
+static int bucket_op(struct ag_engine *e, const char *name, const char *action, __u64 tokens,
+		     const char *subject, double *remaining, struct ag_op_err *oe)
+{
+	struct entry *en;
+	char *line = NULL;
+	double before = 0;
+	MDB_txn *txn;
+	int err;
+
+	pthread_mutex_lock(&e->lock);
+	en = tab_find(e, name);
+	if (!en) {
+		pthread_mutex_unlock(&e->lock);
+		return fail(oe, -ENOENT, "unknown agent '%s'", name);
+	}
+	ag_bucket_tokens(e->ctx, en->slot, &before);
+	err = strcmp(action, "agent.reset") ? ag_bucket_drain(e->ctx, en->slot, tokens, remaining)
+					     : ag_bucket_reset(e->ctx, en->slot);
+	if (err) {
+		pthread_mutex_unlock(&e->lock);
+		return fail(oe, err, "%s", ag_errmsg());
+	}
+	if (!strcmp(action, "agent.reset") && remaining)
+		ag_bucket_tokens(e->ctx, en->slot, remaining);
+	err = txn_begin(e, &txn);
+	if (!err) {
+		double after = 0;
+
+		ag_bucket_tokens(e->ctx, en->slot, &after);
+		err = audit(e, txn, subject, action, name, json_pack("{s:f}", "tokens", before),
+			    json_pack("{s:f,s:I}", "tokens", after, "drained", (json_int_t)tokens),
+			    &line);
+		err = finish_op(e, txn, err, line, oe);
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (err) /* the bucket changed; say so rather than hide it */
+		e->opts.log(AG_LOG_ERR, "%s of '%s' done but not audited: %s", action, name,
+			    oe ? oe->msg : "");
+	return 0;
+}
+
+int ag_engine_agent_reset(struct ag_engine *e, const char *name, const char *subject,
+			  struct ag_op_err *oe)
+{
+	return bucket_op(e, name, "agent.reset", 0, subject, NULL, oe);
+}
+
+int ag_engine_agent_drain(struct ag_engine *e, const char *name, __u64 tokens,
+			  const char *subject, double *remaining, struct ag_op_err *oe)
+{
+	return bucket_op(e, name, "agent.drain", tokens, subject, remaining, oe);
+}
+
+int ag_engine_consume(struct ag_engine *e, const char *name, __u64 tokens,
+		      struct ag_consume_result *res, struct ag_op_err *oe)
+{
+	struct entry *en;
+	__u32 slot;
+	int err;
+
+	pthread_mutex_lock(&e->lock);
+	en = tab_find(e, name);
+	slot = en ? en->slot : 0;
+	pthread_mutex_unlock(&e->lock);
+	if (!en)
+		return fail(oe, -ENOENT, "unknown agent '%s'", name);
+	err = ag_bucket_consume(e->ctx, slot, tokens, res);
+	return err ? fail(oe, err, "%s", ag_errmsg()) : 0;
+}
+
+int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const char *agent,
+		       const char *subject, struct ag_op_err *oe)
+{
+	struct ag_rule_rec_key key;
+	char *line = NULL;
+	MDB_txn *txn;
+	int err;
+
+	pthread_mutex_lock(&e->lock);
+	if (!tab_find(e, agent)) {
+		pthread_mutex_unlock(&e->lock);
+		return fail(oe, -ENOENT, "unknown agent '%s'", agent);
+	}
+	rule_key_of(rule, &key);
+	err = txn_begin(e, &txn);
+	if (err) {
+		pthread_mutex_unlock(&e->lock);
+		return fail(oe, err, "state not changed: %s", store_error(err));
+	}
+	/* Stored first (a crash restores it into the maps), then live. */
+	err = ag_store_rule_put(&e->st, txn, &key, agent);
+	if (!err)
+		err = audit(e, txn, subject, "rule.add", agent, NULL, rule_json(rule, agent),
+			    &line);
+	if (!err) {
+		err = ag_rule_add(e->ctx, rule, agent);
+		if (err) {
+			mdb_txn_abort(txn);
+			free(line);
+			pthread_mutex_unlock(&e->lock);
+			return fail(oe, err, "%s", ag_errmsg());
+		}
+	}
+	err = finish_op(e, txn, err, line, oe);
+	if (err)
+		ag_rule_del(e->ctx, rule);
+	pthread_mutex_unlock(&e->lock);
+	return err;
+}
+
+int ag_engine_rule_del(struct ag_engine *e, const struct ag_rule *rule, const char *subject,
+		       struct ag_op_err *oe)
+{
+	struct ag_rule_rec_key key;
+	struct ag_rule *all = NULL;
+	size_t n = 0, i;
+	const char *agent = NULL;
+	char *line = NULL, agent_buf[AG_NAME_MAX + 1];
+	const char **names = NULL;
+	MDB_txn *txn;
+	int err;
+
+	pthread_mutex_lock(&e->lock);
+	err = ag_rule_list(e->ctx, &all, &n);
+	if (!err && !(names = slot_names(e)))
+		err = -ENOMEM;
+	for (i = 0; !err && i < n && !agent; i++)
+		if (same_rule(rule, &all[i]))
+			agent = slot_name(names, e->ctx, all[i].slot);
+	if (agent)
+		snprintf(agent_buf, sizeof(agent_buf), "%s", agent);
+	agent = agent ? agent_buf : NULL;
+	free(names);
+	free(all);
+	if (err || !agent) {
+		pthread_mutex_unlock(&e->lock);
+		if (err)
+			return fail(oe, err, "%s", ag_errmsg());
+		return fail(oe, -ENOENT, "no such rule");
+	}
+	err = ag_rule_del(e->ctx, rule);
+	if (err) {
+		pthread_mutex_unlock(&e->lock);
+		return fail(oe, err, "%s", ag_errmsg());
+	}
+	rule_key_of(rule, &key);
+	err = txn_begin(e, &txn);
+	if (!err) {
+		err = ag_store_rule_del(&e->st, txn, &key);
+		if (err == -ENOENT)
+			err = 0;
+		if (!err)
+			err = audit(e, txn, subject, "rule.delete", agent, rule_json(rule, agent),
+				    NULL, &line);
+		err = finish_op(e, txn, err, line, oe);
+	} else {
+		fail(oe, err, "state not changed: %s", store_error(err));
+	}
+	if (err)
+		ag_rule_add(e->ctx, rule, agent); /* put it back as it was */
+	pthread_mutex_unlock(&e->lock);
+	return err;
+}
+
+/* ---- views ------------------------------------------------------------------ */
+
+static void view_of(struct ag_engine *e, const struct entry *en, struct ag_agent_view *v)
+{
+	memset(v, 0, sizeof(*v));
+	snprintf(v->name, sizeof(v->name), "%s", en->name);
+	v->slot = en->slot;
+	ag_rec_effective(&en->rec, &e->defaults, &v->policy);
+	v->set = en->rec.set;
+	v->rate = en->rec.rate;
+	v->burst = ag_policy_burst_tokens(&v->policy, en->rec.rate);
+	v->stats = (struct ag_rating_stats){ en->rec.count, en->rec.score_sum, en->rec.last_ms };
+	v->created_ms = en->rec.created_ms;
+	v->updated_ms = en->rec.updated_ms;
+}
+
+int ag_engine_agent_view(struct ag_engine *e, const char *name, struct ag_agent_view *v)
+{
+	struct entry *en;
+
+	pthread_mutex_lock(&e->lock);
+	en = tab_find(e, name);
+	if (en)
+		view_of(e, en, v);
+	pthread_mutex_unlock(&e->lock);
+	if (!en)
+		return -ENOENT;
+	ag_bucket_tokens(e->ctx, v->slot, &v->tokens);
+	ag_counters_get(e->ctx, v->slot, &v->counters);
+	return 0;
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+int ag_engine_agent_names(struct ag_engine *e, const char *after, size_t limit,
+			  char (**names)[AG_NAME_MAX + 1], size_t *n, bool *more)
+{
+	char (*all)[AG_NAME_MAX + 1];
+	struct entry *en;
+	size_t i, k = 0;
+
+	pthread_mutex_lock(&e->lock);
+	all = malloc((e->count + 1) * sizeof(*all));
+	if (!all) {
+		pthread_mutex_unlock(&e->lock);
+		return -ENOMEM;
+	}
+	TAB_FOREACH(e, i, en)
+		if (strcmp(en->name, after) > 0)
+			memcpy(all[k++], en->name, sizeof(all[0]));
+	pthread_mutex_unlock(&e->lock);
+	qsort(all, k, sizeof(all[0]), cmp_name);
+	*more = k > limit;
+	*n = k > limit ? limit : k;
+	*names = all;
+	return 0;
+}
+
+size_t ag_engine_agent_count(struct ag_engine *e)
+{
+	size_t n;
+
+	pthread_mutex_lock(&e->lock);
+	n = e->count;
+	pthread_mutex_unlock(&e->lock);
+	return n;
+}
+
+int ag_engine_agent_views(struct ag_engine *e, struct ag_agent_view **out, size_t *n)
+{
+	struct ag_counters *counters;
+	struct ag_agent_view *v;
+	struct entry *en;
+	size_t i, k = 0;
+	__u32 max = ag_max_agents(e->ctx);
+	int err;
+
+	counters = calloc(max, sizeof(*counters));
+	if (!counters)
+		return -ENOMEM;
+	err = ag_counters_get_all(e->ctx, counters);
+	if (err) {
+		free(counters);
+		return err;
+	}
+	pthread_mutex_lock(&e->lock);
+	v = calloc(e->count + 1, sizeof(*v));
+	if (!v) {
+		pthread_mutex_unlock(&e->lock);
+		free(counters);
+		return -ENOMEM;
+	}
+	TAB_FOREACH(e, i, en) {
+		view_of(e, en, &v[k]);
+		if (en->slot < max)
+			v[k].counters = counters[en->slot];
+		k++;
+	}
+	pthread_mutex_unlock(&e->lock);
+	for (i = 0; i < k; i++)
+		ag_bucket_tokens(e->ctx, v[i].slot, &v[i].tokens);
+	free(counters);
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+void ag_engine_stats(struct ag_engine *e, struct ag_engine_stats *s)
+{
+	MDB_txn *txn;
+
+	pthread_mutex_lock(&e->slock);
+	*s = e->stats;
+	pthread_mutex_unlock(&e->slock);
+	pthread_mutex_lock(&e->qlock);
+	s->queue_depth = e->queued;
+	pthread_mutex_unlock(&e->qlock);
+	if (!mdb_txn_begin(e->st.env, NULL, MDB_RDONLY, &txn)) {
+		s->dedup_ids = ag_store_dedup_count(&e->st, txn);
+		mdb_txn_abort(txn);
+	}
+}
+
+void ag_engine_count_invalid(struct ag_engine *e, __u64 n)
+{
+	pthread_mutex_lock(&e->slock);
+	e->stats.ratings_invalid += n;
+	pthread_mutex_unlock(&e->slock);
+}
+
+void *ag_agent_view_json(const struct ag_agent_view *v)
+{
+	const struct ag_policy *p = &v->policy;
+	json_t *o = json_object();
+	json_t *burst_policy;
+
+	if (!o)
+		return NULL;
+	if (p->burst_kind == AG_BURST_SECONDS) {
+		char buf[48];
+
+		snprintf(buf, sizeof(buf), "%gs", p->burst);
+		burst_policy = json_string(buf);
+	} else {
+		burst_policy = json_integer((json_int_t)p->burst);
+	}
+	json_object_set_new(o, "agent", json_string(v->name));
+	json_object_set_new(o, "slot", json_integer(v->slot));
+	json_object_set_new(o, "rate", json_real(v->rate));
+	json_object_set_new(o, "burst", json_integer((json_int_t)v->burst));
+	json_object_set_new(o, "burst_policy", burst_policy);
+	json_object_set_new(o, "unit", json_string(p->unit == AG_UNIT_BPS ? "bps" : "pps"));
+	json_object_set_new(o, "r0", json_real(p->r0));
+	json_object_set_new(o, "r_min", json_real(p->r_min));
+	json_object_set_new(o, "r_max", json_real(p->r_max));
+	json_object_set_new(o, "alpha", json_real(p->alpha));
+	json_object_set_new(o, "pinned", json_boolean(p->pinned));
+	json_object_set_new(o, "tokens", json_real(v->tokens));
+	json_object_set_new(o, "ratings", json_integer((json_int_t)v->stats.count));
+	json_object_set_new(o, "mean_score", json_real(ag_stats_mean(&v->stats)));
+	json_object_set_new(o, "last_rating_ms", v->stats.last_ms >= 0 ?
+							 json_integer(v->stats.last_ms) :
+							 json_null());
+	json_object_set_new(o, "passed_packets", json_integer((json_int_t)v->counters.passed_packets));
+	json_object_set_new(o, "passed_bytes", json_integer((json_int_t)v->counters.passed_bytes));
+	json_object_set_new(o, "dropped_packets",
+			    json_integer((json_int_t)v->counters.dropped_packets));
+	json_object_set_new(o, "dropped_bytes", json_integer((json_int_t)v->counters.dropped_bytes));
+	json_object_set_new(o, "created_ms", json_integer((json_int_t)v->created_ms));
+	json_object_set_new(o, "updated_ms", json_integer((json_int_t)v->updated_ms));
+	return o;
+}

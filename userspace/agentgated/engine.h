@@ -1,0 +1,175 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The engine: agentgated's state and every change to it. It owns the LMDB
+ * store, the pinned maps (through libagentgate) and an in-memory table of
+ * agents. Ratings are applied by one thread in group commits: every queued
+ * request goes into one LMDB transaction and one fsync, then the new rates
+ * go into the buckets, then the requests are answered. Operator changes run
+ * in the caller's thread under the same lock.
+ *
+ * Ordering, so that a crash at any point leaves nothing torn and loses
+ * nothing acknowledged: what adds state is committed to LMDB before the
+ * maps, what removes state is removed from the maps first; on start the
+ * engine brings the maps to what LMDB says (see ag_engine_open).
+ */
+#ifndef AGENTGATED_ENGINE_H
+#define AGENTGATED_ENGINE_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <linux/types.h>
+
+#include "agentgate.h"
+#include "policy.h"
+#include "rating.h"
+
+struct ag_engine;
+
+typedef void (*ag_engine_log_fn)(int level, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+
+#define AG_LOG_ERR 3
+#define AG_LOG_WARN 4
+#define AG_LOG_INFO 6
+
+struct ag_engine_opts {
+	const char *state_dir;
+	const char *pin_root; /* NULL: AG_PIN_ROOT_DEFAULT */
+	__u32 max_agents;     /* when the maps are created; 0: library default */
+	size_t store_size;    /* bytes the LMDB file may grow to */
+	struct ag_policy defaults;
+	__u64 dedup_window_ms;
+	__u64 dedup_max; /* ids remembered at most */
+	bool auto_create; /* a rating for an unknown agent creates it */
+	size_t queue_max; /* ratings waiting to be applied before submitters block */
+	ag_engine_log_fn log;
+};
+
+/* Opens the store and the maps (created when missing), loads the agents and
+ * reconciles: agents and rules LMDB knows are written into the maps (rates
+ * restored, live buckets untouched); agents and rules found only in the
+ * maps (made with the CLI) are adopted. Starts the apply thread. */
+int ag_engine_open(const struct ag_engine_opts *opts, struct ag_engine **out, char *err,
+		   size_t len);
+/* Stops the apply thread after the queue is drained; the maps stay. */
+void ag_engine_close(struct ag_engine *e);
+struct ag_ctx *ag_engine_ctx(struct ag_engine *e);
+
+/* SIGHUP: new defaults and limits; burst sizes given in seconds follow. */
+void ag_engine_reconfigure(struct ag_engine *e, const struct ag_policy *defaults,
+			   __u64 dedup_window_ms, __u64 dedup_max, bool auto_create);
+
+/* ---- ratings --------------------------------------------------------------- */
+
+struct ag_job_agent {
+	char name[AG_NAME_MAX + 1];
+	double rate, mean_score;
+	__u64 ratings;
+};
+
+struct ag_job {
+	/* in */
+	const struct ag_rating *items;
+	size_t n;
+	__u64 received_ns; /* ag_now_ns() when the request arrived */
+	/* Called in the apply thread once the job is finished; NULL for
+	 * ag_engine_rate, which waits instead. */
+	void (*done)(struct ag_job *job);
+	void *arg;
+	/* out */
+	int err; /* 0, -ENOENT (unknown agent), -ENOSPC (no free slot), -EIO... */
+	char msg[256];
+	size_t applied, duplicates;
+	struct ag_job_agent *agents; /* each agent the job rated, after it */
+	size_t n_agents;
+	/* engine's */
+	struct ag_job *next;
+	bool finished;
+	__u64 serial;
+};
+
+/* Queues a job; blocks while the queue is full. -ESHUTDOWN when closing. */
+int ag_engine_submit(struct ag_engine *e, struct ag_job *job);
+/* Submits and waits until the job is applied (or refused). */
+int ag_engine_rate(struct ag_engine *e, struct ag_job *job);
+void ag_job_release(struct ag_job *job);
+
+/* ---- operator changes -------------------------------------------------------- */
+
+/* Fields a PUT may carry besides the policy ones. */
+struct ag_agent_change {
+	unsigned int set;     /* enum ag_policy_fields present */
+	unsigned int unset;   /* fields going back to the global defaults */
+	struct ag_policy own; /* their values; own.r0 is "rate" */
+	double fill_tokens;   /* < 0: leave the bucket level alone */
+};
+
+/* Error text for the caller's response: */
+struct ag_op_err {
+	char msg[256];
+};
+
+int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_agent_change *c,
+			const char *subject, bool *created, struct ag_op_err *oe);
+int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *subject,
+			   struct ag_op_err *oe);
+int ag_engine_agent_reset(struct ag_engine *e, const char *name, const char *subject,
+			  struct ag_op_err *oe);
+int ag_engine_agent_drain(struct ag_engine *e, const char *name, __u64 tokens,
+			  const char *subject, double *remaining, struct ag_op_err *oe);
+int ag_engine_consume(struct ag_engine *e, const char *name, __u64 tokens,
+		      struct ag_consume_result *res, struct ag_op_err *oe);
+int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const char *agent,
+		       const char *subject, struct ag_op_err *oe);
+int ag_engine_rule_del(struct ag_engine *e, const struct ag_rule *rule, const char *subject,
+		       struct ag_op_err *oe);
+
+/* ---- views -------------------------------------------------------------------- */
+
+struct ag_agent_view {
+	char name[AG_NAME_MAX + 1];
+	__u32 slot;
+	struct ag_policy policy; /* effective */
+	unsigned int set;        /* fields the agent sets itself */
+	double rate;
+	__u64 burst; /* tokens */
+	double tokens;
+	struct ag_rating_stats stats;
+	struct ag_counters counters;
+	__u64 created_ms, updated_ms;
+};
+
+int ag_engine_agent_view(struct ag_engine *e, const char *name, struct ag_agent_view *v);
+/* Names after `after` ("" for the first page) in order, at most limit;
+ * *more tells whether a next page exists. free(*names). */
+int ag_engine_agent_names(struct ag_engine *e, const char *after, size_t limit,
+			  char (**names)[AG_NAME_MAX + 1], size_t *n, bool *more);
+size_t ag_engine_agent_count(struct ag_engine *e);
+
+/* Every agent's view (slot order not guaranteed); free(*out). Counters
+ * read in one pass. */
+int ag_engine_agent_views(struct ag_engine *e, struct ag_agent_view **out, size_t *n);
+
+/* Engine counters for /metrics. */
+#define AG_APPLY_BUCKETS 14
+extern const double ag_apply_bucket_le[AG_APPLY_BUCKETS];
+struct ag_engine_stats {
+	__u64 ratings_applied, ratings_duplicate, ratings_invalid, ratings_rejected;
+	__u64 apply_hist[AG_APPLY_BUCKETS + 1]; /* last: +Inf */
+	double apply_sum;
+	__u64 apply_count;
+	__u64 queue_depth;
+	__u64 dedup_ids;
+	__u64 commits, commit_errors, map_errors;
+};
+void ag_engine_stats(struct ag_engine *e, struct ag_engine_stats *s);
+/* Invalid ratings seen outside the engine (parsing) are counted here. */
+void ag_engine_count_invalid(struct ag_engine *e, __u64 n);
+
+/* The JSON form of an agent's policy and state, shared by the API and the
+ * audit log. Returns a jansson object (json_t *) as void * to keep jansson
+ * out of this header. */
+void *ag_agent_view_json(const struct ag_agent_view *v);
+
+#endif

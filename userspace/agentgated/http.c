@@ -1,0 +1,1152 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <arpa/inet.h>
+#include <civetweb.h>
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "http.h"
+#include "metrics.h"
+#include "rating.h"
+
+struct agd_http {
+	struct mg_context *mg;
+	struct ag_engine *e;
+	pthread_rwlock_t live_lock;
+	struct agd_http_live live;
+	struct agd_metrics metrics;
+	pthread_mutex_t ready_lock;
+	bool ready;
+	char not_ready[128];
+};
+
+/* One request as the handlers see it. */
+struct req {
+	struct agd_http *h;
+	struct mg_connection *conn;
+	const struct mg_request_info *ri;
+	const char *param; /* the {agent} of the path */
+	char *body;
+	size_t body_len;
+	struct ag_token tok; /* subject "" when auth is off */
+};
+
+/* ---- responses ------------------------------------------------------------------ */
+
+static const char *reason_phrase(int status)
+{
+	switch (status) {
+	case 200: return "OK";
+	case 201: return "Created";
+	case 400: return "Bad Request";
+	case 401: return "Unauthorized";
+	case 403: return "Forbidden";
+	case 404: return "Not Found";
+	case 405: return "Method Not Allowed";
+	case 409: return "Conflict";
+	case 413: return "Payload Too Large";
+	case 415: return "Unsupported Media Type";
+	case 429: return "Too Many Requests";
+	case 500: return "Internal Server Error";
+	case 503: return "Service Unavailable";
+	case 507: return "Insufficient Storage";
+	default: return "Unknown";
+	}
+}
+
+static const char *error_code(int status)
+{
+	switch (status) {
+	case 400: return "bad_request";
+	case 401: return "unauthorized";
+	case 403: return "forbidden";
+	case 404: return "not_found";
+	case 405: return "method_not_allowed";
+	case 409: return "conflict";
+	case 413: return "payload_too_large";
+	case 415: return "unsupported_media_type";
+	case 429: return "too_many_requests";
+	case 503: return "unavailable";
+	case 507: return "insufficient_storage";
+	default: return "internal";
+	}
+}
+
+/* extra: further header lines, each ending in \r\n, or NULL. */
+static int send_body(struct mg_connection *conn, int status, const char *type, const char *body,
+		     size_t len, const char *extra)
+{
+	mg_printf(conn,
+		  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+		  "Cache-Control: no-store\r\n%s\r\n",
+		  status, reason_phrase(status), type, len, extra ? extra : "");
+	mg_write(conn, body, len);
+	return status;
+}
+
+/* Sends and frees o. */
+static int send_json(struct mg_connection *conn, int status, json_t *o, const char *extra)
+{
+	char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+	int rc;
+
+	json_decref(o);
+	if (!text)
+		return send_body(conn, 500, "application/json",
+				 "{\"error\":\"internal\",\"message\":\"out of memory\"}", 46, NULL);
+	rc = send_body(conn, status, "application/json", text, strlen(text), extra);
+	free(text);
+	return rc;
+}
+
+static json_t *error_json(int status, const char *fmt, va_list ap)
+{
+	char msg[512];
+
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	return json_pack("{s:s,s:s}", "error", error_code(status), "message", msg);
+}
+
+static int send_error(struct mg_connection *conn, int status, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static int send_error(struct mg_connection *conn, int status, const char *fmt, ...)
+{
+	const char *extra = NULL;
+	va_list ap;
+	json_t *o;
+
+	va_start(ap, fmt);
+	o = error_json(status, fmt, ap);
+	va_end(ap);
+	if (status == 401)
+		extra = "WWW-Authenticate: Bearer realm=\"agentgate\"\r\n";
+	else if (status == 413)
+		extra = "Connection: close\r\n";
+	return send_json(conn, status, o, extra);
+}
+
+/* An engine error as its status: the mapping every route shares. */
+static int errno_status(int err)
+{
+	switch (err) {
+	case -EINVAL: return 400;
+	case -ENOENT: return 404;
+	case -EEXIST: return 409;
+	case -ENOSPC: return 507;
+	case -ESHUTDOWN: return 503;
+	default: return 500;
+	}
+}
+
+/* ---- request bodies ------------------------------------------------------------ */
+
+/* Reads the whole body, refusing (413) before reading more than max_body. */
+static int read_body(struct req *r)
+{
+	long long declared = r->ri->content_length;
+	__u64 max;
+	size_t cap, len = 0;
+	char *buf;
+
+	pthread_rwlock_rdlock(&r->h->live_lock);
+	max = r->h->live.max_body;
+	pthread_rwlock_unlock(&r->h->live_lock);
+	if (declared > 0 && (__u64)declared > max)
+		return send_error(r->conn, 413, "request body of %lld bytes is over the limit of "
+				  "%llu bytes (--max-body)", declared, (unsigned long long)max);
+	cap = declared > 0 ? (size_t)declared + 1 : 4096;
+	buf = malloc(cap);
+	if (!buf)
+		return send_error(r->conn, 500, "out of memory");
+	for (;;) {
+		int n;
+
+		if (len + 1 >= cap) {
+			char *b;
+
+			if (len > max) {
+				free(buf);
+				return send_error(r->conn, 413, "request body is over the limit of %llu "
+						  "bytes (--max-body)", (unsigned long long)max);
+			}
+			cap *= 2;
+			b = realloc(buf, cap);
+			if (!b) {
+				free(buf);
+				return send_error(r->conn, 500, "out of memory");
+			}
+			buf = b;
+		}
+		n = mg_read(r->conn, buf + len, cap - len - 1);
+		if (n <= 0)
+			break;
+		len += (size_t)n;
+	}
+	if (len > max) {
+		free(buf);
+		return send_error(r->conn, 413, "request body is over the limit of %llu bytes "
+				  "(--max-body)", (unsigned long long)max);
+	}
+	buf[len] = 0;
+	r->body = buf;
+	r->body_len = len;
+	return 0;
+}
+
+/* The body as one JSON object whose keys are all in `allowed` (NULL-ended);
+ * NULL after sending the 400 that names what is wrong. */
+static json_t *body_object(struct req *r, const char *const *allowed, int *status)
+{
+	json_error_t jerr;
+	json_t *o, *v;
+	const char *key;
+
+	if (!r->body_len) {
+		*status = send_error(r->conn, 400, "request body: expected a JSON object");
+		return NULL;
+	}
+	o = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!o) {
+		*status = send_error(r->conn, 400, "request body: invalid JSON at line %d column %d: "
+				     "%s", jerr.line, jerr.column, jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(o)) {
+		json_decref(o);
+		*status = send_error(r->conn, 400, "request body: expected a JSON object");
+		return NULL;
+	}
+	json_object_foreach(o, key, v) {
+		const char *const *a = allowed;
+
+		while (*a && strcmp(*a, key))
+			a++;
+		if (!*a) {
+			*status = send_error(r->conn, 400, "field '%s': unknown field", key);
+			json_decref(o);
+			return NULL;
+		}
+	}
+	return o;
+}
+
+/* A non-negative number field: 1 found, 0 absent, -1 after sending 400. */
+static int get_number(struct req *r, json_t *o, const char *field, double lo, double hi,
+		      bool integer, double *out, int *status)
+{
+	json_t *v = json_object_get(o, field);
+	double x;
+
+	if (!v)
+		return 0;
+	if (!json_is_number(v)) {
+		*status = send_error(r->conn, 400, "field '%s': expected a number", field);
+		return -1;
+	}
+	x = json_number_value(v);
+	if (!isfinite(x) || x < lo || x > hi || (integer && x != floor(x))) {
+		*status = send_error(r->conn, 400, "field '%s': %g is not %s from %g to %g", field, x,
+				     integer ? "a whole number" : "a number", lo, hi);
+		return -1;
+	}
+	*out = x;
+	return 1;
+}
+
+/* ---- agents -------------------------------------------------------------------- */
+
+static int bad_agent(struct req *r, int err, const struct ag_op_err *oe)
+{
+	return send_error(r->conn, errno_status(err), "%s", oe->msg);
+}
+
+static json_t *rules_of(struct agd_http *h, __u32 slot)
+{
+	struct ag_rule *rules = NULL;
+	json_t *a = json_array();
+	size_t n = 0, i;
+
+	if (ag_rule_list(ag_engine_ctx(h->e), &rules, &n))
+		return a;
+	for (i = 0; i < n; i++) {
+		char prefix[AG_PREFIX_STRLEN];
+
+		if (rules[i].slot != slot)
+			continue;
+		ag_prefix_format(&rules[i], prefix, sizeof(prefix));
+		json_array_append_new(a, json_pack("{s:s,s:i}", "prefix", prefix, "port",
+						   rules[i].port));
+	}
+	free(rules);
+	return a;
+}
+
+static int send_agent(struct req *r, int status)
+{
+	struct ag_agent_view v;
+	json_t *o;
+
+	if (ag_engine_agent_view(r->h->e, r->param, &v))
+		return send_error(r->conn, 404, "unknown agent '%s'", r->param);
+	o = ag_agent_view_json(&v);
+	json_object_set_new(o, "rules", rules_of(r->h, v.slot));
+	return send_json(r->conn, status, o, NULL);
+}
+
+static int agent_get(struct req *r)
+{
+	return send_agent(r, 200);
+}
+
+static int agents_list(struct req *r)
+{
+	char after[AG_NAME_MAX + 1] = "", lim[16] = "";
+	char (*names)[AG_NAME_MAX + 1] = NULL;
+	const char *q = r->ri->query_string;
+	size_t n = 0, i, limit = 100;
+	json_t *arr, *o;
+	bool more;
+	char *end;
+
+	if (q && mg_get_var(q, strlen(q), "after", after, sizeof(after)) == -2)
+		return send_error(r->conn, 400, "query 'after': too long");
+	if (q && mg_get_var(q, strlen(q), "limit", lim, sizeof(lim)) > 0) {
+		unsigned long v = strtoul(lim, &end, 10);
+
+		if (*end || !v || v > 1000)
+			return send_error(r->conn, 400, "query 'limit': expected 1 to 1000");
+		limit = v;
+	}
+	if (ag_engine_agent_names(r->h->e, after, limit, &names, &n, &more))
+		return send_error(r->conn, 500, "out of memory");
+	arr = json_array();
+	for (i = 0; i < n; i++) {
+		struct ag_agent_view v;
+
+		if (!ag_engine_agent_view(r->h->e, names[i], &v))
+			json_array_append_new(arr, ag_agent_view_json(&v));
+	}
+	o = json_pack("{s:o,s:o}", "agents", arr, "next",
+		      more && n ? json_string(names[n - 1]) : json_null());
+	free(names);
+	return send_json(r->conn, 200, o, NULL);
+}
+
+static int parse_burst(struct req *r, json_t *v, struct ag_policy *own, int *status)
+{
+	if (json_is_string(v)) {
+		const char *s = json_string_value(v);
+		char *end;
+		double x = strtod(s, &end);
+
+		if (end == s || strcmp(end, "s") || !isfinite(x) || x <= 0 || x > 3600) {
+			*status = send_error(r->conn, 400, "field 'burst': expected tokens (a whole "
+					     "number) or seconds of rate such as \"1.5s\" (up to 3600s)");
+			return -1;
+		}
+		own->burst = x;
+		own->burst_kind = AG_BURST_SECONDS;
+		return 0;
+	}
+	if (!json_is_number(v) || json_number_value(v) < 1 ||
+	    json_number_value(v) != floor(json_number_value(v)) ||
+	    json_number_value(v) > (double)AG_BURST_MAX) {
+		*status = send_error(r->conn, 400, "field 'burst': expected tokens (a whole number "
+				     "from 1 to 2^40) or seconds of rate such as \"1.5s\"");
+		return -1;
+	}
+	own->burst = json_number_value(v);
+	own->burst_kind = AG_BURST_TOKENS;
+	return 0;
+}
+
+/* PUT body -> change; null values return a field to the global default. */
+static int parse_change(struct req *r, json_t *o, struct ag_agent_change *c, int *status)
+{
+	static const struct {
+		const char *name;
+		unsigned int bit;
+		size_t off;
+	} nums[] = {
+		{ "rate", AG_POL_R0, offsetof(struct ag_policy, r0) },
+		{ "r_min", AG_POL_R_MIN, offsetof(struct ag_policy, r_min) },
+		{ "r_max", AG_POL_R_MAX, offsetof(struct ag_policy, r_max) },
+		{ "alpha", AG_POL_ALPHA, offsetof(struct ag_policy, alpha) },
+	};
+	json_t *v;
+	size_t i;
+
+	memset(c, 0, sizeof(*c));
+	c->fill_tokens = -1;
+	for (i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+		double x;
+
+		v = json_object_get(o, nums[i].name);
+		if (json_is_null(v)) {
+			c->unset |= nums[i].bit;
+			continue;
+		}
+		switch (get_number(r, o, nums[i].name, 0, 1e10, false, &x, status)) {
+		case -1:
+			return -1;
+		case 1:
+			*(double *)((char *)&c->own + nums[i].off) = x;
+			c->set |= nums[i].bit;
+		}
+	}
+	v = json_object_get(o, "burst");
+	if (json_is_null(v))
+		c->unset |= AG_POL_BURST;
+	else if (v && !parse_burst(r, v, &c->own, status))
+		c->set |= AG_POL_BURST;
+	else if (v)
+		return -1;
+	v = json_object_get(o, "unit");
+	if (json_is_null(v)) {
+		c->unset |= AG_POL_UNIT;
+	} else if (v) {
+		const char *u = json_string_value(v);
+
+		if (!u || (strcmp(u, "pps") && strcmp(u, "bps"))) {
+			*status = send_error(r->conn, 400, "field 'unit': expected \"pps\" or \"bps\"");
+			return -1;
+		}
+		c->own.unit = strcmp(u, "bps") ? AG_UNIT_PPS : AG_UNIT_BPS;
+		c->set |= AG_POL_UNIT;
+	}
+	v = json_object_get(o, "pinned");
+	if (json_is_null(v)) {
+		c->unset |= AG_POL_PINNED;
+	} else if (v) {
+		if (!json_is_boolean(v)) {
+			*status = send_error(r->conn, 400, "field 'pinned': expected true or false");
+			return -1;
+		}
+		c->own.pinned = json_is_true(v);
+		c->set |= AG_POL_PINNED;
+	}
+	return 0;
+}
+
+static int agent_put(struct req *r)
+{
+	static const char *const allowed[] = { "rate", "burst", "unit", "r_min", "r_max",
+					       "alpha", "pinned", NULL };
+	struct ag_agent_change c;
+	struct ag_op_err oe = { "" };
+	int status = 0, err;
+	bool created;
+	json_t *o;
+
+	o = body_object(r, allowed, &status);
+	if (!o)
+		return status;
+	if (parse_change(r, o, &c, &status)) {
+		json_decref(o);
+		return status;
+	}
+	json_decref(o);
+	err = ag_engine_agent_put(r->h->e, r->param, &c, r->tok.subject, &created, &oe);
+	if (err)
+		return bad_agent(r, err, &oe);
+	return send_agent(r, created ? 201 : 200);
+}
+
+static int agent_delete(struct req *r)
+{
+	struct ag_op_err oe = { "" };
+	int err = ag_engine_agent_delete(r->h->e, r->param, r->tok.subject, &oe);
+
+	if (err)
+		return bad_agent(r, err, &oe);
+	return send_json(r->conn, 200, json_pack("{s:s}", "deleted", r->param), NULL);
+}
+
+static int agent_reset(struct req *r)
+{
+	struct ag_op_err oe = { "" };
+	struct ag_agent_view v;
+	int err = ag_engine_agent_reset(r->h->e, r->param, r->tok.subject, &oe);
+
+	if (err)
+		return bad_agent(r, err, &oe);
+	if (ag_engine_agent_view(r->h->e, r->param, &v))
+		return send_error(r->conn, 404, "unknown agent '%s'", r->param);
+	return send_json(r->conn, 200, json_pack("{s:s,s:f}", "agent", r->param, "tokens",
+						 v.tokens), NULL);
+}
+
+/* {"tokens": n}: a whole number from 1 to 2^40; `required` or default 1. */
+static int tokens_field(struct req *r, bool required, __u64 *tokens, int *status)
+{
+	static const char *const allowed[] = { "tokens", NULL };
+	json_t *o;
+	double x = 1;
+	int found;
+
+	if (!r->body_len && !required) {
+		*tokens = 1;
+		return 0;
+	}
+	o = body_object(r, allowed, status);
+	if (!o)
+		return -1;
+	found = get_number(r, o, "tokens", 1, (double)AG_BURST_MAX, true, &x, status);
+	json_decref(o);
+	if (found < 0)
+		return -1;
+	if (!found && required) {
+		*status = send_error(r->conn, 400, "field 'tokens': required");
+		return -1;
+	}
+	*tokens = (__u64)x;
+	return 0;
+}
+
+static int agent_drain(struct req *r)
+{
+	struct ag_op_err oe = { "" };
+	double remaining = 0;
+	__u64 tokens;
+	int status, err;
+
+	if (tokens_field(r, true, &tokens, &status))
+		return status;
+	err = ag_engine_agent_drain(r->h->e, r->param, tokens, r->tok.subject, &remaining, &oe);
+	if (err)
+		return bad_agent(r, err, &oe);
+	return send_json(r->conn, 200, json_pack("{s:s,s:f}", "agent", r->param, "tokens",
+						 remaining), NULL);
+}
+
+/* 200 allowed, or 429 with Retry-After (whole seconds, at least 1). */
+static int send_consume(struct req *r, const struct ag_consume_result *res, json_t *extra)
+{
+	char hdr[64];
+	json_t *o = extra ? extra : json_object();
+
+	json_object_set_new(o, "allowed", json_boolean(res->allowed));
+	json_object_set_new(o, "remaining", json_real(res->remaining));
+	if (res->allowed)
+		return send_json(r->conn, 200, o, NULL);
+	json_object_set_new(o, "error", json_string("too_many_requests"));
+	json_object_set_new(o, "message", json_string("bucket empty: retry later"));
+	json_object_set_new(o, "retry_after_ms",
+			    json_integer((json_int_t)((res->retry_after_ns + 999999) / 1000000)));
+	snprintf(hdr, sizeof(hdr), "Retry-After: %llu\r\n",
+		 (unsigned long long)((res->retry_after_ns + 999999999ULL) / 1000000000ULL) ?: 1);
+	return send_json(r->conn, 429, o, hdr);
+}
+
+static int agent_consume(struct req *r)
+{
+	struct ag_consume_result res;
+	struct ag_op_err oe = { "" };
+	__u64 tokens;
+	int status, err;
+
+	if (tokens_field(r, false, &tokens, &status))
+		return status;
+	err = ag_engine_consume(r->h->e, r->param, tokens, &res, &oe);
+	if (err)
+		return bad_agent(r, err, &oe);
+	return send_consume(r, &res, NULL);
+}
+
+/* ---- ratings ------------------------------------------------------------------- */
+
+static bool is_ndjson(const struct mg_connection *conn)
+{
+	const char *ct = mg_get_header(conn, "Content-Type");
+
+	return ct && (!strncasecmp(ct, "application/x-ndjson", 20) ||
+		      !strncasecmp(ct, "application/ndjson", 18) ||
+		      !strncasecmp(ct, "application/jsonl", 17));
+}
+
+static int invalid_ratings(struct req *r, const struct ag_rating_batch *b)
+{
+	json_t *errs = json_array(), *o;
+	char msg[256];
+	size_t i;
+
+	ag_engine_count_invalid(r->h->e, b->n_errors);
+	for (i = 0; i < b->n_errors; i++) {
+		const struct ag_rating_error *x = &b->errors[i];
+
+		json_array_append_new(errs, json_pack("{s:I,s:s,s:s}", "index", (json_int_t)x->index,
+						      "field", x->field, "reason", x->reason));
+	}
+	if (b->n_errors)
+		snprintf(msg, sizeof(msg), "%zu invalid rating%s, none applied; first: item %zu%s%s%s: %s",
+			 b->n_errors, b->n_errors == 1 ? "" : "s", b->errors[0].index,
+			 b->errors[0].field[0] ? " field '" : "", b->errors[0].field,
+			 b->errors[0].field[0] ? "'" : "", b->errors[0].reason);
+	else
+		snprintf(msg, sizeof(msg), "invalid ratings, none applied");
+	o = json_pack("{s:s,s:s,s:o}", "error", "bad_request", "message", msg, "errors", errs);
+	return send_json(r->conn, 400, o, NULL);
+}
+
+static int ratings_post(struct req *r)
+{
+	struct ag_rating_batch b;
+	struct ag_job job = { 0 };
+	json_t *agents, *o;
+	size_t i;
+	int err;
+
+	job.received_ns = ag_now_ns();
+	err = ag_ratings_parse(r->body, r->body_len, is_ndjson(r->conn) ? AG_RATING_NDJSON :
+									  AG_RATING_JSON, &b);
+	if (err == -EINVAL) {
+		err = invalid_ratings(r, &b);
+		ag_rating_batch_free(&b);
+		return err;
+	}
+	if (err)
+		return send_error(r->conn, 500, "out of memory");
+	if (!b.n) {
+		ag_rating_batch_free(&b);
+		return send_error(r->conn, 400, "request body: no ratings");
+	}
+	job.items = b.items;
+	job.n = b.n;
+	err = ag_engine_rate(r->h->e, &job);
+	ag_rating_batch_free(&b);
+	if (err) {
+		ag_job_release(&job);
+		return send_error(r->conn, errno_status(err), "%s", job.msg[0] ? job.msg :
+				  strerror(-err));
+	}
+	agents = json_array();
+	for (i = 0; i < job.n_agents; i++) {
+		const struct ag_job_agent *a = &job.agents[i];
+
+		json_array_append_new(agents, json_pack("{s:s,s:f,s:f,s:I}", "agent", a->name,
+							"rate", a->rate, "mean_score",
+							a->mean_score, "ratings",
+							(json_int_t)a->ratings));
+	}
+	o = json_pack("{s:I,s:I,s:o}", "applied", (json_int_t)job.applied, "duplicates",
+		      (json_int_t)job.duplicates, "agents", agents);
+	ag_job_release(&job);
+	return send_json(r->conn, 200, o, NULL);
+}
+
+/* ---- rules -------------------------------------------------------------------- */
+
+static int rules_get(struct req *r)
+{
+	struct ag_agent_view *views = NULL;
+	struct ag_rule *rules = NULL;
+	size_t n = 0, nv = 0, i, j;
+	json_t *a;
+
+	if (ag_rule_list(ag_engine_ctx(r->h->e), &rules, &n) ||
+	    ag_engine_agent_views(r->h->e, &views, &nv)) {
+		free(rules);
+		return send_error(r->conn, 500, "cannot read the rules: %s", ag_errmsg());
+	}
+	a = json_array();
+	for (i = 0; i < n; i++) {
+		char prefix[AG_PREFIX_STRLEN];
+		const char *agent = "";
+
+		for (j = 0; j < nv; j++)
+			if (views[j].slot == rules[i].slot)
+				agent = views[j].name;
+		ag_prefix_format(&rules[i], prefix, sizeof(prefix));
+		json_array_append_new(a, json_pack("{s:s,s:i,s:s}", "prefix", prefix, "port",
+						   rules[i].port, "agent", agent));
+	}
+	free(rules);
+	free(views);
+	return send_json(r->conn, 200, a, NULL);
+}
+
+/* prefix and port from a body object or, for DELETE, the query string. */
+static int rule_target(struct req *r, json_t *o, struct ag_rule *rule, int *status)
+{
+	char prefix[AG_PREFIX_STRLEN] = "", port[16] = "";
+	const char *q = r->ri->query_string;
+	double p = 0;
+
+	if (o) {
+		json_t *v = json_object_get(o, "prefix");
+
+		if (!json_is_string(v)) {
+			*status = send_error(r->conn, 400, "field 'prefix': required, a string such "
+					     "as \"10.0.0.0/24\"");
+			return -1;
+		}
+		snprintf(prefix, sizeof(prefix), "%s", json_string_value(v));
+		if (get_number(r, o, "port", 0, 65535, true, &p, status) < 0)
+			return -1;
+	} else if (q) {
+		mg_get_var(q, strlen(q), "prefix", prefix, sizeof(prefix));
+		if (mg_get_var(q, strlen(q), "port", port, sizeof(port)) > 0) {
+			__u16 pv;
+
+			if (ag_port_parse(port, &pv)) {
+				*status = send_error(r->conn, 400, "query 'port': %s", ag_errmsg());
+				return -1;
+			}
+			p = pv;
+		}
+	}
+	if (!prefix[0]) {
+		*status = send_error(r->conn, 400, "field 'prefix': required");
+		return -1;
+	}
+	if (ag_prefix_parse(prefix, rule)) {
+		*status = send_error(r->conn, 400, "field 'prefix': %s", ag_errmsg());
+		return -1;
+	}
+	rule->port = (__u16)p;
+	return 0;
+}
+
+static int rules_post(struct req *r)
+{
+	static const char *const allowed[] = { "prefix", "port", "agent", NULL };
+	struct ag_op_err oe = { "" };
+	struct ag_rule rule;
+	const char *agent;
+	int status = 0, err;
+	json_t *o = body_object(r, allowed, &status), *reply;
+
+	if (!o)
+		return status;
+	if (rule_target(r, o, &rule, &status)) {
+		json_decref(o);
+		return status;
+	}
+	agent = json_string_value(json_object_get(o, "agent"));
+	if (!agent) {
+		json_decref(o);
+		return send_error(r->conn, 400, "field 'agent': required, a string");
+	}
+	err = ag_engine_rule_add(r->h->e, &rule, agent, r->tok.subject, &oe);
+	if (err) {
+		json_decref(o);
+		return bad_agent(r, err, &oe);
+	}
+	reply = json_pack("{s:O,s:i,s:s}", "prefix", json_object_get(o, "prefix"), "port",
+			  rule.port, "agent", agent);
+	json_decref(o);
+	return send_json(r->conn, 201, reply, NULL);
+}
+
+static int rules_delete(struct req *r)
+{
+	static const char *const allowed[] = { "prefix", "port", "agent", NULL };
+	struct ag_op_err oe = { "" };
+	char prefix[AG_PREFIX_STRLEN];
+	struct ag_rule rule;
+	int status = 0, err;
+	json_t *o = NULL;
+
+	if (r->body_len && !(o = body_object(r, allowed, &status)))
+		return status;
+	err = rule_target(r, o, &rule, &status);
+	json_decref(o);
+	if (err)
+		return status;
+	err = ag_engine_rule_del(r->h->e, &rule, r->tok.subject, &oe);
+	if (err)
+		return bad_agent(r, err, &oe);
+	ag_prefix_format(&rule, prefix, sizeof(prefix));
+	return send_json(r->conn, 200, json_pack("{s:s,s:i}", "deleted", prefix, "port", rule.port),
+			 NULL);
+}
+
+/* ---- the rating-API tutorial's routes ------------------------------------------ */
+
+/* POST /bucket/{agent_id} {"capacity","refill_rate","initial_tokens"}: a
+ * bucket of that size and rate, filled to initial_tokens (default: full).
+ * Bounds widen to include the rate so the tutorial's numbers are taken
+ * as given. */
+static int bucket_post(struct req *r)
+{
+	static const char *const allowed[] = { "capacity", "refill_rate", "initial_tokens", NULL };
+	struct ag_agent_change c = { .fill_tokens = -1 };
+	struct ag_op_err oe = { "" };
+	struct ag_agent_view v;
+	double cap = 0, rate = 0, init = -1;
+	int status = 0, err;
+	bool created;
+	json_t *o = body_object(r, allowed, &status);
+
+	if (!o)
+		return status;
+	if (get_number(r, o, "capacity", 1, (double)AG_BURST_MAX, true, &cap, &status) <= 0 ||
+	    get_number(r, o, "refill_rate", 0.001, 1e10, false, &rate, &status) <= 0 ||
+	    get_number(r, o, "initial_tokens", 0, (double)AG_BURST_MAX, false, &init, &status) < 0) {
+		json_decref(o);
+		if (status)
+			return status;
+		return send_error(r->conn, 400, "fields 'capacity' and 'refill_rate': required");
+	}
+	json_decref(o);
+	if (init > cap)
+		return send_error(r->conn, 400, "field 'initial_tokens': %g is above capacity %g",
+				  init, cap);
+	c.set = AG_POL_R0 | AG_POL_BURST | AG_POL_R_MIN | AG_POL_R_MAX;
+	c.own.r0 = rate;
+	c.own.burst = cap;
+	c.own.burst_kind = AG_BURST_TOKENS;
+	c.own.r_min = 0.001;
+	c.own.r_max = 1e10;
+	c.fill_tokens = init >= 0 ? init : cap;
+	err = ag_engine_agent_put(r->h->e, r->param, &c, r->tok.subject, &created, &oe);
+	if (err)
+		return bad_agent(r, err, &oe);
+	if (ag_engine_agent_view(r->h->e, r->param, &v))
+		return send_error(r->conn, 404, "unknown agent '%s'", r->param);
+	return send_json(r->conn, created ? 201 : 200,
+			 json_pack("{s:s,s:I,s:f,s:f}", "agent_id", r->param, "capacity",
+				   (json_int_t)v.burst, "refill_rate", v.rate, "tokens", v.tokens),
+			 NULL);
+}
+
+static int bucket_get(struct req *r)
+{
+	struct ag_agent_view v;
+
+	if (ag_engine_agent_view(r->h->e, r->param, &v))
+		return send_error(r->conn, 404, "unknown agent '%s'", r->param);
+	return send_json(r->conn, 200,
+			 json_pack("{s:s,s:f,s:I,s:f}", "agent_id", r->param, "tokens", v.tokens,
+				   "capacity", (json_int_t)v.burst, "refill_rate", v.rate),
+			 NULL);
+}
+
+/* POST /rate {"agent_id","event_type","metadata"}: one token from the
+ * agent's bucket; "score" is the agent's mean rating (0 before any). */
+static int rate_post(struct req *r)
+{
+	static const char *const allowed[] = { "agent_id", "event_type", "metadata", NULL };
+	struct ag_consume_result res;
+	struct ag_op_err oe = { "" };
+	struct ag_agent_view v;
+	const char *agent, *event;
+	int status = 0, err;
+	json_t *o = body_object(r, allowed, &status), *reply;
+
+	if (!o)
+		return status;
+	agent = json_string_value(json_object_get(o, "agent_id"));
+	event = json_string_value(json_object_get(o, "event_type"));
+	if (!agent || (json_object_get(o, "event_type") && !event)) {
+		json_decref(o);
+		return send_error(r->conn, 400, agent ? "field 'event_type': expected a string" :
+							"field 'agent_id': required, a string");
+	}
+	err = ag_engine_consume(r->h->e, agent, 1, &res, &oe);
+	if (err || ag_engine_agent_view(r->h->e, agent, &v)) {
+		json_decref(o);
+		return err ? bad_agent(r, err, &oe) : send_error(r->conn, 404, "unknown agent");
+	}
+	reply = json_pack("{s:s,s:s,s:f,s:f}", "agent_id", agent, "event_type", event ? event : "",
+			  "score", ag_stats_mean(&v.stats), "rate", v.rate);
+	json_decref(o);
+	return send_consume(r, &res, reply);
+}
+
+/* ---- metrics and health ------------------------------------------------------ */
+
+static int metrics_get(struct req *r)
+{
+	__u64 max;
+	size_t len;
+	char *text;
+	int rc;
+
+	pthread_rwlock_rdlock(&r->h->live_lock);
+	max = r->h->live.metrics_max_agents;
+	pthread_rwlock_unlock(&r->h->live_lock);
+	text = agd_metrics_render(&r->h->metrics, r->h->e, max, &len);
+	if (!text)
+		return send_error(r->conn, 500, "cannot render metrics");
+	rc = send_body(r->conn, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
+	free(text);
+	return rc;
+}
+
+static int healthz(struct req *r)
+{
+	return send_json(r->conn, 200, json_pack("{s:s}", "status", "ok"), NULL);
+}
+
+static int readyz(struct req *r)
+{
+	struct ag_config cfg;
+	char why[128];
+	bool ready;
+
+	pthread_mutex_lock(&r->h->ready_lock);
+	ready = r->h->ready;
+	snprintf(why, sizeof(why), "%s", r->h->not_ready);
+	pthread_mutex_unlock(&r->h->ready_lock);
+	if (ready && ag_config_get(ag_engine_ctx(r->h->e), &cfg)) {
+		ready = false;
+		snprintf(why, sizeof(why), "maps unreadable: %s", ag_errmsg());
+	}
+	if (!ready)
+		return send_json(r->conn, 503, json_pack("{s:s,s:s}", "status", "not ready",
+							 "reason", why), NULL);
+	return send_json(r->conn, 200, json_pack("{s:s}", "status", "ready"), NULL);
+}
+
+/* ---- routing --------------------------------------------------------------------- */
+
+#define READ_SCOPES (AG_SCOPE_AGENTS_ADMIN | AG_SCOPE_METRICS_READ)
+
+struct route {
+	const char *method;
+	const char *path; /* '*' stands for one segment: the agent */
+	unsigned int scopes; /* any of them; 0: open */
+	bool body;
+	int (*fn)(struct req *r);
+};
+
+static const struct route routes[] = {
+	{ "POST", "/v1/ratings", AG_SCOPE_RATINGS_WRITE, true, ratings_post },
+	{ "GET", "/v1/agents", READ_SCOPES, false, agents_list },
+	{ "GET", "/v1/agents/*", READ_SCOPES, false, agent_get },
+	{ "PUT", "/v1/agents/*", AG_SCOPE_AGENTS_ADMIN, true, agent_put },
+	{ "DELETE", "/v1/agents/*", AG_SCOPE_AGENTS_ADMIN, false, agent_delete },
+	{ "POST", "/v1/agents/*/reset", AG_SCOPE_AGENTS_ADMIN, false, agent_reset },
+	{ "POST", "/v1/agents/*/drain", AG_SCOPE_AGENTS_ADMIN, true, agent_drain },
+	{ "POST", "/v1/agents/*/consume", AG_SCOPE_RATINGS_WRITE, true, agent_consume },
+	{ "GET", "/v1/rules", READ_SCOPES, false, rules_get },
+	{ "POST", "/v1/rules", AG_SCOPE_AGENTS_ADMIN, true, rules_post },
+	{ "DELETE", "/v1/rules", AG_SCOPE_AGENTS_ADMIN, true, rules_delete },
+	{ "GET", "/metrics", AG_SCOPE_METRICS_READ, false, metrics_get },
+	{ "GET", "/healthz", 0, false, healthz },
+	{ "GET", "/readyz", 0, false, readyz },
+	{ "POST", "/bucket/*", AG_SCOPE_AGENTS_ADMIN, true, bucket_post },
+	{ "GET", "/bucket/*", READ_SCOPES, false, bucket_get },
+	{ "POST", "/rate", AG_SCOPE_RATINGS_WRITE, true, rate_post },
+};
+
+#define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* Matches uri against a pattern; the '*' segment is copied into param. */
+static bool match(const char *pattern, const char *uri, char *param, size_t len)
+{
+	while (*pattern && *uri) {
+		if (*pattern == '*') {
+			size_t n = strcspn(uri, "/");
+
+			if (!n || n >= len)
+				return false;
+			memcpy(param, uri, n);
+			param[n] = 0;
+			uri += n;
+			pattern++;
+			continue;
+		}
+		if (*pattern++ != *uri++)
+			return false;
+	}
+	return !*pattern && (!*uri || !strcmp(uri, "/"));
+}
+
+static int authorize(struct req *r, const struct route *rt)
+{
+	const char *hdr = mg_get_header(r->conn, "Authorization");
+	char why[128];
+	bool on;
+	int err;
+
+	memset(&r->tok, 0, sizeof(r->tok));
+	if (!rt->scopes)
+		return 0;
+	pthread_rwlock_rdlock(&r->h->live_lock);
+	on = r->h->live.auth;
+	if (!on) {
+		pthread_rwlock_unlock(&r->h->live_lock);
+		return 0;
+	}
+	if (!hdr || strncasecmp(hdr, "Bearer ", 7)) {
+		pthread_rwlock_unlock(&r->h->live_lock);
+		return send_error(r->conn, 401, "missing bearer token (Authorization: Bearer <JWT>)");
+	}
+	err = ag_token_verify(hdr + 7, r->h->live.key, r->h->live.key_len, time(NULL), &r->tok,
+			      why, sizeof(why));
+	pthread_rwlock_unlock(&r->h->live_lock);
+	if (err)
+		return send_error(r->conn, 401, "%s", why);
+	if (!(r->tok.scopes & rt->scopes)) {
+		if (rt->scopes == READ_SCOPES)
+			return send_error(r->conn, 403, "token lacks scope agents:admin or "
+					  "metrics:read");
+		return send_error(r->conn, 403, "token lacks scope %s", ag_scope_name(rt->scopes));
+	}
+	return 0;
+}
+
+static int handle(struct mg_connection *conn, void *cbdata)
+{
+	const struct mg_request_info *ri = mg_get_request_info(conn);
+	struct req r = { .h = cbdata, .conn = conn, .ri = ri };
+	char param[AG_NAME_MAX + 2], allow[64] = "";
+	const struct route *rt = NULL;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < N_ROUTES; i++) {
+		if (!match(routes[i].path, ri->local_uri, param, sizeof(param)))
+			continue;
+		if (!strcmp(routes[i].method, ri->request_method)) {
+			rt = &routes[i];
+			break;
+		}
+		if (strlen(allow) + strlen(routes[i].method) + 3 < sizeof(allow))
+			snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
+				 allow[0] ? ", " : "", routes[i].method);
+	}
+	if (!rt && allow[0]) {
+		char hdr[96];
+
+		snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
+		return send_json(conn, 405, json_pack("{s:s,s:s}", "error", "method_not_allowed",
+						      "message", "method not allowed here"), hdr);
+	}
+	if (!rt)
+		return send_error(conn, 404, "no such endpoint: %s %s", ri->request_method,
+				  ri->local_uri);
+	r.param = param;
+	rc = authorize(&r, rt);
+	if (rc)
+		return rc;
+	if (rt->body && (rc = read_body(&r)))
+		return rc;
+	rc = rt->fn(&r);
+	free(r.body);
+	return rc;
+}
+
+static int log_message(const struct mg_connection *conn, const char *message)
+{
+	fprintf(stderr, "agentgated: http: %s\n", message);
+	return 1;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+bool agd_listen_is_loopback(const char *listen)
+{
+	char host[256];
+	const char *colon;
+	struct in6_addr a6;
+	struct in_addr a4;
+
+	if (listen[0] == '[') {
+		const char *end = strchr(listen, ']');
+
+		if (!end || (size_t)(end - listen - 1) >= sizeof(host))
+			return false;
+		memcpy(host, listen + 1, (size_t)(end - listen - 1));
+		host[end - listen - 1] = 0;
+		return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+	}
+	colon = strrchr(listen, ':');
+	if (!colon || (size_t)(colon - listen) >= sizeof(host))
+		return false; /* a bare port listens on every address */
+	memcpy(host, listen, (size_t)(colon - listen));
+	host[colon - listen] = 0;
+	if (!strcmp(host, "localhost"))
+		return true;
+	return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
+		   const struct agd_http_live *live, struct agd_http **out, char *err, size_t len)
+{
+	char threads[16], timeout[24], ports[300];
+	struct mg_callbacks cb = { .log_message = log_message };
+	const char *mgopts[20];
+	struct agd_http *h;
+	size_t k = 0;
+
+	if (opts->tls_cert[0] || opts->tls_key[0]) {
+		snprintf(err, len, "--tls-cert/--tls-key: TLS is not available yet in this "
+			 "version; put a TLS-terminating proxy in front, or listen on loopback");
+		return -ENOTSUP;
+	}
+	h = calloc(1, sizeof(*h));
+	if (!h)
+		return -ENOMEM;
+	h->e = e;
+	h->live = *live;
+	pthread_rwlock_init(&h->live_lock, NULL);
+	pthread_mutex_init(&h->ready_lock, NULL);
+	agd_metrics_init(&h->metrics);
+	snprintf(h->not_ready, sizeof(h->not_ready), "starting");
+	snprintf(threads, sizeof(threads), "%u", opts->threads);
+	snprintf(timeout, sizeof(timeout), "%llu", (unsigned long long)opts->request_timeout_ms);
+	snprintf(ports, sizeof(ports), "%s", opts->listen);
+	mgopts[k++] = "listening_ports";
+	mgopts[k++] = ports;
+	mgopts[k++] = "num_threads";
+	mgopts[k++] = threads;
+	mgopts[k++] = "request_timeout_ms";
+	mgopts[k++] = timeout;
+	mgopts[k++] = "enable_keep_alive";
+	mgopts[k++] = "yes";
+	mgopts[k++] = "keep_alive_timeout_ms";
+	mgopts[k++] = "30000";
+	mgopts[k++] = "tcp_nodelay";
+	mgopts[k++] = "1";
+	mgopts[k++] = NULL;
+	mg_init_library(0);
+	h->mg = mg_start(&cb, h, mgopts);
+	if (!h->mg) {
+		snprintf(err, len, "cannot listen on %s (address in use, or not an ADDR:PORT?)",
+			 opts->listen);
+		agd_http_stop(h);
+		return -EADDRINUSE;
+	}
+	mg_set_request_handler(h->mg, "/", handle, h);
+	*out = h;
+	return 0;
+}
+
+void agd_http_update(struct agd_http *h, const struct agd_http_live *live)
+{
+	pthread_rwlock_wrlock(&h->live_lock);
+	h->live = *live;
+	pthread_rwlock_unlock(&h->live_lock);
+}
+
+void agd_http_set_ready(struct agd_http *h, bool ready, const char *why)
+{
+	pthread_mutex_lock(&h->ready_lock);
+	h->ready = ready;
+	snprintf(h->not_ready, sizeof(h->not_ready), "%s", why ? why : "");
+	pthread_mutex_unlock(&h->ready_lock);
+}
+
+void agd_http_stop(struct agd_http *h)
+{
+	if (!h)
+		return;
+	if (h->mg)
+		mg_stop(h->mg);
+	mg_exit_library();
+	agd_metrics_free(&h->metrics);
+	pthread_rwlock_destroy(&h->live_lock);
+	pthread_mutex_destroy(&h->ready_lock);
+	memset(h->live.key, 0, sizeof(h->live.key));
+	free(h);
+}

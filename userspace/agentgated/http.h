@@ -1,0 +1,44 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The HTTP API on CivetWeb: the v1 routes, the routes of the rating-API
+ * tutorial, /metrics, /healthz and /readyz. One route table names each
+ * route's method, path, scope and handler.
+ */
+#ifndef AGENTGATED_HTTP_H
+#define AGENTGATED_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <linux/types.h>
+
+#include "auth.h"
+#include "engine.h"
+
+/* Settings SIGHUP may change while serving. */
+struct agd_http_live {
+	bool auth;                       /* tokens required */
+	unsigned char key[AG_AUTH_KEY_MAX];
+	size_t key_len;
+	__u64 max_body;
+	__u64 metrics_max_agents;
+};
+
+struct agd_http_opts {
+	const char *listen; /* ADDR:PORT, [V6]:PORT */
+	unsigned int threads;
+	__u64 request_timeout_ms;
+	const char *tls_cert, *tls_key;
+};
+
+struct agd_http;
+
+int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
+		   const struct agd_http_live *live, struct agd_http **out, char *err, size_t len);
+void agd_http_update(struct agd_http *h, const struct agd_http_live *live);
+void agd_http_set_ready(struct agd_http *h, bool ready, const char *why);
+void agd_http_stop(struct agd_http *h);
+
+/* Whether ADDR:PORT binds to loopback only (auth may then be off). */
+bool agd_listen_is_loopback(const char *listen);
+
+#endif

@@ -1,0 +1,503 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ingest.h"
+
+#define READ_CHUNK (1u << 20)     /* bytes read at once; also the longest line */
+#define MAX_CONNECTIONS 64
+
+struct agd_ingest {
+	struct ag_engine *e;
+	int stop_pipe[2];
+	int dl_fd; /* dead-letter file */
+	pthread_mutex_t dl_lock;
+	char socket_path[108];
+	int listen_fd;
+	pthread_t stdin_thread, accept_thread;
+	bool stdin_started, accept_started;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	int live_streams; /* connection threads still running */
+};
+
+/* One input: standard input or one socket connection. */
+struct stream {
+	struct agd_ingest *in;
+	int fd;
+	char source[32];
+	__u64 line_no;
+	pthread_mutex_t lock;
+	pthread_cond_t cv;
+	size_t outstanding; /* batches submitted, not finished */
+	__u64 applied, duplicates, invalid, rejected;
+};
+
+/* A batch of lines in flight; raw keeps the text for the dead-letter file. */
+struct batch {
+	struct ag_job job;
+	struct stream *s;
+	struct ag_rating *items;
+	char *raw;
+	size_t *off, *len; /* each item's line within raw */
+	__u64 *line_no;
+};
+
+static void dead_letter(struct agd_ingest *in, const char *source, __u64 line_no,
+			const char *reason, const char *text, size_t len)
+{
+	struct timespec ts;
+	json_t *o;
+	char *s;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	o = json_pack("{s:I,s:s,s:I,s:s,s:s%}", "time_ms",
+		      (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "source", source, "line",
+		      (json_int_t)line_no, "reason", reason, "input", text, len);
+	if (!o) /* text that is not UTF-8: keep it, escaped byte by byte */
+		o = json_pack("{s:I,s:s,s:I,s:s,s:s}", "time_ms",
+			      (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "source", source,
+			      "line", (json_int_t)line_no, "reason", reason, "input",
+			      "(not valid UTF-8; not reproduced)");
+	s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+	json_decref(o);
+	if (!s)
+		return;
+	pthread_mutex_lock(&in->dl_lock);
+	if (write(in->dl_fd, s, strlen(s)) < 0 || write(in->dl_fd, "\n", 1) < 0)
+		fprintf(stderr, "agentgated: dead-letter file: %s\n", strerror(errno));
+	pthread_mutex_unlock(&in->dl_lock);
+	free(s);
+}
+
+static void batch_free(struct batch *b)
+{
+	ag_job_release(&b->job);
+	free(b->items);
+	free(b->raw);
+	free(b->off);
+	free(b->len);
+	free(b->line_no);
+	free(b);
+}
+
+/* In the apply thread, once the engine settled the batch. */
+static void batch_done(struct ag_job *job)
+{
+	struct batch *b = (struct batch *)job;
+	struct stream *s = b->s;
+	size_t i;
+
+	if (job->err)
+		for (i = 0; i < job->n; i++)
+			dead_letter(s->in, s->source, b->line_no[i], job->msg, b->raw + b->off[i],
+				    b->len[i]);
+	pthread_mutex_lock(&s->lock);
+	if (job->err)
+		s->rejected += job->n;
+	s->applied += job->applied;
+	s->duplicates += job->duplicates;
+	s->outstanding--;
+	pthread_cond_broadcast(&s->cv);
+	pthread_mutex_unlock(&s->lock);
+	batch_free(b);
+}
+
+/* Parses the complete lines of text[0..len) and submits the valid ones. */
+static int submit_lines(struct stream *s, const char *text, size_t len)
+{
+	struct batch *b = calloc(1, sizeof(*b));
+	size_t lines = 0, pos = 0, n = 0, invalid = 0;
+	const char *p;
+
+	for (p = text; (p = memchr(p, '\n', (size_t)(text + len - p))); p++)
+		lines++;
+	if (!b)
+		return -ENOMEM;
+	b->s = s;
+	b->items = calloc(lines + 1, sizeof(*b->items));
+	b->raw = malloc(len + 1);
+	b->off = calloc(lines + 1, sizeof(*b->off));
+	b->len = calloc(lines + 1, sizeof(*b->len));
+	b->line_no = calloc(lines + 1, sizeof(*b->line_no));
+	if (!b->items || !b->raw || !b->off || !b->len || !b->line_no) {
+		batch_free(b);
+		return -ENOMEM;
+	}
+	memcpy(b->raw, text, len);
+	while (pos < len) {
+		const char *nl = memchr(text + pos, '\n', len - pos);
+		size_t end = nl ? (size_t)(nl - text) : len, l = end, i;
+		struct ag_rating_error err;
+		bool blank = true;
+
+		s->line_no++;
+		if (l > pos && text[l - 1] == '\r')
+			l--;
+		for (i = pos; i < l && blank; i++)
+			blank = text[i] == ' ' || text[i] == '\t';
+		if (!blank) {
+			if (ag_rating_parse_line(text + pos, l - pos, &b->items[n], &err)) {
+				char reason[160];
+
+				snprintf(reason, sizeof(reason), "%s%s%s", err.field[0] ? err.field : "",
+					 err.field[0] ? ": " : "", err.reason);
+				dead_letter(s->in, s->source, s->line_no, reason, text + pos, l - pos);
+				invalid++;
+			} else {
+				b->off[n] = pos;
+				b->len[n] = l - pos;
+				b->line_no[n] = s->line_no;
+				n++;
+			}
+		}
+		pos = end + 1;
+	}
+	if (invalid) {
+		ag_engine_count_invalid(s->in->e, invalid);
+		pthread_mutex_lock(&s->lock);
+		s->invalid += invalid;
+		pthread_mutex_unlock(&s->lock);
+	}
+	if (!n) {
+		batch_free(b);
+		return 0;
+	}
+	b->job.items = b->items;
+	b->job.n = n;
+	b->job.received_ns = ag_now_ns();
+	b->job.done = batch_done;
+	pthread_mutex_lock(&s->lock);
+	s->outstanding++;
+	pthread_mutex_unlock(&s->lock);
+	if (ag_engine_submit(s->in->e, &b->job)) {
+		size_t i;
+
+		for (i = 0; i < n; i++)
+			dead_letter(s->in, s->source, b->line_no[i], "agentgated is shutting down",
+				    b->raw + b->off[i], b->len[i]);
+		pthread_mutex_lock(&s->lock);
+		s->outstanding--;
+		s->rejected += n;
+		pthread_mutex_unlock(&s->lock);
+		batch_free(b);
+		return -ESHUTDOWN;
+	}
+	return 0;
+}
+
+/* Waits for data or the stop signal: 1 readable, 0 stopping. */
+static int wait_readable(struct stream *s)
+{
+	struct pollfd p[2] = { { s->fd, POLLIN, 0 }, { s->in->stop_pipe[0], POLLIN, 0 } };
+
+	for (;;) {
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return 0;
+		}
+		if (p[1].revents)
+			return 0;
+		return 1;
+	}
+}
+
+/* Reads the stream to its end (or until stopping), then waits until all
+ * its batches are settled. */
+static void read_stream(struct stream *s)
+{
+	char *buf = malloc(READ_CHUNK);
+	size_t have = 0;
+	bool skipping = false; /* inside a line longer than READ_CHUNK */
+
+	if (!buf)
+		return;
+	while (wait_readable(s)) {
+		ssize_t n = read(s->fd, buf + have, READ_CHUNK - have);
+		char *last;
+
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n <= 0) {
+			if (have && !skipping) { /* a last line without its newline */
+				buf[have++] = '\n';
+				submit_lines(s, buf, have);
+			}
+			have = 0;
+			break;
+		}
+		have += (size_t)n;
+		last = memrchr(buf, '\n', have);
+		if (!last) {
+			if (have == READ_CHUNK) {
+				if (!skipping) {
+					s->line_no++;
+					dead_letter(s->in, s->source, s->line_no,
+						    "line longer than 1 MiB", buf, 256);
+					ag_engine_count_invalid(s->in->e, 1);
+					pthread_mutex_lock(&s->lock);
+					s->invalid++;
+					pthread_mutex_unlock(&s->lock);
+				}
+				skipping = true;
+				have = 0;
+			}
+			continue;
+		}
+		if (skipping) { /* the rest of the long line ends here */
+			size_t rest = have - (size_t)(memchr(buf, '\n', have) - (void *)buf) - 1;
+
+			memmove(buf, buf + have - rest, rest);
+			have = rest;
+			skipping = false;
+			continue;
+		}
+		if (submit_lines(s, buf, (size_t)(last - buf) + 1) == -ESHUTDOWN)
+			break;
+		have -= (size_t)(last - buf) + 1;
+		memmove(buf, last + 1, have);
+	}
+	free(buf);
+	pthread_mutex_lock(&s->lock);
+	while (s->outstanding)
+		pthread_cond_wait(&s->cv, &s->lock);
+	pthread_mutex_unlock(&s->lock);
+}
+
+static void stream_init(struct stream *s, struct agd_ingest *in, int fd, const char *source)
+{
+	memset(s, 0, sizeof(*s));
+	s->in = in;
+	s->fd = fd;
+	snprintf(s->source, sizeof(s->source), "%s", source);
+	pthread_mutex_init(&s->lock, NULL);
+	pthread_cond_init(&s->cv, NULL);
+}
+
+static void stream_fini(struct stream *s)
+{
+	pthread_mutex_destroy(&s->lock);
+	pthread_cond_destroy(&s->cv);
+}
+
+static void *stdin_main(void *arg)
+{
+	struct agd_ingest *in = arg;
+	struct stream s;
+
+	stream_init(&s, in, STDIN_FILENO, "stdin");
+	read_stream(&s);
+	fprintf(stderr, "agentgated: stdin closed: %llu applied, %llu duplicates, %llu invalid, "
+		"%llu rejected\n", (unsigned long long)s.applied,
+		(unsigned long long)s.duplicates, (unsigned long long)s.invalid,
+		(unsigned long long)s.rejected);
+	stream_fini(&s);
+	return NULL;
+}
+
+struct conn_arg {
+	struct agd_ingest *in;
+	int fd;
+	unsigned long long id;
+};
+
+static void *conn_main(void *arg)
+{
+	struct conn_arg *ca = arg;
+	struct agd_ingest *in = ca->in;
+	char source[32], reply[160];
+	struct stream s;
+	int n;
+
+	snprintf(source, sizeof(source), "socket:%llu", ca->id);
+	stream_init(&s, in, ca->fd, source);
+	read_stream(&s);
+	n = snprintf(reply, sizeof(reply),
+		     "{\"applied\":%llu,\"duplicates\":%llu,\"invalid\":%llu,\"rejected\":%llu}\n",
+		     (unsigned long long)s.applied, (unsigned long long)s.duplicates,
+		     (unsigned long long)s.invalid, (unsigned long long)s.rejected);
+	if (send(ca->fd, reply, (size_t)n, MSG_NOSIGNAL) < 0 && errno != EPIPE)
+		fprintf(stderr, "agentgated: %s: cannot reply: %s\n", source, strerror(errno));
+	close(ca->fd);
+	stream_fini(&s);
+	free(ca);
+	pthread_mutex_lock(&in->lock);
+	in->live_streams--;
+	pthread_cond_broadcast(&in->cv);
+	pthread_mutex_unlock(&in->lock);
+	return NULL;
+}
+
+static void *accept_main(void *arg)
+{
+	struct agd_ingest *in = arg;
+	unsigned long long id = 0;
+
+	for (;;) {
+		struct pollfd p[2] = { { in->listen_fd, POLLIN, 0 }, { in->stop_pipe[0], POLLIN, 0 } };
+		struct conn_arg *ca;
+		pthread_t t;
+		int fd;
+
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents)
+			break;
+		if (!p[0].revents)
+			continue;
+		fd = accept4(in->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		pthread_mutex_lock(&in->lock);
+		if (in->live_streams >= MAX_CONNECTIONS) {
+			static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"too many "
+						   "ingest connections\"}\n";
+
+			pthread_mutex_unlock(&in->lock);
+			/* Best effort: the connection is closed either way. */
+			(void)!send(fd, busy, sizeof(busy) - 1, MSG_NOSIGNAL);
+			close(fd);
+			continue;
+		}
+		in->live_streams++;
+		pthread_mutex_unlock(&in->lock);
+		ca = malloc(sizeof(*ca));
+		if (ca) {
+			*ca = (struct conn_arg){ in, fd, ++id };
+			if (!pthread_create(&t, NULL, conn_main, ca)) {
+				pthread_detach(t);
+				continue;
+			}
+			free(ca);
+		}
+		close(fd);
+		pthread_mutex_lock(&in->lock);
+		in->live_streams--;
+		pthread_mutex_unlock(&in->lock);
+	}
+	return NULL;
+}
+
+static int listen_unix(struct agd_ingest *in, const char *path, char *err, size_t len)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	int fd;
+
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, len, "--ingest-socket %s: path too long", path);
+		return -ENAMETOOLONG;
+	}
+	/* A socket left by a previous run is replaced; any other file is not. */
+	if (!lstat(path, &st)) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(err, len, "--ingest-socket %s: exists and is not a socket", path);
+			return -EEXIST;
+		}
+		unlink(path);
+	}
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) || chmod(path, 0660) ||
+	    listen(fd, 64)) {
+		int e = errno;
+
+		snprintf(err, len, "--ingest-socket %s: %s", path, strerror(e));
+		if (fd >= 0)
+			close(fd);
+		return -e;
+	}
+	in->listen_fd = fd;
+	snprintf(in->socket_path, sizeof(in->socket_path), "%s", path);
+	return 0;
+}
+
+int agd_ingest_start(struct ag_engine *e, int in_fd, const char *socket_path,
+		     const char *dead_letter_path, struct agd_ingest **out, char *err, size_t len)
+{
+	struct agd_ingest *in = calloc(1, sizeof(*in));
+	int rc;
+
+	if (!in)
+		return -ENOMEM;
+	in->e = e;
+	in->listen_fd = in->dl_fd = -1;
+	in->stop_pipe[0] = in->stop_pipe[1] = -1;
+	pthread_mutex_init(&in->lock, NULL);
+	pthread_mutex_init(&in->dl_lock, NULL);
+	pthread_cond_init(&in->cv, NULL);
+	if (pipe2(in->stop_pipe, O_CLOEXEC)) {
+		rc = -errno;
+		snprintf(err, len, "pipe: %s", strerror(-rc));
+		goto fail;
+	}
+	in->dl_fd = open(dead_letter_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+	if (in->dl_fd < 0) {
+		rc = -errno;
+		snprintf(err, len, "cannot open the dead-letter file %s: %s", dead_letter_path,
+			 strerror(-rc));
+		goto fail;
+	}
+	if (socket_path && socket_path[0]) {
+		rc = listen_unix(in, socket_path, err, len);
+		if (rc)
+			goto fail;
+		rc = -pthread_create(&in->accept_thread, NULL, accept_main, in);
+		if (rc)
+			goto fail;
+		in->accept_started = true;
+	}
+	if (in_fd >= 0) {
+		rc = -pthread_create(&in->stdin_thread, NULL, stdin_main, in);
+		if (rc)
+			goto fail;
+		in->stdin_started = true;
+	}
+	*out = in;
+	return 0;
+fail:
+	agd_ingest_stop(in);
+	return rc;
+}
+
+void agd_ingest_stop(struct agd_ingest *in)
+{
+	if (!in)
+		return;
+	if (in->stop_pipe[1] >= 0 && write(in->stop_pipe[1], "x", 1) < 0)
+		fprintf(stderr, "agentgated: ingest stop: %s\n", strerror(errno));
+	if (in->accept_started)
+		pthread_join(in->accept_thread, NULL);
+	if (in->stdin_started)
+		pthread_join(in->stdin_thread, NULL);
+	pthread_mutex_lock(&in->lock);
+	while (in->live_streams)
+		pthread_cond_wait(&in->cv, &in->lock);
+	pthread_mutex_unlock(&in->lock);
+	if (in->listen_fd >= 0) {
+		close(in->listen_fd);
+		unlink(in->socket_path);
+	}
+	if (in->dl_fd >= 0)
+		close(in->dl_fd);
+	if (in->stop_pipe[0] >= 0)
+		close(in->stop_pipe[0]);
+	if (in->stop_pipe[1] >= 0)
+		close(in->stop_pipe[1]);
+	pthread_mutex_destroy(&in->lock);
+	pthread_mutex_destroy(&in->dl_lock);
+	pthread_cond_destroy(&in->cv);
+	free(in);
+}

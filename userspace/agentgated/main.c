@@ -1,0 +1,270 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * agentgated: the control daemon. Startup order: settings, state and maps
+ * (the engine), XDP attachments, the HTTP API, the ingest streams; then the
+ * main thread waits for signals: SIGHUP reloads the settings, SIGTERM and
+ * SIGINT stop in the reverse order. The XDP program stays attached: the
+ * datapath keeps enforcing the last rates while the daemon is down.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agentgate.h"
+#include "config.h"
+#include "engine.h"
+#include "http.h"
+#include "ingest.h"
+
+static bool quiet;
+
+static void logf_(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void logf_(int level, const char *fmt, ...)
+{
+	static const char *const names[] = { [AG_LOG_ERR] = "error", [AG_LOG_WARN] = "warning",
+					     [AG_LOG_INFO] = "info" };
+	va_list ap;
+
+	if (quiet && level > AG_LOG_WARN)
+		return;
+	fprintf(stderr, "agentgated: %s: ", names[level] ? names[level] : "log");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+static void lib_log(const char *msg)
+{
+	logf_(AG_LOG_WARN, "%s", msg);
+}
+
+/* The settings that can change while running; 0, or -1 after logging. */
+static int live_settings(const struct agd_config *c, struct agd_http_live *live)
+{
+	char why[512];
+	int err;
+
+	memset(live, 0, sizeof(*live));
+	live->max_body = c->max_body;
+	live->metrics_max_agents = c->metrics_max_agents;
+	if (c->auth_key_file[0]) {
+		err = ag_auth_key_load(c->auth_key_file, live->key, &live->key_len, why,
+				       sizeof(why));
+		if (err) {
+			logf_(AG_LOG_ERR, "%s", why);
+			return -1;
+		}
+		live->auth = true;
+		return 0;
+	}
+	if (!agd_listen_is_loopback(c->listen)) {
+		logf_(AG_LOG_ERR, "refusing to serve %s without authentication: give "
+		      "--auth-key-file, or listen on loopback", c->listen);
+		return -1;
+	}
+	logf_(AG_LOG_WARN, "authentication is off (loopback listener %s and no --auth-key-file)",
+	      c->listen);
+	return 0;
+}
+
+static int check_settings(const struct agd_config *c)
+{
+	char why[200];
+
+	if (ag_policy_check(&c->defaults, why, sizeof(why))) {
+		logf_(AG_LOG_ERR, "default policy: %s", why);
+		return -1;
+	}
+	if (c->n_nats || c->node[0]) {
+		logf_(AG_LOG_ERR, "--nats/--node: fleet mode is not available in this version; "
+		      "run without them (standalone)");
+		return -1;
+	}
+	if (!c->max_body || !c->threads || !c->queue_max || !c->max_agents ||
+	    c->max_agents > AG_MAX_AGENTS_LIMIT || c->store_size < (1 << 20)) {
+		logf_(AG_LOG_ERR, "max-body, threads and queue-max must be above 0, max-agents 1 to "
+		      "%u, store-size at least 1MiB", AG_MAX_AGENTS_LIMIT);
+		return -1;
+	}
+	return 0;
+}
+
+static enum ag_xdp_mode xdp_mode(const char *m)
+{
+	return !strcmp(m, "native") ? AG_XDP_NATIVE : !strcmp(m, "generic") ? AG_XDP_GENERIC :
+									   AG_XDP_AUTO;
+}
+
+static int attach_all(struct ag_engine *e, const struct agd_config *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_attach; i++) {
+		struct ag_attach_result res;
+
+		if (ag_attach(ag_engine_ctx(e), c->attach[i], xdp_mode(c->xdp_mode), &res)) {
+			logf_(AG_LOG_ERR, "attach %s: %s", c->attach[i], ag_errmsg());
+			return -1;
+		}
+		logf_(AG_LOG_INFO, "attached to %s (%s, program %u%s)", c->attach[i],
+		      res.mode == AG_XDP_NATIVE ? "native" : "generic", res.prog_id,
+		      res.replaced ? ", replaced the previous one" : "");
+	}
+	return 0;
+}
+
+static void warn_restart_needed(const struct agd_config *old, const struct agd_config *c)
+{
+	static const struct {
+		const char *name;
+		size_t off, size;
+	} fixed[] = {
+#define FIXED(n, f) { n, offsetof(struct agd_config, f), sizeof(((struct agd_config *)0)->f) }
+		FIXED("listen", listen),           FIXED("state-dir", state_dir),
+		FIXED("pin-path", pin_path),       FIXED("max-agents", max_agents),
+		FIXED("store-size", store_size),   FIXED("threads", threads),
+		FIXED("ingest-socket", ingest_socket), FIXED("stdin", use_stdin),
+		FIXED("queue-max", queue_max),     FIXED("request-timeout", request_timeout_ms),
+#undef FIXED
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		if (memcmp((const char *)old + fixed[i].off, (const char *)c + fixed[i].off,
+			   fixed[i].size))
+			logf_(AG_LOG_WARN, "reload: '%s' changed; it takes effect on restart",
+			      fixed[i].name);
+}
+
+static void reload(int argc, char **argv, struct agd_config *cur, struct ag_engine *e,
+		   struct agd_http *h)
+{
+	struct agd_config *next = malloc(sizeof(*next));
+	struct agd_http_live live;
+
+	if (!next)
+		return;
+	if (agd_config_load(next, argc, argv) != AGD_RUN || check_settings(next) ||
+	    live_settings(next, &live)) {
+		logf_(AG_LOG_ERR, "reload failed; the running settings are unchanged");
+		free(next);
+		return;
+	}
+	warn_restart_needed(cur, next);
+	ag_engine_reconfigure(e, &next->defaults, next->dedup_window_ms, next->dedup_max,
+			      next->auto_create);
+	agd_http_update(h, &live);
+	memset(live.key, 0, sizeof(live.key));
+	quiet = next->quiet;
+	if (attach_all(e, next))
+		logf_(AG_LOG_WARN, "reload: not every device could be attached");
+	*cur = *next;
+	free(next);
+	logf_(AG_LOG_INFO, "settings reloaded");
+}
+
+int main(int argc, char **argv)
+{
+	struct agd_config *cfg = malloc(sizeof(*cfg));
+	struct ag_engine_opts eo = { 0 };
+	struct agd_http_opts ho = { 0 };
+	struct agd_http_live live;
+	struct ag_engine *e = NULL;
+	struct agd_http *h = NULL;
+	struct agd_ingest *in = NULL;
+	char err[1024], dl_path[4200];
+	sigset_t sigs;
+	int rc = 1, sig;
+
+	if (!cfg)
+		return 1;
+	switch (agd_config_load(cfg, argc, argv)) {
+	case AGD_EXIT_OK:
+		free(cfg);
+		return 0;
+	case AGD_EXIT_USAGE:
+		free(cfg);
+		return 2;
+	case AGD_RUN:
+		break;
+	}
+	quiet = cfg->quiet;
+	ag_set_log(lib_log);
+	if (check_settings(cfg) || live_settings(cfg, &live)) {
+		free(cfg);
+		return 2;
+	}
+
+	/* Signals go to this thread only: every thread started below inherits
+	 * the mask. */
+	sigemptyset(&sigs);
+	sigaddset(&sigs, SIGTERM);
+	sigaddset(&sigs, SIGINT);
+	sigaddset(&sigs, SIGHUP);
+	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	eo.state_dir = cfg->state_dir;
+	eo.pin_root = cfg->pin_path;
+	eo.max_agents = (__u32)cfg->max_agents;
+	eo.store_size = cfg->store_size;
+	eo.defaults = cfg->defaults;
+	eo.dedup_window_ms = cfg->dedup_window_ms;
+	eo.dedup_max = cfg->dedup_max;
+	eo.auto_create = cfg->auto_create;
+	eo.queue_max = cfg->queue_max;
+	eo.log = logf_;
+	if (ag_engine_open(&eo, &e, err, sizeof(err))) {
+		logf_(AG_LOG_ERR, "%s", err);
+		goto cleanup;
+	}
+	if (attach_all(e, cfg))
+		goto cleanup;
+	ho.listen = cfg->listen;
+	ho.threads = (unsigned int)cfg->threads;
+	ho.request_timeout_ms = cfg->request_timeout_ms;
+	ho.tls_cert = cfg->tls_cert;
+	ho.tls_key = cfg->tls_key;
+	if (agd_http_start(e, &ho, &live, &h, err, sizeof(err))) {
+		logf_(AG_LOG_ERR, "%s", err);
+		goto cleanup;
+	}
+	snprintf(dl_path, sizeof(dl_path), "%s/dead-letter.ndjson", cfg->state_dir);
+	if ((cfg->use_stdin || cfg->ingest_socket[0]) &&
+	    agd_ingest_start(e, cfg->use_stdin ? STDIN_FILENO : -1, cfg->ingest_socket, dl_path,
+			     &in, err, sizeof(err))) {
+		logf_(AG_LOG_ERR, "%s", err);
+		goto cleanup;
+	}
+	agd_http_set_ready(h, true, NULL);
+	logf_(AG_LOG_INFO, "serving http://%s (state %s, maps %s)", cfg->listen, cfg->state_dir,
+	      cfg->pin_path);
+
+	for (;;) {
+		if (sigwait(&sigs, &sig))
+			continue;
+		if (sig == SIGHUP) {
+			reload(argc, argv, cfg, e, h);
+			continue;
+		}
+		logf_(AG_LOG_INFO, "%s: shutting down (XDP stays attached)",
+		      sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		break;
+	}
+	rc = 0;
+cleanup:
+	if (h)
+		agd_http_set_ready(h, false, "shutting down");
+	agd_ingest_stop(in); /* its batches finish in the engine */
+	agd_http_stop(h);
+	ag_engine_close(e);
+	memset(live.key, 0, sizeof(live.key));
+	free(cfg);
+	return rc;
+}

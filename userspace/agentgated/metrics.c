@@ -1,0 +1,326 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metrics.h"
+
+struct out {
+	char *buf;
+	size_t len, cap;
+	bool oom;
+};
+
+static void put(struct out *o, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(struct out *o, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		if (o->oom)
+			return;
+		va_start(ap, fmt);
+		n = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+		va_end(ap);
+		if (n >= 0 && (size_t)n < o->cap - o->len) {
+			o->len += (size_t)n;
+			return;
+		}
+		o->cap = o->cap * 2 + (size_t)n + 1;
+		char *b = realloc(o->buf, o->cap);
+
+		if (!b) {
+			o->oom = true;
+			return;
+		}
+		o->buf = b;
+	}
+}
+
+static void family(struct out *o, const char *name, const char *type, const char *help)
+{
+	put(o, "# HELP agentgate_%s %s\n# TYPE agentgate_%s %s\n", name, help, name, type);
+}
+
+void agd_metrics_init(struct agd_metrics *m)
+{
+	memset(m, 0, sizeof(*m));
+	pthread_mutex_init(&m->lock, NULL);
+}
+
+void agd_metrics_free(struct agd_metrics *m)
+{
+	free(m->labeled);
+	pthread_mutex_destroy(&m->lock);
+}
+
+static int cmp_name(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+static __u64 seen(const struct ag_agent_view *v)
+{
+	return v->counters.passed_packets + v->counters.dropped_packets +
+	       v->counters.would_drop_packets;
+}
+
+static int cmp_busiest(const void *pa, const void *pb)
+{
+	const struct ag_agent_view *a = pa, *b = pb;
+	__u64 x = seen(a), y = seen(b);
+
+	return x == y ? strcmp(a->name, b->name) : (x < y ? 1 : -1);
+}
+
+/* Keeps the labeled set: agents still present stay; free places go to the
+ * busiest of the rest. Returns, parallel to v (sorted busiest first), which
+ * agents get their own series. */
+static bool *choose_labeled(struct agd_metrics *m, struct ag_agent_view *v, size_t n,
+			    __u64 max)
+{
+	bool *own = calloc(n + 1, sizeof(*own));
+	char (*keep)[AG_NAME_MAX + 1];
+	size_t i, k = 0;
+
+	keep = calloc(n + 1, sizeof(*keep));
+	if (!own || !keep) {
+		free(own);
+		free(keep);
+		return NULL;
+	}
+	qsort(v, n, sizeof(*v), cmp_busiest);
+	for (i = 0; i < n && k < max; i++)
+		if (bsearch(v[i].name, m->labeled, m->n_labeled, sizeof(*m->labeled), cmp_name)) {
+			own[i] = true;
+			k++;
+		}
+	for (i = 0; i < n && k < max; i++)
+		if (!own[i]) {
+			own[i] = true;
+			k++;
+		}
+	for (i = 0, k = 0; i < n; i++)
+		if (own[i])
+			memcpy(keep[k++], v[i].name, sizeof(keep[0]));
+	qsort(keep, k, sizeof(*keep), cmp_name);
+	free(m->labeled);
+	m->labeled = keep;
+	m->n_labeled = k;
+	return own;
+}
+
+/* Label values are agent names (letters, digits, . _ - : per ag_name_check)
+ * but escape anyway: the exposition format requires it. */
+static const char *label(const char *s, char *buf, size_t len)
+{
+	size_t j = 0;
+
+	for (; *s && j + 3 < len; s++) {
+		if (*s == '\\' || *s == '"') {
+			buf[j++] = '\\';
+			buf[j++] = *s;
+		} else if (*s == '\n') {
+			buf[j++] = '\\';
+			buf[j++] = 'n';
+		} else {
+			buf[j++] = *s;
+		}
+	}
+	buf[j] = 0;
+	return buf;
+}
+
+static void agent_series(struct out *o, struct ag_agent_view *v, size_t n, const bool *own)
+{
+	static const char *const verdicts[] = { "pass", "drop", "would_drop" };
+	struct ag_counters other = { 0 };
+	double o_tokens = 0, o_rate = 0, o_cap = 0;
+	char name[2 * AG_NAME_MAX + 2];
+	size_t i, n_other = 0, vd;
+
+	for (i = 0; i < n; i++) {
+		if (own[i])
+			continue;
+		n_other++;
+		other.passed_packets += v[i].counters.passed_packets;
+		other.passed_bytes += v[i].counters.passed_bytes;
+		other.dropped_packets += v[i].counters.dropped_packets;
+		other.dropped_bytes += v[i].counters.dropped_bytes;
+		other.would_drop_packets += v[i].counters.would_drop_packets;
+		other.would_drop_bytes += v[i].counters.would_drop_bytes;
+		o_tokens += v[i].tokens;
+		o_rate += v[i].rate;
+		o_cap += (double)v[i].burst;
+	}
+	family(o, "packets_total", "counter", "Packets classified to an agent, by verdict.");
+	for (vd = 0; vd < 3; vd++) {
+		for (i = 0; i < n; i++) {
+			const struct ag_counters *c = &v[i].counters;
+			__u64 x = vd == 0 ? c->passed_packets :
+				  vd == 1 ? c->dropped_packets : c->would_drop_packets;
+
+			if (own[i])
+				put(o, "agentgate_packets_total{agent=\"%s\",verdict=\"%s\"} %llu\n",
+				    label(v[i].name, name, sizeof(name)), verdicts[vd],
+				    (unsigned long long)x);
+		}
+		if (n_other)
+			put(o, "agentgate_packets_total{agent=\"_other\",verdict=\"%s\"} %llu\n",
+			    verdicts[vd],
+			    (unsigned long long)(vd == 0 ? other.passed_packets :
+						 vd == 1 ? other.dropped_packets :
+							   other.would_drop_packets));
+	}
+	family(o, "bytes_total", "counter", "Bytes (L2 frames) classified to an agent, by verdict.");
+	for (vd = 0; vd < 3; vd++) {
+		for (i = 0; i < n; i++) {
+			const struct ag_counters *c = &v[i].counters;
+			__u64 x = vd == 0 ? c->passed_bytes :
+				  vd == 1 ? c->dropped_bytes : c->would_drop_bytes;
+
+			if (own[i])
+				put(o, "agentgate_bytes_total{agent=\"%s\",verdict=\"%s\"} %llu\n",
+				    label(v[i].name, name, sizeof(name)), verdicts[vd],
+				    (unsigned long long)x);
+		}
+		if (n_other)
+			put(o, "agentgate_bytes_total{agent=\"_other\",verdict=\"%s\"} %llu\n",
+			    verdicts[vd],
+			    (unsigned long long)(vd == 0 ? other.passed_bytes :
+						 vd == 1 ? other.dropped_bytes :
+							   other.would_drop_bytes));
+	}
+	family(o, "bucket_tokens", "gauge", "Tokens in the agent's bucket now.");
+	for (i = 0; i < n; i++)
+		if (own[i])
+			put(o, "agentgate_bucket_tokens{agent=\"%s\"} %.17g\n",
+			    label(v[i].name, name, sizeof(name)), v[i].tokens);
+	if (n_other)
+		put(o, "agentgate_bucket_tokens{agent=\"_other\"} %.17g\n", o_tokens);
+	family(o, "refill_rate", "gauge", "Refill rate of the agent's bucket, tokens per second.");
+	for (i = 0; i < n; i++)
+		if (own[i])
+			put(o, "agentgate_refill_rate{agent=\"%s\"} %.17g\n",
+			    label(v[i].name, name, sizeof(name)), v[i].rate);
+	if (n_other)
+		put(o, "agentgate_refill_rate{agent=\"_other\"} %.17g\n", o_rate);
+	family(o, "bucket_capacity", "gauge", "Burst size of the agent's bucket, tokens.");
+	for (i = 0; i < n; i++)
+		if (own[i])
+			put(o, "agentgate_bucket_capacity{agent=\"%s\"} %llu\n",
+			    label(v[i].name, name, sizeof(name)), (unsigned long long)v[i].burst);
+	if (n_other)
+		put(o, "agentgate_bucket_capacity{agent=\"_other\"} %.17g\n", o_cap);
+	family(o, "metrics_other_agents", "gauge",
+	       "Agents summed under agent=\"_other\" (beyond --metrics-max-agents).");
+	put(o, "agentgate_metrics_other_agents %zu\n", n_other);
+}
+
+static void engine_series(struct out *o, struct ag_engine *e)
+{
+	struct ag_engine_stats s;
+	__u64 cum = 0;
+	size_t b;
+
+	ag_engine_stats(e, &s);
+	family(o, "ratings_total", "counter", "Ratings received, by result.");
+	put(o, "agentgate_ratings_total{result=\"applied\"} %llu\n",
+	    (unsigned long long)s.ratings_applied);
+	put(o, "agentgate_ratings_total{result=\"duplicate\"} %llu\n",
+	    (unsigned long long)s.ratings_duplicate);
+	put(o, "agentgate_ratings_total{result=\"invalid\"} %llu\n",
+	    (unsigned long long)s.ratings_invalid);
+	put(o, "agentgate_ratings_total{result=\"rejected\"} %llu\n",
+	    (unsigned long long)s.ratings_rejected);
+	family(o, "rating_apply_seconds", "histogram",
+	       "Time from receiving a batch of ratings to its rates being in the buckets.");
+	for (b = 0; b < AG_APPLY_BUCKETS; b++) {
+		cum += s.apply_hist[b];
+		put(o, "agentgate_rating_apply_seconds_bucket{le=\"%g\"} %llu\n",
+		    ag_apply_bucket_le[b], (unsigned long long)cum);
+	}
+	cum += s.apply_hist[AG_APPLY_BUCKETS];
+	put(o, "agentgate_rating_apply_seconds_bucket{le=\"+Inf\"} %llu\n",
+	    (unsigned long long)cum);
+	put(o, "agentgate_rating_apply_seconds_sum %.9f\n", s.apply_sum);
+	put(o, "agentgate_rating_apply_seconds_count %llu\n", (unsigned long long)s.apply_count);
+	family(o, "rating_queue", "gauge", "Ratings waiting to be applied.");
+	put(o, "agentgate_rating_queue %llu\n", (unsigned long long)s.queue_depth);
+	family(o, "dedup_ids", "gauge", "Rating ids remembered for deduplication.");
+	put(o, "agentgate_dedup_ids %llu\n", (unsigned long long)s.dedup_ids);
+	family(o, "store_commits_total", "counter", "LMDB transactions committed.");
+	put(o, "agentgate_store_commits_total %llu\n", (unsigned long long)s.commits);
+	family(o, "store_errors_total", "counter", "LMDB transactions that failed.");
+	put(o, "agentgate_store_errors_total %llu\n", (unsigned long long)s.commit_errors);
+	family(o, "map_write_errors_total", "counter",
+	       "Writes of a rate into the BPF maps that failed.");
+	put(o, "agentgate_map_write_errors_total %llu\n", (unsigned long long)s.map_errors);
+}
+
+static void datapath_series(struct out *o, struct ag_ctx *ctx, size_t n_agents)
+{
+	__u64 st[AG_STAT__MAX] = { 0 };
+	unsigned int i;
+
+	ag_stats_get(ctx, st);
+	family(o, "unclassified_packets_total", "counter",
+	       "Packets no rule matched, by the default action applied.");
+	put(o, "agentgate_unclassified_packets_total{verdict=\"pass\"} %llu\n",
+	    (unsigned long long)st[AG_STAT_UNCLASSIFIED_PASSED]);
+	put(o, "agentgate_unclassified_packets_total{verdict=\"drop\"} %llu\n",
+	    (unsigned long long)st[AG_STAT_UNCLASSIFIED_DROPPED]);
+	family(o, "parse_errors_total", "counter", "Malformed packets (passed), by reason.");
+	for (i = 0; i < AG_STAT__MAX; i++)
+		if (ag_stat_is_parse_error(i))
+			put(o, "agentgate_parse_errors_total{reason=\"%s\"} %llu\n", ag_stat_name(i),
+			    (unsigned long long)st[i]);
+	family(o, "datapath_events_total", "counter",
+	       "Other datapath events (non-IP, fragments, no port, dry-run...), by reason.");
+	for (i = 0; i < AG_STAT__MAX; i++)
+		if (!ag_stat_is_parse_error(i) && i != AG_STAT_UNCLASSIFIED_PASSED &&
+		    i != AG_STAT_UNCLASSIFIED_DROPPED)
+			put(o, "agentgate_datapath_events_total{reason=\"%s\"} %llu\n",
+			    ag_stat_name(i), (unsigned long long)st[i]);
+	family(o, "agents", "gauge", "Agents known.");
+	put(o, "agentgate_agents %zu\n", n_agents);
+	family(o, "agent_slots", "gauge", "Agent slots in the maps (the most agents there can be).");
+	put(o, "agentgate_agent_slots %u\n", ag_max_agents(ctx));
+}
+
+char *agd_metrics_render(struct agd_metrics *m, struct ag_engine *e, __u64 max_agents,
+			 size_t *len)
+{
+	struct out o = { .cap = 16384 };
+	struct ag_agent_view *v = NULL;
+	size_t n = 0;
+	bool *own;
+
+	o.buf = malloc(o.cap);
+	if (!o.buf || ag_engine_agent_views(e, &v, &n)) {
+		free(o.buf);
+		return NULL;
+	}
+	pthread_mutex_lock(&m->lock);
+	own = choose_labeled(m, v, n, max_agents);
+	pthread_mutex_unlock(&m->lock);
+	if (!own) {
+		free(v);
+		free(o.buf);
+		return NULL;
+	}
+	agent_series(&o, v, n, own);
+	engine_series(&o, e);
+	datapath_series(&o, ag_engine_ctx(e), n);
+	free(own);
+	free(v);
+	if (o.oom) {
+		free(o.buf);
+		return NULL;
+	}
+	*len = o.len;
+	return o.buf;
+}

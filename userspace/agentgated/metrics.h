@@ -1,0 +1,31 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * /metrics in the Prometheus text format (version 0.0.4). Per-agent series
+ * are capped: at most max_agents agents get their own label sets, chosen
+ * busiest first (packets seen) and then kept while they exist, so a
+ * series does not flap between its own labels and the aggregate; every
+ * other agent is summed under agent="_other".
+ */
+#ifndef AGENTGATED_METRICS_H
+#define AGENTGATED_METRICS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <linux/types.h>
+
+#include "engine.h"
+
+struct agd_metrics {
+	pthread_mutex_t lock;
+	char (*labeled)[AG_NAME_MAX + 1]; /* agents with their own series, sorted */
+	size_t n_labeled;
+};
+
+void agd_metrics_init(struct agd_metrics *m);
+void agd_metrics_free(struct agd_metrics *m);
+
+/* The exposition text; free(). NULL on allocation failure. */
+char *agd_metrics_render(struct agd_metrics *m, struct ag_engine *e, __u64 max_agents,
+			 size_t *len);
+
+#endif

@@ -1,0 +1,92 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * agentgated's persistent state in LMDB (<state dir>/data.mdb). One write
+ * transaction holds everything one change produced, so a crash leaves either
+ * all of it or none of it. Databases:
+ *   agents   name                       -> struct ag_agent_rec
+ *   rules    struct ag_rule_rec_key     -> agent name
+ *   dedup    rating id                  -> __u64 ms when applied
+ *   dedup_at be64 ms | rating id        -> "" (the expiry order of dedup)
+ *   audit    be64 sequence              -> one JSON line
+ *   meta     "version"                  -> __u32 AG_STORE_VERSION
+ */
+#ifndef AGENTGATED_STORE_H
+#define AGENTGATED_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <lmdb.h>
+#include <linux/types.h>
+
+#include "agentgate/abi.h"
+#include "policy.h"
+
+#define AG_STORE_VERSION 1
+
+/* An agent as stored: its own policy fields, its current rate and its
+ * rating statistics. Fixed layout: the file outlives the binary. */
+struct ag_agent_rec {
+	__u32 version; /* AG_STORE_VERSION */
+	__u32 set;     /* enum ag_policy_fields the agent sets itself */
+	double r0, alpha, r_min, r_max, burst;
+	__u32 burst_kind; /* enum ag_burst_kind */
+	__u32 unit;       /* enum ag_unit */
+	__u8 pinned;
+	__u8 pad[7];
+	double rate; /* current rate, tokens/s: learned, or set by an operator */
+	__u64 count; /* ratings applied */
+	double score_sum;
+	__s64 last_ms;    /* last rating, ms since the epoch; -1: none */
+	__u64 created_ms; /* wall clock */
+	__u64 updated_ms;
+};
+_Static_assert(sizeof(struct ag_agent_rec) == 112, "ag_agent_rec layout is on-disk ABI");
+
+struct ag_rule_rec_key {
+	__u8 family; /* AF_INET, AF_INET6 */
+	__u8 plen;
+	__u16 port; /* host order; 0: any */
+	__u8 addr[16];
+};
+_Static_assert(sizeof(struct ag_rule_rec_key) == 20, "ag_rule_rec_key layout is on-disk ABI");
+
+struct ag_store {
+	MDB_env *env;
+	MDB_dbi agents, rules, dedup, dedup_at, audit, meta;
+};
+
+/* Open or create the store in dir (created 0700). map_size: bytes the
+ * file may grow to (MDB_MAP_FULL past it). */
+int ag_store_open(const char *dir, size_t map_size, struct ag_store *st, char *err, size_t len);
+void ag_store_close(struct ag_store *st);
+
+/* A negative errno for an LMDB or system error code. */
+int ag_store_errno(int rc);
+
+/* The rec's own policy and the effective one under `defaults`. */
+void ag_rec_policy(const struct ag_agent_rec *r, struct ag_policy *own);
+void ag_rec_set_policy(struct ag_agent_rec *r, const struct ag_policy *own, unsigned int set);
+void ag_rec_effective(const struct ag_agent_rec *r, const struct ag_policy *defaults,
+		      struct ag_policy *out);
+
+int ag_store_agent_put(struct ag_store *st, MDB_txn *txn, const char *name,
+		       const struct ag_agent_rec *rec);
+int ag_store_agent_del(struct ag_store *st, MDB_txn *txn, const char *name);
+
+/* 1 when id was applied (inside the window), 0 when not, negative errno. */
+int ag_store_dedup_seen(struct ag_store *st, MDB_txn *txn, const char *id);
+int ag_store_dedup_add(struct ag_store *st, MDB_txn *txn, const char *id, __u64 now_ms);
+/* Forget ids older than now_ms - window_ms and the oldest beyond max_ids,
+ * at most `budget` of them (the rest on the next call). */
+int ag_store_dedup_prune(struct ag_store *st, MDB_txn *txn, __u64 now_ms, __u64 window_ms,
+			 __u64 max_ids, size_t budget);
+__u64 ag_store_dedup_count(struct ag_store *st, MDB_txn *txn);
+
+int ag_store_rule_put(struct ag_store *st, MDB_txn *txn, const struct ag_rule_rec_key *k,
+		      const char *agent);
+int ag_store_rule_del(struct ag_store *st, MDB_txn *txn, const struct ag_rule_rec_key *k);
+
+/* Appends one JSON line under the next sequence number. */
+int ag_store_audit(struct ag_store *st, MDB_txn *txn, const char *line);
+
+#endif
