@@ -81,7 +81,7 @@ static const struct opt opts[] = {
 	  "largest size of the LMDB state file (default 4GiB)" },
 	{ "queue-max", K_COUNT, F(queue_max), "N",
 	  "ratings waiting to be applied before ingest waits (default 1M)" },
-	{ "threads", K_COUNT, F(threads), "N", "HTTP worker threads (default 16)" },
+	{ "threads", K_COUNT, F(threads), "N", "HTTP worker threads: requests served at once (default 64)" },
 	{ "request-timeout", K_MS, F(request_timeout_ms), "TIME",
 	  "time a client has to send a request (default 10s)" },
 	{ "quiet", K_FLAG, F(quiet), NULL, "log errors and warnings only" },
@@ -106,7 +106,7 @@ void agd_config_defaults(struct agd_config *c)
 	c->max_agents = AG_MAX_AGENTS_DEFAULT;
 	c->store_size = 4ULL << 30;
 	c->queue_max = 1000000;
-	c->threads = 16;
+	c->threads = 64;
 	c->request_timeout_ms = 10000;
 }
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
+#include <semaphore.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,7 +50,8 @@ struct ag_engine {
 	/* apply queue */
 	pthread_mutex_t qlock;
 	pthread_cond_t qcv;    /* work queued or stopping */
-	pthread_cond_t donecv; /* a batch finished or space freed */
+	pthread_cond_t spacecv; /* room in the queue */
+	size_t space_waiters;
 	struct ag_job *qhead, *qtail;
 	size_t queued;         /* ratings in the queue */
 	bool stopping;
@@ -792,7 +794,7 @@ static void *apply_thread(void *arg)
 	struct ag_engine *e = arg;
 
 	for (;;) {
-		struct ag_job *jobs, *job, *next;
+		struct ag_job *jobs, *job, *next, *callbacks;
 
 		pthread_mutex_lock(&e->qlock);
 		while (!e->qhead && !e->stopping)
@@ -808,18 +810,26 @@ static void *apply_thread(void *arg)
 
 		run_batch(e, jobs);
 
+		/* A waited-for job may be gone as soon as it is marked finished:
+		 * read its links first. Jobs with a callback live until it runs. */
+		callbacks = NULL;
 		pthread_mutex_lock(&e->qlock);
-		for (job = jobs; job; job = job->next) {
-			e->queued -= job->n;
-			job->finished = true;
-		}
-		pthread_cond_broadcast(&e->donecv);
-		pthread_mutex_unlock(&e->qlock);
-		/* Callbacks last: they may free the job. */
 		for (job = jobs; job; job = next) {
 			next = job->next;
-			if (job->done)
-				job->done(job);
+			e->queued -= job->n;
+			if (job->done) {
+				job->next = callbacks;
+				callbacks = job;
+			} else {
+				sem_post(job->waiter); /* wakes exactly its own submitter */
+			}
+		}
+		if (e->space_waiters)
+			pthread_cond_broadcast(&e->spacecv);
+		pthread_mutex_unlock(&e->qlock);
+		for (job = callbacks; job; job = next) {
+			next = job->next;
+			job->done(job); /* may free the job */
 		}
 	}
 }
@@ -827,7 +837,6 @@ static void *apply_thread(void *arg)
 int ag_engine_submit(struct ag_engine *e, struct ag_job *job)
 {
 	job->next = NULL;
-	job->finished = false;
 	job->err = 0;
 	job->msg[0] = 0;
 	job->applied = job->duplicates = 0;
@@ -835,8 +844,11 @@ int ag_engine_submit(struct ag_engine *e, struct ag_job *job)
 	job->n_agents = 0;
 	pthread_mutex_lock(&e->qlock);
 	/* Backpressure: wait for room, but never refuse a job to an empty queue. */
-	while (!e->stopping && e->queued && e->queued + job->n > e->opts.queue_max)
-		pthread_cond_wait(&e->donecv, &e->qlock);
+	while (!e->stopping && e->queued && e->queued + job->n > e->opts.queue_max) {
+		e->space_waiters++;
+		pthread_cond_wait(&e->spacecv, &e->qlock);
+		e->space_waiters--;
+	}
 	if (e->stopping) {
 		pthread_mutex_unlock(&e->qlock);
 		return -ESHUTDOWN;
@@ -854,17 +866,20 @@ int ag_engine_submit(struct ag_engine *e, struct ag_job *job)
 
 int ag_engine_rate(struct ag_engine *e, struct ag_job *job)
 {
+	sem_t done;
 	int err;
 
+	sem_init(&done, 0, 0);
 	job->done = NULL;
+	job->waiter = &done;
 	err = ag_engine_submit(e, job);
-	if (err)
-		return err;
-	pthread_mutex_lock(&e->qlock);
-	while (!job->finished)
-		pthread_cond_wait(&e->donecv, &e->qlock);
-	pthread_mutex_unlock(&e->qlock);
-	return job->err;
+	if (!err) {
+		while (sem_wait(&done) && errno == EINTR)
+			;
+		err = job->err;
+	}
+	sem_destroy(&done);
+	return err;
 }
 
 void ag_job_release(struct ag_job *job)
@@ -897,7 +912,7 @@ int ag_engine_open(const struct ag_engine_opts *opts, struct ag_engine **out, ch
 	pthread_mutex_init(&e->qlock, NULL);
 	pthread_mutex_init(&e->slock, NULL);
 	pthread_cond_init(&e->qcv, NULL);
-	pthread_cond_init(&e->donecv, NULL);
+	pthread_cond_init(&e->spacecv, NULL);
 	e->nbuckets = 1024;
 	e->buckets = calloc(e->nbuckets, sizeof(*e->buckets));
 	if (!e->buckets) {
@@ -948,7 +963,7 @@ void ag_engine_close(struct ag_engine *e)
 		pthread_mutex_lock(&e->qlock);
 		e->stopping = true;
 		pthread_cond_broadcast(&e->qcv);
-		pthread_cond_broadcast(&e->donecv);
+		pthread_cond_broadcast(&e->spacecv);
 		pthread_mutex_unlock(&e->qlock);
 		pthread_join(e->thread, NULL);
 	}
@@ -966,7 +981,7 @@ void ag_engine_close(struct ag_engine *e)
 	pthread_mutex_destroy(&e->qlock);
 	pthread_mutex_destroy(&e->slock);
 	pthread_cond_destroy(&e->qcv);
-	pthread_cond_destroy(&e->donecv);
+	pthread_cond_destroy(&e->spacecv);
 	free(e);
 }
 

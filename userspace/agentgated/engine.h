@@ -85,7 +85,7 @@ struct ag_job {
 	size_t n_agents;
 	/* engine's */
 	struct ag_job *next;
-	bool finished;
+	void *waiter; /* ag_engine_rate's semaphore */
 	__u64 serial;
 };
 
