@@ -170,7 +170,7 @@ $(TEST_BINS):
 
 # ---- benchmarks -------------------------------------------------------
 
-BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale
+BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/rating_parse
 
 .PHONY: bench-bins
 bench-bins: $(BENCH_BINS)
@@ -184,6 +184,12 @@ $(OUTPUT)/bench/cli_scale: bench/cli_scale.c $(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< $(OUTPUT)/libagentgate.a -o $@ $(LIBS)
+
+$(OUTPUT)/bench/rating_parse: bench/rating_parse.c $(OUTPUT)/libagentgated.a $(OUTPUT)/libagentgate.a
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -Iuserspace/agentgated $< $(OUTPUT)/libagentgated.a \
+		$(OUTPUT)/libagentgate.a -o $@ $(D_LIBS) $(LIBS)
 
 # ---- entry points -----------------------------------------------------
 
@@ -207,9 +213,10 @@ test: all
 	$(Q)tests/run.sh $(OUTPUT)
 
 bench: deps
-	$(Q)$(MAKE) --no-print-directory bench-bins $(OUTPUT)/agentgate
+	$(Q)$(MAKE) --no-print-directory bench-bins $(OUTPUT)/agentgate $(OUTPUT)/agentgated
 	$(Q)bench/run.sh $(OUTPUT)
 	$(Q)bench/scale.sh $(OUTPUT)
+	$(Q)bench/ratings.sh $(OUTPUT)
 
 clean:
 	$(call msg,CLEAN,$(OUTPUT))
