@@ -206,8 +206,11 @@ check: deps
 
 # The committed manual page must be what the command table renders.
 .PHONY: check-man
-check-man: $(OUTPUT)/agentgate.8
+check-man: $(OUTPUT)/agentgate.8 $(OUTPUT)/agentgated
 	$(Q)cmp -s $< docs/agentgate.8 || { echo "docs/agentgate.8 is stale: run 'make man'" >&2; exit 1; }
+	$(Q)for o in $$($(OUTPUT)/agentgated --help | grep -o -- '--[a-z-]*' | sort -u); do \
+		grep -q -- "$$(echo $$o | sed 's/-/\\\\-/g')" docs/agentgated.8 || \
+		{ echo "docs/agentgated.8 does not document $$o" >&2; exit 1; }; done
 
 test: all
 	$(Q)tests/run.sh $(OUTPUT)
