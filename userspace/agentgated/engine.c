@@ -362,6 +362,17 @@ static int adopt_agent(void *arg, const struct ag_agent *a)
 	if (!en)
 		return -ENOMEM;
 	rec_init(&en->rec, &e->defaults, wall_ms());
+	en->slot = a->slot;
+	en->map_rate = a->rate;
+	en->map_burst = a->burst;
+	en->map_unit = a->unit;
+	en->map_pinned = a->pinned;
+	en->new_in_batch = true; /* marks "to store" for reconcile */
+	/* What a rating creates before its commit looks like this: a crash in
+	 * between leaves it in the maps only. It keeps following the defaults. */
+	if (a->rate == e->defaults.r0 && !a->pinned && a->unit == e->defaults.unit &&
+	    a->burst == ag_policy_burst_tokens(&e->defaults, a->rate))
+		return 0;
 	own.r0 = a->rate;
 	own.burst = (double)a->burst;
 	own.burst_kind = AG_BURST_TOKENS;
@@ -375,12 +386,6 @@ static int adopt_agent(void *arg, const struct ag_agent *a)
 			  AG_POL_R0 | AG_POL_BURST | AG_POL_UNIT | AG_POL_PINNED | AG_POL_R_MIN |
 				  AG_POL_R_MAX);
 	en->rec.rate = a->rate;
-	en->slot = a->slot;
-	en->map_rate = a->rate;
-	en->map_burst = a->burst;
-	en->map_unit = a->unit;
-	en->map_pinned = a->pinned;
-	en->new_in_batch = true; /* marks "to store" for reconcile */
 	return 0;
 }
 
@@ -496,6 +501,20 @@ static int reconcile_rules(struct ag_engine *e, MDB_txn *txn)
 	return err;
 }
 
+/* Defaults may have changed while the daemon was down. */
+static void clamp_rate(struct ag_engine *e, struct entry *en)
+{
+	struct ag_policy p;
+
+	effective(e, en, &p);
+	if (p.pinned)
+		return;
+	if (en->rec.rate > p.r_max)
+		en->rec.rate = p.r_max;
+	if (en->rec.rate < p.r_min)
+		en->rec.rate = p.r_min;
+}
+
 static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
 {
 	MDB_txn *txn;
@@ -514,6 +533,7 @@ static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
 			en->map_unit = live.unit;
 			en->map_pinned = live.pinned;
 		}
+		clamp_rate(e, en);
 		if (push_to_map(e, en, false) == 0)
 			restored++;
 	}
@@ -569,7 +589,8 @@ static void save_undo(struct ag_engine *e, struct entry *en, struct entry **touc
 /* Phase 1, per job: every agent it names exists, or is created now (in
  * the maps first: a slot is what can run out). On refusal, agents this job
  * created are removed again and the job fails whole. */
-static int admit_job(struct ag_engine *e, struct ag_job *job, struct entry **touched)
+static int admit_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job,
+		     struct entry **touched)
 {
 	size_t i;
 	int err = 0;
@@ -580,7 +601,15 @@ static int admit_job(struct ag_engine *e, struct ag_job *job, struct entry **tou
 
 		if (en)
 			continue;
+		/* A retried rating already applied creates nothing (the agent
+		 * may have been deleted since). */
+		if (r->id[0] && ag_store_dedup_seen(&e->st, txn, r->id) == 1)
+			continue;
 		if (!e->opts.auto_create) {
+			if (job->item_err) { /* a stream: refuse this line only */
+				job->item_err[i] = -ENOENT;
+				continue;
+			}
 			snprintf(job->msg, sizeof(job->msg),
 				 "item %zu: unknown agent '%s' (create it with PUT /v1/agents/%s)",
 				 i, r->agent, r->agent);
@@ -600,6 +629,13 @@ static int admit_job(struct ag_engine *e, struct ag_job *job, struct entry **tou
 		*touched = en;
 		en->created_job = job->serial;
 		err = push_to_map(e, en, true);
+		if (err && job->item_err) {
+			job->item_err[i] = -ENOSPC;
+			*touched = en->touched_next;
+			tab_remove(e, en);
+			err = 0;
+			continue;
+		}
 		if (err) {
 			snprintf(job->msg, sizeof(job->msg), "item %zu: cannot create agent '%s': %s",
 				 i, r->agent, ag_errmsg());
@@ -647,6 +683,8 @@ static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u6
 		struct entry *en;
 		struct ag_policy p;
 
+		if (job->item_err && job->item_err[i])
+			continue;
 		if (r->id[0]) {
 			err = ag_store_dedup_seen(&e->st, txn, r->id);
 			if (err < 0)
@@ -660,6 +698,8 @@ static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u6
 				return err;
 		}
 		en = tab_find(e, r->agent);
+		if (!en)
+			return -EIO; /* admitted jobs name only known agents */
 		save_undo(e, en, touched);
 		effective(e, en, &p);
 		en->rec.rate = ag_policy_rate_after(&p, en->rec.rate, r->score);
@@ -723,8 +763,14 @@ static void observe(struct ag_engine *e, struct ag_job *job, __u64 now_ns)
 	e->stats.apply_hist[b]++;
 	e->stats.apply_sum += s;
 	e->stats.apply_count++;
-	if (job->err)
+	if (job->err) {
 		e->stats.ratings_rejected += job->n;
+	} else if (job->item_err) {
+		size_t i;
+
+		for (i = 0; i < job->n; i++)
+			e->stats.ratings_rejected += job->item_err[i] != 0;
+	}
 	e->stats.ratings_applied += job->applied;
 	e->stats.ratings_duplicate += job->duplicates;
 }
@@ -740,13 +786,13 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 
 	pthread_mutex_lock(&e->lock);
 	e->batch_serial++;
-	for (job = jobs; job; job = job->next) {
+	err = txn_begin(e, &txn);
+	for (job = jobs; job && !err; job = job->next) {
 		job->serial = ++e->serial;
-		job->err = admit_job(e, job, &touched);
+		job->err = admit_job(e, txn, job, &touched);
 		for (i = 0; i < job->n; i++)
 			with_ids += job->items[i].id[0] != 0;
 	}
-	err = txn_begin(e, &txn);
 	for (job = jobs; job && !err; job = job->next)
 		if (!job->err)
 			err = apply_job(e, txn, job, now, &touched);
@@ -900,6 +946,7 @@ int ag_engine_open(const struct ag_engine_opts *opts, struct ag_engine **out, ch
 	struct ag_engine *e;
 	int err;
 
+	snprintf(errbuf, len, "out of memory");
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
@@ -994,24 +1041,44 @@ void ag_engine_reconfigure(struct ag_engine *e, const struct ag_policy *defaults
 			   __u64 dedup_window_ms, __u64 dedup_max, bool auto_create)
 {
 	struct entry *en;
+	MDB_txn *txn = NULL;
 	size_t i;
+	int err;
 
 	pthread_mutex_lock(&e->lock);
 	e->defaults = *defaults;
 	e->opts.dedup_window_ms = dedup_window_ms;
 	e->opts.dedup_max = dedup_max;
 	e->opts.auto_create = auto_create;
-	/* Bounds and bursts inherited from the defaults may have moved. */
+	/* Bounds and bursts inherited from the defaults may have moved: rates
+	 * pulled inside are stored first, then written into the buckets. */
+	err = txn_begin(e, &txn);
 	TAB_FOREACH(e, i, en) {
 		struct ag_policy p;
+		char why[200];
+		double rate = en->rec.rate;
 
 		effective(e, en, &p);
-		if (!p.pinned && en->rec.rate < p.r_min)
-			en->rec.rate = p.r_min;
-		if (!p.pinned && en->rec.rate > p.r_max)
-			en->rec.rate = p.r_max;
-		push_to_map(e, en, false);
+		if (ag_policy_check(&p, why, sizeof(why)) && p.r_min > p.r_max)
+			e->opts.log(AG_LOG_WARN, "agent '%s': its own bounds conflict with the new "
+				    "defaults (%s); its rate follows r_max", en->name, why);
+		if (!p.pinned && rate < p.r_min)
+			rate = p.r_min;
+		if (!p.pinned && rate > p.r_max)
+			rate = p.r_max;
+		if (rate != en->rec.rate && !err) {
+			en->rec.rate = rate;
+			err = ag_store_agent_put(&e->st, txn, en->name, &en->rec);
+		}
 	}
+	if (!err)
+		err = txn_commit(e, txn);
+	else if (txn)
+		mdb_txn_abort(txn);
+	if (err)
+		e->opts.log(AG_LOG_ERR, "reload: clamped rates not stored: %s", store_error(err));
+	TAB_FOREACH(e, i, en)
+		push_to_map(e, en, false);
 	pthread_mutex_unlock(&e->lock);
 }
 
@@ -1033,6 +1100,29 @@ static int finish_op(struct ag_engine *e, MDB_txn *txn, int err, char *line,
 	return 0;
 }
 
+/* A new agent committed to LMDB that the maps then refused (no free slot):
+ * take it out of LMDB again, so that what is stored has a bucket. */
+static int unstore_new_agent(struct ag_engine *e, struct entry *en, struct ag_op_err *oe)
+{
+	char msg[200];
+	MDB_txn *txn;
+	int err;
+
+	snprintf(msg, sizeof(msg), "%s", ag_errmsg());
+	err = txn_begin(e, &txn);
+	if (!err)
+		err = ag_store_agent_del(&e->st, txn, en->name);
+	if (!err)
+		err = txn_commit(e, txn);
+	else if (txn)
+		mdb_txn_abort(txn);
+	if (err)
+		e->opts.log(AG_LOG_ERR, "agent '%s' is stored without a bucket: %s", en->name,
+			    store_error(err));
+	tab_remove(e, en);
+	return fail(oe, -ENOSPC, "cannot create the agent's bucket: %s", msg);
+}
+
 int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_agent_change *c,
 			const char *subject, bool *created, struct ag_op_err *oe)
 {
@@ -1047,6 +1137,8 @@ int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_a
 
 	if (ag_name_check(name))
 		return fail(oe, -EINVAL, "%s", ag_errmsg());
+	if (!strcmp(name, AG_METRICS_OTHER))
+		return fail(oe, -EINVAL, "agent name '%s' is reserved (the metrics aggregate)", name);
 	pthread_mutex_lock(&e->lock);
 	en = tab_find(e, name);
 	if (en) {
@@ -1104,7 +1196,9 @@ int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_a
 		} else {
 			en->rec = rec;
 			err = push_to_map(e, en, made);
-			if (err)
+			if (err && made)
+				err = unstore_new_agent(e, en, oe);
+			else if (err)
 				fail(oe, err, "stored, but the maps refused it: %s", ag_errmsg());
 			else if (c->fill_tokens >= 0 &&
 				 ag_bucket_fill(e->ctx, en->slot, c->fill_tokens))
@@ -1120,6 +1214,8 @@ int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_a
 int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *subject,
 			   struct ag_op_err *oe)
 {
+	struct ag_rule *rules = NULL;
+	size_t n_rules = 0, i;
 	struct entry *en;
 	char *line = NULL;
 	MDB_txn *txn;
@@ -1133,11 +1229,21 @@ int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *su
 		pthread_mutex_unlock(&e->lock);
 		return fail(oe, -ENOENT, "unknown agent '%s'", name);
 	}
+	/* Its rules, to put back should the commit fail. */
+	if (en->map_rate >= 0 && !ag_rule_list(e->ctx, &rules, &n_rules)) {
+		size_t kept = 0;
+
+		for (i = 0; i < n_rules; i++)
+			if (rules[i].slot == en->slot)
+				rules[kept++] = rules[i];
+		n_rules = kept;
+	}
 	/* Maps first: a crash before the commit brings the agent back, never
 	 * leaves a stored agent without its bucket. */
 	err = ag_agent_delete(e->ctx, name);
 	if (err && err != -ENOENT) {
 		pthread_mutex_unlock(&e->lock);
+		free(rules);
 		return fail(oe, err, "cannot remove '%s' from the maps: %s", name, ag_errmsg());
 	}
 	err = txn_begin(e, &txn);
@@ -1161,14 +1267,37 @@ int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *su
 		tab_remove(e, en);
 out:
 	if (err) {
-		/* The agent stays; give it its bucket back (full). */
+		/* The agent stays: give it its bucket (full) and rules back. */
 		en->map_rate = -1;
-		push_to_map(e, en, true);
+		if (!push_to_map(e, en, true))
+			for (i = 0; i < n_rules; i++)
+				ag_rule_add(e->ctx, &rules[i], name);
 		if (oe && !oe->msg[0])
 			fail(oe, err, "state not changed: %s", store_error(err));
 	}
 	pthread_mutex_unlock(&e->lock);
+	free(rules);
 	return err;
+}
+
+/* The slot of the agent's bucket now, by name: the CLI may have deleted or
+ * recreated it since. A daemon agent without a bucket gets one again.
+ * Called under e->lock. */
+static int bucket_slot(struct ag_engine *e, struct entry *en, __u32 *slot, struct ag_op_err *oe)
+{
+	struct ag_agent live;
+
+	if (en->map_rate >= 0 && !ag_agent_get(e->ctx, en->name, &live)) {
+		en->slot = live.slot;
+		*slot = live.slot;
+		return 0;
+	}
+	en->map_rate = -1;
+	if (push_to_map(e, en, true))
+		return fail(oe, -ENOSPC, "agent '%s' has no bucket in the maps: %s", en->name,
+			    ag_errmsg());
+	*slot = en->slot;
+	return 0;
 }
 
 /* Reset and drain change only the live bucket; they are audited. */
@@ -1179,6 +1308,7 @@ static int bucket_op(struct ag_engine *e, const char *name, const char *action, 
 	char *line = NULL;
 	double before = 0;
 	MDB_txn *txn;
+	__u32 slot = 0;
 	int err;
 
 	pthread_mutex_lock(&e->lock);
@@ -1187,20 +1317,25 @@ static int bucket_op(struct ag_engine *e, const char *name, const char *action, 
 		pthread_mutex_unlock(&e->lock);
 		return fail(oe, -ENOENT, "unknown agent '%s'", name);
 	}
-	ag_bucket_tokens(e->ctx, en->slot, &before);
-	err = strcmp(action, "agent.reset") ? ag_bucket_drain(e->ctx, en->slot, tokens, remaining)
-					     : ag_bucket_reset(e->ctx, en->slot);
+	err = bucket_slot(e, en, &slot, oe);
+	if (err) {
+		pthread_mutex_unlock(&e->lock);
+		return err;
+	}
+	ag_bucket_tokens(e->ctx, slot, &before);
+	err = strcmp(action, "agent.reset") ? ag_bucket_drain(e->ctx, slot, tokens, remaining)
+					     : ag_bucket_reset(e->ctx, slot);
 	if (err) {
 		pthread_mutex_unlock(&e->lock);
 		return fail(oe, err, "%s", ag_errmsg());
 	}
 	if (!strcmp(action, "agent.reset") && remaining)
-		ag_bucket_tokens(e->ctx, en->slot, remaining);
+		ag_bucket_tokens(e->ctx, slot, remaining);
 	err = txn_begin(e, &txn);
 	if (!err) {
 		double after = 0;
 
-		ag_bucket_tokens(e->ctx, en->slot, &after);
+		ag_bucket_tokens(e->ctx, slot, &after);
 		err = audit(e, txn, subject, action, name, json_pack("{s:f}", "tokens", before),
 			    json_pack("{s:f,s:I}", "tokens", after, "drained", (json_int_t)tokens),
 			    &line);
@@ -1228,25 +1363,55 @@ int ag_engine_agent_drain(struct ag_engine *e, const char *name, __u64 tokens,
 int ag_engine_consume(struct ag_engine *e, const char *name, __u64 tokens,
 		      struct ag_consume_result *res, struct ag_op_err *oe)
 {
-	struct entry *en;
-	__u32 slot;
+	struct ag_agent live;
 	int err;
 
-	pthread_mutex_lock(&e->lock);
-	en = tab_find(e, name);
-	slot = en ? en->slot : 0;
-	pthread_mutex_unlock(&e->lock);
-	if (!en)
-		return fail(oe, -ENOENT, "unknown agent '%s'", name);
-	err = ag_bucket_consume(e->ctx, slot, tokens, res);
+	/* By name from the maps, not through e->lock: a consume must not wait
+	 * for a group commit's fsync. */
+	err = ag_agent_get(e->ctx, name, &live);
+	if (err)
+		return fail(oe, err == -ENOENT ? -ENOENT : err, err == -ENOENT ?
+			    "unknown agent '%s'" : "%s", err == -ENOENT ? name : ag_errmsg());
+	err = ag_bucket_consume(e->ctx, live.slot, tokens, res);
 	return err ? fail(oe, err, "%s", ag_errmsg()) : 0;
+}
+
+/* The agent a stored rule maps to, into buf; 0, -ENOENT or an error. */
+static int stored_rule_agent(struct ag_engine *e, MDB_txn *txn, const struct ag_rule_rec_key *key,
+			     char *buf, size_t len)
+{
+	MDB_val k = { sizeof(*key), (void *)key }, v;
+	int rc = mdb_get(txn, e->st.rules, &k, &v);
+
+	if (rc)
+		return ag_store_errno(rc);
+	snprintf(buf, len, "%.*s", (int)v.mv_size, (const char *)v.mv_data);
+	return 0;
+}
+
+static void unstore_rule(struct ag_engine *e, const struct ag_rule_rec_key *key)
+{
+	MDB_txn *txn;
+	int err = txn_begin(e, &txn);
+
+	if (!err) {
+		err = ag_store_rule_del(&e->st, txn, key);
+		if (!err)
+			err = txn_commit(e, txn);
+		else
+			mdb_txn_abort(txn);
+	}
+	if (err)
+		e->opts.log(AG_LOG_ERR, "a refused rule stays stored (restart retries it): %s",
+			    store_error(err));
 }
 
 int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const char *agent,
 		       const char *subject, struct ag_op_err *oe)
 {
 	struct ag_rule_rec_key key;
-	char *line = NULL;
+	char *line = NULL, owner[AG_NAME_MAX + 1], prefix[AG_PREFIX_STRLEN];
+	bool known = false;
 	MDB_txn *txn;
 	int err;
 
@@ -1256,28 +1421,35 @@ int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const ch
 		return fail(oe, -ENOENT, "unknown agent '%s'", agent);
 	}
 	rule_key_of(rule, &key);
+	ag_prefix_format(rule, prefix, sizeof(prefix));
 	err = txn_begin(e, &txn);
 	if (err) {
 		pthread_mutex_unlock(&e->lock);
 		return fail(oe, err, "state not changed: %s", store_error(err));
 	}
-	/* Stored first (a crash restores it into the maps), then live. */
-	err = ag_store_rule_put(&e->st, txn, &key, agent);
+	err = stored_rule_agent(e, txn, &key, owner, sizeof(owner));
+	if (!err && strcmp(owner, agent)) {
+		mdb_txn_abort(txn);
+		pthread_mutex_unlock(&e->lock);
+		return fail(oe, -EEXIST, "rule %s port %u already maps to agent '%s'; delete it first",
+			    prefix, rule->port, owner);
+	}
+	known = !err;
+	/* Stored first: a crash after the commit restores it into the maps. */
+	err = err == -ENOENT || !err ? ag_store_rule_put(&e->st, txn, &key, agent) : err;
 	if (!err)
 		err = audit(e, txn, subject, "rule.add", agent, NULL, rule_json(rule, agent),
 			    &line);
+	err = finish_op(e, txn, err, line, oe);
 	if (!err) {
-		err = ag_rule_add(e->ctx, rule, agent);
-		if (err) {
-			mdb_txn_abort(txn);
-			free(line);
-			pthread_mutex_unlock(&e->lock);
-			return fail(oe, err, "%s", ag_errmsg());
+		int map_err = ag_rule_add(e->ctx, rule, agent);
+
+		if (map_err) { /* e.g. the CLI mapped it to another agent */
+			err = fail(oe, map_err, "%s", ag_errmsg());
+			if (!known)
+				unstore_rule(e, &key);
 		}
 	}
-	err = finish_op(e, txn, err, line, oe);
-	if (err)
-		ag_rule_del(e->ctx, rule);
 	pthread_mutex_unlock(&e->lock);
 	return err;
 }
@@ -1355,16 +1527,21 @@ static void view_of(struct ag_engine *e, const struct entry *en, struct ag_agent
 int ag_engine_agent_view(struct ag_engine *e, const char *name, struct ag_agent_view *v)
 {
 	struct entry *en;
+	bool in_maps = false;
 
 	pthread_mutex_lock(&e->lock);
 	en = tab_find(e, name);
-	if (en)
+	if (en) {
 		view_of(e, en, v);
+		in_maps = en->map_rate >= 0;
+	}
 	pthread_mutex_unlock(&e->lock);
 	if (!en)
 		return -ENOENT;
-	ag_bucket_tokens(e->ctx, v->slot, &v->tokens);
-	ag_counters_get(e->ctx, v->slot, &v->counters);
+	if (in_maps) {
+		ag_bucket_tokens(e->ctx, v->slot, &v->tokens);
+		ag_counters_get(e->ctx, v->slot, &v->counters);
+	}
 	return 0;
 }
 
@@ -1433,13 +1610,16 @@ int ag_engine_agent_views(struct ag_engine *e, struct ag_agent_view **out, size_
 	}
 	TAB_FOREACH(e, i, en) {
 		view_of(e, en, &v[k]);
-		if (en->slot < max)
+		if (en->map_rate < 0)
+			v[k].slot = UINT32_MAX; /* no bucket: no tokens, no counters */
+		else if (en->slot < max)
 			v[k].counters = counters[en->slot];
 		k++;
 	}
 	pthread_mutex_unlock(&e->lock);
 	for (i = 0; i < k; i++)
-		ag_bucket_tokens(e->ctx, v[i].slot, &v[i].tokens);
+		if (v[i].slot != UINT32_MAX)
+			ag_bucket_tokens(e->ctx, v[i].slot, &v[i].tokens);
 	free(counters);
 	*out = v;
 	*n = k;

@@ -29,6 +29,10 @@ struct ag_engine;
 typedef void (*ag_engine_log_fn)(int level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
 
+/* The metrics label of agents beyond --metrics-max-agents: no agent may
+ * have this name. */
+#define AG_METRICS_OTHER "_other"
+
 #define AG_LOG_ERR 3
 #define AG_LOG_WARN 4
 #define AG_LOG_INFO 6
@@ -77,6 +81,10 @@ struct ag_job {
 	 * ag_engine_rate, which waits instead. */
 	void (*done)(struct ag_job *job);
 	void *arg;
+	/* NULL: the job is applied whole or not at all (HTTP). Else n entries,
+	 * zeroed: an item naming an unknown agent (-ENOENT) or one no slot is
+	 * left for (-ENOSPC) is refused alone and marked here (streams). */
+	int *item_err;
 	/* out */
 	int err; /* 0, -ENOENT (unknown agent), -ENOSPC (no free slot), -EIO... */
 	char msg[256];

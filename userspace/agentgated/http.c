@@ -194,6 +194,11 @@ static int read_body(struct req *r)
 		return send_error(r->conn, 413, "request body is over the limit of %llu bytes "
 				  "(--max-body)", (unsigned long long)max);
 	}
+	if (declared >= 0 && (long long)len != declared) {
+		free(buf);
+		return send_error(r->conn, 400, "request body ended after %zu of %lld bytes", len,
+				  declared);
+	}
 	buf[len] = 0;
 	r->body = buf;
 	r->body_len = len;
@@ -1044,6 +1049,31 @@ static int log_message(const struct mg_connection *conn, const char *message)
 
 /* ---- lifecycle ------------------------------------------------------------------ */
 
+/* Exactly HOST:PORT or [V6]:PORT: CivetWeb also takes lists ("a:1,2")
+ * and suffixes ("9470s"), which would open listeners this check never saw. */
+static bool listen_well_formed(const char *listen)
+{
+	const char *colon = strrchr(listen, ':');
+	size_t digits;
+
+	if (!colon || strchr(listen, ',') || strchr(listen, '+') || strchr(listen, ' '))
+		return false;
+	digits = strspn(colon + 1, "0123456789");
+	if (!digits || digits > 5 || colon[1 + digits] || atoi(colon + 1) > 65535)
+		return false;
+	if (listen[0] == '[')
+		return colon > listen && colon[-1] == ']';
+	return colon > listen && !memchr(listen, ':', (size_t)(colon - listen));
+}
+
+int agd_listen_check(const char *listen, char *err, size_t len)
+{
+	if (listen_well_formed(listen))
+		return 0;
+	snprintf(err, len, "--listen %s: expected ADDR:PORT or [IPV6]:PORT", listen);
+	return -EINVAL;
+}
+
 bool agd_listen_is_loopback(const char *listen)
 {
 	char host[256];
@@ -1079,6 +1109,8 @@ int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 	struct agd_http *h;
 	size_t k = 0;
 
+	if (agd_listen_check(opts->listen, err, len))
+		return -EINVAL;
 	if (opts->tls_cert[0] || opts->tls_key[0]) {
 		snprintf(err, len, "--tls-cert/--tls-key: TLS is not available yet in this "
 			 "version; put a TLS-terminating proxy in front, or listen on loopback");

@@ -38,6 +38,8 @@ void agd_http_update(struct agd_http *h, const struct agd_http_live *live);
 void agd_http_set_ready(struct agd_http *h, bool ready, const char *why);
 void agd_http_stop(struct agd_http *h);
 
+/* 0 when listen is exactly ADDR:PORT or [V6]:PORT, else -EINVAL and why. */
+int agd_listen_check(const char *listen, char *err, size_t len);
 /* Whether ADDR:PORT binds to loopback only (auth may then be off). */
 bool agd_listen_is_loopback(const char *listen);
 

@@ -52,6 +52,7 @@ struct batch {
 	char *raw;
 	size_t *off, *len; /* each item's line within raw */
 	__u64 *line_no;
+	int *item_err;
 };
 
 static void dead_letter(struct agd_ingest *in, const char *source, __u64 line_no,
@@ -89,6 +90,7 @@ static void batch_free(struct batch *b)
 	free(b->off);
 	free(b->len);
 	free(b->line_no);
+	free(b->item_err);
 	free(b);
 }
 
@@ -97,15 +99,20 @@ static void batch_done(struct ag_job *job)
 {
 	struct batch *b = (struct batch *)job;
 	struct stream *s = b->s;
-	size_t i;
+	size_t i, refused = 0;
 
-	if (job->err)
-		for (i = 0; i < job->n; i++)
-			dead_letter(s->in, s->source, b->line_no[i], job->msg, b->raw + b->off[i],
-				    b->len[i]);
+	for (i = 0; i < job->n; i++) {
+		const char *why = job->err ? job->msg :
+				  b->item_err[i] == -ENOENT ? "unknown agent (auto-create is off)" :
+				  b->item_err[i] ? "no free agent slot" : NULL;
+
+		if (!why)
+			continue;
+		dead_letter(s->in, s->source, b->line_no[i], why, b->raw + b->off[i], b->len[i]);
+		refused++;
+	}
 	pthread_mutex_lock(&s->lock);
-	if (job->err)
-		s->rejected += job->n;
+	s->rejected += refused;
 	s->applied += job->applied;
 	s->duplicates += job->duplicates;
 	s->outstanding--;
@@ -131,7 +138,8 @@ static int submit_lines(struct stream *s, const char *text, size_t len)
 	b->off = calloc(lines + 1, sizeof(*b->off));
 	b->len = calloc(lines + 1, sizeof(*b->len));
 	b->line_no = calloc(lines + 1, sizeof(*b->line_no));
-	if (!b->items || !b->raw || !b->off || !b->len || !b->line_no) {
+	b->item_err = calloc(lines + 1, sizeof(*b->item_err));
+	if (!b->items || !b->raw || !b->off || !b->len || !b->line_no || !b->item_err) {
 		batch_free(b);
 		return -ENOMEM;
 	}
@@ -175,6 +183,7 @@ static int submit_lines(struct stream *s, const char *text, size_t len)
 		return 0;
 	}
 	b->job.items = b->items;
+	b->job.item_err = b->item_err;
 	b->job.n = n;
 	b->job.received_ns = ag_now_ns();
 	b->job.done = batch_done;
@@ -262,7 +271,9 @@ static void read_stream(struct stream *s)
 			memmove(buf, buf + have - rest, rest);
 			have = rest;
 			skipping = false;
-			continue;
+			last = memrchr(buf, '\n', have);
+			if (!last)
+				continue;
 		}
 		if (submit_lines(s, buf, (size_t)(last - buf) + 1) == -ESHUTDOWN)
 			break;
@@ -358,8 +369,11 @@ static void *accept_main(void *arg)
 		if (!p[0].revents)
 			continue;
 		fd = accept4(in->listen_fd, NULL, NULL, SOCK_CLOEXEC);
-		if (fd < 0)
+		if (fd < 0) {
+			if (errno != EINTR && errno != EAGAIN && errno != ECONNABORTED)
+				usleep(100000); /* out of descriptors: do not spin */
 			continue;
+		}
 		pthread_mutex_lock(&in->lock);
 		if (in->live_streams >= MAX_CONNECTIONS) {
 			static const char busy[] = "{\"error\":\"unavailable\",\"message\":\"too many "

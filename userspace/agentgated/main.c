@@ -73,6 +73,19 @@ static int live_settings(const struct agd_config *c, struct agd_http_live *live)
 	return 0;
 }
 
+/* The address is checked before auth is decided on it (the HTTP layer
+ * checks it again when it starts listening). */
+static bool listen_ok(const char *listen)
+{
+	char err[300];
+
+	if (agd_listen_check(listen, err, sizeof(err))) {
+		logf_(AG_LOG_ERR, "%s", err);
+		return false;
+	}
+	return true;
+}
+
 static int check_settings(const struct agd_config *c)
 {
 	char why[200];
@@ -178,7 +191,7 @@ int main(int argc, char **argv)
 	struct ag_engine *e = NULL;
 	struct agd_http *h = NULL;
 	struct agd_ingest *in = NULL;
-	char err[1024], dl_path[4200];
+	char err[1024] = "", dl_path[4200];
 	sigset_t sigs;
 	int rc = 1, sig;
 
@@ -196,7 +209,7 @@ int main(int argc, char **argv)
 	}
 	quiet = cfg->quiet;
 	ag_set_log(lib_log);
-	if (check_settings(cfg) || live_settings(cfg, &live)) {
+	if (check_settings(cfg) || !listen_ok(cfg->listen) || live_settings(cfg, &live)) {
 		free(cfg);
 		return 2;
 	}

@@ -100,6 +100,8 @@ static int item_from_json(json_t *obj, struct ag_rating *r, struct item_error *e
 	if (!json_is_string(agent) || json_string_length(agent) > AG_NAME_MAX ||
 	    ag_name_check(json_string_value(agent)))
 		return item_fail(e, "agent", "must be 1 to 64 characters of A-Z a-z 0-9 . _ : -");
+	if (!strcmp(json_string_value(agent), "_other"))
+		return item_fail(e, "agent", "'_other' is reserved (the metrics aggregate)");
 	snprintf(r->agent, sizeof(r->agent), "%s", json_string_value(agent));
 	score = json_object_get(obj, "score");
 	if (!score)

@@ -55,6 +55,7 @@ int ag_store_open(const char *dir, size_t map_size, struct ag_store *st, char *e
 	int rc;
 
 	memset(st, 0, sizeof(*st));
+	err[0] = 0;
 	if (mkdir(dir, 0700) && errno != EEXIST) {
 		rc = errno;
 		snprintf(err, len, "cannot create state directory %s: %s", dir, strerror(rc));
@@ -273,6 +274,30 @@ int ag_store_rule_del(struct ag_store *st, MDB_txn *txn, const struct ag_rule_re
 	return ag_store_errno(mdb_del(txn, st->rules, &k, NULL));
 }
 
+/* The newest AG_STORE_AUDIT_MAX records stay (audit.log keeps them all):
+ * each append removes up to two of the oldest beyond that. */
+static int prune_audit(struct ag_store *st, MDB_txn *txn)
+{
+	MDB_cursor *cur;
+	MDB_stat stat;
+	MDB_val k, v;
+	int rc, n;
+
+	rc = mdb_stat(txn, st->audit, &stat);
+	if (rc || stat.ms_entries <= AG_STORE_AUDIT_MAX)
+		return rc;
+	rc = mdb_cursor_open(txn, st->audit, &cur);
+	for (n = 0; !rc && n < 2 && stat.ms_entries - (size_t)n > AG_STORE_AUDIT_MAX; n++) {
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		if (!rc)
+			rc = mdb_cursor_del(cur, 0);
+	}
+	if (!rc || rc == MDB_NOTFOUND)
+		rc = 0;
+	mdb_cursor_close(cur);
+	return rc;
+}
+
 int ag_store_audit(struct ag_store *st, MDB_txn *txn, const char *line)
 {
 	MDB_cursor *cur;
@@ -293,5 +318,8 @@ int ag_store_audit(struct ag_store *st, MDB_txn *txn, const char *line)
 	be = htobe64(seq);
 	k = (MDB_val){ 8, &be };
 	v = str_val(line);
-	return ag_store_errno(mdb_put(txn, st->audit, &k, &v, MDB_APPEND));
+	rc = mdb_put(txn, st->audit, &k, &v, MDB_APPEND);
+	if (!rc)
+		rc = prune_audit(st, txn);
+	return ag_store_errno(rc);
 }

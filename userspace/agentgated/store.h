@@ -22,6 +22,7 @@
 #include "policy.h"
 
 #define AG_STORE_VERSION 1
+#define AG_STORE_AUDIT_MAX 1000000 /* audit records kept in the store */
 
 /* An agent as stored: its own policy fields, its current rate and its
  * rating statistics. Fixed layout: the file outlives the binary. */
