@@ -94,7 +94,8 @@ static bool *choose_labeled(struct agd_metrics *m, struct ag_agent_view *v, size
 	}
 	qsort(v, n, sizeof(*v), cmp_busiest);
 	for (i = 0; i < n && k < max; i++)
-		if (bsearch(v[i].name, m->labeled, m->n_labeled, sizeof(*m->labeled), cmp_name)) {
+		if (m->n_labeled &&
+		    bsearch(v[i].name, m->labeled, m->n_labeled, sizeof(*m->labeled), cmp_name)) {
 			own[i] = true;
 			k++;
 		}
