@@ -21,6 +21,7 @@
 # A trap on EXIT (INT and TERM exit through it) kills every process started
 # here, removes the pin roots, the network namespace (and with it the veth
 # pair), the temporary directory, and the bpffs when it mounted one.
+# shellcheck disable=SC2317  # the cases are called through the TESTS table
 set -u
 
 BUILD=${1:-}
@@ -56,20 +57,25 @@ CLEANED=""
 WFD=""
 
 cleanup() {
-	local pid
+	local pid pin
 	[ -n "$CLEANED" ] && return
 	CLEANED=1
 	[ -n "$WFD" ] && exec {WFD}>&-
+	# Every process started here is a child of this shell (ip netns exec
+	# and valgrind run the daemon in their own process): only those are
+	# killed, by id.
 	if [ -n "$TMP" ] && [ -f "$TMP/pids" ]; then
 		while read -r pid; do
-			[ -n "$pid" ] && running "$pid" && kill -KILL "$pid" 2>/dev/null
+			[ -n "$pid" ] && running "$pid" &&
+				[ "$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')" = "$$" ] &&
+				kill -KILL "$pid" 2>/dev/null
 		done <"$TMP/pids"
 		wait 2>/dev/null
 	fi
 	ip netns del "$NS" 2>/dev/null
 	if [ -n "$TMP" ] && [ -f "$TMP/pins" ]; then
-		while read -r pid; do
-			[ -n "$pid" ] && rm -rf "$pid"
+		while read -r pin; do
+			[ -n "$pin" ] && rm -rf "$pin"
 		done <"$TMP/pins"
 	fi
 	if [ -n "$OWN_BPFFS" ]; then
@@ -716,6 +722,8 @@ t_consume() {
 	expect 200 'd["allowed"] is True' '0.99 <= d["remaining"] <= 1.7' || return 1
 	jpost /v1/agents/co1/consume '{"tokens":0}'
 	expect_error 400 bad_request tokens || return 1
+	jpost /v1/agents/co1/consume '{"tokens":6}'
+	expect_error 400 bad_request burst || return 1
 	jpost /v1/agents/co-nobody/consume '{"tokens":1}'
 	expect_error 404 not_found co-nobody
 }
@@ -934,6 +942,28 @@ t_put_invalid() {
 	agent pi2 'd["rate"] == 100' 'd["r_max"] == 10000' 'd["alpha"] == 10'
 }
 
+t_policy_keeps_level() {
+	# Policy changes and ratings switch the bucket's parameters in place:
+	# a drained bucket stays drained (no burst handed back).
+	jput /v1/agents/kl1 '{"rate":1,"burst":1000}'
+	expect 201 || return 1
+	jpost /v1/agents/kl1/drain '{"tokens":1000}'
+	expect 200 'd["tokens"] < 1' || return 1
+	jput /v1/agents/kl1 '{"alpha":5}'
+	expect 200 'd["tokens"] < 5' || return 1
+	jput /v1/agents/kl1 '{"rate":2}'
+	expect 200 'd["tokens"] < 5' 'd["rate"] == 2' || return 1
+	jpost /v1/ratings '{"agent":"kl1","score":5}'
+	expect 200 'd["agents"][0]["rate"] == 12' || return 1
+	agent kl1 'd["tokens"] < 40' || return 1
+	jput /v1/agents/kl1 '{"burst":"100s"}'
+	expect 200 'd["burst"] == 1200' 'd["tokens"] < 40' || return 1
+	jput /v1/agents/kl1 '{"pinned":true}'
+	expect 200 'd["tokens"] < 40' || return 1
+	cli api agent show kl1
+	jb 'd["tokens"] < 40' 'd["burst"] == 1200' 'd["rate"] == 12'
+}
+
 t_put_null_resets() {
 	jput /v1/agents/pn1 '{"alpha":2,"r_max":500,"burst":50,"pinned":true,"r_min":3}'
 	expect 201 'd["alpha"] == 2' 'd["r_max"] == 500' 'd["burst"] == 50' 'd["pinned"] is True' \
@@ -970,7 +1000,35 @@ t_dedup_across() {
 		return 1
 	jpost /v1/ratings '[{"id":"dx-2","agent":"dx1","score":1},{"id":"dx-1","agent":"dx1","score":1}]'
 	expect 200 'd["applied"] == 0' 'd["duplicates"] == 2' || return 1
+	# A duplicate has no effect at all: it does not create its agent.
+	jpost /v1/ratings '{"id":"dx-1","agent":"dx-new","score":5}'
+	expect 200 'd["applied"] == 0' 'd["duplicates"] == 1' || return 1
+	no_agent dx-new || return 1
 	agent dx1 'd["rate"] == 130' 'd["ratings"] == 2' 'd["mean_score"] == 4.5'
+}
+
+t_concurrent_ratings() {
+	local i pids=()
+	jput /v1/agents/cc1 '{"alpha":1}'
+	expect 201 || return 1
+	# 8 clients at once, 50 ratings each (score 4: +1 each); and two
+	# clients sending the same 100 ids at once.
+	for i in 1 2 3 4 5 6 7 8; do
+		"$PY" "$HERE/post_many.py" 127.0.0.1 "${DPORT[api]}" cc1 50 "cc$i" 4 >"$TMP/cc$i.json" &
+		pids+=($!)
+	done
+	for i in a b; do
+		"$PY" "$HERE/post_many.py" 127.0.0.1 "${DPORT[api]}" cc2 100 ccdup 5 >"$TMP/cc$i.json" &
+		pids+=($!)
+	done
+	printf '%s\n' "${pids[@]}" >>"$TMP/pids"
+	wait "${pids[@]}"
+	for i in 1 2 3 4 5 6 7 8 a b; do
+		json_check "$(<"$TMP/cc$i.json")" 'd["error"] is None' 'd["acked"] == 100 or d["acked"] == 50' \
+			'd["statuses"] == {"200": d["acked"]}' || return 1
+	done
+	agent cc1 'd["ratings"] == 400' 'd["rate"] == 500' 'd["mean_score"] == 4' || return 1
+	agent cc2 'd["ratings"] == 100' 'd["rate"] == 2100'
 }
 
 t_batch_atomic_new() {
@@ -1057,6 +1115,30 @@ t_tutorial_rate() {
 	expect_error 404 not_found || return 1
 	jpost /rate '{"event_type":"click","metadata":{}}'
 	expect_error 400 bad_request agent_id
+}
+
+t_stream_websocket() {
+	local out
+	CMD="ws.py 127.0.0.1 ${DPORT[api]} /v1/stream"
+	out=$("$PY" "$HERE/ws.py" 127.0.0.1 "${DPORT[api]}" /v1/stream) ||
+		{ diag "ws.py failed: $out"; return 1; }
+	# Not implemented yet (README: "Not yet: ... the WebSocket stream").
+	# How other routes answer upgrade requests is t_upgrade_header's job.
+	if [ "$(jget "$out" 'd["status"]')" != 101 ]; then
+		SKIP_REASON="GET /v1/stream not implemented in this version (README: not yet)"
+		return 77
+	fi
+	json_check "$out" 'd["accept_ok"] is True'
+}
+
+t_upgrade_header() {
+	local out
+	# A request that carries WebSocket upgrade headers on a plain route
+	# still gets an HTTP response (200 or an HTTP error), never raw text.
+	CMD="ws.py 127.0.0.1 ${DPORT[api]} /v1/agents/ag-get"
+	out=$("$PY" "$HERE/ws.py" 127.0.0.1 "${DPORT[api]}" /v1/agents/ag-get) ||
+		{ diag "ws.py failed: $out"; return 1; }
+	json_check "$out" 'd["status"] in (200, 400, 404, 426, 501)'
 }
 
 t_audit_log() {
@@ -1173,11 +1255,44 @@ t_ingest_socket() {
 		"$PY" "$HERE/ingest.py" "$sock") || { diag "ingest.py failed: $reply"; return 1; }
 	json_check "$reply" 'd == {"applied": 1, "duplicates": 1, "invalid": 0, "rejected": 0}' ||
 		return 1
-	agent so1 'd["rate"] == 100' 'd["ratings"] == 4'
+	agent so1 'd["rate"] == 100' 'd["ratings"] == 4' || return 1
+	# A line over 1 MiB is dead-lettered (shortened); the next line counts.
+	reply=$("$PY" -c '
+import sys
+sys.stdout.write("{\"agent\":\"so3\",\"score\":1,\"comment\":\"" + "x" * 1500000 + "\"}\n"
+                 "{\"agent\":\"so3\",\"score\":5}\n")' | "$PY" "$HERE/ingest.py" "$sock") ||
+		{ diag "ingest.py failed: $reply"; return 1; }
+	json_check "$reply" 'd == {"applied": 1, "duplicates": 0, "invalid": 1, "rejected": 0}' ||
+		return 1
+	agent so3 'd["rate"] == 120' 'd["ratings"] == 1' || return 1
+	dead_letters ing 'len(d) == 6' 'd[5]["line"] == 1' '"1 MiB" in d[5]["reason"]' \
+		'd[5]["input"].startswith("{\"agent\":\"so3\"")' 'len(d[5]["input"]) <= 4096'
 }
 
 t_ingest_stop() {
-	daemon_stop ing || return 1
+	local held
+	# A client that keeps its connection open does not hold up SIGTERM; it
+	# gets its summary when the daemon stops.
+	"$PY" -c '
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(60)
+s.connect(sys.argv[1])
+s.sendall(b"{\"agent\":\"so2\",\"score\":5}\n")
+data = b""
+while True:
+    c = s.recv(4096)
+    if not c:
+        break
+    data += c
+sys.stdout.write(data.decode())' "$TMP/ingest.sock" >"$TMP/held.json" 2>&1 &
+	held=$!
+	echo "$held" >>"$TMP/pids"
+	wait_for 10 "so2 rated" agent_is so2 'd["ratings"] == 1' || return 1
+	daemon_stop ing 15 || return 1
+	wait_exit "$held" 10
+	json_check "$(<"$TMP/held.json")" \
+		'd == {"applied": 1, "duplicates": 0, "invalid": 0, "rejected": 0}' || return 1
 	[ ! -e "$TMP/ingest.sock" ] || { diag "socket left behind at $TMP/ingest.sock"; return 1; }
 }
 
@@ -1189,7 +1304,8 @@ t_ingest_rejected() {
 	json_check "$reply" 'd == {"applied": 0, "duplicates": 0, "invalid": 0, "rejected": 1}' ||
 		return 1
 	dead_letters noauto 'len(d) == 1' 'd[0]["line"] == 1' \
-		'd[0]["input"] == "{\"agent\":\"ghost\",\"score\":5}"' '"ghost" in d[0]["reason"]' ||
+		'd[0]["input"] == "{\"agent\":\"ghost\",\"score\":5}"' \
+		'"unknown agent" in d[0]["reason"]' ||
 		return 1
 	no_agent ghost || return 1
 	jpost /v1/ratings '[{"agent":"ghost","score":5}]'
@@ -1202,6 +1318,81 @@ t_ingest_rejected() {
 		return 1
 	agent ghost 'd["rate"] == 120' || return 1
 	daemon_stop noauto
+}
+
+t_slots_full() {
+	local a
+	daemon_run slots --max-agents 4 --dedup-max 3 || return 1
+	for a in s1 s2 s3 s4; do
+		jput "/v1/agents/$a" '{}'
+		expect 201 || return 1
+	done
+	jput /v1/agents/s5 '{}'
+	expect_error 507 insufficient_storage || return 1
+	no_agent s5 || return 1
+	# A batch that needs a slot there is not: refused whole.
+	jpost /v1/ratings '[{"agent":"s1","score":5},{"agent":"s6","score":5}]'
+	expect_error 507 insufficient_storage || return 1
+	agent s1 'd["ratings"] == 0' 'd["rate"] == 100' || return 1
+	no_agent s6 || return 1
+	http DELETE /v1/agents/s4
+	expect 200 || return 1
+	# One slot free, two new agents: neither is created, s1 is not rated.
+	jpost /v1/ratings '[{"agent":"s6","score":5},{"agent":"s7","score":5},{"agent":"s1","score":5}]'
+	expect_error 507 insufficient_storage || return 1
+	no_agent s6 || return 1
+	no_agent s7 || return 1
+	agent s1 'd["ratings"] == 0' || return 1
+	# The free slot is still there.
+	jpost /v1/ratings '{"agent":"s6","score":5}'
+	expect 200 'd["agents"][0]["rate"] == 120' || return 1
+	cli slots status
+	jb 'd["agents"] == 4' 'd["agent_slots"] == 4'
+}
+
+t_dedup_max() {
+	local i
+	# --dedup-max 3: the oldest ids are forgotten beyond the third.
+	for i in 1 2 3 4 5; do
+		jpost /v1/ratings "{\"id\":\"dm-$i\",\"agent\":\"s1\",\"score\":4}"
+		expect 200 'd["applied"] == 1' || return 1
+	done
+	jpost /v1/ratings '[{"id":"dm-5","agent":"s1","score":4},{"id":"dm-4","agent":"s1","score":4}]'
+	expect 200 'd["applied"] == 0' 'd["duplicates"] == 2' || return 1
+	jpost /v1/ratings '{"id":"dm-1","agent":"s1","score":4}'
+	expect 200 'd["applied"] == 1' 'd["duplicates"] == 0' || return 1
+	agent s1 'd["ratings"] == 6' 'd["rate"] == 160' || return 1
+	daemon_stop slots
+}
+
+t_store_full() {
+	local i ok=0
+	# A 1 MiB store fills up with rating ids: 507, all or nothing.
+	daemon_run full --store-size 1MiB || return 1
+	for i in $(seq 1 12); do
+		"$PY" -c '
+import json, sys
+i = int(sys.argv[1])
+json.dump([{"id": "%03d-%04d-%s" % (i, j, "x" * 100), "agent": "fu1", "score": 4}
+           for j in range(1000)], open(sys.argv[2], "w"))' "$i" "$TMP/full.json"
+		http POST /v1/ratings -H 'Content-Type: application/json' --data-binary @"$TMP/full.json"
+		if [ "$STATUS" = 200 ]; then
+			[ "$ok" -eq $((i - 1)) ] || fail "a batch was applied after the store was full" ||
+				return 1
+			ok=$i
+			continue
+		fi
+		expect_error 507 insufficient_storage || return 1
+	done
+	[ "$ok" -ge 1 ] && [ "$ok" -lt 12 ] || { diag "$ok batches of 12 applied"; return 1; }
+	agent fu1 "d['ratings'] == $ok * 1000" 'd["mean_score"] == 4' || return 1
+	# Operator changes still answer (200, or 507 when they cannot commit).
+	jput /v1/agents/fu2 '{}'
+	[ "$STATUS" = 201 ] || expect_error 507 insufficient_storage || return 1
+	daemon_stop full || return 1
+	daemon_run full --store-size 1MiB || return 1
+	agent fu1 "d['ratings'] == $ok * 1000" 'd["rate"] == 10000' || return 1
+	daemon_stop full
 }
 
 # ---- 6. crash and reboot ---------------------------------------------------
@@ -1234,6 +1425,7 @@ t_crash_restart() {
 	n=$!
 	wait_for 10 "k3 has 40 ratings" agent_is k3 'd["ratings"] >= 40' || return 1
 	daemon_kill9 crash || return 1
+	san_clean crash || return 1
 	wait "$n"
 	res=$(<"$TMP/inflight.json")
 	json_check "$res" 'd["acked"] >= 40' 'd["error"] is not None' || return 1
@@ -1266,6 +1458,27 @@ t_crash_restart() {
 	agent k2 'd["rate"] == 300' 'd["ratings"] == 60'
 }
 
+t_sigterm_restart() {
+	daemon_stop crash || return 1
+	# While it is down, the CLI adds an agent and a rule to the maps.
+	cli crash agent set cli1 rate 33
+	[ "$RC" -eq 0 ] || fail "agentgate agent set cli1 rate 33 failed" || return 1
+	cli crash rule add 10.55.0.0/16 agent cli1
+	[ "$RC" -eq 0 ] || fail "agentgate rule add failed" || return 1
+	daemon_run crash || return 1
+	# A clean restart does not refill the drained bucket either.
+	agent k1 'd["tokens"] < 50' || return 1
+	agent k2 'd["rate"] == 300' 'd["ratings"] == 60' || return 1
+	# The CLI's agent and rule are adopted, and rated like any other.
+	agent cli1 'd["rate"] == 33' 'd["rules"] == [{"prefix": "10.55.0.0/16", "port": 0}]' ||
+		return 1
+	http GET /v1/rules
+	expect 200 '{"prefix": "10.55.0.0/16", "port": 0, "agent": "cli1"} in d' 'len(d) == 3' ||
+		return 1
+	jpost /v1/ratings '{"agent":"cli1","score":5}'
+	expect 200 'd["agents"] == [{"agent": "cli1", "rate": 53, "mean_score": 5, "ratings": 1}]'
+}
+
 t_reboot_restore() {
 	local rules
 	http GET /v1/rules
@@ -1277,17 +1490,19 @@ t_reboot_restore() {
 	agent k1 'd["rate"] == 1' 'd["burst"] == 1000' || return 1
 	agent k2 'd["rate"] == 300' 'd["ratings"] == 60' 'near(d["mean_score"], 10 / 3)' || return 1
 	agent k3 'd["ratings"] >= 40' || return 1
+	agent cli1 'd["rate"] == 53' 'd["ratings"] == 1' || return 1
 	http GET /v1/rules
-	json_check "$BODY" 'len(d) == 2' "sorted(map(json.dumps, d)) == sorted(map(json.dumps, $rules))" ||
+	json_check "$BODY" 'len(d) == 3' "sorted(map(json.dumps, d)) == sorted(map(json.dumps, $rules))" ||
 		return 1
 	# In the maps, not only in the API.
 	cli crash rule list
 	jb 'sorted((r["prefix"], r["port"] or 0, r["agent"]) for r in d) == [
-		("10.9.0.0/16", 0, "k2"), ("2001:db8::/32", 443, "k2")]' || return 1
+		("10.55.0.0/16", 0, "cli1"), ("10.9.0.0/16", 0, "k2"), ("2001:db8::/32", 443, "k2")]' ||
+		return 1
 	cli crash agent show k2
 	jb 'd["rate"] == 300' 'd["burst"] == 300' || return 1
 	cli crash agent list
-	jb 'sorted(a["name"] for a in d) == ["k1", "k2", "k3"]' || return 1
+	jb 'sorted(a["name"] for a in d) == ["cli1", "k1", "k2", "k3"]' || return 1
 	daemon_stop crash
 }
 
@@ -1308,7 +1523,13 @@ t_metrics_promtool() {
 	expect 200 'd["duplicates"] == 1' || return 1
 	jpost /v1/ratings '[{"agent":"m1","score":9},{"agent":"m1"},{"agent":"m1","score":3}]'
 	expect 400 || return 1
+	# The aggregate's label cannot be an agent's name.
+	jput /v1/agents/_other '{}'
+	expect_error 400 bad_request _other || return 1
+	jpost /v1/ratings '{"agent":"_other","score":5}'
+	expect 400 '[(e["index"], e["field"]) for e in d["errors"]] == [(0, "agent")]' || return 1
 	http GET /metrics
+	san_clean met || return 1
 	expect_status 200 || return 1
 	[[ "$(hdr Content-Type)" == text/plain* ]] ||
 		fail "Content-Type '$(hdr Content-Type)', expected text/plain" || return 1
@@ -1329,7 +1550,7 @@ t_metrics_promtool() {
 		'val("agentgate_agents") == 5' 'val("agentgate_agent_slots") == 65536' \
 		'val("agentgate_ratings_total", result="applied") == 2' \
 		'val("agentgate_ratings_total", result="duplicate") == 1' \
-		'val("agentgate_ratings_total", result="invalid") == 2' \
+		'val("agentgate_ratings_total", result="invalid") == 3' \
 		'val("agentgate_ratings_total", result="rejected") == 0' \
 		'val("agentgate_rating_apply_seconds_count") == 2' \
 		'val("agentgate_rating_apply_seconds_bucket", le="+Inf") == 2' \
@@ -1343,7 +1564,10 @@ t_metrics_promtool() {
 
 t_metrics_other() {
 	local own
-	[ -s "$TMP/metrics.txt" ] || { diag "no metrics scraped"; return 1; }
+	http GET /metrics
+	san_clean met || return 1
+	expect_status 200 || return 1
+	cp "$TMP/body" "$TMP/metrics.txt"
 	# --metrics-max-agents 2, 5 agents: two keep their own labels, the
 	# other three are summed under agent="_other".
 	"$PY" "$HERE/promcheck.py" "$TMP/metrics.txt" \
@@ -1394,12 +1618,15 @@ t_auth_refuse_start() {
 	echo "$pin" >>"$TMP/pins"
 	mkdir -p "$st"
 	alloc_port
-	for l in "0.0.0.0:$NEW_PORT" "[::]:$NEW_PORT" "$NEW_PORT" "192.0.2.1:$NEW_PORT"; do
+	for l in "0.0.0.0:$NEW_PORT" "[::]:$NEW_PORT" "192.0.2.1:$NEW_PORT"; do
 		run_expect_exit 2 20 --pin-path "$pin" --state-dir "$st" --listen "$l" || return 1
 		[[ "$OUT" == *"refusing to serve $l without authentication"* ]] ||
 			{ diag "no 'refusing to serve $l' in: $OUT"; return 1; }
 		[[ "$OUT" == *--auth-key-file* ]] || { diag "no --auth-key-file hint in: $OUT"; return 1; }
 	done
+	# A bare port (every address) is refused too, naming it.
+	run_expect_exit 2 20 --pin-path "$pin" --state-dir "$st" --listen "$NEW_PORT" || return 1
+	[[ "$OUT" == *"$NEW_PORT"* ]] || { diag "--listen $NEW_PORT not named in: $OUT"; return 1; }
 	[ ! -e "$pin" ] || { diag "refused start created $pin"; return 1; }
 	# A key file too short for HS256, or missing.
 	head -c 20 /dev/urandom | base64 | head -c 20 >"$TMP/short.key"
@@ -1532,6 +1759,42 @@ t_auth_audit_subject() {
 		'[l["subject"] for l in d if l["agent"] == "au-ok"] == ["x", "x"]'
 }
 
+t_auth_key_rotation() {
+	local old new n
+	old=$(token "$KEY" '{"sub":"x","exp":"NOW+600","scope":"agents:admin"}')
+	head -c 60 /dev/urandom | base64 -w0 | head -c 40 >"$KEY.new" && mv "$KEY.new" "$KEY"
+	n=$(grep -c 'settings reloaded' "${DLOG[auth]}")
+	kill -HUP "${DPID[auth]}"
+	wait_for 10 "'settings reloaded' in the log" \
+		eval "[ \$(grep -c 'settings reloaded' '${DLOG[auth]}') -gt $n ]" || return 1
+	http GET /v1/agents/au-ok -H "Authorization: Bearer $old"
+	expect_error 401 unauthorized || return 1
+	new=$(token "$KEY" '{"sub":"x","exp":"NOW+600","scope":"agents:admin"}')
+	http GET /v1/agents/au-ok -H "Authorization: Bearer $new"
+	expect 200 'd["rate"] == 17'
+}
+
+t_auth_reload_keeps_auth() {
+	local cfg=$TMP/authcfg.conf n
+	printf 'auth-key-file = %s\n' "$KEY" >"$cfg"
+	daemon_new authcfg
+	daemon_run --listen "0.0.0.0:${DPORT[authcfg]}" authcfg --config "$cfg" || return 1
+	jput /v1/agents/ar1 '{}'
+	expect_error 401 unauthorized || return 1
+	# A reload that would drop the key on a non-loopback listener is refused.
+	n=$(grep -c 'reload failed' "${DLOG[authcfg]}")
+	printf '# no key\n' >"$cfg"
+	kill -HUP "${DPID[authcfg]}"
+	wait_for 10 "'reload failed' in the log" \
+		eval "[ \$(grep -c 'reload failed' '${DLOG[authcfg]}') -gt $n ]" || return 1
+	jput /v1/agents/ar1 '{}'
+	expect_error 401 unauthorized || return 1
+	http GET /v1/agents
+	expect_error 401 unauthorized || return 1
+	daemon_stop authcfg || return 1
+	use auth
+}
+
 t_auth_stop() {
 	daemon_stop auth
 }
@@ -1609,26 +1872,52 @@ t_config_file() {
 	expect 200 'd["agents"][0]["rate"] == 50' || return 1
 }
 
+# reload TEXT [MARK]: writes TEXT (printf format) to the config file, sends
+# SIGHUP and waits for MARK ("settings reloaded") to appear once more.
+reload() {
+	local mark=${2:-settings reloaded} n
+	n=$(grep -c "$mark" "${DLOG[conf]}")
+	printf "$1" >"$CONF"
+	kill -HUP "${DPID[conf]}"
+	wait_for 10 "'$mark' in the log" \
+		eval "[ \$(grep -c '$mark' '${DLOG[conf]}') -gt $n ]"
+}
+
 t_config_sighup() {
-	local n
-	n=$(grep -c 'settings reloaded' "${DLOG[conf]}")
-	printf 'rate = 70\nalpha = 7\n' >"$CONF"
-	kill -HUP "${DPID[conf]}"
-	wait_for 10 "'settings reloaded' in the log" \
-		eval "[ \$(grep -c 'settings reloaded' '${DLOG[conf]}') -gt $n ]" || return 1
+	reload 'rate = 70\nalpha = 7\nburst = 2s\n' || return 1
 	jput /v1/agents/c2 '{}'
-	expect 201 'd["rate"] == 70' 'd["r0"] == 70' 'd["alpha"] == 2' || return 1
-	agent c1 'd["rate"] == 54' || return 1
+	expect 201 'd["rate"] == 70' 'd["r0"] == 70' 'd["alpha"] == 2' 'd["burst"] == 140' \
+		'd["burst_policy"] == "2s"' || return 1
+	# An agent that inherits the burst follows it; its own rate stays.
+	agent c1 'd["rate"] == 54' 'd["burst"] == 108' || return 1
+	cli conf agent show c1
+	jb 'd["rate"] == 54' 'd["burst"] == 108' || return 1
 	# A bad file on reload: refused, the running settings stay.
-	n=$(grep -c 'reload failed' "${DLOG[conf]}")
-	printf 'rate = 90\nrate = fast\n' >"$CONF"
-	kill -HUP "${DPID[conf]}"
-	wait_for 10 "'reload failed' in the log" \
-		eval "[ \$(grep -c 'reload failed' '${DLOG[conf]}') -gt $n ]" || return 1
+	reload 'rate = 90\nrate = fast\n' 'reload failed' || return 1
 	grep -q "$CONF:2:" "${DLOG[conf]}" || { diag "reload error does not name $CONF:2"; return 1; }
 	daemon_alive conf || return 1
 	jput /v1/agents/c3 '{}'
-	expect 201 'd["rate"] == 70' 'd["alpha"] == 2' || return 1
+	expect 201 'd["rate"] == 70' 'd["alpha"] == 2' 'd["burst"] == 140' || return 1
+}
+
+t_config_reload_clamp() {
+	# A lower default r_max clamps the agents that inherit it, in the maps
+	# too, and the clamp is kept over a restart.
+	reload 'rate = 40\nr-max = 60\n' || return 1
+	agent c2 'd["rate"] == 60' 'd["r_max"] == 60' || return 1
+	cli conf agent show c2
+	jb 'd["rate"] == 60' || return 1
+	agent c1 'd["rate"] == 54' || return 1
+	jput /v1/agents/c4 '{}'
+	expect 201 'd["rate"] == 40' || return 1
+	daemon_stop conf || return 1
+	daemon_run conf --config "$CONF" --alpha 2 || return 1
+	agent c2 'd["rate"] == 60' || return 1
+	agent c3 'd["rate"] == 60' || return 1
+	agent c1 'd["rate"] == 54' 'd["burst"] == 54' || return 1
+	agent c4 'd["rate"] == 40' || return 1
+	cli conf agent show c2
+	jb 'd["rate"] == 60' || return 1
 	daemon_stop conf
 }
 
@@ -1642,32 +1931,114 @@ x = json.load(sys.stdin)[0].get("xdp")
 print(x["prog"]["id"] if x else "none")'
 }
 
+# frames COUNT SRC: UDP frames from SRC out of VETH_B, into VETH_A's XDP
+# (tests/cli/sendframes.py).
+frames() {
+	local n
+	n=$(ip netns exec "$NS" "$PY" "$HERE/../cli/sendframes.py" "$VETH_B" "$1" "$2" \
+		--peer-if "$VETH_A") || { diag "sendframes.py failed: $n"; return 1; }
+	[ "$n" -eq "$1" ] || { diag "sent $n of $1 frames"; return 1; }
+}
+
+XDP_PROG=""
 t_xdp_attached_after_sigterm() {
-	local prog
 	ip netns add "$NS" 2>/dev/null || { SKIP_REASON="cannot create a network namespace"; return 77; }
+	ip netns exec "$NS" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
+		net.ipv6.conf.default.disable_ipv6=1 >/dev/null 2>&1
 	ip -n "$NS" link set lo up &&
 		ip -n "$NS" link add "$VETH_A" type veth peer name "$VETH_B" &&
 		ip -n "$NS" link set "$VETH_A" up && ip -n "$NS" link set "$VETH_B" up ||
 		{ diag "cannot create the veth pair"; return 1; }
 	daemon_run --netns xdp --attach "$VETH_A" || return 1
-	prog=$(xdp_prog)
-	[ "$prog" != none ] || { diag "nothing attached to $VETH_A"; return 1; }
-	jput /v1/agents/x1 '{"rate":10}'
+	XDP_PROG=$(xdp_prog)
+	[ "$XDP_PROG" != none ] || { diag "nothing attached to $VETH_A"; return 1; }
+	# Burst 5, refill one token in 10 s.
+	jput /v1/agents/x1 '{"rate":0.1,"r_min":0.1,"burst":5}'
 	expect 201 || return 1
+	jpost /v1/rules '{"prefix":"10.66.0.0/16","agent":"x1"}'
+	expect 201 || return 1
+	frames 20 10.66.0.1 || return 1
+	wait_for 5 "20 frames counted for x1" \
+		agent_is x1 'd["passed_packets"] + d["dropped_packets"] == 20' || { agent x1; return 1; }
+	agent x1 'd["passed_packets"] == 5' 'd["dropped_packets"] == 15' \
+		'd["passed_bytes"] == 5 * 100' 'd["tokens"] < 1' || return 1
+	# The API consumes from the bucket the NIC emptied.
+	jpost /v1/agents/x1/consume '{"tokens":1}'
+	expect 429 'd["allowed"] is False' || return 1
 	daemon_stop xdp || return 1
 	WRAP=()
-	[ "$(xdp_prog)" = "$prog" ] ||
-		{ diag "after SIGTERM $VETH_A runs '$(xdp_prog)', expected program $prog"; return 1; }
+	[ "$(xdp_prog)" = "$XDP_PROG" ] ||
+		{ diag "after SIGTERM $VETH_A runs '$(xdp_prog)', expected program $XDP_PROG"; return 1; }
 	cli xdp status
 	[ "$RC" -eq 0 ] || { diag "agentgate status: $OUT"; return 1; }
-	jb "[(l['ifname'], l['prog_id']) for l in d['links']] == [('$VETH_A', $prog)]" \
+	jb "[(l['ifname'], l['prog_id']) for l in d['links']] == [('$VETH_A', $XDP_PROG)]" \
 		'd["agents"] == 1' || return 1
-	# Started again: it takes the attachment over, the agent is there.
+	# Still enforcing with the daemon down.
+	frames 10 10.66.0.2 || return 1
+	sleep 0.2
+	cli xdp agent show x1
+	jb 'd["passed_packets"] == 5' 'd["dropped_packets"] == 25'
+}
+
+t_xdp_restart() {
+	[ -n "$XDP_PROG" ] || { diag "no attachment from the previous case"; return 1; }
+	# Started again: it takes the attachment over; agent, rule, counters there.
 	daemon_run --netns xdp --attach "$VETH_A" || return 1
-	agent x1 'd["rate"] == 10' || return 1
+	grep -q "attached to $VETH_A" "${DLOG[xdp]}" || { diag "no 'attached to' in the log"; return 1; }
+	agent x1 'd["rate"] == 0.1' 'd["passed_packets"] == 5' 'd["dropped_packets"] == 25' \
+		'd["rules"] == [{"prefix": "10.66.0.0/16", "port": 0}]' 'd["tokens"] < 1' || return 1
 	[ "$(xdp_prog)" != none ] || { diag "nothing attached after the restart"; return 1; }
+	# A deleted agent's slot, reused: no counters, tokens or rules carried over.
+	http DELETE /v1/agents/x1
+	expect 200 || return 1
+	frames 5 10.66.0.3 || return 1
+	jput /v1/agents/x2 '{"rate":10,"burst":10}'
+	expect 201 'd["passed_packets"] == 0' 'd["dropped_packets"] == 0' 'd["passed_bytes"] == 0' \
+		'd["dropped_bytes"] == 0' 'd["tokens"] == 10' 'd["rules"] == []' || return 1
+	frames 5 10.66.0.4 || return 1
+	sleep 0.2
+	agent x2 'd["passed_packets"] == 0' 'd["dropped_packets"] == 0' || return 1
 	daemon_stop xdp || return 1
 	[ "$(xdp_prog)" != none ] || { diag "detached by the second SIGTERM"; return 1; }
+}
+
+# ---- TLS (--tls-cert, --tls-key) ----------------------------------------------
+
+t_tls() {
+	local crt=$TMP/tls.crt key=$TMP/tls.key i code
+	command -v openssl >/dev/null 2>&1 || { SKIP_REASON="openssl not found"; return 77; }
+	openssl req -x509 -newkey rsa:2048 -nodes -keyout "$key" -out "$crt" -days 2 \
+		-subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 >/dev/null 2>&1 ||
+		{ diag "openssl cannot make a certificate"; return 1; }
+	daemon_run --no-wait tls --tls-cert "$crt" --tls-key "$key" || return 1
+	for ((i = 0; i < 200; i++)); do
+		running "${DPID[tls]}" || break
+		code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 --cacert "$crt" \
+			"https://127.0.0.1:${DPORT[tls]}/readyz" 2>/dev/null)
+		[ "$code" = 200 ] && break
+		sleep 0.05
+	done
+	if ! running "${DPID[tls]}"; then
+		wait_exit "${DPID[tls]}" 5
+		DPID[tls]=""
+		if daemon_log tls | grep -q 'TLS is not available'; then
+			SKIP_REASON="TLS not available in this version (README: not yet)"
+			return 77
+		fi
+		diag "exited with code $EXIT_RC; its log:"
+		diag "$(daemon_log tls | tail -n 20)"
+		return 1
+	fi
+	BASE=https://127.0.0.1:${DPORT[tls]}
+	http GET /healthz --cacert "$crt"
+	expect 200 'd == {"status": "ok"}' || return 1
+	jput /v1/agents/tl1 '{"rate":5}' --cacert "$crt"
+	expect 201 'd["rate"] == 5' || return 1
+	# No plaintext on the TLS port.
+	BASE=http://127.0.0.1:${DPORT[tls]}
+	http GET /healthz
+	[ "$STATUS" != 200 ] || fail "plain HTTP answered on the TLS listener" || return 1
+	daemon_stop tls
 }
 
 # ---- 13. valgrind ---------------------------------------------------------------
@@ -1709,21 +2080,29 @@ TESTS=(
 	"t_burst_seconds|burst \"2s\" = ceil(rate*2) tokens and follows the rate"
 	"t_burst_tokens|burst in tokens stays fixed when the rate moves; bad bursts 400"
 	"t_put_invalid|PUT rate outside [r_min,r_max] 400; unknown field 400 naming it; nothing changed"
+	"t_policy_keeps_level|PUT changes and ratings keep a drained bucket drained"
 	"t_put_null_resets|PUT with null fields returns them to the defaults"
 	"t_dedup_batch|the same id twice in one batch: applied once, counted as duplicate"
 	"t_dedup_across|the same id across requests (JSON and NDJSON): applied once"
+	"t_concurrent_ratings|10 concurrent clients: every rating applied once (ids shared by two clients too)"
 	"t_batch_atomic_new|a batch with bad items: 400 naming each index; no agent created"
 	"t_batch_atomic_existing|a batch with a bad item leaves an existing agent unchanged"
 	"t_tutorial_bucket|tutorial: POST /bucket/{id} 201 capacity 5; GET /bucket/{id} tokens ~3"
 	"t_tutorial_rate|tutorial: POST /rate 200 with score until the bucket is empty, then 429"
+	"t_stream_websocket|GET /v1/stream: WebSocket handshake 101 with the right Sec-WebSocket-Accept"
+	"t_upgrade_header|a request with WebSocket upgrade headers on /v1/agents/{a} gets an HTTP response"
 	"t_audit_log|audit.log records create, update, delete, drain, reset, rule add/delete"
 	"t_api_stop|SIGTERM: the API daemon exits 0, no sanitizer report"
 	"t_ingest_start|--stdin (FIFO) and --ingest-socket: daemon ready"
 	"t_ingest_stdin|--stdin NDJSON: valid lines applied, invalid ones dead-lettered with line and reason"
 	"t_ingest_socket|--ingest-socket: summary line applied/duplicates/invalid/rejected; dead letters"
-	"t_ingest_stop|SIGTERM with ingest streams: exit 0, socket removed"
+	"t_ingest_stop|SIGTERM with an ingest client still connected: exit 0, client gets its summary, socket removed"
 	"t_ingest_rejected|--auto-create no: unknown agent rejected (socket summary, dead letter, HTTP 404)"
+	"t_slots_full|--max-agents 4: a 5th agent is 507; a batch needing a missing slot creates nothing"
+	"t_dedup_max|--dedup-max 3: ids beyond the last three are forgotten and apply again"
+	"t_store_full|--store-size 1MiB filled by rating ids: 507, batches all or nothing, restart keeps the rest"
 	"t_crash_restart|kill -9, restart: acknowledged ratings, rules, dedup ids kept; drained bucket not refilled"
+	"t_sigterm_restart|SIGTERM, restart: drained bucket not refilled; agent and rule made with the CLI adopted"
 	"t_reboot_restore|pins removed (reboot): agents, rates and rules restored from LMDB into the maps"
 	"t_metrics_promtool|GET /metrics passes promtool check metrics; the contract's families and counts"
 	"t_metrics_other|--metrics-max-agents 2 with 5 agents: 2 own labels plus agent=\"_other\" sums"
@@ -1733,12 +2112,17 @@ TESTS=(
 	"t_auth_403|a valid token without the route's scope: 403"
 	"t_auth_scopes_ok|scope string and scopes array grant their routes"
 	"t_auth_audit_subject|audit.log subject is the token's sub"
+	"t_auth_key_rotation|SIGHUP re-reads the key file: old tokens 401, new ones 200"
+	"t_auth_reload_keeps_auth|SIGHUP dropping the key of a non-loopback listener is refused; auth stays on"
 	"t_auth_stop|SIGTERM: the auth daemon exits 0, no sanitizer report"
 	"t_body_limit|--max-body 1000: 413 with Content-Length and chunked; at the limit 200"
 	"t_config_bad_file|bad config file value or key: exit 2 naming file:line"
 	"t_config_file|config file rate = 50 applies to new agents; --alpha on the command line wins"
-	"t_config_sighup|SIGHUP reloads rate = 70 (flag still wins); a bad reload keeps the settings"
-	"t_xdp_attached_after_sigterm|SIGTERM leaves XDP attached (netns + veth); restart takes it over"
+	"t_config_sighup|SIGHUP reloads rate = 70 and burst = 2s (flag still wins); a bad reload keeps the settings"
+	"t_config_reload_clamp|SIGHUP with a lower r-max clamps inheriting agents (maps too), kept over a restart"
+	"t_xdp_attached_after_sigterm|netns + veth: NIC and API share the bucket; SIGTERM leaves XDP attached and enforcing"
+	"t_xdp_restart|restarted with --attach: takes the attachment over, state intact; a reused slot starts clean"
+	"t_tls|--tls-cert/--tls-key: HTTPS with the certificate, no plaintext on the port"
 	"t_valgrind|plain agentgated under valgrind: PUT, ratings, /metrics, SIGTERM: exit 0, no errors"
 )
 
