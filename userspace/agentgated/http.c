@@ -1041,6 +1041,12 @@ static int handle(struct mg_connection *conn, void *cbdata)
 	return rc;
 }
 
+static int upgrade_as_http(const struct mg_connection *conn, void *cbdata)
+{
+	handle((struct mg_connection *)conn, cbdata);
+	return 1; /* no handshake */
+}
+
 static int log_message(const struct mg_connection *conn, const char *message)
 {
 	fprintf(stderr, "agentgated: http: %s\n", message);
@@ -1150,6 +1156,10 @@ int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 		return -EADDRINUSE;
 	}
 	mg_set_request_handler(h->mg, "/", handle, h);
+	/* No route speaks WebSocket yet: a request carrying upgrade headers is
+	 * answered as the plain HTTP request it also is (CivetWeb would
+	 * otherwise answer it with a bare-text 404). */
+	mg_set_websocket_handler(h->mg, "/", upgrade_as_http, NULL, NULL, NULL, h);
 	*out = h;
 	return 0;
 }
