@@ -189,46 +189,11 @@ expect_json_err() {
 }
 
 # json_check JSON EXPR...: every Python expression over d (the parsed JSON)
-# must be True. Helpers: num(x) (int or float, not bool), isint, isbool,
-# isstr. Reports each failing expression.
+# must be True (helpers: tests/lib/jcheck.py). Reports each failing one.
 json_check() {
 	local json=$1 out
 	shift
-	out=$("$PY" - "$json" "$@" <<-'EOF'
-		import json, sys
-		def num(x): return isinstance(x, (int, float)) and not isinstance(x, bool)
-		def isint(x): return isinstance(x, int) and not isinstance(x, bool)
-		def isbool(x): return isinstance(x, bool)
-		def isstr(x): return isinstance(x, str)
-		def canon(rows): return sorted(json.dumps(r, sort_keys=True) for r in rows)
-		def agent_ok(a):
-		    # The contract's agent fields (DESIGN.md section 5), with their types.
-		    want = {"name": isstr, "slot": isint, "rate": num, "burst": isint,
-		            "unit": lambda u: u in ("pps", "bps"), "tokens": num, "pinned": isbool,
-		            "passed_packets": isint, "passed_bytes": isint,
-		            "dropped_packets": isint, "dropped_bytes": isint}
-		    bad = [k for k, ok in want.items() if k not in a or not ok(a[k])]
-		    if bad:
-		        raise AssertionError("bad or missing agent fields: %s" % bad)
-		    return True
-		try:
-		    d = json.loads(sys.argv[1])
-		except Exception as e:
-		    print("not JSON (%s): %r" % (e, sys.argv[1][:300]))
-		    sys.exit(1)
-		bad = 0
-		for expr in sys.argv[2:]:
-		    try:
-		        ok = eval(expr) is True
-		    except Exception as e:
-		        ok = False
-		        expr += "  (raised %s: %s)" % (type(e).__name__, e)
-		    if not ok:
-		        print("failed: " + expr)
-		        bad = 1
-		sys.exit(bad)
-	EOF
-	) && return 0
+	out=$("$PY" "$HERE/../lib/jcheck.py" "$json" "$@") && return 0
 	diag "$out"
 	diag "JSON: ${json:0:1500}"
 	[ -n "${CMD:-}" ] && diag "from: $CMD"

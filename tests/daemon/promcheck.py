@@ -9,8 +9,12 @@ samples (a list of (name, labels dict, value)), and helpers
   val(name, **labels)    -> the value of the one sample with exactly those labels
   label_values(name, k)  -> the set of values label k takes in that sample name
 """
+import os
 import re
 import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from jcheck import check_all  # noqa: E402
 
 LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
@@ -56,17 +60,7 @@ def main():
 
     env = {"types": types, "samples": samples, "series": series, "val": val,
            "label_values": label_values}
-    bad = 0
-    for expr in sys.argv[2:]:
-        try:
-            ok = eval(expr, env) is True
-        except Exception as e:  # noqa: BLE001
-            ok = False
-            expr += "  (raised %s: %s)" % (type(e).__name__, e)
-        if not ok:
-            print("failed: " + expr)
-            bad = 1
-    return bad
+    return check_all(sys.argv[2:], env)
 
 
 if __name__ == "__main__":

@@ -394,11 +394,11 @@ expect_status() {
 	[ "$STATUS" = "$1" ] || fail "expected status $1"
 }
 
-# json_check JSON EXPR...: see jcheck.py.
+# json_check JSON EXPR...: see tests/lib/jcheck.py.
 json_check() {
 	local json=$1 out
 	shift
-	out=$("$PY" "$HERE/jcheck.py" "$json" "$@") && return 0
+	out=$("$PY" "$HERE/../lib/jcheck.py" "$json" "$@") && return 0
 	diag "$out"
 	diag "JSON: ${json:0:1500}"
 	[ -n "${CMD:-}" ] && diag "from: $CMD"

@@ -686,16 +686,13 @@ static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u6
 		if (job->item_err && job->item_err[i])
 			continue;
 		if (r->id[0]) {
-			err = ag_store_dedup_seen(&e->st, txn, r->id);
+			err = ag_store_dedup_add(&e->st, txn, r->id, now);
 			if (err < 0)
 				return err;
 			if (err) {
 				job->duplicates++;
 				continue;
 			}
-			err = ag_store_dedup_add(&e->st, txn, r->id, now);
-			if (err)
-				return err;
 		}
 		en = tab_find(e, r->agent);
 		if (!en)

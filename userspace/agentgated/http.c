@@ -650,30 +650,25 @@ static int ratings_post(struct req *r)
 
 static int rules_get(struct req *r)
 {
-	struct ag_agent_view *views = NULL;
+	struct ag_ctx *ctx = ag_engine_ctx(r->h->e);
 	struct ag_rule *rules = NULL;
-	size_t n = 0, nv = 0, i, j;
+	size_t n = 0, i;
 	json_t *a;
 
-	if (ag_rule_list(ag_engine_ctx(r->h->e), &rules, &n) ||
-	    ag_engine_agent_views(r->h->e, &views, &nv)) {
-		free(rules);
+	if (ag_rule_list(ctx, &rules, &n))
 		return send_error(r->conn, 500, "cannot read the rules: %s", ag_errmsg());
-	}
 	a = json_array();
 	for (i = 0; i < n; i++) {
 		char prefix[AG_PREFIX_STRLEN];
-		const char *agent = "";
+		struct ag_agent owner;
 
-		for (j = 0; j < nv; j++)
-			if (views[j].slot == rules[i].slot)
-				agent = views[j].name;
+		if (ag_agent_get_slot(ctx, rules[i].slot, &owner))
+			owner.name[0] = 0;
 		ag_prefix_format(&rules[i], prefix, sizeof(prefix));
 		json_array_append_new(a, json_pack("{s:s,s:i,s:s}", "prefix", prefix, "port",
-						   rules[i].port, "agent", agent));
+						   rules[i].port, "agent", owner.name));
 	}
 	free(rules);
-	free(views);
 	return send_json(r->conn, 200, a, NULL);
 }
 

@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -135,13 +136,49 @@ static const char *label(const char *s, char *buf, size_t len)
 	return buf;
 }
 
+/* The three verdicts of one counter family, as offsets into ag_counters. */
+static const char *const verdicts[] = { "pass", "drop", "would_drop" };
+static const size_t packet_fields[] = { offsetof(struct ag_counters, passed_packets),
+					offsetof(struct ag_counters, dropped_packets),
+					offsetof(struct ag_counters, would_drop_packets) };
+static const size_t byte_fields[] = { offsetof(struct ag_counters, passed_bytes),
+				      offsetof(struct ag_counters, dropped_bytes),
+				      offsetof(struct ag_counters, would_drop_bytes) };
+
+static __u64 field(const struct ag_counters *c, size_t off)
+{
+	return *(const __u64 *)((const char *)c + off);
+}
+
+static void counter_series(struct out *o, const char *fam, const char *help,
+			   const struct ag_agent_view *v, size_t n, const bool *own,
+			   const struct ag_counters *other, const size_t fields[3])
+{
+	char name[2 * AG_NAME_MAX + 2];
+	bool any_other = false;
+	size_t i, vd;
+
+	for (i = 0; i < n; i++)
+		any_other |= !own[i];
+	family(o, fam, "counter", help);
+	for (vd = 0; vd < 3; vd++) {
+		for (i = 0; i < n; i++)
+			if (own[i])
+				put(o, "agentgate_%s{agent=\"%s\",verdict=\"%s\"} %llu\n", fam,
+				    label(v[i].name, name, sizeof(name)), verdicts[vd],
+				    (unsigned long long)field(&v[i].counters, fields[vd]));
+		if (any_other)
+			put(o, "agentgate_%s{agent=\"" AG_METRICS_OTHER "\",verdict=\"%s\"} %llu\n",
+			    fam, verdicts[vd], (unsigned long long)field(other, fields[vd]));
+	}
+}
+
 static void agent_series(struct out *o, struct ag_agent_view *v, size_t n, const bool *own)
 {
-	static const char *const verdicts[] = { "pass", "drop", "would_drop" };
 	struct ag_counters other = { 0 };
 	double o_tokens = 0, o_rate = 0, o_cap = 0;
 	char name[2 * AG_NAME_MAX + 2];
-	size_t i, n_other = 0, vd;
+	size_t i, n_other = 0;
 
 	for (i = 0; i < n; i++) {
 		if (own[i])
@@ -157,67 +194,33 @@ static void agent_series(struct out *o, struct ag_agent_view *v, size_t n, const
 		o_rate += v[i].rate;
 		o_cap += (double)v[i].burst;
 	}
-	family(o, "packets_total", "counter", "Packets classified to an agent, by verdict.");
-	for (vd = 0; vd < 3; vd++) {
-		for (i = 0; i < n; i++) {
-			const struct ag_counters *c = &v[i].counters;
-			__u64 x = vd == 0 ? c->passed_packets :
-				  vd == 1 ? c->dropped_packets : c->would_drop_packets;
-
-			if (own[i])
-				put(o, "agentgate_packets_total{agent=\"%s\",verdict=\"%s\"} %llu\n",
-				    label(v[i].name, name, sizeof(name)), verdicts[vd],
-				    (unsigned long long)x);
-		}
-		if (n_other)
-			put(o, "agentgate_packets_total{agent=\"_other\",verdict=\"%s\"} %llu\n",
-			    verdicts[vd],
-			    (unsigned long long)(vd == 0 ? other.passed_packets :
-						 vd == 1 ? other.dropped_packets :
-							   other.would_drop_packets));
-	}
-	family(o, "bytes_total", "counter", "Bytes (L2 frames) classified to an agent, by verdict.");
-	for (vd = 0; vd < 3; vd++) {
-		for (i = 0; i < n; i++) {
-			const struct ag_counters *c = &v[i].counters;
-			__u64 x = vd == 0 ? c->passed_bytes :
-				  vd == 1 ? c->dropped_bytes : c->would_drop_bytes;
-
-			if (own[i])
-				put(o, "agentgate_bytes_total{agent=\"%s\",verdict=\"%s\"} %llu\n",
-				    label(v[i].name, name, sizeof(name)), verdicts[vd],
-				    (unsigned long long)x);
-		}
-		if (n_other)
-			put(o, "agentgate_bytes_total{agent=\"_other\",verdict=\"%s\"} %llu\n",
-			    verdicts[vd],
-			    (unsigned long long)(vd == 0 ? other.passed_bytes :
-						 vd == 1 ? other.dropped_bytes :
-							   other.would_drop_bytes));
-	}
+	counter_series(o, "packets_total", "Packets classified to an agent, by verdict.", v, n,
+		       own, &other, packet_fields);
+	counter_series(o, "bytes_total", "Bytes (L2 frames) classified to an agent, by verdict.",
+		       v, n, own, &other, byte_fields);
 	family(o, "bucket_tokens", "gauge", "Tokens in the agent's bucket now.");
 	for (i = 0; i < n; i++)
 		if (own[i])
 			put(o, "agentgate_bucket_tokens{agent=\"%s\"} %.17g\n",
 			    label(v[i].name, name, sizeof(name)), v[i].tokens);
 	if (n_other)
-		put(o, "agentgate_bucket_tokens{agent=\"_other\"} %.17g\n", o_tokens);
+		put(o, "agentgate_bucket_tokens{agent=\"" AG_METRICS_OTHER "\"} %.17g\n", o_tokens);
 	family(o, "refill_rate", "gauge", "Refill rate of the agent's bucket, tokens per second.");
 	for (i = 0; i < n; i++)
 		if (own[i])
 			put(o, "agentgate_refill_rate{agent=\"%s\"} %.17g\n",
 			    label(v[i].name, name, sizeof(name)), v[i].rate);
 	if (n_other)
-		put(o, "agentgate_refill_rate{agent=\"_other\"} %.17g\n", o_rate);
+		put(o, "agentgate_refill_rate{agent=\"" AG_METRICS_OTHER "\"} %.17g\n", o_rate);
 	family(o, "bucket_capacity", "gauge", "Burst size of the agent's bucket, tokens.");
 	for (i = 0; i < n; i++)
 		if (own[i])
 			put(o, "agentgate_bucket_capacity{agent=\"%s\"} %llu\n",
 			    label(v[i].name, name, sizeof(name)), (unsigned long long)v[i].burst);
 	if (n_other)
-		put(o, "agentgate_bucket_capacity{agent=\"_other\"} %.17g\n", o_cap);
+		put(o, "agentgate_bucket_capacity{agent=\"" AG_METRICS_OTHER "\"} %.17g\n", o_cap);
 	family(o, "metrics_other_agents", "gauge",
-	       "Agents summed under agent=\"_other\" (beyond --metrics-max-agents).");
+	       "Agents summed under agent=\"" AG_METRICS_OTHER "\" (beyond --metrics-max-agents).");
 	put(o, "agentgate_metrics_other_agents %zu\n", n_other);
 }
 

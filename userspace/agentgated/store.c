@@ -201,8 +201,10 @@ int ag_store_dedup_add(struct ag_store *st, MDB_txn *txn, const char *id, __u64 
 {
 	__u8 buf[AT_KEY_MAX];
 	MDB_val k = str_val(id), v = { sizeof(now_ms), &now_ms };
-	int rc = mdb_put(txn, st->dedup, &k, &v, 0);
+	int rc = mdb_put(txn, st->dedup, &k, &v, MDB_NOOVERWRITE);
 
+	if (rc == MDB_KEYEXIST)
+		return 1; /* seen: one lookup answers and records */
 	if (!rc) {
 		k = (MDB_val){ at_key(now_ms, id, buf), buf };
 		v = (MDB_val){ 0, "" };

@@ -76,6 +76,8 @@ int ag_store_agent_del(struct ag_store *st, MDB_txn *txn, const char *name);
 
 /* 1 when id was applied (inside the window), 0 when not, negative errno. */
 int ag_store_dedup_seen(struct ag_store *st, MDB_txn *txn, const char *id);
+/* Records id: 0, or 1 when it was already there (a duplicate, not
+ * recorded again), or negative errno. */
 int ag_store_dedup_add(struct ag_store *st, MDB_txn *txn, const char *id, __u64 now_ms);
 /* Forget ids older than now_ms - window_ms and the oldest beyond max_ids,
  * at most `budget` of them (the rest on the next call). */
