@@ -43,7 +43,7 @@ all: $(OUTPUT)/libagentgate.a $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(OUTPUT)
 
 # ---- BPF objects and skeletons ----------------------------------------
 
-BPF_SRCS := bpf/agentgate.bpf.c bench/empty.bpf.c
+BPF_SRCS := bpf/agentgate.bpf.c bench/empty.bpf.c bench/trafficgen.bpf.c
 BPF_OBJS := $(patsubst %.bpf.c,$(OUTPUT)/%.bpf.o,$(BPF_SRCS))
 
 $(OUTPUT)/%.bpf.o: %.bpf.c | $(OUTPUT)
@@ -58,6 +58,10 @@ $(OUTPUT)/agentgate.skel.h: $(OUTPUT)/bpf/agentgate.bpf.o
 $(OUTPUT)/empty.skel.h: $(OUTPUT)/bench/empty.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name empty_bpf > $@
+
+$(OUTPUT)/trafficgen.skel.h: $(OUTPUT)/bench/trafficgen.bpf.o
+	$(call msg,GEN-SKEL,$@)
+	$(Q)$(BPFTOOL) gen skeleton $< name trafficgen_bpf > $@
 
 # ---- userspace library (plain and sanitized builds) --------------------
 
@@ -170,7 +174,8 @@ $(TEST_BINS):
 
 # ---- benchmarks -------------------------------------------------------
 
-BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/rating_parse
+BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/rating_parse \
+	$(OUTPUT)/ag-trafficgen
 
 .PHONY: bench-bins
 bench-bins: $(BENCH_BINS)
@@ -179,6 +184,11 @@ $(OUTPUT)/bench/xdp_cost: bench/xdp_cost.c $(OUTPUT)/empty.skel.h $(OUTPUT)/liba
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< $(OUTPUT)/libagentgate.a -o $@ $(LIBS)
+
+# The live-frames traffic generator (lab, demo, e2e tests, benchmarks).
+$(OUTPUT)/ag-trafficgen: bench/trafficgen.c bench/trafficgen.h $(OUTPUT)/trafficgen.skel.h
+	$(call msg,CC,$@)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -Ibench $< -o $@ -lbpf -lelf -lz -lpthread -lm
 
 $(OUTPUT)/bench/cli_scale: bench/cli_scale.c $(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)

@@ -1,0 +1,137 @@
+#!/bin/bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#
+# demo.sh: the whole of agentgate on one machine, in about 40 seconds.
+#
+# An edge host (scripts/lab.sh: a network namespace behind a veth pair) runs
+# agentgated with its embedded defaults, the XDP program attached to its
+# eth0. Three agents, good, average and bad, each with a rule, send UDP
+# traffic from their own addresses (bad over IPv6) at 8000 packets/s each,
+# through the project's live-frames generator; a fourth source matches no
+# rule. All agents start at 1500 packets/s. Users then rate them, 10 ratings
+# a second each, streamed as NDJSON into agentgated's standard input: good
+# 5 stars, average 3, bad 1. A table every second shows the refill rates
+# move and the NIC follow; the summary compares what was admitted with the
+# refill rate. Everything is removed at the end, also on Ctrl-C or failure.
+#
+# Usage: scripts/demo.sh [BUILD_DIR]    (make demo does the building)
+# Environment: DEMO_RATINGS_S (default 20), DEMO_SUMMARY_JSON (a file for the
+# summary as JSON, used by tests/e2e).
+set -u
+
+BUILD=${1:-build}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LAB="$ROOT/scripts/lab.sh"
+NAME=demo$$
+NAME=${NAME:0:10}
+RATE0=1500           # every agent's initial refill rate, packets/s
+OFFERED=8000         # each agent's traffic, packets/s
+WARMUP_S=5
+RATINGS_S=${DEMO_RATINGS_S:-20}
+HOLD_S=6
+PER_S=10             # ratings per second per agent
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+run() {
+	printf '   $ %s\n' "$*"
+	"$@"
+}
+
+fail() {
+	echo "demo: $*" >&2
+	if [ -n "${LAB_DIR:-}" ] && [ -f "$LAB_DIR/agentgated.log" ]; then
+		echo "demo: agentgated's log:" >&2
+		tail -n 20 "$LAB_DIR/agentgated.log" >&2
+	fi
+	exit 1
+}
+
+CLEANED=""
+cleanup() {
+	[ -n "$CLEANED" ] && return
+	CLEANED=1
+	exec 3>&- 2>/dev/null
+	[ -n "${TABLE_PID:-}" ] && kill "$TABLE_PID" 2>/dev/null && wait "$TABLE_PID" 2>/dev/null
+	"$LAB" down "$NAME"
+	echo "demo: removed the edge host, its processes and pins"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+[ "$(id -u)" -eq 0 ] || fail "needs root: network namespaces and XDP (sudo make demo)"
+for b in agentgate agentgated ag-trafficgen; do
+	[ -x "$BUILD/$b" ] || fail "$BUILD/$b is missing: run make demo (or make)"
+done
+BUILD=$(cd "$BUILD" && pwd)
+PY=$(command -v python3) || fail "python3 is missing (scripts/deps.sh)"
+
+say "An edge host: namespace agl-$NAME, eth0 behind a veth pair, its own bpffs"
+"$LAB" up "$NAME" >/dev/null || fail "cannot create the edge host (scripts/lab.sh up $NAME)"
+eval "$("$LAB" env "$NAME")"
+in_host() { ip netns exec "$LAB_NS" "$@"; }
+api() {
+	local method=$1 path=$2 body=${3:-}
+	printf '   $ curl -X %s localhost:9470%s%s\n' "$method" "$path" "${body:+ -d '$body'}"
+	in_host curl -sS -f -X "$method" "http://127.0.0.1:9470$path" ${body:+-d "$body"} \
+		-o /dev/null || fail "$method $path failed"
+}
+
+say "agentgated with its embedded defaults, XDP on eth0, ratings on its standard input"
+mkfifo "$LAB_DIR/ratings" || fail "mkfifo"
+printf '   $ agentgated --attach eth0 --stdin   (pins %s, state %s)\n' "$LAB_PIN" "$LAB_STATE"
+in_host "$BUILD/agentgated" --config /dev/null --pin-path "$LAB_PIN" --state-dir "$LAB_STATE" \
+	--attach eth0 --stdin --quiet <"$LAB_DIR/ratings" >"$LAB_DIR/agentgated.log" 2>&1 &
+exec 3>"$LAB_DIR/ratings"
+for _ in $(seq 1 100); do
+	in_host curl -sf -o /dev/null http://127.0.0.1:9470/readyz && break
+	sleep 0.1
+done
+in_host curl -sf -o /dev/null http://127.0.0.1:9470/readyz || fail "agentgated did not become ready"
+
+say "Three agents at $RATE0 packets/s, each with a rule"
+api PUT /v1/agents/good "{\"rate\":$RATE0,\"burst\":\"0.5s\"}"
+api PUT /v1/agents/average "{\"rate\":$RATE0,\"burst\":\"0.5s\"}"
+api PUT /v1/agents/bad "{\"rate\":$RATE0,\"burst\":\"0.5s\"}"
+api POST /v1/rules '{"prefix":"10.1.0.0/24","agent":"good"}'
+api POST /v1/rules '{"prefix":"10.2.0.0/24","port":9000,"agent":"average"}'
+api POST /v1/rules '{"prefix":"2001:db8:bad::/64","agent":"bad"}'
+
+say "Traffic from each agent's addresses, $OFFERED packets/s each, plus unclassified 10.9.0.0/24"
+TOTAL_S=$((WARMUP_S + RATINGS_S + HOLD_S + 5))
+printf '   $ ag-trafficgen --dev wire0 --src 10.1.0.0/24 --rate %s --src 10.2.0.0/24 ... \\\n' "$OFFERED"
+printf '         --src 2001:db8:bad::1-2001:db8:bad::ff ... --src 10.9.0.0/24 --rate 2000   (live XDP frames)\n'
+ip netns exec "$LAB_WIRE_NS" "$BUILD/ag-trafficgen" --dev "$LAB_WIRE_IF" --dst-mac "$LAB_MAC" \
+	--dport 9000 --duration "$TOTAL_S" \
+	--src 10.1.0.0/24 --dst "$LAB_ADDR4" --rate "$OFFERED" \
+	--src 10.2.0.0/24 --dst "$LAB_ADDR4" --rate "$OFFERED" \
+	--src 2001:db8:bad::1-2001:db8:bad::ff --dst "$LAB_ADDR6" --rate "$OFFERED" \
+	--src 10.9.0.0/24 --dst "$LAB_ADDR4" --rate 2000 >"$LAB_DIR/trafficgen.log" 2>&1 &
+
+say "Live: ratings good 5*, average 3*, bad 1* from t=${WARMUP_S}s for ${RATINGS_S}s ($PER_S/s each)"
+echo warmup >"$LAB_DIR/phase"
+in_host "$PY" "$ROOT/scripts/demo_table.py" --cli "$BUILD/agentgate" --pin "$LAB_PIN" \
+	--agents good,average,bad --phase-file "$LAB_DIR/phase" --last "$((HOLD_S - 1))" \
+	${DEMO_SUMMARY_JSON:+--summary-json "$DEMO_SUMMARY_JSON"} &
+TABLE_PID=$!
+sleep "$WARMUP_S"
+
+echo ratings >"$LAB_DIR/phase"
+# Paced by deadline: PER_S rounds a second, one rating per agent each round.
+start=$(date +%s%N)
+rounds=$((RATINGS_S * PER_S))
+for i in $(seq 1 "$rounds"); do
+	printf '{"id":"demo-g-%d","agent":"good","user":"u%d","score":5}\n' "$i" "$((i % 50))" >&3
+	printf '{"id":"demo-a-%d","agent":"average","user":"u%d","score":3}\n' "$i" "$((i % 50))" >&3
+	printf '{"id":"demo-b-%d","agent":"bad","user":"u%d","score":1}\n' "$i" "$((i % 50))" >&3
+	due=$((start + i * 1000000000 / PER_S))
+	now=$(date +%s%N)
+	[ "$due" -gt "$now" ] && sleep "$(printf '0.%09d' $((due - now)))"
+done
+
+echo hold >"$LAB_DIR/phase"
+sleep "$HOLD_S"
+kill "$TABLE_PID" 2>/dev/null
+wait "$TABLE_PID"
+TABLE_PID=""
+say "Done: the NIC followed the ratings; tearing down"
