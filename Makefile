@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #
 # agentgate build. Everything goes to $(OUTPUT) (default build/); V=1 shows
-# the commands. Targets: all (default), check, bench, clean.
+# the commands. Targets: all (default), check, demo, run IFACE=DEV, bench,
+# install (PREFIX, DESTDIR), uninstall, clean.
 
 OUTPUT ?= build
 CLANG ?= clang
@@ -34,7 +35,7 @@ LIBS := -lbpf -lelf -lz -lpthread -lm
 SAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 .DELETE_ON_ERROR:
-.PHONY: all check bench clean deps test
+.PHONY: all check bench clean deps test demo run install uninstall
 
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo 0.1.0)
 
@@ -230,6 +231,53 @@ bench: deps
 	$(Q)bench/run.sh $(OUTPUT)
 	$(Q)bench/scale.sh $(OUTPUT)
 	$(Q)bench/ratings.sh $(OUTPUT)
+
+# make demo: the whole mission on one machine (scripts/demo.sh), in under 90 s.
+demo: deps
+	$(Q)$(MAKE) --no-print-directory $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(OUTPUT)/ag-trafficgen
+	$(Q)scripts/demo.sh $(OUTPUT)
+
+# make run IFACE=eth0: agentgated on a real NIC with the documented defaults
+# (pins /sys/fs/bpf/agentgate, state /var/lib/agentgate, API 127.0.0.1:9470);
+# RUN_ARGS adds options. Ctrl-C stops it; the XDP program stays attached
+# (agentgate detach IFACE removes it).
+run: $(OUTPUT)/agentgated
+	$(Q)if [ -z "$(IFACE)" ]; then echo "usage: make run IFACE=DEV [RUN_ARGS='--auth-key-file F ...']" >&2; exit 2; fi
+	$(Q)if [ ! -e /sys/class/net/$(IFACE) ]; then echo "make run: no interface '$(IFACE)'" >&2; exit 2; fi
+	$(OUTPUT)/agentgated --attach $(IFACE) $(RUN_ARGS)
+
+# make install [PREFIX=/usr/local] [DESTDIR=]: the two binaries (the BPF
+# object is inside them), man pages, the example config (kept if present),
+# the systemd unit (its ExecStart follows PREFIX), the Grafana dashboard and
+# the Prometheus alert rules.
+PREFIX ?= /usr/local
+SBINDIR ?= $(PREFIX)/sbin
+MANDIR ?= $(PREFIX)/share/man
+DATADIR ?= $(PREFIX)/share/agentgate
+SYSCONFDIR ?= /etc
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+
+install: $(OUTPUT)/agentgate $(OUTPUT)/agentgated
+	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
+	$(Q)install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DATADIR) \
+		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/agentgate
+	$(Q)install -m 0755 $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(DESTDIR)$(SBINDIR)/
+	$(Q)install -m 0644 docs/agentgate.8 docs/agentgated.8 $(DESTDIR)$(MANDIR)/man8/
+	$(Q)install -m 0644 etc/grafana-dashboard.json etc/agentgate-alerts.yml $(DESTDIR)$(DATADIR)/
+	$(Q)sed 's|/usr/local/sbin/|$(SBINDIR)/|g' etc/agentgated.service > $(DESTDIR)$(UNITDIR)/agentgated.service
+	$(Q)chmod 0644 $(DESTDIR)$(UNITDIR)/agentgated.service
+	$(Q)if [ -e $(DESTDIR)$(SYSCONFDIR)/agentgate/agentgated.conf ]; then \
+		echo "  kept     $(DESTDIR)$(SYSCONFDIR)/agentgate/agentgated.conf (new example: $(DATADIR)/agentgated.conf)"; \
+	else install -m 0644 etc/agentgated.conf $(DESTDIR)$(SYSCONFDIR)/agentgate/; fi
+	$(Q)install -m 0644 etc/agentgated.conf $(DESTDIR)$(DATADIR)/
+
+# Removes what install put there except the config, which may hold edits.
+uninstall:
+	$(call msg,UNINSTALL,$(DESTDIR)$(PREFIX))
+	$(Q)rm -f $(DESTDIR)$(SBINDIR)/agentgate $(DESTDIR)$(SBINDIR)/agentgated \
+		$(DESTDIR)$(MANDIR)/man8/agentgate.8 $(DESTDIR)$(MANDIR)/man8/agentgated.8 \
+		$(DESTDIR)$(UNITDIR)/agentgated.service
+	$(Q)rm -rf $(DESTDIR)$(DATADIR)
 
 clean:
 	$(call msg,CLEAN,$(OUTPUT))
