@@ -103,12 +103,9 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86
 
 # ---- helpers ------------------------------------------------------------
 
-diag() {
-	local line
-	while IFS= read -r line; do
-		echo "# $line"
-	done <<<"$*"
-}
+# diag, running, tap_run
+# shellcheck source=../lib/tap.sh
+. "$HERE/../lib/tap.sh"
 
 # run_cli PIN ARGS...: run the CLI in the namespace; sets OUT, ERR, RC, CMD.
 # Never fails itself. A sanitizer report is recorded for the runner.
@@ -1180,36 +1177,17 @@ TESTS=(
 	"t_top_terminal|top on a terminal redraws, q quits with 0, echo and canonical input restored"
 )
 
-echo "1..${#TESTS[@]}"
-n=0
-failed=0
-SECONDS=0
-for entry in "${TESTS[@]}"; do
-	fn=${entry%%|*}
-	desc=${entry#*|}
-	n=$((n + 1))
-	san_before=$(wc -c <"$TMP/sanitizer")
-	# Each case in a subshell: its variables and helpers stay its own.
-	# Waited for with 'wait', which a signal interrupts at once.
-	("$fn") &
-	TEST_PID=$!
-	wait "$TEST_PID"
-	rc=$?
-	TEST_PID=""
-	if [ "$(wc -c <"$TMP/sanitizer")" -ne "$san_before" ]; then
-		diag "$(tail -c +$((san_before + 1)) "$TMP/sanitizer")"
-		rc=1
+# A sanitizer report written during a case fails it.
+tap_case_check() {
+	local now
+	now=$(wc -c <"$TMP/sanitizer")
+	if [ "$now" -ne "$SAN_SEEN" ]; then
+		diag "$(tail -c +$((SAN_SEEN + 1)) "$TMP/sanitizer")"
+		SAN_SEEN=$now
+		return 1
 	fi
-	if [ "$rc" -eq 0 ]; then
-		echo "ok $n - $desc"
-	elif [ "$rc" -eq 77 ]; then
-		reason_var=SKIP_REASON_$fn
-		echo "ok $n - $desc # SKIP ${!reason_var:-skipped}"
-	else
-		echo "not ok $n - $desc"
-		failed=$((failed + 1))
-	fi
-done
-diag "$failed of $n failed, ${SECONDS} s"
-[ "$failed" -eq 0 ] && exit 0
-exit 1
+	return "$1"
+}
+SAN_SEEN=$(wc -c <"$TMP/sanitizer")
+# Each case in a subshell: its variables and helpers stay its own.
+TAP_SUBSHELL=1 tap_run "${TESTS[@]}"

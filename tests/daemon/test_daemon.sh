@@ -127,20 +127,9 @@ SANITIZER_RE='Sanitizer|runtime error:'
 
 # ---- helpers ------------------------------------------------------------
 
-diag() {
-	local line
-	while IFS= read -r line; do
-		echo "# $line"
-	done <<<"$*"
-}
-
-# running PID: the process exists and is not a zombie.
-running() {
-	local st
-	[ -r "/proc/$1/stat" ] || return 1
-	st=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)
-	[ -n "$st" ] && [ "$st" != Z ]
-}
+# diag, running, tap_run
+# shellcheck source=../lib/tap.sh
+. "$HERE/../lib/tap.sh"
 
 # ---- daemons --------------------------------------------------------------
 
@@ -2126,35 +2115,4 @@ TESTS=(
 	"t_valgrind|plain agentgated under valgrind: PUT, ratings, /metrics, SIGTERM: exit 0, no errors"
 )
 
-echo "1..${#TESTS[@]}"
-n=0
-failed=0
-SECONDS=0
-for entry in "${TESTS[@]}"; do
-	fn=${entry%%|*}
-	desc=${entry#*|}
-	n=$((n + 1))
-	# AG_TEST_ONLY=REGEX runs only the matching cases (their section's
-	# start and stop cases too, when they match).
-	if [ -n "${AG_TEST_ONLY:-}" ] && ! [[ "$fn" =~ $AG_TEST_ONLY ]]; then
-		echo "ok $n - $desc # SKIP not in AG_TEST_ONLY"
-		continue
-	fi
-	SKIP_REASON=""
-	WRAP=()
-	t0=$SECONDS
-	"$fn"
-	rc=$?
-	if [ "$rc" -eq 0 ]; then
-		echo "ok $n - $desc"
-	elif [ "$rc" -eq 77 ]; then
-		echo "ok $n - $desc # SKIP ${SKIP_REASON:-skipped}"
-	else
-		echo "not ok $n - $desc"
-		failed=$((failed + 1))
-	fi
-	[ $((SECONDS - t0)) -ge 10 ] && diag "$fn took $((SECONDS - t0)) s"
-done
-diag "$failed of $n failed, ${SECONDS} s"
-[ "$failed" -eq 0 ] && exit 0
-exit 1
+tap_run "${TESTS[@]}"
