@@ -8,7 +8,7 @@ PACKAGES="
 	libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
 	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev
 	prometheus wrk valgrind curl openssl
-	iproute2 python3 util-linux ethtool systemd
+	iproute2 iputils-ping python3 util-linux ethtool systemd
 "
 
 missing=""

@@ -16,7 +16,8 @@
 # If the suite defines tap_case_check, it is called after each case with the
 # case's status and returns the status to report (e.g. a sanitizer report
 # turns a pass into a failure). AG_TEST_ONLY=REGEX runs only the cases whose
-# function matches; the others are reported as skipped.
+# function matches; the others are reported as skipped. Its own variables
+# start with _tap_, so cases may use any other names without `local`.
 
 diag() {
 	local line
@@ -33,44 +34,44 @@ running() {
 }
 
 tap_run() {
-	local entry fn desc n=0 failed=0 rc t0 reason_var
+	local _tap_entry _tap_fn _tap_desc _tap_n=0 _tap_failed=0 _tap_rc _tap_t0 _tap_reason_var
 	echo "1..$#"
 	SECONDS=0
-	for entry in "$@"; do
-		fn=${entry%%|*}
-		desc=${entry#*|}
-		n=$((n + 1))
-		if [ -n "${AG_TEST_ONLY:-}" ] && ! [[ "$fn" =~ $AG_TEST_ONLY ]]; then
-			echo "ok $n - $desc # SKIP not in AG_TEST_ONLY"
+	for _tap_entry in "$@"; do
+		_tap_fn=${_tap_entry%%|*}
+		_tap_desc=${_tap_entry#*|}
+		_tap_n=$((_tap_n + 1))
+		if [ -n "${AG_TEST_ONLY:-}" ] && ! [[ "$_tap_fn" =~ $AG_TEST_ONLY ]]; then
+			echo "ok $_tap_n - $_tap_desc # SKIP not in AG_TEST_ONLY"
 			continue
 		fi
 		SKIP_REASON=""
-		t0=$SECONDS
+		_tap_t0=$SECONDS
 		if [ -n "${TAP_SUBSHELL:-}" ]; then
-			("$fn") &
+			("$_tap_fn") &
 			TEST_PID=$!
 			wait "$TEST_PID"
-			rc=$?
+			_tap_rc=$?
 			TEST_PID=""
 		else
-			"$fn"
-			rc=$?
+			"$_tap_fn"
+			_tap_rc=$?
 		fi
 		if declare -F tap_case_check >/dev/null; then
-			tap_case_check "$rc"
-			rc=$?
+			tap_case_check "$_tap_rc"
+			_tap_rc=$?
 		fi
-		if [ "$rc" -eq 0 ]; then
-			echo "ok $n - $desc"
-		elif [ "$rc" -eq 77 ]; then
-			reason_var=SKIP_REASON_$fn
-			echo "ok $n - $desc # SKIP ${SKIP_REASON:-${!reason_var:-skipped}}"
+		if [ "$_tap_rc" -eq 0 ]; then
+			echo "ok $_tap_n - $_tap_desc"
+		elif [ "$_tap_rc" -eq 77 ]; then
+			_tap_reason_var=SKIP_REASON_$_tap_fn
+			echo "ok $_tap_n - $_tap_desc # SKIP ${SKIP_REASON:-${!_tap_reason_var:-skipped}}"
 		else
-			echo "not ok $n - $desc"
-			failed=$((failed + 1))
+			echo "not ok $_tap_n - $_tap_desc"
+			_tap_failed=$((_tap_failed + 1))
 		fi
-		[ $((SECONDS - t0)) -ge 10 ] && diag "$fn took $((SECONDS - t0)) s"
+		[ $((SECONDS - _tap_t0)) -ge 10 ] && diag "$_tap_fn took $((SECONDS - _tap_t0)) s"
 	done
-	diag "$failed of $n failed, ${SECONDS} s"
-	[ "$failed" -eq 0 ]
+	diag "$_tap_failed of $_tap_n failed, ${SECONDS} s"
+	[ "$_tap_failed" -eq 0 ]
 }

@@ -4,6 +4,11 @@
  * bpf_link pinned at <pin root>/links/<ifname>. The pinned link keeps the
  * program attached while no process holds it, and bpf_link_update replaces
  * the program atomically (with BPF_F_REPLACE: only if the expected one runs).
+ *
+ * The program a link runs is pinned too, at <pin root>/progs/<ifname>:
+ * BPF_F_REPLACE needs a descriptor of the old program, and opening a program
+ * by id takes CAP_SYS_ADMIN, which a daemon running with CAP_BPF and
+ * CAP_NET_ADMIN only does not have; opening a pin needs file access only.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -80,16 +85,137 @@ void ag_prog_free(struct ag_prog *prog)
 	free(prog);
 }
 
-static int link_path(const struct ag_ctx *ctx, const char *ifname, char *buf, size_t len)
+static int prog_id_of(int prog_fd, __u32 *id);
+
+/* Where a program pin is made before it is renamed over the old one. */
+#define AG_PIN_NEW_DIR "new"
+
+/*
+ * The pin name of a device: bpffs refuses names with a dot, which device
+ * names may have (eth0.100), so '.' is written %2e and '%' itself %25.
+ */
+static void pin_name_of(const char *ifname, char *out /* 3 * IF_NAMESIZE */)
 {
+	for (; *ifname; ifname++) {
+		if (*ifname == '.' || *ifname == '%')
+			out += sprintf(out, "%%%02x", (unsigned char)*ifname);
+		else
+			*out++ = *ifname;
+	}
+	*out = '\0';
+}
+
+/* The device name of a pin name; -1 if it is not one pin_name_of() makes. */
+static int ifname_of_pin(const char *name, char *out, size_t len)
+{
+	size_t n = 0;
+	unsigned int c;
+
+	for (; *name; name++) {
+		if (n + 1 >= len)
+			return -1;
+		if (*name == '%') {
+			if (sscanf(name + 1, "%2x", &c) != 1 || (c != '.' && c != '%'))
+				return -1;
+			out[n++] = (char)c;
+			name += 2;
+		} else {
+			out[n++] = *name;
+		}
+	}
+	out[n] = '\0';
+	return 0;
+}
+
+/* <pin root>/<dir>/<pin name of ifname><suffix> */
+static int dev_pin_path(const struct ag_ctx *ctx, const char *dir, const char *ifname, char *buf,
+			size_t len)
+{
+	char name[3 * IF_NAMESIZE];
 	int n;
 
 	if (!ifname || !*ifname || strlen(ifname) >= IF_NAMESIZE || strchr(ifname, '/'))
 		return ag_err(EINVAL, "invalid interface name '%s'", ifname ? ifname : "");
-	n = snprintf(buf, len, "%s/%s/%s", ctx->pin_root, AG_PIN_LINKS_DIR, ifname);
+	pin_name_of(ifname, name);
+	n = snprintf(buf, len, "%s/%s/%s", ctx->pin_root, dir, name);
 	if (n < 0 || (size_t)n >= len)
-		return ag_err(ENAMETOOLONG, "link pin path too long");
+		return ag_err(ENAMETOOLONG, "pin path too long");
 	return 0;
+}
+
+static int link_path(const struct ag_ctx *ctx, const char *ifname, char *buf, size_t len)
+{
+	return dev_pin_path(ctx, AG_PIN_LINKS_DIR, ifname, buf, len);
+}
+
+/*
+ * Pin the program the link of ifname now runs, replacing the previous pin
+ * atomically (pin under a temporary name, rename over). A failure is only
+ * warned about: the link works; a later replace then needs CAP_SYS_ADMIN.
+ */
+static void pin_link_prog(const struct ag_ctx *ctx, const char *ifname, int prog_fd)
+{
+	char path[PATH_MAX], tmp[PATH_MAX], dir[PATH_MAX + 16];
+
+	if (dev_pin_path(ctx, AG_PIN_PROGS_DIR, ifname, path, sizeof(path)) ||
+	    dev_pin_path(ctx, AG_PIN_PROGS_DIR "/" AG_PIN_NEW_DIR, ifname, tmp, sizeof(tmp)))
+		return;
+	snprintf(dir, sizeof(dir), "%s/%s/%s", ctx->pin_root, AG_PIN_PROGS_DIR, AG_PIN_NEW_DIR);
+	if (mkdir(dir, 0700) && errno == ENOENT) {
+		snprintf(dir, sizeof(dir), "%s/%s", ctx->pin_root, AG_PIN_PROGS_DIR);
+		if (mkdir(dir, 0700) && errno != EEXIST)
+			goto fail;
+		snprintf(dir, sizeof(dir), "%s/%s/%s", ctx->pin_root, AG_PIN_PROGS_DIR,
+			 AG_PIN_NEW_DIR);
+		mkdir(dir, 0700);
+	}
+	unlink(tmp);
+	if (bpf_obj_pin(prog_fd, tmp))
+		goto fail;
+	if (rename(tmp, path)) {
+		unlink(tmp);
+		goto fail;
+	}
+	return;
+fail:
+	ag_warn("cannot pin the program of %s at %s: %s (replacing it later needs CAP_SYS_ADMIN)",
+		ifname, path, strerror(errno));
+}
+
+static void unpin_link_prog(const struct ag_ctx *ctx, const char *ifname)
+{
+	char path[PATH_MAX];
+
+	if (!dev_pin_path(ctx, AG_PIN_PROGS_DIR, ifname, path, sizeof(path)))
+		unlink(path);
+}
+
+/*
+ * A descriptor of program prog_id, running on ifname: from its pin when the
+ * pin holds that very program, else by id (CAP_SYS_ADMIN).
+ */
+static int open_link_prog(const struct ag_ctx *ctx, const char *ifname, __u32 prog_id)
+{
+	char path[PATH_MAX];
+	__u32 id = 0;
+	int fd;
+
+	if (!dev_pin_path(ctx, AG_PIN_PROGS_DIR, ifname, path, sizeof(path))) {
+		fd = bpf_obj_get(path);
+		if (fd >= 0 && !prog_id_of(fd, &id) && id == prog_id)
+			return fd;
+		if (fd >= 0)
+			close(fd);
+	}
+	fd = bpf_prog_get_fd_by_id(prog_id);
+	if (fd >= 0)
+		return fd;
+	if (errno == EPERM)
+		return ag_err(EPERM, "cannot open program %u running on %s: no pin of it at %s and "
+				     "opening by id needs CAP_SYS_ADMIN; replace refused",
+			      prog_id, ifname, path);
+	return ag_err(errno == ENOENT ? EPERM : errno,
+		      "program %u expected on %s is gone; replace refused", prog_id, ifname);
 }
 
 static int prog_id_of(int prog_fd, __u32 *id)
@@ -187,11 +313,15 @@ int ag_link_replace(struct ag_ctx *ctx, const char *ifname, const struct ag_prog
 	err = link_info(link_fd, &li);
 	if (err)
 		goto out;
-	old_fd = bpf_prog_get_fd_by_id(expected_prog_id ? expected_prog_id : li.prog_id);
+	if (expected_prog_id && expected_prog_id != li.prog_id) {
+		err = ag_err(EPERM, "%s no longer runs program %u; replace refused, the running "
+				    "program is left in place", ifname, expected_prog_id);
+		goto out;
+	}
+	/* The kernel checks old_prog_fd again, atomically with the update. */
+	old_fd = open_link_prog(ctx, ifname, li.prog_id);
 	if (old_fd < 0) {
-		err = ag_err(errno == ENOENT ? EPERM : errno,
-			     "program %u expected on %s is gone; replace refused",
-			     expected_prog_id ? expected_prog_id : li.prog_id, ifname);
+		err = old_fd;
 		goto out;
 	}
 	o.old_prog_fd = old_fd;
@@ -205,6 +335,7 @@ int ag_link_replace(struct ag_ctx *ctx, const char *ifname, const struct ag_prog
 		goto out;
 	}
 	res->replaced = true;
+	pin_link_prog(ctx, ifname, ag_prog_fd(prog));
 	err = fill_result(link_fd, ag_prog_fd(prog), li.xdp.ifindex, res);
 out:
 	if (old_fd >= 0)
@@ -277,6 +408,7 @@ int ag_attach(struct ag_ctx *ctx, const char *ifname, enum ag_xdp_mode mode,
 		err = ag_err(errno, "cannot pin link at %s: %s", path, strerror(errno));
 		goto out; /* closing the unpinned link detaches it again */
 	}
+	pin_link_prog(ctx, ifname, ag_prog_fd(prog));
 	err = fill_result(link_fd, ag_prog_fd(prog), ifindex, res);
 out:
 	if (link_fd >= 0)
@@ -308,6 +440,7 @@ int ag_detach(struct ag_ctx *ctx, const char *ifname)
 		return err;
 	}
 	close(link_fd);
+	unpin_link_prog(ctx, ifname);
 	if (unlink(path))
 		return ag_err(errno, "detached, but cannot remove %s: %s", path, strerror(errno));
 	return 0;
@@ -331,7 +464,9 @@ int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out)
 		struct bpf_link_info li;
 		int fd;
 
-		if (de->d_name[0] == '.')
+		char ifname[IF_NAMESIZE];
+
+		if (de->d_name[0] == '.' || ifname_of_pin(de->d_name, ifname, sizeof(ifname)))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		fd = bpf_obj_get(path);
@@ -351,7 +486,7 @@ int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out)
 			links = grown;
 		}
 		memset(&links[n], 0, sizeof(links[n]));
-		snprintf(links[n].ifname, sizeof(links[n].ifname), "%.31s", de->d_name);
+		snprintf(links[n].ifname, sizeof(links[n].ifname), "%s", ifname);
 		if (!link_info(fd, &li)) {
 			links[n].link_id = li.id;
 			links[n].prog_id = li.prog_id;
