@@ -422,10 +422,38 @@ t_demo() {
 		"d['unclassified']['dropped_pps'] == 0" \
 		"abs(d['unclassified']['passed_pps'] - 2000) <= 100" || return 1
 	grep -q 'removed the edge host' "$TMP/demo.out" || { fail "no teardown message"; return 1; }
-	ip netns list | grep -q 'agl-demo' && { fail "the demo left a namespace"; return 1; }
-	ls -d /run/agentgate-lab/demo* >/dev/null 2>&1 && { fail "the demo left its lab dir"; return 1; }
-	pgrep -f "$BUILD/ag-trafficgen .*10.9.0.0/24 --dst .* --rate 2000$" >/dev/null &&
-		{ fail "the demo left a traffic generator"; return 1; }
+	no_demo_left
+}
+
+# As Ctrl-C does it: SIGINT mid-run (env --default-signal: a background job
+# would otherwise start with SIGINT ignored).
+t_demo_interrupted() {
+	local rc
+	env --default-signal=INT "$ROOT/scripts/demo.sh" "$BUILD" >"$TMP/demo-int.out" 2>&1 &
+	DEMO_PID=$!
+	for _ in $(seq 1 150); do
+		grep -q 'warmup' "$TMP/demo-int.out" && break
+		sleep 0.1
+	done
+	grep -q 'warmup' "$TMP/demo-int.out" || { fail "the demo did not start its table"; return 1; }
+	kill -INT "$DEMO_PID"
+	wait "$DEMO_PID"
+	rc=$?
+	DEMO_PID=""
+	[ "$rc" -eq 130 ] || { fail "exit code $rc, want 130"; diag "$(tail -n 20 "$TMP/demo-int.out")"; return 1; }
+	grep -q 'removed the edge host' "$TMP/demo-int.out" || { fail "no teardown on SIGINT"; return 1; }
+	no_demo_left
+}
+
+# Nothing of a demo run is left: namespaces, lab dir, bpffs, processes.
+no_demo_left() {
+	ip netns list | grep -q 'agl-demo' && { fail "a demo namespace is left"; return 1; }
+	ls -d /run/agentgate-lab/demo* >/dev/null 2>&1 && { fail "a demo lab dir is left"; return 1; }
+	grep -q ' /run/agentgate-lab/demo' /proc/mounts && { fail "a demo bpffs is left mounted"; return 1; }
+	pgrep -f "$BUILD/(ag-trafficgen|agentgated) .*agentgate-lab/demo" >/dev/null &&
+		{ fail "a demo process is left"; return 1; }
+	pgrep -f "$BUILD/ag-trafficgen .*--src 10.9.0.0/24 --dst" >/dev/null &&
+		{ fail "a demo traffic generator is left"; return 1; }
 	return 0
 }
 
@@ -531,6 +559,7 @@ TESTS=(
 	"t_metrics_snapshot|/metrics under traffic: per-agent drop counters and the learned refill rate"
 	"t_daemon_stop|SIGTERM: exit 0, XDP stays attached, no errors in the log"
 	"t_demo|scripts/demo.sh: rates 3100/1500/1 tracked within 5 %, unclassified untouched; nothing left behind"
+	"t_demo_interrupted|scripts/demo.sh interrupted by SIGINT (Ctrl-C): exit 130, torn down, nothing left"
 	"t_install|make install DESTDIR PREFIX: files and modes, unit verified by systemd-analyze, config kept; uninstall"
 	"t_make_run_usage|make run without IFACE or with a missing one: a usage error"
 	"t_alert_rules|etc/agentgate-alerts.yml: promtool check and unit tests pass; only exported metrics used"
