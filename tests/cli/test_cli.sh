@@ -18,16 +18,12 @@ BUILD=${1:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
-skip_all() {
-	echo "1..0 # SKIP $*"
-	exit 77
-}
+# skip_all, tap_build_dir, diag, running, tap_run
+# shellcheck source=../lib/tap.sh
+. "$HERE/../lib/tap.sh"
 
-if [ -z "$BUILD" ]; then
-	echo "usage: $0 BUILD_DIR" >&2
-	exit 2
-fi
-BIN=$(cd "$BUILD" 2>/dev/null && pwd)/agentgate-san
+BUILD=$(tap_build_dir "$BUILD") || exit 2
+BIN=$BUILD/agentgate-san
 
 [ "$(id -u)" -eq 0 ] || skip_all "needs root (network namespaces, XDP, bpffs)"
 command -v ip >/dev/null 2>&1 || skip_all "iproute2 'ip' not found"
@@ -61,11 +57,9 @@ cleanup() {
 		umount "$BPFFS" 2>/dev/null
 		rmdir "$BPFFS" 2>/dev/null
 	fi
-	[ -n "$TMP" ] && rm -rf "$TMP"
+	tap_remove_tmp "$TMP"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+tap_traps cleanup
 
 ip netns add "$NS" 2>/dev/null || skip_all "cannot create a network namespace (ip netns add)"
 TMP=$(mktemp -d /tmp/agcli-tmp.XXXXXX)
@@ -103,9 +97,6 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:exitcode=86
 
 # ---- helpers ------------------------------------------------------------
 
-# diag, running, tap_run
-# shellcheck source=../lib/tap.sh
-. "$HERE/../lib/tap.sh"
 
 # run_cli PIN ARGS...: run the CLI in the namespace; sets OUT, ERR, RC, CMD.
 # Never fails itself. A sanitizer report is recorded for the runner.

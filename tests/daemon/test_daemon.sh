@@ -27,16 +27,11 @@ set -u
 BUILD=${1:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-skip_all() {
-	echo "1..0 # SKIP $*"
-	exit 77
-}
+# skip_all, tap_build_dir, diag, running, tap_run
+# shellcheck source=../lib/tap.sh
+. "$HERE/../lib/tap.sh"
 
-if [ -z "$BUILD" ]; then
-	echo "usage: $0 BUILD_DIR" >&2
-	exit 2
-fi
-BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || { echo "$0: no directory $1" >&2; exit 2; }
+BUILD=$(tap_build_dir "$BUILD") || exit 2
 SAN=$BUILD/agentgated-san
 PLAIN=$BUILD/agentgated
 CLI=$BUILD/agentgate
@@ -82,16 +77,9 @@ cleanup() {
 		umount "$OWN_BPFFS" 2>/dev/null
 		rmdir "$OWN_BPFFS" 2>/dev/null
 	fi
-	# AG_TEST_KEEP=1 keeps the logs and state dirs for a look afterwards.
-	if [ -n "$TMP" ] && [ -z "${AG_TEST_KEEP:-}" ]; then
-		rm -rf "$TMP"
-	elif [ -n "$TMP" ]; then
-		echo "# kept $TMP" >&2
-	fi
+	tap_remove_tmp "$TMP"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+tap_traps cleanup
 
 bail() {
 	echo "Bail out! $*"
@@ -127,9 +115,6 @@ SANITIZER_RE='Sanitizer|runtime error:'
 
 # ---- helpers ------------------------------------------------------------
 
-# diag, running, tap_run
-# shellcheck source=../lib/tap.sh
-. "$HERE/../lib/tap.sh"
 
 # ---- daemons --------------------------------------------------------------
 

@@ -26,20 +26,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LAB=$ROOT/scripts/lab.sh
 
-# diag, running, tap_run
+# skip_all, tap_build_dir, diag, running, tap_run
 # shellcheck source=../lib/tap.sh
 . "$HERE/../lib/tap.sh"
 
-skip_all() {
-	echo "1..0 # SKIP $*"
-	exit 77
-}
-
-if [ -z "$BUILD" ]; then
-	echo "usage: $0 BUILD_DIR" >&2
-	exit 2
-fi
-BUILD=$(cd "$BUILD" 2>/dev/null && pwd) || { echo "$0: no directory $1" >&2; exit 2; }
+BUILD=$(tap_build_dir "$BUILD") || exit 2
 [ "$(id -u)" -eq 0 ] || skip_all "needs root (network namespaces, XDP, bpffs)"
 command -v ip >/dev/null 2>&1 || skip_all "iproute2 'ip' not found"
 PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) || skip_all "python3 not found"
@@ -62,15 +53,9 @@ cleanup() {
 	[ -n "$DEMO_PID" ] && kill "$DEMO_PID" 2>/dev/null && wait "$DEMO_PID" 2>/dev/null
 	"$LAB" down "$H"
 	"$LAB" down "$H2"
-	if [ -n "$TMP" ] && [ -z "${AG_TEST_KEEP:-}" ]; then
-		rm -rf "$TMP"
-	elif [ -n "$TMP" ]; then
-		echo "# kept $TMP" >&2
-	fi
+	tap_remove_tmp "$TMP"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+tap_traps cleanup
 
 TMP=$(mktemp -d /tmp/age2e.XXXXXX)
 "$LAB" up "$H" >"$TMP/lab.env"

@@ -3,6 +3,14 @@
 #
 # TAP helpers shared by the shell suites (tests/*/test_*.sh): source it.
 #
+#   skip_all REASON       the whole suite skipped: an empty plan, exit 77
+#   tap_build_dir ARG     print the absolute build directory the suite was
+#                         given; usage or error on stderr and status 2
+#                         (BUILD=$(tap_build_dir "${1:-}") || exit 2)
+#   tap_traps FUNC        run FUNC on exit; INT and TERM exit (130, 143)
+#                         through it
+#   tap_remove_tmp DIR    remove the suite's scratch DIR, or keep it and say
+#                         so when AG_TEST_KEEP is set (logs, state dirs)
 #   diag TEXT             each line of TEXT as a TAP comment
 #   running PID           the process exists and is not a zombie
 #   tap_run ENTRY...      run cases given as "function|description": prints
@@ -18,6 +26,35 @@
 # turns a pass into a failure). AG_TEST_ONLY=REGEX runs only the cases whose
 # function matches; the others are reported as skipped. Its own variables
 # start with _tap_, so cases may use any other names without `local`.
+
+skip_all() {
+	echo "1..0 # SKIP $*"
+	exit 77
+}
+
+tap_build_dir() {
+	if [ -z "$1" ]; then
+		echo "usage: $0 BUILD_DIR" >&2
+		return 2
+	fi
+	(cd "$1" 2>/dev/null && pwd) || { echo "$0: no directory $1" >&2; return 2; }
+}
+
+tap_traps() {
+	# shellcheck disable=SC2064
+	trap "$1" EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+}
+
+tap_remove_tmp() {
+	[ -n "$1" ] || return 0
+	if [ -z "${AG_TEST_KEEP:-}" ]; then
+		rm -rf "$1"
+	else
+		echo "# kept $1" >&2
+	fi
+}
 
 diag() {
 	local line
