@@ -82,11 +82,11 @@ $(OUTPUT)/san/%.o: %.c $(OUTPUT)/agentgate.skel.h
 
 $(OUTPUT)/libagentgate.a: $(LIB_OBJS)
 	$(call msg,AR,$@)
-	$(Q)$(AR) rcs $@ $^
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
 $(OUTPUT)/libagentgate-san.a: $(LIB_SAN_OBJS)
 	$(call msg,AR,$@)
-	$(Q)$(AR) rcs $@ $^
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
 # ---- the CLI --------------------------------------------------------
 
@@ -130,11 +130,11 @@ $(OUTPUT)/obj/userspace/agentgated/%.o $(OUTPUT)/san/userspace/agentgated/%.o: \
 
 $(OUTPUT)/libagentgated.a: $(D_OBJS)
 	$(call msg,AR,$@)
-	$(Q)$(AR) rcs $@ $^
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
 $(OUTPUT)/libagentgated-san.a: $(D_SAN_OBJS)
 	$(call msg,AR,$@)
-	$(Q)$(AR) rcs $@ $^
+	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
 $(OUTPUT)/agentgated: $(OUTPUT)/obj/userspace/agentgated/main.o $(OUTPUT)/libagentgated.a \
 		$(OUTPUT)/libagentgate.a
