@@ -48,7 +48,7 @@ static const struct opt opts[] = {
 	{ "state-dir", K_STR, F(state_dir), "DIR", "LMDB state, audit log, dead letters (default "
 	  AGD_STATE_DIR_DEFAULT ")" },
 	{ "listen", K_STR, F(listen), "ADDR:PORT", "HTTP listener (default " AGD_LISTEN_DEFAULT
-	  "; [::1]:PORT for IPv6)" },
+	  "; [IPV6]:PORT only where CivetWeb was built with IPv6)" },
 	{ "attach", K_LIST, FL(attach), "DEV", "attach the XDP program to DEV (repeatable)" },
 	{ "xdp-mode", K_XDP_MODE, F(xdp_mode), "MODE", "auto, native or generic (default auto)" },
 	{ "auth-key-file", K_STR, F(auth_key_file), "FILE",

@@ -1067,12 +1067,23 @@ static bool listen_well_formed(const char *listen)
 	return colon > listen && !memchr(listen, ':', (size_t)(colon - listen));
 }
 
+/* CivetWeb's feature bit for IPv6 listeners (mg_check_feature). */
+#define MG_FEATURE_IPV6 8
+
 int agd_listen_check(const char *listen, char *err, size_t len)
 {
-	if (listen_well_formed(listen))
-		return 0;
-	snprintf(err, len, "--listen %s: expected ADDR:PORT or [IPV6]:PORT", listen);
-	return -EINVAL;
+	if (!listen_well_formed(listen)) {
+		snprintf(err, len, "--listen %s: expected ADDR:PORT or [IPV6]:PORT", listen);
+		return -EINVAL;
+	}
+	/* Debian's libcivetweb is built without IPv6: say so rather than fail
+	 * later with CivetWeb's "invalid port spec". */
+	if (listen[0] == '[' && !mg_check_feature(MG_FEATURE_IPV6)) {
+		snprintf(err, len, "--listen %s: the CivetWeb library this agentgated uses has no "
+			 "IPv6 support; listen on an IPv4 address", listen);
+		return -EINVAL;
+	}
+	return 0;
 }
 
 bool agd_listen_is_loopback(const char *listen)
