@@ -136,7 +136,7 @@ teardown() {
 }
 
 setup() {
-	local name=$1 k=$2 dir edge wire
+	local name=$1 dir edge wire
 	dir=$(host_dir "$name")
 	edge=agl-$name
 	wire=agl-$name-w
@@ -185,7 +185,7 @@ cmd_up() {
 		k=$(first_free_index) || die "all 250 indexes are in use"
 	fi
 	mkdir -p "$(host_dir "$name")" && echo "$k" >"$(host_dir "$name")/index" || die "cannot write $LAB_ROOT"
-	setup "$name" "$k"
+	setup "$name"
 	rc=$?
 	if [ "$rc" -ne 0 ]; then
 		teardown "$name"

@@ -18,7 +18,7 @@ BUILD=${1:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 
-# skip_all, tap_build_dir, diag, running, tap_run
+# skip_all, tap_build_dir, json_check, jget, diag, running, tap_run
 # shellcheck source=../lib/tap.sh
 . "$HERE/../lib/tap.sh"
 
@@ -176,26 +176,9 @@ expect_json_err() {
 	return 0
 }
 
-# json_check JSON EXPR...: every Python expression over d (the parsed JSON)
-# must be True (helpers: tests/lib/jcheck.py). Reports each failing one.
-json_check() {
-	local json=$1 out
-	shift
-	out=$("$PY" "$HERE/../lib/jcheck.py" "$json" "$@") && return 0
-	diag "$out"
-	diag "JSON: ${json:0:1500}"
-	[ -n "${CMD:-}" ] && diag "from: $CMD"
-	return 1
-}
-
 # jcheck EXPR...: json_check on the last command's stdout.
 jcheck() {
 	json_check "$OUT" "$@"
-}
-
-# jget JSON EXPR: print a Python expression over d.
-jget() {
-	"$PY" -c 'import json, sys; d = json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
 # A state snapshot, minus token levels (they refill with time): agents,

@@ -27,7 +27,7 @@ set -u
 BUILD=${1:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
 
-# skip_all, tap_build_dir, diag, running, tap_run
+# skip_all, tap_build_dir, json_check, jget, diag, running, tap_run
 # shellcheck source=../lib/tap.sh
 . "$HERE/../lib/tap.sh"
 
@@ -370,17 +370,6 @@ expect_status() {
 	[ "$STATUS" = "$1" ] || fail "expected status $1"
 }
 
-# json_check JSON EXPR...: see tests/lib/jcheck.py.
-json_check() {
-	local json=$1 out
-	shift
-	out=$("$PY" "$HERE/../lib/jcheck.py" "$json" "$@") && return 0
-	diag "$out"
-	diag "JSON: ${json:0:1500}"
-	[ -n "${CMD:-}" ] && diag "from: $CMD"
-	return 1
-}
-
 # jb EXPR...: json_check on the last response body.
 jb() {
 	json_check "$BODY" "$@"
@@ -405,11 +394,6 @@ expect_error() {
 		[[ "$msg" == *"$w"* ]] || fail "error message does not mention '$w'" || return 1
 	done
 	return 0
-}
-
-# jget JSON EXPR: prints a Python expression over d.
-jget() {
-	"$PY" -c 'import json, sys; d = json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
 # agent NAME EXPR...: GET /v1/agents/NAME is 200 and every EXPR holds.

@@ -26,7 +26,7 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
 LAB=$ROOT/scripts/lab.sh
 
-# skip_all, tap_build_dir, diag, running, tap_run
+# skip_all, tap_build_dir, json_check, jget, diag, running, tap_run
 # shellcheck source=../lib/tap.sh
 . "$HERE/../lib/tap.sh"
 
@@ -91,17 +91,6 @@ api() {
 	BODY=${out%$'\n'*}
 }
 
-# jq_py JSON EXPR: print the Python expression over d.
-jq_py() {
-	"$PY" -c 'import json,sys; d=json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"
-}
-
-# check JSON EXPR...: every expression holds (tests/lib/jcheck.py).
-check() {
-	local out
-	out=$("$PY" "$ROOT/tests/lib/jcheck.py" "$@" 2>&1) || { diag "$out"; return 1; }
-}
-
 DAEMON_PID=""
 TOP="{}"
 # The daemon as the systemd unit runs it: only these capabilities.
@@ -130,15 +119,13 @@ measure() {
 
 # within5 AGENT: the agent's admitted packets/s in TOP is its rate +- 5 %.
 within5() {
-	check "$TOP" "[a for a in d['agents'] if a['name']=='$1'] != []" \
-		"abs([a for a in d['agents'] if a['name']=='$1'][0]['passed_pps'] - \
-[a for a in d['agents'] if a['name']=='$1'][0]['rate']) <= 0.05 * \
-[a for a in d['agents'] if a['name']=='$1'][0]['rate']" ||
-		fail "$1: admitted packets/s not within 5 % of the rate: $TOP"
+	json_check "$TOP" "any(abs(a['passed_pps'] - a['rate']) <= 0.05 * a['rate'] \
+for a in d['agents'] if a['name'] == '$1')" ||
+		fail "$1: admitted packets/s not within 5 % of the rate"
 }
 
 sink_total() {
-	jq_py "$(cat "$TMP/sink.json")" "d['$1']['total']"
+	jget "$(cat "$TMP/sink.json")" "d['$1']['total']"
 }
 
 # ---- cases --------------------------------------------------------------------
@@ -180,9 +167,9 @@ t_trafficgen_counts() {
 	sleep 0.5
 	kill "$sink"
 	wait "$sink"
-	check "$out" "d['sent'] == 1600" "[f['sent'] for f in d['flows']] == [800, 800]" \
+	json_check "$out" "d['sent'] == 1600" "[f['sent'] for f in d['flows']] == [800, 800]" \
 		"[f['sources'] for f in d['flows']] == [8, 8]" || return 1
-	check "$(cat "$TMP/gen.json")" \
+	json_check "$(cat "$TMP/gen.json")" \
 		"d['0.0.0.0:9100']['total'] == 800" "d['[::]:9101']['total'] == 800" \
 		"sorted(d['0.0.0.0:9100']['sources'].items()) == [('10.5.0.%d' % i, 100) for i in range(8)]" \
 		"sorted(d['[::]:9101']['sources'].items()) == [('fd00:5::%d' % i, 100) for i in range(1, 9)]"
@@ -213,7 +200,7 @@ t_daemon_start() {
 	# bit 12 CAP_NET_ADMIN, 38 CAP_PERFMON, 39 CAP_BPF
 	[ "$caps" = 000000c000001000 ] || { fail "CapEff $caps, want only bpf, net_admin, perfmon"; return 1; }
 	cli status
-	check "$OUT" "[l['ifname'] for l in d['links']] == ['eth0']" \
+	json_check "$OUT" "[l['ifname'] for l in d['links']] == ['eth0']" \
 		"d['links'][0]['mode'] == 'native'" || return 1
 	api PUT /v1/agents/good '{"rate":1500}' && [ "$CODE" = 201 ] || { fail "PUT good: $CODE $BODY"; return 1; }
 	api PUT /v1/agents/average '{"rate":1500}' && [ "$CODE" = 201 ] || return 1
@@ -251,31 +238,25 @@ t_rates_follow_ratings() {
 	api POST /v1/ratings "${batch_a%,}]" && [ "$CODE" = 200 ] || return 1
 	for i in $(seq 1 20); do
 		printf '{"id":"b%d","agent":"bad","user":"u%d","score":1}\n' "$i" "$i"
-	done | in_host "$PY" -c '
-import socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-s.sendall(sys.stdin.buffer.read())
-s.shutdown(socket.SHUT_WR)
-print(s.makefile().read().strip())' "$LAB_DIR/ingest.sock" >"$TMP/ingest.out" ||
+	done | in_host "$PY" "$ROOT/tests/daemon/ingest.py" "$LAB_DIR/ingest.sock" >"$TMP/ingest.out" ||
 		{ fail "ingest socket: $(cat "$TMP/ingest.out")"; return 1; }
 	for n in good:1900:5 average:1500:3 bad:1100:1; do
 		api GET "/v1/agents/${n%%:*}"
-		check "$BODY" "d['rate'] == $(cut -d: -f2 <<<"$n")" "d['ratings'] == 20" \
+		json_check "$BODY" "d['rate'] == $(cut -d: -f2 <<<"$n")" "d['ratings'] == 20" \
 			"d['mean_score'] == ${n##*:}" || return 1
 	done
 sleep 1
 	measure 4 || return 1
 	within5 good && within5 average && within5 bad || return 1
 	# Traffic above the rate was dropped, not merely missing.
-	check "$TOP" "all(a['dropped_pps'] > 3000 for a in d['agents'] if a['name'] in ('good','average','bad'))"
+	json_check "$TOP" "all(a['dropped_pps'] > 3000 for a in d['agents'] if a['name'] in ('good','average','bad'))"
 }
 
 t_ipv6_host_rule() {
 	# v6host: one IPv6 source (/128 rule), 3000 packets/s offered, rate 700 pinned.
 	within5 v6host || return 1
 	cli agent show v6host
-	check "$OUT" "d['rate'] == 700" "d['pinned'] is True" "d['dropped_packets'] > 0"
+	json_check "$OUT" "d['rate'] == 700" "d['pinned'] is True" "d['dropped_packets'] > 0"
 }
 
 t_unclassified_untouched() {
@@ -289,22 +270,22 @@ t_unclassified_untouched() {
 	got=$(sink_total "0.0.0.0:9200")
 	[ "$got" -eq 4000 ] || { fail "the host received $got of 4000 unclassified datagrams"; return 1; }
 	# 4000 frames over 256 sources in turn: 160 sources sent 16, 96 sent 15.
-	spread=$(jq_py "$(cat "$TMP/sink.json")" \
+	spread=$(jget "$(cat "$TMP/sink.json")" \
 		"sorted(d['0.0.0.0:9200']['sources'].values()) == [15] * 96 + [16] * 160")
 	[ "$spread" = True ] || { fail "sources not spread over 10.9.0.0/24"; return 1; }
 	# The datapath passed them (the host's own neighbour discovery is
 	# unclassified too, hence at least 4000) and dropped none.
 	cli stats
-	check "$OUT" "d['unclassified_passed'] >= 4000" "d['unclassified_dropped'] == 0"
+	json_check "$OUT" "d['unclassified_passed'] >= 4000" "d['unclassified_dropped'] == 0"
 }
 
 t_kill9_enforcement() {
 	local prog link before after n
 	cli status
-	prog=$(jq_py "$OUT" "d['links'][0]['prog_id']")
-	link=$(jq_py "$OUT" "d['links'][0]['link_id']")
+	prog=$(jget "$OUT" "d['links'][0]['prog_id']")
+	link=$(jget "$OUT" "d['links'][0]['link_id']")
 	cli agent show good
-	before=$(jq_py "$OUT" "d['passed_packets']")
+	before=$(jget "$OUT" "d['passed_packets']")
 	kill -9 "$DAEMON_PID"
 	wait "$DAEMON_PID" 2>/dev/null
 	running "$DAEMON_PID" && { fail "daemon survived kill -9"; return 1; }
@@ -312,27 +293,27 @@ t_kill9_enforcement() {
 	measure 4 || return 1
 	within5 good && within5 average && within5 bad || return 1
 	cli status
-	check "$OUT" "d['links'][0]['prog_id'] == $prog" || { fail "program changed while the daemon was down"; return 1; }
+	json_check "$OUT" "d['links'][0]['prog_id'] == $prog" || { fail "program changed while the daemon was down"; return 1; }
 	# The restarted daemon takes the pinned link over (same link, the
 	# program replaced atomically through it: no packet unenforced).
 	start_daemon || return 1
 	cli status
-	check "$OUT" "d['links'][0]['link_id'] == $link" || return 1
+	json_check "$OUT" "d['links'][0]['link_id'] == $link" || return 1
 	for n in good:1900:5 average:1500:3 bad:1100:1; do
 		api GET "/v1/agents/${n%%:*}"
-		check "$BODY" "d['rate'] == $(cut -d: -f2 <<<"$n")" "d['ratings'] == 20" \
+		json_check "$BODY" "d['rate'] == $(cut -d: -f2 <<<"$n")" "d['ratings'] == 20" \
 			"d['mean_score'] == ${n##*:}" \
 			"d['tokens'] < 0.5 * d['burst']" || { fail "${n%%:*} after restart"; return 1; }
 	done
 	api GET /v1/agents/good
-	after=$(jq_py "$BODY" "d['passed_packets']")
+	after=$(jget "$BODY" "d['passed_packets']")
 	[ "$after" -gt "$before" ] || { fail "passed counter went from $before to $after"; return 1; }
 	# The restored state goes on learning: one more 5* moves 1900 -> 1920.
 	api POST /v1/ratings '{"id":"g21","agent":"good","score":5}'
-	check "$BODY" "d['applied'] == 1" "d['agents'][0]['rate'] == 1920" || return 1
+	json_check "$BODY" "d['applied'] == 1" "d['agents'][0]['rate'] == 1920" || return 1
 	# And a rating id from before the crash is still a duplicate.
 	api POST /v1/ratings '{"id":"g1","agent":"good","score":5}'
-	check "$BODY" "d['applied'] == 0" "d['duplicates'] == 1" || return 1
+	json_check "$BODY" "d['applied'] == 0" "d['duplicates'] == 1" || return 1
 	sleep 1
 	measure 3 || return 1
 	within5 good
@@ -341,27 +322,27 @@ t_kill9_enforcement() {
 t_dry_run() {
 	local wd0 wd1
 	cli agent show bad
-	wd0=$(jq_py "$OUT" "d.get('would_drop_packets', 0)")
+	wd0=$(jget "$OUT" "d.get('would_drop_packets', 0)")
 	cli config set dry-run on
 	[ "$RC" -eq 0 ] || { fail "dry-run on: $OUT"; return 1; }
 	sleep 0.5
 	measure 3
 	# Everything passes; over-limit packets are counted as would-drops.
-	check "$TOP" "[a['dropped_pps'] for a in d['agents'] if a['name']=='bad'] == [0]" \
+	json_check "$TOP" "[a['dropped_pps'] for a in d['agents'] if a['name']=='bad'] == [0]" \
 		"abs([a['passed_pps'] for a in d['agents'] if a['name']=='bad'][0] - 6000) <= 300" || {
 		cli config set dry-run off
 		return 1
 	}
 	cli stats
-	check "$OUT" "d['dryrun_would_drop'] > 0" || return 1
+	json_check "$OUT" "d['dryrun_would_drop'] > 0" || return 1
 	cli agent show bad
-	wd1=$(jq_py "$OUT" "d.get('would_drop_packets', 0)")
+	wd1=$(jget "$OUT" "d.get('would_drop_packets', 0)")
 	cli config set dry-run off
 	[ "$wd1" -gt "$wd0" ] || { fail "would_drop_packets did not grow ($wd0 -> $wd1)"; return 1; }
 	sleep 1
 	measure 3
 	within5 bad || return 1
-	check "$TOP" "[a['dropped_pps'] for a in d['agents'] if a['name']=='bad'][0] > 3000"
+	json_check "$TOP" "[a['dropped_pps'] for a in d['agents'] if a['name']=='bad'][0] > 3000"
 }
 
 t_metrics_snapshot() {
@@ -380,7 +361,7 @@ t_daemon_stop() {
 	rc=$?
 	[ "$rc" -eq 0 ] || { fail "SIGTERM: exit code $rc"; return 1; }
 	cli status
-	check "$OUT" "[l['ifname'] for l in d['links']] == ['eth0']" ||
+	json_check "$OUT" "[l['ifname'] for l in d['links']] == ['eth0']" ||
 		{ fail "XDP not attached after SIGTERM"; return 1; }
 	kill "$(cat "$TMP/sink.pid")" 2>/dev/null
 	grep -Ei 'error|warning' "$TMP/daemon.log" | grep -v 'authentication is off' &&
@@ -390,7 +371,8 @@ t_daemon_stop() {
 
 t_demo() {
 	local rc
-	DEMO_RATINGS_S=8 DEMO_SUMMARY_JSON=$TMP/demo.json "$ROOT/scripts/demo.sh" "$BUILD" \
+	# The make target itself: deps (all present), build (up to date), demo.
+	DEMO_RATINGS_S=8 DEMO_SUMMARY_JSON=$TMP/demo.json make -s -C "$ROOT" demo OUTPUT="$BUILD" \
 		>"$TMP/demo.out" 2>&1 &
 	DEMO_PID=$!
 	wait "$DEMO_PID"
@@ -398,7 +380,7 @@ t_demo() {
 	DEMO_PID=""
 	[ "$rc" -eq 0 ] || { diag "$(tail -n 30 "$TMP/demo.out")"; return 1; }
 	# good: 1500 + 8 s * 10/s * 20 = 3100; bad falls to r_min 1.
-	check "$(cat "$TMP/demo.json")" \
+	json_check "$(cat "$TMP/demo.json")" \
 		"[a['agent'] for a in d['agents']] == ['good', 'average', 'bad']" \
 		"[a['rate_end'] for a in d['agents']] == [3100, 1500, 1]" \
 		"[a['ratings'] for a in d['agents']] == [80, 80, 80]" \
@@ -475,6 +457,34 @@ t_install() {
 	[ -f "$d/etc/agentgate/agentgated.conf" ] || { fail "uninstall removed the config"; return 1; }
 }
 
+# make run IFACE=eth0 on the edge host (its pins and state through RUN_ARGS,
+# /sys/fs/bpf being remounted in the namespace): serves, attaches, and stops
+# on SIGTERM to its process group leaving XDP attached.
+t_make_run() {
+	local pid
+	cli detach eth0 # the daemon cases left their program attached
+	ip netns exec "$LAB_NS" setsid make -s -C "$ROOT" run OUTPUT="$BUILD" IFACE=eth0 \
+		RUN_ARGS="--config /dev/null --pin-path $LAB_DIR/bpf/run --state-dir $LAB_DIR/run-state" \
+		>"$TMP/run.out" 2>&1 &
+	pid=$!
+	for _ in $(seq 1 100); do
+		in_host curl -sf -o /dev/null http://127.0.0.1:9470/readyz && break
+		sleep 0.1
+	done
+	OUT=$(in_host "$CLI" -j --pin-path "$LAB_DIR/bpf/run" status 2>&1)
+	# As Ctrl-C does: the signal goes to make and agentgated alike.
+	kill -TERM -- "-$pid"
+	wait "$pid"
+	json_check "$OUT" "[l['ifname'] for l in d['links']] == ['eth0']" ||
+		{ diag "$(cat "$TMP/run.out")"; return 1; }
+	grep -q 'serving http://127.0.0.1:9470' "$TMP/run.out" &&
+		grep -q 'SIGTERM: shutting down (XDP stays attached)' "$TMP/run.out" ||
+		{ fail "no serving or clean shutdown line:"; diag "$(cat "$TMP/run.out")"; return 1; }
+	OUT=$(in_host "$CLI" -j --pin-path "$LAB_DIR/bpf/run" status 2>&1)
+	json_check "$OUT" "[l['ifname'] for l in d['links']] == ['eth0']" || return 1
+	in_host "$CLI" --pin-path "$LAB_DIR/bpf/run" detach eth0 >/dev/null
+}
+
 t_make_run_usage() {
 	make -s -C "$ROOT" run OUTPUT="$BUILD" >/dev/null 2>"$TMP/err"
 	[ $? -ne 0 ] && grep -q 'usage: make run IFACE=DEV' "$TMP/err" || { fail "make run without IFACE: $(cat "$TMP/err")"; return 1; }
@@ -543,9 +553,10 @@ TESTS=(
 	"t_dry_run|dry-run on: nothing dropped, would-drops counted; off: the rate is enforced again"
 	"t_metrics_snapshot|/metrics under traffic: per-agent drop counters and the learned refill rate"
 	"t_daemon_stop|SIGTERM: exit 0, XDP stays attached, no errors in the log"
-	"t_demo|scripts/demo.sh: rates 3100/1500/1 tracked within 5 %, unclassified untouched; nothing left behind"
+	"t_demo|make demo: rates 3100/1500/1 tracked within 5 %, unclassified untouched; nothing left behind"
 	"t_demo_interrupted|scripts/demo.sh interrupted by SIGINT (Ctrl-C): exit 130, torn down, nothing left"
 	"t_install|make install DESTDIR PREFIX: files and modes, unit verified by systemd-analyze, config kept; uninstall"
+	"t_make_run|make run IFACE=eth0: serves on 127.0.0.1:9470, attached; SIGTERM: clean shutdown, XDP stays"
 	"t_make_run_usage|make run without IFACE or with a missing one: a usage error"
 	"t_alert_rules|etc/agentgate-alerts.yml: promtool check and unit tests pass; only exported metrics used"
 	"t_dashboard|etc/grafana-dashboard.json: every query is valid PromQL over exported metrics"

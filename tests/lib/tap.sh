@@ -11,6 +11,10 @@
 #                         through it
 #   tap_remove_tmp DIR    remove the suite's scratch DIR, or keep it and say
 #                         so when AG_TEST_KEEP is set (logs, state dirs)
+#   json_check JSON EXPR...  every Python expression over d (the parsed
+#                         JSON) holds (tests/lib/jcheck.py); reports each
+#                         failing one, the JSON and $CMD when set
+#   jget JSON EXPR        print a Python expression over d
 #   diag TEXT             each line of TEXT as a TAP comment
 #   running PID           the process exists and is not a zombie
 #   tap_run ENTRY...      run cases given as "function|description": prints
@@ -54,6 +58,23 @@ tap_remove_tmp() {
 	else
 		echo "# kept $1" >&2
 	fi
+}
+
+# The JSON helpers need PY, the suite's python3 interpreter.
+TAP_LIB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+json_check() {
+	local json=$1 out
+	shift
+	out=$("$PY" "$TAP_LIB_DIR/jcheck.py" "$json" "$@") && return 0
+	diag "$out"
+	diag "JSON: ${json:0:1500}"
+	[ -n "${CMD:-}" ] && diag "from: $CMD"
+	return 1
+}
+
+jget() {
+	"$PY" -c 'import json, sys; d = json.loads(sys.argv[1]); print(eval(sys.argv[2]))' "$1" "$2"
 }
 
 diag() {

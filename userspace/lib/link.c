@@ -160,15 +160,12 @@ static void pin_link_prog(const struct ag_ctx *ctx, const char *ifname, int prog
 	if (dev_pin_path(ctx, AG_PIN_PROGS_DIR, ifname, path, sizeof(path)) ||
 	    dev_pin_path(ctx, AG_PIN_PROGS_DIR "/" AG_PIN_NEW_DIR, ifname, tmp, sizeof(tmp)))
 		return;
+	snprintf(dir, sizeof(dir), "%s/%s", ctx->pin_root, AG_PIN_PROGS_DIR);
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		goto fail;
 	snprintf(dir, sizeof(dir), "%s/%s/%s", ctx->pin_root, AG_PIN_PROGS_DIR, AG_PIN_NEW_DIR);
-	if (mkdir(dir, 0700) && errno == ENOENT) {
-		snprintf(dir, sizeof(dir), "%s/%s", ctx->pin_root, AG_PIN_PROGS_DIR);
-		if (mkdir(dir, 0700) && errno != EEXIST)
-			goto fail;
-		snprintf(dir, sizeof(dir), "%s/%s/%s", ctx->pin_root, AG_PIN_PROGS_DIR,
-			 AG_PIN_NEW_DIR);
-		mkdir(dir, 0700);
-	}
+	if (mkdir(dir, 0700) && errno != EEXIST)
+		goto fail;
 	unlink(tmp);
 	if (bpf_obj_pin(prog_fd, tmp))
 		goto fail;
