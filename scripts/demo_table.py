@@ -85,7 +85,10 @@ def print_block(t, phase, rows, uncl, redraw, lines_before):
 
 def summarize(history, agents, last, uncl_hist):
     """Per agent: first and last refill rate, ratings, mean, admitted pps over
-    the last `last` intervals and its deviation from the final rate."""
+    the last `last` intervals, its deviation from the final rate and whether
+    it tracks the rate: within 5 %, or within one packet at each edge of the
+    window (2/N packets/s over N one-second intervals), which is what counting
+    whole packets can resolve at rates of a few packets per second."""
     res = {"agents": [], "intervals": len(history)}
     tail = history[-last:] if history else []
     for name in agents:
@@ -101,7 +104,8 @@ def summarize(history, agents, last, uncl_hist):
             "agent": name, "rule": seen[-1]["rule"], "rate_start": seen[0]["rate"],
             "rate_end": rate, "ratings": seen[-1]["ratings"], "mean_score": seen[-1]["mean"],
             "admitted_pps": round(adm, 1), "dropped_pps": round(drop, 1),
-            "deviation": round((adm - rate) / rate, 4) if rate else None})
+            "deviation": round((adm - rate) / rate, 4) if rate else None,
+            "tracking": abs(adm - rate) <= max(0.05 * rate, 2.0 / len(t))})
     ut = [u for u in uncl_hist[-last:] if u is not None]
     if ut:
         res["unclassified"] = {"passed_pps": round(sum(u[0] for u in ut) / len(ut), 1),
@@ -119,6 +123,8 @@ def print_summary(s, last):
             print("  %-9s (no data)" % a["agent"])
             continue
         dev = "%+.1f %%" % (100 * a["deviation"]) if a["deviation"] is not None else "-"
+        if not a["tracking"]:
+            dev += " (off)"
         print("  %-9s %8d %6s %10.0f -> %8.0f %11.0f %9s" % (
             a["agent"], a["ratings"], "%.2f" % a["mean_score"] if a["ratings"] else "-",
             a["rate_start"], a["rate_end"], a["admitted_pps"], dev))
