@@ -39,14 +39,14 @@ static inline void fuzz_keep_stderr(void)
 		fuzz_err_fd = fd;
 }
 
-__attribute__((noreturn, format(printf, 3, 4))) static void
-fuzz_fail(const char *file, int line, const char *fmt, ...)
+__attribute__((noreturn, format(printf, 4, 5))) static void
+fuzz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
 	int n;
 
-	n = snprintf(msg, sizeof(msg), "%s:%d: check failed: ", file, line);
+	n = snprintf(msg, sizeof(msg), "%s:%d: check failed: (%s) ", file, line, cond);
 	va_start(ap, fmt);
 	vsnprintf(msg + n, sizeof(msg) - (size_t)n, fmt, ap);
 	va_end(ap);
@@ -57,7 +57,7 @@ fuzz_fail(const char *file, int line, const char *fmt, ...)
 #define FUZZ_CHECK(cond, ...)                                                                \
 	do {                                                                                 \
 		if (!(cond))                                                                 \
-			fuzz_fail(__FILE__, __LINE__, "(" #cond ") " __VA_ARGS__);           \
+			fuzz_fail(__FILE__, __LINE__, #cond, __VA_ARGS__);                   \
 	} while (0)
 
 /* ---- reading the input --------------------------------------------------- */
