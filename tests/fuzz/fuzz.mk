@@ -34,7 +34,7 @@ FUZZ_LIBS := $(FUZZ_OUT)/libagentgated.a $(FUZZ_OUT)/libagentgate.a
 FUZZ_LINK_bucket := -Wl,--wrap=ag_now_ns
 FUZZ_LINK_jwt := -lcrypto
 FUZZ_LINK_cli := $(FUZZ_OUT)/libagentgate-cli.a \
-	-Wl,--wrap=ag_now_ns,--wrap=nanosleep,--wrap=ag_attach,--wrap=ag_detach
+	-Wl,--wrap=ag_now_ns,--wrap=nanosleep,--wrap=ag_attach,--wrap=do_top
 
 .PHONY: fuzz fuzz-bins fuzz-merge
 fuzz-bins: $(FUZZ_BINS)
