@@ -66,16 +66,20 @@ $(FUZZ_BINS): $(FUZZ_OUT)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_L
 
 # Each harness in turn: the committed corpus is read, new inputs are written
 # to the build directory only. A crash stops the run with its artifact.
+# Shown: the start, the end (coverage, executions/s) and any report.
 fuzz: deps
 	$(Q)$(MAKE) --no-print-directory fuzz-bins
-	$(Q)for t in $(FUZZ_TARGETS); do \
-		mkdir -p $(FUZZ_OUT)/corpus/$$t $(FUZZ_OUT)/artifacts; \
+	$(Q)mkdir -p $(FUZZ_OUT)/artifacts; for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_OUT)/corpus/$$t; \
 		echo "=== fuzz_$$t for $(FUZZ_SECONDS) s"; \
 		dict=; [ -f tests/fuzz/fuzz_$$t.dict ] && dict=-dict=tests/fuzz/fuzz_$$t.dict; \
-		$(FUZZ_OUT)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -close_fd_mask=3 \
+		{ $(FUZZ_OUT)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=20 -close_fd_mask=3 \
 			-print_final_stats=1 $$dict -artifact_prefix=$(FUZZ_OUT)/artifacts/$$t- \
-			$(FUZZ_OUT)/corpus/$$t tests/fuzz/corpus/$$t 2>&1 | \
-			grep -v -e '^#[0-9]*.*\(NEW\|REDUCE\|pulse\)' || exit 1; \
+			$(FUZZ_OUT)/corpus/$$t tests/fuzz/corpus/$$t 2>&1; \
+			echo $$? > $(FUZZ_OUT)/fuzz_$$t.rc; } | \
+			grep -v -e '^#[0-9]*.*\(NEW\|REDUCE\|pulse\)' -e 'Uses: ' -e 'ecommended dictionary'; \
+		[ "$$(cat $(FUZZ_OUT)/fuzz_$$t.rc)" = 0 ] || \
+			{ echo "fuzz_$$t failed: the input is in $(FUZZ_OUT)/artifacts/"; exit 1; }; \
 	done
 
 # Minimize: the hand-written seeds (seed-*) and regression inputs
