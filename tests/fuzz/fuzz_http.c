@@ -14,12 +14,14 @@
  * The harness turns \n into \r\n in the head, replaces $TOKEN with a valid
  * HS256 token carrying every scope, and adds Content-Length for the body
  * unless the request names its own. Flags: bit 0 auth on (tokens required),
- * bit 1 send the bytes as they are (no rewriting at all).
+ * bit 1 send the bytes as they are (no rewriting at all), bit 2 send them
+ * instead to the NDJSON ingest socket (ingest.c, --ingest-socket).
  * Checks: every connection is answered or closed within 10 s; an answer
  * from our handlers (application/json) is one JSON document whose length
  * is its Content-Length, and every error is {"error": code, "message":
- * text} as DESIGN.md says; no status 500; no sanitizer report in any
- * thread of the daemon.
+ * text} as DESIGN.md says; no status 500; the ingest socket's reply counts
+ * every non-blank line once (applied + duplicates + invalid + rejected);
+ * no sanitizer report in any thread of the daemon.
  */
 #include <arpa/inet.h>
 #include <jansson.h>
@@ -27,11 +29,13 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <strings.h>
+#include <sys/un.h>
 #include <time.h>
 
 #include "engine.h"
 #include "fuzz.h"
 #include "http.h"
+#include "ingest.h"
 
 #define LISTEN "127.0.0.1:9470"
 #define PORT 9470
@@ -43,6 +47,8 @@ static const char key[] = "fuzz-http-key-0123456789-0123456789";
 static char state_dir[64];
 static struct ag_engine *engine;
 static struct agd_http *http;
+static struct agd_ingest *ingest;
+static char ingest_path[108];
 static struct agd_http_live live;
 static char *token;
 static bool auth_on, debug;
@@ -70,6 +76,7 @@ cleanup:
 
 static void stop_daemon(void)
 {
+	agd_ingest_stop(ingest);
 	agd_http_stop(http);
 	ag_engine_close(engine);
 	free(token);
@@ -112,6 +119,13 @@ static int start_daemon(void)
 	rc = agd_http_start(engine, &ho, &live, &http, err, sizeof(err));
 	if (rc) {
 		fprintf(stderr, "fuzz_http: http: %s\n", err);
+		return rc;
+	}
+	snprintf(ingest_path, sizeof(ingest_path), "%s/ingest.sock", state_dir);
+	snprintf(err, sizeof(err), "%s/dead-letter.ndjson", state_dir);
+	rc = agd_ingest_start(engine, -1, ingest_path, err, &ingest, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "fuzz_http: ingest: %s\n", err);
 		return rc;
 	}
 	agd_http_set_ready(http, true, NULL);
@@ -200,16 +214,56 @@ static void build(const uint8_t *data, size_t size, struct buf *req)
 
 /* ---- the answer ------------------------------------------------------------- */
 
-static int exchange(const char *req, size_t n, struct buf *ans)
+static int connect_tcp(void)
 {
 	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(PORT) };
 	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	size_t off = 0;
-	char chunk[8192];
 
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	FUZZ_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0,
 		   "connect: %s", strerror(errno));
+	return fd;
+}
+
+static int connect_ingest(void)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", ingest_path);
+	FUZZ_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0,
+		   "connect %s: %s", ingest_path, strerror(errno));
+	return fd;
+}
+
+/* Readable within WAIT_MS, signals notwithstanding (libFuzzer's -timeout
+ * alarm interrupts poll). */
+static bool wait_readable(int fd)
+{
+	struct timespec t0, t;
+	long left = WAIT_MS;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (left > 0) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		int n = poll(&pfd, 1, (int)left);
+
+		if (n > 0)
+			return true;
+		if (n == 0 || errno != EINTR)
+			return false;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		left = WAIT_MS - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
+	}
+	return false;
+}
+
+/* Sends req on fd, shuts the writing side, reads the answer to the end. */
+static void exchange(int fd, const char *req, size_t n, struct buf *ans)
+{
+	size_t off = 0;
+	char chunk[8192];
+
 	/* The server may answer (413, 400) and close before reading it all. */
 	while (off < n) {
 		ssize_t w = send(fd, req + off, n - off, MSG_NOSIGNAL);
@@ -220,10 +274,9 @@ static int exchange(const char *req, size_t n, struct buf *ans)
 	}
 	shutdown(fd, SHUT_WR);
 	for (;;) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
 		ssize_t r;
 
-		FUZZ_CHECK(poll(&pfd, 1, WAIT_MS) == 1, "no answer within %d ms", WAIT_MS);
+		FUZZ_CHECK(wait_readable(fd), "no answer within %d ms", WAIT_MS);
 		r = recv(fd, chunk, sizeof(chunk), 0);
 		if (r <= 0)
 			break;
@@ -231,7 +284,40 @@ static int exchange(const char *req, size_t n, struct buf *ans)
 			put(ans, chunk, (size_t)r);
 	}
 	close(fd);
-	return 0;
+}
+
+/* Lines with anything but spaces and tabs (a trailing \r dropped). */
+static size_t rating_lines(const uint8_t *p, size_t n)
+{
+	size_t count = 0, pos = 0;
+
+	while (pos < n) {
+		const uint8_t *nl = memchr(p + pos, '\n', n - pos);
+		size_t end = nl ? (size_t)(nl - p) : n, l = end, i;
+
+		if (l > pos && p[l - 1] == '\r')
+			l--;
+		for (i = pos; i < l && (p[i] == ' ' || p[i] == '\t'); i++)
+			;
+		count += i < l;
+		pos = end + 1;
+	}
+	return count;
+}
+
+static void check_ingest_reply(const struct buf *ans, size_t lines)
+{
+	json_t *j = ans->n ? json_loadb(ans->p, ans->n, 0, NULL) : NULL;
+	json_int_t sum = 0;
+	const char *k;
+	json_t *v;
+
+	FUZZ_CHECK(j, "ingest reply is not JSON: %.200s", ans->p ? ans->p : "");
+	json_object_foreach(j, k, v)
+		sum += json_integer_value(v);
+	FUZZ_CHECK(sum == (json_int_t)lines, "ingest counted %lld lines of %zu: %.200s",
+		   (long long)sum, lines, ans->p);
+	json_decref(j);
 }
 
 static const char *header(const char *head_end, const char *ans, const char *name,
@@ -301,11 +387,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		live.auth = auth_on;
 		agd_http_update(http, &live);
 	}
+	if (flags & 4) {
+		put(&req, in.p, in.n);
+		exchange(connect_ingest(), req.p, req.n, &ans);
+		if (debug)
+			dprintf(fuzz_err_fd, "%s", ans.p ? ans.p : "(nothing)\n");
+		check_ingest_reply(&ans, rating_lines(in.p, in.n));
+		free(req.p);
+		free(ans.p);
+		return 0;
+	}
 	if (flags & 2)
 		put(&req, in.p, in.n);
 	else
 		build(in.p, in.n, &req);
-	exchange(req.p, req.n, &ans);
+	exchange(connect_tcp(), req.p, req.n, &ans);
 	if (debug) /* FUZZ_HTTP_DEBUG=1: each answer's status line */
 		dprintf(fuzz_err_fd, "%.*s\n", (int)strcspn(ans.p ? ans.p : "", "\r"),
 			ans.p ? ans.p : "");
