@@ -1,7 +1,7 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #
 # agentgate build. Everything goes to $(OUTPUT) (default build/); V=1 shows
-# the commands. Targets: all (default), check, demo, run IFACE=DEV, bench,
+# the commands. Targets: all (default), check, demo, run IFACE=DEV, bench, bench-stream,
 # install (PREFIX, DESTDIR), uninstall, clean.
 
 OUTPUT ?= build
@@ -123,7 +123,7 @@ D_SRCS := $(wildcard userspace/agentgated/*.c)
 D_LIB_SRCS := $(filter-out userspace/agentgated/main.c,$(D_SRCS))
 D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(D_LIB_SRCS))
 D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(D_LIB_SRCS))
-D_LIBS := -ljansson -llmdb -lcivetweb -ljwt
+D_LIBS := -ljansson -llmdb -lcivetweb -ljwt -lssl -lcrypto
 
 $(OUTPUT)/obj/userspace/agentgated/%.o $(OUTPUT)/san/userspace/agentgated/%.o: \
 	CFLAGS += -DAG_VERSION='"$(VERSION)"'
@@ -136,14 +136,31 @@ $(OUTPUT)/libagentgated-san.a: $(D_SAN_OBJS)
 	$(call msg,AR,$@)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
+# The libraries through which CivetWeb reaches OpenSSL 3 for TLS
+# (userspace/tlscompat/ssl.c says why); agentgated loads them from lib/
+# next to itself, or ../lib/agentgate/ once installed.
+TLS_COMPAT := $(OUTPUT)/lib/libagentgate-ssl.so $(OUTPUT)/lib/libagentgate-crypto.so
+
+$(OUTPUT)/lib/libagentgate-ssl.so: userspace/tlscompat/ssl.c | $(OUTPUT)
+	$(call msg,LIB,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -fPIC -shared -Wl,-soname,libssl.so $< -o $@ \
+		-lssl -lcrypto
+
+$(OUTPUT)/lib/libagentgate-crypto.so: userspace/tlscompat/crypto.c | $(OUTPUT)
+	$(call msg,LIB,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -fPIC -shared -Wl,-soname,libcrypto.so \
+		-Wl,--no-as-needed $< -o $@ -lcrypto
+
 $(OUTPUT)/agentgated: $(OUTPUT)/obj/userspace/agentgated/main.o $(OUTPUT)/libagentgated.a \
-		$(OUTPUT)/libagentgate.a
+		$(OUTPUT)/libagentgate.a | $(TLS_COMPAT)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(D_LIBS) $(LIBS)
 
 # The daemon built with sanitizers, for the daemon tests.
 $(OUTPUT)/agentgated-san: $(OUTPUT)/san/userspace/agentgated/main.o \
-		$(OUTPUT)/libagentgated-san.a $(OUTPUT)/libagentgate-san.a
+		$(OUTPUT)/libagentgated-san.a $(OUTPUT)/libagentgate-san.a | $(TLS_COMPAT)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $^ -o $@ $(D_LIBS) $(LIBS)
 
@@ -231,6 +248,13 @@ bench: deps
 	$(Q)bench/run.sh $(OUTPUT)
 	$(Q)bench/scale.sh $(OUTPUT)
 	$(Q)bench/ratings.sh $(OUTPUT)
+	$(Q)bench/stream.py $(OUTPUT)
+
+# Fan-out of /v1/stream to 1000 WebSocket subscribers (bench/stream.py).
+.PHONY: bench-stream
+bench-stream: deps
+	$(Q)$(MAKE) --no-print-directory $(OUTPUT)/agentgated
+	$(Q)bench/stream.py $(OUTPUT)
 
 # make demo: the whole mission on one machine (scripts/demo.sh), in under 90 s.
 demo: deps
@@ -256,12 +280,16 @@ MANDIR ?= $(PREFIX)/share/man
 DATADIR ?= $(PREFIX)/share/agentgate
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+# agentgated finds its TLS libraries at ../lib/agentgate from SBINDIR.
+AGLIBDIR := $(SBINDIR)/../lib/agentgate
 
-install: $(OUTPUT)/agentgate $(OUTPUT)/agentgated
+install: $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(TLS_COMPAT)
 	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
 	$(Q)install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DATADIR) \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/agentgate
 	$(Q)install -m 0755 $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(DESTDIR)$(SBINDIR)/
+	$(Q)install -d $(DESTDIR)$(AGLIBDIR)
+	$(Q)install -m 0644 $(TLS_COMPAT) $(DESTDIR)$(AGLIBDIR)/
 	$(Q)install -m 0644 docs/agentgate.8 docs/agentgated.8 $(DESTDIR)$(MANDIR)/man8/
 	$(Q)install -m 0644 etc/grafana-dashboard.json etc/agentgate-alerts.yml $(DESTDIR)$(DATADIR)/
 	$(Q)sed 's|/usr/local/sbin/|$(SBINDIR)/|g' etc/agentgated.service > $(DESTDIR)$(UNITDIR)/agentgated.service
@@ -277,6 +305,8 @@ uninstall:
 	$(Q)rm -f $(DESTDIR)$(SBINDIR)/agentgate $(DESTDIR)$(SBINDIR)/agentgated \
 		$(DESTDIR)$(MANDIR)/man8/agentgate.8 $(DESTDIR)$(MANDIR)/man8/agentgated.8 \
 		$(DESTDIR)$(UNITDIR)/agentgated.service
+	$(Q)rm -f $(addprefix $(DESTDIR)$(AGLIBDIR)/,$(notdir $(TLS_COMPAT)))
+	$(Q)rmdir $(DESTDIR)$(AGLIBDIR) 2>/dev/null || true
 	$(Q)rm -rf $(DESTDIR)$(DATADIR)
 
 clean:

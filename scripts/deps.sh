@@ -6,7 +6,7 @@ set -eu
 PACKAGES="
 	make gcc clang llvm pkg-config
 	libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
-	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev
+	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev libssl-dev
 	prometheus wrk valgrind curl openssl
 	iproute2 iputils-ping python3 util-linux ethtool systemd
 "
