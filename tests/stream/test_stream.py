@@ -32,7 +32,7 @@ import warnings
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-from wsclient import WS, Closed  # noqa: E402
+from wsclient import WS, Closed, free_port  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
 DAEMON = os.path.join(BUILD, "agentgated-san")
@@ -55,14 +55,6 @@ class Fail(Exception):
 def check(cond, what):
     if not cond:
         raise Fail(what)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    p = s.getsockname()[1]
-    s.close()
-    return p
 
 
 def token(scope, key=KEY, exp="NOW+600"):

@@ -22,6 +22,15 @@ import time
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
+def free_port():
+    """A TCP port free on 127.0.0.1 now (for a server a test starts)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
 class Closed(Exception):
     """The server closed: code and reason of its close frame (None, "" on a
     bare TCP close)."""
