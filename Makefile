@@ -176,7 +176,7 @@ $(TEST_BINS):
 # ---- benchmarks -------------------------------------------------------
 
 BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/rating_parse \
-	$(OUTPUT)/ag-trafficgen
+	$(OUTPUT)/ag-trafficgen $(OUTPUT)/bench/agents_fill
 
 .PHONY: bench-bins
 bench-bins: $(BENCH_BINS)
@@ -191,7 +191,8 @@ $(OUTPUT)/ag-trafficgen: bench/trafficgen.c bench/trafficgen.h $(OUTPUT)/traffic
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -Ibench $< -o $@ -lbpf -lelf -lz -lpthread -lm
 
-$(OUTPUT)/bench/cli_scale: bench/cli_scale.c $(OUTPUT)/libagentgate.a
+$(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/agents_fill: $(OUTPUT)/bench/%: bench/%.c \
+		$(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< $(OUTPUT)/libagentgate.a -o $@ $(LIBS)
