@@ -1,8 +1,9 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #
 # agentgate build. Everything goes to $(OUTPUT) (default build/); V=1 shows
-# the commands. Targets: all (default), check, demo, run IFACE=DEV, bench,
-# install (PREFIX, DESTDIR), uninstall, clean.
+# the commands. Targets: all (default), check, demo, run IFACE=DEV, bench
+# (and bench-xdp, -peers, -accuracy, -ratings, -consume, -scale), install
+# (PREFIX, DESTDIR), uninstall, clean.
 
 OUTPUT ?= build
 CLANG ?= clang
@@ -176,7 +177,7 @@ $(TEST_BINS):
 # ---- benchmarks -------------------------------------------------------
 
 BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/rating_parse \
-	$(OUTPUT)/ag-trafficgen $(OUTPUT)/bench/agents_fill
+	$(OUTPUT)/ag-trafficgen $(OUTPUT)/bench/agents_fill $(OUTPUT)/bench/consume
 
 .PHONY: bench-bins
 bench-bins: $(BENCH_BINS)
@@ -196,6 +197,12 @@ $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/agents_fill: $(OUTPUT)/bench/%: bench/
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< $(OUTPUT)/libagentgate.a -o $@ $(LIBS)
+
+# The consume-check load client (HTTP and RESP): no library of the project.
+$(OUTPUT)/bench/consume: bench/consume.c
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< -o $@
 
 $(OUTPUT)/bench/rating_parse: bench/rating_parse.c $(OUTPUT)/libagentgated.a $(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
@@ -227,11 +234,35 @@ check-man: $(OUTPUT)/agentgate.8 $(OUTPUT)/agentgated
 test: all
 	$(Q)tests/run.sh $(OUTPUT)
 
-bench: deps
-	$(Q)$(MAKE) --no-print-directory bench-bins $(OUTPUT)/agentgate $(OUTPUT)/agentgated
+# make bench: every benchmark (docs/BENCHMARKS.md), about ten minutes; each
+# one alone: make bench-xdp, bench-peers, bench-accuracy, bench-ratings,
+# bench-consume, bench-scale. BENCH_ARGS passes options to a single one.
+BENCH_ONE := bench-xdp bench-peers bench-accuracy bench-ratings bench-consume bench-scale
+.PHONY: bench-prep $(BENCH_ONE)
+
+bench: bench-prep
 	$(Q)bench/run.sh $(OUTPUT)
-	$(Q)bench/scale.sh $(OUTPUT)
+	$(Q)bench/peers.sh $(OUTPUT)
+	$(Q)bench/accuracy.sh $(OUTPUT)
 	$(Q)bench/ratings.sh $(OUTPUT)
+	$(Q)bench/consume.sh $(OUTPUT)
+	$(Q)bench/scale.sh $(OUTPUT)
+
+bench-prep: deps
+	$(Q)$(MAKE) --no-print-directory bench-bins $(OUTPUT)/agentgate $(OUTPUT)/agentgated
+
+bench-xdp: bench-prep
+	$(Q)bench/run.sh $(OUTPUT) $(BENCH_ARGS)
+bench-peers: bench-prep
+	$(Q)bench/peers.sh $(OUTPUT) $(BENCH_ARGS)
+bench-accuracy: bench-prep
+	$(Q)bench/accuracy.sh $(OUTPUT) $(BENCH_ARGS)
+bench-ratings: bench-prep
+	$(Q)bench/ratings.sh $(OUTPUT) $(BENCH_ARGS)
+bench-consume: bench-prep
+	$(Q)bench/consume.sh $(OUTPUT) $(BENCH_ARGS)
+bench-scale: bench-prep
+	$(Q)bench/scale.sh $(OUTPUT) $(BENCH_ARGS)
 
 # make demo: the whole mission on one machine (scripts/demo.sh), in under 90 s.
 demo: deps

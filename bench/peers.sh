@@ -35,10 +35,12 @@
 #   admitted/s  datagrams that got through to UDP (Udp NoPorts of the edge
 #               host): must be SOURCES x RATE for every limiter
 # Rounds interleave the variants (each round starts one later); reported are
-# medians over the rounds and agentgate's ratios to each peer.
+# medians over the rounds and agentgate's ratios to each peer. --profile adds
+# one more round, not counted, with `perf record` on the NAPI thread, and
+# prints where each variant's receive time goes (top kernel symbols).
 #
 # Usage: bench/peers.sh BUILD_DIR [--sources N] [--rate R] [--burst B]
-#                       [--seconds S] [--warmup S] [--rounds K]
+#                       [--profile] [--seconds S] [--warmup S] [--rounds K]
 # Makes an edge host bnpPID and removes it (with every limiter, process and
 # pin) on exit, also on failure or Ctrl-C.
 # Exit codes: 0 measured (goals met or not: read the report), 2 usage or not
@@ -65,8 +67,14 @@ burst=10
 seconds=3
 warmup=1
 rounds=5
+profile=""
 cmdline="$PROG $build $*"
 while [ $# -gt 0 ]; do
+	if [ "$1" = --profile ]; then
+		profile=1
+		shift
+		continue
+	fi
 	[ $# -ge 2 ] || usage
 	case $1 in
 	--sources) sources=$2 ;;
@@ -89,7 +97,7 @@ for b in agentgate ag-trafficgen bench/empty.bpf.o bench/agents_fill; do
 done
 build=$(cd "$build" && pwd)
 [ "$(id -u)" -eq 0 ] || die "must run as root (netns, XDP, netfilter)" 3
-for t in nft iptables ethtool python3 taskset; do
+for t in nft iptables ethtool python3 taskset ${profile:+perf}; do
 	command -v $t >/dev/null || die "$t missing (scripts/deps.sh)" 3
 done
 
@@ -216,13 +224,18 @@ measure() { # ROUND VARIANT
 		--duration $((warmup + seconds + 1)) --json >"$work/gen.json" 2>"$work/gen.err" &
 	gen_pid=$!
 	sleep "$warmup"
+	if [ "$round" = profile ]; then
+		perf record -q -t "$napi" -e cpu-clock -F 10000 -o "$work/perf-$v.data" \
+			-- sleep "$seconds" 2>/dev/null || die "perf record failed"
+	fi
 	a=$(snapshot) || die "cannot read counters"
-	sleep "$seconds"
+	[ "$round" = profile ] || sleep "$seconds"
 	b=$(snapshot) || die "cannot read counters"
 	wait "$gen_pid" || { cat "$work/gen.err" >&2; die "the generator failed"; }
 	gen_pid=""
 	"off_$(fn_of "$v")"
 	[ -e /proc/"$napi" ] || die "eth0's NAPI thread went away during $v"
+	[ "$round" = profile ] && return 0
 	python3 - "$round" "$v" "$a" "$b" "$work/gen.json" >>"$work/results" <<'EOF'
 import json, sys
 rnd, v, a, b, gen = sys.argv[1:6]
@@ -247,6 +260,16 @@ for ((r = 0; r < rounds; r++)); do
 		measure $((r + 1)) "${VARIANTS[$(((r + k) % n))]}"
 	done
 done
+
+if [ -n "$profile" ]; then
+	echo "# profile round (not counted): perf record -t NAPI-thread -e cpu-clock, top symbols"
+	for v in "${VARIANTS[@]}"; do
+		measure profile "$v"
+		echo "## $v"
+		perf report -i "$work/perf-$v.data" --no-children --sort sym --stdio -g none \
+			2>/dev/null | grep '%' | head -n 14
+	done
+fi
 
 python3 - "$work/results" "$sources" "$rate" <<'EOF'
 import statistics, sys

@@ -11,7 +11,7 @@ PACKAGES="
 	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev
 	prometheus wrk valgrind curl openssl
 	iproute2 iputils-ping python3 util-linux ethtool systemd
-	nftables iptables redis-server redis-tools
+	nftables iptables redis-server redis-tools linux-perf
 "
 
 missing=""
