@@ -234,7 +234,7 @@ check-man: $(OUTPUT)/agentgate.8 $(OUTPUT)/agentgated
 test: all
 	$(Q)tests/run.sh $(OUTPUT)
 
-# make bench: every benchmark (docs/BENCHMARKS.md), about ten minutes; each
+# make bench: every benchmark (docs/BENCHMARKS.md), 10-15 minutes; each
 # one alone: make bench-xdp, bench-peers, bench-accuracy, bench-ratings,
 # bench-consume, bench-scale. BENCH_ARGS passes options to a single one.
 BENCH_ONE := bench-xdp bench-peers bench-accuracy bench-ratings bench-consume bench-scale
