@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #
 # agentgate build. Everything goes to $(OUTPUT) (default build/); V=1 shows
-# the commands. Targets: all (default), check, demo, run IFACE=DEV, bench, bench-stream,
+# the commands. Targets: all (default), check, demo, run IFACE=DEV, bench
+# (and bench-xdp, -peers, -accuracy, -ratings, -consume, -scale, -stream),
 # install (PREFIX, DESTDIR), uninstall, clean.
 
 OUTPUT ?= build
@@ -193,7 +194,7 @@ $(TEST_BINS):
 # ---- benchmarks -------------------------------------------------------
 
 BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/rating_parse \
-	$(OUTPUT)/ag-trafficgen
+	$(OUTPUT)/ag-trafficgen $(OUTPUT)/bench/agents_fill $(OUTPUT)/bench/consume
 
 .PHONY: bench-bins
 bench-bins: $(BENCH_BINS)
@@ -208,10 +209,17 @@ $(OUTPUT)/ag-trafficgen: bench/trafficgen.c bench/trafficgen.h $(OUTPUT)/traffic
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -Ibench $< -o $@ -lbpf -lelf -lz -lpthread -lm
 
-$(OUTPUT)/bench/cli_scale: bench/cli_scale.c $(OUTPUT)/libagentgate.a
+$(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/agents_fill: $(OUTPUT)/bench/%: bench/%.c \
+		$(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< $(OUTPUT)/libagentgate.a -o $@ $(LIBS)
+
+# The consume-check load client (HTTP and RESP): no library of the project.
+$(OUTPUT)/bench/consume: bench/consume.c
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< -o $@
 
 $(OUTPUT)/bench/rating_parse: bench/rating_parse.c $(OUTPUT)/libagentgated.a $(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
@@ -243,18 +251,39 @@ check-man: $(OUTPUT)/agentgate.8 $(OUTPUT)/agentgated
 test: all
 	$(Q)tests/run.sh $(OUTPUT)
 
-bench: deps
-	$(Q)$(MAKE) --no-print-directory bench-bins $(OUTPUT)/agentgate $(OUTPUT)/agentgated
+# make bench: every benchmark (docs/BENCHMARKS.md), 10-15 minutes; each
+# one alone: make bench-xdp, bench-peers, bench-accuracy, bench-ratings,
+# bench-consume, bench-scale, bench-stream. BENCH_ARGS passes options to a single one.
+BENCH_ONE := bench-xdp bench-peers bench-accuracy bench-ratings bench-consume bench-scale \
+	bench-stream
+.PHONY: bench-prep $(BENCH_ONE)
+
+bench: bench-prep
 	$(Q)bench/run.sh $(OUTPUT)
-	$(Q)bench/scale.sh $(OUTPUT)
+	$(Q)bench/peers.sh $(OUTPUT)
+	$(Q)bench/accuracy.sh $(OUTPUT)
 	$(Q)bench/ratings.sh $(OUTPUT)
+	$(Q)bench/consume.sh $(OUTPUT)
+	$(Q)bench/scale.sh $(OUTPUT)
 	$(Q)bench/stream.py $(OUTPUT)
 
-# Fan-out of /v1/stream to 1000 WebSocket subscribers (bench/stream.py).
-.PHONY: bench-stream
-bench-stream: deps
-	$(Q)$(MAKE) --no-print-directory $(OUTPUT)/agentgated
-	$(Q)bench/stream.py $(OUTPUT)
+bench-prep: deps
+	$(Q)$(MAKE) --no-print-directory bench-bins $(OUTPUT)/agentgate $(OUTPUT)/agentgated
+
+bench-xdp: bench-prep
+	$(Q)bench/run.sh $(OUTPUT) $(BENCH_ARGS)
+bench-peers: bench-prep
+	$(Q)bench/peers.sh $(OUTPUT) $(BENCH_ARGS)
+bench-accuracy: bench-prep
+	$(Q)bench/accuracy.sh $(OUTPUT) $(BENCH_ARGS)
+bench-ratings: bench-prep
+	$(Q)bench/ratings.sh $(OUTPUT) $(BENCH_ARGS)
+bench-consume: bench-prep
+	$(Q)bench/consume.sh $(OUTPUT) $(BENCH_ARGS)
+bench-scale: bench-prep
+	$(Q)bench/scale.sh $(OUTPUT) $(BENCH_ARGS)
+bench-stream: bench-prep
+	$(Q)bench/stream.py $(OUTPUT) $(BENCH_ARGS)
 
 # make demo: the whole mission on one machine (scripts/demo.sh), in under 90 s.
 demo: deps

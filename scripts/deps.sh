@@ -1,6 +1,8 @@
 #!/bin/sh
 # Install the Debian packages agentgate's build, tests and benchmarks need.
 # Idempotent: only missing packages are installed. Needs root for apt-get.
+# nftables, iptables and redis-server are the peers make bench compares
+# against; the benchmarks start and stop their own instances.
 set -eu
 
 PACKAGES="
@@ -9,6 +11,7 @@ PACKAGES="
 	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev libssl-dev
 	prometheus wrk valgrind curl openssl
 	iproute2 iputils-ping python3 util-linux ethtool systemd
+	nftables iptables redis-server redis-tools linux-perf
 "
 
 missing=""
