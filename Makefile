@@ -191,6 +191,8 @@ $(TEST_BINS):
 		$(filter %.c,$^) $(filter %agentgated-san.a,$^) $(OUTPUT)/libagentgate-san.a \
 		-o $@ $(LIBS) $(D_LIBS) -lcmocka
 
+include tests/fuzz/fuzz.mk
+
 # ---- benchmarks -------------------------------------------------------
 
 BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/rating_parse \

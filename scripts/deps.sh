@@ -5,8 +5,10 @@
 # against; the benchmarks start and stop their own instances.
 set -eu
 
+# libclang-rt-dev: libFuzzer (-fsanitize=fuzzer) for tests/fuzz; libssl-dev:
+# OpenSSL's HMAC for the JWT harness's reference check.
 PACKAGES="
-	make gcc clang llvm pkg-config
+	make gcc clang llvm pkg-config libclang-rt-dev
 	libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
 	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev libssl-dev
 	prometheus wrk valgrind curl openssl

@@ -76,12 +76,33 @@ static unsigned int scopes_of(jwt_t *jwt)
 	return bits;
 }
 
+/* A NumericDate claim in whole seconds: 0, -ENOENT when absent, -EINVAL
+ * when it is there but no integer (a real or a string must not pass as
+ * absent: an "nbf" of 2e9 would then be ignored). */
+static int claim_seconds(jwt_t *jwt, const char *name, long *out)
+{
+	char *text = jwt_get_grants_json(jwt, name);
+	json_t *v;
+	int err = -EINVAL;
+
+	if (!text)
+		return -ENOENT;
+	v = json_loads(text, JSON_DECODE_ANY, NULL);
+	if (json_is_integer(v)) {
+		*out = (long)json_integer_value(v);
+		err = 0;
+	}
+	json_decref(v);
+	free(text);
+	return err;
+}
+
 int ag_token_verify(const char *token, const unsigned char *key, size_t key_len, time_t now,
 		    struct ag_token *out, char *why, size_t why_len)
 {
 	jwt_t *jwt = NULL;
-	const char *sub;
-	long exp, nbf;
+	const char *sub, *alg;
+	long exp = 0, nbf = 0;
 	int err;
 
 	if (!token || !*token)
@@ -92,25 +113,33 @@ int ag_token_verify(const char *token, const unsigned char *key, size_t key_len,
 		return refuse(why, why_len, "invalid token (malformed, or bad signature)");
 	}
 	err = -EACCES;
-	if (jwt_get_alg(jwt) != JWT_ALG_HS256) {
+	/* libjwt reads "alg" case-insensitively; JWS names are case-sensitive. */
+	alg = jwt_get_header(jwt, "alg");
+	if (jwt_get_alg(jwt) != JWT_ALG_HS256 || !alg || strcmp(alg, "HS256")) {
 		refuse(why, why_len, "token algorithm must be HS256");
 		goto cleanup;
 	}
-	errno = 0;
-	exp = jwt_get_grant_int(jwt, "exp");
-	if (errno == ENOENT || exp <= 0) {
+	switch (claim_seconds(jwt, "exp", &exp)) {
+	case -ENOENT:
 		refuse(why, why_len, "token has no exp claim");
 		goto cleanup;
+	case -EINVAL:
+		refuse(why, why_len, "token exp is not a whole number of seconds");
+		goto cleanup;
 	}
-	if (now >= exp) {
+	if (exp <= 0 || now >= exp) {
 		refuse(why, why_len, "token expired");
 		goto cleanup;
 	}
-	errno = 0;
-	nbf = jwt_get_grant_int(jwt, "nbf");
-	if (errno != ENOENT && nbf > now) {
-		refuse(why, why_len, "token not valid yet (nbf)");
+	switch (claim_seconds(jwt, "nbf", &nbf)) {
+	case -EINVAL:
+		refuse(why, why_len, "token nbf is not a whole number of seconds");
 		goto cleanup;
+	case 0:
+		if (nbf > now) {
+			refuse(why, why_len, "token not valid yet (nbf)");
+			goto cleanup;
+		}
 	}
 	out->scopes = scopes_of(jwt);
 	sub = jwt_get_grant(jwt, "sub");

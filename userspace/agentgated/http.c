@@ -117,9 +117,17 @@ static int send_json(struct mg_connection *conn, int status, json_t *o, const ch
 static json_t *error_json(int status, const char *fmt, va_list ap)
 {
 	char msg[512];
+	json_t *o;
+	size_t i;
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	return json_pack("{s:s,s:s}", "error", error_code(status), "message", msg);
+	o = json_pack("{s:s,s:s}", "error", error_code(status), "message", msg);
+	/* A quoted path or name that is not UTF-8 (or cut mid-character) makes
+	 * json_pack fail: quote it with '?' for each non-ASCII byte instead. */
+	for (i = 0; !o && msg[i]; i++)
+		if ((unsigned char)msg[i] >= 0x80)
+			msg[i] = '?';
+	return o ? o : json_pack("{s:s,s:s}", "error", error_code(status), "message", msg);
 }
 
 static int send_error_v(struct mg_connection *conn, int status, const char *extra,

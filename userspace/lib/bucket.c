@@ -132,9 +132,11 @@ static bool store_tat(struct ag_ctx *ctx, __u32 slot, __u64 expected_word, __u64
 						       memory_order_acquire);
 }
 
+/* Whole tokens exactly, then the fraction: ticks / interval in doubles
+ * rounds once ticks pass 2^53, and a full bucket read above its burst. */
 static double ticks_to_tokens(__u64 ticks, __u64 interval)
 {
-	return (double)ticks / (double)interval;
+	return (double)(ticks / interval) + (double)(ticks % interval) / (double)interval;
 }
 
 static __u64 ticks_to_ns_ceil(__u64 ticks, __u64 mult)
