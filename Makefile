@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #
 # agentgate build. Everything goes to $(OUTPUT) (default build/); V=1 shows
-# the commands. Targets: all (default), check, demo, run IFACE=DEV, bench,
+# the commands. Targets: all (default), check, demo, run IFACE=DEV, bench
+# (and bench-xdp, -peers, -accuracy, -ratings, -consume, -scale, -stream),
 # install (PREFIX, DESTDIR), uninstall, clean.
 
 OUTPUT ?= build
@@ -123,7 +124,7 @@ D_SRCS := $(wildcard userspace/agentgated/*.c)
 D_LIB_SRCS := $(filter-out userspace/agentgated/main.c,$(D_SRCS))
 D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(D_LIB_SRCS))
 D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(D_LIB_SRCS))
-D_LIBS := -ljansson -llmdb -lcivetweb -ljwt
+D_LIBS := -ljansson -llmdb -lcivetweb -ljwt -lssl -lcrypto
 
 $(OUTPUT)/obj/userspace/agentgated/%.o $(OUTPUT)/san/userspace/agentgated/%.o: \
 	CFLAGS += -DAG_VERSION='"$(VERSION)"'
@@ -136,14 +137,31 @@ $(OUTPUT)/libagentgated-san.a: $(D_SAN_OBJS)
 	$(call msg,AR,$@)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
+# The libraries through which CivetWeb reaches OpenSSL 3 for TLS
+# (userspace/tlscompat/ssl.c says why); agentgated loads them from lib/
+# next to itself, or ../lib/agentgate/ once installed.
+TLS_COMPAT := $(OUTPUT)/lib/libagentgate-ssl.so $(OUTPUT)/lib/libagentgate-crypto.so
+
+$(OUTPUT)/lib/libagentgate-ssl.so: userspace/tlscompat/ssl.c | $(OUTPUT)
+	$(call msg,LIB,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -fPIC -shared -Wl,-soname,libssl.so $< -o $@ \
+		-lssl -lcrypto
+
+$(OUTPUT)/lib/libagentgate-crypto.so: userspace/tlscompat/crypto.c | $(OUTPUT)
+	$(call msg,LIB,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -fPIC -shared -Wl,-soname,libcrypto.so \
+		-Wl,--no-as-needed $< -o $@ -lcrypto
+
 $(OUTPUT)/agentgated: $(OUTPUT)/obj/userspace/agentgated/main.o $(OUTPUT)/libagentgated.a \
-		$(OUTPUT)/libagentgate.a
+		$(OUTPUT)/libagentgate.a | $(TLS_COMPAT)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(D_LIBS) $(LIBS)
 
 # The daemon built with sanitizers, for the daemon tests.
 $(OUTPUT)/agentgated-san: $(OUTPUT)/san/userspace/agentgated/main.o \
-		$(OUTPUT)/libagentgated-san.a $(OUTPUT)/libagentgate-san.a
+		$(OUTPUT)/libagentgated-san.a $(OUTPUT)/libagentgate-san.a | $(TLS_COMPAT)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $^ -o $@ $(D_LIBS) $(LIBS)
 
@@ -178,7 +196,7 @@ include tests/fuzz/fuzz.mk
 # ---- benchmarks -------------------------------------------------------
 
 BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/rating_parse \
-	$(OUTPUT)/ag-trafficgen
+	$(OUTPUT)/ag-trafficgen $(OUTPUT)/bench/agents_fill $(OUTPUT)/bench/consume
 
 .PHONY: bench-bins
 bench-bins: $(BENCH_BINS)
@@ -193,10 +211,17 @@ $(OUTPUT)/ag-trafficgen: bench/trafficgen.c bench/trafficgen.h $(OUTPUT)/traffic
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -Ibench $< -o $@ -lbpf -lelf -lz -lpthread -lm
 
-$(OUTPUT)/bench/cli_scale: bench/cli_scale.c $(OUTPUT)/libagentgate.a
+$(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/agents_fill: $(OUTPUT)/bench/%: bench/%.c \
+		$(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< $(OUTPUT)/libagentgate.a -o $@ $(LIBS)
+
+# The consume-check load client (HTTP and RESP): no library of the project.
+$(OUTPUT)/bench/consume: bench/consume.c
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< -o $@
 
 $(OUTPUT)/bench/rating_parse: bench/rating_parse.c $(OUTPUT)/libagentgated.a $(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
@@ -228,11 +253,39 @@ check-man: $(OUTPUT)/agentgate.8 $(OUTPUT)/agentgated
 test: all
 	$(Q)tests/run.sh $(OUTPUT)
 
-bench: deps
-	$(Q)$(MAKE) --no-print-directory bench-bins $(OUTPUT)/agentgate $(OUTPUT)/agentgated
+# make bench: every benchmark (docs/BENCHMARKS.md), 10-15 minutes; each
+# one alone: make bench-xdp, bench-peers, bench-accuracy, bench-ratings,
+# bench-consume, bench-scale, bench-stream. BENCH_ARGS passes options to a single one.
+BENCH_ONE := bench-xdp bench-peers bench-accuracy bench-ratings bench-consume bench-scale \
+	bench-stream
+.PHONY: bench-prep $(BENCH_ONE)
+
+bench: bench-prep
 	$(Q)bench/run.sh $(OUTPUT)
-	$(Q)bench/scale.sh $(OUTPUT)
+	$(Q)bench/peers.sh $(OUTPUT)
+	$(Q)bench/accuracy.sh $(OUTPUT)
 	$(Q)bench/ratings.sh $(OUTPUT)
+	$(Q)bench/consume.sh $(OUTPUT)
+	$(Q)bench/scale.sh $(OUTPUT)
+	$(Q)bench/stream.py $(OUTPUT)
+
+bench-prep: deps
+	$(Q)$(MAKE) --no-print-directory bench-bins $(OUTPUT)/agentgate $(OUTPUT)/agentgated
+
+bench-xdp: bench-prep
+	$(Q)bench/run.sh $(OUTPUT) $(BENCH_ARGS)
+bench-peers: bench-prep
+	$(Q)bench/peers.sh $(OUTPUT) $(BENCH_ARGS)
+bench-accuracy: bench-prep
+	$(Q)bench/accuracy.sh $(OUTPUT) $(BENCH_ARGS)
+bench-ratings: bench-prep
+	$(Q)bench/ratings.sh $(OUTPUT) $(BENCH_ARGS)
+bench-consume: bench-prep
+	$(Q)bench/consume.sh $(OUTPUT) $(BENCH_ARGS)
+bench-scale: bench-prep
+	$(Q)bench/scale.sh $(OUTPUT) $(BENCH_ARGS)
+bench-stream: bench-prep
+	$(Q)bench/stream.py $(OUTPUT) $(BENCH_ARGS)
 
 # make demo: the whole mission on one machine (scripts/demo.sh), in under 90 s.
 demo: deps
@@ -258,12 +311,16 @@ MANDIR ?= $(PREFIX)/share/man
 DATADIR ?= $(PREFIX)/share/agentgate
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
+# agentgated finds its TLS libraries at ../lib/agentgate from SBINDIR.
+AGLIBDIR := $(SBINDIR)/../lib/agentgate
 
-install: $(OUTPUT)/agentgate $(OUTPUT)/agentgated
+install: $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(TLS_COMPAT)
 	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
 	$(Q)install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DATADIR) \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/agentgate
 	$(Q)install -m 0755 $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(DESTDIR)$(SBINDIR)/
+	$(Q)install -d $(DESTDIR)$(AGLIBDIR)
+	$(Q)install -m 0644 $(TLS_COMPAT) $(DESTDIR)$(AGLIBDIR)/
 	$(Q)install -m 0644 docs/agentgate.8 docs/agentgated.8 $(DESTDIR)$(MANDIR)/man8/
 	$(Q)install -m 0644 etc/grafana-dashboard.json etc/agentgate-alerts.yml $(DESTDIR)$(DATADIR)/
 	$(Q)sed 's|/usr/local/sbin/|$(SBINDIR)/|g' etc/agentgated.service > $(DESTDIR)$(UNITDIR)/agentgated.service
@@ -279,6 +336,8 @@ uninstall:
 	$(Q)rm -f $(DESTDIR)$(SBINDIR)/agentgate $(DESTDIR)$(SBINDIR)/agentgated \
 		$(DESTDIR)$(MANDIR)/man8/agentgate.8 $(DESTDIR)$(MANDIR)/man8/agentgated.8 \
 		$(DESTDIR)$(UNITDIR)/agentgated.service
+	$(Q)rm -f $(addprefix $(DESTDIR)$(AGLIBDIR)/,$(notdir $(TLS_COMPAT)))
+	$(Q)rmdir $(DESTDIR)$(AGLIBDIR) 2>/dev/null || true
 	$(Q)rm -rf $(DESTDIR)$(DATADIR)
 
 clean:

@@ -120,8 +120,9 @@ static void usage(FILE *f)
 		"\n"
 		"  --dev IFACE        interface to transmit on (e.g. one end of a veth pair)\n"
 		"  --dst-mac MAC      destination MAC (default ff:ff:ff:ff:ff:ff)\n"
-		"  --threads N        sending threads, one per CPU in turn, each carrying its\n"
-		"                     share of every flow (default 1)\n"
+		"  --threads N        sending threads, one per CPU in turn (of the CPUs the\n"
+		"                     process may use: see taskset), each carrying its share\n"
+		"                     of every flow (default 1)\n"
 		"  --duration SEC     stop after SEC seconds (default: when every --count is sent)\n"
 		"  --json             print the result as one JSON object\n"
 		"  --help             this text\n"
@@ -374,6 +375,24 @@ static void build_frame(struct flow *fl, unsigned int i, const uint8_t dst_mac[6
 		put16(udp + 6, c ? c : 0xffff);
 	}
 	fl->frame_len = len;
+}
+
+/*
+ * The CPU of thread i: the CPUs the process may run on, in turn, so that
+ * `taskset -c 1 ag-trafficgen ...` keeps every thread on CPU 1.
+ */
+static int thread_cpu(unsigned int i)
+{
+	cpu_set_t allowed;
+	unsigned int n = 0, k = 0;
+	int c;
+
+	if (sched_getaffinity(0, sizeof(allowed), &allowed) || !(n = CPU_COUNT(&allowed)))
+		return (int)i;
+	for (c = 0; c < CPU_SETSIZE; c++)
+		if (CPU_ISSET(c, &allowed) && k++ == i % n)
+			return c;
+	return (int)i;
 }
 
 static int pin_to_cpu(int cpu)
@@ -710,7 +729,6 @@ static int run(struct gen_opts *o)
 	struct worker *w = NULL;
 	uint64_t sent[TG_MAX_FLOWS] = {};
 	uint8_t src_mac[6];
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
 	double t0, secs;
 	unsigned int i, f;
 	int err;
@@ -749,7 +767,7 @@ static int run(struct gen_opts *o)
 	for (i = 0; i < o->threads; i++) {
 		w[i].o = o;
 		w[i].prog_fd = bpf_program__fd(skel->progs.trafficgen_xdp);
-		w[i].cpu = (int)(i % (unsigned long)(ncpu > 0 ? ncpu : 1));
+		w[i].cpu = thread_cpu(i);
 		split_shares(&w[i], o, i);
 		err = -pthread_create(&w[i].tid, NULL, worker_main, &w[i]);
 		if (err) {

@@ -5,17 +5,20 @@
  * (the kernel reports the average nanoseconds per repetition).
  *
  * For each scale (1, 10^4, 10^6 agents, one rule each) and each rule shape
- * (host /32 rules in the exact-match hash, /24 prefix rules in the LPM trie)
- * a fresh pin root is created under the bpffs given on the command line, the
- * agents and rules are added through libagentgate (timed), and the variants
- * are measured in interleaved rounds:
+ * (IPv4 host /32 and IPv6 host /128 rules in the exact-match hashes, IPv4 /24
+ * and IPv6 /64 prefix rules in the LPM tries) a fresh pin root is created
+ * under the bpffs given on the command line, the agents and rules are added
+ * through libagentgate (timed), and the variants are measured in interleaved
+ * rounds, with frames of the shape's family:
  *   empty   the empty XDP_DROP program: the floor of test_run itself
  *   pass    a classified source whose agent never runs out of tokens
  *   drop    the same source with the agent limited to 1 token/s, burst 1
- *   uncl    a source far from every rule (192.0.2.1; default action: pass)
+ *   uncl    a source far from every rule (192.0.2.1 or 3fff::1; default
+ *           action: pass)
  *   near    a source no rule matches right after the last rule's addresses
  *           (an LPM trie walks deep before it misses)
- *   pass6   the pass case over IPv6 (the agent's one extra IPv6 rule)
+ *   pass6   the pass case over the other family (the target agent's one
+ *           extra rule there; named pass4 in the IPv6 shapes)
  * The medians over the rounds are reported with their ratio to the median of
  * the empty program measured in the same rounds: on a shared machine the
  * absolute numbers drift, the ratio much less.
@@ -69,7 +72,9 @@
 #define DROP_SLACK 16             /* packets a drop run may pass (refill, first one) */
 #define PROGRESS_EVERY 100000u
 #define UNCLASSIFIED_SRC4 "192.0.2.1"
+#define UNCLASSIFIED_SRC6 "3fff::1"  /* RFC 9637 documentation prefix */
 #define TARGET_SRC6 "2001:db8:1::1"
+#define TARGET_SRC4 "10.255.0.1"     /* the extra IPv4 rule of the IPv6 shapes */
 
 static const __u32 scales[] = { 1, 10000, 1000000 };
 #define N_SCALES (sizeof(scales) / sizeof(scales[0]))
@@ -77,26 +82,41 @@ static const __u32 scales[] = { 1, 10000, 1000000 };
 enum shape {
 	SHAPE_HOST,
 	SHAPE_PREFIX,
+	SHAPE_HOST6,
+	SHAPE_PREFIX6,
 	SHAPE__COUNT
 };
 
-static const char *const shape_names[SHAPE__COUNT] = { "host", "prefix" };
+struct shape_desc {
+	const char *name;
+	int family;       /* AF_INET or AF_INET6: the scaled rules and the main frames */
+	__u8 plen;
+	const char *map;  /* the map the rules go to */
+	const char *what;
+};
+
+static const struct shape_desc shapes[SHAPE__COUNT] = {
+	[SHAPE_HOST] = { "host", AF_INET, 32, AG_MAP_HOSTS_V4, "IPv4 /32, exact-match hash" },
+	[SHAPE_PREFIX] = { "prefix", AF_INET, 24, AG_MAP_RULES_V4, "IPv4 /24, LPM trie" },
+	[SHAPE_HOST6] = { "host6", AF_INET6, 128, AG_MAP_HOSTS_V6, "IPv6 /128, exact-match hash" },
+	[SHAPE_PREFIX6] = { "prefix6", AF_INET6, 64, AG_MAP_RULES_V6, "IPv6 /64, LPM trie" },
+};
 
 enum frame_id {
-	F_HIT4,  /* source of the target agent's IPv4 rule */
-	F_HIT6,  /* source of the target agent's IPv6 rule */
-	F_MISS4, /* no rule, far from all of them */
-	F_NEAR4, /* no rule, next to the last one */
+	F_HIT,  /* source of the target agent's rule of the shape */
+	F_HITX, /* source of the target agent's extra rule in the other family */
+	F_MISS, /* no rule, far from all of them */
+	F_NEAR, /* no rule, next to the last one */
 	F__COUNT
 };
 
 enum variant {
 	V_EMPTY,
-	V_PASS4,
-	V_DROP4,
-	V_UNCL4,
-	V_NEAR4,
-	V_PASS6,
+	V_PASS,
+	V_DROP,
+	V_UNCL,
+	V_NEAR,
+	V_PASSX,    /* pass over the other family */
 	V_KTIME,    /* --breakdown probes from here on */
 	V_COARSE,
 	V_JIFFIES,
@@ -120,6 +140,7 @@ struct options {
 	int rounds;
 	int cpu;
 	bool breakdown;
+	bool shape_on[SHAPE__COUNT];
 };
 
 struct sample {
@@ -157,18 +178,26 @@ struct variant_desc {
 };
 
 static const struct variant_desc variants[V__COUNT] = {
-	[V_EMPTY] = { "empty", "empty XDP_DROP program (floor)", F_HIT4 },
-	[V_PASS4] = { "pass", "classified IPv4, within limit -> XDP_PASS", F_HIT4 },
-	[V_DROP4] = { "drop", "classified IPv4, over limit -> XDP_DROP", F_HIT4 },
-	[V_UNCL4] = { "uncl", "unclassified IPv4 (192.0.2.1), default pass", F_MISS4 },
-	[V_NEAR4] = { "near", "unclassified IPv4 next to the rules, default pass", F_NEAR4 },
-	[V_PASS6] = { "pass6", "classified IPv6, within limit -> XDP_PASS", F_HIT6 },
-	[V_KTIME] = { "p:ktime", "probe: bpf_ktime_get_ns() only", F_HIT4 },
-	[V_COARSE] = { "p:coarse", "probe: bpf_ktime_get_coarse_ns() only", F_HIT4 },
-	[V_JIFFIES] = { "p:jiff", "probe: bpf_jiffies64() only", F_HIT4 },
-	[V_RULE_HIT] = { "p:hit", "probe: one rule-map lookup, hit", F_HIT4 },
-	[V_RULE_MISS] = { "p:miss", "probe: one rule-map lookup, miss", F_HIT4 },
+	[V_EMPTY] = { "empty", "empty XDP_DROP program (floor)", F_HIT },
+	[V_PASS] = { "pass", "classified, within limit -> XDP_PASS", F_HIT },
+	[V_DROP] = { "drop", "classified, over limit -> XDP_DROP", F_HIT },
+	[V_UNCL] = { "uncl", "unclassified, far from the rules, default pass", F_MISS },
+	[V_NEAR] = { "near", "unclassified, next to the rules, default pass", F_NEAR },
+	[V_PASSX] = { "pass6", "classified over the other family -> XDP_PASS", F_HITX },
+	[V_KTIME] = { "p:ktime", "probe: bpf_ktime_get_ns() only", F_HIT },
+	[V_COARSE] = { "p:coarse", "probe: bpf_ktime_get_coarse_ns() only", F_HIT },
+	[V_JIFFIES] = { "p:jiff", "probe: bpf_jiffies64() only", F_HIT },
+	[V_RULE_HIT] = { "p:hit", "probe: one rule-map lookup, hit", F_HIT },
+	[V_RULE_MISS] = { "p:miss", "probe: one rule-map lookup, miss", F_HIT },
 };
+
+/* pass6 over IPv4 rules is pass4 over IPv6 ones. */
+static const char *variant_name(const struct run *r, int v)
+{
+	if (v == V_PASSX && shapes[r->shape].family == AF_INET6)
+		return "pass4";
+	return variants[v].name;
+}
 
 static struct options opt = {
 	.max_scale = DEF_MAX_SCALE,
@@ -287,29 +316,75 @@ static int probe_lookup(int map_fd, const void *key, size_t key_len)
 }
 
 /* The key the datapath builds for a source address in the shape's rule map. */
-static size_t rule_key(enum shape shape, __u32 addr_be, void *key)
+static size_t rule_key(enum shape shape, const __u8 addr[16], void *key)
 {
-	if (shape == SHAPE_HOST) {
+	switch (shape) {
+	case SHAPE_HOST: {
 		struct ag_host4_key k = { .port = 0 };
 
-		memcpy(k.addr, &addr_be, 4);
+		memcpy(k.addr, addr, 4);
 		memcpy(key, &k, sizeof(k));
 		return sizeof(k);
-	} else {
-		struct ag_lpm4_key k = { .prefixlen = 64, .port = 0 };
+	}
+	case SHAPE_PREFIX: {
+		struct ag_lpm4_key k = { .prefixlen = 32 + 32, .port = 0 };
 
-		memcpy(k.addr, &addr_be, 4);
+		memcpy(k.addr, addr, 4);
 		memcpy(key, &k, sizeof(k));
 		return sizeof(k);
+	}
+	case SHAPE_HOST6: {
+		struct ag_host6_key k = { .port = 0 };
+
+		memcpy(k.addr, addr, 16);
+		memcpy(key, &k, sizeof(k));
+		return sizeof(k);
+	}
+	default: {
+		struct ag_lpm6_key k = { .prefixlen = 32 + 128, .port = 0 };
+
+		memcpy(k.addr, addr, 16);
+		memcpy(key, &k, sizeof(k));
+		return sizeof(k);
+	}
 	}
 }
 
 /* ---- addresses and frames ------------------------------------------------ */
 
-/* Rule i: host 10.0.0.1 + i (/32) or prefix 16.0.0.0/24 + i (/24). */
-static __u32 rule_addr(enum shape shape, __u32 i)
+static void put_be32(__u8 *p, __u32 v)
 {
-	return shape == SHAPE_HOST ? 0x0a000001u + i : (0x100000u + i) << 8;
+	v = htonl(v);
+	memcpy(p, &v, 4);
+}
+
+/*
+ * Rule i of a shape, network order (IPv4 in the first 4 bytes):
+ *   host     10.0.0.1 + i /32
+ *   prefix   16.0.0.0/24 + i (i in bits 8..31)
+ *   host6    2001:db8:100::1 + i /128 (i in the last 32 bits)
+ *   prefix6  2001:db8:XXXX:XXXX::/64, the middle 32 bits 0x00010000 + i
+ */
+static void rule_addr(enum shape shape, __u32 i, __u8 out[16])
+{
+	memset(out, 0, 16);
+	switch (shape) {
+	case SHAPE_HOST:
+		put_be32(out, 0x0a000001u + i);
+		break;
+	case SHAPE_PREFIX:
+		put_be32(out, (0x100000u + i) << 8);
+		break;
+	case SHAPE_HOST6:
+		put_be32(out, 0x20010db8u);
+		put_be32(out + 4, 0x01000000u);
+		put_be32(out + 12, 1 + i);
+		break;
+	default:
+		put_be32(out, 0x20010db8u);
+		put_be32(out + 4, 0x00010000u + i);
+		break;
+	}
 }
 
 static __u32 target_index(__u32 agents)
@@ -317,53 +392,62 @@ static __u32 target_index(__u32 agents)
 	return agents / 2; /* a middle rule, not the first one inserted */
 }
 
-/* Host byte order address -> the source a frame hitting rule i carries. */
-static __u32 target_src(enum shape shape, __u32 agents)
+/* A source inside rule i: the host itself, or the prefix's first host. */
+static void source_in(enum shape shape, __u32 i, __u8 out[16])
 {
-	__u32 a = rule_addr(shape, target_index(agents));
-
-	return shape == SHAPE_HOST ? a : a | 1;
+	rule_addr(shape, i, out);
+	if (shape == SHAPE_PREFIX)
+		out[3] |= 1;
+	else if (shape == SHAPE_PREFIX6)
+		out[15] |= 1;
 }
 
-static void frame_v4(struct pkt *p, __u32 src_host)
+static void frame_of(struct pkt *p, int family, const __u8 src[16])
 {
-	char src[INET_ADDRSTRLEN];
-	__u32 be = htonl(src_host);
+	char text[INET6_ADDRSTRLEN];
 
-	inet_ntop(AF_INET, &be, src, sizeof(src));
-	pkt_eth(p, ETH_P_IP);
-	pkt_ipv4(p, src, NULL, IPPROTO_UDP, NULL);
+	inet_ntop(family, src, text, sizeof(text));
+	pkt_eth(p, family == AF_INET ? ETH_P_IP : ETH_P_IPV6);
+	if (family == AF_INET)
+		pkt_ipv4(p, text, NULL, IPPROTO_UDP, NULL);
+	else
+		pkt_ipv6(p, text, NULL, IPPROTO_UDP);
 	pkt_udp(p, 53);
 	pkt_pad_to(p, FRAME_LEN);
 	pkt_finish(p);
 }
 
-static void frame_v6(struct pkt *p, const char *src)
+static int other_family(int family)
 {
-	pkt_eth(p, ETH_P_IPV6);
-	pkt_ipv6(p, src, NULL, IPPROTO_UDP);
-	pkt_udp(p, 53);
-	pkt_pad_to(p, FRAME_LEN);
-	pkt_finish(p);
+	return family == AF_INET ? AF_INET6 : AF_INET;
 }
 
-/* Rule index `agents` does not exist: its address is unclassified. */
-static __u32 near_src(enum shape shape, __u32 agents)
+/* The target agent's extra rule in the other family, as text. */
+static const char *extra_rule(enum shape shape)
 {
-	__u32 a = rule_addr(shape, agents);
-
-	return shape == SHAPE_HOST ? a : a | 1;
+	switch (shape) {
+	case SHAPE_HOST: return TARGET_SRC6 "/128";
+	case SHAPE_PREFIX: return "2001:db8:1::/64";
+	case SHAPE_HOST6: return TARGET_SRC4 "/32";
+	default: return "10.255.0.0/24";
+	}
 }
 
 static void build_frames(struct run *r)
 {
-	struct in_addr miss;
+	int fam = shapes[r->shape].family, xfam = other_family(fam);
+	__u8 a[16] = {};
 
-	frame_v4(&r->frames[F_HIT4], target_src(r->shape, r->agents));
-	frame_v6(&r->frames[F_HIT6], TARGET_SRC6);
-	inet_pton(AF_INET, UNCLASSIFIED_SRC4, &miss);
-	frame_v4(&r->frames[F_MISS4], ntohl(miss.s_addr));
-	frame_v4(&r->frames[F_NEAR4], near_src(r->shape, r->agents));
+	source_in(r->shape, target_index(r->agents), a);
+	frame_of(&r->frames[F_HIT], fam, a);
+	/* the extra rule's first host: TARGET_SRC6, TARGET_SRC4 or inside them */
+	inet_pton(xfam, xfam == AF_INET6 ? TARGET_SRC6 : TARGET_SRC4, a);
+	frame_of(&r->frames[F_HITX], xfam, a);
+	inet_pton(fam, fam == AF_INET ? UNCLASSIFIED_SRC4 : UNCLASSIFIED_SRC6, a);
+	frame_of(&r->frames[F_MISS], fam, a);
+	/* rule index `agents` does not exist: its address is unclassified */
+	source_in(r->shape, r->agents, a);
+	frame_of(&r->frames[F_NEAR], fam, a);
 }
 
 /* ---- setup --------------------------------------------------------------- */
@@ -378,8 +462,7 @@ static int add_agent_rule(struct run *r, __u32 i)
 	struct ag_agent_update u = {
 		.fields = AG_SET_RATE | AG_SET_BURST, .rate = FILL_RATE, .burst = FILL_BURST,
 	};
-	struct ag_rule rule = { .family = AF_INET, .plen = r->shape == SHAPE_HOST ? 32 : 24 };
-	__u32 addr = htonl(rule_addr(r->shape, i));
+	struct ag_rule rule = { .family = shapes[r->shape].family, .plen = shapes[r->shape].plen };
 	char name[32];
 	int err;
 
@@ -387,28 +470,24 @@ static int add_agent_rule(struct run *r, __u32 i)
 	err = ag_agent_set(r->ctx, name, &u, NULL, NULL);
 	if (err)
 		return lib_err("ag_agent_set", err);
-	memcpy(rule.addr, &addr, 4);
+	rule_addr(r->shape, i, rule.addr);
 	err = ag_rule_add(r->ctx, &rule, name);
 	if (err)
 		return lib_err("ag_rule_add", err);
 	return 0;
 }
 
-/* The target agent also owns one IPv6 rule, for the pass6 variant. */
-static int add_target_v6(struct run *r)
+/* The target agent also owns one rule of the other family (pass6/pass4). */
+static int add_target_extra(struct run *r)
 {
 	struct ag_rule rule;
-	char text[64];
 	int err;
 
-	snprintf(text, sizeof(text), "%s/%d", TARGET_SRC6, r->shape == SHAPE_HOST ? 128 : 64);
-	if (r->shape == SHAPE_PREFIX)
-		snprintf(text, sizeof(text), "2001:db8:1::/64");
-	err = ag_prefix_parse(text, &rule);
+	err = ag_prefix_parse(extra_rule(r->shape), &rule);
 	if (!err)
 		err = ag_rule_add(r->ctx, &rule, r->target);
 	if (err)
-		return lib_err("ag_rule_add (IPv6)", err);
+		return lib_err("ag_rule_add (other family)", err);
 	return 0;
 }
 
@@ -433,7 +512,7 @@ static int populate(struct run *r)
 		return lib_err("ag_agent_get", err);
 	r->target_slot = a.slot;
 	r->limit = LIMIT_FILL;
-	err = add_target_v6(r);
+	err = add_target_extra(r);
 	r->setup_s = now_s() - t0;
 	return err;
 }
@@ -443,8 +522,7 @@ static int open_rule_map(struct run *r)
 	char path[PATH_MAX + 32];
 	int fd;
 
-	snprintf(path, sizeof(path), "%s/%s", r->root,
-		 r->shape == SHAPE_HOST ? AG_MAP_HOSTS_V4 : AG_MAP_RULES_V4);
+	snprintf(path, sizeof(path), "%s/%s", r->root, shapes[r->shape].map);
 	fd = bpf_obj_get(path);
 	if (fd < 0) {
 		fprintf(stderr, "xdp_cost: cannot open %s: %s\n", path, strerror(errno));
@@ -464,8 +542,8 @@ static int load_probes(struct run *r)
 		{ V_COARSE, BPF_FUNC_ktime_get_coarse_ns },
 		{ V_JIFFIES, BPF_FUNC_jiffies64 },
 	};
-	struct in_addr miss;
-	__u8 key[24];
+	int fam = shapes[r->shape].family;
+	__u8 key[24], a[16] = {};
 	size_t len, i;
 	int fd, err;
 
@@ -478,13 +556,15 @@ static int load_probes(struct run *r)
 			return fd;
 		r->probe_fd[calls[i].v] = fd;
 	}
-	len = rule_key(r->shape, htonl(target_src(r->shape, r->agents)), key);
+	/* the hash is keyed by the host, the trie by any address inside */
+	source_in(r->shape, target_index(r->agents), a);
+	len = rule_key(r->shape, a, key);
 	fd = probe_lookup(r->rule_map_fd, key, len);
 	if (fd < 0)
 		return fd;
 	r->probe_fd[V_RULE_HIT] = fd;
-	inet_pton(AF_INET, UNCLASSIFIED_SRC4, &miss);
-	len = rule_key(r->shape, miss.s_addr, key);
+	inet_pton(fam, fam == AF_INET ? UNCLASSIFIED_SRC4 : UNCLASSIFIED_SRC6, a);
+	len = rule_key(r->shape, a, key);
 	fd = probe_lookup(r->rule_map_fd, key, len);
 	if (fd < 0)
 		return fd;
@@ -498,7 +578,7 @@ static int run_setup(struct run *r)
 	int err;
 
 	snprintf(r->root, sizeof(r->root), "%s/xdp-cost-%s-%u-%d", opt.bpffs,
-		 shape_names[r->shape], r->agents, (int)getpid());
+		 shapes[r->shape].name, r->agents, (int)getpid());
 	remove_tree(r->root);
 	r->max_agents = roundup_pow2(r->agents);
 	r->max_rules = roundup_pow2(r->agents);
@@ -610,14 +690,14 @@ static bool path_ok(enum variant v, const struct snap *a, const struct snap *b,
 	__u64 uncl = b->stats[AG_STAT_UNCLASSIFIED_PASSED] - a->stats[AG_STAT_UNCLASSIFIED_PASSED];
 
 	switch (v) {
-	case V_PASS4:
-	case V_PASS6:
+	case V_PASS:
+	case V_PASSX:
 		return s->retval == XDP_PASS && passed == repeat && dropped == 0;
-	case V_DROP4:
+	case V_DROP:
 		return s->retval == XDP_DROP && passed + dropped == repeat &&
 		       dropped + DROP_SLACK >= repeat;
-	case V_UNCL4:
-	case V_NEAR4:
+	case V_UNCL:
+	case V_NEAR:
 		return s->retval == XDP_PASS && uncl == repeat && passed + dropped == 0;
 	default:
 		return false;
@@ -626,9 +706,9 @@ static bool path_ok(enum variant v, const struct snap *a, const struct snap *b,
 
 static int prepare(struct run *r, enum variant v)
 {
-	if (v == V_PASS4 || v == V_PASS6)
+	if (v == V_PASS || v == V_PASSX)
 		return set_limit(r, LIMIT_PASS);
-	if (v == V_DROP4)
+	if (v == V_DROP)
 		return set_limit(r, LIMIT_DROP);
 	return 0;
 }
@@ -652,13 +732,13 @@ static int measure(struct run *r, enum variant v, __u32 repeat, struct sample *s
 		fprintf(stderr,
 			"xdp_cost: variant %s took the wrong path (verdict %u, passed %llu, "
 			"dropped %llu)\n",
-			variants[v].name, s->retval,
+			variant_name(r, v), s->retval,
 			(unsigned long long)(after.c.passed_packets - before.c.passed_packets),
 			(unsigned long long)(after.c.dropped_packets - before.c.dropped_packets));
 		return -EPROTO;
 	}
 	if (!datapath && !verdict_ok(v, s)) {
-		fprintf(stderr, "xdp_cost: %s returned %u\n", variants[v].name, s->retval);
+		fprintf(stderr, "xdp_cost: %s returned %u\n", variant_name(r, v), s->retval);
 		return -EPROTO;
 	}
 	return 0;
@@ -719,7 +799,7 @@ static int run_one(struct run *r)
 	int err;
 
 	fprintf(stderr, "xdp_cost: %u agent(s), %s rules: setting up\n", r->agents,
-		shape_names[r->shape]);
+		shapes[r->shape].name);
 	err = run_setup(r);
 	if (!err) {
 		fprintf(stderr, "xdp_cost: setup %.2f s%s; measuring\n", r->setup_s,
@@ -756,7 +836,7 @@ static const struct goal *goal_for(__u32 agents)
 	return NULL;
 }
 
-static const enum variant goal_variants[] = { V_PASS4, V_DROP4 };
+static const enum variant goal_variants[] = { V_PASS, V_DROP };
 #define N_GOAL_VARIANTS (sizeof(goal_variants) / sizeof(goal_variants[0]))
 
 /* ---- output ---------------------------------------------------------------- */
@@ -822,8 +902,7 @@ static void print_run(const struct run *r)
 
 	printf("%u agent(s), one %s rule each (%s); max_agents %u, max_rules %u; "
 	       "setup %.2f s%s\n",
-	       r->agents, shape_names[r->shape],
-	       r->shape == SHAPE_HOST ? "/32, exact-match hash" : "/24, LPM trie", r->max_agents,
+	       r->agents, shapes[r->shape].name, shapes[r->shape].what, r->max_agents,
 	       r->max_rules, r->setup_s,
 	       r->setup_s > SETUP_SLOW_S ? " (SLOW: > 60 s of one-by-one syscalls)" : "");
 	printf("  %-8s %9s %6s %6s %8s  %s\n", "variant", "median_ns", "min", "max", "x_empty",
@@ -831,7 +910,7 @@ static void print_run(const struct run *r)
 	for (v = 0; v < n_variants(); v++) {
 		const struct summary *s = &r->sum[v];
 
-		printf("  %-8s %9.1f %6.0f %6.0f %8.2f  %s\n", variants[v].name, s->median, s->min,
+		printf("  %-8s %9.1f %6.0f %6.0f %8.2f  %s\n", variant_name(r, v), s->median, s->min,
 		       s->max, s->ratio, variants[v].what);
 	}
 	printf("\n");
@@ -842,7 +921,7 @@ static void print_goals(const struct run *runs, int n)
 	size_t k;
 	int i;
 
-	printf("goals (pass and drop over IPv4, ratio of medians to the empty program)\n");
+	printf("goals (pass and drop in the shape's family, ratio of medians to the empty program)\n");
 	for (i = 0; i < n; i++) {
 		const struct goal *g = goal_for(runs[i].agents);
 
@@ -852,8 +931,8 @@ static void print_goals(const struct run *runs, int n)
 			enum variant v = goal_variants[k];
 			double x = runs[i].sum[v].ratio;
 
-			printf("  %7u agent(s) %-6s %-5s %5.2fx <= %.1fx (%s): %s\n",
-			       runs[i].agents, shape_names[runs[i].shape], variants[v].name, x,
+			printf("  %7u agent(s) %-7s %-5s %5.2fx <= %.1fx (%s): %s\n",
+			       runs[i].agents, shapes[runs[i].shape].name, variants[v].name, x,
 			       g->max_ratio, g->source, x <= g->max_ratio ? "met" : "MISSED");
 		}
 	}
@@ -880,7 +959,7 @@ static void json_variant(FILE *f, const struct run *r, int v)
 	int i;
 
 	fprintf(f, "        ");
-	json_str(f, variants[v].name);
+	json_str(f, variant_name(r, v));
 	fprintf(f, ": {\"median_ns\": %.1f, \"min_ns\": %.0f, \"max_ns\": %.0f, "
 		   "\"wall_median_ns\": %.3f, \"ratio\": %.4f, \"rounds_ns\": [",
 		r->sum[v].median, r->sum[v].min, r->sum[v].max, r->sum[v].wall_median,
@@ -911,9 +990,11 @@ static void json_run(FILE *f, const struct run *r)
 {
 	int v;
 
-	fprintf(f, "    {\"agents\": %u, \"rules\": \"%s\", \"max_agents\": %u, "
-		   "\"max_rules\": %u, \"setup_s\": %.3f,\n      \"variants\": {\n",
-		r->agents, shape_names[r->shape], r->max_agents, r->max_rules, r->setup_s);
+	fprintf(f, "    {\"agents\": %u, \"rules\": \"%s\", \"family\": %d, \"plen\": %u, "
+		   "\"max_agents\": %u, \"max_rules\": %u, \"setup_s\": %.3f,\n"
+		   "      \"variants\": {\n",
+		r->agents, shapes[r->shape].name, shapes[r->shape].family == AF_INET ? 4 : 6,
+		shapes[r->shape].plen, r->max_agents, r->max_rules, r->setup_s);
 	for (v = 0; v < n_variants(); v++) {
 		json_variant(f, r, v);
 		fprintf(f, "%s\n", v + 1 < n_variants() ? "," : "");
@@ -1008,10 +1089,12 @@ static int load_empty(struct empty_bpf **skel)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: xdp_cost --bpffs DIR [--max-scale N] [--rounds R] [--repeat N] [--cpu C]\n"
-		"                [--breakdown] [--json PATH|-]\n"
+		"usage: xdp_cost --bpffs DIR [--max-scale N] [--shapes LIST] [--rounds R] [--repeat N]\n"
+		"                [--cpu C] [--breakdown] [--json PATH|-]\n"
 		"  --bpffs DIR     a mounted bpffs for private pin roots (env AG_BENCH_BPFFS)\n"
 		"  --max-scale N   largest agent count of 1, 10000, 1000000 (default %u)\n"
+		"  --shapes LIST   rule shapes, comma-separated: host (IPv4 /32), prefix (IPv4 /24),\n"
+		"                  host6 (IPv6 /128), prefix6 (IPv6 /64); default all\n"
 		"  --rounds R      interleaved rounds, medians over them (default %d, max %d)\n"
 		"  --repeat N      BPF_PROG_TEST_RUN repetitions per measurement (default %u)\n"
 		"  --cpu C         CPU to pin to (default: the last allowed one)\n"
@@ -1034,11 +1117,34 @@ static int parse_u32(const char *s, __u32 min, __u32 max, __u32 *out)
 	return 0;
 }
 
+/* "host,prefix6": only those shapes are measured. */
+static int parse_shapes(const char *list)
+{
+	char buf[128], *tok, *save = NULL;
+	int i;
+
+	if (strlen(list) >= sizeof(buf))
+		return -EINVAL;
+	strcpy(buf, list);
+	memset(opt.shape_on, 0, sizeof(opt.shape_on));
+	for (tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		for (i = 0; i < SHAPE__COUNT && strcmp(tok, shapes[i].name); i++)
+			;
+		if (i == SHAPE__COUNT) {
+			fprintf(stderr, "xdp_cost: --shapes: unknown shape '%s'\n", tok);
+			return -EINVAL;
+		}
+		opt.shape_on[i] = true;
+	}
+	return 0;
+}
+
 static int parse_args(int argc, char **argv)
 {
 	static const struct option lo[] = {
 		{ "bpffs", required_argument, NULL, 'b' },
 		{ "max-scale", required_argument, NULL, 's' },
+		{ "shapes", required_argument, NULL, 'S' },
 		{ "rounds", required_argument, NULL, 'r' },
 		{ "repeat", required_argument, NULL, 'n' },
 		{ "cpu", required_argument, NULL, 'c' },
@@ -1050,10 +1156,13 @@ static int parse_args(int argc, char **argv)
 	__u32 v;
 	int c, err = 0;
 
+	for (c = 0; c < SHAPE__COUNT; c++)
+		opt.shape_on[c] = true;
 	while (!err && (c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
 		switch (c) {
 		case 'b': opt.bpffs = optarg; break;
 		case 's': err = parse_u32(optarg, 1, 1u << 24, &opt.max_scale); break;
+		case 'S': err = parse_shapes(optarg); break;
 		case 'r': err = parse_u32(optarg, 1, MAX_ROUNDS, &v), opt.rounds = (int)v; break;
 		case 'n': err = parse_u32(optarg, 1, 1u << 30, &opt.repeat); break;
 		case 'c': err = parse_u32(optarg, 0, CPU_SETSIZE - 1, &v), opt.cpu = (int)v; break;
@@ -1097,6 +1206,8 @@ static int run_all(struct run *runs, int *n)
 	*n = 0;
 	for (s = 0; s < N_SCALES && scales[s] <= opt.max_scale; s++) {
 		for (shape = 0; shape < SHAPE__COUNT; shape++) {
+			if (!opt.shape_on[shape])
+				continue;
 			init_run(&runs[*n], scales[s], shape);
 			err = run_one(&runs[*n]);
 			if (err)

@@ -1,16 +1,19 @@
 #!/bin/sh
 # Install the Debian packages agentgate's build, tests and benchmarks need.
 # Idempotent: only missing packages are installed. Needs root for apt-get.
+# nftables, iptables and redis-server are the peers make bench compares
+# against; the benchmarks start and stop their own instances.
 set -eu
 
 # libclang-rt-dev: libFuzzer (-fsanitize=fuzzer) for tests/fuzz; libssl-dev:
 # OpenSSL's HMAC for the JWT harness's reference check.
 PACKAGES="
-	make gcc clang llvm pkg-config libclang-rt-dev libssl-dev
+	make gcc clang llvm pkg-config libclang-rt-dev
 	libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
-	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev
+	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev libssl-dev
 	prometheus wrk valgrind curl openssl
 	iproute2 iputils-ping python3 util-linux ethtool systemd
+	nftables iptables redis-server redis-tools linux-perf
 "
 
 missing=""

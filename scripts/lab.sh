@@ -27,11 +27,16 @@
 #   wire NAME CMD...  run CMD on the wire side
 #   list              the edge hosts that exist
 #
+# Environment: AG_LAB_ROOT (default /run/agentgate-lab); AG_LAB_QUEUES=N gives
+# both veth ends N queues (default 1), so frames sent on CPU c arrive in
+# eth0's queue c mod N and its XDP program runs on every CPU at once.
+#
 # Exit codes: 0 done, 1 failed (a failed `up` removes what it made), 2 usage,
 # 77 this machine cannot host a lab (not root, no netns, no bpffs).
 set -u
 
 LAB_ROOT=${AG_LAB_ROOT:-/run/agentgate-lab}
+LAB_QUEUES=${AG_LAB_QUEUES:-1}
 PROG=${0##*/}
 
 die() {
@@ -147,8 +152,10 @@ setup() {
 		mount -t bpf bpf "$LAB_BPFFS" || { echo "$PROG: cannot mount a bpffs at $LAB_BPFFS" >&2; return 77; }
 	ip netns add "$edge" || return 77
 	ip netns add "$wire" || return 1
-	ip link add "$LAB_IF" netns "$edge" address "$LAB_MAC" type veth \
-		peer name "$LAB_WIRE_IF" netns "$wire" address "$LAB_WIRE_MAC" || return 1
+	ip link add "$LAB_IF" netns "$edge" address "$LAB_MAC" \
+		numtxqueues "$LAB_QUEUES" numrxqueues "$LAB_QUEUES" type veth \
+		peer name "$LAB_WIRE_IF" netns "$wire" address "$LAB_WIRE_MAC" \
+		numtxqueues "$LAB_QUEUES" numrxqueues "$LAB_QUEUES" || return 1
 	ip -n "$edge" link set lo up &&
 		ip -n "$wire" link set lo up || return 1
 	# No duplicate address detection: addresses are usable at once.
@@ -176,6 +183,7 @@ cmd_up() {
 	local name=${1:-} k=${2:-} rc
 	[ -n "$name" ] || usage
 	valid_name "$name" || die "'$name': use 1-10 characters of [A-Za-z0-9_-]"
+	[[ $LAB_QUEUES =~ ^[1-9][0-9]{0,2}$ ]] || die "AG_LAB_QUEUES '$LAB_QUEUES': use 1..999"
 	need_root
 	[ -e "$(host_dir "$name")" ] && die "edge host '$name' exists (scripts/lab.sh down $name)"
 	if [ -n "$k" ]; then

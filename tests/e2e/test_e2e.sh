@@ -433,7 +433,8 @@ t_install() {
 	for f in usr/sbin/agentgate:755 usr/sbin/agentgated:755 usr/share/man/man8/agentgate.8:644 \
 		usr/share/man/man8/agentgated.8:644 usr/lib/systemd/system/agentgated.service:644 \
 		etc/agentgate/agentgated.conf:644 usr/share/agentgate/grafana-dashboard.json:644 \
-		usr/share/agentgate/agentgate-alerts.yml:644; do
+		usr/share/agentgate/agentgate-alerts.yml:644 usr/lib/agentgate/libagentgate-ssl.so:644 \
+		usr/lib/agentgate/libagentgate-crypto.so:644; do
 		[ "$(stat -c %a "$d/${f%%:*}" 2>/dev/null)" = "${f##*:}" ] ||
 			{ fail "$d/${f%%:*}: missing or not mode ${f##*:}"; return 1; }
 	done
@@ -454,7 +455,8 @@ t_install() {
 	make -s -C "$ROOT" install OUTPUT="$BUILD" DESTDIR="$d" PREFIX=/usr >"$TMP/inst.out" 2>&1 || return 1
 	tail -n1 "$d/etc/agentgate/agentgated.conf" | grep -q '^# edited' || { fail "install overwrote the config"; return 1; }
 	make -s -C "$ROOT" uninstall DESTDIR="$d" PREFIX=/usr >/dev/null 2>&1 || return 1
-	[ -e "$d/usr/sbin/agentgated" ] || [ -e "$unit" ] || [ -e "$d/usr/share/agentgate" ] &&
+	[ -e "$d/usr/sbin/agentgated" ] || [ -e "$unit" ] || [ -e "$d/usr/share/agentgate" ] ||
+		[ -e "$d/usr/lib/agentgate" ] &&
 		{ fail "uninstall left files"; return 1; }
 	[ -f "$d/etc/agentgate/agentgated.conf" ] || { fail "uninstall removed the config"; return 1; }
 }
@@ -557,7 +559,7 @@ TESTS=(
 	"t_daemon_stop|SIGTERM: exit 0, XDP stays attached, no errors in the log"
 	"t_demo|make demo: rates 3100/1500/1 tracked within 5 % (1 pps: within a packet per window edge), unclassified untouched; nothing left behind"
 	"t_demo_interrupted|scripts/demo.sh interrupted by SIGINT (Ctrl-C): exit 130, torn down, nothing left"
-	"t_install|make install DESTDIR PREFIX: files and modes, unit verified by systemd-analyze, config kept; uninstall"
+	"t_install|make install DESTDIR PREFIX: files and modes (TLS libraries too), unit verified by systemd-analyze, config kept; uninstall"
 	"t_make_run|make run IFACE=eth0: serves on 127.0.0.1:9470, attached; SIGTERM: clean shutdown, XDP stays"
 	"t_make_run_usage|make run without IFACE or with a missing one: a usage error"
 	"t_alert_rules|etc/agentgate-alerts.yml: promtool check and unit tests pass; only exported metrics used"

@@ -84,6 +84,16 @@ static const struct opt opts[] = {
 	{ "threads", K_COUNT, F(threads), "N", "HTTP worker threads: requests served at once (default 64)" },
 	{ "request-timeout", K_MS, F(request_timeout_ms), "TIME",
 	  "time a client has to send a request (default 10s)" },
+	{ "stream-max-clients", K_COUNT, F(stream_max_clients), "N",
+	  "WebSocket /v1/stream clients at once, on top of --threads (default 256)" },
+	{ "stream-max-per-ip", K_COUNT, F(stream_max_per_ip), "N",
+	  "WebSocket clients from one source address (default 16)" },
+	{ "stream-queue", K_COUNT, F(stream_queue), "N",
+	  "updates waiting per WebSocket client; beyond, they coalesce per topic (default 1024)" },
+	{ "stream-max-lag", K_MS, F(stream_max_lag_ms), "TIME",
+	  "a WebSocket client this far behind is disconnected (default 10s)" },
+	{ "stream-ping", K_MS, F(stream_ping_ms), "TIME",
+	  "ping an idle WebSocket client this often; 5 unanswered close it (default 15s)" },
 	{ "quiet", K_FLAG, F(quiet), NULL, "log errors and warnings only" },
 };
 
@@ -108,6 +118,11 @@ void agd_config_defaults(struct agd_config *c)
 	c->queue_max = 1000000;
 	c->threads = 64;
 	c->request_timeout_ms = 10000;
+	c->stream_max_clients = 256;
+	c->stream_max_per_ip = 16;
+	c->stream_queue = 1024;
+	c->stream_max_lag_ms = 10000;
+	c->stream_ping_ms = 15000;
 }
 
 /* ---- values ------------------------------------------------------------------ */

@@ -22,6 +22,7 @@
 #define AGD_LISTEN_DEFAULT "127.0.0.1:9470"
 #define AGD_CONFIG_DEFAULT "/etc/agentgate/agentgated.conf"
 #define AGD_LIST_MAX 16
+#define AGD_THREADS_MAX 20000 /* HTTP workers plus WebSocket clients */
 
 struct agd_config {
 	char config[4096];
@@ -51,6 +52,8 @@ struct agd_config {
 	__u64 queue_max;
 	__u64 threads;
 	__u64 request_timeout_ms;
+	__u64 stream_max_clients, stream_max_per_ip, stream_queue;
+	__u64 stream_max_lag_ms, stream_ping_ms;
 	bool quiet;
 };
 

@@ -59,6 +59,14 @@ struct ag_engine {
 	bool thread_started;
 	__u64 serial, batch_serial;
 
+	/* rating observer; ev is the apply thread's alone */
+	ag_rating_observer obs;
+	bool (*obs_wanted)(void *arg);
+	void *obs_arg;
+	struct ag_rating_event *ev;
+	size_t ev_n, ev_cap;
+	bool ev_on;
+
 	pthread_mutex_t slock; /* stats */
 	struct ag_engine_stats stats;
 };
@@ -671,6 +679,34 @@ static int collect_agent(struct ag_job *job, struct entry *en, size_t *cap)
 	return 0;
 }
 
+/* Records an applied rating for the observer; without memory the event is
+ * left out (the rating itself is applied either way). */
+static void record_event(struct ag_engine *e, const struct ag_rating *r, const struct entry *en,
+			 __u64 now)
+{
+	struct ag_rating_stats st = { en->rec.count, en->rec.score_sum, en->rec.last_ms };
+	struct ag_rating_event *ev;
+
+	if (e->ev_n == e->ev_cap) {
+		size_t n = e->ev_cap ? e->ev_cap * 2 : 64;
+
+		ev = realloc(e->ev, n * sizeof(*ev));
+		if (!ev)
+			return;
+		e->ev = ev;
+		e->ev_cap = n;
+	}
+	ev = &e->ev[e->ev_n++];
+	snprintf(ev->agent, sizeof(ev->agent), "%s", en->name);
+	snprintf(ev->id, sizeof(ev->id), "%s", r->id);
+	snprintf(ev->user, sizeof(ev->user), "%s", r->user);
+	ev->score = r->score;
+	ev->ts_ms = r->ts_ms >= 0 ? r->ts_ms : (__s64)now;
+	ev->rate = en->rec.rate;
+	ev->mean_score = ag_stats_mean(&st);
+	ev->ratings = en->rec.count;
+}
+
 /* Phase 2, per job, inside the batch transaction. */
 static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u64 now,
 		     struct entry **touched)
@@ -706,6 +742,8 @@ static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u6
 			en->rec.last_ms = r->ts_ms >= 0 ? r->ts_ms : (__s64)now;
 		en->rec.updated_ms = now;
 		job->applied++;
+		if (e->ev_on)
+			record_event(e, r, en, now);
 		if (en->job_mark != job->serial) {
 			en->job_mark = job->serial;
 			if (collect_agent(job, en, &cap))
@@ -783,6 +821,8 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 
 	pthread_mutex_lock(&e->lock);
 	e->batch_serial++;
+	e->ev_n = 0;
+	e->ev_on = e->obs && e->obs_wanted(e->obs_arg);
 	err = txn_begin(e, &txn);
 	for (job = jobs; job && !err; job = job->next) {
 		job->serial = ++e->serial;
@@ -824,6 +864,8 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 			fill_job_agents(e, job);
 	}
 	pthread_mutex_unlock(&e->lock);
+	if (!err && e->ev_n)
+		e->obs(e->obs_arg, e->ev, e->ev_n);
 
 	done_ns = ag_now_ns();
 	pthread_mutex_lock(&e->slock);
@@ -875,6 +917,16 @@ static void *apply_thread(void *arg)
 			job->done(job); /* may free the job */
 		}
 	}
+}
+
+void ag_engine_observe(struct ag_engine *e, ag_rating_observer fn, bool (*wanted)(void *arg),
+		       void *arg)
+{
+	pthread_mutex_lock(&e->lock);
+	e->obs = fn;
+	e->obs_wanted = wanted;
+	e->obs_arg = arg;
+	pthread_mutex_unlock(&e->lock);
 }
 
 int ag_engine_submit(struct ag_engine *e, struct ag_job *job)
@@ -1017,6 +1069,7 @@ void ag_engine_close(struct ag_engine *e)
 			free(en);
 		}
 	free(e->buckets);
+	free(e->ev);
 	ag_close(e->ctx);
 	ag_store_close(&e->st);
 	if (e->audit_fd >= 0)

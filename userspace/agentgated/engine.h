@@ -103,6 +103,28 @@ int ag_engine_submit(struct ag_engine *e, struct ag_job *job);
 int ag_engine_rate(struct ag_engine *e, struct ag_job *job);
 void ag_job_release(struct ag_job *job);
 
+/* ---- applied ratings, as they happen (the live stream) ---------------------- */
+
+struct ag_rating_event {
+	char agent[AG_NAME_MAX + 1];
+	char id[AG_RATING_ID_MAX + 1]; /* "" when the client gave none */
+	char user[AG_RATING_USER_MAX + 1];
+	int score;
+	__s64 ts_ms;       /* the rating's time: the client's, else when applied */
+	double rate;       /* the agent's refill rate right after this rating */
+	double mean_score; /* and its rating statistics */
+	__u64 ratings;
+};
+
+typedef void (*ag_rating_observer)(void *arg, const struct ag_rating_event *ev, size_t n);
+
+/* fn receives each committed batch's applied ratings (duplicates excluded),
+ * in order, from the apply thread after the commit and outside the engine's
+ * lock. wanted() is asked once per batch: when it says no, no event is
+ * recorded, so an observer without listeners costs nothing. */
+void ag_engine_observe(struct ag_engine *e, ag_rating_observer fn, bool (*wanted)(void *arg),
+		       void *arg);
+
 /* ---- operator changes -------------------------------------------------------- */
 
 /* Fields a PUT may carry besides the policy ones. */

@@ -15,6 +15,8 @@
 #include "http.h"
 #include "metrics.h"
 #include "rating.h"
+#include "stream.h"
+#include "tls.h"
 
 struct agd_http {
 	struct mg_context *mg;
@@ -25,6 +27,10 @@ struct agd_http {
 	pthread_mutex_t ready_lock;
 	bool ready;
 	char not_ready[128];
+	struct agd_stream *stream;
+	bool tls;
+	char tls_cert[4096], tls_key[4096];
+	char tls_err[512]; /* set by init_ssl when it fails */
 };
 
 /* One request as the handlers see it. */
@@ -53,6 +59,7 @@ static const char *reason_phrase(int status)
 	case 409: return "Conflict";
 	case 413: return "Payload Too Large";
 	case 415: return "Unsupported Media Type";
+	case 426: return "Upgrade Required";
 	case 429: return "Too Many Requests";
 	case 500: return "Internal Server Error";
 	case 503: return "Service Unavailable";
@@ -72,6 +79,7 @@ static const char *error_code(int status)
 	case 409: return "conflict";
 	case 413: return "payload_too_large";
 	case 415: return "unsupported_media_type";
+	case 426: return "upgrade_required";
 	case 429: return "too_many_requests";
 	case 503: return "unavailable";
 	case 507: return "insufficient_storage";
@@ -122,22 +130,41 @@ static json_t *error_json(int status, const char *fmt, va_list ap)
 	return o ? o : json_pack("{s:s,s:s}", "error", error_code(status), "message", msg);
 }
 
+static int send_error_v(struct mg_connection *conn, int status, const char *extra,
+			const char *fmt, va_list ap)
+{
+	json_t *o = error_json(status, fmt, ap);
+
+	if (!extra && status == 401)
+		extra = "WWW-Authenticate: Bearer realm=\"agentgate\"\r\n";
+	else if (!extra && status == 413)
+		extra = "Connection: close\r\n";
+	return send_json(conn, status, o, extra);
+}
+
 static int send_error(struct mg_connection *conn, int status, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 static int send_error(struct mg_connection *conn, int status, const char *fmt, ...)
 {
-	const char *extra = NULL;
 	va_list ap;
-	json_t *o;
+	int rc;
 
 	va_start(ap, fmt);
-	o = error_json(status, fmt, ap);
+	rc = send_error_v(conn, status, NULL, fmt, ap);
 	va_end(ap);
-	if (status == 401)
-		extra = "WWW-Authenticate: Bearer realm=\"agentgate\"\r\n";
-	else if (status == 413)
-		extra = "Connection: close\r\n";
-	return send_json(conn, status, o, extra);
+	return rc;
+}
+
+int agd_http_error(struct mg_connection *conn, int status, const char *extra, const char *fmt,
+		   ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = send_error_v(conn, status, extra, fmt, ap);
+	va_end(ap);
+	return rc;
 }
 
 /* An engine error as its status: the mapping every route shares. */
@@ -871,6 +898,51 @@ static int rate_post(struct req *r)
 
 /* ---- metrics and health ------------------------------------------------------ */
 
+/* The stream's series appended to the exposition text (freed on failure). */
+static char *stream_series(struct agd_stream *s, char *text, size_t *len)
+{
+	struct agd_stream_stats st;
+	char add[2048], *b;
+	size_t i;
+	int n, k;
+
+	agd_stream_get_stats(s, &st);
+	n = snprintf(add, sizeof(add),
+		     "# HELP agentgate_stream_clients WebSocket /v1/stream clients connected.\n"
+		     "# TYPE agentgate_stream_clients gauge\n"
+		     "agentgate_stream_clients %llu\n"
+		     "# HELP agentgate_stream_connections_total WebSocket handshakes, by result.\n"
+		     "# TYPE agentgate_stream_connections_total counter\n"
+		     "agentgate_stream_connections_total{result=\"accepted\"} %llu\n",
+		     (unsigned long long)st.clients, (unsigned long long)st.accepted);
+	for (i = 0; i < 4; i++) {
+		k = snprintf(add + n, sizeof(add) - (size_t)n,
+			     "agentgate_stream_connections_total{result=\"refused_%s\"} %llu\n",
+			     agd_stream_refusal_names[i], (unsigned long long)st.refused[i]);
+		n += k;
+	}
+	n += snprintf(add + n, sizeof(add) - (size_t)n,
+		      "# HELP agentgate_stream_messages_total Stream messages, by outcome.\n"
+		      "# TYPE agentgate_stream_messages_total counter\n"
+		      "agentgate_stream_messages_total{outcome=\"sent\"} %llu\n"
+		      "agentgate_stream_messages_total{outcome=\"coalesced\"} %llu\n"
+		      "agentgate_stream_messages_total{outcome=\"lost\"} %llu\n"
+		      "# HELP agentgate_stream_slow_disconnects_total Stream clients cut off for "
+		      "staying behind.\n"
+		      "# TYPE agentgate_stream_slow_disconnects_total counter\n"
+		      "agentgate_stream_slow_disconnects_total %llu\n",
+		      (unsigned long long)st.sent, (unsigned long long)st.coalesced,
+		      (unsigned long long)st.lost, (unsigned long long)st.cut_slow);
+	b = realloc(text, *len + (size_t)n + 1);
+	if (!b) {
+		free(text);
+		return NULL;
+	}
+	memcpy(b + *len, add, (size_t)n + 1);
+	*len += (size_t)n;
+	return b;
+}
+
 static int metrics_get(struct req *r)
 {
 	__u64 max;
@@ -882,11 +954,21 @@ static int metrics_get(struct req *r)
 	max = r->h->live.metrics_max_agents;
 	pthread_rwlock_unlock(&r->h->live_lock);
 	text = agd_metrics_render(&r->h->metrics, r->h->e, max, &len);
+	if (text && r->h->stream)
+		text = stream_series(r->h->stream, text, &len);
 	if (!text)
 		return send_error(r->conn, 500, "cannot render metrics");
 	rc = send_body(r->conn, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
 	free(text);
 	return rc;
+}
+
+/* GET /v1/stream without the upgrade headers. */
+static int stream_plain(struct req *r)
+{
+	return agd_http_error(r->conn, 426, "Upgrade: websocket\r\nConnection: Upgrade\r\n",
+			      "/v1/stream is a WebSocket: connect with a WebSocket client "
+			      "(Upgrade: websocket); see docs/STREAM.md");
 }
 
 static int healthz(struct req *r)
@@ -939,6 +1021,7 @@ static const struct route routes[] = {
 	{ "POST", "/v1/rules", AG_SCOPE_AGENTS_ADMIN, true, rules_post },
 	{ "DELETE", "/v1/rules", AG_SCOPE_AGENTS_ADMIN, true, rules_delete },
 	{ "GET", "/metrics", AG_SCOPE_METRICS_READ, false, metrics_get },
+	{ "GET", "/v1/stream", AG_SCOPE_STREAM_READ, false, stream_plain },
 	{ "GET", "/healthz", 0, false, healthz },
 	{ "GET", "/readyz", 0, false, readyz },
 	{ "POST", "/bucket/*", AG_SCOPE_AGENTS_ADMIN, true, bucket_post },
@@ -969,31 +1052,69 @@ static bool match(const char *pattern, const char *uri, char *param, size_t len)
 	return !*pattern && (!*uri || !strcmp(uri, "/"));
 }
 
+/* The bearer token of the Authorization header, NULL without one. */
+static const char *bearer(struct mg_connection *conn)
+{
+	const char *hdr = mg_get_header(conn, "Authorization");
+
+	return hdr && !strncasecmp(hdr, "Bearer ", 7) ? hdr + 7 : NULL;
+}
+
+/* 1 when auth is off; 0 with *tok filled when the token verifies; else the
+ * 401 is sent and its status returned. */
+static int verify(struct agd_http *h, struct mg_connection *conn, const char *token,
+		  const char *missing, struct ag_token *tok)
+{
+	char why[128];
+	int err;
+
+	memset(tok, 0, sizeof(*tok));
+	pthread_rwlock_rdlock(&h->live_lock);
+	if (!h->live.auth) {
+		pthread_rwlock_unlock(&h->live_lock);
+		return 1;
+	}
+	if (!token) {
+		pthread_rwlock_unlock(&h->live_lock);
+		return send_error(conn, 401, "%s", missing);
+	}
+	err = ag_token_verify(token, h->live.key, h->live.key_len, time(NULL), tok, why,
+			      sizeof(why));
+	pthread_rwlock_unlock(&h->live_lock);
+	if (err)
+		return send_error(conn, 401, "%s", why);
+	return 0;
+}
+
+/* /v1/stream: the token of ?token= or of the Authorization header. */
+static int stream_auth(void *arg, struct mg_connection *conn, const char *query_token)
+{
+	struct ag_token tok;
+	int rc = verify(arg, conn, query_token ? query_token : bearer(conn),
+			"missing token (?token=<JWT> or Authorization: Bearer <JWT>)", &tok);
+
+	if (rc == 1)
+		return 0;
+	if (rc)
+		return rc;
+	if (!(tok.scopes & AG_SCOPE_STREAM_READ))
+		return send_error(conn, 403, "token lacks scope stream:read");
+	return 0;
+}
+
 static int authorize(struct req *r, const struct route *rt)
 {
-	const char *hdr = mg_get_header(r->conn, "Authorization");
-	char why[128];
-	bool on;
-	int err;
+	int rc;
 
 	memset(&r->tok, 0, sizeof(r->tok));
 	if (!rt->scopes)
 		return 0;
-	pthread_rwlock_rdlock(&r->h->live_lock);
-	on = r->h->live.auth;
-	if (!on) {
-		pthread_rwlock_unlock(&r->h->live_lock);
+	rc = verify(r->h, r->conn, bearer(r->conn),
+		    "missing bearer token (Authorization: Bearer <JWT>)", &r->tok);
+	if (rc == 1)
 		return 0;
-	}
-	if (!hdr || strncasecmp(hdr, "Bearer ", 7)) {
-		pthread_rwlock_unlock(&r->h->live_lock);
-		return send_error(r->conn, 401, "missing bearer token (Authorization: Bearer <JWT>)");
-	}
-	err = ag_token_verify(hdr + 7, r->h->live.key, r->h->live.key_len, time(NULL), &r->tok,
-			      why, sizeof(why));
-	pthread_rwlock_unlock(&r->h->live_lock);
-	if (err)
-		return send_error(r->conn, 401, "%s", why);
+	if (rc)
+		return rc;
 	if (!(r->tok.scopes & rt->scopes)) {
 		if (rt->scopes == READ_SCOPES)
 			return send_error(r->conn, 403, "token lacks scope agents:admin or "
@@ -1048,6 +1169,16 @@ static int upgrade_as_http(const struct mg_connection *conn, void *cbdata)
 {
 	handle((struct mg_connection *)conn, cbdata);
 	return 1; /* no handshake */
+}
+
+/* CivetWeb's hook for the TLS context: agentgated fills it (tls.c). */
+static int init_ssl(void *ssl_ctx, void *user_data)
+{
+	struct agd_http *h = user_data;
+
+	if (agd_tls_configure(ssl_ctx, h->tls_cert, h->tls_key, h->tls_err, sizeof(h->tls_err)))
+		return -1;
+	return 1; /* configured: CivetWeb loads no certificate of its own */
 }
 
 static int log_message(const struct mg_connection *conn, const char *message)
@@ -1123,19 +1254,17 @@ bool agd_listen_is_loopback(const char *listen)
 int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 		   const struct agd_http_live *live, struct agd_http **out, char *err, size_t len)
 {
-	char threads[16], timeout[24], ports[300];
+	char threads[16], timeout[24], ports[300], ping[24];
 	struct mg_callbacks cb = { .log_message = log_message };
 	const char *mgopts[20];
 	struct agd_http *h;
 	size_t k = 0;
+	int rc;
 
 	if (agd_listen_check(opts->listen, err, len))
 		return -EINVAL;
-	if (opts->tls_cert[0] || opts->tls_key[0]) {
-		snprintf(err, len, "--tls-cert/--tls-key: TLS is not available yet in this "
-			 "version; put a TLS-terminating proxy in front, or listen on loopback");
-		return -ENOTSUP;
-	}
+	if (agd_tls_check(opts->tls_cert, opts->tls_key, err, len))
+		return -EINVAL;
 	h = calloc(1, sizeof(*h));
 	if (!h)
 		return -ENOMEM;
@@ -1145,9 +1274,19 @@ int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 	pthread_mutex_init(&h->ready_lock, NULL);
 	agd_metrics_init(&h->metrics);
 	snprintf(h->not_ready, sizeof(h->not_ready), "starting");
-	snprintf(threads, sizeof(threads), "%u", opts->threads);
+	/* Each WebSocket client holds a CivetWeb worker for as long as it is
+	 * connected: the stream's workers come on top of the HTTP ones. */
+	snprintf(threads, sizeof(threads), "%u", opts->threads + opts->stream.max_clients);
+	snprintf(ping, sizeof(ping), "%llu", (unsigned long long)opts->stream.ping_ms);
 	snprintf(timeout, sizeof(timeout), "%llu", (unsigned long long)opts->request_timeout_ms);
-	snprintf(ports, sizeof(ports), "%s", opts->listen);
+	h->tls = opts->tls_cert[0] != '\0';
+	if (h->tls) {
+		snprintf(h->tls_cert, sizeof(h->tls_cert), "%s", opts->tls_cert);
+		snprintf(h->tls_key, sizeof(h->tls_key), "%s", opts->tls_key);
+		cb.init_ssl = init_ssl;
+	}
+	/* A trailing 's' makes CivetWeb speak TLS only on the port. */
+	snprintf(ports, sizeof(ports), "%s%s", opts->listen, h->tls ? "s" : "");
 	mgopts[k++] = "listening_ports";
 	mgopts[k++] = ports;
 	mgopts[k++] = "num_threads";
@@ -1160,16 +1299,34 @@ int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 	mgopts[k++] = "30000";
 	mgopts[k++] = "tcp_nodelay";
 	mgopts[k++] = "1";
+	mgopts[k++] = "enable_websocket_ping_pong";
+	mgopts[k++] = "yes";
+	mgopts[k++] = "websocket_timeout_ms";
+	mgopts[k++] = ping;
 	mgopts[k++] = NULL;
-	mg_init_library(0);
+	if (h->tls && agd_tls_load_compat(err, len)) {
+		agd_http_stop(h);
+		return -ENOTSUP;
+	}
+	mg_init_library(h->tls ? MG_FEATURES_SSL : 0);
 	h->mg = mg_start(&cb, h, mgopts);
 	if (!h->mg) {
-		snprintf(err, len, "cannot listen on %s (address in use, or not an ADDR:PORT?)",
-			 opts->listen);
+		if (h->tls_err[0])
+			snprintf(err, len, "%s", h->tls_err);
+		else
+			snprintf(err, len, "cannot listen on %s%s (address in use, or not an "
+				 "ADDR:PORT?%s)", opts->listen, h->tls ? " with TLS" : "",
+				 h->tls ? " Or no OpenSSL: see the http: lines above" : "");
 		agd_http_stop(h);
 		return -EADDRINUSE;
 	}
 	mg_set_request_handler(h->mg, "/", handle, h);
+	rc = agd_stream_start(e, h->mg, &opts->stream, stream_auth, h, &h->stream);
+	if (rc) {
+		snprintf(err, len, "cannot start the stream: %s", strerror(-rc));
+		agd_http_stop(h);
+		return rc;
+	}
 	/* No route speaks WebSocket yet: a request carrying upgrade headers is
 	 * answered as the plain HTTP request it also is (CivetWeb would
 	 * otherwise answer it with a bare-text 404). */
@@ -1197,8 +1354,10 @@ void agd_http_stop(struct agd_http *h)
 {
 	if (!h)
 		return;
+	agd_stream_shutdown(h->stream); /* lets CivetWeb's WebSocket workers go */
 	if (h->mg)
 		mg_stop(h->mg);
+	agd_stream_free(h->stream);
 	mg_exit_library();
 	agd_metrics_free(&h->metrics);
 	pthread_rwlock_destroy(&h->live_lock);

@@ -13,6 +13,7 @@
 
 #include "auth.h"
 #include "engine.h"
+#include "stream.h"
 
 /* Settings SIGHUP may change while serving. */
 struct agd_http_live {
@@ -28,15 +29,22 @@ struct agd_http_opts {
 	unsigned int threads;
 	__u64 request_timeout_ms;
 	const char *tls_cert, *tls_key;
+	struct agd_stream_opts stream;
 };
 
 struct agd_http;
+struct mg_connection;
 
 int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 		   const struct agd_http_live *live, struct agd_http **out, char *err, size_t len);
 void agd_http_update(struct agd_http *h, const struct agd_http_live *live);
 void agd_http_set_ready(struct agd_http *h, bool ready, const char *why);
 void agd_http_stop(struct agd_http *h);
+
+/* An error response {"error", "message"} with further header lines (each
+ * ending in \r\n) or NULL; returns status. */
+int agd_http_error(struct mg_connection *conn, int status, const char *extra, const char *fmt,
+		   ...) __attribute__((format(printf, 4, 5)));
 
 /* 0 when listen is exactly ADDR:PORT or [V6]:PORT, else -EINVAL and why. */
 int agd_listen_check(const char *listen, char *err, size_t len);

@@ -19,6 +19,7 @@
 #include "config.h"
 #include "engine.h"
 #include "http.h"
+#include "tls.h"
 #include "ingest.h"
 
 static bool quiet;
@@ -88,7 +89,7 @@ static bool listen_ok(const char *listen)
 
 static int check_settings(const struct agd_config *c)
 {
-	char why[200];
+	char why[600];
 
 	if (ag_policy_check(&c->defaults, why, sizeof(why))) {
 		logf_(AG_LOG_ERR, "default policy: %s", why);
@@ -99,10 +100,22 @@ static int check_settings(const struct agd_config *c)
 		      "run without them (standalone)");
 		return -1;
 	}
+	if (agd_tls_check(c->tls_cert, c->tls_key, why, sizeof(why))) {
+		logf_(AG_LOG_ERR, "%s", why);
+		return -1;
+	}
 	if (!c->max_body || !c->threads || !c->queue_max || !c->max_agents ||
 	    c->max_agents > AG_MAX_AGENTS_LIMIT || c->store_size < (1 << 20)) {
 		logf_(AG_LOG_ERR, "max-body, threads and queue-max must be above 0, max-agents 1 to "
 		      "%u, store-size at least 1MiB", AG_MAX_AGENTS_LIMIT);
+		return -1;
+	}
+	if (c->threads + c->stream_max_clients > AGD_THREADS_MAX || !c->stream_max_per_ip ||
+	    !c->stream_queue || c->stream_queue > 1000000 || c->stream_max_lag_ms < 100 ||
+	    c->stream_ping_ms < 100) {
+		logf_(AG_LOG_ERR, "threads plus stream-max-clients must be at most %u; "
+		      "stream-max-per-ip and stream-queue (at most 1M) above 0; stream-max-lag and "
+		      "stream-ping at least 100ms", AGD_THREADS_MAX);
 		return -1;
 	}
 	return 0;
@@ -144,6 +157,10 @@ static void warn_restart_needed(const struct agd_config *old, const struct agd_c
 		FIXED("store-size", store_size),   FIXED("threads", threads),
 		FIXED("ingest-socket", ingest_socket), FIXED("stdin", use_stdin),
 		FIXED("queue-max", queue_max),     FIXED("request-timeout", request_timeout_ms),
+		FIXED("tls-cert", tls_cert),       FIXED("tls-key", tls_key),
+		FIXED("stream-max-clients", stream_max_clients),
+		FIXED("stream-max-per-ip", stream_max_per_ip), FIXED("stream-queue", stream_queue),
+		FIXED("stream-max-lag", stream_max_lag_ms), FIXED("stream-ping", stream_ping_ms),
 #undef FIXED
 	};
 	size_t i;
@@ -244,6 +261,11 @@ int main(int argc, char **argv)
 	ho.request_timeout_ms = cfg->request_timeout_ms;
 	ho.tls_cert = cfg->tls_cert;
 	ho.tls_key = cfg->tls_key;
+	ho.stream.max_clients = (unsigned int)cfg->stream_max_clients;
+	ho.stream.max_per_ip = (unsigned int)cfg->stream_max_per_ip;
+	ho.stream.queue = (unsigned int)cfg->stream_queue;
+	ho.stream.max_lag_ms = cfg->stream_max_lag_ms;
+	ho.stream.ping_ms = cfg->stream_ping_ms;
 	if (agd_http_start(e, &ho, &live, &h, err, sizeof(err))) {
 		logf_(AG_LOG_ERR, "%s", err);
 		goto cleanup;
@@ -256,8 +278,8 @@ int main(int argc, char **argv)
 		goto cleanup;
 	}
 	agd_http_set_ready(h, true, NULL);
-	logf_(AG_LOG_INFO, "serving http://%s (state %s, maps %s)", cfg->listen, cfg->state_dir,
-	      cfg->pin_path);
+	logf_(AG_LOG_INFO, "serving %s://%s (state %s, maps %s)", cfg->tls_cert[0] ? "https" : "http",
+	      cfg->listen, cfg->state_dir, cfg->pin_path);
 
 	for (;;) {
 		if (sigwait(&sigs, &sig))

@@ -1,0 +1,197 @@
+#!/bin/bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#
+# Application-level consume checks per second (docs/BENCHMARKS.md, "Consume
+# checks against Redis"): agentgated's POST /v1/agents/{agent}/consume
+# against what users pick instead, redis-server running a token-bucket Lua
+# script (bench/tokenbucket.lua, EVALSHA), both on loopback TCP, driven by
+# the same client (bench/consume: one epoll loop, C keep-alive connections,
+# one request outstanding on each), same agents, same limits, same run.
+#
+# Scenarios: allow (rate and burst 10^6 per agent: every check is allowed)
+# and deny (rate 1, burst 1: nearly every check is refused), over K agents
+# in turn. Rounds interleave the two servers (each round starts with the
+# other one); reported are medians over the rounds of checks/s, latency p50
+# and p99 (request to complete answer, client side) and the server's CPU
+# time per check (utime + stime of the whole process, all its threads), and
+# the ratio agentgated / redis of the medians.
+#
+# Usage: bench/consume.sh BUILD_DIR [--connections "C1 C2 ..."] [--agents K]
+#                         [--seconds S] [--rounds R]
+# Starts redis-server and agentgated on random loopback ports with private
+# state (a private bpffs, temporary directories) and removes all of it on
+# exit, also on failure or Ctrl-C.
+# Exit codes: 0 measured (goal met or not: read the report), 2 usage or not
+# built, 3 environment, 4 a run failed.
+set -u
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PROG=bench/consume.sh
+
+usage() {
+	sed -n '/^# Usage:/,/^#  *\[--seconds/p' "$0" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+die() { echo "$PROG: $*" >&2; exit "${2:-4}"; }
+
+[ $# -ge 1 ] || usage
+case $1 in -h | --help) usage ;; esac
+build=$1
+shift
+conns="1 16 64"
+agents=100
+seconds=4
+rounds=3
+cmdline="$PROG $build $*"
+while [ $# -gt 0 ]; do
+	[ $# -ge 2 ] || usage
+	case $1 in
+	--connections) conns=$2 ;;
+	--agents) agents=$2 ;;
+	--seconds) seconds=$2 ;;
+	--rounds) rounds=$2 ;;
+	*) usage ;;
+	esac
+	shift 2
+done
+for v in $conns "$agents" "$seconds" "$rounds"; do
+	[[ $v =~ ^[1-9][0-9]*$ ]] || die "'$v': a positive integer is needed" 2
+done
+for b in agentgated bench/consume; do
+	[ -x "$build/$b" ] || die "$build/$b is not built (make bench-bins all)" 2
+done
+for t in redis-server redis-cli curl python3; do
+	command -v $t >/dev/null || die "$t missing (scripts/deps.sh)" 3
+done
+[ "$(id -u)" -eq 0 ] || die "must run as root (agentgated's bpffs and maps)" 3
+
+work=$(mktemp -d /tmp/agentgate-consume.XXXXXX) || die "cannot create a temporary directory" 3
+bpffs=""
+d_pid=""
+r_pid=""
+# shellcheck disable=SC2317 # invoked from the traps
+cleanup() {
+	local p
+	for p in "$d_pid" "$r_pid"; do
+		[ -n "$p" ] || continue
+		kill -TERM "$p" 2>/dev/null
+		wait "$p" 2>/dev/null
+	done
+	d_pid=""
+	r_pid=""
+	if [ -n "$bpffs" ]; then
+		umount "$bpffs" 2>/dev/null
+		rmdir "$bpffs" 2>/dev/null
+		bpffs=""
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+bpffs=$(mktemp -d /run/agentgate-consume.XXXXXX) || die "cannot create a directory under /run" 3
+mount -t bpf bpf "$bpffs" || { rmdir "$bpffs"; bpffs=""; die "cannot mount a bpffs" 3; }
+
+d_port=$((20000 + RANDOM % 20000))
+r_port=$((d_port + 1))
+url="http://127.0.0.1:$d_port"
+
+# ---- the two servers ---------------------------------------------------------
+
+"$build/agentgated" --pin-path "$bpffs/pins" --state-dir "$work/state" \
+	--listen "127.0.0.1:$d_port" --quiet 2>"$work/agentgated.log" &
+d_pid=$!
+# No persistence: agentgated's buckets live in kernel memory and are not
+# written to disk per check either.
+redis-server --port "$r_port" --bind 127.0.0.1 --save '' --appendonly no \
+	--dir "$work" --logfile "$work/redis.log" &
+r_pid=$!
+for _ in $(seq 100); do
+	curl -sf "$url/readyz" >/dev/null 2>&1 &&
+		[ "$(redis-cli -p "$r_port" PING 2>/dev/null)" = PONG ] && break
+	sleep 0.1
+done
+curl -sf "$url/readyz" >/dev/null || { cat "$work/agentgated.log" >&2; die "agentgated did not start" 3; }
+[ "$(redis-cli -p "$r_port" PING 2>/dev/null)" = PONG ] || { cat "$work/redis.log" >&2; die "redis-server did not start" 3; }
+sha=$(redis-cli -p "$r_port" SCRIPT LOAD "$(cat "$ROOT/bench/tokenbucket.lua")") ||
+	die "cannot load the script into redis"
+
+# Scenario -> "rate burst".
+declare -A LIMIT=([allow]="1000000 1000000" [deny]="1 1")
+for sc in allow deny; do
+	read -r rate burst <<<"${LIMIT[$sc]}"
+	for ((i = 0; i < agents; i++)); do
+		curl -sf -o /dev/null -X PUT "$url/v1/agents/$sc-$i" \
+			-d "{\"rate\":$rate,\"burst\":$burst,\"r_min\":1,\"r_max\":$rate,\"pinned\":true}" ||
+			die "cannot create agent $sc-$i"
+	done
+done
+
+# utime + stime of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' /proc/"$1"/stat; }
+hz=$(getconf CLK_TCK)
+
+measure() { # ROUND SCENARIO CONNS SERVER
+	local round=$1 sc=$2 c=$3 srv=$4 pid before after rate burst
+	read -r rate burst <<<"${LIMIT[$sc]}"
+	if [ "$srv" = agentgated ]; then
+		pid=$d_pid
+		set -- --proto http --port "$d_port"
+	else
+		pid=$r_pid
+		set -- --proto redis --port "$r_port" --sha "$sha" --rate "$rate" --burst "$burst"
+	fi
+	before=$(cpu_ticks "$pid")
+	"$build/bench/consume" "$@" --connections "$c" --seconds "$seconds" --warmup 1 \
+		--agents "$agents" --prefix "$sc-" >"$work/one.json" || die "the client failed against $srv"
+	after=$(cpu_ticks "$pid")
+	python3 - "$round" "$sc" "$c" "$srv" "$before" "$after" "$hz" "$seconds" "$work/one.json" \
+		>>"$work/results" <<'EOF'
+import json, sys
+rnd, sc, c, srv = sys.argv[1:5]
+ticks = int(sys.argv[6]) - int(sys.argv[5])
+hz, secs = int(sys.argv[7]), float(sys.argv[8])
+j = json.load(open(sys.argv[9]))
+# The ticks span the warm-up second too: scale by the checks over it.
+total_s = secs + 1
+us = ticks / hz * 1e6 / (j["checks_per_s"] * total_s) if j["checks"] else 0
+print(rnd, sc, c, srv, "%.0f" % j["checks_per_s"], j["p50_us"], j["p99_us"], "%.2f" % us,
+      "%.4f" % (j["allowed"] / j["checks"] if j["checks"] else 0))
+EOF
+	tail -n 1 "$work/results" | awk '{printf "  round %s %-5s %3s conns %-10s %9s checks/s p50 %5s us p99 %6s us server CPU %6s us/check allowed %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9}'
+}
+
+echo "# consume checks, $(date -u +%Y-%m-%dT%H:%MZ), nproc $(nproc), kernel $(uname -r)"
+echo "# command: $cmdline"
+echo "# $(redis-server --version | cut -d' ' -f1-3); $("$build/agentgated" --version 2>/dev/null | head -1)"
+echo "# $agents agents in turn; ${seconds} s measured after 1 s of warm-up; client, servers share the $(nproc) CPUs"
+for ((r = 1; r <= rounds; r++)); do
+	for sc in allow deny; do
+		for c in $conns; do
+			if ((r % 2)); then order="agentgated redis"; else order="redis agentgated"; fi
+			for srv in $order; do
+				measure "$r" "$sc" "$c" "$srv"
+			done
+		done
+	done
+done
+
+python3 - "$work/results" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+print("\nmedians over rounds; ratio = agentgated / redis (goal >= 1x in checks/s)")
+print("  %-5s %5s  %-10s %11s %8s %8s %12s" % ("scen.", "conns", "server", "checks/s",
+      "p50 us", "p99 us", "CPU us/check"))
+keys = list(dict.fromkeys((r[1], r[2]) for r in rows))
+for sc, c in keys:
+    m = {}
+    for srv in ("agentgated", "redis"):
+        got = [r for r in rows if r[1] == sc and r[2] == c and r[3] == srv]
+        m[srv] = [statistics.median(float(r[i]) for r in got) for i in (4, 5, 6, 7)]
+        print("  %-5s %5s  %-10s %11.0f %8.0f %8.0f %12.1f" % ((sc, c, srv) + tuple(m[srv])))
+    a, b = m["agentgated"], m["redis"]
+    ratio = a[0] / b[0]
+    print("  %-5s %5s  ratio %.2fx checks/s, %.2fx CPU per check: %s"
+          % (sc, c, ratio, a[3] / b[3] if b[3] else 0, "met" if ratio >= 1 else "MISSED"))
+EOF

@@ -1,0 +1,301 @@
+#!/bin/bash
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#
+# Drop throughput on a veth against the peers users would pick instead
+# (docs/BENCHMARKS.md, "Drop throughput against nftables and iptables"):
+#   agentgate   XDP on the edge host's eth0, one agent per source, /32 rules
+#   nftables    netdev ingress hook on eth0, a per-source `limit rate over`
+#               meter (a dynamic set keyed by source address)
+#   hashlimit   iptables raw PREROUTING, -m hashlimit --hashlimit-mode srcip
+#               (the system's iptables: iptables-nft on Debian 12)
+#   xdp-empty   bench/empty.bpf.o (XDP_DROP, touches nothing): the floor of
+#               the veth receive path, for context
+# All with the same per-source rate and burst, on the same traffic: the
+# project's live-frames generator sends from SOURCES addresses, as fast as it
+# can, out of the wire side of an edge host from scripts/lab.sh, so every
+# source is far over its limit.
+#
+# Method: the edge host's eth0 runs its NAPI poll in a kernel thread
+# (threaded NAPI), so the whole receive path of each limiter (veth ring, XDP
+# or skb + GRO + netfilter, the verdict, freeing the frame) runs in that one
+# thread and its CPU time can be read apart from the generator's. Both
+# threads are pinned to the same CPU (the last one): a receiver on another
+# CPU than the generator spends most of its time returning each frame's page
+# to the generator's page pool across CPUs, under a contended lock (perf:
+# 60 % of agentgate's receive time), which no NIC driver does. Per
+# measurement:
+#   ns/packet   the NAPI thread's CPU time (/proc/PID/schedstat) / received:
+#               the receive cost per packet; 1e9 / it is the drop rate one
+#               CPU sustains (the throughput figure)
+#   received/s  frames the receiver took off the veth ring (its
+#               rx_queue_0_xdp_packets), whatever the limiter did with them;
+#               bounded by the CPU share the scheduler gives the receiver
+#               (NAPI busy) and by the 256-frame ring, whose overflow the
+#               sender counts as refused
+#   admitted/s  datagrams that got through to UDP (Udp NoPorts of the edge
+#               host): must be SOURCES x RATE for every limiter
+# Rounds interleave the variants (each round starts one later); reported are
+# medians over the rounds and agentgate's ratios to each peer. --profile adds
+# one more round, not counted, with `perf record` on the NAPI thread, and
+# prints where each variant's receive time goes (top kernel symbols).
+#
+# Usage: bench/peers.sh BUILD_DIR [--sources N] [--rate R] [--burst B]
+#                       [--profile] [--seconds S] [--warmup S] [--rounds K]
+# Makes an edge host bnpPID and removes it (with every limiter, process and
+# pin) on exit, also on failure or Ctrl-C.
+# Exit codes: 0 measured (goals met or not: read the report), 2 usage or not
+# built, 3 environment (not root, tools missing, no lab), 4 a run failed.
+set -u
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+LAB=$ROOT/scripts/lab.sh
+PROG=bench/peers.sh
+
+usage() {
+	sed -n '/^# Usage:/,/^#  *\[--seconds/p' "$0" | sed 's/^# \{0,1\}//' >&2
+	exit 2
+}
+die() { echo "$PROG: $*" >&2; exit "${2:-4}"; }
+
+[ $# -ge 1 ] || usage
+case $1 in -h | --help) usage ;; esac
+build=$1
+shift
+sources=1024
+rate=10
+burst=10
+seconds=3
+warmup=1
+rounds=5
+profile=""
+cmdline="$PROG $build $*"
+while [ $# -gt 0 ]; do
+	if [ "$1" = --profile ]; then
+		profile=1
+		shift
+		continue
+	fi
+	[ $# -ge 2 ] || usage
+	case $1 in
+	--sources) sources=$2 ;;
+	--rate) rate=$2 ;;
+	--burst) burst=$2 ;;
+	--seconds) seconds=$2 ;;
+	--warmup) warmup=$2 ;;
+	--rounds) rounds=$2 ;;
+	*) usage ;;
+	esac
+	shift 2
+done
+for v in "$sources" "$rate" "$burst" "$seconds" "$warmup" "$rounds"; do
+	[[ $v =~ ^[1-9][0-9]*$ ]] || die "'$v': a positive integer is needed" 2
+done
+[ "$sources" -le 65536 ] || die "--sources: at most 65536 (one /16)" 2
+
+for b in agentgate ag-trafficgen bench/empty.bpf.o bench/agents_fill; do
+	[ -e "$build/$b" ] || die "$build/$b is not built (make bench-bins all)" 2
+done
+build=$(cd "$build" && pwd)
+[ "$(id -u)" -eq 0 ] || die "must run as root (netns, XDP, netfilter)" 3
+for t in nft iptables ethtool python3 taskset ${profile:+perf}; do
+	command -v $t >/dev/null || die "$t missing (scripts/deps.sh)" 3
+done
+
+ncpu=$(nproc)
+cpu=$((ncpu - 1))
+name=bnp$$
+name=${name:0:10}
+work=$(mktemp -d /tmp/agentgate-peers.XXXXXX) || die "cannot create a temporary directory" 3
+gen_pid=""
+lab_up=""
+
+# ---- limiters -------------------------------------------------------------
+# Each variant has an on and an off; off is safe to call when not on.
+
+in_host() { ip netns exec "$LAB_NS" "$@"; }
+cli() { in_host "$build/agentgate" --pin-path "$LAB_PIN" "$@"; }
+
+# Sources 10.201.0.0 + i; the peers match their covering /16.
+SRC_NET=10.201.0.0/16
+src_addr() { echo "10.201.$(($1 >> 8)).$(($1 & 255))"; }
+
+on_agentgate() { cli attach eth0 --mode native >/dev/null; }
+off_agentgate() { cli detach eth0 >/dev/null 2>&1; }
+
+on_xdp_empty() { in_host ip link set dev eth0 xdpdrv obj "$build/bench/empty.bpf.o" sec xdp; }
+off_xdp_empty() { in_host ip link set dev eth0 xdpdrv off 2>/dev/null; }
+
+on_nftables() {
+	in_host nft -f - <<EOF
+table netdev bnpeers {
+	set src {
+		type ipv4_addr
+		size 131072
+		flags dynamic,timeout
+		timeout 60s
+	}
+	chain ingress {
+		type filter hook ingress device "eth0" priority -500; policy accept;
+		ip saddr $SRC_NET update @src { ip saddr limit rate over $rate/second burst $burst packets } drop
+	}
+}
+EOF
+}
+off_nftables() { in_host nft delete table netdev bnpeers 2>/dev/null; }
+
+on_hashlimit() {
+	in_host iptables -t raw -A PREROUTING -i eth0 -s "$SRC_NET" -m hashlimit \
+		--hashlimit-above "$rate/sec" --hashlimit-burst "$burst" --hashlimit-mode srcip \
+		--hashlimit-name bnpeers --hashlimit-htable-size 131072 \
+		--hashlimit-htable-max 131072 -j DROP
+}
+# iptables-nft leaves its table (and the hook) behind a flush: delete it too.
+off_hashlimit() {
+	in_host iptables -t raw -F PREROUTING 2>/dev/null
+	in_host nft delete table ip raw 2>/dev/null
+	return 0
+}
+
+VARIANTS=(agentgate nftables hashlimit xdp-empty)
+fn_of() { echo "${1//-/_}"; }
+
+# shellcheck disable=SC2317 # invoked from the traps
+cleanup() {
+	if [ -n "$gen_pid" ]; then
+		kill -TERM "$gen_pid" 2>/dev/null
+		wait "$gen_pid" 2>/dev/null
+		gen_pid=""
+	fi
+	if [ -n "$lab_up" ]; then
+		for v in "${VARIANTS[@]}"; do "off_$(fn_of "$v")"; done
+		"$LAB" down "$name"
+		lab_up=""
+	fi
+	rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- the edge host ------------------------------------------------------------
+
+"$LAB" up "$name" >"$work/env" 2>"$work/lab.err"
+rc=$?
+[ "$rc" -eq 0 ] || { cat "$work/lab.err" >&2; die "scripts/lab.sh up $name failed" 3; }
+lab_up=1
+eval "$(cat "$work/env")"
+wire_if=$LAB_WIRE_IF
+
+napi_threads() { ps -eo pid=,comm= | awk '$2 ~ /^napi\/eth0-/ {print $1}' | sort; }
+before=$(napi_threads)
+in_host sh -c 'echo 1 > /sys/class/net/eth0/threaded' || die "cannot switch eth0 to threaded NAPI" 3
+napi=$(comm -13 <(echo "$before") <(napi_threads))
+[ "$(echo "$napi" | wc -w)" -eq 1 ] || die "cannot find eth0's NAPI thread (found '$napi')" 3
+taskset -pc "$cpu" "$napi" >/dev/null || die "cannot pin the NAPI thread to CPU $cpu" 3
+
+echo "# setting up $sources agents with one /32 rule each" >&2
+t0=$(date +%s.%N)
+"$build/bench/agents_fill" --pin-path "$LAB_PIN" --first "$(src_addr 0)" --count "$sources" \
+	--rate "$rate" --burst "$burst" || die "cannot create the agents" 3
+setup_s=$(python3 -c "import sys,time; print('%.1f' % (time.time() - float(sys.argv[1])))" "$t0")
+
+# ---- one measurement ------------------------------------------------------------
+
+ethstat() { # NS DEV FIELD
+	ip netns exec "$1" ethtool -S "$2" | awk -v f="$3:" '$1 == f {print $2}'
+}
+# time_ns received napi_ns refused admitted
+snapshot() {
+	local t rx ns ref adm
+	t=$(date +%s%N)
+	rx=$(ethstat "$LAB_NS" eth0 rx_queue_0_xdp_packets)
+	read -r ns _ </proc/"$napi"/schedstat || return 1
+	ref=$(ethstat "$LAB_WIRE_NS" "$wire_if" tx_queue_0_xdp_xmit_errors)
+	adm=$(in_host awk '$1 == "Udp:" && $2 ~ /^[0-9]/ {print $3}' /proc/net/snmp)
+	echo "$t $rx $ns $ref $adm"
+}
+
+last=$(src_addr $((sources - 1)))
+measure() { # ROUND VARIANT
+	local round=$1 v=$2 a b
+	"on_$(fn_of "$v")" || die "cannot set up $v"
+	ip netns exec "$LAB_WIRE_NS" taskset -c "$cpu" "$build/ag-trafficgen" --dev "$wire_if" --dst-mac "$LAB_MAC" \
+		--src "10.201.0.0-$last" --dst "$LAB_ADDR4" --threads 1 \
+		--duration $((warmup + seconds + 1)) --json >"$work/gen.json" 2>"$work/gen.err" &
+	gen_pid=$!
+	sleep "$warmup"
+	if [ "$round" = profile ]; then
+		perf record -q -t "$napi" -e cpu-clock -F 10000 -o "$work/perf-$v.data" \
+			-- sleep "$seconds" 2>/dev/null || die "perf record failed"
+	fi
+	a=$(snapshot) || die "cannot read counters"
+	[ "$round" = profile ] || sleep "$seconds"
+	b=$(snapshot) || die "cannot read counters"
+	wait "$gen_pid" || { cat "$work/gen.err" >&2; die "the generator failed"; }
+	gen_pid=""
+	"off_$(fn_of "$v")"
+	[ -e /proc/"$napi" ] || die "eth0's NAPI thread went away during $v"
+	[ "$round" = profile ] && return 0
+	python3 - "$round" "$v" "$a" "$b" "$work/gen.json" >>"$work/results" <<'EOF'
+import json, sys
+rnd, v, a, b, gen = sys.argv[1:6]
+a = [int(x) for x in a.split()]; b = [int(x) for x in b.split()]
+dt = (b[0] - a[0]) / 1e9
+rx, ns, ref, adm = (b[i] - a[i] for i in range(1, 5))
+sent = json.load(open(gen))["pps"]
+print(rnd, v, "%.0f" % (rx / dt), "%.1f" % (ns / rx if rx else 0), "%.0f" % (adm / dt),
+      "%.0f" % ((rx + ref) / dt), "%.3f" % (ns / 1e9 / dt), "%.0f" % sent)
+EOF
+	tail -n 1 "$work/results" | awk '{printf "  round %s %-10s received %9.0f/s %7.1f ns/packet admitted %7.0f/s offered %9.0f/s napi busy %.2f\n", $1, $2, $3, $4, $5, $6, $7}'
+}
+
+echo "# drop throughput, $(date -u +%Y-%m-%dT%H:%MZ), nproc $ncpu, kernel $(uname -r)"
+echo "# command: $cmdline"
+echo "# $sources sources over their limit of $rate/s (burst $burst) each; generator and" \
+	"receiver's NAPI thread on CPU $cpu; $(iptables -V); $(nft --version | cut -d' ' -f1-2)"
+echo "# setup: $sources agents and rules in $setup_s s; each measurement: ${warmup} s warm-up, ${seconds} s measured"
+for ((r = 0; r < rounds; r++)); do
+	n=${#VARIANTS[@]}
+	for ((k = 0; k < n; k++)); do
+		measure $((r + 1)) "${VARIANTS[$(((r + k) % n))]}"
+	done
+done
+
+if [ -n "$profile" ]; then
+	echo "# profile round (not counted): perf record -t NAPI-thread -e cpu-clock, top symbols"
+	for v in "${VARIANTS[@]}"; do
+		measure profile "$v"
+		echo "## $v"
+		perf report -i "$work/perf-$v.data" --no-children --sort sym --stdio -g none \
+			2>/dev/null | grep '%' | head -n 14
+	done
+fi
+
+python3 - "$work/results" "$sources" "$rate" <<'EOF'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+sources, rate = int(sys.argv[2]), float(sys.argv[3])
+names = ("agentgate", "nftables", "hashlimit", "xdp-empty")
+med = {}
+for v in names:
+    got = [r for r in rows if r[1] == v]
+    med[v] = [statistics.median(float(r[i]) for r in got) for i in range(2, 8)]
+print("\nmedians over %d rounds (admitted/s expected: %d sources x %g/s = %.0f)"
+      % (len(rows) // len(names), sources, rate, sources * rate))
+print("  %-10s %10s %15s %11s %10s %11s %10s" % ("variant", "ns/packet", "drops/s per CPU",
+      "received/s", "NAPI busy", "admitted/s", "offered/s"))
+for v, m in med.items():
+    print("  %-10s %10.1f %15.0f %11.0f %10.2f %11.0f %10.0f"
+          % (v, m[1], 1e9 / m[1], m[0], m[4], m[2], m[3]))
+ag = med["agentgate"]
+print("\nagentgate against each peer, same run (ratio of medians): receiver CPU per packet,")
+print("i.e. packets one CPU drops per second; received/s alongside (see NAPI busy)")
+for peer, goal in (("nftables", 3.0), ("hashlimit", 5.0)):
+    p = med[peer]
+    cpu, rx = p[1] / ag[1], ag[0] / p[0]
+    print("  vs %-9s per CPU %.2fx (%.0f vs %.0f ns/packet), received/s %.2fx; goal >= %.0fx: %s"
+          % (peer, cpu, ag[1], p[1], rx, goal, "met" if cpu >= goal else "MISSED"))
+e = med["xdp-empty"]
+print("  agentgate over the empty XDP program: +%.1f ns/packet (%.2fx its cost)"
+      % (ag[1] - e[1], ag[1] / e[1]))
+EOF

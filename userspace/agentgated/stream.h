@@ -1,0 +1,74 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * GET /v1/stream: rating and bucket updates pushed over WebSocket (CivetWeb).
+ *
+ * Topics: rating.global (every applied rating), rating.agent.{agent} (its
+ * ratings with the new rate), bucket.agent.{agent} (tokens, rate, passed and
+ * dropped per second, at most once a second). Subscribe with ?topics=a,b on
+ * the URL or {"action":"subscribe","topic":"..."} messages. docs/STREAM.md
+ * documents every message.
+ *
+ * Each client has a bounded queue written by its own sender thread, so a
+ * slow reader delays nobody else. A full queue coalesces: a new update
+ * replaces the pending one of its topic. A client is disconnected (close
+ * code 1008) when an update would not fit even so, or when its oldest
+ * pending update has waited longer than max_lag_ms.
+ */
+#ifndef AGENTGATED_STREAM_H
+#define AGENTGATED_STREAM_H
+
+#include <linux/types.h>
+
+#include "engine.h"
+
+struct mg_context;
+struct mg_connection;
+
+struct agd_stream_opts {
+	unsigned int max_clients; /* WebSocket clients at once */
+	unsigned int max_per_ip;  /* from one source address */
+	unsigned int queue;       /* pending updates per client */
+	__u64 max_lag_ms;         /* oldest pending update older: disconnect */
+	__u64 ping_ms;            /* CivetWeb pings idle clients this often */
+};
+
+/* Checks a stream request's credentials before the handshake. token is the
+ * ?token= of the URL (NULL without one); the Authorization header is the
+ * callback's to read. Returns 0 to go on; otherwise the callback has sent
+ * the HTTP error (401, 403) and the connection is refused. */
+typedef int (*agd_stream_auth_fn)(void *arg, struct mg_connection *conn, const char *token);
+
+struct agd_stream_stats {
+	__u64 clients;    /* connected now */
+	__u64 accepted;   /* handshakes completed */
+	__u64 refused[4]; /* by enum agd_stream_refusal */
+	__u64 sent;       /* updates and replies written */
+	__u64 coalesced;  /* updates replaced by a newer one of their topic */
+	__u64 lost;       /* rating events the hub had no room for */
+	__u64 cut_slow;   /* clients disconnected for being too far behind */
+};
+
+enum agd_stream_refusal {
+	AGD_STREAM_REFUSED_AUTH,
+	AGD_STREAM_REFUSED_TOPIC,
+	AGD_STREAM_REFUSED_PER_IP,
+	AGD_STREAM_REFUSED_FULL,
+};
+extern const char *const agd_stream_refusal_names[4];
+
+struct agd_stream;
+
+/* Registers the /v1/stream handlers on mg and starts the hub thread. */
+int agd_stream_start(struct ag_engine *e, struct mg_context *mg, const struct agd_stream_opts *o,
+		     agd_stream_auth_fn auth, void *auth_arg, struct agd_stream **out);
+/* Before mg_stop(): no more events; every client gets close code 1001 and
+ * its connection is shut down, so CivetWeb's workers leave at once. */
+void agd_stream_shutdown(struct agd_stream *s);
+/* After mg_stop(): frees what is left. */
+void agd_stream_free(struct agd_stream *s);
+void agd_stream_get_stats(struct agd_stream *s, struct agd_stream_stats *st);
+
+/* Whether t is a topic a client may subscribe to. */
+bool agd_stream_topic_valid(const char *t);
+
+#endif
