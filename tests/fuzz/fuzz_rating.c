@@ -63,7 +63,7 @@ static void check_batch(int err, const struct ag_rating_batch *b)
 	}
 	FUZZ_CHECK(b->n == 0 && b->n_errors >= 1, "refused batch: n %zu errors %zu", b->n,
 		   b->n_errors);
-	for (i = 0; i < b->n_errors && i < 100; i++) {
+	for (i = 0; i < b->n_errors && i < AG_RATING_ERRORS_MAX; i++) {
 		const struct ag_rating_error *e = &b->errors[i];
 
 		FUZZ_CHECK(terminated(e->field, sizeof(e->field)), "field unterminated");

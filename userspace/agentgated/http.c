@@ -618,7 +618,7 @@ static int invalid_ratings(struct req *r, const struct ag_rating_batch *b)
 	size_t i;
 
 	ag_engine_count_invalid(r->h->e, b->n_errors);
-	for (i = 0; i < b->n_errors; i++) {
+	for (i = 0; i < b->n_errors && i < AG_RATING_ERRORS_MAX; i++) {
 		const struct ag_rating_error *x = &b->errors[i];
 
 		json_array_append_new(errs, json_pack("{s:I,s:s,s:s}", "index", (json_int_t)x->index,

@@ -11,8 +11,6 @@
 #include "policy.h"
 #include "rating.h"
 
-#define ERRORS_MAX 100 /* reported per batch; the count says how many more */
-
 struct item_error {
 	const char *field;
 	char reason[112];
@@ -131,7 +129,7 @@ static int push_error(struct ag_rating_batch *b, size_t index, const struct item
 {
 	struct ag_rating_error *x;
 
-	if (b->n_errors++ >= ERRORS_MAX)
+	if (b->n_errors++ >= AG_RATING_ERRORS_MAX)
 		return 0; /* counted, not detailed */
 	x = &b->errors[b->n_errors - 1];
 	x->index = index;
@@ -243,7 +241,7 @@ int ag_ratings_parse(const char *body, size_t len, enum ag_rating_format format,
 	int err;
 
 	memset(b, 0, sizeof(*b));
-	b->errors = calloc(ERRORS_MAX, sizeof(*b->errors));
+	b->errors = calloc(AG_RATING_ERRORS_MAX, sizeof(*b->errors));
 	if (!b->errors)
 		return -ENOMEM;
 	err = format == AG_RATING_NDJSON ? parse_ndjson(body, len, b) : parse_json(body, len, b);

@@ -37,9 +37,13 @@ struct ag_rating_error {
 	char reason[112];
 };
 
+#define AG_RATING_ERRORS_MAX 100 /* errors detailed per batch */
+
 struct ag_rating_batch {
 	struct ag_rating *items;
 	size_t n;
+	/* The first min(n_errors, AG_RATING_ERRORS_MAX) errors; n_errors counts
+	 * them all. */
 	struct ag_rating_error *errors;
 	size_t n_errors;
 };
