@@ -102,6 +102,8 @@ static int start_daemon(void)
 		.request_timeout_ms = 2000,
 		.tls_cert = "",
 		.tls_key = "",
+		.stream = { .max_clients = 2, .max_per_ip = 2, .queue = 64, .max_lag_ms = 2000,
+			    .ping_ms = 1000 },
 	};
 	char err[1024];
 	int rc;
