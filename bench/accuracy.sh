@@ -37,11 +37,7 @@ SRC=10.202.0.0/24
 # so passing a million packets a second leaves the CPUs to the senders.
 OTHER_MAC=02:a9:ff:ff:ff:01
 
-usage() {
-	sed -n '/^# Usage:/,/^#  *\[--seconds/p' "$0" | sed 's/^# \{0,1\}//' >&2
-	exit 2
-}
-die() { echo "$PROG: $*" >&2; exit "${2:-4}"; }
+. "$ROOT/bench/lib.sh"
 
 [ $# -ge 1 ] || usage
 case $1 in -h | --help) usage ;; esac
@@ -63,15 +59,11 @@ while [ $# -gt 0 ]; do
 	esac
 	shift 2
 done
-for v in $rates "$burst_ms" "$seconds" "$rounds"; do
-	[[ $v =~ ^[1-9][0-9]*$ ]] || die "'$v': a positive integer is needed" 2
-done
+need_positive_ints $rates "$burst_ms" "$seconds" "$rounds"
 
-for b in agentgate ag-trafficgen; do
-	[ -x "$build/$b" ] || die "$build/$b is not built (make bench-bins all)" 2
-done
+need_built "$build" agentgate ag-trafficgen
 build=$(cd "$build" && pwd)
-[ "$(id -u)" -eq 0 ] || die "must run as root (netns, XDP)" 3
+need_root "netns, XDP"
 for t in bpftool ethtool python3; do
 	command -v $t >/dev/null || die "$t missing (scripts/deps.sh)" 3
 done

@@ -28,11 +28,7 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PROG=bench/consume.sh
 
-usage() {
-	sed -n '/^# Usage:/,/^#  *\[--seconds/p' "$0" | sed 's/^# \{0,1\}//' >&2
-	exit 2
-}
-die() { echo "$PROG: $*" >&2; exit "${2:-4}"; }
+. "$ROOT/bench/lib.sh"
 
 [ $# -ge 1 ] || usage
 case $1 in -h | --help) usage ;; esac
@@ -54,16 +50,12 @@ while [ $# -gt 0 ]; do
 	esac
 	shift 2
 done
-for v in $conns "$agents" "$seconds" "$rounds"; do
-	[[ $v =~ ^[1-9][0-9]*$ ]] || die "'$v': a positive integer is needed" 2
-done
-for b in agentgated bench/consume; do
-	[ -x "$build/$b" ] || die "$build/$b is not built (make bench-bins all)" 2
-done
+need_positive_ints $conns "$agents" "$seconds" "$rounds"
+need_built "$build" agentgated bench/consume
 for t in redis-server redis-cli curl python3; do
 	command -v $t >/dev/null || die "$t missing (scripts/deps.sh)" 3
 done
-[ "$(id -u)" -eq 0 ] || die "must run as root (agentgated's bpffs and maps)" 3
+need_root "agentgated's bpffs and maps"
 
 work=$(mktemp -d /tmp/agentgate-consume.XXXXXX) || die "cannot create a temporary directory" 3
 bpffs=""

@@ -51,11 +51,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 LAB=$ROOT/scripts/lab.sh
 PROG=bench/peers.sh
 
-usage() {
-	sed -n '/^# Usage:/,/^#  *\[--seconds/p' "$0" | sed 's/^# \{0,1\}//' >&2
-	exit 2
-}
-die() { echo "$PROG: $*" >&2; exit "${2:-4}"; }
+. "$ROOT/bench/lib.sh"
 
 [ $# -ge 1 ] || usage
 case $1 in -h | --help) usage ;; esac
@@ -87,16 +83,12 @@ while [ $# -gt 0 ]; do
 	esac
 	shift 2
 done
-for v in "$sources" "$rate" "$burst" "$seconds" "$warmup" "$rounds"; do
-	[[ $v =~ ^[1-9][0-9]*$ ]] || die "'$v': a positive integer is needed" 2
-done
+need_positive_ints "$sources" "$rate" "$burst" "$seconds" "$warmup" "$rounds"
 [ "$sources" -le 65536 ] || die "--sources: at most 65536 (one /16)" 2
 
-for b in agentgate ag-trafficgen bench/empty.bpf.o bench/agents_fill; do
-	[ -e "$build/$b" ] || die "$build/$b is not built (make bench-bins all)" 2
-done
+need_built "$build" agentgate ag-trafficgen bench/empty.bpf.o bench/agents_fill
 build=$(cd "$build" && pwd)
-[ "$(id -u)" -eq 0 ] || die "must run as root (netns, XDP, netfilter)" 3
+need_root "netns, XDP, netfilter"
 for t in nft iptables ethtool python3 taskset ${profile:+perf}; do
 	command -v $t >/dev/null || die "$t missing (scripts/deps.sh)" 3
 done

@@ -64,13 +64,13 @@ def token(scope, key=KEY, exp="NOW+600"):
 
 
 class Daemon:
-    def __init__(self, name, args, tls=None):
+    def __init__(self, name, args, tls=None, binary=DAEMON):
         self.name, self.port, self.tls = name, free_port(), tls
         self.pin = os.path.join(BPFFS, "stream-" + name)
         self.state = os.path.join(TMP, name)
         self.log = os.path.join(TMP, name + ".log")
         os.makedirs(self.state, exist_ok=True)
-        self.cmd = [DAEMON, "--pin-path", self.pin, "--state-dir", self.state, "--listen",
+        self.cmd = [binary, "--pin-path", self.pin, "--state-dir", self.state, "--listen",
                     "127.0.0.1:%d" % self.port] + args
         self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL,
                                      stdout=open(self.log, "w"), stderr=subprocess.STDOUT)
@@ -480,6 +480,15 @@ def t_tls():
     except (ssl.SSLError, OSError):
         pass
     d.stop_clean()
+    # Installed by make install: the TLS libraries found at ../lib/agentgate.
+    dest = os.path.join(TMP, "inst")
+    r = subprocess.run(["make", "-s", "-C", ROOT, "install", "OUTPUT=" + BUILD, "DESTDIR=" + dest,
+                        "PREFIX=/usr"], capture_output=True, text=True)
+    check(r.returncode == 0, "make install: " + r.stdout + r.stderr)
+    i = Daemon("tlsinst", ["--tls-cert", crt, "--tls-key", key], tls=crt,
+               binary=os.path.join(dest, "usr/sbin/agentgated")).wait_ready()
+    check(i.http("GET", "/healthz")[0] == 200, "installed agentgated over HTTPS")
+    i.stop_clean()
     # Bad pairs: refused at start, exit 2, naming the file.
     other = os.path.join(TMP, "other.key")
     check(openssl("genpkey", "-algorithm", "RSA", "-out", other).returncode == 0, "genpkey")
@@ -517,8 +526,8 @@ CASES = [
     ("t_ping", "--stream-ping: idle clients are pinged"),
     ("t_close_codes", "client close code echoed; binary 1003; over 4096 bytes 1009"),
     ("t_shutdown", "SIGTERM: clients get 1001, exit 0, no sanitizer report"),
-    ("t_tls", "--tls-cert/--tls-key: HTTPS and WSS, no plaintext, no TLS 1.1; bad key pairs "
-              "exit 2 naming the problem"),
+    ("t_tls", "--tls-cert/--tls-key: HTTPS and WSS, no plaintext, no TLS 1.1, also from the "
+              "make install tree; bad key pairs exit 2 naming the problem"),
 ]
 
 

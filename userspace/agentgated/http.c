@@ -130,6 +130,7 @@ static json_t *error_json(int status, const char *fmt, va_list ap)
 	return o ? o : json_pack("{s:s,s:s}", "error", error_code(status), "message", msg);
 }
 
+/* The API's error response, the one place that writes it. */
 static int send_error_v(struct mg_connection *conn, int status, const char *extra,
 			const char *fmt, va_list ap)
 {
@@ -142,18 +143,7 @@ static int send_error_v(struct mg_connection *conn, int status, const char *extr
 	return send_json(conn, status, o, extra);
 }
 
-static int send_error(struct mg_connection *conn, int status, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int send_error(struct mg_connection *conn, int status, const char *fmt, ...)
-{
-	va_list ap;
-	int rc;
-
-	va_start(ap, fmt);
-	rc = send_error_v(conn, status, NULL, fmt, ap);
-	va_end(ap);
-	return rc;
-}
+#define send_error(conn, status, ...) agd_http_error(conn, status, NULL, __VA_ARGS__)
 
 int agd_http_error(struct mg_connection *conn, int status, const char *extra, const char *fmt,
 		   ...)

@@ -318,9 +318,8 @@ static void cut(struct client *c)
 }
 
 /* Statistics are atomic: they are counted under any of the locks. */
-static void count(struct agd_stream *s, __u64 *field, __u64 n)
+static void count(__u64 *field, __u64 n)
 {
-	(void)s;
 	__atomic_fetch_add(field, n, __ATOMIC_RELAXED);
 }
 
@@ -330,7 +329,7 @@ static void cut_slow(struct client *c, const char *why)
 	start_close(c, WS_CLOSE_POLICY, why);
 	if (c->writing_since_ns)
 		cut(c); /* its write is stuck: a close frame would not get through either */
-	count(c->s, &c->s->st.cut_slow, 1);
+	count(&c->s->st.cut_slow, 1);
 }
 
 /*
@@ -354,7 +353,7 @@ static void enqueue(struct client *c, struct msg *m, bool latest_only)
 				msg_ref(m);
 				msg_unref(q->m);
 				q->m = m; /* keeps its place and its age */
-				count(s, &s->st.coalesced, 1);
+				count(&s->st.coalesced, 1);
 				return;
 			}
 		}
@@ -501,7 +500,7 @@ static void *sender(void *arg)
 		pthread_mutex_lock(&c->lock);
 		c->writing_since_ns = 0;
 		pthread_mutex_unlock(&c->lock);
-		count(s, &s->st.sent, sent);
+		count(&s->st.sent, sent);
 		pthread_mutex_lock(&c->lock);
 		if (failed) { /* the connection is gone or cut: nothing more to write */
 			c->closing = c->close_sent = true;
@@ -634,11 +633,11 @@ static int ws_connect(const struct mg_connection *cconn, void *cbdata)
 	bool full, per_ip;
 
 	if (s->auth(s->auth_arg, conn, got >= 0 ? token : NULL)) {
-		count(s, &s->st.refused[AGD_STREAM_REFUSED_AUTH], 1);
+		count(&s->st.refused[AGD_STREAM_REFUSED_AUTH], 1);
 		return 1;
 	}
 	if (query_topics(ri, topics, sizeof(topics), bad, sizeof(bad))) {
-		count(s, &s->st.refused[AGD_STREAM_REFUSED_TOPIC], 1);
+		count(&s->st.refused[AGD_STREAM_REFUSED_TOPIC], 1);
 		agd_http_error(conn, 400, NULL, "%s", bad);
 		return 1;
 	}
@@ -649,7 +648,7 @@ static int ws_connect(const struct mg_connection *cconn, void *cbdata)
 	if (!full && !per_ip)
 		return 0;
 	why = full ? AGD_STREAM_REFUSED_FULL : AGD_STREAM_REFUSED_PER_IP;
-	count(s, &s->st.refused[why], 1);
+	count(&s->st.refused[why], 1);
 	if (full)
 		agd_http_error(conn, 503, "Retry-After: 5\r\n", "%u stream clients connected, the "
 			       "most there may be (--stream-max-clients)", s->o.max_clients);
@@ -757,9 +756,9 @@ static void ws_ready(struct mg_connection *conn, void *cbdata)
 		s->clients = c;
 		s->n_clients++;
 		atomic_fetch_add(&s->n_listeners, 1);
-		count(s, &s->st.accepted, 1);
+		count(&s->st.accepted, 1);
 	} else {
-		count(s, &s->st.refused[full ? AGD_STREAM_REFUSED_FULL : AGD_STREAM_REFUSED_PER_IP], 1);
+		count(&s->st.refused[full ? AGD_STREAM_REFUSED_FULL : AGD_STREAM_REFUSED_PER_IP], 1);
 	}
 	pthread_mutex_unlock(&s->lock);
 	if (full || per_ip) {
@@ -931,7 +930,7 @@ static void on_ratings(void *arg, const struct ag_rating_event *ev, size_t n)
 	pthread_cond_signal(&s->icv);
 	pthread_mutex_unlock(&s->ilock);
 	if (take < n)
-		count(s, &s->st.lost, n - take);
+		count(&s->st.lost, n - take);
 }
 
 static json_t *rating_data(const struct ag_rating_event *ev)
@@ -966,7 +965,7 @@ static void fan_out(struct agd_stream *s, const struct ag_rating_event *ev, size
 	if (!global || !own) {
 		free(global);
 		free(own);
-		count(s, &s->st.lost, n);
+		count(&s->st.lost, n);
 		return;
 	}
 	pthread_mutex_lock(&s->lock);
