@@ -381,7 +381,6 @@ static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item,
 	jsCtx *js = NULL;
 	natsMsgList pending = { 0 };
 	size_t slots = 16, i;
-	int j;
 
 	while (slots < 2 * n)
 		slots *= 2;
@@ -415,11 +414,11 @@ static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item,
 		js_PublishAsyncComplete(js, &po);
 	}
 	/* What is still pending was not acknowledged in time: ours again. */
-	if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) {
-		for (j = 0; j < pending.Count; j++)
-			natsMsg_Destroy(pending.Msgs[j]);
-		natsMsgList_Destroy(&pending);
-	}
+	if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
+		natsMsgList_Destroy(&pending); /* destroys them */
+	/* Only handlers already running are counted now: wait for them, so
+	 * none touches p after this returns. */
+	js_PublishAsyncComplete(js, NULL);
 out:
 	if (js)
 		jsCtx_Destroy(js);
