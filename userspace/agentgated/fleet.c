@@ -573,6 +573,14 @@ static int fleet_submit(void *arg, struct ag_job *job)
 	__u64 last = 0, dups = 0;
 	int err;
 
+	/* Whole or nothing (HTTP): refused here like a standalone host would. */
+	if (!job->item_err) {
+		job->err = ag_engine_check_agents(f->e, job, job->msg, sizeof(job->msg));
+		if (job->err) {
+			ag_job_complete(job);
+			return 0;
+		}
+	}
 	err = submit_prepare(f, job, &s);
 	if (!err && agd_fleet_connected(f))
 		err = submit_publish(f, &s, job->n);
