@@ -257,9 +257,10 @@ test: all
 
 # make bench: every benchmark (docs/BENCHMARKS.md), 10-15 minutes; each
 # one alone: make bench-xdp, bench-peers, bench-accuracy, bench-ratings,
-# bench-consume, bench-scale, bench-stream. BENCH_ARGS passes options to a single one.
+# bench-consume, bench-scale, bench-stream, bench-fleet. BENCH_ARGS passes options to a
+# single one.
 BENCH_ONE := bench-xdp bench-peers bench-accuracy bench-ratings bench-consume bench-scale \
-	bench-stream
+	bench-stream bench-fleet
 .PHONY: bench-prep $(BENCH_ONE)
 
 bench: bench-prep
@@ -270,6 +271,7 @@ bench: bench-prep
 	$(Q)bench/consume.sh $(OUTPUT)
 	$(Q)bench/scale.sh $(OUTPUT)
 	$(Q)bench/stream.py $(OUTPUT)
+	$(Q)bench/fleet.py $(OUTPUT)
 
 bench-prep: deps
 	$(Q)$(MAKE) --no-print-directory bench-bins $(OUTPUT)/agentgate $(OUTPUT)/agentgated
@@ -288,6 +290,8 @@ bench-scale: bench-prep
 	$(Q)bench/scale.sh $(OUTPUT) $(BENCH_ARGS)
 bench-stream: bench-prep
 	$(Q)bench/stream.py $(OUTPUT) $(BENCH_ARGS)
+bench-fleet: bench-prep
+	$(Q)bench/fleet.py $(OUTPUT) $(BENCH_ARGS)
 
 # make demo: the whole mission on one machine (scripts/demo.sh), in under 90 s.
 demo: deps

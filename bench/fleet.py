@@ -1,0 +1,228 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""bench/fleet.py BUILD_DIR [--seconds 5] [--rounds 200] [--json F]
+
+The fleet over NATS JetStream, against a standalone daemon in the same run.
+One nats-server (JetStream, file storage in a temporary directory) and
+agentgated daemons of the optimized build on loopback, each with its own
+state directory and pins in a private bpffs.
+
+1. Ratings/s over HTTP keep-alive, every rating with its own id: batches of
+   100 (4 clients) and single ratings (8 clients), for --seconds each,
+   against (a) a standalone daemon, (b) one fleet daemon, (c) the first of
+   three fleet daemons. A fleet answer comes after JetStream acknowledged
+   the ratings and the daemon applied them. Ratio = fleet / standalone.
+2. Convergence: --rounds times, one rating posted at host a; the time until
+   hosts b and c both show it (polled over keep-alive, 0.2 ms apart),
+   against the time host a took to answer (its own apply): p50 and p99.
+Everything it starts is stopped and removed on exit.
+"""
+import argparse
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "stream"))
+from wsclient import free_port  # noqa: E402
+
+PROCS = []
+
+
+def stop_all():
+    for p in PROCS:
+        if p.poll() is None:
+            p.terminate()
+    for p in PROCS:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    PROCS.clear()
+
+
+def wait_http(port, path="/healthz", timeout=20):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", path)
+            if c.getresponse().status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("port %d did not answer %s" % (port, path))
+
+
+class Lab:
+    def __init__(self, build):
+        self.build = build
+        self.tmp = tempfile.mkdtemp(prefix="agbench-fleet.")
+        self.bpffs = tempfile.mkdtemp(prefix="agbench-fleet.", dir="/run")
+        subprocess.run(["mount", "-t", "bpf", "bpf", self.bpffs], check=True)
+        self.nats_port = free_port()
+        self.n = 0
+
+    def start_nats(self):
+        mon = free_port()
+        PROCS.append(subprocess.Popen(
+            ["nats-server", "-js", "-sd", os.path.join(self.tmp, "js"), "-a", "127.0.0.1",
+             "-p", str(self.nats_port), "-m", str(mon)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_http(mon)
+
+    def daemon(self, node=None):
+        self.n += 1
+        port = free_port()
+        args = [os.path.join(self.build, "agentgated"), "--config", "/dev/null", "--quiet",
+                "--state-dir", os.path.join(self.tmp, "state%d" % self.n),
+                "--pin-path", os.path.join(self.bpffs, "d%d" % self.n),
+                "--listen", "127.0.0.1:%d" % port]
+        if node:
+            args += ["--nats", "nats://127.0.0.1:%d" % self.nats_port, "--node", node]
+        PROCS.append(subprocess.Popen(args, stdout=subprocess.DEVNULL,
+                                      stderr=open(os.path.join(self.tmp, "d%d.log" % self.n),
+                                                  "w")))
+        wait_http(port, "/readyz")
+        return port
+
+    def close(self):
+        stop_all()
+        subprocess.run(["umount", self.bpffs], check=False)
+        shutil.rmtree(self.bpffs, ignore_errors=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def post(conn, body):
+    conn.request("POST", "/v1/ratings", body=body,
+                 headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    data = r.read()
+    if r.status != 200:
+        raise RuntimeError("POST /v1/ratings: %d %s" % (r.status, data[:200]))
+    return data
+
+
+def load(port, clients, batch, seconds, tag):
+    """Ratings/s with `clients` keep-alive connections posting `batch` ratings
+    per request (ids unique), for `seconds`."""
+    done = [0] * clients
+    errors = []
+    stop = time.time() + seconds
+
+    def run(k):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        i = 0
+        try:
+            while time.time() < stop:
+                items = [{"id": "%s-%d-%d-%d" % (tag, k, i, j), "agent": "a%d" % (j % 16),
+                          "score": 1 + (i + j) % 5} for j in range(batch)]
+                i += 1
+                post(c, json.dumps(items if batch > 1 else items[0]))
+                done[k] += batch
+        except (OSError, RuntimeError) as e:
+            errors.append(str(e))
+
+    t0 = time.time()
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise RuntimeError(errors[0])
+    return sum(done) / (time.time() - t0)
+
+
+def ratings_of(conn, agent):
+    conn.request("GET", "/v1/agents/" + agent)
+    r = conn.getresponse()
+    data = r.read()
+    return json.loads(data)["ratings"] if r.status == 200 else 0
+
+
+def convergence(ports, rounds):
+    a = http.client.HTTPConnection("127.0.0.1", ports[0], timeout=30)
+    others = [http.client.HTTPConnection("127.0.0.1", p, timeout=30) for p in ports[1:]]
+    local, fleet = [], []
+    for i in range(rounds):
+        t0 = time.perf_counter()
+        post(a, json.dumps({"id": "conv-%d" % i, "agent": "conv", "score": 1 + i % 5}))
+        local.append(time.perf_counter() - t0)
+        pending = list(others)
+        while pending:
+            pending = [c for c in pending if ratings_of(c, "conv") < i + 1]
+            if pending:
+                time.sleep(0.0002)
+        fleet.append(time.perf_counter() - t0)
+        time.sleep(0.005)
+    return local, fleet
+
+
+def pct(xs, p):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100.0 * len(xs)))]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("build")
+    ap.add_argument("--seconds", type=float, default=5)
+    ap.add_argument("--rounds", type=int, default=200)
+    ap.add_argument("--json")
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench/fleet.py: needs root (bpffs)", file=sys.stderr)
+        return 77
+    if not shutil.which("nats-server"):
+        print("bench/fleet.py: nats-server missing (scripts/deps.sh)", file=sys.stderr)
+        return 77
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda *_: sys.exit(130))
+    lab = Lab(a.build)
+    res = {"date": time.strftime("%Y-%m-%d"), "nproc": os.cpu_count(),
+           "kernel": os.uname().release}
+    try:
+        lab.start_nats()
+        alone = lab.daemon()
+        f1 = lab.daemon("f1")
+        for name, clients, batch in (("batch100", 4, 100), ("single", 8, 1)):
+            base = load(alone, clients, batch, a.seconds, "s-" + name)
+            one = load(f1, clients, batch, a.seconds, "f1-" + name)
+            res[name] = {"standalone": base, "fleet_1": one}
+            print("%-9s standalone %9.0f/s  fleet(1 host) %9.0f/s  ratio %.3f" %
+                  (name, base, one, one / base), flush=True)
+        f2, f3 = lab.daemon("f2"), lab.daemon("f3")
+        for name, clients, batch in (("batch100", 4, 100), ("single", 8, 1)):
+            three = load(f1, clients, batch, a.seconds, "f3-" + name)
+            res[name]["fleet_3"] = three
+            print("%-9s fleet(3 hosts, load on one) %9.0f/s  ratio to standalone %.3f" %
+                  (name, three, three / res[name]["standalone"]), flush=True)
+        local, fleet = convergence([f1, f2, f3], a.rounds)
+        res["convergence_ms"] = {
+            "local_p50": 1e3 * pct(local, 50), "local_p99": 1e3 * pct(local, 99),
+            "fleet_p50": 1e3 * pct(fleet, 50), "fleet_p99": 1e3 * pct(fleet, 99)}
+        c = res["convergence_ms"]
+        print("convergence over %d ratings: host a answered p50 %.2f ms p99 %.2f ms; hosts "
+              "b and c had it p50 %.2f ms p99 %.2f ms (ratio p99 %.2f)" %
+              (a.rounds, c["local_p50"], c["local_p99"], c["fleet_p50"], c["fleet_p99"],
+               c["fleet_p99"] / c["local_p99"]), flush=True)
+    finally:
+        lab.close()
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump(res, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
