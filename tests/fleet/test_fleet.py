@@ -431,7 +431,7 @@ def stream_last_seq(s):
 def rules_of(d, agent):
     st, body, _ = d.http("GET", "/v1/rules")
     check(st == 200, "%s GET /v1/rules: %d %s" % (d.node, st, body))
-    return sorted((r["prefix"], r.get("port"), r["agent"]) for r in json.loads(body)
+    return sorted((r["prefix"], r.get("port") or 0, r["agent"]) for r in json.loads(body)
                   if r["agent"] == agent)
 
 
@@ -471,7 +471,7 @@ def t_operator():
     check(st == 201, "POST rule at a: %d %s" % (st, body))
     st, body, _ = b.http("POST", "/v1/rules", {"prefix": "2001:db8:77::/48", "agent": "op-1"})
     check(st == 201, "POST rule at b: %d %s" % (st, body))
-    both = [("10.77.0.0/16", 443, "op-1"), ("2001:db8:77::/48", None, "op-1")]
+    both = [("10.77.0.0/16", 443, "op-1"), ("2001:db8:77::/48", 0, "op-1")]
     wait_for(lambda: all(rules_of(d, "op-1") == both for d in hosts), CONVERGE,
              what="both rules on every host")
     st, body, _ = c.http("DELETE", "/v1/rules?prefix=10.77.0.0/16&port=443")
