@@ -124,7 +124,7 @@ D_SRCS := $(wildcard userspace/agentgated/*.c)
 D_LIB_SRCS := $(filter-out userspace/agentgated/main.c,$(D_SRCS))
 D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(D_LIB_SRCS))
 D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(D_LIB_SRCS))
-D_LIBS := -ljansson -llmdb -lcivetweb -ljwt -lssl -lcrypto
+D_LIBS := -ljansson -llmdb -lcivetweb -ljwt -lnats -lssl -lcrypto
 
 $(OUTPUT)/obj/userspace/agentgated/%.o $(OUTPUT)/san/userspace/agentgated/%.o: \
 	CFLAGS += -DAG_VERSION='"$(VERSION)"'
