@@ -279,7 +279,7 @@ class Daemon:
     def ready(self, want=("ready",)):
         if not self.alive():
             raise Fail("daemon %s exited with %s: %s" % (
-                self.node, self.proc and self.proc.returncode, self.log_tail()))
+                self.node, self.proc and self.proc.returncode, self.log_tail(600)))
         try:
             st, body, _ = self.http("GET", "/readyz", timeout=3)
         except OSError:
