@@ -169,7 +169,7 @@ $(OUTPUT)/agentgated-san: $(OUTPUT)/san/userspace/agentgated/main.o \
 
 TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
 	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_gcra $(OUTPUT)/tests/test_lib \
-	$(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating
+	$(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating $(OUTPUT)/tests/test_fleet
 
 .PHONY: tests
 tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san
@@ -182,6 +182,8 @@ $(OUTPUT)/tests/test_lib: tests/unit/test_lib.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_policy: tests/unit/test_policy.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_rating: tests/unit/test_rating.c $(OUTPUT)/libagentgated-san.a \
+	$(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_fleet: tests/unit/test_fleet.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
 
 $(TEST_BINS):

@@ -1252,14 +1252,21 @@ __u64 ag_engine_log_seq(struct ag_engine *e)
 	return seq;
 }
 
-bool ag_engine_has_agent(struct ag_engine *e, const char *name)
+int ag_engine_check_agents(struct ag_engine *e, const struct ag_job *job, char *msg,
+			   size_t len)
 {
-	bool known;
+	size_t i;
+	int err = 0;
 
 	pthread_mutex_lock(&e->lock);
-	known = tab_find(e, name) != NULL;
+	for (i = 0; i < job->n && !e->opts.auto_create && !err; i++)
+		if (!tab_find(e, job->items[i].agent)) {
+			snprintf(msg, len, "item %zu: unknown agent '%s' (create it with PUT "
+				 "/v1/agents/%s)", i, job->items[i].agent, job->items[i].agent);
+			err = -ENOENT;
+		}
 	pthread_mutex_unlock(&e->lock);
-	return known;
+	return err;
 }
 
 int ag_engine_job_agents(struct ag_engine *e, struct ag_job *job)

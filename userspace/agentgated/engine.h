@@ -208,7 +208,10 @@ int ag_engine_apply_op(struct ag_engine *e, const struct ag_op *op, __u64 seq, b
 		       struct ag_op_err *oe);
 /* The log sequence the stored state includes (0: none). */
 __u64 ag_engine_log_seq(struct ag_engine *e);
-bool ag_engine_has_agent(struct ag_engine *e, const char *name);
+/* With auto-create off: -ENOENT and msg naming the first item whose agent
+ * is unknown here (a whole-or-nothing job is refused before the log). */
+int ag_engine_check_agents(struct ag_engine *e, const struct ag_job *job, char *msg,
+			   size_t len);
 /* Fills job->agents with the current values of the agents its items name. */
 int ag_engine_job_agents(struct ag_engine *e, struct ag_job *job);
 /* The fraction of the agent's (fleet-wide) rate this host's bucket gets:

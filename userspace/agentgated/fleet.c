@@ -381,7 +381,6 @@ static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item,
 	jsCtx *js = NULL;
 	natsMsgList pending = { 0 };
 	size_t slots = 16, i;
-	int j;
 
 	while (slots < 2 * n)
 		slots *= 2;
@@ -415,11 +414,11 @@ static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item,
 		js_PublishAsyncComplete(js, &po);
 	}
 	/* What is still pending was not acknowledged in time: ours again. */
-	if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK) {
-		for (j = 0; j < pending.Count; j++)
-			natsMsg_Destroy(pending.Msgs[j]);
-		natsMsgList_Destroy(&pending);
-	}
+	if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
+		natsMsgList_Destroy(&pending); /* destroys them */
+	/* Only handlers already running are counted now: wait for them, so
+	 * none touches p after this returns. */
+	js_PublishAsyncComplete(js, NULL);
 out:
 	if (js)
 		jsCtx_Destroy(js);
@@ -574,6 +573,14 @@ static int fleet_submit(void *arg, struct ag_job *job)
 	__u64 last = 0, dups = 0;
 	int err;
 
+	/* Whole or nothing (HTTP): refused here like a standalone host would. */
+	if (!job->item_err) {
+		job->err = ag_engine_check_agents(f->e, job, job->msg, sizeof(job->msg));
+		if (job->err) {
+			ag_job_complete(job);
+			return 0;
+		}
+	}
 	err = submit_prepare(f, job, &s);
 	if (!err && agd_fleet_connected(f))
 		err = submit_publish(f, &s, job->n);
