@@ -8,6 +8,7 @@ cluster (routes on loopback); ready when its monitoring /healthz answers 200
 directory, port and log. Every process is registered in PROCS and killed by
 its id in cleanup(), which the test's finally block and signal handlers call.
 """
+import http.client as httpclient
 import json
 import os
 import shutil
@@ -87,6 +88,8 @@ def http(base, method, path, body=None, ctype="application/json", timeout=30):
             return r.status, r.read().decode(), dict(r.headers)
     except urllib.error.HTTPError as e:
         return e.code, e.read().decode(), dict(e.headers)
+    except httpclient.HTTPException as e:     # e.g. the server died mid-answer
+        raise OSError("%s %s: %s: %s" % (method, path, type(e).__name__, e))
 
 
 def popen(cmd, log, **kw):

@@ -215,7 +215,7 @@ class Nats:
         return json.loads(m.data)
 
     def stream_msg(self, stream, seq=None, last_by_subj=None, timeout=5.0):
-        """A stored message: (subject, seq, headers, data), or None when absent."""
+        """A stored message: (subject, seq, headers, data, time), or None when absent."""
         req = {"seq": seq} if seq is not None else {"last_by_subj": last_by_subj}
         ans = self.js("STREAM.MSG.GET." + stream, req, timeout)
         if "error" in ans:
@@ -227,7 +227,64 @@ class Nats:
         if m.get("hdrs"):
             headers = parse_headers(base64.b64decode(m["hdrs"]))[1]
         data = base64.b64decode(m.get("data", "")) if m.get("data") else b""
-        return m["subject"], m["seq"], headers, data
+        return m["subject"], m["seq"], headers, data, m.get("time")
+
+
+    def stream_count(self, stream, subject, timeout=5.0):
+        """How many messages the stream holds on subject (no wildcards)."""
+        ans = self.js("STREAM.INFO." + stream, {"subjects_filter": subject}, timeout)
+        if "error" in ans:
+            raise NatsError("STREAM.INFO: %r" % ans["error"])
+        return (ans["state"].get("subjects") or {}).get(subject, 0)
+
+    def stream_read(self, stream, subject, timeout=30.0):
+        """Every message of the stream on subject, in order, through an ephemeral
+        push consumer: [(stream sequence, headers, data)]."""
+        want = self.stream_count(stream, subject)
+        inbox = "_INBOX.agtest.%s" % os.urandom(8).hex()
+        sid = self.sub(inbox)
+        cfg = {"deliver_subject": inbox, "ack_policy": "none", "deliver_policy": "all",
+               "filter_subject": subject, "mem_storage": True, "num_replicas": 1,
+               "inactive_threshold": 30 * 10**9}
+        try:
+            ans = self.js("CONSUMER.CREATE." + stream, {"stream_name": stream, "config": cfg},
+                          10)
+        except (socket.timeout, NatsError):
+            ans = {"error": "no answer"}
+        if "error" in ans:
+            # (A cluster missing a node may not place the consumer: read
+            # message by message instead.)
+            self.unsub(sid)
+            return self.stream_scan(stream, subject, timeout)
+        out = []
+        try:
+            deadline = time.monotonic() + timeout
+            while len(out) < want:
+                try:
+                    m = self.next_msg(max(0.001, deadline - time.monotonic()), sid=sid)
+                except socket.timeout:
+                    raise NatsError("stream_read %s: %d of %d messages within %g s" %
+                                    (subject, len(out), want, timeout))
+                if m.status is not None:    # heartbeats, flow control: none asked for
+                    continue
+                # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+                seq = int(m.reply.split(".")[5]) if m.reply else None
+                out.append((seq, m.headers, m.data))
+        finally:
+            self.unsub(sid)
+            self.js("CONSUMER.DELETE.%s.%s" % (stream, ans["name"]), timeout=timeout)
+        return out
+
+
+    def stream_scan(self, stream, subject, timeout=5.0):
+        """As stream_read, one STREAM.MSG.GET per sequence (slow: small streams)."""
+        st = self.js("STREAM.INFO." + stream, timeout=timeout)["state"]
+        out = []
+        for q in range(st["first_seq"], st["last_seq"] + 1):
+            m = self.stream_msg(stream, seq=q, timeout=timeout)
+            if m and m[0] == subject:
+                out.append((q, m[2], m[3]))
+        return out
 
 
 def main(argv):
