@@ -427,7 +427,11 @@ def t_kill9():
         time.sleep(1.5)
         c.kill9()
         n_kill = len(acked)
-        time.sleep(1.5)
+        time.sleep(0.5)
+        # While c is down: one rating of its own agent, amid the others (c
+        # catches up on it inside a batch of later messages).
+        post(a, {"id": "k-three-1", "agent": "k-three", "score": 5})
+        time.sleep(1)
         c.start()
         c.wait_ready()
         time.sleep(1.5)
@@ -444,6 +448,7 @@ def t_kill9():
         if ag == "k-one":
             sc = sc + [5]
         exp[ag] = {"rate": 2000 + 10 * sum(x - 3 for x in sc), "ratings": len(sc)}
+    exp["k-three"] = {"rate": 120.0, "ratings": 1}
     converge(hosts, list(exp), exp)
     seqs = wait_for(lambda: (lambda m: len(set(m.values())) == 1 and m)(
         metric_all(hosts, "agentgate_fleet_applied_sequence")), CONVERGE,
