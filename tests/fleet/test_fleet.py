@@ -207,14 +207,14 @@ def phase1():
 
 def t_flags():
     # Standalone (no --nats): unchanged, no fleet object.
-    d = new_daemon("standalone", [])
-    d.start().wait_ready()
+    d = standalone()
     st, body, _ = d.http("GET", "/readyz")
     check(st == 200 and json.loads(body) == {"status": "ready"}, "standalone /readyz: %s" % body)
     check(d.http("PUT", "/v1/agents/sa", {"rate": 100})[0] == 201, "standalone PUT")
     o = d.agent("sa")
     check("fleet" not in o, "standalone agent has a fleet object: %s" % o)
-    stop_daemon(d)
+    r = post(d, {"agent": "sa", "score": 5})
+    check(set(r) == {"applied", "duplicates", "agents"}, "standalone answer: %s" % r)
     # Invalid --node names: exit 2 (invalid options), naming the option.
     errors = []
     for bad in ("bad name", "a.b", "x" * 33, "", "\u00e4"):
@@ -240,7 +240,8 @@ def t_flags():
     try:
         d.wait_ready(10)
     except Fail as e:
-        errors.append("bare milliseconds: %s" % str(e)[-300:])
+        lines = [x for x in d.log_text().splitlines() if "invalid value" in x] or [str(e)[-300:]]
+        errors.append("--nats-timeout 1500 --fleet-interval 1000 (milliseconds): %s" % lines[-1])
         d.extra = ["--nats-timeout", "1500ms", "--fleet-interval", "1s"]
         d.start().wait_ready()
     r = post(d, {"agent": "fl-32", "score": 5})
@@ -250,9 +251,42 @@ def t_flags():
     check(not errors, "; ".join(errors))
 
 
+STANDALONE = {}
+
+
+def standalone():
+    """One standalone daemon (no --nats), the reference for what must not change."""
+    d = STANDALONE.get("d")
+    if d is None or not d.alive():
+        d = STANDALONE["d"] = new_daemon("standalone", [])
+        d.start().wait_ready()
+    return d
+
+
+INVALID = [
+    ("application/json", [{"agent": "iv", "score": 5}, {"agent": "iv", "score": 6}]),
+    ("application/json", {"agent": "iv", "score": 3, "colour": "red"}),
+    ("application/json", {"agent": "", "score": 3}),
+    ("application/json", {"agent": "iv"}),
+    ("application/json", b'{"agent": "iv", "score": '),
+    ("application/x-ndjson", b'{"agent":"iv","score":4}\n{"agent":"i v","score":4}\n'),
+]
+
+
 def t_converge():
     s, hosts = phase1()
     a, b, c = hosts
+    st, body, _ = a.http("GET", "/readyz")
+    check(st == 200 and json.loads(body) == {"status": "ready"}, "/readyz: %d %s" % (st, body))
+    # Validation exactly as standalone: same status and body, nothing published.
+    ref = standalone()
+    seq0 = stream_last_seq(s)
+    for ctype, body in INVALID:
+        want = ref.http("POST", "/v1/ratings", body, ctype)[:2]
+        got = b.http("POST", "/v1/ratings", body, ctype)[:2]
+        check(want[0] == 400 and got == want, "invalid %r: fleet %s, standalone %s" %
+              (body, got, want))
+    check(stream_last_seq(s) == seq0, "invalid ratings reached the stream")
     ts = 1700000000000
     r1 = post(a, {"id": "cv-1", "agent": "cv-alpha", "user": "u1", "score": 5, "ts": ts})
     check(r1.get("applied") == 1 and r1.get("duplicates") == 0, "cv-1 answer: %s" % r1)
