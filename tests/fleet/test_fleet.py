@@ -1050,17 +1050,24 @@ def t_demand_split():
         finally:
             n.close()
         # e2's traffic stops: its share falls to its floor, e1's rises to 1.
-        fl.stop_proc(gens[1], signal.SIGINT)
+        rc = fl.stop_proc(gens[1], signal.SIGINT)
+        t_stop = time.monotonic()
+        c2 = cli(e2.pin, "agent", "show", agent)
+        timeline = []
 
         def floored():
             sh_ = [d.agent(agent)["fleet"]["share"] for d in hosts]
-            return sh_ if sh_[0] >= 0.95 and abs(sh_[1] - floor2) < 1e-6 else None
+            timeline.append("%.1f s %s" % (time.monotonic() - t_stop, sh_))
+            return sh_ if sh_[0] >= 0.95 and abs(sh_[1] - floor2) < 1e-3 else None
         try:
             got = wait_for(floored, 30, interval=0.5, what="e1 share 1, e2 at its floor %g" %
                            floor2)
         except Fail:
-            diag("e1: %s" % e1.agent(agent)["fleet"])
-            diag("e2: %s" % e2.agent(agent)["fleet"])
+            c3 = cli(e2.pin, "agent", "show", agent)
+            diag("generator exit %s; e2's counters since: +%d passed, +%d dropped" % (
+                rc, c3["passed_packets"] - c2["passed_packets"],
+                c3["dropped_packets"] - c2["dropped_packets"]))
+            diag("shares: %s" % "; ".join(timeline[::4] + timeline[-2:]))
             raise
         diag("shares after e2's traffic stopped: %s" % got)
     finally:
