@@ -143,6 +143,22 @@ static void random_id(const char *node, char *id, size_t len)
 		snprintf(id + off, len - off, "%02x", b[i]);
 }
 
+void agd_fleet_subject(const char *agent, char *subject, size_t len)
+{
+	size_t off = (size_t)snprintf(subject, len, "%s", AGD_FLEET_RATINGS), i;
+	bool dlq = !strcmp(agent, "dlq");
+
+	for (i = 0; agent[i] && off + 4 < len; i++) {
+		if (agent[i] == '.' || (dlq && i == 0)) {
+			off += (size_t)snprintf(subject + off, len - off, "%%%02X",
+						(unsigned char)agent[i]);
+			continue;
+		}
+		subject[off++] = agent[i];
+	}
+	subject[off] = 0;
+}
+
 static natsMsg *make_msg(const char *subject, const char *msg_id, const char *data, size_t len)
 {
 	natsMsg *m = NULL;
@@ -230,8 +246,11 @@ static int outbox_put(struct agd_fleet *f, const struct ag_rating *items, const 
 		MDB_val k = { sizeof(key), &key }, v;
 		int l;
 
+		char subject[AGD_FLEET_SUBJECT_MAX];
+
+		agd_fleet_subject(r->agent, subject, sizeof(subject));
 		if (payload)
-			l = asprintf(&val, "%s%s\n%s\n%s", AGD_FLEET_RATINGS, r->agent, r->id, payload);
+			l = asprintf(&val, "%s\n%s\n%s", subject, r->id, payload);
 		free(payload);
 		if (!payload || l < 0) {
 			rc = ENOMEM;
@@ -275,7 +294,7 @@ struct outbox_batch {
 static int outbox_read(struct agd_fleet *f, struct outbox_batch *b)
 {
 	MDB_txn *txn;
-	MDB_cursor *cur;
+	MDB_cursor *cur = NULL;
 	MDB_val k, v;
 	int rc, op = MDB_FIRST;
 
@@ -305,6 +324,8 @@ static int outbox_read(struct agd_fleet *f, struct outbox_batch *b)
 		if (oe->msg)
 			b->n++;
 	}
+	if (cur)
+		mdb_cursor_close(cur); /* a read-only transaction does not free it */
 	mdb_txn_abort(txn);
 	return 0;
 }
@@ -525,13 +546,13 @@ static int submit_prepare(struct agd_fleet *f, const struct ag_job *job, struct 
 
 static int submit_publish(struct agd_fleet *f, struct submit *s, size_t n)
 {
-	char subject[sizeof(AGD_FLEET_RATINGS) + AG_NAME_MAX];
+	char subject[AGD_FLEET_SUBJECT_MAX];
 	size_t i;
 
 	for (i = 0; i < n; i++) {
 		char *payload = rating_payload(&s->items[i]);
 
-		snprintf(subject, sizeof(subject), "%s%s", AGD_FLEET_RATINGS, s->items[i].agent);
+		agd_fleet_subject(s->items[i].agent, subject, sizeof(subject));
 		s->msgs[i] = payload ? make_msg(subject, s->items[i].id, payload,
 						  strlen(payload)) : NULL;
 		free(payload);
@@ -774,6 +795,13 @@ static void on_reconnected(natsConnection *nc, void *closure)
 	f->opts.log(AG_LOG_INFO, "fleet: connected to NATS again");
 }
 
+static void on_connected(natsConnection *nc, void *closure)
+{
+	struct agd_fleet *f = closure;
+
+	f->opts.log(AG_LOG_INFO, "fleet: connected to NATS");
+}
+
 static int connect_nats(struct agd_fleet *f, char *err, size_t len)
 {
 	const char *urls[AGD_LIST_MAX_URLS];
@@ -802,7 +830,9 @@ static int connect_nats(struct agd_fleet *f, char *err, size_t len)
 	if (s == NATS_OK)
 		s = natsOptions_SetFailRequestsOnDisconnect(f->nopts, true);
 	if (s == NATS_OK)
-		s = natsOptions_SetRetryOnFailedConnect(f->nopts, true, NULL, NULL);
+		/* With a callback the first connect retries in the background,
+		 * not in this call: the API starts with NATS unreachable. */
+		s = natsOptions_SetRetryOnFailedConnect(f->nopts, true, on_connected, f);
 	if (s == NATS_OK)
 		s = natsOptions_SetDisconnectedCB(f->nopts, on_disconnected, f);
 	if (s == NATS_OK)

@@ -55,6 +55,12 @@ struct agd_fleet {
 	bool consumer_started, outbox_started, demand_started;
 };
 
+/* agentgate.ratings.<agent>, '.' in the name written %2E (a subject
+ * token may not be empty) and an agent named dlq as %64lq (the dead-letter
+ * subject is agentgate.ratings.dlq). */
+#define AGD_FLEET_SUBJECT_MAX (sizeof(AGD_FLEET_RATINGS) + 3 * AG_NAME_MAX)
+void agd_fleet_subject(const char *agent, char *subject, size_t len);
+
 __u64 agd_fleet_wall_ms(void);
 bool agd_fleet_pause(struct agd_fleet *f, __u64 ms);
 bool agd_fleet_connected(struct agd_fleet *f);

@@ -295,14 +295,15 @@ static void take_rating(struct agd_fleet *f, natsMsg *msg, __u64 seq, struct pen
 	const char *subject = natsMsg_GetSubject(msg), *hdr_id = NULL;
 	struct ag_rating *r = &p->items[p->n];
 	struct ag_rating_error re = { 0 };
-	char why[200];
+	char why[200], expected[AGD_FLEET_SUBJECT_MAX];
 
 	if (ag_rating_parse_line(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), r,
 				 &re)) {
 		snprintf(why, sizeof(why), "%s%s%s", re.field, re.field[0] ? ": " : "", re.reason);
 		goto bad;
 	}
-	if (strcmp(subject + strlen(AGD_FLEET_RATINGS), r->agent)) {
+	agd_fleet_subject(r->agent, expected, sizeof(expected));
+	if (strcmp(subject, expected)) {
 		snprintf(why, sizeof(why), "the subject names another agent than '%s'", r->agent);
 		goto bad;
 	}
