@@ -8,7 +8,7 @@ under $AG_TEST_BPFFS, state directory, HTTP port and --node name.
 Usage: test_fleet.py BUILD_DIR   (TAP; AG_TEST_BPFFS: a bpffs for the pins,
 mounted here when unset; AG_TEST_ONLY: space-separated case names to run,
 the others skipped; AG_TEST_KEEP: keep the temporary directory with the
-logs and stores)
+logs and stores; AG_FLEET_DAEMON=agentgated: the unsanitized daemon)
 
 Cases (see CASES for the one-line descriptions): flags and standalone;
 three hosts converging on identical rates and statistics (single ratings
