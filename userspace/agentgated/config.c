@@ -247,6 +247,11 @@ static int set_opt(struct agd_config *c, const struct opt *o, const char *val, c
 
 	switch (o->kind) {
 	case K_STR:
+		/* An empty node name would silently mean "the host name". */
+		if (!*val && o->off == offsetof(struct agd_config, node)) {
+			snprintf(buf, len, "%s: must not be empty", o->name);
+			return -1;
+		}
 		if (strlen(val) >= o->size)
 			bad = 1;
 		else

@@ -159,6 +159,14 @@ static natsMsg *make_msg(const char *subject, const char *msg_id, const char *da
 /* ---- the outbox: ratings kept while NATS is unreachable ------------------------ */
 
 /* Key: be64 counter. Value: subject \n msg id \n payload. */
+static __u64 key_of(const MDB_val *k)
+{
+	__u64 be;
+
+	memcpy(&be, k->mv_data, sizeof(be)); /* LMDB keys are not aligned */
+	return be64toh(be);
+}
+
 static int outbox_open(struct agd_fleet *f, char *err, size_t len)
 {
 	char dir[4200];
@@ -188,7 +196,7 @@ static int outbox_open(struct agd_fleet *f, char *err, size_t len)
 		rc = mdb_cursor_open(txn, f->ob_dbi, &cur);
 	if (!rc) {
 		if (!mdb_cursor_get(cur, &k, &v, MDB_LAST) && k.mv_size == 8)
-			f->ob_next = be64toh(*(__u64 *)k.mv_data) + 1;
+			f->ob_next = key_of(&k) + 1;
 		mdb_cursor_close(cur);
 		f->ob_depth = st.ms_entries;
 		rc = mdb_txn_commit(txn);
@@ -291,7 +299,7 @@ static int outbox_read(struct agd_fleet *f, struct outbox_batch *b)
 		subject[nl1 - s] = 0;
 		memcpy(id, nl1 + 1, (size_t)(nl2 - nl1 - 1));
 		id[nl2 - nl1 - 1] = 0;
-		oe->key = be64toh(*(__u64 *)k.mv_data);
+		oe->key = key_of(&k);
 		oe->acked = false;
 		oe->msg = make_msg(subject, id, nl2 + 1, (size_t)(end - nl2 - 1));
 		if (oe->msg)

@@ -306,6 +306,9 @@ static void take_rating(struct agd_fleet *f, natsMsg *msg, __u64 seq, struct pen
 		snprintf(why, sizeof(why), "the subject names another agent than '%s'", r->agent);
 		goto bad;
 	}
+	/* Without the client's time, the stream's: the same on every host. */
+	if (r->ts_ms < 0)
+		r->ts_ms = (int64_t)p->log_ms;
 	/* A publisher of its own may give the id in the header only. */
 	if (!r->id[0] && natsMsgHeader_Get(msg, "Nats-Msg-Id", &hdr_id) == NATS_OK &&
 	    strlen(hdr_id) <= AG_RATING_ID_MAX)
