@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 import traceback
+import urllib.parse
 
 sys.dont_write_bytecode = True    # no __pycache__ in the source tree
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -104,10 +105,34 @@ def nats_client(server):
     return Nats.connect("127.0.0.1", server.port)
 
 
+def subject_of(agent):
+    """The subject agentgated publishes an agent's ratings on (docs/FLEET.md):
+    '.' written %2E, an agent named dlq as %64lq."""
+    if agent == "dlq":
+        return "agentgate.ratings.%64lq"
+    return "agentgate.ratings." + agent.replace(".", "%2E")
+
+
+def agent_listed(d, name):
+    """An agent found through GET /v1/agents: a name ending in '.' or made of
+    dots cannot be a URL path segment (the HTTP server normalizes it)."""
+    after = ""
+    while True:
+        st, body, _ = d.http("GET", "/v1/agents?limit=500" +
+                             ("&after=" + urllib.parse.quote(after) if after else ""))
+        page = json.loads(body)
+        for o in page.get("agents", []):
+            if o.get("agent") == name:
+                return o
+        if not page.get("next"):
+            return None
+        after = page["next"]
+
+
 def snapshot(d, agents, fields=("rate", "ratings", "mean_score", "last_rating_ms")):
     out = {}
     for a in agents:
-        o = d.agent(a)
+        o = agent_listed(d, a) if a.endswith(".") or set(a) == {"."} else d.agent(a)
         out[a] = None if o is None else tuple(o.get(f) for f in fields)
     return out
 
@@ -158,7 +183,7 @@ def converge(hosts, agents, expect=None, timeout=CONVERGE,
             try:    # the last rating of each agent as the stream has it
                 n = nats_client(server)
                 for a in agents:
-                    m = n.stream_msg(STREAM, last_by_subj="agentgate.ratings." + a)
+                    m = n.stream_msg(STREAM, last_by_subj=subject_of(a))
                     diag("stream: last rating of %s: %s" % (
                         a, m and "seq %d, time %s, %r" % (m[1], m[4], m[3][:120])))
                 n.close()
@@ -372,7 +397,7 @@ def t_converge():
               "message %d: %r" % (r1["sequence"], m))
         m = n.stream_msg(STREAM, seq=r2["sequence"])
         mid = m[2].get("Nats-Msg-Id", "") if m else ""
-        check(m and m[0] == "agentgate.ratings.org:team.cv-gamma" and mid.startswith("b-") and
+        check(m and m[0] == subject_of("org:team.cv-gamma") and mid.startswith("b-") and
               len(mid) > 2 and all(ch in "0123456789abcdefABCDEF" for ch in mid[2:]),
               "message %d (b's generated id): %r" % (r2["sequence"], m))
         for node in ("a", "b", "c"):
