@@ -20,8 +20,23 @@ static int parse_size(struct cli *cli, const char *what, const char *text, __u32
 	return 0;
 }
 
+/* --replace ID: a program id, 1 to 2^32-1. */
+static int parse_prog_id(struct cli *cli, const char *text, __u32 *out)
+{
+	__u64 v;
+	int err = parse_count(cli, "replace", text, &v);
+
+	if (err)
+		return err;
+	if (v < 1 || v > 0xffffffffULL)
+		return cli_error(cli, EXIT_USAGE, "--replace takes a program id (agentgate status)");
+	*out = (__u32)v;
+	return 0;
+}
+
 int do_attach(struct cli *cli, int argc, char **argv)
 {
+	struct ag_attach_opts o = { .mode = AG_XDP_AUTO };
 	enum ag_xdp_mode mode = AG_XDP_AUTO;
 	struct ag_attach_result res;
 	const char *dev = NULL;
@@ -29,10 +44,12 @@ int do_attach(struct cli *cli, int argc, char **argv)
 
 	for (i = 0; i < argc && !err; i++) {
 		if (!strcmp(argv[i], "--mode") || !strcmp(argv[i], "--max-agents") ||
-		    !strcmp(argv[i], "--max-rules")) {
+		    !strcmp(argv[i], "--max-rules") || !strcmp(argv[i], "--replace")) {
 			if (i + 1 >= argc)
 				return cli_usage(cli, "'%s' needs a value", argv[i]);
-			if (!strcmp(argv[i], "--max-agents"))
+			if (!strcmp(argv[i], "--replace"))
+				err = parse_prog_id(cli, argv[++i], &o.expected_prog_id);
+			else if (!strcmp(argv[i], "--max-agents"))
 				err = parse_size(cli, "max-agents", argv[++i], &cli->max_agents);
 			else if (!strcmp(argv[i], "--max-rules"))
 				err = parse_size(cli, "max-rules", argv[++i], &cli->max_rules);
@@ -65,7 +82,8 @@ int do_attach(struct cli *cli, int argc, char **argv)
 			"agentgate: warning: %s already holds maps for %u agents and %u rules per "
 			"map; --max-agents/--max-rules apply only when creating them\n",
 			ag_pin_root(cli->ctx), ag_max_agents(cli->ctx), ag_max_rules(cli->ctx));
-	err = ag_attach(cli->ctx, dev, mode, &res);
+	o.mode = mode;
+	err = ag_attach_with(cli->ctx, dev, &o, &res);
 	if (err)
 		return cli_lib_error(cli, err);
 	if (cli->json) {

@@ -132,15 +132,18 @@ static int attach_all(struct ag_engine *e, const struct agd_config *c)
 	size_t i;
 
 	for (i = 0; i < c->n_attach; i++) {
+		/* A restart on its own link keeps the program running there when
+		 * it is this version's: the program id does not change. */
+		struct ag_attach_opts o = { .mode = xdp_mode(c->xdp_mode), .keep_same = true };
 		struct ag_attach_result res;
 
-		if (ag_attach(ag_engine_ctx(e), c->attach[i], xdp_mode(c->xdp_mode), &res)) {
+		if (ag_attach_with(ag_engine_ctx(e), c->attach[i], &o, &res)) {
 			logf_(AG_LOG_ERR, "attach %s: %s", c->attach[i], ag_errmsg());
 			return -1;
 		}
 		logf_(AG_LOG_INFO, "attached to %s (%s, program %u%s)", c->attach[i],
 		      res.mode == AG_XDP_NATIVE ? "native" : "generic", res.prog_id,
-		      res.replaced ? ", replaced the previous one" : "");
+		      res.kept ? ", already running" : res.replaced ? ", replaced the previous one" : "");
 	}
 	return 0;
 }
