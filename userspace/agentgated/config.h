@@ -41,6 +41,8 @@ struct agd_config {
 	char nats[AGD_LIST_MAX][256];
 	size_t n_nats;
 	char node[64];
+	char user[256];       /* --user: the account to switch to after setup */
+	char read_group[256]; /* --read-group: may read the pins and the state */
 
 	struct ag_policy defaults;
 	bool auto_create;

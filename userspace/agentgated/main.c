@@ -21,6 +21,7 @@
 #include "http.h"
 #include "tls.h"
 #include "ingest.h"
+#include "privs.h"
 
 static bool quiet;
 
@@ -148,6 +149,36 @@ static int attach_all(struct ag_engine *e, const struct agd_config *c)
 	return 0;
 }
 
+/* What to keep after setup (and the umask for what setup creates). */
+static int plan_privileges(const struct agd_config *c, struct agd_privs *p)
+{
+	struct agd_privs_opts o = { .user = c->user, .read_group = c->read_group,
+				    .listen = c->listen, .pin_path = c->pin_path,
+				    .state_dir = c->state_dir };
+	char why[600];
+
+	if (agd_privs_plan(&o, p, why, sizeof(why))) {
+		logf_(AG_LOG_ERR, "%s", why);
+		return -1;
+	}
+	return 0;
+}
+
+static int drop_privileges(const struct agd_privs *p)
+{
+	char why[600], warn[600];
+
+	if (agd_privs_drop(p, warn, sizeof(warn), why, sizeof(why))) {
+		logf_(AG_LOG_ERR, "%s", why);
+		return -1;
+	}
+	if (warn[0])
+		logf_(AG_LOG_WARN, "%s", warn);
+	agd_privs_describe(p, why, sizeof(why));
+	logf_(AG_LOG_INFO, "privileges: %s", why);
+	return 0;
+}
+
 static void warn_restart_needed(const struct agd_config *old, const struct agd_config *c)
 {
 	static const struct {
@@ -164,6 +195,7 @@ static void warn_restart_needed(const struct agd_config *old, const struct agd_c
 		FIXED("stream-max-clients", stream_max_clients),
 		FIXED("stream-max-per-ip", stream_max_per_ip), FIXED("stream-queue", stream_queue),
 		FIXED("stream-max-lag", stream_max_lag_ms), FIXED("stream-ping", stream_ping_ms),
+		FIXED("user", user),               FIXED("read-group", read_group),
 #undef FIXED
 	};
 	size_t i;
@@ -211,6 +243,7 @@ int main(int argc, char **argv)
 	struct ag_engine *e = NULL;
 	struct agd_http *h = NULL;
 	struct agd_ingest *in = NULL;
+	struct agd_privs privs;
 	char err[1024] = "", dl_path[4200];
 	sigset_t sigs;
 	int rc = 1, sig;
@@ -229,7 +262,8 @@ int main(int argc, char **argv)
 	}
 	quiet = cfg->quiet;
 	ag_set_log(lib_log);
-	if (check_settings(cfg) || !listen_ok(cfg->listen) || live_settings(cfg, &live)) {
+	if (check_settings(cfg) || !listen_ok(cfg->listen) || live_settings(cfg, &live) ||
+	    plan_privileges(cfg, &privs)) {
 		free(cfg);
 		return 2;
 	}
@@ -280,6 +314,8 @@ int main(int argc, char **argv)
 		logf_(AG_LOG_ERR, "%s", err);
 		goto cleanup;
 	}
+	if (drop_privileges(&privs))
+		goto cleanup;
 	agd_http_set_ready(h, true, NULL);
 	logf_(AG_LOG_INFO, "serving %s://%s (state %s, maps %s)", cfg->tls_cert[0] ? "https" : "http",
 	      cfg->listen, cfg->state_dir, cfg->pin_path);
