@@ -7,8 +7,13 @@
 
 #include "store.h"
 
+/* The last LMDB result this thread converted: -ENOSPC stands for a full
+ * map (--store-size) and for a full disk alike, and the message differs. */
+static __thread int last_rc;
+
 int ag_store_errno(int rc)
 {
+	last_rc = rc;
 	switch (rc) {
 	case MDB_SUCCESS:
 		return 0;
@@ -22,6 +27,16 @@ int ag_store_errno(int rc)
 	default:
 		return rc > 0 && rc < 4096 ? -rc : -EIO;
 	}
+}
+
+const char *ag_store_strerror(int err)
+{
+	if (err != -ENOSPC)
+		return strerror(-err);
+	if (last_rc == ENOSPC || last_rc == EDQUOT)
+		return "no space left on the state directory's file system (free some; nothing "
+		       "was changed)";
+	return "the state store is full (raise --store-size)";
 }
 
 static int open_dbi(MDB_txn *txn, const char *name, MDB_dbi *dbi)
