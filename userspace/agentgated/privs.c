@@ -51,7 +51,8 @@ static const struct {
 static int caps_get(__u64 *eff, __u64 *prm)
 {
 	struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
-	struct __user_cap_data_struct d[2];
+	/* zeroed: valgrind's capget knows of one struct, version 3 fills two */
+	struct __user_cap_data_struct d[2] = { { 0 } };
 
 	if (syscall(SYS_capget, &h, d))
 		return -errno;

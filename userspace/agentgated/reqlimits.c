@@ -126,8 +126,8 @@ int agd_civetweb_error(struct mg_connection *conn, int status, const char *msg)
 			       "request line and headers over the limit of 16384 bytes");
 	else if (status == 400 && msg && !strcmp(msg, "Malformed message"))
 		agd_http_error(conn, 400, "Connection: close\r\n",
-			       "request line and headers malformed, or not complete within the "
-			       "request timeout (--request-timeout)");
+			       "request line and headers malformed, over 16384 bytes, or not "
+			       "complete within the request timeout (--request-timeout)");
 	else
 		agd_http_error(conn, status, "Connection: close\r\n", "%s",
 			       msg && *msg ? msg : "request refused");
