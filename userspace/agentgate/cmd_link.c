@@ -172,8 +172,11 @@ static void status_json(struct cli *cli, const struct status *st)
 		jsonw_start_object(w);
 		jsonw_string_field(w, "ifname", st->links[i].ifname);
 		jsonw_uint_field(w, "ifindex", st->links[i].ifindex);
-		jsonw_string_field(w, "mode", st->links[i].ifindex ? mode_name(st->links[i].mode) :
+		jsonw_string_field(w, "mode", st->links[i].error   ? "unknown" :
+					      st->links[i].ifindex ? mode_name(st->links[i].mode) :
 								     "defunct");
+		if (st->links[i].error)
+			jsonw_string_field(w, "error", strerror(-st->links[i].error));
 		jsonw_uint_field(w, "prog_id", st->links[i].prog_id);
 		jsonw_uint_field(w, "link_id", st->links[i].link_id);
 		jsonw_end_object(w);
@@ -201,11 +204,17 @@ static void status_text(struct cli *cli, const struct status *st)
 	printf("pin root        %s\n", ag_pin_root(cli->ctx));
 	if (!st->n_links)
 		printf("attached        nowhere (agentgate attach DEV)\n");
-	for (i = 0; i < st->n_links; i++)
-		printf("attached        %s, %s mode, program %u, link %u\n", st->links[i].ifname,
-		       st->links[i].ifindex ? mode_name(st->links[i].mode) :
-					      "defunct (device gone)",
-		       st->links[i].prog_id, st->links[i].link_id);
+	for (i = 0; i < st->n_links; i++) {
+		const struct ag_link_info *l = &st->links[i];
+
+		if (l->error)
+			printf("attached        %s (the link pin cannot be opened: %s)\n", l->ifname,
+			       strerror(-l->error));
+		else
+			printf("attached        %s, %s mode, program %u, link %u\n", l->ifname,
+			       l->ifindex ? mode_name(l->mode) : "defunct (device gone)", l->prog_id,
+			       l->link_id);
+	}
 	printf("agents          %zu of %u slots\n", st->agents, ag_max_agents(cli->ctx));
 	printf("rules           %zu IPv4, %zu IPv6 (%u per map)\n", st->rules_v4, st->rules_v6,
 	       ag_max_rules(cli->ctx));

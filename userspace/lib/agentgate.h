@@ -193,6 +193,8 @@ struct ag_link_info {
 	__u32 link_id;
 	__u32 prog_id;
 	enum ag_xdp_mode mode;
+	int error;       /* -errno when the pin could not be opened (e.g. -EACCES:
+			  * link pins need write access), the ids then 0 */
 };
 
 /* A loaded instance of the datapath program bound to ctx's maps. */

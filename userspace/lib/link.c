@@ -581,7 +581,7 @@ int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		fd = bpf_obj_get(path);
-		if (fd < 0)
+		if (fd < 0 && errno != EACCES && errno != EPERM)
 			continue;
 		if (n == cap) {
 			struct ag_link_info *grown;
@@ -589,7 +589,8 @@ int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out)
 			cap = cap ? cap * 2 : 8;
 			grown = realloc(links, cap * sizeof(*links));
 			if (!grown) {
-				close(fd);
+				if (fd >= 0)
+					close(fd);
 				closedir(d);
 				free(links);
 				return ag_err(ENOMEM, "out of memory");
@@ -598,6 +599,10 @@ int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out)
 		}
 		memset(&links[n], 0, sizeof(links[n]));
 		snprintf(links[n].ifname, sizeof(links[n].ifname), "%s", ifname);
+		if (fd < 0) { /* listed, though not readable: the device is attached */
+			links[n++].error = -errno;
+			continue;
+		}
 		if (!link_info(fd, &li)) {
 			links[n].link_id = li.id;
 			links[n].prog_id = li.prog_id;
