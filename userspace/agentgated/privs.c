@@ -26,6 +26,7 @@
 #include <unistd.h>
 #include <linux/capability.h>
 
+#include "agentgate/abi.h"
 #include "privs.h"
 
 #define BIT(cap) (1ULL << (cap))
@@ -183,28 +184,44 @@ void agd_privs_describe(const struct agd_privs *p, char *buf, size_t len)
 /* ---- ownership of the pins and the state ------------------------------------------- */
 
 /*
- * The pins and the state files, for the account and the read group:
- * directories 0700 (02750 with a read group: new entries take its group),
- * files 0600 (0640). The Unix ingest socket keeps its own mode (0660).
+ * At each start agentgated makes its pins and state its own: owned by the
+ * account it runs as (root, or --user), directories 0700 and files 0600, or
+ * with --read-group that group's with 02750 (new entries take the group)
+ * and 0640. Only its own entries: the maps (ag_*), links/ and progs/ of the
+ * pin root, the four files of the state dir. The ingest socket keeps 0660.
  */
+static const char *const state_files[] = { "data.mdb", "lock.mdb", "audit.log",
+					    "dead-letter.ndjson", NULL };
+
+static bool listed(const char *const *names, const char *name)
+{
+	for (; *names; names++)
+		if (!strcmp(*names, name))
+			return true;
+	return false;
+}
+
 static int own_path(const struct agd_privs *p, const char *path, char *err, size_t len)
 {
-	uid_t uid = p->switch_user ? p->uid : (uid_t)-1;
-	gid_t gid = p->read_group ? p->read_gid : p->switch_user ? p->gid : (gid_t)-1;
+	bool root = geteuid() == 0;
+	uid_t uid = p->switch_user ? p->uid : root ? 0 : geteuid();
+	gid_t gid = p->read_group ? p->read_gid : p->switch_user ? p->gid : root ? 0 : (gid_t)-1;
 	struct stat st;
 	mode_t mode;
 
 	if (lstat(path, &st))
 		return errno == ENOENT ? 0 : -errno;
-	if (S_ISLNK(st.st_mode) || S_ISSOCK(st.st_mode))
-		return 0;
+	if (S_ISLNK(st.st_mode) || S_ISSOCK(st.st_mode) || (!root && st.st_uid != uid))
+		return 0; /* not ours to change: left as it is */
 	mode = S_ISDIR(st.st_mode) ? (p->read_group ? 02750 : 0700) :
 				     (p->read_group ? 0640 : 0600);
-	if (lchown(path, uid, gid) || chmod(path, mode)) {
+	if (((st.st_uid != uid || (gid != (gid_t)-1 && st.st_gid != gid)) &&
+	     lchown(path, uid, gid)) ||
+	    ((st.st_mode & 07777) != mode && chmod(path, mode))) {
 		int rc = -errno;
 
-		snprintf(err, len, "cannot give %s to %s: %s", path,
-			 p->switch_user ? p->user : "the read group", strerror(-rc));
+		snprintf(err, len, "cannot make %s agentgated's (%s): %s", path,
+			 p->switch_user ? p->user : "owner only", strerror(-rc));
 		return rc;
 	}
 	return 0;
@@ -227,8 +244,15 @@ static int own_dir_check(const char *dir, const char *what, char *err, size_t le
 	return 0;
 }
 
-/* dir itself and its entries; subdirectories named in sub as well. */
-static int own_tree(const struct agd_privs *p, const char *dir, const char *const *sub,
+static bool is_dir(const char *path)
+{
+	struct stat st;
+
+	return !lstat(path, &st) && S_ISDIR(st.st_mode);
+}
+
+/* dir and its entries, all of them (top: only those named in top). */
+static int own_tree(const struct agd_privs *p, const char *dir, const char *const *top,
 		    char *err, size_t len)
 {
 	char path[4200];
@@ -242,14 +266,12 @@ static int own_tree(const struct agd_privs *p, const char *dir, const char *cons
 	if (!d)
 		return errno == ENOENT ? 0 : -errno;
 	while (!rc && (de = readdir(d))) {
-		const char *const *s;
-
 		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
 			continue;
+		if (top && !listed(top, de->d_name) && strncmp(de->d_name, "ag_", 3))
+			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		for (s = sub; *s && strcmp(*s, de->d_name); s++)
-			;
-		rc = *s ? own_tree(p, path, sub, err, len) : own_path(p, path, err, len);
+		rc = is_dir(path) ? own_tree(p, path, NULL, err, len) : own_path(p, path, err, len);
 	}
 	closedir(d);
 	return rc;
@@ -257,19 +279,21 @@ static int own_tree(const struct agd_privs *p, const char *dir, const char *cons
 
 static int own_all(const struct agd_privs *p, char *err, size_t len)
 {
-	static const char *const pin_dirs[] = { "links", "progs", "new", NULL };
-	static const char *const no_dirs[] = { NULL };
-	int rc;
+	static const char *const pin_top[] = { AG_PIN_LINKS_DIR, AG_PIN_PROGS_DIR, NULL };
+	char path[4200];
+	int rc, i;
 
-	if (!p->switch_user && !p->read_group)
-		return 0; /* created 0600/0700 under umask 077 */
 	rc = own_dir_check(p->pin_path, "--pin-path", err, len);
 	if (!rc)
 		rc = own_dir_check(p->state_dir, "--state-dir", err, len);
 	if (!rc)
-		rc = own_tree(p, p->pin_path, pin_dirs, err, len);
+		rc = own_tree(p, p->pin_path, pin_top, err, len);
 	if (!rc)
-		rc = own_tree(p, p->state_dir, no_dirs, err, len);
+		rc = own_path(p, p->state_dir, err, len);
+	for (i = 0; !rc && state_files[i]; i++) {
+		snprintf(path, sizeof(path), "%s/%s", p->state_dir, state_files[i]);
+		rc = own_path(p, path, err, len);
+	}
 	return rc;
 }
 
