@@ -294,11 +294,12 @@ t_kill9_enforcement() {
 	within5 good && within5 average && within5 bad || return 1
 	cli status
 	json_check "$OUT" "d['links'][0]['prog_id'] == $prog" || { fail "program changed while the daemon was down"; return 1; }
-	# The restarted daemon takes the pinned link over (same link, the
-	# program replaced atomically through it: no packet unenforced).
+	# The restarted daemon takes the pinned link over, keeping the program
+	# it finds running there (its own version): same link, same program.
 	start_daemon || return 1
 	cli status
-	json_check "$OUT" "d['links'][0]['link_id'] == $link" || return 1
+	json_check "$OUT" "d['links'][0]['link_id'] == $link" "d['links'][0]['prog_id'] == $prog" ||
+		return 1
 	for n in good:1900:5 average:1500:3 bad:1100:1; do
 		api GET "/v1/agents/${n%%:*}"
 		json_check "$BODY" "d['rate'] == $(cut -d: -f2 <<<"$n")" "d['ratings'] == 20" \
@@ -553,7 +554,7 @@ TESTS=(
 	"t_rates_follow_ratings|20 ratings each (HTTP and ingest socket): rates 1900/1500/1100; admitted pps within 5 % (bad over IPv6)"
 	"t_ipv6_host_rule|an IPv6 /128 rule: one source at 3000 pps admitted at its pinned 700 within 5 %"
 	"t_unclassified_untouched|4000 unclassified frames: all passed and received by the host, none dropped"
-	"t_kill9_enforcement|kill -9 under traffic: same program, rates enforced within 5 %; restart takes the link over, restores rates, means, dedup; buckets not refilled"
+	"t_kill9_enforcement|kill -9 under traffic: same program, rates enforced within 5 %; restart takes the link over keeping the program, restores rates, means, dedup; buckets not refilled"
 	"t_dry_run|dry-run on: nothing dropped, would-drops counted; off: the rate is enforced again"
 	"t_metrics_snapshot|/metrics under traffic: per-agent drop counters and the learned refill rate"
 	"t_daemon_stop|SIGTERM: exit 0, XDP stays attached, no errors in the log"
