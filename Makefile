@@ -124,7 +124,7 @@ D_SRCS := $(wildcard userspace/agentgated/*.c)
 D_LIB_SRCS := $(filter-out userspace/agentgated/main.c,$(D_SRCS))
 D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(D_LIB_SRCS))
 D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(D_LIB_SRCS))
-D_LIBS := -ljansson -llmdb -lcivetweb -ljwt -lssl -lcrypto
+D_LIBS := -ljansson -llmdb -lcivetweb -ljwt -lnats -lssl -lcrypto
 
 $(OUTPUT)/obj/userspace/agentgated/%.o $(OUTPUT)/san/userspace/agentgated/%.o: \
 	CFLAGS += -DAG_VERSION='"$(VERSION)"'
@@ -169,7 +169,7 @@ $(OUTPUT)/agentgated-san: $(OUTPUT)/san/userspace/agentgated/main.o \
 
 TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
 	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_gcra $(OUTPUT)/tests/test_lib \
-	$(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating
+	$(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating $(OUTPUT)/tests/test_fleet
 
 .PHONY: tests
 tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san
@@ -182,6 +182,8 @@ $(OUTPUT)/tests/test_lib: tests/unit/test_lib.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_policy: tests/unit/test_policy.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_rating: tests/unit/test_rating.c $(OUTPUT)/libagentgated-san.a \
+	$(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_fleet: tests/unit/test_fleet.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
 
 $(TEST_BINS):

@@ -59,7 +59,17 @@ static const struct opt opts[] = {
 	{ "ingest-socket", K_STR, F(ingest_socket), "PATH", "read NDJSON ratings from a Unix socket" },
 	{ "stdin", K_FLAG, F(use_stdin), NULL, "read NDJSON ratings from standard input" },
 	{ "nats", K_LIST, FL(nats), "URL", "NATS server of the fleet (repeatable)" },
-	{ "node", K_STR, F(node), "NAME", "this host's name in the fleet" },
+	{ "node", K_STR, F(node), "NAME",
+	  "this host's name in the fleet: A-Z a-z 0-9 _ -, at most 32 (default: the host name)" },
+	{ "nats-replicas", K_COUNT, F(nats_replicas), "N",
+	  "replicas of the fleet's stream and KV bucket when this host creates them (default 1)" },
+	{ "nats-timeout", K_MS, F(nats_timeout_ms), "TIME",
+	  "wait this long for JetStream to take a rating before keeping it in the outbox "
+	  "(default 2s)" },
+	{ "fleet-interval", K_MS, F(fleet_interval_ms), "TIME",
+	  "how often demand is published and shares recomputed (default 1s)" },
+	{ "fleet-floor", K_RATE, F(fleet_floor), "F",
+	  "least share of an agent's fleet rate a host keeps, 0 < F <= 1 (default 0.05)" },
 	{ "rate", K_RATE, F(defaults.r0), "R", "default initial rate r0, tokens/s (default 100)" },
 	{ "alpha", K_RATE, F(defaults.alpha), "A",
 	  "default tokens/s per point of reward (default 10)" },
@@ -128,6 +138,10 @@ void agd_config_defaults(struct agd_config *c)
 	c->stream_queue = 1024;
 	c->stream_max_lag_ms = 10000;
 	c->stream_ping_ms = 15000;
+	c->nats_replicas = 1;
+	c->nats_timeout_ms = 2000;
+	c->fleet_interval_ms = 1000;
+	c->fleet_floor = 0.05;
 }
 
 /* ---- values ------------------------------------------------------------------ */

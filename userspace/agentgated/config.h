@@ -41,6 +41,10 @@ struct agd_config {
 	char nats[AGD_LIST_MAX][256];
 	size_t n_nats;
 	char node[64];
+	__u64 nats_replicas;
+	__u64 nats_timeout_ms;
+	__u64 fleet_interval_ms;
+	double fleet_floor;
 	char user[256];       /* --user: the account to switch to after setup */
 	char read_group[256]; /* --read-group: may read the pins and the state */
 

@@ -35,6 +35,7 @@ struct entry {
 	__u64 created_job; /* job that created it in this batch */
 	__u64 job_mark;    /* last job that listed it in its answer */
 	struct entry *touched_next;
+	double share; /* of rec.rate this host's bucket refills at (fleet) */
 };
 
 struct ag_engine {
@@ -70,7 +71,16 @@ struct ag_engine {
 
 	pthread_mutex_t slock; /* stats */
 	struct ag_engine_stats stats;
+
+	/* the fleet's log: set once before the API starts */
+	struct ag_replicator repl;
+	bool replicated;
+	__u64 log_seq; /* under lock: the sequence the stored state includes */
 };
+
+/* The log sequence an operator change applied by this thread (the fleet's
+ * consumer) is stored with; 0 outside ag_engine_apply_op. */
+static __thread __u64 applying_seq;
 
 const double ag_apply_bucket_le[AG_APPLY_BUCKETS] = {
 	0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -159,6 +169,7 @@ static struct entry *tab_add(struct ag_engine *e, const char *name)
 		return NULL;
 	snprintf(en->name, sizeof(en->name), "%s", name);
 	en->map_rate = -1;
+	en->share = 1;
 	h = hash_name(name) & (e->nbuckets - 1);
 	en->next = e->buckets[h];
 	e->buckets[h] = en;
@@ -235,8 +246,8 @@ static int push_to_map(struct ag_engine *e, struct entry *en, bool force)
 	int err;
 
 	effective(e, en, &p);
-	u.rate = en->rec.rate;
-	u.burst = ag_policy_burst_tokens(&p, en->rec.rate);
+	u.rate = en->rec.rate * en->share;
+	u.burst = ag_policy_burst_tokens(&p, u.rate);
 	u.unit = p.unit;
 	u.pinned = p.pinned;
 	if (!force && en->map_rate == u.rate && en->map_burst == u.burst &&
@@ -318,7 +329,16 @@ static int txn_begin(struct ag_engine *e, MDB_txn **txn)
 
 static int txn_commit(struct ag_engine *e, MDB_txn *txn)
 {
-	int err = ag_store_errno(mdb_txn_commit(txn));
+	int err = 0;
+
+	if (applying_seq > e->log_seq)
+		err = ag_store_meta_put_u64(&e->st, txn, "log_seq", applying_seq);
+	if (err)
+		mdb_txn_abort(txn);
+	else
+		err = ag_store_errno(mdb_txn_commit(txn));
+	if (!err && applying_seq > e->log_seq)
+		e->log_seq = applying_seq;
 
 	pthread_mutex_lock(&e->slock);
 	if (err)
@@ -338,15 +358,19 @@ static const char *store_error(int err)
 
 static int load_agents(struct ag_engine *e, char *errbuf, size_t len)
 {
-	MDB_txn *txn;
+	MDB_txn *txn = NULL;
 	MDB_cursor *cur;
 	MDB_val k, v;
 	int rc = mdb_txn_begin(e->st.env, NULL, MDB_RDONLY, &txn);
 
+	if (!rc && ag_store_meta_get_u64(&e->st, txn, "log_seq", &e->log_seq))
+		rc = EPROTO;
 	if (!rc)
 		rc = mdb_cursor_open(txn, e->st.agents, &cur);
 	if (rc) {
 		snprintf(errbuf, len, "cannot read the state store: %s", mdb_strerror(rc));
+		if (txn)
+			mdb_txn_abort(txn);
 		return ag_store_errno(rc);
 	}
 	while (!(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))) {
@@ -746,6 +770,8 @@ static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u6
 				return err;
 			if (err) {
 				job->duplicates++;
+				if (job->item_err)
+					job->item_err[i] = AG_ITEM_DUPLICATE;
 				continue;
 			}
 		}
@@ -823,7 +849,7 @@ static void observe(struct ag_engine *e, struct ag_job *job, __u64 now_ns)
 		size_t i;
 
 		for (i = 0; i < job->n; i++)
-			e->stats.ratings_rejected += job->item_err[i] != 0;
+			e->stats.ratings_rejected += job->item_err[i] < 0;
 	}
 	e->stats.ratings_applied += job->applied;
 	e->stats.ratings_duplicate += job->duplicates;
@@ -833,11 +859,19 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 {
 	struct entry *touched = NULL, *en;
 	struct ag_job *job;
-	__u64 now = wall_ms(), with_ids = 0, done_ns;
+	__u64 now = wall_ms(), with_ids = 0, done_ns, seq = 0, log_ms = 0;
 	MDB_txn *txn = NULL;
 	size_t i;
 	int err;
 
+	for (job = jobs; job; job = job->next) {
+		if (job->seq > seq)
+			seq = job->seq;
+		if (job->log_ms > log_ms)
+			log_ms = job->log_ms;
+	}
+	if (log_ms)
+		now = log_ms;
 	pthread_mutex_lock(&e->lock);
 	e->batch_serial++;
 	e->ev_n = 0;
@@ -857,9 +891,13 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 					   e->opts.dedup_max, 2 * with_ids + 64);
 	for (en = touched; en && !err; en = en->touched_next)
 		err = ag_store_agent_put(&e->st, txn, en->name, &en->rec);
+	if (!err && seq > e->log_seq)
+		err = ag_store_meta_put_u64(&e->st, txn, "log_seq", seq);
 	if (!err) {
 		err = txn_commit(e, txn);
 		txn = NULL;
+		if (!err && seq > e->log_seq)
+			e->log_seq = seq;
 	}
 	if (err) {
 		if (txn)
@@ -925,7 +963,7 @@ static void *apply_thread(void *arg)
 				job->next = callbacks;
 				callbacks = job;
 			} else {
-				sem_post(job->waiter); /* wakes exactly its own submitter */
+				ag_job_complete(job); /* wakes exactly its own submitter */
 			}
 		}
 		if (e->space_waiters)
@@ -953,9 +991,13 @@ int ag_engine_submit(struct ag_engine *e, struct ag_job *job)
 	job->next = NULL;
 	job->err = 0;
 	job->msg[0] = 0;
-	job->applied = job->duplicates = 0;
+	job->applied = job->duplicates = job->refused = 0;
+	job->queued = false;
+	job->sequence = 0;
 	job->agents = NULL;
 	job->n_agents = 0;
+	if (e->replicated && !job->seq)
+		return e->repl.submit(e->repl.arg, job);
 	pthread_mutex_lock(&e->qlock);
 	/* Backpressure: wait for room, but never refuse a job to an empty queue. */
 	while (!e->stopping && e->queued && e->queued + job->n > e->opts.queue_max) {
@@ -994,6 +1036,14 @@ int ag_engine_rate(struct ag_engine *e, struct ag_job *job)
 	}
 	sem_destroy(&done);
 	return err;
+}
+
+void ag_job_complete(struct ag_job *job)
+{
+	if (job->done)
+		job->done(job);
+	else
+		sem_post(job->waiter);
 }
 
 void ag_job_release(struct ag_job *job)
@@ -1154,6 +1204,128 @@ void ag_engine_reconfigure(struct ag_engine *e, const struct ag_policy *defaults
 /* ---- operator changes ------------------------------------------------------ */
 
 /* Commits a prepared transaction with its audit line; on error aborts it. */
+/* ---- replication ---------------------------------------------------------------- */
+
+/* An operator change goes to the fleet's log, unless it is the log's own
+ * consumer applying it. */
+static bool to_log(const struct ag_engine *e)
+{
+	return e->replicated && !applying_seq;
+}
+
+static int replicate(struct ag_engine *e, struct ag_op *op, const char *agent,
+		     const char *subject, bool *created, struct ag_op_err *oe)
+{
+	bool made = false;
+	int err;
+
+	snprintf(op->agent, sizeof(op->agent), "%s", agent);
+	snprintf(op->subject, sizeof(op->subject), "%s", subject ? subject : "");
+	err = e->repl.op(e->repl.arg, op, &made, oe);
+	if (created)
+		*created = made;
+	return err;
+}
+
+void ag_engine_replicate(struct ag_engine *e, const struct ag_replicator *r)
+{
+	e->repl = *r;
+	e->replicated = true;
+}
+
+int ag_engine_apply_op(struct ag_engine *e, const struct ag_op *op, __u64 seq, bool *created,
+		       struct ag_op_err *oe)
+{
+	int err;
+
+	if (created)
+		*created = false;
+	applying_seq = seq;
+	switch (op->kind) {
+	case AG_OP_AGENT_PUT:
+		err = ag_engine_agent_put(e, op->agent, &op->change, op->subject, created, oe);
+		break;
+	case AG_OP_AGENT_DELETE:
+		err = ag_engine_agent_delete(e, op->agent, op->subject, oe);
+		break;
+	case AG_OP_RULE_ADD:
+		err = ag_engine_rule_add(e, &op->rule, op->agent, op->subject, oe);
+		break;
+	case AG_OP_RULE_DEL:
+		err = ag_engine_rule_del(e, &op->rule, op->subject, oe);
+		break;
+	default:
+		err = fail(oe, -EINVAL, "unknown operation %d", (int)op->kind);
+	}
+	applying_seq = 0;
+	return err;
+}
+
+__u64 ag_engine_log_seq(struct ag_engine *e)
+{
+	__u64 seq;
+
+	pthread_mutex_lock(&e->lock);
+	seq = e->log_seq;
+	pthread_mutex_unlock(&e->lock);
+	return seq;
+}
+
+int ag_engine_check_agents(struct ag_engine *e, const struct ag_job *job, char *msg,
+			   size_t len)
+{
+	size_t i;
+	int err = 0;
+
+	pthread_mutex_lock(&e->lock);
+	for (i = 0; i < job->n && !e->opts.auto_create && !err; i++)
+		if (!tab_find(e, job->items[i].agent)) {
+			snprintf(msg, len, "item %zu: unknown agent '%s' (create it with PUT "
+				 "/v1/agents/%s)", i, job->items[i].agent, job->items[i].agent);
+			err = -ENOENT;
+		}
+	pthread_mutex_unlock(&e->lock);
+	return err;
+}
+
+int ag_engine_job_agents(struct ag_engine *e, struct ag_job *job)
+{
+	size_t i, cap = 0;
+	int err = 0;
+
+	pthread_mutex_lock(&e->lock);
+	e->serial++;
+	for (i = 0; i < job->n && !err; i++) {
+		struct entry *en = tab_find(e, job->items[i].agent);
+
+		if (!en || en->job_mark == e->serial)
+			continue;
+		en->job_mark = e->serial;
+		err = collect_agent(job, en, &cap);
+	}
+	if (!err)
+		fill_job_agents(e, job);
+	pthread_mutex_unlock(&e->lock);
+	return err;
+}
+
+int ag_engine_set_share(struct ag_engine *e, const char *name, double share)
+{
+	struct entry *en;
+	int err = -ENOENT;
+
+	if (!(share > 0 && share <= 1))
+		return -EINVAL;
+	pthread_mutex_lock(&e->lock);
+	en = tab_find(e, name);
+	if (en) {
+		en->share = share;
+		err = en->map_rate >= 0 ? push_to_map(e, en, false) : 0;
+	}
+	pthread_mutex_unlock(&e->lock);
+	return err;
+}
+
 static int finish_op(struct ag_engine *e, MDB_txn *txn, int err, char *line,
 		     struct ag_op_err *oe)
 {
@@ -1208,6 +1380,11 @@ int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_a
 		return fail(oe, -EINVAL, "%s", ag_errmsg());
 	if (!strcmp(name, AG_METRICS_OTHER))
 		return fail(oe, -EINVAL, "agent name '%s' is reserved (the metrics aggregate)", name);
+	if (to_log(e)) {
+		struct ag_op op = { .kind = AG_OP_AGENT_PUT, .change = *c };
+
+		return replicate(e, &op, name, subject, created, oe);
+	}
 	pthread_mutex_lock(&e->lock);
 	en = tab_find(e, name);
 	if (en) {
@@ -1292,6 +1469,11 @@ int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *su
 	MDB_val k, v;
 	int err, rc;
 
+	if (to_log(e)) {
+		struct ag_op op = { .kind = AG_OP_AGENT_DELETE };
+
+		return replicate(e, &op, name, subject, NULL, oe);
+	}
 	pthread_mutex_lock(&e->lock);
 	en = tab_find(e, name);
 	if (!en) {
@@ -1484,6 +1666,11 @@ int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const ch
 	MDB_txn *txn;
 	int err;
 
+	if (to_log(e)) {
+		struct ag_op op = { .kind = AG_OP_RULE_ADD, .rule = *rule };
+
+		return replicate(e, &op, agent, subject, NULL, oe);
+	}
 	pthread_mutex_lock(&e->lock);
 	if (!tab_find(e, agent)) {
 		pthread_mutex_unlock(&e->lock);
@@ -1535,6 +1722,11 @@ int ag_engine_rule_del(struct ag_engine *e, const struct ag_rule *rule, const ch
 	MDB_txn *txn;
 	int err;
 
+	if (to_log(e)) {
+		struct ag_op op = { .kind = AG_OP_RULE_DEL, .rule = *rule };
+
+		return replicate(e, &op, "", subject, NULL, oe);
+	}
 	pthread_mutex_lock(&e->lock);
 	err = ag_rule_list(e->ctx, &all, &n);
 	if (!err && !(names = slot_names(e)))
@@ -1587,7 +1779,9 @@ static void view_of(struct ag_engine *e, const struct entry *en, struct ag_agent
 	ag_rec_effective(&en->rec, &e->defaults, &v->policy);
 	v->set = en->rec.set;
 	v->rate = en->rec.rate;
-	v->burst = ag_policy_burst_tokens(&v->policy, en->rec.rate);
+	v->share = en->share;
+	v->fleet = e->replicated;
+	v->burst = ag_policy_burst_tokens(&v->policy, en->rec.rate * en->share);
 	v->stats = (struct ag_rating_stats){ en->rec.count, en->rec.score_sum, en->rec.last_ms };
 	v->created_ms = en->rec.created_ms;
 	v->updated_ms = en->rec.updated_ms;
@@ -1739,6 +1933,9 @@ void *ag_agent_view_json(const struct ag_agent_view *v)
 	json_object_set_new(o, "rate", json_real(v->rate));
 	json_object_set_new(o, "burst", json_integer((json_int_t)v->burst));
 	json_object_set_new(o, "burst_policy", burst_policy);
+	if (v->fleet)
+		json_object_set_new(o, "fleet", json_pack("{s:f,s:f}", "share", v->share,
+							  "local_rate", v->rate * v->share));
 	json_object_set_new(o, "unit", json_string(p->unit == AG_UNIT_BPS ? "bps" : "pps"));
 	json_object_set_new(o, "r0", json_real(p->r0));
 	json_object_set_new(o, "r_min", json_real(p->r_min));

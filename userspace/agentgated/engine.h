@@ -83,12 +83,22 @@ struct ag_job {
 	void *arg;
 	/* NULL: the job is applied whole or not at all (HTTP). Else n entries,
 	 * zeroed: an item naming an unknown agent (-ENOENT) or one no slot is
-	 * left for (-ENOSPC) is refused alone and marked here (streams). */
+	 * left for (-ENOSPC) is refused alone and marked here (streams); a
+	 * duplicate is marked AG_ITEM_DUPLICATE. */
 	int *item_err;
+	/* From the fleet's log (ag_engine_replicate): the stream sequence of
+	 * the job's last rating, stored in the transaction that applies it, and
+	 * the log's time (ms) used instead of the wall clock, so every host
+	 * remembers and forgets rating ids alike. 0: a local job. */
+	__u64 seq;
+	__u64 log_ms;
 	/* out */
 	int err; /* 0, -ENOENT (unknown agent), -ENOSPC (no free slot), -EIO... */
 	char msg[256];
 	size_t applied, duplicates;
+	size_t refused; /* fleet: items the log refused one by one */
+	bool queued;    /* fleet: kept in the outbox, not yet in the log */
+	__u64 sequence; /* fleet: the log sequence of its last rating */
 	struct ag_job_agent *agents; /* each agent the job rated, after it */
 	size_t n_agents;
 	/* engine's */
@@ -97,11 +107,15 @@ struct ag_job {
 	__u64 serial;
 };
 
+#define AG_ITEM_DUPLICATE 1 /* item_err: the rating id was applied before */
+
 /* Queues a job; blocks while the queue is full. -ESHUTDOWN when closing. */
 int ag_engine_submit(struct ag_engine *e, struct ag_job *job);
 /* Submits and waits until the job is applied (or refused). */
 int ag_engine_rate(struct ag_engine *e, struct ag_job *job);
 void ag_job_release(struct ag_job *job);
+/* Reports a job finished: runs its done() or wakes ag_engine_rate. */
+void ag_job_complete(struct ag_job *job);
 
 /* ---- applied ratings, as they happen (the live stream) ---------------------- */
 
@@ -155,6 +169,55 @@ int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const ch
 int ag_engine_rule_del(struct ag_engine *e, const struct ag_rule *rule, const char *subject,
 		       struct ag_op_err *oe);
 
+/* ---- replication (the fleet) ---------------------------------------------------
+ *
+ * With a replicator set, ratings and operator changes (agent put/delete,
+ * rule add/delete) are not applied where they arrive: they are handed to the
+ * replicator, which appends them to the fleet's log; every host applies the
+ * log in order through ag_engine_submit (jobs with a seq) and
+ * ag_engine_apply_op, and the sequence is stored in the same LMDB
+ * transaction as the state it produced. Bucket operations (reset, drain,
+ * consume) stay local. */
+
+enum ag_op_kind {
+	AG_OP_AGENT_PUT = 1,
+	AG_OP_AGENT_DELETE,
+	AG_OP_RULE_ADD,
+	AG_OP_RULE_DEL,
+};
+
+struct ag_op {
+	enum ag_op_kind kind;
+	char agent[AG_NAME_MAX + 1];   /* AGENT_*, RULE_ADD */
+	struct ag_agent_change change; /* AGENT_PUT */
+	struct ag_rule rule;           /* RULE_* */
+	char subject[136];             /* who asked, for the audit log */
+};
+
+struct ag_replicator {
+	/* Takes over a rating job; finishes it with ag_job_complete. */
+	int (*submit)(void *arg, struct ag_job *job);
+	/* Runs a change through the log; returns what applying it here gave. */
+	int (*op)(void *arg, const struct ag_op *op, bool *created, struct ag_op_err *oe);
+	void *arg;
+};
+
+/* Set before the API starts; NULL: standalone. */
+void ag_engine_replicate(struct ag_engine *e, const struct ag_replicator *r);
+int ag_engine_apply_op(struct ag_engine *e, const struct ag_op *op, __u64 seq, bool *created,
+		       struct ag_op_err *oe);
+/* The log sequence the stored state includes (0: none). */
+__u64 ag_engine_log_seq(struct ag_engine *e);
+/* With auto-create off: -ENOENT and msg naming the first item whose agent
+ * is unknown here (a whole-or-nothing job is refused before the log). */
+int ag_engine_check_agents(struct ag_engine *e, const struct ag_job *job, char *msg,
+			   size_t len);
+/* Fills job->agents with the current values of the agents its items name. */
+int ag_engine_job_agents(struct ag_engine *e, struct ag_job *job);
+/* The fraction of the agent's (fleet-wide) rate this host's bucket gets:
+ * its bucket refills at rate * share. Not stored: the fleet recomputes it. */
+int ag_engine_set_share(struct ag_engine *e, const char *name, double share);
+
 /* ---- views -------------------------------------------------------------------- */
 
 struct ag_agent_view {
@@ -163,7 +226,9 @@ struct ag_agent_view {
 	struct ag_policy policy; /* effective */
 	unsigned int set;        /* fields the agent sets itself */
 	double rate;
-	__u64 burst; /* tokens */
+	double share; /* of rate this host's bucket gets (1 standalone) */
+	bool fleet;   /* the engine is replicated: JSON shows the share */
+	__u64 burst; /* tokens, at the local rate */
 	double tokens;
 	struct ag_rating_stats stats;
 	struct ag_counters counters;

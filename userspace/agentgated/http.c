@@ -30,6 +30,7 @@ struct agd_http {
 	bool ready;
 	char not_ready[128];
 	struct agd_stream *stream;
+	struct agd_fleet *fleet;
 	bool tls;
 	char tls_cert[4096], tls_key[4096];
 	char tls_err[512]; /* set by init_ssl when it fails */
@@ -174,7 +175,9 @@ static int errno_status(int err)
 	case -ENOENT: return 404;
 	case -EEXIST: return 409;
 	case -ENOSPC: return 507;
-	case -ESHUTDOWN: return 503;
+	case -ESHUTDOWN:
+	case -ENOTCONN: /* the fleet's log is unreachable */
+	case -ETIMEDOUT: return 503;
 	default: return 500;
 	}
 }
@@ -646,7 +649,7 @@ static int ratings_post(struct req *r)
 	struct ag_rating_batch b;
 	struct ag_job job = { 0 };
 	json_t *agents, *o;
-	size_t i;
+	size_t i, b_n;
 	int err;
 
 	job.received_ns = ag_now_ns();
@@ -664,7 +667,7 @@ static int ratings_post(struct req *r)
 		return send_error(r->conn, 400, "request body: no ratings");
 	}
 	job.items = b.items;
-	job.n = b.n;
+	job.n = b_n = b.n;
 	err = ag_engine_rate(r->h->e, &job);
 	ag_rating_batch_free(&b);
 	if (err) {
@@ -683,8 +686,16 @@ static int ratings_post(struct req *r)
 	}
 	o = json_pack("{s:I,s:I,s:o}", "applied", (json_int_t)job.applied, "duplicates",
 		      (json_int_t)job.duplicates, "agents", agents);
+	/* Fleet: the log's sequence; refusals by the log; or kept in the
+	 * outbox while the log is unreachable (202: accepted, not applied). */
+	if (job.sequence)
+		json_object_set_new(o, "sequence", json_integer((json_int_t)job.sequence));
+	if (job.refused)
+		json_object_set_new(o, "refused", json_integer((json_int_t)job.refused));
+	if (job.queued)
+		json_object_set_new(o, "queued", json_integer((json_int_t)b_n));
 	ag_job_release(&job);
-	return send_json(r->conn, 200, o, NULL);
+	return send_json(r->conn, job.queued ? 202 : 200, o, NULL);
 }
 
 /* ---- rules -------------------------------------------------------------------- */
@@ -905,10 +916,24 @@ static int rate_post(struct req *r)
 /* ---- metrics and health ------------------------------------------------------ */
 
 /* The stream's series appended to the exposition text (freed on failure). */
+/* Appends text to the exposition; NULL (text freed) without memory. */
+static char *append(char *text, size_t *len, const char *add, size_t n)
+{
+	char *b = realloc(text, *len + n + 1);
+
+	if (!b) {
+		free(text);
+		return NULL;
+	}
+	memcpy(b + *len, add, n + 1);
+	*len += n;
+	return b;
+}
+
 static char *stream_series(struct agd_stream *s, char *text, size_t *len)
 {
 	struct agd_stream_stats st;
-	char add[2048], *b;
+	char add[2048];
 	size_t i;
 	int n, k;
 
@@ -939,14 +964,44 @@ static char *stream_series(struct agd_stream *s, char *text, size_t *len)
 		      "agentgate_stream_slow_disconnects_total %llu\n",
 		      (unsigned long long)st.sent, (unsigned long long)st.coalesced,
 		      (unsigned long long)st.lost, (unsigned long long)st.cut_slow);
-	b = realloc(text, *len + (size_t)n + 1);
-	if (!b) {
-		free(text);
-		return NULL;
-	}
-	memcpy(b + *len, add, (size_t)n + 1);
-	*len += (size_t)n;
-	return b;
+	return append(text, len, add, (size_t)n);
+}
+
+static char *fleet_series(struct agd_fleet *f, char *text, size_t *len)
+{
+	struct agd_fleet_stats st;
+	char add[2048];
+	int n;
+
+	agd_fleet_stats(f, &st);
+	n = snprintf(add, sizeof(add),
+		     "# HELP agentgate_fleet_connected Whether the fleet's NATS servers are reachable.\n"
+		     "# TYPE agentgate_fleet_connected gauge\n"
+		     "agentgate_fleet_connected %d\n"
+		     "# HELP agentgate_fleet_applied_sequence Last stream sequence this host applied.\n"
+		     "# TYPE agentgate_fleet_applied_sequence gauge\n"
+		     "agentgate_fleet_applied_sequence %llu\n"
+		     "# HELP agentgate_fleet_stream_lag Stream messages not yet applied here.\n"
+		     "# TYPE agentgate_fleet_stream_lag gauge\n"
+		     "agentgate_fleet_stream_lag %llu\n"
+		     "# HELP agentgate_fleet_outbox_depth Ratings kept locally until NATS takes them.\n"
+		     "# TYPE agentgate_fleet_outbox_depth gauge\n"
+		     "agentgate_fleet_outbox_depth %llu\n"
+		     "# HELP agentgate_fleet_dead_letters_total Invalid stream messages sent to "
+		     AGD_FLEET_DLQ ".\n"
+		     "# TYPE agentgate_fleet_dead_letters_total counter\n"
+		     "agentgate_fleet_dead_letters_total %llu\n"
+		     "# HELP agentgate_fleet_published_total Ratings accepted here, by what became "
+		     "of them.\n"
+		     "# TYPE agentgate_fleet_published_total counter\n"
+		     "agentgate_fleet_published_total{result=\"acked\"} %llu\n"
+		     "agentgate_fleet_published_total{result=\"duplicate\"} %llu\n"
+		     "agentgate_fleet_published_total{result=\"outbox\"} %llu\n",
+		     st.connected, (unsigned long long)st.applied_seq, (unsigned long long)st.lag,
+		     (unsigned long long)st.outbox_depth, (unsigned long long)st.dead_letters,
+		     (unsigned long long)(st.published - st.duplicates),
+		     (unsigned long long)st.duplicates, (unsigned long long)st.queued);
+	return append(text, len, add, (size_t)n);
 }
 
 static int metrics_get(struct req *r)
@@ -962,6 +1017,8 @@ static int metrics_get(struct req *r)
 	text = agd_metrics_render(&r->h->metrics, r->h->e, max, &len);
 	if (text && r->h->stream)
 		text = stream_series(r->h->stream, text, &len);
+	if (text && r->h->fleet)
+		text = fleet_series(r->h->fleet, text, &len);
 	if (!text)
 		return send_error(r->conn, 500, "cannot render metrics");
 	rc = send_body(r->conn, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
@@ -999,6 +1056,19 @@ static int readyz(struct req *r)
 	if (!ready)
 		return send_json(r->conn, 503, json_pack("{s:s,s:s}", "status", "not ready",
 							 "reason", why), NULL);
+	if (r->h->fleet) {
+		struct agd_fleet_stats st;
+
+		/* Degraded, still serving: enforcement goes on and ratings are
+		 * kept in the outbox. */
+		agd_fleet_stats(r->h->fleet, &st);
+		if (!st.connected)
+			return send_json(r->conn, 200, json_pack("{s:s,s:s}", "status", "degraded",
+								 "reason", "NATS unreachable: "
+								 "ratings kept in the outbox, "
+								 "operator changes refused"),
+					 NULL);
+	}
 	return send_json(r->conn, 200, json_pack("{s:s}", "status", "ready"), NULL);
 }
 
@@ -1335,6 +1405,7 @@ int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 		return -EADDRINUSE;
 	}
 	mg_set_request_handler(h->mg, "/", handle, h);
+	h->fleet = opts->fleet;
 	rc = agd_stream_start(e, h->mg, &opts->stream, stream_auth, h, &h->stream);
 	if (rc) {
 		snprintf(err, len, "cannot start the stream: %s", strerror(-rc));

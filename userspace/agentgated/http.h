@@ -13,6 +13,7 @@
 
 #include "auth.h"
 #include "engine.h"
+#include "fleet.h"
 #include "stream.h"
 
 /* Settings SIGHUP may change while serving. */
@@ -30,6 +31,7 @@ struct agd_http_opts {
 	__u64 request_timeout_ms;
 	const char *tls_cert, *tls_key;
 	struct agd_stream_opts stream;
+	struct agd_fleet *fleet; /* NULL: standalone */
 };
 
 struct agd_http;

@@ -108,7 +108,7 @@ static void batch_done(struct ag_job *job)
 	for (i = 0; i < job->n; i++) {
 		const char *why = job->err ? job->msg :
 				  b->item_err[i] == -ENOENT ? "unknown agent (auto-create is off)" :
-				  b->item_err[i] ? "no free agent slot" : NULL;
+				  b->item_err[i] < 0 ? "no free agent slot" : NULL;
 
 		if (!why)
 			continue;

@@ -21,6 +21,7 @@
 #include "http.h"
 #include "tls.h"
 #include "ingest.h"
+#include "fleet.h"
 #include "privs.h"
 
 static bool quiet;
@@ -96,9 +97,15 @@ static int check_settings(const struct agd_config *c)
 		logf_(AG_LOG_ERR, "default policy: %s", why);
 		return -1;
 	}
-	if (c->n_nats || c->node[0]) {
-		logf_(AG_LOG_ERR, "--nats/--node: fleet mode is not available in this version; "
-		      "run without them (standalone)");
+	if (c->node[0] && agd_fleet_node_check(c->node, why, sizeof(why))) {
+		logf_(AG_LOG_ERR, "--node: %s", why);
+		return -1;
+	}
+	if (c->n_nats && (!c->nats_replicas || c->nats_replicas > 5 ||
+			  !(c->fleet_floor > 0 && c->fleet_floor <= 1) ||
+			  c->fleet_interval_ms < 100 || c->nats_timeout_ms < 100)) {
+		logf_(AG_LOG_ERR, "nats-replicas must be 1 to 5, fleet-floor above 0 and at most 1, "
+		      "fleet-interval and nats-timeout at least 100ms");
 		return -1;
 	}
 	if (agd_tls_check(c->tls_cert, c->tls_key, why, sizeof(why))) {
@@ -195,6 +202,9 @@ static void warn_restart_needed(const struct agd_config *old, const struct agd_c
 		FIXED("stream-max-clients", stream_max_clients),
 		FIXED("stream-max-per-ip", stream_max_per_ip), FIXED("stream-queue", stream_queue),
 		FIXED("stream-max-lag", stream_max_lag_ms), FIXED("stream-ping", stream_ping_ms),
+		FIXED("nats", nats), FIXED("node", node), FIXED("nats-replicas", nats_replicas),
+		FIXED("nats-timeout", nats_timeout_ms), FIXED("fleet-interval", fleet_interval_ms),
+		FIXED("fleet-floor", fleet_floor),
 		FIXED("user", user),               FIXED("read-group", read_group),
 #undef FIXED
 	};
@@ -205,6 +215,37 @@ static void warn_restart_needed(const struct agd_config *old, const struct agd_c
 			   fixed[i].size))
 			logf_(AG_LOG_WARN, "reload: '%s' changed; it takes effect on restart",
 			      fixed[i].name);
+}
+
+static int start_fleet(struct ag_engine *e, struct agd_config *c, struct agd_fleet **f)
+{
+	struct agd_fleet_opts fo = { 0 };
+	char err[512];
+
+	if (!c->n_nats) {
+		if (c->node[0])
+			logf_(AG_LOG_WARN, "--node without --nats: standalone, the name is unused");
+		return 0;
+	}
+	if (!c->node[0]) {
+		agd_fleet_default_node(c->node, sizeof(c->node));
+		if (agd_fleet_node_check(c->node, err, sizeof(err)))
+			snprintf(c->node, sizeof(c->node), "node");
+	}
+	fo.urls = (const char(*)[256])c->nats;
+	fo.n_urls = c->n_nats;
+	fo.node = c->node;
+	fo.replicas = (unsigned int)c->nats_replicas;
+	fo.interval_ms = c->fleet_interval_ms;
+	fo.floor = c->fleet_floor;
+	fo.timeout_ms = c->nats_timeout_ms;
+	fo.state_dir = c->state_dir;
+	fo.log = logf_;
+	if (agd_fleet_start(e, &fo, f, err, sizeof(err))) {
+		logf_(AG_LOG_ERR, "%s", err);
+		return -1;
+	}
+	return 0;
 }
 
 static void reload(int argc, char **argv, struct agd_config *cur, struct ag_engine *e,
@@ -221,6 +262,8 @@ static void reload(int argc, char **argv, struct agd_config *cur, struct ag_engi
 		free(next);
 		return;
 	}
+	if (!next->node[0]) /* the default chosen at start */
+		snprintf(next->node, sizeof(next->node), "%s", cur->node);
 	warn_restart_needed(cur, next);
 	ag_engine_reconfigure(e, &next->defaults, next->dedup_window_ms, next->dedup_max,
 			      next->auto_create);
@@ -243,6 +286,7 @@ int main(int argc, char **argv)
 	struct ag_engine *e = NULL;
 	struct agd_http *h = NULL;
 	struct agd_ingest *in = NULL;
+	struct agd_fleet *fleet = NULL;
 	struct agd_privs privs;
 	char err[1024] = "", dl_path[4200];
 	sigset_t sigs;
@@ -291,8 +335,9 @@ int main(int argc, char **argv)
 		logf_(AG_LOG_ERR, "%s", err);
 		goto cleanup;
 	}
-	if (attach_all(e, cfg))
+	if (attach_all(e, cfg) || start_fleet(e, cfg, &fleet))
 		goto cleanup;
+	ho.fleet = fleet;
 	ho.listen = cfg->listen;
 	ho.threads = (unsigned int)cfg->threads;
 	ho.request_timeout_ms = cfg->request_timeout_ms;
@@ -337,6 +382,7 @@ cleanup:
 		agd_http_set_ready(h, false, "shutting down");
 	agd_ingest_stop(in); /* its batches finish in the engine */
 	agd_http_stop(h);
+	agd_fleet_stop(fleet); /* what it published is in the stream, or in its outbox */
 	ag_engine_close(e);
 	memset(live.key, 0, sizeof(live.key));
 	free(cfg);

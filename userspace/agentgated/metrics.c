@@ -191,7 +191,7 @@ static void agent_series(struct out *o, struct ag_agent_view *v, size_t n, const
 		other.would_drop_packets += v[i].counters.would_drop_packets;
 		other.would_drop_bytes += v[i].counters.would_drop_bytes;
 		o_tokens += v[i].tokens;
-		o_rate += v[i].rate;
+		o_rate += v[i].rate * v[i].share;
 		o_cap += (double)v[i].burst;
 	}
 	counter_series(o, "packets_total", "Packets classified to an agent, by verdict.", v, n,
@@ -209,7 +209,7 @@ static void agent_series(struct out *o, struct ag_agent_view *v, size_t n, const
 	for (i = 0; i < n; i++)
 		if (own[i])
 			put(o, "agentgate_refill_rate{agent=\"%s\"} %.17g\n",
-			    label(v[i].name, name, sizeof(name)), v[i].rate);
+			    label(v[i].name, name, sizeof(name)), v[i].rate * v[i].share);
 	if (n_other)
 		put(o, "agentgate_refill_rate{agent=\"" AG_METRICS_OTHER "\"} %.17g\n", o_rate);
 	family(o, "bucket_capacity", "gauge", "Burst size of the agent's bucket, tokens.");
@@ -219,6 +219,15 @@ static void agent_series(struct out *o, struct ag_agent_view *v, size_t n, const
 			    label(v[i].name, name, sizeof(name)), (unsigned long long)v[i].burst);
 	if (n_other)
 		put(o, "agentgate_bucket_capacity{agent=\"" AG_METRICS_OTHER "\"} %.17g\n", o_cap);
+	if (n && v[0].fleet) {
+		family(o, "fleet_demand_share", "gauge",
+		       "Share of the agent's fleet-wide rate this host's bucket gets (its demand "
+		       "over the fleet's, floored).");
+		for (i = 0; i < n; i++)
+			if (own[i])
+				put(o, "agentgate_fleet_demand_share{agent=\"%s\"} %.17g\n",
+				    label(v[i].name, name, sizeof(name)), v[i].share);
+	}
 	family(o, "metrics_other_agents", "gauge",
 	       "Agents summed under agent=\"" AG_METRICS_OTHER "\" (beyond --metrics-max-agents).");
 	put(o, "agentgate_metrics_other_agents %zu\n", n_other);

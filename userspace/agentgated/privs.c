@@ -188,7 +188,8 @@ void agd_privs_describe(const struct agd_privs *p, char *buf, size_t len)
  * account it runs as (root, or --user), directories 0700 and files 0600, or
  * with --read-group that group's with 02750 (new entries take the group)
  * and 0640. Only its own entries: the maps (ag_*), links/ and progs/ of the
- * pin root, the four files of the state dir. The ingest socket keeps 0660.
+ * pin root, the four files of the state dir and the fleet's outbox/. The
+ * ingest socket keeps 0660.
  */
 static const char *const state_files[] = { "data.mdb", "lock.mdb", "audit.log",
 					    "dead-letter.ndjson", NULL };
@@ -294,6 +295,9 @@ static int own_all(const struct agd_privs *p, char *err, size_t len)
 		snprintf(path, sizeof(path), "%s/%s", p->state_dir, state_files[i]);
 		rc = own_path(p, path, err, len);
 	}
+	snprintf(path, sizeof(path), "%s/outbox", p->state_dir); /* fleet mode: an LMDB dir */
+	if (!rc && is_dir(path))
+		rc = own_tree(p, path, NULL, err, len);
 	return rc;
 }
 

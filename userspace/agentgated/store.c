@@ -139,6 +139,29 @@ cleanup:
 	return 0;
 }
 
+int ag_store_meta_get_u64(struct ag_store *st, MDB_txn *txn, const char *key, __u64 *v)
+{
+	MDB_val k = { strlen(key), (void *)key }, d;
+	int rc = mdb_get(txn, st->meta, &k, &d);
+
+	*v = 0;
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return ag_store_errno(rc);
+	if (d.mv_size != sizeof(*v))
+		return -EPROTO;
+	memcpy(v, d.mv_data, sizeof(*v));
+	return 0;
+}
+
+int ag_store_meta_put_u64(struct ag_store *st, MDB_txn *txn, const char *key, __u64 v)
+{
+	MDB_val k = { strlen(key), (void *)key }, d = { sizeof(v), &v };
+
+	return ag_store_errno(mdb_put(txn, st->meta, &k, &d, 0));
+}
+
 void ag_store_close(struct ag_store *st)
 {
 	if (st->env)

@@ -9,6 +9,7 @@
  *   dedup_at be64 ms | rating id        -> "" (the expiry order of dedup)
  *   audit    be64 sequence              -> one JSON line
  *   meta     "version"                  -> __u32 AG_STORE_VERSION
+ *            "log_seq"                  -> __u64 fleet log sequence applied
  */
 #ifndef AGENTGATED_STORE_H
 #define AGENTGATED_STORE_H
@@ -91,6 +92,10 @@ __u64 ag_store_dedup_count(struct ag_store *st, MDB_txn *txn);
 int ag_store_rule_put(struct ag_store *st, MDB_txn *txn, const struct ag_rule_rec_key *k,
 		      const char *agent);
 int ag_store_rule_del(struct ag_store *st, MDB_txn *txn, const struct ag_rule_rec_key *k);
+
+/* A __u64 under key in meta: 0 when absent. */
+int ag_store_meta_get_u64(struct ag_store *st, MDB_txn *txn, const char *key, __u64 *v);
+int ag_store_meta_put_u64(struct ag_store *st, MDB_txn *txn, const char *key, __u64 v);
 
 /* Appends one JSON line under the next sequence number. */
 int ag_store_audit(struct ag_store *st, MDB_txn *txn, const char *line);

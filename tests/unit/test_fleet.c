@@ -1,0 +1,162 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The fleet's own formats: operator changes as the stream carries them must
+ * come back bit for bit on every host (the rates depend on it), and anything
+ * else in the stream must be refused with a reason (a dead letter). Node
+ * names must be what NATS accepts in a durable consumer's name.
+ */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <cmocka.h>
+
+#include "fleet_internal.h"
+
+static struct ag_op roundtrip(const struct ag_op *in)
+{
+	char *text = agd_fleet_op_encode(in), why[200] = "";
+	struct ag_op out;
+
+	assert_non_null(text);
+	assert_int_equal(agd_fleet_op_decode(text, strlen(text), &out, why, sizeof(why)), 0);
+	free(text);
+	return out;
+}
+
+static void agent_put_comes_back_exactly(void **state)
+{
+	struct ag_op in = { .kind = AG_OP_AGENT_PUT, .agent = "a:b.c-d_e", .subject = "ops@x" };
+	struct ag_op out;
+
+	/* Doubles with no short decimal form must survive the text. */
+	in.change.set = AG_POL_R0 | AG_POL_ALPHA | AG_POL_BURST | AG_POL_PINNED;
+	in.change.unset = AG_POL_R_MAX;
+	in.change.own.r0 = 1.0 / 3;
+	in.change.own.alpha = 0.1;
+	in.change.own.r_min = 1e-6;
+	in.change.own.r_max = 9999999999.999998;
+	in.change.own.burst = 2.5;
+	in.change.own.burst_kind = AG_BURST_SECONDS;
+	in.change.own.unit = AG_UNIT_BPS;
+	in.change.own.pinned = true;
+	in.change.fill_tokens = -1;
+	out = roundtrip(&in);
+	assert_int_equal(out.kind, AG_OP_AGENT_PUT);
+	assert_string_equal(out.agent, in.agent);
+	assert_string_equal(out.subject, in.subject);
+	assert_int_equal(out.change.set, in.change.set);
+	assert_int_equal(out.change.unset, in.change.unset);
+	assert_memory_equal(&out.change.own.r0, &in.change.own.r0, sizeof(double));
+	assert_memory_equal(&out.change.own.alpha, &in.change.own.alpha, sizeof(double));
+	assert_memory_equal(&out.change.own.r_min, &in.change.own.r_min, sizeof(double));
+	assert_memory_equal(&out.change.own.r_max, &in.change.own.r_max, sizeof(double));
+	assert_memory_equal(&out.change.own.burst, &in.change.own.burst, sizeof(double));
+	assert_int_equal(out.change.own.burst_kind, AG_BURST_SECONDS);
+	assert_int_equal(out.change.own.unit, AG_UNIT_BPS);
+	assert_true(out.change.own.pinned);
+	assert_true(out.change.fill_tokens == -1);
+}
+
+static void rules_and_delete_come_back(void **state)
+{
+	struct ag_op in = { .kind = AG_OP_RULE_ADD, .agent = "web" }, out;
+	int i;
+
+	in.rule.family = AF_INET6;
+	for (i = 0; i < 16; i++)
+		in.rule.addr[i] = (unsigned char)(0xf0 + i);
+	in.rule.plen = 128;
+	in.rule.port = 65535;
+	out = roundtrip(&in);
+	assert_int_equal(out.rule.family, AF_INET6);
+	assert_memory_equal(out.rule.addr, in.rule.addr, 16);
+	assert_int_equal(out.rule.plen, 128);
+	assert_int_equal(out.rule.port, 65535);
+
+	in.kind = AG_OP_RULE_DEL;
+	in.rule.family = AF_INET;
+	memset(in.rule.addr, 0, sizeof(in.rule.addr));
+	in.rule.addr[0] = 10;
+	in.rule.plen = 8;
+	in.rule.port = 0;
+	out = roundtrip(&in);
+	assert_int_equal(out.kind, AG_OP_RULE_DEL);
+	assert_int_equal(out.rule.family, AF_INET);
+	assert_int_equal(out.rule.addr[0], 10);
+	assert_int_equal(out.rule.plen, 8);
+
+	in = (struct ag_op){ .kind = AG_OP_AGENT_DELETE, .agent = "gone" };
+	out = roundtrip(&in);
+	assert_int_equal(out.kind, AG_OP_AGENT_DELETE);
+	assert_string_equal(out.agent, "gone");
+}
+
+static void anything_else_is_refused_with_a_reason(void **state)
+{
+	static const char *const bad[] = {
+		"",
+		"not json",
+		"[1,2]",
+		"{\"v\":2,\"op\":\"agent.delete\",\"agent\":\"a\",\"subject\":\"\"}",
+		"{\"v\":1,\"op\":\"agent.rename\",\"agent\":\"a\",\"subject\":\"\"}",
+		"{\"v\":1,\"op\":\"agent.put\",\"agent\":\"a\",\"subject\":\"\"}",
+		"{\"v\":1,\"op\":\"rule.add\",\"agent\":\"a\",\"subject\":\"\"}",
+		"{\"v\":1,\"op\":\"rule.add\",\"agent\":\"a\",\"subject\":\"\",\"rule\":"
+		"{\"family\":5,\"addr\":\"00000000000000000000000000000000\",\"plen\":1,\"port\":0}}",
+		"{\"v\":1,\"op\":\"rule.add\",\"agent\":\"a\",\"subject\":\"\",\"rule\":"
+		"{\"family\":4,\"addr\":\"zz000000000000000000000000000000\",\"plen\":1,\"port\":0}}",
+		"{\"v\":1,\"op\":\"rule.add\",\"agent\":\"a\",\"subject\":\"\",\"rule\":"
+		"{\"family\":4,\"addr\":\"00000000000000000000000000000000\",\"plen\":33,\"port\":0}}",
+		"{\"v\":1,\"op\":\"agent.put\",\"agent\":\"a\",\"subject\":\"\",\"change\":{\"set\":1,"
+		"\"unset\":0,\"fill\":-1,\"policy\":{\"r0\":1,\"alpha\":1,\"r_min\":1,\"r_max\":2,"
+		"\"burst\":1,\"burst_kind\":0,\"unit\":0,\"pinned\":false,\"extra\":1}}}",
+		"{\"v\":1,\"op\":\"agent.put\",\"agent\":\"a\",\"subject\":\"\",\"change\":{\"set\":256,"
+		"\"unset\":0,\"fill\":-1,\"policy\":{\"r0\":1,\"alpha\":1,\"r_min\":1,\"r_max\":2,"
+		"\"burst\":1,\"burst_kind\":0,\"unit\":0,\"pinned\":false}}}",
+		"{\"v\":1,\"op\":\"agent.delete\",\"agent\":\"0123456789012345678901234567890123456789"
+		"01234567890123456789012345\",\"subject\":\"\"}",
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct ag_op op;
+		char why[200] = "";
+
+		if (agd_fleet_op_decode(bad[i], strlen(bad[i]), &op, why, sizeof(why)) != -EINVAL)
+			fail_msg("accepted: %s", bad[i]);
+		if (!why[0])
+			fail_msg("no reason for: %s", bad[i]);
+	}
+}
+
+static void node_names(void **state)
+{
+	char why[200], node[AGD_NODE_MAX + 1];
+
+	assert_int_equal(agd_fleet_node_check("edge-1_a", why, sizeof(why)), 0);
+	assert_int_equal(agd_fleet_node_check("", why, sizeof(why)), -1);
+	assert_int_equal(agd_fleet_node_check("a.b", why, sizeof(why)), -1); /* durable names */
+	assert_int_equal(agd_fleet_node_check("a b", why, sizeof(why)), -1);
+	assert_int_equal(agd_fleet_node_check("012345678901234567890123456789012", why,
+					      sizeof(why)), -1);
+	agd_fleet_default_node(node, sizeof(node));
+	assert_int_equal(agd_fleet_node_check(node, why, sizeof(why)), 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(agent_put_comes_back_exactly),
+		cmocka_unit_test(rules_and_delete_come_back),
+		cmocka_unit_test(anything_else_is_refused_with_a_reason),
+		cmocka_unit_test(node_names),
+	};
+
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

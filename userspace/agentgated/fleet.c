@@ -1,0 +1,922 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The fleet on NATS JetStream (fleet.h says what; docs/FLEET.md says why).
+ *
+ * Threads: the consumer applies the stream in order; the outbox publisher
+ * drains ratings kept while NATS was unreachable; the demand thread
+ * publishes and merges demand counters (demand.c). Publishing happens in
+ * the caller's thread (an HTTP worker or an ingest stream), which then
+ * waits until the consumer applied what it published.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <lmdb.h>
+#include <nats/nats.h>
+
+#include "fleet_internal.h"
+
+#define APPLY_WAIT_MS 10000 /* a publisher waits this long for its host to apply */
+#define OUTBOX_BATCH 1024
+
+static void nolog(int level, const char *fmt, ...)
+{
+}
+
+/* ---- names ------------------------------------------------------------------- */
+
+int agd_fleet_node_check(const char *node, char *why, size_t len)
+{
+	size_t n = strlen(node), i;
+
+	if (!n || n > AGD_NODE_MAX) {
+		snprintf(why, len, "node name must be 1 to %d characters", AGD_NODE_MAX);
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		char c = node[i];
+
+		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+		      c == '_' || c == '-')) {
+			snprintf(why, len, "node name '%s': invalid character at position %zu "
+				 "(allowed: A-Z a-z 0-9 _ -)", node, i + 1);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void agd_fleet_default_node(char *node, size_t len)
+{
+	char host[256] = "";
+	size_t i;
+
+	if (gethostname(host, sizeof(host) - 1) || !host[0])
+		snprintf(host, sizeof(host), "node");
+	host[AGD_NODE_MAX] = 0;
+	for (i = 0; host[i]; i++)
+		if (!((host[i] >= 'a' && host[i] <= 'z') || (host[i] >= 'A' && host[i] <= 'Z') ||
+		      (host[i] >= '0' && host[i] <= '9') || host[i] == '_' || host[i] == '-'))
+			host[i] = '-';
+	snprintf(node, len, "%s", host);
+}
+
+__u64 agd_fleet_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (__u64)ts.tv_sec * 1000 + (__u64)ts.tv_nsec / 1000000;
+}
+
+static void deadline_after(struct timespec *ts, __u64 ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += (time_t)(ms / 1000);
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+/* Sleeps up to ms unless the fleet is stopping; false when it is. */
+bool agd_fleet_pause(struct agd_fleet *f, __u64 ms)
+{
+	struct timespec ts;
+	bool go;
+
+	deadline_after(&ts, ms);
+	pthread_mutex_lock(&f->lock);
+	if (!f->stopping)
+		pthread_cond_timedwait(&f->stop_cv, &f->lock, &ts);
+	go = !f->stopping;
+	pthread_mutex_unlock(&f->lock);
+	return go;
+}
+
+bool agd_fleet_connected(struct agd_fleet *f)
+{
+	return natsConnection_Status(f->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+/* ---- messages ---------------------------------------------------------------- */
+
+/* A rating as the stream carries it: the fields that change state. */
+static char *rating_payload(const struct ag_rating *r)
+{
+	json_t *o = json_pack("{s:s,s:s,s:i}", "id", r->id, "agent", r->agent, "score", r->score);
+	char *text;
+
+	if (!o)
+		return NULL;
+	if (r->user[0])
+		json_object_set_new(o, "user", json_string(r->user));
+	if (r->ts_ms >= 0)
+		json_object_set_new(o, "ts", json_integer((json_int_t)r->ts_ms));
+	text = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return text;
+}
+
+static void random_id(const char *node, char *id, size_t len)
+{
+	unsigned char b[16];
+	size_t i, off;
+
+	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
+		__u64 t = agd_fleet_wall_ms() ^ ((__u64)getpid() << 40);
+
+		for (i = 0; i < sizeof(b); i++)
+			b[i] = (unsigned char)(t >> (8 * (i % 8))) ^ (unsigned char)rand();
+	}
+	off = (size_t)snprintf(id, len, "%s-", node);
+	for (i = 0; i < sizeof(b) && off + 2 < len; i++, off += 2)
+		snprintf(id + off, len - off, "%02x", b[i]);
+}
+
+static natsMsg *make_msg(const char *subject, const char *msg_id, const char *data, size_t len)
+{
+	natsMsg *m = NULL;
+
+	if (natsMsg_Create(&m, subject, NULL, data, (int)len) != NATS_OK)
+		return NULL;
+	if (natsMsgHeader_Set(m, "Nats-Msg-Id", msg_id) != NATS_OK) {
+		natsMsg_Destroy(m);
+		return NULL;
+	}
+	return m;
+}
+
+/* ---- the outbox: ratings kept while NATS is unreachable ------------------------ */
+
+/* Key: be64 counter. Value: subject \n msg id \n payload. */
+static int outbox_open(struct agd_fleet *f, char *err, size_t len)
+{
+	char dir[4200];
+	MDB_txn *txn = NULL;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	MDB_stat st;
+	int rc;
+
+	snprintf(dir, sizeof(dir), "%s/outbox", f->opts.state_dir);
+	if (mkdir(dir, 0700) && errno != EEXIST) {
+		snprintf(err, len, "cannot create %s: %s", dir, strerror(errno));
+		return -errno;
+	}
+	rc = mdb_env_create(&f->ob_env);
+	if (!rc)
+		rc = mdb_env_set_mapsize(f->ob_env, 1ULL << 30);
+	if (!rc)
+		rc = mdb_env_open(f->ob_env, dir, 0, 0600);
+	if (!rc)
+		rc = mdb_txn_begin(f->ob_env, NULL, 0, &txn);
+	if (!rc)
+		rc = mdb_dbi_open(txn, NULL, 0, &f->ob_dbi);
+	if (!rc)
+		rc = mdb_stat(txn, f->ob_dbi, &st);
+	if (!rc)
+		rc = mdb_cursor_open(txn, f->ob_dbi, &cur);
+	if (!rc) {
+		if (!mdb_cursor_get(cur, &k, &v, MDB_LAST) && k.mv_size == 8)
+			f->ob_next = be64toh(*(__u64 *)k.mv_data) + 1;
+		mdb_cursor_close(cur);
+		f->ob_depth = st.ms_entries;
+		rc = mdb_txn_commit(txn);
+		txn = NULL;
+	}
+	if (txn)
+		mdb_txn_abort(txn);
+	if (rc) {
+		snprintf(err, len, "cannot open the outbox in %s: %s", dir, mdb_strerror(rc));
+		return -EIO;
+	}
+	if (!f->ob_next)
+		f->ob_next = 1;
+	return 0;
+}
+
+/* Keeps ratings durably; 0 once committed. */
+static int outbox_put(struct agd_fleet *f, const struct ag_rating *items, const size_t *idx,
+		      size_t n)
+{
+	MDB_txn *txn;
+	size_t i;
+	int rc;
+
+	pthread_mutex_lock(&f->ob_lock);
+	rc = mdb_txn_begin(f->ob_env, NULL, 0, &txn);
+	for (i = 0; i < n && !rc; i++) {
+		const struct ag_rating *r = &items[idx[i]];
+		char *payload = rating_payload(r), *val = NULL;
+		__u64 key = htobe64(f->ob_next + i);
+		MDB_val k = { sizeof(key), &key }, v;
+		int l;
+
+		if (payload)
+			l = asprintf(&val, "%s%s\n%s\n%s", AGD_FLEET_RATINGS, r->agent, r->id, payload);
+		free(payload);
+		if (!payload || l < 0) {
+			rc = ENOMEM;
+			break;
+		}
+		v = (MDB_val){ (size_t)l, val };
+		rc = mdb_put(txn, f->ob_dbi, &k, &v, MDB_APPEND);
+		free(val);
+	}
+	if (!rc) {
+		rc = mdb_txn_commit(txn);
+		if (!rc) {
+			f->ob_next += n;
+			pthread_mutex_lock(&f->lock);
+			f->ob_depth += n;
+			f->st.queued += n;
+			pthread_cond_broadcast(&f->cv);
+			pthread_mutex_unlock(&f->lock);
+		}
+	} else {
+		mdb_txn_abort(txn);
+	}
+	pthread_mutex_unlock(&f->ob_lock);
+	if (rc)
+		f->opts.log(AG_LOG_ERR, "fleet: cannot keep ratings in the outbox: %s",
+			    mdb_strerror(rc));
+	return rc ? -EIO : 0;
+}
+
+struct outbox_entry {
+	__u64 key;
+	natsMsg *msg;
+	bool acked;
+};
+
+struct outbox_batch {
+	struct outbox_entry *e;
+	size_t n;
+};
+
+static int outbox_read(struct agd_fleet *f, struct outbox_batch *b)
+{
+	MDB_txn *txn;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc, op = MDB_FIRST;
+
+	b->n = 0;
+	rc = mdb_txn_begin(f->ob_env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return -EIO;
+	rc = mdb_cursor_open(txn, f->ob_dbi, &cur);
+	while (!rc && b->n < OUTBOX_BATCH && !(rc = mdb_cursor_get(cur, &k, &v, op))) {
+		const char *s = v.mv_data, *end = s + v.mv_size;
+		const char *nl1 = memchr(s, '\n', v.mv_size), *nl2;
+		char subject[256], id[AG_RATING_ID_MAX + 1];
+		struct outbox_entry *oe = &b->e[b->n];
+
+		op = MDB_NEXT;
+		nl2 = nl1 ? memchr(nl1 + 1, '\n', (size_t)(end - nl1 - 1)) : NULL;
+		if (k.mv_size != 8 || !nl2 || nl1 - s >= (long)sizeof(subject) ||
+		    nl2 - nl1 - 1 >= (long)sizeof(id))
+			continue; /* cannot happen: only outbox_put writes */
+		memcpy(subject, s, (size_t)(nl1 - s));
+		subject[nl1 - s] = 0;
+		memcpy(id, nl1 + 1, (size_t)(nl2 - nl1 - 1));
+		id[nl2 - nl1 - 1] = 0;
+		oe->key = be64toh(*(__u64 *)k.mv_data);
+		oe->acked = false;
+		oe->msg = make_msg(subject, id, nl2 + 1, (size_t)(end - nl2 - 1));
+		if (oe->msg)
+			b->n++;
+	}
+	mdb_txn_abort(txn);
+	return 0;
+}
+
+static void outbox_delete(struct agd_fleet *f, const struct outbox_batch *b)
+{
+	MDB_txn *txn;
+	size_t i, gone = 0;
+	int rc;
+
+	pthread_mutex_lock(&f->ob_lock);
+	rc = mdb_txn_begin(f->ob_env, NULL, 0, &txn);
+	for (i = 0; i < b->n && !rc; i++) {
+		__u64 key = htobe64(b->e[i].key);
+		MDB_val k = { sizeof(key), &key };
+
+		if (!b->e[i].acked)
+			continue;
+		rc = mdb_del(txn, f->ob_dbi, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+		else if (!rc)
+			gone++;
+	}
+	if (!rc)
+		rc = mdb_txn_commit(txn);
+	else
+		mdb_txn_abort(txn);
+	pthread_mutex_unlock(&f->ob_lock);
+	if (rc) {
+		/* Published but still kept: sent again later, and deduplicated then. */
+		f->opts.log(AG_LOG_ERR, "fleet: outbox: %s", mdb_strerror(rc));
+		return;
+	}
+	pthread_mutex_lock(&f->lock);
+	f->ob_depth -= gone;
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* ---- publishing ---------------------------------------------------------------- */
+
+/* One asynchronous publication: its messages, found again by address in the
+ * acknowledgement handler. */
+struct pub {
+	natsMsg **sent;   /* hash of message addresses, 2^k slots */
+	size_t *slot_idx; /* the item each slot's message carries */
+	size_t mask;
+	__u64 *seq;       /* per item: stream sequence once acknowledged */
+	bool *dup;        /* per item: JetStream had its id already */
+	size_t acked;
+};
+
+static size_t ptr_hash(const void *p, size_t mask)
+{
+	return (size_t)(((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ULL) & mask;
+}
+
+static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
+{
+	struct pub *p = closure;
+	size_t h = ptr_hash(msg, p->mask);
+
+	while (p->sent[h] && p->sent[h] != msg)
+		h = (h + 1) & p->mask;
+	if (p->sent[h] == msg && pa && !pae) {
+		size_t i = p->slot_idx[h];
+
+		p->seq[i] = pa->Sequence;
+		p->dup[i] = pa->Duplicate;
+		p->acked++;
+	}
+	natsMsg_Destroy(msg);
+}
+
+/* Publishes msgs[0..n) (consumed) and waits for their acknowledgements;
+ * seq[i] stays 0 for those not acknowledged in time. */
+static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item, size_t n,
+			__u64 *seq, bool *dup)
+{
+	struct pub p = { .seq = seq, .dup = dup };
+	jsOptions jo;
+	jsCtx *js = NULL;
+	natsMsgList pending = { 0 };
+	size_t slots = 16, i;
+
+	while (slots < 2 * n)
+		slots *= 2;
+	p.sent = calloc(slots, sizeof(*p.sent));
+	p.slot_idx = calloc(slots, sizeof(*p.slot_idx));
+	p.mask = slots - 1;
+	jsOptions_Init(&jo);
+	jo.Wait = (int64_t)f->opts.timeout_ms;
+	jo.PublishAsync.AckHandler = on_ack;
+	jo.PublishAsync.AckHandlerClosure = &p;
+	jo.PublishAsync.MaxPending = (int64_t)n;
+	if (!p.sent || !p.slot_idx || natsConnection_JetStream(&js, f->nc, &jo) != NATS_OK)
+		goto out;
+	for (i = 0; i < n; i++) {
+		size_t h = ptr_hash(msgs[i], p.mask);
+		natsMsg *m = msgs[i];
+
+		while (p.sent[h])
+			h = (h + 1) & p.mask;
+		p.sent[h] = m;
+		p.slot_idx[h] = item[i];
+		if (js_PublishMsgAsync(js, &msgs[i], NULL) != NATS_OK)
+			break; /* msgs[i..] stay ours */
+		msgs[i] = NULL;
+	}
+	if (i == n) {
+		jsPubOptions po;
+
+		jsPubOptions_Init(&po);
+		po.MaxWait = (int64_t)f->opts.timeout_ms;
+		js_PublishAsyncComplete(js, &po);
+	}
+	/* What is still pending was not acknowledged in time: ours again. */
+	if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
+		natsMsgList_Destroy(&pending); /* destroys them */
+	/* Only handlers already running are counted now: wait for them, so
+	 * none touches p after this returns. */
+	js_PublishAsyncComplete(js, NULL);
+out:
+	if (js)
+		jsCtx_Destroy(js);
+	for (i = 0; i < n; i++)
+		natsMsg_Destroy(msgs[i]);
+	free(p.sent);
+	free(p.slot_idx);
+}
+
+/* ---- waiting for this host to apply ------------------------------------------------ */
+
+static struct item_result *result_slot(struct agd_fleet *f, __u64 seq)
+{
+	return &f->results[seq & (AGD_FLEET_RESULTS - 1)];
+}
+
+void agd_fleet_record(struct agd_fleet *f, __u64 seq, int code)
+{
+	struct item_result *r = result_slot(f, seq);
+
+	r->seq = seq;
+	r->code = code;
+}
+
+/* Waits until the consumer applied seq; false on timeout or stop. */
+static bool wait_applied(struct agd_fleet *f, __u64 seq)
+{
+	struct timespec ts;
+	bool done;
+
+	deadline_after(&ts, APPLY_WAIT_MS);
+	pthread_mutex_lock(&f->lock);
+	while (f->applied < seq && !f->stopping)
+		if (pthread_cond_timedwait(&f->cv, &f->lock, &ts) == ETIMEDOUT)
+			break;
+	done = f->applied >= seq;
+	pthread_mutex_unlock(&f->lock);
+	return done;
+}
+
+/* What applying seq gave: 0, AG_ITEM_DUPLICATE or a negative errno; 0
+ * when the record was overwritten (a batch larger than the ring). */
+static int result_of(struct agd_fleet *f, __u64 seq)
+{
+	struct item_result r;
+
+	pthread_mutex_lock(&f->lock);
+	r = *result_slot(f, seq);
+	pthread_mutex_unlock(&f->lock);
+	return r.seq == seq ? r.code : 0;
+}
+
+/* ---- ratings: the replicator's submit -------------------------------------------- */
+
+struct submit {
+	struct ag_rating *items; /* with ids */
+	natsMsg **msgs;
+	size_t *item;
+	__u64 *seq;
+	bool *dup;
+	size_t *unacked;
+};
+
+static void submit_free(struct submit *s)
+{
+	free(s->items);
+	free(s->msgs);
+	free(s->item);
+	free(s->seq);
+	free(s->dup);
+	free(s->unacked);
+}
+
+static int submit_prepare(struct agd_fleet *f, const struct ag_job *job, struct submit *s)
+{
+	size_t i, n = job->n;
+
+	s->items = malloc(n * sizeof(*s->items));
+	s->msgs = calloc(n, sizeof(*s->msgs));
+	s->item = calloc(n, sizeof(*s->item));
+	s->seq = calloc(n, sizeof(*s->seq));
+	s->dup = calloc(n, sizeof(*s->dup));
+	s->unacked = calloc(n, sizeof(*s->unacked));
+	if (!s->items || !s->msgs || !s->item || !s->seq || !s->dup || !s->unacked)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		struct ag_rating *r = &s->items[i];
+
+		*r = job->items[i];
+		if (!r->id[0]) /* the id makes a retry, and the outbox, exactly-once */
+			random_id(f->opts.node, r->id, sizeof(r->id));
+		s->item[i] = i;
+	}
+	return 0;
+}
+
+static int submit_publish(struct agd_fleet *f, struct submit *s, size_t n)
+{
+	char subject[sizeof(AGD_FLEET_RATINGS) + AG_NAME_MAX];
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		char *payload = rating_payload(&s->items[i]);
+
+		snprintf(subject, sizeof(subject), "%s%s", AGD_FLEET_RATINGS, s->items[i].agent);
+		s->msgs[i] = payload ? make_msg(subject, s->items[i].id, payload,
+						  strlen(payload)) : NULL;
+		free(payload);
+		if (!s->msgs[i]) {
+			while (i--)
+				natsMsg_Destroy(s->msgs[i]);
+			return -ENOMEM;
+		}
+	}
+	publish_all(f, s->msgs, s->item, n, s->seq, s->dup);
+	return 0;
+}
+
+/* Counts what the log did with each acknowledged item. */
+static void submit_results(struct agd_fleet *f, struct ag_job *job, const struct submit *s)
+{
+	size_t i;
+
+	for (i = 0; i < job->n; i++) {
+		int code;
+
+		if (!s->seq[i])
+			continue;
+		if (s->dup[i]) {
+			job->duplicates++;
+			if (job->item_err)
+				job->item_err[i] = AG_ITEM_DUPLICATE;
+			continue;
+		}
+		code = result_of(f, s->seq[i]);
+		if (job->item_err)
+			job->item_err[i] = code;
+		if (code == AG_ITEM_DUPLICATE)
+			job->duplicates++;
+		else if (code < 0)
+			job->refused++;
+		else
+			job->applied++;
+	}
+}
+
+static int fleet_submit(void *arg, struct ag_job *job)
+{
+	struct agd_fleet *f = arg;
+	struct submit s = { 0 };
+	size_t i, n_unacked = 0;
+	__u64 last = 0, dups = 0;
+	int err;
+
+	/* Whole or nothing (HTTP): refused here like a standalone host would. */
+	if (!job->item_err) {
+		job->err = ag_engine_check_agents(f->e, job, job->msg, sizeof(job->msg));
+		if (job->err) {
+			ag_job_complete(job);
+			return 0;
+		}
+	}
+	err = submit_prepare(f, job, &s);
+	if (!err && agd_fleet_connected(f))
+		err = submit_publish(f, &s, job->n);
+	if (err)
+		goto out;
+	for (i = 0; i < job->n; i++) {
+		if (!s.seq[i])
+			s.unacked[n_unacked++] = i;
+		else if (s.seq[i] > last)
+			last = s.seq[i];
+		dups += s.dup[i];
+	}
+	pthread_mutex_lock(&f->lock);
+	f->st.published += job->n - n_unacked;
+	f->st.duplicates += dups;
+	pthread_mutex_unlock(&f->lock);
+	/* Not acknowledged (or NATS unreachable): kept until it can be. */
+	if (n_unacked) {
+		err = outbox_put(f, s.items, s.unacked, n_unacked);
+		if (err) {
+			snprintf(job->msg, sizeof(job->msg), "ratings neither published nor kept: "
+				 "the outbox in %s/outbox cannot be written", f->opts.state_dir);
+			goto out;
+		}
+		job->queued = true;
+	}
+	if (last && !wait_applied(f, last)) {
+		/* Published and durable; this host applies it when it can. */
+		job->queued = true;
+	}
+	job->sequence = last;
+	submit_results(f, job, &s);
+	if (job->applied + job->duplicates)
+		ag_engine_job_agents(f->e, job);
+out:
+	submit_free(&s);
+	if (err)
+		return err; /* not taken: the caller answers */
+	ag_job_complete(job);
+	return 0;
+}
+
+/* ---- operator changes ------------------------------------------------------------ */
+
+static int fleet_op(void *arg, const struct ag_op *op, bool *created, struct ag_op_err *oe)
+{
+	struct agd_fleet *f = arg;
+	char id[AG_RATING_ID_MAX + 1], subject[64];
+	char *payload = agd_fleet_op_encode(op);
+	jsPubAck *pa = NULL;
+	jsPubOptions po;
+	jsErrCode jerr = 0;
+	natsMsg *m;
+	natsStatus s;
+	struct op_result *res;
+	__u64 seq;
+	int err;
+
+	if (!payload) {
+		snprintf(oe->msg, sizeof(oe->msg), "out of memory");
+		return -ENOMEM;
+	}
+	if (!agd_fleet_connected(f)) {
+		free(payload);
+		snprintf(oe->msg, sizeof(oe->msg), "the fleet's NATS servers are unreachable: "
+			 "operator changes are replicated and wait for them (ratings do not)");
+		return -ENOTCONN;
+	}
+	random_id(f->opts.node, id, sizeof(id));
+	snprintf(subject, sizeof(subject), "%s%s", AGD_FLEET_POLICY, agd_fleet_op_name(op->kind));
+	m = make_msg(subject, id, payload, strlen(payload));
+	free(payload);
+	if (!m) {
+		snprintf(oe->msg, sizeof(oe->msg), "out of memory");
+		return -ENOMEM;
+	}
+	jsPubOptions_Init(&po);
+	po.MaxWait = (int64_t)f->opts.timeout_ms;
+	s = js_PublishMsg(&pa, f->js, m, &po, &jerr);
+	natsMsg_Destroy(m);
+	if (s != NATS_OK) {
+		snprintf(oe->msg, sizeof(oe->msg), "the fleet's log did not take the change: %s",
+			 natsStatus_GetText(s));
+		return -ENOTCONN;
+	}
+	seq = pa->Sequence;
+	jsPubAck_Destroy(pa);
+	if (!wait_applied(f, seq)) {
+		snprintf(oe->msg, sizeof(oe->msg), "published as sequence %llu, not yet applied "
+			 "here", (unsigned long long)seq);
+		return -ETIMEDOUT;
+	}
+	pthread_mutex_lock(&f->lock);
+	res = &f->ops[seq % AGD_FLEET_OPS];
+	if (res->seq == seq) {
+		err = res->err;
+		*created = res->created;
+		snprintf(oe->msg, sizeof(oe->msg), "%s", res->msg);
+	} else {
+		err = 0;
+	}
+	pthread_mutex_unlock(&f->lock);
+	return err;
+}
+
+void agd_fleet_record_op(struct agd_fleet *f, __u64 seq, int err, bool created, const char *msg)
+{
+	struct op_result *res = &f->ops[seq % AGD_FLEET_OPS];
+
+	res->seq = seq;
+	res->err = err;
+	res->created = created;
+	snprintf(res->msg, sizeof(res->msg), "%s", msg);
+}
+
+/* ---- the outbox publisher ----------------------------------------------------------- */
+
+static void *outbox_thread(void *arg)
+{
+	struct agd_fleet *f = arg;
+	struct outbox_batch b = { calloc(OUTBOX_BATCH, sizeof(*b.e)), 0 };
+	natsMsg **msgs = calloc(OUTBOX_BATCH, sizeof(*msgs));
+	size_t *item = calloc(OUTBOX_BATCH, sizeof(*item));
+	__u64 *seq = calloc(OUTBOX_BATCH, sizeof(*seq));
+	bool *dup = calloc(OUTBOX_BATCH, sizeof(*dup));
+
+	while (b.e && msgs && item && seq && dup) {
+		size_t i, acked = 0;
+		bool work;
+
+		pthread_mutex_lock(&f->lock);
+		work = f->ob_depth > 0 && f->ready;
+		pthread_mutex_unlock(&f->lock);
+		if (!work || !agd_fleet_connected(f)) {
+			if (!agd_fleet_pause(f, 200))
+				break;
+			continue;
+		}
+		if (outbox_read(f, &b) || !b.n) {
+			if (!agd_fleet_pause(f, 500))
+				break;
+			continue;
+		}
+		for (i = 0; i < b.n; i++) {
+			msgs[i] = b.e[i].msg;
+			item[i] = i;
+			seq[i] = 0;
+			dup[i] = false;
+		}
+		publish_all(f, msgs, item, b.n, seq, dup);
+		for (i = 0; i < b.n; i++) {
+			b.e[i].acked = seq[i] != 0;
+			acked += b.e[i].acked;
+		}
+		outbox_delete(f, &b);
+		if (acked)
+			f->opts.log(AG_LOG_INFO, "fleet: published %zu ratings from the outbox", acked);
+		if (acked < b.n && !agd_fleet_pause(f, 500))
+			break;
+	}
+	free(b.e);
+	free(msgs);
+	free(item);
+	free(seq);
+	free(dup);
+	return NULL;
+}
+
+/* ---- start and stop ------------------------------------------------------------------- */
+
+static void on_disconnected(natsConnection *nc, void *closure)
+{
+	struct agd_fleet *f = closure;
+
+	f->opts.log(AG_LOG_WARN, "fleet: disconnected from NATS; ratings go to the outbox, "
+		    "enforcement continues with the last rates");
+}
+
+static void on_reconnected(natsConnection *nc, void *closure)
+{
+	struct agd_fleet *f = closure;
+
+	f->opts.log(AG_LOG_INFO, "fleet: connected to NATS again");
+}
+
+static int connect_nats(struct agd_fleet *f, char *err, size_t len)
+{
+	const char *urls[AGD_LIST_MAX_URLS];
+	char name[80];
+	natsStatus s;
+	size_t i;
+
+	for (i = 0; i < f->opts.n_urls && i < AGD_LIST_MAX_URLS; i++)
+		urls[i] = f->opts.urls[i];
+	snprintf(name, sizeof(name), "agentgated %s", f->opts.node);
+	s = natsOptions_Create(&f->nopts);
+	if (s == NATS_OK)
+		s = natsOptions_SetServers(f->nopts, urls, (int)i);
+	if (s == NATS_OK)
+		s = natsOptions_SetName(f->nopts, name);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxReconnect(f->nopts, -1);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectWait(f->nopts, 250);
+	if (s == NATS_OK)
+		s = natsOptions_SetTimeout(f->nopts, 2000);
+	if (s == NATS_OK) /* a dead server is noticed within seconds */
+		s = natsOptions_SetPingInterval(f->nopts, 1000);
+	if (s == NATS_OK)
+		s = natsOptions_SetMaxPingsOut(f->nopts, 3);
+	if (s == NATS_OK)
+		s = natsOptions_SetFailRequestsOnDisconnect(f->nopts, true);
+	if (s == NATS_OK)
+		s = natsOptions_SetRetryOnFailedConnect(f->nopts, true, NULL, NULL);
+	if (s == NATS_OK)
+		s = natsOptions_SetDisconnectedCB(f->nopts, on_disconnected, f);
+	if (s == NATS_OK)
+		s = natsOptions_SetReconnectedCB(f->nopts, on_reconnected, f);
+	if (s == NATS_OK) {
+		s = natsConnection_Connect(&f->nc, f->nopts);
+		if (s == NATS_NOT_YET_CONNECTED) {
+			f->opts.log(AG_LOG_WARN, "fleet: NATS not reachable yet; retrying in the "
+				    "background (ratings go to the outbox)");
+			s = NATS_OK;
+		}
+	}
+	if (s == NATS_OK) {
+		jsOptions jo;
+
+		jsOptions_Init(&jo);
+		jo.Wait = (int64_t)f->opts.timeout_ms;
+		s = natsConnection_JetStream(&f->js, f->nc, &jo);
+	}
+	if (s != NATS_OK) {
+		snprintf(err, len, "fleet: cannot set up the NATS connection: %s",
+			 natsStatus_GetText(s));
+		return -EIO;
+	}
+	return 0;
+}
+
+int agd_fleet_start(struct ag_engine *e, const struct agd_fleet_opts *o, struct agd_fleet **out,
+		    char *err, size_t len)
+{
+	struct ag_replicator repl = { fleet_submit, fleet_op, NULL };
+	struct agd_fleet *f = calloc(1, sizeof(*f));
+	pthread_condattr_t ca;
+	int rc;
+
+	if (!f) {
+		snprintf(err, len, "out of memory");
+		return -ENOMEM;
+	}
+	f->e = e;
+	f->opts = *o;
+	if (!f->opts.log)
+		f->opts.log = nolog;
+	f->applied = ag_engine_log_seq(e);
+	pthread_mutex_init(&f->lock, NULL);
+	pthread_mutex_init(&f->ob_lock, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&f->cv, &ca);
+	pthread_cond_init(&f->stop_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	rc = outbox_open(f, err, len);
+	if (!rc)
+		rc = connect_nats(f, err, len);
+	if (rc)
+		goto fail;
+	rc = -pthread_create(&f->consumer, NULL, agd_fleet_consumer, f);
+	if (!rc) {
+		f->consumer_started = true;
+		rc = -pthread_create(&f->outbox, NULL, outbox_thread, f);
+	}
+	if (!rc) {
+		f->outbox_started = true;
+		rc = -pthread_create(&f->demand, NULL, agd_fleet_demand, f);
+	}
+	if (rc) {
+		snprintf(err, len, "fleet: cannot start its threads: %s", strerror(-rc));
+		goto fail;
+	}
+	f->demand_started = true;
+	repl.arg = f;
+	ag_engine_replicate(e, &repl);
+	f->opts.log(AG_LOG_INFO, "fleet: node %s, %zu NATS server%s, %llu ratings in the outbox, "
+		    "applied up to sequence %llu", o->node, o->n_urls, o->n_urls == 1 ? "" : "s",
+		    (unsigned long long)f->ob_depth, (unsigned long long)f->applied);
+	*out = f;
+	return 0;
+fail:
+	agd_fleet_stop(f);
+	return rc;
+}
+
+void agd_fleet_stop(struct agd_fleet *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_lock(&f->lock);
+	f->stopping = true;
+	pthread_cond_broadcast(&f->cv);
+	pthread_cond_broadcast(&f->stop_cv);
+	pthread_mutex_unlock(&f->lock);
+	if (f->consumer_started)
+		pthread_join(f->consumer, NULL);
+	if (f->outbox_started)
+		pthread_join(f->outbox, NULL);
+	if (f->demand_started)
+		pthread_join(f->demand, NULL);
+	if (f->js)
+		jsCtx_Destroy(f->js);
+	if (f->nc) {
+		natsConnection_Close(f->nc);
+		natsConnection_Destroy(f->nc);
+	}
+	natsOptions_Destroy(f->nopts);
+	nats_CloseAndWait(2000);
+	if (f->ob_env)
+		mdb_env_close(f->ob_env);
+	pthread_mutex_destroy(&f->lock);
+	pthread_mutex_destroy(&f->ob_lock);
+	pthread_cond_destroy(&f->cv);
+	pthread_cond_destroy(&f->stop_cv);
+	free(f);
+}
+
+void agd_fleet_stats(struct agd_fleet *f, struct agd_fleet_stats *s)
+{
+	pthread_mutex_lock(&f->lock);
+	*s = f->st;
+	s->applied_seq = f->applied;
+	s->lag = f->stream_last > f->applied ? f->stream_last - f->applied : 0;
+	s->outbox_depth = f->ob_depth;
+	s->caught_up = f->caught_up;
+	pthread_mutex_unlock(&f->lock);
+	s->connected = agd_fleet_connected(f);
+}

@@ -1,0 +1,73 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The fleet: many agentgated hosts as one replicated state machine over a
+ * NATS JetStream stream (docs/FLEET.md).
+ *
+ *  - Ratings and operator changes accepted at any host are published to the
+ *    stream AGENTGATE (agentgate.ratings.<agent>, agentgate.policy.<op>),
+ *    each with Nats-Msg-Id, and answered once JetStream acknowledged them and
+ *    this host applied them. Every host applies the whole stream in order
+ *    through its own durable consumer (agentgate-<node>); the engine stores
+ *    the stream sequence in the transaction that applied it.
+ *  - While NATS is unreachable ratings go to a durable local outbox
+ *    (<state dir>/outbox) and are published when it returns; operator
+ *    changes are refused (503).
+ *  - Demand: each host publishes its per-agent offered load (grow-only
+ *    counters, merged by per-host maximum) to the KV bucket agentgate-demand
+ *    and gives its bucket the demand-weighted share of the fleet rate.
+ *  - Messages in the stream that are not valid go to agentgate.ratings.dlq
+ *    with the reason.
+ */
+#ifndef AGENTGATED_FLEET_H
+#define AGENTGATED_FLEET_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <linux/types.h>
+
+#include "engine.h"
+
+#define AGD_FLEET_STREAM "AGENTGATE"
+#define AGD_FLEET_RATINGS "agentgate.ratings."
+#define AGD_FLEET_POLICY "agentgate.policy."
+#define AGD_FLEET_DLQ "agentgate.ratings.dlq"
+#define AGD_FLEET_KV "agentgate-demand"
+#define AGD_NODE_MAX 32
+
+struct agd_fleet;
+
+struct agd_fleet_opts {
+	const char (*urls)[256];
+	size_t n_urls;
+	const char *node;     /* [A-Za-z0-9_-], 1..AGD_NODE_MAX */
+	unsigned int replicas; /* of the stream and KV bucket when created */
+	__u64 interval_ms;    /* demand publication and share period */
+	double floor;         /* least share of an agent's rate a host keeps */
+	__u64 timeout_ms;     /* JetStream acknowledgement wait */
+	const char *state_dir;
+	ag_engine_log_fn log;
+};
+
+struct agd_fleet_stats {
+	bool connected;
+	bool caught_up; /* the consumer reached the stream's end once */
+	__u64 applied_seq, lag;
+	__u64 outbox_depth;
+	__u64 dead_letters;
+	__u64 published, duplicates, queued; /* ratings */
+};
+
+/* 0 when node is a valid node name; else -1 with why. */
+int agd_fleet_node_check(const char *node, char *why, size_t len);
+/* The host name made a node name (invalid characters become '-'). */
+void agd_fleet_default_node(char *node, size_t len);
+
+/* Connects (in the background when NATS is not reachable yet), opens the
+ * outbox, starts the consumer, outbox and demand threads and makes the
+ * engine replicate through the fleet. */
+int agd_fleet_start(struct ag_engine *e, const struct agd_fleet_opts *o, struct agd_fleet **out,
+		    char *err, size_t len);
+void agd_fleet_stop(struct agd_fleet *f);
+void agd_fleet_stats(struct agd_fleet *f, struct agd_fleet_stats *s);
+
+#endif

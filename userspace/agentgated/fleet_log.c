@@ -1,0 +1,527 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The fleet's consumer: applies the stream AGENTGATE in order, on every host
+ * alike. Its durable consumer (agentgate-<node>) is created at each start
+ * of the connection from the sequence the engine stored, so delivery starts
+ * exactly after what the state already includes; redelivered or older
+ * messages are skipped by sequence. Acknowledged (ack-all) after the engine
+ * committed them.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include <jansson.h>
+
+#include "fleet_internal.h"
+#include "rating.h"
+
+#define FETCH_BATCH 512
+#define FETCH_WAIT_MS 250
+#define ACK_WAIT_NS (30LL * 1000000000LL)
+#define DUPLICATE_WINDOW_NS (10LL * 60 * 1000000000LL)
+#define JS_STREAM_NOT_FOUND 10059
+
+/* ---- operator changes as the stream carries them --------------------------------- */
+
+static const char *const op_names[] = {
+	[AG_OP_AGENT_PUT] = "agent.put",
+	[AG_OP_AGENT_DELETE] = "agent.delete",
+	[AG_OP_RULE_ADD] = "rule.add",
+	[AG_OP_RULE_DEL] = "rule.del",
+};
+
+const char *agd_fleet_op_name(enum ag_op_kind kind)
+{
+	return kind >= AG_OP_AGENT_PUT && kind <= AG_OP_RULE_DEL ? op_names[kind] : "unknown";
+}
+
+static json_t *rule_json(const struct ag_rule *r)
+{
+	char hex[33];
+	int i;
+
+	for (i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", r->addr[i]);
+	return json_pack("{s:i,s:s,s:i,s:i}", "family", r->family == AF_INET6 ? 6 : 4, "addr",
+			 hex, "plen", r->plen, "port", r->port);
+}
+
+char *agd_fleet_op_encode(const struct ag_op *op)
+{
+	json_t *o = json_pack("{s:i,s:s,s:s,s:s}", "v", 1, "op", agd_fleet_op_name(op->kind),
+			      "agent", op->agent, "subject", op->subject);
+	const struct ag_policy *p = &op->change.own;
+	char *text;
+
+	if (!o)
+		return NULL;
+	if (op->kind == AG_OP_AGENT_PUT)
+		json_object_set_new(o, "change",
+				    json_pack("{s:i,s:i,s:f,s:{s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:b}}",
+					      "set", op->change.set, "unset", op->change.unset,
+					      "fill", op->change.fill_tokens, "policy", "r0", p->r0,
+					      "alpha", p->alpha, "r_min", p->r_min, "r_max", p->r_max,
+					      "burst", p->burst, "burst_kind", (int)p->burst_kind,
+					      "unit", (int)p->unit, "pinned", p->pinned));
+	if (op->kind == AG_OP_RULE_ADD || op->kind == AG_OP_RULE_DEL)
+		json_object_set_new(o, "rule", rule_json(&op->rule));
+	text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
+	json_decref(o);
+	return text;
+}
+
+static int decode_rule(json_t *r, struct ag_rule *rule, char *why, size_t wlen)
+{
+	const char *hex;
+	int family, plen, port, i;
+	json_error_t je;
+
+	if (json_unpack_ex(r, &je, JSON_STRICT, "{s:i,s:s,s:i,s:i}", "family", &family, "addr",
+			   &hex, "plen", &plen, "port", &port) ||
+	    (family != 4 && family != 6) || strlen(hex) != 32 || plen < 0 ||
+	    plen > (family == 4 ? 32 : 128) || port < 0 || port > 65535) {
+		snprintf(why, wlen, "rule: expected family 4|6, addr (32 hex), plen, port");
+		return -EINVAL;
+	}
+	memset(rule, 0, sizeof(*rule));
+	rule->family = family == 6 ? AF_INET6 : AF_INET;
+	rule->plen = (__u8)plen;
+	rule->port = (__u16)port;
+	for (i = 0; i < 16; i++) {
+		unsigned int b;
+
+		if (sscanf(hex + 2 * i, "%2x", &b) != 1) {
+			snprintf(why, wlen, "rule: addr is not hexadecimal");
+			return -EINVAL;
+		}
+		rule->addr[i] = (__u8)b;
+	}
+	return 0;
+}
+
+static int decode_change(json_t *c, struct ag_agent_change *ch, char *why, size_t wlen)
+{
+	struct ag_policy *p = &ch->own;
+	int set, unset, kind, unit, pinned;
+	json_error_t je;
+
+	if (!c || json_unpack_ex(c, &je, JSON_STRICT,
+				 "{s:i,s:i,s:F,s:{s:F,s:F,s:F,s:F,s:F,s:i,s:i,s:b}}", "set", &set,
+				 "unset", &unset, "fill", &ch->fill_tokens, "policy", "r0", &p->r0,
+				 "alpha", &p->alpha, "r_min", &p->r_min, "r_max", &p->r_max,
+				 "burst", &p->burst, "burst_kind", &kind, "unit", &unit, "pinned",
+				 &pinned)) {
+		snprintf(why, wlen, "change: %s", c ? je.text : "missing");
+		return -EINVAL;
+	}
+	if ((set & ~AG_POL__ALL) || (unset & ~AG_POL__ALL) ||
+	    (kind != AG_BURST_TOKENS && kind != AG_BURST_SECONDS) ||
+	    (unit != AG_UNIT_PPS && unit != AG_UNIT_BPS)) {
+		snprintf(why, wlen, "change: field mask, burst_kind or unit out of range");
+		return -EINVAL;
+	}
+	ch->set = (unsigned int)set;
+	ch->unset = (unsigned int)unset;
+	p->burst_kind = kind;
+	p->unit = unit;
+	p->pinned = pinned;
+	return 0;
+}
+
+int agd_fleet_op_decode(const char *data, size_t len, struct ag_op *op, char *why, size_t wlen)
+{
+	json_t *o = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL), *change = NULL,
+	       *rule = NULL;
+	const char *name, *agent, *subject;
+	json_error_t je;
+	int v, err = -EINVAL, k;
+
+	memset(op, 0, sizeof(*op));
+	if (!o) {
+		snprintf(why, wlen, "not JSON");
+		return -EINVAL;
+	}
+	if (json_unpack_ex(o, &je, 0, "{s:i,s:s,s:s,s:s,s?o,s?o}", "v", &v, "op", &name, "agent",
+			   &agent, "subject", &subject, "change", &change, "rule", &rule)) {
+		snprintf(why, wlen, "%s", je.text);
+		goto out;
+	}
+	if (v != 1) {
+		snprintf(why, wlen, "version %d is not understood", v);
+		goto out;
+	}
+	for (k = AG_OP_AGENT_PUT; k <= AG_OP_RULE_DEL; k++)
+		if (!strcmp(name, op_names[k]))
+			op->kind = k;
+	if (!op->kind || strlen(agent) > AG_NAME_MAX || strlen(subject) >= sizeof(op->subject)) {
+		snprintf(why, wlen, "unknown operation '%s' or overlong names", name);
+		goto out;
+	}
+	snprintf(op->agent, sizeof(op->agent), "%s", agent);
+	snprintf(op->subject, sizeof(op->subject), "%s", subject);
+	err = 0;
+	if (op->kind == AG_OP_AGENT_PUT)
+		err = decode_change(change, &op->change, why, wlen);
+	else if (op->kind == AG_OP_RULE_ADD || op->kind == AG_OP_RULE_DEL)
+		err = rule ? decode_rule(rule, &op->rule, why, wlen) : -EINVAL;
+	if (err && !why[0])
+		snprintf(why, wlen, "rule missing");
+out:
+	json_decref(o);
+	return err;
+}
+
+/* ---- dead letters ------------------------------------------------------------------- */
+
+static void dead_letter(struct agd_fleet *f, natsMsg *msg, __u64 seq, const char *why)
+{
+	char id[48], seqs[24];
+	natsMsg *m = NULL;
+	jsPubOptions po;
+	natsStatus s;
+
+	snprintf(id, sizeof(id), "dlq-%llu", (unsigned long long)seq);
+	snprintf(seqs, sizeof(seqs), "%llu", (unsigned long long)seq);
+	s = natsMsg_Create(&m, AGD_FLEET_DLQ, NULL, natsMsg_GetData(msg),
+			   natsMsg_GetDataLength(msg));
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(m, "Nats-Msg-Id", id); /* once, whichever host sends it */
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(m, "Agentgate-Reason", why);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(m, "Agentgate-Seq", seqs);
+	if (s == NATS_OK)
+		s = natsMsgHeader_Set(m, "Agentgate-Subject", natsMsg_GetSubject(msg));
+	if (s == NATS_OK) {
+		jsPubOptions_Init(&po);
+		po.MaxWait = (int64_t)f->opts.timeout_ms;
+		s = js_PublishMsg(NULL, f->js, m, &po, NULL);
+	}
+	natsMsg_Destroy(m);
+	f->opts.log(AG_LOG_WARN, "fleet: stream message %llu (%s) is invalid: %s%s",
+		    (unsigned long long)seq, natsMsg_GetSubject(msg), why,
+		    s == NATS_OK ? "; sent to " AGD_FLEET_DLQ : "; the dead-letter subject refused it");
+	ag_engine_count_invalid(f->e, 1);
+	pthread_mutex_lock(&f->lock);
+	f->st.dead_letters++;
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* ---- applying ------------------------------------------------------------------------ */
+
+struct pending {
+	struct ag_rating *items;
+	int *item_err;
+	__u64 *seq;
+	size_t n;
+	__u64 log_ms;
+};
+
+static void mark_applied(struct agd_fleet *f, __u64 seq)
+{
+	pthread_mutex_lock(&f->lock);
+	if (seq > f->applied)
+		f->applied = seq;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->lock);
+}
+
+/* Applies the ratings gathered so far as one engine job; retries a store
+ * failure (the log must not move on without them). False when stopping. */
+static bool flush(struct agd_fleet *f, struct pending *p)
+{
+	struct ag_job job;
+	size_t i;
+
+	if (!p->n)
+		return true;
+	for (;;) {
+		memset(&job, 0, sizeof(job));
+		memset(p->item_err, 0, p->n * sizeof(*p->item_err));
+		job.items = p->items;
+		job.n = p->n;
+		job.item_err = p->item_err;
+		job.seq = p->seq[p->n - 1];
+		job.log_ms = p->log_ms;
+		job.received_ns = ag_now_ns();
+		if (!ag_engine_rate(f->e, &job) || job.err == -ESHUTDOWN)
+			break;
+		ag_job_release(&job);
+		f->opts.log(AG_LOG_ERR, "fleet: cannot apply stream messages up to %llu: %s; "
+			    "retrying", (unsigned long long)job.seq, job.msg);
+		if (!agd_fleet_pause(f, 1000))
+			return false;
+	}
+	ag_job_release(&job);
+	if (job.err)
+		return false;
+	pthread_mutex_lock(&f->lock);
+	for (i = 0; i < p->n; i++)
+		agd_fleet_record(f, p->seq[i], p->item_err[i]);
+	pthread_mutex_unlock(&f->lock);
+	mark_applied(f, p->seq[p->n - 1]);
+	p->n = 0;
+	return true;
+}
+
+static void apply_op(struct agd_fleet *f, natsMsg *msg, __u64 seq)
+{
+	struct ag_op_err oe = { "" };
+	struct ag_op op;
+	char why[200] = "";
+	bool created = false;
+	int err;
+
+	err = agd_fleet_op_decode(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), &op,
+				  why, sizeof(why));
+	if (err) {
+		dead_letter(f, msg, seq, why);
+		snprintf(oe.msg, sizeof(oe.msg), "invalid change in the log: %s", why);
+	} else {
+		err = ag_engine_apply_op(f->e, &op, seq, &created, &oe);
+	}
+	pthread_mutex_lock(&f->lock);
+	agd_fleet_record_op(f, seq, err, created, oe.msg);
+	pthread_mutex_unlock(&f->lock);
+	mark_applied(f, seq);
+}
+
+/* A rating message: into p, or to the dead letters. */
+static void take_rating(struct agd_fleet *f, natsMsg *msg, __u64 seq, struct pending *p)
+{
+	const char *subject = natsMsg_GetSubject(msg), *hdr_id = NULL;
+	struct ag_rating *r = &p->items[p->n];
+	struct ag_rating_error re = { 0 };
+	char why[200];
+
+	if (ag_rating_parse_line(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), r,
+				 &re)) {
+		snprintf(why, sizeof(why), "%s%s%s", re.field, re.field[0] ? ": " : "", re.reason);
+		goto bad;
+	}
+	if (strcmp(subject + strlen(AGD_FLEET_RATINGS), r->agent)) {
+		snprintf(why, sizeof(why), "the subject names another agent than '%s'", r->agent);
+		goto bad;
+	}
+	/* A publisher of its own may give the id in the header only. */
+	if (!r->id[0] && natsMsgHeader_Get(msg, "Nats-Msg-Id", &hdr_id) == NATS_OK &&
+	    strlen(hdr_id) <= AG_RATING_ID_MAX)
+		snprintf(r->id, sizeof(r->id), "%s", hdr_id);
+	p->seq[p->n++] = seq;
+	return;
+bad:
+	pthread_mutex_lock(&f->lock);
+	agd_fleet_record(f, seq, -EINVAL);
+	pthread_mutex_unlock(&f->lock);
+	dead_letter(f, msg, seq, why);
+	if (!p->n)
+		mark_applied(f, seq);
+}
+
+static bool is_ratings(const char *subject)
+{
+	return !strncmp(subject, AGD_FLEET_RATINGS, strlen(AGD_FLEET_RATINGS)) &&
+	       subject[strlen(AGD_FLEET_RATINGS)];
+}
+
+/* Applies one fetched list in order; false when stopping. */
+static bool apply_list(struct agd_fleet *f, natsMsgList *list, struct pending *p)
+{
+	natsMsg *last = NULL;
+	__u64 applied, pending_after = 0, last_seq = 0;
+	int i;
+
+	pthread_mutex_lock(&f->lock);
+	applied = f->applied;
+	pthread_mutex_unlock(&f->lock);
+	p->n = 0;
+	for (i = 0; i < list->Count; i++) {
+		natsMsg *msg = list->Msgs[i];
+		const char *subject = natsMsg_GetSubject(msg);
+		jsMsgMetaData *meta = NULL;
+		__u64 seq;
+
+		if (natsMsg_GetMetaData(&meta, msg) != NATS_OK)
+			continue;
+		seq = meta->Sequence.Stream;
+		pending_after = meta->NumPending;
+		p->log_ms = (__u64)(meta->Timestamp / 1000000);
+		jsMsgMetaData_Destroy(meta);
+		last = msg;
+		last_seq = seq;
+		if (seq <= applied)
+			continue; /* redelivered: the state has it */
+		if (seq > applied + 1 && !p->n && applied)
+			f->opts.log(AG_LOG_WARN, "fleet: stream sequences %llu to %llu are gone "
+				    "(stream limits?): this host never applied them",
+				    (unsigned long long)applied + 1, (unsigned long long)seq - 1);
+		applied = seq;
+		if (!strcmp(subject, AGD_FLEET_DLQ)) {
+			if (!p->n)
+				mark_applied(f, seq);
+		} else if (is_ratings(subject)) {
+			take_rating(f, msg, seq, p);
+		} else if (!strncmp(subject, AGD_FLEET_POLICY, strlen(AGD_FLEET_POLICY))) {
+			if (!flush(f, p))
+				return false;
+			apply_op(f, msg, seq);
+		} else {
+			if (!flush(f, p))
+				return false;
+			dead_letter(f, msg, seq, "subject is neither agentgate.ratings.<agent> "
+				    "nor agentgate.policy.<change>");
+			mark_applied(f, seq);
+		}
+	}
+	if (!flush(f, p))
+		return false;
+	if (last_seq)
+		mark_applied(f, last_seq);
+	if (last)
+		natsMsg_Ack(last, NULL); /* ack-all: everything up to it */
+	pthread_mutex_lock(&f->lock);
+	f->stream_last = last_seq + pending_after;
+	pthread_mutex_unlock(&f->lock);
+	return true;
+}
+
+/* ---- set-up ------------------------------------------------------------------------- */
+
+static int ensure_stream(struct agd_fleet *f)
+{
+	const char *subjects[] = { AGD_FLEET_RATINGS ">", AGD_FLEET_POLICY ">" };
+	jsStreamInfo *si = NULL;
+	jsStreamConfig sc;
+	jsErrCode jerr = 0;
+	natsStatus s;
+
+	s = js_GetStreamInfo(&si, f->js, AGD_FLEET_STREAM, NULL, &jerr);
+	if (s == NATS_OK) {
+		jsStreamInfo_Destroy(si);
+		return 0;
+	}
+	if (jerr != JS_STREAM_NOT_FOUND && s != NATS_NOT_FOUND)
+		goto fail;
+	jsStreamConfig_Init(&sc);
+	sc.Name = AGD_FLEET_STREAM;
+	sc.Subjects = subjects;
+	sc.SubjectsLen = 2;
+	sc.Storage = js_FileStorage;
+	sc.Replicas = f->opts.replicas;
+	sc.Duplicates = DUPLICATE_WINDOW_NS;
+	s = js_AddStream(&si, f->js, &sc, NULL, &jerr);
+	if (s == NATS_OK) {
+		jsStreamInfo_Destroy(si);
+		f->opts.log(AG_LOG_INFO, "fleet: created stream %s (%u replica%s)",
+			    AGD_FLEET_STREAM, f->opts.replicas, f->opts.replicas == 1 ? "" : "s");
+		return 0;
+	}
+fail:
+	f->opts.log(AG_LOG_WARN, "fleet: stream %s: %s (JetStream error %d)", AGD_FLEET_STREAM,
+		    nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s),
+		    (int)jerr);
+	return -EIO;
+}
+
+static int subscribe(struct agd_fleet *f, natsSubscription **sub)
+{
+	char durable[sizeof("agentgate-") + AGD_NODE_MAX];
+	jsConsumerConfig cc;
+	jsConsumerInfo *ci = NULL;
+	jsSubOptions so;
+	jsErrCode jerr = 0;
+	natsStatus s;
+	__u64 from;
+
+	snprintf(durable, sizeof(durable), "agentgate-%s", f->opts.node);
+	pthread_mutex_lock(&f->lock);
+	from = f->applied + 1;
+	pthread_mutex_unlock(&f->lock);
+	/* Made anew from what the state includes: delivery starts right after. */
+	js_DeleteConsumer(f->js, AGD_FLEET_STREAM, durable, NULL, NULL);
+	jsConsumerConfig_Init(&cc);
+	cc.Durable = durable;
+	cc.AckPolicy = js_AckAll;
+	cc.DeliverPolicy = js_DeliverByStartSequence;
+	cc.OptStartSeq = from;
+	cc.AckWait = ACK_WAIT_NS;
+	cc.MaxAckPending = 4 * FETCH_BATCH;
+	s = js_AddConsumer(&ci, f->js, AGD_FLEET_STREAM, &cc, NULL, &jerr);
+	if (s == NATS_OK) {
+		jsConsumerInfo_Destroy(ci);
+		jsSubOptions_Init(&so);
+		so.Stream = AGD_FLEET_STREAM;
+		so.Consumer = durable;
+		s = js_PullSubscribe(sub, f->js, "", durable, NULL, &so, &jerr);
+	}
+	if (s != NATS_OK) {
+		f->opts.log(AG_LOG_WARN, "fleet: consumer %s: %s (JetStream error %d)", durable,
+			    nats_GetLastError(NULL) ? nats_GetLastError(NULL) :
+						       natsStatus_GetText(s), (int)jerr);
+		return -EIO;
+	}
+	return 0;
+}
+
+void *agd_fleet_consumer(void *arg)
+{
+	struct agd_fleet *f = arg;
+	struct pending p = { calloc(FETCH_BATCH, sizeof(*p.items)),
+			     calloc(FETCH_BATCH, sizeof(*p.item_err)),
+			     calloc(FETCH_BATCH, sizeof(*p.seq)), 0, 0 };
+	natsSubscription *sub = NULL;
+	int failures = 0;
+
+	while (p.items && p.item_err && p.seq) {
+		natsMsgList list = { 0 };
+		natsStatus s;
+
+		if (!sub) {
+			if (!agd_fleet_connected(f) || ensure_stream(f) || subscribe(f, &sub)) {
+				if (!agd_fleet_pause(f, 500))
+					break;
+				continue;
+			}
+			pthread_mutex_lock(&f->lock);
+			f->ready = true;
+			pthread_mutex_unlock(&f->lock);
+			failures = 0;
+		}
+		s = natsSubscription_Fetch(&list, sub, FETCH_BATCH, FETCH_WAIT_MS, NULL);
+		if (s == NATS_OK) {
+			bool go = apply_list(f, &list, &p);
+
+			natsMsgList_Destroy(&list);
+			failures = 0;
+			if (!go)
+				break;
+		} else if (s == NATS_TIMEOUT) {
+			pthread_mutex_lock(&f->lock);
+			f->caught_up = true;
+			f->stream_last = f->applied;
+			pthread_mutex_unlock(&f->lock);
+		} else if (++failures >= 8 || !agd_fleet_connected(f)) {
+			/* Set up again once connected (a cluster member may be gone). */
+			natsSubscription_Destroy(sub);
+			sub = NULL;
+			pthread_mutex_lock(&f->lock);
+			f->ready = false;
+			pthread_mutex_unlock(&f->lock);
+		}
+		if (s != NATS_OK && s != NATS_TIMEOUT && !agd_fleet_pause(f, 100))
+			break;
+		pthread_mutex_lock(&f->lock);
+		s = f->stopping ? NATS_ILLEGAL_STATE : NATS_OK;
+		pthread_mutex_unlock(&f->lock);
+		if (s != NATS_OK)
+			break;
+	}
+	natsSubscription_Destroy(sub);
+	free(p.items);
+	free(p.item_err);
+	free(p.seq);
+	return NULL;
+}
