@@ -124,6 +124,10 @@ int agd_civetweb_error(struct mg_connection *conn, int status, const char *msg)
 	if (status == 413 && msg && strstr(msg, "too large"))
 		agd_http_error(conn, 431, "Connection: close\r\n",
 			       "request line and headers over the limit of 16384 bytes");
+	else if (status == 500 && msg && !strcmp(msg, "Websocket handshake failed"))
+		/* its one cause: a Sec-WebSocket-Key too long for its buffer */
+		agd_http_error(conn, 400, "Connection: close\r\n",
+			       "WebSocket handshake refused: invalid Sec-WebSocket-Key");
 	else if (status == 400 && msg && !strcmp(msg, "Malformed message"))
 		agd_http_error(conn, 400, "Connection: close\r\n",
 			       "request line and headers malformed, over 16384 bytes, or not "
