@@ -36,22 +36,12 @@
 # with it every process started in it), the tmpfs and the temporary files.
 set -u
 
-BUILD=${1:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-LAB=$ROOT/scripts/lab.sh
-
-# shellcheck source=../lib/tap.sh
-. "$HERE/../lib/tap.sh"
-
-BUILD=$(tap_build_dir "$BUILD") || exit 2
-[ "$(id -u)" -eq 0 ] || skip_all "needs root (network namespaces, XDP, bpffs, tmpfs)"
-command -v ip >/dev/null 2>&1 || skip_all "iproute2 'ip' not found"
-PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) || skip_all "python3 not found"
-for b in agentgate agentgated ag-trafficgen bpf/agentgate.bpf.o; do
-	[ -e "$BUILD/$b" ] || { echo "Bail out! $BUILD/$b not built (make all)"; exit 1; }
-done
-CLI=$BUILD/agentgate
+# lab_suite_checks, lab_suite_up, fail, in_host, in_wire, cli, api; tap.sh
+# shellcheck source=../lib/labsuite.sh
+. "$HERE/../lib/labsuite.sh"
+lab_suite_checks "${1:-}" "needs root (network namespaces, XDP, bpffs, tmpfs)" agentgate \
+	agentgated ag-trafficgen bpf/agentgate.bpf.o
 DAEMON=$BUILD/agentgated
 
 H=flt$$
@@ -72,42 +62,16 @@ cleanup() {
 tap_traps cleanup
 
 TMP=$(mktemp -d /tmp/agfault.XXXXXX)
-"$LAB" up "$H" >"$TMP/lab.env"
-rc=$?
-[ "$rc" -eq 77 ] && skip_all "this machine cannot host a lab (scripts/lab.sh up: 77)"
-[ "$rc" -eq 0 ] || { echo "Bail out! scripts/lab.sh up $H failed"; exit 1; }
-eval "$(cat "$TMP/lab.env")"
+lab_suite_up "$H"
 
 RATE=500
 BURST=500
 SEND_PPS=3000
-URL=http://127.0.0.1:9470
+API_URL=http://127.0.0.1:9470
 # bit 12 CAP_NET_ADMIN, 38 CAP_PERFMON, 39 CAP_BPF (10: CAP_NET_BIND_SERVICE)
 CAPS_KEPT=000000c000001000
 
 # ---- helpers ------------------------------------------------------------------
-
-fail() {
-	diag "$*"
-	return 1
-}
-
-in_host() { ip netns exec "$LAB_NS" "$@"; }
-
-# cli ARGS...: the CLI (JSON) in the host on the lab's pins; OUT, RC.
-cli() {
-	OUT=$(in_host "$CLI" -j --pin-path "$LAB_PIN" "$@" 2>&1)
-	RC=$?
-}
-
-# api METHOD PATH [BODY]: CODE and BODY.
-api() {
-	local out
-	out=$(in_host curl -sS -m 10 -X "$1" "$URL$2" ${3:+--data-binary "$3"} \
-		-w '\n%{http_code}' 2>&1)
-	CODE=${out##*$'\n'}
-	BODY=${out%$'\n'*}
-}
 
 DPID=""
 STATE=$LAB_STATE
@@ -125,7 +89,7 @@ daemon_start() {
 	daemon_cmd
 	echo "=== ${DCMD[*]}" >>"$TMP/daemon.log"
 	RESTART=$(in_host "$PY" "$HERE/restart.py" ${1:+--kill "$1"} --log "$TMP/daemon.log" \
-		--url "$URL/readyz" -- "${DCMD[@]}")
+		--url "$API_URL/readyz" -- "${DCMD[@]}")
 	local rc=$?
 	DPID=$(jget "$RESTART" "d['pid']" 2>/dev/null)
 	[ "$rc" -eq 0 ] && return 0
@@ -443,16 +407,22 @@ t_bpf_clock() {
 		{ fail "another clock helper is called: $calls"; return 1; }
 }
 
-# clock_jump OFFSET: libfaketime's offset for the daemon's CLOCK_REALTIME.
-clock_jump() {
+# clock_step OFFSET WAIT: the daemon's CLOCK_REALTIME set OFFSET from the
+# real one (libfaketime), WAIT seconds, then a rating for clk: NOW (real ms)
+# and BODY (clk as the API shows it).
+clock_step() {
 	echo "$1" >"$TMP/faketime"
+	sleep "$2"
+	NOW=$(date +%s%3N)
+	api POST /v1/ratings '{"agent":"clk","score":4}'
+	api GET /v1/agents/clk
 }
 
 t_clock_jump() {
-	local lib now
+	local lib
 	lib=$(ls /usr/lib/*/faketime/libfaketimeMT.so.1 2>/dev/null | head -n 1)
 	[ -n "$lib" ] || { SKIP_REASON="libfaketime not installed (faketime package)"; return 77; }
-	clock_jump "+0"
+	echo "+0" >"$TMP/faketime"
 	daemon_stop || return 1
 	PREFIX=(env LD_PRELOAD="$lib" FAKETIME_TIMESTAMP_FILE="$TMP/faketime" FAKETIME_NO_CACHE=1
 		FAKETIME_DONT_FAKE_MONOTONIC=1)
@@ -464,12 +434,8 @@ t_clock_jump() {
 	api POST /v1/agents/clk/drain '{"tokens":100}'
 	json_check "$BODY" "d['tokens'] < 1" || return 1
 	# A day forward: a wall-clock bucket would be full again.
-	clock_jump "+1d"
-	sleep 0.3
-	now=$(date +%s%3N)
-	api POST /v1/ratings '{"agent":"clk","score":4}'
-	api GET /v1/agents/clk
-	json_check "$BODY" "abs(d['last_rating_ms'] - $now - 86400000) < 60000" ||
+	clock_step "+1d" 0.3
+	json_check "$BODY" "abs(d['last_rating_ms'] - $NOW - 86400000) < 60000" ||
 		{ fail "the daemon's wall clock did not jump forward"; return 1; }
 	json_check "$BODY" "d['tokens'] < 3" || { fail "the jump forward refilled the bucket"; return 1; }
 	api POST /v1/agents/clk/consume '{"tokens":5}'
@@ -477,12 +443,8 @@ t_clock_jump() {
 	cli agent show clk
 	json_check "$OUT" "d['tokens'] < 3" || return 1
 	# A day back (two from there): the bucket goes on refilling at 1/s.
-	clock_jump "-1d"
-	sleep 2.5
-	now=$(date +%s%3N)
-	api POST /v1/ratings '{"agent":"clk","score":4}'
-	api GET /v1/agents/clk
-	json_check "$BODY" "abs(d['updated_ms'] - $now + 86400000) < 60000" ||
+	clock_step "-1d" 2.5
+	json_check "$BODY" "abs(d['updated_ms'] - $NOW + 86400000) < 60000" ||
 		{ fail "the daemon's wall clock did not jump back"; return 1; }
 	json_check "$BODY" "1.5 <= d['tokens'] < 8" || { fail "refill stalled or jumped"; return 1; }
 	window_check "wall clock +1 d and -1 d" || return 1
@@ -495,12 +457,12 @@ t_privs_port80() {
 	# Below port 1024 the listener keeps CAP_NET_BIND_SERVICE (bit 10) too.
 	daemon_stop || return 1
 	EXTRA=(--listen 127.0.0.1:80)
-	URL=http://127.0.0.1:80
+	API_URL=http://127.0.0.1:80
 	daemon_start || return 1
 	caps_are "$DPID" 0 000000c000001400 || return 1
 	daemon_stop || return 1
 	EXTRA=()
-	URL=http://127.0.0.1:9470
+	API_URL=http://127.0.0.1:9470
 	daemon_start
 }
 

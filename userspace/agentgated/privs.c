@@ -89,17 +89,22 @@ static bool all_digits(const char *s)
 	return *s && strspn(s, "0123456789") == strlen(s);
 }
 
+/* The error of a failed getpw* / getgr* lookup (errno 0: not found). */
+static int not_found(const char *opt, const char *name, const char *what, char *err, size_t len)
+{
+	snprintf(err, len, "--%s %s: no such %s%s%s", opt, name, what, errno ? ": " : "",
+		 errno ? strerror(errno) : "");
+	return -ENOENT;
+}
+
 static int resolve_user(const char *name, struct agd_privs *p, char *err, size_t len)
 {
 	struct passwd *pw;
 
 	errno = 0;
 	pw = all_digits(name) ? getpwuid((uid_t)strtoul(name, NULL, 10)) : getpwnam(name);
-	if (!pw) {
-		snprintf(err, len, "--user %s: no such account%s%s", name, errno ? ": " : "",
-			 errno ? strerror(errno) : "");
-		return -ENOENT;
-	}
+	if (!pw)
+		return not_found("user", name, "account", err, len);
 	p->switch_user = true;
 	p->uid = pw->pw_uid;
 	p->gid = pw->pw_gid;
@@ -119,11 +124,8 @@ static int resolve_group(const char *name, struct agd_privs *p, char *err, size_
 
 	errno = 0;
 	gr = all_digits(name) ? getgrgid((gid_t)strtoul(name, NULL, 10)) : getgrnam(name);
-	if (!gr) {
-		snprintf(err, len, "--read-group %s: no such group%s%s", name, errno ? ": " : "",
-			 errno ? strerror(errno) : "");
-		return -ENOENT;
-	}
+	if (!gr)
+		return not_found("read-group", name, "group", err, len);
 	p->read_group = true;
 	p->read_gid = gr->gr_gid;
 	return 0;
