@@ -337,6 +337,17 @@ int main(int argc, char **argv)
 	}
 	if (attach_all(e, cfg) || start_fleet(e, cfg, &fleet))
 		goto cleanup;
+	snprintf(dl_path, sizeof(dl_path), "%s/dead-letter.ndjson", cfg->state_dir);
+	if ((cfg->use_stdin || cfg->ingest_socket[0]) &&
+	    agd_ingest_start(e, cfg->use_stdin ? STDIN_FILENO : -1, cfg->ingest_socket, dl_path,
+			     &in, err, sizeof(err))) {
+		logf_(AG_LOG_ERR, "%s", err);
+		goto cleanup;
+	}
+	/* Before the HTTP server: its threads start with the dropped set, and
+	 * no request is in flight in a thread the drop interrupts. */
+	if (drop_privileges(&privs))
+		goto cleanup;
 	ho.fleet = fleet;
 	ho.listen = cfg->listen;
 	ho.threads = (unsigned int)cfg->threads;
@@ -352,15 +363,6 @@ int main(int argc, char **argv)
 		logf_(AG_LOG_ERR, "%s", err);
 		goto cleanup;
 	}
-	snprintf(dl_path, sizeof(dl_path), "%s/dead-letter.ndjson", cfg->state_dir);
-	if ((cfg->use_stdin || cfg->ingest_socket[0]) &&
-	    agd_ingest_start(e, cfg->use_stdin ? STDIN_FILENO : -1, cfg->ingest_socket, dl_path,
-			     &in, err, sizeof(err))) {
-		logf_(AG_LOG_ERR, "%s", err);
-		goto cleanup;
-	}
-	if (drop_privileges(&privs))
-		goto cleanup;
 	agd_http_set_ready(h, true, NULL);
 	logf_(AG_LOG_INFO, "serving %s://%s (state %s, maps %s)", cfg->tls_cert[0] ? "https" : "http",
 	      cfg->listen, cfg->state_dir, cfg->pin_path);

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * Least privilege. Once set up (maps, state, attachments, listener, ingest
- * socket), agentgated keeps only the capabilities it still uses, in every
+ * Least privilege. Once set up (maps, state, attachments, ingest socket;
+ * the HTTP listener opens afterwards), agentgated keeps only the capabilities it still uses, in every
  * thread: CAP_BPF (maps, loading the program on SIGHUP), CAP_NET_ADMIN
  * (attaching on SIGHUP), CAP_PERFMON (the verifier refuses the program's
  * packet pointer arithmetic without it), and CAP_NET_BIND_SERVICE when it
