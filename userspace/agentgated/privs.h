@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * Least privilege. Once set up (maps, state, attachments, ingest socket;
- * the HTTP listener opens afterwards), agentgated keeps only the capabilities it still uses, in every
- * thread: CAP_BPF (maps, loading the program on SIGHUP), CAP_NET_ADMIN
+ * the HTTP listener opens afterwards), agentgated keeps only the
+ * capabilities it still uses, in every thread: CAP_BPF (maps, loading the program on SIGHUP), CAP_NET_ADMIN
  * (attaching on SIGHUP), CAP_PERFMON (the verifier refuses the program's
  * packet pointer arithmetic without it), and CAP_NET_BIND_SERVICE when it
  * listens on a port below 1024; each only if it was given. The bounding
