@@ -6,10 +6,10 @@
  * program on SIGHUP), CAP_NET_ADMIN (attaching on SIGHUP), CAP_PERFMON (the
  * verifier refuses the program's packet pointer arithmetic without it), and
  * CAP_NET_BIND_SERVICE when it listens on a port below 1024; each only if
- * it was given. The bounding set shrinks to the same (when CAP_SETPCAP allows), the ambient and
- * inheritable sets are emptied, no_new_privs is set. --user switches to an
- * account at the same moment; --read-group lets a group read the pins and
- * the state (read-only CLI use).
+ * it was given. The bounding set shrinks to the same (when CAP_SETPCAP
+ * allows), the ambient and inheritable sets are emptied, no_new_privs is
+ * set. --user switches to an account at the same moment; --read-group lets
+ * a group read the pins and the state (read-only CLI use).
  */
 #ifndef AGENTGATED_PRIVS_H
 #define AGENTGATED_PRIVS_H
