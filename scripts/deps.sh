@@ -11,7 +11,7 @@ PACKAGES="
 	make gcc clang llvm pkg-config libclang-rt-dev
 	libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
 	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev libssl-dev libnats-dev nats-server
-	prometheus wrk valgrind curl openssl
+	prometheus wrk valgrind curl openssl faketime
 	iproute2 iputils-ping python3 util-linux ethtool systemd
 	nftables iptables redis-server redis-tools linux-perf
 "

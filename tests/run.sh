@@ -66,7 +66,8 @@ for t in test_gcra test_policy test_rating test_fleet test_lib test_xdp test_att
 done
 # Shell suites take the build directory; the fuzz corpora replay first.
 for t in tests/fuzz/replay.sh tests/cli/test_cli.sh tests/daemon/test_daemon.sh \
-	tests/stream/test_stream.py tests/fleet/test_fleet.py tests/e2e/test_e2e.sh; do
+	tests/stream/test_stream.py tests/fleet/test_fleet.py tests/faults/test_faults.sh \
+	tests/e2e/test_e2e.sh; do
 	run_one "$t" "$build"
 done
 

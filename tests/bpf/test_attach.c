@@ -195,6 +195,55 @@ static bool test_stale_replace_refused(void)
 	return ok;
 }
 
+/* keep_same: the running program is this very one (same instructions on
+ * the same maps): left as it is; one on other maps: replaced. */
+static bool test_keep_same(void)
+{
+	struct ag_open_opts o = { .create = true, .max_agents = 16, .max_rules = 16 };
+	struct ag_attach_opts keep = { .mode = AG_XDP_NATIVE, .keep_same = true };
+	struct ag_attach_result res, other_res;
+	__u32 running = xdp_prog_on("agt0a", NULL);
+	struct ag_ctx *other = NULL;
+	struct ag_prog *prog = NULL;
+	bool ok;
+
+	o.pin_root = testenv_pin_root("attach-other");
+	ok = ASSERT_OK(ag_attach_with(ctx, "agt0a", &keep, &res), "keep") &&
+	     ASSERT_TRUE(res.kept && !res.replaced, "kept") &&
+	     ASSERT_EQ(res.prog_id, running, "same program id") &&
+	     ASSERT_EQ(xdp_prog_on("agt0a", NULL), running, "kernel still runs it") &&
+	     ASSERT_OK(ag_open(&o, &other), "other maps") &&
+	     ASSERT_OK(ag_prog_load(other, &prog), "load on other maps") &&
+	     ASSERT_OK(ag_link_replace(ctx, "agt0a", prog, running, &other_res), "run it") &&
+	     ASSERT_OK(ag_attach_with(ctx, "agt0a", &keep, &res), "attach again") &&
+	     ASSERT_TRUE(res.replaced && !res.kept, "other maps: replaced") &&
+	     ASSERT_TRUE(res.prog_id != other_res.prog_id, "new program") &&
+	     ASSERT_EQ(xdp_prog_on("agt0a", NULL), res.prog_id, "kernel runs ours");
+	ag_prog_free(prog);
+	ag_close(other);
+	return ok;
+}
+
+static bool test_expected_prog(void)
+{
+	struct ag_attach_opts o = { .mode = AG_XDP_NATIVE };
+	__u32 running = xdp_prog_on("agt0a", NULL);
+	struct ag_attach_result res;
+
+	/* Replace only while the expected program runs; none where no link is. */
+	o.expected_prog_id = running + 100000;
+	if (!ASSERT_EQ(ag_attach_with(ctx, "agt0a", &o, &res), -EPERM, "stale") ||
+	    !ASSERT_EQ(xdp_prog_on("agt0a", NULL), running, "old program stays"))
+		return false;
+	o.expected_prog_id = running;
+	if (!ASSERT_OK(ag_attach_with(ctx, "agt0a", &o, &res), "current") ||
+	    !ASSERT_TRUE(res.replaced && res.prog_id != running, "replaced"))
+		return false;
+	o.expected_prog_id = res.prog_id;
+	return ASSERT_EQ(ag_attach_with(ctx, "agt2a", &o, &res), -ENOENT, "no link") &&
+	       ASSERT_EQ(xdp_prog_on("agt2a", NULL), 0, "nothing attached");
+}
+
 static bool test_detach(void)
 {
 	return ASSERT_OK(ag_detach(ctx, "agt0a"), "detach") &&
@@ -324,6 +373,9 @@ static const struct {
 	{ "real frames over veth are limited (burst 3 of 10)", test_real_frames_limited },
 	{ "attach again replaces the program in place, maps kept", test_replace_in_place },
 	{ "replace against a stale program is refused", test_stale_replace_refused },
+	{ "keep_same keeps this very program, replaces one on other maps", test_keep_same },
+	{ "expected program: stale refused, current replaced, no link refused",
+	  test_expected_prog },
 	{ "detach removes program and pin", test_detach },
 	{ "generic mode on request", test_generic_mode },
 	{ "auto mode falls back to generic with a warning", test_auto_falls_back_on_lo },

@@ -21,23 +21,12 @@
 # with them every process started in them) and the temporary files.
 set -u
 
-BUILD=${1:-}
 HERE=$(cd "$(dirname "$0")" && pwd)
-ROOT=$(cd "$HERE/../.." && pwd)
-LAB=$ROOT/scripts/lab.sh
-
-# skip_all, tap_build_dir, json_check, jget, diag, running, tap_run
-# shellcheck source=../lib/tap.sh
-. "$HERE/../lib/tap.sh"
-
-BUILD=$(tap_build_dir "$BUILD") || exit 2
-[ "$(id -u)" -eq 0 ] || skip_all "needs root (network namespaces, XDP, bpffs)"
-command -v ip >/dev/null 2>&1 || skip_all "iproute2 'ip' not found"
-PY=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null) || skip_all "python3 not found"
-for b in agentgate agentgated ag-trafficgen; do
-	[ -x "$BUILD/$b" ] || { echo "Bail out! $BUILD/$b not built (make all)"; exit 1; }
-done
-CLI=$BUILD/agentgate
+# lab_suite_checks, lab_suite_up, fail, in_host, in_wire, cli, api; tap.sh
+# shellcheck source=../lib/labsuite.sh
+. "$HERE/../lib/labsuite.sh"
+lab_suite_checks "${1:-}" "needs root (network namespaces, XDP, bpffs)" agentgate agentgated \
+	ag-trafficgen
 
 H=e2e$$
 H=${H:0:10}
@@ -58,38 +47,9 @@ cleanup() {
 tap_traps cleanup
 
 TMP=$(mktemp -d /tmp/age2e.XXXXXX)
-"$LAB" up "$H" >"$TMP/lab.env"
-rc=$?
-[ "$rc" -eq 77 ] && skip_all "this machine cannot host a lab (scripts/lab.sh up: 77)"
-[ "$rc" -eq 0 ] || { echo "Bail out! scripts/lab.sh up $H failed"; exit 1; }
-eval "$(cat "$TMP/lab.env")"
+lab_suite_up "$H"
 
 # ---- helpers ----------------------------------------------------------------
-
-fail() {
-	diag "$*"
-	return 1
-}
-
-# (Backgrounded, a function is a subshell: $! would not be the process.
-# Background jobs call ip netns exec directly.)
-in_host() { ip netns exec "$LAB_NS" "$@"; }
-in_wire() { ip netns exec "$LAB_WIRE_NS" "$@"; }
-
-# cli ARGS...: the CLI (JSON) in the host on the lab's pins; OUT, RC.
-cli() {
-	OUT=$(in_host "$CLI" -j --pin-path "$LAB_PIN" "$@" 2>&1)
-	RC=$?
-}
-
-# api METHOD PATH [BODY]: sets CODE and BODY.
-api() {
-	local out
-	out=$(in_host curl -sS -m 10 -X "$1" "http://127.0.0.1:9470$2" ${3:+-d "$3"} \
-		-w '\n%{http_code}' 2>&1)
-	CODE=${out##*$'\n'}
-	BODY=${out%$'\n'*}
-}
 
 DAEMON_PID=""
 TOP="{}"
@@ -294,11 +254,12 @@ t_kill9_enforcement() {
 	within5 good && within5 average && within5 bad || return 1
 	cli status
 	json_check "$OUT" "d['links'][0]['prog_id'] == $prog" || { fail "program changed while the daemon was down"; return 1; }
-	# The restarted daemon takes the pinned link over (same link, the
-	# program replaced atomically through it: no packet unenforced).
+	# The restarted daemon takes the pinned link over, keeping the program
+	# it finds running there (its own version): same link, same program.
 	start_daemon || return 1
 	cli status
-	json_check "$OUT" "d['links'][0]['link_id'] == $link" || return 1
+	json_check "$OUT" "d['links'][0]['link_id'] == $link" "d['links'][0]['prog_id'] == $prog" ||
+		return 1
 	for n in good:1900:5 average:1500:3 bad:1100:1; do
 		api GET "/v1/agents/${n%%:*}"
 		json_check "$BODY" "d['rate'] == $(cut -d: -f2 <<<"$n")" "d['ratings'] == 20" \
@@ -553,7 +514,7 @@ TESTS=(
 	"t_rates_follow_ratings|20 ratings each (HTTP and ingest socket): rates 1900/1500/1100; admitted pps within 5 % (bad over IPv6)"
 	"t_ipv6_host_rule|an IPv6 /128 rule: one source at 3000 pps admitted at its pinned 700 within 5 %"
 	"t_unclassified_untouched|4000 unclassified frames: all passed and received by the host, none dropped"
-	"t_kill9_enforcement|kill -9 under traffic: same program, rates enforced within 5 %; restart takes the link over, restores rates, means, dedup; buckets not refilled"
+	"t_kill9_enforcement|kill -9 under traffic: same program, rates enforced within 5 %; restart takes the link over keeping the program, restores rates, means, dedup; buckets not refilled"
 	"t_dry_run|dry-run on: nothing dropped, would-drops counted; off: the rate is enforced again"
 	"t_metrics_snapshot|/metrics under traffic: per-agent drop counters and the learned refill rate"
 	"t_daemon_stop|SIGTERM: exit 0, XDP stays attached, no errors in the log"

@@ -20,8 +20,23 @@ static int parse_size(struct cli *cli, const char *what, const char *text, __u32
 	return 0;
 }
 
+/* --replace ID: a program id, 1 to 2^32-1. */
+static int parse_prog_id(struct cli *cli, const char *text, __u32 *out)
+{
+	__u64 v;
+	int err = parse_count(cli, "replace", text, &v);
+
+	if (err)
+		return err;
+	if (v < 1 || v > 0xffffffffULL)
+		return cli_error(cli, EXIT_USAGE, "--replace takes a program id (agentgate status)");
+	*out = (__u32)v;
+	return 0;
+}
+
 int do_attach(struct cli *cli, int argc, char **argv)
 {
+	struct ag_attach_opts o = { .mode = AG_XDP_AUTO };
 	enum ag_xdp_mode mode = AG_XDP_AUTO;
 	struct ag_attach_result res;
 	const char *dev = NULL;
@@ -29,10 +44,12 @@ int do_attach(struct cli *cli, int argc, char **argv)
 
 	for (i = 0; i < argc && !err; i++) {
 		if (!strcmp(argv[i], "--mode") || !strcmp(argv[i], "--max-agents") ||
-		    !strcmp(argv[i], "--max-rules")) {
+		    !strcmp(argv[i], "--max-rules") || !strcmp(argv[i], "--replace")) {
 			if (i + 1 >= argc)
 				return cli_usage(cli, "'%s' needs a value", argv[i]);
-			if (!strcmp(argv[i], "--max-agents"))
+			if (!strcmp(argv[i], "--replace"))
+				err = parse_prog_id(cli, argv[++i], &o.expected_prog_id);
+			else if (!strcmp(argv[i], "--max-agents"))
 				err = parse_size(cli, "max-agents", argv[++i], &cli->max_agents);
 			else if (!strcmp(argv[i], "--max-rules"))
 				err = parse_size(cli, "max-rules", argv[++i], &cli->max_rules);
@@ -65,7 +82,8 @@ int do_attach(struct cli *cli, int argc, char **argv)
 			"agentgate: warning: %s already holds maps for %u agents and %u rules per "
 			"map; --max-agents/--max-rules apply only when creating them\n",
 			ag_pin_root(cli->ctx), ag_max_agents(cli->ctx), ag_max_rules(cli->ctx));
-	err = ag_attach(cli->ctx, dev, mode, &res);
+	o.mode = mode;
+	err = ag_attach_with(cli->ctx, dev, &o, &res);
 	if (err)
 		return cli_lib_error(cli, err);
 	if (cli->json) {
@@ -154,8 +172,11 @@ static void status_json(struct cli *cli, const struct status *st)
 		jsonw_start_object(w);
 		jsonw_string_field(w, "ifname", st->links[i].ifname);
 		jsonw_uint_field(w, "ifindex", st->links[i].ifindex);
-		jsonw_string_field(w, "mode", st->links[i].ifindex ? mode_name(st->links[i].mode) :
+		jsonw_string_field(w, "mode", st->links[i].error   ? "unknown" :
+					      st->links[i].ifindex ? mode_name(st->links[i].mode) :
 								     "defunct");
+		if (st->links[i].error)
+			jsonw_string_field(w, "error", strerror(-st->links[i].error));
 		jsonw_uint_field(w, "prog_id", st->links[i].prog_id);
 		jsonw_uint_field(w, "link_id", st->links[i].link_id);
 		jsonw_end_object(w);
@@ -183,11 +204,17 @@ static void status_text(struct cli *cli, const struct status *st)
 	printf("pin root        %s\n", ag_pin_root(cli->ctx));
 	if (!st->n_links)
 		printf("attached        nowhere (agentgate attach DEV)\n");
-	for (i = 0; i < st->n_links; i++)
-		printf("attached        %s, %s mode, program %u, link %u\n", st->links[i].ifname,
-		       st->links[i].ifindex ? mode_name(st->links[i].mode) :
-					      "defunct (device gone)",
-		       st->links[i].prog_id, st->links[i].link_id);
+	for (i = 0; i < st->n_links; i++) {
+		const struct ag_link_info *l = &st->links[i];
+
+		if (l->error)
+			printf("attached        %s (the link pin cannot be opened: %s)\n", l->ifname,
+			       strerror(-l->error));
+		else
+			printf("attached        %s, %s mode, program %u, link %u\n", l->ifname,
+			       l->ifindex ? mode_name(l->mode) : "defunct (device gone)", l->prog_id,
+			       l->link_id);
+	}
 	printf("agents          %zu of %u slots\n", st->agents, ag_max_agents(cli->ctx));
 	printf("rules           %zu IPv4, %zu IPv6 (%u per map)\n", st->rules_v4, st->rules_v6,
 	       ag_max_rules(cli->ctx));

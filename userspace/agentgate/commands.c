@@ -6,14 +6,18 @@
 #include "cli.h"
 
 const struct command commands[] = {
-	{ "attach", NULL, "DEV [--mode native|generic] [--max-agents N] [--max-rules N]",
+	{ "attach", NULL,
+	  "DEV [--mode native|generic] [--max-agents N] [--max-rules N] [--replace ID]",
 	  "attach the datapath to a network device",
 	  "Loads the XDP program against the pinned maps (creating them under the pin root "
 	  "when missing, sized by --max-agents and --max-rules) and attaches it to DEV through "
 	  "a bpf_link pinned at PIN/links/DEV, so it stays attached when no process runs. "
 	  "Native mode is used when the driver supports it, generic mode otherwise (with a "
 	  "warning) or when asked. If agentgate is already attached to DEV, its program is "
-	  "replaced atomically and the maps are kept.",
+	  "replaced atomically and the maps are kept. --replace ID replaces only while DEV "
+	  "still runs program ID (as agentgate status showed it): when another program has "
+	  "replaced it meanwhile, or DEV has no link, the command fails and the running "
+	  "program stays.",
 	  OPEN_CREATE, do_attach },
 	{ "detach", NULL, "DEV", "detach the datapath from a network device",
 	  "Detaches the program from DEV and removes the pinned link. The maps stay pinned.",

@@ -104,6 +104,11 @@ static const struct opt opts[] = {
 	  "a WebSocket client this far behind is disconnected (default 10s)" },
 	{ "stream-ping", K_MS, F(stream_ping_ms), "TIME",
 	  "ping an idle WebSocket client this often; 5 unanswered close it (default 15s)" },
+	{ "user", K_STR, F(user), "USER",
+	  "after setup, run as this account (and its groups), keeping only the capabilities "
+	  "in use" },
+	{ "read-group", K_STR, F(read_group), "GROUP",
+	  "this group may read the pins and the state (read-only CLI use); default: owner only" },
 	{ "quiet", K_FLAG, F(quiet), NULL, "log errors and warnings only" },
 };
 

@@ -45,6 +45,8 @@ struct agd_config {
 	__u64 nats_timeout_ms;
 	__u64 fleet_interval_ms;
 	double fleet_floor;
+	char user[256];       /* --user: the account to switch to after setup */
+	char read_group[256]; /* --read-group: may read the pins and the state */
 
 	struct ag_policy defaults;
 	bool auto_create;

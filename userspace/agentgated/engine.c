@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "appendlog.h"
 #include "engine.h"
 #include "store.h"
 
@@ -211,6 +212,29 @@ static void effective(struct ag_engine *e, const struct entry *en, struct ag_pol
 	ag_rec_effective(&en->rec, &e->defaults, p);
 }
 
+/*
+ * A failed map write, counted: a new agent refused for want of a free slot
+ * (the policy when the map is full: existing agents go on as they are) is
+ * not an error of the maps. Its log lines thin out as refusals repeat.
+ */
+static void map_error(struct ag_engine *e, const char *name, int err)
+{
+	__u64 n = 0;
+
+	pthread_mutex_lock(&e->slock);
+	if (err == -ENOSPC)
+		n = ++e->stats.agents_refused;
+	else
+		e->stats.map_errors++;
+	pthread_mutex_unlock(&e->slock);
+	if (err != -ENOSPC)
+		e->opts.log(AG_LOG_ERR, "cannot write agent '%s' into the maps: %s", name,
+			    ag_errmsg());
+	else if (!(n & (n - 1))) /* 1, 2, 4, 8, ... */
+		e->opts.log(AG_LOG_WARN, "agent '%s' refused: %s (%llu refused so far)", name,
+			    ag_errmsg(), (unsigned long long)n);
+}
+
 /* Writes the entry's rate and burst into its bucket (created when missing).
  * The live bucket level is kept: the library switches parameters in place. */
 static int push_to_map(struct ag_engine *e, struct entry *en, bool force)
@@ -231,11 +255,7 @@ static int push_to_map(struct ag_engine *e, struct entry *en, bool force)
 		return 0;
 	err = ag_agent_set(e->ctx, en->name, &u, &en->slot, &created);
 	if (err) {
-		pthread_mutex_lock(&e->slock);
-		e->stats.map_errors++;
-		pthread_mutex_unlock(&e->slock);
-		e->opts.log(AG_LOG_ERR, "cannot write agent '%s' into the maps: %s", en->name,
-			    ag_errmsg());
+		map_error(e, en->name, err);
 		return err;
 	}
 	en->map_rate = u.rate;
@@ -294,11 +314,10 @@ static void audit_file(struct ag_engine *e, char *line)
 	if (!line)
 		return;
 	if (e->audit_fd >= 0) {
-		size_t n = strlen(line);
+		int err = agd_append_line(e->audit_fd, line, strlen(line));
 
-		line[n] = '\n'; /* json_dumps left room: the NUL */
-		if (write(e->audit_fd, line, n + 1) != (ssize_t)(n + 1))
-			e->opts.log(AG_LOG_WARN, "audit.log: short write: %s", strerror(errno));
+		if (err) /* the record is in the store; audit.log misses this line */
+			e->opts.log(AG_LOG_WARN, "audit.log: line not written: %s", strerror(-err));
 	}
 	free(line);
 }
@@ -332,7 +351,7 @@ static int txn_commit(struct ag_engine *e, MDB_txn *txn)
 
 static const char *store_error(int err)
 {
-	return err == -ENOSPC ? "the state store is full (raise --store-size)" : strerror(-err);
+	return ag_store_strerror(err);
 }
 
 /* ---- start: load and reconcile ------------------------------------------- */

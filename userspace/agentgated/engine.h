@@ -257,6 +257,7 @@ struct ag_engine_stats {
 	__u64 queue_depth;
 	__u64 dedup_ids;
 	__u64 commits, commit_errors, map_errors;
+	__u64 agents_refused; /* new agents without a free slot */
 };
 void ag_engine_stats(struct ag_engine *e, struct ag_engine_stats *s);
 /* Invalid ratings seen outside the engine (parsing) are counted here. */

@@ -12,7 +12,9 @@
 #include <strings.h>
 #include <time.h>
 
+#include "deadline.h"
 #include "http.h"
+#include "reqlimits.h"
 #include "metrics.h"
 #include "rating.h"
 #include "stream.h"
@@ -32,6 +34,7 @@ struct agd_http {
 	bool tls;
 	char tls_cert[4096], tls_key[4096];
 	char tls_err[512]; /* set by init_ssl when it fails */
+	struct agd_deadlines *deadlines; /* of request bodies */
 };
 
 /* One request as the handlers see it. */
@@ -57,11 +60,13 @@ static const char *reason_phrase(int status)
 	case 403: return "Forbidden";
 	case 404: return "Not Found";
 	case 405: return "Method Not Allowed";
+	case 408: return "Request Timeout";
 	case 409: return "Conflict";
 	case 413: return "Payload Too Large";
 	case 415: return "Unsupported Media Type";
 	case 426: return "Upgrade Required";
 	case 429: return "Too Many Requests";
+	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
 	case 503: return "Service Unavailable";
 	case 507: return "Insufficient Storage";
@@ -77,11 +82,13 @@ static const char *error_code(int status)
 	case 403: return "forbidden";
 	case 404: return "not_found";
 	case 405: return "method_not_allowed";
+	case 408: return "request_timeout";
 	case 409: return "conflict";
 	case 413: return "payload_too_large";
 	case 415: return "unsupported_media_type";
 	case 426: return "upgrade_required";
 	case 429: return "too_many_requests";
+	case 431: return "header_fields_too_large";
 	case 503: return "unavailable";
 	case 507: return "insufficient_storage";
 	default: return "internal";
@@ -97,6 +104,8 @@ static int send_body(struct mg_connection *conn, int status, const char *type, c
 		  "Cache-Control: no-store\r\n%s\r\n",
 		  status, reason_phrase(status), type, len, extra ? extra : "");
 	mg_write(conn, body, len);
+	if (extra && strstr(extra, "Connection: close"))
+		mg_disable_connection_keep_alive(conn); /* say it and do it */
 	return status;
 }
 
@@ -139,8 +148,8 @@ static int send_error_v(struct mg_connection *conn, int status, const char *extr
 
 	if (!extra && status == 401)
 		extra = "WWW-Authenticate: Bearer realm=\"agentgate\"\r\n";
-	else if (!extra && status == 413)
-		extra = "Connection: close\r\n";
+	else if (!extra && (status == 408 || status == 413 || status == 431))
+		extra = "Connection: close\r\n"; /* what is left of the request is not read */
 	return send_json(conn, status, o, extra);
 }
 
@@ -181,6 +190,7 @@ static int read_body(struct req *r)
 	long long declared = r->ri->content_length;
 	__u64 max;
 	size_t cap, len = 0;
+	int deadline;
 	char *buf;
 
 	pthread_rwlock_rdlock(&r->h->live_lock);
@@ -193,6 +203,7 @@ static int read_body(struct req *r)
 	buf = malloc(cap);
 	if (!buf)
 		return send_error(r->conn, 500, "out of memory");
+	deadline = agd_deadline_arm(r->h->deadlines, r->conn);
 	for (;;) {
 		int n;
 
@@ -216,6 +227,11 @@ static int read_body(struct req *r)
 		if (n <= 0)
 			break;
 		len += (size_t)n;
+	}
+	if (agd_deadline_disarm(r->h->deadlines, deadline)) {
+		free(buf);
+		return send_error(r->conn, 408, "request body not received within the request "
+				  "timeout (--request-timeout); %zu bytes came", len);
 	}
 	if (len > max) {
 		free(buf);
@@ -245,7 +261,7 @@ static json_t *body_object(struct req *r, const char *const *allowed, int *statu
 		*status = send_error(r->conn, 400, "request body: expected a JSON object");
 		return NULL;
 	}
-	o = json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
+	o = agd_json_loadb(r->body, r->body_len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!o) {
 		*status = send_error(r->conn, 400, "request body: invalid JSON at line %d column %d: "
 				     "%s", jerr.line, jerr.column, jerr.text);
@@ -1215,7 +1231,9 @@ static int handle(struct mg_connection *conn, void *cbdata)
 		return send_error(conn, 404, "no such endpoint: %s %s", ri->request_method,
 				  ri->local_uri);
 	r.param = param;
-	rc = authorize(&r, rt);
+	rc = agd_request_limits(conn, rt->method, rt->path);
+	if (!rc)
+		rc = authorize(&r, rt);
 	if (rc)
 		return rc;
 	if (rt->body && (rc = read_body(&r)))
@@ -1315,7 +1333,7 @@ int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 		   const struct agd_http_live *live, struct agd_http **out, char *err, size_t len)
 {
 	char threads[16], timeout[24], ports[300], ping[24];
-	struct mg_callbacks cb = { .log_message = log_message };
+	struct mg_callbacks cb = { .log_message = log_message, .http_error = agd_civetweb_error };
 	const char *mgopts[20];
 	struct agd_http *h;
 	size_t k = 0;
@@ -1368,6 +1386,12 @@ int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 		agd_http_stop(h);
 		return -ENOTSUP;
 	}
+	rc = agd_deadlines_start(opts->request_timeout_ms, &h->deadlines);
+	if (rc) {
+		snprintf(err, len, "cannot start the request watchdog: %s", strerror(-rc));
+		agd_http_stop(h);
+		return rc;
+	}
 	mg_init_library(h->tls ? MG_FEATURES_SSL : 0);
 	h->mg = mg_start(&cb, h, mgopts);
 	if (!h->mg) {
@@ -1419,6 +1443,7 @@ void agd_http_stop(struct agd_http *h)
 	if (h->mg)
 		mg_stop(h->mg);
 	agd_stream_free(h->stream);
+	agd_deadlines_stop(h->deadlines);
 	mg_exit_library();
 	agd_metrics_free(&h->metrics);
 	pthread_rwlock_destroy(&h->live_lock);

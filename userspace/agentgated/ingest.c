@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "appendlog.h"
 #include "ingest.h"
 
 #define READ_CHUNK (1u << 20)     /* bytes read at once; also the longest line */
@@ -61,6 +62,7 @@ static void dead_letter(struct agd_ingest *in, const char *source, __u64 line_no
 	struct timespec ts;
 	json_t *o;
 	char *s;
+	int err;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	o = json_pack("{s:I,s:s,s:I,s:s,s:s%}", "time_ms",
@@ -76,9 +78,11 @@ static void dead_letter(struct agd_ingest *in, const char *source, __u64 line_no
 	if (!s)
 		return;
 	pthread_mutex_lock(&in->dl_lock);
-	if (write(in->dl_fd, s, strlen(s)) < 0 || write(in->dl_fd, "\n", 1) < 0)
-		fprintf(stderr, "agentgated: dead-letter file: %s\n", strerror(errno));
+	err = agd_append_line(in->dl_fd, s, strlen(s));
 	pthread_mutex_unlock(&in->dl_lock);
+	if (err)
+		fprintf(stderr, "agentgated: dead-letter file: line not written: %s\n",
+			strerror(-err));
 	free(s);
 }
 

@@ -22,6 +22,7 @@
 #include "tls.h"
 #include "ingest.h"
 #include "fleet.h"
+#include "privs.h"
 
 static bool quiet;
 
@@ -139,16 +140,49 @@ static int attach_all(struct ag_engine *e, const struct agd_config *c)
 	size_t i;
 
 	for (i = 0; i < c->n_attach; i++) {
+		/* A restart on its own link keeps the program running there when
+		 * it is this version's: the program id does not change. */
+		struct ag_attach_opts o = { .mode = xdp_mode(c->xdp_mode), .keep_same = true };
 		struct ag_attach_result res;
 
-		if (ag_attach(ag_engine_ctx(e), c->attach[i], xdp_mode(c->xdp_mode), &res)) {
+		if (ag_attach_with(ag_engine_ctx(e), c->attach[i], &o, &res)) {
 			logf_(AG_LOG_ERR, "attach %s: %s", c->attach[i], ag_errmsg());
 			return -1;
 		}
 		logf_(AG_LOG_INFO, "attached to %s (%s, program %u%s)", c->attach[i],
 		      res.mode == AG_XDP_NATIVE ? "native" : "generic", res.prog_id,
-		      res.replaced ? ", replaced the previous one" : "");
+		      res.kept ? ", already running" : res.replaced ? ", replaced the previous one" : "");
 	}
+	return 0;
+}
+
+/* What to keep after setup (and the umask for what setup creates). */
+static int plan_privileges(const struct agd_config *c, struct agd_privs *p)
+{
+	struct agd_privs_opts o = { .user = c->user, .read_group = c->read_group,
+				    .listen = c->listen, .pin_path = c->pin_path,
+				    .state_dir = c->state_dir };
+	char why[600];
+
+	if (agd_privs_plan(&o, p, why, sizeof(why))) {
+		logf_(AG_LOG_ERR, "%s", why);
+		return -1;
+	}
+	return 0;
+}
+
+static int drop_privileges(const struct agd_privs *p)
+{
+	char why[600], warn[600];
+
+	if (agd_privs_drop(p, warn, sizeof(warn), why, sizeof(why))) {
+		logf_(AG_LOG_ERR, "%s", why);
+		return -1;
+	}
+	if (warn[0])
+		logf_(AG_LOG_WARN, "%s", warn);
+	agd_privs_describe(p, why, sizeof(why));
+	logf_(AG_LOG_INFO, "privileges: %s", why);
 	return 0;
 }
 
@@ -171,6 +205,7 @@ static void warn_restart_needed(const struct agd_config *old, const struct agd_c
 		FIXED("nats", nats), FIXED("node", node), FIXED("nats-replicas", nats_replicas),
 		FIXED("nats-timeout", nats_timeout_ms), FIXED("fleet-interval", fleet_interval_ms),
 		FIXED("fleet-floor", fleet_floor),
+		FIXED("user", user),               FIXED("read-group", read_group),
 #undef FIXED
 	};
 	size_t i;
@@ -252,6 +287,7 @@ int main(int argc, char **argv)
 	struct agd_http *h = NULL;
 	struct agd_ingest *in = NULL;
 	struct agd_fleet *fleet = NULL;
+	struct agd_privs privs;
 	char err[1024] = "", dl_path[4200];
 	sigset_t sigs;
 	int rc = 1, sig;
@@ -270,7 +306,8 @@ int main(int argc, char **argv)
 	}
 	quiet = cfg->quiet;
 	ag_set_log(lib_log);
-	if (check_settings(cfg) || !listen_ok(cfg->listen) || live_settings(cfg, &live)) {
+	if (check_settings(cfg) || !listen_ok(cfg->listen) || live_settings(cfg, &live) ||
+	    plan_privileges(cfg, &privs)) {
 		free(cfg);
 		return 2;
 	}
@@ -300,6 +337,17 @@ int main(int argc, char **argv)
 	}
 	if (attach_all(e, cfg) || start_fleet(e, cfg, &fleet))
 		goto cleanup;
+	snprintf(dl_path, sizeof(dl_path), "%s/dead-letter.ndjson", cfg->state_dir);
+	if ((cfg->use_stdin || cfg->ingest_socket[0]) &&
+	    agd_ingest_start(e, cfg->use_stdin ? STDIN_FILENO : -1, cfg->ingest_socket, dl_path,
+			     &in, err, sizeof(err))) {
+		logf_(AG_LOG_ERR, "%s", err);
+		goto cleanup;
+	}
+	/* Before the HTTP server: its threads start with the dropped set, and
+	 * no request is in flight in a thread the drop interrupts. */
+	if (drop_privileges(&privs))
+		goto cleanup;
 	ho.fleet = fleet;
 	ho.listen = cfg->listen;
 	ho.threads = (unsigned int)cfg->threads;
@@ -312,13 +360,6 @@ int main(int argc, char **argv)
 	ho.stream.max_lag_ms = cfg->stream_max_lag_ms;
 	ho.stream.ping_ms = cfg->stream_ping_ms;
 	if (agd_http_start(e, &ho, &live, &h, err, sizeof(err))) {
-		logf_(AG_LOG_ERR, "%s", err);
-		goto cleanup;
-	}
-	snprintf(dl_path, sizeof(dl_path), "%s/dead-letter.ndjson", cfg->state_dir);
-	if ((cfg->use_stdin || cfg->ingest_socket[0]) &&
-	    agd_ingest_start(e, cfg->use_stdin ? STDIN_FILENO : -1, cfg->ingest_socket, dl_path,
-			     &in, err, sizeof(err))) {
 		logf_(AG_LOG_ERR, "%s", err);
 		goto cleanup;
 	}

@@ -272,6 +272,9 @@ static void engine_series(struct out *o, struct ag_engine *e)
 	family(o, "map_write_errors_total", "counter",
 	       "Writes of a rate into the BPF maps that failed.");
 	put(o, "agentgate_map_write_errors_total %llu\n", (unsigned long long)s.map_errors);
+	family(o, "agents_refused_total", "counter",
+	       "New agents refused because every agent slot is in use (507).");
+	put(o, "agentgate_agents_refused_total %llu\n", (unsigned long long)s.agents_refused);
 }
 
 static void datapath_series(struct out *o, struct ag_ctx *ctx, size_t n_agents)

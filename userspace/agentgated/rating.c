@@ -9,6 +9,7 @@
 
 #include "agentgate.h"
 #include "policy.h"
+#include "reqlimits.h"
 #include "rating.h"
 
 struct item_error {
@@ -164,7 +165,7 @@ static size_t count_lines(const char *s, size_t len)
 static int parse_json(const char *body, size_t len, struct ag_rating_batch *b)
 {
 	json_error_t jerr;
-	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *root = agd_json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 	size_t i;
 
 	if (!root) {
@@ -211,7 +212,7 @@ static int parse_ndjson(const char *body, size_t len, struct ag_rating_batch *b)
 		for (i = start; i < end; i++)
 			blank &= body[i] == ' ' || body[i] == '\t' || body[i] == '\r';
 		if (!blank) {
-			obj = json_loadb(body + start, end - start, JSON_REJECT_DUPLICATES, &jerr);
+			obj = agd_json_loadb(body + start, end - start, JSON_REJECT_DUPLICATES, &jerr);
 			if (obj) {
 				add_item(b, index, obj);
 				json_decref(obj);
@@ -272,7 +273,7 @@ int ag_rating_parse_line(const char *line, size_t len, struct ag_rating *out,
 	int rc;
 
 	memset(err, 0, sizeof(*err));
-	obj = json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
+	obj = agd_json_loadb(line, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (!obj) {
 		item_fail(&e, "", "invalid JSON at column %d: %.60s", jerr.column, jerr.text);
 		rc = -EINVAL;

@@ -4,11 +4,31 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 
 #include "store.h"
 
+/* The last LMDB result this thread converted: -ENOSPC stands for a full
+ * map (--store-size) and for a full disk alike, and the message differs. */
+static __thread int last_rc;
+/* The state dir (one store per process), for telling a full disk. */
+static char store_dir[4096];
+
+/* LMDB reports a write the disk cut short as EIO: on a file system with
+ * next to no space left, that is the full disk. */
+static bool disk_full(void)
+{
+	struct statvfs v;
+
+	return store_dir[0] && !statvfs(store_dir, &v) &&
+	       (__u64)v.f_bavail * v.f_frsize < (256u << 10);
+}
+
 int ag_store_errno(int rc)
 {
+	if (rc == EIO && disk_full())
+		rc = ENOSPC;
+	last_rc = rc;
 	switch (rc) {
 	case MDB_SUCCESS:
 		return 0;
@@ -22,6 +42,16 @@ int ag_store_errno(int rc)
 	default:
 		return rc > 0 && rc < 4096 ? -rc : -EIO;
 	}
+}
+
+const char *ag_store_strerror(int err)
+{
+	if (err != -ENOSPC)
+		return strerror(-err);
+	if (last_rc == ENOSPC || last_rc == EDQUOT)
+		return "no space left on the state directory's file system (free some; nothing "
+		       "was changed)";
+	return "the state store is full (raise --store-size)";
 }
 
 static int open_dbi(MDB_txn *txn, const char *name, MDB_dbi *dbi)
@@ -56,6 +86,7 @@ int ag_store_open(const char *dir, size_t map_size, struct ag_store *st, char *e
 
 	memset(st, 0, sizeof(*st));
 	err[0] = 0;
+	snprintf(store_dir, sizeof(store_dir), "%s", dir);
 	if (mkdir(dir, 0700) && errno != EEXIST) {
 		rc = errno;
 		snprintf(err, len, "cannot create state directory %s: %s", dir, strerror(rc));

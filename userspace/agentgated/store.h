@@ -64,6 +64,9 @@ void ag_store_close(struct ag_store *st);
 
 /* A negative errno for an LMDB or system error code. */
 int ag_store_errno(int rc);
+/* The message for an error ag_store_errno() just returned in this thread:
+ * -ENOSPC says whether the disk or the store size is full. */
+const char *ag_store_strerror(int err);
 
 /* The rec's own policy and the effective one under `defaults`. */
 void ag_rec_policy(const struct ag_agent_rec *r, struct ag_policy *own);

@@ -31,6 +31,7 @@
 
 #include "agentgate.h"
 #include "http.h"
+#include "reqlimits.h"
 #include "stream.h"
 
 #define TOPIC_MAX 80           /* "bucket.agent." + an agent name */
@@ -782,7 +783,7 @@ static void ws_ready(struct mg_connection *conn, void *cbdata)
 static void client_message(struct client *c, const char *data, size_t len)
 {
 	json_error_t jerr;
-	json_t *o = json_loadb(data, len, 0, &jerr);
+	json_t *o = agd_json_loadb(data, len, 0, &jerr);
 	const char *action = NULL, *topic = NULL, *type = NULL;
 	char why[160];
 	struct msg *m;

@@ -174,6 +174,17 @@ struct ag_attach_result {
 	__u32 link_id;
 	enum ag_xdp_mode mode; /* NATIVE or GENERIC as attached */
 	bool replaced;         /* an existing link's program was updated */
+	bool kept;             /* the link already ran this very program: left as it was */
+};
+
+struct ag_attach_opts {
+	enum ag_xdp_mode mode;
+	/* Replace only while the link runs this program (0: whatever runs);
+	 * refused (-EPERM) otherwise, and -ENOENT when there is no link. */
+	__u32 expected_prog_id;
+	/* A link already running this program, the same instructions on the
+	 * same maps, is kept as it is (its program id does not change). */
+	bool keep_same;
 };
 
 struct ag_link_info {
@@ -182,6 +193,8 @@ struct ag_link_info {
 	__u32 link_id;
 	__u32 prog_id;
 	enum ag_xdp_mode mode;
+	int error;       /* -errno when the pin could not be opened (e.g. -EACCES:
+			  * link pins need write access), the ids then 0 */
 };
 
 /* A loaded instance of the datapath program bound to ctx's maps. */
@@ -194,6 +207,10 @@ void ag_prog_free(struct ag_prog *prog);
  * If a link is already pinned there, its program is replaced atomically. */
 int ag_attach(struct ag_ctx *ctx, const char *ifname, enum ag_xdp_mode mode,
 	      struct ag_attach_result *res);
+/* The same with options: a conditional replace, or keeping an identical
+ * program (a daemon restarting on a link it made). */
+int ag_attach_with(struct ag_ctx *ctx, const char *ifname, const struct ag_attach_opts *opts,
+		   struct ag_attach_result *res);
 /* Replace the program of an attached link with prog; refused (-EPERM) when
  * the link no longer runs expected_prog_id (0: whatever runs now). */
 int ag_link_replace(struct ag_ctx *ctx, const char *ifname, const struct ag_prog *prog,

@@ -189,14 +189,16 @@ static void unpin_link_prog(const struct ag_ctx *ctx, const char *ifname)
 
 /*
  * A descriptor of program prog_id, running on ifname: from its pin when the
- * pin holds that very program, else by id (CAP_SYS_ADMIN).
+ * pin holds that very program, else by id (CAP_SYS_ADMIN); *by_id says which.
  */
-static int open_link_prog(const struct ag_ctx *ctx, const char *ifname, __u32 prog_id)
+static int open_link_prog(const struct ag_ctx *ctx, const char *ifname, __u32 prog_id,
+			  bool *by_id)
 {
 	char path[PATH_MAX];
 	__u32 id = 0;
 	int fd;
 
+	*by_id = false;
 	if (!dev_pin_path(ctx, AG_PIN_PROGS_DIR, ifname, path, sizeof(path))) {
 		fd = bpf_obj_get(path);
 		if (fd >= 0 && !prog_id_of(fd, &id) && id == prog_id)
@@ -204,6 +206,7 @@ static int open_link_prog(const struct ag_ctx *ctx, const char *ifname, __u32 pr
 		if (fd >= 0)
 			close(fd);
 	}
+	*by_id = true;
 	fd = bpf_prog_get_fd_by_id(prog_id);
 	if (fd >= 0)
 		return fd;
@@ -298,6 +301,7 @@ int ag_link_replace(struct ag_ctx *ctx, const char *ifname, const struct ag_prog
 	char path[PATH_MAX];
 	struct bpf_link_info li;
 	int link_fd = -1, old_fd = -1, err;
+	bool by_id;
 
 	memset(res, 0, sizeof(*res));
 	err = link_path(ctx, ifname, path, sizeof(path));
@@ -316,7 +320,7 @@ int ag_link_replace(struct ag_ctx *ctx, const char *ifname, const struct ag_prog
 		goto out;
 	}
 	/* The kernel checks old_prog_fd again, atomically with the update. */
-	old_fd = open_link_prog(ctx, ifname, li.prog_id);
+	old_fd = open_link_prog(ctx, ifname, li.prog_id, &by_id);
 	if (old_fd < 0) {
 		err = old_fd;
 		goto out;
@@ -337,6 +341,89 @@ int ag_link_replace(struct ag_ctx *ctx, const char *ifname, const struct ag_prog
 out:
 	if (old_fd >= 0)
 		close(old_fd);
+	close(link_fd);
+	return err;
+}
+
+/* The program's type, tag and sorted map ids (ids holds AG_M__COUNT). */
+static int prog_identity(int prog_fd, struct bpf_prog_info *info, __u32 *ids)
+{
+	__u32 len = sizeof(*info), i, j;
+
+	memset(info, 0, sizeof(*info));
+	info->nr_map_ids = AG_M__COUNT;
+	info->map_ids = (__u64)(unsigned long)ids;
+	if (bpf_obj_get_info_by_fd(prog_fd, info, &len))
+		return ag_err(errno, "cannot query program: %s", strerror(errno));
+	for (i = 1; i < info->nr_map_ids && i < AG_M__COUNT; i++)
+		for (j = i; j > 0 && ids[j - 1] > ids[j]; j--) {
+			__u32 t = ids[j];
+
+			ids[j] = ids[j - 1];
+			ids[j - 1] = t;
+		}
+	return 0;
+}
+
+/*
+ * 1 when running_fd is the program prog would install: the same
+ * instructions (the kernel's tag hashes them with map references zeroed)
+ * on the same maps; 0 when it differs.
+ */
+static int same_program(int running_fd, const struct ag_prog *prog)
+{
+	__u32 ids_a[AG_M__COUNT] = { 0 }, ids_b[AG_M__COUNT] = { 0 };
+	struct bpf_prog_info a, b;
+	int err = prog_identity(running_fd, &a, ids_a);
+
+	if (!err)
+		err = prog_identity(ag_prog_fd(prog), &b, ids_b);
+	if (err)
+		return err;
+	return a.type == b.type && !memcmp(a.tag, b.tag, sizeof(a.tag)) &&
+	       a.nr_map_ids == b.nr_map_ids && a.nr_map_ids <= AG_M__COUNT &&
+	       !memcmp(ids_a, ids_b, sizeof(ids_a));
+}
+
+/*
+ * The live link of ifname left as it is when it runs prog's very program:
+ * 1 (res filled), 0 when it runs another one, or a negative errno.
+ */
+static int keep_if_same(struct ag_ctx *ctx, const char *ifname, const struct ag_prog *prog,
+			__u32 expected_prog_id, struct ag_attach_result *res)
+{
+	char path[PATH_MAX];
+	struct bpf_link_info li;
+	int link_fd, prog_fd = -1, err;
+	bool by_id;
+
+	err = link_path(ctx, ifname, path, sizeof(path));
+	if (err)
+		return err;
+	link_fd = bpf_obj_get(path);
+	if (link_fd < 0)
+		return ag_err(errno, "cannot open %s: %s", path, strerror(errno));
+	err = link_info(link_fd, &li);
+	if (err || (expected_prog_id && expected_prog_id != li.prog_id))
+		goto out; /* a stale expectation is for the replace to refuse */
+	prog_fd = open_link_prog(ctx, ifname, li.prog_id, &by_id);
+	if (prog_fd < 0) {
+		err = prog_fd;
+		goto out;
+	}
+	err = same_program(prog_fd, prog);
+	if (err != 1)
+		goto out;
+	if (by_id)
+		pin_link_prog(ctx, ifname, prog_fd);
+	memset(res, 0, sizeof(*res));
+	res->kept = true;
+	res->prog_id = li.prog_id;
+	res->link_id = li.id;
+	res->mode = query_mode(li.xdp.ifindex);
+out:
+	if (prog_fd >= 0)
+		close(prog_fd);
 	close(link_fd);
 	return err;
 }
@@ -369,6 +456,27 @@ static int drop_stale_link(const char *path, const char *ifname, unsigned int if
 int ag_attach(struct ag_ctx *ctx, const char *ifname, enum ag_xdp_mode mode,
 	      struct ag_attach_result *res)
 {
+	struct ag_attach_opts o = { .mode = mode };
+
+	return ag_attach_with(ctx, ifname, &o, res);
+}
+
+/* Upgrade the live link of ifname in place, or keep it (opts->keep_same). */
+static int attach_live(struct ag_ctx *ctx, const char *ifname, const struct ag_prog *prog,
+		       const struct ag_attach_opts *o, struct ag_attach_result *res)
+{
+	int err = 0;
+
+	if (o->keep_same)
+		err = keep_if_same(ctx, ifname, prog, o->expected_prog_id, res);
+	if (err)
+		return err < 0 ? err : 0;
+	return ag_link_replace(ctx, ifname, prog, o->expected_prog_id, res);
+}
+
+int ag_attach_with(struct ag_ctx *ctx, const char *ifname, const struct ag_attach_opts *o,
+		   struct ag_attach_result *res)
+{
 	char path[PATH_MAX], dir[PATH_MAX + 16];
 	struct ag_prog *prog = NULL;
 	unsigned int ifindex;
@@ -388,10 +496,16 @@ int ag_attach(struct ag_ctx *ctx, const char *ifname, enum ag_xdp_mode mode,
 	if (err < 0)
 		goto out;
 	if (err == 1) { /* already ours and live: upgrade in place */
-		err = ag_link_replace(ctx, ifname, prog, 0, res);
+		err = attach_live(ctx, ifname, prog, o, res);
 		goto out;
 	}
-	link_fd = create_link(ag_prog_fd(prog), ifname, ifindex, mode, &res->mode);
+	if (o->expected_prog_id) {
+		err = ag_err(ENOENT, "%s has no agentgate link (expected program %u); nothing "
+				     "replaced",
+			     ifname, o->expected_prog_id);
+		goto out;
+	}
+	link_fd = create_link(ag_prog_fd(prog), ifname, ifindex, o->mode, &res->mode);
 	if (link_fd < 0) {
 		err = link_fd;
 		goto out;
@@ -467,7 +581,7 @@ int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		fd = bpf_obj_get(path);
-		if (fd < 0)
+		if (fd < 0 && errno != EACCES && errno != EPERM)
 			continue;
 		if (n == cap) {
 			struct ag_link_info *grown;
@@ -475,7 +589,8 @@ int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out)
 			cap = cap ? cap * 2 : 8;
 			grown = realloc(links, cap * sizeof(*links));
 			if (!grown) {
-				close(fd);
+				if (fd >= 0)
+					close(fd);
 				closedir(d);
 				free(links);
 				return ag_err(ENOMEM, "out of memory");
@@ -484,6 +599,10 @@ int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out)
 		}
 		memset(&links[n], 0, sizeof(links[n]));
 		snprintf(links[n].ifname, sizeof(links[n].ifname), "%s", ifname);
+		if (fd < 0) { /* listed, though not readable: the device is attached */
+			links[n++].error = -errno;
+			continue;
+		}
 		if (!link_info(fd, &li)) {
 			links[n].link_id = li.id;
 			links[n].prog_id = li.prog_id;

@@ -1,0 +1,35 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The HTTP API's limits on what clients send, beyond the body size
+ * (--max-body) and the time to send a request (--request-timeout,
+ * deadline.h):
+ *   - request line and headers: at most 16 KiB (CivetWeb's buffer) and 63
+ *     header fields (CivetWeb keeps 64 and drops the rest unseen): 431;
+ *   - JSON nested at most AGD_JSON_DEPTH_MAX deep: 400 before it is parsed;
+ *   - query parameters: only those the route takes: 400 naming the other;
+ *   - CivetWeb's own refusals (malformed request line, oversized headers)
+ *     answered in the API's JSON error form.
+ */
+#ifndef AGENTGATED_REQLIMITS_H
+#define AGENTGATED_REQLIMITS_H
+
+#include <jansson.h>
+#include <stddef.h>
+
+#define AGD_JSON_DEPTH_MAX 32
+#define AGD_HEADERS_MAX 63
+
+struct mg_connection;
+
+/* json_loadb() refusing text nested deeper than AGD_JSON_DEPTH_MAX. */
+json_t *agd_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *err);
+
+/* The header count and the query parameters of a request for route
+ * (method and path pattern of the route table): 0, or the status of the
+ * error response sent. */
+int agd_request_limits(struct mg_connection *conn, const char *method, const char *route);
+
+/* CivetWeb's http_error callback: its refusals as {"error", "message"}. */
+int agd_civetweb_error(struct mg_connection *conn, int status, const char *msg);
+
+#endif
