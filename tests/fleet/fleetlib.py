@@ -13,11 +13,14 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
+from loopports import free_ports  # noqa: E402
 
 PROCS = []      # every Popen started here (killed by id in cleanup)
 PINS = []       # pin roots to remove
@@ -36,21 +39,6 @@ def check(cond, what):
 def diag(msg):
     for line in str(msg).splitlines() or [""]:
         print("# " + line)
-
-
-def free_ports(n):
-    """n distinct TCP ports free on 127.0.0.1 now (all held until all are picked)."""
-    socks, ports = [], []
-    try:
-        while len(ports) < n:
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-            ports.append(s.getsockname()[1])
-    finally:
-        for s in socks:
-            s.close()
-    return ports
 
 
 def wait_for(fn, timeout, interval=0.1, what="condition"):
