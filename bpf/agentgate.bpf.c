@@ -30,6 +30,13 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Bounded CAS retries; on exhaustion the packet is dropped (keeps the bound). */
 #define AG_CAS_TRIES 8
 
+/*
+ * How far CLOCK_MONOTONIC may run ahead of the coarse clock, at most: set by
+ * the loader (ag_prog_load) before the program is loaded. 0 (an object
+ * loaded by other means) reads the exact clock for every classified packet.
+ */
+const volatile __u64 ag_coarse_slack_ns = 0;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -210,35 +217,67 @@ static __always_inline struct ag_rule_val *classify_v6(const struct ag_config *c
 
 /* ---- bucket ---------------------------------------------------------- */
 
+/*
+ * GCRA by compare-and-swap. Admission is monotone in time (a request refused
+ * at some moment is refused at every earlier one), and a refusal writes
+ * nothing; so a packet the bucket refuses at an upper bound of the present,
+ * the coarse clock plus its largest lag, is refused now, and is dropped
+ * without reading the exact clock (~30 ns of the path). Whatever may be
+ * admitted is judged again on the exact clock, so admissions, and with them
+ * burst + rate*t, never depend on the coarse one.
+ */
 static __always_inline enum ag_verdict charge(__u32 slot, __u64 frame_len)
 {
 	struct ag_bucket *b = bpf_map_lookup_elem(&ag_buckets, &slot);
-	__u64 now_ns = bpf_ktime_get_ns();
+	__u64 upper_ns = 0, now_ns = 0, w;
 	int i;
 
 	if (!b)
 		return AG_V_NO_BUCKET;
+	if (ag_coarse_slack_ns)
+		upper_ns = bpf_ktime_get_coarse_ns() + ag_coarse_slack_ns;
+	else
+		now_ns = bpf_ktime_get_ns();
 
-	for (i = 0; i < AG_CAS_TRIES; i++) {
-		__u64 w = *(volatile __u64 *)&b->tat;
+	/* One pass on the coarse bound first (no CAS in it), then up to
+	 * AG_CAS_TRIES on the exact clock. A failed CAS returns the word that
+	 * beat it, which the next try starts from. */
+	w = *(volatile __u64 *)&b->tat;
+	for (i = upper_ns ? 0 : 1; i <= AG_CAS_TRIES; i++) {
 		__u32 sel = w >> 63;
 		struct ag_gcra_params *p = &b->set[sel];
 		__u64 interval = *(volatile __u64 *)&p->interval;
-		__u64 now, cost, new_tat;
+		__u64 cost, new_tat, seen;
 
 		if (!interval)
 			return AG_V_NO_BUCKET;
-		now = ag_ns_to_ticks(now_ns, p->mult);
 		cost = ag_packet_cost(b->unit[sel], interval, frame_len);
-		if (!ag_gcra_admit(w & AG_TAT_MASK, now, cost, p->tau, &new_tat)) {
-			/* Judged on parameters a writer was replacing? Judge again.
-			 * (Admissions by other CPUs move tat too: those don't count.) */
-			if ((*(volatile __u64 *)&b->tat ^ w) & AG_TAT_SEL)
-				continue;
-			return AG_V_DROP;
+		if (!now_ns) {
+			if (!ag_gcra_admit(w & AG_TAT_MASK, ag_ns_to_ticks(upper_ns, p->mult), cost,
+					   p->tau, &new_tat))
+				goto refused;
+			/* May be admitted: read the clock, then tat afresh, so that
+			 * the clock read stays out of the window between reading
+			 * tat and swapping it (a wider window loses more CAS races). */
+			now_ns = bpf_ktime_get_ns();
+			w = *(volatile __u64 *)&b->tat;
+			continue;
 		}
-		if (__sync_val_compare_and_swap(&b->tat, w, (w & AG_TAT_SEL) | new_tat) == w)
+		if (!ag_gcra_admit(w & AG_TAT_MASK, ag_ns_to_ticks(now_ns, p->mult), cost, p->tau,
+				   &new_tat))
+			goto refused;
+		seen = __sync_val_compare_and_swap(&b->tat, w, (w & AG_TAT_SEL) | new_tat);
+		if (seen == w)
 			return AG_V_PASS;
+		w = seen;
+		continue;
+refused:
+		/* Judged on parameters a writer was replacing? Judge again.
+		 * (Admissions by other CPUs move tat too: those don't count.) */
+		seen = *(volatile __u64 *)&b->tat;
+		if (!((seen ^ w) & AG_TAT_SEL))
+			return AG_V_DROP;
+		w = seen;
 	}
 	return AG_V_EXHAUSTED;
 }

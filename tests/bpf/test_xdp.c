@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include <linux/bpf.h>
 
 #include "agentgate.h"
+#include "agentgate/gcra.h"
 #include "fixtures.h"
 #include "harness.h"
 #include "testenv.h"
@@ -533,6 +535,139 @@ static bool test_time_namespace(void)
 	       send_n(A_LIM, &p, 4, &e);
 }
 
+/* ---- drops decided on the coarse clock --------------------------------- */
+
+/* CLOCK_MONOTONIC_COARSE as the datapath reads it (bpf_ktime_get_coarse_ns()
+ * and the vDSO serve the same timekeeper value); 0 inside a time namespace
+ * with a monotonic offset, where the two differ. */
+static __u64 coarse_now_ns(void)
+{
+	FILE *f = fopen("/proc/self/timens_offsets", "r");
+	long long sec = 0, nsec = 0;
+	struct timespec ts;
+	char clock[32];
+
+	while (f && fscanf(f, "%31s %lld %lld", clock, &sec, &nsec) == 3)
+		if (!strcmp(clock, "monotonic") && (sec || nsec)) {
+			fclose(f);
+			return 0;
+		}
+	if (f)
+		fclose(f);
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (__u64)ts.tv_sec * 1000000000ULL + (__u64)ts.tv_nsec;
+}
+
+static int bucket_fd(void)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", ag_pin_root(ctx), AG_MAP_BUCKETS);
+	return bpf_obj_get(path);
+}
+
+enum at { AT_COARSE_UPPER, AT_EXACT_NOW };
+
+/*
+ * Place the A_LIM bucket so that its next admission is due `delta` bucket
+ * ticks after a reference moment, run one frame through `pr` and compare the
+ * verdict. The reference is the coarse clock plus `slack_ns` (the upper
+ * bound the datapath decides drops against) or the exact clock read just
+ * before the run. A case in which the coarse clock ticked between the setup
+ * and the run, or lagged by more than the slack, says nothing about the
+ * boundary and is made again.
+ */
+static bool coarse_case(struct ag_prog *pr, __u64 slack_ns, enum at at, __s64 delta,
+			int verdict)
+{
+	struct seq_expect one = { .passed = verdict == XDP_PASS, .dropped = verdict == XDP_DROP };
+	int fd = bucket_fd(), tries;
+	__u32 slot = slots[A_LIM];
+	struct ag_prog *saved = prog;
+	bool ok = false;
+	struct pkt p;
+
+	f_v4_lim(&p);
+	if (!ASSERT_TRUE(fd >= 0, "open ag_buckets"))
+		return false;
+	for (tries = 0; tries < 50; tries++) {
+		__u64 c0, c1, e0, ref, tau, cost;
+		struct ag_gcra_params *gp;
+		struct ag_bucket b;
+
+		c0 = coarse_now_ns();
+		e0 = ag_now_ns();
+		if (!c0) {
+			printf("# monotonic clock offset by a time namespace: nothing to check\n");
+			ok = true;
+			break;
+		}
+		if (e0 - c0 > slack_ns && at == AT_EXACT_NOW)
+			continue; /* the coarse clock lags more than the slack right now */
+		if (!ASSERT_OK(bpf_map_lookup_elem(fd, &slot, &b), "read bucket"))
+			break;
+		gp = &b.set[b.tat >> 63];
+		tau = gp->tau;
+		cost = gp->interval; /* pps: one token */
+		ref = ag_ns_to_ticks(at == AT_EXACT_NOW ? e0 : c0 + slack_ns, gp->mult);
+		/* Next admission at ref + delta: tat + cost - tau = ref + delta. */
+		b.tat = (b.tat & AG_TAT_SEL) | (ref + delta + tau - cost);
+		if (!ASSERT_OK(bpf_map_update_elem(fd, &slot, &b, BPF_EXIST), "write bucket"))
+			break;
+		prog = pr;
+		ok = send_n(A_LIM, &p, 1, &one);
+		prog = saved;
+		c1 = coarse_now_ns();
+		if (!ok || c1 == c0)
+			break;
+		ok = false; /* the coarse clock moved: place it again */
+	}
+	if (tries == 50)
+		ASSERT_TRUE(false, "the coarse clock stood still long enough once in 50 tries");
+	close(fd);
+	return ok;
+}
+
+static bool test_coarse_boundary(void)
+{
+	struct ag_prog_opts o = { .coarse_slack_ns = 1 };
+	__u64 slack = ag_coarse_slack_default_ns();
+	struct ag_prog *tight = NULL;
+	bool ok;
+
+	/* 1 token/s, burst 3: a token costs a second, far above any slack. */
+	if (!set_limit(A_LIM, 1, 3, AG_UNIT_PPS) ||
+	    !ASSERT_OK(ag_prog_load_opts(ctx, &o, &tight), "load with a 1 ns slack"))
+		return false;
+	ok = /* With a 1 ns slack the bound is the coarse clock itself, which
+	      * lags the exact one: one tick past the bound is dropped on the
+	      * coarse clock although the exact clock would admit it (the
+	      * default program, judging the same state, admits it) ... */
+		coarse_case(tight, 1, AT_COARSE_UPPER, 1, XDP_DROP) &&
+		coarse_case(prog, 1, AT_COARSE_UPPER, 1, XDP_PASS) &&
+		/* ... and a packet due exactly at the bound is judged on the
+		 * exact clock, and admitted. */
+		coarse_case(tight, 1, AT_COARSE_UPPER, 0, XDP_PASS) &&
+		/* The loader's slack: past the bound is a drop, and a packet
+		 * due when the run starts is admitted however far the coarse
+		 * clock lags (within the slack). */
+		coarse_case(prog, slack, AT_COARSE_UPPER, 1, XDP_DROP) &&
+		coarse_case(prog, slack, AT_EXACT_NOW, 0, XDP_PASS) &&
+		coarse_case(prog, slack, AT_EXACT_NOW, -1, XDP_PASS);
+	ag_prog_free(tight);
+	return ok;
+}
+
+static bool test_coarse_slack_default(void)
+{
+	struct timespec res;
+
+	/* Three ticks of the kernel timer, the coarse clock's resolution. */
+	return ASSERT_OK(clock_getres(CLOCK_MONOTONIC_COARSE, &res), "clock_getres") &&
+	       ASSERT_EQ(ag_coarse_slack_default_ns(),
+			 3 * ((__u64)res.tv_sec * 1000000000ULL + (__u64)res.tv_nsec), "slack");
+}
+
 /* Frames below the Ethernet header: the kernel refuses them in test runs
  * (-EINVAL); where it accepts one, the program must pass and count it. */
 static bool test_short_frames(void)
@@ -586,6 +721,9 @@ static const struct {
 	{ "rate change preserves the token level", test_rate_change_keeps_tokens },
 	{ "deleted agent's rules are gone: traffic unclassified", test_deleted_agent_unclassified },
 	{ "userspace in a time namespace runs buckets on the datapath's clock", test_time_namespace },
+	{ "coarse clock: drops past coarse + slack skip the exact clock, the rest is judged exactly",
+	  test_coarse_boundary },
+	{ "coarse clock: the loader's slack is three timer ticks", test_coarse_slack_default },
 };
 
 static bool setup(void)

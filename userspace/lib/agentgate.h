@@ -187,6 +187,16 @@ struct ag_link_info {
 /* A loaded instance of the datapath program bound to ctx's maps. */
 struct ag_prog;
 int ag_prog_load(struct ag_ctx *ctx, struct ag_prog **out);
+struct ag_prog_opts {
+	/* Drops are decided without the exact clock when the bucket refuses
+	 * the packet even at the coarse clock plus this many ns (its largest
+	 * lag behind CLOCK_MONOTONIC). 0: ag_coarse_slack_default_ns();
+	 * negative: every classified packet reads the exact clock. */
+	__s64 coarse_slack_ns;
+};
+int ag_prog_load_opts(struct ag_ctx *ctx, const struct ag_prog_opts *opts, struct ag_prog **out);
+/* Three ticks of the kernel's timer (clock_getres of CLOCK_MONOTONIC_COARSE). */
+__u64 ag_coarse_slack_default_ns(void);
 int ag_prog_fd(const struct ag_prog *prog);
 void ag_prog_free(struct ag_prog *prog);
 

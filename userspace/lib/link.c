@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -35,8 +36,35 @@ static struct bpf_map *skel_map(struct agentgate_bpf *skel, enum ag_map_id id)
 	return bpf_object__find_map_by_name(skel->obj, ag_map_descs[id].name);
 }
 
+/*
+ * The coarse clock (CLOCK_MONOTONIC_COARSE, bpf_ktime_get_coarse_ns()) is the
+ * time of the timekeeper's last update. Updates come with the timer tick
+ * and account for whole ticks only, so it lags CLOCK_MONOTONIC by less than
+ * two ticks while ticks come on time (the remainder of the last update,
+ * under one tick, plus the time since it). One more tick covers a late tick.
+ * clock_getres() of the coarse clock is the tick: 1/CONFIG_HZ.
+ */
+#define AG_COARSE_SLACK_TICKS 3
+#define AG_COARSE_TICK_FALLBACK_NS 10000000ULL /* HZ = 100, the slowest tick */
+
+__u64 ag_coarse_slack_default_ns(void)
+{
+	struct timespec res;
+	__u64 tick = AG_COARSE_TICK_FALLBACK_NS;
+
+	if (!clock_getres(CLOCK_MONOTONIC_COARSE, &res) && !res.tv_sec && res.tv_nsec > 0)
+		tick = (__u64)res.tv_nsec;
+	return AG_COARSE_SLACK_TICKS * tick;
+}
+
 int ag_prog_load(struct ag_ctx *ctx, struct ag_prog **out)
 {
+	return ag_prog_load_opts(ctx, NULL, out);
+}
+
+int ag_prog_load_opts(struct ag_ctx *ctx, const struct ag_prog_opts *opts, struct ag_prog **out)
+{
+	__s64 slack = opts ? opts->coarse_slack_ns : 0;
 	struct ag_prog *prog;
 	int i, err;
 
@@ -51,6 +79,8 @@ int ag_prog_load(struct ag_ctx *ctx, struct ag_prog **out)
 		err = ag_err(errno, "cannot open the embedded BPF object: %s", strerror(errno));
 		goto fail;
 	}
+	prog->skel->rodata->ag_coarse_slack_ns =
+		slack < 0 ? 0 : slack ? (__u64)slack : ag_coarse_slack_default_ns();
 	for (i = 0; i < AG_M__COUNT; i++) {
 		struct bpf_map *m = skel_map(prog->skel, i);
 
