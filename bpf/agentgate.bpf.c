@@ -82,6 +82,30 @@ struct {
 	__type(value, struct ag_rule_val);
 } ag_hosts_v6 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, AG_MAX_RULES_DEFAULT);
+	__type(key, struct ag_lpm4_key);
+	__type(value, struct ag_rule_val);
+} ag_prefixes_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, AG_MAX_RULES_DEFAULT);
+	__type(key, struct ag_lpm6_key);
+	__type(value, struct ag_rule_val);
+} ag_prefixes_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ag_probes);
+} ag_probes SEC(".maps");
+
 /* Not read by the datapath: userspace bookkeeping pinned beside the rest. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -140,11 +164,97 @@ static __always_inline struct ag_rule_val *better(struct ag_rule_val *port_match
 	return any_match;
 }
 
+/* The plan for a family's trie rules, 0 when the trie is to be walked. */
+static __always_inline __u64 probe_plan(const struct ag_config *cfg, int v6)
+{
+	__u32 zero = 0, rules = v6 ? cfg->rule_count[AG_RK_LPM6] + cfg->rule_count[AG_RK_LPM6_PORT] :
+				     cfg->rule_count[AG_RK_LPM4] + cfg->rule_count[AG_RK_LPM4_PORT];
+	struct ag_probes *pr = bpf_map_lookup_elem(&ag_probes, &zero);
+	__u64 plan;
+
+	if (!pr)
+		return 0;
+	plan = *(volatile __u64 *)&pr->plan[v6];
+	if (!(plan & AG_PLAN_VALID) || AG_PLAN_CHECK(plan) != (rules & 0xff))
+		return 0;
+	return plan;
+}
+
+/* Network-order mask of the first plen bits of a 32-bit word (plen <= 32). */
+static __always_inline __be32 mask32(__s32 plen)
+{
+	if (plen <= 0)
+		return 0;
+	if (plen >= 32)
+		return 0xffffffff;
+	return bpf_htonl((__u32)(0xffffffffULL << (32 - plen)));
+}
+
+/* The trie's longest match, by one hash lookup per planned length. */
+static __always_inline struct ag_rule_val *by_length_v4(__u64 plan, const struct ag_flow *f,
+							 __be32 port)
+{
+	__u32 n = AG_PLAN_N(plan), i;
+
+	for (i = 0; i < AG_PROBES_MAX; i++) {
+		struct ag_lpm4_key k;
+		struct ag_rule_val *v;
+		__u32 probe, plen;
+		__be32 a;
+
+		if (i >= n)
+			break;
+		probe = AG_PLAN_PROBE(plan, i);
+		if ((probe & AG_PROBE_PORT) && !port)
+			continue;
+		plen = AG_PROBE_PLEN(probe);
+		k.prefixlen = 32 + plen;
+		k.port = probe & AG_PROBE_PORT ? port : 0;
+		a = f->saddr4 & mask32(plen);
+		__builtin_memcpy(k.addr, &a, 4);
+		v = bpf_map_lookup_elem(&ag_prefixes_v4, &k);
+		if (v)
+			return v;
+	}
+	return NULL;
+}
+
+static __always_inline struct ag_rule_val *by_length_v6(__u64 plan, const struct ag_flow *f,
+							 __be32 port)
+{
+	__u32 n = AG_PLAN_N(plan), i;
+
+	for (i = 0; i < AG_PROBES_MAX; i++) {
+		struct ag_lpm6_key k;
+		struct ag_rule_val *v;
+		__u32 probe, plen, w;
+		__be32 a[4];
+
+		if (i >= n)
+			break;
+		probe = AG_PLAN_PROBE(plan, i);
+		if ((probe & AG_PROBE_PORT) && !port)
+			continue;
+		plen = AG_PROBE_PLEN(probe);
+		k.prefixlen = 32 + plen;
+		k.port = probe & AG_PROBE_PORT ? port : 0;
+		__builtin_memcpy(a, f->saddr6, 16);
+		for (w = 0; w < 4; w++)
+			a[w] &= mask32((__s32)plen - 32 * (__s32)w);
+		__builtin_memcpy(k.addr, a, 16);
+		v = bpf_map_lookup_elem(&ag_prefixes_v6, &k);
+		if (v)
+			return v;
+	}
+	return NULL;
+}
+
 static __always_inline struct ag_rule_val *classify_v4(const struct ag_config *cfg,
 							const struct ag_flow *f)
 {
 	struct ag_rule_val *v, *vp = NULL, *vw = NULL;
 	__be32 port = f->has_port ? bpf_htonl(bpf_ntohs(f->dport)) : 0;
+	__u64 plan;
 
 	/* A host rule is the longest possible prefix: it wins outright. */
 	if (port && cfg->rule_count[AG_RK_HOST4_PORT]) {
@@ -163,6 +273,11 @@ static __always_inline struct ag_rule_val *classify_v4(const struct ag_config *c
 		if (v)
 			return v;
 	}
+	if (!cfg->rule_count[AG_RK_LPM4_PORT] && !cfg->rule_count[AG_RK_LPM4])
+		return NULL;
+	plan = probe_plan(cfg, 0);
+	if (plan)
+		return by_length_v4(plan, f, port);
 	if (port && cfg->rule_count[AG_RK_LPM4_PORT]) {
 		struct ag_lpm4_key k = { .prefixlen = 64, .port = port };
 
@@ -183,6 +298,7 @@ static __always_inline struct ag_rule_val *classify_v6(const struct ag_config *c
 {
 	struct ag_rule_val *v, *vp = NULL, *vw = NULL;
 	__be32 port = f->has_port ? bpf_htonl(bpf_ntohs(f->dport)) : 0;
+	__u64 plan;
 
 	if (port && cfg->rule_count[AG_RK_HOST6_PORT]) {
 		struct ag_host6_key k = { .port = port };
@@ -200,6 +316,11 @@ static __always_inline struct ag_rule_val *classify_v6(const struct ag_config *c
 		if (v)
 			return v;
 	}
+	if (!cfg->rule_count[AG_RK_LPM6_PORT] && !cfg->rule_count[AG_RK_LPM6])
+		return NULL;
+	plan = probe_plan(cfg, 1);
+	if (plan)
+		return by_length_v6(plan, f, port);
 	if (port && cfg->rule_count[AG_RK_LPM6_PORT]) {
 		struct ag_lpm6_key k = { .prefixlen = 32 + 128, .port = port };
 

@@ -142,15 +142,21 @@ static bool take(struct snapshot *s)
 	       ag_stats_get(ctx, s->stats) == 0;
 }
 
-static int run_frame(const struct pkt *p, int repeat, __u32 *retval)
+static int run_frame_on(const struct ag_prog *pr, const struct pkt *p, int repeat,
+			__u32 *retval)
 {
 	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = p->b, .data_size_in = (__u32)p->len,
 		    .repeat = repeat);
 
-	if (bpf_prog_test_run_opts(ag_prog_fd(prog), &o))
+	if (bpf_prog_test_run_opts(ag_prog_fd(pr), &o))
 		return -errno;
 	*retval = o.retval;
 	return 0;
+}
+
+static int run_frame(const struct pkt *p, int repeat, __u32 *retval)
+{
+	return run_frame_on(prog, p, repeat, retval);
 }
 
 static int agent_of_slot(__u32 slot)
@@ -580,10 +586,9 @@ enum at { AT_COARSE_UPPER, AT_EXACT_NOW };
 static bool coarse_case(struct ag_prog *pr, __u64 slack_ns, enum at at, __s64 delta,
 			int verdict)
 {
-	struct seq_expect one = { .passed = verdict == XDP_PASS, .dropped = verdict == XDP_DROP };
+	struct snapshot before = {}, after = {};
 	int fd = bucket_fd(), tries;
-	__u32 slot = slots[A_LIM];
-	struct ag_prog *saved = prog;
+	__u32 slot = slots[A_LIM], retval = 0;
 	bool ok = false;
 	struct pkt p;
 
@@ -614,17 +619,25 @@ static bool coarse_case(struct ag_prog *pr, __u64 slack_ns, enum at at, __s64 de
 		b.tat = (b.tat & AG_TAT_SEL) | (ref + delta + tau - cost);
 		if (!ASSERT_OK(bpf_map_update_elem(fd, &slot, &b, BPF_EXIST), "write bucket"))
 			break;
-		prog = pr;
-		ok = send_n(A_LIM, &p, 1, &one);
-		prog = saved;
-		c1 = coarse_now_ns();
-		if (!ok || c1 == c0)
+		if (!take(&before) || !ASSERT_OK(run_frame_on(pr, &p, 1, &retval), "test run") ||
+		    !take(&after))
 			break;
-		ok = false; /* the coarse clock moved: place it again */
+		c1 = coarse_now_ns();
+		if (c1 != c0)
+			continue; /* the coarse clock moved: place the bucket again */
+		ok = ASSERT_EQ(retval, verdict, "verdict") &&
+		     ASSERT_EQ(after.agents[slot].passed_packets - before.agents[slot].passed_packets,
+			       verdict == XDP_PASS, "passed") &&
+		     ASSERT_EQ(after.agents[slot].dropped_packets -
+				       before.agents[slot].dropped_packets,
+			       verdict == XDP_DROP, "dropped");
+		break;
 	}
 	if (tries == 50)
 		ASSERT_TRUE(false, "the coarse clock stood still long enough once in 50 tries");
 	close(fd);
+	free(before.agents);
+	free(after.agents);
 	return ok;
 }
 
@@ -750,22 +763,93 @@ static bool setup(void)
 	return ASSERT_OK(ag_prog_load(ctx, &prog), "load");
 }
 
+/* A rule the index does not know (a writer that keeps no plans put it in
+ * the trie and counted it): the plan no longer matches the count, and the
+ * datapath walks the trie, which finds the rule. */
+static bool test_plan_out_of_step(void)
+{
+	struct ag_lpm4_key k = { .prefixlen = 32 + 24, .addr = { 10, 1, 2, 0 } };
+	struct ag_rule_val v = { .slot = slots[A_LIM], .plen = 24 };
+	struct seq_expect one = { .passed = 1 };
+	char path[PATH_MAX];
+	struct ag_config cfg;
+	__u32 zero = 0;
+	int trie, cfd;
+	struct pkt p;
+	bool ok;
+
+	pkt_eth(&p, ETH_P_IP);
+	pkt_ipv4(&p, "10.1.2.9", NULL, IPPROTO_UDP, NULL);
+	pkt_udp(&p, 53);
+	pkt_finish(&p);
+	snprintf(path, sizeof(path), "%s/%s", ag_pin_root(ctx), AG_MAP_RULES_V4);
+	trie = bpf_obj_get(path);
+	snprintf(path, sizeof(path), "%s/%s", ag_pin_root(ctx), AG_MAP_CONFIG);
+	cfd = bpf_obj_get(path);
+	ok = ASSERT_TRUE(trie >= 0 && cfd >= 0, "open maps") &&
+	     ASSERT_OK(set_limit(A_LIM, 1e9, 1000000, AG_UNIT_PPS) ? 0 : -1, "limit") &&
+	     ASSERT_OK(bpf_map_update_elem(trie, &k, &v, BPF_NOEXIST), "trie insert") &&
+	     ASSERT_OK(bpf_map_lookup_elem(cfd, &zero, &cfg), "config") &&
+	     (cfg.rule_count[AG_RK_LPM4]++, true) &&
+	     ASSERT_OK(bpf_map_update_elem(cfd, &zero, &cfg, BPF_EXIST), "count") &&
+	     ASSERT_EQ(ag_prefix_index_active(ctx, AF_INET), 0, "plan out of step") &&
+	     send_n(A_LIM, &p, 1, &one);
+	/* Take it out again the same way: the plan matches once more. */
+	if (trie >= 0 && cfd >= 0 && !bpf_map_delete_elem(trie, &k) &&
+	    !bpf_map_lookup_elem(cfd, &zero, &cfg)) {
+		cfg.rule_count[AG_RK_LPM4]--;
+		ok &= ASSERT_OK(bpf_map_update_elem(cfd, &zero, &cfg, BPF_EXIST), "count");
+	}
+	if (trie >= 0)
+		close(trie);
+	if (cfd >= 0)
+		close(cfd);
+	return ok && set_limit(A_LIM, 1, 3, AG_UNIT_PPS);
+}
+
+static void run_all(const char *mode_name)
+{
+	size_t nf = sizeof(fixtures) / sizeof(fixtures[0]);
+	size_t ns = sizeof(sequences) / sizeof(sequences[0]);
+	char name[256];
+	size_t i;
+
+	for (i = 0; i < nf; i++) {
+		snprintf(name, sizeof(name), "[%s] %s", mode_name, fixtures[i].desc);
+		h_result(name, run_fixture(&fixtures[i]));
+	}
+	for (i = 0; i < ns; i++) {
+		snprintf(name, sizeof(name), "[%s] %s", mode_name, sequences[i].name);
+		h_result(name, sequences[i].fn());
+	}
+}
+
+/* Every fixture and sequence twice: prefix rules found by walking the LPM
+ * tries, then by the per-length hashes (the fixture rules use 6 IPv4 and 2
+ * IPv6 length and port combinations, which fit a plan). */
 int main(void)
 {
 	size_t nf = sizeof(fixtures) / sizeof(fixtures[0]);
 	size_t ns = sizeof(sequences) / sizeof(sequences[0]);
-	size_t i;
 
 	h_require_root();
-	h_plan((int)(nf + ns));
+	h_plan((int)(2 * (nf + ns) + 3));
 	if (!setup()) {
 		fprintf(stderr, "setup failed: %s\n", ag_errmsg());
 		return 1;
 	}
-	for (i = 0; i < nf; i++)
-		h_result(fixtures[i].desc, run_fixture(&fixtures[i]));
-	for (i = 0; i < ns; i++)
-		h_result(sequences[i].name, sequences[i].fn());
+	h_result("prefix index forced to the tries",
+		 ASSERT_OK(ag_prefix_index_set(ctx, AG_PREFIX_INDEX_TRIE), "trie") &&
+			 ASSERT_EQ(ag_prefix_index_active(ctx, AF_INET), 0, "IPv4 plan") &&
+			 ASSERT_EQ(ag_prefix_index_active(ctx, AF_INET6), 0, "IPv6 plan"));
+	run_all("trie");
+	h_result("prefix index forced to the hashes",
+		 ASSERT_OK(ag_prefix_index_set(ctx, AG_PREFIX_INDEX_HASH), "hash") &&
+			 ASSERT_EQ(ag_prefix_index_active(ctx, AF_INET), 1, "IPv4 plan") &&
+			 ASSERT_EQ(ag_prefix_index_active(ctx, AF_INET6), 1, "IPv6 plan"));
+	run_all("hash");
+	h_result("[hash] a trie rule the plan does not know is found in the trie",
+		 test_plan_out_of_step());
 	ag_prog_free(prog);
 	ag_close(ctx);
 	return h_exit();

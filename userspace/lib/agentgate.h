@@ -155,6 +155,18 @@ int ag_rule_del(struct ag_ctx *ctx, const struct ag_rule *rule);
 /* Every rule of both families; free(*out). */
 int ag_rule_list(struct ag_ctx *ctx, struct ag_rule **out, size_t *n);
 
+/* How the datapath finds the longest matching trie rule (abi.h, struct
+ * ag_probes). The choice is this context's: every rule change it makes
+ * rewrites the plans accordingly. */
+enum ag_prefix_index {
+	AG_PREFIX_INDEX_AUTO = 0, /* hash probes while they cost less than the trie */
+	AG_PREFIX_INDEX_TRIE,     /* always walk the LPM trie */
+	AG_PREFIX_INDEX_HASH,     /* hash probes whenever the lengths fit a plan */
+};
+int ag_prefix_index_set(struct ag_ctx *ctx, enum ag_prefix_index mode);
+/* 1 when the datapath probes hashes for this family (AF_INET, AF_INET6). */
+int ag_prefix_index_active(struct ag_ctx *ctx, int family);
+
 /* ---- global config ---------------------------------------------------- */
 
 int ag_config_get(struct ag_ctx *ctx, struct ag_config *cfg);
