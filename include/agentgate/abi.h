@@ -113,7 +113,11 @@ struct ag_bucket {
 	__u8 unit[2];                    /* enum ag_unit of set[i] */
 	__u8 in_use;                     /* userspace free-slot hint, mirrors ag_names;
 					  * the datapath ignores it */
-	__u8 pad[5];
+	__u8 pad;
+	__u32 gen;                       /* userspace: bumped whenever the slot is claimed
+					  * or freed, so a cached name -> slot can be
+					  * checked through the mmap; the datapath
+					  * ignores it */
 };
 /* One cache line per bucket: no false sharing between agents. */
 _Static_assert(sizeof(struct ag_bucket) == 64, "ag_bucket layout");

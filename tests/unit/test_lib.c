@@ -1277,6 +1277,44 @@ static void test_prefix_index_auto(void **state)
 	assert_true(prefix_index_consistent(fx, ctx));
 }
 
+/* ---- 13c. the name -> slot cache ---------------------------------------- */
+
+/* Another process (here: another context) deletes and recreates agents
+ * behind a context that has their slots cached: every answer is current. */
+static void test_agent_slot_cache(void **state)
+{
+	struct fx *fx = *state;
+	const char *root = fx_root(fx, "slot_cache");
+	struct ag_ctx *daemon = fx_open(fx, root, true, false, 4, 4);
+	struct ag_ctx *cli = fx_open(fx, root, false, false, 0, 0);
+	__u32 a, b, got = 99;
+
+	a = set_agent(cli, "a", 5, 5);
+	check_ok(ag_agent_slot(daemon, "a", &got));
+	check_eq(got, a);
+	check_ok(ag_agent_slot(daemon, "a", &got)); /* from the cache */
+	check_eq(got, a);
+	check_eq(ag_agent_slot(daemon, "nobody", &got), -ENOENT);
+	check_eq(ag_agent_slot(daemon, "bad name!", &got), -EINVAL);
+
+	/* Deleted: unknown, although cached. */
+	check_ok(ag_agent_delete(cli, "a"));
+	check_eq(ag_agent_slot(daemon, "a", &got), -ENOENT);
+
+	/* Its slot reused by another agent, then the name recreated elsewhere. */
+	check_ok(ag_agent_slot(daemon, "b", &got) == -ENOENT ? 0 : -1);
+	b = set_agent(cli, "b", 5, 5);
+	check_ok(ag_agent_slot(daemon, "b", &got));
+	check_eq(got, b);
+	check_ok(ag_agent_delete(cli, "b"));
+	a = set_agent(cli, "c", 5, 5); /* takes a freed slot */
+	b = set_agent(cli, "b", 5, 5);
+	check_ok(ag_agent_slot(daemon, "b", &got));
+	check_eq(got, b);
+	check_ok(ag_agent_slot(daemon, "c", &got));
+	check_eq(got, a);
+}
+
 /* ---- 14. counters and stats ------------------------------------------ */
 
 static void test_counters_stats(void **state)
@@ -1677,6 +1715,7 @@ int main(void)
 		T(test_prefix_index_upgrade),
 		T(test_repair_prefix_index),
 		T(test_prefix_index_auto),
+		T(test_agent_slot_cache),
 		T(test_counters_stats),
 		T(test_config),
 		T(test_repair_half_deleted),

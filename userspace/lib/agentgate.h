@@ -95,6 +95,12 @@ int ag_agent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_upd
 		 __u32 *slot, bool *created);
 int ag_agent_get(struct ag_ctx *ctx, const char *name, struct ag_agent *out);
 int ag_agent_get_slot(struct ag_ctx *ctx, __u32 slot, struct ag_agent *out);
+/* The slot of a named agent, remembered per context and checked on every
+ * call against a generation word in the bucket (bumped whenever any process
+ * claims or frees the slot): no system call when the agent is known. A
+ * slot it returns belonged to the agent at some moment during the call,
+ * as with ag_agent_get(). */
+int ag_agent_slot(struct ag_ctx *ctx, const char *name, __u32 *slot);
 /* Removes the agent and every rule pointing at it. */
 int ag_agent_delete(struct ag_ctx *ctx, const char *name);
 /* All agents, sorted by slot; free(*out). */

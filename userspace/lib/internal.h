@@ -55,6 +55,7 @@ struct ag_ctx {
 	struct ag_probes *probes;  /* mmap of ag_probes; NULL when read-only */
 	size_t probes_len;
 	enum ag_prefix_index prefix_index;
+	struct ag_slot_cache *slot_cache; /* ag_agent_slot(); NULL: no caching */
 	__u32 max_agents;
 	__u32 max_rules;
 	int ncpus;
@@ -79,6 +80,9 @@ int ag_dirty_clear(struct ag_ctx *ctx, __u32 bits);
 /* Repair passes, run under the lock when the journal says so. */
 int ag_repair_agents(struct ag_ctx *ctx);
 int ag_repair_rules(struct ag_ctx *ctx);
+
+struct ag_slot_cache *ag_slot_cache_new(void);
+void ag_slot_cache_free(struct ag_slot_cache *c);
 
 /* Rebuild the per-length index of trie rules (hashes, counts, plans). */
 int ag_rebuild_prefix_index(struct ag_ctx *ctx);

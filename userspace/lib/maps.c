@@ -400,6 +400,7 @@ int ag_open(const struct ag_open_opts *opts, struct ag_ctx **out)
 		err = map_probes(ctx);
 	if (err)
 		goto cleanup;
+	ctx->slot_cache = ag_slot_cache_new(); /* optional: NULL only slows lookups */
 	*out = ctx;
 	return 0;
 
@@ -418,6 +419,7 @@ void ag_close(struct ag_ctx *ctx)
 		munmap(ctx->buckets, ctx->mmap_len);
 	if (ctx->probes)
 		munmap(ctx->probes, ctx->probes_len);
+	ag_slot_cache_free(ctx->slot_cache);
 	for (i = 0; i < AG_M__COUNT; i++)
 		if (ctx->fds[i] >= 0)
 			close(ctx->fds[i]);
