@@ -346,25 +346,29 @@ static __always_inline struct ag_rule_val *classify_v6(const struct ag_config *c
  * without reading the exact clock (~30 ns of the path). Whatever may be
  * admitted is judged again on the exact clock, so admissions, and with them
  * burst + rate*t, never depend on the coarse one.
+ *
+ * A refusal at the bound needs the next admission to lie beyond it, and the
+ * next admission lies at most one packet's cost after the last admission:
+ * with a cost below a third of the slack (one tick, when the coarse clock
+ * lags its usual two ticks at most) the bound never refuses, and the
+ * coarse clock is not read at all (fast buckets, passing traffic).
  */
 static __always_inline enum ag_verdict charge(__u32 slot, __u64 frame_len)
 {
 	struct ag_bucket *b = bpf_map_lookup_elem(&ag_buckets, &slot);
-	__u64 upper_ns = 0, now_ns = 0, w;
+	__u64 now_ns = 0, w;
 	int i;
 
 	if (!b)
 		return AG_V_NO_BUCKET;
-	if (ag_coarse_slack_ns)
-		upper_ns = bpf_ktime_get_coarse_ns() + ag_coarse_slack_ns;
-	else
+	if (!ag_coarse_slack_ns)
 		now_ns = bpf_ktime_get_ns();
 
-	/* One pass on the coarse bound first (no CAS in it), then up to
+	/* A first pass without the exact clock (no CAS in it), then up to
 	 * AG_CAS_TRIES on the exact clock. A failed CAS returns the word that
 	 * beat it, which the next try starts from. */
 	w = *(volatile __u64 *)&b->tat;
-	for (i = upper_ns ? 0 : 1; i <= AG_CAS_TRIES; i++) {
+	for (i = now_ns ? 1 : 0; i <= AG_CAS_TRIES; i++) {
 		__u32 sel = w >> 63;
 		struct ag_gcra_params *p = &b->set[sel];
 		__u64 interval = *(volatile __u64 *)&p->interval;
@@ -374,15 +378,22 @@ static __always_inline enum ag_verdict charge(__u32 slot, __u64 frame_len)
 			return AG_V_NO_BUCKET;
 		cost = ag_packet_cost(b->unit[sel], interval, frame_len);
 		if (!now_ns) {
-			if (!ag_gcra_admit(w & AG_TAT_MASK, ag_ns_to_ticks(upper_ns, p->mult), cost,
-					   p->tau, &new_tat))
+			if (cost > ag_ns_to_ticks(ag_coarse_slack_ns / 3, p->mult) &&
+			    !ag_gcra_admit(w & AG_TAT_MASK,
+					   ag_ns_to_ticks(bpf_ktime_get_coarse_ns() + ag_coarse_slack_ns,
+							  p->mult),
+					   cost, p->tau, &new_tat))
 				goto refused;
 			/* May be admitted: read the clock, then tat afresh, so that
 			 * the clock read stays out of the window between reading
 			 * tat and swapping it (a wider window loses more CAS races). */
 			now_ns = bpf_ktime_get_ns();
-			w = *(volatile __u64 *)&b->tat;
-			continue;
+			seen = *(volatile __u64 *)&b->tat;
+			if ((seen ^ w) & AG_TAT_SEL) {
+				w = seen; /* other parameters: start over with them */
+				continue;
+			}
+			w = seen;
 		}
 		if (!ag_gcra_admit(w & AG_TAT_MASK, ag_ns_to_ticks(now_ns, p->mult), cost, p->tau,
 				   &new_tat))
