@@ -260,7 +260,7 @@ sent = json.load(open(gen))["pps"]
 print(rnd, v, "%.0f" % (rx / dt), "%.1f" % (ns / rx if rx else 0), "%.0f" % (adm / dt),
       "%.0f" % ((rx + ref) / dt), "%.3f" % (ns / 1e9 / dt), "%.0f" % sent)
 EOF
-	tail -n 1 "$work/results" | awk '{printf "  round %s %-10s received %9.0f/s %7.1f ns/packet admitted %7.0f/s offered %9.0f/s napi busy %.2f\n", $1, $2, $3, $4, $5, $6, $7}'
+	tail -n 1 "$work/results" | awk '{printf "  round %s %-16s received %9.0f/s %7.1f ns/packet admitted %7.0f/s offered %9.0f/s napi busy %.2f\n", $1, $2, $3, $4, $5, $6, $7}'
 }
 
 echo "# drop throughput, $(date -u +%Y-%m-%dT%H:%MZ), nproc $ncpu, kernel $(uname -r)"
@@ -297,10 +297,10 @@ for v in names:
     med[v] = [statistics.median(float(r[i]) for r in got) for i in range(2, 8)]
 print("\nmedians over %d rounds (admitted/s expected: %d sources x %g/s = %.0f)"
       % (len(rows) // len(names), sources, rate, sources * rate))
-print("  %-10s %10s %15s %11s %10s %11s %10s" % ("variant", "ns/packet", "drops/s per CPU",
+print("  %-16s %10s %15s %11s %10s %11s %10s" % ("variant", "ns/packet", "drops/s per CPU",
       "received/s", "NAPI busy", "admitted/s", "offered/s"))
 for v, m in med.items():
-    print("  %-10s %10.1f %15.0f %11.0f %10.2f %11.0f %10.0f"
+    print("  %-16s %10.1f %15.0f %11.0f %10.2f %11.0f %10.0f"
           % (v, m[1], 1e9 / m[1], m[0], m[4], m[2], m[3]))
 ag = med["agentgate"]
 print("\nagentgate against each peer, same run (ratio of medians): receiver CPU per packet,")
