@@ -290,9 +290,10 @@ static __u32 trie_rules(const struct ag_config *cfg, int fam)
 /*
  * AUTO: probe the hashes while their worst case, one hash lookup per planned
  * combination, costs no more than the trie's lookup. Measured with
- * bench/xdp_cost (docs/BENCHMARKS.md): a hash lookup costs about as much as
- * a trie lookup in a trie of one rule, and the trie adds roughly half a
- * hash lookup per doubling of its rules.
+ * bench/xdp_cost (docs/BENCHMARKS.md, cache-hot): a probe costs a little
+ * more than a lookup in a trie of one rule, and the trie adds about half a
+ * probe per doubling of its rules: one probe pays from 2 rules on, two
+ * from 8, three from 32, ... six from 2048.
  */
 static bool auto_prefers_hash(__u32 probes, __u32 rules)
 {
@@ -300,7 +301,7 @@ static bool auto_prefers_hash(__u32 probes, __u32 rules)
 
 	while (rules >> (depth + 1))
 		depth++; /* floor(log2(rules)) */
-	return probes <= 1 + depth / 2;
+	return probes <= (depth + 1) / 2;
 }
 
 /* Longest first, and a port rule before a wildcard one of equal length: the
