@@ -597,9 +597,7 @@ static int load_probes(struct run *r)
 		fd = probe_lookup(r->prefix_map_fd, &k6,
 				  fam == AF_INET ? sizeof(struct ag_lpm4_key) : sizeof(k6));
 	} else {
-		source_in(r->shape, target_index(r->agents), a);
-		len = rule_key(r->shape, a, key);
-		fd = probe_lookup(r->rule_map_fd, key, len);
+		fd = dup(r->probe_fd[V_RULE_HIT]);
 	}
 	if (fd < 0)
 		return fd;

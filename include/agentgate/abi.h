@@ -174,7 +174,8 @@ enum ag_stat {
  * cost at any count); shorter prefixes in one LPM trie per family whose key
  * data is (port, address): a wildcard rule is stored with port 0 and prefix
  * length 32 + plen, so the trie's own longest match handles both kinds.
- * Port 0 is therefore reserved to mean "any port".
+ * Port 0 is therefore reserved to mean "any port". The same keys, with the
+ * host bits clear, index the per-length hashes (struct ag_probes below).
  */
 struct ag_lpm4_key {
 	__u32 prefixlen; /* 32 + source prefix length */
