@@ -19,6 +19,9 @@
  *           (an LPM trie walks deep before it misses)
  *   pass6   the pass case over the other family (the target agent's one
  *           extra rule there; named pass4 in the IPv6 shapes)
+ *   ptrie   pass with the prefix index forced to the LPM trie for the run
+ *           (ag_prefix_index_set): the trie walk against the per-length
+ *           hash in the same rounds (in the host shapes the same as pass)
  * The medians over the rounds are reported with their ratio to the median of
  * the empty program measured in the same rounds: on a shared machine the
  * absolute numbers drift, the ratio much less.
@@ -26,7 +29,8 @@
  * --breakdown adds probe programs built from raw instructions that do one
  * thing each (a clock helper: bpf_ktime_get_ns, bpf_ktime_get_coarse_ns,
  * bpf_jiffies64; one lookup in the rule map that the shape uses, with a
- * hitting and a missing key), to see where the time goes.
+ * hitting and a missing key, and one in the per-length hash of the prefix
+ * shapes), to see where the time goes.
  *
  * The program mounts nothing: bench/run.sh mounts a private bpffs and
  * removes it afterwards. Every pin root made here is removed on the way out.
@@ -97,9 +101,9 @@ struct shape_desc {
 
 static const struct shape_desc shapes[SHAPE__COUNT] = {
 	[SHAPE_HOST] = { "host", AF_INET, 32, AG_MAP_HOSTS_V4, "IPv4 /32, exact-match hash" },
-	[SHAPE_PREFIX] = { "prefix", AF_INET, 24, AG_MAP_RULES_V4, "IPv4 /24, LPM trie" },
+	[SHAPE_PREFIX] = { "prefix", AF_INET, 24, AG_MAP_RULES_V4, "IPv4 /24, LPM trie + per-length hash" },
 	[SHAPE_HOST6] = { "host6", AF_INET6, 128, AG_MAP_HOSTS_V6, "IPv6 /128, exact-match hash" },
-	[SHAPE_PREFIX6] = { "prefix6", AF_INET6, 64, AG_MAP_RULES_V6, "IPv6 /64, LPM trie" },
+	[SHAPE_PREFIX6] = { "prefix6", AF_INET6, 64, AG_MAP_RULES_V6, "IPv6 /64, LPM trie + per-length hash" },
 };
 
 enum frame_id {
@@ -117,11 +121,13 @@ enum variant {
 	V_UNCL,
 	V_NEAR,
 	V_PASSX,    /* pass over the other family */
+	V_PTRIE,    /* pass with the prefix index forced to the trie */
 	V_KTIME,    /* --breakdown probes from here on */
 	V_COARSE,
 	V_JIFFIES,
 	V_RULE_HIT,
 	V_RULE_MISS,
+	V_PHASH,
 	V__COUNT
 };
 #define V__MAIN V_KTIME
@@ -163,6 +169,8 @@ struct run {
 	struct ag_prog *prog;
 	int probe_fd[V__COUNT]; /* probe programs, -1 when absent */
 	int rule_map_fd;
+	int prefix_map_fd;
+	bool index_hash; /* the datapath probes the per-length hash for the shape's family */
 	char target[32];
 	__u32 target_slot;
 	enum limit limit;
@@ -184,11 +192,13 @@ static const struct variant_desc variants[V__COUNT] = {
 	[V_UNCL] = { "uncl", "unclassified, far from the rules, default pass", F_MISS },
 	[V_NEAR] = { "near", "unclassified, next to the rules, default pass", F_NEAR },
 	[V_PASSX] = { "pass6", "classified over the other family -> XDP_PASS", F_HITX },
+	[V_PTRIE] = { "ptrie", "pass with prefix rules looked up in the LPM trie", F_HIT },
 	[V_KTIME] = { "p:ktime", "probe: bpf_ktime_get_ns() only", F_HIT },
 	[V_COARSE] = { "p:coarse", "probe: bpf_ktime_get_coarse_ns() only", F_HIT },
 	[V_JIFFIES] = { "p:jiff", "probe: bpf_jiffies64() only", F_HIT },
 	[V_RULE_HIT] = { "p:hit", "probe: one rule-map lookup, hit", F_HIT },
 	[V_RULE_MISS] = { "p:miss", "probe: one rule-map lookup, miss", F_HIT },
+	[V_PHASH] = { "p:phash", "probe: one per-length hash lookup, hit", F_HIT },
 };
 
 /* pass6 over IPv4 rules is pass4 over IPv6 ones. */
@@ -569,6 +579,29 @@ static int load_probes(struct run *r)
 	if (fd < 0)
 		return fd;
 	r->probe_fd[V_RULE_MISS] = fd;
+	/* the per-length hash is keyed by the rule itself (host shapes: the
+	 * host hash again) */
+	if (r->shape == SHAPE_PREFIX || r->shape == SHAPE_PREFIX6) {
+		char path[PATH_MAX + 32];
+		struct ag_lpm6_key k6 = { .prefixlen = 32 + shapes[r->shape].plen };
+
+		snprintf(path, sizeof(path), "%s/%s", r->root,
+			 fam == AF_INET ? AG_MAP_PREFIXES_V4 : AG_MAP_PREFIXES_V6);
+		r->prefix_map_fd = bpf_obj_get(path);
+		if (r->prefix_map_fd < 0) {
+			fprintf(stderr, "xdp_cost: cannot open %s: %s\n", path, strerror(errno));
+			return -errno;
+		}
+		rule_addr(r->shape, target_index(r->agents), a);
+		memcpy(k6.addr, a, 16); /* ag_lpm4_key is the same up to its 4-byte address */
+		fd = probe_lookup(r->prefix_map_fd, &k6,
+				  fam == AF_INET ? sizeof(struct ag_lpm4_key) : sizeof(k6));
+	} else {
+		fd = dup(r->probe_fd[V_RULE_HIT]);
+	}
+	if (fd < 0)
+		return fd;
+	r->probe_fd[V_PHASH] = fd;
 	return 0;
 }
 
@@ -594,6 +627,10 @@ static int run_setup(struct run *r)
 	err = ag_prog_load(r->ctx, &r->prog);
 	if (err)
 		return lib_err("ag_prog_load", err);
+	err = ag_prefix_index_active(r->ctx, shapes[r->shape].family);
+	if (err < 0)
+		return lib_err("ag_prefix_index_active", err);
+	r->index_hash = err == 1;
 	build_frames(r);
 	if (opt.breakdown)
 		return load_probes(r);
@@ -609,6 +646,8 @@ static void run_teardown(struct run *r)
 			close(r->probe_fd[v]);
 	if (r->rule_map_fd >= 0)
 		close(r->rule_map_fd);
+	if (r->prefix_map_fd >= 0)
+		close(r->prefix_map_fd);
 	ag_prog_free(r->prog);
 	ag_close(r->ctx);
 	r->prog = NULL;
@@ -692,6 +731,7 @@ static bool path_ok(enum variant v, const struct snap *a, const struct snap *b,
 	switch (v) {
 	case V_PASS:
 	case V_PASSX:
+	case V_PTRIE:
 		return s->retval == XDP_PASS && passed == repeat && dropped == 0;
 	case V_DROP:
 		return s->retval == XDP_DROP && passed + dropped == repeat &&
@@ -704,13 +744,31 @@ static bool path_ok(enum variant v, const struct snap *a, const struct snap *b,
 	}
 }
 
+static int prefix_index(struct run *r, enum ag_prefix_index mode)
+{
+	int err = ag_prefix_index_set(r->ctx, mode);
+
+	return err ? lib_err("ag_prefix_index_set", err) : 0;
+}
+
 static int prepare(struct run *r, enum variant v)
 {
+	int err;
+
 	if (v == V_PASS || v == V_PASSX)
 		return set_limit(r, LIMIT_PASS);
+	if (v == V_PTRIE) {
+		err = set_limit(r, LIMIT_PASS);
+		return err ? err : prefix_index(r, AG_PREFIX_INDEX_TRIE);
+	}
 	if (v == V_DROP)
 		return set_limit(r, LIMIT_DROP);
 	return 0;
+}
+
+static int finish(struct run *r, enum variant v)
+{
+	return v == V_PTRIE ? prefix_index(r, AG_PREFIX_INDEX_AUTO) : 0;
 }
 
 static int measure(struct run *r, enum variant v, __u32 repeat, struct sample *s)
@@ -724,6 +782,8 @@ static int measure(struct run *r, enum variant v, __u32 repeat, struct sample *s
 		err = take_snap(r, &before);
 	if (!err)
 		err = test_run(prog_fd_of(r, v), &r->frames[variants[v].frame], repeat, s);
+	if (!err)
+		err = finish(r, v);
 	if (!err && datapath)
 		err = take_snap(r, &after);
 	if (err)
@@ -901,9 +961,9 @@ static void print_run(const struct run *r)
 	int v;
 
 	printf("%u agent(s), one %s rule each (%s); max_agents %u, max_rules %u; "
-	       "setup %.2f s%s\n",
+	       "prefix rules by %s; setup %.2f s%s\n",
 	       r->agents, shapes[r->shape].name, shapes[r->shape].what, r->max_agents,
-	       r->max_rules, r->setup_s,
+	       r->max_rules, r->index_hash ? "hash" : "trie", r->setup_s,
 	       r->setup_s > SETUP_SLOW_S ? " (SLOW: > 60 s of one-by-one syscalls)" : "");
 	printf("  %-8s %9s %6s %6s %8s  %s\n", "variant", "median_ns", "min", "max", "x_empty",
 	       "path");
@@ -991,10 +1051,12 @@ static void json_run(FILE *f, const struct run *r)
 	int v;
 
 	fprintf(f, "    {\"agents\": %u, \"rules\": \"%s\", \"family\": %d, \"plen\": %u, "
-		   "\"max_agents\": %u, \"max_rules\": %u, \"setup_s\": %.3f,\n"
+		   "\"max_agents\": %u, \"max_rules\": %u, \"prefix_index\": \"%s\", "
+		   "\"setup_s\": %.3f,\n"
 		   "      \"variants\": {\n",
 		r->agents, shapes[r->shape].name, shapes[r->shape].family == AF_INET ? 4 : 6,
-		shapes[r->shape].plen, r->max_agents, r->max_rules, r->setup_s);
+		shapes[r->shape].plen, r->max_agents, r->max_rules,
+		r->index_hash ? "hash" : "trie", r->setup_s);
 	for (v = 0; v < n_variants(); v++) {
 		json_variant(f, r, v);
 		fprintf(f, "%s\n", v + 1 < n_variants() ? "," : "");
@@ -1194,6 +1256,7 @@ static void init_run(struct run *r, __u32 agents, enum shape shape)
 	r->agents = agents;
 	r->shape = shape;
 	r->rule_map_fd = -1;
+	r->prefix_map_fd = -1;
 	for (v = 0; v < V__COUNT; v++)
 		r->probe_fd[v] = -1;
 }

@@ -75,6 +75,30 @@ struct {
 	__type(value, struct ag_rule_val);
 } ag_hosts_v6 SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, AG_MAX_RULES_DEFAULT);
+	__type(key, struct ag_lpm4_key);
+	__type(value, struct ag_rule_val);
+} ag_prefixes_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, AG_MAX_RULES_DEFAULT);
+	__type(key, struct ag_lpm6_key);
+	__type(value, struct ag_rule_val);
+} ag_prefixes_v6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ag_probes);
+} ag_probes SEC(".maps");
+
 /* Not read by the datapath: userspace bookkeeping pinned beside the rest. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -133,11 +157,97 @@ static __always_inline struct ag_rule_val *better(struct ag_rule_val *port_match
 	return any_match;
 }
 
+/* The plan for a family's trie rules, 0 when the trie is to be walked. */
+static __always_inline __u64 probe_plan(const struct ag_config *cfg, int v6)
+{
+	__u32 zero = 0, rules = v6 ? cfg->rule_count[AG_RK_LPM6] + cfg->rule_count[AG_RK_LPM6_PORT] :
+				     cfg->rule_count[AG_RK_LPM4] + cfg->rule_count[AG_RK_LPM4_PORT];
+	struct ag_probes *pr = bpf_map_lookup_elem(&ag_probes, &zero);
+	__u64 plan;
+
+	if (!pr)
+		return 0;
+	plan = *(volatile __u64 *)&pr->plan[v6];
+	if (!(plan & AG_PLAN_VALID) || AG_PLAN_CHECK(plan) != (rules & 0xff))
+		return 0;
+	return plan;
+}
+
+/* Network-order mask of the first plen bits of a 32-bit word (plen <= 32). */
+static __always_inline __be32 mask32(__s32 plen)
+{
+	if (plen <= 0)
+		return 0;
+	if (plen >= 32)
+		return 0xffffffff;
+	return bpf_htonl((__u32)(0xffffffffULL << (32 - plen)));
+}
+
+/* The trie's longest match, by one hash lookup per planned length. */
+static __always_inline struct ag_rule_val *by_length_v4(__u64 plan, const struct ag_flow *f,
+							 __be32 port)
+{
+	__u32 n = AG_PLAN_N(plan), i;
+
+	for (i = 0; i < AG_PROBES_MAX; i++) {
+		struct ag_lpm4_key k;
+		struct ag_rule_val *v;
+		__u32 probe, plen;
+		__be32 a;
+
+		if (i >= n)
+			break;
+		probe = AG_PLAN_PROBE(plan, i);
+		if ((probe & AG_PROBE_PORT) && !port)
+			continue;
+		plen = AG_PROBE_PLEN(probe);
+		k.prefixlen = 32 + plen;
+		k.port = probe & AG_PROBE_PORT ? port : 0;
+		a = f->saddr4 & mask32(plen);
+		__builtin_memcpy(k.addr, &a, 4);
+		v = bpf_map_lookup_elem(&ag_prefixes_v4, &k);
+		if (v)
+			return v;
+	}
+	return NULL;
+}
+
+static __always_inline struct ag_rule_val *by_length_v6(__u64 plan, const struct ag_flow *f,
+							 __be32 port)
+{
+	__u32 n = AG_PLAN_N(plan), i;
+
+	for (i = 0; i < AG_PROBES_MAX; i++) {
+		struct ag_lpm6_key k;
+		struct ag_rule_val *v;
+		__u32 probe, plen, w;
+		__be32 a[4];
+
+		if (i >= n)
+			break;
+		probe = AG_PLAN_PROBE(plan, i);
+		if ((probe & AG_PROBE_PORT) && !port)
+			continue;
+		plen = AG_PROBE_PLEN(probe);
+		k.prefixlen = 32 + plen;
+		k.port = probe & AG_PROBE_PORT ? port : 0;
+		__builtin_memcpy(a, f->saddr6, 16);
+		for (w = 0; w < 4; w++)
+			a[w] &= mask32((__s32)plen - 32 * (__s32)w);
+		__builtin_memcpy(k.addr, a, 16);
+		v = bpf_map_lookup_elem(&ag_prefixes_v6, &k);
+		if (v)
+			return v;
+	}
+	return NULL;
+}
+
 static __always_inline struct ag_rule_val *classify_v4(const struct ag_config *cfg,
 							const struct ag_flow *f)
 {
 	struct ag_rule_val *v, *vp = NULL, *vw = NULL;
 	__be32 port = f->has_port ? bpf_htonl(bpf_ntohs(f->dport)) : 0;
+	__u64 plan;
 
 	/* A host rule is the longest possible prefix: it wins outright. */
 	if (port && cfg->rule_count[AG_RK_HOST4_PORT]) {
@@ -156,6 +266,11 @@ static __always_inline struct ag_rule_val *classify_v4(const struct ag_config *c
 		if (v)
 			return v;
 	}
+	if (!cfg->rule_count[AG_RK_LPM4_PORT] && !cfg->rule_count[AG_RK_LPM4])
+		return NULL;
+	plan = probe_plan(cfg, 0);
+	if (plan)
+		return by_length_v4(plan, f, port);
 	if (port && cfg->rule_count[AG_RK_LPM4_PORT]) {
 		struct ag_lpm4_key k = { .prefixlen = 64, .port = port };
 
@@ -176,6 +291,7 @@ static __always_inline struct ag_rule_val *classify_v6(const struct ag_config *c
 {
 	struct ag_rule_val *v, *vp = NULL, *vw = NULL;
 	__be32 port = f->has_port ? bpf_htonl(bpf_ntohs(f->dport)) : 0;
+	__u64 plan;
 
 	if (port && cfg->rule_count[AG_RK_HOST6_PORT]) {
 		struct ag_host6_key k = { .port = port };
@@ -193,6 +309,11 @@ static __always_inline struct ag_rule_val *classify_v6(const struct ag_config *c
 		if (v)
 			return v;
 	}
+	if (!cfg->rule_count[AG_RK_LPM6_PORT] && !cfg->rule_count[AG_RK_LPM6])
+		return NULL;
+	plan = probe_plan(cfg, 1);
+	if (plan)
+		return by_length_v6(plan, f, port);
 	if (port && cfg->rule_count[AG_RK_LPM6_PORT]) {
 		struct ag_lpm6_key k = { .prefixlen = 32 + 128, .port = port };
 
@@ -210,35 +331,78 @@ static __always_inline struct ag_rule_val *classify_v6(const struct ag_config *c
 
 /* ---- bucket ---------------------------------------------------------- */
 
-static __always_inline enum ag_verdict charge(__u32 slot, __u64 frame_len)
+/*
+ * GCRA by compare-and-swap. Admission is monotone in time (a request refused
+ * at some moment is refused at every earlier one), and a refusal writes
+ * nothing; so a packet the bucket refuses at an upper bound of the present,
+ * the coarse clock plus its largest lag, is refused now, and is dropped
+ * without reading the exact clock (~30 ns of the path). Whatever may be
+ * admitted is judged again on the exact clock, so admissions, and with them
+ * burst + rate*t, never depend on the coarse one.
+ *
+ * A refusal at the bound needs the next admission to lie beyond it, and the
+ * next admission lies at most one packet's cost after the last admission:
+ * with a cost below a third of the slack (one tick, when the coarse clock
+ * lags its usual two ticks at most) the bound never refuses, and the
+ * coarse clock is not read at all (fast buckets, passing traffic).
+ */
+static __always_inline enum ag_verdict charge(__u32 slot, __u64 frame_len, __u64 slack_ns)
 {
 	struct ag_bucket *b = bpf_map_lookup_elem(&ag_buckets, &slot);
-	__u64 now_ns = bpf_ktime_get_ns();
+	__u64 now_ns = 0, w;
 	int i;
 
 	if (!b)
 		return AG_V_NO_BUCKET;
+	if (!slack_ns)
+		now_ns = bpf_ktime_get_ns();
 
-	for (i = 0; i < AG_CAS_TRIES; i++) {
-		__u64 w = *(volatile __u64 *)&b->tat;
+	/* A first pass without the exact clock (no CAS in it), then up to
+	 * AG_CAS_TRIES on the exact clock. A failed CAS returns the word that
+	 * beat it, which the next try starts from. */
+	w = *(volatile __u64 *)&b->tat;
+	for (i = now_ns ? 1 : 0; i <= AG_CAS_TRIES; i++) {
 		__u32 sel = w >> 63;
 		struct ag_gcra_params *p = &b->set[sel];
 		__u64 interval = *(volatile __u64 *)&p->interval;
-		__u64 now, cost, new_tat;
+		__u64 cost, new_tat, seen;
 
 		if (!interval)
 			return AG_V_NO_BUCKET;
-		now = ag_ns_to_ticks(now_ns, p->mult);
 		cost = ag_packet_cost(b->unit[sel], interval, frame_len);
-		if (!ag_gcra_admit(w & AG_TAT_MASK, now, cost, p->tau, &new_tat)) {
-			/* Judged on parameters a writer was replacing? Judge again.
-			 * (Admissions by other CPUs move tat too: those don't count.) */
-			if ((*(volatile __u64 *)&b->tat ^ w) & AG_TAT_SEL)
+		if (!now_ns) {
+			if (cost > ag_ns_to_ticks(slack_ns / 3, p->mult) &&
+			    !ag_gcra_admit(w & AG_TAT_MASK,
+					   ag_ns_to_ticks(bpf_ktime_get_coarse_ns() + slack_ns,
+							  p->mult),
+					   cost, p->tau, &new_tat))
+				goto refused;
+			/* May be admitted: read the clock, then tat afresh, so that
+			 * the clock read stays out of the window between reading
+			 * tat and swapping it (a wider window loses more CAS races). */
+			now_ns = bpf_ktime_get_ns();
+			seen = *(volatile __u64 *)&b->tat;
+			if ((seen ^ w) & AG_TAT_SEL) {
+				w = seen; /* other parameters: start over with them */
 				continue;
-			return AG_V_DROP;
+			}
+			w = seen;
 		}
-		if (__sync_val_compare_and_swap(&b->tat, w, (w & AG_TAT_SEL) | new_tat) == w)
+		if (!ag_gcra_admit(w & AG_TAT_MASK, ag_ns_to_ticks(now_ns, p->mult), cost, p->tau,
+				   &new_tat))
+			goto refused;
+		seen = __sync_val_compare_and_swap(&b->tat, w, (w & AG_TAT_SEL) | new_tat);
+		if (seen == w)
 			return AG_V_PASS;
+		w = seen;
+		continue;
+refused:
+		/* Judged on parameters a writer was replacing? Judge again.
+		 * (Admissions by other CPUs move tat too: those don't count.) */
+		seen = *(volatile __u64 *)&b->tat;
+		if (!((seen ^ w) & AG_TAT_SEL))
+			return AG_V_DROP;
+		w = seen;
 	}
 	return AG_V_EXHAUSTED;
 }
@@ -246,7 +410,7 @@ static __always_inline enum ag_verdict charge(__u32 slot, __u64 frame_len)
 static __always_inline int enforce(const struct ag_config *cfg, __u32 slot, __u64 len)
 {
 	struct ag_counters *c = bpf_map_lookup_elem(&ag_counters, &slot);
-	enum ag_verdict v = charge(slot, len);
+	enum ag_verdict v = charge(slot, len, cfg->coarse_slack_ns);
 
 	if (v == AG_V_NO_BUCKET) {
 		stat_inc(AG_STAT_NO_BUCKET);

@@ -26,6 +26,9 @@
 #define AG_MAP_RULES_V6 "ag_rules_v6" /* LPM_TRIE: struct ag_lpm6_key -> struct ag_rule_val */
 #define AG_MAP_HOSTS_V4 "ag_hosts_v4" /* HASH: /32 rules, struct ag_host4_key -> struct ag_rule_val */
 #define AG_MAP_HOSTS_V6 "ag_hosts_v6" /* HASH: /128 rules, struct ag_host6_key -> struct ag_rule_val */
+#define AG_MAP_PREFIXES_V4 "ag_prefixes_v4" /* HASH: every ag_rules_v4 rule, the same key */
+#define AG_MAP_PREFIXES_V6 "ag_prefixes_v6" /* HASH: every ag_rules_v6 rule, the same key */
+#define AG_MAP_PROBES "ag_probes"     /* ARRAY[1], mmapable: struct ag_probes */
 #define AG_MAP_NAMES "ag_names"       /* HASH: slot -> struct ag_agent_info */
 #define AG_MAP_INDEX "ag_index"       /* HASH: struct ag_name_key -> slot */
 #define AG_MAP_CONFIG "ag_config"     /* ARRAY[1]: struct ag_config */
@@ -110,7 +113,11 @@ struct ag_bucket {
 	__u8 unit[2];                    /* enum ag_unit of set[i] */
 	__u8 in_use;                     /* userspace free-slot hint, mirrors ag_names;
 					  * the datapath ignores it */
-	__u8 pad[5];
+	__u8 pad;
+	__u32 gen;                       /* userspace: bumped whenever the slot is claimed
+					  * or freed, so a cached name -> slot can be
+					  * checked through the mmap; the datapath
+					  * ignores it */
 };
 /* One cache line per bucket: no false sharing between agents. */
 _Static_assert(sizeof(struct ag_bucket) == 64, "ag_bucket layout");
@@ -167,7 +174,8 @@ enum ag_stat {
  * cost at any count); shorter prefixes in one LPM trie per family whose key
  * data is (port, address): a wildcard rule is stored with port 0 and prefix
  * length 32 + plen, so the trie's own longest match handles both kinds.
- * Port 0 is therefore reserved to mean "any port".
+ * Port 0 is therefore reserved to mean "any port". The same keys, with the
+ * host bits clear, index the per-length hashes (struct ag_probes below).
  */
 struct ag_lpm4_key {
 	__u32 prefixlen; /* 32 + source prefix length */
@@ -201,6 +209,40 @@ struct ag_rule_val {
 };
 _Static_assert(sizeof(struct ag_rule_val) == 8, "ag_rule_val layout");
 
+/*
+ * Prefix rules by length. Every trie rule is also in an exact-match hash
+ * (ag_prefixes_v4/v6) under the same key, its address with the host bits
+ * clear. While few (length, port or wildcard) combinations are in use, the
+ * datapath looks the packet's source up in that hash once per combination,
+ * longest first and a port rule before a wildcard one of the same length:
+ * the first hit is the rule the trie would pick, at the cost of a hash
+ * lookup per combination instead of a trie walk that deepens with the rule
+ * count. The probe plan of each family is one 64-bit word, written whole
+ * by userspace (through the mmap, under the lock) and read whole by the
+ * datapath:
+ *   bits 0-2   number of probes, 0..AG_PROBES_MAX
+ *   bit 7      AG_PLAN_VALID: probe the hash (else: the trie)
+ *   byte 1+i   probe i: AG_PROBE_PORT | prefix length
+ *   byte 7     the family's trie rule count (port and wildcard) mod 256
+ *              when the plan was made: a plan made for another rule set
+ *              (mid-change, or by a writer that does not keep plans) does
+ *              not match ag_config's counts and the trie is used instead.
+ * count[][][] is the writers' bookkeeping (the datapath reads only plan[]).
+ */
+#define AG_PROBES_MAX 6
+#define AG_PLAN_VALID 0x80ULL
+#define AG_PLAN_N(plan) ((__u32)(plan) & 7)
+#define AG_PLAN_PROBE(plan, i) ((__u32)((plan) >> (8 * ((i) + 1))) & 0xff)
+#define AG_PLAN_CHECK(plan) ((__u32)((plan) >> 56))
+#define AG_PROBE_PORT 0x80
+#define AG_PROBE_PLEN(probe) ((probe) & 0x7f)
+
+struct ag_probes {
+	__u64 plan[2];          /* [0] IPv4, [1] IPv6 */
+	__u32 count[2][2][128]; /* [family][port rule][prefix length]: trie rules */
+};
+_Static_assert(sizeof(struct ag_probes) == 2064, "ag_probes layout");
+
 /* ---- global configuration ------------------------------------------ */
 
 enum ag_action {
@@ -232,7 +274,11 @@ struct ag_config {
 	__u32 rule_count[AG_RK__MAX];
 	__u32 dirty;          /* enum ag_dirty: a change was in flight; repaired on
 			       * the next locked mutation */
-	__u32 pad;
+	__u32 coarse_slack_ns; /* how far CLOCK_MONOTONIC may run ahead of the
+				* coarse clock: drops certain at the coarse
+				* clock plus this are decided without the exact
+				* one; 0: the exact clock for every packet.
+				* Set by the program loader (ag_prog_load). */
 };
 _Static_assert(sizeof(struct ag_config) == 48, "ag_config layout");
 

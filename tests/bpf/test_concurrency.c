@@ -239,11 +239,16 @@ out:
  * (the output reports the longest pause of each run to tell which). The
  * upper bound stays exact to a few tokens whatever the burst.
  * Contention comes from the admitted rate (every admission is a CAS).
+ * At a low rate nearly every frame is refused, most of them against the
+ * coarse clock's upper bound without reading the exact clock.
  */
 static const struct scenario scenarios[] = {
 	{ "pps, 200k/s, burst 100000", 200000, 100000, AG_UNIT_PPS, 64, 1 },
 	{ "pps, 2M/s, burst 1000000 (heavy CAS contention)", 2e6, 1000000, AG_UNIT_PPS, 64, 1 },
 	{ "bps, 50 MB/s, burst 25 MB, 1000-byte frames", 5e7, 25000000, AG_UNIT_BPS, 1000, 700 },
+	/* A token every 50 ms, several ticks: most drops are decided on the
+	 * coarse clock, every admission on the exact one. */
+	{ "pps, 20/s, burst 10 (drops decided on the coarse clock)", 20, 10, AG_UNIT_PPS, 64, 1 },
 };
 
 int main(void)

@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +20,7 @@
 #include <linux/bpf.h>
 
 #include "agentgate.h"
+#include "agentgate/gcra.h"
 #include "fixtures.h"
 #include "harness.h"
 #include "testenv.h"
@@ -140,15 +142,21 @@ static bool take(struct snapshot *s)
 	       ag_stats_get(ctx, s->stats) == 0;
 }
 
-static int run_frame(const struct pkt *p, int repeat, __u32 *retval)
+static int run_frame_on(const struct ag_prog *pr, const struct pkt *p, int repeat,
+			__u32 *retval)
 {
 	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = p->b, .data_size_in = (__u32)p->len,
 		    .repeat = repeat);
 
-	if (bpf_prog_test_run_opts(ag_prog_fd(prog), &o))
+	if (bpf_prog_test_run_opts(ag_prog_fd(pr), &o))
 		return -errno;
 	*retval = o.retval;
 	return 0;
+}
+
+static int run_frame(const struct pkt *p, int repeat, __u32 *retval)
+{
+	return run_frame_on(prog, p, repeat, retval);
 }
 
 static int agent_of_slot(__u32 slot)
@@ -533,6 +541,161 @@ static bool test_time_namespace(void)
 	       send_n(A_LIM, &p, 4, &e);
 }
 
+/* ---- drops decided on the coarse clock --------------------------------- */
+
+/* CLOCK_MONOTONIC_COARSE as the datapath reads it (bpf_ktime_get_coarse_ns()
+ * and the vDSO serve the same timekeeper value); 0 inside a time namespace
+ * with a monotonic offset, where the two differ. */
+static __u64 coarse_now_ns(void)
+{
+	FILE *f = fopen("/proc/self/timens_offsets", "r");
+	long long sec = 0, nsec = 0;
+	struct timespec ts;
+	char clock[32];
+
+	while (f && fscanf(f, "%31s %lld %lld", clock, &sec, &nsec) == 3)
+		if (!strcmp(clock, "monotonic") && (sec || nsec)) {
+			fclose(f);
+			return 0;
+		}
+	if (f)
+		fclose(f);
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (__u64)ts.tv_sec * 1000000000ULL + (__u64)ts.tv_nsec;
+}
+
+static int bucket_fd(void)
+{
+	char path[PATH_MAX];
+
+	snprintf(path, sizeof(path), "%s/%s", ag_pin_root(ctx), AG_MAP_BUCKETS);
+	return bpf_obj_get(path);
+}
+
+enum at { AT_COARSE_UPPER, AT_EXACT_NOW };
+
+/*
+ * Place the A_LIM bucket so that its next admission is due `delta` bucket
+ * ticks after a reference moment, run one frame through `pr` and compare the
+ * verdict. The reference is the coarse clock plus `slack_ns` (the upper
+ * bound the datapath decides drops against) or the exact clock read just
+ * before the run. A case in which the coarse clock ticked between the setup
+ * and the run, or lagged by more than the slack, says nothing about the
+ * boundary and is made again.
+ */
+static bool coarse_case(struct ag_prog *pr, __u64 slack_ns, enum at at, __s64 delta,
+			int verdict)
+{
+	struct snapshot before = {}, after = {};
+	int fd = bucket_fd(), tries;
+	__u32 slot = slots[A_LIM], retval = 0;
+	bool ok = false;
+	struct pkt p;
+
+	f_v4_lim(&p);
+	if (!ASSERT_TRUE(fd >= 0, "open ag_buckets"))
+		return false;
+	for (tries = 0; tries < 50; tries++) {
+		__u64 c0, c1, e0, ref, tau, cost;
+		struct ag_gcra_params *gp;
+		struct ag_bucket b;
+
+		c0 = coarse_now_ns();
+		e0 = ag_now_ns();
+		if (!c0) {
+			printf("# monotonic clock offset by a time namespace: nothing to check\n");
+			ok = true;
+			break;
+		}
+		if (e0 - c0 > slack_ns && at == AT_EXACT_NOW)
+			continue; /* the coarse clock lags more than the slack right now */
+		if (!ASSERT_OK(bpf_map_lookup_elem(fd, &slot, &b), "read bucket"))
+			break;
+		gp = &b.set[b.tat >> 63];
+		tau = gp->tau;
+		cost = gp->interval; /* pps: one token */
+		ref = ag_ns_to_ticks(at == AT_EXACT_NOW ? e0 : c0 + slack_ns, gp->mult);
+		/* Next admission at ref + delta: tat + cost - tau = ref + delta. */
+		b.tat = (b.tat & AG_TAT_SEL) | (ref + delta + tau - cost);
+		if (!ASSERT_OK(bpf_map_update_elem(fd, &slot, &b, BPF_EXIST), "write bucket"))
+			break;
+		if (!take(&before) || !ASSERT_OK(run_frame_on(pr, &p, 1, &retval), "test run") ||
+		    !take(&after))
+			break;
+		c1 = coarse_now_ns();
+		if (c1 != c0)
+			continue; /* the coarse clock moved: place the bucket again */
+		ok = ASSERT_EQ(retval, verdict, "verdict") &&
+		     ASSERT_EQ(after.agents[slot].passed_packets - before.agents[slot].passed_packets,
+			       verdict == XDP_PASS, "passed") &&
+		     ASSERT_EQ(after.agents[slot].dropped_packets -
+				       before.agents[slot].dropped_packets,
+			       verdict == XDP_DROP, "dropped");
+		break;
+	}
+	if (tries == 50)
+		ASSERT_TRUE(false, "the coarse clock stood still long enough once in 50 tries");
+	close(fd);
+	free(before.agents);
+	free(after.agents);
+	return ok;
+}
+
+/* Loads a program on ctx's maps with slack_ns (which sets it for every
+ * program on them) and frees it: prog then runs with that slack. */
+static bool use_slack(__s64 slack_ns)
+{
+	struct ag_prog_opts o = { .coarse_slack_ns = slack_ns };
+	struct ag_prog *pr = NULL;
+	bool ok = ASSERT_OK(ag_prog_load_opts(ctx, &o, &pr), "load with a slack");
+
+	ag_prog_free(pr);
+	return ok;
+}
+
+static bool test_coarse_boundary(void)
+{
+	__u64 slack = ag_coarse_slack_default_ns();
+	struct ag_config cfg;
+	bool ok;
+
+	/* 1 token/s, burst 3: a token costs a second, far above any slack. */
+	if (!set_limit(A_LIM, 1, 3, AG_UNIT_PPS) || !use_slack(1))
+		return false;
+	ok = /* With a 1 ns slack the bound is the coarse clock itself, which
+	      * lags the exact one: one tick past the bound is dropped on the
+	      * coarse clock although the exact clock would admit it ... */
+		coarse_case(prog, 1, AT_COARSE_UPPER, 1, XDP_DROP) &&
+		/* ... and a packet due exactly at the bound is judged on the
+		 * exact clock, and admitted. */
+		coarse_case(prog, 1, AT_COARSE_UPPER, 0, XDP_PASS) &&
+		/* Without the shortcut (slack 0) the same state is judged on
+		 * the exact clock, which admits it. */
+		use_slack(-1) && ASSERT_OK(ag_config_get(ctx, &cfg), "config") &&
+		ASSERT_EQ(cfg.coarse_slack_ns, 0, "slack 0 stored") &&
+		coarse_case(prog, 1, AT_COARSE_UPPER, 1, XDP_PASS) &&
+		/* The loader's slack: past the bound is a drop, and a packet
+		 * due when the run starts is admitted however far the coarse
+		 * clock lags (within the slack). */
+		use_slack(0) && ASSERT_OK(ag_config_get(ctx, &cfg), "config") &&
+		ASSERT_EQ(cfg.coarse_slack_ns, slack, "default slack stored") &&
+		coarse_case(prog, slack, AT_COARSE_UPPER, 1, XDP_DROP) &&
+		coarse_case(prog, slack, AT_EXACT_NOW, 0, XDP_PASS) &&
+		coarse_case(prog, slack, AT_EXACT_NOW, -1, XDP_PASS);
+	use_slack(0);
+	return ok;
+}
+
+static bool test_coarse_slack_default(void)
+{
+	struct timespec res;
+
+	/* Three ticks of the kernel timer, the coarse clock's resolution. */
+	return ASSERT_OK(clock_getres(CLOCK_MONOTONIC_COARSE, &res), "clock_getres") &&
+	       ASSERT_EQ(ag_coarse_slack_default_ns(),
+			 3 * ((__u64)res.tv_sec * 1000000000ULL + (__u64)res.tv_nsec), "slack");
+}
+
 /* Frames below the Ethernet header: the kernel refuses them in test runs
  * (-EINVAL); where it accepts one, the program must pass and count it. */
 static bool test_short_frames(void)
@@ -586,6 +749,9 @@ static const struct {
 	{ "rate change preserves the token level", test_rate_change_keeps_tokens },
 	{ "deleted agent's rules are gone: traffic unclassified", test_deleted_agent_unclassified },
 	{ "userspace in a time namespace runs buckets on the datapath's clock", test_time_namespace },
+	{ "coarse clock: drops past coarse + slack skip the exact clock, the rest is judged exactly",
+	  test_coarse_boundary },
+	{ "coarse clock: the loader's slack is three timer ticks", test_coarse_slack_default },
 };
 
 static bool setup(void)
@@ -612,22 +778,93 @@ static bool setup(void)
 	return ASSERT_OK(ag_prog_load(ctx, &prog), "load");
 }
 
+/* A rule the index does not know (a writer that keeps no plans put it in
+ * the trie and counted it): the plan no longer matches the count, and the
+ * datapath walks the trie, which finds the rule. */
+static bool test_plan_out_of_step(void)
+{
+	struct ag_lpm4_key k = { .prefixlen = 32 + 24, .addr = { 10, 1, 2, 0 } };
+	struct ag_rule_val v = { .slot = slots[A_LIM], .plen = 24 };
+	struct seq_expect one = { .passed = 1 };
+	char path[PATH_MAX];
+	struct ag_config cfg;
+	__u32 zero = 0;
+	int trie, cfd;
+	struct pkt p;
+	bool ok;
+
+	pkt_eth(&p, ETH_P_IP);
+	pkt_ipv4(&p, "10.1.2.9", NULL, IPPROTO_UDP, NULL);
+	pkt_udp(&p, 53);
+	pkt_finish(&p);
+	snprintf(path, sizeof(path), "%s/%s", ag_pin_root(ctx), AG_MAP_RULES_V4);
+	trie = bpf_obj_get(path);
+	snprintf(path, sizeof(path), "%s/%s", ag_pin_root(ctx), AG_MAP_CONFIG);
+	cfd = bpf_obj_get(path);
+	ok = ASSERT_TRUE(trie >= 0 && cfd >= 0, "open maps") &&
+	     ASSERT_OK(set_limit(A_LIM, 1e9, 1000000, AG_UNIT_PPS) ? 0 : -1, "limit") &&
+	     ASSERT_OK(bpf_map_update_elem(trie, &k, &v, BPF_NOEXIST), "trie insert") &&
+	     ASSERT_OK(bpf_map_lookup_elem(cfd, &zero, &cfg), "config") &&
+	     (cfg.rule_count[AG_RK_LPM4]++, true) &&
+	     ASSERT_OK(bpf_map_update_elem(cfd, &zero, &cfg, BPF_EXIST), "count") &&
+	     ASSERT_EQ(ag_prefix_index_active(ctx, AF_INET), 0, "plan out of step") &&
+	     send_n(A_LIM, &p, 1, &one);
+	/* Take it out again the same way: the plan matches once more. */
+	if (trie >= 0 && cfd >= 0 && !bpf_map_delete_elem(trie, &k) &&
+	    !bpf_map_lookup_elem(cfd, &zero, &cfg)) {
+		cfg.rule_count[AG_RK_LPM4]--;
+		ok &= ASSERT_OK(bpf_map_update_elem(cfd, &zero, &cfg, BPF_EXIST), "count");
+	}
+	if (trie >= 0)
+		close(trie);
+	if (cfd >= 0)
+		close(cfd);
+	return ok && set_limit(A_LIM, 1, 3, AG_UNIT_PPS);
+}
+
+static void run_all(const char *mode_name)
+{
+	size_t nf = sizeof(fixtures) / sizeof(fixtures[0]);
+	size_t ns = sizeof(sequences) / sizeof(sequences[0]);
+	char name[256];
+	size_t i;
+
+	for (i = 0; i < nf; i++) {
+		snprintf(name, sizeof(name), "[%s] %s", mode_name, fixtures[i].desc);
+		h_result(name, run_fixture(&fixtures[i]));
+	}
+	for (i = 0; i < ns; i++) {
+		snprintf(name, sizeof(name), "[%s] %s", mode_name, sequences[i].name);
+		h_result(name, sequences[i].fn());
+	}
+}
+
+/* Every fixture and sequence twice: prefix rules found by walking the LPM
+ * tries, then by the per-length hashes (the fixture rules use 6 IPv4 and 2
+ * IPv6 length and port combinations, which fit a plan). */
 int main(void)
 {
 	size_t nf = sizeof(fixtures) / sizeof(fixtures[0]);
 	size_t ns = sizeof(sequences) / sizeof(sequences[0]);
-	size_t i;
 
 	h_require_root();
-	h_plan((int)(nf + ns));
+	h_plan((int)(2 * (nf + ns) + 3));
 	if (!setup()) {
 		fprintf(stderr, "setup failed: %s\n", ag_errmsg());
 		return 1;
 	}
-	for (i = 0; i < nf; i++)
-		h_result(fixtures[i].desc, run_fixture(&fixtures[i]));
-	for (i = 0; i < ns; i++)
-		h_result(sequences[i].name, sequences[i].fn());
+	h_result("prefix index forced to the tries",
+		 ASSERT_OK(ag_prefix_index_set(ctx, AG_PREFIX_INDEX_TRIE), "trie") &&
+			 ASSERT_EQ(ag_prefix_index_active(ctx, AF_INET), 0, "IPv4 plan") &&
+			 ASSERT_EQ(ag_prefix_index_active(ctx, AF_INET6), 0, "IPv6 plan"));
+	run_all("trie");
+	h_result("prefix index forced to the hashes",
+		 ASSERT_OK(ag_prefix_index_set(ctx, AG_PREFIX_INDEX_HASH), "hash") &&
+			 ASSERT_EQ(ag_prefix_index_active(ctx, AF_INET), 1, "IPv4 plan") &&
+			 ASSERT_EQ(ag_prefix_index_active(ctx, AF_INET6), 1, "IPv6 plan"));
+	run_all("hash");
+	h_result("[hash] a trie rule the plan does not know is found in the trie",
+		 test_plan_out_of_step());
 	ag_prog_free(prog);
 	ag_close(ctx);
 	return h_exit();

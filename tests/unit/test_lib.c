@@ -1109,6 +1109,212 @@ static void test_repair_stale_index(void **state)
 	assert_true(created);
 }
 
+/* ---- 13b. the per-length index of trie rules --------------------------- */
+
+/* Every trie rule, and nothing else, in its family's hash under the trie
+ * key; ag_probes counts them by length and port. */
+static int open_map(const char *root, const char *map)
+{
+	char path[PATH_MAX + 64];
+
+	snprintf(path, sizeof(path), "%s/%s", root, map);
+	return bpf_obj_get(path);
+}
+
+static bool prefix_index_consistent(struct fx *fx, struct ag_ctx *ctx)
+{
+	int hash[2] = { open_map(fx->root, AG_MAP_PREFIXES_V4),
+			open_map(fx->root, AG_MAP_PREFIXES_V6) };
+	int probes = open_map(fx->root, AG_MAP_PROBES);
+	static struct ag_probes pr, want;
+	struct ag_rule *rules = NULL;
+	size_t n = 0, i, trie_rules[2] = { 0, 0 };
+	__u32 zero = 0;
+	bool ok;
+	int fam;
+
+	memset(&want, 0, sizeof(want));
+	ok = hash[0] >= 0 && hash[1] >= 0 && probes >= 0 && !ag_rule_list(ctx, &rules, &n);
+	for (i = 0; i < n && ok; i++) {
+		const struct ag_rule *r = &rules[i];
+		struct { __u32 prefixlen; __be32 port; __u8 addr[16]; } k = {};
+		struct ag_rule_val v;
+
+		fam = r->family == AF_INET6;
+		if (r->plen == (fam ? 128 : 32))
+			continue; /* host rules are not in the trie */
+		trie_rules[fam]++;
+		want.count[fam][r->port != 0][r->plen]++;
+		k.prefixlen = 32 + r->plen;
+		k.port = htonl(r->port);
+		memcpy(k.addr, r->addr, fam ? 16 : 4);
+		ok = !bpf_map_lookup_elem(hash[fam], &k, &v) && v.slot == r->slot &&
+		     v.plen == r->plen;
+	}
+	free(rules);
+	for (fam = 0; fam < 2 && ok; fam++) {
+		__u8 key[24], next[24];
+		size_t entries = 0;
+		bool first = true;
+
+		while (!bpf_map_get_next_key(hash[fam], first ? NULL : key, next)) {
+			first = false;
+			memcpy(key, next, sizeof(key));
+			entries++;
+		}
+		ok = entries == trie_rules[fam];
+	}
+	ok = ok && !bpf_map_lookup_elem(probes, &zero, &pr) &&
+	     !memcmp(pr.count, want.count, sizeof(want.count));
+	for (i = 0; i < 2; i++)
+		if (hash[i] >= 0)
+			close(hash[i]);
+	if (probes >= 0)
+		close(probes);
+	return ok;
+}
+
+/* Pins made before the index existed: the index maps are created empty
+ * beside rules in the tries; the next locked change builds the index. */
+static void test_prefix_index_upgrade(void **state)
+{
+	struct fx *fx = *state;
+	const char *root = fx_root(fx, "index_upgrade");
+	struct ag_ctx *ctx = fx_open(fx, root, true, false, 8, 16);
+	static const char *const gone[] = { AG_MAP_PREFIXES_V4, AG_MAP_PREFIXES_V6, AG_MAP_PROBES };
+	struct ag_rule r24 = prefix("10.2.3.0/24", 0), r16 = prefix("10.1.0.0/16", 443),
+		       r48 = prefix("2001:db8:1::/48", 0);
+	char path[PATH_MAX + 64];
+	size_t i;
+
+	set_agent(ctx, "a", 5, 5);
+	check_ok(ag_rule_add(ctx, &r24, "a"));
+	check_ok(ag_rule_add(ctx, &r16, "a"));
+	check_ok(ag_rule_add(ctx, &r48, "a"));
+	fx_close(fx, ctx);
+	for (i = 0; i < sizeof(gone) / sizeof(gone[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", root, gone[i]);
+		check_ok(unlink(path));
+	}
+	ctx = fx_open(fx, root, true, false, 0, 0);
+	check_eq(config(ctx).dirty, AG_DIRTY_RULES);
+	check_eq(ag_prefix_index_active(ctx, AF_INET), 0);
+	check_ok(ag_config_set_dry_run(ctx, false)); /* any locked change */
+	check_eq(config(ctx).dirty, 0);
+	assert_true(prefix_index_consistent(fx, ctx));
+	check_ok(ag_prefix_index_set(ctx, AG_PREFIX_INDEX_HASH));
+	check_eq(ag_prefix_index_active(ctx, AF_INET), 1);
+	check_eq(ag_prefix_index_active(ctx, AF_INET6), 1);
+}
+
+/* The hash holding a rule the trie lost, missing one it has, and counts
+ * that disagree: a change left in the journal rebuilds all of it. */
+static void test_repair_prefix_index(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "repair_prefix_index"), true, false, 8, 16);
+	int hash = fx_map(fx, AG_MAP_PREFIXES_V4), cfg = fx_map(fx, AG_MAP_CONFIG);
+	struct ag_lpm4_key bogus = { .prefixlen = 32 + 20, .addr = { 10, 9, 0, 0 } },
+			   real = { .prefixlen = 32 + 24, .addr = { 10, 2, 3, 0 } };
+	struct ag_rule_val v = { .slot = 0, .plen = 20 };
+	struct ag_rule r24 = prefix("10.2.3.0/24", 0), r8 = prefix("10.0.0.0/8", 0);
+	__u32 slot;
+
+	slot = set_agent(ctx, "a", 5, 5);
+	v.slot = slot;
+	check_ok(ag_rule_add(ctx, &r24, "a"));
+	check_ok(ag_rule_add(ctx, &r8, "a"));
+	check_ok(ag_prefix_index_set(ctx, AG_PREFIX_INDEX_HASH));
+	check_eq(ag_prefix_index_active(ctx, AF_INET), 1);
+	check_ok(bpf_map_update_elem(hash, &bogus, &v, BPF_NOEXIST));
+	check_ok(bpf_map_delete_elem(hash, &real));
+	assert_false(prefix_index_consistent(fx, ctx));
+	set_dirty(cfg, AG_DIRTY_RULES);
+	check_ok(ag_config_set_dry_run(ctx, false));
+	assert_true(prefix_index_consistent(fx, ctx));
+	check_eq(ag_prefix_index_active(ctx, AF_INET), 1);
+
+	/* Deleting keeps it so, down to no rule at all. */
+	check_ok(ag_rule_del(ctx, &r24));
+	assert_true(prefix_index_consistent(fx, ctx));
+	check_ok(ag_agent_delete(ctx, "a"));
+	assert_true(prefix_index_consistent(fx, ctx));
+}
+
+/* AUTO walks the trie for a few rules of many lengths and probes the
+ * hashes for many rules of one length. */
+static void test_prefix_index_auto(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "index_auto"), true, false, 8, 64);
+	char text[32];
+	int i;
+
+	set_agent(ctx, "a", 5, 5);
+	for (i = 0; i < 3; i++) {
+		struct ag_rule r;
+
+		snprintf(text, sizeof(text), "10.0.0.0/%d", 8 + 4 * i);
+		r = prefix(text, 0);
+		check_ok(ag_rule_add(ctx, &r, "a"));
+	}
+	check_eq(ag_prefix_index_active(ctx, AF_INET), 0);
+	for (i = 0; i < 3; i++) {
+		struct ag_rule r;
+
+		snprintf(text, sizeof(text), "10.0.0.0/%d", 8 + 4 * i);
+		r = prefix(text, 0);
+		check_ok(ag_rule_del(ctx, &r));
+	}
+	for (i = 0; i < 32; i++) {
+		struct ag_rule r;
+
+		snprintf(text, sizeof(text), "10.%d.0.0/16", i);
+		r = prefix(text, 0);
+		check_ok(ag_rule_add(ctx, &r, "a"));
+	}
+	check_eq(ag_prefix_index_active(ctx, AF_INET), 1);
+	assert_true(prefix_index_consistent(fx, ctx));
+}
+
+/* ---- 13c. the name -> slot cache ---------------------------------------- */
+
+/* Another process (here: another context) deletes and recreates agents
+ * behind a context that has their slots cached: every answer is current. */
+static void test_agent_slot_cache(void **state)
+{
+	struct fx *fx = *state;
+	const char *root = fx_root(fx, "slot_cache");
+	struct ag_ctx *daemon = fx_open(fx, root, true, false, 4, 4);
+	struct ag_ctx *cli = fx_open(fx, root, false, false, 0, 0);
+	__u32 a, b, got = 99;
+
+	a = set_agent(cli, "a", 5, 5);
+	check_ok(ag_agent_slot(daemon, "a", &got));
+	check_eq(got, a);
+	check_ok(ag_agent_slot(daemon, "a", &got)); /* from the cache */
+	check_eq(got, a);
+	check_eq(ag_agent_slot(daemon, "nobody", &got), -ENOENT);
+	check_eq(ag_agent_slot(daemon, "bad name!", &got), -EINVAL);
+
+	/* Deleted: unknown, although cached. */
+	check_ok(ag_agent_delete(cli, "a"));
+	check_eq(ag_agent_slot(daemon, "a", &got), -ENOENT);
+
+	/* Its slot reused by another agent, then the name recreated elsewhere. */
+	check_ok(ag_agent_slot(daemon, "b", &got) == -ENOENT ? 0 : -1);
+	b = set_agent(cli, "b", 5, 5);
+	check_ok(ag_agent_slot(daemon, "b", &got));
+	check_eq(got, b);
+	check_ok(ag_agent_delete(cli, "b"));
+	a = set_agent(cli, "c", 5, 5); /* takes a freed slot */
+	b = set_agent(cli, "b", 5, 5);
+	check_ok(ag_agent_slot(daemon, "b", &got));
+	check_eq(got, b);
+	check_ok(ag_agent_slot(daemon, "c", &got));
+	check_eq(got, a);
+}
+
 /* ---- 14. counters and stats ------------------------------------------ */
 
 static void test_counters_stats(void **state)
@@ -1410,7 +1616,7 @@ static void add_victim(struct ag_ctx *ctx)
 
 /* After repair: the victim is whole (every rule, a live limit) or gone
  * (no rule left), and the counts agree with the maps. */
-static bool victim_consistent(struct ag_ctx *ctx, int buckets, bool *present)
+static bool victim_consistent(struct fx *fx, struct ag_ctx *ctx, int buckets, bool *present)
 {
 	struct ag_rule *rules;
 	struct ag_agent a;
@@ -1425,7 +1631,7 @@ static bool victim_consistent(struct ag_ctx *ctx, int buckets, bool *present)
 	free(rules);
 	for (i = 0; i < AG_RK__MAX; i++)
 		counted += cfg.rule_count[i];
-	if (counted != n || cfg.dirty)
+	if (counted != n || cfg.dirty || !prefix_index_consistent(fx, ctx))
 		return false;
 	if (!*present)
 		return n == 0;
@@ -1476,7 +1682,7 @@ static void test_kill_during_delete(void **state)
 		waitpid(pid, &status, 0);
 		/* Any locked mutation repairs what the kill left. */
 		check_ok(ag_config_set_dry_run(ctx, false));
-		if (!victim_consistent(ctx, buckets, &present))
+		if (!victim_consistent(fx, ctx, buckets, &present))
 			fail_msg("round %d: inconsistent after kill (victim %s)", round,
 				 present ? "present" : "gone");
 		killed_mid += WIFSIGNALED(status);
@@ -1506,6 +1712,10 @@ int main(void)
 		T(test_bucket_ops),
 		T(test_repair_half_created),
 		T(test_repair_stale_index),
+		T(test_prefix_index_upgrade),
+		T(test_repair_prefix_index),
+		T(test_prefix_index_auto),
+		T(test_agent_slot_cache),
 		T(test_counters_stats),
 		T(test_config),
 		T(test_repair_half_deleted),

@@ -1614,16 +1614,17 @@ int ag_engine_agent_drain(struct ag_engine *e, const char *name, __u64 tokens,
 int ag_engine_consume(struct ag_engine *e, const char *name, __u64 tokens,
 		      struct ag_consume_result *res, struct ag_op_err *oe)
 {
-	struct ag_agent live;
+	__u32 slot;
 	int err;
 
 	/* By name from the maps, not through e->lock: a consume must not wait
-	 * for a group commit's fsync. */
-	err = ag_agent_get(e->ctx, name, &live);
+	 * for a group commit's fsync. Known names come from the library's
+	 * cache, checked against the bucket's generation: no system call. */
+	err = ag_agent_slot(e->ctx, name, &slot);
 	if (err)
 		return fail(oe, err == -ENOENT ? -ENOENT : err, err == -ENOENT ?
 			    "unknown agent '%s'" : "%s", err == -ENOENT ? name : ag_errmsg());
-	err = ag_bucket_consume(e->ctx, live.slot, tokens, res);
+	err = ag_bucket_consume(e->ctx, slot, tokens, res);
 	return err ? fail(oe, err, "%s", ag_errmsg()) : 0;
 }
 

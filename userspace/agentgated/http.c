@@ -95,15 +95,26 @@ static const char *error_code(int status)
 	}
 }
 
-/* extra: further header lines, each ending in \r\n, or NULL. */
+/* extra: further header lines, each ending in \r\n, or NULL (short: the
+ * header stays far below the buffer). Header and a small body go out in one
+ * write: two would be two system calls and, with TCP_NODELAY, two segments. */
 static int send_body(struct mg_connection *conn, int status, const char *type, const char *body,
 		     size_t len, const char *extra)
 {
-	mg_printf(conn,
-		  "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-		  "Cache-Control: no-store\r\n%s\r\n",
-		  status, reason_phrase(status), type, len, extra ? extra : "");
-	mg_write(conn, body, len);
+	char msg[2048];
+	int n = snprintf(msg, sizeof(msg),
+			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
+			 "Cache-Control: no-store\r\n%s\r\n",
+			 status, reason_phrase(status), type, len, extra ? extra : "");
+	size_t head = n < 0 ? 0 : (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
+
+	if (head + len <= sizeof(msg)) {
+		memcpy(msg + head, body, len);
+		mg_write(conn, msg, head + len);
+	} else {
+		mg_write(conn, msg, head);
+		mg_write(conn, body, len);
+	}
 	if (extra && strstr(extra, "Connection: close"))
 		mg_disable_connection_keep_alive(conn); /* say it and do it */
 	return status;
@@ -1243,6 +1254,16 @@ static int handle(struct mg_connection *conn, void *cbdata)
 	return rc;
 }
 
+/* Authorization is the routes' own (bearer JWTs). Without a handler of its
+ * own, CivetWeb looks for a .htpasswd file beside every request's path: a
+ * stat(2) per request, and digest auth for all if one ever appeared. */
+static int civetweb_auth(struct mg_connection *conn, void *cbdata)
+{
+	(void)conn;
+	(void)cbdata;
+	return 1;
+}
+
 static int upgrade_as_http(const struct mg_connection *conn, void *cbdata)
 {
 	handle((struct mg_connection *)conn, cbdata);
@@ -1406,6 +1427,7 @@ int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 	}
 	mg_set_request_handler(h->mg, "/", handle, h);
 	h->fleet = opts->fleet;
+	mg_set_auth_handler(h->mg, "/", civetweb_auth, h);
 	rc = agd_stream_start(e, h->mg, &opts->stream, stream_auth, h, &h->stream);
 	if (rc) {
 		snprintf(err, len, "cannot start the stream: %s", strerror(-rc));

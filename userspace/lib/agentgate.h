@@ -95,6 +95,12 @@ int ag_agent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_upd
 		 __u32 *slot, bool *created);
 int ag_agent_get(struct ag_ctx *ctx, const char *name, struct ag_agent *out);
 int ag_agent_get_slot(struct ag_ctx *ctx, __u32 slot, struct ag_agent *out);
+/* The slot of a named agent, remembered per context and checked on every
+ * call against a generation word in the bucket (bumped whenever any process
+ * claims or frees the slot): no system call when the agent is known. A
+ * slot it returns belonged to the agent at some moment during the call,
+ * as with ag_agent_get(). */
+int ag_agent_slot(struct ag_ctx *ctx, const char *name, __u32 *slot);
 /* Removes the agent and every rule pointing at it. */
 int ag_agent_delete(struct ag_ctx *ctx, const char *name);
 /* All agents, sorted by slot; free(*out). */
@@ -155,6 +161,18 @@ int ag_rule_del(struct ag_ctx *ctx, const struct ag_rule *rule);
 /* Every rule of both families; free(*out). */
 int ag_rule_list(struct ag_ctx *ctx, struct ag_rule **out, size_t *n);
 
+/* How the datapath finds the longest matching trie rule (abi.h, struct
+ * ag_probes). The choice is this context's: every rule change it makes
+ * rewrites the plans accordingly. */
+enum ag_prefix_index {
+	AG_PREFIX_INDEX_AUTO = 0, /* hash probes while they cost less than the trie */
+	AG_PREFIX_INDEX_TRIE,     /* always walk the LPM trie */
+	AG_PREFIX_INDEX_HASH,     /* hash probes whenever the lengths fit a plan */
+};
+int ag_prefix_index_set(struct ag_ctx *ctx, enum ag_prefix_index mode);
+/* 1 when the datapath probes hashes for this family (AF_INET, AF_INET6). */
+int ag_prefix_index_active(struct ag_ctx *ctx, int family);
+
 /* ---- global config ---------------------------------------------------- */
 
 int ag_config_get(struct ag_ctx *ctx, struct ag_config *cfg);
@@ -200,6 +218,18 @@ struct ag_link_info {
 /* A loaded instance of the datapath program bound to ctx's maps. */
 struct ag_prog;
 int ag_prog_load(struct ag_ctx *ctx, struct ag_prog **out);
+struct ag_prog_opts {
+	/* Drops are decided without the exact clock when the bucket refuses
+	 * the packet even at the coarse clock plus this many ns (its largest
+	 * lag behind CLOCK_MONOTONIC). 0: ag_coarse_slack_default_ns();
+	 * negative: every classified packet reads the exact clock. Stored in
+	 * ag_config, so it applies to every program on ctx's maps: the last
+	 * load's value holds. */
+	__s64 coarse_slack_ns;
+};
+int ag_prog_load_opts(struct ag_ctx *ctx, const struct ag_prog_opts *opts, struct ag_prog **out);
+/* Three ticks of the kernel's timer (clock_getres of CLOCK_MONOTONIC_COARSE). */
+__u64 ag_coarse_slack_default_ns(void);
 int ag_prog_fd(const struct ag_prog *prog);
 void ag_prog_free(struct ag_prog *prog);
 

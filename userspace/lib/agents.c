@@ -87,14 +87,37 @@ static int info_lookup(struct ag_ctx *ctx, __u32 slot, struct ag_agent_info *inf
 	return 0;
 }
 
-/* Name -> slot -> info, checking that both maps agree. */
-static int lookup_agent(struct ag_ctx *ctx, const char *name, struct ag_agent_info *info)
+static _Atomic __u32 *slot_gen(struct ag_ctx *ctx, __u32 slot)
+{
+	_Static_assert(sizeof(_Atomic __u32) == sizeof(__u32), "atomic u32 size");
+	return (_Atomic __u32 *)&ctx->buckets[slot].gen;
+}
+
+/* Before a slot is claimed for an agent and before anything of a deleted
+ * agent is removed: a name cached with the previous generation misses. */
+static void slot_gen_bump(struct ag_ctx *ctx, __u32 slot)
+{
+	if (ctx->buckets && slot < ctx->max_agents)
+		atomic_fetch_add(slot_gen(ctx, slot), 1);
+}
+
+/* Name -> slot -> info, checking that both maps agree. With gen: the slot's
+ * generation when the name was found, and *stable whether it stayed the
+ * same until the agent's record was read (the slot was the agent's all
+ * along). */
+static int lookup_agent_gen(struct ag_ctx *ctx, const char *name, struct ag_agent_info *info,
+			    __u32 *gen, bool *stable)
 {
 	char stored[AG_NAME_MAX + 1];
 	__u32 slot;
 	int err;
 
 	err = index_lookup(ctx, name, &slot);
+	if (!err && gen) {
+		*stable = ctx->buckets && slot < ctx->max_agents;
+		if (*stable)
+			*gen = atomic_load(slot_gen(ctx, slot));
+	}
 	if (!err)
 		err = info_lookup(ctx, slot, info);
 	if (err == -ENOENT)
@@ -104,6 +127,103 @@ static int lookup_agent(struct ag_ctx *ctx, const char *name, struct ag_agent_in
 	info_name(info, stored);
 	if (strcmp(stored, name) != 0)
 		return ag_err(ENOENT, "unknown agent '%s'", name);
+	if (gen && *stable)
+		*stable = atomic_load(slot_gen(ctx, slot)) == *gen;
+	return 0;
+}
+
+static int lookup_agent(struct ag_ctx *ctx, const char *name, struct ag_agent_info *info)
+{
+	return lookup_agent_gen(ctx, name, info, NULL, NULL);
+}
+
+/* ---- name -> slot cache ------------------------------------------------------ */
+
+#define SLOT_CACHE_ENTRIES 4096 /* direct-mapped, a power of two */
+#define SLOT_CACHE_LOCKS 64
+
+struct slot_cache_entry {
+	char name[AG_NAME_MAX]; /* NUL-padded; all zero: empty */
+	__u32 slot;
+	__u32 gen;
+};
+
+struct ag_slot_cache {
+	pthread_mutex_t lock[SLOT_CACHE_LOCKS];
+	struct slot_cache_entry e[SLOT_CACHE_ENTRIES];
+};
+
+struct ag_slot_cache *ag_slot_cache_new(void)
+{
+	struct ag_slot_cache *c = calloc(1, sizeof(*c));
+	int i;
+
+	for (i = 0; c && i < SLOT_CACHE_LOCKS; i++)
+		pthread_mutex_init(&c->lock[i], NULL);
+	return c;
+}
+
+void ag_slot_cache_free(struct ag_slot_cache *c)
+{
+	int i;
+
+	for (i = 0; c && i < SLOT_CACHE_LOCKS; i++)
+		pthread_mutex_destroy(&c->lock[i]);
+	free(c);
+}
+
+static __u32 name_hash(const char *name)
+{
+	__u32 h = 2166136261u; /* FNV-1a */
+
+	for (; *name; name++)
+		h = (h ^ (unsigned char)*name) * 16777619u;
+	return h;
+}
+
+int ag_agent_slot(struct ag_ctx *ctx, const char *name, __u32 *slot)
+{
+	struct ag_slot_cache *c = ctx->slot_cache;
+	struct ag_name_key key;
+	struct ag_agent_info info;
+	struct slot_cache_entry *e;
+	pthread_mutex_t *lock;
+	bool stable = false;
+	__u32 i, gen = 0;
+	int err;
+
+	err = ag_name_check(name);
+	if (err)
+		return err;
+	if (!c || !ctx->buckets) {
+		err = lookup_agent(ctx, name, &info);
+		if (!err)
+			*slot = info.slot;
+		return err;
+	}
+	name_key(name, &key);
+	i = name_hash(name) & (SLOT_CACHE_ENTRIES - 1);
+	e = &c->e[i];
+	lock = &c->lock[i % SLOT_CACHE_LOCKS];
+	pthread_mutex_lock(lock);
+	if (!memcmp(e->name, key.name, AG_NAME_MAX) && e->slot < ctx->max_agents &&
+	    atomic_load(slot_gen(ctx, e->slot)) == e->gen) {
+		*slot = e->slot;
+		pthread_mutex_unlock(lock);
+		return 0;
+	}
+	pthread_mutex_unlock(lock);
+	err = lookup_agent_gen(ctx, name, &info, &gen, &stable);
+	if (err)
+		return err;
+	*slot = info.slot;
+	if (stable) {
+		pthread_mutex_lock(lock);
+		memcpy(e->name, key.name, AG_NAME_MAX);
+		e->slot = info.slot;
+		e->gen = gen;
+		pthread_mutex_unlock(lock);
+	}
 	return 0;
 }
 
@@ -155,6 +275,7 @@ static int claim_slot(struct ag_ctx *ctx, struct ag_agent_info *info)
 		info->slot = slot;
 		if (!bpf_map_update_elem(ctx->fds[AG_M_NAMES], &slot, info, BPF_NOEXIST)) {
 			ctx->free_hint = slot + 1;
+			slot_gen_bump(ctx, slot);
 			return 0;
 		}
 		if (errno == EEXIST) { /* stale hint byte: fix it and move on */
@@ -335,7 +456,9 @@ static int remove_slot(struct ag_ctx *ctx, __u32 slot, const char *name, bool dr
 	int err;
 
 	/* Bucket first: from here on the agent is recognisably half-deleted
-	 * (indexed, no limit), and a repair after a crash finishes the job. */
+	 * (indexed, no limit), and a repair after a crash finishes the job.
+	 * Before it, the generation: cached names of this slot miss. */
+	slot_gen_bump(ctx, slot);
 	err = ag_bucket_disable(ctx, slot);
 	if (!err)
 		err = ag_rules_drop_slot(ctx, slot);

@@ -16,6 +16,9 @@ enum ag_map_id {
 	AG_M_RULES_V6,
 	AG_M_HOSTS_V4,
 	AG_M_HOSTS_V6,
+	AG_M_PREFIXES_V4,
+	AG_M_PREFIXES_V6,
+	AG_M_PROBES,
 	AG_M_NAMES,
 	AG_M_INDEX,
 	AG_M_CONFIG,
@@ -49,6 +52,10 @@ struct ag_ctx {
 	int fds[AG_M__COUNT];
 	struct ag_bucket *buckets; /* mmap of ag_buckets */
 	size_t mmap_len;
+	struct ag_probes *probes;  /* mmap of ag_probes; NULL when read-only */
+	size_t probes_len;
+	enum ag_prefix_index prefix_index;
+	struct ag_slot_cache *slot_cache; /* ag_agent_slot(); NULL: no caching */
 	__u32 max_agents;
 	__u32 max_rules;
 	int ncpus;
@@ -73,6 +80,12 @@ int ag_dirty_clear(struct ag_ctx *ctx, __u32 bits);
 /* Repair passes, run under the lock when the journal says so. */
 int ag_repair_agents(struct ag_ctx *ctx);
 int ag_repair_rules(struct ag_ctx *ctx);
+
+struct ag_slot_cache *ag_slot_cache_new(void);
+void ag_slot_cache_free(struct ag_slot_cache *c);
+
+/* Rebuild the per-length index of trie rules (hashes, counts, plans). */
+int ag_rebuild_prefix_index(struct ag_ctx *ctx);
 
 /* Rules pointing at slot, removed (agent deletion). */
 int ag_rules_drop_slot(struct ag_ctx *ctx, __u32 slot);

@@ -13,10 +13,12 @@
 #include <dirent.h>
 #include <errno.h>
 #include <net/if.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <bpf/bpf.h>
@@ -35,8 +37,58 @@ static struct bpf_map *skel_map(struct agentgate_bpf *skel, enum ag_map_id id)
 	return bpf_object__find_map_by_name(skel->obj, ag_map_descs[id].name);
 }
 
+/*
+ * The coarse clock (CLOCK_MONOTONIC_COARSE, bpf_ktime_get_coarse_ns()) is the
+ * time of the timekeeper's last update. Updates come with the timer tick
+ * and account for whole ticks only, so it lags CLOCK_MONOTONIC by less than
+ * two ticks while ticks come on time (the remainder of the last update,
+ * under one tick, plus the time since it). One more tick covers a late tick.
+ * clock_getres() of the coarse clock is the tick: 1/CONFIG_HZ.
+ */
+#define AG_COARSE_SLACK_TICKS 3
+#define AG_COARSE_TICK_FALLBACK_NS 10000000ULL /* HZ = 100, the slowest tick */
+
+__u64 ag_coarse_slack_default_ns(void)
+{
+	struct timespec res;
+	__u64 tick = AG_COARSE_TICK_FALLBACK_NS;
+
+	if (!clock_getres(CLOCK_MONOTONIC_COARSE, &res) && !res.tv_sec && res.tv_nsec > 0)
+		tick = (__u64)res.tv_nsec;
+	return AG_COARSE_SLACK_TICKS * tick;
+}
+
+/*
+ * The slack lives in ag_config, beside the maps every program on them
+ * shares: a property of the machine's timer, not of one program, so a
+ * program re-loaded on the same maps is the same program (same tag, same
+ * maps; see keep_if_same()). The largest value the field holds is ~4.3 s.
+ */
+static int set_coarse_slack(struct ag_ctx *ctx, __u64 slack_ns)
+{
+	__u32 want = slack_ns > UINT32_MAX ? UINT32_MAX : (__u32)slack_ns;
+	struct ag_config cfg;
+	int err = ag_lock(ctx);
+
+	if (err)
+		return err;
+	err = ag_config_read(ctx, &cfg);
+	if (!err && cfg.coarse_slack_ns != want) {
+		cfg.coarse_slack_ns = want;
+		err = ag_config_write(ctx, &cfg);
+	}
+	ag_unlock(ctx);
+	return err;
+}
+
 int ag_prog_load(struct ag_ctx *ctx, struct ag_prog **out)
 {
+	return ag_prog_load_opts(ctx, NULL, out);
+}
+
+int ag_prog_load_opts(struct ag_ctx *ctx, const struct ag_prog_opts *opts, struct ag_prog **out)
+{
+	__s64 slack = opts ? opts->coarse_slack_ns : 0;
 	struct ag_prog *prog;
 	int i, err;
 
@@ -65,6 +117,10 @@ int ag_prog_load(struct ag_ctx *ctx, struct ag_prog **out)
 			     strerror(errno));
 		goto fail;
 	}
+	err = set_coarse_slack(ctx, slack < 0 ? 0 : slack ? (__u64)slack :
+						 ag_coarse_slack_default_ns());
+	if (err)
+		goto fail;
 	*out = prog;
 	return 0;
 fail:

@@ -33,6 +33,9 @@ const struct ag_map_desc ag_map_descs[AG_M__COUNT] = {
 	[AG_M_RULES_V6] = { AG_MAP_RULES_V6, AG_SIZE_RULES },
 	[AG_M_HOSTS_V4] = { AG_MAP_HOSTS_V4, AG_SIZE_RULES },
 	[AG_M_HOSTS_V6] = { AG_MAP_HOSTS_V6, AG_SIZE_RULES },
+	[AG_M_PREFIXES_V4] = { AG_MAP_PREFIXES_V4, AG_SIZE_RULES },
+	[AG_M_PREFIXES_V6] = { AG_MAP_PREFIXES_V6, AG_SIZE_RULES },
+	[AG_M_PROBES] = { AG_MAP_PROBES, AG_SIZE_FIXED },
 	[AG_M_NAMES] = { AG_MAP_NAMES, AG_SIZE_AGENTS },
 	[AG_M_INDEX] = { AG_MAP_INDEX, AG_SIZE_AGENTS },
 	[AG_M_CONFIG] = { AG_MAP_CONFIG, AG_SIZE_FIXED },
@@ -178,6 +181,7 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 {
 	LIBBPF_OPTS(bpf_obj_get_opts, ro, .file_flags = BPF_F_RDONLY);
 	struct map_def defs[AG_M__COUNT];
+	bool created[AG_M__COUNT] = {};
 	char path[PATH_MAX];
 	int i, err;
 
@@ -193,6 +197,7 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 			ctx->fds[i] = create_map(path, i, &defs[i]);
 			if (ctx->fds[i] < 0)
 				return ctx->fds[i];
+			created[i] = true;
 			continue;
 		}
 		if (ctx->fds[i] < 0) {
@@ -207,6 +212,23 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 		err = check_layout(path, ctx->fds[i], &defs[i]);
 		if (err)
 			return err;
+	}
+	/* Pins made before the per-length index existed: its maps start
+	 * empty beside a trie that may hold rules. Their zero plans keep the
+	 * datapath on the trie; the journal has the next locked mutation
+	 * build the index (ag_repair_rules). */
+	if (!created[AG_M_RULES_V4] &&
+	    (created[AG_M_PREFIXES_V4] || created[AG_M_PREFIXES_V6] || created[AG_M_PROBES])) {
+		struct ag_config cfg;
+
+		/* Creation holds the lock; ag_dirty_set() would repair now,
+		 * before the buckets are mapped. */
+		err = ag_config_read(ctx, &cfg);
+		if (!err) {
+			cfg.dirty |= AG_DIRTY_RULES;
+			err = ag_config_write(ctx, &cfg);
+		}
+		return err;
 	}
 	return 0;
 }
@@ -292,6 +314,25 @@ static int map_buckets(struct ag_ctx *ctx)
 	return 0;
 }
 
+/* The probe plans are written whole through a mapping (C11 atomics), like
+ * tat words; only writers map them. */
+static int map_probes(struct ag_ctx *ctx)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	void *p;
+
+	if (ctx->read_only)
+		return 0;
+	ctx->probes_len = (sizeof(struct ag_probes) + page - 1) & ~((size_t)page - 1);
+	p = mmap(NULL, ctx->probes_len, PROT_READ | PROT_WRITE, MAP_SHARED, ctx->fds[AG_M_PROBES],
+		 0);
+	if (p == MAP_FAILED)
+		return ag_err(errno, "cannot mmap %s/%s: %s", ctx->pin_root, AG_MAP_PROBES,
+			      strerror(errno));
+	ctx->probes = p;
+	return 0;
+}
+
 int ag_open(const struct ag_open_opts *opts, struct ag_ctx **out)
 {
 	const char *root = opts && opts->pin_root ? opts->pin_root : AG_PIN_ROOT_DEFAULT;
@@ -355,8 +396,11 @@ int ag_open(const struct ag_open_opts *opts, struct ag_ctx **out)
 	if (err)
 		goto cleanup;
 	err = map_buckets(ctx);
+	if (!err)
+		err = map_probes(ctx);
 	if (err)
 		goto cleanup;
+	ctx->slot_cache = ag_slot_cache_new(); /* optional: NULL only slows lookups */
 	*out = ctx;
 	return 0;
 
@@ -373,6 +417,9 @@ void ag_close(struct ag_ctx *ctx)
 		return;
 	if (ctx->buckets)
 		munmap(ctx->buckets, ctx->mmap_len);
+	if (ctx->probes)
+		munmap(ctx->probes, ctx->probes_len);
+	ag_slot_cache_free(ctx->slot_cache);
 	for (i = 0; i < AG_M__COUNT; i++)
 		if (ctx->fds[i] >= 0)
 			close(ctx->fds[i]);

@@ -5,9 +5,16 @@
  * ag_config.rule_count[] tells the datapath which lookups can hit; it is
  * raised before an insert and lowered after a delete, under the journal bit,
  * so the datapath never skips a map holding a live rule.
+ *
+ * Every trie rule is also in the per-length hash of its family (abi.h,
+ * struct ag_probes): inserted after the trie, deleted with it, counted by
+ * length, and the probe plans rewritten after each change. A plan carries
+ * the family's trie rule count, so between the count's change and the new
+ * plan the datapath walks the trie, which is complete at every step.
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -183,6 +190,7 @@ static void key_to_rule(enum ag_map_id map, const union rule_key *k, __u32 slot,
 		memcpy(r->addr, k->host4.addr, 4);
 		break;
 	case AG_M_RULES_V4:
+	case AG_M_PREFIXES_V4:
 		r->family = AF_INET, r->plen = k->lpm4.prefixlen - 32, r->port = ntohl(k->lpm4.port);
 		memcpy(r->addr, k->lpm4.addr, 4);
 		break;
@@ -258,6 +266,165 @@ static void locate(struct ag_ctx *ctx, const struct ag_rule *rule, struct rule_p
 	describe(rule, at->what, sizeof(at->what));
 }
 
+/* ---- per-length index of trie rules ------------------------------------ */
+
+static bool kind_is_trie(enum ag_rule_kind k)
+{
+	return k == AG_RK_LPM4 || k == AG_RK_LPM4_PORT || k == AG_RK_LPM6 || k == AG_RK_LPM6_PORT;
+}
+
+static int kind_family(enum ag_rule_kind k)
+{
+	return k >= AG_RK_HOST6; /* 0: IPv4, 1: IPv6 (index into ag_probes) */
+}
+
+static const enum ag_map_id trie_maps[2] = { AG_M_RULES_V4, AG_M_RULES_V6 };
+static const enum ag_map_id prefix_maps[2] = { AG_M_PREFIXES_V4, AG_M_PREFIXES_V6 };
+
+static __u32 trie_rules(const struct ag_config *cfg, int fam)
+{
+	return fam ? cfg->rule_count[AG_RK_LPM6] + cfg->rule_count[AG_RK_LPM6_PORT] :
+		     cfg->rule_count[AG_RK_LPM4] + cfg->rule_count[AG_RK_LPM4_PORT];
+}
+
+/*
+ * AUTO: probe the hashes while their worst case, one hash lookup per planned
+ * combination, costs no more than the trie's lookup. Measured with
+ * bench/xdp_cost (docs/BENCHMARKS.md, cache-hot): a probe costs a little
+ * more than a lookup in a trie of one rule, and the trie adds about half a
+ * probe per doubling of its rules: one probe pays from 2 rules on, two
+ * from 8, three from 32, ... six from 2048.
+ */
+static bool auto_prefers_hash(__u32 probes, __u32 rules)
+{
+	__u32 depth = 0;
+
+	while (rules >> (depth + 1))
+		depth++; /* floor(log2(rules)) */
+	return probes <= (depth + 1) / 2;
+}
+
+/* Longest first, and a port rule before a wildcard one of equal length: the
+ * order in which the first hit is the trie's answer. 0: walk the trie. */
+static __u64 make_plan(const struct ag_ctx *ctx, int fam, __u32 rules)
+{
+	__u64 plan = 0;
+	__u32 n = 0;
+	int plen, port;
+
+	if (ctx->prefix_index == AG_PREFIX_INDEX_TRIE)
+		return 0;
+	for (plen = (fam ? 128 : 32) - 1; plen >= 0; plen--)
+		for (port = 1; port >= 0; port--) {
+			if (!ctx->probes->count[fam][port][plen])
+				continue;
+			if (n == AG_PROBES_MAX)
+				return 0;
+			plan |= (__u64)((port ? AG_PROBE_PORT : 0) | (__u32)plen) << (8 * (n + 1));
+			n++;
+		}
+	if (ctx->prefix_index == AG_PREFIX_INDEX_AUTO && !auto_prefers_hash(n, rules))
+		return 0;
+	return plan | n | AG_PLAN_VALID | ((__u64)(rules & 0xff) << 56);
+}
+
+static void store_plans(struct ag_ctx *ctx, const struct ag_config *cfg)
+{
+	int fam;
+
+	for (fam = 0; fam < 2; fam++)
+		atomic_store((_Atomic __u64 *)&ctx->probes->plan[fam],
+			     make_plan(ctx, fam, trie_rules(cfg, fam)));
+}
+
+/* Plans for the current counts. Counts that disagree with ag_config's
+ * (a writer that keeps no index changed the trie) rebuild the index. */
+static int publish_plans(struct ag_ctx *ctx)
+{
+	struct ag_config cfg;
+	int fam, port, plen, err = ag_config_read(ctx, &cfg);
+
+	if (err)
+		return err;
+	for (fam = 0; fam < 2; fam++) {
+		__u32 sum = 0;
+
+		for (port = 0; port < 2; port++)
+			for (plen = 0; plen < 128; plen++)
+				sum += ctx->probes->count[fam][port][plen];
+		if (sum != trie_rules(&cfg, fam)) {
+			ag_warn("prefix index out of step with the rules: rebuilding it");
+			return ag_repair_rules(ctx);
+		}
+	}
+	store_plans(ctx, &cfg);
+	return 0;
+}
+
+static __u32 *length_count(struct ag_ctx *ctx, const struct ag_rule *r)
+{
+	return &ctx->probes->count[r->family == AF_INET6][r->port != 0][r->plen];
+}
+
+/* The index side of a trie insert: the hash entry, then the count. */
+static int index_add(struct ag_ctx *ctx, const struct rule_place *at, const struct ag_rule *r,
+		     const struct ag_rule_val *val)
+{
+	int fd = ctx->fds[prefix_maps[kind_family(at->kind)]];
+
+	if (bpf_map_update_elem(fd, &at->key, val, BPF_ANY))
+		return ag_err(errno, "cannot add rule %s to %s: %s", at->what,
+			      ag_map_descs[prefix_maps[kind_family(at->kind)]].name,
+			      strerror(errno));
+	(*length_count(ctx, r))++;
+	return 0;
+}
+
+static int index_del(struct ag_ctx *ctx, enum ag_rule_kind kind, const union rule_key *key,
+		     const struct ag_rule *r)
+{
+	__u32 *count = length_count(ctx, r);
+
+	if (bpf_map_delete_elem(ctx->fds[prefix_maps[kind_family(kind)]], key) && errno != ENOENT)
+		return ag_err(errno, "cannot delete a rule from %s: %s",
+			      ag_map_descs[prefix_maps[kind_family(kind)]].name, strerror(errno));
+	if (*count)
+		(*count)--;
+	return 0;
+}
+
+int ag_prefix_index_set(struct ag_ctx *ctx, enum ag_prefix_index mode)
+{
+	int err;
+
+	if (mode != AG_PREFIX_INDEX_AUTO && mode != AG_PREFIX_INDEX_TRIE &&
+	    mode != AG_PREFIX_INDEX_HASH)
+		return ag_err(EINVAL, "unknown prefix index mode %d", (int)mode);
+	err = ag_lock(ctx);
+	if (err)
+		return err;
+	ctx->prefix_index = mode;
+	err = publish_plans(ctx);
+	ag_unlock(ctx);
+	return err;
+}
+
+int ag_prefix_index_active(struct ag_ctx *ctx, int family)
+{
+	int fam = family == AF_INET6;
+	struct ag_config cfg;
+	__u64 plan;
+	int err;
+
+	if (!ctx->probes)
+		return ag_err(EROFS, "the probe plans are not mapped (read-only open)");
+	err = ag_config_read(ctx, &cfg);
+	if (err)
+		return err;
+	plan = atomic_load((_Atomic __u64 *)&ctx->probes->plan[fam]);
+	return (plan & AG_PLAN_VALID) && AG_PLAN_CHECK(plan) == (trie_rules(&cfg, fam) & 0xff);
+}
+
 static int insert_rule(struct ag_ctx *ctx, const struct ag_rule *rule, const char *agent)
 {
 	struct ag_rule_val val, old;
@@ -292,6 +459,16 @@ static int insert_rule(struct ag_ctx *ctx, const struct ag_rule *rule, const cha
 		adjust_count(ctx, at.kind, -1, false);
 		return err;
 	}
+	if (kind_is_trie(at.kind)) {
+		err = index_add(ctx, &at, rule, &val);
+		if (err) { /* the journal stays set: the next locker rebuilds */
+			bpf_map_delete_elem(at.fd, &at.key);
+			return err;
+		}
+		err = publish_plans(ctx);
+		if (err)
+			return err;
+	}
 	return ag_dirty_clear(ctx, AG_DIRTY_RULES);
 }
 
@@ -312,7 +489,14 @@ static int remove_rule(struct ag_ctx *ctx, const struct ag_rule *rule)
 		ag_dirty_clear(ctx, AG_DIRTY_RULES);
 		return err;
 	}
-	return adjust_count(ctx, at.kind, -1, false);
+	if (!kind_is_trie(at.kind))
+		return adjust_count(ctx, at.kind, -1, false);
+	err = index_del(ctx, at.kind, &at.key, rule);
+	if (!err)
+		err = adjust_count(ctx, at.kind, -1, true);
+	if (!err)
+		err = publish_plans(ctx);
+	return err ? err : ag_dirty_clear(ctx, AG_DIRTY_RULES);
 }
 
 int ag_rule_add(struct ag_ctx *ctx, const struct ag_rule *rule, const char *agent)
@@ -344,16 +528,17 @@ int ag_rule_del(struct ag_ctx *ctx, const struct ag_rule *rule)
 static const enum ag_map_id rule_maps[] = { AG_M_HOSTS_V4, AG_M_RULES_V4, AG_M_HOSTS_V6,
 					    AG_M_RULES_V6 };
 
-/* Visit every rule of every map; stops at the first non-zero return. */
-static int for_each_rule(struct ag_ctx *ctx,
-			 int (*fn)(void *arg, enum ag_map_id map, const union rule_key *k,
-				   const struct ag_rule_val *v),
-			 void *arg)
+typedef int (*rule_fn)(void *arg, enum ag_map_id map, const union rule_key *k,
+		       const struct ag_rule_val *v);
+
+/* Visit every entry of the given maps; stops at the first non-zero return. */
+static int for_each_in(struct ag_ctx *ctx, const enum ag_map_id *maps, size_t n_maps, rule_fn fn,
+		       void *arg)
 {
 	size_t m;
 
-	for (m = 0; m < sizeof(rule_maps) / sizeof(rule_maps[0]); m++) {
-		int fd = ctx->fds[rule_maps[m]];
+	for (m = 0; m < n_maps; m++) {
+		int fd = ctx->fds[maps[m]];
 		union rule_key key, next;
 		struct ag_rule_val val;
 		bool first = true;
@@ -364,15 +549,21 @@ static int for_each_rule(struct ag_ctx *ctx,
 			key = next;
 			if (bpf_map_lookup_elem(fd, &key, &val))
 				continue; /* deleted meanwhile */
-			err = fn(arg, rule_maps[m], &key, &val);
+			err = fn(arg, maps[m], &key, &val);
 			if (err)
 				return err;
 		}
 		if (errno != ENOENT)
-			return ag_err(errno, "cannot list %s: %s", ag_map_descs[rule_maps[m]].name,
+			return ag_err(errno, "cannot list %s: %s", ag_map_descs[maps[m]].name,
 				      strerror(errno));
 	}
 	return 0;
+}
+
+/* Visit every rule (the index hashes are copies, not visited). */
+static int for_each_rule(struct ag_ctx *ctx, rule_fn fn, void *arg)
+{
+	return for_each_in(ctx, rule_maps, sizeof(rule_maps) / sizeof(rule_maps[0]), fn, arg);
 }
 
 struct rule_vec {
@@ -420,20 +611,23 @@ int ag_rule_list(struct ag_ctx *ctx, struct ag_rule **out, size_t *n)
 	return *out ? 0 : ag_err(ENOMEM, "out of memory");
 }
 
+/* Under the journal; the caller publishes the plans. */
 static int delete_rules(struct ag_ctx *ctx, const struct rule_vec *rv)
 {
 	size_t i;
 	int err = 0;
 
 	for (i = 0; i < rv->n && !err; i++) {
+		enum ag_rule_kind kind = rule_kind(&rv->v[i]);
 		union rule_key key;
 
 		make_key(&rv->v[i], &key);
-		if (bpf_map_delete_elem(ctx->fds[kind_map(rule_kind(&rv->v[i]))], &key) &&
-		    errno != ENOENT)
+		if (bpf_map_delete_elem(ctx->fds[kind_map(kind)], &key) && errno != ENOENT)
 			err = ag_err(errno, "cannot delete rule: %s", strerror(errno));
-		else
-			err = adjust_count(ctx, rule_kind(&rv->v[i]), -1, true);
+		if (!err && kind_is_trie(kind))
+			err = index_del(ctx, kind, &key, &rv->v[i]);
+		if (!err)
+			err = adjust_count(ctx, kind, -1, true);
 	}
 	return err;
 }
@@ -451,6 +645,8 @@ int ag_rules_drop_slot(struct ag_ctx *ctx, __u32 slot)
 		err = ag_dirty_set(ctx, AG_DIRTY_RULES);
 		if (!err)
 			err = delete_rules(ctx, &rv);
+		if (!err)
+			err = publish_plans(ctx);
 		if (!err)
 			err = ag_dirty_clear(ctx, AG_DIRTY_RULES);
 	}
@@ -500,7 +696,85 @@ int ag_repair_rules(struct ag_ctx *ctx)
 		memcpy(cfg.rule_count, counts, sizeof(counts));
 		err = ag_config_write(ctx, &cfg);
 	}
+	if (!err)
+		err = ag_rebuild_prefix_index(ctx);
 	free(rv.v);
 	free(named);
+	return err;
+}
+
+struct index_build {
+	struct ag_ctx *ctx;
+	__u32 (*count)[2][128];
+	struct rule_vec stale; /* hash entries without their trie rule */
+};
+
+/* A trie rule: into its family's hash (again), counted by length. */
+static int index_rule(void *arg, enum ag_map_id map, const union rule_key *k,
+		      const struct ag_rule_val *v)
+{
+	struct index_build *ib = arg;
+	int fam = map == AG_M_RULES_V6;
+	struct ag_rule r;
+
+	key_to_rule(map, k, v->slot, &r);
+	if (bpf_map_update_elem(ib->ctx->fds[prefix_maps[fam]], k, v, BPF_ANY))
+		return ag_err(errno, "cannot add a rule to %s: %s",
+			      ag_map_descs[prefix_maps[fam]].name, strerror(errno));
+	ib->count[fam][r.port != 0][r.plen]++;
+	return 0;
+}
+
+/* A hash entry: stale unless the trie holds the same rule for the same slot. */
+static int find_stale(void *arg, enum ag_map_id map, const union rule_key *k,
+		      const struct ag_rule_val *v)
+{
+	struct index_build *ib = arg;
+	int fam = map == AG_M_PREFIXES_V6;
+	struct ag_rule_val in_trie;
+	struct ag_rule r;
+
+	key_to_rule(map, k, v->slot, &r);
+	if (find_exact(ib->ctx->fds[trie_maps[fam]], k, &r, &in_trie) && in_trie.slot == v->slot)
+		return 0;
+	return collect(&ib->stale, map, k, v);
+}
+
+/* Under the lock: make the hashes hold exactly the trie rules, recount them
+ * by length and write fresh plans. The datapath walks the tries meanwhile. */
+int ag_rebuild_prefix_index(struct ag_ctx *ctx)
+{
+	struct index_build ib = { .ctx = ctx };
+	struct ag_config cfg;
+	size_t i;
+	int err;
+
+	if (!ctx->probes)
+		return ag_require_writable(ctx);
+	ib.count = calloc(2, sizeof(*ib.count));
+	if (!ib.count)
+		return ag_err(ENOMEM, "out of memory");
+	atomic_store((_Atomic __u64 *)&ctx->probes->plan[0], 0);
+	atomic_store((_Atomic __u64 *)&ctx->probes->plan[1], 0);
+	err = for_each_in(ctx, prefix_maps, 2, find_stale, &ib);
+	for (i = 0; !err && i < ib.stale.n; i++) {
+		union rule_key key;
+
+		make_key(&ib.stale.v[i], &key);
+		if (bpf_map_delete_elem(ctx->fds[prefix_maps[ib.stale.v[i].family == AF_INET6]],
+					&key) &&
+		    errno != ENOENT)
+			err = ag_err(errno, "cannot delete a stale index entry: %s", strerror(errno));
+	}
+	if (!err)
+		err = for_each_in(ctx, trie_maps, 2, index_rule, &ib);
+	if (!err)
+		err = ag_config_read(ctx, &cfg);
+	if (!err) {
+		memcpy(ctx->probes->count, ib.count, sizeof(ctx->probes->count));
+		store_plans(ctx, &cfg);
+	}
+	free(ib.stale.v);
+	free(ib.count);
 	return err;
 }
