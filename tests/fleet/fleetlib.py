@@ -21,6 +21,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
 from loopports import free_ports  # noqa: E402
+from procs import stop_proc  # noqa: E402,F401  (also used by the tests)
 
 PROCS = []      # every Popen started here (killed by id in cleanup)
 PINS = []       # pin roots to remove
@@ -85,18 +86,6 @@ def popen(cmd, log, **kw):
                          stderr=subprocess.STDOUT, **kw)
     PROCS.append(p)
     return p
-
-
-def stop_proc(p, sig=signal.SIGTERM, timeout=15):
-    """Signal p (by id) and wait; SIGKILL after timeout. Returns the exit code."""
-    if p.poll() is None:
-        try:
-            p.send_signal(sig)
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    return p.returncode
 
 
 # ---- nats-server ----------------------------------------------------------------
@@ -334,17 +323,7 @@ class Daemon:
 
     def stop(self, timeout=20):
         """SIGTERM; the exit code (None: had to be killed)."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return None
-        return self.proc.returncode
+        return None if self.proc is None else stop_proc(self.proc, timeout=timeout)
 
     def log_text(self):
         try:

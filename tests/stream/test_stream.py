@@ -33,6 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 from wsclient import WS, Closed, free_port  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+from procs import stop_proc  # noqa: E402
 
 BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
 DAEMON = os.path.join(BUILD, "agentgated-san")
@@ -115,15 +117,7 @@ class Daemon:
 
     def stop(self, timeout=20):
         """SIGTERM; returns the exit code (None: killed after timeout)."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                return None
-        return self.proc.returncode
+        return stop_proc(self.proc, timeout=timeout)
 
     def stop_clean(self):
         rc = self.stop()
