@@ -2,8 +2,8 @@
 #
 # agentgate build. Everything goes to $(OUTPUT) (default build/); V=1 shows
 # the commands. Targets: all (default), check, demo, run IFACE=DEV, bench
-# (and bench-xdp, -peers, -accuracy, -ratings, -consume, -scale, -stream),
-# install (PREFIX, DESTDIR), uninstall, clean.
+# (and bench-xdp, -peers, -accuracy, -ratings, -consume, -scale, -stream, -fleet,
+# -trafficgen), install (PREFIX, DESTDIR), uninstall, clean.
 
 OUTPUT ?= build
 CLANG ?= clang
@@ -45,7 +45,7 @@ all: $(OUTPUT)/libagentgate.a $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(OUTPUT)
 
 # ---- BPF objects and skeletons ----------------------------------------
 
-BPF_SRCS := bpf/agentgate.bpf.c bench/empty.bpf.c bench/trafficgen.bpf.c
+BPF_SRCS := bpf/agentgate.bpf.c bench/empty.bpf.c lab/trafficgen.bpf.c
 BPF_OBJS := $(patsubst %.bpf.c,$(OUTPUT)/%.bpf.o,$(BPF_SRCS))
 
 $(OUTPUT)/%.bpf.o: %.bpf.c | $(OUTPUT)
@@ -61,7 +61,7 @@ $(OUTPUT)/empty.skel.h: $(OUTPUT)/bench/empty.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name empty_bpf > $@
 
-$(OUTPUT)/trafficgen.skel.h: $(OUTPUT)/bench/trafficgen.bpf.o
+$(OUTPUT)/trafficgen.skel.h: $(OUTPUT)/lab/trafficgen.bpf.o
 	$(call msg,GEN-SKEL,$@)
 	$(Q)$(BPFTOOL) gen skeleton $< name trafficgen_bpf > $@
 
@@ -208,10 +208,12 @@ $(OUTPUT)/bench/xdp_cost: bench/xdp_cost.c $(OUTPUT)/empty.skel.h $(OUTPUT)/liba
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< $(OUTPUT)/libagentgate.a -o $@ $(LIBS)
 
-# The live-frames traffic generator (lab, demo, e2e tests, benchmarks).
-$(OUTPUT)/ag-trafficgen: bench/trafficgen.c bench/trafficgen.h $(OUTPUT)/trafficgen.skel.h
+# The lab's traffic generator (lab/: the demo, the tests, the benchmarks):
+# engines live (XDP live frames) and packet (AF_PACKET).
+TG_SRCS := lab/trafficgen.c lab/tx_live.c lab/tx_packet.c
+$(OUTPUT)/ag-trafficgen: $(TG_SRCS) lab/tg.h lab/trafficgen.h $(OUTPUT)/trafficgen.skel.h
 	$(call msg,CC,$@)
-	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -Ibench $< -o $@ -lbpf -lelf -lz -lpthread -lm
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -Ilab $(TG_SRCS) -o $@ -lbpf -lelf -lz -lpthread -lm
 
 $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/agents_fill: $(OUTPUT)/bench/%: bench/%.c \
 		$(OUTPUT)/libagentgate.a
@@ -257,10 +259,10 @@ test: all
 
 # make bench: every benchmark (docs/BENCHMARKS.md), 10-15 minutes; each
 # one alone: make bench-xdp, bench-peers, bench-accuracy, bench-ratings,
-# bench-consume, bench-scale, bench-stream, bench-fleet. BENCH_ARGS passes options to a
-# single one.
+# bench-consume, bench-scale, bench-stream, bench-fleet, bench-trafficgen.
+# BENCH_ARGS passes options to a single one.
 BENCH_ONE := bench-xdp bench-peers bench-accuracy bench-ratings bench-consume bench-scale \
-	bench-stream bench-fleet
+	bench-stream bench-fleet bench-trafficgen
 .PHONY: bench-prep $(BENCH_ONE)
 
 bench: bench-prep
@@ -272,6 +274,7 @@ bench: bench-prep
 	$(Q)bench/scale.sh $(OUTPUT)
 	$(Q)bench/stream.py $(OUTPUT)
 	$(Q)bench/fleet.py $(OUTPUT)
+	$(Q)bench/trafficgen.sh $(OUTPUT)
 
 bench-prep: deps
 	$(Q)$(MAKE) --no-print-directory bench-bins $(OUTPUT)/agentgate $(OUTPUT)/agentgated
@@ -292,6 +295,8 @@ bench-stream: bench-prep
 	$(Q)bench/stream.py $(OUTPUT) $(BENCH_ARGS)
 bench-fleet: bench-prep
 	$(Q)bench/fleet.py $(OUTPUT) $(BENCH_ARGS)
+bench-trafficgen: bench-prep
+	$(Q)bench/trafficgen.sh $(OUTPUT) $(BENCH_ARGS)
 
 # make demo: the whole mission on one machine (scripts/demo.sh), in under 90 s.
 demo: deps

@@ -2,10 +2,12 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 #
 # Accuracy with traffic on every CPU (docs/BENCHMARKS.md, "Accuracy"): one
-# agent, one bucket, live frames from every CPU at once, far more than the
-# rate; admitted / (burst + rate * t) must come to 0.99-1.00.
+# agent, one bucket, frames from every CPU at once, far more than the rate;
+# admitted / (burst + rate * t) must come to 0.99-1.00. The lab's generator
+# sends them with --engine E (default auto: live XDP frames where the kernel
+# allows them, else AF_PACKET); the report names the engine that ran.
 #
-# An edge host from scripts/lab.sh with one veth queue per CPU
+# An edge host from lab/lab.sh with one veth queue per CPU
 # (AG_LAB_QUEUES): the generator runs one thread pinned to each CPU, a frame
 # sent on CPU c lands in eth0's queue c and the XDP program handles it on CPU
 # c, so every CPU charges the same bucket concurrently (the per-CPU counters
@@ -22,8 +24,8 @@
 # most of that flood is refused without the exact clock (docs/DATAPATH.md,
 # "Clock"), so that rate checks the shortcut under contention too.
 #
-# Usage: bench/accuracy.sh BUILD_DIR [--rates "R1 R2 ..."] [--burst-ms M]
-#                          [--seconds S] [--rounds K]
+# Usage: bench/accuracy.sh BUILD_DIR [--engine auto|live|packet] [--rates "R1 R2 ..."]
+#                          [--burst-ms M] [--seconds S] [--rounds K]
 # Burst is M milliseconds of the rate (default 100), at least 1 token.
 # Makes an edge host bnaPID and removes it (processes, pins, namespaces) on
 # exit, also on failure or Ctrl-C.
@@ -32,7 +34,7 @@
 set -u
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-LAB=$ROOT/scripts/lab.sh
+LAB=$ROOT/lab/lab.sh
 PROG=bench/accuracy.sh
 AGENT=bn-acc
 SRC=10.202.0.0/24
@@ -50,6 +52,7 @@ rates="100 1000 10000 100000 1000000"
 burst_ms=100
 seconds=5
 rounds=3
+engine=auto
 cmdline="$PROG $build $*"
 while [ $# -gt 0 ]; do
 	[ $# -ge 2 ] || usage
@@ -58,11 +61,13 @@ while [ $# -gt 0 ]; do
 	--burst-ms) burst_ms=$2 ;;
 	--seconds) seconds=$2 ;;
 	--rounds) rounds=$2 ;;
+	--engine) engine=$2 ;;
 	*) usage ;;
 	esac
 	shift 2
 done
 need_positive_ints $rates "$burst_ms" "$seconds" "$rounds"
+case $engine in auto | live | packet) ;; *) die "--engine '$engine': use auto, live or packet" 2 ;; esac
 
 need_built "$build" agentgate ag-trafficgen
 build=$(cd "$build" && pwd)
@@ -97,7 +102,7 @@ trap 'exit 143' TERM
 
 AG_LAB_QUEUES=$ncpu "$LAB" up "$name" >"$work/env" 2>"$work/lab.err"
 rc=$?
-[ "$rc" -eq 0 ] || { cat "$work/lab.err" >&2; die "scripts/lab.sh up $name failed" 3; }
+[ "$rc" -eq 0 ] || { cat "$work/lab.err" >&2; die "lab/lab.sh up $name failed" 3; }
 lab_up=1
 eval "$(cat "$work/env")"
 in_host() { ip netns exec "$LAB_NS" "$@"; }
@@ -125,12 +130,16 @@ run_once() { # RATE BURST ROUND
 	local r=$1 b=$2 round=$3 before after
 	before=$(percpu) || die "cannot read the counters"
 	cli agent reset "$AGENT" >/dev/null || die "cannot reset $AGENT"
-	ip netns exec "$LAB_WIRE_NS" "$build/ag-trafficgen" --dev "$LAB_WIRE_IF" \
+	ip netns exec "$LAB_WIRE_NS" "$build/ag-trafficgen" --engine "$engine" --dev "$LAB_WIRE_IF" \
 		--dst-mac "$OTHER_MAC" --src "$SRC" --dst "$LAB_ADDR4" --threads "$ncpu" \
 		--duration "$seconds" --json >"$work/gen.json" 2>"$work/gen.err" &
 	gen_pid=$!
 	wait "$gen_pid" || { cat "$work/gen.err" >&2; die "the generator failed"; }
 	gen_pid=""
+	if [ -z "${said_engine:-}" ]; then
+		echo "# $(sed -n 's/^ag-trafficgen: //p' "$work/gen.err")"
+		said_engine=1
+	fi
 	sleep 0.2 # the last frames in the veth rings
 	after=$(percpu) || die "cannot read the counters"
 	python3 - "$r" "$b" "$round" "$before" "$after" "$work/gen.json" >>"$work/results" <<'EOF'

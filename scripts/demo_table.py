@@ -89,7 +89,7 @@ def summarize(history, agents, last, uncl_hist):
     it tracks the rate: within 5 %, or within one packet at each edge of the
     window (2/N packets/s over N one-second intervals), which is what counting
     whole packets can resolve at rates of a few packets per second."""
-    res = {"agents": [], "intervals": len(history)}
+    res = {"agents": [], "intervals": len(history), "last": last}
     tail = history[-last:] if history else []
     for name in agents:
         seen = [h[name] for h in history if name in h]

@@ -3,7 +3,7 @@
 #
 # End-to-end tests, TAP output. Usage: tests/e2e/test_e2e.sh BUILD_DIR
 #
-# The demo's flow with assertions, on an edge host made by scripts/lab.sh
+# The demo's flow with assertions, on an edge host made by lab/lab.sh
 # (network namespace, veth pair, own bpffs): the plain agentgated runs there
 # with only CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON (as etc/agentgated.service
 # gives it), XDP attached to the host's eth0; ag-trafficgen sends real frames
@@ -114,25 +114,77 @@ t_lab() {
 	"$LAB" down "$H2" || { fail "down of a removed host failed"; return 1; }
 }
 
-t_trafficgen_counts() {
-	local out
-	ip netns exec "$LAB_NS" "$PY" "$HERE/udpsink.py" "$TMP/gen.json" "0.0.0.0:9100" "[::]:9101" &
-	local sink=$!
+# trafficgen_counts ENGINE: two flows (IPv4, IPv6), two threads, 800 frames
+# each, through ENGINE; every frame received, 100 from each source. Where
+# the kernel refuses the engine (exit 3), the case is skipped with its reason.
+trafficgen_counts() {
+	local engine=$1 out sink rc
+	ip netns exec "$LAB_NS" "$PY" "$HERE/udpsink.py" "$TMP/gen-$engine.json" "0.0.0.0:9100" "[::]:9101" &
+	sink=$!
 	sleep 0.5
-	out=$(in_wire "$BUILD/ag-trafficgen" --dev "$LAB_WIRE_IF" --dst-mac "$LAB_MAC" --threads 2 \
-		--json --rate 4000 --count 800 \
+	out=$(in_wire "$BUILD/ag-trafficgen" --engine "$engine" --dev "$LAB_WIRE_IF" --dst-mac "$LAB_MAC" \
+		--threads 2 --json --rate 4000 --count 800 \
 		--src 10.5.0.0/29 --dst "$LAB_ADDR4" --dport 9100 \
-		--src fd00:5::1-fd00:5::8 --dst "$LAB_ADDR6" --dport 9101 --size 300) ||
-		{ kill "$sink"; fail "ag-trafficgen failed: $out"; return 1; }
+		--src fd00:5::1-fd00:5::8 --dst "$LAB_ADDR6" --dport 9101 --size 300 2>"$TMP/gen-$engine.err")
+	rc=$?
+	if [ "$rc" -eq 3 ] && [ "$engine" = live ]; then
+		kill "$sink"
+		wait "$sink"
+		SKIP_REASON="the kernel refuses live frames here: $(sed 's/^ag-trafficgen: //' "$TMP/gen-$engine.err")"
+		return 77
+	fi
+	[ "$rc" -eq 0 ] || { kill "$sink"; fail "ag-trafficgen --engine $engine: exit $rc: $out $(cat "$TMP/gen-$engine.err")"; return 1; }
 	sleep 0.5
 	kill "$sink"
 	wait "$sink"
-	json_check "$out" "d['sent'] == 1600" "[f['sent'] for f in d['flows']] == [800, 800]" \
+	json_check "$out" "d['engine'] == '$engine'" "d['engine_reason'] == 'asked for'" \
+		"d['sent'] == 1600" "[f['sent'] for f in d['flows']] == [800, 800]" \
 		"[f['sources'] for f in d['flows']] == [8, 8]" || return 1
-	json_check "$(cat "$TMP/gen.json")" \
+	json_check "$(cat "$TMP/gen-$engine.json")" \
 		"d['0.0.0.0:9100']['total'] == 800" "d['[::]:9101']['total'] == 800" \
 		"sorted(d['0.0.0.0:9100']['sources'].items()) == [('10.5.0.%d' % i, 100) for i in range(8)]" \
 		"sorted(d['[::]:9101']['sources'].items()) == [('fd00:5::%d' % i, 100) for i in range(1, 9)]"
+}
+
+t_trafficgen_packet() { trafficgen_counts packet; }
+t_trafficgen_live() { trafficgen_counts live; }
+
+# auto: the report names the engine that ran and why, and it is the one the
+# kernel allows (a live probe decides: --engine live exits 3 where refused).
+t_trafficgen_auto() {
+	local out live_rc want
+	in_wire "$BUILD/ag-trafficgen" --engine live --dev "$LAB_WIRE_IF" --dst-mac "$LAB_MAC" --count 1 \
+		--src 10.5.0.1 --dst "$LAB_ADDR4" --dport 9 >/dev/null 2>&1
+	live_rc=$?
+	case $live_rc in 0) want=live ;; 3) want=packet ;; *) fail "--engine live: exit $live_rc"; return 1 ;; esac
+	out=$(in_wire "$BUILD/ag-trafficgen" --dev "$LAB_WIRE_IF" --dst-mac "$LAB_MAC" --json --count 50 \
+		--src 10.5.0.1 --dst "$LAB_ADDR4" --dport 9 2>"$TMP/auto.err") || { fail "auto: $(cat "$TMP/auto.err")"; return 1; }
+	json_check "$out" "d['engine'] == '$want'" "d['sent'] == 50" \
+		"d['engine_reason'].startswith('auto: ')" || return 1
+	grep -q "^ag-trafficgen: engine $want (auto: " "$TMP/auto.err" || { fail "no engine line on stderr: $(cat "$TMP/auto.err")"; return 1; }
+	[ "$want" = live ] || json_check "$out" "'live frames unavailable' in d['engine_reason']"
+}
+
+# A real refusal of BPF: without CAP_BPF and CAP_NET_ADMIN the frame program
+# cannot be loaded. auto falls back to AF_PACKET (CAP_NET_RAW) and says why;
+# --engine live exits 3 naming the reason; without CAP_NET_RAW no engine runs.
+t_trafficgen_no_bpf() {
+	local out rc
+	out=$(in_wire setpriv --bounding-set -all,+net_raw -- "$BUILD/ag-trafficgen" --dev "$LAB_WIRE_IF" \
+		--dst-mac "$LAB_MAC" --json --count 20 --src 10.5.0.1 --dst "$LAB_ADDR4" --dport 9 2>"$TMP/nobpf.err") ||
+		{ fail "auto without BPF: $(cat "$TMP/nobpf.err")"; return 1; }
+	json_check "$out" "d['engine'] == 'packet'" "d['sent'] == 20" \
+		"d['engine_reason'].startswith('auto: live frames unavailable: ')" || return 1
+	in_wire setpriv --bounding-set -all,+net_raw -- "$BUILD/ag-trafficgen" --engine live --dev "$LAB_WIRE_IF" \
+		--count 20 --src 10.5.0.1 --dst "$LAB_ADDR4" >/dev/null 2>"$TMP/nobpf.err"
+	rc=$?
+	[ "$rc" -eq 3 ] && grep -q -- "--engine live cannot run here: cannot load the frame program" "$TMP/nobpf.err" ||
+		{ fail "--engine live without BPF: exit $rc: $(cat "$TMP/nobpf.err")"; return 1; }
+	in_wire setpriv --bounding-set -all -- "$BUILD/ag-trafficgen" --dev "$LAB_WIRE_IF" \
+		--count 20 --src 10.5.0.1 --dst "$LAB_ADDR4" >/dev/null 2>"$TMP/nobpf.err"
+	rc=$?
+	[ "$rc" -eq 3 ] && grep -q -- "--engine packet cannot run here: .*needs CAP_NET_RAW" "$TMP/nobpf.err" ||
+		{ fail "no capabilities: exit $rc: $(cat "$TMP/nobpf.err")"; return 1; }
 }
 
 t_trafficgen_errors() {
@@ -150,6 +202,7 @@ t_trafficgen_errors() {
 --dev wire0 --src fd00::/64 --dst fd00::1|at most 2^32
 --dev nosuchdev --src 10.0.0.1 --dst 10.0.0.2|no such interface
 --dev wire0 --src 10.0.0.1 --dst 10.0.0.2 --rate fast|invalid value
+--dev wire0 --engine xdp --src 10.0.0.1 --dst 10.0.0.2|use auto, live or packet
 EOF
 }
 
@@ -175,8 +228,8 @@ t_daemon_start() {
 	echo $! >"$TMP/sink.pid"
 	sleep 0.5
 	# Each agent offered 6000 packets/s; 4000 unclassified frames at 2000/s.
-	ip netns exec "$LAB_WIRE_NS" "$BUILD/ag-trafficgen" --dev "$LAB_WIRE_IF" --dst-mac "$LAB_MAC" --duration 600 \
-		--dport 9000 \
+	ip netns exec "$LAB_WIRE_NS" "$BUILD/ag-trafficgen" --engine "$TG_ENGINE" --dev "$LAB_WIRE_IF" \
+		--dst-mac "$LAB_MAC" --duration 600 --dport 9000 \
 		--src 10.1.0.0/24 --dst "$LAB_ADDR4" --rate 6000 \
 		--src 10.2.0.0/24 --dst "$LAB_ADDR4" --rate 6000 \
 		--src 2001:db8:bad::1-2001:db8:bad::ff --dst "$LAB_ADDR6" --rate 6000 \
@@ -333,8 +386,8 @@ t_daemon_stop() {
 t_demo() {
 	local rc
 	# The make target itself: deps (all present), build (up to date), demo.
-	DEMO_RATINGS_S=8 DEMO_SUMMARY_JSON=$TMP/demo.json make -s -C "$ROOT" demo OUTPUT="$BUILD" \
-		>"$TMP/demo.out" 2>&1 &
+	DEMO_ENGINE=$TG_ENGINE DEMO_RATINGS_S=8 DEMO_SUMMARY_JSON=$TMP/demo.json \
+		make -s -C "$ROOT" demo OUTPUT="$BUILD" >"$TMP/demo.out" 2>&1 &
 	DEMO_PID=$!
 	wait "$DEMO_PID"
 	rc=$?
@@ -352,7 +405,43 @@ t_demo() {
 		"d['unclassified']['dropped_pps'] == 0" \
 		"abs(d['unclassified']['passed_pps'] - 2000) <= 100" || return 1
 	grep -q 'removed the edge host' "$TMP/demo.out" || { fail "no teardown message"; return 1; }
+	# The last line states what was measured, with the engine that ran.
+	tail -n 1 "$TMP/demo.out" | grep -Eq '^Measured over the last 5 s \((live|packet) engine\): good [0-9.]+/s admitted at refill 3100/s \([-+][0-9.]+ %\), average .*, bad .*: each within 5 % of its refill rate; unclassified [0-9]+/s passed, none dropped$' ||
+		{ fail "last line: $(tail -n 1 "$TMP/demo.out")"; return 1; }
 	no_demo_left
+}
+
+# demo_fails WHAT: scripts/demo.sh with BUILD=$TMP/fake (the generator
+# wrapped) exits 1, its last line a failure naming WHAT, nothing left.
+demo_fails() {
+	local rc
+	DEMO_RATINGS_S=4 "$ROOT/scripts/demo.sh" "$TMP/fake" >"$TMP/demo-f.out" 2>&1 &
+	DEMO_PID=$!
+	wait "$DEMO_PID"
+	rc=$?
+	DEMO_PID=""
+	[ "$rc" -eq 1 ] || { fail "exit code $rc, want 1"; diag "$(tail -n 20 "$TMP/demo-f.out")"; return 1; }
+	grep -Eq "$1" "$TMP/demo-f.out" || { fail "no '$1' in:"; diag "$(tail -n 20 "$TMP/demo-f.out")"; return 1; }
+	grep -q '^Measured' "$TMP/demo-f.out" && { fail "a failed demo claims a measurement"; return 1; }
+	grep -q 'removed the edge host' "$TMP/demo-f.out" || { fail "no teardown"; return 1; }
+	no_demo_left
+}
+
+# A demo whose traffic is made to fail exits 1 saying why: the generator
+# offered 500 packets/s instead of 8000 (good and average cannot reach their
+# refill rates: the agents that are off and by how much), stopping after 3 s
+# (its early exit reported), an engine it does not have (its error printed).
+t_demo_traffic_fails() {
+	mkdir -p "$TMP/fake" && ln -sf "$BUILD/agentgate" "$BUILD/agentgated" "$TMP/fake/" || return 1
+	printf '#!/bin/bash\na=(); for x in "$@"; do [ "$x" = 8000 ] && x=500; a+=("$x"); done\nexec %s "${a[@]}"\n' \
+		"$BUILD/ag-trafficgen" >"$TMP/fake/ag-trafficgen"
+	chmod +x "$TMP/fake/ag-trafficgen"
+	demo_fails '^demo: off: good [0-9.]+/s admitted at refill [0-9]+/s \(-[0-9.]+ %\)' || return 1
+	grep -q '^demo: FAILED: measured over the last 5 s' "$TMP/demo-f.out" || { fail "no FAILED line"; return 1; }
+	printf '#!/bin/sh\nexec %s "$@" --duration 3\n' "$BUILD/ag-trafficgen" >"$TMP/fake/ag-trafficgen"
+	demo_fails 'the traffic generator stopped early \(exit code 0\)' || return 1
+	printf '#!/bin/sh\nexec %s "$@" --engine none\n' "$BUILD/ag-trafficgen" >"$TMP/fake/ag-trafficgen"
+	demo_fails "demo:   ag-trafficgen: --engine 'none': use auto, live or packet"
 }
 
 # As Ctrl-C does it: SIGINT mid-run (env --default-signal: a background job
@@ -507,8 +596,11 @@ EOF
 }
 
 TESTS=(
-	"t_lab|scripts/lab.sh: up makes netns, veth with MACs and addresses, bpffs; duplicate and bad names refused; down removes all"
-	"t_trafficgen_counts|ag-trafficgen: two flows (IPv4, IPv6), two threads: 800 frames each, 100 per source, all received"
+	"t_lab|lab/lab.sh: up makes netns, veth with MACs and addresses, bpffs; duplicate and bad names refused; down removes all"
+	"t_trafficgen_packet|ag-trafficgen --engine packet: two flows (IPv4, IPv6), two threads: 800 frames each, 100 per source, all received"
+	"t_trafficgen_live|ag-trafficgen --engine live: the same (skipped with the kernel's reason where live frames are refused)"
+	"t_trafficgen_auto|ag-trafficgen --engine auto: runs the engine the kernel allows and says which and why"
+	"t_trafficgen_no_bpf|ag-trafficgen without CAP_BPF: auto falls back to AF_PACKET saying why; live exits 3 naming the reason"
 	"t_trafficgen_errors|ag-trafficgen: bad arguments exit 2 naming the problem"
 	"t_daemon_start|agentgated with only CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON: attached native, agents and rules over HTTP"
 	"t_rates_follow_ratings|20 ratings each (HTTP and ingest socket): rates 1900/1500/1100; admitted pps within 5 % (bad over IPv6)"
@@ -519,6 +611,7 @@ TESTS=(
 	"t_metrics_snapshot|/metrics under traffic: per-agent drop counters and the learned refill rate"
 	"t_daemon_stop|SIGTERM: exit 0, XDP stays attached, no errors in the log"
 	"t_demo|make demo: rates 3100/1500/1 tracked within 5 % (1 pps: within a packet per window edge), unclassified untouched; nothing left behind"
+	"t_demo_traffic_fails|make demo with traffic made to fail (too little offered, the generator stopping, a bad engine): exit 1 naming the agent off or the generator's error; nothing left"
 	"t_demo_interrupted|scripts/demo.sh interrupted by SIGINT (Ctrl-C): exit 130, torn down, nothing left"
 	"t_install|make install DESTDIR PREFIX: files and modes (TLS libraries too), unit verified by systemd-analyze, config kept; uninstall"
 	"t_make_run|make run IFACE=eth0: serves on 127.0.0.1:9470, attached; SIGTERM: clean shutdown, XDP stays"

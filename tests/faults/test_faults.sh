@@ -3,7 +3,7 @@
 #
 # Fault tests, TAP output. Usage: tests/faults/test_faults.sh BUILD_DIR
 #
-# On an edge host from scripts/lab.sh, the plain agentgated (started as
+# On an edge host from lab/lab.sh, the plain agentgated (started as
 # root with every capability, so that its own privilege drop is what is
 # tested) attached to the host's eth0, and ag-trafficgen sending agent
 # "lim" (500 packets/s, burst 500) six times its rate from the wire side.
@@ -164,8 +164,8 @@ sink_total() {
 
 # traffic_start [--count N]: lim's flow at SEND_PPS, in the background.
 traffic_start() {
-	ip netns exec "$LAB_WIRE_NS" "$BUILD/ag-trafficgen" --dev "$LAB_WIRE_IF" --dst-mac "$LAB_MAC" \
-		--src 10.7.0.0/28 --dst "$LAB_ADDR4" --dport 9100 --rate "$SEND_PPS" "$@" \
+	ip netns exec "$LAB_WIRE_NS" "$BUILD/ag-trafficgen" --engine "$TG_ENGINE" --dev "$LAB_WIRE_IF" \
+		--dst-mac "$LAB_MAC" --src 10.7.0.0/28 --dst "$LAB_ADDR4" --dport 9100 --rate "$SEND_PPS" "$@" \
 		>"$TMP/gen.out" 2>&1 &
 	GEN_PID=$!
 }

@@ -25,7 +25,7 @@ from procs import stop_proc  # noqa: E402,F401  (also used by the tests)
 
 PROCS = []      # every Popen started here (killed by id in cleanup)
 PINS = []       # pin roots to remove
-LAB_HOSTS = []  # scripts/lab.sh edge hosts to take down (name, lab script)
+LAB_HOSTS = []  # lab/lab.sh edge hosts to take down (name, lab script)
 
 
 class Fail(Exception):

@@ -24,7 +24,7 @@ promtool on a fleet daemon's /metrics; NATS down (202 queued, 503 for
 operator changes, /readyz degraded, a durable outbox across kill -9) and
 back (everything applied exactly once); a 3-node NATS cluster losing its
 stream leader under ratings; the demand split with real traffic at two
-edge hosts of scripts/lab.sh; every daemon exiting 0 on SIGTERM without
+edge hosts of lab/lab.sh; every daemon exiting 0 on SIGTERM without
 a sanitizer report.
 
 No timing is a pass/fail criterion except generous convergence deadlines.
@@ -58,7 +58,9 @@ BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
 DAEMON = os.path.join(BUILD, os.environ.get("AG_FLEET_DAEMON", "agentgated-san"))
 CLI = os.path.join(BUILD, "agentgate")
 TRAFFICGEN = os.path.join(BUILD, "ag-trafficgen")
-LAB = os.path.join(ROOT, "scripts", "lab.sh")
+# The generator's engine (auto, live or packet): AG_TEST_ENGINE, as for the shell suites.
+TG_ENGINE = os.environ.get("AG_TEST_ENGINE", "auto")
+LAB = os.path.join(ROOT, "lab", "lab.sh")
 TMP = None
 BPFFS = os.environ.get("AG_TEST_BPFFS", "")
 OWN_BPFFS = None
@@ -991,7 +993,7 @@ def t_demand_split():
     for x in ("fa", "fb"):
         env = lab_up(x + tag)
         if env is None:
-            raise Skip("this machine cannot host a lab (scripts/lab.sh up: 77)")
+            raise Skip("this machine cannot host a lab (lab/lab.sh up: 77)")
         labs.append(env)
     for env in labs:
         r = sh(["ip", "netns", "exec", env["LAB_NS"], CLI, "--pin-path", env["LAB_PIN"],
@@ -1022,7 +1024,7 @@ def t_demand_split():
         offered = (4000, 2000)
         for env, pps in zip(labs, offered):
             gens.append(fl.popen(["ip", "netns", "exec", env["LAB_WIRE_NS"], TRAFFICGEN,
-                                  "--dev", env["LAB_WIRE_IF"], "--dst-mac", env["LAB_MAC"],
+                                  "--engine", TG_ENGINE, "--dev", env["LAB_WIRE_IF"], "--dst-mac", env["LAB_MAC"],
                                   "--duration", "120", "--src", "10.66.0.0/24",
                                   "--dst", env["LAB_ADDR4"], "--dport", "9000",
                                   "--rate", str(pps)],

@@ -1,18 +1,22 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 # shellcheck shell=bash
 #
-# What the suites on a scripts/lab.sh edge host share (tests/e2e,
+# What the suites on a lab/lab.sh edge host share (tests/e2e,
 # tests/faults): source it after setting HERE (the suite's directory); it
 # sources tap.sh and sets ROOT and LAB.
 #
 #   lab_suite_checks ARG REASON BIN...  BUILD from the suite's argument,
 #                         skip (77) without root, ip or python3 (PY), bail
 #                         out when a BIN under BUILD is missing; CLI
-#   lab_suite_up NAME     scripts/lab.sh up NAME (skip when the machine
+#   lab_suite_up NAME     lab/lab.sh up NAME (skip when the machine
 #                         cannot host a lab), its LAB_* variables set;
 #                         needs TMP
 #   fail TEXT             the text as a diagnostic; status 1
 #   in_host, in_wire CMD  CMD in the edge host, on its wire side
+#   TG_ENGINE             the traffic generator's --engine for the suites'
+#                         traffic: AG_TEST_ENGINE, default auto (live frames
+#                         where the kernel allows them, else AF_PACKET); the
+#                         cases about the engines run each one explicitly
 #   cli ARGS...           the CLI (JSON) in the host on the lab's pins: OUT, RC
 #   api METHOD PATH [BODY]  HTTP to API_URL (default http://127.0.0.1:9470)
 #                         in the host; BODY may be @FILE: CODE, BODY
@@ -22,7 +26,9 @@
 . "$HERE/../lib/tap.sh"
 
 ROOT=$(cd "$HERE/../.." && pwd)
-LAB=$ROOT/scripts/lab.sh
+LAB=$ROOT/lab/lab.sh
+TG_ENGINE=${AG_TEST_ENGINE:-auto}
+case $TG_ENGINE in auto | live | packet) ;; *) echo "Bail out! AG_TEST_ENGINE '$TG_ENGINE': use auto, live or packet"; exit 1 ;; esac
 
 lab_suite_checks() {
 	local b
@@ -41,8 +47,8 @@ lab_suite_up() {
 	local rc
 	"$LAB" up "$1" >"$TMP/lab.env"
 	rc=$?
-	[ "$rc" -eq 77 ] && skip_all "this machine cannot host a lab (scripts/lab.sh up: 77)"
-	[ "$rc" -eq 0 ] || { echo "Bail out! scripts/lab.sh up $1 failed"; exit 1; }
+	[ "$rc" -eq 77 ] && skip_all "this machine cannot host a lab (lab/lab.sh up: 77)"
+	[ "$rc" -eq 0 ] || { echo "Bail out! lab/lab.sh up $1 failed"; exit 1; }
 	eval "$(cat "$TMP/lab.env")"
 }
 

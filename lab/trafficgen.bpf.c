@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * The traffic generator's frame program, run by BPF_PROG_TEST_RUN in
- * BPF_F_TEST_XDP_LIVE_FRAMES mode: the kernel hands it a flow's template
- * frame again and again and carries out its verdict for real. It writes the
- * flow's next source address into the frame, fixes the checksum the address
- * is part of, and returns XDP_TX, which live-frames mode turns into a
- * transmit out of the ingress interface given to the test run.
+ * BPF_F_TEST_XDP_LIVE_FRAMES mode by the live engine (tx_live.c): the
+ * kernel hands it a flow's template frame again and again and carries out
+ * its verdict for real. It writes the flow's next source address into the
+ * frame, fixes the checksum the address is part of, and returns XDP_TX,
+ * which live-frames mode turns into a transmit out of the ingress interface
+ * given to the test run.
  *
  * Frame layout (built by trafficgen.c): Ethernet, IPv4 without options or
  * IPv6 without extension headers, UDP. For IPv6 only the last 32 bits of the
@@ -15,7 +16,10 @@
  *
  * Frames whose source MAC is not the device's own are not templates: they
  * are passed untouched (the program is also attached to the device, where it
- * meets received frames; see trafficgen.c).
+ * meets received frames; see tx_live.c).
+ *
+ * trafficgen_probe drops every frame: a live-frames run of it transmits
+ * nothing and tells whether the kernel allows live frames at all.
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -116,4 +120,10 @@ int trafficgen_xdp(struct xdp_md *ctx)
 		ip6->saddr.in6_u.u6_addr32[3] = addr;
 	}
 	return XDP_TX;
+}
+
+SEC("xdp")
+int trafficgen_probe(struct xdp_md *ctx)
+{
+	return XDP_DROP;
 }

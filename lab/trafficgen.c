@@ -1,27 +1,37 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * ag-trafficgen: UDP traffic from ranges of source addresses, generated in
- * the kernel with BPF_PROG_TEST_RUN in BPF_F_TEST_XDP_LIVE_FRAMES mode.
+ * ag-trafficgen: UDP traffic from ranges of source addresses, the lab's
+ * traffic generator (the demo, the end-to-end tests and the benchmarks use
+ * it).
  *
  * One or more flows (each --src starts one: its source range, destination,
  * ports, frame size, rate and count) are sent by one or more threads, each
- * pinned to a CPU and carrying its share of every flow. A thread runs the
- * frame program (trafficgen.bpf.c) on a flow's template frame with a repeat
- * count; the program sets the flow's next source address and returns XDP_TX,
- * and the kernel transmits every repetition out of --dev. On a veth pair the
- * frames arrive at the peer, through its XDP program, like frames from a
- * wire. Pacing: each call sends what the flow's schedule (rate x time since
+ * pinned to a CPU and carrying its share of every flow. A transmit engine
+ * puts the frames on the wire (tg.h):
+ *   live    the kernel generates them: BPF_PROG_TEST_RUN in
+ *           BPF_F_TEST_XDP_LIVE_FRAMES mode runs the frame program
+ *           (trafficgen.bpf.c) on the flow's template, which sets the next
+ *           source and returns XDP_TX (tx_live.c). Frames leave as XDP frames,
+ *           as a NIC would deliver them to the peer of a veth. Hardened
+ *           kernels (a BPF LSM policy, lockdown) refuse it.
+ *   packet  an AF_PACKET socket per thread, sendmmsg(2) with
+ *           PACKET_QDISC_BYPASS (tx_packet.c): no BPF at all. Frames leave as
+ *           socket buffers.
+ *   auto    live where the kernel allows it (a probe run that transmits
+ *           nothing), packet otherwise; the report says which ran and why.
+ * Pacing: each round sends what the flow's schedule (rate x time since
  * start) owes, so a rate holds over any span longer than a few milliseconds;
- * within a call frames go out back to back.
+ * within a round frames go out back to back.
  *
- * "sent" counts frames the program handed to the kernel for transmission;
- * frames the device then refuses (peer down, a full ring, no NAPI on a veth
- * peer without XDP or GRO) are not seen here: count them at the receiver.
+ * "sent" counts frames the device accepted. The packet engine also counts
+ * "refused": transmit attempts the device turned away because its queue was
+ * full (tried again, so a --count is still sent in full). What the live
+ * engine's device refuses after XDP_TX is not seen here (on a veth: the
+ * wire side's tx_queue_N_xdp_xmit_errors): count frames at the receiver.
  */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
-#include <limits.h>
 #include <math.h>
 #include <net/if.h>
 #include <pthread.h>
@@ -38,69 +48,23 @@
 #include <sys/socket.h>
 #include <linux/if.h>
 
-#include <bpf/bpf.h>
-#include <bpf/libbpf.h>
+#include "tg.h"
 
-#include "trafficgen.h"
-#include "trafficgen.skel.h"
-
-#define ETH_HLEN_ 14
-#define IP4_HLEN 20
-#define IP6_HLEN 40
-#define UDP_HLEN 8
-#define FRAME_MAX 1514 /* a veth refuses frames over MTU (1500) + Ethernet header */
 #define UNPACED_BATCH 65536u
 #define BATCH_MAX 65536u
+/* After the device turned frames away: wait this long before trying again. */
+#define REFUSED_BACKOFF_S 0.0002
 
-struct flow {
-	int family;               /* AF_INET or AF_INET6 */
-	uint8_t src_base[16];     /* first source address, network order */
-	uint32_t src_count;
-	const char *src_arg;
-	const char *dst_arg;
-	uint8_t dst[16];
-	uint16_t sport, dport;
-	unsigned int size;        /* frame length, bytes */
-	uint64_t count;           /* frames in all, 0: no limit */
-	double rate;              /* frames per second in all, 0: as fast as possible */
-	uint8_t frame[FRAME_MAX]; /* the template */
-	uint32_t frame_len;
-};
+/* Exit codes: also in the usage text and docs/OPERATIONS.md. */
+#define EXIT_FAILED 1
+#define EXIT_USAGE 2
+#define EXIT_NO_ENGINE 3
 
-struct gen_opts {
-	const char *dev;
-	int ifindex;
-	uint8_t dst_mac[6];
-	double duration;          /* seconds, 0: until every count is sent or a signal */
-	unsigned int threads;
-	bool json;
-	struct flow flows[TG_MAX_FLOWS];
-	unsigned int nflows;
-};
-
-/* One thread's share of one flow. */
-struct share {
-	double rate;              /* 0: unpaced */
-	uint64_t quota;           /* 0: no limit */
-	uint64_t sent;
-	bool done;
-};
-
-struct worker {
-	pthread_t tid;
-	bool started;
-	const struct gen_opts *o;
-	int prog_fd;
-	int cpu;
-	struct share share[TG_MAX_FLOWS];
-	int err;                  /* negative errno of the first failed run */
-};
-
-static volatile sig_atomic_t stop;
+volatile sig_atomic_t tg_stop;
 
 static void on_signal(int sig)
 {
-	stop = 1;
+	tg_stop = 1;
 }
 
 static double now_s(void)
@@ -114,11 +78,19 @@ static double now_s(void)
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"Usage: ag-trafficgen --dev IFACE [--dst-mac MAC] [--threads N] [--duration SEC]\n"
-		"                     [--json] [FLOW OPTIONS] --src RANGE [FLOW OPTIONS] [--src ...]\n"
-		"Send UDP frames out of IFACE, generated in the kernel (XDP live frames).\n"
+		"Usage: ag-trafficgen --dev IFACE [--engine auto|live|packet] [--dst-mac MAC]\n"
+		"                     [--threads N] [--duration SEC] [--json]\n"
+		"                     [FLOW OPTIONS] --src RANGE [FLOW OPTIONS] [--src ...]\n"
+		"Send UDP frames out of IFACE: the lab's traffic generator.\n"
 		"\n"
 		"  --dev IFACE        interface to transmit on (e.g. one end of a veth pair)\n"
+		"  --engine E         how frames are sent (default auto):\n"
+		"                       live    generated in the kernel: XDP live frames\n"
+		"                               (BPF_PROG_TEST_RUN), as a NIC delivers them;\n"
+		"                               refused by kernels with a BPF LSM or lockdown\n"
+		"                       packet  an AF_PACKET socket per thread (sendmmsg,\n"
+		"                               qdisc bypassed): socket buffers, no BPF\n"
+		"                       auto    live where the kernel allows it, else packet\n"
 		"  --dst-mac MAC      destination MAC (default ff:ff:ff:ff:ff:ff)\n"
 		"  --threads N        sending threads, one per CPU in turn (of the CPUs the\n"
 		"                     process may use: see taskset), each carrying its share\n"
@@ -139,8 +111,11 @@ static void usage(FILE *f)
 		"  --rate PPS         frames per second (default: as fast as possible)\n"
 		"\n"
 		"Stops at --duration, when every flow has sent its --count, or on SIGINT or\n"
-		"SIGTERM, and prints the frames sent and the rate achieved, per flow and in\n"
-		"all. Needs root (CAP_NET_ADMIN, CAP_BPF).\n", TG_MAX_FLOWS);
+		"SIGTERM, and prints the engine that ran and why, and the frames sent and the\n"
+		"rate achieved, per flow and in all. Needs root (CAP_NET_RAW for packet;\n"
+		"CAP_NET_ADMIN and CAP_BPF for live).\n"
+		"Exit codes: 0 sent, 1 sending failed, 2 invalid arguments, 3 the engine asked\n"
+		"for cannot run on this host (the reason on standard error).\n", TG_MAX_FLOWS);
 }
 
 static int parse_u64(const char *s, uint64_t max, uint64_t *out)
@@ -183,7 +158,7 @@ static int parse_addr(const char *s, int *family, uint8_t out[16])
 }
 
 /* The 32 bits that vary: the whole IPv4 address or the last word of IPv6. */
-static uint32_t low32(int family, const uint8_t a[16])
+uint32_t tg_low32(int family, const uint8_t a[16])
 {
 	uint32_t v;
 
@@ -198,7 +173,7 @@ static void set_low32(int family, uint8_t a[16], uint32_t v)
 }
 
 /* ADDR, FIRST-LAST or PREFIX/LEN. Errors name what is wrong. */
-static int parse_range(const char *arg, struct flow *o)
+static int parse_range(const char *arg, struct tg_flow_opts *o)
 {
 	char buf[INET6_ADDRSTRLEN * 2 + 2];
 	char *sep;
@@ -229,7 +204,7 @@ static int parse_range(const char *arg, struct flow *o)
 					"(only the last 32 bits vary)\n", arg);
 			return -EINVAL;
 		}
-		first = low32(o->family, o->src_base);
+		first = tg_low32(o->family, o->src_base);
 		if (host == 32) {
 			first = 0;
 			o->src_count = UINT32_MAX; /* every address but one */
@@ -248,12 +223,12 @@ static int parse_range(const char *arg, struct flow *o)
 			return -EINVAL;
 		}
 		if ((o->family == AF_INET6 && memcmp(o->src_base, last, 12)) ||
-		    low32(o->family, last) < low32(o->family, o->src_base)) {
+		    tg_low32(o->family, last) < tg_low32(o->family, o->src_base)) {
 			fprintf(stderr, "ag-trafficgen: --src '%s': the range must be ascending and "
 					"differ only in the last 32 bits\n", arg);
 			return -EINVAL;
 		}
-		uint64_t n = (uint64_t)low32(o->family, last) - low32(o->family, o->src_base) + 1;
+		uint64_t n = (uint64_t)tg_low32(o->family, last) - tg_low32(o->family, o->src_base) + 1;
 
 		o->src_count = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
 		return 0;
@@ -326,10 +301,10 @@ static void put16(uint8_t *p, uint16_t v)
  * The template frame of flow index i, with valid lengths and checksums for
  * its first source, and i in the IPv4 identification or IPv6 flow label.
  */
-static void build_frame(struct flow *fl, unsigned int i, const uint8_t dst_mac[6],
+static void build_frame(struct tg_flow_opts *fl, unsigned int i, const uint8_t dst_mac[6],
 			const uint8_t src_mac[6])
 {
-	uint8_t *f = fl->frame, *ip = f + ETH_HLEN_, *udp;
+	uint8_t *f = fl->frame, *ip = f + TG_ETH_HLEN, *udp;
 	uint32_t len = fl->size, l4, sum;
 
 	memset(f, 0, len);
@@ -337,21 +312,21 @@ static void build_frame(struct flow *fl, unsigned int i, const uint8_t dst_mac[6
 	memcpy(f + 6, src_mac, 6);
 	if (fl->family == AF_INET) {
 		put16(f + 12, 0x0800);
-		udp = ip + IP4_HLEN;
-		l4 = len - ETH_HLEN_ - IP4_HLEN;
+		udp = ip + TG_IP4_HLEN;
+		l4 = len - TG_ETH_HLEN - TG_IP4_HLEN;
 		ip[0] = 0x45;
-		put16(ip + 2, (uint16_t)(IP4_HLEN + l4));
+		put16(ip + 2, (uint16_t)(TG_IP4_HLEN + l4));
 		put16(ip + 4, (uint16_t)i);
 		put16(ip + 6, 0x4000); /* DF */
 		ip[8] = 64;
 		ip[9] = IPPROTO_UDP;
 		memcpy(ip + 12, fl->src_base, 4);
 		memcpy(ip + 16, fl->dst, 4);
-		put16(ip + 10, csum_fold(csum_add(0, ip, IP4_HLEN)));
+		put16(ip + 10, csum_fold(csum_add(0, ip, TG_IP4_HLEN)));
 	} else {
 		put16(f + 12, 0x86dd);
-		udp = ip + IP6_HLEN;
-		l4 = len - ETH_HLEN_ - IP6_HLEN;
+		udp = ip + TG_IP6_HLEN;
+		l4 = len - TG_ETH_HLEN - TG_IP6_HLEN;
 		ip[0] = 0x60;
 		put16(ip + 2, (uint16_t)i);
 		put16(ip + 4, (uint16_t)l4);
@@ -363,7 +338,7 @@ static void build_frame(struct flow *fl, unsigned int i, const uint8_t dst_mac[6
 	put16(udp, fl->sport);
 	put16(udp + 2, fl->dport);
 	put16(udp + 4, (uint16_t)l4);
-	memset(udp + UDP_HLEN, 0x5a, l4 - UDP_HLEN);
+	memset(udp + TG_UDP_HLEN, 0x5a, l4 - TG_UDP_HLEN);
 	if (fl->family == AF_INET6) {
 		/* Pseudo header: addresses, upper-layer length, next header. */
 		uint16_t c;
@@ -375,6 +350,42 @@ static void build_frame(struct flow *fl, unsigned int i, const uint8_t dst_mac[6
 		put16(udp + 6, c ? c : 0xffff);
 	}
 	fl->frame_len = len;
+	fl->frame_csum = fl->family == AF_INET ? (uint16_t)(ip[10] << 8 | ip[11]) :
+						 (uint16_t)(udp[6] << 8 | udp[7]);
+}
+
+/* One's-complement checksum update for a 32-bit field changing from -> to. */
+static uint16_t csum_replace4(uint16_t sum, uint32_t from, uint32_t to)
+{
+	uint32_t s = (uint16_t)~sum;
+
+	s += (uint16_t)~from + (uint16_t)~(from >> 16);
+	s += (uint16_t)to + (uint16_t)(to >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (uint16_t)~s;
+}
+
+/*
+ * A copy of the flow's template, given source addr: the address's varying
+ * word and the checksum that covers it (IPv4 header, IPv6 UDP), updated
+ * from the template's (RFC 1624), so nothing else of the frame is touched.
+ */
+void tg_frame_set_source(const struct tg_flow_opts *fl, uint8_t *frame, uint32_t addr)
+{
+	uint32_t from = tg_low32(fl->family, fl->src_base);
+	uint16_t c = csum_replace4(fl->frame_csum, from, addr);
+	uint8_t *ip = frame + TG_ETH_HLEN;
+
+	if (fl->family == AF_INET) {
+		put16(ip + 10, c);
+		put16(ip + 12, (uint16_t)(addr >> 16));
+		put16(ip + 14, (uint16_t)addr);
+	} else {
+		put16(ip + TG_IP6_HLEN + 6, c ? c : 0xffff);
+		put16(ip + 20, (uint16_t)(addr >> 16));
+		put16(ip + 22, (uint16_t)addr);
+	}
 }
 
 /*
@@ -410,94 +421,11 @@ static void sleep_until(double t)
 	struct timespec ts = { .tv_sec = (time_t)t };
 
 	ts.tv_nsec = (long)((t - (double)ts.tv_sec) * 1e9);
-	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR && !stop)
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) == EINTR && !tg_stop)
 		;
 }
 
-/*
- * Frames of a share to send now. Unpaced: a large batch. Paced: what the
- * schedule owes by now once that is at least 5 ms worth (about 200 calls a
- * second: smooth, light on the CPU), else 0 and *due tells when it will be.
- * A call that takes long (a page pool is set up per call; without the anchor
- * link each call also waits for RCU) makes the next batch bigger, so the
- * long-run rate stays exact.
- */
-static uint32_t owed_now(const struct share *sh, double start, double now, double *due)
-{
-	double least, owed;
-
-	if (sh->rate <= 0)
-		return UNPACED_BATCH;
-	least = sh->rate * 0.005 < 1 ? 1 : sh->rate * 0.005;
-	owed = sh->rate * (now - start) - (double)sh->sent;
-	if (owed < least) {
-		*due = start + ((double)sh->sent + least) / sh->rate;
-		return 0;
-	}
-	return owed > BATCH_MAX ? BATCH_MAX : (uint32_t)owed;
-}
-
-static int send_batch(struct worker *w, const struct flow *fl, uint32_t n)
-{
-	struct xdp_md ctx = { .data_end = fl->frame_len, .ingress_ifindex = (__u32)w->o->ifindex };
-	LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = fl->frame, .data_size_in = fl->frame_len,
-		    .ctx_in = &ctx, .ctx_size_in = sizeof(ctx), .repeat = n,
-		    .batch_size = n < 256 ? n : 256, .flags = BPF_F_TEST_XDP_LIVE_FRAMES);
-
-	return bpf_prog_test_run_opts(w->prog_fd, &opts) ? -errno : 0;
-}
-
-static void *worker_main(void *arg)
-{
-	struct worker *w = arg;
-	const struct gen_opts *o = w->o;
-	double start = now_s(), end = o->duration > 0 ? start + o->duration : 0;
-
-	pin_to_cpu(w->cpu); /* best effort: more threads than CPUs still work */
-	while (!stop) {
-		double now = now_s(), next = end ? end : now + 1;
-		bool active = false;
-		unsigned int i;
-
-		if (end && now >= end)
-			break;
-		for (i = 0; i < o->nflows && !stop; i++) {
-			struct share *sh = &w->share[i];
-			double due = 0;
-			uint32_t n;
-			int err;
-
-			if (sh->done)
-				continue;
-			active = true;
-			n = owed_now(sh, start, now, &due);
-			if (!n) {
-				next = due < next ? due : next;
-				continue;
-			}
-			if (sh->quota && sh->quota - sh->sent < n)
-				n = (uint32_t)(sh->quota - sh->sent);
-			err = send_batch(w, &o->flows[i], n);
-			if (err) {
-				if (!stop) /* else: interrupted, or the device went as we stopped */
-					w->err = err;
-				return NULL;
-			}
-			sh->sent += n;
-			if (sh->quota && sh->sent >= sh->quota)
-				sh->done = true;
-			next = now; /* something was sent: look again at once */
-		}
-		if (!active)
-			break;
-		if (next > now_s())
-			sleep_until(next);
-	}
-	return NULL;
-}
-
-
-static int flow_option(int c, const char *arg, struct flow *fl)
+static int flow_option(int c, const char *arg, struct tg_flow_opts *fl)
 {
 	uint64_t v;
 
@@ -512,7 +440,7 @@ static int flow_option(int c, const char *arg, struct flow *fl)
 		*(c == 'S' ? &fl->sport : &fl->dport) = (uint16_t)v;
 		return 0;
 	case 'z':
-		if (parse_u64(arg, FRAME_MAX, &v))
+		if (parse_u64(arg, TG_FRAME_MAX, &v))
 			return -EINVAL;
 		fl->size = (unsigned int)v;
 		return 0;
@@ -525,7 +453,7 @@ static int flow_option(int c, const char *arg, struct flow *fl)
 }
 
 /* Every flow complete and consistent; errors name the flow by its --src. */
-static int check_flow(struct flow *fl)
+static int check_flow(struct tg_flow_opts *fl)
 {
 	int fam;
 
@@ -538,7 +466,7 @@ static int check_flow(struct flow *fl)
 			fl->src_arg, fl->dst_arg);
 		return -EINVAL;
 	}
-	if (fl->size < ETH_HLEN_ + (fl->family == AF_INET ? IP4_HLEN : IP6_HLEN) + UDP_HLEN) {
+	if (fl->size < TG_ETH_HLEN + (fl->family == AF_INET ? TG_IP4_HLEN : TG_IP6_HLEN) + TG_UDP_HLEN) {
 		fprintf(stderr, "ag-trafficgen: --src %s: --size %u is too small for the headers\n",
 			fl->src_arg, fl->size);
 		return -EINVAL;
@@ -546,7 +474,7 @@ static int check_flow(struct flow *fl)
 	return 0;
 }
 
-static int parse_args(int argc, char **argv, struct gen_opts *o)
+static int parse_args(int argc, char **argv, struct tg_opts *o)
 {
 	static const struct option longopts[] = {
 		{ "dev", required_argument, NULL, 'd' },   { "src", required_argument, NULL, 's' },
@@ -555,10 +483,11 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
 		{ "size", required_argument, NULL, 'z' },  { "count", required_argument, NULL, 'c' },
 		{ "rate", required_argument, NULL, 'r' },  { "duration", required_argument, NULL, 't' },
 		{ "threads", required_argument, NULL, 'T' }, { "json", no_argument, NULL, 'j' },
+		{ "engine", required_argument, NULL, 'e' },
 		{ "help", no_argument, NULL, 'h' },       {}
 	};
-	static struct flow defaults;
-	struct flow *cur = &defaults;
+	static struct tg_flow_opts defaults;
+	struct tg_flow_opts *cur = &defaults;
 	uint64_t v;
 	unsigned int i;
 	int c;
@@ -600,6 +529,19 @@ static int parse_args(int argc, char **argv, struct gen_opts *o)
 		case 'j':
 			o->json = true;
 			break;
+		case 'e':
+			if (!strcmp(optarg, "auto"))
+				o->engine = TG_ENGINE_AUTO;
+			else if (!strcmp(optarg, "live"))
+				o->engine = TG_ENGINE_LIVE;
+			else if (!strcmp(optarg, "packet"))
+				o->engine = TG_ENGINE_PACKET;
+			else {
+				fprintf(stderr, "ag-trafficgen: --engine '%s': use auto, live or packet\n",
+					optarg);
+				return -EINVAL;
+			}
+			break;
 		case 'h':
 			usage(stdout);
 			exit(0);
@@ -639,59 +581,122 @@ bad:
 	return -EINVAL;
 }
 
-static void report(const struct gen_opts *o, const uint64_t *sent, double secs)
-{
-	uint64_t total = 0;
-	unsigned int i;
 
-	for (i = 0; i < o->nflows; i++)
-		total += sent[i];
-	if (o->json) {
-		printf("{\"sent\":%llu,\"seconds\":%.6f,\"pps\":%.1f,\"threads\":%u,\"flows\":[",
-		       (unsigned long long)total, secs, secs > 0 ? (double)total / secs : 0,
-		       o->threads);
-		for (i = 0; i < o->nflows; i++)
-			printf("%s{\"src\":\"%s\",\"sources\":%u,\"size\":%u,\"sent\":%llu,"
-			       "\"pps\":%.1f}", i ? "," : "", o->flows[i].src_arg,
-			       o->flows[i].src_count, o->flows[i].size, (unsigned long long)sent[i],
-			       secs > 0 ? (double)sent[i] / secs : 0);
-		printf("]}\n");
-		return;
+/*
+ * Frames of a share to send now. Unpaced: a large batch. Paced: what the
+ * schedule owes by now once that is at least 5 ms worth (about 200 rounds a
+ * second: smooth, light on the CPU), else 0 and *due tells when it will be.
+ * A round that takes long (a live-frames run sets up a page pool; without
+ * the anchor link it also waits for RCU) makes the next batch bigger, so the
+ * long-run rate stays exact.
+ */
+static uint32_t owed_now(const struct tg_share *sh, double start, double now, double *due)
+{
+	double least, owed;
+
+	if (sh->rate <= 0)
+		return UNPACED_BATCH;
+	least = sh->rate * 0.005 < 1 ? 1 : sh->rate * 0.005;
+	owed = sh->rate * (now - start) - (double)sh->sent;
+	if (owed < least) {
+		*due = start + ((double)sh->sent + least) / sh->rate;
+		return 0;
 	}
-	for (i = 0; i < o->nflows && o->nflows > 1; i++)
-		printf("  %-36s %12llu frames %12.0f frames/s\n", o->flows[i].src_arg,
-		       (unsigned long long)sent[i], secs > 0 ? (double)sent[i] / secs : 0);
-	printf("sent %llu frames in %.3f s: %.0f frames/s (%u flow%s, %u thread%s)\n",
-	       (unsigned long long)total, secs, secs > 0 ? (double)total / secs : 0, o->nflows,
-	       o->nflows == 1 ? "" : "s", o->threads, o->threads == 1 ? "" : "s");
+	return owed > BATCH_MAX ? BATCH_MAX : (uint32_t)owed;
 }
 
-/* The flows' source ranges into the program's map. */
-static int load_flows(struct trafficgen_bpf *skel, const struct gen_opts *o)
+/*
+ * One round over the thread's flows: each sends what it owes. Returns the
+ * time of the next round (now: something went out, look again at once), or
+ * a negative value when the thread is done or failed (w->err).
+ */
+static double round_robin(struct tg_worker *w, double start, double now, double next)
 {
-	int fd = bpf_map__fd(skel->maps.tg_flows);
+	const struct tg_opts *o = w->o;
+	bool active = false;
 	unsigned int i;
 
-	for (i = 0; i < o->nflows; i++) {
-		const struct flow *fl = &o->flows[i];
-		struct tg_flow v = { .src_first = low32(fl->family, fl->src_base),
-				     .src_count = fl->src_count,
-				     .ip_version = fl->family == AF_INET ? 4 : 6 };
+	for (i = 0; i < o->nflows && !tg_stop; i++) {
+		struct tg_share *sh = &w->share[i];
+		double due = 0;
+		int64_t got;
+		uint32_t n;
 
-		if (bpf_map_update_elem(fd, &i, &v, 0))
-			return -errno;
+		if (sh->done)
+			continue;
+		active = true;
+		n = owed_now(sh, start, now, &due);
+		if (!n) {
+			next = due < next ? due : next;
+			continue;
+		}
+		if (sh->quota && sh->quota - sh->sent < n)
+			n = (uint32_t)(sh->quota - sh->sent);
+		got = w->eng->send(w, i, n);
+		if (got < 0) {
+			if (!tg_stop) { /* else: interrupted, or the device went as we stopped */
+				w->err = (int)got;
+				w->err_what = "transmit";
+				tg_stop = 1; /* the run failed: every thread stops */
+			}
+			return -1;
+		}
+		sh->sent += (uint64_t)got;
+		sh->seq += (uint64_t)got;
+		if (sh->quota && sh->sent >= sh->quota)
+			sh->done = true;
+		if (got) {
+			next = now;
+		} else if (sh->rate <= 0) {
+			sched_yield(); /* the device's queue is full: let its receiver run */
+			next = now;
+		} else if (now + REFUSED_BACKOFF_S < next) {
+			next = now + REFUSED_BACKOFF_S; /* paced: try again a little later */
+		}
 	}
-	return 0;
+	return active ? next : -1;
+}
+
+static void *worker_main(void *arg)
+{
+	struct tg_worker *w = arg;
+	const struct tg_opts *o = w->o;
+	double start, end;
+	int err;
+
+	pin_to_cpu(w->cpu); /* best effort: more threads than CPUs still work */
+	err = w->eng->thread_open(w);
+	if (err) {
+		w->err = err;
+		w->err_what = "setting up the thread";
+		tg_stop = 1;
+		return NULL;
+	}
+	start = now_s();
+	end = o->duration > 0 ? start + o->duration : 0;
+	while (!tg_stop) {
+		double now = now_s(), next;
+
+		if (end && now >= end)
+			break;
+		next = round_robin(w, start, now, end ? end : now + 1);
+		if (next < 0)
+			break;
+		if (next > now_s())
+			sleep_until(next);
+	}
+	w->eng->thread_close(w);
+	return NULL;
 }
 
 /* Every thread gets an equal share of every flow's rate and count. */
-static void split_shares(struct worker *w, const struct gen_opts *o, unsigned int t)
+static void split_shares(struct tg_worker *w, const struct tg_opts *o, unsigned int t)
 {
 	unsigned int i;
 
 	for (i = 0; i < o->nflows; i++) {
-		const struct flow *fl = &o->flows[i];
-		struct share *sh = &w->share[i];
+		const struct tg_flow_opts *fl = &o->flows[i];
+		struct tg_share *sh = &w->share[i];
 
 		sh->rate = fl->rate / o->threads;
 		if (fl->count) {
@@ -701,33 +706,108 @@ static void split_shares(struct worker *w, const struct gen_opts *o, unsigned in
 	}
 }
 
-/*
- * Each XDP test run adds the program to the kernel's XDP dispatcher and
- * removes it again, and each change waits for an RCU grace period: about
- * 20 ms a call. A program already attached in native mode stays in the
- * dispatcher, so the runs change nothing and cost microseconds. Attach the
- * frame program to the device itself through a link (gone when this process
- * exits, however it exits); it passes received frames untouched. If the
- * device has a program already, go on without: slower calls, same frames.
- */
-static struct bpf_link *attach_anchor(struct bpf_program *prog, int ifindex, const char *dev)
+/* A JSON string of s (the reasons come from strerror and our own text). */
+static void json_str(const char *s)
 {
-	struct bpf_link *link = bpf_program__attach_xdp(prog, ifindex);
-
-	if (!link) {
-		fprintf(stderr, "ag-trafficgen: note: cannot attach to %s (%s): each batch then "
-				"costs about 20 ms, batches grow to match\n", dev, strerror(errno));
-		return NULL;
+	putchar('"');
+	for (; *s; s++) {
+		if (*s == '"' || *s == '\\')
+			printf("\\%c", *s);
+		else if ((unsigned char)*s < 0x20)
+			printf("\\u%04x", *s);
+		else
+			putchar(*s);
 	}
-	return link;
+	putchar('"');
 }
 
-static int run(struct gen_opts *o)
+struct totals {
+	uint64_t sent[TG_MAX_FLOWS];
+	uint64_t refused[TG_MAX_FLOWS];
+};
+
+static void report(const struct tg_opts *o, const struct tg_engine *eng, const char *why,
+		   const struct totals *t, double secs)
 {
-	struct trafficgen_bpf *skel = NULL;
-	struct bpf_link *anchor = NULL;
-	struct worker *w = NULL;
-	uint64_t sent[TG_MAX_FLOWS] = {};
+	uint64_t total = 0, refused = 0;
+	unsigned int i;
+
+	for (i = 0; i < o->nflows; i++) {
+		total += t->sent[i];
+		refused += t->refused[i];
+	}
+	if (o->json) {
+		printf("{\"engine\":\"%s\",\"engine_reason\":", eng->name);
+		json_str(why);
+		printf(",\"sent\":%llu,\"refused\":%llu,\"seconds\":%.6f,\"pps\":%.1f,"
+		       "\"threads\":%u,\"flows\":[", (unsigned long long)total,
+		       (unsigned long long)refused, secs, secs > 0 ? (double)total / secs : 0,
+		       o->threads);
+		for (i = 0; i < o->nflows; i++) {
+			printf("%s{\"src\":", i ? "," : "");
+			json_str(o->flows[i].src_arg);
+			printf(",\"sources\":%u,\"size\":%u,\"rate\":%.1f,\"sent\":%llu,"
+			       "\"refused\":%llu,\"pps\":%.1f}", o->flows[i].src_count,
+			       o->flows[i].size, o->flows[i].rate, (unsigned long long)t->sent[i],
+			       (unsigned long long)t->refused[i],
+			       secs > 0 ? (double)t->sent[i] / secs : 0);
+		}
+		printf("]}\n");
+		return;
+	}
+	printf("engine: %s (%s)\n", eng->name, why);
+	for (i = 0; i < o->nflows && o->nflows > 1; i++)
+		printf("  %-36s %12llu frames %12.0f frames/s\n", o->flows[i].src_arg,
+		       (unsigned long long)t->sent[i], secs > 0 ? (double)t->sent[i] / secs : 0);
+	printf("sent %llu frames in %.3f s: %.0f frames/s (%u flow%s, %u thread%s)",
+	       (unsigned long long)total, secs, secs > 0 ? (double)total / secs : 0, o->nflows,
+	       o->nflows == 1 ? "" : "s", o->threads, o->threads == 1 ? "" : "s");
+	if (refused)
+		printf("; %llu attempts refused by the device (queue full) and retried",
+		       (unsigned long long)refused);
+	printf("\n");
+}
+
+/*
+ * The engine to run, opened; why says why it was chosen. NULL when the one
+ * asked for cannot run here (the reason printed).
+ */
+static const struct tg_engine *pick_engine(const struct tg_opts *o, char *why, size_t len)
+{
+	char live_why[256] = "";
+	int err;
+
+	if (o->engine != TG_ENGINE_PACKET) {
+		err = tg_engine_live.open(o, live_why, sizeof(live_why));
+		if (!err) {
+			snprintf(why, len, "%s", o->engine == TG_ENGINE_LIVE ? "asked for" :
+				 "auto: the kernel allows live frames");
+			return &tg_engine_live;
+		}
+		if (o->engine == TG_ENGINE_LIVE) {
+			fprintf(stderr, "ag-trafficgen: --engine live cannot run here: %s "
+					"(--engine packet needs no BPF)\n", live_why);
+			return NULL;
+		}
+	}
+	err = tg_engine_packet.open(o, why, len);
+	if (err) {
+		fprintf(stderr, "ag-trafficgen: --engine packet cannot run here: %s\n", why);
+		return NULL;
+	}
+	if (o->engine == TG_ENGINE_PACKET)
+		snprintf(why, len, "asked for");
+	else
+		snprintf(why, len, "auto: live frames unavailable: %s", live_why);
+	return &tg_engine_packet;
+}
+
+static int run(struct tg_opts *o)
+{
+	const struct tg_engine *eng;
+	struct tg_worker *w = NULL;
+	struct totals t = {};
+	char why[384];
 	uint8_t src_mac[6];
 	double t0, secs;
 	unsigned int i, f;
@@ -737,41 +817,31 @@ static int run(struct gen_opts *o)
 	if (err) {
 		fprintf(stderr, "ag-trafficgen: %s: cannot read the MAC address: %s\n", o->dev,
 			strerror(-err));
-		return err;
+		return EXIT_FAILED;
 	}
 	for (i = 0; i < o->nflows; i++)
 		build_frame(&o->flows[i], i, o->dst_mac, src_mac);
-
-	skel = trafficgen_bpf__open();
-	if (!skel) {
-		err = -errno;
-		fprintf(stderr, "ag-trafficgen: cannot open the frame program: %s\n", strerror(-err));
-		return err;
-	}
-	memcpy((void *)skel->rodata->own_mac, src_mac, 6);
-	err = trafficgen_bpf__load(skel);
-	if (!err)
-		err = load_flows(skel, o);
-	if (err) {
-		fprintf(stderr, "ag-trafficgen: cannot load the frame program: %s\n", strerror(-err));
-		goto cleanup;
-	}
-	anchor = attach_anchor(skel->progs.trafficgen_xdp, o->ifindex, o->dev);
+	eng = pick_engine(o, why, sizeof(why));
+	if (!eng)
+		return EXIT_NO_ENGINE;
+	fprintf(stderr, "ag-trafficgen: engine %s (%s)\n", eng->name, why);
 
 	w = calloc(o->threads, sizeof(*w));
 	if (!w) {
-		err = -ENOMEM;
-		goto cleanup;
+		fprintf(stderr, "ag-trafficgen: out of memory\n");
+		eng->close();
+		return EXIT_FAILED;
 	}
 	t0 = now_s();
 	for (i = 0; i < o->threads; i++) {
 		w[i].o = o;
-		w[i].prog_fd = bpf_program__fd(skel->progs.trafficgen_xdp);
+		w[i].eng = eng;
+		w[i].index = i;
 		w[i].cpu = thread_cpu(i);
 		split_shares(&w[i], o, i);
 		err = -pthread_create(&w[i].tid, NULL, worker_main, &w[i]);
 		if (err) {
-			stop = 1;
+			tg_stop = 1;
 			fprintf(stderr, "ag-trafficgen: cannot start a thread: %s\n", strerror(-err));
 			break;
 		}
@@ -781,31 +851,33 @@ static int run(struct gen_opts *o)
 		if (!w[i].started)
 			continue;
 		pthread_join(w[i].tid, NULL);
-		for (f = 0; f < o->nflows; f++)
-			sent[f] += w[i].share[f].sent;
+		for (f = 0; f < o->nflows; f++) {
+			t.sent[f] += w[i].share[f].sent;
+			t.refused[f] += w[i].share[f].refused;
+		}
 		if (w[i].err && !err) {
 			err = w[i].err;
-			fprintf(stderr, "ag-trafficgen: BPF_PROG_TEST_RUN (live frames) on %s: %s\n",
-				o->dev, strerror(-err));
+			fprintf(stderr, "ag-trafficgen: %s engine on %s: %s: %s\n", eng->name, o->dev,
+				w[i].err_what, strerror(-err));
 		}
 	}
 	secs = now_s() - t0;
-	report(o, sent, secs);
-cleanup:
+	report(o, eng, why, &t, secs);
 	free(w);
-	bpf_link__destroy(anchor);
-	trafficgen_bpf__destroy(skel);
-	return err;
+	eng->close();
+	return err ? EXIT_FAILED : 0;
 }
 
 int main(int argc, char **argv)
 {
-	static struct gen_opts o;
+	static struct tg_opts o;
 	struct sigaction sa = { .sa_handler = on_signal };
 
 	if (parse_args(argc, argv, &o))
-		return 2;
+		return EXIT_USAGE;
+	/* No SA_RESTART: a blocked send returns at once with EINTR. */
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
-	return run(&o) ? 1 : 0;
+	setvbuf(stdout, NULL, _IOLBF, 0);
+	return run(&o);
 }
