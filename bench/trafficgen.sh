@@ -12,8 +12,10 @@
 #               thread pinned to CPU 1 (threaded NAPI), so the figure is the
 #               sender's own. Counted: frames eth0's XDP program saw
 #               (rx_queue_0_xdp_packets) per second of the generator's run,
-#               beside the generator's own sent and refused. Goal (packet
-#               engine): >= 1.5 Mpps per thread.
+#               beside the generator's own sent and refused, and sent per
+#               second of the generator's own CPU time (user + system: what
+#               one thread sustains with a CPU to itself, whatever else the
+#               machine runs). Goal (packet engine): >= 1.5 Mpps per thread.
 #   pacing      one generator, one flow per rate (default 100, 1000, 10000,
 #               100000 packets/s), all at once, for S seconds; each flow
 #               from its own /24, charged by agentgate on eth0 to an agent
@@ -137,9 +139,10 @@ throughput() { # ENGINE ROUND
 import json, sys
 e, rnd, a, b = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 g = json.load(open(sys.argv[5]))
-print(e, rnd, "%.0f" % ((b - a) / g["seconds"]), "%.0f" % g["pps"], "%.0f" % (g["refused"] / g["seconds"]))
+print(e, rnd, "%.0f" % ((b - a) / g["seconds"]), "%.0f" % g["pps"], "%.0f" % (g["refused"] / g["seconds"]),
+      "%.0f" % (g["sent"] / g["cpu_seconds"] if g["cpu_seconds"] > 0 else 0))
 EOF
-	tail -n 1 "$work/tput" | awk '{printf "  throughput %-6s round %s: received %9.0f/s sent %9.0f/s refused %8.0f/s\n", $1, $2, $3, $4, $5}'
+	tail -n 1 "$work/tput" | awk '{printf "  throughput %-6s round %s: received %9.0f/s sent %9.0f/s refused %8.0f/s, %9.0f sent per CPU-second\n", $1, $2, $3, $4, $5, $6}'
 }
 
 # One agent (rate 1) and one /24 per asked rate: flow k from 10.211.k.0/24.
@@ -209,9 +212,11 @@ for e in dict.fromkeys(r[0] for r in tput):
     got = [r for r in tput if r[0] == e]
     rx = statistics.median(float(r[2]) for r in got)
     goal = ": goal >= 1.5 Mpps: %s" % ("met" if rx >= 1.5e6 else "MISSED") if e == "packet" else ""
-    print("  %-6s throughput: received %.2f Mpps per thread (sent %.2f Mpps, refused %.0f/s)%s"
+    print("  %-6s throughput: received %.2f Mpps per thread (sent %.2f Mpps, refused %.0f/s; "
+          "%.2f Mpps per CPU-second)%s"
           % (e, rx / 1e6, statistics.median(float(r[3]) for r in got) / 1e6,
-             statistics.median(float(r[4]) for r in got), goal))
+             statistics.median(float(r[4]) for r in got),
+             statistics.median(float(r[5]) for r in got) / 1e6, goal))
 for e in dict.fromkeys(r[0] for r in pace):
     for rate in dict.fromkeys(r[2] for r in pace if r[0] == e):
         dev = [float(r[4]) for r in pace if r[0] == e and r[2] == rate]

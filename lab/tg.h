@@ -70,6 +70,7 @@ struct tg_worker {
 	const struct tg_engine *eng;
 	void *eng_state;          /* what the engine keeps per thread */
 	int cpu;
+	double t_start, t_end;    /* monotonic seconds: the thread's sending span */
 	struct tg_share share[TG_MAX_FLOWS];
 	int err;                  /* negative errno of the first failure */
 	const char *err_what;     /* what failed */
