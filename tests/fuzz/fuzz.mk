@@ -34,7 +34,8 @@ FUZZ_LIBS := $(FUZZ_OUT)/libagentgated.a $(FUZZ_OUT)/libagentgate.a
 FUZZ_LINK_bucket := -Wl,--wrap=ag_now_ns
 FUZZ_LINK_jwt := -lcrypto
 FUZZ_LINK_cli := $(FUZZ_OUT)/libagentgate-cli.a \
-	-Wl,--wrap=ag_now_ns,--wrap=nanosleep,--wrap=ag_attach,--wrap=do_top
+	-Wl,--wrap=ag_now_ns,--wrap=nanosleep,--wrap=ag_attach,--wrap=ag_attach_with,--wrap=do_top \
+	-Wl,--wrap=bpf_object__load_skeleton
 
 .PHONY: fuzz fuzz-bins fuzz-merge
 fuzz-bins: $(FUZZ_BINS)
@@ -65,7 +66,9 @@ $(FUZZ_BINS): $(FUZZ_OUT)/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_L
 		$(D_LIBS) $(LIBS)
 
 # Each harness in turn: the committed corpus is read, new inputs are written
-# to the build directory only. A crash stops the run with its artifact.
+# to the build directory only. A crash stops the run with its artifact; a
+# harness error (exit 75, FUZZ_HARNESS_EXIT in fuzz.h: the harness's own
+# machinery failed, not the product) stops it too, said as such.
 # Shown: the start, the end (coverage, executions/s) and any report.
 fuzz: deps
 	$(Q)$(MAKE) --no-print-directory fuzz-bins
@@ -78,8 +81,13 @@ fuzz: deps
 			$(FUZZ_OUT)/corpus/$$t tests/fuzz/corpus/$$t 2>&1; \
 			echo $$? > $(FUZZ_OUT)/fuzz_$$t.rc; } | \
 			grep -v -e '^#[0-9]*.*\(NEW\|REDUCE\|pulse\)' -e 'Uses: ' -e 'ecommended dictionary'; \
-		[ "$$(cat $(FUZZ_OUT)/fuzz_$$t.rc)" = 0 ] || \
-			{ echo "fuzz_$$t failed: the input is in $(FUZZ_OUT)/artifacts/"; exit 1; }; \
+		rc=$$(cat $(FUZZ_OUT)/fuzz_$$t.rc); \
+		if [ "$$rc" = 75 ]; then \
+			echo "fuzz_$$t: harness error (exit 75), not a product failure: see above"; \
+			exit 1; \
+		elif [ "$$rc" != 0 ]; then \
+			echo "fuzz_$$t failed (exit $$rc): the input is in $(FUZZ_OUT)/artifacts/"; exit 1; \
+		fi; \
 	done
 
 # Minimize: the hand-written seeds (seed-*) and regression inputs

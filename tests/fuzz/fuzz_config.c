@@ -64,11 +64,24 @@ static void check_config(const struct agd_config *c)
 		   "a rate setting is negative or not finite");
 }
 
+/* The config file's text, whole, in the memfd (the harness's own file: a
+ * failure is a harness error). */
 static void write_file(const uint8_t *p, size_t n)
 {
-	FUZZ_CHECK(ftruncate(memfd, 0) == 0, "ftruncate");
-	if (n)
-		FUZZ_CHECK(pwrite(memfd, p, n, 0) == (ssize_t)n, "pwrite");
+	size_t off = 0;
+
+	while (ftruncate(memfd, 0))
+		if (errno != EINTR)
+			FUZZ_HARNESS_ERROR("ftruncate on the config memfd: %s", strerror(errno));
+	while (off < n) {
+		ssize_t w = pwrite(memfd, p + off, n - off, (off_t)off);
+
+		if (w > 0)
+			off += (size_t)w;
+		else if (w == 0 || errno != EINTR)
+			FUZZ_HARNESS_ERROR("writing the config memfd: %s",
+					   w ? strerror(errno) : "no progress");
+	}
 }
 
 /* glibc's getopt keeps a pointer into the last argv it scanned: start it
@@ -138,14 +151,12 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
 	fuzz_keep_stderr();
 	memfd = memfd_create("agentgated.conf", MFD_CLOEXEC);
-	if (memfd < 0) {
-		perror("memfd_create");
-		exit(1);
-	}
+	if (memfd < 0)
+		FUZZ_HARNESS_ERROR("fuzz_config: memfd_create: %s", strerror(errno));
 	snprintf(memfd_path, sizeof(memfd_path), "/proc/self/fd/%d", memfd);
 	/* --help and --version print on stdout: keep the fuzzer's output readable */
 	if (!freopen("/dev/null", "w", stdout))
-		exit(1);
+		FUZZ_HARNESS_ERROR("fuzz_config: stdout to /dev/null: %s", strerror(errno));
 	return 0;
 }
 

@@ -6,28 +6,38 @@
  * started once in a sandbox of this process's own (mount namespace with a
  * fresh bpffs over /sys/fs/bpf, network namespace with only loopback,
  * state on a tmpfs); each input is sent as one connection's bytes to
- * 127.0.0.1:9470 and the answer read back. No daemon code is changed or
- * mocked.
+ * 127.0.0.1:9470 (another free port if that one were taken) and the answer
+ * read back. No daemon code is changed or mocked. As in agentgated, whose
+ * main() keeps its signals to the main thread, the daemon's threads block
+ * the signals libFuzzer handles (its -timeout alarm must reach the fuzzing
+ * thread, and never interrupts a daemon system call), and SIGPIPE is
+ * ignored.
  *
  * Input: one flag byte, then a request written with \n line ends:
  *   METHOD PATH HTTP/1.1\n Header: value\n ... \n\n body
  * The harness turns \n into \r\n in the head, replaces $TOKEN with a valid
- * HS256 token carrying every scope, and adds Content-Length for the body
- * unless the request names its own. Flags: bit 0 auth on (tokens required),
- * bit 1 send the bytes as they are (no rewriting at all), bit 2 send them
- * instead to the NDJSON ingest socket (ingest.c, --ingest-socket).
- * Checks: every connection is answered or closed within 10 s; an answer
- * from our handlers (application/json) is one JSON document whose length
- * is its Content-Length, and every error is {"error": code, "message":
- * text} as DESIGN.md says; no status 500; the ingest socket's reply counts
- * every non-blank line once (applied + duplicates + invalid + rejected);
- * no sanitizer report in any thread of the daemon.
+ * HS256 token carrying every scope, and adds Host and Content-Length (for
+ * the body) unless the request names its own. Flags: bit 0 auth on (tokens
+ * required), bit 1 send the bytes as they are (no rewriting at all), bit 2
+ * send them instead to the NDJSON ingest socket (ingest.c,
+ * --ingest-socket).
+ * Checks: every connection is accepted, then answered or closed, with no
+ * wait of more than 10 s for progress; an answer from our handlers
+ * (application/json) is one JSON document whose length is its
+ * Content-Length, and every error is {"error": code, "message": text} as
+ * DESIGN.md says; no status 500; the ingest socket's reply counts every
+ * non-blank line once (applied + duplicates + invalid + rejected); no
+ * sanitizer report in any thread of the daemon. What fails in the harness's
+ * own machinery (no descriptors, no local ports) is a harness error
+ * (fuzz.h), never a finding.
  */
 #include <arpa/inet.h>
 #include <jansson.h>
 #include <jwt.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <strings.h>
 #include <sys/un.h>
 #include <time.h>
@@ -37,14 +47,15 @@
 #include "http.h"
 #include "ingest.h"
 
-#define LISTEN "127.0.0.1:9470"
-#define PORT 9470
+#define PORT 9470 /* below the ephemeral ports the client's own come from */
 #define ANSWER_MAX (4 << 20)
 #define WAIT_MS 10000
 
 static const char key[] = "fuzz-http-key-0123456789-0123456789";
 
 static char state_dir[64];
+static char listen_addr[32];
+static unsigned short port;
 static struct ag_engine *engine;
 static struct agd_http *http;
 static struct agd_ingest *ingest;
@@ -74,6 +85,12 @@ cleanup:
 	return t;
 }
 
+/* Before a harness error's exit: the scratch mount point must not outlive us. */
+static void remove_scratch(void)
+{
+	fuzz_scratch_remove(state_dir);
+}
+
 static void stop_daemon(void)
 {
 	agd_ingest_stop(ingest);
@@ -83,7 +100,24 @@ static void stop_daemon(void)
 	fuzz_scratch_remove(state_dir);
 }
 
-static int start_daemon(void)
+/* A loopback port nothing listens on, as the kernel picks it: 0 if none. */
+static unsigned short free_port(void)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET };
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	unsigned short p = 0;
+
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) &&
+	    !getsockname(fd, (struct sockaddr *)&a, &len))
+		p = ntohs(a.sin_port);
+	if (fd >= 0)
+		close(fd);
+	return p;
+}
+
+static int start_daemon(char *why, size_t why_len)
 {
 	struct ag_engine_opts eo = {
 		.state_dir = state_dir,
@@ -97,7 +131,7 @@ static int start_daemon(void)
 		.log = quiet_log,
 	};
 	struct agd_http_opts ho = {
-		.listen = LISTEN,
+		.listen = listen_addr,
 		.threads = 2,
 		.request_timeout_ms = 2000,
 		.tls_cert = "",
@@ -106,28 +140,35 @@ static int start_daemon(void)
 			    .ping_ms = 1000 },
 	};
 	char err[1024];
-	int rc;
+	int rc, attempt;
 
 	ag_policy_defaults(&eo.defaults);
 	rc = ag_engine_open(&eo, &engine, err, sizeof(err));
 	if (rc) {
-		fprintf(stderr, "fuzz_http: engine: %s\n", err);
+		snprintf(why, why_len, "engine: %s", err);
 		return rc;
 	}
 	live.max_body = 64 << 10;
 	live.metrics_max_agents = 100;
 	memcpy(live.key, key, strlen(key));
 	live.key_len = strlen(key);
-	rc = agd_http_start(engine, &ho, &live, &http, err, sizeof(err));
+	/* The sandbox's network namespace is our own, so PORT is free; should
+	 * it not be, a port the kernel finds free. */
+	for (attempt = 0, port = PORT; attempt < 5; attempt++, port = free_port()) {
+		snprintf(listen_addr, sizeof(listen_addr), "127.0.0.1:%u", port);
+		rc = port ? agd_http_start(engine, &ho, &live, &http, err, sizeof(err)) : -EADDRINUSE;
+		if (rc != -EADDRINUSE)
+			break;
+	}
 	if (rc) {
-		fprintf(stderr, "fuzz_http: http: %s\n", err);
+		snprintf(why, why_len, "http: %s", err);
 		return rc;
 	}
 	snprintf(ingest_path, sizeof(ingest_path), "%s/ingest.sock", state_dir);
 	snprintf(err, sizeof(err), "%s/dead-letter.ndjson", state_dir);
 	rc = agd_ingest_start(engine, -1, ingest_path, err, &ingest, err, sizeof(err));
 	if (rc) {
-		fprintf(stderr, "fuzz_http: ingest: %s\n", err);
+		snprintf(why, why_len, "ingest: %s", err);
 		return rc;
 	}
 	agd_http_set_ready(http, true, NULL);
@@ -136,21 +177,36 @@ static int start_daemon(void)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
+	static const int fuzzer_signals[] = { SIGALRM, SIGINT, SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 };
+	sigset_t block, old;
+	char why[1100] = "";
+	size_t i;
 	int err;
 
 	fuzz_keep_stderr();
 	err = fuzz_sandbox(true);
 	if (!err)
 		err = fuzz_scratch(state_dir, sizeof(state_dir), "fuzz-http");
-	if (err) {
-		fprintf(stderr, "fuzz_http: cannot make the sandbox (needs root): %s\n",
-			strerror(-err));
-		exit(1);
-	}
+	if (err)
+		FUZZ_HARNESS_ERROR("fuzz_http: cannot make the sandbox (needs root): %s",
+				   strerror(-err));
+	fuzz_on_harness_error = remove_scratch;
 	token = make_token();
-	if (!token || start_daemon()) {
+	if (!token) {
 		stop_daemon();
-		exit(1);
+		FUZZ_HARNESS_ERROR("fuzz_http: cannot make a token with libjwt");
+	}
+	/* What agentgated's main() does before it starts a thread. */
+	signal(SIGPIPE, SIG_IGN);
+	sigemptyset(&block);
+	for (i = 0; i < sizeof(fuzzer_signals) / sizeof(fuzzer_signals[0]); i++)
+		sigaddset(&block, fuzzer_signals[i]);
+	pthread_sigmask(SIG_BLOCK, &block, &old);
+	err = start_daemon(why, sizeof(why));
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (err) {
+		stop_daemon();
+		FUZZ_HARNESS_ERROR("fuzz_http: cannot start the daemon: %s", why);
 	}
 	atexit(stop_daemon);
 	debug = getenv("FUZZ_HTTP_DEBUG") != NULL;
@@ -177,18 +233,20 @@ static void put(struct buf *b, const void *p, size_t n)
 	b->p[b->n] = 0;
 }
 
-static bool names_length(const char *head, size_t n)
+/* Whether a line of the head starts with name (e.g. "host:", any case). */
+static bool names_header(const char *head, size_t n, const char *name)
 {
 	const char *p = head, *end = head + n;
+	size_t len = strlen(name);
 
 	for (; p < end; p++)
-		if ((p == head || p[-1] == '\n') && (size_t)(end - p) >= 15 &&
-		    !strncasecmp(p, "content-length:", 15))
+		if ((p == head || p[-1] == '\n') && (size_t)(end - p) >= len &&
+		    !strncasecmp(p, name, len))
 			return true;
 	return false;
 }
 
-/* The head with \r\n and the token, a Content-Length, the body. */
+/* The head with \r\n and the token, a Host and a Content-Length, the body. */
 static void build(const uint8_t *data, size_t size, struct buf *req)
 {
 	const uint8_t *sep = memmem(data, size, "\n\n", 2);
@@ -206,7 +264,11 @@ static void build(const uint8_t *data, size_t size, struct buf *req)
 			put(req, &data[i], 1);
 	}
 	put(req, "\r\n", 2);
-	if (!names_length((const char *)data, head_n)) {
+	/* HTTP/1.1 requires Host (a request without it is answered 400 before
+	 * any route): raw inputs (flag bit 1) still reach that. */
+	if (!names_header((const char *)data, head_n, "host:"))
+		put(req, "Host: 127.0.0.1\r\n", 17);
+	if (!names_header((const char *)data, head_n, "content-length:")) {
 		snprintf(cl, sizeof(cl), "Content-Length: %zu\r\n", body_n);
 		put(req, cl, strlen(cl));
 	}
@@ -216,74 +278,119 @@ static void build(const uint8_t *data, size_t size, struct buf *req)
 
 /* ---- the answer ------------------------------------------------------------- */
 
+/*
+ * Why a connection could not be made. The daemon's, a finding: its listener
+ * is gone (refused, no socket file) or takes no connection for WAIT_MS. The
+ * harness's own, reported as a harness error once retrying for WAIT_MS did
+ * not help: no descriptors (the daemon shares the table: one that leaks them
+ * shows here first), no local ports, no memory.
+ */
+static bool transient(int err)
+{
+	return err == EADDRNOTAVAIL || err == EAGAIN || err == ENOBUFS || err == ENOMEM ||
+	       err == EMFILE || err == ENFILE;
+}
+
+static bool daemon_fault(int err)
+{
+	return err == ETIMEDOUT || err == ECONNREFUSED || err == ECONNRESET ||
+	       err == ECONNABORTED || err == ENOENT;
+}
+
+static int open_conn(int family, const struct sockaddr *addr, socklen_t len, const char *what)
+{
+	long long t0 = fuzz_now_ms(), deadline = t0 + WAIT_MS;
+	int fd, err;
+
+	for (;;) {
+		fd = socket(family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		err = fd < 0 ? -errno : fuzz_connect(fd, addr, len, deadline);
+		if (!err)
+			break;
+		if (fd >= 0)
+			close(fd);
+		if (!transient(-err) || fuzz_now_ms() >= deadline) {
+			FUZZ_CHECK(!daemon_fault(-err), "%s takes no connection: %s", what,
+				   strerror(-err));
+			FUZZ_HARNESS_ERROR("cannot connect to %s: %s%s", what, strerror(-err),
+					   err == -EMFILE || err == -ENFILE ?
+						   " (does the daemon leak descriptors?)" :
+						   "");
+		}
+		poll(NULL, 0, 10); /* a breath before the next attempt */
+	}
+	if (debug && fuzz_now_ms() - t0 > 200)
+		dprintf(fuzz_err_fd, "(connecting to %s took %lld ms)\n", what, fuzz_now_ms() - t0);
+	return fd;
+}
+
 static int connect_tcp(void)
 {
-	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(PORT) };
-	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(port) };
 
 	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	FUZZ_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0,
-		   "connect: %s", strerror(errno));
-	return fd;
+	return open_conn(AF_INET, (struct sockaddr *)&a, sizeof(a), listen_addr);
 }
 
 static int connect_ingest(void)
 {
 	struct sockaddr_un a = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 
 	snprintf(a.sun_path, sizeof(a.sun_path), "%s", ingest_path);
-	FUZZ_CHECK(fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0,
-		   "connect %s: %s", ingest_path, strerror(errno));
-	return fd;
+	return open_conn(AF_UNIX, (struct sockaddr *)&a, sizeof(a), ingest_path);
 }
 
-/* Readable within WAIT_MS, signals notwithstanding (libFuzzer's -timeout
- * alarm interrupts poll). */
-static bool wait_readable(int fd)
-{
-	struct timespec t0, t;
-	long left = WAIT_MS;
-
-	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (left > 0) {
-		struct pollfd pfd = { .fd = fd, .events = POLLIN };
-		int n = poll(&pfd, 1, (int)left);
-
-		if (n > 0)
-			return true;
-		if (n == 0 || errno != EINTR)
-			return false;
-		clock_gettime(CLOCK_MONOTONIC, &t);
-		left = WAIT_MS - ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000);
-	}
-	return false;
-}
-
-/* Sends req on fd, shuts the writing side, reads the answer to the end. */
+/*
+ * Sends req on fd and reads what comes back meanwhile (the server may
+ * answer, 413 or 400, and close before it has read it all), shuts the
+ * writing side once all is sent, reads the answer to its end. Signals
+ * (libFuzzer's -timeout alarm) and partial sends are resumed; no progress
+ * for WAIT_MS is the daemon's failure.
+ */
 static void exchange(int fd, const char *req, size_t n, struct buf *ans)
 {
+	long long deadline = fuzz_now_ms() + WAIT_MS;
+	bool sending = true;
 	size_t off = 0;
 	char chunk[8192];
 
-	/* The server may answer (413, 400) and close before reading it all. */
-	while (off < n) {
-		ssize_t w = send(fd, req + off, n - off, MSG_NOSIGNAL);
-
-		if (w <= 0)
-			break;
-		off += (size_t)w;
-	}
-	shutdown(fd, SHUT_WR);
 	for (;;) {
-		ssize_t r;
+		short ev = 0;
+		int rc;
 
-		FUZZ_CHECK(wait_readable(fd), "no answer within %d ms", WAIT_MS);
-		r = recv(fd, chunk, sizeof(chunk), 0);
-		if (r <= 0)
-			break;
-		if (ans->n < ANSWER_MAX)
-			put(ans, chunk, (size_t)r);
+		if (sending && off == n) {
+			shutdown(fd, SHUT_WR); /* fails only if the server reset it already */
+			sending = false;
+		}
+		rc = fuzz_poll(fd, (short)(POLLIN | (sending ? POLLOUT : 0)), deadline, &ev);
+		if (rc < 0)
+			FUZZ_HARNESS_ERROR("poll: %s", strerror(-rc));
+		FUZZ_CHECK(rc, "no answer within %d ms (%zu of %zu bytes sent)", WAIT_MS, off, n);
+		if (sending && (ev & (POLLOUT | POLLERR | POLLHUP))) {
+			ssize_t w = send(fd, req + off, n - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+
+			if (w > 0) {
+				off += (size_t)w;
+				deadline = fuzz_now_ms() + WAIT_MS;
+			} else if (w < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+				sending = false; /* answered and closed early */
+			} else if (w < 0 && errno != EINTR && errno != EAGAIN) {
+				FUZZ_HARNESS_ERROR("send: %s", strerror(errno));
+			}
+		}
+		if (ev & (POLLIN | POLLERR | POLLHUP)) {
+			ssize_t r = recv(fd, chunk, sizeof(chunk), MSG_DONTWAIT);
+
+			if (r > 0) {
+				if (ans->n < ANSWER_MAX)
+					put(ans, chunk, (size_t)r);
+				deadline = fuzz_now_ms() + WAIT_MS;
+			} else if (r == 0 || errno == ECONNRESET || errno == EPIPE) {
+				break;
+			} else if (errno != EINTR && errno != EAGAIN) {
+				FUZZ_HARNESS_ERROR("recv: %s", strerror(errno));
+			}
+		}
 	}
 	close(fd);
 }

@@ -8,7 +8,9 @@
 # harnesses; tests/run.sh runs this as part of make check).
 #
 # fuzz_http and fuzz_cli make mount and network namespaces: skipped unless
-# root. A failing case shows the end of the harness's report.
+# root. A failing case shows the end of the harness's report, and says when
+# it was a harness error (the harness's own machinery failed, exit 75: not a
+# product failure, see tests/fuzz/fuzz.h).
 set -u
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -38,6 +40,8 @@ replay() {
 	# CLI's own messages out of the log (a failed check still prints).
 	if ! find "$dir" -type f -print0 | sort -z |
 		xargs -0 "$bin" -close_fd_mask=3 -timeout=60 -rss_limit_mb=4096 >"$TMP/$name.log" 2>&1; then
+		grep -q 'harness error (not a product failure' "$TMP/$name.log" &&
+			diag "fuzz_$name: harness error, not a product failure:"
 		diag "$(grep -v -e '^Executed' -e '^Running' "$TMP/$name.log" | tail -n 40)"
 		return 1
 	fi
