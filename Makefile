@@ -315,7 +315,9 @@ run: $(OUTPUT)/agentgated
 # make install [PREFIX=/usr/local] [DESTDIR=]: the two binaries (the BPF
 # object is inside them), man pages, the example config (kept if present),
 # the systemd unit (its ExecStart follows PREFIX), the Grafana dashboard and
-# the Prometheus alert rules.
+# the Prometheus alert rules. Without DESTDIR it also creates the daemon's
+# system account, agentgate (no login shell), when missing; a package does
+# that in its postinst.
 PREFIX ?= /usr/local
 SBINDIR ?= $(PREFIX)/sbin
 MANDIR ?= $(PREFIX)/share/man
@@ -340,6 +342,13 @@ install: $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(TLS_COMPAT)
 		echo "  kept     $(DESTDIR)$(SYSCONFDIR)/agentgate/agentgated.conf (new example: $(DATADIR)/agentgated.conf)"; \
 	else install -m 0644 etc/agentgated.conf $(DESTDIR)$(SYSCONFDIR)/agentgate/; fi
 	$(Q)install -m 0644 etc/agentgated.conf $(DESTDIR)$(DATADIR)/
+	$(Q)if [ -z "$(DESTDIR)" ] && ! getent passwd agentgate >/dev/null; then \
+		useradd --system --user-group --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin --comment "agentgate daemon" agentgate && \
+		echo "  created  system account agentgate"; fi
+	$(Q)grep -qE '^[[:space:]]*user[[:space:]]*=' $(DESTDIR)$(SYSCONFDIR)/agentgate/agentgated.conf || \
+		echo "  note     $(DESTDIR)$(SYSCONFDIR)/agentgate/agentgated.conf sets no user: the daemon" \
+			"runs as root; add 'user = agentgate' (docs/OPERATIONS.md, Privileges)"
 
 # Removes what install put there except the config, which may hold edits.
 uninstall:

@@ -2,15 +2,24 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """Hostile HTTP clients for tests/daemon (standard library only).
 
-Usage: rawhttp.py HOST PORT MODE [ARG]
-  send            send standard input as is, then read the answer
+Usage: rawhttp.py HOST PORT MODE [ARG...]
+  send [S]        send standard input as is, then read the answer (give up
+                  waiting for the close after S seconds, default 30)
   trickle-head    a request whose last header never ends: one byte every
                   0.2 s for as long as the server reads
   trickle-body    PUT /v1/agents/ARG with Content-Length: 1000 and a body
                   sent one byte every 0.2 s
-Prints one JSON object: {"status": int or null, "body": text, "closed":
-whether the server closed the connection, "seconds": from the first byte
-sent to the close (or to giving up after 30 s), "sent": bytes sent}.
+  shape NAME AGENT VICTIM
+                  one request of the framing shape NAME (see SHAPES) to
+                  POST /v1/agents/AGENT/consume, "DELETE /v1/agents/VICTIM"
+                  hidden behind it in the same bytes; gives up waiting
+                  for the close after 5 s
+  shapes          print the names of the shapes, one a line
+Prints one JSON object: {"status": int or null (the first response's),
+"body": the first response's body, "statuses": every response's status
+in order, "headers": the first response's header lines, "closed": whether
+the server closed the connection, "seconds": from the first byte sent to
+the close (or to giving up), "sent": bytes sent}.
 """
 import json
 import socket
@@ -19,21 +28,127 @@ import time
 
 GIVE_UP_S = 30.0
 TRICKLE_S = 0.2
+SHAPE_WAIT_S = 5.0
 
 
 def parse(raw):
-    head, _, body = raw.partition(b"\r\n\r\n")
-    try:
-        status = int(head.split(b" ", 2)[1])
-    except (IndexError, ValueError):
-        status = None
-    return status, body.decode("utf-8", "replace")
+    """The responses in raw, each framed by its Content-Length: the first
+    one's status, body and header lines, and every status."""
+    statuses, first = [], None
+    while raw:
+        head, sep, rest = raw.partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        try:
+            status = int(lines[0].split(b" ", 2)[1])
+        except (IndexError, ValueError):
+            status = None
+        length = len(rest)
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length" and value.strip().isdigit():
+                length = int(value.strip())
+        statuses.append(status)
+        if first is None:
+            first = (status, rest[:length].decode("utf-8", "replace"),
+                     [l.decode("latin-1") for l in lines[1:]])
+        if not sep or status is None:
+            break
+        raw = rest[length:]
+    if first is None:
+        first = (None, "", [])
+    return first[0], first[1], first[2], statuses
 
 
-def read_rest(s, raw, t0):
-    """Reads until the server closes; closed is False after GIVE_UP_S."""
-    while time.monotonic() - t0 < GIVE_UP_S:
-        s.settimeout(max(0.05, GIVE_UP_S - (time.monotonic() - t0)))
+# Requests on which two HTTP parsers may disagree about where a request ends
+# (RFC 9112): each is to be refused with 400 and its connection closed, so
+# the request hidden behind it (H) never runs. %(n)x is the length of the
+# body B in hex. The last ones frame their bodies well: accepted (chunked:
+# the connection closed after the answer; "pipelined": H runs, the control).
+B = b'{"tokens":1}'
+HEAD = b"POST /v1/agents/%(agent)s/consume HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+SHAPES = {
+    "cl-and-te": HEAD + b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "te-and-cl": HEAD + b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
+    "cl-twice-differing": HEAD + b"Content-Length: 0\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "cl-twice-same": HEAD + b"Content-Length: %(blen)d\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "cl-list": HEAD + b"Content-Length: %(blen)d, %(blen)d\r\n\r\n" + B,
+    "cl-plus": HEAD + b"Content-Length: +%(blen)d\r\n\r\n" + B,
+    "cl-minus": HEAD + b"Content-Length: -1\r\n\r\n" + B,
+    "cl-inner-space": HEAD + b"Content-Length: 1 2\r\n\r\n" + B,
+    "cl-trailing-space": HEAD + b"Content-Length: %(blen)d \r\n\r\n" + B,
+    "cl-letters": HEAD + b"Content-Length: abc\r\n\r\n" + B,
+    "cl-hex": HEAD + b"Content-Length: 0x0c\r\n\r\n" + B,
+    "cl-space-before-colon": HEAD + b"Content-Length : %(blen)d\r\n\r\n" + B,
+    "te-space-before-colon": HEAD + b"Content-Length: 5\r\nTransfer-Encoding : chunked\r\n\r\n0\r\n\r\n",
+    "te-only-space-before-colon": HEAD + b"Transfer-Encoding : chunked\r\n\r\n%(n)x\r\n" + B + b"\r\n0\r\n\r\n",
+    "other-space-before-colon": HEAD + b"X-Any : v\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "te-identity": HEAD + b"Transfer-Encoding: identity\r\n\r\n",
+    "te-gzip-chunked": HEAD + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+    "te-chunked-twice-list": HEAD + b"Transfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+    "te-twice": HEAD + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "te-obs-fold": HEAD + b"Transfer-Encoding:\r\n chunked\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "te-http10": HEAD.replace(b"HTTP/1.1", b"HTTP/1.0") +
+    b"Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    "obs-fold": HEAD + b"X-Any: a\r\n b\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "obs-fold-tab": HEAD + b"X-Any: a\r\n\tb\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "bare-lf-everywhere": (HEAD + b"Content-Length: %(blen)d\r\n\r\n").replace(b"\r\n", b"\n") + B,
+    "bare-lf-one-header": HEAD + b"X-Any: v\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "bare-lf-request-line": HEAD.replace(b"HTTP/1.1\r\n", b"HTTP/1.1\n") +
+    b"Content-Length: %(blen)d\r\n\r\n" + B,
+    "bare-lf-end-of-head": HEAD + b"Content-Length: %(blen)d\r\n\n" + B,
+    "bare-cr-request-line": HEAD.replace(b"HTTP/1.1\r\n", b"HTTP/1.1\r") +
+    b"Content-Length: %(blen)d\r\n\r\n" + B,
+    "bare-cr-header": HEAD + b"X-Any: a\rb\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "nul-in-value": HEAD + b"X-Any: a\x00b\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "nul-in-name": HEAD + b"X-A\x00ny: v\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "control-in-value": HEAD + b"X-Any: a\x01b\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "del-in-name": HEAD + b"X-A\x7fny: v\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "non-token-name": HEAD + b"X(Any): v\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "high-byte-name": HEAD + b"Content-Length: %(blen)d\r\n\xffX: v\r\n\r\n" + B,
+    "no-host": HEAD.replace(b"Host: t\r\n", b"") + b"Content-Length: %(blen)d\r\n\r\n" + B,
+    "host-twice": HEAD + b"Host: u\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "authorization-twice": HEAD + b"Authorization: Bearer a\r\nAuthorization: Bearer b\r\n"
+    b"Content-Length: %(blen)d\r\n\r\n" + B,
+    "double-space-method": HEAD.replace(b"POST ", b"POST  ") + b"Content-Length: %(blen)d\r\n\r\n" + B,
+    "double-space-version": HEAD.replace(b" HTTP/1.1", b"  HTTP/1.1") +
+    b"Content-Length: %(blen)d\r\n\r\n" + B,
+    "tab-separator": HEAD.replace(b"POST ", b"POST\t") + b"Content-Length: %(blen)d\r\n\r\n" + B,
+    "trailing-space-version": HEAD.replace(b"HTTP/1.1\r\n", b"HTTP/1.1 \r\n") +
+    b"Content-Length: %(blen)d\r\n\r\n" + B,
+    "absolute-form": HEAD.replace(b"POST /", b"POST http://mydomain.com:%(port)d/") +
+    b"Content-Length: %(blen)d\r\n\r\n" + B,
+    "chunk-extension": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x;a=b\r\n" + B + b"\r\n0\r\n\r\n",
+    "chunk-size-0x": HEAD + b"Transfer-Encoding: chunked\r\n\r\n0x%(n)x\r\n" + B + b"\r\n0\r\n\r\n",
+    "chunk-size-plus": HEAD + b"Transfer-Encoding: chunked\r\n\r\n+%(n)x\r\n" + B + b"\r\n0\r\n\r\n",
+    "chunk-size-space": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x \r\n" + B + b"\r\n0\r\n\r\n",
+    "chunk-size-overflow": HEAD + b"Transfer-Encoding: chunked\r\n\r\n1" + b"0" * 16 + b"\r\n" + B +
+    b"\r\n0\r\n\r\n",
+    "chunk-size-bare-lf": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\n" + B + b"\r\n0\r\n\r\n",
+    "chunk-data-no-crlf": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r\n" + B + b"0\r\n\r\n",
+    "chunk-data-too-long": HEAD + b"Transfer-Encoding: chunked\r\n\r\n1\r\n" + B + b"\r\n0\r\n\r\n",
+    "chunk-last-bad": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r\n" + B + b"\r\nzz\r\n\r\n",
+    # Well framed, or framed in ways CivetWeb takes while a proxy might not:
+    # the body is applied and the connection closed, the hidden request unread.
+    "chunk-trailer": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r\n" + B +
+    b"\r\n0\r\nX-Trailer: v\r\n\r\n",
+    "chunk-size-bare-cr": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r5\r\n" + B + b"\r\n0\r\n\r\n",
+    "chunked": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r\n" + B + b"\r\n0\r\n\r\n",
+    "pipelined": HEAD + b"Content-Length: %(blen)d\r\n\r\n" + B,
+}
+HIDDEN = (b"DELETE /v1/agents/%(victim)s HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
+          b"Connection: close\r\n\r\n")
+
+
+def shape(name, agent, victim, port):
+    args = {b"agent": agent.encode(), b"victim": victim.encode(), b"blen": len(B), b"n": len(B),
+            b"port": port}
+    return (SHAPES[name] + HIDDEN) % args
+
+
+def read_rest(s, raw, t0, give_up=GIVE_UP_S):
+    """Reads until the server closes; closed is False after give_up s."""
+    while time.monotonic() - t0 < give_up:
+        s.settimeout(max(0.05, give_up - (time.monotonic() - t0)))
         try:
             chunk = s.recv(65536)
         except socket.timeout:
@@ -76,12 +191,20 @@ def main():
     if len(sys.argv) < 4:
         sys.exit(__doc__)
     host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    if mode == "shapes":
+        print("\n".join(SHAPES))
+        return
     s = socket.create_connection((host, port), timeout=5)
     t0 = time.monotonic()
     if mode == "send":
         data = sys.stdin.buffer.read()
         s.sendall(data)
-        raw, closed = read_rest(s, b"", t0)
+        raw, closed = read_rest(s, b"", t0, float(sys.argv[4]) if len(sys.argv) > 4 else GIVE_UP_S)
+        sent = len(data)
+    elif mode == "shape":
+        data = shape(sys.argv[4], sys.argv[5], sys.argv[6], port)
+        s.sendall(data)
+        raw, closed = read_rest(s, b"", t0, SHAPE_WAIT_S)
         sent = len(data)
     elif mode == "trickle-head":
         raw, closed, sent = trickle(s, b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ", t0)
@@ -91,9 +214,10 @@ def main():
         raw, closed, sent = trickle(s, head, t0)
     else:
         sys.exit("unknown mode %r" % mode)
-    status, body = parse(raw)
-    print(json.dumps({"status": status, "body": body, "closed": closed,
-                      "seconds": round(time.monotonic() - t0, 3), "sent": sent}))
+    status, body, headers, statuses = parse(raw)
+    print(json.dumps({"status": status, "body": body, "statuses": statuses, "headers": headers,
+                      "closed": closed, "seconds": round(time.monotonic() - t0, 3),
+                      "sent": sent}))
 
 
 if __name__ == "__main__":

@@ -498,7 +498,11 @@ t_install() {
 		systemd-analyze verify --man=no "$TMP/agentgated.service" >"$TMP/verify.out" 2>&1
 		[ $? -eq 0 ] && [ ! -s "$TMP/verify.out" ] ||
 			{ fail "systemd-analyze verify: $(cat "$TMP/verify.out")"; return 1; }
-		grep -qx 'CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON' "$unit" || return 1
+		# The three it keeps, and those it needs once at start to become the
+		# dedicated account (dropped in every thread after).
+		grep -qx 'CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_PERFMON CAP_SETUID CAP_SETGID CAP_CHOWN CAP_FOWNER CAP_DAC_OVERRIDE CAP_SETPCAP' "$unit" &&
+			grep -qx 'AmbientCapabilities=CAP_BPF CAP_NET_ADMIN CAP_PERFMON' "$unit" ||
+			{ fail "the unit's capabilities: $(grep Capabilit "$unit")"; return 1; }
 	fi
 	# A second install keeps an edited config; uninstall keeps it too.
 	echo "# edited" >>"$d/etc/agentgate/agentgated.conf"

@@ -25,11 +25,16 @@
 #     only, in the daemon): a drained bucket is not refilled by the jump
 #     forward nor frozen by the jump back, while the daemon's wall clock
 #     visibly jumped; the XDP object calls no clock but bpf_ktime_get_ns;
+#   - the state store cut short under the daemon: changes refused (500
+#     naming data.mdb), not ready, enforcement unaffected; a restart is
+#     refused (exit 3) leaving the file alone; restored, all state is back;
 #   - least privilege: every thread keeps only CAP_BPF, CAP_NET_ADMIN,
 #     CAP_PERFMON (and CAP_NET_BIND_SERVICE on port 80), bounding set too,
-#     no_new_privs; --user nobody with --read-group: every thread runs as
-#     nobody, pins and state are the account's with the group's read bits,
-#     a group member reads with the CLI and cannot write, others cannot read.
+#     no_new_privs; shared accounts (nobody, a static one, one with a login
+#     shell or another process) refused with exit 4; --user with a throwaway
+#     system account and --read-group: every thread runs as it, pins and
+#     state are the account's with the group's read bits, a group member
+#     reads with the CLI and cannot write, others cannot read.
 #
 # Exit: 0 all passed, 1 something failed, 77 skipped (not root, no netns).
 # A trap on EXIT (INT and TERM exit through it) removes the edge host (and
@@ -49,11 +54,14 @@ H=${H:0:10}
 TMP=""
 SMALL=""
 CLEANED=""
+TEST_USER="" # a throwaway system account for --user, deleted on exit
 
 cleanup() {
 	[ -n "$CLEANED" ] && return
 	CLEANED=1
 	"$LAB" down "$H"
+	[ -n "$TEST_USER" ] && userdel "$TEST_USER" 2>/dev/null
+	[ -n "$TEST_USER" ] && getent group "$TEST_USER" >/dev/null && groupdel "$TEST_USER"
 	if [ -n "$SMALL" ] && mountpoint -q "$SMALL"; then
 		umount "$SMALL" 2>/dev/null || umount -l "$SMALL"
 	fi
@@ -166,7 +174,7 @@ sink_total() {
 traffic_start() {
 	ip netns exec "$LAB_WIRE_NS" "$BUILD/ag-trafficgen" --engine "$TG_ENGINE" --dev "$LAB_WIRE_IF" \
 		--dst-mac "$LAB_MAC" --src 10.7.0.0/28 --dst "$LAB_ADDR4" --dport 9100 --rate "$SEND_PPS" "$@" \
-		>"$TMP/gen.out" 2>&1 &
+		>"$TMP/gen.out" 2>"$TMP/gen.err" &
 	GEN_PID=$!
 }
 
@@ -256,14 +264,15 @@ t_kill9_repeated() {
 }
 
 t_upgrade_under_traffic() {
-	local s0 p0 s1 p1 i before old n=15
-	# Quiet, then a burst of known length during which the program is
-	# replaced n times; the host's receive count must equal the program's
+	local s0 p0 s1 p1 i before old sent n=15
+	# Quiet, then traffic for as long as the program is replaced n times
+	# (the window is the traffic's: however long the replacements take on a
+	# busy machine); the host's receive count must equal the program's
 	# passed count exactly.
 	traffic_stop
 	sleep 0.5
 	s0=$(sink_total) && lim_counters && p0=$P || return 1
-	traffic_start --count 9000
+	traffic_start --json
 	window_start || return 1
 	for i in $(seq 1 "$n"); do
 		before=$PROG
@@ -280,14 +289,14 @@ t_upgrade_under_traffic() {
 	[ "$RC" -eq 1 ] && [[ "$OUT" == *refused* ]] || { fail "stale replace: rc $RC: $OUT"; return 1; }
 	cli status
 	json_check "$OUT" "d['links'][0]['prog_id'] == $PROG" || { fail "stale replace changed it"; return 1; }
-	wait "$GEN_PID"
-	GEN_PID=""
 	window_check "$n program replacements" || return 1
+	traffic_stop
+	sent=$(jget "$(cat "$TMP/gen.out")" "d['sent']") || { fail "generator: $(cat "$TMP/gen.err")"; return 1; }
 	sleep 0.5
 	s1=$(sink_total) && lim_counters && p1=$P || return 1
 	[ $((s1 - s0)) -eq $((p1 - p0)) ] ||
 		{ fail "host received $((s1 - s0)) frames, the program passed $((p1 - p0))"; return 1; }
-	diag "received = passed = $((p1 - p0)) of 9000 sent over $n replacements"
+	diag "received = passed = $((p1 - p0)) of $sent sent over $n replacements"
 	traffic_start
 	FIRST_PROG=$PROG
 }
@@ -395,6 +404,58 @@ print(json.dumps([{"id": "d%s-%d-%s" % (sys.argv[1], j, "x" * 60), "agent": "dis
 	daemon_start
 }
 
+# store_damaged_checks: data.mdb cut to half under the daemon (LEARN: the
+# agent "learn" before), then a restart on it.
+store_damaged_checks() {
+	local st size rc
+	api GET /v1/agents/learn
+	[ "$CODE" = 200 ] || { fail "learn: $CODE $BODY"; return 1; }
+	LEARN=$BODY
+	st=$STATE/data.mdb
+	size=$(stat -c %s "$st")
+	window_start || return 1
+	truncate -s $((size / 2)) "$st"
+	api POST /v1/ratings '{"agent":"learn","score":5}'
+	[ "$CODE" = 500 ] && json_check "$BODY" "'$st' in d['message']" "'damaged' in d['message']" ||
+		{ fail "rating on a store cut short: $CODE $BODY"; return 1; }
+	api GET /readyz
+	[ "$CODE" = 503 ] || { fail "still ready: $CODE $BODY"; return 1; }
+	sleep 1
+	window_check "state store cut short" || return 1
+	[ "$(stat -c %s "$st")" -eq $((size / 2)) ] || { fail "data.mdb was written to"; return 1; }
+	daemon_stop || return 1
+	# Refused at the next start, with the file left as it is.
+	daemon_cmd
+	in_host timeout -s KILL 20 "${DCMD[@]}" >"$TMP/refused.log" 2>&1
+	rc=$?
+	[ "$rc" -eq 3 ] && grep -qF "$st" "$TMP/refused.log" ||
+		{ fail "restart on the damaged store: exit $rc: $(cat "$TMP/refused.log")"; return 1; }
+	[ "$(stat -c %s "$st")" -eq $((size / 2)) ] || { fail "data.mdb was written to"; return 1; }
+}
+
+t_store_damaged() {
+	local rc
+	# A copy of the state while the daemon is stopped.
+	daemon_stop || return 1
+	rm -rf "$TMP/state-good"
+	cp -a "$STATE" "$TMP/state-good"
+	daemon_start || return 1
+	store_damaged_checks
+	rc=$?
+	# The copy restored whatever happened (the next cases need the store):
+	# everything is back.
+	daemon_stop
+	rm -rf "$STATE"
+	cp -a "$TMP/state-good" "$STATE"
+	daemon_start || return 1
+	[ "$rc" -eq 0 ] || return 1
+	api GET /v1/agents/learn
+	json_check "$BODY" "d['ratings'] == $(jget "$LEARN" "d['ratings']")" \
+		"d['rate'] == $(jget "$LEARN" "d['rate']")" || return 1
+	api GET /readyz
+	[ "$CODE" = 200 ] || { fail "not ready after the restore: $CODE $BODY"; return 1; }
+}
+
 t_bpf_clock() {
 	local calls
 	# The datapath's clocks are CLOCK_MONOTONIC: bpf_ktime_get_ns (helper 5)
@@ -468,7 +529,58 @@ t_privs_port80() {
 	daemon_start
 }
 
-# A group other than nobody's own, for --read-group.
+# make_test_user: TEST_USER, a system account of agentgated's own (no login
+# shell), whose uid and gid are one number; deleted on exit.
+make_test_user() {
+	local n
+	[ -n "$TEST_USER" ] && return 0
+	for ((n = 990; n > 900; n--)); do
+		getent passwd "$n" >/dev/null || getent group "$n" >/dev/null || break
+	done
+	TEST_USER=agf$$
+	groupadd --system --gid "$n" "$TEST_USER" &&
+		useradd --system --uid "$n" --gid "$n" --no-create-home --home-dir /nonexistent \
+			--shell /usr/sbin/nologin "$TEST_USER" ||
+		{ fail "cannot create the system account $TEST_USER"; return 1; }
+}
+
+# refused_account USER WORDS: the daemon refuses --user USER at once: exit 4
+# naming it and WORDS, nothing set up.
+refused_account() {
+	local out rc
+	out=$(timeout -s KILL 20 "$DAEMON" --config /dev/null --pin-path "$TMP/no-pins" \
+		--state-dir "$TMP/no-state" --listen 127.0.0.1:9479 --user "$1" 2>&1)
+	rc=$?
+	[ "$rc" -eq 4 ] && [[ "$out" == *"--user $1: "*"$2"* ]] ||
+		{ fail "--user $1: exit $rc, expected 4 and '$2': $out"; return 1; }
+	[ ! -e "$TMP/no-pins" ] && [ ! -e "$TMP/no-state" ] || { fail "--user $1: set up anyway"; return 1; }
+}
+
+t_privs_shared_user() {
+	local pid
+	refused_account nobody "nobody/nogroup" || return 1
+	if getent passwd daemon >/dev/null; then
+		refused_account daemon "static account" || return 1
+	fi
+	make_test_user || return 1
+	usermod --shell /bin/bash "$TEST_USER" || return 1
+	refused_account "$TEST_USER" "login shell (/bin/bash)" || return 1
+	usermod --shell /usr/sbin/nologin "$TEST_USER" || return 1
+	# Another process runs as the account: it is someone else's too.
+	setpriv --reuid "$TEST_USER" --regid "$TEST_USER" --clear-groups -- sleep 60 &
+	pid=$!
+	for _ in $(seq 1 100); do
+		[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = sleep ] && break
+		sleep 0.02
+	done
+	refused_account "$TEST_USER" "sleep (pid $pid) runs as it"
+	local rc=$?
+	kill "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null
+	return "$rc"
+}
+
+# A group other than the account's own, for --read-group.
 read_group() {
 	local g
 	for g in adm staff users; do
@@ -489,34 +601,35 @@ as_uid() {
 }
 
 t_privs_user() {
-	local grp gid nobody f bad
+	local grp gid uid f bad
 	grp=$(read_group)
 	gid=$(getent group "$grp" | cut -d: -f3)
-	nobody=$(id -u nobody) || { SKIP_REASON="no account nobody"; return 77; }
+	make_test_user || return 1
+	uid=$(id -u "$TEST_USER")
 	daemon_stop || return 1
 	chmod 0700 "$LAB_DIR"
-	EXTRA=(--user nobody --read-group "$grp")
+	EXTRA=(--user "$TEST_USER" --read-group "$grp")
 	daemon_start || return 1
-	caps_are "$DPID" "$nobody" "$CAPS_KEPT" || return 1
-	grep -q "warning: --user nobody cannot search $LAB_DIR" "$TMP/daemon.log" ||
+	caps_are "$DPID" "$uid" "$CAPS_KEPT" || return 1
+	grep -q "warning: --user $TEST_USER cannot search $LAB_DIR" "$TMP/daemon.log" ||
 		{ fail "no warning about $LAB_DIR"; return 1; }
 	# Pins and state: the account's, the group may read, nobody else.
 	bad=$(find "$LAB_PIN" "$LAB_STATE" \( -type f -o -type d \) \
-		-printf '%p %u %g %m %y\n' | awk -v g="$grp" '
-		$2 != "nobody" || $3 != g || ($5 == "f" && $4 != "640") ||
+		-printf '%p %u %g %m %y\n' | awk -v u="$TEST_USER" -v g="$grp" '
+		$2 != u || $3 != g || ($5 == "f" && $4 != "640") ||
 		($5 == "d" && $4 != "2750") { print }')
-	[ -z "$bad" ] || { fail "not nobody:$grp 0640/2750:"; diag "$bad"; return 1; }
-	# It works as nobody: ratings, agents, and a SIGHUP attaching again
+	[ -z "$bad" ] || { fail "not $TEST_USER:$grp 0640/2750:"; diag "$bad"; return 1; }
+	# It works as the account: ratings, agents, and a SIGHUP attaching again
 	# (keeping the program) once the pin root is reachable.
 	api POST /v1/ratings '{"agent":"learn","score":5}'
-	[ "$CODE" = 200 ] || { fail "rating as nobody: $CODE $BODY"; return 1; }
+	[ "$CODE" = 200 ] || { fail "rating as $TEST_USER: $CODE $BODY"; return 1; }
 	api PUT /v1/agents/asnobody '{}'
-	[ "$CODE" = 201 ] || { fail "PUT as nobody: $CODE $BODY"; return 1; }
+	[ "$CODE" = 201 ] || { fail "PUT as $TEST_USER: $CODE $BODY"; return 1; }
 	chmod 0711 "$LAB_DIR"
 	kill -HUP "$DPID"
 	sleep 1
 	tail -n 3 "$TMP/daemon.log" | grep -q "attached to eth0 (native, program $FIRST_PROG, already running)" ||
-		{ fail "SIGHUP as nobody: $(tail -n 4 "$TMP/daemon.log")"; return 1; }
+		{ fail "SIGHUP as $TEST_USER: $(tail -n 4 "$TMP/daemon.log")"; return 1; }
 	# A member of the group reads with the CLI, cannot write; others cannot read.
 	as_uid 4242 "$gid" agent show asnobody
 	[ "$RC" -eq 0 ] && json_check "$OUT" "d['name'] == 'asnobody'" || { fail "member read: $OUT"; return 1; }
@@ -540,7 +653,8 @@ t_stop() {
 	daemon_stop || return 1
 	link_ids || return 1
 	[ "$PROG" = "$FIRST_PROG" ] || { fail "program changed at the stop"; return 1; }
-	grep -E 'error:' "$TMP/daemon.log" | grep -vE 'ratings not applied|state not changed|no space left' &&
+	grep -E 'error:' "$TMP/daemon.log" |
+		grep -vE 'ratings not applied|state not changed|no space left|state store .* is damaged' &&
 		{ fail "unexpected errors in the daemon log"; return 1; }
 	return 0
 }
@@ -551,10 +665,12 @@ TESTS=(
 	"t_upgrade_under_traffic|15 program replacements (bpf_link_update) under traffic: frames received == frames passed (none unenforced), bound kept; a stale --replace refused, the running program stays"
 	"t_map_full|agent map full plus 10 %: 507 (API, rating) and exit 1 (CLI), agents_refused_total 3; existing agents rated and enforced"
 	"t_disk_full|state on a full 2 MiB tmpfs: 507 naming the disk, ready, enforced, store errors counted; every acknowledged rating kept after kill -9, no torn audit line"
+	"t_store_damaged|data.mdb cut to half under the daemon: 500 naming it, not ready, nothing written, enforcement bound kept; restart refused with exit 3; restored copy: state back, ready"
 	"t_bpf_clock|the XDP object reads CLOCK_MONOTONIC only (bpf_ktime_get_ns, bpf_ktime_get_coarse_ns), never boot or TAI time"
 	"t_clock_jump|daemon wall clock +1 day and -1 day (libfaketime): a drained bucket neither refilled nor frozen; enforcement bound kept"
 	"t_privs_port80|--listen 127.0.0.1:80: CAP_NET_BIND_SERVICE kept as well, nothing else"
-	"t_privs_user|--user nobody --read-group: every thread is nobody with the three capabilities; pins and state nobody:GROUP 0640/2750; SIGHUP attaches again; a member reads, cannot write; others cannot read"
+	"t_privs_shared_user|--user nobody, a static account (daemon), an account with a login shell or another process running as it: exit 4 naming why, nothing set up"
+	"t_privs_user|--user with a throwaway system account, --read-group: every thread runs as it with the three capabilities; pins and state ACCOUNT:GROUP 0640/2750; SIGHUP attaches again; a member reads, cannot write; others cannot read"
 	"t_stop|SIGTERM: clean stop, the same program stays attached, no unexpected errors logged"
 )
 

@@ -735,7 +735,8 @@ static void test_attach_bad_interface(void **state)
 
 static void test_name_validation(void **state)
 {
-	static const char *const bad[] = { "", "a b", "a/b", "\xc3\xa9", "tab\t", "new\nline" };
+	static const char *const bad[] = { "", "a b", "a/b", "\xc3\xa9", "tab\t", "new\nline",
+					   ".", ".." };
 	struct fx *fx = *state;
 	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "names"), true, false, 16, 16);
 	struct ag_agent_update u = {};
@@ -752,6 +753,8 @@ static void test_name_validation(void **state)
 	check_ok(ag_name_check(n64));
 	check_ok(ag_name_check("123e4567-e89b-12d3-a456-426614174000"));
 	check_ok(ag_name_check("Agent_1.prod:eu-west"));
+	check_ok(ag_name_check("..."));
+	check_ok(ag_name_check(".a"));
 	check_eq(ag_name_check(n65), -EINVAL);
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		check_eq(ag_name_check(bad[i]), -EINVAL);

@@ -113,7 +113,8 @@ static void each_field_checked(void **state)
 	expect_field_error("{\"agent\":\"a\"}", "score", "required");
 	expect_field_error("{\"agent\":5,\"score\":3}", "agent", "characters");
 	expect_field_error("{\"agent\":\"\",\"score\":3}", "agent", "characters");
-	expect_field_error("{\"agent\":\"a/b\",\"score\":3}", "agent", "characters");
+	expect_field_error("{\"agent\":\"a/b\",\"score\":3}", "agent", "invalid character 0x2f");
+	expect_field_error("{\"agent\":\"..\",\"score\":3}", "agent", "reserved");
 	expect_field_error("{\"agent\":\"a\",\"score\":3,\"ts\":-1}", "ts", "milliseconds");
 	expect_field_error("{\"agent\":\"a\",\"score\":3,\"ts\":1.5}", "ts", "milliseconds");
 	expect_field_error("{\"agent\":\"a\",\"score\":3,\"ts\":\"now\"}", "ts", "milliseconds");

@@ -58,6 +58,9 @@ static const struct opt opts[] = {
 	{ "max-body", K_BYTES, F(max_body), "BYTES", "largest request body (default 1MiB)" },
 	{ "ingest-socket", K_STR, F(ingest_socket), "PATH", "read NDJSON ratings from a Unix socket" },
 	{ "stdin", K_FLAG, F(use_stdin), NULL, "read NDJSON ratings from standard input" },
+	{ "dead-letter-max", K_BYTES, F(dead_letter_max), "BYTES",
+	  "size at which " AGD_DEAD_LETTER_FILE " becomes " AGD_DEAD_LETTER_FILE ".1, replacing "
+	  "it (default 16MiB, at least 64KiB)" },
 	{ "nats", K_LIST, FL(nats), "URL", "NATS server of the fleet (repeatable)" },
 	{ "node", K_STR, F(node), "NAME",
 	  "this host's name in the fleet: A-Z a-z 0-9 _ -, at most 32 (default: the host name)" },
@@ -123,6 +126,7 @@ void agd_config_defaults(struct agd_config *c)
 	snprintf(c->listen, sizeof(c->listen), "%s", AGD_LISTEN_DEFAULT);
 	snprintf(c->xdp_mode, sizeof(c->xdp_mode), "auto");
 	c->max_body = 1 << 20;
+	c->dead_letter_max = AGD_DEAD_LETTER_MAX_DEFAULT;
 	ag_policy_defaults(&c->defaults);
 	c->auto_create = true;
 	c->dedup_window_ms = 24ULL * 3600 * 1000;

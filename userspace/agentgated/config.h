@@ -23,6 +23,9 @@
 #define AGD_CONFIG_DEFAULT "/etc/agentgate/agentgated.conf"
 #define AGD_LIST_MAX 16
 #define AGD_THREADS_MAX 20000 /* HTTP workers plus WebSocket clients */
+#define AGD_DEAD_LETTER_FILE "dead-letter.ndjson"
+#define AGD_DEAD_LETTER_MAX_DEFAULT (16ULL << 20)
+#define AGD_DEAD_LETTER_MAX_MIN (64ULL << 10)
 
 struct agd_config {
 	char config[4096];
@@ -38,6 +41,7 @@ struct agd_config {
 	__u64 max_body;
 	char ingest_socket[108];
 	bool use_stdin;
+	__u64 dead_letter_max; /* bytes of the dead-letter file before it rotates */
 	char nats[AGD_LIST_MAX][256];
 	size_t n_nats;
 	char node[64];

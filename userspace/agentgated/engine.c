@@ -324,7 +324,7 @@ static void audit_file(struct ag_engine *e, char *line)
 
 static int txn_begin(struct ag_engine *e, MDB_txn **txn)
 {
-	return ag_store_errno(mdb_txn_begin(e->st.env, NULL, 0, txn));
+	return ag_store_txn_begin(&e->st, txn);
 }
 
 static int txn_commit(struct ag_engine *e, MDB_txn *txn)
@@ -336,7 +336,7 @@ static int txn_commit(struct ag_engine *e, MDB_txn *txn)
 	if (err)
 		mdb_txn_abort(txn);
 	else
-		err = ag_store_errno(mdb_txn_commit(txn));
+		err = ag_store_commit(&e->st, txn);
 	if (!err && applying_seq > e->log_seq)
 		e->log_seq = applying_seq;
 
@@ -1809,33 +1809,89 @@ int ag_engine_agent_view(struct ag_engine *e, const char *name, struct ag_agent_
 	return 0;
 }
 
-static int cmp_name(const void *a, const void *b)
+/* The names after `after` in the store's key order (bytes, as strcmp orders
+ * names), at most limit + 1, from a read transaction and a cursor placed
+ * with MDB_SET_RANGE: O(log n + limit) at any depth, and an LMDB reader
+ * never waits for the writer (the apply thread) nor holds it up. */
+static int store_names_after(struct ag_engine *e, const char *after, size_t limit,
+			     char (*names)[AG_NAME_MAX + 1], size_t *n)
 {
-	return strcmp(a, b);
+	size_t after_len = strlen(after);
+	MDB_val k = { after_len, (void *)after }, v;
+	MDB_cursor *cur = NULL;
+	MDB_txn *txn;
+	int rc;
+
+	*n = 0;
+	rc = mdb_txn_begin(e->st.env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return rc == MDB_READERS_FULL ? -EBUSY : ag_store_errno(rc);
+	rc = mdb_cursor_open(txn, e->st.agents, &cur);
+	if (!rc)
+		rc = mdb_cursor_get(cur, &k, &v, after_len ? MDB_SET_RANGE : MDB_FIRST);
+	for (; !rc && *n <= limit; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (!k.mv_size || k.mv_size > AG_NAME_MAX)
+			continue; /* not a name: load_agents skips it too */
+		if (k.mv_size == after_len && !memcmp(k.mv_data, after, after_len))
+			continue;
+		memcpy(names[*n], k.mv_data, k.mv_size);
+		names[(*n)++][k.mv_size] = 0;
+	}
+	if (cur)
+		mdb_cursor_close(cur);
+	mdb_txn_abort(txn);
+	return rc && rc != MDB_NOTFOUND ? ag_store_errno(rc) : 0;
 }
 
-int ag_engine_agent_names(struct ag_engine *e, const char *after, size_t limit,
-			  char (**names)[AG_NAME_MAX + 1], size_t *n, bool *more)
+int ag_engine_agent_page(struct ag_engine *e, const char *after, size_t limit,
+			 struct ag_agent_view **out, size_t *n, char next[AG_NAME_MAX + 1])
 {
-	char (*all)[AG_NAME_MAX + 1];
-	struct entry *en;
-	size_t i, k = 0;
+	char (*names)[AG_NAME_MAX + 1] = NULL;
+	struct ag_agent_view *v = NULL;
+	bool *in_maps = NULL;
+	size_t got, i, k = 0;
+	int err;
 
-	pthread_mutex_lock(&e->lock);
-	all = malloc((e->count + 1) * sizeof(*all));
-	if (!all) {
-		pthread_mutex_unlock(&e->lock);
-		return -ENOMEM;
+	if (!limit)
+		return -EINVAL;
+	names = malloc((limit + 1) * sizeof(*names));
+	v = calloc(limit, sizeof(*v));
+	in_maps = calloc(limit, sizeof(*in_maps));
+	err = names && v && in_maps ? 0 : -ENOMEM;
+	if (!err)
+		err = store_names_after(e, after, limit, names, &got);
+	if (err)
+		goto cleanup;
+	next[0] = 0;
+	if (got > limit) {
+		got = limit;
+		memcpy(next, names[limit - 1], AG_NAME_MAX + 1);
 	}
-	TAB_FOREACH(e, i, en)
-		if (strcmp(en->name, after) > 0)
-			memcpy(all[k++], en->name, sizeof(all[0]));
+	/* One short hold of the lock for the page: table lookups only. */
+	pthread_mutex_lock(&e->lock);
+	for (i = 0; i < got; i++) {
+		struct entry *en = tab_find(e, names[i]);
+
+		if (!en)
+			continue; /* deleted since the store was read */
+		view_of(e, en, &v[k]);
+		in_maps[k++] = en->map_rate >= 0;
+	}
 	pthread_mutex_unlock(&e->lock);
-	qsort(all, k, sizeof(all[0]), cmp_name);
-	*more = k > limit;
-	*n = k > limit ? limit : k;
-	*names = all;
-	return 0;
+	for (i = 0; i < k; i++) {
+		if (!in_maps[i])
+			continue;
+		ag_bucket_tokens(e->ctx, v[i].slot, &v[i].tokens);
+		ag_counters_get(e->ctx, v[i].slot, &v[i].counters);
+	}
+	*out = v;
+	*n = k;
+	v = NULL;
+cleanup:
+	free(names);
+	free(in_maps);
+	free(v);
+	return err;
 }
 
 size_t ag_engine_agent_count(struct ag_engine *e)

@@ -236,10 +236,14 @@ struct ag_agent_view {
 };
 
 int ag_engine_agent_view(struct ag_engine *e, const char *name, struct ag_agent_view *v);
-/* Names after `after` ("" for the first page) in order, at most limit;
- * *more tells whether a next page exists. free(*names). */
-int ag_engine_agent_names(struct ag_engine *e, const char *after, size_t limit,
-			  char (**names)[AG_NAME_MAX + 1], size_t *n, bool *more);
+/* A page of agents in name order: at most limit (>= 1) views of the
+ * agents after `after` ("" for the first page); free(*out). next is the
+ * `after` of the next page, "" on the last one. Read from the store with a
+ * cursor, so a page costs the same at any depth; agents deleted while the
+ * page is read are left out (a page may then hold fewer than limit).
+ * -EBUSY when the store has no reader slot free. */
+int ag_engine_agent_page(struct ag_engine *e, const char *after, size_t limit,
+			 struct ag_agent_view **out, size_t *n, char next[AG_NAME_MAX + 1]);
 size_t ag_engine_agent_count(struct ag_engine *e);
 
 /* Every agent's view (slot order not guaranteed); free(*out). Counters

@@ -13,10 +13,13 @@
 #include <time.h>
 
 #include "deadline.h"
+#include "framing.h"
 #include "http.h"
+#include "lister.h"
 #include "reqlimits.h"
 #include "metrics.h"
 #include "rating.h"
+#include "store.h"
 #include "stream.h"
 #include "tls.h"
 
@@ -35,6 +38,7 @@ struct agd_http {
 	char tls_cert[4096], tls_key[4096];
 	char tls_err[512]; /* set by init_ssl when it fails */
 	struct agd_deadlines *deadlines; /* of request bodies */
+	struct agd_lister *lister;       /* GET /v1/agents pages */
 };
 
 /* One request as the handlers see it. */
@@ -62,6 +66,7 @@ static const char *reason_phrase(int status)
 	case 405: return "Method Not Allowed";
 	case 408: return "Request Timeout";
 	case 409: return "Conflict";
+	case 411: return "Length Required";
 	case 413: return "Payload Too Large";
 	case 415: return "Unsupported Media Type";
 	case 426: return "Upgrade Required";
@@ -69,6 +74,7 @@ static const char *reason_phrase(int status)
 	case 431: return "Request Header Fields Too Large";
 	case 500: return "Internal Server Error";
 	case 503: return "Service Unavailable";
+	case 505: return "HTTP Version Not Supported";
 	case 507: return "Insufficient Storage";
 	default: return "Unknown";
 	}
@@ -84,16 +90,22 @@ static const char *error_code(int status)
 	case 405: return "method_not_allowed";
 	case 408: return "request_timeout";
 	case 409: return "conflict";
+	case 411: return "length_required";
 	case 413: return "payload_too_large";
 	case 415: return "unsupported_media_type";
 	case 426: return "upgrade_required";
 	case 429: return "too_many_requests";
 	case 431: return "header_fields_too_large";
 	case 503: return "unavailable";
+	case 505: return "http_version_not_supported";
 	case 507: return "insufficient_storage";
 	default: return "internal";
 	}
 }
+
+/* Set while this thread answers a request whose body came in chunks: its
+ * connection closes after the answer (see handle()). */
+static __thread bool close_after;
 
 /* extra: further header lines, each ending in \r\n, or NULL (short: the
  * header stays far below the buffer). Header and a small body go out in one
@@ -101,11 +113,14 @@ static const char *error_code(int status)
 static int send_body(struct mg_connection *conn, int status, const char *type, const char *body,
 		     size_t len, const char *extra)
 {
+	bool closing = close_after || (extra && strstr(extra, "Connection: close"));
 	char msg[2048];
 	int n = snprintf(msg, sizeof(msg),
 			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-			 "Cache-Control: no-store\r\n%s\r\n",
-			 status, reason_phrase(status), type, len, extra ? extra : "");
+			 "Cache-Control: no-store\r\n%s%s\r\n",
+			 status, reason_phrase(status), type, len, extra ? extra : "",
+			 closing && !(extra && strstr(extra, "Connection: close")) ?
+				 "Connection: close\r\n" : "");
 	size_t head = n < 0 ? 0 : (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
 
 	if (head + len <= sizeof(msg)) {
@@ -115,7 +130,7 @@ static int send_body(struct mg_connection *conn, int status, const char *type, c
 		mg_write(conn, msg, head);
 		mg_write(conn, body, len);
 	}
-	if (extra && strstr(extra, "Connection: close"))
+	if (closing)
 		mg_disable_connection_keep_alive(conn); /* say it and do it */
 	return status;
 }
@@ -195,10 +210,14 @@ static int errno_status(int err)
 
 /* ---- request bodies ------------------------------------------------------------ */
 
-/* Reads the whole body, refusing (413) before reading more than max_body. */
+/* Reads the whole body, refusing (413) before reading more than max_body.
+ * CivetWeb decodes chunks and gives -1 for a chunk size line that is not
+ * hex digits and CRLF (an extension, a sign, "0x", whitespace, a bare LF),
+ * or chunk data not followed by CRLF: 400, closed. */
 static int read_body(struct req *r)
 {
 	long long declared = r->ri->content_length;
+	bool bad_chunks = false;
 	__u64 max;
 	size_t cap, len = 0;
 	int deadline;
@@ -235,14 +254,23 @@ static int read_body(struct req *r)
 			buf = b;
 		}
 		n = mg_read(r->conn, buf + len, cap - len - 1);
-		if (n <= 0)
+		if (n <= 0) {
+			bad_chunks = n < 0 && agd_request_chunked(r->conn);
 			break;
+		}
 		len += (size_t)n;
 	}
 	if (agd_deadline_disarm(r->h->deadlines, deadline)) {
 		free(buf);
 		return send_error(r->conn, 408, "request body not received within the request "
 				  "timeout (--request-timeout); %zu bytes came", len);
+	}
+	if (bad_chunks) {
+		free(buf);
+		return agd_http_error(r->conn, 400, "Connection: close\r\n",
+				      "request body: malformed chunked encoding (a chunk size is "
+				      "hex digits ending in CRLF, without extensions; chunk data "
+				      "ends in CRLF)");
 	}
 	if (len > max) {
 		free(buf);
@@ -251,8 +279,8 @@ static int read_body(struct req *r)
 	}
 	if (declared >= 0 && (long long)len != declared) {
 		free(buf);
-		return send_error(r->conn, 400, "request body ended after %zu of %lld bytes", len,
-				  declared);
+		return agd_http_error(r->conn, 400, "Connection: close\r\n",
+				      "request body ended after %zu of %lld bytes", len, declared);
 	}
 	buf[len] = 0;
 	r->body = buf;
@@ -365,18 +393,26 @@ static int agent_get(struct req *r)
 	return send_agent(r, 200);
 }
 
+/* GET /v1/agents?limit=N&after=NAME: a page in name order, read from the
+ * store by key (engine.c) in the lister's thread (lister.h), so a deep page
+ * costs what the first one does. */
 static int agents_list(struct req *r)
 {
-	char after[AG_NAME_MAX + 1] = "", lim[16] = "";
-	char (*names)[AG_NAME_MAX + 1] = NULL;
+	char after[AG_NAME_MAX + 1] = "", lim[16] = "", next[AG_NAME_MAX + 1];
 	const char *q = r->ri->query_string;
+	struct ag_agent_view *views = NULL;
 	size_t n = 0, i, limit = 100;
-	json_t *arr, *o;
-	bool more;
+	json_t *arr;
 	char *end;
+	int err, got;
 
-	if (q && mg_get_var(q, strlen(q), "after", after, sizeof(after)) == -2)
+	got = q ? mg_get_var(q, strlen(q), "after", after, sizeof(after)) : -1;
+	if (got == -2)
 		return send_error(r->conn, 400, "query 'after': too long");
+	if (got > 0 && strlen(after) != (size_t)got)
+		return send_error(r->conn, 400, "query 'after': %%00 (NUL) is not accepted");
+	if (after[0] && ag_name_check(after))
+		return send_error(r->conn, 400, "query 'after': %s", ag_errmsg());
 	if (q && mg_get_var(q, strlen(q), "limit", lim, sizeof(lim)) > 0) {
 		unsigned long v = strtoul(lim, &end, 10);
 
@@ -384,19 +420,20 @@ static int agents_list(struct req *r)
 			return send_error(r->conn, 400, "query 'limit': expected 1 to 1000");
 		limit = v;
 	}
-	if (ag_engine_agent_names(r->h->e, after, limit, &names, &n, &more))
-		return send_error(r->conn, 500, "out of memory");
+	err = agd_lister_page(r->h->lister, after, limit, &views, &n, next);
+	if (err == -EBUSY)
+		return agd_http_error(r->conn, 503, "Retry-After: 1\r\n", "the state store has "
+				      "no reader slot free: retry");
+	if (err)
+		return send_error(r->conn, errno_status(err), "cannot read the agents: %s",
+				  ag_store_strerror(err));
 	arr = json_array();
-	for (i = 0; i < n; i++) {
-		struct ag_agent_view v;
-
-		if (!ag_engine_agent_view(r->h->e, names[i], &v))
-			json_array_append_new(arr, ag_agent_view_json(&v));
-	}
-	o = json_pack("{s:o,s:o}", "agents", arr, "next",
-		      more && n ? json_string(names[n - 1]) : json_null());
-	free(names);
-	return send_json(r->conn, 200, o, NULL);
+	for (i = 0; i < n; i++)
+		json_array_append_new(arr, ag_agent_view_json(&views[i]));
+	free(views);
+	return send_json(r->conn, 200, json_pack("{s:o,s:o}", "agents", arr, "next",
+						 next[0] ? json_string(next) : json_null()),
+			 NULL);
 }
 
 static int parse_burst(struct req *r, json_t *v, struct ag_policy *own, int *status)
@@ -797,6 +834,10 @@ static int rules_post(struct req *r)
 		json_decref(o);
 		return send_error(r->conn, 400, "field 'agent': required, a string");
 	}
+	if (ag_name_check(agent)) {
+		json_decref(o);
+		return send_error(r->conn, 400, "field 'agent': %s", ag_errmsg());
+	}
 	err = ag_engine_rule_add(r->h->e, &rule, agent, r->tok.subject, &oe);
 	if (err) {
 		json_decref(o);
@@ -912,6 +953,10 @@ static int rate_post(struct req *r)
 		json_decref(o);
 		return send_error(r->conn, 400, agent ? "field 'event_type': expected a string" :
 							"field 'agent_id': required, a string");
+	}
+	if (ag_name_check(agent)) {
+		json_decref(o);
+		return send_error(r->conn, 400, "field 'agent_id': %s", ag_errmsg());
 	}
 	err = ag_engine_consume(r->h->e, agent, 1, &res, &oe);
 	if (err || ag_engine_agent_view(r->h->e, agent, &v)) {
@@ -1118,7 +1163,8 @@ static const struct route routes[] = {
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
-/* Matches uri against a pattern; the '*' segment is copied into param. */
+/* Matches a decoded path against a pattern; the '*' segment is copied into
+ * param (len: the path's size, so any segment fits). */
 static bool match(const char *pattern, const char *uri, char *param, size_t len)
 {
 	while (*pattern && *uri) {
@@ -1177,9 +1223,12 @@ static int verify(struct agd_http *h, struct mg_connection *conn, const char *to
 static int stream_auth(void *arg, struct mg_connection *conn, const char *query_token)
 {
 	struct ag_token tok;
-	int rc = verify(arg, conn, query_token ? query_token : bearer(conn),
-			"missing token (?token=<JWT> or Authorization: Bearer <JWT>)", &tok);
+	int rc = agd_request_framing(conn);
 
+	if (rc)
+		return rc;
+	rc = verify(arg, conn, query_token ? query_token : bearer(conn),
+		    "missing token (?token=<JWT> or Authorization: Bearer <JWT>)", &tok);
 	if (rc == 1)
 		return 0;
 	if (rc)
@@ -1211,36 +1260,58 @@ static int authorize(struct req *r, const struct route *rt)
 	return 0;
 }
 
-static int handle(struct mg_connection *conn, void *cbdata)
+/* The request's path percent-decoded into path (agd_path_decode), the route
+ * it names into *rt and its agent into param: 0, or the status of the error
+ * sent (400 for the path or the agent name, 404, 405 with Allow). */
+static int route(struct mg_connection *conn, const struct route **rt, char *path, char *param)
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
-	struct req r = { .h = cbdata, .conn = conn, .ri = ri };
-	char param[AG_NAME_MAX + 2], allow[64] = "";
-	const struct route *rt = NULL;
+	char allow[64] = "", why[160];
 	size_t i;
-	int rc;
 
+	*rt = NULL;
+	if (agd_path_decode(ri->request_uri, path, AGD_PATH_MAX, why, sizeof(why)))
+		return agd_http_error(conn, 400, NULL, "%s", why);
 	for (i = 0; i < N_ROUTES; i++) {
-		if (!match(routes[i].path, ri->local_uri, param, sizeof(param)))
+		if (!match(routes[i].path, path, param, AGD_PATH_MAX))
 			continue;
 		if (!strcmp(routes[i].method, ri->request_method)) {
-			rt = &routes[i];
+			*rt = &routes[i];
 			break;
 		}
 		if (strlen(allow) + strlen(routes[i].method) + 3 < sizeof(allow))
 			snprintf(allow + strlen(allow), sizeof(allow) - strlen(allow), "%s%s",
 				 allow[0] ? ", " : "", routes[i].method);
 	}
-	if (!rt && allow[0]) {
+	if (!*rt && allow[0]) {
 		char hdr[96];
 
 		snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
 		return send_json(conn, 405, json_pack("{s:s,s:s}", "error", "method_not_allowed",
 						      "message", "method not allowed here"), hdr);
 	}
-	if (!rt)
-		return send_error(conn, 404, "no such endpoint: %s %s", ri->request_method,
-				  ri->local_uri);
+	if (!*rt)
+		return send_error(conn, 404, "no such endpoint: %s %.200s", ri->request_method,
+				  ri->request_uri);
+	/* The one name check (ag_name_check): %00, bytes outside the
+	 * alphabet and the names "." and ".." never reach the engine. */
+	if (strchr((*rt)->path, '*') && ag_name_check(param))
+		return send_error(conn, 400, "path: %s", ag_errmsg());
+	return 0;
+}
+
+static int handle_request(struct mg_connection *conn, struct agd_http *h)
+{
+	struct req r = { .h = h, .conn = conn, .ri = mg_get_request_info(conn) };
+	char path[AGD_PATH_MAX], param[AGD_PATH_MAX] = "";
+	const struct route *rt;
+	int rc;
+
+	rc = agd_request_framing(conn);
+	if (!rc)
+		rc = route(conn, &rt, path, param);
+	if (rc)
+		return rc;
 	r.param = param;
 	rc = agd_request_limits(conn, rt->method, rt->path);
 	if (!rc)
@@ -1251,6 +1322,20 @@ static int handle(struct mg_connection *conn, void *cbdata)
 		return rc;
 	rc = rt->fn(&r);
 	free(r.body);
+	return rc;
+}
+
+static int handle(struct mg_connection *conn, void *cbdata)
+{
+	int rc;
+
+	/* A chunked body's end is CivetWeb's to find: where it may disagree
+	 * with a proxy (a trailer section it leaves unread, a bare CR in a size
+	 * line), closing after the answer leaves no byte to be read as a
+	 * request of its own. */
+	close_after = agd_request_chunked(conn);
+	rc = handle_request(conn, cbdata);
+	close_after = false;
 	return rc;
 }
 
@@ -1353,9 +1438,9 @@ bool agd_listen_is_loopback(const char *listen)
 int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 		   const struct agd_http_live *live, struct agd_http **out, char *err, size_t len)
 {
-	char threads[16], timeout[24], ports[300], ping[24];
+	char threads[16], timeout[24], ports[300], ping[24], headmax[16];
 	struct mg_callbacks cb = { .log_message = log_message, .http_error = agd_civetweb_error };
-	const char *mgopts[20];
+	const char *mgopts[24];
 	struct agd_http *h;
 	size_t k = 0;
 	int rc;
@@ -1378,6 +1463,7 @@ int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 	snprintf(threads, sizeof(threads), "%u", opts->threads + opts->stream.max_clients);
 	snprintf(ping, sizeof(ping), "%llu", (unsigned long long)opts->stream.ping_ms);
 	snprintf(timeout, sizeof(timeout), "%llu", (unsigned long long)opts->request_timeout_ms);
+	snprintf(headmax, sizeof(headmax), "%d", AGD_HEAD_MAX);
 	h->tls = opts->tls_cert[0] != '\0';
 	if (h->tls) {
 		snprintf(h->tls_cert, sizeof(h->tls_cert), "%s", opts->tls_cert);
@@ -1392,6 +1478,13 @@ int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 	mgopts[k++] = threads;
 	mgopts[k++] = "request_timeout_ms";
 	mgopts[k++] = timeout;
+	/* The target as sent: routing decodes it (agd_path_decode), refusing
+	 * %00 and %2F instead of cutting or splitting a name, and
+	 * agd_request_framing reads CivetWeb's parse in place. */
+	mgopts[k++] = "decode_url";
+	mgopts[k++] = "no";
+	mgopts[k++] = "max_request_size";
+	mgopts[k++] = headmax;
 	mgopts[k++] = "enable_keep_alive";
 	mgopts[k++] = "yes";
 	mgopts[k++] = "keep_alive_timeout_ms";
@@ -1410,6 +1503,12 @@ int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
 	rc = agd_deadlines_start(opts->request_timeout_ms, &h->deadlines);
 	if (rc) {
 		snprintf(err, len, "cannot start the request watchdog: %s", strerror(-rc));
+		agd_http_stop(h);
+		return rc;
+	}
+	rc = agd_lister_start(e, &h->lister);
+	if (rc) {
+		snprintf(err, len, "cannot start the agent lister: %s", strerror(-rc));
 		agd_http_stop(h);
 		return rc;
 	}
@@ -1465,6 +1564,7 @@ void agd_http_stop(struct agd_http *h)
 	if (h->mg)
 		mg_stop(h->mg);
 	agd_stream_free(h->stream);
+	agd_lister_stop(h->lister); /* after the workers that ask it */
 	agd_deadlines_stop(h->deadlines);
 	mg_exit_library();
 	agd_metrics_free(&h->metrics);

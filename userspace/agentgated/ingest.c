@@ -4,6 +4,7 @@
 #include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@
 #include <unistd.h>
 
 #include "appendlog.h"
+#include "config.h"
 #include "ingest.h"
 
 #define READ_CHUNK (1u << 20)     /* bytes read at once; also the longest line */
@@ -22,8 +24,7 @@
 struct agd_ingest {
 	struct ag_engine *e;
 	int stop_pipe[2];
-	int dl_fd; /* dead-letter file */
-	pthread_mutex_t dl_lock;
+	struct agd_caplog dl; /* the dead-letter file */
 	char socket_path[108];
 	int listen_fd;
 	pthread_t stdin_thread, accept_thread;
@@ -56,34 +57,99 @@ struct batch {
 	int *item_err;
 };
 
+static struct {
+	atomic_ullong written, truncated, failed, dropped;
+} dl_stats;
+
+void agd_dead_letter_stats(struct agd_dead_letter_stats *s)
+{
+	s->written = atomic_load(&dl_stats.written);
+	s->truncated = atomic_load(&dl_stats.truncated);
+	s->failed = atomic_load(&dl_stats.failed);
+	s->dropped = atomic_load(&dl_stats.dropped);
+}
+
+/* At most AGD_DEAD_LETTER_INPUT_MAX bytes of text, not cutting a UTF-8
+ * sequence in two. */
+static size_t cut_input(const char *text, size_t len)
+{
+	size_t n = AGD_DEAD_LETTER_INPUT_MAX, back;
+
+	if (len <= n)
+		return len;
+	for (back = 0; back < 3 && ((unsigned char)text[n] & 0xc0) == 0x80; back++)
+		n--;
+	return n;
+}
+
+/* The line's JSON: its input cut to the bound (then marked), or replaced
+ * when it is not UTF-8. total: the input's whole length, 0 when unknown
+ * (a line past the reader's 1 MiB). */
+static char *dead_letter_json(const char *source, __u64 line_no, const char *reason,
+			      const char *text, size_t len, size_t total)
+{
+	struct timespec ts;
+	size_t keep = cut_input(text, len);
+	json_t *o;
+	char *s;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	o = json_pack("{s:I,s:s,s:I,s:s}", "time_ms",
+		      (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "source", source, "line",
+		      (json_int_t)line_no, "reason", reason);
+	if (!o)
+		return NULL;
+	/* Text that is not UTF-8 is not reproduced. */
+	if (json_object_set_new(o, "input", json_stringn(text, keep)))
+		json_object_set_new(o, "input", json_string("(not valid UTF-8; not reproduced)"));
+	if (keep < len || !total) {
+		json_object_set_new(o, "truncated", json_true());
+		if (total)
+			json_object_set_new(o, "input_bytes", json_integer((json_int_t)total));
+	}
+	s = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	return s;
+}
+
+static void dead_letter_failed(int err)
+{
+	__u64 n = atomic_fetch_add(&dl_stats.failed, 1) + 1;
+
+	atomic_fetch_add(&dl_stats.dropped, 1);
+	if (!(n & (n - 1))) /* the 1st, 2nd, 4th, 8th... */
+		fprintf(stderr, "agentgated: warning: dead-letter file: line not written: %s "
+			"(%llu so far)\n", strerror(-err), (unsigned long long)n);
+}
+
+/* total: see dead_letter_json. */
+static void dead_letter_of(struct agd_ingest *in, const char *source, __u64 line_no,
+			   const char *reason, const char *text, size_t len, size_t total)
+{
+	char *s = dead_letter_json(source, line_no, reason, text, len, total);
+	__u64 gone = 0;
+	int err;
+
+	if (!s) {
+		dead_letter_failed(-ENOMEM);
+		return;
+	}
+	err = agd_caplog_append(&in->dl, s, strlen(s), &gone);
+	if (gone)
+		atomic_fetch_add(&dl_stats.dropped, gone);
+	if (err)
+		dead_letter_failed(err);
+	else if (len > AGD_DEAD_LETTER_INPUT_MAX || !total)
+		atomic_fetch_add(&dl_stats.truncated, 1);
+	else
+		atomic_fetch_add(&dl_stats.written, 1);
+	free(s);
+}
+
 static void dead_letter(struct agd_ingest *in, const char *source, __u64 line_no,
 			const char *reason, const char *text, size_t len)
 {
-	struct timespec ts;
-	json_t *o;
-	char *s;
-	int err;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	o = json_pack("{s:I,s:s,s:I,s:s,s:s%}", "time_ms",
-		      (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "source", source, "line",
-		      (json_int_t)line_no, "reason", reason, "input", text, len);
-	if (!o) /* text that is not UTF-8: keep it, escaped byte by byte */
-		o = json_pack("{s:I,s:s,s:I,s:s,s:s}", "time_ms",
-			      (json_int_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000, "source", source,
-			      "line", (json_int_t)line_no, "reason", reason, "input",
-			      "(not valid UTF-8; not reproduced)");
-	s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-	json_decref(o);
-	if (!s)
-		return;
-	pthread_mutex_lock(&in->dl_lock);
-	err = agd_append_line(in->dl_fd, s, strlen(s));
-	pthread_mutex_unlock(&in->dl_lock);
-	if (err)
-		fprintf(stderr, "agentgated: dead-letter file: line not written: %s\n",
-			strerror(-err));
-	free(s);
+	dead_letter_of(in, source, line_no, reason, text, len, len);
 }
 
 static void batch_free(struct batch *b)
@@ -257,8 +323,8 @@ static void read_stream(struct stream *s)
 			if (have == READ_CHUNK) {
 				if (!skipping) {
 					s->line_no++;
-					dead_letter(s->in, s->source, s->line_no,
-						    "line longer than 1 MiB", buf, 256);
+					dead_letter_of(s->in, s->source, s->line_no,
+						       "line longer than 1 MiB", buf, have, 0);
 					ag_engine_count_invalid(s->in->e, 1);
 					pthread_mutex_lock(&s->lock);
 					s->invalid++;
@@ -442,8 +508,8 @@ static int listen_unix(struct agd_ingest *in, const char *path, char *err, size_
 	return 0;
 }
 
-int agd_ingest_start(struct ag_engine *e, int in_fd, const char *socket_path,
-		     const char *dead_letter_path, struct agd_ingest **out, char *err, size_t len)
+int agd_ingest_open(struct ag_engine *e, const struct agd_ingest_opts *o,
+		    struct agd_ingest **out, char *err, size_t len)
 {
 	struct agd_ingest *in = calloc(1, sizeof(*in));
 	int rc;
@@ -451,25 +517,22 @@ int agd_ingest_start(struct ag_engine *e, int in_fd, const char *socket_path,
 	if (!in)
 		return -ENOMEM;
 	in->e = e;
-	in->listen_fd = in->dl_fd = -1;
+	in->listen_fd = in->dl.fd = -1;
 	in->stop_pipe[0] = in->stop_pipe[1] = -1;
 	pthread_mutex_init(&in->lock, NULL);
-	pthread_mutex_init(&in->dl_lock, NULL);
 	pthread_cond_init(&in->cv, NULL);
 	if (pipe2(in->stop_pipe, O_CLOEXEC)) {
 		rc = -errno;
 		snprintf(err, len, "pipe: %s", strerror(-rc));
 		goto fail;
 	}
-	in->dl_fd = open(dead_letter_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-	if (in->dl_fd < 0) {
-		rc = -errno;
-		snprintf(err, len, "cannot open the dead-letter file %s: %s", dead_letter_path,
-			 strerror(-rc));
+	rc = agd_caplog_open(&in->dl, o->dead_letter_path,
+			     o->dead_letter_max ? o->dead_letter_max : AGD_DEAD_LETTER_MAX_DEFAULT,
+			     err, len);
+	if (rc)
 		goto fail;
-	}
-	if (socket_path && socket_path[0]) {
-		rc = listen_unix(in, socket_path, err, len);
+	if (o->socket_path && o->socket_path[0]) {
+		rc = listen_unix(in, o->socket_path, err, len);
 		if (rc)
 			goto fail;
 		rc = -pthread_create(&in->accept_thread, NULL, accept_main, in);
@@ -477,7 +540,7 @@ int agd_ingest_start(struct ag_engine *e, int in_fd, const char *socket_path,
 			goto fail;
 		in->accept_started = true;
 	}
-	if (in_fd >= 0) {
+	if (o->in_fd >= 0) {
 		rc = -pthread_create(&in->stdin_thread, NULL, stdin_main, in);
 		if (rc)
 			goto fail;
@@ -488,6 +551,15 @@ int agd_ingest_start(struct ag_engine *e, int in_fd, const char *socket_path,
 fail:
 	agd_ingest_stop(in);
 	return rc;
+}
+
+int agd_ingest_start(struct ag_engine *e, int in_fd, const char *socket_path,
+		     const char *dead_letter_path, struct agd_ingest **out, char *err, size_t len)
+{
+	struct agd_ingest_opts o = { .in_fd = in_fd, .socket_path = socket_path,
+				     .dead_letter_path = dead_letter_path };
+
+	return agd_ingest_open(e, &o, out, err, len);
 }
 
 void agd_ingest_stop(struct agd_ingest *in)
@@ -508,14 +580,12 @@ void agd_ingest_stop(struct agd_ingest *in)
 		close(in->listen_fd);
 		unlink(in->socket_path);
 	}
-	if (in->dl_fd >= 0)
-		close(in->dl_fd);
+	agd_caplog_close(&in->dl);
 	if (in->stop_pipe[0] >= 0)
 		close(in->stop_pipe[0]);
 	if (in->stop_pipe[1] >= 0)
 		close(in->stop_pipe[1]);
 	pthread_mutex_destroy(&in->lock);
-	pthread_mutex_destroy(&in->dl_lock);
 	pthread_cond_destroy(&in->cv);
 	free(in);
 }

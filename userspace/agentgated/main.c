@@ -23,6 +23,19 @@
 #include "ingest.h"
 #include "fleet.h"
 #include "privs.h"
+#include "store.h"
+
+/* Exit status (agentgated(8), EXIT STATUS). */
+enum {
+	EXIT_CLEAN = 0,
+	EXIT_RUNTIME = 1, /* a failure at start: maps, listener, attach... */
+	EXIT_USAGE = 2,   /* invalid options or configuration */
+	EXIT_STORE = 3,   /* the state store refused: damaged, cut short, missing */
+	EXIT_ACCOUNT = 4, /* --user (or the account run as) is shared */
+};
+
+/* SIGUSR2 wakes the main thread when the store is found damaged. */
+#define STORE_SIGNAL SIGUSR2
 
 static bool quiet;
 
@@ -113,9 +126,11 @@ static int check_settings(const struct agd_config *c)
 		return -1;
 	}
 	if (!c->max_body || !c->threads || !c->queue_max || !c->max_agents ||
-	    c->max_agents > AG_MAX_AGENTS_LIMIT || c->store_size < (1 << 20)) {
+	    c->max_agents > AG_MAX_AGENTS_LIMIT || c->store_size < (1 << 20) ||
+	    c->dead_letter_max < AGD_DEAD_LETTER_MAX_MIN) {
 		logf_(AG_LOG_ERR, "max-body, threads and queue-max must be above 0, max-agents 1 to "
-		      "%u, store-size at least 1MiB", AG_MAX_AGENTS_LIMIT);
+		      "%u, store-size at least 1MiB, dead-letter-max at least 64KiB",
+		      AG_MAX_AGENTS_LIMIT);
 		return -1;
 	}
 	if (c->threads + c->stream_max_clients > AGD_THREADS_MAX || !c->stream_max_per_ip ||
@@ -156,19 +171,78 @@ static int attach_all(struct ag_engine *e, const struct agd_config *c)
 	return 0;
 }
 
-/* What to keep after setup (and the umask for what setup creates). */
+/* What to keep after setup (and the umask for what setup creates); 0,
+ * or the exit status. */
 static int plan_privileges(const struct agd_config *c, struct agd_privs *p)
 {
 	struct agd_privs_opts o = { .user = c->user, .read_group = c->read_group,
 				    .listen = c->listen, .pin_path = c->pin_path,
 				    .state_dir = c->state_dir };
-	char why[600];
+	char why[1200];
+	int err = agd_privs_plan(&o, p, why, sizeof(why));
 
-	if (agd_privs_plan(&o, p, why, sizeof(why))) {
-		logf_(AG_LOG_ERR, "%s", why);
-		return -1;
-	}
-	return 0;
+	if (!err)
+		return 0;
+	logf_(AG_LOG_ERR, "%s", why);
+	return err == -EUSERS ? EXIT_ACCOUNT : EXIT_USAGE;
+}
+
+/* ---- a damaged store while running ---------------------------------------------- */
+
+/* From a signal handler possibly: async-signal-safe. */
+static void store_notify(void)
+{
+	kill(getpid(), STORE_SIGNAL);
+}
+
+/* LMDB failed one of its own assertions: its state cannot be trusted, and
+ * it would abort() next. */
+static void store_fatal(const char *why)
+{
+	logf_(AG_LOG_ERR, "%s; exiting (status %d) instead of aborting: restore the store and "
+	      "start again (agentgated(8), STATE STORE)", why, EXIT_STORE);
+	_exit(EXIT_STORE);
+}
+
+/* Once, when the store was found damaged: logged, and not ready. */
+static void store_damage(struct agd_http *h)
+{
+	static bool reported;
+	char why[4800];
+
+	if (reported || !ag_store_damaged(why, sizeof(why)))
+		return;
+	reported = true;
+	logf_(AG_LOG_ERR, "%s: changes are refused and /readyz answers 503; the datapath goes on "
+	      "enforcing the last rates. Restore the store and restart (agentgated(8), STATE "
+	      "STORE)", why);
+	if (h)
+		agd_http_set_ready(h, false, "the state store is damaged (see the log)");
+}
+
+/* The state and the maps; 0, or the exit status. */
+static int open_engine(const struct agd_config *c, struct ag_engine **e)
+{
+	struct ag_engine_opts eo = { 0 };
+	char err[4800];
+	int rc;
+
+	eo.state_dir = c->state_dir;
+	eo.pin_root = c->pin_path;
+	eo.max_agents = (__u32)c->max_agents;
+	eo.store_size = c->store_size;
+	eo.defaults = c->defaults;
+	eo.dedup_window_ms = c->dedup_window_ms;
+	eo.dedup_max = c->dedup_max;
+	eo.auto_create = c->auto_create;
+	eo.queue_max = c->queue_max;
+	eo.log = logf_;
+	ag_store_on_damage(store_notify, store_fatal);
+	rc = ag_engine_open(&eo, e, err, sizeof(err));
+	if (!rc)
+		return 0;
+	logf_(AG_LOG_ERR, "%s", err);
+	return rc == -EUCLEAN ? EXIT_STORE : EXIT_RUNTIME;
 }
 
 static int drop_privileges(const struct agd_privs *p)
@@ -206,6 +280,7 @@ static void warn_restart_needed(const struct agd_config *old, const struct agd_c
 		FIXED("nats-timeout", nats_timeout_ms), FIXED("fleet-interval", fleet_interval_ms),
 		FIXED("fleet-floor", fleet_floor),
 		FIXED("user", user),               FIXED("read-group", read_group),
+		FIXED("dead-letter-max", dead_letter_max),
 #undef FIXED
 	};
 	size_t i;
@@ -280,7 +355,6 @@ static void reload(int argc, char **argv, struct agd_config *cur, struct ag_engi
 int main(int argc, char **argv)
 {
 	struct agd_config *cfg = malloc(sizeof(*cfg));
-	struct ag_engine_opts eo = { 0 };
 	struct agd_http_opts ho = { 0 };
 	struct agd_http_live live;
 	struct ag_engine *e = NULL;
@@ -288,28 +362,32 @@ int main(int argc, char **argv)
 	struct agd_ingest *in = NULL;
 	struct agd_fleet *fleet = NULL;
 	struct agd_privs privs;
+	struct agd_ingest_opts io = { 0 };
 	char err[1024] = "", dl_path[4200];
 	sigset_t sigs;
-	int rc = 1, sig;
+	int rc = EXIT_RUNTIME, sig;
 
 	if (!cfg)
-		return 1;
+		return EXIT_RUNTIME;
 	switch (agd_config_load(cfg, argc, argv)) {
 	case AGD_EXIT_OK:
 		free(cfg);
-		return 0;
+		return EXIT_CLEAN;
 	case AGD_EXIT_USAGE:
 		free(cfg);
-		return 2;
+		return EXIT_USAGE;
 	case AGD_RUN:
 		break;
 	}
 	quiet = cfg->quiet;
 	ag_set_log(lib_log);
-	if (check_settings(cfg) || !listen_ok(cfg->listen) || live_settings(cfg, &live) ||
-	    plan_privileges(cfg, &privs)) {
+	if (check_settings(cfg) || !listen_ok(cfg->listen) || live_settings(cfg, &live))
+		rc = EXIT_USAGE;
+	else
+		rc = plan_privileges(cfg, &privs);
+	if (rc) {
 		free(cfg);
-		return 2;
+		return rc;
 	}
 
 	/* Signals go to this thread only: every thread started below inherits
@@ -318,29 +396,23 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, SIGTERM);
 	sigaddset(&sigs, SIGINT);
 	sigaddset(&sigs, SIGHUP);
+	sigaddset(&sigs, STORE_SIGNAL);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	eo.state_dir = cfg->state_dir;
-	eo.pin_root = cfg->pin_path;
-	eo.max_agents = (__u32)cfg->max_agents;
-	eo.store_size = cfg->store_size;
-	eo.defaults = cfg->defaults;
-	eo.dedup_window_ms = cfg->dedup_window_ms;
-	eo.dedup_max = cfg->dedup_max;
-	eo.auto_create = cfg->auto_create;
-	eo.queue_max = cfg->queue_max;
-	eo.log = logf_;
-	if (ag_engine_open(&eo, &e, err, sizeof(err))) {
-		logf_(AG_LOG_ERR, "%s", err);
+	rc = open_engine(cfg, &e);
+	if (rc)
 		goto cleanup;
-	}
+	rc = EXIT_RUNTIME;
 	if (attach_all(e, cfg) || start_fleet(e, cfg, &fleet))
 		goto cleanup;
-	snprintf(dl_path, sizeof(dl_path), "%s/dead-letter.ndjson", cfg->state_dir);
+	snprintf(dl_path, sizeof(dl_path), "%s/" AGD_DEAD_LETTER_FILE, cfg->state_dir);
+	io.in_fd = cfg->use_stdin ? STDIN_FILENO : -1;
+	io.socket_path = cfg->ingest_socket;
+	io.dead_letter_path = dl_path;
+	io.dead_letter_max = cfg->dead_letter_max;
 	if ((cfg->use_stdin || cfg->ingest_socket[0]) &&
-	    agd_ingest_start(e, cfg->use_stdin ? STDIN_FILENO : -1, cfg->ingest_socket, dl_path,
-			     &in, err, sizeof(err))) {
+	    agd_ingest_open(e, &io, &in, err, sizeof(err))) {
 		logf_(AG_LOG_ERR, "%s", err);
 		goto cleanup;
 	}
@@ -363,7 +435,8 @@ int main(int argc, char **argv)
 		logf_(AG_LOG_ERR, "%s", err);
 		goto cleanup;
 	}
-	agd_http_set_ready(h, true, NULL);
+	agd_http_set_ready(h, !ag_store_damaged(NULL, 0), NULL);
+	store_damage(h);
 	logf_(AG_LOG_INFO, "serving %s://%s (state %s, maps %s)", cfg->tls_cert[0] ? "https" : "http",
 	      cfg->listen, cfg->state_dir, cfg->pin_path);
 
@@ -374,11 +447,15 @@ int main(int argc, char **argv)
 			reload(argc, argv, cfg, e, h);
 			continue;
 		}
+		if (sig == STORE_SIGNAL) {
+			store_damage(h);
+			continue;
+		}
 		logf_(AG_LOG_INFO, "%s: shutting down (XDP stays attached)",
 		      sig == SIGTERM ? "SIGTERM" : "SIGINT");
 		break;
 	}
-	rc = 0;
+	rc = EXIT_CLEAN;
 cleanup:
 	if (h)
 		agd_http_set_ready(h, false, "shutting down");

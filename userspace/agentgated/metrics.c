@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ingest.h"
 #include "metrics.h"
+#include "store.h"
 
 struct out {
 	char *buf;
@@ -267,14 +269,40 @@ static void engine_series(struct out *o, struct ag_engine *e)
 	put(o, "agentgate_dedup_ids %llu\n", (unsigned long long)s.dedup_ids);
 	family(o, "store_commits_total", "counter", "LMDB transactions committed.");
 	put(o, "agentgate_store_commits_total %llu\n", (unsigned long long)s.commits);
-	family(o, "store_errors_total", "counter", "LMDB transactions that failed.");
-	put(o, "agentgate_store_errors_total %llu\n", (unsigned long long)s.commit_errors);
+	family(o, "store_errors_total", "counter",
+	       "LMDB transactions that failed (a commit, or a read or write within one), and "
+	       "changes refused because the state store is damaged.");
+	put(o, "agentgate_store_errors_total %llu\n",
+	    (unsigned long long)(s.commit_errors + ag_store_errors()));
+	family(o, "store_damaged", "gauge",
+	       "1 once the state store was found damaged: changes are refused, /readyz is 503.");
+	put(o, "agentgate_store_damaged %d\n", ag_store_damaged(NULL, 0) ? 1 : 0);
 	family(o, "map_write_errors_total", "counter",
 	       "Writes of a rate into the BPF maps that failed.");
 	put(o, "agentgate_map_write_errors_total %llu\n", (unsigned long long)s.map_errors);
 	family(o, "agents_refused_total", "counter",
 	       "New agents refused because every agent slot is in use (507).");
 	put(o, "agentgate_agents_refused_total %llu\n", (unsigned long long)s.agents_refused);
+}
+
+static void dead_letter_series(struct out *o)
+{
+	struct agd_dead_letter_stats d;
+
+	agd_dead_letter_stats(&d);
+	family(o, "dead_letters_total", "counter",
+	       "Stream lines dead-lettered, by outcome: written whole, written with the input cut, "
+	       "or not written (failed).");
+	put(o, "agentgate_dead_letters_total{outcome=\"written\"} %llu\n",
+	    (unsigned long long)d.written);
+	put(o, "agentgate_dead_letters_total{outcome=\"truncated\"} %llu\n",
+	    (unsigned long long)d.truncated);
+	put(o, "agentgate_dead_letters_total{outcome=\"failed\"} %llu\n",
+	    (unsigned long long)d.failed);
+	family(o, "dead_letters_dropped_total", "counter",
+	       "Dead letters lost: not written, or deleted with the oldest file when the "
+	       "dead-letter file rotated.");
+	put(o, "agentgate_dead_letters_dropped_total %llu\n", (unsigned long long)d.dropped);
 }
 
 static void datapath_series(struct out *o, struct ag_ctx *ctx, size_t n_agents)
@@ -330,6 +358,7 @@ char *agd_metrics_render(struct agd_metrics *m, struct ag_engine *e, __u64 max_a
 	}
 	agent_series(&o, v, n, own);
 	engine_series(&o, e);
+	dead_letter_series(&o);
 	datapath_series(&o, ag_engine_ctx(e), n);
 	free(own);
 	free(v);

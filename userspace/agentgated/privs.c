@@ -97,9 +97,123 @@ static int not_found(const char *opt, const char *name, const char *what, char *
 	return -ENOENT;
 }
 
+/* ---- the account: one of agentgated's own ----------------------------------------------
+ *
+ * The pins and the state become the account's, and every process running
+ * as it may then write the maps: rates, rules, dry-run. So the account must
+ * be agentgated's alone, and is refused (-EUSERS) when it is
+ *   - root (uid 0): --user names the account to switch to;
+ *   - nobody or nogroup (uid or primary gid 65534): shared by unrelated
+ *     services, and by every NFS user squashed to it;
+ *   - a static account of the distribution, below SYS_UID_MIN of
+ *     /etc/login.defs (default 100): daemon, bin, www-data... are shared by
+ *     convention;
+ *   - an account with a login shell (anything but nologin or false): people
+ *     and their scripts log in as it;
+ *   - the account of any other running process at start (agentgated's own,
+ *     and the CLI's, aside): someone else uses it already.
+ * A system account made for it (useradd --system --shell
+ * /usr/sbin/nologin, as make install does) passes.
+ */
+#define ACCOUNT_HINT "; create a system account of agentgated's own (make install does: useradd " \
+	"--system --user-group --no-create-home --shell /usr/sbin/nologin agentgate) and name " \
+	"it instead"
+
+static unsigned long sys_uid_min(void)
+{
+	FILE *f = fopen("/etc/login.defs", "re");
+	unsigned long v = 100, n;
+	char line[256];
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, " SYS_UID_MIN %lu", &n) == 1)
+			v = n;
+	if (f)
+		fclose(f);
+	return v;
+}
+
+static bool login_shell(const char *shell)
+{
+	const char *base = strrchr(shell, '/');
+
+	base = base ? base + 1 : shell;
+	return !*shell || (strcmp(base, "nologin") && strcmp(base, "false"));
+}
+
+/* A process other than this one and agentgate's own running as uid (any of
+ * its real, effective, saved or file-system ids): "NAME (pid N)" in who. */
+static bool other_process(uid_t uid, char *who, size_t len)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *de;
+	bool found = false;
+
+	while (d && !found && (de = readdir(d))) {
+		char path[300], line[256], name[64] = "";
+		unsigned int u[4];
+		bool theirs = false;
+		FILE *f;
+
+		if (!all_digits(de->d_name) || atoi(de->d_name) == getpid())
+			continue;
+		snprintf(path, sizeof(path), "/proc/%s/status", de->d_name);
+		f = fopen(path, "re");
+		while (f && fgets(line, sizeof(line), f)) {
+			if (sscanf(line, "Name: %63s", name) == 1)
+				continue;
+			if (sscanf(line, "Uid: %u %u %u %u", &u[0], &u[1], &u[2], &u[3]) == 4)
+				theirs = u[0] == uid || u[1] == uid || u[2] == uid || u[3] == uid;
+		}
+		if (f)
+			fclose(f);
+		if (theirs && strncmp(name, "agentgate", 9)) {
+			snprintf(who, len, "%s (pid %s)", name, de->d_name);
+			found = true;
+		}
+	}
+	if (d)
+		closedir(d);
+	return found;
+}
+
+/* how: "--user NAME" or "running as NAME"; shell NULL when unknown. */
+static int check_account(const char *how, uid_t uid, gid_t gid, const char *name,
+			 const char *shell, char *err, size_t len)
+{
+	unsigned long min = sys_uid_min();
+	char who[128];
+
+	if (uid == 0)
+		snprintf(err, len, "%s: root is not an account to switch to: leave --user out to "
+			 "stay root, or name an account of agentgated's own", how);
+	else if (uid == 65534 || gid == 65534 || !strcmp(name, "nobody") ||
+		 !strcmp(name, "nfsnobody"))
+		snprintf(err, len, "%s: nobody/nogroup (65534) is shared by unrelated services "
+			 "and NFS's squashed users, and any of them could rewrite the pinned maps "
+			 "(rates, rules, dry-run)" ACCOUNT_HINT, how);
+	else if (uid < min)
+		snprintf(err, len, "%s: uid %u is a static account of the distribution (below "
+			 "SYS_UID_MIN %lu), shared by convention, and any process running as it "
+			 "could rewrite the pinned maps" ACCOUNT_HINT, how, (unsigned int)uid, min);
+	else if (shell && login_shell(shell))
+		snprintf(err, len, "%s: the account has a login shell (%s): people and their "
+			 "scripts log in as it and could rewrite the pinned maps" ACCOUNT_HINT
+			 " (or: usermod --shell /usr/sbin/nologin %s)", how,
+			 *shell ? shell : "/bin/sh", name);
+	else if (other_process(uid, who, sizeof(who)))
+		snprintf(err, len, "%s: the account is shared: %s runs as it, and could rewrite "
+			 "the pinned maps" ACCOUNT_HINT, how, who);
+	else
+		return 0;
+	return -EUSERS;
+}
+
 static int resolve_user(const char *name, struct agd_privs *p, char *err, size_t len)
 {
 	struct passwd *pw;
+	char how[300];
+	int rc;
 
 	errno = 0;
 	pw = all_digits(name) ? getpwuid((uid_t)strtoul(name, NULL, 10)) : getpwnam(name);
@@ -109,6 +223,10 @@ static int resolve_user(const char *name, struct agd_privs *p, char *err, size_t
 	p->uid = pw->pw_uid;
 	p->gid = pw->pw_gid;
 	snprintf(p->user, sizeof(p->user), "%s", pw->pw_name);
+	snprintf(how, sizeof(how), "--user %s", name);
+	rc = check_account(how, pw->pw_uid, pw->pw_gid, pw->pw_name, pw->pw_shell, err, len);
+	if (rc)
+		return rc;
 	p->n_groups = AGD_PRIVS_GROUPS_MAX;
 	if (getgrouplist(pw->pw_name, pw->pw_gid, p->groups, &p->n_groups) < 0) {
 		snprintf(err, len, "--user %s: member of more than %d groups", name,
@@ -129,6 +247,19 @@ static int resolve_group(const char *name, struct agd_privs *p, char *err, size_
 	p->read_group = true;
 	p->read_gid = gr->gr_gid;
 	return 0;
+}
+
+/* Started as another account than root, without --user: that account. */
+static int check_own_account(char *err, size_t len)
+{
+	struct passwd *pw = getpwuid(geteuid());
+	char how[96];
+
+	if (geteuid() == 0)
+		return 0;
+	snprintf(how, sizeof(how), "running as %s", pw ? pw->pw_name : "uid");
+	return check_account(how, geteuid(), pw ? pw->pw_gid : getegid(), pw ? pw->pw_name : "",
+			     pw ? pw->pw_shell : NULL, err, len);
 }
 
 int agd_privs_plan(const struct agd_privs_opts *o, struct agd_privs *p, char *err, size_t len)
@@ -159,6 +290,10 @@ int agd_privs_plan(const struct agd_privs_opts *o, struct agd_privs *p, char *er
 				 "CAP_SETGID (start agentgated as root)", o->user);
 			return -EPERM;
 		}
+	} else {
+		rc = check_own_account(err, len);
+		if (rc)
+			return rc;
 	}
 	if (o->read_group && *o->read_group) {
 		rc = resolve_group(o->read_group, p, err, len);
@@ -190,11 +325,11 @@ void agd_privs_describe(const struct agd_privs *p, char *buf, size_t len)
  * account it runs as (root, or --user), directories 0700 and files 0600, or
  * with --read-group that group's with 02750 (new entries take the group)
  * and 0640. Only its own entries: the maps (ag_*), links/ and progs/ of the
- * pin root, the four files of the state dir and the fleet's outbox/. The
- * ingest socket keeps 0660.
+ * pin root, the files of the state dir listed here and the fleet's outbox/.
+ * The ingest socket keeps 0660.
  */
-static const char *const state_files[] = { "data.mdb", "lock.mdb", "audit.log",
-					    "dead-letter.ndjson", NULL };
+static const char *const state_files[] = { "data.mdb", "lock.mdb", "data.mdb.init", "audit.log",
+					    "dead-letter.ndjson", "dead-letter.ndjson.1", NULL };
 
 static bool listed(const char *const *names, const char *name)
 {

@@ -44,7 +44,10 @@ struct agd_privs {
 };
 
 /* Resolves the account and group and decides what to keep; sets the
- * umask (077, or 027 with a read group). 0, or -errno with the reason. */
+ * umask (077, or 027 with a read group). 0, or -errno with the reason:
+ * -EUSERS when the account (--user, or the one started as when not root)
+ * is not agentgated's alone: root, nobody/nogroup, a static account of the
+ * distribution, one with a login shell, or one another process runs as. */
 int agd_privs_plan(const struct agd_privs_opts *o, struct agd_privs *p, char *err, size_t len);
 
 /* Gives the pins and the state to the account and group (owner only

@@ -96,9 +96,12 @@ static int item_from_json(json_t *obj, struct ag_rating *r, struct item_error *e
 	agent = json_object_get(obj, "agent");
 	if (!agent)
 		return item_fail(e, "agent", "is required");
-	if (!json_is_string(agent) || json_string_length(agent) > AG_NAME_MAX ||
-	    ag_name_check(json_string_value(agent)))
-		return item_fail(e, "agent", "must be 1 to 64 characters of A-Z a-z 0-9 . _ : -");
+	if (!json_is_string(agent))
+		return item_fail(e, "agent", "must be a string of 1 to 64 characters of A-Z a-z 0-9 . _ : -");
+	if (json_string_length(agent) != strlen(json_string_value(agent)))
+		return item_fail(e, "agent", "must not contain NUL");
+	if (ag_name_check(json_string_value(agent)))
+		return item_fail(e, "agent", "%s", ag_errmsg()); /* the one validator's words */
 	if (!strcmp(json_string_value(agent), "_other"))
 		return item_fail(e, "agent", "'_other' is reserved (the metrics aggregate)");
 	snprintf(r->agent, sizeof(r->agent), "%s", json_string_value(agent));

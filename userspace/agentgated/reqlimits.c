@@ -108,10 +108,7 @@ int agd_request_limits(struct mg_connection *conn, const char *method, const cha
 {
 	const struct mg_request_info *ri = mg_get_request_info(conn);
 
-	/* CivetWeb stops at MG_MAX_HEADERS and drops the rest unseen. */
-	if (ri->num_headers > AGD_HEADERS_MAX)
-		return agd_http_error(conn, 431, NULL, "more than %d header fields",
-				      AGD_HEADERS_MAX);
+	/* The header count: agd_request_framing(), before anything is read. */
 	return query_check(conn, ri->query_string, query_names(method, route));
 }
 
@@ -128,6 +125,16 @@ int agd_civetweb_error(struct mg_connection *conn, int status, const char *msg)
 		/* its one cause: a Sec-WebSocket-Key too long for its buffer */
 		agd_http_error(conn, 400, "Connection: close\r\n",
 			       "WebSocket handshake refused: invalid Sec-WebSocket-Key");
+	else if (status == 411)
+		/* its one cause: a Content-Length that is no number or a
+		 * negative one (framing.c refuses the rest of the malformed) */
+		agd_http_error(conn, 400, "Connection: close\r\n",
+			       "header 'Content-Length': expected digits only");
+	else if (status == 400 && msg && !strcmp(msg, "Bad request"))
+		agd_http_error(conn, 400, "Connection: close\r\n",
+			       "request line malformed (method, target, HTTP/1.x; one space "
+			       "between them; CRLF), a header line malformed, or a "
+			       "Transfer-Encoding other than chunked");
 	else if (status == 400 && msg && !strcmp(msg, "Malformed message"))
 		agd_http_error(conn, 400, "Connection: close\r\n",
 			       "request line and headers malformed, over 16384 bytes, or not "

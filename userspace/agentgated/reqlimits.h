@@ -3,8 +3,10 @@
  * The HTTP API's limits on what clients send, beyond the body size
  * (--max-body) and the time to send a request (--request-timeout,
  * deadline.h):
- *   - request line and headers: at most 16 KiB (CivetWeb's buffer) and 63
- *     header fields (CivetWeb keeps 64 and drops the rest unseen): 431;
+ *   - request line and headers: at most 16 KiB less 64 bytes (CivetWeb's
+ *     buffer, and room framing.c reads in) and 63 header fields (CivetWeb
+ *     keeps 64 and drops the rest unseen): 431;
+ *   - request framing and targets: framing.h;
  *   - JSON nested at most AGD_JSON_DEPTH_MAX deep: 400 before it is parsed;
  *   - query parameters: only those the route takes: 400 naming the other;
  *   - CivetWeb's own refusals (malformed request line, oversized headers)
@@ -18,15 +20,16 @@
 
 #define AGD_JSON_DEPTH_MAX 32
 #define AGD_HEADERS_MAX 63
+#define AGD_HEAD_MAX 16384  /* CivetWeb's max_request_size: its buffer */
+#define AGD_HEAD_MARGIN 64  /* heads within this of it are refused (framing.c) */
 
 struct mg_connection;
 
 /* json_loadb() refusing text nested deeper than AGD_JSON_DEPTH_MAX. */
 json_t *agd_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *err);
 
-/* The header count and the query parameters of a request for route
- * (method and path pattern of the route table): 0, or the status of the
- * error response sent. */
+/* The query parameters of a request for route (method and path pattern of
+ * the route table): 0, or the status of the error response sent. */
 int agd_request_limits(struct mg_connection *conn, const char *method, const char *route);
 
 /* CivetWeb's http_error callback: its refusals as {"error", "message"}. */

@@ -24,6 +24,7 @@
 
 #define AG_STORE_VERSION 1
 #define AG_STORE_AUDIT_MAX 1000000 /* audit records kept in the store */
+#define AG_STORE_MAX_READERS 1024 /* concurrent read transactions (MDB_NOTLS) */
 
 /* An agent as stored: its own policy fields, its current rate and its
  * rating statistics. Fixed layout: the file outlives the binary. */
@@ -57,16 +58,56 @@ struct ag_store {
 	MDB_dbi agents, rules, dedup, dedup_at, audit, meta;
 };
 
+#define AG_STORE_FILE "data.mdb"
+/* Written next to data.mdb once the store is initialised: from then on a
+ * missing or empty data.mdb is refused, never taken for a first start. */
+#define AG_STORE_MARKER "data.mdb.init"
+
 /* Open or create the store in dir (created 0700). map_size: bytes the
- * file may grow to (MDB_MAP_FULL past it). */
+ * file may grow to (MDB_MAP_FULL past it). Before LMDB maps the file, and
+ * again under its writer lock before anything is written, the file is
+ * checked whole (ag_store_check). -EUCLEAN, with err naming the file and
+ * what is wrong, when the store is refused: damaged, cut short, not an
+ * LMDB file, of another version, not a regular file, or missing or empty
+ * where the state dir was initialised before (AG_STORE_MARKER or
+ * lock.mdb). Nothing is written to a refused store. Other errors: -errno. */
 int ag_store_open(const char *dir, size_t map_size, struct ag_store *st, char *err, size_t len);
 void ag_store_close(struct ag_store *st);
 
-/* A negative errno for an LMDB or system error code. */
+/* The integrity check of an LMDB data file through pread alone (never its
+ * map): the meta pages and the file's size (full: and every page of every
+ * database, store_check.c). 0, -EUCLEAN with what is wrong, or -errno. */
+int ag_store_check(int fd, bool full, char *err, size_t len);
+
+/* A write transaction, refused (-EUCLEAN) once the store is damaged; it
+ * also checks, without touching the map, that data.mdb was not cut short,
+ * removed or replaced since (LMDB never shrinks it). */
+int ag_store_txn_begin(struct ag_store *st, MDB_txn **txn);
+/* Commits, or aborts (-EUCLEAN) when the store was found damaged meanwhile. */
+int ag_store_commit(struct ag_store *st, MDB_txn *txn);
+
+/* A negative errno for an LMDB or system error code; a damaged store
+ * (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_PANIC, an I/O error...) gives
+ * -EUCLEAN and is remembered: every later write is refused. Errors are
+ * counted (ag_store_errors). */
 int ag_store_errno(int rc);
 /* The message for an error ag_store_errno() just returned in this thread:
- * -ENOSPC says whether the disk or the store size is full. */
+ * -ENOSPC says whether the disk or the store size is full; -EUCLEAN names
+ * the damaged file and what was found. */
 const char *ag_store_strerror(int err);
+
+/* Once the open store was found damaged (an LMDB error, a SIGBUS from its
+ * map when the file was cut short under the daemon, the file shrunk,
+ * removed or replaced): true, with the message. The daemon then refuses
+ * changes and is not ready; a restart checks the file again. */
+bool ag_store_damaged(char *why, size_t len);
+/* Store errors outside a commit (a commit's own are the engine's). */
+__u64 ag_store_errors(void);
+/* notify: run once when damage is first seen, possibly in a signal
+ * handler, so async-signal-safe. fatal: run when LMDB fails one of its own
+ * assertions, with its text, instead of LMDB's abort(); it must not
+ * return (LMDB aborts if it does). Either may be NULL. */
+void ag_store_on_damage(void (*notify)(void), void (*fatal)(const char *why));
 
 /* The rec's own policy and the effective one under `defaults`. */
 void ag_rec_policy(const struct ag_agent_rec *r, struct ag_policy *own);

@@ -81,7 +81,8 @@ struct ag_agent_update {
 #define AG_DEFAULT_RATE 100.0
 #define AG_BPS_MIN_BURST 1518 /* a bps bucket must hold one full-size frame */
 
-/* Validation: 0, or -EINVAL with a message naming the limit. */
+/* Validation: 0, or -EINVAL with a message naming the limit. A name is 1 to
+ * AG_NAME_MAX of [A-Za-z0-9._:-], not "." nor "..". */
 int ag_name_check(const char *name);
 int ag_rate_check(double rate);
 int ag_burst_check(__u64 burst);

@@ -20,6 +20,11 @@
 
 #include "internal.h"
 
+/* The one check of an agent name, wherever one comes in (CLI, HTTP path and
+ * bodies, ratings, ingest): 1 to AG_NAME_MAX of [A-Za-z0-9._:-], and not
+ * "." or "..": a URL path cannot carry those as a segment (clients and
+ * proxies remove dot segments), so such an agent could be made by a rating
+ * and never reached by its URL. */
 int ag_name_check(const char *name)
 {
 	size_t len = name ? strlen(name) : 0;
@@ -28,6 +33,9 @@ int ag_name_check(const char *name)
 	if (len == 0 || len > AG_NAME_MAX)
 		return ag_err(EINVAL, "agent name must be 1 to %d characters, got %zu", AG_NAME_MAX,
 			      len);
+	if (!strcmp(name, ".") || !strcmp(name, ".."))
+		return ag_err(EINVAL, "agent name '%s' is reserved (a URL path cannot carry it)",
+			      name);
 	for (i = 0; i < len; i++) {
 		char c = name[i];
 
