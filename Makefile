@@ -168,8 +168,9 @@ $(OUTPUT)/agentgated-san: $(OUTPUT)/san/userspace/agentgated/main.o \
 # ---- tests (sanitized) ----------------------------------------------
 
 TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
-	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_gcra $(OUTPUT)/tests/test_lib \
-	$(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating $(OUTPUT)/tests/test_fleet
+	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_wire $(OUTPUT)/tests/test_gcra \
+	$(OUTPUT)/tests/test_lib $(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating \
+	$(OUTPUT)/tests/test_fleet
 
 .PHONY: tests
 tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san
@@ -177,6 +178,7 @@ tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san
 $(OUTPUT)/tests/test_xdp: tests/bpf/test_xdp.c tests/bpf/fixtures.h $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_concurrency: tests/bpf/test_concurrency.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_attach: tests/bpf/test_attach.c $(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_wire: tests/bpf/test_wire.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_gcra: tests/unit/test_gcra.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_lib: tests/unit/test_lib.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_policy: tests/unit/test_policy.c $(OUTPUT)/libagentgated-san.a \

@@ -5,10 +5,15 @@
  * by compare-and-swap, pass or drop, count per CPU.
  *
  * Anything that cannot be parsed far enough to know the source address is
- * passed and counted by reason. A packet whose source is known but whose L4
- * header cannot be reached (non-first fragment, truncated L4, over-long IPv6
- * extension chain) is still charged to the agent its source prefix selects,
- * so malformed traffic cannot slip past the limiter. Never XDP_ABORTED.
+ * passed and counted by reason when the kernel drops it anyway (truncated,
+ * bad version), and dropped when it may deliver it (VLAN tags beyond the
+ * parser's reach). A packet whose source is known but whose L4 header
+ * cannot be reached (truncated L4) is still charged to the agent its source
+ * prefix selects, so malformed traffic cannot slip past the limiter. Later
+ * fragments are charged to the agent of their datagram's first fragment
+ * (ag_frags); one whose first fragment was not seen, like an IPv6 chain
+ * longer than the kernel follows, goes by its source prefix, and is dropped
+ * when only a port rule could have claimed it. Never XDP_ABORTED.
  *
  * Only uapi headers are used (no vmlinux.h): the program reads packet headers
  * and its own maps, never kernel structures, so CO-RE would add nothing.
@@ -123,10 +128,19 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, AG_STAT__MAX);
+	__uint(max_entries, AG_STAT_SLOTS);
 	__type(key, __u32);
 	__type(value, __u64);
 } ag_stats SEC(".maps");
+
+/* First fragments judged, by reassembly key (see abi.h). One map for every
+ * CPU: the fragments of a datagram may be judged on different ones. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, AG_FRAGS_MAX);
+	__type(key, struct ag_frag_key);
+	__type(value, struct ag_frag_val);
+} ag_frags SEC(".maps");
 
 enum ag_verdict {
 	AG_V_PASS,
@@ -410,6 +424,22 @@ refused:
 	return AG_V_EXHAUSTED;
 }
 
+/* Over the limit: dropped, or passed and counted in dry-run. */
+static __always_inline int deny(const struct ag_config *cfg, struct ag_counters *c, __u64 len)
+{
+	if (cfg->dry_run) {
+		c->would_drop_packets++;
+		c->would_drop_bytes += len;
+		c->passed_packets++;
+		c->passed_bytes += len;
+		stat_inc(AG_STAT_DRYRUN_WOULD_DROP);
+		return XDP_PASS;
+	}
+	c->dropped_packets++;
+	c->dropped_bytes += len;
+	return XDP_DROP;
+}
+
 static __always_inline int enforce(const struct ag_config *cfg, __u32 slot, __u64 len)
 {
 	struct ag_counters *c = bpf_map_lookup_elem(&ag_counters, &slot);
@@ -428,17 +458,7 @@ static __always_inline int enforce(const struct ag_config *cfg, __u32 slot, __u6
 	}
 	if (v == AG_V_EXHAUSTED)
 		stat_inc(AG_STAT_CAS_EXHAUSTED);
-	if (cfg->dry_run) {
-		c->would_drop_packets++;
-		c->would_drop_bytes += len;
-		c->passed_packets++;
-		c->passed_bytes += len;
-		stat_inc(AG_STAT_DRYRUN_WOULD_DROP);
-		return XDP_PASS;
-	}
-	c->dropped_packets++;
-	c->dropped_bytes += len;
-	return XDP_DROP;
+	return deny(cfg, c, len);
 }
 
 static __always_inline int unclassified(const struct ag_config *cfg)
@@ -456,20 +476,127 @@ static __always_inline int unclassified(const struct ag_config *cfg)
 	return XDP_DROP;
 }
 
+/* No agent to charge, and no delivering it uncharged (the reason is
+ * counted by the caller). */
+static __always_inline int refuse(const struct ag_config *cfg)
+{
+	if (cfg->dry_run) {
+		stat_inc(AG_STAT_DRYRUN_WOULD_DROP);
+		return XDP_PASS;
+	}
+	return XDP_DROP;
+}
+
+/* ---- fragments and unreachable ports --------------------------------- */
+
+#define AG_GO -1 /* judge the packet by *slot */
+
+static __always_inline int port_rules(const struct ag_config *cfg, int family)
+{
+	return family == AG_PARSE_V4 ?
+		       cfg->rule_count[AG_RK_HOST4_PORT] | cfg->rule_count[AG_RK_LPM4_PORT] :
+		       cfg->rule_count[AG_RK_HOST6_PORT] | cfg->rule_count[AG_RK_LPM6_PORT];
+}
+
+/*
+ * A packet whose L4 header is out of reach although the kernel may deliver
+ * it (a later fragment whose first fragment was not seen, an IPv6 chain
+ * longer than the kernel follows). Its source prefix is known: a wildcard
+ * rule, which needs no port, charges it. Without one, only a port rule
+ * could have claimed it, and which one cannot be told: while the family
+ * has port rules it is dropped, otherwise it is unclassified like any
+ * packet no rule matches.
+ */
+static __always_inline int port_unknown(const struct ag_config *cfg, int family, __u32 slot)
+{
+	if (slot != AG_FRAG_NO_SLOT || !port_rules(cfg, family))
+		return AG_GO;
+	stat_inc(AG_STAT_PORT_UNKNOWN_DROPPED);
+	return refuse(cfg);
+}
+
+/* The rest of a datagram one fragment of which was dropped: it cannot be
+ * reassembled, so it is dropped without taking tokens, and kept out of the
+ * kernel's reassembly memory. */
+static __always_inline int after_drop(const struct ag_config *cfg, __u32 slot, __u64 len)
+{
+	struct ag_counters *c = bpf_map_lookup_elem(&ag_counters, &slot);
+
+	stat_inc(AG_STAT_FRAGMENT_AFTER_DROP);
+	if (!c)
+		return refuse(cfg);
+	return deny(cfg, c, len);
+}
+
+/*
+ * Fragments, and packets whose port is unknown. Returns a verdict, or
+ * AG_GO to have the packet judged by *slot (its classification, or what
+ * its first fragment was judged by); *fv is then the datagram's entry for a
+ * later fragment, to be marked when this one is dropped.
+ */
+static __always_inline int unusual(const struct ag_config *cfg, const struct ag_flow *f,
+				   int family, __u32 *slot, struct ag_frag_val **fv, __u64 len)
+{
+	struct ag_frag_val *v;
+
+	if (f->port_unknown)
+		return port_unknown(cfg, family, *slot);
+	if (f->frag == AG_FRAG_FIRST) {
+		/* A second first fragment that no rule claims (a decoy before
+		 * or after the real one, or an identification used again)
+		 * stays with the agent already charged for the datagram. */
+		if (*slot == AG_FRAG_NO_SLOT) {
+			v = bpf_map_lookup_elem(&ag_frags, &f->fk);
+			if (v)
+				*slot = v->slot;
+		}
+		return AG_GO;
+	}
+	v = bpf_map_lookup_elem(&ag_frags, &f->fk);
+	if (!v) {
+		stat_inc(AG_STAT_FRAGMENT_ORPHAN);
+		return port_unknown(cfg, family, *slot);
+	}
+	*slot = v->slot;
+	if ((v->flags & AG_FRAG_DROPPED) && *slot != AG_FRAG_NO_SLOT)
+		return after_drop(cfg, *slot, len);
+	*fv = v;
+	return AG_GO;
+}
+
+/* Remember how a first fragment was judged; mark a datagram one later
+ * fragment of which was dropped. */
+static __always_inline void frag_judged(const struct ag_flow *f, struct ag_frag_val *fv,
+					__u32 slot, int verdict)
+{
+	if (f->frag == AG_FRAG_FIRST) {
+		struct ag_frag_val v = { .slot = slot,
+					 .flags = verdict == XDP_DROP ? AG_FRAG_DROPPED : 0 };
+
+		bpf_map_update_elem(&ag_frags, &f->fk, &v, BPF_ANY);
+	} else if (fv && verdict == XDP_DROP) {
+		fv->flags = AG_FRAG_DROPPED;
+	}
+}
+
 SEC("xdp")
 int agentgate_xdp(struct xdp_md *ctx)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
-	__u32 zero = 0, reason = AG_STAT__MAX;
+	struct ag_frag_val *fv = NULL;
 	struct ag_config *cfg;
 	struct ag_rule_val *rule;
-	struct ag_flow f = {};
-	int family;
+	struct ag_flow f;
+	__u32 zero = 0, slot;
+	int family, verdict;
+	__u64 len;
 
-	family = ag_parse(data, data_end, &f, &reason);
-	if (reason != AG_STAT__MAX)
-		stat_inc(reason);
+	family = ag_parse(ctx, &f);
+	/* Read after the parse, so that no packet pointer whose checked range
+	 * depends on the VLAN depth lives on: every depth then shares one
+	 * verification of what follows. */
+	len = ctx->data_end - ctx->data;
+	if (f.reason != AG_STAT__MAX)
+		stat_inc(f.reason);
 	if (family == AG_PARSE_NON_IP || family == AG_PARSE_MALFORMED) {
 		if (family == AG_PARSE_NON_IP)
 			stat_inc(AG_STAT_NON_IP);
@@ -479,9 +606,18 @@ int agentgate_xdp(struct xdp_md *ctx)
 	cfg = bpf_map_lookup_elem(&ag_config, &zero);
 	if (!cfg)
 		return XDP_PASS;
+	if (family == AG_PARSE_UNFOLLOWED)
+		return refuse(cfg);
 
 	rule = family == AG_PARSE_V4 ? classify_v4(cfg, &f) : classify_v6(cfg, &f);
-	if (!rule)
-		return unclassified(cfg);
-	return enforce(cfg, rule->slot, data_end - data);
+	slot = rule ? rule->slot : AG_FRAG_NO_SLOT;
+	if (f.frag | f.port_unknown) {
+		verdict = unusual(cfg, &f, family, &slot, &fv, len);
+		if (verdict != AG_GO)
+			return verdict;
+	}
+	verdict = slot == AG_FRAG_NO_SLOT ? unclassified(cfg) : enforce(cfg, slot, len);
+	if (f.frag)
+		frag_judged(&f, fv, slot, verdict);
+	return verdict;
 }

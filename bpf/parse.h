@@ -1,9 +1,19 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Packet parsing for the agentgate datapath: Ethernet, up to two VLAN tags
- * (802.1Q, 802.1ad), IPv4 (options honoured), IPv6 (up to AG_IPV6_MAX_EXT
- * extension headers), and the L4 destination port of TCP, UDP, UDP-Lite,
- * SCTP and DCCP. Every bounds check fails into a counted reason.
+ * Packet parsing for the agentgate datapath: Ethernet, up to AG_VLAN_MAX
+ * VLAN tags (802.1Q, 802.1ad), IPv4 (options honoured), IPv6 (up to
+ * AG_IPV6_MAX_EXT extension headers), and the L4 destination port of TCP,
+ * UDP, UDP-Lite, SCTP and DCCP. Every bounds check fails into a counted
+ * reason. The limits are the kernel's own: it strips at most 8 VLAN tags
+ * and follows at most 12 extension headers (measured on 6.18: one more and
+ * it drops the packet), so whatever the kernel delivers is followed to its
+ * source and port.
+ *
+ * Included once, by agentgate.bpf.c: ag_parse_l3() is a global BPF
+ * function, which the verifier checks once on its own rather than once per
+ * way of reaching it (per VLAN depth, and per everything after it). The
+ * shapes nearly all traffic has are parsed inline first (ag_parse_fast()),
+ * so that only the others pay for the call.
  */
 #ifndef AGENTGATE_BPF_PARSE_H
 #define AGENTGATE_BPF_PARSE_H
@@ -18,14 +28,21 @@
 
 #include "agentgate/abi.h"
 
-#define AG_VLAN_MAX 2
-#define AG_IPV6_MAX_EXT 6
+#define AG_VLAN_MAX 8
+#define AG_IPV6_MAX_EXT 12
 
 enum ag_parse_result {
-	AG_PARSE_MALFORMED = -2, /* source unknown: pass, reason counted */
-	AG_PARSE_NON_IP = -1,    /* ARP, LLDP, ...: pass */
+	AG_PARSE_UNFOLLOWED = -3, /* source unknown, yet the kernel may deliver it: dropped */
+	AG_PARSE_MALFORMED = -2,  /* source unknown: pass, reason counted */
+	AG_PARSE_NON_IP = -1,     /* ARP, LLDP, ...: pass */
 	AG_PARSE_V4 = 4,
 	AG_PARSE_V6 = 6,
+};
+
+enum ag_frag_kind {
+	AG_FRAG_NONE,
+	AG_FRAG_FIRST, /* offset 0, more fragments follow: the L4 header is here */
+	AG_FRAG_LATER, /* offset > 0: no L4 header */
 };
 
 struct ag_flow {
@@ -33,8 +50,14 @@ struct ag_flow {
 	__u8 saddr6[16];
 	__be16 dport;
 	__u8 has_port;
-	__u8 pad;
-};
+	__u8 frag;         /* enum ag_frag_kind; fk is then filled in */
+	__u8 port_unknown; /* an L4 header the parser could not reach */
+	__u8 reason;       /* a stat index worth counting, or AG_STAT__MAX */
+	__u16 pad;
+	struct ag_frag_key fk; /* a fragment's reassembly key */
+} __attribute__((aligned(8)));
+
+_Static_assert(AG_STAT__MAX < 256, "a reason fits ag_flow.reason");
 
 struct ag_vlan_hdr {
 	__be16 tci;
@@ -54,6 +77,10 @@ struct ag_ipv6_frag_hdr {
 #define AG_IPPROTO_HIP 139
 #define AG_IPPROTO_SHIM6 140
 #define AG_IPV4_OFFSET_MASK 0x1fff
+#define AG_IPV4_MF 0x2000
+#define AG_IPV6_OFFSET_MASK 0xfff8
+#define AG_IPV6_MF 0x0001
+#define AG_L2_MAX (ETH_HLEN + AG_VLAN_MAX * 4)
 
 static __always_inline int ag_l4_has_ports(__u8 proto)
 {
@@ -61,84 +88,130 @@ static __always_inline int ag_l4_has_ports(__u8 proto)
 	       proto == IPPROTO_SCTP || proto == IPPROTO_DCCP;
 }
 
-/* Read the destination port at l4; sets *reason when it cannot. */
+/* Read the destination port at l4; sets the reason when it cannot. */
 static __always_inline void ag_parse_port(void *l4, void *data_end, __u8 proto,
-					  struct ag_flow *f, __u32 *reason)
+					  struct ag_flow *f)
 {
 	__be16 *ports = l4;
 
 	if (!ag_l4_has_ports(proto)) {
-		*reason = AG_STAT_NO_PORT;
+		f->reason = AG_STAT_NO_PORT;
 		return;
 	}
 	if ((void *)(ports + 2) > data_end) {
-		*reason = AG_STAT_L4_TRUNCATED;
+		f->reason = AG_STAT_L4_TRUNCATED;
 		return;
 	}
 	f->dport = ports[1];
 	f->has_port = 1;
 }
 
-static __always_inline int ag_parse_v4(void *l3, void *data_end, struct ag_flow *f,
-				       __u32 *reason)
+/* The key the kernel reassembles IPv4 fragments by. */
+static __always_inline void ag_frag_key_v4(struct ag_frag_key *k, const struct iphdr *ip)
+{
+	__builtin_memcpy(k->saddr, &ip->saddr, 4);
+	__builtin_memcpy(k->daddr, &ip->daddr, 4);
+	k->id = ip->id;
+	k->family = 4;
+	k->proto = ip->protocol;
+}
+
+/* IPv6 reassembles by source, destination and identification only. */
+static __always_inline void ag_frag_key_v6(struct ag_frag_key *k, const struct ipv6hdr *ip6,
+					   __be32 id)
+{
+	__builtin_memcpy(k->saddr, &ip6->saddr, 16);
+	__builtin_memcpy(k->daddr, &ip6->daddr, 16);
+	k->id = id;
+	k->family = 6;
+}
+
+static __always_inline int ag_parse_v4(void *l3, void *data_end, struct ag_flow *f)
 {
 	struct iphdr *ip = l3;
 	__u32 hlen;
 
 	if ((void *)(ip + 1) > data_end) {
-		*reason = AG_STAT_IPV4_TRUNCATED;
+		f->reason = AG_STAT_IPV4_TRUNCATED;
 		return AG_PARSE_MALFORMED;
 	}
 	if (ip->version != 4) {
-		*reason = AG_STAT_IP_BAD_VERSION;
+		f->reason = AG_STAT_IP_BAD_VERSION;
 		return AG_PARSE_MALFORMED;
 	}
 	if (ip->ihl < 5) {
-		*reason = AG_STAT_IPV4_BAD_IHL;
+		f->reason = AG_STAT_IPV4_BAD_IHL;
 		return AG_PARSE_MALFORMED;
 	}
 	hlen = ip->ihl * 4;
 	if (l3 + hlen > data_end) {
-		*reason = AG_STAT_IPV4_TRUNCATED;
+		f->reason = AG_STAT_IPV4_TRUNCATED;
 		return AG_PARSE_MALFORMED;
 	}
 	if (bpf_ntohs(ip->tot_len) < hlen) {
-		*reason = AG_STAT_IPV4_BAD_TOTLEN;
+		f->reason = AG_STAT_IPV4_BAD_TOTLEN;
 		return AG_PARSE_MALFORMED;
 	}
 	f->saddr4 = ip->saddr;
-	if (ip->frag_off & bpf_htons(AG_IPV4_OFFSET_MASK)) {
-		*reason = AG_STAT_FRAGMENT; /* non-first fragment: no L4 header */
-		return AG_PARSE_V4;
+	if (ip->frag_off & bpf_htons(AG_IPV4_MF | AG_IPV4_OFFSET_MASK)) {
+		ag_frag_key_v4(&f->fk, ip);
+		if (ip->frag_off & bpf_htons(AG_IPV4_OFFSET_MASK)) {
+			f->frag = AG_FRAG_LATER;
+			f->reason = AG_STAT_FRAGMENT; /* no L4 header */
+			return AG_PARSE_V4;
+		}
+		f->frag = AG_FRAG_FIRST;
 	}
-	ag_parse_port(l3 + hlen, data_end, ip->protocol, f, reason);
+	ag_parse_port(l3 + hlen, data_end, ip->protocol, f);
 	return AG_PARSE_V4;
 }
 
-static __always_inline int ag_parse_v6(void *l3, void *data_end, struct ag_flow *f,
-				       __u32 *reason)
+/* A fragment header: fragments get their key; an atomic fragment (offset
+ * 0, M clear) is a whole packet, whose header the kernel just skips.
+ * Returns 1 for a later fragment (nothing more to parse). */
+static __always_inline int ag_parse_frag6(const struct ipv6hdr *ip6,
+					  const struct ag_ipv6_frag_hdr *fh, struct ag_flow *f)
 {
-	struct ipv6hdr *ip6 = l3;
-	void *cur = l3 + sizeof(*ip6);
+	if (!(fh->frag_off & bpf_htons(AG_IPV6_OFFSET_MASK | AG_IPV6_MF)))
+		return 0;
+	ag_frag_key_v6(&f->fk, ip6, fh->id);
+	if (fh->frag_off & bpf_htons(AG_IPV6_OFFSET_MASK)) {
+		f->frag = AG_FRAG_LATER;
+		f->reason = AG_STAT_FRAGMENT;
+		return 1;
+	}
+	f->frag = AG_FRAG_FIRST;
+	return 0;
+}
+
+static __always_inline int ag_parse_v6(void *data, __u32 l3, void *data_end, struct ag_flow *f)
+{
+	struct ipv6hdr *ip6 = data + l3;
+	__u32 off = l3 + sizeof(*ip6);
 	__u8 nexthdr;
 	int i;
 
 	if ((void *)(ip6 + 1) > data_end) {
-		*reason = AG_STAT_IPV6_TRUNCATED;
+		f->reason = AG_STAT_IPV6_TRUNCATED;
 		return AG_PARSE_MALFORMED;
 	}
 	if (ip6->version != 6) {
-		*reason = AG_STAT_IP_BAD_VERSION;
+		f->reason = AG_STAT_IP_BAD_VERSION;
 		return AG_PARSE_MALFORMED;
 	}
 	__builtin_memcpy(f->saddr6, &ip6->saddr, 16);
 	nexthdr = ip6->nexthdr;
 
-#pragma unroll
+	/* The position is kept as an offset, not a pointer: the verifier
+	 * then sees one state per pass however the headers before it were
+	 * sized, instead of one per combination. */
 	for (i = 0; i <= AG_IPV6_MAX_EXT; i++) {
-		__u8 *hdr = cur;
+		__u8 *hdr;
 		__u32 len;
 
+		if (off > 0xffff) /* not reached: bounds the offset for the verifier */
+			break;
+		hdr = data + off;
 		switch (nexthdr) {
 		case IPPROTO_HOPOPTS:
 		case IPPROTO_ROUTING:
@@ -155,86 +228,177 @@ static __always_inline int ag_parse_v6(void *l3, void *data_end, struct ag_flow 
 			len = 0;
 			break;
 		default:
-			ag_parse_port(cur, data_end, nexthdr, f, reason);
+			ag_parse_port(hdr, data_end, nexthdr, f);
 			return AG_PARSE_V6;
 		}
 		if (i == AG_IPV6_MAX_EXT) {
-			*reason = AG_STAT_IPV6_EXT_CHAIN; /* one more than we walk */
+			/* One more than the kernel follows (it drops these; an
+			 * older kernel may not): the port is out of reach. */
+			f->reason = AG_STAT_IPV6_EXT_CHAIN;
+			f->frag = AG_FRAG_NONE;
+			f->port_unknown = 1;
 			return AG_PARSE_V6;
 		}
 		if (len == 0) {
-			struct ag_ipv6_frag_hdr *fh = cur;
+			struct ag_ipv6_frag_hdr *fh = (void *)hdr;
 
 			if ((void *)(fh + 1) > data_end) {
-				*reason = AG_STAT_IPV6_EXT_TRUNCATED;
+				f->reason = AG_STAT_IPV6_EXT_TRUNCATED;
 				return AG_PARSE_V6;
 			}
-			if (fh->frag_off & bpf_htons(0xfff8)) {
-				*reason = AG_STAT_FRAGMENT;
+			if (ag_parse_frag6(ip6, fh, f))
 				return AG_PARSE_V6;
-			}
 			nexthdr = fh->nexthdr;
-			cur += sizeof(*fh);
+			off += sizeof(*fh);
 			continue;
 		}
 		if ((void *)(hdr + 2) > data_end) {
-			*reason = AG_STAT_IPV6_EXT_TRUNCATED;
+			f->reason = AG_STAT_IPV6_EXT_TRUNCATED;
 			return AG_PARSE_V6;
 		}
 		/* hdr[1]: length in 8-octet units not counting the first 8
 		 * (AH: 4-octet units not counting the first 8). */
 		len = len == 8 ? ((__u32)hdr[1] + 1) * 8 : ((__u32)hdr[1] + 2) * 4;
 		nexthdr = hdr[0];
-		cur += len;
-		if (cur > data_end) {
-			*reason = AG_STAT_IPV6_EXT_TRUNCATED;
+		off += len;
+		if (data + off > data_end) {
+			f->reason = AG_STAT_IPV6_EXT_TRUNCATED;
 			return AG_PARSE_V6;
 		}
 	}
-	return AG_PARSE_V6; /* not reached: the loop returns on its last pass */
+	f->reason = AG_STAT_IPV6_EXT_TRUNCATED; /* not reached */
+	return AG_PARSE_V6;
 }
 
 /*
- * Parse the frame. Returns AG_PARSE_V4/V6 with the source (and the port when
- * reachable) in *f, or NON_IP/MALFORMED. *reason is set to a stat index when
- * something worth counting was seen, otherwise left alone.
+ * IPv4 or IPv6 at offset l3 of the frame, proto its EtherType. Returns
+ * AG_PARSE_V4/V6 with the source (and the port when reachable) in *f, or
+ * MALFORMED/NON_IP. f->reason is set when something worth counting was
+ * seen; for a fragment f->frag says which kind and f->fk holds its key.
  */
-static __always_inline int ag_parse(void *data, void *data_end, struct ag_flow *f,
-				    __u32 *reason)
+__noinline int ag_parse_l3(struct xdp_md *ctx, __u32 l3, __u32 proto, struct ag_flow *f)
 {
-	struct ethhdr *eth = data;
-	void *cur = data + sizeof(*eth);
-	__be16 proto;
-	int i;
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
 
-	if (cur > data_end) {
-		*reason = AG_STAT_ETH_TRUNCATED;
+	if (!f)
+		return AG_PARSE_MALFORMED;
+	if (l3 > AG_L2_MAX) /* not reached: tells the verifier the bound */
+		return AG_PARSE_MALFORMED;
+	if (proto == bpf_htons(ETH_P_IP))
+		return ag_parse_v4(data + l3, data_end, f);
+	if (proto == bpf_htons(ETH_P_IPV6))
+		return ag_parse_v6(data, l3, data_end, f);
+	return AG_PARSE_NON_IP;
+}
+
+/*
+ * The shapes nearly all traffic has, parsed inline: at most one VLAN tag,
+ * then IPv4 without options and not a fragment, or IPv6 straight to the L4
+ * header, with the ports in the frame. Returns 0 for anything else. Only
+ * the fields such a packet needs are written (fk is left alone).
+ */
+static __always_inline int ag_parse_fast(struct xdp_md *ctx, struct ag_flow *f)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	void *l3 = eth + 1;
+	__be16 proto;
+
+	if (l3 > data_end)
+		return 0;
+	proto = eth->h_proto;
+	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
+		struct ag_vlan_hdr *vh = l3;
+
+		if ((void *)(vh + 1) > data_end)
+			return 0;
+		proto = vh->encap_proto;
+		l3 = vh + 1;
+	}
+	if (proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *ip = l3;
+		__be16 *ports = (void *)(ip + 1);
+
+		if ((void *)(ports + 2) > data_end || *(__u8 *)ip != 0x45 ||
+		    bpf_ntohs(ip->tot_len) < sizeof(*ip) ||
+		    (ip->frag_off & bpf_htons(AG_IPV4_MF | AG_IPV4_OFFSET_MASK)) ||
+		    !ag_l4_has_ports(ip->protocol))
+			return 0;
+		f->saddr4 = ip->saddr;
+		f->dport = ports[1];
+	} else if (proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6 = l3;
+		__be16 *ports = (void *)(ip6 + 1);
+
+		if ((void *)(ports + 2) > data_end || ip6->version != 6 ||
+		    !ag_l4_has_ports(ip6->nexthdr))
+			return 0;
+		__builtin_memcpy(f->saddr6, &ip6->saddr, 16);
+		f->dport = ports[1];
+	} else {
+		return 0;
+	}
+	f->has_port = 1;
+	f->frag = AG_FRAG_NONE;
+	f->port_unknown = 0;
+	f->reason = AG_STAT__MAX;
+	return proto == bpf_htons(ETH_P_IP) ? AG_PARSE_V4 : AG_PARSE_V6;
+}
+
+/*
+ * Parse the frame (see ag_parse_l3() for what comes back). VLAN tags of any
+ * ID are walked: the kernel strips a priority tag (ID 0) and delivers the
+ * packet, and another ID reaches a VLAN device or is dropped. 0x9100 and
+ * the like are no tags to the kernel: not IP, and not delivered.
+ */
+static __always_inline int ag_parse(struct xdp_md *ctx, struct ag_flow *f)
+{
+	void *data, *data_end;
+	struct ethhdr *eth;
+	__u32 l3 = sizeof(*eth);
+	__be16 proto;
+	int i, family;
+
+	family = ag_parse_fast(ctx, f);
+	if (family)
+		return family;
+
+	__builtin_memset(f, 0, sizeof(*f));
+	f->reason = AG_STAT__MAX;
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end) {
+		f->reason = AG_STAT_ETH_TRUNCATED;
 		return AG_PARSE_MALFORMED;
 	}
 	proto = eth->h_proto;
 
 #pragma unroll
 	for (i = 0; i < AG_VLAN_MAX; i++) {
-		struct ag_vlan_hdr *vh = cur;
+		struct ag_vlan_hdr *vh = data + l3;
 
 		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
 			break;
 		if ((void *)(vh + 1) > data_end) {
-			*reason = AG_STAT_VLAN_TRUNCATED;
+			f->reason = AG_STAT_VLAN_TRUNCATED;
 			return AG_PARSE_MALFORMED;
 		}
 		proto = vh->encap_proto;
-		cur = vh + 1;
+		l3 += sizeof(*vh);
 	}
+	/* More tags than the kernel strips: it drops these today, but the
+	 * source is out of reach, and a kernel that stripped more would
+	 * deliver it unlimited. */
 	if (proto == bpf_htons(ETH_P_8021Q) || proto == bpf_htons(ETH_P_8021AD)) {
-		*reason = AG_STAT_VLAN_TOO_DEEP;
-		return AG_PARSE_MALFORMED;
+		f->reason = AG_STAT_VLAN_TOO_DEEP;
+		return AG_PARSE_UNFOLLOWED;
 	}
-	if (proto == bpf_htons(ETH_P_IP))
-		return ag_parse_v4(cur, data_end, f, reason);
-	if (proto == bpf_htons(ETH_P_IPV6))
-		return ag_parse_v6(cur, data_end, f, reason);
-	return AG_PARSE_NON_IP;
+	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6))
+		return AG_PARSE_NON_IP;
+	return ag_parse_l3(ctx, l3, proto, f);
 }
 
 #endif /* AGENTGATE_BPF_PARSE_H */

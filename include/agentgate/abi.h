@@ -32,7 +32,8 @@
 #define AG_MAP_NAMES "ag_names"       /* HASH: slot -> struct ag_agent_info */
 #define AG_MAP_INDEX "ag_index"       /* HASH: struct ag_name_key -> slot */
 #define AG_MAP_CONFIG "ag_config"     /* ARRAY[1]: struct ag_config */
-#define AG_MAP_STATS "ag_stats"       /* PERCPU_ARRAY[AG_STAT__MAX]: __u64 packets */
+#define AG_MAP_STATS "ag_stats"       /* PERCPU_ARRAY[AG_STAT_SLOTS]: __u64 packets */
+#define AG_MAP_FRAGS "ag_frags"       /* LRU_HASH: struct ag_frag_key -> struct ag_frag_val */
 
 #define AG_MAX_AGENTS_DEFAULT 65536
 #define AG_MAX_AGENTS_LIMIT (1u << 24)
@@ -137,7 +138,10 @@ _Static_assert(sizeof(struct ag_counters) == 48, "ag_counters layout");
 /*
  * Global per-CPU counters by reason. One list, expanded into the enum used by
  * the datapath and the name table used by userspace (metrics, CLI).
- * Kind: 'p' = parse error (malformed, passed), 'i' = informational.
+ * Kind: 'p' = parse error (malformed), 'i' = informational.
+ * A reason keeps its index for ever: new ones go at the end, so that the
+ * counters of an ag_stats pinned by an older version keep their meaning
+ * when it is grown (ag_stats has AG_STAT_SLOTS entries, room for more).
  */
 #define AG_STAT_LIST(X)                                                        \
 	X(UNCLASSIFIED_PASSED, "unclassified_passed", 'i')                   \
@@ -158,7 +162,10 @@ _Static_assert(sizeof(struct ag_counters) == 48, "ag_counters layout");
 	X(IPV6_TRUNCATED, "ipv6_truncated", 'p')                             \
 	X(IPV6_EXT_TRUNCATED, "ipv6_ext_truncated", 'p')                     \
 	X(IPV6_EXT_CHAIN, "ipv6_ext_chain", 'p')                             \
-	X(L4_TRUNCATED, "l4_truncated", 'p')
+	X(L4_TRUNCATED, "l4_truncated", 'p')                                 \
+	X(FRAGMENT_ORPHAN, "fragment_orphan", 'i')                           \
+	X(FRAGMENT_AFTER_DROP, "fragment_after_drop", 'i')                   \
+	X(PORT_UNKNOWN_DROPPED, "port_unknown_dropped", 'i')
 
 #define AG_STAT_ENUM_ENTRY(id, name, kind) AG_STAT_##id,
 enum ag_stat {
@@ -166,6 +173,39 @@ enum ag_stat {
 	AG_STAT__MAX
 };
 #undef AG_STAT_ENUM_ENTRY
+
+#define AG_STAT_SLOTS 32 /* entries of ag_stats */
+_Static_assert(AG_STAT__MAX <= AG_STAT_SLOTS, "ag_stats has room for every reason");
+
+/* ---- fragments ------------------------------------------------------- */
+/*
+ * Only the first fragment of a datagram carries its L4 header. The datapath
+ * remembers how it judged each first fragment, under the key the kernel
+ * reassembles by (source, destination, identification, and for IPv4 the
+ * protocol), and charges the later fragments to the same agent; fragments
+ * after one that was dropped are dropped too (the datagram cannot be
+ * reassembled). An LRU: the oldest datagrams are forgotten first.
+ */
+#define AG_FRAGS_MAX 16384
+
+struct ag_frag_key {
+	__u8 saddr[16];  /* IPv4: the first 4 bytes */
+	__u8 daddr[16];
+	__be32 id;       /* IPv4: the 16-bit identification */
+	__u8 family;     /* 4 or 6 */
+	__u8 proto;      /* IPv4: the protocol; IPv6: 0 */
+	__u16 pad;
+};
+_Static_assert(sizeof(struct ag_frag_key) == 40, "ag_frag_key layout");
+
+#define AG_FRAG_NO_SLOT 0xffffffffu /* the first fragment was unclassified */
+#define AG_FRAG_DROPPED 1u          /* a fragment of the datagram was dropped */
+
+struct ag_frag_val {
+	__u32 slot;  /* agent charged for the first fragment, or AG_FRAG_NO_SLOT */
+	__u32 flags; /* AG_FRAG_DROPPED */
+};
+_Static_assert(sizeof(struct ag_frag_val) == 8, "ag_frag_val layout");
 
 /* ---- classification rules ------------------------------------------- */
 /*

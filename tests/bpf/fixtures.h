@@ -23,6 +23,7 @@ enum agent_id {
 	A_LIM,      /* 192.0.2.0/24, pps         */
 	A_BPS,      /* 198.51.100.0/24, bps      */
 	A_ALL,      /* 0.0.0.0/0 port 8443       */
+	A_V6P9000,  /* 3fff:bee::/64 port 9000: no wildcard rule covers it */
 	A__COUNT,
 	A_NONE = -1,
 };
@@ -50,6 +51,7 @@ static const struct agent_def agent_defs[A__COUNT] = {
 	[A_LIM] = { "lim", "192.0.2.0/24", 0, 1, 3, 0 },
 	[A_BPS] = { "bps", "198.51.100.0/24", 0, 1, 1000, 1 },
 	[A_ALL] = { "all8443", "0.0.0.0/0", 8443, 1e9, 1000000, 0 },
+	[A_V6P9000] = { "v6p9000", "3fff:bee::/64", 9000, 1e9, 1000000, 0 },
 };
 
 /* ---- frame builders -------------------------------------------------- */
@@ -219,7 +221,7 @@ static void f_vlan_q_v6(struct pkt *p)
 	pkt_finish(p);
 }
 
-static void f_vlan_three_tags(struct pkt *p)
+static void f_vlan_adqq_v4(struct pkt *p)
 {
 	pkt_eth(p, ETH_P_8021AD);
 	pkt_vlan(p, 1, ETH_P_8021Q);
@@ -309,6 +311,286 @@ static void f_v6_bad_version(struct pkt *p)
 	pkt_ipv6(p, "2001:db8:1::5", NULL, IPPROTO_TCP);
 	p->b[p->l3] = 4 << 4;
 	pkt_tcp(p, 443);
+	pkt_finish(p);
+}
+
+/* ---- VLAN stacks the kernel strips, and deeper ones ------------------- */
+
+static const uint16_t tp_q[] = { ETH_P_8021Q, 0 };
+static const uint16_t tp_mix[] = { ETH_P_8021AD, ETH_P_8021Q, 0 };
+
+/* n tags of TCI tci (TPIDs from tpids in turn) over 10.1.9.9 -> TCP 443. */
+static void vlan_v4(struct pkt *p, const uint16_t *tpids, int n, uint16_t tci)
+{
+	pkt_eth_tags(p, tpids, n, tci, ETH_P_IP);
+	pkt_ipv4(p, "10.1.9.9", NULL, IPPROTO_TCP, NULL);
+	pkt_tcp(p, 443);
+	pkt_finish(p);
+}
+
+static void vlan_v6(struct pkt *p, const uint16_t *tpids, int n, uint16_t tci)
+{
+	pkt_eth_tags(p, tpids, n, tci, ETH_P_IPV6);
+	pkt_ipv6(p, "2001:db8:1::5", NULL, IPPROTO_TCP);
+	pkt_tcp(p, 443);
+	pkt_finish(p);
+}
+
+static void f_vlan_prio3_v4(struct pkt *p)
+{
+	vlan_v4(p, tp_q, 3, 0);
+}
+
+static void f_vlan_prio3_v6(struct pkt *p)
+{
+	vlan_v6(p, tp_q, 3, 0);
+}
+
+static void f_vlan_pcp3_v4(struct pkt *p)
+{
+	vlan_v4(p, tp_mix, 3, 0xf000); /* priority 7, DEI, VLAN ID 0 */
+}
+
+static void f_vlan_prio8_v4(struct pkt *p)
+{
+	vlan_v4(p, tp_mix, 8, 0);
+}
+
+static void f_vlan_prio8_v6(struct pkt *p)
+{
+	vlan_v6(p, tp_mix, 8, 0);
+}
+
+static void f_vlan_prio9_v4(struct pkt *p)
+{
+	vlan_v4(p, tp_q, 9, 0);
+}
+
+static void f_vlan_prio9_v6(struct pkt *p)
+{
+	vlan_v6(p, tp_mix, 9, 0);
+}
+
+/* 0x9100 is no VLAN tag to the kernel: outermost, or inside a priority tag. */
+static void f_vlan_9100(struct pkt *p)
+{
+	pkt_eth(p, 0x9100);
+	pkt_tag(p, 0, ETH_P_IP);
+	pkt_ipv4(p, "10.1.9.9", NULL, IPPROTO_TCP, NULL);
+	pkt_tcp(p, 443);
+	pkt_finish(p);
+}
+
+static void f_vlan_q_9100(struct pkt *p)
+{
+	pkt_eth(p, ETH_P_8021Q);
+	pkt_tag(p, 0, 0x9100);
+	pkt_tag(p, 0, ETH_P_IP);
+	pkt_ipv4(p, "10.1.9.9", NULL, IPPROTO_TCP, NULL);
+	pkt_tcp(p, 443);
+	pkt_finish(p);
+}
+
+/* ---- IPv6 extension chains up to the kernel's 12, and beyond ---------- */
+
+/* n destination options headers from src, then UDP to dport. */
+static void v6_dst_chain(struct pkt *p, const char *src, int n, uint16_t dport)
+{
+	int i;
+
+	pkt_eth(p, ETH_P_IPV6);
+	pkt_ipv6(p, src, NULL, n ? IPPROTO_DSTOPTS : IPPROTO_UDP);
+	for (i = 0; i < n; i++)
+		pkt_ext6(p, i == n - 1 ? IPPROTO_UDP : IPPROTO_DSTOPTS, 0);
+	pkt_udp(p, dport);
+	pkt_finish(p);
+}
+
+static void f_v6_chain12(struct pkt *p)
+{
+	v6_chain(p, 12);
+}
+
+static void f_v6_chain13(struct pkt *p)
+{
+	v6_chain(p, 13);
+}
+
+static void f_v6_chain12_p9000(struct pkt *p)
+{
+	v6_dst_chain(p, "3fff:bee::5", 12, 9000);
+}
+
+static void f_v6_chain13_p9000(struct pkt *p)
+{
+	v6_dst_chain(p, "3fff:bee::5", 13, 9000);
+}
+
+/* Every kind the parser walks, an atomic fragment among them: hop-by-hop,
+ * destination options, routing, AH, fragment (offset 0, M clear), mobility,
+ * HIP, shim6, then TCP. */
+static void f_v6_mixed_chain(struct pkt *p)
+{
+	pkt_eth(p, ETH_P_IPV6);
+	pkt_ipv6(p, "2001:db8:1::5", NULL, IPPROTO_HOPOPTS);
+	pkt_ext6(p, IPPROTO_DSTOPTS, 0);
+	pkt_ext6(p, IPPROTO_ROUTING, 1);
+	pkt_ext6(p, IPPROTO_AH, 0);
+	pkt_ah6(p, IPPROTO_FRAGMENT, 4);
+	pkt_frag6_id(p, 135, 0, 0, 77);
+	pkt_ext6(p, 139, 0);
+	pkt_ext6(p, 140, 0);
+	pkt_ext6(p, IPPROTO_TCP, 0);
+	pkt_tcp(p, 443);
+	pkt_finish(p);
+}
+
+static void f_v6_atomic_frag(struct pkt *p)
+{
+	pkt_eth(p, ETH_P_IPV6);
+	pkt_ipv6(p, "2001:db8:1::5", NULL, IPPROTO_FRAGMENT);
+	pkt_frag6_id(p, IPPROTO_UDP, 0, 0, 5);
+	pkt_udp(p, 443);
+	pkt_finish(p);
+}
+
+/* ---- fragments --------------------------------------------------------- */
+
+/* An IPv4 fragment: offset in 8-byte units, a first one carries UDP dport. */
+static void v4_frag(struct pkt *p, const char *src, const char *dst, uint8_t proto,
+		    uint16_t id, uint16_t offset8, int more, uint16_t dport)
+{
+	struct v4_opts o = { .frag = (uint16_t)((more ? 0x2000 : 0) | offset8), .id = id };
+
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, src, dst, proto, &o);
+	if (offset8 == 0)
+		pkt_udp(p, dport);
+	pkt_payload(p, 24);
+	pkt_finish(p);
+}
+
+static void f_v4_first_id9(struct pkt *p)
+{
+	v4_frag(p, "10.1.9.9", NULL, IPPROTO_UDP, 9, 0, 1, 443);
+}
+
+static void f_v4_later_id9(struct pkt *p)
+{
+	v4_frag(p, "10.1.9.9", NULL, IPPROTO_UDP, 9, 4, 1, 0);
+}
+
+static void f_v4_first_id8(struct pkt *p)
+{
+	v4_frag(p, "10.1.9.9", NULL, IPPROTO_UDP, 8, 0, 1, 443);
+}
+
+static void f_v4_first_id9_dst2(struct pkt *p)
+{
+	v4_frag(p, "10.1.9.9", "192.168.0.2", IPPROTO_UDP, 9, 0, 1, 443);
+}
+
+static void f_v4_first_id9_tcp(struct pkt *p)
+{
+	v4_frag(p, "10.1.9.9", NULL, IPPROTO_TCP, 9, 0, 1, 443);
+}
+
+/* 172.16.0.1: only the 0.0.0.0/0 port 8443 rule covers it. */
+static void f_v4_first_8443(struct pkt *p)
+{
+	v4_frag(p, "172.16.0.1", NULL, IPPROTO_UDP, 9, 0, 1, 8443);
+}
+
+static void f_v4_first_53(struct pkt *p)
+{
+	v4_frag(p, "172.16.0.1", NULL, IPPROTO_UDP, 9, 0, 1, 53);
+}
+
+static void f_v4_later_172(struct pkt *p)
+{
+	v4_frag(p, "172.16.0.1", NULL, IPPROTO_UDP, 9, 4, 0, 0);
+}
+
+/* A first fragment with 2 bytes of UDP: the kernel discards the datagram
+ * (a first fragment under 8 bytes), the port is out of reach. */
+static void f_v4_tiny_first(struct pkt *p)
+{
+	struct v4_opts o = { .frag = 0x2000, .id = 9 };
+
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, "10.1.9.9", NULL, IPPROTO_UDP, &o);
+	pkt_be16(p, 40000);
+	pkt_finish(p);
+}
+
+/* IPv6 fragments of identification id from src: a first one carries UDP
+ * dport, optionally behind a hop-by-hop and a destination options header
+ * (and one more after the fragment header). */
+static void v6_frag(struct pkt *p, const char *src, uint8_t nexthdr, uint32_t id,
+		    uint16_t offset8, int more, uint16_t dport, int in_chain)
+{
+	pkt_eth(p, ETH_P_IPV6);
+	pkt_ipv6(p, src, NULL, in_chain ? IPPROTO_HOPOPTS : IPPROTO_FRAGMENT);
+	if (in_chain) {
+		pkt_ext6(p, IPPROTO_DSTOPTS, 0);
+		pkt_ext6(p, IPPROTO_FRAGMENT, 0);
+	}
+	pkt_frag6_id(p, in_chain ? IPPROTO_DSTOPTS : nexthdr, offset8, more, id);
+	if (offset8 == 0) {
+		if (in_chain)
+			pkt_ext6(p, nexthdr, 0);
+		pkt_udp(p, dport);
+	}
+	pkt_payload(p, 24);
+	pkt_finish(p);
+}
+
+static void f_v6_first_id3(struct pkt *p)
+{
+	v6_frag(p, "2001:db8:1::5", IPPROTO_UDP, 3, 0, 1, 443, 0);
+}
+
+static void f_v6_later_id3(struct pkt *p)
+{
+	v6_frag(p, "2001:db8:1::5", IPPROTO_UDP, 3, 4, 0, 0, 0);
+}
+
+/* IPv6 reassembles without the next header: a later fragment claiming
+ * another one is still of the same datagram. */
+static void f_v6_later_id3_tcp(struct pkt *p)
+{
+	v6_frag(p, "2001:db8:1::5", IPPROTO_TCP, 3, 4, 0, 0, 0);
+}
+
+static void f_v6_first_id3_chain(struct pkt *p)
+{
+	v6_frag(p, "2001:db8:1::5", IPPROTO_UDP, 3, 0, 1, 443, 1);
+}
+
+static void f_v6_later_id3_chain(struct pkt *p)
+{
+	v6_frag(p, "2001:db8:1::5", IPPROTO_UDP, 3, 4, 0, 0, 1);
+}
+
+static void f_v6_first_p9000(struct pkt *p)
+{
+	v6_frag(p, "3fff:bee::5", IPPROTO_UDP, 3, 0, 1, 9000, 0);
+}
+
+static void f_v6_later_p9000(struct pkt *p)
+{
+	v6_frag(p, "3fff:bee::5", IPPROTO_UDP, 3, 4, 0, 0, 0);
+}
+
+/* A first fragment's header followed by a later one's (another datagram
+ * nested in it): the later one decides. */
+static void f_v6_nested_frag(struct pkt *p)
+{
+	pkt_eth(p, ETH_P_IPV6);
+	pkt_ipv6(p, "2001:db8:1::5", NULL, IPPROTO_FRAGMENT);
+	pkt_frag6_id(p, IPPROTO_FRAGMENT, 0, 1, 3);
+	pkt_frag6_id(p, IPPROTO_UDP, 4, 0, 4);
+	pkt_payload(p, 24);
 	pkt_finish(p);
 }
 

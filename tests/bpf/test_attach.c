@@ -8,6 +8,7 @@
  * peer through an AF_PACKET socket, limited by the attached program.
  */
 #include <errno.h>
+#include <limits.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
 #include <sched.h>
@@ -364,6 +365,145 @@ static bool test_missing_device(void)
 	       ASSERT_EQ(ag_attach(ctx, "a/b", AG_XDP_AUTO, &res), -EINVAL, "bad name");
 }
 
+/* An orphan IPv6 fragment (first not seen) from 3fff::1, no rule for it. */
+static void orphan_frame(struct pkt *p)
+{
+	pkt_eth(p, ETH_P_IPV6);
+	pkt_ipv6(p, "3fff::1", NULL, IPPROTO_FRAGMENT);
+	pkt_frag6_id(p, IPPROTO_UDP, 4, 0, 1);
+	pkt_payload(p, 16);
+	pkt_finish(p);
+}
+
+#define OLD_STATS 19 /* reasons counted before ag_frags existed */
+
+/* Turn a pin root into one of the previous version: an ag_stats of
+ * OLD_STATS entries holding k + 1 on each CPU for reason k, no ag_frags. */
+static bool make_old_pins(const char *r, int ncpus)
+{
+	char path[PATH_MAX];
+	__u64 *vals = calloc(ncpus, sizeof(*vals));
+	bool ok = vals != NULL;
+	__u32 k;
+	int fd, c;
+
+	fd = bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, "ag_stats", 4, 8, OLD_STATS, NULL);
+	ok = ok && ASSERT_TRUE(fd >= 0, "old ag_stats");
+	for (k = 0; ok && k < OLD_STATS; k++) {
+		for (c = 0; c < ncpus; c++)
+			vals[c] = k + 1;
+		ok = ASSERT_OK(bpf_map_update_elem(fd, &k, vals, BPF_ANY), "old count");
+	}
+	snprintf(path, sizeof(path), "%s/%s", r, AG_MAP_STATS);
+	ok = ok && ASSERT_OK(unlink(path), "unpin ag_stats") &&
+	     ASSERT_OK(bpf_obj_pin(fd, path), "pin old ag_stats");
+	snprintf(path, sizeof(path), "%s/%s", r, AG_MAP_FRAGS);
+	ok = ok && ASSERT_OK(unlink(path), "unpin ag_frags");
+	if (fd >= 0)
+		close(fd);
+	free(vals);
+	return ok;
+}
+
+static __u32 pinned_entries(const char *r, const char *map)
+{
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
+	char path[PATH_MAX];
+	int fd;
+
+	snprintf(path, sizeof(path), "%s/%s", r, map);
+	fd = bpf_obj_get(path);
+	if (fd < 0)
+		return 0;
+	if (bpf_obj_get_info_by_fd(fd, &info, &len))
+		info.max_entries = 0;
+	close(fd);
+	return info.max_entries;
+}
+
+static bool old_counts_kept(struct ag_ctx *c, int ncpus)
+{
+	__u64 st[AG_STAT__MAX];
+	bool ok = ASSERT_OK(ag_stats_get(c, st), "stats");
+	int k;
+
+	for (k = 0; ok && k < AG_STAT__MAX; k++)
+		ok = ASSERT_EQ(st[k], k < OLD_STATS ? (__u64)(k + 1) * ncpus : 0, ag_stat_name(k));
+	return ok;
+}
+
+/*
+ * Pins of the previous version (fewer reasons in ag_stats, no ag_frags),
+ * with a program running on a device: opening them without creating reads
+ * them as they are, a program cannot be loaded on them, and attaching (which
+ * opens to create) adds ag_frags, grows ag_stats keeping its counts, and
+ * replaces the running program through its link.
+ */
+static bool test_upgrade_from_older_pins(void)
+{
+	struct ag_open_opts o = { .create = true, .max_agents = 16, .max_rules = 16 };
+	struct ag_attach_result first, res;
+	struct ag_ctx *old = NULL, *ro = NULL, *rw = NULL, *up = NULL;
+	struct ag_prog *prog = NULL;
+	__u64 before[AG_STAT__MAX], after[AG_STAT__MAX];
+	char r[256], grown[PATH_MAX];
+	struct pkt p;
+	int ncpus;
+	bool ok;
+
+	snprintf(r, sizeof(r), "%s/older", root);
+	o.pin_root = r;
+	ok = ASSERT_OK(veth("agt4a", "agt4b"), "veth") && ASSERT_OK(ag_open(&o, &old), "open") &&
+	     ASSERT_OK(ag_attach(old, "agt4a", AG_XDP_NATIVE, &first), "attach");
+	ncpus = old ? ag_num_cpus(old) : 1;
+	ag_close(old);
+	ok = ok && make_old_pins(r, ncpus);
+
+	o.create = false;
+	o.read_only = true;
+	ok = ok && ASSERT_OK(ag_open(&o, &ro), "read-only open of older pins") &&
+	     old_counts_kept(ro, ncpus);
+	o.read_only = false;
+	ok = ok && ASSERT_OK(ag_open(&o, &rw), "open of older pins") &&
+	     ASSERT_EQ(ag_prog_load(rw, &prog), -ENOENT, "no program without ag_frags") &&
+	     ASSERT_TRUE(strstr(ag_errmsg(), AG_MAP_FRAGS) != NULL, ag_errmsg());
+
+	o.create = true;
+	snprintf(grown, sizeof(grown), "%s/%s_grown", r, AG_MAP_STATS);
+	ok = ok && ASSERT_OK(ag_open(&o, &up), "open to create") &&
+	     ASSERT_EQ(pinned_entries(r, AG_MAP_FRAGS), AG_FRAGS_MAX, "ag_frags created") &&
+	     ASSERT_OK(ag_attach(up, "agt4a", AG_XDP_NATIVE, &res), "attach again") &&
+	     ASSERT_TRUE(res.replaced && res.link_id == first.link_id, "replaced through the link") &&
+	     ASSERT_EQ(xdp_prog_on("agt4a", NULL), res.prog_id, "kernel runs the new one") &&
+	     ASSERT_EQ(pinned_entries(r, AG_MAP_STATS), AG_STAT_SLOTS, "ag_stats grown") &&
+	     ASSERT_TRUE(access(grown, F_OK) != 0, "no temporary pin left") &&
+	     old_counts_kept(up, ncpus) && old_counts_kept(ro, ncpus);
+
+	/* The grown map counts the reasons the old one had no room for. */
+	orphan_frame(&p);
+	ok = ok && ASSERT_OK(ag_prog_load(up, &prog), "load") &&
+	     ASSERT_OK(ag_stats_get(up, before), "stats");
+	if (ok) {
+		LIBBPF_OPTS(bpf_test_run_opts, t, .data_in = p.b, .data_size_in = (__u32)p.len);
+
+		ok = ASSERT_OK(bpf_prog_test_run_opts(ag_prog_fd(prog), &t), "run") &&
+		     ASSERT_EQ(t.retval, XDP_PASS, "verdict") &&
+		     ASSERT_OK(ag_stats_get(up, after), "stats") &&
+		     ASSERT_EQ(after[AG_STAT_FRAGMENT_ORPHAN] - before[AG_STAT_FRAGMENT_ORPHAN], 1,
+			       "fragment_orphan") &&
+		     ASSERT_EQ(after[AG_STAT_FRAGMENT] - before[AG_STAT_FRAGMENT], 1, "fragment");
+	}
+	ag_prog_free(prog);
+	if (up)
+		ok = ASSERT_OK(ag_detach(up, "agt4a"), "detach") && ok;
+	ag_close(up);
+	ag_close(rw);
+	ag_close(ro);
+	sh("ip link del agt4a 2>/dev/null");
+	return ok;
+}
+
 static const struct {
 	const char *name;
 	bool (*fn)(void);
@@ -384,6 +524,8 @@ static const struct {
 	{ "a device name with a dot: encoded pins, listed by its name, replaced, detached",
 	  test_dotted_device_name },
 	{ "missing or invalid device", test_missing_device },
+	{ "pins of the previous version: read as they are, grown and replaced on attach",
+	  test_upgrade_from_older_pins },
 };
 
 int main(void)

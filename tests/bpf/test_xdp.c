@@ -29,7 +29,8 @@ static struct ag_ctx *ctx;
 static struct ag_prog *prog;
 static __u32 slots[A__COUNT];
 
-#define MAX_STATS 3
+#define MAX_STATS 4
+#define MAX_PRELUDE 3
 
 struct fixture {
 	const char *desc;
@@ -39,6 +40,9 @@ struct fixture {
 	int stats[MAX_STATS];       /* reasons expected to move by +1 (0-terminated: +1) */
 	int default_action;         /* AG_ACTION_* while the fixture runs */
 	int dry_run;
+	/* Frames run first, under the same settings, outside the deltas: the
+	 * first fragments a later fragment follows. ag_frags starts empty. */
+	void (*prelude[MAX_PRELUDE])(struct pkt *p);
 };
 
 /* Reasons are stored +1 so that a zero-initialised slot means "none". */
@@ -74,9 +78,49 @@ static const struct fixture fixtures[] = {
 	  AG_ACTION_DROP },
 	/* IPv4 fragments */
 	{ "ipv4 first fragment has a port", f_v4_first_frag, XDP_PASS, A_WEB443 },
-	{ "ipv4 non-first fragment: prefix only", f_v4_later_frag, XDP_PASS, A_NET10_1,
-	  { S(FRAGMENT) } },
+	{ "ipv4 non-first fragment, its first not seen: prefix only", f_v4_later_frag, XDP_PASS,
+	  A_NET10_1, { S(FRAGMENT), S(FRAGMENT_ORPHAN) } },
 	{ "ipv4 DF flag is not a fragment", f_v4_dont_frag, XDP_PASS, A_WEB443 },
+	{ "ipv4 later fragment follows its first fragment to the port rule", f_v4_later_frag,
+	  XDP_PASS, A_WEB443, { S(FRAGMENT) }, .prelude = { f_v4_first_frag } },
+	{ "ipv4 later fragment, first of another identification: prefix only", f_v4_later_id9,
+	  XDP_PASS, A_NET10_1, { S(FRAGMENT), S(FRAGMENT_ORPHAN) },
+	  .prelude = { f_v4_first_id8 } },
+	{ "ipv4 later fragment, first to another destination: prefix only", f_v4_later_id9,
+	  XDP_PASS, A_NET10_1, { S(FRAGMENT), S(FRAGMENT_ORPHAN) },
+	  .prelude = { f_v4_first_id9_dst2 } },
+	{ "ipv4 later fragment, first of another protocol: prefix only", f_v4_later_id9,
+	  XDP_PASS, A_NET10_1, { S(FRAGMENT), S(FRAGMENT_ORPHAN) },
+	  .prelude = { f_v4_first_id9_tcp } },
+	{ "ipv4 later fragment of the same identification follows", f_v4_later_id9, XDP_PASS,
+	  A_WEB443, { S(FRAGMENT) }, .prelude = { f_v4_first_id9 } },
+	{ "ipv4 port-scoped agent: its later fragment is charged to it", f_v4_later_172, XDP_PASS,
+	  A_ALL, { S(FRAGMENT) }, .prelude = { f_v4_first_8443 } },
+	{ "ipv4 port-scoped agent: its later fragment passes default drop", f_v4_later_172,
+	  XDP_PASS, A_ALL, { S(FRAGMENT) }, AG_ACTION_DROP, .prelude = { f_v4_first_8443 } },
+	{ "ipv4 later fragment, first not seen, only a port rule covers the source: dropped",
+	  f_v4_later_172, XDP_DROP, A_NONE,
+	  { S(FRAGMENT), S(FRAGMENT_ORPHAN), S(PORT_UNKNOWN_DROPPED) } },
+	{ "ipv4 the same in dry-run: passed, counted", f_v4_later_172, XDP_PASS, A_NONE,
+	  { S(FRAGMENT), S(FRAGMENT_ORPHAN), S(PORT_UNKNOWN_DROPPED), S(DRYRUN_WOULD_DROP) },
+	  AG_ACTION_PASS, 1 },
+	{ "ipv4 later fragment of an unclassified datagram: unclassified", f_v4_later_172,
+	  XDP_PASS, A_NONE, { S(FRAGMENT), S(UNCLASSIFIED_PASSED) }, .prelude = { f_v4_first_53 } },
+	{ "ipv4 later fragment of an unclassified datagram, default drop", f_v4_later_172, XDP_DROP,
+	  A_NONE, { S(FRAGMENT), S(UNCLASSIFIED_DROPPED) }, AG_ACTION_DROP,
+	  .prelude = { f_v4_first_53 } },
+	{ "ipv4 a decoy first fragment stays with the agent charged", f_v4_first_53, XDP_PASS,
+	  A_ALL, {}, .prelude = { f_v4_first_8443 } },
+	{ "ipv4 later fragment after a decoy first fragment", f_v4_later_172, XDP_PASS, A_ALL,
+	  { S(FRAGMENT) }, .prelude = { f_v4_first_8443, f_v4_first_53 } },
+	{ "ipv4 the real first fragment after a decoy is charged", f_v4_first_8443, XDP_PASS,
+	  A_ALL, {}, .prelude = { f_v4_first_53 } },
+	{ "ipv4 later fragment after decoy and real first fragments", f_v4_later_172, XDP_PASS,
+	  A_ALL, { S(FRAGMENT) }, .prelude = { f_v4_first_53, f_v4_first_8443 } },
+	{ "ipv4 first fragment without its port (2 bytes of UDP): prefix only", f_v4_tiny_first,
+	  XDP_PASS, A_NET10_1, { S(L4_TRUNCATED) } },
+	{ "ipv4 later fragment follows a first fragment without its port", f_v4_later_id9,
+	  XDP_PASS, A_NET10_1, { S(FRAGMENT) }, .prelude = { f_v4_tiny_first } },
 	/* IPv4 malformed */
 	{ "ipv4 ethertype with no header", f_eth_only_ipv4, XDP_PASS, A_NONE,
 	  { S(IPV4_TRUNCATED) } },
@@ -98,7 +142,21 @@ static const struct fixture fixtures[] = {
 	{ "802.1Q tag", f_vlan_q_v4, XDP_PASS, A_WEB443 },
 	{ "802.1ad + 802.1Q tags", f_vlan_qinq_v4, XDP_PASS, A_WEB443 },
 	{ "802.1Q tag over ipv6", f_vlan_q_v6, XDP_PASS, A_V6WEB },
-	{ "three tags are too deep", f_vlan_three_tags, XDP_PASS, A_NONE, { S(VLAN_TOO_DEEP) } },
+	{ "802.1ad + 2 x 802.1Q tags", f_vlan_adqq_v4, XDP_PASS, A_WEB443 },
+	{ "three priority tags (VLAN ID 0) over ipv4", f_vlan_prio3_v4, XDP_PASS, A_WEB443 },
+	{ "three priority tags over ipv6", f_vlan_prio3_v6, XDP_PASS, A_V6WEB },
+	{ "three tags with priority and DEI bits, VLAN ID 0", f_vlan_pcp3_v4, XDP_PASS, A_WEB443 },
+	{ "eight tags, 802.1ad and 802.1Q mixed: the kernel's most", f_vlan_prio8_v4, XDP_PASS,
+	  A_WEB443 },
+	{ "eight tags over ipv6", f_vlan_prio8_v6, XDP_PASS, A_V6WEB },
+	{ "nine tags are too deep: dropped", f_vlan_prio9_v4, XDP_DROP, A_NONE,
+	  { S(VLAN_TOO_DEEP) } },
+	{ "nine tags over ipv6, default pass: dropped", f_vlan_prio9_v6, XDP_DROP, A_NONE,
+	  { S(VLAN_TOO_DEEP) } },
+	{ "nine tags in dry-run: passed, counted", f_vlan_prio9_v4, XDP_PASS, A_NONE,
+	  { S(VLAN_TOO_DEEP), S(DRYRUN_WOULD_DROP) }, AG_ACTION_PASS, 1 },
+	{ "0x9100 is not a tag: not ip", f_vlan_9100, XDP_PASS, A_NONE, { S(NON_IP) } },
+	{ "0x9100 inside a priority tag: not ip", f_vlan_q_9100, XDP_PASS, A_NONE, { S(NON_IP) } },
 	{ "truncated vlan tag", f_vlan_truncated, XDP_PASS, A_NONE, { S(VLAN_TRUNCATED) } },
 	{ "truncated second vlan tag", f_vlan_second_truncated, XDP_PASS, A_NONE,
 	  { S(VLAN_TRUNCATED) } },
@@ -114,10 +172,42 @@ static const struct fixture fixtures[] = {
 	{ "ipv6 routing + first fragment then udp", f_v6_rt_frag0, XDP_PASS, A_V6WEB },
 	{ "ipv6 authentication header then tcp", f_v6_ah, XDP_PASS, A_V6WEB },
 	{ "ipv6 six extension headers walked", f_v6_chain6, XDP_PASS, A_V6WEB },
-	{ "ipv6 seven extension headers: chain too long, prefix only", f_v6_chain7, XDP_PASS,
-	  A_V6NET, { S(IPV6_EXT_CHAIN) } },
-	{ "ipv6 non-first fragment: prefix only", f_v6_later_frag, XDP_PASS, A_V6NET,
-	  { S(FRAGMENT) } },
+	{ "ipv6 seven extension headers walked", f_v6_chain7, XDP_PASS, A_V6WEB },
+	{ "ipv6 twelve extension headers walked: the kernel's most", f_v6_chain12, XDP_PASS,
+	  A_V6WEB },
+	{ "ipv6 twelve headers to a port rule no wildcard rule shadows", f_v6_chain12_p9000,
+	  XDP_PASS, A_V6P9000 },
+	{ "ipv6 thirteen extension headers: port out of reach, prefix only", f_v6_chain13,
+	  XDP_PASS, A_V6NET, { S(IPV6_EXT_CHAIN) } },
+	{ "ipv6 thirteen headers, only a port rule covers the source: dropped",
+	  f_v6_chain13_p9000, XDP_DROP, A_NONE, { S(IPV6_EXT_CHAIN), S(PORT_UNKNOWN_DROPPED) } },
+	{ "ipv6 the same in dry-run: passed, counted", f_v6_chain13_p9000, XDP_PASS, A_NONE,
+	  { S(IPV6_EXT_CHAIN), S(PORT_UNKNOWN_DROPPED), S(DRYRUN_WOULD_DROP) }, AG_ACTION_PASS,
+	  1 },
+	{ "ipv6 every header kind walked, an atomic fragment among them", f_v6_mixed_chain,
+	  XDP_PASS, A_V6WEB },
+	{ "ipv6 atomic fragment is a whole packet", f_v6_atomic_frag, XDP_PASS, A_V6WEB },
+	{ "ipv6 non-first fragment, its first not seen: prefix only", f_v6_later_frag, XDP_PASS,
+	  A_V6NET, { S(FRAGMENT), S(FRAGMENT_ORPHAN) } },
+	{ "ipv6 first fragment has a port", f_v6_first_id3, XDP_PASS, A_V6WEB },
+	{ "ipv6 later fragment follows its first fragment to the port rule", f_v6_later_id3,
+	  XDP_PASS, A_V6WEB, { S(FRAGMENT) }, .prelude = { f_v6_first_id3 } },
+	{ "ipv6 the key has no next header (as the kernel's)", f_v6_later_id3_tcp, XDP_PASS,
+	  A_V6WEB, { S(FRAGMENT) }, .prelude = { f_v6_first_id3 } },
+	{ "ipv6 fragment header inside a chain: first fragment", f_v6_first_id3_chain, XDP_PASS,
+	  A_V6WEB },
+	{ "ipv6 fragment header inside a chain: later fragment follows", f_v6_later_id3_chain,
+	  XDP_PASS, A_V6WEB, { S(FRAGMENT) }, .prelude = { f_v6_first_id3_chain } },
+	{ "ipv6 port-scoped agent: its later fragment is charged to it", f_v6_later_p9000,
+	  XDP_PASS, A_V6P9000, { S(FRAGMENT) }, .prelude = { f_v6_first_p9000 } },
+	{ "ipv6 port-scoped agent: its later fragment passes default drop", f_v6_later_p9000,
+	  XDP_PASS, A_V6P9000, { S(FRAGMENT) }, AG_ACTION_DROP, .prelude = { f_v6_first_p9000 } },
+	{ "ipv6 later fragment, first not seen, only a port rule covers the source: dropped",
+	  f_v6_later_p9000, XDP_DROP, A_NONE,
+	  { S(FRAGMENT), S(FRAGMENT_ORPHAN), S(PORT_UNKNOWN_DROPPED) } },
+	{ "ipv6 a later fragment's header after a first one's: the later decides",
+	  f_v6_nested_frag, XDP_PASS, A_V6NET, { S(FRAGMENT), S(FRAGMENT_ORPHAN) },
+	  .prelude = { f_v6_first_id3 } },
 	{ "ipv6 esp has no port", f_v6_esp, XDP_PASS, A_V6NET, { S(NO_PORT) } },
 	{ "ipv6 extension header longer than frame", f_v6_ext_truncated, XDP_PASS, A_V6NET,
 	  { S(IPV6_EXT_TRUNCATED) } },
@@ -201,6 +291,25 @@ static bool check_deltas(const struct snapshot *before, const struct snapshot *a
 	return ok;
 }
 
+/* Forget every first fragment: each fixture starts from an empty ag_frags. */
+static bool frags_clear(void)
+{
+	struct ag_frag_key k, next;
+	char path[PATH_MAX];
+	int fd, n = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", ag_pin_root(ctx), AG_MAP_FRAGS);
+	fd = bpf_obj_get(path);
+	if (!ASSERT_TRUE(fd >= 0, "open ag_frags"))
+		return false;
+	while (!bpf_map_get_next_key(fd, NULL, &next) && n++ < 100000) {
+		k = next;
+		bpf_map_delete_elem(fd, &k);
+	}
+	close(fd);
+	return ASSERT_TRUE(n < 100000, "ag_frags emptied");
+}
+
 static bool set_config(int default_action, int dry_run)
 {
 	return ASSERT_OK(ag_config_set_default_action(ctx, default_action), "default action") &&
@@ -217,8 +326,15 @@ static bool run_fixture(const struct fixture *f)
 	bool ok = false;
 	int i;
 
+	if (!frags_clear() || !set_config(f->default_action, f->dry_run))
+		goto out;
+	for (i = 0; i < MAX_PRELUDE && f->prelude[i]; i++) {
+		f->prelude[i](&p);
+		if (!ASSERT_OK(run_frame(&p, 1, &retval), "prelude run"))
+			goto out;
+	}
 	f->build(&p);
-	if (!set_config(f->default_action, f->dry_run) || !take(&before))
+	if (!take(&before))
 		goto out;
 	if (!ASSERT_OK(run_frame(&p, 1, &retval), "test run"))
 		goto out;
@@ -730,6 +846,194 @@ static bool test_short_frames(void)
 	return ok;
 }
 
+/* ---- fragments against a bucket ---------------------------------------- */
+
+/* A fragment from src of datagram id (UDP to port 9 when first), len bytes. */
+static void frag_frame(struct pkt *p, const char *src, uint16_t id, uint16_t offset8, int more,
+		       size_t len)
+{
+	struct v4_opts o = { .frag = (uint16_t)((more ? 0x2000 : 0) | offset8), .id = id };
+
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, src, NULL, IPPROTO_UDP, &o);
+	if (!offset8)
+		pkt_udp(p, 9);
+	pkt_pad_to(p, len);
+	pkt_finish(p);
+}
+
+/* Run frames (each its own run) and check the agent's deltas and the
+ * reasons (want_stats, every other reason unmoved). */
+static bool run_frames(const struct pkt *frames, int n, int agent, const struct ag_counters *want,
+		       const __u64 *want_stats)
+{
+	struct snapshot before = {}, after = {};
+	__u32 retval;
+	bool ok = false;
+	int i;
+
+	if (!take(&before))
+		goto out;
+	for (i = 0; i < n; i++)
+		if (!ASSERT_OK(run_frame(&frames[i], 1, &retval), "test run"))
+			goto out;
+	ok = take(&after) && check_deltas(&before, &after, want, agent, want_stats);
+out:
+	free(before.agents);
+	free(after.agents);
+	return ok;
+}
+
+static bool test_frag_first_dropped(void)
+{
+	struct pkt first, later[2], plain[3];
+	struct ag_counters dropped1 = { .dropped_packets = 1 }, rest = {}, plain_want = {};
+	__u64 none[AG_STAT__MAX] = {}, st[AG_STAT__MAX] = {};
+	int i;
+
+	/* The first fragment is refused: the rest of its datagram is dropped
+	 * without taking the tokens a reset put back (three plain packets
+	 * then find both). */
+	frag_frame(&first, "192.0.2.7", 5, 0, 1, 60);
+	for (i = 0; i < 2; i++)
+		frag_frame(&later[i], "192.0.2.7", 5, (uint16_t)(4 + 4 * i), i == 0, 60);
+	for (i = 0; i < 3; i++)
+		f_v4_lim(&plain[i]);
+	dropped1.dropped_bytes = first.len;
+	rest.dropped_packets = 2;
+	rest.dropped_bytes = later[0].len + later[1].len;
+	st[AG_STAT_FRAGMENT] = 2;
+	st[AG_STAT_FRAGMENT_AFTER_DROP] = 2;
+	plain_want.passed_packets = 2;
+	plain_want.passed_bytes = 2 * plain[0].len;
+	plain_want.dropped_packets = 1;
+	plain_want.dropped_bytes = plain[0].len;
+	return frags_clear() && set_limit(A_LIM, 1, 2, AG_UNIT_PPS) &&
+	       ASSERT_OK(ag_bucket_drain(ctx, slots[A_LIM], 2, NULL), "drain") &&
+	       run_frames(&first, 1, A_LIM, &dropped1, none) &&
+	       ASSERT_OK(ag_bucket_reset(ctx, slots[A_LIM]), "reset") &&
+	       run_frames(later, 2, A_LIM, &rest, st) &&
+	       run_frames(plain, 3, A_LIM, &plain_want, none);
+}
+
+static bool test_frag_over_limit(void)
+{
+	struct ag_counters want = { .passed_packets = 2, .dropped_packets = 2 };
+	__u64 st[AG_STAT__MAX] = {};
+	struct pkt f[4];
+	int i;
+
+	/* Burst 2: the first fragment and one more pass, the third is
+	 * refused, and the fourth goes without asking the bucket. */
+	frag_frame(&f[0], "192.0.2.7", 6, 0, 1, 60);
+	for (i = 1; i < 4; i++)
+		frag_frame(&f[i], "192.0.2.7", 6, (uint16_t)(4 * i), i < 3, 60);
+	want.passed_bytes = 2 * f[0].len;
+	want.dropped_bytes = 2 * f[0].len;
+	st[AG_STAT_FRAGMENT] = 3;
+	st[AG_STAT_FRAGMENT_AFTER_DROP] = 1;
+	return frags_clear() && set_limit(A_LIM, 1, 2, AG_UNIT_PPS) &&
+	       run_frames(f, 4, A_LIM, &want, st);
+}
+
+static bool test_frag_bps(void)
+{
+	struct ag_counters want = { .passed_packets = 2, .passed_bytes = 800,
+				    .dropped_packets = 1, .dropped_bytes = 400 };
+	__u64 st[AG_STAT__MAX] = {};
+	struct pkt f[3];
+
+	/* 1000 bytes of burst: two 400-byte fragments, not a third. */
+	frag_frame(&f[0], "198.51.100.9", 7, 0, 1, 400);
+	frag_frame(&f[1], "198.51.100.9", 7, 48, 1, 400);
+	frag_frame(&f[2], "198.51.100.9", 7, 96, 0, 400);
+	st[AG_STAT_FRAGMENT] = 2;
+	return frags_clear() && set_limit(A_BPS, 1, 1000, AG_UNIT_BPS) &&
+	       run_frames(f, 3, A_BPS, &want, st);
+}
+
+static bool test_frag_dry_run(void)
+{
+	struct ag_counters want = { .passed_packets = 2, .would_drop_packets = 2 };
+	__u64 st[AG_STAT__MAX] = {};
+	struct pkt f[2];
+	bool ok;
+
+	/* Dry-run: a refused first fragment passes, so the rest of its
+	 * datagram is judged (and would be dropped) too. */
+	frag_frame(&f[0], "192.0.2.7", 8, 0, 1, 60);
+	frag_frame(&f[1], "192.0.2.7", 8, 4, 0, 60);
+	want.passed_bytes = want.would_drop_bytes = 2 * f[0].len;
+	st[AG_STAT_FRAGMENT] = 1;
+	st[AG_STAT_DRYRUN_WOULD_DROP] = 2;
+	ok = frags_clear() && set_limit(A_LIM, 1, 1, AG_UNIT_PPS) &&
+	     ASSERT_OK(ag_bucket_drain(ctx, slots[A_LIM], 1, NULL), "drain") &&
+	     set_config(AG_ACTION_PASS, 1) && run_frames(f, 2, A_LIM, &want, st);
+	return set_config(AG_ACTION_PASS, 0) && ok;
+}
+
+/* A run on other maps: its verdict and the reasons that moved. */
+static bool run_other(struct ag_ctx *c, const struct ag_prog *pr, void (*build)(struct pkt *),
+		      int verdict, const int *reasons, int n)
+{
+	__u64 b[AG_STAT__MAX], a[AG_STAT__MAX], want[AG_STAT__MAX] = {};
+	__u32 retval = 0;
+	bool ok;
+	struct pkt p;
+	int i;
+
+	build(&p);
+	for (i = 0; i < n; i++)
+		want[reasons[i]]++;
+	ok = ASSERT_OK(ag_stats_get(c, b), "stats") &&
+	     ASSERT_OK(run_frame_on(pr, &p, 1, &retval), "run") &&
+	     ASSERT_EQ(retval, verdict, "verdict") && ASSERT_OK(ag_stats_get(c, a), "stats");
+	for (i = 0; ok && i < AG_STAT__MAX; i++)
+		ok = ASSERT_EQ(a[i] - b[i], want[i], ag_stat_name(i));
+	return ok;
+}
+
+/*
+ * The port-unknown rule depends on the family's rules: with no port rule,
+ * classification needs no port, and an orphan fragment or an over-long
+ * chain no wildcard rule claims is unclassified like any packet; once a port
+ * rule exists it might have claimed it, and it is dropped.
+ */
+static bool test_port_unknown_without_port_rules(void)
+{
+	struct ag_open_opts o = { .pin_root = NULL, .create = true, .max_agents = 8,
+				  .max_rules = 8 };
+	static const int orphan_uncl[] = { AG_STAT_FRAGMENT, AG_STAT_FRAGMENT_ORPHAN,
+					   AG_STAT_UNCLASSIFIED_PASSED },
+			 chain_uncl[] = { AG_STAT_IPV6_EXT_CHAIN, AG_STAT_UNCLASSIFIED_PASSED },
+			 orphan_drop[] = { AG_STAT_FRAGMENT, AG_STAT_FRAGMENT_ORPHAN,
+					   AG_STAT_PORT_UNKNOWN_DROPPED };
+	struct ag_agent_update u = { .fields = AG_SET_RATE, .rate = 1e6 };
+	static int runs;
+	char root[PATH_MAX];
+	struct ag_prog *pr = NULL;
+	struct ag_ctx *c = NULL;
+	struct ag_rule wild, port;
+	bool ok;
+
+	/* Inside this program's pin root: removed with it at exit. */
+	snprintf(root, sizeof(root), "%s/noport%d", ag_pin_root(ctx), runs++);
+	o.pin_root = root;
+	ok = ASSERT_OK(ag_open(&o, &c), "open") && ASSERT_OK(ag_agent_set(c, "w", &u, NULL, NULL),
+							      "agent") &&
+	     ASSERT_OK(ag_prefix_parse("2001:db8::/32", &wild), "prefix") &&
+	     ASSERT_OK(ag_rule_add(c, &wild, "w"), "wildcard rule") &&
+	     ASSERT_OK(ag_prog_load(c, &pr), "load") &&
+	     run_other(c, pr, f_v6_later_p9000, XDP_PASS, orphan_uncl, 3) &&
+	     run_other(c, pr, f_v6_chain13_p9000, XDP_PASS, chain_uncl, 2) &&
+	     ASSERT_OK(ag_prefix_parse("3fff:bee::/64", &port), "prefix") &&
+	     ((port.port = 9000), ASSERT_OK(ag_rule_add(c, &port, "w"), "port rule")) &&
+	     run_other(c, pr, f_v6_later_p9000, XDP_DROP, orphan_drop, 3);
+	ag_prog_free(pr);
+	ag_close(c);
+	return ok;
+}
+
 static const struct {
 	const char *name;
 	bool (*fn)(void);
@@ -752,6 +1056,15 @@ static const struct {
 	{ "coarse clock: drops past coarse + slack skip the exact clock, the rest is judged exactly",
 	  test_coarse_boundary },
 	{ "coarse clock: the loader's slack is three timer ticks", test_coarse_slack_default },
+	{ "fragments: the rest of a datagram whose first was dropped is dropped uncharged",
+	  test_frag_first_dropped },
+	{ "fragments: one refused mid-datagram drops the rest without asking the bucket",
+	  test_frag_over_limit },
+	{ "fragments: a bps agent pays every fragment's bytes", test_frag_bps },
+	{ "fragments in dry-run: the rest of a refused datagram is judged, would-drop",
+	  test_frag_dry_run },
+	{ "port unknown, no port rule in the family: unclassified; with one: dropped",
+	  test_port_unknown_without_port_rules },
 };
 
 static bool setup(void)

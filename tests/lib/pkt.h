@@ -57,12 +57,37 @@ static inline void pkt_vlan(struct pkt *p, uint16_t vid, uint16_t next_proto)
 	pkt_be16(p, next_proto);
 }
 
+/* A tag with a whole TCI (priority and DEI bits too). */
+static inline void pkt_tag(struct pkt *p, uint16_t tci, uint16_t next_proto)
+{
+	pkt_be16(p, tci);
+	pkt_be16(p, next_proto);
+}
+
+/* Ethernet and n tags of TCI tci, TPIDs taken in turn from tpids (0-ended),
+ * the last one encapsulating proto. */
+static inline void pkt_eth_tags(struct pkt *p, const uint16_t *tpids, int n, uint16_t tci,
+				uint16_t proto)
+{
+	int i, k = 0;
+
+	pkt_eth(p, n ? tpids[0] : proto);
+	for (i = 0; i < n; i++) {
+		uint16_t next;
+
+		k = tpids[k + 1] ? k + 1 : 0;
+		next = i == n - 1 ? proto : tpids[k];
+		pkt_tag(p, tci, next);
+	}
+}
+
 struct v4_opts {
 	int ihl;          /* 0: 5 + options/4 */
 	int tot_len;      /* 0: fixed up by pkt_finish(); >0: as given */
 	uint16_t frag;    /* host order: flags (0x2000 = MF) | offset in 8-byte units */
 	int version;      /* 0: 4 */
 	int options;      /* bytes of IP options (multiple of 4) */
+	uint16_t id;      /* identification */
 };
 
 static inline void pkt_ipv4(struct pkt *p, const char *src, const char *dst, uint8_t proto,
@@ -85,6 +110,8 @@ static inline void pkt_ipv4(struct pkt *p, const char *src, const char *dst, uin
 	} else {
 		h[2] = h[3] = 0xff; /* marker: pkt_finish() computes it */
 	}
+	h[4] = (uint8_t)(o->id >> 8);
+	h[5] = (uint8_t)o->id;
 	h[6] = (uint8_t)(o->frag >> 8);
 	h[7] = (uint8_t)o->frag;
 	h[8] = 64;
@@ -131,7 +158,8 @@ static inline void pkt_ah6(struct pkt *p, uint8_t nexthdr, uint8_t len4)
 	h[1] = len4;
 }
 
-static inline void pkt_frag6(struct pkt *p, uint8_t nexthdr, uint16_t offset8, int more)
+static inline void pkt_frag6_id(struct pkt *p, uint8_t nexthdr, uint16_t offset8, int more,
+				uint32_t id)
 {
 	uint8_t *h = pkt_put(p, NULL, 8);
 	uint16_t fo = (uint16_t)(offset8 << 3) | (more ? 1 : 0);
@@ -139,7 +167,13 @@ static inline void pkt_frag6(struct pkt *p, uint8_t nexthdr, uint16_t offset8, i
 	h[0] = nexthdr;
 	h[2] = (uint8_t)(fo >> 8);
 	h[3] = (uint8_t)fo;
-	h[7] = 1; /* identification */
+	id = htonl(id);
+	memcpy(h + 4, &id, 4);
+}
+
+static inline void pkt_frag6(struct pkt *p, uint8_t nexthdr, uint16_t offset8, int more)
+{
+	pkt_frag6_id(p, nexthdr, offset8, more, 1);
 }
 
 static inline void pkt_udp(struct pkt *p, uint16_t dport)
@@ -187,6 +221,57 @@ static inline void pkt_finish(struct pkt *p)
 		h[4] = (uint8_t)(n >> 8);
 		h[5] = (uint8_t)n;
 	}
+}
+
+/* ---- checksums, for frames a kernel is to deliver ---------------------- */
+
+static inline uint32_t pkt_sum(uint32_t sum, const uint8_t *d, size_t n)
+{
+	size_t i;
+
+	for (i = 0; i + 1 < n; i += 2)
+		sum += (uint32_t)(d[i] << 8 | d[i + 1]);
+	if (n & 1)
+		sum += (uint32_t)(d[n - 1] << 8);
+	return sum;
+}
+
+static inline uint16_t pkt_fold(uint32_t sum)
+{
+	while (sum >> 16)
+		sum = (sum & 0xffff) + (sum >> 16);
+	return (uint16_t)~sum;
+}
+
+/* The IPv4 header checksum of the header at l3. */
+static inline void pkt_ipv4_csum(uint8_t *l3)
+{
+	uint16_t c;
+
+	l3[10] = l3[11] = 0;
+	c = pkt_fold(pkt_sum(0, l3, (size_t)(l3[0] & 0xf) * 4));
+	l3[10] = (uint8_t)(c >> 8);
+	l3[11] = (uint8_t)c;
+}
+
+/* The checksum of a UDP datagram (header at udp, len bytes in all) from
+ * src to dst (4 or 16 bytes each); never 0, which means "none". */
+static inline void pkt_udp_csum(uint8_t *udp, size_t len, const uint8_t *src,
+				const uint8_t *dst, size_t alen)
+{
+	uint8_t tail[4] = { 0, IPPROTO_UDP, (uint8_t)(len >> 8), (uint8_t)len };
+	uint32_t sum = 0;
+	uint16_t c;
+
+	udp[6] = udp[7] = 0;
+	sum = pkt_sum(sum, src, alen);
+	sum = pkt_sum(sum, dst, alen);
+	sum = pkt_sum(sum, tail, sizeof(tail));
+	c = pkt_fold(pkt_sum(sum, udp, len));
+	if (!c)
+		c = 0xffff;
+	udp[6] = (uint8_t)(c >> 8);
+	udp[7] = (uint8_t)c;
 }
 
 #endif

@@ -23,6 +23,7 @@ enum ag_map_id {
 	AG_M_INDEX,
 	AG_M_CONFIG,
 	AG_M_STATS,
+	AG_M_FRAGS,
 	AG_M__COUNT
 };
 
@@ -76,6 +77,10 @@ int ag_config_read(struct ag_ctx *ctx, struct ag_config *cfg);
 int ag_config_write(struct ag_ctx *ctx, const struct ag_config *cfg);
 int ag_dirty_set(struct ag_ctx *ctx, __u32 bits);
 int ag_dirty_clear(struct ag_ctx *ctx, __u32 bits);
+
+/* ag_stats made larger (entries) when it was pinned smaller by an older
+ * version, its counts kept; called before a program is bound to it. */
+int ag_grow_stats(struct ag_ctx *ctx, __u32 entries);
 
 /* Repair passes, run under the lock when the journal says so. */
 int ag_repair_agents(struct ag_ctx *ctx);

@@ -103,9 +103,19 @@ int ag_prog_load_opts(struct ag_ctx *ctx, const struct ag_prog_opts *opts, struc
 		err = ag_err(errno, "cannot open the embedded BPF object: %s", strerror(errno));
 		goto fail;
 	}
+	err = ag_grow_stats(ctx, bpf_map__max_entries(prog->skel->maps.ag_stats));
+	if (err)
+		goto fail;
 	for (i = 0; i < AG_M__COUNT; i++) {
 		struct bpf_map *m = skel_map(prog->skel, i);
 
+		if (ctx->fds[i] < 0) {
+			err = ag_err(ENOENT, "map %s is not pinned at %s (pins of an older "
+					     "version); opening them to create (agentgate attach, "
+					     "agentgated) adds it",
+				     ag_map_descs[i].name, ctx->pin_root);
+			goto fail;
+		}
 		if (!m || bpf_map__reuse_fd(m, ctx->fds[i])) {
 			err = ag_err(errno ? errno : ENOENT, "cannot bind map %s: %s",
 				     ag_map_descs[i].name, strerror(errno ? errno : ENOENT));

@@ -40,6 +40,7 @@ const struct ag_map_desc ag_map_descs[AG_M__COUNT] = {
 	[AG_M_INDEX] = { AG_MAP_INDEX, AG_SIZE_AGENTS },
 	[AG_M_CONFIG] = { AG_MAP_CONFIG, AG_SIZE_FIXED },
 	[AG_M_STATS] = { AG_MAP_STATS, AG_SIZE_FIXED },
+	[AG_M_FRAGS] = { AG_MAP_FRAGS, AG_SIZE_FIXED },
 };
 
 struct map_def {
@@ -106,7 +107,7 @@ static int map_info(int fd, struct bpf_map_info *info)
 	return bpf_obj_get_info_by_fd(fd, info, &len) ? -errno : 0;
 }
 
-static int check_layout(const char *path, int fd, const struct map_def *want)
+static int check_layout(enum ag_map_id id, const char *path, int fd, const struct map_def *want)
 {
 	struct bpf_map_info info;
 	const char *what = NULL;
@@ -124,7 +125,10 @@ static int check_layout(const char *path, int fd, const struct map_def *want)
 		what = "value size", got = info.value_size, exp = want->value_size;
 	else if (info.map_flags != want->flags)
 		what = "flags", got = info.map_flags, exp = want->flags;
-	else if (info.max_entries != want->max_entries)
+	/* ag_stats pinned by a version that counted fewer reasons: read as
+	 * it is, grown when a program is loaded on it (ag_grow_stats). */
+	else if (info.max_entries != want->max_entries &&
+		 !(id == AG_M_STATS && info.max_entries < want->max_entries))
 		what = "max entries", got = info.max_entries, exp = want->max_entries;
 	if (what)
 		return ag_err(EUCLEAN,
@@ -200,6 +204,11 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 			created[i] = true;
 			continue;
 		}
+		/* Only the datapath uses ag_frags: pins made before it
+		 * existed serve every other purpose, and whoever loads a
+		 * program on them (attach, agentgated) creates it. */
+		if (ctx->fds[i] < 0 && errno == ENOENT && i == AG_M_FRAGS)
+			continue;
 		if (ctx->fds[i] < 0) {
 			err = errno;
 			if (err == ENOENT)
@@ -209,7 +218,7 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 					      ctx->pin_root, ag_map_descs[i].name);
 			return ag_err(err, "cannot open %s: %s", path, strerror(err));
 		}
-		err = check_layout(path, ctx->fds[i], &defs[i]);
+		err = check_layout(i, path, ctx->fds[i], &defs[i]);
 		if (err)
 			return err;
 	}
@@ -231,6 +240,88 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 		return err;
 	}
 	return 0;
+}
+
+/* Per-CPU values of keys [0, n) copied from one array to another. */
+static int copy_percpu(struct ag_ctx *ctx, int from, int to, __u32 n, size_t value_size)
+{
+	void *vals = calloc(ctx->ncpus, value_size);
+	int err = 0;
+	__u32 k;
+
+	if (!vals)
+		return ag_err(ENOMEM, "out of memory");
+	for (k = 0; k < n && !err; k++)
+		if (bpf_map_lookup_elem(from, &k, vals) || bpf_map_update_elem(to, &k, vals, BPF_ANY))
+			err = ag_err(errno, "cannot copy %s entry %u: %s", AG_MAP_STATS, k,
+				     strerror(errno));
+	free(vals);
+	return err;
+}
+
+/*
+ * A version that counted fewer reasons pinned a smaller ag_stats. Just
+ * before a program is loaded on the maps (which then replaces the running
+ * one), a full-size copy is pinned in its place, counts kept: reasons keep
+ * their indexes (abi.h). Counts the old program makes between the copy and
+ * its replacement are lost. Under the lock, so that two loaders grow it
+ * once; a process that finds it grown already takes the grown one.
+ */
+int ag_grow_stats(struct ag_ctx *ctx, __u32 entries)
+{
+	LIBBPF_OPTS(bpf_map_create_opts, o);
+	char path[PATH_MAX], tmp[PATH_MAX + 16];
+	struct bpf_map_info info;
+	int fd = -1, grown = -1, err;
+
+	if (map_info(ctx->fds[AG_M_STATS], &info))
+		return ag_err(errno, "cannot query %s: %s", AG_MAP_STATS, strerror(errno));
+	if (info.max_entries >= entries)
+		return 0;
+	err = ag_lock(ctx);
+	if (err)
+		return err;
+	err = map_path(ctx, AG_M_STATS, path, sizeof(path));
+	if (err)
+		goto out;
+	fd = bpf_obj_get(path);
+	if (fd < 0 || map_info(fd, &info)) {
+		err = ag_err(errno, "cannot open %s: %s", path, strerror(errno));
+		goto out;
+	}
+	if (info.max_entries >= entries) { /* grown by another process */
+		grown = fd;
+		fd = -1;
+		goto swap;
+	}
+	o.map_flags = info.map_flags;
+	grown = bpf_map_create(info.type, AG_MAP_STATS, info.key_size, info.value_size, entries,
+			       &o);
+	if (grown < 0) {
+		err = ag_err(errno, "cannot create a larger %s: %s", AG_MAP_STATS, strerror(errno));
+		goto out;
+	}
+	err = copy_percpu(ctx, fd, grown, info.max_entries, info.value_size);
+	if (err)
+		goto out;
+	snprintf(tmp, sizeof(tmp), "%s_grown", path);
+	unlink(tmp);
+	if (bpf_obj_pin(grown, tmp) || rename(tmp, path)) {
+		err = ag_err(errno, "cannot pin the larger %s: %s", path, strerror(errno));
+		unlink(tmp);
+		goto out;
+	}
+swap:
+	close(ctx->fds[AG_M_STATS]);
+	ctx->fds[AG_M_STATS] = grown;
+	grown = -1;
+out:
+	if (fd >= 0)
+		close(fd);
+	if (grown >= 0)
+		close(grown);
+	ag_unlock(ctx);
+	return err;
 }
 
 static int mkdir_p(const char *path, mode_t mode)
