@@ -75,7 +75,8 @@ static const char *const sections[] = {
 	".TP\n.I /sys/fs/bpf/agentgate\n"
 	"default pin root: the maps ag_buckets, ag_counters, ag_rules_v4, ag_rules_v6, "
 	"ag_hosts_v4, ag_hosts_v6, ag_prefixes_v4, ag_prefixes_v6, ag_probes, ag_names, "
-	"ag_index, ag_config, ag_stats, and links/DEV, one bpf_link per attached device.\n"
+	"ag_index, ag_config, ag_stats, ag_frags (the agent of each datagram's first "
+	"fragment), and links/DEV, one bpf_link per attached device.\n"
 	".TP\n.I /var/lib/agentgate\n"
 	"agentgated's state, read by agent explain.\n",
 	".SH ENVIRONMENT\n"

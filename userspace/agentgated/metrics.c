@@ -317,7 +317,9 @@ static void datapath_series(struct out *o, struct ag_ctx *ctx, size_t n_agents)
 	    (unsigned long long)st[AG_STAT_UNCLASSIFIED_PASSED]);
 	put(o, "agentgate_unclassified_packets_total{verdict=\"drop\"} %llu\n",
 	    (unsigned long long)st[AG_STAT_UNCLASSIFIED_DROPPED]);
-	family(o, "parse_errors_total", "counter", "Malformed packets (passed), by reason.");
+	family(o, "parse_errors_total", "counter",
+	       "Malformed packets, by reason: passed, charged to the source's agent, or "
+	       "dropped (vlan_too_deep; docs/DATAPATH.md).");
 	for (i = 0; i < AG_STAT__MAX; i++)
 		if (ag_stat_is_parse_error(i))
 			put(o, "agentgate_parse_errors_total{reason=\"%s\"} %llu\n", ag_stat_name(i),
