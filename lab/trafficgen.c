@@ -53,6 +53,8 @@
 
 #define UNPACED_BATCH 65536u
 #define BATCH_MAX 65536u
+/* A paced round sends at least this many frames, or 1 ms worth if less. */
+#define ROUND_MAX 32.0
 /* After the device turned frames away: wait this long before trying again. */
 #define REFUSED_BACKOFF_S 0.0002
 
@@ -585,10 +587,9 @@ bad:
 
 /*
  * Frames of a share to send now. Unpaced: a large batch. Paced: what the
- * schedule owes by now once that is at least 1 ms worth (at most 1000
- * rounds a second: bursts small enough for a receiver's ring of 256 frames
- * up to 200 000 packets/s, light on the CPU), else 0 and *due tells when it
- * will be. A round that takes long (a live-frames run sets up a page pool;
+ * schedule owes by now once that is 1 ms worth or ROUND_MAX frames,
+ * whichever is less (bursts a receiver's 256-frame ring takes while its
+ * NAPI wakes up, at any rate), else 0 and *due tells when it will be. A round that takes long (a live-frames run sets up a page pool;
  * without the anchor link it also waits for RCU) makes the next batch
  * bigger, so the long-run rate stays exact.
  */
@@ -598,7 +599,8 @@ static uint32_t owed_now(const struct tg_share *sh, double start, double now, do
 
 	if (sh->rate <= 0)
 		return UNPACED_BATCH;
-	least = sh->rate * 0.001 < 1 ? 1 : sh->rate * 0.001;
+	least = sh->rate * 0.001;
+	least = least < 1 ? 1 : least > ROUND_MAX ? ROUND_MAX : least;
 	owed = sh->rate * (now - start) - (double)sh->sent;
 	if (owed < least) {
 		*due = start + ((double)sh->sent + least) / sh->rate;
