@@ -213,6 +213,13 @@ lab_up=1
 eval "$(cat "$work/env")"
 wire_if=$LAB_WIRE_IF
 
+# Socket buffers from the wire take eth0's NAPI (and so its thread, where
+# the receive cost is measured) only when veth finds them eligible for GRO:
+# not from a device with TSO on (veth_skb_is_eligible_for_gro). Without
+# this, the peers' receive path would run in the sender's softirq, unseen.
+ip netns exec "$LAB_WIRE_NS" ethtool -K "$wire_if" tso off >/dev/null 2>&1 ||
+	die "cannot switch TSO off on $wire_if" 3
+
 napi_threads() { ps -eo pid=,comm= | awk '$2 ~ /^napi\/eth0-/ {print $1}' | sort; }
 before=$(napi_threads)
 in_host sh -c 'echo 1 > /sys/class/net/eth0/threaded' || die "cannot switch eth0 to threaded NAPI" 3
@@ -322,7 +329,12 @@ print("  %-16s %10s %15s %11s %10s %11s %10s" % ("variant", "ns/packet", "drops/
       "received/s", "NAPI busy", "admitted/s", "offered/s"))
 for v, m in med.items():
     print("  %-16s %10.1f %15.0f %11.0f %10.2f %11.0f %10.0f"
-          % (v, m[1], 1e9 / m[1], m[0], m[4], m[2], m[3]))
+          % (v, m[1], 1e9 / m[1] if m[1] else 0, m[0], m[4], m[2], m[3]))
+unmeasured = [v for v, m in med.items() if not m[1]]
+if unmeasured:
+    print("\nno receive time measured for %s: its frames did not go through eth0's NAPI"
+          " thread" % ", ".join(unmeasured))
+    sys.exit(4)
 ag = med["agentgate"]
 print("\nagentgate against each peer, same run (ratio of medians): receiver CPU per packet,")
 print("i.e. packets one CPU drops per second; received/s alongside (see NAPI busy)")
