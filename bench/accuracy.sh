@@ -100,11 +100,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-AG_LAB_QUEUES=$ncpu "$LAB" up "$name" >"$work/env" 2>"$work/lab.err"
-rc=$?
-[ "$rc" -eq 0 ] || { cat "$work/lab.err" >&2; die "lab/lab.sh up $name failed" 3; }
-lab_up=1
-eval "$(cat "$work/env")"
+AG_LAB_QUEUES=$ncpu lab_up "$name"
 in_host() { ip netns exec "$LAB_NS" "$@"; }
 cli() { in_host "$build/agentgate" --pin-path "$LAB_PIN" "$@"; }
 

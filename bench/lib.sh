@@ -31,3 +31,26 @@ need_built() {
 
 # need_root WHY
 need_root() { [ "$(id -u)" -eq 0 ] || die "must run as root ($1)" 3; }
+
+# lab_up NAME: an edge host from lab/lab.sh (LAB, work set by the caller;
+# AG_LAB_QUEUES from the environment), its LAB_* variables set, lab_up=1 for
+# the caller's cleanup; exit 3 when it cannot be made.
+lab_up() {
+	"$LAB" up "$1" >"$work/env" 2>"$work/lab.err" ||
+		{ cat "$work/lab.err" >&2; die "lab/lab.sh up $1 failed" 3; }
+	lab_up=1
+	eval "$(cat "$work/env")"
+}
+
+# threaded_napi CPU: eth0 of the edge host polls in a kernel thread of its
+# own, pinned to CPU; its pid in napi (to read its CPU time).
+threaded_napi() {
+	local before
+	napi_threads() { ps -eo pid=,comm= | awk '$2 ~ /^napi\/eth0-/ {print $1}' | sort; }
+	before=$(napi_threads)
+	ip netns exec "$LAB_NS" sh -c 'echo 1 > /sys/class/net/eth0/threaded' ||
+		die "cannot switch eth0 to threaded NAPI" 3
+	napi=$(comm -13 <(echo "$before") <(napi_threads))
+	[ "$(echo "$napi" | wc -w)" -eq 1 ] || die "cannot find eth0's NAPI thread (found '$napi')" 3
+	taskset -pc "$1" "$napi" >/dev/null || die "cannot pin the NAPI thread to CPU $1" 3
+}

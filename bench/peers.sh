@@ -206,11 +206,7 @@ trap 'exit 143' TERM
 
 # ---- the edge host ------------------------------------------------------------
 
-"$LAB" up "$name" >"$work/env" 2>"$work/lab.err"
-rc=$?
-[ "$rc" -eq 0 ] || { cat "$work/lab.err" >&2; die "lab/lab.sh up $name failed" 3; }
-lab_up=1
-eval "$(cat "$work/env")"
+lab_up "$name"
 wire_if=$LAB_WIRE_IF
 
 # Socket buffers from the wire take eth0's NAPI (and so its thread, where
@@ -220,12 +216,7 @@ wire_if=$LAB_WIRE_IF
 ip netns exec "$LAB_WIRE_NS" ethtool -K "$wire_if" tso off >/dev/null 2>&1 ||
 	die "cannot switch TSO off on $wire_if" 3
 
-napi_threads() { ps -eo pid=,comm= | awk '$2 ~ /^napi\/eth0-/ {print $1}' | sort; }
-before=$(napi_threads)
-in_host sh -c 'echo 1 > /sys/class/net/eth0/threaded' || die "cannot switch eth0 to threaded NAPI" 3
-napi=$(comm -13 <(echo "$before") <(napi_threads))
-[ "$(echo "$napi" | wc -w)" -eq 1 ] || die "cannot find eth0's NAPI thread (found '$napi')" 3
-taskset -pc "$cpu" "$napi" >/dev/null || die "cannot pin the NAPI thread to CPU $cpu" 3
+threaded_napi "$cpu"
 
 echo "# setting up $sources agents with one /32 rule each" >&2
 t0=$(date +%s.%N)

@@ -98,20 +98,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-"$LAB" up "$name" >"$work/env" 2>"$work/lab.err"
-rc=$?
-[ "$rc" -eq 0 ] || { cat "$work/lab.err" >&2; die "lab/lab.sh up $name failed" 3; }
-lab_up=1
-eval "$(cat "$work/env")"
+lab_up "$name"
 in_host() { ip netns exec "$LAB_NS" "$@"; }
 cli() { in_host "$build/agentgate" --pin-path "$LAB_PIN" "$@"; }
 
-napi_threads() { ps -eo pid=,comm= | awk '$2 ~ /^napi\/eth0-/ {print $1}' | sort; }
-before=$(napi_threads)
-in_host sh -c 'echo 1 > /sys/class/net/eth0/threaded' || die "cannot switch eth0 to threaded NAPI" 3
-napi=$(comm -13 <(echo "$before") <(napi_threads))
-[ "$(echo "$napi" | wc -w)" -eq 1 ] || die "cannot find eth0's NAPI thread (found '$napi')" 3
-taskset -pc 1 "$napi" >/dev/null || die "cannot pin the NAPI thread to CPU 1" 3
+threaded_napi 1
 
 # The engines the kernel lets run; the others with the reason.
 avail=""
