@@ -2048,6 +2048,77 @@ t_body_limit() {
 	daemon_stop lim
 }
 
+# Expect: 100-continue (curl sends it for bodies over 1 KiB and waits a second
+# without an answer): "100 Continue" comes before the body is sent, on every
+# route with a body, then the final status; HTTP/1.0 gets none; any other
+# expectation is 417 and the connection closed, nothing applied.
+t_expect_continue() {
+	daemon_run exp || return 1
+	"$PY" - 127.0.0.1 "${BASE##*:}" >"$TMP/expect.out" <<'EOF'
+import json, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+bad = []
+
+def head(sock):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        c = sock.recv(65536)
+        if not c:
+            break
+        data += c
+    return data
+
+def ask(method, path, body, version="1.1", expect="100-continue"):
+    s = socket.create_connection((host, port), timeout=10)
+    s.sendall(("%s %s HTTP/%s\r\nHost: t\r\nContent-Type: application/json\r\n"
+               "Content-Length: %d\r\nExpect: %s\r\nConnection: close\r\n\r\n"
+               % (method, path, version, len(body), expect)).encode())
+    first = b""
+    if version == "1.1" and expect == "100-continue":
+        try:
+            first = head(s)   # the body is not sent until this comes
+        except socket.timeout:
+            first = b"(nothing within 10 s)"
+    if expect == "100-continue":
+        s.sendall(body)
+    rest = b""
+    while True:
+        try:
+            c = s.recv(65536)
+        except socket.timeout:
+            rest += b"(timeout)"
+            break
+        if not c:
+            break
+        rest += c
+    s.close()
+    return first, rest
+
+body = json.dumps([{"id": "ex%d" % i, "agent": "ex1", "user": "u%d" % i, "score": 4}
+                   for i in range(40)]).encode()          # over 1 KiB, as curl sends it
+for method, path, b, want in (("POST", "/v1/ratings", body, 200),
+                              ("PUT", "/v1/agents/ex2", b'{"rate":50}', 201),
+                              ("POST", "/v1/agents/ex2/consume", b'{"tokens":1}', 200)):
+    first, rest = ask(method, path, b)
+    if not first.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"):
+        bad.append("%s %s: no 100 Continue before the body: %r" % (method, path, first[:80]))
+    if not rest.startswith(b"HTTP/1.1 %d " % want) and not first[27:].startswith(b"HTTP/1.1 %d " % want):
+        bad.append("%s %s: final status not %d: %r" % (method, path, want, (first + rest)[:120]))
+first, rest = ask("POST", "/v1/ratings", json.dumps({"agent": "ex3", "score": 5}).encode(), "1.0")
+if b"100 Continue" in rest or not rest.startswith(b"HTTP/1.1 200 "):
+    bad.append("HTTP/1.0: %r" % rest[:120])
+first, rest = ask("POST", "/v1/ratings", b"", expect="fancy-thing")
+if not rest.startswith(b"HTTP/1.1 417 ") or b"expectation_failed" not in rest:
+    bad.append("Expect: fancy-thing: %r" % rest[:160])
+print("\n".join(bad))
+sys.exit(1 if bad else 0)
+EOF
+	[ $? -eq 0 ] || { fail "$(cat "$TMP/expect.out")"; return 1; }
+	agent ex1 'd["ratings"] == 40' || return 1
+	agent ex3 'd["ratings"] == 1' || return 1
+	daemon_stop exp
+}
+
 # ---- 10b. hostile clients (--request-timeout 1s) -------------------------------
 
 # raw MODE [ARG]: tests/daemon/rawhttp.py against the current daemon, its
@@ -2707,6 +2778,7 @@ TESTS=(
 	"t_auth_reload_keeps_auth|SIGHUP dropping the key of a non-loopback listener is refused; auth stays on"
 	"t_auth_stop|SIGTERM: the auth daemon exits 0, no sanitizer report"
 	"t_body_limit|--max-body 1000: 413 with Content-Length and chunked; at the limit 200"
+	"t_expect_continue|Expect: 100-continue: 100 Continue before the body on every body route, then the answer; none for HTTP/1.0; other expectations 417"
 	"t_abuse_start|daemon with --request-timeout 1s"
 	"t_slow_headers|10 clients trickling headers: each cut off (400 JSON, closed) within the timeout; the API answers meanwhile"
 	"t_slow_body|a body trickling a byte at a time: 408 JSON, closed, within the timeout; nothing created"
