@@ -38,6 +38,7 @@ struct tg_flow_opts {
 	uint8_t frame[TG_FRAME_MAX]; /* the template: the first source, checksums valid */
 	uint32_t frame_len;
 	uint16_t frame_csum;      /* the checksum the source is part of, as in the template */
+	uint32_t src_first;       /* the template's source: the low 32 bits, host order */
 };
 
 struct tg_opts {
@@ -58,7 +59,6 @@ struct tg_share {
 	uint64_t quota;           /* 0: no limit */
 	uint64_t sent;            /* frames the device accepted */
 	uint64_t refused;         /* transmit attempts the device turned away (retried) */
-	uint64_t seq;             /* index of the next source in the flow's range */
 	bool done;
 };
 
@@ -80,7 +80,7 @@ struct tg_worker {
  * A transmit engine. open() prepares what every thread shares and may
  * refuse (-errno, the reason written to why); thread_open() and send() run
  * in the sending thread. send() transmits up to n frames of flow f, taking
- * their sources from the share's seq on, and returns how many the device
+ * their sources from the share's sent on (source i of a share is sent i), and returns how many the device
  * accepted (0..n; it may send fewer when its batch is smaller), or -errno
  * when transmitting failed for good. Frames the device turned away for now
  * (a full queue) are added to share->refused, not sent: the caller tries
@@ -101,16 +101,15 @@ extern const struct tg_engine tg_engine_packet;
 /* Set by SIGINT and SIGTERM: every thread stops. */
 extern volatile sig_atomic_t tg_stop;
 
-/* Source number i of a flow (host order, the address's last 32 bits). */
-static inline uint32_t tg_source(const struct tg_flow_opts *fl, uint64_t i);
 /* The low 32 bits of an address of the family, host order. */
 uint32_t tg_low32(int family, const uint8_t a[16]);
 /* Rewrites a copy of the flow's template for source addr (host order). */
 void tg_frame_set_source(const struct tg_flow_opts *fl, uint8_t *frame, uint32_t addr);
 
+/* Source number i of a flow (host order, the address's last 32 bits). */
 static inline uint32_t tg_source(const struct tg_flow_opts *fl, uint64_t i)
 {
-	return tg_low32(fl->family, fl->src_base) + (uint32_t)(i % fl->src_count);
+	return fl->src_first + (uint32_t)(i % fl->src_count);
 }
 
 #endif

@@ -353,6 +353,7 @@ static void build_frame(struct tg_flow_opts *fl, unsigned int i, const uint8_t d
 		put16(udp + 6, c ? c : 0xffff);
 	}
 	fl->frame_len = len;
+	fl->src_first = tg_low32(fl->family, fl->src_base);
 	fl->frame_csum = fl->family == AF_INET ? (uint16_t)(ip[10] << 8 | ip[11]) :
 						 (uint16_t)(udp[6] << 8 | udp[7]);
 }
@@ -376,8 +377,7 @@ static uint16_t csum_replace4(uint16_t sum, uint32_t from, uint32_t to)
  */
 void tg_frame_set_source(const struct tg_flow_opts *fl, uint8_t *frame, uint32_t addr)
 {
-	uint32_t from = tg_low32(fl->family, fl->src_base);
-	uint16_t c = csum_replace4(fl->frame_csum, from, addr);
+	uint16_t c = csum_replace4(fl->frame_csum, fl->src_first, addr);
 	uint8_t *ip = frame + TG_ETH_HLEN;
 
 	if (fl->family == AF_INET) {
@@ -646,7 +646,6 @@ static double round_robin(struct tg_worker *w, double start, double now, double 
 			return -1;
 		}
 		sh->sent += (uint64_t)got;
-		sh->seq += (uint64_t)got;
 		if (sh->quota && sh->sent >= sh->quota)
 			sh->done = true;
 		if (got) {

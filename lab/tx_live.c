@@ -47,7 +47,7 @@ static int load_flows(const struct tg_opts *o)
 
 	for (i = 0; i < o->nflows; i++) {
 		const struct tg_flow_opts *fl = &o->flows[i];
-		struct tg_flow v = { .src_first = tg_low32(fl->family, fl->src_base),
+		struct tg_flow v = { .src_first = fl->src_first,
 				     .src_count = fl->src_count,
 				     .ip_version = fl->family == AF_INET ? 4 : 6 };
 
@@ -131,8 +131,8 @@ static void live_thread_close(struct tg_worker *w)
 }
 
 /*
- * The program keeps its own per-CPU position in each flow's range, so the
- * share's seq is not used here: sources go in turn per CPU.
+ * The program keeps its own per-CPU position in each flow's range: sources
+ * go in turn per CPU, not by the share's count of frames sent.
  */
 static int64_t live_send(struct tg_worker *w, unsigned int f, uint32_t n)
 {

@@ -139,7 +139,7 @@ static int64_t pkt_send(struct tg_worker *w, unsigned int f, uint32_t n)
 
 	for (i = 0; i < m; i++)
 		tg_frame_set_source(fl, pf->frames + (size_t)i * fl->frame_len,
-				    tg_source(fl, sh->seq + i));
+				    tg_source(fl, sh->sent + i));
 	r = sendmmsg(t->fd, pf->msgs, m, 0);
 	if (r >= 0)
 		return r;
