@@ -98,14 +98,25 @@ CLI_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(CLI_SRCS))
 $(OUTPUT)/obj/userspace/agentgate/main.o $(OUTPUT)/san/userspace/agentgate/main.o: \
 	CFLAGS += -DAG_VERSION='"$(VERSION)"'
 
-$(OUTPUT)/agentgate: $(CLI_OBJS) $(OUTPUT)/libagentgate.a
+# jansson: the control socket's requests and answers (owner.c).
+CLI_LIBS := -ljansson
+
+# agent explain with no daemon running reads the state store read-only,
+# with the daemon's own code for it (explain.c and what it needs).
+CLI_D_SRCS := userspace/agentgated/explain.c userspace/agentgated/store.c \
+	userspace/agentgated/store_check.c userspace/agentgated/policy.c
+CLI_D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(CLI_D_SRCS))
+CLI_D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(CLI_D_SRCS))
+CLI_LIBS += -llmdb
+
+$(OUTPUT)/agentgate: $(CLI_OBJS) $(CLI_D_OBJS) $(OUTPUT)/libagentgate.a
 	$(call msg,LINK,$@)
-	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LIBS)
+	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(LIBS) $(CLI_LIBS)
 
 # The CLI built with sanitizers, for the CLI tests.
-$(OUTPUT)/agentgate-san: $(CLI_SAN_OBJS) $(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/agentgate-san: $(CLI_SAN_OBJS) $(CLI_D_SAN_OBJS) $(OUTPUT)/libagentgate-san.a
 	$(call msg,LINK,$@)
-	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $^ -o $@ $(LIBS)
+	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $^ -o $@ $(LIBS) $(CLI_LIBS)
 
 # The manual page is generated from the command table; docs/agentgate.8 is
 # the committed copy, checked against it by make check.
@@ -170,7 +181,7 @@ $(OUTPUT)/agentgated-san: $(OUTPUT)/san/userspace/agentgated/main.o \
 TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
 	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_wire $(OUTPUT)/tests/test_gcra \
 	$(OUTPUT)/tests/test_lib $(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating \
-	$(OUTPUT)/tests/test_fleet
+	$(OUTPUT)/tests/test_fleet $(OUTPUT)/tests/test_hist
 
 .PHONY: tests
 tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san
@@ -186,6 +197,8 @@ $(OUTPUT)/tests/test_policy: tests/unit/test_policy.c $(OUTPUT)/libagentgated-sa
 $(OUTPUT)/tests/test_rating: tests/unit/test_rating.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_fleet: tests/unit/test_fleet.c $(OUTPUT)/libagentgated-san.a \
+	$(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_hist: tests/unit/test_hist.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
 
 $(TEST_BINS):

@@ -19,6 +19,9 @@
 #define AG_PIN_ROOT_DEFAULT "/sys/fs/bpf/agentgate"
 #define AG_PIN_LINKS_DIR "links" /* <pin root>/links/<ifname>: bpf_link per device */
 #define AG_PIN_PROGS_DIR "progs" /* <pin root>/progs/<ifname>: the program that link runs */
+#define AG_PIN_OWNER_DIR "owner" /* <pin root>/owner/: agentgated's flock, its record */
+#define AG_PIN_OWNER_REC "record" /* <pin root>/owner/record: ARRAY[1] of struct ag_owner */
+#define AG_PIN_OWNER_JOURNAL "journal" /* <pin root>/owner/journal: HASH, what the CLI changed alone */
 
 #define AG_MAP_BUCKETS "ag_buckets"   /* ARRAY, mmapable: slot -> struct ag_bucket */
 #define AG_MAP_COUNTERS "ag_counters" /* PERCPU_ARRAY: slot -> struct ag_counters */

@@ -660,23 +660,18 @@ t_config_invalid() {
 # ---- 10. explain ---------------------------------------------------------------
 
 t_explain() {
+	# Without agentgated, explain reads its state directory, read-only:
+	# none there, or a directory that is not one, is an error naming it
+	# (tests/daemon t_explain_* check what it shows from a real state).
 	agok agent set beta pin || return 1
-	ag -j agent explain beta
-	expect_rc 0 || return 1
-	jcheck "agent_ok(d)" 'd["source"] == "operator"' 'd["pinned"] is True' \
-		'isbool(d["state_found"])' 'isstr(d["explanation"]) and "pinned" in d["explanation"]' ||
-		return 1
-	ag -j --state-dir "$TMP/nonexistent" agent explain gamma
-	expect_rc 0 || return 1
-	jcheck "agent_ok(d)" 'd["name"] == "gamma"' 'd["source"] == "policy"' \
-		'd["state_found"] is False' "d['state_dir'] == '$TMP/nonexistent'" || return 1
-	ag -j --state-dir "$TMP" agent explain gamma
-	jcheck 'd["source"] == "policy"' 'd["state_found"] is True' || return 1
-	ag agent explain beta
-	expect_rc 0 || return 1
-	[[ "$OUT" == "agent beta (slot "*"pinned"* ]] || fail "unexpected text output" || return 1
+	ag --state-dir "$TMP/nonexistent" agent explain beta
+	expect_err 1 "$TMP/nonexistent" "does not exist" || return 1
+	ag -j --state-dir "$TMP" agent explain beta
+	expect_json_err 1 "$TMP" || return 1
 	ag agent explain nobody
 	expect_err 1 nobody || return 1
+	ag agent explain 'bad name'
+	expect_rc 2 || return 1
 	agok agent set beta unpin
 }
 
@@ -1104,6 +1099,202 @@ t_top_terminal() {
 	agok agent del ttyagent
 }
 
+# ---- tables sized to their content, top's count ------------------------------
+
+# Names at the lengths that broke fixed columns: a UUID (36) and the maximum
+# (64, AG_NAME_MAX; with ':' and '.', which names may hold), beside short ones.
+UUID_NAME=0b9e2a4c-6f1d-4c8e-9a37-5d2f8b1e7c60
+LONG_NAME=ns:team.planner_$(printf 'x%.0s' {1..48})
+
+# own_pin DEV: a pin root of the case's own ($BPFFS/DEV, in P) with its maps,
+# attached in generic mode to a veth DEV of its own (its peer DEVp), so that
+# the case runs alone or in any order; what an earlier run left is removed.
+own_pin() {
+	P=$BPFFS/$1
+	ip -n "$NS" link del "$1" 2>/dev/null
+	rm -rf "$P"
+	ip -n "$NS" link add "$1" type veth peer name "$1p" && ip -n "$NS" link set "$1" up ||
+		{ diag "cannot create the veth pair $1/$1p"; return 1; }
+	run_cli "$P" attach "$1" --mode generic --max-agents 64
+	expect_rc 0
+}
+
+own_pin_done() {
+	ip -n "$NS" link del "$1" 2>/dev/null
+	rm -rf "${BPFFS:?}/$1"
+}
+
+# table_agents: the UUID, the 64-character name and two short ones in $P,
+# with numbers of different widths.
+table_agents() {
+	run_cli "$P" agent set "$UUID_NAME" rate 2.5k burst 5000 && expect_rc 0 &&
+		run_cli "$P" agent set "$LONG_NAME" rate 1M unit bps burst 2M && expect_rc 0 &&
+		run_cli "$P" agent set a rate 7 && expect_rc 0 &&
+		run_cli "$P" agent set b2 rate 120 burst 64k pin && expect_rc 0
+}
+
+# check_table TEXT ALIGNS [GAPS]: TEXT is a title line and rows of
+# whitespace-free fields, one column per letter of ALIGNS (L left, R right);
+# GAPS the spaces before the 2nd, 3rd, ... column (default 1 each). Each
+# column must be exactly as wide as its widest field, the title included, so
+# every field starts at an exact offset: a left-aligned one at its column's
+# start, a right-aligned one where it ends at the column's end. No line ends
+# in blanks.
+check_table() {
+	local out
+	out=$("$PY" -c '
+import re, sys
+text, aligns = sys.argv[1], sys.argv[2]
+gaps = [0] + ([int(g) for g in sys.argv[3].split()] if sys.argv[3] else [1] * (len(aligns) - 1))
+lines = text.split("\n")
+cells = [[(m.start(), m.group()) for m in re.finditer(r"\S+", l)] for l in lines]
+n, bad = len(aligns), []
+for i, c in enumerate(cells):
+    if len(c) != n:
+        bad.append("line %d has %d fields, expected %d" % (i + 1, len(c), n))
+if not bad:
+    width = [max(len(c[k][1]) for c in cells) for k in range(n)]
+    start, pos = [], 0
+    for k in range(n):
+        pos += gaps[k]
+        start.append(pos)
+        pos += width[k]
+    for i, c in enumerate(cells):
+        for k, (s, f) in enumerate(c):
+            want = start[k] if aligns[k] == "L" else start[k] + width[k] - len(f)
+            if s != want:
+                bad.append("line %d, column %s: %r at offset %d, expected %d"
+                           % (i + 1, cells[0][k][1], f, s, want))
+        if lines[i] != lines[i].rstrip():
+            bad.append("line %d ends in blanks" % (i + 1))
+print("\n".join(bad[:12] + ["... %d more" % (len(bad) - 12)] * (len(bad) > 12)))
+sys.exit(1 if bad else 0)' "$1" "$2" "${3:-}") && return 0
+	diag "$out"
+	diag "table:"
+	diag "$1"
+	[ -n "${CMD:-}" ] && diag "from: $CMD"
+	return 1
+}
+
+t_table_agent_list() {
+	local hdr
+	own_pin tblist && table_agents || return 1
+	run_cli "$P" agent list
+	expect_rc 0 || return 1
+	check_table "$OUT" LRRRRRRRR || return 1
+	[ "$(awk 'NR > 1 { print $1 }' <<<"$OUT" | tr '\n' ' ')" = "$UUID_NAME a b2 $LONG_NAME " ] ||
+		fail "rows are not the four agents in name order" || return 1
+	# NAME is 64 wide: SLOT, right-aligned, ends at offset 69.
+	hdr=$(head -n 1 <<<"$OUT")
+	[ "${hdr:0:69}" = "$(printf '%-64s %4s' NAME SLOT)" ] || fail "NAME is not 64 wide" ||
+		return 1
+	# Widths come from the rows shown: without the long name, NAME is 36.
+	run_cli "$P" agent list --limit 1
+	expect_rc 0 || return 1
+	check_table "$OUT" LRRRRRRRR || return 1
+	[ "$(wc -l <<<"$OUT")" -eq 2 ] && [[ "$(sed -n 2p <<<"$OUT")" == "$UUID_NAME "* ]] ||
+		fail "--limit 1: expected the header and $UUID_NAME" || return 1
+	hdr=$(head -n 1 <<<"$OUT")
+	[ "${hdr:0:41}" = "$(printf '%-36s %4s' NAME SLOT)" ] || fail "NAME is not 36 wide" ||
+		return 1
+	# Short names only: NAME as wide as its title.
+	run_cli "$P" agent del "$UUID_NAME" && run_cli "$P" agent del "$LONG_NAME" || return 1
+	run_cli "$P" agent list
+	check_table "$OUT" LRRRRRRRR || return 1
+	[[ "$OUT" == "NAME SLOT "* ]] || fail "NAME is wider than its title" || return 1
+	own_pin_done tblist
+}
+
+t_table_rule_list() {
+	own_pin tbrule && table_agents || return 1
+	run_cli "$P" rule add 10.1.0.0/16 port 443 agent "$UUID_NAME" && expect_rc 0 &&
+		run_cli "$P" rule add 2001:db8:aaaa:bbbb:cccc:dddd:eeee:0/112 agent "$LONG_NAME" &&
+		expect_rc 0 && run_cli "$P" rule add 10.2.3.4 port 8080 agent a && expect_rc 0 &&
+		run_cli "$P" rule add 192.168.0.0/24 agent b2 && expect_rc 0 || return 1
+	run_cli "$P" rule list
+	expect_rc 0 || return 1
+	check_table "$OUT" LRL "1 2" || return 1
+	[ "$(awk 'NR > 1 { print $3 }' <<<"$OUT" | sort | tr '\n' ' ')" = \
+		"$(printf '%s\n' "$UUID_NAME" "$LONG_NAME" a b2 | sort | tr '\n' ' ')" ] ||
+		fail "the AGENT column does not hold the four agents" || return 1
+	# The IPv6 prefix (39 characters) sets PREFIX's width; PORT ends at 44.
+	[ "$(head -n 1 <<<"$OUT")" = "$(printf '%-39s %4s  %s' PREFIX PORT AGENT)" ] ||
+		fail "header not at the expected offsets" || return 1
+	run_cli "$P" rule list agent a
+	expect_rc 0 || return 1
+	check_table "$OUT" LRL "1 2" || return 1
+	[ "$OUT" = $'PREFIX      PORT  AGENT\n10.2.3.4/32 8080  a' ] ||
+		fail "one short rule: columns not as narrow as their content" || return 1
+	own_pin_done tbrule
+}
+
+t_table_top() {
+	local title
+	own_pin tbtop && table_agents || return 1
+	run_cli "$P" top --count 1 --interval 0.1
+	expect_rc 0 || return 1
+	title=$(head -n 1 <<<"$OUT")
+	[[ "$title" =~ ^agentgate\ top\ \ [0-9]{2}:[0-9]{2}:[0-9]{2}\ \ 4\ agents\ \ $P$ ]] ||
+		fail "title is not '... 4 agents  $P'" || return 1
+	check_table "$(sed -n '2,$p' <<<"$OUT")" LRRRRRR || return 1
+	[ "$(sed -n '3,$p' <<<"$OUT" | awk '{ print $1 }' | sort | tr '\n' ' ')" = \
+		"$(printf '%s\n' "$UUID_NAME" "$LONG_NAME" a b2 | sort | tr '\n' ' ')" ] ||
+		fail "rows are not the four agents" || return 1
+	own_pin_done tbtop
+}
+
+# top_title ARGS...: run top ARGS --count 1 in $P, set TITLE and ROWS (the
+# number of agent rows).
+top_title() {
+	run_cli "$P" top "$@" --count 1 --interval 0.1
+	TITLE=$(head -n 1 <<<"$OUT")
+	ROWS=$(($(sed -n '3,$p' <<<"$OUT" | grep -c .)))
+	expect_rc 0
+}
+
+# expect_title COUNT ROWS: TITLE is "agentgate top  HH:MM:SS  COUNT  $P".
+expect_title() {
+	local re="^agentgate top  [0-9]{2}:[0-9]{2}:[0-9]{2}  "
+	[[ "$TITLE" =~ $re ]] && [ "${TITLE:25}" = "$1  $P" ] ||
+		fail "title is not '...  $1  $P'" || return 1
+	[ "$ROWS" -eq "$2" ] || fail "expected $2 rows, got $ROWS"
+}
+
+t_top_count() {
+	own_pin tbcount && table_agents || return 1
+	top_title --limit 1 && expect_title "4 agents, 1 shown (--limit 1)" 1 || return 1
+	top_title --limit 3 --sort name && expect_title "4 agents, 3 shown (--limit 3)" 3 || return 1
+	top_title --limit 4 && expect_title "4 agents" 4 || return 1
+	top_title --limit 0 && expect_title "4 agents, 0 shown (--limit 0)" 0 || return 1
+	# JSON frames are as before: --limit cuts the array.
+	run_cli "$P" -j top --limit 1 --count 1 --interval 0.1
+	expect_rc 0 && jcheck 'len(d["agents"]) == 1' || return 1
+	run_cli "$P" agent del "$UUID_NAME" && run_cli "$P" agent del "$LONG_NAME" &&
+		run_cli "$P" agent del b2 || return 1
+	top_title && expect_title "1 agent" 1 || return 1
+	top_title --limit 0 && expect_title "1 agent, 0 shown (--limit 0)" 0 || return 1
+	run_cli "$P" agent del a || return 1
+	top_title && expect_title "0 agents" 0 || return 1
+	own_pin_done tbcount
+}
+
+# On a terminal of 6 lines, top shows 3 rows (title, header and the cursor's
+# line take the rest) and says the height was the cut.
+t_top_count_terminal() {
+	local out=$TMP/top.height re
+	command -v script >/dev/null || { diag "script(1) not installed"; return 1; }
+	own_pin tbheight && table_agents || return 1
+	timeout 20 script -qfec "stty rows 6 cols 200; ip netns exec $NS $BIN --pin-path $P top \
+		--interval 0.1 --count 1 --sort name; echo top-exit=\$?" /dev/null >"$out" 2>&1 </dev/null
+	OUT=$(tr -d '\r' <"$out") RC=0 ERR="" CMD="agentgate top (on a terminal of 6 lines)"
+	[[ "$OUT" == *"top-exit=0"* ]] || fail "top did not exit 0" || return 1
+	re="agentgate top  [0-9]{2}:[0-9]{2}:[0-9]{2}  4 agents, 3 shown \(terminal height\)  $P  \(q quits\)"
+	[[ "$OUT" =~ $re ]] || fail "no title '4 agents, 3 shown (terminal height)'" || return 1
+	[[ "$OUT" == *"$UUID_NAME "* && "$OUT" == *$'\n'"a "* && "$OUT" == *$'\n'"b2 "* &&
+		"$OUT" != *"$LONG_NAME"* ]] || fail "expected the first three rows by name" || return 1
+	own_pin_done tbheight
+}
+
 # ---- runner ------------------------------------------------------------------------
 
 TESTS=(
@@ -1127,7 +1318,7 @@ TESTS=(
 	"t_config_default_drop|config set default-action drop drops unclassified frames"
 	"t_config_dry_run|config set dry-run on passes and counts would-drops"
 	"t_config_invalid|invalid config values exit 2 and change nothing"
-	"t_explain|agent explain: operator when pinned, policy otherwise, state_found"
+	"t_explain|agent explain without agentgated: no state dir, or one that is not agentgated's: exit 1 naming it; unknown agent exit 1 naming it; bad name exit 2"
 	"t_top_json|top --json --count 2: two JSON lines with every field"
 	"t_top_text|top --count 1 on a pipe: title, header, one row per agent"
 	"t_top_traffic|top shows dropped_pps > 0 for an agent under a flood"
@@ -1149,6 +1340,11 @@ TESTS=(
 	"t_bps_burst_warning|a bps burst under one frame warns; a unit change without burst resizes it"
 	"t_attach_sizes_ignored_warning|--max-agents on an existing pin root warns that it does not apply"
 	"t_top_terminal|top on a terminal redraws, q quits with 0, echo and canonical input restored"
+	"t_table_agent_list|agent list: columns as wide as their content (36- and 64-character names)"
+	"t_table_rule_list|rule list: columns as wide as their content (long names and an IPv6 prefix)"
+	"t_table_top|top --count 1: columns as wide as their content, '4 agents' in the title"
+	"t_top_count|top's title: 'N agents, M shown (--limit M)' when --limit cuts; '1 agent'"
+	"t_top_count_terminal|top on a short terminal: 'N agents, M shown (terminal height)'"
 )
 
 # A sanitizer report written during a case fails it.

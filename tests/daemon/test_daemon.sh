@@ -2009,6 +2009,233 @@ t_auth_stop() {
 	daemon_stop auth
 }
 
+# ---- 8b. explain: where a rate came from (daemon "ex", auth on) ------------------
+#
+# GET /v1/agents/{a}/explain with real JWT subjects: the ratings that moved
+# the rate (a duplicate id and ratings while pinned left out), the operator
+# changes and who pinned it; then the CLI reads the same history from the
+# state dir with the daemon stopped, writing nothing there; a state dir
+# that is not one is an error; a restart keeps the history.
+
+EXK=""
+EX_ALICE=()
+EX_BOB=()
+EX_RATER=()
+EX_READER=()
+
+ex_tok() { # SUB SCOPE
+	token "$EXK" "{\"sub\":\"$1\",\"exp\":\"NOW+3600\",\"scope\":\"$2\"}"
+}
+
+# ex_cli [--state-dir DIR] ARGS...: the CLI on the "ex" pin root; OUT, RC.
+ex_cli() {
+	CMD="agentgate --pin-path ${DPIN[ex]} $*"
+	OUT=$("$CLI" --pin-path "${DPIN[ex]}" "$@" 2>&1)
+	RC=$?
+}
+
+t_explain_start() {
+	EXK=$TMP/explain.key
+	head -c 60 /dev/urandom | base64 -w0 | head -c 40 >"$EXK"
+	EX_ALICE=(-H "Authorization: Bearer $(ex_tok alice@example.com agents:admin)")
+	EX_BOB=(-H "Authorization: Bearer $(ex_tok bob agents:admin)")
+	EX_RATER=(-H "Authorization: Bearer $(ex_tok rater ratings:write)")
+	EX_READER=(-H "Authorization: Bearer $(ex_tok grafana metrics:read)")
+	daemon_run ex --auth-key-file "$EXK"
+}
+
+t_explain_api() {
+	use ex
+	jput /v1/agents/ex1 '{"rate":100}' "${EX_ALICE[@]}"
+	expect 201 || return 1
+	# e1 twice in one batch, e2 again in the next: each applied once.
+	jpost /v1/ratings '[{"id":"e1","agent":"ex1","user":"u1","score":5,"ts":1700000000001},
+		{"id":"e2","agent":"ex1","user":"u2","score":4,"ts":1700000000002},
+		{"id":"e1","agent":"ex1","user":"u1","score":5,"ts":1700000000009}]' "${EX_RATER[@]}"
+	expect 200 'd["applied"] == 2' 'd["duplicates"] == 1' || return 1
+	http POST /v1/ratings -H 'Content-Type: application/x-ndjson' "${EX_RATER[@]}" --data-binary \
+		$'{"id":"e3","agent":"ex1","user":"u3","score":1,"ts":1700000000003}\n{"id":"e2","agent":"ex1","user":"u2","score":4}\n'
+	expect 200 'd["applied"] == 1' 'd["duplicates"] == 1' 'd["agents"][0]["rate"] == 110' || return 1
+	# Pinned by bob at 40: ratings still count, they do not move it.
+	jput /v1/agents/ex1 '{"rate":40,"pinned":true}' "${EX_BOB[@]}"
+	expect 200 'd["rate"] == 40' 'd["pinned"] is True' || return 1
+	jpost /v1/ratings '[{"id":"e4","agent":"ex1","user":"u4","score":5},
+		{"id":"e5","agent":"ex1","user":"u5","score":1}]' "${EX_RATER[@]}"
+	expect 200 'd["applied"] == 2' 'd["agents"][0]["rate"] == 40' || return 1
+	jpost /v1/agents/ex1/drain '{"tokens":5}' "${EX_ALICE[@]}"
+	expect 200 || return 1
+	jpost /v1/rules '{"prefix":"10.78.0.0/16","agent":"ex1"}' "${EX_BOB[@]}"
+	expect 201 || return 1
+	http GET /v1/agents/ex1/explain "${EX_READER[@]}"
+	expect 200 'keys(d) == {"agent", "answered_by", "source", "explanation", "rate", "policy",
+			"stats", "ratings", "ratings_recorded", "changes", "changes_recorded", "live",
+			"created_ms", "updated_ms"}' \
+		'd["agent"] == "ex1"' 'd["answered_by"] == "agentgated"' 'd["source"] == "pinned"' \
+		'd["rate"] == 40' \
+		'[(r["id"], r["user"], r["score"], r["rate_before"], r["rate_after"]) for r in d["ratings"]] == [
+			("e1", "u1", 5, 100, 120), ("e2", "u2", 4, 120, 130), ("e3", "u3", 1, 130, 110)]' \
+		'[r["time_ms"] for r in d["ratings"]] == [1700000000001, 1700000000002, 1700000000003]' \
+		'all(isint(r["applied_ms"]) and r["applied_ms"] >= d["created_ms"] for r in d["ratings"])' \
+		'd["ratings_recorded"] == 3' 'd["stats"]["ratings"] == 5' \
+		'[(c["subject"], c["action"]) for c in d["changes"]] == [
+			("alice@example.com", "agent.create"), ("bob", "agent.update"),
+			("alice@example.com", "agent.drain"), ("bob", "rule.add")]' \
+		'd["changes_recorded"] == 4' \
+		'[c["time_ms"] for c in d["changes"]] == sorted(c["time_ms"] for c in d["changes"])' \
+		'd["changes"][0]["before"] is None' \
+		'd["changes"][0]["after"] == {"rate": 100, "burst": 100, "unit": "pps", "r_min": 1,
+			"r_max": 10000, "alpha": 10, "pinned": False}' \
+		'd["changes"][1]["before"] == {"rate": 110, "burst": 110, "pinned": False}' \
+		'd["changes"][1]["after"] == {"rate": 40, "burst": 40, "pinned": True}' \
+		'd["changes"][2]["after"]["drained"] == 5' \
+		'd["changes"][3]["before"] is None' \
+		'd["changes"][3]["after"] == {"prefix": "10.78.0.0/16", "port": 0, "agent": "ex1"}' \
+		'd["policy"]["pinned"] is True' \
+		'd["policy"]["pinned_by"] == {"subject": "bob", "time_ms": d["changes"][1]["time_ms"]}' \
+		'(d["policy"]["r0"], d["policy"]["alpha"], d["policy"]["r_min"], d["policy"]["r_max"]) == (40, 10, 1, 10000)' \
+		'(d["policy"]["burst"], d["policy"]["burst_policy"], d["policy"]["unit"]) == (40, "1s", "pps")' \
+		'sorted(d["policy"]["own"]) == ["pinned", "r0"]' \
+		'd["policy"]["defaults_from"] == "agentgated"' \
+		'(d["live"]["rate"], d["live"]["burst"], d["live"]["pinned"]) == (40, 40, True)' \
+		'd["live"]["tokens"] <= 40' '"bob" in d["explanation"]' || return 1
+	printf '%s' "$BODY" >"$TMP/ex-http.json"
+	# Errors as on the other agent routes; /explain is not an agent named so.
+	http GET /v1/agents/nope/explain "${EX_READER[@]}"
+	expect_error 404 not_found nope || return 1
+	http GET /v1/agents/ex1/explain
+	expect_error 401 unauthorized || return 1
+	http GET /v1/agents/ex1/explain "${EX_RATER[@]}"
+	expect_error 403 forbidden || return 1
+	http POST /v1/agents/ex1/explain "${EX_ALICE[@]}"
+	expect_status 405 || return 1
+	[ "$(hdr Allow)" = GET ] || fail "Allow: '$(hdr Allow)'" || return 1
+	jput /v1/agents/explain '{"rate":9}' "${EX_ALICE[@]}"
+	expect 201 || return 1
+	http GET /v1/agents/explain "${EX_READER[@]}"
+	expect 200 'd["agent"] == "explain"' 'd["rate"] == 9' || return 1
+	http GET /v1/agents/explain/explain "${EX_READER[@]}"
+	expect 200 'd["agent"] == "explain"' 'd["source"] == "operator"' 'd["ratings"] == []' \
+		'[c["action"] for c in d["changes"]] == ["agent.create"]'
+}
+
+t_explain_ring() {
+	local scores=(5 1 4 4 2 5 5 3 1 1 5 2 4 4 5 1 3 5 2 4) a="" b="" i want
+	for ((i = 0; i < 20; i++)); do
+		if [ "$i" -lt 12 ]; then
+			a+="{\"id\":\"x$i\",\"agent\":\"ex2\",\"user\":\"v$i\",\"score\":${scores[i]}}"$'\n'
+		else
+			b+="{\"id\":\"x$i\",\"agent\":\"ex2\",\"user\":\"v$i\",\"score\":${scores[i]}}"$'\n'
+		fi
+	done
+	# The policy's steps, computed here: (id, score, before, after) each.
+	want=$("$PY" -c '
+import sys
+r, out = 100.0, []
+for i, s in enumerate(int(x) for x in sys.argv[1:]):
+    b, r = r, min(10000.0, max(1.0, r + 10 * (s - 3)))
+    out.append(("x%d" % i, s, b, r))
+print(repr(out[-16:]))' "${scores[@]}")
+	http POST /v1/ratings -H 'Content-Type: application/x-ndjson' "${EX_RATER[@]}" --data-binary "$a"
+	expect 200 'd["applied"] == 12' || return 1
+	http POST /v1/ratings -H 'Content-Type: application/x-ndjson' "${EX_RATER[@]}" --data-binary "$b"
+	expect 200 'd["applied"] == 8' || return 1
+	http GET /v1/agents/ex2/explain "${EX_READER[@]}"
+	expect 200 'd["source"] == "ratings"' 'd["ratings_recorded"] == 20' \
+		"[(r['id'], r['score'], r['rate_before'], r['rate_after']) for r in d['ratings']] == $want" \
+		'd["rate"] == d["ratings"][-1]["rate_after"]' \
+		'[r["user"] for r in d["ratings"]][0] == "v4"' \
+		'd["changes"] == [] and d["changes_recorded"] == 0' 'd["policy"]["pinned_by"] is None' \
+		'd["policy"]["own"] == []' || return 1
+	# Deleted with its agent: the same name starts afresh.
+	http DELETE /v1/agents/ex2 "${EX_BOB[@]}"
+	expect 200 || return 1
+	http GET /v1/agents/ex2/explain "${EX_READER[@]}"
+	expect_error 404 not_found ex2 || return 1
+	jput /v1/agents/ex2 '{"rate":5,"pinned":true}' "${EX_ALICE[@]}"
+	expect 201 || return 1
+	jpost /v1/ratings '{"id":"x99","agent":"ex2","user":"v99","score":5}' "${EX_RATER[@]}"
+	expect 200 'd["agents"][0]["rate"] == 5' || return 1
+	http GET /v1/agents/ex2/explain "${EX_READER[@]}"
+	expect 200 'd["ratings"] == [] and d["ratings_recorded"] == 0' 'd["stats"]["ratings"] == 1' \
+		'[(c["subject"], c["action"]) for c in d["changes"]] == [("alice@example.com", "agent.create")]' \
+		'd["changes_recorded"] == 1' 'd["source"] == "pinned"' \
+		'd["policy"]["pinned_by"]["subject"] == "alice@example.com"'
+}
+
+t_explain_offline() {
+	local st=${DSTATE[ex]} sum names dir h=$TMP/ex-http.json
+	daemon_stop ex || return 1
+	sum=$(sha256sum <"$st/data.mdb")
+	names=$(ls -A "$st")
+	ex_cli -j --state-dir "$st" agent explain ex1
+	[ "$RC" -eq 0 ] || fail "exit $RC" || return 1
+	json_check "$OUT" 'd["answered_by"] == "state store"' \
+		"d['ratings'] == json.load(open('$h'))['ratings']" \
+		"d['changes'] == json.load(open('$h'))['changes']" \
+		"({k: v for k, v in d['policy'].items() if k != 'defaults_from'} ==
+			{k: v for k, v in json.load(open('$h'))['policy'].items() if k != 'defaults_from'})" \
+		'd["policy"]["defaults_from"] == "state store"' \
+		"keys(d) == keys(json.load(open('$h')))" \
+		'd["source"] == "pinned"' 'd["rate"] == 40' 'd["stats"]["ratings"] == 5' \
+		'(d["live"]["rate"], d["live"]["pinned"]) == (40, True)' || return 1
+	[ "$(sha256sum <"$st/data.mdb")" = "$sum" ] && [ "$(ls -A "$st")" = "$names" ] ||
+		fail "the CLI changed the state dir: $(ls -A "$st")" || return 1
+	ex_cli --state-dir "$st" agent explain ex1
+	[ "$RC" -eq 0 ] && [[ "$OUT" == *"pinned by bob"* ]] && [[ "$OUT" == *"130 -> 110"* ]] &&
+		[[ "$OUT" == *"rule.add"* ]] && [[ "$OUT" == *"alice@example.com"* ]] ||
+		fail "text: exit $RC: $OUT" || return 1
+	# Not a state dir, a damaged store, a missing one: exit 1 naming it.
+	mkdir -p "$TMP/ex-empty" "$TMP/ex-cut" "$TMP/ex-gone"
+	head -c $(($(stat -c %s "$st/data.mdb") / 2)) "$st/data.mdb" >"$TMP/ex-cut/data.mdb"
+	cp "$st/data.mdb.init" "$TMP/ex-gone/"
+	for dir in /etc "$TMP/ex-empty" "$TMP/ex-none" "$TMP/ex-cut" "$TMP/ex-gone"; do
+		ex_cli -j --state-dir "$dir" agent explain ex1
+		[ "$RC" -eq 1 ] || fail "--state-dir $dir: exit $RC (expected 1)" || return 1
+		json_check "$OUT" "err_ok(d, 'failed')" "'$dir' in d['message']" || return 1
+	done
+	[[ "$OUT" == *missing* ]] || fail "no 'missing' for $TMP/ex-gone" || return 1
+	ex_cli -j --state-dir "$TMP/ex-cut" agent explain ex1
+	[[ "$OUT" == *damaged* ]] || fail "no 'damaged' for a store cut in half" || return 1
+	ex_cli -j --state-dir /etc agent explain ex1
+	[[ "$OUT" == *data.mdb* ]] || fail "/etc: what is missing is not named" || return 1
+	ex_cli --state-dir "$TMP/ex-empty" agent explain ex1
+	[ "$RC" -eq 1 ] && [[ "$OUT" == *"$TMP/ex-empty"* ]] || fail "text: exit $RC: $OUT" || return 1
+	ex_cli -j --state-dir "$st" agent explain nope
+	[ "$RC" -eq 1 ] && json_check "$OUT" "err_ok(d, 'failed')" '"nope" in d["message"]' || return 1
+	ex_cli -j --state-dir "$st" agent explain 'a b'
+	[ "$RC" -eq 2 ] || fail "invalid name: exit $RC (expected 2)"
+}
+
+t_explain_restart() {
+	local h=$TMP/ex-http.json
+	daemon_run ex --auth-key-file "$EXK" || return 1
+	http GET /v1/agents/ex1/explain "${EX_READER[@]}"
+	expect 200 "d['ratings'] == json.load(open('$h'))['ratings']" \
+		"d['changes'] == json.load(open('$h'))['changes']" \
+		'd["policy"]["pinned_by"]["subject"] == "bob"' || return 1
+	# Unpinned by alice: no pin left; ratings move the rate from 40 again.
+	jput /v1/agents/ex1 '{"pinned":false}' "${EX_ALICE[@]}"
+	expect 200 || return 1
+	jpost /v1/ratings '{"id":"e6","agent":"ex1","user":"u6","score":5}' "${EX_RATER[@]}"
+	expect 200 'd["agents"][0]["rate"] == 60' || return 1
+	http GET /v1/agents/ex1/explain "${EX_READER[@]}"
+	expect 200 'd["source"] == "ratings"' 'd["policy"]["pinned_by"] is None' \
+		'd["policy"]["pinned"] is False' \
+		'[(r["id"], r["rate_before"], r["rate_after"]) for r in d["ratings"]] == [
+			("e1", 100, 120), ("e2", 120, 130), ("e3", 130, 110), ("e6", 40, 60)]' \
+		'd["ratings_recorded"] == 4' \
+		'[(c["subject"], c["action"]) for c in d["changes"]][-1] == ("alice@example.com", "agent.update")' \
+		'd["changes"][-1]["after"] == {"pinned": False}' 'd["changes_recorded"] == 5' || return 1
+	printf '%s' "$BODY" >"$h"
+	# The CLI beside the daemon gets the daemon's answer.
+	ex_cli -j --state-dir "$TMP/ex-none" agent explain ex1
+	[ "$RC" -eq 0 ] || fail "exit $RC" || return 1
+	json_check "$OUT" 'd["answered_by"] == "agentgated"' \
+		"d['ratings'] == json.load(open('$h'))['ratings']" \
+		"d['changes'] == json.load(open('$h'))['changes']" || return 1
+	daemon_stop ex
+}
+
 # ---- 9. body limit ------------------------------------------------------------
 
 # body_file SIZE FILE JSON: JSON padded with spaces to exactly SIZE bytes.
@@ -2716,6 +2943,261 @@ for i in range(500): print(json.dumps({"id": "vb-%s-%d" % (sys.argv[1], i),
 		{ diag "stream client: $(cat "$TMP/vg-ws.out")"; return 1; }
 }
 
+# ---- one owner of policy: the CLI beside a daemon ------------------------------
+#
+# While agentgated runs, CLI writes go through its control socket: stored,
+# audited as local:root, visible in the API and metrics at once. Without it,
+# the CLI writes the maps and the next daemon adopts them. Each case starts
+# and stops its own daemon.
+
+# metric_is NAME VALUE: /metrics has the sample line "NAME VALUE".
+metric_is() {
+	http GET /metrics
+	grep -qxF "$1 $2" <<<"$BODY" || fail "/metrics: want '$1 $2', have: $(grep -F "$1" <<<"$BODY" | head -n 3)"
+}
+
+# cli_ok NAME ARGS...: the CLI succeeds.
+cli_ok() {
+	cli "$@"
+	[ "$RC" -eq 0 ] || fail "agentgate ${*:2}: exit $RC (expected 0)"
+}
+
+t_owner_cli_through_daemon() {
+	local f
+	daemon_run own || return 1
+	f=${DSTATE[own]}/audit.log
+	cli_ok own status || return 1
+	jb "d['owner'] == {'pid': ${DPID[own]}, 'control_socket': '${DSTATE[own]}/control.sock', 'since_ms': d['owner']['since_ms']}" || return 1
+	# A pin stays: ratings are counted and do not move the rate.
+	cli_ok own agent set ox rate 777 pin || return 1
+	jb 'd["name"] == "ox"' 'd["rate"] == 777' 'd["pinned"] is True' 'd["created"] is True' || return 1
+	agent ox 'd["rate"] == 777' 'd["pinned"] is True' 'd["r0"] == 777' || return 1
+	metric_is 'agentgate_refill_rate{agent="ox"}' 777 || return 1
+	jpost /v1/ratings '{"agent":"ox","score":5}'
+	expect 200 'd["agents"] == [{"agent": "ox", "rate": 777, "mean_score": 5, "ratings": 1}]' || return 1
+	cli_ok own agent show ox || return 1
+	jb 'd["rate"] == 777' 'd["pinned"] is True' || return 1
+	# Unpinned, ratings move it again, from where the operator left it.
+	cli_ok own agent set ox unpin || return 1
+	jpost /v1/ratings '{"agent":"ox","score":5}'
+	expect 200 'd["agents"][0]["rate"] == 797' || return 1
+	cli_ok own agent show ox || return 1
+	jb 'd["rate"] == 797' 'd["pinned"] is False' || return 1
+	# Bucket operations, rules and the global settings.
+	cli_ok own agent drain ox 500 || return 1
+	jb 'd["name"] == "ox"' 'd["tokens"] < 400' || return 1
+	agent ox 'd["tokens"] < 400' || return 1
+	cli_ok own agent reset ox || return 1
+	jb 'd["tokens"] == 797' || return 1
+	cli_ok own rule add 10.77.0.0/16 port 443 agent ox || return 1
+	http GET /v1/rules
+	expect 200 'd == [{"prefix": "10.77.0.0/16", "port": 443, "agent": "ox"}]' || return 1
+	cli_ok own rule del 10.77.0.0/16 port 443 || return 1
+	http GET /v1/rules
+	expect 200 'd == []' || return 1
+	cli_ok own config set dry-run on || return 1
+	jb 'd == {"default_action": "pass", "dry_run": True}' || return 1
+	cli_ok own config set default-action drop || return 1
+	jb 'd == {"default_action": "drop", "dry_run": True}' || return 1
+	cli_ok own config set dry-run off || return 1
+	cli_ok own config set default-action pass || return 1
+	# Deleted is deleted: the API says 404 at once, the CLI too.
+	cli_ok own agent del ox || return 1
+	jb 'd == {"name": "ox", "deleted": True}' || return 1
+	no_agent ox || return 1
+	cli own agent show ox
+	[ "$RC" -eq 1 ] || fail "agent show after del: exit $RC" || return 1
+	# Every change is in the audit log, by local:root.
+	"$PY" - "$f" <<-'EOF' || { diag "$(cat "$f")"; return 1; }
+		import json, sys
+		lines = [json.loads(l) for l in open(sys.argv[1])]
+		acts = [(l["action"], l["agent"]) for l in lines]
+		want = [("agent.create", "ox"), ("agent.update", "ox"), ("agent.drain", "ox"),
+		        ("agent.reset", "ox"), ("rule.add", "ox"), ("rule.delete", "ox"),
+		        ("config.set", ""), ("config.set", ""), ("config.set", ""), ("config.set", ""),
+		        ("agent.delete", "ox")]
+		bad = []
+		if acts != want:
+		    bad.append("actions %s, expected %s" % (acts, want))
+		if {l["subject"] for l in lines} != {"local:root"}:
+		    bad.append("subjects %s" % {l["subject"] for l in lines})
+		if lines and not lines[0]["after"]["pinned"]:
+		    bad.append("agent.create not pinned: %s" % lines[0])
+		c = [l for l in lines if l["action"] == "config.set"]
+		if len(c) == 4 and (c[0]["after"] != {"default_action": "pass", "dry_run": True} or
+		                    c[1]["after"] != {"default_action": "drop", "dry_run": True}):
+		    bad.append("config.set records: %s" % c[:2])
+		for b in bad:
+		    print("audit.log: " + b)
+		sys.exit(1 if bad else 0)
+	EOF
+	daemon_stop own
+}
+
+t_owner_cli_refused_values() {
+	daemon_run own2 || return 1
+	# What the daemon's policy refuses: exit 2 with its reason, nothing changed.
+	cli own2 agent set big rate 50000
+	[ "$RC" -eq 2 ] && [[ "$OUT" == *"agentgated refused"*"r_max"* ]] ||
+		fail "rate above r-max: exit $RC, $OUT" || return 1
+	no_agent big || return 1
+	cli own2 agent drain nobody 5
+	[ "$RC" -eq 1 ] && [[ "$OUT" == *"unknown agent 'nobody'"* ]] ||
+		fail "drain unknown: exit $RC, $OUT" || return 1
+	cli own2 agent reset nobody
+	[ "$RC" -eq 1 ] && [[ "$OUT" == *"nobody"* ]] || fail "reset unknown: exit $RC, $OUT" || return 1
+	cli own2 rule add 10.9.0.0/16 agent nobody
+	[ "$RC" -eq 1 ] && [[ "$OUT" == *"nobody"* ]] || fail "rule for unknown: exit $RC, $OUT" || return 1
+	http GET /v1/rules
+	expect 200 'd == []' || return 1
+	# Bad input is the CLI's own usage error, before any daemon is asked.
+	cli own2 agent set bad rate -5
+	[ "$RC" -eq 2 ] || fail "rate -5: exit $RC" || return 1
+	daemon_stop own2
+}
+
+# A daemon that stops hands the pin root back: the CLI writes the maps, the
+# next daemon adopts. One that is killed leaves its record, which counts
+# for nothing without its lock.
+t_owner_handover() {
+	daemon_run own3 || return 1
+	cli_ok own3 agent set h1 rate 40 pin || return 1
+	daemon_stop own3 || return 1
+	[ ! -e "${DPIN[own3]}/owner/record" ] || fail "owner record left after SIGTERM" || return 1
+	[ ! -e "${DSTATE[own3]}/control.sock" ] || fail "control socket left after SIGTERM" || return 1
+	cli_ok own3 status || return 1
+	jb 'd["owner"] is None' || return 1
+	cli_ok own3 agent set h2 rate 60 pin || return 1
+	cli_ok own3 agent set h1 rate 45 || return 1
+	daemon_run own3 || return 1
+	agent h2 'd["rate"] == 60' 'd["pinned"] is True' || return 1
+	agent h1 'd["rate"] == 45' 'd["pinned"] is True' || return 1
+	# Deletions made while it was down stay deleted; what the CLI left
+	# alone is restored from the store as before.
+	cli_ok own3 rule add 10.33.0.0/16 agent h1 || return 1
+	cli_ok own3 rule add 10.34.0.0/16 agent h2 || return 1
+	cli_ok own3 agent set h4 rate 80 || return 1
+	daemon_stop own3 || return 1
+	cli_ok own3 agent del h2 || return 1
+	cli_ok own3 rule del 10.33.0.0/16 || return 1
+	cli_ok own3 agent set h1 unpin || return 1
+	daemon_run own3 || return 1
+	no_agent h2 || return 1
+	agent h1 'd["pinned"] is False' 'd["rate"] == 45' 'd["rules"] == []' || return 1
+	agent h4 'd["rate"] == 80' || return 1
+	http GET /v1/rules
+	expect 200 'd == []' || return 1
+	daemon_log own3 | grep -q "while agentgated was stopped: 2 agents taken from the maps, 2 stored rules dropped" ||
+		fail "no log line for the journal: $(daemon_log own3 | tail -n 3)" || return 1
+	grep -q '"subject":"agentgate (while agentgated was stopped)","action":"agent.delete","agent":"h2"' \
+		"${DSTATE[own3]}/audit.log" || fail "no audit record of h2's deletion" || return 1
+	[ ! -e "${DPIN[own3]}/owner/journal" ] || fail "the journal was not cleared" || return 1
+	# Stopped again with nothing changed: a restart changes nothing.
+	daemon_stop own3 || return 1
+	daemon_run own3 || return 1
+	agent h1 'd["pinned"] is False' 'd["rate"] == 45' || return 1
+	daemon_kill9 own3 || return 1
+	[ -e "${DPIN[own3]}/owner/record" ] || fail "expected the dead daemon's record" || return 1
+	cli_ok own3 agent set h3 rate 70 || return 1
+	daemon_run own3 || return 1
+	agent h3 'd["rate"] == 70' || return 1
+	daemon_stop own3
+}
+
+# An operator's delete is not undone by the next rating: ratings for a
+# deleted agent are refused until an operator creates it again.
+t_owner_deleted_stays() {
+	daemon_run own5 || return 1
+	jput /v1/agents/gone1 '{"rate":50}'
+	expect 201 || return 1
+	cli_ok own5 agent del gone1 || return 1
+	jpost /v1/ratings '{"agent":"gone1","score":5}'
+	expect_error 404 not_found gone1 deleted local:root || return 1
+	no_agent gone1 || return 1
+	# A batch naming it is refused whole; NDJSON too.
+	jpost /v1/ratings '[{"agent":"other1","score":5},{"agent":"gone1","score":4}]'
+	expect_error 404 not_found "item 1" gone1 || return 1
+	no_agent other1 || return 1
+	ndpost /v1/ratings '{"agent":"gone1","score":5}'
+	expect_error 404 not_found gone1 || return 1
+	# The tutorial's POST /rate does not bring it back either.
+	jpost /rate '{"agent_id":"gone1","event_type":"x","metadata":{}}'
+	[ "$STATUS" != 200 ] || fail "POST /rate brought gone1 back" || return 1
+	no_agent gone1 || return 1
+	# Deleted over the API, across a restart: still refused.
+	jput /v1/agents/gone2 '{"rate":50}'
+	expect 201 || return 1
+	http DELETE /v1/agents/gone2
+	expect 200 || return 1
+	daemon_stop own5 || return 1
+	daemon_run own5 || return 1
+	jpost /v1/ratings '{"agent":"gone2","score":5}'
+	expect_error 404 not_found gone2 deleted || return 1
+	# Created again by an operator: rated as any agent.
+	cli_ok own5 agent set gone1 rate 70 || return 1
+	jpost /v1/ratings '{"agent":"gone1","score":5}'
+	expect 200 'd["agents"] == [{"agent": "gone1", "rate": 90, "mean_score": 5, "ratings": 1}]' || return 1
+	jput /v1/agents/gone2 '{}'
+	expect 201 || return 1
+	jpost /v1/ratings '{"agent":"gone2","score":5}'
+	expect 200 || return 1
+	daemon_stop own5
+}
+
+# The races: a daemon never starts in the middle of a CLI write (it waits
+# for the shared lock a write holds), and a CLI that finds the pin root owned
+# by a daemon that then goes away writes the maps once it is gone.
+t_owner_races() {
+	local holder t1
+	daemon_run own4 || return 1
+	daemon_stop own4 || return 1
+	# A CLI write under way (its shared lock, held here by flock(1)): the
+	# daemon is ready only after it let go.
+	flock -s "${DPIN[own4]}/owner" sh -c "sleep 1.5; date +%s%N >$TMP/released" &
+	holder=$!
+	echo "$holder" >>"$TMP/pids"
+	sleep 0.2
+	daemon_run own4 || return 1
+	t1=$(date +%s%N)
+	wait "$holder"
+	[ -s "$TMP/released" ] && [ "$t1" -gt "$(<"$TMP/released")" ] ||
+		fail "the daemon was ready before the write's lock was released" || return 1
+	daemon_stop own4 || return 1
+	# The pin root owned by a process that answers nothing and then lets
+	# go (a daemon stopping): the CLI waits and writes the maps after.
+	rm -f "$TMP/released"
+	flock -x "${DPIN[own4]}/owner" sh -c "sleep 1.5; date +%s%N >$TMP/released" &
+	holder=$!
+	echo "$holder" >>"$TMP/pids"
+	sleep 0.2
+	cli_ok own4 agent set r1 rate 11 || return 1
+	t1=$(date +%s%N)
+	wait "$holder"
+	[ -s "$TMP/released" ] && [ "$t1" -gt "$(<"$TMP/released")" ] ||
+		fail "the CLI returned before the owner let go" || return 1
+	cli_ok own4 agent show r1 || return 1
+	jb 'd["rate"] == 11' || return 1
+	# Owned for longer than the CLI waits (10 s): exit 1, nothing written.
+	flock -x "${DPIN[own4]}/owner" sleep 12 &
+	holder=$!
+	echo "$holder" >>"$TMP/pids"
+	sleep 0.2
+	cli own4 agent set r2 rate 12
+	kill "$holder" 2>/dev/null
+	wait "$holder" 2>/dev/null
+	[ "$RC" -eq 1 ] && [[ "$OUT" == *"does not answer"*"nothing was changed"* ]] ||
+		fail "owned by a silent process: exit $RC, $OUT" || return 1
+	cli own4 agent show r2
+	[ "$RC" -eq 1 ] || fail "r2 was written" || return 1
+	# A second daemon on the same pin root refuses to start, naming the first.
+	daemon_run own4 || return 1
+	run_expect_exit 1 30 --pin-path "${DPIN[own4]}" --state-dir "$TMP/state-own4b" \
+		--listen 127.0.0.1:1 || return 1
+	[[ "$OUT" == *"owned by another agentgated (pid ${DPID[own4]}"* ]] ||
+		fail "second daemon: $OUT" || return 1
+	daemon_stop own4
+}
+
 TESTS=(
 	"t_api_start|daemon starts on a fresh pin root and state dir; /healthz, /readyz 200; maps pinned"
 	"t_ratings_single|POST /v1/ratings one object: 200 applied/duplicates/agents with rate 120"
@@ -2751,6 +3233,11 @@ TESTS=(
 	"t_upgrade_header|a request with WebSocket upgrade headers on /v1/agents/{a} gets an HTTP response"
 	"t_audit_log|audit.log records create, update, delete, drain, reset, rule add/delete"
 	"t_api_stop|SIGTERM: the API daemon exits 0, no sanitizer report"
+	"t_owner_cli_through_daemon|while agentgated runs, every CLI write goes through it: a pin stays under ratings, the API and refill_rate show the enforced rate at once, drain/reset/rules/config/del visible in the API, audited as local:root"
+	"t_owner_cli_refused_values|through the daemon: a rate over r-max exit 2 naming r_max, unknown agents exit 1 naming them; nothing changed"
+	"t_owner_deleted_stays|an agent deleted by an operator (CLI or API) stays deleted: ratings for it (JSON, batch, NDJSON, /rate) 404 naming who deleted it, also after a restart; created again by an operator, rated as before"
+	"t_owner_handover|SIGTERM removes the record and control socket; what the CLI then changes (set, pin, unpin, del, rule del) the next daemon takes from the maps, audited; after kill -9 the stale record counts for nothing"
+	"t_owner_races|a daemon waits for a CLI write's shared lock; a CLI facing an owner that lets go writes after it; owned by a silent process for over 10 s: exit 1, nothing written; a second daemon on the pin root: exit 1 naming the first"
 	"t_ingest_start|--stdin (FIFO) and --ingest-socket: daemon ready"
 	"t_ingest_stdin|--stdin NDJSON: valid lines applied, invalid ones dead-lettered with line and reason"
 	"t_ingest_socket|--ingest-socket: summary line applied/duplicates/invalid/rejected; dead letters"
@@ -2777,6 +3264,11 @@ TESTS=(
 	"t_auth_key_rotation|SIGHUP re-reads the key file: old tokens 401, new ones 200"
 	"t_auth_reload_keeps_auth|SIGHUP dropping the key of a non-loopback listener is refused; auth stays on"
 	"t_auth_stop|SIGTERM: the auth daemon exits 0, no sanitizer report"
+	"t_explain_start|explain: a daemon with an auth key (real JWT subjects)"
+	"t_explain_api|GET /v1/agents/{a}/explain: ratings that moved the rate in order (duplicate ids and ratings while pinned left out), operator changes with subjects and what changed, pinned_by, live values; 404, 401, 403, 405; an agent named explain"
+	"t_explain_ring|explain keeps the last 16 of 20 ratings applied in two batches, rates as the policy computes them; deleted with its agent, a new one of that name starts afresh"
+	"t_explain_offline|daemon stopped: agentgate --json --state-dir DIR agent explain reads the same history read-only (data.mdb unchanged, no file created); /etc, an empty or missing dir, a store cut in half, data.mdb gone: exit 1 naming it"
+	"t_explain_restart|restarted: the history is kept; unpinned, the next rating moves the rate and shows; the CLI beside the daemon gets its answer"
 	"t_body_limit|--max-body 1000: 413 with Content-Length and chunked; at the limit 200"
 	"t_expect_continue|Expect: 100-continue: 100 Continue before the body on every body route, then the answer; none for HTTP/1.0; other expectations 417"
 	"t_abuse_start|daemon with --request-timeout 1s"

@@ -639,6 +639,38 @@ def t_operator():
         stop_daemon(d)
 
 
+def t_operator_cli():
+    """The CLI beside a fleet daemon: its changes go through the daemon, into the log."""
+    s, hosts = phase1()
+    a, b, c = hosts
+    pol = ("rate", "pinned", "ratings")
+    out = cli(a.pin, "agent", "set", "opc-1", "rate", "250", "pin")
+    check(out["rate"] == 250 and out["pinned"] is True, "agent set at a: %s" % out)
+    converge(hosts, ["opc-1"], {"opc-1": {"rate": 250, "pinned": True}}, fields=pol)
+    post(b, {"agent": "opc-1", "score": 1})
+    converge(hosts, ["opc-1"], {"opc-1": {"rate": 250, "pinned": True, "ratings": 1}},
+             fields=pol)
+    cli(b.pin, "rule", "add", "10.79.0.0/16", "agent", "opc-1")
+    wait_for(lambda: all(rules_of(d, "opc-1") == [("10.79.0.0/16", 0, "opc-1")] for d in hosts),
+             CONVERGE, what="the CLI's rule on every host")
+    for d in hosts:     # enforced where it is reported
+        rl = [(r["prefix"], r["agent"]) for r in cli(d.pin, "rule", "list")]
+        check(("10.79.0.0/16", "opc-1") in rl, "%s: the rule is not in the maps: %s" %
+              (d.node, rl))
+    cli(c.pin, "config", "set", "dry-run", "on")
+    wait_for(lambda: all(cli(d.pin, "config", "show")["dry_run"] is True for d in hosts),
+             CONVERGE, what="dry-run on at every host")
+    cli(c.pin, "config", "set", "dry-run", "off")
+    wait_for(lambda: all(cli(d.pin, "config", "show")["dry_run"] is False for d in hosts),
+             CONVERGE, what="dry-run off at every host")
+    cli(a.pin, "agent", "del", "opc-1")
+    converge(hosts, ["opc-1"], {"opc-1": None}, fields=pol)
+    for d in hosts:
+        audit = open(os.path.join(d.state, "audit.log")).read()
+        check('"subject":"local:root","action":"config.set"' in audit,
+              "%s: config.set by local:root not audited: %s" % (d.node, audit[-400:]))
+
+
 def t_dead_letters():
     s, hosts = phase1()
     a, b, c = hosts
@@ -1139,6 +1171,8 @@ CASES = [
                 "rates and counts (nothing re-applied), dedup ids kept"),
     ("t_operator", "PUT policy/pin, rules add/delete, DELETE agent, POST /bucket replicated; "
                    "reset/drain/consume local; a 4th host with empty state gets everything"),
+    ("t_operator_cli", "the CLI beside fleet daemons: agent set/pin, rule add, config set, "
+                       "agent del at one host reach every host's API and maps; audited"),
     ("t_dead_letters", "raw bad JSON / bad score / unknown field on agentgate.ratings.x: "
                        "dead letter with Agentgate-Reason, -Seq and the body; hosts go on; "
                        "dead_letters_total up; rates unchanged; no loop"),

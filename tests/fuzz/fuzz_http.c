@@ -20,13 +20,16 @@
  * the body) unless the request names its own. Flags: bit 0 auth on (tokens
  * required), bit 1 send the bytes as they are (no rewriting at all), bit 2
  * send them instead to the NDJSON ingest socket (ingest.c,
- * --ingest-socket).
+ * --ingest-socket), bit 3 to the control socket (control.c, the CLI's
+ * changes while the daemon owns the pin root).
  * Checks: every connection is accepted, then answered or closed, with no
  * wait of more than 10 s for progress; an answer from our handlers
  * (application/json) is one JSON document whose length is its
  * Content-Length, and every error is {"error": code, "message": text} as
  * DESIGN.md says; no status 500; the ingest socket's reply counts every
- * non-blank line once (applied + duplicates + invalid + rejected); no
+ * non-blank line once (applied + duplicates + invalid + rejected); the
+ * control socket answers one JSON line, {"ok": true, "result": {...}} or
+ * {"ok": false, "status", "error", "message"} and never status 500; no
  * sanitizer report in any thread of the daemon. What fails in the harness's
  * own machinery (no descriptors, no local ports) is a harness error
  * (fuzz.h), never a finding.
@@ -46,6 +49,7 @@
 #include "fuzz.h"
 #include "http.h"
 #include "ingest.h"
+#include "control.h"
 
 #define PORT 9470 /* below the ephemeral ports the client's own come from */
 #define ANSWER_MAX (4 << 20)
@@ -60,6 +64,7 @@ static struct ag_engine *engine;
 static struct agd_http *http;
 static struct agd_ingest *ingest;
 static char ingest_path[108];
+static struct agd_control *control;
 static struct agd_http_live live;
 static char *token;
 static bool auth_on, debug;
@@ -93,6 +98,7 @@ static void remove_scratch(void)
 
 static void stop_daemon(void)
 {
+	agd_control_stop(control);
 	agd_ingest_stop(ingest);
 	agd_http_stop(http);
 	ag_engine_close(engine);
@@ -169,6 +175,14 @@ static int start_daemon(char *why, size_t why_len)
 	rc = agd_ingest_start(engine, -1, ingest_path, err, &ingest, err, sizeof(err));
 	if (rc) {
 		snprintf(why, why_len, "ingest: %s", err);
+		return rc;
+	}
+	snprintf(err, sizeof(err), "%s/control.sock", state_dir);
+	rc = agd_control_open(err, &control, err, sizeof(err));
+	if (!rc)
+		rc = agd_control_serve(control, engine, err, sizeof(err));
+	if (rc) {
+		snprintf(why, why_len, "control: %s", err);
 		return rc;
 	}
 	agd_http_set_ready(http, true, NULL);
@@ -429,6 +443,38 @@ static void check_ingest_reply(const struct buf *ans, size_t lines)
 	json_decref(j);
 }
 
+static int connect_control(void)
+{
+	struct sockaddr_un a = { .sun_family = AF_UNIX };
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", agd_control_path(control));
+	return open_conn(AF_UNIX, (struct sockaddr *)&a, sizeof(a), a.sun_path);
+}
+
+static void check_control_reply(const struct buf *ans)
+{
+	json_t *j, *ok;
+
+	FUZZ_CHECK(ans->n && ans->p[ans->n - 1] == '\n' && memchr(ans->p, '\n', ans->n) ==
+							      ans->p + ans->n - 1,
+		   "control answer is not one line: %.200s", ans->p ? ans->p : "(nothing)");
+	j = json_loadb(ans->p, ans->n, 0, NULL);
+	FUZZ_CHECK(j, "control answer is not JSON: %.200s", ans->p);
+	ok = json_object_get(j, "ok");
+	FUZZ_CHECK(json_is_boolean(ok), "control answer without ok: %.200s", ans->p);
+	if (json_is_true(ok))
+		FUZZ_CHECK(json_is_object(json_object_get(j, "result")),
+			   "control success without a result: %.200s", ans->p);
+	else
+		FUZZ_CHECK(json_is_integer(json_object_get(j, "status")) &&
+				   json_integer_value(json_object_get(j, "status")) != 500 &&
+				   json_is_string(json_object_get(j, "error")) &&
+				   json_is_string(json_object_get(j, "message")),
+			   "control failure without status (not 500), error, message: %.300s",
+			   ans->p);
+	json_decref(j);
+}
+
 static const char *header(const char *head_end, const char *ans, const char *name,
 			  size_t *len)
 {
@@ -502,6 +548,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (debug)
 			dprintf(fuzz_err_fd, "%s", ans.p ? ans.p : "(nothing)\n");
 		check_ingest_reply(&ans, rating_lines(in.p, in.n));
+		free(req.p);
+		free(ans.p);
+		return 0;
+	}
+	if (flags & 8) {
+		put(&req, in.p, in.n);
+		exchange(connect_control(), req.p, req.n, &ans);
+		check_control_reply(&ans);
 		free(req.p);
 		free(ans.p);
 		return 0;

@@ -200,6 +200,9 @@ def t_query_topics():
     c = d.ws("/v1/stream?token=%s&topics=rating.global,rating.agents.x" % STREAM)
     check(c.status == 400 and "rating.agents.x" in json.loads(c.body)["message"],
           "unknown topic: %d %s" % (c.status, c.body))
+    # The message states the name alphabet as ag_name_check() has it.
+    check("[A-Za-z0-9._:-]" in json.loads(c.body)["message"],
+          "unknown topic: alphabet not stated with ':': %s" % c.body)
     c = d.ws("/v1/stream?token=%s&topics=rating.agent.%s" % (STREAM, "x" * 65))
     check(c.status == 400, "agent name of 65: %d" % c.status)
 

@@ -30,6 +30,7 @@ struct cli {
 	struct jsonw jw;
 	struct ag_ctx *ctx;
 	const struct command *cmd; /* the command running, for its usage line */
+	int owner_fd; /* the shared owner lock of a write made here (-1: none) */
 };
 
 struct command {
@@ -67,6 +68,26 @@ const char *mode_name(enum ag_xdp_mode mode);
 void print_help(const struct command *cmd, FILE *out);
 void print_manual(FILE *out);
 
+/* One owner of policy (owner.c). The route_* functions, for a write verb
+ * whose input is checked: 0 when no daemon owns the pin root (the caller
+ * writes the maps itself; a shared owner lock keeps a daemon from starting
+ * until the CLI exits); 1 when the change went to the daemon (or could not
+ * be sent): *code is then the exit status, the error already printed. */
+int route_agent_set(struct cli *cli, const char *name, const struct ag_agent_update *u,
+		    bool *created, int *code);
+/* op: agent.delete, agent.reset or agent.drain (tokens); *left: the tokens
+ * after a reset or drain. */
+int route_agent_op(struct cli *cli, const char *op, const char *name, __u64 tokens,
+		   double *left, int *code);
+int route_rule(struct cli *cli, bool add, const struct ag_rule *rule, const char *agent,
+	       int *code);
+/* key "default-action" (pass|drop) or "dry-run" (on|off), checked before. */
+int route_config(struct cli *cli, const char *key, const char *value, int *code);
+/* A question for the daemon that owns the pin root: 1 with *reply_json its
+ * answer ({"ok":...}, json_decref it), 0 when no daemon owns it, negative
+ * errno after printing the error. */
+int cli_daemon_ask(struct cli *cli, void *req_json, void **reply_json);
+
 /* Commands */
 int do_attach(struct cli *cli, int argc, char **argv);
 int do_detach(struct cli *cli, int argc, char **argv);
@@ -99,5 +120,25 @@ void json_rule(struct jsonw *w, const struct ag_rule *r, const char *agent);
 int parse_sort(struct cli *cli, const char *text, int *key);
 void sort_rows(struct agent_row *rows, size_t n, int key);
 enum sort_key { SORT_NAME, SORT_DROPS, SORT_RATE };
+/* Human tables (table.c): each column as wide as its widest cell, its title
+ * at least, so that names up to AG_NAME_MAX keep the columns in line. Cells
+ * are added row after row, then printed with the titles. */
+enum table_align { TABLE_LEFT, TABLE_RIGHT };
+struct table_col {
+	const char *title;
+	enum table_align align;
+	unsigned int gap; /* spaces before the column; 0 means 1 */
+};
+struct table;
+struct table *table_new(const struct table_col *cols, size_t ncols);
+void table_cell(struct table *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void table_text(struct table *t, const char *s); /* table_cell(t, "%s", s), faster */
+void table_uint(struct table *t, unsigned long long v); /* "%llu", faster */
+/* Titles, then the rows; -ENOMEM (nothing printed) when a cell was lost. */
+int table_print(struct table *t, FILE *out);
+void table_free(struct table *t);
+
+/* agent explain (explain_cli.c): prints the explain object of name. */
+int cli_explain(struct cli *cli, const char *name);
 
 #endif

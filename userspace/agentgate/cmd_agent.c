@@ -52,18 +52,43 @@ void sort_rows(struct agent_row *rows, size_t n, int key)
 							  by_name);
 }
 
-static void text_header(void)
-{
-	printf("%-24s %7s %12s %12s %4s %12s %3s %12s %12s\n", "NAME", "SLOT", "RATE", "BURST",
-	       "UNIT", "TOKENS", "PIN", "PASSED", "DROPPED");
-}
+static const struct table_col list_cols[] = {
+	{ "NAME", TABLE_LEFT },
+	{ "SLOT", TABLE_RIGHT },
+	{ "RATE", TABLE_RIGHT },
+	{ "BURST", TABLE_RIGHT },
+	{ "UNIT", TABLE_RIGHT },
+	{ "TOKENS", TABLE_RIGHT },
+	{ "PIN", TABLE_RIGHT },
+	{ "PASSED", TABLE_RIGHT },
+	{ "DROPPED", TABLE_RIGHT },
+};
 
-static void text_row(const struct agent_row *r)
+/* The rows shown, in columns as wide as their content. */
+static int text_list(struct cli *cli, const struct agent_row *rows, size_t n)
 {
-	printf("%-24s %7u %12.6g %12llu %4s %12.1f %3s %12llu %12llu\n", r->a.name, r->a.slot,
-	       r->a.rate, (unsigned long long)r->a.burst, unit_name(r->a.unit), r->tokens,
-	       r->a.pinned ? "yes" : "no", (unsigned long long)r->c.passed_packets,
-	       (unsigned long long)r->c.dropped_packets);
+	struct table *t = table_new(list_cols, sizeof(list_cols) / sizeof(list_cols[0]));
+	size_t k;
+	int err;
+
+	if (!t)
+		return cli_error(cli, EXIT_RUNTIME, "out of memory");
+	for (k = 0; k < n; k++) {
+		const struct agent_row *r = &rows[k];
+
+		table_text(t, r->a.name);
+		table_uint(t, r->a.slot);
+		table_cell(t, "%.6g", r->a.rate);
+		table_uint(t, r->a.burst);
+		table_text(t, unit_name(r->a.unit));
+		table_cell(t, "%.1f", r->tokens);
+		table_text(t, r->a.pinned ? "yes" : "no");
+		table_uint(t, r->c.passed_packets);
+		table_uint(t, r->c.dropped_packets);
+	}
+	err = table_print(t, stdout);
+	table_free(t);
+	return err ? cli_error(cli, EXIT_RUNTIME, "out of memory") : 0;
 }
 
 int do_agent_list(struct cli *cli, int argc, char **argv)
@@ -98,12 +123,10 @@ int do_agent_list(struct cli *cli, int argc, char **argv)
 		jsonw_end_array(&cli->jw);
 		jsonw_end_document(&cli->jw);
 	} else {
-		text_header();
-		for (k = 0; k < n; k++)
-			text_row(&rows[k]);
+		err = text_list(cli, rows, n);
 	}
 	free(rows);
-	return 0;
+	return err;
 }
 
 /* One agent's row, by name. */
@@ -278,7 +301,7 @@ int do_agent_set(struct cli *cli, int argc, char **argv)
 {
 	struct ag_agent_update u;
 	bool created = false;
-	int err;
+	int err, code;
 
 	if (argc < 1)
 		return cli_usage(cli, "expected an agent name");
@@ -287,9 +310,14 @@ int do_agent_set(struct cli *cli, int argc, char **argv)
 		err = parse_set_args(cli, argc - 1, argv + 1, &u);
 	if (err)
 		return err;
-	err = ag_agent_set(cli->ctx, argv[0], &u, NULL, &created);
-	if (err)
-		return cli_lib_error(cli, err);
+	if (route_agent_set(cli, argv[0], &u, &created, &code)) {
+		if (code)
+			return code;
+	} else {
+		err = ag_agent_set(cli->ctx, argv[0], &u, NULL, &created);
+		if (err)
+			return cli_lib_error(cli, err);
+	}
 	warn_small_bps_burst(cli, argv[0]);
 	if (!cli->json)
 		printf("%s agent %s\n", created ? "created" : "updated", argv[0]);
@@ -328,10 +356,19 @@ int do_agent_reset(struct cli *cli, int argc, char **argv)
 {
 	double tokens = 0;
 	__u32 slot = 0;
-	int err;
+	int err, code;
 
 	if (argc != 1)
 		return cli_usage(cli, "expected one agent name");
+	err = parse_name(cli, argv[0]);
+	if (err)
+		return err;
+	if (route_agent_op(cli, "agent.reset", argv[0], 0, &tokens, &code)) {
+		if (code)
+			return code;
+		print_level(cli, argv[0], "reset", tokens);
+		return 0;
+	}
 	err = agent_slot(cli, argv[0], &slot);
 	if (err)
 		return err;
@@ -349,7 +386,7 @@ int do_agent_drain(struct cli *cli, int argc, char **argv)
 	double left = 0;
 	__u64 n;
 	__u32 slot = 0;
-	int err;
+	int err, code;
 
 	if (argc != 2)
 		return cli_usage(cli, "expected an agent name and a token count");
@@ -357,8 +394,15 @@ int do_agent_drain(struct cli *cli, int argc, char **argv)
 	err = parse_name(cli, argv[0]);
 	if (!err)
 		err = parse_count(cli, "token count", argv[1], &n);
-	if (!err)
-		err = agent_slot(cli, argv[0], &slot);
+	if (err)
+		return err;
+	if (route_agent_op(cli, "agent.drain", argv[0], n, &left, &code)) {
+		if (code)
+			return code;
+		print_level(cli, argv[0], "drained", left);
+		return 0;
+	}
+	err = agent_slot(cli, argv[0], &slot);
 	if (err)
 		return err;
 	err = ag_bucket_drain(cli->ctx, slot, n, &left);
@@ -370,16 +414,21 @@ int do_agent_drain(struct cli *cli, int argc, char **argv)
 
 int do_agent_del(struct cli *cli, int argc, char **argv)
 {
-	int err;
+	int err, code;
 
 	if (argc != 1)
 		return cli_usage(cli, "expected one agent name");
 	err = parse_name(cli, argv[0]);
 	if (err)
 		return err;
-	err = ag_agent_delete(cli->ctx, argv[0]);
-	if (err)
-		return cli_lib_error(cli, err);
+	if (route_agent_op(cli, "agent.delete", argv[0], 0, NULL, &code)) {
+		if (code)
+			return code;
+	} else {
+		err = ag_agent_delete(cli->ctx, argv[0]);
+		if (err)
+			return cli_lib_error(cli, err);
+	}
 	if (cli->json) {
 		jsonw_start_object(&cli->jw);
 		jsonw_string_field(&cli->jw, "name", argv[0]);
@@ -392,61 +441,12 @@ int do_agent_del(struct cli *cli, int argc, char **argv)
 	return 0;
 }
 
-/* What the maps alone say about the rate's origin. */
-static void explanation(const struct agent_row *r, bool state_found, const char *state_dir,
-			char *buf, size_t len)
-{
-	if (r->a.pinned)
-		snprintf(buf, len,
-			 "rate %.6g %s was set by an operator and is pinned: ratings do not move it",
-			 r->a.rate, unit_name(r->a.unit));
-	else if (state_found)
-		snprintf(buf, len,
-			 "rate %.6g %s is not pinned: agentgated's rating policy sets it; its "
-			 "state is at %s (ask agentgated for the policy and the last ratings: "
-			 "GET /v1/agents/%s)",
-			 r->a.rate, unit_name(r->a.unit), state_dir, r->a.name);
-	else
-		snprintf(buf, len,
-			 "rate %.6g %s is not pinned: it is the rate last written to the maps, by "
-			 "agentgated's rating policy or an operator; no agentgated state at %s, so "
-			 "the policy and rating history are not known here",
-			 r->a.rate, unit_name(r->a.unit), state_dir);
-}
-
+/* Where the rate came from: agentgated's answer when it owns the pin root,
+ * else the same object built from its state directory, read-only, with the
+ * live values from the maps (explain_cli.c). */
 int do_agent_explain(struct cli *cli, int argc, char **argv)
 {
-	struct agent_row row;
-	struct stat st;
-	bool state_found;
-	char text[768];
-	int err;
-
 	if (argc != 1)
 		return cli_usage(cli, "expected one agent name");
-	err = load_one(cli, argv[0], &row);
-	if (err)
-		return err;
-	state_found = stat(cli->state_dir, &st) == 0 && S_ISDIR(st.st_mode);
-	explanation(&row, state_found, cli->state_dir, text, sizeof(text));
-	if (cli->json) {
-		struct jsonw *w = &cli->jw;
-
-		jsonw_start_object(w);
-		json_agent_fields(w, &row);
-		jsonw_string_field(w, "source", row.a.pinned ? "operator" : "policy");
-		jsonw_string_field(w, "state_dir", cli->state_dir);
-		jsonw_bool_field(w, "state_found", state_found);
-		jsonw_string_field(w, "explanation", text);
-		jsonw_end_object(w);
-		jsonw_end_document(w);
-	} else {
-		printf("agent %s (slot %u): %s.\n", row.a.name, row.a.slot, text);
-		printf("bucket: %.1f of %llu tokens now; passed %llu and dropped %llu packets since "
-		       "creation.\n",
-		       row.tokens, (unsigned long long)row.a.burst,
-		       (unsigned long long)row.c.passed_packets,
-		       (unsigned long long)row.c.dropped_packets);
-	}
-	return 0;
+	return cli_explain(cli, argv[0]);
 }

@@ -36,7 +36,7 @@ int do_config_show(struct cli *cli, int argc, char **argv)
 
 int do_config_set(struct cli *cli, int argc, char **argv)
 {
-	int err;
+	int err, code;
 
 	if (argc != 2)
 		return cli_usage(cli, "expected a setting and a value");
@@ -44,6 +44,8 @@ int do_config_set(struct cli *cli, int argc, char **argv)
 		if (strcmp(argv[1], "pass") && strcmp(argv[1], "drop"))
 			return cli_error(cli, EXIT_USAGE,
 					 "invalid default-action '%s' (pass or drop)", argv[1]);
+		if (route_config(cli, argv[0], argv[1], &code))
+			return code ? code : show(cli);
 		err = ag_config_set_default_action(cli->ctx, !strcmp(argv[1], "drop") ?
 								     AG_ACTION_DROP :
 								     AG_ACTION_PASS);
@@ -51,6 +53,8 @@ int do_config_set(struct cli *cli, int argc, char **argv)
 		if (strcmp(argv[1], "on") && strcmp(argv[1], "off"))
 			return cli_error(cli, EXIT_USAGE, "invalid dry-run '%s' (on or off)",
 					 argv[1]);
+		if (route_config(cli, argv[0], argv[1], &code))
+			return code ? code : show(cli);
 		err = ag_config_set_dry_run(cli->ctx, !strcmp(argv[1], "on"));
 	} else {
 		return cli_usage(cli, "unknown setting '%s' (default-action, dry-run)",

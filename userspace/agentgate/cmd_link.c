@@ -131,6 +131,8 @@ struct status {
 	size_t agents;
 	size_t rules_v4, rules_v6;
 	struct ag_config cfg;
+	int owned; /* 1: a daemon owns the pin root (owner), 0: none, < 0: unknown */
+	struct ag_owner owner;
 };
 
 static int gather(struct cli *cli, struct status *st)
@@ -154,6 +156,8 @@ static int gather(struct cli *cli, struct status *st)
 	}
 	if (!err)
 		err = ag_config_get(cli->ctx, &st->cfg);
+	if (!err) /* an account that may not lock reads "unknown" */
+		st->owned = ag_owner_probe(ag_pin_root(cli->ctx), NULL, &st->owner);
 	free(agents);
 	free(rules);
 	return err ? cli_lib_error(cli, err) : 0;
@@ -193,6 +197,23 @@ static void status_json(struct cli *cli, const struct status *st)
 	jsonw_string_field(w, "default_action",
 			   st->cfg.default_action == AG_ACTION_DROP ? "drop" : "pass");
 	jsonw_bool_field(w, "dry_run", st->cfg.dry_run);
+	jsonw_name(w, "owner");
+	if (st->owned == 0) {
+		jsonw_null(w);
+	} else {
+		jsonw_start_object(w);
+		if (st->owned < 0) {
+			jsonw_string_field(w, "error", strerror(-st->owned));
+		} else if (st->owner.pid) {
+			jsonw_uint_field(w, "pid", st->owner.pid);
+			jsonw_string_field(w, "control_socket", st->owner.control);
+			jsonw_uint_field(w, "since_ms", st->owner.since_ms);
+		} else {
+			jsonw_name(w, "pid"); /* starting or stopping */
+			jsonw_null(w);
+		}
+		jsonw_end_object(w);
+	}
 	jsonw_end_object(w);
 	jsonw_end_document(w);
 }
@@ -220,6 +241,15 @@ static void status_text(struct cli *cli, const struct status *st)
 	       ag_max_rules(cli->ctx));
 	printf("default action  %s\n", st->cfg.default_action == AG_ACTION_DROP ? "drop" : "pass");
 	printf("dry-run         %s\n", st->cfg.dry_run ? "on" : "off");
+	if (st->owned < 0)
+		printf("owner           unknown (%s)\n", strerror(-st->owned));
+	else if (st->owned == 0)
+		printf("owner           none: agentgate changes the maps itself\n");
+	else if (st->owner.pid)
+		printf("owner           agentgated, pid %u: changes go through %s\n", st->owner.pid,
+		       st->owner.control);
+	else
+		printf("owner           agentgated, starting or stopping\n");
 }
 
 int do_status(struct cli *cli, int argc, char **argv)

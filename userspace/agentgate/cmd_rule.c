@@ -63,7 +63,7 @@ static void print_rule(struct cli *cli, const struct ag_rule *r, const char *age
 int do_rule_add(struct cli *cli, int argc, char **argv)
 {
 	struct ag_rule r;
-	int err = parse_rule(cli, &argc, &argv, &r);
+	int code, err = parse_rule(cli, &argc, &argv, &r);
 
 	if (err)
 		return err;
@@ -72,9 +72,14 @@ int do_rule_add(struct cli *cli, int argc, char **argv)
 	err = parse_name(cli, argv[1]);
 	if (err)
 		return err;
-	err = ag_rule_add(cli->ctx, &r, argv[1]);
-	if (err)
-		return cli_lib_error(cli, err);
+	if (route_rule(cli, true, &r, argv[1], &code)) {
+		if (code)
+			return code;
+	} else {
+		err = ag_rule_add(cli->ctx, &r, argv[1]);
+		if (err)
+			return cli_lib_error(cli, err);
+	}
 	print_rule(cli, &r, argv[1], "added");
 	return 0;
 }
@@ -82,15 +87,20 @@ int do_rule_add(struct cli *cli, int argc, char **argv)
 int do_rule_del(struct cli *cli, int argc, char **argv)
 {
 	struct ag_rule r;
-	int err = parse_rule(cli, &argc, &argv, &r);
+	int code, err = parse_rule(cli, &argc, &argv, &r);
 
 	if (err)
 		return err;
 	if (argc != 0)
 		return cli_usage(cli, "unexpected argument '%s'", argv[0]);
-	err = ag_rule_del(cli->ctx, &r);
-	if (err)
-		return cli_lib_error(cli, err);
+	if (route_rule(cli, false, &r, NULL, &code)) {
+		if (code)
+			return code;
+	} else {
+		err = ag_rule_del(cli->ctx, &r);
+		if (err)
+			return cli_lib_error(cli, err);
+	}
 	print_rule(cli, &r, NULL, "deleted");
 	return 0;
 }
@@ -130,11 +140,20 @@ static int slot_names(struct cli *cli, char (**names)[AG_NAME_MAX + 1])
 	return 0;
 }
 
+/* The text table: PREFIX and AGENT left, PORT right, two spaces before
+ * AGENT; each column as wide as its content. */
+static const struct table_col rule_cols[] = {
+	{ "PREFIX", TABLE_LEFT },
+	{ "PORT", TABLE_RIGHT },
+	{ "AGENT", TABLE_LEFT, 2 },
+};
+
 int do_rule_list(struct cli *cli, int argc, char **argv)
 {
 	char(*names)[AG_NAME_MAX + 1] = NULL;
 	const char *only = NULL;
 	struct ag_rule *rules = NULL;
+	struct table *t = NULL;
 	size_t n, i;
 	int err;
 
@@ -161,10 +180,16 @@ int do_rule_list(struct cli *cli, int argc, char **argv)
 		return cli_lib_error(cli, err);
 	}
 	qsort(rules, n, sizeof(*rules), by_prefix);
-	if (cli->json)
+	if (cli->json) {
 		jsonw_start_array(&cli->jw);
-	else
-		printf("%-44s %5s  %s\n", "PREFIX", "PORT", "AGENT");
+	} else {
+		t = table_new(rule_cols, sizeof(rule_cols) / sizeof(rule_cols[0]));
+		if (!t) {
+			free(rules);
+			free(names);
+			return cli_error(cli, EXIT_RUNTIME, "out of memory");
+		}
+	}
 	for (i = 0; i < n; i++) {
 		const char *agent = rules[i].slot < ag_max_agents(cli->ctx) ?
 					    names[rules[i].slot] : "";
@@ -179,13 +204,18 @@ int do_rule_list(struct cli *cli, int argc, char **argv)
 		ag_prefix_format(&rules[i], prefix, sizeof(prefix));
 		if (rules[i].port)
 			snprintf(port, sizeof(port), "%u", rules[i].port);
-		printf("%-44s %5s  %s\n", prefix, port, agent);
+		table_text(t, prefix);
+		table_text(t, port);
+		table_text(t, agent);
 	}
 	if (cli->json) {
 		jsonw_end_array(&cli->jw);
 		jsonw_end_document(&cli->jw);
+	} else if (table_print(t, stdout)) {
+		err = cli_error(cli, EXIT_RUNTIME, "out of memory");
 	}
+	table_free(t);
 	free(rules);
 	free(names);
-	return 0;
+	return err;
 }

@@ -196,27 +196,70 @@ static size_t terminal_rows(void)
 	return SIZE_MAX;
 }
 
-static void print_text_frame(struct cli *cli, const struct top_row *tr, size_t n, bool redraw)
-{
-	size_t i, rows = redraw ? terminal_rows() : SIZE_MAX;
-	char when[32];
-	time_t t = time(NULL);
+static const struct table_col top_cols[] = {
+	{ "NAME", TABLE_LEFT },
+	{ "RATE", TABLE_RIGHT },
+	{ "BURST", TABLE_RIGHT },
+	{ "UNIT", TABLE_RIGHT },
+	{ "TOKENS", TABLE_RIGHT },
+	{ "PASSED/s", TABLE_RIGHT },
+	{ "DROPPED/s", TABLE_RIGHT },
+};
 
-	strftime(when, sizeof(when), "%H:%M:%S", localtime(&t));
+/* total agents, of which shown rows: "1 agent", "22 agents", or "22 agents,
+ * 1 shown (--limit 1)" (or "(terminal height)" when the window is the cut). */
+static void count_text(char *buf, size_t len, size_t total, size_t shown, __u64 limit)
+{
+	int k = snprintf(buf, len, "%zu %s", total, total == 1 ? "agent" : "agents");
+
+	if (shown == total || k < 0 || (size_t)k >= len)
+		return;
+	if (limit == shown)
+		snprintf(buf + k, len - k, ", %zu shown (--limit %llu)", shown,
+			 (unsigned long long)limit);
+	else
+		snprintf(buf + k, len - k, ", %zu shown (terminal height)", shown);
+}
+
+/* A frame: title, then the rows shown (--limit, and on a terminal its
+ * height) in columns as wide as their content. total: every agent. */
+static int print_text_frame(struct cli *cli, const struct top_row *tr, size_t total, __u64 limit,
+			    bool redraw)
+{
+	size_t i, shown = total < limit ? total : (size_t)limit;
+	size_t rows = redraw ? terminal_rows() : SIZE_MAX;
+	struct table *t = table_new(top_cols, sizeof(top_cols) / sizeof(top_cols[0]));
+	char when[32], count[96];
+	time_t now = time(NULL);
+	int err;
+
+	if (!t)
+		return cli_error(cli, EXIT_RUNTIME, "out of memory");
+	if (shown > rows)
+		shown = rows;
+	for (i = 0; i < shown; i++) {
+		table_text(t, tr[i].r.a.name);
+		table_cell(t, "%.6g", tr[i].r.a.rate);
+		table_uint(t, tr[i].r.a.burst);
+		table_text(t, unit_name(tr[i].r.a.unit));
+		table_cell(t, "%.1f", tr[i].r.tokens);
+		table_cell(t, "%.1f", tr[i].passed_pps);
+		table_cell(t, "%.1f", tr[i].dropped_pps);
+	}
+	strftime(when, sizeof(when), "%H:%M:%S", localtime(&now));
+	count_text(count, sizeof(count), total, shown, limit);
 	if (redraw)
 		fputs("\033[H\033[2J", stdout);
-	printf("agentgate top  %s  %zu agents  %s%s\n", when, n, ag_pin_root(cli->ctx),
+	printf("agentgate top  %s  %s  %s%s\n", when, count, ag_pin_root(cli->ctx),
 	       redraw ? "  (q quits)" : "");
-	printf("%-24s %12s %12s %4s %12s %12s %12s\n", "NAME", "RATE", "BURST", "UNIT", "TOKENS",
-	       "PASSED/s", "DROPPED/s");
-	for (i = 0; i < n && i < rows; i++)
-		printf("%-24s %12.6g %12llu %4s %12.1f %12.1f %12.1f\n", tr[i].r.a.name,
-		       tr[i].r.a.rate, (unsigned long long)tr[i].r.a.burst,
-		       unit_name(tr[i].r.a.unit), tr[i].r.tokens, tr[i].passed_pps,
-		       tr[i].dropped_pps);
+	err = table_print(t, stdout);
+	table_free(t);
+	if (err)
+		return cli_error(cli, EXIT_RUNTIME, "out of memory");
 	if (!redraw)
 		putchar('\n');
 	fflush(stdout);
+	return 0;
 }
 
 struct top_opts {
@@ -294,12 +337,10 @@ int do_top(struct cli *cli, int argc, char **argv)
 		err = frame_rows(cli, &h, &tr, &n, &dt);
 		if (err)
 			break;
-		if (o.limit < n)
-			n = o.limit;
 		if (cli->json)
-			print_json_frame(cli, tr, n, dt);
+			print_json_frame(cli, tr, o.limit < n ? o.limit : n, dt);
 		else
-			print_text_frame(cli, tr, n, redraw);
+			err = print_text_frame(cli, tr, n, o.limit, redraw);
 		free(tr);
 		frames++;
 	}

@@ -27,9 +27,11 @@ const struct command commands[] = {
 	  "agents and slots in use, the rules per family, the default action and dry-run.",
 	  OPEN_READ, do_status },
 	{ "agent", "list", "[--sort drops|rate|name] [--limit N]", "list agents",
-	  "One row per agent: rate, burst, unit, tokens now, pinned, and passed and dropped "
-	  "packets and bytes. Sorted by name unless --sort says otherwise (drops and rate: "
-	  "highest first). With --json, an array of the objects agent show prints.",
+	  "One row per agent: slot, rate, burst, unit, tokens now, pinned, and passed and "
+	  "dropped packets. Sorted by name unless --sort says otherwise (drops and rate: "
+	  "highest first); --limit N prints the first N. Each column is as wide as its widest "
+	  "value in the rows printed (a name has up to 64 characters), numbers right-aligned. "
+	  "With --json, an array of the objects agent show prints (bytes too).",
 	  OPEN_READ, do_agent_list },
 	{ "agent", "show", "NAME", "show one agent",
 	  "The agent's limit, tokens now, counters and rules.", OPEN_READ, do_agent_show },
@@ -54,9 +56,14 @@ const struct command commands[] = {
 	  "becomes unclassified.",
 	  OPEN_WRITE, do_agent_del },
 	{ "agent", "explain", "NAME", "tell where an agent's rate came from",
-	  "Whether the rate was pinned by an operator or comes from the rating policy, with "
-	  "the policy, the last ratings and operator changes when agentgated's state under "
-	  "--state-dir is readable, otherwise what the maps alone say.",
+	  "Whether the rate is pinned (and by whom), comes from the ratings or was set by an "
+	  "operator: the policy, the last ratings that moved the rate (time, user, score, id, "
+	  "the rate after each), the last operator changes (who, when, what changed) and the "
+	  "enforced rate and tokens now. While agentgated owns the pin root it answers; "
+	  "otherwise the same is read from its state directory (--state-dir), read-only, with "
+	  "the live values from the maps. A directory that holds no agentgated state store, "
+	  "or a damaged one, is an error (exit 1). With --json, the object of GET "
+	  "/v1/agents/NAME/explain (agentgated(8), EXPLAIN).",
 	  OPEN_READ, do_agent_explain },
 	{ "rule", "add", "PREFIX [port P] agent NAME", "classify a source prefix to an agent",
 	  "Traffic from PREFIX (IPv4 or IPv6, any length; a bare address is a host) to "
@@ -65,8 +72,9 @@ const struct command commands[] = {
 	  OPEN_WRITE, do_rule_add },
 	{ "rule", "del", "PREFIX [port P]", "delete a rule", NULL, OPEN_WRITE, do_rule_del },
 	{ "rule", "list", "[agent NAME]", "list rules",
-	  "With --json, an array of {\"prefix\", \"port\", \"agent\"}; port is null for any "
-	  "port.",
+	  "A table of PREFIX, PORT (any when the rule has none) and AGENT, each column as "
+	  "wide as its widest value. With --json, an array of {\"prefix\", \"port\", "
+	  "\"agent\"}; port is null for any port.",
 	  OPEN_READ, do_rule_list },
 	{ "config", "set", "default-action pass|drop | dry-run on|off", "change a global setting",
 	  "default-action applies to IP traffic no rule classifies (malformed and non-IP "
@@ -77,9 +85,13 @@ const struct command commands[] = {
 	{ "top", NULL, "[--sort drops|rate|name] [--limit N] [--interval S] [--count N]",
 	  "live view of agents, refreshed every second",
 	  "Per agent: rate, burst, tokens, passed and dropped packets per second over the "
-	  "last interval, sorted by drops unless --sort says otherwise. q or Ctrl-C quits and "
-	  "restores the terminal. With --json, one JSON document per interval, one per line. "
-	  "--count stops after N intervals.",
+	  "last interval, sorted by drops unless --sort says otherwise, in columns as wide as "
+	  "their widest value. The title line counts every agent and, when fewer rows are "
+	  "shown, how many and why: \"22 agents, 1 shown (--limit 1)\", or \"(terminal "
+	  "height)\" when a terminal is too short for every row; \"1 agent\" when there is "
+	  "one. q or Ctrl-C quits and restores the terminal. With --json, one JSON document "
+	  "per interval, one per line, holding the first --limit agents. --count stops after "
+	  "N intervals.",
 	  OPEN_READ, do_top },
 	{ "stats", NULL, "", "global counters",
 	  "Packets by reason (unclassified, each malformed kind, dry-run would-drops, ...) "

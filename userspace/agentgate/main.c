@@ -259,7 +259,7 @@ int main(int argc, char **argv)
 		{ "man", no_argument, NULL, 'M' },
 		{},
 	};
-	struct cli cli = { .state_dir = "/var/lib/agentgate" };
+	struct cli cli = { .state_dir = "/var/lib/agentgate", .owner_fd = -1 };
 	static char outbuf[1 << 20];
 	int c;
 

@@ -57,6 +57,19 @@ static const char *const sections[] = {
 	"\\fBagentgate ag li\\fR is \\fBagentgate agent list\\fR. "
 	"\\fB\\-\\-help\\fR or \\fB\\-h\\fR alone after a command prints its usage; "
 	"\\fBagentgate OBJECT help\\fR lists an object's verbs.\n",
+	".SH WITH AGENTGATED RUNNING\n"
+	"While agentgated runs on the pin root it owns the policy there, and every change "
+	"this tool makes (\\fBagent set\\fR, \\fBpin\\fR, \\fBunpin\\fR, \\fBagent del\\fR, "
+	"\\fBreset\\fR, \\fBdrain\\fR, \\fBrule add\\fR, \\fBrule del\\fR, "
+	"\\fBconfig set\\fR) goes through its control socket: the daemon stores it, audits it "
+	"with your account as subject (local:USER), replicates it in a fleet, and its API and "
+	"metrics show it at once. Output and exit status are the same as without it; a value "
+	"the daemon's policy refuses (a rate above the agent's r_max) exits 2 with its reason. "
+	"Without a daemon the maps are written directly and the change is journaled under "
+	"PIN_ROOT/owner/, so that the next agentgated takes the maps' word for it instead of "
+	"undoing it. A daemon that is starting or stopping is waited for up to 10 s. "
+	"\\fBstatus\\fR names the owner. Details: agentgated(8), ONE OWNER OF POLICY, and "
+	"docs/OPERATIONS.md.\n",
 	".SH JSON OUTPUT\n"
 	"With \\fB\\-\\-json\\fR every command prints one JSON document on standard output, "
 	"numbers as numbers. \\fBagent show\\fR prints an object with at least \\fBname\\fR, "
@@ -68,9 +81,11 @@ static const char *const sections[] = {
 	".SH EXIT STATUS\n"
 	".TP\n.B 0\nsuccess.\n"
 	".TP\n.B 1\nthe command could not be carried out: no pinned maps (start agentgated or "
-	"run agentgate attach first), unknown agent or rule, full map, the kernel refused.\n"
+	"run agentgate attach first), unknown agent or rule, full map, the kernel refused, "
+	"agentgated owns the pin root and did not answer within 10 s (nothing changed) or "
+	"did not say whether it made the change.\n"
 	".TP\n.B 2\ninvalid command line or value (name, prefix, port, rate, burst, unit); "
-	"nothing was changed.\n",
+	"nothing was changed. Also a value agentgated's policy refuses.\n",
 	".SH FILES\n"
 	".TP\n.I /sys/fs/bpf/agentgate\n"
 	"default pin root: the maps ag_buckets, ag_counters, ag_rules_v4, ag_rules_v6, "

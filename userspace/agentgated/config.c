@@ -57,6 +57,9 @@ static const struct opt opts[] = {
 	{ "tls-key", K_STR, F(tls_key), "FILE", "TLS private key (PEM)" },
 	{ "max-body", K_BYTES, F(max_body), "BYTES", "largest request body (default 1MiB)" },
 	{ "ingest-socket", K_STR, F(ingest_socket), "PATH", "read NDJSON ratings from a Unix socket" },
+	{ "control-socket", K_STR, F(control_socket), "PATH",
+	  "where the CLI's changes arrive while this daemon owns the pin root (default "
+	  "<state-dir>/control.sock)" },
 	{ "stdin", K_FLAG, F(use_stdin), NULL, "read NDJSON ratings from standard input" },
 	{ "dead-letter-max", K_BYTES, F(dead_letter_max), "BYTES",
 	  "size at which " AGD_DEAD_LETTER_FILE " becomes " AGD_DEAD_LETTER_FILE ".1, replacing "

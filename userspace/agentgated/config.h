@@ -40,6 +40,7 @@ struct agd_config {
 	char tls_cert[4096], tls_key[4096];
 	__u64 max_body;
 	char ingest_socket[108];
+	char control_socket[108]; /* "": <state dir>/control.sock */
 	bool use_stdin;
 	__u64 dead_letter_max; /* bytes of the dead-letter file before it rotates */
 	char nats[AGD_LIST_MAX][256];

@@ -14,6 +14,7 @@
 
 #include "appendlog.h"
 #include "engine.h"
+#include "explain.h"
 #include "store.h"
 
 /* One agent in memory: its stored record and what was last written into
@@ -36,6 +37,18 @@ struct entry {
 	__u64 job_mark;    /* last job that listed it in its answer */
 	struct entry *touched_next;
 	double share; /* of rec.rate this host's bucket refills at (fleet) */
+	/* The ratings the policy applied to it in the current batch, for its
+	 * history: a list through e->hist, valid while hist_batch is the batch. */
+	__u64 hist_batch;
+	__u32 hist_first, hist_last, hist_n;
+};
+
+/* A rating the policy applied in the current batch (not pinned, not a
+ * duplicate), for its agent's history (hist_rated). */
+struct hist_pend {
+	const struct ag_rating *r;
+	double before, after;
+	__u32 next; /* the agent's next one in this batch */
 };
 
 struct ag_engine {
@@ -44,6 +57,7 @@ struct ag_engine {
 	struct ag_store st;
 	struct ag_ctx *ctx;
 	int audit_fd;
+	int owner_fd; /* the pin root's exclusive owner lock (agentgate.h) */
 
 	pthread_mutex_t lock; /* the table, the store's write side, the maps */
 	struct entry **buckets;
@@ -68,6 +82,9 @@ struct ag_engine {
 	struct ag_rating_event *ev;
 	size_t ev_n, ev_cap;
 	bool ev_on;
+	/* the batch's applied ratings, for the agents' histories (apply thread) */
+	struct hist_pend *hist;
+	size_t hist_n, hist_cap;
 
 	pthread_mutex_t slock; /* stats */
 	struct ag_engine_stats stats;
@@ -284,12 +301,14 @@ static json_t *rule_json(const struct ag_rule *rule, const char *agent)
 	return json_pack("{s:s,s:i,s:s}", "prefix", prefix, "port", rule->port, "agent", agent);
 }
 
-/* Records one operator change in the transaction; steals before/after. The
- * line is returned for the audit file, written once the change commits. */
+/* Records one operator change in the transaction, and in the agent's
+ * history (explain); steals before/after. The line is returned for the
+ * audit file, written once the change commits. */
 static int audit(struct ag_engine *e, MDB_txn *txn, const char *subject, const char *action,
 		 const char *agent, json_t *before, json_t *after, char **line)
 {
-	json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:o,s:o}", "time_ms", (json_int_t)wall_ms(),
+	__u64 now = wall_ms();
+	json_t *o = json_pack("{s:I,s:s,s:s,s:s,s:o,s:o}", "time_ms", (json_int_t)now,
 			      "subject", subject ? subject : "", "action", action, "agent",
 			      agent ? agent : "", "before", before ? before : json_null(),
 			      "after", after ? after : json_null());
@@ -298,10 +317,16 @@ static int audit(struct ag_engine *e, MDB_txn *txn, const char *subject, const c
 	if (!o)
 		return -ENOMEM;
 	*line = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
-	if (!*line)
+	if (!*line) {
+		json_decref(o);
 		return -ENOMEM;
+	}
 	err = ag_store_audit(&e->st, txn, *line);
+	if (!err)
+		err = agd_explain_record_change(&e->st, txn, agent, now, subject, action,
+						json_object_get(o, "before"),
+						json_object_get(o, "after"));
+	json_decref(o);
 	if (err) {
 		free(*line);
 		*line = NULL;
@@ -498,9 +523,87 @@ static const char *slot_name(const char **names, struct ag_ctx *ctx, __u32 slot)
 	return slot < ag_max_agents(ctx) ? names[slot] : NULL;
 }
 
-/* Rules LMDB has and the maps lack go in; rules only the maps have are
- * adopted. A prefix both know for different agents keeps the maps' agent. */
-static int reconcile_rules(struct ag_engine *e, MDB_txn *txn)
+/* ---- what the CLI changed while no daemon ran (the owner's journal) ------------------ */
+
+#define JOURNAL_SUBJECT "agentgate (while agentgated was stopped)"
+
+struct journal {
+	struct ag_journal_entry *list;
+	size_t n;
+	bool all; /* the journal overflowed: the maps are the truth for all */
+};
+
+static bool journaled_agent(const struct journal *j, const char *name)
+{
+	size_t i;
+
+	if (j->all)
+		return true;
+	for (i = 0; i < j->n; i++)
+		if (j->list[i].kind == AG_JOURNAL_AGENT && !strcmp(j->list[i].name, name))
+			return true;
+	return false;
+}
+
+static bool journaled_rule(const struct journal *j, const struct ag_rule *r)
+{
+	size_t i;
+
+	if (j->all)
+		return true;
+	for (i = 0; i < j->n; i++)
+		if (j->list[i].kind == AG_JOURNAL_RULE && j->list[i].rule.family == r->family &&
+		    j->list[i].rule.plen == r->plen && j->list[i].rule.port == r->port &&
+		    !memcmp(j->list[i].rule.addr, r->addr, 16))
+			return true;
+	return false;
+}
+
+/* The map's word on a stored agent the CLI changed: each field that differs
+ * from what the stored policy gives becomes the agent's own. */
+static void rec_take_map(struct ag_engine *e, struct ag_agent_rec *rec, const struct ag_agent *a)
+{
+	struct ag_policy own, eff;
+	unsigned int set = rec->set;
+
+	ag_rec_policy(rec, &own);
+	ag_rec_effective(rec, &e->defaults, &eff);
+	if (a->rate != rec->rate) {
+		own.r0 = a->rate;
+		set |= AG_POL_R0;
+		if (eff.r_min > a->rate) {
+			own.r_min = a->rate;
+			set |= AG_POL_R_MIN;
+		}
+		if (eff.r_max < a->rate) {
+			own.r_max = a->rate;
+			set |= AG_POL_R_MAX;
+		}
+		rec->rate = a->rate;
+	}
+	if (a->burst != ag_policy_burst_tokens(&eff, a->rate)) {
+		own.burst = (double)a->burst;
+		own.burst_kind = AG_BURST_TOKENS;
+		set |= AG_POL_BURST;
+	}
+	if (a->unit != eff.unit) {
+		own.unit = a->unit;
+		set |= AG_POL_UNIT;
+	}
+	if (a->pinned != eff.pinned) {
+		own.pinned = a->pinned;
+		set |= AG_POL_PINNED;
+	}
+	ag_rec_set_policy(rec, &own, set);
+	rec->updated_ms = wall_ms();
+}
+
+/* Rules LMDB has and the maps lack go in, unless the CLI deleted them while
+ * no daemon ran (journaled) or their agent is gone: then they leave LMDB.
+ * Rules only the maps have are adopted. A prefix both know for different
+ * agents keeps the maps' agent. */
+static int reconcile_rules(struct ag_engine *e, MDB_txn *txn, const struct journal *j,
+			   size_t *dropped)
 {
 	struct ag_rule *live = NULL;
 	size_t n_live = 0, i;
@@ -531,11 +634,25 @@ static int reconcile_rules(struct ag_engine *e, MDB_txn *txn)
 		memcpy(agent, v.mv_data, v.mv_size);
 		agent[v.mv_size] = 0;
 		rule_of_key(&key, &rule);
-		if (!bsearch(&rule, live, n_live, sizeof(*live), cmp_rule) && tab_find(e, agent) && ag_rule_add(e->ctx, &rule, agent))
+		if (bsearch(&rule, live, n_live, sizeof(*live), cmp_rule))
+			continue;
+		if (!tab_find(e, agent) || journaled_rule(j, &rule)) {
+			rc = mdb_cursor_del(cur, 0);
+			if (rc)
+				break;
+			(*dropped)++;
+			continue;
+		}
+		if (ag_rule_add(e->ctx, &rule, agent))
 			e->opts.log(AG_LOG_WARN, "cannot restore a rule of '%s': %s", agent,
 				    ag_errmsg());
 	}
 	mdb_cursor_close(cur);
+	if (rc != MDB_NOTFOUND) {
+		free(live);
+		free(names);
+		return ag_store_errno(rc);
+	}
 	for (i = 0; i < n_live; i++) {
 		struct ag_rule_rec_key key;
 		const char *agent = slot_name(names, e->ctx, live[i].slot);
@@ -566,13 +683,101 @@ static void clamp_rate(struct ag_engine *e, struct entry *en)
 		en->rec.rate = p.r_min;
 }
 
-static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
+/* One audit record per agent the journal changed: lines to write once the
+ * reconciliation commits. */
+struct journal_audit {
+	char **lines;
+	size_t n;
+};
+
+static int journal_audit(struct ag_engine *e, MDB_txn *txn, struct journal_audit *ja,
+			 const char *action, const char *name, json_t *before, json_t *after)
 {
-	MDB_txn *txn;
-	struct entry *en;
-	size_t i, adopted = 0, restored = 0;
+	char *line = NULL, **grown = realloc(ja->lines, (ja->n + 1) * sizeof(*ja->lines));
 	int err;
 
+	if (!grown) {
+		json_decref(before);
+		json_decref(after);
+		return -ENOMEM;
+	}
+	ja->lines = grown;
+	err = audit(e, txn, JOURNAL_SUBJECT, action, name, before, after, &line);
+	if (!err)
+		ja->lines[ja->n++] = line;
+	return err;
+}
+
+/* Stored agents the CLI changed while no daemon ran: those still in the
+ * maps take the maps' policy (kept as to store), those gone from the maps
+ * leave the table and, in the transaction, LMDB. */
+static int apply_journal(struct ag_engine *e, const struct journal *j, MDB_txn *txn,
+			 struct journal_audit *ja, size_t *changed)
+{
+	struct entry *en, **gone = NULL;
+	size_t i, n_gone = 0;
+	int err = 0;
+
+	if (!j->n)
+		return 0;
+	TAB_FOREACH(e, i, en) {
+		struct ag_agent live;
+		json_t *before;
+
+		if (!journaled_agent(j, en->name))
+			continue;
+		before = policy_json(e, &en->rec);
+		if (ag_agent_get(e->ctx, en->name, &live)) {
+			struct entry **grown = realloc(gone, (n_gone + 1) * sizeof(*gone));
+
+			if (!grown) {
+				json_decref(before);
+				err = -ENOMEM;
+				break;
+			}
+			gone = grown;
+			gone[n_gone++] = en;
+			err = ag_store_agent_del(&e->st, txn, en->name);
+			if (!err)
+				err = journal_audit(e, txn, ja, "agent.delete", en->name, before, NULL);
+		} else {
+			rec_take_map(e, &en->rec, &live);
+			en->new_in_batch = true; /* to store */
+			err = journal_audit(e, txn, ja, "agent.adopt", en->name, before,
+					    policy_json(e, &en->rec));
+		}
+		if (err)
+			break;
+		(*changed)++;
+	}
+	for (i = 0; !err && i < n_gone; i++)
+		tab_remove(e, gone[i]);
+	free(gone);
+	return err;
+}
+
+static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
+{
+	struct journal j = { 0 };
+	struct journal_audit ja = { 0 };
+	MDB_txn *txn = NULL;
+	struct entry *en;
+	size_t i, adopted = 0, restored = 0, journaled = 0, rules_dropped = 0;
+	int err;
+
+	err = ag_owner_journal_read(ag_pin_root(e->ctx), &j.list, &j.n);
+	if (err) {
+		snprintf(errbuf, len, "cannot read what the CLI changed while agentgated was "
+			 "stopped: %s", ag_errmsg());
+		return err;
+	}
+	for (i = 0; i < j.n; i++)
+		j.all |= j.list[i].kind == AG_JOURNAL_ALL;
+	err = txn_begin(e, &txn);
+	if (!err)
+		err = apply_journal(e, &j, txn, &ja, &journaled);
+	if (err)
+		goto store_err;
 	/* Ours first: their maps entries get our rates (buckets kept). */
 	TAB_FOREACH(e, i, en) {
 		struct ag_agent live;
@@ -590,12 +795,11 @@ static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
 	}
 	err = ag_agent_foreach(e->ctx, adopt_agent, e);
 	if (err) {
+		mdb_txn_abort(txn);
+		free(j.list);
 		snprintf(errbuf, len, "cannot read the agents in the maps: %s", ag_errmsg());
 		return err;
 	}
-	err = txn_begin(e, &txn);
-	if (err)
-		goto store_err;
 	TAB_FOREACH(e, i, en) {
 		if (!en->new_in_batch)
 			continue;
@@ -606,18 +810,36 @@ static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
 		adopted++;
 	}
 	if (!err)
-		err = reconcile_rules(e, txn);
-	if (err) {
-		mdb_txn_abort(txn);
-		goto store_err;
-	}
-	err = txn_commit(e, txn);
+		err = reconcile_rules(e, txn, &j, &rules_dropped);
+	if (!err) /* for readers without our configuration (agentgate agent explain) */
+		err = ag_store_defaults_put(&e->st, txn, &e->defaults);
 	if (err)
 		goto store_err;
+	err = txn_commit(e, txn);
+	txn = NULL;
+	if (err)
+		goto store_err;
+	for (i = 0; i < ja.n; i++)
+		audit_file(e, ja.lines[i]);
+	free(ja.lines);
+	free(j.list);
+	/* Committed: a crash before this line only takes the maps' word again. */
+	if (j.n && ag_owner_journal_clear(ag_pin_root(e->ctx)))
+		e->opts.log(AG_LOG_WARN, "%s", ag_errmsg());
 	e->opts.log(AG_LOG_INFO, "state: %zu agents (%zu restored into the maps, %zu adopted from them)",
 		    e->count, restored, adopted);
+	if (j.n)
+		e->opts.log(AG_LOG_INFO, "changes made with agentgate while agentgated was stopped: "
+			    "%zu agents taken from the maps, %zu stored rules dropped", journaled,
+			    rules_dropped);
 	return 0;
 store_err:
+	if (txn)
+		mdb_txn_abort(txn);
+	for (i = 0; i < ja.n; i++)
+		free(ja.lines[i]);
+	free(ja.lines);
+	free(j.list);
 	snprintf(errbuf, len, "cannot reconcile the state store with the maps: %s",
 		 store_error(err));
 	return err;
@@ -750,6 +972,65 @@ static void record_event(struct ag_engine *e, const struct ag_rating *r, const s
 	ev->ratings = en->rec.count;
 }
 
+/* Notes a rating the policy applied to en, for its history (hist_write). */
+static int hist_note(struct ag_engine *e, struct entry *en, const struct ag_rating *r,
+		     double before)
+{
+	struct hist_pend *h;
+	__u32 i;
+
+	if (e->hist_n == e->hist_cap) {
+		size_t n = e->hist_cap ? e->hist_cap * 2 : 256;
+
+		if (n > UINT32_MAX)
+			return -ENOMEM;
+		h = realloc(e->hist, n * sizeof(*h));
+		if (!h)
+			return -ENOMEM;
+		e->hist = h;
+		e->hist_cap = n;
+	}
+	i = (__u32)e->hist_n++;
+	e->hist[i] = (struct hist_pend){ r, before, en->rec.rate, UINT32_MAX };
+	if (en->hist_batch != e->batch_serial) {
+		en->hist_batch = e->batch_serial;
+		en->hist_first = i;
+		en->hist_n = 0;
+	} else {
+		e->hist[en->hist_last].next = i;
+	}
+	en->hist_last = i;
+	en->hist_n++;
+	return 0;
+}
+
+/* One write per agent per batch: its newest ratings join its history. */
+static int hist_write(struct ag_engine *e, MDB_txn *txn, struct entry *en, __u64 now)
+{
+	struct ag_hist_rating_in in[AG_HIST_RATINGS];
+	__u32 skip = en->hist_n > AG_HIST_RATINGS ? en->hist_n - AG_HIST_RATINGS : 0, i, k = 0;
+
+	for (i = en->hist_first; i != UINT32_MAX; i = e->hist[i].next) {
+		const struct hist_pend *h = &e->hist[i];
+
+		if (skip) {
+			skip--;
+			continue;
+		}
+		in[k++] = (struct ag_hist_rating_in){
+			.id = h->r->id,
+			.user = h->r->user,
+			.score = h->r->score,
+			.ts_ms = h->r->ts_ms >= 0 ? h->r->ts_ms : (__s64)now,
+			.applied_ms = now,
+			.rate_before = h->before,
+			.rate_after = h->after,
+		};
+	}
+	return ag_store_hist_add_ratings(&e->st, txn, en->name, en->new_in_batch, in, k,
+					 en->hist_n - k);
+}
+
 /* Phase 2, per job, inside the batch transaction. */
 static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u64 now,
 		     struct entry **touched)
@@ -761,6 +1042,7 @@ static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u6
 		const struct ag_rating *r = &job->items[i];
 		struct entry *en;
 		struct ag_policy p;
+		double before;
 
 		if (job->item_err && job->item_err[i])
 			continue;
@@ -780,7 +1062,10 @@ static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u6
 			return -EIO; /* admitted jobs name only known agents */
 		save_undo(e, en, touched);
 		effective(e, en, &p);
+		before = en->rec.rate;
 		en->rec.rate = ag_policy_rate_after(&p, en->rec.rate, r->score);
+		if (!p.pinned && (err = hist_note(e, en, r, before)))
+			return err;
 		en->rec.count++;
 		en->rec.score_sum += r->score;
 		if ((r->ts_ms >= 0 ? r->ts_ms : (__s64)now) > en->rec.last_ms)
@@ -875,6 +1160,7 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 	pthread_mutex_lock(&e->lock);
 	e->batch_serial++;
 	e->ev_n = 0;
+	e->hist_n = 0;
 	e->ev_on = e->obs && e->obs_wanted(e->obs_arg);
 	err = txn_begin(e, &txn);
 	for (job = jobs; job && !err; job = job->next) {
@@ -891,6 +1177,9 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 					   e->opts.dedup_max, 2 * with_ids + 64);
 	for (en = touched; en && !err; en = en->touched_next)
 		err = ag_store_agent_put(&e->st, txn, en->name, &en->rec);
+	for (en = touched; en && !err; en = en->touched_next)
+		if (en->hist_batch == e->batch_serial && en->hist_n)
+			err = hist_write(e, txn, en, now);
 	if (!err && seq > e->log_seq)
 		err = ag_store_meta_put_u64(&e->st, txn, "log_seq", seq);
 	if (!err) {
@@ -1055,6 +1344,29 @@ void ag_job_release(struct ag_job *job)
 
 /* ---- open / close ----------------------------------------------------------- */
 
+#define OWNER_WAIT_MS 10000 /* CLI writes under way finish in milliseconds */
+
+static int take_ownership(struct ag_engine *e, char *errbuf, size_t len)
+{
+	const char *root = e->opts.pin_root ? e->opts.pin_root : AG_PIN_ROOT_DEFAULT;
+	struct ag_owner holder;
+	int err = ag_owner_acquire(root, OWNER_WAIT_MS, &e->owner_fd, &holder);
+
+	if (!err)
+		return 0;
+	if (err == -EBUSY && holder.pid)
+		snprintf(errbuf, len, "%s is owned by another agentgated (pid %u, control socket "
+			 "%s): stop it, or give this one another --pin-path", root, holder.pid,
+			 holder.control);
+	else if (err == -EBUSY)
+		snprintf(errbuf, len, "%s/%s is locked by another process for over %d s: another "
+			 "agentgated starting, or a tool holding the lock", root, AG_PIN_OWNER_DIR,
+			 OWNER_WAIT_MS / 1000);
+	else
+		snprintf(errbuf, len, "%s", ag_errmsg());
+	return err;
+}
+
 int ag_engine_open(const struct ag_engine_opts *opts, struct ag_engine **out, char *errbuf,
 		   size_t len)
 {
@@ -1073,6 +1385,7 @@ int ag_engine_open(const struct ag_engine_opts *opts, struct ag_engine **out, ch
 		e->opts.log = nolog;
 	e->defaults = opts->defaults;
 	e->audit_fd = -1;
+	e->owner_fd = -1;
 	pthread_mutex_init(&e->lock, NULL);
 	pthread_mutex_init(&e->qlock, NULL);
 	pthread_mutex_init(&e->slock, NULL);
@@ -1094,6 +1407,11 @@ int ag_engine_open(const struct ag_engine_opts *opts, struct ag_engine **out, ch
 		snprintf(errbuf, len, "cannot open %s: %s", path, strerror(-err));
 		goto cleanup;
 	}
+	/* After the store is accepted (a refused one leaves no pin root) and
+	 * before the maps are read: a CLI write under way ends first. */
+	err = take_ownership(e, errbuf, len);
+	if (err)
+		goto cleanup;
 	err = ag_open(&oo, &e->ctx);
 	if (err) {
 		snprintf(errbuf, len, "%s", ag_errmsg());
@@ -1139,10 +1457,13 @@ void ag_engine_close(struct ag_engine *e)
 		}
 	free(e->buckets);
 	free(e->ev);
+	free(e->hist);
 	ag_close(e->ctx);
 	ag_store_close(&e->st);
 	if (e->audit_fd >= 0)
 		close(e->audit_fd);
+	/* Last: until all it took is applied, no CLI writes behind its back. */
+	ag_owner_release(e->opts.pin_root ? e->opts.pin_root : AG_PIN_ROOT_DEFAULT, e->owner_fd);
 	pthread_mutex_destroy(&e->lock);
 	pthread_mutex_destroy(&e->qlock);
 	pthread_mutex_destroy(&e->slock);
@@ -1190,6 +1511,8 @@ void ag_engine_reconfigure(struct ag_engine *e, const struct ag_policy *defaults
 			err = ag_store_agent_put(&e->st, txn, en->name, &en->rec);
 		}
 	}
+	if (!err)
+		err = ag_store_defaults_put(&e->st, txn, defaults);
 	if (!err)
 		err = txn_commit(e, txn);
 	else if (txn)
@@ -1253,6 +1576,9 @@ int ag_engine_apply_op(struct ag_engine *e, const struct ag_op *op, __u64 seq, b
 		break;
 	case AG_OP_RULE_DEL:
 		err = ag_engine_rule_del(e, &op->rule, op->subject, oe);
+		break;
+	case AG_OP_CONFIG_SET:
+		err = ag_engine_config_set(e, &op->config, op->subject, oe);
 		break;
 	default:
 		err = fail(oe, -EINVAL, "unknown operation %d", (int)op->kind);
@@ -1353,6 +1679,8 @@ static int unstore_new_agent(struct ag_engine *e, struct entry *en, struct ag_op
 	err = txn_begin(e, &txn);
 	if (!err)
 		err = ag_store_agent_del(&e->st, txn, en->name);
+	if (!err)
+		err = ag_store_hist_del(&e->st, txn, en->name);
 	if (!err)
 		err = txn_commit(e, txn);
 	else if (txn)
@@ -1809,6 +2137,41 @@ int ag_engine_agent_view(struct ag_engine *e, const char *name, struct ag_agent_
 	return 0;
 }
 
+int ag_engine_explain(struct ag_engine *e, const char *name, void **json_out,
+		      struct ag_op_err *oe)
+{
+	struct agd_explain_opts o = { .ctx = e->ctx, .answered_by = "agentgated", .share = 1 };
+	struct ag_policy defaults;
+	struct entry *en;
+	char msg[sizeof(oe->msg)];
+	json_t *j = NULL;
+	MDB_txn *txn;
+	int err, rc;
+
+	*json_out = NULL;
+	if (ag_name_check(name))
+		return fail(oe, -EINVAL, "%s", ag_errmsg());
+	pthread_mutex_lock(&e->lock);
+	defaults = e->defaults;
+	en = tab_find(e, name);
+	if (en)
+		o.share = en->share;
+	o.fleet = e->replicated;
+	pthread_mutex_unlock(&e->lock);
+	o.defaults = &defaults;
+	/* A snapshot: never waits for the apply thread's commit. */
+	rc = mdb_txn_begin(e->st.env, NULL, MDB_RDONLY, &txn);
+	if (rc)
+		return fail(oe, rc == MDB_READERS_FULL ? -EBUSY : ag_store_errno(rc),
+			    "cannot read the state store: %s", mdb_strerror(rc));
+	err = agd_explain_build(&e->st, txn, name, &o, &j, msg, sizeof(msg));
+	mdb_txn_abort(txn);
+	if (err)
+		return fail(oe, err, "%s", msg);
+	*json_out = j;
+	return 0;
+}
+
 /* The names after `after` in the store's key order (bytes, as strcmp orders
  * names), at most limit + 1, from a read transaction and a cursor placed
  * with MDB_SET_RANGE: O(log n + limit) at any depth, and an LMDB reader
@@ -2013,4 +2376,54 @@ void *ag_agent_view_json(const struct ag_agent_view *v)
 	json_object_set_new(o, "created_ms", json_integer((json_int_t)v->created_ms));
 	json_object_set_new(o, "updated_ms", json_integer((json_int_t)v->updated_ms));
 	return o;
+}
+
+/* ---- global settings ------------------------------------------------------------ */
+
+static json_t *config_json(const struct ag_config *cfg)
+{
+	return json_pack("{s:s,s:b}", "default_action",
+			 cfg->default_action == AG_ACTION_DROP ? "drop" : "pass", "dry_run",
+			 (int)cfg->dry_run);
+}
+
+int ag_engine_config_set(struct ag_engine *e, const struct ag_config_change *c,
+			 const char *subject, struct ag_op_err *oe)
+{
+	struct ag_config before, after;
+	char *line = NULL;
+	MDB_txn *txn;
+	int err;
+
+	if ((c->default_action != -1 && c->default_action != AG_ACTION_PASS &&
+	     c->default_action != AG_ACTION_DROP) ||
+	    (c->dry_run != -1 && c->dry_run != 0 && c->dry_run != 1))
+		return fail(oe, -EINVAL, "default_action must be pass or drop, dry_run on or off");
+	if (to_log(e)) {
+		struct ag_op op = { .kind = AG_OP_CONFIG_SET, .config = *c };
+
+		return replicate(e, &op, "", subject, NULL, oe);
+	}
+	pthread_mutex_lock(&e->lock);
+	err = ag_config_get(e->ctx, &before);
+	if (!err && c->default_action != -1)
+		err = ag_config_set_default_action(e->ctx, (enum ag_action)c->default_action);
+	if (!err && c->dry_run != -1)
+		err = ag_config_set_dry_run(e->ctx, c->dry_run == 1);
+	if (!err)
+		err = ag_config_get(e->ctx, &after);
+	if (err) {
+		pthread_mutex_unlock(&e->lock);
+		return fail(oe, err, "%s", ag_errmsg());
+	}
+	err = txn_begin(e, &txn);
+	if (!err) {
+		err = audit(e, txn, subject, "config.set", NULL, config_json(&before),
+			    config_json(&after), &line);
+		err = finish_op(e, txn, err, line, oe);
+	}
+	pthread_mutex_unlock(&e->lock);
+	if (err) /* the datapath changed; say so rather than hide it */
+		e->opts.log(AG_LOG_ERR, "config.set done but not audited: %s", oe ? oe->msg : "");
+	return 0;
 }

@@ -50,10 +50,14 @@ struct ag_engine_opts {
 	ag_engine_log_fn log;
 };
 
-/* Opens the store and the maps (created when missing), loads the agents and
- * reconciles: agents and rules LMDB knows are written into the maps (rates
- * restored, live buckets untouched); agents and rules found only in the
- * maps (made with the CLI) are adopted. Starts the apply thread. */
+/* Opens the store, takes the pin root's exclusive owner lock (agentgate.h:
+ * waiting up to 10 s for CLI writes under way; -EBUSY when another daemon
+ * owns it), opens the maps (created when missing), loads the agents and
+ * reconciles: what the owner's journal names (changed by the CLI while no
+ * daemon ran) is taken from the maps; other agents and rules LMDB knows are
+ * written into the maps (rates restored, live buckets untouched); agents
+ * and rules found only in the maps (made with the CLI) are adopted. Starts
+ * the apply thread. The lock is released by ag_engine_close, last. */
 int ag_engine_open(const struct ag_engine_opts *opts, struct ag_engine **out, char *err,
 		   size_t len);
 /* Stops the apply thread after the queue is drained; the maps stay. */
@@ -154,6 +158,13 @@ struct ag_op_err {
 	char msg[256];
 };
 
+/* The datapath's global settings (agentgate config set): -1 leaves one as
+ * it is. */
+struct ag_config_change {
+	int default_action; /* enum ag_action */
+	int dry_run;        /* 0 or 1 */
+};
+
 int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_agent_change *c,
 			const char *subject, bool *created, struct ag_op_err *oe);
 int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *subject,
@@ -168,6 +179,10 @@ int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const ch
 		       const char *subject, struct ag_op_err *oe);
 int ag_engine_rule_del(struct ag_engine *e, const struct ag_rule *rule, const char *subject,
 		       struct ag_op_err *oe);
+/* default-action and dry-run in ag_config: audited as config.set, and
+ * replicated in a fleet like the changes above. */
+int ag_engine_config_set(struct ag_engine *e, const struct ag_config_change *c,
+			 const char *subject, struct ag_op_err *oe);
 
 /* ---- replication (the fleet) ---------------------------------------------------
  *
@@ -184,13 +199,16 @@ enum ag_op_kind {
 	AG_OP_AGENT_DELETE,
 	AG_OP_RULE_ADD,
 	AG_OP_RULE_DEL,
+	AG_OP_CONFIG_SET,
 };
+
 
 struct ag_op {
 	enum ag_op_kind kind;
 	char agent[AG_NAME_MAX + 1];   /* AGENT_*, RULE_ADD */
 	struct ag_agent_change change; /* AGENT_PUT */
 	struct ag_rule rule;           /* RULE_* */
+	struct ag_config_change config; /* CONFIG_SET */
 	char subject[136];             /* who asked, for the audit log */
 };
 
@@ -236,6 +254,13 @@ struct ag_agent_view {
 };
 
 int ag_engine_agent_view(struct ag_engine *e, const char *name, struct ag_agent_view *v);
+/* Where the agent's rate comes from (explain.h; agentgated(8), EXPLAIN): a
+ * jansson object (json_t *) as void *, the caller's to json_decref: the
+ * one GET /v1/agents/{agent}/explain returns. -ENOENT with oe->msg naming
+ * an unknown agent, -EINVAL for a bad name, -EBUSY without a store reader
+ * slot, -EUCLEAN for a malformed stored value, -ENOMEM. */
+int ag_engine_explain(struct ag_engine *e, const char *name, void **json_out,
+		      struct ag_op_err *oe);
 /* A page of agents in name order: at most limit (>= 1) views of the
  * agents after `after` ("" for the first page); free(*out). next is the
  * `after` of the next page, "" on the last one. Read from the store with a

@@ -31,11 +31,12 @@ static const char *const op_names[] = {
 	[AG_OP_AGENT_DELETE] = "agent.delete",
 	[AG_OP_RULE_ADD] = "rule.add",
 	[AG_OP_RULE_DEL] = "rule.del",
+	[AG_OP_CONFIG_SET] = "config.set",
 };
 
 const char *agd_fleet_op_name(enum ag_op_kind kind)
 {
-	return kind >= AG_OP_AGENT_PUT && kind <= AG_OP_RULE_DEL ? op_names[kind] : "unknown";
+	return kind >= AG_OP_AGENT_PUT && kind <= AG_OP_CONFIG_SET ? op_names[kind] : "unknown";
 }
 
 static json_t *rule_json(const struct ag_rule *r)
@@ -68,6 +69,11 @@ char *agd_fleet_op_encode(const struct ag_op *op)
 					      "unit", (int)p->unit, "pinned", p->pinned));
 	if (op->kind == AG_OP_RULE_ADD || op->kind == AG_OP_RULE_DEL)
 		json_object_set_new(o, "rule", rule_json(&op->rule));
+	if (op->kind == AG_OP_CONFIG_SET)
+		json_object_set_new(o, "config",
+				    json_pack("{s:i,s:i}", "default_action",
+					      op->config.default_action, "dry_run",
+					      op->config.dry_run));
 	text = json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(17));
 	json_decref(o);
 	return text;
@@ -131,10 +137,24 @@ static int decode_change(json_t *c, struct ag_agent_change *ch, char *why, size_
 	return 0;
 }
 
+static int decode_config(json_t *c, struct ag_config_change *cc, char *why, size_t wlen)
+{
+	json_error_t je;
+
+	if (!c || json_unpack_ex(c, &je, JSON_STRICT, "{s:i,s:i}", "default_action",
+				 &cc->default_action, "dry_run", &cc->dry_run) ||
+	    cc->default_action < -1 || cc->default_action > AG_ACTION_DROP || cc->dry_run < -1 ||
+	    cc->dry_run > 1) {
+		snprintf(why, wlen, "config: expected default_action and dry_run, -1 to leave");
+		return -EINVAL;
+	}
+	return 0;
+}
+
 int agd_fleet_op_decode(const char *data, size_t len, struct ag_op *op, char *why, size_t wlen)
 {
 	json_t *o = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL), *change = NULL,
-	       *rule = NULL;
+	       *rule = NULL, *config = NULL;
 	const char *name, *agent, *subject;
 	json_error_t je;
 	int v, err = -EINVAL, k;
@@ -144,8 +164,9 @@ int agd_fleet_op_decode(const char *data, size_t len, struct ag_op *op, char *wh
 		snprintf(why, wlen, "not JSON");
 		return -EINVAL;
 	}
-	if (json_unpack_ex(o, &je, 0, "{s:i,s:s,s:s,s:s,s?o,s?o}", "v", &v, "op", &name, "agent",
-			   &agent, "subject", &subject, "change", &change, "rule", &rule)) {
+	if (json_unpack_ex(o, &je, 0, "{s:i,s:s,s:s,s:s,s?o,s?o,s?o}", "v", &v, "op", &name,
+			   "agent", &agent, "subject", &subject, "change", &change, "rule", &rule,
+			   "config", &config)) {
 		snprintf(why, wlen, "%s", je.text);
 		goto out;
 	}
@@ -153,7 +174,7 @@ int agd_fleet_op_decode(const char *data, size_t len, struct ag_op *op, char *wh
 		snprintf(why, wlen, "version %d is not understood", v);
 		goto out;
 	}
-	for (k = AG_OP_AGENT_PUT; k <= AG_OP_RULE_DEL; k++)
+	for (k = AG_OP_AGENT_PUT; k <= AG_OP_CONFIG_SET; k++)
 		if (!strcmp(name, op_names[k]))
 			op->kind = k;
 	if (!op->kind || strlen(agent) > AG_NAME_MAX || strlen(subject) >= sizeof(op->subject)) {
@@ -167,6 +188,8 @@ int agd_fleet_op_decode(const char *data, size_t len, struct ag_op *op, char *wh
 		err = decode_change(change, &op->change, why, wlen);
 	else if (op->kind == AG_OP_RULE_ADD || op->kind == AG_OP_RULE_DEL)
 		err = rule ? decode_rule(rule, &op->rule, why, wlen) : -EINVAL;
+	else if (op->kind == AG_OP_CONFIG_SET)
+		err = decode_config(config, &op->config, why, wlen);
 	if (err && !why[0])
 		snprintf(why, wlen, "rule missing");
 out:

@@ -427,6 +427,18 @@ static int agent_get(struct req *r)
 	return send_agent(r, 200);
 }
 
+/* GET /v1/agents/{agent}/explain: ag_engine_explain's object. */
+static int agent_explain(struct req *r)
+{
+	struct ag_op_err oe = { "" };
+	void *o = NULL;
+	int err = ag_engine_explain(r->h->e, r->param, &o, &oe);
+
+	if (err)
+		return bad_agent(r, err, &oe);
+	return send_json(r->conn, 200, o, NULL);
+}
+
 /* GET /v1/agents?limit=N&after=NAME: a page in name order, read from the
  * store by key (engine.c) in the lister's thread (lister.h), so a deep page
  * costs what the first one does. */
@@ -1177,6 +1189,7 @@ struct route {
 static const struct route routes[] = {
 	{ "POST", "/v1/ratings", AG_SCOPE_RATINGS_WRITE, true, ratings_post },
 	{ "GET", "/v1/agents", READ_SCOPES, false, agents_list },
+	{ "GET", "/v1/agents/*/explain", READ_SCOPES, false, agent_explain },
 	{ "GET", "/v1/agents/*", READ_SCOPES, false, agent_get },
 	{ "PUT", "/v1/agents/*", AG_SCOPE_AGENTS_ADMIN, true, agent_put },
 	{ "DELETE", "/v1/agents/*", AG_SCOPE_AGENTS_ADMIN, false, agent_delete },

@@ -13,10 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "agentgate.h"
 #include "config.h"
+#include "control.h"
 #include "engine.h"
 #include "http.h"
 #include "tls.h"
@@ -187,6 +189,48 @@ static int plan_privileges(const struct agd_config *c, struct agd_privs *p)
 	return err == -EUSERS ? EXIT_ACCOUNT : EXIT_USAGE;
 }
 
+/* ---- the owner of the pin root ------------------------------------------------------ */
+
+/* The control socket, bound and published in the owner record before the
+ * privileges are dropped (the record's directory is root's); served after. */
+static int open_control(const struct agd_config *c, struct agd_control **ctl)
+{
+	struct ag_owner rec = { .version = 1 };
+	char path[4200], cwd[4096], err[600];
+	struct timespec ts;
+
+	if (c->control_socket[0])
+		snprintf(path, sizeof(path), "%s", c->control_socket);
+	else
+		snprintf(path, sizeof(path), "%s/" AGD_CONTROL_FILE, c->state_dir);
+	if (path[0] != '/') { /* the CLI runs elsewhere */
+		char rel[sizeof(path)];
+
+		snprintf(rel, sizeof(rel), "%s", path);
+		if (!getcwd(cwd, sizeof(cwd))) {
+			logf_(AG_LOG_ERR, "control socket %s: cannot resolve: %s", rel,
+			      strerror(errno));
+			return -1;
+		}
+		if (snprintf(path, sizeof(path), "%s/%s", cwd, rel) >= (int)sizeof(path))
+			path[sizeof(path) - 1] = '\0'; /* refused below: too long */
+	}
+	if (agd_control_open(path, ctl, err, sizeof(err))) {
+		logf_(AG_LOG_ERR, "%s", err);
+		return -1;
+	}
+	clock_gettime(CLOCK_REALTIME, &ts);
+	rec.pid = (__u32)getpid();
+	rec.uid = (__u32)geteuid();
+	rec.since_ms = (__u64)ts.tv_sec * 1000 + (__u64)ts.tv_nsec / 1000000;
+	snprintf(rec.control, sizeof(rec.control), "%s", agd_control_path(*ctl));
+	if (ag_owner_publish(c->pin_path, &rec)) {
+		logf_(AG_LOG_ERR, "%s", ag_errmsg());
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- a damaged store while running ---------------------------------------------- */
 
 /* From a signal handler possibly: async-signal-safe. */
@@ -271,6 +315,7 @@ static void warn_restart_needed(const struct agd_config *old, const struct agd_c
 		FIXED("pin-path", pin_path),       FIXED("max-agents", max_agents),
 		FIXED("store-size", store_size),   FIXED("threads", threads),
 		FIXED("ingest-socket", ingest_socket), FIXED("stdin", use_stdin),
+		FIXED("control-socket", control_socket),
 		FIXED("queue-max", queue_max),     FIXED("request-timeout", request_timeout_ms),
 		FIXED("tls-cert", tls_cert),       FIXED("tls-key", tls_key),
 		FIXED("stream-max-clients", stream_max_clients),
@@ -363,6 +408,7 @@ int main(int argc, char **argv)
 	struct agd_fleet *fleet = NULL;
 	struct agd_privs privs;
 	struct agd_ingest_opts io = { 0 };
+	struct agd_control *ctl = NULL;
 	char err[1024] = "", dl_path[4200];
 	sigset_t sigs;
 	int rc = EXIT_RUNTIME, sig;
@@ -416,10 +462,17 @@ int main(int argc, char **argv)
 		logf_(AG_LOG_ERR, "%s", err);
 		goto cleanup;
 	}
-	/* Before the HTTP server: its threads start with the dropped set, and
-	 * no request is in flight in a thread the drop interrupts. */
+	if (open_control(cfg, &ctl))
+		goto cleanup;
+	/* Before the HTTP server and the control thread: their threads start
+	 * with the dropped set, and no request is in flight in a thread the
+	 * drop interrupts. */
 	if (drop_privileges(&privs))
 		goto cleanup;
+	if (agd_control_serve(ctl, e, err, sizeof(err))) {
+		logf_(AG_LOG_ERR, "%s", err);
+		goto cleanup;
+	}
 	ho.fleet = fleet;
 	ho.listen = cfg->listen;
 	ho.threads = (unsigned int)cfg->threads;
@@ -461,8 +514,9 @@ cleanup:
 		agd_http_set_ready(h, false, "shutting down");
 	agd_ingest_stop(in); /* its batches finish in the engine */
 	agd_http_stop(h);
+	agd_control_stop(ctl); /* CLI writes wait for the lock, then go to the maps */
 	agd_fleet_stop(fleet); /* what it published is in the stream, or in its outbox */
-	ag_engine_close(e);
+	ag_engine_close(e); /* and with it the pin root's owner lock */
 	memset(live.key, 0, sizeof(live.key));
 	free(cfg);
 	return rc;

@@ -324,7 +324,7 @@ void agd_privs_describe(const struct agd_privs *p, char *buf, size_t len)
  * At each start agentgated makes its pins and state its own: owned by the
  * account it runs as (root, or --user), directories 0700 and files 0600, or
  * with --read-group that group's with 02750 (new entries take the group)
- * and 0640. Only its own entries: the maps (ag_*), links/ and progs/ of the
+ * and 0640. Only its own entries: the maps (ag_*), links/, progs/ and owner/ of the
  * pin root, the files of the state dir listed here and the fleet's outbox/.
  * The ingest socket keeps 0660.
  */
@@ -417,7 +417,8 @@ static int own_tree(const struct agd_privs *p, const char *dir, const char *cons
 
 static int own_all(const struct agd_privs *p, char *err, size_t len)
 {
-	static const char *const pin_top[] = { AG_PIN_LINKS_DIR, AG_PIN_PROGS_DIR, NULL };
+	static const char *const pin_top[] = { AG_PIN_LINKS_DIR, AG_PIN_PROGS_DIR, AG_PIN_OWNER_DIR,
+					       NULL };
 	char path[4200];
 	int rc, i;
 

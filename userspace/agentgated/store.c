@@ -27,6 +27,9 @@
 
 #include "store.h"
 
+/* Named databases LMDB makes room for (8 in use; some to spare). */
+#define AG_STORE_MAX_DBS 16
+
 /* The last LMDB result this thread converted: -ENOSPC stands for a full
  * map (--store-size) and for a full disk alike, and the message differs. */
 static __thread int last_rc;
@@ -519,6 +522,12 @@ static int open_dbis(struct ag_store *st, MDB_txn *txn, char *err, size_t len)
 		rc = open_dbi(txn, "audit", &st->audit);
 	if (!rc)
 		rc = open_dbi(txn, "meta", &st->meta);
+	/* Created in a store an older agentgated wrote: no new version. */
+	if (!rc)
+		rc = open_dbi(txn, "hist_rated", &st->hist_rated);
+	if (!rc)
+		rc = open_dbi(txn, "hist_changes", &st->hist_changes);
+	st->hist = !rc;
 	if (!rc)
 		rc = check_version(st, txn, err, len);
 	if (rc == EPROTO)
@@ -551,7 +560,7 @@ int ag_store_open(const char *dir, size_t map_size, struct ag_store *st, char *e
 		return rc;
 	rc = mdb_env_create(&st->env);
 	if (!rc)
-		rc = mdb_env_set_maxdbs(st->env, 8);
+		rc = mdb_env_set_maxdbs(st->env, AG_STORE_MAX_DBS);
 	if (!rc)
 		rc = mdb_env_set_mapsize(st->env, map_size);
 	if (!rc)
@@ -839,4 +848,553 @@ int ag_store_audit(struct ag_store *st, MDB_txn *txn, const char *line)
 	if (!rc)
 		rc = prune_audit(st, txn);
 	return ag_store_errno(rc);
+}
+
+/* ---- global defaults (meta "defaults") ------------------------------------------- */
+
+int ag_store_defaults_get(struct ag_store *st, MDB_txn *txn, struct ag_policy *p)
+{
+	MDB_val k = { 8, "defaults" }, v;
+	struct ag_policy_rec r;
+	int rc = mdb_get(txn, st->meta, &k, &v);
+
+	if (rc)
+		return ag_store_errno(rc);
+	if (v.mv_size != sizeof(r))
+		return -EUCLEAN;
+	memcpy(&r, v.mv_data, sizeof(r));
+	if (r.version != AG_STORE_VERSION)
+		return -EUCLEAN;
+	*p = (struct ag_policy){
+		.r0 = r.r0,
+		.alpha = r.alpha,
+		.r_min = r.r_min,
+		.r_max = r.r_max,
+		.burst = r.burst,
+		.burst_kind = (enum ag_burst_kind)r.burst_kind,
+		.unit = (enum ag_unit)r.unit,
+		.pinned = r.pinned,
+	};
+	return 0;
+}
+
+int ag_store_defaults_put(struct ag_store *st, MDB_txn *txn, const struct ag_policy *p)
+{
+	struct ag_policy_rec r = {
+		.version = AG_STORE_VERSION,
+		.burst_kind = p->burst_kind,
+		.unit = p->unit,
+		.pinned = p->pinned,
+		.r0 = p->r0,
+		.alpha = p->alpha,
+		.r_min = p->r_min,
+		.r_max = p->r_max,
+		.burst = p->burst,
+	};
+	MDB_val k = { 8, "defaults" }, v = { sizeof(r), &r };
+
+	return ag_store_errno(mdb_put(txn, st->meta, &k, &v, 0));
+}
+
+/* ---- explain history ----------------------------------------------------------- */
+
+/* Entry i of a value starts at off[i]; off[n] is the value's end. */
+struct hist_walk {
+	size_t head;                     /* bytes of the head */
+	__u64 total;
+	size_t n;
+	size_t off[AG_HIST_CHANGES > AG_HIST_RATINGS ? AG_HIST_CHANGES + 1 : AG_HIST_RATINGS + 1];
+};
+
+/* The bytes of entry at p that follow its struct; 0 when it does not fit. */
+static size_t rating_extra(const __u8 *p, size_t left)
+{
+	struct ag_hist_rating_rec r;
+
+	if (left < sizeof(r))
+		return 0;
+	memcpy(&r, p, sizeof(r));
+	if ((size_t)r.id_len + r.user_len > left - sizeof(r))
+		return 0;
+	return sizeof(r) + r.id_len + r.user_len;
+}
+
+static size_t change_extra(const __u8 *p, size_t left)
+{
+	struct ag_hist_change_rec c;
+
+	if (left < sizeof(c))
+		return 0;
+	memcpy(&c, p, sizeof(c));
+	if (c.detail_len > AG_HIST_DETAIL_MAX ||
+	    (size_t)c.subject_len + c.action_len + c.detail_len > left - sizeof(c))
+		return 0;
+	return sizeof(c) + c.subject_len + c.action_len + c.detail_len;
+}
+
+/* Checks a value whole: its head, each entry within it, nothing after. */
+static int hist_walk(const void *buf, size_t len, size_t head, size_t cap,
+		     size_t (*entry)(const __u8 *p, size_t left), struct hist_walk *w)
+{
+	const __u8 *b = buf;
+	struct ag_hist_head h;
+	size_t i, at;
+
+	w->head = head;
+	w->total = 0;
+	w->n = 0;
+	w->off[0] = head;
+	if (!buf || !len)
+		return 0;
+	if (len < head)
+		return -EUCLEAN;
+	memcpy(&h, b, sizeof(h));
+	if (h.version != AG_HIST_VERSION || h.n > cap || h.total < h.n)
+		return -EUCLEAN;
+	for (i = 0, at = head; i < h.n; i++) {
+		size_t n = entry(b + at, len - at);
+
+		if (!n)
+			return -EUCLEAN;
+		w->off[i] = at;
+		at += n;
+	}
+	if (at != len)
+		return -EUCLEAN;
+	w->off[h.n] = at;
+	w->n = h.n;
+	w->total = h.total;
+	return 0;
+}
+
+static size_t clip(const char *s, size_t max)
+{
+	size_t n = s ? strlen(s) : 0;
+
+	return n < max ? n : max;
+}
+
+int ag_hist_ratings_encode(const void *old, size_t old_len, const struct ag_hist_rating_in *in,
+			   size_t n, __u64 skipped, void **buf, size_t *len)
+{
+	size_t take = n < AG_HIST_RATINGS ? n : AG_HIST_RATINGS, keep, from, size, i;
+	struct ag_hist_head h;
+	struct hist_walk w;
+	__u8 *b, *p;
+	int err;
+
+	err = hist_walk(old, old_len, sizeof(h), AG_HIST_RATINGS, rating_extra, &w);
+	if (err)
+		return err;
+	keep = w.n < AG_HIST_RATINGS - take ? w.n : AG_HIST_RATINGS - take;
+	from = w.off[w.n - keep];
+	size = sizeof(h) + (w.off[w.n] - from);
+	for (i = n - take; i < n; i++)
+		size += sizeof(struct ag_hist_rating_rec) + clip(in[i].id, AG_HIST_STR_MAX) +
+			clip(in[i].user, AG_HIST_STR_MAX);
+	b = malloc(size);
+	if (!b)
+		return -ENOMEM;
+	h = (struct ag_hist_head){ AG_HIST_VERSION, (__u32)(keep + take), w.total + skipped + n };
+	memcpy(b, &h, sizeof(h));
+	p = b + sizeof(h);
+	if (keep) {
+		memcpy(p, (const __u8 *)old + from, w.off[w.n] - from);
+		p += w.off[w.n] - from;
+	}
+	for (i = n - take; i < n; i++) {
+		struct ag_hist_rating_rec r = {
+			.ts_ms = in[i].ts_ms,
+			.applied_ms = in[i].applied_ms,
+			.rate_before = in[i].rate_before,
+			.rate_after = in[i].rate_after,
+			.score = (__u8)in[i].score,
+			.id_len = (__u8)clip(in[i].id, AG_HIST_STR_MAX),
+			.user_len = (__u8)clip(in[i].user, AG_HIST_STR_MAX),
+		};
+
+		memcpy(p, &r, sizeof(r));
+		p += sizeof(r);
+		memcpy(p, in[i].id ? in[i].id : "", r.id_len);
+		p += r.id_len;
+		memcpy(p, in[i].user ? in[i].user : "", r.user_len);
+		p += r.user_len;
+	}
+	*buf = b;
+	*len = size;
+	return 0;
+}
+
+int ag_hist_ratings_decode(const void *buf, size_t len, struct ag_hist_ratings *out)
+{
+	struct hist_walk w;
+	size_t i;
+	int err = hist_walk(buf, len, sizeof(struct ag_hist_head), AG_HIST_RATINGS, rating_extra,
+			    &w);
+
+	out->total = 0;
+	out->n = 0;
+	if (err)
+		return err;
+	for (i = 0; i < w.n; i++) {
+		const __u8 *p = (const __u8 *)buf + w.off[i];
+		struct ag_hist_rating_rec r;
+		struct ag_hist_rating *o = &out->r[i];
+
+		memcpy(&r, p, sizeof(r));
+		p += sizeof(r);
+		o->ts_ms = r.ts_ms;
+		o->applied_ms = r.applied_ms;
+		o->rate_before = r.rate_before;
+		o->rate_after = r.rate_after;
+		o->score = r.score;
+		memcpy(o->id, p, r.id_len);
+		o->id[r.id_len] = 0;
+		memcpy(o->user, p + r.id_len, r.user_len);
+		o->user[r.user_len] = 0;
+	}
+	out->total = w.total;
+	out->n = w.n;
+	return 0;
+}
+
+static const char detail_cut[] = "{\"before\":null,\"after\":null,\"truncated\":true}";
+
+int ag_hist_changes_encode(const void *old, size_t old_len, __u64 time_ms, const char *subject,
+			   const char *action, const char *detail, int pin, void **buf,
+			   size_t *len)
+{
+	struct ag_hist_changes_head h = { .pin_ms = -1 };
+	size_t keep, from, size, dl = detail ? strlen(detail) : 0;
+	struct ag_hist_change_rec c = { .time_ms = time_ms };
+	struct hist_walk w;
+	__u8 *b, *p;
+	int err;
+
+	err = hist_walk(old, old_len, sizeof(h), AG_HIST_CHANGES, change_extra, &w);
+	if (err)
+		return err;
+	if (old && old_len)
+		memcpy(&h, old, sizeof(h));
+	if (dl > AG_HIST_DETAIL_MAX) {
+		detail = detail_cut;
+		dl = sizeof(detail_cut) - 1;
+	}
+	c.subject_len = (__u8)clip(subject, AG_HIST_STR_MAX);
+	c.action_len = (__u8)clip(action, AG_HIST_STR_MAX);
+	c.detail_len = (__u16)dl;
+	keep = w.n < AG_HIST_CHANGES - 1 ? w.n : AG_HIST_CHANGES - 1;
+	from = w.off[w.n - keep];
+	size = sizeof(h) + (w.off[w.n] - from) + sizeof(c) + c.subject_len + c.action_len + dl;
+	b = malloc(size);
+	if (!b)
+		return -ENOMEM;
+	h.h = (struct ag_hist_head){ AG_HIST_VERSION, (__u32)(keep + 1), w.total + 1 };
+	if (pin == 1) {
+		h.pin_ms = (__s64)time_ms;
+		h.pin_subject_len = c.subject_len;
+		memset(h.pin_subject, 0, sizeof(h.pin_subject));
+		memcpy(h.pin_subject, subject ? subject : "", c.subject_len);
+	} else if (pin == 0) {
+		h.pin_ms = -1;
+		h.pin_subject_len = 0;
+		memset(h.pin_subject, 0, sizeof(h.pin_subject));
+	}
+	memcpy(b, &h, sizeof(h));
+	p = b + sizeof(h);
+	if (keep) {
+		memcpy(p, (const __u8 *)old + from, w.off[w.n] - from);
+		p += w.off[w.n] - from;
+	}
+	memcpy(p, &c, sizeof(c));
+	p += sizeof(c);
+	memcpy(p, subject ? subject : "", c.subject_len);
+	p += c.subject_len;
+	memcpy(p, action ? action : "", c.action_len);
+	p += c.action_len;
+	memcpy(p, detail ? detail : "", dl);
+	*buf = b;
+	*len = size;
+	return 0;
+}
+
+int ag_hist_changes_decode(const void *buf, size_t len, struct ag_hist_changes *out)
+{
+	struct ag_hist_changes_head h;
+	struct hist_walk w;
+	size_t i;
+	int err = hist_walk(buf, len, sizeof(h), AG_HIST_CHANGES, change_extra, &w);
+
+	out->total = 0;
+	out->n = 0;
+	out->pin_ms = -1;
+	out->pin_subject[0] = 0;
+	if (err)
+		return err;
+	if (!buf || !len)
+		return 0;
+	memcpy(&h, buf, sizeof(h)); /* pin_subject_len fits pin_subject: a __u8 */
+	for (i = 0; i < w.n; i++) {
+		const __u8 *p = (const __u8 *)buf + w.off[i];
+		struct ag_hist_change_rec c;
+		struct ag_hist_change *o = &out->c[i];
+
+		memcpy(&c, p, sizeof(c));
+		p += sizeof(c);
+		o->time_ms = c.time_ms;
+		memcpy(o->subject, p, c.subject_len);
+		o->subject[c.subject_len] = 0;
+		p += c.subject_len;
+		memcpy(o->action, p, c.action_len);
+		o->action[c.action_len] = 0;
+		p += c.action_len;
+		memcpy(o->detail, p, c.detail_len);
+		o->detail[c.detail_len] = 0;
+	}
+	out->total = w.total;
+	out->n = w.n;
+	out->pin_ms = h.pin_ms;
+	memcpy(out->pin_subject, h.pin_subject, h.pin_subject_len);
+	out->pin_subject[h.pin_subject_len] = 0;
+	return 0;
+}
+
+/* The current value under name in dbi (NULL when absent or fresh). */
+static int hist_old(MDB_txn *txn, MDB_dbi dbi, const char *name, bool fresh, MDB_val *v)
+{
+	MDB_val k = str_val(name);
+	int rc;
+
+	*v = (MDB_val){ 0, NULL };
+	if (fresh)
+		return 0;
+	rc = mdb_get(txn, dbi, &k, v);
+	if (rc == MDB_NOTFOUND) {
+		*v = (MDB_val){ 0, NULL };
+		return 0;
+	}
+	return ag_store_errno(rc);
+}
+
+static int hist_put(MDB_txn *txn, MDB_dbi dbi, const char *name, void *buf, size_t len)
+{
+	MDB_val k = str_val(name), v = { len, buf };
+	int rc = mdb_put(txn, dbi, &k, &v, 0);
+
+	free(buf);
+	return ag_store_errno(rc);
+}
+
+int ag_store_hist_add_ratings(struct ag_store *st, MDB_txn *txn, const char *name, bool fresh,
+			      const struct ag_hist_rating_in *in, size_t n, __u64 skipped)
+{
+	MDB_val old;
+	void *buf;
+	size_t len;
+	int err;
+
+	if (!st->hist || !n)
+		return 0;
+	if (fresh) { /* an earlier agent's changes, left by an older agentgated */
+		MDB_val k = str_val(name);
+		int rc = mdb_del(txn, st->hist_changes, &k, NULL);
+
+		if (rc && rc != MDB_NOTFOUND)
+			return ag_store_errno(rc);
+	}
+	err = hist_old(txn, st->hist_rated, name, fresh, &old);
+	if (!err)
+		err = ag_hist_ratings_encode(old.mv_data, old.mv_size, in, n, skipped, &buf, &len);
+	if (err == -EUCLEAN) /* a value we cannot read is replaced, not kept */
+		err = ag_hist_ratings_encode(NULL, 0, in, n, skipped, &buf, &len);
+	return err ? err : hist_put(txn, st->hist_rated, name, buf, len);
+}
+
+int ag_store_hist_add_change(struct ag_store *st, MDB_txn *txn, const char *name, bool fresh,
+			     __u64 time_ms, const char *subject, const char *action,
+			     const char *detail, int pin)
+{
+	MDB_val old;
+	void *buf;
+	size_t len;
+	int err;
+
+	if (!st->hist)
+		return 0;
+	err = hist_old(txn, st->hist_changes, name, fresh, &old);
+	if (!err)
+		err = ag_hist_changes_encode(old.mv_data, old.mv_size, time_ms, subject, action,
+					     detail, pin, &buf, &len);
+	if (err == -EUCLEAN)
+		err = ag_hist_changes_encode(NULL, 0, time_ms, subject, action, detail, pin, &buf,
+					     &len);
+	return err ? err : hist_put(txn, st->hist_changes, name, buf, len);
+}
+
+int ag_store_hist_del(struct ag_store *st, MDB_txn *txn, const char *name)
+{
+	MDB_val k = str_val(name);
+	int rc;
+
+	if (!st->hist)
+		return 0;
+	rc = mdb_del(txn, st->hist_rated, &k, NULL);
+	if (!rc || rc == MDB_NOTFOUND)
+		rc = mdb_del(txn, st->hist_changes, &k, NULL);
+	return rc == MDB_NOTFOUND ? 0 : ag_store_errno(rc);
+}
+
+int ag_store_hist_get(struct ag_store *st, MDB_txn *txn, const char *name,
+		      struct ag_hist_ratings *r, struct ag_hist_changes *c)
+{
+	MDB_val v;
+	int err = 0;
+
+	r->n = c->n = 0;
+	r->total = c->total = 0;
+	c->pin_ms = -1;
+	c->pin_subject[0] = 0;
+	if (!st->hist)
+		return 0;
+	err = hist_old(txn, st->hist_rated, name, false, &v);
+	if (!err)
+		err = ag_hist_ratings_decode(v.mv_data, v.mv_size, r);
+	if (!err)
+		err = hist_old(txn, st->hist_changes, name, false, &v);
+	if (!err)
+		err = ag_hist_changes_decode(v.mv_data, v.mv_size, c);
+	return err;
+}
+
+/* ---- read-only (agentgate agent explain) ------------------------------------------ */
+
+static int ro_dbi(MDB_txn *txn, const char *name, MDB_dbi *dbi)
+{
+	return mdb_dbi_open(txn, name, 0, dbi);
+}
+
+int ag_store_open_ro(const char *dir, struct ag_store *st, MDB_txn **txn, char *err, size_t len)
+{
+	MDB_val k = { 7, "version" }, v;
+	struct stat ds, fs;
+	char why[700];
+	unsigned int flags = MDB_RDONLY | MDB_NOTLS;
+	__u32 ver = 0;
+	int fd, rc;
+
+	memset(st, 0, sizeof(*st));
+	*txn = NULL;
+	snprintf(g.dir, sizeof(g.dir), "%s", dir);
+	snprintf(g.path, sizeof(g.path), "%s/" AG_STORE_FILE, dir);
+	if (stat(dir, &ds)) {
+		rc = -errno;
+		if (rc == -ENOENT)
+			snprintf(err, len, "no agentgated state directory at %s: it does not exist",
+				 dir);
+		else
+			snprintf(err, len, "cannot read the state directory %s: %s", dir,
+				 strerror(-rc));
+		return rc;
+	}
+	if (!S_ISDIR(ds.st_mode)) {
+		snprintf(err, len, "%s is not an agentgated state directory: not a directory", dir);
+		return -ENOTDIR;
+	}
+	if (stat(g.path, &fs)) {
+		rc = -errno;
+		if (rc != -ENOENT) {
+			snprintf(err, len, "cannot read %s: %s", g.path, strerror(-rc));
+			return rc;
+		}
+		if (exists(dir, AG_STORE_MARKER)) {
+			snprintf(err, len, "the state store %s is missing, yet %s held one (%s is "
+				 "there): restore a copy (see agentgated(8), STATE STORE)", g.path,
+				 dir, AG_STORE_MARKER);
+			return -EUCLEAN;
+		}
+		snprintf(err, len, "%s is not an agentgated state directory: it has no "
+			 AG_STORE_FILE " (nor " AG_STORE_MARKER ")", dir);
+		return -ENOENT;
+	}
+	if (!S_ISREG(fs.st_mode) || !fs.st_size) {
+		snprintf(err, len, "the state store %s is %s", g.path,
+			 !S_ISREG(fs.st_mode) ? "not a regular file" : "empty (0 bytes)");
+		return -EUCLEAN;
+	}
+	fd = open(g.path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		rc = -errno;
+		snprintf(err, len, "cannot open the state store %s: %s", g.path, strerror(-rc));
+		return rc;
+	}
+	rc = ag_store_check(fd, true, why, sizeof(why));
+	close(fd);
+	if (rc) {
+		snprintf(err, len, rc == -EUCLEAN ? "the state store %s is damaged: %s" :
+			 "cannot read the state store %s: %s", g.path, why);
+		return rc;
+	}
+	/* LMDB's reader table when a daemon ever used the store (one may start
+	 * meanwhile); none otherwise: no file is created here. */
+	if (!exists(dir, "lock.mdb"))
+		flags |= MDB_NOLOCK;
+	rc = mdb_env_create(&st->env);
+	if (!rc)
+		rc = mdb_env_set_maxdbs(st->env, AG_STORE_MAX_DBS);
+	if (!rc)
+		rc = mdb_env_set_maxreaders(st->env, AG_STORE_MAX_READERS);
+	if (!rc)
+		rc = mdb_env_open(st->env, dir, flags, 0600);
+	if (!rc)
+		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn);
+	if (rc) {
+		snprintf(err, len, "cannot open the state store %s: %s", g.path, mdb_strerror(rc));
+		goto fail;
+	}
+	rc = ro_dbi(*txn, "agents", &st->agents);
+	if (!rc)
+		rc = ro_dbi(*txn, "meta", &st->meta);
+	if (!rc)
+		rc = ro_dbi(*txn, "audit", &st->audit);
+	if (!rc)
+		rc = mdb_get(*txn, st->meta, &k, &v);
+	if (rc == MDB_NOTFOUND) {
+		snprintf(err, len, "%s is not agentgated's state store: no agents, audit or "
+			 "version record in it", g.path);
+		rc = EPROTO;
+		goto fail;
+	}
+	if (rc) {
+		snprintf(err, len, "cannot read the state store %s: %s", g.path, mdb_strerror(rc));
+		goto fail;
+	}
+	if (v.mv_size == sizeof(ver))
+		memcpy(&ver, v.mv_data, sizeof(ver));
+	if (v.mv_size != sizeof(ver) || ver != AG_STORE_VERSION) {
+		snprintf(err, len, "the state store %s was written by an incompatible agentgated "
+			 "(store version %u; this one reads version %u)", g.path, ver,
+			 AG_STORE_VERSION);
+		rc = EPROTO;
+		goto fail;
+	}
+	rc = ro_dbi(*txn, "hist_rated", &st->hist_rated);
+	if (!rc)
+		rc = ro_dbi(*txn, "hist_changes", &st->hist_changes);
+	st->hist = !rc;
+	if (rc && rc != MDB_NOTFOUND) {
+		snprintf(err, len, "cannot read the state store %s: %s", g.path, mdb_strerror(rc));
+		goto fail;
+	}
+	return 0;
+fail:
+	if (*txn)
+		mdb_txn_abort(*txn);
+	*txn = NULL;
+	if (st->env)
+		mdb_env_close(st->env);
+	st->env = NULL;
+	if (rc == EPROTO || rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_INVALID ||
+	    rc == MDB_VERSION_MISMATCH || rc == MDB_INCOMPATIBLE)
+		return -EUCLEAN;
+	return rc > 0 && rc < 4096 ? -rc : -EIO;
 }

@@ -10,6 +10,23 @@
  *   audit    be64 sequence              -> one JSON line
  *   meta     "version"                  -> __u32 AG_STORE_VERSION
  *            "log_seq"                  -> __u64 fleet log sequence applied
+ *            "defaults"                 -> struct ag_policy_rec: the global
+ *                                          defaults the daemon last ran with
+ *   hist_rated   name -> the agent's last ratings the policy applied
+ *   hist_changes name -> the agent's last operator changes, and who pinned it
+ *
+ * The two hist_ databases are what `explain` shows (explain.c). Each is
+ * written at most once per agent per committed transaction: a group commit
+ * of ratings rewrites one hist_rated value per agent it moved, an operator
+ * change one hist_changes value, in the transaction of the change itself.
+ * A value is a head (struct ag_hist_head, or struct ag_hist_changes_head)
+ * and then its entries, oldest first, each a fixed struct followed by the
+ * bytes of its strings (lengths in the struct, no terminators): a ring of
+ * at most AG_HIST_RATINGS / AG_HIST_CHANGES entries, the oldest dropped.
+ * Deleting an agent deletes both in the same transaction; an agent created
+ * again starts afresh. Added without a new AG_STORE_VERSION: a store
+ * without them (an older agentgated's) opens and gets them, empty; an older
+ * agentgated ignores them. Their values carry AG_HIST_VERSION.
  */
 #ifndef AGENTGATED_STORE_H
 #define AGENTGATED_STORE_H
@@ -53,9 +70,101 @@ struct ag_rule_rec_key {
 };
 _Static_assert(sizeof(struct ag_rule_rec_key) == 20, "ag_rule_rec_key layout is on-disk ABI");
 
+/* meta "defaults": what inherited policy fields resolve to, for readers
+ * that do not have the daemon's configuration (agentgate agent explain). */
+struct ag_policy_rec {
+	__u32 version; /* AG_STORE_VERSION */
+	__u32 burst_kind, unit;
+	__u8 pinned;
+	__u8 pad[3];
+	double r0, alpha, r_min, r_max, burst;
+};
+_Static_assert(sizeof(struct ag_policy_rec) == 56, "ag_policy_rec layout is on-disk ABI");
+
+/* ---- explain history (hist_rated, hist_changes) ---- */
+#define AG_HIST_VERSION 1
+#define AG_HIST_RATINGS 16   /* ratings kept per agent */
+#define AG_HIST_CHANGES 16   /* operator changes kept per agent */
+#define AG_HIST_STR_MAX 255  /* bytes of an id, user, subject or action */
+#define AG_HIST_DETAIL_MAX 4096 /* bytes of a change's detail (JSON) */
+
+struct ag_hist_head {
+	__u32 version; /* AG_HIST_VERSION */
+	__u32 n;       /* entries that follow */
+	__u64 total;   /* entries ever recorded for the agent (the ring keeps n) */
+};
+_Static_assert(sizeof(struct ag_hist_head) == 16, "ag_hist_head layout is on-disk ABI");
+
+/* One rating the policy applied (the agent not pinned, not a duplicate),
+ * followed by id_len bytes of its id and user_len bytes of its user. */
+struct ag_hist_rating_rec {
+	__s64 ts_ms;      /* the rating's time: the client's, else when applied */
+	__u64 applied_ms; /* when its batch was applied */
+	double rate_before, rate_after;
+	__u8 score;
+	__u8 id_len, user_len;
+	__u8 pad[5];
+};
+_Static_assert(sizeof(struct ag_hist_rating_rec) == 40, "ag_hist_rating_rec layout is on-disk ABI");
+
+struct ag_hist_changes_head {
+	struct ag_hist_head h;
+	__s64 pin_ms; /* the change that pinned the agent: when; -1: none recorded */
+	__u8 pin_subject_len;
+	__u8 pad[7];
+	char pin_subject[256]; /* and who made it (pin_subject_len bytes) */
+};
+_Static_assert(sizeof(struct ag_hist_changes_head) == 288,
+	       "ag_hist_changes_head layout is on-disk ABI");
+
+/* One operator change, followed by subject_len bytes of its subject,
+ * action_len of its action ("agent.update", ...) and detail_len of its
+ * detail: compact JSON {"before": {...}, "after": {...}} holding the fields
+ * that changed (either side null when there is none). */
+struct ag_hist_change_rec {
+	__u64 time_ms;
+	__u8 subject_len, action_len;
+	__u16 detail_len;
+	__u8 pad[4];
+};
+_Static_assert(sizeof(struct ag_hist_change_rec) == 16, "ag_hist_change_rec layout is on-disk ABI");
+
+/* Decoded entries (in memory only). */
+struct ag_hist_rating {
+	__s64 ts_ms;
+	__u64 applied_ms;
+	double rate_before, rate_after;
+	int score;
+	char id[AG_HIST_STR_MAX + 1];   /* "" when the rating had none */
+	char user[AG_HIST_STR_MAX + 1]; /* "" when the rating had none */
+};
+
+struct ag_hist_change {
+	__u64 time_ms;
+	char subject[AG_HIST_STR_MAX + 1];
+	char action[AG_HIST_STR_MAX + 1];
+	char detail[AG_HIST_DETAIL_MAX + 1];
+};
+
+struct ag_hist_ratings {
+	__u64 total;
+	size_t n; /* oldest first */
+	struct ag_hist_rating r[AG_HIST_RATINGS];
+};
+
+struct ag_hist_changes {
+	__u64 total;
+	__s64 pin_ms;
+	char pin_subject[AG_HIST_STR_MAX + 1];
+	size_t n; /* oldest first */
+	struct ag_hist_change c[AG_HIST_CHANGES];
+};
+
 struct ag_store {
 	MDB_env *env;
 	MDB_dbi agents, rules, dedup, dedup_at, audit, meta;
+	MDB_dbi hist_rated, hist_changes;
+	bool hist; /* the hist_ databases are there (read-only: an older store lacks them) */
 };
 
 #define AG_STORE_FILE "data.mdb"
@@ -140,5 +249,58 @@ int ag_store_meta_put_u64(struct ag_store *st, MDB_txn *txn, const char *key, __
 
 /* Appends one JSON line under the next sequence number. */
 int ag_store_audit(struct ag_store *st, MDB_txn *txn, const char *line);
+
+/* meta "defaults": 0, -ENOENT when absent (a store no daemon of this
+ * version ran on), -EUCLEAN when malformed, or negative errno. */
+int ag_store_defaults_get(struct ag_store *st, MDB_txn *txn, struct ag_policy *p);
+int ag_store_defaults_put(struct ag_store *st, MDB_txn *txn, const struct ag_policy *p);
+
+/* ---- explain history ----
+ * The value codecs (pure: the unit tests use them on buffers). Encoding
+ * appends to `old` (NULL/0: none) and keeps the newest entries within the
+ * ring; *len is the bytes of buf (malloc'd) written. skipped: ratings
+ * applied just before these that the ring would drop at once (counted in
+ * total only). -EUCLEAN when old is malformed, -ENOMEM. */
+struct ag_hist_rating_in {
+	const char *id, *user; /* NULL or "": none */
+	int score;
+	__s64 ts_ms;
+	__u64 applied_ms;
+	double rate_before, rate_after;
+};
+int ag_hist_ratings_encode(const void *old, size_t old_len, const struct ag_hist_rating_in *in,
+			   size_t n, __u64 skipped, void **buf, size_t *len);
+int ag_hist_ratings_decode(const void *buf, size_t len, struct ag_hist_ratings *out);
+/* pin: 1 the change pinned the agent (subject and time_ms recorded), 0 it
+ * unpinned it, -1 it left the pin alone. */
+int ag_hist_changes_encode(const void *old, size_t old_len, __u64 time_ms, const char *subject,
+			   const char *action, const char *detail, int pin, void **buf,
+			   size_t *len);
+int ag_hist_changes_decode(const void *buf, size_t len, struct ag_hist_changes *out);
+
+/* In the write transaction. fresh: the agent is new, a value found there is
+ * an earlier agent's and is replaced. */
+int ag_store_hist_add_ratings(struct ag_store *st, MDB_txn *txn, const char *name, bool fresh,
+			      const struct ag_hist_rating_in *in, size_t n, __u64 skipped);
+int ag_store_hist_add_change(struct ag_store *st, MDB_txn *txn, const char *name, bool fresh,
+			     __u64 time_ms, const char *subject, const char *action,
+			     const char *detail, int pin);
+/* Both values of the agent, when there. */
+int ag_store_hist_del(struct ag_store *st, MDB_txn *txn, const char *name);
+/* Reads them: empty (n 0, pin_ms -1) when absent. 0, -EUCLEAN, -errno. */
+int ag_store_hist_get(struct ag_store *st, MDB_txn *txn, const char *name,
+		      struct ag_hist_ratings *r, struct ag_hist_changes *c);
+
+/* Opens an existing store read-only (agentgate agent explain, with no
+ * daemon running): dir must hold an initialised data.mdb, sound (checked
+ * whole first, ag_store_check) and of this AG_STORE_VERSION. Nothing is
+ * created or written there: LMDB's lock file is used when present (a
+ * daemon may start meanwhile), else none. On success *txn is a read
+ * transaction with the databases open (st->hist false when the store
+ * predates them): mdb_txn_abort it, then ag_store_close. Errors: -ENOENT
+ * (no directory, or no data.mdb), -ENOTDIR, -EUCLEAN (damaged, not
+ * agentgated's, another version), -errno; err names the directory or file
+ * and what is missing or wrong. */
+int ag_store_open_ro(const char *dir, struct ag_store *st, MDB_txn **txn, char *err, size_t len);
 
 #endif

@@ -227,7 +227,7 @@ bool agd_stream_topic_valid(const char *t)
 static const char *topic_problem(void)
 {
 	return "unknown topic: use rating.global, rating.agent.{agent} or bucket.agent.{agent} "
-	       "(agent names: 1 to 64 of [A-Za-z0-9._-])";
+	       "(agent names: 1 to 64 of [A-Za-z0-9._:-], not . nor ..)";
 }
 
 static ssize_t name_index(topic_name *list, size_t n, const char *name)

@@ -250,6 +250,67 @@ int ag_detach(struct ag_ctx *ctx, const char *ifname);
 /* free(*out). */
 int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n);
 
+/* ---- the owner of a pin root --------------------------------------------
+ *
+ * While agentgated runs on a pin root it owns the policy there: it holds an
+ * exclusive flock(2) on <pin root>/owner (a bpffs directory) for its whole
+ * life and pins its record beside it, naming its control socket. A CLI
+ * write takes a shared flock on the same directory: when it gets it, no
+ * daemon runs and none can start until the write is done (the daemon then
+ * adopts what it finds); when it does not, the change goes to the daemon.
+ * The kernel releases the lock of a process that dies, so a stale record
+ * with no lock behind it means nothing.
+ */
+#define AG_OWNER_CONTROL_MAX 108 /* sun_path */
+struct ag_owner {
+	__u32 version; /* 1 */
+	__u32 pid;
+	__u32 uid;
+	__u32 pad;
+	__u64 since_ms; /* wall clock when it took the pin root */
+	char control[AG_OWNER_CONTROL_MAX]; /* its control socket */
+	char pad2[4];
+};
+
+/* The daemon: creates the pin root and its owner directory when missing and
+ * takes the exclusive lock, waiting up to wait_ms for CLI writes under way.
+ * -EBUSY when another process keeps it (*holder filled when its record is
+ * readable, else holder->pid 0). *fd holds the lock: keep it open. */
+int ag_owner_acquire(const char *pin_root, int wait_ms, int *fd, struct ag_owner *holder);
+/* Pins rec as <pin root>/owner/record (replacing a stale one). */
+int ag_owner_publish(const char *pin_root, const struct ag_owner *rec);
+/* Removes the record and releases the lock (closes fd). */
+void ag_owner_release(const char *pin_root, int fd);
+/* A writer's probe: 0 when no daemon owns the pin root, and then *fd holds
+ * a shared lock until the caller closes it (no daemon starts before);
+ * 1 when a daemon owns it, *rec filled from its record (rec->pid 0 while
+ * the record is not pinned yet or already removed); negative errno. With
+ * fd NULL the shared lock is dropped at once (an inspection). */
+int ag_owner_probe(const char *pin_root, int *fd, struct ag_owner *rec);
+
+/* The journal of what the CLI changed while no daemon owned the pin root
+ * (written under the shared lock): the agents and rules whose state in the
+ * maps is the truth when the next daemon starts, even where its store says
+ * otherwise (a pin set, an agent or rule deleted). A full journal becomes
+ * AG_JOURNAL_ALL: the maps are the truth for everything. */
+enum ag_journal_kind {
+	AG_JOURNAL_AGENT = 1,
+	AG_JOURNAL_RULE,
+	AG_JOURNAL_ALL,
+};
+#define AG_JOURNAL_MAX 16384
+struct ag_journal_entry {
+	enum ag_journal_kind kind;
+	char name[AG_NAME_MAX + 1]; /* AGENT */
+	struct ag_rule rule;        /* RULE */
+	__u64 time_ms;              /* when (wall clock) */
+};
+int ag_owner_journal_add(const char *pin_root, enum ag_journal_kind kind, const char *name,
+			 const struct ag_rule *rule);
+/* free(*out); none: 0 entries. */
+int ag_owner_journal_read(const char *pin_root, struct ag_journal_entry **out, size_t *n);
+int ag_owner_journal_clear(const char *pin_root);
+
 #ifdef __cplusplus
 }
 #endif

@@ -6,6 +6,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/types.h>
 
 #include "agentgate.h"
 
@@ -66,6 +67,8 @@ struct ag_ctx {
 /* Record a message for ag_errmsg() and return -err. */
 int ag_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void ag_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* mkdir -p; 0 or -errno. */
+int ag_mkdir_p(const char *path, mode_t mode);
 
 /* Serialize mutations between processes; repairs a journal left dirty by a
  * process that died mid-change. Nestable. */

@@ -324,7 +324,7 @@ out:
 	return err;
 }
 
-static int mkdir_p(const char *path, mode_t mode)
+int ag_mkdir_p(const char *path, mode_t mode)
 {
 	char buf[PATH_MAX];
 	char *p;
@@ -350,7 +350,7 @@ static int open_root(struct ag_ctx *ctx, bool create)
 	int err;
 
 	if (create) {
-		err = mkdir_p(ctx->pin_root, 0700);
+		err = ag_mkdir_p(ctx->pin_root, 0700);
 		if (err)
 			return ag_err(-err, "cannot create pin root %s: %s", ctx->pin_root,
 				      strerror(-err));

@@ -1,0 +1,488 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* The control socket (control.h): requests from the CLI, one per connection. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "control.h"
+
+struct agd_control {
+	int fd;
+	int stop_pipe[2];
+	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+	struct ag_engine *e;
+	pthread_t thread;
+	bool running;
+};
+
+/* ---- answers ------------------------------------------------------------------- */
+
+static int status_of(int err)
+{
+	switch (err) {
+	case -EINVAL: return 400;
+	case -ENOENT: return 404;
+	case -EEXIST: return 409;
+	case -ENOSPC: return 507;
+	case -ESHUTDOWN:
+	case -ENOTCONN:
+	case -ETIMEDOUT: return 503;
+	default: return 500;
+	}
+}
+
+static const char *code_of(int status)
+{
+	switch (status) {
+	case 400: return "bad_request";
+	case 404: return "not_found";
+	case 409: return "conflict";
+	case 503: return "unavailable";
+	case 507: return "insufficient_storage";
+	default: return "internal";
+	}
+}
+
+static json_t *failure(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static json_t *failure(int err, const char *fmt, ...)
+{
+	char msg[512];
+	va_list ap;
+	int status = status_of(err);
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	return json_pack("{s:b,s:i,s:s,s:s}", "ok", 0, "status", status, "error", code_of(status),
+			 "message", msg);
+}
+
+static json_t *success(json_t *result)
+{
+	return json_pack("{s:b,s:o}", "ok", 1, "result", result ? result : json_object());
+}
+
+/* ---- request fields -------------------------------------------------------------- */
+
+/* NULL when every key of o is in allowed, else the failure naming one. */
+static json_t *unknown_fields(json_t *o, const char *const *allowed)
+{
+	const char *key;
+	json_t *v;
+
+	json_object_foreach(o, key, v) {
+		size_t i;
+
+		for (i = 0; allowed[i] && strcmp(allowed[i], key); i++)
+			;
+		if (!allowed[i])
+			return failure(-EINVAL, "unknown field '%s'", key);
+	}
+	return NULL;
+}
+
+static json_t *get_agent(json_t *o, const char **agent)
+{
+	*agent = json_string_value(json_object_get(o, "agent"));
+	if (!*agent)
+		return failure(-EINVAL, "field 'agent': expected a string");
+	if (ag_name_check(*agent))
+		return failure(-EINVAL, "field 'agent': %s", ag_errmsg());
+	return NULL;
+}
+
+static json_t *get_rule(json_t *o, struct ag_rule *rule)
+{
+	const char *prefix = json_string_value(json_object_get(o, "prefix"));
+	json_t *port = json_object_get(o, "port");
+
+	if (!prefix)
+		return failure(-EINVAL, "field 'prefix': expected a string");
+	if (ag_prefix_parse(prefix, rule))
+		return failure(-EINVAL, "field 'prefix': %s", ag_errmsg());
+	if (port && (!json_is_integer(port) || json_integer_value(port) < 0 ||
+		     json_integer_value(port) > 65535))
+		return failure(-EINVAL, "field 'port': expected 0 to 65535");
+	rule->port = port ? (__u16)json_integer_value(port) : 0;
+	return NULL;
+}
+
+/* ---- operations ------------------------------------------------------------------ */
+
+static json_t *agent_set(struct ag_engine *e, json_t *o, const char *subject)
+{
+	static const char *const allowed[] = { "op", "agent", "rate", "burst", "unit", "pinned",
+					       NULL };
+	struct ag_agent_change c = { .fill_tokens = -1 };
+	struct ag_op_err oe = { "" };
+	const char *agent, *unit;
+	json_t *v, *bad;
+	bool created = false;
+	int err;
+
+	if ((bad = unknown_fields(o, allowed)) || (bad = get_agent(o, &agent)))
+		return bad;
+	if ((v = json_object_get(o, "rate"))) {
+		if (!json_is_number(v) || json_number_value(v) <= 0)
+			return failure(-EINVAL, "field 'rate': expected a positive number");
+		c.own.r0 = json_number_value(v);
+		c.set |= AG_POL_R0;
+	}
+	if ((v = json_object_get(o, "burst"))) {
+		if (!json_is_integer(v) || json_integer_value(v) <= 0)
+			return failure(-EINVAL, "field 'burst': expected a positive integer");
+		c.own.burst = (double)json_integer_value(v);
+		c.own.burst_kind = AG_BURST_TOKENS;
+		c.set |= AG_POL_BURST;
+	}
+	if ((v = json_object_get(o, "unit"))) {
+		unit = json_string_value(v);
+		if (!unit || (strcmp(unit, "pps") && strcmp(unit, "bps")))
+			return failure(-EINVAL, "field 'unit': expected \"pps\" or \"bps\"");
+		c.own.unit = strcmp(unit, "bps") ? AG_UNIT_PPS : AG_UNIT_BPS;
+		c.set |= AG_POL_UNIT;
+	}
+	if ((v = json_object_get(o, "pinned"))) {
+		if (!json_is_boolean(v))
+			return failure(-EINVAL, "field 'pinned': expected true or false");
+		c.own.pinned = json_is_true(v);
+		c.set |= AG_POL_PINNED;
+	}
+	err = ag_engine_agent_put(e, agent, &c, subject, &created, &oe);
+	if (err)
+		return failure(err, "%s", oe.msg);
+	return success(json_pack("{s:s,s:b}", "agent", agent, "created", created));
+}
+
+static json_t *agent_simple(struct ag_engine *e, json_t *o, const char *op, const char *subject)
+{
+	static const char *const allowed[] = { "op", "agent", "tokens", NULL };
+	struct ag_op_err oe = { "" };
+	const char *agent;
+	double left = 0;
+	json_t *bad, *v;
+	void *explained = NULL;
+	int err;
+
+	if ((bad = unknown_fields(o, allowed)) || (bad = get_agent(o, &agent)))
+		return bad;
+	v = json_object_get(o, "tokens");
+	if ((strcmp(op, "agent.drain") == 0) != (v != NULL))
+		return failure(-EINVAL, v ? "field 'tokens': only agent.drain takes it"
+					  : "field 'tokens': agent.drain needs it");
+	if (!strcmp(op, "agent.delete")) {
+		err = ag_engine_agent_delete(e, agent, subject, &oe);
+		if (!err)
+			return success(json_pack("{s:s,s:b}", "agent", agent, "deleted", 1));
+	} else if (!strcmp(op, "agent.reset")) {
+		err = ag_engine_agent_reset(e, agent, subject, &oe);
+		if (!err) {
+			struct ag_agent_view view;
+
+			err = ag_engine_agent_view(e, agent, &view);
+			left = err ? 0 : view.tokens;
+			return success(json_pack("{s:s,s:f}", "agent", agent, "tokens", left));
+		}
+	} else if (!strcmp(op, "agent.drain")) {
+		if (!json_is_integer(v) || json_integer_value(v) < 0)
+			return failure(-EINVAL, "field 'tokens': expected a count");
+		err = ag_engine_agent_drain(e, agent, (__u64)json_integer_value(v), subject, &left,
+					    &oe);
+		if (!err)
+			return success(json_pack("{s:s,s:f}", "agent", agent, "tokens", left));
+	} else {
+		err = ag_engine_explain(e, agent, &explained, &oe);
+		if (!err)
+			return success(explained);
+	}
+	return failure(err, "%s", oe.msg[0] ? oe.msg : strerror(-err));
+}
+
+static json_t *rule_op(struct ag_engine *e, json_t *o, bool add, const char *subject)
+{
+	static const char *const add_fields[] = { "op", "prefix", "port", "agent", NULL };
+	static const char *const del_fields[] = { "op", "prefix", "port", NULL };
+	struct ag_op_err oe = { "" };
+	struct ag_rule rule;
+	const char *agent = NULL;
+	json_t *bad;
+	int err;
+
+	if ((bad = unknown_fields(o, add ? add_fields : del_fields)) ||
+	    (bad = get_rule(o, &rule)) || (add && (bad = get_agent(o, &agent))))
+		return bad;
+	err = add ? ag_engine_rule_add(e, &rule, agent, subject, &oe)
+		  : ag_engine_rule_del(e, &rule, subject, &oe);
+	if (err)
+		return failure(err, "%s", oe.msg);
+	return success(NULL);
+}
+
+static json_t *config_set(struct ag_engine *e, json_t *o, const char *subject)
+{
+	static const char *const allowed[] = { "op", "default_action", "dry_run", NULL };
+	struct ag_config_change c = { -1, -1 };
+	struct ag_op_err oe = { "" };
+	json_t *bad, *v;
+	int err;
+
+	if ((bad = unknown_fields(o, allowed)))
+		return bad;
+	if ((v = json_object_get(o, "default_action"))) {
+		const char *a = json_string_value(v);
+
+		if (!a || (strcmp(a, "pass") && strcmp(a, "drop")))
+			return failure(-EINVAL, "field 'default_action': expected \"pass\" or \"drop\"");
+		c.default_action = strcmp(a, "drop") ? AG_ACTION_PASS : AG_ACTION_DROP;
+	}
+	if ((v = json_object_get(o, "dry_run"))) {
+		if (!json_is_boolean(v))
+			return failure(-EINVAL, "field 'dry_run': expected true or false");
+		c.dry_run = json_is_true(v);
+	}
+	err = ag_engine_config_set(e, &c, subject, &oe);
+	if (err)
+		return failure(err, "%s", oe.msg);
+	return success(NULL);
+}
+
+char *agd_control_handle(struct ag_engine *e, const char *line, size_t len, const char *subject)
+{
+	json_t *o, *reply;
+	json_error_t je;
+	const char *op;
+	char *text;
+
+	o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+	if (!o || !json_is_object(o))
+		reply = failure(-EINVAL, "expected one JSON object: %s", o ? "not an object" : je.text);
+	else if (!(op = json_string_value(json_object_get(o, "op"))))
+		reply = failure(-EINVAL, "field 'op': expected a string");
+	else if (!strcmp(op, "agent.set"))
+		reply = agent_set(e, o, subject);
+	else if (!strcmp(op, "agent.delete") || !strcmp(op, "agent.reset") ||
+		 !strcmp(op, "agent.drain") || !strcmp(op, "agent.explain"))
+		reply = agent_simple(e, o, op, subject);
+	else if (!strcmp(op, "rule.add") || !strcmp(op, "rule.del"))
+		reply = rule_op(e, o, !strcmp(op, "rule.add"), subject);
+	else if (!strcmp(op, "config.set"))
+		reply = config_set(e, o, subject);
+	else
+		reply = failure(-EINVAL, "field 'op': unknown operation '%s'", op);
+	json_decref(o);
+	text = reply ? json_dumps(reply, JSON_COMPACT | JSON_REAL_PRECISION(17)) : NULL;
+	json_decref(reply);
+	return text;
+}
+
+/* ---- the socket ----------------------------------------------------------------- */
+
+int agd_control_open(const char *path, struct agd_control **out, char *err, size_t len)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct agd_control *c;
+	struct stat st;
+	int e;
+
+	*out = NULL;
+	if (strlen(path) >= sizeof(sa.sun_path)) {
+		snprintf(err, len, "control socket %s: path longer than %zu bytes (set "
+			 "--control-socket)", path, sizeof(sa.sun_path) - 1);
+		return -ENAMETOOLONG;
+	}
+	memcpy(sa.sun_path, path, strlen(path));
+	if (lstat(path, &st) == 0) {
+		if (!S_ISSOCK(st.st_mode)) {
+			snprintf(err, len, "control socket %s: exists and is not a socket", path);
+			return -EEXIST;
+		}
+		/* Left by a run that ended without removing it: the owner
+		 * lock we hold says no other daemon serves this pin root. */
+		unlink(path);
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c)
+		return -ENOMEM;
+	c->stop_pipe[0] = c->stop_pipe[1] = -1;
+	c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c->fd < 0 || bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)) || chmod(path, 0600) ||
+	    listen(c->fd, 16) || pipe2(c->stop_pipe, O_CLOEXEC)) {
+		e = errno;
+		snprintf(err, len, "control socket %s: %s", path, strerror(e));
+		if (c->fd >= 0)
+			close(c->fd);
+		free(c);
+		return -e;
+	}
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	*out = c;
+	return 0;
+}
+
+const char *agd_control_path(const struct agd_control *c)
+{
+	return c->path;
+}
+
+/* "local:USER" for the peer; 0, or -EACCES for an account not served. */
+static int peer_subject(int fd, char *subject, size_t len)
+{
+	struct ucred cred;
+	socklen_t sl = sizeof(cred);
+	struct passwd pw, *res = NULL;
+	char buf[1024];
+
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &sl))
+		return -errno;
+	if (cred.uid != 0 && cred.uid != geteuid())
+		return -EACCES;
+	if (!getpwuid_r(cred.uid, &pw, buf, sizeof(buf), &res) && res)
+		snprintf(subject, len, "local:%s", pw.pw_name);
+	else
+		snprintf(subject, len, "local:uid %u", (unsigned int)cred.uid);
+	return 0;
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+	while (n) {
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return;
+		p += w;
+		n -= (size_t)w;
+	}
+}
+
+/* Reads one line (or up to EOF) within the timeout; its length, or -1. */
+static ssize_t read_line(int fd, char *buf, size_t cap)
+{
+	struct timespec t0, now;
+	size_t n = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (n < cap) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		long left;
+		ssize_t r;
+
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		left = AGD_CONTROL_TIMEOUT_MS - ((now.tv_sec - t0.tv_sec) * 1000 +
+						 (now.tv_nsec - t0.tv_nsec) / 1000000);
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			return -1;
+		r = recv(fd, buf + n, cap - n, 0);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0)
+			return (ssize_t)n;
+		if (memchr(buf + n, '\n', (size_t)r))
+			return (ssize_t)(n + (size_t)r);
+		n += (size_t)r;
+	}
+	return -1;
+}
+
+static void serve_one(struct agd_control *c, int fd)
+{
+	char subject[160], *reply = NULL, *buf;
+	ssize_t n;
+
+	if (peer_subject(fd, subject, sizeof(subject))) {
+		static const char denied[] = "{\"ok\":false,\"status\":403,\"error\":\"forbidden\","
+					     "\"message\":\"only root and agentgated's own account "
+					     "may use the control socket\"}\n";
+
+		write_all(fd, denied, sizeof(denied) - 1);
+		return;
+	}
+	buf = malloc(AGD_CONTROL_LINE_MAX);
+	if (!buf)
+		return;
+	n = read_line(fd, buf, AGD_CONTROL_LINE_MAX);
+	if (n < 0) {
+		static const char bad[] = "{\"ok\":false,\"status\":400,\"error\":\"bad_request\","
+					  "\"message\":\"expected one JSON line of at most 64 KiB "
+					  "within 5 s\"}\n";
+
+		write_all(fd, bad, sizeof(bad) - 1);
+	} else {
+		reply = agd_control_handle(c->e, buf, (size_t)n, subject);
+		if (reply) {
+			write_all(fd, reply, strlen(reply));
+			write_all(fd, "\n", 1);
+		}
+	}
+	free(reply);
+	free(buf);
+}
+
+static void *control_thread(void *arg)
+{
+	struct agd_control *c = arg;
+
+	for (;;) {
+		struct pollfd p[2] = { { .fd = c->fd, .events = POLLIN },
+				       { .fd = c->stop_pipe[0], .events = POLLIN } };
+		int fd;
+
+		if (poll(p, 2, -1) < 0 && errno != EINTR)
+			break;
+		if (p[1].revents)
+			break;
+		if (!(p[0].revents & POLLIN))
+			continue;
+		fd = accept4(c->fd, NULL, NULL, SOCK_CLOEXEC);
+		if (fd < 0)
+			continue;
+		serve_one(c, fd);
+		close(fd);
+	}
+	return NULL;
+}
+
+int agd_control_serve(struct agd_control *c, struct ag_engine *e, char *err, size_t len)
+{
+	int rc;
+
+	c->e = e;
+	rc = pthread_create(&c->thread, NULL, control_thread, c);
+	if (rc) {
+		snprintf(err, len, "control socket: cannot start its thread: %s", strerror(rc));
+		return -rc;
+	}
+	c->running = true;
+	return 0;
+}
+
+void agd_control_stop(struct agd_control *c)
+{
+	if (!c)
+		return;
+	if (c->running) {
+		(void)!write(c->stop_pipe[1], "x", 1);
+		pthread_join(c->thread, NULL);
+	}
+	close(c->fd);
+	unlink(c->path);
+	close(c->stop_pipe[0]);
+	close(c->stop_pipe[1]);
+	free(c);
+}
