@@ -3107,7 +3107,8 @@ t_owner_handover() {
 # An operator's delete is not undone by the next rating: ratings for a
 # deleted agent are refused until an operator creates it again.
 t_owner_deleted_stays() {
-	daemon_run own5 || return 1
+	local sock=$TMP/own5.sock reply
+	daemon_run own5 --ingest-socket "$sock" || return 1
 	jput /v1/agents/gone1 '{"rate":50}'
 	expect 201 || return 1
 	cli_ok own5 agent del gone1 || return 1
@@ -3120,6 +3121,13 @@ t_owner_deleted_stays() {
 	no_agent other1 || return 1
 	ndpost /v1/ratings '{"agent":"gone1","score":5}'
 	expect_error 404 not_found gone1 || return 1
+	# A stream refuses the line alone, dead-lettered with the reason.
+	reply=$(printf '%s\n' '{"agent":"gone1","score":5}' '{"agent":"other2","score":5}' |
+		"$PY" "$HERE/ingest.py" "$sock") || { diag "ingest.py failed: $reply"; return 1; }
+	json_check "$reply" 'd == {"applied": 1, "duplicates": 0, "invalid": 0, "rejected": 1}' ||
+		return 1
+	dead_letters own5 'len(d) == 1' '"deleted by an operator" in d[0]["reason"]' || return 1
+	no_agent gone1 || return 1
 	# The tutorial's POST /rate does not bring it back either.
 	jpost /rate '{"agent_id":"gone1","event_type":"x","metadata":{}}'
 	[ "$STATUS" != 200 ] || fail "POST /rate brought gone1 back" || return 1
@@ -3130,7 +3138,7 @@ t_owner_deleted_stays() {
 	http DELETE /v1/agents/gone2
 	expect 200 || return 1
 	daemon_stop own5 || return 1
-	daemon_run own5 || return 1
+	daemon_run own5 --ingest-socket "$sock" || return 1
 	jpost /v1/ratings '{"agent":"gone2","score":5}'
 	expect_error 404 not_found gone2 deleted || return 1
 	# Created again by an operator: rated as any agent.
@@ -3235,7 +3243,7 @@ TESTS=(
 	"t_api_stop|SIGTERM: the API daemon exits 0, no sanitizer report"
 	"t_owner_cli_through_daemon|while agentgated runs, every CLI write goes through it: a pin stays under ratings, the API and refill_rate show the enforced rate at once, drain/reset/rules/config/del visible in the API, audited as local:root"
 	"t_owner_cli_refused_values|through the daemon: a rate over r-max exit 2 naming r_max, unknown agents exit 1 naming them; nothing changed"
-	"t_owner_deleted_stays|an agent deleted by an operator (CLI or API) stays deleted: ratings for it (JSON, batch, NDJSON, /rate) 404 naming who deleted it, also after a restart; created again by an operator, rated as before"
+	"t_owner_deleted_stays|an agent deleted by an operator (CLI or API) stays deleted: ratings for it (JSON, batch, NDJSON, /rate) 404 naming who deleted it, a stream's line dead-lettered, also after a restart; created again by an operator, rated as before"
 	"t_owner_handover|SIGTERM removes the record and control socket; what the CLI then changes (set, pin, unpin, del, rule del) the next daemon takes from the maps, audited; after kill -9 the stale record counts for nothing"
 	"t_owner_races|a daemon waits for a CLI write's shared lock; a CLI facing an owner that lets go writes after it; owned by a silent process for over 10 s: exit 1, nothing written; a second daemon on the pin root: exit 1 naming the first"
 	"t_ingest_start|--stdin (FIFO) and --ingest-socket: daemon ready"

@@ -739,6 +739,9 @@ static int apply_journal(struct ag_engine *e, const struct journal *j, MDB_txn *
 			gone[n_gone++] = en;
 			err = ag_store_agent_del(&e->st, txn, en->name);
 			if (!err)
+				err = ag_store_deleted_put(&e->st, txn, en->name, wall_ms(),
+							   JOURNAL_SUBJECT);
+			if (!err)
 				err = journal_audit(e, txn, ja, "agent.delete", en->name, before, NULL);
 		} else {
 			rec_take_map(e, &en->rec, &live);
@@ -862,6 +865,26 @@ static void save_undo(struct ag_engine *e, struct entry *en, struct entry **touc
 /* Phase 1, per job: every agent it names exists, or is created now (in
  * the maps first: a slot is what can run out). On refusal, agents this job
  * created are removed again and the job fails whole. */
+/* "deleted by S at T" for an agent an operator deleted; 0 when it was not. */
+static int deleted_by(struct ag_engine *e, MDB_txn *txn, const char *name, char *buf,
+		      size_t len)
+{
+	struct ag_deleted_rec rec;
+	int rc = ag_store_deleted_get(&e->st, txn, name, &rec);
+	time_t t;
+	struct tm tm;
+	char when[32] = "";
+
+	if (rc <= 0)
+		return rc;
+	t = (time_t)(rec.time_ms / 1000);
+	if (gmtime_r(&t, &tm))
+		strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	snprintf(buf, len, "deleted by %s at %s", rec.subject[0] ? rec.subject : "an operator",
+		 when);
+	return 1;
+}
+
 static int admit_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job,
 		     struct entry **touched)
 {
@@ -878,6 +901,30 @@ static int admit_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job,
 		 * may have been deleted since). */
 		if (r->id[0] && ag_store_dedup_seen(&e->st, txn, r->id) == 1)
 			continue;
+		/* An agent an operator deleted is not created again by a
+		 * rating: only an operator brings it back. */
+		if (e->opts.auto_create) {
+			char why[200];
+			int d = deleted_by(e, txn, r->agent, why, sizeof(why));
+
+			if (d < 0) {
+				err = d;
+				snprintf(job->msg, sizeof(job->msg), "item %zu: %s", i,
+					 store_error(d));
+				break;
+			}
+			if (d && job->item_err) {
+				job->item_err[i] = -EIDRM;
+				continue;
+			}
+			if (d) {
+				snprintf(job->msg, sizeof(job->msg),
+					 "item %zu: agent '%s' was %.100s; only an operator "
+					 "creates it again", i, r->agent, why);
+				err = -ENOENT;
+				break;
+			}
+		}
 		if (!e->opts.auto_create) {
 			if (job->item_err) { /* a stream: refuse this line only */
 				job->item_err[i] = -ENOENT;
@@ -1603,13 +1650,30 @@ int ag_engine_check_agents(struct ag_engine *e, const struct ag_job *job, char *
 	size_t i;
 	int err = 0;
 
+	MDB_txn *txn = NULL;
+
 	pthread_mutex_lock(&e->lock);
-	for (i = 0; i < job->n && !e->opts.auto_create && !err; i++)
-		if (!tab_find(e, job->items[i].agent)) {
+	for (i = 0; i < job->n && !err; i++) {
+		char why[200];
+
+		if (tab_find(e, job->items[i].agent))
+			continue;
+		if (!e->opts.auto_create) {
 			snprintf(msg, len, "item %zu: unknown agent '%s' (create it with PUT "
 				 "/v1/agents/%s)", i, job->items[i].agent, job->items[i].agent);
 			err = -ENOENT;
+			break;
 		}
+		if (!txn && mdb_txn_begin(e->st.env, NULL, MDB_RDONLY, &txn))
+			break; /* the apply refuses it then */
+		if (deleted_by(e, txn, job->items[i].agent, why, sizeof(why)) == 1) {
+			snprintf(msg, len, "item %zu: agent '%s' was %.100s; only an operator "
+				 "creates it again", i, job->items[i].agent, why);
+			err = -ENOENT;
+		}
+	}
+	if (txn)
+		mdb_txn_abort(txn);
 	pthread_mutex_unlock(&e->lock);
 	return err;
 }
@@ -1756,6 +1820,8 @@ int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_a
 		return fail(oe, err, "state not changed: %s", store_error(err));
 	}
 	err = ag_store_agent_put(&e->st, txn, name, &rec);
+	if (!err && made) /* an operator brings a deleted agent back */
+		err = ag_store_deleted_del(&e->st, txn, name);
 	if (!err)
 		err = audit(e, txn, subject, made ? "agent.create" : "agent.update", name, before,
 			    policy_json(e, &rec), &line);
@@ -1829,6 +1895,8 @@ int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *su
 	if (err)
 		goto out;
 	err = ag_store_agent_del(&e->st, txn, name);
+	if (!err)
+		err = ag_store_deleted_put(&e->st, txn, name, wall_ms(), subject);
 	if (!err)
 		err = ag_store_errno(mdb_cursor_open(txn, e->st.rules, &cur));
 

@@ -86,9 +86,10 @@ struct ag_job {
 	void (*done)(struct ag_job *job);
 	void *arg;
 	/* NULL: the job is applied whole or not at all (HTTP). Else n entries,
-	 * zeroed: an item naming an unknown agent (-ENOENT) or one no slot is
-	 * left for (-ENOSPC) is refused alone and marked here (streams); a
-	 * duplicate is marked AG_ITEM_DUPLICATE. */
+	 * zeroed: an item naming an unknown agent (-ENOENT), one an operator
+	 * deleted (-EIDRM) or one no slot is left for (-ENOSPC) is refused
+	 * alone and marked here (streams); a duplicate is marked
+	 * AG_ITEM_DUPLICATE. */
 	int *item_err;
 	/* From the fleet's log (ag_engine_replicate): the stream sequence of
 	 * the job's last rating, stored in the transaction that applies it, and

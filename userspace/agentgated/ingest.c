@@ -174,6 +174,8 @@ static void batch_done(struct ag_job *job)
 	for (i = 0; i < job->n; i++) {
 		const char *why = job->err ? job->msg :
 				  b->item_err[i] == -ENOENT ? "unknown agent (auto-create is off)" :
+				  b->item_err[i] == -EIDRM ? "agent deleted by an operator: only an "
+							     "operator creates it again" :
 				  b->item_err[i] < 0 ? "no free agent slot" : NULL;
 
 		if (!why)

@@ -529,6 +529,8 @@ static int open_dbis(struct ag_store *st, MDB_txn *txn, char *err, size_t len)
 		rc = open_dbi(txn, "hist_changes", &st->hist_changes);
 	st->hist = !rc;
 	if (!rc)
+		rc = open_dbi(txn, "deleted", &st->deleted);
+	if (!rc)
 		rc = check_version(st, txn, err, len);
 	if (rc == EPROTO)
 		return -EUCLEAN; /* err says which version */
@@ -693,6 +695,43 @@ int ag_store_agent_del(struct ag_store *st, MDB_txn *txn, const char *name)
 	MDB_val k = str_val(name);
 
 	return ag_store_errno(mdb_del(txn, st->agents, &k, NULL));
+}
+
+/* ---- agents an operator deleted --------------------------------------------- */
+
+int ag_store_deleted_put(struct ag_store *st, MDB_txn *txn, const char *name, __u64 time_ms,
+			 const char *subject)
+{
+	struct ag_deleted_rec rec = { .time_ms = time_ms };
+	MDB_val k = str_val(name), v = { sizeof(rec), &rec };
+
+	snprintf(rec.subject, sizeof(rec.subject), "%s", subject ? subject : "");
+	return ag_store_errno(mdb_put(txn, st->deleted, &k, &v, 0));
+}
+
+int ag_store_deleted_get(struct ag_store *st, MDB_txn *txn, const char *name,
+			 struct ag_deleted_rec *rec)
+{
+	MDB_val k = str_val(name), v;
+	int rc = mdb_get(txn, st->deleted, &k, &v);
+
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return ag_store_errno(rc);
+	if (v.mv_size != sizeof(*rec))
+		return 0; /* a record of another layout: not ours to judge */
+	memcpy(rec, v.mv_data, sizeof(*rec));
+	rec->subject[sizeof(rec->subject) - 1] = '\0';
+	return 1;
+}
+
+int ag_store_deleted_del(struct ag_store *st, MDB_txn *txn, const char *name)
+{
+	MDB_val k = str_val(name);
+	int rc = mdb_del(txn, st->deleted, &k, NULL);
+
+	return rc == MDB_NOTFOUND ? 0 : ag_store_errno(rc);
 }
 
 /* ---- dedup ids --------------------------------------------------------- */

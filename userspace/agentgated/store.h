@@ -12,6 +12,9 @@
  *            "log_seq"                  -> __u64 fleet log sequence applied
  *            "defaults"                 -> struct ag_policy_rec: the global
  *                                          defaults the daemon last ran with
+ *   deleted  name                       -> struct ag_deleted_rec: an agent an
+ *                                          operator deleted, which ratings
+ *                                          do not create again
  *   hist_rated   name -> the agent's last ratings the policy applied
  *   hist_changes name -> the agent's last operator changes, and who pinned it
  *
@@ -69,6 +72,16 @@ struct ag_rule_rec_key {
 	__u8 addr[16];
 };
 _Static_assert(sizeof(struct ag_rule_rec_key) == 20, "ag_rule_rec_key layout is on-disk ABI");
+
+/* An operator's delete: when and by whom. Until an operator creates the
+ * agent again (which removes this), a rating naming it is refused, so a
+ * deleted agent stays deleted. */
+struct ag_deleted_rec {
+	__u64 time_ms;
+	char subject[136]; /* NUL-terminated */
+};
+_Static_assert(sizeof(struct ag_deleted_rec) == 144, "ag_deleted_rec layout is on-disk ABI");
+
 
 /* meta "defaults": what inherited policy fields resolve to, for readers
  * that do not have the daemon's configuration (agentgate agent explain). */
@@ -164,6 +177,7 @@ struct ag_store {
 	MDB_env *env;
 	MDB_dbi agents, rules, dedup, dedup_at, audit, meta;
 	MDB_dbi hist_rated, hist_changes;
+	MDB_dbi deleted;
 	bool hist; /* the hist_ databases are there (read-only: an older store lacks them) */
 };
 
@@ -227,6 +241,12 @@ void ag_rec_effective(const struct ag_agent_rec *r, const struct ag_policy *defa
 int ag_store_agent_put(struct ag_store *st, MDB_txn *txn, const char *name,
 		       const struct ag_agent_rec *rec);
 int ag_store_agent_del(struct ag_store *st, MDB_txn *txn, const char *name);
+int ag_store_deleted_put(struct ag_store *st, MDB_txn *txn, const char *name, __u64 time_ms,
+			 const char *subject);
+/* 1 and *rec when name was deleted by an operator, 0 when not, -errno. */
+int ag_store_deleted_get(struct ag_store *st, MDB_txn *txn, const char *name,
+			 struct ag_deleted_rec *rec);
+int ag_store_deleted_del(struct ag_store *st, MDB_txn *txn, const char *name);
 
 /* 1 when id was applied (inside the window), 0 when not, negative errno. */
 int ag_store_dedup_seen(struct ag_store *st, MDB_txn *txn, const char *id);
