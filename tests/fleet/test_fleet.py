@@ -663,6 +663,12 @@ def t_operator_cli():
     cli(c.pin, "config", "set", "dry-run", "off")
     wait_for(lambda: all(cli(d.pin, "config", "show")["dry_run"] is False for d in hosts),
              CONVERGE, what="dry-run off at every host")
+    # explain, asked at any host: who pinned it, the fleet's share.
+    for d in hosts:
+        x = cli(d.pin, "agent", "explain", "opc-1")
+        check(x["policy"]["pinned_by"]["subject"] == "local:root" and
+              0 < x["fleet"]["share"] <= 1 and x["answered_by"] == "agentgated",
+              "%s: explain: %s" % (d.node, json.dumps(x)[:600]))
     cli(a.pin, "agent", "del", "opc-1")
     converge(hosts, ["opc-1"], {"opc-1": None}, fields=pol)
     for d in hosts:
@@ -1172,7 +1178,8 @@ CASES = [
     ("t_operator", "PUT policy/pin, rules add/delete, DELETE agent, POST /bucket replicated; "
                    "reset/drain/consume local; a 4th host with empty state gets everything"),
     ("t_operator_cli", "the CLI beside fleet daemons: agent set/pin, rule add, config set, "
-                       "agent del at one host reach every host's API and maps; audited"),
+                       "agent del at one host reach every host's API and maps; audited; explain at each host "
+                       "names who pinned it and the fleet share"),
     ("t_dead_letters", "raw bad JSON / bad score / unknown field on agentgate.ratings.x: "
                        "dead letter with Agentgate-Reason, -Seq and the body; hosts go on; "
                        "dead_letters_total up; rates unchanged; no loop"),

@@ -29,20 +29,6 @@ struct agd_control {
 
 /* ---- answers ------------------------------------------------------------------- */
 
-static int status_of(int err)
-{
-	switch (err) {
-	case -EINVAL: return 400;
-	case -ENOENT: return 404;
-	case -EEXIST: return 409;
-	case -ENOSPC: return 507;
-	case -ESHUTDOWN:
-	case -ENOTCONN:
-	case -ETIMEDOUT: return 503;
-	default: return 500;
-	}
-}
-
 static const char *code_of(int status)
 {
 	switch (status) {
@@ -60,7 +46,7 @@ static json_t *failure(int err, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
-	int status = status_of(err);
+	int status = ag_engine_status(err);
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);

@@ -2408,14 +2408,7 @@ void *ag_agent_view_json(const struct ag_agent_view *v)
 
 	if (!o)
 		return NULL;
-	if (p->burst_kind == AG_BURST_SECONDS) {
-		char buf[48];
-
-		snprintf(buf, sizeof(buf), "%gs", p->burst);
-		burst_policy = json_string(buf);
-	} else {
-		burst_policy = json_integer((json_int_t)p->burst);
-	}
+	burst_policy = agd_burst_policy_json(p);
 	json_object_set_new(o, "agent", json_string(v->name));
 	json_object_set_new(o, "slot", json_integer(v->slot));
 	json_object_set_new(o, "rate", json_real(v->rate));
@@ -2494,4 +2487,18 @@ int ag_engine_config_set(struct ag_engine *e, const struct ag_config_change *c,
 	if (err) /* the datapath changed; say so rather than hide it */
 		e->opts.log(AG_LOG_ERR, "config.set done but not audited: %s", oe ? oe->msg : "");
 	return 0;
+}
+
+int ag_engine_status(int err)
+{
+	switch (err) {
+	case -EINVAL: return 400;
+	case -ENOENT: return 404;
+	case -EEXIST: return 409;
+	case -ENOSPC: return 507;
+	case -ESHUTDOWN:
+	case -ENOTCONN: /* the fleet's log is unreachable */
+	case -ETIMEDOUT: return 503;
+	default: return 500;
+	}
 }

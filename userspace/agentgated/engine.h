@@ -154,6 +154,11 @@ struct ag_agent_change {
 	double fill_tokens;   /* < 0: leave the bucket level alone */
 };
 
+/* An engine error as the HTTP status every route (and the control socket)
+ * gives it: -EINVAL 400, -ENOENT 404, -EEXIST 409, -ENOSPC 507, the fleet's
+ * log unreachable 503, anything else 500. */
+int ag_engine_status(int err);
+
 /* Error text for the caller's response: */
 struct ag_op_err {
 	char msg[256];

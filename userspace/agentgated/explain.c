@@ -138,6 +138,16 @@ static json_t *own_fields(unsigned int set)
 	return a;
 }
 
+json_t *agd_burst_policy_json(const struct ag_policy *p)
+{
+	char buf[48];
+
+	if (p->burst_kind != AG_BURST_SECONDS)
+		return json_integer((json_int_t)p->burst);
+	snprintf(buf, sizeof(buf), "%gs", p->burst);
+	return json_string(buf);
+}
+
 static json_t *policy_obj(const struct ag_agent_rec *rec, const struct ag_policy *p,
 			  const struct ag_hist_changes *hc, const char *defaults_from)
 {
@@ -145,14 +155,7 @@ static json_t *policy_obj(const struct ag_agent_rec *rec, const struct ag_policy
 
 	if (!o)
 		return NULL;
-	if (p->burst_kind == AG_BURST_SECONDS) {
-		char buf[48];
-
-		snprintf(buf, sizeof(buf), "%gs", p->burst);
-		burst_policy = json_string(buf);
-	} else {
-		burst_policy = json_integer((json_int_t)p->burst);
-	}
+	burst_policy = agd_burst_policy_json(p);
 	if (p->pinned && hc->pin_ms >= 0)
 		pinned_by = json_pack("{s:o,s:I}", "subject", str(hc->pin_subject, false),
 				      "time_ms", (json_int_t)hc->pin_ms);

@@ -53,4 +53,7 @@ int agd_explain_record_change(struct ag_store *st, MDB_txn *txn, const char *age
  * holding the keys whose values differ; malloc'd compact JSON, or NULL. */
 char *agd_explain_change_detail(json_t *before, json_t *after);
 
+/* A policy's burst as the API shows it: tokens, or "Ns" (seconds of rate). */
+json_t *agd_burst_policy_json(const struct ag_policy *p);
+
 #endif

@@ -195,20 +195,6 @@ int agd_http_error(struct mg_connection *conn, int status, const char *extra, co
 	return rc;
 }
 
-/* An engine error as its status: the mapping every route shares. */
-static int errno_status(int err)
-{
-	switch (err) {
-	case -EINVAL: return 400;
-	case -ENOENT: return 404;
-	case -EEXIST: return 409;
-	case -ENOSPC: return 507;
-	case -ESHUTDOWN:
-	case -ENOTCONN: /* the fleet's log is unreachable */
-	case -ETIMEDOUT: return 503;
-	default: return 500;
-	}
-}
 
 /* ---- request bodies ------------------------------------------------------------ */
 
@@ -386,7 +372,7 @@ static int get_number(struct req *r, json_t *o, const char *field, double lo, do
 
 static int bad_agent(struct req *r, int err, const struct ag_op_err *oe)
 {
-	return send_error(r->conn, errno_status(err), "%s", oe->msg);
+	return send_error(r->conn, ag_engine_status(err), "%s", oe->msg);
 }
 
 static json_t *rules_of(struct agd_http *h, __u32 slot)
@@ -471,7 +457,7 @@ static int agents_list(struct req *r)
 		return agd_http_error(r->conn, 503, "Retry-After: 1\r\n", "the state store has "
 				      "no reader slot free: retry");
 	if (err)
-		return send_error(r->conn, errno_status(err), "cannot read the agents: %s",
+		return send_error(r->conn, ag_engine_status(err), "cannot read the agents: %s",
 				  ag_store_strerror(err));
 	arr = json_array();
 	for (i = 0; i < n; i++)
@@ -766,7 +752,7 @@ static int ratings_post(struct req *r)
 	ag_rating_batch_free(&b);
 	if (err) {
 		ag_job_release(&job);
-		return send_error(r->conn, errno_status(err), "%s", job.msg[0] ? job.msg :
+		return send_error(r->conn, ag_engine_status(err), "%s", job.msg[0] ? job.msg :
 				  strerror(-err));
 	}
 	agents = json_array();

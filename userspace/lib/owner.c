@@ -240,9 +240,14 @@ static int journal_open(const char *pin_root, bool create, int *out)
 	if (fd < 0)
 		return ag_err(errno, "cannot create the journal %s: %s", path, strerror(errno));
 	if (bpf_obj_pin(fd, path)) {
-		err = ag_err(errno, "cannot pin %s: %s", path, strerror(errno));
+		err = errno;
 		close(fd);
-		return err;
+		/* Another writer (they share the lock) pinned it first: use that one. */
+		if (err == EEXIST && (fd = bpf_obj_get(path)) >= 0) {
+			*out = fd;
+			return 0;
+		}
+		return ag_err(err, "cannot pin %s: %s", path, strerror(err));
 	}
 	*out = fd;
 	return 0;
