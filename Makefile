@@ -103,8 +103,8 @@ CLI_LIBS := -ljansson
 
 # agent explain with no daemon running reads the state store read-only,
 # with the daemon's own code for it (explain.c and what it needs).
-CLI_D_SRCS := userspace/agentgated/explain.c userspace/agentgated/store.c \
-	userspace/agentgated/store_check.c userspace/agentgated/policy.c
+CLI_D_SRCS := userspace/agentgated/core/explain.c userspace/agentgated/core/store.c \
+	userspace/agentgated/core/store_check.c userspace/agentgated/core/policy.c
 CLI_D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(CLI_D_SRCS))
 CLI_D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(CLI_D_SRCS))
 CLI_LIBS += -llmdb
@@ -129,16 +129,19 @@ man: $(OUTPUT)/agentgate.8
 	$(Q)cp $< docs/agentgate.8
 
 # ---- the daemon ------------------------------------------------------
-# Its modules go into libagentgated(-san).a too, for the unit tests.
+# One folder a part (docs/ARCHITECTURE.md): core/, api/, ingest/, fleet/,
+# process/; a part includes another's headers as "part/x.h". Its modules go
+# into libagentgated(-san).a too, for the unit tests.
 
-D_SRCS := $(wildcard userspace/agentgated/*.c)
-D_LIB_SRCS := $(filter-out userspace/agentgated/main.c,$(D_SRCS))
+D_SRCS := $(wildcard userspace/agentgated/*/*.c)
+D_MAIN := userspace/agentgated/process/main.c
+D_LIB_SRCS := $(filter-out $(D_MAIN),$(D_SRCS))
 D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(D_LIB_SRCS))
 D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(D_LIB_SRCS))
 D_LIBS := -ljansson -llmdb -lcivetweb -ljwt -lnats -lssl -lcrypto
 
 $(OUTPUT)/obj/userspace/agentgated/%.o $(OUTPUT)/san/userspace/agentgated/%.o: \
-	CFLAGS += -DAG_VERSION='"$(VERSION)"'
+	CFLAGS += -DAG_VERSION='"$(VERSION)"' -Iuserspace/agentgated
 
 $(OUTPUT)/libagentgated.a: $(D_OBJS)
 	$(call msg,AR,$@)
@@ -165,13 +168,13 @@ $(OUTPUT)/lib/libagentgate-crypto.so: userspace/tlscompat/crypto.c | $(OUTPUT)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -fPIC -shared -Wl,-soname,libcrypto.so \
 		-Wl,--no-as-needed $< -o $@ -lcrypto
 
-$(OUTPUT)/agentgated: $(OUTPUT)/obj/userspace/agentgated/main.o $(OUTPUT)/libagentgated.a \
+$(OUTPUT)/agentgated: $(OUTPUT)/obj/userspace/agentgated/process/main.o $(OUTPUT)/libagentgated.a \
 		$(OUTPUT)/libagentgate.a | $(TLS_COMPAT)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(D_LIBS) $(LIBS)
 
 # The daemon built with sanitizers, for the daemon tests.
-$(OUTPUT)/agentgated-san: $(OUTPUT)/san/userspace/agentgated/main.o \
+$(OUTPUT)/agentgated-san: $(OUTPUT)/san/userspace/agentgated/process/main.o \
 		$(OUTPUT)/libagentgated-san.a $(OUTPUT)/libagentgate-san.a | $(TLS_COMPAT)
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $^ -o $@ $(D_LIBS) $(LIBS)

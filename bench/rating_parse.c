@@ -11,7 +11,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "rating.h"
+#include "core/rating.h"
 
 int main(int argc, char **argv)
 {

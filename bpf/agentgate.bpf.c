@@ -35,6 +35,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Bounded CAS retries; on exhaustion the packet is dropped (keeps the bound). */
 #define AG_CAS_TRIES 8
 
+/*
+ * The maps: one per row of AG_MAP_LIST (include/agentgate/abi.h), by the
+ * same name, and no other. Their types and sizes are defined here only;
+ * the library's build fails when the maps and the list differ
+ * (userspace/lib/maps.c).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);

@@ -23,20 +23,55 @@
 #define AG_PIN_OWNER_REC "record" /* <pin root>/owner/record: ARRAY[1] of struct ag_owner */
 #define AG_PIN_OWNER_JOURNAL "journal" /* <pin root>/owner/journal: HASH, what the CLI changed alone */
 
-#define AG_MAP_BUCKETS "ag_buckets"   /* ARRAY, mmapable: slot -> struct ag_bucket */
-#define AG_MAP_COUNTERS "ag_counters" /* PERCPU_ARRAY: slot -> struct ag_counters */
-#define AG_MAP_RULES_V4 "ag_rules_v4" /* LPM_TRIE: struct ag_lpm4_key -> struct ag_rule_val */
-#define AG_MAP_RULES_V6 "ag_rules_v6" /* LPM_TRIE: struct ag_lpm6_key -> struct ag_rule_val */
-#define AG_MAP_HOSTS_V4 "ag_hosts_v4" /* HASH: /32 rules, struct ag_host4_key -> struct ag_rule_val */
-#define AG_MAP_HOSTS_V6 "ag_hosts_v6" /* HASH: /128 rules, struct ag_host6_key -> struct ag_rule_val */
-#define AG_MAP_PREFIXES_V4 "ag_prefixes_v4" /* HASH: every ag_rules_v4 rule, the same key */
-#define AG_MAP_PREFIXES_V6 "ag_prefixes_v6" /* HASH: every ag_rules_v6 rule, the same key */
-#define AG_MAP_PROBES "ag_probes"     /* ARRAY[1], mmapable: struct ag_probes */
-#define AG_MAP_NAMES "ag_names"       /* HASH: slot -> struct ag_agent_info */
-#define AG_MAP_INDEX "ag_index"       /* HASH: struct ag_name_key -> slot */
-#define AG_MAP_CONFIG "ag_config"     /* ARRAY[1]: struct ag_config */
-#define AG_MAP_STATS "ag_stats"       /* PERCPU_ARRAY[AG_STAT_SLOTS]: __u64 packets */
-#define AG_MAP_FRAGS "ag_frags"       /* LRU_HASH: struct ag_frag_key -> struct ag_frag_val */
+/*
+ * The pinned maps, one row each: X(id, name, sizing, description).
+ *   id           AG_M_<id> in the library (userspace/lib/internal.h)
+ *   name         the map's name in bpf/agentgate.bpf.c, which is also its pin
+ *                name under the pin root; AG_MAP_<id> below is it as a string
+ *   sizing       max_entries: FIXED as the BPF object declares it, AGENTS
+ *                (max agents) or RULES (max rules) of the pin root
+ *   description  type and key -> value
+ * From it come the library's map ids and its table of names and sizings
+ * (userspace/lib/maps.c), the maps agentgate(8) lists, and build-time checks
+ * that bpf/agentgate.bpf.c defines exactly these maps (maps.c: a map there
+ * without a row, or a row without a map, does not compile). A new map is a
+ * row here, its AG_MAP_<id> string, and its definition in the BPF program.
+ * Rows are in the order the library opens and creates the maps.
+ */
+#define AG_MAP_LIST(X)                                                                                  \
+	X(BUCKETS, ag_buckets, AGENTS, "ARRAY, mmapable: slot -> struct ag_bucket")                     \
+	X(COUNTERS, ag_counters, AGENTS, "PERCPU_ARRAY: slot -> struct ag_counters")                    \
+	X(RULES_V4, ag_rules_v4, RULES, "LPM_TRIE: struct ag_lpm4_key -> struct ag_rule_val")           \
+	X(RULES_V6, ag_rules_v6, RULES, "LPM_TRIE: struct ag_lpm6_key -> struct ag_rule_val")           \
+	X(HOSTS_V4, ag_hosts_v4, RULES, "HASH: /32 rules, struct ag_host4_key -> struct ag_rule_val")   \
+	X(HOSTS_V6, ag_hosts_v6, RULES, "HASH: /128 rules, struct ag_host6_key -> struct ag_rule_val")  \
+	X(PREFIXES_V4, ag_prefixes_v4, RULES, "HASH: every ag_rules_v4 rule, the same key")             \
+	X(PREFIXES_V6, ag_prefixes_v6, RULES, "HASH: every ag_rules_v6 rule, the same key")             \
+	X(PROBES, ag_probes, FIXED, "ARRAY[1], mmapable: struct ag_probes")                             \
+	X(NAMES, ag_names, AGENTS, "HASH: slot -> struct ag_agent_info")                                \
+	X(INDEX, ag_index, AGENTS, "HASH: struct ag_name_key -> slot")                                  \
+	X(CONFIG, ag_config, FIXED, "ARRAY[1]: struct ag_config")                                       \
+	X(STATS, ag_stats, FIXED, "PERCPU_ARRAY[AG_STAT_SLOTS]: __u64 packets")                         \
+	X(FRAGS, ag_frags, FIXED, "LRU_HASH: struct ag_frag_key -> struct ag_frag_val")
+
+/* Each map's name as a string literal, for code that names one map. The
+ * preprocessor cannot define macros from the list, so each name is spelled
+ * again here; userspace/lib/maps.c checks at build time that every
+ * AG_MAP_<id> is the name in its row. */
+#define AG_MAP_BUCKETS "ag_buckets"
+#define AG_MAP_COUNTERS "ag_counters"
+#define AG_MAP_RULES_V4 "ag_rules_v4"
+#define AG_MAP_RULES_V6 "ag_rules_v6"
+#define AG_MAP_HOSTS_V4 "ag_hosts_v4"
+#define AG_MAP_HOSTS_V6 "ag_hosts_v6"
+#define AG_MAP_PREFIXES_V4 "ag_prefixes_v4"
+#define AG_MAP_PREFIXES_V6 "ag_prefixes_v6"
+#define AG_MAP_PROBES "ag_probes"
+#define AG_MAP_NAMES "ag_names"
+#define AG_MAP_INDEX "ag_index"
+#define AG_MAP_CONFIG "ag_config"
+#define AG_MAP_STATS "ag_stats"
+#define AG_MAP_FRAGS "ag_frags"
 
 #define AG_MAX_AGENTS_DEFAULT 65536
 #define AG_MAX_AGENTS_LIMIT (1u << 24)

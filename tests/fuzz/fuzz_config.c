@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * agentgated's settings (userspace/agentgated/config.c): the config file
+ * agentgated's settings (userspace/agentgated/process/config.c): the config file
  * parser and the command line over it, with its value syntaxes (sizes,
  * counts, durations, rates, bursts, units, booleans, lists).
  *
@@ -16,7 +16,7 @@
 #include <math.h>
 #include <sys/mman.h>
 
-#include "config.h"
+#include "process/config.h"
 #include "fuzz.h"
 
 #define ARGS_MAX 32

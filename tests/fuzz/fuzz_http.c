@@ -2,7 +2,7 @@
 /*
  * The daemon's HTTP layer as it runs: the engine (LMDB state, pinned maps)
  * and agd_http_start's CivetWeb server with the real route table and
- * handlers (userspace/agentgated/http.c, engine.c, metrics.c, rating.c),
+ * handlers (userspace/agentgated/api/http.c, core/engine.c, api/metrics.c, core/rating.c),
  * started once in a sandbox of this process's own (mount namespace with a
  * fresh bpffs over /sys/fs/bpf, network namespace with only loopback,
  * state on a tmpfs); each input is sent as one connection's bytes to
@@ -45,11 +45,11 @@
 #include <sys/un.h>
 #include <time.h>
 
-#include "engine.h"
+#include "core/engine.h"
 #include "fuzz.h"
-#include "http.h"
-#include "ingest.h"
-#include "control.h"
+#include "api/http.h"
+#include "ingest/ingest.h"
+#include "api/control.h"
 
 #define PORT 9470 /* below the ephemeral ports the client's own come from */
 #define ANSWER_MAX (4 << 20)

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * Bearer tokens (userspace/agentgated/auth.c): ag_token_verify on libjwt,
+ * Bearer tokens (userspace/agentgated/api/auth.c): ag_token_verify on libjwt,
  * and ag_scope_parse.
  *
  * Input: one flag byte, then
@@ -21,7 +21,7 @@
 #include <openssl/hmac.h>
 #include <time.h>
 
-#include "auth.h"
+#include "api/auth.h"
 #include "fuzz.h"
 
 #define NOW 1763700000L /* 2025-11-21 */

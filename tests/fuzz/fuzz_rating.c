@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * Ratings as the daemon receives them (userspace/agentgated/rating.c) and the
+ * Ratings as the daemon receives them (userspace/agentgated/core/rating.c) and the
  * policy they drive (policy.c).
  *
  * Input: one selector byte, then
@@ -20,8 +20,8 @@
 
 #include "agentgate.h"
 #include "fuzz.h"
-#include "policy.h"
-#include "rating.h"
+#include "core/policy.h"
+#include "core/rating.h"
 
 static bool printable(const char *s)
 {

@@ -16,7 +16,8 @@
 #include <sys/socket.h>
 #include <cmocka.h>
 
-#include "fleet_internal.h"
+#include "fleet/common.h"
+#include "fleet/fleet.h"
 
 static struct ag_op roundtrip(const struct ag_op *in)
 {

@@ -19,8 +19,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
-#include "explain.h"
-#include "store.h"
+#include "core/explain.h"
+#include "core/store.h"
 
 static struct ag_hist_rating_in rating(int i, int score)
 {

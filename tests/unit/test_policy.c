@@ -10,7 +10,7 @@
 #include <cmocka.h>
 
 #include "agentgate.h"
-#include "policy.h"
+#include "core/policy.h"
 
 static struct ag_policy pol(double r0, double alpha, double r_min, double r_max)
 {

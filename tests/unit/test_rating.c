@@ -10,7 +10,7 @@
 #include <string.h>
 #include <cmocka.h>
 
-#include "rating.h"
+#include "core/rating.h"
 
 static int parse(const char *body, enum ag_rating_format f, struct ag_rating_batch *b)
 {

@@ -17,7 +17,7 @@
 #include <time.h>
 
 #include "cli.h"
-#include "../agentgated/explain.h"
+#include "../agentgated/core/explain.h"
 
 /* ---- JSON: the object through the CLI's writer ------------------------------------ */
 

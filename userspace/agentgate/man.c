@@ -46,6 +46,9 @@ static void command_entry(FILE *out, const struct command *c)
 	}
 }
 
+/* FILES: the pinned maps from their list in abi.h, "ag_buckets, ag_counters, ..., ". */
+#define MAN_MAP_NAME(id, name, sizing, desc) #name ", "
+
 static const char *const sections[] = {
 	".SH DESCRIPTION\n"
 	"agentgate inspects and edits the pinned BPF maps of agentgate, the rating-driven rate "
@@ -88,12 +91,11 @@ static const char *const sections[] = {
 	"nothing was changed. Also a value agentgated's policy refuses.\n",
 	".SH FILES\n"
 	".TP\n.I /sys/fs/bpf/agentgate\n"
-	"default pin root: the maps ag_buckets, ag_counters, ag_rules_v4, ag_rules_v6, "
-	"ag_hosts_v4, ag_hosts_v6, ag_prefixes_v4, ag_prefixes_v6, ag_probes, ag_names, "
-	"ag_index, ag_config, ag_stats, ag_frags (the agent of each datagram's first "
-	"fragment), and links/DEV, one bpf_link per attached device.\n"
+	"default pin root: the maps " AG_MAP_LIST(MAN_MAP_NAME) "and links/DEV, one bpf_link "
+	"per attached device, progs/DEV, the program it runs, and owner/, agentgated's lock "
+	"and record and the journal of what this tool changed while no daemon ran.\n"
 	".TP\n.I /var/lib/agentgate\n"
-	"agentgated's state, read by agent explain.\n",
+	"agentgated's state, read by agent explain when agentgated is not running.\n",
 	".SH ENVIRONMENT\n"
 	".TP\n.B AGENTGATE_PIN_PATH\n"
 	"pin root when \\fB\\-\\-pin\\-path\\fR is not given.\n",

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * One owner of policy: while agentgated owns the pin root, a CLI write goes
- * through its control socket (agentgated/control.h) and is stored, audited
+ * through its control socket (agentgated/api/control.h) and is stored, audited
  * and replicated like an API change; without a daemon the CLI writes the
  * maps itself, holding the shared owner lock so that no daemon starts in
  * the middle (agentgate.h, "the owner of a pin root").

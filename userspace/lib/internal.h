@@ -10,24 +10,15 @@
 
 #include "agentgate.h"
 
+/* The pinned maps, from AG_MAP_LIST (abi.h): AG_M_BUCKETS, AG_M_COUNTERS, ... */
+#define AG_MAP_ID_ENTRY(id, name, sizing, desc) AG_M_##id,
 enum ag_map_id {
-	AG_M_BUCKETS,
-	AG_M_COUNTERS,
-	AG_M_RULES_V4,
-	AG_M_RULES_V6,
-	AG_M_HOSTS_V4,
-	AG_M_HOSTS_V6,
-	AG_M_PREFIXES_V4,
-	AG_M_PREFIXES_V6,
-	AG_M_PROBES,
-	AG_M_NAMES,
-	AG_M_INDEX,
-	AG_M_CONFIG,
-	AG_M_STATS,
-	AG_M_FRAGS,
+	AG_MAP_LIST(AG_MAP_ID_ENTRY)
 	AG_M__COUNT
 };
+#undef AG_MAP_ID_ENTRY
 
+/* The sizing column of AG_MAP_LIST: AG_SIZE_<sizing>. */
 enum ag_map_sizing {
 	AG_SIZE_FIXED,  /* max_entries as the BPF object declares it */
 	AG_SIZE_AGENTS, /* max_agents */

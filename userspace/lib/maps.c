@@ -26,22 +26,38 @@
 #define BPF_FS_MAGIC 0xcafe4a11
 #endif
 
-const struct ag_map_desc ag_map_descs[AG_M__COUNT] = {
-	[AG_M_BUCKETS] = { AG_MAP_BUCKETS, AG_SIZE_AGENTS },
-	[AG_M_COUNTERS] = { AG_MAP_COUNTERS, AG_SIZE_AGENTS },
-	[AG_M_RULES_V4] = { AG_MAP_RULES_V4, AG_SIZE_RULES },
-	[AG_M_RULES_V6] = { AG_MAP_RULES_V6, AG_SIZE_RULES },
-	[AG_M_HOSTS_V4] = { AG_MAP_HOSTS_V4, AG_SIZE_RULES },
-	[AG_M_HOSTS_V6] = { AG_MAP_HOSTS_V6, AG_SIZE_RULES },
-	[AG_M_PREFIXES_V4] = { AG_MAP_PREFIXES_V4, AG_SIZE_RULES },
-	[AG_M_PREFIXES_V6] = { AG_MAP_PREFIXES_V6, AG_SIZE_RULES },
-	[AG_M_PROBES] = { AG_MAP_PROBES, AG_SIZE_FIXED },
-	[AG_M_NAMES] = { AG_MAP_NAMES, AG_SIZE_AGENTS },
-	[AG_M_INDEX] = { AG_MAP_INDEX, AG_SIZE_AGENTS },
-	[AG_M_CONFIG] = { AG_MAP_CONFIG, AG_SIZE_FIXED },
-	[AG_M_STATS] = { AG_MAP_STATS, AG_SIZE_FIXED },
-	[AG_M_FRAGS] = { AG_MAP_FRAGS, AG_SIZE_FIXED },
+#define AG_MAP_DESC_ENTRY(id, name, sizing, desc) [AG_M_##id] = { #name, AG_SIZE_##sizing },
+const struct ag_map_desc ag_map_descs[AG_M__COUNT] = { AG_MAP_LIST(AG_MAP_DESC_ENTRY) };
+#undef AG_MAP_DESC_ENTRY
+
+/*
+ * AG_MAP_LIST against the BPF program, at build time, through its skeleton
+ * (generated from the same object the library embeds):
+ * - every row is a map of the program: a row without one fails to compile
+ *   with "has no member named '<name>'";
+ * - the program has no map without a row: the skeleton has as many maps as
+ *   the list has rows (global variables in the program would add internal
+ *   maps, .rodata or .bss, to the skeleton: count them here then);
+ * - no two rows name the same map (a duplicate member of the struct below);
+ * - every AG_MAP_<id> string is its row's name (gcc and clang fold
+ *   __builtin_strcmp of two literals to a constant).
+ */
+#define AG_MAP_CHECK_ENTRY(id, name, sizing, desc)                                          \
+	_Static_assert(sizeof(((struct agentgate_bpf *)0)->maps.name) ==                     \
+			       sizeof(struct bpf_map *),                                     \
+		       "AG_MAP_LIST row " #name " is a map of bpf/agentgate.bpf.c");         \
+	_Static_assert(__builtin_strcmp(AG_MAP_##id, #name) == 0,                            \
+		       "AG_MAP_" #id " is \"" #name "\", as in its AG_MAP_LIST row");
+AG_MAP_LIST(AG_MAP_CHECK_ENTRY)
+#undef AG_MAP_CHECK_ENTRY
+_Static_assert(sizeof(((struct agentgate_bpf *)0)->maps) == AG_M__COUNT * sizeof(struct bpf_map *),
+	       "bpf/agentgate.bpf.c defines as many maps as AG_MAP_LIST "
+	       "(include/agentgate/abi.h) has rows");
+#define AG_MAP_NAME_MEMBER(id, name, sizing, desc) char name;
+struct ag_map_names_unique {
+	AG_MAP_LIST(AG_MAP_NAME_MEMBER)
 };
+#undef AG_MAP_NAME_MEMBER
 
 struct map_def {
 	enum bpf_map_type type;

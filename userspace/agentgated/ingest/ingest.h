@@ -25,7 +25,7 @@
 #ifndef AGENTGATED_INGEST_H
 #define AGENTGATED_INGEST_H
 
-#include "engine.h"
+#include "core/engine.h"
 
 #define AGD_DEAD_LETTER_INPUT_MAX 4096 /* bytes of a line kept in its dead letter */
 

@@ -18,14 +18,14 @@
 
 #include "agentgate.h"
 #include "config.h"
-#include "control.h"
-#include "engine.h"
-#include "http.h"
-#include "tls.h"
-#include "ingest.h"
-#include "fleet.h"
+#include "api/control.h"
+#include "core/engine.h"
+#include "api/http.h"
+#include "api/tls.h"
+#include "ingest/ingest.h"
+#include "fleet/fleet.h"
 #include "privs.h"
-#include "store.h"
+#include "core/store.h"
 
 /* Exit status (agentgated(8), EXIT STATUS). */
 enum {

@@ -15,8 +15,8 @@
 
 #include <jansson.h>
 
-#include "fleet_internal.h"
-#include "rating.h"
+#include "common.h"
+#include "core/rating.h"
 
 #define FETCH_BATCH 512
 #define FETCH_WAIT_MS 250

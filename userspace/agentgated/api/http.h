@@ -12,8 +12,8 @@
 #include <linux/types.h>
 
 #include "auth.h"
-#include "engine.h"
-#include "fleet.h"
+#include "core/engine.h"
+#include "fleet/fleet.h"
 #include "stream.h"
 
 /* Settings SIGHUP may change while serving. */
@@ -43,10 +43,6 @@ void agd_http_update(struct agd_http *h, const struct agd_http_live *live);
 void agd_http_set_ready(struct agd_http *h, bool ready, const char *why);
 void agd_http_stop(struct agd_http *h);
 
-/* An error response {"error", "message"} with further header lines (each
- * ending in \r\n) or NULL; returns status. */
-int agd_http_error(struct mg_connection *conn, int status, const char *extra, const char *fmt,
-		   ...) __attribute__((format(printf, 4, 5)));
 
 /* 0 when listen is exactly ADDR:PORT or [V6]:PORT, else -EINVAL and why. */
 int agd_listen_check(const char *listen, char *err, size_t len);

@@ -20,7 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "fleet_internal.h"
+#include "common.h"
 
 #define TABLE_BUCKETS 4096
 #define EWMA 0.5 /* weight of the newest rate sample */

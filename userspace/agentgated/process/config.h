@@ -16,7 +16,7 @@
 #include <stdio.h>
 #include <linux/types.h>
 
-#include "policy.h"
+#include "core/policy.h"
 
 #define AGD_STATE_DIR_DEFAULT "/var/lib/agentgate"
 #define AGD_LISTEN_DEFAULT "127.0.0.1:9470"

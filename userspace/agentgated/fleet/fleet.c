@@ -22,7 +22,8 @@
 #include <lmdb.h>
 #include <nats/nats.h>
 
-#include "fleet_internal.h"
+#include "common.h"
+#include "fleet.h"
 
 #define APPLY_WAIT_MS 10000 /* a publisher waits this long for its host to apply */
 #define OUTBOX_BATCH 1024
@@ -69,45 +70,6 @@ void agd_fleet_default_node(char *node, size_t len)
 	snprintf(node, len, "%s", host);
 }
 
-__u64 agd_fleet_wall_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (__u64)ts.tv_sec * 1000 + (__u64)ts.tv_nsec / 1000000;
-}
-
-static void deadline_after(struct timespec *ts, __u64 ms)
-{
-	clock_gettime(CLOCK_MONOTONIC, ts);
-	ts->tv_sec += (time_t)(ms / 1000);
-	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts->tv_nsec >= 1000000000L) {
-		ts->tv_sec++;
-		ts->tv_nsec -= 1000000000L;
-	}
-}
-
-/* Sleeps up to ms unless the fleet is stopping; false when it is. */
-bool agd_fleet_pause(struct agd_fleet *f, __u64 ms)
-{
-	struct timespec ts;
-	bool go;
-
-	deadline_after(&ts, ms);
-	pthread_mutex_lock(&f->lock);
-	if (!f->stopping)
-		pthread_cond_timedwait(&f->stop_cv, &f->lock, &ts);
-	go = !f->stopping;
-	pthread_mutex_unlock(&f->lock);
-	return go;
-}
-
-bool agd_fleet_connected(struct agd_fleet *f)
-{
-	return natsConnection_Status(f->nc) == NATS_CONN_STATUS_CONNECTED;
-}
-
 /* ---- messages ---------------------------------------------------------------- */
 
 /* A rating as the stream carries it: the fields that change state. */
@@ -141,22 +103,6 @@ static void random_id(const char *node, char *id, size_t len)
 	off = (size_t)snprintf(id, len, "%s-", node);
 	for (i = 0; i < sizeof(b) && off + 2 < len; i++, off += 2)
 		snprintf(id + off, len - off, "%02x", b[i]);
-}
-
-void agd_fleet_subject(const char *agent, char *subject, size_t len)
-{
-	size_t off = (size_t)snprintf(subject, len, "%s", AGD_FLEET_RATINGS), i;
-	bool dlq = !strcmp(agent, "dlq");
-
-	for (i = 0; agent[i] && off + 4 < len; i++) {
-		if (agent[i] == '.' || (dlq && i == 0)) {
-			off += (size_t)snprintf(subject + off, len - off, "%%%02X",
-						(unsigned char)agent[i]);
-			continue;
-		}
-		subject[off++] = agent[i];
-	}
-	subject[off] = 0;
 }
 
 static natsMsg *make_msg(const char *subject, const char *msg_id, const char *data, size_t len)
@@ -459,26 +405,13 @@ out:
 
 /* ---- waiting for this host to apply ------------------------------------------------ */
 
-static struct item_result *result_slot(struct agd_fleet *f, __u64 seq)
-{
-	return &f->results[seq & (AGD_FLEET_RESULTS - 1)];
-}
-
-void agd_fleet_record(struct agd_fleet *f, __u64 seq, int code)
-{
-	struct item_result *r = result_slot(f, seq);
-
-	r->seq = seq;
-	r->code = code;
-}
-
 /* Waits until the consumer applied seq; false on timeout or stop. */
 static bool wait_applied(struct agd_fleet *f, __u64 seq)
 {
 	struct timespec ts;
 	bool done;
 
-	deadline_after(&ts, APPLY_WAIT_MS);
+	agd_fleet_deadline(&ts, APPLY_WAIT_MS);
 	pthread_mutex_lock(&f->lock);
 	while (f->applied < seq && !f->stopping)
 		if (pthread_cond_timedwait(&f->cv, &f->lock, &ts) == ETIMEDOUT)
@@ -495,7 +428,7 @@ static int result_of(struct agd_fleet *f, __u64 seq)
 	struct item_result r;
 
 	pthread_mutex_lock(&f->lock);
-	r = *result_slot(f, seq);
+	r = *agd_fleet_result_slot(f, seq);
 	pthread_mutex_unlock(&f->lock);
 	return r.seq == seq ? r.code : 0;
 }
@@ -713,16 +646,6 @@ static int fleet_op(void *arg, const struct ag_op *op, bool *created, struct ag_
 	}
 	pthread_mutex_unlock(&f->lock);
 	return err;
-}
-
-void agd_fleet_record_op(struct agd_fleet *f, __u64 seq, int err, bool created, const char *msg)
-{
-	struct op_result *res = &f->ops[seq % AGD_FLEET_OPS];
-
-	res->seq = seq;
-	res->err = err;
-	res->created = created;
-	snprintf(res->msg, sizeof(res->msg), "%s", msg);
 }
 
 /* ---- the outbox publisher ----------------------------------------------------------- */

@@ -7,7 +7,8 @@
  *     buffer, and room framing.c reads in) and 63 header fields (CivetWeb
  *     keeps 64 and drops the rest unseen): 431;
  *   - request framing and targets: framing.h;
- *   - JSON nested at most AGD_JSON_DEPTH_MAX deep: 400 before it is parsed;
+ *   - JSON nested at most AGD_JSON_DEPTH_MAX deep: 400 before it is parsed
+ *     (core/jsonguard.h);
  *   - query parameters: only those the route takes: 400 naming the other;
  *   - CivetWeb's own refusals (malformed request line, oversized headers)
  *     answered in the API's JSON error form.
@@ -15,22 +16,17 @@
 #ifndef AGENTGATED_REQLIMITS_H
 #define AGENTGATED_REQLIMITS_H
 
-#include <jansson.h>
 #include <stddef.h>
 
-#define AGD_JSON_DEPTH_MAX 32
 #define AGD_HEADERS_MAX 63
 #define AGD_HEAD_MAX 16384  /* CivetWeb's max_request_size: its buffer */
 #define AGD_HEAD_MARGIN 64  /* heads within this of it are refused (framing.c) */
 
 struct mg_connection;
 
-/* json_loadb() refusing text nested deeper than AGD_JSON_DEPTH_MAX. */
-json_t *agd_json_loadb(const char *buf, size_t len, size_t flags, json_error_t *err);
-
-/* The query parameters of a request for route (method and path pattern of
- * the route table): 0, or the status of the error response sent. */
-int agd_request_limits(struct mg_connection *conn, const char *method, const char *route);
+/* The request's query parameters against names, those its route takes
+ * (NULL: none): 0, or the status of the error response sent. */
+int agd_request_limits(struct mg_connection *conn, const char *const *names);
 
 /* CivetWeb's http_error callback: its refusals as {"error", "message"}. */
 int agd_civetweb_error(struct mg_connection *conn, int status, const char *msg);

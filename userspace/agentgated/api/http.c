@@ -15,11 +15,13 @@
 #include "deadline.h"
 #include "framing.h"
 #include "http.h"
-#include "lister.h"
+#include "reply.h"
+#include "core/jsonguard.h"
+#include "core/lister.h"
 #include "reqlimits.h"
 #include "metrics.h"
-#include "rating.h"
-#include "store.h"
+#include "core/rating.h"
+#include "core/store.h"
 #include "stream.h"
 #include "tls.h"
 
@@ -54,146 +56,8 @@ struct req {
 
 /* ---- responses ------------------------------------------------------------------ */
 
-static const char *reason_phrase(int status)
-{
-	switch (status) {
-	case 200: return "OK";
-	case 201: return "Created";
-	case 400: return "Bad Request";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "Not Found";
-	case 405: return "Method Not Allowed";
-	case 408: return "Request Timeout";
-	case 409: return "Conflict";
-	case 411: return "Length Required";
-	case 413: return "Payload Too Large";
-	case 415: return "Unsupported Media Type";
-	case 417: return "Expectation Failed";
-	case 426: return "Upgrade Required";
-	case 429: return "Too Many Requests";
-	case 431: return "Request Header Fields Too Large";
-	case 500: return "Internal Server Error";
-	case 503: return "Service Unavailable";
-	case 505: return "HTTP Version Not Supported";
-	case 507: return "Insufficient Storage";
-	default: return "Unknown";
-	}
-}
+#define send_error(conn, status, ...) agd_reply_error(conn, status, NULL, __VA_ARGS__)
 
-static const char *error_code(int status)
-{
-	switch (status) {
-	case 400: return "bad_request";
-	case 401: return "unauthorized";
-	case 403: return "forbidden";
-	case 404: return "not_found";
-	case 405: return "method_not_allowed";
-	case 408: return "request_timeout";
-	case 409: return "conflict";
-	case 411: return "length_required";
-	case 413: return "payload_too_large";
-	case 415: return "unsupported_media_type";
-	case 417: return "expectation_failed";
-	case 426: return "upgrade_required";
-	case 429: return "too_many_requests";
-	case 431: return "header_fields_too_large";
-	case 503: return "unavailable";
-	case 505: return "http_version_not_supported";
-	case 507: return "insufficient_storage";
-	default: return "internal";
-	}
-}
-
-/* Set while this thread answers a request whose body came in chunks: its
- * connection closes after the answer (see handle()). */
-static __thread bool close_after;
-
-/* extra: further header lines, each ending in \r\n, or NULL (short: the
- * header stays far below the buffer). Header and a small body go out in one
- * write: two would be two system calls and, with TCP_NODELAY, two segments. */
-static int send_body(struct mg_connection *conn, int status, const char *type, const char *body,
-		     size_t len, const char *extra)
-{
-	bool closing = close_after || (extra && strstr(extra, "Connection: close"));
-	char msg[2048];
-	int n = snprintf(msg, sizeof(msg),
-			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
-			 "Cache-Control: no-store\r\n%s%s\r\n",
-			 status, reason_phrase(status), type, len, extra ? extra : "",
-			 closing && !(extra && strstr(extra, "Connection: close")) ?
-				 "Connection: close\r\n" : "");
-	size_t head = n < 0 ? 0 : (size_t)n < sizeof(msg) ? (size_t)n : sizeof(msg) - 1;
-
-	if (head + len <= sizeof(msg)) {
-		memcpy(msg + head, body, len);
-		mg_write(conn, msg, head + len);
-	} else {
-		mg_write(conn, msg, head);
-		mg_write(conn, body, len);
-	}
-	if (closing)
-		mg_disable_connection_keep_alive(conn); /* say it and do it */
-	return status;
-}
-
-/* Sends and frees o. */
-static int send_json(struct mg_connection *conn, int status, json_t *o, const char *extra)
-{
-	char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
-	int rc;
-
-	json_decref(o);
-	if (!text)
-		return send_body(conn, 500, "application/json",
-				 "{\"error\":\"internal\",\"message\":\"out of memory\"}", 46, NULL);
-	rc = send_body(conn, status, "application/json", text, strlen(text), extra);
-	free(text);
-	return rc;
-}
-
-static json_t *error_json(int status, const char *fmt, va_list ap)
-{
-	char msg[512];
-	json_t *o;
-	size_t i;
-
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	o = json_pack("{s:s,s:s}", "error", error_code(status), "message", msg);
-	/* A quoted path or name that is not UTF-8 (or cut mid-character) makes
-	 * json_pack fail: quote it with '?' for each non-ASCII byte instead. */
-	for (i = 0; !o && msg[i]; i++)
-		if ((unsigned char)msg[i] >= 0x80)
-			msg[i] = '?';
-	return o ? o : json_pack("{s:s,s:s}", "error", error_code(status), "message", msg);
-}
-
-/* The API's error response, the one place that writes it. */
-static int send_error_v(struct mg_connection *conn, int status, const char *extra,
-			const char *fmt, va_list ap)
-{
-	json_t *o = error_json(status, fmt, ap);
-
-	if (!extra && status == 401)
-		extra = "WWW-Authenticate: Bearer realm=\"agentgate\"\r\n";
-	else if (!extra && (status == 408 || status == 413 || status == 431))
-		extra = "Connection: close\r\n"; /* what is left of the request is not read */
-	return send_json(conn, status, o, extra);
-}
-
-#define send_error(conn, status, ...) agd_http_error(conn, status, NULL, __VA_ARGS__)
-
-int agd_http_error(struct mg_connection *conn, int status, const char *extra, const char *fmt,
-		   ...)
-{
-	va_list ap;
-	int rc;
-
-	va_start(ap, fmt);
-	rc = send_error_v(conn, status, extra, fmt, ap);
-	va_end(ap);
-	return rc;
-}
 
 
 /* ---- request bodies ------------------------------------------------------------ */
@@ -219,7 +83,7 @@ static int expect_continue(struct req *r)
 	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
 		n--;
 	if (n != 12 || strncasecmp(v, "100-continue", 12))
-		return agd_http_error(r->conn, 417, "Connection: close\r\n",
+		return agd_reply_error(r->conn, 417, "Connection: close\r\n",
 				      "header 'Expect': only 100-continue is understood");
 	if (!strcmp(r->ri->http_version, "1.0"))
 		return 0;
@@ -287,7 +151,7 @@ static int read_body(struct req *r)
 	}
 	if (bad_chunks) {
 		free(buf);
-		return agd_http_error(r->conn, 400, "Connection: close\r\n",
+		return agd_reply_error(r->conn, 400, "Connection: close\r\n",
 				      "request body: malformed chunked encoding (a chunk size is "
 				      "hex digits ending in CRLF, without extensions; chunk data "
 				      "ends in CRLF)");
@@ -299,7 +163,7 @@ static int read_body(struct req *r)
 	}
 	if (declared >= 0 && (long long)len != declared) {
 		free(buf);
-		return agd_http_error(r->conn, 400, "Connection: close\r\n",
+		return agd_reply_error(r->conn, 400, "Connection: close\r\n",
 				      "request body ended after %zu of %lld bytes", len, declared);
 	}
 	buf[len] = 0;
@@ -405,7 +269,7 @@ static int send_agent(struct req *r, int status)
 		return send_error(r->conn, 404, "unknown agent '%s'", r->param);
 	o = ag_agent_view_json(&v);
 	json_object_set_new(o, "rules", rules_of(r->h, v.slot));
-	return send_json(r->conn, status, o, NULL);
+	return agd_reply_json(r->conn, status, o, NULL);
 }
 
 static int agent_get(struct req *r)
@@ -422,7 +286,7 @@ static int agent_explain(struct req *r)
 
 	if (err)
 		return bad_agent(r, err, &oe);
-	return send_json(r->conn, 200, o, NULL);
+	return agd_reply_json(r->conn, 200, o, NULL);
 }
 
 /* GET /v1/agents?limit=N&after=NAME: a page in name order, read from the
@@ -454,7 +318,7 @@ static int agents_list(struct req *r)
 	}
 	err = agd_lister_page(r->h->lister, after, limit, &views, &n, next);
 	if (err == -EBUSY)
-		return agd_http_error(r->conn, 503, "Retry-After: 1\r\n", "the state store has "
+		return agd_reply_error(r->conn, 503, "Retry-After: 1\r\n", "the state store has "
 				      "no reader slot free: retry");
 	if (err)
 		return send_error(r->conn, ag_engine_status(err), "cannot read the agents: %s",
@@ -463,7 +327,7 @@ static int agents_list(struct req *r)
 	for (i = 0; i < n; i++)
 		json_array_append_new(arr, ag_agent_view_json(&views[i]));
 	free(views);
-	return send_json(r->conn, 200, json_pack("{s:o,s:o}", "agents", arr, "next",
+	return agd_reply_json(r->conn, 200, json_pack("{s:o,s:o}", "agents", arr, "next",
 						 next[0] ? json_string(next) : json_null()),
 			 NULL);
 }
@@ -595,7 +459,7 @@ static int agent_delete(struct req *r)
 
 	if (err)
 		return bad_agent(r, err, &oe);
-	return send_json(r->conn, 200, json_pack("{s:s}", "deleted", r->param), NULL);
+	return agd_reply_json(r->conn, 200, json_pack("{s:s}", "deleted", r->param), NULL);
 }
 
 static int agent_reset(struct req *r)
@@ -608,7 +472,7 @@ static int agent_reset(struct req *r)
 		return bad_agent(r, err, &oe);
 	if (ag_engine_agent_view(r->h->e, r->param, &v))
 		return send_error(r->conn, 404, "unknown agent '%s'", r->param);
-	return send_json(r->conn, 200, json_pack("{s:s,s:f}", "agent", r->param, "tokens",
+	return agd_reply_json(r->conn, 200, json_pack("{s:s,s:f}", "agent", r->param, "tokens",
 						 v.tokens), NULL);
 }
 
@@ -651,7 +515,7 @@ static int agent_drain(struct req *r)
 	err = ag_engine_agent_drain(r->h->e, r->param, tokens, r->tok.subject, &remaining, &oe);
 	if (err)
 		return bad_agent(r, err, &oe);
-	return send_json(r->conn, 200, json_pack("{s:s,s:f}", "agent", r->param, "tokens",
+	return agd_reply_json(r->conn, 200, json_pack("{s:s,s:f}", "agent", r->param, "tokens",
 						 remaining), NULL);
 }
 
@@ -664,14 +528,14 @@ static int send_consume(struct req *r, const struct ag_consume_result *res, json
 	json_object_set_new(o, "allowed", json_boolean(res->allowed));
 	json_object_set_new(o, "remaining", json_real(res->remaining));
 	if (res->allowed)
-		return send_json(r->conn, 200, o, NULL);
+		return agd_reply_json(r->conn, 200, o, NULL);
 	json_object_set_new(o, "error", json_string("too_many_requests"));
 	json_object_set_new(o, "message", json_string("bucket empty: retry later"));
 	json_object_set_new(o, "retry_after_ms",
 			    json_integer((json_int_t)((res->retry_after_ns + 999999) / 1000000)));
 	snprintf(hdr, sizeof(hdr), "Retry-After: %llu\r\n",
 		 (unsigned long long)((res->retry_after_ns + 999999999ULL) / 1000000000ULL) ?: 1);
-	return send_json(r->conn, 429, o, hdr);
+	return agd_reply_json(r->conn, 429, o, hdr);
 }
 
 static int agent_consume(struct req *r)
@@ -721,7 +585,7 @@ static int invalid_ratings(struct req *r, const struct ag_rating_batch *b)
 	else
 		snprintf(msg, sizeof(msg), "invalid ratings, none applied");
 	o = json_pack("{s:s,s:s,s:o}", "error", "bad_request", "message", msg, "errors", errs);
-	return send_json(r->conn, 400, o, NULL);
+	return agd_reply_json(r->conn, 400, o, NULL);
 }
 
 static int ratings_post(struct req *r)
@@ -775,7 +639,7 @@ static int ratings_post(struct req *r)
 	if (job.queued)
 		json_object_set_new(o, "queued", json_integer((json_int_t)b_n));
 	ag_job_release(&job);
-	return send_json(r->conn, job.queued ? 202 : 200, o, NULL);
+	return agd_reply_json(r->conn, job.queued ? 202 : 200, o, NULL);
 }
 
 /* ---- rules -------------------------------------------------------------------- */
@@ -801,7 +665,7 @@ static int rules_get(struct req *r)
 						   rules[i].port, "agent", owner.name));
 	}
 	free(rules);
-	return send_json(r->conn, 200, a, NULL);
+	return agd_reply_json(r->conn, 200, a, NULL);
 }
 
 /* prefix and port from a body object or, for DELETE, the query string. */
@@ -878,7 +742,7 @@ static int rules_post(struct req *r)
 	reply = json_pack("{s:O,s:i,s:s}", "prefix", json_object_get(o, "prefix"), "port",
 			  rule.port, "agent", agent);
 	json_decref(o);
-	return send_json(r->conn, 201, reply, NULL);
+	return agd_reply_json(r->conn, 201, reply, NULL);
 }
 
 static int rules_delete(struct req *r)
@@ -900,7 +764,7 @@ static int rules_delete(struct req *r)
 	if (err)
 		return bad_agent(r, err, &oe);
 	ag_prefix_format(&rule, prefix, sizeof(prefix));
-	return send_json(r->conn, 200, json_pack("{s:s,s:i}", "deleted", prefix, "port", rule.port),
+	return agd_reply_json(r->conn, 200, json_pack("{s:s,s:i}", "deleted", prefix, "port", rule.port),
 			 NULL);
 }
 
@@ -947,7 +811,7 @@ static int bucket_post(struct req *r)
 		return bad_agent(r, err, &oe);
 	if (ag_engine_agent_view(r->h->e, r->param, &v))
 		return send_error(r->conn, 404, "unknown agent '%s'", r->param);
-	return send_json(r->conn, created ? 201 : 200,
+	return agd_reply_json(r->conn, created ? 201 : 200,
 			 json_pack("{s:s,s:I,s:f,s:f}", "agent_id", r->param, "capacity",
 				   (json_int_t)v.burst, "refill_rate", v.rate, "tokens", v.tokens),
 			 NULL);
@@ -959,7 +823,7 @@ static int bucket_get(struct req *r)
 
 	if (ag_engine_agent_view(r->h->e, r->param, &v))
 		return send_error(r->conn, 404, "unknown agent '%s'", r->param);
-	return send_json(r->conn, 200,
+	return agd_reply_json(r->conn, 200,
 			 json_pack("{s:s,s:f,s:I,s:f}", "agent_id", r->param, "tokens", v.tokens,
 				   "capacity", (json_int_t)v.burst, "refill_rate", v.rate),
 			 NULL);
@@ -1109,7 +973,7 @@ static int metrics_get(struct req *r)
 		text = fleet_series(r->h->fleet, text, &len);
 	if (!text)
 		return send_error(r->conn, 500, "cannot render metrics");
-	rc = send_body(r->conn, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
+	rc = agd_reply_body(r->conn, 200, "text/plain; version=0.0.4; charset=utf-8", text, len, NULL);
 	free(text);
 	return rc;
 }
@@ -1117,14 +981,14 @@ static int metrics_get(struct req *r)
 /* GET /v1/stream without the upgrade headers. */
 static int stream_plain(struct req *r)
 {
-	return agd_http_error(r->conn, 426, "Upgrade: websocket\r\nConnection: Upgrade\r\n",
+	return agd_reply_error(r->conn, 426, "Upgrade: websocket\r\nConnection: Upgrade\r\n",
 			      "/v1/stream is a WebSocket: connect with a WebSocket client "
 			      "(Upgrade: websocket); see docs/STREAM.md");
 }
 
 static int healthz(struct req *r)
 {
-	return send_json(r->conn, 200, json_pack("{s:s}", "status", "ok"), NULL);
+	return agd_reply_json(r->conn, 200, json_pack("{s:s}", "status", "ok"), NULL);
 }
 
 static int readyz(struct req *r)
@@ -1142,7 +1006,7 @@ static int readyz(struct req *r)
 		snprintf(why, sizeof(why), "maps unreadable: %s", ag_errmsg());
 	}
 	if (!ready)
-		return send_json(r->conn, 503, json_pack("{s:s,s:s}", "status", "not ready",
+		return agd_reply_json(r->conn, 503, json_pack("{s:s,s:s}", "status", "not ready",
 							 "reason", why), NULL);
 	if (r->h->fleet) {
 		struct agd_fleet_stats st;
@@ -1151,13 +1015,13 @@ static int readyz(struct req *r)
 		 * kept in the outbox. */
 		agd_fleet_stats(r->h->fleet, &st);
 		if (!st.connected)
-			return send_json(r->conn, 200, json_pack("{s:s,s:s}", "status", "degraded",
+			return agd_reply_json(r->conn, 200, json_pack("{s:s,s:s}", "status", "degraded",
 								 "reason", "NATS unreachable: "
 								 "ratings kept in the outbox, "
 								 "operator changes refused"),
 					 NULL);
 	}
-	return send_json(r->conn, 200, json_pack("{s:s}", "status", "ready"), NULL);
+	return agd_reply_json(r->conn, 200, json_pack("{s:s}", "status", "ready"), NULL);
 }
 
 /* ---- routing --------------------------------------------------------------------- */
@@ -1170,11 +1034,16 @@ struct route {
 	unsigned int scopes; /* any of them; 0: open */
 	bool body;
 	int (*fn)(struct req *r);
+	const char *const *queries; /* the query parameters it takes; NULL: none */
 };
+
+static const char *const list_queries[] = { "limit", "after", NULL };
+static const char *const rule_queries[] = { "prefix", "port", NULL };
+static const char *const stream_queries[] = { "topics", "token", NULL };
 
 static const struct route routes[] = {
 	{ "POST", "/v1/ratings", AG_SCOPE_RATINGS_WRITE, true, ratings_post },
-	{ "GET", "/v1/agents", READ_SCOPES, false, agents_list },
+	{ "GET", "/v1/agents", READ_SCOPES, false, agents_list, list_queries },
 	{ "GET", "/v1/agents/*/explain", READ_SCOPES, false, agent_explain },
 	{ "GET", "/v1/agents/*", READ_SCOPES, false, agent_get },
 	{ "PUT", "/v1/agents/*", AG_SCOPE_AGENTS_ADMIN, true, agent_put },
@@ -1184,9 +1053,9 @@ static const struct route routes[] = {
 	{ "POST", "/v1/agents/*/consume", AG_SCOPE_RATINGS_WRITE, true, agent_consume },
 	{ "GET", "/v1/rules", READ_SCOPES, false, rules_get },
 	{ "POST", "/v1/rules", AG_SCOPE_AGENTS_ADMIN, true, rules_post },
-	{ "DELETE", "/v1/rules", AG_SCOPE_AGENTS_ADMIN, true, rules_delete },
+	{ "DELETE", "/v1/rules", AG_SCOPE_AGENTS_ADMIN, true, rules_delete, rule_queries },
 	{ "GET", "/metrics", AG_SCOPE_METRICS_READ, false, metrics_get },
-	{ "GET", "/v1/stream", AG_SCOPE_STREAM_READ, false, stream_plain },
+	{ "GET", "/v1/stream", AG_SCOPE_STREAM_READ, false, stream_plain, stream_queries },
 	{ "GET", "/healthz", 0, false, healthz },
 	{ "GET", "/readyz", 0, false, readyz },
 	{ "POST", "/bucket/*", AG_SCOPE_AGENTS_ADMIN, true, bucket_post },
@@ -1304,7 +1173,7 @@ static int route(struct mg_connection *conn, const struct route **rt, char *path
 
 	*rt = NULL;
 	if (agd_path_decode(ri->request_uri, path, AGD_PATH_MAX, why, sizeof(why)))
-		return agd_http_error(conn, 400, NULL, "%s", why);
+		return agd_reply_error(conn, 400, NULL, "%s", why);
 	for (i = 0; i < N_ROUTES; i++) {
 		if (!match(routes[i].path, path, param, AGD_PATH_MAX))
 			continue;
@@ -1320,7 +1189,7 @@ static int route(struct mg_connection *conn, const struct route **rt, char *path
 		char hdr[96];
 
 		snprintf(hdr, sizeof(hdr), "Allow: %s\r\n", allow);
-		return send_json(conn, 405, json_pack("{s:s,s:s}", "error", "method_not_allowed",
+		return agd_reply_json(conn, 405, json_pack("{s:s,s:s}", "error", "method_not_allowed",
 						      "message", "method not allowed here"), hdr);
 	}
 	if (!*rt)
@@ -1346,7 +1215,7 @@ static int handle_request(struct mg_connection *conn, struct agd_http *h)
 	if (rc)
 		return rc;
 	r.param = param;
-	rc = agd_request_limits(conn, rt->method, rt->path);
+	rc = agd_request_limits(conn, rt->queries);
 	if (!rc)
 		rc = authorize(&r, rt);
 	if (rc)
@@ -1366,9 +1235,9 @@ static int handle(struct mg_connection *conn, void *cbdata)
 	 * with a proxy (a trailer section it leaves unread, a bare CR in a size
 	 * line), closing after the answer leaves no byte to be read as a
 	 * request of its own. */
-	close_after = agd_request_chunked(conn);
+	agd_reply_close_after(agd_request_chunked(conn));
 	rc = handle_request(conn, cbdata);
-	close_after = false;
+	agd_reply_close_after(false);
 	return rc;
 }
 

@@ -1,14 +1,16 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
-/* The fleet's parts shared by fleet.c (publishing, outbox), fleet_log.c
- * (the consumer) and demand.c (demand sharing). */
-#ifndef AGENTGATED_FLEET_INTERNAL_H
-#define AGENTGATED_FLEET_INTERNAL_H
+/* The fleet's state shared by fleet.c (publishing, outbox), fleet_log.c
+ * (the consumer) and demand.c (demand sharing), and the helpers on it
+ * (common.c). fleet.c starts the other two; they depend on this file and
+ * names.h only, never on fleet.c. */
+#ifndef AGENTGATED_FLEET_COMMON_H
+#define AGENTGATED_FLEET_COMMON_H
 
 #include <pthread.h>
 #include <lmdb.h>
 #include <nats/nats.h>
 
-#include "fleet.h"
+#include "names.h"
 
 #define AGD_FLEET_RESULTS (1u << 17) /* per-rating outcomes remembered, by sequence */
 #define AGD_FLEET_OPS 64             /* operator-change outcomes remembered */
@@ -62,9 +64,12 @@ struct agd_fleet {
 void agd_fleet_subject(const char *agent, char *subject, size_t len);
 
 __u64 agd_fleet_wall_ms(void);
+/* CLOCK_MONOTONIC now + ms, for pthread_cond_timedwait on f's conditions. */
+void agd_fleet_deadline(struct timespec *ts, __u64 ms);
 bool agd_fleet_pause(struct agd_fleet *f, __u64 ms);
 bool agd_fleet_connected(struct agd_fleet *f);
 /* Under f->lock. */
+struct item_result *agd_fleet_result_slot(struct agd_fleet *f, __u64 seq);
 void agd_fleet_record(struct agd_fleet *f, __u64 seq, int code);
 void agd_fleet_record_op(struct agd_fleet *f, __u64 seq, int err, bool created, const char *msg);
 

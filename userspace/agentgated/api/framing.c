@@ -7,7 +7,7 @@
 #include <strings.h>
 
 #include "framing.h"
-#include "http.h"
+#include "reply.h"
 #include "reqlimits.h"
 
 /* ---- the request head as CivetWeb left it ------------------------------------------ */
@@ -193,7 +193,7 @@ int agd_request_framing(struct mg_connection *conn)
 
 	/* CivetWeb stops at MG_MAX_HEADERS: the rest of the head is unseen. */
 	if (ri->num_headers > AGD_HEADERS_MAX)
-		return agd_http_error(conn, 431, NULL, "more than %d header fields",
+		return agd_reply_error(conn, 431, NULL, "more than %d header fields",
 				      AGD_HEADERS_MAX);
 	/* header_problem() reads up to 4 bytes past the last header's value:
 	 * inside CivetWeb's buffer of AGD_HEAD_MAX bytes unless the head
@@ -202,10 +202,10 @@ int agd_request_framing(struct mg_connection *conn)
 	 * which CivetWeb skips, could still bring it to the end; the bytes
 	 * read then are the allocation's slack on glibc.) */
 	if (head_end(ri) - ri->request_method > AGD_HEAD_MAX - AGD_HEAD_MARGIN)
-		return agd_http_error(conn, 431, NULL, "request line and headers over the limit of "
+		return agd_reply_error(conn, 431, NULL, "request line and headers over the limit of "
 				      "%d bytes", AGD_HEAD_MAX - AGD_HEAD_MARGIN);
 	if (ri->request_uri[0] != '/')
-		return agd_http_error(conn, 400, "Connection: close\r\n",
+		return agd_reply_error(conn, 400, "Connection: close\r\n",
 				      "request line: the target must be a path starting with '/' "
 				      "(origin-form), not an absolute URL or '*'");
 	why = request_line_problem(ri);
@@ -214,7 +214,7 @@ int agd_request_framing(struct mg_connection *conn)
 	if (!why)
 		why = fields_problem(ri, buf, sizeof(buf));
 	if (why)
-		return agd_http_error(conn, 400, "Connection: close\r\n", "%s", why);
+		return agd_reply_error(conn, 400, "Connection: close\r\n", "%s", why);
 	return 0;
 }
 

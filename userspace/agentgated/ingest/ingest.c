@@ -14,8 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "appendlog.h"
-#include "config.h"
+#include "core/appendlog.h"
+#include "process/config.h"
 #include "ingest.h"
 
 #define READ_CHUNK (1u << 20)     /* bytes read at once; also the longest line */

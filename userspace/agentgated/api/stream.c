@@ -30,7 +30,8 @@
 #include <jansson.h>
 
 #include "agentgate.h"
-#include "http.h"
+#include "reply.h"
+#include "core/jsonguard.h"
 #include "reqlimits.h"
 #include "stream.h"
 
@@ -639,7 +640,7 @@ static int ws_connect(const struct mg_connection *cconn, void *cbdata)
 	}
 	if (query_topics(ri, topics, sizeof(topics), bad, sizeof(bad))) {
 		count(&s->st.refused[AGD_STREAM_REFUSED_TOPIC], 1);
-		agd_http_error(conn, 400, NULL, "%s", bad);
+		agd_reply_error(conn, 400, NULL, "%s", bad);
 		return 1;
 	}
 	pthread_mutex_lock(&s->lock);
@@ -651,10 +652,10 @@ static int ws_connect(const struct mg_connection *cconn, void *cbdata)
 	why = full ? AGD_STREAM_REFUSED_FULL : AGD_STREAM_REFUSED_PER_IP;
 	count(&s->st.refused[why], 1);
 	if (full)
-		agd_http_error(conn, 503, "Retry-After: 5\r\n", "%u stream clients connected, the "
+		agd_reply_error(conn, 503, "Retry-After: 5\r\n", "%u stream clients connected, the "
 			       "most there may be (--stream-max-clients)", s->o.max_clients);
 	else
-		agd_http_error(conn, 429, "Retry-After: 5\r\n", "%u stream clients from %s "
+		agd_reply_error(conn, 429, "Retry-After: 5\r\n", "%u stream clients from %s "
 			       "connected, the most one address may have (--stream-max-per-ip)",
 			       s->o.max_per_ip, ri->remote_addr);
 	return 1;

@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "control.h"
+#include "core/jsonguard.h"
 
 struct agd_control {
 	int fd;
@@ -251,7 +252,7 @@ char *agd_control_handle(struct ag_engine *e, const char *line, size_t len, cons
 	const char *op;
 	char *text;
 
-	o = json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
+	o = agd_json_loadb(line, len, JSON_REJECT_DUPLICATES, &je);
 	if (!o || !json_is_object(o))
 		reply = failure(-EINVAL, "expected one JSON object: %s", o ? "not an object" : je.text);
 	else if (!(op = json_string_value(json_object_get(o, "op"))))

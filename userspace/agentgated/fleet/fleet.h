@@ -25,39 +25,11 @@
 #include <stddef.h>
 #include <linux/types.h>
 
-#include "engine.h"
-
-#define AGD_FLEET_STREAM "AGENTGATE"
-#define AGD_FLEET_RATINGS "agentgate.ratings."
-#define AGD_FLEET_POLICY "agentgate.policy."
-#define AGD_FLEET_DLQ "agentgate.ratings.dlq"
-#define AGD_FLEET_KV "agentgate-demand"
-#define AGD_NODE_MAX 32
+#include "core/engine.h"
+#include "names.h"
 
 struct agd_fleet;
 
-struct agd_fleet_opts {
-	const char (*urls)[256];
-	size_t n_urls;
-	const char *node;     /* [A-Za-z0-9_-], 1..AGD_NODE_MAX */
-	unsigned int replicas; /* of the stream and KV bucket when created */
-	__u64 interval_ms;    /* demand publication and share period */
-	double floor;         /* least share of an agent's rate a host keeps */
-	__u64 timeout_ms;     /* JetStream acknowledgement wait */
-	const char *state_dir;
-	ag_engine_log_fn log;
-};
-
-struct agd_fleet_stats {
-	bool connected;
-	bool caught_up; /* the consumer reached the stream's end once */
-	__u64 applied_seq, lag;
-	__u64 outbox_depth;
-	__u64 dead_letters;
-	__u64 published, duplicates, queued; /* ratings */
-};
-
-/* 0 when node is a valid node name; else -1 with why. */
 int agd_fleet_node_check(const char *node, char *why, size_t len);
 /* The host name made a node name (invalid characters become '-'). */
 void agd_fleet_default_node(char *node, size_t len);

@@ -9,7 +9,7 @@
 
 #include "agentgate.h"
 #include "policy.h"
-#include "reqlimits.h"
+#include "jsonguard.h"
 #include "rating.h"
 
 struct item_error {

@@ -19,7 +19,7 @@
 
 #include <linux/types.h>
 
-#include "engine.h"
+#include "core/engine.h"
 
 struct mg_context;
 struct mg_connection;

@@ -6,9 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ingest.h"
+#include "ingest/ingest.h"
 #include "metrics.h"
-#include "store.h"
+#include "core/store.h"
 
 struct out {
 	char *buf;

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <linux/types.h>
 
-#include "engine.h"
+#include "core/engine.h"
 
 struct agd_metrics {
 	pthread_mutex_t lock;

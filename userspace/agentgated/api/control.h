@@ -21,7 +21,7 @@
 
 #include <stddef.h>
 
-#include "engine.h"
+#include "core/engine.h"
 
 #define AGD_CONTROL_FILE "control.sock"
 #define AGD_CONTROL_TIMEOUT_MS 5000

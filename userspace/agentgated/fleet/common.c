@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/* What the fleet's threads share (common.h): time, pausing, the connection's
+ * state, subjects, and the outcomes the consumer records for publishers. */
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include <nats/nats.h>
+
+#include "common.h"
+
+__u64 agd_fleet_wall_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (__u64)ts.tv_sec * 1000 + (__u64)ts.tv_nsec / 1000000;
+}
+
+void agd_fleet_deadline(struct timespec *ts, __u64 ms)
+{
+	clock_gettime(CLOCK_MONOTONIC, ts);
+	ts->tv_sec += (time_t)(ms / 1000);
+	ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (ts->tv_nsec >= 1000000000L) {
+		ts->tv_sec++;
+		ts->tv_nsec -= 1000000000L;
+	}
+}
+
+/* Sleeps up to ms unless the fleet is stopping; false when it is. */
+bool agd_fleet_pause(struct agd_fleet *f, __u64 ms)
+{
+	struct timespec ts;
+	bool go;
+
+	agd_fleet_deadline(&ts, ms);
+	pthread_mutex_lock(&f->lock);
+	if (!f->stopping)
+		pthread_cond_timedwait(&f->stop_cv, &f->lock, &ts);
+	go = !f->stopping;
+	pthread_mutex_unlock(&f->lock);
+	return go;
+}
+
+bool agd_fleet_connected(struct agd_fleet *f)
+{
+	return natsConnection_Status(f->nc) == NATS_CONN_STATUS_CONNECTED;
+}
+
+void agd_fleet_subject(const char *agent, char *subject, size_t len)
+{
+	size_t off = (size_t)snprintf(subject, len, "%s", AGD_FLEET_RATINGS), i;
+	bool dlq = !strcmp(agent, "dlq");
+
+	for (i = 0; agent[i] && off + 4 < len; i++) {
+		if (agent[i] == '.' || (dlq && i == 0)) {
+			off += (size_t)snprintf(subject + off, len - off, "%%%02X",
+						(unsigned char)agent[i]);
+			continue;
+		}
+		subject[off++] = agent[i];
+	}
+	subject[off] = 0;
+}
+
+struct item_result *agd_fleet_result_slot(struct agd_fleet *f, __u64 seq)
+{
+	return &f->results[seq & (AGD_FLEET_RESULTS - 1)];
+}
+
+void agd_fleet_record(struct agd_fleet *f, __u64 seq, int code)
+{
+	struct item_result *r = agd_fleet_result_slot(f, seq);
+
+	r->seq = seq;
+	r->code = code;
+}
+
+void agd_fleet_record_op(struct agd_fleet *f, __u64 seq, int err, bool created, const char *msg)
+{
+	struct op_result *res = &f->ops[seq % AGD_FLEET_OPS];
+
+	res->seq = seq;
+	res->err = err;
+	res->created = created;
+	snprintf(res->msg, sizeof(res->msg), "%s", msg);
+}
+

@@ -1,0 +1,547 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "agentgate.h"
+#include "config.h"
+
+#ifndef AG_VERSION
+#define AG_VERSION "0.1.0"
+#endif
+
+enum kind {
+	K_STR,      /* text into a char array */
+	K_LIST,     /* repeatable text */
+	K_FLAG,     /* no argument on the command line; yes/no in the file */
+	K_BOOL,     /* yes/no, on/off, true/false */
+	K_BYTES,    /* 1048576, 1M, 1MiB, 64k */
+	K_COUNT,    /* 1000, 10k, 1M */
+	K_MS,       /* 500ms, 30s, 10m, 24h, 7d */
+	K_RATE,     /* a decimal number */
+	K_BURST,    /* 500 (tokens) or 1.5s (seconds of rate) */
+	K_UNIT,     /* pps | bps */
+	K_XDP_MODE, /* auto | native | generic */
+};
+
+/* Bounds of a numeric row (K_BYTES, K_COUNT, K_MS, K_RATE). */
+enum {
+	B_MIN = 1 << 0,   /* value >= min */
+	B_ABOVE = 1 << 1, /* value > min */
+	B_MAX = 1 << 2,   /* value <= max */
+};
+
+/*
+ * The option table: one row per option, and everything about the option is
+ * in its row. From the rows come
+ *   - parsing: the flag --NAME and the config-file key NAME (agd_config_load,
+ *     agd_config_file), with the syntax of the row's kind;
+ *   - the defaults (agd_config_defaults): .def parsed like a given value;
+ *     without .def the field stays empty or zero, except the policy rows,
+ *     whose defaults are ag_policy_defaults() (core/policy.c, which the CLI's
+ *     offline explain shares);
+ *   - the bounds (agd_config_check, from check_settings in main.c, which then
+ *     runs the checks across options): a value outside them is refused
+ *     naming the option and the bound, exit status 2;
+ *   - SIGHUP (agd_config_restart_change): a row without .reload whose value
+ *     a reload changed is logged as taking effect on restart;
+ *   - --help (agd_usage): argument, help, the default as the value formats,
+ *     the bounds, and whether SIGHUP applies it.
+ *
+ * The manual page (docs/agentgated.8, OPTIONS) stays prose written for its
+ * reader, with related options grouped in one entry: generating it from
+ * these one-line help texts would lose that. Instead it is held to this
+ * table: `agentgated --check-man docs/agentgated.8`, run by make check-man,
+ * fails unless every row has an entry naming --NAME ARG, saying "default X"
+ * and the bounds exactly as --help prints them, no entry names an option the
+ * table lacks, and the paragraph "SIGHUP applies ..." names exactly the
+ * .reload rows. Change a row and check-man fails until the page agrees.
+ */
+struct opt {
+	const char *name; /* flag and config key */
+	enum kind kind;
+	size_t off;       /* offsetof the field in struct agd_config */
+	size_t size;      /* of the field (of one element for K_LIST) */
+	size_t count_off; /* K_LIST: offsetof its count */
+	const char *arg;  /* NULL: a flag without an argument */
+	const char *def;  /* the default, parsed as a value would be */
+	const char *def_doc; /* a default decided at run time, in words */
+	unsigned int bounds; /* B_*, with min and max */
+	double min, max;
+	bool reload;   /* SIGHUP applies it; otherwise it waits for a restart */
+	bool fleet;    /* its bounds are checked in fleet mode (with --nats) only */
+	bool nonempty; /* "" is refused */
+	bool cli_only; /* not a config-file key */
+	const char *help;
+};
+
+#define F(field) .off = offsetof(struct agd_config, field), \
+		 .size = sizeof(((struct agd_config *)0)->field)
+#define FL(field, count) .off = offsetof(struct agd_config, field), \
+			 .size = sizeof(((struct agd_config *)0)->field[0]), \
+			 .count_off = offsetof(struct agd_config, count)
+#define AT_LEAST(lo) .bounds = B_MIN, .min = (lo)
+#define RANGE(lo, hi) .bounds = B_MIN | B_MAX, .min = (lo), .max = (hi)
+#define ABOVE_AT_MOST(lo, hi) .bounds = B_ABOVE | B_MAX, .min = (lo), .max = (hi)
+#define STR_(x) #x
+#define STR(x) STR_(x)
+
+static const struct opt opts[] = {
+	{ "config", K_STR, F(config), .arg = "FILE", .def = AGD_CONFIG_DEFAULT, .cli_only = true,
+	  .help = "config file; the default one is read only when it exists" },
+	{ "pin-path", K_STR, F(pin_path), .arg = "DIR", .def = AG_PIN_ROOT_DEFAULT,
+	  .help = "bpffs directory of the pinned maps" },
+	{ "state-dir", K_STR, F(state_dir), .arg = "DIR", .def = AGD_STATE_DIR_DEFAULT,
+	  .help = "LMDB state, audit log, dead letters" },
+	{ "listen", K_STR, F(listen), .arg = "ADDR:PORT", .def = AGD_LISTEN_DEFAULT,
+	  .help = "HTTP listener; [IPV6]:PORT only where CivetWeb was built with IPv6" },
+	{ "attach", K_LIST, FL(attach, n_attach), .arg = "DEV", .reload = true,
+	  .help = "attach the XDP program to DEV" },
+	{ "xdp-mode", K_XDP_MODE, F(xdp_mode), .arg = "MODE", .def = "auto", .reload = true,
+	  .help = "auto, native or generic" },
+	{ "auth-key-file", K_STR, F(auth_key_file), .arg = "FILE", .reload = true,
+	  .help = "HS256 secret for bearer tokens (required unless listening on loopback)" },
+	{ "tls-cert", K_STR, F(tls_cert), .arg = "FILE", .help = "TLS certificate (PEM)" },
+	{ "tls-key", K_STR, F(tls_key), .arg = "FILE", .help = "TLS private key (PEM)" },
+	{ "max-body", K_BYTES, F(max_body), .arg = "BYTES", .def = "1MiB", AT_LEAST(1),
+	  .reload = true, .help = "largest request body" },
+	{ "ingest-socket", K_STR, F(ingest_socket), .arg = "PATH",
+	  .help = "read NDJSON ratings from a Unix socket" },
+	{ "control-socket", K_STR, F(control_socket), .arg = "PATH",
+	  .def_doc = "control.sock in the state dir",
+	  .help = "where the CLI's changes arrive while this daemon owns the pin root" },
+	{ "stdin", K_FLAG, F(use_stdin), .help = "read NDJSON ratings from standard input" },
+	{ "dead-letter-max", K_BYTES, F(dead_letter_max), .arg = "BYTES", .def = "16MiB",
+	  AT_LEAST(AGD_DEAD_LETTER_MAX_MIN),
+	  .help = "size at which " AGD_DEAD_LETTER_FILE " becomes " AGD_DEAD_LETTER_FILE ".1, "
+		  "replacing it" },
+	{ "nats", K_LIST, FL(nats, n_nats), .arg = "URL",
+	  .help = "NATS server of the fleet" },
+	{ "node", K_STR, F(node), .arg = "NAME", .def_doc = "the host name", .nonempty = true,
+	  .help = "this host's name in the fleet: A-Z a-z 0-9 _ -, at most 32" },
+	{ "nats-replicas", K_COUNT, F(nats_replicas), .arg = "N", .def = "1", RANGE(1, 5),
+	  .fleet = true,
+	  .help = "replicas of the fleet's stream and KV bucket when this host creates them" },
+	{ "nats-timeout", K_MS, F(nats_timeout_ms), .arg = "TIME", .def = "2s", AT_LEAST(100),
+	  .fleet = true,
+	  .help = "wait this long for JetStream to take a rating before keeping it in the outbox" },
+	{ "fleet-interval", K_MS, F(fleet_interval_ms), .arg = "TIME", .def = "1s", AT_LEAST(100),
+	  .fleet = true, .help = "how often demand is published and shares recomputed" },
+	{ "fleet-floor", K_RATE, F(fleet_floor), .arg = "F", .def = "0.05", ABOVE_AT_MOST(0, 1),
+	  .fleet = true, .help = "least share of an agent's fleet rate a host keeps" },
+	/* The policy rows: defaults from ag_policy_defaults(), checked whole by
+	 * ag_policy_check() in check_settings. */
+	{ "rate", K_RATE, F(defaults.r0), .arg = "R", .reload = true,
+	  .help = "default initial rate r0, tokens/s" },
+	{ "alpha", K_RATE, F(defaults.alpha), .arg = "A", .reload = true,
+	  .help = "default tokens/s per point of reward" },
+	{ "r-min", K_RATE, F(defaults.r_min), .arg = "R", .reload = true,
+	  .help = "default lowest rate" },
+	{ "r-max", K_RATE, F(defaults.r_max), .arg = "R", .reload = true,
+	  .help = "default highest rate" },
+	{ "burst", K_BURST, F(defaults.burst), .arg = "B", .reload = true,
+	  .help = "default burst: tokens, or seconds of rate as 1s" },
+	{ "unit", K_UNIT, F(defaults.unit), .arg = "UNIT", .reload = true,
+	  .help = "default unit: pps or bps" },
+	{ "auto-create", K_BOOL, F(auto_create), .arg = "yes|no", .def = "yes", .reload = true,
+	  .help = "a rating for an unknown agent creates it" },
+	{ "dedup-window", K_MS, F(dedup_window_ms), .arg = "TIME", .def = "24h", .reload = true,
+	  .help = "how long rating ids are remembered" },
+	{ "dedup-max", K_COUNT, F(dedup_max), .arg = "N", .def = "10M", .reload = true,
+	  .help = "most rating ids remembered" },
+	{ "metrics-max-agents", K_COUNT, F(metrics_max_agents), .arg = "N", .def = "1000",
+	  .reload = true, .help = "agents with their own metric labels, busiest first" },
+	{ "max-agents", K_COUNT, F(max_agents), .arg = "N", .def = STR(AG_MAX_AGENTS_DEFAULT),
+	  RANGE(1, AG_MAX_AGENTS_LIMIT), .help = "agent slots when the maps are created" },
+	{ "store-size", K_BYTES, F(store_size), .arg = "BYTES", .def = "4GiB", AT_LEAST(1 << 20),
+	  .help = "largest size of the LMDB state file" },
+	{ "queue-max", K_COUNT, F(queue_max), .arg = "N", .def = "1M", AT_LEAST(1),
+	  .help = "ratings waiting to be applied before ingest waits" },
+	/* With --stream-max-clients at most AGD_THREADS_MAX: check_settings. */
+	{ "threads", K_COUNT, F(threads), .arg = "N", .def = "64", RANGE(1, AGD_THREADS_MAX),
+	  .help = "HTTP worker threads: requests served at once" },
+	{ "request-timeout", K_MS, F(request_timeout_ms), .arg = "TIME", .def = "10s",
+	  .help = "time a client has to send a request" },
+	{ "stream-max-clients", K_COUNT, F(stream_max_clients), .arg = "N", .def = "256",
+	  .help = "WebSocket /v1/stream clients at once, on top of --threads" },
+	{ "stream-max-per-ip", K_COUNT, F(stream_max_per_ip), .arg = "N", .def = "16", AT_LEAST(1),
+	  .help = "WebSocket clients from one source address" },
+	{ "stream-queue", K_COUNT, F(stream_queue), .arg = "N", .def = "1024", RANGE(1, 1000000),
+	  .help = "updates waiting per WebSocket client; beyond, they coalesce per topic" },
+	{ "stream-max-lag", K_MS, F(stream_max_lag_ms), .arg = "TIME", .def = "10s", AT_LEAST(100),
+	  .help = "a WebSocket client this far behind is disconnected" },
+	{ "stream-ping", K_MS, F(stream_ping_ms), .arg = "TIME", .def = "15s", AT_LEAST(100),
+	  .help = "ping an idle WebSocket client this often; 5 unanswered close it" },
+	{ "user", K_STR, F(user), .arg = "USER",
+	  .help = "after setup, run as this account (and its groups), keeping only the "
+		  "capabilities in use" },
+	{ "read-group", K_STR, F(read_group), .arg = "GROUP", .def_doc = "the owner alone",
+	  .help = "this group may read the pins and the state (read-only CLI use)" },
+	{ "quiet", K_FLAG, F(quiet), .reload = true, .help = "log errors and warnings only" },
+};
+
+#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+
+static int set_opt(struct agd_config *c, const struct opt *o, const char *val, char *buf,
+		   size_t len);
+
+void agd_config_defaults(struct agd_config *c)
+{
+	char why[512];
+	size_t i;
+
+	memset(c, 0, sizeof(*c));
+	ag_policy_defaults(&c->defaults);
+	for (i = 0; i < N_OPTS; i++)
+		if (opts[i].def && set_opt(c, &opts[i], opts[i].def, why, sizeof(why))) {
+			/* the table itself is wrong: every start would fail */
+			fprintf(stderr, "agentgated: built-in default of %s\n", why);
+			abort();
+		}
+}
+
+/* ---- values ------------------------------------------------------------------ */
+
+static int suffix_mult(const char *s, const char *const *names, const double *mults, size_t n,
+		       double *mult)
+{
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (!strcmp(s, names[i])) {
+			*mult = mults[i];
+			return 0;
+		}
+	return -1;
+}
+
+static int parse_number(const char *text, double *v, const char **rest)
+{
+	char *end;
+
+	if (!*text || isspace((unsigned char)*text))
+		return -1;
+	errno = 0;
+	*v = strtod(text, &end);
+	if (errno || end == text || !isfinite(*v) || *v < 0)
+		return -1;
+	/* decimal only: no hex, no exponent surprises like "1e" */
+	if (strpbrk(text, "xXpP") && strpbrk(text, "xXpP") < end)
+		return -1;
+	*rest = end;
+	return 0;
+}
+
+static int parse_scaled(const char *text, enum kind kind, __u64 *out)
+{
+	static const char *const bytes_n[] = { "", "k", "K", "KiB", "M", "MiB", "G", "GiB" };
+	static const double bytes_m[] = { 1, 1024, 1024, 1024, 1 << 20, 1 << 20, 1 << 30, 1 << 30 };
+	static const char *const count_n[] = { "", "k", "K", "M", "G" };
+	static const double count_m[] = { 1, 1e3, 1e3, 1e6, 1e9 };
+	static const char *const ms_n[] = { "ms", "s", "m", "h", "d" };
+	static const double ms_m[] = { 1, 1e3, 60e3, 3600e3, 86400e3 };
+	const char *rest;
+	double v, mult;
+	int bad;
+
+	if (parse_number(text, &v, &rest))
+		return -1;
+	if (kind == K_BYTES)
+		bad = suffix_mult(rest, bytes_n, bytes_m, 8, &mult);
+	else if (kind == K_COUNT)
+		bad = suffix_mult(rest, count_n, count_m, 5, &mult);
+	else
+		bad = suffix_mult(rest, ms_n, ms_m, 5, &mult);
+	if (bad)
+		return -1;
+	v *= mult;
+	if (v != floor(v) || v > 1.8e19)
+		return -1;
+	*out = (__u64)v;
+	return 0;
+}
+
+static int parse_bool(const char *t, bool *out)
+{
+	if (!strcmp(t, "yes") || !strcmp(t, "on") || !strcmp(t, "true") || !strcmp(t, "1"))
+		*out = true;
+	else if (!strcmp(t, "no") || !strcmp(t, "off") || !strcmp(t, "false") || !strcmp(t, "0"))
+		*out = false;
+	else
+		return -1;
+	return 0;
+}
+
+static const char *kind_expects(enum kind k)
+{
+	switch (k) {
+	case K_BOOL:
+	case K_FLAG:
+		return "yes or no";
+	case K_BYTES:
+		return "a size in bytes such as 1048576, 64k or 1MiB";
+	case K_COUNT:
+		return "a whole number such as 1000, 10k or 1M";
+	case K_MS:
+		return "a duration such as 500ms, 30s, 10m, 24h or 7d";
+	case K_RATE:
+		return "a decimal number";
+	case K_BURST:
+		return "tokens (500) or seconds of rate (1.5s)";
+	case K_UNIT:
+		return "pps or bps";
+	case K_XDP_MODE:
+		return "auto, native or generic";
+	default:
+		return "shorter text";
+	}
+}
+
+/* Sets one option; 0, or -1 with the reason in buf. */
+static int set_opt(struct agd_config *c, const struct opt *o, const char *val, char *buf,
+		   size_t len)
+{
+	char *field = (char *)c + o->off;
+	const char *rest;
+	double v;
+	int bad = 0;
+
+	switch (o->kind) {
+	case K_STR:
+		/* An empty node name would silently mean "the host name". */
+		if (!*val && o->nonempty) {
+			snprintf(buf, len, "%s: must not be empty", o->name);
+			return -1;
+		}
+		if (strlen(val) >= o->size)
+			bad = 1;
+		else
+			snprintf(field, o->size, "%s", val);
+		break;
+	case K_LIST: {
+		size_t *n = (size_t *)((char *)c + o->count_off);
+
+		if (*n >= AGD_LIST_MAX) {
+			snprintf(buf, len, "%s: at most %d given", o->name, AGD_LIST_MAX);
+			return -1;
+		}
+		if (strlen(val) >= o->size || !*val)
+			bad = 1;
+		else
+			snprintf(field + *n * o->size, o->size, "%s", val), (*n)++;
+		break;
+	}
+	case K_FLAG:
+	case K_BOOL:
+		bad = parse_bool(val, (bool *)field);
+		break;
+	case K_BYTES:
+	case K_COUNT:
+	case K_MS:
+		bad = parse_scaled(val, o->kind, (__u64 *)field);
+		break;
+	case K_RATE:
+		bad = parse_number(val, &v, &rest) || *rest;
+		if (!bad)
+			*(double *)field = v;
+		break;
+	case K_BURST:
+		bad = parse_number(val, &v, &rest) || (*rest && strcmp(rest, "s"));
+		if (!bad) {
+			c->defaults.burst = v;
+			c->defaults.burst_kind = *rest ? AG_BURST_SECONDS : AG_BURST_TOKENS;
+		}
+		break;
+	case K_UNIT:
+		if (!strcmp(val, "pps"))
+			c->defaults.unit = AG_UNIT_PPS;
+		else if (!strcmp(val, "bps"))
+			c->defaults.unit = AG_UNIT_BPS;
+		else
+			bad = 1;
+		break;
+	case K_XDP_MODE:
+		if (strcmp(val, "auto") && strcmp(val, "native") && strcmp(val, "generic"))
+			bad = 1;
+		else
+			snprintf(field, o->size, "%s", val);
+		break;
+	}
+	if (bad) {
+		snprintf(buf, len, "%s: invalid value '%s' (expected %s)", o->name, val,
+			 kind_expects(o->kind));
+		return -1;
+	}
+	return 0;
+}
+
+static const struct opt *find_opt(const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < N_OPTS; i++)
+		if (!strcmp(opts[i].name, name))
+			return &opts[i];
+	return NULL;
+}
+
+static char *trim(char *s)
+{
+	char *end;
+
+	while (isspace((unsigned char)*s))
+		s++;
+	end = s + strlen(s);
+	while (end > s && isspace((unsigned char)end[-1]))
+		*--end = 0;
+	return s;
+}
+
+int agd_config_file(struct agd_config *c, const char *path, char *buf, size_t len)
+{
+	char line[8192], why[512];
+	FILE *f = fopen(path, "re");
+	int lineno = 0, rc = 0;
+
+	if (!f) {
+		snprintf(buf, len, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	while (fgets(line, sizeof(line), f)) {
+		char *key, *val, *eq, *hash;
+		const struct opt *o;
+
+		lineno++;
+		if (!strchr(line, '\n') && !feof(f)) {
+			snprintf(buf, len, "%s:%d: line too long", path, lineno);
+			rc = -1;
+			break;
+		}
+		hash = strchr(line, '#');
+		if (hash)
+			*hash = 0;
+		key = trim(line);
+		if (!*key)
+			continue;
+		eq = strchr(key, '=');
+		if (!eq) {
+			snprintf(buf, len, "%s:%d: expected 'key = value'", path, lineno);
+			rc = -1;
+			break;
+		}
+		*eq = 0;
+		val = trim(eq + 1);
+		key = trim(key);
+		o = find_opt(key);
+		if (!o) {
+			snprintf(buf, len, "%s:%d: unknown key '%s'", path, lineno, key);
+			rc = -1;
+			break;
+		}
+		if (o->cli_only) {
+			snprintf(buf, len, "%s:%d: '%s' cannot be set in a config file", path,
+				 lineno, key);
+			rc = -1;
+			break;
+		}
+		if (set_opt(c, o, val, why, sizeof(why))) {
+			snprintf(buf, len, "%s:%d: %s", path, lineno, why);
+			rc = -1;
+			break;
+		}
+	}
+	fclose(f);
+	return rc;
+}
+
+void agd_usage(FILE *f)
+{
+	size_t i;
+
+	fprintf(f, "Usage: agentgated [OPTIONS]\n\n"
+		   "agentgated turns user ratings of AI agents into the refill rates of their\n"
+		   "token buckets in the agentgate XDP datapath, and serves the HTTP API.\n\n"
+		   "Options (each also a config file key without the dashes):\n");
+	for (i = 0; i < N_OPTS; i++) {
+		char left[64];
+
+		snprintf(left, sizeof(left), "--%s%s%s", opts[i].name, opts[i].arg ? " " : "",
+			 opts[i].arg ? opts[i].arg : "");
+		fprintf(f, "  %-28s %s\n", left, opts[i].help);
+	}
+	fprintf(f, "  %-28s %s\n  %-28s %s\n", "-h, --help", "show this help", "-V, --version",
+		"show the version");
+}
+
+/* Pass 1 finds --config (and --help/--version); pass 2 applies the rest
+ * over the file's values, so flags override the file. */
+enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **argv)
+{
+	struct option lopts[N_OPTS + 3];
+	char why[1024];
+	unsigned long long list_seen = 0;
+	size_t i;
+	int ch, pass;
+
+	for (i = 0; i < N_OPTS; i++)
+		lopts[i] = (struct option){ opts[i].name,
+					    opts[i].kind == K_FLAG ? no_argument : required_argument,
+					    NULL, (int)(1000 + i) };
+	lopts[N_OPTS] = (struct option){ "help", no_argument, NULL, 'h' };
+	lopts[N_OPTS + 1] = (struct option){ "version", no_argument, NULL, 'V' };
+	lopts[N_OPTS + 2] = (struct option){ NULL, 0, NULL, 0 };
+
+	agd_config_defaults(c);
+	for (pass = 1; pass <= 2; pass++) {
+		optind = 1;
+		opterr = pass == 1;
+		while ((ch = getopt_long(argc, argv, "hVc:", lopts, NULL)) != -1) {
+			const struct opt *o = ch >= 1000 ? &opts[ch - 1000] : NULL;
+
+			if (ch == 'h') {
+				agd_usage(stdout);
+				return AGD_EXIT_OK;
+			}
+			if (ch == 'V') {
+				printf("agentgated %s\n", AG_VERSION);
+				return AGD_EXIT_OK;
+			}
+			if (ch == 'c')
+				o = find_opt("config");
+			if (!o) {
+				fprintf(stderr, "Try 'agentgated --help'.\n");
+				return AGD_EXIT_USAGE;
+			}
+			if (pass == 1 && strcmp(o->name, "config"))
+				continue;
+			if (pass == 2 && !strcmp(o->name, "config"))
+				continue;
+			/* A list on the command line replaces the file's list. */
+			if (pass == 2 && o->kind == K_LIST && !(list_seen & (1ULL << (o - opts)))) {
+				list_seen |= 1ULL << (o - opts);
+				*(size_t *)((char *)c + o->count_off) = 0;
+			}
+			if (set_opt(c, o, o->kind == K_FLAG ? "yes" : optarg, why, sizeof(why))) {
+				fprintf(stderr, "agentgated: --%s\n", why);
+				return AGD_EXIT_USAGE;
+			}
+			if (pass == 1)
+				c->config_given = true;
+		}
+		if (pass == 1 && optind < argc) {
+			fprintf(stderr, "agentgated: unexpected argument '%s'\n", argv[optind]);
+			return AGD_EXIT_USAGE;
+		}
+		if (pass == 1 && (c->config_given || access(c->config, F_OK) == 0) &&
+		    agd_config_file(c, c->config, why, sizeof(why))) {
+			fprintf(stderr, "agentgated: %s\n", why);
+			return AGD_EXIT_USAGE;
+		}
+	}
+	return AGD_RUN;
+}
