@@ -97,7 +97,6 @@ struct ag_engine {
 
 /* The log sequence an operator change applied by this thread (the fleet's
  * consumer) is stored with; 0 outside ag_engine_apply_op. */
-static __thread __u64 applying_seq;
 
 const double ag_apply_bucket_le[AG_APPLY_BUCKETS] = {
 	0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
@@ -352,18 +351,21 @@ static int txn_begin(struct ag_engine *e, MDB_txn **txn)
 	return ag_store_txn_begin(&e->st, txn);
 }
 
-static int txn_commit(struct ag_engine *e, MDB_txn *txn)
+/* Commits; seq: the fleet log sequence the transaction applies (stored
+ * with it, so the state and its position in the log never part), 0 for a
+ * local change. */
+static int txn_commit(struct ag_engine *e, MDB_txn *txn, __u64 seq)
 {
 	int err = 0;
 
-	if (applying_seq > e->log_seq)
-		err = ag_store_meta_put_u64(&e->st, txn, "log_seq", applying_seq);
+	if (seq > e->log_seq)
+		err = ag_store_meta_put_u64(&e->st, txn, "log_seq", seq);
 	if (err)
 		mdb_txn_abort(txn);
 	else
 		err = ag_store_commit(&e->st, txn);
-	if (!err && applying_seq > e->log_seq)
-		e->log_seq = applying_seq;
+	if (!err && seq > e->log_seq)
+		e->log_seq = seq;
 
 	pthread_mutex_lock(&e->slock);
 	if (err)
@@ -818,7 +820,7 @@ static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
 		err = ag_store_defaults_put(&e->st, txn, &e->defaults);
 	if (err)
 		goto store_err;
-	err = txn_commit(e, txn);
+	err = txn_commit(e, txn, 0);
 	txn = NULL;
 	if (err)
 		goto store_err;
@@ -1227,13 +1229,9 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 	for (en = touched; en && !err; en = en->touched_next)
 		if (en->hist_batch == e->batch_serial && en->hist_n)
 			err = hist_write(e, txn, en, now);
-	if (!err && seq > e->log_seq)
-		err = ag_store_meta_put_u64(&e->st, txn, "log_seq", seq);
 	if (!err) {
-		err = txn_commit(e, txn);
+		err = txn_commit(e, txn, seq);
 		txn = NULL;
-		if (!err && seq > e->log_seq)
-			e->log_seq = seq;
 	}
 	if (err) {
 		if (txn)
@@ -1322,7 +1320,7 @@ void ag_engine_observe(struct ag_engine *e, ag_rating_observer fn, bool (*wanted
 	pthread_mutex_unlock(&e->lock);
 }
 
-int ag_engine_submit(struct ag_engine *e, struct ag_job *job)
+void ag_job_reset(struct ag_job *job)
 {
 	job->next = NULL;
 	job->err = 0;
@@ -1332,8 +1330,11 @@ int ag_engine_submit(struct ag_engine *e, struct ag_job *job)
 	job->sequence = 0;
 	job->agents = NULL;
 	job->n_agents = 0;
-	if (e->replicated && !job->seq)
-		return e->repl.submit(e->repl.arg, job);
+}
+
+int ag_engine_queue(struct ag_engine *e, struct ag_job *job)
+{
+	ag_job_reset(job);
 	pthread_mutex_lock(&e->qlock);
 	/* Backpressure: wait for room, but never refuse a job to an empty queue. */
 	while (!e->stopping && e->queued && e->queued + job->n > e->opts.queue_max) {
@@ -1354,24 +1355,6 @@ int ag_engine_submit(struct ag_engine *e, struct ag_job *job)
 	pthread_cond_signal(&e->qcv);
 	pthread_mutex_unlock(&e->qlock);
 	return 0;
-}
-
-int ag_engine_rate(struct ag_engine *e, struct ag_job *job)
-{
-	sem_t done;
-	int err;
-
-	sem_init(&done, 0, 0);
-	job->done = NULL;
-	job->waiter = &done;
-	err = ag_engine_submit(e, job);
-	if (!err) {
-		while (sem_wait(&done) && errno == EINTR)
-			;
-		err = job->err;
-	}
-	sem_destroy(&done);
-	return err;
 }
 
 void ag_job_complete(struct ag_job *job)
@@ -1561,7 +1544,7 @@ void ag_engine_reconfigure(struct ag_engine *e, const struct ag_policy *defaults
 	if (!err)
 		err = ag_store_defaults_put(&e->st, txn, defaults);
 	if (!err)
-		err = txn_commit(e, txn);
+		err = txn_commit(e, txn, 0);
 	else if (txn)
 		mdb_txn_abort(txn);
 	if (err)
@@ -1576,62 +1559,36 @@ void ag_engine_reconfigure(struct ag_engine *e, const struct ag_policy *defaults
 /* Commits a prepared transaction with its audit line; on error aborts it. */
 /* ---- replication ---------------------------------------------------------------- */
 
-/* An operator change goes to the fleet's log, unless it is the log's own
- * consumer applying it. */
-static bool to_log(const struct ag_engine *e)
-{
-	return e->replicated && !applying_seq;
-}
-
-static int replicate(struct ag_engine *e, struct ag_op *op, const char *agent,
-		     const char *subject, bool *created, struct ag_op_err *oe)
-{
-	bool made = false;
-	int err;
-
-	snprintf(op->agent, sizeof(op->agent), "%s", agent);
-	snprintf(op->subject, sizeof(op->subject), "%s", subject ? subject : "");
-	err = e->repl.op(e->repl.arg, op, &made, oe);
-	if (created)
-		*created = made;
-	return err;
-}
-
 void ag_engine_replicate(struct ag_engine *e, const struct ag_replicator *r)
 {
 	e->repl = *r;
 	e->replicated = true;
 }
 
+const struct ag_replicator *ag_engine_replicator(struct ag_engine *e)
+{
+	return e->replicated ? &e->repl : NULL;
+}
+
 int ag_engine_apply_op(struct ag_engine *e, const struct ag_op *op, __u64 seq, bool *created,
 		       struct ag_op_err *oe)
 {
-	int err;
-
 	if (created)
 		*created = false;
-	applying_seq = seq;
 	switch (op->kind) {
 	case AG_OP_AGENT_PUT:
-		err = ag_engine_agent_put(e, op->agent, &op->change, op->subject, created, oe);
-		break;
+		return ag_engine_apply_agent_put(e, seq, op->agent, &op->change, op->subject,
+						 created, oe);
 	case AG_OP_AGENT_DELETE:
-		err = ag_engine_agent_delete(e, op->agent, op->subject, oe);
-		break;
+		return ag_engine_apply_agent_delete(e, seq, op->agent, op->subject, oe);
 	case AG_OP_RULE_ADD:
-		err = ag_engine_rule_add(e, &op->rule, op->agent, op->subject, oe);
-		break;
+		return ag_engine_apply_rule_add(e, seq, &op->rule, op->agent, op->subject, oe);
 	case AG_OP_RULE_DEL:
-		err = ag_engine_rule_del(e, &op->rule, op->subject, oe);
-		break;
+		return ag_engine_apply_rule_del(e, seq, &op->rule, op->subject, oe);
 	case AG_OP_CONFIG_SET:
-		err = ag_engine_config_set(e, &op->config, op->subject, oe);
-		break;
-	default:
-		err = fail(oe, -EINVAL, "unknown operation %d", (int)op->kind);
+		return ag_engine_apply_config_set(e, seq, &op->config, op->subject, oe);
 	}
-	applying_seq = 0;
-	return err;
+	return fail(oe, -EINVAL, "unknown operation %d", (int)op->kind);
 }
 
 __u64 ag_engine_log_seq(struct ag_engine *e)
@@ -1716,11 +1673,11 @@ int ag_engine_set_share(struct ag_engine *e, const char *name, double share)
 	return err;
 }
 
-static int finish_op(struct ag_engine *e, MDB_txn *txn, int err, char *line,
+static int finish_op(struct ag_engine *e, MDB_txn *txn, __u64 seq, int err, char *line,
 		     struct ag_op_err *oe)
 {
 	if (!err)
-		err = txn_commit(e, txn);
+		err = txn_commit(e, txn, seq);
 	else
 		mdb_txn_abort(txn);
 	if (err) {
@@ -1746,7 +1703,7 @@ static int unstore_new_agent(struct ag_engine *e, struct entry *en, struct ag_op
 	if (!err)
 		err = ag_store_hist_del(&e->st, txn, en->name);
 	if (!err)
-		err = txn_commit(e, txn);
+		err = txn_commit(e, txn, 0);
 	else if (txn)
 		mdb_txn_abort(txn);
 	if (err)
@@ -1756,8 +1713,9 @@ static int unstore_new_agent(struct ag_engine *e, struct entry *en, struct ag_op
 	return fail(oe, -ENOSPC, "cannot create the agent's bucket: %s", msg);
 }
 
-int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_agent_change *c,
-			const char *subject, bool *created, struct ag_op_err *oe)
+int ag_engine_apply_agent_put(struct ag_engine *e, __u64 seq, const char *name,
+			      const struct ag_agent_change *c, const char *subject, bool *created,
+			      struct ag_op_err *oe)
 {
 	struct ag_agent_rec rec;
 	struct ag_policy own, eff;
@@ -1772,11 +1730,6 @@ int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_a
 		return fail(oe, -EINVAL, "%s", ag_errmsg());
 	if (!strcmp(name, AG_METRICS_OTHER))
 		return fail(oe, -EINVAL, "agent name '%s' is reserved (the metrics aggregate)", name);
-	if (to_log(e)) {
-		struct ag_op op = { .kind = AG_OP_AGENT_PUT, .change = *c };
-
-		return replicate(e, &op, name, subject, created, oe);
-	}
 	pthread_mutex_lock(&e->lock);
 	en = tab_find(e, name);
 	if (en) {
@@ -1827,7 +1780,7 @@ int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_a
 			    policy_json(e, &rec), &line);
 	else
 		json_decref(before);
-	err = finish_op(e, txn, err, line, oe);
+	err = finish_op(e, txn, seq, err, line, oe);
 	if (!err) {
 		if (!en)
 			en = tab_add(e, name);
@@ -1851,8 +1804,8 @@ int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_a
 	return err;
 }
 
-int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *subject,
-			   struct ag_op_err *oe)
+int ag_engine_apply_agent_delete(struct ag_engine *e, __u64 seq, const char *name,
+				 const char *subject, struct ag_op_err *oe)
 {
 	struct ag_rule *rules = NULL;
 	size_t n_rules = 0, i;
@@ -1863,11 +1816,6 @@ int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *su
 	MDB_val k, v;
 	int err, rc;
 
-	if (to_log(e)) {
-		struct ag_op op = { .kind = AG_OP_AGENT_DELETE };
-
-		return replicate(e, &op, name, subject, NULL, oe);
-	}
 	pthread_mutex_lock(&e->lock);
 	en = tab_find(e, name);
 	if (!en) {
@@ -1909,7 +1857,7 @@ int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *su
 	if (!err)
 		err = audit(e, txn, subject, "agent.delete", name, policy_json(e, &en->rec), NULL,
 			    &line);
-	err = finish_op(e, txn, err, line, oe);
+	err = finish_op(e, txn, seq, err, line, oe);
 	if (!err)
 		tab_remove(e, en);
 out:
@@ -1986,7 +1934,7 @@ static int bucket_op(struct ag_engine *e, const char *name, const char *action, 
 		err = audit(e, txn, subject, action, name, json_pack("{s:f}", "tokens", before),
 			    json_pack("{s:f,s:I}", "tokens", after, "drained", (json_int_t)tokens),
 			    &line);
-		err = finish_op(e, txn, err, line, oe);
+		err = finish_op(e, txn, 0, err, line, oe);
 	}
 	pthread_mutex_unlock(&e->lock);
 	if (err) /* the bucket changed; say so rather than hide it */
@@ -2045,7 +1993,7 @@ static void unstore_rule(struct ag_engine *e, const struct ag_rule_rec_key *key)
 	if (!err) {
 		err = ag_store_rule_del(&e->st, txn, key);
 		if (!err)
-			err = txn_commit(e, txn);
+			err = txn_commit(e, txn, 0);
 		else
 			mdb_txn_abort(txn);
 	}
@@ -2054,8 +2002,8 @@ static void unstore_rule(struct ag_engine *e, const struct ag_rule_rec_key *key)
 			    store_error(err));
 }
 
-int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const char *agent,
-		       const char *subject, struct ag_op_err *oe)
+int ag_engine_apply_rule_add(struct ag_engine *e, __u64 seq, const struct ag_rule *rule,
+			     const char *agent, const char *subject, struct ag_op_err *oe)
 {
 	struct ag_rule_rec_key key;
 	char *line = NULL, owner[AG_NAME_MAX + 1], prefix[AG_PREFIX_STRLEN];
@@ -2063,11 +2011,6 @@ int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const ch
 	MDB_txn *txn;
 	int err;
 
-	if (to_log(e)) {
-		struct ag_op op = { .kind = AG_OP_RULE_ADD, .rule = *rule };
-
-		return replicate(e, &op, agent, subject, NULL, oe);
-	}
 	pthread_mutex_lock(&e->lock);
 	if (!tab_find(e, agent)) {
 		pthread_mutex_unlock(&e->lock);
@@ -2093,7 +2036,7 @@ int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const ch
 	if (!err)
 		err = audit(e, txn, subject, "rule.add", agent, NULL, rule_json(rule, agent),
 			    &line);
-	err = finish_op(e, txn, err, line, oe);
+	err = finish_op(e, txn, seq, err, line, oe);
 	if (!err) {
 		int map_err = ag_rule_add(e->ctx, rule, agent);
 
@@ -2107,8 +2050,8 @@ int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const ch
 	return err;
 }
 
-int ag_engine_rule_del(struct ag_engine *e, const struct ag_rule *rule, const char *subject,
-		       struct ag_op_err *oe)
+int ag_engine_apply_rule_del(struct ag_engine *e, __u64 seq, const struct ag_rule *rule,
+			     const char *subject, struct ag_op_err *oe)
 {
 	struct ag_rule_rec_key key;
 	struct ag_rule *all = NULL;
@@ -2119,11 +2062,6 @@ int ag_engine_rule_del(struct ag_engine *e, const struct ag_rule *rule, const ch
 	MDB_txn *txn;
 	int err;
 
-	if (to_log(e)) {
-		struct ag_op op = { .kind = AG_OP_RULE_DEL, .rule = *rule };
-
-		return replicate(e, &op, "", subject, NULL, oe);
-	}
 	pthread_mutex_lock(&e->lock);
 	err = ag_rule_list(e->ctx, &all, &n);
 	if (!err && !(names = slot_names(e)))
@@ -2156,7 +2094,7 @@ int ag_engine_rule_del(struct ag_engine *e, const struct ag_rule *rule, const ch
 		if (!err)
 			err = audit(e, txn, subject, "rule.delete", agent, rule_json(rule, agent),
 				    NULL, &line);
-		err = finish_op(e, txn, err, line, oe);
+		err = finish_op(e, txn, seq, err, line, oe);
 	} else {
 		fail(oe, err, "state not changed: %s", store_error(err));
 	}
@@ -2448,8 +2386,8 @@ static json_t *config_json(const struct ag_config *cfg)
 			 (int)cfg->dry_run);
 }
 
-int ag_engine_config_set(struct ag_engine *e, const struct ag_config_change *c,
-			 const char *subject, struct ag_op_err *oe)
+int ag_engine_apply_config_set(struct ag_engine *e, __u64 seq, const struct ag_config_change *c,
+			       const char *subject, struct ag_op_err *oe)
 {
 	struct ag_config before, after;
 	char *line = NULL;
@@ -2460,11 +2398,6 @@ int ag_engine_config_set(struct ag_engine *e, const struct ag_config_change *c,
 	     c->default_action != AG_ACTION_DROP) ||
 	    (c->dry_run != -1 && c->dry_run != 0 && c->dry_run != 1))
 		return fail(oe, -EINVAL, "default_action must be pass or drop, dry_run on or off");
-	if (to_log(e)) {
-		struct ag_op op = { .kind = AG_OP_CONFIG_SET, .config = *c };
-
-		return replicate(e, &op, "", subject, NULL, oe);
-	}
 	pthread_mutex_lock(&e->lock);
 	err = ag_config_get(e->ctx, &before);
 	if (!err && c->default_action != -1)
@@ -2481,7 +2414,7 @@ int ag_engine_config_set(struct ag_engine *e, const struct ag_config_change *c,
 	if (!err) {
 		err = audit(e, txn, subject, "config.set", NULL, config_json(&before),
 			    config_json(&after), &line);
-		err = finish_op(e, txn, err, line, oe);
+		err = finish_op(e, txn, seq, err, line, oe);
 	}
 	pthread_mutex_unlock(&e->lock);
 	if (err) /* the datapath changed; say so rather than hide it */

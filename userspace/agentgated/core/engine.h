@@ -114,10 +114,12 @@ struct ag_job {
 
 #define AG_ITEM_DUPLICATE 1 /* item_err: the rating id was applied before */
 
-/* Queues a job; blocks while the queue is full. -ESHUTDOWN when closing. */
-int ag_engine_submit(struct ag_engine *e, struct ag_job *job);
-/* Submits and waits until the job is applied (or refused). */
-int ag_engine_rate(struct ag_engine *e, struct ag_job *job);
+/* Queues a job for the apply thread, here; blocks while the queue is full.
+ * -ESHUTDOWN when closing. Where a job goes is dispatch.c's to decide:
+ * ag_engine_submit. */
+int ag_engine_queue(struct ag_engine *e, struct ag_job *job);
+/* Clears a job's results before it is submitted again. */
+void ag_job_reset(struct ag_job *job);
 void ag_job_release(struct ag_job *job);
 /* Reports a job finished: runs its done() or wakes ag_engine_rate. */
 void ag_job_complete(struct ag_job *job);
@@ -171,6 +173,19 @@ struct ag_config_change {
 	int dry_run;        /* 0 or 1 */
 };
 
+/* ---- dispatch (dispatch.c): where a change goes ------------------------------
+ *
+ * What the API, the control socket and the ingest readers call. Standalone,
+ * a change is applied here at once (ag_engine_apply_*, ag_engine_queue);
+ * with a replicator set (a fleet) ratings and operator changes go to the
+ * fleet's log instead, and every host applies them from there with the log
+ * sequence passed explicitly. Bucket operations (reset, drain, consume)
+ * are local everywhere. */
+
+/* Submits a job: to the replicator, or queued here. */
+int ag_engine_submit(struct ag_engine *e, struct ag_job *job);
+/* Submits and waits until the job is applied (or refused). */
+int ag_engine_rate(struct ag_engine *e, struct ag_job *job);
 int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_agent_change *c,
 			const char *subject, bool *created, struct ag_op_err *oe);
 int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *subject,
@@ -189,6 +204,22 @@ int ag_engine_rule_del(struct ag_engine *e, const struct ag_rule *rule, const ch
  * replicated in a fleet like the changes above. */
 int ag_engine_config_set(struct ag_engine *e, const struct ag_config_change *c,
 			 const char *subject, struct ag_op_err *oe);
+
+/* ---- applying an operator change, here and now --------------------------------
+ *
+ * Stored, audited and in the maps; seq: the fleet log sequence that carried
+ * it (stored in the same transaction), 0 for a local change. */
+int ag_engine_apply_agent_put(struct ag_engine *e, __u64 seq, const char *name,
+			      const struct ag_agent_change *c, const char *subject, bool *created,
+			      struct ag_op_err *oe);
+int ag_engine_apply_agent_delete(struct ag_engine *e, __u64 seq, const char *name,
+				 const char *subject, struct ag_op_err *oe);
+int ag_engine_apply_rule_add(struct ag_engine *e, __u64 seq, const struct ag_rule *rule,
+			     const char *agent, const char *subject, struct ag_op_err *oe);
+int ag_engine_apply_rule_del(struct ag_engine *e, __u64 seq, const struct ag_rule *rule,
+			     const char *subject, struct ag_op_err *oe);
+int ag_engine_apply_config_set(struct ag_engine *e, __u64 seq, const struct ag_config_change *c,
+			       const char *subject, struct ag_op_err *oe);
 
 /* ---- replication (the fleet) ---------------------------------------------------
  *
@@ -228,6 +259,8 @@ struct ag_replicator {
 
 /* Set before the API starts; NULL: standalone. */
 void ag_engine_replicate(struct ag_engine *e, const struct ag_replicator *r);
+/* The replicator set, or NULL (standalone). */
+const struct ag_replicator *ag_engine_replicator(struct ag_engine *e);
 int ag_engine_apply_op(struct ag_engine *e, const struct ag_op *op, __u64 seq, bool *created,
 		       struct ag_op_err *oe);
 /* The log sequence the stored state includes (0: none). */

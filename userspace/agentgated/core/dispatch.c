@@ -1,0 +1,131 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * Dispatch (engine.h): where a rating or an operator change goes. Standalone
+ * it is applied here (the engine's apply functions, sequence 0); in a fleet
+ * it goes to the replicator, and comes back through the log's consumer,
+ * which calls ag_engine_apply_op with the log sequence. What cannot be
+ * valid anywhere is refused before it reaches the log.
+ */
+#include <errno.h>
+#include <semaphore.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "engine.h"
+
+static int refuse(struct ag_op_err *oe, const char *msg)
+{
+	if (oe)
+		snprintf(oe->msg, sizeof(oe->msg), "%s", msg);
+	return -EINVAL;
+}
+
+/* Into the fleet's log: every host applies it from there. */
+static int to_log(const struct ag_replicator *r, struct ag_op *op, const char *agent,
+		  const char *subject, bool *created, struct ag_op_err *oe)
+{
+	bool made = false;
+	int err;
+
+	snprintf(op->agent, sizeof(op->agent), "%s", agent);
+	snprintf(op->subject, sizeof(op->subject), "%s", subject ? subject : "");
+	err = r->op(r->arg, op, &made, oe);
+	if (created)
+		*created = made;
+	return err;
+}
+
+int ag_engine_submit(struct ag_engine *e, struct ag_job *job)
+{
+	const struct ag_replicator *r = ag_engine_replicator(e);
+
+	/* A job from the log (seq set) is this host's to apply. */
+	if (r && !job->seq) {
+		ag_job_reset(job);
+		return r->submit(r->arg, job);
+	}
+	return ag_engine_queue(e, job);
+}
+
+int ag_engine_rate(struct ag_engine *e, struct ag_job *job)
+{
+	sem_t done;
+	int err;
+
+	sem_init(&done, 0, 0);
+	job->done = NULL;
+	job->waiter = &done;
+	err = ag_engine_submit(e, job);
+	if (!err) {
+		while (sem_wait(&done) && errno == EINTR)
+			;
+		err = job->err;
+	}
+	sem_destroy(&done);
+	return err;
+}
+
+int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_agent_change *c,
+			const char *subject, bool *created, struct ag_op_err *oe)
+{
+	const struct ag_replicator *r = ag_engine_replicator(e);
+	struct ag_op op = { .kind = AG_OP_AGENT_PUT };
+
+	if (ag_name_check(name))
+		return refuse(oe, ag_errmsg());
+	if (!strcmp(name, AG_METRICS_OTHER))
+		return refuse(oe, "agent name '" AG_METRICS_OTHER
+				  "' is reserved (the metrics aggregate)");
+	if (!r)
+		return ag_engine_apply_agent_put(e, 0, name, c, subject, created, oe);
+	op.change = *c;
+	return to_log(r, &op, name, subject, created, oe);
+}
+
+int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *subject,
+			   struct ag_op_err *oe)
+{
+	const struct ag_replicator *r = ag_engine_replicator(e);
+	struct ag_op op = { .kind = AG_OP_AGENT_DELETE };
+
+	if (!r)
+		return ag_engine_apply_agent_delete(e, 0, name, subject, oe);
+	return to_log(r, &op, name, subject, NULL, oe);
+}
+
+int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const char *agent,
+		       const char *subject, struct ag_op_err *oe)
+{
+	const struct ag_replicator *r = ag_engine_replicator(e);
+	struct ag_op op = { .kind = AG_OP_RULE_ADD, .rule = *rule };
+
+	if (!r)
+		return ag_engine_apply_rule_add(e, 0, rule, agent, subject, oe);
+	return to_log(r, &op, agent, subject, NULL, oe);
+}
+
+int ag_engine_rule_del(struct ag_engine *e, const struct ag_rule *rule, const char *subject,
+		       struct ag_op_err *oe)
+{
+	const struct ag_replicator *r = ag_engine_replicator(e);
+	struct ag_op op = { .kind = AG_OP_RULE_DEL, .rule = *rule };
+
+	if (!r)
+		return ag_engine_apply_rule_del(e, 0, rule, subject, oe);
+	return to_log(r, &op, "", subject, NULL, oe);
+}
+
+int ag_engine_config_set(struct ag_engine *e, const struct ag_config_change *c,
+			 const char *subject, struct ag_op_err *oe)
+{
+	const struct ag_replicator *r = ag_engine_replicator(e);
+	struct ag_op op = { .kind = AG_OP_CONFIG_SET, .config = *c };
+
+	if ((c->default_action != -1 && c->default_action != AG_ACTION_PASS &&
+	     c->default_action != AG_ACTION_DROP) ||
+	    (c->dry_run != -1 && c->dry_run != 0 && c->dry_run != 1))
+		return refuse(oe, "default_action must be pass or drop, dry_run on or off");
+	if (!r)
+		return ag_engine_apply_config_set(e, 0, c, subject, oe);
+	return to_log(r, &op, "", subject, NULL, oe);
+}
