@@ -632,14 +632,14 @@ static int ratings_post(struct req *r)
 		      (json_int_t)job.duplicates, "agents", agents);
 	/* Fleet: the log's sequence; refusals by the log; or kept in the
 	 * outbox while the log is unreachable (202: accepted, not applied). */
-	if (job.sequence)
-		json_object_set_new(o, "sequence", json_integer((json_int_t)job.sequence));
-	if (job.refused)
-		json_object_set_new(o, "refused", json_integer((json_int_t)job.refused));
-	if (job.queued)
+	if (job.routed.sequence)
+		json_object_set_new(o, "sequence", json_integer((json_int_t)job.routed.sequence));
+	if (job.routed.refused)
+		json_object_set_new(o, "refused", json_integer((json_int_t)job.routed.refused));
+	if (job.routed.queued)
 		json_object_set_new(o, "queued", json_integer((json_int_t)b_n));
 	ag_job_release(&job);
-	return agd_reply_json(r->conn, job.queued ? 202 : 200, o, NULL);
+	return agd_reply_json(r->conn, job.routed.queued ? 202 : 200, o, NULL);
 }
 
 /* ---- rules -------------------------------------------------------------------- */

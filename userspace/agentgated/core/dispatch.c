@@ -7,7 +7,6 @@
  * valid anywhere is refused before it reaches the log.
  */
 #include <errno.h>
-#include <semaphore.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -39,30 +38,15 @@ int ag_engine_submit(struct ag_engine *e, struct ag_job *job)
 {
 	const struct ag_replicator *r = ag_engine_replicator(e);
 
-	/* A job from the log (seq set) is this host's to apply. */
-	if (r && !job->seq) {
-		ag_job_reset(job);
-		return r->submit(r->arg, job);
-	}
-	return ag_engine_queue(e, job);
+	if (!r)
+		return ag_engine_queue(e, job);
+	ag_job_reset(job);
+	return r->submit(r->arg, job);
 }
 
 int ag_engine_rate(struct ag_engine *e, struct ag_job *job)
 {
-	sem_t done;
-	int err;
-
-	sem_init(&done, 0, 0);
-	job->done = NULL;
-	job->waiter = &done;
-	err = ag_engine_submit(e, job);
-	if (!err) {
-		while (sem_wait(&done) && errno == EINTR)
-			;
-		err = job->err;
-	}
-	sem_destroy(&done);
-	return err;
+	return ag_job_wait(e, job, ag_engine_submit);
 }
 
 int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_agent_change *c,

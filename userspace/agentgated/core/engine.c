@@ -1199,8 +1199,8 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 	int err;
 
 	for (job = jobs; job; job = job->next) {
-		if (job->seq > seq)
-			seq = job->seq;
+		if (job->log_seq > seq)
+			seq = job->log_seq;
 		if (job->log_ms > log_ms)
 			log_ms = job->log_ms;
 	}
@@ -1325,14 +1325,14 @@ void ag_job_reset(struct ag_job *job)
 	job->next = NULL;
 	job->err = 0;
 	job->msg[0] = 0;
-	job->applied = job->duplicates = job->refused = 0;
-	job->queued = false;
-	job->sequence = 0;
+	job->applied = job->duplicates = 0;
+	memset(&job->routed, 0, sizeof(job->routed));
 	job->agents = NULL;
 	job->n_agents = 0;
 }
 
-int ag_engine_queue(struct ag_engine *e, struct ag_job *job)
+/* Into the apply thread's queue, with the job's log position as set. */
+static int enqueue(struct ag_engine *e, struct ag_job *job)
 {
 	ag_job_reset(job);
 	pthread_mutex_lock(&e->qlock);
@@ -1355,6 +1355,38 @@ int ag_engine_queue(struct ag_engine *e, struct ag_job *job)
 	pthread_cond_signal(&e->qcv);
 	pthread_mutex_unlock(&e->qlock);
 	return 0;
+}
+
+int ag_job_wait(struct ag_engine *e, struct ag_job *job,
+		int (*submit)(struct ag_engine *e, struct ag_job *job))
+{
+	sem_t done;
+	int err;
+
+	sem_init(&done, 0, 0);
+	job->done = NULL;
+	job->waiter = &done;
+	err = submit(e, job);
+	if (!err) {
+		while (sem_wait(&done) && errno == EINTR)
+			;
+		err = job->err;
+	}
+	sem_destroy(&done);
+	return err;
+}
+
+int ag_engine_queue(struct ag_engine *e, struct ag_job *job)
+{
+	job->log_seq = job->log_ms = 0; /* a local job */
+	return enqueue(e, job);
+}
+
+int ag_engine_apply_ratings(struct ag_engine *e, struct ag_job *job, __u64 seq, __u64 log_ms)
+{
+	job->log_seq = seq;
+	job->log_ms = log_ms;
+	return ag_job_wait(e, job, enqueue);
 }
 
 void ag_job_complete(struct ag_job *job)

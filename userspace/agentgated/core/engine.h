@@ -91,25 +91,24 @@ struct ag_job {
 	 * alone and marked here (streams); a duplicate is marked
 	 * AG_ITEM_DUPLICATE. */
 	int *item_err;
-	/* From the fleet's log (ag_engine_replicate): the stream sequence of
-	 * the job's last rating, stored in the transaction that applies it, and
-	 * the log's time (ms) used instead of the wall clock, so every host
-	 * remembers and forgets rating ids alike. 0: a local job. */
-	__u64 seq;
-	__u64 log_ms;
 	/* out */
 	int err; /* 0, -ENOENT (unknown agent), -ENOSPC (no free slot), -EIO... */
 	char msg[256];
 	size_t applied, duplicates;
-	size_t refused; /* fleet: items the log refused one by one */
-	bool queued;    /* fleet: kept in the outbox, not yet in the log */
-	__u64 sequence; /* fleet: the log sequence of its last rating */
 	struct ag_job_agent *agents; /* each agent the job rated, after it */
 	size_t n_agents;
+	/* Where dispatch sent it, when a replicator took it (a fleet); the
+	 * engine neither reads nor writes these. */
+	struct {
+		size_t refused; /* items the log refused one by one */
+		bool queued;    /* kept in the outbox, not yet in the log */
+		__u64 sequence; /* the log sequence of its last rating */
+	} routed;
 	/* engine's */
 	struct ag_job *next;
-	void *waiter; /* ag_engine_rate's semaphore */
+	void *waiter; /* the semaphore of a submitter that waits */
 	__u64 serial;
+	__u64 log_seq, log_ms; /* ag_engine_apply_ratings' */
 };
 
 #define AG_ITEM_DUPLICATE 1 /* item_err: the rating id was applied before */
@@ -118,6 +117,14 @@ struct ag_job {
  * -ESHUTDOWN when closing. Where a job goes is dispatch.c's to decide:
  * ag_engine_submit. */
 int ag_engine_queue(struct ag_engine *e, struct ag_job *job);
+/* Ratings from the fleet's log, applied here; waits until they are. seq:
+ * the log sequence of the job's last rating, stored in the transaction that
+ * applies it; log_ms: the log's time, used instead of the wall clock, so
+ * every host remembers and forgets rating ids alike. */
+int ag_engine_apply_ratings(struct ag_engine *e, struct ag_job *job, __u64 seq, __u64 log_ms);
+/* Queues with submit() and waits until the job is finished: job->err. */
+int ag_job_wait(struct ag_engine *e, struct ag_job *job,
+		int (*submit)(struct ag_engine *e, struct ag_job *job));
 /* Clears a job's results before it is submitted again. */
 void ag_job_reset(struct ag_job *job);
 void ag_job_release(struct ag_job *job);

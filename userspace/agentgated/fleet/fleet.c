@@ -521,7 +521,7 @@ static void submit_results(struct agd_fleet *f, struct ag_job *job, const struct
 		if (code == AG_ITEM_DUPLICATE)
 			job->duplicates++;
 		else if (code < 0)
-			job->refused++;
+			job->routed.refused++;
 		else
 			job->applied++;
 	}
@@ -567,13 +567,13 @@ static int fleet_submit(void *arg, struct ag_job *job)
 				 "the outbox in %s/outbox cannot be written", f->opts.state_dir);
 			goto out;
 		}
-		job->queued = true;
+		job->routed.queued = true;
 	}
 	if (last && !wait_applied(f, last)) {
 		/* Published and durable; this host applies it when it can. */
-		job->queued = true;
+		job->routed.queued = true;
 	}
-	job->sequence = last;
+	job->routed.sequence = last;
 	submit_results(f, job, &s);
 	if (job->applied + job->duplicates)
 		ag_engine_job_agents(f->e, job);

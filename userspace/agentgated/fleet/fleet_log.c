@@ -267,14 +267,13 @@ static bool flush(struct agd_fleet *f, struct pending *p)
 		job.items = p->items;
 		job.n = p->n;
 		job.item_err = p->item_err;
-		job.seq = p->seq[p->n - 1];
-		job.log_ms = p->log_ms;
 		job.received_ns = ag_now_ns();
-		if (!ag_engine_rate(f->e, &job) || job.err == -ESHUTDOWN)
+		if (!ag_engine_apply_ratings(f->e, &job, p->seq[p->n - 1], p->log_ms) ||
+		    job.err == -ESHUTDOWN)
 			break;
 		ag_job_release(&job);
 		f->opts.log(AG_LOG_ERR, "fleet: cannot apply stream messages up to %llu: %s; "
-			    "retrying", (unsigned long long)job.seq, job.msg);
+			    "retrying", (unsigned long long)p->seq[p->n - 1], job.msg);
 		if (!agd_fleet_pause(f, 1000))
 			return false;
 	}
