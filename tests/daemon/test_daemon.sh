@@ -3206,6 +3206,83 @@ t_owner_races() {
 	daemon_stop own4
 }
 
+# ---- 14. option bounds and reload classes (the option table, config.c) -------
+
+# has TEXT...: each TEXT (fixed string) in $OUT.
+has() {
+	local t
+	for t in "$@"; do
+		[[ "$OUT" == *"$t"* ]] || { diag "no '$t' in: $OUT"; return 1; }
+	done
+}
+
+t_flags_bounds() {
+	local pin=$BPFFS/daemon-$$-bounds st=$TMP/state-bounds a
+	echo "$pin" >>"$TMP/pins"
+	mkdir -p "$st"
+	alloc_port
+	a=(--pin-path "$pin" --state-dir "$st" --listen "127.0.0.1:$NEW_PORT")
+	# Below a minimum, above a maximum, zero, an exclusive minimum in fleet
+	# mode, a config-file key: exit 2 naming the option, its value and bound.
+	run_expect_exit 2 20 "${a[@]}" --store-size 512KiB || return 1
+	has "store-size is 512KiB; it must be at least 1MiB" || return 1
+	run_expect_exit 2 20 "${a[@]}" --stream-queue 2M || return 1
+	has "stream-queue is 2M; it must be 1 to 1M" || return 1
+	run_expect_exit 2 20 "${a[@]}" --max-agents 0 || return 1
+	has "max-agents is 0; it must be 1 to 16777216" || return 1
+	run_expect_exit 2 20 "${a[@]}" --nats nats://127.0.0.1:1 --fleet-floor 0 || return 1
+	has "fleet-floor is 0; it must be above 0 and at most 1" || return 1
+	printf 'dead-letter-max = 32k\n' >"$TMP/bounds.conf"
+	run_expect_exit 2 20 --config "$TMP/bounds.conf" "${a[@]}" || return 1
+	has "dead-letter-max is 32KiB; it must be at least 64KiB" || return 1
+	# Across options, after each one's own bounds.
+	run_expect_exit 2 20 "${a[@]}" --threads 20000 --stream-max-clients 1 || return 1
+	has "threads plus stream-max-clients must be at most 20000" || return 1
+	[ ! -e "$pin" ] || { diag "a refused start created $pin"; return 1; }
+	# --help says the same defaults and bounds, and what SIGHUP applies.
+	run_expect_exit 0 20 --help || return 1
+	has "--store-size BYTES" "(default 4GiB, at least 1MiB)" "(default 1024, 1 to 1M)" \
+		"(default 1MiB, at least 1; reloads on SIGHUP)"
+}
+
+t_flags_reload() {
+	local cfg=$TMP/flags.conf log n o
+	printf 'max-body = 1000\nstore-size = 8MiB\nthreads = 8\n' >"$cfg"
+	daemon_run flags --config "$cfg" || return 1
+	log=${DLOG[flags]}
+	body_file 1500 "$TMP/fl1500" '[{"agent":"fl1","score":5}]'
+	http POST /v1/ratings -H 'Content-Type: application/json' --data-binary @"$TMP/fl1500"
+	expect_error 413 payload_too_large || return 1
+	# Two restart-only options and two reloadable ones changed.
+	n=$(grep -c 'settings reloaded' "$log")
+	printf 'max-body = 2000\nstore-size = 16MiB\nthreads = 9\nrate = 70\n' >"$cfg"
+	kill -HUP "${DPID[flags]}"
+	wait_for 10 "'settings reloaded' in the log" \
+		eval "[ \$(grep -c 'settings reloaded' '$log') -gt $n ]" || return 1
+	OUT=$(daemon_log flags)
+	for o in store-size threads; do
+		has "reload: '$o' changed; it takes effect on restart" || return 1
+	done
+	for o in max-body rate; do
+		[[ "$OUT" != *"reload: '$o' changed"* ]] ||
+			{ diag "reloadable $o logged as needing a restart: $OUT"; return 1; }
+	done
+	# The reloadable ones apply at once: a 1500-byte body, a new agent at r0 70.
+	http POST /v1/ratings -H 'Content-Type: application/json' --data-binary @"$TMP/fl1500"
+	expect 200 'd["applied"] == 1' 'd["agents"][0]["rate"] == 90' || return 1
+	# A value out of bounds on reload: refused naming it, the settings stay.
+	n=$(grep -c 'reload failed' "$log")
+	printf 'max-body = 1000\nstream-ping = 50ms\n' >"$cfg"
+	kill -HUP "${DPID[flags]}"
+	wait_for 10 "'reload failed' in the log" \
+		eval "[ \$(grep -c 'reload failed' '$log') -gt $n ]" || return 1
+	OUT=$(daemon_log flags)
+	has "stream-ping is 50ms; it must be at least 100ms" || return 1
+	http POST /v1/ratings -H 'Content-Type: application/json' --data-binary @"$TMP/fl1500"
+	expect 200 'd["applied"] == 1' || return 1
+	daemon_stop flags
+}
+
 TESTS=(
 	"t_api_start|daemon starts on a fresh pin root and state dir; /healthz, /readyz 200; maps pinned"
 	"t_ratings_single|POST /v1/ratings one object: 200 applied/duplicates/agents with rate 120"
@@ -3300,6 +3377,8 @@ TESTS=(
 	"t_xdp_restart|restarted with --attach: takes the attachment over, state intact; a reused slot starts clean"
 	"t_tls|--tls-cert/--tls-key: HTTPS with the certificate, no plaintext on the port"
 	"t_valgrind|plain agentgated under valgrind: start with --attach (load, attach, privilege drop), PUT, 2060 ratings, /metrics, stream clients, SIGTERM: exit 0, no errors"
+	"t_flags_bounds|out-of-bounds values (minimum, maximum, zero, fleet-mode floor, config file) and threads plus stream clients: exit 2 naming option, value and bound; --help shows the bounds"
+	"t_flags_reload|SIGHUP changing restart-only store-size and threads logs 'takes effect on restart' for each, reloadable max-body and rate apply at once; an out-of-bounds value fails the reload naming it"
 )
 
 tap_run "${TESTS[@]}"

@@ -300,7 +300,7 @@ static int from_store(struct cli *cli, const char *name, json_t **out)
 		return cli_error(cli, EXIT_RUNTIME, "%s; agent explain reads agentgated's state "
 				 "there when agentgated is not running (--state-dir DIR)", err);
 	rc = agd_explain_build(&st, txn, name, &o, out, err, sizeof(err));
-	mdb_txn_abort(txn);
+	ag_store_txn_end(txn);
 	ag_store_close(&st);
 	return rc ? cli_error(cli, EXIT_RUNTIME, "%s", err) : 0;
 }

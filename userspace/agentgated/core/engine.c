@@ -361,7 +361,7 @@ static int txn_commit(struct ag_engine *e, MDB_txn *txn, __u64 seq)
 	if (seq > e->log_seq)
 		err = ag_store_meta_put_u64(&e->st, txn, "log_seq", seq);
 	if (err)
-		mdb_txn_abort(txn);
+		ag_store_txn_end(txn);
 	else
 		err = ag_store_commit(&e->st, txn);
 	if (!err && seq > e->log_seq)
@@ -383,48 +383,34 @@ static const char *store_error(int err)
 
 /* ---- start: load and reconcile ------------------------------------------- */
 
+static int load_one(void *arg, const char *name, const struct ag_agent_rec *rec)
+{
+	struct ag_engine *e = arg;
+	struct entry *en = tab_add(e, name);
+
+	if (!en)
+		return -ENOMEM;
+	en->rec = *rec;
+	return 0;
+}
+
 static int load_agents(struct ag_engine *e, char *errbuf, size_t len)
 {
 	MDB_txn *txn = NULL;
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int rc = mdb_txn_begin(e->st.env, NULL, MDB_RDONLY, &txn);
+	size_t skipped = 0;
+	int err = ag_store_read_begin(&e->st, &txn);
 
-	if (!rc && ag_store_meta_get_u64(&e->st, txn, "log_seq", &e->log_seq))
-		rc = EPROTO;
-	if (!rc)
-		rc = mdb_cursor_open(txn, e->st.agents, &cur);
-	if (rc) {
-		snprintf(errbuf, len, "cannot read the state store: %s", mdb_strerror(rc));
-		if (txn)
-			mdb_txn_abort(txn);
-		return ag_store_errno(rc);
-	}
-	while (!(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))) {
-		char name[AG_NAME_MAX + 1];
-		struct entry *en;
-
-		if (k.mv_size > AG_NAME_MAX || v.mv_size != sizeof(struct ag_agent_rec)) {
-			e->opts.log(AG_LOG_WARN, "state store: skipping a malformed agent record");
-			continue;
-		}
-		memcpy(name, k.mv_data, k.mv_size);
-		name[k.mv_size] = 0;
-		en = tab_add(e, name);
-		if (!en) {
-			rc = ENOMEM;
-			break;
-		}
-		memcpy(&en->rec, v.mv_data, sizeof(en->rec));
-	}
-	mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	if (rc != MDB_NOTFOUND) {
+	if (!err)
+		err = ag_store_meta_get_u64(&e->st, txn, "log_seq", &e->log_seq);
+	if (!err)
+		err = ag_store_agents_foreach(&e->st, txn, load_one, e, &skipped);
+	ag_store_txn_end(txn);
+	if (skipped)
+		e->opts.log(AG_LOG_WARN, "state store: skipped %zu malformed agent records", skipped);
+	if (err)
 		snprintf(errbuf, len, "cannot read the agents from the state store: %s",
-			 mdb_strerror(rc));
-		return ag_store_errno(rc);
-	}
-	return 0;
+			 store_error(err));
+	return err;
 }
 
 /* An agent made with the CLI becomes one of ours, pinned where it was. */
@@ -604,58 +590,51 @@ static void rec_take_map(struct ag_engine *e, struct ag_agent_rec *rec, const st
  * no daemon ran (journaled) or their agent is gone: then they leave LMDB.
  * Rules only the maps have are adopted. A prefix both know for different
  * agents keeps the maps' agent. */
+struct rules_walk {
+	struct ag_engine *e;
+	const struct journal *j;
+	const struct ag_rule *live;
+	size_t n_live, dropped;
+};
+
+/* A stored rule the maps lack: back into them, or out of the store. */
+static int restore_rule(void *arg, const struct ag_rule_rec_key *key, const char *agent)
+{
+	struct rules_walk *w = arg;
+	struct ag_rule rule;
+
+	rule_of_key(key, &rule);
+	if (bsearch(&rule, w->live, w->n_live, sizeof(*w->live), cmp_rule))
+		return 0;
+	if (!tab_find(w->e, agent) || journaled_rule(w->j, &rule)) {
+		w->dropped++;
+		return 1;
+	}
+	if (ag_rule_add(w->e->ctx, &rule, agent))
+		w->e->opts.log(AG_LOG_WARN, "cannot restore a rule of '%s': %s", agent,
+			       ag_errmsg());
+	return 0;
+}
+
 static int reconcile_rules(struct ag_engine *e, MDB_txn *txn, const struct journal *j,
 			   size_t *dropped)
 {
+	struct rules_walk w = { .e = e, .j = j };
 	struct ag_rule *live = NULL;
 	size_t n_live = 0, i;
 	const char **names;
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int err, rc;
+	int err;
 
 	err = ag_rule_list(e->ctx, &live, &n_live);
 	if (err)
 		return err;
 	qsort(live, n_live, sizeof(*live), cmp_rule);
 	names = slot_names(e);
-	rc = names ? mdb_cursor_open(txn, e->st.rules, &cur) : ENOMEM;
-	if (rc) {
-		free(live);
-		free(names);
-		return ag_store_errno(rc);
-	}
-	while (!(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))) {
-		struct ag_rule_rec_key key;
-		char agent[AG_NAME_MAX + 1];
-		struct ag_rule rule;
-
-		if (k.mv_size != sizeof(key) || v.mv_size > AG_NAME_MAX)
-			continue;
-		memcpy(&key, k.mv_data, sizeof(key));
-		memcpy(agent, v.mv_data, v.mv_size);
-		agent[v.mv_size] = 0;
-		rule_of_key(&key, &rule);
-		if (bsearch(&rule, live, n_live, sizeof(*live), cmp_rule))
-			continue;
-		if (!tab_find(e, agent) || journaled_rule(j, &rule)) {
-			rc = mdb_cursor_del(cur, 0);
-			if (rc)
-				break;
-			(*dropped)++;
-			continue;
-		}
-		if (ag_rule_add(e->ctx, &rule, agent))
-			e->opts.log(AG_LOG_WARN, "cannot restore a rule of '%s': %s", agent,
-				    ag_errmsg());
-	}
-	mdb_cursor_close(cur);
-	if (rc != MDB_NOTFOUND) {
-		free(live);
-		free(names);
-		return ag_store_errno(rc);
-	}
-	for (i = 0; i < n_live; i++) {
+	w.live = live;
+	w.n_live = n_live;
+	err = names ? ag_store_rules_foreach(&e->st, txn, restore_rule, &w) : -ENOMEM;
+	*dropped += w.dropped;
+	for (i = 0; !err && i < n_live; i++) {
 		struct ag_rule_rec_key key;
 		const char *agent = slot_name(names, e->ctx, live[i].slot);
 
@@ -663,8 +642,6 @@ static int reconcile_rules(struct ag_engine *e, MDB_txn *txn, const struct journ
 			continue;
 		rule_key_of(&live[i], &key);
 		err = ag_store_rule_put(&e->st, txn, &key, agent);
-		if (err)
-			break;
 	}
 	free(live);
 	free(names);
@@ -800,7 +777,7 @@ static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
 	}
 	err = ag_agent_foreach(e->ctx, adopt_agent, e);
 	if (err) {
-		mdb_txn_abort(txn);
+		ag_store_txn_end(txn);
 		free(j.list);
 		snprintf(errbuf, len, "cannot read the agents in the maps: %s", ag_errmsg());
 		return err;
@@ -840,7 +817,7 @@ static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
 	return 0;
 store_err:
 	if (txn)
-		mdb_txn_abort(txn);
+		ag_store_txn_end(txn);
 	for (i = 0; i < ja.n; i++)
 		free(ja.lines[i]);
 	free(ja.lines);
@@ -1235,7 +1212,7 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 	}
 	if (err) {
 		if (txn)
-			mdb_txn_abort(txn);
+			ag_store_txn_end(txn);
 		rollback(e, touched);
 		e->opts.log(AG_LOG_ERR, "ratings not applied: %s", store_error(err));
 		for (job = jobs; job; job = job->next) {
@@ -1578,7 +1555,7 @@ void ag_engine_reconfigure(struct ag_engine *e, const struct ag_policy *defaults
 	if (!err)
 		err = txn_commit(e, txn, 0);
 	else if (txn)
-		mdb_txn_abort(txn);
+		ag_store_txn_end(txn);
 	if (err)
 		e->opts.log(AG_LOG_ERR, "reload: clamped rates not stored: %s", store_error(err));
 	TAB_FOREACH(e, i, en)
@@ -1653,7 +1630,7 @@ int ag_engine_check_agents(struct ag_engine *e, const struct ag_job *job, char *
 			err = -ENOENT;
 			break;
 		}
-		if (!txn && mdb_txn_begin(e->st.env, NULL, MDB_RDONLY, &txn))
+		if (!txn && ag_store_read_begin(&e->st, &txn))
 			break; /* the apply refuses it then */
 		if (deleted_by(e, txn, job->items[i].agent, why, sizeof(why)) == 1) {
 			snprintf(msg, len, "item %zu: agent '%s' was %.100s; only an operator "
@@ -1662,7 +1639,7 @@ int ag_engine_check_agents(struct ag_engine *e, const struct ag_job *job, char *
 		}
 	}
 	if (txn)
-		mdb_txn_abort(txn);
+		ag_store_txn_end(txn);
 	pthread_mutex_unlock(&e->lock);
 	return err;
 }
@@ -1711,7 +1688,7 @@ static int finish_op(struct ag_engine *e, MDB_txn *txn, __u64 seq, int err, char
 	if (!err)
 		err = txn_commit(e, txn, seq);
 	else
-		mdb_txn_abort(txn);
+		ag_store_txn_end(txn);
 	if (err) {
 		free(line);
 		return fail(oe, err, "state not changed: %s", store_error(err));
@@ -1737,7 +1714,7 @@ static int unstore_new_agent(struct ag_engine *e, struct entry *en, struct ag_op
 	if (!err)
 		err = txn_commit(e, txn, 0);
 	else if (txn)
-		mdb_txn_abort(txn);
+		ag_store_txn_end(txn);
 	if (err)
 		e->opts.log(AG_LOG_ERR, "agent '%s' is stored without a bucket: %s", en->name,
 			    store_error(err));
@@ -1836,6 +1813,13 @@ int ag_engine_apply_agent_put(struct ag_engine *e, __u64 seq, const char *name,
 	return err;
 }
 
+/* For a walk of the stored rules: 1 (delete) for those of agent arg. */
+static int rule_of_agent(void *arg, const struct ag_rule_rec_key *key, const char *agent)
+{
+	(void)key;
+	return !strcmp(agent, arg);
+}
+
 int ag_engine_apply_agent_delete(struct ag_engine *e, __u64 seq, const char *name,
 				 const char *subject, struct ag_op_err *oe)
 {
@@ -1844,9 +1828,7 @@ int ag_engine_apply_agent_delete(struct ag_engine *e, __u64 seq, const char *nam
 	struct entry *en;
 	char *line = NULL;
 	MDB_txn *txn;
-	MDB_cursor *cur;
-	MDB_val k, v;
-	int err, rc;
+	int err;
 
 	pthread_mutex_lock(&e->lock);
 	en = tab_find(e, name);
@@ -1878,14 +1860,7 @@ int ag_engine_apply_agent_delete(struct ag_engine *e, __u64 seq, const char *nam
 	if (!err)
 		err = ag_store_deleted_put(&e->st, txn, name, wall_ms(), subject);
 	if (!err)
-		err = ag_store_errno(mdb_cursor_open(txn, e->st.rules, &cur));
-
-	if (!err) {
-		while (!(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)))
-			if (v.mv_size == strlen(name) && !memcmp(v.mv_data, name, v.mv_size))
-				mdb_cursor_del(cur, 0);
-		mdb_cursor_close(cur);
-	}
+		err = ag_store_rules_foreach(&e->st, txn, rule_of_agent, (void *)name);
 	if (!err)
 		err = audit(e, txn, subject, "agent.delete", name, policy_json(e, &en->rec), NULL,
 			    &line);
@@ -2008,13 +1983,7 @@ int ag_engine_consume(struct ag_engine *e, const char *name, __u64 tokens,
 static int stored_rule_agent(struct ag_engine *e, MDB_txn *txn, const struct ag_rule_rec_key *key,
 			     char *buf, size_t len)
 {
-	MDB_val k = { sizeof(*key), (void *)key }, v;
-	int rc = mdb_get(txn, e->st.rules, &k, &v);
-
-	if (rc)
-		return ag_store_errno(rc);
-	snprintf(buf, len, "%.*s", (int)v.mv_size, (const char *)v.mv_data);
-	return 0;
+	return ag_store_rule_get(&e->st, txn, key, buf, len);
 }
 
 static void unstore_rule(struct ag_engine *e, const struct ag_rule_rec_key *key)
@@ -2027,7 +1996,7 @@ static void unstore_rule(struct ag_engine *e, const struct ag_rule_rec_key *key)
 		if (!err)
 			err = txn_commit(e, txn, 0);
 		else
-			mdb_txn_abort(txn);
+			ag_store_txn_end(txn);
 	}
 	if (err)
 		e->opts.log(AG_LOG_ERR, "a refused rule stays stored (restart retries it): %s",
@@ -2057,7 +2026,7 @@ int ag_engine_apply_rule_add(struct ag_engine *e, __u64 seq, const struct ag_rul
 	}
 	err = stored_rule_agent(e, txn, &key, owner, sizeof(owner));
 	if (!err && strcmp(owner, agent)) {
-		mdb_txn_abort(txn);
+		ag_store_txn_end(txn);
 		pthread_mutex_unlock(&e->lock);
 		return fail(oe, -EEXIST, "rule %s port %u already maps to agent '%s'; delete it first",
 			    prefix, rule->port, owner);
@@ -2184,7 +2153,7 @@ int ag_engine_explain(struct ag_engine *e, const char *name, void **json_out,
 	char msg[sizeof(oe->msg)];
 	json_t *j = NULL;
 	MDB_txn *txn;
-	int err, rc;
+	int err;
 
 	*json_out = NULL;
 	if (ag_name_check(name))
@@ -2198,12 +2167,11 @@ int ag_engine_explain(struct ag_engine *e, const char *name, void **json_out,
 	pthread_mutex_unlock(&e->lock);
 	o.defaults = &defaults;
 	/* A snapshot: never waits for the apply thread's commit. */
-	rc = mdb_txn_begin(e->st.env, NULL, MDB_RDONLY, &txn);
-	if (rc)
-		return fail(oe, rc == MDB_READERS_FULL ? -EBUSY : ag_store_errno(rc),
-			    "cannot read the state store: %s", mdb_strerror(rc));
+	err = ag_store_read_begin(&e->st, &txn);
+	if (err)
+		return fail(oe, err, "cannot read the state store: %s", store_error(err));
 	err = agd_explain_build(&e->st, txn, name, &o, &j, msg, sizeof(msg));
-	mdb_txn_abort(txn);
+	ag_store_txn_end(txn);
 	if (err)
 		return fail(oe, err, "%s", msg);
 	*json_out = j;
@@ -2217,31 +2185,15 @@ int ag_engine_explain(struct ag_engine *e, const char *name, void **json_out,
 static int store_names_after(struct ag_engine *e, const char *after, size_t limit,
 			     char (*names)[AG_NAME_MAX + 1], size_t *n)
 {
-	size_t after_len = strlen(after);
-	MDB_val k = { after_len, (void *)after }, v;
-	MDB_cursor *cur = NULL;
 	MDB_txn *txn;
-	int rc;
+	int err = ag_store_read_begin(&e->st, &txn);
 
 	*n = 0;
-	rc = mdb_txn_begin(e->st.env, NULL, MDB_RDONLY, &txn);
-	if (rc)
-		return rc == MDB_READERS_FULL ? -EBUSY : ag_store_errno(rc);
-	rc = mdb_cursor_open(txn, e->st.agents, &cur);
-	if (!rc)
-		rc = mdb_cursor_get(cur, &k, &v, after_len ? MDB_SET_RANGE : MDB_FIRST);
-	for (; !rc && *n <= limit; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-		if (!k.mv_size || k.mv_size > AG_NAME_MAX)
-			continue; /* not a name: load_agents skips it too */
-		if (k.mv_size == after_len && !memcmp(k.mv_data, after, after_len))
-			continue;
-		memcpy(names[*n], k.mv_data, k.mv_size);
-		names[(*n)++][k.mv_size] = 0;
-	}
-	if (cur)
-		mdb_cursor_close(cur);
-	mdb_txn_abort(txn);
-	return rc && rc != MDB_NOTFOUND ? ag_store_errno(rc) : 0;
+	if (err)
+		return err;
+	err = ag_store_agent_names_after(&e->st, txn, after, limit + 1, names, n);
+	ag_store_txn_end(txn);
+	return err;
 }
 
 int ag_engine_agent_page(struct ag_engine *e, const char *after, size_t limit,
@@ -2357,9 +2309,9 @@ void ag_engine_stats(struct ag_engine *e, struct ag_engine_stats *s)
 	pthread_mutex_lock(&e->qlock);
 	s->queue_depth = e->queued;
 	pthread_mutex_unlock(&e->qlock);
-	if (!mdb_txn_begin(e->st.env, NULL, MDB_RDONLY, &txn)) {
+	if (!ag_store_read_begin(&e->st, &txn)) {
 		s->dedup_ids = ag_store_dedup_count(&e->st, txn);
-		mdb_txn_abort(txn);
+		ag_store_txn_end(txn);
 	}
 }
 

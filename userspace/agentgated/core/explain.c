@@ -329,7 +329,6 @@ static json_t *maps_only(const char *name, const struct live *l, const char *ans
 int agd_explain_build(struct ag_store *st, MDB_txn *txn, const char *name,
 		      const struct agd_explain_opts *o, json_t **out, char *err, size_t len)
 {
-	MDB_val k = { strlen(name), (void *)name }, v;
 	const char *answered_by = o->answered_by ? o->answered_by : "agentgated";
 	const char *defaults_from = answered_by, *source;
 	struct ag_hist_ratings *hr = NULL;
@@ -344,8 +343,8 @@ int agd_explain_build(struct ag_store *st, MDB_txn *txn, const char *name,
 
 	*out = NULL;
 	read_live(o->ctx, name, &l);
-	rc = mdb_get(txn, st->agents, &k, &v);
-	if (rc == MDB_NOTFOUND) {
+	rc = ag_store_agent_get(st, txn, name, &rec);
+	if (rc == -ENOENT) {
 		if (!l.found) {
 			snprintf(err, len, "unknown agent '%s'", name);
 			return -ENOENT;
@@ -353,18 +352,15 @@ int agd_explain_build(struct ag_store *st, MDB_txn *txn, const char *name,
 		*out = maps_only(name, &l, answered_by);
 		return *out ? 0 : -ENOMEM;
 	}
+	if (rc == -EUCLEAN) {
+		snprintf(err, len, "the state store's record of agent '%s' is malformed", name);
+		return rc;
+	}
 	if (rc) {
-		e = ag_store_errno(rc);
 		snprintf(err, len, "cannot read agent '%s' from the state store: %s", name,
-			 mdb_strerror(rc));
-		return e;
+			 strerror(-rc));
+		return rc;
 	}
-	if (v.mv_size != sizeof(rec)) {
-		snprintf(err, len, "the state store's record of agent '%s' is malformed (%zu bytes, "
-			 "not %zu)", name, v.mv_size, sizeof(rec));
-		return -EUCLEAN;
-	}
-	memcpy(&rec, v.mv_data, sizeof(rec));
 	if (o->defaults) {
 		defaults = *o->defaults;
 	} else {

@@ -690,11 +690,143 @@ int ag_store_agent_put(struct ag_store *st, MDB_txn *txn, const char *name,
 	return ag_store_errno(mdb_put(txn, st->agents, &k, &v, 0));
 }
 
+int ag_store_agent_get(struct ag_store *st, MDB_txn *txn, const char *name,
+		       struct ag_agent_rec *rec)
+{
+	MDB_val k = str_val(name), v;
+	int rc = mdb_get(txn, st->agents, &k, &v);
+
+	if (rc == MDB_NOTFOUND)
+		return -ENOENT;
+	if (rc)
+		return ag_store_errno(rc);
+	if (v.mv_size != sizeof(*rec))
+		return -EUCLEAN;
+	memcpy(rec, v.mv_data, sizeof(*rec));
+	return 0;
+}
+
 int ag_store_agent_del(struct ag_store *st, MDB_txn *txn, const char *name)
 {
 	MDB_val k = str_val(name);
 
 	return ag_store_errno(mdb_del(txn, st->agents, &k, NULL));
+}
+
+/* ---- transactions and walks ---------------------------------------------------- */
+
+int ag_store_read_begin(struct ag_store *st, MDB_txn **txn)
+{
+	int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn);
+
+	if (rc == MDB_READERS_FULL)
+		return -EBUSY;
+	return rc ? ag_store_errno(rc) : 0;
+}
+
+void ag_store_txn_end(MDB_txn *txn)
+{
+	if (txn)
+		mdb_txn_abort(txn);
+}
+
+int ag_store_agents_foreach(struct ag_store *st, MDB_txn *txn,
+			    int (*fn)(void *arg, const char *name, const struct ag_agent_rec *rec),
+			    void *arg, size_t *skipped)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, st->agents, &cur), err = 0;
+
+	if (rc)
+		return ag_store_errno(rc);
+	while (!err && !(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))) {
+		char name[AG_NAME_MAX + 1];
+		struct ag_agent_rec rec;
+
+		if (!k.mv_size || k.mv_size > AG_NAME_MAX || v.mv_size != sizeof(rec)) {
+			if (skipped)
+				(*skipped)++;
+			continue;
+		}
+		memcpy(name, k.mv_data, k.mv_size);
+		name[k.mv_size] = 0;
+		memcpy(&rec, v.mv_data, sizeof(rec));
+		err = fn(arg, name, &rec);
+	}
+	mdb_cursor_close(cur);
+	if (err)
+		return err;
+	return rc == MDB_NOTFOUND ? 0 : ag_store_errno(rc);
+}
+
+int ag_store_agent_names_after(struct ag_store *st, MDB_txn *txn, const char *after, size_t max,
+			       char (*names)[AG_NAME_MAX + 1], size_t *n)
+{
+	size_t after_len = strlen(after);
+	MDB_val k = { after_len, (void *)after }, v;
+	MDB_cursor *cur = NULL;
+	int rc;
+
+	*n = 0;
+	rc = mdb_cursor_open(txn, st->agents, &cur);
+	if (!rc)
+		rc = mdb_cursor_get(cur, &k, &v, after_len ? MDB_SET_RANGE : MDB_FIRST);
+	for (; !rc && *n < max; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (!k.mv_size || k.mv_size > AG_NAME_MAX)
+			continue; /* not a name: the agents walk skips it too */
+		if (k.mv_size == after_len && !memcmp(k.mv_data, after, after_len))
+			continue;
+		memcpy(names[*n], k.mv_data, k.mv_size);
+		names[(*n)++][k.mv_size] = 0;
+	}
+	if (cur)
+		mdb_cursor_close(cur);
+	return rc && rc != MDB_NOTFOUND ? ag_store_errno(rc) : 0;
+}
+
+int ag_store_rules_foreach(struct ag_store *st, MDB_txn *txn,
+			   int (*fn)(void *arg, const struct ag_rule_rec_key *key,
+				     const char *agent),
+			   void *arg)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, st->rules, &cur), r = 0;
+
+	if (rc)
+		return ag_store_errno(rc);
+	while (!(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))) {
+		struct ag_rule_rec_key key;
+		char agent[AG_NAME_MAX + 1];
+
+		if (k.mv_size != sizeof(key) || v.mv_size > AG_NAME_MAX)
+			continue;
+		memcpy(&key, k.mv_data, sizeof(key));
+		memcpy(agent, v.mv_data, v.mv_size);
+		agent[v.mv_size] = 0;
+		r = fn(arg, &key, agent);
+		if (r < 0)
+			break;
+		if (r == 1 && (rc = mdb_cursor_del(cur, 0)))
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (r < 0)
+		return r;
+	return rc == MDB_NOTFOUND ? 0 : ag_store_errno(rc);
+}
+
+int ag_store_rule_get(struct ag_store *st, MDB_txn *txn, const struct ag_rule_rec_key *key,
+		      char *buf, size_t len)
+{
+	MDB_val k = { sizeof(*key), (void *)key }, v;
+	int rc = mdb_get(txn, st->rules, &k, &v);
+
+	if (rc)
+		return ag_store_errno(rc);
+	snprintf(buf, len, "%.*s", (int)v.mv_size, (const char *)v.mv_data);
+	return 0;
 }
 
 /* ---- agents an operator deleted --------------------------------------------- */

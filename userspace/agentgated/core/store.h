@@ -238,9 +238,38 @@ void ag_rec_set_policy(struct ag_agent_rec *r, const struct ag_policy *own, unsi
 void ag_rec_effective(const struct ag_agent_rec *r, const struct ag_policy *defaults,
 		      struct ag_policy *out);
 
+/* A read transaction (a snapshot: it never waits for a writer); -EBUSY
+ * when no reader slot is free. End it with ag_store_txn_end. */
+int ag_store_read_begin(struct ag_store *st, MDB_txn **txn);
+/* Ends a transaction without committing (reads, or a write given up). */
+void ag_store_txn_end(MDB_txn *txn);
+
+/* Every stored agent in name order, to fn (a record of another size or a
+ * key that is not a name is skipped, counted in *skipped when not NULL);
+ * fn returns 0 to go on, or an error that ends the walk and is returned. */
+int ag_store_agents_foreach(struct ag_store *st, MDB_txn *txn,
+			    int (*fn)(void *arg, const char *name, const struct ag_agent_rec *rec),
+			    void *arg, size_t *skipped);
+/* The names after `after` in key order (bytes, as strcmp orders names), at
+ * most max: O(log n + max) at any depth. */
+int ag_store_agent_names_after(struct ag_store *st, MDB_txn *txn, const char *after, size_t max,
+			       char (*names)[AG_NAME_MAX + 1], size_t *n);
+/* Every stored rule to fn; fn returns 1 to delete the rule it was given, 0
+ * to keep it, or an error that ends the walk and is returned. */
+int ag_store_rules_foreach(struct ag_store *st, MDB_txn *txn,
+			   int (*fn)(void *arg, const struct ag_rule_rec_key *key,
+				     const char *agent),
+			   void *arg);
+/* The agent a stored rule maps to, into buf; 0, -ENOENT or an error. */
+int ag_store_rule_get(struct ag_store *st, MDB_txn *txn, const struct ag_rule_rec_key *key,
+		      char *buf, size_t len);
+
 int ag_store_agent_put(struct ag_store *st, MDB_txn *txn, const char *name,
 		       const struct ag_agent_rec *rec);
 int ag_store_agent_del(struct ag_store *st, MDB_txn *txn, const char *name);
+/* 0 and *rec, -ENOENT, -EUCLEAN for a record of another size, -errno. */
+int ag_store_agent_get(struct ag_store *st, MDB_txn *txn, const char *name,
+		       struct ag_agent_rec *rec);
 int ag_store_deleted_put(struct ag_store *st, MDB_txn *txn, const char *name, __u64 time_ms,
 			 const char *subject);
 /* 1 and *rec when name was deleted by an operator, 0 when not, -errno. */

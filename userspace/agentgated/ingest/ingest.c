@@ -15,7 +15,6 @@
 #include <unistd.h>
 
 #include "core/appendlog.h"
-#include "process/config.h"
 #include "ingest.h"
 
 #define READ_CHUNK (1u << 20)     /* bytes read at once; also the longest line */

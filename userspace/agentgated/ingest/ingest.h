@@ -28,6 +28,9 @@
 #include "core/engine.h"
 
 #define AGD_DEAD_LETTER_INPUT_MAX 4096 /* bytes of a line kept in its dead letter */
+#define AGD_DEAD_LETTER_FILE "dead-letter.ndjson" /* in the state dir */
+#define AGD_DEAD_LETTER_MAX_DEFAULT (16ULL << 20) /* --dead-letter-max */
+#define AGD_DEAD_LETTER_MAX_MIN (64ULL << 10)
 
 struct agd_ingest;
 

@@ -58,9 +58,11 @@ enum {
  * these one-line help texts would lose that. Instead it is held to this
  * table: `agentgated --check-man docs/agentgated.8`, run by make check-man,
  * fails unless every row has an entry naming --NAME ARG, saying "default X"
- * and the bounds exactly as --help prints them, no entry names an option the
- * table lacks, and the paragraph "SIGHUP applies ..." names exactly the
- * .reload rows. Change a row and check-man fails until the page agrees.
+ * (or "default: X") and the bounds exactly as --help prints them, no entry
+ * names an option the table lacks, and the paragraph "SIGHUP applies ..."
+ * names exactly the .reload rows. (In an entry grouping several options,
+ * such as --rate, --alpha, --r-min, --r-max, each phrase need only be in
+ * the entry.) Change a row and check-man fails until the page agrees.
  */
 struct opt {
 	const char *name; /* flag and config key */
@@ -87,13 +89,14 @@ struct opt {
 			 .count_off = offsetof(struct agd_config, count)
 #define AT_LEAST(lo) .bounds = B_MIN, .min = (lo)
 #define RANGE(lo, hi) .bounds = B_MIN | B_MAX, .min = (lo), .max = (hi)
+#define AT_MOST(hi) .bounds = B_MAX, .max = (hi)
 #define ABOVE_AT_MOST(lo, hi) .bounds = B_ABOVE | B_MAX, .min = (lo), .max = (hi)
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
 static const struct opt opts[] = {
 	{ "config", K_STR, F(config), .arg = "FILE", .def = AGD_CONFIG_DEFAULT, .cli_only = true,
-	  .help = "config file; the default one is read only when it exists" },
+	  .help = "config file; without --config, read only when it exists" },
 	{ "pin-path", K_STR, F(pin_path), .arg = "DIR", .def = AG_PIN_ROOT_DEFAULT,
 	  .help = "bpffs directory of the pinned maps" },
 	{ "state-dir", K_STR, F(state_dir), .arg = "DIR", .def = AGD_STATE_DIR_DEFAULT,
@@ -105,7 +108,7 @@ static const struct opt opts[] = {
 	{ "xdp-mode", K_XDP_MODE, F(xdp_mode), .arg = "MODE", .def = "auto", .reload = true,
 	  .help = "auto, native or generic" },
 	{ "auth-key-file", K_STR, F(auth_key_file), .arg = "FILE", .reload = true,
-	  .help = "HS256 secret for bearer tokens (required unless listening on loopback)" },
+	  .help = "HS256 secret for bearer tokens, required unless listening on loopback" },
 	{ "tls-cert", K_STR, F(tls_cert), .arg = "FILE", .help = "TLS certificate (PEM)" },
 	{ "tls-key", K_STR, F(tls_key), .arg = "FILE", .help = "TLS private key (PEM)" },
 	{ "max-body", K_BYTES, F(max_body), .arg = "BYTES", .def = "1MiB", AT_LEAST(1),
@@ -162,12 +165,13 @@ static const struct opt opts[] = {
 	  .help = "largest size of the LMDB state file" },
 	{ "queue-max", K_COUNT, F(queue_max), .arg = "N", .def = "1M", AT_LEAST(1),
 	  .help = "ratings waiting to be applied before ingest waits" },
-	/* With --stream-max-clients at most AGD_THREADS_MAX: check_settings. */
+	/* threads plus stream-max-clients at most AGD_THREADS_MAX: check_settings. */
 	{ "threads", K_COUNT, F(threads), .arg = "N", .def = "64", RANGE(1, AGD_THREADS_MAX),
 	  .help = "HTTP worker threads: requests served at once" },
 	{ "request-timeout", K_MS, F(request_timeout_ms), .arg = "TIME", .def = "10s",
 	  .help = "time a client has to send a request" },
 	{ "stream-max-clients", K_COUNT, F(stream_max_clients), .arg = "N", .def = "256",
+	  AT_MOST(AGD_THREADS_MAX),
 	  .help = "WebSocket /v1/stream clients at once, on top of --threads" },
 	{ "stream-max-per-ip", K_COUNT, F(stream_max_per_ip), .arg = "N", .def = "16", AT_LEAST(1),
 	  .help = "WebSocket clients from one source address" },
@@ -181,7 +185,7 @@ static const struct opt opts[] = {
 	  .help = "after setup, run as this account (and its groups), keeping only the "
 		  "capabilities in use" },
 	{ "read-group", K_STR, F(read_group), .arg = "GROUP", .def_doc = "the owner alone",
-	  .help = "this group may read the pins and the state (read-only CLI use)" },
+	  .help = "this group may read the pins and the state, for the CLI's reading commands" },
 	{ "quiet", K_FLAG, F(quiet), .reload = true, .help = "log errors and warnings only" },
 };
 
@@ -197,12 +201,21 @@ void agd_config_defaults(struct agd_config *c)
 
 	memset(c, 0, sizeof(*c));
 	ag_policy_defaults(&c->defaults);
-	for (i = 0; i < N_OPTS; i++)
-		if (opts[i].def && set_opt(c, &opts[i], opts[i].def, why, sizeof(why))) {
-			/* the table itself is wrong: every start would fail */
+	for (i = 0; i < N_OPTS; i++) {
+		const struct opt *o = &opts[i];
+
+		/* The table itself is wrong: no start could succeed. */
+		if (o->bounds && o->kind != K_BYTES && o->kind != K_COUNT && o->kind != K_MS &&
+		    o->kind != K_RATE) {
+			fprintf(stderr, "agentgated: %s: bounds on a setting that is no number\n",
+				o->name);
+			abort();
+		}
+		if (o->def && set_opt(c, o, o->def, why, sizeof(why))) {
 			fprintf(stderr, "agentgated: built-in default of %s\n", why);
 			abort();
 		}
+	}
 }
 
 /* ---- values ------------------------------------------------------------------ */
@@ -459,30 +472,571 @@ int agd_config_file(struct agd_config *c, const char *path, char *buf, size_t le
 	return rc;
 }
 
-void agd_usage(FILE *f)
+/* ---- values as text: defaults and bounds as --help and the manual say them -- */
+
+/* In the kind's largest unit that keeps the value whole (65536 bytes: 64KiB,
+ * 86400000 ms: 24h, 10000000: 10M); the parser reads each of them back. */
+static void fmt_scaled(enum kind kind, __u64 v, char *buf, size_t len)
 {
+	static const char *const bytes_n[] = { "GiB", "MiB", "KiB" };
+	static const __u64 bytes_m[] = { 1ULL << 30, 1ULL << 20, 1ULL << 10 };
+	static const char *const count_n[] = { "G", "M" };
+	static const __u64 count_m[] = { 1000000000ULL, 1000000ULL };
+	static const char *const ms_n[] = { "h", "m", "s" };
+	static const __u64 ms_m[] = { 3600000ULL, 60000ULL, 1000ULL };
+	const char *const *names = kind == K_BYTES ? bytes_n : kind == K_COUNT ? count_n : ms_n;
+	const __u64 *mults = kind == K_BYTES ? bytes_m : kind == K_COUNT ? count_m : ms_m;
+	size_t i, n = kind == K_COUNT ? 2 : 3;
+
+	for (i = 0; i < n && v; i++)
+		if (v % mults[i] == 0) {
+			snprintf(buf, len, "%llu%s", (unsigned long long)(v / mults[i]), names[i]);
+			return;
+		}
+	snprintf(buf, len, "%llu%s", (unsigned long long)v, kind == K_MS ? "ms" : "");
+}
+
+/* A number of a numeric row (a bound, or its value). */
+static void fmt_number(const struct opt *o, double v, char *buf, size_t len)
+{
+	if (o->kind == K_RATE)
+		snprintf(buf, len, "%.15g", v);
+	else
+		fmt_scaled(o->kind, (__u64)v, buf, len);
+}
+
+static double num_value(const struct opt *o, const struct agd_config *c)
+{
+	const char *field = (const char *)c + o->off;
+
+	return o->kind == K_RATE ? *(const double *)field : (double)*(const __u64 *)field;
+}
+
+/* The row's value in c; false when it has none to show (an empty text, a
+ * flag, a list). */
+static bool fmt_value(const struct opt *o, const struct agd_config *c, char *buf, size_t len)
+{
+	const char *field = (const char *)c + o->off;
+
+	switch (o->kind) {
+	case K_STR:
+	case K_XDP_MODE:
+		snprintf(buf, len, "%s", field);
+		return *field;
+	case K_BOOL:
+		snprintf(buf, len, "%s", *(const bool *)field ? "yes" : "no");
+		return true;
+	case K_BYTES:
+	case K_COUNT:
+	case K_MS:
+	case K_RATE:
+		fmt_number(o, num_value(o, c), buf, len);
+		return true;
+	case K_BURST:
+		snprintf(buf, len, "%.15g%s", c->defaults.burst,
+			 c->defaults.burst_kind == AG_BURST_SECONDS ? "s" : "");
+		return true;
+	case K_UNIT:
+		snprintf(buf, len, "%s", c->defaults.unit == AG_UNIT_BPS ? "bps" : "pps");
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* The default (d: agd_config_defaults), as the value formats or in words. */
+static bool default_text(const struct opt *o, const struct agd_config *d, char *buf, size_t len)
+{
+	if (o->def_doc) {
+		snprintf(buf, len, "%s", o->def_doc);
+		return true;
+	}
+	return fmt_value(o, d, buf, len);
+}
+
+/* "1 to 5", "at least 64KiB", "above 0 and at most 1". */
+static bool bounds_text(const struct opt *o, char *buf, size_t len)
+{
+	char lo[64], hi[64];
+
+	if (!o->bounds)
+		return false;
+	fmt_number(o, o->min, lo, sizeof(lo));
+	fmt_number(o, o->max, hi, sizeof(hi));
+	if ((o->bounds & B_MIN) && (o->bounds & B_MAX))
+		snprintf(buf, len, "%s to %s", lo, hi);
+	else if (o->bounds & B_MIN)
+		snprintf(buf, len, "at least %s", lo);
+	else if ((o->bounds & B_ABOVE) && (o->bounds & B_MAX))
+		snprintf(buf, len, "above %s and at most %s", lo, hi);
+	else if (o->bounds & B_ABOVE)
+		snprintf(buf, len, "above %s", lo);
+	else
+		snprintf(buf, len, "at most %s", hi);
+	return true;
+}
+
+int agd_config_check(const struct agd_config *c, char *buf, size_t len)
+{
+	char val[64], bound[160];
 	size_t i;
 
+	for (i = 0; i < N_OPTS; i++) {
+		const struct opt *o = &opts[i];
+		double v;
+
+		if (!o->bounds || (o->fleet && !c->n_nats))
+			continue;
+		v = num_value(o, c);
+		if ((!(o->bounds & B_MIN) || v >= o->min) && (!(o->bounds & B_ABOVE) || v > o->min) &&
+		    (!(o->bounds & B_MAX) || v <= o->max))
+			continue;
+		fmt_value(o, c, val, sizeof(val));
+		bounds_text(o, bound, sizeof(bound));
+		snprintf(buf, len, "%s is %s; it must be %s%s", o->name, val, bound,
+			 o->fleet ? " (with --nats)" : "");
+		return -1;
+	}
+	return 0;
+}
+
+static bool same_value(const struct opt *o, const struct agd_config *a, const struct agd_config *b)
+{
+	const char *x = (const char *)a + o->off, *y = (const char *)b + o->off;
+	size_t i, n;
+
+	switch (o->kind) {
+	case K_STR:
+	case K_XDP_MODE:
+		return !strncmp(x, y, o->size);
+	case K_LIST:
+		n = *(const size_t *)((const char *)a + o->count_off);
+		if (n != *(const size_t *)((const char *)b + o->count_off))
+			return false;
+		for (i = 0; i < n; i++)
+			if (strncmp(x + i * o->size, y + i * o->size, o->size))
+				return false;
+		return true;
+	case K_BURST:
+		return a->defaults.burst == b->defaults.burst &&
+		       a->defaults.burst_kind == b->defaults.burst_kind;
+	default:
+		return !memcmp(x, y, o->size);
+	}
+}
+
+const char *agd_config_restart_change(const struct agd_config *old, const struct agd_config *c,
+				      size_t *iter)
+{
+	while (*iter < N_OPTS) {
+		const struct opt *o = &opts[(*iter)++];
+
+		if (!o->reload && !same_value(o, old, c))
+			return o->name;
+	}
+	return NULL;
+}
+
+/* ---- --help ---------------------------------------------------------------- */
+
+void agd_usage(FILE *f)
+{
+	struct agd_config *d = malloc(sizeof(*d));
+	size_t i;
+
+	if (d)
+		agd_config_defaults(d);
 	fprintf(f, "Usage: agentgated [OPTIONS]\n\n"
 		   "agentgated turns user ratings of AI agents into the refill rates of their\n"
 		   "token buckets in the agentgate XDP datapath, and serves the HTTP API.\n\n"
 		   "Options (each also a config file key without the dashes):\n");
 	for (i = 0; i < N_OPTS; i++) {
-		char left[64];
+		const struct opt *o = &opts[i];
+		char left[64], text[300], extra[700] = "";
+		size_t n = 0;
 
-		snprintf(left, sizeof(left), "--%s%s%s", opts[i].name, opts[i].arg ? " " : "",
-			 opts[i].arg ? opts[i].arg : "");
-		fprintf(f, "  %-28s %s\n", left, opts[i].help);
+		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "",
+			 o->arg ? o->arg : "");
+		if (o->kind == K_LIST)
+			n += snprintf(extra + n, sizeof(extra) - n, "repeatable");
+		if (d && default_text(o, d, text, sizeof(text)))
+			n += snprintf(extra + n, sizeof(extra) - n, "%sdefault %s", n ? ", " : "",
+				      text);
+		if (n < sizeof(extra) && bounds_text(o, text, sizeof(text)))
+			n += snprintf(extra + n, sizeof(extra) - n, "%s%s%s", n ? ", " : "", text,
+				      o->fleet ? " with --nats" : "");
+		if (n < sizeof(extra) && o->reload)
+			snprintf(extra + n, sizeof(extra) - n, "%sreloads on SIGHUP", n ? "; " : "");
+		fprintf(f, "  %-28s %s%s%s%s\n", left, o->help, extra[0] ? " (" : "", extra,
+			extra[0] ? ")" : "");
 	}
-	fprintf(f, "  %-28s %s\n  %-28s %s\n", "-h, --help", "show this help", "-V, --version",
-		"show the version");
+	fprintf(f, "  %-28s %s\n  %-28s %s\n  %-28s %s\n", "-h, --help", "show this help",
+		"-V, --version", "show the version", "--check-man FILE",
+		"check that the manual page FILE documents every option as this table has it");
+	free(d);
+}
+
+/* ---- --check-man: the manual page against the table ------------------------ */
+
+struct sbuf {
+	char *p;
+	size_t len, cap;
+};
+
+static void sb_putc(struct sbuf *sb, char ch)
+{
+	if (sb->len + 2 > sb->cap) {
+		size_t cap = sb->cap ? sb->cap * 2 : 256;
+		char *p = realloc(sb->p, cap);
+
+		if (!p)
+			abort();
+		sb->p = p;
+		sb->cap = cap;
+	}
+	sb->p[sb->len++] = ch;
+	sb->p[sb->len] = 0;
+}
+
+/* Roff text as it reads: fonts dropped, \- as -, glyphs as one character. */
+static void roff_text(struct sbuf *sb, const char *s, const char *end)
+{
+	while (s < end) {
+		if (*s != '\\') {
+			sb_putc(sb, *s++);
+			continue;
+		}
+		if (++s >= end)
+			break;
+		switch (*s) {
+		case '-':
+			sb_putc(sb, '-');
+			s++;
+			break;
+		case 'e':
+			sb_putc(sb, '\\');
+			s++;
+			break;
+		case 'f': /* \fB, \f(CW */
+			s++;
+			s += s < end && *s == '(' ? 3 : 1;
+			break;
+		case '(': /* \(mu */
+			sb_putc(sb, end - s >= 3 && !strncmp(s + 1, "mu", 2) ? 'x' : '?');
+			s += 3;
+			break;
+		case '&':
+		case '%':
+			s++;
+			break;
+		case '"': /* comment */
+			s = end;
+			break;
+		default:
+			sb_putc(sb, *s++);
+			break;
+		}
+	}
+}
+
+/* Of a request line, the index of its font macro; -1: another request. */
+static int font_macro(const char *line)
+{
+	static const char *const fonts[] = { "B", "I", "SM", "SB", "BI", "BR", "IB", "IR", "RB", "RI" };
+	size_t i, n = strcspn(line + 1, " ");
+
+	for (i = 0; i < sizeof(fonts) / sizeof(fonts[0]); i++)
+		if (strlen(fonts[i]) == n && !strncmp(fonts[i], line + 1, n))
+			return (int)i;
+	return -1;
+}
+
+/* Text, or a font macro's (other requests are no text). */
+static bool roff_is_text(const char *line)
+{
+	return (line[0] != '.' && line[0] != '\'') || font_macro(line) >= 0;
+}
+
+/* One line of text (roff_is_text) appended as it reads. */
+static void roff_line(struct sbuf *sb, const char *line)
+{
+	const char *s = line + 1 + strcspn(line + 1, " "), *arg;
+	size_t nargs = 0;
+	bool alternate;
+
+	if (line[0] != '.' && line[0] != '\'') {
+		roff_text(sb, line, line + strlen(line));
+		sb_putc(sb, ' ');
+		return;
+	}
+	alternate = font_macro(line) >= 4; /* BI, BR...: arguments joined, no space */
+	for (;;) {
+		while (*s == ' ')
+			s++;
+		if (!*s)
+			break;
+		if (*s == '"') {
+			arg = ++s;
+			while (*s && *s != '"')
+				s++;
+		} else {
+			arg = s;
+			while (*s && *s != ' ')
+				s++;
+		}
+		if (nargs++ && !alternate)
+			sb_putc(sb, ' ');
+		roff_text(sb, arg, s);
+		if (*s == '"')
+			s++;
+	}
+	sb_putc(sb, ' ');
+}
+
+/* Runs of white space as one space. */
+static void squeeze(struct sbuf *sb)
+{
+	size_t i, n = 0;
+
+	for (i = 0; sb->p && i < sb->len; i++)
+		if (!isspace((unsigned char)sb->p[i]))
+			sb->p[n++] = sb->p[i];
+		else if (n && sb->p[n - 1] != ' ')
+			sb->p[n++] = ' ';
+	if (n && sb->p[n - 1] == ' ')
+		n--;
+	sb->len = n;
+	if (sb->p)
+		sb->p[n] = 0;
+}
+
+static bool word_char(char ch)
+{
+	return isalnum((unsigned char)ch) || ch == '-' || ch == '_' || ch == '/' || ch == ':';
+}
+
+/* needle in text as a whole phrase: not inside a longer name or number. */
+static const char *find_phrase(const char *text, const char *needle)
+{
+	const char *p = text;
+	size_t n = strlen(needle);
+
+	while (text && (p = strstr(p, needle))) {
+		const char *e = p + n;
+		bool before = p == text || !(isalnum((unsigned char)p[-1]) || p[-1] == '-');
+		bool after = !word_char(*e) && !(*e == '.' && isalnum((unsigned char)e[1]));
+
+		if (before && after)
+			return p;
+		p++;
+	}
+	return NULL;
+}
+
+struct man_par {
+	struct sbuf tag; /* a .TP entry's tag; empty: a paragraph */
+	struct sbuf text;
+	bool entry;
+};
+
+static bool known_option(const char *name, size_t n, bool reload_only)
+{
+	static const char *const actions[] = { "help", "version", "check-man" };
+	size_t i;
+
+	for (i = 0; i < N_OPTS; i++)
+		if (strlen(opts[i].name) == n && !strncmp(opts[i].name, name, n))
+			return !reload_only || opts[i].reload;
+	for (i = 0; !reload_only && i < sizeof(actions) / sizeof(actions[0]); i++)
+		if (strlen(actions[i]) == n && !strncmp(actions[i], name, n))
+			return true;
+	return false;
+}
+
+/* Every --NAME in text is an option (a reloadable one); 0 or the problems. */
+static int names_known(const char *path, const char *text, bool reload_only, const char *where)
+{
+	const char *p = text;
+	int bad = 0;
+
+	while ((p = strstr(p, "--"))) {
+		const char *name = p + 2, *e = name;
+
+		if (p > text && (isalnum((unsigned char)p[-1]) || p[-1] == '-')) {
+			p = name;
+			continue;
+		}
+		while (islower((unsigned char)*e) || isdigit((unsigned char)*e) || *e == '-')
+			e++;
+		if (e > name && !known_option(name, (size_t)(e - name), reload_only)) {
+			fprintf(stderr, "agentgated: %s: %s names --%.*s, which %s\n", path, where,
+				(int)(e - name), name,
+				reload_only ? "SIGHUP does not apply" : "is no option of agentgated");
+			bad++;
+		}
+		p = e;
+	}
+	return bad;
+}
+
+static int man_check_pars(const char *path, struct man_par *pars, size_t n_pars)
+{
+	struct agd_config *d = malloc(sizeof(*d));
+	const struct man_par *sighup = NULL;
+	char want[400], text[300], where[80];
+	int bad = 0;
+	size_t i, j;
+
+	if (!d)
+		abort();
+	agd_config_defaults(d);
+	for (j = 0; j < n_pars; j++)
+		if (!pars[j].entry && pars[j].text.p && !strncmp(pars[j].text.p, "SIGHUP applies ", 15))
+			sighup = &pars[j];
+	if (!sighup) {
+		fprintf(stderr, "agentgated: %s: OPTIONS has no paragraph 'SIGHUP applies ...' "
+			"naming the options a reload applies\n", path);
+		bad++;
+	}
+	for (i = 0; i < N_OPTS; i++) {
+		const struct opt *o = &opts[i];
+		const struct man_par *e = NULL;
+
+		snprintf(want, sizeof(want), "--%s", o->name);
+		for (j = 0; j < n_pars && !e; j++)
+			if (pars[j].entry && find_phrase(pars[j].tag.p, want))
+				e = &pars[j];
+		if (!e) {
+			fprintf(stderr, "agentgated: %s: OPTIONS has no entry for --%s\n", path, o->name);
+			bad++;
+			continue;
+		}
+		if (o->arg) {
+			snprintf(want, sizeof(want), "--%s %s", o->name, o->arg);
+			if (!find_phrase(e->tag.p, want)) {
+				fprintf(stderr, "agentgated: %s: the entry of --%s does not show '%s'\n",
+					path, o->name, want);
+				bad++;
+			}
+		}
+		if (default_text(o, d, text, sizeof(text))) {
+			char colon[400];
+
+			snprintf(want, sizeof(want), "default %s", text);
+			snprintf(colon, sizeof(colon), "default: %s", text);
+			if (!find_phrase(e->text.p, want) && !find_phrase(e->text.p, colon)) {
+				fprintf(stderr, "agentgated: %s: the entry of --%s does not say '%s'\n",
+					path, o->name, want);
+				bad++;
+			}
+		}
+		if (bounds_text(o, text, sizeof(text)) && !find_phrase(e->text.p, text)) {
+			fprintf(stderr, "agentgated: %s: the entry of --%s does not say '%s'\n", path,
+				o->name, text);
+			bad++;
+		}
+		snprintf(want, sizeof(want), "--%s", o->name);
+		if (o->reload && sighup && !find_phrase(sighup->text.p, want)) {
+			fprintf(stderr, "agentgated: %s: the paragraph 'SIGHUP applies ...' of OPTIONS "
+				"does not name --%s\n", path, o->name);
+			bad++;
+		}
+	}
+	for (j = 0; j < n_pars; j++)
+		if (pars[j].entry) {
+			snprintf(where, sizeof(where), "the OPTIONS entry '%.40s'",
+				 pars[j].tag.p ? pars[j].tag.p : "");
+			bad += names_known(path, pars[j].tag.p ? pars[j].tag.p : "", false, where);
+		}
+	if (sighup)
+		bad += names_known(path, sighup->text.p, true, "the paragraph 'SIGHUP applies ...'");
+	free(d);
+	return bad;
+}
+
+/* The OPTIONS section of the manual page FILE against the table: 0, or the
+ * number of problems, each printed. */
+static int man_check(const char *path)
+{
+	struct man_par *pars = NULL;
+	size_t n_pars = 0, i;
+	bool in = false, want_tag = false, seen = false;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t got;
+	int bad;
+	FILE *f = fopen(path, "re");
+
+	if (!f) {
+		fprintf(stderr, "agentgated: %s: %s\n", path, strerror(errno));
+		return 1;
+	}
+	while ((got = getline(&line, &cap, f)) >= 0) {
+		bool tp, pp;
+
+		while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
+			line[--got] = 0;
+		if (!strncmp(line, ".SH", 3) && (line[3] == ' ' || !line[3])) {
+			char *name = line + 3;
+
+			if (in)
+				break;
+			while (*name == ' ' || *name == '"')
+				name++;
+			in = !strncmp(name, "OPTIONS", 7);
+			seen |= in;
+			continue;
+		}
+		if (!in || !strncmp(line, ".\\\"", 3))
+			continue;
+		tp = !strcmp(line, ".TP") || !strncmp(line, ".TP ", 4);
+		pp = !strcmp(line, ".PP") || !strcmp(line, ".P") || !strcmp(line, ".LP");
+		if (tp || pp || (!n_pars && roff_is_text(line))) {
+			struct man_par *np = realloc(pars, (n_pars + 1) * sizeof(*pars));
+
+			if (!np)
+				abort();
+			pars = np;
+			memset(&pars[n_pars], 0, sizeof(pars[n_pars]));
+			pars[n_pars++].entry = tp;
+			want_tag = tp;
+			if (tp || pp)
+				continue;
+		}
+		if (!roff_is_text(line))
+			continue;
+		if (want_tag) {
+			roff_line(&pars[n_pars - 1].tag, line);
+			want_tag = false;
+		} else {
+			roff_line(&pars[n_pars - 1].text, line);
+		}
+	}
+	free(line);
+	fclose(f);
+	for (i = 0; i < n_pars; i++) {
+		squeeze(&pars[i].tag);
+		squeeze(&pars[i].text);
+	}
+	if (!seen) {
+		fprintf(stderr, "agentgated: %s: no OPTIONS section\n", path);
+		bad = 1;
+	} else {
+		bad = man_check_pars(path, pars, n_pars);
+	}
+	for (i = 0; i < n_pars; i++) {
+		free(pars[i].tag.p);
+		free(pars[i].text.p);
+	}
+	free(pars);
+	return bad;
 }
 
 /* Pass 1 finds --config (and --help/--version); pass 2 applies the rest
  * over the file's values, so flags override the file. */
 enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **argv)
 {
-	struct option lopts[N_OPTS + 3];
+	struct option lopts[N_OPTS + 4];
 	char why[1024];
 	unsigned long long list_seen = 0;
 	size_t i;
@@ -494,7 +1048,8 @@ enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **arg
 					    NULL, (int)(1000 + i) };
 	lopts[N_OPTS] = (struct option){ "help", no_argument, NULL, 'h' };
 	lopts[N_OPTS + 1] = (struct option){ "version", no_argument, NULL, 'V' };
-	lopts[N_OPTS + 2] = (struct option){ NULL, 0, NULL, 0 };
+	lopts[N_OPTS + 2] = (struct option){ "check-man", required_argument, NULL, 'M' };
+	lopts[N_OPTS + 3] = (struct option){ NULL, 0, NULL, 0 };
 
 	agd_config_defaults(c);
 	for (pass = 1; pass <= 2; pass++) {
@@ -509,6 +1064,13 @@ enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **arg
 			}
 			if (ch == 'V') {
 				printf("agentgated %s\n", AG_VERSION);
+				return AGD_EXIT_OK;
+			}
+			if (ch == 'M') {
+				if (man_check(optarg))
+					return AGD_EXIT_USAGE;
+				printf("%s documents the %zu options of agentgated\n", optarg,
+				       N_OPTS);
 				return AGD_EXIT_OK;
 			}
 			if (ch == 'c')

@@ -1,9 +1,11 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
  * agentgated's settings: built-in defaults, then the config file, then the
- * command line. One table describes every setting: its flag (--name), its
- * config-file key (the same name), its argument and its help text, which
- * --help and the manual page print.
+ * command line. One table (opts[] in config.c) has a row per setting: its
+ * flag (--name) and config-file key (the same name), its kind, argument,
+ * default, bounds, whether SIGHUP applies it, and its help text. Parsing,
+ * the defaults, the bounds check, the reload warning, --help and the check
+ * of the manual page (--check-man) all come from it.
  *
  * Config file: "key = value" lines, '#' starts a comment, repeatable keys
  * (attach, nats) may appear more than once.
@@ -17,15 +19,13 @@
 #include <linux/types.h>
 
 #include "core/policy.h"
+#include "ingest/ingest.h" /* the dead-letter file's name and bounds */
 
 #define AGD_STATE_DIR_DEFAULT "/var/lib/agentgate"
 #define AGD_LISTEN_DEFAULT "127.0.0.1:9470"
 #define AGD_CONFIG_DEFAULT "/etc/agentgate/agentgated.conf"
 #define AGD_LIST_MAX 16
 #define AGD_THREADS_MAX 20000 /* HTTP workers plus WebSocket clients */
-#define AGD_DEAD_LETTER_FILE "dead-letter.ndjson"
-#define AGD_DEAD_LETTER_MAX_DEFAULT (16ULL << 20)
-#define AGD_DEAD_LETTER_MAX_MIN (64ULL << 10)
 
 struct agd_config {
 	char config[4096];
@@ -70,7 +70,7 @@ struct agd_config {
 
 enum agd_parse_result {
 	AGD_RUN = 0,
-	AGD_EXIT_OK = 1, /* --help, --version, --man printed */
+	AGD_EXIT_OK = 1, /* --help, --version printed; --check-man found no problem */
 	AGD_EXIT_USAGE = 2,
 };
 
@@ -83,8 +83,17 @@ enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **arg
 /* The file alone: 0, or -1 with the error (file:line: ...) in buf. */
 int agd_config_file(struct agd_config *c, const char *path, char *buf, size_t len);
 
-/* The help text, from the table; tests check the manual page names every
- * option it lists. */
+/* The help text, from the table. */
 void agd_usage(FILE *f);
+
+/* The table's bounds of each numeric setting (those of the fleet only with
+ * --nats): 0, or -1 with "NAME is VALUE; it must be BOUNDS" in buf. Checks
+ * across settings are the caller's. */
+int agd_config_check(const struct agd_config *c, char *buf, size_t len);
+
+/* The next setting, from *iter on (start at 0), that SIGHUP does not apply
+ * and whose value differs between old and c; NULL after the last. */
+const char *agd_config_restart_change(const struct agd_config *old, const struct agd_config *c,
+				      size_t *iter);
 
 #endif

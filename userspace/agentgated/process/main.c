@@ -104,7 +104,8 @@ static bool listen_ok(const char *listen)
 	return true;
 }
 
-static int check_settings(const struct agd_config *c)
+/* The checks across settings, after each setting's own bounds. */
+static int cross_checks(const struct agd_config *c)
 {
 	char why[600];
 
@@ -116,34 +117,30 @@ static int check_settings(const struct agd_config *c)
 		logf_(AG_LOG_ERR, "--node: %s", why);
 		return -1;
 	}
-	if (c->n_nats && (!c->nats_replicas || c->nats_replicas > 5 ||
-			  !(c->fleet_floor > 0 && c->fleet_floor <= 1) ||
-			  c->fleet_interval_ms < 100 || c->nats_timeout_ms < 100)) {
-		logf_(AG_LOG_ERR, "nats-replicas must be 1 to 5, fleet-floor above 0 and at most 1, "
-		      "fleet-interval and nats-timeout at least 100ms");
-		return -1;
-	}
 	if (agd_tls_check(c->tls_cert, c->tls_key, why, sizeof(why))) {
 		logf_(AG_LOG_ERR, "%s", why);
 		return -1;
 	}
-	if (!c->max_body || !c->threads || !c->queue_max || !c->max_agents ||
-	    c->max_agents > AG_MAX_AGENTS_LIMIT || c->store_size < (1 << 20) ||
-	    c->dead_letter_max < AGD_DEAD_LETTER_MAX_MIN) {
-		logf_(AG_LOG_ERR, "max-body, threads and queue-max must be above 0, max-agents 1 to "
-		      "%u, store-size at least 1MiB, dead-letter-max at least 64KiB",
-		      AG_MAX_AGENTS_LIMIT);
-		return -1;
-	}
-	if (c->threads + c->stream_max_clients > AGD_THREADS_MAX || !c->stream_max_per_ip ||
-	    !c->stream_queue || c->stream_queue > 1000000 || c->stream_max_lag_ms < 100 ||
-	    c->stream_ping_ms < 100) {
-		logf_(AG_LOG_ERR, "threads plus stream-max-clients must be at most %u; "
-		      "stream-max-per-ip and stream-queue (at most 1M) above 0; stream-max-lag and "
-		      "stream-ping at least 100ms", AGD_THREADS_MAX);
+	/* Each is at most AGD_THREADS_MAX by its bounds: the sum cannot wrap. */
+	if (c->threads + c->stream_max_clients > AGD_THREADS_MAX) {
+		logf_(AG_LOG_ERR, "threads plus stream-max-clients must be at most %u",
+		      AGD_THREADS_MAX);
 		return -1;
 	}
 	return 0;
+}
+
+/* Each setting within the bounds of its row in the option table
+ * (config.c), then the checks across settings. */
+static int check_settings(const struct agd_config *c)
+{
+	char why[600];
+
+	if (agd_config_check(c, why, sizeof(why))) {
+		logf_(AG_LOG_ERR, "%s", why);
+		return -1;
+	}
+	return cross_checks(c);
 }
 
 static enum ag_xdp_mode xdp_mode(const char *m)
@@ -304,37 +301,14 @@ static int drop_privileges(const struct agd_privs *p)
 	return 0;
 }
 
+/* The settings the option table marks as taking effect on restart only. */
 static void warn_restart_needed(const struct agd_config *old, const struct agd_config *c)
 {
-	static const struct {
-		const char *name;
-		size_t off, size;
-	} fixed[] = {
-#define FIXED(n, f) { n, offsetof(struct agd_config, f), sizeof(((struct agd_config *)0)->f) }
-		FIXED("listen", listen),           FIXED("state-dir", state_dir),
-		FIXED("pin-path", pin_path),       FIXED("max-agents", max_agents),
-		FIXED("store-size", store_size),   FIXED("threads", threads),
-		FIXED("ingest-socket", ingest_socket), FIXED("stdin", use_stdin),
-		FIXED("control-socket", control_socket),
-		FIXED("queue-max", queue_max),     FIXED("request-timeout", request_timeout_ms),
-		FIXED("tls-cert", tls_cert),       FIXED("tls-key", tls_key),
-		FIXED("stream-max-clients", stream_max_clients),
-		FIXED("stream-max-per-ip", stream_max_per_ip), FIXED("stream-queue", stream_queue),
-		FIXED("stream-max-lag", stream_max_lag_ms), FIXED("stream-ping", stream_ping_ms),
-		FIXED("nats", nats), FIXED("node", node), FIXED("nats-replicas", nats_replicas),
-		FIXED("nats-timeout", nats_timeout_ms), FIXED("fleet-interval", fleet_interval_ms),
-		FIXED("fleet-floor", fleet_floor),
-		FIXED("user", user),               FIXED("read-group", read_group),
-		FIXED("dead-letter-max", dead_letter_max),
-#undef FIXED
-	};
-	size_t i;
+	const char *name;
+	size_t i = 0;
 
-	for (i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-		if (memcmp((const char *)old + fixed[i].off, (const char *)c + fixed[i].off,
-			   fixed[i].size))
-			logf_(AG_LOG_WARN, "reload: '%s' changed; it takes effect on restart",
-			      fixed[i].name);
+	while ((name = agd_config_restart_change(old, c, &i)))
+		logf_(AG_LOG_WARN, "reload: '%s' changed; it takes effect on restart", name);
 }
 
 static int start_fleet(struct ag_engine *e, struct agd_config *c, struct agd_fleet **f)
