@@ -6,9 +6,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fleet/fleet.h"
 #include "ingest/ingest.h"
 #include "metrics.h"
 #include "core/store.h"
+#include "stream.h"
 
 struct out {
 	char *buf;
@@ -337,8 +339,60 @@ static void datapath_series(struct out *o, struct ag_ctx *ctx, size_t n_agents)
 	put(o, "agentgate_agent_slots %u\n", ag_max_agents(ctx));
 }
 
-char *agd_metrics_render(struct agd_metrics *m, struct ag_engine *e, __u64 max_agents,
-			 size_t *len)
+static void stream_series(struct out *o, struct agd_stream *s)
+{
+	struct agd_stream_stats st;
+	size_t i;
+
+	agd_stream_get_stats(s, &st);
+	family(o, "stream_clients", "gauge", "WebSocket /v1/stream clients connected.");
+	put(o, "agentgate_stream_clients %llu\n", (unsigned long long)st.clients);
+	family(o, "stream_connections_total", "counter", "WebSocket handshakes, by result.");
+	put(o, "agentgate_stream_connections_total{result=\"accepted\"} %llu\n",
+	    (unsigned long long)st.accepted);
+	for (i = 0; i < 4; i++)
+		put(o, "agentgate_stream_connections_total{result=\"refused_%s\"} %llu\n",
+		    agd_stream_refusal_names[i], (unsigned long long)st.refused[i]);
+	family(o, "stream_messages_total", "counter", "Stream messages, by outcome.");
+	put(o, "agentgate_stream_messages_total{outcome=\"sent\"} %llu\n",
+	    (unsigned long long)st.sent);
+	put(o, "agentgate_stream_messages_total{outcome=\"coalesced\"} %llu\n",
+	    (unsigned long long)st.coalesced);
+	put(o, "agentgate_stream_messages_total{outcome=\"lost\"} %llu\n",
+	    (unsigned long long)st.lost);
+	family(o, "stream_slow_disconnects_total", "counter",
+	       "Stream clients cut off for staying behind.");
+	put(o, "agentgate_stream_slow_disconnects_total %llu\n", (unsigned long long)st.cut_slow);
+}
+
+static void fleet_series(struct out *o, struct agd_fleet *f)
+{
+	struct agd_fleet_stats st;
+
+	agd_fleet_stats(f, &st);
+	family(o, "fleet_connected", "gauge", "Whether the fleet's NATS servers are reachable.");
+	put(o, "agentgate_fleet_connected %d\n", st.connected);
+	family(o, "fleet_applied_sequence", "gauge", "Last stream sequence this host applied.");
+	put(o, "agentgate_fleet_applied_sequence %llu\n", (unsigned long long)st.applied_seq);
+	family(o, "fleet_stream_lag", "gauge", "Stream messages not yet applied here.");
+	put(o, "agentgate_fleet_stream_lag %llu\n", (unsigned long long)st.lag);
+	family(o, "fleet_outbox_depth", "gauge", "Ratings kept locally until NATS takes them.");
+	put(o, "agentgate_fleet_outbox_depth %llu\n", (unsigned long long)st.outbox_depth);
+	family(o, "fleet_dead_letters_total", "counter",
+	       "Invalid stream messages sent to " AGD_FLEET_DLQ ".");
+	put(o, "agentgate_fleet_dead_letters_total %llu\n", (unsigned long long)st.dead_letters);
+	family(o, "fleet_published_total", "counter",
+	       "Ratings accepted here, by what became of them.");
+	put(o, "agentgate_fleet_published_total{result=\"acked\"} %llu\n",
+	    (unsigned long long)(st.published - st.duplicates));
+	put(o, "agentgate_fleet_published_total{result=\"duplicate\"} %llu\n",
+	    (unsigned long long)st.duplicates);
+	put(o, "agentgate_fleet_published_total{result=\"outbox\"} %llu\n",
+	    (unsigned long long)st.queued);
+}
+
+char *agd_metrics_render(struct agd_metrics *m, struct ag_engine *e, struct agd_stream *stream,
+			 struct agd_fleet *fleet, __u64 max_agents, size_t *len)
 {
 	struct out o = { .cap = 16384 };
 	struct ag_agent_view *v = NULL;
@@ -362,6 +416,10 @@ char *agd_metrics_render(struct agd_metrics *m, struct ag_engine *e, __u64 max_a
 	engine_series(&o, e);
 	dead_letter_series(&o);
 	datapath_series(&o, ag_engine_ctx(e), n);
+	if (stream)
+		stream_series(&o, stream);
+	if (fleet)
+		fleet_series(&o, fleet);
 	free(own);
 	free(v);
 	if (o.oom) {

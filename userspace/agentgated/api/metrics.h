@@ -4,7 +4,9 @@
  * are capped: at most max_agents agents get their own label sets, chosen
  * busiest first (packets seen) and then kept while they exist, so a
  * series does not flap between its own labels and the aggregate; every
- * other agent is summed under agent="_other".
+ * other agent is summed under agent="_other". Every series agentgated
+ * exposes is rendered here: the agents', the engine's, the dead letters',
+ * the datapath's, the WebSocket stream's and the fleet's.
  */
 #ifndef AGENTGATED_METRICS_H
 #define AGENTGATED_METRICS_H
@@ -24,8 +26,12 @@ struct agd_metrics {
 void agd_metrics_init(struct agd_metrics *m);
 void agd_metrics_free(struct agd_metrics *m);
 
-/* The exposition text; free(). NULL on allocation failure. */
-char *agd_metrics_render(struct agd_metrics *m, struct ag_engine *e, __u64 max_agents,
-			 size_t *len);
+struct agd_stream;
+struct agd_fleet;
+
+/* The exposition text; free(). NULL on allocation failure. stream, fleet:
+ * their series too, or NULL (no stream; standalone). */
+char *agd_metrics_render(struct agd_metrics *m, struct ag_engine *e, struct agd_stream *stream,
+			 struct agd_fleet *fleet, __u64 max_agents, size_t *len);
 
 #endif

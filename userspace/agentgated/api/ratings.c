@@ -1,0 +1,102 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * POST /v1/ratings: a JSON batch or NDJSON, parsed whole (core/rating.c),
+ * then given to the engine (core/dispatch.c says where it goes).
+ */
+#include <civetweb.h>
+#include <errno.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "core/rating.h"
+#include "handlers.h"
+
+static bool is_ndjson(const struct mg_connection *conn)
+{
+	const char *ct = mg_get_header(conn, "Content-Type");
+
+	return ct && (!strncasecmp(ct, "application/x-ndjson", 20) ||
+		      !strncasecmp(ct, "application/ndjson", 18) ||
+		      !strncasecmp(ct, "application/jsonl", 17));
+}
+
+static int invalid_ratings(struct req *r, const struct ag_rating_batch *b)
+{
+	json_t *errs = json_array(), *o;
+	char msg[256];
+	size_t i;
+
+	ag_engine_count_invalid(r->h->e, b->n_errors);
+	for (i = 0; i < b->n_errors && i < AG_RATING_ERRORS_MAX; i++) {
+		const struct ag_rating_error *x = &b->errors[i];
+
+		json_array_append_new(errs, json_pack("{s:I,s:s,s:s}", "index", (json_int_t)x->index,
+						      "field", x->field, "reason", x->reason));
+	}
+	if (b->n_errors)
+		snprintf(msg, sizeof(msg), "%zu invalid rating%s, none applied; first: item %zu%s%s%s: %s",
+			 b->n_errors, b->n_errors == 1 ? "" : "s", b->errors[0].index,
+			 b->errors[0].field[0] ? " field '" : "", b->errors[0].field,
+			 b->errors[0].field[0] ? "'" : "", b->errors[0].reason);
+	else
+		snprintf(msg, sizeof(msg), "invalid ratings, none applied");
+	o = json_pack("{s:s,s:s,s:o}", "error", "bad_request", "message", msg, "errors", errs);
+	return agd_reply_json(r->conn, 400, o, NULL);
+}
+
+int ratings_post(struct req *r)
+{
+	struct ag_rating_batch b;
+	struct ag_job job = { 0 };
+	json_t *agents, *o;
+	size_t i, b_n;
+	int err;
+
+	job.received_ns = ag_now_ns();
+	err = ag_ratings_parse(r->body, r->body_len, is_ndjson(r->conn) ? AG_RATING_NDJSON :
+									  AG_RATING_JSON, &b);
+	if (err == -EINVAL) {
+		err = invalid_ratings(r, &b);
+		ag_rating_batch_free(&b);
+		return err;
+	}
+	if (err)
+		return send_error(r->conn, 500, "out of memory");
+	if (!b.n) {
+		ag_rating_batch_free(&b);
+		return send_error(r->conn, 400, "request body: no ratings");
+	}
+	job.items = b.items;
+	job.n = b_n = b.n;
+	err = ag_engine_rate(r->h->e, &job);
+	ag_rating_batch_free(&b);
+	if (err) {
+		ag_job_release(&job);
+		return send_error(r->conn, ag_engine_status(err), "%s", job.msg[0] ? job.msg :
+				  strerror(-err));
+	}
+	agents = json_array();
+	for (i = 0; i < job.n_agents; i++) {
+		const struct ag_job_agent *a = &job.agents[i];
+
+		json_array_append_new(agents, json_pack("{s:s,s:f,s:f,s:I}", "agent", a->name,
+							"rate", a->rate, "mean_score",
+							a->mean_score, "ratings",
+							(json_int_t)a->ratings));
+	}
+	o = json_pack("{s:I,s:I,s:o}", "applied", (json_int_t)job.applied, "duplicates",
+		      (json_int_t)job.duplicates, "agents", agents);
+	/* Fleet: the log's sequence; refusals by the log; or kept in the
+	 * outbox while the log is unreachable (202: accepted, not applied). */
+	if (job.routed.sequence)
+		json_object_set_new(o, "sequence", json_integer((json_int_t)job.routed.sequence));
+	if (job.routed.refused)
+		json_object_set_new(o, "refused", json_integer((json_int_t)job.routed.refused));
+	if (job.routed.queued)
+		json_object_set_new(o, "queued", json_integer((json_int_t)b_n));
+	ag_job_release(&job);
+	return agd_reply_json(r->conn, job.routed.queued ? 202 : 200, o, NULL);
+}
