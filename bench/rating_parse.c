@@ -15,8 +15,8 @@
 
 int main(int argc, char **argv)
 {
-	struct ag_rating r;
-	struct ag_rating_error e;
+	struct agd_rating r;
+	struct agd_rating_error e;
 	struct timespec a, b;
 	size_t cap = 0, n = 0, bad = 0;
 	ssize_t len;
@@ -31,7 +31,7 @@ int main(int argc, char **argv)
 	while ((len = getline(&line, &cap, f)) > 0) {
 		if (line[len - 1] == '\n')
 			len--;
-		bad += ag_rating_parse_line(line, (size_t)len, &r, &e) != 0;
+		bad += agd_rating_parse_line(line, (size_t)len, &r, &e) != 0;
 		n++;
 	}
 	clock_gettime(CLOCK_MONOTONIC, &b);

@@ -53,8 +53,8 @@ static void check_config(const struct agd_config *c)
 			   !strcmp(c->xdp_mode, "generic"),
 		   "xdp-mode '%.16s'", c->xdp_mode);
 	FUZZ_CHECK(c->defaults.unit == AG_UNIT_PPS || c->defaults.unit == AG_UNIT_BPS, "unit");
-	FUZZ_CHECK(c->defaults.burst_kind == AG_BURST_TOKENS ||
-			   c->defaults.burst_kind == AG_BURST_SECONDS,
+	FUZZ_CHECK(c->defaults.burst_kind == AGD_BURST_TOKENS ||
+			   c->defaults.burst_kind == AGD_BURST_SECONDS,
 		   "burst kind");
 	FUZZ_CHECK(isfinite(c->defaults.r0) && c->defaults.r0 >= 0 && isfinite(c->defaults.alpha) &&
 			   c->defaults.alpha >= 0 && isfinite(c->defaults.r_min) &&

@@ -60,7 +60,7 @@ static const char key[] = "fuzz-http-key-0123456789-0123456789";
 static char state_dir[64];
 static char listen_addr[32];
 static unsigned short port;
-static struct ag_engine *engine;
+static struct agd_engine *engine;
 static struct agd_http *http;
 static struct agd_ingest *ingest;
 static char ingest_path[108];
@@ -101,7 +101,7 @@ static void stop_daemon(void)
 	agd_control_stop(control);
 	agd_ingest_stop(ingest);
 	agd_http_stop(http);
-	ag_engine_close(engine);
+	agd_engine_close(engine);
 	free(token);
 	fuzz_scratch_remove(state_dir);
 }
@@ -125,7 +125,7 @@ static unsigned short free_port(void)
 
 static int start_daemon(char *why, size_t why_len)
 {
-	struct ag_engine_opts eo = {
+	struct agd_engine_opts eo = {
 		.state_dir = state_dir,
 		.pin_root = "/sys/fs/bpf/agentgate",
 		.max_agents = 64,
@@ -148,8 +148,8 @@ static int start_daemon(char *why, size_t why_len)
 	char err[1024];
 	int rc, attempt;
 
-	ag_policy_defaults(&eo.defaults);
-	rc = ag_engine_open(&eo, &engine, err, sizeof(err));
+	agd_policy_defaults(&eo.defaults);
+	rc = agd_engine_open(&eo, &engine, err, sizeof(err));
 	if (rc) {
 		snprintf(why, why_len, "engine: %s", err);
 		return rc;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * Bearer tokens (userspace/agentgated/api/auth.c): ag_token_verify on libjwt,
- * and ag_scope_parse.
+ * Bearer tokens (userspace/agentgated/api/auth.c): agd_token_verify on libjwt,
+ * and agd_scope_parse.
  *
  * Input: one flag byte, then
  *   raw (flag bit 0 clear): the token text as a client sends it;
@@ -139,7 +139,7 @@ static unsigned int ref_scopes(json_t *claims)
 }
 
 /* An accepted token must meet every rule; returns what is broken or NULL. */
-static const char *ref_broken(const char *token, time_t now, const struct ag_token *t)
+static const char *ref_broken(const char *token, time_t now, const struct agd_token *t)
 {
 	const char *dot1 = strchr(token, '.'), *dot2 = dot1 ? strchr(dot1 + 1, '.') : NULL;
 	const char *why = NULL, *sub;
@@ -167,7 +167,7 @@ static const char *ref_broken(const char *token, time_t now, const struct ag_tok
 		why = "nbf not a number, or in the future";
 	else if (t->scopes != ref_scopes(claims))
 		why = "scopes differ from the claims";
-	else if (strncmp(t->subject, sub ? sub : "", AG_SUBJECT_MAX))
+	else if (strncmp(t->subject, sub ? sub : "", AGD_SUBJECT_MAX))
 		why = "subject differs from sub";
 	free(mac);
 	json_decref(hdr);
@@ -201,13 +201,13 @@ static bool plainly_valid(json_t *hdr, json_t *claims, time_t now)
 
 static void verify(const char *token, time_t now, bool must_pass)
 {
-	struct ag_token t;
+	struct agd_token t;
 	char why[128] = "";
 	const char *broken;
 	int err;
 
 	memset(&t, 0xa5, sizeof(t));
-	err = ag_token_verify(token, key, sizeof(key) - 1, now, &t, why, sizeof(why));
+	err = agd_token_verify(token, key, sizeof(key) - 1, now, &t, why, sizeof(why));
 	if (err) {
 		FUZZ_CHECK(err == -EACCES && why[0], "refusal %d without a reason", err);
 		FUZZ_CHECK(!must_pass, "valid token refused (%s): %s", why, token);
@@ -273,7 +273,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	text = fuzz_rest_str(&in, &len);
 	verify(text, NOW, false);
-	FUZZ_CHECK(ag_scope_parse(text, len) == 0 || ag_scope_name(ag_scope_parse(text, len))[0] != '?',
+	FUZZ_CHECK(agd_scope_parse(text, len) == 0 || agd_scope_name(agd_scope_parse(text, len))[0] != '?',
 		   "scope name");
 	free(text);
 	return 0;

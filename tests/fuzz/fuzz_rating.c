@@ -12,7 +12,7 @@
  * Checks: an accepted batch holds only valid ratings, a refused one holds
  * none and names at least one error; NDJSON of one line and a lone line
  * agree; an object and the same object in an array agree; a policy that
- * passes ag_policy_check keeps every rate in [r_min, r_max], moves
+ * passes agd_policy_check keeps every rate in [r_min, r_max], moves
  * monotonically with the score, and yields a burst and a limit the buckets
  * accept.
  */
@@ -36,19 +36,19 @@ static bool terminated(const char *s, size_t size)
 	return memchr(s, 0, size) != NULL;
 }
 
-static void check_item(const struct ag_rating *r)
+static void check_item(const struct agd_rating *r)
 {
 	FUZZ_CHECK(terminated(r->agent, sizeof(r->agent)) && ag_name_check(r->agent) == 0,
 		   "accepted agent name");
 	FUZZ_CHECK(strcmp(r->agent, "_other") != 0, "reserved name accepted");
-	FUZZ_CHECK(r->score >= AG_SCORE_MIN && r->score <= AG_SCORE_MAX, "score %d", r->score);
-	FUZZ_CHECK(r->ts_ms == -1 || (r->ts_ms >= 0 && r->ts_ms <= AG_RATING_TS_MAX), "ts %lld",
+	FUZZ_CHECK(r->score >= AGD_SCORE_MIN && r->score <= AGD_SCORE_MAX, "score %d", r->score);
+	FUZZ_CHECK(r->ts_ms == -1 || (r->ts_ms >= 0 && r->ts_ms <= AGD_RATING_TS_MAX), "ts %lld",
 		   (long long)r->ts_ms);
 	FUZZ_CHECK(terminated(r->id, sizeof(r->id)) && printable(r->id), "id");
 	FUZZ_CHECK(terminated(r->user, sizeof(r->user)) && printable(r->user), "user");
 }
 
-static void check_batch(int err, const struct ag_rating_batch *b)
+static void check_batch(int err, const struct agd_rating_batch *b)
 {
 	size_t i;
 
@@ -63,30 +63,30 @@ static void check_batch(int err, const struct ag_rating_batch *b)
 	}
 	FUZZ_CHECK(b->n == 0 && b->n_errors >= 1, "refused batch: n %zu errors %zu", b->n,
 		   b->n_errors);
-	for (i = 0; i < b->n_errors && i < AG_RATING_ERRORS_MAX; i++) {
-		const struct ag_rating_error *e = &b->errors[i];
+	for (i = 0; i < b->n_errors && i < AGD_RATING_ERRORS_MAX; i++) {
+		const struct agd_rating_error *e = &b->errors[i];
 
 		FUZZ_CHECK(terminated(e->field, sizeof(e->field)), "field unterminated");
 		FUZZ_CHECK(terminated(e->reason, sizeof(e->reason)) && e->reason[0], "reason");
 	}
 }
 
-static bool same_rating(const struct ag_rating *a, const struct ag_rating *b)
+static bool same_rating(const struct agd_rating *a, const struct agd_rating *b)
 {
 	return !strcmp(a->id, b->id) && !strcmp(a->agent, b->agent) && !strcmp(a->user, b->user) &&
 	       a->score == b->score && a->ts_ms == b->ts_ms;
 }
 
 /* One line without a newline: NDJSON of it and the stream parser agree. */
-static void line_agrees(const char *body, size_t len, int err, const struct ag_rating_batch *b)
+static void line_agrees(const char *body, size_t len, int err, const struct agd_rating_batch *b)
 {
-	struct ag_rating one;
-	struct ag_rating_error e;
+	struct agd_rating one;
+	struct agd_rating_error e;
 	int rc;
 
 	if (memchr(body, '\n', len) || b->n > 1)
 		return;
-	rc = ag_rating_parse_line(body, len, &one, &e);
+	rc = agd_rating_parse_line(body, len, &one, &e);
 	if (!err) {
 		FUZZ_CHECK(rc == 0, "NDJSON accepted a line the stream parser refuses: %s",
 			   e.reason);
@@ -97,9 +97,9 @@ static void line_agrees(const char *body, size_t len, int err, const struct ag_r
 }
 
 /* An accepted single object is also accepted as a one-element array. */
-static void array_agrees(const char *body, size_t len, const struct ag_rating_batch *b)
+static void array_agrees(const char *body, size_t len, const struct agd_rating_batch *b)
 {
-	struct ag_rating_batch wrapped;
+	struct agd_rating_batch wrapped;
 	char *arr;
 	int err;
 
@@ -112,29 +112,29 @@ static void array_agrees(const char *body, size_t len, const struct ag_rating_ba
 	memcpy(arr + 1, body, len);
 	arr[len + 1] = ']';
 	arr[len + 2] = 0;
-	err = ag_ratings_parse(arr, len + 2, AG_RATING_JSON, &wrapped);
+	err = agd_ratings_parse(arr, len + 2, AGD_RATING_JSON, &wrapped);
 	if (err != -ENOMEM && body[strspn(body, " \t\r\n")] == '{') {
 		FUZZ_CHECK(err == 0 && wrapped.n == 1, "object accepted, [object] refused (%d)",
 			   err);
 		FUZZ_CHECK(same_rating(&wrapped.items[0], &b->items[0]), "[object] differs");
 	}
-	ag_rating_batch_free(&wrapped);
+	agd_rating_batch_free(&wrapped);
 	free(arr);
 }
 
 static void fuzz_parser(uint8_t sel, struct fuzz_in *in)
 {
-	enum ag_rating_format f = sel == 'N' ? AG_RATING_NDJSON : AG_RATING_JSON;
-	struct ag_rating_batch b;
+	enum agd_rating_format f = sel == 'N' ? AGD_RATING_NDJSON : AGD_RATING_JSON;
+	struct agd_rating_batch b;
 	size_t len;
 	char *body = fuzz_rest_str(in, &len);
 	int err;
 
 	if (sel == 'L') {
-		struct ag_rating r;
-		struct ag_rating_error e;
+		struct agd_rating r;
+		struct agd_rating_error e;
 
-		err = ag_rating_parse_line(body, len, &r, &e);
+		err = agd_rating_parse_line(body, len, &r, &e);
 		FUZZ_CHECK(err == 0 || err == -EINVAL, "line error %d", err);
 		if (!err)
 			check_item(&r);
@@ -143,14 +143,14 @@ static void fuzz_parser(uint8_t sel, struct fuzz_in *in)
 		free(body);
 		return;
 	}
-	err = ag_ratings_parse(body, len, f, &b);
+	err = agd_ratings_parse(body, len, f, &b);
 	check_batch(err, &b);
-	if (f == AG_RATING_NDJSON && err != -ENOMEM)
+	if (f == AGD_RATING_NDJSON && err != -ENOMEM)
 		line_agrees(body, len, err, &b);
-	if (f == AG_RATING_JSON && !err)
+	if (f == AGD_RATING_JSON && !err)
 		array_agrees(body, len, &b);
 	if (err != -ENOMEM)
-		ag_rating_batch_free(&b);
+		agd_rating_batch_free(&b);
 	free(body);
 }
 
@@ -164,16 +164,16 @@ static double fuzz_double(struct fuzz_in *in)
 }
 
 /* The limit the engine would write for a rate: the buckets must take it. */
-static void check_limit(const struct ag_policy *p, double rate)
+static void check_limit(const struct agd_policy *p, double rate)
 {
-	uint64_t burst = ag_policy_burst_tokens(p, rate);
+	uint64_t burst = agd_policy_burst_tokens(p, rate);
 	struct ag_gcra_params g;
 	int err;
 
 	FUZZ_CHECK(burst >= (p->unit == AG_UNIT_BPS ? AG_BPS_MIN_BURST : 1) &&
 			   burst <= AG_BURST_MAX,
 		   "burst %llu", (unsigned long long)burst);
-	if (p->burst_kind == AG_BURST_TOKENS)
+	if (p->burst_kind == AGD_BURST_TOKENS)
 		FUZZ_CHECK(burst == (uint64_t)fmax(p->burst, p->unit == AG_UNIT_BPS ?
 								     AG_BPS_MIN_BURST : 1),
 			   "token burst %g became %llu", p->burst, (unsigned long long)burst);
@@ -185,8 +185,8 @@ static void check_limit(const struct ag_policy *p, double rate)
 
 static void fuzz_policy(uint8_t sel, struct fuzz_in *in)
 {
-	struct ag_rating_stats st = { .last_ms = -1 };
-	struct ag_policy p;
+	struct agd_rating_stats st = { .last_ms = -1 };
+	struct agd_policy p;
 	char why[200];
 	double rate;
 	uint8_t flags;
@@ -197,12 +197,12 @@ static void fuzz_policy(uint8_t sel, struct fuzz_in *in)
 	p.r_max = fuzz_double(in);
 	p.burst = fuzz_double(in);
 	flags = fuzz_u8(in);
-	p.burst_kind = flags & 1 ? AG_BURST_SECONDS : AG_BURST_TOKENS;
+	p.burst_kind = flags & 1 ? AGD_BURST_SECONDS : AGD_BURST_TOKENS;
 	p.unit = flags & 2 ? AG_UNIT_BPS : AG_UNIT_PPS;
 	p.pinned = flags & 4;
 	if (flags & 8) /* out-of-range enums: the check must refuse them */
 		p.unit = (enum ag_unit)(flags >> 4);
-	if (ag_policy_check(&p, why, sizeof(why))) {
+	if (agd_policy_check(&p, why, sizeof(why))) {
 		FUZZ_CHECK(why[0], "refusal without a reason");
 		return;
 	}
@@ -211,23 +211,23 @@ static void fuzz_policy(uint8_t sel, struct fuzz_in *in)
 	check_limit(&p, rate);
 	while (in->n) {
 		uint8_t b = fuzz_u8(in);
-		int score = AG_SCORE_MIN + b % 5;
-		double next = ag_policy_rate_after(&p, rate, score);
+		int score = AGD_SCORE_MIN + b % 5;
+		double next = agd_policy_rate_after(&p, rate, score);
 
 		FUZZ_CHECK(next >= p.r_min && next <= p.r_max, "rate %.17g outside [%g, %g]", next,
 			   p.r_min, p.r_max);
-		if (p.pinned || score == AG_SCORE_NEUTRAL)
+		if (p.pinned || score == AGD_SCORE_NEUTRAL)
 			FUZZ_CHECK(next == rate, "rate moved from %.17g to %.17g", rate, next);
-		if (score < AG_SCORE_MAX)
-			FUZZ_CHECK(ag_policy_rate_after(&p, rate, score + 1) >= next,
+		if (score < AGD_SCORE_MAX)
+			FUZZ_CHECK(agd_policy_rate_after(&p, rate, score + 1) >= next,
 				   "a better score lowered the rate");
 		check_limit(&p, next);
-		ag_stats_add(&st, score, (int64_t)(b * 1000));
+		agd_stats_add(&st, score, (int64_t)(b * 1000));
 		rate = next;
 	}
 	if (st.count)
-		FUZZ_CHECK(ag_stats_mean(&st) >= AG_SCORE_MIN && ag_stats_mean(&st) <= AG_SCORE_MAX,
-			   "mean %g", ag_stats_mean(&st));
+		FUZZ_CHECK(agd_stats_mean(&st) >= AGD_SCORE_MIN && agd_stats_mean(&st) <= AGD_SCORE_MAX,
+			   "mean %g", agd_stats_mean(&st));
 }
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)

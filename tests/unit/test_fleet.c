@@ -19,10 +19,10 @@
 #include "fleet/common.h"
 #include "fleet/fleet.h"
 
-static struct ag_op roundtrip(const struct ag_op *in)
+static struct agd_op roundtrip(const struct agd_op *in)
 {
 	char *text = agd_fleet_op_encode(in), why[200] = "";
-	struct ag_op out;
+	struct agd_op out;
 
 	assert_non_null(text);
 	assert_int_equal(agd_fleet_op_decode(text, strlen(text), &out, why, sizeof(why)), 0);
@@ -32,23 +32,23 @@ static struct ag_op roundtrip(const struct ag_op *in)
 
 static void agent_put_comes_back_exactly(void **state)
 {
-	struct ag_op in = { .kind = AG_OP_AGENT_PUT, .agent = "a:b.c-d_e", .subject = "ops@x" };
-	struct ag_op out;
+	struct agd_op in = { .kind = AGD_OP_AGENT_PUT, .agent = "a:b.c-d_e", .subject = "ops@x" };
+	struct agd_op out;
 
 	/* Doubles with no short decimal form must survive the text. */
-	in.change.set = AG_POL_R0 | AG_POL_ALPHA | AG_POL_BURST | AG_POL_PINNED;
-	in.change.unset = AG_POL_R_MAX;
+	in.change.set = AGD_POL_R0 | AGD_POL_ALPHA | AGD_POL_BURST | AGD_POL_PINNED;
+	in.change.unset = AGD_POL_R_MAX;
 	in.change.own.r0 = 1.0 / 3;
 	in.change.own.alpha = 0.1;
 	in.change.own.r_min = 1e-6;
 	in.change.own.r_max = 9999999999.999998;
 	in.change.own.burst = 2.5;
-	in.change.own.burst_kind = AG_BURST_SECONDS;
+	in.change.own.burst_kind = AGD_BURST_SECONDS;
 	in.change.own.unit = AG_UNIT_BPS;
 	in.change.own.pinned = true;
 	in.change.fill_tokens = -1;
 	out = roundtrip(&in);
-	assert_int_equal(out.kind, AG_OP_AGENT_PUT);
+	assert_int_equal(out.kind, AGD_OP_AGENT_PUT);
 	assert_string_equal(out.agent, in.agent);
 	assert_string_equal(out.subject, in.subject);
 	assert_int_equal(out.change.set, in.change.set);
@@ -58,7 +58,7 @@ static void agent_put_comes_back_exactly(void **state)
 	assert_memory_equal(&out.change.own.r_min, &in.change.own.r_min, sizeof(double));
 	assert_memory_equal(&out.change.own.r_max, &in.change.own.r_max, sizeof(double));
 	assert_memory_equal(&out.change.own.burst, &in.change.own.burst, sizeof(double));
-	assert_int_equal(out.change.own.burst_kind, AG_BURST_SECONDS);
+	assert_int_equal(out.change.own.burst_kind, AGD_BURST_SECONDS);
 	assert_int_equal(out.change.own.unit, AG_UNIT_BPS);
 	assert_true(out.change.own.pinned);
 	assert_true(out.change.fill_tokens == -1);
@@ -66,7 +66,7 @@ static void agent_put_comes_back_exactly(void **state)
 
 static void rules_and_delete_come_back(void **state)
 {
-	struct ag_op in = { .kind = AG_OP_RULE_ADD, .agent = "web" }, out;
+	struct agd_op in = { .kind = AGD_OP_RULE_ADD, .agent = "web" }, out;
 	int i;
 
 	in.rule.family = AF_INET6;
@@ -80,21 +80,21 @@ static void rules_and_delete_come_back(void **state)
 	assert_int_equal(out.rule.plen, 128);
 	assert_int_equal(out.rule.port, 65535);
 
-	in.kind = AG_OP_RULE_DEL;
+	in.kind = AGD_OP_RULE_DEL;
 	in.rule.family = AF_INET;
 	memset(in.rule.addr, 0, sizeof(in.rule.addr));
 	in.rule.addr[0] = 10;
 	in.rule.plen = 8;
 	in.rule.port = 0;
 	out = roundtrip(&in);
-	assert_int_equal(out.kind, AG_OP_RULE_DEL);
+	assert_int_equal(out.kind, AGD_OP_RULE_DEL);
 	assert_int_equal(out.rule.family, AF_INET);
 	assert_int_equal(out.rule.addr[0], 10);
 	assert_int_equal(out.rule.plen, 8);
 
-	in = (struct ag_op){ .kind = AG_OP_AGENT_DELETE, .agent = "gone" };
+	in = (struct agd_op){ .kind = AGD_OP_AGENT_DELETE, .agent = "gone" };
 	out = roundtrip(&in);
-	assert_int_equal(out.kind, AG_OP_AGENT_DELETE);
+	assert_int_equal(out.kind, AGD_OP_AGENT_DELETE);
 	assert_string_equal(out.agent, "gone");
 }
 
@@ -126,7 +126,7 @@ static void anything_else_is_refused_with_a_reason(void **state)
 	size_t i;
 
 	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		struct ag_op op;
+		struct agd_op op;
 		char why[200] = "";
 
 		if (agd_fleet_op_decode(bad[i], strlen(bad[i]), &op, why, sizeof(why)) != -EINVAL)

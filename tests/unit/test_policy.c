@@ -12,56 +12,56 @@
 #include "agentgate.h"
 #include "core/policy.h"
 
-static struct ag_policy pol(double r0, double alpha, double r_min, double r_max)
+static struct agd_policy pol(double r0, double alpha, double r_min, double r_max)
 {
-	struct ag_policy p;
+	struct agd_policy p;
 
-	ag_policy_defaults(&p);
+	agd_policy_defaults(&p);
 	p.r0 = r0, p.alpha = alpha, p.r_min = r_min, p.r_max = r_max;
 	return p;
 }
 
 static void reward_is_score_minus_three(void **state)
 {
-	struct ag_policy p = pol(100, 10, 1, 1000);
+	struct agd_policy p = pol(100, 10, 1, 1000);
 	int score;
 
 	for (score = 1; score <= 5; score++)
-		assert_true(ag_policy_rate_after(&p, 100, score) == 100 + 10.0 * (score - 3));
+		assert_true(agd_policy_rate_after(&p, 100, score) == 100 + 10.0 * (score - 3));
 	/* Fractional alpha moves in fractional steps. */
 	p.alpha = 0.25;
-	assert_true(ag_policy_rate_after(&p, 100, 5) == 100.5);
-	assert_true(ag_policy_rate_after(&p, 100, 1) == 99.5);
+	assert_true(agd_policy_rate_after(&p, 100, 5) == 100.5);
+	assert_true(agd_policy_rate_after(&p, 100, 1) == 99.5);
 }
 
 static void clamped_at_both_ends(void **state)
 {
-	struct ag_policy p = pol(50, 30, 20, 100);
+	struct agd_policy p = pol(50, 30, 20, 100);
 	double r = 50;
 	int i;
 
 	for (i = 0; i < 10; i++)
-		r = ag_policy_rate_after(&p, r, 1); /* -60 per rating */
+		r = agd_policy_rate_after(&p, r, 1); /* -60 per rating */
 	assert_true(r == 20);
 	for (i = 0; i < 10; i++)
-		r = ag_policy_rate_after(&p, r, 5);
+		r = agd_policy_rate_after(&p, r, 5);
 	assert_true(r == 100);
 	/* A neutral rating changes nothing, also at the bounds. */
-	assert_true(ag_policy_rate_after(&p, 100, 3) == 100);
-	assert_true(ag_policy_rate_after(&p, 20, 3) == 20);
+	assert_true(agd_policy_rate_after(&p, 100, 3) == 100);
+	assert_true(agd_policy_rate_after(&p, 20, 3) == 20);
 }
 
 static void a_sequence_is_deterministic(void **state)
 {
 	/* Same ratings, same order: same rate (hosts of a fleet must agree). */
 	static const int scores[] = { 5, 1, 4, 4, 2, 5, 5, 3, 1, 1, 5, 2 };
-	struct ag_policy p = pol(100, 7.5, 10, 200);
+	struct agd_policy p = pol(100, 7.5, 10, 200);
 	double a = p.r0, b = p.r0, want = p.r0;
 	size_t i;
 
 	for (i = 0; i < sizeof(scores) / sizeof(scores[0]); i++) {
-		a = ag_policy_rate_after(&p, a, scores[i]);
-		b = ag_policy_rate_after(&p, b, scores[i]);
+		a = agd_policy_rate_after(&p, a, scores[i]);
+		b = agd_policy_rate_after(&p, b, scores[i]);
 		want = fmin(200, fmax(10, want + 7.5 * (scores[i] - 3)));
 	}
 	assert_true(a == b);
@@ -70,64 +70,64 @@ static void a_sequence_is_deterministic(void **state)
 
 static void pinned_keeps_the_operator_rate(void **state)
 {
-	struct ag_policy p = pol(100, 10, 1, 1000);
+	struct agd_policy p = pol(100, 10, 1, 1000);
 
 	p.pinned = true;
-	assert_true(ag_policy_rate_after(&p, 333, 5) == 333);
-	assert_true(ag_policy_rate_after(&p, 333, 1) == 333);
+	assert_true(agd_policy_rate_after(&p, 333, 5) == 333);
+	assert_true(agd_policy_rate_after(&p, 333, 1) == 333);
 }
 
 static void burst_in_tokens_or_seconds(void **state)
 {
-	struct ag_policy p = pol(100, 10, 1, 1000);
+	struct agd_policy p = pol(100, 10, 1, 1000);
 
-	p.burst_kind = AG_BURST_SECONDS, p.burst = 2;
-	assert_int_equal(ag_policy_burst_tokens(&p, 150), 300);
-	assert_int_equal(ag_policy_burst_tokens(&p, 0.2), 1); /* at least one token */
+	p.burst_kind = AGD_BURST_SECONDS, p.burst = 2;
+	assert_int_equal(agd_policy_burst_tokens(&p, 150), 300);
+	assert_int_equal(agd_policy_burst_tokens(&p, 0.2), 1); /* at least one token */
 	p.burst = 0.5;
-	assert_int_equal(ag_policy_burst_tokens(&p, 3), 2); /* rounded up */
-	p.burst_kind = AG_BURST_TOKENS, p.burst = 40;
-	assert_int_equal(ag_policy_burst_tokens(&p, 150), 40);
-	assert_int_equal(ag_policy_burst_tokens(&p, 5), 40);
+	assert_int_equal(agd_policy_burst_tokens(&p, 3), 2); /* rounded up */
+	p.burst_kind = AGD_BURST_TOKENS, p.burst = 40;
+	assert_int_equal(agd_policy_burst_tokens(&p, 150), 40);
+	assert_int_equal(agd_policy_burst_tokens(&p, 5), 40);
 	/* bps: never less than one full-size frame. */
 	p.unit = AG_UNIT_BPS, p.burst = 64;
-	assert_int_equal(ag_policy_burst_tokens(&p, 1000), AG_BPS_MIN_BURST);
-	p.burst_kind = AG_BURST_SECONDS, p.burst = 1;
-	assert_int_equal(ag_policy_burst_tokens(&p, 1e6), 1000000);
+	assert_int_equal(agd_policy_burst_tokens(&p, 1000), AG_BPS_MIN_BURST);
+	p.burst_kind = AGD_BURST_SECONDS, p.burst = 1;
+	assert_int_equal(agd_policy_burst_tokens(&p, 1e6), 1000000);
 }
 
 static void merge_takes_only_what_is_set(void **state)
 {
-	struct ag_policy defaults = pol(100, 10, 1, 1000), own = pol(5, 2, 3, 7), out;
+	struct agd_policy defaults = pol(100, 10, 1, 1000), own = pol(5, 2, 3, 7), out;
 
 	own.pinned = true, own.unit = AG_UNIT_BPS;
-	own.burst_kind = AG_BURST_TOKENS, own.burst = 9000;
-	ag_policy_merge(&defaults, &own, AG_POL_ALPHA | AG_POL_R_MAX, &out);
+	own.burst_kind = AGD_BURST_TOKENS, own.burst = 9000;
+	agd_policy_merge(&defaults, &own, AGD_POL_ALPHA | AGD_POL_R_MAX, &out);
 	assert_true(out.alpha == 2 && out.r_max == 7);
 	assert_true(out.r0 == 100 && out.r_min == 1 && !out.pinned && out.unit == AG_UNIT_PPS);
 	assert_true(out.burst_kind == defaults.burst_kind && out.burst == defaults.burst);
-	ag_policy_merge(&defaults, &own, AG_POL__ALL, &out);
+	agd_policy_merge(&defaults, &own, AGD_POL__ALL, &out);
 	assert_memory_equal(&out, &own, sizeof(out));
-	ag_policy_merge(&defaults, &own, 0, &out);
+	agd_policy_merge(&defaults, &own, 0, &out);
 	assert_memory_equal(&out, &defaults, sizeof(out));
 }
 
-static void expect_invalid(const struct ag_policy *p, const char *mentions)
+static void expect_invalid(const struct agd_policy *p, const char *mentions)
 {
 	char why[128] = "";
 
-	assert_int_equal(ag_policy_check(p, why, sizeof(why)), -EINVAL);
+	assert_int_equal(agd_policy_check(p, why, sizeof(why)), -EINVAL);
 	if (!strstr(why, mentions))
 		fail_msg("reason '%s' does not mention '%s'", why, mentions);
 }
 
 static void invalid_policies_named(void **state)
 {
-	struct ag_policy p;
+	struct agd_policy p;
 	char why[128];
 
-	ag_policy_defaults(&p);
-	assert_int_equal(ag_policy_check(&p, why, sizeof(why)), 0);
+	agd_policy_defaults(&p);
+	assert_int_equal(agd_policy_check(&p, why, sizeof(why)), 0);
 	p = pol(100, 10, 200, 100);
 	expect_invalid(&p, "r_min");
 	p = pol(5, 10, 10, 100);
@@ -141,17 +141,17 @@ static void invalid_policies_named(void **state)
 	p = pol(100, 10, 1, 2e10);
 	expect_invalid(&p, "r_max");
 	p = pol(100, 10, 1, 1000);
-	p.burst_kind = AG_BURST_TOKENS, p.burst = 1.5;
+	p.burst_kind = AGD_BURST_TOKENS, p.burst = 1.5;
 	expect_invalid(&p, "whole number");
 	p.burst = 0;
 	expect_invalid(&p, "burst");
-	p.burst_kind = AG_BURST_SECONDS, p.burst = 0;
+	p.burst_kind = AGD_BURST_SECONDS, p.burst = 0;
 	expect_invalid(&p, "burst");
 	p.burst = 4000;
 	expect_invalid(&p, "3600");
 	/* A token burst that no rate down to r_min can express. */
 	p = pol(100, 10, 0.001, 1000);
-	p.burst_kind = AG_BURST_TOKENS, p.burst = 1ULL << 40;
+	p.burst_kind = AGD_BURST_TOKENS, p.burst = 1ULL << 40;
 	expect_invalid(&p, "too large");
 	p = pol(100, 10, 1, 1000);
 	p.unit = 9;
@@ -160,14 +160,14 @@ static void invalid_policies_named(void **state)
 
 static void statistics(void **state)
 {
-	struct ag_rating_stats s = { .last_ms = -1 };
+	struct agd_rating_stats s = { .last_ms = -1 };
 
-	assert_true(ag_stats_mean(&s) == 0);
-	ag_stats_add(&s, 5, 1000);
-	ag_stats_add(&s, 2, 3000);
-	ag_stats_add(&s, 4, 2000); /* late arrival: last stays the latest */
+	assert_true(agd_stats_mean(&s) == 0);
+	agd_stats_add(&s, 5, 1000);
+	agd_stats_add(&s, 2, 3000);
+	agd_stats_add(&s, 4, 2000); /* late arrival: last stays the latest */
 	assert_int_equal(s.count, 3);
-	assert_true(fabs(ag_stats_mean(&s) - 11.0 / 3) < 1e-12);
+	assert_true(fabs(agd_stats_mean(&s) - 11.0 / 3) < 1e-12);
 	assert_int_equal(s.last_ms, 3000);
 }
 

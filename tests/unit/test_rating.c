@@ -12,18 +12,18 @@
 
 #include "core/rating.h"
 
-static int parse(const char *body, enum ag_rating_format f, struct ag_rating_batch *b)
+static int parse(const char *body, enum agd_rating_format f, struct agd_rating_batch *b)
 {
-	return ag_ratings_parse(body, strlen(body), f, b);
+	return agd_ratings_parse(body, strlen(body), f, b);
 }
 
 static void single_object_all_fields(void **state)
 {
-	struct ag_rating_batch b;
+	struct agd_rating_batch b;
 
 	assert_int_equal(parse("{\"id\":\"r-1\",\"agent\":\"planner-7\",\"user\":\"u42\","
 			       "\"score\":4,\"ts\":1763700000000,\"comment\":\"gut \\u00e9\"}",
-			       AG_RATING_JSON, &b),
+			       AGD_RATING_JSON, &b),
 			 0);
 	assert_int_equal(b.n, 1);
 	assert_string_equal(b.items[0].id, "r-1");
@@ -31,52 +31,52 @@ static void single_object_all_fields(void **state)
 	assert_string_equal(b.items[0].user, "u42");
 	assert_int_equal(b.items[0].score, 4);
 	assert_int_equal(b.items[0].ts_ms, 1763700000000LL);
-	ag_rating_batch_free(&b);
+	agd_rating_batch_free(&b);
 }
 
 static void only_agent_and_score_required(void **state)
 {
-	struct ag_rating_batch b;
+	struct agd_rating_batch b;
 
-	assert_int_equal(parse("{\"agent\":\"a\",\"score\":1}", AG_RATING_JSON, &b), 0);
+	assert_int_equal(parse("{\"agent\":\"a\",\"score\":1}", AGD_RATING_JSON, &b), 0);
 	assert_int_equal(b.n, 1);
 	assert_string_equal(b.items[0].id, "");
 	assert_string_equal(b.items[0].user, "");
 	assert_int_equal(b.items[0].ts_ms, -1);
-	ag_rating_batch_free(&b);
+	agd_rating_batch_free(&b);
 }
 
 static void array_and_ndjson(void **state)
 {
-	struct ag_rating_batch b;
+	struct agd_rating_batch b;
 
 	assert_int_equal(parse("[{\"agent\":\"a\",\"score\":5},{\"agent\":\"b\",\"score\":3}]",
-			       AG_RATING_JSON, &b),
+			       AGD_RATING_JSON, &b),
 			 0);
 	assert_int_equal(b.n, 2);
 	assert_string_equal(b.items[1].agent, "b");
-	ag_rating_batch_free(&b);
+	agd_rating_batch_free(&b);
 	/* NDJSON: blank lines and CRLF endings are fine; no trailing newline too. */
 	assert_int_equal(parse("{\"agent\":\"a\",\"score\":5}\r\n\n  \n{\"agent\":\"c\",\"score\":2}",
-			       AG_RATING_NDJSON, &b),
+			       AGD_RATING_NDJSON, &b),
 			 0);
 	assert_int_equal(b.n, 2);
 	assert_string_equal(b.items[1].agent, "c");
 	assert_int_equal(b.items[1].score, 2);
-	ag_rating_batch_free(&b);
+	agd_rating_batch_free(&b);
 }
 
 /* The batch is refused whole, and every bad item is named. */
 static void batch_all_or_nothing(void **state)
 {
-	struct ag_rating_batch b;
+	struct agd_rating_batch b;
 
 	assert_int_equal(parse("[{\"agent\":\"ok\",\"score\":5},"
 			       "{\"agent\":\"x\",\"score\":9},"
 			       "{\"agent\":\"ok2\",\"score\":4},"
 			       "{\"score\":2},"
 			       "{\"agent\":\"bad name\",\"score\":2}]",
-			       AG_RATING_JSON, &b),
+			       AGD_RATING_JSON, &b),
 			 -EINVAL);
 	assert_int_equal(b.n, 0);
 	assert_int_equal(b.n_errors, 3);
@@ -87,20 +87,20 @@ static void batch_all_or_nothing(void **state)
 	assert_non_null(strstr(b.errors[1].reason, "required"));
 	assert_int_equal(b.errors[2].index, 4);
 	assert_string_equal(b.errors[2].field, "agent");
-	ag_rating_batch_free(&b);
+	agd_rating_batch_free(&b);
 }
 
 static void expect_field_error(const char *body, const char *field, const char *mentions)
 {
-	struct ag_rating_batch b;
+	struct agd_rating_batch b;
 
-	assert_int_equal(parse(body, AG_RATING_JSON, &b), -EINVAL);
+	assert_int_equal(parse(body, AGD_RATING_JSON, &b), -EINVAL);
 	assert_int_equal(b.n_errors, 1);
 	assert_string_equal(b.errors[0].field, field);
 	if (!strstr(b.errors[0].reason, mentions))
 		fail_msg("%s: reason '%s' does not mention '%s'", body, b.errors[0].reason,
 			 mentions);
-	ag_rating_batch_free(&b);
+	agd_rating_batch_free(&b);
 }
 
 static void each_field_checked(void **state)
@@ -135,27 +135,27 @@ static void each_field_checked(void **state)
 
 static void length_limits(void **state)
 {
-	char body[4096], id[AG_RATING_ID_MAX + 2];
-	struct ag_rating_batch b;
+	char body[4096], id[AGD_RATING_ID_MAX + 2];
+	struct agd_rating_batch b;
 
 	memset(id, 'i', sizeof(id) - 1);
-	id[AG_RATING_ID_MAX] = '\0'; /* exactly the limit */
+	id[AGD_RATING_ID_MAX] = '\0'; /* exactly the limit */
 	snprintf(body, sizeof(body), "{\"agent\":\"a\",\"score\":3,\"id\":\"%s\"}", id);
-	assert_int_equal(parse(body, AG_RATING_JSON, &b), 0);
-	assert_int_equal(strlen(b.items[0].id), AG_RATING_ID_MAX);
-	ag_rating_batch_free(&b);
-	id[AG_RATING_ID_MAX] = 'i', id[AG_RATING_ID_MAX + 1] = '\0'; /* one over */
+	assert_int_equal(parse(body, AGD_RATING_JSON, &b), 0);
+	assert_int_equal(strlen(b.items[0].id), AGD_RATING_ID_MAX);
+	agd_rating_batch_free(&b);
+	id[AGD_RATING_ID_MAX] = 'i', id[AGD_RATING_ID_MAX + 1] = '\0'; /* one over */
 	snprintf(body, sizeof(body), "{\"agent\":\"a\",\"score\":3,\"id\":\"%s\"}", id);
 	expect_field_error(body, "id", "longer than 128");
 }
 
 static void ndjson_lines_numbered(void **state)
 {
-	struct ag_rating_batch b;
+	struct agd_rating_batch b;
 
 	/* Index counts non-blank lines: what a client's log line number is. */
 	assert_int_equal(parse("{\"agent\":\"a\",\"score\":5}\n\nnot json\n{\"agent\":\"b\"}\n",
-			       AG_RATING_NDJSON, &b),
+			       AGD_RATING_NDJSON, &b),
 			 -EINVAL);
 	assert_int_equal(b.n, 0);
 	assert_int_equal(b.n_errors, 2);
@@ -163,25 +163,25 @@ static void ndjson_lines_numbered(void **state)
 	assert_non_null(strstr(b.errors[0].reason, "invalid JSON"));
 	assert_int_equal(b.errors[1].index, 2);
 	assert_string_equal(b.errors[1].field, "score");
-	ag_rating_batch_free(&b);
-	assert_int_equal(parse("\n \n", AG_RATING_NDJSON, &b), -EINVAL);
+	agd_rating_batch_free(&b);
+	assert_int_equal(parse("\n \n", AGD_RATING_NDJSON, &b), -EINVAL);
 	assert_non_null(strstr(b.errors[0].reason, "no ratings"));
-	ag_rating_batch_free(&b);
+	agd_rating_batch_free(&b);
 }
 
 static void errors_counted_beyond_the_detailed_ones(void **state)
 {
 	size_t n = 250, i, len = 0;
 	char *body = malloc(n * 32);
-	struct ag_rating_batch b;
+	struct agd_rating_batch b;
 
 	assert_non_null(body);
 	for (i = 0; i < n; i++)
 		len += (size_t)sprintf(body + len, "{\"agent\":\"a\",\"score\":7}\n");
-	assert_int_equal(ag_ratings_parse(body, len, AG_RATING_NDJSON, &b), -EINVAL);
+	assert_int_equal(agd_ratings_parse(body, len, AGD_RATING_NDJSON, &b), -EINVAL);
 	assert_int_equal(b.n_errors, n);
 	assert_int_equal(b.errors[99].index, 99);
-	ag_rating_batch_free(&b);
+	agd_rating_batch_free(&b);
 	free(body);
 }
 

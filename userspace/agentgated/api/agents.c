@@ -23,7 +23,7 @@ static json_t *rules_of(struct agd_http *h, __u32 slot)
 	json_t *a = json_array();
 	size_t n = 0, i;
 
-	if (ag_rule_list(ag_engine_ctx(h->e), &rules, &n))
+	if (ag_rule_list(agd_engine_ctx(h->e), &rules, &n))
 		return a;
 	for (i = 0; i < n; i++) {
 		char prefix[AG_PREFIX_STRLEN];
@@ -40,12 +40,12 @@ static json_t *rules_of(struct agd_http *h, __u32 slot)
 
 static int send_agent(struct req *r, int status)
 {
-	struct ag_agent_view v;
+	struct agd_agent_view v;
 	json_t *o;
 
-	if (ag_engine_agent_view(r->h->e, r->param, &v))
+	if (agd_engine_agent_view(r->h->e, r->param, &v))
 		return send_error(r->conn, 404, "unknown agent '%s'", r->param);
-	o = ag_agent_view_json(&v);
+	o = agd_agent_view_json(&v);
 	json_object_set_new(o, "rules", rules_of(r->h, v.slot));
 	return agd_reply_json(r->conn, status, o, NULL);
 }
@@ -55,12 +55,12 @@ int agent_get(struct req *r)
 	return send_agent(r, 200);
 }
 
-/* GET /v1/agents/{agent}/explain: ag_engine_explain's object. */
+/* GET /v1/agents/{agent}/explain: agd_engine_explain's object. */
 int agent_explain(struct req *r)
 {
-	struct ag_op_err oe = { "" };
+	struct agd_op_err oe = { "" };
 	void *o = NULL;
-	int err = ag_engine_explain(r->h->e, r->param, &o, &oe);
+	int err = agd_engine_explain(r->h->e, r->param, &o, &oe);
 
 	if (err)
 		return bad_agent(r, err, &oe);
@@ -74,7 +74,7 @@ int agents_list(struct req *r)
 {
 	char after[AG_NAME_MAX + 1] = "", lim[16] = "", next[AG_NAME_MAX + 1];
 	const char *q = r->ri->query_string;
-	struct ag_agent_view *views = NULL;
+	struct agd_agent_view *views = NULL;
 	size_t n = 0, i, limit = 100;
 	json_t *arr;
 	char *end;
@@ -99,18 +99,18 @@ int agents_list(struct req *r)
 		return agd_reply_error(r->conn, 503, "Retry-After: 1\r\n", "the state store has "
 				      "no reader slot free: retry");
 	if (err)
-		return send_error(r->conn, ag_engine_status(err), "cannot read the agents: %s",
-				  ag_store_strerror(err));
+		return send_error(r->conn, agd_engine_status(err), "cannot read the agents: %s",
+				  agd_store_strerror(err));
 	arr = json_array();
 	for (i = 0; i < n; i++)
-		json_array_append_new(arr, ag_agent_view_json(&views[i]));
+		json_array_append_new(arr, agd_agent_view_json(&views[i]));
 	free(views);
 	return agd_reply_json(r->conn, 200, json_pack("{s:o,s:o}", "agents", arr, "next",
 						 next[0] ? json_string(next) : json_null()),
 			 NULL);
 }
 
-static int parse_burst(struct req *r, json_t *v, struct ag_policy *own, int *status)
+static int parse_burst(struct req *r, json_t *v, struct agd_policy *own, int *status)
 {
 	if (json_is_string(v)) {
 		const char *s = json_string_value(v);
@@ -123,7 +123,7 @@ static int parse_burst(struct req *r, json_t *v, struct ag_policy *own, int *sta
 			return -1;
 		}
 		own->burst = x;
-		own->burst_kind = AG_BURST_SECONDS;
+		own->burst_kind = AGD_BURST_SECONDS;
 		return 0;
 	}
 	if (!json_is_number(v) || json_number_value(v) < 1 ||
@@ -134,22 +134,22 @@ static int parse_burst(struct req *r, json_t *v, struct ag_policy *own, int *sta
 		return -1;
 	}
 	own->burst = json_number_value(v);
-	own->burst_kind = AG_BURST_TOKENS;
+	own->burst_kind = AGD_BURST_TOKENS;
 	return 0;
 }
 
 /* PUT body -> change; null values return a field to the global default. */
-static int parse_change(struct req *r, json_t *o, struct ag_agent_change *c, int *status)
+static int parse_change(struct req *r, json_t *o, struct agd_agent_change *c, int *status)
 {
 	static const struct {
 		const char *name;
 		unsigned int bit;
 		size_t off;
 	} nums[] = {
-		{ "rate", AG_POL_R0, offsetof(struct ag_policy, r0) },
-		{ "r_min", AG_POL_R_MIN, offsetof(struct ag_policy, r_min) },
-		{ "r_max", AG_POL_R_MAX, offsetof(struct ag_policy, r_max) },
-		{ "alpha", AG_POL_ALPHA, offsetof(struct ag_policy, alpha) },
+		{ "rate", AGD_POL_R0, offsetof(struct agd_policy, r0) },
+		{ "r_min", AGD_POL_R_MIN, offsetof(struct agd_policy, r_min) },
+		{ "r_max", AGD_POL_R_MAX, offsetof(struct agd_policy, r_max) },
+		{ "alpha", AGD_POL_ALPHA, offsetof(struct agd_policy, alpha) },
 	};
 	json_t *v;
 	size_t i;
@@ -174,14 +174,14 @@ static int parse_change(struct req *r, json_t *o, struct ag_agent_change *c, int
 	}
 	v = json_object_get(o, "burst");
 	if (json_is_null(v))
-		c->unset |= AG_POL_BURST;
+		c->unset |= AGD_POL_BURST;
 	else if (v && !parse_burst(r, v, &c->own, status))
-		c->set |= AG_POL_BURST;
+		c->set |= AGD_POL_BURST;
 	else if (v)
 		return -1;
 	v = json_object_get(o, "unit");
 	if (json_is_null(v)) {
-		c->unset |= AG_POL_UNIT;
+		c->unset |= AGD_POL_UNIT;
 	} else if (v) {
 		const char *u = json_string_value(v);
 
@@ -190,18 +190,18 @@ static int parse_change(struct req *r, json_t *o, struct ag_agent_change *c, int
 			return -1;
 		}
 		c->own.unit = strcmp(u, "bps") ? AG_UNIT_PPS : AG_UNIT_BPS;
-		c->set |= AG_POL_UNIT;
+		c->set |= AGD_POL_UNIT;
 	}
 	v = json_object_get(o, "pinned");
 	if (json_is_null(v)) {
-		c->unset |= AG_POL_PINNED;
+		c->unset |= AGD_POL_PINNED;
 	} else if (v) {
 		if (!json_is_boolean(v)) {
 			*status = send_error(r->conn, 400, "field 'pinned': expected true or false");
 			return -1;
 		}
 		c->own.pinned = json_is_true(v);
-		c->set |= AG_POL_PINNED;
+		c->set |= AGD_POL_PINNED;
 	}
 	return 0;
 }
@@ -210,8 +210,8 @@ int agent_put(struct req *r)
 {
 	static const char *const allowed[] = { "rate", "burst", "unit", "r_min", "r_max",
 					       "alpha", "pinned", NULL };
-	struct ag_agent_change c;
-	struct ag_op_err oe = { "" };
+	struct agd_agent_change c;
+	struct agd_op_err oe = { "" };
 	int status = 0, err;
 	bool created;
 	json_t *o;
@@ -224,7 +224,7 @@ int agent_put(struct req *r)
 		return status;
 	}
 	json_decref(o);
-	err = ag_engine_agent_put(r->h->e, r->param, &c, r->tok.subject, &created, &oe);
+	err = agd_engine_agent_put(r->h->e, r->param, &c, r->tok.subject, &created, &oe);
 	if (err)
 		return bad_agent(r, err, &oe);
 	return send_agent(r, created ? 201 : 200);
@@ -232,8 +232,8 @@ int agent_put(struct req *r)
 
 int agent_delete(struct req *r)
 {
-	struct ag_op_err oe = { "" };
-	int err = ag_engine_agent_delete(r->h->e, r->param, r->tok.subject, &oe);
+	struct agd_op_err oe = { "" };
+	int err = agd_engine_agent_delete(r->h->e, r->param, r->tok.subject, &oe);
 
 	if (err)
 		return bad_agent(r, err, &oe);
@@ -242,13 +242,13 @@ int agent_delete(struct req *r)
 
 int agent_reset(struct req *r)
 {
-	struct ag_op_err oe = { "" };
-	struct ag_agent_view v;
-	int err = ag_engine_agent_reset(r->h->e, r->param, r->tok.subject, &oe);
+	struct agd_op_err oe = { "" };
+	struct agd_agent_view v;
+	int err = agd_engine_agent_reset(r->h->e, r->param, r->tok.subject, &oe);
 
 	if (err)
 		return bad_agent(r, err, &oe);
-	if (ag_engine_agent_view(r->h->e, r->param, &v))
+	if (agd_engine_agent_view(r->h->e, r->param, &v))
 		return send_error(r->conn, 404, "unknown agent '%s'", r->param);
 	return agd_reply_json(r->conn, 200, json_pack("{s:s,s:f}", "agent", r->param, "tokens",
 						 v.tokens), NULL);
@@ -283,14 +283,14 @@ static int tokens_field(struct req *r, bool required, __u64 *tokens, int *status
 
 int agent_drain(struct req *r)
 {
-	struct ag_op_err oe = { "" };
+	struct agd_op_err oe = { "" };
 	double remaining = 0;
 	__u64 tokens;
 	int status, err;
 
 	if (tokens_field(r, true, &tokens, &status))
 		return status;
-	err = ag_engine_agent_drain(r->h->e, r->param, tokens, r->tok.subject, &remaining, &oe);
+	err = agd_engine_agent_drain(r->h->e, r->param, tokens, r->tok.subject, &remaining, &oe);
 	if (err)
 		return bad_agent(r, err, &oe);
 	return agd_reply_json(r->conn, 200, json_pack("{s:s,s:f}", "agent", r->param, "tokens",
@@ -300,13 +300,13 @@ int agent_drain(struct req *r)
 int agent_consume(struct req *r)
 {
 	struct ag_consume_result res;
-	struct ag_op_err oe = { "" };
+	struct agd_op_err oe = { "" };
 	__u64 tokens;
 	int status, err;
 
 	if (tokens_field(r, false, &tokens, &status))
 		return status;
-	err = ag_engine_consume(r->h->e, r->param, tokens, &res, &oe);
+	err = agd_engine_consume(r->h->e, r->param, tokens, &res, &oe);
 	if (err)
 		return bad_agent(r, err, &oe);
 	return send_consume(r, &res, NULL);

@@ -15,13 +15,13 @@ static const struct {
 	const char *name;
 	unsigned int bit;
 } scopes[] = {
-	{ "ratings:write", AG_SCOPE_RATINGS_WRITE },
-	{ "agents:admin", AG_SCOPE_AGENTS_ADMIN },
-	{ "stream:read", AG_SCOPE_STREAM_READ },
-	{ "metrics:read", AG_SCOPE_METRICS_READ },
+	{ "ratings:write", AGD_SCOPE_RATINGS_WRITE },
+	{ "agents:admin", AGD_SCOPE_AGENTS_ADMIN },
+	{ "stream:read", AGD_SCOPE_STREAM_READ },
+	{ "metrics:read", AGD_SCOPE_METRICS_READ },
 };
 
-unsigned int ag_scope_parse(const char *name, size_t len)
+unsigned int agd_scope_parse(const char *name, size_t len)
 {
 	size_t i;
 
@@ -31,7 +31,7 @@ unsigned int ag_scope_parse(const char *name, size_t len)
 	return 0;
 }
 
-const char *ag_scope_name(unsigned int scope)
+const char *agd_scope_name(unsigned int scope)
 {
 	size_t i;
 
@@ -58,7 +58,7 @@ static unsigned int scopes_of(jwt_t *jwt)
 	while (s && *s) {
 		size_t n = strcspn(s, " ");
 
-		bits |= ag_scope_parse(s, n);
+		bits |= agd_scope_parse(s, n);
 		s += n;
 		s += strspn(s, " ");
 	}
@@ -69,7 +69,7 @@ static unsigned int scopes_of(jwt_t *jwt)
 
 		json_array_foreach(a, i, v)
 			if (json_is_string(v))
-				bits |= ag_scope_parse(json_string_value(v), json_string_length(v));
+				bits |= agd_scope_parse(json_string_value(v), json_string_length(v));
 		json_decref(a);
 		free(arr);
 	}
@@ -97,8 +97,8 @@ static int claim_seconds(jwt_t *jwt, const char *name, long *out)
 	return err;
 }
 
-int ag_token_verify(const char *token, const unsigned char *key, size_t key_len, time_t now,
-		    struct ag_token *out, char *why, size_t why_len)
+int agd_token_verify(const char *token, const unsigned char *key, size_t key_len, time_t now,
+		    struct agd_token *out, char *why, size_t why_len)
 {
 	jwt_t *jwt = NULL;
 	const char *sub, *alg;
@@ -150,7 +150,7 @@ cleanup:
 	return err;
 }
 
-int ag_auth_key_load(const char *path, unsigned char *key, size_t *len, char *why,
+int agd_auth_key_load(const char *path, unsigned char *key, size_t *len, char *why,
 		     size_t why_len)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -162,7 +162,7 @@ int ag_auth_key_load(const char *path, unsigned char *key, size_t *len, char *wh
 		snprintf(why, why_len, "cannot read auth key file %s: %s", path, strerror(err));
 		return -err;
 	}
-	n = read(fd, key, AG_AUTH_KEY_MAX);
+	n = read(fd, key, AGD_AUTH_KEY_MAX);
 	close(fd);
 	if (n < 0) {
 		snprintf(why, why_len, "cannot read auth key file %s: %s", path, strerror(errno));

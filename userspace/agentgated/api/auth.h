@@ -11,33 +11,33 @@
 #include <stddef.h>
 #include <time.h>
 
-enum ag_scope {
-	AG_SCOPE_RATINGS_WRITE = 1u << 0, /* ratings:write */
-	AG_SCOPE_AGENTS_ADMIN = 1u << 1,  /* agents:admin */
-	AG_SCOPE_STREAM_READ = 1u << 2,   /* stream:read */
-	AG_SCOPE_METRICS_READ = 1u << 3,  /* metrics:read */
+enum agd_scope {
+	AGD_SCOPE_RATINGS_WRITE = 1u << 0, /* ratings:write */
+	AGD_SCOPE_AGENTS_ADMIN = 1u << 1,  /* agents:admin */
+	AGD_SCOPE_STREAM_READ = 1u << 2,   /* stream:read */
+	AGD_SCOPE_METRICS_READ = 1u << 3,  /* metrics:read */
 };
 
-#define AG_AUTH_KEY_MAX 4096
-#define AG_SUBJECT_MAX 128
+#define AGD_AUTH_KEY_MAX 4096
+#define AGD_SUBJECT_MAX 128
 
-struct ag_token {
-	unsigned int scopes; /* enum ag_scope */
-	char subject[AG_SUBJECT_MAX + 1];
+struct agd_token {
+	unsigned int scopes; /* enum agd_scope */
+	char subject[AGD_SUBJECT_MAX + 1];
 };
 
 /* Verifies `token` (the text after "Bearer ") with key at time now.
  * 0 and *out filled, or -EACCES with the reason in why. */
-int ag_token_verify(const char *token, const unsigned char *key, size_t key_len, time_t now,
-		    struct ag_token *out, char *why, size_t why_len);
+int agd_token_verify(const char *token, const unsigned char *key, size_t key_len, time_t now,
+		    struct agd_token *out, char *why, size_t why_len);
 
-/* "ratings:write" -> AG_SCOPE_RATINGS_WRITE; 0 when unknown. */
-unsigned int ag_scope_parse(const char *name, size_t len);
-const char *ag_scope_name(unsigned int scope);
+/* "ratings:write" -> AGD_SCOPE_RATINGS_WRITE; 0 when unknown. */
+unsigned int agd_scope_parse(const char *name, size_t len);
+const char *agd_scope_name(unsigned int scope);
 
 /* Reads an HS256 secret file: its bytes with one trailing newline removed;
  * at least 32 bytes. 0, or negative errno with the reason in why. */
-int ag_auth_key_load(const char *path, unsigned char *key, size_t *len, char *why,
+int agd_auth_key_load(const char *path, unsigned char *key, size_t *len, char *why,
 		     size_t why_len);
 
 #endif

@@ -23,7 +23,7 @@ struct agd_control {
 	int fd;
 	int stop_pipe[2];
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-	struct ag_engine *e;
+	struct agd_engine *e;
 	pthread_t thread;
 	bool running;
 };
@@ -47,7 +47,7 @@ static json_t *failure(int err, const char *fmt, ...)
 {
 	char msg[512];
 	va_list ap;
-	int status = ag_engine_status(err);
+	int status = agd_engine_status(err);
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -108,12 +108,12 @@ static json_t *get_rule(json_t *o, struct ag_rule *rule)
 
 /* ---- operations ------------------------------------------------------------------ */
 
-static json_t *agent_set(struct ag_engine *e, json_t *o, const char *subject)
+static json_t *agent_set(struct agd_engine *e, json_t *o, const char *subject)
 {
 	static const char *const allowed[] = { "op", "agent", "rate", "burst", "unit", "pinned",
 					       NULL };
-	struct ag_agent_change c = { .fill_tokens = -1 };
-	struct ag_op_err oe = { "" };
+	struct agd_agent_change c = { .fill_tokens = -1 };
+	struct agd_op_err oe = { "" };
 	const char *agent, *unit;
 	json_t *v, *bad;
 	bool created = false;
@@ -125,38 +125,38 @@ static json_t *agent_set(struct ag_engine *e, json_t *o, const char *subject)
 		if (!json_is_number(v) || json_number_value(v) <= 0)
 			return failure(-EINVAL, "field 'rate': expected a positive number");
 		c.own.r0 = json_number_value(v);
-		c.set |= AG_POL_R0;
+		c.set |= AGD_POL_R0;
 	}
 	if ((v = json_object_get(o, "burst"))) {
 		if (!json_is_integer(v) || json_integer_value(v) <= 0)
 			return failure(-EINVAL, "field 'burst': expected a positive integer");
 		c.own.burst = (double)json_integer_value(v);
-		c.own.burst_kind = AG_BURST_TOKENS;
-		c.set |= AG_POL_BURST;
+		c.own.burst_kind = AGD_BURST_TOKENS;
+		c.set |= AGD_POL_BURST;
 	}
 	if ((v = json_object_get(o, "unit"))) {
 		unit = json_string_value(v);
 		if (!unit || (strcmp(unit, "pps") && strcmp(unit, "bps")))
 			return failure(-EINVAL, "field 'unit': expected \"pps\" or \"bps\"");
 		c.own.unit = strcmp(unit, "bps") ? AG_UNIT_PPS : AG_UNIT_BPS;
-		c.set |= AG_POL_UNIT;
+		c.set |= AGD_POL_UNIT;
 	}
 	if ((v = json_object_get(o, "pinned"))) {
 		if (!json_is_boolean(v))
 			return failure(-EINVAL, "field 'pinned': expected true or false");
 		c.own.pinned = json_is_true(v);
-		c.set |= AG_POL_PINNED;
+		c.set |= AGD_POL_PINNED;
 	}
-	err = ag_engine_agent_put(e, agent, &c, subject, &created, &oe);
+	err = agd_engine_agent_put(e, agent, &c, subject, &created, &oe);
 	if (err)
 		return failure(err, "%s", oe.msg);
 	return success(json_pack("{s:s,s:b}", "agent", agent, "created", created));
 }
 
-static json_t *agent_simple(struct ag_engine *e, json_t *o, const char *op, const char *subject)
+static json_t *agent_simple(struct agd_engine *e, json_t *o, const char *op, const char *subject)
 {
 	static const char *const allowed[] = { "op", "agent", "tokens", NULL };
-	struct ag_op_err oe = { "" };
+	struct agd_op_err oe = { "" };
 	const char *agent;
 	double left = 0;
 	json_t *bad, *v;
@@ -170,38 +170,38 @@ static json_t *agent_simple(struct ag_engine *e, json_t *o, const char *op, cons
 		return failure(-EINVAL, v ? "field 'tokens': only agent.drain takes it"
 					  : "field 'tokens': agent.drain needs it");
 	if (!strcmp(op, "agent.delete")) {
-		err = ag_engine_agent_delete(e, agent, subject, &oe);
+		err = agd_engine_agent_delete(e, agent, subject, &oe);
 		if (!err)
 			return success(json_pack("{s:s,s:b}", "agent", agent, "deleted", 1));
 	} else if (!strcmp(op, "agent.reset")) {
-		err = ag_engine_agent_reset(e, agent, subject, &oe);
+		err = agd_engine_agent_reset(e, agent, subject, &oe);
 		if (!err) {
-			struct ag_agent_view view;
+			struct agd_agent_view view;
 
-			err = ag_engine_agent_view(e, agent, &view);
+			err = agd_engine_agent_view(e, agent, &view);
 			left = err ? 0 : view.tokens;
 			return success(json_pack("{s:s,s:f}", "agent", agent, "tokens", left));
 		}
 	} else if (!strcmp(op, "agent.drain")) {
 		if (!json_is_integer(v) || json_integer_value(v) < 0)
 			return failure(-EINVAL, "field 'tokens': expected a count");
-		err = ag_engine_agent_drain(e, agent, (__u64)json_integer_value(v), subject, &left,
+		err = agd_engine_agent_drain(e, agent, (__u64)json_integer_value(v), subject, &left,
 					    &oe);
 		if (!err)
 			return success(json_pack("{s:s,s:f}", "agent", agent, "tokens", left));
 	} else {
-		err = ag_engine_explain(e, agent, &explained, &oe);
+		err = agd_engine_explain(e, agent, &explained, &oe);
 		if (!err)
 			return success(explained);
 	}
 	return failure(err, "%s", oe.msg[0] ? oe.msg : strerror(-err));
 }
 
-static json_t *rule_op(struct ag_engine *e, json_t *o, bool add, const char *subject)
+static json_t *rule_op(struct agd_engine *e, json_t *o, bool add, const char *subject)
 {
 	static const char *const add_fields[] = { "op", "prefix", "port", "agent", NULL };
 	static const char *const del_fields[] = { "op", "prefix", "port", NULL };
-	struct ag_op_err oe = { "" };
+	struct agd_op_err oe = { "" };
 	struct ag_rule rule;
 	const char *agent = NULL;
 	json_t *bad;
@@ -210,18 +210,18 @@ static json_t *rule_op(struct ag_engine *e, json_t *o, bool add, const char *sub
 	if ((bad = unknown_fields(o, add ? add_fields : del_fields)) ||
 	    (bad = get_rule(o, &rule)) || (add && (bad = get_agent(o, &agent))))
 		return bad;
-	err = add ? ag_engine_rule_add(e, &rule, agent, subject, &oe)
-		  : ag_engine_rule_del(e, &rule, subject, &oe);
+	err = add ? agd_engine_rule_add(e, &rule, agent, subject, &oe)
+		  : agd_engine_rule_del(e, &rule, subject, &oe);
 	if (err)
 		return failure(err, "%s", oe.msg);
 	return success(NULL);
 }
 
-static json_t *config_set(struct ag_engine *e, json_t *o, const char *subject)
+static json_t *config_set(struct agd_engine *e, json_t *o, const char *subject)
 {
 	static const char *const allowed[] = { "op", "default_action", "dry_run", NULL };
-	struct ag_config_change c = { -1, -1 };
-	struct ag_op_err oe = { "" };
+	struct agd_config_change c = { -1, -1 };
+	struct agd_op_err oe = { "" };
 	json_t *bad, *v;
 	int err;
 
@@ -239,13 +239,13 @@ static json_t *config_set(struct ag_engine *e, json_t *o, const char *subject)
 			return failure(-EINVAL, "field 'dry_run': expected true or false");
 		c.dry_run = json_is_true(v);
 	}
-	err = ag_engine_config_set(e, &c, subject, &oe);
+	err = agd_engine_config_set(e, &c, subject, &oe);
 	if (err)
 		return failure(err, "%s", oe.msg);
 	return success(NULL);
 }
 
-char *agd_control_handle(struct ag_engine *e, const char *line, size_t len, const char *subject)
+char *agd_control_handle(struct agd_engine *e, const char *line, size_t len, const char *subject)
 {
 	json_t *o, *reply;
 	json_error_t je;
@@ -445,7 +445,7 @@ static void *control_thread(void *arg)
 	return NULL;
 }
 
-int agd_control_serve(struct agd_control *c, struct ag_engine *e, char *err, size_t len)
+int agd_control_serve(struct agd_control *c, struct agd_engine *e, char *err, size_t len)
 {
 	int rc;
 

@@ -33,13 +33,13 @@ struct agd_control;
  * other file is not); serving starts with agd_control_serve. */
 int agd_control_open(const char *path, struct agd_control **out, char *err, size_t len);
 /* Starts the thread that serves requests with e. */
-int agd_control_serve(struct agd_control *c, struct ag_engine *e, char *err, size_t len);
+int agd_control_serve(struct agd_control *c, struct agd_engine *e, char *err, size_t len);
 const char *agd_control_path(const struct agd_control *c);
 /* Finishes the request under way, stops, removes the socket file. */
 void agd_control_stop(struct agd_control *c);
 
 /* One request line's answer (a JSON line, malloc'd), as served: peer_uid
  * names the subject. Exposed for the fuzzer and the tests. */
-char *agd_control_handle(struct ag_engine *e, const char *line, size_t len, const char *subject);
+char *agd_control_handle(struct agd_engine *e, const char *line, size_t len, const char *subject);
 
 #endif

@@ -30,7 +30,7 @@ struct agd_lister;
 
 struct agd_http {
 	struct mg_context *mg;
-	struct ag_engine *e;
+	struct agd_engine *e;
 	pthread_rwlock_t live_lock;
 	struct agd_http_live live;
 	struct agd_metrics metrics;
@@ -54,7 +54,7 @@ struct req {
 	const char *param; /* the {agent} of the path */
 	char *body;
 	size_t body_len;
-	struct ag_token tok; /* subject "" when auth is off */
+	struct agd_token tok; /* subject "" when auth is off */
 };
 
 #define send_error(conn, status, ...) agd_reply_error(conn, status, NULL, __VA_ARGS__)
@@ -68,7 +68,7 @@ json_t *body_object(struct req *r, const char *const *allowed, int *status);
 int get_number(struct req *r, json_t *o, const char *field, double lo, double hi,
 	       bool integer, double *out, int *status);
 /* The engine's refusal of an operation, with its status. */
-int bad_agent(struct req *r, int err, const struct ag_op_err *oe);
+int bad_agent(struct req *r, int err, const struct agd_op_err *oe);
 /* 200 allowed, or 429 with Retry-After (whole seconds, at least 1); extra:
  * an object to add the fields to, or NULL. */
 int send_consume(struct req *r, const struct ag_consume_result *res, json_t *extra);

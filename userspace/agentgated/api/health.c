@@ -45,7 +45,7 @@ int readyz(struct req *r)
 	ready = r->h->ready;
 	snprintf(why, sizeof(why), "%s", r->h->not_ready);
 	pthread_mutex_unlock(&r->h->ready_lock);
-	if (ready && ag_config_get(ag_engine_ctx(r->h->e), &cfg)) {
+	if (ready && ag_config_get(agd_engine_ctx(r->h->e), &cfg)) {
 		ready = false;
 		snprintf(why, sizeof(why), "maps unreadable: %s", ag_errmsg());
 	}

@@ -152,7 +152,7 @@ static int stream_plain(struct req *r)
 
 /* ---- routing --------------------------------------------------------------------- */
 
-#define READ_SCOPES (AG_SCOPE_AGENTS_ADMIN | AG_SCOPE_METRICS_READ)
+#define READ_SCOPES (AGD_SCOPE_AGENTS_ADMIN | AGD_SCOPE_METRICS_READ)
 
 struct route {
 	const char *method;
@@ -168,25 +168,25 @@ static const char *const rule_queries[] = { "prefix", "port", NULL };
 static const char *const stream_queries[] = { "topics", "token", NULL };
 
 static const struct route routes[] = {
-	{ "POST", "/v1/ratings", AG_SCOPE_RATINGS_WRITE, true, ratings_post },
+	{ "POST", "/v1/ratings", AGD_SCOPE_RATINGS_WRITE, true, ratings_post },
 	{ "GET", "/v1/agents", READ_SCOPES, false, agents_list, list_queries },
 	{ "GET", "/v1/agents/*/explain", READ_SCOPES, false, agent_explain },
 	{ "GET", "/v1/agents/*", READ_SCOPES, false, agent_get },
-	{ "PUT", "/v1/agents/*", AG_SCOPE_AGENTS_ADMIN, true, agent_put },
-	{ "DELETE", "/v1/agents/*", AG_SCOPE_AGENTS_ADMIN, false, agent_delete },
-	{ "POST", "/v1/agents/*/reset", AG_SCOPE_AGENTS_ADMIN, false, agent_reset },
-	{ "POST", "/v1/agents/*/drain", AG_SCOPE_AGENTS_ADMIN, true, agent_drain },
-	{ "POST", "/v1/agents/*/consume", AG_SCOPE_RATINGS_WRITE, true, agent_consume },
+	{ "PUT", "/v1/agents/*", AGD_SCOPE_AGENTS_ADMIN, true, agent_put },
+	{ "DELETE", "/v1/agents/*", AGD_SCOPE_AGENTS_ADMIN, false, agent_delete },
+	{ "POST", "/v1/agents/*/reset", AGD_SCOPE_AGENTS_ADMIN, false, agent_reset },
+	{ "POST", "/v1/agents/*/drain", AGD_SCOPE_AGENTS_ADMIN, true, agent_drain },
+	{ "POST", "/v1/agents/*/consume", AGD_SCOPE_RATINGS_WRITE, true, agent_consume },
 	{ "GET", "/v1/rules", READ_SCOPES, false, rules_get },
-	{ "POST", "/v1/rules", AG_SCOPE_AGENTS_ADMIN, true, rules_post },
-	{ "DELETE", "/v1/rules", AG_SCOPE_AGENTS_ADMIN, true, rules_delete, rule_queries },
-	{ "GET", "/metrics", AG_SCOPE_METRICS_READ, false, metrics_get },
-	{ "GET", "/v1/stream", AG_SCOPE_STREAM_READ, false, stream_plain, stream_queries },
+	{ "POST", "/v1/rules", AGD_SCOPE_AGENTS_ADMIN, true, rules_post },
+	{ "DELETE", "/v1/rules", AGD_SCOPE_AGENTS_ADMIN, true, rules_delete, rule_queries },
+	{ "GET", "/metrics", AGD_SCOPE_METRICS_READ, false, metrics_get },
+	{ "GET", "/v1/stream", AGD_SCOPE_STREAM_READ, false, stream_plain, stream_queries },
 	{ "GET", "/healthz", 0, false, healthz },
 	{ "GET", "/readyz", 0, false, readyz },
-	{ "POST", "/bucket/*", AG_SCOPE_AGENTS_ADMIN, true, bucket_post },
+	{ "POST", "/bucket/*", AGD_SCOPE_AGENTS_ADMIN, true, bucket_post },
 	{ "GET", "/bucket/*", READ_SCOPES, false, bucket_get },
-	{ "POST", "/rate", AG_SCOPE_RATINGS_WRITE, true, rate_post },
+	{ "POST", "/rate", AGD_SCOPE_RATINGS_WRITE, true, rate_post },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -224,7 +224,7 @@ static const char *bearer(struct mg_connection *conn)
 /* 1 when auth is off; 0 with *tok filled when the token verifies; else the
  * 401 is sent and its status returned. */
 static int verify(struct agd_http *h, struct mg_connection *conn, const char *token,
-		  const char *missing, struct ag_token *tok)
+		  const char *missing, struct agd_token *tok)
 {
 	char why[128];
 	int err;
@@ -239,7 +239,7 @@ static int verify(struct agd_http *h, struct mg_connection *conn, const char *to
 		pthread_rwlock_unlock(&h->live_lock);
 		return send_error(conn, 401, "%s", missing);
 	}
-	err = ag_token_verify(token, h->live.key, h->live.key_len, time(NULL), tok, why,
+	err = agd_token_verify(token, h->live.key, h->live.key_len, time(NULL), tok, why,
 			      sizeof(why));
 	pthread_rwlock_unlock(&h->live_lock);
 	if (err)
@@ -250,7 +250,7 @@ static int verify(struct agd_http *h, struct mg_connection *conn, const char *to
 /* /v1/stream: the token of ?token= or of the Authorization header. */
 static int stream_auth(void *arg, struct mg_connection *conn, const char *query_token)
 {
-	struct ag_token tok;
+	struct agd_token tok;
 	int rc = agd_request_framing(conn);
 
 	if (rc)
@@ -261,7 +261,7 @@ static int stream_auth(void *arg, struct mg_connection *conn, const char *query_
 		return 0;
 	if (rc)
 		return rc;
-	if (!(tok.scopes & AG_SCOPE_STREAM_READ))
+	if (!(tok.scopes & AGD_SCOPE_STREAM_READ))
 		return send_error(conn, 403, "token lacks scope stream:read");
 	return 0;
 }
@@ -283,7 +283,7 @@ static int authorize(struct req *r, const struct route *rt)
 		if (rt->scopes == READ_SCOPES)
 			return send_error(r->conn, 403, "token lacks scope agents:admin or "
 					  "metrics:read");
-		return send_error(r->conn, 403, "token lacks scope %s", ag_scope_name(rt->scopes));
+		return send_error(r->conn, 403, "token lacks scope %s", agd_scope_name(rt->scopes));
 	}
 	return 0;
 }
@@ -463,7 +463,7 @@ bool agd_listen_is_loopback(const char *listen)
 	return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
 }
 
-int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
+int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 		   const struct agd_http_live *live, struct agd_http **out, char *err, size_t len)
 {
 	char threads[16], timeout[24], ports[300], ping[24], headmax[16];

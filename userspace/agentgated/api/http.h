@@ -19,7 +19,7 @@
 /* Settings SIGHUP may change while serving. */
 struct agd_http_live {
 	bool auth;                       /* tokens required */
-	unsigned char key[AG_AUTH_KEY_MAX];
+	unsigned char key[AGD_AUTH_KEY_MAX];
 	size_t key_len;
 	__u64 max_body;
 	__u64 metrics_max_agents;
@@ -37,7 +37,7 @@ struct agd_http_opts {
 struct agd_http;
 struct mg_connection;
 
-int agd_http_start(struct ag_engine *e, const struct agd_http_opts *opts,
+int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 		   const struct agd_http_live *live, struct agd_http **out, char *err, size_t len);
 void agd_http_update(struct agd_http *h, const struct agd_http_live *live);
 void agd_http_set_ready(struct agd_http *h, bool ready, const char *why);

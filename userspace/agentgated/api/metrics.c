@@ -67,7 +67,7 @@ static int cmp_name(const void *a, const void *b)
 	return strcmp(a, b);
 }
 
-static __u64 seen(const struct ag_agent_view *v)
+static __u64 seen(const struct agd_agent_view *v)
 {
 	return v->counters.passed_packets + v->counters.dropped_packets +
 	       v->counters.would_drop_packets;
@@ -75,7 +75,7 @@ static __u64 seen(const struct ag_agent_view *v)
 
 static int cmp_busiest(const void *pa, const void *pb)
 {
-	const struct ag_agent_view *a = pa, *b = pb;
+	const struct agd_agent_view *a = pa, *b = pb;
 	__u64 x = seen(a), y = seen(b);
 
 	return x == y ? strcmp(a->name, b->name) : (x < y ? 1 : -1);
@@ -84,7 +84,7 @@ static int cmp_busiest(const void *pa, const void *pb)
 /* Keeps the labeled set: agents still present stay; free places go to the
  * busiest of the rest. Returns, parallel to v (sorted busiest first), which
  * agents get their own series. */
-static bool *choose_labeled(struct agd_metrics *m, struct ag_agent_view *v, size_t n,
+static bool *choose_labeled(struct agd_metrics *m, struct agd_agent_view *v, size_t n,
 			    __u64 max)
 {
 	bool *own = calloc(n + 1, sizeof(*own));
@@ -155,7 +155,7 @@ static __u64 field(const struct ag_counters *c, size_t off)
 }
 
 static void counter_series(struct out *o, const char *fam, const char *help,
-			   const struct ag_agent_view *v, size_t n, const bool *own,
+			   const struct agd_agent_view *v, size_t n, const bool *own,
 			   const struct ag_counters *other, const size_t fields[3])
 {
 	char name[2 * AG_NAME_MAX + 2];
@@ -172,12 +172,12 @@ static void counter_series(struct out *o, const char *fam, const char *help,
 				    label(v[i].name, name, sizeof(name)), verdicts[vd],
 				    (unsigned long long)field(&v[i].counters, fields[vd]));
 		if (any_other)
-			put(o, "agentgate_%s{agent=\"" AG_METRICS_OTHER "\",verdict=\"%s\"} %llu\n",
+			put(o, "agentgate_%s{agent=\"" AGD_METRICS_OTHER "\",verdict=\"%s\"} %llu\n",
 			    fam, verdicts[vd], (unsigned long long)field(other, fields[vd]));
 	}
 }
 
-static void agent_series(struct out *o, struct ag_agent_view *v, size_t n, const bool *own)
+static void agent_series(struct out *o, struct agd_agent_view *v, size_t n, const bool *own)
 {
 	struct ag_counters other = { 0 };
 	double o_tokens = 0, o_rate = 0, o_cap = 0;
@@ -208,21 +208,21 @@ static void agent_series(struct out *o, struct ag_agent_view *v, size_t n, const
 			put(o, "agentgate_bucket_tokens{agent=\"%s\"} %.17g\n",
 			    label(v[i].name, name, sizeof(name)), v[i].tokens);
 	if (n_other)
-		put(o, "agentgate_bucket_tokens{agent=\"" AG_METRICS_OTHER "\"} %.17g\n", o_tokens);
+		put(o, "agentgate_bucket_tokens{agent=\"" AGD_METRICS_OTHER "\"} %.17g\n", o_tokens);
 	family(o, "refill_rate", "gauge", "Refill rate of the agent's bucket, tokens per second.");
 	for (i = 0; i < n; i++)
 		if (own[i])
 			put(o, "agentgate_refill_rate{agent=\"%s\"} %.17g\n",
 			    label(v[i].name, name, sizeof(name)), v[i].rate * v[i].share);
 	if (n_other)
-		put(o, "agentgate_refill_rate{agent=\"" AG_METRICS_OTHER "\"} %.17g\n", o_rate);
+		put(o, "agentgate_refill_rate{agent=\"" AGD_METRICS_OTHER "\"} %.17g\n", o_rate);
 	family(o, "bucket_capacity", "gauge", "Burst size of the agent's bucket, tokens.");
 	for (i = 0; i < n; i++)
 		if (own[i])
 			put(o, "agentgate_bucket_capacity{agent=\"%s\"} %llu\n",
 			    label(v[i].name, name, sizeof(name)), (unsigned long long)v[i].burst);
 	if (n_other)
-		put(o, "agentgate_bucket_capacity{agent=\"" AG_METRICS_OTHER "\"} %.17g\n", o_cap);
+		put(o, "agentgate_bucket_capacity{agent=\"" AGD_METRICS_OTHER "\"} %.17g\n", o_cap);
 	if (n && v[0].fleet) {
 		family(o, "fleet_demand_share", "gauge",
 		       "Share of the agent's fleet-wide rate this host's bucket gets (its demand "
@@ -233,17 +233,17 @@ static void agent_series(struct out *o, struct ag_agent_view *v, size_t n, const
 				    label(v[i].name, name, sizeof(name)), v[i].share);
 	}
 	family(o, "metrics_other_agents", "gauge",
-	       "Agents summed under agent=\"" AG_METRICS_OTHER "\" (beyond --metrics-max-agents).");
+	       "Agents summed under agent=\"" AGD_METRICS_OTHER "\" (beyond --metrics-max-agents).");
 	put(o, "agentgate_metrics_other_agents %zu\n", n_other);
 }
 
-static void engine_series(struct out *o, struct ag_engine *e)
+static void engine_series(struct out *o, struct agd_engine *e)
 {
-	struct ag_engine_stats s;
+	struct agd_engine_stats s;
 	__u64 cum = 0;
 	size_t b;
 
-	ag_engine_stats(e, &s);
+	agd_engine_stats(e, &s);
 	family(o, "ratings_total", "counter", "Ratings received, by result.");
 	put(o, "agentgate_ratings_total{result=\"applied\"} %llu\n",
 	    (unsigned long long)s.ratings_applied);
@@ -255,12 +255,12 @@ static void engine_series(struct out *o, struct ag_engine *e)
 	    (unsigned long long)s.ratings_rejected);
 	family(o, "rating_apply_seconds", "histogram",
 	       "Time from receiving a batch of ratings to its rates being in the buckets.");
-	for (b = 0; b < AG_APPLY_BUCKETS; b++) {
+	for (b = 0; b < AGD_APPLY_BUCKETS; b++) {
 		cum += s.apply_hist[b];
 		put(o, "agentgate_rating_apply_seconds_bucket{le=\"%g\"} %llu\n",
-		    ag_apply_bucket_le[b], (unsigned long long)cum);
+		    agd_apply_bucket_le[b], (unsigned long long)cum);
 	}
-	cum += s.apply_hist[AG_APPLY_BUCKETS];
+	cum += s.apply_hist[AGD_APPLY_BUCKETS];
 	put(o, "agentgate_rating_apply_seconds_bucket{le=\"+Inf\"} %llu\n",
 	    (unsigned long long)cum);
 	put(o, "agentgate_rating_apply_seconds_sum %.9f\n", s.apply_sum);
@@ -275,10 +275,10 @@ static void engine_series(struct out *o, struct ag_engine *e)
 	       "LMDB transactions that failed (a commit, or a read or write within one), and "
 	       "changes refused because the state store is damaged.");
 	put(o, "agentgate_store_errors_total %llu\n",
-	    (unsigned long long)(s.commit_errors + ag_store_errors()));
+	    (unsigned long long)(s.commit_errors + agd_store_errors()));
 	family(o, "store_damaged", "gauge",
 	       "1 once the state store was found damaged: changes are refused, /readyz is 503.");
-	put(o, "agentgate_store_damaged %d\n", ag_store_damaged(NULL, 0) ? 1 : 0);
+	put(o, "agentgate_store_damaged %d\n", agd_store_damaged(NULL, 0) ? 1 : 0);
 	family(o, "map_write_errors_total", "counter",
 	       "Writes of a rate into the BPF maps that failed.");
 	put(o, "agentgate_map_write_errors_total %llu\n", (unsigned long long)s.map_errors);
@@ -391,16 +391,16 @@ static void fleet_series(struct out *o, struct agd_fleet *f)
 	    (unsigned long long)st.queued);
 }
 
-char *agd_metrics_render(struct agd_metrics *m, struct ag_engine *e, struct agd_stream *stream,
+char *agd_metrics_render(struct agd_metrics *m, struct agd_engine *e, struct agd_stream *stream,
 			 struct agd_fleet *fleet, __u64 max_agents, size_t *len)
 {
 	struct out o = { .cap = 16384 };
-	struct ag_agent_view *v = NULL;
+	struct agd_agent_view *v = NULL;
 	size_t n = 0;
 	bool *own;
 
 	o.buf = malloc(o.cap);
-	if (!o.buf || ag_engine_agent_views(e, &v, &n)) {
+	if (!o.buf || agd_engine_agent_views(e, &v, &n)) {
 		free(o.buf);
 		return NULL;
 	}
@@ -415,7 +415,7 @@ char *agd_metrics_render(struct agd_metrics *m, struct ag_engine *e, struct agd_
 	agent_series(&o, v, n, own);
 	engine_series(&o, e);
 	dead_letter_series(&o);
-	datapath_series(&o, ag_engine_ctx(e), n);
+	datapath_series(&o, agd_engine_ctx(e), n);
 	if (stream)
 		stream_series(&o, stream);
 	if (fleet)

@@ -31,7 +31,7 @@ struct agd_fleet;
 
 /* The exposition text; free(). NULL on allocation failure. stream, fleet:
  * their series too, or NULL (no stream; standalone). */
-char *agd_metrics_render(struct agd_metrics *m, struct ag_engine *e, struct agd_stream *stream,
+char *agd_metrics_render(struct agd_metrics *m, struct agd_engine *e, struct agd_stream *stream,
 			 struct agd_fleet *fleet, __u64 max_agents, size_t *len);
 
 #endif

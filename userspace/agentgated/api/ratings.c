@@ -23,15 +23,15 @@ static bool is_ndjson(const struct mg_connection *conn)
 		      !strncasecmp(ct, "application/jsonl", 17));
 }
 
-static int invalid_ratings(struct req *r, const struct ag_rating_batch *b)
+static int invalid_ratings(struct req *r, const struct agd_rating_batch *b)
 {
 	json_t *errs = json_array(), *o;
 	char msg[256];
 	size_t i;
 
-	ag_engine_count_invalid(r->h->e, b->n_errors);
-	for (i = 0; i < b->n_errors && i < AG_RATING_ERRORS_MAX; i++) {
-		const struct ag_rating_error *x = &b->errors[i];
+	agd_engine_count_invalid(r->h->e, b->n_errors);
+	for (i = 0; i < b->n_errors && i < AGD_RATING_ERRORS_MAX; i++) {
+		const struct agd_rating_error *x = &b->errors[i];
 
 		json_array_append_new(errs, json_pack("{s:I,s:s,s:s}", "index", (json_int_t)x->index,
 						      "field", x->field, "reason", x->reason));
@@ -49,38 +49,38 @@ static int invalid_ratings(struct req *r, const struct ag_rating_batch *b)
 
 int ratings_post(struct req *r)
 {
-	struct ag_rating_batch b;
-	struct ag_job job = { 0 };
+	struct agd_rating_batch b;
+	struct agd_job job = { 0 };
 	json_t *agents, *o;
 	size_t i, b_n;
 	int err;
 
 	job.received_ns = ag_now_ns();
-	err = ag_ratings_parse(r->body, r->body_len, is_ndjson(r->conn) ? AG_RATING_NDJSON :
-									  AG_RATING_JSON, &b);
+	err = agd_ratings_parse(r->body, r->body_len, is_ndjson(r->conn) ? AGD_RATING_NDJSON :
+									  AGD_RATING_JSON, &b);
 	if (err == -EINVAL) {
 		err = invalid_ratings(r, &b);
-		ag_rating_batch_free(&b);
+		agd_rating_batch_free(&b);
 		return err;
 	}
 	if (err)
 		return send_error(r->conn, 500, "out of memory");
 	if (!b.n) {
-		ag_rating_batch_free(&b);
+		agd_rating_batch_free(&b);
 		return send_error(r->conn, 400, "request body: no ratings");
 	}
 	job.items = b.items;
 	job.n = b_n = b.n;
-	err = ag_engine_rate(r->h->e, &job);
-	ag_rating_batch_free(&b);
+	err = agd_engine_rate(r->h->e, &job);
+	agd_rating_batch_free(&b);
 	if (err) {
-		ag_job_release(&job);
-		return send_error(r->conn, ag_engine_status(err), "%s", job.msg[0] ? job.msg :
+		agd_job_release(&job);
+		return send_error(r->conn, agd_engine_status(err), "%s", job.msg[0] ? job.msg :
 				  strerror(-err));
 	}
 	agents = json_array();
 	for (i = 0; i < job.n_agents; i++) {
-		const struct ag_job_agent *a = &job.agents[i];
+		const struct agd_job_agent *a = &job.agents[i];
 
 		json_array_append_new(agents, json_pack("{s:s,s:f,s:f,s:I}", "agent", a->name,
 							"rate", a->rate, "mean_score",
@@ -97,6 +97,6 @@ int ratings_post(struct req *r)
 		json_object_set_new(o, "refused", json_integer((json_int_t)job.routed.refused));
 	if (job.routed.queued)
 		json_object_set_new(o, "queued", json_integer((json_int_t)b_n));
-	ag_job_release(&job);
+	agd_job_release(&job);
 	return agd_reply_json(r->conn, job.routed.queued ? 202 : 200, o, NULL);
 }

@@ -73,9 +73,9 @@ int get_number(struct req *r, json_t *o, const char *field, double lo, double hi
 	return 1;
 }
 
-int bad_agent(struct req *r, int err, const struct ag_op_err *oe)
+int bad_agent(struct req *r, int err, const struct agd_op_err *oe)
 {
-	return send_error(r->conn, ag_engine_status(err), "%s", oe->msg);
+	return send_error(r->conn, agd_engine_status(err), "%s", oe->msg);
 }
 
 /* 200 allowed, or 429 with Retry-After (whole seconds, at least 1). */

@@ -13,7 +13,7 @@
 
 int rules_get(struct req *r)
 {
-	struct ag_ctx *ctx = ag_engine_ctx(r->h->e);
+	struct ag_ctx *ctx = agd_engine_ctx(r->h->e);
 	struct ag_rule *rules = NULL;
 	size_t n = 0, i;
 	json_t *a;
@@ -80,7 +80,7 @@ static int rule_target(struct req *r, json_t *o, struct ag_rule *rule, int *stat
 int rules_post(struct req *r)
 {
 	static const char *const allowed[] = { "prefix", "port", "agent", NULL };
-	struct ag_op_err oe = { "" };
+	struct agd_op_err oe = { "" };
 	struct ag_rule rule;
 	const char *agent;
 	int status = 0, err;
@@ -101,7 +101,7 @@ int rules_post(struct req *r)
 		json_decref(o);
 		return send_error(r->conn, 400, "field 'agent': %s", ag_errmsg());
 	}
-	err = ag_engine_rule_add(r->h->e, &rule, agent, r->tok.subject, &oe);
+	err = agd_engine_rule_add(r->h->e, &rule, agent, r->tok.subject, &oe);
 	if (err) {
 		json_decref(o);
 		return bad_agent(r, err, &oe);
@@ -115,7 +115,7 @@ int rules_post(struct req *r)
 int rules_delete(struct req *r)
 {
 	static const char *const allowed[] = { "prefix", "port", "agent", NULL };
-	struct ag_op_err oe = { "" };
+	struct agd_op_err oe = { "" };
 	char prefix[AG_PREFIX_STRLEN];
 	struct ag_rule rule;
 	int status = 0, err;
@@ -127,7 +127,7 @@ int rules_delete(struct req *r)
 	json_decref(o);
 	if (err)
 		return status;
-	err = ag_engine_rule_del(r->h->e, &rule, r->tok.subject, &oe);
+	err = agd_engine_rule_del(r->h->e, &rule, r->tok.subject, &oe);
 	if (err)
 		return bad_agent(r, err, &oe);
 	ag_prefix_format(&rule, prefix, sizeof(prefix));

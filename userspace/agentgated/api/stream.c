@@ -102,7 +102,7 @@ struct bucket_sample {
 };
 
 struct agd_stream {
-	struct ag_engine *e;
+	struct agd_engine *e;
 	struct agd_stream_opts o;
 	agd_stream_auth_fn auth;
 	void *auth_arg;
@@ -117,7 +117,7 @@ struct agd_stream {
 
 	pthread_mutex_t ilock; /* inbox */
 	pthread_cond_t icv;
-	struct ag_rating_event *inbox, *spare;
+	struct agd_rating_event *inbox, *spare;
 	size_t in_n, in_cap, spare_cap;
 	bool hub_stop;
 	pthread_t hub;
@@ -905,7 +905,7 @@ static bool want_events(void *arg)
 }
 
 /* The engine's observer: copies into the inbox and returns. */
-static void on_ratings(void *arg, const struct ag_rating_event *ev, size_t n)
+static void on_ratings(void *arg, const struct agd_rating_event *ev, size_t n)
 {
 	struct agd_stream *s = arg;
 	size_t room, take;
@@ -913,7 +913,7 @@ static void on_ratings(void *arg, const struct ag_rating_event *ev, size_t n)
 	pthread_mutex_lock(&s->ilock);
 	if (s->in_n + n > s->in_cap && s->in_cap < INBOX_MAX) {
 		size_t cap = s->in_cap ? s->in_cap : 256;
-		struct ag_rating_event *b;
+		struct agd_rating_event *b;
 
 		while (cap < s->in_n + n && cap < INBOX_MAX)
 			cap *= 2;
@@ -935,7 +935,7 @@ static void on_ratings(void *arg, const struct ag_rating_event *ev, size_t n)
 		count(&s->st.lost, n - take);
 }
 
-static json_t *rating_data(const struct ag_rating_event *ev)
+static json_t *rating_data(const struct agd_rating_event *ev)
 {
 	return json_pack("{s:s,s:i,s:s?,s:s?,s:I,s:f,s:f,s:I}", "agent", ev->agent, "score",
 			 ev->score, "id", ev->id[0] ? ev->id : NULL, "user",
@@ -957,7 +957,7 @@ static struct msg *update(const char *type, const char *topic, json_t *data)
  * it in one go. Each update's JSON is built once, when a first client
  * wants it, and shared.
  */
-static void fan_out(struct agd_stream *s, const struct ag_rating_event *ev, size_t n)
+static void fan_out(struct agd_stream *s, const struct agd_rating_event *ev, size_t n)
 {
 	struct msg **global = calloc(n, sizeof(*global)), **own = calloc(n, sizeof(*own));
 	char topic[TOPIC_MAX];
@@ -1044,13 +1044,13 @@ static void mark_watched(struct agd_stream *s)
  * not exist. */
 static struct msg *bucket_update(struct agd_stream *s, struct bucket_sample *b, __u64 now)
 {
-	struct ag_agent_view v;
+	struct agd_agent_view v;
 	char topic[TOPIC_MAX];
 	double dt;
 	json_t *data;
 	bool first = !b->t_ns;
 
-	if (ag_engine_agent_view(s->e, b->name, &v)) {
+	if (agd_engine_agent_view(s->e, b->name, &v)) {
 		b->t_ns = 0;
 		return NULL;
 	}
@@ -1144,7 +1144,7 @@ static void *hub_thread(void *arg)
 
 	pthread_mutex_lock(&s->ilock);
 	while (!s->hub_stop) {
-		struct ag_rating_event *ev;
+		struct agd_rating_event *ev;
 		struct timespec until;
 		size_t n, cap;
 		__u64 now;
@@ -1192,7 +1192,7 @@ static void *hub_thread(void *arg)
 
 /* ---- life cycle ------------------------------------------------------------------------- */
 
-int agd_stream_start(struct ag_engine *e, struct mg_context *mg, const struct agd_stream_opts *o,
+int agd_stream_start(struct agd_engine *e, struct mg_context *mg, const struct agd_stream_opts *o,
 		     agd_stream_auth_fn auth, void *auth_arg, struct agd_stream **out)
 {
 	struct agd_stream *s = calloc(1, sizeof(*s));
@@ -1215,7 +1215,7 @@ int agd_stream_start(struct ag_engine *e, struct mg_context *mg, const struct ag
 		return -err;
 	}
 	s->hub_started = true;
-	ag_engine_observe(e, on_ratings, want_events, s);
+	agd_engine_observe(e, on_ratings, want_events, s);
 	mg_set_websocket_handler(mg, "/v1/stream", ws_connect, ws_ready, ws_data, ws_close, s);
 	*out = s;
 	return 0;
@@ -1229,7 +1229,7 @@ void agd_stream_shutdown(struct agd_stream *s)
 
 	if (!s)
 		return;
-	ag_engine_observe(s->e, NULL, NULL, NULL);
+	agd_engine_observe(s->e, NULL, NULL, NULL);
 	pthread_mutex_lock(&s->ilock);
 	s->hub_stop = true;
 	pthread_cond_signal(&s->icv);

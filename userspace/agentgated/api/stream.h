@@ -59,7 +59,7 @@ extern const char *const agd_stream_refusal_names[4];
 struct agd_stream;
 
 /* Registers the /v1/stream handlers on mg and starts the hub thread. */
-int agd_stream_start(struct ag_engine *e, struct mg_context *mg, const struct agd_stream_opts *o,
+int agd_stream_start(struct agd_engine *e, struct mg_context *mg, const struct agd_stream_opts *o,
 		     agd_stream_auth_fn auth, void *auth_arg, struct agd_stream **out);
 /* Before mg_stop(): no more events; every client gets close code 1001 and
  * its connection is shut down, so CivetWeb's workers leave at once. */

@@ -16,9 +16,9 @@
 int bucket_post(struct req *r)
 {
 	static const char *const allowed[] = { "capacity", "refill_rate", "initial_tokens", NULL };
-	struct ag_agent_change c = { .fill_tokens = -1 };
-	struct ag_op_err oe = { "" };
-	struct ag_agent_view v;
+	struct agd_agent_change c = { .fill_tokens = -1 };
+	struct agd_op_err oe = { "" };
+	struct agd_agent_view v;
 	double cap = 0, rate = 0, init = -1;
 	int status = 0, err;
 	bool created;
@@ -38,17 +38,17 @@ int bucket_post(struct req *r)
 	if (init > cap)
 		return send_error(r->conn, 400, "field 'initial_tokens': %g is above capacity %g",
 				  init, cap);
-	c.set = AG_POL_R0 | AG_POL_BURST | AG_POL_R_MIN | AG_POL_R_MAX;
+	c.set = AGD_POL_R0 | AGD_POL_BURST | AGD_POL_R_MIN | AGD_POL_R_MAX;
 	c.own.r0 = rate;
 	c.own.burst = cap;
-	c.own.burst_kind = AG_BURST_TOKENS;
+	c.own.burst_kind = AGD_BURST_TOKENS;
 	c.own.r_min = 0.001;
 	c.own.r_max = 1e10;
 	c.fill_tokens = init >= 0 ? init : cap;
-	err = ag_engine_agent_put(r->h->e, r->param, &c, r->tok.subject, &created, &oe);
+	err = agd_engine_agent_put(r->h->e, r->param, &c, r->tok.subject, &created, &oe);
 	if (err)
 		return bad_agent(r, err, &oe);
-	if (ag_engine_agent_view(r->h->e, r->param, &v))
+	if (agd_engine_agent_view(r->h->e, r->param, &v))
 		return send_error(r->conn, 404, "unknown agent '%s'", r->param);
 	return agd_reply_json(r->conn, created ? 201 : 200,
 			 json_pack("{s:s,s:I,s:f,s:f}", "agent_id", r->param, "capacity",
@@ -58,9 +58,9 @@ int bucket_post(struct req *r)
 
 int bucket_get(struct req *r)
 {
-	struct ag_agent_view v;
+	struct agd_agent_view v;
 
-	if (ag_engine_agent_view(r->h->e, r->param, &v))
+	if (agd_engine_agent_view(r->h->e, r->param, &v))
 		return send_error(r->conn, 404, "unknown agent '%s'", r->param);
 	return agd_reply_json(r->conn, 200,
 			 json_pack("{s:s,s:f,s:I,s:f}", "agent_id", r->param, "tokens", v.tokens,
@@ -74,8 +74,8 @@ int rate_post(struct req *r)
 {
 	static const char *const allowed[] = { "agent_id", "event_type", "metadata", NULL };
 	struct ag_consume_result res;
-	struct ag_op_err oe = { "" };
-	struct ag_agent_view v;
+	struct agd_op_err oe = { "" };
+	struct agd_agent_view v;
 	const char *agent, *event;
 	int status = 0, err;
 	json_t *o = body_object(r, allowed, &status), *reply;
@@ -93,13 +93,13 @@ int rate_post(struct req *r)
 		json_decref(o);
 		return send_error(r->conn, 400, "field 'agent_id': %s", ag_errmsg());
 	}
-	err = ag_engine_consume(r->h->e, agent, 1, &res, &oe);
-	if (err || ag_engine_agent_view(r->h->e, agent, &v)) {
+	err = agd_engine_consume(r->h->e, agent, 1, &res, &oe);
+	if (err || agd_engine_agent_view(r->h->e, agent, &v)) {
 		json_decref(o);
 		return err ? bad_agent(r, err, &oe) : send_error(r->conn, 404, "unknown agent");
 	}
 	reply = json_pack("{s:s,s:s,s:f,s:f}", "agent_id", agent, "event_type", event ? event : "",
-			  "score", ag_stats_mean(&v.stats), "rate", v.rate);
+			  "score", agd_stats_mean(&v.stats), "rate", v.rate);
 	json_decref(o);
 	return send_consume(r, &res, reply);
 }

@@ -3,7 +3,7 @@
  * Dispatch (engine.h): where a rating or an operator change goes. Standalone
  * it is applied here (the engine's apply functions, sequence 0); in a fleet
  * it goes to the replicator, and comes back through the log's consumer,
- * which calls ag_engine_apply_op with the log sequence. What cannot be
+ * which calls agd_engine_apply_op with the log sequence. What cannot be
  * valid anywhere is refused before it reaches the log.
  */
 #include <errno.h>
@@ -12,7 +12,7 @@
 
 #include "engine.h"
 
-static int refuse(struct ag_op_err *oe, const char *msg)
+static int refuse(struct agd_op_err *oe, const char *msg)
 {
 	if (oe)
 		snprintf(oe->msg, sizeof(oe->msg), "%s", msg);
@@ -20,8 +20,8 @@ static int refuse(struct ag_op_err *oe, const char *msg)
 }
 
 /* Into the fleet's log: every host applies it from there. */
-static int to_log(const struct ag_replicator *r, struct ag_op *op, const char *agent,
-		  const char *subject, bool *created, struct ag_op_err *oe)
+static int to_log(const struct agd_replicator *r, struct agd_op *op, const char *agent,
+		  const char *subject, bool *created, struct agd_op_err *oe)
 {
 	bool made = false;
 	int err;
@@ -34,82 +34,82 @@ static int to_log(const struct ag_replicator *r, struct ag_op *op, const char *a
 	return err;
 }
 
-int ag_engine_submit(struct ag_engine *e, struct ag_job *job)
+int agd_engine_submit(struct agd_engine *e, struct agd_job *job)
 {
-	const struct ag_replicator *r = ag_engine_replicator(e);
+	const struct agd_replicator *r = agd_engine_replicator(e);
 
 	if (!r)
-		return ag_engine_queue(e, job);
-	ag_job_reset(job);
+		return agd_engine_queue(e, job);
+	agd_job_reset(job);
 	return r->submit(r->arg, job);
 }
 
-int ag_engine_rate(struct ag_engine *e, struct ag_job *job)
+int agd_engine_rate(struct agd_engine *e, struct agd_job *job)
 {
-	return ag_job_wait(e, job, ag_engine_submit);
+	return agd_job_wait(e, job, agd_engine_submit);
 }
 
-int ag_engine_agent_put(struct ag_engine *e, const char *name, const struct ag_agent_change *c,
-			const char *subject, bool *created, struct ag_op_err *oe)
+int agd_engine_agent_put(struct agd_engine *e, const char *name, const struct agd_agent_change *c,
+			const char *subject, bool *created, struct agd_op_err *oe)
 {
-	const struct ag_replicator *r = ag_engine_replicator(e);
-	struct ag_op op = { .kind = AG_OP_AGENT_PUT };
+	const struct agd_replicator *r = agd_engine_replicator(e);
+	struct agd_op op = { .kind = AGD_OP_AGENT_PUT };
 
 	if (ag_name_check(name))
 		return refuse(oe, ag_errmsg());
-	if (!strcmp(name, AG_METRICS_OTHER))
-		return refuse(oe, "agent name '" AG_METRICS_OTHER
+	if (!strcmp(name, AGD_METRICS_OTHER))
+		return refuse(oe, "agent name '" AGD_METRICS_OTHER
 				  "' is reserved (the metrics aggregate)");
 	if (!r)
-		return ag_engine_apply_agent_put(e, 0, name, c, subject, created, oe);
+		return agd_engine_apply_agent_put(e, 0, name, c, subject, created, oe);
 	op.change = *c;
 	return to_log(r, &op, name, subject, created, oe);
 }
 
-int ag_engine_agent_delete(struct ag_engine *e, const char *name, const char *subject,
-			   struct ag_op_err *oe)
+int agd_engine_agent_delete(struct agd_engine *e, const char *name, const char *subject,
+			   struct agd_op_err *oe)
 {
-	const struct ag_replicator *r = ag_engine_replicator(e);
-	struct ag_op op = { .kind = AG_OP_AGENT_DELETE };
+	const struct agd_replicator *r = agd_engine_replicator(e);
+	struct agd_op op = { .kind = AGD_OP_AGENT_DELETE };
 
 	if (!r)
-		return ag_engine_apply_agent_delete(e, 0, name, subject, oe);
+		return agd_engine_apply_agent_delete(e, 0, name, subject, oe);
 	return to_log(r, &op, name, subject, NULL, oe);
 }
 
-int ag_engine_rule_add(struct ag_engine *e, const struct ag_rule *rule, const char *agent,
-		       const char *subject, struct ag_op_err *oe)
+int agd_engine_rule_add(struct agd_engine *e, const struct ag_rule *rule, const char *agent,
+		       const char *subject, struct agd_op_err *oe)
 {
-	const struct ag_replicator *r = ag_engine_replicator(e);
-	struct ag_op op = { .kind = AG_OP_RULE_ADD, .rule = *rule };
+	const struct agd_replicator *r = agd_engine_replicator(e);
+	struct agd_op op = { .kind = AGD_OP_RULE_ADD, .rule = *rule };
 
 	if (!r)
-		return ag_engine_apply_rule_add(e, 0, rule, agent, subject, oe);
+		return agd_engine_apply_rule_add(e, 0, rule, agent, subject, oe);
 	return to_log(r, &op, agent, subject, NULL, oe);
 }
 
-int ag_engine_rule_del(struct ag_engine *e, const struct ag_rule *rule, const char *subject,
-		       struct ag_op_err *oe)
+int agd_engine_rule_del(struct agd_engine *e, const struct ag_rule *rule, const char *subject,
+		       struct agd_op_err *oe)
 {
-	const struct ag_replicator *r = ag_engine_replicator(e);
-	struct ag_op op = { .kind = AG_OP_RULE_DEL, .rule = *rule };
+	const struct agd_replicator *r = agd_engine_replicator(e);
+	struct agd_op op = { .kind = AGD_OP_RULE_DEL, .rule = *rule };
 
 	if (!r)
-		return ag_engine_apply_rule_del(e, 0, rule, subject, oe);
+		return agd_engine_apply_rule_del(e, 0, rule, subject, oe);
 	return to_log(r, &op, "", subject, NULL, oe);
 }
 
-int ag_engine_config_set(struct ag_engine *e, const struct ag_config_change *c,
-			 const char *subject, struct ag_op_err *oe)
+int agd_engine_config_set(struct agd_engine *e, const struct agd_config_change *c,
+			 const char *subject, struct agd_op_err *oe)
 {
-	const struct ag_replicator *r = ag_engine_replicator(e);
-	struct ag_op op = { .kind = AG_OP_CONFIG_SET, .config = *c };
+	const struct agd_replicator *r = agd_engine_replicator(e);
+	struct agd_op op = { .kind = AGD_OP_CONFIG_SET, .config = *c };
 
 	if ((c->default_action != -1 && c->default_action != AG_ACTION_PASS &&
 	     c->default_action != AG_ACTION_DROP) ||
 	    (c->dry_run != -1 && c->dry_run != 0 && c->dry_run != 1))
 		return refuse(oe, "default_action must be pass or drop, dry_run on or off");
 	if (!r)
-		return ag_engine_apply_config_set(e, 0, c, subject, oe);
+		return agd_engine_apply_config_set(e, 0, c, subject, oe);
 	return to_log(r, &op, "", subject, NULL, oe);
 }

@@ -23,7 +23,7 @@ struct entry {
 	struct entry *next; /* hash chain */
 	char name[AG_NAME_MAX + 1];
 	__u32 slot;
-	struct ag_agent_rec rec;
+	struct agd_agent_rec rec;
 	/* map state last written, to skip writes that change nothing */
 	double map_rate; /* < 0: not in the maps */
 	__u64 map_burst;
@@ -31,7 +31,7 @@ struct entry {
 	bool map_pinned;
 	/* apply-batch bookkeeping */
 	__u64 batch;             /* batch that saved `undo` */
-	struct ag_agent_rec undo;
+	struct agd_agent_rec undo;
 	bool new_in_batch;
 	__u64 created_job; /* job that created it in this batch */
 	__u64 job_mark;    /* last job that listed it in its answer */
@@ -46,15 +46,15 @@ struct entry {
 /* A rating the policy applied in the current batch (not pinned, not a
  * duplicate), for its agent's history (hist_rated). */
 struct hist_pend {
-	const struct ag_rating *r;
+	const struct agd_rating *r;
 	double before, after;
 	__u32 next; /* the agent's next one in this batch */
 };
 
-struct ag_engine {
-	struct ag_engine_opts opts;
-	struct ag_policy defaults;
-	struct ag_store st;
+struct agd_engine {
+	struct agd_engine_opts opts;
+	struct agd_policy defaults;
+	struct agd_store st;
 	struct ag_ctx *ctx;
 	int audit_fd;
 	int owner_fd; /* the pin root's exclusive owner lock (agentgate.h) */
@@ -68,7 +68,7 @@ struct ag_engine {
 	pthread_cond_t qcv;    /* work queued or stopping */
 	pthread_cond_t spacecv; /* room in the queue */
 	size_t space_waiters;
-	struct ag_job *qhead, *qtail;
+	struct agd_job *qhead, *qtail;
 	size_t queued;         /* ratings in the queue */
 	bool stopping;
 	pthread_t thread;
@@ -76,10 +76,10 @@ struct ag_engine {
 	__u64 serial, batch_serial;
 
 	/* rating observer; ev is the apply thread's alone */
-	ag_rating_observer obs;
+	agd_rating_observer obs;
 	bool (*obs_wanted)(void *arg);
 	void *obs_arg;
-	struct ag_rating_event *ev;
+	struct agd_rating_event *ev;
 	size_t ev_n, ev_cap;
 	bool ev_on;
 	/* the batch's applied ratings, for the agents' histories (apply thread) */
@@ -87,18 +87,18 @@ struct ag_engine {
 	size_t hist_n, hist_cap;
 
 	pthread_mutex_t slock; /* stats */
-	struct ag_engine_stats stats;
+	struct agd_engine_stats stats;
 
 	/* the fleet's log: set once before the API starts */
-	struct ag_replicator repl;
+	struct agd_replicator repl;
 	bool replicated;
 	__u64 log_seq; /* under lock: the sequence the stored state includes */
 };
 
 /* The log sequence an operator change applied by this thread (the fleet's
- * consumer) is stored with; 0 outside ag_engine_apply_op. */
+ * consumer) is stored with; 0 outside agd_engine_apply_op. */
 
-const double ag_apply_bucket_le[AG_APPLY_BUCKETS] = {
+const double agd_apply_bucket_le[AGD_APPLY_BUCKETS] = {
 	0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
 	0.01,    0.025,  0.05,    0.1,    0.25,  0.5,    1,
 };
@@ -115,9 +115,9 @@ static __u64 wall_ms(void)
 	return (__u64)ts.tv_sec * 1000 + (__u64)ts.tv_nsec / 1000000;
 }
 
-static int fail(struct ag_op_err *oe, int err, const char *fmt, ...)
+static int fail(struct agd_op_err *oe, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-static int fail(struct ag_op_err *oe, int err, const char *fmt, ...)
+static int fail(struct agd_op_err *oe, int err, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -140,7 +140,7 @@ static size_t hash_name(const char *s)
 	return h;
 }
 
-static struct entry *tab_find(struct ag_engine *e, const char *name)
+static struct entry *tab_find(struct agd_engine *e, const char *name)
 {
 	struct entry *en = e->buckets[hash_name(name) & (e->nbuckets - 1)];
 
@@ -149,7 +149,7 @@ static struct entry *tab_find(struct ag_engine *e, const char *name)
 	return en;
 }
 
-static int tab_grow(struct ag_engine *e)
+static int tab_grow(struct agd_engine *e)
 {
 	size_t n = e->nbuckets * 2, i;
 	struct entry **b = calloc(n, sizeof(*b));
@@ -173,7 +173,7 @@ static int tab_grow(struct ag_engine *e)
 	return 0;
 }
 
-static struct entry *tab_add(struct ag_engine *e, const char *name)
+static struct entry *tab_add(struct agd_engine *e, const char *name)
 {
 	struct entry *en;
 	size_t h;
@@ -193,7 +193,7 @@ static struct entry *tab_add(struct ag_engine *e, const char *name)
 	return en;
 }
 
-static void tab_remove(struct ag_engine *e, struct entry *victim)
+static void tab_remove(struct agd_engine *e, struct entry *victim)
 {
 	struct entry **pp = &e->buckets[hash_name(victim->name) & (e->nbuckets - 1)];
 
@@ -213,19 +213,19 @@ static void tab_remove(struct ag_engine *e, struct entry *victim)
 
 /* ---- records, maps and the audit log ---------------------------------------- */
 
-static void rec_init(struct ag_agent_rec *r, const struct ag_policy *defaults, __u64 now)
+static void rec_init(struct agd_agent_rec *r, const struct agd_policy *defaults, __u64 now)
 {
 	memset(r, 0, sizeof(*r));
-	r->version = AG_STORE_VERSION;
-	ag_rec_set_policy(r, defaults, 0);
+	r->version = AGD_STORE_VERSION;
+	agd_rec_set_policy(r, defaults, 0);
 	r->rate = defaults->r0;
 	r->last_ms = -1;
 	r->created_ms = r->updated_ms = now;
 }
 
-static void effective(struct ag_engine *e, const struct entry *en, struct ag_policy *p)
+static void effective(struct agd_engine *e, const struct entry *en, struct agd_policy *p)
 {
-	ag_rec_effective(&en->rec, &e->defaults, p);
+	agd_rec_effective(&en->rec, &e->defaults, p);
 }
 
 /*
@@ -233,7 +233,7 @@ static void effective(struct ag_engine *e, const struct entry *en, struct ag_pol
  * (the policy when the map is full: existing agents go on as they are) is
  * not an error of the maps. Its log lines thin out as refusals repeat.
  */
-static void map_error(struct ag_engine *e, const char *name, int err)
+static void map_error(struct agd_engine *e, const char *name, int err)
 {
 	__u64 n = 0;
 
@@ -244,26 +244,26 @@ static void map_error(struct ag_engine *e, const char *name, int err)
 		e->stats.map_errors++;
 	pthread_mutex_unlock(&e->slock);
 	if (err != -ENOSPC)
-		e->opts.log(AG_LOG_ERR, "cannot write agent '%s' into the maps: %s", name,
+		e->opts.log(AGD_LOG_ERR, "cannot write agent '%s' into the maps: %s", name,
 			    ag_errmsg());
 	else if (!(n & (n - 1))) /* 1, 2, 4, 8, ... */
-		e->opts.log(AG_LOG_WARN, "agent '%s' refused: %s (%llu refused so far)", name,
+		e->opts.log(AGD_LOG_WARN, "agent '%s' refused: %s (%llu refused so far)", name,
 			    ag_errmsg(), (unsigned long long)n);
 }
 
 /* Writes the entry's rate and burst into its bucket (created when missing).
  * The live bucket level is kept: the library switches parameters in place. */
-static int push_to_map(struct ag_engine *e, struct entry *en, bool force)
+static int push_to_map(struct agd_engine *e, struct entry *en, bool force)
 {
 	struct ag_agent_update u = { .fields = AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT |
 					       AG_SET_PINNED };
-	struct ag_policy p;
+	struct agd_policy p;
 	bool created;
 	int err;
 
 	effective(e, en, &p);
 	u.rate = en->rec.rate * en->share;
-	u.burst = ag_policy_burst_tokens(&p, u.rate);
+	u.burst = agd_policy_burst_tokens(&p, u.rate);
 	u.unit = p.unit;
 	u.pinned = p.pinned;
 	if (!force && en->map_rate == u.rate && en->map_burst == u.burst &&
@@ -281,13 +281,13 @@ static int push_to_map(struct ag_engine *e, struct entry *en, bool force)
 	return 0;
 }
 
-static json_t *policy_json(const struct ag_engine *e, const struct ag_agent_rec *r)
+static json_t *policy_json(const struct agd_engine *e, const struct agd_agent_rec *r)
 {
-	struct ag_policy p;
+	struct agd_policy p;
 
-	ag_rec_effective(r, &e->defaults, &p);
+	agd_rec_effective(r, &e->defaults, &p);
 	return json_pack("{s:f,s:I,s:s,s:f,s:f,s:f,s:b}", "rate", r->rate, "burst",
-			 (json_int_t)ag_policy_burst_tokens(&p, r->rate), "unit",
+			 (json_int_t)agd_policy_burst_tokens(&p, r->rate), "unit",
 			 p.unit == AG_UNIT_BPS ? "bps" : "pps", "r_min", p.r_min, "r_max", p.r_max,
 			 "alpha", p.alpha, "pinned", p.pinned);
 }
@@ -303,7 +303,7 @@ static json_t *rule_json(const struct ag_rule *rule, const char *agent)
 /* Records one operator change in the transaction, and in the agent's
  * history (explain); steals before/after. The line is returned for the
  * audit file, written once the change commits. */
-static int audit(struct ag_engine *e, MDB_txn *txn, const char *subject, const char *action,
+static int audit(struct agd_engine *e, MDB_txn *txn, const char *subject, const char *action,
 		 const char *agent, json_t *before, json_t *after, char **line)
 {
 	__u64 now = wall_ms();
@@ -320,7 +320,7 @@ static int audit(struct ag_engine *e, MDB_txn *txn, const char *subject, const c
 		json_decref(o);
 		return -ENOMEM;
 	}
-	err = ag_store_audit(&e->st, txn, *line);
+	err = agd_store_audit(&e->st, txn, *line);
 	if (!err)
 		err = agd_explain_record_change(&e->st, txn, agent, now, subject, action,
 						json_object_get(o, "before"),
@@ -333,7 +333,7 @@ static int audit(struct ag_engine *e, MDB_txn *txn, const char *subject, const c
 	return err;
 }
 
-static void audit_file(struct ag_engine *e, char *line)
+static void audit_file(struct agd_engine *e, char *line)
 {
 	if (!line)
 		return;
@@ -341,29 +341,29 @@ static void audit_file(struct ag_engine *e, char *line)
 		int err = agd_append_line(e->audit_fd, line, strlen(line));
 
 		if (err) /* the record is in the store; audit.log misses this line */
-			e->opts.log(AG_LOG_WARN, "audit.log: line not written: %s", strerror(-err));
+			e->opts.log(AGD_LOG_WARN, "audit.log: line not written: %s", strerror(-err));
 	}
 	free(line);
 }
 
-static int txn_begin(struct ag_engine *e, MDB_txn **txn)
+static int txn_begin(struct agd_engine *e, MDB_txn **txn)
 {
-	return ag_store_txn_begin(&e->st, txn);
+	return agd_store_txn_begin(&e->st, txn);
 }
 
 /* Commits; seq: the fleet log sequence the transaction applies (stored
  * with it, so the state and its position in the log never part), 0 for a
  * local change. */
-static int txn_commit(struct ag_engine *e, MDB_txn *txn, __u64 seq)
+static int txn_commit(struct agd_engine *e, MDB_txn *txn, __u64 seq)
 {
 	int err = 0;
 
 	if (seq > e->log_seq)
-		err = ag_store_meta_put_u64(&e->st, txn, "log_seq", seq);
+		err = agd_store_meta_put_u64(&e->st, txn, "log_seq", seq);
 	if (err)
-		ag_store_txn_end(txn);
+		agd_store_txn_end(txn);
 	else
-		err = ag_store_commit(&e->st, txn);
+		err = agd_store_commit(&e->st, txn);
 	if (!err && seq > e->log_seq)
 		e->log_seq = seq;
 
@@ -378,14 +378,14 @@ static int txn_commit(struct ag_engine *e, MDB_txn *txn, __u64 seq)
 
 static const char *store_error(int err)
 {
-	return ag_store_strerror(err);
+	return agd_store_strerror(err);
 }
 
 /* ---- start: load and reconcile ------------------------------------------- */
 
-static int load_one(void *arg, const char *name, const struct ag_agent_rec *rec)
+static int load_one(void *arg, const char *name, const struct agd_agent_rec *rec)
 {
-	struct ag_engine *e = arg;
+	struct agd_engine *e = arg;
 	struct entry *en = tab_add(e, name);
 
 	if (!en)
@@ -394,19 +394,19 @@ static int load_one(void *arg, const char *name, const struct ag_agent_rec *rec)
 	return 0;
 }
 
-static int load_agents(struct ag_engine *e, char *errbuf, size_t len)
+static int load_agents(struct agd_engine *e, char *errbuf, size_t len)
 {
 	MDB_txn *txn = NULL;
 	size_t skipped = 0;
-	int err = ag_store_read_begin(&e->st, &txn);
+	int err = agd_store_read_begin(&e->st, &txn);
 
 	if (!err)
-		err = ag_store_meta_get_u64(&e->st, txn, "log_seq", &e->log_seq);
+		err = agd_store_meta_get_u64(&e->st, txn, "log_seq", &e->log_seq);
 	if (!err)
-		err = ag_store_agents_foreach(&e->st, txn, load_one, e, &skipped);
-	ag_store_txn_end(txn);
+		err = agd_store_agents_foreach(&e->st, txn, load_one, e, &skipped);
+	agd_store_txn_end(txn);
 	if (skipped)
-		e->opts.log(AG_LOG_WARN, "state store: skipped %zu malformed agent records", skipped);
+		e->opts.log(AGD_LOG_WARN, "state store: skipped %zu malformed agent records", skipped);
 	if (err)
 		snprintf(errbuf, len, "cannot read the agents from the state store: %s",
 			 store_error(err));
@@ -416,8 +416,8 @@ static int load_agents(struct ag_engine *e, char *errbuf, size_t len)
 /* An agent made with the CLI becomes one of ours, pinned where it was. */
 static int adopt_agent(void *arg, const struct ag_agent *a)
 {
-	struct ag_engine *e = arg;
-	struct ag_policy own = e->defaults;
+	struct agd_engine *e = arg;
+	struct agd_policy own = e->defaults;
 	struct entry *en;
 
 	if (tab_find(e, a->name))
@@ -435,25 +435,25 @@ static int adopt_agent(void *arg, const struct ag_agent *a)
 	/* What a rating creates before its commit looks like this: a crash in
 	 * between leaves it in the maps only. It keeps following the defaults. */
 	if (a->rate == e->defaults.r0 && !a->pinned && a->unit == e->defaults.unit &&
-	    a->burst == ag_policy_burst_tokens(&e->defaults, a->rate))
+	    a->burst == agd_policy_burst_tokens(&e->defaults, a->rate))
 		return 0;
 	own.r0 = a->rate;
 	own.burst = (double)a->burst;
-	own.burst_kind = AG_BURST_TOKENS;
+	own.burst_kind = AGD_BURST_TOKENS;
 	own.unit = a->unit;
 	own.pinned = a->pinned;
 	if (own.r_min > a->rate)
 		own.r_min = a->rate;
 	if (own.r_max < a->rate)
 		own.r_max = a->rate;
-	ag_rec_set_policy(&en->rec, &own,
-			  AG_POL_R0 | AG_POL_BURST | AG_POL_UNIT | AG_POL_PINNED | AG_POL_R_MIN |
-				  AG_POL_R_MAX);
+	agd_rec_set_policy(&en->rec, &own,
+			  AGD_POL_R0 | AGD_POL_BURST | AGD_POL_UNIT | AGD_POL_PINNED | AGD_POL_R_MIN |
+				  AGD_POL_R_MAX);
 	en->rec.rate = a->rate;
 	return 0;
 }
 
-static void rule_key_of(const struct ag_rule *r, struct ag_rule_rec_key *k)
+static void rule_key_of(const struct ag_rule *r, struct agd_rule_rec_key *k)
 {
 	memset(k, 0, sizeof(*k));
 	k->family = (__u8)r->family;
@@ -462,7 +462,7 @@ static void rule_key_of(const struct ag_rule *r, struct ag_rule_rec_key *k)
 	memcpy(k->addr, r->addr, 16);
 }
 
-static void rule_of_key(const struct ag_rule_rec_key *k, struct ag_rule *r)
+static void rule_of_key(const struct agd_rule_rec_key *k, struct ag_rule *r)
 {
 	memset(r, 0, sizeof(*r));
 	r->family = k->family;
@@ -491,7 +491,7 @@ static int cmp_rule(const void *pa, const void *pb)
 }
 
 /* slot -> agent name for every agent in the maps; free() the result. */
-static const char **slot_names(struct ag_engine *e)
+static const char **slot_names(struct agd_engine *e)
 {
 	__u32 max = ag_max_agents(e->ctx);
 	const char **names = calloc(max, sizeof(*names));
@@ -549,40 +549,40 @@ static bool journaled_rule(const struct journal *j, const struct ag_rule *r)
 
 /* The map's word on a stored agent the CLI changed: each field that differs
  * from what the stored policy gives becomes the agent's own. */
-static void rec_take_map(struct ag_engine *e, struct ag_agent_rec *rec, const struct ag_agent *a)
+static void rec_take_map(struct agd_engine *e, struct agd_agent_rec *rec, const struct ag_agent *a)
 {
-	struct ag_policy own, eff;
+	struct agd_policy own, eff;
 	unsigned int set = rec->set;
 
-	ag_rec_policy(rec, &own);
-	ag_rec_effective(rec, &e->defaults, &eff);
+	agd_rec_policy(rec, &own);
+	agd_rec_effective(rec, &e->defaults, &eff);
 	if (a->rate != rec->rate) {
 		own.r0 = a->rate;
-		set |= AG_POL_R0;
+		set |= AGD_POL_R0;
 		if (eff.r_min > a->rate) {
 			own.r_min = a->rate;
-			set |= AG_POL_R_MIN;
+			set |= AGD_POL_R_MIN;
 		}
 		if (eff.r_max < a->rate) {
 			own.r_max = a->rate;
-			set |= AG_POL_R_MAX;
+			set |= AGD_POL_R_MAX;
 		}
 		rec->rate = a->rate;
 	}
-	if (a->burst != ag_policy_burst_tokens(&eff, a->rate)) {
+	if (a->burst != agd_policy_burst_tokens(&eff, a->rate)) {
 		own.burst = (double)a->burst;
-		own.burst_kind = AG_BURST_TOKENS;
-		set |= AG_POL_BURST;
+		own.burst_kind = AGD_BURST_TOKENS;
+		set |= AGD_POL_BURST;
 	}
 	if (a->unit != eff.unit) {
 		own.unit = a->unit;
-		set |= AG_POL_UNIT;
+		set |= AGD_POL_UNIT;
 	}
 	if (a->pinned != eff.pinned) {
 		own.pinned = a->pinned;
-		set |= AG_POL_PINNED;
+		set |= AGD_POL_PINNED;
 	}
-	ag_rec_set_policy(rec, &own, set);
+	agd_rec_set_policy(rec, &own, set);
 	rec->updated_ms = wall_ms();
 }
 
@@ -591,14 +591,14 @@ static void rec_take_map(struct ag_engine *e, struct ag_agent_rec *rec, const st
  * Rules only the maps have are adopted. A prefix both know for different
  * agents keeps the maps' agent. */
 struct rules_walk {
-	struct ag_engine *e;
+	struct agd_engine *e;
 	const struct journal *j;
 	const struct ag_rule *live;
 	size_t n_live, dropped;
 };
 
 /* A stored rule the maps lack: back into them, or out of the store. */
-static int restore_rule(void *arg, const struct ag_rule_rec_key *key, const char *agent)
+static int restore_rule(void *arg, const struct agd_rule_rec_key *key, const char *agent)
 {
 	struct rules_walk *w = arg;
 	struct ag_rule rule;
@@ -611,12 +611,12 @@ static int restore_rule(void *arg, const struct ag_rule_rec_key *key, const char
 		return 1;
 	}
 	if (ag_rule_add(w->e->ctx, &rule, agent))
-		w->e->opts.log(AG_LOG_WARN, "cannot restore a rule of '%s': %s", agent,
+		w->e->opts.log(AGD_LOG_WARN, "cannot restore a rule of '%s': %s", agent,
 			       ag_errmsg());
 	return 0;
 }
 
-static int reconcile_rules(struct ag_engine *e, MDB_txn *txn, const struct journal *j,
+static int reconcile_rules(struct agd_engine *e, MDB_txn *txn, const struct journal *j,
 			   size_t *dropped)
 {
 	struct rules_walk w = { .e = e, .j = j };
@@ -632,16 +632,16 @@ static int reconcile_rules(struct ag_engine *e, MDB_txn *txn, const struct journ
 	names = slot_names(e);
 	w.live = live;
 	w.n_live = n_live;
-	err = names ? ag_store_rules_foreach(&e->st, txn, restore_rule, &w) : -ENOMEM;
+	err = names ? agd_store_rules_foreach(&e->st, txn, restore_rule, &w) : -ENOMEM;
 	*dropped += w.dropped;
 	for (i = 0; !err && i < n_live; i++) {
-		struct ag_rule_rec_key key;
+		struct agd_rule_rec_key key;
 		const char *agent = slot_name(names, e->ctx, live[i].slot);
 
 		if (!agent)
 			continue;
 		rule_key_of(&live[i], &key);
-		err = ag_store_rule_put(&e->st, txn, &key, agent);
+		err = agd_store_rule_put(&e->st, txn, &key, agent);
 	}
 	free(live);
 	free(names);
@@ -649,9 +649,9 @@ static int reconcile_rules(struct ag_engine *e, MDB_txn *txn, const struct journ
 }
 
 /* Defaults may have changed while the daemon was down. */
-static void clamp_rate(struct ag_engine *e, struct entry *en)
+static void clamp_rate(struct agd_engine *e, struct entry *en)
 {
-	struct ag_policy p;
+	struct agd_policy p;
 
 	effective(e, en, &p);
 	if (p.pinned)
@@ -669,7 +669,7 @@ struct journal_audit {
 	size_t n;
 };
 
-static int journal_audit(struct ag_engine *e, MDB_txn *txn, struct journal_audit *ja,
+static int journal_audit(struct agd_engine *e, MDB_txn *txn, struct journal_audit *ja,
 			 const char *action, const char *name, json_t *before, json_t *after)
 {
 	char *line = NULL, **grown = realloc(ja->lines, (ja->n + 1) * sizeof(*ja->lines));
@@ -690,7 +690,7 @@ static int journal_audit(struct ag_engine *e, MDB_txn *txn, struct journal_audit
 /* Stored agents the CLI changed while no daemon ran: those still in the
  * maps take the maps' policy (kept as to store), those gone from the maps
  * leave the table and, in the transaction, LMDB. */
-static int apply_journal(struct ag_engine *e, const struct journal *j, MDB_txn *txn,
+static int apply_journal(struct agd_engine *e, const struct journal *j, MDB_txn *txn,
 			 struct journal_audit *ja, size_t *changed)
 {
 	struct entry *en, **gone = NULL;
@@ -716,9 +716,9 @@ static int apply_journal(struct ag_engine *e, const struct journal *j, MDB_txn *
 			}
 			gone = grown;
 			gone[n_gone++] = en;
-			err = ag_store_agent_del(&e->st, txn, en->name);
+			err = agd_store_agent_del(&e->st, txn, en->name);
 			if (!err)
-				err = ag_store_deleted_put(&e->st, txn, en->name, wall_ms(),
+				err = agd_store_deleted_put(&e->st, txn, en->name, wall_ms(),
 							   JOURNAL_SUBJECT);
 			if (!err)
 				err = journal_audit(e, txn, ja, "agent.delete", en->name, before, NULL);
@@ -738,7 +738,7 @@ static int apply_journal(struct ag_engine *e, const struct journal *j, MDB_txn *
 	return err;
 }
 
-static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
+static int reconcile(struct agd_engine *e, char *errbuf, size_t len)
 {
 	struct journal j = { 0 };
 	struct journal_audit ja = { 0 };
@@ -777,7 +777,7 @@ static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
 	}
 	err = ag_agent_foreach(e->ctx, adopt_agent, e);
 	if (err) {
-		ag_store_txn_end(txn);
+		agd_store_txn_end(txn);
 		free(j.list);
 		snprintf(errbuf, len, "cannot read the agents in the maps: %s", ag_errmsg());
 		return err;
@@ -786,7 +786,7 @@ static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
 		if (!en->new_in_batch)
 			continue;
 		en->new_in_batch = false;
-		err = ag_store_agent_put(&e->st, txn, en->name, &en->rec);
+		err = agd_store_agent_put(&e->st, txn, en->name, &en->rec);
 		if (err)
 			break;
 		adopted++;
@@ -794,7 +794,7 @@ static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
 	if (!err)
 		err = reconcile_rules(e, txn, &j, &rules_dropped);
 	if (!err) /* for readers without our configuration (agentgate agent explain) */
-		err = ag_store_defaults_put(&e->st, txn, &e->defaults);
+		err = agd_store_defaults_put(&e->st, txn, &e->defaults);
 	if (err)
 		goto store_err;
 	err = txn_commit(e, txn, 0);
@@ -807,17 +807,17 @@ static int reconcile(struct ag_engine *e, char *errbuf, size_t len)
 	free(j.list);
 	/* Committed: a crash before this line only takes the maps' word again. */
 	if (j.n && ag_owner_journal_clear(ag_pin_root(e->ctx)))
-		e->opts.log(AG_LOG_WARN, "%s", ag_errmsg());
-	e->opts.log(AG_LOG_INFO, "state: %zu agents (%zu restored into the maps, %zu adopted from them)",
+		e->opts.log(AGD_LOG_WARN, "%s", ag_errmsg());
+	e->opts.log(AGD_LOG_INFO, "state: %zu agents (%zu restored into the maps, %zu adopted from them)",
 		    e->count, restored, adopted);
 	if (j.n)
-		e->opts.log(AG_LOG_INFO, "changes made with agentgate while agentgated was stopped: "
+		e->opts.log(AGD_LOG_INFO, "changes made with agentgate while agentgated was stopped: "
 			    "%zu agents taken from the maps, %zu stored rules dropped", journaled,
 			    rules_dropped);
 	return 0;
 store_err:
 	if (txn)
-		ag_store_txn_end(txn);
+		agd_store_txn_end(txn);
 	for (i = 0; i < ja.n; i++)
 		free(ja.lines[i]);
 	free(ja.lines);
@@ -831,7 +831,7 @@ store_err:
 
 static void *apply_thread(void *arg);
 
-static void save_undo(struct ag_engine *e, struct entry *en, struct entry **touched)
+static void save_undo(struct agd_engine *e, struct entry *en, struct entry **touched)
 {
 	if (en->batch == e->batch_serial)
 		return;
@@ -845,11 +845,11 @@ static void save_undo(struct ag_engine *e, struct entry *en, struct entry **touc
  * the maps first: a slot is what can run out). On refusal, agents this job
  * created are removed again and the job fails whole. */
 /* "deleted by S at T" for an agent an operator deleted; 0 when it was not. */
-static int deleted_by(struct ag_engine *e, MDB_txn *txn, const char *name, char *buf,
+static int deleted_by(struct agd_engine *e, MDB_txn *txn, const char *name, char *buf,
 		      size_t len)
 {
-	struct ag_deleted_rec rec;
-	int rc = ag_store_deleted_get(&e->st, txn, name, &rec);
+	struct agd_deleted_rec rec;
+	int rc = agd_store_deleted_get(&e->st, txn, name, &rec);
 	time_t t;
 	struct tm tm;
 	char when[32] = "";
@@ -864,21 +864,21 @@ static int deleted_by(struct ag_engine *e, MDB_txn *txn, const char *name, char 
 	return 1;
 }
 
-static int admit_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job,
+static int admit_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job,
 		     struct entry **touched)
 {
 	size_t i;
 	int err = 0;
 
 	for (i = 0; i < job->n; i++) {
-		const struct ag_rating *r = &job->items[i];
+		const struct agd_rating *r = &job->items[i];
 		struct entry *en = tab_find(e, r->agent);
 
 		if (en)
 			continue;
 		/* A retried rating already applied creates nothing (the agent
 		 * may have been deleted since). */
-		if (r->id[0] && ag_store_dedup_seen(&e->st, txn, r->id) == 1)
+		if (r->id[0] && agd_store_dedup_seen(&e->st, txn, r->id) == 1)
 			continue;
 		/* An agent an operator deleted is not created again by a
 		 * rating: only an operator brings it back. */
@@ -955,11 +955,11 @@ static int admit_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job,
 	return err;
 }
 
-static int collect_agent(struct ag_job *job, struct entry *en, size_t *cap)
+static int collect_agent(struct agd_job *job, struct entry *en, size_t *cap)
 {
 	if (job->n_agents == *cap) {
 		size_t n = *cap ? *cap * 2 : 8;
-		struct ag_job_agent *a = realloc(job->agents, n * sizeof(*a));
+		struct agd_job_agent *a = realloc(job->agents, n * sizeof(*a));
 
 		if (!a)
 			return -ENOMEM;
@@ -972,11 +972,11 @@ static int collect_agent(struct ag_job *job, struct entry *en, size_t *cap)
 
 /* Records an applied rating for the observer; without memory the event is
  * left out (the rating itself is applied either way). */
-static void record_event(struct ag_engine *e, const struct ag_rating *r, const struct entry *en,
+static void record_event(struct agd_engine *e, const struct agd_rating *r, const struct entry *en,
 			 __u64 now)
 {
-	struct ag_rating_stats st = { en->rec.count, en->rec.score_sum, en->rec.last_ms };
-	struct ag_rating_event *ev;
+	struct agd_rating_stats st = { en->rec.count, en->rec.score_sum, en->rec.last_ms };
+	struct agd_rating_event *ev;
 
 	if (e->ev_n == e->ev_cap) {
 		size_t n = e->ev_cap ? e->ev_cap * 2 : 64;
@@ -994,12 +994,12 @@ static void record_event(struct ag_engine *e, const struct ag_rating *r, const s
 	ev->score = r->score;
 	ev->ts_ms = r->ts_ms >= 0 ? r->ts_ms : (__s64)now;
 	ev->rate = en->rec.rate;
-	ev->mean_score = ag_stats_mean(&st);
+	ev->mean_score = agd_stats_mean(&st);
 	ev->ratings = en->rec.count;
 }
 
 /* Notes a rating the policy applied to en, for its history (hist_write). */
-static int hist_note(struct ag_engine *e, struct entry *en, const struct ag_rating *r,
+static int hist_note(struct agd_engine *e, struct entry *en, const struct agd_rating *r,
 		     double before)
 {
 	struct hist_pend *h;
@@ -1031,10 +1031,10 @@ static int hist_note(struct ag_engine *e, struct entry *en, const struct ag_rati
 }
 
 /* One write per agent per batch: its newest ratings join its history. */
-static int hist_write(struct ag_engine *e, MDB_txn *txn, struct entry *en, __u64 now)
+static int hist_write(struct agd_engine *e, MDB_txn *txn, struct entry *en, __u64 now)
 {
-	struct ag_hist_rating_in in[AG_HIST_RATINGS];
-	__u32 skip = en->hist_n > AG_HIST_RATINGS ? en->hist_n - AG_HIST_RATINGS : 0, i, k = 0;
+	struct agd_hist_rating_in in[AGD_HIST_RATINGS];
+	__u32 skip = en->hist_n > AGD_HIST_RATINGS ? en->hist_n - AGD_HIST_RATINGS : 0, i, k = 0;
 
 	for (i = en->hist_first; i != UINT32_MAX; i = e->hist[i].next) {
 		const struct hist_pend *h = &e->hist[i];
@@ -1043,7 +1043,7 @@ static int hist_write(struct ag_engine *e, MDB_txn *txn, struct entry *en, __u64
 			skip--;
 			continue;
 		}
-		in[k++] = (struct ag_hist_rating_in){
+		in[k++] = (struct agd_hist_rating_in){
 			.id = h->r->id,
 			.user = h->r->user,
 			.score = h->r->score,
@@ -1053,33 +1053,33 @@ static int hist_write(struct ag_engine *e, MDB_txn *txn, struct entry *en, __u64
 			.rate_after = h->after,
 		};
 	}
-	return ag_store_hist_add_ratings(&e->st, txn, en->name, en->new_in_batch, in, k,
+	return agd_store_hist_add_ratings(&e->st, txn, en->name, en->new_in_batch, in, k,
 					 en->hist_n - k);
 }
 
 /* Phase 2, per job, inside the batch transaction. */
-static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u64 now,
+static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __u64 now,
 		     struct entry **touched)
 {
 	size_t i, cap = 0;
 	int err;
 
 	for (i = 0; i < job->n; i++) {
-		const struct ag_rating *r = &job->items[i];
+		const struct agd_rating *r = &job->items[i];
 		struct entry *en;
-		struct ag_policy p;
+		struct agd_policy p;
 		double before;
 
 		if (job->item_err && job->item_err[i])
 			continue;
 		if (r->id[0]) {
-			err = ag_store_dedup_add(&e->st, txn, r->id, now);
+			err = agd_store_dedup_add(&e->st, txn, r->id, now);
 			if (err < 0)
 				return err;
 			if (err) {
 				job->duplicates++;
 				if (job->item_err)
-					job->item_err[i] = AG_ITEM_DUPLICATE;
+					job->item_err[i] = AGD_ITEM_DUPLICATE;
 				continue;
 			}
 		}
@@ -1089,7 +1089,7 @@ static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u6
 		save_undo(e, en, touched);
 		effective(e, en, &p);
 		before = en->rec.rate;
-		en->rec.rate = ag_policy_rate_after(&p, en->rec.rate, r->score);
+		en->rec.rate = agd_policy_rate_after(&p, en->rec.rate, r->score);
 		if (!p.pinned && (err = hist_note(e, en, r, before)))
 			return err;
 		en->rec.count++;
@@ -1110,25 +1110,25 @@ static int apply_job(struct ag_engine *e, MDB_txn *txn, struct ag_job *job, __u6
 }
 
 /* Reads the final values of the agents a job rated (after the batch). */
-static void fill_job_agents(struct ag_engine *e, struct ag_job *job)
+static void fill_job_agents(struct agd_engine *e, struct agd_job *job)
 {
 	size_t i;
 
 	for (i = 0; i < job->n_agents; i++) {
-		struct ag_job_agent *a = &job->agents[i];
+		struct agd_job_agent *a = &job->agents[i];
 		struct entry *en = tab_find(e, a->name);
-		struct ag_rating_stats s;
+		struct agd_rating_stats s;
 
 		if (!en)
 			continue;
-		s = (struct ag_rating_stats){ en->rec.count, en->rec.score_sum, en->rec.last_ms };
+		s = (struct agd_rating_stats){ en->rec.count, en->rec.score_sum, en->rec.last_ms };
 		a->rate = en->rec.rate;
 		a->ratings = en->rec.count;
-		a->mean_score = ag_stats_mean(&s);
+		a->mean_score = agd_stats_mean(&s);
 	}
 }
 
-static void rollback(struct ag_engine *e, struct entry *touched)
+static void rollback(struct agd_engine *e, struct entry *touched)
 {
 	while (touched) {
 		struct entry *en = touched;
@@ -1144,12 +1144,12 @@ static void rollback(struct ag_engine *e, struct entry *touched)
 	}
 }
 
-static void observe(struct ag_engine *e, struct ag_job *job, __u64 now_ns)
+static void observe(struct agd_engine *e, struct agd_job *job, __u64 now_ns)
 {
 	double s = (double)(now_ns - job->received_ns) / 1e9;
 	size_t b = 0;
 
-	while (b < AG_APPLY_BUCKETS && s > ag_apply_bucket_le[b])
+	while (b < AGD_APPLY_BUCKETS && s > agd_apply_bucket_le[b])
 		b++;
 	e->stats.apply_hist[b]++;
 	e->stats.apply_sum += s;
@@ -1166,10 +1166,10 @@ static void observe(struct ag_engine *e, struct ag_job *job, __u64 now_ns)
 	e->stats.ratings_duplicate += job->duplicates;
 }
 
-static void run_batch(struct ag_engine *e, struct ag_job *jobs)
+static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 {
 	struct entry *touched = NULL, *en;
-	struct ag_job *job;
+	struct agd_job *job;
 	__u64 now = wall_ms(), with_ids = 0, done_ns, seq = 0, log_ms = 0;
 	MDB_txn *txn = NULL;
 	size_t i;
@@ -1199,10 +1199,10 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 		if (!job->err)
 			err = apply_job(e, txn, job, now, &touched);
 	if (!err && with_ids)
-		err = ag_store_dedup_prune(&e->st, txn, now, e->opts.dedup_window_ms,
+		err = agd_store_dedup_prune(&e->st, txn, now, e->opts.dedup_window_ms,
 					   e->opts.dedup_max, 2 * with_ids + 64);
 	for (en = touched; en && !err; en = en->touched_next)
-		err = ag_store_agent_put(&e->st, txn, en->name, &en->rec);
+		err = agd_store_agent_put(&e->st, txn, en->name, &en->rec);
 	for (en = touched; en && !err; en = en->touched_next)
 		if (en->hist_batch == e->batch_serial && en->hist_n)
 			err = hist_write(e, txn, en, now);
@@ -1212,9 +1212,9 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 	}
 	if (err) {
 		if (txn)
-			ag_store_txn_end(txn);
+			agd_store_txn_end(txn);
 		rollback(e, touched);
-		e->opts.log(AG_LOG_ERR, "ratings not applied: %s", store_error(err));
+		e->opts.log(AGD_LOG_ERR, "ratings not applied: %s", store_error(err));
 		for (job = jobs; job; job = job->next) {
 			if (job->err)
 				continue;
@@ -1244,10 +1244,10 @@ static void run_batch(struct ag_engine *e, struct ag_job *jobs)
 
 static void *apply_thread(void *arg)
 {
-	struct ag_engine *e = arg;
+	struct agd_engine *e = arg;
 
 	for (;;) {
-		struct ag_job *jobs, *job, *next, *callbacks;
+		struct agd_job *jobs, *job, *next, *callbacks;
 
 		pthread_mutex_lock(&e->qlock);
 		while (!e->qhead && !e->stopping)
@@ -1274,7 +1274,7 @@ static void *apply_thread(void *arg)
 				job->next = callbacks;
 				callbacks = job;
 			} else {
-				ag_job_complete(job); /* wakes exactly its own submitter */
+				agd_job_complete(job); /* wakes exactly its own submitter */
 			}
 		}
 		if (e->space_waiters)
@@ -1287,7 +1287,7 @@ static void *apply_thread(void *arg)
 	}
 }
 
-void ag_engine_observe(struct ag_engine *e, ag_rating_observer fn, bool (*wanted)(void *arg),
+void agd_engine_observe(struct agd_engine *e, agd_rating_observer fn, bool (*wanted)(void *arg),
 		       void *arg)
 {
 	pthread_mutex_lock(&e->lock);
@@ -1297,7 +1297,7 @@ void ag_engine_observe(struct ag_engine *e, ag_rating_observer fn, bool (*wanted
 	pthread_mutex_unlock(&e->lock);
 }
 
-void ag_job_reset(struct ag_job *job)
+void agd_job_reset(struct agd_job *job)
 {
 	job->next = NULL;
 	job->err = 0;
@@ -1309,9 +1309,9 @@ void ag_job_reset(struct ag_job *job)
 }
 
 /* Into the apply thread's queue, with the job's log position as set. */
-static int enqueue(struct ag_engine *e, struct ag_job *job)
+static int enqueue(struct agd_engine *e, struct agd_job *job)
 {
-	ag_job_reset(job);
+	agd_job_reset(job);
 	pthread_mutex_lock(&e->qlock);
 	/* Backpressure: wait for room, but never refuse a job to an empty queue. */
 	while (!e->stopping && e->queued && e->queued + job->n > e->opts.queue_max) {
@@ -1334,8 +1334,8 @@ static int enqueue(struct ag_engine *e, struct ag_job *job)
 	return 0;
 }
 
-int ag_job_wait(struct ag_engine *e, struct ag_job *job,
-		int (*submit)(struct ag_engine *e, struct ag_job *job))
+int agd_job_wait(struct agd_engine *e, struct agd_job *job,
+		int (*submit)(struct agd_engine *e, struct agd_job *job))
 {
 	sem_t done;
 	int err;
@@ -1353,20 +1353,20 @@ int ag_job_wait(struct ag_engine *e, struct ag_job *job,
 	return err;
 }
 
-int ag_engine_queue(struct ag_engine *e, struct ag_job *job)
+int agd_engine_queue(struct agd_engine *e, struct agd_job *job)
 {
 	job->log_seq = job->log_ms = 0; /* a local job */
 	return enqueue(e, job);
 }
 
-int ag_engine_apply_ratings(struct ag_engine *e, struct ag_job *job, __u64 seq, __u64 log_ms)
+int agd_engine_apply_ratings(struct agd_engine *e, struct agd_job *job, __u64 seq, __u64 log_ms)
 {
 	job->log_seq = seq;
 	job->log_ms = log_ms;
-	return ag_job_wait(e, job, enqueue);
+	return agd_job_wait(e, job, enqueue);
 }
 
-void ag_job_complete(struct ag_job *job)
+void agd_job_complete(struct agd_job *job)
 {
 	if (job->done)
 		job->done(job);
@@ -1374,7 +1374,7 @@ void ag_job_complete(struct ag_job *job)
 		sem_post(job->waiter);
 }
 
-void ag_job_release(struct ag_job *job)
+void agd_job_release(struct agd_job *job)
 {
 	free(job->agents);
 	job->agents = NULL;
@@ -1385,7 +1385,7 @@ void ag_job_release(struct ag_job *job)
 
 #define OWNER_WAIT_MS 10000 /* CLI writes under way finish in milliseconds */
 
-static int take_ownership(struct ag_engine *e, char *errbuf, size_t len)
+static int take_ownership(struct agd_engine *e, char *errbuf, size_t len)
 {
 	const char *root = e->opts.pin_root ? e->opts.pin_root : AG_PIN_ROOT_DEFAULT;
 	struct ag_owner holder;
@@ -1406,13 +1406,13 @@ static int take_ownership(struct ag_engine *e, char *errbuf, size_t len)
 	return err;
 }
 
-int ag_engine_open(const struct ag_engine_opts *opts, struct ag_engine **out, char *errbuf,
+int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out, char *errbuf,
 		   size_t len)
 {
 	struct ag_open_opts oo = { .pin_root = opts->pin_root, .create = true,
 				   .max_agents = opts->max_agents };
 	char path[4096];
-	struct ag_engine *e;
+	struct agd_engine *e;
 	int err;
 
 	snprintf(errbuf, len, "out of memory");
@@ -1436,7 +1436,7 @@ int ag_engine_open(const struct ag_engine_opts *opts, struct ag_engine **out, ch
 		err = -ENOMEM;
 		goto cleanup;
 	}
-	err = ag_store_open(opts->state_dir, opts->store_size, &e->st, errbuf, len);
+	err = agd_store_open(opts->state_dir, opts->store_size, &e->st, errbuf, len);
 	if (err)
 		goto cleanup;
 	snprintf(path, sizeof(path), "%s/audit.log", opts->state_dir);
@@ -1470,11 +1470,11 @@ int ag_engine_open(const struct ag_engine_opts *opts, struct ag_engine **out, ch
 	*out = e;
 	return 0;
 cleanup:
-	ag_engine_close(e);
+	agd_engine_close(e);
 	return err;
 }
 
-void ag_engine_close(struct ag_engine *e)
+void agd_engine_close(struct agd_engine *e)
 {
 	struct entry *en, *next;
 	size_t i;
@@ -1498,7 +1498,7 @@ void ag_engine_close(struct ag_engine *e)
 	free(e->ev);
 	free(e->hist);
 	ag_close(e->ctx);
-	ag_store_close(&e->st);
+	agd_store_close(&e->st);
 	if (e->audit_fd >= 0)
 		close(e->audit_fd);
 	/* Last: until all it took is applied, no CLI writes behind its back. */
@@ -1511,12 +1511,12 @@ void ag_engine_close(struct ag_engine *e)
 	free(e);
 }
 
-struct ag_ctx *ag_engine_ctx(struct ag_engine *e)
+struct ag_ctx *agd_engine_ctx(struct agd_engine *e)
 {
 	return e->ctx;
 }
 
-void ag_engine_reconfigure(struct ag_engine *e, const struct ag_policy *defaults,
+void agd_engine_reconfigure(struct agd_engine *e, const struct agd_policy *defaults,
 			   __u64 dedup_window_ms, __u64 dedup_max, bool auto_create)
 {
 	struct entry *en;
@@ -1533,13 +1533,13 @@ void ag_engine_reconfigure(struct ag_engine *e, const struct ag_policy *defaults
 	 * pulled inside are stored first, then written into the buckets. */
 	err = txn_begin(e, &txn);
 	TAB_FOREACH(e, i, en) {
-		struct ag_policy p;
+		struct agd_policy p;
 		char why[200];
 		double rate = en->rec.rate;
 
 		effective(e, en, &p);
-		if (ag_policy_check(&p, why, sizeof(why)) && p.r_min > p.r_max)
-			e->opts.log(AG_LOG_WARN, "agent '%s': its own bounds conflict with the new "
+		if (agd_policy_check(&p, why, sizeof(why)) && p.r_min > p.r_max)
+			e->opts.log(AGD_LOG_WARN, "agent '%s': its own bounds conflict with the new "
 				    "defaults (%s); its rate follows r_max", en->name, why);
 		if (!p.pinned && rate < p.r_min)
 			rate = p.r_min;
@@ -1547,17 +1547,17 @@ void ag_engine_reconfigure(struct ag_engine *e, const struct ag_policy *defaults
 			rate = p.r_max;
 		if (rate != en->rec.rate && !err) {
 			en->rec.rate = rate;
-			err = ag_store_agent_put(&e->st, txn, en->name, &en->rec);
+			err = agd_store_agent_put(&e->st, txn, en->name, &en->rec);
 		}
 	}
 	if (!err)
-		err = ag_store_defaults_put(&e->st, txn, defaults);
+		err = agd_store_defaults_put(&e->st, txn, defaults);
 	if (!err)
 		err = txn_commit(e, txn, 0);
 	else if (txn)
-		ag_store_txn_end(txn);
+		agd_store_txn_end(txn);
 	if (err)
-		e->opts.log(AG_LOG_ERR, "reload: clamped rates not stored: %s", store_error(err));
+		e->opts.log(AGD_LOG_ERR, "reload: clamped rates not stored: %s", store_error(err));
 	TAB_FOREACH(e, i, en)
 		push_to_map(e, en, false);
 	pthread_mutex_unlock(&e->lock);
@@ -1568,39 +1568,39 @@ void ag_engine_reconfigure(struct ag_engine *e, const struct ag_policy *defaults
 /* Commits a prepared transaction with its audit line; on error aborts it. */
 /* ---- replication ---------------------------------------------------------------- */
 
-void ag_engine_replicate(struct ag_engine *e, const struct ag_replicator *r)
+void agd_engine_replicate(struct agd_engine *e, const struct agd_replicator *r)
 {
 	e->repl = *r;
 	e->replicated = true;
 }
 
-const struct ag_replicator *ag_engine_replicator(struct ag_engine *e)
+const struct agd_replicator *agd_engine_replicator(struct agd_engine *e)
 {
 	return e->replicated ? &e->repl : NULL;
 }
 
-int ag_engine_apply_op(struct ag_engine *e, const struct ag_op *op, __u64 seq, bool *created,
-		       struct ag_op_err *oe)
+int agd_engine_apply_op(struct agd_engine *e, const struct agd_op *op, __u64 seq, bool *created,
+		       struct agd_op_err *oe)
 {
 	if (created)
 		*created = false;
 	switch (op->kind) {
-	case AG_OP_AGENT_PUT:
-		return ag_engine_apply_agent_put(e, seq, op->agent, &op->change, op->subject,
+	case AGD_OP_AGENT_PUT:
+		return agd_engine_apply_agent_put(e, seq, op->agent, &op->change, op->subject,
 						 created, oe);
-	case AG_OP_AGENT_DELETE:
-		return ag_engine_apply_agent_delete(e, seq, op->agent, op->subject, oe);
-	case AG_OP_RULE_ADD:
-		return ag_engine_apply_rule_add(e, seq, &op->rule, op->agent, op->subject, oe);
-	case AG_OP_RULE_DEL:
-		return ag_engine_apply_rule_del(e, seq, &op->rule, op->subject, oe);
-	case AG_OP_CONFIG_SET:
-		return ag_engine_apply_config_set(e, seq, &op->config, op->subject, oe);
+	case AGD_OP_AGENT_DELETE:
+		return agd_engine_apply_agent_delete(e, seq, op->agent, op->subject, oe);
+	case AGD_OP_RULE_ADD:
+		return agd_engine_apply_rule_add(e, seq, &op->rule, op->agent, op->subject, oe);
+	case AGD_OP_RULE_DEL:
+		return agd_engine_apply_rule_del(e, seq, &op->rule, op->subject, oe);
+	case AGD_OP_CONFIG_SET:
+		return agd_engine_apply_config_set(e, seq, &op->config, op->subject, oe);
 	}
 	return fail(oe, -EINVAL, "unknown operation %d", (int)op->kind);
 }
 
-__u64 ag_engine_log_seq(struct ag_engine *e)
+__u64 agd_engine_log_seq(struct agd_engine *e)
 {
 	__u64 seq;
 
@@ -1610,7 +1610,7 @@ __u64 ag_engine_log_seq(struct ag_engine *e)
 	return seq;
 }
 
-int ag_engine_check_agents(struct ag_engine *e, const struct ag_job *job, char *msg,
+int agd_engine_check_agents(struct agd_engine *e, const struct agd_job *job, char *msg,
 			   size_t len)
 {
 	size_t i;
@@ -1630,7 +1630,7 @@ int ag_engine_check_agents(struct ag_engine *e, const struct ag_job *job, char *
 			err = -ENOENT;
 			break;
 		}
-		if (!txn && ag_store_read_begin(&e->st, &txn))
+		if (!txn && agd_store_read_begin(&e->st, &txn))
 			break; /* the apply refuses it then */
 		if (deleted_by(e, txn, job->items[i].agent, why, sizeof(why)) == 1) {
 			snprintf(msg, len, "item %zu: agent '%s' was %.100s; only an operator "
@@ -1639,12 +1639,12 @@ int ag_engine_check_agents(struct ag_engine *e, const struct ag_job *job, char *
 		}
 	}
 	if (txn)
-		ag_store_txn_end(txn);
+		agd_store_txn_end(txn);
 	pthread_mutex_unlock(&e->lock);
 	return err;
 }
 
-int ag_engine_job_agents(struct ag_engine *e, struct ag_job *job)
+int agd_engine_job_agents(struct agd_engine *e, struct agd_job *job)
 {
 	size_t i, cap = 0;
 	int err = 0;
@@ -1665,7 +1665,7 @@ int ag_engine_job_agents(struct ag_engine *e, struct ag_job *job)
 	return err;
 }
 
-int ag_engine_set_share(struct ag_engine *e, const char *name, double share)
+int agd_engine_set_share(struct agd_engine *e, const char *name, double share)
 {
 	struct entry *en;
 	int err = -ENOENT;
@@ -1682,13 +1682,13 @@ int ag_engine_set_share(struct ag_engine *e, const char *name, double share)
 	return err;
 }
 
-static int finish_op(struct ag_engine *e, MDB_txn *txn, __u64 seq, int err, char *line,
-		     struct ag_op_err *oe)
+static int finish_op(struct agd_engine *e, MDB_txn *txn, __u64 seq, int err, char *line,
+		     struct agd_op_err *oe)
 {
 	if (!err)
 		err = txn_commit(e, txn, seq);
 	else
-		ag_store_txn_end(txn);
+		agd_store_txn_end(txn);
 	if (err) {
 		free(line);
 		return fail(oe, err, "state not changed: %s", store_error(err));
@@ -1699,7 +1699,7 @@ static int finish_op(struct ag_engine *e, MDB_txn *txn, __u64 seq, int err, char
 
 /* A new agent committed to LMDB that the maps then refused (no free slot):
  * take it out of LMDB again, so that what is stored has a bucket. */
-static int unstore_new_agent(struct ag_engine *e, struct entry *en, struct ag_op_err *oe)
+static int unstore_new_agent(struct agd_engine *e, struct entry *en, struct agd_op_err *oe)
 {
 	char msg[200];
 	MDB_txn *txn;
@@ -1708,26 +1708,26 @@ static int unstore_new_agent(struct ag_engine *e, struct entry *en, struct ag_op
 	snprintf(msg, sizeof(msg), "%s", ag_errmsg());
 	err = txn_begin(e, &txn);
 	if (!err)
-		err = ag_store_agent_del(&e->st, txn, en->name);
+		err = agd_store_agent_del(&e->st, txn, en->name);
 	if (!err)
-		err = ag_store_hist_del(&e->st, txn, en->name);
+		err = agd_store_hist_del(&e->st, txn, en->name);
 	if (!err)
 		err = txn_commit(e, txn, 0);
 	else if (txn)
-		ag_store_txn_end(txn);
+		agd_store_txn_end(txn);
 	if (err)
-		e->opts.log(AG_LOG_ERR, "agent '%s' is stored without a bucket: %s", en->name,
+		e->opts.log(AGD_LOG_ERR, "agent '%s' is stored without a bucket: %s", en->name,
 			    store_error(err));
 	tab_remove(e, en);
 	return fail(oe, -ENOSPC, "cannot create the agent's bucket: %s", msg);
 }
 
-int ag_engine_apply_agent_put(struct ag_engine *e, __u64 seq, const char *name,
-			      const struct ag_agent_change *c, const char *subject, bool *created,
-			      struct ag_op_err *oe)
+int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name,
+			      const struct agd_agent_change *c, const char *subject, bool *created,
+			      struct agd_op_err *oe)
 {
-	struct ag_agent_rec rec;
-	struct ag_policy own, eff;
+	struct agd_agent_rec rec;
+	struct agd_policy own, eff;
 	struct entry *en;
 	json_t *before = NULL;
 	char *line = NULL, why[200];
@@ -1737,7 +1737,7 @@ int ag_engine_apply_agent_put(struct ag_engine *e, __u64 seq, const char *name,
 
 	if (ag_name_check(name))
 		return fail(oe, -EINVAL, "%s", ag_errmsg());
-	if (!strcmp(name, AG_METRICS_OTHER))
+	if (!strcmp(name, AGD_METRICS_OTHER))
 		return fail(oe, -EINVAL, "agent name '%s' is reserved (the metrics aggregate)", name);
 	pthread_mutex_lock(&e->lock);
 	en = tab_find(e, name);
@@ -1748,11 +1748,11 @@ int ag_engine_apply_agent_put(struct ag_engine *e, __u64 seq, const char *name,
 		rec_init(&rec, &e->defaults, wall_ms());
 		made = true;
 	}
-	ag_rec_policy(&rec, &own);
-	ag_policy_merge(&own, &c->own, c->set, &own);
-	ag_rec_set_policy(&rec, &own, (rec.set | c->set) & ~c->unset);
-	ag_rec_effective(&rec, &e->defaults, &eff);
-	if (c->set & AG_POL_R0) {
+	agd_rec_policy(&rec, &own);
+	agd_policy_merge(&own, &c->own, c->set, &own);
+	agd_rec_set_policy(&rec, &own, (rec.set | c->set) & ~c->unset);
+	agd_rec_effective(&rec, &e->defaults, &eff);
+	if (c->set & AGD_POL_R0) {
 		rec.rate = c->own.r0; /* an explicit rate must lie within the bounds */
 	} else {
 		/* The rate it has (or starts with) moves inside new bounds. */
@@ -1764,8 +1764,8 @@ int ag_engine_apply_agent_put(struct ag_engine *e, __u64 seq, const char *name,
 			rec.rate = eff.r_max;
 	}
 	eff.r0 = rec.rate;
-	err = ag_policy_check(&eff, why, sizeof(why));
-	if (!err && ag_limit_check(rec.rate, ag_policy_burst_tokens(&eff, rec.rate), eff.unit)) {
+	err = agd_policy_check(&eff, why, sizeof(why));
+	if (!err && ag_limit_check(rec.rate, agd_policy_burst_tokens(&eff, rec.rate), eff.unit)) {
 		snprintf(why, sizeof(why), "%s", ag_errmsg());
 		err = -EINVAL;
 	}
@@ -1781,9 +1781,9 @@ int ag_engine_apply_agent_put(struct ag_engine *e, __u64 seq, const char *name,
 		pthread_mutex_unlock(&e->lock);
 		return fail(oe, err, "state not changed: %s", store_error(err));
 	}
-	err = ag_store_agent_put(&e->st, txn, name, &rec);
+	err = agd_store_agent_put(&e->st, txn, name, &rec);
 	if (!err && made) /* an operator brings a deleted agent back */
-		err = ag_store_deleted_del(&e->st, txn, name);
+		err = agd_store_deleted_del(&e->st, txn, name);
 	if (!err)
 		err = audit(e, txn, subject, made ? "agent.create" : "agent.update", name, before,
 			    policy_json(e, &rec), &line);
@@ -1814,14 +1814,14 @@ int ag_engine_apply_agent_put(struct ag_engine *e, __u64 seq, const char *name,
 }
 
 /* For a walk of the stored rules: 1 (delete) for those of agent arg. */
-static int rule_of_agent(void *arg, const struct ag_rule_rec_key *key, const char *agent)
+static int rule_of_agent(void *arg, const struct agd_rule_rec_key *key, const char *agent)
 {
 	(void)key;
 	return !strcmp(agent, arg);
 }
 
-int ag_engine_apply_agent_delete(struct ag_engine *e, __u64 seq, const char *name,
-				 const char *subject, struct ag_op_err *oe)
+int agd_engine_apply_agent_delete(struct agd_engine *e, __u64 seq, const char *name,
+				 const char *subject, struct agd_op_err *oe)
 {
 	struct ag_rule *rules = NULL;
 	size_t n_rules = 0, i;
@@ -1856,11 +1856,11 @@ int ag_engine_apply_agent_delete(struct ag_engine *e, __u64 seq, const char *nam
 	err = txn_begin(e, &txn);
 	if (err)
 		goto out;
-	err = ag_store_agent_del(&e->st, txn, name);
+	err = agd_store_agent_del(&e->st, txn, name);
 	if (!err)
-		err = ag_store_deleted_put(&e->st, txn, name, wall_ms(), subject);
+		err = agd_store_deleted_put(&e->st, txn, name, wall_ms(), subject);
 	if (!err)
-		err = ag_store_rules_foreach(&e->st, txn, rule_of_agent, (void *)name);
+		err = agd_store_rules_foreach(&e->st, txn, rule_of_agent, (void *)name);
 	if (!err)
 		err = audit(e, txn, subject, "agent.delete", name, policy_json(e, &en->rec), NULL,
 			    &line);
@@ -1885,7 +1885,7 @@ out:
 /* The slot of the agent's bucket now, by name: the CLI may have deleted or
  * recreated it since. A daemon agent without a bucket gets one again.
  * Called under e->lock. */
-static int bucket_slot(struct ag_engine *e, struct entry *en, __u32 *slot, struct ag_op_err *oe)
+static int bucket_slot(struct agd_engine *e, struct entry *en, __u32 *slot, struct agd_op_err *oe)
 {
 	struct ag_agent live;
 
@@ -1903,8 +1903,8 @@ static int bucket_slot(struct ag_engine *e, struct entry *en, __u32 *slot, struc
 }
 
 /* Reset and drain change only the live bucket; they are audited. */
-static int bucket_op(struct ag_engine *e, const char *name, const char *action, __u64 tokens,
-		     const char *subject, double *remaining, struct ag_op_err *oe)
+static int bucket_op(struct agd_engine *e, const char *name, const char *action, __u64 tokens,
+		     const char *subject, double *remaining, struct agd_op_err *oe)
 {
 	struct entry *en;
 	char *line = NULL;
@@ -1945,25 +1945,25 @@ static int bucket_op(struct ag_engine *e, const char *name, const char *action, 
 	}
 	pthread_mutex_unlock(&e->lock);
 	if (err) /* the bucket changed; say so rather than hide it */
-		e->opts.log(AG_LOG_ERR, "%s of '%s' done but not audited: %s", action, name,
+		e->opts.log(AGD_LOG_ERR, "%s of '%s' done but not audited: %s", action, name,
 			    oe ? oe->msg : "");
 	return 0;
 }
 
-int ag_engine_agent_reset(struct ag_engine *e, const char *name, const char *subject,
-			  struct ag_op_err *oe)
+int agd_engine_agent_reset(struct agd_engine *e, const char *name, const char *subject,
+			  struct agd_op_err *oe)
 {
 	return bucket_op(e, name, "agent.reset", 0, subject, NULL, oe);
 }
 
-int ag_engine_agent_drain(struct ag_engine *e, const char *name, __u64 tokens,
-			  const char *subject, double *remaining, struct ag_op_err *oe)
+int agd_engine_agent_drain(struct agd_engine *e, const char *name, __u64 tokens,
+			  const char *subject, double *remaining, struct agd_op_err *oe)
 {
 	return bucket_op(e, name, "agent.drain", tokens, subject, remaining, oe);
 }
 
-int ag_engine_consume(struct ag_engine *e, const char *name, __u64 tokens,
-		      struct ag_consume_result *res, struct ag_op_err *oe)
+int agd_engine_consume(struct agd_engine *e, const char *name, __u64 tokens,
+		      struct ag_consume_result *res, struct agd_op_err *oe)
 {
 	__u32 slot;
 	int err;
@@ -1980,33 +1980,33 @@ int ag_engine_consume(struct ag_engine *e, const char *name, __u64 tokens,
 }
 
 /* The agent a stored rule maps to, into buf; 0, -ENOENT or an error. */
-static int stored_rule_agent(struct ag_engine *e, MDB_txn *txn, const struct ag_rule_rec_key *key,
+static int stored_rule_agent(struct agd_engine *e, MDB_txn *txn, const struct agd_rule_rec_key *key,
 			     char *buf, size_t len)
 {
-	return ag_store_rule_get(&e->st, txn, key, buf, len);
+	return agd_store_rule_get(&e->st, txn, key, buf, len);
 }
 
-static void unstore_rule(struct ag_engine *e, const struct ag_rule_rec_key *key)
+static void unstore_rule(struct agd_engine *e, const struct agd_rule_rec_key *key)
 {
 	MDB_txn *txn;
 	int err = txn_begin(e, &txn);
 
 	if (!err) {
-		err = ag_store_rule_del(&e->st, txn, key);
+		err = agd_store_rule_del(&e->st, txn, key);
 		if (!err)
 			err = txn_commit(e, txn, 0);
 		else
-			ag_store_txn_end(txn);
+			agd_store_txn_end(txn);
 	}
 	if (err)
-		e->opts.log(AG_LOG_ERR, "a refused rule stays stored (restart retries it): %s",
+		e->opts.log(AGD_LOG_ERR, "a refused rule stays stored (restart retries it): %s",
 			    store_error(err));
 }
 
-int ag_engine_apply_rule_add(struct ag_engine *e, __u64 seq, const struct ag_rule *rule,
-			     const char *agent, const char *subject, struct ag_op_err *oe)
+int agd_engine_apply_rule_add(struct agd_engine *e, __u64 seq, const struct ag_rule *rule,
+			     const char *agent, const char *subject, struct agd_op_err *oe)
 {
-	struct ag_rule_rec_key key;
+	struct agd_rule_rec_key key;
 	char *line = NULL, owner[AG_NAME_MAX + 1], prefix[AG_PREFIX_STRLEN];
 	bool known = false;
 	MDB_txn *txn;
@@ -2026,14 +2026,14 @@ int ag_engine_apply_rule_add(struct ag_engine *e, __u64 seq, const struct ag_rul
 	}
 	err = stored_rule_agent(e, txn, &key, owner, sizeof(owner));
 	if (!err && strcmp(owner, agent)) {
-		ag_store_txn_end(txn);
+		agd_store_txn_end(txn);
 		pthread_mutex_unlock(&e->lock);
 		return fail(oe, -EEXIST, "rule %s port %u already maps to agent '%s'; delete it first",
 			    prefix, rule->port, owner);
 	}
 	known = !err;
 	/* Stored first: a crash after the commit restores it into the maps. */
-	err = err == -ENOENT || !err ? ag_store_rule_put(&e->st, txn, &key, agent) : err;
+	err = err == -ENOENT || !err ? agd_store_rule_put(&e->st, txn, &key, agent) : err;
 	if (!err)
 		err = audit(e, txn, subject, "rule.add", agent, NULL, rule_json(rule, agent),
 			    &line);
@@ -2051,10 +2051,10 @@ int ag_engine_apply_rule_add(struct ag_engine *e, __u64 seq, const struct ag_rul
 	return err;
 }
 
-int ag_engine_apply_rule_del(struct ag_engine *e, __u64 seq, const struct ag_rule *rule,
-			     const char *subject, struct ag_op_err *oe)
+int agd_engine_apply_rule_del(struct agd_engine *e, __u64 seq, const struct ag_rule *rule,
+			     const char *subject, struct agd_op_err *oe)
 {
-	struct ag_rule_rec_key key;
+	struct agd_rule_rec_key key;
 	struct ag_rule *all = NULL;
 	size_t n = 0, i;
 	const char *agent = NULL;
@@ -2089,7 +2089,7 @@ int ag_engine_apply_rule_del(struct ag_engine *e, __u64 seq, const struct ag_rul
 	rule_key_of(rule, &key);
 	err = txn_begin(e, &txn);
 	if (!err) {
-		err = ag_store_rule_del(&e->st, txn, &key);
+		err = agd_store_rule_del(&e->st, txn, &key);
 		if (err == -ENOENT)
 			err = 0;
 		if (!err)
@@ -2107,23 +2107,23 @@ int ag_engine_apply_rule_del(struct ag_engine *e, __u64 seq, const struct ag_rul
 
 /* ---- views ------------------------------------------------------------------ */
 
-static void view_of(struct ag_engine *e, const struct entry *en, struct ag_agent_view *v)
+static void view_of(struct agd_engine *e, const struct entry *en, struct agd_agent_view *v)
 {
 	memset(v, 0, sizeof(*v));
 	snprintf(v->name, sizeof(v->name), "%s", en->name);
 	v->slot = en->slot;
-	ag_rec_effective(&en->rec, &e->defaults, &v->policy);
+	agd_rec_effective(&en->rec, &e->defaults, &v->policy);
 	v->set = en->rec.set;
 	v->rate = en->rec.rate;
 	v->share = en->share;
 	v->fleet = e->replicated;
-	v->burst = ag_policy_burst_tokens(&v->policy, en->rec.rate * en->share);
-	v->stats = (struct ag_rating_stats){ en->rec.count, en->rec.score_sum, en->rec.last_ms };
+	v->burst = agd_policy_burst_tokens(&v->policy, en->rec.rate * en->share);
+	v->stats = (struct agd_rating_stats){ en->rec.count, en->rec.score_sum, en->rec.last_ms };
 	v->created_ms = en->rec.created_ms;
 	v->updated_ms = en->rec.updated_ms;
 }
 
-int ag_engine_agent_view(struct ag_engine *e, const char *name, struct ag_agent_view *v)
+int agd_engine_agent_view(struct agd_engine *e, const char *name, struct agd_agent_view *v)
 {
 	struct entry *en;
 	bool in_maps = false;
@@ -2144,11 +2144,11 @@ int ag_engine_agent_view(struct ag_engine *e, const char *name, struct ag_agent_
 	return 0;
 }
 
-int ag_engine_explain(struct ag_engine *e, const char *name, void **json_out,
-		      struct ag_op_err *oe)
+int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
+		      struct agd_op_err *oe)
 {
 	struct agd_explain_opts o = { .ctx = e->ctx, .answered_by = "agentgated", .share = 1 };
-	struct ag_policy defaults;
+	struct agd_policy defaults;
 	struct entry *en;
 	char msg[sizeof(oe->msg)];
 	json_t *j = NULL;
@@ -2167,11 +2167,11 @@ int ag_engine_explain(struct ag_engine *e, const char *name, void **json_out,
 	pthread_mutex_unlock(&e->lock);
 	o.defaults = &defaults;
 	/* A snapshot: never waits for the apply thread's commit. */
-	err = ag_store_read_begin(&e->st, &txn);
+	err = agd_store_read_begin(&e->st, &txn);
 	if (err)
 		return fail(oe, err, "cannot read the state store: %s", store_error(err));
 	err = agd_explain_build(&e->st, txn, name, &o, &j, msg, sizeof(msg));
-	ag_store_txn_end(txn);
+	agd_store_txn_end(txn);
 	if (err)
 		return fail(oe, err, "%s", msg);
 	*json_out = j;
@@ -2182,25 +2182,25 @@ int ag_engine_explain(struct ag_engine *e, const char *name, void **json_out,
  * names), at most limit + 1, from a read transaction and a cursor placed
  * with MDB_SET_RANGE: O(log n + limit) at any depth, and an LMDB reader
  * never waits for the writer (the apply thread) nor holds it up. */
-static int store_names_after(struct ag_engine *e, const char *after, size_t limit,
+static int store_names_after(struct agd_engine *e, const char *after, size_t limit,
 			     char (*names)[AG_NAME_MAX + 1], size_t *n)
 {
 	MDB_txn *txn;
-	int err = ag_store_read_begin(&e->st, &txn);
+	int err = agd_store_read_begin(&e->st, &txn);
 
 	*n = 0;
 	if (err)
 		return err;
-	err = ag_store_agent_names_after(&e->st, txn, after, limit + 1, names, n);
-	ag_store_txn_end(txn);
+	err = agd_store_agent_names_after(&e->st, txn, after, limit + 1, names, n);
+	agd_store_txn_end(txn);
 	return err;
 }
 
-int ag_engine_agent_page(struct ag_engine *e, const char *after, size_t limit,
-			 struct ag_agent_view **out, size_t *n, char next[AG_NAME_MAX + 1])
+int agd_engine_agent_page(struct agd_engine *e, const char *after, size_t limit,
+			 struct agd_agent_view **out, size_t *n, char next[AG_NAME_MAX + 1])
 {
 	char (*names)[AG_NAME_MAX + 1] = NULL;
-	struct ag_agent_view *v = NULL;
+	struct agd_agent_view *v = NULL;
 	bool *in_maps = NULL;
 	size_t got, i, k = 0;
 	int err;
@@ -2247,7 +2247,7 @@ cleanup:
 	return err;
 }
 
-size_t ag_engine_agent_count(struct ag_engine *e)
+size_t agd_engine_agent_count(struct agd_engine *e)
 {
 	size_t n;
 
@@ -2257,10 +2257,10 @@ size_t ag_engine_agent_count(struct ag_engine *e)
 	return n;
 }
 
-int ag_engine_agent_views(struct ag_engine *e, struct ag_agent_view **out, size_t *n)
+int agd_engine_agent_views(struct agd_engine *e, struct agd_agent_view **out, size_t *n)
 {
 	struct ag_counters *counters;
-	struct ag_agent_view *v;
+	struct agd_agent_view *v;
 	struct entry *en;
 	size_t i, k = 0;
 	__u32 max = ag_max_agents(e->ctx);
@@ -2299,7 +2299,7 @@ int ag_engine_agent_views(struct ag_engine *e, struct ag_agent_view **out, size_
 	return 0;
 }
 
-void ag_engine_stats(struct ag_engine *e, struct ag_engine_stats *s)
+void agd_engine_stats(struct agd_engine *e, struct agd_engine_stats *s)
 {
 	MDB_txn *txn;
 
@@ -2309,22 +2309,22 @@ void ag_engine_stats(struct ag_engine *e, struct ag_engine_stats *s)
 	pthread_mutex_lock(&e->qlock);
 	s->queue_depth = e->queued;
 	pthread_mutex_unlock(&e->qlock);
-	if (!ag_store_read_begin(&e->st, &txn)) {
-		s->dedup_ids = ag_store_dedup_count(&e->st, txn);
-		ag_store_txn_end(txn);
+	if (!agd_store_read_begin(&e->st, &txn)) {
+		s->dedup_ids = agd_store_dedup_count(&e->st, txn);
+		agd_store_txn_end(txn);
 	}
 }
 
-void ag_engine_count_invalid(struct ag_engine *e, __u64 n)
+void agd_engine_count_invalid(struct agd_engine *e, __u64 n)
 {
 	pthread_mutex_lock(&e->slock);
 	e->stats.ratings_invalid += n;
 	pthread_mutex_unlock(&e->slock);
 }
 
-void *ag_agent_view_json(const struct ag_agent_view *v)
+void *agd_agent_view_json(const struct agd_agent_view *v)
 {
-	const struct ag_policy *p = &v->policy;
+	const struct agd_policy *p = &v->policy;
 	json_t *o = json_object();
 	json_t *burst_policy;
 
@@ -2347,7 +2347,7 @@ void *ag_agent_view_json(const struct ag_agent_view *v)
 	json_object_set_new(o, "pinned", json_boolean(p->pinned));
 	json_object_set_new(o, "tokens", json_real(v->tokens));
 	json_object_set_new(o, "ratings", json_integer((json_int_t)v->stats.count));
-	json_object_set_new(o, "mean_score", json_real(ag_stats_mean(&v->stats)));
+	json_object_set_new(o, "mean_score", json_real(agd_stats_mean(&v->stats)));
 	json_object_set_new(o, "last_rating_ms", v->stats.last_ms >= 0 ?
 							 json_integer(v->stats.last_ms) :
 							 json_null());
@@ -2370,8 +2370,8 @@ static json_t *config_json(const struct ag_config *cfg)
 			 (int)cfg->dry_run);
 }
 
-int ag_engine_apply_config_set(struct ag_engine *e, __u64 seq, const struct ag_config_change *c,
-			       const char *subject, struct ag_op_err *oe)
+int agd_engine_apply_config_set(struct agd_engine *e, __u64 seq, const struct agd_config_change *c,
+			       const char *subject, struct agd_op_err *oe)
 {
 	struct ag_config before, after;
 	char *line = NULL;
@@ -2402,11 +2402,11 @@ int ag_engine_apply_config_set(struct ag_engine *e, __u64 seq, const struct ag_c
 	}
 	pthread_mutex_unlock(&e->lock);
 	if (err) /* the datapath changed; say so rather than hide it */
-		e->opts.log(AG_LOG_ERR, "config.set done but not audited: %s", oe ? oe->msg : "");
+		e->opts.log(AGD_LOG_ERR, "config.set done but not audited: %s", oe ? oe->msg : "");
 	return 0;
 }
 
-int ag_engine_status(int err)
+int agd_engine_status(int err)
 {
 	switch (err) {
 	case -EINVAL: return 400;

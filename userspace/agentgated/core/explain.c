@@ -43,7 +43,7 @@ char *agd_explain_change_detail(json_t *before, json_t *after)
 	return text;
 }
 
-int agd_explain_record_change(struct ag_store *st, MDB_txn *txn, const char *agent,
+int agd_explain_record_change(struct agd_store *st, MDB_txn *txn, const char *agent,
 			      __u64 time_ms, const char *subject, const char *action,
 			      json_t *before, json_t *after)
 {
@@ -57,7 +57,7 @@ int agd_explain_record_change(struct ag_store *st, MDB_txn *txn, const char *age
 	/* A new agent of a name starts afresh (an older agentgated may have
 	 * deleted one of that name and left its history). */
 	if (!strcmp(action, "agent.delete") || !strcmp(action, "agent.create")) {
-		err = ag_store_hist_del(st, txn, agent);
+		err = agd_store_hist_del(st, txn, agent);
 		if (err || !strcmp(action, "agent.delete"))
 			return err;
 	}
@@ -68,7 +68,7 @@ int agd_explain_record_change(struct ag_store *st, MDB_txn *txn, const char *age
 	detail = agd_explain_change_detail(before, after);
 	if (!detail)
 		return -ENOMEM;
-	err = ag_store_hist_add_change(st, txn, agent, !strcmp(action, "agent.create"), time_ms,
+	err = agd_store_hist_add_change(st, txn, agent, !strcmp(action, "agent.create"), time_ms,
 				       subject, action, detail, pin);
 	free(detail);
 	return err;
@@ -125,9 +125,9 @@ static json_t *own_fields(unsigned int set)
 		unsigned int bit;
 		const char *name;
 	} f[] = {
-		{ AG_POL_R0, "r0" },	   { AG_POL_ALPHA, "alpha" }, { AG_POL_R_MIN, "r_min" },
-		{ AG_POL_R_MAX, "r_max" }, { AG_POL_BURST, "burst" }, { AG_POL_UNIT, "unit" },
-		{ AG_POL_PINNED, "pinned" },
+		{ AGD_POL_R0, "r0" },	   { AGD_POL_ALPHA, "alpha" }, { AGD_POL_R_MIN, "r_min" },
+		{ AGD_POL_R_MAX, "r_max" }, { AGD_POL_BURST, "burst" }, { AGD_POL_UNIT, "unit" },
+		{ AGD_POL_PINNED, "pinned" },
 	};
 	json_t *a = json_array();
 	size_t i;
@@ -138,18 +138,18 @@ static json_t *own_fields(unsigned int set)
 	return a;
 }
 
-json_t *agd_burst_policy_json(const struct ag_policy *p)
+json_t *agd_burst_policy_json(const struct agd_policy *p)
 {
 	char buf[48];
 
-	if (p->burst_kind != AG_BURST_SECONDS)
+	if (p->burst_kind != AGD_BURST_SECONDS)
 		return json_integer((json_int_t)p->burst);
 	snprintf(buf, sizeof(buf), "%gs", p->burst);
 	return json_string(buf);
 }
 
-static json_t *policy_obj(const struct ag_agent_rec *rec, const struct ag_policy *p,
-			  const struct ag_hist_changes *hc, const char *defaults_from)
+static json_t *policy_obj(const struct agd_agent_rec *rec, const struct agd_policy *p,
+			  const struct agd_hist_changes *hc, const char *defaults_from)
 {
 	json_t *o = json_object(), *burst_policy, *pinned_by = json_null();
 
@@ -164,7 +164,7 @@ static json_t *policy_obj(const struct ag_agent_rec *rec, const struct ag_policy
 	json_object_set_new(o, "r_min", json_real(p->r_min));
 	json_object_set_new(o, "r_max", json_real(p->r_max));
 	json_object_set_new(o, "burst",
-			    json_integer((json_int_t)ag_policy_burst_tokens(p, rec->rate)));
+			    json_integer((json_int_t)agd_policy_burst_tokens(p, rec->rate)));
 	json_object_set_new(o, "burst_policy", burst_policy);
 	json_object_set_new(o, "unit", json_string(unit_str(p->unit)));
 	json_object_set_new(o, "pinned", json_boolean(p->pinned));
@@ -174,13 +174,13 @@ static json_t *policy_obj(const struct ag_agent_rec *rec, const struct ag_policy
 	return o;
 }
 
-static json_t *ratings_arr(const struct ag_hist_ratings *hr)
+static json_t *ratings_arr(const struct agd_hist_ratings *hr)
 {
 	json_t *a = json_array();
 	size_t i;
 
 	for (i = 0; a && i < hr->n; i++) {
-		const struct ag_hist_rating *r = &hr->r[i];
+		const struct agd_hist_rating *r = &hr->r[i];
 
 		json_array_append_new(a, json_pack("{s:I,s:I,s:o,s:o,s:i,s:f,s:f}", "time_ms",
 						   (json_int_t)r->ts_ms, "applied_ms",
@@ -192,13 +192,13 @@ static json_t *ratings_arr(const struct ag_hist_ratings *hr)
 	return a;
 }
 
-static json_t *changes_arr(const struct ag_hist_changes *hc)
+static json_t *changes_arr(const struct agd_hist_changes *hc)
 {
 	json_t *a = json_array();
 	size_t i;
 
 	for (i = 0; a && i < hc->n; i++) {
-		const struct ag_hist_change *c = &hc->c[i];
+		const struct agd_hist_change *c = &hc->c[i];
 		json_t *d = json_loads(c->detail, JSON_DECODE_ANY, NULL);
 		json_t *b = json_is_object(d) ? json_object_get(d, "before") : NULL;
 		json_t *f = json_is_object(d) ? json_object_get(d, "after") : NULL;
@@ -245,7 +245,7 @@ static json_t *live_obj(const struct live *l)
 
 /* The newest recorded change that set the rate (or unpinned it, leaving the
  * pinned rate for ratings to move): its index, or -1. */
-static long last_rate_change(const struct ag_hist_changes *hc)
+static long last_rate_change(const struct agd_hist_changes *hc)
 {
 	long i;
 
@@ -261,13 +261,13 @@ static long last_rate_change(const struct ag_hist_changes *hc)
 }
 
 /* source and explanation */
-static void origin(const char *name, const struct ag_agent_rec *rec, const struct ag_policy *p,
-		   const struct ag_hist_ratings *hr, const struct ag_hist_changes *hc,
+static void origin(const char *name, const struct agd_agent_rec *rec, const struct agd_policy *p,
+		   const struct agd_hist_ratings *hr, const struct agd_hist_changes *hc,
 		   const char **source, char *text, size_t len)
 {
 	const char *unit = unit_str(p->unit);
 	long ci = last_rate_change(hc);
-	const struct ag_hist_rating *lr = hr->n ? &hr->r[hr->n - 1] : NULL;
+	const struct agd_hist_rating *lr = hr->n ? &hr->r[hr->n - 1] : NULL;
 	char when[64], rule[160];
 
 	snprintf(rule, sizeof(rule), "r = clamp(r + %g * (score - 3), %g, %g)", p->alpha, p->r_min,
@@ -326,16 +326,16 @@ static json_t *maps_only(const char *name, const struct live *l, const char *ans
 			 "changes", "changes_recorded", (json_int_t)0, "live", live_obj(l));
 }
 
-int agd_explain_build(struct ag_store *st, MDB_txn *txn, const char *name,
+int agd_explain_build(struct agd_store *st, MDB_txn *txn, const char *name,
 		      const struct agd_explain_opts *o, json_t **out, char *err, size_t len)
 {
 	const char *answered_by = o->answered_by ? o->answered_by : "agentgated";
 	const char *defaults_from = answered_by, *source;
-	struct ag_hist_ratings *hr = NULL;
-	struct ag_hist_changes *hc = NULL;
-	struct ag_rating_stats stats;
-	struct ag_policy defaults, p;
-	struct ag_agent_rec rec;
+	struct agd_hist_ratings *hr = NULL;
+	struct agd_hist_changes *hc = NULL;
+	struct agd_rating_stats stats;
+	struct agd_policy defaults, p;
+	struct agd_agent_rec rec;
 	struct live l;
 	char text[700];
 	json_t *j = NULL;
@@ -343,7 +343,7 @@ int agd_explain_build(struct ag_store *st, MDB_txn *txn, const char *name,
 
 	*out = NULL;
 	read_live(o->ctx, name, &l);
-	rc = ag_store_agent_get(st, txn, name, &rec);
+	rc = agd_store_agent_get(st, txn, name, &rec);
 	if (rc == -ENOENT) {
 		if (!l.found) {
 			snprintf(err, len, "unknown agent '%s'", name);
@@ -364,9 +364,9 @@ int agd_explain_build(struct ag_store *st, MDB_txn *txn, const char *name,
 	if (o->defaults) {
 		defaults = *o->defaults;
 	} else {
-		e = ag_store_defaults_get(st, txn, &defaults);
+		e = agd_store_defaults_get(st, txn, &defaults);
 		if (e == -ENOENT) {
-			ag_policy_defaults(&defaults);
+			agd_policy_defaults(&defaults);
 			defaults_from = "built-in";
 		} else if (e) {
 			snprintf(err, len, "the state store's global defaults are unreadable: %s",
@@ -374,7 +374,7 @@ int agd_explain_build(struct ag_store *st, MDB_txn *txn, const char *name,
 			return e;
 		}
 	}
-	ag_rec_effective(&rec, &defaults, &p);
+	agd_rec_effective(&rec, &defaults, &p);
 	hr = malloc(sizeof(*hr));
 	hc = malloc(sizeof(*hc));
 	if (!hr || !hc) {
@@ -382,14 +382,14 @@ int agd_explain_build(struct ag_store *st, MDB_txn *txn, const char *name,
 		snprintf(err, len, "out of memory");
 		goto out;
 	}
-	e = ag_store_hist_get(st, txn, name, hr, hc);
+	e = agd_store_hist_get(st, txn, name, hr, hc);
 	if (e) {
 		snprintf(err, len, "the state store's history of agent '%s' is %s", name,
 			 e == -EUCLEAN ? "malformed" : strerror(-e));
 		goto out;
 	}
 	origin(name, &rec, &p, hr, hc, &source, text, sizeof(text));
-	stats = (struct ag_rating_stats){ rec.count, rec.score_sum, rec.last_ms };
+	stats = (struct agd_rating_stats){ rec.count, rec.score_sum, rec.last_ms };
 	j = json_object();
 	if (!j) {
 		e = -ENOMEM;
@@ -403,7 +403,7 @@ int agd_explain_build(struct ag_store *st, MDB_txn *txn, const char *name,
 	json_object_set_new(j, "policy", policy_obj(&rec, &p, hc, defaults_from));
 	json_object_set_new(j, "stats",
 			    json_pack("{s:I,s:f,s:o}", "ratings", (json_int_t)rec.count,
-				      "mean_score", ag_stats_mean(&stats), "last_rating_ms",
+				      "mean_score", agd_stats_mean(&stats), "last_rating_ms",
 				      rec.last_ms >= 0 ? json_integer(rec.last_ms) : json_null()));
 	json_object_set_new(j, "ratings", ratings_arr(hr));
 	json_object_set_new(j, "ratings_recorded", json_integer((json_int_t)hr->total));

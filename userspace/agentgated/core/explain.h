@@ -3,7 +3,7 @@
  * explain: where an agent's rate comes from, as one JSON object built from a
  * read transaction of the state store (the agent's record, the global
  * defaults, its history: store.h, hist_rated and hist_changes) and the live
- * values of the maps. agentgated serves it (ag_engine_explain: GET
+ * values of the maps. agentgated serves it (agd_engine_explain: GET
  * /v1/agents/{agent}/explain and the control socket); agentgate builds the
  * same object from the state directory, read-only, when no daemon runs. So
  * this file needs the store, the policy and libagentgate, nothing of the
@@ -25,7 +25,7 @@
 struct agd_explain_opts {
 	/* The global defaults inherited fields resolve to; NULL: the ones the
 	 * daemon stored (meta "defaults"), else the built-in ones. */
-	const struct ag_policy *defaults;
+	const struct agd_policy *defaults;
 	struct ag_ctx *ctx; /* the maps, for the live values; NULL: none */
 	bool fleet;         /* in a fleet: share is this host's part of the rate */
 	double share;
@@ -36,7 +36,7 @@ struct agd_explain_opts {
  * reference), -ENOENT with err "unknown agent 'NAME'" when neither the
  * store nor the maps know it, -EUCLEAN when its stored values are
  * malformed (err says which), -ENOMEM or another negative errno. */
-int agd_explain_build(struct ag_store *st, MDB_txn *txn, const char *name,
+int agd_explain_build(struct agd_store *st, MDB_txn *txn, const char *name,
 		      const struct agd_explain_opts *o, json_t **out, char *err, size_t len);
 
 /* Records an operator change (an audit record: action, subject, before and
@@ -45,7 +45,7 @@ int agd_explain_build(struct ag_store *st, MDB_txn *txn, const char *name,
  * that pins the agent is remembered as its pin. agent.delete removes the
  * history (ratings and changes); agent.create starts both afresh; no agent
  * (config.set): nothing. */
-int agd_explain_record_change(struct ag_store *st, MDB_txn *txn, const char *agent,
+int agd_explain_record_change(struct agd_store *st, MDB_txn *txn, const char *agent,
 			      __u64 time_ms, const char *subject, const char *action,
 			      json_t *before, json_t *after);
 
@@ -54,6 +54,6 @@ int agd_explain_record_change(struct ag_store *st, MDB_txn *txn, const char *age
 char *agd_explain_change_detail(json_t *before, json_t *after);
 
 /* A policy's burst as the API shows it: tokens, or "Ns" (seconds of rate). */
-json_t *agd_burst_policy_json(const struct ag_policy *p);
+json_t *agd_burst_policy_json(const struct agd_policy *p);
 
 #endif

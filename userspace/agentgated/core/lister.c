@@ -7,7 +7,7 @@
 #include "lister.h"
 
 struct agd_lister {
-	struct ag_engine *e;
+	struct agd_engine *e;
 	pthread_t thread;
 	bool started;
 	pthread_mutex_t call; /* one page asked for at a time */
@@ -18,7 +18,7 @@ struct agd_lister {
 	const char *after;
 	size_t limit;
 	char *next;
-	struct ag_agent_view *views;
+	struct agd_agent_view *views;
 	size_t n;
 	int err;
 };
@@ -29,7 +29,7 @@ static void *run(void *arg)
 
 	pthread_mutex_lock(&l->lock);
 	for (;;) {
-		struct ag_agent_view *views = NULL;
+		struct agd_agent_view *views = NULL;
 		size_t n = 0;
 		int err;
 
@@ -38,7 +38,7 @@ static void *run(void *arg)
 		if (!l->pending)
 			break;
 		pthread_mutex_unlock(&l->lock);
-		err = ag_engine_agent_page(l->e, l->after, l->limit, &views, &n, l->next);
+		err = agd_engine_agent_page(l->e, l->after, l->limit, &views, &n, l->next);
 		pthread_mutex_lock(&l->lock);
 		l->err = err;
 		l->views = views;
@@ -52,7 +52,7 @@ static void *run(void *arg)
 }
 
 int agd_lister_page(struct agd_lister *l, const char *after, size_t limit,
-		    struct ag_agent_view **out, size_t *n, char next[AG_NAME_MAX + 1])
+		    struct agd_agent_view **out, size_t *n, char next[AG_NAME_MAX + 1])
 {
 	int err = -ESHUTDOWN;
 
@@ -78,9 +78,9 @@ cleanup:
 	return err;
 }
 
-int agd_lister_start(struct ag_engine *e, struct agd_lister **out)
+int agd_lister_start(struct agd_engine *e, struct agd_lister **out)
 {
-	struct ag_agent_view *views = NULL;
+	struct agd_agent_view *views = NULL;
 	char next[AG_NAME_MAX + 1];
 	struct agd_lister *l;
 	size_t n;

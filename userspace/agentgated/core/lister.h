@@ -2,7 +2,7 @@
 /*
  * The pages of GET /v1/agents, read by one thread of their own.
  *
- * A page is read from the store (ag_engine_agent_page): an LMDB read
+ * A page is read from the store (agd_engine_agent_page): an LMDB read
  * transaction. LMDB ties a reader slot to each thread that ever reads, for
  * as long as the thread lives, and the state store has 126 of them, while
  * CivetWeb runs --threads + --stream-max-clients workers (320 by default):
@@ -22,13 +22,13 @@
 struct agd_lister;
 
 /* Starts the thread and reads a first page, which takes its reader slot. */
-int agd_lister_start(struct ag_engine *e, struct agd_lister **out);
+int agd_lister_start(struct agd_engine *e, struct agd_lister **out);
 /* Waits for the page in progress, then stops the thread. NULL: nothing. */
 void agd_lister_stop(struct agd_lister *l);
 
-/* ag_engine_agent_page() in the lister's thread; waits for the pages
+/* agd_engine_agent_page() in the lister's thread; waits for the pages
  * asked for before. -ESHUTDOWN once stopping. */
 int agd_lister_page(struct agd_lister *l, const char *after, size_t limit,
-		    struct ag_agent_view **out, size_t *n, char next[AG_NAME_MAX + 1]);
+		    struct agd_agent_view **out, size_t *n, char next[AG_NAME_MAX + 1]);
 
 #endif

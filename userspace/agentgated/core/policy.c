@@ -6,15 +6,15 @@
 #include "agentgate.h"
 #include "policy.h"
 
-void ag_policy_defaults(struct ag_policy *p)
+void agd_policy_defaults(struct agd_policy *p)
 {
-	*p = (struct ag_policy){
+	*p = (struct agd_policy){
 		.r0 = 100,
 		.alpha = 10,
 		.r_min = 1,
 		.r_max = 10000,
 		.burst = 1,
-		.burst_kind = AG_BURST_SECONDS,
+		.burst_kind = AGD_BURST_SECONDS,
 		.unit = AG_UNIT_PPS,
 		.pinned = false,
 	};
@@ -26,7 +26,7 @@ static int bad(char *buf, size_t len, const char *fmt, double v)
 	return -EINVAL;
 }
 
-int ag_policy_check(const struct ag_policy *p, char *buf, size_t len)
+int agd_policy_check(const struct agd_policy *p, char *buf, size_t len)
 {
 	const double lo = AG_RATE_MIN_MTPS / 1000.0, hi = AG_RATE_MAX_MTPS / 1000.0;
 
@@ -40,53 +40,53 @@ int ag_policy_check(const struct ag_policy *p, char *buf, size_t len)
 		return bad(buf, len, "rate %g is outside [r_min, r_max]", p->r0);
 	if (!(p->alpha >= 0 && p->alpha <= hi))
 		return bad(buf, len, "alpha %g out of range (0 to 1e10)", p->alpha);
-	if (p->burst_kind != AG_BURST_TOKENS && p->burst_kind != AG_BURST_SECONDS)
+	if (p->burst_kind != AGD_BURST_TOKENS && p->burst_kind != AGD_BURST_SECONDS)
 		return bad(buf, len, "burst kind %g unknown", p->burst_kind);
-	if (p->burst_kind == AG_BURST_TOKENS && !(p->burst >= 1 && p->burst <= AG_BURST_MAX &&
+	if (p->burst_kind == AGD_BURST_TOKENS && !(p->burst >= 1 && p->burst <= AG_BURST_MAX &&
 						  p->burst == floor(p->burst)))
 		return bad(buf, len, "burst %g must be a whole number of tokens, 1 to 2^40",
 			   p->burst);
-	if (p->burst_kind == AG_BURST_SECONDS && !(p->burst > 0 && p->burst <= 3600))
+	if (p->burst_kind == AGD_BURST_SECONDS && !(p->burst > 0 && p->burst <= 3600))
 		return bad(buf, len, "burst %g s out of range (above 0, up to 3600 s)", p->burst);
 	if (ag_unit_check(p->unit))
 		return bad(buf, len, "unit %g unknown (pps or bps)", p->unit);
 	/* Ratings may take the rate down to r_min: the burst must fit there too. */
-	if (p->burst_kind == AG_BURST_TOKENS &&
+	if (p->burst_kind == AGD_BURST_TOKENS &&
 	    ag_limit_check(p->r_min, (uint64_t)p->burst, p->unit))
 		return bad(buf, len, "burst %g tokens is too large for a rate as low as r_min",
 			   p->burst);
 	return 0;
 }
 
-void ag_policy_merge(const struct ag_policy *defaults, const struct ag_policy *own,
-		     unsigned int set, struct ag_policy *out)
+void agd_policy_merge(const struct agd_policy *defaults, const struct agd_policy *own,
+		     unsigned int set, struct agd_policy *out)
 {
 	*out = *defaults;
-	if (set & AG_POL_R0)
+	if (set & AGD_POL_R0)
 		out->r0 = own->r0;
-	if (set & AG_POL_ALPHA)
+	if (set & AGD_POL_ALPHA)
 		out->alpha = own->alpha;
-	if (set & AG_POL_R_MIN)
+	if (set & AGD_POL_R_MIN)
 		out->r_min = own->r_min;
-	if (set & AG_POL_R_MAX)
+	if (set & AGD_POL_R_MAX)
 		out->r_max = own->r_max;
-	if (set & AG_POL_BURST) {
+	if (set & AGD_POL_BURST) {
 		out->burst = own->burst;
 		out->burst_kind = own->burst_kind;
 	}
-	if (set & AG_POL_UNIT)
+	if (set & AGD_POL_UNIT)
 		out->unit = own->unit;
-	if (set & AG_POL_PINNED)
+	if (set & AGD_POL_PINNED)
 		out->pinned = own->pinned;
 }
 
-double ag_policy_rate_after(const struct ag_policy *p, double rate, int score)
+double agd_policy_rate_after(const struct agd_policy *p, double rate, int score)
 {
 	double next;
 
 	if (p->pinned)
 		return rate;
-	next = rate + p->alpha * (double)(score - AG_SCORE_NEUTRAL);
+	next = rate + p->alpha * (double)(score - AGD_SCORE_NEUTRAL);
 	if (next < p->r_min)
 		next = p->r_min;
 	if (next > p->r_max)
@@ -94,9 +94,9 @@ double ag_policy_rate_after(const struct ag_policy *p, double rate, int score)
 	return next;
 }
 
-uint64_t ag_policy_burst_tokens(const struct ag_policy *p, double rate)
+uint64_t agd_policy_burst_tokens(const struct agd_policy *p, double rate)
 {
-	double tokens = p->burst_kind == AG_BURST_SECONDS ? ceil(rate * p->burst) : p->burst;
+	double tokens = p->burst_kind == AGD_BURST_SECONDS ? ceil(rate * p->burst) : p->burst;
 	uint64_t floor_tokens = p->unit == AG_UNIT_BPS ? AG_BPS_MIN_BURST : 1;
 
 	if (!(tokens >= (double)floor_tokens))
@@ -104,7 +104,7 @@ uint64_t ag_policy_burst_tokens(const struct ag_policy *p, double rate)
 	return tokens > (double)AG_BURST_MAX ? AG_BURST_MAX : (uint64_t)tokens;
 }
 
-void ag_stats_add(struct ag_rating_stats *s, int score, int64_t ts_ms)
+void agd_stats_add(struct agd_rating_stats *s, int score, int64_t ts_ms)
 {
 	s->count++;
 	s->score_sum += score;
@@ -112,7 +112,7 @@ void ag_stats_add(struct ag_rating_stats *s, int score, int64_t ts_ms)
 		s->last_ms = ts_ms;
 }
 
-double ag_stats_mean(const struct ag_rating_stats *s)
+double agd_stats_mean(const struct agd_rating_stats *s)
 {
 	return s->count ? s->score_sum / (double)s->count : 0;
 }

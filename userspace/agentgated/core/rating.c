@@ -79,9 +79,9 @@ static int check_fields(json_t *obj, struct item_error *e)
 	return 0;
 }
 
-static int item_from_json(json_t *obj, struct ag_rating *r, struct item_error *e)
+static int item_from_json(json_t *obj, struct agd_rating *r, struct item_error *e)
 {
-	char comment[AG_RATING_COMMENT_MAX + 1];
+	char comment[AGD_RATING_COMMENT_MAX + 1];
 	json_t *agent, *score, *ts;
 	json_int_t sv;
 	int err;
@@ -109,31 +109,31 @@ static int item_from_json(json_t *obj, struct ag_rating *r, struct item_error *e
 	if (!score)
 		return item_fail(e, "score", "is required");
 	sv = json_is_integer(score) ? json_integer_value(score) : 0;
-	if (!json_is_integer(score) || sv < AG_SCORE_MIN || sv > AG_SCORE_MAX)
+	if (!json_is_integer(score) || sv < AGD_SCORE_MIN || sv > AGD_SCORE_MAX)
 		return item_fail(e, "score", "must be an integer from 1 to 5");
 	r->score = (int)sv;
 	ts = json_object_get(obj, "ts");
 	if (ts) {
 		if (!json_is_integer(ts) || json_integer_value(ts) < 0 ||
-		    json_integer_value(ts) > AG_RATING_TS_MAX)
+		    json_integer_value(ts) > AGD_RATING_TS_MAX)
 			return item_fail(e, "ts", "must be milliseconds since the epoch (integer)");
 		r->ts_ms = json_integer_value(ts);
 	}
-	err = opt_string(obj, "id", r->id, AG_RATING_ID_MAX, true, e);
+	err = opt_string(obj, "id", r->id, AGD_RATING_ID_MAX, true, e);
 	if (!err && json_object_get(obj, "id") && !r->id[0])
 		err = item_fail(e, "id", "must not be empty");
 	if (!err)
-		err = opt_string(obj, "user", r->user, AG_RATING_USER_MAX, true, e);
+		err = opt_string(obj, "user", r->user, AGD_RATING_USER_MAX, true, e);
 	if (!err)
-		err = opt_string(obj, "comment", comment, AG_RATING_COMMENT_MAX, false, e);
+		err = opt_string(obj, "comment", comment, AGD_RATING_COMMENT_MAX, false, e);
 	return err;
 }
 
-static int push_error(struct ag_rating_batch *b, size_t index, const struct item_error *e)
+static int push_error(struct agd_rating_batch *b, size_t index, const struct item_error *e)
 {
-	struct ag_rating_error *x;
+	struct agd_rating_error *x;
 
-	if (b->n_errors++ >= AG_RATING_ERRORS_MAX)
+	if (b->n_errors++ >= AGD_RATING_ERRORS_MAX)
 		return 0; /* counted, not detailed */
 	x = &b->errors[b->n_errors - 1];
 	x->index = index;
@@ -142,12 +142,12 @@ static int push_error(struct ag_rating_batch *b, size_t index, const struct item
 	return 0;
 }
 
-static int add_item(struct ag_rating_batch *b, size_t index, json_t *obj)
+static int add_item(struct agd_rating_batch *b, size_t index, json_t *obj)
 {
 	struct item_error e = {};
 
-	if (b->n >= AG_RATING_BATCH_MAX) {
-		item_fail(&e, "", "more than %d ratings in one request", AG_RATING_BATCH_MAX);
+	if (b->n >= AGD_RATING_BATCH_MAX) {
+		item_fail(&e, "", "more than %d ratings in one request", AGD_RATING_BATCH_MAX);
 		return push_error(b, index, &e);
 	}
 	if (item_from_json(obj, &b->items[b->n], &e))
@@ -165,7 +165,7 @@ static size_t count_lines(const char *s, size_t len)
 	return n;
 }
 
-static int parse_json(const char *body, size_t len, struct ag_rating_batch *b)
+static int parse_json(const char *body, size_t len, struct agd_rating_batch *b)
 {
 	json_error_t jerr;
 	json_t *root = agd_json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
@@ -197,7 +197,7 @@ static int parse_json(const char *body, size_t len, struct ag_rating_batch *b)
 	return b->items ? 0 : -ENOMEM;
 }
 
-static int parse_ndjson(const char *body, size_t len, struct ag_rating_batch *b)
+static int parse_ndjson(const char *body, size_t len, struct agd_rating_batch *b)
 {
 	size_t start = 0, index = 0, end;
 
@@ -239,18 +239,18 @@ static int parse_ndjson(const char *body, size_t len, struct ag_rating_batch *b)
 	return 0;
 }
 
-int ag_ratings_parse(const char *body, size_t len, enum ag_rating_format format,
-		     struct ag_rating_batch *b)
+int agd_ratings_parse(const char *body, size_t len, enum agd_rating_format format,
+		     struct agd_rating_batch *b)
 {
 	int err;
 
 	memset(b, 0, sizeof(*b));
-	b->errors = calloc(AG_RATING_ERRORS_MAX, sizeof(*b->errors));
+	b->errors = calloc(AGD_RATING_ERRORS_MAX, sizeof(*b->errors));
 	if (!b->errors)
 		return -ENOMEM;
-	err = format == AG_RATING_NDJSON ? parse_ndjson(body, len, b) : parse_json(body, len, b);
+	err = format == AGD_RATING_NDJSON ? parse_ndjson(body, len, b) : parse_json(body, len, b);
 	if (err) {
-		ag_rating_batch_free(b);
+		agd_rating_batch_free(b);
 		return err;
 	}
 	if (b->n_errors) {
@@ -260,15 +260,15 @@ int ag_ratings_parse(const char *body, size_t len, enum ag_rating_format format,
 	return 0;
 }
 
-void ag_rating_batch_free(struct ag_rating_batch *b)
+void agd_rating_batch_free(struct agd_rating_batch *b)
 {
 	free(b->items);
 	free(b->errors);
 	memset(b, 0, sizeof(*b));
 }
 
-int ag_rating_parse_line(const char *line, size_t len, struct ag_rating *out,
-			 struct ag_rating_error *err)
+int agd_rating_parse_line(const char *line, size_t len, struct agd_rating *out,
+			 struct agd_rating_error *err)
 {
 	struct item_error e = {};
 	json_error_t jerr;

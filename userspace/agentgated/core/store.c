@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * The state store. Opening it refuses a damaged file rather than risk it
- * (see ag_store_open); once open, a store found damaged (LMDB's own errors,
+ * (see agd_store_open); once open, a store found damaged (LMDB's own errors,
  * the file shrunk, removed or replaced, a SIGBUS from LMDB's map) is
  * remembered, and every later write is refused before LMDB touches the
  * file. The SIGBUS handler maps zeroed pages over the part of the map the
@@ -126,12 +126,12 @@ static int convert(int rc, bool count)
 	}
 }
 
-int ag_store_errno(int rc)
+int agd_store_errno(int rc)
 {
 	return convert(rc, true);
 }
 
-bool ag_store_damaged(char *why, size_t len)
+bool agd_store_damaged(char *why, size_t len)
 {
 	int kind = atomic_load(&g.kind);
 	char what[200];
@@ -166,12 +166,12 @@ bool ag_store_damaged(char *why, size_t len)
 	return true;
 }
 
-const char *ag_store_strerror(int err)
+const char *agd_store_strerror(int err)
 {
 	static __thread char msg[4800];
 
 	if (err == -EUCLEAN) {
-		if (!ag_store_damaged(msg, sizeof(msg)))
+		if (!agd_store_damaged(msg, sizeof(msg)))
 			snprintf(msg, sizeof(msg), "the state store %s is damaged", g.path);
 		snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg),
 			 ": changes are refused until it is restored");
@@ -185,12 +185,12 @@ const char *ag_store_strerror(int err)
 	return "the state store is full (raise --store-size)";
 }
 
-__u64 ag_store_errors(void)
+__u64 agd_store_errors(void)
 {
 	return atomic_load(&g.errors);
 }
 
-void ag_store_on_damage(void (*notify)(void), void (*fatal)(const char *why))
+void agd_store_on_damage(void (*notify)(void), void (*fatal)(const char *why))
 {
 	g.notify = notify;
 	g.fatal = fatal;
@@ -239,7 +239,7 @@ static int find_map(void)
 		return -errno;
 	while (rc && fgets(line, sizeof(line), f)) {
 		if (sscanf(line, "%llx-%llx %*s %*s %*s %llu", &start, &end, &ino) == 3 &&
-		    ino == (unsigned long long)g.ino && strstr(line, "/" AG_STORE_FILE)) {
+		    ino == (unsigned long long)g.ino && strstr(line, "/" AGD_STORE_FILE)) {
 			g.map = (char *)(uintptr_t)start;
 			g.map_size = (size_t)(end - start);
 			rc = 0;
@@ -325,14 +325,14 @@ static int guard(void)
 	return -EUCLEAN;
 }
 
-int ag_store_txn_begin(struct ag_store *st, MDB_txn **txn)
+int agd_store_txn_begin(struct agd_store *st, MDB_txn **txn)
 {
 	int err = guard();
 
-	return err ? err : ag_store_errno(mdb_txn_begin(st->env, NULL, 0, txn));
+	return err ? err : agd_store_errno(mdb_txn_begin(st->env, NULL, 0, txn));
 }
 
-int ag_store_commit(struct ag_store *st, MDB_txn *txn)
+int agd_store_commit(struct agd_store *st, MDB_txn *txn)
 {
 	int err;
 
@@ -391,10 +391,10 @@ static int refuse(char *err, size_t len, const char *fmt, ...)
 	return -EUCLEAN;
 }
 
-static int check_version(struct ag_store *st, MDB_txn *txn, char *err, size_t len)
+static int check_version(struct agd_store *st, MDB_txn *txn, char *err, size_t len)
 {
 	MDB_val k = { 7, "version" }, v;
-	__u32 ver = AG_STORE_VERSION;
+	__u32 ver = AGD_STORE_VERSION;
 	int rc = mdb_get(txn, st->meta, &k, &v);
 
 	if (rc == MDB_NOTFOUND) {
@@ -408,7 +408,7 @@ static int check_version(struct ag_store *st, MDB_txn *txn, char *err, size_t le
 		if (v.mv_size == sizeof(ver))
 			memcpy(&ver, v.mv_data, sizeof(ver));
 		refuse(err, len, "was written by an incompatible agentgated (store version %u; "
-		       "this one reads version %u)", ver, AG_STORE_VERSION);
+		       "this one reads version %u)", ver, AGD_STORE_VERSION);
 		return EPROTO;
 	}
 	return 0;
@@ -430,10 +430,10 @@ static int check_before_open(char *err, size_t len)
 				 strerror(-rc));
 			return rc;
 		}
-		if (exists(g.dir, AG_STORE_MARKER) || exists(g.dir, "lock.mdb"))
+		if (exists(g.dir, AGD_STORE_MARKER) || exists(g.dir, "lock.mdb"))
 			return refuse(err, len, "is missing, yet this state directory held a store "
 				      "(%s or lock.mdb is there): starting afresh would forget "
-				      "every agent, rate and applied rating id", AG_STORE_MARKER);
+				      "every agent, rate and applied rating id", AGD_STORE_MARKER);
 		return 0; /* a first start */
 	}
 	if (!S_ISREG(st.st_mode))
@@ -447,7 +447,7 @@ static int check_before_open(char *err, size_t len)
 		snprintf(err, len, "cannot open the state store %s: %s", g.path, strerror(-rc));
 		return rc;
 	}
-	rc = ag_store_check(fd, false, why, sizeof(why));
+	rc = agd_store_check(fd, false, why, sizeof(why));
 	close(fd);
 	if (rc == -EUCLEAN)
 		return refuse(err, len, "is damaged: %s", why);
@@ -466,7 +466,7 @@ static int check_whole(MDB_env *env, char *err, size_t len)
 		snprintf(err, len, "cannot check the state store %s", g.path);
 		return -EBADF;
 	}
-	rc = ag_store_check(fd, true, why, sizeof(why));
+	rc = agd_store_check(fd, true, why, sizeof(why));
 	if (rc == -EUCLEAN)
 		return refuse(err, len, "is damaged: %s", why);
 	if (rc)
@@ -483,11 +483,11 @@ static int write_marker(char *err, size_t len)
 	int fd, dfd, rc = 0;
 	size_t n;
 
-	if (exists(g.dir, AG_STORE_MARKER))
+	if (exists(g.dir, AGD_STORE_MARKER))
 		return 0;
-	snprintf(path, sizeof(path), "%s/%s", g.dir, AG_STORE_MARKER);
+	snprintf(path, sizeof(path), "%s/%s", g.dir, AGD_STORE_MARKER);
 	gmtime_r(&now, &tm);
-	n = strftime(text, sizeof(text), "agentgated: the state store here (" AG_STORE_FILE
+	n = strftime(text, sizeof(text), "agentgated: the state store here (" AGD_STORE_FILE
 		     ") was initialised on %Y-%m-%dT%H:%M:%SZ; see agentgated(8), STATE STORE\n",
 		     &tm);
 	fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -508,7 +508,7 @@ static int write_marker(char *err, size_t len)
 }
 
 /* The databases, and the store version in meta (written when new). */
-static int open_dbis(struct ag_store *st, MDB_txn *txn, char *err, size_t len)
+static int open_dbis(struct agd_store *st, MDB_txn *txn, char *err, size_t len)
 {
 	int rc = open_dbi(txn, "agents", &st->agents);
 
@@ -537,10 +537,10 @@ static int open_dbis(struct ag_store *st, MDB_txn *txn, char *err, size_t len)
 	if (rc)
 		snprintf(err, len, "cannot initialise the state store %s: %s", g.path,
 			 mdb_strerror(rc));
-	return ag_store_errno(rc);
+	return agd_store_errno(rc);
 }
 
-int ag_store_open(const char *dir, size_t map_size, struct ag_store *st, char *err, size_t len)
+int agd_store_open(const char *dir, size_t map_size, struct agd_store *st, char *err, size_t len)
 {
 	MDB_txn *txn = NULL;
 	int rc;
@@ -551,7 +551,7 @@ int ag_store_open(const char *dir, size_t map_size, struct ag_store *st, char *e
 	atomic_store(&g.claim, 0);
 	atomic_store(&g.kind, DMG_NONE);
 	snprintf(g.dir, sizeof(g.dir), "%s", dir);
-	snprintf(g.path, sizeof(g.path), "%s/" AG_STORE_FILE, dir);
+	snprintf(g.path, sizeof(g.path), "%s/" AGD_STORE_FILE, dir);
 	if (mkdir(dir, 0700) && errno != EEXIST) {
 		rc = errno;
 		snprintf(err, len, "cannot create state directory %s: %s", dir, strerror(rc));
@@ -574,14 +574,14 @@ int ag_store_open(const char *dir, size_t map_size, struct ag_store *st, char *e
 	 * (MDB_READERS_FULL) once enough distinct threads have read.
 	 */
 	if (!rc)
-		rc = mdb_env_set_maxreaders(st->env, AG_STORE_MAX_READERS);
+		rc = mdb_env_set_maxreaders(st->env, AGD_STORE_MAX_READERS);
 	if (!rc)
 		rc = mdb_env_open(st->env, dir, MDB_NOTLS, 0600);
 	if (!rc)
 		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
 	if (rc) {
 		snprintf(err, len, "cannot open the state store %s: %s", g.path, mdb_strerror(rc));
-		rc = ag_store_errno(rc);
+		rc = agd_store_errno(rc);
 		goto cleanup;
 	}
 	/* No other writer meanwhile: the snapshot checked is the one used. */
@@ -589,11 +589,11 @@ int ag_store_open(const char *dir, size_t map_size, struct ag_store *st, char *e
 	if (!rc)
 		rc = open_dbis(st, txn, err, len);
 	if (!rc) {
-		rc = ag_store_errno(mdb_txn_commit(txn));
+		rc = agd_store_errno(mdb_txn_commit(txn));
 		txn = NULL;
 		if (rc)
 			snprintf(err, len, "cannot initialise the state store %s: %s", g.path,
-				 ag_store_strerror(rc));
+				 agd_store_strerror(rc));
 	}
 	if (!rc)
 		rc = write_marker(err, len);
@@ -610,7 +610,7 @@ cleanup:
 	return rc;
 }
 
-int ag_store_meta_get_u64(struct ag_store *st, MDB_txn *txn, const char *key, __u64 *v)
+int agd_store_meta_get_u64(struct agd_store *st, MDB_txn *txn, const char *key, __u64 *v)
 {
 	MDB_val k = { strlen(key), (void *)key }, d;
 	int rc = mdb_get(txn, st->meta, &k, &d);
@@ -619,21 +619,21 @@ int ag_store_meta_get_u64(struct ag_store *st, MDB_txn *txn, const char *key, __
 	if (rc == MDB_NOTFOUND)
 		return 0;
 	if (rc)
-		return ag_store_errno(rc);
+		return agd_store_errno(rc);
 	if (d.mv_size != sizeof(*v))
 		return -EPROTO;
 	memcpy(v, d.mv_data, sizeof(*v));
 	return 0;
 }
 
-int ag_store_meta_put_u64(struct ag_store *st, MDB_txn *txn, const char *key, __u64 v)
+int agd_store_meta_put_u64(struct agd_store *st, MDB_txn *txn, const char *key, __u64 v)
 {
 	MDB_val k = { strlen(key), (void *)key }, d = { sizeof(v), &v };
 
-	return ag_store_errno(mdb_put(txn, st->meta, &k, &d, 0));
+	return agd_store_errno(mdb_put(txn, st->meta, &k, &d, 0));
 }
 
-void ag_store_close(struct ag_store *st)
+void agd_store_close(struct agd_store *st)
 {
 	disarm();
 	if (st->env)
@@ -641,21 +641,21 @@ void ag_store_close(struct ag_store *st)
 	st->env = NULL;
 }
 
-void ag_rec_policy(const struct ag_agent_rec *r, struct ag_policy *own)
+void agd_rec_policy(const struct agd_agent_rec *r, struct agd_policy *own)
 {
-	*own = (struct ag_policy){
+	*own = (struct agd_policy){
 		.r0 = r->r0,
 		.alpha = r->alpha,
 		.r_min = r->r_min,
 		.r_max = r->r_max,
 		.burst = r->burst,
-		.burst_kind = (enum ag_burst_kind)r->burst_kind,
+		.burst_kind = (enum agd_burst_kind)r->burst_kind,
 		.unit = (enum ag_unit)r->unit,
 		.pinned = r->pinned,
 	};
 }
 
-void ag_rec_set_policy(struct ag_agent_rec *r, const struct ag_policy *own, unsigned int set)
+void agd_rec_set_policy(struct agd_agent_rec *r, const struct agd_policy *own, unsigned int set)
 {
 	r->set = set;
 	r->r0 = own->r0;
@@ -668,13 +668,13 @@ void ag_rec_set_policy(struct ag_agent_rec *r, const struct ag_policy *own, unsi
 	r->pinned = own->pinned;
 }
 
-void ag_rec_effective(const struct ag_agent_rec *r, const struct ag_policy *defaults,
-		      struct ag_policy *out)
+void agd_rec_effective(const struct agd_agent_rec *r, const struct agd_policy *defaults,
+		      struct agd_policy *out)
 {
-	struct ag_policy own;
+	struct agd_policy own;
 
-	ag_rec_policy(r, &own);
-	ag_policy_merge(defaults, &own, r->set, out);
+	agd_rec_policy(r, &own);
+	agd_policy_merge(defaults, &own, r->set, out);
 }
 
 static MDB_val str_val(const char *s)
@@ -682,16 +682,16 @@ static MDB_val str_val(const char *s)
 	return (MDB_val){ strlen(s), (void *)s };
 }
 
-int ag_store_agent_put(struct ag_store *st, MDB_txn *txn, const char *name,
-		       const struct ag_agent_rec *rec)
+int agd_store_agent_put(struct agd_store *st, MDB_txn *txn, const char *name,
+		       const struct agd_agent_rec *rec)
 {
 	MDB_val k = str_val(name), v = { sizeof(*rec), (void *)rec };
 
-	return ag_store_errno(mdb_put(txn, st->agents, &k, &v, 0));
+	return agd_store_errno(mdb_put(txn, st->agents, &k, &v, 0));
 }
 
-int ag_store_agent_get(struct ag_store *st, MDB_txn *txn, const char *name,
-		       struct ag_agent_rec *rec)
+int agd_store_agent_get(struct agd_store *st, MDB_txn *txn, const char *name,
+		       struct agd_agent_rec *rec)
 {
 	MDB_val k = str_val(name), v;
 	int rc = mdb_get(txn, st->agents, &k, &v);
@@ -699,39 +699,39 @@ int ag_store_agent_get(struct ag_store *st, MDB_txn *txn, const char *name,
 	if (rc == MDB_NOTFOUND)
 		return -ENOENT;
 	if (rc)
-		return ag_store_errno(rc);
+		return agd_store_errno(rc);
 	if (v.mv_size != sizeof(*rec))
 		return -EUCLEAN;
 	memcpy(rec, v.mv_data, sizeof(*rec));
 	return 0;
 }
 
-int ag_store_agent_del(struct ag_store *st, MDB_txn *txn, const char *name)
+int agd_store_agent_del(struct agd_store *st, MDB_txn *txn, const char *name)
 {
 	MDB_val k = str_val(name);
 
-	return ag_store_errno(mdb_del(txn, st->agents, &k, NULL));
+	return agd_store_errno(mdb_del(txn, st->agents, &k, NULL));
 }
 
 /* ---- transactions and walks ---------------------------------------------------- */
 
-int ag_store_read_begin(struct ag_store *st, MDB_txn **txn)
+int agd_store_read_begin(struct agd_store *st, MDB_txn **txn)
 {
 	int rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn);
 
 	if (rc == MDB_READERS_FULL)
 		return -EBUSY;
-	return rc ? ag_store_errno(rc) : 0;
+	return rc ? agd_store_errno(rc) : 0;
 }
 
-void ag_store_txn_end(MDB_txn *txn)
+void agd_store_txn_end(MDB_txn *txn)
 {
 	if (txn)
 		mdb_txn_abort(txn);
 }
 
-int ag_store_agents_foreach(struct ag_store *st, MDB_txn *txn,
-			    int (*fn)(void *arg, const char *name, const struct ag_agent_rec *rec),
+int agd_store_agents_foreach(struct agd_store *st, MDB_txn *txn,
+			    int (*fn)(void *arg, const char *name, const struct agd_agent_rec *rec),
 			    void *arg, size_t *skipped)
 {
 	MDB_cursor *cur;
@@ -739,10 +739,10 @@ int ag_store_agents_foreach(struct ag_store *st, MDB_txn *txn,
 	int rc = mdb_cursor_open(txn, st->agents, &cur), err = 0;
 
 	if (rc)
-		return ag_store_errno(rc);
+		return agd_store_errno(rc);
 	while (!err && !(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))) {
 		char name[AG_NAME_MAX + 1];
-		struct ag_agent_rec rec;
+		struct agd_agent_rec rec;
 
 		if (!k.mv_size || k.mv_size > AG_NAME_MAX || v.mv_size != sizeof(rec)) {
 			if (skipped)
@@ -757,10 +757,10 @@ int ag_store_agents_foreach(struct ag_store *st, MDB_txn *txn,
 	mdb_cursor_close(cur);
 	if (err)
 		return err;
-	return rc == MDB_NOTFOUND ? 0 : ag_store_errno(rc);
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
 }
 
-int ag_store_agent_names_after(struct ag_store *st, MDB_txn *txn, const char *after, size_t max,
+int agd_store_agent_names_after(struct agd_store *st, MDB_txn *txn, const char *after, size_t max,
 			       char (*names)[AG_NAME_MAX + 1], size_t *n)
 {
 	size_t after_len = strlen(after);
@@ -782,11 +782,11 @@ int ag_store_agent_names_after(struct ag_store *st, MDB_txn *txn, const char *af
 	}
 	if (cur)
 		mdb_cursor_close(cur);
-	return rc && rc != MDB_NOTFOUND ? ag_store_errno(rc) : 0;
+	return rc && rc != MDB_NOTFOUND ? agd_store_errno(rc) : 0;
 }
 
-int ag_store_rules_foreach(struct ag_store *st, MDB_txn *txn,
-			   int (*fn)(void *arg, const struct ag_rule_rec_key *key,
+int agd_store_rules_foreach(struct agd_store *st, MDB_txn *txn,
+			   int (*fn)(void *arg, const struct agd_rule_rec_key *key,
 				     const char *agent),
 			   void *arg)
 {
@@ -795,9 +795,9 @@ int ag_store_rules_foreach(struct ag_store *st, MDB_txn *txn,
 	int rc = mdb_cursor_open(txn, st->rules, &cur), r = 0;
 
 	if (rc)
-		return ag_store_errno(rc);
+		return agd_store_errno(rc);
 	while (!(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))) {
-		struct ag_rule_rec_key key;
+		struct agd_rule_rec_key key;
 		char agent[AG_NAME_MAX + 1];
 
 		if (k.mv_size != sizeof(key) || v.mv_size > AG_NAME_MAX)
@@ -814,35 +814,35 @@ int ag_store_rules_foreach(struct ag_store *st, MDB_txn *txn,
 	mdb_cursor_close(cur);
 	if (r < 0)
 		return r;
-	return rc == MDB_NOTFOUND ? 0 : ag_store_errno(rc);
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
 }
 
-int ag_store_rule_get(struct ag_store *st, MDB_txn *txn, const struct ag_rule_rec_key *key,
+int agd_store_rule_get(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *key,
 		      char *buf, size_t len)
 {
 	MDB_val k = { sizeof(*key), (void *)key }, v;
 	int rc = mdb_get(txn, st->rules, &k, &v);
 
 	if (rc)
-		return ag_store_errno(rc);
+		return agd_store_errno(rc);
 	snprintf(buf, len, "%.*s", (int)v.mv_size, (const char *)v.mv_data);
 	return 0;
 }
 
 /* ---- agents an operator deleted --------------------------------------------- */
 
-int ag_store_deleted_put(struct ag_store *st, MDB_txn *txn, const char *name, __u64 time_ms,
+int agd_store_deleted_put(struct agd_store *st, MDB_txn *txn, const char *name, __u64 time_ms,
 			 const char *subject)
 {
-	struct ag_deleted_rec rec = { .time_ms = time_ms };
+	struct agd_deleted_rec rec = { .time_ms = time_ms };
 	MDB_val k = str_val(name), v = { sizeof(rec), &rec };
 
 	snprintf(rec.subject, sizeof(rec.subject), "%s", subject ? subject : "");
-	return ag_store_errno(mdb_put(txn, st->deleted, &k, &v, 0));
+	return agd_store_errno(mdb_put(txn, st->deleted, &k, &v, 0));
 }
 
-int ag_store_deleted_get(struct ag_store *st, MDB_txn *txn, const char *name,
-			 struct ag_deleted_rec *rec)
+int agd_store_deleted_get(struct agd_store *st, MDB_txn *txn, const char *name,
+			 struct agd_deleted_rec *rec)
 {
 	MDB_val k = str_val(name), v;
 	int rc = mdb_get(txn, st->deleted, &k, &v);
@@ -850,7 +850,7 @@ int ag_store_deleted_get(struct ag_store *st, MDB_txn *txn, const char *name,
 	if (rc == MDB_NOTFOUND)
 		return 0;
 	if (rc)
-		return ag_store_errno(rc);
+		return agd_store_errno(rc);
 	if (v.mv_size != sizeof(*rec))
 		return 0; /* a record of another layout: not ours to judge */
 	memcpy(rec, v.mv_data, sizeof(*rec));
@@ -858,12 +858,12 @@ int ag_store_deleted_get(struct ag_store *st, MDB_txn *txn, const char *name,
 	return 1;
 }
 
-int ag_store_deleted_del(struct ag_store *st, MDB_txn *txn, const char *name)
+int agd_store_deleted_del(struct agd_store *st, MDB_txn *txn, const char *name)
 {
 	MDB_val k = str_val(name);
 	int rc = mdb_del(txn, st->deleted, &k, NULL);
 
-	return rc == MDB_NOTFOUND ? 0 : ag_store_errno(rc);
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
 }
 
 /* ---- dedup ids --------------------------------------------------------- */
@@ -882,17 +882,17 @@ static size_t at_key(__u64 ms, const char *id, __u8 *buf)
 	return 8 + n;
 }
 
-int ag_store_dedup_seen(struct ag_store *st, MDB_txn *txn, const char *id)
+int agd_store_dedup_seen(struct agd_store *st, MDB_txn *txn, const char *id)
 {
 	MDB_val k = str_val(id), v;
 	int rc = mdb_get(txn, st->dedup, &k, &v);
 
 	if (rc == MDB_NOTFOUND)
 		return 0;
-	return rc ? ag_store_errno(rc) : 1;
+	return rc ? agd_store_errno(rc) : 1;
 }
 
-int ag_store_dedup_add(struct ag_store *st, MDB_txn *txn, const char *id, __u64 now_ms)
+int agd_store_dedup_add(struct agd_store *st, MDB_txn *txn, const char *id, __u64 now_ms)
 {
 	__u8 buf[AT_KEY_MAX];
 	MDB_val k = str_val(id), v = { sizeof(now_ms), &now_ms };
@@ -905,20 +905,20 @@ int ag_store_dedup_add(struct ag_store *st, MDB_txn *txn, const char *id, __u64 
 		v = (MDB_val){ 0, "" };
 		rc = mdb_put(txn, st->dedup_at, &k, &v, 0);
 	}
-	return ag_store_errno(rc);
+	return agd_store_errno(rc);
 }
 
-__u64 ag_store_dedup_count(struct ag_store *st, MDB_txn *txn)
+__u64 agd_store_dedup_count(struct agd_store *st, MDB_txn *txn)
 {
 	MDB_stat s;
 
 	return mdb_stat(txn, st->dedup, &s) ? 0 : s.ms_entries;
 }
 
-int ag_store_dedup_prune(struct ag_store *st, MDB_txn *txn, __u64 now_ms, __u64 window_ms,
+int agd_store_dedup_prune(struct agd_store *st, MDB_txn *txn, __u64 now_ms, __u64 window_ms,
 			 __u64 max_ids, size_t budget)
 {
-	__u64 count = ag_store_dedup_count(st, txn);
+	__u64 count = agd_store_dedup_count(st, txn);
 	__u64 cutoff = now_ms > window_ms ? now_ms - window_ms : 0;
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -926,7 +926,7 @@ int ag_store_dedup_prune(struct ag_store *st, MDB_txn *txn, __u64 now_ms, __u64 
 
 	rc = mdb_cursor_open(txn, st->dedup_at, &cur);
 	if (rc)
-		return ag_store_errno(rc);
+		return agd_store_errno(rc);
 	while (budget-- && !(rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST))) {
 		char id[AT_KEY_MAX];
 		MDB_val idk;
@@ -951,29 +951,29 @@ drop:
 			break;
 	}
 	mdb_cursor_close(cur);
-	return rc == MDB_NOTFOUND ? 0 : ag_store_errno(rc);
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
 }
 
 /* ---- rules and audit --------------------------------------------------- */
 
-int ag_store_rule_put(struct ag_store *st, MDB_txn *txn, const struct ag_rule_rec_key *key,
+int agd_store_rule_put(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *key,
 		      const char *agent)
 {
 	MDB_val k = { sizeof(*key), (void *)key }, v = str_val(agent);
 
-	return ag_store_errno(mdb_put(txn, st->rules, &k, &v, 0));
+	return agd_store_errno(mdb_put(txn, st->rules, &k, &v, 0));
 }
 
-int ag_store_rule_del(struct ag_store *st, MDB_txn *txn, const struct ag_rule_rec_key *key)
+int agd_store_rule_del(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *key)
 {
 	MDB_val k = { sizeof(*key), (void *)key };
 
-	return ag_store_errno(mdb_del(txn, st->rules, &k, NULL));
+	return agd_store_errno(mdb_del(txn, st->rules, &k, NULL));
 }
 
-/* The newest AG_STORE_AUDIT_MAX records stay (audit.log keeps them all):
+/* The newest AGD_STORE_AUDIT_MAX records stay (audit.log keeps them all):
  * each append removes up to two of the oldest beyond that. */
-static int prune_audit(struct ag_store *st, MDB_txn *txn)
+static int prune_audit(struct agd_store *st, MDB_txn *txn)
 {
 	MDB_cursor *cur;
 	MDB_stat stat;
@@ -981,10 +981,10 @@ static int prune_audit(struct ag_store *st, MDB_txn *txn)
 	int rc, n;
 
 	rc = mdb_stat(txn, st->audit, &stat);
-	if (rc || stat.ms_entries <= AG_STORE_AUDIT_MAX)
+	if (rc || stat.ms_entries <= AGD_STORE_AUDIT_MAX)
 		return rc;
 	rc = mdb_cursor_open(txn, st->audit, &cur);
-	for (n = 0; !rc && n < 2 && stat.ms_entries - (size_t)n > AG_STORE_AUDIT_MAX; n++) {
+	for (n = 0; !rc && n < 2 && stat.ms_entries - (size_t)n > AGD_STORE_AUDIT_MAX; n++) {
 		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
 		if (!rc)
 			rc = mdb_cursor_del(cur, 0);
@@ -995,7 +995,7 @@ static int prune_audit(struct ag_store *st, MDB_txn *txn)
 	return rc;
 }
 
-int ag_store_audit(struct ag_store *st, MDB_txn *txn, const char *line)
+int agd_store_audit(struct agd_store *st, MDB_txn *txn, const char *line)
 {
 	MDB_cursor *cur;
 	MDB_val k, v;
@@ -1003,7 +1003,7 @@ int ag_store_audit(struct ag_store *st, MDB_txn *txn, const char *line)
 	int rc = mdb_cursor_open(txn, st->audit, &cur);
 
 	if (rc)
-		return ag_store_errno(rc);
+		return agd_store_errno(rc);
 	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
 	if (!rc && k.mv_size == 8) {
 		memcpy(&be, k.mv_data, 8);
@@ -1011,48 +1011,48 @@ int ag_store_audit(struct ag_store *st, MDB_txn *txn, const char *line)
 	}
 	mdb_cursor_close(cur);
 	if (rc && rc != MDB_NOTFOUND)
-		return ag_store_errno(rc);
+		return agd_store_errno(rc);
 	be = htobe64(seq);
 	k = (MDB_val){ 8, &be };
 	v = str_val(line);
 	rc = mdb_put(txn, st->audit, &k, &v, MDB_APPEND);
 	if (!rc)
 		rc = prune_audit(st, txn);
-	return ag_store_errno(rc);
+	return agd_store_errno(rc);
 }
 
 /* ---- global defaults (meta "defaults") ------------------------------------------- */
 
-int ag_store_defaults_get(struct ag_store *st, MDB_txn *txn, struct ag_policy *p)
+int agd_store_defaults_get(struct agd_store *st, MDB_txn *txn, struct agd_policy *p)
 {
 	MDB_val k = { 8, "defaults" }, v;
-	struct ag_policy_rec r;
+	struct agd_policy_rec r;
 	int rc = mdb_get(txn, st->meta, &k, &v);
 
 	if (rc)
-		return ag_store_errno(rc);
+		return agd_store_errno(rc);
 	if (v.mv_size != sizeof(r))
 		return -EUCLEAN;
 	memcpy(&r, v.mv_data, sizeof(r));
-	if (r.version != AG_STORE_VERSION)
+	if (r.version != AGD_STORE_VERSION)
 		return -EUCLEAN;
-	*p = (struct ag_policy){
+	*p = (struct agd_policy){
 		.r0 = r.r0,
 		.alpha = r.alpha,
 		.r_min = r.r_min,
 		.r_max = r.r_max,
 		.burst = r.burst,
-		.burst_kind = (enum ag_burst_kind)r.burst_kind,
+		.burst_kind = (enum agd_burst_kind)r.burst_kind,
 		.unit = (enum ag_unit)r.unit,
 		.pinned = r.pinned,
 	};
 	return 0;
 }
 
-int ag_store_defaults_put(struct ag_store *st, MDB_txn *txn, const struct ag_policy *p)
+int agd_store_defaults_put(struct agd_store *st, MDB_txn *txn, const struct agd_policy *p)
 {
-	struct ag_policy_rec r = {
-		.version = AG_STORE_VERSION,
+	struct agd_policy_rec r = {
+		.version = AGD_STORE_VERSION,
 		.burst_kind = p->burst_kind,
 		.unit = p->unit,
 		.pinned = p->pinned,
@@ -1064,7 +1064,7 @@ int ag_store_defaults_put(struct ag_store *st, MDB_txn *txn, const struct ag_pol
 	};
 	MDB_val k = { 8, "defaults" }, v = { sizeof(r), &r };
 
-	return ag_store_errno(mdb_put(txn, st->meta, &k, &v, 0));
+	return agd_store_errno(mdb_put(txn, st->meta, &k, &v, 0));
 }
 
 /* ---- explain history ----------------------------------------------------------- */
@@ -1074,13 +1074,13 @@ struct hist_walk {
 	size_t head;                     /* bytes of the head */
 	__u64 total;
 	size_t n;
-	size_t off[AG_HIST_CHANGES > AG_HIST_RATINGS ? AG_HIST_CHANGES + 1 : AG_HIST_RATINGS + 1];
+	size_t off[AGD_HIST_CHANGES > AGD_HIST_RATINGS ? AGD_HIST_CHANGES + 1 : AGD_HIST_RATINGS + 1];
 };
 
 /* The bytes of entry at p that follow its struct; 0 when it does not fit. */
 static size_t rating_extra(const __u8 *p, size_t left)
 {
-	struct ag_hist_rating_rec r;
+	struct agd_hist_rating_rec r;
 
 	if (left < sizeof(r))
 		return 0;
@@ -1092,12 +1092,12 @@ static size_t rating_extra(const __u8 *p, size_t left)
 
 static size_t change_extra(const __u8 *p, size_t left)
 {
-	struct ag_hist_change_rec c;
+	struct agd_hist_change_rec c;
 
 	if (left < sizeof(c))
 		return 0;
 	memcpy(&c, p, sizeof(c));
-	if (c.detail_len > AG_HIST_DETAIL_MAX ||
+	if (c.detail_len > AGD_HIST_DETAIL_MAX ||
 	    (size_t)c.subject_len + c.action_len + c.detail_len > left - sizeof(c))
 		return 0;
 	return sizeof(c) + c.subject_len + c.action_len + c.detail_len;
@@ -1108,7 +1108,7 @@ static int hist_walk(const void *buf, size_t len, size_t head, size_t cap,
 		     size_t (*entry)(const __u8 *p, size_t left), struct hist_walk *w)
 {
 	const __u8 *b = buf;
-	struct ag_hist_head h;
+	struct agd_hist_head h;
 	size_t i, at;
 
 	w->head = head;
@@ -1120,7 +1120,7 @@ static int hist_walk(const void *buf, size_t len, size_t head, size_t cap,
 	if (len < head)
 		return -EUCLEAN;
 	memcpy(&h, b, sizeof(h));
-	if (h.version != AG_HIST_VERSION || h.n > cap || h.total < h.n)
+	if (h.version != AGD_HIST_VERSION || h.n > cap || h.total < h.n)
 		return -EUCLEAN;
 	for (i = 0, at = head; i < h.n; i++) {
 		size_t n = entry(b + at, len - at);
@@ -1145,28 +1145,28 @@ static size_t clip(const char *s, size_t max)
 	return n < max ? n : max;
 }
 
-int ag_hist_ratings_encode(const void *old, size_t old_len, const struct ag_hist_rating_in *in,
+int agd_hist_ratings_encode(const void *old, size_t old_len, const struct agd_hist_rating_in *in,
 			   size_t n, __u64 skipped, void **buf, size_t *len)
 {
-	size_t take = n < AG_HIST_RATINGS ? n : AG_HIST_RATINGS, keep, from, size, i;
-	struct ag_hist_head h;
+	size_t take = n < AGD_HIST_RATINGS ? n : AGD_HIST_RATINGS, keep, from, size, i;
+	struct agd_hist_head h;
 	struct hist_walk w;
 	__u8 *b, *p;
 	int err;
 
-	err = hist_walk(old, old_len, sizeof(h), AG_HIST_RATINGS, rating_extra, &w);
+	err = hist_walk(old, old_len, sizeof(h), AGD_HIST_RATINGS, rating_extra, &w);
 	if (err)
 		return err;
-	keep = w.n < AG_HIST_RATINGS - take ? w.n : AG_HIST_RATINGS - take;
+	keep = w.n < AGD_HIST_RATINGS - take ? w.n : AGD_HIST_RATINGS - take;
 	from = w.off[w.n - keep];
 	size = sizeof(h) + (w.off[w.n] - from);
 	for (i = n - take; i < n; i++)
-		size += sizeof(struct ag_hist_rating_rec) + clip(in[i].id, AG_HIST_STR_MAX) +
-			clip(in[i].user, AG_HIST_STR_MAX);
+		size += sizeof(struct agd_hist_rating_rec) + clip(in[i].id, AGD_HIST_STR_MAX) +
+			clip(in[i].user, AGD_HIST_STR_MAX);
 	b = malloc(size);
 	if (!b)
 		return -ENOMEM;
-	h = (struct ag_hist_head){ AG_HIST_VERSION, (__u32)(keep + take), w.total + skipped + n };
+	h = (struct agd_hist_head){ AGD_HIST_VERSION, (__u32)(keep + take), w.total + skipped + n };
 	memcpy(b, &h, sizeof(h));
 	p = b + sizeof(h);
 	if (keep) {
@@ -1174,14 +1174,14 @@ int ag_hist_ratings_encode(const void *old, size_t old_len, const struct ag_hist
 		p += w.off[w.n] - from;
 	}
 	for (i = n - take; i < n; i++) {
-		struct ag_hist_rating_rec r = {
+		struct agd_hist_rating_rec r = {
 			.ts_ms = in[i].ts_ms,
 			.applied_ms = in[i].applied_ms,
 			.rate_before = in[i].rate_before,
 			.rate_after = in[i].rate_after,
 			.score = (__u8)in[i].score,
-			.id_len = (__u8)clip(in[i].id, AG_HIST_STR_MAX),
-			.user_len = (__u8)clip(in[i].user, AG_HIST_STR_MAX),
+			.id_len = (__u8)clip(in[i].id, AGD_HIST_STR_MAX),
+			.user_len = (__u8)clip(in[i].user, AGD_HIST_STR_MAX),
 		};
 
 		memcpy(p, &r, sizeof(r));
@@ -1196,11 +1196,11 @@ int ag_hist_ratings_encode(const void *old, size_t old_len, const struct ag_hist
 	return 0;
 }
 
-int ag_hist_ratings_decode(const void *buf, size_t len, struct ag_hist_ratings *out)
+int agd_hist_ratings_decode(const void *buf, size_t len, struct agd_hist_ratings *out)
 {
 	struct hist_walk w;
 	size_t i;
-	int err = hist_walk(buf, len, sizeof(struct ag_hist_head), AG_HIST_RATINGS, rating_extra,
+	int err = hist_walk(buf, len, sizeof(struct agd_hist_head), AGD_HIST_RATINGS, rating_extra,
 			    &w);
 
 	out->total = 0;
@@ -1209,8 +1209,8 @@ int ag_hist_ratings_decode(const void *buf, size_t len, struct ag_hist_ratings *
 		return err;
 	for (i = 0; i < w.n; i++) {
 		const __u8 *p = (const __u8 *)buf + w.off[i];
-		struct ag_hist_rating_rec r;
-		struct ag_hist_rating *o = &out->r[i];
+		struct agd_hist_rating_rec r;
+		struct agd_hist_rating *o = &out->r[i];
 
 		memcpy(&r, p, sizeof(r));
 		p += sizeof(r);
@@ -1231,36 +1231,36 @@ int ag_hist_ratings_decode(const void *buf, size_t len, struct ag_hist_ratings *
 
 static const char detail_cut[] = "{\"before\":null,\"after\":null,\"truncated\":true}";
 
-int ag_hist_changes_encode(const void *old, size_t old_len, __u64 time_ms, const char *subject,
+int agd_hist_changes_encode(const void *old, size_t old_len, __u64 time_ms, const char *subject,
 			   const char *action, const char *detail, int pin, void **buf,
 			   size_t *len)
 {
-	struct ag_hist_changes_head h = { .pin_ms = -1 };
+	struct agd_hist_changes_head h = { .pin_ms = -1 };
 	size_t keep, from, size, dl = detail ? strlen(detail) : 0;
-	struct ag_hist_change_rec c = { .time_ms = time_ms };
+	struct agd_hist_change_rec c = { .time_ms = time_ms };
 	struct hist_walk w;
 	__u8 *b, *p;
 	int err;
 
-	err = hist_walk(old, old_len, sizeof(h), AG_HIST_CHANGES, change_extra, &w);
+	err = hist_walk(old, old_len, sizeof(h), AGD_HIST_CHANGES, change_extra, &w);
 	if (err)
 		return err;
 	if (old && old_len)
 		memcpy(&h, old, sizeof(h));
-	if (dl > AG_HIST_DETAIL_MAX) {
+	if (dl > AGD_HIST_DETAIL_MAX) {
 		detail = detail_cut;
 		dl = sizeof(detail_cut) - 1;
 	}
-	c.subject_len = (__u8)clip(subject, AG_HIST_STR_MAX);
-	c.action_len = (__u8)clip(action, AG_HIST_STR_MAX);
+	c.subject_len = (__u8)clip(subject, AGD_HIST_STR_MAX);
+	c.action_len = (__u8)clip(action, AGD_HIST_STR_MAX);
 	c.detail_len = (__u16)dl;
-	keep = w.n < AG_HIST_CHANGES - 1 ? w.n : AG_HIST_CHANGES - 1;
+	keep = w.n < AGD_HIST_CHANGES - 1 ? w.n : AGD_HIST_CHANGES - 1;
 	from = w.off[w.n - keep];
 	size = sizeof(h) + (w.off[w.n] - from) + sizeof(c) + c.subject_len + c.action_len + dl;
 	b = malloc(size);
 	if (!b)
 		return -ENOMEM;
-	h.h = (struct ag_hist_head){ AG_HIST_VERSION, (__u32)(keep + 1), w.total + 1 };
+	h.h = (struct agd_hist_head){ AGD_HIST_VERSION, (__u32)(keep + 1), w.total + 1 };
 	if (pin == 1) {
 		h.pin_ms = (__s64)time_ms;
 		h.pin_subject_len = c.subject_len;
@@ -1289,12 +1289,12 @@ int ag_hist_changes_encode(const void *old, size_t old_len, __u64 time_ms, const
 	return 0;
 }
 
-int ag_hist_changes_decode(const void *buf, size_t len, struct ag_hist_changes *out)
+int agd_hist_changes_decode(const void *buf, size_t len, struct agd_hist_changes *out)
 {
-	struct ag_hist_changes_head h;
+	struct agd_hist_changes_head h;
 	struct hist_walk w;
 	size_t i;
-	int err = hist_walk(buf, len, sizeof(h), AG_HIST_CHANGES, change_extra, &w);
+	int err = hist_walk(buf, len, sizeof(h), AGD_HIST_CHANGES, change_extra, &w);
 
 	out->total = 0;
 	out->n = 0;
@@ -1307,8 +1307,8 @@ int ag_hist_changes_decode(const void *buf, size_t len, struct ag_hist_changes *
 	memcpy(&h, buf, sizeof(h)); /* pin_subject_len fits pin_subject: a __u8 */
 	for (i = 0; i < w.n; i++) {
 		const __u8 *p = (const __u8 *)buf + w.off[i];
-		struct ag_hist_change_rec c;
-		struct ag_hist_change *o = &out->c[i];
+		struct agd_hist_change_rec c;
+		struct agd_hist_change *o = &out->c[i];
 
 		memcpy(&c, p, sizeof(c));
 		p += sizeof(c);
@@ -1344,7 +1344,7 @@ static int hist_old(MDB_txn *txn, MDB_dbi dbi, const char *name, bool fresh, MDB
 		*v = (MDB_val){ 0, NULL };
 		return 0;
 	}
-	return ag_store_errno(rc);
+	return agd_store_errno(rc);
 }
 
 static int hist_put(MDB_txn *txn, MDB_dbi dbi, const char *name, void *buf, size_t len)
@@ -1353,11 +1353,11 @@ static int hist_put(MDB_txn *txn, MDB_dbi dbi, const char *name, void *buf, size
 	int rc = mdb_put(txn, dbi, &k, &v, 0);
 
 	free(buf);
-	return ag_store_errno(rc);
+	return agd_store_errno(rc);
 }
 
-int ag_store_hist_add_ratings(struct ag_store *st, MDB_txn *txn, const char *name, bool fresh,
-			      const struct ag_hist_rating_in *in, size_t n, __u64 skipped)
+int agd_store_hist_add_ratings(struct agd_store *st, MDB_txn *txn, const char *name, bool fresh,
+			      const struct agd_hist_rating_in *in, size_t n, __u64 skipped)
 {
 	MDB_val old;
 	void *buf;
@@ -1371,17 +1371,17 @@ int ag_store_hist_add_ratings(struct ag_store *st, MDB_txn *txn, const char *nam
 		int rc = mdb_del(txn, st->hist_changes, &k, NULL);
 
 		if (rc && rc != MDB_NOTFOUND)
-			return ag_store_errno(rc);
+			return agd_store_errno(rc);
 	}
 	err = hist_old(txn, st->hist_rated, name, fresh, &old);
 	if (!err)
-		err = ag_hist_ratings_encode(old.mv_data, old.mv_size, in, n, skipped, &buf, &len);
+		err = agd_hist_ratings_encode(old.mv_data, old.mv_size, in, n, skipped, &buf, &len);
 	if (err == -EUCLEAN) /* a value we cannot read is replaced, not kept */
-		err = ag_hist_ratings_encode(NULL, 0, in, n, skipped, &buf, &len);
+		err = agd_hist_ratings_encode(NULL, 0, in, n, skipped, &buf, &len);
 	return err ? err : hist_put(txn, st->hist_rated, name, buf, len);
 }
 
-int ag_store_hist_add_change(struct ag_store *st, MDB_txn *txn, const char *name, bool fresh,
+int agd_store_hist_add_change(struct agd_store *st, MDB_txn *txn, const char *name, bool fresh,
 			     __u64 time_ms, const char *subject, const char *action,
 			     const char *detail, int pin)
 {
@@ -1394,15 +1394,15 @@ int ag_store_hist_add_change(struct ag_store *st, MDB_txn *txn, const char *name
 		return 0;
 	err = hist_old(txn, st->hist_changes, name, fresh, &old);
 	if (!err)
-		err = ag_hist_changes_encode(old.mv_data, old.mv_size, time_ms, subject, action,
+		err = agd_hist_changes_encode(old.mv_data, old.mv_size, time_ms, subject, action,
 					     detail, pin, &buf, &len);
 	if (err == -EUCLEAN)
-		err = ag_hist_changes_encode(NULL, 0, time_ms, subject, action, detail, pin, &buf,
+		err = agd_hist_changes_encode(NULL, 0, time_ms, subject, action, detail, pin, &buf,
 					     &len);
 	return err ? err : hist_put(txn, st->hist_changes, name, buf, len);
 }
 
-int ag_store_hist_del(struct ag_store *st, MDB_txn *txn, const char *name)
+int agd_store_hist_del(struct agd_store *st, MDB_txn *txn, const char *name)
 {
 	MDB_val k = str_val(name);
 	int rc;
@@ -1412,11 +1412,11 @@ int ag_store_hist_del(struct ag_store *st, MDB_txn *txn, const char *name)
 	rc = mdb_del(txn, st->hist_rated, &k, NULL);
 	if (!rc || rc == MDB_NOTFOUND)
 		rc = mdb_del(txn, st->hist_changes, &k, NULL);
-	return rc == MDB_NOTFOUND ? 0 : ag_store_errno(rc);
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
 }
 
-int ag_store_hist_get(struct ag_store *st, MDB_txn *txn, const char *name,
-		      struct ag_hist_ratings *r, struct ag_hist_changes *c)
+int agd_store_hist_get(struct agd_store *st, MDB_txn *txn, const char *name,
+		      struct agd_hist_ratings *r, struct agd_hist_changes *c)
 {
 	MDB_val v;
 	int err = 0;
@@ -1429,11 +1429,11 @@ int ag_store_hist_get(struct ag_store *st, MDB_txn *txn, const char *name,
 		return 0;
 	err = hist_old(txn, st->hist_rated, name, false, &v);
 	if (!err)
-		err = ag_hist_ratings_decode(v.mv_data, v.mv_size, r);
+		err = agd_hist_ratings_decode(v.mv_data, v.mv_size, r);
 	if (!err)
 		err = hist_old(txn, st->hist_changes, name, false, &v);
 	if (!err)
-		err = ag_hist_changes_decode(v.mv_data, v.mv_size, c);
+		err = agd_hist_changes_decode(v.mv_data, v.mv_size, c);
 	return err;
 }
 
@@ -1444,7 +1444,7 @@ static int ro_dbi(MDB_txn *txn, const char *name, MDB_dbi *dbi)
 	return mdb_dbi_open(txn, name, 0, dbi);
 }
 
-int ag_store_open_ro(const char *dir, struct ag_store *st, MDB_txn **txn, char *err, size_t len)
+int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, char *err, size_t len)
 {
 	MDB_val k = { 7, "version" }, v;
 	struct stat ds, fs;
@@ -1456,7 +1456,7 @@ int ag_store_open_ro(const char *dir, struct ag_store *st, MDB_txn **txn, char *
 	memset(st, 0, sizeof(*st));
 	*txn = NULL;
 	snprintf(g.dir, sizeof(g.dir), "%s", dir);
-	snprintf(g.path, sizeof(g.path), "%s/" AG_STORE_FILE, dir);
+	snprintf(g.path, sizeof(g.path), "%s/" AGD_STORE_FILE, dir);
 	if (stat(dir, &ds)) {
 		rc = -errno;
 		if (rc == -ENOENT)
@@ -1477,14 +1477,14 @@ int ag_store_open_ro(const char *dir, struct ag_store *st, MDB_txn **txn, char *
 			snprintf(err, len, "cannot read %s: %s", g.path, strerror(-rc));
 			return rc;
 		}
-		if (exists(dir, AG_STORE_MARKER)) {
+		if (exists(dir, AGD_STORE_MARKER)) {
 			snprintf(err, len, "the state store %s is missing, yet %s held one (%s is "
 				 "there): restore a copy (see agentgated(8), STATE STORE)", g.path,
-				 dir, AG_STORE_MARKER);
+				 dir, AGD_STORE_MARKER);
 			return -EUCLEAN;
 		}
 		snprintf(err, len, "%s is not an agentgated state directory: it has no "
-			 AG_STORE_FILE " (nor " AG_STORE_MARKER ")", dir);
+			 AGD_STORE_FILE " (nor " AGD_STORE_MARKER ")", dir);
 		return -ENOENT;
 	}
 	if (!S_ISREG(fs.st_mode) || !fs.st_size) {
@@ -1498,7 +1498,7 @@ int ag_store_open_ro(const char *dir, struct ag_store *st, MDB_txn **txn, char *
 		snprintf(err, len, "cannot open the state store %s: %s", g.path, strerror(-rc));
 		return rc;
 	}
-	rc = ag_store_check(fd, true, why, sizeof(why));
+	rc = agd_store_check(fd, true, why, sizeof(why));
 	close(fd);
 	if (rc) {
 		snprintf(err, len, rc == -EUCLEAN ? "the state store %s is damaged: %s" :
@@ -1513,7 +1513,7 @@ int ag_store_open_ro(const char *dir, struct ag_store *st, MDB_txn **txn, char *
 	if (!rc)
 		rc = mdb_env_set_maxdbs(st->env, AG_STORE_MAX_DBS);
 	if (!rc)
-		rc = mdb_env_set_maxreaders(st->env, AG_STORE_MAX_READERS);
+		rc = mdb_env_set_maxreaders(st->env, AGD_STORE_MAX_READERS);
 	if (!rc)
 		rc = mdb_env_open(st->env, dir, flags, 0600);
 	if (!rc)
@@ -1541,10 +1541,10 @@ int ag_store_open_ro(const char *dir, struct ag_store *st, MDB_txn **txn, char *
 	}
 	if (v.mv_size == sizeof(ver))
 		memcpy(&ver, v.mv_data, sizeof(ver));
-	if (v.mv_size != sizeof(ver) || ver != AG_STORE_VERSION) {
+	if (v.mv_size != sizeof(ver) || ver != AGD_STORE_VERSION) {
 		snprintf(err, len, "the state store %s was written by an incompatible agentgated "
 			 "(store version %u; this one reads version %u)", g.path, ver,
-			 AG_STORE_VERSION);
+			 AGD_STORE_VERSION);
 		rc = EPROTO;
 		goto fail;
 	}

@@ -3,16 +3,16 @@
  * agentgated's persistent state in LMDB (<state dir>/data.mdb). One write
  * transaction holds everything one change produced, so a crash leaves either
  * all of it or none of it. Databases:
- *   agents   name                       -> struct ag_agent_rec
- *   rules    struct ag_rule_rec_key     -> agent name
+ *   agents   name                       -> struct agd_agent_rec
+ *   rules    struct agd_rule_rec_key     -> agent name
  *   dedup    rating id                  -> __u64 ms when applied
  *   dedup_at be64 ms | rating id        -> "" (the expiry order of dedup)
  *   audit    be64 sequence              -> one JSON line
- *   meta     "version"                  -> __u32 AG_STORE_VERSION
+ *   meta     "version"                  -> __u32 AGD_STORE_VERSION
  *            "log_seq"                  -> __u64 fleet log sequence applied
- *            "defaults"                 -> struct ag_policy_rec: the global
+ *            "defaults"                 -> struct agd_policy_rec: the global
  *                                          defaults the daemon last ran with
- *   deleted  name                       -> struct ag_deleted_rec: an agent an
+ *   deleted  name                       -> struct agd_deleted_rec: an agent an
  *                                          operator deleted, which ratings
  *                                          do not create again
  *   hist_rated   name -> the agent's last ratings the policy applied
@@ -22,14 +22,14 @@
  * written at most once per agent per committed transaction: a group commit
  * of ratings rewrites one hist_rated value per agent it moved, an operator
  * change one hist_changes value, in the transaction of the change itself.
- * A value is a head (struct ag_hist_head, or struct ag_hist_changes_head)
+ * A value is a head (struct agd_hist_head, or struct agd_hist_changes_head)
  * and then its entries, oldest first, each a fixed struct followed by the
  * bytes of its strings (lengths in the struct, no terminators): a ring of
- * at most AG_HIST_RATINGS / AG_HIST_CHANGES entries, the oldest dropped.
+ * at most AGD_HIST_RATINGS / AGD_HIST_CHANGES entries, the oldest dropped.
  * Deleting an agent deletes both in the same transaction; an agent created
- * again starts afresh. Added without a new AG_STORE_VERSION: a store
+ * again starts afresh. Added without a new AGD_STORE_VERSION: a store
  * without them (an older agentgated's) opens and gets them, empty; an older
- * agentgated ignores them. Their values carry AG_HIST_VERSION.
+ * agentgated ignores them. Their values carry AGD_HIST_VERSION.
  */
 #ifndef AGENTGATED_STORE_H
 #define AGENTGATED_STORE_H
@@ -42,17 +42,17 @@
 #include "agentgate/abi.h"
 #include "policy.h"
 
-#define AG_STORE_VERSION 1
-#define AG_STORE_AUDIT_MAX 1000000 /* audit records kept in the store */
-#define AG_STORE_MAX_READERS 1024 /* concurrent read transactions (MDB_NOTLS) */
+#define AGD_STORE_VERSION 1
+#define AGD_STORE_AUDIT_MAX 1000000 /* audit records kept in the store */
+#define AGD_STORE_MAX_READERS 1024 /* concurrent read transactions (MDB_NOTLS) */
 
 /* An agent as stored: its own policy fields, its current rate and its
  * rating statistics. Fixed layout: the file outlives the binary. */
-struct ag_agent_rec {
-	__u32 version; /* AG_STORE_VERSION */
-	__u32 set;     /* enum ag_policy_fields the agent sets itself */
+struct agd_agent_rec {
+	__u32 version; /* AGD_STORE_VERSION */
+	__u32 set;     /* enum agd_policy_fields the agent sets itself */
 	double r0, alpha, r_min, r_max, burst;
-	__u32 burst_kind; /* enum ag_burst_kind */
+	__u32 burst_kind; /* enum agd_burst_kind */
 	__u32 unit;       /* enum ag_unit */
 	__u8 pinned;
 	__u8 pad[7];
@@ -63,54 +63,54 @@ struct ag_agent_rec {
 	__u64 created_ms; /* wall clock */
 	__u64 updated_ms;
 };
-_Static_assert(sizeof(struct ag_agent_rec) == 112, "ag_agent_rec layout is on-disk ABI");
+_Static_assert(sizeof(struct agd_agent_rec) == 112, "agd_agent_rec layout is on-disk ABI");
 
-struct ag_rule_rec_key {
+struct agd_rule_rec_key {
 	__u8 family; /* AF_INET, AF_INET6 */
 	__u8 plen;
 	__u16 port; /* host order; 0: any */
 	__u8 addr[16];
 };
-_Static_assert(sizeof(struct ag_rule_rec_key) == 20, "ag_rule_rec_key layout is on-disk ABI");
+_Static_assert(sizeof(struct agd_rule_rec_key) == 20, "agd_rule_rec_key layout is on-disk ABI");
 
 /* An operator's delete: when and by whom. Until an operator creates the
  * agent again (which removes this), a rating naming it is refused, so a
  * deleted agent stays deleted. */
-struct ag_deleted_rec {
+struct agd_deleted_rec {
 	__u64 time_ms;
 	char subject[136]; /* NUL-terminated */
 };
-_Static_assert(sizeof(struct ag_deleted_rec) == 144, "ag_deleted_rec layout is on-disk ABI");
+_Static_assert(sizeof(struct agd_deleted_rec) == 144, "agd_deleted_rec layout is on-disk ABI");
 
 
 /* meta "defaults": what inherited policy fields resolve to, for readers
  * that do not have the daemon's configuration (agentgate agent explain). */
-struct ag_policy_rec {
-	__u32 version; /* AG_STORE_VERSION */
+struct agd_policy_rec {
+	__u32 version; /* AGD_STORE_VERSION */
 	__u32 burst_kind, unit;
 	__u8 pinned;
 	__u8 pad[3];
 	double r0, alpha, r_min, r_max, burst;
 };
-_Static_assert(sizeof(struct ag_policy_rec) == 56, "ag_policy_rec layout is on-disk ABI");
+_Static_assert(sizeof(struct agd_policy_rec) == 56, "agd_policy_rec layout is on-disk ABI");
 
 /* ---- explain history (hist_rated, hist_changes) ---- */
-#define AG_HIST_VERSION 1
-#define AG_HIST_RATINGS 16   /* ratings kept per agent */
-#define AG_HIST_CHANGES 16   /* operator changes kept per agent */
-#define AG_HIST_STR_MAX 255  /* bytes of an id, user, subject or action */
-#define AG_HIST_DETAIL_MAX 4096 /* bytes of a change's detail (JSON) */
+#define AGD_HIST_VERSION 1
+#define AGD_HIST_RATINGS 16   /* ratings kept per agent */
+#define AGD_HIST_CHANGES 16   /* operator changes kept per agent */
+#define AGD_HIST_STR_MAX 255  /* bytes of an id, user, subject or action */
+#define AGD_HIST_DETAIL_MAX 4096 /* bytes of a change's detail (JSON) */
 
-struct ag_hist_head {
-	__u32 version; /* AG_HIST_VERSION */
+struct agd_hist_head {
+	__u32 version; /* AGD_HIST_VERSION */
 	__u32 n;       /* entries that follow */
 	__u64 total;   /* entries ever recorded for the agent (the ring keeps n) */
 };
-_Static_assert(sizeof(struct ag_hist_head) == 16, "ag_hist_head layout is on-disk ABI");
+_Static_assert(sizeof(struct agd_hist_head) == 16, "agd_hist_head layout is on-disk ABI");
 
 /* One rating the policy applied (the agent not pinned, not a duplicate),
  * followed by id_len bytes of its id and user_len bytes of its user. */
-struct ag_hist_rating_rec {
+struct agd_hist_rating_rec {
 	__s64 ts_ms;      /* the rating's time: the client's, else when applied */
 	__u64 applied_ms; /* when its batch was applied */
 	double rate_before, rate_after;
@@ -118,62 +118,62 @@ struct ag_hist_rating_rec {
 	__u8 id_len, user_len;
 	__u8 pad[5];
 };
-_Static_assert(sizeof(struct ag_hist_rating_rec) == 40, "ag_hist_rating_rec layout is on-disk ABI");
+_Static_assert(sizeof(struct agd_hist_rating_rec) == 40, "agd_hist_rating_rec layout is on-disk ABI");
 
-struct ag_hist_changes_head {
-	struct ag_hist_head h;
+struct agd_hist_changes_head {
+	struct agd_hist_head h;
 	__s64 pin_ms; /* the change that pinned the agent: when; -1: none recorded */
 	__u8 pin_subject_len;
 	__u8 pad[7];
 	char pin_subject[256]; /* and who made it (pin_subject_len bytes) */
 };
-_Static_assert(sizeof(struct ag_hist_changes_head) == 288,
-	       "ag_hist_changes_head layout is on-disk ABI");
+_Static_assert(sizeof(struct agd_hist_changes_head) == 288,
+	       "agd_hist_changes_head layout is on-disk ABI");
 
 /* One operator change, followed by subject_len bytes of its subject,
  * action_len of its action ("agent.update", ...) and detail_len of its
  * detail: compact JSON {"before": {...}, "after": {...}} holding the fields
  * that changed (either side null when there is none). */
-struct ag_hist_change_rec {
+struct agd_hist_change_rec {
 	__u64 time_ms;
 	__u8 subject_len, action_len;
 	__u16 detail_len;
 	__u8 pad[4];
 };
-_Static_assert(sizeof(struct ag_hist_change_rec) == 16, "ag_hist_change_rec layout is on-disk ABI");
+_Static_assert(sizeof(struct agd_hist_change_rec) == 16, "agd_hist_change_rec layout is on-disk ABI");
 
 /* Decoded entries (in memory only). */
-struct ag_hist_rating {
+struct agd_hist_rating {
 	__s64 ts_ms;
 	__u64 applied_ms;
 	double rate_before, rate_after;
 	int score;
-	char id[AG_HIST_STR_MAX + 1];   /* "" when the rating had none */
-	char user[AG_HIST_STR_MAX + 1]; /* "" when the rating had none */
+	char id[AGD_HIST_STR_MAX + 1];   /* "" when the rating had none */
+	char user[AGD_HIST_STR_MAX + 1]; /* "" when the rating had none */
 };
 
-struct ag_hist_change {
+struct agd_hist_change {
 	__u64 time_ms;
-	char subject[AG_HIST_STR_MAX + 1];
-	char action[AG_HIST_STR_MAX + 1];
-	char detail[AG_HIST_DETAIL_MAX + 1];
+	char subject[AGD_HIST_STR_MAX + 1];
+	char action[AGD_HIST_STR_MAX + 1];
+	char detail[AGD_HIST_DETAIL_MAX + 1];
 };
 
-struct ag_hist_ratings {
+struct agd_hist_ratings {
 	__u64 total;
 	size_t n; /* oldest first */
-	struct ag_hist_rating r[AG_HIST_RATINGS];
+	struct agd_hist_rating r[AGD_HIST_RATINGS];
 };
 
-struct ag_hist_changes {
+struct agd_hist_changes {
 	__u64 total;
 	__s64 pin_ms;
-	char pin_subject[AG_HIST_STR_MAX + 1];
+	char pin_subject[AGD_HIST_STR_MAX + 1];
 	size_t n; /* oldest first */
-	struct ag_hist_change c[AG_HIST_CHANGES];
+	struct agd_hist_change c[AGD_HIST_CHANGES];
 };
 
-struct ag_store {
+struct agd_store {
 	MDB_env *env;
 	MDB_dbi agents, rules, dedup, dedup_at, audit, meta;
 	MDB_dbi hist_rated, hist_changes;
@@ -181,128 +181,128 @@ struct ag_store {
 	bool hist; /* the hist_ databases are there (read-only: an older store lacks them) */
 };
 
-#define AG_STORE_FILE "data.mdb"
+#define AGD_STORE_FILE "data.mdb"
 /* Written next to data.mdb once the store is initialised: from then on a
  * missing or empty data.mdb is refused, never taken for a first start. */
-#define AG_STORE_MARKER "data.mdb.init"
+#define AGD_STORE_MARKER "data.mdb.init"
 
 /* Open or create the store in dir (created 0700). map_size: bytes the
  * file may grow to (MDB_MAP_FULL past it). Before LMDB maps the file, and
  * again under its writer lock before anything is written, the file is
- * checked whole (ag_store_check). -EUCLEAN, with err naming the file and
+ * checked whole (agd_store_check). -EUCLEAN, with err naming the file and
  * what is wrong, when the store is refused: damaged, cut short, not an
  * LMDB file, of another version, not a regular file, or missing or empty
- * where the state dir was initialised before (AG_STORE_MARKER or
+ * where the state dir was initialised before (AGD_STORE_MARKER or
  * lock.mdb). Nothing is written to a refused store. Other errors: -errno. */
-int ag_store_open(const char *dir, size_t map_size, struct ag_store *st, char *err, size_t len);
-void ag_store_close(struct ag_store *st);
+int agd_store_open(const char *dir, size_t map_size, struct agd_store *st, char *err, size_t len);
+void agd_store_close(struct agd_store *st);
 
 /* The integrity check of an LMDB data file through pread alone (never its
  * map): the meta pages and the file's size (full: and every page of every
  * database, store_check.c). 0, -EUCLEAN with what is wrong, or -errno. */
-int ag_store_check(int fd, bool full, char *err, size_t len);
+int agd_store_check(int fd, bool full, char *err, size_t len);
 
 /* A write transaction, refused (-EUCLEAN) once the store is damaged; it
  * also checks, without touching the map, that data.mdb was not cut short,
  * removed or replaced since (LMDB never shrinks it). */
-int ag_store_txn_begin(struct ag_store *st, MDB_txn **txn);
+int agd_store_txn_begin(struct agd_store *st, MDB_txn **txn);
 /* Commits, or aborts (-EUCLEAN) when the store was found damaged meanwhile. */
-int ag_store_commit(struct ag_store *st, MDB_txn *txn);
+int agd_store_commit(struct agd_store *st, MDB_txn *txn);
 
 /* A negative errno for an LMDB or system error code; a damaged store
  * (MDB_CORRUPTED, MDB_PAGE_NOTFOUND, MDB_PANIC, an I/O error...) gives
  * -EUCLEAN and is remembered: every later write is refused. Errors are
- * counted (ag_store_errors). */
-int ag_store_errno(int rc);
-/* The message for an error ag_store_errno() just returned in this thread:
+ * counted (agd_store_errors). */
+int agd_store_errno(int rc);
+/* The message for an error agd_store_errno() just returned in this thread:
  * -ENOSPC says whether the disk or the store size is full; -EUCLEAN names
  * the damaged file and what was found. */
-const char *ag_store_strerror(int err);
+const char *agd_store_strerror(int err);
 
 /* Once the open store was found damaged (an LMDB error, a SIGBUS from its
  * map when the file was cut short under the daemon, the file shrunk,
  * removed or replaced): true, with the message. The daemon then refuses
  * changes and is not ready; a restart checks the file again. */
-bool ag_store_damaged(char *why, size_t len);
+bool agd_store_damaged(char *why, size_t len);
 /* Store errors outside a commit (a commit's own are the engine's). */
-__u64 ag_store_errors(void);
+__u64 agd_store_errors(void);
 /* notify: run once when damage is first seen, possibly in a signal
  * handler, so async-signal-safe. fatal: run when LMDB fails one of its own
  * assertions, with its text, instead of LMDB's abort(); it must not
  * return (LMDB aborts if it does). Either may be NULL. */
-void ag_store_on_damage(void (*notify)(void), void (*fatal)(const char *why));
+void agd_store_on_damage(void (*notify)(void), void (*fatal)(const char *why));
 
 /* The rec's own policy and the effective one under `defaults`. */
-void ag_rec_policy(const struct ag_agent_rec *r, struct ag_policy *own);
-void ag_rec_set_policy(struct ag_agent_rec *r, const struct ag_policy *own, unsigned int set);
-void ag_rec_effective(const struct ag_agent_rec *r, const struct ag_policy *defaults,
-		      struct ag_policy *out);
+void agd_rec_policy(const struct agd_agent_rec *r, struct agd_policy *own);
+void agd_rec_set_policy(struct agd_agent_rec *r, const struct agd_policy *own, unsigned int set);
+void agd_rec_effective(const struct agd_agent_rec *r, const struct agd_policy *defaults,
+		      struct agd_policy *out);
 
 /* A read transaction (a snapshot: it never waits for a writer); -EBUSY
- * when no reader slot is free. End it with ag_store_txn_end. */
-int ag_store_read_begin(struct ag_store *st, MDB_txn **txn);
+ * when no reader slot is free. End it with agd_store_txn_end. */
+int agd_store_read_begin(struct agd_store *st, MDB_txn **txn);
 /* Ends a transaction without committing (reads, or a write given up). */
-void ag_store_txn_end(MDB_txn *txn);
+void agd_store_txn_end(MDB_txn *txn);
 
 /* Every stored agent in name order, to fn (a record of another size or a
  * key that is not a name is skipped, counted in *skipped when not NULL);
  * fn returns 0 to go on, or an error that ends the walk and is returned. */
-int ag_store_agents_foreach(struct ag_store *st, MDB_txn *txn,
-			    int (*fn)(void *arg, const char *name, const struct ag_agent_rec *rec),
+int agd_store_agents_foreach(struct agd_store *st, MDB_txn *txn,
+			    int (*fn)(void *arg, const char *name, const struct agd_agent_rec *rec),
 			    void *arg, size_t *skipped);
 /* The names after `after` in key order (bytes, as strcmp orders names), at
  * most max: O(log n + max) at any depth. */
-int ag_store_agent_names_after(struct ag_store *st, MDB_txn *txn, const char *after, size_t max,
+int agd_store_agent_names_after(struct agd_store *st, MDB_txn *txn, const char *after, size_t max,
 			       char (*names)[AG_NAME_MAX + 1], size_t *n);
 /* Every stored rule to fn; fn returns 1 to delete the rule it was given, 0
  * to keep it, or an error that ends the walk and is returned. */
-int ag_store_rules_foreach(struct ag_store *st, MDB_txn *txn,
-			   int (*fn)(void *arg, const struct ag_rule_rec_key *key,
+int agd_store_rules_foreach(struct agd_store *st, MDB_txn *txn,
+			   int (*fn)(void *arg, const struct agd_rule_rec_key *key,
 				     const char *agent),
 			   void *arg);
 /* The agent a stored rule maps to, into buf; 0, -ENOENT or an error. */
-int ag_store_rule_get(struct ag_store *st, MDB_txn *txn, const struct ag_rule_rec_key *key,
+int agd_store_rule_get(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *key,
 		      char *buf, size_t len);
 
-int ag_store_agent_put(struct ag_store *st, MDB_txn *txn, const char *name,
-		       const struct ag_agent_rec *rec);
-int ag_store_agent_del(struct ag_store *st, MDB_txn *txn, const char *name);
+int agd_store_agent_put(struct agd_store *st, MDB_txn *txn, const char *name,
+		       const struct agd_agent_rec *rec);
+int agd_store_agent_del(struct agd_store *st, MDB_txn *txn, const char *name);
 /* 0 and *rec, -ENOENT, -EUCLEAN for a record of another size, -errno. */
-int ag_store_agent_get(struct ag_store *st, MDB_txn *txn, const char *name,
-		       struct ag_agent_rec *rec);
-int ag_store_deleted_put(struct ag_store *st, MDB_txn *txn, const char *name, __u64 time_ms,
+int agd_store_agent_get(struct agd_store *st, MDB_txn *txn, const char *name,
+		       struct agd_agent_rec *rec);
+int agd_store_deleted_put(struct agd_store *st, MDB_txn *txn, const char *name, __u64 time_ms,
 			 const char *subject);
 /* 1 and *rec when name was deleted by an operator, 0 when not, -errno. */
-int ag_store_deleted_get(struct ag_store *st, MDB_txn *txn, const char *name,
-			 struct ag_deleted_rec *rec);
-int ag_store_deleted_del(struct ag_store *st, MDB_txn *txn, const char *name);
+int agd_store_deleted_get(struct agd_store *st, MDB_txn *txn, const char *name,
+			 struct agd_deleted_rec *rec);
+int agd_store_deleted_del(struct agd_store *st, MDB_txn *txn, const char *name);
 
 /* 1 when id was applied (inside the window), 0 when not, negative errno. */
-int ag_store_dedup_seen(struct ag_store *st, MDB_txn *txn, const char *id);
+int agd_store_dedup_seen(struct agd_store *st, MDB_txn *txn, const char *id);
 /* Records id: 0, or 1 when it was already there (a duplicate, not
  * recorded again), or negative errno. */
-int ag_store_dedup_add(struct ag_store *st, MDB_txn *txn, const char *id, __u64 now_ms);
+int agd_store_dedup_add(struct agd_store *st, MDB_txn *txn, const char *id, __u64 now_ms);
 /* Forget ids older than now_ms - window_ms and the oldest beyond max_ids,
  * at most `budget` of them (the rest on the next call). */
-int ag_store_dedup_prune(struct ag_store *st, MDB_txn *txn, __u64 now_ms, __u64 window_ms,
+int agd_store_dedup_prune(struct agd_store *st, MDB_txn *txn, __u64 now_ms, __u64 window_ms,
 			 __u64 max_ids, size_t budget);
-__u64 ag_store_dedup_count(struct ag_store *st, MDB_txn *txn);
+__u64 agd_store_dedup_count(struct agd_store *st, MDB_txn *txn);
 
-int ag_store_rule_put(struct ag_store *st, MDB_txn *txn, const struct ag_rule_rec_key *k,
+int agd_store_rule_put(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *k,
 		      const char *agent);
-int ag_store_rule_del(struct ag_store *st, MDB_txn *txn, const struct ag_rule_rec_key *k);
+int agd_store_rule_del(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *k);
 
 /* A __u64 under key in meta: 0 when absent. */
-int ag_store_meta_get_u64(struct ag_store *st, MDB_txn *txn, const char *key, __u64 *v);
-int ag_store_meta_put_u64(struct ag_store *st, MDB_txn *txn, const char *key, __u64 v);
+int agd_store_meta_get_u64(struct agd_store *st, MDB_txn *txn, const char *key, __u64 *v);
+int agd_store_meta_put_u64(struct agd_store *st, MDB_txn *txn, const char *key, __u64 v);
 
 /* Appends one JSON line under the next sequence number. */
-int ag_store_audit(struct ag_store *st, MDB_txn *txn, const char *line);
+int agd_store_audit(struct agd_store *st, MDB_txn *txn, const char *line);
 
 /* meta "defaults": 0, -ENOENT when absent (a store no daemon of this
  * version ran on), -EUCLEAN when malformed, or negative errno. */
-int ag_store_defaults_get(struct ag_store *st, MDB_txn *txn, struct ag_policy *p);
-int ag_store_defaults_put(struct ag_store *st, MDB_txn *txn, const struct ag_policy *p);
+int agd_store_defaults_get(struct agd_store *st, MDB_txn *txn, struct agd_policy *p);
+int agd_store_defaults_put(struct agd_store *st, MDB_txn *txn, const struct agd_policy *p);
 
 /* ---- explain history ----
  * The value codecs (pure: the unit tests use them on buffers). Encoding
@@ -310,46 +310,46 @@ int ag_store_defaults_put(struct ag_store *st, MDB_txn *txn, const struct ag_pol
  * ring; *len is the bytes of buf (malloc'd) written. skipped: ratings
  * applied just before these that the ring would drop at once (counted in
  * total only). -EUCLEAN when old is malformed, -ENOMEM. */
-struct ag_hist_rating_in {
+struct agd_hist_rating_in {
 	const char *id, *user; /* NULL or "": none */
 	int score;
 	__s64 ts_ms;
 	__u64 applied_ms;
 	double rate_before, rate_after;
 };
-int ag_hist_ratings_encode(const void *old, size_t old_len, const struct ag_hist_rating_in *in,
+int agd_hist_ratings_encode(const void *old, size_t old_len, const struct agd_hist_rating_in *in,
 			   size_t n, __u64 skipped, void **buf, size_t *len);
-int ag_hist_ratings_decode(const void *buf, size_t len, struct ag_hist_ratings *out);
+int agd_hist_ratings_decode(const void *buf, size_t len, struct agd_hist_ratings *out);
 /* pin: 1 the change pinned the agent (subject and time_ms recorded), 0 it
  * unpinned it, -1 it left the pin alone. */
-int ag_hist_changes_encode(const void *old, size_t old_len, __u64 time_ms, const char *subject,
+int agd_hist_changes_encode(const void *old, size_t old_len, __u64 time_ms, const char *subject,
 			   const char *action, const char *detail, int pin, void **buf,
 			   size_t *len);
-int ag_hist_changes_decode(const void *buf, size_t len, struct ag_hist_changes *out);
+int agd_hist_changes_decode(const void *buf, size_t len, struct agd_hist_changes *out);
 
 /* In the write transaction. fresh: the agent is new, a value found there is
  * an earlier agent's and is replaced. */
-int ag_store_hist_add_ratings(struct ag_store *st, MDB_txn *txn, const char *name, bool fresh,
-			      const struct ag_hist_rating_in *in, size_t n, __u64 skipped);
-int ag_store_hist_add_change(struct ag_store *st, MDB_txn *txn, const char *name, bool fresh,
+int agd_store_hist_add_ratings(struct agd_store *st, MDB_txn *txn, const char *name, bool fresh,
+			      const struct agd_hist_rating_in *in, size_t n, __u64 skipped);
+int agd_store_hist_add_change(struct agd_store *st, MDB_txn *txn, const char *name, bool fresh,
 			     __u64 time_ms, const char *subject, const char *action,
 			     const char *detail, int pin);
 /* Both values of the agent, when there. */
-int ag_store_hist_del(struct ag_store *st, MDB_txn *txn, const char *name);
+int agd_store_hist_del(struct agd_store *st, MDB_txn *txn, const char *name);
 /* Reads them: empty (n 0, pin_ms -1) when absent. 0, -EUCLEAN, -errno. */
-int ag_store_hist_get(struct ag_store *st, MDB_txn *txn, const char *name,
-		      struct ag_hist_ratings *r, struct ag_hist_changes *c);
+int agd_store_hist_get(struct agd_store *st, MDB_txn *txn, const char *name,
+		      struct agd_hist_ratings *r, struct agd_hist_changes *c);
 
 /* Opens an existing store read-only (agentgate agent explain, with no
  * daemon running): dir must hold an initialised data.mdb, sound (checked
- * whole first, ag_store_check) and of this AG_STORE_VERSION. Nothing is
+ * whole first, agd_store_check) and of this AGD_STORE_VERSION. Nothing is
  * created or written there: LMDB's lock file is used when present (a
  * daemon may start meanwhile), else none. On success *txn is a read
  * transaction with the databases open (st->hist false when the store
- * predates them): mdb_txn_abort it, then ag_store_close. Errors: -ENOENT
+ * predates them): mdb_txn_abort it, then agd_store_close. Errors: -ENOENT
  * (no directory, or no data.mdb), -ENOTDIR, -EUCLEAN (damaged, not
  * agentgated's, another version), -errno; err names the directory or file
  * and what is missing or wrong. */
-int ag_store_open_ro(const char *dir, struct ag_store *st, MDB_txn **txn, char *err, size_t len);
+int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, char *err, size_t len);
 
 #endif

@@ -451,7 +451,7 @@ static int walk_tree(struct walk *w, enum tree_kind kind, const char *name,
 	return 0;
 }
 
-int ag_store_check(int fd, bool full, char *err, size_t len)
+int agd_store_check(int fd, bool full, char *err, size_t len)
 {
 	struct walk w = { .fd = fd, .err = err, .len = len };
 	struct meta m;

@@ -18,7 +18,7 @@
 
 struct item_result {
 	__u64 seq;
-	int code; /* 0 applied, AG_ITEM_DUPLICATE, negative errno: refused */
+	int code; /* 0 applied, AGD_ITEM_DUPLICATE, negative errno: refused */
 };
 
 struct op_result {
@@ -29,7 +29,7 @@ struct op_result {
 };
 
 struct agd_fleet {
-	struct ag_engine *e;
+	struct agd_engine *e;
 	struct agd_fleet_opts opts;
 	natsOptions *nopts;
 	natsConnection *nc;
@@ -75,10 +75,10 @@ void agd_fleet_record_op(struct agd_fleet *f, __u64 seq, int err, bool created, 
 
 /* fleet_log.c */
 void *agd_fleet_consumer(void *arg);
-char *agd_fleet_op_encode(const struct ag_op *op);
+char *agd_fleet_op_encode(const struct agd_op *op);
 /* 0, or -EINVAL with why. */
-int agd_fleet_op_decode(const char *data, size_t len, struct ag_op *op, char *why, size_t wlen);
-const char *agd_fleet_op_name(enum ag_op_kind kind);
+int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *why, size_t wlen);
+const char *agd_fleet_op_name(enum agd_op_kind kind);
 
 /* demand.c */
 void *agd_fleet_demand(void *arg);

@@ -241,7 +241,7 @@ static int drain_watcher(struct demand *d, __u64 deadline_ms)
 
 /* ---- one round: publish ours, merge theirs, set shares --------------------------------- */
 
-static __u64 offered(const struct ag_agent_view *v)
+static __u64 offered(const struct agd_agent_view *v)
 {
 	const struct ag_counters *c = &v->counters;
 
@@ -249,7 +249,7 @@ static __u64 offered(const struct ag_agent_view *v)
 					       c->passed_packets + c->dropped_packets;
 }
 
-static void observe_local(struct demand *d, const struct ag_agent_view *v, __u64 now)
+static void observe_local(struct demand *d, const struct agd_agent_view *v, __u64 now)
 {
 	struct dem *x = dem_get(d, v->name);
 	__u64 raw = offered(v);
@@ -309,7 +309,7 @@ static void merge_remote(struct demand *d, __u64 now)
 	}
 }
 
-static void set_share(struct demand *d, const struct ag_agent_view *v)
+static void set_share(struct demand *d, const struct agd_agent_view *v)
 {
 	struct dem *x = dem_get(d, v->name);
 	double share = 1;
@@ -324,16 +324,16 @@ static void set_share(struct demand *d, const struct ag_agent_view *v)
 	if (fabs(share - v->share) < 0.01 * v->share && !(share == 1 && v->share != 1))
 		return;
 	x->share = share;
-	ag_engine_set_share(d->f->e, v->name, share);
+	agd_engine_set_share(d->f->e, v->name, share);
 }
 
 static void round_once(struct demand *d)
 {
-	struct ag_agent_view *v = NULL;
+	struct agd_agent_view *v = NULL;
 	size_t n = 0, i;
 	__u64 now = agd_fleet_wall_ms();
 
-	if (ag_engine_agent_views(d->f->e, &v, &n))
+	if (agd_engine_agent_views(d->f->e, &v, &n))
 		return;
 	for (i = 0; i < n; i++)
 		observe_local(d, &v[i], now);
@@ -362,7 +362,7 @@ void *agd_fleet_demand(void *arg)
 		if (stop)
 			break;
 		if (!d->kv && agd_fleet_connected(f) && kv_open(d))
-			f->opts.log(AG_LOG_WARN, "fleet: KV bucket %s not available yet: %s",
+			f->opts.log(AGD_LOG_WARN, "fleet: KV bucket %s not available yet: %s",
 				    AGD_FLEET_KV, nats_GetLastError(NULL) ? nats_GetLastError(NULL) :
 									     "unknown error");
 		if (d->w) {

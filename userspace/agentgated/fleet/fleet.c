@@ -73,7 +73,7 @@ void agd_fleet_default_node(char *node, size_t len)
 /* ---- messages ---------------------------------------------------------------- */
 
 /* A rating as the stream carries it: the fields that change state. */
-static char *rating_payload(const struct ag_rating *r)
+static char *rating_payload(const struct agd_rating *r)
 {
 	json_t *o = json_pack("{s:s,s:s,s:i}", "id", r->id, "agent", r->agent, "score", r->score);
 	char *text;
@@ -176,7 +176,7 @@ static int outbox_open(struct agd_fleet *f, char *err, size_t len)
 }
 
 /* Keeps ratings durably; 0 once committed. */
-static int outbox_put(struct agd_fleet *f, const struct ag_rating *items, const size_t *idx,
+static int outbox_put(struct agd_fleet *f, const struct agd_rating *items, const size_t *idx,
 		      size_t n)
 {
 	MDB_txn *txn;
@@ -186,7 +186,7 @@ static int outbox_put(struct agd_fleet *f, const struct ag_rating *items, const 
 	pthread_mutex_lock(&f->ob_lock);
 	rc = mdb_txn_begin(f->ob_env, NULL, 0, &txn);
 	for (i = 0; i < n && !rc; i++) {
-		const struct ag_rating *r = &items[idx[i]];
+		const struct agd_rating *r = &items[idx[i]];
 		char *payload = rating_payload(r), *val = NULL;
 		__u64 key = htobe64(f->ob_next + i);
 		MDB_val k = { sizeof(key), &key }, v;
@@ -221,7 +221,7 @@ static int outbox_put(struct agd_fleet *f, const struct ag_rating *items, const 
 	}
 	pthread_mutex_unlock(&f->ob_lock);
 	if (rc)
-		f->opts.log(AG_LOG_ERR, "fleet: cannot keep ratings in the outbox: %s",
+		f->opts.log(AGD_LOG_ERR, "fleet: cannot keep ratings in the outbox: %s",
 			    mdb_strerror(rc));
 	return rc ? -EIO : 0;
 }
@@ -252,7 +252,7 @@ static int outbox_read(struct agd_fleet *f, struct outbox_batch *b)
 	while (!rc && b->n < OUTBOX_BATCH && !(rc = mdb_cursor_get(cur, &k, &v, op))) {
 		const char *s = v.mv_data, *end = s + v.mv_size;
 		const char *nl1 = memchr(s, '\n', v.mv_size), *nl2;
-		char subject[256], id[AG_RATING_ID_MAX + 1];
+		char subject[256], id[AGD_RATING_ID_MAX + 1];
 		struct outbox_entry *oe = &b->e[b->n];
 
 		op = MDB_NEXT;
@@ -303,7 +303,7 @@ static void outbox_delete(struct agd_fleet *f, const struct outbox_batch *b)
 	pthread_mutex_unlock(&f->ob_lock);
 	if (rc) {
 		/* Published but still kept: sent again later, and deduplicated then. */
-		f->opts.log(AG_LOG_ERR, "fleet: outbox: %s", mdb_strerror(rc));
+		f->opts.log(AGD_LOG_ERR, "fleet: outbox: %s", mdb_strerror(rc));
 		return;
 	}
 	pthread_mutex_lock(&f->lock);
@@ -421,7 +421,7 @@ static bool wait_applied(struct agd_fleet *f, __u64 seq)
 	return done;
 }
 
-/* What applying seq gave: 0, AG_ITEM_DUPLICATE or a negative errno; 0
+/* What applying seq gave: 0, AGD_ITEM_DUPLICATE or a negative errno; 0
  * when the record was overwritten (a batch larger than the ring). */
 static int result_of(struct agd_fleet *f, __u64 seq)
 {
@@ -436,7 +436,7 @@ static int result_of(struct agd_fleet *f, __u64 seq)
 /* ---- ratings: the replicator's submit -------------------------------------------- */
 
 struct submit {
-	struct ag_rating *items; /* with ids */
+	struct agd_rating *items; /* with ids */
 	natsMsg **msgs;
 	size_t *item;
 	__u64 *seq;
@@ -454,7 +454,7 @@ static void submit_free(struct submit *s)
 	free(s->unacked);
 }
 
-static int submit_prepare(struct agd_fleet *f, const struct ag_job *job, struct submit *s)
+static int submit_prepare(struct agd_fleet *f, const struct agd_job *job, struct submit *s)
 {
 	size_t i, n = job->n;
 
@@ -467,7 +467,7 @@ static int submit_prepare(struct agd_fleet *f, const struct ag_job *job, struct 
 	if (!s->items || !s->msgs || !s->item || !s->seq || !s->dup || !s->unacked)
 		return -ENOMEM;
 	for (i = 0; i < n; i++) {
-		struct ag_rating *r = &s->items[i];
+		struct agd_rating *r = &s->items[i];
 
 		*r = job->items[i];
 		if (!r->id[0]) /* the id makes a retry, and the outbox, exactly-once */
@@ -500,7 +500,7 @@ static int submit_publish(struct agd_fleet *f, struct submit *s, size_t n)
 }
 
 /* Counts what the log did with each acknowledged item. */
-static void submit_results(struct agd_fleet *f, struct ag_job *job, const struct submit *s)
+static void submit_results(struct agd_fleet *f, struct agd_job *job, const struct submit *s)
 {
 	size_t i;
 
@@ -512,13 +512,13 @@ static void submit_results(struct agd_fleet *f, struct ag_job *job, const struct
 		if (s->dup[i]) {
 			job->duplicates++;
 			if (job->item_err)
-				job->item_err[i] = AG_ITEM_DUPLICATE;
+				job->item_err[i] = AGD_ITEM_DUPLICATE;
 			continue;
 		}
 		code = result_of(f, s->seq[i]);
 		if (job->item_err)
 			job->item_err[i] = code;
-		if (code == AG_ITEM_DUPLICATE)
+		if (code == AGD_ITEM_DUPLICATE)
 			job->duplicates++;
 		else if (code < 0)
 			job->routed.refused++;
@@ -527,7 +527,7 @@ static void submit_results(struct agd_fleet *f, struct ag_job *job, const struct
 	}
 }
 
-static int fleet_submit(void *arg, struct ag_job *job)
+static int fleet_submit(void *arg, struct agd_job *job)
 {
 	struct agd_fleet *f = arg;
 	struct submit s = { 0 };
@@ -537,9 +537,9 @@ static int fleet_submit(void *arg, struct ag_job *job)
 
 	/* Whole or nothing (HTTP): refused here like a standalone host would. */
 	if (!job->item_err) {
-		job->err = ag_engine_check_agents(f->e, job, job->msg, sizeof(job->msg));
+		job->err = agd_engine_check_agents(f->e, job, job->msg, sizeof(job->msg));
 		if (job->err) {
-			ag_job_complete(job);
+			agd_job_complete(job);
 			return 0;
 		}
 	}
@@ -576,21 +576,21 @@ static int fleet_submit(void *arg, struct ag_job *job)
 	job->routed.sequence = last;
 	submit_results(f, job, &s);
 	if (job->applied + job->duplicates)
-		ag_engine_job_agents(f->e, job);
+		agd_engine_job_agents(f->e, job);
 out:
 	submit_free(&s);
 	if (err)
 		return err; /* not taken: the caller answers */
-	ag_job_complete(job);
+	agd_job_complete(job);
 	return 0;
 }
 
 /* ---- operator changes ------------------------------------------------------------ */
 
-static int fleet_op(void *arg, const struct ag_op *op, bool *created, struct ag_op_err *oe)
+static int fleet_op(void *arg, const struct agd_op *op, bool *created, struct agd_op_err *oe)
 {
 	struct agd_fleet *f = arg;
-	char id[AG_RATING_ID_MAX + 1], subject[64];
+	char id[AGD_RATING_ID_MAX + 1], subject[64];
 	char *payload = agd_fleet_op_encode(op);
 	jsPubAck *pa = NULL;
 	jsPubOptions po;
@@ -689,7 +689,7 @@ static void *outbox_thread(void *arg)
 		}
 		outbox_delete(f, &b);
 		if (acked)
-			f->opts.log(AG_LOG_INFO, "fleet: published %zu ratings from the outbox", acked);
+			f->opts.log(AGD_LOG_INFO, "fleet: published %zu ratings from the outbox", acked);
 		if (acked < b.n && !agd_fleet_pause(f, 500))
 			break;
 	}
@@ -707,7 +707,7 @@ static void on_disconnected(natsConnection *nc, void *closure)
 {
 	struct agd_fleet *f = closure;
 
-	f->opts.log(AG_LOG_WARN, "fleet: disconnected from NATS; ratings go to the outbox, "
+	f->opts.log(AGD_LOG_WARN, "fleet: disconnected from NATS; ratings go to the outbox, "
 		    "enforcement continues with the last rates");
 }
 
@@ -715,14 +715,14 @@ static void on_reconnected(natsConnection *nc, void *closure)
 {
 	struct agd_fleet *f = closure;
 
-	f->opts.log(AG_LOG_INFO, "fleet: connected to NATS again");
+	f->opts.log(AGD_LOG_INFO, "fleet: connected to NATS again");
 }
 
 static void on_connected(natsConnection *nc, void *closure)
 {
 	struct agd_fleet *f = closure;
 
-	f->opts.log(AG_LOG_INFO, "fleet: connected to NATS");
+	f->opts.log(AGD_LOG_INFO, "fleet: connected to NATS");
 }
 
 static int connect_nats(struct agd_fleet *f, char *err, size_t len)
@@ -763,7 +763,7 @@ static int connect_nats(struct agd_fleet *f, char *err, size_t len)
 	if (s == NATS_OK) {
 		s = natsConnection_Connect(&f->nc, f->nopts);
 		if (s == NATS_NOT_YET_CONNECTED) {
-			f->opts.log(AG_LOG_WARN, "fleet: NATS not reachable yet; retrying in the "
+			f->opts.log(AGD_LOG_WARN, "fleet: NATS not reachable yet; retrying in the "
 				    "background (ratings go to the outbox)");
 			s = NATS_OK;
 		}
@@ -783,10 +783,10 @@ static int connect_nats(struct agd_fleet *f, char *err, size_t len)
 	return 0;
 }
 
-int agd_fleet_start(struct ag_engine *e, const struct agd_fleet_opts *o, struct agd_fleet **out,
+int agd_fleet_start(struct agd_engine *e, const struct agd_fleet_opts *o, struct agd_fleet **out,
 		    char *err, size_t len)
 {
-	struct ag_replicator repl = { fleet_submit, fleet_op, NULL };
+	struct agd_replicator repl = { fleet_submit, fleet_op, NULL };
 	struct agd_fleet *f = calloc(1, sizeof(*f));
 	pthread_condattr_t ca;
 	int rc;
@@ -799,7 +799,7 @@ int agd_fleet_start(struct ag_engine *e, const struct agd_fleet_opts *o, struct 
 	f->opts = *o;
 	if (!f->opts.log)
 		f->opts.log = nolog;
-	f->applied = ag_engine_log_seq(e);
+	f->applied = agd_engine_log_seq(e);
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_mutex_init(&f->ob_lock, NULL);
 	pthread_condattr_init(&ca);
@@ -827,8 +827,8 @@ int agd_fleet_start(struct ag_engine *e, const struct agd_fleet_opts *o, struct 
 	}
 	f->demand_started = true;
 	repl.arg = f;
-	ag_engine_replicate(e, &repl);
-	f->opts.log(AG_LOG_INFO, "fleet: node %s, %zu NATS server%s, %llu ratings in the outbox, "
+	agd_engine_replicate(e, &repl);
+	f->opts.log(AGD_LOG_INFO, "fleet: node %s, %zu NATS server%s, %llu ratings in the outbox, "
 		    "applied up to sequence %llu", o->node, o->n_urls, o->n_urls == 1 ? "" : "s",
 		    (unsigned long long)f->ob_depth, (unsigned long long)f->applied);
 	*out = f;

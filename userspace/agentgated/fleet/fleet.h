@@ -37,7 +37,7 @@ void agd_fleet_default_node(char *node, size_t len);
 /* Connects (in the background when NATS is not reachable yet), opens the
  * outbox, starts the consumer, outbox and demand threads and makes the
  * engine replicate through the fleet. */
-int agd_fleet_start(struct ag_engine *e, const struct agd_fleet_opts *o, struct agd_fleet **out,
+int agd_fleet_start(struct agd_engine *e, const struct agd_fleet_opts *o, struct agd_fleet **out,
 		    char *err, size_t len);
 void agd_fleet_stop(struct agd_fleet *f);
 void agd_fleet_stats(struct agd_fleet *f, struct agd_fleet_stats *s);

@@ -27,16 +27,16 @@
 /* ---- operator changes as the stream carries them --------------------------------- */
 
 static const char *const op_names[] = {
-	[AG_OP_AGENT_PUT] = "agent.put",
-	[AG_OP_AGENT_DELETE] = "agent.delete",
-	[AG_OP_RULE_ADD] = "rule.add",
-	[AG_OP_RULE_DEL] = "rule.del",
-	[AG_OP_CONFIG_SET] = "config.set",
+	[AGD_OP_AGENT_PUT] = "agent.put",
+	[AGD_OP_AGENT_DELETE] = "agent.delete",
+	[AGD_OP_RULE_ADD] = "rule.add",
+	[AGD_OP_RULE_DEL] = "rule.del",
+	[AGD_OP_CONFIG_SET] = "config.set",
 };
 
-const char *agd_fleet_op_name(enum ag_op_kind kind)
+const char *agd_fleet_op_name(enum agd_op_kind kind)
 {
-	return kind >= AG_OP_AGENT_PUT && kind <= AG_OP_CONFIG_SET ? op_names[kind] : "unknown";
+	return kind >= AGD_OP_AGENT_PUT && kind <= AGD_OP_CONFIG_SET ? op_names[kind] : "unknown";
 }
 
 static json_t *rule_json(const struct ag_rule *r)
@@ -50,16 +50,16 @@ static json_t *rule_json(const struct ag_rule *r)
 			 hex, "plen", r->plen, "port", r->port);
 }
 
-char *agd_fleet_op_encode(const struct ag_op *op)
+char *agd_fleet_op_encode(const struct agd_op *op)
 {
 	json_t *o = json_pack("{s:i,s:s,s:s,s:s}", "v", 1, "op", agd_fleet_op_name(op->kind),
 			      "agent", op->agent, "subject", op->subject);
-	const struct ag_policy *p = &op->change.own;
+	const struct agd_policy *p = &op->change.own;
 	char *text;
 
 	if (!o)
 		return NULL;
-	if (op->kind == AG_OP_AGENT_PUT)
+	if (op->kind == AGD_OP_AGENT_PUT)
 		json_object_set_new(o, "change",
 				    json_pack("{s:i,s:i,s:f,s:{s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:b}}",
 					      "set", op->change.set, "unset", op->change.unset,
@@ -67,9 +67,9 @@ char *agd_fleet_op_encode(const struct ag_op *op)
 					      "alpha", p->alpha, "r_min", p->r_min, "r_max", p->r_max,
 					      "burst", p->burst, "burst_kind", (int)p->burst_kind,
 					      "unit", (int)p->unit, "pinned", p->pinned));
-	if (op->kind == AG_OP_RULE_ADD || op->kind == AG_OP_RULE_DEL)
+	if (op->kind == AGD_OP_RULE_ADD || op->kind == AGD_OP_RULE_DEL)
 		json_object_set_new(o, "rule", rule_json(&op->rule));
-	if (op->kind == AG_OP_CONFIG_SET)
+	if (op->kind == AGD_OP_CONFIG_SET)
 		json_object_set_new(o, "config",
 				    json_pack("{s:i,s:i}", "default_action",
 					      op->config.default_action, "dry_run",
@@ -108,9 +108,9 @@ static int decode_rule(json_t *r, struct ag_rule *rule, char *why, size_t wlen)
 	return 0;
 }
 
-static int decode_change(json_t *c, struct ag_agent_change *ch, char *why, size_t wlen)
+static int decode_change(json_t *c, struct agd_agent_change *ch, char *why, size_t wlen)
 {
-	struct ag_policy *p = &ch->own;
+	struct agd_policy *p = &ch->own;
 	int set, unset, kind, unit, pinned;
 	json_error_t je;
 
@@ -123,8 +123,8 @@ static int decode_change(json_t *c, struct ag_agent_change *ch, char *why, size_
 		snprintf(why, wlen, "change: %s", c ? je.text : "missing");
 		return -EINVAL;
 	}
-	if ((set & ~AG_POL__ALL) || (unset & ~AG_POL__ALL) ||
-	    (kind != AG_BURST_TOKENS && kind != AG_BURST_SECONDS) ||
+	if ((set & ~AGD_POL__ALL) || (unset & ~AGD_POL__ALL) ||
+	    (kind != AGD_BURST_TOKENS && kind != AGD_BURST_SECONDS) ||
 	    (unit != AG_UNIT_PPS && unit != AG_UNIT_BPS)) {
 		snprintf(why, wlen, "change: field mask, burst_kind or unit out of range");
 		return -EINVAL;
@@ -137,7 +137,7 @@ static int decode_change(json_t *c, struct ag_agent_change *ch, char *why, size_
 	return 0;
 }
 
-static int decode_config(json_t *c, struct ag_config_change *cc, char *why, size_t wlen)
+static int decode_config(json_t *c, struct agd_config_change *cc, char *why, size_t wlen)
 {
 	json_error_t je;
 
@@ -151,7 +151,7 @@ static int decode_config(json_t *c, struct ag_config_change *cc, char *why, size
 	return 0;
 }
 
-int agd_fleet_op_decode(const char *data, size_t len, struct ag_op *op, char *why, size_t wlen)
+int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *why, size_t wlen)
 {
 	json_t *o = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL), *change = NULL,
 	       *rule = NULL, *config = NULL;
@@ -174,7 +174,7 @@ int agd_fleet_op_decode(const char *data, size_t len, struct ag_op *op, char *wh
 		snprintf(why, wlen, "version %d is not understood", v);
 		goto out;
 	}
-	for (k = AG_OP_AGENT_PUT; k <= AG_OP_CONFIG_SET; k++)
+	for (k = AGD_OP_AGENT_PUT; k <= AGD_OP_CONFIG_SET; k++)
 		if (!strcmp(name, op_names[k]))
 			op->kind = k;
 	if (!op->kind || strlen(agent) > AG_NAME_MAX || strlen(subject) >= sizeof(op->subject)) {
@@ -184,11 +184,11 @@ int agd_fleet_op_decode(const char *data, size_t len, struct ag_op *op, char *wh
 	snprintf(op->agent, sizeof(op->agent), "%s", agent);
 	snprintf(op->subject, sizeof(op->subject), "%s", subject);
 	err = 0;
-	if (op->kind == AG_OP_AGENT_PUT)
+	if (op->kind == AGD_OP_AGENT_PUT)
 		err = decode_change(change, &op->change, why, wlen);
-	else if (op->kind == AG_OP_RULE_ADD || op->kind == AG_OP_RULE_DEL)
+	else if (op->kind == AGD_OP_RULE_ADD || op->kind == AGD_OP_RULE_DEL)
 		err = rule ? decode_rule(rule, &op->rule, why, wlen) : -EINVAL;
-	else if (op->kind == AG_OP_CONFIG_SET)
+	else if (op->kind == AGD_OP_CONFIG_SET)
 		err = decode_config(config, &op->config, why, wlen);
 	if (err && !why[0])
 		snprintf(why, wlen, "rule missing");
@@ -224,10 +224,10 @@ static void dead_letter(struct agd_fleet *f, natsMsg *msg, __u64 seq, const char
 		s = js_PublishMsg(NULL, f->js, m, &po, NULL);
 	}
 	natsMsg_Destroy(m);
-	f->opts.log(AG_LOG_WARN, "fleet: stream message %llu (%s) is invalid: %s%s",
+	f->opts.log(AGD_LOG_WARN, "fleet: stream message %llu (%s) is invalid: %s%s",
 		    (unsigned long long)seq, natsMsg_GetSubject(msg), why,
 		    s == NATS_OK ? "; sent to " AGD_FLEET_DLQ : "; the dead-letter subject refused it");
-	ag_engine_count_invalid(f->e, 1);
+	agd_engine_count_invalid(f->e, 1);
 	pthread_mutex_lock(&f->lock);
 	f->st.dead_letters++;
 	pthread_mutex_unlock(&f->lock);
@@ -236,7 +236,7 @@ static void dead_letter(struct agd_fleet *f, natsMsg *msg, __u64 seq, const char
 /* ---- applying ------------------------------------------------------------------------ */
 
 struct pending {
-	struct ag_rating *items;
+	struct agd_rating *items;
 	int *item_err;
 	__u64 *seq;
 	size_t n;
@@ -256,7 +256,7 @@ static void mark_applied(struct agd_fleet *f, __u64 seq)
  * failure (the log must not move on without them). False when stopping. */
 static bool flush(struct agd_fleet *f, struct pending *p)
 {
-	struct ag_job job;
+	struct agd_job job;
 	size_t i;
 
 	if (!p->n)
@@ -268,16 +268,16 @@ static bool flush(struct agd_fleet *f, struct pending *p)
 		job.n = p->n;
 		job.item_err = p->item_err;
 		job.received_ns = ag_now_ns();
-		if (!ag_engine_apply_ratings(f->e, &job, p->seq[p->n - 1], p->log_ms) ||
+		if (!agd_engine_apply_ratings(f->e, &job, p->seq[p->n - 1], p->log_ms) ||
 		    job.err == -ESHUTDOWN)
 			break;
-		ag_job_release(&job);
-		f->opts.log(AG_LOG_ERR, "fleet: cannot apply stream messages up to %llu: %s; "
+		agd_job_release(&job);
+		f->opts.log(AGD_LOG_ERR, "fleet: cannot apply stream messages up to %llu: %s; "
 			    "retrying", (unsigned long long)p->seq[p->n - 1], job.msg);
 		if (!agd_fleet_pause(f, 1000))
 			return false;
 	}
-	ag_job_release(&job);
+	agd_job_release(&job);
 	if (job.err)
 		return false;
 	pthread_mutex_lock(&f->lock);
@@ -291,8 +291,8 @@ static bool flush(struct agd_fleet *f, struct pending *p)
 
 static void apply_op(struct agd_fleet *f, natsMsg *msg, __u64 seq)
 {
-	struct ag_op_err oe = { "" };
-	struct ag_op op;
+	struct agd_op_err oe = { "" };
+	struct agd_op op;
 	char why[200] = "";
 	bool created = false;
 	int err;
@@ -303,7 +303,7 @@ static void apply_op(struct agd_fleet *f, natsMsg *msg, __u64 seq)
 		dead_letter(f, msg, seq, why);
 		snprintf(oe.msg, sizeof(oe.msg), "invalid change in the log: %s", why);
 	} else {
-		err = ag_engine_apply_op(f->e, &op, seq, &created, &oe);
+		err = agd_engine_apply_op(f->e, &op, seq, &created, &oe);
 	}
 	pthread_mutex_lock(&f->lock);
 	agd_fleet_record_op(f, seq, err, created, oe.msg);
@@ -315,11 +315,11 @@ static void apply_op(struct agd_fleet *f, natsMsg *msg, __u64 seq)
 static void take_rating(struct agd_fleet *f, natsMsg *msg, __u64 seq, struct pending *p)
 {
 	const char *subject = natsMsg_GetSubject(msg), *hdr_id = NULL;
-	struct ag_rating *r = &p->items[p->n];
-	struct ag_rating_error re = { 0 };
+	struct agd_rating *r = &p->items[p->n];
+	struct agd_rating_error re = { 0 };
 	char why[200], expected[AGD_FLEET_SUBJECT_MAX];
 
-	if (ag_rating_parse_line(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), r,
+	if (agd_rating_parse_line(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg), r,
 				 &re)) {
 		snprintf(why, sizeof(why), "%s%s%s", re.field, re.field[0] ? ": " : "", re.reason);
 		goto bad;
@@ -334,7 +334,7 @@ static void take_rating(struct agd_fleet *f, natsMsg *msg, __u64 seq, struct pen
 		r->ts_ms = (int64_t)p->log_ms;
 	/* A publisher of its own may give the id in the header only. */
 	if (!r->id[0] && natsMsgHeader_Get(msg, "Nats-Msg-Id", &hdr_id) == NATS_OK &&
-	    strlen(hdr_id) <= AG_RATING_ID_MAX)
+	    strlen(hdr_id) <= AGD_RATING_ID_MAX)
 		snprintf(r->id, sizeof(r->id), "%s", hdr_id);
 	p->seq[p->n++] = seq;
 	return;
@@ -381,7 +381,7 @@ static bool apply_list(struct agd_fleet *f, natsMsgList *list, struct pending *p
 		if (seq <= applied)
 			continue; /* redelivered: the state has it */
 		if (seq > applied + 1 && !p->n && applied)
-			f->opts.log(AG_LOG_WARN, "fleet: stream sequences %llu to %llu are gone "
+			f->opts.log(AGD_LOG_WARN, "fleet: stream sequences %llu to %llu are gone "
 				    "(stream limits?): this host never applied them",
 				    (unsigned long long)applied + 1, (unsigned long long)seq - 1);
 		applied = seq;
@@ -441,12 +441,12 @@ static int ensure_stream(struct agd_fleet *f)
 	s = js_AddStream(&si, f->js, &sc, NULL, &jerr);
 	if (s == NATS_OK) {
 		jsStreamInfo_Destroy(si);
-		f->opts.log(AG_LOG_INFO, "fleet: created stream %s (%u replica%s)",
+		f->opts.log(AGD_LOG_INFO, "fleet: created stream %s (%u replica%s)",
 			    AGD_FLEET_STREAM, f->opts.replicas, f->opts.replicas == 1 ? "" : "s");
 		return 0;
 	}
 fail:
-	f->opts.log(AG_LOG_WARN, "fleet: stream %s: %s (JetStream error %d)", AGD_FLEET_STREAM,
+	f->opts.log(AGD_LOG_WARN, "fleet: stream %s: %s (JetStream error %d)", AGD_FLEET_STREAM,
 		    nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s),
 		    (int)jerr);
 	return -EIO;
@@ -484,7 +484,7 @@ static int subscribe(struct agd_fleet *f, natsSubscription **sub)
 		s = js_PullSubscribe(sub, f->js, "", durable, NULL, &so, &jerr);
 	}
 	if (s != NATS_OK) {
-		f->opts.log(AG_LOG_WARN, "fleet: consumer %s: %s (JetStream error %d)", durable,
+		f->opts.log(AGD_LOG_WARN, "fleet: consumer %s: %s (JetStream error %d)", durable,
 			    nats_GetLastError(NULL) ? nats_GetLastError(NULL) :
 						       natsStatus_GetText(s), (int)jerr);
 		return -EIO;

@@ -26,7 +26,7 @@ struct agd_fleet_opts {
 	double floor;         /* least share of an agent's rate a host keeps */
 	__u64 timeout_ms;     /* JetStream acknowledgement wait */
 	const char *state_dir;
-	ag_engine_log_fn log;
+	agd_engine_log_fn log;
 };
 
 struct agd_fleet_stats {

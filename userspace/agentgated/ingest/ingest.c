@@ -21,7 +21,7 @@
 #define MAX_CONNECTIONS 64
 
 struct agd_ingest {
-	struct ag_engine *e;
+	struct agd_engine *e;
 	int stop_pipe[2];
 	struct agd_caplog dl; /* the dead-letter file */
 	char socket_path[108];
@@ -47,9 +47,9 @@ struct stream {
 
 /* A batch of lines in flight; raw keeps the text for the dead-letter file. */
 struct batch {
-	struct ag_job job;
+	struct agd_job job;
 	struct stream *s;
-	struct ag_rating *items;
+	struct agd_rating *items;
 	char *raw;
 	size_t *off, *len; /* each item's line within raw */
 	__u64 *line_no;
@@ -153,7 +153,7 @@ static void dead_letter(struct agd_ingest *in, const char *source, __u64 line_no
 
 static void batch_free(struct batch *b)
 {
-	ag_job_release(&b->job);
+	agd_job_release(&b->job);
 	free(b->items);
 	free(b->raw);
 	free(b->off);
@@ -164,7 +164,7 @@ static void batch_free(struct batch *b)
 }
 
 /* In the apply thread, once the engine settled the batch. */
-static void batch_done(struct ag_job *job)
+static void batch_done(struct agd_job *job)
 {
 	struct batch *b = (struct batch *)job;
 	struct stream *s = b->s;
@@ -218,7 +218,7 @@ static int submit_lines(struct stream *s, const char *text, size_t len)
 	while (pos < len) {
 		const char *nl = memchr(text + pos, '\n', len - pos);
 		size_t end = nl ? (size_t)(nl - text) : len, l = end, i;
-		struct ag_rating_error err;
+		struct agd_rating_error err;
 		bool blank = true;
 
 		s->line_no++;
@@ -227,7 +227,7 @@ static int submit_lines(struct stream *s, const char *text, size_t len)
 		for (i = pos; i < l && blank; i++)
 			blank = text[i] == ' ' || text[i] == '\t';
 		if (!blank) {
-			if (ag_rating_parse_line(text + pos, l - pos, &b->items[n], &err)) {
+			if (agd_rating_parse_line(text + pos, l - pos, &b->items[n], &err)) {
 				char reason[160];
 
 				snprintf(reason, sizeof(reason), "%s%s%s", err.field[0] ? err.field : "",
@@ -244,7 +244,7 @@ static int submit_lines(struct stream *s, const char *text, size_t len)
 		pos = end + 1;
 	}
 	if (invalid) {
-		ag_engine_count_invalid(s->in->e, invalid);
+		agd_engine_count_invalid(s->in->e, invalid);
 		pthread_mutex_lock(&s->lock);
 		s->invalid += invalid;
 		pthread_mutex_unlock(&s->lock);
@@ -261,7 +261,7 @@ static int submit_lines(struct stream *s, const char *text, size_t len)
 	pthread_mutex_lock(&s->lock);
 	s->outstanding++;
 	pthread_mutex_unlock(&s->lock);
-	if (ag_engine_submit(s->in->e, &b->job)) {
+	if (agd_engine_submit(s->in->e, &b->job)) {
 		size_t i;
 
 		for (i = 0; i < n; i++)
@@ -326,7 +326,7 @@ static void read_stream(struct stream *s)
 					s->line_no++;
 					dead_letter_of(s->in, s->source, s->line_no,
 						       "line longer than 1 MiB", buf, have, 0);
-					ag_engine_count_invalid(s->in->e, 1);
+					agd_engine_count_invalid(s->in->e, 1);
 					pthread_mutex_lock(&s->lock);
 					s->invalid++;
 					pthread_mutex_unlock(&s->lock);
@@ -509,7 +509,7 @@ static int listen_unix(struct agd_ingest *in, const char *path, char *err, size_
 	return 0;
 }
 
-int agd_ingest_open(struct ag_engine *e, const struct agd_ingest_opts *o,
+int agd_ingest_open(struct agd_engine *e, const struct agd_ingest_opts *o,
 		    struct agd_ingest **out, char *err, size_t len)
 {
 	struct agd_ingest *in = calloc(1, sizeof(*in));
@@ -554,7 +554,7 @@ fail:
 	return rc;
 }
 
-int agd_ingest_start(struct ag_engine *e, int in_fd, const char *socket_path,
+int agd_ingest_start(struct agd_engine *e, int in_fd, const char *socket_path,
 		     const char *dead_letter_path, struct agd_ingest **out, char *err, size_t len)
 {
 	struct agd_ingest_opts o = { .in_fd = in_fd, .socket_path = socket_path,

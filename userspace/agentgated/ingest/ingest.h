@@ -41,10 +41,10 @@ struct agd_ingest_opts {
 	__u64 dead_letter_max; /* bytes before it rotates; 0: the default (16 MiB) */
 };
 
-int agd_ingest_open(struct ag_engine *e, const struct agd_ingest_opts *o,
+int agd_ingest_open(struct agd_engine *e, const struct agd_ingest_opts *o,
 		    struct agd_ingest **out, char *err, size_t len);
 /* The same with the default dead-letter cap. */
-int agd_ingest_start(struct ag_engine *e, int in_fd, const char *socket_path,
+int agd_ingest_start(struct agd_engine *e, int in_fd, const char *socket_path,
 		     const char *dead_letter_path, struct agd_ingest **out, char *err, size_t len);
 /* Stops reading, waits for submitted batches, removes the socket. */
 void agd_ingest_stop(struct agd_ingest *in);

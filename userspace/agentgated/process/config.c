@@ -43,7 +43,7 @@ enum {
  *     agd_config_file), with the syntax of the row's kind;
  *   - the defaults (agd_config_defaults): .def parsed like a given value;
  *     without .def the field stays empty or zero, except the policy rows,
- *     whose defaults are ag_policy_defaults() (core/policy.c, which the CLI's
+ *     whose defaults are agd_policy_defaults() (core/policy.c, which the CLI's
  *     offline explain shares);
  *   - the bounds (agd_config_check, from check_settings in main.c, which then
  *     runs the checks across options): a value outside them is refused
@@ -137,8 +137,8 @@ static const struct opt opts[] = {
 	  .fleet = true, .help = "how often demand is published and shares recomputed" },
 	{ "fleet-floor", K_RATE, F(fleet_floor), .arg = "F", .def = "0.05", ABOVE_AT_MOST(0, 1),
 	  .fleet = true, .help = "least share of an agent's fleet rate a host keeps" },
-	/* The policy rows: defaults from ag_policy_defaults(), checked whole by
-	 * ag_policy_check() in check_settings. */
+	/* The policy rows: defaults from agd_policy_defaults(), checked whole by
+	 * agd_policy_check() in check_settings. */
 	{ "rate", K_RATE, F(defaults.r0), .arg = "R", .reload = true,
 	  .help = "default initial rate r0, tokens/s" },
 	{ "alpha", K_RATE, F(defaults.alpha), .arg = "A", .reload = true,
@@ -200,7 +200,7 @@ void agd_config_defaults(struct agd_config *c)
 	size_t i;
 
 	memset(c, 0, sizeof(*c));
-	ag_policy_defaults(&c->defaults);
+	agd_policy_defaults(&c->defaults);
 	for (i = 0; i < N_OPTS; i++) {
 		const struct opt *o = &opts[i];
 
@@ -367,7 +367,7 @@ static int set_opt(struct agd_config *c, const struct opt *o, const char *val, c
 		bad = parse_number(val, &v, &rest) || (*rest && strcmp(rest, "s"));
 		if (!bad) {
 			c->defaults.burst = v;
-			c->defaults.burst_kind = *rest ? AG_BURST_SECONDS : AG_BURST_TOKENS;
+			c->defaults.burst_kind = *rest ? AGD_BURST_SECONDS : AGD_BURST_TOKENS;
 		}
 		break;
 	case K_UNIT:
@@ -534,7 +534,7 @@ static bool fmt_value(const struct opt *o, const struct agd_config *c, char *buf
 		return true;
 	case K_BURST:
 		snprintf(buf, len, "%.15g%s", c->defaults.burst,
-			 c->defaults.burst_kind == AG_BURST_SECONDS ? "s" : "");
+			 c->defaults.burst_kind == AGD_BURST_SECONDS ? "s" : "");
 		return true;
 	case K_UNIT:
 		snprintf(buf, len, "%s", c->defaults.unit == AG_UNIT_BPS ? "bps" : "pps");

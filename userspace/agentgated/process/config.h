@@ -53,7 +53,7 @@ struct agd_config {
 	char user[256];       /* --user: the account to switch to after setup */
 	char read_group[256]; /* --read-group: may read the pins and the state */
 
-	struct ag_policy defaults;
+	struct agd_policy defaults;
 	bool auto_create;
 	__u64 dedup_window_ms;
 	__u64 dedup_max;

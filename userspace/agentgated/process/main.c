@@ -44,11 +44,11 @@ static bool quiet;
 static void logf_(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void logf_(int level, const char *fmt, ...)
 {
-	static const char *const names[] = { [AG_LOG_ERR] = "error", [AG_LOG_WARN] = "warning",
-					     [AG_LOG_INFO] = "info" };
+	static const char *const names[] = { [AGD_LOG_ERR] = "error", [AGD_LOG_WARN] = "warning",
+					     [AGD_LOG_INFO] = "info" };
 	va_list ap;
 
-	if (quiet && level > AG_LOG_WARN)
+	if (quiet && level > AGD_LOG_WARN)
 		return;
 	fprintf(stderr, "agentgated: %s: ", names[level] ? names[level] : "log");
 	va_start(ap, fmt);
@@ -59,7 +59,7 @@ static void logf_(int level, const char *fmt, ...)
 
 static void lib_log(const char *msg)
 {
-	logf_(AG_LOG_WARN, "%s", msg);
+	logf_(AGD_LOG_WARN, "%s", msg);
 }
 
 /* The settings that can change while running; 0, or -1 after logging. */
@@ -72,21 +72,21 @@ static int live_settings(const struct agd_config *c, struct agd_http_live *live)
 	live->max_body = c->max_body;
 	live->metrics_max_agents = c->metrics_max_agents;
 	if (c->auth_key_file[0]) {
-		err = ag_auth_key_load(c->auth_key_file, live->key, &live->key_len, why,
+		err = agd_auth_key_load(c->auth_key_file, live->key, &live->key_len, why,
 				       sizeof(why));
 		if (err) {
-			logf_(AG_LOG_ERR, "%s", why);
+			logf_(AGD_LOG_ERR, "%s", why);
 			return -1;
 		}
 		live->auth = true;
 		return 0;
 	}
 	if (!agd_listen_is_loopback(c->listen)) {
-		logf_(AG_LOG_ERR, "refusing to serve %s without authentication: give "
+		logf_(AGD_LOG_ERR, "refusing to serve %s without authentication: give "
 		      "--auth-key-file, or listen on loopback", c->listen);
 		return -1;
 	}
-	logf_(AG_LOG_WARN, "authentication is off (loopback listener %s and no --auth-key-file)",
+	logf_(AGD_LOG_WARN, "authentication is off (loopback listener %s and no --auth-key-file)",
 	      c->listen);
 	return 0;
 }
@@ -98,7 +98,7 @@ static bool listen_ok(const char *listen)
 	char err[300];
 
 	if (agd_listen_check(listen, err, sizeof(err))) {
-		logf_(AG_LOG_ERR, "%s", err);
+		logf_(AGD_LOG_ERR, "%s", err);
 		return false;
 	}
 	return true;
@@ -109,21 +109,21 @@ static int cross_checks(const struct agd_config *c)
 {
 	char why[600];
 
-	if (ag_policy_check(&c->defaults, why, sizeof(why))) {
-		logf_(AG_LOG_ERR, "default policy: %s", why);
+	if (agd_policy_check(&c->defaults, why, sizeof(why))) {
+		logf_(AGD_LOG_ERR, "default policy: %s", why);
 		return -1;
 	}
 	if (c->node[0] && agd_fleet_node_check(c->node, why, sizeof(why))) {
-		logf_(AG_LOG_ERR, "--node: %s", why);
+		logf_(AGD_LOG_ERR, "--node: %s", why);
 		return -1;
 	}
 	if (agd_tls_check(c->tls_cert, c->tls_key, why, sizeof(why))) {
-		logf_(AG_LOG_ERR, "%s", why);
+		logf_(AGD_LOG_ERR, "%s", why);
 		return -1;
 	}
 	/* Each is at most AGD_THREADS_MAX by its bounds: the sum cannot wrap. */
 	if (c->threads + c->stream_max_clients > AGD_THREADS_MAX) {
-		logf_(AG_LOG_ERR, "threads plus stream-max-clients must be at most %u",
+		logf_(AGD_LOG_ERR, "threads plus stream-max-clients must be at most %u",
 		      AGD_THREADS_MAX);
 		return -1;
 	}
@@ -137,7 +137,7 @@ static int check_settings(const struct agd_config *c)
 	char why[600];
 
 	if (agd_config_check(c, why, sizeof(why))) {
-		logf_(AG_LOG_ERR, "%s", why);
+		logf_(AGD_LOG_ERR, "%s", why);
 		return -1;
 	}
 	return cross_checks(c);
@@ -149,7 +149,7 @@ static enum ag_xdp_mode xdp_mode(const char *m)
 									   AG_XDP_AUTO;
 }
 
-static int attach_all(struct ag_engine *e, const struct agd_config *c)
+static int attach_all(struct agd_engine *e, const struct agd_config *c)
 {
 	size_t i;
 
@@ -159,11 +159,11 @@ static int attach_all(struct ag_engine *e, const struct agd_config *c)
 		struct ag_attach_opts o = { .mode = xdp_mode(c->xdp_mode), .keep_same = true };
 		struct ag_attach_result res;
 
-		if (ag_attach_with(ag_engine_ctx(e), c->attach[i], &o, &res)) {
-			logf_(AG_LOG_ERR, "attach %s: %s", c->attach[i], ag_errmsg());
+		if (ag_attach_with(agd_engine_ctx(e), c->attach[i], &o, &res)) {
+			logf_(AGD_LOG_ERR, "attach %s: %s", c->attach[i], ag_errmsg());
 			return -1;
 		}
-		logf_(AG_LOG_INFO, "attached to %s (%s, program %u%s)", c->attach[i],
+		logf_(AGD_LOG_INFO, "attached to %s (%s, program %u%s)", c->attach[i],
 		      res.mode == AG_XDP_NATIVE ? "native" : "generic", res.prog_id,
 		      res.kept ? ", already running" : res.replaced ? ", replaced the previous one" : "");
 	}
@@ -182,7 +182,7 @@ static int plan_privileges(const struct agd_config *c, struct agd_privs *p)
 
 	if (!err)
 		return 0;
-	logf_(AG_LOG_ERR, "%s", why);
+	logf_(AGD_LOG_ERR, "%s", why);
 	return err == -EUSERS ? EXIT_ACCOUNT : EXIT_USAGE;
 }
 
@@ -205,7 +205,7 @@ static int open_control(const struct agd_config *c, struct agd_control **ctl)
 
 		snprintf(rel, sizeof(rel), "%s", path);
 		if (!getcwd(cwd, sizeof(cwd))) {
-			logf_(AG_LOG_ERR, "control socket %s: cannot resolve: %s", rel,
+			logf_(AGD_LOG_ERR, "control socket %s: cannot resolve: %s", rel,
 			      strerror(errno));
 			return -1;
 		}
@@ -213,7 +213,7 @@ static int open_control(const struct agd_config *c, struct agd_control **ctl)
 			path[sizeof(path) - 1] = '\0'; /* refused below: too long */
 	}
 	if (agd_control_open(path, ctl, err, sizeof(err))) {
-		logf_(AG_LOG_ERR, "%s", err);
+		logf_(AGD_LOG_ERR, "%s", err);
 		return -1;
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -222,7 +222,7 @@ static int open_control(const struct agd_config *c, struct agd_control **ctl)
 	rec.since_ms = (__u64)ts.tv_sec * 1000 + (__u64)ts.tv_nsec / 1000000;
 	snprintf(rec.control, sizeof(rec.control), "%s", agd_control_path(*ctl));
 	if (ag_owner_publish(c->pin_path, &rec)) {
-		logf_(AG_LOG_ERR, "%s", ag_errmsg());
+		logf_(AGD_LOG_ERR, "%s", ag_errmsg());
 		return -1;
 	}
 	return 0;
@@ -240,7 +240,7 @@ static void store_notify(void)
  * it would abort() next. */
 static void store_fatal(const char *why)
 {
-	logf_(AG_LOG_ERR, "%s; exiting (status %d) instead of aborting: restore the store and "
+	logf_(AGD_LOG_ERR, "%s; exiting (status %d) instead of aborting: restore the store and "
 	      "start again (agentgated(8), STATE STORE)", why, EXIT_STORE);
 	_exit(EXIT_STORE);
 }
@@ -251,10 +251,10 @@ static void store_damage(struct agd_http *h)
 	static bool reported;
 	char why[4800];
 
-	if (reported || !ag_store_damaged(why, sizeof(why)))
+	if (reported || !agd_store_damaged(why, sizeof(why)))
 		return;
 	reported = true;
-	logf_(AG_LOG_ERR, "%s: changes are refused and /readyz answers 503; the datapath goes on "
+	logf_(AGD_LOG_ERR, "%s: changes are refused and /readyz answers 503; the datapath goes on "
 	      "enforcing the last rates. Restore the store and restart (agentgated(8), STATE "
 	      "STORE)", why);
 	if (h)
@@ -262,9 +262,9 @@ static void store_damage(struct agd_http *h)
 }
 
 /* The state and the maps; 0, or the exit status. */
-static int open_engine(const struct agd_config *c, struct ag_engine **e)
+static int open_engine(const struct agd_config *c, struct agd_engine **e)
 {
-	struct ag_engine_opts eo = { 0 };
+	struct agd_engine_opts eo = { 0 };
 	char err[4800];
 	int rc;
 
@@ -278,11 +278,11 @@ static int open_engine(const struct agd_config *c, struct ag_engine **e)
 	eo.auto_create = c->auto_create;
 	eo.queue_max = c->queue_max;
 	eo.log = logf_;
-	ag_store_on_damage(store_notify, store_fatal);
-	rc = ag_engine_open(&eo, e, err, sizeof(err));
+	agd_store_on_damage(store_notify, store_fatal);
+	rc = agd_engine_open(&eo, e, err, sizeof(err));
 	if (!rc)
 		return 0;
-	logf_(AG_LOG_ERR, "%s", err);
+	logf_(AGD_LOG_ERR, "%s", err);
 	return rc == -EUCLEAN ? EXIT_STORE : EXIT_RUNTIME;
 }
 
@@ -291,13 +291,13 @@ static int drop_privileges(const struct agd_privs *p)
 	char why[600], warn[600];
 
 	if (agd_privs_drop(p, warn, sizeof(warn), why, sizeof(why))) {
-		logf_(AG_LOG_ERR, "%s", why);
+		logf_(AGD_LOG_ERR, "%s", why);
 		return -1;
 	}
 	if (warn[0])
-		logf_(AG_LOG_WARN, "%s", warn);
+		logf_(AGD_LOG_WARN, "%s", warn);
 	agd_privs_describe(p, why, sizeof(why));
-	logf_(AG_LOG_INFO, "privileges: %s", why);
+	logf_(AGD_LOG_INFO, "privileges: %s", why);
 	return 0;
 }
 
@@ -308,17 +308,17 @@ static void warn_restart_needed(const struct agd_config *old, const struct agd_c
 	size_t i = 0;
 
 	while ((name = agd_config_restart_change(old, c, &i)))
-		logf_(AG_LOG_WARN, "reload: '%s' changed; it takes effect on restart", name);
+		logf_(AGD_LOG_WARN, "reload: '%s' changed; it takes effect on restart", name);
 }
 
-static int start_fleet(struct ag_engine *e, struct agd_config *c, struct agd_fleet **f)
+static int start_fleet(struct agd_engine *e, struct agd_config *c, struct agd_fleet **f)
 {
 	struct agd_fleet_opts fo = { 0 };
 	char err[512];
 
 	if (!c->n_nats) {
 		if (c->node[0])
-			logf_(AG_LOG_WARN, "--node without --nats: standalone, the name is unused");
+			logf_(AGD_LOG_WARN, "--node without --nats: standalone, the name is unused");
 		return 0;
 	}
 	if (!c->node[0]) {
@@ -336,13 +336,13 @@ static int start_fleet(struct ag_engine *e, struct agd_config *c, struct agd_fle
 	fo.state_dir = c->state_dir;
 	fo.log = logf_;
 	if (agd_fleet_start(e, &fo, f, err, sizeof(err))) {
-		logf_(AG_LOG_ERR, "%s", err);
+		logf_(AGD_LOG_ERR, "%s", err);
 		return -1;
 	}
 	return 0;
 }
 
-static void reload(int argc, char **argv, struct agd_config *cur, struct ag_engine *e,
+static void reload(int argc, char **argv, struct agd_config *cur, struct agd_engine *e,
 		   struct agd_http *h)
 {
 	struct agd_config *next = malloc(sizeof(*next));
@@ -352,23 +352,23 @@ static void reload(int argc, char **argv, struct agd_config *cur, struct ag_engi
 		return;
 	if (agd_config_load(next, argc, argv) != AGD_RUN || check_settings(next) ||
 	    live_settings(next, &live)) {
-		logf_(AG_LOG_ERR, "reload failed; the running settings are unchanged");
+		logf_(AGD_LOG_ERR, "reload failed; the running settings are unchanged");
 		free(next);
 		return;
 	}
 	if (!next->node[0]) /* the default chosen at start */
 		snprintf(next->node, sizeof(next->node), "%s", cur->node);
 	warn_restart_needed(cur, next);
-	ag_engine_reconfigure(e, &next->defaults, next->dedup_window_ms, next->dedup_max,
+	agd_engine_reconfigure(e, &next->defaults, next->dedup_window_ms, next->dedup_max,
 			      next->auto_create);
 	agd_http_update(h, &live);
 	memset(live.key, 0, sizeof(live.key));
 	quiet = next->quiet;
 	if (attach_all(e, next))
-		logf_(AG_LOG_WARN, "reload: not every device could be attached");
+		logf_(AGD_LOG_WARN, "reload: not every device could be attached");
 	*cur = *next;
 	free(next);
-	logf_(AG_LOG_INFO, "settings reloaded");
+	logf_(AGD_LOG_INFO, "settings reloaded");
 }
 
 int main(int argc, char **argv)
@@ -376,7 +376,7 @@ int main(int argc, char **argv)
 	struct agd_config *cfg = malloc(sizeof(*cfg));
 	struct agd_http_opts ho = { 0 };
 	struct agd_http_live live;
-	struct ag_engine *e = NULL;
+	struct agd_engine *e = NULL;
 	struct agd_http *h = NULL;
 	struct agd_ingest *in = NULL;
 	struct agd_fleet *fleet = NULL;
@@ -433,7 +433,7 @@ int main(int argc, char **argv)
 	io.dead_letter_max = cfg->dead_letter_max;
 	if ((cfg->use_stdin || cfg->ingest_socket[0]) &&
 	    agd_ingest_open(e, &io, &in, err, sizeof(err))) {
-		logf_(AG_LOG_ERR, "%s", err);
+		logf_(AGD_LOG_ERR, "%s", err);
 		goto cleanup;
 	}
 	if (open_control(cfg, &ctl))
@@ -444,7 +444,7 @@ int main(int argc, char **argv)
 	if (drop_privileges(&privs))
 		goto cleanup;
 	if (agd_control_serve(ctl, e, err, sizeof(err))) {
-		logf_(AG_LOG_ERR, "%s", err);
+		logf_(AGD_LOG_ERR, "%s", err);
 		goto cleanup;
 	}
 	ho.fleet = fleet;
@@ -459,12 +459,12 @@ int main(int argc, char **argv)
 	ho.stream.max_lag_ms = cfg->stream_max_lag_ms;
 	ho.stream.ping_ms = cfg->stream_ping_ms;
 	if (agd_http_start(e, &ho, &live, &h, err, sizeof(err))) {
-		logf_(AG_LOG_ERR, "%s", err);
+		logf_(AGD_LOG_ERR, "%s", err);
 		goto cleanup;
 	}
-	agd_http_set_ready(h, !ag_store_damaged(NULL, 0), NULL);
+	agd_http_set_ready(h, !agd_store_damaged(NULL, 0), NULL);
 	store_damage(h);
-	logf_(AG_LOG_INFO, "serving %s://%s (state %s, maps %s)", cfg->tls_cert[0] ? "https" : "http",
+	logf_(AGD_LOG_INFO, "serving %s://%s (state %s, maps %s)", cfg->tls_cert[0] ? "https" : "http",
 	      cfg->listen, cfg->state_dir, cfg->pin_path);
 
 	for (;;) {
@@ -478,7 +478,7 @@ int main(int argc, char **argv)
 			store_damage(h);
 			continue;
 		}
-		logf_(AG_LOG_INFO, "%s: shutting down (XDP stays attached)",
+		logf_(AGD_LOG_INFO, "%s: shutting down (XDP stays attached)",
 		      sig == SIGTERM ? "SIGTERM" : "SIGINT");
 		break;
 	}
@@ -490,7 +490,7 @@ cleanup:
 	agd_http_stop(h);
 	agd_control_stop(ctl); /* CLI writes wait for the lock, then go to the maps */
 	agd_fleet_stop(fleet); /* what it published is in the stream, or in its outbox */
-	ag_engine_close(e); /* and with it the pin root's owner lock */
+	agd_engine_close(e); /* and with it the pin root's owner lock */
 	memset(live.key, 0, sizeof(live.key));
 	free(cfg);
 	return rc;
