@@ -310,7 +310,8 @@ t_map_full() {
 		api PUT "/v1/agents/fill$i" '{}'
 		[ "$CODE" = 201 ] || { fail "fill$i: $CODE $BODY"; return 1; }
 	done
-	# Full plus 10 %: two more over the API, one by a rating, one by the CLI.
+	# Full plus 10 %: two more over the API, one by a rating, one by the CLI
+	# (which goes through the daemon: it is refused, and counted, there).
 	for i in 21 22; do
 		api PUT "/v1/agents/fill$i" '{}'
 		json_check "$BODY" "d['error'] == 'insufficient_storage'" || return 1
@@ -324,7 +325,7 @@ t_map_full() {
 	api POST /v1/ratings '{"agent":"learn","score":5}'
 	json_check "$BODY" "d['agents'][0]['rate'] == 220" || return 1
 	api GET /metrics
-	grep -qx 'agentgate_agents_refused_total 3' <<<"$BODY" &&
+	grep -qx 'agentgate_agents_refused_total 4' <<<"$BODY" &&
 		grep -qx 'agentgate_agents 20' <<<"$BODY" && grep -qx 'agentgate_agent_slots 20' <<<"$BODY" ||
 		{ fail "metrics: $(grep -E '^agentgate_agent' <<<"$BODY")"; return 1; }
 	sleep 1
@@ -663,7 +664,7 @@ TESTS=(
 	"t_start|agentgated started as root keeps only CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON in every thread (bounding set too, no_new_privs); lim enforced"
 	"t_kill9_repeated|kill -9 five times under traffic: ready within 1 s of each kill, same program and link, admitted <= burst + rate*t, nothing acknowledged lost"
 	"t_upgrade_under_traffic|15 program replacements (bpf_link_update) under traffic: frames received == frames passed (none unenforced), bound kept; a stale --replace refused, the running program stays"
-	"t_map_full|agent map full plus 10 %: 507 (API, rating) and exit 1 (CLI), agents_refused_total 3; existing agents rated and enforced"
+	"t_map_full|agent map full plus 10 %: 507 (API, rating) and exit 1 (CLI, through the daemon), agents_refused_total 4; existing agents rated and enforced"
 	"t_disk_full|state on a full 2 MiB tmpfs: 507 naming the disk, ready, enforced, store errors counted; every acknowledged rating kept after kill -9, no torn audit line"
 	"t_store_damaged|data.mdb cut to half under the daemon: 500 naming it, not ready, nothing written, enforcement bound kept; restart refused with exit 3; restored copy: state back, ready"
 	"t_bpf_clock|the XDP object reads CLOCK_MONOTONIC only (bpf_ktime_get_ns, bpf_ktime_get_coarse_ns), never boot or TAI time"
