@@ -2,7 +2,7 @@
 /*
  * The daemon's HTTP layer as it runs: the engine (LMDB state, pinned maps)
  * and agd_http_start's CivetWeb server with the real route table and
- * handlers (userspace/agentgated/api/http.c, core/engine.c, api/metrics.c, core/rating.c),
+ * handlers (userspace/agentgated/api/ and core/),
  * started once in a sandbox of this process's own (mount namespace with a
  * fresh bpffs over /sys/fs/bpf, network namespace with only loopback,
  * state on a tmpfs); each input is sent as one connection's bytes to

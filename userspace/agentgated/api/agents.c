@@ -68,7 +68,7 @@ int agent_explain(struct req *r)
 }
 
 /* GET /v1/agents?limit=N&after=NAME: a page in name order, read from the
- * store by key (engine.c) in the lister's thread (lister.h), so a deep page
+ * store by key (core/views.c) in the lister's thread (lister.h), so a deep page
  * costs what the first one does. */
 int agents_list(struct req *r)
 {

@@ -1,0 +1,241 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * The state store's walks (agents in name order, rules), its rules, the
+ * agents an operator deleted, meta's counters and the audit records
+ * (store.c: the store itself).
+ */
+#include <endian.h>
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store.h"
+#include "store_int.h"
+
+int agd_store_meta_get_u64(struct agd_store *st, MDB_txn *txn, const char *key, __u64 *v)
+{
+	MDB_val k = { strlen(key), (void *)key }, d;
+	int rc = mdb_get(txn, st->meta, &k, &d);
+
+	*v = 0;
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return agd_store_errno(rc);
+	if (d.mv_size != sizeof(*v))
+		return -EPROTO;
+	memcpy(v, d.mv_data, sizeof(*v));
+	return 0;
+}
+
+int agd_store_meta_put_u64(struct agd_store *st, MDB_txn *txn, const char *key, __u64 v)
+{
+	MDB_val k = { strlen(key), (void *)key }, d = { sizeof(v), &v };
+
+	return agd_store_errno(mdb_put(txn, st->meta, &k, &d, 0));
+}
+
+/* ---- walks --------------------------------------------------------------------- */
+
+int agd_store_agents_foreach(struct agd_store *st, MDB_txn *txn,
+			    int (*fn)(void *arg, const char *name, const struct agd_agent_rec *rec),
+			    void *arg, size_t *skipped)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, st->agents, &cur), err = 0;
+
+	if (rc)
+		return agd_store_errno(rc);
+	while (!err && !(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))) {
+		char name[AG_NAME_MAX + 1];
+		struct agd_agent_rec rec;
+
+		if (!k.mv_size || k.mv_size > AG_NAME_MAX || v.mv_size != sizeof(rec)) {
+			if (skipped)
+				(*skipped)++;
+			continue;
+		}
+		memcpy(name, k.mv_data, k.mv_size);
+		name[k.mv_size] = 0;
+		memcpy(&rec, v.mv_data, sizeof(rec));
+		err = fn(arg, name, &rec);
+	}
+	mdb_cursor_close(cur);
+	if (err)
+		return err;
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}
+
+int agd_store_agent_names_after(struct agd_store *st, MDB_txn *txn, const char *after, size_t max,
+			       char (*names)[AG_NAME_MAX + 1], size_t *n)
+{
+	size_t after_len = strlen(after);
+	MDB_val k = { after_len, (void *)after }, v;
+	MDB_cursor *cur = NULL;
+	int rc;
+
+	*n = 0;
+	rc = mdb_cursor_open(txn, st->agents, &cur);
+	if (!rc)
+		rc = mdb_cursor_get(cur, &k, &v, after_len ? MDB_SET_RANGE : MDB_FIRST);
+	for (; !rc && *n < max; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		if (!k.mv_size || k.mv_size > AG_NAME_MAX)
+			continue; /* not a name: the agents walk skips it too */
+		if (k.mv_size == after_len && !memcmp(k.mv_data, after, after_len))
+			continue;
+		memcpy(names[*n], k.mv_data, k.mv_size);
+		names[(*n)++][k.mv_size] = 0;
+	}
+	if (cur)
+		mdb_cursor_close(cur);
+	return rc && rc != MDB_NOTFOUND ? agd_store_errno(rc) : 0;
+}
+
+int agd_store_rules_foreach(struct agd_store *st, MDB_txn *txn,
+			   int (*fn)(void *arg, const struct agd_rule_rec_key *key,
+				     const char *agent),
+			   void *arg)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, st->rules, &cur), r = 0;
+
+	if (rc)
+		return agd_store_errno(rc);
+	while (!(rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))) {
+		struct agd_rule_rec_key key;
+		char agent[AG_NAME_MAX + 1];
+
+		if (k.mv_size != sizeof(key) || v.mv_size > AG_NAME_MAX)
+			continue;
+		memcpy(&key, k.mv_data, sizeof(key));
+		memcpy(agent, v.mv_data, v.mv_size);
+		agent[v.mv_size] = 0;
+		r = fn(arg, &key, agent);
+		if (r < 0)
+			break;
+		if (r == 1 && (rc = mdb_cursor_del(cur, 0)))
+			break;
+	}
+	mdb_cursor_close(cur);
+	if (r < 0)
+		return r;
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}
+
+int agd_store_rule_get(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *key,
+		      char *buf, size_t len)
+{
+	MDB_val k = { sizeof(*key), (void *)key }, v;
+	int rc = mdb_get(txn, st->rules, &k, &v);
+
+	if (rc)
+		return agd_store_errno(rc);
+	snprintf(buf, len, "%.*s", (int)v.mv_size, (const char *)v.mv_data);
+	return 0;
+}
+
+/* ---- agents an operator deleted --------------------------------------------- */
+
+int agd_store_deleted_put(struct agd_store *st, MDB_txn *txn, const char *name, __u64 time_ms,
+			 const char *subject)
+{
+	struct agd_deleted_rec rec = { .time_ms = time_ms };
+	MDB_val k = str_val(name), v = { sizeof(rec), &rec };
+
+	snprintf(rec.subject, sizeof(rec.subject), "%s", subject ? subject : "");
+	return agd_store_errno(mdb_put(txn, st->deleted, &k, &v, 0));
+}
+
+int agd_store_deleted_get(struct agd_store *st, MDB_txn *txn, const char *name,
+			 struct agd_deleted_rec *rec)
+{
+	MDB_val k = str_val(name), v;
+	int rc = mdb_get(txn, st->deleted, &k, &v);
+
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return agd_store_errno(rc);
+	if (v.mv_size != sizeof(*rec))
+		return 0; /* a record of another layout: not ours to judge */
+	memcpy(rec, v.mv_data, sizeof(*rec));
+	rec->subject[sizeof(rec->subject) - 1] = '\0';
+	return 1;
+}
+
+int agd_store_deleted_del(struct agd_store *st, MDB_txn *txn, const char *name)
+{
+	MDB_val k = str_val(name);
+	int rc = mdb_del(txn, st->deleted, &k, NULL);
+
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}
+
+/* ---- rules and audit --------------------------------------------------- */
+
+int agd_store_rule_put(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *key,
+		      const char *agent)
+{
+	MDB_val k = { sizeof(*key), (void *)key }, v = str_val(agent);
+
+	return agd_store_errno(mdb_put(txn, st->rules, &k, &v, 0));
+}
+
+int agd_store_rule_del(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *key)
+{
+	MDB_val k = { sizeof(*key), (void *)key };
+
+	return agd_store_errno(mdb_del(txn, st->rules, &k, NULL));
+}
+
+/* The newest AGD_STORE_AUDIT_MAX records stay (audit.log keeps them all):
+ * each append removes up to two of the oldest beyond that. */
+static int prune_audit(struct agd_store *st, MDB_txn *txn)
+{
+	MDB_cursor *cur;
+	MDB_stat stat;
+	MDB_val k, v;
+	int rc, n;
+
+	rc = mdb_stat(txn, st->audit, &stat);
+	if (rc || stat.ms_entries <= AGD_STORE_AUDIT_MAX)
+		return rc;
+	rc = mdb_cursor_open(txn, st->audit, &cur);
+	for (n = 0; !rc && n < 2 && stat.ms_entries - (size_t)n > AGD_STORE_AUDIT_MAX; n++) {
+		rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+		if (!rc)
+			rc = mdb_cursor_del(cur, 0);
+	}
+	if (!rc || rc == MDB_NOTFOUND)
+		rc = 0;
+	mdb_cursor_close(cur);
+	return rc;
+}
+
+int agd_store_audit(struct agd_store *st, MDB_txn *txn, const char *line)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	__u64 seq = 1, be;
+	int rc = mdb_cursor_open(txn, st->audit, &cur);
+
+	if (rc)
+		return agd_store_errno(rc);
+	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	if (!rc && k.mv_size == 8) {
+		memcpy(&be, k.mv_data, 8);
+		seq = be64toh(be) + 1;
+	}
+	mdb_cursor_close(cur);
+	if (rc && rc != MDB_NOTFOUND)
+		return agd_store_errno(rc);
+	be = htobe64(seq);
+	k = (MDB_val){ 8, &be };
+	v = str_val(line);
+	rc = mdb_put(txn, st->audit, &k, &v, MDB_APPEND);
+	if (!rc)
+		rc = prune_audit(st, txn);
+	return agd_store_errno(rc);
+}
