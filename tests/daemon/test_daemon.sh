@@ -3036,11 +3036,14 @@ t_owner_cli_through_daemon() {
 
 t_owner_cli_refused_values() {
 	daemon_run own2 || return 1
-	# What the daemon's policy refuses: exit 2 with its reason, nothing changed.
-	cli own2 agent set big rate 50000
-	[ "$RC" -eq 2 ] && [[ "$OUT" == *"agentgated refused"*"r_max"* ]] ||
-		fail "rate above r-max: exit $RC, $OUT" || return 1
-	no_agent big || return 1
+	# The CLI sets the enforced rate as it does without a daemon: outside
+	# the agent's bounds (r-max 10000, r-min 1), they widen to take it.
+	cli_ok own2 agent set big rate 50000 || return 1
+	agent big 'd["rate"] == 50000' 'd["r_max"] == 50000' 'd["r_min"] == 1' || return 1
+	cli_ok own2 agent set big rate 0.5 || return 1
+	agent big 'd["rate"] == 0.5' 'd["r_min"] == 0.5' 'd["r_max"] == 50000' || return 1
+	jpost /v1/ratings '{"agent":"big","score":5}'
+	expect 200 'd["agents"][0]["rate"] == 20.5' || return 1
 	cli own2 agent drain nobody 5
 	[ "$RC" -eq 1 ] && [[ "$OUT" == *"unknown agent 'nobody'"* ]] ||
 		fail "drain unknown: exit $RC, $OUT" || return 1
@@ -3319,7 +3322,7 @@ TESTS=(
 	"t_audit_log|audit.log records create, update, delete, drain, reset, rule add/delete"
 	"t_api_stop|SIGTERM: the API daemon exits 0, no sanitizer report"
 	"t_owner_cli_through_daemon|while agentgated runs, every CLI write goes through it: a pin stays under ratings, the API and refill_rate show the enforced rate at once, drain/reset/rules/config/del visible in the API, audited as local:root"
-	"t_owner_cli_refused_values|through the daemon: a rate over r-max exit 2 naming r_max, unknown agents exit 1 naming them; nothing changed"
+	"t_owner_cli_refused_values|through the daemon: a rate outside the bounds widens them (as without a daemon); unknown agents exit 1 naming them, a bad value exit 2 before the daemon is asked; nothing changed"
 	"t_owner_deleted_stays|an agent deleted by an operator (CLI or API) stays deleted: ratings for it (JSON, batch, NDJSON, /rate) 404 naming who deleted it, a stream's line dead-lettered, also after a restart; created again by an operator, rated as before"
 	"t_owner_handover|SIGTERM removes the record and control socket; what the CLI then changes (set, pin, unpin, del, rule del) the next daemon takes from the maps, audited; after kill -9 the stale record counts for nothing"
 	"t_owner_races|a daemon waits for a CLI write's shared lock; a CLI facing an owner that lets go writes after it; owned by a silent process for over 10 s: exit 1, nothing written; a second daemon on the pin root: exit 1 naming the first"

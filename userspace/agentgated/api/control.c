@@ -122,10 +122,23 @@ static json_t *agent_set(struct agd_engine *e, json_t *o, const char *subject)
 	if ((bad = unknown_fields(o, allowed)) || (bad = get_agent(o, &agent)))
 		return bad;
 	if ((v = json_object_get(o, "rate"))) {
+		struct agd_policy eff;
+
 		if (!json_is_number(v) || json_number_value(v) <= 0)
 			return failure(-EINVAL, "field 'rate': expected a positive number");
 		c.own.r0 = json_number_value(v);
 		c.set |= AGD_POL_R0;
+		/* The CLI sets the rate the datapath enforces, as it does without a
+		 * daemon: a rate outside the agent's bounds widens them. */
+		agd_engine_policy_of(e, agent, &eff);
+		if (c.own.r0 < eff.r_min) {
+			c.own.r_min = c.own.r0;
+			c.set |= AGD_POL_R_MIN;
+		}
+		if (c.own.r0 > eff.r_max) {
+			c.own.r_max = c.own.r0;
+			c.set |= AGD_POL_R_MAX;
+		}
 	}
 	if ((v = json_object_get(o, "burst"))) {
 		if (!json_is_integer(v) || json_integer_value(v) <= 0)

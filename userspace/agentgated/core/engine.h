@@ -300,6 +300,8 @@ struct agd_agent_view {
 };
 
 int agd_engine_agent_view(struct agd_engine *e, const char *name, struct agd_agent_view *v);
+/* The agent's effective policy, or the defaults a new agent would get. */
+void agd_engine_policy_of(struct agd_engine *e, const char *name, struct agd_policy *p);
 /* Where the agent's rate comes from (explain.h; agentgated(8), EXPLAIN): a
  * jansson object (json_t *) as void *, the caller's to json_decref: the
  * one GET /v1/agents/{agent}/explain returns. -ENOENT with oe->msg naming

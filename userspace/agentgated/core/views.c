@@ -241,3 +241,16 @@ void *agd_agent_view_json(const struct agd_agent_view *v)
 	json_object_set_new(o, "updated_ms", json_integer((json_int_t)v->updated_ms));
 	return o;
 }
+
+void agd_engine_policy_of(struct agd_engine *e, const char *name, struct agd_policy *p)
+{
+	struct entry *en;
+
+	pthread_mutex_lock(&e->lock);
+	en = tab_find(e, name);
+	if (en)
+		effective(e, en, p);
+	else
+		*p = e->defaults;
+	pthread_mutex_unlock(&e->lock);
+}
