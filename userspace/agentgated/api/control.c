@@ -17,6 +17,7 @@
 #include <jansson.h>
 
 #include "control.h"
+#include "reply.h"
 #include "core/jsonguard.h"
 
 struct agd_control {
@@ -30,18 +31,6 @@ struct agd_control {
 
 /* ---- answers ------------------------------------------------------------------- */
 
-static const char *code_of(int status)
-{
-	switch (status) {
-	case 400: return "bad_request";
-	case 404: return "not_found";
-	case 409: return "conflict";
-	case 503: return "unavailable";
-	case 507: return "insufficient_storage";
-	default: return "internal";
-	}
-}
-
 static json_t *failure(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static json_t *failure(int err, const char *fmt, ...)
 {
@@ -52,7 +41,7 @@ static json_t *failure(int err, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	return json_pack("{s:b,s:i,s:s,s:s}", "ok", 0, "status", status, "error", code_of(status),
+	return json_pack("{s:b,s:i,s:s,s:s}", "ok", 0, "status", status, "error", agd_reply_code(status),
 			 "message", msg);
 }
 

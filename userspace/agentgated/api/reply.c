@@ -37,7 +37,7 @@ static const char *reason_phrase(int status)
 	}
 }
 
-static const char *error_code(int status)
+const char *agd_reply_code(int status)
 {
 	switch (status) {
 	case 400: return "bad_request";
@@ -120,13 +120,13 @@ static json_t *error_json(int status, const char *fmt, va_list ap)
 	size_t i;
 
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	o = json_pack("{s:s,s:s}", "error", error_code(status), "message", msg);
+	o = json_pack("{s:s,s:s}", "error", agd_reply_code(status), "message", msg);
 	/* A quoted path or name that is not UTF-8 (or cut mid-character) makes
 	 * json_pack fail: quote it with '?' for each non-ASCII byte instead. */
 	for (i = 0; !o && msg[i]; i++)
 		if ((unsigned char)msg[i] >= 0x80)
 			msg[i] = '?';
-	return o ? o : json_pack("{s:s,s:s}", "error", error_code(status), "message", msg);
+	return o ? o : json_pack("{s:s,s:s}", "error", agd_reply_code(status), "message", msg);
 }
 
 /* The API's error response, the one place that writes it. */

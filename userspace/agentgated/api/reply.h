@@ -18,6 +18,8 @@ struct mg_connection;
  * \r\n, or NULL. Returns status. */
 int agd_reply_body(struct mg_connection *conn, int status, const char *type, const char *body,
 		   size_t len, const char *extra);
+/* The "error" code of a status: "bad_request", "not_found", ... "internal". */
+const char *agd_reply_code(int status);
 /* Sends and frees o (500 when it cannot be written out). */
 int agd_reply_json(struct mg_connection *conn, int status, json_t *o, const char *extra);
 /* The error response; 401 adds WWW-Authenticate, 408/413/431 close. */

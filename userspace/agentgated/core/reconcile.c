@@ -109,33 +109,42 @@ static int cmp_rule(const void *pa, const void *pb)
 struct journal {
 	struct ag_journal_entry *list;
 	size_t n;
+	struct ag_rule *rules; /* the journaled rules, sorted by cmp_rule */
+	size_t n_rules;
 	bool all; /* the journal overflowed: the maps are the truth for all */
 };
 
-static bool journaled_agent(const struct journal *j, const char *name)
+/* Reads the journal; its rules sorted for lookups by bsearch. */
+static int journal_read(struct agd_engine *e, struct journal *j)
 {
 	size_t i;
+	int err = ag_owner_journal_read(ag_pin_root(e->ctx), &j->list, &j->n);
 
-	if (j->all)
-		return true;
-	for (i = 0; i < j->n; i++)
-		if (j->list[i].kind == AG_JOURNAL_AGENT && !strcmp(j->list[i].name, name))
-			return true;
-	return false;
+	if (err)
+		return err;
+	j->rules = j->n ? calloc(j->n, sizeof(*j->rules)) : NULL;
+	if (j->n && !j->rules)
+		return -ENOMEM;
+	for (i = 0; i < j->n; i++) {
+		j->all |= j->list[i].kind == AG_JOURNAL_ALL;
+		if (j->list[i].kind == AG_JOURNAL_RULE)
+			j->rules[j->n_rules++] = j->list[i].rule;
+	}
+	if (j->n_rules)
+		qsort(j->rules, j->n_rules, sizeof(*j->rules), cmp_rule);
+	return 0;
+}
+
+static void journal_free(struct journal *j)
+{
+	free(j->list);
+	free(j->rules);
 }
 
 static bool journaled_rule(const struct journal *j, const struct ag_rule *r)
 {
-	size_t i;
-
-	if (j->all)
-		return true;
-	for (i = 0; i < j->n; i++)
-		if (j->list[i].kind == AG_JOURNAL_RULE && j->list[i].rule.family == r->family &&
-		    j->list[i].rule.plen == r->plen && j->list[i].rule.port == r->port &&
-		    !memcmp(j->list[i].rule.addr, r->addr, 16))
-			return true;
-	return false;
+	return j->all ||
+	       (j->n_rules && bsearch(r, j->rules, j->n_rules, sizeof(*j->rules), cmp_rule));
 }
 
 /* The map's word on a stored agent the CLI changed: each field that differs
@@ -278,9 +287,51 @@ static int journal_audit(struct agd_engine *e, MDB_txn *txn, struct journal_audi
 	return err;
 }
 
-/* Stored agents the CLI changed while no daemon ran: those still in the
- * maps take the maps' policy (kept as to store), those gone from the maps
- * leave the table and, in the transaction, LMDB. */
+/* One stored agent the journal names: still in the maps, it takes their
+ * policy (audited when that changed it); gone from them, it leaves LMDB
+ * in the transaction (and the table, through *gone, afterwards). */
+static int journal_agent(struct agd_engine *e, struct entry *en, MDB_txn *txn,
+			 struct journal_audit *ja, struct entry ***gone, size_t *n_gone,
+			 size_t *changed)
+{
+	struct ag_agent live;
+	json_t *before = policy_json(e, &en->rec), *after;
+	int err;
+
+	if (ag_agent_get(e->ctx, en->name, &live)) {
+		struct entry **grown = realloc(*gone, (*n_gone + 1) * sizeof(**gone));
+
+		if (!grown) {
+			json_decref(before);
+			return -ENOMEM;
+		}
+		*gone = grown;
+		(*gone)[(*n_gone)++] = en;
+		err = agd_store_agent_del(&e->st, txn, en->name);
+		if (!err)
+			err = agd_store_deleted_put(&e->st, txn, en->name, wall_ms(),
+						   JOURNAL_SUBJECT);
+		if (!err)
+			err = journal_audit(e, txn, ja, "agent.delete", en->name, before, NULL);
+		else
+			json_decref(before);
+		*changed += !err;
+		return err;
+	}
+	rec_take_map(e, &en->rec, &live);
+	after = policy_json(e, &en->rec);
+	if (json_equal(before, after)) { /* the maps say what the store does */
+		json_decref(before);
+		json_decref(after);
+		return 0;
+	}
+	en->new_in_batch = true; /* to store */
+	(*changed)++;
+	return journal_audit(e, txn, ja, "agent.adopt", en->name, before, after);
+}
+
+/* Stored agents the CLI changed while no daemon ran: each journaled name
+ * found by its hash, every stored agent when the journal overflowed. */
 static int apply_journal(struct agd_engine *e, const struct journal *j, MDB_txn *txn,
 			 struct journal_audit *ja, size_t *changed)
 {
@@ -288,40 +339,17 @@ static int apply_journal(struct agd_engine *e, const struct journal *j, MDB_txn 
 	size_t i, n_gone = 0;
 	int err = 0;
 
-	if (!j->n)
-		return 0;
-	TAB_FOREACH(e, i, en) {
-		struct ag_agent live;
-		json_t *before;
-
-		if (!journaled_agent(j, en->name))
-			continue;
-		before = policy_json(e, &en->rec);
-		if (ag_agent_get(e->ctx, en->name, &live)) {
-			struct entry **grown = realloc(gone, (n_gone + 1) * sizeof(*gone));
-
-			if (!grown) {
-				json_decref(before);
-				err = -ENOMEM;
+	if (j->all) {
+		TAB_FOREACH(e, i, en) {
+			err = journal_agent(e, en, txn, ja, &gone, &n_gone, changed);
+			if (err)
 				break;
-			}
-			gone = grown;
-			gone[n_gone++] = en;
-			err = agd_store_agent_del(&e->st, txn, en->name);
-			if (!err)
-				err = agd_store_deleted_put(&e->st, txn, en->name, wall_ms(),
-							   JOURNAL_SUBJECT);
-			if (!err)
-				err = journal_audit(e, txn, ja, "agent.delete", en->name, before, NULL);
-		} else {
-			rec_take_map(e, &en->rec, &live);
-			en->new_in_batch = true; /* to store */
-			err = journal_audit(e, txn, ja, "agent.adopt", en->name, before,
-					    policy_json(e, &en->rec));
 		}
-		if (err)
-			break;
-		(*changed)++;
+	} else {
+		for (i = 0; i < j->n && !err; i++)
+			if (j->list[i].kind == AG_JOURNAL_AGENT &&
+			    (en = tab_find(e, j->list[i].name)))
+				err = journal_agent(e, en, txn, ja, &gone, &n_gone, changed);
 	}
 	for (i = 0; !err && i < n_gone; i++)
 		tab_remove(e, gone[i]);
@@ -338,14 +366,13 @@ int reconcile(struct agd_engine *e, char *errbuf, size_t len)
 	size_t i, adopted = 0, restored = 0, journaled = 0, rules_dropped = 0;
 	int err;
 
-	err = ag_owner_journal_read(ag_pin_root(e->ctx), &j.list, &j.n);
+	err = journal_read(e, &j);
 	if (err) {
 		snprintf(errbuf, len, "cannot read what the CLI changed while agentgated was "
-			 "stopped: %s", ag_errmsg());
+			 "stopped: %s", err == -ENOMEM ? "out of memory" : ag_errmsg());
+		journal_free(&j);
 		return err;
 	}
-	for (i = 0; i < j.n; i++)
-		j.all |= j.list[i].kind == AG_JOURNAL_ALL;
 	err = txn_begin(e, &txn);
 	if (!err)
 		err = apply_journal(e, &j, txn, &ja, &journaled);
@@ -369,7 +396,7 @@ int reconcile(struct agd_engine *e, char *errbuf, size_t len)
 	err = ag_agent_foreach(e->ctx, adopt_agent, e);
 	if (err) {
 		agd_store_txn_end(txn);
-		free(j.list);
+		journal_free(&j);
 		snprintf(errbuf, len, "cannot read the agents in the maps: %s", ag_errmsg());
 		return err;
 	}
@@ -395,7 +422,7 @@ int reconcile(struct agd_engine *e, char *errbuf, size_t len)
 	for (i = 0; i < ja.n; i++)
 		audit_file(e, ja.lines[i]);
 	free(ja.lines);
-	free(j.list);
+	journal_free(&j);
 	/* Committed: a crash before this line only takes the maps' word again. */
 	if (j.n && ag_owner_journal_clear(ag_pin_root(e->ctx)))
 		e->opts.log(AGD_LOG_WARN, "%s", ag_errmsg());
@@ -412,7 +439,7 @@ store_err:
 	for (i = 0; i < ja.n; i++)
 		free(ja.lines[i]);
 	free(ja.lines);
-	free(j.list);
+	journal_free(&j);
 	snprintf(errbuf, len, "cannot reconcile the state store with the maps: %s",
 		 store_error(err));
 	return err;
