@@ -104,7 +104,8 @@ CLI_LIBS := -ljansson
 # agent explain with no daemon running reads the state store read-only,
 # with the daemon's own code for it (explain.c and what it needs).
 CLI_D_SRCS := userspace/agentgated/core/explain.c userspace/agentgated/core/store.c \
-	userspace/agentgated/core/store_check.c userspace/agentgated/core/policy.c
+	userspace/agentgated/core/store_check.c userspace/agentgated/core/policy.c \
+	userspace/agentgated/core/err.c
 CLI_D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(CLI_D_SRCS))
 CLI_D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(CLI_D_SRCS))
 CLI_LIBS += -llmdb

@@ -98,16 +98,16 @@ static void reset_getopt(void)
 static void fuzz_file_only(void)
 {
 	struct agd_config *c = malloc(sizeof(*c));
-	char why[1024] = "";
+	struct agd_err why = { 0 };
 
 	if (!c)
 		abort();
 	agd_config_defaults(c);
-	if (agd_config_file(c, memfd_path, why, sizeof(why)) == 0)
+	if (agd_config_file(c, memfd_path, &why) == 0)
 		check_config(c);
 	else
-		FUZZ_CHECK(!strncmp(why, memfd_path, strlen(memfd_path)) && strchr(why, ':'),
-			   "refusal without file:line: %s", why);
+		FUZZ_CHECK(!strncmp(why.msg, memfd_path, strlen(memfd_path)) && strchr(why.msg, ':'),
+			   "refusal without file:line: %s", why.msg);
 	free(c);
 }
 

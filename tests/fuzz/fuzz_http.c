@@ -145,13 +145,14 @@ static int start_daemon(char *why, size_t why_len)
 		.stream = { .max_clients = 2, .max_per_ip = 2, .queue = 64, .max_lag_ms = 2000,
 			    .ping_ms = 1000 },
 	};
-	char err[1024];
+	struct agd_err err = { 0 };
+	char path[1024];
 	int rc, attempt;
 
 	agd_policy_defaults(&eo.defaults);
-	rc = agd_engine_open(&eo, &engine, err, sizeof(err));
+	rc = agd_engine_open(&eo, &engine, &err);
 	if (rc) {
-		snprintf(why, why_len, "engine: %s", err);
+		snprintf(why, why_len, "engine: %s", err.msg);
 		return rc;
 	}
 	live.max_body = 64 << 10;
@@ -162,27 +163,27 @@ static int start_daemon(char *why, size_t why_len)
 	 * it not be, a port the kernel finds free. */
 	for (attempt = 0, port = PORT; attempt < 5; attempt++, port = free_port()) {
 		snprintf(listen_addr, sizeof(listen_addr), "127.0.0.1:%u", port);
-		rc = port ? agd_http_start(engine, &ho, &live, &http, err, sizeof(err)) : -EADDRINUSE;
+		rc = port ? agd_http_start(engine, &ho, &live, &http, &err) : -EADDRINUSE;
 		if (rc != -EADDRINUSE)
 			break;
 	}
 	if (rc) {
-		snprintf(why, why_len, "http: %s", err);
+		snprintf(why, why_len, "http: %s", err.msg);
 		return rc;
 	}
 	snprintf(ingest_path, sizeof(ingest_path), "%s/ingest.sock", state_dir);
-	snprintf(err, sizeof(err), "%s/dead-letter.ndjson", state_dir);
-	rc = agd_ingest_start(engine, -1, ingest_path, err, &ingest, err, sizeof(err));
+	snprintf(path, sizeof(path), "%s/dead-letter.ndjson", state_dir);
+	rc = agd_ingest_start(engine, -1, ingest_path, path, &ingest, &err);
 	if (rc) {
-		snprintf(why, why_len, "ingest: %s", err);
+		snprintf(why, why_len, "ingest: %s", err.msg);
 		return rc;
 	}
-	snprintf(err, sizeof(err), "%s/control.sock", state_dir);
-	rc = agd_control_open(err, &control, err, sizeof(err));
+	snprintf(path, sizeof(path), "%s/control.sock", state_dir);
+	rc = agd_control_open(path, &control, &err);
 	if (!rc)
-		rc = agd_control_serve(control, engine, err, sizeof(err));
+		rc = agd_control_serve(control, engine, &err);
 	if (rc) {
-		snprintf(why, why_len, "control: %s", err);
+		snprintf(why, why_len, "control: %s", err.msg);
 		return rc;
 	}
 	agd_http_set_ready(http, true, NULL);

@@ -187,7 +187,7 @@ static void fuzz_policy(uint8_t sel, struct fuzz_in *in)
 {
 	struct agd_rating_stats st = { .last_ms = -1 };
 	struct agd_policy p;
-	char why[200];
+	struct agd_err why = { 0 };
 	double rate;
 	uint8_t flags;
 
@@ -202,8 +202,8 @@ static void fuzz_policy(uint8_t sel, struct fuzz_in *in)
 	p.pinned = flags & 4;
 	if (flags & 8) /* out-of-range enums: the check must refuse them */
 		p.unit = (enum ag_unit)(flags >> 4);
-	if (agd_policy_check(&p, why, sizeof(why))) {
-		FUZZ_CHECK(why[0], "refusal without a reason");
+	if (agd_policy_check(&p, &why)) {
+		FUZZ_CHECK(why.msg[0], "refusal without a reason");
 		return;
 	}
 	FUZZ_CHECK(p.unit == AG_UNIT_PPS || p.unit == AG_UNIT_BPS, "unit %d accepted", p.unit);

@@ -138,16 +138,16 @@ static void anything_else_is_refused_with_a_reason(void **state)
 
 static void node_names(void **state)
 {
-	char why[200], node[AGD_NODE_MAX + 1];
+	struct agd_err why;
+	char node[AGD_NODE_MAX + 1];
 
-	assert_int_equal(agd_fleet_node_check("edge-1_a", why, sizeof(why)), 0);
-	assert_int_equal(agd_fleet_node_check("", why, sizeof(why)), -1);
-	assert_int_equal(agd_fleet_node_check("a.b", why, sizeof(why)), -1); /* durable names */
-	assert_int_equal(agd_fleet_node_check("a b", why, sizeof(why)), -1);
-	assert_int_equal(agd_fleet_node_check("012345678901234567890123456789012", why,
-					      sizeof(why)), -1);
+	assert_int_equal(agd_fleet_node_check("edge-1_a", &why), 0);
+	assert_int_equal(agd_fleet_node_check("", &why), -1);
+	assert_int_equal(agd_fleet_node_check("a.b", &why), -1); /* durable names */
+	assert_int_equal(agd_fleet_node_check("a b", &why), -1);
+	assert_int_equal(agd_fleet_node_check("012345678901234567890123456789012", &why), -1);
 	agd_fleet_default_node(node, sizeof(node));
-	assert_int_equal(agd_fleet_node_check(node, why, sizeof(why)), 0);
+	assert_int_equal(agd_fleet_node_check(node, &why), 0);
 }
 
 int main(void)

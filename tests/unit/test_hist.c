@@ -349,29 +349,30 @@ static void old_store_opens(void **state)
 	struct agd_policy def;
 	MDB_txn *txn;
 	json_t *j;
-	char err[1024], dir[128];
+	struct agd_err err;
+	char dir[128];
 
 	snprintf(tmpdir, sizeof(tmpdir), "/tmp/test_hist.XXXXXX");
 	assert_non_null(mkdtemp(tmpdir));
 	/* Not a state directory: no data.mdb; a missing one. */
-	assert_int_equal(agd_store_open_ro(tmpdir, &st, &txn, err, sizeof(err)), -ENOENT);
-	assert_non_null(strstr(err, tmpdir));
-	assert_non_null(strstr(err, "data.mdb"));
+	assert_int_equal(agd_store_open_ro(tmpdir, &st, &txn, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, tmpdir));
+	assert_non_null(strstr(err.msg, "data.mdb"));
 	snprintf(dir, sizeof(dir), "%s/none", tmpdir);
-	assert_int_equal(agd_store_open_ro(dir, &st, &txn, err, sizeof(err)), -ENOENT);
-	assert_non_null(strstr(err, dir));
+	assert_int_equal(agd_store_open_ro(dir, &st, &txn, &err), -ENOENT);
+	assert_non_null(strstr(err.msg, dir));
 	/* An older store: read-only, no history, nothing created there. */
 	snprintf(dir, sizeof(dir), "%s/old", tmpdir);
 	assert_int_equal(mkdir(dir, 0700), 0);
 	write_old_store(dir);
-	assert_int_equal(agd_store_open_ro(dir, &st, &txn, err, sizeof(err)), 0);
+	assert_int_equal(agd_store_open_ro(dir, &st, &txn, &err), 0);
 	assert_false(st.hist);
 	assert_int_equal(agd_store_hist_get(&st, txn, "a", r, c), 0);
 	assert_int_equal(r->n + c->n, 0);
 	mdb_txn_abort(txn);
 	agd_store_close(&st);
 	/* Opened for writing: the databases are created, the version stays. */
-	assert_int_equal(agd_store_open(dir, 1 << 20, &st, err, sizeof(err)), 0);
+	assert_int_equal(agd_store_open(dir, 1 << 20, &st, &err), 0);
 	assert_true(st.hist);
 	assert_int_equal(agd_store_txn_begin(&st, &txn), 0);
 	assert_int_equal(agd_store_agent_put(&st, txn, "a", &rec), 0);
@@ -386,9 +387,9 @@ static void old_store_opens(void **state)
 	assert_int_equal(agd_store_commit(&st, txn), 0);
 	agd_store_close(&st);
 	/* And read back read-only: the same object the daemon builds. */
-	assert_int_equal(agd_store_open_ro(dir, &st, &txn, err, sizeof(err)), 0);
+	assert_int_equal(agd_store_open_ro(dir, &st, &txn, &err), 0);
 	assert_true(st.hist);
-	assert_int_equal(agd_explain_build(&st, txn, "a", &o, &j, err, sizeof(err)), 0);
+	assert_int_equal(agd_explain_build(&st, txn, "a", &o, &j, &err), 0);
 	assert_int_equal(json_array_size(json_object_get(j, "ratings")), 1);
 	assert_string_equal(json_string_value(json_object_get(
 				    json_array_get(json_object_get(j, "ratings"), 0), "id")),
@@ -398,12 +399,12 @@ static void old_store_opens(void **state)
 							      "defaults_from")),
 			    "state store");
 	json_decref(j);
-	assert_int_equal(agd_explain_build(&st, txn, "b", &o, &j, err, sizeof(err)), -ENOENT);
-	assert_string_equal(err, "unknown agent 'b'");
+	assert_int_equal(agd_explain_build(&st, txn, "b", &o, &j, &err), -ENOENT);
+	assert_string_equal(err.msg, "unknown agent 'b'");
 	/* Deleted with its agent. */
 	mdb_txn_abort(txn);
 	agd_store_close(&st);
-	assert_int_equal(agd_store_open(dir, 1 << 20, &st, err, sizeof(err)), 0);
+	assert_int_equal(agd_store_open(dir, 1 << 20, &st, &err), 0);
 	assert_int_equal(agd_store_txn_begin(&st, &txn), 0);
 	assert_int_equal(agd_store_hist_del(&st, txn, "a"), 0);
 	assert_int_equal(agd_store_hist_get(&st, txn, "a", r, c), 0);
@@ -415,8 +416,8 @@ static void old_store_opens(void **state)
 	snprintf(dir, sizeof(dir), "%s/old/" AGD_STORE_FILE, tmpdir);
 	assert_int_equal(unlink(dir), 0);
 	snprintf(dir, sizeof(dir), "%s/old", tmpdir);
-	assert_int_equal(agd_store_open_ro(dir, &st, &txn, err, sizeof(err)), -EUCLEAN);
-	assert_non_null(strstr(err, "missing"));
+	assert_int_equal(agd_store_open_ro(dir, &st, &txn, &err), -EUCLEAN);
+	assert_non_null(strstr(err.msg, "missing"));
 	rm_tree();
 	free(r);
 	free(c);

@@ -114,20 +114,20 @@ static void merge_takes_only_what_is_set(void **state)
 
 static void expect_invalid(const struct agd_policy *p, const char *mentions)
 {
-	char why[128] = "";
+	struct agd_err why = { 0 };
 
-	assert_int_equal(agd_policy_check(p, why, sizeof(why)), -EINVAL);
-	if (!strstr(why, mentions))
-		fail_msg("reason '%s' does not mention '%s'", why, mentions);
+	assert_int_equal(agd_policy_check(p, &why), -EINVAL);
+	if (!strstr(why.msg, mentions))
+		fail_msg("reason '%s' does not mention '%s'", why.msg, mentions);
 }
 
 static void invalid_policies_named(void **state)
 {
 	struct agd_policy p;
-	char why[128];
+	struct agd_err why;
 
 	agd_policy_defaults(&p);
-	assert_int_equal(agd_policy_check(&p, why, sizeof(why)), 0);
+	assert_int_equal(agd_policy_check(&p, &why), 0);
 	p = pol(100, 10, 200, 100);
 	expect_invalid(&p, "r_min");
 	p = pol(5, 10, 10, 100);

@@ -292,17 +292,17 @@ static int from_store(struct cli *cli, const char *name, json_t **out)
 	struct agd_explain_opts o = { .ctx = cli->ctx, .answered_by = "state store" };
 	struct agd_store st;
 	MDB_txn *txn;
-	char err[1500];
+	struct agd_err err = { 0 };
 	int rc;
 
-	rc = agd_store_open_ro(cli->state_dir, &st, &txn, err, sizeof(err));
+	rc = agd_store_open_ro(cli->state_dir, &st, &txn, &err);
 	if (rc)
 		return cli_error(cli, EXIT_RUNTIME, "%s; agent explain reads agentgated's state "
-				 "there when agentgated is not running (--state-dir DIR)", err);
-	rc = agd_explain_build(&st, txn, name, &o, out, err, sizeof(err));
+				 "there when agentgated is not running (--state-dir DIR)", err.msg);
+	rc = agd_explain_build(&st, txn, name, &o, out, &err);
 	agd_store_txn_end(txn);
 	agd_store_close(&st);
-	return rc ? cli_error(cli, EXIT_RUNTIME, "%s", err) : 0;
+	return rc ? cli_error(cli, EXIT_RUNTIME, "%s", err.msg) : 0;
 }
 
 int cli_explain(struct cli *cli, const char *name)

@@ -58,7 +58,7 @@ int agent_get(struct req *r)
 /* GET /v1/agents/{agent}/explain: agd_engine_explain's object. */
 int agent_explain(struct req *r)
 {
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	void *o = NULL;
 	int err = agd_engine_explain(r->h->e, r->param, &o, &oe);
 
@@ -98,9 +98,12 @@ int agents_list(struct req *r)
 	if (err == -EBUSY)
 		return agd_reply_error(r->conn, 503, "Retry-After: 1\r\n", "the state store has "
 				      "no reader slot free: retry");
-	if (err)
-		return send_error(r->conn, agd_engine_status(err), "cannot read the agents: %s",
-				  agd_store_strerror(err));
+	if (err) {
+		struct agd_err why;
+
+		agd_store_fail(&why, err, "cannot read the agents");
+		return send_error(r->conn, agd_engine_status(err), "%s", why.msg);
+	}
 	arr = json_array();
 	for (i = 0; i < n; i++)
 		json_array_append_new(arr, agd_agent_view_json(&views[i]));
@@ -211,7 +214,7 @@ int agent_put(struct req *r)
 	static const char *const allowed[] = { "rate", "burst", "unit", "r_min", "r_max",
 					       "alpha", "pinned", NULL };
 	struct agd_agent_change c;
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	int status = 0, err;
 	bool created;
 	json_t *o;
@@ -232,7 +235,7 @@ int agent_put(struct req *r)
 
 int agent_delete(struct req *r)
 {
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	int err = agd_engine_agent_delete(r->h->e, r->param, r->tok.subject, &oe);
 
 	if (err)
@@ -242,7 +245,7 @@ int agent_delete(struct req *r)
 
 int agent_reset(struct req *r)
 {
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	struct agd_agent_view v;
 	int err = agd_engine_agent_reset(r->h->e, r->param, r->tok.subject, &oe);
 
@@ -283,7 +286,7 @@ static int tokens_field(struct req *r, bool required, __u64 *tokens, int *status
 
 int agent_drain(struct req *r)
 {
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	double remaining = 0;
 	__u64 tokens;
 	int status, err;
@@ -300,7 +303,7 @@ int agent_drain(struct req *r)
 int agent_consume(struct req *r)
 {
 	struct ag_consume_result res;
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	__u64 tokens;
 	int status, err;
 

@@ -150,8 +150,7 @@ cleanup:
 	return err;
 }
 
-int agd_auth_key_load(const char *path, unsigned char *key, size_t *len, char *why,
-		     size_t why_len)
+int agd_auth_key_load(const char *path, unsigned char *key, size_t *len, struct agd_err *why)
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	ssize_t n;
@@ -159,24 +158,21 @@ int agd_auth_key_load(const char *path, unsigned char *key, size_t *len, char *w
 	if (fd < 0) {
 		int err = errno;
 
-		snprintf(why, why_len, "cannot read auth key file %s: %s", path, strerror(err));
-		return -err;
+		return agd_errf(why, -err, "cannot read auth key file %s: %s", path, strerror(err));
 	}
 	n = read(fd, key, AGD_AUTH_KEY_MAX);
 	close(fd);
 	if (n < 0) {
-		snprintf(why, why_len, "cannot read auth key file %s: %s", path, strerror(errno));
-		return -EIO;
+		return agd_errf(why, -EIO, "cannot read auth key file %s: %s", path,
+				strerror(errno));
 	}
 	if (n > 0 && key[n - 1] == '\n')
 		n--;
 	if (n > 0 && key[n - 1] == '\r')
 		n--;
 	if (n < 32) {
-		snprintf(why, why_len,
-			 "auth key file %s holds %zd bytes: an HS256 secret needs at least 32", path,
-			 n);
-		return -EINVAL;
+		return agd_errf(why, -EINVAL, "auth key file %s holds %zd bytes: an HS256 secret "
+				"needs at least 32", path, n);
 	}
 	*len = (size_t)n;
 	return 0;

@@ -10,6 +10,7 @@
 
 #include <stddef.h>
 #include <time.h>
+#include "core/err.h"
 
 enum agd_scope {
 	AGD_SCOPE_RATINGS_WRITE = 1u << 0, /* ratings:write */
@@ -37,7 +38,6 @@ const char *agd_scope_name(unsigned int scope);
 
 /* Reads an HS256 secret file: its bytes with one trailing newline removed;
  * at least 32 bytes. 0, or negative errno with the reason in why. */
-int agd_auth_key_load(const char *path, unsigned char *key, size_t *len, char *why,
-		     size_t why_len);
+int agd_auth_key_load(const char *path, unsigned char *key, size_t *len, struct agd_err *why);
 
 #endif

@@ -102,7 +102,7 @@ static json_t *agent_set(struct agd_engine *e, json_t *o, const char *subject)
 	static const char *const allowed[] = { "op", "agent", "rate", "burst", "unit", "pinned",
 					       NULL };
 	struct agd_agent_change c = { .fill_tokens = -1 };
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	const char *agent, *unit;
 	json_t *v, *bad;
 	bool created = false;
@@ -158,7 +158,7 @@ static json_t *agent_set(struct agd_engine *e, json_t *o, const char *subject)
 static json_t *agent_simple(struct agd_engine *e, json_t *o, const char *op, const char *subject)
 {
 	static const char *const allowed[] = { "op", "agent", "tokens", NULL };
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	const char *agent;
 	double left = 0;
 	json_t *bad, *v;
@@ -203,7 +203,7 @@ static json_t *rule_op(struct agd_engine *e, json_t *o, bool add, const char *su
 {
 	static const char *const add_fields[] = { "op", "prefix", "port", "agent", NULL };
 	static const char *const del_fields[] = { "op", "prefix", "port", NULL };
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	struct ag_rule rule;
 	const char *agent = NULL;
 	json_t *bad;
@@ -223,7 +223,7 @@ static json_t *config_set(struct agd_engine *e, json_t *o, const char *subject)
 {
 	static const char *const allowed[] = { "op", "default_action", "dry_run", NULL };
 	struct agd_config_change c = { -1, -1 };
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	json_t *bad, *v;
 	int err;
 
@@ -278,7 +278,7 @@ char *agd_control_handle(struct agd_engine *e, const char *line, size_t len, con
 
 /* ---- the socket ----------------------------------------------------------------- */
 
-int agd_control_open(const char *path, struct agd_control **out, char *err, size_t len)
+int agd_control_open(const char *path, struct agd_control **out, struct agd_err *err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct agd_control *c;
@@ -287,15 +287,15 @@ int agd_control_open(const char *path, struct agd_control **out, char *err, size
 
 	*out = NULL;
 	if (strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(err, len, "control socket %s: path longer than %zu bytes (set "
+		return agd_errf(err, -ENAMETOOLONG,
+			"control socket %s: path longer than %zu bytes (set "
 			 "--control-socket)", path, sizeof(sa.sun_path) - 1);
-		return -ENAMETOOLONG;
 	}
 	memcpy(sa.sun_path, path, strlen(path));
 	if (lstat(path, &st) == 0) {
 		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, len, "control socket %s: exists and is not a socket", path);
-			return -EEXIST;
+			return agd_errf(err, -EEXIST,
+				"control socket %s: exists and is not a socket", path);
 		}
 		/* Left by a run that ended without removing it: the owner
 		 * lock we hold says no other daemon serves this pin root. */
@@ -309,7 +309,7 @@ int agd_control_open(const char *path, struct agd_control **out, char *err, size
 	if (c->fd < 0 || bind(c->fd, (struct sockaddr *)&sa, sizeof(sa)) || chmod(path, 0600) ||
 	    listen(c->fd, 16) || pipe2(c->stop_pipe, O_CLOEXEC)) {
 		e = errno;
-		snprintf(err, len, "control socket %s: %s", path, strerror(e));
+		snprintf(err->msg, sizeof(err->msg), "control socket %s: %s", path, strerror(e));
 		if (c->fd >= 0)
 			close(c->fd);
 		free(c);
@@ -447,15 +447,15 @@ static void *control_thread(void *arg)
 	return NULL;
 }
 
-int agd_control_serve(struct agd_control *c, struct agd_engine *e, char *err, size_t len)
+int agd_control_serve(struct agd_control *c, struct agd_engine *e, struct agd_err *err)
 {
 	int rc;
 
 	c->e = e;
 	rc = pthread_create(&c->thread, NULL, control_thread, c);
 	if (rc) {
-		snprintf(err, len, "control socket: cannot start its thread: %s", strerror(rc));
-		return -rc;
+		return agd_errf(err, -rc,
+			"control socket: cannot start its thread: %s", strerror(rc));
 	}
 	c->running = true;
 	return 0;

@@ -22,6 +22,7 @@
 #include <stddef.h>
 
 #include "core/engine.h"
+#include "core/err.h"
 
 #define AGD_CONTROL_FILE "control.sock"
 #define AGD_CONTROL_TIMEOUT_MS 5000
@@ -31,9 +32,9 @@ struct agd_control;
 
 /* Binds and listens (a socket file left by a previous run is replaced, any
  * other file is not); serving starts with agd_control_serve. */
-int agd_control_open(const char *path, struct agd_control **out, char *err, size_t len);
+int agd_control_open(const char *path, struct agd_control **out, struct agd_err *err);
 /* Starts the thread that serves requests with e. */
-int agd_control_serve(struct agd_control *c, struct agd_engine *e, char *err, size_t len);
+int agd_control_serve(struct agd_control *c, struct agd_engine *e, struct agd_err *err);
 const char *agd_control_path(const struct agd_control *c);
 /* Finishes the request under way, stops, removes the socket file. */
 void agd_control_stop(struct agd_control *c);

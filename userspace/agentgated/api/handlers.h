@@ -41,7 +41,7 @@ struct agd_http {
 	struct agd_fleet *fleet;
 	bool tls;
 	char tls_cert[4096], tls_key[4096];
-	char tls_err[512]; /* set by init_ssl when it fails */
+	struct agd_err tls_err; /* set by init_ssl when it fails */
 	struct agd_deadlines *deadlines; /* of request bodies */
 	struct agd_lister *lister;       /* GET /v1/agents pages */
 };
@@ -68,7 +68,7 @@ json_t *body_object(struct req *r, const char *const *allowed, int *status);
 int get_number(struct req *r, json_t *o, const char *field, double lo, double hi,
 	       bool integer, double *out, int *status);
 /* The engine's refusal of an operation, with its status. */
-int bad_agent(struct req *r, int err, const struct agd_op_err *oe);
+int bad_agent(struct req *r, int err, const struct agd_err *oe);
 /* 200 allowed, or 429 with Retry-After (whole seconds, at least 1); extra:
  * an object to add the fields to, or NULL. */
 int send_consume(struct req *r, const struct ag_consume_result *res, json_t *extra);

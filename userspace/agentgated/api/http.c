@@ -388,7 +388,7 @@ static int init_ssl(void *ssl_ctx, void *user_data)
 {
 	struct agd_http *h = user_data;
 
-	if (agd_tls_configure(ssl_ctx, h->tls_cert, h->tls_key, h->tls_err, sizeof(h->tls_err)))
+	if (agd_tls_configure(ssl_ctx, h->tls_cert, h->tls_key, &h->tls_err))
 		return -1;
 	return 1; /* configured: CivetWeb loads no certificate of its own */
 }
@@ -421,18 +421,18 @@ static bool listen_well_formed(const char *listen)
 /* CivetWeb's feature bit for IPv6 listeners (mg_check_feature). */
 #define MG_FEATURE_IPV6 8
 
-int agd_listen_check(const char *listen, char *err, size_t len)
+int agd_listen_check(const char *listen, struct agd_err *err)
 {
 	if (!listen_well_formed(listen)) {
-		snprintf(err, len, "--listen %s: expected ADDR:PORT or [IPV6]:PORT", listen);
-		return -EINVAL;
+		return agd_errf(err, -EINVAL,
+			"--listen %s: expected ADDR:PORT or [IPV6]:PORT", listen);
 	}
 	/* Debian's libcivetweb is built without IPv6: say so rather than fail
 	 * later with CivetWeb's "invalid port spec". */
 	if (listen[0] == '[' && !mg_check_feature(MG_FEATURE_IPV6)) {
-		snprintf(err, len, "--listen %s: the CivetWeb library this agentgated uses has no "
+		return agd_errf(err, -EINVAL,
+			"--listen %s: the CivetWeb library this agentgated uses has no "
 			 "IPv6 support; listen on an IPv4 address", listen);
-		return -EINVAL;
 	}
 	return 0;
 }
@@ -464,7 +464,7 @@ bool agd_listen_is_loopback(const char *listen)
 }
 
 int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
-		   const struct agd_http_live *live, struct agd_http **out, char *err, size_t len)
+		   const struct agd_http_live *live, struct agd_http **out, struct agd_err *err)
 {
 	char threads[16], timeout[24], ports[300], ping[24], headmax[16];
 	struct mg_callbacks cb = { .log_message = log_message, .http_error = agd_civetweb_error };
@@ -473,9 +473,9 @@ int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 	size_t k = 0;
 	int rc;
 
-	if (agd_listen_check(opts->listen, err, len))
+	if (agd_listen_check(opts->listen, err))
 		return -EINVAL;
-	if (agd_tls_check(opts->tls_cert, opts->tls_key, err, len))
+	if (agd_tls_check(opts->tls_cert, opts->tls_key, err))
 		return -EINVAL;
 	h = calloc(1, sizeof(*h));
 	if (!h)
@@ -524,29 +524,32 @@ int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 	mgopts[k++] = "websocket_timeout_ms";
 	mgopts[k++] = ping;
 	mgopts[k++] = NULL;
-	if (h->tls && agd_tls_load_compat(err, len)) {
+	if (h->tls && agd_tls_load_compat(err)) {
 		agd_http_stop(h);
 		return -ENOTSUP;
 	}
 	rc = agd_deadlines_start(opts->request_timeout_ms, &h->deadlines);
 	if (rc) {
-		snprintf(err, len, "cannot start the request watchdog: %s", strerror(-rc));
+		snprintf(err->msg, sizeof(err->msg),
+			"cannot start the request watchdog: %s", strerror(-rc));
 		agd_http_stop(h);
 		return rc;
 	}
 	rc = agd_lister_start(e, &h->lister);
 	if (rc) {
-		snprintf(err, len, "cannot start the agent lister: %s", strerror(-rc));
+		snprintf(err->msg, sizeof(err->msg),
+			"cannot start the agent lister: %s", strerror(-rc));
 		agd_http_stop(h);
 		return rc;
 	}
 	mg_init_library(h->tls ? MG_FEATURES_SSL : 0);
 	h->mg = mg_start(&cb, h, mgopts);
 	if (!h->mg) {
-		if (h->tls_err[0])
-			snprintf(err, len, "%s", h->tls_err);
+		if (h->tls_err.msg[0])
+			agd_errf(err, -EADDRINUSE, "%s", h->tls_err.msg);
 		else
-			snprintf(err, len, "cannot listen on %s%s (address in use, or not an "
+			agd_errf(err, -EADDRINUSE,
+				"cannot listen on %s%s (address in use, or not an "
 				 "ADDR:PORT?%s)", opts->listen, h->tls ? " with TLS" : "",
 				 h->tls ? " Or no OpenSSL: see the http: lines above" : "");
 		agd_http_stop(h);
@@ -557,7 +560,7 @@ int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 	mg_set_auth_handler(h->mg, "/", civetweb_auth, h);
 	rc = agd_stream_start(e, h->mg, &opts->stream, stream_auth, h, &h->stream);
 	if (rc) {
-		snprintf(err, len, "cannot start the stream: %s", strerror(-rc));
+		snprintf(err->msg, sizeof(err->msg), "cannot start the stream: %s", strerror(-rc));
 		agd_http_stop(h);
 		return rc;
 	}

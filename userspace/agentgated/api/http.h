@@ -15,6 +15,7 @@
 #include "core/engine.h"
 #include "fleet/fleet.h"
 #include "stream.h"
+#include "core/err.h"
 
 /* Settings SIGHUP may change while serving. */
 struct agd_http_live {
@@ -38,14 +39,14 @@ struct agd_http;
 struct mg_connection;
 
 int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
-		   const struct agd_http_live *live, struct agd_http **out, char *err, size_t len);
+		   const struct agd_http_live *live, struct agd_http **out, struct agd_err *err);
 void agd_http_update(struct agd_http *h, const struct agd_http_live *live);
 void agd_http_set_ready(struct agd_http *h, bool ready, const char *why);
 void agd_http_stop(struct agd_http *h);
 
 
 /* 0 when listen is exactly ADDR:PORT or [V6]:PORT, else -EINVAL and why. */
-int agd_listen_check(const char *listen, char *err, size_t len);
+int agd_listen_check(const char *listen, struct agd_err *err);
 /* Whether ADDR:PORT binds to loopback only (auth may then be off). */
 bool agd_listen_is_loopback(const char *listen);
 

@@ -278,7 +278,7 @@ static void engine_series(struct out *o, struct agd_engine *e)
 	    (unsigned long long)(s.commit_errors + agd_store_errors()));
 	family(o, "store_damaged", "gauge",
 	       "1 once the state store was found damaged: changes are refused, /readyz is 503.");
-	put(o, "agentgate_store_damaged %d\n", agd_store_damaged(NULL, 0) ? 1 : 0);
+	put(o, "agentgate_store_damaged %d\n", agd_store_damaged(NULL) ? 1 : 0);
 	family(o, "map_write_errors_total", "counter",
 	       "Writes of a rate into the BPF maps that failed.");
 	put(o, "agentgate_map_write_errors_total %llu\n", (unsigned long long)s.map_errors);

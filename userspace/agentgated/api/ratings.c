@@ -75,7 +75,7 @@ int ratings_post(struct req *r)
 	agd_rating_batch_free(&b);
 	if (err) {
 		agd_job_release(&job);
-		return send_error(r->conn, agd_engine_status(err), "%s", job.msg[0] ? job.msg :
+		return send_error(r->conn, agd_engine_status(err), "%s", job.err.msg[0] ? job.err.msg :
 				  strerror(-err));
 	}
 	agents = json_array();

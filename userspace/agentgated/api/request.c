@@ -73,7 +73,7 @@ int get_number(struct req *r, json_t *o, const char *field, double lo, double hi
 	return 1;
 }
 
-int bad_agent(struct req *r, int err, const struct agd_op_err *oe)
+int bad_agent(struct req *r, int err, const struct agd_err *oe)
 {
 	return send_error(r->conn, agd_engine_status(err), "%s", oe->msg);
 }

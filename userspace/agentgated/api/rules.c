@@ -80,7 +80,7 @@ static int rule_target(struct req *r, json_t *o, struct ag_rule *rule, int *stat
 int rules_post(struct req *r)
 {
 	static const char *const allowed[] = { "prefix", "port", "agent", NULL };
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	struct ag_rule rule;
 	const char *agent;
 	int status = 0, err;
@@ -115,7 +115,7 @@ int rules_post(struct req *r)
 int rules_delete(struct req *r)
 {
 	static const char *const allowed[] = { "prefix", "port", "agent", NULL };
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	char prefix[AG_PREFIX_STRLEN];
 	struct ag_rule rule;
 	int status = 0, err;

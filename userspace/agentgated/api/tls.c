@@ -32,40 +32,42 @@ static const char *ssl_reason(char *buf, size_t len)
 	return buf;
 }
 
-int agd_tls_configure(void *ssl_ctx, const char *cert, const char *key, char *err, size_t len)
+int agd_tls_configure(void *ssl_ctx, const char *cert, const char *key, struct agd_err *err)
 {
 	SSL_CTX *ctx = ssl_ctx;
 	char why[256];
 
 	ERR_clear_error();
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		snprintf(err, len, "--tls-cert %s: not a readable PEM certificate (%s)", cert,
+		return agd_errf(err, -1, "--tls-cert %s: not a readable PEM certificate (%s)", cert,
 			 ssl_reason(why, sizeof(why)));
-		return -1;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
 		if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
-			snprintf(err, len, "--tls-key %s does not belong to the certificate in %s",
+			snprintf(err->msg, sizeof(err->msg),
+				"--tls-key %s does not belong to the certificate in %s",
 				 key, cert);
 		else
-			snprintf(err, len, "--tls-key %s: not a readable, unencrypted PEM private "
+			snprintf(err->msg, sizeof(err->msg),
+				"--tls-key %s: not a readable, unencrypted PEM private "
 				 "key (%s)", key, ssl_reason(why, sizeof(why)));
 		ERR_clear_error();
 		return -1;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(err, len, "--tls-key %s does not belong to the certificate in %s", key, cert);
+		snprintf(err->msg, sizeof(err->msg),
+			"--tls-key %s does not belong to the certificate in %s", key, cert);
 		ERR_clear_error();
 		return -1;
 	}
 	if (SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1) {
-		snprintf(err, len, "cannot require TLS 1.2 (%s)", ssl_reason(why, sizeof(why)));
-		return -1;
+		return agd_errf(err, -1,
+			"cannot require TLS 1.2 (%s)", ssl_reason(why, sizeof(why)));
 	}
 	return 0;
 }
 
-int agd_tls_check(const char *cert, const char *key, char *err, size_t len)
+int agd_tls_check(const char *cert, const char *key, struct agd_err *err)
 {
 	SSL_CTX *ctx;
 	int rc;
@@ -73,22 +75,20 @@ int agd_tls_check(const char *cert, const char *key, char *err, size_t len)
 	if (!cert[0] && !key[0])
 		return 0;
 	if (!cert[0] || !key[0]) {
-		snprintf(err, len, "--tls-cert and --tls-key go together: give both or neither");
-		return -1;
+		return agd_errf(err, -1,
+			"--tls-cert and --tls-key go together: give both or neither");
 	}
 	if (access(cert, R_OK) || access(key, R_OK)) {
 		const char *f = access(cert, R_OK) ? cert : key;
 
-		snprintf(err, len, "%s %s: %s", f == cert ? "--tls-cert" : "--tls-key", f,
+		return agd_errf(err, -1, "%s %s: %s", f == cert ? "--tls-cert" : "--tls-key", f,
 			 strerror(errno));
-		return -1;
 	}
 	ctx = SSL_CTX_new(TLS_server_method());
 	if (!ctx) {
-		snprintf(err, len, "cannot create a TLS context");
-		return -1;
+		return agd_errf(err, -1, "cannot create a TLS context");
 	}
-	rc = agd_tls_configure(ctx, cert, key, err, len);
+	rc = agd_tls_configure(ctx, cert, key, err);
 	SSL_CTX_free(ctx);
 	return rc;
 }
@@ -102,7 +102,7 @@ int agd_tls_check(const char *cert, const char *key, char *err, size_t len)
  * dlopen, and the RUNPATH of the caller would then be theirs. Loaded once,
  * never unloaded.
  */
-int agd_tls_load_compat(char *err, size_t len)
+int agd_tls_load_compat(struct agd_err *err)
 {
 	static const char *const libs[] = { AGD_TLS_COMPAT_CRYPTO, AGD_TLS_COMPAT_SSL };
 	static const char *const dirs[] = { "lib", "../lib/agentgate" };
@@ -111,8 +111,8 @@ int agd_tls_load_compat(char *err, size_t len)
 	size_t i, d;
 
 	if (n <= 0) {
-		snprintf(err, len, "TLS: cannot find agentgated's own path: %s", strerror(errno));
-		return -1;
+		return agd_errf(err, -1,
+			"TLS: cannot find agentgated's own path: %s", strerror(errno));
 	}
 	exe[n] = 0;
 	slash = strrchr(exe, '/');
@@ -126,10 +126,10 @@ int agd_tls_load_compat(char *err, size_t len)
 			loaded = access(path, R_OK) == 0 && dlopen(path, RTLD_NOW | RTLD_GLOBAL);
 		}
 		if (!loaded) {
-			snprintf(err, len, "TLS: cannot load %s from %s/lib/ or %s/../lib/agentgate/ "
+			return agd_errf(err, -1,
+				"TLS: cannot load %s from %s/lib/ or %s/../lib/agentgate/ "
 				 "(make install puts it there)%s%s", libs[i], exe, exe,
 				 access(path, R_OK) ? "" : ": ", access(path, R_OK) ? "" : dlerror());
-			return -1;
 		}
 	}
 	return 0;

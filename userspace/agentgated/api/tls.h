@@ -5,20 +5,21 @@
 #define AGENTGATED_TLS_H
 
 #include <stddef.h>
+#include "core/err.h"
 
 /* Both or neither given; if given, the certificate chain and the private key
  * load and belong together. 0, or -1 with a message naming the file. */
-int agd_tls_check(const char *cert, const char *key, char *err, size_t len);
+int agd_tls_check(const char *cert, const char *key, struct agd_err *err);
 
 /* Put the certificate chain and key into an SSL_CTX (an SSL_CTX *), TLS 1.2
  * at least. 0, or -1 with a message. */
-int agd_tls_configure(void *ssl_ctx, const char *cert, const char *key, char *err, size_t len);
+int agd_tls_configure(void *ssl_ctx, const char *cert, const char *key, struct agd_err *err);
 
 #define AGD_TLS_COMPAT_SSL "libagentgate-ssl.so"
 #define AGD_TLS_COMPAT_CRYPTO "libagentgate-crypto.so"
 
 /* Loads the libraries through which CivetWeb reaches OpenSSL 3 (tls.c
  * tells why). 0, or -1 with the error. */
-int agd_tls_load_compat(char *err, size_t len);
+int agd_tls_load_compat(struct agd_err *err);
 
 #endif

@@ -17,7 +17,7 @@ int bucket_post(struct req *r)
 {
 	static const char *const allowed[] = { "capacity", "refill_rate", "initial_tokens", NULL };
 	struct agd_agent_change c = { .fill_tokens = -1 };
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	struct agd_agent_view v;
 	double cap = 0, rate = 0, init = -1;
 	int status = 0, err;
@@ -74,7 +74,7 @@ int rate_post(struct req *r)
 {
 	static const char *const allowed[] = { "agent_id", "event_type", "metadata", NULL };
 	struct ag_consume_result res;
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	struct agd_agent_view v;
 	const char *agent, *event;
 	int status = 0, err;

@@ -41,7 +41,7 @@ static int open_append(const char *path)
 	return open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
 }
 
-int agd_caplog_open(struct agd_caplog *l, const char *path, __u64 max, char *err, size_t len)
+int agd_caplog_open(struct agd_caplog *l, const char *path, __u64 max, struct agd_err *err)
 {
 	struct stat st;
 	int rc;
@@ -53,7 +53,7 @@ int agd_caplog_open(struct agd_caplog *l, const char *path, __u64 max, char *err
 	l->fd = open_append(path);
 	if (l->fd < 0 || fstat(l->fd, &st)) {
 		rc = -errno;
-		snprintf(err, len, "cannot open %s: %s", path, strerror(-rc));
+		snprintf(err->msg, sizeof(err->msg), "cannot open %s: %s", path, strerror(-rc));
 		if (l->fd >= 0)
 			close(l->fd);
 		l->fd = -1;

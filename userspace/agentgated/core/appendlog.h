@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stddef.h>
 #include <linux/types.h>
+#include "err.h"
 
 /* text (without its newline) and a newline, to fd opened O_APPEND by one
  * writer at a time. 0, or -errno (-ENOSPC on a full disk). */
@@ -29,7 +30,7 @@ struct agd_caplog {
 };
 
 /* Opens (creates, 0600) path for appending. 0, or -errno with err. */
-int agd_caplog_open(struct agd_caplog *l, const char *path, __u64 max, char *err, size_t len);
+int agd_caplog_open(struct agd_caplog *l, const char *path, __u64 max, struct agd_err *err);
 /* One line, rotating first when it would not fit. 0, or -errno: the line
  * was not written (the disk is full, the rotation failed). *discarded: the
  * lines deleted with the FILE.1 a rotation replaced (0 without one). */

@@ -81,9 +81,7 @@ static int admit_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job,
 			int d = deleted_by(e, txn, r->agent, why, sizeof(why));
 
 			if (d < 0) {
-				err = d;
-				snprintf(job->msg, sizeof(job->msg), "item %zu: %s", i,
-					 store_error(d));
+				err = agd_store_fail(&job->err, d, "item %zu", i);
 				break;
 			}
 			if (d && job->item_err) {
@@ -91,7 +89,7 @@ static int admit_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job,
 				continue;
 			}
 			if (d) {
-				snprintf(job->msg, sizeof(job->msg),
+				snprintf(job->err.msg, sizeof(job->err.msg),
 					 "item %zu: agent '%s' was %.100s; only an operator "
 					 "creates it again", i, r->agent, why);
 				err = -ENOENT;
@@ -103,7 +101,7 @@ static int admit_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job,
 				job->item_err[i] = -ENOENT;
 				continue;
 			}
-			snprintf(job->msg, sizeof(job->msg),
+			snprintf(job->err.msg, sizeof(job->err.msg),
 				 "item %zu: unknown agent '%s' (create it with PUT /v1/agents/%s)",
 				 i, r->agent, r->agent);
 			err = -ENOENT;
@@ -130,7 +128,7 @@ static int admit_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job,
 			continue;
 		}
 		if (err) {
-			snprintf(job->msg, sizeof(job->msg), "item %zu: cannot create agent '%s': %s",
+			snprintf(job->err.msg, sizeof(job->err.msg), "item %zu: cannot create agent '%s': %s",
 				 i, r->agent, ag_errmsg());
 			break;
 		}
@@ -348,7 +346,7 @@ static void observe(struct agd_engine *e, struct agd_job *job, __u64 now_ns)
 	e->stats.apply_hist[b]++;
 	e->stats.apply_sum += s;
 	e->stats.apply_count++;
-	if (job->err) {
+	if (job->err.code) {
 		e->stats.ratings_rejected += job->n;
 	} else if (job->item_err) {
 		size_t i;
@@ -385,12 +383,12 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 	err = txn_begin(e, &txn);
 	for (job = jobs; job && !err; job = job->next) {
 		job->serial = ++e->serial;
-		job->err = admit_job(e, txn, job, &touched);
+		job->err.code = admit_job(e, txn, job, &touched);
 		for (i = 0; i < job->n; i++)
 			with_ids += job->items[i].id[0] != 0;
 	}
 	for (job = jobs; job && !err; job = job->next)
-		if (!job->err)
+		if (!job->err.code)
 			err = apply_job(e, txn, job, now, &touched);
 	if (!err && with_ids)
 		err = agd_store_dedup_prune(&e->st, txn, now, e->opts.dedup_window_ms,
@@ -405,17 +403,19 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 		txn = NULL;
 	}
 	if (err) {
+		struct agd_err why;
+
 		if (txn)
 			agd_store_txn_end(txn);
 		rollback(e, touched);
-		e->opts.log(AGD_LOG_ERR, "ratings not applied: %s", store_error(err));
+		agd_store_fail(&why, err, "ratings not applied");
+		e->opts.log(AGD_LOG_ERR, "%s", why.msg);
 		for (job = jobs; job; job = job->next) {
-			if (job->err)
+			if (job->err.code)
 				continue;
-			job->err = err == -ENOSPC ? -ENOSPC : -EIO;
+			job->err = why;
+			job->err.code = err == -ENOSPC ? -ENOSPC : -EIO;
 			job->applied = job->duplicates = 0;
-			snprintf(job->msg, sizeof(job->msg), "ratings not applied: %s",
-				 store_error(err));
 		}
 	} else {
 		for (en = touched; en; en = en->touched_next) {
@@ -494,8 +494,7 @@ void agd_engine_observe(struct agd_engine *e, agd_rating_observer fn, bool (*wan
 void agd_job_reset(struct agd_job *job)
 {
 	job->next = NULL;
-	job->err = 0;
-	job->msg[0] = 0;
+	agd_err_clear(&job->err);
 	job->applied = job->duplicates = 0;
 	memset(&job->routed, 0, sizeof(job->routed));
 	job->agents = NULL;
@@ -541,7 +540,7 @@ int agd_job_wait(struct agd_engine *e, struct agd_job *job,
 	if (!err) {
 		while (sem_wait(&done) && errno == EINTR)
 			;
-		err = job->err;
+		err = job->err.code;
 	}
 	sem_destroy(&done);
 	return err;

@@ -12,7 +12,7 @@
 
 #include "engine.h"
 
-static int refuse(struct agd_op_err *oe, const char *msg)
+static int refuse(struct agd_err *oe, const char *msg)
 {
 	if (oe)
 		snprintf(oe->msg, sizeof(oe->msg), "%s", msg);
@@ -21,7 +21,7 @@ static int refuse(struct agd_op_err *oe, const char *msg)
 
 /* Into the fleet's log: every host applies it from there. */
 static int to_log(const struct agd_replicator *r, struct agd_op *op, const char *agent,
-		  const char *subject, bool *created, struct agd_op_err *oe)
+		  const char *subject, bool *created, struct agd_err *oe)
 {
 	bool made = false;
 	int err;
@@ -50,7 +50,7 @@ int agd_engine_rate(struct agd_engine *e, struct agd_job *job)
 }
 
 int agd_engine_agent_put(struct agd_engine *e, const char *name, const struct agd_agent_change *c,
-			const char *subject, bool *created, struct agd_op_err *oe)
+			const char *subject, bool *created, struct agd_err *oe)
 {
 	const struct agd_replicator *r = agd_engine_replicator(e);
 	struct agd_op op = { .kind = AGD_OP_AGENT_PUT };
@@ -67,7 +67,7 @@ int agd_engine_agent_put(struct agd_engine *e, const char *name, const struct ag
 }
 
 int agd_engine_agent_delete(struct agd_engine *e, const char *name, const char *subject,
-			   struct agd_op_err *oe)
+			   struct agd_err *oe)
 {
 	const struct agd_replicator *r = agd_engine_replicator(e);
 	struct agd_op op = { .kind = AGD_OP_AGENT_DELETE };
@@ -78,7 +78,7 @@ int agd_engine_agent_delete(struct agd_engine *e, const char *name, const char *
 }
 
 int agd_engine_rule_add(struct agd_engine *e, const struct ag_rule *rule, const char *agent,
-		       const char *subject, struct agd_op_err *oe)
+		       const char *subject, struct agd_err *oe)
 {
 	const struct agd_replicator *r = agd_engine_replicator(e);
 	struct agd_op op = { .kind = AGD_OP_RULE_ADD, .rule = *rule };
@@ -89,7 +89,7 @@ int agd_engine_rule_add(struct agd_engine *e, const struct ag_rule *rule, const 
 }
 
 int agd_engine_rule_del(struct agd_engine *e, const struct ag_rule *rule, const char *subject,
-		       struct agd_op_err *oe)
+		       struct agd_err *oe)
 {
 	const struct agd_replicator *r = agd_engine_replicator(e);
 	struct agd_op op = { .kind = AGD_OP_RULE_DEL, .rule = *rule };
@@ -100,7 +100,7 @@ int agd_engine_rule_del(struct agd_engine *e, const struct ag_rule *rule, const 
 }
 
 int agd_engine_config_set(struct agd_engine *e, const struct agd_config_change *c,
-			 const char *subject, struct agd_op_err *oe)
+			 const char *subject, struct agd_err *oe)
 {
 	const struct agd_replicator *r = agd_engine_replicator(e);
 	struct agd_op op = { .kind = AGD_OP_CONFIG_SET, .config = *c };

@@ -31,18 +31,6 @@ __u64 wall_ms(void)
 	return (__u64)ts.tv_sec * 1000 + (__u64)ts.tv_nsec / 1000000;
 }
 
-int fail(struct agd_op_err *oe, int err, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (oe) {
-		va_start(ap, fmt);
-		vsnprintf(oe->msg, sizeof(oe->msg), fmt, ap);
-		va_end(ap);
-	}
-	return err;
-}
-
 /* ---- the agent table ------------------------------------------------------ */
 
 static size_t hash_name(const char *s)
@@ -278,9 +266,17 @@ int txn_commit(struct agd_engine *e, MDB_txn *txn, __u64 seq)
 	return err;
 }
 
-const char *store_error(int err)
+void store_log(struct agd_engine *e, int err, const char *fmt, ...)
 {
-	return agd_store_strerror(err);
+	struct agd_err why;
+	char context[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(context, sizeof(context), fmt, ap);
+	va_end(ap);
+	agd_store_fail(&why, err, "%s", context);
+	e->opts.log(AGD_LOG_ERR, "%s", why.msg);
 }
 
 /* ---- rules and slots ------------------------------------------------------- */
@@ -319,7 +315,7 @@ const char *slot_name(const char **names, struct ag_ctx *ctx, __u32 slot)
 
 #define OWNER_WAIT_MS 10000 /* CLI writes under way finish in milliseconds */
 
-static int take_ownership(struct agd_engine *e, char *errbuf, size_t len)
+static int take_ownership(struct agd_engine *e, struct agd_err *errbuf)
 {
 	const char *root = e->opts.pin_root ? e->opts.pin_root : AG_PIN_ROOT_DEFAULT;
 	struct ag_owner holder;
@@ -328,20 +324,18 @@ static int take_ownership(struct agd_engine *e, char *errbuf, size_t len)
 	if (!err)
 		return 0;
 	if (err == -EBUSY && holder.pid)
-		snprintf(errbuf, len, "%s is owned by another agentgated (pid %u, control socket "
-			 "%s): stop it, or give this one another --pin-path", root, holder.pid,
-			 holder.control);
-	else if (err == -EBUSY)
-		snprintf(errbuf, len, "%s/%s is locked by another process for over %d s: another "
-			 "agentgated starting, or a tool holding the lock", root, AG_PIN_OWNER_DIR,
-			 OWNER_WAIT_MS / 1000);
-	else
-		snprintf(errbuf, len, "%s", ag_errmsg());
-	return err;
+		return agd_errf(errbuf, err, "%s is owned by another agentgated (pid %u, control "
+				"socket %s): stop it, or give this one another --pin-path", root,
+				holder.pid, holder.control);
+	if (err == -EBUSY)
+		return agd_errf(errbuf, err, "%s/%s is locked by another process for over %d s: "
+				"another agentgated starting, or a tool holding the lock", root,
+				AG_PIN_OWNER_DIR, OWNER_WAIT_MS / 1000);
+	return agd_errf(errbuf, err, "%s", ag_errmsg());
 }
 
-int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out, char *errbuf,
-		   size_t len)
+int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out,
+		   struct agd_err *errbuf)
 {
 	struct ag_open_opts oo = { .pin_root = opts->pin_root, .create = true,
 				   .max_agents = opts->max_agents };
@@ -349,7 +343,7 @@ int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out,
 	struct agd_engine *e;
 	int err;
 
-	snprintf(errbuf, len, "out of memory");
+	snprintf(errbuf->msg, sizeof(errbuf->msg), "out of memory");
 	e = calloc(1, sizeof(*e));
 	if (!e)
 		return -ENOMEM;
@@ -370,34 +364,36 @@ int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out,
 		err = -ENOMEM;
 		goto cleanup;
 	}
-	err = agd_store_open(opts->state_dir, opts->store_size, &e->st, errbuf, len);
+	err = agd_store_open(opts->state_dir, opts->store_size, &e->st, errbuf);
 	if (err)
 		goto cleanup;
 	snprintf(path, sizeof(path), "%s/audit.log", opts->state_dir);
 	e->audit_fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
 	if (e->audit_fd < 0) {
 		err = -errno;
-		snprintf(errbuf, len, "cannot open %s: %s", path, strerror(-err));
+		snprintf(errbuf->msg, sizeof(errbuf->msg),
+			"cannot open %s: %s", path, strerror(-err));
 		goto cleanup;
 	}
 	/* After the store is accepted (a refused one leaves no pin root) and
 	 * before the maps are read: a CLI write under way ends first. */
-	err = take_ownership(e, errbuf, len);
+	err = take_ownership(e, errbuf);
 	if (err)
 		goto cleanup;
 	err = ag_open(&oo, &e->ctx);
 	if (err) {
-		snprintf(errbuf, len, "%s", ag_errmsg());
+		snprintf(errbuf->msg, sizeof(errbuf->msg), "%s", ag_errmsg());
 		goto cleanup;
 	}
-	err = load_agents(e, errbuf, len);
+	err = load_agents(e, errbuf);
 	if (!err)
-		err = reconcile(e, errbuf, len);
+		err = reconcile(e, errbuf);
 	if (err)
 		goto cleanup;
 	err = -pthread_create(&e->thread, NULL, apply_thread, e);
 	if (err) {
-		snprintf(errbuf, len, "cannot start the apply thread: %s", strerror(-err));
+		snprintf(errbuf->msg, sizeof(errbuf->msg),
+			"cannot start the apply thread: %s", strerror(-err));
 		goto cleanup;
 	}
 	e->thread_started = true;
@@ -468,13 +464,13 @@ void agd_engine_reconfigure(struct agd_engine *e, const struct agd_policy *defau
 	err = txn_begin(e, &txn);
 	TAB_FOREACH(e, i, en) {
 		struct agd_policy p;
-		char why[200];
+		struct agd_err why;
 		double rate = en->rec.rate;
 
 		effective(e, en, &p);
-		if (agd_policy_check(&p, why, sizeof(why)) && p.r_min > p.r_max)
+		if (agd_policy_check(&p, &why) && p.r_min > p.r_max)
 			e->opts.log(AGD_LOG_WARN, "agent '%s': its own bounds conflict with the new "
-				    "defaults (%s); its rate follows r_max", en->name, why);
+				    "defaults (%s); its rate follows r_max", en->name, why.msg);
 		if (!p.pinned && rate < p.r_min)
 			rate = p.r_min;
 		if (!p.pinned && rate > p.r_max)
@@ -491,7 +487,7 @@ void agd_engine_reconfigure(struct agd_engine *e, const struct agd_policy *defau
 	else if (txn)
 		agd_store_txn_end(txn);
 	if (err)
-		e->opts.log(AGD_LOG_ERR, "reload: clamped rates not stored: %s", store_error(err));
+		store_log(e, err, "reload: clamped rates not stored");
 	TAB_FOREACH(e, i, en)
 		push_to_map(e, en, false);
 	pthread_mutex_unlock(&e->lock);

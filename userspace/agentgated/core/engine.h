@@ -23,6 +23,7 @@
 #include "agentgate.h"
 #include "policy.h"
 #include "rating.h"
+#include "err.h"
 
 struct agd_engine;
 
@@ -58,8 +59,8 @@ struct agd_engine_opts {
  * written into the maps (rates restored, live buckets untouched); agents
  * and rules found only in the maps (made with the CLI) are adopted. Starts
  * the apply thread. The lock is released by agd_engine_close, last. */
-int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out, char *err,
-		   size_t len);
+int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out,
+		   struct agd_err *err);
 /* Stops the apply thread after the queue is drained; the maps stay. */
 void agd_engine_close(struct agd_engine *e);
 struct ag_ctx *agd_engine_ctx(struct agd_engine *e);
@@ -92,8 +93,9 @@ struct agd_job {
 	 * AGD_ITEM_DUPLICATE. */
 	int *item_err;
 	/* out */
-	int err; /* 0, -ENOENT (unknown agent), -ENOSPC (no free slot), -EIO... */
-	char msg[256];
+	/* code: 0, -ENOENT (unknown agent), -ENOSPC (no free slot), -EIO...;
+	 * msg: why, for the client */
+	struct agd_err err;
 	size_t applied, duplicates;
 	struct agd_job_agent *agents; /* each agent the job rated, after it */
 	size_t n_agents;
@@ -168,11 +170,6 @@ struct agd_agent_change {
  * log unreachable 503, anything else 500. */
 int agd_engine_status(int err);
 
-/* Error text for the caller's response: */
-struct agd_op_err {
-	char msg[256];
-};
-
 /* The datapath's global settings (agentgate config set): -1 leaves one as
  * it is. */
 struct agd_config_change {
@@ -194,23 +191,23 @@ int agd_engine_submit(struct agd_engine *e, struct agd_job *job);
 /* Submits and waits until the job is applied (or refused). */
 int agd_engine_rate(struct agd_engine *e, struct agd_job *job);
 int agd_engine_agent_put(struct agd_engine *e, const char *name, const struct agd_agent_change *c,
-			const char *subject, bool *created, struct agd_op_err *oe);
+			const char *subject, bool *created, struct agd_err *oe);
 int agd_engine_agent_delete(struct agd_engine *e, const char *name, const char *subject,
-			   struct agd_op_err *oe);
+			   struct agd_err *oe);
 int agd_engine_agent_reset(struct agd_engine *e, const char *name, const char *subject,
-			  struct agd_op_err *oe);
+			  struct agd_err *oe);
 int agd_engine_agent_drain(struct agd_engine *e, const char *name, __u64 tokens,
-			  const char *subject, double *remaining, struct agd_op_err *oe);
+			  const char *subject, double *remaining, struct agd_err *oe);
 int agd_engine_consume(struct agd_engine *e, const char *name, __u64 tokens,
-		      struct ag_consume_result *res, struct agd_op_err *oe);
+		      struct ag_consume_result *res, struct agd_err *oe);
 int agd_engine_rule_add(struct agd_engine *e, const struct ag_rule *rule, const char *agent,
-		       const char *subject, struct agd_op_err *oe);
+		       const char *subject, struct agd_err *oe);
 int agd_engine_rule_del(struct agd_engine *e, const struct ag_rule *rule, const char *subject,
-		       struct agd_op_err *oe);
+		       struct agd_err *oe);
 /* default-action and dry-run in ag_config: audited as config.set, and
  * replicated in a fleet like the changes above. */
 int agd_engine_config_set(struct agd_engine *e, const struct agd_config_change *c,
-			 const char *subject, struct agd_op_err *oe);
+			 const char *subject, struct agd_err *oe);
 
 /* ---- applying an operator change, here and now --------------------------------
  *
@@ -218,15 +215,15 @@ int agd_engine_config_set(struct agd_engine *e, const struct agd_config_change *
  * it (stored in the same transaction), 0 for a local change. */
 int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name,
 			      const struct agd_agent_change *c, const char *subject, bool *created,
-			      struct agd_op_err *oe);
+			      struct agd_err *oe);
 int agd_engine_apply_agent_delete(struct agd_engine *e, __u64 seq, const char *name,
-				 const char *subject, struct agd_op_err *oe);
+				 const char *subject, struct agd_err *oe);
 int agd_engine_apply_rule_add(struct agd_engine *e, __u64 seq, const struct ag_rule *rule,
-			     const char *agent, const char *subject, struct agd_op_err *oe);
+			     const char *agent, const char *subject, struct agd_err *oe);
 int agd_engine_apply_rule_del(struct agd_engine *e, __u64 seq, const struct ag_rule *rule,
-			     const char *subject, struct agd_op_err *oe);
+			     const char *subject, struct agd_err *oe);
 int agd_engine_apply_config_set(struct agd_engine *e, __u64 seq, const struct agd_config_change *c,
-			       const char *subject, struct agd_op_err *oe);
+			       const char *subject, struct agd_err *oe);
 
 /* ---- replication (the fleet) ---------------------------------------------------
  *
@@ -260,7 +257,7 @@ struct agd_replicator {
 	/* Takes over a rating job; finishes it with agd_job_complete. */
 	int (*submit)(void *arg, struct agd_job *job);
 	/* Runs a change through the log; returns what applying it here gave. */
-	int (*op)(void *arg, const struct agd_op *op, bool *created, struct agd_op_err *oe);
+	int (*op)(void *arg, const struct agd_op *op, bool *created, struct agd_err *oe);
 	void *arg;
 };
 
@@ -269,7 +266,7 @@ void agd_engine_replicate(struct agd_engine *e, const struct agd_replicator *r);
 /* The replicator set, or NULL (standalone). */
 const struct agd_replicator *agd_engine_replicator(struct agd_engine *e);
 int agd_engine_apply_op(struct agd_engine *e, const struct agd_op *op, __u64 seq, bool *created,
-		       struct agd_op_err *oe);
+		       struct agd_err *oe);
 /* The log sequence the stored state includes (0: none). */
 __u64 agd_engine_log_seq(struct agd_engine *e);
 /* With auto-create off: -ENOENT and msg naming the first item whose agent
@@ -308,7 +305,7 @@ void agd_engine_policy_of(struct agd_engine *e, const char *name, struct agd_pol
  * an unknown agent, -EINVAL for a bad name, -EBUSY without a store reader
  * slot, -EUCLEAN for a malformed stored value, -ENOMEM. */
 int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
-		      struct agd_op_err *oe);
+		      struct agd_err *oe);
 /* A page of agents in name order: at most limit (>= 1) views of the
  * agents after `after` ("" for the first page); free(*out). next is the
  * `after` of the next page, "" on the last one. Read from the store with a

@@ -96,8 +96,6 @@ struct agd_engine {
 
 /* engine.c */
 __u64 wall_ms(void);
-int fail(struct agd_op_err *oe, int err, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
 struct entry *tab_find(struct agd_engine *e, const char *name);
 struct entry *tab_add(struct agd_engine *e, const char *name);
 void tab_remove(struct agd_engine *e, struct entry *victim);
@@ -110,14 +108,16 @@ int audit(struct agd_engine *e, MDB_txn *txn, const char *subject, const char *a
 void audit_file(struct agd_engine *e, char *line);
 int txn_begin(struct agd_engine *e, MDB_txn **txn);
 int txn_commit(struct agd_engine *e, MDB_txn *txn, __u64 seq);
-const char *store_error(int err);
+/* Logs err with what the store says about it, after the context fmt. */
+void store_log(struct agd_engine *e, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 void rule_key_of(const struct ag_rule *r, struct agd_rule_rec_key *k);
 const char **slot_names(struct agd_engine *e);
 const char *slot_name(const char **names, struct ag_ctx *ctx, __u32 slot);
 
 /* reconcile.c */
-int load_agents(struct agd_engine *e, char *errbuf, size_t len);
-int reconcile(struct agd_engine *e, char *errbuf, size_t len);
+int load_agents(struct agd_engine *e, struct agd_err *errbuf);
+int reconcile(struct agd_engine *e, struct agd_err *errbuf);
 
 /* apply.c */
 void *apply_thread(void *arg);

@@ -327,7 +327,7 @@ static json_t *maps_only(const char *name, const struct live *l, const char *ans
 }
 
 int agd_explain_build(struct agd_store *st, MDB_txn *txn, const char *name,
-		      const struct agd_explain_opts *o, json_t **out, char *err, size_t len)
+		      const struct agd_explain_opts *o, json_t **out, struct agd_err *err)
 {
 	const char *answered_by = o->answered_by ? o->answered_by : "agentgated";
 	const char *defaults_from = answered_by, *source;
@@ -346,20 +346,18 @@ int agd_explain_build(struct agd_store *st, MDB_txn *txn, const char *name,
 	rc = agd_store_agent_get(st, txn, name, &rec);
 	if (rc == -ENOENT) {
 		if (!l.found) {
-			snprintf(err, len, "unknown agent '%s'", name);
-			return -ENOENT;
+			return agd_errf(err, -ENOENT, "unknown agent '%s'", name);
 		}
 		*out = maps_only(name, &l, answered_by);
 		return *out ? 0 : -ENOMEM;
 	}
 	if (rc == -EUCLEAN) {
-		snprintf(err, len, "the state store's record of agent '%s' is malformed", name);
-		return rc;
+		return agd_errf(err, rc,
+			"the state store's record of agent '%s' is malformed", name);
 	}
 	if (rc) {
-		snprintf(err, len, "cannot read agent '%s' from the state store: %s", name,
+		return agd_errf(err, rc, "cannot read agent '%s' from the state store: %s", name,
 			 strerror(-rc));
-		return rc;
 	}
 	if (o->defaults) {
 		defaults = *o->defaults;
@@ -369,9 +367,9 @@ int agd_explain_build(struct agd_store *st, MDB_txn *txn, const char *name,
 			agd_policy_defaults(&defaults);
 			defaults_from = "built-in";
 		} else if (e) {
-			snprintf(err, len, "the state store's global defaults are unreadable: %s",
+			return agd_errf(err, e,
+				"the state store's global defaults are unreadable: %s",
 				 e == -EUCLEAN ? "malformed" : strerror(-e));
-			return e;
 		}
 	}
 	agd_rec_effective(&rec, &defaults, &p);
@@ -379,12 +377,13 @@ int agd_explain_build(struct agd_store *st, MDB_txn *txn, const char *name,
 	hc = malloc(sizeof(*hc));
 	if (!hr || !hc) {
 		e = -ENOMEM;
-		snprintf(err, len, "out of memory");
+		snprintf(err->msg, sizeof(err->msg), "out of memory");
 		goto out;
 	}
 	e = agd_store_hist_get(st, txn, name, hr, hc);
 	if (e) {
-		snprintf(err, len, "the state store's history of agent '%s' is %s", name,
+		snprintf(err->msg, sizeof(err->msg),
+			"the state store's history of agent '%s' is %s", name,
 			 e == -EUCLEAN ? "malformed" : strerror(-e));
 		goto out;
 	}
@@ -419,7 +418,7 @@ int agd_explain_build(struct agd_store *st, MDB_txn *txn, const char *name,
 	e = 0;
 out:
 	if (e == -ENOMEM)
-		snprintf(err, len, "out of memory");
+		snprintf(err->msg, sizeof(err->msg), "out of memory");
 	free(hr);
 	free(hc);
 	return e;

@@ -21,6 +21,7 @@
 #include "agentgate.h"
 #include "policy.h"
 #include "store.h"
+#include "err.h"
 
 struct agd_explain_opts {
 	/* The global defaults inherited fields resolve to; NULL: the ones the
@@ -37,7 +38,7 @@ struct agd_explain_opts {
  * store nor the maps know it, -EUCLEAN when its stored values are
  * malformed (err says which), -ENOMEM or another negative errno. */
 int agd_explain_build(struct agd_store *st, MDB_txn *txn, const char *name,
-		      const struct agd_explain_opts *o, json_t **out, char *err, size_t len);
+		      const struct agd_explain_opts *o, json_t **out, struct agd_err *err);
 
 /* Records an operator change (an audit record: action, subject, before and
  * after as the audit log has them) in the agent's history, in the change's

@@ -13,7 +13,7 @@
 
 /* Commits a prepared transaction with its audit line; on error aborts it. */
 static int finish_op(struct agd_engine *e, MDB_txn *txn, __u64 seq, int err, char *line,
-		     struct agd_op_err *oe)
+		     struct agd_err *oe)
 {
 	if (!err)
 		err = txn_commit(e, txn, seq);
@@ -21,7 +21,7 @@ static int finish_op(struct agd_engine *e, MDB_txn *txn, __u64 seq, int err, cha
 		agd_store_txn_end(txn);
 	if (err) {
 		free(line);
-		return fail(oe, err, "state not changed: %s", store_error(err));
+		return agd_store_fail(oe, err, "state not changed");
 	}
 	audit_file(e, line);
 	return 0;
@@ -29,7 +29,7 @@ static int finish_op(struct agd_engine *e, MDB_txn *txn, __u64 seq, int err, cha
 
 /* A new agent committed to LMDB that the maps then refused (no free slot):
  * take it out of LMDB again, so that what is stored has a bucket. */
-static int unstore_new_agent(struct agd_engine *e, struct entry *en, struct agd_op_err *oe)
+static int unstore_new_agent(struct agd_engine *e, struct entry *en, struct agd_err *oe)
 {
 	char msg[200];
 	MDB_txn *txn;
@@ -46,29 +46,29 @@ static int unstore_new_agent(struct agd_engine *e, struct entry *en, struct agd_
 	else if (txn)
 		agd_store_txn_end(txn);
 	if (err)
-		e->opts.log(AGD_LOG_ERR, "agent '%s' is stored without a bucket: %s", en->name,
-			    store_error(err));
+		store_log(e, err, "agent '%s' is stored without a bucket", en->name);
 	tab_remove(e, en);
-	return fail(oe, -ENOSPC, "cannot create the agent's bucket: %s", msg);
+	return agd_errf(oe, -ENOSPC, "cannot create the agent's bucket: %s", msg);
 }
 
 int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name,
 			      const struct agd_agent_change *c, const char *subject, bool *created,
-			      struct agd_op_err *oe)
+			      struct agd_err *oe)
 {
 	struct agd_agent_rec rec;
 	struct agd_policy own, eff;
 	struct entry *en;
 	json_t *before = NULL;
-	char *line = NULL, why[200];
+	char *line = NULL;
 	MDB_txn *txn;
 	bool made = false;
 	int err;
 
 	if (ag_name_check(name))
-		return fail(oe, -EINVAL, "%s", ag_errmsg());
+		return agd_errf(oe, -EINVAL, "%s", ag_errmsg());
 	if (!strcmp(name, AGD_METRICS_OTHER))
-		return fail(oe, -EINVAL, "agent name '%s' is reserved (the metrics aggregate)", name);
+		return agd_errf(oe, -EINVAL,
+			"agent name '%s' is reserved (the metrics aggregate)", name);
 	pthread_mutex_lock(&e->lock);
 	en = tab_find(e, name);
 	if (en) {
@@ -94,22 +94,20 @@ int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name
 			rec.rate = eff.r_max;
 	}
 	eff.r0 = rec.rate;
-	err = agd_policy_check(&eff, why, sizeof(why));
-	if (!err && ag_limit_check(rec.rate, agd_policy_burst_tokens(&eff, rec.rate), eff.unit)) {
-		snprintf(why, sizeof(why), "%s", ag_errmsg());
-		err = -EINVAL;
-	}
+	err = agd_policy_check(&eff, oe);
+	if (!err && ag_limit_check(rec.rate, agd_policy_burst_tokens(&eff, rec.rate), eff.unit))
+		err = agd_errf(oe, -EINVAL, "%s", ag_errmsg());
 	if (err) {
 		json_decref(before);
 		pthread_mutex_unlock(&e->lock);
-		return fail(oe, -EINVAL, "%s", why);
+		return -EINVAL;
 	}
 	rec.updated_ms = wall_ms();
 	err = txn_begin(e, &txn);
 	if (err) {
 		json_decref(before);
 		pthread_mutex_unlock(&e->lock);
-		return fail(oe, err, "state not changed: %s", store_error(err));
+		return agd_store_fail(oe, err, "state not changed");
 	}
 	err = agd_store_agent_put(&e->st, txn, name, &rec);
 	if (!err && made) /* an operator brings a deleted agent back */
@@ -124,17 +122,18 @@ int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name
 		if (!en)
 			en = tab_add(e, name);
 		if (!en) {
-			err = fail(oe, -ENOMEM, "out of memory");
+			err = agd_errf(oe, -ENOMEM, "out of memory");
 		} else {
 			en->rec = rec;
 			err = push_to_map(e, en, made);
 			if (err && made)
 				err = unstore_new_agent(e, en, oe);
 			else if (err)
-				fail(oe, err, "stored, but the maps refused it: %s", ag_errmsg());
+				agd_errf(oe, err,
+					"stored, but the maps refused it: %s", ag_errmsg());
 			else if (c->fill_tokens >= 0 &&
 				 ag_bucket_fill(e->ctx, en->slot, c->fill_tokens))
-				err = fail(oe, -EIO, "cannot fill the bucket: %s", ag_errmsg());
+				err = agd_errf(oe, -EIO, "cannot fill the bucket: %s", ag_errmsg());
 		}
 	}
 	pthread_mutex_unlock(&e->lock);
@@ -151,7 +150,7 @@ static int rule_of_agent(void *arg, const struct agd_rule_rec_key *key, const ch
 }
 
 int agd_engine_apply_agent_delete(struct agd_engine *e, __u64 seq, const char *name,
-				 const char *subject, struct agd_op_err *oe)
+				 const char *subject, struct agd_err *oe)
 {
 	struct ag_rule *rules = NULL;
 	size_t n_rules = 0, i;
@@ -164,7 +163,7 @@ int agd_engine_apply_agent_delete(struct agd_engine *e, __u64 seq, const char *n
 	en = tab_find(e, name);
 	if (!en) {
 		pthread_mutex_unlock(&e->lock);
-		return fail(oe, -ENOENT, "unknown agent '%s'", name);
+		return agd_errf(oe, -ENOENT, "unknown agent '%s'", name);
 	}
 	/* Its rules, to put back should the commit fail. */
 	if (en->map_rate >= 0 && !ag_rule_list(e->ctx, &rules, &n_rules)) {
@@ -181,7 +180,7 @@ int agd_engine_apply_agent_delete(struct agd_engine *e, __u64 seq, const char *n
 	if (err && err != -ENOENT) {
 		pthread_mutex_unlock(&e->lock);
 		free(rules);
-		return fail(oe, err, "cannot remove '%s' from the maps: %s", name, ag_errmsg());
+		return agd_errf(oe, err, "cannot remove '%s' from the maps: %s", name, ag_errmsg());
 	}
 	err = txn_begin(e, &txn);
 	if (err)
@@ -205,7 +204,7 @@ out:
 			for (i = 0; i < n_rules; i++)
 				ag_rule_add(e->ctx, &rules[i], name);
 		if (oe && !oe->msg[0])
-			fail(oe, err, "state not changed: %s", store_error(err));
+			agd_store_fail(oe, err, "state not changed");
 	}
 	pthread_mutex_unlock(&e->lock);
 	free(rules);
@@ -215,7 +214,7 @@ out:
 /* The slot of the agent's bucket now, by name: the CLI may have deleted or
  * recreated it since. A daemon agent without a bucket gets one again.
  * Called under e->lock. */
-static int bucket_slot(struct agd_engine *e, struct entry *en, __u32 *slot, struct agd_op_err *oe)
+static int bucket_slot(struct agd_engine *e, struct entry *en, __u32 *slot, struct agd_err *oe)
 {
 	struct ag_agent live;
 
@@ -226,7 +225,7 @@ static int bucket_slot(struct agd_engine *e, struct entry *en, __u32 *slot, stru
 	}
 	en->map_rate = -1;
 	if (push_to_map(e, en, true))
-		return fail(oe, -ENOSPC, "agent '%s' has no bucket in the maps: %s", en->name,
+		return agd_errf(oe, -ENOSPC, "agent '%s' has no bucket in the maps: %s", en->name,
 			    ag_errmsg());
 	*slot = en->slot;
 	return 0;
@@ -234,7 +233,7 @@ static int bucket_slot(struct agd_engine *e, struct entry *en, __u32 *slot, stru
 
 /* Reset and drain change only the live bucket; they are audited. */
 static int bucket_op(struct agd_engine *e, const char *name, const char *action, __u64 tokens,
-		     const char *subject, double *remaining, struct agd_op_err *oe)
+		     const char *subject, double *remaining, struct agd_err *oe)
 {
 	struct entry *en;
 	char *line = NULL;
@@ -247,7 +246,7 @@ static int bucket_op(struct agd_engine *e, const char *name, const char *action,
 	en = tab_find(e, name);
 	if (!en) {
 		pthread_mutex_unlock(&e->lock);
-		return fail(oe, -ENOENT, "unknown agent '%s'", name);
+		return agd_errf(oe, -ENOENT, "unknown agent '%s'", name);
 	}
 	err = bucket_slot(e, en, &slot, oe);
 	if (err) {
@@ -259,7 +258,7 @@ static int bucket_op(struct agd_engine *e, const char *name, const char *action,
 					     : ag_bucket_reset(e->ctx, slot);
 	if (err) {
 		pthread_mutex_unlock(&e->lock);
-		return fail(oe, err, "%s", ag_errmsg());
+		return agd_errf(oe, err, "%s", ag_errmsg());
 	}
 	if (!strcmp(action, "agent.reset") && remaining)
 		ag_bucket_tokens(e->ctx, slot, remaining);
@@ -281,19 +280,19 @@ static int bucket_op(struct agd_engine *e, const char *name, const char *action,
 }
 
 int agd_engine_agent_reset(struct agd_engine *e, const char *name, const char *subject,
-			  struct agd_op_err *oe)
+			  struct agd_err *oe)
 {
 	return bucket_op(e, name, "agent.reset", 0, subject, NULL, oe);
 }
 
 int agd_engine_agent_drain(struct agd_engine *e, const char *name, __u64 tokens,
-			  const char *subject, double *remaining, struct agd_op_err *oe)
+			  const char *subject, double *remaining, struct agd_err *oe)
 {
 	return bucket_op(e, name, "agent.drain", tokens, subject, remaining, oe);
 }
 
 int agd_engine_consume(struct agd_engine *e, const char *name, __u64 tokens,
-		      struct ag_consume_result *res, struct agd_op_err *oe)
+		      struct ag_consume_result *res, struct agd_err *oe)
 {
 	__u32 slot;
 	int err;
@@ -303,10 +302,10 @@ int agd_engine_consume(struct agd_engine *e, const char *name, __u64 tokens,
 	 * cache, checked against the bucket's generation: no system call. */
 	err = ag_agent_slot(e->ctx, name, &slot);
 	if (err)
-		return fail(oe, err == -ENOENT ? -ENOENT : err, err == -ENOENT ?
+		return agd_errf(oe, err == -ENOENT ? -ENOENT : err, err == -ENOENT ?
 			    "unknown agent '%s'" : "%s", err == -ENOENT ? name : ag_errmsg());
 	err = ag_bucket_consume(e->ctx, slot, tokens, res);
-	return err ? fail(oe, err, "%s", ag_errmsg()) : 0;
+	return err ? agd_errf(oe, err, "%s", ag_errmsg()) : 0;
 }
 
 static json_t *rule_json(const struct ag_rule *rule, const char *agent)
@@ -343,12 +342,11 @@ static void unstore_rule(struct agd_engine *e, const struct agd_rule_rec_key *ke
 			agd_store_txn_end(txn);
 	}
 	if (err)
-		e->opts.log(AGD_LOG_ERR, "a refused rule stays stored (restart retries it): %s",
-			    store_error(err));
+		store_log(e, err, "a refused rule stays stored (restart retries it)");
 }
 
 int agd_engine_apply_rule_add(struct agd_engine *e, __u64 seq, const struct ag_rule *rule,
-			     const char *agent, const char *subject, struct agd_op_err *oe)
+			     const char *agent, const char *subject, struct agd_err *oe)
 {
 	struct agd_rule_rec_key key;
 	char *line = NULL, owner[AG_NAME_MAX + 1], prefix[AG_PREFIX_STRLEN];
@@ -359,20 +357,21 @@ int agd_engine_apply_rule_add(struct agd_engine *e, __u64 seq, const struct ag_r
 	pthread_mutex_lock(&e->lock);
 	if (!tab_find(e, agent)) {
 		pthread_mutex_unlock(&e->lock);
-		return fail(oe, -ENOENT, "unknown agent '%s'", agent);
+		return agd_errf(oe, -ENOENT, "unknown agent '%s'", agent);
 	}
 	rule_key_of(rule, &key);
 	ag_prefix_format(rule, prefix, sizeof(prefix));
 	err = txn_begin(e, &txn);
 	if (err) {
 		pthread_mutex_unlock(&e->lock);
-		return fail(oe, err, "state not changed: %s", store_error(err));
+		return agd_store_fail(oe, err, "state not changed");
 	}
 	err = stored_rule_agent(e, txn, &key, owner, sizeof(owner));
 	if (!err && strcmp(owner, agent)) {
 		agd_store_txn_end(txn);
 		pthread_mutex_unlock(&e->lock);
-		return fail(oe, -EEXIST, "rule %s port %u already maps to agent '%s'; delete it first",
+		return agd_errf(oe, -EEXIST,
+			"rule %s port %u already maps to agent '%s'; delete it first",
 			    prefix, rule->port, owner);
 	}
 	known = !err;
@@ -386,7 +385,7 @@ int agd_engine_apply_rule_add(struct agd_engine *e, __u64 seq, const struct ag_r
 		int map_err = ag_rule_add(e->ctx, rule, agent);
 
 		if (map_err) { /* e.g. the CLI mapped it to another agent */
-			err = fail(oe, map_err, "%s", ag_errmsg());
+			err = agd_errf(oe, map_err, "%s", ag_errmsg());
 			if (!known)
 				unstore_rule(e, &key);
 		}
@@ -396,7 +395,7 @@ int agd_engine_apply_rule_add(struct agd_engine *e, __u64 seq, const struct ag_r
 }
 
 int agd_engine_apply_rule_del(struct agd_engine *e, __u64 seq, const struct ag_rule *rule,
-			     const char *subject, struct agd_op_err *oe)
+			     const char *subject, struct agd_err *oe)
 {
 	struct agd_rule_rec_key key;
 	struct ag_rule *all = NULL;
@@ -422,13 +421,13 @@ int agd_engine_apply_rule_del(struct agd_engine *e, __u64 seq, const struct ag_r
 	if (err || !agent) {
 		pthread_mutex_unlock(&e->lock);
 		if (err)
-			return fail(oe, err, "%s", ag_errmsg());
-		return fail(oe, -ENOENT, "no such rule");
+			return agd_errf(oe, err, "%s", ag_errmsg());
+		return agd_errf(oe, -ENOENT, "no such rule");
 	}
 	err = ag_rule_del(e->ctx, rule);
 	if (err) {
 		pthread_mutex_unlock(&e->lock);
-		return fail(oe, err, "%s", ag_errmsg());
+		return agd_errf(oe, err, "%s", ag_errmsg());
 	}
 	rule_key_of(rule, &key);
 	err = txn_begin(e, &txn);
@@ -441,7 +440,7 @@ int agd_engine_apply_rule_del(struct agd_engine *e, __u64 seq, const struct ag_r
 				    NULL, &line);
 		err = finish_op(e, txn, seq, err, line, oe);
 	} else {
-		fail(oe, err, "state not changed: %s", store_error(err));
+		agd_store_fail(oe, err, "state not changed");
 	}
 	if (err)
 		ag_rule_add(e->ctx, rule, agent); /* put it back as it was */
@@ -459,7 +458,7 @@ static json_t *config_json(const struct ag_config *cfg)
 }
 
 int agd_engine_apply_config_set(struct agd_engine *e, __u64 seq, const struct agd_config_change *c,
-			       const char *subject, struct agd_op_err *oe)
+			       const char *subject, struct agd_err *oe)
 {
 	struct ag_config before, after;
 	char *line = NULL;
@@ -469,7 +468,8 @@ int agd_engine_apply_config_set(struct agd_engine *e, __u64 seq, const struct ag
 	if ((c->default_action != -1 && c->default_action != AG_ACTION_PASS &&
 	     c->default_action != AG_ACTION_DROP) ||
 	    (c->dry_run != -1 && c->dry_run != 0 && c->dry_run != 1))
-		return fail(oe, -EINVAL, "default_action must be pass or drop, dry_run on or off");
+		return agd_errf(oe, -EINVAL,
+			"default_action must be pass or drop, dry_run on or off");
 	pthread_mutex_lock(&e->lock);
 	err = ag_config_get(e->ctx, &before);
 	if (!err && c->default_action != -1)
@@ -480,7 +480,7 @@ int agd_engine_apply_config_set(struct agd_engine *e, __u64 seq, const struct ag
 		err = ag_config_get(e->ctx, &after);
 	if (err) {
 		pthread_mutex_unlock(&e->lock);
-		return fail(oe, err, "%s", ag_errmsg());
+		return agd_errf(oe, err, "%s", ag_errmsg());
 	}
 	err = txn_begin(e, &txn);
 	if (!err) {
@@ -508,7 +508,7 @@ const struct agd_replicator *agd_engine_replicator(struct agd_engine *e)
 }
 
 int agd_engine_apply_op(struct agd_engine *e, const struct agd_op *op, __u64 seq, bool *created,
-		       struct agd_op_err *oe)
+		       struct agd_err *oe)
 {
 	if (created)
 		*created = false;
@@ -525,7 +525,7 @@ int agd_engine_apply_op(struct agd_engine *e, const struct agd_op *op, __u64 seq
 	case AGD_OP_CONFIG_SET:
 		return agd_engine_apply_config_set(e, seq, &op->config, op->subject, oe);
 	}
-	return fail(oe, -EINVAL, "unknown operation %d", (int)op->kind);
+	return agd_errf(oe, -EINVAL, "unknown operation %d", (int)op->kind);
 }
 
 __u64 agd_engine_log_seq(struct agd_engine *e)

@@ -20,40 +20,39 @@ void agd_policy_defaults(struct agd_policy *p)
 	};
 }
 
-static int bad(char *buf, size_t len, const char *fmt, double v)
-{
-	snprintf(buf, len, fmt, v);
-	return -EINVAL;
-}
-
-int agd_policy_check(const struct agd_policy *p, char *buf, size_t len)
+int agd_policy_check(const struct agd_policy *p, struct agd_err *err)
 {
 	const double lo = AG_RATE_MIN_MTPS / 1000.0, hi = AG_RATE_MAX_MTPS / 1000.0;
 
 	if (!(p->r_min >= lo && p->r_min <= hi))
-		return bad(buf, len, "r_min %g out of range (0.001 to 1e10 tokens/s)", p->r_min);
+		return agd_errf(err, -EINVAL,
+			"r_min %g out of range (0.001 to 1e10 tokens/s)", p->r_min);
 	if (!(p->r_max >= lo && p->r_max <= hi))
-		return bad(buf, len, "r_max %g out of range (0.001 to 1e10 tokens/s)", p->r_max);
+		return agd_errf(err, -EINVAL,
+			"r_max %g out of range (0.001 to 1e10 tokens/s)", p->r_max);
 	if (p->r_min > p->r_max)
-		return bad(buf, len, "r_min %g is above r_max", p->r_min);
+		return agd_errf(err, -EINVAL, "r_min %g is above r_max", p->r_min);
 	if (!(p->r0 >= p->r_min && p->r0 <= p->r_max))
-		return bad(buf, len, "rate %g is outside [r_min, r_max]", p->r0);
+		return agd_errf(err, -EINVAL, "rate %g is outside [r_min, r_max]", p->r0);
 	if (!(p->alpha >= 0 && p->alpha <= hi))
-		return bad(buf, len, "alpha %g out of range (0 to 1e10)", p->alpha);
+		return agd_errf(err, -EINVAL, "alpha %g out of range (0 to 1e10)", p->alpha);
 	if (p->burst_kind != AGD_BURST_TOKENS && p->burst_kind != AGD_BURST_SECONDS)
-		return bad(buf, len, "burst kind %g unknown", p->burst_kind);
+		return agd_errf(err, -EINVAL, "burst kind %u unknown", p->burst_kind);
 	if (p->burst_kind == AGD_BURST_TOKENS && !(p->burst >= 1 && p->burst <= AG_BURST_MAX &&
 						  p->burst == floor(p->burst)))
-		return bad(buf, len, "burst %g must be a whole number of tokens, 1 to 2^40",
+		return agd_errf(err, -EINVAL,
+			"burst %g must be a whole number of tokens, 1 to 2^40",
 			   p->burst);
 	if (p->burst_kind == AGD_BURST_SECONDS && !(p->burst > 0 && p->burst <= 3600))
-		return bad(buf, len, "burst %g s out of range (above 0, up to 3600 s)", p->burst);
+		return agd_errf(err, -EINVAL,
+			"burst %g s out of range (above 0, up to 3600 s)", p->burst);
 	if (ag_unit_check(p->unit))
-		return bad(buf, len, "unit %g unknown (pps or bps)", p->unit);
+		return agd_errf(err, -EINVAL, "unit %u unknown (pps or bps)", p->unit);
 	/* Ratings may take the rate down to r_min: the burst must fit there too. */
 	if (p->burst_kind == AGD_BURST_TOKENS &&
 	    ag_limit_check(p->r_min, (uint64_t)p->burst, p->unit))
-		return bad(buf, len, "burst %g tokens is too large for a rate as low as r_min",
+		return agd_errf(err, -EINVAL,
+			"burst %g tokens is too large for a rate as low as r_min",
 			   p->burst);
 	return 0;
 }

@@ -16,6 +16,8 @@
 
 #include "agentgate/abi.h"
 
+#include "err.h"
+
 #define AGD_SCORE_MIN 1
 #define AGD_SCORE_MAX 5
 #define AGD_SCORE_NEUTRAL 3
@@ -58,7 +60,7 @@ struct agd_rating_stats {
 void agd_policy_defaults(struct agd_policy *p);
 
 /* 0, or -EINVAL with the offending field and why in buf. */
-int agd_policy_check(const struct agd_policy *p, char *buf, size_t len);
+int agd_policy_check(const struct agd_policy *p, struct agd_err *err);
 
 /* The effective policy: fields in `set` from `own`, the rest from `defaults`. */
 void agd_policy_merge(const struct agd_policy *defaults, const struct agd_policy *own,

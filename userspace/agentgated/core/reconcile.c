@@ -21,7 +21,7 @@ static int load_one(void *arg, const char *name, const struct agd_agent_rec *rec
 	return 0;
 }
 
-int load_agents(struct agd_engine *e, char *errbuf, size_t len)
+int load_agents(struct agd_engine *e, struct agd_err *errbuf)
 {
 	MDB_txn *txn = NULL;
 	size_t skipped = 0;
@@ -35,9 +35,8 @@ int load_agents(struct agd_engine *e, char *errbuf, size_t len)
 	if (skipped)
 		e->opts.log(AGD_LOG_WARN, "state store: skipped %zu malformed agent records", skipped);
 	if (err)
-		snprintf(errbuf, len, "cannot read the agents from the state store: %s",
-			 store_error(err));
-	return err;
+		return agd_store_fail(errbuf, err, "cannot read the agents from the state store");
+	return 0;
 }
 
 /* An agent made with the CLI becomes one of ours, pinned where it was. */
@@ -357,7 +356,7 @@ static int apply_journal(struct agd_engine *e, const struct journal *j, MDB_txn 
 	return err;
 }
 
-int reconcile(struct agd_engine *e, char *errbuf, size_t len)
+int reconcile(struct agd_engine *e, struct agd_err *errbuf)
 {
 	struct journal j = { 0 };
 	struct journal_audit ja = { 0 };
@@ -368,7 +367,8 @@ int reconcile(struct agd_engine *e, char *errbuf, size_t len)
 
 	err = journal_read(e, &j);
 	if (err) {
-		snprintf(errbuf, len, "cannot read what the CLI changed while agentgated was "
+		snprintf(errbuf->msg, sizeof(errbuf->msg),
+			"cannot read what the CLI changed while agentgated was "
 			 "stopped: %s", err == -ENOMEM ? "out of memory" : ag_errmsg());
 		journal_free(&j);
 		return err;
@@ -397,8 +397,7 @@ int reconcile(struct agd_engine *e, char *errbuf, size_t len)
 	if (err) {
 		agd_store_txn_end(txn);
 		journal_free(&j);
-		snprintf(errbuf, len, "cannot read the agents in the maps: %s", ag_errmsg());
-		return err;
+		return agd_errf(errbuf, err, "cannot read the agents in the maps: %s", ag_errmsg());
 	}
 	TAB_FOREACH(e, i, en) {
 		if (!en->new_in_batch)
@@ -440,7 +439,5 @@ store_err:
 		free(ja.lines[i]);
 	free(ja.lines);
 	journal_free(&j);
-	snprintf(errbuf, len, "cannot reconcile the state store with the maps: %s",
-		 store_error(err));
-	return err;
+	return agd_store_fail(errbuf, err, "cannot reconcile the state store with the maps");
 }

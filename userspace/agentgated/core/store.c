@@ -12,6 +12,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -89,15 +90,13 @@ int agd_store_errno(int rc)
 	return agd_store_convert(rc, true);
 }
 
-bool agd_store_damaged(char *why, size_t len)
+bool agd_store_damaged(struct agd_err *why)
 {
 	int kind = atomic_load(&agd_store_g.kind);
 	char what[200];
 
 	switch (kind) {
 	case DMG_NONE:
-		if (len)
-			why[0] = 0;
 		return false;
 	case DMG_LMDB:
 		snprintf(what, sizeof(what), "LMDB: %s", mdb_strerror((int)(__s64)agd_store_g.a));
@@ -120,27 +119,40 @@ bool agd_store_damaged(char *why, size_t len)
 		snprintf(what, sizeof(what), "LMDB failed one of its own checks");
 		break;
 	}
-	snprintf(why, len, "the state store %s is damaged (%s)", agd_store_g.path, what);
+	agd_errf(why, -EUCLEAN, "the state store %s is damaged (%s)", agd_store_g.path, what);
 	return true;
 }
 
-const char *agd_store_strerror(int err)
+int agd_store_fail(struct agd_err *e, int err, const char *fmt, ...)
 {
-	static __thread char msg[4800];
+	char context[512];
+	va_list ap;
 
+	if (!e)
+		return err;
 	if (err == -EUCLEAN) {
-		if (!agd_store_damaged(msg, sizeof(msg)))
-			snprintf(msg, sizeof(msg), "the state store %s is damaged", agd_store_g.path);
-		snprintf(msg + strlen(msg), sizeof(msg) - strlen(msg),
-			 ": changes are refused until it is restored");
-		return msg;
+		size_t n;
+
+		if (!agd_store_damaged(e))
+			agd_errf(e, err, "the state store %s is damaged", agd_store_g.path);
+		n = strlen(e->msg);
+		snprintf(e->msg + n, sizeof(e->msg) - n, ": changes are refused until it is restored");
+	} else if (err == -ENOSPC && (last_rc == ENOSPC || last_rc == EDQUOT)) {
+		agd_errf(e, err, "no space left on the state directory's file system (free some; "
+			 "nothing was changed)");
+	} else if (err == -ENOSPC) {
+		agd_errf(e, err, "the state store is full (raise --store-size)");
+	} else {
+		agd_errf(e, err, "%s", strerror(-err));
 	}
-	if (err != -ENOSPC)
-		return strerror(-err);
-	if (last_rc == ENOSPC || last_rc == EDQUOT)
-		return "no space left on the state directory's file system (free some; nothing "
-		       "was changed)";
-	return "the state store is full (raise --store-size)";
+	e->code = err;
+	if (fmt) {
+		va_start(ap, fmt);
+		vsnprintf(context, sizeof(context), fmt, ap);
+		va_end(ap);
+		agd_err_prefix(e, "%s", context);
+	}
+	return err;
 }
 
 /* ---- closing ------------------------------------------------------------------- */
@@ -679,11 +691,11 @@ static int ro_dbi(MDB_txn *txn, const char *name, MDB_dbi *dbi)
 	return mdb_dbi_open(txn, name, 0, dbi);
 }
 
-int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, char *err, size_t len)
+int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, struct agd_err *err)
 {
 	MDB_val k = { 7, "version" }, v;
 	struct stat ds, fs;
-	char why[700];
+	struct agd_err why = { 0 };
 	unsigned int flags = MDB_RDONLY | MDB_NOTLS;
 	__u32 ver = 0;
 	int fd, rc;
@@ -695,50 +707,45 @@ int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, char
 	if (stat(dir, &ds)) {
 		rc = -errno;
 		if (rc == -ENOENT)
-			snprintf(err, len, "no agentgated state directory at %s: it does not exist",
-				 dir);
-		else
-			snprintf(err, len, "cannot read the state directory %s: %s", dir,
-				 strerror(-rc));
-		return rc;
+			return agd_errf(err, rc, "no agentgated state directory at %s: it does not "
+					"exist", dir);
+		return agd_errf(err, rc, "cannot read the state directory %s: %s", dir,
+				strerror(-rc));
 	}
 	if (!S_ISDIR(ds.st_mode)) {
-		snprintf(err, len, "%s is not an agentgated state directory: not a directory", dir);
-		return -ENOTDIR;
+		return agd_errf(err, -ENOTDIR,
+			"%s is not an agentgated state directory: not a directory", dir);
 	}
 	if (stat(agd_store_g.path, &fs)) {
 		rc = -errno;
 		if (rc != -ENOENT) {
-			snprintf(err, len, "cannot read %s: %s", agd_store_g.path, strerror(-rc));
-			return rc;
+			return agd_errf(err, rc,
+				"cannot read %s: %s", agd_store_g.path, strerror(-rc));
 		}
 		if (agd_store_exists(dir, AGD_STORE_MARKER)) {
-			snprintf(err, len, "the state store %s is missing, yet %s held one (%s is "
+			return agd_errf(err, -EUCLEAN,
+				"the state store %s is missing, yet %s held one (%s is "
 				 "there): restore a copy (see agentgated(8), STATE STORE)", agd_store_g.path,
 				 dir, AGD_STORE_MARKER);
-			return -EUCLEAN;
 		}
-		snprintf(err, len, "%s is not an agentgated state directory: it has no "
+		return agd_errf(err, -ENOENT, "%s is not an agentgated state directory: it has no "
 			 AGD_STORE_FILE " (nor " AGD_STORE_MARKER ")", dir);
-		return -ENOENT;
 	}
 	if (!S_ISREG(fs.st_mode) || !fs.st_size) {
-		snprintf(err, len, "the state store %s is %s", agd_store_g.path,
+		return agd_errf(err, -EUCLEAN, "the state store %s is %s", agd_store_g.path,
 			 !S_ISREG(fs.st_mode) ? "not a regular file" : "empty (0 bytes)");
-		return -EUCLEAN;
 	}
 	fd = open(agd_store_g.path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
-		snprintf(err, len, "cannot open the state store %s: %s", agd_store_g.path, strerror(-rc));
-		return rc;
+		return agd_errf(err, rc,
+			"cannot open the state store %s: %s", agd_store_g.path, strerror(-rc));
 	}
-	rc = agd_store_check(fd, true, why, sizeof(why));
+	rc = agd_store_check(fd, true, &why);
 	close(fd);
 	if (rc) {
-		snprintf(err, len, rc == -EUCLEAN ? "the state store %s is damaged: %s" :
-			 "cannot read the state store %s: %s", agd_store_g.path, why);
-		return rc;
+		return agd_errf(err, rc, rc == -EUCLEAN ? "the state store %s is damaged: %s" :
+			 "cannot read the state store %s: %s", agd_store_g.path, why.msg);
 	}
 	/* LMDB's reader table when a daemon ever used the store (one may start
 	 * meanwhile); none otherwise: no file is created here. */
@@ -754,7 +761,8 @@ int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, char
 	if (!rc)
 		rc = mdb_txn_begin(st->env, NULL, MDB_RDONLY, txn);
 	if (rc) {
-		snprintf(err, len, "cannot open the state store %s: %s", agd_store_g.path, mdb_strerror(rc));
+		snprintf(err->msg, sizeof(err->msg),
+			"cannot open the state store %s: %s", agd_store_g.path, mdb_strerror(rc));
 		goto fail;
 	}
 	rc = ro_dbi(*txn, "agents", &st->agents);
@@ -765,19 +773,22 @@ int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, char
 	if (!rc)
 		rc = mdb_get(*txn, st->meta, &k, &v);
 	if (rc == MDB_NOTFOUND) {
-		snprintf(err, len, "%s is not agentgated's state store: no agents, audit or "
+		snprintf(err->msg, sizeof(err->msg),
+			"%s is not agentgated's state store: no agents, audit or "
 			 "version record in it", agd_store_g.path);
 		rc = EPROTO;
 		goto fail;
 	}
 	if (rc) {
-		snprintf(err, len, "cannot read the state store %s: %s", agd_store_g.path, mdb_strerror(rc));
+		snprintf(err->msg, sizeof(err->msg),
+			"cannot read the state store %s: %s", agd_store_g.path, mdb_strerror(rc));
 		goto fail;
 	}
 	if (v.mv_size == sizeof(ver))
 		memcpy(&ver, v.mv_data, sizeof(ver));
 	if (v.mv_size != sizeof(ver) || ver != AGD_STORE_VERSION) {
-		snprintf(err, len, "the state store %s was written by an incompatible agentgated "
+		snprintf(err->msg, sizeof(err->msg),
+			"the state store %s was written by an incompatible agentgated "
 			 "(store version %u; this one reads version %u)", agd_store_g.path, ver,
 			 AGD_STORE_VERSION);
 		rc = EPROTO;
@@ -788,7 +799,8 @@ int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, char
 		rc = ro_dbi(*txn, "hist_changes", &st->hist_changes);
 	st->hist = !rc;
 	if (rc && rc != MDB_NOTFOUND) {
-		snprintf(err, len, "cannot read the state store %s: %s", agd_store_g.path, mdb_strerror(rc));
+		snprintf(err->msg, sizeof(err->msg),
+			"cannot read the state store %s: %s", agd_store_g.path, mdb_strerror(rc));
 		goto fail;
 	}
 	return 0;

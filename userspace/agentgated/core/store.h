@@ -41,6 +41,7 @@
 
 #include "agentgate/abi.h"
 #include "policy.h"
+#include "err.h"
 
 #define AGD_STORE_VERSION 1
 #define AGD_STORE_AUDIT_MAX 1000000 /* audit records kept in the store */
@@ -194,13 +195,13 @@ struct agd_store {
  * LMDB file, of another version, not a regular file, or missing or empty
  * where the state dir was initialised before (AGD_STORE_MARKER or
  * lock.mdb). Nothing is written to a refused store. Other errors: -errno. */
-int agd_store_open(const char *dir, size_t map_size, struct agd_store *st, char *err, size_t len);
+int agd_store_open(const char *dir, size_t map_size, struct agd_store *st, struct agd_err *err);
 void agd_store_close(struct agd_store *st);
 
 /* The integrity check of an LMDB data file through pread alone (never its
  * map): the meta pages and the file's size (full: and every page of every
  * database, store_check.c). 0, -EUCLEAN with what is wrong, or -errno. */
-int agd_store_check(int fd, bool full, char *err, size_t len);
+int agd_store_check(int fd, bool full, struct agd_err *err);
 
 /* A write transaction, refused (-EUCLEAN) once the store is damaged; it
  * also checks, without touching the map, that data.mdb was not cut short,
@@ -214,16 +215,18 @@ int agd_store_commit(struct agd_store *st, MDB_txn *txn);
  * -EUCLEAN and is remembered: every later write is refused. Errors are
  * counted (agd_store_errors). */
 int agd_store_errno(int rc);
-/* The message for an error agd_store_errno() just returned in this thread:
+/* Sets e to err with "CONTEXT: " (fmt, when not NULL) and what the store
+ * says about an error agd_store_errno() just returned in this thread:
  * -ENOSPC says whether the disk or the store size is full; -EUCLEAN names
- * the damaged file and what was found. */
-const char *agd_store_strerror(int err);
+ * the damaged file and what was found. Returns err. */
+int agd_store_fail(struct agd_err *e, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 /* Once the open store was found damaged (an LMDB error, a SIGBUS from its
  * map when the file was cut short under the daemon, the file shrunk,
  * removed or replaced): true, with the message. The daemon then refuses
  * changes and is not ready; a restart checks the file again. */
-bool agd_store_damaged(char *why, size_t len);
+bool agd_store_damaged(struct agd_err *why);
 /* Store errors outside a commit (a commit's own are the engine's). */
 __u64 agd_store_errors(void);
 /* notify: run once when damage is first seen, possibly in a signal
@@ -350,6 +353,6 @@ int agd_store_hist_get(struct agd_store *st, MDB_txn *txn, const char *name,
  * (no directory, or no data.mdb), -ENOTDIR, -EUCLEAN (damaged, not
  * agentgated's, another version), -errno; err names the directory or file
  * and what is missing or wrong. */
-int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, char *err, size_t len);
+int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, struct agd_err *err);
 
 #endif

@@ -78,8 +78,7 @@ struct walk {
 	__u64 npages; /* last page + 1, from the meta page */
 	__u8 *seen;   /* a bit per page: reached once already */
 	__u64 reached;
-	char *err;
-	size_t len;
+	struct agd_err *err;
 };
 
 static __u16 get16(const __u8 *p)
@@ -123,7 +122,7 @@ static int bad(struct walk *w, const char *fmt, ...)
 	va_list ap;
 
 	va_start(ap, fmt);
-	vsnprintf(w->err, w->len, fmt, ap);
+	agd_verrf(w->err, -EUCLEAN, fmt, ap);
 	va_end(ap);
 	return -EUCLEAN;
 }
@@ -137,8 +136,7 @@ static int read_at(struct walk *w, void *buf, size_t n, __u64 off, const char *w
 	if (r < 0) {
 		int e = errno;
 
-		snprintf(w->err, w->len, "cannot read %s: %s", what, strerror(e));
-		return -e;
+		return agd_errf(w->err, -e, "cannot read %s: %s", what, strerror(e));
 	}
 	if ((size_t)r != n)
 		return bad(w, "%s lies past the end of the file (%llu bytes): the file was cut "
@@ -451,18 +449,17 @@ static int walk_tree(struct walk *w, enum tree_kind kind, const char *name,
 	return 0;
 }
 
-int agd_store_check(int fd, bool full, char *err, size_t len)
+int agd_store_check(int fd, bool full, struct agd_err *err)
 {
-	struct walk w = { .fd = fd, .err = err, .len = len };
+	struct walk w = { .fd = fd, .err = err };
 	struct meta m;
 	struct stat st;
 	int rc;
 
-	err[0] = 0;
+	agd_err_clear(err);
 	if (fstat(fd, &st)) {
 		rc = -errno;
-		snprintf(err, len, "cannot read it: %s", strerror(-rc));
-		return rc;
+		return agd_errf(err, rc, "cannot read it: %s", strerror(-rc));
 	}
 	w.fsize = (__u64)st.st_size;
 	rc = read_metas(&w, &m);
@@ -470,8 +467,7 @@ int agd_store_check(int fd, bool full, char *err, size_t len)
 		return rc;
 	w.seen = calloc(w.npages / 8 + 1, 1);
 	if (!w.seen) {
-		snprintf(err, len, "out of memory");
-		return -ENOMEM;
+		return agd_errf(err, -ENOMEM, "out of memory");
 	}
 	w.seen[0] = 3; /* the two meta pages */
 	w.reached = 2;

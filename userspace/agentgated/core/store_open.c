@@ -204,9 +204,9 @@ static int open_dbi(MDB_txn *txn, const char *name, MDB_dbi *dbi)
 	return mdb_dbi_open(txn, name, MDB_CREATE, dbi);
 }
 
-static int refuse(char *err, size_t len, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int refuse(char *err, size_t len, const char *fmt, ...)
+static int refuse(struct agd_err *err, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+static int refuse(struct agd_err *err, const char *fmt, ...)
 {
 	char what[900];
 	va_list ap;
@@ -214,13 +214,13 @@ static int refuse(char *err, size_t len, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	snprintf(err, len, "the state store %s %s; agentgated will not start on it and wrote "
+	return agd_errf(err, -EUCLEAN,
+		"the state store %s %s; agentgated will not start on it and wrote "
 		 "nothing to it: restore a copy (mdb_copy), or see agentgated(8), STATE STORE",
 		 agd_store_g.path, what);
-	return -EUCLEAN;
 }
 
-static int check_version(struct agd_store *st, MDB_txn *txn, char *err, size_t len)
+static int check_version(struct agd_store *st, MDB_txn *txn, struct agd_err *err)
 {
 	MDB_val k = { 7, "version" }, v;
 	__u32 ver = AGD_STORE_VERSION;
@@ -236,7 +236,7 @@ static int check_version(struct agd_store *st, MDB_txn *txn, char *err, size_t l
 		ver = 0;
 		if (v.mv_size == sizeof(ver))
 			memcpy(&ver, v.mv_data, sizeof(ver));
-		refuse(err, len, "was written by an incompatible agentgated (store version %u; "
+		refuse(err, "was written by an incompatible agentgated (store version %u; "
 		       "this one reads version %u)", ver, AGD_STORE_VERSION);
 		return EPROTO;
 	}
@@ -246,65 +246,66 @@ static int check_version(struct agd_store *st, MDB_txn *txn, char *err, size_t l
 /* Before LMDB opens the file (it would map it, or take an empty one for a
  * new store): a regular file with two sound meta pages, or no file at all
  * in a state dir that never held a store. */
-static int check_before_open(char *err, size_t len)
+static int check_before_open(struct agd_err *err)
 {
-	char why[700];
+	struct agd_err why = { 0 };
 	struct stat st;
 	int fd, rc;
 
 	if (stat(agd_store_g.path, &st)) {
 		rc = -errno;
 		if (rc != -ENOENT) {
-			snprintf(err, len, "cannot open the state store %s: %s", agd_store_g.path,
+			return agd_errf(err, rc,
+				"cannot open the state store %s: %s", agd_store_g.path,
 				 strerror(-rc));
-			return rc;
 		}
 		if (agd_store_exists(agd_store_g.dir, AGD_STORE_MARKER) || agd_store_exists(agd_store_g.dir, "lock.mdb"))
-			return refuse(err, len, "is missing, yet this state directory held a store "
+			return refuse(err, "is missing, yet this state directory held a store "
 				      "(%s or lock.mdb is there): starting afresh would forget "
 				      "every agent, rate and applied rating id", AGD_STORE_MARKER);
 		return 0; /* a first start */
 	}
 	if (!S_ISREG(st.st_mode))
-		return refuse(err, len, "is not a regular file (%s)",
+		return refuse(err, "is not a regular file (%s)",
 			      S_ISDIR(st.st_mode) ? "a directory" : "a special file");
 	if (!st.st_size)
-		return refuse(err, len, "is empty (0 bytes): it was cut short");
+		return refuse(err, "is empty (0 bytes): it was cut short");
 	fd = open(agd_store_g.path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
 		rc = -errno;
-		snprintf(err, len, "cannot open the state store %s: %s", agd_store_g.path, strerror(-rc));
-		return rc;
+		return agd_errf(err, rc,
+			"cannot open the state store %s: %s", agd_store_g.path, strerror(-rc));
 	}
-	rc = agd_store_check(fd, false, why, sizeof(why));
+	rc = agd_store_check(fd, false, &why);
 	close(fd);
 	if (rc == -EUCLEAN)
-		return refuse(err, len, "is damaged: %s", why);
+		return refuse(err, "is damaged: %s", why.msg);
 	if (rc)
-		snprintf(err, len, "cannot read the state store %s: %s", agd_store_g.path, why);
-	return rc;
+		return agd_errf(err, rc, "cannot read the state store %s: %s", agd_store_g.path,
+				why.msg);
+	return 0;
 }
 
 /* Under LMDB's writer lock (txn), before anything is written: every page. */
-static int check_whole(MDB_env *env, char *err, size_t len)
+static int check_whole(MDB_env *env, struct agd_err *err)
 {
-	char why[700];
+	struct agd_err why = { 0 };
 	int fd, rc;
 
 	if (mdb_env_get_fd(env, &fd)) {
-		snprintf(err, len, "cannot check the state store %s", agd_store_g.path);
-		return -EBADF;
+		return agd_errf(err, -EBADF, "cannot check the state store %s", agd_store_g.path);
 	}
-	rc = agd_store_check(fd, true, why, sizeof(why));
+	rc = agd_store_check(fd, true, &why);
 	if (rc == -EUCLEAN)
-		return refuse(err, len, "is damaged: %s", why);
+		return refuse(err, "is damaged: %s", why.msg);
 	if (rc)
-		snprintf(err, len, "cannot read the state store %s: %s", agd_store_g.path, why);
-	return rc;
+		return agd_errf(err, rc, "cannot read the state store %s: %s", agd_store_g.path,
+				why.msg);
+	return 0;
 }
 
 /* The marker that tells a later start this directory holds a store. */
-static int write_marker(char *err, size_t len)
+static int write_marker(struct agd_err *err)
 {
 	char path[4200], text[200];
 	time_t now = time(NULL);
@@ -331,13 +332,13 @@ static int write_marker(char *err, size_t len)
 	}
 	if (rc) {
 		unlink(path);
-		snprintf(err, len, "cannot write %s: %s", path, strerror(-rc));
+		snprintf(err->msg, sizeof(err->msg), "cannot write %s: %s", path, strerror(-rc));
 	}
 	return rc;
 }
 
 /* The databases, and the store version in meta (written when new). */
-static int open_dbis(struct agd_store *st, MDB_txn *txn, char *err, size_t len)
+static int open_dbis(struct agd_store *st, MDB_txn *txn, struct agd_err *err)
 {
 	int rc = open_dbi(txn, "agents", &st->agents);
 
@@ -360,22 +361,26 @@ static int open_dbis(struct agd_store *st, MDB_txn *txn, char *err, size_t len)
 	if (!rc)
 		rc = open_dbi(txn, "deleted", &st->deleted);
 	if (!rc)
-		rc = check_version(st, txn, err, len);
+		rc = check_version(st, txn, err);
 	if (rc == EPROTO)
 		return -EUCLEAN; /* err says which version */
-	if (rc)
-		snprintf(err, len, "cannot initialise the state store %s: %s", agd_store_g.path,
-			 mdb_strerror(rc));
-	return agd_store_errno(rc);
+	if (rc) {
+		const char *why = mdb_strerror(rc);
+
+		return agd_errf(err, agd_store_errno(rc),
+			"cannot initialise the state store %s: %s",
+				agd_store_g.path, why);
+	}
+	return 0;
 }
 
-int agd_store_open(const char *dir, size_t map_size, struct agd_store *st, char *err, size_t len)
+int agd_store_open(const char *dir, size_t map_size, struct agd_store *st, struct agd_err *err)
 {
 	MDB_txn *txn = NULL;
 	int rc;
 
 	memset(st, 0, sizeof(*st));
-	err[0] = 0;
+	agd_err_clear(err);
 	agd_store_disarm();
 	atomic_store(&agd_store_g.claim, 0);
 	atomic_store(&agd_store_g.kind, DMG_NONE);
@@ -383,10 +388,10 @@ int agd_store_open(const char *dir, size_t map_size, struct agd_store *st, char 
 	snprintf(agd_store_g.path, sizeof(agd_store_g.path), "%s/" AGD_STORE_FILE, dir);
 	if (mkdir(dir, 0700) && errno != EEXIST) {
 		rc = errno;
-		snprintf(err, len, "cannot create state directory %s: %s", dir, strerror(rc));
-		return -rc;
+		return agd_errf(err, -rc,
+			"cannot create state directory %s: %s", dir, strerror(rc));
 	}
-	rc = check_before_open(err, len);
+	rc = check_before_open(err);
 	if (rc)
 		return rc;
 	rc = mdb_env_create(&st->env);
@@ -409,23 +414,24 @@ int agd_store_open(const char *dir, size_t map_size, struct agd_store *st, char 
 	if (!rc)
 		rc = mdb_txn_begin(st->env, NULL, 0, &txn);
 	if (rc) {
-		snprintf(err, len, "cannot open the state store %s: %s", agd_store_g.path, mdb_strerror(rc));
+		snprintf(err->msg, sizeof(err->msg),
+			"cannot open the state store %s: %s", agd_store_g.path, mdb_strerror(rc));
 		rc = agd_store_errno(rc);
 		goto cleanup;
 	}
 	/* No other writer meanwhile: the snapshot checked is the one used. */
-	rc = check_whole(st->env, err, len);
+	rc = check_whole(st->env, err);
 	if (!rc)
-		rc = open_dbis(st, txn, err, len);
+		rc = open_dbis(st, txn, err);
 	if (!rc) {
 		rc = agd_store_errno(mdb_txn_commit(txn));
 		txn = NULL;
 		if (rc)
-			snprintf(err, len, "cannot initialise the state store %s: %s", agd_store_g.path,
-				 agd_store_strerror(rc));
+			agd_store_fail(err, rc, "cannot initialise the state store %s",
+				       agd_store_g.path);
 	}
 	if (!rc)
-		rc = write_marker(err, len);
+		rc = write_marker(err);
 	if (!rc)
 		arm(st->env);
 cleanup:

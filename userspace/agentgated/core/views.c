@@ -49,19 +49,18 @@ int agd_engine_agent_view(struct agd_engine *e, const char *name, struct agd_age
 }
 
 int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
-		      struct agd_op_err *oe)
+		      struct agd_err *oe)
 {
 	struct agd_explain_opts o = { .ctx = e->ctx, .answered_by = "agentgated", .share = 1 };
 	struct agd_policy defaults;
 	struct entry *en;
-	char msg[sizeof(oe->msg)];
 	json_t *j = NULL;
 	MDB_txn *txn;
 	int err;
 
 	*json_out = NULL;
 	if (ag_name_check(name))
-		return fail(oe, -EINVAL, "%s", ag_errmsg());
+		return agd_errf(oe, -EINVAL, "%s", ag_errmsg());
 	pthread_mutex_lock(&e->lock);
 	defaults = e->defaults;
 	en = tab_find(e, name);
@@ -73,11 +72,11 @@ int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
 	/* A snapshot: never waits for the apply thread's commit. */
 	err = agd_store_read_begin(&e->st, &txn);
 	if (err)
-		return fail(oe, err, "cannot read the state store: %s", store_error(err));
-	err = agd_explain_build(&e->st, txn, name, &o, &j, msg, sizeof(msg));
+		return agd_store_fail(oe, err, "cannot read the state store");
+	err = agd_explain_build(&e->st, txn, name, &o, &j, oe);
 	agd_store_txn_end(txn);
 	if (err)
-		return fail(oe, err, "%s", msg);
+		return err;
 	*json_out = j;
 	return 0;
 }

@@ -7,10 +7,11 @@
 #define AGENTGATED_FLEET_COMMON_H
 
 #include <pthread.h>
-#include <lmdb.h>
 #include <nats/nats.h>
 
 #include "names.h"
+
+struct agd_outbox;
 
 #define AGD_FLEET_RESULTS (1u << 17) /* per-rating outcomes remembered, by sequence */
 #define AGD_FLEET_OPS 64             /* operator-change outcomes remembered */
@@ -47,11 +48,8 @@ struct agd_fleet {
 	struct op_result ops[AGD_FLEET_OPS];
 	struct agd_fleet_stats st;
 
-	pthread_mutex_t ob_lock; /* the outbox's write side */
-	MDB_env *ob_env;
-	MDB_dbi ob_dbi;
-	__u64 ob_next;  /* next key */
-	__u64 ob_depth; /* under lock */
+	struct agd_outbox *outbox_db;
+	__u64 ob_depth; /* messages in it, under lock */
 
 	pthread_t consumer, outbox, demand;
 	bool consumer_started, outbox_started, demand_started;

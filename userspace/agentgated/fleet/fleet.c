@@ -19,14 +19,17 @@
 #include <unistd.h>
 
 #include <jansson.h>
-#include <lmdb.h>
 #include <nats/nats.h>
 
 #include "common.h"
+#include "core/outbox.h"
 #include "fleet.h"
 
 #define APPLY_WAIT_MS 10000 /* a publisher waits this long for its host to apply */
 #define OUTBOX_BATCH 1024
+
+_Static_assert(AGD_FLEET_SUBJECT_MAX <= AGD_OUTBOX_SUBJECT_MAX + 1 &&
+	       AGD_RATING_ID_MAX <= AGD_OUTBOX_ID_MAX, "outbox fields hold a rating's");
 
 static void nolog(int level, const char *fmt, ...)
 {
@@ -34,22 +37,21 @@ static void nolog(int level, const char *fmt, ...)
 
 /* ---- names ------------------------------------------------------------------- */
 
-int agd_fleet_node_check(const char *node, char *why, size_t len)
+int agd_fleet_node_check(const char *node, struct agd_err *why)
 {
 	size_t n = strlen(node), i;
 
 	if (!n || n > AGD_NODE_MAX) {
-		snprintf(why, len, "node name must be 1 to %d characters", AGD_NODE_MAX);
-		return -1;
+		return agd_errf(why, -1, "node name must be 1 to %d characters", AGD_NODE_MAX);
 	}
 	for (i = 0; i < n; i++) {
 		char c = node[i];
 
 		if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
 		      c == '_' || c == '-')) {
-			snprintf(why, len, "node name '%s': invalid character at position %zu "
+			return agd_errf(why, -1,
+				"node name '%s': invalid character at position %zu "
 				 "(allowed: A-Z a-z 0-9 _ -)", node, i + 1);
-			return -1;
 		}
 	}
 	return 0;
@@ -118,112 +120,45 @@ static natsMsg *make_msg(const char *subject, const char *msg_id, const char *da
 	return m;
 }
 
-/* ---- the outbox: ratings kept while NATS is unreachable ------------------------ */
-
-/* Key: be64 counter. Value: subject \n msg id \n payload. */
-static __u64 key_of(const MDB_val *k)
-{
-	__u64 be;
-
-	memcpy(&be, k->mv_data, sizeof(be)); /* LMDB keys are not aligned */
-	return be64toh(be);
-}
-
-static int outbox_open(struct agd_fleet *f, char *err, size_t len)
-{
-	char dir[4200];
-	MDB_txn *txn = NULL;
-	MDB_cursor *cur;
-	MDB_val k, v;
-	MDB_stat st;
-	int rc;
-
-	snprintf(dir, sizeof(dir), "%s/outbox", f->opts.state_dir);
-	if (mkdir(dir, 0700) && errno != EEXIST) {
-		snprintf(err, len, "cannot create %s: %s", dir, strerror(errno));
-		return -errno;
-	}
-	rc = mdb_env_create(&f->ob_env);
-	if (!rc)
-		rc = mdb_env_set_mapsize(f->ob_env, 1ULL << 30);
-	if (!rc)
-		rc = mdb_env_open(f->ob_env, dir, 0, 0600);
-	if (!rc)
-		rc = mdb_txn_begin(f->ob_env, NULL, 0, &txn);
-	if (!rc)
-		rc = mdb_dbi_open(txn, NULL, 0, &f->ob_dbi);
-	if (!rc)
-		rc = mdb_stat(txn, f->ob_dbi, &st);
-	if (!rc)
-		rc = mdb_cursor_open(txn, f->ob_dbi, &cur);
-	if (!rc) {
-		if (!mdb_cursor_get(cur, &k, &v, MDB_LAST) && k.mv_size == 8)
-			f->ob_next = key_of(&k) + 1;
-		mdb_cursor_close(cur);
-		f->ob_depth = st.ms_entries;
-		rc = mdb_txn_commit(txn);
-		txn = NULL;
-	}
-	if (txn)
-		mdb_txn_abort(txn);
-	if (rc) {
-		snprintf(err, len, "cannot open the outbox in %s: %s", dir, mdb_strerror(rc));
-		return -EIO;
-	}
-	if (!f->ob_next)
-		f->ob_next = 1;
-	return 0;
-}
+/* ---- the outbox: ratings kept while NATS is unreachable (core/outbox.c) ----- */
 
 /* Keeps ratings durably; 0 once committed. */
 static int outbox_put(struct agd_fleet *f, const struct agd_rating *items, const size_t *idx,
 		      size_t n)
 {
-	MDB_txn *txn;
+	struct agd_outbox_msg *m = calloc(n ? n : 1, sizeof(*m));
+	struct agd_err err = { 0 };
 	size_t i;
-	int rc;
+	int rc = m ? 0 : -ENOMEM;
 
-	pthread_mutex_lock(&f->ob_lock);
-	rc = mdb_txn_begin(f->ob_env, NULL, 0, &txn);
 	for (i = 0; i < n && !rc; i++) {
 		const struct agd_rating *r = &items[idx[i]];
-		char *payload = rating_payload(r), *val = NULL;
-		__u64 key = htobe64(f->ob_next + i);
-		MDB_val k = { sizeof(key), &key }, v;
-		int l;
 
-		char subject[AGD_FLEET_SUBJECT_MAX];
-
-		agd_fleet_subject(r->agent, subject, sizeof(subject));
-		if (payload)
-			l = asprintf(&val, "%s\n%s\n%s", subject, r->id, payload);
-		free(payload);
-		if (!payload || l < 0) {
-			rc = ENOMEM;
-			break;
-		}
-		v = (MDB_val){ (size_t)l, val };
-		rc = mdb_put(txn, f->ob_dbi, &k, &v, MDB_APPEND);
-		free(val);
+		agd_fleet_subject(r->agent, m[i].subject, sizeof(m[i].subject));
+		snprintf(m[i].id, sizeof(m[i].id), "%s", r->id);
+		m[i].data = rating_payload(r);
+		if (!m[i].data)
+			rc = -ENOMEM;
+		else
+			m[i].len = strlen(m[i].data);
 	}
-	if (!rc) {
-		rc = mdb_txn_commit(txn);
-		if (!rc) {
-			f->ob_next += n;
-			pthread_mutex_lock(&f->lock);
-			f->ob_depth += n;
-			f->st.queued += n;
-			pthread_cond_broadcast(&f->cv);
-			pthread_mutex_unlock(&f->lock);
-		}
-	} else {
-		mdb_txn_abort(txn);
+	if (!rc)
+		rc = agd_outbox_put(f->outbox_db, m, n, &err);
+	else
+		agd_errf(&err, rc, "cannot keep ratings in the outbox: out of memory");
+	for (i = 0; m && i < n; i++)
+		free((char *)m[i].data);
+	free(m);
+	if (rc) {
+		f->opts.log(AGD_LOG_ERR, "fleet: %s", err.msg);
+		return -EIO;
 	}
-	pthread_mutex_unlock(&f->ob_lock);
-	if (rc)
-		f->opts.log(AGD_LOG_ERR, "fleet: cannot keep ratings in the outbox: %s",
-			    mdb_strerror(rc));
-	return rc ? -EIO : 0;
+	pthread_mutex_lock(&f->lock);
+	f->ob_depth += n;
+	f->st.queued += n;
+	pthread_cond_broadcast(&f->cv);
+	pthread_mutex_unlock(&f->lock);
+	return 0;
 }
 
 struct outbox_entry {
@@ -237,73 +172,36 @@ struct outbox_batch {
 	size_t n;
 };
 
+static void outbox_entry(void *arg, const struct agd_outbox_msg *m)
+{
+	struct outbox_batch *b = arg;
+	struct outbox_entry *oe = &b->e[b->n];
+
+	oe->key = m->key;
+	oe->acked = false;
+	oe->msg = make_msg(m->subject, m->id, m->data, m->len);
+	if (oe->msg)
+		b->n++;
+}
+
 static int outbox_read(struct agd_fleet *f, struct outbox_batch *b)
 {
-	MDB_txn *txn;
-	MDB_cursor *cur = NULL;
-	MDB_val k, v;
-	int rc, op = MDB_FIRST;
-
 	b->n = 0;
-	rc = mdb_txn_begin(f->ob_env, NULL, MDB_RDONLY, &txn);
-	if (rc)
-		return -EIO;
-	rc = mdb_cursor_open(txn, f->ob_dbi, &cur);
-	while (!rc && b->n < OUTBOX_BATCH && !(rc = mdb_cursor_get(cur, &k, &v, op))) {
-		const char *s = v.mv_data, *end = s + v.mv_size;
-		const char *nl1 = memchr(s, '\n', v.mv_size), *nl2;
-		char subject[256], id[AGD_RATING_ID_MAX + 1];
-		struct outbox_entry *oe = &b->e[b->n];
-
-		op = MDB_NEXT;
-		nl2 = nl1 ? memchr(nl1 + 1, '\n', (size_t)(end - nl1 - 1)) : NULL;
-		if (k.mv_size != 8 || !nl2 || nl1 - s >= (long)sizeof(subject) ||
-		    nl2 - nl1 - 1 >= (long)sizeof(id))
-			continue; /* cannot happen: only outbox_put writes */
-		memcpy(subject, s, (size_t)(nl1 - s));
-		subject[nl1 - s] = 0;
-		memcpy(id, nl1 + 1, (size_t)(nl2 - nl1 - 1));
-		id[nl2 - nl1 - 1] = 0;
-		oe->key = key_of(&k);
-		oe->acked = false;
-		oe->msg = make_msg(subject, id, nl2 + 1, (size_t)(end - nl2 - 1));
-		if (oe->msg)
-			b->n++;
-	}
-	if (cur)
-		mdb_cursor_close(cur); /* a read-only transaction does not free it */
-	mdb_txn_abort(txn);
-	return 0;
+	return agd_outbox_read(f->outbox_db, OUTBOX_BATCH, outbox_entry, b);
 }
 
 static void outbox_delete(struct agd_fleet *f, const struct outbox_batch *b)
 {
-	MDB_txn *txn;
-	size_t i, gone = 0;
-	int rc;
+	__u64 keys[OUTBOX_BATCH];
+	struct agd_err err = { 0 };
+	size_t i, n = 0, gone;
 
-	pthread_mutex_lock(&f->ob_lock);
-	rc = mdb_txn_begin(f->ob_env, NULL, 0, &txn);
-	for (i = 0; i < b->n && !rc; i++) {
-		__u64 key = htobe64(b->e[i].key);
-		MDB_val k = { sizeof(key), &key };
-
-		if (!b->e[i].acked)
-			continue;
-		rc = mdb_del(txn, f->ob_dbi, &k, NULL);
-		if (rc == MDB_NOTFOUND)
-			rc = 0;
-		else if (!rc)
-			gone++;
-	}
-	if (!rc)
-		rc = mdb_txn_commit(txn);
-	else
-		mdb_txn_abort(txn);
-	pthread_mutex_unlock(&f->ob_lock);
-	if (rc) {
+	for (i = 0; i < b->n; i++)
+		if (b->e[i].acked)
+			keys[n++] = b->e[i].key;
+	if (agd_outbox_delete(f->outbox_db, keys, n, &gone, &err)) {
 		/* Published but still kept: sent again later, and deduplicated then. */
-		f->opts.log(AGD_LOG_ERR, "fleet: outbox: %s", mdb_strerror(rc));
+		f->opts.log(AGD_LOG_ERR, "fleet: %s", err.msg);
 		return;
 	}
 	pthread_mutex_lock(&f->lock);
@@ -537,8 +435,8 @@ static int fleet_submit(void *arg, struct agd_job *job)
 
 	/* Whole or nothing (HTTP): refused here like a standalone host would. */
 	if (!job->item_err) {
-		job->err = agd_engine_check_agents(f->e, job, job->msg, sizeof(job->msg));
-		if (job->err) {
+		job->err.code = agd_engine_check_agents(f->e, job, job->err.msg, sizeof(job->err.msg));
+		if (job->err.code) {
 			agd_job_complete(job);
 			return 0;
 		}
@@ -563,7 +461,7 @@ static int fleet_submit(void *arg, struct agd_job *job)
 	if (n_unacked) {
 		err = outbox_put(f, s.items, s.unacked, n_unacked);
 		if (err) {
-			snprintf(job->msg, sizeof(job->msg), "ratings neither published nor kept: "
+			snprintf(job->err.msg, sizeof(job->err.msg), "ratings neither published nor kept: "
 				 "the outbox in %s/outbox cannot be written", f->opts.state_dir);
 			goto out;
 		}
@@ -587,7 +485,7 @@ out:
 
 /* ---- operator changes ------------------------------------------------------------ */
 
-static int fleet_op(void *arg, const struct agd_op *op, bool *created, struct agd_op_err *oe)
+static int fleet_op(void *arg, const struct agd_op *op, bool *created, struct agd_err *oe)
 {
 	struct agd_fleet *f = arg;
 	char id[AGD_RATING_ID_MAX + 1], subject[64];
@@ -725,7 +623,7 @@ static void on_connected(natsConnection *nc, void *closure)
 	f->opts.log(AGD_LOG_INFO, "fleet: connected to NATS");
 }
 
-static int connect_nats(struct agd_fleet *f, char *err, size_t len)
+static int connect_nats(struct agd_fleet *f, struct agd_err *err)
 {
 	const char *urls[AGD_LIST_MAX_URLS];
 	char name[80];
@@ -776,24 +674,23 @@ static int connect_nats(struct agd_fleet *f, char *err, size_t len)
 		s = natsConnection_JetStream(&f->js, f->nc, &jo);
 	}
 	if (s != NATS_OK) {
-		snprintf(err, len, "fleet: cannot set up the NATS connection: %s",
+		return agd_errf(err, -EIO, "fleet: cannot set up the NATS connection: %s",
 			 natsStatus_GetText(s));
-		return -EIO;
 	}
 	return 0;
 }
 
 int agd_fleet_start(struct agd_engine *e, const struct agd_fleet_opts *o, struct agd_fleet **out,
-		    char *err, size_t len)
+		    struct agd_err *err)
 {
 	struct agd_replicator repl = { fleet_submit, fleet_op, NULL };
 	struct agd_fleet *f = calloc(1, sizeof(*f));
+	struct agd_err oerr = { 0 };
 	pthread_condattr_t ca;
 	int rc;
 
 	if (!f) {
-		snprintf(err, len, "out of memory");
-		return -ENOMEM;
+		return agd_errf(err, -ENOMEM, "out of memory");
 	}
 	f->e = e;
 	f->opts = *o;
@@ -801,15 +698,16 @@ int agd_fleet_start(struct agd_engine *e, const struct agd_fleet_opts *o, struct
 		f->opts.log = nolog;
 	f->applied = agd_engine_log_seq(e);
 	pthread_mutex_init(&f->lock, NULL);
-	pthread_mutex_init(&f->ob_lock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&f->cv, &ca);
 	pthread_cond_init(&f->stop_cv, &ca);
 	pthread_condattr_destroy(&ca);
-	rc = outbox_open(f, err, len);
+	rc = agd_outbox_open(f->opts.state_dir, &f->outbox_db, &f->ob_depth, &oerr);
+	if (rc)
+		snprintf(err->msg, sizeof(err->msg), "%s", oerr.msg);
 	if (!rc)
-		rc = connect_nats(f, err, len);
+		rc = connect_nats(f, err);
 	if (rc)
 		goto fail;
 	rc = -pthread_create(&f->consumer, NULL, agd_fleet_consumer, f);
@@ -822,7 +720,8 @@ int agd_fleet_start(struct agd_engine *e, const struct agd_fleet_opts *o, struct
 		rc = -pthread_create(&f->demand, NULL, agd_fleet_demand, f);
 	}
 	if (rc) {
-		snprintf(err, len, "fleet: cannot start its threads: %s", strerror(-rc));
+		snprintf(err->msg, sizeof(err->msg),
+			"fleet: cannot start its threads: %s", strerror(-rc));
 		goto fail;
 	}
 	f->demand_started = true;
@@ -861,10 +760,8 @@ void agd_fleet_stop(struct agd_fleet *f)
 	}
 	natsOptions_Destroy(f->nopts);
 	nats_CloseAndWait(2000);
-	if (f->ob_env)
-		mdb_env_close(f->ob_env);
+	agd_outbox_close(f->outbox_db);
 	pthread_mutex_destroy(&f->lock);
-	pthread_mutex_destroy(&f->ob_lock);
 	pthread_cond_destroy(&f->cv);
 	pthread_cond_destroy(&f->stop_cv);
 	free(f);

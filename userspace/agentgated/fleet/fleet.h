@@ -27,10 +27,11 @@
 
 #include "core/engine.h"
 #include "names.h"
+#include "core/err.h"
 
 struct agd_fleet;
 
-int agd_fleet_node_check(const char *node, char *why, size_t len);
+int agd_fleet_node_check(const char *node, struct agd_err *why);
 /* The host name made a node name (invalid characters become '-'). */
 void agd_fleet_default_node(char *node, size_t len);
 
@@ -38,7 +39,7 @@ void agd_fleet_default_node(char *node, size_t len);
  * outbox, starts the consumer, outbox and demand threads and makes the
  * engine replicate through the fleet. */
 int agd_fleet_start(struct agd_engine *e, const struct agd_fleet_opts *o, struct agd_fleet **out,
-		    char *err, size_t len);
+		    struct agd_err *err);
 void agd_fleet_stop(struct agd_fleet *f);
 void agd_fleet_stats(struct agd_fleet *f, struct agd_fleet_stats *s);
 

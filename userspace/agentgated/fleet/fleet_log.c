@@ -269,16 +269,16 @@ static bool flush(struct agd_fleet *f, struct pending *p)
 		job.item_err = p->item_err;
 		job.received_ns = ag_now_ns();
 		if (!agd_engine_apply_ratings(f->e, &job, p->seq[p->n - 1], p->log_ms) ||
-		    job.err == -ESHUTDOWN)
+		    job.err.code == -ESHUTDOWN)
 			break;
 		agd_job_release(&job);
 		f->opts.log(AGD_LOG_ERR, "fleet: cannot apply stream messages up to %llu: %s; "
-			    "retrying", (unsigned long long)p->seq[p->n - 1], job.msg);
+			    "retrying", (unsigned long long)p->seq[p->n - 1], job.err.msg);
 		if (!agd_fleet_pause(f, 1000))
 			return false;
 	}
 	agd_job_release(&job);
-	if (job.err)
+	if (job.err.code)
 		return false;
 	pthread_mutex_lock(&f->lock);
 	for (i = 0; i < p->n; i++)
@@ -291,7 +291,7 @@ static bool flush(struct agd_fleet *f, struct pending *p)
 
 static void apply_op(struct agd_fleet *f, natsMsg *msg, __u64 seq)
 {
-	struct agd_op_err oe = { "" };
+	struct agd_err oe = { 0 };
 	struct agd_op op;
 	char why[200] = "";
 	bool created = false;

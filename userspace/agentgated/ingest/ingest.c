@@ -171,7 +171,7 @@ static void batch_done(struct agd_job *job)
 	size_t i, refused = 0;
 
 	for (i = 0; i < job->n; i++) {
-		const char *why = job->err ? job->msg :
+		const char *why = job->err.code ? job->err.msg :
 				  b->item_err[i] == -ENOENT ? "unknown agent (auto-create is off)" :
 				  b->item_err[i] == -EIDRM ? "agent deleted by an operator: only an "
 							     "operator creates it again" :
@@ -475,21 +475,20 @@ static void *accept_main(void *arg)
 	return NULL;
 }
 
-static int listen_unix(struct agd_ingest *in, const char *path, char *err, size_t len)
+static int listen_unix(struct agd_ingest *in, const char *path, struct agd_err *err)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct stat st;
 	int fd;
 
 	if (strlen(path) >= sizeof(sa.sun_path)) {
-		snprintf(err, len, "--ingest-socket %s: path too long", path);
-		return -ENAMETOOLONG;
+		return agd_errf(err, -ENAMETOOLONG, "--ingest-socket %s: path too long", path);
 	}
 	/* A socket left by a previous run is replaced; any other file is not. */
 	if (!lstat(path, &st)) {
 		if (!S_ISSOCK(st.st_mode)) {
-			snprintf(err, len, "--ingest-socket %s: exists and is not a socket", path);
-			return -EEXIST;
+			return agd_errf(err, -EEXIST,
+				"--ingest-socket %s: exists and is not a socket", path);
 		}
 		unlink(path);
 	}
@@ -499,7 +498,7 @@ static int listen_unix(struct agd_ingest *in, const char *path, char *err, size_
 	    listen(fd, 64)) {
 		int e = errno;
 
-		snprintf(err, len, "--ingest-socket %s: %s", path, strerror(e));
+		snprintf(err->msg, sizeof(err->msg), "--ingest-socket %s: %s", path, strerror(e));
 		if (fd >= 0)
 			close(fd);
 		return -e;
@@ -510,7 +509,7 @@ static int listen_unix(struct agd_ingest *in, const char *path, char *err, size_
 }
 
 int agd_ingest_open(struct agd_engine *e, const struct agd_ingest_opts *o,
-		    struct agd_ingest **out, char *err, size_t len)
+		    struct agd_ingest **out, struct agd_err *err)
 {
 	struct agd_ingest *in = calloc(1, sizeof(*in));
 	int rc;
@@ -524,16 +523,16 @@ int agd_ingest_open(struct agd_engine *e, const struct agd_ingest_opts *o,
 	pthread_cond_init(&in->cv, NULL);
 	if (pipe2(in->stop_pipe, O_CLOEXEC)) {
 		rc = -errno;
-		snprintf(err, len, "pipe: %s", strerror(-rc));
+		snprintf(err->msg, sizeof(err->msg), "pipe: %s", strerror(-rc));
 		goto fail;
 	}
 	rc = agd_caplog_open(&in->dl, o->dead_letter_path,
 			     o->dead_letter_max ? o->dead_letter_max : AGD_DEAD_LETTER_MAX_DEFAULT,
-			     err, len);
+			     err);
 	if (rc)
 		goto fail;
 	if (o->socket_path && o->socket_path[0]) {
-		rc = listen_unix(in, o->socket_path, err, len);
+		rc = listen_unix(in, o->socket_path, err);
 		if (rc)
 			goto fail;
 		rc = -pthread_create(&in->accept_thread, NULL, accept_main, in);
@@ -555,12 +554,12 @@ fail:
 }
 
 int agd_ingest_start(struct agd_engine *e, int in_fd, const char *socket_path,
-		     const char *dead_letter_path, struct agd_ingest **out, char *err, size_t len)
+		     const char *dead_letter_path, struct agd_ingest **out, struct agd_err *err)
 {
 	struct agd_ingest_opts o = { .in_fd = in_fd, .socket_path = socket_path,
 				     .dead_letter_path = dead_letter_path };
 
-	return agd_ingest_open(e, &o, out, err, len);
+	return agd_ingest_open(e, &o, out, err);
 }
 
 void agd_ingest_stop(struct agd_ingest *in)

@@ -26,6 +26,7 @@
 #define AGENTGATED_INGEST_H
 
 #include "core/engine.h"
+#include "core/err.h"
 
 #define AGD_DEAD_LETTER_INPUT_MAX 4096 /* bytes of a line kept in its dead letter */
 #define AGD_DEAD_LETTER_FILE "dead-letter.ndjson" /* in the state dir */
@@ -42,10 +43,10 @@ struct agd_ingest_opts {
 };
 
 int agd_ingest_open(struct agd_engine *e, const struct agd_ingest_opts *o,
-		    struct agd_ingest **out, char *err, size_t len);
+		    struct agd_ingest **out, struct agd_err *err);
 /* The same with the default dead-letter cap. */
 int agd_ingest_start(struct agd_engine *e, int in_fd, const char *socket_path,
-		     const char *dead_letter_path, struct agd_ingest **out, char *err, size_t len);
+		     const char *dead_letter_path, struct agd_ingest **out, struct agd_err *err);
 /* Stops reading, waits for submitted batches, removes the socket. */
 void agd_ingest_stop(struct agd_ingest *in);
 

@@ -10,77 +10,11 @@
 
 #include "agentgate.h"
 #include "config.h"
+#include "config_int.h"
 
 #ifndef AG_VERSION
 #define AG_VERSION "0.1.0"
 #endif
-
-enum kind {
-	K_STR,      /* text into a char array */
-	K_LIST,     /* repeatable text */
-	K_FLAG,     /* no argument on the command line; yes/no in the file */
-	K_BOOL,     /* yes/no, on/off, true/false */
-	K_BYTES,    /* 1048576, 1M, 1MiB, 64k */
-	K_COUNT,    /* 1000, 10k, 1M */
-	K_MS,       /* 500ms, 30s, 10m, 24h, 7d */
-	K_RATE,     /* a decimal number */
-	K_BURST,    /* 500 (tokens) or 1.5s (seconds of rate) */
-	K_UNIT,     /* pps | bps */
-	K_XDP_MODE, /* auto | native | generic */
-};
-
-/* Bounds of a numeric row (K_BYTES, K_COUNT, K_MS, K_RATE). */
-enum {
-	B_MIN = 1 << 0,   /* value >= min */
-	B_ABOVE = 1 << 1, /* value > min */
-	B_MAX = 1 << 2,   /* value <= max */
-};
-
-/*
- * The option table: one row per option, and everything about the option is
- * in its row. From the rows come
- *   - parsing: the flag --NAME and the config-file key NAME (agd_config_load,
- *     agd_config_file), with the syntax of the row's kind;
- *   - the defaults (agd_config_defaults): .def parsed like a given value;
- *     without .def the field stays empty or zero, except the policy rows,
- *     whose defaults are agd_policy_defaults() (core/policy.c, which the CLI's
- *     offline explain shares);
- *   - the bounds (agd_config_check, from check_settings in main.c, which then
- *     runs the checks across options): a value outside them is refused
- *     naming the option and the bound, exit status 2;
- *   - SIGHUP (agd_config_restart_change): a row without .reload whose value
- *     a reload changed is logged as taking effect on restart;
- *   - --help (agd_usage): argument, help, the default as the value formats,
- *     the bounds, and whether SIGHUP applies it.
- *
- * The manual page (docs/agentgated.8, OPTIONS) stays prose written for its
- * reader, with related options grouped in one entry: generating it from
- * these one-line help texts would lose that. Instead it is held to this
- * table: `agentgated --check-man docs/agentgated.8`, run by make check-man,
- * fails unless every row has an entry naming --NAME ARG, saying "default X"
- * (or "default: X") and the bounds exactly as --help prints them, no entry
- * names an option the table lacks, and the paragraph "SIGHUP applies ..."
- * names exactly the .reload rows. (In an entry grouping several options,
- * such as --rate, --alpha, --r-min, --r-max, each phrase need only be in
- * the entry.) Change a row and check-man fails until the page agrees.
- */
-struct opt {
-	const char *name; /* flag and config key */
-	enum kind kind;
-	size_t off;       /* offsetof the field in struct agd_config */
-	size_t size;      /* of the field (of one element for K_LIST) */
-	size_t count_off; /* K_LIST: offsetof its count */
-	const char *arg;  /* NULL: a flag without an argument */
-	const char *def;  /* the default, parsed as a value would be */
-	const char *def_doc; /* a default decided at run time, in words */
-	unsigned int bounds; /* B_*, with min and max */
-	double min, max;
-	bool reload;   /* SIGHUP applies it; otherwise it waits for a restart */
-	bool fleet;    /* its bounds are checked in fleet mode (with --nats) only */
-	bool nonempty; /* "" is refused */
-	bool cli_only; /* not a config-file key */
-	const char *help;
-};
 
 #define F(field) .off = offsetof(struct agd_config, field), \
 		 .size = sizeof(((struct agd_config *)0)->field)
@@ -94,7 +28,7 @@ struct opt {
 #define STR_(x) #x
 #define STR(x) STR_(x)
 
-static const struct opt opts[] = {
+const struct opt agd_opts[] = {
 	{ "config", K_STR, F(config), .arg = "FILE", .def = AGD_CONFIG_DEFAULT, .cli_only = true,
 	  .help = "config file; without --config, read only when it exists" },
 	{ "pin-path", K_STR, F(pin_path), .arg = "DIR", .def = AG_PIN_ROOT_DEFAULT,
@@ -189,20 +123,21 @@ static const struct opt opts[] = {
 	{ "quiet", K_FLAG, F(quiet), .reload = true, .help = "log errors and warnings only" },
 };
 
-#define N_OPTS (sizeof(opts) / sizeof(opts[0]))
+const size_t agd_n_opts = sizeof(agd_opts) / sizeof(agd_opts[0]);
+#define N_OPTS (sizeof(agd_opts) / sizeof(agd_opts[0]))
 
-static int set_opt(struct agd_config *c, const struct opt *o, const char *val, char *buf,
-		   size_t len);
+static int set_opt(struct agd_config *c, const struct opt *o, const char *val,
+		   struct agd_err *buf);
 
 void agd_config_defaults(struct agd_config *c)
 {
-	char why[512];
+	struct agd_err why = { 0 };
 	size_t i;
 
 	memset(c, 0, sizeof(*c));
 	agd_policy_defaults(&c->defaults);
 	for (i = 0; i < N_OPTS; i++) {
-		const struct opt *o = &opts[i];
+		const struct opt *o = &agd_opts[i];
 
 		/* The table itself is wrong: no start could succeed. */
 		if (o->bounds && o->kind != K_BYTES && o->kind != K_COUNT && o->kind != K_MS &&
@@ -211,8 +146,8 @@ void agd_config_defaults(struct agd_config *c)
 				o->name);
 			abort();
 		}
-		if (o->def && set_opt(c, o, o->def, why, sizeof(why))) {
-			fprintf(stderr, "agentgated: built-in default of %s\n", why);
+		if (o->def && set_opt(c, o, o->def, &why)) {
+			fprintf(stderr, "agentgated: built-in default of %s\n", why.msg);
 			abort();
 		}
 	}
@@ -315,9 +250,9 @@ static const char *kind_expects(enum kind k)
 	}
 }
 
-/* Sets one option; 0, or -1 with the reason in buf. */
-static int set_opt(struct agd_config *c, const struct opt *o, const char *val, char *buf,
-		   size_t len)
+/* Sets one option; 0, or -EINVAL with the reason in err. */
+static int set_opt(struct agd_config *c, const struct opt *o, const char *val,
+		   struct agd_err *buf)
 {
 	char *field = (char *)c + o->off;
 	const char *rest;
@@ -328,8 +263,7 @@ static int set_opt(struct agd_config *c, const struct opt *o, const char *val, c
 	case K_STR:
 		/* An empty node name would silently mean "the host name". */
 		if (!*val && o->nonempty) {
-			snprintf(buf, len, "%s: must not be empty", o->name);
-			return -1;
+			return agd_errf(buf, -EINVAL, "%s: must not be empty", o->name);
 		}
 		if (strlen(val) >= o->size)
 			bad = 1;
@@ -340,8 +274,8 @@ static int set_opt(struct agd_config *c, const struct opt *o, const char *val, c
 		size_t *n = (size_t *)((char *)c + o->count_off);
 
 		if (*n >= AGD_LIST_MAX) {
-			snprintf(buf, len, "%s: at most %d given", o->name, AGD_LIST_MAX);
-			return -1;
+			return agd_errf(buf, -EINVAL,
+				"%s: at most %d given", o->name, AGD_LIST_MAX);
 		}
 		if (strlen(val) >= o->size || !*val)
 			bad = 1;
@@ -386,9 +320,8 @@ static int set_opt(struct agd_config *c, const struct opt *o, const char *val, c
 		break;
 	}
 	if (bad) {
-		snprintf(buf, len, "%s: invalid value '%s' (expected %s)", o->name, val,
+		return agd_errf(buf, -EINVAL, "%s: invalid value '%s' (expected %s)", o->name, val,
 			 kind_expects(o->kind));
-		return -1;
 	}
 	return 0;
 }
@@ -398,8 +331,8 @@ static const struct opt *find_opt(const char *name)
 	size_t i;
 
 	for (i = 0; i < N_OPTS; i++)
-		if (!strcmp(opts[i].name, name))
-			return &opts[i];
+		if (!strcmp(agd_opts[i].name, name))
+			return &agd_opts[i];
 	return NULL;
 }
 
@@ -415,24 +348,22 @@ static char *trim(char *s)
 	return s;
 }
 
-int agd_config_file(struct agd_config *c, const char *path, char *buf, size_t len)
+int agd_config_file(struct agd_config *c, const char *path, struct agd_err *err)
 {
-	char line[8192], why[512];
+	struct agd_err why = { 0 };
+	char line[8192];
 	FILE *f = fopen(path, "re");
 	int lineno = 0, rc = 0;
 
-	if (!f) {
-		snprintf(buf, len, "%s: %s", path, strerror(errno));
-		return -1;
-	}
-	while (fgets(line, sizeof(line), f)) {
+	if (!f)
+		return agd_errf(err, -EINVAL, "%s: %s", path, strerror(errno));
+	while (!rc && fgets(line, sizeof(line), f)) {
 		char *key, *val, *eq, *hash;
 		const struct opt *o;
 
 		lineno++;
 		if (!strchr(line, '\n') && !feof(f)) {
-			snprintf(buf, len, "%s:%d: line too long", path, lineno);
-			rc = -1;
+			rc = agd_errf(err, -EINVAL, "%s:%d: line too long", path, lineno);
 			break;
 		}
 		hash = strchr(line, '#');
@@ -443,30 +374,21 @@ int agd_config_file(struct agd_config *c, const char *path, char *buf, size_t le
 			continue;
 		eq = strchr(key, '=');
 		if (!eq) {
-			snprintf(buf, len, "%s:%d: expected 'key = value'", path, lineno);
-			rc = -1;
+			rc = agd_errf(err, -EINVAL, "%s:%d: expected 'key = value'", path, lineno);
 			break;
 		}
 		*eq = 0;
 		val = trim(eq + 1);
 		key = trim(key);
 		o = find_opt(key);
-		if (!o) {
-			snprintf(buf, len, "%s:%d: unknown key '%s'", path, lineno, key);
-			rc = -1;
-			break;
-		}
-		if (o->cli_only) {
-			snprintf(buf, len, "%s:%d: '%s' cannot be set in a config file", path,
-				 lineno, key);
-			rc = -1;
-			break;
-		}
-		if (set_opt(c, o, val, why, sizeof(why))) {
-			snprintf(buf, len, "%s:%d: %s", path, lineno, why);
-			rc = -1;
-			break;
-		}
+		if (!o)
+			rc = agd_errf(err, -EINVAL, "%s:%d: unknown key '%s'", path, lineno, key);
+		else if (o->cli_only)
+			rc = agd_errf(err, -EINVAL,
+				"%s:%d: '%s' cannot be set in a config file", path,
+				      lineno, key);
+		else if (set_opt(c, o, val, &why))
+			rc = agd_errf(err, -EINVAL, "%s:%d: %s", path, lineno, why.msg);
 	}
 	fclose(f);
 	return rc;
@@ -545,7 +467,7 @@ static bool fmt_value(const struct opt *o, const struct agd_config *c, char *buf
 }
 
 /* The default (d: agd_config_defaults), as the value formats or in words. */
-static bool default_text(const struct opt *o, const struct agd_config *d, char *buf, size_t len)
+bool agd_opt_default_text(const struct opt *o, const struct agd_config *d, char *buf, size_t len)
 {
 	if (o->def_doc) {
 		snprintf(buf, len, "%s", o->def_doc);
@@ -555,7 +477,7 @@ static bool default_text(const struct opt *o, const struct agd_config *d, char *
 }
 
 /* "1 to 5", "at least 64KiB", "above 0 and at most 1". */
-static bool bounds_text(const struct opt *o, char *buf, size_t len)
+bool agd_opt_bounds_text(const struct opt *o, char *buf, size_t len)
 {
 	char lo[64], hi[64];
 
@@ -576,13 +498,13 @@ static bool bounds_text(const struct opt *o, char *buf, size_t len)
 	return true;
 }
 
-int agd_config_check(const struct agd_config *c, char *buf, size_t len)
+int agd_config_check(const struct agd_config *c, struct agd_err *buf)
 {
 	char val[64], bound[160];
 	size_t i;
 
 	for (i = 0; i < N_OPTS; i++) {
-		const struct opt *o = &opts[i];
+		const struct opt *o = &agd_opts[i];
 		double v;
 
 		if (!o->bounds || (o->fleet && !c->n_nats))
@@ -592,10 +514,9 @@ int agd_config_check(const struct agd_config *c, char *buf, size_t len)
 		    (!(o->bounds & B_MAX) || v <= o->max))
 			continue;
 		fmt_value(o, c, val, sizeof(val));
-		bounds_text(o, bound, sizeof(bound));
-		snprintf(buf, len, "%s is %s; it must be %s%s", o->name, val, bound,
+		agd_opt_bounds_text(o, bound, sizeof(bound));
+		return agd_errf(buf, -EINVAL, "%s is %s; it must be %s%s", o->name, val, bound,
 			 o->fleet ? " (with --nats)" : "");
-		return -1;
 	}
 	return 0;
 }
@@ -629,7 +550,7 @@ const char *agd_config_restart_change(const struct agd_config *old, const struct
 				      size_t *iter)
 {
 	while (*iter < N_OPTS) {
-		const struct opt *o = &opts[(*iter)++];
+		const struct opt *o = &agd_opts[(*iter)++];
 
 		if (!o->reload && !same_value(o, old, c))
 			return o->name;
@@ -637,414 +558,19 @@ const char *agd_config_restart_change(const struct agd_config *old, const struct
 	return NULL;
 }
 
-/* ---- --help ---------------------------------------------------------------- */
-
-void agd_usage(FILE *f)
-{
-	struct agd_config *d = malloc(sizeof(*d));
-	size_t i;
-
-	if (d)
-		agd_config_defaults(d);
-	fprintf(f, "Usage: agentgated [OPTIONS]\n\n"
-		   "agentgated turns user ratings of AI agents into the refill rates of their\n"
-		   "token buckets in the agentgate XDP datapath, and serves the HTTP API.\n\n"
-		   "Options (each also a config file key without the dashes):\n");
-	for (i = 0; i < N_OPTS; i++) {
-		const struct opt *o = &opts[i];
-		char left[64], text[300], extra[700] = "";
-		size_t n = 0;
-
-		snprintf(left, sizeof(left), "--%s%s%s", o->name, o->arg ? " " : "",
-			 o->arg ? o->arg : "");
-		if (o->kind == K_LIST)
-			n += snprintf(extra + n, sizeof(extra) - n, "repeatable");
-		if (d && default_text(o, d, text, sizeof(text)))
-			n += snprintf(extra + n, sizeof(extra) - n, "%sdefault %s", n ? ", " : "",
-				      text);
-		if (n < sizeof(extra) && bounds_text(o, text, sizeof(text)))
-			n += snprintf(extra + n, sizeof(extra) - n, "%s%s%s", n ? ", " : "", text,
-				      o->fleet ? " with --nats" : "");
-		if (n < sizeof(extra) && o->reload)
-			snprintf(extra + n, sizeof(extra) - n, "%sreloads on SIGHUP", n ? "; " : "");
-		fprintf(f, "  %-28s %s%s%s%s\n", left, o->help, extra[0] ? " (" : "", extra,
-			extra[0] ? ")" : "");
-	}
-	fprintf(f, "  %-28s %s\n  %-28s %s\n  %-28s %s\n", "-h, --help", "show this help",
-		"-V, --version", "show the version", "--check-man FILE",
-		"check that the manual page FILE documents every option as this table has it");
-	free(d);
-}
-
-/* ---- --check-man: the manual page against the table ------------------------ */
-
-struct sbuf {
-	char *p;
-	size_t len, cap;
-};
-
-static void sb_putc(struct sbuf *sb, char ch)
-{
-	if (sb->len + 2 > sb->cap) {
-		size_t cap = sb->cap ? sb->cap * 2 : 256;
-		char *p = realloc(sb->p, cap);
-
-		if (!p)
-			abort();
-		sb->p = p;
-		sb->cap = cap;
-	}
-	sb->p[sb->len++] = ch;
-	sb->p[sb->len] = 0;
-}
-
-/* Roff text as it reads: fonts dropped, \- as -, glyphs as one character. */
-static void roff_text(struct sbuf *sb, const char *s, const char *end)
-{
-	while (s < end) {
-		if (*s != '\\') {
-			sb_putc(sb, *s++);
-			continue;
-		}
-		if (++s >= end)
-			break;
-		switch (*s) {
-		case '-':
-			sb_putc(sb, '-');
-			s++;
-			break;
-		case 'e':
-			sb_putc(sb, '\\');
-			s++;
-			break;
-		case 'f': /* \fB, \f(CW */
-			s++;
-			s += s < end && *s == '(' ? 3 : 1;
-			break;
-		case '(': /* \(mu */
-			sb_putc(sb, end - s >= 3 && !strncmp(s + 1, "mu", 2) ? 'x' : '?');
-			s += 3;
-			break;
-		case '&':
-		case '%':
-			s++;
-			break;
-		case '"': /* comment */
-			s = end;
-			break;
-		default:
-			sb_putc(sb, *s++);
-			break;
-		}
-	}
-}
-
-/* Of a request line, the index of its font macro; -1: another request. */
-static int font_macro(const char *line)
-{
-	static const char *const fonts[] = { "B", "I", "SM", "SB", "BI", "BR", "IB", "IR", "RB", "RI" };
-	size_t i, n = strcspn(line + 1, " ");
-
-	for (i = 0; i < sizeof(fonts) / sizeof(fonts[0]); i++)
-		if (strlen(fonts[i]) == n && !strncmp(fonts[i], line + 1, n))
-			return (int)i;
-	return -1;
-}
-
-/* Text, or a font macro's (other requests are no text). */
-static bool roff_is_text(const char *line)
-{
-	return (line[0] != '.' && line[0] != '\'') || font_macro(line) >= 0;
-}
-
-/* One line of text (roff_is_text) appended as it reads. */
-static void roff_line(struct sbuf *sb, const char *line)
-{
-	const char *s = line + 1 + strcspn(line + 1, " "), *arg;
-	size_t nargs = 0;
-	bool alternate;
-
-	if (line[0] != '.' && line[0] != '\'') {
-		roff_text(sb, line, line + strlen(line));
-		sb_putc(sb, ' ');
-		return;
-	}
-	alternate = font_macro(line) >= 4; /* BI, BR...: arguments joined, no space */
-	for (;;) {
-		while (*s == ' ')
-			s++;
-		if (!*s)
-			break;
-		if (*s == '"') {
-			arg = ++s;
-			while (*s && *s != '"')
-				s++;
-		} else {
-			arg = s;
-			while (*s && *s != ' ')
-				s++;
-		}
-		if (nargs++ && !alternate)
-			sb_putc(sb, ' ');
-		roff_text(sb, arg, s);
-		if (*s == '"')
-			s++;
-	}
-	sb_putc(sb, ' ');
-}
-
-/* Runs of white space as one space. */
-static void squeeze(struct sbuf *sb)
-{
-	size_t i, n = 0;
-
-	for (i = 0; sb->p && i < sb->len; i++)
-		if (!isspace((unsigned char)sb->p[i]))
-			sb->p[n++] = sb->p[i];
-		else if (n && sb->p[n - 1] != ' ')
-			sb->p[n++] = ' ';
-	if (n && sb->p[n - 1] == ' ')
-		n--;
-	sb->len = n;
-	if (sb->p)
-		sb->p[n] = 0;
-}
-
-static bool word_char(char ch)
-{
-	return isalnum((unsigned char)ch) || ch == '-' || ch == '_' || ch == '/' || ch == ':';
-}
-
-/* needle in text as a whole phrase: not inside a longer name or number. */
-static const char *find_phrase(const char *text, const char *needle)
-{
-	const char *p = text;
-	size_t n = strlen(needle);
-
-	while (text && (p = strstr(p, needle))) {
-		const char *e = p + n;
-		bool before = p == text || !(isalnum((unsigned char)p[-1]) || p[-1] == '-');
-		bool after = !word_char(*e) && !(*e == '.' && isalnum((unsigned char)e[1]));
-
-		if (before && after)
-			return p;
-		p++;
-	}
-	return NULL;
-}
-
-struct man_par {
-	struct sbuf tag; /* a .TP entry's tag; empty: a paragraph */
-	struct sbuf text;
-	bool entry;
-};
-
-static bool known_option(const char *name, size_t n, bool reload_only)
-{
-	static const char *const actions[] = { "help", "version", "check-man" };
-	size_t i;
-
-	for (i = 0; i < N_OPTS; i++)
-		if (strlen(opts[i].name) == n && !strncmp(opts[i].name, name, n))
-			return !reload_only || opts[i].reload;
-	for (i = 0; !reload_only && i < sizeof(actions) / sizeof(actions[0]); i++)
-		if (strlen(actions[i]) == n && !strncmp(actions[i], name, n))
-			return true;
-	return false;
-}
-
-/* Every --NAME in text is an option (a reloadable one); 0 or the problems. */
-static int names_known(const char *path, const char *text, bool reload_only, const char *where)
-{
-	const char *p = text;
-	int bad = 0;
-
-	while ((p = strstr(p, "--"))) {
-		const char *name = p + 2, *e = name;
-
-		if (p > text && (isalnum((unsigned char)p[-1]) || p[-1] == '-')) {
-			p = name;
-			continue;
-		}
-		while (islower((unsigned char)*e) || isdigit((unsigned char)*e) || *e == '-')
-			e++;
-		if (e > name && !known_option(name, (size_t)(e - name), reload_only)) {
-			fprintf(stderr, "agentgated: %s: %s names --%.*s, which %s\n", path, where,
-				(int)(e - name), name,
-				reload_only ? "SIGHUP does not apply" : "is no option of agentgated");
-			bad++;
-		}
-		p = e;
-	}
-	return bad;
-}
-
-static int man_check_pars(const char *path, struct man_par *pars, size_t n_pars)
-{
-	struct agd_config *d = malloc(sizeof(*d));
-	const struct man_par *sighup = NULL;
-	char want[400], text[300], where[80];
-	int bad = 0;
-	size_t i, j;
-
-	if (!d)
-		abort();
-	agd_config_defaults(d);
-	for (j = 0; j < n_pars; j++)
-		if (!pars[j].entry && pars[j].text.p && !strncmp(pars[j].text.p, "SIGHUP applies ", 15))
-			sighup = &pars[j];
-	if (!sighup) {
-		fprintf(stderr, "agentgated: %s: OPTIONS has no paragraph 'SIGHUP applies ...' "
-			"naming the options a reload applies\n", path);
-		bad++;
-	}
-	for (i = 0; i < N_OPTS; i++) {
-		const struct opt *o = &opts[i];
-		const struct man_par *e = NULL;
-
-		snprintf(want, sizeof(want), "--%s", o->name);
-		for (j = 0; j < n_pars && !e; j++)
-			if (pars[j].entry && find_phrase(pars[j].tag.p, want))
-				e = &pars[j];
-		if (!e) {
-			fprintf(stderr, "agentgated: %s: OPTIONS has no entry for --%s\n", path, o->name);
-			bad++;
-			continue;
-		}
-		if (o->arg) {
-			snprintf(want, sizeof(want), "--%s %s", o->name, o->arg);
-			if (!find_phrase(e->tag.p, want)) {
-				fprintf(stderr, "agentgated: %s: the entry of --%s does not show '%s'\n",
-					path, o->name, want);
-				bad++;
-			}
-		}
-		if (default_text(o, d, text, sizeof(text))) {
-			char colon[400];
-
-			snprintf(want, sizeof(want), "default %s", text);
-			snprintf(colon, sizeof(colon), "default: %s", text);
-			if (!find_phrase(e->text.p, want) && !find_phrase(e->text.p, colon)) {
-				fprintf(stderr, "agentgated: %s: the entry of --%s does not say '%s'\n",
-					path, o->name, want);
-				bad++;
-			}
-		}
-		if (bounds_text(o, text, sizeof(text)) && !find_phrase(e->text.p, text)) {
-			fprintf(stderr, "agentgated: %s: the entry of --%s does not say '%s'\n", path,
-				o->name, text);
-			bad++;
-		}
-		snprintf(want, sizeof(want), "--%s", o->name);
-		if (o->reload && sighup && !find_phrase(sighup->text.p, want)) {
-			fprintf(stderr, "agentgated: %s: the paragraph 'SIGHUP applies ...' of OPTIONS "
-				"does not name --%s\n", path, o->name);
-			bad++;
-		}
-	}
-	for (j = 0; j < n_pars; j++)
-		if (pars[j].entry) {
-			snprintf(where, sizeof(where), "the OPTIONS entry '%.40s'",
-				 pars[j].tag.p ? pars[j].tag.p : "");
-			bad += names_known(path, pars[j].tag.p ? pars[j].tag.p : "", false, where);
-		}
-	if (sighup)
-		bad += names_known(path, sighup->text.p, true, "the paragraph 'SIGHUP applies ...'");
-	free(d);
-	return bad;
-}
-
-/* The OPTIONS section of the manual page FILE against the table: 0, or the
- * number of problems, each printed. */
-static int man_check(const char *path)
-{
-	struct man_par *pars = NULL;
-	size_t n_pars = 0, i;
-	bool in = false, want_tag = false, seen = false;
-	char *line = NULL;
-	size_t cap = 0;
-	ssize_t got;
-	int bad;
-	FILE *f = fopen(path, "re");
-
-	if (!f) {
-		fprintf(stderr, "agentgated: %s: %s\n", path, strerror(errno));
-		return 1;
-	}
-	while ((got = getline(&line, &cap, f)) >= 0) {
-		bool tp, pp;
-
-		while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r'))
-			line[--got] = 0;
-		if (!strncmp(line, ".SH", 3) && (line[3] == ' ' || !line[3])) {
-			char *name = line + 3;
-
-			if (in)
-				break;
-			while (*name == ' ' || *name == '"')
-				name++;
-			in = !strncmp(name, "OPTIONS", 7);
-			seen |= in;
-			continue;
-		}
-		if (!in || !strncmp(line, ".\\\"", 3))
-			continue;
-		tp = !strcmp(line, ".TP") || !strncmp(line, ".TP ", 4);
-		pp = !strcmp(line, ".PP") || !strcmp(line, ".P") || !strcmp(line, ".LP");
-		if (tp || pp || (!n_pars && roff_is_text(line))) {
-			struct man_par *np = realloc(pars, (n_pars + 1) * sizeof(*pars));
-
-			if (!np)
-				abort();
-			pars = np;
-			memset(&pars[n_pars], 0, sizeof(pars[n_pars]));
-			pars[n_pars++].entry = tp;
-			want_tag = tp;
-			if (tp || pp)
-				continue;
-		}
-		if (!roff_is_text(line))
-			continue;
-		if (want_tag) {
-			roff_line(&pars[n_pars - 1].tag, line);
-			want_tag = false;
-		} else {
-			roff_line(&pars[n_pars - 1].text, line);
-		}
-	}
-	free(line);
-	fclose(f);
-	for (i = 0; i < n_pars; i++) {
-		squeeze(&pars[i].tag);
-		squeeze(&pars[i].text);
-	}
-	if (!seen) {
-		fprintf(stderr, "agentgated: %s: no OPTIONS section\n", path);
-		bad = 1;
-	} else {
-		bad = man_check_pars(path, pars, n_pars);
-	}
-	for (i = 0; i < n_pars; i++) {
-		free(pars[i].tag.p);
-		free(pars[i].text.p);
-	}
-	free(pars);
-	return bad;
-}
-
 /* Pass 1 finds --config (and --help/--version); pass 2 applies the rest
  * over the file's values, so flags override the file. */
 enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **argv)
 {
 	struct option lopts[N_OPTS + 4];
-	char why[1024];
+	struct agd_err why = { 0 };
 	unsigned long long list_seen = 0;
 	size_t i;
 	int ch, pass;
 
 	for (i = 0; i < N_OPTS; i++)
-		lopts[i] = (struct option){ opts[i].name,
-					    opts[i].kind == K_FLAG ? no_argument : required_argument,
+		lopts[i] = (struct option){ agd_opts[i].name,
+					    agd_opts[i].kind == K_FLAG ? no_argument : required_argument,
 					    NULL, (int)(1000 + i) };
 	lopts[N_OPTS] = (struct option){ "help", no_argument, NULL, 'h' };
 	lopts[N_OPTS + 1] = (struct option){ "version", no_argument, NULL, 'V' };
@@ -1056,7 +582,7 @@ enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **arg
 		optind = 1;
 		opterr = pass == 1;
 		while ((ch = getopt_long(argc, argv, "hVc:", lopts, NULL)) != -1) {
-			const struct opt *o = ch >= 1000 ? &opts[ch - 1000] : NULL;
+			const struct opt *o = ch >= 1000 ? &agd_opts[ch - 1000] : NULL;
 
 			if (ch == 'h') {
 				agd_usage(stdout);
@@ -1067,7 +593,7 @@ enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **arg
 				return AGD_EXIT_OK;
 			}
 			if (ch == 'M') {
-				if (man_check(optarg))
+				if (agd_man_check(optarg))
 					return AGD_EXIT_USAGE;
 				printf("%s documents the %zu options of agentgated\n", optarg,
 				       N_OPTS);
@@ -1084,12 +610,12 @@ enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **arg
 			if (pass == 2 && !strcmp(o->name, "config"))
 				continue;
 			/* A list on the command line replaces the file's list. */
-			if (pass == 2 && o->kind == K_LIST && !(list_seen & (1ULL << (o - opts)))) {
-				list_seen |= 1ULL << (o - opts);
+			if (pass == 2 && o->kind == K_LIST && !(list_seen & (1ULL << (o - agd_opts)))) {
+				list_seen |= 1ULL << (o - agd_opts);
 				*(size_t *)((char *)c + o->count_off) = 0;
 			}
-			if (set_opt(c, o, o->kind == K_FLAG ? "yes" : optarg, why, sizeof(why))) {
-				fprintf(stderr, "agentgated: --%s\n", why);
+			if (set_opt(c, o, o->kind == K_FLAG ? "yes" : optarg, &why)) {
+				fprintf(stderr, "agentgated: --%s\n", why.msg);
 				return AGD_EXIT_USAGE;
 			}
 			if (pass == 1)
@@ -1100,8 +626,8 @@ enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **arg
 			return AGD_EXIT_USAGE;
 		}
 		if (pass == 1 && (c->config_given || access(c->config, F_OK) == 0) &&
-		    agd_config_file(c, c->config, why, sizeof(why))) {
-			fprintf(stderr, "agentgated: %s\n", why);
+		    agd_config_file(c, c->config, &why)) {
+			fprintf(stderr, "agentgated: %s\n", why.msg);
 			return AGD_EXIT_USAGE;
 		}
 	}

@@ -20,6 +20,7 @@
 
 #include "core/policy.h"
 #include "ingest/ingest.h" /* the dead-letter file's name and bounds */
+#include "core/err.h"
 
 #define AGD_STATE_DIR_DEFAULT "/var/lib/agentgate"
 #define AGD_LISTEN_DEFAULT "127.0.0.1:9470"
@@ -81,7 +82,7 @@ void agd_config_defaults(struct agd_config *c);
 enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **argv);
 
 /* The file alone: 0, or -1 with the error (file:line: ...) in buf. */
-int agd_config_file(struct agd_config *c, const char *path, char *buf, size_t len);
+int agd_config_file(struct agd_config *c, const char *path, struct agd_err *err);
 
 /* The help text, from the table. */
 void agd_usage(FILE *f);
@@ -89,7 +90,7 @@ void agd_usage(FILE *f);
 /* The table's bounds of each numeric setting (those of the fleet only with
  * --nats): 0, or -1 with "NAME is VALUE; it must be BOUNDS" in buf. Checks
  * across settings are the caller's. */
-int agd_config_check(const struct agd_config *c, char *buf, size_t len);
+int agd_config_check(const struct agd_config *c, struct agd_err *err);
 
 /* The next setting, from *iter on (start at 0), that SIGHUP does not apply
  * and whose value differs between old and c; NULL after the last. */

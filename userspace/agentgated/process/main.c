@@ -65,17 +65,16 @@ static void lib_log(const char *msg)
 /* The settings that can change while running; 0, or -1 after logging. */
 static int live_settings(const struct agd_config *c, struct agd_http_live *live)
 {
-	char why[512];
+	struct agd_err why = { 0 };
 	int err;
 
 	memset(live, 0, sizeof(*live));
 	live->max_body = c->max_body;
 	live->metrics_max_agents = c->metrics_max_agents;
 	if (c->auth_key_file[0]) {
-		err = agd_auth_key_load(c->auth_key_file, live->key, &live->key_len, why,
-				       sizeof(why));
+		err = agd_auth_key_load(c->auth_key_file, live->key, &live->key_len, &why);
 		if (err) {
-			logf_(AGD_LOG_ERR, "%s", why);
+			logf_(AGD_LOG_ERR, "%s", why.msg);
 			return -1;
 		}
 		live->auth = true;
@@ -95,10 +94,10 @@ static int live_settings(const struct agd_config *c, struct agd_http_live *live)
  * checks it again when it starts listening). */
 static bool listen_ok(const char *listen)
 {
-	char err[300];
+	struct agd_err err = { 0 };
 
-	if (agd_listen_check(listen, err, sizeof(err))) {
-		logf_(AGD_LOG_ERR, "%s", err);
+	if (agd_listen_check(listen, &err)) {
+		logf_(AGD_LOG_ERR, "%s", err.msg);
 		return false;
 	}
 	return true;
@@ -107,18 +106,18 @@ static bool listen_ok(const char *listen)
 /* The checks across settings, after each setting's own bounds. */
 static int cross_checks(const struct agd_config *c)
 {
-	char why[600];
+	struct agd_err why = { 0 };
 
-	if (agd_policy_check(&c->defaults, why, sizeof(why))) {
-		logf_(AGD_LOG_ERR, "default policy: %s", why);
+	if (agd_policy_check(&c->defaults, &why)) {
+		logf_(AGD_LOG_ERR, "default policy: %s", why.msg);
 		return -1;
 	}
-	if (c->node[0] && agd_fleet_node_check(c->node, why, sizeof(why))) {
-		logf_(AGD_LOG_ERR, "--node: %s", why);
+	if (c->node[0] && agd_fleet_node_check(c->node, &why)) {
+		logf_(AGD_LOG_ERR, "--node: %s", why.msg);
 		return -1;
 	}
-	if (agd_tls_check(c->tls_cert, c->tls_key, why, sizeof(why))) {
-		logf_(AGD_LOG_ERR, "%s", why);
+	if (agd_tls_check(c->tls_cert, c->tls_key, &why)) {
+		logf_(AGD_LOG_ERR, "%s", why.msg);
 		return -1;
 	}
 	/* Each is at most AGD_THREADS_MAX by its bounds: the sum cannot wrap. */
@@ -134,10 +133,10 @@ static int cross_checks(const struct agd_config *c)
  * (config.c), then the checks across settings. */
 static int check_settings(const struct agd_config *c)
 {
-	char why[600];
+	struct agd_err why = { 0 };
 
-	if (agd_config_check(c, why, sizeof(why))) {
-		logf_(AGD_LOG_ERR, "%s", why);
+	if (agd_config_check(c, &why)) {
+		logf_(AGD_LOG_ERR, "%s", why.msg);
 		return -1;
 	}
 	return cross_checks(c);
@@ -177,12 +176,12 @@ static int plan_privileges(const struct agd_config *c, struct agd_privs *p)
 	struct agd_privs_opts o = { .user = c->user, .read_group = c->read_group,
 				    .listen = c->listen, .pin_path = c->pin_path,
 				    .state_dir = c->state_dir };
-	char why[1200];
-	int err = agd_privs_plan(&o, p, why, sizeof(why));
+	struct agd_err why = { 0 };
+	int err = agd_privs_plan(&o, p, &why);
 
 	if (!err)
 		return 0;
-	logf_(AGD_LOG_ERR, "%s", why);
+	logf_(AGD_LOG_ERR, "%s", why.msg);
 	return err == -EUSERS ? EXIT_ACCOUNT : EXIT_USAGE;
 }
 
@@ -192,8 +191,9 @@ static int plan_privileges(const struct agd_config *c, struct agd_privs *p)
  * privileges are dropped (the record's directory is root's); served after. */
 static int open_control(const struct agd_config *c, struct agd_control **ctl)
 {
+	struct agd_err err = { 0 };
 	struct ag_owner rec = { .version = 1 };
-	char path[4200], cwd[4096], err[600];
+	char path[4200], cwd[4096];
 	struct timespec ts;
 
 	if (c->control_socket[0])
@@ -212,8 +212,8 @@ static int open_control(const struct agd_config *c, struct agd_control **ctl)
 		if (snprintf(path, sizeof(path), "%s/%s", cwd, rel) >= (int)sizeof(path))
 			path[sizeof(path) - 1] = '\0'; /* refused below: too long */
 	}
-	if (agd_control_open(path, ctl, err, sizeof(err))) {
-		logf_(AGD_LOG_ERR, "%s", err);
+	if (agd_control_open(path, ctl, &err)) {
+		logf_(AGD_LOG_ERR, "%s", err.msg);
 		return -1;
 	}
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -249,14 +249,14 @@ static void store_fatal(const char *why)
 static void store_damage(struct agd_http *h)
 {
 	static bool reported;
-	char why[4800];
+	struct agd_err why = { 0 };
 
-	if (reported || !agd_store_damaged(why, sizeof(why)))
+	if (reported || !agd_store_damaged(&why))
 		return;
 	reported = true;
 	logf_(AGD_LOG_ERR, "%s: changes are refused and /readyz answers 503; the datapath goes on "
 	      "enforcing the last rates. Restore the store and restart (agentgated(8), STATE "
-	      "STORE)", why);
+	      "STORE)", why.msg);
 	if (h)
 		agd_http_set_ready(h, false, "the state store is damaged (see the log)");
 }
@@ -265,7 +265,7 @@ static void store_damage(struct agd_http *h)
 static int open_engine(const struct agd_config *c, struct agd_engine **e)
 {
 	struct agd_engine_opts eo = { 0 };
-	char err[4800];
+	struct agd_err err = { 0 };
 	int rc;
 
 	eo.state_dir = c->state_dir;
@@ -279,19 +279,20 @@ static int open_engine(const struct agd_config *c, struct agd_engine **e)
 	eo.queue_max = c->queue_max;
 	eo.log = logf_;
 	agd_store_on_damage(store_notify, store_fatal);
-	rc = agd_engine_open(&eo, e, err, sizeof(err));
+	rc = agd_engine_open(&eo, e, &err);
 	if (!rc)
 		return 0;
-	logf_(AGD_LOG_ERR, "%s", err);
+	logf_(AGD_LOG_ERR, "%s", err.msg);
 	return rc == -EUCLEAN ? EXIT_STORE : EXIT_RUNTIME;
 }
 
 static int drop_privileges(const struct agd_privs *p)
 {
+	struct agd_err err = { 0 };
 	char why[600], warn[600];
 
-	if (agd_privs_drop(p, warn, sizeof(warn), why, sizeof(why))) {
-		logf_(AGD_LOG_ERR, "%s", why);
+	if (agd_privs_drop(p, warn, sizeof(warn), &err)) {
+		logf_(AGD_LOG_ERR, "%s", err.msg);
 		return -1;
 	}
 	if (warn[0])
@@ -314,7 +315,7 @@ static void warn_restart_needed(const struct agd_config *old, const struct agd_c
 static int start_fleet(struct agd_engine *e, struct agd_config *c, struct agd_fleet **f)
 {
 	struct agd_fleet_opts fo = { 0 };
-	char err[512];
+	struct agd_err err = { 0 };
 
 	if (!c->n_nats) {
 		if (c->node[0])
@@ -323,7 +324,7 @@ static int start_fleet(struct agd_engine *e, struct agd_config *c, struct agd_fl
 	}
 	if (!c->node[0]) {
 		agd_fleet_default_node(c->node, sizeof(c->node));
-		if (agd_fleet_node_check(c->node, err, sizeof(err)))
+		if (agd_fleet_node_check(c->node, &err))
 			snprintf(c->node, sizeof(c->node), "node");
 	}
 	fo.urls = (const char(*)[256])c->nats;
@@ -335,8 +336,8 @@ static int start_fleet(struct agd_engine *e, struct agd_config *c, struct agd_fl
 	fo.timeout_ms = c->nats_timeout_ms;
 	fo.state_dir = c->state_dir;
 	fo.log = logf_;
-	if (agd_fleet_start(e, &fo, f, err, sizeof(err))) {
-		logf_(AGD_LOG_ERR, "%s", err);
+	if (agd_fleet_start(e, &fo, f, &err)) {
+		logf_(AGD_LOG_ERR, "%s", err.msg);
 		return -1;
 	}
 	return 0;
@@ -383,7 +384,8 @@ int main(int argc, char **argv)
 	struct agd_privs privs;
 	struct agd_ingest_opts io = { 0 };
 	struct agd_control *ctl = NULL;
-	char err[1024] = "", dl_path[4200];
+	struct agd_err err = { 0 };
+	char dl_path[4200];
 	sigset_t sigs;
 	int rc = EXIT_RUNTIME, sig;
 
@@ -432,8 +434,8 @@ int main(int argc, char **argv)
 	io.dead_letter_path = dl_path;
 	io.dead_letter_max = cfg->dead_letter_max;
 	if ((cfg->use_stdin || cfg->ingest_socket[0]) &&
-	    agd_ingest_open(e, &io, &in, err, sizeof(err))) {
-		logf_(AGD_LOG_ERR, "%s", err);
+	    agd_ingest_open(e, &io, &in, &err)) {
+		logf_(AGD_LOG_ERR, "%s", err.msg);
 		goto cleanup;
 	}
 	if (open_control(cfg, &ctl))
@@ -443,8 +445,8 @@ int main(int argc, char **argv)
 	 * drop interrupts. */
 	if (drop_privileges(&privs))
 		goto cleanup;
-	if (agd_control_serve(ctl, e, err, sizeof(err))) {
-		logf_(AGD_LOG_ERR, "%s", err);
+	if (agd_control_serve(ctl, e, &err)) {
+		logf_(AGD_LOG_ERR, "%s", err.msg);
 		goto cleanup;
 	}
 	ho.fleet = fleet;
@@ -458,11 +460,11 @@ int main(int argc, char **argv)
 	ho.stream.queue = (unsigned int)cfg->stream_queue;
 	ho.stream.max_lag_ms = cfg->stream_max_lag_ms;
 	ho.stream.ping_ms = cfg->stream_ping_ms;
-	if (agd_http_start(e, &ho, &live, &h, err, sizeof(err))) {
-		logf_(AGD_LOG_ERR, "%s", err);
+	if (agd_http_start(e, &ho, &live, &h, &err)) {
+		logf_(AGD_LOG_ERR, "%s", err.msg);
 		goto cleanup;
 	}
-	agd_http_set_ready(h, !agd_store_damaged(NULL, 0), NULL);
+	agd_http_set_ready(h, !agd_store_damaged(NULL), NULL);
 	store_damage(h);
 	logf_(AGD_LOG_INFO, "serving %s://%s (state %s, maps %s)", cfg->tls_cert[0] ? "https" : "http",
 	      cfg->listen, cfg->state_dir, cfg->pin_path);

@@ -90,11 +90,10 @@ static bool all_digits(const char *s)
 }
 
 /* The error of a failed getpw* / getgr* lookup (errno 0: not found). */
-static int not_found(const char *opt, const char *name, const char *what, char *err, size_t len)
+static int not_found(const char *opt, const char *name, const char *what, struct agd_err *err)
 {
-	snprintf(err, len, "--%s %s: no such %s%s%s", opt, name, what, errno ? ": " : "",
+	return agd_errf(err, -ENOENT, "--%s %s: no such %s%s%s", opt, name, what, errno ? ": " : "",
 		 errno ? strerror(errno) : "");
-	return -ENOENT;
 }
 
 /* ---- the account: one of agentgated's own ----------------------------------------------
@@ -179,37 +178,42 @@ static bool other_process(uid_t uid, char *who, size_t len)
 
 /* how: "--user NAME" or "running as NAME"; shell NULL when unknown. */
 static int check_account(const char *how, uid_t uid, gid_t gid, const char *name,
-			 const char *shell, char *err, size_t len)
+			 const char *shell, struct agd_err *err)
 {
 	unsigned long min = sys_uid_min();
 	char who[128];
 
 	if (uid == 0)
-		snprintf(err, len, "%s: root is not an account to switch to: leave --user out to "
+		snprintf(err->msg, sizeof(err->msg),
+			"%s: root is not an account to switch to: leave --user out to "
 			 "stay root, or name an account of agentgated's own", how);
 	else if (uid == 65534 || gid == 65534 || !strcmp(name, "nobody") ||
 		 !strcmp(name, "nfsnobody"))
-		snprintf(err, len, "%s: nobody/nogroup (65534) is shared by unrelated services "
+		snprintf(err->msg, sizeof(err->msg),
+			"%s: nobody/nogroup (65534) is shared by unrelated services "
 			 "and NFS's squashed users, and any of them could rewrite the pinned maps "
 			 "(rates, rules, dry-run)" ACCOUNT_HINT, how);
 	else if (uid < min)
-		snprintf(err, len, "%s: uid %u is a static account of the distribution (below "
+		snprintf(err->msg, sizeof(err->msg),
+			"%s: uid %u is a static account of the distribution (below "
 			 "SYS_UID_MIN %lu), shared by convention, and any process running as it "
 			 "could rewrite the pinned maps" ACCOUNT_HINT, how, (unsigned int)uid, min);
 	else if (shell && login_shell(shell))
-		snprintf(err, len, "%s: the account has a login shell (%s): people and their "
+		snprintf(err->msg, sizeof(err->msg),
+			"%s: the account has a login shell (%s): people and their "
 			 "scripts log in as it and could rewrite the pinned maps" ACCOUNT_HINT
 			 " (or: usermod --shell /usr/sbin/nologin %s)", how,
 			 *shell ? shell : "/bin/sh", name);
 	else if (other_process(uid, who, sizeof(who)))
-		snprintf(err, len, "%s: the account is shared: %s runs as it, and could rewrite "
+		snprintf(err->msg, sizeof(err->msg),
+			"%s: the account is shared: %s runs as it, and could rewrite "
 			 "the pinned maps" ACCOUNT_HINT, how, who);
 	else
 		return 0;
 	return -EUSERS;
 }
 
-static int resolve_user(const char *name, struct agd_privs *p, char *err, size_t len)
+static int resolve_user(const char *name, struct agd_privs *p, struct agd_err *err)
 {
 	struct passwd *pw;
 	char how[300];
@@ -218,39 +222,38 @@ static int resolve_user(const char *name, struct agd_privs *p, char *err, size_t
 	errno = 0;
 	pw = all_digits(name) ? getpwuid((uid_t)strtoul(name, NULL, 10)) : getpwnam(name);
 	if (!pw)
-		return not_found("user", name, "account", err, len);
+		return not_found("user", name, "account", err);
 	p->switch_user = true;
 	p->uid = pw->pw_uid;
 	p->gid = pw->pw_gid;
 	snprintf(p->user, sizeof(p->user), "%s", pw->pw_name);
 	snprintf(how, sizeof(how), "--user %s", name);
-	rc = check_account(how, pw->pw_uid, pw->pw_gid, pw->pw_name, pw->pw_shell, err, len);
+	rc = check_account(how, pw->pw_uid, pw->pw_gid, pw->pw_name, pw->pw_shell, err);
 	if (rc)
 		return rc;
 	p->n_groups = AGD_PRIVS_GROUPS_MAX;
 	if (getgrouplist(pw->pw_name, pw->pw_gid, p->groups, &p->n_groups) < 0) {
-		snprintf(err, len, "--user %s: member of more than %d groups", name,
+		return agd_errf(err, -E2BIG, "--user %s: member of more than %d groups", name,
 			 AGD_PRIVS_GROUPS_MAX);
-		return -E2BIG;
 	}
 	return 0;
 }
 
-static int resolve_group(const char *name, struct agd_privs *p, char *err, size_t len)
+static int resolve_group(const char *name, struct agd_privs *p, struct agd_err *err)
 {
 	struct group *gr;
 
 	errno = 0;
 	gr = all_digits(name) ? getgrgid((gid_t)strtoul(name, NULL, 10)) : getgrnam(name);
 	if (!gr)
-		return not_found("read-group", name, "group", err, len);
+		return not_found("read-group", name, "group", err);
 	p->read_group = true;
 	p->read_gid = gr->gr_gid;
 	return 0;
 }
 
 /* Started as another account than root, without --user: that account. */
-static int check_own_account(char *err, size_t len)
+static int check_own_account(struct agd_err *err)
 {
 	struct passwd *pw = getpwuid(geteuid());
 	char how[96];
@@ -259,10 +262,10 @@ static int check_own_account(char *err, size_t len)
 		return 0;
 	snprintf(how, sizeof(how), "running as %s", pw ? pw->pw_name : "uid");
 	return check_account(how, geteuid(), pw ? pw->pw_gid : getegid(), pw ? pw->pw_name : "",
-			     pw ? pw->pw_shell : NULL, err, len);
+			     pw ? pw->pw_shell : NULL, err);
 }
 
-int agd_privs_plan(const struct agd_privs_opts *o, struct agd_privs *p, char *err, size_t len)
+int agd_privs_plan(const struct agd_privs_opts *o, struct agd_privs *p, struct agd_err *err)
 {
 	__u64 eff = 0, prm = 0, want = BIT(CAP_BPF) | BIT(CAP_NET_ADMIN) | BIT(CAP_PERFMON);
 	int rc;
@@ -272,8 +275,8 @@ int agd_privs_plan(const struct agd_privs_opts *o, struct agd_privs *p, char *er
 	snprintf(p->state_dir, sizeof(p->state_dir), "%s", o->state_dir ? o->state_dir : "");
 	rc = caps_get(&eff, &prm);
 	if (rc) {
-		snprintf(err, len, "cannot read this process's capabilities: %s", strerror(-rc));
-		return rc;
+		return agd_errf(err, rc,
+			"cannot read this process's capabilities: %s", strerror(-rc));
 	}
 	if (privileged_port(o->listen))
 		want |= BIT(CAP_NET_BIND_SERVICE);
@@ -281,22 +284,22 @@ int agd_privs_plan(const struct agd_privs_opts *o, struct agd_privs *p, char *er
 	p->drop_bounding = eff & BIT(CAP_SETPCAP);
 	p->last_cap = last_cap();
 	if (o->user && *o->user) {
-		rc = resolve_user(o->user, p, err, len);
+		rc = resolve_user(o->user, p, err);
 		if (rc)
 			return rc;
 		if ((eff & (BIT(CAP_SETUID) | BIT(CAP_SETGID))) !=
 		    (BIT(CAP_SETUID) | BIT(CAP_SETGID))) {
-			snprintf(err, len, "--user %s: switching accounts needs CAP_SETUID and "
+			return agd_errf(err, -EPERM,
+				"--user %s: switching accounts needs CAP_SETUID and "
 				 "CAP_SETGID (start agentgated as root)", o->user);
-			return -EPERM;
 		}
 	} else {
-		rc = check_own_account(err, len);
+		rc = check_own_account(err);
 		if (rc)
 			return rc;
 	}
 	if (o->read_group && *o->read_group) {
-		rc = resolve_group(o->read_group, p, err, len);
+		rc = resolve_group(o->read_group, p, err);
 		if (rc)
 			return rc;
 	}
@@ -339,7 +342,7 @@ static bool listed(const char *const *names, const char *name)
 	return false;
 }
 
-static int own_path(const struct agd_privs *p, const char *path, char *err, size_t len)
+static int own_path(const struct agd_privs *p, const char *path, struct agd_err *err)
 {
 	bool root = geteuid() == 0;
 	uid_t uid = p->switch_user ? p->uid : root ? 0 : geteuid();
@@ -358,26 +361,24 @@ static int own_path(const struct agd_privs *p, const char *path, char *err, size
 	    ((st.st_mode & 07777) != mode && chmod(path, mode))) {
 		int rc = -errno;
 
-		snprintf(err, len, "cannot make %s agentgated's (%s): %s", path,
+		return agd_errf(err, rc, "cannot make %s agentgated's (%s): %s", path,
 			 p->switch_user ? p->user : "owner only", strerror(-rc));
-		return rc;
 	}
 	return 0;
 }
 
 /* A directory of agentgated's own, not a shared one such as /tmp. */
-static int own_dir_check(const char *dir, const char *what, char *err, size_t len)
+static int own_dir_check(const char *dir, const char *what, struct agd_err *err)
 {
 	struct stat st;
 
 	if (lstat(dir, &st)) {
-		snprintf(err, len, "%s %s: %s", what, dir, strerror(errno));
-		return -errno;
+		return agd_errf(err, -errno, "%s %s: %s", what, dir, strerror(errno));
 	}
 	if (!S_ISDIR(st.st_mode) || (st.st_mode & (S_IWOTH | S_ISVTX))) {
-		snprintf(err, len, "%s %s is a shared directory (writable by all, or sticky): "
+		return agd_errf(err, -EPERM,
+			"%s %s is a shared directory (writable by all, or sticky): "
 			 "give agentgated a directory of its own", what, dir);
-		return -EPERM;
 	}
 	return 0;
 }
@@ -391,12 +392,12 @@ static bool is_dir(const char *path)
 
 /* dir and its entries, all of them (top: only those named in top). */
 static int own_tree(const struct agd_privs *p, const char *dir, const char *const *top,
-		    char *err, size_t len)
+		    struct agd_err *err)
 {
 	char path[4200];
 	struct dirent *de;
 	DIR *d;
-	int rc = own_path(p, dir, err, len);
+	int rc = own_path(p, dir, err);
 
 	if (rc)
 		return rc;
@@ -409,33 +410,33 @@ static int own_tree(const struct agd_privs *p, const char *dir, const char *cons
 		if (top && !listed(top, de->d_name) && strncmp(de->d_name, "ag_", 3))
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		rc = is_dir(path) ? own_tree(p, path, NULL, err, len) : own_path(p, path, err, len);
+		rc = is_dir(path) ? own_tree(p, path, NULL, err) : own_path(p, path, err);
 	}
 	closedir(d);
 	return rc;
 }
 
-static int own_all(const struct agd_privs *p, char *err, size_t len)
+static int own_all(const struct agd_privs *p, struct agd_err *err)
 {
 	static const char *const pin_top[] = { AG_PIN_LINKS_DIR, AG_PIN_PROGS_DIR, AG_PIN_OWNER_DIR,
 					       NULL };
 	char path[4200];
 	int rc, i;
 
-	rc = own_dir_check(p->pin_path, "--pin-path", err, len);
+	rc = own_dir_check(p->pin_path, "--pin-path", err);
 	if (!rc)
-		rc = own_dir_check(p->state_dir, "--state-dir", err, len);
+		rc = own_dir_check(p->state_dir, "--state-dir", err);
 	if (!rc)
-		rc = own_tree(p, p->pin_path, pin_top, err, len);
+		rc = own_tree(p, p->pin_path, pin_top, err);
 	if (!rc)
-		rc = own_path(p, p->state_dir, err, len);
+		rc = own_path(p, p->state_dir, err);
 	for (i = 0; !rc && state_files[i]; i++) {
 		snprintf(path, sizeof(path), "%s/%s", p->state_dir, state_files[i]);
-		rc = own_path(p, path, err, len);
+		rc = own_path(p, path, err);
 	}
 	snprintf(path, sizeof(path), "%s/outbox", p->state_dir); /* fleet mode: an LMDB dir */
 	if (!rc && is_dir(path))
-		rc = own_tree(p, path, NULL, err, len);
+		rc = own_tree(p, path, NULL, err);
 	return rc;
 }
 
@@ -610,7 +611,7 @@ static void wait_acks(int want)
 		nanosleep(&ms, NULL);
 }
 
-static int drop_threads(const struct agd_privs *p, char *err, size_t len)
+static int drop_threads(const struct agd_privs *p, struct agd_err *err)
 {
 	struct sigaction sa = { .sa_handler = on_drop_signal, .sa_flags = SA_RESTART };
 	char bad[256] = "";
@@ -636,20 +637,18 @@ static int drop_threads(const struct agd_privs *p, char *err, size_t len)
 	if (!rc && n < 0)
 		rc = -n;
 	if (rc) {
-		snprintf(err, len, "cannot drop privileges: %s", strerror(rc));
-		return -rc;
+		return agd_errf(err, -rc, "cannot drop privileges: %s", strerror(rc));
 	}
 	if (n > 0 || bad[0]) {
-		snprintf(err, len, "cannot drop privileges: thread %s keeps them", bad);
-		return -EPERM;
+		return agd_errf(err, -EPERM, "cannot drop privileges: thread %s keeps them", bad);
 	}
 	return 0;
 }
 
-int agd_privs_drop(const struct agd_privs *p, char *warn, size_t wlen, char *err, size_t len)
+int agd_privs_drop(const struct agd_privs *p, char *warn, size_t wlen, struct agd_err *err)
 {
 	char dir[4096];
-	int rc = own_all(p, err, len);
+	int rc = own_all(p, err);
 
 	warn[0] = 0;
 	if (rc)
@@ -661,5 +660,5 @@ int agd_privs_drop(const struct agd_privs *p, char *warn, size_t wlen, char *err
 				 "attach devices (restart instead); the maps and the API are "
 				 "unaffected", p->user, dir);
 	}
-	return drop_threads(p, err, len);
+	return drop_threads(p, err);
 }

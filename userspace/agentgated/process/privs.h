@@ -18,6 +18,7 @@
 #include <stddef.h>
 #include <sys/types.h>
 #include <linux/types.h>
+#include "core/err.h"
 
 #define AGD_PRIVS_GROUPS_MAX 64
 
@@ -48,13 +49,13 @@ struct agd_privs {
  * -EUSERS when the account (--user, or the one started as when not root)
  * is not agentgated's alone: root, nobody/nogroup, a static account of the
  * distribution, one with a login shell, or one another process runs as. */
-int agd_privs_plan(const struct agd_privs_opts *o, struct agd_privs *p, char *err, size_t len);
+int agd_privs_plan(const struct agd_privs_opts *o, struct agd_privs *p, struct agd_err *err);
 
 /* Gives the pins and the state to the account and group (owner only
  * otherwise), then drops, in every thread, and checks every thread.
  * 0, or -errno with the reason: the daemon must not go on. warn gets ""
  * or what will not work as that account (a pin root it cannot reach). */
-int agd_privs_drop(const struct agd_privs *p, char *warn, size_t wlen, char *err, size_t len);
+int agd_privs_drop(const struct agd_privs *p, char *warn, size_t wlen, struct agd_err *err);
 
 /* "uid 65534 (nobody), CAP_BPF CAP_NET_ADMIN CAP_PERFMON", for the log. */
 void agd_privs_describe(const struct agd_privs *p, char *buf, size_t len);
