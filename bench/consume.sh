@@ -91,8 +91,12 @@ url="http://127.0.0.1:$d_port"
 
 # ---- the two servers ---------------------------------------------------------
 
-"$build/agentgated" --pin-path "$bpffs/pins" --state-dir "$work/state" \
-	--listen "127.0.0.1:$d_port" --quiet 2>"$work/agentgated.log" &
+# The command line as the tests make it (tests/lib/agtest): the embedded
+# defaults (--config /dev/null), whatever /etc/agentgate holds.
+mapfile -d '' d_cmd < <(python3 "$ROOT/tests/lib/agtest" daemon-argv --bin "$build/agentgated" \
+	--pin "$bpffs/pins" --state "$work/state" --listen "127.0.0.1:$d_port" -- --quiet)
+[ "${#d_cmd[@]}" -gt 0 ] || die "cannot make agentgated's command line (tests/lib/agtest)" 3
+"${d_cmd[@]}" 2>"$work/agentgated.log" &
 d_pid=$!
 # No persistence: agentgated's buckets live in kernel memory and are not
 # written to disk per check either.

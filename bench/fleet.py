@@ -15,38 +15,25 @@ state directory and pins in a private bpffs.
 2. Convergence: --rounds times, one rating posted at host a; the time until
    hosts b and c both show it (polled over keep-alive, 0.2 ms apart),
    against the time host a took to answer (its own apply): p50 and p99.
-Everything it starts is stopped and removed on exit.
+Everything it starts is stopped and removed on exit (tests/lib/agtest: its
+scratch directory, bpffs and processes).
 """
 import argparse
 import http.client
 import json
 import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "stream"))
-from wsclient import free_port  # noqa: E402
-
-PROCS = []
-
-
-def stop_all():
-    for p in PROCS:
-        if p.poll() is None:
-            p.terminate()
-    for p in PROCS:
-        try:
-            p.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-    PROCS.clear()
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "lib"))
+from agtest.daemon import daemon_argv  # noqa: E402
+from agtest.env import Env  # noqa: E402
+from agtest.nats import NatsServer  # noqa: E402
+from agtest.proc import stop_proc  # noqa: E402
+from agtest.util import SkipAll  # noqa: E402
 
 
 def wait_http(port, path="/healthz", timeout=20):
@@ -64,42 +51,33 @@ def wait_http(port, path="/healthz", timeout=20):
 
 
 class Lab:
-    def __init__(self, build):
-        self.build = build
-        self.tmp = tempfile.mkdtemp(prefix="agbench-fleet.")
-        self.bpffs = tempfile.mkdtemp(prefix="agbench-fleet.", dir="/run")
-        subprocess.run(["mount", "-t", "bpf", "bpf", self.bpffs], check=True)
-        self.nats_port = free_port()
+    """The nats-server and the daemons of one run, in the Env's scratch
+    directory and bpffs."""
+
+    def __init__(self, env):
+        self.env = env
+        self.nats = NatsServer(env, "bench")
         self.n = 0
 
     def start_nats(self):
-        mon = free_port()
-        PROCS.append(subprocess.Popen(
-            ["nats-server", "-js", "-sd", os.path.join(self.tmp, "js"), "-a", "127.0.0.1",
-             "-p", str(self.nats_port), "-m", str(mon)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_http(mon)
+        self.nats.start().wait_ready()
 
     def daemon(self, node=None):
         self.n += 1
-        port = free_port()
-        args = [os.path.join(self.build, "agentgated"), "--config", "/dev/null", "--quiet",
-                "--state-dir", os.path.join(self.tmp, "state%d" % self.n),
-                "--pin-path", os.path.join(self.bpffs, "d%d" % self.n),
-                "--listen", "127.0.0.1:%d" % port]
-        if node:
-            args += ["--nats", "nats://127.0.0.1:%d" % self.nats_port, "--node", node]
-        PROCS.append(subprocess.Popen(args, stdout=subprocess.DEVNULL,
-                                      stderr=open(os.path.join(self.tmp, "d%d.log" % self.n),
-                                                  "w")))
+        port = self.env.port()
+        argv = daemon_argv(self.env.bin("agentgated"), self.env.pin_root("d%d" % self.n),
+                           self.env.path("state%d" % self.n), "127.0.0.1:%d" % port,
+                           nats=[self.nats.url] if node else [], node=node, extra=["--quiet"])
+        self.env.popen(argv, self.env.path("d%d.log" % self.n))
         wait_http(port, "/readyz")
         return port
 
     def close(self):
-        stop_all()
-        subprocess.run(["umount", self.bpffs], check=False)
-        shutil.rmtree(self.bpffs, ignore_errors=True)
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        """SIGTERM to everything, the daemons before the server; then the
+        Env's cleanup (bpffs, scratch directory)."""
+        for p in reversed(self.env.procs):
+            stop_proc(p, timeout=10)
+        self.env.cleanup()
 
 
 def post(conn, body):
@@ -180,15 +158,14 @@ def main():
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--json")
     a = ap.parse_args()
-    if os.geteuid() != 0:
-        print("bench/fleet.py: needs root (bpffs)", file=sys.stderr)
-        return 77
-    if not shutil.which("nats-server"):
-        print("bench/fleet.py: nats-server missing (scripts/deps.sh)", file=sys.stderr)
+    try:
+        env = Env(a.build, needs=("agentgated", "nats-server"))
+    except SkipAll as e:
+        print("bench/fleet.py: %s" % e, file=sys.stderr)
         return 77
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, lambda *_: sys.exit(130))
-    lab = Lab(a.build)
+    lab = Lab(env)
     res = {"date": time.strftime("%Y-%m-%d"), "nproc": os.cpu_count(),
            "kernel": os.uname().release}
     try:

@@ -25,6 +25,8 @@
 # Exit codes: 0 measured, 2 usage or not built, 3 environment.
 set -u
 
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+
 usage() {
 	echo "usage: bench/ratings.sh BUILD_DIR [--ratings N] [--seconds S]" >&2
 	exit 2
@@ -70,10 +72,16 @@ mount -t bpf bpf "$bpffs" || { echo "bench: cannot mount a bpffs" >&2; exit 3; }
 port=$((20000 + RANDOM % 20000))
 url="http://127.0.0.1:$port"
 
-start_daemon() { # extra flags...
+# start_daemon EXTRA_FLAG...: its command line as the tests make it
+# (tests/lib/agtest): the embedded defaults (--config /dev/null), whatever
+# /etc/agentgate holds.
+start_daemon() {
+	local cmd
 	rm -rf "$work/state" "$bpffs/pins"
-	"$build/agentgated" --pin-path "$bpffs/pins" --state-dir "$work/state" \
-		--listen "127.0.0.1:$port" --quiet "$@" 2>>"$work/daemon.log" &
+	mapfile -d '' cmd < <(python3 "$ROOT/tests/lib/agtest" daemon-argv --bin "$build/agentgated" \
+		--pin "$bpffs/pins" --state "$work/state" --listen "127.0.0.1:$port" -- --quiet "$@")
+	[ "${#cmd[@]}" -gt 0 ] || { echo "bench: cannot make agentgated's command line" >&2; exit 3; }
+	"${cmd[@]}" 2>>"$work/daemon.log" &
 	pid=$!
 	for _ in $(seq 100); do
 		curl -sf "$url/readyz" >/dev/null 2>&1 && return 0

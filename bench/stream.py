@@ -11,24 +11,26 @@ carried it was sent (it includes the rating's commit). Reported per rating
 rate: updates delivered per second (all subscribers), the share of the
 updates expected that arrived, latency p50/p99. Baseline in the same run:
 the same rating rate with 1 subscriber; ratio = p99(N) / p99(1).
-Everything it starts is stopped and removed on exit.
+Everything it starts is stopped and removed on exit (tests/lib/agtest: its
+scratch directory, bpffs and processes).
 """
 import argparse
 import json
 import os
+import resource
 import selectors
-import shutil
-import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "stream"))
-from wsclient import WS, free_port  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "lib"))
+from agtest.daemon import daemon_argv  # noqa: E402
+from agtest.env import Env  # noqa: E402
+from agtest.proc import stop_proc  # noqa: E402
+from agtest.util import SkipAll  # noqa: E402
+from agtest.ws import WS  # noqa: E402
 
 
 def post(port, body):
@@ -153,27 +155,16 @@ def run(port, n_subs, rate, seconds, tag, daemon_pid):
             "daemon_cpu_us_per_update": round(1e6 * d_cpu / got[0], 2) if got[0] else None}
 
 
-def main():
-    p = argparse.ArgumentParser()
-    p.add_argument("build")
-    p.add_argument("--subscribers", type=int, default=1000)
-    p.add_argument("--rates", default="100,500")
-    p.add_argument("--seconds", type=float, default=5)
-    p.add_argument("--json")
-    a = p.parse_args()
-    tmp = tempfile.mkdtemp(prefix="agentgate-bench-stream.")
-    bpffs = os.path.join(tmp, "bpf")
-    os.makedirs(bpffs)
-    subprocess.run(["mount", "-t", "bpf", "bpf", bpffs], check=True)
-    port = free_port()
+def bench(env, a):
+    """The daemon started, the runs of every rate: their results."""
+    port = env.port()
     n = a.subscribers + 10
-    import resource
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4 * n + 1024)), hard))
-    d = subprocess.Popen([os.path.join(a.build, "agentgated"), "--pin-path", bpffs + "/ag",
-                          "--state-dir", tmp + "/state", "--listen", "127.0.0.1:%d" % port,
-                          "--stream-max-clients", str(n), "--stream-max-per-ip", str(n),
-                          "--quiet"], stdout=subprocess.DEVNULL, stderr=open(tmp + "/log", "w"))
+    d = env.popen(daemon_argv(env.bin("agentgated"), env.pin_root("ag"), env.path("state"),
+                              "127.0.0.1:%d" % port,
+                              extra=["--stream-max-clients", str(n), "--stream-max-per-ip",
+                                     str(n), "--quiet"]), env.path("log"))
     results = []
     try:
         for _ in range(100):
@@ -199,14 +190,27 @@ def main():
                           if r.get("p99_vs_1_subscriber") else ""))
                 sys.stdout.flush()
     finally:
-        d.send_signal(signal.SIGTERM)
-        try:
-            d.wait(30)
-        except subprocess.TimeoutExpired:
-            d.kill()
-            d.wait()
-        subprocess.run(["umount", bpffs])
-        shutil.rmtree(tmp, ignore_errors=True)
+        stop_proc(d, timeout=30)
+    return results
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("build")
+    p.add_argument("--subscribers", type=int, default=1000)
+    p.add_argument("--rates", default="100,500")
+    p.add_argument("--seconds", type=float, default=5)
+    p.add_argument("--json")
+    a = p.parse_args()
+    try:
+        env = Env(a.build, needs=("agentgated",))
+    except SkipAll as e:
+        print("bench/stream.py: %s" % e, file=sys.stderr)
+        return 77
+    try:
+        results = bench(env, a)
+    finally:
+        env.cleanup()
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"date": time.strftime("%Y-%m-%d"), "nproc": os.cpu_count(),

@@ -111,8 +111,12 @@ api() {
 say "agentgated with its embedded defaults, XDP on eth0, ratings on its standard input"
 mkfifo "$LAB_DIR/ratings" || fail "mkfifo"
 printf '   $ agentgated --attach eth0 --stdin   (pins %s, state %s)\n' "$LAB_PIN" "$LAB_STATE"
-in_host "$BUILD/agentgated" --config /dev/null --pin-path "$LAB_PIN" --state-dir "$LAB_STATE" \
-	--attach eth0 --stdin --quiet <"$LAB_DIR/ratings" >"$LAB_DIR/agentgated.log" 2>&1 &
+# Its command line as the tests make it (tests/lib/agtest): embedded
+# defaults (--config /dev/null), the default listener 127.0.0.1:9470.
+mapfile -d '' DAEMON_CMD < <("$PY" "$ROOT/tests/lib/agtest" daemon-argv --bin "$BUILD/agentgated" \
+	--pin "$LAB_PIN" --state "$LAB_STATE" --listen 127.0.0.1:9470 -- --attach eth0 --stdin --quiet)
+[ "${#DAEMON_CMD[@]}" -gt 0 ] || fail "cannot make agentgated's command line (tests/lib/agtest)"
+in_host "${DAEMON_CMD[@]}" <"$LAB_DIR/ratings" >"$LAB_DIR/agentgated.log" 2>&1 &
 exec 3>"$LAB_DIR/ratings"
 for _ in $(seq 1 100); do
 	in_host curl -sf -o /dev/null http://127.0.0.1:9470/readyz && break

@@ -66,8 +66,8 @@ for t in test_gcra test_policy test_rating test_fleet test_hist test_lib test_xd
 	fi
 done
 # Shell suites take the build directory; the fuzz corpora replay first.
-for t in tests/fuzz/replay.sh tests/cli/test_cli.sh tests/daemon/test_daemon.sh \
-	tests/stream/test_stream.py tests/fleet/test_fleet.py tests/faults/test_faults.sh \
+for t in tests/fuzz/replay.sh tests/cli/test_cli.sh tests/daemon/test_daemon.py \
+	tests/stream/test_stream.py tests/fleet/test_fleet.py tests/faults/test_faults.py \
 	tests/e2e/test_e2e.sh; do
 	run_one "$t" "$build"
 done

@@ -56,10 +56,15 @@ TOP="{}"
 # The daemon as the systemd unit runs it: only these capabilities.
 CAPS=-all,+bpf,+net_admin,+perfmon
 
+# start_daemon: its command line from tests/lib/agtest (the embedded
+# defaults: --config /dev/null; the default listener, 127.0.0.1:9470).
 start_daemon() {
-	ip netns exec "$LAB_NS" setpriv --bounding-set "$CAPS" -- "$BUILD/agentgated" --config /dev/null \
-		--pin-path "$LAB_PIN" --state-dir "$LAB_STATE" --attach "$LAB_IF" \
-		--ingest-socket "$LAB_DIR/ingest.sock" >>"$TMP/daemon.log" 2>&1 &
+	local cmd
+	mapfile -d '' cmd < <("$PY" "$ROOT/tests/lib/agtest" daemon-argv --bin "$BUILD/agentgated" \
+		--pin "$LAB_PIN" --state "$LAB_STATE" --listen 127.0.0.1:9470 -- \
+		--attach "$LAB_IF" --ingest-socket "$LAB_DIR/ingest.sock")
+	[ "${#cmd[@]}" -gt 0 ] || { fail "agtest daemon-argv failed"; return 1; }
+	ip netns exec "$LAB_NS" setpriv --bounding-set "$CAPS" -- "${cmd[@]}" >>"$TMP/daemon.log" 2>&1 &
 	DAEMON_PID=$!
 	for _ in $(seq 1 100); do
 		in_host curl -sf -o /dev/null http://127.0.0.1:9470/readyz && return 0

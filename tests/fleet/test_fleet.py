@@ -2,15 +2,15 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """tests/fleet: agentgated's fleet mode over NATS JetStream, against real
 nats-server processes (one, and a cluster of three) and several real
-daemons (the sanitized build) on one machine, each with its own pin root
-under $AG_TEST_BPFFS, state directory, HTTP port and --node name.
+daemons (the sanitized build) on one machine, each with its own pin root,
+state directory, HTTP port and --node name (tests/lib/agtest).
 
-Usage: test_fleet.py BUILD_DIR   (TAP; AG_TEST_BPFFS: a bpffs for the pins,
-mounted here when unset; AG_TEST_ONLY: space-separated case names to run,
-the others skipped; AG_TEST_KEEP: keep the temporary directory with the
-logs and stores; AG_FLEET_DAEMON=agentgated: the unsanitized daemon)
+Usage: test_fleet.py BUILD_DIR   (TAP, as root; AG_TEST_ONLY=REGEX runs some
+cases, AG_TEST_SHUFFLE=SEED in a random order, AG_TEST_KEEP=1 keeps the
+scratch directory with the logs and stores; AG_FLEET_DAEMON=agentgated: the
+unsanitized daemon; AG_TEST_ENGINE: the traffic generator's engine)
 
-Cases (see CASES for the one-line descriptions): flags and standalone;
+Cases (see each @case for its one-line description): flags and standalone;
 three hosts converging on identical rates and statistics (single ratings
 with ids, arrays without, NDJSON, concurrent posts to every host) with the
 stream, message ids, consumers and sequence checked in JetStream itself;
@@ -24,87 +24,235 @@ promtool on a fleet daemon's /metrics; NATS down (202 queued, 503 for
 operator changes, /readyz degraded, a durable outbox across kill -9) and
 back (everything applied exactly once); a 3-node NATS cluster losing its
 stream leader under ratings; the demand split with real traffic at two
-edge hosts of lab/lab.sh; every daemon exiting 0 on SIGTERM without
-a sanitizer report.
+edge hosts of lab/lab.sh; fleet daemons exiting 0 on SIGTERM without a
+sanitizer report.
 
+Hosts a, b, c on one nats-server (fixture "phase1") and a standalone
+daemon are shared: each case uses agent names of its own and starts again
+what an earlier case left stopped. A case that needs a server, cluster or
+hosts of its own starts them through the case fixture "own", which stops
+them when the case ends. Every daemon is stopped with SIGTERM and must exit
+0 with no sanitizer report in any of its runs' logs (the teardown lines).
 No timing is a pass/fail criterion except generous convergence deadlines.
-Everything started here (nats-server, daemons, traffic generators, lab
-hosts, pins, the temporary directory) is removed on exit, also on failure,
-SIGINT and SIGTERM.
 """
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 import urllib.parse
 
 sys.dont_write_bytecode = True    # no __pycache__ in the source tree
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, HERE)
-import fleetlib as fl  # noqa: E402
-from fleetlib import Fail, check, diag, wait_for, Daemon, NatsServer, NatsCluster  # noqa: E402
-from natsclient import Nats, NatsError  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from agtest import Fail, Skip, case, check, daemon_argv, diag, fixture, run, wait_for  # noqa: E402
+from agtest.env import SANITIZER_RE  # noqa: E402
+from agtest.lab import lab_down, lab_up  # noqa: E402
+from agtest.nats import Nats, NatsCluster, NatsError, NatsServer  # noqa: E402
+from agtest.proc import stop_proc  # noqa: E402
+from agtest.prom import promtool_check  # noqa: E402
 
-BUILD = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
 # AG_FLEET_DAEMON: another daemon binary of BUILD_DIR (default the sanitized one).
-DAEMON = os.path.join(BUILD, os.environ.get("AG_FLEET_DAEMON", "agentgated-san"))
-CLI = os.path.join(BUILD, "agentgate")
-TRAFFICGEN = os.path.join(BUILD, "ag-trafficgen")
+DAEMON = os.environ.get("AG_FLEET_DAEMON", "agentgated-san")
 # The generator's engine (auto, live or packet): AG_TEST_ENGINE, as for the shell suites.
 TG_ENGINE = os.environ.get("AG_TEST_ENGINE", "auto")
-LAB = os.path.join(ROOT, "lab", "lab.sh")
-TMP = None
-BPFFS = os.environ.get("AG_TEST_BPFFS", "")
-OWN_BPFFS = None
 
 STREAM = "AGENTGATE"
 KV_STREAM = "KV_agentgate-demand"
 CONVERGE = 30          # seconds: generous convergence deadline
-# Exit codes of daemons stopped with SIGTERM along the way (checked at the end).
-STOPPED = {}
-ALL_DAEMONS = []
-# Phase 1: one nats-server, hosts a, b, c.
-P1 = {"nats": None, "hosts": {}}
+RATED = ("rate", "ratings", "mean_score", "last_rating_ms")
 
 
 def sh(cmd, timeout=60, **kw):
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
 
 
-def new_daemon(node, nats, extra=(), **kw):
-    d = Daemon(DAEMON, TMP, BPFFS, node, nats, extra, **kw)
-    ALL_DAEMONS.append(d)
-    return d
+# ---- daemons and servers ---------------------------------------------------------
+
+def fleet_daemon(env, node, nats, *extra, **kw):
+    """An agentgated (AG_FLEET_DAEMON) of node NODE on the NATS servers nats
+    (standalone when empty); not started."""
+    return env.daemon(node, *extra, nats=nats, node=node, bin=env.bin(DAEMON), **kw)
 
 
-def stop_daemon(d):
-    if d.proc is not None and d.proc.poll() is None:
-        STOPPED[d.node + "@" + str(d.proc.pid)] = d.stop()
+def start(*daemons, timeout=CONVERGE):
+    """Starts the daemons, then waits until each is ready (connected to NATS)."""
+    for d in daemons:
+        d.start(wait=False)
+    for d in daemons:
+        d.wait_ready(timeout, want=("ready",))
+    return daemons
+
+
+def stop(d):
+    """SIGTERM: exit 0, and no sanitizer report in the log of any of its runs
+    (also one killed with -9 or crashed along the way)."""
+    if d.proc is None:
+        return
+    d.stop()
+    text = d.log_all()
+    m = re.search(SANITIZER_RE, text)
+    check(m is None, "sanitizer report in the log of daemon %s:" % d.name,
+          text[max(0, m.start() - 200):m.start() + 3000] if m else "")
+
+
+def stop_all(daemons):
+    """stop() of each daemon; Fail naming every one that failed."""
+    errors = []
+    for d in daemons:
+        try:
+            stop(d)
+        except Fail as e:
+            errors.append(str(e))
+    check(not errors, "\n".join(errors))
+
+
+def running(s):
+    """The nats-server s, started again (same ports and store) if it is not running."""
+    if not s.running():
+        s.start().wait_ready()
+    return s
+
+
+class Own:
+    """What one case starts for itself: daemons, nats-servers, clusters,
+    traffic generators, lab edge hosts. stop() ends the generators, then the
+    daemons (each as stop() does), then the servers, then the labs."""
+
+    def __init__(self, env):
+        self.env = env
+        self.daemons, self.servers, self.gens, self.labs = [], [], [], []
+
+    def daemon(self, node, nats, *extra, **kw):
+        d = fleet_daemon(self.env, node, nats, *extra, **kw)
+        self.daemons.append(d)
+        return d
+
+    def server(self, name):
+        s = NatsServer(self.env, name)
+        self.servers.append(s)
+        return s.start().wait_ready()
+
+    def cluster(self, n, prefix):
+        cl = NatsCluster(self.env, n, prefix)
+        self.servers += cl.nodes
+        return cl.start().wait_ready()
+
+    def lab(self, name):
+        host = lab_up(self.env, name)
+        self.labs.append(name)
+        return host
+
+    def popen(self, argv, log):
+        p = self.env.popen(argv, self.env.path(log))
+        self.gens.append(p)
+        return p
+
+    def stop(self):
+        for g in self.gens:
+            stop_proc(g, signal.SIGINT)
+        try:
+            stop_all(self.daemons)
+        finally:
+            for s in self.servers:
+                s.stop()
+            for name in self.labs:
+                lab_down(self.env, name)
+
+
+# ---- fixtures ------------------------------------------------------------------------
+
+@fixture
+def standalone(env):
+    """One standalone daemon (no --nats), the reference for what must not change."""
+    d = fleet_daemon(env, "standalone", [])
+    yield start(d)[0]
+    stop(d)
+
+
+@fixture
+def nats1(env):
+    """The single nats-server of phase 1."""
+    s = NatsServer(env, "single")
+    yield s
+    s.stop()
+
+
+@fixture
+def hosts1(env, nats1):
+    """Hosts a, b, c on nats1 (started by phase1)."""
+    hosts = [fleet_daemon(env, n, [nats1.url], "--nats-timeout", "1500ms") for n in "abc"]
+    yield hosts
+    stop_all(hosts)
+
+
+@fixture(scope="case")
+def phase1(nats1, hosts1):
+    """(nats1, [a, b, c]), all running and ready: what is not (never
+    started, or left stopped by a case that failed) is started again."""
+    running(nats1)
+    start(*[d for d in hosts1 if not d.alive()])
+    for d in hosts1:
+        d.wait_ready(CONVERGE, want=("ready",))
+    return nats1, hosts1
+
+
+@fixture(scope="case")
+def own(env):
+    o = Own(env)
+    yield o
+    o.stop()
+
+
+# ---- the API, the CLI, NATS ----------------------------------------------------------
+
+def req(d, method, path, body=None, ctype=None, timeout=30):
+    return d.api.request(method, path, body, ctype=ctype, timeout=timeout)
 
 
 def post(d, body, ctype="application/json", want=200):
-    st, text, _ = d.http("POST", "/v1/ratings", body, ctype)
-    check(st == want, "%s POST /v1/ratings %s: %d %s" % (d.node, str(body)[:200], st, text))
-    return json.loads(text)
+    r = req(d, "POST", "/v1/ratings", body, ctype)
+    check(r.status == want, "%s POST /v1/ratings %s: %d %s" % (d.node, str(body)[:200], r.status,
+                                                               r.text))
+    return r.json()
 
 
-def cli(pin, *args):
-    r = sh([CLI, "-j", "--pin-path", pin] + list(args))
-    check(r.returncode == 0, "agentgate %s: %d %s %s" % (" ".join(args), r.returncode, r.stdout,
-                                                          r.stderr))
-    return json.loads(r.stdout)
+def get_json(d, path):
+    r = d.api.get(path)
+    check(r.status == 200, "%s GET %s: %d %s" % (d.node, path, r.status, r.text))
+    return r.json()
+
+
+def metric(d, name, **labels):
+    """One sample (exactly those labels) of the daemon's /metrics; None when absent."""
+    return d.metrics().get(name, **labels)
+
+
+def metric_all(hosts, name, **labels):
+    return {d.node: metric(d, name, **labels) for d in hosts}
+
+
+def cli(d, *args):
+    """The CLI in JSON mode on the daemon's pins: its JSON (exit 0 checked)."""
+    r = d.cli(*args)
+    check(r.rc == 0, "agentgate %s: %d %s" % (" ".join(args), r.rc, r.out))
+    return r.json()
 
 
 def nats_client(server):
     return Nats.connect("127.0.0.1", server.port)
+
+
+def stream_last_seq(s):
+    n = nats_client(s)
+    try:
+        return n.js("STREAM.INFO." + STREAM)["state"]["last_seq"]
+    finally:
+        n.close()
 
 
 def subject_of(agent):
@@ -115,14 +263,15 @@ def subject_of(agent):
     return "agentgate.ratings." + agent.replace(".", "%2E")
 
 
+# ---- convergence ---------------------------------------------------------------------
+
 def agent_listed(d, name):
     """An agent found through GET /v1/agents: a name ending in '.' or made of
     dots cannot be a URL path segment (the HTTP server normalizes it)."""
     after = ""
     while True:
-        st, body, _ = d.http("GET", "/v1/agents?limit=500" +
-                             ("&after=" + urllib.parse.quote(after) if after else ""))
-        page = json.loads(body)
+        page = d.api.get("/v1/agents?limit=500" +
+                         ("&after=" + urllib.parse.quote(after) if after else "")).json()
         for o in page.get("agents", []):
             if o.get("agent") == name:
                 return o
@@ -131,18 +280,34 @@ def agent_listed(d, name):
         after = page["next"]
 
 
-def snapshot(d, agents, fields=("rate", "ratings", "mean_score", "last_rating_ms")):
+def snapshot(d, agents, fields=RATED):
     out = {}
     for a in agents:
-        o = agent_listed(d, a) if a.endswith(".") or set(a) == {"."} else d.agent(a)
+        o = agent_listed(d, a) if a.endswith(".") or set(a) == {"."} else d.api.agent(a)
         out[a] = None if o is None else tuple(o.get(f) for f in fields)
     return out
 
 
-def converge(hosts, agents, expect=None, timeout=CONVERGE,
-             fields=("rate", "ratings", "mean_score", "last_rating_ms"), server=None):
+def matches(got, want, fields):
+    """got (a snapshot's tuple, or None) has the values of want ({field: value}, or None)."""
+    if want is None or got is None:
+        return want is None and got is None
+    for f, v in want.items():
+        g = got[fields.index(f)]
+        if isinstance(v, float) and isinstance(g, (int, float)) and not isinstance(g, bool):
+            # The API prints doubles with 15 significant digits.
+            if abs(g - v) > 1e-9 * max(1.0, abs(v)):
+                return False
+        elif g != v:
+            return False
+    return True
+
+
+def converge(server, hosts, agents, expect=None, timeout=CONVERGE, fields=RATED):
     """Waits until every host shows the same fields for every agent (and, for
-    agents in expect {agent: {field: value}}, those values); returns the view."""
+    agents in expect {agent: {field: value}}, those values); returns the view.
+    On failure the views, and the last rating of each agent in the stream of
+    server, are diagnostics."""
     last = {}
 
     def same():
@@ -152,23 +317,8 @@ def converge(hosts, agents, expect=None, timeout=CONVERGE,
         first = views[hosts[0].node]
         if any(v != first for v in views.values()):
             return False
-        for a, want in (expect or {}).items():
-            got = first[a]
-            if want is None:
-                if got is not None:
-                    return False
-                continue
-            if got is None:
-                return False
-            for f, v in want.items():
-                g = got[fields.index(f)]
-                if isinstance(v, float) and isinstance(g, (int, float)) and \
-                        not isinstance(g, bool):
-                    # The API prints doubles with 15 significant digits.
-                    if abs(g - v) > 1e-9 * max(1.0, abs(v)):
-                        return False
-                elif g != v:
-                    return False
+        if not all(matches(first[a], want, fields) for a, want in (expect or {}).items()):
+            return False
         return first
 
     try:
@@ -179,23 +329,27 @@ def converge(hosts, agents, expect=None, timeout=CONVERGE,
             diag("%s: %s" % (node, json.dumps(v, sort_keys=True)))
         if expect:
             diag("expected: %s" % json.dumps(expect, sort_keys=True))
-        if server is None and all(d in P1["hosts"].values() for d in hosts):
-            server = P1["nats"]
-        if server is not None and server.running():
-            try:    # the last rating of each agent as the stream has it
-                n = nats_client(server)
-                for a in agents:
-                    m = n.stream_msg(STREAM, last_by_subj=subject_of(a))
-                    diag("stream: last rating of %s: %s" % (
-                        a, m and "seq %d, time %s, %r" % (m[1], m[4], m[3][:120])))
-                n.close()
-            except (OSError, ValueError, NatsError) as e:
-                diag("stream: %s" % e)
+        diag_stream(server, agents)
         raise
 
 
-def expected_rate(start, scores, alpha=10.0, r_min=1.0, r_max=10000.0):
-    r = start
+def diag_stream(server, agents):
+    """The last rating of each agent as the stream has it (diagnostics)."""
+    if server is None or not server.running():
+        return
+    try:
+        n = nats_client(server)
+        for a in agents:
+            m = n.stream_msg(STREAM, last_by_subj=subject_of(a))
+            diag("stream: last rating of %s: %s" % (
+                a, m and "seq %d, time %s, %r" % (m[1], m[4], m[3][:120])))
+        n.close()
+    except (OSError, ValueError, NatsError) as e:
+        diag("stream: %s" % e)
+
+
+def expected_rate(start_rate, scores, alpha=10.0, r_min=1.0, r_max=10000.0):
+    r = start_rate
     for s in scores:
         r = min(max(r + alpha * (s - 3), r_min), r_max)
     return r
@@ -205,88 +359,66 @@ def mean(scores):
     return sum(scores) / len(scores)
 
 
-def metric_all(hosts, name, labels=None):
-    return {d.node: d.metric(name, labels) for d in hosts}
+def all_equal(hosts, name):
+    """The metric on every host when it is the same everywhere, else None."""
+    m = metric_all(hosts, name)
+    return m if len(set(m.values())) == 1 and None not in m.values() else None
 
 
-# ---- phase 1: one nats-server, hosts a, b, c ---------------------------------------
-
-def phase1():
-    """Starts (or restarts what died of) the single nats-server and hosts a, b, c."""
-    s = P1["nats"]
-    if s is None:
-        s = P1["nats"] = NatsServer(TMP, "single")
-    if not s.running():
-        s.start().wait_ready()
-    hosts = P1["hosts"]
-    for node in ("a", "b", "c"):
-        d = hosts.get(node)
-        if d is None:
-            d = hosts[node] = new_daemon(node, [s.url], ["--nats-timeout", "1500ms"])
-        if not d.alive():
-            d.start()
-    for d in hosts.values():
-        d.wait_ready()
-    return s, [hosts["a"], hosts["b"], hosts["c"]]
+def outboxes_empty(hosts, timeout):
+    wait_for(lambda: all(v == 0 for v in metric_all(hosts, "agentgate_fleet_outbox_depth")
+                         .values()), timeout, what="outboxes empty")
 
 
 # ---- cases -------------------------------------------------------------------------
 
-def t_flags():
+@case("standalone unchanged (no fleet object); invalid --node names exit 2; a "
+      "32-character name of every class accepted")
+def t_flags(env, standalone, nats1, own):
     # Standalone (no --nats): unchanged, no fleet object.
-    d = standalone()
-    st, body, _ = d.http("GET", "/readyz")
-    check(st == 200 and json.loads(body) == {"status": "ready"}, "standalone /readyz: %s" % body)
-    check(d.http("PUT", "/v1/agents/sa", {"rate": 100})[0] == 201, "standalone PUT")
-    o = d.agent("sa")
+    d = standalone
+    r = d.api.get("/readyz")
+    check(r.status == 200 and r.json() == {"status": "ready"}, "standalone /readyz: %s" % r.text)
+    check(d.api.put("/v1/agents/sa", {"rate": 100}).status == 201, "standalone PUT")
+    o = d.api.agent("sa")
     check("fleet" not in o, "standalone agent has a fleet object: %s" % o)
     r = post(d, {"agent": "sa", "score": 5})
     check(set(r) == {"applied", "duplicates", "agents"}, "standalone answer: %s" % r)
     # Invalid --node names: exit 2 (invalid options), naming the option.
     errors = []
+    binary = env.bin(DAEMON)
+    pin, state = env.pin_root("flags-x"), env.path("flags-x")
     for bad in ("bad name", "a.b", "x" * 33, "", "\u00e4"):
-        cmd = [DAEMON, "--config", "/dev/null", "--pin-path", os.path.join(BPFFS, "flags-x"),
-               "--state-dir", os.path.join(TMP, "flags-x"), "--listen", "127.0.0.1:1",
-               "--nats", "nats://127.0.0.1:1", "--node", bad]
+        argv = daemon_argv(binary, pin, state, "127.0.0.1:1", nats=["nats://127.0.0.1:1"],
+                           extra=["--node", bad])
         try:
-            r = sh(cmd, timeout=10)
+            r = sh(argv, timeout=10)
         except subprocess.TimeoutExpired:
             errors.append("--node %r: still running after 10 s (not refused)" % bad)
             continue
         if r.returncode != 2 or "node" not in (r.stdout + r.stderr).lower():
             errors.append("--node %r: exit %d, %s" % (bad, r.returncode,
                                                       (r.stdout + r.stderr)[-300:]))
-    shutil.rmtree(os.path.join(BPFFS, "flags-x"), ignore_errors=True)
     # Periods are durations with a unit like every other (TIME): a bare
     # number is refused (exit 2) naming the option.
     for opt in ("--nats-timeout", "--fleet-interval"):
-        cmd = [DAEMON, "--config", "/dev/null", "--nats", "nats://127.0.0.1:1", opt, "1500"]
-        r = sh(cmd, timeout=10)
+        argv = daemon_argv(binary, pin, state, "127.0.0.1:1", nats=["nats://127.0.0.1:1"],
+                           extra=[opt, "1500"])
+        r = sh(argv, timeout=10)
         if r.returncode != 2 or opt[2:] not in r.stderr:
             errors.append("%s 1500 (no unit): exit %d, %s" % (opt, r.returncode, r.stderr[-200:]))
     # A 32-character name of every allowed class is accepted, and periods
     # with units.
-    s, _ = phase1()
+    s = running(nats1)
     name = "Aa0_-" + "z" * 27
-    d = new_daemon(name, [s.url], ["--nats-timeout", "1500ms", "--fleet-interval", "1s"])
-    d.start().wait_ready()
+    d = own.daemon(name, [s.url], "--nats-timeout", "1500ms", "--fleet-interval", "1s")
+    start(d)
     r = post(d, {"agent": "fl-32", "score": 5})
     check(r["applied"] == 1, "rating at node %s: %s" % (name, r))
-    check("fleet" in d.agent("fl-32"), "agent without a fleet object: %s" % d.agent("fl-32"))
-    stop_daemon(d)
+    check("fleet" in d.api.agent("fl-32"), "agent without a fleet object: %s" %
+          d.api.agent("fl-32"))
+    stop(d)
     check(not errors, "; ".join(errors))
-
-
-STANDALONE = {}
-
-
-def standalone():
-    """One standalone daemon (no --nats), the reference for what must not change."""
-    d = STANDALONE.get("d")
-    if d is None or not d.alive():
-        d = STANDALONE["d"] = new_daemon("standalone", [])
-        d.start().wait_ready()
-    return d
 
 
 INVALID = [
@@ -299,50 +431,14 @@ INVALID = [
 ]
 
 
-def t_converge():
-    s, hosts = phase1()
-    a, b, c = hosts
-    st, body, _ = a.http("GET", "/readyz")
-    check(st == 200 and json.loads(body) == {"status": "ready"}, "/readyz: %d %s" % (st, body))
-    # Validation exactly as standalone: same status and body, nothing published.
-    ref = standalone()
-    seq0 = stream_last_seq(s)
-    for ctype, body in INVALID:
-        want = ref.http("POST", "/v1/ratings", body, ctype)[:2]
-        got = b.http("POST", "/v1/ratings", body, ctype)[:2]
-        check(want[0] == 400 and got == want, "invalid %r: fleet %s, standalone %s" %
-              (body, got, want))
-    check(stream_last_seq(s) == seq0, "invalid ratings reached the stream")
-    ts = 1700000000000
-    r1 = post(a, {"id": "cv-1", "agent": "cv-alpha", "user": "u1", "score": 5, "ts": ts})
-    check(r1.get("applied") == 1 and r1.get("duplicates") == 0, "cv-1 answer: %s" % r1)
-    check(r1.get("agents") == [{"agent": "cv-alpha", "rate": 120.0, "mean_score": 5.0,
-                                "ratings": 1}], "cv-1 agents: %s" % r1)
-    check(isinstance(r1.get("sequence"), int) and r1["sequence"] > 0, "sequence: %s" % r1)
-    # An array without ids at b.
-    r2 = post(b, [{"agent": "cv-alpha", "score": 1}, {"agent": "cv-beta", "score": 4},
-                  {"agent": "org:team.cv-gamma", "score": 2, "user": "u2"}])
-    check(r2.get("applied") == 3 and r2.get("duplicates") == 0, "array answer: %s" % r2)
-    check(r2["sequence"] > r1["sequence"], "sequence did not grow: %s then %s" % (r1, r2))
-    # NDJSON at c, with and without ids.
-    nd = "\n".join(json.dumps(x) for x in (
-        {"id": "cv-2", "agent": "cv-beta", "score": 5},
-        {"agent": "org:team.cv-gamma", "score": 3, "ts": ts + 5},
-        {"id": "cv-3", "agent": "cv-alpha", "score": 4, "comment": "fine"},
-        {"agent": "cv-beta", "score": 2})) + "\n"
-    r3 = post(c, nd.encode(), ctype="application/x-ndjson")
-    check(r3.get("applied") == 4 and r3["sequence"] >= r2["sequence"] + 4, "ndjson: %s" % r3)
-    # Concurrent posts to every host (no clamping: start at 1000).
-    st, body, _ = a.http("PUT", "/v1/agents/cv-delta", {"rate": 1000})
-    check(st == 201, "PUT cv-delta: %d %s" % (st, body))
-    rnd = random.Random(7)
-    scores = [rnd.choice((1, 2, 3, 4, 5)) for _ in range(45)]
+def post_concurrently(hosts, agent, scores):
+    """scores posted one by one for agent, a third at each host, at once."""
     errors = []
 
     def worker(d, part):
         try:
             for sc in part:
-                post(d, {"agent": "cv-delta", "score": sc})
+                post(d, {"agent": agent, "score": sc})
         except (Fail, OSError, ValueError) as e:
             errors.append("%s: %s" % (d.node, e))
     ths = [threading.Thread(target=worker, args=(d, scores[i::3])) for i, d in enumerate(hosts)]
@@ -351,23 +447,13 @@ def t_converge():
     for t in ths:
         t.join()
     check(not errors, "concurrent posts: %s" % errors)
-    expect = {
-        "cv-alpha": {"rate": expected_rate(100, [5, 1, 4]), "ratings": 3,
-                     "mean_score": mean([5, 1, 4])},
-        "cv-beta": {"rate": expected_rate(100, [4, 5, 2]), "ratings": 3,
-                    "mean_score": mean([4, 5, 2])},
-        "org:team.cv-gamma": {"rate": expected_rate(100, [2, 3]), "ratings": 2,
-                              "mean_score": mean([2, 3])},
-        "cv-delta": {"rate": 1000 + 10 * sum(x - 3 for x in scores), "ratings": len(scores)},
-    }
-    view = converge(hosts, list(expect), expect)
-    diag("converged: %s" % json.dumps(view, sort_keys=True))
-    # mean of cv-delta equal everywhere and right to 1e-9.
-    dm = [x.agent("cv-delta")["mean_score"] for x in hosts]
-    check(abs(dm[0] - mean(scores)) < 1e-9, "cv-delta mean %s, want %s" % (dm, mean(scores)))
-    # The fleet object: share within [floor, 1], local_rate = rate * share.
+
+
+def check_fleet_objects(hosts, agent):
+    """The fleet object: share within [floor, 1], local_rate = rate * share,
+    the bucket in the map refilling at local_rate."""
     for d in hosts:
-        o = d.agent("cv-alpha")
+        o = d.api.agent(agent)
         f = o.get("fleet")
         check(isinstance(f, dict) and set(f) >= {"share", "local_rate"},
               "%s: no fleet object: %s" % (d.node, o))
@@ -375,19 +461,13 @@ def t_converge():
         check(abs(f["local_rate"] - o["rate"] * f["share"]) <= 1e-6 * max(1, o["rate"]),
               "%s: local_rate %s != rate %s x share" % (d.node, f, o["rate"]))
         # The host's bucket refills at local_rate (as the CLI reads it from the map).
-        m = cli(d.pin, "agent", "show", "cv-alpha")
+        m = cli(d, "agent", "show", agent)
         check(abs(m["rate"] - f["local_rate"]) <= 0.01 * f["local_rate"] + 0.01,
               "%s: map rate %s, local_rate %s" % (d.node, m["rate"], f["local_rate"]))
-    # Every host applied up to the same stream sequence, none lagging.
-    seqs = wait_for(lambda: (lambda m: len(set(m.values())) == 1 and None not in m.values()
-                             and m)(metric_all(hosts, "agentgate_fleet_applied_sequence")),
-                    CONVERGE, what="fleet_applied_sequence equal on all hosts")
-    check(list(seqs.values())[0] >= r3["sequence"], "applied sequence %s < %d" %
-          (seqs, r3["sequence"]))
-    lag = wait_for(lambda: (lambda m: all(v == 0 for v in m.values()) and m)(
-        metric_all(hosts, "agentgate_fleet_stream_lag")), CONVERGE, what="fleet_stream_lag 0")
-    diag("applied sequence %s, lag %s" % (seqs, lag))
-    # JetStream itself: the stream, the messages and their ids, the consumers.
+
+
+def check_stream(s, r1, r2):
+    """JetStream itself: the stream, the messages and their ids, the consumers."""
     n = nats_client(s)
     try:
         info = n.js("STREAM.INFO." + STREAM)
@@ -412,8 +492,79 @@ def t_converge():
         n.close()
 
 
-def t_dedup():
-    s, hosts = phase1()
+@case("3 hosts, 1 nats-server: ratings with and without ids, arrays, NDJSON, "
+      "concurrent posts: identical rate/ratings/mean/last time everywhere; fleet "
+      "share and local_rate (= the map's rate); stream, msg ids, consumers in JS")
+def t_converge(phase1, standalone):
+    s, hosts = phase1
+    a, b, c = hosts
+    r = a.api.get("/readyz")
+    check(r.status == 200 and r.json() == {"status": "ready"}, "/readyz: %d %s" % (r.status,
+                                                                                   r.text))
+    # Validation exactly as standalone: same status and body, nothing published.
+    seq0 = stream_last_seq(s)
+    for ctype, body in INVALID:
+        want = req(standalone, "POST", "/v1/ratings", body, ctype)
+        got = req(b, "POST", "/v1/ratings", body, ctype)
+        check(want.status == 400 and (got.status, got.text) == (want.status, want.text),
+              "invalid %r: fleet %s, standalone %s" % (body, (got.status, got.text),
+                                                       (want.status, want.text)))
+    check(stream_last_seq(s) == seq0, "invalid ratings reached the stream")
+    ts = 1700000000000
+    r1 = post(a, {"id": "cv-1", "agent": "cv-alpha", "user": "u1", "score": 5, "ts": ts})
+    check(r1.get("applied") == 1 and r1.get("duplicates") == 0, "cv-1 answer: %s" % r1)
+    check(r1.get("agents") == [{"agent": "cv-alpha", "rate": 120.0, "mean_score": 5.0,
+                                "ratings": 1}], "cv-1 agents: %s" % r1)
+    check(isinstance(r1.get("sequence"), int) and r1["sequence"] > 0, "sequence: %s" % r1)
+    # An array without ids at b.
+    r2 = post(b, [{"agent": "cv-alpha", "score": 1}, {"agent": "cv-beta", "score": 4},
+                  {"agent": "org:team.cv-gamma", "score": 2, "user": "u2"}])
+    check(r2.get("applied") == 3 and r2.get("duplicates") == 0, "array answer: %s" % r2)
+    check(r2["sequence"] > r1["sequence"], "sequence did not grow: %s then %s" % (r1, r2))
+    # NDJSON at c, with and without ids.
+    nd = "\n".join(json.dumps(x) for x in (
+        {"id": "cv-2", "agent": "cv-beta", "score": 5},
+        {"agent": "org:team.cv-gamma", "score": 3, "ts": ts + 5},
+        {"id": "cv-3", "agent": "cv-alpha", "score": 4, "comment": "fine"},
+        {"agent": "cv-beta", "score": 2})) + "\n"
+    r3 = post(c, nd.encode(), ctype="application/x-ndjson")
+    check(r3.get("applied") == 4 and r3["sequence"] >= r2["sequence"] + 4, "ndjson: %s" % r3)
+    # Concurrent posts to every host (no clamping: start at 1000).
+    r = a.api.put("/v1/agents/cv-delta", {"rate": 1000})
+    check(r.status == 201, "PUT cv-delta: %d %s" % (r.status, r.text))
+    rnd = random.Random(7)
+    scores = [rnd.choice((1, 2, 3, 4, 5)) for _ in range(45)]
+    post_concurrently(hosts, "cv-delta", scores)
+    expect = {
+        "cv-alpha": {"rate": expected_rate(100, [5, 1, 4]), "ratings": 3,
+                     "mean_score": mean([5, 1, 4])},
+        "cv-beta": {"rate": expected_rate(100, [4, 5, 2]), "ratings": 3,
+                    "mean_score": mean([4, 5, 2])},
+        "org:team.cv-gamma": {"rate": expected_rate(100, [2, 3]), "ratings": 2,
+                              "mean_score": mean([2, 3])},
+        "cv-delta": {"rate": 1000 + 10 * sum(x - 3 for x in scores), "ratings": len(scores)},
+    }
+    view = converge(s, hosts, list(expect), expect)
+    diag("converged: %s" % json.dumps(view, sort_keys=True))
+    # mean of cv-delta equal everywhere and right to 1e-9.
+    dm = [x.api.agent("cv-delta")["mean_score"] for x in hosts]
+    check(abs(dm[0] - mean(scores)) < 1e-9, "cv-delta mean %s, want %s" % (dm, mean(scores)))
+    check_fleet_objects(hosts, "cv-alpha")
+    # Every host applied up to the same stream sequence, none lagging.
+    seqs = wait_for(lambda: all_equal(hosts, "agentgate_fleet_applied_sequence"), CONVERGE,
+                    what="fleet_applied_sequence equal on all hosts")
+    check(list(seqs.values())[0] >= r3["sequence"], "applied sequence %s < %d" %
+          (seqs, r3["sequence"]))
+    lag = wait_for(lambda: (lambda m: all(v == 0 for v in m.values()) and m)(
+        metric_all(hosts, "agentgate_fleet_stream_lag")), CONVERGE, what="fleet_stream_lag 0")
+    diag("applied sequence %s, lag %s" % (seqs, lag))
+    check_stream(s, r1, r2)
+
+
+@case("one rating id at two or three hosts (also at once): applied once, the other "
+      "answers count it as a duplicate")
+def t_dedup(phase1):
+    s, hosts = phase1
     a, b, c = hosts
     r = post(a, {"id": "dup-1", "agent": "dd-one", "score": 5})
     check(r["applied"] == 1 and r["duplicates"] == 0, "first dup-1: %s" % r)
@@ -442,74 +593,86 @@ def t_dedup():
     check(not errors, "concurrent dup-2: %s" % errors)
     check(sum(x["applied"] for x in answers) == 1 and sum(x["duplicates"] for x in answers) == 2,
           "dup-2 at three hosts at once: %s" % answers)
-    converge(hosts, ["dd-one", "dd-two"], {
+    converge(s, hosts, ["dd-one", "dd-two"], {
         "dd-one": {"rate": 140.0, "ratings": 2, "mean_score": 5.0},
         "dd-two": {"rate": 120.0, "ratings": 1, "mean_score": 5.0}})
     # Nothing arrives later.
     time.sleep(1.5)
-    converge(hosts, ["dd-one", "dd-two"], {"dd-one": {"ratings": 2}, "dd-two": {"ratings": 1}},
+    converge(s, hosts, ["dd-one", "dd-two"], {"dd-one": {"ratings": 2}, "dd-two": {"ratings": 1}},
              timeout=1)
 
 
-def t_kill9():
-    s, hosts = phase1()
-    a, b, c = hosts
-    for ag in ("k-one", "k-two"):
-        st, body, _ = a.http("PUT", "/v1/agents/" + ag, {"rate": 2000})
-        check(st == 201, "PUT %s: %d %s" % (ag, st, body))
-    post(c, {"id": "k-pre", "agent": "k-one", "score": 5})
-    converge(hosts, ["k-one"], {"k-one": {"ratings": 1}})
-    acked = {}          # id -> (agent, score)
-    errors = []
-    stop = threading.Event()
-    lock = threading.Lock()
+class Posters:
+    """Threads posting ratings with ids (k-<tag>-N) for k-one or k-two until
+    stopped; acked: id -> (agent, score) of each one applied."""
 
-    def poster(d, tag):
+    def __init__(self, hosts):
+        self.acked, self.errors = {}, []
+        self.stop_ev, self.lock = threading.Event(), threading.Lock()
+        self.threads = [threading.Thread(target=self.post, args=(d, d.node)) for d in hosts]
+
+    def post(self, d, tag):
         i = 0
         rnd = random.Random(tag)
-        while not stop.is_set():
+        while not self.stop_ev.is_set():
             i += 1
             rid = "k-%s-%d" % (tag, i)
             ag, sc = rnd.choice(("k-one", "k-two")), rnd.randint(1, 5)
             try:
                 r = post(d, {"id": rid, "agent": ag, "score": sc})
                 check(r["applied"] == 1, "%s: %s" % (rid, r))
-                with lock:
-                    acked[rid] = (ag, sc)
+                with self.lock:
+                    self.acked[rid] = (ag, sc)
             except (Fail, OSError, ValueError) as e:
-                errors.append("%s: %s" % (rid, e))
+                self.errors.append("%s: %s" % (rid, e))
                 return
-    ths = [threading.Thread(target=poster, args=(a, "a")),
-           threading.Thread(target=poster, args=(b, "b"))]
-    for t in ths:
-        t.start()
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join()
+
+
+@case("kill -9 of a host while the others take ratings, restart: catches up, same "
+      "rates and counts (nothing re-applied), dedup ids kept")
+def t_kill9(phase1):
+    s, hosts = phase1
+    a, b, c = hosts
+    for ag in ("k-one", "k-two"):
+        r = a.api.put("/v1/agents/" + ag, {"rate": 2000})
+        check(r.status == 201, "PUT %s: %d %s" % (ag, r.status, r.text))
+    post(c, {"id": "k-pre", "agent": "k-one", "score": 5})
+    converge(s, hosts, ["k-one"], {"k-one": {"ratings": 1}})
+    p = Posters([a, b])
+    p.start()
     try:
         time.sleep(1.5)
         c.kill9()
-        n_kill = len(acked)
+        n_kill = len(p.acked)
         time.sleep(0.5)
         # While c is down: one rating of its own agent, amid the others (c
         # catches up on it inside a batch of later messages).
         post(a, {"id": "k-three-1", "agent": "k-three", "score": 5})
         time.sleep(1)
-        c.start()
-        c.wait_ready()
+        start(c)
         time.sleep(1.5)
     finally:
-        stop.set()
-        for t in ths:
-            t.join()
-    check(not errors, "posting: %s" % errors[:5])
-    diag("%d ratings acknowledged, %d of them before the kill" % (len(acked), n_kill))
-    check(len(acked) > n_kill > 0, "no ratings around the kill")
+        p.stop()
+    check(not p.errors, "posting: %s" % p.errors[:5])
+    diag("%d ratings acknowledged, %d of them before the kill" % (len(p.acked), n_kill))
+    check(len(p.acked) > n_kill > 0, "no ratings around the kill")
     exp = {}
     for ag in ("k-one", "k-two"):
-        sc = [v[1] for v in acked.values() if v[0] == ag]
+        sc = [v[1] for v in p.acked.values() if v[0] == ag]
         if ag == "k-one":
             sc = sc + [5]
         exp[ag] = {"rate": 2000 + 10 * sum(x - 3 for x in sc), "ratings": len(sc)}
     exp["k-three"] = {"rate": 120.0, "ratings": 1}
-    converge(hosts, list(exp), exp)
+    converge(s, hosts, list(exp), exp)
     seqs = wait_for(lambda: (lambda m: len(set(m.values())) == 1 and m)(
         metric_all(hosts, "agentgate_fleet_applied_sequence")), CONVERGE,
         what="fleet_applied_sequence equal")
@@ -520,29 +683,20 @@ def t_kill9():
     # And it goes on: one more at c reaches everyone.
     post(c, {"id": "k-post", "agent": "k-two", "score": 5})
     exp["k-two"] = {"rate": exp["k-two"]["rate"] + 20, "ratings": exp["k-two"]["ratings"] + 1}
-    converge(hosts, list(exp), exp)
-
-
-def stream_last_seq(s):
-    n = nats_client(s)
-    try:
-        return n.js("STREAM.INFO." + STREAM)["state"]["last_seq"]
-    finally:
-        n.close()
+    converge(s, hosts, list(exp), exp)
 
 
 def rules_of(d, agent):
-    st, body, _ = d.http("GET", "/v1/rules")
-    check(st == 200, "%s GET /v1/rules: %d %s" % (d.node, st, body))
-    return sorted((r["prefix"], r.get("port") or 0, r["agent"]) for r in json.loads(body)
-                  if r["agent"] == agent)
+    r = d.api.get("/v1/rules")
+    check(r.status == 200, "%s GET /v1/rules: %d %s" % (d.node, r.status, r.text))
+    return sorted((x["prefix"], x.get("port") or 0, x["agent"]) for x in r.json()
+                  if x["agent"] == agent)
 
 
 def all_agents(d):
     names, after = {}, None
     while True:
-        path = "/v1/agents?limit=500" + ("&after=" + after if after else "")
-        page = d.get_json(path)
+        page = get_json(d, "/v1/agents?limit=500" + ("&after=" + after if after else ""))
         for o in page["agents"]:
             names[o["agent"]] = (o["rate"], o["ratings"], o["pinned"], o["alpha"], o["r_min"],
                                  o["r_max"], o["burst"])
@@ -551,139 +705,191 @@ def all_agents(d):
             return names
 
 
-def t_operator():
-    s, hosts = phase1()
+POLICY = ("rate", "alpha", "r_min", "r_max", "burst", "pinned", "ratings")
+
+
+def operator_policy(s, hosts):
+    """op-1's policy set at a, a rating at b, a pin at c: everywhere."""
     a, b, c = hosts
-    pol = ("rate", "alpha", "r_min", "r_max", "burst", "pinned", "ratings")
-    st, body, _ = a.http("PUT", "/v1/agents/op-1", {"rate": 500, "alpha": 5, "r_min": 100,
-                                                     "r_max": 800, "burst": 250})
-    check(st == 201, "PUT op-1 at a: %d %s" % (st, body))
-    check(a.agent("op-1")["rate"] == 500, "op-1 not applied at a when answered")
-    converge(hosts, ["op-1"], {"op-1": {"rate": 500, "alpha": 5, "r_min": 100, "r_max": 800,
-                                        "burst": 250, "pinned": False}}, fields=pol)
+    r = a.api.put("/v1/agents/op-1", {"rate": 500, "alpha": 5, "r_min": 100, "r_max": 800,
+                                      "burst": 250})
+    check(r.status == 201, "PUT op-1 at a: %d %s" % (r.status, r.text))
+    check(a.api.agent("op-1")["rate"] == 500, "op-1 not applied at a when answered")
+    converge(s, hosts, ["op-1"], {"op-1": {"rate": 500, "alpha": 5, "r_min": 100, "r_max": 800,
+                                           "burst": 250, "pinned": False}}, fields=POLICY)
     post(b, {"agent": "op-1", "score": 5})
-    converge(hosts, ["op-1"], {"op-1": {"rate": 510, "ratings": 1}}, fields=pol)
-    st, body, _ = c.http("PUT", "/v1/agents/op-1", {"rate": 300, "pinned": True})
-    check(st == 200, "PUT op-1 pinned at c: %d %s" % (st, body))
+    converge(s, hosts, ["op-1"], {"op-1": {"rate": 510, "ratings": 1}}, fields=POLICY)
+    r = c.api.put("/v1/agents/op-1", {"rate": 300, "pinned": True})
+    check(r.status == 200, "PUT op-1 pinned at c: %d %s" % (r.status, r.text))
     post(a, {"agent": "op-1", "score": 5})
-    converge(hosts, ["op-1"], {"op-1": {"rate": 300, "pinned": True, "ratings": 2, "alpha": 5,
-                                        "r_min": 100, "r_max": 800}}, fields=pol)
-    # Rules: added at a and b, one deleted at c.
-    st, body, _ = a.http("POST", "/v1/rules", {"prefix": "10.77.0.0/16", "port": 443,
-                                               "agent": "op-1"})
-    check(st == 201, "POST rule at a: %d %s" % (st, body))
-    st, body, _ = b.http("POST", "/v1/rules", {"prefix": "2001:db8:77::/48", "agent": "op-1"})
-    check(st == 201, "POST rule at b: %d %s" % (st, body))
+    converge(s, hosts, ["op-1"], {"op-1": {"rate": 300, "pinned": True, "ratings": 2, "alpha": 5,
+                                           "r_min": 100, "r_max": 800}}, fields=POLICY)
+
+
+def operator_rules(hosts):
+    """Rules added at a and b, one deleted at c: everywhere, in the maps too.
+    The rules of op-1 left."""
+    a, b, c = hosts
+    r = a.api.post("/v1/rules", {"prefix": "10.77.0.0/16", "port": 443, "agent": "op-1"})
+    check(r.status == 201, "POST rule at a: %d %s" % (r.status, r.text))
+    r = b.api.post("/v1/rules", {"prefix": "2001:db8:77::/48", "agent": "op-1"})
+    check(r.status == 201, "POST rule at b: %d %s" % (r.status, r.text))
     both = [("10.77.0.0/16", 443, "op-1"), ("2001:db8:77::/48", 0, "op-1")]
     wait_for(lambda: all(rules_of(d, "op-1") == both for d in hosts), CONVERGE,
              what="both rules on every host")
-    st, body, _ = c.http("DELETE", "/v1/rules?prefix=10.77.0.0/16&port=443")
-    check(st in (200, 204), "DELETE rule at c: %d %s" % (st, body))
+    r = c.api.delete("/v1/rules?prefix=10.77.0.0/16&port=443")
+    check(r.status in (200, 204), "DELETE rule at c: %d %s" % (r.status, r.text))
     wait_for(lambda: all(rules_of(d, "op-1") == both[1:] for d in hosts), CONVERGE,
              what="rule deleted on every host")
     for d in hosts:     # in the maps too
-        rl = [(r["prefix"], r.get("port")) for r in cli(d.pin, "rule", "list")
-              if r["agent"] == "op-1"]
+        rl = [(x["prefix"], x.get("port")) for x in cli(d, "rule", "list")
+              if x["agent"] == "op-1"]
         check(rl == [("2001:db8:77::/48", None)] or rl == [("2001:db8:77::/48", 0)],
               "%s: rules of op-1 in the maps: %s" % (d.node, rl))
-    # An agent with a rule, deleted at another host: gone with its rule.
-    st, body, _ = b.http("PUT", "/v1/agents/op-2", {"rate": 50})
-    check(st == 201, "PUT op-2 at b: %d %s" % (st, body))
-    st, body, _ = b.http("POST", "/v1/rules", {"prefix": "10.78.0.0/24", "agent": "op-2"})
-    check(st == 201, "rule of op-2: %d %s" % (st, body))
-    converge(hosts, ["op-2"], {"op-2": {"rate": 50}}, fields=pol)
-    st, body, _ = a.http("DELETE", "/v1/agents/op-2")
-    check(st in (200, 204), "DELETE op-2 at a: %d %s" % (st, body))
-    check(a.agent("op-2") is None, "op-2 still at a when answered")
-    converge(hosts, ["op-2"], {"op-2": None}, fields=pol)
+    return both[1:]
+
+
+def operator_delete(s, hosts):
+    """An agent with a rule, deleted at another host: gone with its rule."""
+    a, b, c = hosts
+    r = b.api.put("/v1/agents/op-2", {"rate": 50})
+    check(r.status == 201, "PUT op-2 at b: %d %s" % (r.status, r.text))
+    r = b.api.post("/v1/rules", {"prefix": "10.78.0.0/24", "agent": "op-2"})
+    check(r.status == 201, "rule of op-2: %d %s" % (r.status, r.text))
+    converge(s, hosts, ["op-2"], {"op-2": {"rate": 50}}, fields=POLICY)
+    r = a.api.delete("/v1/agents/op-2")
+    check(r.status in (200, 204), "DELETE op-2 at a: %d %s" % (r.status, r.text))
+    check(a.api.agent("op-2") is None, "op-2 still at a when answered")
+    converge(s, hosts, ["op-2"], {"op-2": None}, fields=POLICY)
     wait_for(lambda: all(rules_of(d, "op-2") == [] for d in hosts), CONVERGE,
              what="op-2's rule gone everywhere")
-    # The tutorial's POST /bucket/ID.
-    st, body, _ = c.http("POST", "/bucket/op-tb", {"capacity": 50, "refill_rate": 5,
-                                                    "initial_tokens": 10})
-    check(st in (200, 201), "POST /bucket/op-tb at c: %d %s" % (st, body))
-    converge(hosts, ["op-tb"], {"op-tb": {"rate": 5, "burst": 50}}, fields=pol)
-    for d in hosts:
-        st, body, _ = d.http("GET", "/bucket/op-tb")
-        check(st == 200 and json.loads(body)["capacity"] == 50, "%s GET /bucket/op-tb: %d %s" %
-              (d.node, st, body))
-    # reset, drain and consume stay local: nothing enters the stream.
+
+
+def operator_local(s, a):
+    """reset, drain and consume stay local: nothing enters the stream."""
     time.sleep(0.5)
     before = stream_last_seq(s)
     for path, body in (("/v1/agents/op-1/drain", {"tokens": 20}), ("/v1/agents/op-1/reset", None),
                        ("/v1/agents/op-1/consume", {"tokens": 1})):
-        st, text, _ = a.http("POST", path, body)
-        check(st in (200, 429), "POST %s at a: %d %s" % (path, st, text))
+        r = a.api.post(path, body)
+        check(r.status in (200, 429), "POST %s at a: %d %s" % (path, r.status, r.text))
     time.sleep(1)
     after = stream_last_seq(s)
     check(after == before, "reset/drain/consume published %d stream messages" % (after - before))
+
+
+@case("PUT policy/pin, rules add/delete, DELETE agent, POST /bucket replicated; "
+      "reset/drain/consume local; a 4th host with empty state gets everything")
+def t_operator(phase1, own):
+    s, hosts = phase1
+    a, b, c = hosts
+    operator_policy(s, hosts)
+    left = operator_rules(hosts)
+    operator_delete(s, hosts)
+    # The tutorial's POST /bucket/ID.
+    r = c.api.post("/bucket/op-tb", {"capacity": 50, "refill_rate": 5, "initial_tokens": 10})
+    check(r.status in (200, 201), "POST /bucket/op-tb at c: %d %s" % (r.status, r.text))
+    converge(s, hosts, ["op-tb"], {"op-tb": {"rate": 5, "burst": 50}}, fields=POLICY)
+    for d in hosts:
+        r = d.api.get("/bucket/op-tb")
+        check(r.status == 200 and r.json()["capacity"] == 50, "%s GET /bucket/op-tb: %d %s" %
+              (d.node, r.status, r.text))
+    operator_local(s, a)
+    # Agents with ratings (a mean score) for the fourth host to get.
+    post(b, [{"agent": "op-r1", "score": 5}, {"agent": "op-r2", "score": 2},
+             {"agent": "op-r2", "score": 4}])
+    converge(s, hosts, ["op-r1", "op-r2"], {"op-r1": {"ratings": 1}, "op-r2": {"ratings": 2}})
     # A fourth host with an empty state dir (and empty maps) gets everything.
-    d = new_daemon("d", [s.url], ["--nats-timeout", "1500ms"])
-    d.start().wait_ready()
-    try:
-        want = all_agents(a)
-        check("op-1" in want and "op-2" not in want and "cv-alpha" in want, "agents at a: %s" %
-              sorted(want))
-        wait_for(lambda: all_agents(d) == want, CONVERGE, what="d has every agent as a has")
-        wait_for(lambda: d.get_json("/v1/rules") and
-                 sorted(map(json.dumps, d.get_json("/v1/rules"))) ==
-                 sorted(map(json.dumps, a.get_json("/v1/rules"))), CONVERGE,
-                 what="d has every rule as a has")
-        check(rules_of(d, "op-1") == both[1:] and rules_of(d, "op-2") == [],
-              "d's rules: %s" % d.get_json("/v1/rules"))
-        converge([a, d], ["op-1", "cv-alpha", "cv-delta"], fields=pol + ("mean_score",),
-                 timeout=5)
-        rl = [(r["prefix"], r["agent"]) for r in cli(d.pin, "rule", "list")]
-        check(("2001:db8:77::/48", "op-1") in rl, "d's maps lack op-1's rule: %s" % rl)
-    finally:
-        stop_daemon(d)
+    d = own.daemon("d", [s.url], "--nats-timeout", "1500ms")
+    start(d)
+    want = all_agents(a)
+    check("op-1" in want and "op-2" not in want and "op-r1" in want, "agents at a: %s" %
+          sorted(want))
+    wait_for(lambda: all_agents(d) == want, CONVERGE, what="d has every agent as a has")
+    wait_for(lambda: get_json(d, "/v1/rules") and
+             sorted(map(json.dumps, get_json(d, "/v1/rules"))) ==
+             sorted(map(json.dumps, get_json(a, "/v1/rules"))), CONVERGE,
+             what="d has every rule as a has")
+    check(rules_of(d, "op-1") == left and rules_of(d, "op-2") == [],
+          "d's rules: %s" % get_json(d, "/v1/rules"))
+    converge(s, [a, d], ["op-1", "op-r1", "op-r2"], fields=POLICY + ("mean_score",), timeout=5)
+    rl = [(x["prefix"], x["agent"]) for x in cli(d, "rule", "list")]
+    check(("2001:db8:77::/48", "op-1") in rl, "d's maps lack op-1's rule: %s" % rl)
 
 
-def t_operator_cli():
+@case("the CLI beside fleet daemons: agent set/pin, rule add, config set, agent del at one "
+      "host reach every host's API and maps; audited; explain at each host names who "
+      "pinned it and the fleet share")
+def t_operator_cli(phase1):
     """The CLI beside a fleet daemon: its changes go through the daemon, into the log."""
-    s, hosts = phase1()
+    s, hosts = phase1
     a, b, c = hosts
     pol = ("rate", "pinned", "ratings")
-    out = cli(a.pin, "agent", "set", "opc-1", "rate", "250", "pin")
+    out = cli(a, "agent", "set", "opc-1", "rate", "250", "pin")
     check(out["rate"] == 250 and out["pinned"] is True, "agent set at a: %s" % out)
-    converge(hosts, ["opc-1"], {"opc-1": {"rate": 250, "pinned": True}}, fields=pol)
+    converge(s, hosts, ["opc-1"], {"opc-1": {"rate": 250, "pinned": True}}, fields=pol)
     post(b, {"agent": "opc-1", "score": 1})
-    converge(hosts, ["opc-1"], {"opc-1": {"rate": 250, "pinned": True, "ratings": 1}},
+    converge(s, hosts, ["opc-1"], {"opc-1": {"rate": 250, "pinned": True, "ratings": 1}},
              fields=pol)
-    cli(b.pin, "rule", "add", "10.79.0.0/16", "agent", "opc-1")
+    cli(b, "rule", "add", "10.79.0.0/16", "agent", "opc-1")
     wait_for(lambda: all(rules_of(d, "opc-1") == [("10.79.0.0/16", 0, "opc-1")] for d in hosts),
              CONVERGE, what="the CLI's rule on every host")
     for d in hosts:     # enforced where it is reported
-        rl = [(r["prefix"], r["agent"]) for r in cli(d.pin, "rule", "list")]
+        rl = [(x["prefix"], x["agent"]) for x in cli(d, "rule", "list")]
         check(("10.79.0.0/16", "opc-1") in rl, "%s: the rule is not in the maps: %s" %
               (d.node, rl))
-    cli(c.pin, "config", "set", "dry-run", "on")
-    wait_for(lambda: all(cli(d.pin, "config", "show")["dry_run"] is True for d in hosts),
+    cli(c, "config", "set", "dry-run", "on")
+    wait_for(lambda: all(cli(d, "config", "show")["dry_run"] is True for d in hosts),
              CONVERGE, what="dry-run on at every host")
-    cli(c.pin, "config", "set", "dry-run", "off")
-    wait_for(lambda: all(cli(d.pin, "config", "show")["dry_run"] is False for d in hosts),
+    cli(c, "config", "set", "dry-run", "off")
+    wait_for(lambda: all(cli(d, "config", "show")["dry_run"] is False for d in hosts),
              CONVERGE, what="dry-run off at every host")
     # explain, asked at any host: who pinned it, the fleet's share.
     for d in hosts:
-        x = cli(d.pin, "agent", "explain", "opc-1")
+        x = cli(d, "agent", "explain", "opc-1")
         check(x["policy"]["pinned_by"]["subject"] == "local:root" and
               0 < x["fleet"]["share"] <= 1 and x["answered_by"] == "agentgated",
               "%s: explain: %s" % (d.node, json.dumps(x)[:600]))
-    cli(a.pin, "agent", "del", "opc-1")
-    converge(hosts, ["opc-1"], {"opc-1": None}, fields=pol)
+    cli(a, "agent", "del", "opc-1")
+    converge(s, hosts, ["opc-1"], {"opc-1": None}, fields=pol)
     for d in hosts:
-        audit = open(os.path.join(d.state, "audit.log")).read()
+        with open(os.path.join(d.state, "audit.log")) as f:
+            audit = f.read()
         check('"subject":"local:root","action":"config.set"' in audit,
               "%s: config.set by local:root not audited: %s" % (d.node, audit[-400:]))
 
 
-def t_dead_letters():
-    s, hosts = phase1()
+def collect_dead_letters(n, sid, seqs):
+    """The dead letters of the stream sequences seqs: {Agentgate-Seq: [Msg]}."""
+    got = {}
+    deadline = time.monotonic() + CONVERGE
+    while set(got) != set(seqs) and time.monotonic() < deadline:
+        try:
+            m = n.next_msg(max(0.1, deadline - time.monotonic()), sid=sid)
+        except OSError:
+            break
+        try:
+            q = int(m.headers.get("Agentgate-Seq", "-1"))
+        except ValueError:
+            q = -1
+        got.setdefault(q, []).append(m)
+    diag("dead letters: %s" % {q: [(x.headers, x.data) for x in ms] for q, ms in got.items()})
+    return got
+
+
+@case("raw bad JSON / bad score / unknown field on agentgate.ratings.x: "
+      "dead letter with Agentgate-Reason, -Seq and the body; hosts go on; "
+      "dead_letters_total up; rates unchanged; no loop")
+def t_dead_letters(phase1):
+    s, hosts = phase1
     a, b, c = hosts
+    # Other agents, rated, whose rates the dead letters must not change.
+    watch = ["dl-w1", "dl-w2", "dl-w3", "dl-w4"]
+    post(c, [{"agent": w, "score": sc} for w, sc in zip(watch, (5, 1, 4, 2))])
     post(a, {"agent": "dl-x", "score": 5})
-    converge(hosts, ["dl-x"], {"dl-x": {"rate": 120.0, "ratings": 1}})
-    watch = ["cv-alpha", "cv-beta", "op-1", "dd-one"]
-    before_rates = converge(hosts, watch, timeout=5)
+    converge(s, hosts, ["dl-x"] + watch, {"dl-x": {"rate": 120.0, "ratings": 1},
+                                          **{w: {"ratings": 1} for w in watch}})
+    before_rates = converge(s, hosts, watch, timeout=5)
     dl0 = metric_all(hosts, "agentgate_fleet_dead_letters_total")
     check(all(v is not None for v in dl0.values()), "fleet_dead_letters_total missing: %s" % dl0)
     n = nats_client(s)
@@ -699,19 +905,7 @@ def t_dead_letters():
                                headers={"Nats-Msg-Id": "dl-%s-%d" % (tag, i)})
             check("error" not in ack and ack.get("stream") == STREAM, "raw publish: %s" % ack)
             seqs[ack["seq"]] = data
-        got = {}
-        deadline = time.monotonic() + CONVERGE
-        while set(got) != set(seqs) and time.monotonic() < deadline:
-            try:
-                m = n.next_msg(max(0.1, deadline - time.monotonic()), sid=sid)
-            except OSError:
-                break
-            try:
-                q = int(m.headers.get("Agentgate-Seq", "-1"))
-            except ValueError:
-                q = -1
-            got.setdefault(q, []).append(m)
-        diag("dead letters: %s" % {q: [(x.headers, x.data) for x in ms] for q, ms in got.items()})
+        got = collect_dead_letters(n, sid, seqs)
         for q, data in seqs.items():
             check(q in got, "no dead letter with Agentgate-Seq %d (%r)" % (q, data))
             for m in got[q]:
@@ -719,8 +913,8 @@ def t_dead_letters():
                 check(m.data == data, "dead letter body %r, want %r" % (m.data, data))
         # The hosts go on: a valid rating after them reaches everyone.
         post(b, {"agent": "dl-x", "score": 5})
-        converge(hosts, ["dl-x"], {"dl-x": {"rate": 140.0, "ratings": 2}})
-        check(converge(hosts, watch, timeout=5) == before_rates, "other agents' rates changed")
+        converge(s, hosts, ["dl-x"], {"dl-x": {"rate": 140.0, "ratings": 2}})
+        check(converge(s, hosts, watch, timeout=5) == before_rates, "other agents' rates changed")
         dl1 = wait_for(lambda: (lambda m: all(m[k] > dl0[k] for k in m) and m)(
             metric_all(hosts, "agentgate_fleet_dead_letters_total")), CONVERGE,
             what="fleet_dead_letters_total increased on every host (from %s)" % dl0)
@@ -745,53 +939,19 @@ def t_dead_letters():
         n.close()
 
 
-def t_odd_names():
-    """Agent names valid for agentgate but odd as NATS subject tokens or KV keys."""
-    s, hosts = phase1()
-    names = ["dlq", "v1.2", "x..y", ".lead", "trail.", "a:b:c", "...", "-"]
-    ok, errors = [], []
-    for i, nm in enumerate(names):
-        d = hosts[i % 3]
-        st, body, _ = d.http("POST", "/v1/ratings", {"agent": nm, "score": 5})
-        diag("rating for %r at %s: %d %s" % (nm, d.node, st, body[:200]))
-        if st == 400:
-            continue    # refused as a name: fine, as long as it is refused
-        if st != 200:
-            errors.append("%r at %s: %d %s (NATS is up)" % (nm, d.node, st, body))
-            continue
-        r = json.loads(body)
-        if r.get("applied") != 1 or [x.get("agent") for x in r.get("agents", [])] != [nm]:
-            errors.append("%r at %s: 200 %s" % (nm, d.node, body))
-        ok.append(nm)
-    for nm in ok:
-        try:
-            converge(hosts, [nm], {nm: {"rate": 120.0, "ratings": 1}}, timeout=10)
-        except Fail as e:
-            errors.append("%r: %s" % (nm, e))
-    try:
-        wait_for(lambda: all(v == 0 for v in metric_all(hosts, "agentgate_fleet_outbox_depth")
-                             .values()), 10, what="outboxes empty")
-    except Fail as e:
-        errors.append(str(e))
-    check(not errors, "; ".join(errors))
-
-
-def t_promtool():
-    s, hosts = phase1()
+@case("promtool check metrics on a fleet daemon; fleet_* families, types, values")
+def t_promtool(phase1):
+    s, hosts = phase1
     a = hosts[0]
     post(hosts[1], {"agent": "pm-1", "score": 4})
-    converge(hosts, ["pm-1"], {"pm-1": {"ratings": 1}})
-    text = a.metrics()
-    path = os.path.join(TMP, "metrics.txt")
-    with open(path, "w") as f:
-        f.write(text)
-    if subprocess.run(["sh", "-c", "command -v promtool"], capture_output=True).returncode == 0:
-        r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
-                           text=True)
-        check(r.returncode == 0, "promtool check metrics: %s%s" % (r.stdout, r.stderr))
+    converge(s, hosts, ["pm-1"], {"pm-1": {"ratings": 1}})
+    m = a.metrics()
+    if shutil.which("promtool"):
+        out = promtool_check(m.text)
+        check(out == "", "promtool check metrics: %s" % out)
     else:
         diag("promtool not found: only the families are checked")
-    want = ['types["agentgate_fleet_connected"] == "gauge"',
+    m.check('types["agentgate_fleet_connected"] == "gauge"',
             'val("agentgate_fleet_connected") == 1',
             'types["agentgate_fleet_applied_sequence"] in ("gauge", "counter")',
             'val("agentgate_fleet_applied_sequence") > 0',
@@ -802,29 +962,17 @@ def t_promtool():
             'val("agentgate_fleet_dead_letters_total") >= 0',
             'types["agentgate_fleet_demand_share"] == "gauge"',
             '"pm-1" in label_values("agentgate_fleet_demand_share", "agent")',
-            'all(0 <= v <= 1 for l, v in series("agentgate_fleet_demand_share"))']
-    r = sh([sys.executable, os.path.join(ROOT, "tests/daemon/promcheck.py"), path] + want)
-    check(r.returncode == 0, "metrics: %s%s" % (r.stdout, r.stderr))
-    share = a.metric("agentgate_fleet_demand_share", {"agent": "pm-1"})
-    f = a.agent("pm-1")["fleet"]
+            'all(0 <= v <= 1 for l, v in series("agentgate_fleet_demand_share"))')
+    share = metric(a, "agentgate_fleet_demand_share", agent="pm-1")
+    f = a.api.agent("pm-1")["fleet"]
     check(abs(share - f["share"]) < 0.02, "demand_share metric %s, agent's share %s" %
           (share, f["share"]))
 
 
-def t_nats_down():
-    s, hosts = phase1()
+def nats_down_answers(hosts):
+    """With NATS down: ratings queued (202), validation as standalone,
+    operator changes 503, local operations served."""
     a, b, c = hosts
-    post(a, {"agent": "nd-x", "score": 3})
-    converge(hosts, ["nd-x"], {"nd-x": {"ratings": 1}})
-    s.stop()
-    for d in hosts:
-        d.wait_ready(CONVERGE, want=("degraded",))
-        st, body, _ = d.http("GET", "/readyz")
-        o = json.loads(body)
-        check(st == 200 and o.get("status") == "degraded" and isinstance(o.get("reason"), str)
-              and o["reason"], "%s /readyz: %d %s" % (d.node, st, body))
-    check(all(v == 0 for v in metric_all(hosts, "agentgate_fleet_connected").values()),
-          "fleet_connected not 0 while NATS is down")
     want = {"applied": 0, "duplicates": 0, "agents": []}
     r = post(a, {"id": "nd-1", "agent": "nd-x", "score": 5}, want=202)
     check({k: r.get(k) for k in want} == want and r.get("queued") == 1, "a: 202 body %s" % r)
@@ -832,461 +980,408 @@ def t_nats_down():
                  {"agent": "nd-y", "score": 1}], want=202)
     check({k: r.get(k) for k in want} == want and r.get("queued") == 3, "b: 202 body %s" % r)
     # The same id at another host, and again at a: applied once in the end.
-    st, body, _ = c.http("POST", "/v1/ratings", {"id": "nd-1", "agent": "nd-x", "score": 5})
-    check(st == 202, "nd-1 at c while down: %d %s" % (st, body))
-    st, body, _ = a.http("POST", "/v1/ratings", {"id": "nd-1", "agent": "nd-x", "score": 5})
-    check(st in (200, 202), "nd-1 again at a while down: %d %s" % (st, body))
+    r = c.api.post("/v1/ratings", {"id": "nd-1", "agent": "nd-x", "score": 5})
+    check(r.status == 202, "nd-1 at c while down: %d %s" % (r.status, r.text))
+    r = a.api.post("/v1/ratings", {"id": "nd-1", "agent": "nd-x", "score": 5})
+    check(r.status in (200, 202), "nd-1 again at a while down: %d %s" % (r.status, r.text))
     # Validation as standalone.
-    st, body, _ = a.http("POST", "/v1/ratings", [{"agent": "nd-x", "score": 5},
-                                                 {"agent": "nd-x", "score": 7}])
-    check(st == 400 and json.loads(body).get("errors", [{}])[0].get("index") == 1,
-          "invalid batch while down: %d %s" % (st, body))
+    r = a.api.post("/v1/ratings", [{"agent": "nd-x", "score": 5}, {"agent": "nd-x", "score": 7}])
+    check(r.status == 400 and r.json().get("errors", [{}])[0].get("index") == 1,
+          "invalid batch while down: %d %s" % (r.status, r.text))
     # Operator changes need the stream: 503 unavailable.
     for d, method, path, body in (
             (a, "PUT", "/v1/agents/nd-new", {"rate": 10}),
-            (b, "DELETE", "/v1/agents/cv-beta", None),
+            (b, "DELETE", "/v1/agents/nd-old", None),
             (c, "POST", "/v1/rules", {"prefix": "10.79.0.0/24", "agent": "nd-x"}),
-            (a, "DELETE", "/v1/rules?prefix=2001:db8:77::/48", None),
+            (a, "DELETE", "/v1/rules?prefix=2001:db8:7d::/48", None),
             (b, "POST", "/bucket/nd-tb", {"capacity": 5, "refill_rate": 1, "initial_tokens": 1})):
-        st, text, _ = d.http(method, path, body)
-        o = json.loads(text) if text else {}
-        check(st == 503 and o.get("error") == "unavailable" and o.get("message"),
-              "%s %s at %s while down: %d %s" % (method, path, d.node, st, text))
+        r = req(d, method, path, body)
+        o = r.json() if r.body else {}
+        check(r.status == 503 and o.get("error") == "unavailable" and o.get("message"),
+              "%s %s at %s while down: %d %s" % (method, path, d.node, r.status, r.text))
     # Local operations keep working.
     for path, body in (("/v1/agents/nd-x/reset", None), ("/v1/agents/nd-x/drain", {"tokens": 1}),
                        ("/v1/agents/nd-x/consume", {"tokens": 1})):
-        st, text, _ = a.http("POST", path, body)
-        check(st in (200, 429), "POST %s while down: %d %s" % (path, st, text))
-    depth = metric_all(hosts, "agentgate_fleet_outbox_depth")
-    check(depth["a"] >= 1 and depth["b"] >= 3 and depth["c"] >= 1, "outbox depth %s" % depth)
-    check(a.agent("nd-x")["ratings"] == 1, "a applied a queued rating while down")
-    # The outbox is durable: b killed and restarted while NATS is still down;
-    # it serves (degraded) without NATS. (Checked, then the case goes on.)
-    errors = []
+        r = a.api.post(path, body)
+        check(r.status in (200, 429), "POST %s while down: %d %s" % (path, r.status, r.text))
+
+
+def restart_while_down(b):
+    """b killed and started again while NATS is down: it serves (degraded)
+    without NATS, its outbox durable. What went wrong, or None."""
     b.kill9()
-    b.start()
+    b.start(wait=False)
     try:
         b.wait_ready(15, want=("degraded",))
-        v = b.metric("agentgate_fleet_outbox_depth")
+        v = metric(b, "agentgate_fleet_outbox_depth")
         if not (v is not None and v >= 3):
-            errors.append("b's outbox depth after kill -9: %s" % v)
+            return "b's outbox depth after kill -9: %s" % v
     except Fail as e:
-        errors.append("b restarted while NATS is down: %s" % e)
+        return "b restarted while NATS is down: %s" % e
+    return None
+
+
+@case("NATS down: 202 queued, 503 unavailable for operator changes, /readyz "
+      "degraded, outbox > 0 (durable across kill -9); back: applied exactly once, "
+      "outbox 0, ready")
+def t_nats_down(phase1):
+    s, hosts = phase1
+    a, b, c = hosts
+    post(a, {"agent": "nd-x", "score": 3})
+    # An agent and a rule to delete while NATS is down.
+    r = a.api.put("/v1/agents/nd-old", {"rate": 10})
+    check(r.status == 201, "PUT nd-old: %d %s" % (r.status, r.text))
+    r = a.api.post("/v1/rules", {"prefix": "2001:db8:7d::/48", "agent": "nd-old"})
+    check(r.status == 201, "POST rule of nd-old: %d %s" % (r.status, r.text))
+    converge(s, hosts, ["nd-x", "nd-old"], {"nd-x": {"ratings": 1}, "nd-old": {"rate": 10}})
+    s.stop()
+    for d in hosts:
+        d.wait_ready(CONVERGE, want=("degraded",))
+        r = d.api.get("/readyz")
+        o = r.json()
+        check(r.status == 200 and o.get("status") == "degraded" and
+              isinstance(o.get("reason"), str) and o["reason"],
+              "%s /readyz: %d %s" % (d.node, r.status, r.text))
+    check(all(v == 0 for v in metric_all(hosts, "agentgate_fleet_connected").values()),
+          "fleet_connected not 0 while NATS is down")
+    nats_down_answers(hosts)
+    depth = metric_all(hosts, "agentgate_fleet_outbox_depth")
+    check(depth["a"] >= 1 and depth["b"] >= 3 and depth["c"] >= 1, "outbox depth %s" % depth)
+    check(a.api.agent("nd-x")["ratings"] == 1, "a applied a queued rating while down")
+    # (Checked, then the case goes on.)
+    error = restart_while_down(b)
     # NATS back, same store.
     s.start().wait_ready()
     for d in hosts:
-        d.wait_ready(CONVERGE)
-    wait_for(lambda: all(v == 0 for v in metric_all(hosts, "agentgate_fleet_outbox_depth")
-                         .values()), CONVERGE, what="outboxes empty")
+        d.wait_ready(CONVERGE, want=("ready",))
+    outboxes_empty(hosts, CONVERGE)
     check(all(v == 1 for v in metric_all(hosts, "agentgate_fleet_connected").values()),
           "fleet_connected not 1 after NATS returned")
     exp = {"nd-x": {"rate": expected_rate(100, [3, 5, 4, 4]), "ratings": 4,
                     "mean_score": mean([3, 5, 4, 4])},
            "nd-y": {"rate": 80.0, "ratings": 1}}
-    converge(hosts, list(exp), exp)
+    converge(s, hosts, list(exp), exp)
     time.sleep(1.5)     # and nothing more arrives
-    converge(hosts, list(exp), exp, timeout=1)
+    converge(s, hosts, list(exp), exp, timeout=1)
     # Operator changes work again.
-    st, body, _ = a.http("PUT", "/v1/agents/nd-new", {"rate": 10})
-    check(st == 201, "PUT after NATS returned: %d %s" % (st, body))
-    converge(hosts, ["nd-new"], {"nd-new": {"rate": 10}})
+    r = a.api.put("/v1/agents/nd-new", {"rate": 10})
+    check(r.status == 201, "PUT after NATS returned: %d %s" % (r.status, r.text))
+    converge(s, hosts, ["nd-new"], {"nd-new": {"rate": 10}})
+    check(error is None, error)
+
+
+@case("agent names odd as subjects/keys (dlq, dots at the edges, ':'): applied "
+      "identically everywhere or refused with 400")
+def t_odd_names(phase1):
+    """Agent names valid for agentgate but odd as NATS subject tokens or KV keys."""
+    s, hosts = phase1
+    names = ["dlq", "v1.2", "x..y", ".lead", "trail.", "a:b:c", "...", "-"]
+    ok, errors = [], []
+    for i, nm in enumerate(names):
+        d = hosts[i % 3]
+        r = d.api.post("/v1/ratings", {"agent": nm, "score": 5})
+        diag("rating for %r at %s: %d %s" % (nm, d.node, r.status, r.text[:200]))
+        if r.status == 400:
+            continue    # refused as a name: fine, as long as it is refused
+        if r.status != 200:
+            errors.append("%r at %s: %d %s (NATS is up)" % (nm, d.node, r.status, r.text))
+            continue
+        o = r.json()
+        if o.get("applied") != 1 or [x.get("agent") for x in o.get("agents", [])] != [nm]:
+            errors.append("%r at %s: 200 %s" % (nm, d.node, r.text))
+        ok.append(nm)
+    for nm in ok:
+        try:
+            converge(s, hosts, [nm], {nm: {"rate": 120.0, "ratings": 1}}, timeout=10)
+        except Fail as e:
+            errors.append("%r: %s" % (nm, e))
+    try:
+        outboxes_empty(hosts, 10)
+    except Fail as e:
+        errors.append(str(e))
     check(not errors, "; ".join(errors))
 
 
-def t_cluster():
-    cl = NatsCluster(TMP, 3, "c").start().wait_ready()
+def cluster_stream_info(cl):
+    """The stream and KV bucket replicated 3 times: the stream's leader."""
+    n = Nats.connect("127.0.0.1", cl.nodes[0].port)
     try:
-        hosts = [new_daemon("c" + x, cl.urls, ["--nats-replicas", "3", "--nats-timeout", "2s"])
-                 for x in "abc"]
-        for d in hosts:
-            d.start()
-        for d in hosts:
-            d.wait_ready(CONVERGE)
-        n = Nats.connect("127.0.0.1", cl.nodes[0].port)
-        try:
-            info = wait_for(lambda: (lambda i: i.get("cluster", {}).get("leader") and i)(
-                n.js("STREAM.INFO." + STREAM)), CONVERGE, what="a leader of the stream")
-            check(info["config"]["num_replicas"] == 3,
-                  "stream replicas: %s" % info.get("config", info))
-            kv = n.js("STREAM.INFO." + KV_STREAM)
-            check("error" not in kv and kv["config"]["num_replicas"] == 3,
-                  "KV replicas: %s" % kv.get("config", kv))
-            leader = info["cluster"]["leader"]
-        finally:
-            n.close()
-        st, body, _ = hosts[0].http("PUT", "/v1/agents/cl-x", {"rate": 5000})
-        check(st == 201, "PUT cl-x: %d %s" % (st, body))
-        results = {}     # id -> (score, status)
-        lock = threading.Lock()
-        stop = threading.Event()
-
-        def poster(d):
-            i = 0
-            rnd = random.Random(d.node)
-            while not stop.is_set():
-                i += 1
-                rid = "cl-%s-%d" % (d.node, i)
-                sc = rnd.randint(1, 5)
-                try:
-                    st, text, _ = d.http("POST", "/v1/ratings", {"id": rid, "agent": "cl-x",
-                                                                  "score": sc}, timeout=60)
-                except OSError as e:
-                    st, text = -1, str(e)
-                with lock:
-                    results[rid] = (sc, st, text)
-                # About 20 a second per host: 202s come back at once.
-                time.sleep(0.1 if st not in (200, 202) else 0.05)
-        ths = [threading.Thread(target=poster, args=(d,)) for d in hosts]
-        for t in ths:
-            t.start()
-        try:
-            time.sleep(2)
-            victim = [x for x in cl.nodes if x.name == leader][0]
-            diag("killing %s (the stream's leader) after %d ratings" % (victim.name, len(results)))
-            victim.stop(signal.SIGKILL)
-            time.sleep(8)
-        finally:
-            stop.set()
-            for t in ths:
-                t.join()
-        by = {}
-        for rid, (sc, st, text) in results.items():
-            by.setdefault(st, []).append(rid)
-        diag("answers: %s" % {k: len(v) for k, v in by.items()})
-        errors = []
-        # Any other answer is a failure; a request without an answer (the
-        # daemon died) may or may not have been published.
-        bad = [(rid, v) for rid, v in results.items() if v[1] not in (200, 202)]
-        if bad:
-            errors.append("%d answers other than 200/202, e.g. %s" % (len(bad), bad[:3]))
-        dead = [d for d in hosts if not d.alive()]
-        if dead:
-            errors.append("daemons died: %s (exit %s): %s" % (
-                [d.node for d in dead], [d.proc.returncode for d in dead],
-                " | ".join(d.log_tail(400) for d in dead)))
-            for d in dead:      # restarted to see what they would have applied
-                d.start()
-            for d in dead:
-                d.wait_ready(CONVERGE)
-        accepted = [rid for rid, v in results.items() if v[1] in (200, 202)]
-        unsure = [rid for rid, v in results.items() if v[1] == -1]
-        alive = [x for x in cl.nodes if x.running()]
-        wait_for(lambda: all(v == 0 for v in metric_all(hosts, "agentgate_fleet_outbox_depth")
-                             .values()), 45, what="outboxes empty")
-        # The killed node comes back (same store) and the cluster heals.
-        victim.start().wait_ready(CONVERGE)
-        alive = [x for x in cl.nodes if x.running()]
-        # In the stream: each accepted id exactly once.
-        n = Nats.connect("127.0.0.1", alive[0].port)
-        try:
-            ids = {}
-            for q, hdrs, data in n.stream_read(STREAM, "agentgate.ratings.cl-x"):
-                mid = hdrs.get("Nats-Msg-Id")
-                ids[mid] = ids.get(mid, 0) + 1
-        finally:
-            n.close()
-        missing = [r for r in accepted if r not in ids]
-        twice = [r for r, k in ids.items() if k > 1]
-        stray = [r for r in ids if r not in accepted and r not in unsure]
-        if missing or twice or stray:
-            errors.append("stream: %d accepted ids missing (%s), %d twice (%s), %d never sent "
-                          "(%s)" % (len(missing), missing[:5], len(twice), twice[:5], len(stray),
-                                    stray[:5]))
-        # Every host applied exactly what the stream holds.
-        applied = [r for r in ids if r in results]
-        exp = {"cl-x": {"ratings": len(applied),
-                        "rate": 5000 + 10 * sum(results[r][0] - 3 for r in applied)}}
-        diag("%d accepted, %d without an answer, %d in the stream" % (len(accepted),
-                                                                      len(unsure), len(ids)))
-        try:
-            converge(hosts, ["cl-x"], exp, timeout=45, server=alive[0])
-        except Fail as e:
-            errors.append(str(e))
-        check(not errors, "; ".join(errors))
+        info = wait_for(lambda: (lambda i: i.get("cluster", {}).get("leader") and i)(
+            n.js("STREAM.INFO." + STREAM)), CONVERGE, what="a leader of the stream")
+        check(info["config"]["num_replicas"] == 3,
+              "stream replicas: %s" % info.get("config", info))
+        kv = n.js("STREAM.INFO." + KV_STREAM)
+        check("error" not in kv and kv["config"]["num_replicas"] == 3,
+              "KV replicas: %s" % kv.get("config", kv))
+        return info["cluster"]["leader"]
     finally:
-        for d in [x for x in ALL_DAEMONS if x.node in ("ca", "cb", "cc")]:
-            stop_daemon(d)
-        cl.stop()
+        n.close()
 
 
-def lab_up(name):
-    r = sh([LAB, "up", name])
-    if r.returncode == 77:
-        return None
-    check(r.returncode == 0, "lab.sh up %s: %s" % (name, r.stderr))
-    fl.LAB_HOSTS.append((name, LAB))
-    env = dict(line.split("=", 1) for line in r.stdout.splitlines() if "=" in line)
-    return env
+def post_while(hosts, results, during):
+    """Ratings with ids for cl-x at every host (about 20 a second each) while
+    during() runs; results: id -> (score, status (-1: no answer), text)."""
+    lock = threading.Lock()
+    stop_ev = threading.Event()
 
-
-class Skip(Exception):
-    pass
-
-
-def t_demand_split():
-    if not os.access(TRAFFICGEN, os.X_OK):
-        raise Skip("%s not built" % TRAFFICGEN)
-    tag = "%04d" % (os.getpid() % 10000)
-    labs = []
-    for x in ("fa", "fb"):
-        env = lab_up(x + tag)
-        if env is None:
-            raise Skip("this machine cannot host a lab (lab/lab.sh up: 77)")
-        labs.append(env)
-    for env in labs:
-        r = sh(["ip", "netns", "exec", env["LAB_NS"], CLI, "--pin-path", env["LAB_PIN"],
-                "attach", env["LAB_IF"]])
-        check(r.returncode == 0, "attach in %s: %s%s" % (env["LAB_NS"], r.stdout, r.stderr))
-    s = NatsServer(TMP, "split").start().wait_ready()
-    floor2 = 0.1    # e2's --fleet-floor (e1 keeps the default 0.05)
-    hosts = [new_daemon("e%d" % (i + 1), [s.url], ["--fleet-interval", "500ms"] +
-                        (["--fleet-floor", str(floor2)] if i == 1 else []),
-                        pin=env["LAB_PIN"], state=os.path.join(TMP, "state-e%d" % (i + 1)))
-             for i, env in enumerate(labs)]
-    gens = []
-    try:
-        for d in hosts:
-            d.start()
-        for d in hosts:
-            d.wait_ready()
-        e1, e2 = hosts
-        R, agent = 1000.0, "org:split"
-        st, body, _ = e1.http("PUT", "/v1/agents/" + agent, {"rate": R, "burst": 100,
-                                                              "pinned": True})
-        check(st == 201, "PUT %s: %d %s" % (agent, st, body))
-        st, body, _ = e1.http("POST", "/v1/rules", {"prefix": "10.66.0.0/24", "agent": agent})
-        check(st == 201, "POST rule: %d %s" % (st, body))
-        wait_for(lambda: [r["agent"] for r in cli(e2.pin, "rule", "list")
-                          if r["prefix"] == "10.66.0.0/24"] == [agent], CONVERGE,
-                 what="the rule in e2's maps")
-        offered = (4000, 2000)
-        for env, pps in zip(labs, offered):
-            gens.append(fl.popen(["ip", "netns", "exec", env["LAB_WIRE_NS"], TRAFFICGEN,
-                                  "--engine", TG_ENGINE, "--dev", env["LAB_WIRE_IF"], "--dst-mac", env["LAB_MAC"],
-                                  "--duration", "120", "--src", "10.66.0.0/24",
-                                  "--dst", env["LAB_ADDR4"], "--dport", "9000",
-                                  "--rate", str(pps)],
-                                 os.path.join(TMP, "gen-%s.log" % env["LAB_NAME"])))
-        want = [o / sum(offered) for o in offered]
-
-        def shares():
-            sh_ = [d.agent(agent)["fleet"]["share"] for d in hosts]
-            return sh_ if all(abs(x - w) <= 0.08 for x, w in zip(sh_, want)) else None
-        try:
-            got = wait_for(shares, 40, interval=0.5, what="shares near %s" % want)
-        except Fail:
-            diag("e1: %s" % e1.agent(agent))
-            diag("e2: %s" % e2.agent(agent))
-            raise
-        time.sleep(2)     # settle
-        for d in hosts:
-            o = d.agent(agent)
-            diag("%s: rate %s fleet %s" % (d.node, o["rate"], o["fleet"]))
-            check(o["rate"] == R, "%s: fleet rate %s" % (d.node, o["rate"]))
-            check(abs(o["fleet"]["local_rate"] - R * o["fleet"]["share"]) < 1e-6 * R,
-                  "%s: local_rate %s" % (d.node, o["fleet"]))
-            ms = d.metric("agentgate_fleet_demand_share", {"agent": agent})
-            check(ms is not None and abs(ms - o["fleet"]["share"]) < 0.05,
-                  "%s: fleet_demand_share %s" % (d.node, ms))
-        # Admitted over a measured window: counters before and after.
-        t0 = time.monotonic()
-        c0 = [cli(d.pin, "agent", "show", agent) for d in hosts]
-        time.sleep(6)
-        c1 = [cli(d.pin, "agent", "show", agent) for d in hosts]
-        t = time.monotonic() - t0
-        passed = [y["passed_packets"] - x["passed_packets"] for x, y in zip(c0, c1)]
-        dropped = [y["dropped_packets"] - x["dropped_packets"] for x, y in zip(c0, c1)]
-        adm = sum(passed)
-        burst = sum(x["burst"] for x in c1)
-        diag("window %.2f s: admitted %s (%d, R*t %.0f), dropped %s, shares %s, burst %s" %
-             (t, passed, adm, R * t, dropped, got, burst))
-        check(all(x > 0 for x in dropped), "no drops: traffic not above the local rates?")
-        check(0.9 * R * t <= adm <= 1.1 * R * t + burst,
-              "admitted %d over %.2f s, want %.0f +- 10 %% (+ burst %s)" % (adm, t, R * t, burst))
-        # The demand counters in the KV bucket: keys <node>.<agent>, ':' as '='.
-        n = nats_client(s)
-        try:
-            for d in hosts:
-                m = n.stream_msg(KV_STREAM, last_by_subj="$KV.agentgate-demand.%s.org=split"
-                                 % d.node)
-                check(m is not None, "no KV key %s.org=split" % d.node)
-                diag("KV %s: %r" % (m[0], m[3][:200]))
-        finally:
-            n.close()
-        # e2's traffic stops: its share falls to its floor, e1's rises to 1.
-        rc = fl.stop_proc(gens[1], signal.SIGINT)
-        t_stop = time.monotonic()
-        c2 = cli(e2.pin, "agent", "show", agent)
-        timeline = []
-
-        def floored():
-            sh_ = [d.agent(agent)["fleet"]["share"] for d in hosts]
-            timeline.append("%.1f s %s" % (time.monotonic() - t_stop, sh_))
-            return sh_ if sh_[0] >= 0.95 and abs(sh_[1] - floor2) < 1e-3 else None
-        try:
-            got = wait_for(floored, 30, interval=0.5, what="e1 share 1, e2 at its floor %g" %
-                           floor2)
-        except Fail:
-            c3 = cli(e2.pin, "agent", "show", agent)
-            diag("generator exit %s; e2's counters since: +%d passed, +%d dropped" % (
-                rc, c3["passed_packets"] - c2["passed_packets"],
-                c3["dropped_packets"] - c2["dropped_packets"]))
-            diag("shares: %s" % "; ".join(timeline[::4] + timeline[-2:]))
-            raise
-        diag("shares after e2's traffic stopped: %s" % got)
-    finally:
-        for g in gens:
-            fl.stop_proc(g, signal.SIGINT)
-        for d in hosts:
-            stop_daemon(d)
-        s.stop()
-
-
-def t_sigterm():
-    for d in ALL_DAEMONS:
-        stop_daemon(d)
-    bad = {k: v for k, v in STOPPED.items() if v != 0}
-    reports = [d.node for d in ALL_DAEMONS
-               if "Sanitizer" in d.log_text() or "runtime error:" in d.log_text()]
-    first = {}
-    for d in ALL_DAEMONS:
-        if d.node in reports:
-            text = d.log_text()
-            i = max(text.find("ERROR: "), text.find("runtime error:"))
-            first[d.node] = " ".join(x.strip() for x in text[max(0, i - 80):i + 700].splitlines()
-                                     if x.strip())
-            diag("%s: %s" % (d.node, d.log_tail(3000)))
-    msg = []
-    if bad:
-        msg.append("exit codes after SIGTERM: %s" % bad)
-    if reports:
-        msg.append("sanitizer reports in the logs of %s, e.g. %s" % (
-            reports, first[reports[0]]))
-    check(not msg, "; ".join(msg))
-
-
-CASES = [
-    ("t_flags", "standalone unchanged (no fleet object); invalid --node names exit 2; a "
-                "32-character name of every class accepted"),
-    ("t_converge", "3 hosts, 1 nats-server: ratings with and without ids, arrays, NDJSON, "
-                   "concurrent posts: identical rate/ratings/mean/last time everywhere; fleet "
-                   "share and local_rate (= the map's rate); stream, msg ids, consumers in JS"),
-    ("t_dedup", "one rating id at two or three hosts (also at once): applied once, the other "
-                "answers count it as a duplicate"),
-    ("t_kill9", "kill -9 of a host while the others take ratings, restart: catches up, same "
-                "rates and counts (nothing re-applied), dedup ids kept"),
-    ("t_operator", "PUT policy/pin, rules add/delete, DELETE agent, POST /bucket replicated; "
-                   "reset/drain/consume local; a 4th host with empty state gets everything"),
-    ("t_operator_cli", "the CLI beside fleet daemons: agent set/pin, rule add, config set, "
-                       "agent del at one host reach every host's API and maps; audited; explain at each host "
-                       "names who pinned it and the fleet share"),
-    ("t_dead_letters", "raw bad JSON / bad score / unknown field on agentgate.ratings.x: "
-                       "dead letter with Agentgate-Reason, -Seq and the body; hosts go on; "
-                       "dead_letters_total up; rates unchanged; no loop"),
-    ("t_promtool", "promtool check metrics on a fleet daemon; fleet_* families, types, values"),
-    ("t_nats_down", "NATS down: 202 queued, 503 unavailable for operator changes, /readyz "
-                    "degraded, outbox > 0 (durable across kill -9); back: applied exactly once, "
-                    "outbox 0, ready"),
-    ("t_odd_names", "agent names odd as subjects/keys (dlq, dots at the edges, ':'): applied "
-                    "identically everywhere or refused with 400"),
-    ("t_cluster", "3-node NATS cluster, --nats-replicas 3: the stream leader killed under "
-                  "ratings; every 200/202 rating applied once on every host, once in the stream"),
-    ("t_demand_split", "two lab edge hosts with real traffic (4000 and 2000 pps) for one agent "
-                       "at fleet rate 1000: shares 2/3 and 1/3; admitted in total R*t +- 10 %; "
-                       "KV keys; traffic stops at one: its share falls to --fleet-floor"),
-    ("t_sigterm", "every daemon exits 0 on SIGTERM; no sanitizer report in any log"),
-]
-
-
-def mount_bpffs():
-    global BPFFS, OWN_BPFFS
-    if BPFFS and os.path.isdir(BPFFS) and \
-            sh(["stat", "-f", "-c", "%T", BPFFS]).stdout.strip() == "bpf_fs":
-        return True
-    d = tempfile.mkdtemp(prefix="agentgate-fleet-bpf.", dir="/run")
-    if sh(["mount", "-t", "bpf", "bpf", d]).returncode != 0:
-        os.rmdir(d)
-        return False
-    BPFFS = OWN_BPFFS = d
-    return True
-
-
-def teardown():
-    keep = bool(os.environ.get("AG_TEST_KEEP"))
-    fl.cleanup(TMP, keep_tmp=keep)
-    if keep and TMP:
-        print("# kept %s" % TMP, file=sys.stderr)
-    if OWN_BPFFS:
-        sh(["umount", OWN_BPFFS])
-        try:
-            os.rmdir(OWN_BPFFS)
-        except OSError:
-            pass
-
-
-def on_signal(signum, frame):
-    raise KeyboardInterrupt("signal %d" % signum)
-
-
-def main():
-    global TMP
-    if os.geteuid() != 0:
-        print("1..0 # SKIP needs root (bpffs, XDP, network namespaces)")
-        return 77
-    for b in (DAEMON, CLI):
-        if not os.access(b, os.X_OK):
-            print("1..0 # SKIP %s not built" % b)
-            return 77
-    if subprocess.run(["sh", "-c", "command -v nats-server"], capture_output=True).returncode:
-        print("1..0 # SKIP nats-server not found (scripts/deps.sh installs it)")
-        return 77
-    help_text = sh([DAEMON, "--help"]).stdout
-    if "--nats-replicas" not in help_text:
-        print("1..0 # SKIP this agentgated has no fleet mode (--nats-replicas)")
-        return 77
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
-    os.environ.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-    only = os.environ.get("AG_TEST_ONLY", "").split()
-    failed = 0
-    t_start = time.monotonic()
-    try:
-        TMP = tempfile.mkdtemp(prefix="agentgate-fleet.")
-        if not mount_bpffs():
-            print("1..0 # SKIP cannot mount a bpffs under /run (set AG_TEST_BPFFS)")
-            return 77
-        print("1..%d" % len(CASES))
-        sys.stdout.flush()
-        for i, (name, desc) in enumerate(CASES, 1):
-            if only and name not in only and name != "t_sigterm":
-                print("ok %d - %s # SKIP not in AG_TEST_ONLY" % (i, desc))
-                continue
-            t0 = time.monotonic()
+    def poster(d):
+        i = 0
+        rnd = random.Random(d.node)
+        while not stop_ev.is_set():
+            i += 1
+            rid = "cl-%s-%d" % (d.node, i)
+            sc = rnd.randint(1, 5)
             try:
-                globals()[name]()
-                print("ok %d - %s" % (i, desc))
-            except Skip as e:
-                print("ok %d - %s # SKIP %s" % (i, desc, e))
-            except (Fail, OSError, ValueError, KeyError, TypeError, IndexError, NatsError,
-                    subprocess.SubprocessError) as e:
-                failed += 1
-                print("not ok %d - %s" % (i, desc))
-                diag("%s: %s: %s" % (name, type(e).__name__, e))
-                if not isinstance(e, Fail):     # where an unexpected error came from
-                    diag("".join(traceback.format_tb(e.__traceback__)[-8:]))
-            diag("%s: %.1f s" % (name, time.monotonic() - t0))
-            sys.stdout.flush()
-    except KeyboardInterrupt as e:
-        print("Bail out! interrupted (%s)" % e)
-        return 130
+                r = req(d, "POST", "/v1/ratings", {"id": rid, "agent": "cl-x", "score": sc},
+                        timeout=60)
+                st, text = r.status, r.text
+            except OSError as e:
+                st, text = -1, str(e)
+            with lock:
+                results[rid] = (sc, st, text)
+            # About 20 a second per host: 202s come back at once.
+            time.sleep(0.1 if st not in (200, 202) else 0.05)
+    ths = [threading.Thread(target=poster, args=(d,)) for d in hosts]
+    for t in ths:
+        t.start()
+    try:
+        during()
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        teardown()
-    print("# %d of %d failed, %.0f s" % (failed, len(CASES), time.monotonic() - t_start))
-    return 1 if failed else 0
+        stop_ev.set()
+        for t in ths:
+            t.join()
+
+
+def stream_ids(server, subject):
+    """{Nats-Msg-Id: how many times} of the stream's messages on subject."""
+    n = Nats.connect("127.0.0.1", server.port)
+    try:
+        ids = {}
+        for q, hdrs, data in n.stream_read(STREAM, subject):
+            mid = hdrs.get("Nats-Msg-Id")
+            ids[mid] = ids.get(mid, 0) + 1
+        return ids
+    finally:
+        n.close()
+
+
+@case("3-node NATS cluster, --nats-replicas 3: the stream leader killed under "
+      "ratings; every 200/202 rating applied once on every host, once in the stream")
+def t_cluster(own):
+    cl = own.cluster(3, "c")
+    hosts = [own.daemon("c" + x, cl.urls, "--nats-replicas", "3", "--nats-timeout", "2s")
+             for x in "abc"]
+    start(*hosts)
+    leader = cluster_stream_info(cl)
+    r = hosts[0].api.put("/v1/agents/cl-x", {"rate": 5000})
+    check(r.status == 201, "PUT cl-x: %d %s" % (r.status, r.text))
+    results = {}
+    victim = [x for x in cl.nodes if x.name == leader][0]
+
+    def kill_leader():
+        time.sleep(2)
+        diag("killing %s (the stream's leader) after %d ratings" % (victim.name, len(results)))
+        victim.stop(signal.SIGKILL)
+        time.sleep(8)
+    post_while(hosts, results, kill_leader)
+    by = {}
+    for rid, (sc, st, text) in results.items():
+        by.setdefault(st, []).append(rid)
+    diag("answers: %s" % {k: len(v) for k, v in by.items()})
+    errors = []
+    # Any other answer is a failure; a request without an answer (the
+    # daemon died) may or may not have been published.
+    bad = [(rid, v) for rid, v in results.items() if v[1] not in (200, 202)]
+    if bad:
+        errors.append("%d answers other than 200/202, e.g. %s" % (len(bad), bad[:3]))
+    dead = [d for d in hosts if not d.alive()]
+    if dead:
+        errors.append("daemons died: %s (exit %s): %s" % (
+            [d.node for d in dead], [d.proc.returncode for d in dead],
+            " | ".join(d.log_tail(400) for d in dead)))
+        start(*dead)    # restarted to see what they would have applied
+    accepted = [rid for rid, v in results.items() if v[1] in (200, 202)]
+    unsure = [rid for rid, v in results.items() if v[1] == -1]
+    outboxes_empty(hosts, 45)
+    # The killed node comes back (same store) and the cluster heals.
+    victim.start().wait_ready(CONVERGE)
+    alive = [x for x in cl.nodes if x.running()]
+    # In the stream: each accepted id exactly once.
+    ids = stream_ids(alive[0], "agentgate.ratings.cl-x")
+    missing = [r for r in accepted if r not in ids]
+    twice = [r for r, k in ids.items() if k > 1]
+    stray = [r for r in ids if r not in accepted and r not in unsure]
+    if missing or twice or stray:
+        errors.append("stream: %d accepted ids missing (%s), %d twice (%s), %d never sent "
+                      "(%s)" % (len(missing), missing[:5], len(twice), twice[:5], len(stray),
+                                stray[:5]))
+    # Every host applied exactly what the stream holds.
+    applied = [r for r in ids if r in results]
+    exp = {"cl-x": {"ratings": len(applied),
+                    "rate": 5000 + 10 * sum(results[r][0] - 3 for r in applied)}}
+    diag("%d accepted, %d without an answer, %d in the stream" % (len(accepted),
+                                                                  len(unsure), len(ids)))
+    try:
+        converge(alive[0], hosts, ["cl-x"], exp, timeout=45)
+    except Fail as e:
+        errors.append(str(e))
+    check(not errors, "; ".join(errors))
+
+
+def split_labs(env, own):
+    """Two lab edge hosts with the XDP program attached: their variables."""
+    tag = "%04d" % (os.getpid() % 10000)
+    labs = [own.lab(x + tag) for x in ("fa", "fb")]
+    for host in labs:
+        r = env.cli(host["LAB_PIN"], "attach", host["LAB_IF"], json_mode=False,
+                    netns=host["LAB_NS"])
+        check(r.rc == 0, "attach in %s: %s" % (host["LAB_NS"], r.out))
+    return labs
+
+
+def traffic(env, own, labs, offered):
+    """A generator per lab host, offered[i] packets/s from 10.66.0.0/24 into it."""
+    gens = []
+    for host, pps in zip(labs, offered):
+        gens.append(own.popen(["ip", "netns", "exec", host["LAB_WIRE_NS"], env.bin("ag-trafficgen"),
+                               "--engine", TG_ENGINE, "--dev", host["LAB_WIRE_IF"],
+                               "--dst-mac", host["LAB_MAC"], "--duration", "120",
+                               "--src", "10.66.0.0/24", "--dst", host["LAB_ADDR4"],
+                               "--dport", "9000", "--rate", str(pps)],
+                              "gen-%s.log" % host["LAB_NAME"]))
+    return gens
+
+
+def check_split(hosts, agent, R):
+    """The fleet rate everywhere, local_rate = R x share, the share metric."""
+    for d in hosts:
+        o = d.api.agent(agent)
+        diag("%s: rate %s fleet %s" % (d.node, o["rate"], o["fleet"]))
+        check(o["rate"] == R, "%s: fleet rate %s" % (d.node, o["rate"]))
+        check(abs(o["fleet"]["local_rate"] - R * o["fleet"]["share"]) < 1e-6 * R,
+              "%s: local_rate %s" % (d.node, o["fleet"]))
+        ms = metric(d, "agentgate_fleet_demand_share", agent=agent)
+        check(ms is not None and abs(ms - o["fleet"]["share"]) < 0.05,
+              "%s: fleet_demand_share %s" % (d.node, ms))
+
+
+def check_admitted(hosts, agent, R, shares):
+    """Admitted over a measured window (counters before and after): R*t +- 10 %."""
+    t0 = time.monotonic()
+    c0 = [cli(d, "agent", "show", agent) for d in hosts]
+    time.sleep(6)
+    c1 = [cli(d, "agent", "show", agent) for d in hosts]
+    t = time.monotonic() - t0
+    passed = [y["passed_packets"] - x["passed_packets"] for x, y in zip(c0, c1)]
+    dropped = [y["dropped_packets"] - x["dropped_packets"] for x, y in zip(c0, c1)]
+    adm = sum(passed)
+    burst = sum(x["burst"] for x in c1)
+    diag("window %.2f s: admitted %s (%d, R*t %.0f), dropped %s, shares %s, burst %s" %
+         (t, passed, adm, R * t, dropped, shares, burst))
+    check(all(x > 0 for x in dropped), "no drops: traffic not above the local rates?")
+    check(0.9 * R * t <= adm <= 1.1 * R * t + burst,
+          "admitted %d over %.2f s, want %.0f +- 10 %% (+ burst %s)" % (adm, t, R * t, burst))
+
+
+def check_kv_keys(s, hosts):
+    """The demand counters in the KV bucket: keys <node>.<agent>, ':' as '='."""
+    n = nats_client(s)
+    try:
+        for d in hosts:
+            m = n.stream_msg(KV_STREAM, last_by_subj="$KV.agentgate-demand.%s.org=split" % d.node)
+            check(m is not None, "no KV key %s.org=split" % d.node)
+            diag("KV %s: %r" % (m[0], m[3][:200]))
+    finally:
+        n.close()
+
+
+def shares_of(hosts, agent):
+    return [d.api.agent(agent)["fleet"]["share"] for d in hosts]
+
+
+@case("two lab edge hosts with real traffic (4000 and 2000 pps) for one agent "
+      "at fleet rate 1000: shares 2/3 and 1/3; admitted in total R*t +- 10 %; "
+      "KV keys; traffic stops at one: its share falls to --fleet-floor")
+def t_demand_split(env, own):
+    if not os.access(env.bin("ag-trafficgen"), os.X_OK):
+        raise Skip("%s not built" % env.bin("ag-trafficgen"))
+    labs = split_labs(env, own)
+    s = own.server("split")
+    floor2 = 0.1    # e2's --fleet-floor (e1 keeps the default 0.05)
+    hosts = [own.daemon("e%d" % (i + 1), [s.url], "--fleet-interval", "500ms",
+                        *(["--fleet-floor", str(floor2)] if i == 1 else []), pin=host["LAB_PIN"])
+             for i, host in enumerate(labs)]
+    start(*hosts)
+    e1, e2 = hosts
+    R, agent = 1000.0, "org:split"
+    r = e1.api.put("/v1/agents/" + agent, {"rate": R, "burst": 100, "pinned": True})
+    check(r.status == 201, "PUT %s: %d %s" % (agent, r.status, r.text))
+    r = e1.api.post("/v1/rules", {"prefix": "10.66.0.0/24", "agent": agent})
+    check(r.status == 201, "POST rule: %d %s" % (r.status, r.text))
+    wait_for(lambda: [x["agent"] for x in cli(e2, "rule", "list")
+                      if x["prefix"] == "10.66.0.0/24"] == [agent], CONVERGE,
+             what="the rule in e2's maps")
+    offered = (4000, 2000)
+    gens = traffic(env, own, labs, offered)
+    want = [o / sum(offered) for o in offered]
+
+    def near_want():
+        got = shares_of(hosts, agent)
+        return got if all(abs(x - w) <= 0.08 for x, w in zip(got, want)) else None
+    try:
+        got = wait_for(near_want, 40, interval=0.5, what="shares near %s" % want)
+    except Fail:
+        diag("e1: %s" % e1.api.agent(agent))
+        diag("e2: %s" % e2.api.agent(agent))
+        raise
+    time.sleep(2)     # settle
+    check_split(hosts, agent, R)
+    check_admitted(hosts, agent, R, got)
+    check_kv_keys(s, hosts)
+    # e2's traffic stops: its share falls to its floor, e1's rises to 1.
+    rc = stop_proc(gens[1], signal.SIGINT)
+    t_stop = time.monotonic()
+    c2 = cli(e2, "agent", "show", agent)
+    timeline = []
+
+    def floored():
+        got = shares_of(hosts, agent)
+        timeline.append("%.1f s %s" % (time.monotonic() - t_stop, got))
+        return got if got[0] >= 0.95 and abs(got[1] - floor2) < 1e-3 else None
+    try:
+        got = wait_for(floored, 30, interval=0.5, what="e1 share 1, e2 at its floor %g" %
+                       floor2)
+    except Fail:
+        c3 = cli(e2, "agent", "show", agent)
+        diag("generator exit %s; e2's counters since: +%d passed, +%d dropped" % (
+            rc, c3["passed_packets"] - c2["passed_packets"],
+            c3["dropped_packets"] - c2["dropped_packets"]))
+        diag("shares: %s" % "; ".join(timeline[::4] + timeline[-2:]))
+        raise
+    diag("shares after e2's traffic stopped: %s" % got)
+
+
+@case("a fleet daemon exits 0 on SIGTERM, no sanitizer report in its log (every "
+      "other daemon is checked so where it stops: the teardown lines)")
+def t_sigterm(nats1, own):
+    d = own.daemon("t", [running(nats1).url], "--nats-timeout", "1500ms")
+    start(d)
+    r = post(d, {"id": "st-1", "agent": "st-x", "score": 5})
+    check(r["applied"] == 1, "st-1 at t: %s" % r)
+    stop(d)
+
+
+def fleet_mode(build):
+    """False when the daemon has no fleet mode (--nats-replicas not in its
+    --help); True also when it is not built (run() says so)."""
+    binary = os.path.join(build, DAEMON)
+    if not os.access(binary, os.X_OK):
+        return True
+    return "--nats-replicas" in sh([binary, "--help"]).stdout
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    if len(sys.argv) > 1 and not fleet_mode(sys.argv[1]):
+        print("1..0 # SKIP this agentgated has no fleet mode (--nats-replicas)")
+        sys.exit(77)
+    run(needs=(DAEMON, "agentgate", "nats-server"))

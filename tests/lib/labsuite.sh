@@ -1,9 +1,9 @@
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 # shellcheck shell=bash
 #
-# What the suites on a lab/lab.sh edge host share (tests/e2e,
-# tests/faults): source it after setting HERE (the suite's directory); it
-# sources tap.sh and sets ROOT and LAB.
+# What the shell suites on a lab/lab.sh edge host share (tests/e2e; the
+# Python suites have tests/lib/agtest/lab.py): source it after setting HERE
+# (the suite's directory); it sources tap.sh and sets ROOT and LAB.
 #
 #   lab_suite_checks ARG REASON BIN...  BUILD from the suite's argument,
 #                         skip (77) without root, ip or python3 (PY), bail

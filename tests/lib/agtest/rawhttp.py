@@ -1,30 +1,23 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-"""Hostile HTTP clients for tests/daemon (standard library only).
+"""Hostile HTTP clients: bytes on a socket, as no well-behaved client sends them.
 
-Usage: rawhttp.py HOST PORT MODE [ARG...]
-  send [S]        send standard input as is, then read the answer (give up
-                  waiting for the close after S seconds, default 30)
-  trickle-head    a request whose last header never ends: one byte every
-                  0.2 s for as long as the server reads
-  trickle-body    PUT /v1/agents/ARG with Content-Length: 1000 and a body
-                  sent one byte every 0.2 s
-  shape NAME AGENT VICTIM
-                  one request of the framing shape NAME (see SHAPES) to
-                  POST /v1/agents/AGENT/consume, "DELETE /v1/agents/VICTIM"
-                  hidden behind it in the same bytes; gives up waiting
-                  for the close after 5 s
-  shapes          print the names of the shapes, one a line
-Prints one JSON object: {"status": int or null (the first response's),
-"body": the first response's body, "statuses": every response's status
-in order, "headers": the first response's header lines, "closed": whether
-the server closed the connection, "seconds": from the first byte sent to
-the close (or to giving up), "sent": bytes sent}.
+  send(host, port, data)                 data as is, then the answer until the close
+  trickle_head(host, port)               a last header that never ends, a byte every 0.2 s
+  trickle_body(host, port, agent)        PUT with Content-Length: 1000, a byte every 0.2 s
+  send_shape(host, port, name, agent, victim)
+                                         one request of the framing shape NAME (SHAPES) to
+                                         POST /v1/agents/AGENT/consume with
+                                         "DELETE /v1/agents/VICTIM" hidden behind it
+Each returns {"status": the first response's (None: none), "body": its body,
+"statuses": every response's status in order, "headers": the first
+response's header lines, "closed": whether the server closed the
+connection, "seconds": from the first byte sent to the close (or to giving
+up), "sent": bytes sent}.
 """
-import json
 import socket
-import sys
 import time
+
+from .api import connect
 
 GIVE_UP_S = 30.0
 TRICKLE_S = 0.2
@@ -187,38 +180,48 @@ def trickle(s, first, t0):
     return raw, closed, sent
 
 
-def main():
-    if len(sys.argv) < 4:
-        sys.exit(__doc__)
-    host, port, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    if mode == "shapes":
-        print("\n".join(SHAPES))
-        return
-    s = socket.create_connection((host, port), timeout=5)
-    t0 = time.monotonic()
-    if mode == "send":
-        data = sys.stdin.buffer.read()
-        s.sendall(data)
-        raw, closed = read_rest(s, b"", t0, float(sys.argv[4]) if len(sys.argv) > 4 else GIVE_UP_S)
-        sent = len(data)
-    elif mode == "shape":
-        data = shape(sys.argv[4], sys.argv[5], sys.argv[6], port)
-        s.sendall(data)
-        raw, closed = read_rest(s, b"", t0, SHAPE_WAIT_S)
-        sent = len(data)
-    elif mode == "trickle-head":
-        raw, closed, sent = trickle(s, b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ", t0)
-    elif mode == "trickle-body":
-        head = ("PUT /v1/agents/%s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
-                "Content-Length: 1000\r\n\r\n{" % sys.argv[4]).encode()
-        raw, closed, sent = trickle(s, head, t0)
-    else:
-        sys.exit("unknown mode %r" % mode)
+def _result(raw, closed, t0, sent):
     status, body, headers, statuses = parse(raw)
-    print(json.dumps({"status": status, "body": body, "statuses": statuses, "headers": headers,
-                      "closed": closed, "seconds": round(time.monotonic() - t0, 3),
-                      "sent": sent}))
+    return {"status": status, "body": body, "statuses": statuses, "headers": headers,
+            "closed": closed, "seconds": round(time.monotonic() - t0, 3), "sent": sent}
 
 
-if __name__ == "__main__":
-    main()
+def send(host, port, data, give_up=GIVE_UP_S, netns=None):
+    """Sends data as is, then reads until the server closes (or give_up s)."""
+    s = connect(host, port, netns, timeout=5)
+    try:
+        t0 = time.monotonic()
+        s.sendall(data)
+        raw, closed = read_rest(s, b"", t0, give_up)
+        return _result(raw, closed, t0, len(data))
+    finally:
+        s.close()
+
+
+def send_shape(host, port, name, agent, victim, netns=None):
+    """One request of the framing shape name with the hidden request behind it."""
+    return send(host, port, shape(name, agent, victim, port), SHAPE_WAIT_S, netns)
+
+
+def trickle_head(host, port, netns=None):
+    """A request whose last header never ends: a byte every 0.2 s."""
+    s = connect(host, port, netns, timeout=5)
+    try:
+        t0 = time.monotonic()
+        raw, closed, sent = trickle(s, b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ", t0)
+        return _result(raw, closed, t0, sent)
+    finally:
+        s.close()
+
+
+def trickle_body(host, port, agent, netns=None):
+    """PUT /v1/agents/AGENT with Content-Length: 1000, a byte every 0.2 s."""
+    head = ("PUT /v1/agents/%s HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            "Content-Length: 1000\r\n\r\n{" % agent).encode()
+    s = connect(host, port, netns, timeout=5)
+    try:
+        t0 = time.monotonic()
+        raw, closed, sent = trickle(s, head, t0)
+        return _result(raw, closed, t0, sent)
+    finally:
+        s.close()

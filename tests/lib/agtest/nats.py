@@ -1,6 +1,6 @@
-#!/usr/bin/env python3
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
-"""natsclient.py: a small NATS client over a plain socket (Python's standard
+"""nats-server as the fleet tests run it (NatsServer, NatsCluster: JetStream on
+loopback ports, a store in the suite's scratch directory) and a small NATS client over a plain socket (Python's standard
 library only), enough for the fleet tests to talk to nats-server directly:
 
   CONNECT (headers on), PING/PONG, PUB and HPUB (headers), SUB/UNSUB, MSG
@@ -15,14 +15,18 @@ library only), enough for the fleet tests to talk to nats-server directly:
   info = c.js("STREAM.INFO.AGENTGATE")   # parsed JSON answer
 
 Protocol: https://docs.nats.io/reference/reference-protocols/nats-protocol
-Run as a script: natsclient.py HOST:PORT pub SUBJECT DATA [Header=Value...]
 """
 import base64
 import json
 import os
 import socket
-import sys
+import signal
 import time
+
+from . import ports
+from .api import Client
+from .proc import stop_proc
+from .util import Fail, check, wait_for
 
 
 class NatsError(Exception):
@@ -287,18 +291,138 @@ class Nats:
         return out
 
 
-def main(argv):
-    if len(argv) < 4 or argv[2] != "pub":
-        print(__doc__.strip().splitlines()[-1], file=sys.stderr)
-        return 2
-    host, _, port = argv[1].rpartition(":")
-    headers = dict(a.split("=", 1) for a in argv[5:])
-    c = Nats.connect(host, int(port))
-    c.pub(argv[3], argv[4].encode(), headers=headers or None)
-    c.flush()
-    c.close()
-    return 0
+# ---- nats-server ----------------------------------------------------------------
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+def env_popen(env, argv, log):
+    return env.popen(argv, log)
+
+
+class NatsServer:
+    """One nats-server; start() again after stop() reuses its ports and store."""
+
+    def __init__(self, env, name, cluster_name=None):
+        self.env, self.name = env, name
+        self.dir = env.path("nats-" + name)
+        self.store = os.path.join(self.dir, "js")
+        self.conf = os.path.join(self.dir, "server.conf")
+        self.log = os.path.join(self.dir, "server.log")
+        os.makedirs(self.store, exist_ok=True)
+        self.port, self.mon, self.cport = ports.free_ports(3)
+        self.cluster_name = cluster_name
+        self.routes = []
+        self.proc = None
+
+    @property
+    def url(self):
+        return "nats://127.0.0.1:%d" % self.port
+
+    def write_conf(self):
+        conf = ['server_name: "%s"' % self.name,
+                'listen: "127.0.0.1:%d"' % self.port,
+                'http: "127.0.0.1:%d"' % self.mon,
+                'jetstream {',
+                '  store_dir: "%s"' % self.store,
+                '  max_memory_store: 64MB',
+                '  max_file_store: 1GB',
+                '}']
+        if self.cluster_name:
+            conf += ['cluster {',
+                     '  name: "%s"' % self.cluster_name,
+                     '  listen: "127.0.0.1:%d"' % self.cport,
+                     '  routes: [%s]' % ", ".join('"nats://127.0.0.1:%d"' % p for p in self.routes),
+                     '}']
+        with open(self.conf, "w") as f:
+            f.write("\n".join(conf) + "\n")
+
+    def start(self):
+        self.write_conf()
+        with open(self.log, "a") as f:
+            f.write("---- start %s\n" % time.strftime("%H:%M:%S"))
+        self.proc = env_popen(self.env, ["nats-server", "-c", self.conf], self.log)
+        return self
+
+    def monitor(self, path):
+        r = Client("http://127.0.0.1:%d" % self.mon, timeout=3).get(path)
+        return r.status, r.text, dict(r.headers)
+
+    def healthy(self):
+        if self.proc is None or self.proc.poll() is not None:
+            raise Fail("nats-server %s exited (%s): %s" % (
+                self.name, self.proc and self.proc.returncode, self.log_tail()))
+        try:
+            st, body, _ = self.monitor("/healthz")
+        except OSError:
+            return False
+        return st == 200 and json.loads(body).get("status") == "ok"
+
+    def wait_ready(self, timeout=30):
+        wait_for(self.healthy, timeout, what="nats-server %s /healthz" % self.name)
+        st, body, _ = self.monitor("/jsz")
+        check(st == 200 and json.loads(body).get("config", {}).get("store_dir", "").startswith(
+            self.store), 
+              "nats-server %s: JetStream not enabled on %s: %s" % (self.name, self.store,
+                                                                   body[:500]))
+        return self
+
+    def jsz(self):
+        return json.loads(self.monitor("/jsz")[1])
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc is not None:
+            stop_proc(self.proc, sig)
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_tail(self, n=1500):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()[-n:]
+        except OSError:
+            return ""
+
+
+class NatsCluster:
+    """Three (or n) nats-servers routed to each other on loopback, JetStream clustered."""
+
+    def __init__(self, env, n=3, prefix="c"):
+        self.nodes = [NatsServer(env, "%s%d" % (prefix, i + 1), cluster_name="agtest-" + prefix)
+                      for i in range(n)]
+        for s in self.nodes:
+            s.routes = [o.cport for o in self.nodes if o is not s]
+
+    @property
+    def urls(self):
+        return [s.url for s in self.nodes]
+
+    def start(self):
+        for s in self.nodes:
+            s.start()
+        return self
+
+    def meta_leader(self, alive=None):
+        for s in alive or self.nodes:
+            if not s.running():
+                continue
+            try:
+                leader = s.jsz().get("meta_cluster", {}).get("leader")
+            except (OSError, ValueError):
+                continue
+            if leader:
+                return leader
+        return None
+
+    def wait_ready(self, timeout=45):
+        for s in self.nodes:
+            s.wait_ready(timeout)
+        wait_for(self.meta_leader, timeout, what="a JetStream meta leader")
+        for s in self.nodes:
+            wait_for(lambda: s.jsz().get("meta_cluster", {}).get("cluster_size") == len(self.nodes),
+                     timeout, what="%s sees a cluster of %d" % (s.name, len(self.nodes)))
+        return self
+
+    def stop(self):
+        for s in self.nodes:
+            s.stop()

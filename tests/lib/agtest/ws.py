@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 """A WebSocket client (RFC 6455) on Python's standard library, for the
-stream tests and benchmarks: ws:// and wss://, text messages, pings
+stream tests and benchmarks (and, as a script, for people): ws:// and wss://, text messages, pings
 answered, close frames with their codes.
 
     c = WS.connect("127.0.0.1", 9470, "/v1/stream?topics=rating.global")
@@ -19,9 +19,6 @@ import ssl
 import struct
 import sys
 import time
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lib"))
-from loopports import free_port  # noqa: E402,F401  (re-exported for the tests and benchmarks)
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -205,10 +202,9 @@ class WS:
 
 
 def main():
-    """wsclient.py [--cacert FILE] [--token JWT] ws[s]://HOST:PORT/PATH?QUERY
+    """ws.py [--cacert FILE] [--token JWT] ws[s]://HOST:PORT/PATH?QUERY
     Prints each text message on a line until the server closes or Ctrl-C."""
     import argparse
-    import sys
     import urllib.parse
     p = argparse.ArgumentParser(description=main.__doc__)
     p.add_argument("--cacert")
