@@ -71,7 +71,7 @@ EX1_CHECKS = (
     '[c["time_ms"] for c in d["changes"]] == sorted(c["time_ms"] for c in d["changes"])',
     'd["changes"][0]["before"] is None',
     'd["changes"][0]["after"] == {"rate": 100, "burst": 100, "unit": "pps", "r_min": 1, '
-    '"r_max": 10000, "alpha": 10, "pinned": False}',
+    '"r_max": 10000, "alpha": 10, "pinned": False, "ttl": 0}',
     'd["changes"][1]["before"] == {"rate": 110, "burst": 110, "pinned": False}',
     'd["changes"][1]["after"] == {"rate": 40, "burst": 40, "pinned": True}',
     'd["changes"][2]["after"]["drained"] == 5',

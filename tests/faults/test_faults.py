@@ -663,6 +663,20 @@ def t_bpf_clock(env):
     check(125 not in calls and 208 not in calls, "another clock helper is called: %s" % calls)
 
 
+def faketime_wrap(env, name):
+    """(the offset file, the command prefix) that runs the daemon under
+    libfaketime with its wall clock at the file's offset (read at every
+    call), CLOCK_MONOTONIC untouched; Skip without libfaketime."""
+    libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
+    if not libs:
+        raise Skip("libfaketime not installed (faketime package)")
+    faketime = env.path(name)
+    with open(faketime, "w") as f:
+        f.write("+0\n")
+    return faketime, ["env", "LD_PRELOAD=" + libs[0], "FAKETIME_TIMESTAMP_FILE=" + faketime,
+                      "FAKETIME_NO_CACHE=1", "FAKETIME_DONT_FAKE_MONOTONIC=1"]
+
+
 def clock_step(d, faketime, offset, wait):
     """The daemon's CLOCK_REALTIME set offset from the real one, wait
     seconds, then a rating for clk: (real ms now, clk as the API shows it)."""
@@ -677,14 +691,7 @@ def clock_step(d, faketime, offset, wait):
 @case("daemon wall clock +1 day and -1 day (libfaketime): a drained bucket neither refilled nor "
       "frozen; enforcement bound kept")
 def t_clock_jump(env, host):
-    libs = sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1"))
-    if not libs:
-        raise Skip("libfaketime not installed (faketime package)")
-    faketime = env.path("faketime")
-    with open(faketime, "w") as f:
-        f.write("+0\n")
-    wrap = ["env", "LD_PRELOAD=" + libs[0], "FAKETIME_TIMESTAMP_FILE=" + faketime,
-            "FAKETIME_NO_CACHE=1", "FAKETIME_DONT_FAKE_MONOTONIC=1"]
+    faketime, wrap = faketime_wrap(env, "faketime")
     with reconfigured(host, wrap=wrap) as d:
         w = Window(host)
         # 1 token/s, burst 100, drained.
@@ -706,6 +713,39 @@ def t_clock_jump(env, host):
               'abs(d["updated_ms"] - %d + 86400000) < 60000' % now)
         holds(a, "refill stalled or jumped", '1.5 <= d["tokens"] < 8')
         w.check("wall clock +1 d and -1 d")
+
+
+@case("daemon wall clock +1 day and -1 day (libfaketime) with idle TTLs: no agent expires "
+      "early (idle time is counted on CLOCK_MONOTONIC), one left idle still expires after its "
+      "TTL")
+def t_clock_jump_expiry(env, host):
+    faketime, wrap = faketime_wrap(env, "faketime-ttl")
+    with reconfigured(host, args=["--agent-ttl", "4s"], wrap=wrap) as d:
+        # cj-hour: a TTL of an hour; cj-kept: 4 s, rated every 0.5 s; cj-left: 4 s, idle
+        # from the last jump on.
+        expect(d.api.put("/v1/agents/cj-hour", {"rate": 10, "ttl": 3600}), 201)
+        for a in ("cj-kept", "cj-left"):
+            expect(d.api.post("/v1/ratings", {"agent": a, "score": 3}), 200)
+        for offset in ("+1d", "-1d", "+0"):
+            with open(faketime, "w") as f:
+                f.write(offset + "\n")
+            for _ in range(6):
+                expect(d.api.post("/v1/ratings", {"agent": "cj-kept", "score": 3}), 200)
+                expect(d.api.post("/v1/ratings", {"agent": "cj-left", "score": 3}), 200)
+                time.sleep(0.5)
+            for a in ("cj-hour", "cj-kept", "cj-left"):
+                r = d.api.get("/v1/agents/" + a)
+                check(r.status == 200, "%s gone after the clock moved %s: %s" % (a, offset,
+                                                                              r.text))
+        t0 = time.monotonic()
+        while d.api.get("/v1/agents/cj-left").status == 200:
+            check(time.monotonic() - t0 < 8, "cj-left not expired 8 s after its last rating")
+            expect(d.api.post("/v1/ratings", {"agent": "cj-kept", "score": 3}), 200)
+            time.sleep(0.2)
+        check(time.monotonic() - t0 >= 3, "cj-left expired %.1f s after its last rating" %
+              (time.monotonic() - t0))
+        for a in ("cj-hour", "cj-kept"):
+            check(d.api.get("/v1/agents/" + a).status == 200, a + " gone")
 
 
 @case("--listen 127.0.0.1:80: CAP_NET_BIND_SERVICE kept as well, nothing else")

@@ -1371,6 +1371,46 @@ def t_sigterm(nats1, own):
     stop(d)
 
 
+@case("idle TTL in a fleet: an agent idle on every host expires on every host at one point "
+      "of the log (audited); one kept busy by consumes at one host only (local activity) "
+      "stays on all, through that host's agent.touch, and expires everywhere once left alone")
+def t_expiry(nats1, own):
+    url = running(nats1).url
+    a = own.daemon("xa", [url], "--nats-timeout", "1500ms", "--agent-ttl", "2s")
+    b = own.daemon("xb", [url], "--nats-timeout", "1500ms", "--agent-ttl", "2s")
+    start(a, b)
+    for agent in ("fx-idle", "fx-busy"):
+        r = post(a, {"agent": agent, "score": 4})
+        check(r["applied"] == 1, "%s at xa: %s" % (agent, r))
+    wait_for(lambda: all(agent_listed(d, x) for d in (a, b) for x in ("fx-idle", "fx-busy")),
+             CONVERGE, what="both agents on both hosts")
+    # fx-busy: consumed at xb only, for 6 s (3 TTLs); nothing in the log but touches.
+    t_end = time.monotonic() + 6
+    while time.monotonic() < t_end:
+        r = req(b, "POST", "/v1/agents/fx-busy/consume", {"tokens": 1})
+        check(r.status in (200, 429), "consume at xb: %d %s" % (r.status, r.text))
+        time.sleep(0.2)
+    for d in (a, b):
+        check(not agent_listed(d, "fx-idle"), "fx-idle still at %s" % d.name)
+        check(agent_listed(d, "fx-busy"), "fx-busy gone at %s while xb consumed" % d.name)
+    wait_for(lambda: not any(agent_listed(d, "fx-busy") for d in (a, b)), 10,
+             what="fx-busy expired on both hosts once left alone")
+    for d in (a, b):
+        check(metric(d, "agentgate_agents_removed_total", reason="ttl") == 2,
+              "%s: removed{ttl} %s" % (d.name, metric(d, "agentgate_agents_removed_total",
+                                                       reason="ttl")))
+        with open(os.path.join(d.state, "audit.log")) as f:
+            got = sorted(json.loads(l)["agent"] for l in f if '"agent.expire"' in l)
+        check(got == ["fx-busy", "fx-idle"], "%s audit: %s" % (d.name, got))
+    wait_for(lambda: all_equal((a, b), "agentgate_fleet_applied_sequence"), CONVERGE,
+             what="fleet_applied_sequence equal on both hosts")
+    # Created again by a rating after its expiry, on both.
+    r = post(b, {"agent": "fx-idle", "score": 2})
+    check(r["applied"] == 1, "fx-idle again: %s" % r)
+    wait_for(lambda: all(agent_listed(d, "fx-idle") for d in (a, b)), CONVERGE,
+             what="fx-idle again on both hosts")
+
+
 def fleet_mode(build):
     """False when the daemon has no fleet mode (--nats-replicas not in its
     --help); True also when it is not built (run() says so)."""

@@ -7,6 +7,7 @@
  *   'J' (or any byte below 0x80 not listed): a request body parsed as JSON
  *   'N': a body parsed as NDJSON
  *   'L': one NDJSON line as the ingest streams parse it
+ *   'T': an idle TTL as people write it (agd_ttl_parse: API strings, the CLI)
  *   >= 0x80: a policy (five doubles as raw bits, kind, unit, pinned) and a
  *            run of scores applied to it
  * Checks: an accepted batch holds only valid ratings, a refused one holds
@@ -14,7 +15,8 @@
  * agree; an object and the same object in an array agree; a policy that
  * passes agd_policy_check keeps every rate in [r_min, r_max], moves
  * monotonically with the score, and yields a burst and a limit the buckets
- * accept.
+ * accept; an accepted TTL is whole seconds within AGD_TTL_MAX, a refused
+ * one names ttl.
  */
 #include <math.h>
 
@@ -236,12 +238,32 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	return 0;
 }
 
+static void fuzz_ttl(const uint8_t *data, size_t size)
+{
+	char *text = malloc(size + 1);
+	struct agd_err why = { 0 };
+	double ttl = -1;
+
+	if (!text)
+		return;
+	memcpy(text, data, size);
+	text[size] = 0;
+	if (agd_ttl_parse(text, &ttl, &why))
+		FUZZ_CHECK(strstr(why.msg, "ttl"), "TTL refused without naming ttl: %s", why.msg);
+	else
+		FUZZ_CHECK(ttl >= 0 && ttl <= AGD_TTL_MAX && ttl == floor(ttl),
+			   "TTL accepted as %g", ttl);
+	free(text);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct fuzz_in in = { data, size };
 	uint8_t sel = fuzz_u8(&in);
 
-	if (sel >= 0x80)
+	if (sel == 'T')
+		fuzz_ttl(data + 1, size - 1);
+	else if (sel >= 0x80)
 		fuzz_policy(sel, &in);
 	else
 		fuzz_parser(sel, &in);

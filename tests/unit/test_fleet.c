@@ -150,9 +150,59 @@ static void node_names(void **state)
 	assert_int_equal(agd_fleet_node_check(node, &why), 0);
 }
 
+static void idle_ops_come_back(void **state)
+{
+	struct agd_op in = { .kind = AGD_OP_AGENT_EXPIRE, .agent = "tut-1", .subject = "agentgated",
+			     .mark = 1234567890123ULL };
+	struct agd_op out = roundtrip(&in);
+	struct agd_op put = { .kind = AGD_OP_AGENT_PUT, .agent = "p", .subject = "s" };
+	static const char *const bad[] = {
+		"{\"v\":1,\"op\":\"agent.expire\",\"agent\":\"a\",\"subject\":\"s\"}",
+		"{\"v\":1,\"op\":\"agent.expire\",\"agent\":\"a\",\"subject\":\"s\",\"mark\":-1}",
+		"{\"v\":1,\"op\":\"agent.expire\",\"agent\":\"a\",\"subject\":\"s\",\"mark\":\"7\"}",
+		"{\"v\":1,\"op\":\"agent.touch\",\"agent\":\"a/b\",\"subject\":\"s\"}",
+		"{\"v\":1,\"op\":\"agent.touch\",\"agent\":\"\",\"subject\":\"s\"}",
+	};
+	char why[200];
+	size_t i;
+
+	assert_int_equal(out.kind, AGD_OP_AGENT_EXPIRE);
+	assert_string_equal(out.agent, "tut-1");
+	assert_true(out.mark == in.mark);
+	in.kind = AGD_OP_AGENT_TOUCH;
+	out = roundtrip(&in);
+	assert_int_equal(out.kind, AGD_OP_AGENT_TOUCH);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		struct agd_op op;
+
+		why[0] = 0;
+		if (agd_fleet_op_decode(bad[i], strlen(bad[i]), &op, why, sizeof(why)) != -EINVAL ||
+		    !why[0])
+			fail_msg("accepted: %s", bad[i]);
+	}
+	/* A put's TTL and kind travel; an older host's put without them decodes. */
+	put.change.set = AGD_POL_TTL;
+	put.change.own.ttl = 86400;
+	put.change.implicit = true;
+	put.change.fill_tokens = -1;
+	out = roundtrip(&put);
+	assert_true(out.change.own.ttl == 86400 && out.change.implicit);
+	{
+		static const char old[] =
+			"{\"v\":1,\"op\":\"agent.put\",\"agent\":\"a\",\"subject\":\"s\","
+			"\"change\":{\"set\":1,\"unset\":0,\"fill\":-1,\"policy\":{\"r0\":5,"
+			"\"alpha\":1,\"r_min\":1,\"r_max\":10,\"burst\":1,\"burst_kind\":1,"
+			"\"unit\":0,\"pinned\":false}}}";
+
+		assert_int_equal(agd_fleet_op_decode(old, strlen(old), &out, why, sizeof(why)), 0);
+		assert_true(out.change.own.ttl == 0 && !out.change.implicit);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(idle_ops_come_back),
 		cmocka_unit_test(agent_put_comes_back_exactly),
 		cmocka_unit_test(rules_and_delete_come_back),
 		cmocka_unit_test(anything_else_is_refused_with_a_reason),

@@ -158,6 +158,62 @@ static void invalid_policies_named(void **state)
 	expect_invalid(&p, "unit");
 }
 
+static void ttl_parsed_whole(void **state)
+{
+	static const struct {
+		const char *text;
+		double want; /* < 0: refused */
+	} cases[] = {
+		{ "0", 0 }, { "never", 0 }, { "90", 90 }, { "90s", 90 }, { "30m", 1800 },
+		{ "24h", 86400 }, { "7d", 604800 }, { "3650d", 315360000 },
+		{ "3651d", -1 }, { "315360001", -1 }, { "", -1 }, { "-1", -1 }, { "1.5", -1 },
+		{ "1.5s", -1 }, { "10y", -1 }, { "s", -1 }, { "1ss", -1 }, { " 1", -1 },
+		{ "1 ", -1 }, { "+1", -1 }, { "Never", -1 },
+		{ "99999999999999999999999", -1 }, { "18446744073709551615d", -1 },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct agd_err why = { 0 };
+		double ttl = -2;
+		int err = agd_ttl_parse(cases[i].text, &ttl, &why);
+
+		if (cases[i].want < 0) {
+			if (err != -EINVAL || !strstr(why.msg, "ttl"))
+				fail_msg("'%s': %d, '%s'", cases[i].text, err, why.msg);
+		} else if (err || ttl != cases[i].want) {
+			fail_msg("'%s': %d, %g", cases[i].text, err, ttl);
+		}
+	}
+}
+
+/* Own TTL first; else implicit agents inherit the default, operator-made
+ * and pinned agents get none. */
+static void ttl_by_kind(void **state)
+{
+	struct agd_policy d, own, eff;
+
+	agd_policy_defaults(&d);
+	d.ttl = 600;
+	own = d;
+	own.ttl = 60;
+	agd_policy_merge(&d, &own, 0, &eff);
+	assert_true(agd_policy_ttl(&d, &eff, 0, true) == 600);
+	assert_true(agd_policy_ttl(&d, &eff, 0, false) == 0);
+	agd_policy_merge(&d, &own, AGD_POL_TTL, &eff);
+	assert_true(agd_policy_ttl(&d, &eff, AGD_POL_TTL, false) == 60);
+	own.pinned = true;
+	agd_policy_merge(&d, &own, AGD_POL_PINNED, &eff);
+	assert_true(agd_policy_ttl(&d, &eff, AGD_POL_PINNED, true) == 0);
+	agd_policy_merge(&d, &own, AGD_POL_PINNED | AGD_POL_TTL, &eff);
+	assert_true(agd_policy_ttl(&d, &eff, AGD_POL_PINNED | AGD_POL_TTL, true) == 60);
+	own = d;
+	own.ttl = 1.5;
+	expect_invalid(&own, "ttl");
+	own.ttl = 315360001;
+	expect_invalid(&own, "ttl");
+}
+
 static void statistics(void **state)
 {
 	struct agd_rating_stats s = { .last_ms = -1 };
@@ -182,6 +238,8 @@ int main(void)
 		cmocka_unit_test(merge_takes_only_what_is_set),
 		cmocka_unit_test(invalid_policies_named),
 		cmocka_unit_test(statistics),
+		cmocka_unit_test(ttl_parsed_whole),
+		cmocka_unit_test(ttl_by_kind),
 	};
 
 	return cmocka_run_group_tests_name("policy", tests, NULL, NULL);

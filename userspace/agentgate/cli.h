@@ -74,7 +74,7 @@ void print_manual(FILE *out);
  * until the CLI exits); 1 when the change went to the daemon (or could not
  * be sent): *code is then the exit status, the error already printed. */
 int route_agent_set(struct cli *cli, const char *name, const struct ag_agent_update *u,
-		    bool *created, int *code);
+		    double ttl, bool *created, int *code);
 /* op: agent.delete, agent.reset or agent.drain (tokens); *left: the tokens
  * after a reset or drain. */
 int route_agent_op(struct cli *cli, const char *op, const char *name, __u64 tokens,
@@ -112,6 +112,9 @@ struct agent_row {
 	struct ag_agent a;
 	double tokens;
 	struct ag_counters c;
+	/* From agentgated, when it runs (agent.activity): idle seconds as of
+	 * its last sweep and idle TTL (0: never); idle_s < 0: not known. */
+	long long idle_s, ttl;
 };
 int load_rows(struct cli *cli, struct agent_row **rows, size_t *n);
 void json_agent(struct jsonw *w, const struct agent_row *r);
@@ -119,7 +122,7 @@ void json_agent_fields(struct jsonw *w, const struct agent_row *r);
 void json_rule(struct jsonw *w, const struct ag_rule *r, const char *agent);
 int parse_sort(struct cli *cli, const char *text, int *key);
 void sort_rows(struct agent_row *rows, size_t n, int key);
-enum sort_key { SORT_NAME, SORT_DROPS, SORT_RATE };
+enum sort_key { SORT_NAME, SORT_DROPS, SORT_RATE, SORT_IDLE };
 /* Human tables (table.c): each column as wide as its widest cell, its title
  * at least, so that names up to AG_NAME_MAX keep the columns in line. Cells
  * are added row after row, then printed with the titles. */

@@ -7,7 +7,10 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "cli.h"
+#include "../agentgated/core/policy.h"
 
 int parse_sort(struct cli *cli, const char *text, int *key)
 {
@@ -17,8 +20,11 @@ int parse_sort(struct cli *cli, const char *text, int *key)
 		*key = SORT_RATE;
 	else if (is_prefix(text, "name"))
 		*key = SORT_NAME;
+	else if (is_prefix(text, "idle"))
+		*key = SORT_IDLE;
 	else
-		return cli_error(cli, EXIT_USAGE, "invalid sort key '%s' (drops, rate or name)", text);
+		return cli_error(cli, EXIT_USAGE,
+				 "invalid sort key '%s' (drops, rate, idle or name)", text);
 	return 0;
 }
 
@@ -45,11 +51,51 @@ static int by_rate(const void *a, const void *b)
 	return by_name(a, b);
 }
 
+/* Longest idle first; agents the daemon does not know last. */
+static int by_idle(const void *a, const void *b)
+{
+	const struct agent_row *x = a, *y = b;
+
+	if (x->idle_s != y->idle_s)
+		return x->idle_s > y->idle_s ? -1 : 1;
+	return by_name(a, b);
+}
+
 void sort_rows(struct agent_row *rows, size_t n, int key)
 {
 	qsort(rows, n, sizeof(*rows), key == SORT_DROPS ? by_drops :
 				      key == SORT_RATE	? by_rate :
+				      key == SORT_IDLE	? by_idle :
 							  by_name);
+}
+
+/* Idle times and TTLs from agentgated: 1 when it answered, 0 when none
+ * runs, or an exit status (printed). */
+static int add_activity(struct cli *cli, struct agent_row *rows, size_t n)
+{
+	json_t *req = json_pack("{s:s}", "op", "agent.activity"), *reply = NULL, *idle, *ttl;
+	size_t k;
+	int r = req ? cli_daemon_ask(cli, req, (void **)&reply) : -ENOMEM;
+
+	json_decref(req);
+	if (r <= 0)
+		return r < 0 ? EXIT_RUNTIME : 0;
+	idle = json_object_get(json_object_get(reply, "result"), "idle_s");
+	ttl = json_object_get(json_object_get(reply, "result"), "ttl");
+	if (!json_is_array(idle) || !json_is_array(ttl)) {
+		json_decref(reply);
+		return cli_error(cli, EXIT_RUNTIME, "agentgated did not say how long agents "
+				 "have been idle: %s", json_string_value(json_object_get(
+					 json_object_get(reply, "error"), "message")) ?: "no answer");
+	}
+	for (k = 0; k < n; k++) {
+		json_int_t i = json_integer_value(json_array_get(idle, rows[k].a.slot));
+
+		rows[k].idle_s = json_is_integer(json_array_get(idle, rows[k].a.slot)) ? i : -1;
+		rows[k].ttl = json_integer_value(json_array_get(ttl, rows[k].a.slot));
+	}
+	json_decref(reply);
+	return 1;
 }
 
 static const struct table_col list_cols[] = {
@@ -62,12 +108,16 @@ static const struct table_col list_cols[] = {
 	{ "PIN", TABLE_RIGHT },
 	{ "PASSED", TABLE_RIGHT },
 	{ "DROPPED", TABLE_RIGHT },
+	{ "IDLE", TABLE_RIGHT }, /* these two with agentgated running */
+	{ "TTL", TABLE_RIGHT },
 };
 
-/* The rows shown, in columns as wide as their content. */
-static int text_list(struct cli *cli, const struct agent_row *rows, size_t n)
+/* The rows shown, in columns as wide as their content; with agentgated
+ * running, also how long each has been idle and its TTL. */
+static int text_list(struct cli *cli, const struct agent_row *rows, size_t n, bool activity)
 {
-	struct table *t = table_new(list_cols, sizeof(list_cols) / sizeof(list_cols[0]));
+	size_t cols = sizeof(list_cols) / sizeof(list_cols[0]);
+	struct table *t = table_new(list_cols, activity ? cols : cols - 2);
 	size_t k;
 	int err;
 
@@ -85,6 +135,16 @@ static int text_list(struct cli *cli, const struct agent_row *rows, size_t n)
 		table_text(t, r->a.pinned ? "yes" : "no");
 		table_uint(t, r->c.passed_packets);
 		table_uint(t, r->c.dropped_packets);
+		if (!activity)
+			continue;
+		if (r->idle_s >= 0)
+			table_cell(t, "%llds", r->idle_s);
+		else
+			table_text(t, "-");
+		if (r->idle_s >= 0 && r->ttl)
+			table_cell(t, "%llds", r->ttl);
+		else
+			table_text(t, "-");
 	}
 	err = table_print(t, stdout);
 	table_free(t);
@@ -94,7 +154,7 @@ static int text_list(struct cli *cli, const struct agent_row *rows, size_t n)
 int do_agent_list(struct cli *cli, int argc, char **argv)
 {
 	struct agent_row *rows;
-	int key = SORT_NAME, i, err;
+	int key = SORT_NAME, i, err, daemon;
 	__u64 limit = UINT64_MAX;
 	size_t n, k;
 
@@ -113,6 +173,17 @@ int do_agent_list(struct cli *cli, int argc, char **argv)
 	err = load_rows(cli, &rows, &n);
 	if (err)
 		return err;
+	daemon = add_activity(cli, rows, n);
+	if (daemon > 1) {
+		free(rows);
+		return daemon;
+	}
+	if (key == SORT_IDLE && !daemon) {
+		free(rows);
+		return cli_error(cli, EXIT_RUNTIME, "--sort idle: idle times are agentgated's, "
+				 "and it is not running on %s",
+				 cli->pin_path ? cli->pin_path : AG_PIN_ROOT_DEFAULT);
+	}
 	sort_rows(rows, n, key);
 	if (limit < n)
 		n = limit;
@@ -123,7 +194,7 @@ int do_agent_list(struct cli *cli, int argc, char **argv)
 		jsonw_end_array(&cli->jw);
 		jsonw_end_document(&cli->jw);
 	} else {
-		err = text_list(cli, rows, n);
+		err = text_list(cli, rows, n, daemon == 1);
 	}
 	free(rows);
 	return err;
@@ -137,6 +208,7 @@ static int load_one(struct cli *cli, const char *name, struct agent_row *row)
 	if (err)
 		return err;
 	memset(row, 0, sizeof(*row));
+	row->idle_s = -1;
 	err = ag_agent_get(cli->ctx, name, &row->a);
 	if (!err)
 		err = ag_counters_get(cli->ctx, row->a.slot, &row->c);
@@ -195,6 +267,10 @@ static void show_text(const struct agent_row *r, const struct ag_rule *rules, si
 		printf(", would drop %llu packets", (unsigned long long)r->c.would_drop_packets);
 	putchar('\n');
 	print_created(r->a.created_ns);
+	if (r->idle_s >= 0 && r->ttl)
+		printf("  idle %llds, expires after %llds idle\n", r->idle_s, r->ttl);
+	else if (r->idle_s >= 0)
+		printf("  idle %llds, no idle TTL\n", r->idle_s);
 	for (i = 0; i < n; i++)
 		print_rule_text(&rules[i]);
 }
@@ -227,6 +303,8 @@ static int show(struct cli *cli, const char *name, int created)
 	int err;
 
 	err = load_one(cli, name, &row);
+	if (!err && add_activity(cli, &row, 1) > 1)
+		err = EXIT_RUNTIME;
 	if (!err)
 		err = rules_of(cli, row.a.slot, &rules, &n);
 	if (err)
@@ -261,14 +339,29 @@ static void warn_small_bps_burst(struct cli *cli, const char *name)
 			name, (unsigned long long)a.burst, AG_BPS_MIN_BURST);
 }
 
-/* Parse the keyword arguments of agent set into an update. */
-static int parse_set_args(struct cli *cli, int argc, char **argv, struct ag_agent_update *u)
+/* Parse the keyword arguments of agent set into an update; *ttl: the idle
+ * TTL in seconds, -1 when not given. */
+static int parse_set_args(struct cli *cli, int argc, char **argv, struct ag_agent_update *u,
+			  double *ttl)
 {
 	int i, err = 0;
 
 	memset(u, 0, sizeof(*u));
+	*ttl = -1;
 	for (i = 0; i < argc && !err; i++) {
 		const char *k = argv[i];
+
+		if (!strcmp(k, "ttl")) {
+			struct agd_err why = { 0 };
+
+			if (*ttl >= 0)
+				return cli_usage(cli, "'ttl' given twice");
+			if (i + 1 >= argc)
+				return cli_usage(cli, "'ttl' needs a value");
+			if (agd_ttl_parse(argv[++i], ttl, &why))
+				return cli_usage(cli, "%s", why.msg);
+			continue;
+		}
 		__u32 field = !strcmp(k, "rate")  ? AG_SET_RATE :
 			      !strcmp(k, "burst") ? AG_SET_BURST :
 			      !strcmp(k, "unit")  ? AG_SET_UNIT :
@@ -301,18 +394,23 @@ int do_agent_set(struct cli *cli, int argc, char **argv)
 {
 	struct ag_agent_update u;
 	bool created = false;
+	double ttl;
 	int err, code;
 
 	if (argc < 1)
 		return cli_usage(cli, "expected an agent name");
 	err = parse_name(cli, argv[0]);
 	if (!err)
-		err = parse_set_args(cli, argc - 1, argv + 1, &u);
+		err = parse_set_args(cli, argc - 1, argv + 1, &u, &ttl);
 	if (err)
 		return err;
-	if (route_agent_set(cli, argv[0], &u, &created, &code)) {
+	if (route_agent_set(cli, argv[0], &u, ttl, &created, &code)) {
 		if (code)
 			return code;
+	} else if (ttl >= 0) {
+		return cli_error(cli, EXIT_RUNTIME, "ttl: idle TTLs are kept by agentgated, which "
+				 "is not running on %s (nothing changed)",
+				 cli->pin_path ? cli->pin_path : AG_PIN_ROOT_DEFAULT);
 	} else {
 		err = ag_agent_set(cli->ctx, argv[0], &u, NULL, &created);
 		if (err)

@@ -26,16 +26,20 @@ const struct command commands[] = {
 	  "Prints the pin root, each attached device with its mode and program id, the "
 	  "agents and slots in use, the rules per family, the default action and dry-run.",
 	  OPEN_READ, do_status },
-	{ "agent", "list", "[--sort drops|rate|name] [--limit N]", "list agents",
+	{ "agent", "list", "[--sort drops|rate|idle|name] [--limit N]", "list agents",
 	  "One row per agent: slot, rate, burst, unit, tokens now, pinned, and passed and "
-	  "dropped packets. Sorted by name unless --sort says otherwise (drops and rate: "
-	  "highest first); --limit N prints the first N. Each column is as wide as its widest "
+	  "dropped packets; while agentgated runs on the pin root also IDLE (seconds since "
+	  "the agent's last traffic, rating, consume or change, as agentgated saw it) and "
+	  "TTL (its idle TTL, - for none). Sorted by name unless --sort says otherwise (drops "
+	  "and rate: highest first; idle: longest idle first, which needs agentgated); "
+	  "--limit N prints the first N. Each column is as wide as its widest "
 	  "value in the rows printed (a name has up to 64 characters), numbers right-aligned. "
-	  "With --json, an array of the objects agent show prints (bytes too).",
+	  "With --json, an array of the objects agent show prints (bytes too), with idle_s "
+	  "and ttl (null without agentgated).",
 	  OPEN_READ, do_agent_list },
 	{ "agent", "show", "NAME", "show one agent",
 	  "The agent's limit, tokens now, counters and rules.", OPEN_READ, do_agent_show },
-	{ "agent", "set", "NAME [rate R] [burst B] [unit pps|bps] [pin|unpin]",
+	{ "agent", "set", "NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T]",
 	  "create or change an agent",
 	  "Creates the agent when it does not exist (defaults: rate 100, burst one second of "
 	  "rate, unit pps; a bps burst holds at least one 1518-byte frame), otherwise changes "
@@ -43,7 +47,10 @@ const struct command commands[] = {
 	  "number with an optional k, M or G suffix; B is tokens. A new unit without a burst "
 	  "takes that unit's default burst. Tokens in the bucket are kept across a change, "
 	  "capped at the new burst. pin marks the rate as set by an "
-	  "operator, so ratings do not move it; unpin hands it back to the policy.",
+	  "operator, so ratings do not move it; unpin hands it back to the policy. ttl sets "
+	  "the agent's idle TTL, which agentgated keeps (it must be running): after T "
+	  "without traffic, ratings, consumes or changes, agentgated removes the agent. T is "
+	  "whole seconds or a whole number of s, m, h or d (24h); 0 or never: no expiry.",
 	  OPEN_WRITE, do_agent_set },
 	{ "agent", "reset", "NAME", "refill an agent's bucket to its burst", NULL, OPEN_WRITE,
 	  do_agent_reset },

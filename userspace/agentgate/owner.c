@@ -270,7 +270,7 @@ static int journal(struct cli *cli, enum ag_journal_kind kind, const char *name,
 }
 
 int route_agent_set(struct cli *cli, const char *name, const struct ag_agent_update *u,
-		    bool *created, int *code)
+		    double ttl, bool *created, int *code)
 {
 	json_t *req = json_pack("{s:s,s:s}", "op", "agent.set", "agent", name), *res = NULL;
 	int r;
@@ -287,6 +287,8 @@ int route_agent_set(struct cli *cli, const char *name, const struct ag_agent_upd
 		json_object_set_new(req, "unit", json_string(unit_name(u->unit)));
 	if (u->fields & AG_SET_PINNED)
 		json_object_set_new(req, "pinned", json_boolean(u->pinned));
+	if (ttl >= 0)
+		json_object_set_new(req, "ttl", json_integer((json_int_t)ttl));
 	r = route(cli, req, &res, code);
 	if (res)
 		*created = json_is_true(json_object_get(res, "created"));

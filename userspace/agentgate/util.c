@@ -121,6 +121,7 @@ int load_rows(struct cli *cli, struct agent_row **out, size_t *n_out)
 		if (r != &rows[slot])
 			*r = rows[slot];
 		r->c = counters[slot];
+		r->idle_s = -1;
 		if (ag_bucket_tokens(cli->ctx, slot, &r->tokens))
 			r->tokens = NAN; /* deleted meanwhile */
 		n++;
@@ -158,4 +159,13 @@ void json_agent_fields(struct jsonw *w, const struct agent_row *r)
 	jsonw_uint_field(w, "would_drop_packets", r->c.would_drop_packets);
 	jsonw_uint_field(w, "would_drop_bytes", r->c.would_drop_bytes);
 	jsonw_uint_field(w, "created_ms", r->a.created_ns / 1000000);
+	if (r->idle_s >= 0) {
+		jsonw_uint_field(w, "idle_s", (__u64)r->idle_s);
+		jsonw_uint_field(w, "ttl", (__u64)r->ttl);
+	} else {
+		jsonw_name(w, "idle_s");
+		jsonw_null(w);
+		jsonw_name(w, "ttl");
+		jsonw_null(w);
+	}
 }

@@ -126,6 +126,13 @@ int ag_bucket_drain(struct ag_ctx *ctx, __u32 slot, __u64 tokens, double *remain
 int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
 		      struct ag_consume_result *res);
 
+/* out[max_agents]: each slot's tat word, read through the mmap without a
+ * system call. It changes whenever the datapath admits a packet or
+ * userspace changes the bucket (consume, fill, a new rate); a refused
+ * packet leaves it alone (the counters count those). -ENODEV when the
+ * buckets are not mapped. */
+int ag_bucket_words(struct ag_ctx *ctx, __u64 *out);
+
 /* Pure rate math, exposed for tests: the parameter set for a limit. */
 int ag_gcra_params_for(double rate, __u64 burst, enum ag_unit unit,
 		       struct ag_gcra_params *out);

@@ -122,6 +122,17 @@ static int load_view(struct ag_ctx *ctx, __u32 slot, __u64 now_ns, struct view *
 	return 0;
 }
 
+int ag_bucket_words(struct ag_ctx *ctx, __u64 *out)
+{
+	__u32 i;
+
+	if (!ctx->buckets)
+		return ag_err(ENODEV, "the buckets are not mapped");
+	for (i = 0; i < ctx->max_agents; i++)
+		out[i] = atomic_load_explicit(ag_tat_word(&ctx->buckets[i]), memory_order_relaxed);
+	return 0;
+}
+
 static bool store_tat(struct ag_ctx *ctx, __u32 slot, __u64 expected_word, __u64 new_tat)
 {
 	__u64 desired = (expected_word & AG_TAT_SEL) | new_tat;

@@ -206,13 +206,28 @@ static int parse_change(struct req *r, json_t *o, struct agd_agent_change *c, in
 		c->own.pinned = json_is_true(v);
 		c->set |= AGD_POL_PINNED;
 	}
+	v = json_object_get(o, "ttl");
+	if (json_is_null(v)) {
+		c->unset |= AGD_POL_TTL;
+	} else if (v) {
+		struct agd_err why = { 0 };
+
+		if (json_is_string(v) ? agd_ttl_parse(json_string_value(v), &c->own.ttl, &why) :
+		    json_is_number(v) ? agd_ttl_seconds(json_number_value(v), &c->own.ttl, &why) :
+					agd_errf(&why, -EINVAL, "expected seconds or a duration "
+						 "such as \"24h\"")) {
+			*status = send_error(r->conn, 400, "field 'ttl': %s", why.msg);
+			return -1;
+		}
+		c->set |= AGD_POL_TTL;
+	}
 	return 0;
 }
 
 int agent_put(struct req *r)
 {
 	static const char *const allowed[] = { "rate", "burst", "unit", "r_min", "r_max",
-					       "alpha", "pinned", NULL };
+					       "alpha", "pinned", "ttl", NULL };
 	struct agd_agent_change c;
 	struct agd_err oe = { 0 };
 	int status = 0, err;

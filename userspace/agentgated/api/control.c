@@ -100,7 +100,7 @@ static json_t *get_rule(json_t *o, struct ag_rule *rule)
 static json_t *agent_set(struct agd_engine *e, json_t *o, const char *subject)
 {
 	static const char *const allowed[] = { "op", "agent", "rate", "burst", "unit", "pinned",
-					       NULL };
+					       "ttl", NULL };
 	struct agd_agent_change c = { .fill_tokens = -1 };
 	struct agd_err oe = { 0 };
 	const char *agent, *unit;
@@ -148,6 +148,13 @@ static json_t *agent_set(struct agd_engine *e, json_t *o, const char *subject)
 			return failure(-EINVAL, "field 'pinned': expected true or false");
 		c.own.pinned = json_is_true(v);
 		c.set |= AGD_POL_PINNED;
+	}
+	if ((v = json_object_get(o, "ttl"))) {
+		if (!json_is_number(v) ||
+		    agd_ttl_seconds(json_number_value(v), &c.own.ttl, &oe))
+			return failure(-EINVAL, "field 'ttl': %s",
+				       oe.msg[0] ? oe.msg : "expected whole seconds");
+		c.set |= AGD_POL_TTL;
 	}
 	err = agd_engine_agent_put(e, agent, &c, subject, &created, &oe);
 	if (err)
@@ -247,6 +254,33 @@ static json_t *config_set(struct agd_engine *e, json_t *o, const char *subject)
 	return success(NULL);
 }
 
+/* agent.activity: by slot, each agent's idle seconds (-1: no agent of the
+ * daemon's there) and TTL, two arrays as long as the maps have slots
+ * (agentgate agent list: IDLE, TTL, --sort idle). */
+static json_t *agent_activity(struct agd_engine *e)
+{
+	size_t n = ag_max_agents(agd_engine_ctx(e)), i;
+	__u64 *idle = calloc(n, sizeof(*idle));
+	__u32 *ttl = calloc(n, sizeof(*ttl));
+	json_t *ji = json_array(), *jt = json_array(), *res = NULL;
+
+	if (idle && ttl && ji && jt) {
+		agd_engine_activity(e, idle, ttl, n);
+		for (i = 0; i < n; i++) {
+			json_array_append_new(ji, json_integer(idle[i] == UINT64_MAX ? -1 :
+							       (json_int_t)(idle[i] / 1000)));
+			json_array_append_new(jt, json_integer(ttl[i]));
+		}
+		res = success(json_pack("{s:o,s:o}", "idle_s", ji, "ttl", jt));
+		ji = jt = NULL;
+	}
+	json_decref(ji);
+	json_decref(jt);
+	free(idle);
+	free(ttl);
+	return res ? res : failure(-ENOMEM, "out of memory");
+}
+
 char *agd_control_handle(struct agd_engine *e, const char *line, size_t len, const char *subject)
 {
 	json_t *o, *reply;
@@ -268,6 +302,8 @@ char *agd_control_handle(struct agd_engine *e, const char *line, size_t len, con
 		reply = rule_op(e, o, !strcmp(op, "rule.add"), subject);
 	else if (!strcmp(op, "config.set"))
 		reply = config_set(e, o, subject);
+	else if (!strcmp(op, "agent.activity"))
+		reply = agent_activity(e);
 	else
 		reply = failure(-EINVAL, "field 'op': unknown operation '%s'", op);
 	json_decref(o);

@@ -285,6 +285,26 @@ static void engine_series(struct out *o, struct agd_engine *e)
 	family(o, "agents_refused_total", "counter",
 	       "New agents refused because every agent slot is in use (507).");
 	put(o, "agentgate_agents_refused_total %llu\n", (unsigned long long)s.agents_refused);
+	family(o, "agents_removed_total", "counter",
+	       "Agents removed by agentgated itself: reason ttl (idle past their TTL) or "
+	       "evicted (the longest idle, for a new agent when every slot is in use).");
+	put(o, "agentgate_agents_removed_total{reason=\"ttl\"} %llu\n",
+	    (unsigned long long)s.agents_expired);
+	put(o, "agentgate_agents_removed_total{reason=\"evicted\"} %llu\n",
+	    (unsigned long long)s.agents_evicted);
+	family(o, "agent_expiry_errors_total", "counter",
+	       "Expiries or evictions the maps or the state store refused (the agent stays).");
+	put(o, "agentgate_agent_expiry_errors_total %llu\n", (unsigned long long)s.expire_errors);
+	family(o, "agent_expiry_stale_total", "counter",
+	       "Fleet: expiries proposed through the log that found the agent active since "
+	       "(a touch, rating or change came first); the agent stays on every host.");
+	put(o, "agentgate_agent_expiry_stale_total %llu\n", (unsigned long long)s.expire_stale);
+	family(o, "agent_sweeps_total", "counter",
+	       "Sweeps for idle agents (each reads every bucket and counter once).");
+	put(o, "agentgate_agent_sweeps_total %llu\n", (unsigned long long)s.sweeps);
+	family(o, "agent_sweep_cpu_seconds_total", "counter",
+	       "CPU time the sweeps for idle agents took.");
+	put(o, "agentgate_agent_sweep_cpu_seconds_total %.6f\n", (double)s.sweep_cpu_ns / 1e9);
 }
 
 static void dead_letter_series(struct out *o)

@@ -421,6 +421,46 @@ static void fan_out(struct agd_stream *s, const struct agd_rating_event *ev, siz
 	free(own);
 }
 
+/* The engine removed agents (idle past their TTL, or evicted): each one's
+ * agent_removed goes to rating.global and to whoever follows that agent's
+ * ratings or bucket. Called outside s->lock, possibly under the engine's. */
+static void on_removals(void *arg, const struct agd_removal_event *ev, size_t n)
+{
+	struct agd_stream *s = arg;
+	char topic[TOPIC_MAX];
+	struct client *c;
+	size_t i;
+
+	pthread_mutex_lock(&s->lock);
+	for (c = s->clients; c; c = c->next) {
+		pthread_mutex_lock(&c->lock);
+		for (i = 0; i < n && !c->closing; i++) {
+			bool global = c->global;
+			bool own = (c->n_rating &&
+				    agd_stream_name_index(c->rating, c->n_rating, ev[i].agent) >= 0) ||
+				   (c->n_bucket &&
+				    agd_stream_name_index(c->bucket, c->n_bucket, ev[i].agent) >= 0);
+			struct msg *m;
+
+			if (!global && !own)
+				continue;
+			if (own)
+				snprintf(topic, sizeof(topic), "rating.agent.%s", ev[i].agent);
+			m = update("agent_removed", own ? topic : "rating.global",
+				   json_pack("{s:s,s:s,s:f,s:I}", "agent", ev[i].agent, "reason",
+					     ev[i].reason, "idle_s", (double)ev[i].idle_ms / 1000,
+					     "ts", (json_int_t)ev[i].ts_ms));
+			if (m) {
+				agd_stream_enqueue(c, m, false);
+				agd_stream_msg_unref(m);
+			}
+		}
+		agd_stream_notify(c);
+		pthread_mutex_unlock(&c->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
 static struct bucket_sample *sample_of(struct agd_stream *s, const char *name)
 {
 	struct bucket_sample *b;
@@ -635,6 +675,7 @@ int agd_stream_start(struct agd_engine *e, struct mg_context *mg, const struct a
 	}
 	s->hub_started = true;
 	agd_engine_observe(e, on_ratings, want_events, s);
+	agd_engine_observe_removals(e, on_removals, s);
 	mg_set_websocket_handler(mg, "/v1/stream", ws_connect, ws_ready, ws_data, ws_close, s);
 	*out = s;
 	return 0;
@@ -649,6 +690,7 @@ void agd_stream_shutdown(struct agd_stream *s)
 	if (!s)
 		return;
 	agd_engine_observe(s->e, NULL, NULL, NULL);
+	agd_engine_observe_removals(s->e, NULL, NULL);
 	pthread_mutex_lock(&s->ilock);
 	s->hub_stop = true;
 	pthread_cond_signal(&s->icv);

@@ -45,6 +45,7 @@ int bucket_post(struct req *r)
 	c.own.r_min = 0.001;
 	c.own.r_max = 1e10;
 	c.fill_tokens = init >= 0 ? init : cap;
+	c.implicit = true; /* a tutorial's bucket: it expires after --agent-ttl idle */
 	err = agd_engine_agent_put(r->h->e, r->param, &c, r->tok.subject, &created, &oe);
 	if (err)
 		return bad_agent(r, err, &oe);

@@ -113,6 +113,7 @@ static int admit_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job,
 			break;
 		}
 		rec_init(&en->rec, &e->defaults, wall_ms());
+		en->rec.implicit = 1; /* made by a rating: it inherits --agent-ttl */
 		en->new_in_batch = true;
 		en->batch = e->batch_serial;
 		en->undo = en->rec;
@@ -289,6 +290,9 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 		if ((r->ts_ms >= 0 ? r->ts_ms : (__s64)now) > en->rec.last_ms)
 			en->rec.last_ms = r->ts_ms >= 0 ? r->ts_ms : (__s64)now;
 		en->rec.updated_ms = now;
+		touch(en);
+		if (job->item_seq)
+			en->log_mark = job->item_seq[i];
 		job->applied++;
 		if (e->ev_on)
 			record_event(e, r, en, now);
@@ -358,6 +362,42 @@ static void observe(struct agd_engine *e, struct agd_job *job, __u64 now_ns)
 	e->stats.ratings_duplicate += job->duplicates;
 }
 
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* How many agents the batch would create (distinct unknown names): with
+ * eviction on, room is made for them before the batch's transaction. */
+static size_t new_agents(struct agd_engine *e, struct agd_job *jobs)
+{
+	size_t n = 0, cap = 0, i, distinct = 0;
+	const char **names = NULL, **more;
+	struct agd_job *job;
+
+	for (job = jobs; job; job = job->next)
+		for (i = 0; i < job->n; i++) {
+			if (tab_find(e, job->items[i].agent))
+				continue;
+			if (n == cap) {
+				cap = cap ? 2 * cap : 16;
+				more = realloc(names, cap * sizeof(*names));
+				if (!more) {
+					free(names);
+					return n;
+				}
+				names = more;
+			}
+			names[n++] = job->items[i].agent;
+		}
+	if (n > 1)
+		qsort(names, n, sizeof(*names), by_name);
+	for (i = 0; i < n; i++)
+		distinct += !i || strcmp(names[i], names[i - 1]);
+	free(names);
+	return distinct;
+}
+
 static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 {
 	struct entry *touched = NULL, *en;
@@ -380,6 +420,8 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 	e->ev_n = 0;
 	e->hist_n = 0;
 	e->ev_on = e->obs && e->obs_wanted(e->obs_arg);
+	if (e->opts.evict_when_full && e->opts.auto_create)
+		make_room(e, new_agents(e, jobs));
 	err = txn_begin(e, &txn);
 	for (job = jobs; job && !err; job = job->next) {
 		job->serial = ++e->serial;
@@ -393,8 +435,11 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 	if (!err && with_ids)
 		err = agd_store_dedup_prune(&e->st, txn, now, e->opts.dedup_window_ms,
 					   e->opts.dedup_max, 2 * with_ids + 64);
-	for (en = touched; en && !err; en = en->touched_next)
+	for (en = touched; en && !err; en = en->touched_next) {
 		err = agd_store_agent_put(&e->st, txn, en->name, &en->rec);
+		if (!err && seq) /* the log entries that touched it (fleet) */
+			err = mark_logged(e, txn, en->name, en, en->log_mark);
+	}
 	for (en = touched; en && !err; en = en->touched_next)
 		if (en->hist_batch == e->batch_serial && en->hist_n)
 			err = hist_write(e, txn, en, now);

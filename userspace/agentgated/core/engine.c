@@ -184,10 +184,10 @@ json_t *policy_json(const struct agd_engine *e, const struct agd_agent_rec *r)
 	struct agd_policy p;
 
 	agd_rec_effective(r, &e->defaults, &p);
-	return json_pack("{s:f,s:I,s:s,s:f,s:f,s:f,s:b}", "rate", r->rate, "burst",
+	return json_pack("{s:f,s:I,s:s,s:f,s:f,s:f,s:b,s:I}", "rate", r->rate, "burst",
 			 (json_int_t)agd_policy_burst_tokens(&p, r->rate), "unit",
 			 p.unit == AG_UNIT_BPS ? "bps" : "pps", "r_min", p.r_min, "r_max", p.r_max,
-			 "alpha", p.alpha, "pinned", p.pinned);
+			 "alpha", p.alpha, "pinned", p.pinned, "ttl", (json_int_t)p.ttl);
 }
 
 /* Records one operator change in the transaction, and in the agent's
@@ -385,11 +385,14 @@ int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out,
 		snprintf(errbuf->msg, sizeof(errbuf->msg), "%s", ag_errmsg());
 		goto cleanup;
 	}
+	/* What the buckets and counters read before reconcile writes any. */
+	activity_read(e);
 	err = load_agents(e, errbuf);
 	if (!err)
 		err = reconcile(e, errbuf);
 	if (err)
 		goto cleanup;
+	activity_restore(e);
 	err = -pthread_create(&e->thread, NULL, apply_thread, e);
 	if (err) {
 		snprintf(errbuf->msg, sizeof(errbuf->msg),
@@ -397,6 +400,9 @@ int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out,
 		goto cleanup;
 	}
 	e->thread_started = true;
+	err = sweeper_start(e, errbuf);
+	if (err)
+		goto cleanup;
 	*out = e;
 	return 0;
 cleanup:
@@ -411,6 +417,7 @@ void agd_engine_close(struct agd_engine *e)
 
 	if (!e)
 		return;
+	sweeper_stop(e);
 	if (e->thread_started) {
 		pthread_mutex_lock(&e->qlock);
 		e->stopping = true;
@@ -427,6 +434,9 @@ void agd_engine_close(struct agd_engine *e)
 	free(e->buckets);
 	free(e->ev);
 	free(e->hist);
+	free(e->sw_words);
+	free(e->sw_counters);
+	free((void *)e->consumed);
 	ag_close(e->ctx);
 	agd_store_close(&e->st);
 	if (e->audit_fd >= 0)
@@ -447,7 +457,8 @@ struct ag_ctx *agd_engine_ctx(struct agd_engine *e)
 }
 
 void agd_engine_reconfigure(struct agd_engine *e, const struct agd_policy *defaults,
-			   __u64 dedup_window_ms, __u64 dedup_max, bool auto_create)
+			   __u64 dedup_window_ms, __u64 dedup_max, bool auto_create,
+			   bool evict_when_full)
 {
 	struct entry *en;
 	MDB_txn *txn = NULL;
@@ -459,6 +470,7 @@ void agd_engine_reconfigure(struct agd_engine *e, const struct agd_policy *defau
 	e->opts.dedup_window_ms = dedup_window_ms;
 	e->opts.dedup_max = dedup_max;
 	e->opts.auto_create = auto_create;
+	e->opts.evict_when_full = evict_when_full;
 	/* Bounds and bursts inherited from the defaults may have moved: rates
 	 * pulled inside are stored first, then written into the buckets. */
 	err = txn_begin(e, &txn);

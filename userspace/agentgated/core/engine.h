@@ -48,6 +48,9 @@ struct agd_engine_opts {
 	__u64 dedup_max; /* ids remembered at most */
 	bool auto_create; /* a rating for an unknown agent creates it */
 	size_t queue_max; /* ratings waiting to be applied before submitters block */
+	/* With no free slot for a new agent: evict the longest-idle agent that
+	 * has an idle TTL (true), or refuse the new one (false). */
+	bool evict_when_full;
 	agd_engine_log_fn log;
 };
 
@@ -67,7 +70,35 @@ struct ag_ctx *agd_engine_ctx(struct agd_engine *e);
 
 /* SIGHUP: new defaults and limits; burst sizes given in seconds follow. */
 void agd_engine_reconfigure(struct agd_engine *e, const struct agd_policy *defaults,
-			   __u64 dedup_window_ms, __u64 dedup_max, bool auto_create);
+			   __u64 dedup_window_ms, __u64 dedup_max, bool auto_create,
+			   bool evict_when_full);
+
+/* ---- expiry --------------------------------------------------------------------
+ *
+ * An agent whose idle TTL (agd_policy_ttl) has passed without traffic
+ * (passed or dropped packets), a rating, a consume or an operator change
+ * leaves the maps and the store with its rules, audited (agent.expire).
+ * A sweep thread finds them: every interval (a quarter of the shortest
+ * TTL, between 250 ms and 60 s) it reads each bucket's tat word through
+ * the mmap and the counters in batches and compares them with its last
+ * read. With evict_when_full, a new agent that finds no free slot takes
+ * the one of the longest-idle agent with a TTL (agent.evict). */
+
+struct agd_removal_event {
+	char agent[AG_NAME_MAX + 1];
+	const char *reason; /* "ttl" or "evicted" */
+	__u64 idle_ms;
+	__u64 ts_ms; /* wall clock */
+};
+
+typedef void (*agd_removal_observer)(void *arg, const struct agd_removal_event *ev, size_t n);
+
+/* fn receives each batch of expired or evicted agents, outside the
+ * engine's lock. Set before the API starts (NULL: none). */
+void agd_engine_observe_removals(struct agd_engine *e, agd_removal_observer fn, void *arg);
+/* Runs one sweep now, between the sweep thread's (bench/sweep_cost.c):
+ * the agents it expired. */
+size_t agd_engine_sweep(struct agd_engine *e);
 
 /* ---- ratings --------------------------------------------------------------- */
 
@@ -92,6 +123,8 @@ struct agd_job {
 	 * alone and marked here (streams); a duplicate is marked
 	 * AGD_ITEM_DUPLICATE. */
 	int *item_err;
+	/* The fleet's log: each item's log sequence (NULL otherwise). */
+	const __u64 *item_seq;
 	/* out */
 	/* code: 0, -ENOENT (unknown agent), -ENOSPC (no free slot), -EIO...;
 	 * msg: why, for the client */
@@ -163,6 +196,8 @@ struct agd_agent_change {
 	unsigned int unset;   /* fields going back to the global defaults */
 	struct agd_policy own; /* their values; own.r0 is "rate" */
 	double fill_tokens;   /* < 0: leave the bucket level alone */
+	bool implicit;        /* a new agent is made implicitly (/bucket): it
+				 inherits the global idle TTL */
 };
 
 /* An engine error as the HTTP status every route (and the control socket)
@@ -241,6 +276,11 @@ enum agd_op_kind {
 	AGD_OP_RULE_ADD,
 	AGD_OP_RULE_DEL,
 	AGD_OP_CONFIG_SET,
+	/* Idle agents in a fleet (expire.c): a host saw traffic of the agent;
+	 * a host proposes to expire it, applied where its last log entry is
+	 * still `mark`. */
+	AGD_OP_AGENT_TOUCH,
+	AGD_OP_AGENT_EXPIRE,
 };
 
 
@@ -250,6 +290,7 @@ struct agd_op {
 	struct agd_agent_change change; /* AGENT_PUT */
 	struct ag_rule rule;           /* RULE_* */
 	struct agd_config_change config; /* CONFIG_SET */
+	__u64 mark;                    /* AGENT_EXPIRE */
 	char subject[136];             /* who asked, for the audit log */
 };
 
@@ -294,6 +335,8 @@ struct agd_agent_view {
 	struct agd_rating_stats stats;
 	struct ag_counters counters;
 	__u64 created_ms, updated_ms;
+	__u64 idle_ms; /* since its last activity seen (traffic: by the sweeps) */
+	bool implicit; /* created by a rating or /bucket */
 };
 
 int agd_engine_agent_view(struct agd_engine *e, const char *name, struct agd_agent_view *v);
@@ -320,6 +363,10 @@ size_t agd_engine_agent_count(struct agd_engine *e);
  * read in one pass. */
 int agd_engine_agent_views(struct agd_engine *e, struct agd_agent_view **out, size_t *n);
 
+/* Every agent's idle time (ms, as agd_agent_view has it) and TTL (s) by slot,
+ * for slots < n; slots without a daemon agent get idle UINT64_MAX. */
+void agd_engine_activity(struct agd_engine *e, __u64 *idle_ms, __u32 *ttl_s, size_t n);
+
 /* Engine counters for /metrics. */
 #define AGD_APPLY_BUCKETS 14
 extern const double agd_apply_bucket_le[AGD_APPLY_BUCKETS];
@@ -332,6 +379,10 @@ struct agd_engine_stats {
 	__u64 dedup_ids;
 	__u64 commits, commit_errors, map_errors;
 	__u64 agents_refused; /* new agents without a free slot */
+	__u64 agents_expired, agents_evicted;
+	__u64 sweeps, sweep_cpu_ns; /* sweeps run and the CPU time they took */
+	__u64 expire_errors;        /* expiries the maps or the store refused */
+	__u64 expire_stale;         /* fleet: proposals the log showed active since */
 };
 void agd_engine_stats(struct agd_engine *e, struct agd_engine_stats *s);
 /* Invalid ratings seen outside the engine (parsing) are counted here. */

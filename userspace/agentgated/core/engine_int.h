@@ -6,6 +6,7 @@
  *   ops.c        operator changes applied here, bucket operations, replication
  *   reconcile.c  start: the agents and rules LMDB and the maps know, the owner's journal
  *   views.c      agents as the API shows them: views, pages, counts, explain
+ *   expire.c     idle agents: the sweep thread, expiring, evicting, fleet proposals
  * None of them includes another's declarations but through this header;
  * engine.h is the engine's API, this is not.
  */
@@ -13,6 +14,7 @@
 #define AGENTGATED_ENGINE_INT_H
 
 #include <jansson.h>
+#include <stdatomic.h>
 
 #include "engine.h"
 #include "store.h"
@@ -41,6 +43,17 @@ struct entry {
 	 * history: a list through e->hist, valid while hist_batch is the batch. */
 	__u64 hist_batch;
 	__u32 hist_first, hist_last, hist_n;
+	/* Activity (expire.c): idle time observed, what the sweep last read
+	 * of its bucket's tat word and its counters, and whether this idle
+	 * spell is stored. */
+	__u64 idle_ms;
+	__u64 active_at; /* CLOCK_MONOTONIC ms of the last activity seen */
+	__u64 snap_word, snap_packets;
+	bool snap_ok, idle_stored;
+	bool local_active;  /* the sweep saw traffic or a consume here */
+	__u64 log_mark;     /* fleet: sequence of the last log entry for it */
+	__u64 touch_sent;   /* fleet: CLOCK_MONOTONIC ms this host last told the log */
+	bool expiring; /* in the batch being expired */
 };
 
 
@@ -84,6 +97,20 @@ struct agd_engine {
 	pthread_mutex_t slock; /* stats */
 	struct agd_engine_stats stats;
 
+	/* expiry (expire.c) */
+	pthread_t sweeper;
+	bool sweeper_started;
+	pthread_mutex_t swlock;
+	pthread_cond_t swcv;
+	bool sw_stop;
+	__u64 last_sweep_ms;   /* idle clock of the last sweep */
+	__u64 sweep_every_ms;  /* the interval the last sweep chose */
+	__u64 *sw_words;       /* per slot, the sweep's reads */
+	struct ag_counters *sw_counters;
+	_Atomic __u8 *consumed; /* per slot: consumed from since the last sweep */
+	agd_removal_observer robs;
+	void *robs_arg;
+
 	/* the fleet's log: set once before the API starts */
 	struct agd_replicator repl;
 	bool replicated;
@@ -121,5 +148,32 @@ int reconcile(struct agd_engine *e, struct agd_err *errbuf);
 
 /* apply.c */
 void *apply_thread(void *arg);
+
+/* expire.c */
+__u64 mono_ms(void);
+/* How long since its last activity seen, ms: a rating or change to the
+ * millisecond, traffic to the sweep (what agent views and eviction use;
+ * expiry counts idle time by sweeps, idle_ms). */
+__u64 idle_now(const struct entry *en);
+/* The agent showed activity (a rating, an operator change, a consume). */
+void touch(struct entry *en);
+/* At open, before reconcile: reads what the buckets and counters hold. */
+int activity_read(struct agd_engine *e);
+/* After reconcile: each agent's idle time from its stored activity. */
+void activity_restore(struct agd_engine *e);
+int sweeper_start(struct agd_engine *e, struct agd_err *errbuf);
+void sweeper_stop(struct agd_engine *e);
+/* Fleet: the log entry seq touched agent name (en: its entry, or NULL
+ * while it is being made); stored in txn (its activity record). Nothing
+ * for seq 0 (a local change). */
+int mark_logged(struct agd_engine *e, MDB_txn *txn, const char *name, struct entry *en,
+		__u64 seq);
+/* Fleet ops (agd_engine_apply_op): TOUCH and EXPIRE, applied at seq. */
+int apply_touch(struct agd_engine *e, __u64 seq, const char *name, struct agd_err *oe);
+int apply_expire(struct agd_engine *e, __u64 seq, const char *name, __u64 mark,
+		 struct agd_err *oe);
+/* Under e->lock, before `need` agents are created: with eviction on and
+ * fewer free slots, the longest-idle agents that may expire leave. */
+void make_room(struct agd_engine *e, size_t need);
 
 #endif

@@ -3,6 +3,7 @@
  * global settings), bucket operations, and the replication hooks through
  * which the fleet's log applies them (agd_engine_apply_op). */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,7 @@ int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name
 		before = policy_json(e, &rec);
 	} else {
 		rec_init(&rec, &e->defaults, wall_ms());
+		rec.implicit = c->implicit;
 		made = true;
 	}
 	agd_rec_policy(&rec, &own);
@@ -113,18 +115,25 @@ int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name
 	if (!err && made) /* an operator brings a deleted agent back */
 		err = agd_store_deleted_del(&e->st, txn, name);
 	if (!err)
+		err = mark_logged(e, txn, name, en, seq);
+	if (!err)
 		err = audit(e, txn, subject, made ? "agent.create" : "agent.update", name, before,
 			    policy_json(e, &rec), &line);
 	else
 		json_decref(before);
 	err = finish_op(e, txn, seq, err, line, oe);
 	if (!err) {
-		if (!en)
+		if (!en) {
+			make_room(e, 1);
 			en = tab_add(e, name);
+		}
 		if (!en) {
 			err = agd_errf(oe, -ENOMEM, "out of memory");
 		} else {
 			en->rec = rec;
+			if (seq)
+				en->log_mark = seq;
+			touch(en);
 			err = push_to_map(e, en, made);
 			if (err && made)
 				err = unstore_new_agent(e, en, oe);
@@ -254,6 +263,7 @@ static int bucket_op(struct agd_engine *e, const char *name, const char *action,
 		return err;
 	}
 	ag_bucket_tokens(e->ctx, slot, &before);
+	touch(en);
 	err = strcmp(action, "agent.reset") ? ag_bucket_drain(e->ctx, slot, tokens, remaining)
 					     : ag_bucket_reset(e->ctx, slot);
 	if (err) {
@@ -305,6 +315,9 @@ int agd_engine_consume(struct agd_engine *e, const char *name, __u64 tokens,
 		return agd_errf(oe, err == -ENOENT ? -ENOENT : err, err == -ENOENT ?
 			    "unknown agent '%s'" : "%s", err == -ENOENT ? name : ag_errmsg());
 	err = ag_bucket_consume(e->ctx, slot, tokens, res);
+	/* Activity the sweep cannot see in the bucket when it was refused. */
+	if (!err && e->consumed && slot < ag_max_agents(e->ctx))
+		atomic_store_explicit(&e->consumed[slot], 1, memory_order_relaxed);
 	return err ? agd_errf(oe, err, "%s", ag_errmsg()) : 0;
 }
 
@@ -350,15 +363,18 @@ int agd_engine_apply_rule_add(struct agd_engine *e, __u64 seq, const struct ag_r
 {
 	struct agd_rule_rec_key key;
 	char *line = NULL, owner[AG_NAME_MAX + 1], prefix[AG_PREFIX_STRLEN];
+	struct entry *en;
 	bool known = false;
 	MDB_txn *txn;
 	int err;
 
 	pthread_mutex_lock(&e->lock);
-	if (!tab_find(e, agent)) {
+	en = tab_find(e, agent);
+	if (!en) {
 		pthread_mutex_unlock(&e->lock);
 		return agd_errf(oe, -ENOENT, "unknown agent '%s'", agent);
 	}
+	touch(en);
 	rule_key_of(rule, &key);
 	ag_prefix_format(rule, prefix, sizeof(prefix));
 	err = txn_begin(e, &txn);
@@ -377,6 +393,8 @@ int agd_engine_apply_rule_add(struct agd_engine *e, __u64 seq, const struct ag_r
 	known = !err;
 	/* Stored first: a crash after the commit restores it into the maps. */
 	err = err == -ENOENT || !err ? agd_store_rule_put(&e->st, txn, &key, agent) : err;
+	if (!err)
+		err = mark_logged(e, txn, agent, en, seq);
 	if (!err)
 		err = audit(e, txn, subject, "rule.add", agent, NULL, rule_json(rule, agent),
 			    &line);
@@ -524,6 +542,10 @@ int agd_engine_apply_op(struct agd_engine *e, const struct agd_op *op, __u64 seq
 		return agd_engine_apply_rule_del(e, seq, &op->rule, op->subject, oe);
 	case AGD_OP_CONFIG_SET:
 		return agd_engine_apply_config_set(e, seq, &op->config, op->subject, oe);
+	case AGD_OP_AGENT_TOUCH:
+		return apply_touch(e, seq, op->agent, oe);
+	case AGD_OP_AGENT_EXPIRE:
+		return apply_expire(e, seq, op->agent, op->mark, oe);
 	}
 	return agd_errf(oe, -EINVAL, "unknown operation %d", (int)op->kind);
 }

@@ -2,6 +2,8 @@
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "agentgate.h"
 #include "policy.h"
@@ -17,6 +19,7 @@ void agd_policy_defaults(struct agd_policy *p)
 		.burst_kind = AGD_BURST_SECONDS,
 		.unit = AG_UNIT_PPS,
 		.pinned = false,
+		.ttl = 86400,
 	};
 }
 
@@ -46,6 +49,9 @@ int agd_policy_check(const struct agd_policy *p, struct agd_err *err)
 	if (p->burst_kind == AGD_BURST_SECONDS && !(p->burst > 0 && p->burst <= 3600))
 		return agd_errf(err, -EINVAL,
 			"burst %g s out of range (above 0, up to 3600 s)", p->burst);
+	if (!(p->ttl >= 0 && p->ttl <= AGD_TTL_MAX && p->ttl == floor(p->ttl)))
+		return agd_errf(err, -EINVAL,
+			"ttl %g out of range (whole seconds, 0 for never, up to 3650 days)", p->ttl);
 	if (ag_unit_check(p->unit))
 		return agd_errf(err, -EINVAL, "unit %u unknown (pps or bps)", p->unit);
 	/* Ratings may take the rate down to r_min: the burst must fit there too. */
@@ -77,6 +83,16 @@ void agd_policy_merge(const struct agd_policy *defaults, const struct agd_policy
 		out->unit = own->unit;
 	if (set & AGD_POL_PINNED)
 		out->pinned = own->pinned;
+	if (set & AGD_POL_TTL)
+		out->ttl = own->ttl;
+}
+
+double agd_policy_ttl(const struct agd_policy *defaults, const struct agd_policy *eff,
+		      unsigned int set, bool implicit)
+{
+	if (set & AGD_POL_TTL)
+		return eff->ttl;
+	return implicit && !eff->pinned ? defaults->ttl : 0;
 }
 
 double agd_policy_rate_after(const struct agd_policy *p, double rate, int score)
@@ -114,4 +130,42 @@ void agd_stats_add(struct agd_rating_stats *s, int score, int64_t ts_ms)
 double agd_stats_mean(const struct agd_rating_stats *s)
 {
 	return s->count ? s->score_sum / (double)s->count : 0;
+}
+
+int agd_ttl_parse(const char *text, double *ttl, struct agd_err *err)
+{
+	unsigned long long n;
+	double mult = 1;
+	char *end;
+
+	if (!strcmp(text, "never")) {
+		*ttl = 0;
+		return 0;
+	}
+	errno = 0;
+	n = text[0] >= '0' && text[0] <= '9' ? strtoull(text, &end, 10) : 0;
+	if (text[0] < '0' || text[0] > '9' || errno)
+		goto bad;
+	if (*end == 's' || *end == 'm' || *end == 'h' || *end == 'd') {
+		mult = *end == 's' ? 1 : *end == 'm' ? 60 : *end == 'h' ? 3600 : 86400;
+		end++;
+	}
+	if (*end || (double)n * mult > AGD_TTL_MAX)
+		goto bad;
+	*ttl = (double)n * mult;
+	return 0;
+bad:
+	return agd_errf(err, -EINVAL,
+		"ttl '%.40s': expected whole seconds, or a whole number of s, m, h or d "
+		"(0 or never: no expiry; at most 3650d)", text);
+}
+
+int agd_ttl_seconds(double seconds, double *ttl, struct agd_err *err)
+{
+	if (!(seconds >= 0 && seconds <= AGD_TTL_MAX && seconds == floor(seconds)))
+		return agd_errf(err, -EINVAL,
+			"ttl %g: expected whole seconds from 0 (no expiry) to 315360000 (3650 days)",
+			seconds);
+	*ttl = seconds;
+	return 0;
 }

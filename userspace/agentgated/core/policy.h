@@ -36,8 +36,12 @@ enum agd_policy_fields {
 	AGD_POL_BURST = 1u << 4,
 	AGD_POL_UNIT = 1u << 5,
 	AGD_POL_PINNED = 1u << 6,
-	AGD_POL__ALL = (1u << 7) - 1,
+	AGD_POL_TTL = 1u << 7,
+	AGD_POL__ALL = (1u << 8) - 1,
 };
+
+/* The longest idle TTL, in seconds (a stored TTL is a __u32). */
+#define AGD_TTL_MAX 315360000.0 /* 3650 days */
 
 struct agd_policy {
 	double r0;    /* rate of a new agent, tokens/s */
@@ -47,6 +51,10 @@ struct agd_policy {
 	enum agd_burst_kind burst_kind;
 	enum ag_unit unit;
 	bool pinned;
+	/* Idle TTL, seconds, whole; 0: never expires. In the global defaults:
+	 * --agent-ttl, which only agents created implicitly (a rating that
+	 * creates its agent, /bucket) inherit; see agd_policy_ttl. */
+	double ttl;
 };
 
 /* What the daemon remembers of an agent besides its policy. */
@@ -65,6 +73,19 @@ int agd_policy_check(const struct agd_policy *p, struct agd_err *err);
 /* The effective policy: fields in `set` from `own`, the rest from `defaults`. */
 void agd_policy_merge(const struct agd_policy *defaults, const struct agd_policy *own,
 		     unsigned int set, struct agd_policy *out);
+
+/* The idle TTL an agent has (seconds, 0: never): its own when it sets one;
+ * else none when pinned or created by an operator (PUT, the CLI); else the
+ * global default (defaults->ttl). eff: its effective policy. */
+double agd_policy_ttl(const struct agd_policy *defaults, const struct agd_policy *eff,
+		      unsigned int set, bool implicit);
+
+/* An idle TTL as written by people: "0" or "never", whole seconds, or a
+ * whole number with s, m, h or d ("90s", "30m", "24h", "7d"). 0 and
+ * *ttl in seconds, or -EINVAL with why in err. */
+int agd_ttl_parse(const char *text, double *ttl, struct agd_err *err);
+/* A TTL given as a number of seconds: whole, 0 to AGD_TTL_MAX. */
+int agd_ttl_seconds(double seconds, double *ttl, struct agd_err *err);
 
 /* The rate after one rating; a pinned policy leaves it unchanged. */
 double agd_policy_rate_after(const struct agd_policy *p, double rate, int score);

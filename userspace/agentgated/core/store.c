@@ -186,6 +186,7 @@ void agd_rec_policy(const struct agd_agent_rec *r, struct agd_policy *own)
 		.burst_kind = (enum agd_burst_kind)r->burst_kind,
 		.unit = (enum ag_unit)r->unit,
 		.pinned = r->pinned,
+		.ttl = r->ttl,
 	};
 }
 
@@ -200,6 +201,7 @@ void agd_rec_set_policy(struct agd_agent_rec *r, const struct agd_policy *own, u
 	r->burst_kind = own->burst_kind;
 	r->unit = own->unit;
 	r->pinned = own->pinned;
+	r->ttl = set & AGD_POL_TTL ? (__u32)own->ttl : 0;
 }
 
 void agd_rec_effective(const struct agd_agent_rec *r, const struct agd_policy *defaults,
@@ -209,6 +211,7 @@ void agd_rec_effective(const struct agd_agent_rec *r, const struct agd_policy *d
 
 	agd_rec_policy(r, &own);
 	agd_policy_merge(defaults, &own, r->set, out);
+	out->ttl = agd_policy_ttl(defaults, out, r->set, r->implicit);
 }
 
 int agd_store_agent_put(struct agd_store *st, MDB_txn *txn, const char *name,
@@ -238,8 +241,15 @@ int agd_store_agent_get(struct agd_store *st, MDB_txn *txn, const char *name,
 int agd_store_agent_del(struct agd_store *st, MDB_txn *txn, const char *name)
 {
 	MDB_val k = str_val(name);
+	int rc = mdb_del(txn, st->agents, &k, NULL);
 
-	return agd_store_errno(mdb_del(txn, st->agents, &k, NULL));
+	/* Its activity goes with it (none in a read-only open: never deleted). */
+	if (!rc && st->activity) {
+		rc = mdb_del(txn, st->activity, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	return agd_store_errno(rc);
 }
 
 /* ---- read transactions ---------------------------------------------------------- */

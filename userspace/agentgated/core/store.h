@@ -15,6 +15,10 @@
  *   deleted  name                       -> struct agd_deleted_rec: an agent an
  *                                          operator deleted, which ratings
  *                                          do not create again
+ *   activity name                       -> struct agd_activity_rec: since when
+ *                                          an idle agent has been idle, and
+ *                                          what its bucket and counters read
+ *                                          then (expire.c)
  *   hist_rated   name -> the agent's last ratings the policy applied
  *   hist_changes name -> the agent's last operator changes, and who pinned it
  *
@@ -56,7 +60,9 @@ struct agd_agent_rec {
 	__u32 burst_kind; /* enum agd_burst_kind */
 	__u32 unit;       /* enum ag_unit */
 	__u8 pinned;
-	__u8 pad[7];
+	__u8 implicit;    /* created by a rating or /bucket, not by an operator */
+	__u8 pad[2];
+	__u32 ttl;        /* seconds, when set has AGD_POL_TTL (0: never) */
 	double rate; /* current rate, tokens/s: learned, or set by an operator */
 	__u64 count; /* ratings applied */
 	double score_sum;
@@ -83,6 +89,25 @@ struct agd_deleted_rec {
 };
 _Static_assert(sizeof(struct agd_deleted_rec) == 144, "agd_deleted_rec layout is on-disk ABI");
 
+
+/* An idle agent's activity as the sweep last stored it: idle since
+ * since_ms (wall clock), when its bucket's tat word read `word` and its
+ * counters `packets` (passed, dropped and would-drop, all CPUs). On start
+ * the agent is idle since then only if both still read the same (the
+ * datapath kept counting while no daemon ran). In a fleet it also holds
+ * the sequence of the last log entry that touched the agent, written with
+ * that entry's changes: every host has the same, and an expiry through the
+ * log applies only where it still matches. Added without a new
+ * AGD_STORE_VERSION, like the hist_ databases. */
+struct agd_activity_rec {
+	__u32 version; /* AGD_STORE_VERSION */
+	__u32 pad;
+	__u64 since_ms;
+	__u64 word;
+	__u64 packets;
+	__u64 log_seq; /* fleet: the last log entry that touched the agent */
+};
+_Static_assert(sizeof(struct agd_activity_rec) == 40, "agd_activity_rec layout is on-disk ABI");
 
 /* meta "defaults": what inherited policy fields resolve to, for readers
  * that do not have the daemon's configuration (agentgate agent explain). */
@@ -179,6 +204,7 @@ struct agd_store {
 	MDB_dbi agents, rules, dedup, dedup_at, audit, meta;
 	MDB_dbi hist_rated, hist_changes;
 	MDB_dbi deleted;
+	MDB_dbi activity;
 	bool hist; /* the hist_ databases are there (read-only: an older store lacks them) */
 };
 
@@ -279,6 +305,13 @@ int agd_store_deleted_put(struct agd_store *st, MDB_txn *txn, const char *name, 
 int agd_store_deleted_get(struct agd_store *st, MDB_txn *txn, const char *name,
 			 struct agd_deleted_rec *rec);
 int agd_store_deleted_del(struct agd_store *st, MDB_txn *txn, const char *name);
+
+/* The agent's activity record: 1 and *rec, 0 when there is none (or one of
+ * another layout), -errno. */
+int agd_store_activity_get(struct agd_store *st, MDB_txn *txn, const char *name,
+			  struct agd_activity_rec *rec);
+int agd_store_activity_put(struct agd_store *st, MDB_txn *txn, const char *name,
+			  const struct agd_activity_rec *rec);
 
 /* 1 when id was applied (inside the window), 0 when not, negative errno. */
 int agd_store_dedup_seen(struct agd_store *st, MDB_txn *txn, const char *id);

@@ -173,6 +173,32 @@ int agd_store_deleted_del(struct agd_store *st, MDB_txn *txn, const char *name)
 	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
 }
 
+/* ---- activity ----------------------------------------------------------- */
+
+int agd_store_activity_get(struct agd_store *st, MDB_txn *txn, const char *name,
+			  struct agd_activity_rec *rec)
+{
+	MDB_val k = str_val(name), v;
+	int rc = mdb_get(txn, st->activity, &k, &v);
+
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return agd_store_errno(rc);
+	if (v.mv_size != sizeof(*rec))
+		return 0;
+	memcpy(rec, v.mv_data, sizeof(*rec));
+	return rec->version == AGD_STORE_VERSION;
+}
+
+int agd_store_activity_put(struct agd_store *st, MDB_txn *txn, const char *name,
+			  const struct agd_activity_rec *rec)
+{
+	MDB_val k = str_val(name), v = { sizeof(*rec), (void *)rec };
+
+	return agd_store_errno(mdb_put(txn, st->activity, &k, &v, 0));
+}
+
 /* ---- rules and audit --------------------------------------------------- */
 
 int agd_store_rule_put(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *key,

@@ -25,6 +25,8 @@ static void view_of(struct agd_engine *e, const struct entry *en, struct agd_age
 	v->stats = (struct agd_rating_stats){ en->rec.count, en->rec.score_sum, en->rec.last_ms };
 	v->created_ms = en->rec.created_ms;
 	v->updated_ms = en->rec.updated_ms;
+	v->idle_ms = idle_now(en);
+	v->implicit = en->rec.implicit;
 }
 
 int agd_engine_agent_view(struct agd_engine *e, const char *name, struct agd_agent_view *v)
@@ -202,6 +204,28 @@ int agd_engine_agent_views(struct agd_engine *e, struct agd_agent_view **out, si
 	return 0;
 }
 
+void agd_engine_activity(struct agd_engine *e, __u64 *idle_ms, __u32 *ttl_s, size_t n)
+{
+	struct entry *en;
+	size_t i;
+
+	for (i = 0; i < n; i++) {
+		idle_ms[i] = UINT64_MAX;
+		ttl_s[i] = 0;
+	}
+	pthread_mutex_lock(&e->lock);
+	TAB_FOREACH(e, i, en) {
+		struct agd_policy p;
+
+		if (en->map_rate < 0 || en->slot >= n)
+			continue;
+		effective(e, en, &p);
+		idle_ms[en->slot] = idle_now(en);
+		ttl_s[en->slot] = (__u32)p.ttl;
+	}
+	pthread_mutex_unlock(&e->lock);
+}
+
 void *agd_agent_view_json(const struct agd_agent_view *v)
 {
 	const struct agd_policy *p = &v->policy;
@@ -225,6 +249,8 @@ void *agd_agent_view_json(const struct agd_agent_view *v)
 	json_object_set_new(o, "r_max", json_real(p->r_max));
 	json_object_set_new(o, "alpha", json_real(p->alpha));
 	json_object_set_new(o, "pinned", json_boolean(p->pinned));
+	json_object_set_new(o, "ttl", json_integer((json_int_t)p->ttl));
+	json_object_set_new(o, "idle_s", json_real((double)v->idle_ms / 1000));
 	json_object_set_new(o, "tokens", json_real(v->tokens));
 	json_object_set_new(o, "ratings", json_integer((json_int_t)v->stats.count));
 	json_object_set_new(o, "mean_score", json_real(agd_stats_mean(&v->stats)));

@@ -32,11 +32,13 @@ static const char *const op_names[] = {
 	[AGD_OP_RULE_ADD] = "rule.add",
 	[AGD_OP_RULE_DEL] = "rule.del",
 	[AGD_OP_CONFIG_SET] = "config.set",
+	[AGD_OP_AGENT_TOUCH] = "agent.touch",
+	[AGD_OP_AGENT_EXPIRE] = "agent.expire",
 };
 
 const char *agd_fleet_op_name(enum agd_op_kind kind)
 {
-	return kind >= AGD_OP_AGENT_PUT && kind <= AGD_OP_CONFIG_SET ? op_names[kind] : "unknown";
+	return kind >= AGD_OP_AGENT_PUT && kind <= AGD_OP_AGENT_EXPIRE ? op_names[kind] : "unknown";
 }
 
 static json_t *rule_json(const struct ag_rule *r)
@@ -61,14 +63,17 @@ char *agd_fleet_op_encode(const struct agd_op *op)
 		return NULL;
 	if (op->kind == AGD_OP_AGENT_PUT)
 		json_object_set_new(o, "change",
-				    json_pack("{s:i,s:i,s:f,s:{s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:b}}",
+				    json_pack("{s:i,s:i,s:f,s:b,s:{s:f,s:f,s:f,s:f,s:f,s:i,s:i,s:b,s:f}}",
 					      "set", op->change.set, "unset", op->change.unset,
-					      "fill", op->change.fill_tokens, "policy", "r0", p->r0,
+					      "fill", op->change.fill_tokens, "implicit",
+					      op->change.implicit, "policy", "r0", p->r0,
 					      "alpha", p->alpha, "r_min", p->r_min, "r_max", p->r_max,
 					      "burst", p->burst, "burst_kind", (int)p->burst_kind,
-					      "unit", (int)p->unit, "pinned", p->pinned));
+					      "unit", (int)p->unit, "pinned", p->pinned, "ttl", p->ttl));
 	if (op->kind == AGD_OP_RULE_ADD || op->kind == AGD_OP_RULE_DEL)
 		json_object_set_new(o, "rule", rule_json(&op->rule));
+	if (op->kind == AGD_OP_AGENT_EXPIRE)
+		json_object_set_new(o, "mark", json_integer((json_int_t)op->mark));
 	if (op->kind == AGD_OP_CONFIG_SET)
 		json_object_set_new(o, "config",
 				    json_pack("{s:i,s:i}", "default_action",
@@ -111,15 +116,16 @@ static int decode_rule(json_t *r, struct ag_rule *rule, char *why, size_t wlen)
 static int decode_change(json_t *c, struct agd_agent_change *ch, char *why, size_t wlen)
 {
 	struct agd_policy *p = &ch->own;
-	int set, unset, kind, unit, pinned;
+	int set, unset, kind, unit, pinned, implicit = 0;
 	json_error_t je;
 
+	/* implicit and ttl: absent in an older agentgated's entries. */
 	if (!c || json_unpack_ex(c, &je, JSON_STRICT,
-				 "{s:i,s:i,s:F,s:{s:F,s:F,s:F,s:F,s:F,s:i,s:i,s:b}}", "set", &set,
-				 "unset", &unset, "fill", &ch->fill_tokens, "policy", "r0", &p->r0,
-				 "alpha", &p->alpha, "r_min", &p->r_min, "r_max", &p->r_max,
-				 "burst", &p->burst, "burst_kind", &kind, "unit", &unit, "pinned",
-				 &pinned)) {
+				 "{s:i,s:i,s:F,s?b,s:{s:F,s:F,s:F,s:F,s:F,s:i,s:i,s:b,s?F}}", "set",
+				 &set, "unset", &unset, "fill", &ch->fill_tokens, "implicit",
+				 &implicit, "policy", "r0", &p->r0, "alpha", &p->alpha, "r_min",
+				 &p->r_min, "r_max", &p->r_max, "burst", &p->burst, "burst_kind",
+				 &kind, "unit", &unit, "pinned", &pinned, "ttl", &p->ttl)) {
 		snprintf(why, wlen, "change: %s", c ? je.text : "missing");
 		return -EINVAL;
 	}
@@ -129,6 +135,11 @@ static int decode_change(json_t *c, struct agd_agent_change *ch, char *why, size
 		snprintf(why, wlen, "change: field mask, burst_kind or unit out of range");
 		return -EINVAL;
 	}
+	if ((set & AGD_POL_TTL) && agd_ttl_seconds(p->ttl, &p->ttl, &(struct agd_err){ 0 })) {
+		snprintf(why, wlen, "change: ttl out of range");
+		return -EINVAL;
+	}
+	ch->implicit = implicit;
 	ch->set = (unsigned int)set;
 	ch->unset = (unsigned int)unset;
 	p->burst_kind = kind;
@@ -154,7 +165,7 @@ static int decode_config(json_t *c, struct agd_config_change *cc, char *why, siz
 int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *why, size_t wlen)
 {
 	json_t *o = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL), *change = NULL,
-	       *rule = NULL, *config = NULL;
+	       *rule = NULL, *config = NULL, *mark = NULL;
 	const char *name, *agent, *subject;
 	json_error_t je;
 	int v, err = -EINVAL, k;
@@ -164,9 +175,9 @@ int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *w
 		snprintf(why, wlen, "not JSON");
 		return -EINVAL;
 	}
-	if (json_unpack_ex(o, &je, 0, "{s:i,s:s,s:s,s:s,s?o,s?o,s?o}", "v", &v, "op", &name,
+	if (json_unpack_ex(o, &je, 0, "{s:i,s:s,s:s,s:s,s?o,s?o,s?o,s?o}", "v", &v, "op", &name,
 			   "agent", &agent, "subject", &subject, "change", &change, "rule", &rule,
-			   "config", &config)) {
+			   "config", &config, "mark", &mark)) {
 		snprintf(why, wlen, "%s", je.text);
 		goto out;
 	}
@@ -174,7 +185,7 @@ int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *w
 		snprintf(why, wlen, "version %d is not understood", v);
 		goto out;
 	}
-	for (k = AGD_OP_AGENT_PUT; k <= AGD_OP_CONFIG_SET; k++)
+	for (k = AGD_OP_AGENT_PUT; k <= AGD_OP_AGENT_EXPIRE; k++)
 		if (!strcmp(name, op_names[k]))
 			op->kind = k;
 	if (!op->kind || strlen(agent) > AG_NAME_MAX || strlen(subject) >= sizeof(op->subject)) {
@@ -190,6 +201,18 @@ int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *w
 		err = rule ? decode_rule(rule, &op->rule, why, wlen) : -EINVAL;
 	else if (op->kind == AGD_OP_CONFIG_SET)
 		err = decode_config(config, &op->config, why, wlen);
+	else if (op->kind == AGD_OP_AGENT_EXPIRE &&
+		 (!json_is_integer(mark) || json_integer_value(mark) < 0)) {
+		snprintf(why, wlen, "mark: expected a log sequence");
+		err = -EINVAL;
+	}
+	if (op->kind == AGD_OP_AGENT_EXPIRE && !err)
+		op->mark = (__u64)json_integer_value(mark);
+	if ((op->kind == AGD_OP_AGENT_TOUCH || op->kind == AGD_OP_AGENT_EXPIRE) && !err &&
+	    ag_name_check(agent)) {
+		snprintf(why, wlen, "agent: %s", ag_errmsg());
+		err = -EINVAL;
+	}
 	if (err && !why[0])
 		snprintf(why, wlen, "rule missing");
 out:
@@ -267,6 +290,7 @@ static bool flush(struct agd_fleet *f, struct pending *p)
 		job.items = p->items;
 		job.n = p->n;
 		job.item_err = p->item_err;
+		job.item_seq = p->seq;
 		job.received_ns = ag_now_ns();
 		if (!agd_engine_apply_ratings(f->e, &job, p->seq[p->n - 1], p->log_ms) ||
 		    job.err.code == -ESHUTDOWN)

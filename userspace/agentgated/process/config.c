@@ -87,6 +87,13 @@ const struct opt agd_opts[] = {
 	  .help = "default unit: pps or bps" },
 	{ "auto-create", K_BOOL, F(auto_create), .arg = "yes|no", .def = "yes", .reload = true,
 	  .help = "a rating for an unknown agent creates it" },
+	{ "agent-ttl", K_MS, F(agent_ttl_ms), .arg = "TIME", .def = "24h",
+	  RANGE(0, 315360000000.0), .reload = true,
+	  .help = "idle TTL of agents a rating or /bucket creates, whole seconds; 0: never" },
+	{ "agent-full", K_STR, F(agent_full), .arg = "refuse|evict", .def = "refuse",
+	  .reload = true,
+	  .help = "no free slot for a new agent: refuse it, or evict the longest-idle agent "
+		  "with a TTL" },
 	{ "dedup-window", K_MS, F(dedup_window_ms), .arg = "TIME", .def = "24h", .reload = true,
 	  .help = "how long rating ids are remembered" },
 	{ "dedup-max", K_COUNT, F(dedup_max), .arg = "N", .def = "10M", .reload = true,
@@ -631,5 +638,7 @@ enum agd_parse_result agd_config_load(struct agd_config *c, int argc, char **arg
 			return AGD_EXIT_USAGE;
 		}
 	}
+	/* The policy's TTL is whole seconds (main.c refuses a fraction). */
+	c->defaults.ttl = (double)(c->agent_ttl_ms / 1000);
 	return AGD_RUN;
 }

@@ -56,6 +56,8 @@ struct agd_config {
 
 	struct agd_policy defaults;
 	bool auto_create;
+	__u64 agent_ttl_ms;    /* defaults.ttl, in ms as parsed */
+	char agent_full[16];   /* refuse | evict */
 	__u64 dedup_window_ms;
 	__u64 dedup_max;
 	__u64 metrics_max_agents;

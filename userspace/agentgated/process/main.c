@@ -108,6 +108,14 @@ static int cross_checks(const struct agd_config *c)
 {
 	struct agd_err why = { 0 };
 
+	if (c->agent_ttl_ms % 1000) {
+		logf_(AGD_LOG_ERR, "--agent-ttl: whole seconds (0: never)");
+		return -1;
+	}
+	if (strcmp(c->agent_full, "refuse") && strcmp(c->agent_full, "evict")) {
+		logf_(AGD_LOG_ERR, "--agent-full '%s': expected refuse or evict", c->agent_full);
+		return -1;
+	}
 	if (agd_policy_check(&c->defaults, &why)) {
 		logf_(AGD_LOG_ERR, "default policy: %s", why.msg);
 		return -1;
@@ -276,6 +284,7 @@ static int open_engine(const struct agd_config *c, struct agd_engine **e)
 	eo.dedup_window_ms = c->dedup_window_ms;
 	eo.dedup_max = c->dedup_max;
 	eo.auto_create = c->auto_create;
+	eo.evict_when_full = !strcmp(c->agent_full, "evict");
 	eo.queue_max = c->queue_max;
 	eo.log = logf_;
 	agd_store_on_damage(store_notify, store_fatal);
@@ -361,7 +370,7 @@ static void reload(int argc, char **argv, struct agd_config *cur, struct agd_eng
 		snprintf(next->node, sizeof(next->node), "%s", cur->node);
 	warn_restart_needed(cur, next);
 	agd_engine_reconfigure(e, &next->defaults, next->dedup_window_ms, next->dedup_max,
-			      next->auto_create);
+			      next->auto_create, !strcmp(next->agent_full, "evict"));
 	agd_http_update(h, &live);
 	memset(live.key, 0, sizeof(live.key));
 	quiet = next->quiet;
