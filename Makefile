@@ -139,7 +139,7 @@ D_MAIN := userspace/agentgated/process/main.c
 D_LIB_SRCS := $(filter-out $(D_MAIN),$(D_SRCS))
 D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(D_LIB_SRCS))
 D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(D_LIB_SRCS))
-D_LIBS := -ljansson -llmdb -lcivetweb -ljwt -lnats -lssl -lcrypto
+D_LIBS := -ljansson -llmdb -lcivetweb -lnats -lssl -lcrypto
 
 $(OUTPUT)/obj/userspace/agentgated/%.o $(OUTPUT)/san/userspace/agentgated/%.o: \
 	CFLAGS += -DAG_VERSION='"$(VERSION)"' -Iuserspace/agentgated

@@ -6,13 +6,15 @@
 set -eu
 
 # libclang-rt-dev: libFuzzer (-fsanitize=fuzzer) for tests/fuzz; libssl-dev:
-# OpenSSL's HMAC for the JWT harness's reference check.
+# the daemon's token signatures and the JWT harness's reference check;
+# libjwt-dev: the HTTP fuzzer mints its tokens with it; python3-jwt and
+# python3-cryptography: tokens made by an independent library in the tests.
 PACKAGES="
 	make gcc clang llvm pkg-config libclang-rt-dev
 	libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
 	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev libssl-dev libnats-dev nats-server
 	prometheus wrk valgrind curl openssl faketime
-	iproute2 iputils-ping python3 util-linux ethtool systemd
+	iproute2 iputils-ping python3 python3-jwt python3-cryptography util-linux ethtool systemd
 	nftables iptables redis-server redis-tools linux-perf
 "
 

@@ -1411,6 +1411,37 @@ def t_expiry(nats1, own):
              what="fx-idle again on both hosts")
 
 
+@case("a token revoked at one host (POST /v1/auth/revoke) is refused at every host: the "
+      "revocation travels the log; kept across a restart of another host")
+def t_revoke(nats1, own, env):
+    from agtest.tokens import mint, need
+    need()
+    key = env.path("fleet-hs.key")
+    with open(key, "w") as f:
+        f.write("f" * 40 + "\n")
+    url = running(nats1).url
+    a = own.daemon("ra", [url], "--nats-timeout", "1500ms", "--auth-key-file", key)
+    b = own.daemon("rb", [url], "--nats-timeout", "1500ms", "--auth-key-file", key)
+    start(a, b)
+
+    def tok(jti):
+        return mint({"key": key, "alg": "HS256", "claims": {
+            "sub": "fleet-ops", "jti": jti, "iat": "NOW", "exp": "NOW+600",
+            "scope": "agents:admin metrics:read"}})[0]
+    admin, leaked = tok("fleet-admin"), tok("fleet-leaked")
+    for d in (a, b):
+        check(d.client(leaked).get("/v1/agents").status == 200, "%s refused it" % d.name)
+    r = a.client(admin).post("/v1/auth/revoke", {"jti": "fleet-leaked"})
+    check(r.status == 200, "revoke at ra: %d %s" % (r.status, r.text))
+    wait_for(lambda: b.client(leaked).get("/v1/agents").status == 401, CONVERGE,
+             what="the revoked token refused at rb")
+    check(a.client(leaked).get("/v1/agents").status == 401, "ra accepts it")
+    check(b.client(admin).get("/v1/agents").status == 200, "rb refuses the admin token")
+    stop(b)
+    start(b)
+    check(b.client(leaked).get("/v1/agents").status == 401, "rb forgot it after a restart")
+
+
 def fleet_mode(build):
     """False when the daemon has no fleet mode (--nats-replicas not in its
     --help); True also when it is not built (run() says so)."""

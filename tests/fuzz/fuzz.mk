@@ -33,6 +33,7 @@ FUZZ_LIBS := $(FUZZ_OUT)/libagentgated.a $(FUZZ_OUT)/libagentgate.a
 # between object files to the harness (simulated clock, no real attach).
 FUZZ_LINK_bucket := -Wl,--wrap=ag_now_ns
 FUZZ_LINK_jwt := -lcrypto
+FUZZ_LINK_http := -ljwt # it mints its tokens with libjwt
 FUZZ_LINK_cli := $(FUZZ_OUT)/libagentgate-cli.a \
 	-Wl,--wrap=ag_now_ns,--wrap=nanosleep,--wrap=ag_attach,--wrap=ag_attach_with,--wrap=do_top \
 	-Wl,--wrap=bpf_object__load_skeleton

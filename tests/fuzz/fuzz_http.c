@@ -157,8 +157,15 @@ static int start_daemon(char *why, size_t why_len)
 	}
 	live.max_body = 64 << 10;
 	live.metrics_max_agents = 100;
-	memcpy(live.key, key, strlen(key));
-	live.key_len = strlen(key);
+	live.keys = calloc(1, sizeof(*live.keys));
+	if (live.keys)
+		live.keys->keys = calloc(1, sizeof(*live.keys->keys));
+	if (!live.keys || !live.keys->keys)
+		abort();
+	live.keys->n = 1;
+	live.keys->keys[0].alg = AGD_ALG_HS256;
+	memcpy(live.keys->keys[0].secret, key, strlen(key));
+	live.keys->keys[0].secret_len = strlen(key);
 	/* The sandbox's network namespace is our own, so PORT is free; should
 	 * it not be, a port the kernel finds free. */
 	for (attempt = 0, port = PORT; attempt < 5; attempt++, port = free_port()) {

@@ -1,20 +1,23 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * Bearer tokens (userspace/agentgated/api/auth.c): agd_token_verify on libjwt,
- * and agd_scope_parse.
+ * Bearer tokens (userspace/agentgated/api/auth.c): agd_token_verify with one
+ * HS256 key and a 24 h lifetime limit, and agd_scope_parse.
  *
  * Input: one flag byte, then
- *   raw (flag bit 0 clear): the token text as a client sends it;
+ *   raw (flag bit 0 clear): the token text as a client sends it (with bit 2
+ *   set: an --auth-max-lifetime value for agd_lifetimes_parse);
  *   built (bit 0 set): 4 bytes moving the clock, then the header JSON, a NUL
  *   and the payload JSON, which the harness encodes and signs with HS256
  *   (with the wrong key when bit 1 is set), so the fuzzer reaches the claim
  *   checks behind the signature.
  * Every accepted token is checked against a reference written from RFC 7519
  * and the API's documented rules with OpenSSL's HMAC: three base64url parts,
- * a header naming HS256, a signature that is the HMAC-SHA256 of the first
- * two parts under the daemon's key, an "exp" claim in the future, no "nbf"
- * in the future, and the scopes and subject the claims name. A built token
- * that meets all of these must be accepted.
+ * a header naming HS256 and no "crit", a signature that is the
+ * HMAC-SHA256 of the first two parts under the daemon's key, an "exp"
+ * claim in the future, no "nbf" or "iat" more than AGD_AUTH_SKEW in the
+ * future, a lifetime (exp - iat, or exp - now) of at most LIFETIME, and
+ * the scopes and subject the claims name. A built token that meets all of
+ * these must be accepted.
  */
 #include <jansson.h>
 #include <openssl/evp.h>
@@ -25,6 +28,7 @@
 #include "fuzz.h"
 
 #define NOW 1763700000L /* 2025-11-21 */
+#define LIFETIME 86400
 
 static const unsigned char key[] = "fuzz-key-0123456789-0123456789-0123456789";
 static const unsigned char wrong_key[] = "not-the-key-0123456789-0123456789-0123456";
@@ -163,8 +167,20 @@ static const char *ref_broken(const char *token, time_t now, const struct agd_to
 		why = "signature is not the HMAC-SHA256 under the key";
 	else if (!json_is_number(exp) || json_number_value(exp) <= (double)now)
 		why = "exp missing, not a number, or past";
-	else if (nbf && (!json_is_number(nbf) || json_number_value(nbf) > (double)now))
+	else if (nbf && (!json_is_number(nbf) ||
+			 json_number_value(nbf) > (double)(now + AGD_AUTH_SKEW)))
 		why = "nbf not a number, or in the future";
+	else if (json_object_get(hdr, "crit"))
+		why = "a crit header";
+	else if (json_object_get(claims, "iat") &&
+		 (!json_is_integer(json_object_get(claims, "iat")) ||
+		  json_integer_value(json_object_get(claims, "iat")) > now + AGD_AUTH_SKEW))
+		why = "iat not a whole number, or in the future";
+	else if (json_number_value(exp) -
+		 (json_object_get(claims, "iat") ?
+			  (double)json_integer_value(json_object_get(claims, "iat")) : (double)now) >
+		 LIFETIME)
+		why = "lives longer than the lifetime limit";
 	else if (t->scopes != ref_scopes(claims))
 		why = "scopes differ from the claims";
 	else if (strncmp(t->subject, sub ? sub : "", AGD_SUBJECT_MAX))
@@ -191,8 +207,18 @@ static bool plainly_valid(json_t *hdr, json_t *claims, time_t now)
 	if (!json_is_string(json_object_get(hdr, "alg")) ||
 	    strcmp(json_string_value(json_object_get(hdr, "alg")), "HS256"))
 		return false;
+	json_t *iat = json_object_get(claims, "iat"), *sub = json_object_get(claims, "sub"),
+	       *jti = json_object_get(claims, "jti");
+
 	if (!json_is_integer(exp) || json_integer_value(exp) <= now ||
 	    json_integer_value(exp) <= 0)
+		return false;
+	if (iat && (!json_is_integer(iat) || json_integer_value(iat) > now))
+		return false;
+	if (json_integer_value(exp) - (iat ? json_integer_value(iat) : now) > LIFETIME)
+		return false;
+	if ((json_is_string(sub) && json_string_length(sub) > AGD_SUBJECT_MAX) ||
+	    (json_is_string(jti) && json_string_length(jti) > AGD_JTI_MAX))
 		return false;
 	return !nbf || (json_is_integer(nbf) && json_integer_value(nbf) <= now);
 }
@@ -206,10 +232,17 @@ static void verify(const char *token, time_t now, bool must_pass)
 	const char *broken;
 	int err;
 
+	struct agd_key k = { .alg = AGD_ALG_HS256, .secret_len = sizeof(key) - 1 };
+	struct agd_keyset ks = { &k, 1 };
+	struct agd_auth a = { .keys = &ks, .life = { .any = LIFETIME } };
+	enum agd_auth_reason reason;
+
+	memcpy(k.secret, key, sizeof(key) - 1);
 	memset(&t, 0xa5, sizeof(t));
-	err = agd_token_verify(token, key, sizeof(key) - 1, now, &t, why, sizeof(why));
+	err = agd_token_verify(token, &a, now, &t, &reason, why, sizeof(why));
 	if (err) {
-		FUZZ_CHECK(err == -EACCES && why[0], "refusal %d without a reason", err);
+		FUZZ_CHECK(err == -EACCES && why[0] && reason > AGD_AUTH_OK && reason < AGD_AUTH__MAX,
+			   "refusal %d without a reason", err);
 		FUZZ_CHECK(!must_pass, "valid token refused (%s): %s", why, token);
 		return;
 	}
@@ -238,11 +271,12 @@ static void fuzz_built(uint8_t flags, struct fuzz_in *in)
 		      hmac_b64(key, sizeof(key) - 1, msg, strlen(msg));
 	if (asprintf(&token, "%s.%s", msg, mac) < 0)
 		abort();
-	hdr = json_loads(hdr_text, 0, NULL);
+	hdr = json_loads(hdr_text, JSON_REJECT_DUPLICATES, NULL);
 	/* A NUL inside the claims: libjwt reads them as a C string. */
 	claims = memchr(claims_text, 0, len - (size_t)(claims_text - text)) ?
 			 NULL :
-			 json_loadb(claims_text, len - (size_t)(claims_text - text), 0, NULL);
+			 json_loadb(claims_text, len - (size_t)(claims_text - text),
+				    JSON_REJECT_DUPLICATES, NULL);
 	verify(token, now, !wrong && plainly_valid(hdr, claims, now));
 	json_decref(hdr);
 	json_decref(claims);
@@ -272,6 +306,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	}
 	text = fuzz_rest_str(&in, &len);
+	if (flags & 4) { /* --auth-max-lifetime's syntax */
+		struct agd_lifetimes l;
+		struct agd_err why = { 0 };
+		size_t i;
+
+		if (agd_lifetimes_parse(text, &l, &why))
+			FUZZ_CHECK(strstr(why.msg, "lifetime"), "refused without naming it: %s",
+				   why.msg);
+		else
+			for (i = 0; i < AGD_SCOPES; i++)
+				FUZZ_CHECK(l.scope[i] >= 0 && l.any >= 0, "a negative lifetime");
+		free(text);
+		return 0;
+	}
 	verify(text, NOW, false);
 	FUZZ_CHECK(agd_scope_parse(text, len) == 0 || agd_scope_name(agd_scope_parse(text, len))[0] != '?',
 		   "scope name");

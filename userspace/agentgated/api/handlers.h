@@ -98,6 +98,9 @@ int bucket_post(struct req *r);
 int bucket_get(struct req *r);
 int rate_post(struct req *r);
 
+/* revoke.c: POST /v1/auth/revoke */
+int auth_revoke(struct req *r);
+
 /* health.c: /metrics, /healthz, /readyz */
 int metrics_get(struct req *r);
 int healthz(struct req *r);

@@ -180,6 +180,7 @@ static const struct route routes[] = {
 	{ "GET", "/v1/rules", READ_SCOPES, false, rules_get },
 	{ "POST", "/v1/rules", AGD_SCOPE_AGENTS_ADMIN, true, rules_post },
 	{ "DELETE", "/v1/rules", AGD_SCOPE_AGENTS_ADMIN, true, rules_delete, rule_queries },
+	{ "POST", "/v1/auth/revoke", AGD_SCOPE_AGENTS_ADMIN, true, auth_revoke },
 	{ "GET", "/metrics", AGD_SCOPE_METRICS_READ, false, metrics_get },
 	{ "GET", "/v1/stream", AGD_SCOPE_STREAM_READ, false, stream_plain, stream_queries },
 	{ "GET", "/healthz", 0, false, healthz },
@@ -221,12 +222,27 @@ static const char *bearer(struct mg_connection *conn)
 	return hdr && !strncasecmp(hdr, "Bearer ", 7) ? hdr + 7 : NULL;
 }
 
+/* Revoked through the API or the fleet's log (the engine), or listed in
+ * --auth-revoked (live settings; the caller may hold live_lock). */
+static bool token_revoked(struct agd_http *h, const struct agd_token *tok, time_t now)
+{
+	bool listed;
+
+	if (agd_engine_revoked(h->e, tok->jti, tok->subject, tok->iat, (int64_t)now))
+		return true;
+	pthread_rwlock_rdlock(&h->live_lock);
+	listed = agd_denylist_has(h->live.denylist, tok->jti, tok->subject);
+	pthread_rwlock_unlock(&h->live_lock);
+	return listed;
+}
+
 /* 1 when auth is off; 0 with *tok filled when the token verifies; else the
  * 401 is sent and its status returned. */
 static int verify(struct agd_http *h, struct mg_connection *conn, const char *token,
 		  const char *missing, struct agd_token *tok)
 {
-	char why[128];
+	enum agd_auth_reason reason = AGD_AUTH_OK;
+	char why[160];
 	int err;
 
 	memset(tok, 0, sizeof(*tok));
@@ -237,22 +253,35 @@ static int verify(struct agd_http *h, struct mg_connection *conn, const char *to
 	}
 	if (!token) {
 		pthread_rwlock_unlock(&h->live_lock);
+		agd_metrics_auth_refused(&h->metrics, AGD_AUTH_MISSING);
 		return send_error(conn, 401, "%s", missing);
 	}
-	err = agd_token_verify(token, h->live.key, h->live.key_len, time(NULL), tok, why,
-			      sizeof(why));
+	{
+		struct agd_auth a = { .keys = h->live.keys, .life = h->live.life };
+
+		err = agd_token_verify(token, &a, time(NULL), tok, &reason, why, sizeof(why));
+	}
 	pthread_rwlock_unlock(&h->live_lock);
-	if (err)
+	if (!err && token_revoked(h, tok, time(NULL))) {
+		reason = AGD_AUTH_REVOKED;
+		snprintf(why, sizeof(why), "token revoked");
+		err = -EACCES;
+	}
+	if (err) {
+		agd_metrics_auth_refused(&h->metrics, reason);
 		return send_error(conn, 401, "%s", why);
+	}
 	return 0;
 }
 
 /* /v1/stream: the token of ?token= or of the Authorization header. */
-static int stream_auth(void *arg, struct mg_connection *conn, const char *query_token)
+static int stream_auth(void *arg, struct mg_connection *conn, const char *query_token,
+		       struct agd_token *out)
 {
 	struct agd_token tok;
 	int rc = agd_request_framing(conn);
 
+	memset(out, 0, sizeof(*out));
 	if (rc)
 		return rc;
 	rc = verify(arg, conn, query_token ? query_token : bearer(conn),
@@ -261,9 +290,23 @@ static int stream_auth(void *arg, struct mg_connection *conn, const char *query_
 		return 0;
 	if (rc)
 		return rc;
-	if (!(tok.scopes & AGD_SCOPE_STREAM_READ))
+	*out = tok;
+	if (!(tok.scopes & AGD_SCOPE_STREAM_READ)) {
+		agd_metrics_auth_refused(&((struct agd_http *)arg)->metrics, AGD_AUTH_SCOPE);
 		return send_error(conn, 403, "token lacks scope stream:read");
+	}
 	return 0;
+}
+
+/* A connected stream client's token, every second. */
+static int stream_recheck(void *arg, const struct agd_token *tok)
+{
+	struct agd_http *h = arg;
+	time_t now = time(NULL);
+
+	if (now >= tok->exp)
+		return AGD_WS_CLOSE_EXPIRED;
+	return token_revoked(h, tok, now) ? AGD_WS_CLOSE_REVOKED : 0;
 }
 
 static int authorize(struct req *r, const struct route *rt)
@@ -280,6 +323,7 @@ static int authorize(struct req *r, const struct route *rt)
 	if (rc)
 		return rc;
 	if (!(r->tok.scopes & rt->scopes)) {
+		agd_metrics_auth_refused(&r->h->metrics, AGD_AUTH_SCOPE);
 		if (rt->scopes == READ_SCOPES)
 			return send_error(r->conn, 403, "token lacks scope agents:admin or "
 					  "metrics:read");
@@ -473,13 +517,17 @@ int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 	size_t k = 0;
 	int rc;
 
-	if (agd_listen_check(opts->listen, err))
+	if (agd_listen_check(opts->listen, err) || agd_tls_check(opts->tls_cert, opts->tls_key, err)) {
+		agd_keyset_free(live->keys);
+		agd_denylist_free(live->denylist);
 		return -EINVAL;
-	if (agd_tls_check(opts->tls_cert, opts->tls_key, err))
-		return -EINVAL;
+	}
 	h = calloc(1, sizeof(*h));
-	if (!h)
+	if (!h) {
+		agd_keyset_free(live->keys);
+		agd_denylist_free(live->denylist);
 		return -ENOMEM;
+	}
 	h->e = e;
 	h->live = *live;
 	pthread_rwlock_init(&h->live_lock, NULL);
@@ -558,7 +606,8 @@ int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 	mg_set_request_handler(h->mg, "/", handle, h);
 	h->fleet = opts->fleet;
 	mg_set_auth_handler(h->mg, "/", civetweb_auth, h);
-	rc = agd_stream_start(e, h->mg, &opts->stream, stream_auth, h, &h->stream);
+	rc = agd_stream_start(e, h->mg, &opts->stream, stream_auth, stream_recheck, h,
+			      &h->stream);
 	if (rc) {
 		snprintf(err->msg, sizeof(err->msg), "cannot start the stream: %s", strerror(-rc));
 		agd_http_stop(h);
@@ -574,9 +623,19 @@ int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 
 void agd_http_update(struct agd_http *h, const struct agd_http_live *live)
 {
+	struct agd_keyset *old;
+	struct agd_denylist *old_deny;
+
 	pthread_rwlock_wrlock(&h->live_lock);
+	old = h->live.keys;
+	old_deny = h->live.denylist;
 	h->live = *live;
 	pthread_rwlock_unlock(&h->live_lock);
+	/* No verification holds the old keys once the write lock was had. */
+	if (old != live->keys)
+		agd_keyset_free(old);
+	if (old_deny != live->denylist)
+		agd_denylist_free(old_deny);
 }
 
 void agd_http_set_ready(struct agd_http *h, bool ready, const char *why)
@@ -601,6 +660,7 @@ void agd_http_stop(struct agd_http *h)
 	agd_metrics_free(&h->metrics);
 	pthread_rwlock_destroy(&h->live_lock);
 	pthread_mutex_destroy(&h->ready_lock);
-	memset(h->live.key, 0, sizeof(h->live.key));
+	agd_keyset_free(h->live.keys);
+	agd_denylist_free(h->live.denylist);
 	free(h);
 }

@@ -20,8 +20,9 @@
 /* Settings SIGHUP may change while serving. */
 struct agd_http_live {
 	bool auth;                       /* tokens required */
-	unsigned char key[AGD_AUTH_KEY_MAX];
-	size_t key_len;
+	struct agd_keyset *keys;         /* the server owns them once given */
+	struct agd_denylist *denylist;   /* --auth-revoked, likewise */
+	struct agd_lifetimes life;
 	__u64 max_body;
 	__u64 metrics_max_agents;
 };
@@ -40,6 +41,7 @@ struct mg_connection;
 
 int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 		   const struct agd_http_live *live, struct agd_http **out, struct agd_err *err);
+/* Takes live->keys over (also when starting fails). */
 void agd_http_update(struct agd_http *h, const struct agd_http_live *live);
 void agd_http_set_ready(struct agd_http *h, bool ready, const char *why);
 void agd_http_stop(struct agd_http *h);

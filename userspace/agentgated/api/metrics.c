@@ -56,6 +56,27 @@ void agd_metrics_init(struct agd_metrics *m)
 	pthread_mutex_init(&m->lock, NULL);
 }
 
+void agd_metrics_auth_refused(struct agd_metrics *m, enum agd_auth_reason r)
+{
+	if (r > AGD_AUTH_OK && r < AGD_AUTH__MAX)
+		__atomic_fetch_add(&m->auth_refused[r], 1, __ATOMIC_RELAXED);
+}
+
+static void auth_series(struct out *o, struct agd_metrics *m, struct agd_engine *e)
+{
+	int r;
+
+	family(o, "auth_revocations", "gauge",
+	       "Revoked tokens and subjects kept (until their tokens expire).");
+	put(o, "agentgate_auth_revocations %zu\n", agd_engine_revoked_count(e));
+	family(o, "auth_refusals_total", "counter",
+	       "Requests refused for their token: 401 by reason, 403 as scope.");
+	for (r = AGD_AUTH_OK + 1; r < AGD_AUTH__MAX; r++)
+		put(o, "agentgate_auth_refusals_total{reason=\"%s\"} %llu\n",
+		    agd_auth_reason_name((enum agd_auth_reason)r),
+		    (unsigned long long)__atomic_load_n(&m->auth_refused[r], __ATOMIC_RELAXED));
+}
+
 void agd_metrics_free(struct agd_metrics *m)
 {
 	free(m->labeled);
@@ -434,6 +455,7 @@ char *agd_metrics_render(struct agd_metrics *m, struct agd_engine *e, struct agd
 	}
 	agent_series(&o, v, n, own);
 	engine_series(&o, e);
+	auth_series(&o, m, e);
 	dead_letter_series(&o);
 	datapath_series(&o, agd_engine_ctx(e), n);
 	if (stream)

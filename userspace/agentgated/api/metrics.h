@@ -15,15 +15,19 @@
 #include <stddef.h>
 #include <linux/types.h>
 
+#include "auth.h"
 #include "core/engine.h"
 
 struct agd_metrics {
 	pthread_mutex_t lock;
+	__u64 auth_refused[AGD_AUTH__MAX]; /* by reason, atomic */
 	char (*labeled)[AG_NAME_MAX + 1]; /* agents with their own series, sorted */
 	size_t n_labeled;
 };
 
 void agd_metrics_init(struct agd_metrics *m);
+/* A token refused (401) or short of the route's scope (403). */
+void agd_metrics_auth_refused(struct agd_metrics *m, enum agd_auth_reason r);
 void agd_metrics_free(struct agd_metrics *m);
 
 struct agd_stream;

@@ -133,9 +133,11 @@ static int ws_connect(const struct mg_connection *cconn, void *cbdata)
 	const char *q = ri->query_string;
 	int got = q ? mg_get_var(q, strlen(q), "token", token, sizeof(token)) : -1;
 	enum agd_stream_refusal why;
+	struct handshake *keep;
+	struct agd_token tok;
 	bool full, per_ip;
 
-	if (s->auth(s->auth_arg, conn, got >= 0 ? token : NULL)) {
+	if (s->auth(s->auth_arg, conn, got >= 0 ? token : NULL, &tok)) {
 		count(&s->st.refused[AGD_STREAM_REFUSED_AUTH], 1);
 		return 1;
 	}
@@ -148,8 +150,22 @@ static int ws_connect(const struct mg_connection *cconn, void *cbdata)
 	full = s->stopping || s->n_clients >= s->o.max_clients;
 	per_ip = clients_from(s, ri->remote_addr) >= s->o.max_per_ip;
 	pthread_mutex_unlock(&s->lock);
-	if (!full && !per_ip)
+	if (!full && !per_ip) {
+		/* For ws_ready: the token the client is checked against while
+		 * connected (revocation, expiry), kept by connection until then. */
+		keep = calloc(1, sizeof(*keep));
+		if (!keep) {
+			agd_reply_error(conn, 503, NULL, "out of memory");
+			return 1;
+		}
+		keep->conn = conn;
+		keep->tok = tok;
+		pthread_mutex_lock(&s->lock);
+		keep->next = s->handshakes;
+		s->handshakes = keep;
+		pthread_mutex_unlock(&s->lock);
 		return 0;
+	}
 	why = full ? AGD_STREAM_REFUSED_FULL : AGD_STREAM_REFUSED_PER_IP;
 	count(&s->st.refused[why], 1);
 	if (full)
@@ -197,12 +213,32 @@ static struct client *client_new(struct agd_stream *s, struct mg_connection *con
 	return c;
 }
 
+/* The token ws_connect kept for conn, taken off the list (NULL: none). */
+static struct handshake *handshake_take(struct agd_stream *s, const struct mg_connection *conn)
+{
+	struct handshake **pp, *h = NULL;
+
+	pthread_mutex_lock(&s->lock);
+	for (pp = &s->handshakes; *pp; pp = &(*pp)->next)
+		if ((*pp)->conn == conn) {
+			h = *pp;
+			*pp = h->next;
+			break;
+		}
+	pthread_mutex_unlock(&s->lock);
+	return h;
+}
+
 static void ws_ready(struct mg_connection *conn, void *cbdata)
 {
 	struct agd_stream *s = cbdata;
+	struct handshake *hs = handshake_take(s, conn);
 	struct client *c = client_new(s, conn);
 	bool full, per_ip;
 
+	if (c && hs)
+		c->tok = hs->tok;
+	free(hs);
 	if (!c) {
 		mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, "\x03\xf3no memory", 11);
 		return;
@@ -287,6 +323,7 @@ static void ws_close(const struct mg_connection *conn, void *cbdata)
 	struct client *c = mg_get_user_connection_data(conn);
 	struct agd_stream *s = cbdata;
 
+	free(handshake_take(s, conn)); /* closed before it was ready */
 	if (!c)
 		return;
 	pthread_mutex_lock(&c->lock);
@@ -596,6 +633,30 @@ static void lag_tick(struct agd_stream *s, __u64 now)
 	pthread_mutex_unlock(&s->lock);
 }
 
+/* Each client's token still good: revoked or expired, it is closed with
+ * the code the auth layer gives. */
+static void token_tick(struct agd_stream *s)
+{
+	struct client *c;
+
+	pthread_mutex_lock(&s->lock);
+	for (c = s->clients; c; c = c->next) {
+		int code;
+
+		if (!c->tok.exp)
+			continue;
+		code = s->recheck(s->auth_arg, &c->tok);
+		if (!code)
+			continue;
+		pthread_mutex_lock(&c->lock);
+		agd_stream_start_close(c, code, code == AGD_WS_CLOSE_REVOKED ? "token revoked" :
+							      "token expired");
+		agd_stream_notify(c);
+		pthread_mutex_unlock(&c->lock);
+	}
+	pthread_mutex_unlock(&s->lock);
+}
+
 static void *hub_thread(void *arg)
 {
 	struct agd_stream *s = arg;
@@ -633,6 +694,7 @@ static void *hub_thread(void *arg)
 		now = mono_ns();
 		lag_tick(s, now);
 		if (now >= next_bucket) {
+			token_tick(s);
 			bucket_tick(s, now);
 			next_bucket = now + BUCKET_PERIOD_MS * 1000000ULL;
 		}
@@ -652,7 +714,8 @@ static void *hub_thread(void *arg)
 /* ---- life cycle ------------------------------------------------------------------------- */
 
 int agd_stream_start(struct agd_engine *e, struct mg_context *mg, const struct agd_stream_opts *o,
-		     agd_stream_auth_fn auth, void *auth_arg, struct agd_stream **out)
+		     agd_stream_auth_fn auth, agd_stream_recheck_fn recheck, void *auth_arg,
+		     struct agd_stream **out)
 {
 	struct agd_stream *s = calloc(1, sizeof(*s));
 	int err;
@@ -662,6 +725,7 @@ int agd_stream_start(struct agd_engine *e, struct mg_context *mg, const struct a
 	s->e = e;
 	s->o = *o;
 	s->auth = auth;
+	s->recheck = recheck;
 	s->auth_arg = auth_arg;
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_cond_init(&s->empty_cv, NULL);
@@ -734,6 +798,12 @@ void agd_stream_free(struct agd_stream *s)
 	if (!s)
 		return;
 	agd_stream_shutdown(s); /* idempotent; mg_stop() has run the close handlers */
+	while (s->handshakes) {
+		struct handshake *h = s->handshakes;
+
+		s->handshakes = h->next;
+		free(h);
+	}
 	free(s->inbox);
 	free(s->spare);
 	free(s->samples);

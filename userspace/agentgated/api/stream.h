@@ -19,6 +19,7 @@
 
 #include <linux/types.h>
 
+#include "auth.h"
 #include "core/engine.h"
 
 struct mg_context;
@@ -36,7 +37,14 @@ struct agd_stream_opts {
  * ?token= of the URL (NULL without one); the Authorization header is the
  * callback's to read. Returns 0 to go on; otherwise the callback has sent
  * the HTTP error (401, 403) and the connection is refused. */
-typedef int (*agd_stream_auth_fn)(void *arg, struct mg_connection *conn, const char *token);
+typedef int (*agd_stream_auth_fn)(void *arg, struct mg_connection *conn, const char *token,
+				  struct agd_token *tok);
+/* Every second, for each connected client's token (tok.exp 0: no token
+ * needed): 0 while it is good, else the close code the client gets:
+ * AGD_WS_CLOSE_REVOKED or AGD_WS_CLOSE_EXPIRED. */
+typedef int (*agd_stream_recheck_fn)(void *arg, const struct agd_token *tok);
+#define AGD_WS_CLOSE_REVOKED 4001 /* the token was revoked */
+#define AGD_WS_CLOSE_EXPIRED 4002 /* the token expired */
 
 struct agd_stream_stats {
 	__u64 clients;    /* connected now */
@@ -60,7 +68,8 @@ struct agd_stream;
 
 /* Registers the /v1/stream handlers on mg and starts the hub thread. */
 int agd_stream_start(struct agd_engine *e, struct mg_context *mg, const struct agd_stream_opts *o,
-		     agd_stream_auth_fn auth, void *auth_arg, struct agd_stream **out);
+		     agd_stream_auth_fn auth, agd_stream_recheck_fn recheck, void *auth_arg,
+		     struct agd_stream **out);
 /* Before mg_stop(): no more events; every client gets close code 1001 and
  * its connection is shut down, so CivetWeb's workers leave at once. */
 void agd_stream_shutdown(struct agd_stream *s);

@@ -67,6 +67,7 @@ struct client {
 	struct qent *q; /* ring of s->o.queue entries */
 	unsigned int head, n;
 	__u64 writing_since_ns; /* enqueue time of the update being written; 0: idle */
+	struct agd_token tok; /* tok.exp 0: connected without a token */
 	bool global;
 	topic_name *rating, *bucket;
 	size_t n_rating, n_bucket;
@@ -84,10 +85,19 @@ struct client {
 
 struct bucket_sample;
 
+/* A handshake ws_connect accepted, until ws_ready makes its client. */
+struct handshake {
+	struct handshake *next;
+	const struct mg_connection *conn;
+	struct agd_token tok;
+};
+
 struct agd_stream {
 	struct agd_engine *e;
 	struct agd_stream_opts o;
+	struct handshake *handshakes; /* under lock */
 	agd_stream_auth_fn auth;
+	agd_stream_recheck_fn recheck;
 	void *auth_arg;
 
 	pthread_mutex_t lock; /* clients list, stats */

@@ -113,3 +113,14 @@ int agd_engine_config_set(struct agd_engine *e, const struct agd_config_change *
 		return agd_engine_apply_config_set(e, 0, c, subject, oe);
 	return to_log(r, &op, "", subject, NULL, oe);
 }
+
+int agd_engine_revoke(struct agd_engine *e, const struct agd_revocation *r, const char *subject,
+		     struct agd_err *oe)
+{
+	const struct agd_replicator *rp = agd_engine_replicator(e);
+	struct agd_op op = { .kind = AGD_OP_AUTH_REVOKE, .revoke = *r };
+
+	if (!rp)
+		return agd_engine_apply_revoke(e, 0, r, subject, oe);
+	return to_log(rp, &op, "", subject, NULL, oe);
+}

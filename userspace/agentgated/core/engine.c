@@ -385,6 +385,9 @@ int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out,
 		snprintf(errbuf->msg, sizeof(errbuf->msg), "%s", ag_errmsg());
 		goto cleanup;
 	}
+	err = revoked_load(e, errbuf);
+	if (err)
+		goto cleanup;
 	/* What the buckets and counters read before reconcile writes any. */
 	activity_read(e);
 	err = load_agents(e, errbuf);
@@ -434,6 +437,7 @@ void agd_engine_close(struct agd_engine *e)
 	free(e->buckets);
 	free(e->ev);
 	free(e->hist);
+	revoked_free(e);
 	free(e->sw_words);
 	free(e->sw_counters);
 	free((void *)e->consumed);

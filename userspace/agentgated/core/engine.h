@@ -24,6 +24,7 @@
 #include "policy.h"
 #include "rating.h"
 #include "err.h"
+#include "revoked.h"
 
 struct agd_engine;
 
@@ -281,6 +282,7 @@ enum agd_op_kind {
 	 * still `mark`. */
 	AGD_OP_AGENT_TOUCH,
 	AGD_OP_AGENT_EXPIRE,
+	AGD_OP_AUTH_REVOKE, /* a revoked token or subject (revoked.h) */
 };
 
 
@@ -291,6 +293,7 @@ struct agd_op {
 	struct ag_rule rule;           /* RULE_* */
 	struct agd_config_change config; /* CONFIG_SET */
 	__u64 mark;                    /* AGENT_EXPIRE */
+	struct agd_revocation revoke;  /* AUTH_REVOKE */
 	char subject[136];             /* who asked, for the audit log */
 };
 
@@ -319,6 +322,22 @@ int agd_engine_job_agents(struct agd_engine *e, struct agd_job *job);
 /* The fraction of the agent's (fleet-wide) rate this host's bucket gets:
  * its bucket refills at rate * share. Not stored: the fleet recomputes it. */
 int agd_engine_set_share(struct agd_engine *e, const char *name, double share);
+
+/* ---- revoked tokens (revoked.c) ---------------------------------------------------
+ *
+ * Stored, audited (auth.revoke) and in memory at once; in a fleet through
+ * the log, so every host refuses the token. */
+
+/* -EINVAL for an empty or overlong value or an until before at; -ENOSPC
+ * when AGD_REVOKED_MAX unexpired revocations are kept. */
+int agd_engine_revoke(struct agd_engine *e, const struct agd_revocation *r, const char *subject,
+		     struct agd_err *oe);
+int agd_engine_apply_revoke(struct agd_engine *e, __u64 seq, const struct agd_revocation *r,
+			   const char *subject, struct agd_err *oe);
+/* Whether a token (jti "" when none, sub, iat -1 when none) is revoked. */
+bool agd_engine_revoked(struct agd_engine *e, const char *jti, const char *sub, int64_t iat,
+		       int64_t now_s);
+size_t agd_engine_revoked_count(struct agd_engine *e);
 
 /* ---- views -------------------------------------------------------------------- */
 

@@ -111,6 +111,11 @@ struct agd_engine {
 	agd_removal_observer robs;
 	void *robs_arg;
 
+	/* revoked tokens (revoked.c): a hash of their keys */
+	pthread_rwlock_t rvlock;
+	struct revoked_entry **rv;
+	size_t rv_count;
+
 	/* the fleet's log: set once before the API starts */
 	struct agd_replicator repl;
 	bool replicated;
@@ -148,6 +153,12 @@ int reconcile(struct agd_engine *e, struct agd_err *errbuf);
 
 /* apply.c */
 void *apply_thread(void *arg);
+
+/* revoked.c */
+int revoked_load(struct agd_engine *e, struct agd_err *errbuf);
+/* Forgets the revocations whose tokens have all expired (store first). */
+void revoked_prune(struct agd_engine *e, int64_t now_s);
+void revoked_free(struct agd_engine *e);
 
 /* expire.c */
 __u64 mono_ms(void);

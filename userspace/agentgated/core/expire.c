@@ -591,6 +591,7 @@ static size_t sweep_once(struct agd_engine *e)
 	store_idle(e, wall);
 	pthread_mutex_unlock(&e->lock);
 	fleet_send(e, &fl);
+	revoked_prune(e, (int64_t)time(NULL));
 	if (done) {
 		report(e, ev, done);
 		if (e->robs)

@@ -546,6 +546,8 @@ int agd_engine_apply_op(struct agd_engine *e, const struct agd_op *op, __u64 seq
 		return apply_touch(e, seq, op->agent, oe);
 	case AGD_OP_AGENT_EXPIRE:
 		return apply_expire(e, seq, op->agent, op->mark, oe);
+	case AGD_OP_AUTH_REVOKE:
+		return agd_engine_apply_revoke(e, seq, &op->revoke, op->subject, oe);
 	}
 	return agd_errf(oe, -EINVAL, "unknown operation %d", (int)op->kind);
 }

@@ -19,6 +19,9 @@
  *                                          an idle agent has been idle, and
  *                                          what its bucket and counters read
  *                                          then (expire.c)
+ *   revoked  'j' jti | 's' sub           -> struct agd_revoked_rec: a revoked
+ *                                          token, or a subject's tokens issued
+ *                                          until then (core/revoked.c)
  *   hist_rated   name -> the agent's last ratings the policy applied
  *   hist_changes name -> the agent's last operator changes, and who pinned it
  *
@@ -108,6 +111,14 @@ struct agd_activity_rec {
 	__u64 log_seq; /* fleet: the last log entry that touched the agent */
 };
 _Static_assert(sizeof(struct agd_activity_rec) == 40, "agd_activity_rec layout is on-disk ABI");
+
+/* A revocation: made at at_s, kept until until_s (Unix seconds), when
+ * every token it names has expired anyway. */
+struct agd_revoked_rec {
+	__s64 at_s;
+	__s64 until_s;
+};
+_Static_assert(sizeof(struct agd_revoked_rec) == 16, "agd_revoked_rec layout is on-disk ABI");
 
 /* meta "defaults": what inherited policy fields resolve to, for readers
  * that do not have the daemon's configuration (agentgate agent explain). */
@@ -205,6 +216,7 @@ struct agd_store {
 	MDB_dbi hist_rated, hist_changes;
 	MDB_dbi deleted;
 	MDB_dbi activity;
+	MDB_dbi revoked;
 	bool hist; /* the hist_ databases are there (read-only: an older store lacks them) */
 };
 
@@ -312,6 +324,15 @@ int agd_store_activity_get(struct agd_store *st, MDB_txn *txn, const char *name,
 			  struct agd_activity_rec *rec);
 int agd_store_activity_put(struct agd_store *st, MDB_txn *txn, const char *name,
 			  const struct agd_activity_rec *rec);
+
+/* Revocations: key is the kind byte ('j', 's') and the value. */
+int agd_store_revoked_put(struct agd_store *st, MDB_txn *txn, const char *key,
+			 const struct agd_revoked_rec *rec);
+int agd_store_revoked_del(struct agd_store *st, MDB_txn *txn, const char *key);
+/* Every stored revocation to fn (one of another size is skipped). */
+int agd_store_revoked_foreach(struct agd_store *st, MDB_txn *txn,
+			     int (*fn)(void *arg, const char *key, const struct agd_revoked_rec *rec),
+			     void *arg);
 
 /* 1 when id was applied (inside the window), 0 when not, negative errno. */
 int agd_store_dedup_seen(struct agd_store *st, MDB_txn *txn, const char *id);

@@ -199,6 +199,54 @@ int agd_store_activity_put(struct agd_store *st, MDB_txn *txn, const char *name,
 	return agd_store_errno(mdb_put(txn, st->activity, &k, &v, 0));
 }
 
+/* ---- revocations ---------------------------------------------------------- */
+
+int agd_store_revoked_put(struct agd_store *st, MDB_txn *txn, const char *key,
+			 const struct agd_revoked_rec *rec)
+{
+	MDB_val k = str_val(key), v = { sizeof(*rec), (void *)rec };
+
+	return agd_store_errno(mdb_put(txn, st->revoked, &k, &v, 0));
+}
+
+int agd_store_revoked_del(struct agd_store *st, MDB_txn *txn, const char *key)
+{
+	MDB_val k = str_val(key);
+	int rc = mdb_del(txn, st->revoked, &k, NULL);
+
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}
+
+int agd_store_revoked_foreach(struct agd_store *st, MDB_txn *txn,
+			     int (*fn)(void *arg, const char *key, const struct agd_revoked_rec *rec),
+			     void *arg)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, st->revoked, &cur), err = 0;
+
+	if (rc)
+		return agd_store_errno(rc);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && !err;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct agd_revoked_rec r;
+		char key[2 + 128 + 1];
+
+		if (v.mv_size != sizeof(r) || k.mv_size < 2 || k.mv_size >= sizeof(key))
+			continue;
+		memcpy(&r, v.mv_data, sizeof(r));
+		memcpy(key, k.mv_data, k.mv_size);
+		key[k.mv_size] = 0;
+		if (strlen(key) != k.mv_size)
+			continue;
+		err = fn(arg, key, &r);
+	}
+	mdb_cursor_close(cur);
+	if (err)
+		return err;
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}
+
 /* ---- rules and audit --------------------------------------------------- */
 
 int agd_store_rule_put(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *key,

@@ -34,11 +34,12 @@ static const char *const op_names[] = {
 	[AGD_OP_CONFIG_SET] = "config.set",
 	[AGD_OP_AGENT_TOUCH] = "agent.touch",
 	[AGD_OP_AGENT_EXPIRE] = "agent.expire",
+	[AGD_OP_AUTH_REVOKE] = "auth.revoke",
 };
 
 const char *agd_fleet_op_name(enum agd_op_kind kind)
 {
-	return kind >= AGD_OP_AGENT_PUT && kind <= AGD_OP_AGENT_EXPIRE ? op_names[kind] : "unknown";
+	return kind >= AGD_OP_AGENT_PUT && kind <= AGD_OP_AUTH_REVOKE ? op_names[kind] : "unknown";
 }
 
 static json_t *rule_json(const struct ag_rule *r)
@@ -74,6 +75,13 @@ char *agd_fleet_op_encode(const struct agd_op *op)
 		json_object_set_new(o, "rule", rule_json(&op->rule));
 	if (op->kind == AGD_OP_AGENT_EXPIRE)
 		json_object_set_new(o, "mark", json_integer((json_int_t)op->mark));
+	if (op->kind == AGD_OP_AUTH_REVOKE)
+		json_object_set_new(o, "revoke",
+				    json_pack("{s:s,s:s,s:I,s:I}", "kind",
+					      op->revoke.kind == AGD_REVOKE_JTI ? "jti" : "sub",
+					      "value", op->revoke.value, "at",
+					      (json_int_t)op->revoke.at_s, "until",
+					      (json_int_t)op->revoke.until_s));
 	if (op->kind == AGD_OP_CONFIG_SET)
 		json_object_set_new(o, "config",
 				    json_pack("{s:i,s:i}", "default_action",
@@ -162,10 +170,31 @@ static int decode_config(json_t *c, struct agd_config_change *cc, char *why, siz
 	return 0;
 }
 
+static int decode_revoke(json_t *r, struct agd_revocation *rv, char *why, size_t wlen)
+{
+	const char *kind, *value;
+	json_int_t at, until;
+	json_error_t je;
+
+	if (!r || json_unpack_ex(r, &je, JSON_STRICT, "{s:s,s:s,s:I,s:I}", "kind", &kind, "value",
+				 &value, "at", &at, "until", &until) ||
+	    (strcmp(kind, "jti") && strcmp(kind, "sub")) || !value[0] ||
+	    strlen(value) > AGD_REVOKED_VALUE_MAX || until < at) {
+		snprintf(why, wlen, "revoke: expected kind jti|sub, value (1 to %d bytes), at, "
+			 "until >= at", AGD_REVOKED_VALUE_MAX);
+		return -EINVAL;
+	}
+	rv->kind = strcmp(kind, "jti") ? AGD_REVOKE_SUB : AGD_REVOKE_JTI;
+	snprintf(rv->value, sizeof(rv->value), "%s", value);
+	rv->at_s = at;
+	rv->until_s = until;
+	return 0;
+}
+
 int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *why, size_t wlen)
 {
 	json_t *o = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL), *change = NULL,
-	       *rule = NULL, *config = NULL, *mark = NULL;
+	       *rule = NULL, *config = NULL, *mark = NULL, *revoke = NULL;
 	const char *name, *agent, *subject;
 	json_error_t je;
 	int v, err = -EINVAL, k;
@@ -175,9 +204,9 @@ int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *w
 		snprintf(why, wlen, "not JSON");
 		return -EINVAL;
 	}
-	if (json_unpack_ex(o, &je, 0, "{s:i,s:s,s:s,s:s,s?o,s?o,s?o,s?o}", "v", &v, "op", &name,
-			   "agent", &agent, "subject", &subject, "change", &change, "rule", &rule,
-			   "config", &config, "mark", &mark)) {
+	if (json_unpack_ex(o, &je, 0, "{s:i,s:s,s:s,s:s,s?o,s?o,s?o,s?o,s?o}", "v", &v, "op",
+			   &name, "agent", &agent, "subject", &subject, "change", &change, "rule",
+			   &rule, "config", &config, "mark", &mark, "revoke", &revoke)) {
 		snprintf(why, wlen, "%s", je.text);
 		goto out;
 	}
@@ -185,7 +214,7 @@ int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *w
 		snprintf(why, wlen, "version %d is not understood", v);
 		goto out;
 	}
-	for (k = AGD_OP_AGENT_PUT; k <= AGD_OP_AGENT_EXPIRE; k++)
+	for (k = AGD_OP_AGENT_PUT; k <= AGD_OP_AUTH_REVOKE; k++)
 		if (!strcmp(name, op_names[k]))
 			op->kind = k;
 	if (!op->kind || strlen(agent) > AG_NAME_MAX || strlen(subject) >= sizeof(op->subject)) {
@@ -208,6 +237,8 @@ int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *w
 	}
 	if (op->kind == AGD_OP_AGENT_EXPIRE && !err)
 		op->mark = (__u64)json_integer_value(mark);
+	if (op->kind == AGD_OP_AUTH_REVOKE && !err)
+		err = decode_revoke(revoke, &op->revoke, why, wlen);
 	if ((op->kind == AGD_OP_AGENT_TOUCH || op->kind == AGD_OP_AGENT_EXPIRE) && !err &&
 	    ag_name_check(agent)) {
 		snprintf(why, wlen, "agent: %s", ag_errmsg());

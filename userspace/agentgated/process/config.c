@@ -42,7 +42,16 @@ const struct opt agd_opts[] = {
 	{ "xdp-mode", K_XDP_MODE, F(xdp_mode), .arg = "MODE", .def = "auto", .reload = true,
 	  .help = "auto, native or generic" },
 	{ "auth-key-file", K_STR, F(auth_key_file), .arg = "FILE", .reload = true,
-	  .help = "HS256 secret for bearer tokens, required unless listening on loopback" },
+	  .help = "a key for bearer tokens: an HS256 secret or a PEM public key (RS256, ES256, "
+		  "EdDSA); a key is required unless listening on loopback" },
+	{ "auth-keys", K_STR, F(auth_keys), .arg = "DIR", .reload = true,
+	  .help = "keys chosen by the token's kid: DIR/KID.pem public keys, DIR/KID.hs256 "
+		  "secrets, DIR/KID.retired makes one verify only" },
+	{ "auth-revoked", K_STR, F(auth_revoked), .arg = "FILE", .reload = true,
+	  .help = "denylist of tokens: lines 'jti ID' and 'sub SUBJECT'" },
+	{ "auth-max-lifetime", K_STR, F(auth_max_lifetime), .arg = "SCOPE=TIME,...",
+	  .def = "stream:read=15m,*=24h", .reload = true,
+	  .help = "longest token lifetime (exp - iat) per scope and for any token (*); 0: none" },
 	{ "tls-cert", K_STR, F(tls_cert), .arg = "FILE", .help = "TLS certificate (PEM)" },
 	{ "tls-key", K_STR, F(tls_key), .arg = "FILE", .help = "TLS private key (PEM)" },
 	{ "max-body", K_BYTES, F(max_body), .arg = "BYTES", .def = "1MiB", AT_LEAST(1),

@@ -38,6 +38,9 @@ struct agd_config {
 	size_t n_attach;
 	char xdp_mode[16];
 	char auth_key_file[4096];
+	char auth_keys[4096];          /* a directory of keys */
+	char auth_revoked[4096];       /* the operator's denylist */
+	char auth_max_lifetime[256];   /* SCOPE=TIME,... */
 	char tls_cert[4096], tls_key[4096];
 	__u64 max_body;
 	char ingest_socket[108];

@@ -71,10 +71,20 @@ static int live_settings(const struct agd_config *c, struct agd_http_live *live)
 	memset(live, 0, sizeof(*live));
 	live->max_body = c->max_body;
 	live->metrics_max_agents = c->metrics_max_agents;
-	if (c->auth_key_file[0]) {
-		err = agd_auth_key_load(c->auth_key_file, live->key, &live->key_len, &why);
+	if (agd_lifetimes_parse(c->auth_max_lifetime, &live->life, &why)) {
+		logf_(AGD_LOG_ERR, "--auth-max-lifetime: %s", why.msg);
+		return -1;
+	}
+	if (agd_denylist_load(c->auth_revoked, &live->denylist, &why)) {
+		logf_(AGD_LOG_ERR, "--auth-revoked: %s", why.msg);
+		return -1;
+	}
+	if (c->auth_key_file[0] || c->auth_keys[0]) {
+		err = agd_keyset_load(c->auth_key_file, c->auth_keys, &live->keys, &why);
 		if (err) {
 			logf_(AGD_LOG_ERR, "%s", why.msg);
+			agd_denylist_free(live->denylist);
+			live->denylist = NULL;
 			return -1;
 		}
 		live->auth = true;
@@ -82,7 +92,9 @@ static int live_settings(const struct agd_config *c, struct agd_http_live *live)
 	}
 	if (!agd_listen_is_loopback(c->listen)) {
 		logf_(AGD_LOG_ERR, "refusing to serve %s without authentication: give "
-		      "--auth-key-file, or listen on loopback", c->listen);
+		      "--auth-key-file or --auth-keys, or listen on loopback", c->listen);
+		agd_denylist_free(live->denylist);
+		live->denylist = NULL;
 		return -1;
 	}
 	logf_(AGD_LOG_WARN, "authentication is off (loopback listener %s and no --auth-key-file)",
@@ -371,8 +383,7 @@ static void reload(int argc, char **argv, struct agd_config *cur, struct agd_eng
 	warn_restart_needed(cur, next);
 	agd_engine_reconfigure(e, &next->defaults, next->dedup_window_ms, next->dedup_max,
 			      next->auto_create, !strcmp(next->agent_full, "evict"));
-	agd_http_update(h, &live);
-	memset(live.key, 0, sizeof(live.key));
+	agd_http_update(h, &live); /* it owns live.keys now */
 	quiet = next->quiet;
 	if (attach_all(e, next))
 		logf_(AGD_LOG_WARN, "reload: not every device could be attached");
@@ -385,7 +396,8 @@ int main(int argc, char **argv)
 {
 	struct agd_config *cfg = malloc(sizeof(*cfg));
 	struct agd_http_opts ho = { 0 };
-	struct agd_http_live live;
+	struct agd_http_live live = { 0 };
+	bool live_given = false;
 	struct agd_engine *e = NULL;
 	struct agd_http *h = NULL;
 	struct agd_ingest *in = NULL;
@@ -469,6 +481,7 @@ int main(int argc, char **argv)
 	ho.stream.queue = (unsigned int)cfg->stream_queue;
 	ho.stream.max_lag_ms = cfg->stream_max_lag_ms;
 	ho.stream.ping_ms = cfg->stream_ping_ms;
+	live_given = true; /* agd_http_start owns live.keys, also when it fails */
 	if (agd_http_start(e, &ho, &live, &h, &err)) {
 		logf_(AGD_LOG_ERR, "%s", err.msg);
 		goto cleanup;
@@ -502,7 +515,10 @@ cleanup:
 	agd_control_stop(ctl); /* CLI writes wait for the lock, then go to the maps */
 	agd_fleet_stop(fleet); /* what it published is in the stream, or in its outbox */
 	agd_engine_close(e); /* and with it the pin root's owner lock */
-	memset(live.key, 0, sizeof(live.key));
+	if (!live_given) {
+		agd_keyset_free(live.keys);
+		agd_denylist_free(live.denylist);
+	}
 	free(cfg);
 	return rc;
 }
