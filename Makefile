@@ -218,7 +218,7 @@ include tests/fuzz/fuzz.mk
 
 BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/rating_parse \
 	$(OUTPUT)/ag-trafficgen $(OUTPUT)/bench/agents_fill $(OUTPUT)/bench/consume \
-	$(OUTPUT)/bench/sweep_cost
+	$(OUTPUT)/bench/sweep_cost $(OUTPUT)/bench/voices_cost
 
 .PHONY: bench-bins
 bench-bins: $(BENCH_BINS)
@@ -247,7 +247,8 @@ $(OUTPUT)/bench/consume: bench/consume.c
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< -o $@
 
-$(OUTPUT)/bench/rating_parse $(OUTPUT)/bench/sweep_cost: $(OUTPUT)/bench/%: bench/%.c \
+$(OUTPUT)/bench/rating_parse $(OUTPUT)/bench/sweep_cost $(OUTPUT)/bench/voices_cost: \
+		$(OUTPUT)/bench/%: bench/%.c \
 		$(OUTPUT)/libagentgated.a $(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)

@@ -1442,6 +1442,25 @@ def t_revoke(nats1, own, env):
     check(b.client(leaked).get("/v1/agents").status == 401, "rb forgot it after a restart")
 
 
+@case("one voice per user across hosts: one user's 30 one-star ratings posted at three "
+      "hosts move the rate once on every host, then the same user's 5 moves it by "
+      "alpha * 4; a second user's voice adds up; every host the same")
+def t_voices(phase1):
+    s, hosts = phase1
+    a, b, c = hosts
+    for i in range(30):
+        post(hosts[i % 3], {"agent": "vo-1", "user": "mallory", "score": 1})
+    post(b, {"agent": "vo-1", "user": "mallory", "score": 5})
+    post(c, {"agent": "vo-1", "user": "alice", "score": 4})
+    want = 100 - 20 + 40 + 10
+    rates = wait_for(lambda: (lambda r: all(v == want for v in r.values()) and r)(
+        {d.name: get_json(d, "/v1/agents/vo-1").get("rate") for d in hosts}), CONVERGE,
+        what="vo-1 at %s on every host" % want)
+    diag("vo-1: %s" % rates)
+    for d in hosts:
+        check(get_json(d, "/v1/agents/vo-1")["ratings"] == 32, "%s: ratings" % d.name)
+
+
 def fleet_mode(build):
     """False when the daemon has no fleet mode (--nats-replicas not in its
     --help); True also when it is not built (run() says so)."""

@@ -158,6 +158,21 @@ static void invalid_policies_named(void **state)
 	expect_invalid(&p, "unit");
 }
 
+/* One voice per user: a replacement moves by alpha * (new - old), clamped;
+ * from neutral it is the rating's own step; pinned moves nothing. */
+static void voice_replacement(void **state)
+{
+	struct agd_policy p = pol(100, 10, 1, 130);
+
+	assert_true(agd_policy_rate_moved(&p, 100, 3, 1) == agd_policy_rate_after(&p, 100, 1));
+	assert_true(agd_policy_rate_moved(&p, 80, 1, 5) == 120);
+	assert_true(agd_policy_rate_moved(&p, 120, 5, 5) == 120);
+	assert_true(agd_policy_rate_moved(&p, 120, 1, 5) == 130); /* r_max */
+	assert_true(agd_policy_rate_moved(&p, 5, 5, 1) == 1);     /* r_min */
+	p.pinned = true;
+	assert_true(agd_policy_rate_moved(&p, 50, 1, 5) == 50);
+}
+
 static void ttl_parsed_whole(void **state)
 {
 	static const struct {
@@ -239,6 +254,7 @@ int main(void)
 		cmocka_unit_test(invalid_policies_named),
 		cmocka_unit_test(statistics),
 		cmocka_unit_test(ttl_parsed_whole),
+		cmocka_unit_test(voice_replacement),
 		cmocka_unit_test(ttl_by_kind),
 	};
 

@@ -17,6 +17,7 @@
 #include <linux/types.h>
 
 #include "auth.h"
+#include "intake.h"
 #include "core/engine.h"
 #include "http.h"
 #include "metrics.h"
@@ -44,6 +45,7 @@ struct agd_http {
 	struct agd_err tls_err; /* set by init_ssl when it fails */
 	struct agd_deadlines *deadlines; /* of request bodies */
 	struct agd_lister *lister;       /* GET /v1/agents pages */
+	struct agd_intake *intake;       /* rating intake limits */
 };
 
 /* One request as the handlers see it. */

@@ -188,6 +188,7 @@ static const struct route routes[] = {
 	{ "POST", "/bucket/*", AGD_SCOPE_AGENTS_ADMIN, true, bucket_post },
 	{ "GET", "/bucket/*", READ_SCOPES, false, bucket_get },
 	{ "POST", "/rate", AGD_SCOPE_RATINGS_WRITE, true, rate_post },
+	{ "POST", "/rating", AGD_SCOPE_RATINGS_WRITE, true, ratings_post },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -530,9 +531,13 @@ int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 	}
 	h->e = e;
 	h->live = *live;
+	h->intake = agd_intake_new();
+	if (h->intake)
+		agd_intake_set(h->intake, live->rating_user_rate, live->rating_token_rate);
 	pthread_rwlock_init(&h->live_lock, NULL);
 	pthread_mutex_init(&h->ready_lock, NULL);
 	agd_metrics_init(&h->metrics);
+	h->metrics.intake = h->intake;
 	snprintf(h->not_ready, sizeof(h->not_ready), "starting");
 	/* Each WebSocket client holds a CivetWeb worker for as long as it is
 	 * connected: the stream's workers come on top of the HTTP ones. */
@@ -631,6 +636,8 @@ void agd_http_update(struct agd_http *h, const struct agd_http_live *live)
 	old_deny = h->live.denylist;
 	h->live = *live;
 	pthread_rwlock_unlock(&h->live_lock);
+	if (h->intake)
+		agd_intake_set(h->intake, live->rating_user_rate, live->rating_token_rate);
 	/* No verification holds the old keys once the write lock was had. */
 	if (old != live->keys)
 		agd_keyset_free(old);
@@ -662,5 +669,6 @@ void agd_http_stop(struct agd_http *h)
 	pthread_mutex_destroy(&h->ready_lock);
 	agd_keyset_free(h->live.keys);
 	agd_denylist_free(h->live.denylist);
+	agd_intake_free(h->intake);
 	free(h);
 }

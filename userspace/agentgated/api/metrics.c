@@ -66,6 +66,18 @@ static void auth_series(struct out *o, struct agd_metrics *m, struct agd_engine 
 {
 	int r;
 
+	if (m->intake) {
+		uint64_t refused[3];
+
+		agd_intake_stats(m->intake, refused);
+		family(o, "rating_intake_refused_total", "counter",
+		       "Rating requests refused with 429: a user or an API token over its "
+		       "--rating-user-rate or --rating-token-rate.");
+		put(o, "agentgate_rating_intake_refused_total{by=\"user\"} %llu\n",
+		    (unsigned long long)refused[AGD_INTAKE_USER]);
+		put(o, "agentgate_rating_intake_refused_total{by=\"token\"} %llu\n",
+		    (unsigned long long)refused[AGD_INTAKE_TOKEN]);
+	}
 	family(o, "auth_revocations", "gauge",
 	       "Revoked tokens and subjects kept (until their tokens expire).");
 	put(o, "agentgate_auth_revocations %zu\n", agd_engine_revoked_count(e));
@@ -303,6 +315,15 @@ static void engine_series(struct out *o, struct agd_engine *e)
 	family(o, "map_write_errors_total", "counter",
 	       "Writes of a rate into the BPF maps that failed.");
 	put(o, "agentgate_map_write_errors_total %llu\n", (unsigned long long)s.map_errors);
+	family(o, "ratings_replaced_total", "counter",
+	       "Applied ratings that replaced the same user's earlier rating of the agent (one "
+	       "voice per user: the rate moved by alpha * (new - old)).");
+	put(o, "agentgate_ratings_replaced_total %llu\n", (unsigned long long)s.ratings_replaced);
+	family(o, "ratings_damped_total", "counter",
+	       "Applied ratings whose move the change window cut (--rating-max-change).");
+	put(o, "agentgate_ratings_damped_total %llu\n", (unsigned long long)s.ratings_damped);
+	family(o, "rating_voices", "gauge", "Latest ratings kept, one per (user, agent).");
+	put(o, "agentgate_rating_voices %llu\n", (unsigned long long)s.voices);
 	family(o, "agents_refused_total", "counter",
 	       "New agents refused because every agent slot is in use (507).");
 	put(o, "agentgate_agents_refused_total %llu\n", (unsigned long long)s.agents_refused);

@@ -16,11 +16,13 @@
 #include <linux/types.h>
 
 #include "auth.h"
+#include "intake.h"
 #include "core/engine.h"
 
 struct agd_metrics {
 	pthread_mutex_t lock;
 	__u64 auth_refused[AGD_AUTH__MAX]; /* by reason, atomic */
+	struct agd_intake *intake;         /* its refusals; NULL: none */
 	char (*labeled)[AG_NAME_MAX + 1]; /* agents with their own series, sorted */
 	size_t n_labeled;
 };

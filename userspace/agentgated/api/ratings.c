@@ -69,6 +69,21 @@ int ratings_post(struct req *r)
 		agd_rating_batch_free(&b);
 		return send_error(r->conn, 400, "request body: no ratings");
 	}
+	if (r->h->intake) {
+		unsigned int retry = 0;
+		char who[200] = "", hdr[48];
+		enum agd_intake_by by = agd_intake_charge(r->h->intake, b.items, b.n,
+							  r->tok.subject, ag_now_ns(), &retry, who,
+							  sizeof(who));
+
+		if (by) {
+			agd_rating_batch_free(&b);
+			snprintf(hdr, sizeof(hdr), "Retry-After: %u\r\n", retry);
+			return agd_reply_error(r->conn, 429, hdr, "%s sends ratings faster than "
+					       "allowed (--rating-%s-rate); nothing applied",
+					       who, by == AGD_INTAKE_USER ? "user" : "token");
+		}
+	}
 	job.items = b.items;
 	job.n = b_n = b.n;
 	err = agd_engine_rate(r->h->e, &job);

@@ -68,6 +68,17 @@ static int admit_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job,
 		const struct agd_rating *r = &job->items[i];
 		struct entry *en = tab_find(e, r->agent);
 
+		if (!r->user[0] && e->opts.anonymous == AGD_ANON_REFUSE) {
+			if (job->item_err) {
+				job->item_err[i] = -EINVAL;
+				continue;
+			}
+			snprintf(job->err.msg, sizeof(job->err.msg),
+				 "item %zu: field 'user': required (ratings without a user are "
+				 "refused: --anonymous-ratings refuse)", i);
+			err = -EINVAL;
+			break;
+		}
 		if (en)
 			continue;
 		/* A retried rating already applied creates nothing (the agent
@@ -250,6 +261,47 @@ static int hist_write(struct agd_engine *e, MDB_txn *txn, struct entry *en, __u6
 					 en->hist_n - k);
 }
 
+/*
+ * The change window: from an agent's first rating in it, for
+ * change_window_ms (the batch's time: the log's in a fleet, so every host
+ * agrees), its rate moves at most max_change * base either way, base its
+ * rate when the window began. A move past that stops at the bound (the
+ * rating still counts, and its voice is kept): a wave of new accounts
+ * cannot take an agent to the floor within one window.
+ */
+static int damp(struct agd_engine *e, MDB_txn *txn, struct entry *en, double before, __u64 now,
+		struct agd_job *job)
+{
+	double lo, hi, rate = en->rec.rate;
+
+	if (!en->win_known) {
+		int rc = agd_store_window_get(&e->st, txn, en->name, &en->win);
+
+		if (rc < 0)
+			return rc;
+		if (!rc)
+			en->win = (struct agd_window_rec){ .start_ms = -1 };
+		en->win_known = true;
+	}
+	if (en->win.start_ms < 0 || (__s64)now - en->win.start_ms >= (__s64)e->opts.change_window_ms ||
+	    (__s64)now < en->win.start_ms) {
+		en->win = (struct agd_window_rec){ .start_ms = (__s64)now, .base = before };
+		en->win_dirty = true;
+	}
+	lo = en->win.base * (1 - e->opts.max_change);
+	hi = en->win.base * (1 + e->opts.max_change);
+	/* Never past the bound, never further out than it already was. */
+	if (rate < before && rate < lo)
+		rate = before < lo ? before : lo;
+	if (rate > before && rate > hi)
+		rate = before > hi ? before : hi;
+	if (rate != en->rec.rate) {
+		en->rec.rate = rate;
+		job->damped++;
+	}
+	return 0;
+}
+
 /* Phase 2, per job, inside the batch transaction. */
 static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __u64 now,
 		     struct entry **touched)
@@ -262,6 +314,7 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 		struct entry *en;
 		struct agd_policy p;
 		double before;
+		int from;
 
 		if (job->item_err && job->item_err[i])
 			continue;
@@ -282,7 +335,32 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 		save_undo(e, en, touched);
 		effective(e, en, &p);
 		before = en->rec.rate;
-		en->rec.rate = agd_policy_rate_after(&p, en->rec.rate, r->score);
+		from = AGD_SCORE_NEUTRAL;
+		if (r->user[0] || e->opts.anonymous == AGD_ANON_SHARED) {
+			/* One voice per user: a new rating replaces the user's last. */
+			struct agd_voice_rec v = { .score = (__u8)r->score,
+						   .ts_ms = r->ts_ms >= 0 ? r->ts_ms : (__s64)now };
+			struct agd_voice_rec old;
+
+			err = agd_store_voice_get(&e->st, txn, r->agent, r->user, &old);
+			if (err < 0)
+				return err;
+			if (err == 1) {
+				from = old.score;
+				job->replaced++;
+			}
+			err = agd_store_voice_put(&e->st, txn, r->agent, r->user, &v);
+			if (err)
+				return err;
+		}
+		en->rec.rate = agd_policy_rate_moved(&p, en->rec.rate, from, r->score);
+		if (e->opts.max_change > 0 && !p.pinned && en->rec.rate != before) {
+			/* The rating's own log time in a fleet: batches differ
+			 * between hosts, the log does not. */
+			err = damp(e, txn, en, before, job->item_ms ? job->item_ms[i] : now, job);
+			if (err)
+				return err;
+		}
 		if (!p.pinned && (err = hist_note(e, en, r, before)))
 			return err;
 		en->rec.count++;
@@ -336,6 +414,7 @@ static void rollback(struct agd_engine *e, struct entry *touched)
 			tab_remove(e, en);
 		} else {
 			en->rec = en->undo;
+			en->win_known = en->win_dirty = false; /* read again from the store */
 		}
 	}
 }
@@ -359,6 +438,8 @@ static void observe(struct agd_engine *e, struct agd_job *job, __u64 now_ns)
 			e->stats.ratings_rejected += job->item_err[i] < 0;
 	}
 	e->stats.ratings_applied += job->applied;
+	e->stats.ratings_replaced += job->replaced;
+	e->stats.ratings_damped += job->damped;
 	e->stats.ratings_duplicate += job->duplicates;
 }
 
@@ -437,6 +518,8 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 					   e->opts.dedup_max, 2 * with_ids + 64);
 	for (en = touched; en && !err; en = en->touched_next) {
 		err = agd_store_agent_put(&e->st, txn, en->name, &en->rec);
+		if (!err && en->win_dirty)
+			err = agd_store_window_put(&e->st, txn, en->name, &en->win);
 		if (!err && seq) /* the log entries that touched it (fleet) */
 			err = mark_logged(e, txn, en->name, en, en->log_mark);
 	}
@@ -460,11 +543,12 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 				continue;
 			job->err = why;
 			job->err.code = err == -ENOSPC ? -ENOSPC : -EIO;
-			job->applied = job->duplicates = 0;
+			job->applied = job->duplicates = job->replaced = job->damped = 0;
 		}
 	} else {
 		for (en = touched; en; en = en->touched_next) {
 			en->new_in_batch = false;
+			en->win_dirty = false;
 			push_to_map(e, en, false);
 		}
 		for (job = jobs; job; job = job->next)
@@ -540,7 +624,7 @@ void agd_job_reset(struct agd_job *job)
 {
 	job->next = NULL;
 	agd_err_clear(&job->err);
-	job->applied = job->duplicates = 0;
+	job->applied = job->duplicates = job->replaced = job->damped = 0;
 	memset(&job->routed, 0, sizeof(job->routed));
 	job->agents = NULL;
 	job->n_agents = 0;

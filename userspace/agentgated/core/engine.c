@@ -460,10 +460,9 @@ struct ag_ctx *agd_engine_ctx(struct agd_engine *e)
 	return e->ctx;
 }
 
-void agd_engine_reconfigure(struct agd_engine *e, const struct agd_policy *defaults,
-			   __u64 dedup_window_ms, __u64 dedup_max, bool auto_create,
-			   bool evict_when_full)
+void agd_engine_reconfigure(struct agd_engine *e, const struct agd_engine_opts *next)
 {
+	const struct agd_policy *defaults = &next->defaults;
 	struct entry *en;
 	MDB_txn *txn = NULL;
 	size_t i;
@@ -471,10 +470,13 @@ void agd_engine_reconfigure(struct agd_engine *e, const struct agd_policy *defau
 
 	pthread_mutex_lock(&e->lock);
 	e->defaults = *defaults;
-	e->opts.dedup_window_ms = dedup_window_ms;
-	e->opts.dedup_max = dedup_max;
-	e->opts.auto_create = auto_create;
-	e->opts.evict_when_full = evict_when_full;
+	e->opts.dedup_window_ms = next->dedup_window_ms;
+	e->opts.dedup_max = next->dedup_max;
+	e->opts.auto_create = next->auto_create;
+	e->opts.evict_when_full = next->evict_when_full;
+	e->opts.anonymous = next->anonymous;
+	e->opts.max_change = next->max_change;
+	e->opts.change_window_ms = next->change_window_ms;
 	/* Bounds and bursts inherited from the defaults may have moved: rates
 	 * pulled inside are stored first, then written into the buckets. */
 	err = txn_begin(e, &txn);
@@ -521,6 +523,7 @@ void agd_engine_stats(struct agd_engine *e, struct agd_engine_stats *s)
 	pthread_mutex_unlock(&e->qlock);
 	if (!agd_store_read_begin(&e->st, &txn)) {
 		s->dedup_ids = agd_store_dedup_count(&e->st, txn);
+		s->voices = agd_store_voice_count(&e->st, txn, &s->voices_bytes);
 		agd_store_txn_end(txn);
 	}
 }

@@ -48,6 +48,18 @@ struct agd_engine_opts {
 	__u64 dedup_window_ms;
 	__u64 dedup_max; /* ids remembered at most */
 	bool auto_create; /* a rating for an unknown agent creates it */
+	/* Ratings without a user: each its own voice, one shared voice per
+	 * agent, or refused (one voice per user otherwise: apply.c). */
+	enum agd_anonymous {
+		AGD_ANON_EACH = 0,
+		AGD_ANON_SHARED,
+		AGD_ANON_REFUSE,
+	} anonymous;
+	/* Damping: within a window of change_window_ms from an agent's first
+	 * rating in it, ratings move its rate at most max_change times the
+	 * rate the window started with, either way (0: no damping). */
+	double max_change;
+	__u64 change_window_ms;
 	size_t queue_max; /* ratings waiting to be applied before submitters block */
 	/* With no free slot for a new agent: evict the longest-idle agent that
 	 * has an idle TTL (true), or refuse the new one (false). */
@@ -69,10 +81,10 @@ int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out,
 void agd_engine_close(struct agd_engine *e);
 struct ag_ctx *agd_engine_ctx(struct agd_engine *e);
 
-/* SIGHUP: new defaults and limits; burst sizes given in seconds follow. */
-void agd_engine_reconfigure(struct agd_engine *e, const struct agd_policy *defaults,
-			   __u64 dedup_window_ms, __u64 dedup_max, bool auto_create,
-			   bool evict_when_full);
+/* SIGHUP: new defaults and limits from next (its policy defaults, dedup,
+ * auto-create, eviction, anonymous and damping fields; the rest is kept);
+ * burst sizes given in seconds follow. */
+void agd_engine_reconfigure(struct agd_engine *e, const struct agd_engine_opts *next);
 
 /* ---- expiry --------------------------------------------------------------------
  *
@@ -124,13 +136,15 @@ struct agd_job {
 	 * alone and marked here (streams); a duplicate is marked
 	 * AGD_ITEM_DUPLICATE. */
 	int *item_err;
-	/* The fleet's log: each item's log sequence (NULL otherwise). */
-	const __u64 *item_seq;
+	/* The fleet's log: each item's log sequence and time (NULL otherwise). */
+	const __u64 *item_seq, *item_ms;
 	/* out */
 	/* code: 0, -ENOENT (unknown agent), -ENOSPC (no free slot), -EIO...;
 	 * msg: why, for the client */
 	struct agd_err err;
 	size_t applied, duplicates;
+	size_t replaced; /* ratings that replaced their voice's earlier one */
+	size_t damped;   /* ratings whose move the change window cut */
 	struct agd_job_agent *agents; /* each agent the job rated, after it */
 	size_t n_agents;
 	/* Where dispatch sent it, when a replicator took it (a fleet); the
@@ -391,6 +405,10 @@ void agd_engine_activity(struct agd_engine *e, __u64 *idle_ms, __u32 *ttl_s, siz
 extern const double agd_apply_bucket_le[AGD_APPLY_BUCKETS];
 struct agd_engine_stats {
 	__u64 ratings_applied, ratings_duplicate, ratings_invalid, ratings_rejected;
+	__u64 ratings_replaced; /* applied, replacing their user's earlier rating */
+	__u64 ratings_damped;   /* applied, their move cut by the change window */
+	__u64 voices;           /* (user, agent) latest ratings stored */
+	__u64 voices_bytes;     /* the LMDB pages they take */
 	__u64 apply_hist[AGD_APPLY_BUCKETS + 1]; /* last: +Inf */
 	double apply_sum;
 	__u64 apply_count;

@@ -54,6 +54,10 @@ struct entry {
 	__u64 log_mark;     /* fleet: sequence of the last log entry for it */
 	__u64 touch_sent;   /* fleet: CLOCK_MONOTONIC ms this host last told the log */
 	bool expiring; /* in the batch being expired */
+	/* Its change window (apply.c, --rating-max-change), read from the
+	 * store when first needed; dirty: restarted in this batch. */
+	bool win_known, win_dirty;
+	struct agd_window_rec win;
 };
 
 

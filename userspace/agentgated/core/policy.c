@@ -97,11 +97,16 @@ double agd_policy_ttl(const struct agd_policy *defaults, const struct agd_policy
 
 double agd_policy_rate_after(const struct agd_policy *p, double rate, int score)
 {
+	return agd_policy_rate_moved(p, rate, AGD_SCORE_NEUTRAL, score);
+}
+
+double agd_policy_rate_moved(const struct agd_policy *p, double rate, int from, int to)
+{
 	double next;
 
 	if (p->pinned)
 		return rate;
-	next = rate + p->alpha * (double)(score - AGD_SCORE_NEUTRAL);
+	next = rate + p->alpha * (double)(to - from);
 	if (next < p->r_min)
 		next = p->r_min;
 	if (next > p->r_max)

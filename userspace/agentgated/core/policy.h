@@ -89,6 +89,12 @@ int agd_ttl_seconds(double seconds, double *ttl, struct agd_err *err);
 
 /* The rate after one rating; a pinned policy leaves it unchanged. */
 double agd_policy_rate_after(const struct agd_policy *p, double rate, int score);
+/* A voice's rating replacing its earlier one (from: that score, or
+ * AGD_SCORE_NEUTRAL for a first rating):
+ *   clamp(rate + alpha * (to - from), r_min, r_max)
+ * so that however often one voice rates, it moves the rate as far as its
+ * latest score says. Pinned: unchanged. */
+double agd_policy_rate_moved(const struct agd_policy *p, double rate, int from, int to);
 
 /* The burst in tokens for a rate: at least one token, and for bps at least
  * one full-size frame. */

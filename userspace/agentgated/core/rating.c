@@ -62,37 +62,205 @@ static int opt_string(json_t *obj, const char *key, char *out, size_t max, bool 
 	return 0;
 }
 
-static int check_fields(json_t *obj, struct item_error *e)
+/* ---- field names ------------------------------------------------------------------ */
+
+static const char *const canonical[] = { "id", "agent", "user", "score", "ts", "comment" };
+#define N_CANON (sizeof(canonical) / sizeof(canonical[0]))
+
+/* The names other rating pipelines use (agentgated(8), POLICY), then the
+ * operator's (--rating-fields), each for one canonical field. */
+struct alias {
+	char name[AGD_RATING_FIELD_MAX + 1];
+	const char *field;
+};
+static const struct alias builtin[] = {
+	{ "agentId", "agent" },   { "userId", "user" },   { "timestamp", "ts" },
+	{ "productId", "agent" }, { "item_id", "agent" }, { "user_id", "user" },
+	{ "rating", "score" },
+};
+static struct alias custom[AGD_RATING_ALIASES_MAX];
+static size_t n_custom;
+
+static const char *field_of(const char *key)
 {
-	static const char *const known[] = { "id", "agent", "user", "score", "ts", "comment" };
-	const char *key;
-	json_t *v;
 	size_t i;
 
-	json_object_foreach(obj, key, v) {
-		for (i = 0; i < sizeof(known) / sizeof(known[0]); i++)
-			if (!strcmp(key, known[i]))
-				break;
-		if (i == sizeof(known) / sizeof(known[0]))
-			return item_fail(e, "", "unknown field '%.60s'", key);
+	for (i = 0; i < N_CANON; i++)
+		if (!strcmp(key, canonical[i]))
+			return canonical[i];
+	for (i = 0; i < n_custom; i++)
+		if (!strcmp(key, custom[i].name))
+			return custom[i].field;
+	for (i = 0; i < sizeof(builtin) / sizeof(builtin[0]); i++)
+		if (!strcmp(key, builtin[i].name))
+			return builtin[i].field;
+	return NULL;
+}
+
+static int parse_fields(const char *spec, struct alias *next, size_t *n_out,
+			struct agd_err *err)
+{
+	const char *p = spec;
+	size_t n = 0, i;
+
+	while (p && *p) {
+		size_t len = strcspn(p, ","), eq;
+		char part[2 * AGD_RATING_FIELD_MAX + 4];
+		const char *field = NULL;
+
+		if (len >= sizeof(part) || n == AGD_RATING_ALIASES_MAX)
+			return agd_errf(err, -EINVAL, "rating fields: at most %d names of at most "
+					"%d characters", AGD_RATING_ALIASES_MAX, AGD_RATING_FIELD_MAX);
+		memcpy(part, p, len);
+		part[len] = 0;
+		p += len + (p[len] == ',');
+		eq = strcspn(part, "=");
+		if (part[eq]) {
+			part[eq] = 0;
+			for (i = 0; i < N_CANON; i++)
+				if (!strcmp(part, canonical[i]))
+					field = canonical[i];
+		}
+		if (!field || !part[eq + 1] || strlen(part + eq + 1) > AGD_RATING_FIELD_MAX)
+			return agd_errf(err, -EINVAL, "rating fields: '%s' is not FIELD=NAME with "
+					"FIELD one of id, agent, user, score, ts, comment", part);
+		for (i = 0; i < N_CANON; i++)
+			if (!strcmp(part + eq + 1, canonical[i]))
+				return agd_errf(err, -EINVAL, "rating fields: '%s' is a field's own "
+						"name", part + eq + 1);
+		snprintf(next[n].name, sizeof(next[n].name), "%s", part + eq + 1);
+		next[n++].field = field;
 	}
+	*n_out = n;
 	return 0;
 }
 
+int agd_rating_fields_check(const char *spec, struct agd_err *err)
+{
+	struct alias next[AGD_RATING_ALIASES_MAX];
+	size_t n;
+
+	return parse_fields(spec, next, &n, err);
+}
+
+int agd_rating_fields_set(const char *spec, struct agd_err *err)
+{
+	struct alias next[AGD_RATING_ALIASES_MAX];
+	size_t n;
+	int rc = parse_fields(spec, next, &n, err);
+
+	if (rc)
+		return rc;
+	memcpy(custom, next, n * sizeof(*next));
+	n_custom = n;
+	return 0;
+}
+
+/* The object with every field under its canonical name: each known once,
+ * nothing unknown. NULL after item_fail. */
+static json_t *canonical_object(json_t *obj, struct item_error *e)
+{
+	json_t *out = json_object(), *v;
+	const char *key;
+
+	if (!out) {
+		item_fail(e, "", "out of memory");
+		return NULL;
+	}
+	json_object_foreach(obj, key, v) {
+		const char *f = field_of(key);
+
+		if (!f) {
+			json_decref(out);
+			item_fail(e, "", "unknown field '%.60s'", key);
+			return NULL;
+		}
+		if (json_object_get(out, f)) {
+			json_decref(out);
+			item_fail(e, f, "given twice (as '%.40s' and another name)", key);
+			return NULL;
+		}
+		json_object_set(out, f, v);
+	}
+	return out;
+}
+
+/* ISO 8601 / RFC 3339: YYYY-MM-DDTHH:MM:SS[.fff][Z|+HH:MM|-HH:MM], as ms. */
+static int iso8601_ms(const char *s, int64_t *out)
+{
+	int y, mo, d, h, mi, sec, n = 0, off = 0;
+	long long days, frac = 0, scale = 1000;
+	const char *p;
+
+	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &y, &mo, &d, &h, &mi, &sec, &n) != 6 ||
+	    n != 19 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60 ||
+	    y < 1970)
+		return -EINVAL;
+	p = s + n;
+	if (*p == '.') {
+		p++;
+		if (*p < '0' || *p > '9')
+			return -EINVAL;
+		while (*p >= '0' && *p <= '9') {
+			if (scale > 1) {
+				scale /= 10;
+				frac += (*p - '0') * scale;
+			}
+			p++;
+		}
+	}
+	if (*p == 'Z' || *p == 'z') {
+		p++;
+	} else if (*p == '+' || *p == '-') {
+		int oh, om, m = 0;
+
+		if (sscanf(p + 1, "%2d:%2d%n", &oh, &om, &m) != 2 || m != 5 || oh > 23 || om > 59)
+			return -EINVAL;
+		off = (oh * 60 + om) * (*p == '+' ? 1 : -1);
+		p += 6;
+	} else {
+		return -EINVAL;
+	}
+	if (*p)
+		return -EINVAL;
+	/* days from the civil date (Howard Hinnant's algorithm) */
+	y -= mo <= 2;
+	{
+		long long era = y / 400, yoe = y - era * 400;
+		long long doy = (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+		long long doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+
+		days = era * 146097 + doe - 719468;
+	}
+	*out = ((days * 86400 + h * 3600LL + mi * 60LL + sec) - off * 60LL) * 1000 + frac;
+	return *out < 0 || *out > AGD_RATING_TS_MAX ? -EINVAL : 0;
+}
+
+static int item_fields(json_t *obj, struct agd_rating *r, struct item_error *e);
+
 static int item_from_json(json_t *obj, struct agd_rating *r, struct item_error *e)
 {
-	char comment[AGD_RATING_COMMENT_MAX + 1];
-	json_t *agent, *score, *ts;
-	json_int_t sv;
 	int err;
 
 	memset(r, 0, sizeof(*r));
 	r->ts_ms = -1;
 	if (!json_is_object(obj))
 		return item_fail(e, "", "must be a JSON object");
-	err = check_fields(obj, e);
-	if (err)
-		return err;
+	obj = canonical_object(obj, e);
+	if (!obj)
+		return -EINVAL;
+	err = item_fields(obj, r, e);
+	json_decref(obj);
+	return err;
+}
+
+static int item_fields(json_t *obj, struct agd_rating *r, struct item_error *e)
+{
+	char comment[AGD_RATING_COMMENT_MAX + 1];
+	json_t *agent, *score, *ts;
+	json_int_t sv;
+	int err;
+
 	agent = json_object_get(obj, "agent");
 	if (!agent)
 		return item_fail(e, "agent", "is required");
@@ -113,7 +281,11 @@ static int item_from_json(json_t *obj, struct agd_rating *r, struct item_error *
 		return item_fail(e, "score", "must be an integer from 1 to 5");
 	r->score = (int)sv;
 	ts = json_object_get(obj, "ts");
-	if (ts) {
+	if (json_is_string(ts)) {
+		if (iso8601_ms(json_string_value(ts), &r->ts_ms))
+			return item_fail(e, "ts", "must be milliseconds since the epoch or an ISO "
+					 "8601 time such as 2026-12-06T20:00:00.000Z");
+	} else if (ts) {
 		if (!json_is_integer(ts) || json_integer_value(ts) < 0 ||
 		    json_integer_value(ts) > AGD_RATING_TS_MAX)
 			return item_fail(e, "ts", "must be milliseconds since the epoch (integer)");

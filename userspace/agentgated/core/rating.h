@@ -7,6 +7,10 @@
  *
  * {"id": "...", "agent": "...", "user": "...", "score": 1..5, "ts": ms,
  *  "comment": "..."}: agent and score required; unknown fields refused.
+ * Other pipelines' names are the same fields: agentId, productId and
+ * item_id (agent), userId and user_id (user), rating (score), timestamp
+ * (ts); ts is milliseconds or an ISO 8601 time; agd_rating_fields_set adds
+ * an operator's names. A field given under two names is refused.
  */
 #ifndef AGENTGATED_RATING_H
 #define AGENTGATED_RATING_H
@@ -16,12 +20,15 @@
 #include <stdint.h>
 
 #include "agentgate/abi.h"
+#include "err.h"
 
 #define AGD_RATING_ID_MAX 128
 #define AGD_RATING_USER_MAX 128
 #define AGD_RATING_COMMENT_MAX 1024
 #define AGD_RATING_BATCH_MAX 100000 /* items in one request */
 #define AGD_RATING_TS_MAX 253402300799999LL /* 9999-12-31T23:59:59.999Z */
+#define AGD_RATING_FIELD_MAX 32   /* characters of a field name of an operator's */
+#define AGD_RATING_ALIASES_MAX 16
 
 struct agd_rating {
 	char id[AGD_RATING_ID_MAX + 1]; /* "" when the client gave none */
@@ -59,6 +66,13 @@ enum agd_rating_format {
 int agd_ratings_parse(const char *body, size_t len, enum agd_rating_format format,
 		     struct agd_rating_batch *batch);
 void agd_rating_batch_free(struct agd_rating_batch *batch);
+
+/* --rating-fields "agent=productId,user=customer,...": more names for the
+ * fields, taken before the built-in ones; set before any parsing starts
+ * (not thread-safe). 0, or -EINVAL with err naming the part. */
+int agd_rating_fields_set(const char *spec, struct agd_err *err);
+/* The same check, nothing set. */
+int agd_rating_fields_check(const char *spec, struct agd_err *err);
 
 /* One NDJSON line (without its newline): 0, or -EINVAL with err's field and
  * reason set (err->index is left 0 for the caller). */

@@ -238,6 +238,29 @@ int agd_store_agent_get(struct agd_store *st, MDB_txn *txn, const char *name,
 	return 0;
 }
 
+/* Every voice of the agent: the keys "name NUL ...", together in order. */
+static int del_voices(struct agd_store *st, MDB_txn *txn, const char *name)
+{
+	size_t n = strlen(name) + 1;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, st->voices, &cur);
+
+	if (rc)
+		return rc;
+	for (;;) { /* seek again after each delete: the cursor's place is gone */
+		k = (MDB_val){ n, (void *)name };
+		rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		if (rc || k.mv_size < n || memcmp(k.mv_data, name, n))
+			break;
+		rc = mdb_cursor_del(cur, 0);
+		if (rc)
+			break;
+	}
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
 int agd_store_agent_del(struct agd_store *st, MDB_txn *txn, const char *name)
 {
 	MDB_val k = str_val(name);
@@ -249,6 +272,13 @@ int agd_store_agent_del(struct agd_store *st, MDB_txn *txn, const char *name)
 		if (rc == MDB_NOTFOUND)
 			rc = 0;
 	}
+	if (!rc && st->windows) {
+		rc = mdb_del(txn, st->windows, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	if (!rc && st->voices)
+		rc = del_voices(st, txn, name);
 	return agd_store_errno(rc);
 }
 

@@ -22,6 +22,11 @@
  *   revoked  'j' jti | 's' sub           -> struct agd_revoked_rec: a revoked
  *                                          token, or a subject's tokens issued
  *                                          until then (core/revoked.c)
+ *   windows  agent                      -> struct agd_window_rec: the agent's
+ *                                          current change window (damping)
+ *   voices   agent NUL user             -> struct agd_voice_rec: the latest
+ *                                          score a user gave the agent (one
+ *                                          voice per user: core/apply.c)
  *   hist_rated   name -> the agent's last ratings the policy applied
  *   hist_changes name -> the agent's last operator changes, and who pinned it
  *
@@ -111,6 +116,23 @@ struct agd_activity_rec {
 	__u64 log_seq; /* fleet: the last log entry that touched the agent */
 };
 _Static_assert(sizeof(struct agd_activity_rec) == 40, "agd_activity_rec layout is on-disk ABI");
+
+/* A user's latest rating of an agent: a new one moves the rate by
+ * alpha * (score - this score), then replaces it. */
+struct agd_voice_rec {
+	__u8 score;
+	__u8 pad[7];
+	__s64 ts_ms;
+};
+_Static_assert(sizeof(struct agd_voice_rec) == 16, "agd_voice_rec layout is on-disk ABI");
+
+/* An agent's change window (--rating-max-change): since start_ms, its
+ * rate may move at most max_change times base either way. */
+struct agd_window_rec {
+	__s64 start_ms;
+	double base;
+};
+_Static_assert(sizeof(struct agd_window_rec) == 16, "agd_window_rec layout is on-disk ABI");
 
 /* A revocation: made at at_s, kept until until_s (Unix seconds), when
  * every token it names has expired anyway. */
@@ -217,6 +239,8 @@ struct agd_store {
 	MDB_dbi deleted;
 	MDB_dbi activity;
 	MDB_dbi revoked;
+	MDB_dbi voices;
+	MDB_dbi windows;
 	bool hist; /* the hist_ databases are there (read-only: an older store lacks them) */
 };
 
@@ -324,6 +348,21 @@ int agd_store_activity_get(struct agd_store *st, MDB_txn *txn, const char *name,
 			  struct agd_activity_rec *rec);
 int agd_store_activity_put(struct agd_store *st, MDB_txn *txn, const char *name,
 			  const struct agd_activity_rec *rec);
+
+/* Voices: 1 and *rec when the user rated the agent before, 0 when not,
+ * -errno. Deleting an agent deletes its voices (agd_store_agent_del). */
+int agd_store_voice_get(struct agd_store *st, MDB_txn *txn, const char *agent, const char *user,
+		       struct agd_voice_rec *rec);
+int agd_store_voice_put(struct agd_store *st, MDB_txn *txn, const char *agent, const char *user,
+		       const struct agd_voice_rec *rec);
+/* Voices stored (every agent), and the bytes of their pages (bytes may be NULL). */
+__u64 agd_store_voice_count(struct agd_store *st, MDB_txn *txn, __u64 *bytes);
+
+/* Change windows: 1 and *rec, 0 when none, -errno. */
+int agd_store_window_get(struct agd_store *st, MDB_txn *txn, const char *agent,
+			struct agd_window_rec *rec);
+int agd_store_window_put(struct agd_store *st, MDB_txn *txn, const char *agent,
+			const struct agd_window_rec *rec);
 
 /* Revocations: key is the kind byte ('j', 's') and the value. */
 int agd_store_revoked_put(struct agd_store *st, MDB_txn *txn, const char *key,

@@ -199,6 +199,85 @@ int agd_store_activity_put(struct agd_store *st, MDB_txn *txn, const char *name,
 	return agd_store_errno(mdb_put(txn, st->activity, &k, &v, 0));
 }
 
+/* ---- voices ------------------------------------------------------------------ */
+
+/* agent NUL user: the agent's voices sort together (agd_store_agent_del). */
+static MDB_val voice_key(const char *agent, const char *user, char *buf, size_t len)
+{
+	size_t a = strlen(agent), u = strlen(user);
+
+	if (a + 1 + u > len)
+		u = len - a - 1; /* names are bounded: never shortened in practice */
+	memcpy(buf, agent, a);
+	buf[a] = 0;
+	memcpy(buf + a + 1, user, u);
+	return (MDB_val){ a + 1 + u, buf };
+}
+
+int agd_store_voice_get(struct agd_store *st, MDB_txn *txn, const char *agent, const char *user,
+		       struct agd_voice_rec *rec)
+{
+	char buf[AG_NAME_MAX + 1 + 256];
+	MDB_val k = voice_key(agent, user, buf, sizeof(buf)), v;
+	int rc = mdb_get(txn, st->voices, &k, &v);
+
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return agd_store_errno(rc);
+	if (v.mv_size != sizeof(*rec))
+		return -EUCLEAN;
+	memcpy(rec, v.mv_data, sizeof(*rec));
+	return 1;
+}
+
+int agd_store_voice_put(struct agd_store *st, MDB_txn *txn, const char *agent, const char *user,
+		       const struct agd_voice_rec *rec)
+{
+	char buf[AG_NAME_MAX + 1 + 256];
+	MDB_val k = voice_key(agent, user, buf, sizeof(buf)), v = { sizeof(*rec), (void *)rec };
+
+	return agd_store_errno(mdb_put(txn, st->voices, &k, &v, 0));
+}
+
+__u64 agd_store_voice_count(struct agd_store *st, MDB_txn *txn, __u64 *bytes)
+{
+	MDB_stat s;
+
+	if (!st->voices || mdb_stat(txn, st->voices, &s))
+		return 0;
+	if (bytes)
+		*bytes = (__u64)s.ms_psize *
+			 (s.ms_branch_pages + s.ms_leaf_pages + s.ms_overflow_pages);
+	return s.ms_entries;
+}
+
+/* ---- change windows ------------------------------------------------------------ */
+
+int agd_store_window_get(struct agd_store *st, MDB_txn *txn, const char *agent,
+			struct agd_window_rec *rec)
+{
+	MDB_val k = str_val(agent), v;
+	int rc = mdb_get(txn, st->windows, &k, &v);
+
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return agd_store_errno(rc);
+	if (v.mv_size != sizeof(*rec))
+		return 0;
+	memcpy(rec, v.mv_data, sizeof(*rec));
+	return 1;
+}
+
+int agd_store_window_put(struct agd_store *st, MDB_txn *txn, const char *agent,
+			const struct agd_window_rec *rec)
+{
+	MDB_val k = str_val(agent), v = { sizeof(*rec), (void *)rec };
+
+	return agd_store_errno(mdb_put(txn, st->windows, &k, &v, 0));
+}
+
 /* ---- revocations ---------------------------------------------------------- */
 
 int agd_store_revoked_put(struct agd_store *st, MDB_txn *txn, const char *key,

@@ -295,6 +295,7 @@ struct pending {
 	__u64 *seq;
 	size_t n;
 	__u64 log_ms;
+	__u64 *ms; /* each rating's log time */
 };
 
 static void mark_applied(struct agd_fleet *f, __u64 seq)
@@ -322,6 +323,7 @@ static bool flush(struct agd_fleet *f, struct pending *p)
 		job.n = p->n;
 		job.item_err = p->item_err;
 		job.item_seq = p->seq;
+		job.item_ms = p->ms;
 		job.received_ns = ag_now_ns();
 		if (!agd_engine_apply_ratings(f->e, &job, p->seq[p->n - 1], p->log_ms) ||
 		    job.err.code == -ESHUTDOWN)
@@ -391,6 +393,7 @@ static void take_rating(struct agd_fleet *f, natsMsg *msg, __u64 seq, struct pen
 	if (!r->id[0] && natsMsgHeader_Get(msg, "Nats-Msg-Id", &hdr_id) == NATS_OK &&
 	    strlen(hdr_id) <= AGD_RATING_ID_MAX)
 		snprintf(r->id, sizeof(r->id), "%s", hdr_id);
+	p->ms[p->n] = p->log_ms;
 	p->seq[p->n++] = seq;
 	return;
 bad:
@@ -552,11 +555,12 @@ void *agd_fleet_consumer(void *arg)
 	struct agd_fleet *f = arg;
 	struct pending p = { calloc(FETCH_BATCH, sizeof(*p.items)),
 			     calloc(FETCH_BATCH, sizeof(*p.item_err)),
-			     calloc(FETCH_BATCH, sizeof(*p.seq)), 0, 0 };
+			     calloc(FETCH_BATCH, sizeof(*p.seq)), 0, 0,
+			     calloc(FETCH_BATCH, sizeof(*p.ms)) };
 	natsSubscription *sub = NULL;
 	int failures = 0;
 
-	while (p.items && p.item_err && p.seq) {
+	while (p.items && p.item_err && p.seq && p.ms) {
 		natsMsgList list = { 0 };
 		natsStatus s;
 
@@ -604,5 +608,6 @@ void *agd_fleet_consumer(void *arg)
 	free(p.items);
 	free(p.item_err);
 	free(p.seq);
+	free(p.ms);
 	return NULL;
 }

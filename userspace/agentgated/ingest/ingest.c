@@ -175,6 +175,9 @@ static void batch_done(struct agd_job *job)
 				  b->item_err[i] == -ENOENT ? "unknown agent (auto-create is off)" :
 				  b->item_err[i] == -EIDRM ? "agent deleted by an operator: only an "
 							     "operator creates it again" :
+				  b->item_err[i] == -EINVAL ? "field 'user': required (ratings without "
+							      "a user are refused: --anonymous-ratings "
+							      "refuse)" :
 				  b->item_err[i] < 0 ? "no free agent slot" : NULL;
 
 		if (!why)

@@ -61,6 +61,11 @@ struct agd_config {
 	bool auto_create;
 	__u64 agent_ttl_ms;    /* defaults.ttl, in ms as parsed */
 	char agent_full[16];   /* refuse | evict */
+	char anonymous_ratings[16]; /* each | shared | refuse */
+	char rating_fields[1024];   /* FIELD=NAME,... */
+	double rating_user_rate, rating_token_rate;
+	double rating_max_change;
+	__u64 rating_change_window_ms;
 	__u64 dedup_window_ms;
 	__u64 dedup_max;
 	__u64 metrics_max_agents;

@@ -71,6 +71,8 @@ static int live_settings(const struct agd_config *c, struct agd_http_live *live)
 	memset(live, 0, sizeof(*live));
 	live->max_body = c->max_body;
 	live->metrics_max_agents = c->metrics_max_agents;
+	live->rating_user_rate = c->rating_user_rate;
+	live->rating_token_rate = c->rating_token_rate;
 	if (agd_lifetimes_parse(c->auth_max_lifetime, &live->life, &why)) {
 		logf_(AGD_LOG_ERR, "--auth-max-lifetime: %s", why.msg);
 		return -1;
@@ -116,12 +118,34 @@ static bool listen_ok(const char *listen)
 }
 
 /* The checks across settings, after each setting's own bounds. */
+static enum agd_anonymous anonymous_rule(const struct agd_config *c)
+{
+	return !strcmp(c->anonymous_ratings, "shared") ? AGD_ANON_SHARED :
+	       !strcmp(c->anonymous_ratings, "refuse") ? AGD_ANON_REFUSE :
+							 AGD_ANON_EACH;
+}
+
 static int cross_checks(const struct agd_config *c)
 {
 	struct agd_err why = { 0 };
 
 	if (c->agent_ttl_ms % 1000) {
 		logf_(AGD_LOG_ERR, "--agent-ttl: whole seconds (0: never)");
+		return -1;
+	}
+	{
+		/* Checked here, set once at start (the parsers read the names). */
+		struct agd_err fe = { 0 };
+
+		if (agd_rating_fields_check(c->rating_fields, &fe)) {
+			logf_(AGD_LOG_ERR, "--rating-fields: %s", fe.msg);
+			return -1;
+		}
+	}
+	if (strcmp(c->anonymous_ratings, "each") && strcmp(c->anonymous_ratings, "shared") &&
+	    strcmp(c->anonymous_ratings, "refuse")) {
+		logf_(AGD_LOG_ERR, "--anonymous-ratings '%s': expected each, shared or refuse",
+		      c->anonymous_ratings);
 		return -1;
 	}
 	if (strcmp(c->agent_full, "refuse") && strcmp(c->agent_full, "evict")) {
@@ -281,6 +305,25 @@ static void store_damage(struct agd_http *h)
 		agd_http_set_ready(h, false, "the state store is damaged (see the log)");
 }
 
+/* The engine's options from the settings (open and SIGHUP). */
+static void engine_opts(const struct agd_config *c, struct agd_engine_opts *eo)
+{
+	eo->state_dir = c->state_dir;
+	eo->pin_root = c->pin_path;
+	eo->max_agents = (__u32)c->max_agents;
+	eo->store_size = c->store_size;
+	eo->defaults = c->defaults;
+	eo->dedup_window_ms = c->dedup_window_ms;
+	eo->dedup_max = c->dedup_max;
+	eo->auto_create = c->auto_create;
+	eo->evict_when_full = !strcmp(c->agent_full, "evict");
+	eo->anonymous = anonymous_rule(c);
+	eo->max_change = c->rating_max_change;
+	eo->change_window_ms = c->rating_change_window_ms;
+	eo->queue_max = c->queue_max;
+	eo->log = logf_;
+}
+
 /* The state and the maps; 0, or the exit status. */
 static int open_engine(const struct agd_config *c, struct agd_engine **e)
 {
@@ -288,17 +331,7 @@ static int open_engine(const struct agd_config *c, struct agd_engine **e)
 	struct agd_err err = { 0 };
 	int rc;
 
-	eo.state_dir = c->state_dir;
-	eo.pin_root = c->pin_path;
-	eo.max_agents = (__u32)c->max_agents;
-	eo.store_size = c->store_size;
-	eo.defaults = c->defaults;
-	eo.dedup_window_ms = c->dedup_window_ms;
-	eo.dedup_max = c->dedup_max;
-	eo.auto_create = c->auto_create;
-	eo.evict_when_full = !strcmp(c->agent_full, "evict");
-	eo.queue_max = c->queue_max;
-	eo.log = logf_;
+	engine_opts(c, &eo);
 	agd_store_on_damage(store_notify, store_fatal);
 	rc = agd_engine_open(&eo, e, &err);
 	if (!rc)
@@ -381,8 +414,12 @@ static void reload(int argc, char **argv, struct agd_config *cur, struct agd_eng
 	if (!next->node[0]) /* the default chosen at start */
 		snprintf(next->node, sizeof(next->node), "%s", cur->node);
 	warn_restart_needed(cur, next);
-	agd_engine_reconfigure(e, &next->defaults, next->dedup_window_ms, next->dedup_max,
-			      next->auto_create, !strcmp(next->agent_full, "evict"));
+	{
+		struct agd_engine_opts eo = { 0 };
+
+		engine_opts(next, &eo);
+		agd_engine_reconfigure(e, &eo);
+	}
 	agd_http_update(h, &live); /* it owns live.keys now */
 	quiet = next->quiet;
 	if (attach_all(e, next))
@@ -443,6 +480,7 @@ int main(int argc, char **argv)
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
+	agd_rating_fields_set(cfg->rating_fields, &err); /* checked by check_settings */
 	rc = open_engine(cfg, &e);
 	if (rc)
 		goto cleanup;

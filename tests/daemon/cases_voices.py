@@ -1,0 +1,205 @@
+# SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+"""One voice per user: a user's new rating of an agent replaces their last
+(the rate moves by alpha * (new - old)); ratings without a user follow
+--anonymous-ratings (each, shared, refuse); voices survive restarts and go
+with their agent. Defaults: r0 100, alpha 10, r 1..10000."""
+import json
+import os
+
+from agtest import case, check, expect, expect_agent, expect_error
+from agtest.daemon import run_daemon
+from agtest.api import ingest
+from fixtures import api  # noqa: F401  (the fixture, by name)
+
+
+def ndjson(items):
+    return "".join(json.dumps(x) + "\n" for x in items)
+
+
+@case("one user posting 200 one-star ratings in one NDJSON request moves the rate once "
+      "(1500 -> 1480), all 200 applied and counted; a second user moves it again")
+def t_voice_flood(api):
+    c = api.api
+    expect(c.put("/v1/agents/vf1", {"rate": 1500}), 201)
+    body = ndjson({"agent": "vf1", "user": "mallory", "score": 1} for _ in range(200))
+    expect(c.post("/v1/ratings", body, ctype="application/x-ndjson"), 200,
+           'd["applied"] == 200', 'd["agents"][0]["rate"] == 1480',
+           'd["agents"][0]["ratings"] == 200')
+    expect(c.post("/v1/ratings", {"agent": "vf1", "user": "alice", "score": 1}), 200,
+           'd["agents"][0]["rate"] == 1460')
+    m = api.metrics()
+    check(m.val("agentgate_ratings_replaced_total") >= 199, "replaced not counted")
+
+
+@case("re-rating: a user's 1 then 5 leaves the rate at r0 + 20 (alpha * (5 - 3)); the same "
+      "score again moves nothing; two users' voices add up; clamps still apply")
+def t_voice_rerate(api):
+    c = api.api
+    steps = (("u1", 1, 80), ("u1", 5, 120), ("u1", 5, 120), ("u2", 4, 130), ("u1", 3, 110),
+             ("u2", 3, 100))
+    for user, score, rate in steps:
+        expect(c.post("/v1/ratings", {"agent": "vr1", "user": user, "score": score}), 200,
+               'd["agents"][0]["rate"] == %r' % rate)
+    expect(c.put("/v1/agents/vr2", {"rate": 100, "r_max": 115}), 201)
+    for user, score, rate in (("a", 5, 115), ("b", 5, 115), ("a", 1, 75)):
+        expect(c.post("/v1/ratings", {"agent": "vr2", "user": user, "score": score}), 200,
+               'd["agents"][0]["rate"] == %r' % rate)
+
+
+@case("--anonymous-ratings: each (default) counts every anonymous rating; shared makes them "
+      "one voice; refuse answers 400 naming user and dead-letters stream lines; bad value "
+      "exit 2")
+def t_voice_anonymous(env):
+    d = env.daemon("anon-shared", "--anonymous-ratings", "shared").start()
+    for score, rate in ((1, 80), (1, 80), (5, 120), (5, 120)):
+        expect(d.api.post("/v1/ratings", {"agent": "as1", "score": score}), 200,
+               'd["agents"][0]["rate"] == %r' % rate)
+    d.stop()
+    d = env.daemon("anon-each").start()
+    for score, rate in ((1, 80), (1, 60)):
+        expect(d.api.post("/v1/ratings", {"agent": "ae1", "score": score}), 200,
+               'd["agents"][0]["rate"] == %r' % rate)
+    d.stop()
+    sock = env.path("anon-refuse.sock")
+    d = env.daemon("anon-refuse", "--anonymous-ratings", "refuse", "--ingest-socket",
+                   sock).start()
+    expect_error(d.api.post("/v1/ratings", [{"agent": "ar1", "user": "u", "score": 4},
+                                            {"agent": "ar1", "score": 4}]),
+                 400, "bad_request", "item 1", "user")
+    expect_error(d.api.get("/v1/agents/ar1"), 404, "not_found")
+    reply = ingest(sock, ndjson([{"agent": "ar1", "user": "u", "score": 4},
+                                 {"agent": "ar1", "score": 4}]))
+    check(reply["applied"] == 1 and reply["rejected"] == 1, "ingest: %s" % reply)
+    with open(os.path.join(d.state, "dead-letter.ndjson")) as f:
+        dl = [json.loads(x) for x in f]
+    check(len(dl) == 1 and "user" in dl[0]["reason"], "dead letters: %s" % dl)
+    expect_agent(d.api, "ar1", 'd["rate"] == 110', 'd["ratings"] == 1')
+    d.stop()
+    out = run_daemon(env, ["--anonymous-ratings", "some"], 2)
+    check("anonymous-ratings" in out, out[-300:])
+
+
+@case("voices are stored: after a restart the same user's same score moves nothing, a new "
+      "one moves by the difference; deleting the agent forgets its voices")
+def t_voice_restart(env):
+    d = env.daemon("voices").start()
+    expect(d.api.post("/v1/ratings", {"agent": "vs1", "user": "bob", "score": 1}), 200,
+           'd["agents"][0]["rate"] == 80')
+    d.stop()
+    d.start()
+    expect(d.api.post("/v1/ratings", {"agent": "vs1", "user": "bob", "score": 1}), 200,
+           'd["agents"][0]["rate"] == 80')
+    expect(d.api.post("/v1/ratings", {"agent": "vs1", "user": "bob", "score": 2}), 200,
+           'd["agents"][0]["rate"] == 90')
+    check(d.metrics().val("agentgate_rating_voices") == 1, "rating_voices")
+    expect(d.api.delete("/v1/agents/vs1"), 200)
+    check(d.metrics().val("agentgate_rating_voices") == 0, "voices kept after the delete")
+    expect(d.api.put("/v1/agents/vs1", {"rate": 100}), 201)
+    expect(d.api.post("/v1/ratings", {"agent": "vs1", "user": "bob", "score": 2}), 200,
+           'd["agents"][0]["rate"] == 90')
+    d.stop()
+
+
+@case("the pipelines users have: POST /rating {user_id, item_id, rating}; {agentId, userId, "
+      "score, timestamp} and RatingEvent {id, productId, userId, score, comment, timestamp} "
+      "on HTTP and the ingest socket; timestamps in ms or ISO 8601; a field under two names "
+      "400; --rating-fields adds names, a bad one exits 2")
+def t_rating_shapes(env):
+    sock = env.path("shapes.sock")
+    d = env.daemon("shapes", "--ingest-socket", sock,
+                   "--rating-fields", "agent=sku,user=customer,score=stars").start()
+    c = d.api
+    expect(c.post("/rating", {"user_id": "u1", "item_id": "crdt-1", "rating": 4}), 200,
+           'd["applied"] == 1', 'd["agents"][0]["rate"] == 110')
+    expect(c.post("/v1/ratings", {"agentId": "fb-1", "userId": "u2", "score": 5,
+                                  "timestamp": 1700000000000}), 200, 'd["applied"] == 1')
+    expect(c.get("/v1/agents/fb-1"), 200, 'd["last_rating_ms"] == 1700000000000')
+    ev = {"id": "ev-1", "productId": "kf-1", "userId": "u3", "score": 2, "comment": "slow",
+          "timestamp": "2026-12-06T20:00:00.123+01:00"}
+    expect(c.post("/v1/ratings", ev), 200, 'd["applied"] == 1', 'd["agents"][0]["rate"] == 90')
+    expect(c.get("/v1/agents/kf-1"), 200, 'd["last_rating_ms"] == 1796583600123')
+    expect(c.post("/v1/ratings", ev), 200, 'd["duplicates"] == 1')
+    reply = ingest(sock, ndjson([
+        {"agentId": "fb-2", "userId": "u4", "score": 1, "timestamp": "2026-12-06T19:00:00Z"},
+        {"id": "ev-2", "productId": "kf-2", "userId": "u5", "score": 4, "comment": "",
+         "timestamp": 1796583600000},
+        {"sku": "s-1", "customer": "c1", "stars": 5}]))
+    check(reply["applied"] == 3, "ingest: %s" % reply)
+    expect(c.get("/v1/agents/fb-2"), 200, 'd["last_rating_ms"] == 1796583600000')
+    expect(c.get("/v1/agents/s-1"), 200, 'd["rate"] == 120')
+    for body, field in (({"agent": "x", "agentId": "x", "score": 3}, "agent"),
+                        ({"productId": "x", "item_id": "y", "score": 3}, "agent"),
+                        ({"agentId": "x", "score": 3, "timestamp": "yesterday"}, "ts"),
+                        ({"agentId": "x", "score": 3, "timestamp": "2026-13-01T00:00:00Z"},
+                         "ts"),
+                        ({"agentId": "x", "stars": 3, "rating": 4}, "score")):
+        expect(c.post("/v1/ratings", body), 400, 'd["error"] == "bad_request"',
+               'd["errors"][0]["field"] == %r' % field)
+    expect(c.post("/v1/ratings", {"agentId": "x", "score": 3, "why": 1}), 400,
+           '"unknown field \'why\'" in d["errors"][0]["reason"]')
+    d.stop()
+    for spec in ("agent", "agent=", "colour=c", "agent=user", "agent=a,user=b,score=c," * 6):
+        out = run_daemon(env, ["--rating-fields", spec], 2)
+        check("rating fields" in out, "%r: %s" % (spec, out[-300:]))
+
+
+@case("intake limits: --rating-user-rate 1 lets a user send 10 at once, then 429 with "
+      "Retry-After (also on POST /rating), nothing applied, other users pass; "
+      "--rating-token-rate limits a token's sub; counted by whom")
+def t_rating_intake(env):
+    from cases_auth import new_key, open_daemon
+    from agtest.jwt import token
+    key = new_key(env.path("intake.key"))
+    d = open_daemon(env, "intake", "--auth-key-file", key, "--rating-user-rate", "1",
+                    "--rating-token-rate", "2")
+    t = d.client(token(key, {"sub": "pipeline-1", "exp": "NOW+600",
+                             "scope": "ratings:write metrics:read"}))
+    burst = [{"agent": "il1", "user": "fast", "score": 4} for _ in range(10)]
+    expect(t.post("/v1/ratings", burst), 200, 'd["applied"] == 10')
+    r = t.post("/v1/ratings", {"agent": "il1", "user": "fast", "score": 1})
+    check(r.status == 429 and int(r.header("Retry-After") or 0) >= 1 and
+          "user 'fast'" in r.text, "over the user rate: %d %s %s" % (r.status, r.headers,
+                                                                     r.text))
+    r = t.post("/rating", {"item_id": "il1", "user_id": "fast", "rating": 1})
+    check(r.status == 429, "POST /rating over the user rate: %d" % r.status)
+    expect(t.get("/v1/agents/il1"), 200, 'd["ratings"] == 10', 'd["rate"] == 110')
+    expect(t.post("/v1/ratings", {"agent": "il1", "user": "slow", "score": 5}), 200)
+    # The token: 2/s, burst 20; 11 taken above, 9 more, then refused.
+    expect(t.post("/v1/ratings", [{"agent": "il2", "user": "u%d" % i, "score": 3}
+                                  for i in range(9)]), 200, 'd["applied"] == 9')
+    r = t.post("/v1/ratings", {"agent": "il2", "user": "another", "score": 3})
+    check(r.status == 429 and "pipeline-1" in r.text, "over the token rate: %d %s" %
+          (r.status, r.text))
+    m = t.get("/metrics").text
+    check('agentgate_rating_intake_refused_total{by="user"} 2' in m and
+          'agentgate_rating_intake_refused_total{by="token"} 1' in m, "metrics: %s" %
+          [x for x in m.splitlines() if "intake" in x])
+    d.stop()
+
+
+@case("--rating-max-change 0.5 per --rating-change-window: a wave of 30 new users' one-star "
+      "ratings takes 1000 to 500, not 400 (counted damped, every voice kept); within the "
+      "window across a restart the bound holds; after it the rate moves again")
+def t_rating_damping(env):
+    import time
+    d = env.daemon("damp", "--rating-max-change", "0.5", "--rating-change-window", "4s").start()
+    c = d.api
+    expect(c.put("/v1/agents/dw1", {"rate": 1000}), 201)
+    wave = [{"agent": "dw1", "user": "new-%d" % i, "score": 1} for i in range(30)]
+    expect(c.post("/v1/ratings", wave), 200, 'd["applied"] == 30',
+           'd["agents"][0]["rate"] == 500')
+    d.stop()
+    d.start()
+    expect(d.api.post("/v1/ratings", [{"agent": "dw1", "user": "late-%d" % i, "score": 1}
+                                      for i in range(10)]), 200,
+           'd["agents"][0]["rate"] == 500')
+    m = d.metrics()
+    check(m.val("agentgate_ratings_damped_total") >= 10, "damped after the restart")
+    check(m.val("agentgate_rating_voices") == 40, "voices %s" % m.val("agentgate_rating_voices"))
+    # A voice changing its mind moves the rate up within the bound.
+    expect(d.api.post("/v1/ratings", {"agent": "dw1", "user": "new-0", "score": 5}), 200,
+           'd["agents"][0]["rate"] == 540')
+    time.sleep(4.2)
+    expect(d.api.post("/v1/ratings", {"agent": "dw1", "user": "after", "score": 1}), 200,
+           'd["agents"][0]["rate"] == 520')
+    d.stop()
