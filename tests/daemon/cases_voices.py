@@ -203,3 +203,42 @@ def t_rating_damping(env):
     expect(d.api.post("/v1/ratings", {"agent": "dw1", "user": "after", "score": 1}), 200,
            'd["agents"][0]["rate"] == 520')
     d.stop()
+
+
+@case("--rating-wave 20 --rating-wave-hold yes: 25 new users' one-star ratings within the "
+      "window flag one wave (stream rating_wave, metric, log), pin the agent at its rate "
+      "then (audited agent.hold), the rest move nothing; re-ratings of known users are no "
+      "wave; an operator's unpin lets ratings move it again")
+def t_rating_wave(env):
+    from agtest.ws import WS
+    d = env.daemon("wave", "--rating-wave", "20", "--rating-wave-hold", "yes",
+                   "--rating-change-window", "1h").start()
+    c = d.api
+    ws = WS.connect("127.0.0.1", d.port, "/v1/stream?topics=rating.agent.wv1")
+    check(ws.status == 101, "stream handshake")
+    expect(c.put("/v1/agents/wv1", {"rate": 1000}), 201)
+    for i in range(5):  # known users first: their re-ratings are no wave
+        expect(c.post("/v1/ratings", {"agent": "wv1", "user": "old-%d" % i, "score": 4}), 200)
+    for i in range(5):
+        expect(c.post("/v1/ratings", {"agent": "wv1", "user": "old-%d" % i, "score": 1}), 200)
+    rate = c.get("/v1/agents/wv1").json()["rate"]
+    check(rate == 900, "before the wave: %s" % rate)
+    for i in range(25):
+        expect(c.post("/v1/ratings", {"agent": "wv1", "user": "new-%d" % i, "score": 1}), 200)
+    # The known users' first ratings went up: the 20th new user's makes the
+    # wave, its move applied (900 - 20 * 20), the 5 after it none.
+    expect(c.get("/v1/agents/wv1"), 200, 'd["pinned"] is True', 'd["rate"] == 500')
+    got = [m for m in ws.collect(2) if m.get("type") == "rating_wave"]
+    check(len(got) == 1 and got[0]["data"]["direction"] == "down" and
+          got[0]["data"]["new_users"] == 20 and got[0]["data"]["held"] is True,
+          "stream: %s" % got)
+    check(d.metrics().val("agentgate_rating_waves_total", direction="down") == 1, "metric")
+    check("a rating wave" in d.log(), "no log line")
+    with open(os.path.join(d.state, "audit.log")) as f:
+        holds = [json.loads(x) for x in f if '"agent.hold"' in x]
+    check(len(holds) == 1 and holds[0]["subject"] == "agentgated (rating wave)", "audit %s" % holds)
+    expect(c.put("/v1/agents/wv1", {"pinned": False}), 200)
+    expect(c.post("/v1/ratings", {"agent": "wv1", "user": "new-99", "score": 1}), 200,
+           'd["agents"][0]["rate"] == 480')
+    ws.close()
+    d.stop()

@@ -322,6 +322,13 @@ static void engine_series(struct out *o, struct agd_engine *e)
 	family(o, "ratings_damped_total", "counter",
 	       "Applied ratings whose move the change window cut (--rating-max-change).");
 	put(o, "agentgate_ratings_damped_total %llu\n", (unsigned long long)s.ratings_damped);
+	family(o, "rating_waves_total", "counter",
+	       "Rating waves flagged: --rating-wave users rating an agent for the first time "
+	       "within its change window, one way.");
+	put(o, "agentgate_rating_waves_total{direction=\"down\"} %llu\n",
+	    (unsigned long long)s.waves_down);
+	put(o, "agentgate_rating_waves_total{direction=\"up\"} %llu\n",
+	    (unsigned long long)s.waves_up);
 	family(o, "rating_voices", "gauge", "Latest ratings kept, one per (user, agent).");
 	put(o, "agentgate_rating_voices %llu\n", (unsigned long long)s.voices);
 	family(o, "agents_refused_total", "counter",

@@ -458,12 +458,14 @@ static void fan_out(struct agd_stream *s, const struct agd_rating_event *ev, siz
 	free(own);
 }
 
-/* The engine removed agents (idle past their TTL, or evicted): each one's
- * agent_removed goes to rating.global and to whoever follows that agent's
- * ratings or bucket. Called outside s->lock, possibly under the engine's. */
-static void on_removals(void *arg, const struct agd_removal_event *ev, size_t n)
+/* An event of agent's (type, data as data_of builds it for item i): to
+ * rating.global, and to whoever follows that agent's ratings or bucket on
+ * rating.agent.{agent}. Called outside s->lock, possibly under the
+ * engine's. */
+static void agent_events(struct agd_stream *s, const char *type, size_t n,
+			 const char *(*agent_of)(const void *ev, size_t i),
+			 json_t *(*data_of)(const void *ev, size_t i), const void *ev)
 {
-	struct agd_stream *s = arg;
 	char topic[TOPIC_MAX];
 	struct client *c;
 	size_t i;
@@ -472,21 +474,18 @@ static void on_removals(void *arg, const struct agd_removal_event *ev, size_t n)
 	for (c = s->clients; c; c = c->next) {
 		pthread_mutex_lock(&c->lock);
 		for (i = 0; i < n && !c->closing; i++) {
-			bool global = c->global;
+			const char *agent = agent_of(ev, i);
 			bool own = (c->n_rating &&
-				    agd_stream_name_index(c->rating, c->n_rating, ev[i].agent) >= 0) ||
+				    agd_stream_name_index(c->rating, c->n_rating, agent) >= 0) ||
 				   (c->n_bucket &&
-				    agd_stream_name_index(c->bucket, c->n_bucket, ev[i].agent) >= 0);
+				    agd_stream_name_index(c->bucket, c->n_bucket, agent) >= 0);
 			struct msg *m;
 
-			if (!global && !own)
+			if (!c->global && !own)
 				continue;
 			if (own)
-				snprintf(topic, sizeof(topic), "rating.agent.%s", ev[i].agent);
-			m = update("agent_removed", own ? topic : "rating.global",
-				   json_pack("{s:s,s:s,s:f,s:I}", "agent", ev[i].agent, "reason",
-					     ev[i].reason, "idle_s", (double)ev[i].idle_ms / 1000,
-					     "ts", (json_int_t)ev[i].ts_ms));
+				snprintf(topic, sizeof(topic), "rating.agent.%s", agent);
+			m = update(type, own ? topic : "rating.global", data_of(ev, i));
 			if (m) {
 				agd_stream_enqueue(c, m, false);
 				agd_stream_msg_unref(m);
@@ -496,6 +495,46 @@ static void on_removals(void *arg, const struct agd_removal_event *ev, size_t n)
 		pthread_mutex_unlock(&c->lock);
 	}
 	pthread_mutex_unlock(&s->lock);
+}
+
+static const char *removal_agent(const void *ev, size_t i)
+{
+	return ((const struct agd_removal_event *)ev)[i].agent;
+}
+
+static json_t *removal_data(const void *ev, size_t i)
+{
+	const struct agd_removal_event *r = &((const struct agd_removal_event *)ev)[i];
+
+	return json_pack("{s:s,s:s,s:f,s:I}", "agent", r->agent, "reason", r->reason, "idle_s",
+			 (double)r->idle_ms / 1000, "ts", (json_int_t)r->ts_ms);
+}
+
+/* The engine removed agents (idle past their TTL, or evicted). */
+static void on_removals(void *arg, const struct agd_removal_event *ev, size_t n)
+{
+	agent_events(arg, "agent_removed", n, removal_agent, removal_data, ev);
+}
+
+static const char *wave_agent(const void *ev, size_t i)
+{
+	return ((const struct agd_wave_event *)ev)[i].agent;
+}
+
+static json_t *wave_data(const void *ev, size_t i)
+{
+	const struct agd_wave_event *w = &((const struct agd_wave_event *)ev)[i];
+
+	return json_pack("{s:s,s:s,s:I,s:I,s:b,s:I}", "agent", w->agent, "direction",
+			 w->direction, "new_users", (json_int_t)w->new_users, "window_start",
+			 (json_int_t)w->window_start_ms, "held", w->held, "ts",
+			 (json_int_t)w->ts_ms);
+}
+
+/* A rating wave on an agent (many new users, one way). */
+static void on_waves(void *arg, const struct agd_wave_event *ev, size_t n)
+{
+	agent_events(arg, "rating_wave", n, wave_agent, wave_data, ev);
 }
 
 static struct bucket_sample *sample_of(struct agd_stream *s, const char *name)
@@ -740,6 +779,7 @@ int agd_stream_start(struct agd_engine *e, struct mg_context *mg, const struct a
 	s->hub_started = true;
 	agd_engine_observe(e, on_ratings, want_events, s);
 	agd_engine_observe_removals(e, on_removals, s);
+	agd_engine_observe_waves(e, on_waves, s);
 	mg_set_websocket_handler(mg, "/v1/stream", ws_connect, ws_ready, ws_data, ws_close, s);
 	*out = s;
 	return 0;
@@ -755,6 +795,7 @@ void agd_stream_shutdown(struct agd_stream *s)
 		return;
 	agd_engine_observe(s->e, NULL, NULL, NULL);
 	agd_engine_observe_removals(s->e, NULL, NULL);
+	agd_engine_observe_waves(s->e, NULL, NULL);
 	pthread_mutex_lock(&s->ilock);
 	s->hub_stop = true;
 	pthread_cond_signal(&s->icv);

@@ -262,18 +262,16 @@ static int hist_write(struct agd_engine *e, MDB_txn *txn, struct entry *en, __u6
 }
 
 /*
- * The change window: from an agent's first rating in it, for
- * change_window_ms (the batch's time: the log's in a fleet, so every host
- * agrees), its rate moves at most max_change * base either way, base its
- * rate when the window began. A move past that stops at the bound (the
- * rating still counts, and its voice is kept): a wave of new accounts
- * cannot take an agent to the floor within one window.
+ * The change window (--rating-change-window): from an agent's first rating
+ * in it, on the rating's time (its log time in a fleet, so every host
+ * agrees), stored with the agent. It bounds the rate to base * (1 +- F)
+ * (--rating-max-change: a move past the bound stops there; the rating
+ * still counts and its voice is kept) and counts the users rating the agent
+ * for the first time, down and up (--rating-wave).
  */
-static int damp(struct agd_engine *e, MDB_txn *txn, struct entry *en, double before, __u64 now,
-		struct agd_job *job)
+static int window_at(struct agd_engine *e, MDB_txn *txn, struct entry *en, double before,
+		     __u64 t)
 {
-	double lo, hi, rate = en->rec.rate;
-
 	if (!en->win_known) {
 		int rc = agd_store_window_get(&e->st, txn, en->name, &en->win);
 
@@ -283,13 +281,19 @@ static int damp(struct agd_engine *e, MDB_txn *txn, struct entry *en, double bef
 			en->win = (struct agd_window_rec){ .start_ms = -1 };
 		en->win_known = true;
 	}
-	if (en->win.start_ms < 0 || (__s64)now - en->win.start_ms >= (__s64)e->opts.change_window_ms ||
-	    (__s64)now < en->win.start_ms) {
-		en->win = (struct agd_window_rec){ .start_ms = (__s64)now, .base = before };
+	if (en->win.start_ms < 0 || (__s64)t - en->win.start_ms >= (__s64)e->opts.change_window_ms ||
+	    (__s64)t < en->win.start_ms) {
+		en->win = (struct agd_window_rec){ .start_ms = (__s64)t, .base = before };
 		en->win_dirty = true;
 	}
-	lo = en->win.base * (1 - e->opts.max_change);
-	hi = en->win.base * (1 + e->opts.max_change);
+	return 0;
+}
+
+static void damp(struct agd_engine *e, struct entry *en, double before, struct agd_job *job)
+{
+	double lo = en->win.base * (1 - e->opts.max_change);
+	double hi = en->win.base * (1 + e->opts.max_change), rate = en->rec.rate;
+
 	/* Never past the bound, never further out than it already was. */
 	if (rate < before && rate < lo)
 		rate = before < lo ? before : lo;
@@ -299,7 +303,49 @@ static int damp(struct agd_engine *e, MDB_txn *txn, struct entry *en, double bef
 		en->rec.rate = rate;
 		job->damped++;
 	}
-	return 0;
+}
+
+/* A user's first rating of the agent in its window: a wave once
+ * wave_users of them went one way. Flagged once per window; with
+ * wave_hold the agent is pinned where it is (audited agent.hold), until an
+ * operator unpins it. */
+static int wave_count(struct agd_engine *e, MDB_txn *txn, struct entry *en, int score, __u64 t)
+{
+	__u32 *n = score < AGD_SCORE_NEUTRAL ? &en->win.new_down : &en->win.new_up;
+	struct agd_wave_event *w;
+	char *line = NULL;
+	int err;
+
+	if (score == AGD_SCORE_NEUTRAL)
+		return 0;
+	(*n)++;
+	en->win_dirty = true;
+	if (en->win.wave || *n < e->opts.wave_users)
+		return 0;
+	en->win.wave = 1;
+	if (e->waves_n < WAVES_MAX) {
+		w = &e->waves[e->waves_n++];
+		snprintf(w->agent, sizeof(w->agent), "%s", en->name);
+		w->direction = score < AGD_SCORE_NEUTRAL ? "down" : "up";
+		w->new_users = *n;
+		w->window_start_ms = (__u64)en->win.start_ms;
+		w->ts_ms = t;
+		w->held = e->opts.wave_hold && !(en->rec.set & AGD_POL_PINNED && en->rec.pinned);
+	}
+	if (!e->opts.wave_hold || ((en->rec.set & AGD_POL_PINNED) && en->rec.pinned))
+		return 0;
+	en->rec.set |= AGD_POL_PINNED;
+	en->rec.pinned = 1;
+	err = audit(e, txn, "agentgated (rating wave)", "agent.hold", en->name,
+		    json_pack("{s:b}", "pinned", 0),
+		    json_pack("{s:b,s:s,s:I}", "pinned", 1, "wave",
+			      score < AGD_SCORE_NEUTRAL ? "down" : "up", "new_users",
+			      (json_int_t)*n), &line);
+	if (!err && line && e->hold_n < WAVES_MAX)
+		e->hold_lines[e->hold_n++] = line;
+	else
+		free(line);
+	return err;
 }
 
 /* Phase 2, per job, inside the batch transaction. */
@@ -314,6 +360,7 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 		struct entry *en;
 		struct agd_policy p;
 		double before;
+		bool first;
 		int from;
 
 		if (job->item_err && job->item_err[i])
@@ -336,6 +383,7 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 		effective(e, en, &p);
 		before = en->rec.rate;
 		from = AGD_SCORE_NEUTRAL;
+		first = true;
 		if (r->user[0] || e->opts.anonymous == AGD_ANON_SHARED) {
 			/* One voice per user: a new rating replaces the user's last. */
 			struct agd_voice_rec v = { .score = (__u8)r->score,
@@ -347,6 +395,7 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 				return err;
 			if (err == 1) {
 				from = old.score;
+				first = false;
 				job->replaced++;
 			}
 			err = agd_store_voice_put(&e->st, txn, r->agent, r->user, &v);
@@ -354,10 +403,16 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 				return err;
 		}
 		en->rec.rate = agd_policy_rate_moved(&p, en->rec.rate, from, r->score);
-		if (e->opts.max_change > 0 && !p.pinned && en->rec.rate != before) {
+		if (e->opts.max_change > 0 || e->opts.wave_users) {
 			/* The rating's own log time in a fleet: batches differ
 			 * between hosts, the log does not. */
-			err = damp(e, txn, en, before, job->item_ms ? job->item_ms[i] : now, job);
+			__u64 t = job->item_ms ? job->item_ms[i] : now;
+
+			err = window_at(e, txn, en, before, t);
+			if (!err && e->opts.max_change > 0 && !p.pinned && en->rec.rate != before)
+				damp(e, en, before, job);
+			if (!err && e->opts.wave_users && first)
+				err = wave_count(e, txn, en, r->score, t);
 			if (err)
 				return err;
 		}
@@ -479,6 +534,35 @@ static size_t new_agents(struct agd_engine *e, struct agd_job *jobs)
 	return distinct;
 }
 
+/* The batch's waves: counted and logged (the observer gets them after). */
+static void note_waves(struct agd_engine *e)
+{
+	size_t i;
+
+	for (i = 0; i < e->waves_n; i++) {
+		const struct agd_wave_event *w = &e->waves[i];
+
+		e->opts.log(AGD_LOG_WARN, "agent '%s': a rating wave, %u users rating it %s for "
+			    "the first time in its window%s", w->agent, w->new_users,
+			    w->direction, w->held ? "; its rate is held (pinned) until an "
+			    "operator unpins it" : "");
+		pthread_mutex_lock(&e->slock);
+		if (!strcmp(w->direction, "down"))
+			e->stats.waves_down++;
+		else
+			e->stats.waves_up++;
+		pthread_mutex_unlock(&e->slock);
+	}
+}
+
+void agd_engine_observe_waves(struct agd_engine *e, agd_wave_observer fn, void *arg)
+{
+	pthread_mutex_lock(&e->lock);
+	e->wobs = fn;
+	e->wobs_arg = arg;
+	pthread_mutex_unlock(&e->lock);
+}
+
 static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 {
 	struct entry *touched = NULL, *en;
@@ -500,6 +584,7 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 	e->batch_serial++;
 	e->ev_n = 0;
 	e->hist_n = 0;
+	e->waves_n = e->hold_n = 0;
 	e->ev_on = e->obs && e->obs_wanted(e->obs_arg);
 	if (e->opts.evict_when_full && e->opts.auto_create)
 		make_room(e, new_agents(e, jobs));
@@ -536,6 +621,9 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 		if (txn)
 			agd_store_txn_end(txn);
 		rollback(e, touched);
+		for (i = 0; i < e->hold_n; i++)
+			free(e->hold_lines[i]);
+		e->waves_n = e->hold_n = 0;
 		agd_store_fail(&why, err, "ratings not applied");
 		e->opts.log(AGD_LOG_ERR, "%s", why.msg);
 		for (job = jobs; job; job = job->next) {
@@ -553,10 +641,16 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 		}
 		for (job = jobs; job; job = job->next)
 			fill_job_agents(e, job);
+		for (i = 0; i < e->hold_n; i++)
+			audit_file(e, e->hold_lines[i]);
+		e->hold_n = 0;
+		note_waves(e);
 	}
 	pthread_mutex_unlock(&e->lock);
 	if (!err && e->ev_n)
 		e->obs(e->obs_arg, e->ev, e->ev_n);
+	if (!err && e->waves_n && e->wobs)
+		e->wobs(e->wobs_arg, e->waves, e->waves_n);
 
 	done_ns = ag_now_ns();
 	pthread_mutex_lock(&e->slock);

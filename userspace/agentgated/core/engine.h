@@ -60,6 +60,10 @@ struct agd_engine_opts {
 	 * rate the window started with, either way (0: no damping). */
 	double max_change;
 	__u64 change_window_ms;
+	/* A wave: wave_users users rating an agent for the first time within
+	 * its change window, one way (0: not watched); wave_hold pins it. */
+	__u32 wave_users;
+	bool wave_hold;
 	size_t queue_max; /* ratings waiting to be applied before submitters block */
 	/* With no free slot for a new agent: evict the longest-idle agent that
 	 * has an idle TTL (true), or refuse the new one (false). */
@@ -105,6 +109,20 @@ struct agd_removal_event {
 };
 
 typedef void (*agd_removal_observer)(void *arg, const struct agd_removal_event *ev, size_t n);
+
+/* A rating wave (apply.c): an agent that many users rated for the first
+ * time within its change window, all one way. */
+struct agd_wave_event {
+	char agent[AG_NAME_MAX + 1];
+	const char *direction; /* "down" or "up" */
+	__u32 new_users;
+	__u64 window_start_ms, ts_ms;
+	bool held; /* pinned by --rating-wave-hold */
+};
+
+typedef void (*agd_wave_observer)(void *arg, const struct agd_wave_event *ev, size_t n);
+/* fn receives each committed batch's waves, outside the engine's lock. */
+void agd_engine_observe_waves(struct agd_engine *e, agd_wave_observer fn, void *arg);
 
 /* fn receives each batch of expired or evicted agents, outside the
  * engine's lock. Set before the API starts (NULL: none). */
@@ -407,6 +425,7 @@ struct agd_engine_stats {
 	__u64 ratings_applied, ratings_duplicate, ratings_invalid, ratings_rejected;
 	__u64 ratings_replaced; /* applied, replacing their user's earlier rating */
 	__u64 ratings_damped;   /* applied, their move cut by the change window */
+	__u64 waves_down, waves_up;
 	__u64 voices;           /* (user, agent) latest ratings stored */
 	__u64 voices_bytes;     /* the LMDB pages they take */
 	__u64 apply_hist[AGD_APPLY_BUCKETS + 1]; /* last: +Inf */

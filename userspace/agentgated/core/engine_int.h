@@ -115,6 +115,15 @@ struct agd_engine {
 	agd_removal_observer robs;
 	void *robs_arg;
 
+	/* the batch's rating waves and the audit lines of the holds (apply thread) */
+#define WAVES_MAX 64
+	struct agd_wave_event waves[WAVES_MAX];
+	size_t waves_n;
+	char *hold_lines[WAVES_MAX];
+	size_t hold_n;
+	agd_wave_observer wobs;
+	void *wobs_arg;
+
 	/* revoked tokens (revoked.c): a hash of their keys */
 	pthread_rwlock_t rvlock;
 	struct revoked_entry **rv;

@@ -126,13 +126,18 @@ struct agd_voice_rec {
 };
 _Static_assert(sizeof(struct agd_voice_rec) == 16, "agd_voice_rec layout is on-disk ABI");
 
-/* An agent's change window (--rating-max-change): since start_ms, its
- * rate may move at most max_change times base either way. */
+/* An agent's change window (--rating-change-window): since start_ms, its
+ * rate may move at most max_change times base either way; new_down and
+ * new_up count the users who rated it for the first time in the window,
+ * below and above neutral (--rating-wave); wave: a wave was flagged in it. */
 struct agd_window_rec {
 	__s64 start_ms;
 	double base;
+	__u32 new_down, new_up;
+	__u8 wave;
+	__u8 pad[7];
 };
-_Static_assert(sizeof(struct agd_window_rec) == 16, "agd_window_rec layout is on-disk ABI");
+_Static_assert(sizeof(struct agd_window_rec) == 32, "agd_window_rec layout is on-disk ABI");
 
 /* A revocation: made at at_s, kept until until_s (Unix seconds), when
  * every token it names has expired anyway. */

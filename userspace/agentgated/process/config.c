@@ -112,6 +112,12 @@ const struct opt agd_opts[] = {
 	{ "rating-change-window", K_MS, F(rating_change_window_ms), .arg = "TIME", .def = "1h",
 	  RANGE(1000, 2592000000.0), .reload = true,
 	  .help = "the window of --rating-max-change, from an agent's first rating in it" },
+	{ "rating-wave", K_COUNT, F(rating_wave), .arg = "N", .def = "0", RANGE(0, 1000000),
+	  .reload = true,
+	  .help = "flag a wave when N users rate an agent for the first time within its change "
+		  "window, one way; 0: off" },
+	{ "rating-wave-hold", K_BOOL, F(rating_wave_hold), .arg = "yes|no", .def = "no",
+	  .reload = true, .help = "a wave pins the agent's rate until an operator unpins it" },
 	{ "anonymous-ratings", K_STR, F(anonymous_ratings), .arg = "each|shared|refuse",
 	  .def = "each", .reload = true,
 	  .help = "a rating without a user: a voice of its own, one shared voice per agent, "

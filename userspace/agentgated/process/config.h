@@ -66,6 +66,8 @@ struct agd_config {
 	double rating_user_rate, rating_token_rate;
 	double rating_max_change;
 	__u64 rating_change_window_ms;
+	__u64 rating_wave;
+	bool rating_wave_hold;
 	__u64 dedup_window_ms;
 	__u64 dedup_max;
 	__u64 metrics_max_agents;

@@ -320,6 +320,8 @@ static void engine_opts(const struct agd_config *c, struct agd_engine_opts *eo)
 	eo->anonymous = anonymous_rule(c);
 	eo->max_change = c->rating_max_change;
 	eo->change_window_ms = c->rating_change_window_ms;
+	eo->wave_users = (__u32)c->rating_wave;
+	eo->wave_hold = c->rating_wave_hold;
 	eo->queue_max = c->queue_max;
 	eo->log = logf_;
 }
