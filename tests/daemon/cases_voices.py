@@ -237,6 +237,10 @@ def t_rating_wave(env):
     with open(os.path.join(d.state, "audit.log")) as f:
         holds = [json.loads(x) for x in f if '"agent.hold"' in x]
     check(len(holds) == 1 and holds[0]["subject"] == "agentgated (rating wave)", "audit %s" % holds)
+    expect(c.get("/v1/agents/wv1/explain"), 200, 'd["influence"]["voices"] == 30',
+           'd["influence"]["window"]["wave"] is True',
+           'd["influence"]["window"]["new_down"] == 25', 'd["policy"]["pinned"] is True',
+           'd["policy"]["pinned_by"]["subject"] == "agentgated (rating wave)"')
     expect(c.put("/v1/agents/wv1", {"pinned": False}), 200)
     expect(c.post("/v1/ratings", {"agent": "wv1", "user": "new-99", "score": 1}), 200,
            'd["agents"][0]["rate"] == 480')

@@ -238,6 +238,41 @@ int agd_store_agent_get(struct agd_store *st, MDB_txn *txn, const char *name,
 	return 0;
 }
 
+/* In store.c, not store_records.c: agent explain (the CLI) reads it. */
+int agd_store_window_get(struct agd_store *st, MDB_txn *txn, const char *agent,
+			struct agd_window_rec *rec)
+{
+	MDB_val k = str_val(agent), v;
+	int rc = mdb_get(txn, st->windows, &k, &v);
+
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return agd_store_errno(rc);
+	if (v.mv_size != sizeof(*rec))
+		return 0;
+	memcpy(rec, v.mv_data, sizeof(*rec));
+	return 1;
+}
+
+int agd_store_voices_of(struct agd_store *st, MDB_txn *txn, const char *agent, __u64 *n)
+{
+	size_t len = strlen(agent) + 1;
+	MDB_val k = { len, (void *)agent }, v;
+	MDB_cursor *cur;
+	int rc = mdb_cursor_open(txn, st->voices, &cur);
+
+	*n = 0;
+	if (rc)
+		return agd_store_errno(rc);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+	     !rc && k.mv_size >= len && !memcmp(k.mv_data, agent, len);
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+		(*n)++;
+	mdb_cursor_close(cur);
+	return rc == MDB_NOTFOUND || !rc ? 0 : agd_store_errno(rc);
+}
+
 /* Every voice of the agent: the keys "name NUL ...", together in order. */
 static int del_voices(struct agd_store *st, MDB_txn *txn, const char *name)
 {
@@ -843,6 +878,11 @@ int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, stru
 			"cannot read the state store %s: %s", agd_store_g.path, mdb_strerror(rc));
 		goto fail;
 	}
+	/* Voices and change windows: absent in an older store (0: none). */
+	if (ro_dbi(*txn, "voices", &st->voices))
+		st->voices = 0;
+	if (ro_dbi(*txn, "windows", &st->windows))
+		st->windows = 0;
 	return 0;
 fail:
 	if (*txn)

@@ -360,6 +360,8 @@ int agd_store_voice_get(struct agd_store *st, MDB_txn *txn, const char *agent, c
 		       struct agd_voice_rec *rec);
 int agd_store_voice_put(struct agd_store *st, MDB_txn *txn, const char *agent, const char *user,
 		       const struct agd_voice_rec *rec);
+/* The agent's voices: how many users rated it (their latest kept). */
+int agd_store_voices_of(struct agd_store *st, MDB_txn *txn, const char *agent, __u64 *n);
 /* Voices stored (every agent), and the bytes of their pages (bytes may be NULL). */
 __u64 agd_store_voice_count(struct agd_store *st, MDB_txn *txn, __u64 *bytes);
 

@@ -254,22 +254,6 @@ __u64 agd_store_voice_count(struct agd_store *st, MDB_txn *txn, __u64 *bytes)
 
 /* ---- change windows ------------------------------------------------------------ */
 
-int agd_store_window_get(struct agd_store *st, MDB_txn *txn, const char *agent,
-			struct agd_window_rec *rec)
-{
-	MDB_val k = str_val(agent), v;
-	int rc = mdb_get(txn, st->windows, &k, &v);
-
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return agd_store_errno(rc);
-	if (v.mv_size != sizeof(*rec))
-		return 0;
-	memcpy(rec, v.mv_data, sizeof(*rec));
-	return 1;
-}
-
 int agd_store_window_put(struct agd_store *st, MDB_txn *txn, const char *agent,
 			const struct agd_window_rec *rec)
 {
