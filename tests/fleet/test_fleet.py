@@ -1374,8 +1374,10 @@ def t_sigterm(nats1, own):
 @case("idle TTL in a fleet: an agent idle on every host expires on every host at one point "
       "of the log (audited); one kept busy by consumes at one host only (local activity) "
       "stays on all, through that host's agent.touch, and expires everywhere once left alone")
-def t_expiry(nats1, own):
-    url = running(nats1).url
+def t_expiry(own):
+    # A server of its own: with a 2 s TTL these hosts would expire the
+    # agents other cases keep in nats1's log, on every host of it.
+    url = own.server("expiry").url
     a = own.daemon("xa", [url], "--nats-timeout", "1500ms", "--agent-ttl", "2s")
     b = own.daemon("xb", [url], "--nats-timeout", "1500ms", "--agent-ttl", "2s")
     start(a, b)
