@@ -16,19 +16,19 @@ def ndjson(items):
     return "".join(json.dumps(x) + "\n" for x in items)
 
 
-@case("one user posting 200 one-star ratings in one NDJSON request moves the rate once "
-      "(1500 -> 1480), all 200 applied and counted; a second user moves it again")
+@case("one user posting 1000 one-star ratings in one NDJSON request moves the rate once "
+      "(1500 -> 1480), all 1000 applied and counted; a second user moves it again")
 def t_voice_flood(api):
     c = api.api
     expect(c.put("/v1/agents/vf1", {"rate": 1500}), 201)
-    body = ndjson({"agent": "vf1", "user": "mallory", "score": 1} for _ in range(200))
+    body = ndjson({"agent": "vf1", "user": "mallory", "score": 1} for _ in range(1000))
     expect(c.post("/v1/ratings", body, ctype="application/x-ndjson"), 200,
-           'd["applied"] == 200', 'd["agents"][0]["rate"] == 1480',
-           'd["agents"][0]["ratings"] == 200')
+           'd["applied"] == 1000', 'd["agents"][0]["rate"] == 1480',
+           'd["agents"][0]["ratings"] == 1000')
     expect(c.post("/v1/ratings", {"agent": "vf1", "user": "alice", "score": 1}), 200,
            'd["agents"][0]["rate"] == 1460')
     m = api.metrics()
-    check(m.val("agentgate_ratings_replaced_total") >= 199, "replaced not counted")
+    check(m.val("agentgate_ratings_replaced_total") >= 999, "replaced not counted")
 
 
 @case("re-rating: a user's 1 then 5 leaves the rate at r0 + 20 (alpha * (5 - 3)); the same "
@@ -205,44 +205,44 @@ def t_rating_damping(env):
     d.stop()
 
 
-@case("--rating-wave 20 --rating-wave-hold yes: 25 new users' one-star ratings within the "
+@case("--rating-wave 400 --rating-wave-hold yes: 500 new users' one-star ratings within the "
       "window flag one wave (stream rating_wave, metric, log), pin the agent at its rate "
       "then (audited agent.hold), the rest move nothing; re-ratings of known users are no "
       "wave; an operator's unpin lets ratings move it again")
 def t_rating_wave(env):
     from agtest.ws import WS
-    d = env.daemon("wave", "--rating-wave", "20", "--rating-wave-hold", "yes",
+    d = env.daemon("wave", "--rating-wave", "400", "--rating-wave-hold", "yes",
                    "--rating-change-window", "1h").start()
     c = d.api
     ws = WS.connect("127.0.0.1", d.port, "/v1/stream?topics=rating.agent.wv1")
     check(ws.status == 101, "stream handshake")
-    expect(c.put("/v1/agents/wv1", {"rate": 1000}), 201)
+    expect(c.put("/v1/agents/wv1", {"rate": 9000, "r_max": 10000}), 201)
     for i in range(5):  # known users first: their re-ratings are no wave
         expect(c.post("/v1/ratings", {"agent": "wv1", "user": "old-%d" % i, "score": 4}), 200)
     for i in range(5):
         expect(c.post("/v1/ratings", {"agent": "wv1", "user": "old-%d" % i, "score": 1}), 200)
     rate = c.get("/v1/agents/wv1").json()["rate"]
-    check(rate == 900, "before the wave: %s" % rate)
-    for i in range(25):
-        expect(c.post("/v1/ratings", {"agent": "wv1", "user": "new-%d" % i, "score": 1}), 200)
-    # The known users' first ratings went up: the 20th new user's makes the
-    # wave, its move applied (900 - 20 * 20), the 5 after it none.
-    expect(c.get("/v1/agents/wv1"), 200, 'd["pinned"] is True', 'd["rate"] == 500')
+    check(rate == 8900, "before the wave: %s" % rate)
+    expect(c.post("/v1/ratings", [{"agent": "wv1", "user": "new-%d" % i, "score": 1}
+                                  for i in range(500)]), 200, 'd["applied"] == 500')
+    # The known users' first ratings went up: the 400th new user's makes the
+    # wave, its move applied (8900 - 400 * 20), the 100 after it none.
+    expect(c.get("/v1/agents/wv1"), 200, 'd["pinned"] is True', 'd["rate"] == 900')
     got = [m for m in ws.collect(2) if m.get("type") == "rating_wave"]
     check(len(got) == 1 and got[0]["data"]["direction"] == "down" and
-          got[0]["data"]["new_users"] == 20 and got[0]["data"]["held"] is True,
+          got[0]["data"]["new_users"] == 400 and got[0]["data"]["held"] is True,
           "stream: %s" % got)
     check(d.metrics().val("agentgate_rating_waves_total", direction="down") == 1, "metric")
     check("a rating wave" in d.log(), "no log line")
     with open(os.path.join(d.state, "audit.log")) as f:
         holds = [json.loads(x) for x in f if '"agent.hold"' in x]
     check(len(holds) == 1 and holds[0]["subject"] == "agentgated (rating wave)", "audit %s" % holds)
-    expect(c.get("/v1/agents/wv1/explain"), 200, 'd["influence"]["voices"] == 30',
+    expect(c.get("/v1/agents/wv1/explain"), 200, 'd["influence"]["voices"] == 505',
            'd["influence"]["window"]["wave"] is True',
-           'd["influence"]["window"]["new_down"] == 25', 'd["policy"]["pinned"] is True',
+           'd["influence"]["window"]["new_down"] == 500', 'd["policy"]["pinned"] is True',
            'd["policy"]["pinned_by"]["subject"] == "agentgated (rating wave)"')
     expect(c.put("/v1/agents/wv1", {"pinned": False}), 200)
-    expect(c.post("/v1/ratings", {"agent": "wv1", "user": "new-99", "score": 1}), 200,
-           'd["agents"][0]["rate"] == 480')
+    expect(c.post("/v1/ratings", {"agent": "wv1", "user": "late-1", "score": 1}), 200,
+           'd["agents"][0]["rate"] == 880')
     ws.close()
     d.stop()
