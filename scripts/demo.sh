@@ -166,13 +166,15 @@ sleep "$WARMUP_S"
 
 gen_alive
 echo ratings >"$LAB_DIR/phase"
-# Paced by deadline: PER_S rounds a second, one rating per agent each round.
+# Paced by deadline: PER_S rounds a second, one rating per agent each round,
+# each round's from a user of its own (one voice per user: one user's
+# repeated ratings would move a rate once).
 start=$(date +%s%N)
 rounds=$((RATINGS_S * PER_S))
 for i in $(seq 1 "$rounds"); do
-	printf '{"id":"demo-g-%d","agent":"good","user":"u%d","score":5}\n' "$i" "$((i % 50))" >&3
-	printf '{"id":"demo-a-%d","agent":"average","user":"u%d","score":3}\n' "$i" "$((i % 50))" >&3
-	printf '{"id":"demo-b-%d","agent":"bad","user":"u%d","score":1}\n' "$i" "$((i % 50))" >&3
+	printf '{"id":"demo-g-%d","agent":"good","user":"u%d","score":5}\n' "$i" "$i" >&3
+	printf '{"id":"demo-a-%d","agent":"average","user":"u%d","score":3}\n' "$i" "$i" >&3
+	printf '{"id":"demo-b-%d","agent":"bad","user":"u%d","score":1}\n' "$i" "$i" >&3
 	due=$((start + i * 1000000000 / PER_S))
 	now=$(date +%s%N)
 	[ "$due" -gt "$now" ] && sleep "$(printf '0.%09d' $((due - now)))"
