@@ -87,6 +87,10 @@ int route_config(struct cli *cli, const char *key, const char *value, int *code)
  * answer ({"ok":...}, json_decref it), 0 when no daemon owns it, negative
  * errno after printing the error. */
 int cli_daemon_ask(struct cli *cli, void *req_json, void **reply_json);
+/* The same, best effort and quiet: 1 with its answer, 0 when no daemon
+ * answers here (none, this account may not use its socket, it is stopping);
+ * nothing printed. */
+int cli_daemon_peek(struct cli *cli, void *req_json, void **reply_json);
 
 /* Commands */
 int do_attach(struct cli *cli, int argc, char **argv);

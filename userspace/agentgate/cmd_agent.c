@@ -69,24 +69,23 @@ void sort_rows(struct agent_row *rows, size_t n, int key)
 							  by_name);
 }
 
-/* Idle times and TTLs from agentgated: 1 when it answered, 0 when none
- * runs, or an exit status (printed). */
+/* Idle times and TTLs from agentgated, best effort (the maps are the
+ * listing's; a reader without access to the daemon still lists): 1 when
+ * it answered, 0 when not. */
 static int add_activity(struct cli *cli, struct agent_row *rows, size_t n)
 {
 	json_t *req = json_pack("{s:s}", "op", "agent.activity"), *reply = NULL, *idle, *ttl;
 	size_t k;
-	int r = req ? cli_daemon_ask(cli, req, (void **)&reply) : -ENOMEM;
+	int r = req ? cli_daemon_peek(cli, req, (void **)&reply) : 0;
 
 	json_decref(req);
-	if (r <= 0)
-		return r < 0 ? EXIT_RUNTIME : 0;
+	if (!r)
+		return 0;
 	idle = json_object_get(json_object_get(reply, "result"), "idle_s");
 	ttl = json_object_get(json_object_get(reply, "result"), "ttl");
 	if (!json_is_array(idle) || !json_is_array(ttl)) {
 		json_decref(reply);
-		return cli_error(cli, EXIT_RUNTIME, "agentgated did not say how long agents "
-				 "have been idle: %s", json_string_value(json_object_get(
-					 json_object_get(reply, "error"), "message")) ?: "no answer");
+		return 0;
 	}
 	for (k = 0; k < n; k++) {
 		json_int_t i = json_integer_value(json_array_get(idle, rows[k].a.slot));
@@ -174,14 +173,11 @@ int do_agent_list(struct cli *cli, int argc, char **argv)
 	if (err)
 		return err;
 	daemon = add_activity(cli, rows, n);
-	if (daemon > 1) {
-		free(rows);
-		return daemon;
-	}
 	if (key == SORT_IDLE && !daemon) {
 		free(rows);
 		return cli_error(cli, EXIT_RUNTIME, "--sort idle: idle times are agentgated's, "
-				 "and it is not running on %s",
+				 "and it does not answer on %s (not running, or this account "
+				 "may not use its control socket)",
 				 cli->pin_path ? cli->pin_path : AG_PIN_ROOT_DEFAULT);
 	}
 	sort_rows(rows, n, key);
@@ -303,8 +299,8 @@ static int show(struct cli *cli, const char *name, int created)
 	int err;
 
 	err = load_one(cli, name, &row);
-	if (!err && add_activity(cli, &row, 1) > 1)
-		err = EXIT_RUNTIME;
+	if (!err)
+		add_activity(cli, &row, 1);
 	if (!err)
 		err = rules_of(cli, row.a.slot, &rules, &n);
 	if (err)
