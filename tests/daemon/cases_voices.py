@@ -246,3 +246,39 @@ def t_rating_wave(env):
            'd["agents"][0]["rate"] == 880')
     ws.close()
     d.stop()
+
+
+@case("influence limits per agent: max_change, change_window, wave_users, wave_hold in PUT "
+      "override the options for that agent only (shown in its JSON, audited, kept across a "
+      "restart); null goes back to the options; bad values 400 naming the field")
+def t_rating_influence_per_agent(env):
+    d = env.daemon("infl").start()
+    c = d.api
+    expect(c.put("/v1/agents/ip1", {"rate": 1000, "max_change": 0.1, "change_window": "1h",
+                                     "wave_users": 50, "wave_hold": True}), 201,
+           'd["influence"] == {"max_change": 0.1, "change_window_s": 3600, '
+           '"wave_users": 50, "wave_hold": True}')
+    expect(c.put("/v1/agents/ip2", {"rate": 1000}), 201,
+           'd["influence"] == {"max_change": 0, "change_window_s": 3600, "wave_users": 0, '
+           '"wave_hold": False}')
+    wave = lambda a: [{"agent": a, "user": "w-%d" % i, "score": 1} for i in range(20)]
+    expect(c.post("/v1/ratings", wave("ip1")), 200, 'd["agents"][0]["rate"] == 900')
+    expect(c.post("/v1/ratings", wave("ip2")), 200, 'd["agents"][0]["rate"] == 600')
+    with open(os.path.join(d.state, "audit.log")) as f:
+        line = [json.loads(x) for x in f if '"ip1"' in x and '"agent.create"' in x][0]
+    check(line["after"]["influence"]["max_change"] == 0.1, "audit: %s" % line)
+    d.stop()
+    d.start()
+    expect(d.api.get("/v1/agents/ip1"), 200, 'd["influence"]["max_change"] == 0.1')
+    expect(d.api.post("/v1/ratings", {"agent": "ip1", "user": "w-x", "score": 1}), 200,
+           'd["agents"][0]["rate"] == 900')
+    expect(d.api.put("/v1/agents/ip1", {"max_change": None}), 200,
+           'd["influence"]["max_change"] == 0')
+    expect(d.api.post("/v1/ratings", {"agent": "ip1", "user": "w-y", "score": 1}), 200,
+           'd["agents"][0]["rate"] == 880')
+    for body, field in (({"max_change": -1}, "max_change"), ({"max_change": 101}, "max_change"),
+                        ({"change_window": "0s"}, "change_window"),
+                        ({"change_window": "31d"}, "change_window"),
+                        ({"wave_users": 1.5}, "wave_users"), ({"wave_hold": "yes"}, "wave_hold")):
+        expect_error(d.api.put("/v1/agents/ip1", body), 400, "bad_request", field)
+    d.stop()

@@ -141,6 +141,60 @@ static int parse_burst(struct req *r, json_t *v, struct agd_policy *own, int *st
 	return 0;
 }
 
+/* The agent's own influence limits (null: back to the daemon's option). */
+static int parse_influence(struct req *r, json_t *o, struct agd_agent_change *c, int *status)
+{
+	struct agd_err why = { 0 };
+	double x = 0, secs = 0;
+	json_t *v;
+
+	if (json_is_null(json_object_get(o, "max_change")))
+		c->inf_unset |= AGD_INF_MAX_CHANGE;
+	else if (get_number(r, o, "max_change", 0, 100, false, &x, status) < 0)
+		return -1;
+	else if (json_object_get(o, "max_change")) {
+		c->inf.max_change = x;
+		c->inf_set |= AGD_INF_MAX_CHANGE;
+	}
+	v = json_object_get(o, "change_window");
+	if (json_is_null(v)) {
+		c->inf_unset |= AGD_INF_WINDOW;
+	} else if (v) {
+		if (json_is_string(v) ? agd_ttl_parse(json_string_value(v), &secs, &why) :
+		    json_is_number(v) ? agd_ttl_seconds(json_number_value(v), &secs, &why) : -1) {
+			*status = send_error(r->conn, 400, "field 'change_window': whole seconds or a "
+					     "duration such as \"1h\", 1s to 30d");
+			return -1;
+		}
+		if (secs < 1 || secs > 2592000) {
+			*status = send_error(r->conn, 400, "field 'change_window': 1s to 30d");
+			return -1;
+		}
+		c->inf.window_ms = (__u64)secs * 1000;
+		c->inf_set |= AGD_INF_WINDOW;
+	}
+	if (json_is_null(json_object_get(o, "wave_users")))
+		c->inf_unset |= AGD_INF_WAVE_USERS;
+	else if (get_number(r, o, "wave_users", 0, 1000000, true, &x, status) < 0)
+		return -1;
+	else if (json_object_get(o, "wave_users")) {
+		c->inf.wave_users = (__u32)x;
+		c->inf_set |= AGD_INF_WAVE_USERS;
+	}
+	v = json_object_get(o, "wave_hold");
+	if (json_is_null(v)) {
+		c->inf_unset |= AGD_INF_WAVE_HOLD;
+	} else if (v) {
+		if (!json_is_boolean(v)) {
+			*status = send_error(r->conn, 400, "field 'wave_hold': expected true or false");
+			return -1;
+		}
+		c->inf.wave_hold = json_is_true(v);
+		c->inf_set |= AGD_INF_WAVE_HOLD;
+	}
+	return 0;
+}
+
 /* PUT body -> change; null values return a field to the global default. */
 static int parse_change(struct req *r, json_t *o, struct agd_agent_change *c, int *status)
 {
@@ -206,6 +260,8 @@ static int parse_change(struct req *r, json_t *o, struct agd_agent_change *c, in
 		c->own.pinned = json_is_true(v);
 		c->set |= AGD_POL_PINNED;
 	}
+	if (parse_influence(r, o, c, status))
+		return -1;
 	v = json_object_get(o, "ttl");
 	if (json_is_null(v)) {
 		c->unset |= AGD_POL_TTL;
@@ -227,7 +283,8 @@ static int parse_change(struct req *r, json_t *o, struct agd_agent_change *c, in
 int agent_put(struct req *r)
 {
 	static const char *const allowed[] = { "rate", "burst", "unit", "r_min", "r_max",
-					       "alpha", "pinned", "ttl", NULL };
+					       "alpha", "pinned", "ttl", "max_change",
+					       "change_window", "wave_users", "wave_hold", NULL };
 	struct agd_agent_change c;
 	struct agd_err oe = { 0 };
 	int status = 0, err;

@@ -269,11 +269,11 @@ static int hist_write(struct agd_engine *e, MDB_txn *txn, struct entry *en, __u6
  * still counts and its voice is kept) and counts the users rating the agent
  * for the first time, down and up (--rating-wave).
  */
-static int window_at(struct agd_engine *e, MDB_txn *txn, struct entry *en, double before,
-		     __u64 t)
+static int window_at(struct entry *en, struct agd_store *st, MDB_txn *txn, double before,
+		     __u64 t, __u64 window_ms)
 {
 	if (!en->win_known) {
-		int rc = agd_store_window_get(&e->st, txn, en->name, &en->win);
+		int rc = agd_store_window_get(st, txn, en->name, &en->win);
 
 		if (rc < 0)
 			return rc;
@@ -281,7 +281,7 @@ static int window_at(struct agd_engine *e, MDB_txn *txn, struct entry *en, doubl
 			en->win = (struct agd_window_rec){ .start_ms = -1 };
 		en->win_known = true;
 	}
-	if (en->win.start_ms < 0 || (__s64)t - en->win.start_ms >= (__s64)e->opts.change_window_ms ||
+	if (en->win.start_ms < 0 || (__s64)t - en->win.start_ms >= (__s64)window_ms ||
 	    (__s64)t < en->win.start_ms) {
 		en->win = (struct agd_window_rec){ .start_ms = (__s64)t, .base = before };
 		en->win_dirty = true;
@@ -289,10 +289,10 @@ static int window_at(struct agd_engine *e, MDB_txn *txn, struct entry *en, doubl
 	return 0;
 }
 
-static void damp(struct agd_engine *e, struct entry *en, double before, struct agd_job *job)
+static void damp(struct entry *en, double before, double max_change, struct agd_job *job)
 {
-	double lo = en->win.base * (1 - e->opts.max_change);
-	double hi = en->win.base * (1 + e->opts.max_change), rate = en->rec.rate;
+	double lo = en->win.base * (1 - max_change);
+	double hi = en->win.base * (1 + max_change), rate = en->rec.rate;
 
 	/* Never past the bound, never further out than it already was. */
 	if (rate < before && rate < lo)
@@ -309,7 +309,8 @@ static void damp(struct agd_engine *e, struct entry *en, double before, struct a
  * wave_users of them went one way. Flagged once per window; with
  * wave_hold the agent is pinned where it is (audited agent.hold), until an
  * operator unpins it. */
-static int wave_count(struct agd_engine *e, MDB_txn *txn, struct entry *en, int score, __u64 t)
+static int wave_count(struct agd_engine *e, MDB_txn *txn, struct entry *en, int score, __u64 t,
+		      const struct agd_influence *inf)
 {
 	__u32 *n = score < AGD_SCORE_NEUTRAL ? &en->win.new_down : &en->win.new_up;
 	struct agd_wave_event *w;
@@ -320,7 +321,7 @@ static int wave_count(struct agd_engine *e, MDB_txn *txn, struct entry *en, int 
 		return 0;
 	(*n)++;
 	en->win_dirty = true;
-	if (en->win.wave || *n < e->opts.wave_users)
+	if (en->win.wave || *n < inf->wave_users)
 		return 0;
 	en->win.wave = 1;
 	if (e->waves_n < WAVES_MAX) {
@@ -330,9 +331,9 @@ static int wave_count(struct agd_engine *e, MDB_txn *txn, struct entry *en, int 
 		w->new_users = *n;
 		w->window_start_ms = (__u64)en->win.start_ms;
 		w->ts_ms = t;
-		w->held = e->opts.wave_hold && !(en->rec.set & AGD_POL_PINNED && en->rec.pinned);
+		w->held = inf->wave_hold && !(en->rec.set & AGD_POL_PINNED && en->rec.pinned);
 	}
-	if (!e->opts.wave_hold || ((en->rec.set & AGD_POL_PINNED) && en->rec.pinned))
+	if (!inf->wave_hold || ((en->rec.set & AGD_POL_PINNED) && en->rec.pinned))
 		return 0;
 	en->rec.set |= AGD_POL_PINNED;
 	en->rec.pinned = 1;
@@ -359,6 +360,7 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 		const struct agd_rating *r = &job->items[i];
 		struct entry *en;
 		struct agd_policy p;
+		struct agd_influence inf;
 		double before;
 		bool first;
 		int from;
@@ -403,16 +405,17 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 				return err;
 		}
 		en->rec.rate = agd_policy_rate_moved(&p, en->rec.rate, from, r->score);
-		if (e->opts.max_change > 0 || e->opts.wave_users) {
+		influence_of(e, en, &inf);
+		if (inf.max_change > 0 || inf.wave_users) {
 			/* The rating's own log time in a fleet: batches differ
 			 * between hosts, the log does not. */
 			__u64 t = job->item_ms ? job->item_ms[i] : now;
 
-			err = window_at(e, txn, en, before, t);
-			if (!err && e->opts.max_change > 0 && !p.pinned && en->rec.rate != before)
-				damp(e, en, before, job);
-			if (!err && e->opts.wave_users && first)
-				err = wave_count(e, txn, en, r->score, t);
+			err = window_at(en, &e->st, txn, before, t, inf.window_ms);
+			if (!err && inf.max_change > 0 && !p.pinned && en->rec.rate != before)
+				damp(en, before, inf.max_change, job);
+			if (!err && inf.wave_users && first)
+				err = wave_count(e, txn, en, r->score, t, &inf);
 			if (err)
 				return err;
 		}

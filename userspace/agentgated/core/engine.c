@@ -121,6 +121,16 @@ void rec_init(struct agd_agent_rec *r, const struct agd_policy *defaults, __u64 
 	r->created_ms = r->updated_ms = now;
 }
 
+void influence_of(const struct agd_engine *e, const struct entry *en, struct agd_influence *out)
+{
+	const struct agd_influence_rec *r = &en->inf;
+
+	out->max_change = r->set & AGD_INF_MAX_CHANGE ? r->max_change : e->opts.max_change;
+	out->window_ms = r->set & AGD_INF_WINDOW ? r->window_ms : e->opts.change_window_ms;
+	out->wave_users = r->set & AGD_INF_WAVE_USERS ? r->wave_users : e->opts.wave_users;
+	out->wave_hold = r->set & AGD_INF_WAVE_HOLD ? r->wave_hold : e->opts.wave_hold;
+}
+
 void effective(struct agd_engine *e, const struct entry *en, struct agd_policy *p)
 {
 	agd_rec_effective(&en->rec, &e->defaults, p);

@@ -223,6 +223,24 @@ void agd_engine_observe(struct agd_engine *e, agd_rating_observer fn, bool (*wan
 
 /* ---- operator changes -------------------------------------------------------- */
 
+/* An agent's own influence limits, fields of struct agd_influence_rec
+ * (store.h); the rest follow the daemon's options. */
+enum agd_influence_fields {
+	AGD_INF_MAX_CHANGE = 1u << 0,
+	AGD_INF_WINDOW = 1u << 1,
+	AGD_INF_WAVE_USERS = 1u << 2,
+	AGD_INF_WAVE_HOLD = 1u << 3,
+	AGD_INF__ALL = (1u << 4) - 1,
+};
+
+/* The limits in effect for an agent (its own, else the options'). */
+struct agd_influence {
+	double max_change;
+	__u64 window_ms;
+	__u32 wave_users;
+	bool wave_hold;
+};
+
 /* Fields a PUT may carry besides the policy ones. */
 struct agd_agent_change {
 	unsigned int set;     /* enum agd_policy_fields present */
@@ -231,6 +249,10 @@ struct agd_agent_change {
 	double fill_tokens;   /* < 0: leave the bucket level alone */
 	bool implicit;        /* a new agent is made implicitly (/bucket): it
 				 inherits the global idle TTL */
+	/* Its own influence limits: fields set and those going back to the
+	 * options (enum agd_influence_fields), and their values. */
+	unsigned int inf_set, inf_unset;
+	struct agd_influence inf;
 };
 
 /* An engine error as the HTTP status every route (and the control socket)
@@ -387,6 +409,8 @@ struct agd_agent_view {
 	struct ag_counters counters;
 	__u64 created_ms, updated_ms;
 	__u64 idle_ms; /* since its last activity seen (traffic: by the sweeps) */
+	struct agd_influence influence; /* in effect */
+	unsigned int influence_set;     /* its own: enum agd_influence_fields */
 	bool implicit; /* created by a rating or /bucket */
 };
 

@@ -58,6 +58,7 @@ struct entry {
 	 * store when first needed; dirty: restarted in this batch. */
 	bool win_known, win_dirty;
 	struct agd_window_rec win;
+	struct agd_influence_rec inf; /* its own limits (inf.set 0: none) */
 };
 
 
@@ -162,6 +163,8 @@ const char *slot_name(const char **names, struct ag_ctx *ctx, __u32 slot);
 
 /* reconcile.c */
 int load_agents(struct agd_engine *e, struct agd_err *errbuf);
+/* engine.c: the influence limits in effect for en. */
+void influence_of(const struct agd_engine *e, const struct entry *en, struct agd_influence *out);
 int reconcile(struct agd_engine *e, struct agd_err *errbuf);
 
 /* apply.c */

@@ -52,10 +52,59 @@ static int unstore_new_agent(struct agd_engine *e, struct entry *en, struct agd_
 	return agd_errf(oe, -ENOSPC, "cannot create the agent's bucket: %s", msg);
 }
 
+/* The audit's "after" with the agent's own influence limits when the
+ * change set or unset any. */
+static json_t *with_influence(json_t *after, const struct agd_agent_change *c,
+			      const struct agd_influence_rec *r)
+{
+	json_t *o;
+
+	if (!after || !(c->inf_set | c->inf_unset))
+		return after;
+	o = json_object();
+	if (r->set & AGD_INF_MAX_CHANGE)
+		json_object_set_new(o, "max_change", json_real(r->max_change));
+	if (r->set & AGD_INF_WINDOW)
+		json_object_set_new(o, "change_window_s", json_integer((json_int_t)(r->window_ms / 1000)));
+	if (r->set & AGD_INF_WAVE_USERS)
+		json_object_set_new(o, "wave_users", json_integer(r->wave_users));
+	if (r->set & AGD_INF_WAVE_HOLD)
+		json_object_set_new(o, "wave_hold", json_boolean(r->wave_hold));
+	json_object_set_new(after, "influence", o);
+	return after;
+}
+
+/* A PUT's influence fields onto the agent's own (checked first). */
+static int merge_influence(struct agd_influence_rec *r, const struct agd_agent_change *c,
+			   struct agd_err *oe)
+{
+	const struct agd_influence *v = &c->inf;
+
+	if (((c->inf_set | c->inf_unset) & ~AGD_INF__ALL) ||
+	    ((c->inf_set & AGD_INF_MAX_CHANGE) && !(v->max_change >= 0 && v->max_change <= 100)) ||
+	    ((c->inf_set & AGD_INF_WINDOW) &&
+	     !(v->window_ms >= 1000 && v->window_ms <= 2592000000ULL)) ||
+	    ((c->inf_set & AGD_INF_WAVE_USERS) && v->wave_users > 1000000))
+		return agd_errf(oe, -EINVAL, "influence limits: max_change 0 to 100, "
+				"change_window 1s to 30d, wave_users 0 to 1000000");
+	r->version = AGD_STORE_VERSION;
+	if (c->inf_set & AGD_INF_MAX_CHANGE)
+		r->max_change = v->max_change;
+	if (c->inf_set & AGD_INF_WINDOW)
+		r->window_ms = v->window_ms;
+	if (c->inf_set & AGD_INF_WAVE_USERS)
+		r->wave_users = v->wave_users;
+	if (c->inf_set & AGD_INF_WAVE_HOLD)
+		r->wave_hold = v->wave_hold;
+	r->set = (r->set | c->inf_set) & ~c->inf_unset;
+	return 0;
+}
+
 int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name,
 			      const struct agd_agent_change *c, const char *subject, bool *created,
 			      struct agd_err *oe)
 {
+	struct agd_influence_rec inf;
 	struct agd_agent_rec rec;
 	struct agd_policy own, eff;
 	struct entry *en;
@@ -104,6 +153,15 @@ int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name
 		pthread_mutex_unlock(&e->lock);
 		return -EINVAL;
 	}
+	inf = en ? en->inf : (struct agd_influence_rec){ .version = AGD_STORE_VERSION };
+	if (c->inf_set || c->inf_unset) {
+		err = merge_influence(&inf, c, oe);
+		if (err) {
+			json_decref(before);
+			pthread_mutex_unlock(&e->lock);
+			return err;
+		}
+	}
 	rec.updated_ms = wall_ms();
 	err = txn_begin(e, &txn);
 	if (err) {
@@ -112,13 +170,15 @@ int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name
 		return agd_store_fail(oe, err, "state not changed");
 	}
 	err = agd_store_agent_put(&e->st, txn, name, &rec);
+	if (!err && (c->inf_set || c->inf_unset))
+		err = agd_store_influence_put(&e->st, txn, name, &inf);
 	if (!err && made) /* an operator brings a deleted agent back */
 		err = agd_store_deleted_del(&e->st, txn, name);
 	if (!err)
 		err = mark_logged(e, txn, name, en, seq);
 	if (!err)
 		err = audit(e, txn, subject, made ? "agent.create" : "agent.update", name, before,
-			    policy_json(e, &rec), &line);
+			    with_influence(policy_json(e, &rec), c, &inf), &line);
 	else
 		json_decref(before);
 	err = finish_op(e, txn, seq, err, line, oe);
@@ -131,6 +191,7 @@ int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name
 			err = agd_errf(oe, -ENOMEM, "out of memory");
 		} else {
 			en->rec = rec;
+			en->inf = inf;
 			if (seq)
 				en->log_mark = seq;
 			touch(en);

@@ -21,6 +21,16 @@ static int load_one(void *arg, const char *name, const struct agd_agent_rec *rec
 	return 0;
 }
 
+/* An agent's own influence limits, onto its entry. */
+static int load_influence(void *arg, const char *name, const struct agd_influence_rec *rec)
+{
+	struct entry *en = tab_find(arg, name);
+
+	if (en)
+		en->inf = *rec;
+	return 0;
+}
+
 int load_agents(struct agd_engine *e, struct agd_err *errbuf)
 {
 	MDB_txn *txn = NULL;
@@ -31,6 +41,8 @@ int load_agents(struct agd_engine *e, struct agd_err *errbuf)
 		err = agd_store_meta_get_u64(&e->st, txn, "log_seq", &e->log_seq);
 	if (!err)
 		err = agd_store_agents_foreach(&e->st, txn, load_one, e, &skipped);
+	if (!err)
+		err = agd_store_influence_foreach(&e->st, txn, load_influence, e);
 	agd_store_txn_end(txn);
 	if (skipped)
 		e->opts.log(AGD_LOG_WARN, "state store: skipped %zu malformed agent records", skipped);

@@ -255,6 +255,62 @@ int agd_store_window_get(struct agd_store *st, MDB_txn *txn, const char *agent,
 	return 1;
 }
 
+int agd_store_influence_get(struct agd_store *st, MDB_txn *txn, const char *agent,
+			   struct agd_influence_rec *rec)
+{
+	MDB_val k = str_val(agent), v;
+	int rc = st->influence ? mdb_get(txn, st->influence, &k, &v) : MDB_NOTFOUND;
+
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return agd_store_errno(rc);
+	if (v.mv_size != sizeof(*rec))
+		return 0;
+	memcpy(rec, v.mv_data, sizeof(*rec));
+	return rec->version == AGD_STORE_VERSION;
+}
+
+int agd_store_influence_put(struct agd_store *st, MDB_txn *txn, const char *agent,
+			   const struct agd_influence_rec *rec)
+{
+	MDB_val k = str_val(agent), v = { sizeof(*rec), (void *)rec };
+	int rc = rec->set ? mdb_put(txn, st->influence, &k, &v, 0) :
+			    mdb_del(txn, st->influence, &k, NULL);
+
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}
+
+int agd_store_influence_foreach(struct agd_store *st, MDB_txn *txn,
+			       int (*fn)(void *arg, const char *agent,
+					 const struct agd_influence_rec *rec),
+			       void *arg)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc = mdb_cursor_open(txn, st->influence, &cur), err = 0;
+
+	if (rc)
+		return agd_store_errno(rc);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && !err;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct agd_influence_rec r;
+		char name[AG_NAME_MAX + 1];
+
+		if (v.mv_size != sizeof(r) || !k.mv_size || k.mv_size > AG_NAME_MAX)
+			continue;
+		memcpy(&r, v.mv_data, sizeof(r));
+		memcpy(name, k.mv_data, k.mv_size);
+		name[k.mv_size] = 0;
+		if (r.version == AGD_STORE_VERSION)
+			err = fn(arg, name, &r);
+	}
+	mdb_cursor_close(cur);
+	if (err)
+		return err;
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}
+
 int agd_store_voices_of(struct agd_store *st, MDB_txn *txn, const char *agent, __u64 *n)
 {
 	size_t len = strlen(agent) + 1;
@@ -309,6 +365,11 @@ int agd_store_agent_del(struct agd_store *st, MDB_txn *txn, const char *name)
 	}
 	if (!rc && st->windows) {
 		rc = mdb_del(txn, st->windows, &k, NULL);
+		if (rc == MDB_NOTFOUND)
+			rc = 0;
+	}
+	if (!rc && st->influence) {
+		rc = mdb_del(txn, st->influence, &k, NULL);
 		if (rc == MDB_NOTFOUND)
 			rc = 0;
 	}
@@ -883,6 +944,8 @@ int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, stru
 		st->voices = 0;
 	if (ro_dbi(*txn, "windows", &st->windows))
 		st->windows = 0;
+	if (ro_dbi(*txn, "influence", &st->influence))
+		st->influence = 0;
 	return 0;
 fail:
 	if (*txn)

@@ -22,6 +22,8 @@
  *   revoked  'j' jti | 's' sub           -> struct agd_revoked_rec: a revoked
  *                                          token, or a subject's tokens issued
  *                                          until then (core/revoked.c)
+ *   influence agent                     -> struct agd_influence_rec: the
+ *                                          agent's own influence limits
  *   windows  agent                      -> struct agd_window_rec: the agent's
  *                                          current change window (damping)
  *   voices   agent NUL user             -> struct agd_voice_rec: the latest
@@ -139,6 +141,20 @@ struct agd_window_rec {
 };
 _Static_assert(sizeof(struct agd_window_rec) == 32, "agd_window_rec layout is on-disk ABI");
 
+/* An agent's own influence limits (PUT max_change, change_window,
+ * wave_users, wave_hold): the fields in `set` override the daemon's
+ * options. enum agd_influence_fields. */
+struct agd_influence_rec {
+	__u32 version; /* AGD_STORE_VERSION */
+	__u32 set;
+	double max_change;
+	__u64 window_ms;
+	__u32 wave_users;
+	__u8 wave_hold;
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct agd_influence_rec) == 32, "agd_influence_rec layout is on-disk ABI");
+
 /* A revocation: made at at_s, kept until until_s (Unix seconds), when
  * every token it names has expired anyway. */
 struct agd_revoked_rec {
@@ -246,6 +262,7 @@ struct agd_store {
 	MDB_dbi revoked;
 	MDB_dbi voices;
 	MDB_dbi windows;
+	MDB_dbi influence;
 	bool hist; /* the hist_ databases are there (read-only: an older store lacks them) */
 };
 
@@ -364,6 +381,17 @@ int agd_store_voice_put(struct agd_store *st, MDB_txn *txn, const char *agent, c
 int agd_store_voices_of(struct agd_store *st, MDB_txn *txn, const char *agent, __u64 *n);
 /* Voices stored (every agent), and the bytes of their pages (bytes may be NULL). */
 __u64 agd_store_voice_count(struct agd_store *st, MDB_txn *txn, __u64 *bytes);
+
+/* Influence limits: 1 and *rec, 0 when none, -errno; put deletes it when
+ * rec->set is 0; foreach gives each stored one to fn. */
+int agd_store_influence_get(struct agd_store *st, MDB_txn *txn, const char *agent,
+			   struct agd_influence_rec *rec);
+int agd_store_influence_put(struct agd_store *st, MDB_txn *txn, const char *agent,
+			   const struct agd_influence_rec *rec);
+int agd_store_influence_foreach(struct agd_store *st, MDB_txn *txn,
+			       int (*fn)(void *arg, const char *agent,
+					 const struct agd_influence_rec *rec),
+			       void *arg);
 
 /* Change windows: 1 and *rec, 0 when none, -errno. */
 int agd_store_window_get(struct agd_store *st, MDB_txn *txn, const char *agent,

@@ -27,6 +27,8 @@ static void view_of(struct agd_engine *e, const struct entry *en, struct agd_age
 	v->updated_ms = en->rec.updated_ms;
 	v->idle_ms = idle_now(en);
 	v->implicit = en->rec.implicit;
+	influence_of(e, en, &v->influence);
+	v->influence_set = en->inf.set;
 }
 
 int agd_engine_agent_view(struct agd_engine *e, const char *name, struct agd_agent_view *v)
@@ -251,6 +253,12 @@ void *agd_agent_view_json(const struct agd_agent_view *v)
 	json_object_set_new(o, "pinned", json_boolean(p->pinned));
 	json_object_set_new(o, "ttl", json_integer((json_int_t)p->ttl));
 	json_object_set_new(o, "idle_s", json_real((double)v->idle_ms / 1000));
+	json_object_set_new(o, "influence",
+			    json_pack("{s:f,s:I,s:I,s:b}", "max_change", v->influence.max_change,
+				      "change_window_s",
+				      (json_int_t)(v->influence.window_ms / 1000), "wave_users",
+				      (json_int_t)v->influence.wave_users, "wave_hold",
+				      v->influence.wave_hold));
 	json_object_set_new(o, "tokens", json_real(v->tokens));
 	json_object_set_new(o, "ratings", json_integer((json_int_t)v->stats.count));
 	json_object_set_new(o, "mean_score", json_real(agd_stats_mean(&v->stats)));

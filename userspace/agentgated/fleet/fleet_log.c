@@ -71,6 +71,14 @@ char *agd_fleet_op_encode(const struct agd_op *op)
 					      "alpha", p->alpha, "r_min", p->r_min, "r_max", p->r_max,
 					      "burst", p->burst, "burst_kind", (int)p->burst_kind,
 					      "unit", (int)p->unit, "pinned", p->pinned, "ttl", p->ttl));
+	if (op->kind == AGD_OP_AGENT_PUT && (op->change.inf_set | op->change.inf_unset))
+		json_object_set_new(json_object_get(o, "change"), "influence",
+				    json_pack("{s:i,s:i,s:f,s:I,s:I,s:b}", "set",
+					      op->change.inf_set, "unset", op->change.inf_unset,
+					      "max_change", op->change.inf.max_change, "window_ms",
+					      (json_int_t)op->change.inf.window_ms, "wave_users",
+					      (json_int_t)op->change.inf.wave_users, "wave_hold",
+					      op->change.inf.wave_hold));
 	if (op->kind == AGD_OP_RULE_ADD || op->kind == AGD_OP_RULE_DEL)
 		json_object_set_new(o, "rule", rule_json(&op->rule));
 	if (op->kind == AGD_OP_AGENT_EXPIRE)
@@ -125,15 +133,17 @@ static int decode_change(json_t *c, struct agd_agent_change *ch, char *why, size
 {
 	struct agd_policy *p = &ch->own;
 	int set, unset, kind, unit, pinned, implicit = 0;
+	json_t *inf = NULL;
 	json_error_t je;
 
 	/* implicit and ttl: absent in an older agentgated's entries. */
 	if (!c || json_unpack_ex(c, &je, JSON_STRICT,
-				 "{s:i,s:i,s:F,s?b,s:{s:F,s:F,s:F,s:F,s:F,s:i,s:i,s:b,s?F}}", "set",
-				 &set, "unset", &unset, "fill", &ch->fill_tokens, "implicit",
+				 "{s:i,s:i,s:F,s?b,s:{s:F,s:F,s:F,s:F,s:F,s:i,s:i,s:b,s?F},s?o}",
+				 "set", &set, "unset", &unset, "fill", &ch->fill_tokens, "implicit",
 				 &implicit, "policy", "r0", &p->r0, "alpha", &p->alpha, "r_min",
 				 &p->r_min, "r_max", &p->r_max, "burst", &p->burst, "burst_kind",
-				 &kind, "unit", &unit, "pinned", &pinned, "ttl", &p->ttl)) {
+				 &kind, "unit", &unit, "pinned", &pinned, "ttl", &p->ttl, "influence",
+				 &inf)) {
 		snprintf(why, wlen, "change: %s", c ? je.text : "missing");
 		return -EINVAL;
 	}
@@ -146,6 +156,25 @@ static int decode_change(json_t *c, struct agd_agent_change *ch, char *why, size
 	if ((set & AGD_POL_TTL) && agd_ttl_seconds(p->ttl, &p->ttl, &(struct agd_err){ 0 })) {
 		snprintf(why, wlen, "change: ttl out of range");
 		return -EINVAL;
+	}
+	if (inf) {
+		int iset, iunset, hold;
+		json_int_t wms, wusers;
+
+		if (json_unpack_ex(inf, &je, JSON_STRICT, "{s:i,s:i,s:F,s:I,s:I,s:b}", "set", &iset,
+				   "unset", &iunset, "max_change", &ch->inf.max_change, "window_ms",
+				   &wms, "wave_users", &wusers, "wave_hold", &hold) ||
+		    ((iset | iunset) & ~AGD_INF__ALL) || wms < 0 || wusers < 0 ||
+		    wusers > 1000000) {
+			snprintf(why, wlen, "change: influence: %s", je.text[0] ? je.text :
+				 "a field out of range");
+			return -EINVAL;
+		}
+		ch->inf_set = (unsigned int)iset;
+		ch->inf_unset = (unsigned int)iunset;
+		ch->inf.window_ms = (__u64)wms;
+		ch->inf.wave_users = (__u32)wusers;
+		ch->inf.wave_hold = hold;
 	}
 	ch->implicit = implicit;
 	ch->set = (unsigned int)set;
