@@ -1446,7 +1446,8 @@ def t_revoke(nats1, own, env):
 
 @case("one voice per user across hosts: one user's 30 one-star ratings posted at three "
       "hosts move the rate once on every host, then the same user's 5 moves it by "
-      "alpha * 4; a second user's voice adds up; every host the same")
+      "alpha * 4; a second user's voice adds up; an agent's own damping and wave watch "
+      "stop every host at the same bound; every host the same")
 def t_voices(phase1):
     s, hosts = phase1
     a, b, c = hosts
@@ -1461,6 +1462,17 @@ def t_voices(phase1):
     diag("vo-1: %s" % rates)
     for d in hosts:
         check(get_json(d, "/v1/agents/vo-1")["ratings"] == 32, "%s: ratings" % d.name)
+    # Damping through the log: an agent's own max_change reaches every host,
+    # and its window runs on log time, so all stop at the same bound.
+    r = req(a, "PUT", "/v1/agents/vo-2", {"rate": 1000, "max_change": 0.1, "wave_users": 15})
+    check(r.status == 201, "PUT vo-2: %d %s" % (r.status, r.text))
+    for i in range(24):
+        post(hosts[i % 3], {"agent": "vo-2", "user": "wave-%d" % i, "score": 1})
+    rates = wait_for(lambda: (lambda r: all(v == 900 for v in r.values()) and r)(
+        {d.name: get_json(d, "/v1/agents/vo-2").get("rate") for d in hosts}), CONVERGE,
+        what="vo-2 at 900 on every host")
+    waves = [metric(d, "agentgate_rating_waves_total", direction="down") for d in hosts]
+    check(waves[0] >= 1 and len(set(waves)) == 1, "waves per host: %s" % waves)
 
 
 def fleet_mode(build):

@@ -180,6 +180,16 @@ static void idle_ops_come_back(void **state)
 		    !why[0])
 			fail_msg("accepted: %s", bad[i]);
 	}
+	/* A put's influence limits travel. */
+	put.change.inf_set = AGD_INF_MAX_CHANGE | AGD_INF_WAVE_USERS;
+	put.change.inf_unset = AGD_INF_WAVE_HOLD;
+	put.change.inf.max_change = 0.25;
+	put.change.inf.wave_users = 77;
+	out = roundtrip(&put);
+	assert_int_equal(out.change.inf_set, put.change.inf_set);
+	assert_int_equal(out.change.inf_unset, AGD_INF_WAVE_HOLD);
+	assert_true(out.change.inf.max_change == 0.25 && out.change.inf.wave_users == 77);
+	put.change.inf_set = put.change.inf_unset = 0;
 	/* A put's TTL and kind travel; an older host's put without them decodes. */
 	put.change.set = AGD_POL_TTL;
 	put.change.own.ttl = 86400;
