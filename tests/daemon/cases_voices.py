@@ -195,6 +195,9 @@ def t_rating_damping(env):
            'd["agents"][0]["rate"] == 500')
     m = d.metrics()
     check(m.val("agentgate_ratings_damped_total") >= 10, "damped after the restart")
+    expect(d.api.get("/v1/agents/dw1/explain"), 200,
+           'd["influence"]["window"]["damped"] == 15', 'd["influence"]["window"]["base"] == 1000',
+           'd["influence"]["voices"] == 40')
     check(m.val("agentgate_rating_voices") == 40, "voices %s" % m.val("agentgate_rating_voices"))
     # A voice changing its mind moves the rate up within the bound.
     expect(d.api.post("/v1/ratings", {"agent": "dw1", "user": "new-0", "score": 5}), 200,

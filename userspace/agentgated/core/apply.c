@@ -301,6 +301,8 @@ static void damp(struct entry *en, double before, double max_change, struct agd_
 		rate = before > hi ? before : hi;
 	if (rate != en->rec.rate) {
 		en->rec.rate = rate;
+		en->win.damped++;
+		en->win_dirty = true;
 		job->damped++;
 	}
 }

@@ -338,10 +338,10 @@ static json_t *influence_obj(struct agd_store *st, MDB_txn *txn, const char *nam
 		json_object_set_new(o, "voices", json_integer((json_int_t)voices));
 	if (st->windows && agd_store_window_get(st, txn, name, &w) == 1)
 		json_object_set_new(o, "window",
-				    json_pack("{s:I,s:f,s:I,s:I,s:b}", "start_ms",
+				    json_pack("{s:I,s:f,s:I,s:I,s:b,s:I}", "start_ms",
 					      (json_int_t)w.start_ms, "base", w.base, "new_down",
 					      (json_int_t)w.new_down, "new_up", (json_int_t)w.new_up,
-					      "wave", w.wave));
+					      "wave", w.wave, "damped", (json_int_t)w.damped));
 	else
 		json_object_set_new(o, "window", json_null());
 	return o;

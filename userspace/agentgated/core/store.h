@@ -131,13 +131,15 @@ _Static_assert(sizeof(struct agd_voice_rec) == 16, "agd_voice_rec layout is on-d
 /* An agent's change window (--rating-change-window): since start_ms, its
  * rate may move at most max_change times base either way; new_down and
  * new_up count the users who rated it for the first time in the window,
- * below and above neutral (--rating-wave); wave: a wave was flagged in it. */
+ * below and above neutral (--rating-wave); wave: a wave was flagged in it;
+ * damped: the ratings whose move its bound cut. */
 struct agd_window_rec {
 	__s64 start_ms;
 	double base;
 	__u32 new_down, new_up;
 	__u8 wave;
-	__u8 pad[7];
+	__u8 pad[3];
+	__u32 damped; /* ratings whose move the bound cut in the window */
 };
 _Static_assert(sizeof(struct agd_window_rec) == 32, "agd_window_rec layout is on-disk ABI");
 
