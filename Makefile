@@ -248,7 +248,7 @@ $(OUTPUT)/bench/consume: bench/consume.c
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< -o $@
 
 $(OUTPUT)/bench/rating_parse $(OUTPUT)/bench/sweep_cost $(OUTPUT)/bench/voices_cost: \
-		$(OUTPUT)/bench/%: bench/%.c \
+		$(OUTPUT)/bench/%: bench/%.c bench/engine_bench.h \
 		$(OUTPUT)/libagentgated.a $(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)

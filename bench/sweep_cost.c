@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "core/engine.h"
+#include "engine_bench.h"
 
 static double cpu_s(void)
 {
@@ -93,12 +94,10 @@ int main(int argc, char **argv)
 	const char *bpffs = NULL, *state = NULL;
 	unsigned long agents = 1000000;
 	int sweeps = 5, c, i, err;
-	struct agd_engine_opts eo = { 0 };
 	struct agd_engine_stats st;
 	struct agd_err why = { 0 };
 	struct agd_engine *e = NULL;
 	double *sweep, *counters, *words, t0, made;
-	char pin[4096];
 
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
 		if (c == 'b')
@@ -117,17 +116,7 @@ int main(int argc, char **argv)
 			"[--sweeps K]\n");
 		return 2;
 	}
-	snprintf(pin, sizeof(pin), "%s/agentgate", bpffs);
-	eo.state_dir = state;
-	eo.pin_root = pin;
-	eo.max_agents = (__u32)(agents + 1024);
-	eo.store_size = 16ULL << 30;
-	agd_policy_defaults(&eo.defaults);
-	eo.dedup_window_ms = 86400000;
-	eo.dedup_max = 1000;
-	eo.auto_create = true;
-	eo.queue_max = 1 << 20;
-	err = agd_engine_open(&eo, &e, &why);
+	err = bench_engine_open(bpffs, state, (__u32)(agents + 1024), &e, &why);
 	if (err) {
 		fprintf(stderr, "sweep_cost: %s\n", why.msg);
 		return 1;

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "core/engine.h"
+#include "engine_bench.h"
 
 static double wall_s(void)
 {
@@ -79,12 +80,10 @@ int main(int argc, char **argv)
 					    { 0 } };
 	const char *bpffs = NULL, *state = NULL;
 	unsigned long n = 1000000, agents = 1000;
-	struct agd_engine_opts eo = { 0 };
 	struct agd_engine_stats st;
 	struct agd_err why = { 0 };
 	struct agd_engine *e = NULL;
 	double anon, first, again;
-	char pin[4096];
 	int c;
 
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -104,17 +103,7 @@ int main(int argc, char **argv)
 			"[--agents A]\n");
 		return 2;
 	}
-	snprintf(pin, sizeof(pin), "%s/agentgate", bpffs);
-	eo.state_dir = state;
-	eo.pin_root = pin;
-	eo.max_agents = (__u32)(agents + 64);
-	eo.store_size = 16ULL << 30;
-	agd_policy_defaults(&eo.defaults);
-	eo.dedup_window_ms = 86400000;
-	eo.dedup_max = 1000;
-	eo.auto_create = true;
-	eo.queue_max = 1 << 20;
-	if (agd_engine_open(&eo, &e, &why)) {
+	if (bench_engine_open(bpffs, state, (__u32)(agents + 64), &e, &why)) {
 		fprintf(stderr, "voices_cost: %s\n", why.msg);
 		return 1;
 	}

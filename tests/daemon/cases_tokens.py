@@ -314,3 +314,20 @@ def t_tokens_denylist(env):
         f.write("jti ok\ntoken x\n")
     out = run_daemon(env, d.argv()[1:], 2)
     check(deny + ":2" in out, out[-300:])
+
+
+@case("--auth-key-file holding a PEM public key (ES256): its tokens pass with or without a kid, "
+      "an HS256 token signed with the file's bytes is 401 alg")
+def t_tokens_key_file_pem(env):
+    need()
+    priv, pub = keygen("ec", env.path("file-ec.key"), env.path("file-ec.pem"))
+    d = open_daemon(env, "kfile", "--auth-key-file", pub)
+    claims = {"sub": "ops", "exp": "NOW+600", "iat": "NOW", "scope": ADMIN}
+    good, kid, confused = mint({"key": priv, "alg": "ES256", "claims": claims},
+                               {"key": priv, "alg": "ES256", "claims": claims, "kid": "any"},
+                               {"key": pub, "alg": "HS256", "claims": claims})
+    check(status(d, good) == 200, "the key file's token refused")
+    check(status(d, kid) == 200, "a kid-less key refused a token with a kid")
+    r = d.client(confused).get("/v1/agents")
+    check(r.status == 401 and "algorithm" in r.text, "alg confusion: %d %s" % (r.status, r.text))
+    d.stop()

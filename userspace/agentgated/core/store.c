@@ -242,33 +242,15 @@ int agd_store_agent_get(struct agd_store *st, MDB_txn *txn, const char *name,
 int agd_store_window_get(struct agd_store *st, MDB_txn *txn, const char *agent,
 			struct agd_window_rec *rec)
 {
-	MDB_val k = str_val(agent), v;
-	int rc = mdb_get(txn, st->windows, &k, &v);
-
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return agd_store_errno(rc);
-	if (v.mv_size != sizeof(*rec))
-		return 0;
-	memcpy(rec, v.mv_data, sizeof(*rec));
-	return 1;
+	return rec_get(txn, st->windows, str_val(agent), rec, sizeof(*rec));
 }
 
 int agd_store_influence_get(struct agd_store *st, MDB_txn *txn, const char *agent,
 			   struct agd_influence_rec *rec)
 {
-	MDB_val k = str_val(agent), v;
-	int rc = st->influence ? mdb_get(txn, st->influence, &k, &v) : MDB_NOTFOUND;
+	int rc = rec_get(txn, st->influence, str_val(agent), rec, sizeof(*rec));
 
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return agd_store_errno(rc);
-	if (v.mv_size != sizeof(*rec))
-		return 0;
-	memcpy(rec, v.mv_data, sizeof(*rec));
-	return rec->version == AGD_STORE_VERSION;
+	return rc == 1 ? rec->version == AGD_STORE_VERSION : rc;
 }
 
 int agd_store_influence_put(struct agd_store *st, MDB_txn *txn, const char *agent,

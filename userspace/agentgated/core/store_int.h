@@ -57,6 +57,30 @@ static inline MDB_val str_val(const char *s)
 	return (MDB_val){ strlen(s), (void *)s };
 }
 
+/* A fixed-size record under k in dbi (0: a database the store lacks): 1 and
+ * *rec, 0 when absent or of another size (not ours to judge), -errno. */
+static inline int rec_get(MDB_txn *txn, MDB_dbi dbi, MDB_val k, void *rec, size_t size)
+{
+	MDB_val v;
+	int rc = dbi ? mdb_get(txn, dbi, &k, &v) : MDB_NOTFOUND;
+
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return agd_store_errno(rc);
+	if (v.mv_size != size)
+		return 0;
+	memcpy(rec, v.mv_data, size);
+	return 1;
+}
+
+static inline int rec_put(MDB_txn *txn, MDB_dbi dbi, MDB_val k, const void *rec, size_t size)
+{
+	MDB_val v = { size, (void *)rec };
+
+	return agd_store_errno(mdb_put(txn, dbi, &k, &v, 0));
+}
+
 /* store.c */
 /* Records the first damage seen (async-signal-safe: the SIGBUS handler
  * calls it). */

@@ -178,25 +178,15 @@ int agd_store_deleted_del(struct agd_store *st, MDB_txn *txn, const char *name)
 int agd_store_activity_get(struct agd_store *st, MDB_txn *txn, const char *name,
 			  struct agd_activity_rec *rec)
 {
-	MDB_val k = str_val(name), v;
-	int rc = mdb_get(txn, st->activity, &k, &v);
+	int rc = rec_get(txn, st->activity, str_val(name), rec, sizeof(*rec));
 
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return agd_store_errno(rc);
-	if (v.mv_size != sizeof(*rec))
-		return 0;
-	memcpy(rec, v.mv_data, sizeof(*rec));
-	return rec->version == AGD_STORE_VERSION;
+	return rc == 1 ? rec->version == AGD_STORE_VERSION : rc;
 }
 
 int agd_store_activity_put(struct agd_store *st, MDB_txn *txn, const char *name,
 			  const struct agd_activity_rec *rec)
 {
-	MDB_val k = str_val(name), v = { sizeof(*rec), (void *)rec };
-
-	return agd_store_errno(mdb_put(txn, st->activity, &k, &v, 0));
+	return rec_put(txn, st->activity, str_val(name), rec, sizeof(*rec));
 }
 
 /* ---- voices ------------------------------------------------------------------ */
@@ -218,26 +208,18 @@ int agd_store_voice_get(struct agd_store *st, MDB_txn *txn, const char *agent, c
 		       struct agd_voice_rec *rec)
 {
 	char buf[AG_NAME_MAX + 1 + 256];
-	MDB_val k = voice_key(agent, user, buf, sizeof(buf)), v;
-	int rc = mdb_get(txn, st->voices, &k, &v);
 
-	if (rc == MDB_NOTFOUND)
-		return 0;
-	if (rc)
-		return agd_store_errno(rc);
-	if (v.mv_size != sizeof(*rec))
-		return -EUCLEAN;
-	memcpy(rec, v.mv_data, sizeof(*rec));
-	return 1;
+	return rec_get(txn, st->voices, voice_key(agent, user, buf, sizeof(buf)), rec,
+		       sizeof(*rec));
 }
 
 int agd_store_voice_put(struct agd_store *st, MDB_txn *txn, const char *agent, const char *user,
 		       const struct agd_voice_rec *rec)
 {
 	char buf[AG_NAME_MAX + 1 + 256];
-	MDB_val k = voice_key(agent, user, buf, sizeof(buf)), v = { sizeof(*rec), (void *)rec };
 
-	return agd_store_errno(mdb_put(txn, st->voices, &k, &v, 0));
+	return rec_put(txn, st->voices, voice_key(agent, user, buf, sizeof(buf)), rec,
+		       sizeof(*rec));
 }
 
 __u64 agd_store_voice_count(struct agd_store *st, MDB_txn *txn, __u64 *bytes)
@@ -257,9 +239,7 @@ __u64 agd_store_voice_count(struct agd_store *st, MDB_txn *txn, __u64 *bytes)
 int agd_store_window_put(struct agd_store *st, MDB_txn *txn, const char *agent,
 			const struct agd_window_rec *rec)
 {
-	MDB_val k = str_val(agent), v = { sizeof(*rec), (void *)rec };
-
-	return agd_store_errno(mdb_put(txn, st->windows, &k, &v, 0));
+	return rec_put(txn, st->windows, str_val(agent), rec, sizeof(*rec));
 }
 
 /* ---- revocations ---------------------------------------------------------- */
@@ -267,9 +247,7 @@ int agd_store_window_put(struct agd_store *st, MDB_txn *txn, const char *agent,
 int agd_store_revoked_put(struct agd_store *st, MDB_txn *txn, const char *key,
 			 const struct agd_revoked_rec *rec)
 {
-	MDB_val k = str_val(key), v = { sizeof(*rec), (void *)rec };
-
-	return agd_store_errno(mdb_put(txn, st->revoked, &k, &v, 0));
+	return rec_put(txn, st->revoked, str_val(key), rec, sizeof(*rec));
 }
 
 int agd_store_revoked_del(struct agd_store *st, MDB_txn *txn, const char *key)
