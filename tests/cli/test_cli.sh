@@ -893,17 +893,17 @@ t_help() {
 	ag --help
 	expect_rc 0 || return 1
 	[[ "$OUT" == "Usage: agentgate [OPTIONS] OBJECT [VERB] [ARGS...]"* ]] &&
-		[[ "$OUT" == *"agentgate agent set NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T]"* ]] &&
+		[[ "$OUT" == *"agentgate agent set NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T] [LIMIT V ...]"* ]] &&
 		[[ "$OUT" == *"agentgate rule add PREFIX [port P] agent NAME"* ]] &&
 		[[ "$OUT" == *"--pin-path DIR"* ]] || fail "--help lacks the synopsis" || return 1
 	ag agent help
 	expect_rc 0 || return 1
-	[[ "$OUT" == *"agentgate agent set NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T]"* ]] &&
+	[[ "$OUT" == *"agentgate agent set NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T] [LIMIT V ...]"* ]] &&
 		[[ "$OUT" == *"agentgate agent list [--sort drops|rate|idle|name] [--limit N]"* ]] &&
 		[[ "$OUT" != *"agentgate rule add"* ]] || fail "'agent help' lacks the verbs" || return 1
 	ag agent set --help
 	expect_rc 0 || return 1
-	[ "$(head -n 1 <<<"$OUT")" = "Usage: agentgate agent set NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T]" ] ||
+	[ "$(head -n 1 <<<"$OUT")" = "Usage: agentgate agent set NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T] [LIMIT V ...]" ] ||
 		fail "'agent set --help' lacks the synopsis" || return 1
 	ag --version
 	expect_rc 0 || return 1

@@ -56,7 +56,7 @@ EX1_CHECKS = (
     'keys(d) == {"agent", "answered_by", "source", "explanation", "rate", "policy", "stats", '
     '"ratings", "ratings_recorded", "changes", "changes_recorded", "live", "influence", '
     '"created_ms", "updated_ms"}',
-    'd["influence"] == {"voices": 5, "window": None}',
+    'd["influence"]["voices"] == 5', 'd["influence"]["window"] is None',
     'd["agent"] == "ex1"', 'd["answered_by"] == "agentgated"', 'd["source"] == "pinned"',
     'd["rate"] == 40',
     '[(r["id"], r["user"], r["score"], r["rate_before"], r["rate_after"]) for r in d["ratings"]]'

@@ -148,7 +148,7 @@ def t_ingest_socket(ingest_fifo):
                                 '{"agent":"so1","score":5,"id":"k1"}', 'not json',
                                 '{"agent":"so1","score":2}', '{"agent":"","score":3}')
                    + b'{"agent":"so1","score":4}')
-    jcheck(reply, 'd == {"applied": 3, "duplicates": 1, "invalid": 2, "rejected": 0}')
+    jcheck(reply, 'd == {"applied": 3, "duplicates": 1, "invalid": 2, "rejected": 0, "limited": 0}')
     expect_agent(d.api, "so1", 'd["rate"] == 120', 'd["ratings"] == 3',
                  'near(d["mean_score"], 11 / 3)')
     jcheck(new_dead_letters(d, before), 'len(d) == 2', '[x["line"] for x in d] == [3, 5]',
@@ -158,12 +158,12 @@ def t_ingest_socket(ingest_fifo):
     # A second connection: its own counts; ids are remembered across.
     reply = ingest(sock, ndjson('{"agent":"so1","score":1,"id":"k1"}',
                                 '{"agent":"so1","score":1}'))
-    jcheck(reply, 'd == {"applied": 1, "duplicates": 1, "invalid": 0, "rejected": 0}')
+    jcheck(reply, 'd == {"applied": 1, "duplicates": 1, "invalid": 0, "rejected": 0, "limited": 0}')
     expect_agent(d.api, "so1", 'd["rate"] == 100', 'd["ratings"] == 4')
     # A line over 1 MiB is dead-lettered (shortened); the next line counts.
     reply = ingest(sock, ndjson('{"agent":"so3","score":1,"comment":"%s"}' % ("x" * 1500000),
                                 '{"agent":"so3","score":5}'))
-    jcheck(reply, 'd == {"applied": 1, "duplicates": 0, "invalid": 1, "rejected": 0}')
+    jcheck(reply, 'd == {"applied": 1, "duplicates": 0, "invalid": 1, "rejected": 0, "limited": 0}')
     expect_agent(d.api, "so3", 'd["rate"] == 120', 'd["ratings"] == 1')
     jcheck(new_dead_letters(d, before), 'len(d) == 3', 'd[2]["line"] == 1',
            '"1 MiB" in d[2]["reason"]', 'd[2]["input"].startswith("{\\"agent\\":\\"so3\\"")',
@@ -207,7 +207,7 @@ def t_ingest_stop(env):
         reply = json.loads(out["reply"])
     except ValueError:
         raise Fail("the held client's answer is not JSON: %r" % out["reply"])
-    jcheck(reply, 'd == {"applied": 1, "duplicates": 0, "invalid": 0, "rejected": 0}')
+    jcheck(reply, 'd == {"applied": 1, "duplicates": 0, "invalid": 0, "rejected": 0, "limited": 0}')
     check(not os.path.exists(f.sock), "socket left behind at %s" % f.sock)
 
 
@@ -216,7 +216,7 @@ def t_ingest_rejected(env):
     sock = env.path(env.unique("noauto") + ".sock")
     d = env.daemon("noauto", "--auto-create", "no", "--ingest-socket", sock).start()
     reply = ingest(sock, ndjson('{"agent":"ghost","score":5}'))
-    jcheck(reply, 'd == {"applied": 0, "duplicates": 0, "invalid": 0, "rejected": 1}')
+    jcheck(reply, 'd == {"applied": 0, "duplicates": 0, "invalid": 0, "rejected": 1, "limited": 0}')
     jcheck(new_dead_letters(d, 0), 'len(d) == 1', 'd[0]["line"] == 1',
            'd[0]["input"] == "{\\"agent\\":\\"ghost\\",\\"score\\":5}"',
            '"unknown agent" in d[0]["reason"]')
@@ -226,7 +226,7 @@ def t_ingest_rejected(env):
     expect_no_agent(d.api, "ghost")
     expect(d.api.put("/v1/agents/ghost", "{}"), 201)
     reply = ingest(sock, ndjson('{"agent":"ghost","score":5}'))
-    jcheck(reply, 'd == {"applied": 1, "duplicates": 0, "invalid": 0, "rejected": 0}')
+    jcheck(reply, 'd == {"applied": 1, "duplicates": 0, "invalid": 0, "rejected": 0, "limited": 0}')
     expect_agent(d.api, "ghost", 'd["rate"] == 120')
     d.stop()
 
@@ -241,7 +241,7 @@ def t_dead_letter_cap(env):
     old = live + ".1"
     big = '{"agent":"dl1","score":9,"comment":"%s"}' % ("x" * 1000000)
     reply = ingest(sock, ndjson(*[big] * 100, '{"agent":"dl1","score":5}'))
-    jcheck(reply, 'd == {"applied": 1, "duplicates": 0, "invalid": 100, "rejected": 0}')
+    jcheck(reply, 'd == {"applied": 1, "duplicates": 0, "invalid": 100, "rejected": 0, "limited": 0}')
     expect_agent(d.api, "dl1", 'd["ratings"] == 1')
     # Two files under the cap each; every line cut to 4096 bytes of input and
     # marked; the newest lines kept, in order, the last one in the live file.

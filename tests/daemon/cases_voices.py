@@ -74,6 +74,11 @@ def t_voice_anonymous(env):
         dl = [json.loads(x) for x in f]
     check(len(dl) == 1 and "user" in dl[0]["reason"], "dead letters: %s" % dl)
     expect_agent(d.api, "ar1", 'd["rate"] == 110', 'd["ratings"] == 1')
+    # The HTTP one (ar1 did not exist then) and the stream line (it did).
+    check(d.metrics().val("agentgate_ratings_refused_total", reason="anonymous") == 2,
+          "anonymous refusals")
+    expect(d.api.get("/v1/agents/ar1/explain"), 200,
+           'd["influence"]["refused"]["anonymous"] == 1')
     d.stop()
     out = run_daemon(env, ["--anonymous-ratings", "some"], 2)
     check("anonymous-ratings" in out, out[-300:])
@@ -172,9 +177,114 @@ def t_rating_intake(env):
           (r.status, r.text))
     m = t.get("/metrics").text
     check('agentgate_rating_intake_refused_total{by="user"} 2' in m and
-          'agentgate_rating_intake_refused_total{by="token"} 1' in m, "metrics: %s" %
-          [x for x in m.splitlines() if "intake" in x])
+          'agentgate_rating_intake_refused_total{by="token"} 1' in m and
+          'agentgate_ratings_refused_total{reason="user_rate"} 2' in m and
+          'agentgate_ratings_refused_total{reason="token_rate"} 1' in m, "metrics: %s" %
+          [x for x in m.splitlines() if "refused" in x])
+    # Each agent's explain counts the ratings refused that named it.
+    adm = d.client(token(key, {"sub": "op", "exp": "NOW+600", "scope": "agents:admin"}))
+    expect(adm.get("/v1/agents/il1/explain"), 200,
+           'd["influence"]["refused"] == {"user_rate": 2, "token_rate": 0, "anonymous": 0}',
+           'd["influence"]["damped"] == {"window": 0, "user_cap": 0}')
+    expect(adm.get("/v1/agents/il2/explain"), 200,
+           'd["influence"]["refused"]["token_rate"] == 1')
     d.stop()
+
+
+@case("intake limits on streams: --rating-user-rate 1 on the ingest socket and stdin passes "
+      "a user's first 10 lines, dead-letters the rest naming the user and when it would "
+      "pass (limited in the reply), other users and anonymous lines pass; counted per agent")
+def t_rating_intake_stream(env):
+    sock = env.path("intake-stream.sock")
+    d = env.daemon("intake-stream", "--rating-user-rate", "1", "--ingest-socket", sock).start()
+    # An agent that exists (refusals of ratings for one not made yet count in
+    # the metrics only).
+    expect(d.api.put("/v1/agents/is1", {"rate": 100}), 201)
+    lines = [{"agent": "is1", "user": "fast", "score": 1} for _ in range(15)]
+    lines += [{"agent": "is1", "user": "other", "score": 5}, {"agent": "is1", "score": 3}]
+    reply = ingest(sock, ndjson(lines))
+    check(reply == {"applied": 12, "duplicates": 0, "invalid": 0, "rejected": 0,
+                    "limited": 5}, "reply: %s" % reply)
+    with open(os.path.join(d.state, "dead-letter.ndjson")) as f:
+        dl = [json.loads(x) for x in f]
+    check(len(dl) == 5 and all("user 'fast'" in x["reason"] and "--rating-user-rate" in
+                               x["reason"] and "would pass in" in x["reason"] for x in dl) and
+          [x["line"] for x in dl] == [11, 12, 13, 14, 15], "dead letters: %s" % dl)
+    # 'fast' once (1), 'other' once (5), the anonymous one neutral: 100 - 20 + 20
+    expect_agent(d.api, "is1", 'd["rate"] == 100', 'd["ratings"] == 12')
+    expect(d.api.get("/v1/agents/is1/explain"), 200,
+           'd["influence"]["refused"]["user_rate"] == 5')
+    m = d.metrics()
+    check(m.val("agentgate_ratings_refused_total", reason="user_rate") == 5 and
+          m.val("agentgate_rating_intake_refused_total", by="user") == 5,
+          "metrics: %s" % m.text)
+    d.stop()
+    # stdin: the same limit, the summary on stderr.
+    src = env.path("intake-stdin.ndjson")
+    with open(src, "w") as f:
+        f.write(ndjson({"agent": "is2", "user": "fast", "score": 1} for _ in range(12)))
+    d = env.daemon("intake-stdin", "--rating-user-rate", "1", "--stdin", stdin=src).start()
+    d.wait_log("stdin closed", 10)
+    check("10 applied, 0 duplicates, 0 invalid, 0 rejected, 2 limited" in d.log(),
+          "stdin summary: %s" % d.log()[-500:])
+    d.stop()
+
+
+@case("--rating-user-cap 1: one user's voice counts one point from neutral at most: 1-star "
+      "moves -alpha, 1 -> 5 moves +2 alpha, each cut counted (metric, explain); an agent's "
+      "own user_cap 0.5 overrides it; null returns to the option")
+def t_voice_user_cap(env):
+    d = env.daemon("ucap", "--rating-user-cap", "1").start()
+    c = d.api
+    steps = (("u1", 1, 90), ("u1", 5, 110), ("u1", 4, 110), ("u2", 2, 100), ("u1", 3, 90))
+    for user, score, rate in steps:
+        expect(c.post("/v1/ratings", {"agent": "uc1", "user": user, "score": score}), 200,
+               'd["agents"][0]["rate"] == %r' % rate)
+    # Cut: 3->1, 1->5, 5->4 (from 5); not 3->2 nor 4->3.
+    check(d.metrics().val("agentgate_ratings_damped_total", reason="user_cap") == 3,
+          "user_cap metric")
+    expect(c.get("/v1/agents/uc1/explain"), 200,
+           'd["influence"]["damped"]["user_cap"] == 3',
+           'd["influence"]["limits"]["user_cap"] == 1')
+    expect(c.put("/v1/agents/uc2", {"rate": 100, "user_cap": 0.5}), 201,
+           'd["influence"]["user_cap"] == 0.5')
+    expect(c.post("/v1/ratings", {"agent": "uc2", "user": "a", "score": 1}), 200,
+           'd["agents"][0]["rate"] == 95')
+    expect(c.put("/v1/agents/uc2", {"user_cap": None}), 200, 'd["influence"]["user_cap"] == 1')
+    # The voice of a now counts -1: the next rating moves from there.
+    expect(c.post("/v1/ratings", {"agent": "uc2", "user": "a", "score": 5}), 200,
+           'd["agents"][0]["rate"] == 115')
+    d.stop()
+    for bad in ("0", "2.5", "-1"):
+        out = run_daemon(env, ["--rating-user-cap", bad], 2)
+        check("rating-user-cap" in out, "%s: %s" % (bad, out[-300:]))
+
+
+@case("agentgate agent set NAME max-change F change-window T wave-users N wave-hold yes "
+      "user-cap K goes through agentgated (shown in the agent's JSON); 'default' returns one "
+      "to the option; bad values exit 2 and change nothing; without agentgated exit 1")
+def t_voice_cli_influence(env):
+    d = env.daemon("ucli").start()
+    r = d.cli("agent", "set", "ci1", "rate", "1000", "max-change", "0.2", "change-window",
+              "30m", "wave-users", "40", "wave-hold", "yes", "user-cap", "1.5")
+    check(r.rc == 0, "agent set", r.describe())
+    expect(d.api.get("/v1/agents/ci1"), 200,
+           'd["influence"] == {"max_change": 0.2, "change_window_s": 1800, "wave_users": 40, '
+           '"wave_hold": True, "user_cap": 1.5}')
+    r = d.cli("agent", "set", "ci1", "max-change", "default", "user-cap", "default")
+    check(r.rc == 0, "agent set default", r.describe())
+    expect(d.api.get("/v1/agents/ci1"), 200, 'd["influence"]["max_change"] == 0',
+           'd["influence"]["user_cap"] == 2', 'd["influence"]["wave_users"] == 40')
+    for args in (("user-cap", "3"), ("user-cap", "0"), ("wave-users", "1.5"),
+                 ("wave-hold", "maybe"), ("change-window", "0s"), ("max-change", "x"),
+                 ("max-change",)):
+        r = d.cli("agent", "set", "ci1", *args)
+        check(r.rc == 2, "agent set %s: rc %d" % (args, r.rc), r.describe())
+    expect(d.api.get("/v1/agents/ci1"), 200, 'd["influence"]["wave_users"] == 40',
+           'd["influence"]["user_cap"] == 2')
+    d.stop()
+    r = d.cli("agent", "set", "ci1", "user-cap", "1")
+    check(r.rc == 1 and "agentgated" in r.out, "without agentgated", r.describe())
 
 
 @case("--rating-max-change 0.5 per --rating-change-window: a wave of 30 new users' one-star "
@@ -194,7 +304,8 @@ def t_rating_damping(env):
                                       for i in range(10)]), 200,
            'd["agents"][0]["rate"] == 500')
     m = d.metrics()
-    check(m.val("agentgate_ratings_damped_total") >= 10, "damped after the restart")
+    check(m.val("agentgate_ratings_damped_total", reason="window") >= 10,
+          "damped after the restart")
     expect(d.api.get("/v1/agents/dw1/explain"), 200,
            'd["influence"]["window"]["damped"] == 15', 'd["influence"]["window"]["base"] == 1000',
            'd["influence"]["voices"] == 40')
@@ -260,10 +371,10 @@ def t_rating_influence_per_agent(env):
     expect(c.put("/v1/agents/ip1", {"rate": 1000, "max_change": 0.1, "change_window": "1h",
                                      "wave_users": 50, "wave_hold": True}), 201,
            'd["influence"] == {"max_change": 0.1, "change_window_s": 3600, '
-           '"wave_users": 50, "wave_hold": True}')
+           '"wave_users": 50, "wave_hold": True, "user_cap": 2}')
     expect(c.put("/v1/agents/ip2", {"rate": 1000}), 201,
            'd["influence"] == {"max_change": 0, "change_window_s": 3600, "wave_users": 0, '
-           '"wave_hold": False}')
+           '"wave_hold": False, "user_cap": 2}')
     wave = lambda a: [{"agent": a, "user": "w-%d" % i, "score": 1} for i in range(20)]
     expect(c.post("/v1/ratings", wave("ip1")), 200, 'd["agents"][0]["rate"] == 900')
     expect(c.post("/v1/ratings", wave("ip2")), 200, 'd["agents"][0]["rate"] == 600')
@@ -282,6 +393,55 @@ def t_rating_influence_per_agent(env):
     for body, field in (({"max_change": -1}, "max_change"), ({"max_change": 101}, "max_change"),
                         ({"change_window": "0s"}, "change_window"),
                         ({"change_window": "31d"}, "change_window"),
-                        ({"wave_users": 1.5}, "wave_users"), ({"wave_hold": "yes"}, "wave_hold")):
+                        ({"wave_users": 1.5}, "wave_users"), ({"wave_hold": "yes"}, "wave_hold"),
+                        ({"user_cap": 0}, "user_cap"), ({"user_cap": 2.5}, "user_cap"),
+                        ({"user_cap": "1"}, "user_cap")):
         expect_error(d.api.put("/v1/agents/ip1", body), 400, "bad_request", field)
+    d.stop()
+
+
+# Run by Debian's /usr/bin/python3 (python3-lmdb): makes the state store the
+# layout it had before voices, windows and user_cap existed.
+OLD_LAYOUT = r'''
+import sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=16, subdir=True, lock=True)
+with env.begin(write=True) as txn:
+    for name in (b"voices", b"windows"):
+        txn.drop(env.open_db(name, txn=txn), delete=True)
+    inf = env.open_db(b"influence", txn=txn)
+    v = txn.get(b"mg2", db=inf)
+    assert v is not None and len(v) == 40, v
+    txn.put(b"mg2", v[:32], db=inf)
+env.close()
+'''
+
+
+@case("migration: a state store from before voices (no voices or windows database, a "
+      "32-byte influence record) opens with its rates, statistics and limits as they were; "
+      "users' ratings move on from there")
+def t_voice_migration(env):
+    import subprocess
+    d = env.daemon("migrate").start()
+    for score in (1, 1, 5):
+        expect(d.api.post("/v1/ratings", {"agent": "mg1", "score": score}), 200)
+    expect(d.api.post("/v1/ratings", {"agent": "mg1", "user": "x", "score": 4}), 200,
+           'd["agents"][0]["rate"] == 90')
+    expect(d.api.put("/v1/agents/mg2", {"rate": 1000, "max_change": 0.1}), 201)
+    d.stop()
+    p = subprocess.run(["/usr/bin/python3", "-c", OLD_LAYOUT, d.state], capture_output=True,
+                       text=True)
+    check(p.returncode == 0, "making the old layout: %s" % p.stderr)
+    d.start()
+    expect_agent(d.api, "mg1", 'd["rate"] == 90', 'd["ratings"] == 4', 'd["mean_score"] == 2.75')
+    check(d.metrics().val("agentgate_rating_voices") == 0, "voices after the migration")
+    # x's earlier voice is gone with the old layout: its rating is a first one.
+    expect(d.api.post("/v1/ratings", {"agent": "mg1", "user": "x", "score": 4}), 200,
+           'd["agents"][0]["rate"] == 100')
+    expect(d.api.post("/v1/ratings", {"agent": "mg1", "user": "x", "score": 4}), 200,
+           'd["agents"][0]["rate"] == 100')
+    expect(d.api.get("/v1/agents/mg2"), 200, 'd["influence"]["max_change"] == 0.1',
+           'd["influence"]["user_cap"] == 2')
+    expect(d.api.post("/v1/ratings", [{"agent": "mg2", "user": "w%d" % i, "score": 1}
+                                      for i in range(20)]), 200,
+           'd["agents"][0]["rate"] == 900')
     d.stop()

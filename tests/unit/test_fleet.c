@@ -189,6 +189,23 @@ static void idle_ops_come_back(void **state)
 	assert_int_equal(out.change.inf_set, put.change.inf_set);
 	assert_int_equal(out.change.inf_unset, AGD_INF_WAVE_HOLD);
 	assert_true(out.change.inf.max_change == 0.25 && out.change.inf.wave_users == 77);
+	/* user_cap travels when set; a cap out of range is refused. */
+	put.change.inf_set = AGD_INF_USER_CAP;
+	put.change.inf_unset = 0;
+	put.change.inf.user_cap = 0.75;
+	out = roundtrip(&put);
+	assert_int_equal(out.change.inf_set, AGD_INF_USER_CAP);
+	assert_true(out.change.inf.user_cap == 0.75);
+	put.change.inf.user_cap = 2.5;
+	{
+		char *text = agd_fleet_op_encode(&put);
+		struct agd_op bad_op;
+
+		assert_non_null(text);
+		assert_int_equal(agd_fleet_op_decode(text, strlen(text), &bad_op, why, sizeof(why)),
+				 -EINVAL);
+		free(text);
+	}
 	put.change.inf_set = put.change.inf_unset = 0;
 	/* A put's TTL and kind travel; an older host's put without them decodes. */
 	put.change.set = AGD_POL_TTL;

@@ -173,6 +173,27 @@ static void voice_replacement(void **state)
 	assert_true(agd_policy_rate_moved(&p, 50, 1, 5) == 50);
 }
 
+/* --rating-user-cap: each voice counts at most cap points from neutral;
+ * cap 2 is the uncapped move. */
+static void voice_capped(void **state)
+{
+	struct agd_policy p = pol(100, 10, 1, 130);
+	int from, to;
+
+	for (from = 1; from <= 5; from++)
+		for (to = 1; to <= 5; to++)
+			assert_true(agd_policy_rate_voiced(&p, 100, from, to, 2) ==
+				    agd_policy_rate_moved(&p, 100, from, to));
+	assert_true(agd_policy_rate_voiced(&p, 100, 3, 1, 1) == 90);
+	assert_true(agd_policy_rate_voiced(&p, 90, 1, 5, 1) == 110);
+	assert_true(agd_policy_rate_voiced(&p, 110, 5, 4, 1) == 110);
+	assert_true(agd_policy_rate_voiced(&p, 100, 3, 2, 0.5) == 95);
+	assert_true(agd_policy_rate_voiced(&p, 125, 1, 5, 1) == 130); /* r_max */
+	p.pinned = true;
+	assert_true(agd_policy_rate_voiced(&p, 50, 1, 5, 1) == 50);
+	(void)state;
+}
+
 static void ttl_parsed_whole(void **state)
 {
 	static const struct {
@@ -255,6 +276,7 @@ int main(void)
 		cmocka_unit_test(statistics),
 		cmocka_unit_test(ttl_parsed_whole),
 		cmocka_unit_test(voice_replacement),
+		cmocka_unit_test(voice_capped),
 		cmocka_unit_test(ttl_by_kind),
 	};
 

@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <jansson.h>
 
 #include "agentgate.h"
 #include "jsonw.h"
@@ -73,8 +74,10 @@ void print_manual(FILE *out);
  * writes the maps itself; a shared owner lock keeps a daemon from starting
  * until the CLI exits); 1 when the change went to the daemon (or could not
  * be sent): *code is then the exit status, the error already printed. */
+/* influence: the agent's own influence limits given ({"field": value|null}),
+ * or NULL. */
 int route_agent_set(struct cli *cli, const char *name, const struct ag_agent_update *u,
-		    double ttl, bool *created, int *code);
+		    double ttl, json_t *influence, bool *created, int *code);
 /* op: agent.delete, agent.reset or agent.drain (tokens); *left: the tokens
  * after a reset or drain. */
 int route_agent_op(struct cli *cli, const char *op, const char *name, __u64 tokens,

@@ -335,10 +335,62 @@ static void warn_small_bps_burst(struct cli *cli, const char *name)
 			name, (unsigned long long)a.burst, AG_BPS_MIN_BURST);
 }
 
+/* The influence limits agent set takes (kept by agentgated): keyword, the
+ * field of the control op, and its kind. "default" returns one to the
+ * daemon's option. */
+static const struct {
+	const char *word, *field;
+	enum { INF_NUMBER, INF_COUNT, INF_DURATION, INF_YESNO } kind;
+} influence_words[] = {
+	{ "max-change", "max_change", INF_NUMBER },
+	{ "change-window", "change_window", INF_DURATION },
+	{ "wave-users", "wave_users", INF_COUNT },
+	{ "wave-hold", "wave_hold", INF_YESNO },
+	{ "user-cap", "user_cap", INF_NUMBER },
+};
+
+/* One influence keyword's value into inf (checked for its kind here, for
+ * its range by agentgated). */
+static int parse_influence_arg(struct cli *cli, size_t w, const char *text, json_t *inf)
+{
+	const char *field = influence_words[w].field;
+	struct agd_err why = { 0 };
+	char *end = NULL;
+	double x;
+
+	if (json_object_get(inf, field))
+		return cli_usage(cli, "'%s' given twice", influence_words[w].word);
+	if (!strcmp(text, "default"))
+		return json_object_set_new(inf, field, json_null()), 0;
+	switch (influence_words[w].kind) {
+	case INF_YESNO:
+		if (strcmp(text, "yes") && strcmp(text, "no"))
+			return cli_usage(cli, "'%s' takes yes, no or default",
+					 influence_words[w].word);
+		return json_object_set_new(inf, field, json_boolean(!strcmp(text, "yes"))), 0;
+	case INF_DURATION:
+		if (agd_ttl_parse(text, &x, &why) || x < 1)
+			return cli_usage(cli, "'%s': a duration such as 1h (1s to 30d), or default",
+					 influence_words[w].word);
+		return json_object_set_new(inf, field, json_integer((json_int_t)x)), 0;
+	default:
+		errno = 0;
+		x = strtod(text, &end);
+		if (errno || end == text || *end || !isfinite(x) || x < 0 ||
+		    (influence_words[w].kind == INF_COUNT && x != floor(x)))
+			return cli_usage(cli, "'%s': expected %s or default, not '%s'",
+					 influence_words[w].word,
+					 influence_words[w].kind == INF_COUNT ? "a whole number" :
+										 "a number",
+					 text);
+		return json_object_set_new(inf, field, json_real(x)), 0;
+	}
+}
+
 /* Parse the keyword arguments of agent set into an update; *ttl: the idle
- * TTL in seconds, -1 when not given. */
+ * TTL in seconds, -1 when not given; inf: the influence limits given. */
 static int parse_set_args(struct cli *cli, int argc, char **argv, struct ag_agent_update *u,
-			  double *ttl)
+			  double *ttl, json_t *inf)
 {
 	int i, err = 0;
 
@@ -346,7 +398,17 @@ static int parse_set_args(struct cli *cli, int argc, char **argv, struct ag_agen
 	*ttl = -1;
 	for (i = 0; i < argc && !err; i++) {
 		const char *k = argv[i];
+		size_t w;
 
+		for (w = 0; w < sizeof(influence_words) / sizeof(influence_words[0]); w++)
+			if (!strcmp(k, influence_words[w].word))
+				break;
+		if (w < sizeof(influence_words) / sizeof(influence_words[0])) {
+			if (i + 1 >= argc)
+				return cli_usage(cli, "'%s' needs a value", k);
+			err = parse_influence_arg(cli, w, argv[++i], inf);
+			continue;
+		}
 		if (!strcmp(k, "ttl")) {
 			struct agd_err why = { 0 };
 
@@ -390,24 +452,35 @@ int do_agent_set(struct cli *cli, int argc, char **argv)
 {
 	struct ag_agent_update u;
 	bool created = false;
+	json_t *inf = json_object();
 	double ttl;
 	int err, code;
 
 	if (argc < 1)
-		return cli_usage(cli, "expected an agent name");
-	err = parse_name(cli, argv[0]);
+		err = cli_usage(cli, "expected an agent name");
+	else if (!inf)
+		err = cli_error(cli, EXIT_RUNTIME, "out of memory");
+	else
+		err = parse_name(cli, argv[0]);
 	if (!err)
-		err = parse_set_args(cli, argc - 1, argv + 1, &u, &ttl);
-	if (err)
+		err = parse_set_args(cli, argc - 1, argv + 1, &u, &ttl, inf);
+	if (err) {
+		json_decref(inf);
 		return err;
-	if (route_agent_set(cli, argv[0], &u, ttl, &created, &code)) {
+	}
+	if (route_agent_set(cli, argv[0], &u, ttl, json_object_size(inf) ? inf : NULL, &created,
+			    &code)) {
+		json_decref(inf);
 		if (code)
 			return code;
-	} else if (ttl >= 0) {
-		return cli_error(cli, EXIT_RUNTIME, "ttl: idle TTLs are kept by agentgated, which "
-				 "is not running on %s (nothing changed)",
+	} else if (ttl >= 0 || json_object_size(inf)) {
+		json_decref(inf);
+		return cli_error(cli, EXIT_RUNTIME, "%s: kept by agentgated, which is not running "
+				 "on %s (nothing changed)", ttl >= 0 ? "ttl: idle TTLs are" :
+				 "influence limits are",
 				 cli->pin_path ? cli->pin_path : AG_PIN_ROOT_DEFAULT);
 	} else {
+		json_decref(inf);
 		err = ag_agent_set(cli->ctx, argv[0], &u, NULL, &created);
 		if (err)
 			return cli_lib_error(cli, err);

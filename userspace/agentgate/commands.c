@@ -39,7 +39,7 @@ const struct command commands[] = {
 	  OPEN_READ, do_agent_list },
 	{ "agent", "show", "NAME", "show one agent",
 	  "The agent's limit, tokens now, counters and rules.", OPEN_READ, do_agent_show },
-	{ "agent", "set", "NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T]",
+	{ "agent", "set", "NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T] [LIMIT V ...]",
 	  "create or change an agent",
 	  "Creates the agent when it does not exist (defaults: rate 100, burst one second of "
 	  "rate, unit pps; a bps burst holds at least one 1518-byte frame), otherwise changes "
@@ -50,7 +50,11 @@ const struct command commands[] = {
 	  "operator, so ratings do not move it; unpin hands it back to the policy. ttl sets "
 	  "the agent's idle TTL, which agentgated keeps (it must be running): after T "
 	  "without traffic, ratings, consumes or changes, agentgated removes the agent. T is "
-	  "whole seconds or a whole number of s, m, h or d (24h); 0 or never: no expiry.",
+	  "whole seconds or a whole number of s, m, h or d (24h); 0 or never: no expiry. "
+	  "LIMIT V sets one of the agent's own rating influence limits, which agentgated "
+	  "keeps (it must be running; agentgated(8), POLICY): max-change F, change-window T, "
+	  "wave-users N, wave-hold yes|no, user-cap POINTS; V default returns it to "
+	  "agentgated's option.",
 	  OPEN_WRITE, do_agent_set },
 	{ "agent", "reset", "NAME", "refill an agent's bucket to its burst", NULL, OPEN_WRITE,
 	  do_agent_reset },

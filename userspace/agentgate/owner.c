@@ -293,7 +293,7 @@ static int journal(struct cli *cli, enum ag_journal_kind kind, const char *name,
 }
 
 int route_agent_set(struct cli *cli, const char *name, const struct ag_agent_update *u,
-		    double ttl, bool *created, int *code)
+		    double ttl, json_t *influence, bool *created, int *code)
 {
 	json_t *req = json_pack("{s:s,s:s}", "op", "agent.set", "agent", name), *res = NULL;
 	int r;
@@ -312,6 +312,8 @@ int route_agent_set(struct cli *cli, const char *name, const struct ag_agent_upd
 		json_object_set_new(req, "pinned", json_boolean(u->pinned));
 	if (ttl >= 0)
 		json_object_set_new(req, "ttl", json_integer((json_int_t)ttl));
+	if (influence)
+		json_object_set(req, "influence", influence);
 	r = route(cli, req, &res, code);
 	if (res)
 		*created = json_is_true(json_object_get(res, "created"));

@@ -192,6 +192,19 @@ static int parse_influence(struct req *r, json_t *o, struct agd_agent_change *c,
 		c->inf.wave_hold = json_is_true(v);
 		c->inf_set |= AGD_INF_WAVE_HOLD;
 	}
+	if (json_is_null(json_object_get(o, "user_cap"))) {
+		c->inf_unset |= AGD_INF_USER_CAP;
+	} else if (get_number(r, o, "user_cap", 0, AGD_USER_CAP_MAX, false, &x, status) < 0) {
+		return -1;
+	} else if (json_object_get(o, "user_cap")) {
+		if (!(x > 0)) {
+			*status = send_error(r->conn, 400, "field 'user_cap': score points above 0, "
+					     "at most 2 (a pinned agent is one no rating moves)");
+			return -1;
+		}
+		c->inf.user_cap = x;
+		c->inf_set |= AGD_INF_USER_CAP;
+	}
 	return 0;
 }
 
@@ -284,7 +297,8 @@ int agent_put(struct req *r)
 {
 	static const char *const allowed[] = { "rate", "burst", "unit", "r_min", "r_max",
 					       "alpha", "pinned", "ttl", "max_change",
-					       "change_window", "wave_users", "wave_hold", NULL };
+					       "change_window", "wave_users", "wave_hold",
+					       "user_cap", NULL };
 	struct agd_agent_change c;
 	struct agd_err oe = { 0 };
 	int status = 0, err;

@@ -97,10 +97,65 @@ static json_t *get_rule(json_t *o, struct ag_rule *rule)
 
 /* ---- operations ------------------------------------------------------------------ */
 
+/* agent.set's influence: {"max_change", "change_window" (seconds),
+ * "wave_users", "wave_hold", "user_cap"}, each a value or null (back to the
+ * option); ranges are the engine's to check. */
+static json_t *influence_of_op(json_t *inf, struct agd_agent_change *c)
+{
+	static const struct {
+		const char *name;
+		unsigned int bit;
+		bool boolean;
+	} f[] = {
+		{ "max_change", AGD_INF_MAX_CHANGE, false },
+		{ "change_window", AGD_INF_WINDOW, false },
+		{ "wave_users", AGD_INF_WAVE_USERS, false },
+		{ "wave_hold", AGD_INF_WAVE_HOLD, true },
+		{ "user_cap", AGD_INF_USER_CAP, false },
+	};
+	size_t i, known = 0;
+
+	if (!json_is_object(inf))
+		return failure(-EINVAL, "field 'influence': expected an object");
+	for (i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+		json_t *v = json_object_get(inf, f[i].name);
+		double x;
+
+		if (!v)
+			continue;
+		known++;
+		if (json_is_null(v)) {
+			c->inf_unset |= f[i].bit;
+			continue;
+		}
+		if (f[i].boolean ? !json_is_boolean(v) : !json_is_number(v))
+			return failure(-EINVAL, "field 'influence.%s': expected %s", f[i].name,
+				       f[i].boolean ? "true, false or null" : "a number or null");
+		x = f[i].boolean ? 0 : json_number_value(v);
+		if (!f[i].boolean && !(x >= 0 && x <= 1e12))
+			return failure(-EINVAL, "field 'influence.%s': out of range", f[i].name);
+		c->inf_set |= f[i].bit;
+		if (f[i].bit == AGD_INF_MAX_CHANGE)
+			c->inf.max_change = x;
+		else if (f[i].bit == AGD_INF_WINDOW)
+			c->inf.window_ms = (__u64)(x * 1000);
+		else if (f[i].bit == AGD_INF_WAVE_USERS)
+			c->inf.wave_users = x > 4e9 ? UINT32_MAX : (__u32)x;
+		else if (f[i].bit == AGD_INF_WAVE_HOLD)
+			c->inf.wave_hold = json_is_true(v);
+		else
+			c->inf.user_cap = x;
+	}
+	if (known != json_object_size(inf))
+		return failure(-EINVAL, "field 'influence': known fields are max_change, "
+			       "change_window, wave_users, wave_hold and user_cap");
+	return NULL;
+}
+
 static json_t *agent_set(struct agd_engine *e, json_t *o, const char *subject)
 {
 	static const char *const allowed[] = { "op", "agent", "rate", "burst", "unit", "pinned",
-					       "ttl", NULL };
+					       "ttl", "influence", NULL };
 	struct agd_agent_change c = { .fill_tokens = -1 };
 	struct agd_err oe = { 0 };
 	const char *agent, *unit;
@@ -156,6 +211,8 @@ static json_t *agent_set(struct agd_engine *e, json_t *o, const char *subject)
 				       oe.msg[0] ? oe.msg : "expected whole seconds");
 		c.set |= AGD_POL_TTL;
 	}
+	if ((v = json_object_get(o, "influence")) && (bad = influence_of_op(v, &c)))
+		return bad;
 	err = agd_engine_agent_put(e, agent, &c, subject, &created, &oe);
 	if (err)
 		return failure(err, "%s", oe.msg);

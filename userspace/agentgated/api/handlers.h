@@ -17,7 +17,7 @@
 #include <linux/types.h>
 
 #include "auth.h"
-#include "intake.h"
+#include "core/intake.h"
 #include "core/engine.h"
 #include "http.h"
 #include "metrics.h"

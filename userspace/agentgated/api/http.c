@@ -531,9 +531,7 @@ int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 	}
 	h->e = e;
 	h->live = *live;
-	h->intake = agd_intake_new();
-	if (h->intake)
-		agd_intake_set(h->intake, live->rating_user_rate, live->rating_token_rate);
+	h->intake = agd_engine_intake(e);
 	pthread_rwlock_init(&h->live_lock, NULL);
 	pthread_mutex_init(&h->ready_lock, NULL);
 	agd_metrics_init(&h->metrics);
@@ -636,8 +634,6 @@ void agd_http_update(struct agd_http *h, const struct agd_http_live *live)
 	old_deny = h->live.denylist;
 	h->live = *live;
 	pthread_rwlock_unlock(&h->live_lock);
-	if (h->intake)
-		agd_intake_set(h->intake, live->rating_user_rate, live->rating_token_rate);
 	/* No verification holds the old keys once the write lock was had. */
 	if (old != live->keys)
 		agd_keyset_free(old);
@@ -669,6 +665,5 @@ void agd_http_stop(struct agd_http *h)
 	pthread_mutex_destroy(&h->ready_lock);
 	agd_keyset_free(h->live.keys);
 	agd_denylist_free(h->live.denylist);
-	agd_intake_free(h->intake);
 	free(h);
 }

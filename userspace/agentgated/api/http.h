@@ -23,7 +23,6 @@ struct agd_http_live {
 	struct agd_keyset *keys;         /* the server owns them once given */
 	struct agd_denylist *denylist;   /* --auth-revoked, likewise */
 	struct agd_lifetimes life;
-	double rating_user_rate, rating_token_rate; /* intake.h; 0: none */
 	__u64 max_body;
 	__u64 metrics_max_agents;
 };

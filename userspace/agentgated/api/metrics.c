@@ -62,6 +62,31 @@ void agd_metrics_auth_refused(struct agd_metrics *m, enum agd_auth_reason r)
 		__atomic_fetch_add(&m->auth_refused[r], 1, __ATOMIC_RELAXED);
 }
 
+/* Damped and refused ratings by reason (AGD_TALLY_LIST): one family a group. */
+static void tally_family(struct out *o, const struct agd_engine_stats *s, const char *group,
+			 const char *help)
+{
+	int t;
+
+	family(o, group[0] == 'd' ? "ratings_damped_total" : "ratings_refused_total", "counter",
+	       help);
+	for (t = 0; t < AGD_TALLY__N; t++)
+		if (!strcmp(agd_tally_group[t], group))
+			put(o, "agentgate_ratings_%s_total{reason=\"%s\"} %llu\n", group,
+			    agd_tally_reason[t], (unsigned long long)s->tally[t]);
+}
+
+static void tally_series(struct out *o, const struct agd_engine_stats *s)
+{
+	tally_family(o, s, "damped",
+		     "Applied ratings whose move an influence limit cut: reason window "
+		     "(--rating-max-change) or user_cap (--rating-user-cap).");
+	tally_family(o, s, "refused",
+		     "Ratings refused by an influence limit: reason user_rate, token_rate (each "
+		     "rating of a request answered 429, or a stream line) or anonymous "
+		     "(--anonymous-ratings refuse).");
+}
+
 static void auth_series(struct out *o, struct agd_metrics *m, struct agd_engine *e)
 {
 	int r;
@@ -319,9 +344,7 @@ static void engine_series(struct out *o, struct agd_engine *e)
 	       "Applied ratings that replaced the same user's earlier rating of the agent (one "
 	       "voice per user: the rate moved by alpha * (new - old)).");
 	put(o, "agentgate_ratings_replaced_total %llu\n", (unsigned long long)s.ratings_replaced);
-	family(o, "ratings_damped_total", "counter",
-	       "Applied ratings whose move the change window cut (--rating-max-change).");
-	put(o, "agentgate_ratings_damped_total %llu\n", (unsigned long long)s.ratings_damped);
+	tally_series(o, &s);
 	family(o, "rating_waves_total", "counter",
 	       "Rating waves flagged: --rating-wave users rating an agent for the first time "
 	       "within its change window, one way.");

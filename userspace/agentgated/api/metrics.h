@@ -16,7 +16,7 @@
 #include <linux/types.h>
 
 #include "auth.h"
-#include "intake.h"
+#include "core/intake.h"
 #include "core/engine.h"
 
 struct agd_metrics {

@@ -77,6 +77,9 @@ int ratings_post(struct req *r)
 							  sizeof(who));
 
 		if (by) {
+			agd_engine_tally_refused(r->h->e, b.items, b.n, by == AGD_INTAKE_USER ?
+						 AGD_TALLY_REFUSED_USER_RATE :
+						 AGD_TALLY_REFUSED_TOKEN_RATE);
 			agd_rating_batch_free(&b);
 			snprintf(hdr, sizeof(hdr), "Retry-After: %u\r\n", retry);
 			return agd_reply_error(r->conn, 429, hdr, "%s sends ratings faster than "

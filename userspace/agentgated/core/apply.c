@@ -2,6 +2,7 @@
 /* Ratings: the apply thread and its group commits, the queue in front of
  * it, the agents' histories of ratings, the observers of committed batches. */
 #include <errno.h>
+#include <math.h>
 #include <semaphore.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@ static void save_undo(struct agd_engine *e, struct entry *en, struct entry **tou
 		return;
 	en->batch = e->batch_serial;
 	en->undo = en->rec;
+	memcpy(en->tally_undo, en->tally, sizeof(en->tally));
 	en->touched_next = *touched;
 	*touched = en;
 }
@@ -55,6 +57,13 @@ static int deleted_by(struct agd_engine *e, MDB_txn *txn, const char *name, char
 	return 1;
 }
 
+static void tally_anonymous(struct agd_job *job, struct entry *en)
+{
+	job->anonymous++;
+	if (en)
+		en->tally[AGD_TALLY_REFUSED_ANONYMOUS]++;
+}
+
 /* Phase 1, per job: every agent it names exists, or is created now (in
  * the maps first: a slot is what can run out). On refusal, agents this job
  * created are removed again and the job fails whole. */
@@ -70,9 +79,13 @@ static int admit_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job,
 
 		if (!r->user[0] && e->opts.anonymous == AGD_ANON_REFUSE) {
 			if (job->item_err) {
+				tally_anonymous(job, en);
 				job->item_err[i] = -EINVAL;
 				continue;
 			}
+			for (size_t j = i; j < job->n; j++) /* the request is refused whole */
+				if (!job->items[j].user[0])
+					tally_anonymous(job, tab_find(e, job->items[j].agent));
 			snprintf(job->err.msg, sizeof(job->err.msg),
 				 "item %zu: field 'user': required (ratings without a user are "
 				 "refused: --anonymous-ratings refuse)", i);
@@ -303,6 +316,7 @@ static void damp(struct entry *en, double before, double max_change, struct agd_
 		en->rec.rate = rate;
 		en->win.damped++;
 		en->win_dirty = true;
+		en->tally[AGD_TALLY_DAMPED_WINDOW]++;
 		job->damped++;
 	}
 }
@@ -349,6 +363,13 @@ static int wave_count(struct agd_engine *e, MDB_txn *txn, struct entry *en, int 
 	else
 		free(line);
 	return err;
+}
+
+/* Whether --rating-user-cap cut a voice's move from `from` to `to`. */
+static bool capped(int from, int to, double cap)
+{
+	return from != to && (fabs((double)(to - AGD_SCORE_NEUTRAL)) > cap ||
+			      fabs((double)(from - AGD_SCORE_NEUTRAL)) > cap);
 }
 
 /* Phase 2, per job, inside the batch transaction. */
@@ -406,8 +427,13 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 			if (err)
 				return err;
 		}
-		en->rec.rate = agd_policy_rate_moved(&p, en->rec.rate, from, r->score);
 		influence_of(e, en, &inf);
+		en->rec.rate = agd_policy_rate_voiced(&p, en->rec.rate, from, r->score,
+						      inf.user_cap);
+		if (!p.pinned && capped(from, r->score, inf.user_cap)) {
+			en->tally[AGD_TALLY_DAMPED_USER_CAP]++;
+			job->capped++;
+		}
 		if (inf.max_change > 0 || inf.wave_users) {
 			/* The rating's own log time in a fleet: batches differ
 			 * between hosts, the log does not. */
@@ -474,6 +500,7 @@ static void rollback(struct agd_engine *e, struct entry *touched)
 			tab_remove(e, en);
 		} else {
 			en->rec = en->undo;
+			memcpy(en->tally, en->tally_undo, sizeof(en->tally));
 			en->win_known = en->win_dirty = false; /* read again from the store */
 		}
 	}
@@ -499,7 +526,9 @@ static void observe(struct agd_engine *e, struct agd_job *job, __u64 now_ns)
 	}
 	e->stats.ratings_applied += job->applied;
 	e->stats.ratings_replaced += job->replaced;
-	e->stats.ratings_damped += job->damped;
+	e->stats.tally[AGD_TALLY_DAMPED_WINDOW] += job->damped;
+	e->stats.tally[AGD_TALLY_DAMPED_USER_CAP] += job->capped;
+	e->stats.tally[AGD_TALLY_REFUSED_ANONYMOUS] += job->anonymous;
 	e->stats.ratings_duplicate += job->duplicates;
 }
 
@@ -636,7 +665,7 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 				continue;
 			job->err = why;
 			job->err.code = err == -ENOSPC ? -ENOSPC : -EIO;
-			job->applied = job->duplicates = job->replaced = job->damped = 0;
+			job->applied = job->duplicates = job->replaced = job->damped = job->capped = 0;
 		}
 	} else {
 		for (en = touched; en; en = en->touched_next) {
@@ -723,7 +752,8 @@ void agd_job_reset(struct agd_job *job)
 {
 	job->next = NULL;
 	agd_err_clear(&job->err);
-	job->applied = job->duplicates = job->replaced = job->damped = 0;
+	job->applied = job->duplicates = job->replaced = job->damped = job->capped = 0;
+	job->anonymous = 0;
 	memset(&job->routed, 0, sizeof(job->routed));
 	job->agents = NULL;
 	job->n_agents = 0;

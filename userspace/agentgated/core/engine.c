@@ -18,6 +18,7 @@
 #include "appendlog.h"
 #include "engine_int.h"
 #include "explain.h"
+#include "intake.h"
 
 static void nolog(int level, const char *fmt, ...)
 {
@@ -129,6 +130,9 @@ void influence_of(const struct agd_engine *e, const struct entry *en, struct agd
 	out->window_ms = r->set & AGD_INF_WINDOW ? r->window_ms : e->opts.change_window_ms;
 	out->wave_users = r->set & AGD_INF_WAVE_USERS ? r->wave_users : e->opts.wave_users;
 	out->wave_hold = r->set & AGD_INF_WAVE_HOLD ? r->wave_hold : e->opts.wave_hold;
+	out->user_cap = r->set & AGD_INF_USER_CAP ? r->user_cap : e->opts.user_cap;
+	if (!(out->user_cap > 0 && out->user_cap <= AGD_USER_CAP_MAX))
+		out->user_cap = AGD_USER_CAP_MAX; /* options made without one */
 }
 
 void effective(struct agd_engine *e, const struct entry *en, struct agd_policy *p)
@@ -370,10 +374,12 @@ int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out,
 	pthread_cond_init(&e->spacecv, NULL);
 	e->nbuckets = 1024;
 	e->buckets = calloc(e->nbuckets, sizeof(*e->buckets));
-	if (!e->buckets) {
+	e->intake = agd_intake_new();
+	if (!e->buckets || !e->intake) {
 		err = -ENOMEM;
 		goto cleanup;
 	}
+	agd_intake_set(e->intake, opts->user_rate, opts->token_rate);
 	err = agd_store_open(opts->state_dir, opts->store_size, &e->st, errbuf);
 	if (err)
 		goto cleanup;
@@ -445,6 +451,7 @@ void agd_engine_close(struct agd_engine *e)
 			free(en);
 		}
 	free(e->buckets);
+	agd_intake_free(e->intake);
 	free(e->ev);
 	free(e->hist);
 	revoked_free(e);
@@ -487,6 +494,12 @@ void agd_engine_reconfigure(struct agd_engine *e, const struct agd_engine_opts *
 	e->opts.anonymous = next->anonymous;
 	e->opts.max_change = next->max_change;
 	e->opts.change_window_ms = next->change_window_ms;
+	e->opts.wave_users = next->wave_users;
+	e->opts.wave_hold = next->wave_hold;
+	e->opts.user_cap = next->user_cap;
+	e->opts.user_rate = next->user_rate;
+	e->opts.token_rate = next->token_rate;
+	agd_intake_set(e->intake, next->user_rate, next->token_rate);
 	/* Bounds and bursts inherited from the defaults may have moved: rates
 	 * pulled inside are stored first, then written into the buckets. */
 	err = txn_begin(e, &txn);
@@ -536,6 +549,42 @@ void agd_engine_stats(struct agd_engine *e, struct agd_engine_stats *s)
 		s->voices = agd_store_voice_count(&e->st, txn, &s->voices_bytes);
 		agd_store_txn_end(txn);
 	}
+}
+
+const char *const agd_tally_group[AGD_TALLY__N] = {
+#define X(e, g, r) g,
+	AGD_TALLY_LIST(X)
+#undef X
+};
+const char *const agd_tally_reason[AGD_TALLY__N] = {
+#define X(e, g, r) r,
+	AGD_TALLY_LIST(X)
+#undef X
+};
+
+struct agd_intake *agd_engine_intake(struct agd_engine *e)
+{
+	return e->intake;
+}
+
+void agd_engine_tally_refused(struct agd_engine *e, const struct agd_rating *items, size_t n,
+			      enum agd_tally why)
+{
+	size_t i;
+
+	if (why >= AGD_TALLY__N)
+		return;
+	pthread_mutex_lock(&e->lock);
+	for (i = 0; i < n; i++) {
+		struct entry *en = tab_find(e, items[i].agent);
+
+		if (en)
+			en->tally[why]++;
+	}
+	pthread_mutex_unlock(&e->lock);
+	pthread_mutex_lock(&e->slock);
+	e->stats.tally[why] += n;
+	pthread_mutex_unlock(&e->slock);
 }
 
 void agd_engine_count_invalid(struct agd_engine *e, __u64 n)

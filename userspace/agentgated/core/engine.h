@@ -64,6 +64,12 @@ struct agd_engine_opts {
 	 * its change window, one way (0: not watched); wave_hold pins it. */
 	__u32 wave_users;
 	bool wave_hold;
+	/* One voice counts for at most user_cap score points from neutral
+	 * (above 0; AGD_USER_CAP_MAX or 0: the scale's own; policy.h). */
+	double user_cap;
+	/* Intake limits, ratings per second per user and per API token
+	 * (core/intake.h; 0: none). */
+	double user_rate, token_rate;
 	size_t queue_max; /* ratings waiting to be applied before submitters block */
 	/* With no free slot for a new agent: evict the longest-idle agent that
 	 * has an idle TTL (true), or refuse the new one (false). */
@@ -163,6 +169,8 @@ struct agd_job {
 	size_t applied, duplicates;
 	size_t replaced; /* ratings that replaced their voice's earlier one */
 	size_t damped;   /* ratings whose move the change window cut */
+	size_t capped;   /* ratings whose move --rating-user-cap cut */
+	size_t anonymous; /* ratings refused without a user (--anonymous-ratings refuse) */
 	struct agd_job_agent *agents; /* each agent the job rated, after it */
 	size_t n_agents;
 	/* Where dispatch sent it, when a replicator took it (a fleet); the
@@ -223,22 +231,14 @@ void agd_engine_observe(struct agd_engine *e, agd_rating_observer fn, bool (*wan
 
 /* ---- operator changes -------------------------------------------------------- */
 
-/* An agent's own influence limits, fields of struct agd_influence_rec
- * (store.h); the rest follow the daemon's options. */
-enum agd_influence_fields {
-	AGD_INF_MAX_CHANGE = 1u << 0,
-	AGD_INF_WINDOW = 1u << 1,
-	AGD_INF_WAVE_USERS = 1u << 2,
-	AGD_INF_WAVE_HOLD = 1u << 3,
-	AGD_INF__ALL = (1u << 4) - 1,
-};
-
-/* The limits in effect for an agent (its own, else the options'). */
+/* The limits in effect for an agent (its own, else the options'; the
+ * fields: enum agd_influence_fields, policy.h). */
 struct agd_influence {
 	double max_change;
 	__u64 window_ms;
 	__u32 wave_users;
 	bool wave_hold;
+	double user_cap; /* score points from neutral one voice counts for, 0 to 2 */
 };
 
 /* Fields a PUT may carry besides the policy ones. */
@@ -445,10 +445,35 @@ void agd_engine_activity(struct agd_engine *e, __u64 *idle_ms, __u32 *ttl_s, siz
 /* Engine counters for /metrics. */
 #define AGD_APPLY_BUCKETS 14
 extern const double agd_apply_bucket_le[AGD_APPLY_BUCKETS];
+/* What one agent's ratings met since agentgated started, by reason: a
+ * move cut (damped) or ratings refused. Kept per agent (explain) and in
+ * total (metrics). X(enum, group, reason). */
+#define AGD_TALLY_LIST(X)                                                      \
+	X(DAMPED_WINDOW, "damped", "window")     /* --rating-max-change */     \
+	X(DAMPED_USER_CAP, "damped", "user_cap") /* --rating-user-cap */       \
+	X(REFUSED_USER_RATE, "refused", "user_rate")   /* --rating-user-rate */ \
+	X(REFUSED_TOKEN_RATE, "refused", "token_rate") /* --rating-token-rate */ \
+	X(REFUSED_ANONYMOUS, "refused", "anonymous")   /* --anonymous-ratings refuse */
+enum agd_tally {
+#define X(e, g, r) AGD_TALLY_##e,
+	AGD_TALLY_LIST(X)
+#undef X
+	AGD_TALLY__N
+};
+extern const char *const agd_tally_group[AGD_TALLY__N];
+extern const char *const agd_tally_reason[AGD_TALLY__N];
+
+/* Ratings refused before the engine (intake limits): counted for each
+ * agent they name, n items. */
+/* The intake limits every way ratings come in shares (core/intake.h). */
+struct agd_intake *agd_engine_intake(struct agd_engine *e);
+void agd_engine_tally_refused(struct agd_engine *e, const struct agd_rating *items, size_t n,
+			      enum agd_tally why);
+
 struct agd_engine_stats {
 	__u64 ratings_applied, ratings_duplicate, ratings_invalid, ratings_rejected;
 	__u64 ratings_replaced; /* applied, replacing their user's earlier rating */
-	__u64 ratings_damped;   /* applied, their move cut by the change window */
+	__u64 tally[AGD_TALLY__N]; /* every agent's, and of agents since removed */
 	__u64 waves_down, waves_up;
 	__u64 voices;           /* (user, agent) latest ratings stored */
 	__u64 voices_bytes;     /* the LMDB pages they take */

@@ -59,6 +59,10 @@ struct entry {
 	bool win_known, win_dirty;
 	struct agd_window_rec win;
 	struct agd_influence_rec inf; /* its own limits (inf.set 0: none) */
+	/* What its ratings met since agentgated started (enum agd_tally);
+	 * the apply thread's own, but for refusals (e->lock), and restored
+	 * with undo when a batch rolls back. */
+	__u64 tally[AGD_TALLY__N], tally_undo[AGD_TALLY__N];
 };
 
 
@@ -69,6 +73,7 @@ struct agd_engine {
 	struct agd_policy defaults;
 	struct agd_store st;
 	struct ag_ctx *ctx;
+	struct agd_intake *intake; /* rating intake limits (intake.h) */
 	int audit_fd;
 	int owner_fd; /* the pin root's exclusive owner lock (agentgate.h) */
 

@@ -70,6 +70,8 @@ static json_t *with_influence(json_t *after, const struct agd_agent_change *c,
 		json_object_set_new(o, "wave_users", json_integer(r->wave_users));
 	if (r->set & AGD_INF_WAVE_HOLD)
 		json_object_set_new(o, "wave_hold", json_boolean(r->wave_hold));
+	if (r->set & AGD_INF_USER_CAP)
+		json_object_set_new(o, "user_cap", json_real(r->user_cap));
 	json_object_set_new(after, "influence", o);
 	return after;
 }
@@ -84,9 +86,12 @@ static int merge_influence(struct agd_influence_rec *r, const struct agd_agent_c
 	    ((c->inf_set & AGD_INF_MAX_CHANGE) && !(v->max_change >= 0 && v->max_change <= 100)) ||
 	    ((c->inf_set & AGD_INF_WINDOW) &&
 	     !(v->window_ms >= 1000 && v->window_ms <= 2592000000ULL)) ||
-	    ((c->inf_set & AGD_INF_WAVE_USERS) && v->wave_users > 1000000))
+	    ((c->inf_set & AGD_INF_WAVE_USERS) && v->wave_users > 1000000) ||
+	    ((c->inf_set & AGD_INF_USER_CAP) &&
+	     !(v->user_cap > 0 && v->user_cap <= AGD_USER_CAP_MAX)))
 		return agd_errf(oe, -EINVAL, "influence limits: max_change 0 to 100, "
-				"change_window 1s to 30d, wave_users 0 to 1000000");
+				"change_window 1s to 30d, wave_users 0 to 1000000, user_cap "
+				"above 0 to 2");
 	r->version = AGD_STORE_VERSION;
 	if (c->inf_set & AGD_INF_MAX_CHANGE)
 		r->max_change = v->max_change;
@@ -96,6 +101,8 @@ static int merge_influence(struct agd_influence_rec *r, const struct agd_agent_c
 		r->wave_users = v->wave_users;
 	if (c->inf_set & AGD_INF_WAVE_HOLD)
 		r->wave_hold = v->wave_hold;
+	if (c->inf_set & AGD_INF_USER_CAP)
+		r->user_cap = v->user_cap;
 	r->set = (r->set | c->inf_set) & ~c->inf_unset;
 	return 0;
 }

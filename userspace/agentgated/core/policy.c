@@ -102,11 +102,24 @@ double agd_policy_rate_after(const struct agd_policy *p, double rate, int score)
 
 double agd_policy_rate_moved(const struct agd_policy *p, double rate, int from, int to)
 {
+	return agd_policy_rate_voiced(p, rate, from, to, AGD_USER_CAP_MAX);
+}
+
+static double weight(int score, double cap)
+{
+	double w = (double)(score - AGD_SCORE_NEUTRAL);
+
+	return w < -cap ? -cap : w > cap ? cap : w;
+}
+
+double agd_policy_rate_voiced(const struct agd_policy *p, double rate, int from, int to,
+			      double cap)
+{
 	double next;
 
 	if (p->pinned)
 		return rate;
-	next = rate + p->alpha * (double)(to - from);
+	next = rate + p->alpha * (weight(to, cap) - weight(from, cap));
 	if (next < p->r_min)
 		next = p->r_min;
 	if (next > p->r_max)

@@ -87,6 +87,21 @@ int agd_ttl_parse(const char *text, double *ttl, struct agd_err *err);
 /* A TTL given as a number of seconds: whole, 0 to AGD_TTL_MAX. */
 int agd_ttl_seconds(double seconds, double *ttl, struct agd_err *err);
 
+/* An agent's own influence limits, fields of struct agd_influence_rec
+ * (store.h); the rest follow the daemon's options. */
+enum agd_influence_fields {
+	AGD_INF_MAX_CHANGE = 1u << 0,
+	AGD_INF_WINDOW = 1u << 1,
+	AGD_INF_WAVE_USERS = 1u << 2,
+	AGD_INF_WAVE_HOLD = 1u << 3,
+	AGD_INF_USER_CAP = 1u << 4,
+	AGD_INF__ALL = (1u << 5) - 1,
+};
+
+/* How far one voice can move an agent, in score points from neutral
+ * (--rating-user-cap): 0 to AGD_USER_CAP_MAX, the whole scale. */
+#define AGD_USER_CAP_MAX 2.0
+
 /* The rate after one rating; a pinned policy leaves it unchanged. */
 double agd_policy_rate_after(const struct agd_policy *p, double rate, int score);
 /* A voice's rating replacing its earlier one (from: that score, or
@@ -95,6 +110,14 @@ double agd_policy_rate_after(const struct agd_policy *p, double rate, int score)
  * so that however often one voice rates, it moves the rate as far as its
  * latest score says. Pinned: unchanged. */
 double agd_policy_rate_moved(const struct agd_policy *p, double rate, int from, int to);
+/* The same with each voice's weight capped at cap score points from
+ * neutral (0 to AGD_USER_CAP_MAX):
+ *   clamp(rate + alpha * (w(to) - w(from)), r_min, r_max),
+ *   w(s) = clamp(s - 3, -cap, cap)
+ * so one user moves the rate at most alpha * cap from where the other
+ * voices hold it. cap = 2 is agd_policy_rate_moved. */
+double agd_policy_rate_voiced(const struct agd_policy *p, double rate, int from, int to,
+			      double cap);
 
 /* The burst in tokens for a rate: at least one token, and for bps at least
  * one full-size frame. */

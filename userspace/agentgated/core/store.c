@@ -245,12 +245,30 @@ int agd_store_window_get(struct agd_store *st, MDB_txn *txn, const char *agent,
 	return rec_get(txn, st->windows, str_val(agent), rec, sizeof(*rec));
 }
 
+/* A record as stored: today's, or one from before user_cap (its set has
+ * no AGD_INF_USER_CAP). 0 for any other size or version. */
+static bool influence_of_val(const MDB_val *v, struct agd_influence_rec *rec)
+{
+	if (v->mv_size != sizeof(*rec) && v->mv_size != AGD_INFLUENCE_REC_V1_SIZE)
+		return false;
+	memset(rec, 0, sizeof(*rec));
+	memcpy(rec, v->mv_data, v->mv_size);
+	if (v->mv_size == AGD_INFLUENCE_REC_V1_SIZE)
+		rec->set &= ~(__u32)AGD_INF_USER_CAP;
+	return rec->version == AGD_STORE_VERSION;
+}
+
 int agd_store_influence_get(struct agd_store *st, MDB_txn *txn, const char *agent,
 			   struct agd_influence_rec *rec)
 {
-	int rc = rec_get(txn, st->influence, str_val(agent), rec, sizeof(*rec));
+	MDB_val k = str_val(agent), v;
+	int rc = st->influence ? mdb_get(txn, st->influence, &k, &v) : MDB_NOTFOUND;
 
-	return rc == 1 ? rec->version == AGD_STORE_VERSION : rc;
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return agd_store_errno(rc);
+	return influence_of_val(&v, rec);
 }
 
 int agd_store_influence_put(struct agd_store *st, MDB_txn *txn, const char *agent,
@@ -279,13 +297,11 @@ int agd_store_influence_foreach(struct agd_store *st, MDB_txn *txn,
 		struct agd_influence_rec r;
 		char name[AG_NAME_MAX + 1];
 
-		if (v.mv_size != sizeof(r) || !k.mv_size || k.mv_size > AG_NAME_MAX)
+		if (!k.mv_size || k.mv_size > AG_NAME_MAX || !influence_of_val(&v, &r))
 			continue;
-		memcpy(&r, v.mv_data, sizeof(r));
 		memcpy(name, k.mv_data, k.mv_size);
 		name[k.mv_size] = 0;
-		if (r.version == AGD_STORE_VERSION)
-			err = fn(arg, name, &r);
+		err = fn(arg, name, &r);
 	}
 	mdb_cursor_close(cur);
 	if (err)

@@ -144,8 +144,10 @@ struct agd_window_rec {
 _Static_assert(sizeof(struct agd_window_rec) == 32, "agd_window_rec layout is on-disk ABI");
 
 /* An agent's own influence limits (PUT max_change, change_window,
- * wave_users, wave_hold): the fields in `set` override the daemon's
- * options. enum agd_influence_fields. */
+ * wave_users, wave_hold, user_cap): the fields in `set` override the
+ * daemon's options. enum agd_influence_fields. Records written before
+ * user_cap existed are the first 32 bytes of this one (read as such:
+ * agd_store_influence_get). */
 struct agd_influence_rec {
 	__u32 version; /* AGD_STORE_VERSION */
 	__u32 set;
@@ -154,8 +156,10 @@ struct agd_influence_rec {
 	__u32 wave_users;
 	__u8 wave_hold;
 	__u8 pad[3];
+	double user_cap;
 };
-_Static_assert(sizeof(struct agd_influence_rec) == 32, "agd_influence_rec layout is on-disk ABI");
+_Static_assert(sizeof(struct agd_influence_rec) == 40, "agd_influence_rec layout is on-disk ABI");
+#define AGD_INFLUENCE_REC_V1_SIZE 32 /* without user_cap */
 
 /* A revocation: made at at_s, kept until until_s (Unix seconds), when
  * every token it names has expired anyway. */

@@ -52,10 +52,37 @@ int agd_engine_agent_view(struct agd_engine *e, const char *name, struct agd_age
 	return 0;
 }
 
+/* Explain's influence: the limits in effect, and what the agent's ratings
+ * met since agentgated started ("damped" and "refused" by reason). */
+static void tally_into(json_t *o, const __u64 tally[AGD_TALLY__N],
+		       const struct agd_influence *inf)
+{
+	int t;
+
+	if (!json_is_object(o))
+		return;
+	json_object_set_new(o, "limits",
+			    json_pack("{s:f,s:I,s:I,s:b,s:f}", "max_change", inf->max_change,
+				      "change_window_s", (json_int_t)(inf->window_ms / 1000),
+				      "wave_users", (json_int_t)inf->wave_users, "wave_hold",
+				      inf->wave_hold, "user_cap", inf->user_cap));
+	for (t = 0; t < AGD_TALLY__N; t++) {
+		json_t *g = json_object_get(o, agd_tally_group[t]);
+
+		if (!g) {
+			g = json_object();
+			json_object_set_new(o, agd_tally_group[t], g);
+		}
+		json_object_set_new(g, agd_tally_reason[t], json_integer((json_int_t)tally[t]));
+	}
+}
+
 int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
 		      struct agd_err *oe)
 {
 	struct agd_explain_opts o = { .ctx = e->ctx, .answered_by = "agentgated", .share = 1 };
+	__u64 tally[AGD_TALLY__N] = { 0 };
+	struct agd_influence inf = { 0 };
 	struct agd_policy defaults;
 	struct entry *en;
 	json_t *j = NULL;
@@ -68,8 +95,11 @@ int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
 	pthread_mutex_lock(&e->lock);
 	defaults = e->defaults;
 	en = tab_find(e, name);
-	if (en)
+	if (en) {
 		o.share = en->share;
+		memcpy(tally, en->tally, sizeof(tally));
+		influence_of(e, en, &inf);
+	}
 	o.fleet = e->replicated;
 	pthread_mutex_unlock(&e->lock);
 	o.defaults = &defaults;
@@ -81,6 +111,8 @@ int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
 	agd_store_txn_end(txn);
 	if (err)
 		return err;
+	if (en)
+		tally_into(json_object_get(j, "influence"), tally, &inf);
 	*json_out = j;
 	return 0;
 }
@@ -254,11 +286,11 @@ void *agd_agent_view_json(const struct agd_agent_view *v)
 	json_object_set_new(o, "ttl", json_integer((json_int_t)p->ttl));
 	json_object_set_new(o, "idle_s", json_real((double)v->idle_ms / 1000));
 	json_object_set_new(o, "influence",
-			    json_pack("{s:f,s:I,s:I,s:b}", "max_change", v->influence.max_change,
-				      "change_window_s",
+			    json_pack("{s:f,s:I,s:I,s:b,s:f}", "max_change",
+				      v->influence.max_change, "change_window_s",
 				      (json_int_t)(v->influence.window_ms / 1000), "wave_users",
 				      (json_int_t)v->influence.wave_users, "wave_hold",
-				      v->influence.wave_hold));
+				      v->influence.wave_hold, "user_cap", v->influence.user_cap));
 	json_object_set_new(o, "tokens", json_real(v->tokens));
 	json_object_set_new(o, "ratings", json_integer((json_int_t)v->stats.count));
 	json_object_set_new(o, "mean_score", json_real(agd_stats_mean(&v->stats)));

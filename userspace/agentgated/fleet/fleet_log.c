@@ -42,6 +42,20 @@ const char *agd_fleet_op_name(enum agd_op_kind kind)
 	return kind >= AGD_OP_AGENT_PUT && kind <= AGD_OP_AUTH_REVOKE ? op_names[kind] : "unknown";
 }
 
+/* An agent's own influence limits as a change carries them; user_cap only
+ * when the change names it (hosts from before it decode the rest). */
+static json_t *influence_json(const struct agd_agent_change *c)
+{
+	json_t *o = json_pack("{s:i,s:i,s:f,s:I,s:I,s:b}", "set", c->inf_set, "unset",
+			      c->inf_unset, "max_change", c->inf.max_change, "window_ms",
+			      (json_int_t)c->inf.window_ms, "wave_users",
+			      (json_int_t)c->inf.wave_users, "wave_hold", c->inf.wave_hold);
+
+	if (o && ((c->inf_set | c->inf_unset) & AGD_INF_USER_CAP))
+		json_object_set_new(o, "user_cap", json_real(c->inf.user_cap));
+	return o;
+}
+
 static json_t *rule_json(const struct ag_rule *r)
 {
 	char hex[33];
@@ -73,12 +87,7 @@ char *agd_fleet_op_encode(const struct agd_op *op)
 					      "unit", (int)p->unit, "pinned", p->pinned, "ttl", p->ttl));
 	if (op->kind == AGD_OP_AGENT_PUT && (op->change.inf_set | op->change.inf_unset))
 		json_object_set_new(json_object_get(o, "change"), "influence",
-				    json_pack("{s:i,s:i,s:f,s:I,s:I,s:b}", "set",
-					      op->change.inf_set, "unset", op->change.inf_unset,
-					      "max_change", op->change.inf.max_change, "window_ms",
-					      (json_int_t)op->change.inf.window_ms, "wave_users",
-					      (json_int_t)op->change.inf.wave_users, "wave_hold",
-					      op->change.inf.wave_hold));
+				    influence_json(&op->change));
 	if (op->kind == AGD_OP_RULE_ADD || op->kind == AGD_OP_RULE_DEL)
 		json_object_set_new(o, "rule", rule_json(&op->rule));
 	if (op->kind == AGD_OP_AGENT_EXPIRE)
@@ -161,11 +170,15 @@ static int decode_change(json_t *c, struct agd_agent_change *ch, char *why, size
 		int iset, iunset, hold;
 		json_int_t wms, wusers;
 
-		if (json_unpack_ex(inf, &je, JSON_STRICT, "{s:i,s:i,s:F,s:I,s:I,s:b}", "set", &iset,
-				   "unset", &iunset, "max_change", &ch->inf.max_change, "window_ms",
-				   &wms, "wave_users", &wusers, "wave_hold", &hold) ||
+		ch->inf.user_cap = 0;
+		if (json_unpack_ex(inf, &je, JSON_STRICT, "{s:i,s:i,s:F,s:I,s:I,s:b,s?F}", "set",
+				   &iset, "unset", &iunset, "max_change", &ch->inf.max_change,
+				   "window_ms", &wms, "wave_users", &wusers, "wave_hold", &hold,
+				   "user_cap", &ch->inf.user_cap) ||
 		    ((iset | iunset) & ~AGD_INF__ALL) || wms < 0 || wusers < 0 ||
-		    wusers > 1000000) {
+		    wusers > 1000000 || ((iset & AGD_INF_USER_CAP) &&
+					  !(ch->inf.user_cap > 0 &&
+					    ch->inf.user_cap <= AGD_USER_CAP_MAX))) {
 			snprintf(why, wlen, "change: influence: %s", je.text[0] ? je.text :
 				 "a field out of range");
 			return -EINVAL;

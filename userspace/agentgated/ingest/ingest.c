@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "core/appendlog.h"
+#include "core/intake.h"
 #include "ingest.h"
 
 #define READ_CHUNK (1u << 20)     /* bytes read at once; also the longest line */
@@ -43,6 +44,7 @@ struct stream {
 	pthread_cond_t cv;
 	size_t outstanding; /* batches submitted, not finished */
 	__u64 applied, duplicates, invalid, rejected;
+	__u64 limited; /* lines over --rating-user-rate (dead-lettered) */
 };
 
 /* A batch of lines in flight; raw keeps the text for the dead-letter file. */
@@ -195,11 +197,31 @@ static void batch_done(struct agd_job *job)
 	batch_free(b);
 }
 
+/* A rating whose user is over --rating-user-rate (the limits HTTP has;
+ * a stream has no token): dead-lettered with when it would pass, and
+ * counted like a 429. */
+static bool over_limit(struct stream *s, const struct agd_rating *r, const char *line,
+		       size_t len)
+{
+	struct agd_intake *lim = agd_engine_intake(s->in->e);
+	char who[200], reason[300];
+	unsigned int retry = 0;
+
+	if (!r->user[0] || !lim ||
+	    !agd_intake_charge(lim, r, 1, NULL, ag_now_ns(), &retry, who, sizeof(who)))
+		return false;
+	agd_engine_tally_refused(s->in->e, r, 1, AGD_TALLY_REFUSED_USER_RATE);
+	snprintf(reason, sizeof(reason), "%s sends ratings faster than allowed "
+		 "(--rating-user-rate); it would pass in %us", who, retry);
+	dead_letter(s->in, s->source, s->line_no, reason, line, len);
+	return true;
+}
+
 /* Parses the complete lines of text[0..len) and submits the valid ones. */
 static int submit_lines(struct stream *s, const char *text, size_t len)
 {
 	struct batch *b = calloc(1, sizeof(*b));
-	size_t lines = 0, pos = 0, n = 0, invalid = 0;
+	size_t lines = 0, pos = 0, n = 0, invalid = 0, limited = 0;
 	const char *p;
 
 	for (p = text; (p = memchr(p, '\n', (size_t)(text + len - p))); p++)
@@ -237,6 +259,8 @@ static int submit_lines(struct stream *s, const char *text, size_t len)
 					 err.field[0] ? ": " : "", err.reason);
 				dead_letter(s->in, s->source, s->line_no, reason, text + pos, l - pos);
 				invalid++;
+			} else if (over_limit(s, &b->items[n], text + pos, l - pos)) {
+				limited++;
 			} else {
 				b->off[n] = pos;
 				b->len[n] = l - pos;
@@ -250,6 +274,11 @@ static int submit_lines(struct stream *s, const char *text, size_t len)
 		agd_engine_count_invalid(s->in->e, invalid);
 		pthread_mutex_lock(&s->lock);
 		s->invalid += invalid;
+		pthread_mutex_unlock(&s->lock);
+	}
+	if (limited) {
+		pthread_mutex_lock(&s->lock);
+		s->limited += limited;
 		pthread_mutex_unlock(&s->lock);
 	}
 	if (!n) {
@@ -385,9 +414,9 @@ static void *stdin_main(void *arg)
 	stream_init(&s, in, STDIN_FILENO, "stdin");
 	read_stream(&s);
 	fprintf(stderr, "agentgated: stdin closed: %llu applied, %llu duplicates, %llu invalid, "
-		"%llu rejected\n", (unsigned long long)s.applied,
+		"%llu rejected, %llu limited\n", (unsigned long long)s.applied,
 		(unsigned long long)s.duplicates, (unsigned long long)s.invalid,
-		(unsigned long long)s.rejected);
+		(unsigned long long)s.rejected, (unsigned long long)s.limited);
 	stream_fini(&s);
 	return NULL;
 }
@@ -402,7 +431,7 @@ static void *conn_main(void *arg)
 {
 	struct conn_arg *ca = arg;
 	struct agd_ingest *in = ca->in;
-	char source[32], reply[160];
+	char source[32], reply[200];
 	struct stream s;
 	int n;
 
@@ -410,9 +439,11 @@ static void *conn_main(void *arg)
 	stream_init(&s, in, ca->fd, source);
 	read_stream(&s);
 	n = snprintf(reply, sizeof(reply),
-		     "{\"applied\":%llu,\"duplicates\":%llu,\"invalid\":%llu,\"rejected\":%llu}\n",
+		     "{\"applied\":%llu,\"duplicates\":%llu,\"invalid\":%llu,\"rejected\":%llu,"
+		     "\"limited\":%llu}\n",
 		     (unsigned long long)s.applied, (unsigned long long)s.duplicates,
-		     (unsigned long long)s.invalid, (unsigned long long)s.rejected);
+		     (unsigned long long)s.invalid, (unsigned long long)s.rejected,
+		     (unsigned long long)s.limited);
 	if (send(ca->fd, reply, (size_t)n, MSG_NOSIGNAL) < 0 && errno != EPIPE)
 		fprintf(stderr, "agentgated: %s: cannot reply: %s\n", source, strerror(errno));
 	close(ca->fd);

@@ -20,7 +20,9 @@
  *
  * A socket client that shuts down its writing side gets one JSON line back
  * once everything it sent is settled:
- *   {"applied":n,"duplicates":n,"invalid":n,"rejected":n}
+ *   {"applied":n,"duplicates":n,"invalid":n,"rejected":n,"limited":n}
+ * (limited: lines over --rating-user-rate, dead-lettered like the
+ * refused ones)
  */
 #ifndef AGENTGATED_INGEST_H
 #define AGENTGATED_INGEST_H

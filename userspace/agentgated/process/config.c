@@ -109,6 +109,10 @@ const struct opt agd_opts[] = {
 	  RANGE(0, 100), .reload = true,
 	  .help = "ratings move an agent's rate at most F times its rate at the start of a "
 		  "change window, either way; 0: no limit" },
+	{ "rating-user-cap", K_RATE, F(rating_user_cap), .arg = "POINTS", .def = "2",
+	  ABOVE_AT_MOST(0, 2), .reload = true,
+	  .help = "one user's voice counts for at most POINTS score points from neutral (3), "
+		  "either way: it moves an agent at most alpha*POINTS; 2: the whole scale" },
 	{ "rating-change-window", K_MS, F(rating_change_window_ms), .arg = "TIME", .def = "1h",
 	  RANGE(1000, 2592000000.0), .reload = true,
 	  .help = "the window of --rating-max-change, from an agent's first rating in it" },

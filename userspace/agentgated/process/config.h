@@ -67,6 +67,7 @@ struct agd_config {
 	double rating_max_change;
 	__u64 rating_change_window_ms;
 	__u64 rating_wave;
+	double rating_user_cap;
 	bool rating_wave_hold;
 	__u64 dedup_window_ms;
 	__u64 dedup_max;

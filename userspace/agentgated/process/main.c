@@ -71,8 +71,6 @@ static int live_settings(const struct agd_config *c, struct agd_http_live *live)
 	memset(live, 0, sizeof(*live));
 	live->max_body = c->max_body;
 	live->metrics_max_agents = c->metrics_max_agents;
-	live->rating_user_rate = c->rating_user_rate;
-	live->rating_token_rate = c->rating_token_rate;
 	if (agd_lifetimes_parse(c->auth_max_lifetime, &live->life, &why)) {
 		logf_(AGD_LOG_ERR, "--auth-max-lifetime: %s", why.msg);
 		return -1;
@@ -322,6 +320,9 @@ static void engine_opts(const struct agd_config *c, struct agd_engine_opts *eo)
 	eo->change_window_ms = c->rating_change_window_ms;
 	eo->wave_users = (__u32)c->rating_wave;
 	eo->wave_hold = c->rating_wave_hold;
+	eo->user_cap = c->rating_user_cap;
+	eo->user_rate = c->rating_user_rate;
+	eo->token_rate = c->rating_token_rate;
 	eo->queue_max = c->queue_max;
 	eo->log = logf_;
 }

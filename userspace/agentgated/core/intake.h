@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * Rating intake limits over HTTP: ratings per second per user (the
- * ratings' "user") and per API token (its "sub"), each a token bucket
- * (GCRA) of burst = rate * 10 (at least 1). A request whose ratings would
- * take any of its users or its token over is refused whole with 429 and
- * Retry-After, and charges nothing. At most AGD_INTAKE_MAX users and tokens
+ * Rating intake limits: ratings per second per user (the ratings' "user")
+ * and per API token (its "sub"), each a token bucket (GCRA) of burst =
+ * rate * 10 (at least 1), shared by every way ratings come in (the engine
+ * holds one: agd_engine_intake). A request whose ratings would take any of
+ * its users or its token over is refused whole and charges nothing: 429
+ * and Retry-After over HTTP, the line dead-lettered on a stream. At most AGD_INTAKE_MAX users and tokens
  * are tracked: full buckets are forgotten first (a forgotten user starts
  * with a full bucket, as a new one does).
  */
@@ -15,7 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "core/rating.h"
+#include "rating.h"
 
 #define AGD_INTAKE_MAX 100000
 

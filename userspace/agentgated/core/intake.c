@@ -21,6 +21,7 @@ struct agd_intake {
 	struct slot **tab;
 	size_t n;
 	double per_user, per_token;
+	double forgot_at; /* when full buckets were last forgotten */
 	uint64_t refused[3];
 };
 
@@ -102,6 +103,18 @@ static void forget_full(struct agd_intake *in, double now)
 	}
 }
 
+/* Whether one more user or token can be tracked: with the table full,
+ * full buckets are forgotten first, at most once a second (a scan of the
+ * whole table). */
+static bool room(struct agd_intake *in, double now)
+{
+	if (in->n >= AGD_INTAKE_MAX && (now - in->forgot_at >= 1 || now < in->forgot_at)) {
+		in->forgot_at = now;
+		forget_full(in, now);
+	}
+	return in->n < AGD_INTAKE_MAX;
+}
+
 static struct slot *find(struct agd_intake *in, const char *key, bool add, double now)
 {
 	size_t h = hash(key);
@@ -110,11 +123,7 @@ static struct slot *find(struct agd_intake *in, const char *key, bool add, doubl
 	for (s = in->tab[h]; s; s = s->next)
 		if (!strcmp(s->key, key))
 			return s;
-	if (!add)
-		return NULL;
-	if (in->n >= AGD_INTAKE_MAX)
-		forget_full(in, now);
-	if (in->n >= AGD_INTAKE_MAX)
+	if (!add || !room(in, now))
 		return NULL; /* every tracked one is limited: refuse rather than forget */
 	s = calloc(1, sizeof(*s));
 	if (!s)
@@ -163,12 +172,16 @@ enum agd_intake_by agd_intake_charge(struct agd_intake *in, const struct agd_rat
 	/* Each distinct user, with the ratings it has in the request. */
 	for (i = 0; i < k;) {
 		size_t j = i;
+		struct slot *s;
 		double w;
 
 		while (j < k && !strcmp(users[j], users[i]))
 			j++;
 		snprintf(key, sizeof(key), "u%s", users[i]);
-		w = wait_for(find(in, key, false, now), (double)(j - i), in->per_user, now);
+		s = find(in, key, false, now);
+		w = wait_for(s, (double)(j - i), in->per_user, now);
+		if (!s && !room(in, now) && w < 1)
+			w = 1; /* cannot be tracked: refused, never let through uncharged */
 		if (w > worst || (j - i) > burst_of(in->per_user)) {
 			worst = w > worst ? w : worst;
 			by = AGD_INTAKE_USER;
@@ -177,10 +190,14 @@ enum agd_intake_by agd_intake_charge(struct agd_intake *in, const struct agd_rat
 		i = j;
 	}
 	if (!by && in->per_token > 0 && token_subject && token_subject[0]) {
+		struct slot *s;
 		double w;
 
 		snprintf(key, sizeof(key), "t%s", token_subject);
-		w = wait_for(find(in, key, false, now), (double)n, in->per_token, now);
+		s = find(in, key, false, now);
+		w = wait_for(s, (double)n, in->per_token, now);
+		if (!s && !room(in, now) && w < 1)
+			w = 1;
 		if (w > 0 || n > burst_of(in->per_token)) {
 			worst = w;
 			by = AGD_INTAKE_TOKEN;
