@@ -5,9 +5,10 @@
  * same run: without users (the baseline: no voice is looked up or stored),
  * from N distinct users (each stores a voice), and the same users again
  * with new scores (each replaces its voice). Reports ratings/s of each and
- * the store bytes per (user, agent) voice (LMDB pages of the voices
- * database / voices). Voices live only in the store (the page cache), not
- * in the daemon's heap.
+ * the bytes per (user, agent) voice in memory (the voice table) and in the
+ * store once the engine closed (LMDB pages of the voices database and the
+ * voice log / voices), and how long the engine takes to open again with
+ * them (reading every voice into memory).
  *
  * Usage: voices_cost --bpffs DIR --state DIR [--ratings N] [--agents A]
  */
@@ -19,6 +20,7 @@
 #include <time.h>
 
 #include "core/engine.h"
+#include "core/store.h"
 #include "engine_bench.h"
 
 static double wall_s(void)
@@ -80,10 +82,13 @@ int main(int argc, char **argv)
 					    { 0 } };
 	const char *bpffs = NULL, *state = NULL;
 	unsigned long n = 1000000, agents = 1000;
-	struct agd_engine_stats st;
+	struct agd_engine_stats st, st2;
 	struct agd_err why = { 0 };
 	struct agd_engine *e = NULL;
-	double anon, first, again;
+	double anon, first, again, open_s;
+	__u64 store_bytes = 0;
+	struct agd_store sto;
+	MDB_txn *txn;
 	int c;
 
 	while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
@@ -111,18 +116,41 @@ int main(int argc, char **argv)
 	first = anon >= 0 ? rate_all(e, n, agents, true, 1) : -1;
 	again = first >= 0 ? rate_all(e, n, agents, true, 2) : -1;
 	agd_engine_stats(e, &st);
-	agd_engine_close(e);
+	agd_engine_close(e); /* folds the voice log */
 	if (anon < 0 || first < 0 || again < 0)
 		return 1;
+	if (agd_store_open_ro(state, &sto, &txn, &why)) {
+		fprintf(stderr, "voices_cost: %s\n", why.msg);
+		return 1;
+	}
+	agd_store_voice_count(&sto, txn, &store_bytes);
+	agd_store_txn_end(txn);
+	agd_store_close(&sto);
+	open_s = wall_s();
+	if (bench_engine_open(bpffs, state, (__u32)(agents + 64), &e, &why)) {
+		fprintf(stderr, "voices_cost: %s\n", why.msg);
+		return 1;
+	}
+	open_s = wall_s() - open_s;
+	agd_engine_stats(e, &st2);
+	agd_engine_close(e);
+	if (st2.voices != st.voices) {
+		fprintf(stderr, "voices_cost: %llu voices before the restart, %llu after\n",
+			(unsigned long long)st.voices, (unsigned long long)st2.voices);
+		return 1;
+	}
 	printf("ratings %lu over %lu agents, group commits of 10^4\n", n, agents);
 	printf("  without users (baseline)     %9.0f ratings/s\n", (double)n / anon);
 	printf("  new voices (distinct users)  %9.0f ratings/s  (%.2fx the baseline)\n",
 	       (double)n / first, anon / first > 0 ? anon / first : 0);
 	printf("  replacing voices             %9.0f ratings/s  (%.2fx the baseline)\n",
 	       (double)n / again, anon / again);
-	printf("  voices stored %llu, %.1f bytes each in the store (%.1f MiB)\n",
-	       (unsigned long long)st.voices,
-	       st.voices ? (double)st.voices_bytes / (double)st.voices : 0,
-	       (double)st.voices_bytes / 1048576.0);
+	printf("  voices %llu: %.1f bytes each in memory (%.1f MiB), %.1f in the store "
+	       "(%.1f MiB)\n", (unsigned long long)st.voices,
+	       st.voices ? (double)st.voices_memory / (double)st.voices : 0,
+	       (double)st.voices_memory / 1048576.0,
+	       st.voices ? (double)store_bytes / (double)st.voices : 0,
+	       (double)store_bytes / 1048576.0);
+	printf("  engine open with them (every voice read)  %.2f s\n", open_s);
 	return 0;
 }

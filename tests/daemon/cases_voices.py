@@ -406,13 +406,30 @@ OLD_LAYOUT = r'''
 import sys, lmdb
 env = lmdb.open(sys.argv[1], max_dbs=16, subdir=True, lock=True)
 with env.begin(write=True) as txn:
-    for name in (b"voices", b"windows"):
+    for name in (b"voices", b"voice_log", b"voice_snap", b"windows"):
         txn.drop(env.open_db(name, txn=txn), delete=True)
     inf = env.open_db(b"influence", txn=txn)
     v = txn.get(b"mg2", db=inf)
     assert v is not None and len(v) == 40, v
     txn.put(b"mg2", v[:32], db=inf)
+    # A voice as the first stores with voices kept it: a B-tree of
+    # agent NUL user -> {score, pad[7], ts_ms}.
+    voices = env.open_db(b"voices", txn=txn)
+    txn.put(b"mg1\0legacy", bytes([1]) + bytes(7) + (1000).to_bytes(8, "little"), db=voices)
 env.close()
+'''
+
+# The same, after a stop: the voices database emptied, its voice in the
+# snapshot.
+FOLDED = r'''
+import sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=16, subdir=True, lock=True, readonly=True)
+with env.begin() as txn:
+    voices = env.open_db(b"voices", txn=txn, create=False)
+    snap = env.open_db(b"voice_snap", txn=txn, create=False)
+    log = env.open_db(b"voice_log", txn=txn, create=False)
+    blobs = b"".join(v for _, v in txn.cursor(db=snap))
+    print(txn.stat(voices)["entries"], txn.stat(log)["entries"], b"legacy" in blobs)
 '''
 
 
@@ -433,15 +450,69 @@ def t_voice_migration(env):
     check(p.returncode == 0, "making the old layout: %s" % p.stderr)
     d.start()
     expect_agent(d.api, "mg1", 'd["rate"] == 90', 'd["ratings"] == 4', 'd["mean_score"] == 2.75')
-    check(d.metrics().val("agentgate_rating_voices") == 0, "voices after the migration")
-    # x's earlier voice is gone with the old layout: its rating is a first one.
+    check(d.metrics().val("agentgate_rating_voices") == 1, "voices after the migration")
+    # x's earlier voice is gone with the old layout: its rating is a first one;
+    # the legacy voice (1 star) is kept: the same score moves nothing.
     expect(d.api.post("/v1/ratings", {"agent": "mg1", "user": "x", "score": 4}), 200,
            'd["agents"][0]["rate"] == 100')
-    expect(d.api.post("/v1/ratings", {"agent": "mg1", "user": "x", "score": 4}), 200,
+    expect(d.api.post("/v1/ratings", [{"agent": "mg1", "user": "x", "score": 4},
+                                      {"agent": "mg1", "user": "legacy", "score": 1}]), 200,
            'd["agents"][0]["rate"] == 100')
+    expect(d.api.get("/v1/agents/mg1/explain"), 200, 'd["influence"]["voices"] == 2')
     expect(d.api.get("/v1/agents/mg2"), 200, 'd["influence"]["max_change"] == 0.1',
            'd["influence"]["user_cap"] == 2')
     expect(d.api.post("/v1/ratings", [{"agent": "mg2", "user": "w%d" % i, "score": 1}
                                       for i in range(20)]), 200,
            'd["agents"][0]["rate"] == 900')
+    d.stop()
+    p = subprocess.run(["/usr/bin/python3", "-c", FOLDED, d.state], capture_output=True,
+                       text=True)
+    check(p.returncode == 0 and p.stdout.split() == ["0", "0", "True"],
+          "after the stop: %s %s" % (p.stdout, p.stderr))
+    d.start()
+    expect(d.api.get("/v1/agents/mg1/explain"), 200, 'd["influence"]["voices"] == 2')
+    expect(d.api.post("/v1/ratings", {"agent": "mg1", "user": "legacy", "score": 1}), 200,
+           'd["agents"][0]["rate"] == 100')
+    d.stop()
+
+
+@case("kill -9 with voices only in the voice log (no fold yet): a restart reads them back "
+      "(same scores move nothing, explain and the metric count them); a deleted agent's "
+      "voices stay gone; a log of more records than voices is folded into the snapshot")
+def t_voice_crash(env):
+    d = env.daemon("vcrash", "--max-body", "8MiB").start()
+    expect(d.api.post("/v1/ratings", [{"agent": "vc1", "user": "u%d" % i, "score": 1}
+                                      for i in range(50)]), 200,
+           'd["agents"][0]["rate"] == 1')
+    expect(d.api.post("/v1/ratings", [{"agent": "vc2", "user": "u%d" % i, "score": 5}
+                                      for i in range(3)]), 200,
+           'd["agents"][0]["rate"] == 160')
+    expect(d.api.delete("/v1/agents/vc2"), 200)
+    check(d.metrics().val("agentgate_rating_voice_log_records") == 54, "log records")
+    d.kill9()
+    d.start()
+    m = d.metrics()
+    check(m.val("agentgate_rating_voices") == 50 and
+          m.val("agentgate_rating_voice_log_records") == 54, "after kill -9: %s" %
+          [x for x in m.text.splitlines() if "voice" in x])
+    expect(d.api.post("/v1/ratings", {"agent": "vc1", "user": "u7", "score": 1}), 200,
+           'd["agents"][0]["rate"] == 1')
+    expect(d.api.put("/v1/agents/vc2", {"rate": 100}), 201)
+    expect(d.api.post("/v1/ratings", {"agent": "vc2", "user": "u1", "score": 5}), 200,
+           'd["agents"][0]["rate"] == 120')
+    expect(d.api.get("/v1/agents/vc2/explain"), 200, 'd["influence"]["voices"] == 1')
+    # 65 536 records (the least a fold waits for) from 70 000 ratings of 5
+    # users: folded once, the log restarted, nothing lost.
+    body = "".join(json.dumps({"agent": "vc3", "user": "f%d" % (i % 5), "score": 1 + i % 5}) +
+                   "\n" for i in range(70000))
+    expect(d.api.post("/v1/ratings", body, ctype="application/x-ndjson"), 200,
+           'd["applied"] == 70000')
+    m = d.metrics()
+    check(m.val("agentgate_rating_voice_log_records") < 65536 and
+          m.val("agentgate_rating_voices") == 56, "after the fold: %s" %
+          [x for x in m.text.splitlines() if "voice" in x])
+    d.kill9()
+    d.start()
+    check(d.metrics().val("agentgate_rating_voices") == 56, "voices after the fold and kill -9")
+    expect(d.api.get("/v1/agents/vc3/explain"), 200, 'd["influence"]["voices"] == 5')
     d.stop()

@@ -344,7 +344,7 @@ static void old_store_opens(void **state)
 	struct agd_hist_changes *c = malloc(sizeof(*c));
 	struct agd_hist_rating_in in = rating(1, 5);
 	struct agd_agent_rec rec = { .version = AGD_STORE_VERSION, .rate = 7, .last_ms = -1 };
-	struct agd_explain_opts o = { .answered_by = "state store" };
+	struct agd_explain_opts o = { .answered_by = "state store", .voices = -1 };
 	struct agd_store st;
 	struct agd_policy def;
 	MDB_txn *txn;

@@ -289,7 +289,8 @@ static int from_daemon(struct cli *cli, const char *name, json_t **out, int *cod
 
 static int from_store(struct cli *cli, const char *name, json_t **out)
 {
-	struct agd_explain_opts o = { .ctx = cli->ctx, .answered_by = "state store" };
+	struct agd_explain_opts o = { .ctx = cli->ctx, .answered_by = "state store",
+				      .voices = -1 };
 	struct agd_store st;
 	MDB_txn *txn;
 	struct agd_err err = { 0 };

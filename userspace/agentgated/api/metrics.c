@@ -354,6 +354,12 @@ static void engine_series(struct out *o, struct agd_engine *e)
 	    (unsigned long long)s.waves_up);
 	family(o, "rating_voices", "gauge", "Latest ratings kept, one per (user, agent).");
 	put(o, "agentgate_rating_voices %llu\n", (unsigned long long)s.voices);
+	family(o, "rating_voices_memory_bytes", "gauge",
+	       "Bytes of the table that keeps the voices in memory.");
+	put(o, "agentgate_rating_voices_memory_bytes %llu\n", (unsigned long long)s.voices_memory);
+	family(o, "rating_voice_log_records", "gauge",
+	       "Voice changes in the store's voice log, not yet folded into its voices database.");
+	put(o, "agentgate_rating_voice_log_records %llu\n", (unsigned long long)s.voices_logged);
 	family(o, "agents_refused_total", "counter",
 	       "New agents refused because every agent slot is in use (507).");
 	put(o, "agentgate_agents_refused_total %llu\n", (unsigned long long)s.agents_refused);

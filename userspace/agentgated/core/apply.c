@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "engine_int.h"
+#include "voices.h"
 
 /* A rating the policy applied in the current batch (not pinned, not a
  * duplicate), for its agent's history (hist_rated). */
@@ -411,21 +412,17 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 		first = true;
 		if (r->user[0] || e->opts.anonymous == AGD_ANON_SHARED) {
 			/* One voice per user: a new rating replaces the user's last. */
-			struct agd_voice_rec v = { .score = (__u8)r->score,
-						   .ts_ms = r->ts_ms >= 0 ? r->ts_ms : (__s64)now };
-			struct agd_voice_rec old;
+			int old;
 
-			err = agd_store_voice_get(&e->st, txn, r->agent, r->user, &old);
-			if (err < 0)
+			err = agd_voices_set(e->voices, r->agent, r->user, r->score,
+					     r->ts_ms >= 0 ? r->ts_ms : (__s64)now, &old);
+			if (err)
 				return err;
-			if (err == 1) {
-				from = old.score;
+			if (old) {
+				from = old;
 				first = false;
 				job->replaced++;
 			}
-			err = agd_store_voice_put(&e->st, txn, r->agent, r->user, &v);
-			if (err)
-				return err;
 		}
 		influence_of(e, en, &inf);
 		en->rec.rate = agd_policy_rate_voiced(&p, en->rec.rate, from, r->score,
@@ -735,6 +732,10 @@ void *apply_thread(void *arg)
 			next = job->next;
 			job->done(job); /* may free the job */
 		}
+		/* Once the batch is answered: the voice log folded when due. */
+		pthread_mutex_lock(&e->lock);
+		voices_fold(e, false);
+		pthread_mutex_unlock(&e->lock);
 	}
 }
 

@@ -19,6 +19,7 @@
 #include "engine_int.h"
 #include "explain.h"
 #include "intake.h"
+#include "voices.h"
 
 static void nolog(int level, const char *fmt, ...)
 {
@@ -252,7 +253,61 @@ void audit_file(struct agd_engine *e, char *line)
 
 int txn_begin(struct agd_engine *e, MDB_txn **txn)
 {
-	return agd_store_txn_begin(&e->st, txn);
+	struct agd_err why;
+	int err = agd_store_txn_begin(&e->st, txn);
+
+	/* A transaction that changed voices and did not commit left memory
+	 * ahead of the store: read them again first. */
+	if (!err && e->voices && (err = agd_voices_sync(e->voices, &e->st, *txn, &why))) {
+		e->opts.log(AGD_LOG_ERR, "%s", why.msg);
+		agd_store_txn_end(*txn);
+		*txn = NULL;
+	}
+	return err;
+}
+
+int store_agent_del(struct agd_engine *e, MDB_txn *txn, const char *name)
+{
+	int err = agd_store_agent_del(&e->st, txn, name), drop;
+
+	if ((!err || err == -ENOENT) && e->voices && (drop = agd_voices_drop(e->voices, name)))
+		return drop;
+	return err;
+}
+
+/* Folds the voice log into the voices database once it is long enough
+ * (voices.h), or whenever it holds anything (force: on close). */
+void voices_fold(struct agd_engine *e, bool force)
+{
+	MDB_txn *txn;
+	int err;
+
+	if (!e->voices || !(force ? agd_voices_logged(e->voices) : agd_voices_fold_due(e->voices)))
+		return;
+	err = txn_begin(e, &txn);
+	if (!err) {
+		err = agd_voices_fold(e->voices, &e->st, txn);
+		if (err)
+			agd_store_txn_end(txn);
+		else
+			err = txn_commit(e, txn, 0);
+	}
+	if (err) {
+		agd_voices_settled(e->voices, false);
+		store_log(e, err, "voices not folded into the store (the voice log keeps them)");
+	}
+}
+
+static int voices_load(struct agd_engine *e, struct agd_err *errbuf)
+{
+	MDB_txn *txn;
+	int err = agd_store_read_begin(&e->st, &txn);
+
+	if (err)
+		return agd_store_fail(errbuf, err, "cannot read the voices");
+	err = agd_voices_open(&e->st, txn, &e->voices, errbuf);
+	agd_store_txn_end(txn);
+	return err;
 }
 
 /* Commits; seq: the fleet log sequence the transaction applies (stored
@@ -264,10 +319,14 @@ int txn_commit(struct agd_engine *e, MDB_txn *txn, __u64 seq)
 
 	if (seq > e->log_seq)
 		err = agd_store_meta_put_u64(&e->st, txn, "log_seq", seq);
+	if (!err && e->voices)
+		err = agd_voices_flush(e->voices, &e->st, txn);
 	if (err)
 		agd_store_txn_end(txn);
 	else
 		err = agd_store_commit(&e->st, txn);
+	if (e->voices)
+		agd_voices_settled(e->voices, !err);
 	if (!err && seq > e->log_seq)
 		e->log_seq = seq;
 
@@ -406,7 +465,9 @@ int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out,
 		goto cleanup;
 	/* What the buckets and counters read before reconcile writes any. */
 	activity_read(e);
-	err = load_agents(e, errbuf);
+	err = voices_load(e, errbuf);
+	if (!err)
+		err = load_agents(e, errbuf);
 	if (!err)
 		err = reconcile(e, errbuf);
 	if (err)
@@ -445,6 +506,12 @@ void agd_engine_close(struct agd_engine *e)
 		pthread_mutex_unlock(&e->qlock);
 		pthread_join(e->thread, NULL);
 	}
+	if (e->voices) {
+		pthread_mutex_lock(&e->lock);
+		voices_fold(e, true); /* a short log for the next start */
+		pthread_mutex_unlock(&e->lock);
+	}
+	agd_voices_free(e->voices);
 	for (i = 0; e->buckets && i < e->nbuckets; i++)
 		for (en = e->buckets[i]; en; en = next) {
 			next = en->next;
@@ -546,9 +613,16 @@ void agd_engine_stats(struct agd_engine *e, struct agd_engine_stats *s)
 	pthread_mutex_unlock(&e->qlock);
 	if (!agd_store_read_begin(&e->st, &txn)) {
 		s->dedup_ids = agd_store_dedup_count(&e->st, txn);
-		s->voices = agd_store_voice_count(&e->st, txn, &s->voices_bytes);
+		agd_store_voice_count(&e->st, txn, &s->voices_bytes);
 		agd_store_txn_end(txn);
 	}
+	pthread_mutex_lock(&e->lock);
+	if (e->voices) {
+		s->voices = agd_voices_count(e->voices);
+		s->voices_memory = agd_voices_bytes(e->voices);
+		s->voices_logged = agd_voices_logged(e->voices);
+	}
+	pthread_mutex_unlock(&e->lock);
 }
 
 const char *const agd_tally_group[AGD_TALLY__N] = {

@@ -475,8 +475,10 @@ struct agd_engine_stats {
 	__u64 ratings_replaced; /* applied, replacing their user's earlier rating */
 	__u64 tally[AGD_TALLY__N]; /* every agent's, and of agents since removed */
 	__u64 waves_down, waves_up;
-	__u64 voices;           /* (user, agent) latest ratings stored */
-	__u64 voices_bytes;     /* the LMDB pages they take */
+	__u64 voices;           /* (user, agent) latest ratings kept */
+	__u64 voices_bytes;     /* the LMDB pages they take (database and log) */
+	__u64 voices_memory;    /* the bytes of their table in memory */
+	__u64 voices_logged;    /* records in the voice log, not yet folded */
 	__u64 apply_hist[AGD_APPLY_BUCKETS + 1]; /* last: +Inf */
 	double apply_sum;
 	__u64 apply_count;

@@ -74,6 +74,7 @@ struct agd_engine {
 	struct agd_store st;
 	struct ag_ctx *ctx;
 	struct agd_intake *intake; /* rating intake limits (intake.h) */
+	struct agd_voices *voices; /* every (user, agent)'s latest score (voices.h) */
 	int audit_fd;
 	int owner_fd; /* the pin root's exclusive owner lock (agentgate.h) */
 
@@ -168,6 +169,12 @@ const char *slot_name(const char **names, struct ag_ctx *ctx, __u32 slot);
 
 /* reconcile.c */
 int load_agents(struct agd_engine *e, struct agd_err *errbuf);
+/* engine.c: the agent out of the store (agd_store_agent_del) and its
+ * voices out of memory, logged with txn. */
+int store_agent_del(struct agd_engine *e, MDB_txn *txn, const char *name);
+/* engine.c: folds the voice log into the store when due (force: when it
+ * holds anything). Under e->lock. */
+void voices_fold(struct agd_engine *e, bool force);
 /* engine.c: the influence limits in effect for en. */
 void influence_of(const struct agd_engine *e, const struct entry *en, struct agd_influence *out);
 int reconcile(struct agd_engine *e, struct agd_err *errbuf);

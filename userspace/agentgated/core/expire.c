@@ -229,7 +229,7 @@ static size_t expire_locked(struct agd_engine *e, struct entry **v, size_t n, bo
 	for (i = 0; i < n && !err; i++) {
 		if (!v[i])
 			continue;
-		err = agd_store_agent_del(&e->st, txn, v[i]->name);
+		err = store_agent_del(e, txn, v[i]->name);
 		if (err == -ENOENT)
 			err = 0;
 		if (!err)

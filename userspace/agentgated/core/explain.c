@@ -328,13 +328,16 @@ static json_t *maps_only(const char *name, const struct live *l, const char *ans
 
 /* Who moves the rate: the users with a voice, and the change window
  * (damping, waves) when there is one. Absent in a store that predates them. */
-static json_t *influence_obj(struct agd_store *st, MDB_txn *txn, const char *name)
+static json_t *influence_obj(struct agd_store *st, MDB_txn *txn, const char *name,
+			     __s64 counted)
 {
 	struct agd_window_rec w;
 	__u64 voices = 0;
 	json_t *o = json_object();
 
-	if (st->voices && !agd_store_voices_of(st, txn, name, &voices))
+	if (counted >= 0)
+		json_object_set_new(o, "voices", json_integer((json_int_t)counted));
+	else if (!agd_store_voices_of(st, txn, name, &voices))
 		json_object_set_new(o, "voices", json_integer((json_int_t)voices));
 	if (st->windows && agd_store_window_get(st, txn, name, &w) == 1)
 		json_object_set_new(o, "window",
@@ -430,7 +433,7 @@ int agd_explain_build(struct agd_store *st, MDB_txn *txn, const char *name,
 	json_object_set_new(j, "changes", changes_arr(hc));
 	json_object_set_new(j, "changes_recorded", json_integer((json_int_t)hc->total));
 	json_object_set_new(j, "live", live_obj(&l));
-	json_object_set_new(j, "influence", influence_obj(st, txn, name));
+	json_object_set_new(j, "influence", influence_obj(st, txn, name, o->voices));
 	if (o->fleet)
 		json_object_set_new(j, "fleet", json_pack("{s:f,s:f}", "share", o->share,
 							  "local_rate", rec.rate * o->share));

@@ -31,6 +31,9 @@ struct agd_explain_opts {
 	bool fleet;         /* in a fleet: share is this host's part of the rate */
 	double share;
 	const char *answered_by; /* "agentgated" or "state store" */
+	/* The agent's voices, counted by the caller (the daemon keeps them in
+	 * memory); < 0: counted from the store. */
+	__s64 voices;
 };
 
 /* The explain object of agent `name`: 0 and *out (json_t *, the caller's

@@ -39,7 +39,7 @@ static int unstore_new_agent(struct agd_engine *e, struct entry *en, struct agd_
 	snprintf(msg, sizeof(msg), "%s", ag_errmsg());
 	err = txn_begin(e, &txn);
 	if (!err)
-		err = agd_store_agent_del(&e->st, txn, en->name);
+		err = store_agent_del(e, txn, en->name);
 	if (!err)
 		err = agd_store_hist_del(&e->st, txn, en->name);
 	if (!err)
@@ -262,7 +262,7 @@ int agd_engine_apply_agent_delete(struct agd_engine *e, __u64 seq, const char *n
 	err = txn_begin(e, &txn);
 	if (err)
 		goto out;
-	err = agd_store_agent_del(&e->st, txn, name);
+	err = store_agent_del(e, txn, name);
 	if (!err)
 		err = agd_store_deleted_put(&e->st, txn, name, wall_ms(), subject);
 	if (!err)

@@ -318,7 +318,7 @@ static int journal_agent(struct agd_engine *e, struct entry *en, MDB_txn *txn,
 		}
 		*gone = grown;
 		(*gone)[(*n_gone)++] = en;
-		err = agd_store_agent_del(&e->st, txn, en->name);
+		err = store_agent_del(e, txn, en->name);
 		if (!err)
 			err = agd_store_deleted_put(&e->st, txn, en->name, wall_ms(),
 						   JOURNAL_SUBJECT);

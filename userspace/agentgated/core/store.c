@@ -309,22 +309,235 @@ int agd_store_influence_foreach(struct agd_store *st, MDB_txn *txn,
 	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
 }
 
-int agd_store_voices_of(struct agd_store *st, MDB_txn *txn, const char *agent, __u64 *n)
-{
-	size_t len = strlen(agent) + 1;
-	MDB_val k = { len, (void *)agent }, v;
-	MDB_cursor *cur;
-	int rc = mdb_cursor_open(txn, st->voices, &cur);
+/* ---- the voice log (store.h) --------------------------------------------------- */
 
-	*n = 0;
+size_t agd_vlog_encode_voice(unsigned char *buf, const char *agent, const char *user, int score,
+			     __s64 ts_ms)
+{
+	size_t a = strnlen(agent, AG_NAME_MAX), u = strnlen(user, 128), n = 0;
+	__u64 ts = (__u64)ts_ms;
+	int i;
+
+	buf[n++] = AGD_VLOG_VOICE;
+	buf[n++] = (unsigned char)a;
+	buf[n++] = (unsigned char)u;
+	memcpy(buf + n, agent, a);
+	n += a;
+	memcpy(buf + n, user, u);
+	n += u;
+	buf[n++] = (unsigned char)score;
+	for (i = 0; i < 8; i++)
+		buf[n++] = (unsigned char)(ts >> (8 * i));
+	return n;
+}
+
+size_t agd_vlog_encode(unsigned char *buf, const struct agd_vlog_rec *r)
+{
+	size_t a = strnlen(r->agent, AG_NAME_MAX);
+
+	if (r->kind == AGD_VLOG_VOICE)
+		return agd_vlog_encode_voice(buf, r->agent, r->user, r->score, r->ts_ms);
+	buf[0] = (unsigned char)r->kind;
+	buf[1] = (unsigned char)a;
+	memcpy(buf + 2, r->agent, a);
+	return 2 + a;
+}
+
+int agd_vlog_decode(const unsigned char **pp, const unsigned char *end, struct agd_vlog_rec *r)
+{
+	const unsigned char *p = *pp;
+	size_t a, u = 0;
+	__u64 ts = 0;
+	int i;
+
+	if (p >= end)
+		return 0;
+	if (end - p < 2 || (p[0] != AGD_VLOG_VOICE && p[0] != AGD_VLOG_DROP))
+		return -EUCLEAN;
+	r->kind = p[0];
+	a = p[1];
+	p += 2;
+	if (r->kind == AGD_VLOG_VOICE) {
+		if (p >= end)
+			return -EUCLEAN;
+		u = *p++;
+	}
+	if (!a || a > AG_NAME_MAX || u > 128 ||
+	    (size_t)(end - p) < a + (r->kind == AGD_VLOG_VOICE ? u + 9 : 0))
+		return -EUCLEAN;
+	memcpy(r->agent, p, a);
+	r->agent[a] = 0;
+	p += a;
+	r->user[0] = 0;
+	r->score = 0;
+	r->ts_ms = 0;
+	if (r->kind == AGD_VLOG_VOICE) {
+		memcpy(r->user, p, u);
+		r->user[u] = 0;
+		p += u;
+		r->score = *p++;
+		for (i = 0; i < 8; i++)
+			ts |= (__u64)*p++ << (8 * i);
+		r->ts_ms = (__s64)ts;
+		if (r->score < 1 || r->score > 5 || memchr(r->agent, 0, a) ||
+		    memchr(r->user, 0, u))
+			return -EUCLEAN;
+	} else if (memchr(r->agent, 0, a)) {
+		return -EUCLEAN;
+	}
+	*pp = p;
+	return 1;
+}
+
+int agd_store_vlog_foreach(struct agd_store *st, MDB_txn *txn, enum agd_vlog_db db,
+			  int (*fn)(void *arg, const unsigned char *data, size_t len), void *arg)
+{
+	MDB_dbi dbi = db == AGD_VLOG_SNAP ? st->voice_snap : st->voice_log;
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc, err = 0;
+
+	if (!dbi)
+		return 0;
+	rc = mdb_cursor_open(txn, dbi, &cur);
 	if (rc)
 		return agd_store_errno(rc);
-	for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-	     !rc && k.mv_size >= len && !memcmp(k.mv_data, agent, len);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && !err;
 	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
-		(*n)++;
+		err = fn(arg, v.mv_data, v.mv_size);
 	mdb_cursor_close(cur);
-	return rc == MDB_NOTFOUND || !rc ? 0 : agd_store_errno(rc);
+	if (err)
+		return err;
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}
+
+int agd_store_voices_foreach(struct agd_store *st, MDB_txn *txn,
+			    int (*fn)(void *arg, const char *agent, const char *user,
+				      const struct agd_voice_rec *rec),
+			    void *arg)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc, err = 0;
+
+	if (!st->voices)
+		return 0;
+	rc = mdb_cursor_open(txn, st->voices, &cur);
+	if (rc)
+		return agd_store_errno(rc);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && !err;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		const char *key = k.mv_data, *nul = memchr(key, 0, k.mv_size);
+		char agent[AG_NAME_MAX + 1], user[128 + 1];
+		struct agd_voice_rec rec;
+		size_t a, u;
+
+		a = nul ? (size_t)(nul - key) : 0;
+		u = nul ? k.mv_size - a - 1 : 0;
+		if (!nul || !a || a > AG_NAME_MAX || u > 128 || v.mv_size != sizeof(rec)) {
+			err = -EUCLEAN; /* a voice of no layout this store writes */
+			break;
+		}
+		memcpy(agent, key, a);
+		agent[a] = 0;
+		memcpy(user, nul + 1, u);
+		user[u] = 0;
+		memcpy(&rec, v.mv_data, sizeof(rec));
+		err = fn(arg, agent, user, &rec);
+	}
+	mdb_cursor_close(cur);
+	if (err)
+		return err;
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}
+
+/* voices_of: the agent's users met in the snapshot and the log (from its
+ * last drop on), and whether a drop emptied the voices database's. */
+struct voices_of {
+	const char *agent;
+	char (*users)[128 + 1];
+	size_t n, cap;
+	bool dropped;
+};
+
+static int voices_of_value(void *arg, const unsigned char *data, size_t len)
+{
+	struct voices_of *vo = arg;
+	const unsigned char *p = data, *end = data + len;
+	struct agd_vlog_rec r;
+	int rc;
+
+	while ((rc = agd_vlog_decode(&p, end, &r)) == 1) {
+		if (strcmp(r.agent, vo->agent))
+			continue;
+		if (r.kind == AGD_VLOG_DROP) {
+			vo->dropped = true;
+			vo->n = 0;
+			continue;
+		}
+		if (vo->n == vo->cap) {
+			size_t cap = vo->cap ? vo->cap * 2 : 64;
+			void *m = realloc(vo->users, cap * sizeof(*vo->users));
+
+			if (!m)
+				return -ENOMEM;
+			vo->users = m;
+			vo->cap = cap;
+		}
+		memcpy(vo->users[vo->n++], r.user, sizeof(r.user));
+	}
+	return rc;
+}
+
+static int by_user(const void *a, const void *b)
+{
+	return strcmp(a, b);
+}
+
+int agd_store_voices_of(struct agd_store *st, MDB_txn *txn, const char *agent, __u64 *n)
+{
+	size_t len = strlen(agent) + 1, i;
+	MDB_val k = { len, (void *)agent }, v;
+	struct voices_of vo = { .agent = agent };
+	MDB_cursor *cur;
+	__u64 in_db = 0;
+	int rc = st->voices ? mdb_cursor_open(txn, st->voices, &cur) : MDB_NOTFOUND;
+
+	*n = 0;
+	if (!rc) {
+		for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+		     !rc && k.mv_size >= len && !memcmp(k.mv_data, agent, len);
+		     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT))
+			in_db++;
+		mdb_cursor_close(cur);
+	}
+	if (rc && rc != MDB_NOTFOUND)
+		return agd_store_errno(rc);
+	rc = agd_store_vlog_foreach(st, txn, AGD_VLOG_SNAP, voices_of_value, &vo);
+	if (!rc)
+		rc = agd_store_vlog_foreach(st, txn, AGD_VLOG_LOG, voices_of_value, &vo);
+	if (rc) {
+		free(vo.users);
+		return rc;
+	}
+	/* Each user once, and once more only if the voices database lacks it. */
+	if (vo.n)
+		qsort(vo.users, vo.n, sizeof(*vo.users), by_user);
+	for (i = 0; i < vo.n; i++) {
+		char key[AG_NAME_MAX + 1 + 128];
+		size_t u = strlen(vo.users[i]);
+		MDB_val kk = { len + u, key }, vv;
+
+		if (i && !strcmp(vo.users[i], vo.users[i - 1]))
+			continue;
+		memcpy(key, agent, len);
+		memcpy(key + len, vo.users[i], u);
+		if (vo.dropped || !st->voices || mdb_get(txn, st->voices, &kk, &vv))
+			(*n)++;
+	}
+	free(vo.users);
+	*n += vo.dropped ? 0 : in_db;
+	return 0;
 }
 
 /* Every voice of the agent: the keys "name NUL ...", together in order. */
@@ -940,6 +1153,10 @@ int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, stru
 	/* Voices and change windows: absent in an older store (0: none). */
 	if (ro_dbi(*txn, "voices", &st->voices))
 		st->voices = 0;
+	if (ro_dbi(*txn, "voice_log", &st->voice_log))
+		st->voice_log = 0;
+	if (ro_dbi(*txn, "voice_snap", &st->voice_snap))
+		st->voice_snap = 0;
 	if (ro_dbi(*txn, "windows", &st->windows))
 		st->windows = 0;
 	if (ro_dbi(*txn, "influence", &st->influence))

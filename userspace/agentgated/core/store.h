@@ -26,9 +26,15 @@
  *                                          agent's own influence limits
  *   windows  agent                      -> struct agd_window_rec: the agent's
  *                                          current change window (damping)
- *   voices   agent NUL user             -> struct agd_voice_rec: the latest
- *                                          score a user gave the agent (one
- *                                          voice per user: core/apply.c)
+ *   voices   agent NUL user             -> struct agd_voice_rec: the voices
+ *                                          as stores before the voice snapshot
+ *                                          kept them (read, emptied at the
+ *                                          first fold: core/voices.c)
+ *   voice_snap u64 big-endian          -> every voice as of the last fold:
+ *                                          runs of AGD_VLOG_VOICE records
+ *   voice_log  u64 big-endian          -> the voices set and agents dropped
+ *                                          since: records (AGD_VLOG_*), one
+ *                                          value per transaction
  *   hist_rated   name -> the agent's last ratings the policy applied
  *   hist_changes name -> the agent's last operator changes, and who pinned it
  *
@@ -267,6 +273,8 @@ struct agd_store {
 	MDB_dbi activity;
 	MDB_dbi revoked;
 	MDB_dbi voices;
+	MDB_dbi voice_log;
+	MDB_dbi voice_snap;
 	MDB_dbi windows;
 	MDB_dbi influence;
 	bool hist; /* the hist_ databases are there (read-only: an older store lacks them) */
@@ -383,9 +391,57 @@ int agd_store_voice_get(struct agd_store *st, MDB_txn *txn, const char *agent, c
 		       struct agd_voice_rec *rec);
 int agd_store_voice_put(struct agd_store *st, MDB_txn *txn, const char *agent, const char *user,
 		       const struct agd_voice_rec *rec);
-/* The agent's voices: how many users rated it (their latest kept). */
+/* The agent's voices: how many users rated it (their latest kept), from
+ * the voices database, the snapshot and the log after them. */
 int agd_store_voices_of(struct agd_store *st, MDB_txn *txn, const char *agent, __u64 *n);
-/* Voices stored (every agent), and the bytes of their pages (bytes may be NULL). */
+
+/*
+ * The voice snapshot and log: every voice as of the last fold (the
+ * snapshot, values of up to AGD_VSNAP_VALUE_MAX bytes) and what changed
+ * since (the log, one value per transaction), each value a run of
+ * records:
+ *   AGD_VLOG_VOICE  u8 kind, u8 agent length, u8 user length, agent, user,
+ *                   u8 score, s64 ts_ms (little-endian)
+ *   AGD_VLOG_DROP   u8 kind, u8 agent length, agent: the agent's voices
+ *                   are gone (deleted or expired)
+ * Read in key order, the snapshot then the log, on top of the voices
+ * database, they give the voices now.
+ */
+enum { AGD_VLOG_VOICE = 1, AGD_VLOG_DROP = 2 };
+enum agd_vlog_db { AGD_VLOG_LOG, AGD_VLOG_SNAP };
+#define AGD_VSNAP_VALUE_MAX (1u << 20)
+#define AGD_VLOG_VOICE_MAX (3 + AG_NAME_MAX + 128 + 1 + 8)
+struct agd_vlog_rec {
+	int kind;
+	char agent[AG_NAME_MAX + 1];
+	char user[128 + 1];
+	int score;
+	__s64 ts_ms;
+};
+/* Appends one record to buf (room: AGD_VLOG_VOICE_MAX); its length. */
+size_t agd_vlog_encode(unsigned char *buf, const struct agd_vlog_rec *r);
+size_t agd_vlog_encode_voice(unsigned char *buf, const char *agent, const char *user, int score,
+			     __s64 ts_ms);
+/* The record at *p (before end): 1 and *r with *p past it, 0 at end,
+ * -EUCLEAN when it is damaged. */
+int agd_vlog_decode(const unsigned char **p, const unsigned char *end, struct agd_vlog_rec *r);
+/* Each value of the log or the snapshot in order; fn's nonzero return
+ * stops and is returned. */
+int agd_store_vlog_foreach(struct agd_store *st, MDB_txn *txn, enum agd_vlog_db db,
+			  int (*fn)(void *arg, const unsigned char *data, size_t len), void *arg);
+/* A value after the last; one emptied (at a fold). */
+int agd_store_vlog_append(struct agd_store *st, MDB_txn *txn, enum agd_vlog_db db,
+			 const void *data, size_t len);
+int agd_store_vlog_clear(struct agd_store *st, MDB_txn *txn, enum agd_vlog_db db);
+/* The voices database emptied (its voices are in the snapshot now). */
+int agd_store_voices_clear(struct agd_store *st, MDB_txn *txn);
+/* Every voice in the voices database, in key order. */
+int agd_store_voices_foreach(struct agd_store *st, MDB_txn *txn,
+			    int (*fn)(void *arg, const char *agent, const char *user,
+				      const struct agd_voice_rec *rec),
+			    void *arg);
+/* Voices in the voices database (a store from before the snapshot), and
+ * the bytes of its pages, the snapshot's and the log's (bytes may be NULL). */
 __u64 agd_store_voice_count(struct agd_store *st, MDB_txn *txn, __u64 *bytes);
 
 /* Influence limits: 1 and *rec, 0 when none, -errno; put deletes it when

@@ -367,6 +367,10 @@ static int open_dbis(struct agd_store *st, MDB_txn *txn, struct agd_err *err)
 	if (!rc)
 		rc = open_dbi(txn, "voices", &st->voices);
 	if (!rc)
+		rc = open_dbi(txn, "voice_log", &st->voice_log);
+	if (!rc)
+		rc = open_dbi(txn, "voice_snap", &st->voice_snap);
+	if (!rc)
 		rc = open_dbi(txn, "windows", &st->windows);
 	if (!rc)
 		rc = open_dbi(txn, "influence", &st->influence);

@@ -222,15 +222,68 @@ int agd_store_voice_put(struct agd_store *st, MDB_txn *txn, const char *agent, c
 		       sizeof(*rec));
 }
 
+static MDB_dbi vlog_dbi(struct agd_store *st, enum agd_vlog_db db)
+{
+	return db == AGD_VLOG_SNAP ? st->voice_snap : st->voice_log;
+}
+
+int agd_store_vlog_append(struct agd_store *st, MDB_txn *txn, enum agd_vlog_db db,
+			 const void *data, size_t len)
+{
+	unsigned char key[8];
+	MDB_cursor *cur;
+	MDB_val k, v;
+	__u64 next = 1;
+	int rc = mdb_cursor_open(txn, vlog_dbi(st, db), &cur), i;
+
+	if (rc)
+		return agd_store_errno(rc);
+	rc = mdb_cursor_get(cur, &k, &v, MDB_LAST);
+	mdb_cursor_close(cur);
+	if (!rc && k.mv_size == 8) {
+		next = 0;
+		for (i = 0; i < 8; i++)
+			next = next << 8 | ((const unsigned char *)k.mv_data)[i];
+		next++;
+	} else if (!rc) {
+		return -EUCLEAN; /* a key of no layout this store writes */
+	} else if (rc != MDB_NOTFOUND) {
+		return agd_store_errno(rc);
+	}
+	for (i = 0; i < 8; i++)
+		key[i] = (unsigned char)(next >> (8 * (7 - i))); /* big-endian: key order */
+	k = (MDB_val){ sizeof(key), key };
+	v = (MDB_val){ len, (void *)data };
+	return agd_store_errno(mdb_put(txn, vlog_dbi(st, db), &k, &v, MDB_APPEND));
+}
+
+int agd_store_vlog_clear(struct agd_store *st, MDB_txn *txn, enum agd_vlog_db db)
+{
+	return agd_store_errno(mdb_drop(txn, vlog_dbi(st, db), 0));
+}
+
+int agd_store_voices_clear(struct agd_store *st, MDB_txn *txn)
+{
+	return agd_store_errno(mdb_drop(txn, st->voices, 0));
+}
+
 __u64 agd_store_voice_count(struct agd_store *st, MDB_txn *txn, __u64 *bytes)
 {
 	MDB_stat s;
+
+	MDB_stat l;
 
 	if (!st->voices || mdb_stat(txn, st->voices, &s))
 		return 0;
 	if (bytes)
 		*bytes = (__u64)s.ms_psize *
 			 (s.ms_branch_pages + s.ms_leaf_pages + s.ms_overflow_pages);
+	if (bytes && st->voice_log && !mdb_stat(txn, st->voice_log, &l))
+		*bytes += (__u64)l.ms_psize *
+			  (l.ms_branch_pages + l.ms_leaf_pages + l.ms_overflow_pages);
+	if (bytes && st->voice_snap && !mdb_stat(txn, st->voice_snap, &l))
+		*bytes += (__u64)l.ms_psize *
+			  (l.ms_branch_pages + l.ms_leaf_pages + l.ms_overflow_pages);
 	return s.ms_entries;
 }
 

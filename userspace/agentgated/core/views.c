@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "engine_int.h"
+#include "voices.h"
 #include "explain.h"
 
 /* ---- views ------------------------------------------------------------------ */
@@ -80,7 +81,8 @@ static void tally_into(json_t *o, const __u64 tally[AGD_TALLY__N],
 int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
 		      struct agd_err *oe)
 {
-	struct agd_explain_opts o = { .ctx = e->ctx, .answered_by = "agentgated", .share = 1 };
+	struct agd_explain_opts o = { .ctx = e->ctx, .answered_by = "agentgated", .share = 1,
+				      .voices = -1 };
 	__u64 tally[AGD_TALLY__N] = { 0 };
 	struct agd_influence inf = { 0 };
 	struct agd_policy defaults;
@@ -99,6 +101,7 @@ int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
 		o.share = en->share;
 		memcpy(tally, en->tally, sizeof(tally));
 		influence_of(e, en, &inf);
+		o.voices = (__s64)agd_voices_of(e->voices, name);
 	}
 	o.fleet = e->replicated;
 	pthread_mutex_unlock(&e->lock);
