@@ -6,7 +6,8 @@
 # Usage: bench/ratings.sh BUILD_DIR [--ratings N] [--seconds S]
 #
 # Each figure comes with a baseline measured in the same run:
-#   NDJSON      agentgated --ingest-socket, N ratings, with and without ids;
+#   NDJSON      agentgated --ingest-socket, N ratings: without ids, with ids,
+#               and each from a user of its own (N new voices);
 #               baseline: the same lines through the same parser, applied
 #               nowhere (bench/rating_parse).
 #   HTTP        wrk with keep-alive: single ratings (64 connections) and
@@ -100,10 +101,13 @@ stop_daemon() {
 python3 - "$work" "$ratings" <<'EOF'
 import json, sys
 work, n = sys.argv[1], int(sys.argv[2])
-with open(f"{work}/plain.ndjson", "w") as f, open(f"{work}/ids.ndjson", "w") as g:
+with open(f"{work}/plain.ndjson", "w") as f, open(f"{work}/ids.ndjson", "w") as g, \
+        open(f"{work}/users.ndjson", "w") as h:
     for i in range(n):
         f.write('{"agent":"a%d","score":%d}\n' % (i % 100, 1 + i % 5))
         g.write('{"id":"r-%d","agent":"a%d","score":%d}\n' % (i, i % 100, 1 + i % 5))
+        # Every rating a new voice (a user of its own): the most voices cost.
+        h.write('{"agent":"a%d","user":"u-%d","score":%d}\n' % (i % 100, i, 1 + i % 5))
 with open(f"{work}/batch.json", "w") as f:
     json.dump([{"agent": "a%d" % (i % 100), "score": 1 + i % 5} for i in range(1000)], f)
 EOF
@@ -147,7 +151,7 @@ echo "# rating ingest, $(date -u +%Y-%m-%dT%H:%MZ), nproc $(nproc), kernel $(una
 echo "# command: bench/ratings.sh $build --ratings $ratings --seconds $seconds"
 
 # ---- NDJSON over the ingest socket ---------------------------------------
-for kind in plain ids; do
+for kind in plain ids users; do
 	read -r n t < <("$build/bench/rating_parse" "$work/$kind.ndjson")
 	base=$(rate "$n" "$t")
 	start_daemon --ingest-socket "$work/ingest.sock"

@@ -516,3 +516,32 @@ def t_voice_crash(env):
     check(d.metrics().val("agentgate_rating_voices") == 56, "voices after the fold and kill -9")
     expect(d.api.get("/v1/agents/vc3/explain"), 200, 'd["influence"]["voices"] == 5')
     d.stop()
+
+
+DAMAGE_LOG = r'''
+import sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=16, subdir=True, lock=True)
+with env.begin(write=True) as txn:
+    log = env.open_db(b"voice_log", txn=txn, create=False)
+    cur = txn.cursor(db=log)
+    assert cur.last(), "no voice log value"
+    v = bytearray(cur.value())
+    v[1] = 200  # an agent length past the value
+    txn.put(cur.key(), bytes(v), db=log)
+env.close()
+'''
+
+
+@case("a damaged voice log refuses the start with status 3 naming it; nothing is written")
+def t_voice_damaged_log(env):
+    import subprocess
+    d = env.daemon("vdamage").start()
+    expect(d.api.post("/v1/ratings", {"agent": "vd1", "user": "u", "score": 1}), 200)
+    d.kill9()  # no fold: the voice stays in the log
+    p = subprocess.run(["/usr/bin/python3", "-c", DAMAGE_LOG, d.state], capture_output=True,
+                       text=True)
+    check(p.returncode == 0, "damaging the log: %s" % p.stderr)
+    before = os.path.getmtime(os.path.join(d.state, "data.mdb"))
+    out = run_daemon(env, d.argv()[1:], 3)
+    check("voice log" in out and "damaged" in out, out[-400:])
+    check(os.path.getmtime(os.path.join(d.state, "data.mdb")) == before, "data.mdb written")

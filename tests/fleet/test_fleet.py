@@ -1473,6 +1473,27 @@ def t_voices(phase1):
         what="vo-2 at 900 on every host")
     waves = [metric(d, "agentgate_rating_waves_total", direction="down") for d in hosts]
     check(waves[0] >= 1 and len(set(waves)) == 1, "waves per host: %s" % waves)
+    # Other pipelines' shapes published straight into the stream: the same
+    # names and times as over HTTP, one voice per user on every host.
+    tag = os.urandom(4).hex()
+    shaped = [{"agentId": "vo-3", "userId": "p1", "score": 1, "timestamp": 1700000000000},
+              {"agentId": "vo-3", "userId": "p1", "score": 1,
+               "timestamp": "2026-12-06T19:00:00Z"},
+              {"id": "re-%s" % tag, "productId": "vo-3", "userId": "p2", "score": 4,
+               "comment": "fine", "timestamp": "2026-12-06T20:00:00.5+01:00"}]
+    n = nats_client(s)
+    try:
+        for i, m in enumerate(shaped):
+            ack = n.js_publish("agentgate.ratings.vo-3", json.dumps(m).encode(),
+                               headers={"Nats-Msg-Id": "vo3-%s-%d" % (tag, i)})
+            check("seq" in ack, "publish: %s" % ack)
+    finally:
+        n.close()
+    want = {"rate": 90.0, "ratings": 3, "last_rating_ms": 1796583600500}
+    got = wait_for(lambda: (lambda r: all(v == want for v in r.values()) and r)(
+        {d.name: {k: get_json(d, "/v1/agents/vo-3").get(k) for k in want} for d in hosts}),
+        CONVERGE, what="vo-3 %s on every host" % want)
+    diag("vo-3: %s" % got)
 
 
 def fleet_mode(build):

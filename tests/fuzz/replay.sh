@@ -58,6 +58,7 @@ t_jwt() { replay jwt; }
 t_config() { replay config; }
 t_prefix() { replay prefix; }
 t_cli() { replay cli; }
+t_vlog() { replay vlog; }
 
 tap_run \
 	"t_rating|fuzz_rating replays its corpus (ratings JSON/NDJSON, policy)" \
@@ -66,7 +67,8 @@ tap_run \
 	"t_jwt|fuzz_jwt replays its corpus (bearer tokens)" \
 	"t_config|fuzz_config replays its corpus (agentgated settings)" \
 	"t_prefix|fuzz_prefix replays its corpus (prefixes, ports, names)" \
-	"t_cli|fuzz_cli replays its corpus (agentgate arguments)"
+	"t_cli|fuzz_cli replays its corpus (agentgate arguments)" \
+	"t_vlog|fuzz_vlog replays its corpus (the store's voice log records)"
 rc=$?
 diag "inputs replayed:${REPLAYED:- none}"
 exit $rc

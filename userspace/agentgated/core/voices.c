@@ -569,7 +569,8 @@ void agd_voices_settled(struct agd_voices *v, bool committed)
 
 bool agd_voices_fold_due(const struct agd_voices *v)
 {
-	return v->logged >= (v->count > AGD_VOICES_FOLD_MIN ? v->count : AGD_VOICES_FOLD_MIN);
+	return v->logged >= (2 * v->count > AGD_VOICES_FOLD_MIN ? 2 * v->count :
+							      AGD_VOICES_FOLD_MIN);
 }
 
 /* One value of the snapshot: the voices from node *next on, up to

@@ -6,8 +6,8 @@
  * A rating batch's voice changes go to the store as one value of the voice
  * log (store.h), appended in the batch's own transaction: a few sequential
  * pages per commit where keeping each voice in a B-tree would dirty one
- * random page per voice. Once the log holds as many records as there are
- * voices (at least AGD_VOICES_FOLD_MIN), the whole table is written as the
+ * random page per voice. Once the log holds twice as many records as there
+ * are voices (at least AGD_VOICES_FOLD_MIN), the whole table is written as the
  * new voice snapshot and the log is emptied, in one transaction (also when
  * the engine closes): sequential pages again, their cost spread over as
  * many ratings as voices. Opening reads the voices database (stores from
