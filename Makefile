@@ -185,7 +185,8 @@ $(OUTPUT)/agentgated-san: $(OUTPUT)/san/userspace/agentgated/process/main.o \
 TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
 	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_wire $(OUTPUT)/tests/test_gcra \
 	$(OUTPUT)/tests/test_lib $(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating \
-	$(OUTPUT)/tests/test_fleet $(OUTPUT)/tests/test_hist $(OUTPUT)/tests/test_voices
+	$(OUTPUT)/tests/test_fleet $(OUTPUT)/tests/test_hist $(OUTPUT)/tests/test_voices \
+	$(OUTPUT)/tests/test_intake
 
 .PHONY: tests
 tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san
@@ -205,6 +206,8 @@ $(OUTPUT)/tests/test_fleet: tests/unit/test_fleet.c $(OUTPUT)/libagentgated-san.
 $(OUTPUT)/tests/test_hist: tests/unit/test_hist.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_voices: tests/unit/test_voices.c $(OUTPUT)/libagentgated-san.a \
+	$(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_intake: tests/unit/test_intake.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
 
 $(TEST_BINS):

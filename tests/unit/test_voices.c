@@ -220,6 +220,34 @@ static void uncommitted_changes_are_read_again(void **state)
 	agd_store_txn_end(txn);
 }
 
+/* A reading that fails leaves the table empty and refusing until one
+ * succeeds: never a partial table taken for the whole, nor folded. */
+static void a_failed_reading_keeps_refusing(void **state)
+{
+	struct fx *f = *state;
+	static const unsigned char bad[] = { AGD_VLOG_DROP, 0 };
+	struct agd_err err = { 0 };
+	MDB_txn *txn = begin(f);
+
+	assert_int_equal(agd_voices_set(f->v, "a", "u", 2, 1, &old), 0);
+	commit(f, txn);
+	txn = begin(f);
+	assert_int_equal(agd_store_vlog_append(&f->st, txn, AGD_VLOG_SNAP, bad, sizeof(bad)), 0);
+	assert_int_equal(agd_store_commit(&f->st, txn), 0);
+	txn = begin(f);
+	assert_int_equal(agd_voices_set(f->v, "a", "lost", 1, 2, &old), 0);
+	agd_store_txn_end(txn); /* not committed: read again next time */
+	assert_int_equal(agd_store_txn_begin(&f->st, &txn), 0);
+	assert_int_equal(agd_voices_sync(f->v, &f->st, txn, &err), -EUCLEAN);
+	assert_int_equal(agd_voices_sync(f->v, &f->st, txn, &err), -EUCLEAN);
+	assert_int_equal(agd_voices_get(f->v, "a", "u", &old), 0);
+	assert_int_equal(agd_voices_of(f->v, "a"), 0);
+	assert_true(agd_voices_set(f->v, "a", "u", 1, 3, &old) < 0);
+	assert_false(agd_voices_fold_due(f->v));
+	assert_true(agd_voices_fold(f->v, &f->st, txn) < 0);
+	agd_store_txn_end(txn);
+}
+
 static void a_damaged_log_is_refused(void **state)
 {
 	struct fx *f = *state;
@@ -318,6 +346,7 @@ int main(void)
 						teardown),
 		cmocka_unit_test_setup_teardown(uncommitted_changes_are_read_again, setup, teardown),
 		cmocka_unit_test_setup_teardown(a_damaged_log_is_refused, setup, teardown),
+		cmocka_unit_test_setup_teardown(a_failed_reading_keeps_refusing, setup, teardown),
 		cmocka_unit_test(log_records_round_trip),
 		cmocka_unit_test_setup_teardown(many_voices_grow_and_compact, setup, teardown),
 	};

@@ -652,6 +652,7 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 		if (txn)
 			agd_store_txn_end(txn);
 		rollback(e, touched);
+		voices_resync(e); /* the batch's voices out of memory again */
 		for (i = 0; i < e->hold_n; i++)
 			free(e->hold_lines[i]);
 		e->waves_n = e->hold_n = 0;

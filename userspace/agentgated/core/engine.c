@@ -254,7 +254,10 @@ void audit_file(struct agd_engine *e, char *line)
 int txn_begin(struct agd_engine *e, MDB_txn **txn)
 {
 	struct agd_err why;
-	int err = agd_store_txn_begin(&e->st, txn);
+	int err;
+
+	*txn = NULL; /* also when beginning fails: callers test it */
+	err = agd_store_txn_begin(&e->st, txn);
 
 	/* A transaction that changed voices and did not commit left memory
 	 * ahead of the store: read them again first. */
@@ -293,8 +296,20 @@ void voices_fold(struct agd_engine *e, bool force)
 			err = txn_commit(e, txn, 0);
 	}
 	if (err) {
-		agd_voices_settled(e->voices, false);
+		agd_voices_settled(e->voices, false); /* tried again once the log grew */
 		store_log(e, err, "voices not folded into the store (the voice log keeps them)");
+	}
+}
+
+void voices_resync(struct agd_engine *e)
+{
+	struct agd_err why;
+	MDB_txn *txn;
+
+	if (e->voices && !agd_store_read_begin(&e->st, &txn)) {
+		if (agd_voices_sync(e->voices, &e->st, txn, &why))
+			e->opts.log(AGD_LOG_ERR, "%s", why.msg);
+		agd_store_txn_end(txn);
 	}
 }
 
@@ -506,7 +521,7 @@ void agd_engine_close(struct agd_engine *e)
 		pthread_mutex_unlock(&e->qlock);
 		pthread_join(e->thread, NULL);
 	}
-	if (e->voices) {
+	if (e->voices && e->thread_started) { /* not after a failed start */
 		pthread_mutex_lock(&e->lock);
 		voices_fold(e, true); /* a short log for the next start */
 		pthread_mutex_unlock(&e->lock);

@@ -172,6 +172,9 @@ int load_agents(struct agd_engine *e, struct agd_err *errbuf);
 /* engine.c: the agent out of the store (agd_store_agent_del) and its
  * voices out of memory, logged with txn. */
 int store_agent_del(struct agd_engine *e, MDB_txn *txn, const char *name);
+/* engine.c: the voices read again when a transaction that changed them
+ * did not commit (before the next one would). Under e->lock. */
+void voices_resync(struct agd_engine *e);
 /* engine.c: folds the voice log into the store when due (force: when it
  * holds anything). Under e->lock. */
 void voices_fold(struct agd_engine *e, bool force);

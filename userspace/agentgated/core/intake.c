@@ -103,16 +103,16 @@ static void forget_full(struct agd_intake *in, double now)
 	}
 }
 
-/* Whether one more user or token can be tracked: with the table full,
+/* Whether k more users or tokens can be tracked: with the table full,
  * full buckets are forgotten first, at most once a second (a scan of the
  * whole table). */
-static bool room(struct agd_intake *in, double now)
+static bool room(struct agd_intake *in, double now, size_t k)
 {
-	if (in->n >= AGD_INTAKE_MAX && (now - in->forgot_at >= 1 || now < in->forgot_at)) {
+	if (in->n + k > AGD_INTAKE_MAX && (now - in->forgot_at >= 1 || now < in->forgot_at)) {
 		in->forgot_at = now;
 		forget_full(in, now);
 	}
-	return in->n < AGD_INTAKE_MAX;
+	return in->n + k <= AGD_INTAKE_MAX;
 }
 
 static struct slot *find(struct agd_intake *in, const char *key, bool add, double now)
@@ -123,7 +123,7 @@ static struct slot *find(struct agd_intake *in, const char *key, bool add, doubl
 	for (s = in->tab[h]; s; s = s->next)
 		if (!strcmp(s->key, key))
 			return s;
-	if (!add || !room(in, now))
+	if (!add || !room(in, now, 1))
 		return NULL; /* every tracked one is limited: refuse rather than forget */
 	s = calloc(1, sizeof(*s));
 	if (!s)
@@ -158,11 +158,16 @@ enum agd_intake_by agd_intake_charge(struct agd_intake *in, const struct agd_rat
 	enum agd_intake_by by = AGD_INTAKE_OK;
 	const char **users = NULL;
 	char key[sizeof(((struct slot *)0)->key)];
-	size_t i, k = 0;
+	size_t i, k = 0, fresh = 0; /* users and token not tracked yet */
 
 	pthread_mutex_lock(&in->lock);
 	if (in->per_user > 0 && n) {
 		users = calloc(n, sizeof(*users));
+		if (!users) { /* cannot be checked: refused, never let through */
+			worst = 1;
+			by = AGD_INTAKE_USER;
+			snprintf(who, who_len, "a user (no memory to check)");
+		}
 		for (i = 0; users && i < n; i++)
 			if (items[i].user[0])
 				users[k++] = items[i].user;
@@ -180,8 +185,7 @@ enum agd_intake_by agd_intake_charge(struct agd_intake *in, const struct agd_rat
 		snprintf(key, sizeof(key), "u%s", users[i]);
 		s = find(in, key, false, now);
 		w = wait_for(s, (double)(j - i), in->per_user, now);
-		if (!s && !room(in, now) && w < 1)
-			w = 1; /* cannot be tracked: refused, never let through uncharged */
+		fresh += !s;
 		if (w > worst || (j - i) > burst_of(in->per_user)) {
 			worst = w > worst ? w : worst;
 			by = AGD_INTAKE_USER;
@@ -196,13 +200,19 @@ enum agd_intake_by agd_intake_charge(struct agd_intake *in, const struct agd_rat
 		snprintf(key, sizeof(key), "t%s", token_subject);
 		s = find(in, key, false, now);
 		w = wait_for(s, (double)n, in->per_token, now);
-		if (!s && !room(in, now) && w < 1)
-			w = 1;
+		fresh += !s;
 		if (w > 0 || n > burst_of(in->per_token)) {
 			worst = w;
 			by = AGD_INTAKE_TOKEN;
 			snprintf(who, who_len, "token of '%s'", token_subject);
 		}
+	}
+	if (!by && fresh && !room(in, now, fresh)) {
+		/* Those not tracked yet cannot all be: refused, never let
+		 * through uncharged. */
+		worst = 1;
+		by = k ? AGD_INTAKE_USER : AGD_INTAKE_TOKEN;
+		snprintf(who, who_len, "%s", k ? "new users" : "a new token");
 	}
 	if (!by) { /* everyone fits: charge them all */
 		for (i = 0; i < k; i++) {

@@ -51,6 +51,7 @@ struct agd_voices {
 	unsigned char *pend;
 	size_t pend_len, pend_cap, pend_records;
 	__u64 logged; /* records in the store's log */
+	__u64 fold_retry; /* after a fold that failed: not again before this many */
 	bool legacy;  /* the store's voices database holds voices (read at open) */
 	bool folding, stale;
 };
@@ -153,9 +154,12 @@ static int rebucket(__u32 **buckets, __u32 *nbuckets, __u32 n, void *items, size
 
 static __u32 agent_find(struct agd_voices *v, const char *name, bool add)
 {
-	__u32 h = agent_hash(v, name), i;
+	__u32 h, i;
 	struct vagent *a;
 
+	if (!v->abuckets)
+		return 0; /* a table that could not be read: agd_voices_sync */
+	h = agent_hash(v, name);
 	for (i = v->abuckets[h & (v->nabuckets - 1)]; i; i = v->agents[i].next)
 		if (v->agents[i].hash == h && !strcmp(v->agents[i].name, name))
 			return i;
@@ -238,6 +242,8 @@ static int put_voice(struct agd_voices *v, const char *agent, const char *user, 
 	*old = 0;
 	if (len > USER_MAX) /* "": the shared anonymous voice */
 		return -EINVAL;
+	if (!v->buckets)
+		return -EIO; /* not read: agd_voices_sync */
 	a = agent_find(v, agent, true);
 	if (!a)
 		return -ENOMEM;
@@ -328,8 +334,8 @@ static void clear(struct agd_voices *v)
 	memset(v, 0, offsetof(struct agd_voices, k0));
 	v->pend = NULL;
 	v->pend_len = v->pend_cap = v->pend_records = 0;
-	v->logged = 0;
-	v->folding = v->stale = false;
+	v->logged = v->fold_retry = 0;
+	v->legacy = v->folding = v->stale = false;
 }
 
 static int from_db(void *arg, const char *agent, const char *user, const struct agd_voice_rec *r)
@@ -435,13 +441,26 @@ void agd_voices_free(struct agd_voices *v)
 int agd_voices_sync(struct agd_voices *v, struct agd_store *st, MDB_txn *txn,
 		    struct agd_err *err)
 {
+	int rc;
+
 	if (!v->stale && !v->pend_len)
 		return 0;
 	clear(v);
-	return load(v, st, txn, err);
+	rc = load(v, st, txn, err);
+	if (rc) { /* empty and stale: refused until a reading succeeds */
+		clear(v);
+		v->stale = true;
+	}
+	return rc;
 }
 
 /* ---- changes ---------------------------------------------------------------------- */
+
+/* Log records a fold waits for: twice the voices, at least FOLD_MIN. */
+static __u64 fold_at(const struct agd_voices *v)
+{
+	return 2 * v->count > AGD_VOICES_FOLD_MIN ? 2 * v->count : AGD_VOICES_FOLD_MIN;
+}
 
 /* Room for one more record in the transaction's log value. */
 static int pend_room(struct agd_voices *v)
@@ -550,8 +569,10 @@ static void compact_arena(struct agd_voices *v)
 void agd_voices_settled(struct agd_voices *v, bool committed)
 {
 	if (!committed) {
-		if (v->pend_len || v->folding)
+		if (v->pend_len)
 			v->stale = true; /* memory is ahead: read again (agd_voices_sync) */
+		if (v->folding) /* memory is as it was: fold again once the log grew */
+			v->fold_retry = v->logged + fold_at(v);
 		v->folding = false;
 		return;
 	}
@@ -560,7 +581,7 @@ void agd_voices_settled(struct agd_voices *v, bool committed)
 	if (!v->folding)
 		return;
 	v->folding = false;
-	v->logged = 0;
+	v->logged = v->fold_retry = 0;
 	v->legacy = false;
 	compact_arena(v);
 }
@@ -569,8 +590,7 @@ void agd_voices_settled(struct agd_voices *v, bool committed)
 
 bool agd_voices_fold_due(const struct agd_voices *v)
 {
-	return v->logged >= (2 * v->count > AGD_VOICES_FOLD_MIN ? 2 * v->count :
-							      AGD_VOICES_FOLD_MIN);
+	return !v->stale && v->logged >= fold_at(v) && v->logged >= v->fold_retry;
 }
 
 /* One value of the snapshot: the voices from node *next on, up to
@@ -603,6 +623,10 @@ int agd_voices_fold(struct agd_voices *v, struct agd_store *st, MDB_txn *txn)
 	__u32 next = 1;
 	int rc;
 
+	if (v->stale || !v->buckets) {
+		free(buf);
+		return -EIO; /* never a snapshot of a table that was not read */
+	}
 	if (!buf)
 		return -ENOMEM;
 	/* The whole table, written in sequence: a fold costs the same pages
