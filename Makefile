@@ -189,7 +189,7 @@ TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
 	$(OUTPUT)/tests/test_intake
 
 .PHONY: tests
-tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san
+tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san $(OUTPUT)/examples/local_consume
 
 $(OUTPUT)/tests/test_xdp: tests/bpf/test_xdp.c tests/bpf/fixtures.h $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_concurrency: tests/bpf/test_concurrency.c $(OUTPUT)/libagentgate-san.a
@@ -223,7 +223,8 @@ include tests/fuzz/fuzz.mk
 
 BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/rating_parse \
 	$(OUTPUT)/ag-trafficgen $(OUTPUT)/bench/agents_fill $(OUTPUT)/bench/consume \
-	$(OUTPUT)/bench/sweep_cost $(OUTPUT)/bench/voices_cost
+	$(OUTPUT)/bench/sweep_cost $(OUTPUT)/bench/voices_cost $(OUTPUT)/bench/consume_local \
+	$(OUTPUT)/examples/local_consume
 
 .PHONY: bench-bins
 bench-bins: $(BENCH_BINS)
@@ -240,11 +241,18 @@ $(OUTPUT)/ag-trafficgen: $(TG_SRCS) lab/tg.h lab/trafficgen.h $(OUTPUT)/trafficg
 	$(call msg,CC,$@)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -Ilab $(TG_SRCS) -o $@ -lbpf -lelf -lz -lpthread -lm
 
-$(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/agents_fill: $(OUTPUT)/bench/%: bench/%.c \
-		$(OUTPUT)/libagentgate.a
+$(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/agents_fill $(OUTPUT)/bench/consume_local: \
+		$(OUTPUT)/bench/%: bench/%.c $(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< $(OUTPUT)/libagentgate.a -o $@ $(LIBS)
+
+# The example of docs/LOCAL.md: an application consuming from a bucket
+# through libagentgate, built as an application outside the tree would be.
+$(OUTPUT)/examples/local_consume: examples/local_consume.c $(OUTPUT)/libagentgate.a
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) -Iuserspace/lib -Iinclude $< $(OUTPUT)/libagentgate.a -o $@ $(LIBS)
 
 # The consume-check load client (HTTP and RESP): no library of the project.
 $(OUTPUT)/bench/consume: bench/consume.c
@@ -357,9 +365,24 @@ SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
 # agentgated finds its TLS libraries at ../lib/agentgate from SBINDIR.
 AGLIBDIR := $(SBINDIR)/../lib/agentgate
+# libagentgate for applications on the host (docs/LOCAL.md): the static
+# library, its two headers and a pkg-config file.
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 
-install: $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(TLS_COMPAT)
+install: $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(TLS_COMPAT) $(OUTPUT)/libagentgate.a
 	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
+	$(Q)install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/agentgate $(DESTDIR)$(PKGCONFIGDIR)
+	$(Q)install -m 0644 $(OUTPUT)/libagentgate.a $(DESTDIR)$(LIBDIR)/
+	$(Q)install -m 0644 userspace/lib/agentgate.h $(DESTDIR)$(INCLUDEDIR)/
+	$(Q)install -m 0644 include/agentgate/abi.h $(DESTDIR)$(INCLUDEDIR)/agentgate/
+	$(Q)printf '%s\n' 'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
+		'Name: agentgate' \
+		'Description: agentgate pinned maps from an application (ag_consume: docs/LOCAL.md)' \
+		'Version: $(VERSION)' 'Cflags: -I$${includedir}' \
+		'Libs: -L$${libdir} -lagentgate -lbpf -lelf -lz -lpthread -lm' \
+		> $(DESTDIR)$(PKGCONFIGDIR)/agentgate.pc
 	$(Q)install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DATADIR) \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/agentgate
 	$(Q)install -m 0755 $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(DESTDIR)$(SBINDIR)/
@@ -387,6 +410,9 @@ uninstall:
 	$(Q)rm -f $(DESTDIR)$(SBINDIR)/agentgate $(DESTDIR)$(SBINDIR)/agentgated \
 		$(DESTDIR)$(MANDIR)/man8/agentgate.8 $(DESTDIR)$(MANDIR)/man8/agentgated.8 \
 		$(DESTDIR)$(UNITDIR)/agentgated.service
+	$(Q)rm -f $(DESTDIR)$(LIBDIR)/libagentgate.a $(DESTDIR)$(INCLUDEDIR)/agentgate.h \
+		$(DESTDIR)$(INCLUDEDIR)/agentgate/abi.h $(DESTDIR)$(PKGCONFIGDIR)/agentgate.pc
+	$(Q)rmdir $(DESTDIR)$(INCLUDEDIR)/agentgate 2>/dev/null || true
 	$(Q)rm -f $(addprefix $(DESTDIR)$(AGLIBDIR)/,$(notdir $(TLS_COMPAT)))
 	$(Q)rmdir $(DESTDIR)$(AGLIBDIR) 2>/dev/null || true
 	$(Q)rm -rf $(DESTDIR)$(DATADIR)

@@ -16,6 +16,11 @@
 # time per check (utime + stime of the whole process, all its threads), and
 # the ratio agentgated / redis of the medians.
 #
+# Then the same checks from a process on the host through libagentgate
+# (bench/consume_local: ag_consume, a compare-and-swap on the mmapped
+# bucket, no system call), 1 thread and one per CPU, against Redis's
+# median at 1 and 16 connections (goal >= 100x checks/s).
+#
 # Usage: bench/consume.sh BUILD_DIR [--connections "C1 C2 ..."] [--agents K]
 #                         [--seconds S] [--rounds R]
 # Starts redis-server and agentgated on random loopback ports with private
@@ -51,7 +56,7 @@ while [ $# -gt 0 ]; do
 	shift 2
 done
 need_positive_ints $conns "$agents" "$seconds" "$rounds"
-need_built "$build" agentgated bench/consume
+need_built "$build" agentgated bench/consume bench/consume_local
 for t in redis-server redis-cli curl python3; do
 	command -v $t >/dev/null || die "$t missing (scripts/deps.sh)" 3
 done
@@ -173,7 +178,27 @@ for ((r = 1; r <= rounds; r++)); do
 	done
 done
 
-python3 - "$work/results" <<'EOF'
+# ---- the same checks in-process, through libagentgate -------------------------
+threads="1"
+[ "$(nproc)" -gt 1 ] && threads="1 $(nproc)"
+for ((r = 1; r <= rounds; r++)); do
+	for sc in allow deny; do
+		for t in $threads; do
+			"$build/bench/consume_local" --pin-root "$bpffs/pins" --threads "$t" \
+				--seconds "$seconds" --warmup 1 --agents "$agents" --prefix "$sc-" \
+				>"$work/one.json" || die "consume_local failed"
+			python3 - "$r" "$sc" "$t" "$work/one.json" >>"$work/local" <<'EOF'
+import json, sys
+j = json.load(open(sys.argv[4]))
+print(sys.argv[1], sys.argv[2], sys.argv[3], "%.0f" % j["checks_per_s"], j["p50_ns"], j["p99_ns"],
+      "%.1f" % j["cpu_ns_per_check"])
+EOF
+			tail -n 1 "$work/local" | awk '{printf "  round %s %-5s %3s threads local     %11s checks/s p50 %5s ns p99 %6s ns CPU %6s ns/check\n", $1, $2, $3, $4, $5, $6, $7}'
+		done
+	done
+done
+
+python3 - "$work/results" "$work/local" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
 print("\nmedians over rounds; ratio = agentgated / redis (goal >= 1x in checks/s)")
@@ -190,4 +215,19 @@ for sc, c in keys:
     ratio = a[0] / b[0]
     print("  %-5s %5s  ratio %.2fx checks/s, %.2fx CPU per check: %s"
           % (sc, c, ratio, a[3] / b[3] if b[3] else 0, "met" if ratio >= 1 else "MISSED"))
+local = [l.split() for l in open(sys.argv[2])]
+print("\nin-process through libagentgate (ag_consume), medians over rounds; ratio = local / redis"
+      " at that many connections (goal >= 100x in checks/s)")
+print("  %-5s %7s %11s %8s %8s %12s" % ("scen.", "threads", "checks/s", "p50 ns", "p99 ns",
+      "CPU ns/check"))
+for sc, t in dict.fromkeys((r[1], r[2]) for r in local):
+    got = [r for r in local if r[1] == sc and r[2] == t]
+    m = [statistics.median(float(r[i]) for r in got) for i in (3, 4, 5, 6)]
+    print("  %-5s %7s %11.0f %8.0f %8.0f %12.1f" % ((sc, t) + tuple(m)))
+    for c in ("1", "16"):
+        red = [float(r[4]) for r in rows if r[1] == sc and r[2] == c and r[3] == "redis"]
+        if red:
+            ratio = m[0] / statistics.median(red)
+            print("  %-5s %7s  ratio %.0fx the checks/s of redis at %s connection(s): %s"
+                  % (sc, t, ratio, c, "met" if ratio >= 100 else "MISSED"))
 EOF

@@ -259,6 +259,42 @@ def t_consume(api):
                  "co-nobody")
 
 
+@case("an application on the host consumes through libagentgate (examples/local_consume, "
+      "ag_consume) from the bucket HTTP consume and the NIC use: together they never take "
+      "more than burst + rate * t; unknown agent exit 2; refused checks say when to retry")
+def t_consume_local(api):
+    import subprocess
+    import time
+    c = api.api
+    example = api.env.bin("examples/local_consume")
+    expect(put_agent(api, "cl1", {"rate": 20, "burst": 30, "pinned": True}), 201)
+    t0 = time.monotonic()
+    p = subprocess.run([example, "--pin-root", api.pin, "cl1", "40"], capture_output=True,
+                       text=True, timeout=30)
+    lines = p.stdout.splitlines()
+    local_ok = sum(1 for x in lines if x.startswith("allowed, "))
+    refused = [x for x in lines if x.startswith("refused, retry after ")]
+    check(p.returncode == 1 and len(lines) == 40 and local_ok >= 30 and
+          local_ok + len(refused) == 40, "local_consume: rc %d %s %s" %
+          (p.returncode, lines[:3], p.stderr))
+    http_ok = 0
+    for _ in range(20):
+        r = c.post("/v1/agents/cl1/consume", {"tokens": 1})
+        check(r.status in (200, 429), "HTTP consume: %d %s" % (r.status, r.text))
+        http_ok += r.status == 200
+    p = subprocess.run([example, "--pin-root", api.pin, "cl1", "20"], capture_output=True,
+                       text=True, timeout=30)
+    local_ok += sum(1 for x in p.stdout.splitlines() if x.startswith("allowed, "))
+    t = time.monotonic() - t0
+    check(local_ok + http_ok <= 30 + 20 * t + 1,
+          "admitted %d (local %d, HTTP %d) in %.3f s: over burst 30 + 20/s" %
+          (local_ok + http_ok, local_ok, http_ok, t))
+    p = subprocess.run([example, "--pin-root", api.pin, "cl-nobody"], capture_output=True,
+                       text=True, timeout=30)
+    check(p.returncode == 2 and "cl-nobody" in p.stderr, "unknown agent: %d %s" %
+          (p.returncode, p.stderr))
+
+
 RULES_RU = [("10.20.0.0/24", 0, "ru1"), ("10.20.0.0/24", 443, "ru1"),
             ("2001:db8:20::/48", 80, "ru2")]
 

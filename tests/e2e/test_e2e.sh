@@ -497,6 +497,21 @@ t_install() {
 	grep -qx 'ExecStart=/usr/sbin/agentgated --config /etc/agentgate/agentgated.conf' "$unit" ||
 		{ fail "ExecStart does not follow PREFIX"; return 1; }
 	"$d/usr/sbin/agentgated" --version >/dev/null || { fail "installed agentgated does not run"; return 1; }
+	# An application builds against the installed library with pkg-config
+	# alone (docs/LOCAL.md), and its check reaches a bucket.
+	for f in usr/lib/libagentgate.a:644 usr/include/agentgate.h:644 \
+		usr/include/agentgate/abi.h:644 usr/lib/pkgconfig/agentgate.pc:644; do
+		[ "$(stat -c %a "$d/${f%%:*}" 2>/dev/null)" = "${f##*:}" ] ||
+			{ fail "$d/${f%%:*}: missing or not mode ${f##*:}"; return 1; }
+	done
+	PKG_CONFIG_SYSROOT_DIR=$d PKG_CONFIG_LIBDIR=$d/usr/lib/pkgconfig \
+		cc -O2 -o "$TMP/local_consume" "$ROOT/examples/local_consume.c" \
+		$(PKG_CONFIG_SYSROOT_DIR=$d PKG_CONFIG_LIBDIR=$d/usr/lib/pkgconfig \
+			pkg-config --cflags --libs agentgate) >"$TMP/cc.out" 2>&1 ||
+		{ fail "the example does not build against the installed library: $(cat "$TMP/cc.out")"; return 1; }
+	"$TMP/local_consume" --pin-root "$TMP/no-such-root" a >"$TMP/lc.out" 2>&1
+	[ $? -eq 2 ] && grep -q "no-such-root" "$TMP/lc.out" ||
+		{ fail "the installed example on a missing pin root: $(cat "$TMP/lc.out")"; return 1; }
 	# The unit checked by systemd itself, ExecStart pointed at the installed binary.
 	if command -v systemd-analyze >/dev/null 2>&1; then
 		sed "s|^ExecStart=/usr/sbin/|ExecStart=$d/usr/sbin/|" "$unit" >"$TMP/agentgated.service"
@@ -515,7 +530,8 @@ t_install() {
 	tail -n1 "$d/etc/agentgate/agentgated.conf" | grep -q '^# edited' || { fail "install overwrote the config"; return 1; }
 	make -s -C "$ROOT" uninstall DESTDIR="$d" PREFIX=/usr >/dev/null 2>&1 || return 1
 	[ -e "$d/usr/sbin/agentgated" ] || [ -e "$unit" ] || [ -e "$d/usr/share/agentgate" ] ||
-		[ -e "$d/usr/lib/agentgate" ] &&
+		[ -e "$d/usr/lib/agentgate" ] || [ -e "$d/usr/lib/libagentgate.a" ] ||
+		[ -e "$d/usr/include/agentgate" ] || [ -e "$d/usr/lib/pkgconfig/agentgate.pc" ] &&
 		{ fail "uninstall left files"; return 1; }
 	[ -f "$d/etc/agentgate/agentgated.conf" ] || { fail "uninstall removed the config"; return 1; }
 }

@@ -1318,6 +1318,51 @@ static void test_agent_slot_cache(void **state)
 	check_eq(got, a);
 }
 
+/* ag_consume, the local fast path: by name, through the slot cache; the
+ * bucket's bound holds (admitted <= burst + rate * t); an agent another
+ * process deletes is unknown at once, its slot taken by another agent is
+ * never charged for it; read-only and over-burst requests are refused. */
+static void test_consume_by_name(void **state)
+{
+	struct fx *fx = *state;
+	const char *root = fx_root(fx, "consume");
+	struct ag_ctx *app = fx_open(fx, root, true, false, 4, 4);
+	struct ag_ctx *cli = fx_open(fx, root, false, false, 0, 0);
+	struct ag_ctx *ro = fx_open(fx, root, false, true, 0, 0);
+	struct ag_consume_result res;
+	__u64 allowed = 0, n = 0, t0 = ag_now_ns(), t1;
+	__u32 slot;
+
+	set_agent(cli, "app", 1000, 50);
+	set_agent(cli, "f1", 1, 1); /* the other 3 slots taken: a new agent gets app's */
+	set_agent(cli, "f2", 1, 1);
+	set_agent(cli, "f3", 1, 1);
+	while (ag_now_ns() - t0 < 200000000ULL) { /* 0.2 s */
+		check_ok(ag_consume(app, "app", 1, &res));
+		allowed += res.allowed;
+		n++;
+	}
+	t1 = ag_now_ns();
+	/* Exactly the bucket: burst + rate * t, the last check made after t. */
+	assert_true(allowed <= 50 + (__u64)(1000.0 * (double)(t1 - t0) / 1e9) + 1);
+	assert_true(allowed + 2 >= 50 + 200);
+	assert_true(n > allowed);
+	check_eq(ag_consume(app, "app", 51, &res), -EINVAL);
+	check_eq(ag_consume(ro, "app", 1, &res), -EROFS);
+	check_eq(ag_consume(app, "nobody", 1, &res), -ENOENT);
+	check_eq(ag_consume(app, "no way!", 1, &res), -EINVAL);
+	/* Deleted by another process, its slot reused: never charged. */
+	check_ok(ag_agent_slot(app, "app", &slot));
+	check_ok(ag_agent_delete(cli, "app"));
+	check_eq(ag_consume(app, "app", 1, &res), -ENOENT);
+	check_eq(set_agent(cli, "other", 1, 3), slot);
+	check_eq(ag_consume(app, "app", 1, &res), -ENOENT);
+	check_ok(ag_consume(app, "other", 3, &res));
+	assert_true(res.allowed);
+	check_ok(ag_consume(app, "other", 1, &res));
+	assert_false(res.allowed);
+}
+
 /* ---- 14. counters and stats ------------------------------------------ */
 
 static void test_counters_stats(void **state)
@@ -1719,6 +1764,7 @@ int main(void)
 		T(test_repair_prefix_index),
 		T(test_prefix_index_auto),
 		T(test_agent_slot_cache),
+		T(test_consume_by_name),
 		T(test_counters_stats),
 		T(test_config),
 		T(test_repair_half_deleted),

@@ -125,6 +125,19 @@ int ag_bucket_fill(struct ag_ctx *ctx, __u32 slot, double tokens);    /* set lev
 int ag_bucket_drain(struct ag_ctx *ctx, __u32 slot, __u64 tokens, double *remaining);
 int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
 		      struct ag_consume_result *res);
+/*
+ * The fast path for an application on the same host: takes `tokens` from
+ * the named agent's bucket, the one its traffic is charged to at the NIC,
+ * in the caller's thread and without a system call once the agent is known
+ * (its slot cached, checked through the mmap: ag_agent_slot). 0 and *res
+ * (allowed, or when to retry), or -ENOENT (no such agent), -EINVAL (more
+ * tokens than its burst), -EROFS (ctx opened read-only). Opening the maps
+ * for writing needs write access to the pin root's bucket map, which is
+ * write access to every agent's bucket: for trusted local callers
+ * (docs/LOCAL.md). Thread-safe: one ctx may serve every thread.
+ */
+int ag_consume(struct ag_ctx *ctx, const char *agent, __u64 tokens,
+	       struct ag_consume_result *res);
 
 /* out[max_agents]: each slot's tat word, read through the mmap without a
  * system call. It changes whenever the datapath admits a packet or

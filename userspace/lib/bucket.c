@@ -270,6 +270,15 @@ int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
 	} while (1);
 }
 
+int ag_consume(struct ag_ctx *ctx, const char *agent, __u64 tokens,
+	       struct ag_consume_result *res)
+{
+	__u32 slot;
+	int err = ag_agent_slot(ctx, agent, &slot);
+
+	return err ? err : ag_bucket_consume(ctx, slot, tokens, res);
+}
+
 /* Headroom to carry into a new parameter set: the same number of tokens,
  * capped at the new burst; a bucket that had no limit starts full. */
 static __u64 carried_headroom(const struct ag_gcra_params *old, __u64 tat, __u64 now_ns,
