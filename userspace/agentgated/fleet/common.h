@@ -29,12 +29,18 @@ struct op_result {
 	char msg[256];
 };
 
+struct pub_slot;
+
 struct agd_fleet {
 	struct agd_engine *e;
 	struct agd_fleet_opts opts;
 	natsOptions *nopts;
 	natsConnection *nc;
-	jsCtx *js;
+	jsCtx *js;  /* operator changes, the consumer's dead letters: one at a time */
+	jsCtx *pjs; /* ratings: asynchronous, acknowledged through f->waits (fleet.c) */
+	pthread_mutex_t plock;   /* the table below */
+	struct pub_slot *waits;  /* messages awaiting their acknowledgement */
+	size_t wmask, wn;
 
 	pthread_mutex_t lock; /* everything below */
 	pthread_cond_t cv;      /* applied moved; outbox grew */

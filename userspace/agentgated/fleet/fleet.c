@@ -211,15 +211,29 @@ static void outbox_delete(struct agd_fleet *f, const struct outbox_batch *b)
 
 /* ---- publishing ---------------------------------------------------------------- */
 
-/* One asynchronous publication: its messages, found again by address in the
- * acknowledgement handler. */
-struct pub {
-	natsMsg **sent;   /* hash of message addresses, 2^k slots */
-	size_t *slot_idx; /* the item each slot's message carries */
-	size_t mask;
-	__u64 *seq;       /* per item: stream sequence once acknowledged */
-	bool *dup;        /* per item: JetStream had its id already */
-	size_t acked;
+/*
+ * Publishing ratings: one JetStream context for the whole host (f->pjs),
+ * asynchronous, at most PUB_INFLIGHT publications awaiting their
+ * acknowledgement (a publisher past that waits). Each publish_all call
+ * registers its messages in f->waits (message address -> its waiter and
+ * item) and sleeps until the context's handler has settled every one of
+ * them: acknowledged (the stream's sequence), refused, or timed out after
+ * --nats-timeout (jsPubOptions.MaxWait: the library calls the handler
+ * then too). A 200 still means the log has the rating.
+ */
+#define PUB_INFLIGHT 4096
+
+struct pub_wait {
+	pthread_cond_t cv;
+	size_t left; /* messages not settled yet */
+	__u64 *seq;  /* per item: stream sequence once acknowledged */
+	bool *dup;   /* per item: JetStream had its id already */
+};
+
+struct pub_slot {
+	natsMsg *msg; /* NULL: free */
+	struct pub_wait *w;
+	size_t item;
 };
 
 static size_t ptr_hash(const void *p, size_t mask)
@@ -227,21 +241,118 @@ static size_t ptr_hash(const void *p, size_t mask)
 	return (size_t)(((uintptr_t)p >> 4) * 0x9E3779B97F4A7C15ULL) & mask;
 }
 
+/* Under f->plock. The slot of msg, or NULL. Linear probing; a removal
+ * shifts the probe run back so that lookups need no tombstones. */
+static struct pub_slot *wait_find(struct agd_fleet *f, const natsMsg *msg)
+{
+	size_t h = ptr_hash(msg, f->wmask);
+
+	while (f->waits[h].msg && f->waits[h].msg != msg)
+		h = (h + 1) & f->wmask;
+	return f->waits[h].msg ? &f->waits[h] : NULL;
+}
+
+/* Whether the entry at j, whose home is k, stays when i is emptied: when
+ * k lies cyclically in (i, j]. */
+static bool stays(size_t i, size_t j, size_t k)
+{
+	return i <= j ? (i < k && k <= j) : (i < k || k <= j);
+}
+
+static void wait_remove(struct agd_fleet *f, struct pub_slot *sl)
+{
+	size_t i = (size_t)(sl - f->waits), j = i;
+
+	f->waits[i].msg = NULL;
+	for (;;) {
+		j = (j + 1) & f->wmask;
+		if (!f->waits[j].msg)
+			break;
+		if (!stays(i, j, ptr_hash(f->waits[j].msg, f->wmask))) {
+			f->waits[i] = f->waits[j];
+			f->waits[j].msg = NULL;
+			i = j;
+		}
+	}
+	f->wn--;
+}
+
+/* Under f->plock: room for n more (the table at most half full). */
+static int wait_room(struct agd_fleet *f, size_t n)
+{
+	struct pub_slot *old = f->waits;
+	size_t cap = old ? f->wmask + 1 : 64, i, h;
+
+	if (f->waits && 2 * (f->wn + n) <= cap)
+		return 0;
+	while (2 * (f->wn + n) > cap)
+		cap *= 2;
+	f->waits = calloc(cap, sizeof(*f->waits));
+	if (!f->waits) {
+		f->waits = old;
+		return -ENOMEM;
+	}
+	for (i = 0; old && i <= f->wmask; i++) {
+		if (!old[i].msg)
+			continue;
+		h = ptr_hash(old[i].msg, cap - 1);
+		while (f->waits[h].msg)
+			h = (h + 1) & (cap - 1);
+		f->waits[h] = old[i];
+	}
+	f->wmask = cap - 1;
+	free(old);
+	return 0;
+}
+
+static void settle(struct agd_fleet *f, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae)
+{
+	struct pub_slot *sl;
+
+	pthread_mutex_lock(&f->plock);
+	sl = wait_find(f, msg);
+	if (sl) {
+		struct pub_wait *w = sl->w;
+
+		if (pa && !pae) {
+			w->seq[sl->item] = pa->Sequence;
+			w->dup[sl->item] = pa->Duplicate;
+		}
+		wait_remove(f, sl);
+		if (!--w->left)
+			pthread_cond_broadcast(&w->cv);
+	}
+	pthread_mutex_unlock(&f->plock);
+}
+
+/* Under f->plock: a message that was not sent, out of w's. */
+static void settle_locked_remove(struct agd_fleet *f, const natsMsg *m, struct pub_wait *w)
+{
+	struct pub_slot *sl = wait_find(f, m);
+
+	if (sl && sl->w == w) {
+		wait_remove(f, sl);
+		w->left--;
+	}
+}
+
 static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 {
-	struct pub *p = closure;
-	size_t h = ptr_hash(msg, p->mask);
+	settle(closure, msg, pa, pae);
+	natsMsg_Destroy(msg); /* ours, acknowledged or not */
+}
 
-	while (p->sent[h] && p->sent[h] != msg)
-		h = (h + 1) & p->mask;
-	if (p->sent[h] == msg && pa && !pae) {
-		size_t i = p->slot_idx[h];
+static int pub_open(struct agd_fleet *f)
+{
+	jsOptions jo;
 
-		p->seq[i] = pa->Sequence;
-		p->dup[i] = pa->Duplicate;
-		p->acked++;
-	}
-	natsMsg_Destroy(msg);
+	jsOptions_Init(&jo);
+	jo.Wait = (int64_t)f->opts.timeout_ms;
+	jo.PublishAsync.AckHandler = on_ack;
+	jo.PublishAsync.AckHandlerClosure = f;
+	jo.PublishAsync.MaxPending = PUB_INFLIGHT;
+	jo.PublishAsync.StallWait = (int64_t)f->opts.timeout_ms;
+	return natsConnection_JetStream(&f->pjs, f->nc, &jo) == NATS_OK ? 0 : -EIO;
 }
 
 /* Publishes msgs[0..n) (consumed) and waits for their acknowledgements;
@@ -249,56 +360,61 @@ static void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void
 static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item, size_t n,
 			__u64 *seq, bool *dup)
 {
-	struct pub p = { .seq = seq, .dup = dup };
-	jsOptions jo;
-	jsCtx *js = NULL;
-	natsMsgList pending = { 0 };
-	size_t slots = 16, i;
+	struct pub_wait w = { .seq = seq, .dup = dup };
+	pthread_condattr_t ca;
+	jsPubOptions po;
+	struct timespec ts;
+	size_t i;
 
-	while (slots < 2 * n)
-		slots *= 2;
-	p.sent = calloc(slots, sizeof(*p.sent));
-	p.slot_idx = calloc(slots, sizeof(*p.slot_idx));
-	p.mask = slots - 1;
-	jsOptions_Init(&jo);
-	jo.Wait = (int64_t)f->opts.timeout_ms;
-	jo.PublishAsync.AckHandler = on_ack;
-	jo.PublishAsync.AckHandlerClosure = &p;
-	jo.PublishAsync.MaxPending = (int64_t)n;
-	if (!p.sent || !p.slot_idx || natsConnection_JetStream(&js, f->nc, &jo) != NATS_OK)
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w.cv, &ca);
+	pthread_condattr_destroy(&ca);
+	jsPubOptions_Init(&po);
+	po.MaxWait = (int64_t)f->opts.timeout_ms;
+	pthread_mutex_lock(&f->plock);
+	if (!f->pjs || wait_room(f, n)) {
+		pthread_mutex_unlock(&f->plock);
 		goto out;
+	}
+	for (i = 0; i < n; i++) { /* registered before the handler can see them */
+		struct pub_slot *sl = &f->waits[ptr_hash(msgs[i], f->wmask)];
+
+		while (sl->msg)
+			sl = &f->waits[(size_t)(sl - f->waits + 1) & f->wmask];
+		*sl = (struct pub_slot){ .msg = msgs[i], .w = &w, .item = item[i] };
+		f->wn++;
+	}
+	w.left = n;
+	pthread_mutex_unlock(&f->plock);
 	for (i = 0; i < n; i++) {
-		size_t h = ptr_hash(msgs[i], p.mask);
 		natsMsg *m = msgs[i];
 
-		while (p.sent[h])
-			h = (h + 1) & p.mask;
-		p.sent[h] = m;
-		p.slot_idx[h] = item[i];
-		if (js_PublishMsgAsync(js, &msgs[i], NULL) != NATS_OK)
-			break; /* msgs[i..] stay ours */
-		msgs[i] = NULL;
+		if (js_PublishMsgAsync(f->pjs, &msgs[i], &po) == NATS_OK) {
+			msgs[i] = NULL; /* the library's until the handler */
+			continue;
+		}
+		pthread_mutex_lock(&f->plock); /* not sent: settled here, ours again */
+		settle_locked_remove(f, m, &w);
+		pthread_mutex_unlock(&f->plock);
 	}
-	if (i == n) {
-		jsPubOptions po;
-
-		jsPubOptions_Init(&po);
-		po.MaxWait = (int64_t)f->opts.timeout_ms;
-		js_PublishAsyncComplete(js, &po);
-	}
-	/* What is still pending was not acknowledged in time: ours again. */
-	if (js_PublishAsyncGetPendingList(&pending, js) == NATS_OK)
-		natsMsgList_Destroy(&pending); /* destroys them */
-	/* Only handlers already running are counted now: wait for them, so
-	 * none touches p after this returns. */
-	js_PublishAsyncComplete(js, NULL);
+	/* Every message sent settles within --nats-timeout (the handler runs
+	 * for a timeout too); a second more, then forget what is left. */
+	agd_fleet_deadline(&ts, f->opts.timeout_ms + 1000);
+	pthread_mutex_lock(&f->plock);
+	while (w.left && pthread_cond_timedwait(&w.cv, &f->plock, &ts) != ETIMEDOUT)
+		;
+	for (i = 0; w.left && i <= f->wmask; i++)
+		if (f->waits[i].msg && f->waits[i].w == &w) {
+			wait_remove(f, &f->waits[i]);
+			w.left--;
+			i--; /* a shifted entry may now sit at i */
+		}
+	pthread_mutex_unlock(&f->plock);
 out:
-	if (js)
-		jsCtx_Destroy(js);
+	pthread_cond_destroy(&w.cv);
 	for (i = 0; i < n; i++)
 		natsMsg_Destroy(msgs[i]);
-	free(p.sent);
-	free(p.slot_idx);
 }
 
 /* ---- waiting for this host to apply ------------------------------------------------ */
@@ -672,6 +788,8 @@ static int connect_nats(struct agd_fleet *f, struct agd_err *err)
 		jsOptions_Init(&jo);
 		jo.Wait = (int64_t)f->opts.timeout_ms;
 		s = natsConnection_JetStream(&f->js, f->nc, &jo);
+		if (s == NATS_OK && pub_open(f))
+			s = NATS_ERR;
 	}
 	if (s != NATS_OK) {
 		return agd_errf(err, -EIO, "fleet: cannot set up the NATS connection: %s",
@@ -698,6 +816,7 @@ int agd_fleet_start(struct agd_engine *e, const struct agd_fleet_opts *o, struct
 		f->opts.log = nolog;
 	f->applied = agd_engine_log_seq(e);
 	pthread_mutex_init(&f->lock, NULL);
+	pthread_mutex_init(&f->plock, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&f->cv, &ca);
@@ -754,6 +873,8 @@ void agd_fleet_stop(struct agd_fleet *f)
 		pthread_join(f->demand, NULL);
 	if (f->js)
 		jsCtx_Destroy(f->js);
+	if (f->pjs)
+		jsCtx_Destroy(f->pjs);
 	if (f->nc) {
 		natsConnection_Close(f->nc);
 		natsConnection_Destroy(f->nc);
@@ -762,6 +883,8 @@ void agd_fleet_stop(struct agd_fleet *f)
 	nats_CloseAndWait(2000);
 	agd_outbox_close(f->outbox_db);
 	pthread_mutex_destroy(&f->lock);
+	pthread_mutex_destroy(&f->plock);
+	free(f->waits);
 	pthread_cond_destroy(&f->cv);
 	pthread_cond_destroy(&f->stop_cv);
 	free(f);
