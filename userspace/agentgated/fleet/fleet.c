@@ -361,6 +361,7 @@ static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item,
 			__u64 *seq, bool *dup)
 {
 	struct pub_wait w = { .seq = seq, .dup = dup };
+	natsMsg **sent = malloc((n ? n : 1) * sizeof(*sent)); /* the addresses, to forget */
 	pthread_condattr_t ca;
 	jsPubOptions po;
 	struct timespec ts;
@@ -373,7 +374,7 @@ static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item,
 	jsPubOptions_Init(&po);
 	po.MaxWait = (int64_t)f->opts.timeout_ms;
 	pthread_mutex_lock(&f->plock);
-	if (!f->pjs || wait_room(f, n)) {
+	if (!sent || !f->pjs || wait_room(f, n)) {
 		pthread_mutex_unlock(&f->plock);
 		goto out;
 	}
@@ -383,6 +384,7 @@ static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item,
 		while (sl->msg)
 			sl = &f->waits[(size_t)(sl - f->waits + 1) & f->wmask];
 		*sl = (struct pub_slot){ .msg = msgs[i], .w = &w, .item = item[i] };
+		sent[i] = msgs[i];
 		f->wn++;
 	}
 	w.left = n;
@@ -404,14 +406,19 @@ static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item,
 	pthread_mutex_lock(&f->plock);
 	while (w.left && pthread_cond_timedwait(&w.cv, &f->plock, &ts) != ETIMEDOUT)
 		;
-	for (i = 0; w.left && i <= f->wmask; i++)
-		if (f->waits[i].msg && f->waits[i].w == &w) {
-			wait_remove(f, &f->waits[i]);
+	/* An entry still there was not settled: its message is alive (only
+	 * the handler frees it, after removing the entry), its address ours. */
+	for (i = 0; w.left && i < n; i++) {
+		struct pub_slot *sl = wait_find(f, sent[i]);
+
+		if (sl && sl->w == &w) {
+			wait_remove(f, sl);
 			w.left--;
-			i--; /* a shifted entry may now sit at i */
 		}
+	}
 	pthread_mutex_unlock(&f->plock);
 out:
+	free(sent);
 	pthread_cond_destroy(&w.cv);
 	for (i = 0; i < n; i++)
 		natsMsg_Destroy(msgs[i]);
@@ -880,8 +887,13 @@ void agd_fleet_stop(struct agd_fleet *f)
 		natsConnection_Destroy(f->nc);
 	}
 	natsOptions_Destroy(f->nopts);
-	nats_CloseAndWait(2000);
 	agd_outbox_close(f->outbox_db);
+	/* The library's threads may still run an acknowledgement handler,
+	 * which takes f->plock: f stays (a leak at exit) unless they ended. */
+	if (nats_CloseAndWait(2000) != NATS_OK) {
+		f->opts.log(AGD_LOG_WARN, "fleet: the NATS library's threads did not end in 2 s");
+		return;
+	}
 	pthread_mutex_destroy(&f->lock);
 	pthread_mutex_destroy(&f->plock);
 	free(f->waits);
