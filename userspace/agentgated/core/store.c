@@ -452,13 +452,66 @@ int agd_store_voices_foreach(struct agd_store *st, MDB_txn *txn,
 }
 
 /* voices_of: the agent's users met in the snapshot and the log (from its
- * last drop on), and whether a drop emptied the voices database's. */
+ * last drop on), each kept once as it is met (a set of strings, open
+ * addressing), and whether a drop emptied the voices database's. */
 struct voices_of {
 	const char *agent;
-	char (*users)[128 + 1];
-	size_t n, cap;
+	char **users; /* the set: NULL or a user (malloc'd) */
+	size_t n, mask;
 	bool dropped;
 };
+
+static size_t user_hash(const char *u)
+{
+	size_t h = 1469598103934665603ULL; /* FNV-1a: offline, on the store's own data */
+
+	while (*u)
+		h = (h ^ (unsigned char)*u++) * 1099511628211ULL;
+	return h;
+}
+
+static void users_clear(struct voices_of *vo)
+{
+	size_t i;
+
+	for (i = 0; vo->users && i <= vo->mask; i++) {
+		free(vo->users[i]);
+		vo->users[i] = NULL;
+	}
+	vo->n = 0;
+}
+
+/* Adds u to the set unless it is there: 0, or -ENOMEM. */
+static int users_add(struct voices_of *vo, const char *u)
+{
+	size_t i;
+
+	if (!vo->users || 2 * (vo->n + 1) > vo->mask + 1) {
+		size_t cap = vo->users ? 2 * (vo->mask + 1) : 64, j;
+		char **m = calloc(cap, sizeof(*m));
+
+		if (!m)
+			return -ENOMEM;
+		for (j = 0; vo->users && j <= vo->mask; j++) {
+			if (!vo->users[j])
+				continue;
+			for (i = user_hash(vo->users[j]) & (cap - 1); m[i]; i = (i + 1) & (cap - 1))
+				;
+			m[i] = vo->users[j];
+		}
+		free(vo->users);
+		vo->users = m;
+		vo->mask = cap - 1;
+	}
+	for (i = user_hash(u) & vo->mask; vo->users[i]; i = (i + 1) & vo->mask)
+		if (!strcmp(vo->users[i], u))
+			return 0;
+	vo->users[i] = strdup(u);
+	if (!vo->users[i])
+		return -ENOMEM;
+	vo->n++;
+	return 0;
+}
 
 static int voices_of_value(void *arg, const unsigned char *data, size_t len)
 {
@@ -472,26 +525,12 @@ static int voices_of_value(void *arg, const unsigned char *data, size_t len)
 			continue;
 		if (r.kind == AGD_VLOG_DROP) {
 			vo->dropped = true;
-			vo->n = 0;
-			continue;
+			users_clear(vo);
+		} else if (users_add(vo, r.user)) {
+			return -ENOMEM;
 		}
-		if (vo->n == vo->cap) {
-			size_t cap = vo->cap ? vo->cap * 2 : 64;
-			void *m = realloc(vo->users, cap * sizeof(*vo->users));
-
-			if (!m)
-				return -ENOMEM;
-			vo->users = m;
-			vo->cap = cap;
-		}
-		memcpy(vo->users[vo->n++], r.user, sizeof(r.user));
 	}
 	return rc;
-}
-
-static int by_user(const void *a, const void *b)
-{
-	return strcmp(a, b);
 }
 
 int agd_store_voices_of(struct agd_store *st, MDB_txn *txn, const char *agent, __u64 *n)
@@ -516,26 +555,27 @@ int agd_store_voices_of(struct agd_store *st, MDB_txn *txn, const char *agent, _
 	rc = agd_store_vlog_foreach(st, txn, AGD_VLOG_SNAP, voices_of_value, &vo);
 	if (!rc)
 		rc = agd_store_vlog_foreach(st, txn, AGD_VLOG_LOG, voices_of_value, &vo);
-	if (rc) {
-		free(vo.users);
-		return rc;
-	}
-	/* Each user once, and once more only if the voices database lacks it. */
-	if (vo.n)
-		qsort(vo.users, vo.n, sizeof(*vo.users), by_user);
-	for (i = 0; i < vo.n; i++) {
+	/* Each user met once, counted unless the voices database has it. */
+	for (i = 0; !rc && vo.users && i <= vo.mask; i++) {
 		char key[AG_NAME_MAX + 1 + 128];
-		size_t u = strlen(vo.users[i]);
-		MDB_val kk = { len + u, key }, vv;
+		size_t u;
+		MDB_val kk, vv;
 
-		if (i && !strcmp(vo.users[i], vo.users[i - 1]))
+		if (!vo.users[i])
 			continue;
+		u = strlen(vo.users[i]);
 		memcpy(key, agent, len);
 		memcpy(key + len, vo.users[i], u);
+		kk = (MDB_val){ len + u, key };
 		if (vo.dropped || !st->voices || mdb_get(txn, st->voices, &kk, &vv))
 			(*n)++;
 	}
+	users_clear(&vo);
 	free(vo.users);
+	if (rc) {
+		*n = 0;
+		return rc;
+	}
 	*n += vo.dropped ? 0 : in_db;
 	return 0;
 }
