@@ -66,10 +66,11 @@ void agd_metrics_auth_refused(struct agd_metrics *m, enum agd_auth_reason r)
 static void tally_family(struct out *o, const struct agd_engine_stats *s, const char *group,
 			 const char *help)
 {
+	char name[40];
 	int t;
 
-	family(o, group[0] == 'd' ? "ratings_damped_total" : "ratings_refused_total", "counter",
-	       help);
+	snprintf(name, sizeof(name), "ratings_%s_total", group);
+	family(o, name, "counter", help);
 	for (t = 0; t < AGD_TALLY__N; t++)
 		if (!strcmp(agd_tally_group[t], group))
 			put(o, "agentgate_ratings_%s_total{reason=\"%s\"} %llu\n", group,

@@ -385,12 +385,9 @@ int agd_store_activity_get(struct agd_store *st, MDB_txn *txn, const char *name,
 int agd_store_activity_put(struct agd_store *st, MDB_txn *txn, const char *name,
 			  const struct agd_activity_rec *rec);
 
-/* Voices: 1 and *rec when the user rated the agent before, 0 when not,
- * -errno. Deleting an agent deletes its voices (agd_store_agent_del). */
-int agd_store_voice_get(struct agd_store *st, MDB_txn *txn, const char *agent, const char *user,
-		       struct agd_voice_rec *rec);
-int agd_store_voice_put(struct agd_store *st, MDB_txn *txn, const char *agent, const char *user,
-		       const struct agd_voice_rec *rec);
+/* Voices live in memory (core/voices.c) over the snapshot and log below;
+ * the voices database of older stores is read whole, and deleting an agent
+ * deletes its voices there (agd_store_agent_del). */
 /* The agent's voices: how many users rated it (their latest kept), from
  * the voices database, the snapshot and the log after them. */
 int agd_store_voices_of(struct agd_store *st, MDB_txn *txn, const char *agent, __u64 *n);

@@ -191,37 +191,6 @@ int agd_store_activity_put(struct agd_store *st, MDB_txn *txn, const char *name,
 
 /* ---- voices ------------------------------------------------------------------ */
 
-/* agent NUL user: the agent's voices sort together (agd_store_agent_del). */
-static MDB_val voice_key(const char *agent, const char *user, char *buf, size_t len)
-{
-	size_t a = strlen(agent), u = strlen(user);
-
-	if (a + 1 + u > len)
-		u = len - a - 1; /* names are bounded: never shortened in practice */
-	memcpy(buf, agent, a);
-	buf[a] = 0;
-	memcpy(buf + a + 1, user, u);
-	return (MDB_val){ a + 1 + u, buf };
-}
-
-int agd_store_voice_get(struct agd_store *st, MDB_txn *txn, const char *agent, const char *user,
-		       struct agd_voice_rec *rec)
-{
-	char buf[AG_NAME_MAX + 1 + 256];
-
-	return rec_get(txn, st->voices, voice_key(agent, user, buf, sizeof(buf)), rec,
-		       sizeof(*rec));
-}
-
-int agd_store_voice_put(struct agd_store *st, MDB_txn *txn, const char *agent, const char *user,
-		       const struct agd_voice_rec *rec)
-{
-	char buf[AG_NAME_MAX + 1 + 256];
-
-	return rec_put(txn, st->voices, voice_key(agent, user, buf, sizeof(buf)), rec,
-		       sizeof(*rec));
-}
-
 static MDB_dbi vlog_dbi(struct agd_store *st, enum agd_vlog_db db)
 {
 	return db == AGD_VLOG_SNAP ? st->voice_snap : st->voice_log;

@@ -53,6 +53,15 @@ int agd_engine_agent_view(struct agd_engine *e, const char *name, struct agd_age
 	return 0;
 }
 
+/* The influence limits in effect, as an agent's JSON and explain show them. */
+static json_t *influence_json(const struct agd_influence *inf)
+{
+	return json_pack("{s:f,s:I,s:I,s:b,s:f}", "max_change", inf->max_change,
+			 "change_window_s", (json_int_t)(inf->window_ms / 1000), "wave_users",
+			 (json_int_t)inf->wave_users, "wave_hold", inf->wave_hold, "user_cap",
+			 inf->user_cap);
+}
+
 /* Explain's influence: the limits in effect, and what the agent's ratings
  * met since agentgated started ("damped" and "refused" by reason). */
 static void tally_into(json_t *o, const __u64 tally[AGD_TALLY__N],
@@ -62,11 +71,7 @@ static void tally_into(json_t *o, const __u64 tally[AGD_TALLY__N],
 
 	if (!json_is_object(o))
 		return;
-	json_object_set_new(o, "limits",
-			    json_pack("{s:f,s:I,s:I,s:b,s:f}", "max_change", inf->max_change,
-				      "change_window_s", (json_int_t)(inf->window_ms / 1000),
-				      "wave_users", (json_int_t)inf->wave_users, "wave_hold",
-				      inf->wave_hold, "user_cap", inf->user_cap));
+	json_object_set_new(o, "limits", influence_json(inf));
 	for (t = 0; t < AGD_TALLY__N; t++) {
 		json_t *g = json_object_get(o, agd_tally_group[t]);
 
@@ -288,12 +293,7 @@ void *agd_agent_view_json(const struct agd_agent_view *v)
 	json_object_set_new(o, "pinned", json_boolean(p->pinned));
 	json_object_set_new(o, "ttl", json_integer((json_int_t)p->ttl));
 	json_object_set_new(o, "idle_s", json_real((double)v->idle_ms / 1000));
-	json_object_set_new(o, "influence",
-			    json_pack("{s:f,s:I,s:I,s:b,s:f}", "max_change",
-				      v->influence.max_change, "change_window_s",
-				      (json_int_t)(v->influence.window_ms / 1000), "wave_users",
-				      (json_int_t)v->influence.wave_users, "wave_hold",
-				      v->influence.wave_hold, "user_cap", v->influence.user_cap));
+	json_object_set_new(o, "influence", influence_json(&v->influence));
 	json_object_set_new(o, "tokens", json_real(v->tokens));
 	json_object_set_new(o, "ratings", json_integer((json_int_t)v->stats.count));
 	json_object_set_new(o, "mean_score", json_real(agd_stats_mean(&v->stats)));
