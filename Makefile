@@ -105,7 +105,8 @@ CLI_LIBS := -ljansson
 # with the daemon's own code for it (explain.c and what it needs).
 CLI_D_SRCS := userspace/agentgated/core/explain.c userspace/agentgated/core/store.c \
 	userspace/agentgated/core/store_check.c userspace/agentgated/core/policy.c \
-	userspace/agentgated/core/err.c
+	userspace/agentgated/core/err.c userspace/agentgated/core/feed.c \
+	userspace/agentgated/core/jsonguard.c
 CLI_D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(CLI_D_SRCS))
 CLI_D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(CLI_D_SRCS))
 CLI_LIBS += -llmdb
@@ -139,7 +140,7 @@ D_MAIN := userspace/agentgated/process/main.c
 D_LIB_SRCS := $(filter-out $(D_MAIN),$(D_SRCS))
 D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(D_LIB_SRCS))
 D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(D_LIB_SRCS))
-D_LIBS := -ljansson -llmdb -lcivetweb -lnats -lssl -lcrypto
+D_LIBS := -ljansson -llmdb -lcivetweb -lnats -lcurl -lssl -lcrypto
 
 $(OUTPUT)/obj/userspace/agentgated/%.o $(OUTPUT)/san/userspace/agentgated/%.o: \
 	CFLAGS += -DAG_VERSION='"$(VERSION)"' -Iuserspace/agentgated

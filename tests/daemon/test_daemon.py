@@ -37,6 +37,7 @@ import cases_flags  # noqa: E402,F401
 import cases_expiry  # noqa: E402,F401
 import cases_tokens  # noqa: E402,F401
 import cases_voices  # noqa: E402,F401
+import cases_feeds  # noqa: E402,F401
 
 if __name__ == "__main__":
     run(needs=("agentgated-san", "agentgated", "agentgate"))

@@ -94,6 +94,8 @@ int cli_daemon_ask(struct cli *cli, void *req_json, void **reply_json);
  * answers here (none, this account may not use its socket, it is stopping);
  * nothing printed. */
 int cli_daemon_peek(struct cli *cli, void *req_json, void **reply_json);
+/* A jansson value through the CLI's JSON writer (explain_cli.c). */
+void cli_emit_json(struct jsonw *w, json_t *v);
 
 /* Commands */
 int do_attach(struct cli *cli, int argc, char **argv);
@@ -109,6 +111,7 @@ int do_agent_explain(struct cli *cli, int argc, char **argv);
 int do_rule_add(struct cli *cli, int argc, char **argv);
 int do_rule_del(struct cli *cli, int argc, char **argv);
 int do_rule_list(struct cli *cli, int argc, char **argv);
+int do_rule_sync(struct cli *cli, int argc, char **argv);
 int do_config_set(struct cli *cli, int argc, char **argv);
 int do_config_show(struct cli *cli, int argc, char **argv);
 int do_top(struct cli *cli, int argc, char **argv);

@@ -1,9 +1,16 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* agentgate rule add|del|list */
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "cli.h"
+#include "../agentgated/core/feed.h"
+
+#define AGD_FEED_FILE_MAX (32u << 20) /* what the control socket takes */
 
 void json_rule(struct jsonw *w, const struct ag_rule *r, const char *agent)
 {
@@ -217,5 +224,117 @@ int do_rule_list(struct cli *cli, int argc, char **argv)
 	table_free(t);
 	free(rules);
 	free(names);
+	return err;
+}
+
+/* ---- rule sync ------------------------------------------------------------------ */
+
+/* The whole file (or standard input for "-"), at most 32 MiB. */
+static int read_feed_file(struct cli *cli, const char *path, char **out, size_t *len)
+{
+	FILE *f = strcmp(path, "-") ? fopen(path, "re") : stdin;
+	size_t cap = 65536, n = 0;
+	char *buf;
+
+	if (!f)
+		return cli_error(cli, EXIT_USAGE, "cannot open %s: %s", path, strerror(errno));
+	buf = malloc(cap);
+	while (buf) {
+		size_t got = fread(buf + n, 1, cap - n, f);
+
+		n += got;
+		if (n < cap)
+			break;
+		if (cap >= AGD_FEED_FILE_MAX) {
+			free(buf);
+			if (f != stdin)
+				fclose(f);
+			return cli_error(cli, EXIT_USAGE, "%s: more than 32 MiB", path);
+		}
+		cap *= 2;
+		{
+			char *grown = realloc(buf, cap);
+
+			if (!grown)
+				free(buf);
+			buf = grown;
+		}
+	}
+	if (!buf || ferror(f)) {
+		int e = errno;
+
+		free(buf);
+		if (f != stdin)
+			fclose(f);
+		return cli_error(cli, EXIT_RUNTIME, "cannot read %s: %s", path,
+				 buf ? strerror(e) : "out of memory");
+	}
+	if (f != stdin)
+		fclose(f);
+	*out = buf;
+	*len = n;
+	return 0;
+}
+
+int do_rule_sync(struct cli *cli, int argc, char **argv)
+{
+	struct agd_feed_set set = { 0 };
+	struct agd_err why = { 0 };
+	json_t *req, *rep, *res;
+	void *reply = NULL;
+	char *text = NULL;
+	size_t len = 0;
+	int err, r;
+
+	if (argc != 2)
+		return cli_usage(cli, "expected AGENT FILE");
+	err = parse_name(cli, argv[0]);
+	if (!err)
+		err = read_feed_file(cli, argv[1], &text, &len);
+	if (err)
+		return err;
+	/* Checked here first: a bad file is a usage error, whoever answers. */
+	if (agd_feed_parse(text, len, 0, &set, &why)) {
+		free(text);
+		return cli_usage(cli, "%s: %s", argv[1], why.msg);
+	}
+	req = json_pack("{s:s,s:s,s:s%}", "op", "feed.sync", "agent", argv[0], "feed", text, len);
+	free(text);
+	if (!req) {
+		agd_feed_set_free(&set);
+		return cli_error(cli, EXIT_RUNTIME, "out of memory");
+	}
+	r = cli_daemon_ask(cli, req, &reply);
+	json_decref(req);
+	if (r <= 0) {
+		agd_feed_set_free(&set);
+		if (r < 0)
+			return EXIT_RUNTIME; /* printed */
+		return cli_error(cli, EXIT_RUNTIME, "rule sync needs agentgated: an agent's feed "
+				 "rules are kept apart from its hand rules in its state store "
+				 "(agentgated(8), RULE FEEDS); no agentgated owns %s",
+				 cli->pin_path ? cli->pin_path : AG_PIN_ROOT_DEFAULT);
+	}
+	rep = reply;
+	res = json_object_get(rep, "result");
+	if (!json_is_true(json_object_get(rep, "ok")) || !json_is_object(res)) {
+		const char *msg = json_string_value(json_object_get(rep, "message"));
+		int status = (int)json_integer_value(json_object_get(rep, "status"));
+
+		err = cli_error(cli, status == 400 ? EXIT_USAGE : EXIT_RUNTIME,
+				"agentgated refused: %s", msg ? msg : "(no message)");
+	} else if (cli->json) {
+		cli_emit_json(&cli->jw, res);
+		jsonw_end_document(&cli->jw);
+	} else {
+		printf("synced agent %s: %lld prefixes", argv[0],
+		       (long long)json_integer_value(json_object_get(res, "prefixes")));
+		if (json_integer_value(json_object_get(res, "conflicts")))
+			printf(" (%lld already another agent's rule, left to it)",
+			       (long long)json_integer_value(json_object_get(res, "conflicts")));
+		putchar('\n');
+	}
+	json_decref(rep);
+	agd_feed_set_free(&set);
 	return err;
 }

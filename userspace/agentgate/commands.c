@@ -87,6 +87,19 @@ const struct command commands[] = {
 	  "wide as its widest value. With --json, an array of {\"prefix\", \"port\", "
 	  "\"agent\"}; port is null for any port.",
 	  OPEN_READ, do_rule_list },
+	{ "rule", "sync", "AGENT FILE", "replace an agent's feed rules by a published list",
+	  "FILE (- for standard input) holds the agent's address ranges as its operator "
+	  "publishes them: JSON {\"prefixes\": [{\"ipv4Prefix\": \"192.0.2.0/24\"}, "
+	  "{\"ipv6Prefix\": \"2001:db8::/32\"}]} or one prefix a line ('#' comments). It "
+	  "is checked whole (any bad entry: exit 2, nothing changed), then the agent's feed "
+	  "rules become exactly these prefixes in one swap: the new ones first, then those "
+	  "that left, so a source in both is never unclassified. Rules made with rule add "
+	  "are kept apart and never removed by it; a prefix already another agent's stays "
+	  "that agent's (counted as a conflict). Needs agentgated (exit 1 without it), which "
+	  "stores the set; an agent fed from a source (agentgated --rule-feed or PUT "
+	  "/v1/agents/NAME/feed) refuses it. With --json, the feed object of GET "
+	  "/v1/agents/NAME/feed.",
+	  OPEN_READ, do_rule_sync },
 	{ "config", "set", "default-action pass|drop | dry-run on|off", "change a global setting",
 	  "default-action applies to IP traffic no rule classifies (malformed and non-IP "
 	  "frames always pass). dry-run on passes traffic over the limit and counts it as "

@@ -64,6 +64,11 @@ static void emit(struct jsonw *w, json_t *v, int depth)
 	}
 }
 
+void cli_emit_json(struct jsonw *w, json_t *v)
+{
+	emit(w, v, 0);
+}
+
 /* ---- human text ------------------------------------------------------------------- */
 
 static double num(json_t *o, const char *key)

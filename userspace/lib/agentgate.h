@@ -181,6 +181,20 @@ int ag_rule_add(struct ag_ctx *ctx, const struct ag_rule *rule, const char *agen
 int ag_rule_del(struct ag_ctx *ctx, const struct ag_rule *rule);
 /* Every rule of both families; free(*out). */
 int ag_rule_list(struct ag_ctx *ctx, struct ag_rule **out, size_t *n);
+/* Replaces part of one agent's rules in one locked pass (a feed's swap): the
+ * rules of add are inserted first, then those of del that map to the agent
+ * are deleted, so a source covered before and after stays the agent's at
+ * every step. A rule of add already the agent's is left; one that maps to
+ * another agent is left to it. state[i] (n_add bytes, or NULL) says which
+ * befell add[i]. An insert that fails takes back every insert before it and
+ * deletes nothing. */
+struct ag_rules_swap_result {
+	size_t added, removed, conflicts;
+};
+enum { AG_SWAP_KEPT = 0, AG_SWAP_ADDED = 1, AG_SWAP_CONFLICT = 2 };
+int ag_rules_swap(struct ag_ctx *ctx, const char *agent, const struct ag_rule *add, size_t n_add,
+		  const struct ag_rule *del, size_t n_del, __u8 *state,
+		  struct ag_rules_swap_result *res);
 
 /* How the datapath finds the longest matching trie rule (abi.h, struct
  * ag_probes). The choice is this context's: every rule change it makes

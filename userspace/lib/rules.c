@@ -778,3 +778,189 @@ int ag_rebuild_prefix_index(struct ag_ctx *ctx)
 	free(ib.count);
 	return err;
 }
+
+/* ---- replacing one agent's set of rules in one pass ------------------------- */
+
+/* Raises (delta > 0) or lowers the counts of every kind by per-kind amounts,
+ * with the journal bit as given, in one config write. */
+static int adjust_counts(struct ag_ctx *ctx, const __u32 *by, int sign, bool dirty)
+{
+	struct ag_config cfg;
+	int err = ag_config_read(ctx, &cfg), k;
+
+	if (err)
+		return err;
+	for (k = 0; k < AG_RK__MAX; k++) {
+		if (sign > 0)
+			cfg.rule_count[k] += by[k];
+		else
+			cfg.rule_count[k] -= by[k] < cfg.rule_count[k] ? by[k] : cfg.rule_count[k];
+	}
+	cfg.dirty = dirty ? cfg.dirty | AG_DIRTY_RULES : cfg.dirty & ~AG_DIRTY_RULES;
+	return ag_config_write(ctx, &cfg);
+}
+
+/* Inserts one rule of a swap: 1 when inserted, 0 when it was there already
+ * (for this slot, or for another: *conflict), or an error. */
+static int swap_insert(struct ag_ctx *ctx, const struct ag_rule *rule, __u32 slot, bool *conflict)
+{
+	struct ag_rule_val val = { .slot = slot, .plen = rule->plen }, old;
+	struct rule_place at;
+	int err;
+
+	*conflict = false;
+	at.kind = rule_kind(rule);
+	at.fd = ctx->fds[kind_map(at.kind)];
+	make_key(rule, &at.key);
+	if (find_exact(at.fd, &at.key, rule, &old)) {
+		*conflict = old.slot != slot;
+		return 0;
+	}
+	if (bpf_map_update_elem(at.fd, &at.key, &val, BPF_NOEXIST)) {
+		describe(rule, at.what, sizeof(at.what));
+		return errno == E2BIG || errno == ENOMEM || errno == ENOSPC ?
+			       ag_err(ENOSPC, "cannot add rule %s: rule map %s is full (%u rules)",
+				      at.what, ag_map_descs[kind_map(at.kind)].name,
+				      ctx->max_rules) :
+			       ag_err(errno, "cannot add rule %s: %s", at.what, strerror(errno));
+	}
+	if (kind_is_trie(at.kind)) {
+		describe(rule, at.what, sizeof(at.what));
+		err = index_add(ctx, &at, rule, &val);
+		if (err) {
+			bpf_map_delete_elem(at.fd, &at.key);
+			return err;
+		}
+	}
+	return 1;
+}
+
+/* Deletes one rule if it maps to slot: 1 when deleted, 0 when absent or
+ * another agent's, or an error. */
+static int swap_remove(struct ag_ctx *ctx, const struct ag_rule *rule, __u32 slot)
+{
+	enum ag_rule_kind kind = rule_kind(rule);
+	int fd = ctx->fds[kind_map(kind)];
+	struct ag_rule_val old;
+	union rule_key key;
+	int err;
+
+	make_key(rule, &key);
+	if (!find_exact(fd, &key, rule, &old) || old.slot != slot)
+		return 0;
+	if (bpf_map_delete_elem(fd, &key))
+		return errno == ENOENT ? 0 : ag_err(errno, "cannot delete a rule: %s", strerror(errno));
+	if (kind_is_trie(kind)) {
+		err = index_del(ctx, kind, &key, rule);
+		if (err)
+			return err;
+	}
+	return 1;
+}
+
+/* Takes back the rules a failed swap inserted (flagged in done[]). */
+static void swap_undo(struct ag_ctx *ctx, const struct ag_rule *add, size_t n, const __u8 *done,
+		      __u32 slot)
+{
+	__u32 by[AG_RK__MAX] = {};
+	size_t i;
+
+	for (i = 0; i < n; i++)
+		if (done[i] && swap_remove(ctx, &add[i], slot) == 1)
+			by[rule_kind(&add[i])]++;
+	adjust_counts(ctx, by, -1, true);
+}
+
+int ag_rules_swap(struct ag_ctx *ctx, const char *agent, const struct ag_rule *add, size_t n_add,
+		  const struct ag_rule *del, size_t n_del, __u8 *state,
+		  struct ag_rules_swap_result *res)
+{
+	__u32 raised[AG_RK__MAX] = {}, unused[AG_RK__MAX], dropped[AG_RK__MAX] = {};
+	struct ag_agent a;
+	__u8 *done = NULL;
+	size_t i;
+	int err;
+
+	memset(res, 0, sizeof(*res));
+	for (i = 0; i < n_add; i++) {
+		err = check_rule(&add[i]);
+		if (err)
+			return err;
+		raised[rule_kind(&add[i])]++;
+	}
+	for (i = 0; i < n_del; i++) {
+		err = check_rule(&del[i]);
+		if (err)
+			return err;
+	}
+	done = calloc(n_add ? n_add : 1, 1);
+	if (!done)
+		return ag_err(ENOMEM, "out of memory");
+	err = ag_lock(ctx);
+	if (err)
+		goto out_free;
+	err = ag_agent_get(ctx, agent, &a);
+	if (err)
+		goto out_unlock;
+	/* The counts go up first (the datapath looks in every map that may hold a
+	 * rule), by the most the inserts can add; what was not inserted is taken
+	 * off once they are done. */
+	err = adjust_counts(ctx, raised, +1, true);
+	if (err)
+		goto out_unlock;
+	memcpy(unused, raised, sizeof(unused));
+	for (i = 0; i < n_add; i++) {
+		bool clash;
+		int r = swap_insert(ctx, &add[i], a.slot, &clash);
+
+		if (r < 0) {
+			err = r;
+			break;
+		}
+		if (state)
+			state[i] = r == 1 ? AG_SWAP_ADDED : clash ? AG_SWAP_CONFLICT : AG_SWAP_KEPT;
+		res->conflicts += clash;
+		if (r == 1) {
+			done[i] = 1;
+			res->added++;
+			unused[rule_kind(&add[i])]--;
+		}
+	}
+	if (!err)
+		err = adjust_counts(ctx, unused, -1, true);
+	if (!err)
+		err = publish_plans(ctx);
+	if (err) {
+		swap_undo(ctx, add, n_add, done, a.slot);
+		publish_plans(ctx);
+		memset(res, 0, sizeof(*res));
+		goto out_unlock;
+	}
+	/* Only now the rules leaving the set: a source both sets cover is
+	 * classified to the agent at every step. */
+	for (i = 0; i < n_del && !err; i++) {
+		int r = swap_remove(ctx, &del[i], a.slot);
+
+		if (r < 0)
+			err = r;
+		else if (r == 1) {
+			res->removed++;
+			dropped[rule_kind(&del[i])]++;
+		}
+	}
+	{
+		int e2 = adjust_counts(ctx, dropped, -1, err != 0);
+
+		if (!err)
+			err = e2;
+	}
+	if (!err)
+		err = publish_plans(ctx);
+	if (!err)
+		err = ag_dirty_clear(ctx, AG_DIRTY_RULES);
+out_unlock:
+	ag_unlock(ctx);
+out_free:
+	free(done);
+	return err;
+}

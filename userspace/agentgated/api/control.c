@@ -283,6 +283,36 @@ static json_t *rule_op(struct agd_engine *e, json_t *o, bool add, const char *su
 	return success(NULL);
 }
 
+/* rule sync: {"agent", "feed": the text of a feed, either format}: the
+ * agent's feed set replaced by it whole. */
+static json_t *feed_sync(struct agd_engine *e, json_t *o, const char *subject)
+{
+	static const char *const allowed[] = { "op", "agent", "feed", NULL };
+	struct agd_feed_set set = { 0 };
+	struct agd_feed_meta m = { 0 };
+	struct agd_feed_info fi;
+	struct agd_err oe = { 0 };
+	const char *agent = NULL;
+	json_t *bad, *text;
+	int err;
+
+	if ((bad = unknown_fields(o, allowed)) || (bad = get_agent(o, &agent)))
+		return bad;
+	text = json_object_get(o, "feed");
+	if (!json_is_string(text))
+		return failure(-EINVAL, "field 'feed': expected the feed's text");
+	err = agd_feed_parse(json_string_value(text), json_string_length(text), 0, &set, &oe);
+	if (err)
+		return failure(err == -E2BIG ? -EINVAL : err, "the feed: %s", oe.msg);
+	err = agd_engine_feed_set(e, agent, &set, &m, subject, &oe);
+	agd_feed_set_free(&set);
+	if (err)
+		return failure(err, "%s", oe.msg);
+	if (agd_engine_feed_info(e, agent, &fi))
+		return failure(-ENOENT, "agent '%s' has no rule feed (deleted meanwhile)", agent);
+	return success(agd_feed_info_json(&fi));
+}
+
 static json_t *config_set(struct agd_engine *e, json_t *o, const char *subject)
 {
 	static const char *const allowed[] = { "op", "default_action", "dry_run", NULL };
@@ -357,6 +387,8 @@ char *agd_control_handle(struct agd_engine *e, const char *line, size_t len, con
 		reply = agent_simple(e, o, op, subject);
 	else if (!strcmp(op, "rule.add") || !strcmp(op, "rule.del"))
 		reply = rule_op(e, o, !strcmp(op, "rule.add"), subject);
+	else if (!strcmp(op, "feed.sync"))
+		reply = feed_sync(e, o, subject);
 	else if (!strcmp(op, "config.set"))
 		reply = config_set(e, o, subject);
 	else if (!strcmp(op, "agent.activity"))
@@ -452,34 +484,48 @@ static void write_all(int fd, const char *p, size_t n)
 }
 
 /* Reads one line (or up to EOF) within the timeout; its length, or -1. */
-static ssize_t read_line(int fd, char *buf, size_t cap)
+/* One line into *buf, grown as it comes up to AGD_CONTROL_LINE_MAX. */
+static ssize_t read_line(int fd, char **buf)
 {
 	struct timespec t0, now;
-	size_t n = 0;
+	size_t n = 0, cap = 65536;
 
+	*buf = malloc(cap);
+	if (!*buf)
+		return -1;
 	clock_gettime(CLOCK_MONOTONIC, &t0);
-	while (n < cap) {
+	for (;;) {
 		struct pollfd p = { .fd = fd, .events = POLLIN };
 		long left;
 		ssize_t r;
 
+		if (n == cap) {
+			char *grown;
+
+			if (cap >= AGD_CONTROL_LINE_MAX)
+				return -1;
+			cap *= 2;
+			grown = realloc(*buf, cap);
+			if (!grown)
+				return -1;
+			*buf = grown;
+		}
 		clock_gettime(CLOCK_MONOTONIC, &now);
 		left = AGD_CONTROL_TIMEOUT_MS - ((now.tv_sec - t0.tv_sec) * 1000 +
 						 (now.tv_nsec - t0.tv_nsec) / 1000000);
 		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
 			return -1;
-		r = recv(fd, buf + n, cap - n, 0);
+		r = recv(fd, *buf + n, cap - n, 0);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
 			return -1;
 		if (r == 0)
 			return (ssize_t)n;
-		if (memchr(buf + n, '\n', (size_t)r))
+		if (memchr(*buf + n, '\n', (size_t)r))
 			return (ssize_t)(n + (size_t)r);
 		n += (size_t)r;
 	}
-	return -1;
 }
 
 static void serve_one(struct agd_control *c, int fd)
@@ -495,13 +541,10 @@ static void serve_one(struct agd_control *c, int fd)
 		write_all(fd, denied, sizeof(denied) - 1);
 		return;
 	}
-	buf = malloc(AGD_CONTROL_LINE_MAX);
-	if (!buf)
-		return;
-	n = read_line(fd, buf, AGD_CONTROL_LINE_MAX);
+	n = read_line(fd, &buf);
 	if (n < 0) {
 		static const char bad[] = "{\"ok\":false,\"status\":400,\"error\":\"bad_request\","
-					  "\"message\":\"expected one JSON line of at most 64 KiB "
+					  "\"message\":\"expected one JSON line of at most 32 MiB "
 					  "within 5 s\"}\n";
 
 		write_all(fd, bad, sizeof(bad) - 1);

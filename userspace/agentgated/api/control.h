@@ -26,7 +26,8 @@
 
 #define AGD_CONTROL_FILE "control.sock"
 #define AGD_CONTROL_TIMEOUT_MS 5000
-#define AGD_CONTROL_LINE_MAX 65536
+/* A request line: most are small; a rule sync carries a whole feed. */
+#define AGD_CONTROL_LINE_MAX (32u << 20)
 
 struct agd_control;
 

@@ -40,6 +40,7 @@ struct agd_http {
 	char not_ready[128];
 	struct agd_stream *stream;
 	struct agd_fleet *fleet;
+	struct agd_feeds *feeds; /* the rule feeds' refreshes, kicked by a PUT */
 	bool tls;
 	char tls_cert[4096], tls_key[4096];
 	struct agd_err tls_err; /* set by init_ssl when it fails */
@@ -86,6 +87,11 @@ int agent_delete(struct req *r);
 int agent_reset(struct req *r);
 int agent_drain(struct req *r);
 int agent_consume(struct req *r);
+
+/* feeds.c: /v1/agents/{agent}/feed */
+int feed_get(struct req *r);
+int feed_put(struct req *r);
+int feed_delete(struct req *r);
 
 /* ratings.c: POST /v1/ratings */
 int ratings_post(struct req *r);

@@ -171,6 +171,9 @@ static const struct route routes[] = {
 	{ "POST", "/v1/ratings", AGD_SCOPE_RATINGS_WRITE, true, ratings_post },
 	{ "GET", "/v1/agents", READ_SCOPES, false, agents_list, list_queries },
 	{ "GET", "/v1/agents/*/explain", READ_SCOPES, false, agent_explain },
+	{ "GET", "/v1/agents/*/feed", READ_SCOPES, false, feed_get },
+	{ "PUT", "/v1/agents/*/feed", AGD_SCOPE_AGENTS_ADMIN, true, feed_put },
+	{ "DELETE", "/v1/agents/*/feed", AGD_SCOPE_AGENTS_ADMIN, false, feed_delete },
 	{ "GET", "/v1/agents/*", READ_SCOPES, false, agent_get },
 	{ "PUT", "/v1/agents/*", AGD_SCOPE_AGENTS_ADMIN, true, agent_put },
 	{ "DELETE", "/v1/agents/*", AGD_SCOPE_AGENTS_ADMIN, false, agent_delete },
@@ -608,6 +611,7 @@ int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 	}
 	mg_set_request_handler(h->mg, "/", handle, h);
 	h->fleet = opts->fleet;
+	h->feeds = opts->feeds;
 	mg_set_auth_handler(h->mg, "/", civetweb_auth, h);
 	rc = agd_stream_start(e, h->mg, &opts->stream, stream_auth, stream_recheck, h,
 			      &h->stream);

@@ -34,6 +34,7 @@ struct agd_http_opts {
 	const char *tls_cert, *tls_key;
 	struct agd_stream_opts stream;
 	struct agd_fleet *fleet; /* NULL: standalone */
+	struct agd_feeds *feeds; /* the rule feeds' refreshes */
 };
 
 struct agd_http;

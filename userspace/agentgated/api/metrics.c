@@ -406,6 +406,50 @@ static void dead_letter_series(struct out *o)
 	put(o, "agentgate_dead_letters_dropped_total %llu\n", (unsigned long long)d.dropped);
 }
 
+/* Rule feeds: few (one an agent at most), each with its own labels. */
+static void feed_series(struct out *o, struct agd_engine *e)
+{
+	struct agd_feed_info *f = NULL;
+	size_t n = 0, i;
+	int r;
+
+	if (agd_engine_feeds(e, &f, &n))
+		return;
+	family(o, "rule_feed_prefixes", "gauge",
+	       "Prefixes in the agent's last good feed set (in the maps but for conflicts).");
+	for (i = 0; i < n; i++)
+		put(o, "agentgate_rule_feed_prefixes{agent=\"%s\"} %zu\n", f[i].agent, f[i].prefixes);
+	family(o, "rule_feed_conflicts", "gauge",
+	       "Prefixes of the agent's feed set already another agent's rule (left to it).");
+	for (i = 0; i < n; i++)
+		put(o, "agentgate_rule_feed_conflicts{agent=\"%s\"} %zu\n", f[i].agent,
+		    f[i].conflicts);
+	family(o, "rule_feed_stale", "gauge",
+	       "1 while the agent's last feed refresh failed and its last good set stays.");
+	for (i = 0; i < n; i++)
+		put(o, "agentgate_rule_feed_stale{agent=\"%s\"} %d\n", f[i].agent, f[i].stale);
+	family(o, "rule_feed_refreshes_total", "counter",
+	       "Feed refreshes that succeeded since start: a new set applied, or unchanged.");
+	for (i = 0; i < n; i++) {
+		put(o, "agentgate_rule_feed_refreshes_total{agent=\"%s\",result=\"applied\"} %llu\n",
+		    f[i].agent, (unsigned long long)f[i].applied);
+		put(o, "agentgate_rule_feed_refreshes_total{agent=\"%s\",result=\"unchanged\"} "
+		    "%llu\n", f[i].agent, (unsigned long long)f[i].unchanged);
+	}
+	family(o, "rule_feed_failures_total", "counter",
+	       "Feed refreshes that kept the last good set since start, by reason.");
+	for (i = 0; i < n; i++)
+		for (r = 0; r < AGD_FEED_REASON__N; r++)
+			put(o, "agentgate_rule_feed_failures_total{agent=\"%s\",reason=\"%s\"} %llu\n",
+			    f[i].agent, agd_feed_reason_names[r], (unsigned long long)f[i].failed[r]);
+	family(o, "rule_feed_last_success_timestamp_seconds", "gauge",
+	       "When the agent's feed was last read successfully (0: not since start).");
+	for (i = 0; i < n; i++)
+		put(o, "agentgate_rule_feed_last_success_timestamp_seconds{agent=\"%s\"} %.3f\n",
+		    f[i].agent, (double)f[i].ok_ms / 1000);
+	free(f);
+}
+
 static void datapath_series(struct out *o, struct ag_ctx *ctx, size_t n_agents)
 {
 	__u64 st[AG_STAT__MAX] = { 0 };
@@ -515,6 +559,7 @@ char *agd_metrics_render(struct agd_metrics *m, struct agd_engine *e, struct agd
 	engine_series(&o, e);
 	auth_series(&o, m, e);
 	dead_letter_series(&o);
+	feed_series(&o, e);
 	datapath_series(&o, agd_engine_ctx(e), n);
 	if (stream)
 		stream_series(&o, stream);

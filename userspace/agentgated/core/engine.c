@@ -105,6 +105,7 @@ void tab_remove(struct agd_engine *e, struct entry *victim)
 		if (*pp == victim) {
 			*pp = victim->next;
 			e->count--;
+			feed_forget(e, victim);
 			free(victim);
 			return;
 		}
@@ -272,6 +273,13 @@ int txn_begin(struct agd_engine *e, MDB_txn **txn)
 int store_agent_del(struct agd_engine *e, MDB_txn *txn, const char *name)
 {
 	int err = agd_store_agent_del(&e->st, txn, name), drop;
+
+	if (!err || err == -ENOENT) {
+		int ferr = agd_store_feed_del(&e->st, txn, name);
+
+		if (ferr)
+			return ferr;
+	}
 
 	if ((!err || err == -ENOENT) && e->voices && (drop = agd_voices_drop(e->voices, name)))
 		return drop;
@@ -527,6 +535,7 @@ void agd_engine_close(struct agd_engine *e)
 		pthread_mutex_unlock(&e->lock);
 	}
 	agd_voices_free(e->voices);
+	feeds_free(e);
 	for (i = 0; e->buckets && i < e->nbuckets; i++)
 		for (en = e->buckets[i]; en; en = next) {
 			next = en->next;

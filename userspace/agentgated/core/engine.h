@@ -21,6 +21,7 @@
 #include <linux/types.h>
 
 #include "agentgate.h"
+#include "feed.h"
 #include "policy.h"
 #include "rating.h"
 #include "err.h"
@@ -337,6 +338,11 @@ enum agd_op_kind {
 	AGD_OP_AGENT_TOUCH,
 	AGD_OP_AGENT_EXPIRE,
 	AGD_OP_AUTH_REVOKE, /* a revoked token or subject (revoked.h) */
+	/* Rule feeds (feeds.c): a feed bound to the agent or unbound, and the
+	 * agent's feed set replaced (the set travels with the op). */
+	AGD_OP_FEED_PUT,
+	AGD_OP_FEED_DELETE,
+	AGD_OP_FEED_SET,
 };
 
 
@@ -348,6 +354,8 @@ struct agd_op {
 	struct agd_config_change config; /* CONFIG_SET */
 	__u64 mark;                    /* AGENT_EXPIRE */
 	struct agd_revocation revoke;  /* AUTH_REVOKE */
+	struct agd_feed_meta feed;     /* FEED_PUT (source, interval), FEED_SET */
+	const struct agd_feed_set *feed_set; /* FEED_SET, the caller's */
 	char subject[136];             /* who asked, for the audit log */
 };
 
@@ -376,6 +384,83 @@ int agd_engine_job_agents(struct agd_engine *e, struct agd_job *job);
 /* The fraction of the agent's (fleet-wide) rate this host's bucket gets:
  * its bucket refills at rate * share. Not stored: the fleet recomputes it. */
 int agd_engine_set_share(struct agd_engine *e, const char *name, double share);
+
+/* ---- rule feeds (feeds.c) ------------------------------------------------------
+ *
+ * An agent's feed: a source (a file or an http(s) URL) whose prefixes are
+ * the agent's feed rules, kept apart from the rules made by hand (a feed
+ * never removes those; a hand rule deleted that the feed also has stays in
+ * the maps). The set is replaced whole (ag_rules_swap: the new set in, then
+ * the prefixes that left), stored with its source and validators, and in a
+ * fleet applied from the log on every host. The refreshes themselves
+ * (ingest/feeds.c) report how each went (agd_engine_feed_checked): local,
+ * shown in explain, GET /v1/agents/{a}/feed and the metrics. */
+
+#define AGD_FEED_REASON_LIST(X)                                                          \
+	X(UNREACHABLE, "unreachable") /* no answer, an HTTP error, an unreadable file */  \
+	X(MALFORMED, "malformed")     /* not a feed: the parser's error */                \
+	X(OVERSIZED, "oversized")     /* beyond --rule-feed-max-bytes or -max-prefixes */ \
+	X(SHRUNK, "shrunk")           /* lost more than --rule-feed-max-shrink */         \
+	X(REFUSED, "refused")         /* the swap failed: a full map, the store */
+
+enum agd_feed_reason {
+#define X(id, name) AGD_FEED_##id,
+	AGD_FEED_REASON_LIST(X)
+#undef X
+	AGD_FEED_REASON__N
+};
+extern const char *const agd_feed_reason_names[AGD_FEED_REASON__N];
+
+struct agd_feed_info {
+	char agent[AG_NAME_MAX + 1];
+	struct agd_feed_meta meta;
+	char created[AGD_FEED_TIME_MAX + 1];
+	size_t prefixes;  /* in the last good set */
+	size_t conflicts; /* of them, another agent's rule already */
+	__u64 checked_ms; /* last refresh, wall clock; 0: none since start */
+	__u64 ok_ms;      /* last refresh that succeeded (applied or unchanged) */
+	bool stale;       /* the last refresh failed: the last good set stays */
+	int reason;       /* enum agd_feed_reason of the last failure, -1: none */
+	char why[AGD_ERR_MAX];
+	__u64 applied, unchanged, failed[AGD_FEED_REASON__N]; /* since start */
+};
+
+/* Binds agent to a source (a path or an http(s) URL; interval_ms 0: the
+ * default); its last good set stays until the new source gives one. */
+int agd_engine_feed_put(struct agd_engine *e, const char *agent, const char *source,
+		       __u64 interval_ms, const char *subject, struct agd_err *oe);
+/* Unbinds it: the feed's rules leave the maps (hand rules stay). */
+int agd_engine_feed_delete(struct agd_engine *e, const char *agent, const char *subject,
+			  struct agd_err *oe);
+/* Replaces the agent's feed set by set (normalized). m->source names the
+ * feed it came from (-ESTALE when the agent's feed is another by now), ""
+ * for a set given whole (rule sync: -EEXIST when a source feeds the agent).
+ * m's validators are stored with it. */
+int agd_engine_feed_set(struct agd_engine *e, const char *agent, const struct agd_feed_set *set,
+		       const struct agd_feed_meta *m, const char *subject, struct agd_err *oe);
+int agd_engine_apply_feed_put(struct agd_engine *e, __u64 seq, const char *agent,
+			     const struct agd_feed_meta *m, const char *subject, struct agd_err *oe);
+int agd_engine_apply_feed_delete(struct agd_engine *e, __u64 seq, const char *agent,
+				const char *subject, struct agd_err *oe);
+int agd_engine_apply_feed_set(struct agd_engine *e, __u64 seq, const char *agent,
+			     const struct agd_feed_set *set, const struct agd_feed_meta *m,
+			     const char *subject, struct agd_err *oe);
+/* Every feed (*out malloc'ed), or one (-ENOENT). */
+int agd_engine_feeds(struct agd_engine *e, struct agd_feed_info **out, size_t *n);
+int agd_engine_feed_info(struct agd_engine *e, const char *agent, struct agd_feed_info *out);
+/* A refresh's outcome: reason -1 with applied or unchanged, else the
+ * failure and why. Validators ("" keeps the stored ones) are remembered for
+ * the next conditional request. */
+void agd_engine_feed_checked(struct agd_engine *e, const char *agent, const char *source,
+			    int reason, bool applied, const char *why, const char *etag,
+			    const char *last_modified);
+/* The agent's feed as it stands (its prefix count and meta); -ENOENT
+ * without a feed. */
+int agd_engine_feed_current(struct agd_engine *e, const char *agent, size_t *prefixes,
+			   struct agd_feed_meta *m);
+/* The feed object of GET /v1/agents/{a}/feed and explain's "feed"
+ * (agentgated(8), RULE FEEDS). */
+void *agd_feed_info_json(const struct agd_feed_info *fi); /* json_t * */
 
 /* ---- revoked tokens (revoked.c) ---------------------------------------------------
  *

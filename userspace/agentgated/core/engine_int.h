@@ -63,6 +63,15 @@ struct entry {
 	 * the apply thread's own, but for refusals (e->lock), and restored
 	 * with undo when a batch rolls back. */
 	__u64 tally[AGD_TALLY__N], tally_undo[AGD_TALLY__N];
+	struct feed_entry *feed; /* its rule feed (feeds.c), or NULL */
+};
+
+/* An agent's rule feed in memory (feeds.c): the stored part and the
+ * refreshes' outcome since start. */
+struct feed_entry {
+	struct feed_entry *next, *prev; /* e->feeds */
+	struct agd_feed_info info;
+	struct agd_feed_set set; /* the last good set */
 };
 
 
@@ -139,6 +148,8 @@ struct agd_engine {
 	/* the fleet's log: set once before the API starts */
 	struct agd_replicator repl;
 	bool replicated;
+	struct feed_entry *feeds; /* every agent's feed (e->lock) */
+	size_t n_feeds;
 	__u64 log_seq; /* under lock: the sequence the stored state includes */
 };
 
@@ -164,6 +175,10 @@ int txn_commit(struct agd_engine *e, MDB_txn *txn, __u64 seq);
 void store_log(struct agd_engine *e, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 void rule_key_of(const struct ag_rule *r, struct agd_rule_rec_key *k);
+/* ops.c: commits an operator change's transaction (or ends it on err) and
+ * appends its audit line; oe says what the store said. */
+int finish_op(struct agd_engine *e, MDB_txn *txn, __u64 seq, int err, char *line,
+	      struct agd_err *oe);
 const char **slot_names(struct agd_engine *e);
 const char *slot_name(const char **names, struct ag_ctx *ctx, __u32 slot);
 
@@ -184,6 +199,15 @@ int reconcile(struct agd_engine *e, struct agd_err *errbuf);
 
 /* apply.c */
 void *apply_thread(void *arg);
+
+/* feeds.c: the stored feeds into memory (before the rules are reconciled),
+ * whether a rule in the maps is a feed's (not adopted as a hand rule), the
+ * sets back into the maps, and the feed of an agent leaving memory. */
+int feeds_load(struct agd_engine *e, MDB_txn *txn, struct agd_err *errbuf);
+bool feeds_own_rule(struct agd_engine *e, const struct ag_rule *r, const char *agent);
+void feeds_restore(struct agd_engine *e);
+void feed_forget(struct agd_engine *e, struct entry *en);
+void feeds_free(struct agd_engine *e);
 
 /* revoked.c */
 int revoked_load(struct agd_engine *e, struct agd_err *errbuf);

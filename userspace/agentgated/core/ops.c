@@ -13,7 +13,7 @@
 /* ---- operator changes ------------------------------------------------------ */
 
 /* Commits a prepared transaction with its audit line; on error aborts it. */
-static int finish_op(struct agd_engine *e, MDB_txn *txn, __u64 seq, int err, char *line,
+int finish_op(struct agd_engine *e, MDB_txn *txn, __u64 seq, int err, char *line,
 		     struct agd_err *oe)
 {
 	if (!err)
@@ -490,6 +490,7 @@ int agd_engine_apply_rule_del(struct agd_engine *e, __u64 seq, const struct ag_r
 	char *line = NULL, agent_buf[AG_NAME_MAX + 1];
 	const char **names = NULL;
 	MDB_txn *txn;
+	bool fed;
 	int err;
 
 	pthread_mutex_lock(&e->lock);
@@ -510,15 +511,25 @@ int agd_engine_apply_rule_del(struct agd_engine *e, __u64 seq, const struct ag_r
 			return agd_errf(oe, err, "%s", ag_errmsg());
 		return agd_errf(oe, -ENOENT, "no such rule");
 	}
-	err = ag_rule_del(e->ctx, rule);
+	rule_key_of(rule, &key);
+	/* A prefix the agent's feed has stays in the maps: only a hand rule
+	 * also made for it is deleted (from the store). */
+	fed = feeds_own_rule(e, rule, agent);
+	err = fed ? 0 : ag_rule_del(e->ctx, rule);
 	if (err) {
 		pthread_mutex_unlock(&e->lock);
 		return agd_errf(oe, err, "%s", ag_errmsg());
 	}
-	rule_key_of(rule, &key);
 	err = txn_begin(e, &txn);
 	if (!err) {
 		err = agd_store_rule_del(&e->st, txn, &key);
+		if (err == -ENOENT && fed) {
+			agd_store_txn_end(txn);
+			pthread_mutex_unlock(&e->lock);
+			return agd_errf(oe, -EEXIST, "this rule comes from the rule feed of agent "
+					"'%s': it goes when the feed's source drops it, or with "
+					"the feed (DELETE /v1/agents/%s/feed)", agent, agent);
+		}
 		if (err == -ENOENT)
 			err = 0;
 		if (!err)
@@ -528,7 +539,7 @@ int agd_engine_apply_rule_del(struct agd_engine *e, __u64 seq, const struct ag_r
 	} else {
 		agd_store_fail(oe, err, "state not changed");
 	}
-	if (err)
+	if (err && !fed)
 		ag_rule_add(e->ctx, rule, agent); /* put it back as it was */
 	pthread_mutex_unlock(&e->lock);
 	return err;
@@ -616,6 +627,15 @@ int agd_engine_apply_op(struct agd_engine *e, const struct agd_op *op, __u64 seq
 		return apply_expire(e, seq, op->agent, op->mark, oe);
 	case AGD_OP_AUTH_REVOKE:
 		return agd_engine_apply_revoke(e, seq, &op->revoke, op->subject, oe);
+	case AGD_OP_FEED_PUT:
+		return agd_engine_apply_feed_put(e, seq, op->agent, &op->feed, op->subject, oe);
+	case AGD_OP_FEED_DELETE:
+		return agd_engine_apply_feed_delete(e, seq, op->agent, op->subject, oe);
+	case AGD_OP_FEED_SET:
+		if (!op->feed_set)
+			return agd_errf(oe, -EINVAL, "a feed set without its prefixes");
+		return agd_engine_apply_feed_set(e, seq, op->agent, op->feed_set, &op->feed,
+						 op->subject, oe);
 	}
 	return agd_errf(oe, -EINVAL, "unknown operation %d", (int)op->kind);
 }

@@ -249,7 +249,7 @@ static int reconcile_rules(struct agd_engine *e, MDB_txn *txn, const struct jour
 		struct agd_rule_rec_key key;
 		const char *agent = slot_name(names, e->ctx, live[i].slot);
 
-		if (!agent)
+		if (!agent || feeds_own_rule(e, &live[i], agent))
 			continue;
 		rule_key_of(&live[i], &key);
 		err = agd_store_rule_put(&e->st, txn, &key, agent);
@@ -420,8 +420,17 @@ int reconcile(struct agd_engine *e, struct agd_err *errbuf)
 			break;
 		adopted++;
 	}
-	if (!err)
+	if (!err) {
+		/* The feeds' sets before the rules: a feed's rule in the maps is
+		 * not adopted as a hand rule. */
+		err = feeds_load(e, txn, errbuf);
+		if (err) {
+			agd_store_txn_end(txn);
+			journal_free(&j);
+			return err;
+		}
 		err = reconcile_rules(e, txn, &j, &rules_dropped);
+	}
 	if (!err) /* for readers without our configuration (agentgate agent explain) */
 		err = agd_store_defaults_put(&e->st, txn, &e->defaults);
 	if (err)
@@ -434,6 +443,7 @@ int reconcile(struct agd_engine *e, struct agd_err *errbuf)
 		audit_file(e, ja.lines[i]);
 	free(ja.lines);
 	journal_free(&j);
+	feeds_restore(e);
 	/* Committed: a crash before this line only takes the maps' word again. */
 	if (j.n && ag_owner_journal_clear(ag_pin_root(e->ctx)))
 		e->opts.log(AGD_LOG_WARN, "%s", ag_errmsg());

@@ -35,6 +35,9 @@
  *   voice_log  u64 big-endian          -> the voices set and agents dropped
  *                                          since: records (AGD_VLOG_*), one
  *                                          value per transaction
+ *   feeds    agent                      -> the agent's rule feed: its source and
+ *                                          validators and the last good set
+ *                                          applied (core/feed.h, the record)
  *   hist_rated   name -> the agent's last ratings the policy applied
  *   hist_changes name -> the agent's last operator changes, and who pinned it
  *
@@ -277,6 +280,7 @@ struct agd_store {
 	MDB_dbi voice_snap;
 	MDB_dbi windows;
 	MDB_dbi influence;
+	MDB_dbi feeds;
 	bool hist; /* the hist_ databases are there (read-only: an older store lacks them) */
 };
 
@@ -480,6 +484,18 @@ __u64 agd_store_dedup_count(struct agd_store *st, MDB_txn *txn);
 
 int agd_store_rule_put(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *k,
 		      const char *agent);
+
+/* Rule feeds, the record as core/feed.c encodes it: get gives 1 and the
+ * value (valid until the transaction ends), 0 when none; foreach gives each
+ * agent's to fn (stops at fn's negative return). */
+int agd_store_feed_get(struct agd_store *st, MDB_txn *txn, const char *agent, const void **val,
+		      size_t *len);
+int agd_store_feed_put(struct agd_store *st, MDB_txn *txn, const char *agent, const void *val,
+		      size_t len);
+int agd_store_feed_del(struct agd_store *st, MDB_txn *txn, const char *agent);
+int agd_store_feeds_foreach(struct agd_store *st, MDB_txn *txn,
+			   int (*fn)(void *arg, const char *agent, const void *val, size_t len),
+			   void *arg);
 int agd_store_rule_del(struct agd_store *st, MDB_txn *txn, const struct agd_rule_rec_key *k);
 
 /* A __u64 under key in meta: 0 when absent. */

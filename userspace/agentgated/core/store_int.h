@@ -18,7 +18,7 @@
 #include <linux/types.h>
 
 /* Named databases LMDB makes room for (8 in use; some to spare). */
-#define AG_STORE_MAX_DBS 16
+#define AG_STORE_MAX_DBS 24
 
 enum damage {
 	DMG_NONE,

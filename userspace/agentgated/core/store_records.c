@@ -376,3 +376,65 @@ int agd_store_audit(struct agd_store *st, MDB_txn *txn, const char *line)
 		rc = prune_audit(st, txn);
 	return agd_store_errno(rc);
 }
+
+/* ---- rule feeds ------------------------------------------------------------------- */
+
+int agd_store_feed_get(struct agd_store *st, MDB_txn *txn, const char *agent, const void **val,
+		      size_t *len)
+{
+	MDB_val k = str_val(agent), v;
+	int rc = st->feeds ? mdb_get(txn, st->feeds, &k, &v) : MDB_NOTFOUND;
+
+	if (rc == MDB_NOTFOUND)
+		return 0;
+	if (rc)
+		return agd_store_errno(rc);
+	*val = v.mv_data;
+	*len = v.mv_size;
+	return 1;
+}
+
+int agd_store_feed_put(struct agd_store *st, MDB_txn *txn, const char *agent, const void *val,
+		      size_t len)
+{
+	MDB_val k = str_val(agent), v = { len, (void *)val };
+
+	return agd_store_errno(mdb_put(txn, st->feeds, &k, &v, 0));
+}
+
+int agd_store_feed_del(struct agd_store *st, MDB_txn *txn, const char *agent)
+{
+	MDB_val k = str_val(agent);
+	int rc = st->feeds ? mdb_del(txn, st->feeds, &k, NULL) : MDB_NOTFOUND;
+
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}
+
+int agd_store_feeds_foreach(struct agd_store *st, MDB_txn *txn,
+			   int (*fn)(void *arg, const char *agent, const void *val, size_t len),
+			   void *arg)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc, err = 0;
+
+	if (!st->feeds)
+		return 0;
+	rc = mdb_cursor_open(txn, st->feeds, &cur);
+	if (rc)
+		return agd_store_errno(rc);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && !err;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		char name[AG_NAME_MAX + 1];
+
+		if (!k.mv_size || k.mv_size > AG_NAME_MAX)
+			continue;
+		memcpy(name, k.mv_data, k.mv_size);
+		name[k.mv_size] = 0;
+		err = fn(arg, name, v.mv_data, v.mv_size);
+	}
+	mdb_cursor_close(cur);
+	if (err < 0)
+		return err;
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}

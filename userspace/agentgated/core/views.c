@@ -90,6 +90,8 @@ int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
 				      .voices = -1 };
 	__u64 tally[AGD_TALLY__N] = { 0 };
 	struct agd_influence inf = { 0 };
+	struct agd_feed_info feed;
+	bool fed = false;
 	struct agd_policy defaults;
 	struct entry *en;
 	json_t *j = NULL;
@@ -107,6 +109,10 @@ int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
 		memcpy(tally, en->tally, sizeof(tally));
 		influence_of(e, en, &inf);
 		o.voices = (__s64)agd_voices_of(e->voices, name);
+		if (en->feed) {
+			feed = en->feed->info;
+			fed = true;
+		}
 	}
 	o.fleet = e->replicated;
 	pthread_mutex_unlock(&e->lock);
@@ -121,6 +127,9 @@ int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
 		return err;
 	if (en)
 		tally_into(json_object_get(j, "influence"), tally, &inf);
+	/* Its rule feed: where its feed rules come from and whether the last
+	 * refresh worked (null: none). */
+	json_object_set_new(j, "feed", fed ? agd_feed_info_json(&feed) : json_null());
 	*json_out = j;
 	return 0;
 }

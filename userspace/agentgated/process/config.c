@@ -80,6 +80,24 @@ const struct opt agd_opts[] = {
 	  .fleet = true, .help = "how often demand is published and shares recomputed" },
 	{ "fleet-floor", K_RATE, F(fleet_floor), .arg = "F", .def = "0.05", ABOVE_AT_MOST(0, 1),
 	  .fleet = true, .help = "least share of an agent's fleet rate a host keeps" },
+	{ "rule-feed", K_LIST, FL(rule_feed, n_rule_feed), .arg = "AGENT=SOURCE",
+	  .help = "the agent's rules are the prefixes its operator publishes at SOURCE: a path, "
+		  "file:///PATH or an http(s) URL, JSON {\"prefixes\": [{\"ipv4Prefix\": ...}]} "
+		  "or one prefix a line" },
+	{ "rule-feed-interval", K_MS, F(rule_feed_interval_ms), .arg = "TIME", .def = "1h",
+	  RANGE(1000, 2592000000.0), .reload = true,
+	  .help = "how often a feed's source is read again (conditional requests)" },
+	{ "rule-feed-timeout", K_MS, F(rule_feed_timeout_ms), .arg = "TIME", .def = "30s",
+	  RANGE(100, 600000), .reload = true, .help = "longest fetch of a feed" },
+	{ "rule-feed-max-shrink", K_RATE, F(rule_feed_max_shrink), .arg = "F", .def = "0.5",
+	  RANGE(0, 1), .reload = true,
+	  .help = "a refresh that would drop more than this fraction of a feed's prefixes is "
+		  "refused and the last good set kept; 1: any" },
+	{ "rule-feed-max-bytes", K_BYTES, F(rule_feed_max_bytes), .arg = "BYTES", .def = "16MiB",
+	  RANGE(1024, 1073741824.0), .reload = true, .help = "largest feed accepted" },
+	{ "rule-feed-max-prefixes", K_COUNT, F(rule_feed_max_prefixes), .arg = "N",
+	  .def = "200000", RANGE(1, 16777216), .reload = true,
+	  .help = "most prefixes one feed may hold" },
 	/* The policy rows: defaults from agd_policy_defaults(), checked whole by
 	 * agd_policy_check() in check_settings. */
 	{ "rate", K_RATE, F(defaults.r0), .arg = "R", .reload = true,

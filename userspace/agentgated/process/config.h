@@ -54,6 +54,11 @@ struct agd_config {
 	__u64 nats_timeout_ms;
 	__u64 fleet_interval_ms;
 	double fleet_floor;
+	char rule_feed[AGD_LIST_MAX][1100]; /* AGENT=SOURCE */
+	size_t n_rule_feed;
+	__u64 rule_feed_interval_ms, rule_feed_timeout_ms;
+	double rule_feed_max_shrink;
+	__u64 rule_feed_max_bytes, rule_feed_max_prefixes;
 	char user[256];       /* --user: the account to switch to after setup */
 	char read_group[256]; /* --read-group: may read the pins and the state */
 

@@ -22,6 +22,7 @@
 #include "core/engine.h"
 #include "api/http.h"
 #include "api/tls.h"
+#include "ingest/feeds.h"
 #include "ingest/ingest.h"
 #include "fleet/fleet.h"
 #include "privs.h"
@@ -161,6 +162,28 @@ static int cross_checks(const struct agd_config *c)
 	if (agd_tls_check(c->tls_cert, c->tls_key, &why)) {
 		logf_(AGD_LOG_ERR, "%s", why.msg);
 		return -1;
+	}
+	{
+		size_t i;
+
+		for (i = 0; i < c->n_rule_feed; i++) {
+			const char *eq = strchr(c->rule_feed[i], '=');
+			char agent[AG_NAME_MAX + 1];
+
+			if (!eq || eq == c->rule_feed[i] || !eq[1] ||
+			    (size_t)(eq - c->rule_feed[i]) > AG_NAME_MAX) {
+				logf_(AGD_LOG_ERR, "--rule-feed '%s': expected AGENT=SOURCE",
+				      c->rule_feed[i]);
+				return -1;
+			}
+			snprintf(agent, sizeof(agent), "%.*s", (int)(eq - c->rule_feed[i]),
+				 c->rule_feed[i]);
+			if (ag_name_check(agent)) {
+				logf_(AGD_LOG_ERR, "--rule-feed '%s': %s", c->rule_feed[i],
+				      ag_errmsg());
+				return -1;
+			}
+		}
 	}
 	/* Each is at most AGD_THREADS_MAX by its bounds: the sum cannot wrap. */
 	if (c->threads + c->stream_max_clients > AGD_THREADS_MAX) {
@@ -400,8 +423,49 @@ static int start_fleet(struct agd_engine *e, struct agd_config *c, struct agd_fl
 	return 0;
 }
 
+static void feeds_opts(const struct agd_config *c, struct agd_feeds_opts *o)
+{
+	o->interval_ms = c->rule_feed_interval_ms;
+	o->timeout_ms = c->rule_feed_timeout_ms;
+	o->max_shrink = c->rule_feed_max_shrink;
+	o->max_bytes = c->rule_feed_max_bytes;
+	o->max_prefixes = c->rule_feed_max_prefixes;
+	o->log = logf_;
+}
+
+/* The --rule-feed bindings: the agent made when unknown, the feed bound
+ * unless it is already, to this source. */
+static int bind_feeds(struct agd_engine *e, const struct agd_config *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_rule_feed; i++) {
+		const char *eq = strchr(c->rule_feed[i], '=');
+		struct agd_agent_change none = { .fill_tokens = -1 };
+		struct agd_feed_info fi;
+		struct agd_err why = { 0 };
+		char agent[AG_NAME_MAX + 1];
+		struct agd_agent_view v;
+
+		snprintf(agent, sizeof(agent), "%.*s", (int)(eq - c->rule_feed[i]), c->rule_feed[i]);
+		if (agd_engine_agent_view(e, agent, &v) == -ENOENT &&
+		    agd_engine_agent_put(e, agent, &none, "config", NULL, &why)) {
+			logf_(AGD_LOG_ERR, "--rule-feed %s: cannot create the agent: %s", agent, why.msg);
+			return -1;
+		}
+		if (!agd_engine_feed_info(e, agent, &fi) && !strcmp(fi.meta.source, eq + 1) &&
+		    !fi.meta.interval_ms)
+			continue;
+		if (agd_engine_feed_put(e, agent, eq + 1, 0, "config", &why)) {
+			logf_(AGD_LOG_ERR, "--rule-feed %s: %s", agent, why.msg);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static void reload(int argc, char **argv, struct agd_config *cur, struct agd_engine *e,
-		   struct agd_http *h)
+		   struct agd_http *h, struct agd_feeds *feeds)
 {
 	struct agd_config *next = malloc(sizeof(*next));
 	struct agd_http_live live;
@@ -420,8 +484,12 @@ static void reload(int argc, char **argv, struct agd_config *cur, struct agd_eng
 	{
 		struct agd_engine_opts eo = { 0 };
 
+		struct agd_feeds_opts fo = { 0 };
+
 		engine_opts(next, &eo);
 		agd_engine_reconfigure(e, &eo);
+		feeds_opts(next, &fo);
+		agd_feeds_reload(feeds, &fo);
 	}
 	agd_http_update(h, &live); /* it owns live.keys now */
 	quiet = next->quiet;
@@ -442,6 +510,8 @@ int main(int argc, char **argv)
 	struct agd_http *h = NULL;
 	struct agd_ingest *in = NULL;
 	struct agd_fleet *fleet = NULL;
+	struct agd_feeds *feeds = NULL;
+	struct agd_feeds_opts fo = { 0 };
 	struct agd_privs privs;
 	struct agd_ingest_opts io = { 0 };
 	struct agd_control *ctl = NULL;
@@ -488,8 +558,13 @@ int main(int argc, char **argv)
 	if (rc)
 		goto cleanup;
 	rc = EXIT_RUNTIME;
-	if (attach_all(e, cfg) || start_fleet(e, cfg, &fleet))
+	if (attach_all(e, cfg) || start_fleet(e, cfg, &fleet) || bind_feeds(e, cfg))
 		goto cleanup;
+	feeds_opts(cfg, &fo);
+	if (agd_feeds_start(e, &fo, &feeds, &err)) {
+		logf_(AGD_LOG_ERR, "%s", err.msg);
+		goto cleanup;
+	}
 	snprintf(dl_path, sizeof(dl_path), "%s/" AGD_DEAD_LETTER_FILE, cfg->state_dir);
 	io.in_fd = cfg->use_stdin ? STDIN_FILENO : -1;
 	io.socket_path = cfg->ingest_socket;
@@ -512,6 +587,7 @@ int main(int argc, char **argv)
 		goto cleanup;
 	}
 	ho.fleet = fleet;
+	ho.feeds = feeds;
 	ho.listen = cfg->listen;
 	ho.threads = (unsigned int)cfg->threads;
 	ho.request_timeout_ms = cfg->request_timeout_ms;
@@ -536,7 +612,7 @@ int main(int argc, char **argv)
 		if (sigwait(&sigs, &sig))
 			continue;
 		if (sig == SIGHUP) {
-			reload(argc, argv, cfg, e, h);
+			reload(argc, argv, cfg, e, h, feeds);
 			continue;
 		}
 		if (sig == STORE_SIGNAL) {
@@ -553,6 +629,7 @@ cleanup:
 		agd_http_set_ready(h, false, "shutting down");
 	agd_ingest_stop(in); /* its batches finish in the engine */
 	agd_http_stop(h);
+	agd_feeds_stop(feeds); /* a fetch under way ends early */
 	agd_control_stop(ctl); /* CLI writes wait for the lock, then go to the maps */
 	agd_fleet_stop(fleet); /* what it published is in the stream, or in its outbox */
 	agd_engine_close(e); /* and with it the pin root's owner lock */
