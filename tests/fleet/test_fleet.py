@@ -35,6 +35,7 @@ them when the case ends. Every daemon is stopped with SIGTERM and must exit
 0 with no sanitizer report in any of its runs' logs (the teardown lines).
 No timing is a pass/fail criterion except generous convergence deadlines.
 """
+import ipaddress
 import json
 import os
 import random
@@ -1494,6 +1495,61 @@ def t_voices(phase1):
         {d.name: {k: get_json(d, "/v1/agents/vo-3").get(k) for k in want} for d in hosts}),
         CONVERGE, what="vo-3 %s on every host" % want)
     diag("vo-3: %s" % got)
+
+
+def fleet_rules(d, agent):
+    return sorted(r["prefix"] for r in get_json(d, "/v1/rules") if r["agent"] == agent)
+
+
+@case("rule feeds through the log: a rule sync of 60 000 prefixes at one host (several "
+      "feed.part messages) is the same set on every host; a file feed bound at another host "
+      "is read and applied alike; DELETE at a third removes it everywhere")
+def t_feeds(phase1, env):
+    s, hosts = phase1
+    a, b, c = hosts
+    r = req(a, "PUT", "/v1/agents/fd-1", {})
+    check(r.status in (200, 201), "PUT fd-1: %d %s" % (r.status, r.text))
+    big = ["10.%d.%d.0/24" % (i // 256, i % 256) for i in range(30000)] + \
+        ["2001:db8:%x:%x::/64" % (i // 65536, i % 65536) for i in range(30000)]
+    path = os.path.join(env.tmp, "fd-1.txt")
+    with open(path, "w") as f:
+        f.write("\n".join(big) + "\n")
+    r = b.cli("rule", "sync", "fd-1", path, timeout=120)
+    check(r.rc == 0, "rule sync at %s: %d %s" % (b.node, r.rc, r.out[:500]))
+    check(r.json()["prefixes"] == 60000, "sync: %s" % r.out[:500])
+    wait_for(lambda: all(get_json(d, "/v1/agents/fd-1/feed")["prefixes"] == 60000
+                         for d in hosts), CONVERGE, what="60000 prefixes on every host")
+    want = sorted(str(ipaddress.ip_network(p)) for p in big)
+    for d in hosts:
+        got = fleet_rules(d, "fd-1")
+        check(got == want, "%s: %d rules, %d expected" % (d.node, len(got), len(want)))
+    # A file feed bound at c: every host reads it and applies the same set.
+    r = req(c, "PUT", "/v1/agents/fd-2", {})
+    check(r.status in (200, 201), "PUT fd-2: %d %s" % (r.status, r.text))
+    feed = os.path.join(env.tmp, "fd-2.json")
+    with open(feed, "w") as f:
+        f.write(json.dumps({"prefixes": [{"ipv4Prefix": "192.0.2.0/24"},
+                                         {"ipv6Prefix": "2001:db8:ff::/48"}]}))
+    r = req(c, "PUT", "/v1/agents/fd-2/feed", {"source": feed, "interval": 1})
+    check(r.status == 201, "PUT feed: %d %s" % (r.status, r.text))
+    wait_for(lambda: all(fleet_rules(d, "fd-2") == ["192.0.2.0/24", "2001:db8:ff::/48"]
+                         for d in hosts), CONVERGE, what="fd-2's feed on every host")
+    with open(feed, "w") as f:
+        f.write("192.0.2.0/24\n198.51.100.0/24\n2001:db8:ff::/48\n")
+    wait_for(lambda: all(fleet_rules(d, "fd-2") == ["192.0.2.0/24", "198.51.100.0/24",
+                                                      "2001:db8:ff::/48"] for d in hosts),
+             CONVERGE, what="fd-2's changed feed on every host")
+    for d in hosts:
+        f = get_json(d, "/v1/agents/fd-2/feed")
+        check(f["source"] == feed and f["status"] == "ok", "%s: %s" % (d.node, f))
+    r = req(a, "DELETE", "/v1/agents/fd-2/feed")
+    check(r.status == 200, "DELETE feed: %d %s" % (r.status, r.text))
+    wait_for(lambda: all(fleet_rules(d, "fd-2") == [] for d in hosts), CONVERGE,
+             what="fd-2's rules gone on every host")
+    r = req(a, "DELETE", "/v1/agents/fd-1")
+    check(r.status == 200, "DELETE fd-1: %d %s" % (r.status, r.text))
+    wait_for(lambda: all(fleet_rules(d, "fd-1") == [] for d in hosts), CONVERGE,
+             what="fd-1's rules gone on every host")
 
 
 def fleet_mode(build):

@@ -356,6 +356,11 @@ struct agd_op {
 	struct agd_revocation revoke;  /* AUTH_REVOKE */
 	struct agd_feed_meta feed;     /* FEED_PUT (source, interval), FEED_SET */
 	const struct agd_feed_set *feed_set; /* FEED_SET, the caller's */
+	/* FEED_SET in a fleet's log: the stream sequences of the messages
+	 * holding the set (fleet/fleet_log.c), and its size and digest. */
+	__u64 *feed_parts;
+	size_t n_feed_parts, feed_n;
+	char feed_created[AGD_FEED_TIME_MAX + 1];
 	char subject[136];             /* who asked, for the audit log */
 };
 

@@ -292,6 +292,13 @@ int agd_engine_apply_feed_set(struct agd_engine *e, __u64 seq, const char *agent
 		pthread_mutex_unlock(&e->lock);
 		return err;
 	}
+	/* The set it has already (in a fleet every host that reads the source
+	 * publishes what it read): nothing to do. */
+	if (f && f->info.meta.applied_ms && agd_feed_digest(set) == f->info.meta.digest &&
+	    set->n == f->set.n) {
+		pthread_mutex_unlock(&e->lock);
+		return 0;
+	}
 	state = calloc(set->n ? set->n : 1, 1);
 	err = state ? agd_feed_diff(f ? &f->set : &empty, set, &add, &del) : -ENOMEM;
 	if (!err)
@@ -376,11 +383,12 @@ static int feed_op(struct agd_engine *e, struct agd_op *op, const char *agent, c
 		   struct agd_err *oe)
 {
 	const struct agd_replicator *r = agd_engine_replicator(e);
+	bool created;
 
 	snprintf(op->agent, sizeof(op->agent), "%s", agent);
 	snprintf(op->subject, sizeof(op->subject), "%s", subject ? subject : "");
 	if (r)
-		return r->op(r->arg, op, NULL, oe);
+		return r->op(r->arg, op, &created, oe);
 	return agd_engine_apply_op(e, op, 0, NULL, oe);
 }
 

@@ -82,6 +82,8 @@ void *agd_fleet_consumer(void *arg);
 char *agd_fleet_op_encode(const struct agd_op *op);
 /* 0, or -EINVAL with why. */
 int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *why, size_t wlen);
+/* Frees what decoding a feed.set allocated (its parts). */
+void agd_fleet_op_release(struct agd_op *op);
 const char *agd_fleet_op_name(enum agd_op_kind kind);
 
 /* demand.c */

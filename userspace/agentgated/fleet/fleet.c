@@ -608,11 +608,80 @@ out:
 
 /* ---- operator changes ------------------------------------------------------------ */
 
-static int fleet_op(void *arg, const struct agd_op *op, bool *created, struct agd_err *oe)
+/* A feed set's prefixes into the log as feed.part messages of at most half
+ * the server's largest payload (512 KiB at most): their sequences in
+ * op->feed_parts, for the feed.set that follows. */
+static int publish_feed_parts(struct agd_fleet *f, struct agd_op *op, struct agd_err *oe)
+{
+	const struct agd_feed_set *set = op->feed_set;
+	int64_t maxp = natsConnection_GetMaxPayload(f->nc);
+	size_t per = (size_t)(maxp > 2048 ? maxp / 2 : 1024), from, n = 0;
+	char id[AGD_RATING_ID_MAX + 1];
+
+	if (per > 512 * 1024)
+		per = 512 * 1024;
+	per /= 18; /* the longest encoded prefix */
+	op->feed_n = set->n;
+	op->feed.digest = agd_feed_digest(set);
+	op->n_feed_parts = 0;
+	op->feed_parts = calloc(set->n / per + 1, sizeof(__u64));
+	if (!op->feed_parts)
+		return agd_errf(oe, -ENOMEM, "out of memory");
+	for (from = 0; from < set->n; from += per, n++) {
+		jsPubAck *pa = NULL;
+		jsPubOptions po;
+		jsErrCode jerr = 0;
+		uint8_t *buf;
+		size_t len;
+		natsMsg *m;
+		natsStatus s;
+
+		if (agd_feed_encode(set, from, per, &buf, &len))
+			return agd_errf(oe, -ENOMEM, "out of memory");
+		random_id(f->opts.node, id, sizeof(id));
+		m = make_msg(AGD_FLEET_FEED_PART, id, (const char *)buf, len);
+		free(buf);
+		if (!m)
+			return agd_errf(oe, -ENOMEM, "out of memory");
+		jsPubOptions_Init(&po);
+		po.MaxWait = (int64_t)f->opts.timeout_ms;
+		s = js_PublishMsg(&pa, f->js, m, &po, &jerr);
+		natsMsg_Destroy(m);
+		if (s != NATS_OK)
+			return agd_errf(oe, -ENOTCONN, "the fleet's log did not take the feed's "
+					"prefixes: %s", natsStatus_GetText(s));
+		op->feed_parts[n] = pa->Sequence;
+		op->n_feed_parts = n + 1;
+		jsPubAck_Destroy(pa);
+	}
+	return 0;
+}
+
+static int fleet_op(void *arg, const struct agd_op *in, bool *created, struct agd_err *oe)
 {
 	struct agd_fleet *f = arg;
 	char id[AGD_RATING_ID_MAX + 1], subject[64];
-	char *payload = agd_fleet_op_encode(op);
+	struct agd_op feed_op;
+	const struct agd_op *op = in;
+	char *payload;
+
+	if (in->kind == AGD_OP_FEED_SET) {
+		int err;
+
+		if (!agd_fleet_connected(f))
+			return agd_errf(oe, -ENOTCONN, "the fleet's NATS servers are unreachable: "
+					"operator changes are replicated and wait for them");
+		feed_op = *in;
+		err = publish_feed_parts(f, &feed_op, oe);
+		if (err) {
+			agd_fleet_op_release(&feed_op);
+			return err;
+		}
+		op = &feed_op;
+	}
+	payload = agd_fleet_op_encode(op);
+	if (op == &feed_op)
+		agd_fleet_op_release(&feed_op);
 	jsPubAck *pa = NULL;
 	jsPubOptions po;
 	jsErrCode jerr = 0;

@@ -35,11 +35,44 @@ static const char *const op_names[] = {
 	[AGD_OP_AGENT_TOUCH] = "agent.touch",
 	[AGD_OP_AGENT_EXPIRE] = "agent.expire",
 	[AGD_OP_AUTH_REVOKE] = "auth.revoke",
+	[AGD_OP_FEED_PUT] = "feed.put",
+	[AGD_OP_FEED_DELETE] = "feed.delete",
+	[AGD_OP_FEED_SET] = "feed.set",
 };
+#define OP_LAST AGD_OP_FEED_SET
 
 const char *agd_fleet_op_name(enum agd_op_kind kind)
 {
-	return kind >= AGD_OP_AGENT_PUT && kind <= AGD_OP_AUTH_REVOKE ? op_names[kind] : "unknown";
+	return kind >= AGD_OP_AGENT_PUT && kind <= OP_LAST ? op_names[kind] : "unknown";
+}
+
+void agd_fleet_op_release(struct agd_op *op)
+{
+	free(op->feed_parts);
+	op->feed_parts = NULL;
+	op->n_feed_parts = 0;
+}
+
+/* feed.put: the source bound; feed.set: the set's meta, size, digest and
+ * the sequences of the feed.part messages holding its prefixes. */
+static json_t *feed_json(const struct agd_op *op)
+{
+	char digest[17];
+	json_t *o, *parts;
+	size_t i;
+
+	if (op->kind == AGD_OP_FEED_PUT)
+		return json_pack("{s:s,s:I}", "source", op->feed.source, "interval_ms",
+				 (json_int_t)op->feed.interval_ms);
+	parts = json_array();
+	for (i = 0; parts && i < op->n_feed_parts; i++)
+		json_array_append_new(parts, json_integer((json_int_t)op->feed_parts[i]));
+	snprintf(digest, sizeof(digest), "%016llx", (unsigned long long)op->feed.digest);
+	o = json_pack("{s:s,s:s,s:s,s:s,s:I,s:s,s:o}", "source", op->feed.source, "etag",
+		      op->feed.etag, "last_modified", op->feed.last_modified, "created",
+		      op->feed_set ? op->feed_set->created : "", "n", (json_int_t)op->feed_n,
+		      "digest", digest, "parts", parts ? parts : json_array());
+	return o;
 }
 
 /* An agent's own influence limits as a change carries them; user_cap only
@@ -99,6 +132,8 @@ char *agd_fleet_op_encode(const struct agd_op *op)
 					      "value", op->revoke.value, "at",
 					      (json_int_t)op->revoke.at_s, "until",
 					      (json_int_t)op->revoke.until_s));
+	if (op->kind == AGD_OP_FEED_PUT || op->kind == AGD_OP_FEED_SET)
+		json_object_set_new(o, "feed", feed_json(op));
 	if (op->kind == AGD_OP_CONFIG_SET)
 		json_object_set_new(o, "config",
 				    json_pack("{s:i,s:i}", "default_action",
@@ -233,10 +268,71 @@ static int decode_revoke(json_t *r, struct agd_revocation *rv, char *why, size_t
 	return 0;
 }
 
+#define FEED_PARTS_MAX 4096
+
+static int decode_feed(json_t *o, struct agd_op *op, char *created, size_t clen, char *why,
+		       size_t wlen)
+{
+	const char *source = "", *etag = "", *lastmod = "", *cr = "", *digest = "";
+	json_int_t interval = 0, n = 0;
+	json_t *parts = NULL, *v;
+	json_error_t je;
+	size_t i;
+	char *end;
+
+	if (!o || (op->kind == AGD_OP_FEED_PUT ?
+			   json_unpack_ex(o, &je, JSON_STRICT, "{s:s,s:I}", "source", &source,
+					  "interval_ms", &interval) :
+			   json_unpack_ex(o, &je, JSON_STRICT, "{s:s,s:s,s:s,s:s,s:I,s:s,s:o}",
+					  "source", &source, "etag", &etag, "last_modified",
+					  &lastmod, "created", &cr, "n", &n, "digest", &digest,
+					  "parts", &parts))) {
+		snprintf(why, wlen, "feed: %s", o ? je.text : "missing");
+		return -EINVAL;
+	}
+	if (strlen(source) > AGD_FEED_SOURCE_MAX || strlen(etag) > AGD_FEED_VALIDATOR_MAX ||
+	    strlen(lastmod) > AGD_FEED_VALIDATOR_MAX || strlen(cr) > AGD_FEED_TIME_MAX ||
+	    interval < 0 || n < 0 || n > (1 << 24) ||
+	    (op->kind == AGD_OP_FEED_PUT && !source[0])) {
+		snprintf(why, wlen, "feed: a field out of range");
+		return -EINVAL;
+	}
+	snprintf(op->feed.source, sizeof(op->feed.source), "%s", source);
+	snprintf(op->feed.etag, sizeof(op->feed.etag), "%s", etag);
+	snprintf(op->feed.last_modified, sizeof(op->feed.last_modified), "%s", lastmod);
+	snprintf(created, clen, "%s", cr);
+	op->feed.interval_ms = (__u64)interval;
+	if (op->kind == AGD_OP_FEED_PUT)
+		return 0;
+	op->feed.digest = strtoull(digest, &end, 16);
+	if (strlen(digest) != 16 || *end || !json_is_array(parts) ||
+	    json_array_size(parts) > FEED_PARTS_MAX) {
+		snprintf(why, wlen, "feed: digest (16 hex) or parts (at most %d) malformed",
+			 FEED_PARTS_MAX);
+		return -EINVAL;
+	}
+	op->feed_n = (size_t)n;
+	op->n_feed_parts = json_array_size(parts);
+	op->feed_parts = calloc(op->n_feed_parts ? op->n_feed_parts : 1, sizeof(__u64));
+	if (!op->feed_parts) {
+		snprintf(why, wlen, "out of memory");
+		return -ENOMEM;
+	}
+	json_array_foreach(parts, i, v) {
+		if (!json_is_integer(v) || json_integer_value(v) <= 0) {
+			agd_fleet_op_release(op);
+			snprintf(why, wlen, "feed: parts: expected stream sequences");
+			return -EINVAL;
+		}
+		op->feed_parts[i] = (__u64)json_integer_value(v);
+	}
+	return 0;
+}
+
 int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *why, size_t wlen)
 {
 	json_t *o = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL), *change = NULL,
-	       *rule = NULL, *config = NULL, *mark = NULL, *revoke = NULL;
+	       *rule = NULL, *config = NULL, *mark = NULL, *revoke = NULL, *feed = NULL;
 	const char *name, *agent, *subject;
 	json_error_t je;
 	int v, err = -EINVAL, k;
@@ -246,9 +342,10 @@ int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *w
 		snprintf(why, wlen, "not JSON");
 		return -EINVAL;
 	}
-	if (json_unpack_ex(o, &je, 0, "{s:i,s:s,s:s,s:s,s?o,s?o,s?o,s?o,s?o}", "v", &v, "op",
+	if (json_unpack_ex(o, &je, 0, "{s:i,s:s,s:s,s:s,s?o,s?o,s?o,s?o,s?o,s?o}", "v", &v, "op",
 			   &name, "agent", &agent, "subject", &subject, "change", &change, "rule",
-			   &rule, "config", &config, "mark", &mark, "revoke", &revoke)) {
+			   &rule, "config", &config, "mark", &mark, "revoke", &revoke, "feed",
+			   &feed)) {
 		snprintf(why, wlen, "%s", je.text);
 		goto out;
 	}
@@ -256,7 +353,7 @@ int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *w
 		snprintf(why, wlen, "version %d is not understood", v);
 		goto out;
 	}
-	for (k = AGD_OP_AGENT_PUT; k <= AGD_OP_AUTH_REVOKE; k++)
+	for (k = AGD_OP_AGENT_PUT; k <= OP_LAST; k++)
 		if (!strcmp(name, op_names[k]))
 			op->kind = k;
 	if (!op->kind || strlen(agent) > AG_NAME_MAX || strlen(subject) >= sizeof(op->subject)) {
@@ -281,6 +378,13 @@ int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *w
 		op->mark = (__u64)json_integer_value(mark);
 	if (op->kind == AGD_OP_AUTH_REVOKE && !err)
 		err = decode_revoke(revoke, &op->revoke, why, wlen);
+	if ((op->kind == AGD_OP_FEED_PUT || op->kind == AGD_OP_FEED_SET) && !err)
+		err = decode_feed(feed, op, op->feed_created, sizeof(op->feed_created), why, wlen);
+	if (op->kind >= AGD_OP_FEED_PUT && !err && ag_name_check(agent)) {
+		snprintf(why, wlen, "agent: %s", ag_errmsg());
+		agd_fleet_op_release(op);
+		err = -EINVAL;
+	}
 	if ((op->kind == AGD_OP_AGENT_TOUCH || op->kind == AGD_OP_AGENT_EXPIRE) && !err &&
 	    ag_name_check(agent)) {
 		snprintf(why, wlen, "agent: %s", ag_errmsg());
@@ -388,8 +492,43 @@ static bool flush(struct agd_fleet *f, struct pending *p)
 	return true;
 }
 
+/* A feed.set's prefixes, read back from the feed.part messages it names;
+ * the set checked against the size and digest it carries. */
+static int gather_feed(struct agd_fleet *f, const struct agd_op *op, struct agd_feed_set *set,
+		       struct agd_err *oe)
+{
+	size_t i;
+
+	for (i = 0; i < op->n_feed_parts; i++) {
+		natsMsg *m = NULL;
+		jsErrCode jerr = 0;
+		natsStatus s = js_GetMsg(&m, f->js, AGD_FLEET_STREAM, op->feed_parts[i], NULL, &jerr);
+		int err;
+
+		if (s != NATS_OK)
+			return agd_errf(oe, -EIO, "the feed's prefixes at stream sequence %llu cannot "
+					"be read: %s", (unsigned long long)op->feed_parts[i],
+					natsStatus_GetText(s));
+		err = strcmp(natsMsg_GetSubject(m), AGD_FLEET_FEED_PART) ?
+			      agd_errf(oe, -EINVAL, "stream sequence %llu is no feed part",
+				       (unsigned long long)op->feed_parts[i]) :
+			      agd_feed_decode((const uint8_t *)natsMsg_GetData(m),
+					      (size_t)natsMsg_GetDataLength(m), set, oe);
+		natsMsg_Destroy(m);
+		if (err)
+			return err;
+	}
+	agd_feed_set_normalize(set);
+	snprintf(set->created, sizeof(set->created), "%s", op->feed_created);
+	if (set->n != op->feed_n || agd_feed_digest(set) != op->feed.digest)
+		return agd_errf(oe, -EINVAL, "the feed's prefixes (%zu) do not match the %zu and the "
+				"digest its change names", set->n, op->feed_n);
+	return 0;
+}
+
 static void apply_op(struct agd_fleet *f, natsMsg *msg, __u64 seq)
 {
+	struct agd_feed_set set = { 0 };
 	struct agd_err oe = { 0 };
 	struct agd_op op;
 	char why[200] = "";
@@ -402,7 +541,18 @@ static void apply_op(struct agd_fleet *f, natsMsg *msg, __u64 seq)
 		dead_letter(f, msg, seq, why);
 		snprintf(oe.msg, sizeof(oe.msg), "invalid change in the log: %s", why);
 	} else {
-		err = agd_engine_apply_op(f->e, &op, seq, &created, &oe);
+		if (op.kind == AGD_OP_FEED_SET) {
+			err = gather_feed(f, &op, &set, &oe);
+			op.feed_set = &set;
+			if (err)
+				f->opts.log(AGD_LOG_ERR, "fleet: the feed of '%s' at sequence %llu is "
+					    "not applied: %s", op.agent, (unsigned long long)seq,
+					    oe.msg);
+		}
+		if (!err)
+			err = agd_engine_apply_op(f->e, &op, seq, &created, &oe);
+		agd_fleet_op_release(&op);
+		agd_feed_set_free(&set);
 	}
 	pthread_mutex_lock(&f->lock);
 	agd_fleet_record_op(f, seq, err, created, oe.msg);
@@ -490,6 +640,9 @@ static bool apply_list(struct agd_fleet *f, natsMsgList *list, struct pending *p
 				mark_applied(f, seq);
 		} else if (is_ratings(subject)) {
 			take_rating(f, msg, seq, p);
+		} else if (!strcmp(subject, AGD_FLEET_FEED_PART)) {
+			if (!p->n) /* read when its feed.set comes */
+				mark_applied(f, seq);
 		} else if (!strncmp(subject, AGD_FLEET_POLICY, strlen(AGD_FLEET_POLICY))) {
 			if (!flush(f, p))
 				return false;

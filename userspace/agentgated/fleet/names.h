@@ -14,6 +14,9 @@
 #define AGD_FLEET_RATINGS "agentgate.ratings."
 #define AGD_FLEET_POLICY "agentgate.policy."
 #define AGD_FLEET_DLQ "agentgate.ratings.dlq"
+/* A part of a feed set (binary, core/feed.h's compact form): applied by
+ * the feed.set that names its sequence, nothing on its own. */
+#define AGD_FLEET_FEED_PART AGD_FLEET_POLICY "feed.part"
 #define AGD_FLEET_KV "agentgate-demand"
 #define AGD_NODE_MAX 32
 
