@@ -187,7 +187,7 @@ TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
 	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_wire $(OUTPUT)/tests/test_gcra \
 	$(OUTPUT)/tests/test_lib $(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating \
 	$(OUTPUT)/tests/test_fleet $(OUTPUT)/tests/test_hist $(OUTPUT)/tests/test_voices \
-	$(OUTPUT)/tests/test_intake
+	$(OUTPUT)/tests/test_intake $(OUTPUT)/tests/test_feed
 
 .PHONY: tests
 tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san $(OUTPUT)/examples/local_consume
@@ -210,6 +210,8 @@ $(OUTPUT)/tests/test_voices: tests/unit/test_voices.c $(OUTPUT)/libagentgated-sa
 	$(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_intake: tests/unit/test_intake.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_feed: tests/unit/test_feed.c $(OUTPUT)/libagentgated-san.a \
+	$(OUTPUT)/libagentgate-san.a
 
 $(TEST_BINS):
 	$(call msg,CC-TEST,$@)
@@ -225,6 +227,7 @@ include tests/fuzz/fuzz.mk
 BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/rating_parse \
 	$(OUTPUT)/ag-trafficgen $(OUTPUT)/bench/agents_fill $(OUTPUT)/bench/consume \
 	$(OUTPUT)/bench/sweep_cost $(OUTPUT)/bench/voices_cost $(OUTPUT)/bench/consume_local \
+	$(OUTPUT)/bench/feed_swap \
 	$(OUTPUT)/examples/local_consume
 
 .PHONY: bench-bins
@@ -261,7 +264,8 @@ $(OUTPUT)/bench/consume: bench/consume.c
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) $< -o $@
 
-$(OUTPUT)/bench/rating_parse $(OUTPUT)/bench/sweep_cost $(OUTPUT)/bench/voices_cost: \
+$(OUTPUT)/bench/rating_parse $(OUTPUT)/bench/sweep_cost $(OUTPUT)/bench/voices_cost \
+		$(OUTPUT)/bench/feed_swap: \
 		$(OUTPUT)/bench/%: bench/%.c bench/engine_bench.h \
 		$(OUTPUT)/libagentgated.a $(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
