@@ -365,7 +365,13 @@ t_dry_run() {
 }
 
 t_metrics_snapshot() {
+	# A rule feed whose source is missing: its series (stale) are exported.
+	api PUT /v1/agents/good/feed '{"source":"/nonexistent/agentgate-e2e-feed"}'
+	sleep 1.5
 	in_host curl -sf http://127.0.0.1:9470/metrics >"$TMP/metrics.txt" || return 1
+	api DELETE /v1/agents/good/feed
+	grep -q '^agentgate_rule_feed_stale{agent="good"} 1' "$TMP/metrics.txt" ||
+		{ fail "no stale feed series for good: $(grep rule_feed "$TMP/metrics.txt")"; return 1; }
 	grep -q '^agentgate_packets_total{agent="good",verdict="drop"}' "$TMP/metrics.txt" ||
 		{ fail "no drop counter for good in /metrics"; return 1; }
 	grep -q '^agentgate_refill_rate{agent="good"} 1920' "$TMP/metrics.txt" ||

@@ -433,6 +433,30 @@ static void feeds_opts(const struct agd_config *c, struct agd_feeds_opts *o)
 	o->log = logf_;
 }
 
+/* Feeds bound otherwise (the API, rule sync, a --rule-feed no longer
+ * given) stay: said once at start. */
+static void log_other_feeds(struct agd_engine *e, const struct agd_config *c)
+{
+	struct agd_feed_info *f = NULL;
+	size_t n = 0, i, k;
+
+	if (agd_engine_feeds(e, &f, &n))
+		return;
+	for (i = 0; i < n; i++) {
+		size_t len = strlen(f[i].agent);
+
+		for (k = 0; k < c->n_rule_feed; k++)
+			if (!strncmp(c->rule_feed[k], f[i].agent, len) && c->rule_feed[k][len] == '=')
+				break;
+		if (k == c->n_rule_feed)
+			logf_(AGD_LOG_INFO, "feed of '%s' (%s, %zu prefixes) stays bound: not from "
+			      "--rule-feed; DELETE /v1/agents/%s/feed unbinds it", f[i].agent,
+			      f[i].meta.source[0] ? f[i].meta.source : "a set given whole",
+			      f[i].prefixes, f[i].agent);
+	}
+	free(f);
+}
+
 /* The --rule-feed bindings: the agent made when unknown, the feed bound
  * unless it is already, to this source. */
 static int bind_feeds(struct agd_engine *e, const struct agd_config *c)
@@ -461,6 +485,7 @@ static int bind_feeds(struct agd_engine *e, const struct agd_config *c)
 			return -1;
 		}
 	}
+	log_other_feeds(e, c);
 	return 0;
 }
 
