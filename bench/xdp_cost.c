@@ -22,6 +22,10 @@
  *   ptrie   pass with the prefix index forced to the LPM trie for the run
  *           (ag_prefix_index_set): the trie walk against the per-length
  *           hash in the same rounds (in the host shapes the same as pass)
+ *   chain   pass with the empty program chained after agentgate on the
+ *           test's device (ag_chain_set on lo, which test_run's frames
+ *           arrive on): the tail call into another program and that
+ *           program's floor, against pass
  * The medians over the rounds are reported with their ratio to the median of
  * the empty program measured in the same rounds: on a shared machine the
  * absolute numbers drift, the ratio much less.
@@ -122,6 +126,7 @@ enum variant {
 	V_NEAR,
 	V_PASSX,    /* pass over the other family */
 	V_PTRIE,    /* pass with the prefix index forced to the trie */
+	V_CHAIN,    /* pass, then the empty program chained after agentgate */
 	V_KTIME,    /* --breakdown probes from here on */
 	V_COARSE,
 	V_JIFFIES,
@@ -193,6 +198,7 @@ static const struct variant_desc variants[V__COUNT] = {
 	[V_NEAR] = { "near", "unclassified, next to the rules, default pass", F_NEAR },
 	[V_PASSX] = { "pass6", "classified over the other family -> XDP_PASS", F_HITX },
 	[V_PTRIE] = { "ptrie", "pass with prefix rules looked up in the LPM trie", F_HIT },
+	[V_CHAIN] = { "chain", "pass, then the empty program after it (ag_next)", F_HIT },
 	[V_KTIME] = { "p:ktime", "probe: bpf_ktime_get_ns() only", F_HIT },
 	[V_COARSE] = { "p:coarse", "probe: bpf_ktime_get_coarse_ns() only", F_HIT },
 	[V_JIFFIES] = { "p:jiff", "probe: bpf_jiffies64() only", F_HIT },
@@ -733,6 +739,8 @@ static bool path_ok(enum variant v, const struct snap *a, const struct snap *b,
 	case V_PASSX:
 	case V_PTRIE:
 		return s->retval == XDP_PASS && passed == repeat && dropped == 0;
+	case V_CHAIN: /* passed by agentgate, dropped by the program after it */
+		return s->retval == XDP_DROP && passed == repeat && dropped == 0;
 	case V_DROP:
 		return s->retval == XDP_DROP && passed + dropped == repeat &&
 		       dropped + DROP_SLACK >= repeat;
@@ -763,11 +771,19 @@ static int prepare(struct run *r, enum variant v)
 	}
 	if (v == V_DROP)
 		return set_limit(r, LIMIT_DROP);
+	if (v == V_CHAIN) {
+		err = set_limit(r, LIMIT_PASS);
+		if (!err && ag_chain_set(r->ctx, "lo", empty_fd))
+			err = lib_err("ag_chain_set", -EINVAL);
+		return err;
+	}
 	return 0;
 }
 
 static int finish(struct run *r, enum variant v)
 {
+	if (v == V_CHAIN)
+		return ag_chain_set(r->ctx, "lo", -1) ? lib_err("ag_chain_set", -EINVAL) : 0;
 	return v == V_PTRIE ? prefix_index(r, AG_PREFIX_INDEX_AUTO) : 0;
 }
 

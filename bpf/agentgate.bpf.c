@@ -148,6 +148,14 @@ struct {
 	__type(value, struct ag_frag_val);
 } ag_frags SEC(".maps");
 
+/* What runs after agentgate on a device, by ifindex (abi.h, AG_NEXT_MAX). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__uint(max_entries, AG_NEXT_MAX);
+	__type(key, __u32);
+	__type(value, __u32);
+} ag_next SEC(".maps");
+
 enum ag_verdict {
 	AG_V_PASS,
 	AG_V_DROP,
@@ -585,8 +593,7 @@ static __always_inline void frag_judged(const struct ag_flow *f, struct ag_frag_
 	}
 }
 
-SEC("xdp")
-int agentgate_xdp(struct xdp_md *ctx)
+static __always_inline int judge(struct xdp_md *ctx)
 {
 	struct ag_frag_val *fv = NULL;
 	struct ag_config *cfg;
@@ -625,5 +632,18 @@ int agentgate_xdp(struct xdp_md *ctx)
 	verdict = slot == AG_FRAG_NO_SLOT ? unclassified(cfg) : enforce(cfg, slot, len);
 	if (f.frag)
 		frag_judged(&f, fv, slot, verdict);
+	return verdict;
+}
+
+SEC("xdp")
+int agentgate_xdp(struct xdp_md *ctx)
+{
+	int verdict = judge(ctx);
+
+	/* A packet agentgate lets through goes on to the device's next
+	 * program, if one is chained (its verdict is then the packet's); an
+	 * empty slot falls through. */
+	if (verdict == XDP_PASS)
+		bpf_tail_call(ctx, &ag_next, ctx->ingress_ifindex);
 	return verdict;
 }

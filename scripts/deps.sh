@@ -10,14 +10,15 @@ set -eu
 # libjwt-dev: the HTTP fuzzer mints its tokens with it; python3-jwt and
 # python3-cryptography: tokens made by an independent library in the tests;
 # python3-lmdb: a test makes a state store of an older layout with it;
-# libcurl4-openssl-dev: agentgated reads rule feeds over http(s) with it.
+# libcurl4-openssl-dev: agentgated reads rule feeds over http(s) with it;
+# xdp-tools: xdp-filter, another XDP program on the device beside agentgate.
 PACKAGES="
 	make gcc clang llvm pkg-config libclang-rt-dev
 	libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
 	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev libssl-dev libnats-dev nats-server
 	libcurl4-openssl-dev
 	prometheus wrk valgrind curl openssl faketime
-	iproute2 iputils-ping python3 python3-jwt python3-cryptography python3-lmdb util-linux ethtool systemd
+	xdp-tools iproute2 iputils-ping python3 python3-jwt python3-cryptography python3-lmdb util-linux ethtool systemd
 	nftables iptables redis-server redis-tools linux-perf
 "
 

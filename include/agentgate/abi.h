@@ -18,7 +18,8 @@
 
 #define AG_PIN_ROOT_DEFAULT "/sys/fs/bpf/agentgate"
 #define AG_PIN_LINKS_DIR "links" /* <pin root>/links/<ifname>: bpf_link per device */
-#define AG_PIN_PROGS_DIR "progs" /* <pin root>/progs/<ifname>: the program that link runs */
+#define AG_PIN_PROGS_DIR "progs" /* <pin root>/progs/<ifname>: the program that link runs, or
+				 * that runs on ifname attached through netlink (chained) */
 #define AG_PIN_OWNER_DIR "owner" /* <pin root>/owner/: agentgated's flock, its record */
 #define AG_PIN_OWNER_REC "record" /* <pin root>/owner/record: ARRAY[1] of struct ag_owner */
 #define AG_PIN_OWNER_JOURNAL "journal" /* <pin root>/owner/journal: HASH, what the CLI changed alone */
@@ -52,7 +53,8 @@
 	X(INDEX, ag_index, AGENTS, "HASH: struct ag_name_key -> slot")                                  \
 	X(CONFIG, ag_config, FIXED, "ARRAY[1]: struct ag_config")                                       \
 	X(STATS, ag_stats, FIXED, "PERCPU_ARRAY[AG_STAT_SLOTS]: __u64 packets")                         \
-	X(FRAGS, ag_frags, FIXED, "LRU_HASH: struct ag_frag_key -> struct ag_frag_val")
+	X(FRAGS, ag_frags, FIXED, "LRU_HASH: struct ag_frag_key -> struct ag_frag_val")                 \
+	X(NEXT, ag_next, FIXED, "PROG_ARRAY[AG_NEXT_MAX]: ifindex -> the XDP program run after a pass")
 
 /* Each map's name as a string literal, for code that names one map. The
  * preprocessor cannot define macros from the list, so each name is spelled
@@ -72,6 +74,16 @@
 #define AG_MAP_CONFIG "ag_config"
 #define AG_MAP_STATS "ag_stats"
 #define AG_MAP_FRAGS "ag_frags"
+#define AG_MAP_NEXT "ag_next"
+
+/*
+ * Other XDP programs on a device (docs/DATAPATH.md, "Beside other XDP
+ * programs"): a packet agentgate passes goes on to the program in
+ * ag_next[ingress ifindex], when there is one (a tail call: its verdict is
+ * the packet's). Devices with an ifindex of AG_NEXT_MAX or more cannot
+ * chain.
+ */
+#define AG_NEXT_MAX 65536
 
 #define AG_MAX_AGENTS_DEFAULT 65536
 #define AG_MAX_AGENTS_LIMIT (1u << 24)

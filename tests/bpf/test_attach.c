@@ -280,31 +280,107 @@ static bool test_auto_falls_back_on_lo(void)
 	       ASSERT_OK(ag_detach(ctx, "lo"), "detach");
 }
 
-/* XDP_PASS, loaded by hand: somebody else's program. */
-static int foreign_prog(void)
+/* XDP_PASS, loaded by hand: somebody else's program, for the xdp attach
+ * type as libbpf and libxdp load it (attach_type 0: as raw loaders do). */
+static int foreign_prog(enum bpf_attach_type attach_type)
 {
+	LIBBPF_OPTS(bpf_prog_load_opts, o, .expected_attach_type = attach_type);
 	struct bpf_insn insns[] = {
 		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = XDP_PASS },
 		{ .code = BPF_JMP | BPF_EXIT },
 	};
 
-	return bpf_prog_load(BPF_PROG_TYPE_XDP, "foreign", "GPL", insns, 2, NULL);
+	return bpf_prog_load(BPF_PROG_TYPE_XDP, "foreign", "GPL", insns, 2, &o);
 }
 
+static __u32 id_of(int fd)
+{
+	struct bpf_prog_info info = {};
+	__u32 len = sizeof(info);
+
+	return bpf_obj_get_info_by_fd(fd, &info, &len) ? 0 : info.id;
+}
+
+/*
+ * A device that runs another program: agentgate goes before it in one
+ * atomic replace (netlink), the other in ag_next; an upgrade keeps it
+ * there, a stale one is refused; detach puts the other back. One the kernel
+ * refuses in a tail call is left alone, with the reason.
+ */
 static bool test_foreign_program(void)
 {
+	unsigned int ifindex = if_nametoindex("agt1a");
+	struct ag_attach_result res, up;
+	struct ag_attach_opts stale = { .expected_prog_id = 1 };
+	struct ag_link_info *links = NULL;
+	int fd = foreign_prog(BPF_XDP), raw = foreign_prog(0);
+	size_t n = 0, i;
+	__u32 foreign = id_of(fd);
+	bool ok, listed = false;
+
+	if (!ASSERT_TRUE(fd >= 0 && raw >= 0, "foreign programs"))
+		return false;
+	ok = ASSERT_OK(bpf_xdp_attach(ifindex, raw, XDP_FLAGS_DRV_MODE, NULL), "raw attach") &&
+	     ASSERT_EQ(ag_attach(ctx, "agt1a", AG_XDP_AUTO, &res), -EINVAL, "raw refused") &&
+	     ASSERT_TRUE(strstr(ag_errmsg(), "xdp attach type") != NULL, ag_errmsg()) &&
+	     ASSERT_EQ(xdp_prog_on("agt1a", NULL), id_of(raw), "raw still runs") &&
+	     ASSERT_EQ(ag_chain_get(ctx, ifindex), 0, "nothing chained");
+	bpf_xdp_detach(ifindex, XDP_FLAGS_DRV_MODE, NULL);
+	ok = ok && ASSERT_OK(bpf_xdp_attach(ifindex, fd, XDP_FLAGS_DRV_MODE, NULL), "attach") &&
+	     ASSERT_OK(ag_attach(ctx, "agt1a", AG_XDP_AUTO, &res), "chained") &&
+	     ASSERT_TRUE(res.chained, "chained flag") &&
+	     ASSERT_EQ(res.next_prog_id, foreign, "next") && ASSERT_EQ(res.link_id, 0, "no link") &&
+	     ASSERT_EQ(res.mode, AG_XDP_NATIVE, "its mode") &&
+	     ASSERT_EQ(xdp_prog_on("agt1a", NULL), res.prog_id, "agentgate runs") &&
+	     ASSERT_EQ(ag_chain_get(ctx, ifindex), foreign, "ag_next") &&
+	     ASSERT_TRUE(!pinned("agt1a"), "no link pinned") &&
+	     ASSERT_OK(ag_link_list(ctx, &links, &n), "list");
+	for (i = 0; ok && i < n; i++)
+		if (!strcmp(links[i].ifname, "agt1a"))
+			listed = ASSERT_EQ(links[i].prog_id, res.prog_id, "listed program") &&
+				 ASSERT_EQ(links[i].next_prog_id, foreign, "listed next") &&
+				 ASSERT_EQ(links[i].link_id, 0, "listed without link");
+	free(links);
+	ok = ok && ASSERT_TRUE(listed, "listed") &&
+	     /* An upgrade in place keeps the chain; a stale expectation changes nothing. */
+	     ASSERT_EQ(ag_attach_with(ctx, "agt1a", &stale, &up), -EPERM, "stale refused") &&
+	     ASSERT_EQ(xdp_prog_on("agt1a", NULL), res.prog_id, "unchanged") &&
+	     ASSERT_OK(ag_attach(ctx, "agt1a", AG_XDP_AUTO, &up), "upgrade") &&
+	     ASSERT_TRUE(up.replaced && up.chained, "replaced, chained") &&
+	     ASSERT_TRUE(up.prog_id != res.prog_id, "new program") &&
+	     ASSERT_EQ(xdp_prog_on("agt1a", NULL), up.prog_id, "new one runs") &&
+	     ASSERT_EQ(ag_chain_get(ctx, ifindex), foreign, "still next") &&
+	     /* Detach: the foreign program runs there again. */
+	     ASSERT_OK(ag_detach(ctx, "agt1a"), "detach") &&
+	     ASSERT_EQ(xdp_prog_on("agt1a", NULL), foreign, "foreign back") &&
+	     ASSERT_EQ(ag_chain_get(ctx, ifindex), 0, "chain cleared") &&
+	     ASSERT_EQ(ag_detach(ctx, "agt1a"), -ENOENT, "not ours any more");
+	bpf_xdp_detach(ifindex, XDP_FLAGS_DRV_MODE, NULL);
+	close(fd);
+	close(raw);
+	return ok;
+}
+
+/* chain add/del by hand: a loaded program after agentgate's link; the
+ * link's detach is refused while it is there. */
+static bool test_chain_after_link(void)
+{
+	unsigned int ifindex = if_nametoindex("agt1a");
 	struct ag_attach_result res;
-	int fd = foreign_prog();
+	int fd = foreign_prog(BPF_XDP);
 	bool ok;
 
-	if (!ASSERT_TRUE(fd >= 0, "foreign program"))
+	if (!ASSERT_TRUE(fd >= 0, "program"))
 		return false;
-	ok = ASSERT_OK(bpf_xdp_attach(if_nametoindex("agt1a"), fd, XDP_FLAGS_DRV_MODE, NULL),
-		       "foreign attach") &&
-	     ASSERT_EQ(ag_attach(ctx, "agt1a", AG_XDP_NATIVE, &res), -EBUSY, "refused") &&
-	     ASSERT_TRUE(strstr(ag_errmsg(), "already has an XDP program") != NULL, "message") &&
-	     ASSERT_TRUE(!pinned("agt1a"), "nothing pinned");
-	bpf_xdp_detach(if_nametoindex("agt1a"), XDP_FLAGS_DRV_MODE, NULL);
+	ok = ASSERT_OK(ag_attach(ctx, "agt1a", AG_XDP_NATIVE, &res), "attach") &&
+	     ASSERT_TRUE(!res.chained && res.link_id, "a link") &&
+	     ASSERT_OK(ag_chain_set(ctx, "agt1a", fd), "chain add") &&
+	     ASSERT_EQ(ag_chain_get(ctx, ifindex), id_of(fd), "chained") &&
+	     ASSERT_EQ(ag_detach(ctx, "agt1a"), -EBUSY, "detach refused") &&
+	     ASSERT_TRUE(strstr(ag_errmsg(), "chain agt1a del") != NULL, ag_errmsg()) &&
+	     ASSERT_OK(ag_chain_set(ctx, "agt1a", -1), "chain del") &&
+	     ASSERT_EQ(ag_chain_get(ctx, ifindex), 0, "cleared") &&
+	     ASSERT_OK(ag_detach(ctx, "agt1a"), "detach");
 	close(fd);
 	return ok;
 }
@@ -519,7 +595,9 @@ static const struct {
 	{ "detach removes program and pin", test_detach },
 	{ "generic mode on request", test_generic_mode },
 	{ "auto mode falls back to generic with a warning", test_auto_falls_back_on_lo },
-	{ "a foreign XDP program is not displaced", test_foreign_program },
+	{ "a foreign XDP program: agentgate goes before it, upgrades keep it, detach puts it back",
+	  test_foreign_program },
+	{ "chain add/del: a program after agentgate's link", test_chain_after_link },
 	{ "device re-created under the same name", test_recreated_device },
 	{ "a device name with a dot: encoded pins, listed by its name, replaced, detached",
 	  test_dotted_device_name },

@@ -207,3 +207,145 @@ def t_valgrind(env, xdp_lab):
     seen = reader.join(10)
     check(any('"id":"v3"' in t for t in reader.texts) and reader.code == 1001,
           "stream client: " + seen)
+
+
+# ---- beside other XDP programs ------------------------------------------------
+
+class XdpFilter:
+    """xdp-filter (xdp-tools) in the lab's namespace, with a bpffs of its own
+    for libxdp (ip netns exec remounts /sys), removed at the case's end."""
+
+    def __init__(self, env, ns):
+        if not shutil.which("xdp-filter"):
+            raise Skip("xdp-filter (xdp-tools) not installed")
+        self.ns = ns
+        self.bpffs = "/run/agtest-xdpfilter-%d-%d" % (os.getpid(), next(_labs))
+        os.makedirs(self.bpffs)
+        subprocess.run(["mount", "-t", "bpf", "bpf", self.bpffs], check=True)
+        env.on_cleanup(self.remove)
+        # The dispatcher needs freplace programs, which hosts with a BPF LSM
+        # policy refuse: libxdp then attaches the program alone (netlink).
+        self.envv = dict(os.environ, LIBXDP_BPFFS=self.bpffs, LIBXDP_SKIP_DISPATCHER="1")
+
+    def run(self, *argv):
+        return self.ns.run("xdp-filter", *argv, env=self.envv)
+
+    def must(self, *argv):
+        r = self.run(*argv)
+        check(r.returncode == 0, "xdp-filter %s: exit %d: %s %s" % (
+            " ".join(argv), r.returncode, r.stdout[-500:], r.stderr[-500:]))
+        return r
+
+    def counts(self):
+        """(XDP_DROP packets, XDP_PASS packets, hits of port 9999)."""
+        out = self.must("status").stdout
+        drop = int(re.search(r"XDP_DROP\s+(\d+) pkts", out).group(1))
+        passed = int(re.search(r"XDP_PASS\s+(\d+) pkts", out).group(1))
+        port = re.search(r"^\s*9999\s+\S+\s+(\d+)", out, re.M)
+        return drop, passed, int(port.group(1)) if port else None
+
+    def remove(self):
+        subprocess.run(["umount", self.bpffs], stderr=subprocess.DEVNULL)
+        try:
+            os.rmdir(self.bpffs)
+        except OSError:
+            pass
+
+
+def filter_frames(lab, f, agent_src, other_src):
+    """20 frames from the agent's source and 10 from an unclassified one to
+    port 9999 (denied by xdp-filter), 10 more from that one to port 53:
+    returns the counts' differences (drop, pass, port hits)."""
+    d0, p0, h0 = f.counts()
+    send_frames(lab.ns, lab.b, 20, agent_src, peer_if=lab.a, dport=9999)
+    send_frames(lab.ns, lab.b, 10, other_src, peer_if=lab.a, dport=9999)
+    send_frames(lab.ns, lab.b, 10, other_src, peer_if=lab.a, dport=53)
+    time.sleep(0.2)
+    d1, p1, h1 = f.counts()
+    return d1 - d0, p1 - p0, (h1 or 0) - (h0 or 0)
+
+
+@case("beside xdp-filter loaded first: agentgated --attach goes before it in one replace; both "
+      "act on real frames (agentgate limits its agent, xdp-filter drops port 9999 of what "
+      "agentgate passes); enforcing with the daemon stopped; detach hands the device back")
+def t_xdp_beside_filter(env, xdp_lab):
+    lab = xdp_lab
+    f = XdpFilter(env, lab.ns)
+    f.must("load", "-m", "native", lab.a)
+    f.must("port", "9999")
+    filt = lab.prog()
+    check(filt is not None, "xdp-filter did not attach")
+    d = env.daemon("beside", "--attach", lab.a, netns=lab.ns.name).start()
+    ours = lab.prog()
+    check(ours not in (None, filt), "%s runs %s, not agentgate" % (lab.a, ours))
+    check("agentgate runs before program %d" % filt in d.log(), "no chain in the log",
+          d.log_tail())
+    r = d.cli("status")
+    jcheck(r.json(), lambda s: [(l["ifname"], l["prog_id"], l["link_id"], l["next"]["prog_id"])
+                                for l in s["links"]] == [(lab.a, ours, 0, filt)])
+    expect(d.api.put("/v1/agents/xf1", {"rate": 0.1, "r_min": 0.1, "burst": 5}), 201)
+    expect(d.api.post("/v1/rules", {"prefix": "10.70.0.0/16", "agent": "xf1"}), 201)
+    drop, passed, hits = filter_frames(lab, f, "10.70.0.1", "10.80.0.1")
+    # agentgate: xf1 passes 5 of its 20 and drops 15; xdp-filter sees the 5
+    # and the 20 unclassified, drops the 15 to port 9999, passes the 10.
+    expect_agent(d.api, "xf1", 'd["passed_packets"] == 5', 'd["dropped_packets"] == 15')
+    check((drop, hits) == (15, 15) and passed >= 10,
+          "xdp-filter: dropped %d, passed %d, port 9999 hits %d (want 15, >= 10, 15)"
+          % (drop, passed, hits))
+    # The daemon stopped: both still act.
+    d.stop()
+    check(lab.prog() == ours, "the daemon's stop changed %s's program" % lab.a)
+    drop, passed, hits = filter_frames(lab, f, "10.70.0.2", "10.80.0.2")
+    jcheck(d.cli("agent", "show", "xf1").json(), 'd["passed_packets"] == 5',
+           'd["dropped_packets"] == 35')
+    check((drop, hits) == (10, 10), "with the daemon stopped, xdp-filter dropped %d (hits %d), "
+          "want 10" % (drop, hits))
+    # An upgrade keeps the order; detach gives the device back to xdp-filter.
+    r = d.cli("attach", lab.a)
+    check(r.rc == 0 and r.json()["next_prog_id"] == filt and r.json()["replaced"],
+          "attach again: %s" % r.out)
+    r = d.cli("detach", lab.a)
+    check(r.rc == 0, "detach: %s" % r.out)
+    check(lab.prog() == filt, "%s runs %s after detach, not xdp-filter %s" %
+          (lab.a, lab.prog(), filt))
+    drop, passed, hits = filter_frames(lab, f, "10.70.0.3", "10.80.0.3")
+    check((drop, hits) == (30, 30), "xdp-filter alone dropped %d (hits %d), want 30" %
+          (drop, hits))
+    jcheck(d.cli("status").json(), 'd["links"] == []')
+
+
+@case("xdp-filter after agentgate: its load on agentgate's device is refused (no dispatcher "
+      "here); loaded on another device, agentgate chain add runs it after agentgate; both act on "
+      "real frames; chain del stops it; detach is refused while it is chained")
+def t_xdp_filter_after(env, xdp_lab):
+    lab = xdp_lab
+    f = XdpFilter(env, lab.ns)
+    d = env.daemon("after", "--attach", lab.a, netns=lab.ns.name).start()
+    ours = lab.prog()
+    r = f.run("load", "-m", "native", lab.a)
+    check(r.returncode != 0 and lab.prog() == ours, "xdp-filter load on %s: exit %d, runs %s"
+          % (lab.a, r.returncode, lab.prog()))
+    c, _ = lab.ns.veth()
+    f.must("load", "-m", "native", c)
+    f.must("port", "9999")
+    filt = lab.ns.xdp_prog(c)
+    r = d.cli("chain", "add", lab.a, "id", filt)
+    check(r.rc == 0 and r.json()["next_prog_id"] == filt, "chain add: %d %s" % (r.rc, r.out))
+    expect(d.api.put("/v1/agents/xa1", {"rate": 0.1, "r_min": 0.1, "burst": 5}), 201)
+    expect(d.api.post("/v1/rules", {"prefix": "10.71.0.0/16", "agent": "xa1"}), 201)
+    drop, passed, hits = filter_frames(lab, f, "10.71.0.1", "10.81.0.1")
+    expect_agent(d.api, "xa1", 'd["passed_packets"] == 5', 'd["dropped_packets"] == 15')
+    check((drop, hits) == (15, 15) and passed >= 10,
+          "xdp-filter after agentgate: dropped %d, passed %d, hits %d" % (drop, passed, hits))
+    r = d.cli("detach", lab.a)
+    check(r.rc == 1 and "chain" in r.out and lab.prog() == ours, "detach while chained: %d %s"
+          % (r.rc, r.out))
+    r = d.cli("chain", "del", lab.a)
+    check(r.rc == 0, "chain del: %s" % r.out)
+    drop, passed, hits = filter_frames(lab, f, "10.71.0.2", "10.81.0.2")
+    check((drop, hits) == (0, 0), "xdp-filter still acts on %s after chain del: %d" %
+          (lab.a, drop))
+    # Not an XDP program for the xdp attach type, or agentgate itself: refused.
+    r = d.cli("chain", "add", lab.a, "id", ours)
+    check(r.rc == 2 and "agentgate itself" in r.out, "chain add agentgate: %d %s" % (r.rc, r.out))
+    d.stop()

@@ -100,6 +100,8 @@ void cli_emit_json(struct jsonw *w, json_t *v);
 /* Commands */
 int do_attach(struct cli *cli, int argc, char **argv);
 int do_detach(struct cli *cli, int argc, char **argv);
+int do_chain_add(struct cli *cli, int argc, char **argv);
+int do_chain_del(struct cli *cli, int argc, char **argv);
 int do_status(struct cli *cli, int argc, char **argv);
 int do_agent_list(struct cli *cli, int argc, char **argv);
 int do_agent_show(struct cli *cli, int argc, char **argv);

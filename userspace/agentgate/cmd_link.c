@@ -1,9 +1,15 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* agentgate attach|detach|status */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <net/if.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+#include <bpf/bpf.h>
 
 #include "cli.h"
 
@@ -32,6 +38,22 @@ static int parse_prog_id(struct cli *cli, const char *text, __u32 *out)
 		return cli_error(cli, EXIT_USAGE, "--replace takes a program id (agentgate status)");
 	*out = (__u32)v;
 	return 0;
+}
+
+/* A program's name, "" when it cannot be read (opening by id needs
+ * CAP_SYS_ADMIN). */
+static void prog_name(__u32 id, char *buf, size_t len)
+{
+	struct bpf_prog_info info = {};
+	__u32 ilen = sizeof(info);
+	int fd = id ? bpf_prog_get_fd_by_id(id) : -1;
+
+	buf[0] = 0;
+	if (fd < 0)
+		return;
+	if (!bpf_obj_get_info_by_fd(fd, &info, &ilen))
+		snprintf(buf, len, "%s", info.name);
+	close(fd);
 }
 
 int do_attach(struct cli *cli, int argc, char **argv)
@@ -93,13 +115,99 @@ int do_attach(struct cli *cli, int argc, char **argv)
 		jsonw_uint_field(&cli->jw, "prog_id", res.prog_id);
 		jsonw_uint_field(&cli->jw, "link_id", res.link_id);
 		jsonw_bool_field(&cli->jw, "replaced", res.replaced);
+		jsonw_name(&cli->jw, "next_prog_id");
+		if (res.chained && res.next_prog_id)
+			jsonw_uint(&cli->jw, res.next_prog_id);
+		else
+			jsonw_null(&cli->jw);
 		jsonw_string_field(&cli->jw, "pin_root", ag_pin_root(cli->ctx));
 		jsonw_end_object(&cli->jw);
 		jsonw_end_document(&cli->jw);
+	} else if (res.chained) {
+		char name[BPF_OBJ_NAME_LEN] = "";
+
+		prog_name(res.next_prog_id, name, sizeof(name));
+		printf("%s %s in %s mode (program %u, through netlink), before program %u%s%s%s\n",
+		       res.replaced ? "replaced the program on" : "attached to", dev,
+		       mode_name(res.mode), res.prog_id, res.next_prog_id, name[0] ? " (" : "", name,
+		       name[0] ? "): what agentgate passes runs through it" : "");
 	} else {
 		printf("%s %s in %s mode (program %u, link %u)\n",
 		       res.replaced ? "replaced the program on" : "attached to", dev,
 		       mode_name(res.mode), res.prog_id, res.link_id);
+	}
+	return 0;
+}
+
+/* agentgate chain add DEV PROG | chain del DEV */
+int do_chain_add(struct cli *cli, int argc, char **argv)
+{
+	char name[BPF_OBJ_NAME_LEN] = "";
+	__u32 id = 0;
+	int fd, err;
+
+	if (argc == 3 && !strcmp(argv[1], "id")) {
+		char *end;
+		unsigned long v = strtoul(argv[2], &end, 10);
+
+		if (*end || !v || v > UINT32_MAX)
+			return cli_usage(cli, "invalid program id '%s'", argv[2]);
+		fd = bpf_prog_get_fd_by_id((__u32)v);
+		if (fd < 0)
+			return cli_error(cli, EXIT_RUNTIME, "cannot open program %lu: %s", v,
+					 strerror(errno));
+	} else if (argc == 2) {
+		fd = bpf_obj_get(argv[1]);
+		if (fd < 0)
+			return cli_error(cli, EXIT_RUNTIME, "cannot open the pinned program %s: %s",
+					 argv[1], strerror(errno));
+	} else {
+		return cli_usage(cli, "expected DEV and a pinned program PATH, or DEV id ID");
+	}
+	err = ag_chain_set(cli->ctx, argv[0], fd);
+	if (!err) {
+		struct bpf_prog_info info = {};
+		__u32 len = sizeof(info);
+
+		if (!bpf_obj_get_info_by_fd(fd, &info, &len)) {
+			id = info.id;
+			snprintf(name, sizeof(name), "%s", info.name);
+		}
+	}
+	close(fd);
+	if (err)
+		return cli_lib_error(cli, err);
+	if (cli->json) {
+		jsonw_start_object(&cli->jw);
+		jsonw_string_field(&cli->jw, "ifname", argv[0]);
+		jsonw_uint_field(&cli->jw, "next_prog_id", id);
+		jsonw_string_field(&cli->jw, "next_prog_name", name);
+		jsonw_end_object(&cli->jw);
+		jsonw_end_document(&cli->jw);
+	} else {
+		printf("program %u (%s) runs after agentgate on %s\n", id, name, argv[0]);
+	}
+	return 0;
+}
+
+int do_chain_del(struct cli *cli, int argc, char **argv)
+{
+	int err;
+
+	if (argc != 1)
+		return cli_usage(cli, "expected one device");
+	err = ag_chain_set(cli->ctx, argv[0], -1);
+	if (err)
+		return cli_lib_error(cli, err);
+	if (cli->json) {
+		jsonw_start_object(&cli->jw);
+		jsonw_string_field(&cli->jw, "ifname", argv[0]);
+		jsonw_name(&cli->jw, "next_prog_id");
+		jsonw_null(&cli->jw);
+		jsonw_end_object(&cli->jw);
+		jsonw_end_document(&cli->jw);
+	} else {
+		printf("nothing runs after agentgate on %s\n", argv[0]);
 	}
 	return 0;
 }
@@ -183,6 +291,18 @@ static void status_json(struct cli *cli, const struct status *st)
 			jsonw_string_field(w, "error", strerror(-st->links[i].error));
 		jsonw_uint_field(w, "prog_id", st->links[i].prog_id);
 		jsonw_uint_field(w, "link_id", st->links[i].link_id);
+		jsonw_name(w, "next");
+		if (st->links[i].next_prog_id) {
+			char name[BPF_OBJ_NAME_LEN] = "";
+
+			prog_name(st->links[i].next_prog_id, name, sizeof(name));
+			jsonw_start_object(w);
+			jsonw_uint_field(w, "prog_id", st->links[i].next_prog_id);
+			jsonw_string_field(w, "name", name);
+			jsonw_end_object(w);
+		} else {
+			jsonw_null(w);
+		}
 		jsonw_end_object(w);
 	}
 	jsonw_end_array(w);
@@ -231,10 +351,20 @@ static void status_text(struct cli *cli, const struct status *st)
 		if (l->error)
 			printf("attached        %s (the link pin cannot be opened: %s)\n", l->ifname,
 			       strerror(-l->error));
-		else
+		else if (l->link_id)
 			printf("attached        %s, %s mode, program %u, link %u\n", l->ifname,
 			       l->ifindex ? mode_name(l->mode) : "defunct (device gone)", l->prog_id,
 			       l->link_id);
+		else
+			printf("attached        %s, %s mode, program %u, through netlink\n", l->ifname,
+			       mode_name(l->mode), l->prog_id);
+		if (!l->error && l->next_prog_id) {
+			char name[BPF_OBJ_NAME_LEN] = "";
+
+			prog_name(l->next_prog_id, name, sizeof(name));
+			printf("  then          program %u%s%s%s on what agentgate passes\n",
+			       l->next_prog_id, name[0] ? " (" : "", name, name[0] ? ")" : "");
+		}
 	}
 	printf("agents          %zu of %u slots\n", st->agents, ag_max_agents(cli->ctx));
 	printf("rules           %zu IPv4, %zu IPv6 (%u per map)\n", st->rules_v4, st->rules_v6,

@@ -17,11 +17,28 @@ const struct command commands[] = {
 	  "replaced atomically and the maps are kept. --replace ID replaces only while DEV "
 	  "still runs program ID (as agentgate status showed it): when another program has "
 	  "replaced it meanwhile, or DEV has no link, the command fails and the running "
-	  "program stays.",
+	  "program stays. When DEV already runs another XDP program (an IDS, xdp-filter, a "
+	  "DDoS filter; attached through netlink, as libxdp's tools and ip link do), agentgate "
+	  "goes before it in its mode: that program becomes the one agentgate hands what it "
+	  "passes to (a tail call; its verdict is the packet's), and agentgate replaces it on "
+	  "DEV in one atomic step (XDP_FLAGS_REPLACE), attached through netlink and its "
+	  "program pinned at PIN/progs/DEV. Upgrades and --replace work the same there.",
 	  OPEN_CREATE, do_attach },
 	{ "detach", NULL, "DEV", "detach the datapath from a network device",
-	  "Detaches the program from DEV and removes the pinned link. The maps stay pinned.",
+	  "Detaches the program from DEV and removes the pinned link. The maps stay pinned. "
+	  "Where agentgate runs before another program, that program takes its place on DEV "
+	  "again in one atomic step and goes on running. A bpf_link attachment with a program "
+	  "added by chain add refuses (chain del first).",
 	  OPEN_WRITE, do_detach },
+	{ "chain", "add", "DEV PATH | DEV id ID", "run another XDP program after agentgate on DEV",
+	  "The program (loaded, not attached: a bpffs pin such as bpftool prog load makes, or "
+	  "its id) runs on every packet agentgate passes on DEV, its verdict the packet's; "
+	  "packets agentgate drops never reach it. It must be an XDP program loaded for the "
+	  "xdp attach type without frags (as libbpf and libxdp load SEC(\"xdp\")). One a "
+	  "device; it replaces the one there. agentgate status shows it.",
+	  OPEN_WRITE, do_chain_add },
+	{ "chain", "del", "DEV", "stop running another program after agentgate on DEV",
+	  "Clears DEV's entry: what agentgate passes is passed.", OPEN_WRITE, do_chain_del },
 	{ "status", NULL, "", "show attachments, agents, rules and global settings",
 	  "Prints the pin root, each attached device with its mode and program id, the "
 	  "agents and slots in use, the rules per family, the default action and dry-run.",

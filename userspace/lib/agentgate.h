@@ -228,6 +228,10 @@ struct ag_attach_result {
 	enum ag_xdp_mode mode; /* NATIVE or GENERIC as attached */
 	bool replaced;         /* an existing link's program was updated */
 	bool kept;             /* the link already ran this very program: left as it was */
+	/* Attached before another program (through netlink, link_id 0): the
+	 * program that runs on what agentgate passes (ag_next). */
+	bool chained;
+	__u32 next_prog_id;
 };
 
 struct ag_attach_opts {
@@ -243,8 +247,9 @@ struct ag_attach_opts {
 struct ag_link_info {
 	char ifname[32]; /* pin name */
 	__u32 ifindex;   /* 0: device gone, link defunct */
-	__u32 link_id;
+	__u32 link_id;   /* 0: attached through netlink, before another program */
 	__u32 prog_id;
+	__u32 next_prog_id; /* the program chained after agentgate here, or 0 */
 	enum ag_xdp_mode mode;
 	int error;       /* -errno when the pin could not be opened (e.g. -EACCES:
 			  * link pins need write access), the ids then 0 */
@@ -269,7 +274,14 @@ int ag_prog_fd(const struct ag_prog *prog);
 void ag_prog_free(struct ag_prog *prog);
 
 /* Attach to ifname through a bpf_link pinned under <pin root>/links/.
- * If a link is already pinned there, its program is replaced atomically. */
+ * If a link is already pinned there, its program is replaced atomically.
+ *
+ * A device that runs another XDP program (attached through netlink, as
+ * libxdp's tools and ip link do) gets agentgate before it: the other
+ * program goes into ag_next[ifindex] and agentgate replaces it on the
+ * device atomically (XDP_FLAGS_REPLACE), in its mode; what agentgate
+ * passes then runs through it (res->chained). Upgrades replace agentgate
+ * there the same way; ag_detach puts the other program back atomically. */
 int ag_attach(struct ag_ctx *ctx, const char *ifname, enum ag_xdp_mode mode,
 	      struct ag_attach_result *res);
 /* The same with options: a conditional replace, or keeping an identical
@@ -281,6 +293,12 @@ int ag_attach_with(struct ag_ctx *ctx, const char *ifname, const struct ag_attac
 int ag_link_replace(struct ag_ctx *ctx, const char *ifname, const struct ag_prog *prog,
 		    __u32 expected_prog_id, struct ag_attach_result *res);
 int ag_detach(struct ag_ctx *ctx, const char *ifname);
+/* A program to run after agentgate on ifname (loaded, not attached: a pin
+ * or an id), or none (prog_fd < 0): ag_next[ifindex]. -EINVAL when the
+ * kernel refuses it there (not XDP, another attach type). */
+int ag_chain_set(struct ag_ctx *ctx, const char *ifname, int prog_fd);
+/* The id of the program chained after agentgate on ifindex, or 0. */
+__u32 ag_chain_get(struct ag_ctx *ctx, unsigned int ifindex);
 /* free(*out). */
 int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n);
 

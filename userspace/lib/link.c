@@ -9,6 +9,12 @@
  * BPF_F_REPLACE needs a descriptor of the old program, and opening a program
  * by id takes CAP_SYS_ADMIN, which a daemon running with CAP_BPF and
  * CAP_NET_ADMIN only does not have; opening a pin needs file access only.
+ *
+ * Beside another program: a device that already runs one (attached through
+ * netlink) gets agentgate attached through netlink in its place with
+ * XDP_FLAGS_REPLACE, the other program in ag_next[ifindex] behind it. Such
+ * an attachment has no link: the pin of its program at progs/<ifname> is
+ * what says it is agentgate's (the device runs exactly that program).
  */
 #include <dirent.h>
 #include <errno.h>
@@ -519,6 +525,248 @@ static int drop_stale_link(const char *path, const char *ifname, unsigned int if
 	return 0;
 }
 
+/* ---- beside another program: netlink, ag_next ---------------------------------- */
+
+/* What runs on ifindex through netlink: its id and mode (0: nothing). */
+static __u32 attached_prog(unsigned int ifindex, __u32 *xdp_flags)
+{
+	LIBBPF_OPTS(bpf_xdp_query_opts, q);
+
+	if (bpf_xdp_query(ifindex, 0, &q))
+		return 0;
+	*xdp_flags = q.attach_mode == XDP_ATTACHED_SKB ? XDP_FLAGS_SKB_MODE : XDP_FLAGS_DRV_MODE;
+	return q.prog_id;
+}
+
+/* The pin of agentgate's program on ifname when the device runs exactly it
+ * through netlink: its descriptor, or -ENOENT. */
+static int our_netlink_prog(const struct ag_ctx *ctx, const char *ifname, __u32 running)
+{
+	char path[PATH_MAX];
+	__u32 id = 0;
+	int fd;
+
+	if (!running || dev_pin_path(ctx, AG_PIN_PROGS_DIR, ifname, path, sizeof(path)))
+		return -ENOENT;
+	fd = bpf_obj_get(path);
+	if (fd >= 0 && !prog_id_of(fd, &id) && id == running)
+		return fd;
+	if (fd >= 0)
+		close(fd);
+	return -ENOENT;
+}
+
+__u32 ag_chain_get(struct ag_ctx *ctx, unsigned int ifindex)
+{
+	__u32 key = ifindex, id = 0;
+
+	if (ctx->fds[AG_M_NEXT] < 0 || ifindex >= AG_NEXT_MAX ||
+	    bpf_map_lookup_elem(ctx->fds[AG_M_NEXT], &key, &id))
+		return 0;
+	return id;
+}
+
+static int next_put(struct ag_ctx *ctx, const char *ifname, unsigned int ifindex, int prog_fd)
+{
+	__u32 key = ifindex;
+
+	if (ctx->fds[AG_M_NEXT] < 0)
+		return ag_err(ENOENT, "map %s is not pinned at %s (pins of an older version); "
+				      "agentgate attach adds it", AG_MAP_NEXT, ctx->pin_root);
+	if (ifindex >= AG_NEXT_MAX)
+		return ag_err(ERANGE, "%s has ifindex %u: programs run after agentgate only on "
+				      "devices numbered below %u", ifname, ifindex, AG_NEXT_MAX);
+	if (prog_fd < 0)
+		return bpf_map_delete_elem(ctx->fds[AG_M_NEXT], &key) && errno != ENOENT ?
+			       ag_err(errno, "cannot clear %s[%u]: %s", AG_MAP_NEXT, ifindex,
+				      strerror(errno)) : 0;
+	if (bpf_map_update_elem(ctx->fds[AG_M_NEXT], &key, &prog_fd, BPF_ANY))
+		return errno == EINVAL ?
+			       ag_err(EINVAL, "the kernel refuses this program after agentgate on "
+					      "%s: it must be an XDP program loaded for the xdp attach "
+					      "type, without frags (as libbpf and libxdp load SEC(\"xdp\"))",
+				      ifname) :
+			       ag_err(errno, "cannot chain the program on %s: %s", ifname,
+				      strerror(errno));
+	return 0;
+}
+
+int ag_chain_set(struct ag_ctx *ctx, const char *ifname, int prog_fd)
+{
+	unsigned int ifindex;
+	int err = ag_require_writable(ctx);
+
+	if (err)
+		return err;
+	ifindex = if_nametoindex(ifname);
+	if (!ifindex)
+		return ag_err(ENODEV, "interface '%s' does not exist", ifname);
+	if (prog_fd >= 0) {
+		struct bpf_prog_info info = {};
+		__u32 len = sizeof(info);
+
+		if (bpf_obj_get_info_by_fd(prog_fd, &info, &len))
+			return ag_err(errno, "not a BPF program: %s", strerror(errno));
+		if (info.type != BPF_PROG_TYPE_XDP)
+			return ag_err(EINVAL, "program %u is not an XDP program", info.id);
+		if (!strcmp(info.name, "agentgate_xdp"))
+			return ag_err(EINVAL, "program %u is agentgate itself", info.id);
+	}
+	return next_put(ctx, ifname, ifindex, prog_fd);
+}
+
+/* Upgrades agentgate attached through netlink on ifname (its program pinned,
+ * cur_fd), or keeps it. */
+static int netlink_replace(struct ag_ctx *ctx, const char *ifname, unsigned int ifindex,
+			   int cur_fd, __u32 cur_id, __u32 flags, const struct ag_prog *prog,
+			   const struct ag_attach_opts *o, struct ag_attach_result *res)
+{
+	LIBBPF_OPTS(bpf_xdp_attach_opts, xo, .old_prog_fd = cur_fd);
+	int err;
+
+	if (o->expected_prog_id && o->expected_prog_id != cur_id)
+		return ag_err(EPERM, "%s no longer runs program %u; replace refused, the running "
+				     "program is left in place", ifname, o->expected_prog_id);
+	res->chained = true;
+	res->next_prog_id = ag_chain_get(ctx, ifindex);
+	res->mode = flags & XDP_FLAGS_SKB_MODE ? AG_XDP_GENERIC : AG_XDP_NATIVE;
+	if (o->keep_same) {
+		err = same_program(cur_fd, prog);
+		if (err < 0)
+			return err;
+		if (err == 1) {
+			res->kept = true;
+			res->prog_id = cur_id;
+			return 0;
+		}
+	}
+	/* The kernel compares the running program with old_prog_fd atomically. */
+	if (bpf_xdp_attach(ifindex, ag_prog_fd(prog), flags | XDP_FLAGS_REPLACE, &xo))
+		return errno == EEXIST || errno == EBUSY ?
+			       ag_err(EPERM, "%s no longer runs program %u; replace refused, the "
+					     "running program is left in place", ifname, cur_id) :
+			       ag_err(errno, "cannot replace the program on %s: %s", ifname,
+				      strerror(errno));
+	res->replaced = true;
+	pin_link_prog(ctx, ifname, ag_prog_fd(prog));
+	return prog_id_of(ag_prog_fd(prog), &res->prog_id);
+}
+
+/* Puts agentgate before the program other_id that runs on ifname. */
+static int chain_before(struct ag_ctx *ctx, const char *ifname, unsigned int ifindex,
+			__u32 other_id, __u32 flags, const struct ag_prog *prog,
+			const struct ag_attach_opts *o, struct ag_attach_result *res)
+{
+	LIBBPF_OPTS(bpf_xdp_attach_opts, xo);
+	int other_fd, pinned, err;
+	__u32 id = 0;
+
+	if ((o->mode == AG_XDP_NATIVE && (flags & XDP_FLAGS_SKB_MODE)) ||
+	    (o->mode == AG_XDP_GENERIC && !(flags & XDP_FLAGS_SKB_MODE)))
+		return ag_err(EBUSY, "%s runs program %u in %s mode: agentgate goes before it in "
+				     "the same mode (omit --mode)", ifname, other_id,
+			      flags & XDP_FLAGS_SKB_MODE ? "generic" : "native");
+	other_fd = bpf_prog_get_fd_by_id(other_id);
+	if (other_fd < 0)
+		return ag_err(errno, "%s runs program %u, which cannot be opened to run after "
+				     "agentgate: %s", ifname, other_id, strerror(errno));
+	err = next_put(ctx, ifname, ifindex, other_fd);
+	if (err)
+		goto out;
+	xo.old_prog_fd = other_fd;
+	if (bpf_xdp_attach(ifindex, ag_prog_fd(prog), flags | XDP_FLAGS_REPLACE, &xo)) {
+		err = errno == EBUSY || errno == EEXIST ?
+			      ag_err(EBUSY, "%s runs program %u through a bpf_link that is not "
+					    "agentgate's: agentgate can go before a program attached "
+					    "through netlink (as libxdp's tools and ip link attach) only",
+				     ifname, other_id) :
+			      ag_err(errno, "cannot attach XDP to %s before program %u: %s", ifname,
+				     other_id, strerror(errno));
+		next_put(ctx, ifname, ifindex, -1);
+		goto out;
+	}
+	/* The pin says the attachment is agentgate's: without it, hand the
+	 * device back. */
+	pin_link_prog(ctx, ifname, ag_prog_fd(prog));
+	pinned = prog_id_of(ag_prog_fd(prog), &id) ? -1 : our_netlink_prog(ctx, ifname, id);
+	if (pinned < 0) {
+		LIBBPF_OPTS(bpf_xdp_attach_opts, back, .old_prog_fd = ag_prog_fd(prog));
+
+		bpf_xdp_attach(ifindex, other_fd, flags | XDP_FLAGS_REPLACE, &back);
+		next_put(ctx, ifname, ifindex, -1);
+		err = ag_err(EIO, "cannot pin agentgate's program for %s; program %u runs there "
+				  "alone again", ifname, other_id);
+		goto out;
+	}
+	close(pinned);
+	res->chained = true;
+	res->next_prog_id = other_id;
+	res->prog_id = id;
+	res->mode = flags & XDP_FLAGS_SKB_MODE ? AG_XDP_GENERIC : AG_XDP_NATIVE;
+out:
+	close(other_fd);
+	return err;
+}
+
+/* A device without agentgate's link: 1 when nothing runs there (attach a
+ * link), else done here (0 or an error): agentgate upgraded where it runs
+ * through netlink, or put before the other program. */
+static int attach_beside(struct ag_ctx *ctx, const char *ifname, unsigned int ifindex,
+			 const struct ag_prog *prog, const struct ag_attach_opts *o,
+			 struct ag_attach_result *res)
+{
+	__u32 flags = 0, running = attached_prog(ifindex, &flags);
+	int ours, err;
+
+	if (!running)
+		return 1;
+	ours = our_netlink_prog(ctx, ifname, running);
+	if (ours >= 0) {
+		err = netlink_replace(ctx, ifname, ifindex, ours, running, flags, prog, o, res);
+		close(ours);
+		return err;
+	}
+	if (o->expected_prog_id)
+		return ag_err(ENOENT, "%s runs program %u, not agentgate's (expected program %u); "
+				      "nothing replaced", ifname, running, o->expected_prog_id);
+	return chain_before(ctx, ifname, ifindex, running, flags, prog, o, res);
+}
+
+/* agentgate through netlink on ifname: the program after it back in its
+ * place (atomically), or nothing there. */
+static int detach_netlink(struct ag_ctx *ctx, const char *ifname)
+{
+	LIBBPF_OPTS(bpf_xdp_attach_opts, xo);
+	unsigned int ifindex = if_nametoindex(ifname);
+	__u32 flags = 0, running = ifindex ? attached_prog(ifindex, &flags) : 0, next;
+	int ours = our_netlink_prog(ctx, ifname, running), next_fd = -1, err = 0;
+
+	if (ours < 0)
+		return ag_err(ENOENT, "agentgate is not attached to %s", ifname);
+	next = ag_chain_get(ctx, ifindex);
+	if (next) {
+		next_fd = bpf_prog_get_fd_by_id(next);
+		if (next_fd < 0) {
+			err = ag_err(errno, "cannot open program %u, which runs after agentgate on "
+					    "%s, to put it back: %s; nothing changed", next, ifname,
+				     strerror(errno));
+			goto out;
+		}
+	}
+	xo.old_prog_fd = ours;
+	if (bpf_xdp_attach(ifindex, next_fd, flags | XDP_FLAGS_REPLACE, &xo)) {
+		err = ag_err(errno, "cannot detach from %s: %s", ifname, strerror(errno));
+		goto out;
+	}
+	next_put(ctx, ifname, ifindex, -1);
+	unpin_link_prog(ctx, ifname);
+out:
+	if (next_fd >= 0)
+		close(next_fd);
+	close(ours);
+	return err;
+}
+
 int ag_attach(struct ag_ctx *ctx, const char *ifname, enum ag_xdp_mode mode,
 	      struct ag_attach_result *res)
 {
@@ -565,6 +813,9 @@ int ag_attach_with(struct ag_ctx *ctx, const char *ifname, const struct ag_attac
 		err = attach_live(ctx, ifname, prog, o, res);
 		goto out;
 	}
+	err = attach_beside(ctx, ifname, ifindex, prog, o, res);
+	if (err != 1)
+		goto out;
 	if (o->expected_prog_id) {
 		err = ag_err(ENOENT, "%s has no agentgate link (expected program %u); nothing "
 				     "replaced",
@@ -605,11 +856,21 @@ int ag_detach(struct ag_ctx *ctx, const char *ifname)
 	if (err)
 		return err;
 	link_fd = bpf_obj_get(path);
+	if (link_fd < 0 && errno == ENOENT)
+		return detach_netlink(ctx, ifname);
 	if (link_fd < 0)
-		return errno == ENOENT ?
-			       ag_err(ENOENT, "agentgate is not attached to %s (no link at %s)",
-				      ifname, path) :
-			       ag_err(errno, "cannot open %s: %s", path, strerror(errno));
+		return ag_err(errno, "cannot open %s: %s", path, strerror(errno));
+	{
+		unsigned int ifindex = if_nametoindex(ifname);
+		__u32 next = ifindex ? ag_chain_get(ctx, ifindex) : 0;
+
+		if (next) {
+			close(link_fd);
+			return ag_err(EBUSY, "program %u runs after agentgate on %s: agentgate "
+					     "chain %s del first (it then stops running there)",
+				      next, ifname, ifname);
+		}
+	}
 	/* A link whose device vanished is already detached: just unpin it. */
 	if (bpf_link_detach(link_fd) && errno != ENOLINK && errno != EINVAL) {
 		err = ag_err(errno, "cannot detach from %s: %s", ifname, strerror(errno));
@@ -620,6 +881,63 @@ int ag_detach(struct ag_ctx *ctx, const char *ifname)
 	unpin_link_prog(ctx, ifname);
 	if (unlink(path))
 		return ag_err(errno, "detached, but cannot remove %s: %s", path, strerror(errno));
+	return 0;
+}
+
+/* Appends agentgate's attachments through netlink (a program pinned under
+ * progs/ that its device runs, no link): those before another program. */
+static int list_netlink(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out, size_t cap)
+{
+	char dir[PATH_MAX + 16], ifname[IF_NAMESIZE], lpath[PATH_MAX];
+	struct ag_link_info *links = *out;
+	size_t n = *n_out;
+	struct dirent *de;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "%s/%s", ctx->pin_root, AG_PIN_PROGS_DIR);
+	d = opendir(dir);
+	if (!d)
+		return 0;
+	while ((de = readdir(d))) {
+		__u32 flags = 0, running;
+		unsigned int ifindex;
+		struct stat st;
+		int fd;
+
+		if (de->d_name[0] == '.' || ifname_of_pin(de->d_name, ifname, sizeof(ifname)) ||
+		    link_path(ctx, ifname, lpath, sizeof(lpath)) || !stat(lpath, &st))
+			continue; /* not a device's, or a link's program */
+		ifindex = if_nametoindex(ifname);
+		running = ifindex ? attached_prog(ifindex, &flags) : 0;
+		fd = our_netlink_prog(ctx, ifname, running);
+		if (fd < 0)
+			continue;
+		close(fd);
+		if (n == cap) {
+			struct ag_link_info *grown;
+
+			cap = cap ? cap * 2 : 8;
+			grown = realloc(links, cap * sizeof(*links));
+			if (!grown) {
+				closedir(d);
+				free(links);
+				*out = NULL;
+				*n_out = 0;
+				return ag_err(ENOMEM, "out of memory");
+			}
+			links = grown;
+		}
+		memset(&links[n], 0, sizeof(links[n]));
+		snprintf(links[n].ifname, sizeof(links[n].ifname), "%s", ifname);
+		links[n].ifindex = ifindex;
+		links[n].prog_id = running;
+		links[n].mode = flags & XDP_FLAGS_SKB_MODE ? AG_XDP_GENERIC : AG_XDP_NATIVE;
+		links[n].next_prog_id = ag_chain_get(ctx, ifindex);
+		n++;
+	}
+	closedir(d);
+	*out = links;
+	*n_out = n;
 	return 0;
 }
 
@@ -636,7 +954,8 @@ int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out)
 	snprintf(dir, sizeof(dir), "%s/%s", ctx->pin_root, AG_PIN_LINKS_DIR);
 	d = opendir(dir);
 	if (!d)
-		return errno == ENOENT ? 0 : ag_err(errno, "cannot read %s: %s", dir, strerror(errno));
+		return errno == ENOENT ? list_netlink(ctx, out, n_out, 0) :
+					 ag_err(errno, "cannot read %s: %s", dir, strerror(errno));
 	while ((de = readdir(d))) {
 		struct bpf_link_info li;
 		int fd;
@@ -674,6 +993,7 @@ int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out)
 			links[n].prog_id = li.prog_id;
 			links[n].ifindex = li.xdp.ifindex;
 			links[n].mode = query_mode(li.xdp.ifindex);
+			links[n].next_prog_id = ag_chain_get(ctx, li.xdp.ifindex);
 		}
 		close(fd);
 		n++;
@@ -681,5 +1001,5 @@ int ag_link_list(struct ag_ctx *ctx, struct ag_link_info **out, size_t *n_out)
 	closedir(d);
 	*out = links;
 	*n_out = n;
-	return 0;
+	return list_netlink(ctx, out, n_out, cap);
 }

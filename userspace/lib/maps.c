@@ -220,10 +220,10 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 			created[i] = true;
 			continue;
 		}
-		/* Only the datapath uses ag_frags: pins made before it
-		 * existed serve every other purpose, and whoever loads a
-		 * program on them (attach, agentgated) creates it. */
-		if (ctx->fds[i] < 0 && errno == ENOENT && i == AG_M_FRAGS)
+		/* Only the datapath uses ag_frags and ag_next: pins made
+		 * before they existed serve every other purpose, and whoever
+		 * loads a program on them (attach, agentgated) creates them. */
+		if (ctx->fds[i] < 0 && errno == ENOENT && (i == AG_M_FRAGS || i == AG_M_NEXT))
 			continue;
 		if (ctx->fds[i] < 0) {
 			err = errno;

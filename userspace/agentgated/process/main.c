@@ -230,6 +230,9 @@ static int attach_all(struct agd_engine *e, const struct agd_config *c)
 		logf_(AGD_LOG_INFO, "attached to %s (%s, program %u%s)", c->attach[i],
 		      res.mode == AG_XDP_NATIVE ? "native" : "generic", res.prog_id,
 		      res.kept ? ", already running" : res.replaced ? ", replaced the previous one" : "");
+		if (res.chained && res.next_prog_id)
+			logf_(AGD_LOG_INFO, "on %s agentgate runs before program %u: what it passes "
+			      "goes on to that program", c->attach[i], res.next_prog_id);
 	}
 	return 0;
 }
