@@ -1135,6 +1135,48 @@ static bool test_plan_out_of_step(void)
 	return ok && set_limit(A_LIM, 1, 3, AG_UNIT_PPS);
 }
 
+/*
+ * A program chained after agentgate on the device the frames arrive on
+ * (ag_next[lo], test_run's device): it runs on what agentgate passes and
+ * its verdict is the packet's (XDP_TX here); what agentgate drops never
+ * reaches it. Cleared, the pass verdict is agentgate's own again.
+ */
+static bool test_chained_program(void)
+{
+	LIBBPF_OPTS(bpf_prog_load_opts, lo, .expected_attach_type = BPF_XDP);
+	struct bpf_insn tx[] = {
+		{ .code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = XDP_TX },
+		{ .code = BPF_JMP | BPF_EXIT },
+	};
+	struct snapshot before = {}, after = {};
+	int fd = bpf_prog_load(BPF_PROG_TYPE_XDP, "after_ag", "GPL", tx, 2, &lo), i;
+	__u32 want[5] = { XDP_TX, XDP_TX, XDP_TX, XDP_DROP, XDP_DROP }, got = 0;
+	struct pkt p, u;
+	bool ok;
+
+	f_v4_lim(&p);
+	f_v4_unclassified(&u);
+	ok = ASSERT_TRUE(fd >= 0, "chained program") && set_limit(A_LIM, 1, 3, AG_UNIT_PPS) &&
+	     ASSERT_OK(ag_chain_set(ctx, "lo", fd), "chain") && take(&before);
+	for (i = 0; ok && i < 5; i++)
+		ok = ASSERT_OK(run_frame(&p, 1, &got), "run") && ASSERT_EQ(got, want[i], "verdict");
+	ok = ok && take(&after) &&
+	     ASSERT_EQ(after.agents[slots[A_LIM]].passed_packets -
+			       before.agents[slots[A_LIM]].passed_packets, 3, "passed") &&
+	     ASSERT_EQ(after.agents[slots[A_LIM]].dropped_packets -
+			       before.agents[slots[A_LIM]].dropped_packets, 2, "dropped") &&
+	     ASSERT_OK(run_frame(&u, 1, &got), "unclassified") &&
+	     ASSERT_EQ(got, XDP_TX, "unclassified passed on") &&
+	     ASSERT_OK(ag_chain_set(ctx, "lo", -1), "clear") &&
+	     ASSERT_OK(run_frame(&u, 1, &got), "unclassified again") &&
+	     ASSERT_EQ(got, XDP_PASS, "agentgate's own verdict");
+	free(before.agents);
+	free(after.agents);
+	if (fd >= 0)
+		close(fd);
+	return ok && set_limit(A_LIM, 1, 3, AG_UNIT_PPS);
+}
+
 static void run_all(const char *mode_name)
 {
 	size_t nf = sizeof(fixtures) / sizeof(fixtures[0]);
@@ -1161,7 +1203,7 @@ int main(void)
 	size_t ns = sizeof(sequences) / sizeof(sequences[0]);
 
 	h_require_root();
-	h_plan((int)(2 * (nf + ns) + 3));
+	h_plan((int)(2 * (nf + ns) + 4));
 	if (!setup()) {
 		fprintf(stderr, "setup failed: %s\n", ag_errmsg());
 		return 1;
@@ -1178,6 +1220,8 @@ int main(void)
 	run_all("hash");
 	h_result("[hash] a trie rule the plan does not know is found in the trie",
 		 test_plan_out_of_step());
+	h_result("a program chained after agentgate gets what it passes, nothing it drops",
+		 test_chained_program());
 	ag_prog_free(prog);
 	ag_close(ctx);
 	return h_exit();
