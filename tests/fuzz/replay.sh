@@ -59,6 +59,7 @@ t_config() { replay config; }
 t_prefix() { replay prefix; }
 t_cli() { replay cli; }
 t_vlog() { replay vlog; }
+t_feed() { replay feed; }
 
 tap_run \
 	"t_rating|fuzz_rating replays its corpus (ratings JSON/NDJSON, policy)" \
@@ -68,7 +69,8 @@ tap_run \
 	"t_config|fuzz_config replays its corpus (agentgated settings)" \
 	"t_prefix|fuzz_prefix replays its corpus (prefixes, ports, names)" \
 	"t_cli|fuzz_cli replays its corpus (agentgate arguments)" \
-	"t_vlog|fuzz_vlog replays its corpus (the store's voice log records)"
+	"t_vlog|fuzz_vlog replays its corpus (the store's voice log records)" \
+	"t_feed|fuzz_feed replays its corpus (rule feeds, their records and compact runs)"
 rc=$?
 diag "inputs replayed:${REPLAYED:- none}"
 exit $rc

@@ -1280,6 +1280,265 @@ static void test_prefix_index_auto(void **state)
 	assert_true(prefix_index_consistent(fx, ctx));
 }
 
+/* ---- 13b2. swapping an agent's rules in one pass (a feed) ----------------- */
+
+/* The real rules by kind, counted from the list. */
+static void count_listed(const struct ag_rule *v, size_t n, __u32 counts[AG_RK__MAX])
+{
+	size_t i;
+
+	memset(counts, 0, AG_RK__MAX * sizeof(counts[0]));
+	for (i = 0; i < n; i++) {
+		bool host = v[i].plen == (v[i].family == AF_INET ? 32 : 128);
+		int k = v[i].family == AF_INET ? (host ? AG_RK_HOST4 : AG_RK_LPM4) :
+						 (host ? AG_RK_HOST6 : AG_RK_LPM6);
+
+		counts[k + (v[i].port != 0)]++;
+	}
+}
+
+/* ag_config's counts are the real ones, the journal bit clear, and the
+ * probe index holds exactly the trie rules. */
+static void check_swap_settled(struct fx *fx, struct ag_ctx *ctx)
+{
+	__u32 counts[AG_RK__MAX];
+	struct ag_rule *v;
+	size_t n;
+
+	v = list_rules(fx, ctx, &n);
+	count_listed(v, n, counts);
+	check_counts(ctx, counts);
+	assert_true(prefix_index_consistent(fx, ctx));
+}
+
+/* The same rules for the same slots, in whatever order. */
+static void check_same_rules(const struct ag_rule *a, size_t na, const struct ag_rule *b,
+			     size_t nb)
+{
+	size_t i;
+
+	check_eq(nb, na);
+	for (i = 0; i < na; i++)
+		check_rule_slot(b, nb, &a[i], a[i].slot);
+}
+
+static void test_rules_swap(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "rules_swap"), true, false, 8, 32);
+	struct ag_rule kept = prefix("10.1.0.0/16", 0), r2 = prefix("10.2.0.0/16", 0),
+		       h1 = prefix("192.0.2.1", 0), r6 = prefix("2001:db8::/32", 0),
+		       h6 = prefix("2001:db8::1", 0), web = prefix("10.5.0.0/16", 443),
+		       bobs = prefix("10.9.0.0/16", 0), bobs_host = prefix("192.0.2.9", 0),
+		       r3 = prefix("10.3.0.0/16", 0), absent = prefix("10.4.0.0/16", 0),
+		       r48 = prefix("2001:db8:1::/48", 0), *v, *before;
+	struct ag_rules_swap_result res;
+	__u32 alice, bob, counts[AG_RK__MAX] = {};
+	__u8 st[8];
+	size_t n, nb;
+
+	alice = set_agent(ctx, "alice", 10, 10);
+	bob = set_agent(ctx, "bob", 10, 10);
+	check_ok(ag_prefix_index_set(ctx, AG_PREFIX_INDEX_HASH));
+	check_ok(ag_rule_add(ctx, &kept, "alice"));
+	check_ok(ag_rule_add(ctx, &bobs, "bob"));
+	check_ok(ag_rule_add(ctx, &bobs_host, "bob"));
+
+	/* In: alice's rule left, bob's left to him, the rest added. */
+	{
+		struct ag_rule add[] = { kept, r2, h1, r6, h6, web, bobs };
+		static const __u8 want[] = { AG_SWAP_KEPT,  AG_SWAP_ADDED, AG_SWAP_ADDED,
+					     AG_SWAP_ADDED, AG_SWAP_ADDED, AG_SWAP_ADDED,
+					     AG_SWAP_CONFLICT };
+		size_t i;
+
+		memset(st, 0xee, sizeof(st));
+		check_ok(ag_rules_swap(ctx, "alice", add, 7, NULL, 0, st, &res));
+		for (i = 0; i < 7; i++)
+			if (st[i] != want[i])
+				fail_msg("state[%zu] = %u, expected %u", i, st[i], want[i]);
+		check_eq(st[7], 0xee); /* n_add bytes, no more */
+	}
+	check_eq(res.added, 5);
+	check_eq(res.removed, 0);
+	check_eq(res.conflicts, 1);
+	v = list_rules(fx, ctx, &n);
+	check_eq(n, 8);
+	check_rule_slot(v, n, &kept, alice);
+	check_rule_slot(v, n, &r2, alice);
+	check_rule_slot(v, n, &h1, alice);
+	check_rule_slot(v, n, &r6, alice);
+	check_rule_slot(v, n, &h6, alice);
+	check_rule_slot(v, n, &web, alice);
+	check_rule_slot(v, n, &bobs, bob);
+	check_rule_slot(v, n, &bobs_host, bob);
+	counts[AG_RK_LPM4] = 3;
+	counts[AG_RK_LPM4_PORT] = 1;
+	counts[AG_RK_HOST4] = 2;
+	counts[AG_RK_LPM6] = 1;
+	counts[AG_RK_HOST6] = 1;
+	check_counts(ctx, counts);
+	check_swap_settled(fx, ctx);
+	check_eq(ag_prefix_index_active(ctx, AF_INET), 1);
+	check_eq(ag_prefix_index_active(ctx, AF_INET6), 1);
+
+	/* In, then out: only alice's own rules leave; bob's, and one that is
+	 * nobody's, are not hers to delete. */
+	{
+		struct ag_rule add[] = { r3, r2, r48 };
+		struct ag_rule del[] = { kept, h1, bobs, bobs_host, absent, r6, web };
+
+		check_ok(ag_rules_swap(ctx, "alice", add, 3, del, 7, st, &res));
+		check_eq(st[0], AG_SWAP_ADDED);
+		check_eq(st[1], AG_SWAP_KEPT);
+		check_eq(st[2], AG_SWAP_ADDED);
+	}
+	check_eq(res.added, 2);
+	check_eq(res.removed, 4);
+	check_eq(res.conflicts, 0);
+	v = list_rules(fx, ctx, &n);
+	check_eq(n, 6);
+	check_rule_slot(v, n, &r2, alice);
+	check_rule_slot(v, n, &r3, alice);
+	check_rule_slot(v, n, &h6, alice);
+	check_rule_slot(v, n, &r48, alice);
+	check_rule_slot(v, n, &bobs, bob);
+	check_rule_slot(v, n, &bobs_host, bob);
+	check_eq(rule_index(v, n, &kept), -1);
+	check_eq(rule_index(v, n, &absent), -1);
+	memset(counts, 0, sizeof(counts));
+	counts[AG_RK_LPM4] = 3;
+	counts[AG_RK_HOST4] = 1;
+	counts[AG_RK_LPM6] = 1;
+	counts[AG_RK_HOST6] = 1;
+	check_counts(ctx, counts);
+	check_swap_settled(fx, ctx);
+	check_eq(ag_prefix_index_active(ctx, AF_INET), 1);
+	check_eq(ag_prefix_index_active(ctx, AF_INET6), 1);
+
+	/* Out only, no state wanted: the last trie rule of IPv6 leaves. */
+	check_ok(ag_rules_swap(ctx, "alice", NULL, 0, &r48, 1, NULL, &res));
+	check_eq(res.added, 0);
+	check_eq(res.removed, 1);
+	counts[AG_RK_LPM6] = 0;
+	check_counts(ctx, counts);
+	check_swap_settled(fx, ctx);
+
+	/* Refused before anything changes: no such agent, a bad rule. */
+	before = list_rules(fx, ctx, &nb);
+	check_eq(ag_rules_swap(ctx, "ghost", &r48, 1, &r2, 1, NULL, &res), -ENOENT);
+	{
+		struct ag_rule bad = r3;
+
+		bad.addr[3] = 1; /* host bits */
+		check_eq(ag_rules_swap(ctx, "alice", &r48, 1, &bad, 1, NULL, &res), -EINVAL);
+		check_eq(ag_rules_swap(ctx, "alice", &bad, 1, NULL, 0, NULL, &res), -EINVAL);
+		bad = r48;
+		bad.plen = 129;
+		check_eq(ag_rules_swap(ctx, "alice", &bad, 1, NULL, 0, NULL, &res), -EINVAL);
+	}
+	v = list_rules(fx, ctx, &n);
+	check_same_rules(before, nb, v, n);
+	check_counts(ctx, counts);
+	check_swap_settled(fx, ctx);
+}
+
+/* A swap that fills a rule map takes back what it inserted and deletes
+ * nothing: the rules are exactly as before, the counts exact and the
+ * journal bit clear at once (as ag_rule_add on a full map leaves them). */
+static void test_rules_swap_full(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "rules_swap_full"), true, false, 8, 4);
+	struct ag_rule a0 = prefix("10.0.0.0/16", 0), a1 = prefix("10.1.0.0/16", 0),
+		       b9 = prefix("10.9.0.0/16", 0), ah = prefix("192.0.2.1", 0),
+		       r2 = prefix("10.2.0.0/16", 0), r3 = prefix("10.3.0.0/16", 0),
+		       h2 = prefix("192.0.2.2", 0), r6 = prefix("2001:db8::/32", 0), *before, *v;
+	struct ag_rules_swap_result res;
+	__u32 counts[AG_RK__MAX];
+	size_t nb, n;
+	char text[32];
+	int i;
+
+	set_agent(ctx, "a", 10, 10);
+	set_agent(ctx, "b", 10, 10);
+	check_ok(ag_prefix_index_set(ctx, AG_PREFIX_INDEX_HASH));
+	check_ok(ag_rule_add(ctx, &a0, "a"));
+	check_ok(ag_rule_add(ctx, &a1, "a"));
+	check_ok(ag_rule_add(ctx, &ah, "a"));
+	check_ok(ag_rule_add(ctx, &b9, "b"));
+	before = list_rules(fx, ctx, &nb);
+	check_eq(nb, 4);
+	check_swap_settled(fx, ctx);
+
+	/* The trie of IPv4 holds 3 of 4: r2 fills it, r3 does not fit. The
+	 * inserts before it (in three maps) are taken back, a1 and ah stay. */
+	{
+		struct ag_rule add[] = { a0, r6, h2, r2, r3 };
+		struct ag_rule del[] = { a1, ah };
+
+		res.added = 99;
+		check_eq(ag_rules_swap(ctx, "a", add, 5, del, 2, NULL, &res), -ENOSPC);
+		check_msg(AG_MAP_RULES_V4);
+		check_eq(res.added, 0);
+		check_eq(res.removed, 0);
+		check_eq(res.conflicts, 0);
+	}
+	v = list_rules(fx, ctx, &n);
+	check_same_rules(before, nb, v, n);
+	count_listed(v, n, counts);
+	assert_true(prefix_index_consistent(fx, ctx));
+	{
+		struct ag_config cfg = config(ctx);
+		int k;
+
+		/* Never fewer than the real rules: the datapath would skip a map. */
+		for (k = 0; k < AG_RK__MAX; k++)
+			if (cfg.rule_count[k] < counts[k])
+				fail_msg("rule_count[%d] = %u below the %u rules", k,
+					 cfg.rule_count[k], counts[k]);
+	}
+	check_swap_settled(fx, ctx);
+	/* Exact, and the journal clear, by the next locked call at the latest. */
+	check_ok(ag_config_set_dry_run(ctx, false));
+	check_swap_settled(fx, ctx);
+
+	/* The host map full instead, after a trie insert that fit. */
+	for (i = 0; i < 3; i++) {
+		struct ag_rule h;
+
+		snprintf(text, sizeof(text), "192.0.2.%d", 100 + i);
+		h = prefix(text, 0);
+		check_ok(ag_rule_add(ctx, &h, "b"));
+	}
+	before = list_rules(fx, ctx, &nb);
+	check_eq(nb, 7);
+	{
+		struct ag_rule add[] = { r2, h2 };
+
+		check_eq(ag_rules_swap(ctx, "a", add, 2, &a0, 1, NULL, &res), -ENOSPC);
+		check_msg(AG_MAP_HOSTS_V4);
+	}
+	v = list_rules(fx, ctx, &n);
+	check_same_rules(before, nb, v, n);
+	assert_true(prefix_index_consistent(fx, ctx));
+	check_swap_settled(fx, ctx);
+	check_ok(ag_config_set_dry_run(ctx, false));
+	check_swap_settled(fx, ctx);
+
+	/* With room again the same swap goes through. */
+	check_ok(ag_rule_del(ctx, &ah));
+	{
+		struct ag_rule add[] = { r2, h2 };
+
+		check_ok(ag_rules_swap(ctx, "a", add, 2, &a0, 1, NULL, &res));
+		check_eq(res.added, 2);
+		check_eq(res.removed, 1);
+	}
+	check_swap_settled(fx, ctx);
+	check_eq(ag_prefix_index_active(ctx, AF_INET), 1);
+}
+
 /* ---- 13c. the name -> slot cache ---------------------------------------- */
 
 /* Another process (here: another context) deletes and recreates agents
@@ -1763,6 +2022,8 @@ int main(void)
 		T(test_prefix_index_upgrade),
 		T(test_repair_prefix_index),
 		T(test_prefix_index_auto),
+		T(test_rules_swap),
+		T(test_rules_swap_full),
 		T(test_agent_slot_cache),
 		T(test_consume_by_name),
 		T(test_counters_stats),

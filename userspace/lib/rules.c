@@ -858,17 +858,28 @@ static int swap_remove(struct ag_ctx *ctx, const struct ag_rule *rule, __u32 slo
 	return 1;
 }
 
-/* Takes back the rules a failed swap inserted (flagged in done[]). */
-static void swap_undo(struct ag_ctx *ctx, const struct ag_rule *add, size_t n, const __u8 *done,
-		      __u32 slot)
+/* Takes back the rules a failed swap inserted (flagged in done[]) and
+ * lowers the counts by all that were raised for it (unused: those never
+ * inserted); the journal bit stays set when something could not be taken
+ * back (the next locker recounts). */
+static int swap_undo(struct ag_ctx *ctx, const struct ag_rule *add, size_t n, const __u8 *done,
+		     __u32 slot, __u32 *unused)
 {
-	__u32 by[AG_RK__MAX] = {};
 	size_t i;
+	int err = 0;
 
-	for (i = 0; i < n; i++)
-		if (done[i] && swap_remove(ctx, &add[i], slot) == 1)
-			by[rule_kind(&add[i])]++;
-	adjust_counts(ctx, by, -1, true);
+	for (i = 0; i < n; i++) {
+		int r;
+
+		if (!done[i])
+			continue;
+		r = swap_remove(ctx, &add[i], slot);
+		if (r == 1)
+			unused[rule_kind(&add[i])]++;
+		else
+			err = r < 0 ? r : -EIO;
+	}
+	return adjust_counts(ctx, unused, -1, err != 0) ?: err;
 }
 
 int ag_rules_swap(struct ag_ctx *ctx, const char *agent, const struct ag_rule *add, size_t n_add,
@@ -926,12 +937,16 @@ int ag_rules_swap(struct ag_ctx *ctx, const char *agent, const struct ag_rule *a
 			unused[rule_kind(&add[i])]--;
 		}
 	}
-	if (!err)
+	if (!err) {
 		err = adjust_counts(ctx, unused, -1, true);
+		if (!err) /* taken off: the undo below lowers by what it removes */
+			memset(unused, 0, sizeof(unused));
+	}
 	if (!err)
 		err = publish_plans(ctx);
 	if (err) {
-		swap_undo(ctx, add, n_add, done, a.slot);
+		/* The error stays the insert's; the counts are exact again. */
+		swap_undo(ctx, add, n_add, done, a.slot, unused);
 		publish_plans(ctx);
 		memset(res, 0, sizeof(*res));
 		goto out_unlock;

@@ -96,9 +96,12 @@ static int parse_one(const char *text, int family, struct ag_rule *r)
 static int add_checked(struct agd_feed_set *s, const struct ag_rule *r, size_t max,
 		       struct agd_err *oe)
 {
-	/* Duplicates count once: normalize when the limit seems reached. */
+	/* Duplicates count once: normalize when the limit seems reached, and
+	 * a prefix already there is no new one. */
 	if (max && s->n >= max) {
 		agd_feed_set_normalize(s);
+		if (s->n >= max && agd_feed_set_has(s, r))
+			return 0;
 		if (s->n >= max)
 			return agd_errf(oe, -E2BIG, "the feed has more than %zu prefixes", max);
 	}
@@ -208,7 +211,7 @@ static int parse_text(const char *buf, size_t len, size_t max, struct agd_feed_s
 int agd_feed_parse(const char *buf, size_t len, size_t max_prefixes, struct agd_feed_set *out,
 		   struct agd_err *oe)
 {
-	size_t i = 0;
+	size_t i = 0, start;
 	int err;
 
 	agd_feed_set_free(out);
@@ -216,10 +219,14 @@ int agd_feed_parse(const char *buf, size_t len, size_t max_prefixes, struct agd_
 		return agd_errf(oe, -EINVAL, "the feed holds a NUL byte: not text");
 	if (len >= 3 && !memcmp(buf, "\xef\xbb\xbf", 3))
 		i = 3; /* a UTF-8 byte order mark */
+	start = i;
+	/* The first character says which format; both parse from the start,
+	 * so that line numbers count every line. */
 	while (i < len && (blank(buf[i]) || buf[i] == '\n'))
 		i++;
-	err = i < len && buf[i] == '{' ? parse_json(buf + i, len - i, max_prefixes, out, oe) :
-					 parse_text(buf + i, len - i, max_prefixes, out, oe);
+	err = i < len && buf[i] == '{' ?
+		      parse_json(buf + start, len - start, max_prefixes, out, oe) :
+		      parse_text(buf + start, len - start, max_prefixes, out, oe);
 	if (err) {
 		agd_feed_set_free(out);
 		return err;
@@ -281,8 +288,13 @@ uint64_t agd_feed_digest(const struct agd_feed_set *s)
 int agd_feed_encode(const struct agd_feed_set *s, size_t from, size_t count, uint8_t **out,
 		    size_t *len)
 {
-	size_t i, n = 0, end = from + count > s->n ? s->n : from + count;
-	uint8_t *buf = malloc((end > from ? end - from : 0) * 18 + 1);
+	size_t i, n = 0, end;
+	uint8_t *buf;
+
+	if (from > s->n)
+		from = s->n;
+	end = count > s->n - from ? s->n : from + count;
+	buf = malloc((end - from) * 18 + 1);
 
 	if (!buf)
 		return -ENOMEM;
@@ -423,7 +435,10 @@ int agd_feed_rec_decode(const void *vbuf, size_t len, struct agd_feed_meta *m,
 	if (err) {
 		if (err != -ENOMEM)
 			err = -EUCLEAN;
+		if (oe)
+			oe->code = err;
 		agd_feed_set_free(s);
+		memset(m, 0, sizeof(*m));
 	}
 	return err;
 }
