@@ -59,7 +59,7 @@ class FeedServer:
     kept. down() stops it (connections refused)."""
 
     def __init__(self):
-        self.body, self.status, self.etag = b"", 200, None
+        self.body, self.status, self.etag, self.lastmod = b"", 200, None, None
         self.requests = []
         srv = self
 
@@ -67,13 +67,16 @@ class FeedServer:
             def do_GET(self):
                 srv.requests.append({"inm": self.headers.get("If-None-Match"),
                                      "ims": self.headers.get("If-Modified-Since")})
-                if srv.etag and self.headers.get("If-None-Match") == srv.etag:
+                if (srv.etag and self.headers.get("If-None-Match") == srv.etag) or \
+                        (srv.lastmod and self.headers.get("If-Modified-Since") == srv.lastmod):
                     self.send_response(304)
                     self.end_headers()
                     return
                 self.send_response(srv.status)
                 if srv.etag:
                     self.send_header("ETag", srv.etag)
+                if srv.lastmod:
+                    self.send_header("Last-Modified", srv.lastmod)
                 self.send_header("Content-Length", str(len(srv.body)))
                 self.end_headers()
                 self.wfile.write(srv.body)
@@ -87,9 +90,9 @@ class FeedServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
-    def serve(self, body, etag=None, status=200):
+    def serve(self, body, etag=None, status=200, lastmod=None):
         self.body = body.encode() if isinstance(body, str) else body
-        self.etag, self.status = etag, status
+        self.etag, self.status, self.lastmod = etag, status, lastmod
 
     def down(self):
         if self.httpd:
@@ -210,6 +213,12 @@ def t_feed_http(env, feed_server):
     wait_feed(d, "fh1", lambda f: f["etag"] == '"v2"' and f["refreshes"]["applied"] == 2)
     check(feed_rules(d, "fh1") == sorted([(p, 0) for p in v2] + [("10.88.0.0/16", 0)]),
           "after v2: %r" % feed_rules(d, "fh1"))
+    # A server that sends Last-Modified only: If-Modified-Since comes back.
+    lm = "Mon, 07 Dec 2026 01:00:00 GMT"
+    s.serve(google_json(v2), lastmod=lm)
+    wait_for(lambda: any(r["ims"] == lm for r in s.requests), timeout=5)
+    f = wait_feed(d, "fh1", lambda f: f["last_modified"] == lm)
+    check(f["status"] == "ok" and f["prefixes"] == len(v2), "after Last-Modified: %s" % f)
     good = feed_rules(d, "fh1")
     # The server breaks: 500.
     s.serve("oops", status=500)
@@ -254,6 +263,11 @@ def t_feed_api_errors(api):
     expect(c.put("/v1/agents/fe1/feed", {"source": "/nonexistent/fe1b.txt"}), 200,
            'd["source"] == "/nonexistent/fe1b.txt"', 'd["interval_s"] == 0')
     expect(c.delete("/v1/agents/fe1/feed"), 200)
+    # Deleting the agent deletes its feed: made again, it has none.
+    expect(c.put("/v1/agents/fe1/feed", {"source": "/nonexistent/fe1c.txt"}), 201)
+    expect(c.delete("/v1/agents/fe1"), 200)
+    expect(c.put("/v1/agents/fe1", {}), 201)
+    expect_error(c.get("/v1/agents/fe1/feed"), 404, "not_found")
     audit = open(os.path.join(api.state, "audit.log")).read()
     for action in ("feed.put", "feed.delete"):
         check('"action":"%s","agent":"fe1"' % action in audit, "no %s audited" % action)
@@ -362,3 +376,30 @@ def t_feed_swap_frames(env, feed_lab):
     check(got == sent["n"], "%d frames sent from 10.33.1.1 during 40 swaps, %d charged to fx1"
           % (sent["n"], got))
     d.stop()
+
+
+@case("an https feed whose certificate the system does not trust is unreachable, with "
+      "libcurl's reason; nothing applied")
+def t_feed_https_untrusted(env):
+    import ssl
+    key, crt = os.path.join(env.tmp, "feed.key"), os.path.join(env.tmp, "feed.crt")
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        key, "-out", crt, "-days", "1", "-subj", "/CN=127.0.0.1"],
+                       capture_output=True, text=True)
+    check(r.returncode == 0, "openssl: %s" % r.stderr[-500:])
+    s = FeedServer()
+    try:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(crt, key)
+        s.httpd.socket = ctx.wrap_socket(s.httpd.socket, server_side=True)
+        s.serve(google_json(V1))
+        d = env.daemon("feedtls").start()
+        expect(d.api.put("/v1/agents/ft1", {}), 201)
+        url = "https://127.0.0.1:%d/feed" % s.port
+        expect(d.api.put("/v1/agents/ft1/feed", {"source": url}), 201)
+        f = wait_feed(d, "ft1", lambda f: f["reason"] == "unreachable")
+        check("certificate" in f["error"].lower(), "error: %s" % f["error"])
+        check(feed_rules(d, "ft1") == [] and f["prefixes"] == 0, "rules from an untrusted feed")
+        d.stop()
+    finally:
+        s.down()
