@@ -63,7 +63,7 @@ DAEMON = os.environ.get("AG_FLEET_DAEMON", "agentgated-san")
 TG_ENGINE = os.environ.get("AG_TEST_ENGINE", "auto")
 
 STREAM = "AGENTGATE"
-KV_STREAM = "KV_agentgate-demand"
+KV_STREAM = "KV_agentgate-demand-owners"  # demand sharing's group leases
 CONVERGE = 30          # seconds: generous convergence deadline
 RATED = ("rate", "ratings", "mean_score", "last_rating_ms")
 
@@ -487,8 +487,9 @@ def check_stream(s, r1, r2):
             ci = n.js("CONSUMER.INFO.%s.agentgate-%s" % (STREAM, node))
             check("error" not in ci and ci["config"].get("durable_name") == "agentgate-" + node,
                   "consumer agentgate-%s: %s" % (node, ci))
-        kv = n.js("STREAM.INFO." + KV_STREAM)
-        check("error" not in kv, "KV bucket agentgate-demand: %s" % kv)
+        kv = wait_for(lambda: (lambda i: "error" not in i and i)(n.js("STREAM.INFO." + KV_STREAM)),
+                      CONVERGE, what="the KV bucket of demand leases")
+        check(kv["config"]["max_age"] > 0, "lease bucket without an age limit: %s" % kv["config"])
     finally:
         n.close()
 
@@ -1111,9 +1112,9 @@ def cluster_stream_info(cl):
             n.js("STREAM.INFO." + STREAM)), CONVERGE, what="a leader of the stream")
         check(info["config"]["num_replicas"] == 3,
               "stream replicas: %s" % info.get("config", info))
-        kv = n.js("STREAM.INFO." + KV_STREAM)
-        check("error" not in kv and kv["config"]["num_replicas"] == 3,
-              "KV replicas: %s" % kv.get("config", kv))
+        kv = wait_for(lambda: (lambda i: "error" not in i and i)(n.js("STREAM.INFO." + KV_STREAM)),
+                      CONVERGE, what="the KV bucket of demand leases")
+        check(kv["config"]["num_replicas"] == 3, "KV replicas: %s" % kv.get("config", kv))
         return info["cluster"]["leader"]
     finally:
         n.close()
@@ -1284,14 +1285,27 @@ def check_admitted(hosts, agent, R, shares):
           "admitted %d over %.2f s, want %.0f +- 10 %% (+ burst %s)" % (adm, t, R * t, burst))
 
 
-def check_kv_keys(s, hosts):
-    """The demand counters in the KV bucket: keys <node>.<agent>, ':' as '='."""
+def demand_group(agent):
+    """The demand group of an agent (demand_wire.c: FNV-1a of the name mod 16)."""
+    h = 1469598103934665603
+    for c in agent.encode():
+        h = ((h ^ c) * 1099511628211) % (1 << 64)
+    return h % 16
+
+
+def check_demand_owner(s, hosts, agent):
+    """The agent's demand group has a lease in agentgate-demand-owners held
+    by one of the hosts."""
     n = nats_client(s)
     try:
-        for d in hosts:
-            m = n.stream_msg(KV_STREAM, last_by_subj="$KV.agentgate-demand.%s.org=split" % d.node)
-            check(m is not None, "no KV key %s.org=split" % d.node)
-            diag("KV %s: %r" % (m[0], m[3][:200]))
+        key = "$KV.agentgate-demand-owners.g%d" % demand_group(agent)
+        m = wait_for(lambda: n.stream_msg(KV_STREAM, last_by_subj=key), CONVERGE,
+                     what="a lease of group %d" % demand_group(agent))
+        owner = m[3].decode() if isinstance(m[3], bytes) else m[3]
+        check(owner in [d.node for d in hosts], "group %d leased by %r, not a host" %
+              (demand_group(agent), owner))
+        diag("demand group %d of %s: owner %s" % (demand_group(agent), agent, owner))
+        return owner
     finally:
         n.close()
 
@@ -1302,7 +1316,8 @@ def shares_of(hosts, agent):
 
 @case("two lab edge hosts with real traffic (4000 and 2000 pps) for one agent "
       "at fleet rate 1000: shares 2/3 and 1/3; admitted in total R*t +- 10 %; "
-      "KV keys; traffic stops at one: its share falls to --fleet-floor")
+      "the agent's demand group leased by one of them; traffic stops at one: its share falls "
+      "to --fleet-floor")
 def t_demand_split(env, own):
     if not os.access(env.bin("ag-trafficgen"), os.X_OK):
         raise Skip("%s not built" % env.bin("ag-trafficgen"))
@@ -1338,7 +1353,7 @@ def t_demand_split(env, own):
     time.sleep(2)     # settle
     check_split(hosts, agent, R)
     check_admitted(hosts, agent, R, got)
-    check_kv_keys(s, hosts)
+    check_demand_owner(s, hosts, agent)
     # e2's traffic stops: its share falls to its floor, e1's rises to 1.
     rc = stop_proc(gens[1], signal.SIGINT)
     t_stop = time.monotonic()
@@ -1360,6 +1375,75 @@ def t_demand_split(env, own):
         diag("shares: %s" % "; ".join(timeline[::4] + timeline[-2:]))
         raise
     diag("shares after e2's traffic stopped: %s" % got)
+
+
+@case("three lab edge hosts, demand moving mid-run: one agent at fleet rate 900 offered "
+      "3000 pps at e1 alone (share 1), then also at e2 (halves), then e1 stops and e3 starts "
+      "(e2 and e3 halve, e1 at the floor); admitted within R*t*(1+n*floor) in every phase")
+def t_demand_moves(env, own):
+    if not os.access(env.bin("ag-trafficgen"), os.X_OK):
+        raise Skip("%s not built" % env.bin("ag-trafficgen"))
+    tag = "%04d" % (os.getpid() % 10000)
+    labs = [own.lab(x + tag) for x in ("ma", "mb", "mc")]
+    for host in labs:
+        r = env.cli(host["LAB_PIN"], "attach", host["LAB_IF"], json_mode=False,
+                    netns=host["LAB_NS"])
+        check(r.rc == 0, "attach in %s: %s" % (host["LAB_NS"], r.out))
+    s = own.server("moves")
+    hosts = [own.daemon("m%d" % (i + 1), [s.url], "--fleet-interval", "500ms",
+                        pin=host["LAB_PIN"]) for i, host in enumerate(labs)]
+    start(*hosts)
+    R, agent, floor = 900.0, "org:moves", 0.05
+    r = hosts[0].api.put("/v1/agents/" + agent, {"rate": R, "burst": 90, "pinned": True})
+    check(r.status == 201, "PUT %s: %d %s" % (agent, r.status, r.text))
+    r = hosts[0].api.post("/v1/rules", {"prefix": "10.66.0.0/24", "agent": agent})
+    check(r.status == 201, "POST rule: %d %s" % (r.status, r.text))
+    for d in hosts:
+        wait_for(lambda: [x["agent"] for x in cli(d, "rule", "list")
+                          if x["prefix"] == "10.66.0.0/24"] == [agent], CONVERGE,
+                 what="the rule in %s's maps" % d.node)
+
+    def gen(i):
+        return traffic(env, own, [labs[i]], [3000])[0]
+
+    def phase(name, want, at_floor):
+        t0 = time.monotonic()
+        timeline = []
+
+        def near():
+            got = shares_of(hosts, agent)
+            timeline.append("%.1f s %s" % (time.monotonic() - t0, [round(x, 3) for x in got]))
+            return got if all(abs(x - w) <= 0.08 for x, w in zip(got, want)) else None
+        try:
+            got = wait_for(near, 40, interval=0.25, what="%s: shares near %s" % (name, want))
+        except Fail:
+            diag("shares: %s" % "; ".join(timeline[::4] + timeline[-2:]))
+            raise
+        diag("%s: shares %s after %.1f s (%d polls)" % (name, [round(x, 3) for x in got],
+                                                         time.monotonic() - t0, len(timeline)))
+        time.sleep(1.5)
+        c0 = [cli(d, "agent", "show", agent) for d in hosts]
+        t1 = time.monotonic()
+        time.sleep(5)
+        c1 = [cli(d, "agent", "show", agent) for d in hosts]
+        t = time.monotonic() - t1
+        adm = sum(y["passed_packets"] - x["passed_packets"] for x, y in zip(c0, c1))
+        burst = sum(x["burst"] for x in c1)
+        bound = R * t * (1 + at_floor * floor) + burst
+        diag("%s: admitted %d over %.2f s, bound R*t*(1+%d*floor)+burst = %.0f" %
+             (name, adm, t, at_floor, bound))
+        check(adm <= bound, "%s: admitted %d over %.2f s > %.0f" % (name, adm, t, bound))
+        check(adm >= 0.8 * R * t, "%s: admitted %d over %.2f s, under 0.8*R*t" % (name, adm, t))
+
+    g1 = gen(0)
+    phase("e1 alone", [1, 1, 1], 0)
+    g2 = gen(1)
+    phase("e1 and e2", [0.5, 0.5, 1], 0)
+    stop_proc(g1, signal.SIGINT)
+    g3 = gen(2)
+    phase("e2 and e3, e1 stopped", [floor, 0.5, 0.5], 1)
+    stop_proc(g2, signal.SIGINT)
+    stop_proc(g3, signal.SIGINT)
 
 
 @case("a fleet daemon exits 0 on SIGTERM, no sanitizer report in its log (every "
@@ -1517,8 +1601,10 @@ def t_feeds(phase1, env):
     r = b.cli("rule", "sync", "fd-1", path, timeout=120)
     check(r.rc == 0, "rule sync at %s: %d %s" % (b.node, r.rc, r.out[:500]))
     check(r.json()["prefixes"] == 60000, "sync: %s" % r.out[:500])
+    # Every host reads the parts back and swaps 60 000 prefixes: longer than
+    # the usual deadline on a loaded machine.
     wait_for(lambda: all(get_json(d, "/v1/agents/fd-1/feed")["prefixes"] == 60000
-                         for d in hosts), CONVERGE, what="60000 prefixes on every host")
+                         for d in hosts), 4 * CONVERGE, what="60000 prefixes on every host")
     want = sorted(str(ipaddress.ip_network(p)) for p in big)
     for d in hosts:
         got = fleet_rules(d, "fd-1")

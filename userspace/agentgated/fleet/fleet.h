@@ -12,9 +12,10 @@
  *  - While NATS is unreachable ratings go to a durable local outbox
  *    (<state dir>/outbox) and are published when it returns; operator
  *    changes are refused (503).
- *  - Demand: each host publishes its per-agent offered load (grow-only
- *    counters, merged by per-host maximum) to the KV bucket agentgate-demand
- *    and gives its bucket the demand-weighted share of the fleet rate.
+ *  - Demand: each host reports its per-agent offered load (grow-only
+ *    counters, merged by per-host maximum) per group of agents to the
+ *    group's owner, which sends back the fleet's totals; each host gives its
+ *    bucket the demand-weighted share of the fleet rate (demand_host.h).
  *  - Messages in the stream that are not valid go to agentgate.ratings.dlq
  *    with the reason.
  */

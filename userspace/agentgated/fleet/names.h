@@ -17,7 +17,6 @@
 /* A part of a feed set (binary, core/feed.h's compact form): applied by
  * the feed.set that names its sequence, nothing on its own. */
 #define AGD_FLEET_FEED_PART AGD_FLEET_POLICY "feed.part"
-#define AGD_FLEET_KV "agentgate-demand"
 #define AGD_NODE_MAX 32
 
 struct agd_fleet_opts {
