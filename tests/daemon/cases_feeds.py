@@ -238,7 +238,7 @@ def t_feed_http(env, feed_server):
     check(feed_rules(d, "fh1") == [("10.88.0.0/16", 0)], "after DELETE: %r" %
           feed_rules(d, "fh1"))
     expect_error(c.get("/v1/agents/fh1/feed"), 404, "not_found")
-    check(d.api.get("/v1/agents/fh1/explain").json()["feed"] is None, "explain still has a feed")
+    check("feed" not in d.api.get("/v1/agents/fh1/explain").json(), "explain still has a feed")
     d.stop()
 
 

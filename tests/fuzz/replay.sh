@@ -60,6 +60,7 @@ t_prefix() { replay prefix; }
 t_cli() { replay cli; }
 t_vlog() { replay vlog; }
 t_feed() { replay feed; }
+t_demand() { replay demand; }
 
 tap_run \
 	"t_rating|fuzz_rating replays its corpus (ratings JSON/NDJSON, policy)" \
@@ -70,7 +71,8 @@ tap_run \
 	"t_prefix|fuzz_prefix replays its corpus (prefixes, ports, names)" \
 	"t_cli|fuzz_cli replays its corpus (agentgate arguments)" \
 	"t_vlog|fuzz_vlog replays its corpus (the store's voice log records)" \
-	"t_feed|fuzz_feed replays its corpus (rule feeds, their records and compact runs)"
+	"t_feed|fuzz_feed replays its corpus (rule feeds, their records and compact runs)" \
+	"t_demand|fuzz_demand replays its corpus (demand sharing's reports and totals)"
 rc=$?
 diag "inputs replayed:${REPLAYED:- none}"
 exit $rc

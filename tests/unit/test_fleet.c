@@ -17,6 +17,7 @@
 #include <cmocka.h>
 
 #include "fleet/common.h"
+#include "fleet/demand_wire.h"
 #include "fleet/fleet.h"
 
 static struct agd_op roundtrip(const struct agd_op *in)
@@ -226,6 +227,152 @@ static void idle_ops_come_back(void **state)
 	}
 }
 
+/* ---- demand sharing's messages and merge (fleet/demand_wire.h) ---------------- */
+
+/* An agent name in group g, made from a stem. */
+static void name_in_group(unsigned int g, const char *stem, char *out, size_t len)
+{
+	int i;
+
+	for (i = 0; i < 100000; i++) {
+		snprintf(out, len, "%s-%d", stem, i);
+		if (agd_dem_group(out) == g)
+			return;
+	}
+	fail_msg("no name in group %u", g);
+}
+
+static void demand_messages_come_back(void **state)
+{
+	struct agd_dem_head h = { .kind = AGD_DEM_REPORT, .node = "edge-7", .epoch = 1700000000123ULL,
+				  .ms = 1700000005000ULL, .group = 5 }, back;
+	struct agd_dem_entry e[3] = { 0 }, *out = NULL;
+	uint64_t counters[3] = { 0, 127, UINT64_MAX };
+	uint8_t *buf;
+	size_t len, n, i;
+
+	(void)state;
+	for (i = 0; i < 3; i++) {
+		name_in_group(5, i == 2 ? "org:team.with-a-rather-long-name" : "a", e[i].agent,
+			      sizeof(e[i].agent));
+		e[i].counter = counters[i];
+		e[i].rate = i * 1000.5;
+	}
+	assert_int_equal(agd_dem_encode(&h, e, 3, &buf, &len), 0);
+	assert_int_equal(agd_dem_decode(buf, len, &back, &out, &n), 0);
+	assert_int_equal(n, 3);
+	assert_string_equal(back.node, "edge-7");
+	assert_true(back.epoch == h.epoch && back.ms == h.ms && back.group == 5 &&
+		    back.kind == AGD_DEM_REPORT);
+	for (i = 0; i < 3; i++) {
+		assert_string_equal(out[i].agent, e[i].agent);
+		assert_true(out[i].counter == counters[i]);
+		assert_true(out[i].rate == (float)e[i].rate);
+	}
+	free(out);
+	/* Every cut, and a byte more, is refused; so is an entry of another group. */
+	for (i = 0; i < len; i++) {
+		assert_int_equal(agd_dem_decode(buf, i, &back, &out, &n), -EINVAL);
+		assert_null(out);
+	}
+	buf = realloc(buf, len + 1);
+	assert_non_null(buf);
+	buf[len] = 0;
+	assert_int_equal(agd_dem_decode(buf, len + 1, &back, &out, &n), -EINVAL);
+	free(buf);
+	h.group = 6;
+	assert_int_equal(agd_dem_encode(&h, e, 1, &buf, &len), 0);
+	assert_int_equal(agd_dem_decode(buf, len, &back, &out, &n), -EINVAL);
+	free(buf);
+	/* Totals: the sum and the hosts. */
+	h.kind = AGD_DEM_TOTALS;
+	h.group = 5;
+	e[0].rate = 2500;
+	e[0].hosts = 3;
+	assert_int_equal(agd_dem_encode(&h, e, 1, &buf, &len), 0);
+	assert_int_equal(agd_dem_decode(buf, len, &back, &out, &n), 0);
+	assert_true(n == 1 && out[0].rate == 2500 && out[0].hosts == 3 &&
+		    back.kind == AGD_DEM_TOTALS);
+	free(out);
+	free(buf);
+}
+
+static double total_of(struct agd_dem_agg *a, unsigned int g, const char *agent, uint64_t now,
+		       unsigned int *hosts)
+{
+	struct agd_dem_entry *t = NULL;
+	size_t n = 0, i;
+	double r = -1;
+
+	assert_int_equal(agd_dem_agg_totals(a, g, now, 3000, &t, &n), 0);
+	for (i = 0; i < n; i++)
+		if (!strcmp(t[i].agent, agent)) {
+			r = t[i].rate;
+			*hosts = t[i].hosts;
+		}
+	free(t);
+	return r;
+}
+
+/* Per host the newest (epoch, counter) wins: late, repeated or reordered
+ * reports never move a host back; a later epoch (a restart) supersedes. */
+static void demand_merge_never_goes_back(void **state)
+{
+	struct agd_dem_agg *a = agd_dem_agg_new();
+	struct agd_dem_head h1 = { .kind = AGD_DEM_REPORT, .node = "h1", .epoch = 10, .group = 3 },
+			    h2 = h1;
+	struct agd_dem_entry e = { 0 };
+	unsigned int hosts = 0;
+
+	(void)state;
+	assert_non_null(a);
+	strcpy(h2.node, "h2");
+	name_in_group(3, "x", e.agent, sizeof(e.agent));
+	e.counter = 100, e.rate = 50;
+	assert_int_equal(agd_dem_agg_take(a, &h1, &e, 1, 1000), 0);
+	e.counter = 300, e.rate = 30;
+	assert_int_equal(agd_dem_agg_take(a, &h2, &e, 1, 1000), 0);
+	assert_true(total_of(a, 3, e.agent, 1000, &hosts) == 80 && hosts == 2);
+	/* h1's older report comes late: nothing moves. */
+	e.counter = 50, e.rate = 999;
+	agd_dem_agg_take(a, &h1, &e, 1, 1100);
+	e.counter = 100;
+	agd_dem_agg_take(a, &h1, &e, 1, 1100); /* repeated */
+	assert_true(total_of(a, 3, e.agent, 1100, &hosts) == 80);
+	/* A newer one counts. */
+	e.counter = 200, e.rate = 70;
+	agd_dem_agg_take(a, &h1, &e, 1, 1200);
+	assert_true(total_of(a, 3, e.agent, 1200, &hosts) == 100);
+	/* h1 restarted: its counter starts low in a later epoch, and counts. */
+	h1.epoch = 11;
+	e.counter = 5, e.rate = 10;
+	agd_dem_agg_take(a, &h1, &e, 1, 1300);
+	assert_true(total_of(a, 3, e.agent, 1300, &hosts) == 40);
+	/* ... and its old epoch's reports change nothing any more. */
+	h1.epoch = 10;
+	e.counter = 10000, e.rate = 5000;
+	agd_dem_agg_take(a, &h1, &e, 1, 1400);
+	assert_true(total_of(a, 3, e.agent, 1400, &hosts) == 40);
+	/* A host not heard from within the stale time drops out of the sum;
+	 * other groups are apart; expiry forgets. */
+	assert_true(total_of(a, 3, e.agent, 1300 + 3001, &hosts) < 0);
+	assert_true(total_of(a, 4, e.agent, 1300, &hosts) < 0);
+	assert_int_equal(agd_dem_agg_size(a), 2);
+	agd_dem_agg_expire(a, 1300 + 10000, 5000);
+	assert_int_equal(agd_dem_agg_size(a), 0);
+	agd_dem_agg_free(a);
+}
+
+static void demand_shares(void **state)
+{
+	(void)state;
+	assert_true(agd_dem_share(100, 0, 0.05) == 1);     /* nobody else */
+	assert_true(agd_dem_share(100, 100, 0.05) == 0.5);
+	assert_true(agd_dem_share(200, 100, 0.05) > 0.666 && agd_dem_share(200, 100, 0.05) < 0.667);
+	assert_true(agd_dem_share(1, 1000, 0.05) == 0.05);  /* the floor */
+	assert_true(agd_dem_share(0, 1000, 0.1) == 0.1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -234,6 +381,9 @@ int main(void)
 		cmocka_unit_test(rules_and_delete_come_back),
 		cmocka_unit_test(anything_else_is_refused_with_a_reason),
 		cmocka_unit_test(node_names),
+		cmocka_unit_test(demand_messages_come_back),
+		cmocka_unit_test(demand_merge_never_goes_back),
+		cmocka_unit_test(demand_shares),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -127,9 +127,10 @@ int agd_engine_explain(struct agd_engine *e, const char *name, void **json_out,
 		return err;
 	if (en)
 		tally_into(json_object_get(j, "influence"), tally, &inf);
-	/* Its rule feed: where its feed rules come from and whether the last
-	 * refresh worked (null: none). */
-	json_object_set_new(j, "feed", fed ? agd_feed_info_json(&feed) : json_null());
+	/* Its rule feed, when it has one: where its feed rules come from and
+	 * whether the last refresh worked. */
+	if (fed)
+		json_object_set_new(j, "feed", agd_feed_info_json(&feed));
 	*json_out = j;
 	return 0;
 }
