@@ -227,7 +227,7 @@ include tests/fuzz/fuzz.mk
 BENCH_BINS := $(OUTPUT)/bench/xdp_cost $(OUTPUT)/bench/cli_scale $(OUTPUT)/bench/rating_parse \
 	$(OUTPUT)/ag-trafficgen $(OUTPUT)/bench/agents_fill $(OUTPUT)/bench/consume \
 	$(OUTPUT)/bench/sweep_cost $(OUTPUT)/bench/voices_cost $(OUTPUT)/bench/consume_local \
-	$(OUTPUT)/bench/feed_swap \
+	$(OUTPUT)/bench/feed_swap $(OUTPUT)/bench/fleet_sim \
 	$(OUTPUT)/examples/local_consume
 
 .PHONY: bench-bins
@@ -268,6 +268,13 @@ $(OUTPUT)/bench/rating_parse $(OUTPUT)/bench/sweep_cost $(OUTPUT)/bench/voices_c
 		$(OUTPUT)/bench/feed_swap: \
 		$(OUTPUT)/bench/%: bench/%.c bench/engine_bench.h \
 		$(OUTPUT)/libagentgated.a $(OUTPUT)/libagentgate.a
+	$(call msg,CC,$@)
+	$(Q)mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -Iuserspace/agentgated $< $(OUTPUT)/libagentgated.a \
+		$(OUTPUT)/libagentgate.a -o $@ $(D_LIBS) $(LIBS)
+
+# Demand sharing at fleet scale: simulated hosts running fleet/demand_host.c.
+$(OUTPUT)/bench/fleet_sim: bench/fleet_sim.c $(OUTPUT)/libagentgated.a $(OUTPUT)/libagentgate.a
 	$(call msg,CC,$@)
 	$(Q)mkdir -p $(@D)
 	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -Iuserspace/agentgated $< $(OUTPUT)/libagentgated.a \
@@ -318,6 +325,8 @@ bench: bench-prep
 	$(Q)bench/scale.sh $(OUTPUT)
 	$(Q)bench/stream.py $(OUTPUT)
 	$(Q)bench/fleet.py $(OUTPUT)
+	$(Q)bench/fleet_sim.sh $(OUTPUT)
+	$(Q)bench/fleet_sim.sh $(OUTPUT) --cluster
 	$(Q)bench/trafficgen.sh $(OUTPUT)
 
 bench-prep: deps
@@ -341,6 +350,9 @@ bench-fleet: bench-prep
 	$(Q)bench/fleet.py $(OUTPUT) $(BENCH_ARGS)
 bench-trafficgen: bench-prep
 	$(Q)bench/trafficgen.sh $(OUTPUT) $(BENCH_ARGS)
+.PHONY: bench-fleet-sim
+bench-fleet-sim: bench-prep
+	$(Q)bench/fleet_sim.sh $(OUTPUT) $(BENCH_ARGS)
 
 # make demo: the whole mission on one machine (scripts/demo.sh), in under 90 s.
 demo: deps
