@@ -2,9 +2,9 @@
 /*
  * Demand sharing at fleet scale, in one process: N simulated hosts, each one
  * struct agd_dem_host (fleet/demand_host.h, the code agentgated runs) with a
- * NATS connection of its own to a real nats-server, their rounds run every
- * --interval by a few worker threads (host h's round at h/N of the interval,
- * as independent daemons would be). The traffic is simulated: A agents, each
+ * NATS connection of its own to a real nats-server, ticked by a few worker
+ * threads on the quarters of --interval on the wall clock, as the daemons
+ * tick. The traffic is simulated: A agents, each
  * with fleet rate R; host h offers agent a d(h,a) tokens/s:
  *
  *   - the first overlap·A agents ("shared") are seen by every host, with
@@ -113,6 +113,7 @@ struct host {
 	unsigned int *agent;  /* their indices */
 	double *d[2];         /* their demand before and after the shift */
 	double *share, *level;
+	char (*names)[16];    /* "agent-NNNNNN" of each, made once */
 	unsigned char *off;   /* shared agents: share off its target */
 	unsigned int n_off;   /* atomic: how many */
 	int phase;
@@ -268,7 +269,7 @@ static int ops_agents(void *arg, struct agd_dem_local **out, size_t *n)
 	if (!v)
 		return -ENOMEM;
 	for (i = 0; i < x->n; i++) {
-		snprintf(v[i].agent, sizeof(v[i].agent), "agent-%06u", x->agent[i]);
+		memcpy(v[i].agent, x->names[i], sizeof(x->names[i]));
 		v[i].offered = (uint64_t)offered(x, i, x->round_t);
 		v[i].share = x->share[i];
 	}
@@ -382,7 +383,7 @@ static void round_host(struct host *x, double sched)
 	x->round_t = (double)(int64_t)(now - s->wall0) / 1000.0;
 	set_phase(x, x->round_t);
 	t1 = mono_s();
-	agd_dem_host_round(x->dh, now);
+	agd_dem_host_tick(x->dh, now);
 	d = mono_s() - t1;
 	x->rounds++;
 	x->round_sum += d;
@@ -428,7 +429,7 @@ static void *work(void *arg)
 		/* Like the daemon, no catching up: a round that overran skips
 		 * the slots it covered, the host keeps its phase. */
 		do
-			x->next_round += I;
+			x->next_round += I / 4;
 		while (x->next_round <= t);
 		x->busy = false;
 		pthread_mutex_unlock(&s->lock);
@@ -686,7 +687,11 @@ static int host_init(struct sim *s, struct host *x, unsigned int id)
 		x->agent[i++] = a;
 	for (a = s->shared + id; a < s->agents; a += s->hosts)
 		x->agent[i++] = a;
+	x->names = calloc(x->n ? x->n : 1, sizeof(*x->names));
+	if (!x->names)
+		return -ENOMEM;
 	for (i = 0; i < x->n; i++) {
+		snprintf(x->names[i], sizeof(x->names[i]), "agent-%06u", x->agent[i]);
 		x->d[0][i] = demand(s, id, x->agent[i], 0);
 		x->d[1][i] = demand(s, id, x->agent[i], 1);
 		x->share[i] = 1; /* a host that heard of nobody else */
@@ -694,7 +699,13 @@ static int host_init(struct sim *s, struct host *x, unsigned int id)
 	}
 	x->phase = -1;
 	set_phase(x, 0);
-	x->next_round = (double)s->interval_ms / 1000.0 * id / s->hosts;
+	{
+		/* Every host ticks on the quarters of the interval on the wall
+		 * clock, as the daemons do (demand_host.h). */
+		uint64_t q = s->interval_ms / 4 ? s->interval_ms / 4 : 1;
+
+		x->next_round = (double)((s->wall0 / q + 1) * q - s->wall0) / 1000.0;
+	}
 
 	snprintf(name, sizeof(name), "fleet_sim-%u", id);
 	if ((st = natsOptions_Create(&no)) != NATS_OK ||
@@ -727,6 +738,7 @@ static void host_fini(struct host *x)
 	free(x->d[1]);
 	free(x->share);
 	free(x->level);
+	free(x->names);
 	free(x->off);
 }
 

@@ -75,17 +75,17 @@ void *agd_fleet_demand(void *arg)
 		f->opts.log(AGD_LOG_ERR, "fleet: demand sharing cannot start: out of memory");
 		return NULL;
 	}
-	for (__u64 next = agd_fleet_wall_ms() + f->opts.interval_ms;;
-	     next += f->opts.interval_ms) {
-		__u64 now = agd_fleet_wall_ms();
+	/* Ticks on the quarters of the interval, on the wall clock: every host
+	 * reports at the same moment and the owners merge half an interval
+	 * later (demand_host.h). */
+	for (;;) {
+		__u64 q = f->opts.interval_ms / 4 ? f->opts.interval_ms / 4 : 1;
+		__u64 now = agd_fleet_wall_ms(), next = (now / q + 1) * q;
 
-		/* Rounds on a fixed beat; one that ran long skips ahead. */
-		if (next <= now)
-			next = now + 1;
 		if (!agd_fleet_pause(f, next - now))
 			break;
 		if (agd_fleet_connected(f))
-			agd_dem_host_round(h, agd_fleet_wall_ms());
+			agd_dem_host_tick(h, agd_fleet_wall_ms());
 	}
 	agd_dem_host_free(h);
 	return NULL;

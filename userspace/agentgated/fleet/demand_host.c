@@ -9,6 +9,16 @@
 
 #include "demand_host.h"
 
+#include <time.h>
+
+static uint64_t agd_dem_clock_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
 #define LOC_BUCKETS 16384
 #define STALE 3  /* intervals without news: a host, a total or an owner is gone */
 #define FORGET 10 /* intervals: an owner forgets a host's agent */
@@ -45,6 +55,11 @@ struct agd_dem_host {
 	char node[AGD_DEM_NODE_MAX + 1];
 	struct agd_dem_ops ops;
 	uint64_t epoch, round, started_ms;
+	uint64_t round_k, owner_k; /* the interval of the last round, of the last owner work */
+	bool slow;                 /* reading the counters is dear: once an interval */
+	struct loc **seen;         /* the agents of the last reading */
+	size_t n_seen, cap_seen;
+	size_t owned;
 	struct loc *locs[LOC_BUCKETS];
 	struct group g[AGD_DEM_GROUPS];
 	struct agd_dem_agg *agg;
@@ -74,7 +89,7 @@ static struct loc *loc_get(struct agd_dem_host *h, const char *name, bool create
 		return NULL;
 	snprintf(x->name, sizeof(x->name), "%s", name);
 	x->group = agd_dem_group(name);
-	x->share = 1;
+	x->share = -1; /* the bucket's own, at the first reading */
 	x->next = *pp;
 	*pp = x;
 	return x;
@@ -141,38 +156,52 @@ static void lose(struct agd_dem_host *h, unsigned int g)
 	}
 	if (h->g[g].owner) {
 		h->g[g].owner = false;
+		h->owned--;
 		h->st.lease_losses++;
 		h->st.groups_owned--;
 	}
 }
 
-/* Refreshes the leases held; takes one a group with traffic here lacks. */
+/* Refreshes the leases held; takes at most one a group with traffic here
+ * lacks, starting at a place of its own (hosts do not all race for the
+ * same group), and a third only for a group nobody took for twice the
+ * stale time: the merge spreads over the hosts. */
 static void tend_leases(struct agd_dem_host *h, uint64_t now)
 {
 	uint64_t stale = STALE * h->o.interval_ms;
 	kvStore *kv = leases(h);
-	unsigned int g;
+	unsigned int g, i, first = (unsigned int)((hash(h->node) + h->round) % AGD_DEM_GROUPS);
+	bool took = false;
 
 	if (!kv)
 		return;
 	for (g = 0; g < AGD_DEM_GROUPS; g++) {
 		struct group *x = &h->g[g];
+		char key[16];
+		uint64_t rev = 0;
+
+		if (!x->owner)
+			continue;
+		snprintf(key, sizeof(key), "g%u", g);
+		if (kvStore_Update(&rev, kv, key, h->node, (int)strlen(h->node), x->lease_rev) ==
+		    NATS_OK)
+			x->lease_rev = rev;
+		else
+			lose(h, g);
+	}
+	for (i = 0; i < AGD_DEM_GROUPS && !took && h->round >= 2; i++) {
+		struct group *x = &h->g[g = (first + i) % AGD_DEM_GROUPS];
+		uint64_t quiet = x->totals_ms ? now - x->totals_ms : now - h->started_ms;
 		char key[16], subj[64];
 		uint64_t rev = 0;
 
+		/* Only where totals stopped (or never came). */
+		if (x->owner || !x->local || quiet <= stale)
+			continue;
+		if (h->owned >= 2 && quiet <= 2 * stale)
+			continue;
 		snprintf(key, sizeof(key), "g%u", g);
-		if (x->owner) {
-			if (kvStore_Update(&rev, kv, key, h->node, (int)strlen(h->node),
-					   x->lease_rev) == NATS_OK)
-				x->lease_rev = rev;
-			else
-				lose(h, g);
-			continue;
-		}
-		/* Only where totals stopped (or never came), and not in the first
-		 * round (an owner may be there already). */
-		if (!x->local || h->round < 2 || (x->totals_ms && now - x->totals_ms <= stale))
-			continue;
+		took = true; /* one attempt a round, won or not */
 		if (kvStore_Create(&rev, kv, key, h->node, (int)strlen(h->node)) != NATS_OK)
 			continue;
 		subject(subj, sizeof(subj), AGD_DEM_IN, g);
@@ -184,6 +213,7 @@ static void tend_leases(struct agd_dem_host *h, uint64_t now)
 		x->owner = true;
 		x->lease_rev = rev;
 		x->owned_since = now;
+		h->owned++;
 		h->st.groups_owned++;
 		h->st.lease_takes++;
 		if (h->o.log)
@@ -299,7 +329,7 @@ static void observe(struct agd_dem_host *h, struct loc *x, uint64_t raw, uint64_
 	x->seen_round = h->round;
 }
 
-static void set_share(struct agd_dem_host *h, struct loc *x, double cur, uint64_t now)
+static void set_share(struct agd_dem_host *h, struct loc *x, uint64_t now)
 {
 	uint64_t stale = STALE * h->o.interval_ms;
 	double share;
@@ -310,47 +340,66 @@ static void set_share(struct agd_dem_host *h, struct loc *x, double cur, uint64_
 		share = 1; /* in no total: nobody's demand but perhaps ours */
 	else
 		share = agd_dem_share(x->rate, fmax(0, x->fleet - x->reported_rate), h->o.floor);
-	x->share = share;
-	if (fabs(share - cur) < 0.01 * cur && !(share == 1 && cur != 1))
+	if (fabs(share - x->share) < 0.01 * x->share && !(share == 1 && x->share != 1))
 		return;
+	x->share = share;
 	h->ops.set_share(h->ops.arg, x->name, share);
 }
 
-void agd_dem_host_round(struct agd_dem_host *h, uint64_t now)
+/* The counters now: each agent's rate since the last reading. */
+static void observe_all(struct agd_dem_host *h, uint64_t now)
 {
 	struct agd_dem_local *v = NULL;
-	struct agd_dem_head hd = { .kind = AGD_DEM_REPORT };
+	uint64_t t0 = now;
 	size_t n = 0, i;
-	unsigned int g;
 
-	h->round++;
-	if (!h->epoch)
-		h->epoch = h->started_ms = now;
-	for (g = 0; g < AGD_DEM_GROUPS; g++) {
-		drain(h, h->g[g].out, take_totals, now);
-		h->g[g].local = false;
-		h->g[g].n_report = 0;
-	}
 	if (h->ops.agents(h->ops.arg, &v, &n))
 		return;
+	if (n > h->cap_seen) {
+		struct loc **g = realloc(h->seen, n * sizeof(*g));
+
+		if (!g) {
+			free(v);
+			return;
+		}
+		h->seen = g;
+		h->cap_seen = n;
+	}
+	h->n_seen = 0;
 	for (i = 0; i < n; i++) {
 		struct loc *x = loc_get(h, v[i].agent, true);
 
 		if (!x)
 			continue;
+		if (x->share < 0)
+			x->share = v[i].share;
 		observe(h, x, v[i].offered, now);
-		set_share(h, x, v[i].share, now);
+		h->seen[h->n_seen++] = x;
+	}
+	free(v);
+	(void)t0;
+}
+
+static void send_reports(struct agd_dem_host *h, uint64_t now)
+{
+	struct agd_dem_head hd = { .kind = AGD_DEM_REPORT, .epoch = h->epoch, .ms = now };
+	unsigned int g;
+	size_t i;
+
+	for (g = 0; g < AGD_DEM_GROUPS; g++) {
+		h->g[g].local = false;
+		h->g[g].n_report = 0;
+	}
+	for (i = 0; i < h->n_seen; i++) {
+		struct loc *x = h->seen[i];
+
 		h->g[x->group].local = true;
 		if (x->total != x->reported && !add_report(&h->g[x->group], x)) {
 			x->reported = x->total;
 			x->reported_rate = x->rate;
 		}
 	}
-	free(v);
-	/* Reports, and the totals of the groups with traffic here. */
 	snprintf(hd.node, sizeof(hd.node), "%s", h->node);
-	hd.epoch = h->epoch;
-	hd.ms = now;
 	for (g = 0; g < AGD_DEM_GROUPS; g++) {
 		struct group *x = &h->g[g];
 
@@ -370,8 +419,13 @@ void agd_dem_host_round(struct agd_dem_host *h, uint64_t now)
 				natsSubscription_SetPendingLimits(x->out, -1, -1);
 		}
 	}
-	tend_leases(h, now);
-	/* The groups owned: their reports merged, their totals sent. */
+}
+
+/* The groups owned: their reports merged, their totals sent. */
+static void owner_work(struct agd_dem_host *h, uint64_t now)
+{
+	unsigned int g;
+
 	for (g = 0; g < AGD_DEM_GROUPS; g++) {
 		struct agd_dem_entry *t = NULL;
 		struct agd_dem_head th = { .kind = AGD_DEM_TOTALS, .epoch = h->epoch, .ms = now,
@@ -386,7 +440,48 @@ void agd_dem_host_round(struct agd_dem_host *h, uint64_t now)
 			publish(h, AGD_DEM_OUT, g, &th, t, nt);
 		free(t);
 	}
-	agd_dem_agg_expire(h->agg, now, FORGET * h->o.interval_ms);
+}
+
+/*
+ * The beat, on the wall clock (hosts' clocks agree to well within a
+ * quarter interval): every interval at its start the reports; at its
+ * middle the owners merge them and send the totals; at every tick the
+ * totals that came are applied. With the counters read every tick, a
+ * host's reported rate is that of the last quarter interval: a change of
+ * demand reaches every host's share within two intervals.
+ */
+void agd_dem_host_tick(struct agd_dem_host *h, uint64_t now)
+{
+	uint64_t iv = h->o.interval_ms ? h->o.interval_ms : 1000, k = now / iv;
+	bool round = k != h->round_k;
+	unsigned int g;
+	size_t i;
+
+	if (!h->epoch)
+		h->epoch = h->started_ms = now;
+	if (round || !h->slow) {
+		uint64_t t0 = agd_dem_clock_ms();
+
+		observe_all(h, now);
+		/* Reading the counters costs more than 5 % of a tick: once an
+		 * interval is enough (shares then settle in about three). */
+		h->slow = agd_dem_clock_ms() - t0 > iv / 80;
+	}
+	for (g = 0; g < AGD_DEM_GROUPS; g++)
+		drain(h, h->g[g].out, take_totals, now);
+	for (i = 0; i < h->n_seen; i++)
+		set_share(h, h->seen[i], now);
+	if (round) {
+		h->round_k = k;
+		h->round++;
+		send_reports(h, now);
+		tend_leases(h, now);
+		agd_dem_agg_expire(h->agg, now, FORGET * iv);
+	}
+	if (h->owned && now % iv >= iv / 2 && h->owner_k != k) {
+		h->owner_k = k;
+		owner_work(h, now);
+	}
 }
 
 void agd_dem_host_stats(const struct agd_dem_host *h, struct agd_dem_stats *st)
@@ -424,5 +519,6 @@ void agd_dem_host_free(struct agd_dem_host *h)
 		}
 	kvStore_Destroy(h->kv);
 	agd_dem_agg_free(h->agg);
+	free(h->seen);
 	free(h);
 }

@@ -59,8 +59,11 @@ struct agd_dem_host;
 
 int agd_dem_host_new(natsConnection *nc, jsCtx *js, const struct agd_dem_opts *o,
 		     const struct agd_dem_ops *ops, struct agd_dem_host **out);
-/* One round at now_ms (wall clock, ms). */
-void agd_dem_host_round(struct agd_dem_host *h, uint64_t now_ms);
+/* Called at least four times an interval, on the quarters of the wall
+ * clock (now_ms): reads the counters, applies the totals that came, sends
+ * the reports at an interval's start and, as an owner, the totals at its
+ * middle. */
+void agd_dem_host_tick(struct agd_dem_host *h, uint64_t now_ms);
 void agd_dem_host_stats(const struct agd_dem_host *h, struct agd_dem_stats *st);
 void agd_dem_host_free(struct agd_dem_host *h);
 

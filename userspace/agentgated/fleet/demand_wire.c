@@ -2,6 +2,7 @@
 /* Demand sharing's messages and the owners' merge (demand_wire.h). */
 #include <errno.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -227,169 +228,313 @@ int agd_dem_decode(const uint8_t *buf, size_t len, struct agd_dem_head *h,
 	return 0;
 }
 
-/* ---- the owners' merge --------------------------------------------------------------- */
+/* ---- the owners' merge ---------------------------------------------------------------
+ *
+ * Per group two open tables: the agents (name -> the sum of the counted
+ * hosts' rates) and the slots (host, agent -> the newest report). A slot
+ * holds its agent's index, and whether its rate is in the agent's sum:
+ * a newer report replaces its part of the sum, a slot gone stale takes it
+ * out (one pass over the group's slots when its totals are made). Hashes
+ * are kept beside the keys, so a probe compares strings only on a match.
+ */
 
-struct slot {
-	struct slot *next;
-	char node[AGD_DEM_NODE_MAX + 1];
-	char agent[AG_NAME_MAX + 1];
-	unsigned int group;
-	uint64_t epoch, counter, recv_ms;
-	double rate;
+struct agent_rec {
+	uint64_t hash;
+	char name[AG_NAME_MAX + 1];
+	double sum;
+	unsigned int hosts;
 };
 
-#define AGG_BUCKETS 65536
+struct slot {
+	uint64_t hash;
+	uint32_t agent;   /* index into the group's agents */
+	uint32_t node;    /* index into the table's nodes */
+	uint64_t epoch, counter, recv_ms;
+	double rate;
+	bool counted;
+	bool used;
+};
+
+struct gtab {
+	struct agent_rec *agents; /* open addressing, cap_a a power of two */
+	uint32_t *aslot;          /* index + 1 into agents, 0 empty */
+	size_t n_agents, cap_a;
+	struct slot *slots;       /* open addressing */
+	size_t n_slots, cap_s;
+};
 
 struct agd_dem_agg {
-	struct slot **b;
-	size_t size;
+	struct gtab g[AGD_DEM_GROUPS];
+	char (*nodes)[AGD_DEM_NODE_MAX + 1];
+	uint64_t *node_hash;
+	size_t n_nodes, cap_nodes;
 };
 
 struct agd_dem_agg *agd_dem_agg_new(void)
 {
-	struct agd_dem_agg *a = calloc(1, sizeof(*a));
-
-	if (a && !(a->b = calloc(AGG_BUCKETS, sizeof(*a->b)))) {
-		free(a);
-		a = NULL;
-	}
-	return a;
+	return calloc(1, sizeof(struct agd_dem_agg));
 }
 
 void agd_dem_agg_free(struct agd_dem_agg *a)
 {
-	size_t i;
+	unsigned int g;
 
 	if (!a)
 		return;
-	for (i = 0; i < AGG_BUCKETS; i++)
-		while (a->b[i]) {
-			struct slot *s = a->b[i];
-
-			a->b[i] = s->next;
-			free(s);
-		}
-	free(a->b);
+	for (g = 0; g < AGD_DEM_GROUPS; g++) {
+		free(a->g[g].agents);
+		free(a->g[g].aslot);
+		free(a->g[g].slots);
+	}
+	free(a->nodes);
+	free(a->node_hash);
 	free(a);
 }
 
 size_t agd_dem_agg_size(const struct agd_dem_agg *a)
 {
-	return a ? a->size : 0;
+	size_t n = 0;
+	unsigned int g;
+
+	for (g = 0; a && g < AGD_DEM_GROUPS; g++)
+		n += a->g[g].n_slots;
+	return n;
 }
 
-static struct slot **find(struct agd_dem_agg *a, const char *node, const char *agent)
+/* The index of node (added when new); -1 without memory. */
+static long node_index(struct agd_dem_agg *a, const char *node)
 {
-	uint64_t h = fnv(agent, fnv(node, 1469598103934665603ULL) ^ 0xff);
-	struct slot **pp = &a->b[h % AGG_BUCKETS];
+	uint64_t h = fnv(node, 1469598103934665603ULL);
+	size_t i;
 
-	for (; *pp; pp = &(*pp)->next)
-		if (!strcmp((*pp)->agent, agent) && !strcmp((*pp)->node, node))
-			break;
-	return pp;
+	for (i = 0; i < a->n_nodes; i++) /* hosts: hundreds, looked up once a report */
+		if (a->node_hash[i] == h && !strcmp(a->nodes[i], node))
+			return (long)i;
+	if (a->n_nodes == a->cap_nodes) {
+		size_t cap = a->cap_nodes ? a->cap_nodes * 2 : 64;
+		void *n1 = realloc(a->nodes, cap * sizeof(*a->nodes));
+		void *n2 = n1 ? realloc(a->node_hash, cap * sizeof(*a->node_hash)) : NULL;
+
+		if (n1)
+			a->nodes = n1;
+		if (!n2)
+			return -1;
+		a->node_hash = n2;
+		a->cap_nodes = cap;
+	}
+	snprintf(a->nodes[a->n_nodes], sizeof(a->nodes[0]), "%s", node);
+	a->node_hash[a->n_nodes] = h;
+	return (long)a->n_nodes++;
+}
+
+static int agents_grow(struct gtab *t)
+{
+	size_t cap = t->cap_a ? t->cap_a * 2 : 1024, i;
+	uint32_t *idx = calloc(cap, sizeof(*idx));
+	struct agent_rec *v = realloc(t->agents, cap / 2 * sizeof(*v));
+
+	if (!idx || !v) {
+		free(idx);
+		if (v)
+			t->agents = v;
+		return -ENOMEM;
+	}
+	t->agents = v;
+	for (i = 0; i < t->n_agents; i++) {
+		size_t k = v[i].hash & (cap - 1);
+
+		while (idx[k])
+			k = (k + 1) & (cap - 1);
+		idx[k] = (uint32_t)i + 1;
+	}
+	free(t->aslot);
+	t->aslot = idx;
+	t->cap_a = cap;
+	return 0;
+}
+
+/* The index of agent in t (added when new); -1 without memory. */
+static long agent_index(struct gtab *t, const char *name, uint64_t h)
+{
+	size_t k;
+
+	if ((t->n_agents + 1) * 2 > t->cap_a && agents_grow(t))
+		return -1;
+	for (k = h & (t->cap_a - 1); t->aslot[k]; k = (k + 1) & (t->cap_a - 1)) {
+		struct agent_rec *r = &t->agents[t->aslot[k] - 1];
+
+		if (r->hash == h && !strcmp(r->name, name))
+			return (long)(t->aslot[k] - 1);
+	}
+	memset(&t->agents[t->n_agents], 0, sizeof(t->agents[0]));
+	t->agents[t->n_agents].hash = h;
+	snprintf(t->agents[t->n_agents].name, sizeof(t->agents[0].name), "%s", name);
+	t->aslot[k] = (uint32_t)t->n_agents + 1;
+	return (long)t->n_agents++;
+}
+
+static int slots_grow(struct gtab *t)
+{
+	size_t cap = t->cap_s ? t->cap_s * 2 : 2048, i;
+	struct slot *v = calloc(cap, sizeof(*v));
+
+	if (!v)
+		return -ENOMEM;
+	for (i = 0; i < t->cap_s; i++) {
+		size_t k;
+
+		if (!t->slots[i].used)
+			continue;
+		for (k = t->slots[i].hash & (cap - 1); v[k].used; k = (k + 1) & (cap - 1))
+			;
+		v[k] = t->slots[i];
+	}
+	free(t->slots);
+	t->slots = v;
+	t->cap_s = cap;
+	return 0;
+}
+
+static void uncount(struct gtab *t, struct slot *s)
+{
+	if (!s->counted)
+		return;
+	t->agents[s->agent].sum -= s->rate;
+	t->agents[s->agent].hosts--;
+	if (!t->agents[s->agent].hosts)
+		t->agents[s->agent].sum = 0; /* no rounding left behind */
+	s->counted = false;
 }
 
 int agd_dem_agg_take(struct agd_dem_agg *a, const struct agd_dem_head *h,
 		     const struct agd_dem_entry *e, size_t n, uint64_t now_ms)
 {
+	struct gtab *t;
+	long node;
 	size_t i;
 
-	if (h->kind != AGD_DEM_REPORT)
+	if (h->kind != AGD_DEM_REPORT || h->group >= AGD_DEM_GROUPS)
 		return -EINVAL;
+	t = &a->g[h->group];
+	node = node_index(a, h->node);
+	if (node < 0)
+		return -ENOMEM;
 	for (i = 0; i < n; i++) {
-		struct slot **pp = find(a, h->node, e[i].agent), *s = *pp;
+		uint64_t ah = fnv(e[i].agent, 1469598103934665603ULL);
+		uint64_t sh = ah ^ (a->node_hash[node] * 0x9e3779b97f4a7c15ULL);
+		struct slot *s = NULL;
+		size_t k;
 
+		if ((t->n_slots + 1) * 2 > t->cap_s && slots_grow(t))
+			return -ENOMEM;
+		for (k = sh & (t->cap_s - 1); t->slots[k].used; k = (k + 1) & (t->cap_s - 1))
+			if (t->slots[k].hash == sh && t->slots[k].node == (uint32_t)node &&
+			    !strcmp(t->agents[t->slots[k].agent].name, e[i].agent)) {
+				s = &t->slots[k];
+				break;
+			}
 		if (!s) {
-			s = calloc(1, sizeof(*s));
-			if (!s)
+			long ai = agent_index(t, e[i].agent, ah);
+
+			if (ai < 0)
 				return -ENOMEM;
-			memcpy(s->node, h->node, sizeof(s->node));
-			memcpy(s->agent, e[i].agent, sizeof(s->agent));
-			s->group = h->group;
-			*pp = s;
-			a->size++;
+			s = &t->slots[k];
+			memset(s, 0, sizeof(*s));
+			s->used = true;
+			s->hash = sh;
+			s->node = (uint32_t)node;
+			s->agent = (uint32_t)ai;
+			t->n_slots++;
 		} else if (h->epoch < s->epoch ||
 			   (h->epoch == s->epoch && e[i].counter <= s->counter)) {
 			continue; /* late, repeated or reordered: never back */
 		}
+		uncount(t, s);
 		s->epoch = h->epoch;
 		s->counter = e[i].counter;
 		s->rate = e[i].rate;
 		s->recv_ms = now_ms;
+		if (s->rate > 0) {
+			t->agents[s->agent].sum += s->rate;
+			t->agents[s->agent].hosts++;
+			s->counted = true;
+		}
 	}
 	return 0;
 }
 
-void agd_dem_agg_expire(struct agd_dem_agg *a, uint64_t now_ms, uint64_t forget_ms)
+/* Rebuilds a group's slot table without the slots forgotten. */
+static void rehash_slots(struct gtab *t)
 {
-	size_t i;
+	struct slot *old = t->slots;
+	size_t cap = t->cap_s, i;
 
-	for (i = 0; i < AGG_BUCKETS; i++) {
-		struct slot **pp = &a->b[i];
-
-		while (*pp) {
-			struct slot *s = *pp;
-
-			if (now_ms > s->recv_ms + forget_ms) {
-				*pp = s->next;
-				free(s);
-				a->size--;
-			} else {
-				pp = &s->next;
-			}
-		}
+	t->slots = calloc(cap, sizeof(*t->slots));
+	if (!t->slots) { /* keep the old table: forgetting can wait */
+		t->slots = old;
+		return;
 	}
+	for (i = 0; i < cap; i++) {
+		size_t k;
+
+		if (!old[i].used)
+			continue;
+		for (k = old[i].hash & (cap - 1); t->slots[k].used; k = (k + 1) & (cap - 1))
+			;
+		t->slots[k] = old[i];
+	}
+	free(old);
 }
 
-static int by_agent(const void *x, const void *y)
+void agd_dem_agg_expire(struct agd_dem_agg *a, uint64_t now_ms, uint64_t forget_ms)
 {
-	const struct slot *a = *(const struct slot *const *)x, *b = *(const struct slot *const *)y;
+	unsigned int g;
 
-	return strcmp(a->agent, b->agent);
+	for (g = 0; g < AGD_DEM_GROUPS; g++) {
+		struct gtab *t = &a->g[g];
+		size_t i, gone = 0;
+
+		for (i = 0; i < t->cap_s; i++) {
+			struct slot *s = &t->slots[i];
+
+			if (!s->used || now_ms <= s->recv_ms + forget_ms)
+				continue;
+			uncount(t, s);
+			s->used = false;
+			t->n_slots--;
+			gone++;
+		}
+		if (gone)
+			rehash_slots(t); /* open addressing: no holes left in a chain */
+	}
 }
 
 int agd_dem_agg_totals(struct agd_dem_agg *a, unsigned int group, uint64_t now_ms,
 		       uint64_t stale_ms, struct agd_dem_entry **out, size_t *n)
 {
-	struct slot **v = NULL;
-	size_t m = 0, cap = 0, i, k = 0;
+	struct gtab *t;
+	size_t i, k = 0;
 
 	*out = NULL;
 	*n = 0;
-	for (i = 0; i < AGG_BUCKETS; i++) {
-		struct slot *s;
-
-		for (s = a->b[i]; s; s = s->next) {
-			if (s->group != group || s->rate <= 0 || now_ms > s->recv_ms + stale_ms)
-				continue;
-			if (m == cap) {
-				struct slot **g;
-
-				cap = cap ? cap * 2 : 256;
-				g = realloc(v, cap * sizeof(*v));
-				if (!g) {
-					free(v);
-					return -ENOMEM;
-				}
-				v = g;
-			}
-			v[m++] = s;
-		}
-	}
-	if (m)
-		qsort(v, m, sizeof(*v), by_agent);
-	*out = calloc(m ? m : 1, sizeof(**out));
-	if (!*out) {
-		free(v);
+	if (group >= AGD_DEM_GROUPS)
+		return -EINVAL;
+	t = &a->g[group];
+	/* Hosts gone quiet leave the sums. */
+	for (i = 0; i < t->cap_s; i++)
+		if (t->slots[i].used && t->slots[i].counted && now_ms > t->slots[i].recv_ms + stale_ms)
+			uncount(t, &t->slots[i]);
+	*out = calloc(t->n_agents ? t->n_agents : 1, sizeof(**out));
+	if (!*out)
 		return -ENOMEM;
+	for (i = 0; i < t->n_agents; i++) {
+		if (!t->agents[i].hosts || !(t->agents[i].sum > 0))
+			continue;
+		memcpy((*out)[k].agent, t->agents[i].name, sizeof(t->agents[i].name));
+		(*out)[k].rate = t->agents[i].sum;
+		(*out)[k].hosts = t->agents[i].hosts;
+		k++;
 	}
-	for (i = 0; i < m; i++) {
-		if (!k || strcmp((*out)[k - 1].agent, v[i]->agent))
-			memcpy((*out)[k++].agent, v[i]->agent, sizeof(v[i]->agent));
-		(*out)[k - 1].rate += v[i]->rate;
-		(*out)[k - 1].hosts++;
-	}
-	free(v);
 	*n = k;
 	return 0;
 }
