@@ -459,10 +459,6 @@ int agd_engine_feed_info(struct agd_engine *e, const char *agent, struct agd_fee
 void agd_engine_feed_checked(struct agd_engine *e, const char *agent, const char *source,
 			    int reason, bool applied, const char *why, const char *etag,
 			    const char *last_modified);
-/* The agent's feed as it stands (its prefix count and meta); -ENOENT
- * without a feed. */
-int agd_engine_feed_current(struct agd_engine *e, const char *agent, size_t *prefixes,
-			   struct agd_feed_meta *m);
 /* The feed object of GET /v1/agents/{a}/feed and explain's "feed"
  * (agentgated(8), RULE FEEDS). */
 void *agd_feed_info_json(const struct agd_feed_info *fi); /* json_t * */

@@ -487,23 +487,6 @@ int agd_engine_feed_info(struct agd_engine *e, const char *agent, struct agd_fee
 	return err;
 }
 
-int agd_engine_feed_current(struct agd_engine *e, const char *agent, size_t *prefixes,
-			   struct agd_feed_meta *m)
-{
-	struct entry *en;
-	int err = -ENOENT;
-
-	pthread_mutex_lock(&e->lock);
-	en = tab_find(e, agent);
-	if (en && en->feed) {
-		*prefixes = en->feed->info.prefixes;
-		*m = en->feed->info.meta;
-		err = 0;
-	}
-	pthread_mutex_unlock(&e->lock);
-	return err;
-}
-
 void agd_engine_feed_checked(struct agd_engine *e, const char *agent, const char *source,
 			    int reason, bool applied, const char *why, const char *etag,
 			    const char *last_modified)
