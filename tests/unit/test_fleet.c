@@ -363,6 +363,42 @@ static void demand_merge_never_goes_back(void **state)
 	agd_dem_agg_free(a);
 }
 
+/* Agents come and go: an owner forgets those no host reported, keeps the
+ * others' sums exact, and takes new ones (10 rounds of 300 new agents
+ * each, one host; the last round's are what is left). */
+static void demand_merge_forgets_agents(void **state)
+{
+	struct agd_dem_agg *a = agd_dem_agg_new();
+	struct agd_dem_head h = { .kind = AGD_DEM_REPORT, .node = "h1", .epoch = 1, .group = 2 };
+	struct agd_dem_entry e[300], keep = { 0 };
+	unsigned int hosts = 0, r, i;
+
+	(void)state;
+	assert_non_null(a);
+	name_in_group(2, "always", keep.agent, sizeof(keep.agent));
+	for (r = 0; r < 10; r++) {
+		uint64_t now = 1000 + r * 10000;
+		char stem[32];
+
+		for (i = 0; i < 300; i++) {
+			memset(&e[i], 0, sizeof(e[i]));
+			snprintf(stem, sizeof(stem), "r%u-%u", r, i);
+			name_in_group(2, stem, e[i].agent, sizeof(e[i].agent));
+			e[i].counter = 1;
+			e[i].rate = 1;
+		}
+		keep.counter = r + 1;
+		keep.rate = 7;
+		assert_int_equal(agd_dem_agg_take(a, &h, e, 300, now), 0);
+		assert_int_equal(agd_dem_agg_take(a, &h, &keep, 1, now), 0);
+		agd_dem_agg_expire(a, now, 5000);
+		assert_int_equal(agd_dem_agg_size(a), 301);
+		assert_true(total_of(a, 2, keep.agent, now, &hosts) == 7 && hosts == 1);
+		assert_true(total_of(a, 2, e[299].agent, now, &hosts) == 1 && hosts == 1);
+	}
+	agd_dem_agg_free(a);
+}
+
 static void demand_shares(void **state)
 {
 	(void)state;
@@ -383,6 +419,7 @@ int main(void)
 		cmocka_unit_test(node_names),
 		cmocka_unit_test(demand_messages_come_back),
 		cmocka_unit_test(demand_merge_never_goes_back),
+		cmocka_unit_test(demand_merge_forgets_agents),
 		cmocka_unit_test(demand_shares),
 	};
 

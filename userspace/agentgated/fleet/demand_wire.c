@@ -486,6 +486,40 @@ static void rehash_slots(struct gtab *t)
 	free(old);
 }
 
+/* Keeps the agents some slot still holds (a group's agents come and go:
+ * the table must not grow with every name ever reported). */
+static void compact_agents(struct gtab *t)
+{
+	uint32_t *map = malloc((t->n_agents ? t->n_agents : 1) * sizeof(*map));
+	size_t i, n = 0;
+
+	if (!map)
+		return; /* kept as they are: compacting can wait */
+	for (i = 0; i < t->n_agents; i++)
+		map[i] = UINT32_MAX;
+	for (i = 0; i < t->cap_s; i++) /* which are held */
+		if (t->slots[i].used)
+			map[t->slots[i].agent] = 0;
+	for (i = 0; i < t->n_agents; i++) /* in order: n never passes i */
+		if (map[i] != UINT32_MAX) {
+			map[i] = (uint32_t)n;
+			t->agents[n++] = t->agents[i];
+		}
+	for (i = 0; i < t->cap_s; i++)
+		if (t->slots[i].used)
+			t->slots[i].agent = map[t->slots[i].agent];
+	free(map);
+	t->n_agents = n;
+	memset(t->aslot, 0, t->cap_a * sizeof(*t->aslot));
+	for (i = 0; i < n; i++) {
+		size_t k = t->agents[i].hash & (t->cap_a - 1);
+
+		while (t->aslot[k])
+			k = (k + 1) & (t->cap_a - 1);
+		t->aslot[k] = (uint32_t)i + 1;
+	}
+}
+
 void agd_dem_agg_expire(struct agd_dem_agg *a, uint64_t now_ms, uint64_t forget_ms)
 {
 	unsigned int g;
@@ -504,8 +538,10 @@ void agd_dem_agg_expire(struct agd_dem_agg *a, uint64_t now_ms, uint64_t forget_
 			t->n_slots--;
 			gone++;
 		}
-		if (gone)
+		if (gone) {
 			rehash_slots(t); /* open addressing: no holes left in a chain */
+			compact_agents(t);
+		}
 	}
 }
 
