@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 
-from agtest import Fail, case, check, expect, expect_error, fixture, jcheck, wait_for
+from agtest import Fail, case, check, expect, expect_error, fixture, jcheck, run_daemon, wait_for
 from agtest.lab import Netns, send_frames
 
 _labs = itertools.count(1)
@@ -379,12 +379,14 @@ def t_feed_swap_frames(env, feed_lab):
 
 
 @case("an https feed whose certificate the system does not trust is unreachable, with "
-      "libcurl's reason; nothing applied")
+      "libcurl's reason, nothing applied; with --rule-feed-ca naming its CA it is applied; "
+      "an unreadable --rule-feed-ca exits 2")
 def t_feed_https_untrusted(env):
     import ssl
     key, crt = os.path.join(env.tmp, "feed.key"), os.path.join(env.tmp, "feed.crt")
     r = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                        key, "-out", crt, "-days", "1", "-subj", "/CN=127.0.0.1"],
+                        key, "-out", crt, "-days", "1", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1"],
                        capture_output=True, text=True)
     check(r.returncode == 0, "openssl: %s" % r.stderr[-500:])
     s = FeedServer()
@@ -401,5 +403,12 @@ def t_feed_https_untrusted(env):
         check("certificate" in f["error"].lower(), "error: %s" % f["error"])
         check(feed_rules(d, "ft1") == [] and f["prefixes"] == 0, "rules from an untrusted feed")
         d.stop()
+        d.start(args=["--rule-feed-ca", crt])
+        f = wait_feed(d, "ft1", lambda f: f["status"] == "ok")
+        check(f["prefixes"] == len(V1), "with its CA: %s" % f)
+        d.stop()
+        r = run_daemon(env, ["--rule-feed-ca", "/nonexistent/ca.pem", "--state-dir",
+                             env.path("feedtls-bad")], 2)
+        check("--rule-feed-ca" in r, "no option named: %s" % r[-300:])
     finally:
         s.down()

@@ -194,8 +194,8 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
 }
 
 static enum agd_fetch_result fetch_http(const char *url, const char *etag, const char *lastmod,
-					size_t max, __u64 timeout_ms, const atomic_bool *stop,
-					struct agd_fetch *out)
+					size_t max, __u64 timeout_ms, const char *ca_file,
+					const atomic_bool *stop, struct agd_fetch *out)
 {
 	struct http_body b = { .out = out, .max = max, .stop = stop };
 	struct curl_slist *hdrs = NULL;
@@ -231,6 +231,8 @@ static enum agd_fetch_result fetch_http(const char *url, const char *etag, const
 	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
 	curl_easy_setopt(c, CURLOPT_HEADERDATA, out);
 	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, errbuf);
+	if (ca_file && ca_file[0])
+		curl_easy_setopt(c, CURLOPT_CAINFO, ca_file);
 	curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
 	curl_easy_setopt(c, CURLOPT_XFERINFODATA, &b);
 	curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
@@ -257,7 +259,8 @@ static enum agd_fetch_result fetch_http(const char *url, const char *etag, const
 
 enum agd_fetch_result agd_feed_fetch(const char *source, const char *etag,
 				     const char *last_modified, size_t max_bytes,
-				     __u64 timeout_ms, const atomic_bool *stop, struct agd_fetch *out)
+				     __u64 timeout_ms, const char *ca_file, const atomic_bool *stop,
+				     struct agd_fetch *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->reason = -1;
@@ -265,7 +268,7 @@ enum agd_fetch_result agd_feed_fetch(const char *source, const char *etag,
 		return fetch_file(source, etag, max_bytes, out);
 	if (!strncmp(source, "file://", 7))
 		return fetch_file(source + 7, etag, max_bytes, out);
-	return fetch_http(source, etag, last_modified, max_bytes, timeout_ms, stop, out);
+	return fetch_http(source, etag, last_modified, max_bytes, timeout_ms, ca_file, stop, out);
 }
 
 /* ---- one refresh ------------------------------------------------------------------ */
@@ -282,7 +285,7 @@ static void refresh(struct agd_feeds *f, const struct agd_feed_info *fi,
 	int reason = -1, err;
 
 	switch (agd_feed_fetch(source, fi->meta.etag, fi->meta.last_modified, o->max_bytes,
-			       o->timeout_ms, &f->stop, &got)) {
+			       o->timeout_ms, o->ca_file, &f->stop, &got)) {
 	case AGD_FETCH_NOT_MODIFIED:
 		agd_engine_feed_checked(f->e, agent, source, -1, false, NULL, NULL, NULL);
 		return;

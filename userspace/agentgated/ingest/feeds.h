@@ -25,6 +25,7 @@ struct agd_feeds_opts {
 	size_t max_bytes;    /* largest feed body */
 	size_t max_prefixes; /* most prefixes in one feed */
 	__u64 timeout_ms;    /* one fetch, connection included */
+	char ca_file[4096];  /* CA certificates for https; "": the system's */
 	void (*log)(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 };
 
@@ -54,6 +55,7 @@ struct agd_fetch {
  * transfer ends early once *stop (NULL: never). */
 enum agd_fetch_result agd_feed_fetch(const char *source, const char *etag,
 				     const char *last_modified, size_t max_bytes,
-				     __u64 timeout_ms, const atomic_bool *stop, struct agd_fetch *out);
+				     __u64 timeout_ms, const char *ca_file, const atomic_bool *stop,
+				     struct agd_fetch *out);
 
 #endif

@@ -89,6 +89,9 @@ const struct opt agd_opts[] = {
 	  .help = "how often a feed's source is read again (conditional requests)" },
 	{ "rule-feed-timeout", K_MS, F(rule_feed_timeout_ms), .arg = "TIME", .def = "30s",
 	  RANGE(100, 600000), .reload = true, .help = "longest fetch of a feed" },
+	{ "rule-feed-ca", K_STR, F(rule_feed_ca), .arg = "FILE", .reload = true,
+	  .help = "CA certificates (PEM) https feeds are checked against instead of the "
+		  "system's" },
 	{ "rule-feed-max-shrink", K_RATE, F(rule_feed_max_shrink), .arg = "F", .def = "0.5",
 	  RANGE(0, 1), .reload = true,
 	  .help = "a refresh that would drop more than this fraction of a feed's prefixes is "

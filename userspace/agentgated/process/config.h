@@ -59,6 +59,7 @@ struct agd_config {
 	__u64 rule_feed_interval_ms, rule_feed_timeout_ms;
 	double rule_feed_max_shrink;
 	__u64 rule_feed_max_bytes, rule_feed_max_prefixes;
+	char rule_feed_ca[4096]; /* "": the system's trust store */
 	char user[256];       /* --user: the account to switch to after setup */
 	char read_group[256]; /* --read-group: may read the pins and the state */
 

@@ -163,6 +163,10 @@ static int cross_checks(const struct agd_config *c)
 		logf_(AGD_LOG_ERR, "%s", why.msg);
 		return -1;
 	}
+	if (c->rule_feed_ca[0] && access(c->rule_feed_ca, R_OK)) {
+		logf_(AGD_LOG_ERR, "--rule-feed-ca %s: %s", c->rule_feed_ca, strerror(errno));
+		return -1;
+	}
 	{
 		size_t i;
 
@@ -433,6 +437,7 @@ static void feeds_opts(const struct agd_config *c, struct agd_feeds_opts *o)
 	o->max_shrink = c->rule_feed_max_shrink;
 	o->max_bytes = c->rule_feed_max_bytes;
 	o->max_prefixes = c->rule_feed_max_prefixes;
+	snprintf(o->ca_file, sizeof(o->ca_file), "%s", c->rule_feed_ca);
 	o->log = logf_;
 }
 
