@@ -365,13 +365,19 @@ t_dry_run() {
 }
 
 t_metrics_snapshot() {
-	# A rule feed whose source is missing: its series (stale) are exported.
-	api PUT /v1/agents/good/feed '{"source":"/nonexistent/agentgate-e2e-feed"}'
-	sleep 1.5
+	# A rule feed (a documentation range no traffic here comes from): its
+	# series are exported.
+	echo "192.0.2.0/24" >"$TMP/feed.txt"
+	api PUT /v1/agents/good/feed "{\"source\":\"$TMP/feed.txt\"}"
+	for _ in 1 2 3 4 5 6 7 8 9 10; do
+		api GET /v1/agents/good/feed
+		[ "$(jget "$BODY" "d.get('status')" 2>/dev/null)" = ok ] && break
+		sleep 0.3
+	done
 	in_host curl -sf http://127.0.0.1:9470/metrics >"$TMP/metrics.txt" || return 1
 	api DELETE /v1/agents/good/feed
-	grep -q '^agentgate_rule_feed_stale{agent="good"} 1' "$TMP/metrics.txt" ||
-		{ fail "no stale feed series for good: $(grep rule_feed "$TMP/metrics.txt")"; return 1; }
+	grep -q '^agentgate_rule_feed_prefixes{agent="good"} 1$' "$TMP/metrics.txt" ||
+		{ fail "no feed series for good: $(grep rule_feed "$TMP/metrics.txt")"; return 1; }
 	grep -q '^agentgate_packets_total{agent="good",verdict="drop"}' "$TMP/metrics.txt" ||
 		{ fail "no drop counter for good in /metrics"; return 1; }
 	grep -q '^agentgate_refill_rate{agent="good"} 1920' "$TMP/metrics.txt" ||
