@@ -10,6 +10,7 @@ import http.server
 import itertools
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -412,3 +413,31 @@ def t_feed_https_untrusted(env):
         check("--rule-feed-ca" in r, "no option named: %s" % r[-300:])
     finally:
         s.down()
+
+
+@case("a --rule-feed added to the config file is bound on SIGHUP (the agent made, its set "
+      "applied); one taken out again stays bound, as at a start")
+def t_feed_sighup(env):
+    conf = env.path("feedhup.conf")
+    path = os.path.join(env.tmp, "hup.txt")
+    with open(path, "w") as f:
+        f.write("192.0.2.0/25\n")
+    with open(conf, "w") as f:
+        f.write("# no feeds yet\n")
+    d = env.daemon("feedhup", config=conf).start()
+    expect_error(d.api.get("/v1/agents/fhup/feed"), 404, "not_found")
+    n = d.log().count("settings reloaded")
+    with open(conf, "w") as f:
+        f.write("rule-feed = fhup=%s\n" % path)
+    d.signal(signal.SIGHUP)
+    d.wait_log("settings reloaded", count=n + 1)
+    check("takes effect on restart" not in d.log(), "rule-feed not reloaded", d.log_tail())
+    f = wait_feed(d, "fhup", lambda f: f["status"] == "ok")
+    check(f["source"] == path and feed_rules(d, "fhup") == [("192.0.2.0/25", 0)],
+          "after SIGHUP: %s %r" % (f, feed_rules(d, "fhup")))
+    with open(conf, "w") as f:
+        f.write("# the feed taken out\n")
+    d.signal(signal.SIGHUP)
+    d.wait_log("settings reloaded", count=n + 2)
+    check(feed_of(d, "fhup")["source"] == path, "unbound by the reload")
+    d.stop()

@@ -115,11 +115,8 @@ int do_attach(struct cli *cli, int argc, char **argv)
 		jsonw_uint_field(&cli->jw, "prog_id", res.prog_id);
 		jsonw_uint_field(&cli->jw, "link_id", res.link_id);
 		jsonw_bool_field(&cli->jw, "replaced", res.replaced);
-		jsonw_name(&cli->jw, "next_prog_id");
-		if (res.chained && res.next_prog_id)
-			jsonw_uint(&cli->jw, res.next_prog_id);
-		else
-			jsonw_null(&cli->jw);
+		if (res.chained && res.next_prog_id) /* only before another program */
+			jsonw_uint_field(&cli->jw, "next_prog_id", res.next_prog_id);
 		jsonw_string_field(&cli->jw, "pin_root", ag_pin_root(cli->ctx));
 		jsonw_end_object(&cli->jw);
 		jsonw_end_document(&cli->jw);
@@ -291,17 +288,15 @@ static void status_json(struct cli *cli, const struct status *st)
 			jsonw_string_field(w, "error", strerror(-st->links[i].error));
 		jsonw_uint_field(w, "prog_id", st->links[i].prog_id);
 		jsonw_uint_field(w, "link_id", st->links[i].link_id);
-		jsonw_name(w, "next");
-		if (st->links[i].next_prog_id) {
+		if (st->links[i].next_prog_id) { /* only where a program runs after it */
 			char name[BPF_OBJ_NAME_LEN] = "";
 
 			prog_name(st->links[i].next_prog_id, name, sizeof(name));
+			jsonw_name(w, "next");
 			jsonw_start_object(w);
 			jsonw_uint_field(w, "prog_id", st->links[i].next_prog_id);
 			jsonw_string_field(w, "name", name);
 			jsonw_end_object(w);
-		} else {
-			jsonw_null(w);
 		}
 		jsonw_end_object(w);
 	}

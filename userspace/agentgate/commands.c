@@ -22,7 +22,8 @@ const struct command commands[] = {
 	  "goes before it in its mode: that program becomes the one agentgate hands what it "
 	  "passes to (a tail call; its verdict is the packet's), and agentgate replaces it on "
 	  "DEV in one atomic step (XDP_FLAGS_REPLACE), attached through netlink and its "
-	  "program pinned at PIN/progs/DEV. Upgrades and --replace work the same there.",
+	  "program pinned at PIN/progs/DEV (in JSON \"next_prog_id\" then names that "
+	  "program). Upgrades and --replace work the same there.",
 	  OPEN_CREATE, do_attach },
 	{ "detach", NULL, "DEV", "detach the datapath from a network device",
 	  "Detaches the program from DEV and removes the pinned link. The maps stay pinned. "
@@ -40,7 +41,9 @@ const struct command commands[] = {
 	{ "chain", "del", "DEV", "stop running another program after agentgate on DEV",
 	  "Clears DEV's entry: what agentgate passes is passed.", OPEN_WRITE, do_chain_del },
 	{ "status", NULL, "", "show attachments, agents, rules and global settings",
-	  "Prints the pin root, each attached device with its mode and program id, the "
+	  "Prints the pin root, each attached device with its mode and program id (and the "
+	  "program that runs after agentgate there, if any: in JSON \"next\": {\"prog_id\", "
+	  "\"name\"}, only then; \"link_id\" 0 for an attachment through netlink), the "
 	  "agents and slots in use, the rules per family, the default action and dry-run.",
 	  OPEN_READ, do_status },
 	{ "agent", "list", "[--sort drops|rate|idle|name] [--limit N]", "list agents",

@@ -80,7 +80,7 @@ const struct opt agd_opts[] = {
 	  .fleet = true, .help = "how often demand is published and shares recomputed" },
 	{ "fleet-floor", K_RATE, F(fleet_floor), .arg = "F", .def = "0.05", ABOVE_AT_MOST(0, 1),
 	  .fleet = true, .help = "least share of an agent's fleet rate a host keeps" },
-	{ "rule-feed", K_LIST, FL(rule_feed, n_rule_feed), .arg = "AGENT=SOURCE",
+	{ "rule-feed", K_LIST, FL(rule_feed, n_rule_feed), .arg = "AGENT=SOURCE", .reload = true,
 	  .help = "the agent's rules are the prefixes its operator publishes at SOURCE: a path, "
 		  "file:///PATH or an http(s) URL, JSON {\"prefixes\": [{\"ipv4Prefix\": ...}]} "
 		  "or one prefix a line" },

@@ -523,6 +523,11 @@ static void reload(int argc, char **argv, struct agd_config *cur, struct agd_eng
 		agd_engine_reconfigure(e, &eo);
 		feeds_opts(next, &fo);
 		agd_feeds_reload(feeds, &fo);
+		/* Feeds named now are bound (a feed no longer named stays, as
+		 * at a start: DELETE unbinds it). */
+		if (bind_feeds(e, next))
+			logf_(AGD_LOG_WARN, "reload: not every --rule-feed could be bound");
+		agd_feeds_kick(feeds);
 	}
 	agd_http_update(h, &live); /* it owns live.keys now */
 	quiet = next->quiet;
