@@ -441,3 +441,21 @@ def t_feed_sighup(env):
     d.wait_log("settings reloaded", count=n + 2)
     check(feed_of(d, "fhup")["source"] == path, "unbound by the reload")
     d.stop()
+
+
+@case("--rule-feed-max-prefixes 3: a feed of 4 distinct prefixes is oversized and the last good "
+      "set stays; duplicates do not count")
+def t_feed_max_prefixes(env):
+    path = os.path.join(env.tmp, "maxp.txt")
+    with open(path, "w") as f:
+        f.write("192.0.2.0/26\n192.0.2.64/26\n192.0.2.64/26\n192.0.2.128/26\n")
+    d = env.daemon("feedmaxp", "--rule-feed", "fmp=" + path, "--rule-feed-interval", "1s",
+                   "--rule-feed-max-prefixes", "3").start()
+    wait_feed(d, "fmp", lambda f: f["status"] == "ok" and f["prefixes"] == 3)
+    good = feed_rules(d, "fmp")
+    with open(path, "w") as f:
+        f.write("192.0.2.0/26\n192.0.2.64/26\n192.0.2.128/26\n192.0.2.192/26\n")
+    f = wait_feed(d, "fmp", lambda f: f["reason"] == "oversized")
+    check("more than 3 prefixes" in f["error"], "error: %s" % f["error"])
+    check(feed_rules(d, "fmp") == good, "an oversized feed changed the rules")
+    d.stop()

@@ -244,6 +244,12 @@ def cli(d, *args):
     return r.json()
 
 
+def lease_bucket(n):
+    """The stream of the demand leases' KV bucket, once a host made it."""
+    return wait_for(lambda: (lambda i: "error" not in i and i)(n.js("STREAM.INFO." + KV_STREAM)),
+                    CONVERGE, what="the KV bucket of demand leases")
+
+
 def nats_client(server):
     return Nats.connect("127.0.0.1", server.port)
 
@@ -487,8 +493,7 @@ def check_stream(s, r1, r2):
             ci = n.js("CONSUMER.INFO.%s.agentgate-%s" % (STREAM, node))
             check("error" not in ci and ci["config"].get("durable_name") == "agentgate-" + node,
                   "consumer agentgate-%s: %s" % (node, ci))
-        kv = wait_for(lambda: (lambda i: "error" not in i and i)(n.js("STREAM.INFO." + KV_STREAM)),
-                      CONVERGE, what="the KV bucket of demand leases")
+        kv = lease_bucket(n)
         check(kv["config"]["max_age"] > 0, "lease bucket without an age limit: %s" % kv["config"])
     finally:
         n.close()
@@ -1112,8 +1117,7 @@ def cluster_stream_info(cl):
             n.js("STREAM.INFO." + STREAM)), CONVERGE, what="a leader of the stream")
         check(info["config"]["num_replicas"] == 3,
               "stream replicas: %s" % info.get("config", info))
-        kv = wait_for(lambda: (lambda i: "error" not in i and i)(n.js("STREAM.INFO." + KV_STREAM)),
-                      CONVERGE, what="the KV bucket of demand leases")
+        kv = lease_bucket(n)
         check(kv["config"]["num_replicas"] == 3, "KV replicas: %s" % kv.get("config", kv))
         return info["cluster"]["leader"]
     finally:

@@ -123,6 +123,7 @@ static int store_feed(struct agd_engine *e, MDB_txn *txn, const char *agent,
 int agd_engine_apply_feed_put(struct agd_engine *e, __u64 seq, const char *agent,
 			     const struct agd_feed_meta *m, const char *subject, struct agd_err *oe)
 {
+	static const struct agd_feed_set empty;
 	struct agd_feed_meta next;
 	struct feed_entry *f;
 	struct entry *en;
@@ -153,14 +154,9 @@ int agd_engine_apply_feed_put(struct agd_engine *e, __u64 seq, const char *agent
 		pthread_mutex_unlock(&e->lock);
 		return agd_store_fail(oe, err, "state not changed");
 	}
-	if (f)
-		err = store_feed(e, txn, agent, &next, &f->set);
-	else {
-		struct agd_feed_set empty = { 0 };
-
+	if (!f)
 		next.digest = agd_feed_digest(&empty);
-		err = store_feed(e, txn, agent, &next, &empty);
-	}
+	err = store_feed(e, txn, agent, &next, f ? &f->set : &empty);
 	if (!err)
 		err = audit(e, txn, subject, "feed.put", agent, before,
 			    feed_json(&next, f ? f->info.prefixes : 0), &line);
@@ -343,18 +339,16 @@ int agd_engine_apply_feed_set(struct agd_engine *e, __u64 seq, const char *agent
 	if (!f)
 		f = feed_new(e, en);
 	if (f) {
-		struct agd_feed_set copy = { 0 };
-		size_t i;
+		struct agd_feed_set copy = *set;
 
-		for (i = 0; i < set->n; i++)
-			if (agd_feed_set_add(&copy, &set->v[i]))
-				break;
-		if (i < set->n) { /* stored: the next start has it */
-			agd_feed_set_free(&copy);
+		copy.cap = set->n;
+		copy.v = malloc((set->n ? set->n : 1) * sizeof(*copy.v));
+		if (!copy.v) { /* stored: the next start has it */
 			err = agd_errf(oe, -ENOMEM, "out of memory");
 			goto out;
 		}
-		snprintf(copy.created, sizeof(copy.created), "%s", set->created);
+		if (set->n)
+			memcpy(copy.v, set->v, set->n * sizeof(*copy.v));
 		agd_feed_set_free(&f->set);
 		f->set = copy;
 		f->info.meta = next;

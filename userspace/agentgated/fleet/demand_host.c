@@ -34,13 +34,12 @@ struct loc { /* an agent this host sees */
 	double fleet;          /* the group's total for it (all hosts' demand) */
 	unsigned int hosts;
 	uint64_t fleet_ms;     /* when that total came; 0: never */
-	uint64_t seen_round;
 };
 
 struct group {
 	natsSubscription *out; /* its totals, while this host has traffic in it */
 	natsSubscription *in;  /* its reports, while this host owns it */
-	uint64_t lease_rev, totals_ms, owned_since;
+	uint64_t lease_rev, totals_ms;
 	bool owner;
 	struct agd_dem_entry *report;
 	size_t n_report, cap_report;
@@ -59,25 +58,15 @@ struct agd_dem_host {
 	bool slow;                 /* reading the counters is dear: once an interval */
 	struct loc **seen;         /* the agents of the last reading */
 	size_t n_seen, cap_seen;
-	size_t owned;
 	struct loc *locs[LOC_BUCKETS];
 	struct group g[AGD_DEM_GROUPS];
 	struct agd_dem_agg *agg;
 	struct agd_dem_stats st;
 };
 
-static uint64_t hash(const char *s)
-{
-	uint64_t h = 1469598103934665603ULL;
-
-	while (*s)
-		h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
-	return h;
-}
-
 static struct loc *loc_get(struct agd_dem_host *h, const char *name, bool create)
 {
-	struct loc **pp = &h->locs[hash(name) % LOC_BUCKETS], *x;
+	struct loc **pp = &h->locs[agd_dem_hash(name) % LOC_BUCKETS], *x;
 
 	for (x = *pp; x; x = x->next)
 		if (!strcmp(x->name, name))
@@ -156,7 +145,6 @@ static void lose(struct agd_dem_host *h, unsigned int g)
 	}
 	if (h->g[g].owner) {
 		h->g[g].owner = false;
-		h->owned--;
 		h->st.lease_losses++;
 		h->st.groups_owned--;
 	}
@@ -170,7 +158,7 @@ static void tend_leases(struct agd_dem_host *h, uint64_t now)
 {
 	uint64_t stale = STALE * h->o.interval_ms;
 	kvStore *kv = leases(h);
-	unsigned int g, i, first = (unsigned int)((hash(h->node) + h->round) % AGD_DEM_GROUPS);
+	unsigned int g, i, first = (unsigned int)((agd_dem_hash(h->node) + h->round) % AGD_DEM_GROUPS);
 	bool took = false;
 
 	if (!kv)
@@ -198,7 +186,7 @@ static void tend_leases(struct agd_dem_host *h, uint64_t now)
 		/* Only where totals stopped (or never came). */
 		if (x->owner || !x->local || quiet <= stale)
 			continue;
-		if (h->owned >= 2 && quiet <= 2 * stale)
+		if (h->st.groups_owned >= 2 && quiet <= 2 * stale)
 			continue;
 		snprintf(key, sizeof(key), "g%u", g);
 		took = true; /* one attempt a round, won or not */
@@ -212,8 +200,6 @@ static void tend_leases(struct agd_dem_host *h, uint64_t now)
 		natsSubscription_SetPendingLimits(x->in, -1, -1);
 		x->owner = true;
 		x->lease_rev = rev;
-		x->owned_since = now;
-		h->owned++;
 		h->st.groups_owned++;
 		h->st.lease_takes++;
 		if (h->o.log)
@@ -326,7 +312,6 @@ static void observe(struct agd_dem_host *h, struct loc *x, uint64_t raw, uint64_
 	}
 	x->prev_total = x->total;
 	x->prev_ms = now;
-	x->seen_round = h->round;
 }
 
 static void set_share(struct agd_dem_host *h, struct loc *x, uint64_t now)
@@ -350,7 +335,6 @@ static void set_share(struct agd_dem_host *h, struct loc *x, uint64_t now)
 static void observe_all(struct agd_dem_host *h, uint64_t now)
 {
 	struct agd_dem_local *v = NULL;
-	uint64_t t0 = now;
 	size_t n = 0, i;
 
 	if (h->ops.agents(h->ops.arg, &v, &n))
@@ -377,7 +361,6 @@ static void observe_all(struct agd_dem_host *h, uint64_t now)
 		h->seen[h->n_seen++] = x;
 	}
 	free(v);
-	(void)t0;
 }
 
 static void send_reports(struct agd_dem_host *h, uint64_t now)
@@ -478,7 +461,7 @@ void agd_dem_host_tick(struct agd_dem_host *h, uint64_t now)
 		tend_leases(h, now);
 		agd_dem_agg_expire(h->agg, now, FORGET * iv);
 	}
-	if (h->owned && now % iv >= iv / 2 && h->owner_k != k) {
+	if (h->st.groups_owned && now % iv >= iv / 2 && h->owner_k != k) {
 		h->owner_k = k;
 		owner_work(h, now);
 	}

@@ -15,6 +15,11 @@ static uint64_t fnv(const char *s, uint64_t h)
 	return h;
 }
 
+uint64_t agd_dem_hash(const char *s)
+{
+	return fnv(s, 1469598103934665603ULL);
+}
+
 unsigned int agd_dem_group(const char *agent)
 {
 	return (unsigned int)(fnv(agent, 1469598103934665603ULL) % AGD_DEM_GROUPS);

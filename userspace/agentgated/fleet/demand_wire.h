@@ -54,6 +54,8 @@ struct agd_dem_entry {
 };
 
 unsigned int agd_dem_group(const char *agent);
+/* FNV-1a of a string: the group's hash, and the hosts' own tables'. */
+uint64_t agd_dem_hash(const char *s);
 
 /* *out malloc'ed. */
 int agd_dem_encode(const struct agd_dem_head *h, const struct agd_dem_entry *e, size_t n,
