@@ -140,7 +140,7 @@ D_MAIN := userspace/agentgated/process/main.c
 D_LIB_SRCS := $(filter-out $(D_MAIN),$(D_SRCS))
 D_OBJS := $(patsubst %.c,$(OUTPUT)/obj/%.o,$(D_LIB_SRCS))
 D_SAN_OBJS := $(patsubst %.c,$(OUTPUT)/san/%.o,$(D_LIB_SRCS))
-D_LIBS := -ljansson -llmdb -lcivetweb -lnats -lcurl -lssl -lcrypto
+D_LIBS := -ljansson -llmdb -lnats -lcurl -lssl -lcrypto
 
 $(OUTPUT)/obj/userspace/agentgated/%.o $(OUTPUT)/san/userspace/agentgated/%.o: \
 	CFLAGS += -DAG_VERSION='"$(VERSION)"' -Iuserspace/agentgated
@@ -153,31 +153,14 @@ $(OUTPUT)/libagentgated-san.a: $(D_SAN_OBJS)
 	$(call msg,AR,$@)
 	$(Q)rm -f $@ && $(AR) rcs $@ $^
 
-# The libraries through which CivetWeb reaches OpenSSL 3 for TLS
-# (userspace/tlscompat/ssl.c says why); agentgated loads them from lib/
-# next to itself, or ../lib/agentgate/ once installed.
-TLS_COMPAT := $(OUTPUT)/lib/libagentgate-ssl.so $(OUTPUT)/lib/libagentgate-crypto.so
-
-$(OUTPUT)/lib/libagentgate-ssl.so: userspace/tlscompat/ssl.c | $(OUTPUT)
-	$(call msg,LIB,$@)
-	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -fPIC -shared -Wl,-soname,libssl.so $< -o $@ \
-		-lssl -lcrypto
-
-$(OUTPUT)/lib/libagentgate-crypto.so: userspace/tlscompat/crypto.c | $(OUTPUT)
-	$(call msg,LIB,$@)
-	$(Q)mkdir -p $(@D)
-	$(Q)$(CC) $(CFLAGS) $(COMMON_CFLAGS) -fPIC -shared -Wl,-soname,libcrypto.so \
-		-Wl,--no-as-needed $< -o $@ -lcrypto
-
 $(OUTPUT)/agentgated: $(OUTPUT)/obj/userspace/agentgated/process/main.o $(OUTPUT)/libagentgated.a \
-		$(OUTPUT)/libagentgate.a | $(TLS_COMPAT)
+		$(OUTPUT)/libagentgate.a
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $^ -o $@ $(D_LIBS) $(LIBS)
 
 # The daemon built with sanitizers, for the daemon tests.
 $(OUTPUT)/agentgated-san: $(OUTPUT)/san/userspace/agentgated/process/main.o \
-		$(OUTPUT)/libagentgated-san.a $(OUTPUT)/libagentgate-san.a | $(TLS_COMPAT)
+		$(OUTPUT)/libagentgated-san.a $(OUTPUT)/libagentgate-san.a
 	$(call msg,LINK,$@)
 	$(Q)$(CC) $(CFLAGS) $(SAN_FLAGS) $^ -o $@ $(D_LIBS) $(LIBS)
 
@@ -187,7 +170,7 @@ TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
 	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_wire $(OUTPUT)/tests/test_gcra \
 	$(OUTPUT)/tests/test_lib $(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating \
 	$(OUTPUT)/tests/test_fleet $(OUTPUT)/tests/test_hist $(OUTPUT)/tests/test_voices \
-	$(OUTPUT)/tests/test_intake $(OUTPUT)/tests/test_feed
+	$(OUTPUT)/tests/test_intake $(OUTPUT)/tests/test_feed $(OUTPUT)/tests/test_server
 
 .PHONY: tests
 tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san $(OUTPUT)/examples/local_consume
@@ -211,6 +194,8 @@ $(OUTPUT)/tests/test_voices: tests/unit/test_voices.c $(OUTPUT)/libagentgated-sa
 $(OUTPUT)/tests/test_intake: tests/unit/test_intake.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_feed: tests/unit/test_feed.c $(OUTPUT)/libagentgated-san.a \
+	$(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_server: tests/unit/test_server.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
 
 $(TEST_BINS):
@@ -380,15 +365,13 @@ MANDIR ?= $(PREFIX)/share/man
 DATADIR ?= $(PREFIX)/share/agentgate
 SYSCONFDIR ?= /etc
 UNITDIR ?= $(PREFIX)/lib/systemd/system
-# agentgated finds its TLS libraries at ../lib/agentgate from SBINDIR.
-AGLIBDIR := $(SBINDIR)/../lib/agentgate
 # libagentgate for applications on the host (docs/LOCAL.md): the static
 # library, its two headers and a pkg-config file.
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
 
-install: $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(TLS_COMPAT) $(OUTPUT)/libagentgate.a
+install: $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(OUTPUT)/libagentgate.a
 	$(call msg,INSTALL,$(DESTDIR)$(PREFIX))
 	$(Q)install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/agentgate $(DESTDIR)$(PKGCONFIGDIR)
 	$(Q)install -m 0644 $(OUTPUT)/libagentgate.a $(DESTDIR)$(LIBDIR)/
@@ -403,8 +386,6 @@ install: $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(TLS_COMPAT) $(OUTPUT)/libage
 	$(Q)install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(MANDIR)/man8 $(DESTDIR)$(DATADIR) \
 		$(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSCONFDIR)/agentgate
 	$(Q)install -m 0755 $(OUTPUT)/agentgate $(OUTPUT)/agentgated $(DESTDIR)$(SBINDIR)/
-	$(Q)install -d $(DESTDIR)$(AGLIBDIR)
-	$(Q)install -m 0644 $(TLS_COMPAT) $(DESTDIR)$(AGLIBDIR)/
 	$(Q)install -m 0644 docs/agentgate.8 docs/agentgated.8 $(DESTDIR)$(MANDIR)/man8/
 	$(Q)install -m 0644 etc/grafana-dashboard.json etc/agentgate-alerts.yml $(DESTDIR)$(DATADIR)/
 	$(Q)sed 's|/usr/local/sbin/|$(SBINDIR)/|g' etc/agentgated.service > $(DESTDIR)$(UNITDIR)/agentgated.service
@@ -430,8 +411,9 @@ uninstall:
 	$(Q)rm -f $(DESTDIR)$(LIBDIR)/libagentgate.a $(DESTDIR)$(INCLUDEDIR)/agentgate.h \
 		$(DESTDIR)$(INCLUDEDIR)/agentgate/abi.h $(DESTDIR)$(PKGCONFIGDIR)/agentgate.pc
 	$(Q)rmdir $(DESTDIR)$(INCLUDEDIR)/agentgate 2>/dev/null || true
-	$(Q)rm -f $(addprefix $(DESTDIR)$(AGLIBDIR)/,$(notdir $(TLS_COMPAT)))
-	$(Q)rmdir $(DESTDIR)$(AGLIBDIR) 2>/dev/null || true
+	$(Q)rm -f $(DESTDIR)$(SBINDIR)/../lib/agentgate/libagentgate-ssl.so \
+		$(DESTDIR)$(SBINDIR)/../lib/agentgate/libagentgate-crypto.so
+	$(Q)rmdir $(DESTDIR)$(SBINDIR)/../lib/agentgate 2>/dev/null || true
 	$(Q)rm -rf $(DESTDIR)$(DATADIR)
 
 clean:

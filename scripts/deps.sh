@@ -15,7 +15,7 @@ set -eu
 PACKAGES="
 	make gcc clang llvm pkg-config libclang-rt-dev
 	libbpf-dev bpftool libelf-dev zlib1g-dev linux-libc-dev
-	libcmocka-dev libjansson-dev libcivetweb-dev liblmdb-dev libjwt-dev libssl-dev libnats-dev nats-server
+	libcmocka-dev libjansson-dev liblmdb-dev libjwt-dev libssl-dev libnats-dev nats-server
 	libcurl4-openssl-dev
 	prometheus wrk valgrind curl openssl faketime
 	xdp-tools iproute2 iputils-ping python3 python3-jwt python3-cryptography python3-lmdb util-linux ethtool systemd

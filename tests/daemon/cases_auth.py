@@ -2,13 +2,14 @@
 """Authentication: refused starts, 401, 403, scopes, audit subjects, key
 reloads (daemons on 0.0.0.0 with an HS256 key; JWTs from agtest.jwt)."""
 import base64
-import ctypes
 import json
 import os
 import signal
+import time
 from collections import namedtuple
 
 from agtest import case, check, expect, expect_error, fixture, has, run_daemon
+from agtest.api import Client
 from agtest.daemon import daemon_argv
 from agtest.jwt import token
 
@@ -21,14 +22,6 @@ def new_key(path, size=40):
     with open(path, "wb") as f:
         f.write(base64.b64encode(os.urandom(60))[:size])
     return path
-
-
-def civetweb_ipv6():
-    """Whether the CivetWeb library listens on IPv6 (its feature bit 8)."""
-    try:
-        return bool(ctypes.CDLL("libcivetweb.so.1").mg_check_feature(8))
-    except (OSError, AttributeError):
-        return False
 
 
 def open_daemon(env, name, *args, **kw):
@@ -72,8 +65,8 @@ def auth_fresh(env):
     a.d.stop()
 
 
-@case("non-loopback --listen without --auth-key-file: exit 2; short or missing key: exit 2; "
-      "IPv6 refused where CivetWeb lacks it")
+@case("non-loopback --listen without --auth-key-file (IPv4 or IPv6): exit 2; short or "
+      "missing key: exit 2; [::1] served without a key")
 def t_auth_refuse_start(env):
     pin, st, listen = env.daemon_places("refuse")
     port = int(listen.rsplit(":", 1)[1])
@@ -81,10 +74,8 @@ def t_auth_refuse_start(env):
     def refused(listen, *extra):
         return run_daemon(env, daemon_argv(env.san, pin, st, listen, extra=extra)[1:], 2)
 
-    # [::] only where CivetWeb has IPv6 (else the address itself is refused, below).
-    ipv6 = civetweb_ipv6()
-    for l in ["0.0.0.0:%d" % port] + (["[::]:%d" % port] if ipv6 else []) + \
-            ["192.0.2.1:%d" % port]:
+    for l in ["0.0.0.0:%d" % port, "[::]:%d" % port, "192.0.2.1:%d" % port,
+              "[2001:db8::1]:%d" % port]:
         has(refused(l), "refusing to serve %s without authentication" % l, "--auth-key-file")
     # A bare port (every address) is refused too, naming it.
     has(refused(str(port)), str(port))
@@ -94,9 +85,22 @@ def t_auth_refuse_start(env):
     has(refused("0.0.0.0:%d" % port, "--auth-key-file", short), "at least 32")
     has(refused("127.0.0.1:%d" % port, "--auth-key-file", env.path("no-such.key")),
         "no-such.key")
-    # An IPv6 listener where CivetWeb lacks IPv6 (Debian's): refused by name.
-    if not ipv6:
-        has(refused("[::1]:%d" % port), "no IPv6 support")
+    # An IPv6 loopback listener: served without a key.
+    d = env.daemon("v6", listen="[::1]:%d" % port).start(wait=False)
+    c = Client("http://[::1]:%d" % port, timeout=2)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            r = c.get("/readyz")
+            if r.status == 200:
+                break
+        except OSError:
+            pass
+        check(time.monotonic() < deadline and d.alive(), "no answer on [::1]:%d" % port,
+              d.log_tail())
+        time.sleep(0.1)
+    expect(c.get("/healthz"), 200, 'd == {"status": "ok"}')
+    d.stop()
 
 
 @case("auth on 0.0.0.0 with a 40-byte key: /healthz and /readyz need no token")

@@ -500,8 +500,7 @@ t_install() {
 	for f in usr/sbin/agentgate:755 usr/sbin/agentgated:755 usr/share/man/man8/agentgate.8:644 \
 		usr/share/man/man8/agentgated.8:644 usr/lib/systemd/system/agentgated.service:644 \
 		etc/agentgate/agentgated.conf:644 usr/share/agentgate/grafana-dashboard.json:644 \
-		usr/share/agentgate/agentgate-alerts.yml:644 usr/lib/agentgate/libagentgate-ssl.so:644 \
-		usr/lib/agentgate/libagentgate-crypto.so:644; do
+		usr/share/agentgate/agentgate-alerts.yml:644; do
 		[ "$(stat -c %a "$d/${f%%:*}" 2>/dev/null)" = "${f##*:}" ] ||
 			{ fail "$d/${f%%:*}: missing or not mode ${f##*:}"; return 1; }
 	done

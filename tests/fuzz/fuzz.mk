@@ -15,7 +15,7 @@
 
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_ALL := rating bucket http jwt config prefix cli vlog feed demand
+FUZZ_ALL := rating bucket http jwt config prefix cli vlog feed demand httpparse
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 FUZZ_OUT := $(OUTPUT)/fuzz
 FUZZ_BINS := $(patsubst %,$(FUZZ_OUT)/fuzz_%,$(FUZZ_ALL))

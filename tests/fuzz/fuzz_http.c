@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * The daemon's HTTP layer as it runs: the engine (LMDB state, pinned maps)
- * and agd_http_start's CivetWeb server with the real route table and
+ * and agd_http_start's server (api/server.c) with the real route table and
  * handlers (userspace/agentgated/api/ and core/),
  * started once in a sandbox of this process's own (mount namespace with a
  * fresh bpffs over /sys/fs/bpf, network namespace with only loopback,
@@ -513,23 +513,35 @@ static void check_answer(const struct buf *ans)
 	int status;
 
 	if (!ans->n)
-		return; /* closed without a word: CivetWeb on a garbled request */
-	/* Ours all start so; CivetWeb's own (505, 400...) echo the request's
-	 * version, whatever it was: not ours to check. */
-	if (strncmp(a, "HTTP/1.1 ", 9) || sscanf(a + 9, "%3d", &status) != 1)
-		return;
+		return; /* closed without a word: no request head came whole */
+	/* Every answer is the server's own: HTTP/1.1, a status; "100 Continue"
+	 * goes before the final one. */
+	FUZZ_CHECK(!strncmp(a, "HTTP/1.1 ", 9) && sscanf(a + 9, "%3d", &status) == 1,
+		   "not an HTTP/1.1 answer: %.200s", a);
+	if (status == 100) {
+		head_end = strstr(a, "\r\n\r\n");
+		if (!head_end || !head_end[4])
+			return;
+		a = head_end + 4;
+		FUZZ_CHECK(!strncmp(a, "HTTP/1.1 ", 9) && sscanf(a + 9, "%3d", &status) == 1,
+			   "not an HTTP/1.1 answer after 100: %.200s", a);
+	}
 	FUZZ_CHECK(status != 500, "500: %.400s", a);
+	if (status == 101)
+		return; /* a WebSocket: frames follow */
 	head_end = strstr(a, "\r\n\r\n");
 	if (!head_end)
 		return; /* truncated by ANSWER_MAX */
 	type = header(head_end, a, "Content-Type", &type_n);
+	FUZZ_CHECK(status < 400 || (type && !strncmp(type, "application/json", 16)),
+		   "error %d not in JSON: %.300s", status, a);
 	if (!type || strncmp(type, "application/json", 16))
-		return; /* CivetWeb's own answer, or /metrics */
+		return; /* /metrics */
 	len_text = header(head_end, a, "Content-Length", &len_n);
 	FUZZ_CHECK(len_text, "JSON without Content-Length");
 	declared = strtoul(len_text, NULL, 10);
 	body = head_end + 4;
-	FUZZ_CHECK(declared <= ans->n - (size_t)(body - a), "body shorter than its length");
+	FUZZ_CHECK(declared <= ans->n - (size_t)(body - ans->p), "body shorter than its length");
 	j = json_loadb(body, declared, 0, NULL);
 	FUZZ_CHECK(j, "answer %d is not JSON: %.300s", status, body);
 	if (status >= 400)

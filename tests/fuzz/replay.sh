@@ -61,6 +61,7 @@ t_cli() { replay cli; }
 t_vlog() { replay vlog; }
 t_feed() { replay feed; }
 t_demand() { replay demand; }
+t_httpparse() { replay httpparse; }
 
 tap_run \
 	"t_rating|fuzz_rating replays its corpus (ratings JSON/NDJSON, policy)" \
@@ -72,7 +73,8 @@ tap_run \
 	"t_cli|fuzz_cli replays its corpus (agentgate arguments)" \
 	"t_vlog|fuzz_vlog replays its corpus (the store's voice log records)" \
 	"t_feed|fuzz_feed replays its corpus (rule feeds, their records and compact runs)" \
-	"t_demand|fuzz_demand replays its corpus (demand sharing's reports and totals)"
+	"t_demand|fuzz_demand replays its corpus (demand sharing's reports and totals)" \
+	"t_httpparse|fuzz_httpparse replays its corpus (request heads, chunked bodies, queries)"
 rc=$?
 diag "inputs replayed:${REPLAYED:- none}"
 exit $rc

@@ -120,11 +120,12 @@ SHAPES = {
     "chunk-data-no-crlf": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r\n" + B + b"0\r\n\r\n",
     "chunk-data-too-long": HEAD + b"Transfer-Encoding: chunked\r\n\r\n1\r\n" + B + b"\r\n0\r\n\r\n",
     "chunk-last-bad": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r\n" + B + b"\r\nzz\r\n\r\n",
-    # Well framed, or framed in ways CivetWeb takes while a proxy might not:
-    # the body is applied and the connection closed, the hidden request unread.
+    "chunk-size-bare-cr": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r5\r\n" + B + b"\r\n0\r\n\r\n",
+    # Well framed (a trailer section is read and discarded, which a proxy may
+    # not do): the body is applied and the connection closed, the hidden
+    # request unread.
     "chunk-trailer": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r\n" + B +
     b"\r\n0\r\nX-Trailer: v\r\n\r\n",
-    "chunk-size-bare-cr": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r5\r\n" + B + b"\r\n0\r\n\r\n",
     "chunked": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r\n" + B + b"\r\n0\r\n\r\n",
     "pipelined": HEAD + b"Content-Length: %(blen)d\r\n\r\n" + B,
 }

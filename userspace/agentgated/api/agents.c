@@ -3,7 +3,7 @@
  * The agents: GET /v1/agents (pages), GET, PUT, DELETE /v1/agents/{agent},
  * its explain, reset, drain and consume.
  */
-#include <civetweb.h>
+#include "server.h"
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
@@ -80,14 +80,14 @@ int agents_list(struct req *r)
 	char *end;
 	int err, got;
 
-	got = q ? mg_get_var(q, strlen(q), "after", after, sizeof(after)) : -1;
+	got = q ? agd_query_var(q, "after", after, sizeof(after)) : -1;
 	if (got == -2)
 		return send_error(r->conn, 400, "query 'after': too long");
 	if (got > 0 && strlen(after) != (size_t)got)
 		return send_error(r->conn, 400, "query 'after': %%00 (NUL) is not accepted");
 	if (after[0] && ag_name_check(after))
 		return send_error(r->conn, 400, "query 'after': %s", ag_errmsg());
-	if (q && mg_get_var(q, strlen(q), "limit", lim, sizeof(lim)) > 0) {
+	if (q && agd_query_var(q, "limit", lim, sizeof(lim)) > 0) {
 		unsigned long v = strtoul(lim, &end, 10);
 
 		if (*end || !v || v > 1000)

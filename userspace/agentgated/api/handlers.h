@@ -23,14 +23,13 @@
 #include "metrics.h"
 #include "reply.h"
 
-struct mg_context;
-struct mg_connection;
-struct mg_request_info;
-struct agd_deadlines;
+struct agd_conn;
+struct agd_reqinfo;
+struct agd_srv;
 struct agd_lister;
 
 struct agd_http {
-	struct mg_context *mg;
+	struct agd_srv *srv;
 	struct agd_engine *e;
 	pthread_rwlock_t live_lock;
 	struct agd_http_live live;
@@ -41,10 +40,7 @@ struct agd_http {
 	struct agd_stream *stream;
 	struct agd_fleet *fleet;
 	struct agd_feeds *feeds; /* the rule feeds' refreshes, kicked by a PUT */
-	bool tls;
-	char tls_cert[4096], tls_key[4096];
-	struct agd_err tls_err; /* set by init_ssl when it fails */
-	struct agd_deadlines *deadlines; /* of request bodies */
+	void *tls; /* SSL_CTX *, NULL: plain */
 	struct agd_lister *lister;       /* GET /v1/agents pages */
 	struct agd_intake *intake;       /* rating intake limits */
 };
@@ -52,8 +48,8 @@ struct agd_http {
 /* One request as the handlers see it. */
 struct req {
 	struct agd_http *h;
-	struct mg_connection *conn;
-	const struct mg_request_info *ri;
+	struct agd_conn *conn;
+	const struct agd_reqinfo *ri;
 	const char *param; /* the {agent} of the path */
 	char *body;
 	size_t body_len;

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * The HTTP server: CivetWeb's setup, start, update and stop, the one route
- * table, routing, authorization and the reading of request bodies
- * (Expect: 100-continue included), readiness. The handlers live one file
- * per resource (handlers.h names them); the WebSocket stream in stream.c.
+ * The HTTP API over the server (server.h): start, update and stop, the one
+ * route table, routing, authorization and what comes before a body (its
+ * declared size, Expect: 100-continue), readiness. The handlers live one
+ * file per resource (handlers.h names them); the WebSocket stream in
+ * stream.c.
  */
 #include <arpa/inet.h>
-#include <civetweb.h>
 #include <errno.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -15,14 +15,15 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
-#include "deadline.h"
 #include "framing.h"
 #include "handlers.h"
 #include "http.h"
 #include "reply.h"
 #include "core/lister.h"
 #include "reqlimits.h"
+#include "server.h"
 #include "metrics.h"
 #include "stream.h"
 #include "tls.h"
@@ -37,106 +38,38 @@
  * a request refused earlier gets its final status instead. HTTP/1.0 clients
  * never wait for it: ignored. Any other expectation: 417, closed.
  */
-static int expect_continue(struct req *r)
+static int expect_continue(struct agd_conn *conn)
 {
-	const char *v = mg_get_header(r->conn, "Expect");
+	const char *v = agd_conn_header(conn, "Expect");
 	size_t n;
 
 	if (!v)
 		return 0;
-	while (*v == ' ' || *v == '\t')
-		v++;
 	n = strlen(v);
-	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
-		n--;
 	if (n != 12 || strncasecmp(v, "100-continue", 12))
-		return agd_reply_error(r->conn, 417, "Connection: close\r\n",
+		return agd_reply_error(conn, 417, "Connection: close\r\n",
 				      "header 'Expect': only 100-continue is understood");
-	if (!strcmp(r->ri->http_version, "1.0"))
+	if (!strcmp(agd_conn_info(conn)->http_version, "1.0"))
 		return 0;
-	mg_printf(r->conn, "HTTP/1.1 100 Continue\r\n\r\n");
+	agd_conn_write(conn, "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	return 0;
 }
 
-/* Reads the whole body, refusing (413) before reading more than max_body.
- * CivetWeb decodes chunks and gives -1 for a chunk size line that is not
- * hex digits and CRLF (an extension, a sign, "0x", whitespace, a bare LF),
- * or chunk data not followed by CRLF: 400, closed. */
-static int read_body(struct req *r)
+/* Before the body is read: its declared size against --max-body (the
+ * server refuses a chunked body that grows over it, and one that does not
+ * come within --request-timeout, 408). 0 and *max, or the status sent. */
+static int body_check(struct agd_http *h, struct agd_conn *conn, unsigned long long *max)
 {
-	long long declared = r->ri->content_length;
-	bool bad_chunks = false;
-	__u64 max;
-	size_t cap, len = 0;
-	int deadline, refused;
-	char *buf;
+	const char *cl = agd_conn_header(conn, "Content-Length");
+	long long declared = cl ? strtoll(cl, NULL, 10) : -1;
 
-	pthread_rwlock_rdlock(&r->h->live_lock);
-	max = r->h->live.max_body;
-	pthread_rwlock_unlock(&r->h->live_lock);
-	if (declared > 0 && (__u64)declared > max)
-		return send_error(r->conn, 413, "request body of %lld bytes is over the limit of "
-				  "%llu bytes (--max-body)", declared, (unsigned long long)max);
-	refused = expect_continue(r);
-	if (refused)
-		return refused;
-	cap = declared > 0 ? (size_t)declared + 1 : 4096;
-	buf = malloc(cap);
-	if (!buf)
-		return send_error(r->conn, 500, "out of memory");
-	deadline = agd_deadline_arm(r->h->deadlines, r->conn);
-	for (;;) {
-		int n;
-
-		if (len + 1 >= cap) {
-			char *b;
-
-			if (len > max) {
-				free(buf);
-				return send_error(r->conn, 413, "request body is over the limit of %llu "
-						  "bytes (--max-body)", (unsigned long long)max);
-			}
-			cap *= 2;
-			b = realloc(buf, cap);
-			if (!b) {
-				free(buf);
-				return send_error(r->conn, 500, "out of memory");
-			}
-			buf = b;
-		}
-		n = mg_read(r->conn, buf + len, cap - len - 1);
-		if (n <= 0) {
-			bad_chunks = n < 0 && agd_request_chunked(r->conn);
-			break;
-		}
-		len += (size_t)n;
-	}
-	if (agd_deadline_disarm(r->h->deadlines, deadline)) {
-		free(buf);
-		return send_error(r->conn, 408, "request body not received within the request "
-				  "timeout (--request-timeout); %zu bytes came", len);
-	}
-	if (bad_chunks) {
-		free(buf);
-		return agd_reply_error(r->conn, 400, "Connection: close\r\n",
-				      "request body: malformed chunked encoding (a chunk size is "
-				      "hex digits ending in CRLF, without extensions; chunk data "
-				      "ends in CRLF)");
-	}
-	if (len > max) {
-		free(buf);
-		return send_error(r->conn, 413, "request body is over the limit of %llu bytes "
-				  "(--max-body)", (unsigned long long)max);
-	}
-	if (declared >= 0 && (long long)len != declared) {
-		free(buf);
-		return agd_reply_error(r->conn, 400, "Connection: close\r\n",
-				      "request body ended after %zu of %lld bytes", len, declared);
-	}
-	buf[len] = 0;
-	r->body = buf;
-	r->body_len = len;
-	return 0;
+	pthread_rwlock_rdlock(&h->live_lock);
+	*max = h->live.max_body;
+	pthread_rwlock_unlock(&h->live_lock);
+	if (declared > 0 && (unsigned long long)declared > *max)
+		return send_error(conn, 413, "request body of %lld bytes is over the limit of "
+				  "%llu bytes (--max-body)", declared, *max);
+	return expect_continue(conn);
 }
 
 /* ---- /v1/stream ------------------------------------------------------------------ */
@@ -161,6 +94,7 @@ struct route {
 	bool body;
 	int (*fn)(struct req *r);
 	const char *const *queries; /* the query parameters it takes; NULL: none */
+	bool quick; /* never waits (no lock held by a commit, no I/O): runs in the event loop */
 };
 
 static const char *const list_queries[] = { "limit", "after", NULL };
@@ -179,15 +113,16 @@ static const struct route routes[] = {
 	{ "DELETE", "/v1/agents/*", AGD_SCOPE_AGENTS_ADMIN, false, agent_delete },
 	{ "POST", "/v1/agents/*/reset", AGD_SCOPE_AGENTS_ADMIN, false, agent_reset },
 	{ "POST", "/v1/agents/*/drain", AGD_SCOPE_AGENTS_ADMIN, true, agent_drain },
-	{ "POST", "/v1/agents/*/consume", AGD_SCOPE_RATINGS_WRITE, true, agent_consume },
+	{ "POST", "/v1/agents/*/consume", AGD_SCOPE_RATINGS_WRITE, true, agent_consume, NULL,
+	  true },
 	{ "GET", "/v1/rules", READ_SCOPES, false, rules_get },
 	{ "POST", "/v1/rules", AGD_SCOPE_AGENTS_ADMIN, true, rules_post },
 	{ "DELETE", "/v1/rules", AGD_SCOPE_AGENTS_ADMIN, true, rules_delete, rule_queries },
 	{ "POST", "/v1/auth/revoke", AGD_SCOPE_AGENTS_ADMIN, true, auth_revoke },
 	{ "GET", "/metrics", AGD_SCOPE_METRICS_READ, false, metrics_get },
 	{ "GET", "/v1/stream", AGD_SCOPE_STREAM_READ, false, stream_plain, stream_queries },
-	{ "GET", "/healthz", 0, false, healthz },
-	{ "GET", "/readyz", 0, false, readyz },
+	{ "GET", "/healthz", 0, false, healthz, NULL, true },
+	{ "GET", "/readyz", 0, false, readyz, NULL, true },
 	{ "POST", "/bucket/*", AGD_SCOPE_AGENTS_ADMIN, true, bucket_post },
 	{ "GET", "/bucket/*", READ_SCOPES, false, bucket_get },
 	{ "POST", "/rate", AGD_SCOPE_RATINGS_WRITE, true, rate_post },
@@ -219,9 +154,9 @@ static bool match(const char *pattern, const char *uri, char *param, size_t len)
 }
 
 /* The bearer token of the Authorization header, NULL without one. */
-static const char *bearer(struct mg_connection *conn)
+static const char *bearer(struct agd_conn *conn)
 {
-	const char *hdr = mg_get_header(conn, "Authorization");
+	const char *hdr = agd_conn_header(conn, "Authorization");
 
 	return hdr && !strncasecmp(hdr, "Bearer ", 7) ? hdr + 7 : NULL;
 }
@@ -242,7 +177,7 @@ static bool token_revoked(struct agd_http *h, const struct agd_token *tok, time_
 
 /* 1 when auth is off; 0 with *tok filled when the token verifies; else the
  * 401 is sent and its status returned. */
-static int verify(struct agd_http *h, struct mg_connection *conn, const char *token,
+static int verify(struct agd_http *h, struct agd_conn *conn, const char *token,
 		  const char *missing, struct agd_token *tok)
 {
 	enum agd_auth_reason reason = AGD_AUTH_OK;
@@ -279,7 +214,7 @@ static int verify(struct agd_http *h, struct mg_connection *conn, const char *to
 }
 
 /* /v1/stream: the token of ?token= or of the Authorization header. */
-static int stream_auth(void *arg, struct mg_connection *conn, const char *query_token,
+static int stream_auth(void *arg, struct agd_conn *conn, const char *query_token,
 		       struct agd_token *out)
 {
 	struct agd_token tok;
@@ -339,9 +274,9 @@ static int authorize(struct req *r, const struct route *rt)
 /* The request's path percent-decoded into path (agd_path_decode), the route
  * it names into *rt and its agent into param: 0, or the status of the error
  * sent (400 for the path or the agent name, 404, 405 with Allow). */
-static int route(struct mg_connection *conn, const struct route **rt, char *path, char *param)
+static int route(struct agd_conn *conn, const struct route **rt, char *path, char *param)
 {
-	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const struct agd_reqinfo *ri = agd_conn_info(conn);
 	char allow[64] = "", why[160];
 	size_t i;
 
@@ -376,81 +311,127 @@ static int route(struct mg_connection *conn, const struct route **rt, char *path
 	return 0;
 }
 
-static int handle_request(struct mg_connection *conn, struct agd_http *h)
+/* What a request carries from its head to its handler: the server's
+ * per-request area (agd_conn_req). */
+struct req_state {
+	const struct route *rt;
+	char param[AG_NAME_MAX + 1];
+	struct agd_token tok;
+};
+
+/* A WebSocket handshake (RFC 6455 4.2.1): Upgrade and Connection asking
+ * for it. */
+static bool wants_websocket(struct agd_conn *conn)
 {
-	struct req r = { .h = h, .conn = conn, .ri = mg_get_request_info(conn) };
+	const char *up = agd_conn_header(conn, "Upgrade");
+	const char *co = agd_conn_header(conn, "Connection");
+
+	return up && co && agd_header_has_token(up, "websocket") &&
+	       agd_header_has_token(co, "upgrade");
+}
+
+/* The key is 16 bytes in base64: 22 characters and "==". */
+static bool ws_key_valid(const char *k)
+{
+	size_t n = k ? strspn(k, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/") : 0;
+
+	return n == 22 && !strcmp(k + 22, "==");
+}
+
+static enum agd_head_verdict stream_upgrade(struct agd_http *h, struct agd_conn *conn)
+{
+	const char *ver = agd_conn_header(conn, "Sec-WebSocket-Version");
+
+	if (!ver || strcmp(ver, "13")) {
+		agd_reply_error(conn, 426, "Sec-WebSocket-Version: 13\r\nConnection: close\r\n",
+				"WebSocket handshake refused: Sec-WebSocket-Version 13 only");
+		return AGD_HEAD_DONE;
+	}
+	if (!ws_key_valid(agd_conn_header(conn, "Sec-WebSocket-Key"))) {
+		agd_reply_error(conn, 400, "Connection: close\r\n",
+				"WebSocket handshake refused: invalid Sec-WebSocket-Key");
+		return AGD_HEAD_DONE;
+	}
+	return agd_stream_connect(h->stream, conn) ? AGD_HEAD_DONE : AGD_HEAD_UPGRADE;
+}
+
+/* A request head: checked, routed and authorized here, in the event loop
+ * (none of it waits); the body is then read by the server. */
+static enum agd_head_verdict on_head(struct agd_conn *conn, void *arg,
+				     unsigned long long *body_max, bool *quick)
+{
+	struct agd_http *h = arg;
+	struct req_state *st = agd_conn_req(conn);
+	struct req r = { .h = h, .conn = conn, .ri = agd_conn_info(conn) };
 	char path[AGD_PATH_MAX], param[AGD_PATH_MAX] = "";
 	const struct route *rt;
-	int rc;
 
-	rc = agd_request_framing(conn);
-	if (!rc)
-		rc = route(conn, &rt, path, param);
-	if (rc)
-		return rc;
+	if (agd_request_framing(conn) || route(conn, &rt, path, param) ||
+	    agd_request_limits(conn, rt->queries))
+		return AGD_HEAD_DONE;
+	if (rt->fn == stream_plain && wants_websocket(conn))
+		return stream_upgrade(h, conn);
 	r.param = param;
-	rc = agd_request_limits(conn, rt->queries);
-	if (!rc)
-		rc = authorize(&r, rt);
-	if (rc)
-		return rc;
-	if (rt->body && (rc = read_body(&r)))
-		return rc;
-	rc = rt->fn(&r);
-	free(r.body);
-	return rc;
+	if (authorize(&r, rt))
+		return AGD_HEAD_DONE;
+	st->rt = rt;
+	snprintf(st->param, sizeof(st->param), "%s", param);
+	st->tok = r.tok;
+	*quick = rt->quick;
+	if (!rt->body)
+		return AGD_HEAD_RUN;
+	/* A chunked body's end is the server's decoder's to find: where it may
+	 * disagree with a proxy (a trailer section, which it discards), closing
+	 * after the answer leaves no byte to be read as a request of its own. */
+	if (agd_conn_chunked(conn))
+		agd_conn_close_after(conn);
+	return body_check(h, conn, body_max) ? AGD_HEAD_DONE : AGD_HEAD_BODY;
 }
 
-static int handle(struct mg_connection *conn, void *cbdata)
+static void on_run(struct agd_conn *conn, void *arg)
 {
-	int rc;
+	struct req_state *st = agd_conn_req(conn);
+	struct req r = { .h = arg, .conn = conn, .ri = agd_conn_info(conn), .param = st->param,
+			 .tok = st->tok };
 
-	/* A chunked body's end is CivetWeb's to find: where it may disagree
-	 * with a proxy (a trailer section it leaves unread, a bare CR in a size
-	 * line), closing after the answer leaves no byte to be read as a
-	 * request of its own. */
-	agd_reply_close_after(agd_request_chunked(conn));
-	rc = handle_request(conn, cbdata);
-	agd_reply_close_after(false);
-	return rc;
+	r.body = agd_conn_body(conn, &r.body_len);
+	st->rt->fn(&r);
 }
 
-/* Authorization is the routes' own (bearer JWTs). Without a handler of its
- * own, CivetWeb looks for a .htpasswd file beside every request's path: a
- * stat(2) per request, and digest auth for all if one ever appeared. */
-static int civetweb_auth(struct mg_connection *conn, void *cbdata)
+static void on_error(struct agd_conn *conn, int status, const char *extra, const char *msg,
+		     void *arg)
 {
-	(void)conn;
-	(void)cbdata;
-	return 1;
+	agd_reply_error(conn, status, extra, "%s", msg);
 }
 
-static int upgrade_as_http(const struct mg_connection *conn, void *cbdata)
+static void on_ws_ready(struct agd_conn *conn, void *arg)
 {
-	handle((struct mg_connection *)conn, cbdata);
-	return 1; /* no handshake */
+	agd_stream_ready(((struct agd_http *)arg)->stream, conn);
 }
 
-/* CivetWeb's hook for the TLS context: agentgated fills it (tls.c). */
-static int init_ssl(void *ssl_ctx, void *user_data)
+static int on_ws_data(struct agd_conn *conn, int bits, char *data, size_t len, void *arg)
 {
-	struct agd_http *h = user_data;
-
-	if (agd_tls_configure(ssl_ctx, h->tls_cert, h->tls_key, &h->tls_err))
-		return -1;
-	return 1; /* configured: CivetWeb loads no certificate of its own */
+	return agd_stream_data(((struct agd_http *)arg)->stream, conn, bits, data, len);
 }
 
-static int log_message(const struct mg_connection *conn, const char *message)
+static void on_ws_close(struct agd_conn *conn, void *arg)
 {
-	fprintf(stderr, "agentgated: http: %s\n", message);
-	return 1;
+	agd_stream_closed(((struct agd_http *)arg)->stream, conn);
 }
+
+static const struct agd_srv_hooks hooks = {
+	.head = on_head,
+	.run = on_run,
+	.error = on_error,
+	.ws_ready = on_ws_ready,
+	.ws_data = on_ws_data,
+	.ws_close = on_ws_close,
+};
 
 /* ---- lifecycle ------------------------------------------------------------------ */
 
-/* Exactly HOST:PORT or [V6]:PORT: CivetWeb also takes lists ("a:1,2")
- * and suffixes ("9470s"), which would open listeners this check never saw. */
+/* Exactly HOST:PORT or [V6]:PORT: no lists ("a:1,2"), suffixes ("9470s")
+ * or bare ports. */
 static bool listen_well_formed(const char *listen)
 {
 	const char *colon = strrchr(listen, ':');
@@ -466,21 +447,11 @@ static bool listen_well_formed(const char *listen)
 	return colon > listen && !memchr(listen, ':', (size_t)(colon - listen));
 }
 
-/* CivetWeb's feature bit for IPv6 listeners (mg_check_feature). */
-#define MG_FEATURE_IPV6 8
-
 int agd_listen_check(const char *listen, struct agd_err *err)
 {
 	if (!listen_well_formed(listen)) {
 		return agd_errf(err, -EINVAL,
 			"--listen %s: expected ADDR:PORT or [IPV6]:PORT", listen);
-	}
-	/* Debian's libcivetweb is built without IPv6: say so rather than fail
-	 * later with CivetWeb's "invalid port spec". */
-	if (listen[0] == '[' && !mg_check_feature(MG_FEATURE_IPV6)) {
-		return agd_errf(err, -EINVAL,
-			"--listen %s: the CivetWeb library this agentgated uses has no "
-			 "IPv6 support; listen on an IPv4 address", listen);
 	}
 	return 0;
 }
@@ -511,14 +482,24 @@ bool agd_listen_is_loopback(const char *listen)
 	return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
 }
 
+/* A kept-alive connection waits this long for its next request. */
+#define AGD_KEEPALIVE_MS 30000
+
+/* Event loops: one a CPU, at most 4 (each serves thousands of connections;
+ * more would only contend with the workers and the engine). */
+static unsigned int loop_count(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+
+	return n < 1 ? 1 : n > 4 ? 4 : (unsigned int)n;
+}
+
 int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 		   const struct agd_http_live *live, struct agd_http **out, struct agd_err *err)
 {
-	char threads[16], timeout[24], ports[300], ping[24], headmax[16];
-	struct mg_callbacks cb = { .log_message = log_message, .http_error = agd_civetweb_error };
-	const char *mgopts[24];
+	struct agd_srv_opts so = { 0 };
 	struct agd_http *h;
-	size_t k = 0;
+	char why[256] = "";
 	int rc;
 
 	if (agd_listen_check(opts->listen, err) || agd_tls_check(opts->tls_cert, opts->tls_key, err)) {
@@ -535,59 +516,19 @@ int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 	h->e = e;
 	h->live = *live;
 	h->intake = agd_engine_intake(e);
+	h->fleet = opts->fleet;
+	h->feeds = opts->feeds;
 	pthread_rwlock_init(&h->live_lock, NULL);
 	pthread_mutex_init(&h->ready_lock, NULL);
 	agd_metrics_init(&h->metrics);
 	h->metrics.intake = h->intake;
 	snprintf(h->not_ready, sizeof(h->not_ready), "starting");
-	/* Each WebSocket client holds a CivetWeb worker for as long as it is
-	 * connected: the stream's workers come on top of the HTTP ones. */
-	snprintf(threads, sizeof(threads), "%u", opts->threads + opts->stream.max_clients);
-	snprintf(ping, sizeof(ping), "%llu", (unsigned long long)opts->stream.ping_ms);
-	snprintf(timeout, sizeof(timeout), "%llu", (unsigned long long)opts->request_timeout_ms);
-	snprintf(headmax, sizeof(headmax), "%d", AGD_HEAD_MAX);
-	h->tls = opts->tls_cert[0] != '\0';
-	if (h->tls) {
-		snprintf(h->tls_cert, sizeof(h->tls_cert), "%s", opts->tls_cert);
-		snprintf(h->tls_key, sizeof(h->tls_key), "%s", opts->tls_key);
-		cb.init_ssl = init_ssl;
-	}
-	/* A trailing 's' makes CivetWeb speak TLS only on the port. */
-	snprintf(ports, sizeof(ports), "%s%s", opts->listen, h->tls ? "s" : "");
-	mgopts[k++] = "listening_ports";
-	mgopts[k++] = ports;
-	mgopts[k++] = "num_threads";
-	mgopts[k++] = threads;
-	mgopts[k++] = "request_timeout_ms";
-	mgopts[k++] = timeout;
-	/* The target as sent: routing decodes it (agd_path_decode), refusing
-	 * %00 and %2F instead of cutting or splitting a name, and
-	 * agd_request_framing reads CivetWeb's parse in place. */
-	mgopts[k++] = "decode_url";
-	mgopts[k++] = "no";
-	mgopts[k++] = "max_request_size";
-	mgopts[k++] = headmax;
-	mgopts[k++] = "enable_keep_alive";
-	mgopts[k++] = "yes";
-	mgopts[k++] = "keep_alive_timeout_ms";
-	mgopts[k++] = "30000";
-	mgopts[k++] = "tcp_nodelay";
-	mgopts[k++] = "1";
-	mgopts[k++] = "enable_websocket_ping_pong";
-	mgopts[k++] = "yes";
-	mgopts[k++] = "websocket_timeout_ms";
-	mgopts[k++] = ping;
-	mgopts[k++] = NULL;
-	if (h->tls && agd_tls_load_compat(err)) {
-		agd_http_stop(h);
-		return -ENOTSUP;
-	}
-	rc = agd_deadlines_start(opts->request_timeout_ms, &h->deadlines);
-	if (rc) {
-		snprintf(err->msg, sizeof(err->msg),
-			"cannot start the request watchdog: %s", strerror(-rc));
-		agd_http_stop(h);
-		return rc;
+	if (opts->tls_cert[0]) {
+		rc = agd_tls_context(opts->tls_cert, opts->tls_key, &h->tls, err);
+		if (rc) {
+			agd_http_stop(h);
+			return rc;
+		}
 	}
 	rc = agd_lister_start(e, &h->lister);
 	if (rc) {
@@ -596,34 +537,28 @@ int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 		agd_http_stop(h);
 		return rc;
 	}
-	mg_init_library(h->tls ? MG_FEATURES_SSL : 0);
-	h->mg = mg_start(&cb, h, mgopts);
-	if (!h->mg) {
-		if (h->tls_err.msg[0])
-			agd_errf(err, -EADDRINUSE, "%s", h->tls_err.msg);
-		else
-			agd_errf(err, -EADDRINUSE,
-				"cannot listen on %s%s (address in use, or not an "
-				 "ADDR:PORT?%s)", opts->listen, h->tls ? " with TLS" : "",
-				 h->tls ? " Or no OpenSSL: see the http: lines above" : "");
-		agd_http_stop(h);
-		return -EADDRINUSE;
-	}
-	mg_set_request_handler(h->mg, "/", handle, h);
-	h->fleet = opts->fleet;
-	h->feeds = opts->feeds;
-	mg_set_auth_handler(h->mg, "/", civetweb_auth, h);
-	rc = agd_stream_start(e, h->mg, &opts->stream, stream_auth, stream_recheck, h,
-			      &h->stream);
+	rc = agd_stream_start(e, &opts->stream, stream_auth, stream_recheck, h, &h->stream);
 	if (rc) {
 		snprintf(err->msg, sizeof(err->msg), "cannot start the stream: %s", strerror(-rc));
 		agd_http_stop(h);
 		return rc;
 	}
-	/* No route speaks WebSocket yet: a request carrying upgrade headers is
-	 * answered as the plain HTTP request it also is (CivetWeb would
-	 * otherwise answer it with a bare-text 404). */
-	mg_set_websocket_handler(h->mg, "/", upgrade_as_http, NULL, NULL, NULL, h);
+	so.listen = opts->listen;
+	so.loops = loop_count();
+	so.workers = opts->threads;
+	so.request_timeout_ms = opts->request_timeout_ms;
+	so.keepalive_ms = AGD_KEEPALIVE_MS;
+	so.ws_ping_ms = opts->stream.ping_ms;
+	so.tls = h->tls;
+	so.req_size = sizeof(struct req_state);
+	so.hooks = &hooks;
+	so.arg = h;
+	rc = agd_srv_start(&so, &h->srv, why, sizeof(why));
+	if (rc) {
+		agd_errf(err, rc, "%s%s", why, h->tls ? " (with TLS)" : "");
+		agd_http_stop(h);
+		return rc;
+	}
 	*out = h;
 	return 0;
 }
@@ -657,13 +592,11 @@ void agd_http_stop(struct agd_http *h)
 {
 	if (!h)
 		return;
-	agd_stream_shutdown(h->stream); /* lets CivetWeb's WebSocket workers go */
-	if (h->mg)
-		mg_stop(h->mg);
+	agd_stream_shutdown(h->stream); /* close frames out, the stream's clients let go */
+	agd_srv_stop(h->srv);           /* every connection closed, the workers joined */
 	agd_stream_free(h->stream);
 	agd_lister_stop(h->lister); /* after the workers that ask it */
-	agd_deadlines_stop(h->deadlines);
-	mg_exit_library();
+	agd_tls_free(h->tls);
 	agd_metrics_free(&h->metrics);
 	pthread_rwlock_destroy(&h->live_lock);
 	pthread_mutex_destroy(&h->ready_lock);

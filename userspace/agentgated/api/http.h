@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * The HTTP API on CivetWeb: the v1 routes, the routes of the rating-API
+ * The HTTP API on the server of server.h: the v1 routes, the routes of the rating-API
  * tutorial, /metrics, /healthz and /readyz. One route table names each
  * route's method, path, scope and handler.
  */
@@ -38,7 +38,7 @@ struct agd_http_opts {
 };
 
 struct agd_http;
-struct mg_connection;
+struct agd_conn;
 
 int agd_http_start(struct agd_engine *e, const struct agd_http_opts *opts,
 		   const struct agd_http_live *live, struct agd_http **out, struct agd_err *err);

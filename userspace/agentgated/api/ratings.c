@@ -3,7 +3,7 @@
  * POST /v1/ratings: a JSON batch or NDJSON, parsed whole (core/rating.c),
  * then given to the engine (core/dispatch.c says where it goes).
  */
-#include <civetweb.h>
+#include "server.h"
 #include <errno.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -14,9 +14,9 @@
 #include "core/rating.h"
 #include "handlers.h"
 
-static bool is_ndjson(const struct mg_connection *conn)
+static bool is_ndjson(const struct agd_conn *conn)
 {
-	const char *ct = mg_get_header(conn, "Content-Type");
+	const char *ct = agd_conn_header(conn, "Content-Type");
 
 	return ct && (!strncasecmp(ct, "application/x-ndjson", 20) ||
 		      !strncasecmp(ct, "application/ndjson", 18) ||

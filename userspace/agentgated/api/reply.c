@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* The API's responses (reply.h): the one place that writes them. */
-#include <civetweb.h>
+#include "server.h"
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -61,22 +61,13 @@ const char *agd_reply_code(int status)
 	}
 }
 
-/* Set while this thread answers a request whose body came in chunks: its
- * connection closes after the answer (see handle()). */
-static __thread bool close_after;
-
-void agd_reply_close_after(bool on)
-{
-	close_after = on;
-}
-
 /* extra: further header lines, each ending in \r\n, or NULL (short: the
  * header stays far below the buffer). Header and a small body go out in one
  * write: two would be two system calls and, with TCP_NODELAY, two segments. */
-int agd_reply_body(struct mg_connection *conn, int status, const char *type, const char *body,
+int agd_reply_body(struct agd_conn *conn, int status, const char *type, const char *body,
 		     size_t len, const char *extra)
 {
-	bool closing = close_after || (extra && strstr(extra, "Connection: close"));
+	bool closing = agd_conn_closing(conn) || (extra && strstr(extra, "Connection: close"));
 	char msg[2048];
 	int n = snprintf(msg, sizeof(msg),
 			 "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n"
@@ -88,18 +79,18 @@ int agd_reply_body(struct mg_connection *conn, int status, const char *type, con
 
 	if (head + len <= sizeof(msg)) {
 		memcpy(msg + head, body, len);
-		mg_write(conn, msg, head + len);
+		agd_conn_write(conn, msg, head + len);
 	} else {
-		mg_write(conn, msg, head);
-		mg_write(conn, body, len);
+		agd_conn_write(conn, msg, head);
+		agd_conn_write(conn, body, len);
 	}
 	if (closing)
-		mg_disable_connection_keep_alive(conn); /* say it and do it */
+		agd_conn_close_after(conn); /* say it and do it */
 	return status;
 }
 
 /* Sends and frees o. */
-int agd_reply_json(struct mg_connection *conn, int status, json_t *o, const char *extra)
+int agd_reply_json(struct agd_conn *conn, int status, json_t *o, const char *extra)
 {
 	char *text = o ? json_dumps(o, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
 	int rc;
@@ -130,7 +121,7 @@ static json_t *error_json(int status, const char *fmt, va_list ap)
 }
 
 /* The API's error response, the one place that writes it. */
-static int send_error_v(struct mg_connection *conn, int status, const char *extra,
+static int send_error_v(struct agd_conn *conn, int status, const char *extra,
 			const char *fmt, va_list ap)
 {
 	json_t *o = error_json(status, fmt, ap);
@@ -142,7 +133,7 @@ static int send_error_v(struct mg_connection *conn, int status, const char *extr
 	return agd_reply_json(conn, status, o, extra);
 }
 
-int agd_reply_error(struct mg_connection *conn, int status, const char *extra, const char *fmt,
+int agd_reply_error(struct agd_conn *conn, int status, const char *extra, const char *fmt,
 		   ...)
 {
 	va_list ap;

@@ -3,7 +3,7 @@
  * The rules: GET, POST and DELETE /v1/rules (DELETE takes its target from
  * a body or the query string).
  */
-#include <civetweb.h>
+#include "server.h"
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -54,8 +54,8 @@ static int rule_target(struct req *r, json_t *o, struct ag_rule *rule, int *stat
 		if (get_number(r, o, "port", 0, 65535, true, &p, status) < 0)
 			return -1;
 	} else if (q) {
-		mg_get_var(q, strlen(q), "prefix", prefix, sizeof(prefix));
-		if (mg_get_var(q, strlen(q), "port", port, sizeof(port)) > 0) {
+		agd_query_var(q, "prefix", prefix, sizeof(prefix));
+		if (agd_query_var(q, "port", port, sizeof(port)) > 0) {
 			__u16 pv;
 
 			if (ag_port_parse(port, &pv)) {

@@ -1,20 +1,19 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * The live stream (see stream.h). Threads:
- *  - CivetWeb's worker of each connection runs the handshake callbacks and
- *    reads the client's messages (subscribe, unsubscribe, close);
+ *  - the server's event loop runs the handshake hooks and hands over the
+ *    client's messages (subscribe, unsubscribe, close);
  *  - one sender thread per client writes its queue, so a blocked write
  *    stalls that client only;
  *  - the hub thread fans applied ratings out to the subscribed clients'
  *    queues, samples subscribed buckets once a second and disconnects
  *    clients that stay behind.
  * The engine hands ratings to the hub through a bounded inbox and never
- * waits for a client. Here: the connections (CivetWeb's callbacks), the
+ * waits for a client. Here: the connections (the server's hooks), the
  * hub, start and stop; topics and subscriptions are stream_topics.c's,
  * messages, the queues and their senders stream_queue.c's.
  */
 #include <arpa/inet.h>
-#include <dirent.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -24,11 +23,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <civetweb.h>
+#include "server.h"
 #include <jansson.h>
 
 #include "agentgate.h"
@@ -53,66 +51,7 @@ static __s64 wall_ms(void)
 	return (__s64)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* ---- the socket of a connection ------------------------------------------------------ */
-
-static bool same_endpoint(const struct sockaddr_storage *ss, const char *addr, int port)
-{
-	char text[INET6_ADDRSTRLEN];
-
-	if (ss->ss_family == AF_INET) {
-		const struct sockaddr_in *a = (const void *)ss;
-
-		return ntohs(a->sin_port) == port &&
-		       inet_ntop(AF_INET, &a->sin_addr, text, sizeof(text)) && !strcmp(text, addr);
-	}
-	if (ss->ss_family == AF_INET6) {
-		const struct sockaddr_in6 *a = (const void *)ss;
-
-		return ntohs(a->sin6_port) == port &&
-		       inet_ntop(AF_INET6, &a->sin6_addr, text, sizeof(text)) && !strcmp(text, addr);
-	}
-	return false;
-}
-
-/*
- * CivetWeb does not expose a connection's socket; a slow client can only be
- * cut with shutdown(2) on it, so it is found among the process's sockets by
- * its peer address and the local port (unique while the connection lives,
- * and the connection outlives the client record).
- */
-static int find_socket(const struct mg_request_info *ri)
-{
-	DIR *d = opendir("/proc/self/fd");
-	struct dirent *de;
-	int found = -1;
-
-	if (!d)
-		return -1;
-	while (found < 0 && (de = readdir(d))) {
-		struct sockaddr_storage peer, local;
-		socklen_t pl = sizeof(peer), ll = sizeof(local);
-		struct stat st;
-		int fd = atoi(de->d_name);
-
-		if (de->d_name[0] < '0' || de->d_name[0] > '9' || fd == dirfd(d) ||
-		    fstat(fd, &st) || !S_ISSOCK(st.st_mode))
-			continue;
-		if (getpeername(fd, (struct sockaddr *)&peer, &pl) ||
-		    getsockname(fd, (struct sockaddr *)&local, &ll))
-			continue;
-		if (!same_endpoint(&peer, ri->remote_addr, ri->remote_port))
-			continue;
-		if ((local.ss_family == AF_INET &&
-		     ntohs(((struct sockaddr_in *)&local)->sin_port) == ri->server_port) ||
-		    (local.ss_family == AF_INET6 &&
-		     ntohs(((struct sockaddr_in6 *)&local)->sin6_port) == ri->server_port))
-			found = fd;
-	}
-	closedir(d);
-	return found;
-}
-
-/* ---- CivetWeb callbacks -------------------------------------------------------------- */
+/* ---- the server's WebSocket hooks -------------------------------------------------------- */
 
 static unsigned int clients_from(struct agd_stream *s, const char *ip)
 {
@@ -124,27 +63,32 @@ static unsigned int clients_from(struct agd_stream *s, const char *ip)
 	return n;
 }
 
-static int ws_connect(const struct mg_connection *cconn, void *cbdata)
+int agd_stream_connect(struct agd_stream *s, struct agd_conn *conn)
 {
-	struct mg_connection *conn = (struct mg_connection *)cconn;
-	const struct mg_request_info *ri = mg_get_request_info(conn);
-	struct agd_stream *s = cbdata;
+	const struct agd_reqinfo *ri = agd_conn_info(conn);
 	char token[4096], topics[8192], bad[256];
 	const char *q = ri->query_string;
-	int got = q ? mg_get_var(q, strlen(q), "token", token, sizeof(token)) : -1;
+	int got = q ? agd_query_var(q, "token", token, sizeof(token)) : -1;
 	enum agd_stream_refusal why;
 	struct handshake *keep;
 	struct agd_token tok;
 	bool full, per_ip;
 
-	if (s->auth(s->auth_arg, conn, got >= 0 ? token : NULL, &tok)) {
+	int rc;
+
+	if (got == -2) {
 		count(&s->st.refused[AGD_STREAM_REFUSED_AUTH], 1);
-		return 1;
+		return agd_reply_error(conn, 401, NULL, "?token= longer than %zu bytes",
+				       sizeof(token) - 1);
+	}
+	rc = s->auth(s->auth_arg, conn, got >= 0 ? token : NULL, &tok);
+	if (rc) {
+		count(&s->st.refused[AGD_STREAM_REFUSED_AUTH], 1);
+		return rc;
 	}
 	if (agd_stream_query_topics(ri, topics, sizeof(topics), bad, sizeof(bad))) {
 		count(&s->st.refused[AGD_STREAM_REFUSED_TOPIC], 1);
-		agd_reply_error(conn, 400, NULL, "%s", bad);
-		return 1;
+		return agd_reply_error(conn, 400, NULL, "%s", bad);
 	}
 	pthread_mutex_lock(&s->lock);
 	full = s->stopping || s->n_clients >= s->o.max_clients;
@@ -154,10 +98,8 @@ static int ws_connect(const struct mg_connection *cconn, void *cbdata)
 		/* For ws_ready: the token the client is checked against while
 		 * connected (revocation, expiry), kept by connection until then. */
 		keep = calloc(1, sizeof(*keep));
-		if (!keep) {
-			agd_reply_error(conn, 503, NULL, "out of memory");
-			return 1;
-		}
+		if (!keep)
+			return agd_reply_error(conn, 503, NULL, "out of memory");
 		keep->conn = conn;
 		keep->tok = tok;
 		pthread_mutex_lock(&s->lock);
@@ -169,13 +111,12 @@ static int ws_connect(const struct mg_connection *cconn, void *cbdata)
 	why = full ? AGD_STREAM_REFUSED_FULL : AGD_STREAM_REFUSED_PER_IP;
 	count(&s->st.refused[why], 1);
 	if (full)
-		agd_reply_error(conn, 503, "Retry-After: 5\r\n", "%u stream clients connected, the "
-			       "most there may be (--stream-max-clients)", s->o.max_clients);
-	else
-		agd_reply_error(conn, 429, "Retry-After: 5\r\n", "%u stream clients from %s "
+		return agd_reply_error(conn, 503, "Retry-After: 5\r\n", "%u stream clients "
+				       "connected, the most there may be (--stream-max-clients)",
+				       s->o.max_clients);
+	return agd_reply_error(conn, 429, "Retry-After: 5\r\n", "%u stream clients from %s "
 			       "connected, the most one address may have (--stream-max-per-ip)",
 			       s->o.max_per_ip, ri->remote_addr);
-	return 1;
 }
 
 static void client_free(struct client *c)
@@ -192,9 +133,9 @@ static void client_free(struct client *c)
 	free(c);
 }
 
-static struct client *client_new(struct agd_stream *s, struct mg_connection *conn)
+static struct client *client_new(struct agd_stream *s, struct agd_conn *conn)
 {
-	const struct mg_request_info *ri = mg_get_request_info(conn);
+	const struct agd_reqinfo *ri = agd_conn_info(conn);
 	struct client *c = calloc(1, sizeof(*c));
 
 	if (!c)
@@ -206,7 +147,6 @@ static struct client *client_new(struct agd_stream *s, struct mg_connection *con
 	}
 	c->s = s;
 	c->conn = conn;
-	c->fd = find_socket(ri);
 	snprintf(c->ip, sizeof(c->ip), "%s", ri->remote_addr);
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_cond_init(&c->cv, NULL);
@@ -214,7 +154,7 @@ static struct client *client_new(struct agd_stream *s, struct mg_connection *con
 }
 
 /* The token ws_connect kept for conn, taken off the list (NULL: none). */
-static struct handshake *handshake_take(struct agd_stream *s, const struct mg_connection *conn)
+static struct handshake *handshake_take(struct agd_stream *s, const struct agd_conn *conn)
 {
 	struct handshake **pp, *h = NULL;
 
@@ -229,9 +169,8 @@ static struct handshake *handshake_take(struct agd_stream *s, const struct mg_co
 	return h;
 }
 
-static void ws_ready(struct mg_connection *conn, void *cbdata)
+void agd_stream_ready(struct agd_stream *s, struct agd_conn *conn)
 {
-	struct agd_stream *s = cbdata;
 	struct handshake *hs = handshake_take(s, conn);
 	struct client *c = client_new(s, conn);
 	bool full, per_ip;
@@ -240,7 +179,7 @@ static void ws_ready(struct mg_connection *conn, void *cbdata)
 		c->tok = hs->tok;
 	free(hs);
 	if (!c) {
-		mg_websocket_write(conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, "\x03\xf3no memory", 11);
+		agd_ws_control(conn, 0x8, "\x03\xf3no memory", 11);
 		return;
 	}
 	pthread_mutex_lock(&s->lock);
@@ -265,7 +204,7 @@ static void ws_ready(struct mg_connection *conn, void *cbdata)
 		client_free(c);
 		return;
 	}
-	mg_set_user_connection_data(conn, c);
+	agd_conn_set_data(conn, c);
 	if (agd_stream_start_sender(c)) {
 		agd_stream_send_close(c, WS_CLOSE_INTERNAL, "cannot start a sender thread");
 		pthread_mutex_lock(&c->lock);
@@ -276,7 +215,7 @@ static void ws_ready(struct mg_connection *conn, void *cbdata)
 	agd_stream_greet(c);
 }
 
-/* Closes from CivetWeb's worker: the frame is written here, not queued. */
+/* Closes from the server's loop: the frame goes before any queued update. */
 static int close_now(struct client *c, int code, const char *reason)
 {
 	pthread_mutex_lock(&c->lock);
@@ -287,17 +226,17 @@ static int close_now(struct client *c, int code, const char *reason)
 	return 0;
 }
 
-static int ws_data(struct mg_connection *conn, int bits, char *data, size_t len, void *cbdata)
+int agd_stream_data(struct agd_stream *s, struct agd_conn *conn, int bits, char *data,
+		    size_t len)
 {
-	struct client *c = mg_get_user_connection_data(conn);
+	struct client *c = agd_conn_data(conn);
 	int op = bits & 0xf;
 	bool fin = bits & 0x80;
 
-	(void)cbdata;
 	if (!c)
 		return 0;
-	if (op == MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE) {
-		/* Echo the client's status code (RFC 6455 5.5.1), then CivetWeb closes. */
+	if (op == WS_OP_CLOSE) {
+		/* Echo the client's status code (RFC 6455 5.5.1), then the server closes. */
 		int code = len >= 2 ? ((unsigned char)data[0] << 8) | (unsigned char)data[1] : 1000;
 
 		pthread_mutex_lock(&c->lock);
@@ -308,9 +247,9 @@ static int ws_data(struct mg_connection *conn, int bits, char *data, size_t len,
 		pthread_mutex_unlock(&c->lock);
 		return close_now(c, code, "");
 	}
-	if (op == MG_WEBSOCKET_OPCODE_PONG || op == MG_WEBSOCKET_OPCODE_PING)
+	if (op == WS_OP_PONG || op == WS_OP_PING)
 		return 1;
-	if (op == MG_WEBSOCKET_OPCODE_BINARY || op == MG_WEBSOCKET_OPCODE_CONTINUATION || !fin)
+	if (op != WS_OP_TEXT || !fin)
 		return close_now(c, WS_CLOSE_UNSUPPORTED, "send unfragmented text messages");
 	if (len > CLIENT_MSG_MAX)
 		return close_now(c, WS_CLOSE_TOO_BIG, "messages are at most 4096 bytes");
@@ -318,10 +257,9 @@ static int ws_data(struct mg_connection *conn, int bits, char *data, size_t len,
 	return 1;
 }
 
-static void ws_close(const struct mg_connection *conn, void *cbdata)
+void agd_stream_closed(struct agd_stream *s, struct agd_conn *conn)
 {
-	struct client *c = mg_get_user_connection_data(conn);
-	struct agd_stream *s = cbdata;
+	struct client *c = agd_conn_data(conn);
 
 	free(handshake_take(s, conn)); /* closed before it was ready */
 	if (!c)
@@ -329,7 +267,7 @@ static void ws_close(const struct mg_connection *conn, void *cbdata)
 	pthread_mutex_lock(&c->lock);
 	c->gone = true;
 	if (c->writing_since_ns)
-		agd_stream_cut(c); /* the socket is still open: CivetWeb closes it after this */
+		agd_stream_cut(c); /* the socket is still open: the server closes it after this */
 	pthread_cond_signal(&c->cv);
 	pthread_mutex_unlock(&c->lock);
 	if (c->thread_started)
@@ -346,7 +284,7 @@ static void ws_close(const struct mg_connection *conn, void *cbdata)
 	if (!s->n_clients)
 		pthread_cond_broadcast(&s->empty_cv);
 	pthread_mutex_unlock(&s->lock);
-	mg_set_user_connection_data(conn, NULL);
+	agd_conn_set_data(conn, NULL);
 	client_free(c);
 }
 
@@ -752,7 +690,7 @@ static void *hub_thread(void *arg)
 
 /* ---- life cycle ------------------------------------------------------------------------- */
 
-int agd_stream_start(struct agd_engine *e, struct mg_context *mg, const struct agd_stream_opts *o,
+int agd_stream_start(struct agd_engine *e, const struct agd_stream_opts *o,
 		     agd_stream_auth_fn auth, agd_stream_recheck_fn recheck, void *auth_arg,
 		     struct agd_stream **out)
 {
@@ -780,7 +718,6 @@ int agd_stream_start(struct agd_engine *e, struct mg_context *mg, const struct a
 	agd_engine_observe(e, on_ratings, want_events, s);
 	agd_engine_observe_removals(e, on_removals, s);
 	agd_engine_observe_waves(e, on_waves, s);
-	mg_set_websocket_handler(mg, "/v1/stream", ws_connect, ws_ready, ws_data, ws_close, s);
 	*out = s;
 	return 0;
 }
@@ -810,8 +747,12 @@ void agd_stream_shutdown(struct agd_stream *s)
 	for (c = s->clients; c; c = c->next) {
 		pthread_mutex_lock(&c->lock);
 		agd_stream_start_close(c, WS_CLOSE_GOING_AWAY, "agentgated is shutting down");
-		if (c->writing_since_ns)
-			agd_stream_cut(c);
+		/* Queued with the server at once (it goes out after a batch being
+		 * written), not through the sender thread. */
+		if (!c->close_sent) {
+			c->close_sent = true;
+			agd_stream_send_close(c, WS_CLOSE_GOING_AWAY, "agentgated is shutting down");
+		}
 		pthread_mutex_unlock(&c->lock);
 	}
 	/* Clients that answer the close frame leave by themselves; the rest are
@@ -838,7 +779,7 @@ void agd_stream_free(struct agd_stream *s)
 {
 	if (!s)
 		return;
-	agd_stream_shutdown(s); /* idempotent; mg_stop() has run the close handlers */
+	agd_stream_shutdown(s); /* idempotent; the server's stop has closed every client */
 	while (s->handshakes) {
 		struct handshake *h = s->handshakes;
 

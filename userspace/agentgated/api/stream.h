@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /*
- * GET /v1/stream: rating and bucket updates pushed over WebSocket (CivetWeb).
+ * GET /v1/stream: rating and bucket updates pushed over WebSocket (server.h).
  *
  * Topics: rating.global (every applied rating), rating.agent.{agent} (its
  * ratings with the new rate), bucket.agent.{agent} (tokens, rate, passed and
@@ -22,22 +22,21 @@
 #include "auth.h"
 #include "core/engine.h"
 
-struct mg_context;
-struct mg_connection;
+struct agd_conn;
 
 struct agd_stream_opts {
 	unsigned int max_clients; /* WebSocket clients at once */
 	unsigned int max_per_ip;  /* from one source address */
 	unsigned int queue;       /* pending updates per client */
 	__u64 max_lag_ms;         /* oldest pending update older: disconnect */
-	__u64 ping_ms;            /* CivetWeb pings idle clients this often */
+	__u64 ping_ms;            /* the server pings idle clients this often */
 };
 
 /* Checks a stream request's credentials before the handshake. token is the
  * ?token= of the URL (NULL without one); the Authorization header is the
  * callback's to read. Returns 0 to go on; otherwise the callback has sent
  * the HTTP error (401, 403) and the connection is refused. */
-typedef int (*agd_stream_auth_fn)(void *arg, struct mg_connection *conn, const char *token,
+typedef int (*agd_stream_auth_fn)(void *arg, struct agd_conn *conn, const char *token,
 				  struct agd_token *tok);
 /* Every second, for each connected client's token (tok.exp 0: no token
  * needed): 0 while it is good, else the close code the client gets:
@@ -66,14 +65,22 @@ extern const char *const agd_stream_refusal_names[4];
 
 struct agd_stream;
 
-/* Registers the /v1/stream handlers on mg and starts the hub thread. */
-int agd_stream_start(struct agd_engine *e, struct mg_context *mg, const struct agd_stream_opts *o,
+/* Starts the hub thread. */
+int agd_stream_start(struct agd_engine *e, const struct agd_stream_opts *o,
 		     agd_stream_auth_fn auth, agd_stream_recheck_fn recheck, void *auth_arg,
 		     struct agd_stream **out);
-/* Before mg_stop(): no more events; every client gets close code 1001 and
- * its connection is shut down, so CivetWeb's workers leave at once. */
+/* The server's WebSocket hooks for /v1/stream (http.c forwards them). A
+ * handshake: 0 to accept it, else the HTTP error sent (401, 403, 400 for
+ * a topic, 429 per address, 503 full). Then ready, each message (0: close
+ * the connection), and closed, once. */
+int agd_stream_connect(struct agd_stream *s, struct agd_conn *conn);
+void agd_stream_ready(struct agd_stream *s, struct agd_conn *conn);
+int agd_stream_data(struct agd_stream *s, struct agd_conn *conn, int bits, char *data, size_t len);
+void agd_stream_closed(struct agd_stream *s, struct agd_conn *conn);
+/* Before the server stops: no more events; every client gets close code
+ * 1001, those that do not answer are cut after a short grace. */
 void agd_stream_shutdown(struct agd_stream *s);
-/* After mg_stop(): frees what is left. */
+/* After the server stopped (every client closed): frees what is left. */
 void agd_stream_free(struct agd_stream *s);
 void agd_stream_get_stats(struct agd_stream *s, struct agd_stream_stats *st);
 

@@ -22,7 +22,7 @@
 #include "core/engine.h"
 #include "stream.h"
 
-struct mg_request_info;
+struct agd_reqinfo;
 
 #define TOPIC_MAX 80           /* "bucket.agent." + an agent name */
 #define TOPICS_PER_CLIENT 256  /* subscriptions one client may hold */
@@ -48,6 +48,12 @@ struct msg {
 	char data[];
 };
 
+/* WebSocket opcodes (RFC 6455 5.2). */
+#define WS_OP_TEXT 0x1
+#define WS_OP_CLOSE 0x8
+#define WS_OP_PING 0x9
+#define WS_OP_PONG 0xa
+
 struct qent {
 	struct msg *m;
 	__u64 enq_ns;
@@ -58,8 +64,7 @@ typedef char topic_name[AG_NAME_MAX + 1];
 struct client {
 	struct agd_stream *s;
 	struct client *next, *prev;
-	struct mg_connection *conn;
-	int fd; /* the connection's socket, to cut it; -1 when not found */
+	struct agd_conn *conn;
 	char ip[48];
 
 	pthread_mutex_t lock;
@@ -73,7 +78,7 @@ struct client {
 	size_t n_rating, n_bucket;
 	bool closing;     /* no more updates; the sender sends the close frame */
 	bool close_sent;
-	bool gone;        /* CivetWeb closed it: the sender leaves */
+	bool gone;        /* the server closed it: the sender leaves */
 	bool shut;        /* socket shut down */
 	int close_code;
 	char close_reason[100];
@@ -88,7 +93,7 @@ struct bucket_sample;
 /* A handshake ws_connect accepted, until ws_ready makes its client. */
 struct handshake {
 	struct handshake *next;
-	const struct mg_connection *conn;
+	const struct agd_conn *conn;
 	struct agd_token tok;
 };
 
@@ -148,7 +153,7 @@ int agd_stream_start_sender(struct client *c);
 
 /* stream_topics.c */
 ssize_t agd_stream_name_index(topic_name *list, size_t n, const char *name);
-int agd_stream_query_topics(const struct mg_request_info *ri, char *buf, size_t len, char *bad,
+int agd_stream_query_topics(const struct agd_reqinfo *ri, char *buf, size_t len, char *bad,
 			    size_t bad_len);
 void agd_stream_greet(struct client *c);
 void agd_stream_client_message(struct client *c, const char *data, size_t len);

@@ -13,7 +13,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
-#include <civetweb.h>
+#include "server.h"
 #include <jansson.h>
 
 #include "stream.h"
@@ -92,12 +92,13 @@ void agd_stream_start_close(struct client *c, int code, const char *reason)
 	pthread_cond_signal(&c->cv);
 }
 
-/* c->lock held: unblocks the sender's write and CivetWeb's read at once. */
+/* c->lock held: the socket shut down; the server's loop then closes the
+ * connection, which also ends a write the sender waits for. */
 void agd_stream_cut(struct client *c)
 {
-	if (c->shut || c->fd < 0)
+	if (c->shut || c->gone)
 		return;
-	shutdown(c->fd, SHUT_RDWR);
+	agd_conn_cut(c->conn);
 	c->shut = true;
 }
 
@@ -160,7 +161,7 @@ void agd_stream_send_close(struct client *c, int code, const char *reason)
 	frame[0] = (char)(code >> 8);
 	frame[1] = (char)(code & 0xff);
 	memcpy(frame + 2, reason, n);
-	mg_websocket_write(c->conn, MG_WEBSOCKET_OPCODE_CONNECTION_CLOSE, frame, n + 2);
+	agd_ws_control(c->conn, WS_OP_CLOSE, frame, n + 2);
 }
 
 /* Appends m as one unmasked text frame (RFC 6455 5.2) to the batch buffer. */
@@ -183,7 +184,7 @@ static int frame_append(char **buf, size_t *len, size_t *cap, const struct msg *
 		*cap = n;
 	}
 	h = (unsigned char *)*buf + *len;
-	h[0] = 0x80 | MG_WEBSOCKET_OPCODE_TEXT; /* FIN, text */
+	h[0] = 0x80 | WS_OP_TEXT; /* FIN, text */
 	if (m->len < 126) {
 		h[1] = (unsigned char)m->len;
 		hl = 2;
@@ -205,19 +206,11 @@ static int frame_append(char **buf, size_t *len, size_t *cap, const struct msg *
 	return 0;
 }
 
-/*
- * Writes the frames in one write under the connection's lock (which
- * CivetWeb's own pings take too). mg_websocket_write() would cost two
- * writes, and with TCP_NODELAY two segments, per update.
- */
+/* Writes the frames in one go (the server's loop writes them; this thread
+ * waits): one system call and, with TCP_NODELAY, one segment a batch. */
 static bool write_frames(struct client *c, const char *buf, size_t len)
 {
-	int n;
-
-	mg_lock_connection(c->conn);
-	n = mg_write(c->conn, buf, len);
-	mg_unlock_connection(c->conn);
-	return n == (int)len;
+	return agd_ws_write(c->conn, buf, len);
 }
 
 #define BATCH_BYTES (256 * 1024) /* written at once at most */

@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/types.h>
 
-#include <civetweb.h>
+#include "server.h"
 #include <jansson.h>
 
 #include "agentgate.h"
@@ -117,7 +117,7 @@ static int unsubscribe(struct client *c, const char *topic)
 /* ---- subscriptions of a connection ---------------------------------------------------- */
 
 /* The ?topics= list, checked: 0, or -EINVAL with the bad topic in bad. */
-int agd_stream_query_topics(const struct mg_request_info *ri, char *buf, size_t len, char *bad,
+int agd_stream_query_topics(const struct agd_reqinfo *ri, char *buf, size_t len, char *bad,
 			    size_t bad_len)
 {
 	const char *q = ri->query_string;
@@ -128,7 +128,7 @@ int agd_stream_query_topics(const struct mg_request_info *ri, char *buf, size_t 
 	buf[0] = 0;
 	if (!q)
 		return 0;
-	got = mg_get_var(q, strlen(q), "topics", buf, len);
+	got = agd_query_var(q, "topics", buf, len);
 	if (got == -2) {
 		snprintf(bad, bad_len, "topics: the list is too long");
 		return -EINVAL;
@@ -156,7 +156,7 @@ int agd_stream_query_topics(const struct mg_request_info *ri, char *buf, size_t 
 /* The welcome and one "subscribed" per ?topics= entry. */
 void agd_stream_greet(struct client *c)
 {
-	const struct mg_request_info *ri = mg_get_request_info(c->conn);
+	const struct agd_reqinfo *ri = agd_conn_info(c->conn);
 	char topics[8192], *t, *save = NULL;
 	struct msg *m;
 	const char *q = ri->query_string;
@@ -167,7 +167,7 @@ void agd_stream_greet(struct client *c)
 		agd_stream_enqueue(c, m, false);
 		agd_stream_msg_unref(m);
 	}
-	if (q && mg_get_var(q, strlen(q), "topics", topics, sizeof(topics)) > 0)
+	if (q && agd_query_var(q, "topics", topics, sizeof(topics)) > 0)
 		for (t = strtok_r(topics, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
 			if (subscribe(c, t) < 0)
 				continue;

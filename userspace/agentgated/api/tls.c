@@ -1,12 +1,10 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
- * TLS for the HTTP listener. CivetWeb takes the certificate and key from one
- * file; agentgated takes them apart (--tls-cert, --tls-key) and fills the
- * OpenSSL context itself through CivetWeb's init_ssl callback, which also
- * lets it refuse TLS below 1.2. The same code checks the files at start, so
- * a wrong file is a configuration error naming it, not a failed listener.
+ * TLS for the HTTP listener: the certificate and key (--tls-cert,
+ * --tls-key) in an OpenSSL context that refuses TLS below 1.2. The same
+ * code checks the files at start, so a wrong file is a configuration error
+ * naming it, not a failed listener.
  */
-#include <dlfcn.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -93,44 +91,23 @@ int agd_tls_check(const char *cert, const char *key, struct agd_err *err)
 	return rc;
 }
 
-/*
- * CivetWeb opens OpenSSL by the names "libssl.so" and "libcrypto.so"; the
- * two compat libraries (userspace/tlscompat) carry those SONAMEs, so once
- * loaded here the dynamic loader gives them to CivetWeb. They are looked
- * for next to the executable: lib/ (the build tree), then ../lib/agentgate/
- * (an installed tree). Full paths, not a RUNPATH: sanitizers intercept
- * dlopen, and the RUNPATH of the caller would then be theirs. Loaded once,
- * never unloaded.
- */
-int agd_tls_load_compat(struct agd_err *err)
+int agd_tls_context(const char *cert, const char *key, void **out, struct agd_err *err)
 {
-	static const char *const libs[] = { AGD_TLS_COMPAT_CRYPTO, AGD_TLS_COMPAT_SSL };
-	static const char *const dirs[] = { "lib", "../lib/agentgate" };
-	char exe[4096], path[4200], *slash;
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-	size_t i, d;
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
 
-	if (n <= 0) {
-		return agd_errf(err, -1,
-			"TLS: cannot find agentgated's own path: %s", strerror(errno));
+	if (!ctx)
+		return agd_errf(err, -ENOMEM, "cannot create a TLS context");
+	if (agd_tls_configure(ctx, cert, key, err)) {
+		SSL_CTX_free(ctx);
+		return -EINVAL;
 	}
-	exe[n] = 0;
-	slash = strrchr(exe, '/');
-	if (slash)
-		*slash = 0;
-	for (i = 0; i < sizeof(libs) / sizeof(libs[0]); i++) {
-		bool loaded = false;
-
-		for (d = 0; d < sizeof(dirs) / sizeof(dirs[0]) && !loaded; d++) {
-			snprintf(path, sizeof(path), "%s/%s/%s", exe, dirs[d], libs[i]);
-			loaded = access(path, R_OK) == 0 && dlopen(path, RTLD_NOW | RTLD_GLOBAL);
-		}
-		if (!loaded) {
-			return agd_errf(err, -1,
-				"TLS: cannot load %s from %s/lib/ or %s/../lib/agentgate/ "
-				 "(make install puts it there)%s%s", libs[i], exe, exe,
-				 access(path, R_OK) ? "" : ": ", access(path, R_OK) ? "" : dlerror());
-		}
-	}
+	/* Sessions resumed by ticket: no server-side cache to grow. */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	*out = ctx;
 	return 0;
+}
+
+void agd_tls_free(void *ctx)
+{
+	SSL_CTX_free(ctx);
 }

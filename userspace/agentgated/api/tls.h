@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
 /* TLS for the HTTP listener (HTTPS and WSS): certificate and key checks and
- * the OpenSSL context CivetWeb serves with. */
+ * the OpenSSL context the server (server.c) serves with. */
 #ifndef AGENTGATED_TLS_H
 #define AGENTGATED_TLS_H
 
@@ -15,11 +15,9 @@ int agd_tls_check(const char *cert, const char *key, struct agd_err *err);
  * at least. 0, or -1 with a message. */
 int agd_tls_configure(void *ssl_ctx, const char *cert, const char *key, struct agd_err *err);
 
-#define AGD_TLS_COMPAT_SSL "libagentgate-ssl.so"
-#define AGD_TLS_COMPAT_CRYPTO "libagentgate-crypto.so"
-
-/* Loads the libraries through which CivetWeb reaches OpenSSL 3 (tls.c
- * tells why). 0, or -1 with the error. */
-int agd_tls_load_compat(struct agd_err *err);
+/* A server context with cert and key (an SSL_CTX * into *out): 0, or a
+ * negative errno with a message. */
+int agd_tls_context(const char *cert, const char *key, void **out, struct agd_err *err);
+void agd_tls_free(void *ctx);
 
 #endif

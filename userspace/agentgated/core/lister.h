@@ -5,7 +5,7 @@
  * A page is read from the store (agd_engine_agent_page): an LMDB read
  * transaction. LMDB ties a reader slot to each thread that ever reads, for
  * as long as the thread lives, and the state store has 126 of them, while
- * CivetWeb runs --threads + --stream-max-clients workers (320 by default):
+ * the HTTP server runs --threads workers (64 by default, up to 20000):
  * pages read by whichever worker took the request would run out of slots
  * and be refused for good once enough workers had served one. The lister's
  * thread takes its slot at start and serves the pages in turn (one costs

@@ -2,8 +2,8 @@
 /*
  * Dropping privileges in every thread. Capabilities, the bounding set,
  * securebits and no_new_privs belong to each thread, not to the process, and
- * by the time setup is done CivetWeb's workers, the engine's and the
- * stream's threads exist. So the drop is broadcast the way glibc broadcasts
+ * by the time setup is done the HTTP server's loops and workers, the
+ * engine's and the stream's threads exist. So the drop is broadcast the way glibc broadcasts
  * setuid(): each thread gets a signal whose handler makes the same raw
  * system calls (async-signal-safe) on itself, then the main thread reads
  * /proc/self/task/<tid>/status of every thread and signals again any that
