@@ -52,7 +52,7 @@ struct agd_conn {
 	int fd;
 	SSL *ssl;
 	enum cstate st;
-	bool want_read;  /* the last read stopped before EAGAIN */
+	bool want_read;  /* bytes may be waiting: an event came since the last short read */
 	bool eof, dead;  /* peer closed its side; the socket failed */
 	bool close_after, client_close, answered;
 	bool ws, ws_close_queued, ws_closing, hooked;
@@ -108,6 +108,7 @@ struct loop {
 	struct agd_conn *resume; /* handed back, under lock */
 	struct tq tq[TL_N];
 	unsigned int n_conns;
+	uint64_t now; /* ms, read once a round */
 	struct agd_conn *dead; /* closed this round: events may still name them */
 };
 
@@ -168,7 +169,7 @@ static void timer_set(struct agd_conn *c, int tl)
 
 	timer_del(c);
 	c->tl = tl;
-	c->deadline = now_ms() + c->L->s->dur[tl];
+	c->deadline = c->L->now + c->L->s->dur[tl];
 	c->tprev = q->tail;
 	c->tnext = NULL;
 	if (q->tail)
@@ -825,6 +826,7 @@ static int ws_frame(struct agd_conn *c)
 /* Reads into c->in: 1 got bytes, 0 nothing now, -1 EOF or error. */
 static int fill(struct agd_conn *c)
 {
+	size_t room;
 	ssize_t n;
 
 	if (!c->in) {
@@ -834,7 +836,10 @@ static int fill(struct agd_conn *c)
 	}
 	if (c->in_len >= IN_CAP)
 		return 0; /* full: what is there is handled first */
-	n = sock_read(c, c->in + c->in_len, IN_CAP - c->in_len);
+	if (!c->want_read)
+		return 0;
+	room = IN_CAP - c->in_len;
+	n = sock_read(c, c->in + c->in_len, room);
 	if (n == -EAGAIN) {
 		c->want_read = false;
 		return 0;
@@ -846,7 +851,10 @@ static int fill(struct agd_conn *c)
 		return -1;
 	}
 	c->in_len += (size_t)n;
-	c->want_read = true;
+	/* A short read took all the socket had: the next bytes bring an event
+	 * of their own (edge-triggered), so no read just to see EAGAIN. TLS
+	 * gives a record at a time: read on until it wants more. */
+	c->want_read = c->ssl || (size_t)n == room;
 	return 1;
 }
 
@@ -1096,7 +1104,6 @@ static void accept_some(struct loop *L)
 		socklen_t sl = sizeof(ss);
 		struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET };
 		struct agd_conn *c;
-		int one = 1;
 		int fd = accept4(s->lfd, (struct sockaddr *)&ss, &sl, SOCK_NONBLOCK | SOCK_CLOEXEC);
 
 		if (fd < 0 && (errno == EMFILE || errno == ENFILE) && s->spare_fd >= 0) {
@@ -1124,10 +1131,10 @@ static void accept_some(struct loop *L)
 		c->L = L;
 		c->fd = fd;
 		c->req = c + 1;
+		c->want_read = true;
 		c->tl = -1;
 		pthread_mutex_init(&c->wlock, NULL);
 		pthread_cond_init(&c->wcv, NULL);
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 		if (ss.ss_family == AF_INET) {
 			struct sockaddr_in *a = (void *)&ss;
 
@@ -1164,8 +1171,11 @@ static void accept_some(struct loop *L)
 		}
 		L->n_conns++;
 		atomic_fetch_add(&s->n_conns, 1);
-		timer_set(c, TL_REQ); /* a connection that sends nothing */
-		conn_run(c);
+		/* A connection that sends nothing is closed after the request
+		 * timeout. Nothing is read yet: bytes that came already make
+		 * EPOLL_CTL_ADD report the socket ready, so the first read waits
+		 * for that event (no recv() per accept just to see EAGAIN). */
+		timer_set(c, TL_REQ);
 	}
 }
 
@@ -1190,6 +1200,7 @@ static void resume_all(struct loop *L)
 		if (c->st == CS_BUSY) { /* a worker answered */
 			c->answered = true;
 			c->st = CS_HEAD;
+			c->want_read = true; /* events while it was busy were not looked at */
 		}
 		conn_run(c);
 	}
@@ -1203,10 +1214,11 @@ static void *loop_thread(void *arg)
 	/* Signals: the mask of the thread that started the server (agentgated
 	 * keeps them to its main thread); faults such as the store's SIGBUS
 	 * must reach the thread that takes them. */
+	L->now = now_ms();
 	while (!atomic_load(&L->s->stop)) {
-		uint64_t now = now_ms();
-		int n = epoll_wait(L->ep, evs, 128, next_timeout(L, now));
+		int n = epoll_wait(L->ep, evs, 128, next_timeout(L, L->now));
 
+		L->now = now_ms();
 		for (int i = 0; i < n; i++) {
 			void *p = evs[i].data.ptr;
 
@@ -1217,13 +1229,13 @@ static void *loop_thread(void *arg)
 			} else {
 				struct agd_conn *c = p;
 
-				if (evs[i].events & (EPOLLERR | EPOLLHUP))
+				if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
 					c->want_read = true;
 				if (c->st != CS_BUSY)
 					conn_run(c);
 			}
 		}
-		expire(L, now_ms());
+		expire(L, L->now);
 		bury(L);
 	}
 	return NULL;
@@ -1288,6 +1300,8 @@ static int bind_listener(const char *spec, char *why, size_t wl)
 		return rc;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* Accepted sockets inherit it: one answer, one segment, no Nagle wait. */
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (bind(fd, res->ai_addr, res->ai_addrlen) || listen(fd, 4096)) {
 		rc = -errno;
 		close(fd);
