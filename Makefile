@@ -3,7 +3,7 @@
 # agentgate build. Everything goes to $(OUTPUT) (default build/); V=1 shows
 # the commands. Targets: all (default), check, demo, run IFACE=DEV, bench
 # (and bench-xdp, -peers, -accuracy, -ratings, -consume, -scale, -stream, -fleet,
-# -trafficgen), install (PREFIX, DESTDIR), uninstall, clean.
+# -trafficgen, -front), install (PREFIX, DESTDIR), uninstall, clean.
 
 OUTPUT ?= build
 CLANG ?= clang
@@ -293,12 +293,13 @@ check-man: $(OUTPUT)/agentgate.8 $(OUTPUT)/agentgated
 test: all
 	$(Q)tests/run.sh $(OUTPUT)
 
-# make bench: every benchmark (docs/BENCHMARKS.md), 10-15 minutes; each
-# one alone: make bench-xdp, bench-peers, bench-accuracy, bench-ratings,
-# bench-consume, bench-scale, bench-stream, bench-fleet, bench-trafficgen.
-# BENCH_ARGS passes options to a single one.
+# make bench: every benchmark (docs/BENCHMARKS.md), 10-15 minutes and about
+# 30 more for bench-front; each one alone: make bench-xdp, bench-peers,
+# bench-accuracy, bench-ratings, bench-consume, bench-scale, bench-stream,
+# bench-fleet, bench-trafficgen, bench-front. BENCH_ARGS passes options to a
+# single one.
 BENCH_ONE := bench-xdp bench-peers bench-accuracy bench-ratings bench-consume bench-scale \
-	bench-stream bench-fleet bench-trafficgen
+	bench-stream bench-fleet bench-trafficgen bench-front
 .PHONY: bench-prep $(BENCH_ONE)
 
 bench: bench-prep
@@ -313,6 +314,7 @@ bench: bench-prep
 	$(Q)bench/fleet_sim.sh $(OUTPUT)
 	$(Q)bench/fleet_sim.sh $(OUTPUT) --cluster
 	$(Q)bench/trafficgen.sh $(OUTPUT)
+	$(Q)bench/front.sh $(OUTPUT)
 
 bench-prep: deps
 	$(Q)$(MAKE) --no-print-directory bench-bins $(OUTPUT)/agentgate $(OUTPUT)/agentgated
@@ -335,6 +337,10 @@ bench-fleet: bench-prep
 	$(Q)bench/fleet.py $(OUTPUT) $(BENCH_ARGS)
 bench-trafficgen: bench-prep
 	$(Q)bench/trafficgen.sh $(OUTPUT) $(BENCH_ARGS)
+# HTTP/1.1 fronts: agentgated's against H2O, libmicrohttpd, evhttp, CivetWeb
+# (their -dev packages installed by bench/front.sh itself).
+bench-front: bench-prep
+	$(Q)bench/front.sh $(OUTPUT) $(BENCH_ARGS)
 .PHONY: bench-fleet-sim
 bench-fleet-sim: bench-prep
 	$(Q)bench/fleet_sim.sh $(OUTPUT) $(BENCH_ARGS)

@@ -39,7 +39,7 @@ PROG=bench/consume.sh
 case $1 in -h | --help) usage ;; esac
 build=$1
 shift
-conns="1 16 64"
+conns="1 16 64 1000"
 agents=100
 seconds=4
 rounds=3
@@ -201,7 +201,8 @@ done
 python3 - "$work/results" "$work/local" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-print("\nmedians over rounds; ratio = agentgated / redis (goal >= 1x in checks/s)")
+print("\nmedians over rounds; ratio = agentgated / redis (goal: >= 2x in checks/s with less "
+      "CPU per check)")
 print("  %-5s %5s  %-10s %11s %8s %8s %12s" % ("scen.", "conns", "server", "checks/s",
       "p50 us", "p99 us", "CPU us/check"))
 keys = list(dict.fromkeys((r[1], r[2]) for r in rows))
@@ -213,8 +214,9 @@ for sc, c in keys:
         print("  %-5s %5s  %-10s %11.0f %8.0f %8.0f %12.1f" % ((sc, c, srv) + tuple(m[srv])))
     a, b = m["agentgated"], m["redis"]
     ratio = a[0] / b[0]
+    cpu = a[3] / b[3] if b[3] else 0
     print("  %-5s %5s  ratio %.2fx checks/s, %.2fx CPU per check: %s"
-          % (sc, c, ratio, a[3] / b[3] if b[3] else 0, "met" if ratio >= 1 else "MISSED"))
+          % (sc, c, ratio, cpu, "met" if ratio >= 2 and cpu < 1 else "MISSED"))
 local = [l.split() for l in open(sys.argv[2])]
 print("\nin-process through libagentgate (ag_consume), medians over rounds; ratio = local / redis"
       " at that many connections (goal >= 100x in checks/s)")

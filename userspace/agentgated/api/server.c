@@ -54,8 +54,10 @@ struct agd_conn {
 	enum cstate st;
 	bool want_read;  /* bytes may be waiting: an event came since the last short read */
 	bool eof, dead;  /* peer closed its side; the socket failed */
+	bool rdhup;      /* its FIN came: read on to the end (no event will follow) */
 	bool close_after, client_close, answered;
 	bool ws, ws_close_queued, ws_closing, hooked;
+	bool ws_open; /* the 101 is out: writers may send themselves (wlock) */
 	bool closed; /* socket closed; freed at the end of the loop's round */
 	unsigned int pings;
 
@@ -687,6 +689,32 @@ bool agd_ws_write(struct agd_conn *c, const void *frames, size_t len)
 	c->ext = frames;
 	c->ext_len = len;
 	c->ext_off = 0;
+	/* Plain TCP, the 101 out and nothing queued before it: written here;
+	 * the loop only takes over what the socket does not take now (a send
+	 * and a recv on two threads are safe; TLS state is not, so TLS goes
+	 * through the loop). */
+	if (!c->ssl && !c->ctl_len && c->ws_open) {
+		while (c->ext_off < len) {
+			ssize_t n = send(c->fd, (const char *)frames + c->ext_off, len - c->ext_off,
+					 MSG_NOSIGNAL | MSG_DONTWAIT);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0)
+				break;
+			c->ext_off += (size_t)n;
+		}
+		if (c->ext_off == len || (c->ext_off == 0 && errno != EAGAIN)) {
+			bool ok = c->ext_off == len;
+
+			/* Done, or the socket failed (the loop sees that itself). */
+			c->ext = NULL;
+			c->ext_off = 0;
+			pthread_cond_broadcast(&c->wcv);
+			pthread_mutex_unlock(&c->wlock);
+			return ok;
+		}
+	}
 	pthread_mutex_unlock(&c->wlock);
 	loop_resume(c);
 	pthread_mutex_lock(&c->wlock);
@@ -846,6 +874,7 @@ static int fill(struct agd_conn *c)
 	}
 	if (n <= 0) {
 		c->eof = true;
+		c->want_read = false;
 		if (n < 0)
 			c->dead = true;
 		return -1;
@@ -854,7 +883,7 @@ static int fill(struct agd_conn *c)
 	/* A short read took all the socket had: the next bytes bring an event
 	 * of their own (edge-triggered), so no read just to see EAGAIN. TLS
 	 * gives a record at a time: read on until it wants more. */
-	c->want_read = c->ssl || (size_t)n == room;
+	c->want_read = c->ssl || c->rdhup || (size_t)n == room;
 	return 1;
 }
 
@@ -926,12 +955,14 @@ static void ws_step(struct agd_conn *c, bool *progress)
 {
 	int rc = ws_frame(c);
 
-	if (rc < 0) {
-		c->ws_closing = true;
+	if (rc > 0) {
 		*progress = true;
 		return;
 	}
-	if (rc > 0) {
+	/* Closing: asked for, or the client's side ended (a part of a frame
+	 * left over is dropped). */
+	if (rc < 0 || c->eof) {
+		c->ws_closing = true;
 		*progress = true;
 		return;
 	}
@@ -980,6 +1011,11 @@ static void conn_run(struct agd_conn *c)
 		if (c->ws) {
 			int w = flush_out(c); /* the 101 */
 
+			if (w == 1 && !c->ws_open) {
+				pthread_mutex_lock(&c->wlock);
+				c->ws_open = true; /* frames may follow it now */
+				pthread_mutex_unlock(&c->wlock);
+			}
 			if (w == 1)
 				w = ws_flush(c);
 
@@ -997,14 +1033,19 @@ static void conn_run(struct agd_conn *c)
 		}
 		/* An answer: out first, then what comes after it. */
 		if (c->answered) {
+			size_t before = c->out_off;
 			int w = flush_out(c);
 
 			if (w < 0) {
 				conn_close(c);
 				return;
 			}
+			/* A client not reading its answer has the request timeout
+			 * from its last progress; events without any (bytes it
+			 * sends meanwhile) do not extend it. */
 			if (w == 0) {
-				timer_set(c, TL_REQ); /* a client not reading its answer */
+				if (c->out_off != before || c->tl != TL_REQ)
+					timer_set(c, TL_REQ);
 				return;
 			}
 			if (c->close_after || c->client_close || c->eof) {
@@ -1191,12 +1232,17 @@ static void resume_all(struct loop *L)
 	pthread_mutex_lock(&L->lock);
 	list = L->resume;
 	L->resume = NULL;
-	for (c = list; c; c = c->qnext)
-		c->queued = false;
 	pthread_mutex_unlock(&L->lock);
 	while (list) {
 		c = list;
+		/* Taken off only now: until then a connection is marked queued,
+		 * so that a hand-back meanwhile does not relink it (its link is
+		 * this list's). A closed one stays marked: never queued again. */
+		pthread_mutex_lock(&L->lock);
 		list = c->qnext;
+		if (!c->closed)
+			c->queued = false;
+		pthread_mutex_unlock(&L->lock);
 		if (c->st == CS_BUSY) { /* a worker answered */
 			c->answered = true;
 			c->st = CS_HEAD;
@@ -1231,6 +1277,8 @@ static void *loop_thread(void *arg)
 
 				if (evs[i].events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
 					c->want_read = true;
+				if (evs[i].events & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+					c->rdhup = true;
 				if (c->st != CS_BUSY)
 					conn_run(c);
 			}
@@ -1430,9 +1478,7 @@ void agd_srv_stop(struct agd_srv *s)
 		/* Every connection is on a timer list, the resume list, or busy
 		 * (then handed back to the resume list by its worker, joined above). */
 		pthread_mutex_lock(&L->lock);
-		for (c = L->resume; c; c = c->qnext)
-			c->queued = false;
-		c = L->resume;
+		c = L->resume; /* they stay marked queued: nothing relinks them */
 		L->resume = NULL;
 		pthread_mutex_unlock(&L->lock);
 		while (c) {
