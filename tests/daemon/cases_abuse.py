@@ -7,6 +7,7 @@ import concurrent.futures
 import http.client
 import json
 import socket
+import threading
 import time
 
 from agtest import (case, check, expect, expect_agent, expect_error, expect_no_agent, fixture,
@@ -132,6 +133,50 @@ def continue_problems(port):
     if not rest.startswith(b"HTTP/1.1 417 ") or b"expectation_failed" not in rest:
         bad.append("Expect: fancy-thing: %r" % rest[:160])
     return bad
+
+
+@case("200 clients posting single ratings at once with --queue-max 1 --threads 2: every one "
+      "200 with its agent's rate (answered by the event loop, or by a worker once the queue "
+      "is full), all applied exactly once; a daemon stopped with ratings in flight answers them")
+def t_ratings_in_flight(env):
+    d = env.daemon("inflight", "--queue-max", "1", "--threads", "2").start()
+    for a in ("if-a", "if-b"):
+        expect(d.api.put("/v1/agents/" + a, {"rate": 1000, "r_min": 1, "r_max": 100000}), 201)
+    answers = []
+
+    def post(i):
+        try:
+            r = d.api.post("/v1/ratings", {"id": "if-%d" % i, "score": 5, "user": "u%d" % i,
+                                           "agent": "if-a" if i % 2 else "if-b"})
+        except OSError as e:  # only once the daemon is stopping
+            answers.append((None, str(e)))
+            return
+        answers.append((r.status, r.json() if r.status == 200 else r.text))
+
+    threads = [threading.Thread(target=post, args=(i,)) for i in range(200)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    bad = [a for a in answers if a[0] != 200 or a[1]["applied"] != 1 or
+           a[1]["agents"][0]["ratings"] < 1]
+    check(len(answers) == 200 and not bad, "%d answers, not 200 applied 1: %r" % (
+        len(answers), bad[:3]))
+    expect_agent(d.api, "if-a", 'd["ratings"] == 100')
+    expect_agent(d.api, "if-b", 'd["ratings"] == 100')
+    # The same ids again: duplicates, nothing applied.
+    r = d.api.post("/v1/ratings", {"id": "if-1", "agent": "if-a", "score": 1, "user": "u1"})
+    expect(r, 200, 'd["applied"] == 0', 'd["duplicates"] == 1')
+    # SIGTERM while ratings are in flight: each gets its answer or a closed
+    # connection, never a hang, and the daemon exits 0 (d.stop checks).
+    answers.clear()
+    threads = [threading.Thread(target=post, args=(1000 + i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    d.stop()
+    for t in threads:
+        t.join(30)
+    check(not any(t.is_alive() for t in threads), "a request hung across the stop")
 
 
 @case("Expect: 100-continue: 100 Continue before the body on every body route, then the "

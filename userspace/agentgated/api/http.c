@@ -95,14 +95,19 @@ struct route {
 	int (*fn)(struct req *r);
 	const char *const *queries; /* the query parameters it takes; NULL: none */
 	bool quick; /* never waits (no lock held by a commit, no I/O): runs in the event loop */
+	/* With a small body (QUICK_BODY_MAX) and no fleet, runs in the loop
+	 * too: its handler defers the answer instead of waiting. */
+	bool quick_small;
 };
+
+#define QUICK_BODY_MAX 8192
 
 static const char *const list_queries[] = { "limit", "after", NULL };
 static const char *const rule_queries[] = { "prefix", "port", NULL };
 static const char *const stream_queries[] = { "topics", "token", NULL };
 
 static const struct route routes[] = {
-	{ "POST", "/v1/ratings", AGD_SCOPE_RATINGS_WRITE, true, ratings_post },
+	{ "POST", "/v1/ratings", AGD_SCOPE_RATINGS_WRITE, true, ratings_post, NULL, false, true },
 	{ "GET", "/v1/agents", READ_SCOPES, false, agents_list, list_queries },
 	{ "GET", "/v1/agents/*/explain", READ_SCOPES, false, agent_explain },
 	{ "GET", "/v1/agents/*/feed", READ_SCOPES, false, feed_get },
@@ -126,7 +131,7 @@ static const struct route routes[] = {
 	{ "POST", "/bucket/*", AGD_SCOPE_AGENTS_ADMIN, true, bucket_post },
 	{ "GET", "/bucket/*", READ_SCOPES, false, bucket_get },
 	{ "POST", "/rate", AGD_SCOPE_RATINGS_WRITE, true, rate_post },
-	{ "POST", "/rating", AGD_SCOPE_RATINGS_WRITE, true, ratings_post },
+	{ "POST", "/rating", AGD_SCOPE_RATINGS_WRITE, true, ratings_post, NULL, false, true },
 };
 
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -378,6 +383,11 @@ static enum agd_head_verdict on_head(struct agd_conn *conn, void *arg,
 	snprintf(st->param, sizeof(st->param), "%s", param);
 	st->tok = r.tok;
 	*quick = rt->quick;
+	if (rt->quick_small && !h->fleet) {
+		const char *cl = agd_conn_header(conn, "Content-Length");
+
+		*quick = cl && strtoll(cl, NULL, 10) <= QUICK_BODY_MAX;
+	}
 	if (!rt->body)
 		return AGD_HEAD_RUN;
 	/* A chunked body's end is the server's decoder's to find: where it may

@@ -47,14 +47,122 @@ static int invalid_ratings(struct req *r, const struct agd_rating_batch *b)
 	return agd_reply_json(r->conn, 400, o, NULL);
 }
 
+/* The answer to a rating job the engine finished (err: its outcome). */
+static int rated(struct agd_conn *conn, struct agd_job *job, int err)
+{
+	json_t *agents, *o;
+	size_t i;
+
+	if (err)
+		return agd_reply_error(conn, agd_engine_status(err), NULL, "%s",
+				       job->err.msg[0] ? job->err.msg : strerror(-err));
+	agents = json_array();
+	for (i = 0; i < job->n_agents; i++) {
+		const struct agd_job_agent *a = &job->agents[i];
+
+		json_array_append_new(agents, json_pack("{s:s,s:f,s:f,s:I}", "agent", a->name,
+							"rate", a->rate, "mean_score",
+							a->mean_score, "ratings",
+							(json_int_t)a->ratings));
+	}
+	o = json_pack("{s:I,s:I,s:o}", "applied", (json_int_t)job->applied, "duplicates",
+		      (json_int_t)job->duplicates, "agents", agents);
+	/* Fleet: the log's sequence; refusals by the log; or kept in the
+	 * outbox while the log is unreachable (202: accepted, not applied). */
+	if (job->routed.sequence)
+		json_object_set_new(o, "sequence", json_integer((json_int_t)job->routed.sequence));
+	if (job->routed.refused)
+		json_object_set_new(o, "refused", json_integer((json_int_t)job->routed.refused));
+	if (job->routed.queued)
+		json_object_set_new(o, "queued", json_integer((json_int_t)job->n));
+	return agd_reply_json(conn, job->routed.queued ? 202 : 200, o, NULL);
+}
+
+/*
+ * A rating job answered without a worker waiting for it (small bodies,
+ * standalone: http.c runs them in the event loop): queued with the engine
+ * without waiting, the answer written when the apply thread has finished
+ * it. The batch lives with the job until then.
+ */
+struct later {
+	struct agd_job job;
+	struct agd_rating_batch b;
+	struct agd_conn *conn;
+};
+
+static void later_done(struct agd_job *job) /* the apply thread */
+{
+	agd_conn_resume(((struct later *)job->arg)->conn);
+}
+
+static void later_finish(struct agd_conn *conn, void *arg) /* the loop */
+{
+	struct later *l = arg;
+
+	rated(conn, &l->job, l->job.err.code);
+	agd_job_release(&l->job);
+	agd_rating_batch_free(&l->b);
+	free(l);
+}
+
+static int rate_later(struct req *r, struct agd_rating_batch *b, __u64 received_ns)
+{
+	struct later *l = calloc(1, sizeof(*l));
+	int err;
+
+	if (!l) {
+		agd_rating_batch_free(b);
+		return send_error(r->conn, 500, "out of memory");
+	}
+	l->b = *b;
+	l->conn = r->conn;
+	l->job.items = l->b.items;
+	l->job.n = l->b.n;
+	l->job.received_ns = received_ns;
+	l->job.done = later_done;
+	l->job.arg = l;
+	agd_conn_defer(r->conn, later_finish, l); /* before: the answer may come at once */
+	err = agd_engine_try_queue(r->h->e, &l->job);
+	if (err)
+		agd_conn_defer(r->conn, NULL, NULL);
+	if (err == -EAGAIN) {
+		/* The queue is full: a worker waits for room, with the batch as
+		 * parsed and charged here (ratings_post takes it back). */
+		agd_conn_set_data(r->conn, l);
+		agd_conn_to_worker(r->conn);
+		return 0;
+	}
+	if (err) {
+		agd_rating_batch_free(&l->b);
+		free(l);
+		return send_error(r->conn, agd_engine_status(err), "%s", strerror(-err));
+	}
+	return 0;
+}
+
+/* On a worker: a batch rate_later could not queue without waiting. */
+static int rate_now(struct req *r, struct later *l)
+{
+	int err;
+
+	agd_conn_set_data(r->conn, NULL);
+	l->job.done = NULL;
+	err = agd_engine_rate(r->h->e, &l->job);
+	err = rated(r->conn, &l->job, err);
+	agd_job_release(&l->job);
+	agd_rating_batch_free(&l->b);
+	free(l);
+	return err;
+}
+
 int ratings_post(struct req *r)
 {
 	struct agd_rating_batch b;
 	struct agd_job job = { 0 };
-	json_t *agents, *o;
-	size_t i, b_n;
 	int err;
 
+	if (agd_conn_data(r->conn))
+		return rate_now(r, agd_conn_data(r->conn));
 	job.received_ns = ag_now_ns();
 	err = agd_ratings_parse(r->body, r->body_len, is_ndjson(r->conn) ? AGD_RATING_NDJSON :
 									  AGD_RATING_JSON, &b);
@@ -87,34 +195,13 @@ int ratings_post(struct req *r)
 					       who, by == AGD_INTAKE_USER ? "user" : "token");
 		}
 	}
+	if (!agd_conn_may_wait(r->conn))
+		return rate_later(r, &b, job.received_ns);
 	job.items = b.items;
-	job.n = b_n = b.n;
+	job.n = b.n;
 	err = agd_engine_rate(r->h->e, &job);
 	agd_rating_batch_free(&b);
-	if (err) {
-		agd_job_release(&job);
-		return send_error(r->conn, agd_engine_status(err), "%s", job.err.msg[0] ? job.err.msg :
-				  strerror(-err));
-	}
-	agents = json_array();
-	for (i = 0; i < job.n_agents; i++) {
-		const struct agd_job_agent *a = &job.agents[i];
-
-		json_array_append_new(agents, json_pack("{s:s,s:f,s:f,s:I}", "agent", a->name,
-							"rate", a->rate, "mean_score",
-							a->mean_score, "ratings",
-							(json_int_t)a->ratings));
-	}
-	o = json_pack("{s:I,s:I,s:o}", "applied", (json_int_t)job.applied, "duplicates",
-		      (json_int_t)job.duplicates, "agents", agents);
-	/* Fleet: the log's sequence; refusals by the log; or kept in the
-	 * outbox while the log is unreachable (202: accepted, not applied). */
-	if (job.routed.sequence)
-		json_object_set_new(o, "sequence", json_integer((json_int_t)job.routed.sequence));
-	if (job.routed.refused)
-		json_object_set_new(o, "refused", json_integer((json_int_t)job.routed.refused));
-	if (job.routed.queued)
-		json_object_set_new(o, "queued", json_integer((json_int_t)b_n));
+	err = rated(r->conn, &job, err);
 	agd_job_release(&job);
-	return agd_reply_json(r->conn, job.routed.queued ? 202 : 200, o, NULL);
+	return err;
 }

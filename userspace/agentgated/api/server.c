@@ -73,6 +73,9 @@ struct agd_conn {
 	long long body_left; /* Content-Length still to come; -1: chunked */
 	struct agd_chunks chunks;
 	bool run_inline;
+	bool on_worker, to_worker, deferred;
+	void (*finish)(struct agd_conn *c, void *arg);
+	void *finish_arg;
 
 	void *req; /* o.req_size bytes, after the struct */
 	void *data;
@@ -125,6 +128,7 @@ struct agd_srv {
 	unsigned int n_loops;
 	uint64_t dur[TL_N];
 
+	atomic_uint n_deferred; /* deferred answers not handed back yet */
 	pthread_mutex_t plock;
 	pthread_cond_t pcv;
 	struct agd_conn *pq_head, *pq_tail;
@@ -396,9 +400,13 @@ static void request_reset(struct agd_conn *c)
 		memmove(c->in, c->in + c->head_len, rest);
 	c->in_len = rest;
 	c->head_len = 0;
-	free(c->body);
-	c->body = NULL;
-	c->body_len = c->body_cap = 0;
+	/* A small body's buffer is kept for the next request; a big one goes. */
+	if (c->body_cap > 65536) {
+		free(c->body);
+		c->body = NULL;
+		c->body_cap = 0;
+	}
+	c->body_len = 0;
 	c->answered = false;
 	c->st = CS_HEAD;
 }
@@ -449,17 +457,29 @@ static void run_request(struct agd_conn *c)
 
 	if (!c->body) {
 		c->body = malloc(1);
-		if (c->body)
-			c->body[0] = 0;
+		c->body_cap = c->body ? 1 : 0;
 	}
+	if (c->body && !c->body_len)
+		c->body[0] = 0;
 	c->st = CS_BUSY;
 	timer_del(c);
 	if (c->run_inline) {
+		c->on_worker = false;
 		s->hk->run(c, s->o.arg);
+		if (c->to_worker) {
+			c->to_worker = false;
+			c->out_len = c->out_off = 0;
+			c->on_worker = true;
+			pool_push(s, c);
+			return;
+		}
+		if (c->deferred)
+			return; /* busy until agd_conn_resume() */
 		c->answered = true;
 		c->st = CS_HEAD;
 		return;
 	}
+	c->on_worker = true;
 	pool_push(s, c);
 }
 
@@ -1220,6 +1240,13 @@ static void accept_some(struct loop *L)
 	}
 }
 
+/* A deferred request's answer, written in the loop. */
+static void finish_deferred(struct agd_conn *c)
+{
+	c->deferred = false;
+	c->finish(c, c->finish_arg);
+}
+
 /* Connections workers and writers handed back. */
 static void resume_all(struct loop *L)
 {
@@ -1243,7 +1270,9 @@ static void resume_all(struct loop *L)
 		if (!c->closed)
 			c->queued = false;
 		pthread_mutex_unlock(&L->lock);
-		if (c->st == CS_BUSY) { /* a worker answered */
+		if (c->st == CS_BUSY) { /* a worker answered, or a deferred answer came */
+			if (c->deferred)
+				finish_deferred(c);
 			c->answered = true;
 			c->st = CS_HEAD;
 			c->want_read = true; /* events while it was busy were not looked at */
@@ -1471,6 +1500,10 @@ void agd_srv_stop(struct agd_srv *s)
 	pthread_mutex_unlock(&s->plock);
 	for (unsigned int i = 0; i < s->n_workers; i++)
 		pthread_join(s->workers[i], NULL);
+	/* Deferred answers (the engine's apply thread still runs) are handed
+	 * back to the resume lists, processed below. */
+	for (int ms = 0; atomic_load(&s->n_deferred) && ms < 60000; ms++)
+		usleep(1000);
 	for (unsigned int i = 0; s->loops && i < s->n_loops; i++) {
 		struct loop *L = &s->loops[i];
 		struct agd_conn *c;
@@ -1484,6 +1517,8 @@ void agd_srv_stop(struct agd_srv *s)
 		while (c) {
 			struct agd_conn *next = c->qnext;
 
+			if (c->deferred)
+				finish_deferred(c); /* frees what the request held */
 			if (c->tl < 0)
 				conn_close(c);
 			c = next;
@@ -1560,6 +1595,39 @@ void agd_conn_set_data(struct agd_conn *c, void *p)
 void *agd_conn_data(const struct agd_conn *c)
 {
 	return c->data;
+}
+
+void agd_conn_defer(struct agd_conn *c, void (*finish)(struct agd_conn *c, void *arg), void *arg)
+{
+	if (!finish) { /* taken back: answered now after all */
+		if (c->deferred)
+			atomic_fetch_sub(&c->L->s->n_deferred, 1);
+		c->deferred = false;
+		return;
+	}
+	c->finish = finish;
+	c->finish_arg = arg;
+	if (!c->deferred)
+		atomic_fetch_add(&c->L->s->n_deferred, 1);
+	c->deferred = true;
+}
+
+void agd_conn_resume(struct agd_conn *c)
+{
+	struct agd_srv *s = c->L->s;
+
+	loop_resume(c);
+	atomic_fetch_sub(&s->n_deferred, 1); /* after: a stop then finds it listed */
+}
+
+void agd_conn_to_worker(struct agd_conn *c)
+{
+	c->to_worker = true;
+}
+
+bool agd_conn_may_wait(const struct agd_conn *c)
+{
+	return c->on_worker;
 }
 
 void agd_conn_cut(struct agd_conn *c)

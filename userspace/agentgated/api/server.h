@@ -85,6 +85,20 @@ bool agd_conn_closing(const struct agd_conn *c);
 void *agd_conn_req(struct agd_conn *c);
 void agd_conn_set_data(struct agd_conn *c, void *p);
 void *agd_conn_data(const struct agd_conn *c);
+/*
+ * Requests answered later, without a worker waiting. From run in the loop:
+ * agd_conn_defer() keeps the connection busy after run returns; once
+ * agd_conn_resume() is called (from any thread, once), the loop runs
+ * finish(c, arg), which writes the answer. agd_conn_to_worker() instead
+ * runs the request again on a worker (the answer written so far is
+ * dropped). Defer before handing the work to another thread (its resume
+ * may come at once); finish NULL takes a defer back. agd_conn_may_wait():
+ * whether run is on a worker.
+ */
+void agd_conn_defer(struct agd_conn *c, void (*finish)(struct agd_conn *c, void *arg), void *arg);
+void agd_conn_resume(struct agd_conn *c);
+void agd_conn_to_worker(struct agd_conn *c);
+bool agd_conn_may_wait(const struct agd_conn *c);
 /* Shuts the socket down (from any thread, while the connection lives):
  * the loop then closes it. */
 void agd_conn_cut(struct agd_conn *c);

@@ -762,12 +762,17 @@ void agd_job_reset(struct agd_job *job)
 }
 
 /* Into the apply thread's queue, with the job's log position as set. */
-static int enqueue(struct agd_engine *e, struct agd_job *job)
+/* wait: for room in a full queue; else -EAGAIN then. */
+static int enqueue_job(struct agd_engine *e, struct agd_job *job, bool wait)
 {
 	agd_job_reset(job);
 	pthread_mutex_lock(&e->qlock);
 	/* Backpressure: wait for room, but never refuse a job to an empty queue. */
 	while (!e->stopping && e->queued && e->queued + job->n > e->opts.queue_max) {
+		if (!wait) {
+			pthread_mutex_unlock(&e->qlock);
+			return -EAGAIN;
+		}
 		e->space_waiters++;
 		pthread_cond_wait(&e->spacecv, &e->qlock);
 		e->space_waiters--;
@@ -785,6 +790,11 @@ static int enqueue(struct agd_engine *e, struct agd_job *job)
 	pthread_cond_signal(&e->qcv);
 	pthread_mutex_unlock(&e->qlock);
 	return 0;
+}
+
+static int enqueue(struct agd_engine *e, struct agd_job *job)
+{
+	return enqueue_job(e, job, true);
 }
 
 int agd_job_wait(struct agd_engine *e, struct agd_job *job,
@@ -810,6 +820,12 @@ int agd_engine_queue(struct agd_engine *e, struct agd_job *job)
 {
 	job->log_seq = job->log_ms = 0; /* a local job */
 	return enqueue(e, job);
+}
+
+int agd_engine_try_queue(struct agd_engine *e, struct agd_job *job)
+{
+	job->log_seq = job->log_ms = 0;
+	return enqueue_job(e, job, false);
 }
 
 int agd_engine_apply_ratings(struct agd_engine *e, struct agd_job *job, __u64 seq, __u64 log_ms)

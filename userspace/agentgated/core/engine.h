@@ -194,6 +194,9 @@ struct agd_job {
  * -ESHUTDOWN when closing. Where a job goes is dispatch.c's to decide:
  * agd_engine_submit. */
 int agd_engine_queue(struct agd_engine *e, struct agd_job *job);
+/* The same without waiting: -EAGAIN while the queue is full. For a caller
+ * that must not block (the HTTP server's event loop), standalone only. */
+int agd_engine_try_queue(struct agd_engine *e, struct agd_job *job);
 /* Ratings from the fleet's log, applied here; waits until they are. seq:
  * the log sequence of the job's last rating, stored in the transaction that
  * applies it; log_ms: the log's time, used instead of the wall clock, so
