@@ -242,7 +242,7 @@ def request_with_headers(n):
 def t_header_limits(abuse_daemon):
     d = abuse_daemon
     raw_check(d, rawhttp.send(HOST, d.port, request_with_headers(63)), 'd["status"] == 200')
-    # 64: CivetWeb would drop any further ones unseen: 431.
+    # 64: over the limit of 63: 431.
     raw_check(d, rawhttp.send(HOST, d.port, request_with_headers(64)), 'd["closed"]',
               'd["status"] == 431', 'err_ok(json.loads(d["body"]), "header_fields_too_large")')
     # Request line and headers over 16 KiB: refused in JSON, closed.
@@ -348,20 +348,20 @@ def t_framing_shapes(abuse_daemon):
 
 
 def head_at_end(skip, end):
-    """A GET /healthz head of exactly 16384 bytes (CivetWeb's buffer) after
+    """A GET /healthz head of exactly 16384 bytes (the head limit) after
     skip spaces, ending in end."""
     head = b" " * skip + b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\nX: "
     return head + b"a" * (16384 - len(head) - len(end)) + end
 
 
-@case("a request head filling CivetWeb's 16 KiB buffer: 431; brought to its last byte by "
-      "leading spaces: judged right (bare LF 400, CRLF 200) with no read outside the buffer")
+@case("a request head of 16 KiB: 431; after leading spaces (skipped, not counted): judged "
+      "right (bare LF 400, CRLF 200) with no read outside the buffer")
 def t_framing_buffer_end(abuse_daemon):
     d = abuse_daemon
-    # The framing check reads past the last header line: a head that
-    # fills CivetWeb's buffer is refused first (431), and one brought to
-    # its end by leading spaces is still judged, reading nothing outside
-    # the buffer (the sanitizer build would abort on such a read).
+    # A head of 16384 bytes is over the limit (431); with 100 leading
+    # spaces before it (skipped) the same bytes are judged by their line
+    # ends, reading nothing outside the buffer (the sanitizer build would
+    # abort on such a read).
     raw_check(d, rawhttp.send(HOST, d.port, head_at_end(0, b"\r\n\r\n"), 5),
               'd["statuses"] == [431]', 'd["closed"]')
     raw_check(d, rawhttp.send(HOST, d.port, head_at_end(100, b"\n\n"), 5),

@@ -147,7 +147,7 @@ def slow_listing(port, got):
 def t_agents_many_workers(api):
     """Pages are read by one thread of the lister: LMDB ties a reader slot
     (126 of them) to each thread that ever reads, so pages read by
-    CivetWeb's 320 workers would be refused for good once 126 of them had
+    the HTTP server's workers would be refused for good once 126 of them had
     served one."""
     got = []
     threads = [threading.Thread(target=slow_listing, args=(api.port, got)) for _ in range(300)]

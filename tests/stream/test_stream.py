@@ -63,7 +63,7 @@ def main(env, auth):
 @fixture
 def full(env):
     """No auth; 2 clients in all; pings every 300 ms (on this daemon only: a
-    client that does not read leaves pings unanswered, and CivetWeb closes it
+    client that does not read leaves pings unanswered, and the server closes it
     after five, before the slow-client cut could be seen)."""
     d = env.daemon("full", "--stream-max-clients", "2", "--stream-ping", "300ms")
     yield d.start(timeout=15)
