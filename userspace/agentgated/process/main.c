@@ -7,7 +7,6 @@
  * datapath keeps enforcing the last rates while the daemon is down.
  */
 #include <errno.h>
-#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -591,12 +590,6 @@ int main(int argc, char **argv)
 	sigaddset(&sigs, STORE_SIGNAL);
 	pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 	signal(SIGPIPE, SIG_IGN);
-	/* Per request, the event loops allocate and free a few KiB and the
-	 * apply thread frees what they made: with glibc's default trimming
-	 * each thread's heap was grown and given back over and over (4-6 % of
-	 * the daemon's samples in sysmalloc under 512 rating clients). Free
-	 * memory up to 32 MiB is kept instead of returned at once. */
-	mallopt(M_TRIM_THRESHOLD, 32 << 20);
 
 	agd_rating_fields_set(cfg->rating_fields, &err); /* checked by check_settings */
 	rc = open_engine(cfg, &e);
