@@ -80,11 +80,6 @@ int agd_request_framing(struct agd_conn *conn)
 	return 0;
 }
 
-bool agd_request_chunked(struct agd_conn *conn)
-{
-	return agd_conn_chunked(conn);
-}
-
 /* ---- the path ----------------------------------------------------------------------- */
 
 /* RFC 3986 pchar without pct-encoded, and '/'. */

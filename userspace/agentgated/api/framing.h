@@ -22,10 +22,6 @@ struct agd_conn;
 /* 0, or the status of the 400 sent (connection closed after it). */
 int agd_request_framing(struct agd_conn *conn);
 
-/* Whether the request's body comes in chunks (after agd_request_framing:
- * its one Transfer-Encoding is "chunked"). */
-bool agd_request_chunked(struct agd_conn *conn);
-
 /* raw: the request's path as sent, without the query. Percent-decodes it
  * into out (len bytes). 0, or -EINVAL with why: a byte RFC 3986 does not
  * allow in a path, '%' without two hex digits, %00, %2F (a '/' inside a

@@ -223,11 +223,10 @@ static int stream_auth(void *arg, struct agd_conn *conn, const char *query_token
 		       struct agd_token *out)
 {
 	struct agd_token tok;
-	int rc = agd_request_framing(conn);
+	int rc;
 
+	/* The head's framing was checked before routing (on_head). */
 	memset(out, 0, sizeof(*out));
-	if (rc)
-		return rc;
 	rc = verify(arg, conn, query_token ? query_token : bearer(conn),
 		    "missing token (?token=<JWT> or Authorization: Bearer <JWT>)", &tok);
 	if (rc == 1)

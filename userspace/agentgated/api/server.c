@@ -53,7 +53,7 @@ struct agd_conn {
 	SSL *ssl;
 	enum cstate st;
 	bool want_read;  /* bytes may be waiting: an event came since the last short read */
-	bool eof, dead;  /* peer closed its side; the socket failed */
+	bool eof;        /* the peer closed its side, or the socket failed */
 	bool rdhup;      /* its FIN came: read on to the end (no event will follow) */
 	bool close_after, client_close, answered;
 	bool ws, ws_close_queued, ws_closing, hooked;
@@ -252,10 +252,8 @@ static int write_all(struct agd_conn *c, const char *buf, size_t len, size_t *of
 
 		if (n == -EAGAIN)
 			return 0;
-		if (n <= 0) {
-			c->dead = true;
+		if (n <= 0)
 			return -1;
-		}
 		*off += (size_t)n;
 	}
 	return 1;
@@ -895,8 +893,6 @@ static int fill(struct agd_conn *c)
 	if (n <= 0) {
 		c->eof = true;
 		c->want_read = false;
-		if (n < 0)
-			c->dead = true;
 		return -1;
 	}
 	c->in_len += (size_t)n;
