@@ -166,7 +166,7 @@ $(OUTPUT)/agentgated-san: $(OUTPUT)/san/userspace/agentgated/process/main.o \
 
 # ---- tests (sanitized) ----------------------------------------------
 
-TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
+TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_path $(OUTPUT)/tests/test_concurrency \
 	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_wire $(OUTPUT)/tests/test_gcra \
 	$(OUTPUT)/tests/test_lib $(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating \
 	$(OUTPUT)/tests/test_fleet $(OUTPUT)/tests/test_hist $(OUTPUT)/tests/test_voices \
@@ -176,6 +176,7 @@ TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_concurrency \
 tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san $(OUTPUT)/examples/local_consume
 
 $(OUTPUT)/tests/test_xdp: tests/bpf/test_xdp.c tests/bpf/fixtures.h $(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_path: tests/bpf/test_path.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_concurrency: tests/bpf/test_concurrency.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_attach: tests/bpf/test_attach.c $(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_wire: tests/bpf/test_wire.c $(OUTPUT)/libagentgate-san.a

@@ -156,6 +156,23 @@ struct {
 	__type(value, __u32);
 } ag_next SEC(".maps");
 
+/* Each bucket's parent, slot + 1 (abi.h, "Parent buckets"); mapped by
+ * userspace, whose consumers walk the same paths. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, AG_MAX_AGENTS_DEFAULT);
+	__type(key, __u32);
+	__type(value, __u64);
+} ag_parents SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, AG_MAX_AGENTS_DEFAULT);
+	__type(key, __u32);
+	__type(value, struct ag_refusals);
+} ag_refusals SEC(".maps");
+
 enum ag_verdict {
 	AG_V_PASS,
 	AG_V_DROP,
@@ -357,6 +374,82 @@ static __always_inline struct ag_rule_val *classify_v6(const struct ag_config *c
 	return better(vp, vw);
 }
 
+/* ---- connection openings --------------------------------------------- */
+
+#define AG_TCP_SYN 0x02
+#define AG_TCP_ACK 0x10
+#define AG_QUIC_V2 0x6b3343cfU
+#define AG_SCTP_INIT 1
+
+/*
+ * Whether a packet opens a connection, for buckets of unit conn: a TCP SYN
+ * without ACK, a QUIC long-header Initial (v1, v2 and drafts: type 0, v2:
+ * type 1; not version negotiation), an SCTP INIT, a DCCP-Request. Read only
+ * when such a bucket is on the packet's path. A header cut off before the
+ * bytes that tell counts as an opening where the kernel could still see
+ * one: a first fragment (RFC 1858's tiny fragments) or an unfollowed IPv6
+ * chain; a whole UDP datagram too short for a QUIC header is none. Later
+ * fragments belong to the datagram their first fragment opened.
+ */
+static __always_inline int is_opening(struct xdp_md *ctx, const struct ag_flow *f)
+{
+	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
+	__u32 off = f->l4_off;
+	__u8 *l4;
+
+	if (!f->has_port)
+		return f->port_unknown;
+	/* Bounds the offset for the verifier (a pointer checked against the
+	 * packet's end must stay below 64 KiB); no frame XDP sees is longer. */
+	if (off > 0x7fff)
+		return 1;
+	asm volatile("%0 &= 0x7fff" : "+r"(off)); /* a bound on the register added */
+	l4 = data + off;
+	switch (f->proto) {
+	case IPPROTO_TCP:
+		if ((void *)(l4 + 14) > data_end)
+			return 1;
+		return (l4[13] & (AG_TCP_SYN | AG_TCP_ACK)) == AG_TCP_SYN;
+	case IPPROTO_UDP: {
+		__u32 version;
+
+		if ((void *)(l4 + 13) > data_end)
+			return f->frag == AG_FRAG_FIRST;
+		if (!(l4[8] & 0x80)) /* short header */
+			return 0;
+		version = ((__u32)l4[9] << 24) | ((__u32)l4[10] << 16) | ((__u32)l4[11] << 8) |
+			  l4[12];
+		if (!version)
+			return 0;
+		return ((l4[8] >> 4) & 3) == (version == AG_QUIC_V2 ? 1 : 0);
+	}
+	case IPPROTO_SCTP:
+		if ((void *)(l4 + 13) > data_end)
+			return 1;
+		return l4[12] == AG_SCTP_INIT;
+	case IPPROTO_DCCP:
+		if ((void *)(l4 + 9) > data_end)
+			return 1;
+		return ((l4[8] >> 1) & 0xf) == 0;
+	}
+	return 0;
+}
+
+/* One packet being judged; `opening` is read on first need. */
+struct ag_pkt {
+	struct xdp_md *ctx;
+	const struct ag_flow *f;
+	__u64 len;
+	int opening; /* -1: not read yet */
+};
+
+static __always_inline __u64 pkt_cost(struct ag_pkt *pk, __u32 unit, __u64 interval)
+{
+	if (unit == AG_UNIT_CONN && pk->opening < 0)
+		pk->opening = is_opening(pk->ctx, pk->f);
+	return ag_packet_cost(unit, interval, pk->len, pk->opening > 0);
+}
+
 /* ---- bucket ---------------------------------------------------------- */
 
 /*
@@ -377,7 +470,7 @@ static __always_inline struct ag_rule_val *classify_v6(const struct ag_config *c
  * per packet (the difference was below 1 ns in bench/xdp_cost); costs
  * between the two merely read the coarse clock in vain.
  */
-static __always_inline enum ag_verdict charge(__u32 slot, __u64 frame_len, __u64 slack_ns)
+static __always_inline enum ag_verdict charge(__u32 slot, struct ag_pkt *pk, __u64 slack_ns)
 {
 	struct ag_bucket *b = bpf_map_lookup_elem(&ag_buckets, &slot);
 	__u64 now_ns = 0, w;
@@ -400,7 +493,9 @@ static __always_inline enum ag_verdict charge(__u32 slot, __u64 frame_len, __u64
 
 		if (!interval)
 			return AG_V_NO_BUCKET;
-		cost = ag_packet_cost(b->unit[sel], interval, frame_len);
+		cost = pkt_cost(pk, b->unit[sel], interval);
+		if (!cost) /* a conn bucket, and no opening */
+			return AG_V_PASS;
 		if (!now_ns) {
 			if (cost > ag_ns_to_ticks(slack_ns >> 2, p->mult) &&
 			    !ag_gcra_admit(w & AG_TAT_MASK,
@@ -438,6 +533,100 @@ refused:
 	return AG_V_EXHAUSTED;
 }
 
+/* No agent to charge, and no delivering it uncharged (the reason is
+ * counted by the caller). */
+static __always_inline int refuse(const struct ag_config *cfg)
+{
+	if (cfg->dry_run) {
+		stat_inc(AG_STAT_DRYRUN_WOULD_DROP);
+		return XDP_PASS;
+	}
+	return XDP_DROP;
+}
+
+/*
+ * Parent paths (abi.h, "Parent buckets"). The path is judged in two
+ * rounds on one reading of the clock: first every bucket is looked at
+ * without writing, so that a packet any of them refuses writes nothing;
+ * then each admits it by compare-and-swap, the agent's first. A bucket
+ * that refuses in the second round (another CPU took what the first saw)
+ * has the admissions below it taken back: exactly, by putting back the
+ * word each one replaced, unless another CPU has moved that word since;
+ * then the admission stays (never more tokens than the bound) and
+ * refund_raced counts it.
+ */
+struct ag_level {
+	__u64 prev; /* the word our swap replaced */
+	__u64 word; /* the word it wrote; 0: nothing taken from this bucket */
+	__u32 slot;
+	__u32 pad;
+};
+
+/* One bucket of a path at now_ns; commit: admit by swap (else look only). */
+static __always_inline enum ag_verdict judge_bucket(struct ag_level *l, struct ag_pkt *pk,
+						    __u64 now_ns, int commit)
+{
+	struct ag_bucket *b = bpf_map_lookup_elem(&ag_buckets, &l->slot);
+	__u64 w, new_tat, seen;
+	int i;
+
+	l->word = 0;
+	if (!b)
+		return AG_V_NO_BUCKET;
+	w = *(volatile __u64 *)&b->tat;
+	for (i = 0; i < AG_CAS_TRIES; i++) {
+		__u32 sel = w >> 63;
+		struct ag_gcra_params *p = &b->set[sel];
+		__u64 interval = *(volatile __u64 *)&p->interval, cost;
+
+		if (!interval)
+			return AG_V_NO_BUCKET;
+		cost = pkt_cost(pk, b->unit[sel], interval);
+		if (!cost)
+			return AG_V_PASS;
+		if (!ag_gcra_admit(w & AG_TAT_MASK, ag_ns_to_ticks(now_ns, p->mult), cost, p->tau,
+				   &new_tat)) {
+			seen = *(volatile __u64 *)&b->tat;
+			if (!((seen ^ w) & AG_TAT_SEL))
+				return AG_V_DROP;
+			w = seen; /* other parameters: judge again */
+			continue;
+		}
+		if (!commit)
+			return AG_V_PASS;
+		new_tat |= w & AG_TAT_SEL;
+		seen = __sync_val_compare_and_swap(&b->tat, w, new_tat);
+		if (seen == w) {
+			l->prev = w;
+			l->word = new_tat;
+			return AG_V_PASS;
+		}
+		w = seen;
+	}
+	return AG_V_EXHAUSTED;
+}
+
+static __always_inline void take_back(struct ag_level *l)
+{
+	struct ag_bucket *b;
+
+	if (!l->word)
+		return;
+	b = bpf_map_lookup_elem(&ag_buckets, &l->slot);
+	if (b && __sync_val_compare_and_swap(&b->tat, l->word, l->prev) != l->word)
+		stat_inc(AG_STAT_REFUND_RACED);
+}
+
+static __always_inline void count_pass(__u32 slot, __u64 len)
+{
+	struct ag_counters *c = bpf_map_lookup_elem(&ag_counters, &slot);
+
+	if (c) {
+		c->passed_packets++;
+		c->passed_bytes += len;
+	}
+}
+
 /* Over the limit: dropped, or passed and counted in dry-run. */
 static __always_inline int deny(const struct ag_config *cfg, struct ag_counters *c, __u64 len)
 {
@@ -454,11 +643,93 @@ static __always_inline int deny(const struct ag_config *cfg, struct ag_counters 
 	return XDP_DROP;
 }
 
-static __always_inline int enforce(const struct ag_config *cfg, __u32 slot, __u64 len)
+/* A bucket below the one that refused: its refusal, for a parent. */
+static __always_inline void deny_for_parent(const struct ag_config *cfg, __u32 slot, __u64 len)
 {
 	struct ag_counters *c = bpf_map_lookup_elem(&ag_counters, &slot);
-	enum ag_verdict v = charge(slot, len, cfg->coarse_slack_ns);
+	struct ag_refusals *r = bpf_map_lookup_elem(&ag_refusals, &slot);
 
+	if (c)
+		deny(cfg, c, len);
+	if (r) {
+		r->parent_packets++;
+		r->parent_bytes += len;
+	}
+}
+
+/* The path of a bucket that has a parent (up: the parent's slot + 1). */
+static __always_inline int enforce_path(const struct ag_config *cfg, struct ag_pkt *pk,
+					__u32 slot, __u64 up)
+{
+	struct ag_level lv[AG_PATH_MAX] = {};
+	enum ag_verdict v = AG_V_PASS;
+	__u64 now_ns = bpf_ktime_get_ns();
+	struct ag_counters *c;
+	int n = 2, i, j, r = -1;
+
+	lv[0].slot = slot;
+	lv[1].slot = (__u32)up - 1;
+	for (i = 2; i < AG_PATH_MAX; i++) {
+		__u64 *next = bpf_map_lookup_elem(&ag_parents, &lv[i - 1].slot);
+
+		if (!next || !*next)
+			break;
+		lv[i].slot = (__u32)*next - 1;
+		n++;
+	}
+	/* Round one: look. Round two: take. */
+	for (i = 0; i < AG_PATH_MAX && r < 0; i++) {
+		if (i >= n)
+			break;
+		v = judge_bucket(&lv[i], pk, now_ns, 0);
+		if (v == AG_V_DROP || v == AG_V_EXHAUSTED)
+			r = i;
+		else if (v == AG_V_NO_BUCKET)
+			stat_inc(AG_STAT_NO_BUCKET);
+	}
+	for (i = 0; i < AG_PATH_MAX && r < 0; i++) {
+		if (i >= n)
+			break;
+		v = judge_bucket(&lv[i], pk, now_ns, 1);
+		if (v == AG_V_DROP || v == AG_V_EXHAUSTED) {
+			r = i;
+			for (j = AG_PATH_MAX - 1; j >= 0; j--)
+				if (j < i)
+					take_back(&lv[j]);
+		}
+	}
+	if (r < 0) {
+		for (i = 0; i < AG_PATH_MAX; i++)
+			if (i < n)
+				count_pass(lv[i].slot, pk->len);
+		return XDP_PASS;
+	}
+	if (v == AG_V_EXHAUSTED)
+		stat_inc(AG_STAT_CAS_EXHAUSTED);
+	if (r > 0)
+		stat_inc(AG_STAT_PARENT_DROPPED);
+	for (i = 0; i < AG_PATH_MAX; i++)
+		if (i < r)
+			deny_for_parent(cfg, lv[i].slot, pk->len);
+	/* The bucket that refused (r < AG_PATH_MAX: tells the verifier). */
+	if (r >= AG_PATH_MAX)
+		return XDP_DROP;
+	c = bpf_map_lookup_elem(&ag_counters, &lv[r].slot);
+	if (!c)
+		return refuse(cfg);
+	return deny(cfg, c, pk->len);
+}
+
+static __always_inline int enforce(const struct ag_config *cfg, __u32 slot, struct ag_pkt *pk)
+{
+	struct ag_counters *c;
+	enum ag_verdict v;
+	__u64 *up = bpf_map_lookup_elem(&ag_parents, &slot);
+
+	if (up && *up)
+		return enforce_path(cfg, pk, slot, *up);
+	c = bpf_map_lookup_elem(&ag_counters, &slot);
+	v = charge(slot, pk, cfg->coarse_slack_ns);
 	if (v == AG_V_NO_BUCKET) {
 		stat_inc(AG_STAT_NO_BUCKET);
 		return XDP_PASS;
@@ -467,12 +738,12 @@ static __always_inline int enforce(const struct ag_config *cfg, __u32 slot, __u6
 		return XDP_PASS;
 	if (v == AG_V_PASS) {
 		c->passed_packets++;
-		c->passed_bytes += len;
+		c->passed_bytes += pk->len;
 		return XDP_PASS;
 	}
 	if (v == AG_V_EXHAUSTED)
 		stat_inc(AG_STAT_CAS_EXHAUSTED);
-	return deny(cfg, c, len);
+	return deny(cfg, c, pk->len);
 }
 
 static __always_inline int unclassified(const struct ag_config *cfg)
@@ -487,17 +758,6 @@ static __always_inline int unclassified(const struct ag_config *cfg)
 		return XDP_PASS;
 	}
 	stat_inc(AG_STAT_UNCLASSIFIED_DROPPED);
-	return XDP_DROP;
-}
-
-/* No agent to charge, and no delivering it uncharged (the reason is
- * counted by the caller). */
-static __always_inline int refuse(const struct ag_config *cfg)
-{
-	if (cfg->dry_run) {
-		stat_inc(AG_STAT_DRYRUN_WOULD_DROP);
-		return XDP_PASS;
-	}
 	return XDP_DROP;
 }
 
@@ -629,7 +889,13 @@ static __always_inline int judge(struct xdp_md *ctx)
 		if (verdict != AG_GO)
 			return verdict;
 	}
-	verdict = slot == AG_FRAG_NO_SLOT ? unclassified(cfg) : enforce(cfg, slot, len);
+	if (slot == AG_FRAG_NO_SLOT) {
+		verdict = unclassified(cfg);
+	} else {
+		struct ag_pkt pk = { .ctx = ctx, .f = &f, .len = len, .opening = -1 };
+
+		verdict = enforce(cfg, slot, &pk);
+	}
 	if (f.frag)
 		frag_judged(&f, fv, slot, verdict);
 	return verdict;

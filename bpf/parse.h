@@ -53,8 +53,9 @@ struct ag_flow {
 	__u8 frag;         /* enum ag_frag_kind; fk is then filled in */
 	__u8 port_unknown; /* an L4 header the parser could not reach */
 	__u8 reason;       /* a stat index worth counting, or AG_STAT__MAX */
-	__u16 pad;
+	__u16 l4_off;      /* with has_port: the L4 header's offset in the frame */
 	struct ag_frag_key fk; /* a fragment's reassembly key */
+	__u8 proto;        /* with has_port: the L4 protocol */
 } __attribute__((aligned(8)));
 
 _Static_assert(AG_STAT__MAX < 256, "a reason fits ag_flow.reason");
@@ -89,7 +90,7 @@ static __always_inline int ag_l4_has_ports(__u8 proto)
 }
 
 /* Read the destination port at l4; sets the reason when it cannot. */
-static __always_inline void ag_parse_port(void *l4, void *data_end, __u8 proto,
+static __always_inline void ag_parse_port(void *data, void *l4, void *data_end, __u8 proto,
 					  struct ag_flow *f)
 {
 	__be16 *ports = l4;
@@ -104,6 +105,8 @@ static __always_inline void ag_parse_port(void *l4, void *data_end, __u8 proto,
 	}
 	f->dport = ports[1];
 	f->has_port = 1;
+	f->l4_off = l4 - data;
+	f->proto = proto;
 }
 
 /* The key the kernel reassembles IPv4 fragments by. */
@@ -126,7 +129,7 @@ static __always_inline void ag_frag_key_v6(struct ag_frag_key *k, const struct i
 	k->family = 6;
 }
 
-static __always_inline int ag_parse_v4(void *l3, void *data_end, struct ag_flow *f)
+static __always_inline int ag_parse_v4(void *data, void *l3, void *data_end, struct ag_flow *f)
 {
 	struct iphdr *ip = l3;
 	__u32 hlen;
@@ -162,7 +165,7 @@ static __always_inline int ag_parse_v4(void *l3, void *data_end, struct ag_flow 
 		}
 		f->frag = AG_FRAG_FIRST;
 	}
-	ag_parse_port(l3 + hlen, data_end, ip->protocol, f);
+	ag_parse_port(data, l3 + hlen, data_end, ip->protocol, f);
 	return AG_PARSE_V4;
 }
 
@@ -228,7 +231,7 @@ static __always_inline int ag_parse_v6(void *data, __u32 l3, void *data_end, str
 			len = 0;
 			break;
 		default:
-			ag_parse_port(hdr, data_end, nexthdr, f);
+			ag_parse_port(data, hdr, data_end, nexthdr, f);
 			return AG_PARSE_V6;
 		}
 		if (i == AG_IPV6_MAX_EXT) {
@@ -286,7 +289,7 @@ __noinline int ag_parse_l3(struct xdp_md *ctx, __u32 l3, __u32 proto, struct ag_
 	if (l3 > AG_L2_MAX) /* not reached: tells the verifier the bound */
 		return AG_PARSE_MALFORMED;
 	if (proto == bpf_htons(ETH_P_IP))
-		return ag_parse_v4(data + l3, data_end, f);
+		return ag_parse_v4(data, data + l3, data_end, f);
 	if (proto == bpf_htons(ETH_P_IPV6))
 		return ag_parse_v6(data, l3, data_end, f);
 	return AG_PARSE_NON_IP;
@@ -328,6 +331,8 @@ static __always_inline int ag_parse_fast(struct xdp_md *ctx, struct ag_flow *f)
 			return 0;
 		f->saddr4 = ip->saddr;
 		f->dport = ports[1];
+		f->proto = ip->protocol;
+		f->l4_off = (void *)ports - data;
 	} else if (proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6 = l3;
 		__be16 *ports = (void *)(ip6 + 1);
@@ -337,6 +342,8 @@ static __always_inline int ag_parse_fast(struct xdp_md *ctx, struct ag_flow *f)
 			return 0;
 		__builtin_memcpy(f->saddr6, &ip6->saddr, 16);
 		f->dport = ports[1];
+		f->proto = ip6->nexthdr;
+		f->l4_off = (void *)ports - data;
 	} else {
 		return 0;
 	}

@@ -54,7 +54,9 @@
 	X(CONFIG, ag_config, FIXED, "ARRAY[1]: struct ag_config")                                       \
 	X(STATS, ag_stats, FIXED, "PERCPU_ARRAY[AG_STAT_SLOTS]: __u64 packets")                         \
 	X(FRAGS, ag_frags, FIXED, "LRU_HASH: struct ag_frag_key -> struct ag_frag_val")                 \
-	X(NEXT, ag_next, FIXED, "PROG_ARRAY[AG_NEXT_MAX]: ifindex -> the XDP program run after a pass")
+	X(NEXT, ag_next, FIXED, "PROG_ARRAY[AG_NEXT_MAX]: ifindex -> the XDP program run after a pass")   \
+	X(PARENTS, ag_parents, AGENTS, "ARRAY, mmapable: slot -> __u64, its parent's slot + 1 (0: none)") \
+	X(REFUSALS, ag_refusals, AGENTS, "PERCPU_ARRAY: slot -> struct ag_refusals")
 
 /* Each map's name as a string literal, for code that names one map. The
  * preprocessor cannot define macros from the list, so each name is spelled
@@ -75,6 +77,8 @@
 #define AG_MAP_STATS "ag_stats"
 #define AG_MAP_FRAGS "ag_frags"
 #define AG_MAP_NEXT "ag_next"
+#define AG_MAP_PARENTS "ag_parents"
+#define AG_MAP_REFUSALS "ag_refusals"
 
 /*
  * Other XDP programs on a device (docs/DATAPATH.md, "Beside other XDP
@@ -95,13 +99,32 @@
 #define AG_NAME_MAX 64
 
 enum ag_unit {
-	AG_UNIT_PPS = 0, /* one token per packet */
-	AG_UNIT_BPS = 1, /* one token per byte of L2 frame (bytes per second) */
+	AG_UNIT_PPS = 0,  /* one token per packet */
+	AG_UNIT_BPS = 1,  /* one token per byte of L2 frame (bytes per second) */
+	AG_UNIT_CONN = 2, /* one token per connection opening (TCP SYN without ACK,
+			   * QUIC Initial, SCTP INIT, DCCP-Request); other
+			   * packets cost this bucket nothing (docs/DATAPATH.md) */
+	AG_UNIT__COUNT
 };
 
 enum ag_agent_flags {
 	AG_AGENT_PINNED = 1u << 0, /* rate set by an operator; ratings don't move it */
+	AG_AGENT_PARENT = 1u << 1, /* a parent bucket (a customer, a team): shared by
+				    * the agents and parents below it; no rule
+				    * points at it, ratings don't move it */
 };
+
+/*
+ * Parent buckets. Every bucket (agent or parent) may have a parent, a
+ * parent bucket in the same slot space: ag_parents[slot] holds its slot + 1
+ * (0: none), a __u64 written whole by userspace (under the lock). A packet's path is its agent's bucket and the parents above
+ * it, AG_PATH_MAX buckets at most (org -> team -> sub-team -> agent); it
+ * passes only if every bucket on the path admits it, and a packet refused
+ * anywhere is charged nowhere (docs/DATAPATH.md, "Parent buckets").
+ * ag_agent_info.parent is the record of the same link, which the map
+ * follows (names are the truth, as for the bucket parameters).
+ */
+#define AG_PATH_MAX 4
 
 /*
  * Rate limits: 0.001 .. 1e10 tokens/s, stored for display in milli-tokens/s.
@@ -124,7 +147,7 @@ struct ag_agent_info {
 	__u32 unit;       /* enum ag_unit */
 	__u32 flags;      /* enum ag_agent_flags */
 	__u32 slot;       /* self-reference, checked by readers */
-	__u32 pad;
+	__u32 parent;     /* the parent's slot + 1, 0: none (ag_parents follows it) */
 };
 _Static_assert(sizeof(struct ag_agent_info) == 104, "ag_agent_info layout");
 
@@ -186,6 +209,21 @@ struct ag_counters {
 _Static_assert(sizeof(struct ag_counters) == 48, "ag_counters layout");
 
 /*
+ * Refusals by reason, per slot and CPU, beside ag_counters (whose
+ * dropped_* and, in dry-run, would_drop_* count every refusal): packets
+ * that reached this bucket and that a parent above it refused (parent_*),
+ * or its quota (quota_*, kept for the long-window quotas). What the
+ * bucket's own rate refused is the rest.
+ */
+struct ag_refusals {
+	__u64 parent_packets;
+	__u64 parent_bytes;
+	__u64 quota_packets;
+	__u64 quota_bytes;
+};
+_Static_assert(sizeof(struct ag_refusals) == 32, "ag_refusals layout");
+
+/*
  * Global per-CPU counters by reason. One list, expanded into the enum used by
  * the datapath and the name table used by userspace (metrics, CLI).
  * Kind: 'p' = parse error (malformed), 'i' = informational.
@@ -215,7 +253,9 @@ _Static_assert(sizeof(struct ag_counters) == 48, "ag_counters layout");
 	X(L4_TRUNCATED, "l4_truncated", 'p')                                 \
 	X(FRAGMENT_ORPHAN, "fragment_orphan", 'i')                           \
 	X(FRAGMENT_AFTER_DROP, "fragment_after_drop", 'i')                   \
-	X(PORT_UNKNOWN_DROPPED, "port_unknown_dropped", 'i')
+	X(PORT_UNKNOWN_DROPPED, "port_unknown_dropped", 'i')                 \
+	X(PARENT_DROPPED, "parent_dropped", 'i')                             \
+	X(REFUND_RACED, "refund_raced", 'i')
 
 #define AG_STAT_ENUM_ENTRY(id, name, kind) AG_STAT_##id,
 enum ag_stat {

@@ -28,10 +28,16 @@ AG_INLINE __u64 ag_ns_to_ticks(__u64 now_ns, __u64 mult)
 	return hi * mult + lo * mult_hi + ((lo * mult_lo) >> 32);
 }
 
-/* Cost in ticks of one packet of frame_len bytes. */
-AG_INLINE __u64 ag_packet_cost(__u32 unit, __u64 interval, __u64 frame_len)
+/* Cost in ticks of one packet of frame_len bytes; `opening`: whether it
+ * opens a connection (read only for AG_UNIT_CONN, which charges nothing
+ * for the other packets). */
+AG_INLINE __u64 ag_packet_cost(__u32 unit, __u64 interval, __u64 frame_len, int opening)
 {
-	return unit == AG_UNIT_BPS ? frame_len * interval : interval;
+	if (unit == AG_UNIT_BPS)
+		return frame_len * interval;
+	if (unit == AG_UNIT_CONN)
+		return opening ? interval : 0;
+	return interval;
 }
 
 /* Returns 1 and the new tat when admitted, 0 (tat unchanged) when not. */

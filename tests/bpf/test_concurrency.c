@@ -10,6 +10,13 @@
  * stopped: refill during a final stretch in which the scheduler ran none of
  * them is not lost, and counting it makes the check exact. Tokens are lost
  * only to an overflowing burst or to a limiter refusing what it has.
+ *
+ * The path scenario does the same for parent buckets: agents under a team
+ * under an org, each level flooded by what the levels below it admit, and
+ * the same bounds at every level, counting what passes through it. A
+ * packet a parent refused must cost the agent nothing: an agent's own
+ * tokens are then spent only on what passed its whole path, which the
+ * lower bound at the agent checks.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -251,19 +258,175 @@ static const struct scenario scenarios[] = {
 	{ "pps, 20/s, burst 10 (drops decided on the coarse clock)", 20, 10, AG_UNIT_PPS, 64, 1 },
 };
 
+/* ---- parent paths -------------------------------------------------------- */
+
+struct level_def {
+	const char *name;
+	const char *above;
+	double rate;
+	const char *prefix; /* agents: their rule; parents: NULL */
+	const char *src;    /* agents: a source in it */
+	bool flooded;       /* always empty: the lower bound holds */
+};
+
+/* A and B under team; team and C under org. The org is the bottleneck
+ * (C alone asks for more than it has) and always empty. A, with a third of
+ * the senders and the consumer, asks the org for more than its own rate:
+ * it stays empty too, and only if a parent's refusal costs it nothing
+ * (else its tokens go to packets that never pass, and the lower bound
+ * fails). The others get the upper bound. */
+enum { L_ORG, L_TEAM, L_A, L_B, L_C, L__COUNT };
+static const struct level_def levels[L__COUNT] = {
+	[L_ORG] = { "p-org", NULL, 150000, NULL, NULL, true },
+	[L_TEAM] = { "p-team", "p-org", 100000, NULL, NULL, false },
+	[L_A] = { "p-a", "p-team", 40000, "10.21.0.0/16", "10.21.0.1", true },
+	[L_B] = { "p-b", "p-team", 1e6, "10.22.0.0/16", "10.22.0.1", false },
+	[L_C] = { "p-c", "p-org", 1e6, "10.23.0.0/16", "10.23.0.1", false },
+};
+
+static bool path_world(__u32 slot[L__COUNT])
+{
+	int i;
+
+	for (i = 0; i < L__COUNT; i++) {
+		const struct level_def *d = &levels[i];
+		struct ag_agent_update u = {
+			.fields = AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT |
+				  (d->above ? AG_SET_PARENT : 0),
+			.rate = d->rate, .burst = (__u64)(d->rate / 2), .unit = AG_UNIT_PPS,
+			.parent = d->above
+		};
+		struct ag_rule r;
+		int err = d->prefix ? ag_agent_set(ctx, d->name, &u, &slot[i], NULL) :
+				      ag_parent_set(ctx, d->name, &u, &slot[i], NULL);
+
+		if (!ASSERT_OK(err, d->name))
+			return false;
+		if (d->prefix && (!ASSERT_OK(ag_prefix_parse(d->prefix, &r), d->prefix) ||
+				  !ASSERT_OK(ag_rule_add(ctx, &r, d->name), "rule")))
+			return false;
+	}
+	return true;
+}
+
+static bool test_paths(int ncpus)
+{
+	static const int senders[] = { L_A, L_B, L_C };
+	enum { NS = 3 };
+	struct shared *sh = calloc(NS, sizeof(*sh));
+	struct worker *w = calloc(NS + 1, sizeof(*w));
+	struct ag_counters before[L__COUNT], after[L__COUNT];
+	__u64 stats0[AG_STAT__MAX], stats1[AG_STAT__MAX], through[L__COUNT];
+	__u64 t_start, t_end, t_left, passed[L__COUNT] = {}, consumed;
+	double left[L__COUNT];
+	__u32 slot[L__COUNT];
+	bool ok = path_world(slot);
+	int i;
+
+	if (!ok || !sh || !w)
+		goto out;
+	for (i = 0; i < L__COUNT && ok; i++)
+		ok = ASSERT_OK(ag_counters_get(ctx, slot[i], &before[i]), "counters");
+	if (!ok || !ASSERT_OK(ag_stats_get(ctx, stats0), "stats"))
+		goto out;
+	for (i = 0; i < NS; i++) {
+		const struct level_def *d = &levels[senders[i]];
+
+		pkt_eth(&sh[i].frame, ETH_P_IP);
+		pkt_ipv4(&sh[i].frame, d->src, NULL, IPPROTO_UDP, NULL);
+		pkt_udp(&sh[i].frame, 7);
+		pkt_pad_to(&sh[i].frame, 64);
+		pkt_finish(&sh[i].frame);
+		sh[i].slot = slot[senders[i]];
+		sh[i].consume_tokens = 1;
+	}
+	for (i = 0; i <= NS; i++) {
+		w[i].cpu = i % ncpus;
+		w[i].sh = &sh[i < NS ? i : 0]; /* the consumer takes from A */
+		if (pthread_create(&w[i].tid, NULL, i < NS ? xdp_worker : mmap_consumer, &w[i])) {
+			ok = false;
+			goto out;
+		}
+	}
+	usleep(50000);
+	t_start = ag_now_ns();
+	for (i = 0; i < L__COUNT; i++)
+		ag_bucket_reset(ctx, slot[i]);
+	for (i = 0; i < NS; i++)
+		atomic_store(&sh[i].go, true);
+	sleep_ns(RUN_NS);
+	for (i = 0; i < NS; i++)
+		atomic_store(&sh[i].stop, true);
+	for (i = 0; i <= NS; i++)
+		pthread_join(w[i].tid, NULL);
+	t_end = 0;
+	for (i = 0; i < NS; i++)
+		if (atomic_load(&sh[i].last_ns) > t_end)
+			t_end = atomic_load(&sh[i].last_ns);
+	for (i = 0; i < L__COUNT && ok; i++)
+		ok = ASSERT_OK(ag_bucket_tokens(ctx, slot[i], &left[i]), "tokens left");
+	t_left = ag_now_ns();
+	for (i = 0; i < L__COUNT && ok; i++)
+		ok = ASSERT_OK(ag_counters_get(ctx, slot[i], &after[i]), "counters");
+	if (!ok || !ASSERT_OK(ag_stats_get(ctx, stats1), "stats"))
+		goto out;
+	for (i = 0; i < NS; i++)
+		ok = ok && ASSERT_EQ(atomic_load(&sh[i].errors), 0, "worker errors");
+	for (i = 0; i < L__COUNT; i++)
+		passed[i] = after[i].passed_packets - before[i].passed_packets;
+	consumed = atomic_load(&sh[0].consumed);
+	through[L_A] = passed[L_A] + consumed;
+	through[L_B] = passed[L_B];
+	through[L_C] = passed[L_C];
+	through[L_TEAM] = through[L_A] + through[L_B];
+	through[L_ORG] = through[L_TEAM] + through[L_C];
+	ok = ok && ASSERT_EQ(passed[L_TEAM], passed[L_A] + passed[L_B], "team counts its children") &&
+	     ASSERT_EQ(passed[L_ORG], passed[L_TEAM] + passed[L_C], "org counts its children");
+	printf("# paths: %d CPUs, %.3f s, refund_raced %llu, CAS exhausted %llu, parent drops %llu\n",
+	       ncpus, (t_end - t_start) / 1e9,
+	       (unsigned long long)(stats1[AG_STAT_REFUND_RACED] - stats0[AG_STAT_REFUND_RACED]),
+	       (unsigned long long)(stats1[AG_STAT_CAS_EXHAUSTED] - stats0[AG_STAT_CAS_EXHAUSTED]),
+	       (unsigned long long)(stats1[AG_STAT_PARENT_DROPPED] - stats0[AG_STAT_PARENT_DROPPED]));
+	for (i = 0; i < L__COUNT; i++) {
+		const struct level_def *d = &levels[i];
+		double burst = (double)(__u64)(d->rate / 2);
+		double ideal = burst + d->rate * (double)(t_end - t_start) / 1e9;
+		double ideal_left = burst + d->rate * (double)(t_left - t_start) / 1e9;
+		__u64 slack = NS + 2;
+
+		printf("#   %-6s %8.0f/s: %llu admitted through it, burst + rate*t = %.0f (%.4f); "
+		       "with %.0f left: %.4f\n",
+		       d->name, d->rate, (unsigned long long)through[i], ideal, through[i] / ideal,
+		       left[i], (through[i] + left[i]) / ideal_left);
+		ok = ASSERT_LE(through[i], (__u64)ideal + slack, d->name) &&
+		     ASSERT_LE(through[i] + (__u64)left[i], (__u64)ideal_left + slack, d->name) &&
+		     (!d->flooded || ASSERT_GE(through[i] + (__u64)left[i],
+					       (__u64)(0.99 * ideal_left), d->name)) &&
+		     ok;
+	}
+out:
+	free(sh);
+	free(w);
+	return ok;
+}
+
+#define PATHS_NAME "paths: org -> team -> agents, every level at burst + rate*t, refusals free"
+
 int main(void)
 {
 	struct ag_open_opts o = { .create = true, .max_agents = 16, .max_rules = 16 };
+	/* max_agents holds conc and the path scenario's five buckets */
 	size_t n = sizeof(scenarios) / sizeof(scenarios[0]), i;
 	int ncpus = libbpf_num_possible_cpus();
 	struct ag_agent_update u = { .fields = AG_SET_RATE, .rate = 1000 };
 	struct ag_rule r;
 
 	h_require_root();
-	h_plan((int)n);
+	h_plan((int)n + 1);
 	if (ncpus < 2 || sysconf(_SC_NPROCESSORS_ONLN) < 2) {
 		for (i = 0; i < n; i++)
 			h_skip(scenarios[i].name, "needs two or more CPUs");
+		h_skip(PATHS_NAME, "needs two or more CPUs");
 		return 0;
 	}
 	o.pin_root = testenv_pin_root("conc");
@@ -276,6 +439,7 @@ int main(void)
 	ncpus = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	for (i = 0; i < n; i++)
 		h_result(scenarios[i].name, run_scenario(&scenarios[i], ncpus));
+	h_result(PATHS_NAME, test_paths(ncpus));
 	ag_prog_free(prog);
 	ag_close(ctx);
 	return h_exit();

@@ -309,7 +309,7 @@ static void op_packet(struct fuzz_in *in)
 		FUZZ_CHECK(!m.limited, "limited bucket without interval");
 		return;
 	}
-	cost = ag_packet_cost(bucket->unit[sel], p->interval, len);
+	cost = ag_packet_cost(bucket->unit[sel], p->interval, len, 1);
 	tokens = bucket->unit[sel] == AG_UNIT_BPS ? (double)len : 1;
 	pass = ag_gcra_admit(w & AG_TAT_MASK, ag_ns_to_ticks(clock_ns, p->mult), cost, p->tau,
 			     &new_tat);

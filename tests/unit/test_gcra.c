@@ -190,7 +190,7 @@ static void no_overflow_ten_years(void **state)
 			now = ag_ns_to_ticks(t_end, p.mult);
 			assert_true(now < (1ULL << 62));
 			assert_true(p.tau <= AG_TAU_MAX);
-			assert_true(ag_packet_cost(AG_UNIT_BPS, p.interval, AG_FRAME_MAX) <= AG_TAU_MAX);
+			assert_true(ag_packet_cost(AG_UNIT_BPS, p.interval, AG_FRAME_MAX, 0) <= AG_TAU_MAX);
 			assert_true(now + p.tau + AG_FRAME_MAX * p.interval < AG_TAT_SEL);
 		}
 	}

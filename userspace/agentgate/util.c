@@ -61,12 +61,8 @@ int parse_count(struct cli *cli, const char *what, const char *text, __u64 *v)
 
 int parse_unit(struct cli *cli, const char *text, enum ag_unit *unit)
 {
-	if (!strcmp(text, "pps"))
-		*unit = AG_UNIT_PPS;
-	else if (!strcmp(text, "bps"))
-		*unit = AG_UNIT_BPS;
-	else
-		return cli_error(cli, EXIT_USAGE, "invalid unit '%s' (pps or bps)", text);
+	if (ag_unit_parse(text, unit))
+		return cli_error(cli, EXIT_USAGE, "%s", ag_errmsg());
 	return 0;
 }
 
@@ -77,7 +73,7 @@ int parse_name(struct cli *cli, const char *text)
 
 const char *unit_name(enum ag_unit unit)
 {
-	return unit == AG_UNIT_BPS ? "bps" : "pps";
+	return ag_unit_name(unit);
 }
 
 const char *mode_name(enum ag_xdp_mode mode)

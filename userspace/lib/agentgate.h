@@ -59,6 +59,8 @@ struct ag_agent {
 	__u64 burst; /* tokens */
 	enum ag_unit unit;
 	bool pinned;
+	bool is_parent;   /* a parent bucket (ag_parent_set), not an agent */
+	__u32 parent;     /* its parent's slot + 1; 0: none */
 	__u64 created_ns; /* CLOCK_REALTIME */
 };
 
@@ -67,6 +69,7 @@ enum ag_update_fields {
 	AG_SET_BURST = 1u << 1,
 	AG_SET_UNIT = 1u << 2,
 	AG_SET_PINNED = 1u << 3,
+	AG_SET_PARENT = 1u << 4,
 };
 
 struct ag_agent_update {
@@ -75,6 +78,7 @@ struct ag_agent_update {
 	__u64 burst;
 	enum ag_unit unit;
 	bool pinned;
+	const char *parent; /* AG_SET_PARENT: a parent's name; NULL or "": none */
 };
 
 /* Defaults for fields a creating ag_agent_set() does not name. */
@@ -87,6 +91,9 @@ int ag_name_check(const char *name);
 int ag_rate_check(double rate);
 int ag_burst_check(__u64 burst);
 int ag_unit_check(enum ag_unit unit);
+/* "pps", "bps", "conn" (enum ag_unit) and back; -EINVAL names the choices. */
+const char *ag_unit_name(enum ag_unit unit);
+int ag_unit_parse(const char *text, enum ag_unit *unit);
 /* The combination, as ag_agent_set() would build it. */
 int ag_limit_check(double rate, __u64 burst, enum ag_unit unit);
 
@@ -104,7 +111,29 @@ int ag_agent_get_slot(struct ag_ctx *ctx, __u32 slot, struct ag_agent *out);
 int ag_agent_slot(struct ag_ctx *ctx, const char *name, __u32 *slot);
 /* Removes the agent and every rule pointing at it. */
 int ag_agent_delete(struct ag_ctx *ctx, const char *name);
-/* All agents, sorted by slot; free(*out). */
+
+/*
+ * Parent buckets: a bucket several agents (or parents) share, with its own
+ * rate, burst and unit; a packet passes only if its agent's bucket and
+ * every parent above it admit it (abi.h, "Parent buckets"). Parents and
+ * agents share one name space and one slot space (max_agents). An agent
+ * or parent gets a parent with AG_SET_PARENT; the name must be a parent,
+ * no cycle may form and no path may hold more than AG_PATH_MAX buckets
+ * (-EINVAL, -ELOOP). The ag_agent_* calls refuse a parent's name and the
+ * ag_parent_* calls an agent's (-EEXIST); ag_agent_get() and
+ * ag_agent_get_slot() read either (is_parent). A parent with children
+ * cannot be deleted (-EBUSY). -ENOENT names the missing map when the pins
+ * predate parents and no agentgated or attach has added ag_parents yet.
+ */
+int ag_parent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_update *u,
+		  __u32 *slot, bool *created);
+int ag_parent_delete(struct ag_ctx *ctx, const char *name);
+int ag_parent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n);
+int ag_parent_foreach(struct ag_ctx *ctx, int (*fn)(void *arg, const struct ag_agent *a),
+		      void *arg);
+/* The path from slot up: slots[0] = slot, then its parents; *n buckets. */
+int ag_bucket_path(struct ag_ctx *ctx, __u32 slot, __u32 slots[AG_PATH_MAX], int *n);
+/* All agents (not parents), sorted by slot; free(*out). */
 int ag_agent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n);
 /* Every agent, in no particular order, without holding them all in memory:
  * fn's non-zero return stops the walk and is returned. */
@@ -123,6 +152,9 @@ int ag_bucket_tokens(struct ag_ctx *ctx, __u32 slot, double *tokens);
 int ag_bucket_reset(struct ag_ctx *ctx, __u32 slot);                  /* full */
 int ag_bucket_fill(struct ag_ctx *ctx, __u32 slot, double tokens);    /* set level */
 int ag_bucket_drain(struct ag_ctx *ctx, __u32 slot, __u64 tokens, double *remaining);
+/* Takes tokens from the bucket in slot and every parent above it, or from
+ * none: allowed only if each admits; remaining is the fewest tokens left on
+ * the path and retry_after_ns the longest wait (each bucket in its unit). */
 int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
 		      struct ag_consume_result *res);
 /*
@@ -139,6 +171,21 @@ int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
 int ag_consume(struct ag_ctx *ctx, const char *agent, __u64 tokens,
 	       struct ag_consume_result *res);
 
+/*
+ * A cost known only afterwards (an LLM gateway's token count for a
+ * response): `tokens` taken from the bucket and every parent above it
+ * whatever is left, so that a bucket goes into debt, bounded at
+ * max_debt_ns of its refill below empty (the excess is forgiven). Until
+ * refill has paid the debt back, the NIC drops the agent's packets and
+ * consume refuses. *res: allowed is true; remaining is the lowest level on
+ * the path, negative while in debt; retry_after_ns when one token will be
+ * admitted again. ag_consume() stays the check-before form.
+ */
+int ag_bucket_charge(struct ag_ctx *ctx, __u32 slot, __u64 tokens, __u64 max_debt_ns,
+		     struct ag_consume_result *res);
+int ag_charge(struct ag_ctx *ctx, const char *agent, __u64 tokens, __u64 max_debt_ns,
+	      struct ag_consume_result *res);
+
 /* out[max_agents]: each slot's tat word, read through the mmap without a
  * system call. It changes whenever the datapath admits a packet or
  * userspace changes the bucket (consume, fill, a new rate); a refused
@@ -153,6 +200,9 @@ int ag_gcra_params_for(double rate, __u64 burst, enum ag_unit unit,
 /* ---- counters -------------------------------------------------------- */
 
 int ag_counters_get(struct ag_ctx *ctx, __u32 slot, struct ag_counters *sum);
+/* Refusals by reason (struct ag_refusals) summed over CPUs; zeros on pins
+ * that predate them. */
+int ag_refusals_get(struct ag_ctx *ctx, __u32 slot, struct ag_refusals *sum);
 /* out[max_agents]: every slot's counters summed over CPUs (batch lookups). */
 int ag_counters_get_all(struct ag_ctx *ctx, struct ag_counters *out);
 int ag_stats_get(struct ag_ctx *ctx, __u64 out[AG_STAT__MAX]);

@@ -71,6 +71,8 @@ static void info_to_agent(const struct ag_agent_info *info, struct ag_agent *a)
 	a->burst = info->burst;
 	a->unit = info->unit;
 	a->pinned = info->flags & AG_AGENT_PINNED;
+	a->is_parent = info->flags & AG_AGENT_PARENT;
+	a->parent = info->parent;
 	a->created_ns = info->created_ns;
 }
 
@@ -324,18 +326,26 @@ static __u64 default_burst(double rate, enum ag_unit unit)
 }
 
 static int create_agent(struct ag_ctx *ctx, const char *name, const struct ag_agent_update *u,
-			struct ag_agent_info *info)
+			bool parent, struct ag_agent_info *info)
 {
 	struct ag_gcra_params p;
 	struct ag_name_key key;
 	struct timespec ts;
+	__u32 up = 0;
 	int err;
 
 	memset(info, 0, sizeof(*info));
 	memcpy(info->name, name, strnlen(name, AG_NAME_MAX));
 	info->rate_mtps = (__u64)(AG_DEFAULT_RATE * 1000.0);
 	info->unit = AG_UNIT_PPS;
+	info->flags = parent ? AG_AGENT_PARENT : 0;
 	merge_update(info, u);
+	if (u->fields & AG_SET_PARENT) {
+		err = ag_parent_resolve(ctx, u->parent, UINT32_MAX, parent, &up);
+		if (err)
+			return err;
+		info->parent = up;
+	}
 	if (!(u->fields & AG_SET_BURST))
 		info->burst = default_burst(info->rate_mtps / 1000.0, info->unit);
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -352,12 +362,16 @@ static int create_agent(struct ag_ctx *ctx, const char *name, const struct ag_ag
 		goto out;
 	err = zero_counters(ctx, info->slot);
 	if (!err)
+		err = ag_refusals_zero(ctx, info->slot);
+	if (!err)
 		err = ag_bucket_configure(ctx, info->slot, &p, info->unit);
+	if (!err)
+		err = ag_parent_link(ctx, info->slot, info->parent);
 	name_key(name, &key);
 	if (!err && bpf_map_update_elem(ctx->fds[AG_M_INDEX], &key, &info->slot, BPF_NOEXIST))
 		err = ag_err(errno, "cannot index agent '%s': %s", name, strerror(errno));
 	if (err) { /* roll back the claim, leave nothing half-made */
-		if (ag_bucket_disable(ctx, info->slot) ||
+		if (ag_bucket_disable(ctx, info->slot) || ag_parent_link(ctx, info->slot, 0) ||
 		    (bpf_map_delete_elem(ctx->fds[AG_M_NAMES], &info->slot) && errno != ENOENT))
 			return err; /* journal stays set: the next locker repairs */
 		goto out;
@@ -376,10 +390,19 @@ static int update_agent(struct ag_ctx *ctx, struct ag_agent_info *info,
 {
 	struct ag_agent_info next = *info;
 	struct ag_gcra_params p;
-	bool limit_changes;
+	bool limit_changes, link_changes;
+	__u32 up;
 	int err;
 
 	merge_update(&next, u);
+	if (u->fields & AG_SET_PARENT) {
+		err = ag_parent_resolve(ctx, u->parent, info->slot,
+					info->flags & AG_AGENT_PARENT, &up);
+		if (err)
+			return err;
+		next.parent = up;
+	}
+	link_changes = next.parent != info->parent;
 	/* A new unit makes the old burst meaningless (packets vs bytes). */
 	if (next.unit != info->unit && !(u->fields & AG_SET_BURST))
 		next.burst = default_burst(next.rate_mtps / 1000.0, next.unit);
@@ -387,8 +410,11 @@ static int update_agent(struct ag_ctx *ctx, struct ag_agent_info *info,
 			next.unit != info->unit;
 	if (limit_changes) {
 		err = ag_gcra_params_for(next.rate_mtps / 1000.0, next.burst, next.unit, &p);
-		if (!err)
-			err = ag_dirty_set(ctx, AG_DIRTY_AGENTS);
+		if (err)
+			return err;
+	}
+	if (limit_changes || link_changes) {
+		err = ag_dirty_set(ctx, AG_DIRTY_AGENTS);
 		if (err)
 			return err;
 	}
@@ -398,6 +424,8 @@ static int update_agent(struct ag_ctx *ctx, struct ag_agent_info *info,
 		goto out;
 	}
 	err = limit_changes ? ag_bucket_configure(ctx, info->slot, &p, next.unit) : 0;
+	if (!err && link_changes)
+		err = ag_parent_link(ctx, info->slot, next.parent);
 	if (err) { /* put the record back; if that fails too, the journal stays */
 		if (bpf_map_update_elem(ctx->fds[AG_M_NAMES], &info->slot, info, BPF_EXIST))
 			return err;
@@ -405,7 +433,7 @@ static int update_agent(struct ag_ctx *ctx, struct ag_agent_info *info,
 	}
 	*info = next;
 out:
-	if (limit_changes) {
+	if (limit_changes || link_changes) {
 		int clear = ag_dirty_clear(ctx, AG_DIRTY_AGENTS);
 
 		err = err ? err : clear;
@@ -413,12 +441,14 @@ out:
 	return err;
 }
 
-static int check_update(const struct ag_agent_update *u)
+static int check_update(const struct ag_agent_update *u, bool parent)
 {
 	int err = 0;
 
-	if (u->fields & ~(AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT | AG_SET_PINNED))
+	if (u->fields & ~(AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT | AG_SET_PINNED | AG_SET_PARENT))
 		return ag_err(EINVAL, "unknown update fields 0x%x", u->fields);
+	if (parent && (u->fields & AG_SET_PINNED))
+		return ag_err(EINVAL, "a parent's rate is the operator's: it has no 'pinned'");
 	if (u->fields & AG_SET_UNIT)
 		err = ag_unit_check(u->unit);
 	if (!err && (u->fields & AG_SET_RATE))
@@ -428,8 +458,17 @@ static int check_update(const struct ag_agent_update *u)
 	return err;
 }
 
-int ag_agent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_update *u,
-		 __u32 *slot, bool *created)
+/* "'x' is a parent" / "'x' is an agent": a name is one or the other. */
+static int kind_mismatch(const char *name, bool is_parent)
+{
+	return is_parent ? ag_err(EEXIST, "'%s' is a parent, not an agent (agentgate parent ...)",
+				  name) :
+			   ag_err(EEXIST, "'%s' is an agent, not a parent (agentgate agent ...)",
+				  name);
+}
+
+static int set_bucket(struct ag_ctx *ctx, const char *name, const struct ag_agent_update *u,
+		      bool parent, __u32 *slot, bool *created)
 {
 	struct ag_agent_info info;
 	bool made = false;
@@ -437,15 +476,17 @@ int ag_agent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_upd
 
 	err = ag_name_check(name);
 	if (!err)
-		err = check_update(u);
+		err = check_update(u, parent);
 	if (!err)
 		err = ag_lock(ctx);
 	if (err)
 		return err;
 	err = lookup_agent(ctx, name, &info);
 	if (err == -ENOENT) {
-		err = create_agent(ctx, name, u, &info);
+		err = create_agent(ctx, name, u, parent, &info);
 		made = !err;
+	} else if (!err && !!(info.flags & AG_AGENT_PARENT) != parent) {
+		err = kind_mismatch(name, !parent);
 	} else if (!err) {
 		err = update_agent(ctx, &info, u);
 	}
@@ -455,6 +496,18 @@ int ag_agent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_upd
 	if (!err && created)
 		*created = made;
 	return err;
+}
+
+int ag_agent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_update *u,
+		 __u32 *slot, bool *created)
+{
+	return set_bucket(ctx, name, u, false, slot, created);
+}
+
+int ag_parent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_update *u,
+		  __u32 *slot, bool *created)
+{
+	return set_bucket(ctx, name, u, true, slot, created);
 }
 
 /* Remove everything of the agent in slot; names entry last (commit). */
@@ -468,6 +521,8 @@ static int remove_slot(struct ag_ctx *ctx, __u32 slot, const char *name, bool dr
 	 * Before it, the generation: cached names of this slot miss. */
 	slot_gen_bump(ctx, slot);
 	err = ag_bucket_disable(ctx, slot);
+	if (!err)
+		err = ag_parent_link(ctx, slot, 0);
 	if (!err)
 		err = ag_rules_drop_slot(ctx, slot);
 	if (err)
@@ -483,9 +538,10 @@ static int remove_slot(struct ag_ctx *ctx, __u32 slot, const char *name, bool dr
 	return 0;
 }
 
-int ag_agent_delete(struct ag_ctx *ctx, const char *name)
+static int delete_bucket(struct ag_ctx *ctx, const char *name, bool parent)
 {
 	struct ag_agent_info info;
+	size_t children = 0;
 	int err;
 
 	err = ag_name_check(name);
@@ -494,6 +550,14 @@ int ag_agent_delete(struct ag_ctx *ctx, const char *name)
 	if (err)
 		return err;
 	err = lookup_agent(ctx, name, &info);
+	if (!err && !!(info.flags & AG_AGENT_PARENT) != parent)
+		err = kind_mismatch(name, !parent);
+	if (!err && parent)
+		err = ag_parent_children(ctx, info.slot, &children);
+	if (!err && children)
+		err = ag_err(EBUSY, "parent '%s' has %zu children: give them another parent "
+				    "or delete them first",
+			     name, children);
 	if (!err)
 		err = ag_dirty_set(ctx, AG_DIRTY_AGENTS);
 	if (!err) {
@@ -503,6 +567,16 @@ int ag_agent_delete(struct ag_ctx *ctx, const char *name)
 	}
 	ag_unlock(ctx);
 	return err;
+}
+
+int ag_agent_delete(struct ag_ctx *ctx, const char *name)
+{
+	return delete_bucket(ctx, name, false);
+}
+
+int ag_parent_delete(struct ag_ctx *ctx, const char *name)
+{
+	return delete_bucket(ctx, name, true);
 }
 
 static int cmp_slot(const void *a, const void *b)
@@ -516,9 +590,8 @@ static int cmp_slot(const void *a, const void *b)
  * fn's non-zero return stops the walk and is returned. */
 #define NAMES_CHUNK 4096
 
-static int walk_names(struct ag_ctx *ctx,
-		      int (*fn)(void *arg, __u32 slot, const struct ag_agent_info *info),
-		      void *arg)
+int ag_walk_names(struct ag_ctx *ctx,
+		  int (*fn)(void *arg, __u32 slot, const struct ag_agent_info *info), void *arg)
 {
 	LIBBPF_OPTS(bpf_map_batch_opts, opts);
 	__u32 *slots = calloc(NAMES_CHUNK, sizeof(*slots));
@@ -578,7 +651,7 @@ static int read_names(struct ag_ctx *ctx, __u32 **slots_out, struct ag_agent_inf
 	struct names_copy c = { calloc(ctx->max_agents ?: 1, sizeof(__u32)),
 				calloc(ctx->max_agents ?: 1, sizeof(struct ag_agent_info)), 0,
 				ctx->max_agents };
-	int err = c.slots && c.infos ? walk_names(ctx, copy_name, &c) :
+	int err = c.slots && c.infos ? ag_walk_names(ctx, copy_name, &c) :
 				       ag_err(ENOMEM, "out of memory");
 
 	if (err) {
@@ -596,6 +669,7 @@ struct foreach_arg {
 	struct ag_ctx *ctx;
 	int (*fn)(void *arg, const struct ag_agent *a);
 	void *arg;
+	bool parents; /* visit the parents (else the agents) */
 };
 
 static int visit_agent(void *arg, __u32 slot, const struct ag_agent_info *info)
@@ -605,6 +679,8 @@ static int visit_agent(void *arg, __u32 slot, const struct ag_agent_info *info)
 
 	if (slot >= f->ctx->max_agents || info->slot != slot)
 		return 0; /* corrupt entry: never index anything by it */
+	if (!!(info->flags & AG_AGENT_PARENT) != f->parents)
+		return 0;
 	info_to_agent(info, &a);
 	return f->fn(f->arg, &a);
 }
@@ -612,9 +688,17 @@ static int visit_agent(void *arg, __u32 slot, const struct ag_agent_info *info)
 int ag_agent_foreach(struct ag_ctx *ctx, int (*fn)(void *arg, const struct ag_agent *a),
 		     void *arg)
 {
-	struct foreach_arg f = { ctx, fn, arg };
+	struct foreach_arg f = { ctx, fn, arg, false };
 
-	return walk_names(ctx, visit_agent, &f);
+	return ag_walk_names(ctx, visit_agent, &f);
+}
+
+int ag_parent_foreach(struct ag_ctx *ctx, int (*fn)(void *arg, const struct ag_agent *a),
+		      void *arg)
+{
+	struct foreach_arg f = { ctx, fn, arg, true };
+
+	return ag_walk_names(ctx, visit_agent, &f);
 }
 
 struct agent_vec {
@@ -639,10 +723,11 @@ static int append_agent(void *arg, const struct ag_agent *a)
 	return 0;
 }
 
-int ag_agent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n_out)
+static int list_kind(struct ag_ctx *ctx, bool parents, struct ag_agent **out, size_t *n_out)
 {
 	struct agent_vec vec = {};
-	int err = ag_agent_foreach(ctx, append_agent, &vec);
+	int err = parents ? ag_parent_foreach(ctx, append_agent, &vec) :
+			    ag_agent_foreach(ctx, append_agent, &vec);
 
 	if (!err && !vec.v && !(vec.v = calloc(1, sizeof(*vec.v))))
 		err = ag_err(ENOMEM, "out of memory");
@@ -654,6 +739,16 @@ int ag_agent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n_out)
 	*out = vec.v;
 	*n_out = vec.n;
 	return 0;
+}
+
+int ag_agent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n_out)
+{
+	return list_kind(ctx, false, out, n_out);
+}
+
+int ag_parent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n_out)
+{
+	return list_kind(ctx, true, out, n_out);
 }
 
 static bool index_entry_valid(struct ag_ctx *ctx, const struct ag_name_key *key, __u32 slot,
@@ -754,6 +849,8 @@ int ag_repair_agents(struct ag_ctx *ctx)
 			named[slots[i]] = true;
 			b->in_use = 1;
 			err = reconcile_limit(ctx, &infos[i]);
+			if (!err && ag_parent_up(ctx, slots[i]) != infos[i].parent)
+				err = ag_parent_link(ctx, slots[i], infos[i].parent);
 			continue;
 		}
 		ag_warn("repairing agent '%s' in slot %u left half-%s by an interrupted change",
@@ -763,9 +860,13 @@ int ag_repair_agents(struct ag_ctx *ctx)
 	/* Index entries whose names entry is gone or names someone else. */
 	if (!err)
 		err = drop_stale_index(ctx, named);
-	for (slot = 0; slot < ctx->max_agents; slot++)
-		if (!named[slot])
-			ctx->buckets[slot].in_use = 0;
+	for (slot = 0; slot < ctx->max_agents; slot++) {
+		if (named[slot])
+			continue;
+		ctx->buckets[slot].in_use = 0;
+		if (!err && ag_parent_up(ctx, slot))
+			err = ag_parent_link(ctx, slot, 0);
+	}
 out:
 	free(named);
 	free(slots);

@@ -38,11 +38,34 @@ int ag_burst_check(__u64 burst)
 	return 0;
 }
 
+static const char *const unit_names[AG_UNIT__COUNT] = {
+	[AG_UNIT_PPS] = "pps",
+	[AG_UNIT_BPS] = "bps",
+	[AG_UNIT_CONN] = "conn",
+};
+
 int ag_unit_check(enum ag_unit unit)
 {
-	if (unit != AG_UNIT_PPS && unit != AG_UNIT_BPS)
-		return ag_err(EINVAL, "unit must be pps or bps");
+	if ((unsigned int)unit >= AG_UNIT__COUNT)
+		return ag_err(EINVAL, "unit must be pps, bps or conn");
 	return 0;
+}
+
+const char *ag_unit_name(enum ag_unit unit)
+{
+	return (unsigned int)unit < AG_UNIT__COUNT ? unit_names[unit] : "unknown";
+}
+
+int ag_unit_parse(const char *text, enum ag_unit *unit)
+{
+	unsigned int i;
+
+	for (i = 0; text && i < AG_UNIT__COUNT; i++)
+		if (!strcmp(text, unit_names[i])) {
+			*unit = (enum ag_unit)i;
+			return 0;
+		}
+	return ag_err(EINVAL, "invalid unit '%s' (pps, bps or conn)", text ? text : "");
 }
 
 int ag_gcra_params_for(double rate, __u64 burst, enum ag_unit unit,
@@ -227,16 +250,13 @@ int ag_bucket_drain(struct ag_ctx *ctx, __u32 slot, __u64 tokens, double *remain
 	} while (1);
 }
 
-int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
-		      struct ag_consume_result *res)
+/* One bucket: the flat case, and what paths extend. */
+static int consume_one(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
+		       struct ag_consume_result *res)
 {
 	struct view v;
 	int err;
 
-	err = ag_require_writable(ctx);
-	if (err)
-		return err;
-	memset(res, 0, sizeof(*res));
 	do {
 		__u64 cost, new_tat;
 
@@ -268,6 +288,247 @@ int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
 			return 0;
 		}
 	} while (1);
+}
+
+
+/*
+ * Consume along a path (abi.h, "Parent buckets"), as the datapath judges
+ * a packet: every bucket is looked at first, on one reading of the clock,
+ * so that a refusal anywhere writes nothing; then each admits by
+ * compare-and-swap, the agent's first, and one that refuses then (another
+ * consumer or CPU took what the first look saw) has the admissions below
+ * it taken back: exactly, unless the word has moved since (then the
+ * admission stays: never more than the bound).
+ */
+struct step {
+	struct view v;
+	__u64 cost;
+	__u64 prev, word; /* the swap: what it replaced, what it wrote; word 0: none */
+	bool none;        /* a parent without a limit (being deleted): passes */
+};
+
+static void take_back(struct ag_ctx *ctx, const __u32 *slots, struct step *st, int n)
+{
+	int i;
+
+	for (i = n - 1; i >= 0; i--) {
+		__u64 expect = st[i].word;
+
+		if (expect)
+			atomic_compare_exchange_strong_explicit(
+				ag_tat_word(&ctx->buckets[slots[i]]), &expect, st[i].prev,
+				memory_order_acq_rel, memory_order_acquire);
+	}
+}
+
+static void path_result(const struct step *st, int n, bool allowed, __u64 tokens,
+			struct ag_consume_result *res)
+{
+	int i;
+
+	memset(res, 0, sizeof(*res));
+	res->allowed = allowed;
+	res->remaining = INFINITY;
+	for (i = 0; i < n; i++) {
+		const struct view *v = &st[i].v;
+		__u64 tat = allowed && st[i].word ? st[i].word & AG_TAT_MASK : v->tat;
+		double left;
+		__u64 wait;
+
+		if (st[i].none)
+			continue;
+		left = ticks_to_tokens(ag_gcra_headroom(tat, v->now, v->p.tau), v->p.interval);
+		if (left < res->remaining)
+			res->remaining = left;
+		if (allowed)
+			continue;
+		wait = ticks_to_ns_ceil(ag_gcra_wait(v->tat, v->now, tokens * v->p.interval,
+						     v->p.tau),
+					v->p.mult);
+		if (wait > res->retry_after_ns)
+			res->retry_after_ns = wait;
+	}
+}
+
+/* Look at bucket i of the path: 1 admits, 0 refuses, negative: error. */
+static int path_look(struct ag_ctx *ctx, __u32 slot, int i, __u64 tokens, __u64 now_ns,
+		     struct step *st)
+{
+	__u64 new_tat;
+	int err = load_view(ctx, slot, now_ns, &st->v);
+
+	st->word = 0;
+	st->none = false;
+	if (err == -ENOENT && i > 0) { /* a parent mid-delete limits nothing */
+		st->none = true;
+		return 1;
+	}
+	if (err)
+		return err;
+	if (tokens > st->v.p.tau / st->v.p.interval)
+		return ag_err(EINVAL, "request of %llu tokens exceeds the burst of %llu%s",
+			      (unsigned long long)tokens,
+			      (unsigned long long)(st->v.p.tau / st->v.p.interval),
+			      i ? " of a parent above" : "");
+	st->cost = tokens * st->v.p.interval;
+	return ag_gcra_admit(st->v.tat, st->v.now, st->cost, st->v.p.tau, &new_tat);
+}
+
+static int consume_path(struct ag_ctx *ctx, const __u32 *slots, int n, __u64 tokens,
+			struct ag_consume_result *res)
+{
+	struct step st[AG_PATH_MAX];
+	int i, ok, err;
+
+again:
+	{
+		__u64 now_ns = ag_now_ns();
+
+		for (i = 0; i < n; i++) {
+			ok = path_look(ctx, slots[i], i, tokens, now_ns, &st[i]);
+			if (ok < 0)
+				return ok;
+			if (ok)
+				continue;
+			/* Judged on parameters being replaced? Judge again. */
+			if ((atomic_load_explicit(ag_tat_word(&ctx->buckets[slots[i]]),
+						  memory_order_acquire) ^ st[i].v.word) & AG_TAT_SEL)
+				goto again;
+			path_result(st, i + 1, false, tokens, res); /* those looked at */
+			return 0;
+		}
+		for (i = 0; i < n; i++) {
+			__u64 new_tat;
+
+			while (!st[i].none) {
+				if (!ag_gcra_admit(st[i].v.tat, st[i].v.now, st[i].cost,
+						   st[i].v.p.tau, &new_tat)) {
+					take_back(ctx, slots, st, i);
+					path_result(st, n, false, tokens, res);
+					return 0;
+				}
+				if (store_tat(ctx, slots[i], st[i].v.word, new_tat)) {
+					st[i].prev = st[i].v.word;
+					st[i].word = (st[i].v.word & AG_TAT_SEL) | new_tat;
+					break;
+				}
+				/* Moved meanwhile: the same clock, the word afresh. */
+				err = load_view(ctx, slots[i], now_ns, &st[i].v);
+				if (err) {
+					take_back(ctx, slots, st, i);
+					return err;
+				}
+				if (tokens > st[i].v.p.tau / st[i].v.p.interval) {
+					take_back(ctx, slots, st, i);
+					goto again;
+				}
+				st[i].cost = tokens * st[i].v.p.interval;
+			}
+		}
+	}
+	path_result(st, n, true, tokens, res);
+	return 0;
+}
+
+int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
+		      struct ag_consume_result *res)
+{
+	__u32 slots[AG_PATH_MAX];
+	int n, err;
+
+	err = ag_require_writable(ctx);
+	if (!err)
+		err = ag_bucket_path(ctx, slot, slots, &n);
+	if (err)
+		return err;
+	memset(res, 0, sizeof(*res));
+	return n == 1 ? consume_one(ctx, slot, tokens, res) :
+			consume_path(ctx, slots, n, tokens, res);
+}
+
+/*
+ * Charge a cost known afterwards: `tokens` taken from every bucket on the
+ * path whatever is left, so that a bucket may go into debt, at most
+ * max_debt_ns of its refill below empty (the rest of the cost is
+ * forgiven). While in debt its packets and consumers are refused until
+ * refill has paid it back: the datapath needs no new rule for it.
+ */
+static int charge_one(struct ag_ctx *ctx, __u32 slot, __u64 tokens, __u64 max_debt_ns,
+		      struct step *st, bool parent)
+{
+	int err;
+
+	for (;;) {
+		unsigned __int128 want;
+		__u64 base, limit, new_tat;
+
+		err = load_view(ctx, slot, ag_now_ns(), &st->v);
+		st->none = err == -ENOENT && parent;
+		st->word = 0;
+		if (st->none)
+			return 0;
+		if (err)
+			return err;
+		base = st->v.tat > st->v.now ? st->v.tat : st->v.now;
+		limit = st->v.now + st->v.p.tau + ag_ns_to_ticks(max_debt_ns, st->v.p.mult);
+		if (limit > AG_TAT_MASK)
+			limit = AG_TAT_MASK;
+		want = (unsigned __int128)base + (unsigned __int128)tokens * st->v.p.interval;
+		new_tat = want > limit ? limit : (__u64)want;
+		if (new_tat <= st->v.tat) /* in as much debt as allowed already */
+			return 0;
+		if (store_tat(ctx, slot, st->v.word, new_tat)) {
+			st->word = (st->v.word & AG_TAT_SEL) | new_tat;
+			return 0;
+		}
+	}
+}
+
+int ag_bucket_charge(struct ag_ctx *ctx, __u32 slot, __u64 tokens, __u64 max_debt_ns,
+		     struct ag_consume_result *res)
+{
+	__u32 slots[AG_PATH_MAX];
+	struct step st[AG_PATH_MAX];
+	int i, n, err;
+
+	err = ag_require_writable(ctx);
+	if (!err)
+		err = ag_bucket_path(ctx, slot, slots, &n);
+	for (i = 0; !err && i < n; i++)
+		err = charge_one(ctx, slots[i], tokens, max_debt_ns, &st[i], i > 0);
+	if (err)
+		return err;
+	memset(res, 0, sizeof(*res));
+	res->allowed = true;
+	res->remaining = INFINITY;
+	for (i = 0; i < n; i++) {
+		const struct view *v = &st[i].v;
+		__u64 tat = st[i].word ? st[i].word & AG_TAT_MASK : v->tat, wait;
+		double left;
+
+		if (st[i].none)
+			continue;
+		/* Below empty: a negative level, the debt. */
+		left = tat > v->now + v->p.tau ?
+			       -ticks_to_tokens(tat - v->now - v->p.tau, v->p.interval) :
+			       ticks_to_tokens(v->now + v->p.tau - tat, v->p.interval);
+		if (left < res->remaining)
+			res->remaining = left;
+		wait = ticks_to_ns_ceil(ag_gcra_wait(tat, v->now, v->p.interval, v->p.tau),
+					v->p.mult);
+		if (wait > res->retry_after_ns)
+			res->retry_after_ns = wait;
+	}
+	return 0;
+}
+
+int ag_charge(struct ag_ctx *ctx, const char *agent, __u64 tokens, __u64 max_debt_ns,
+	      struct ag_consume_result *res)
+{
+	__u32 slot;
+	int err = ag_agent_slot(ctx, agent, &slot);
+
+	return err ? err : ag_bucket_charge(ctx, slot, tokens, max_debt_ns, res);
 }
 
 int ag_consume(struct ag_ctx *ctx, const char *agent, __u64 tokens,

@@ -49,6 +49,29 @@ int ag_counters_get(struct ag_ctx *ctx, __u32 slot, struct ag_counters *sum)
 	return err;
 }
 
+int ag_refusals_get(struct ag_ctx *ctx, __u32 slot, struct ag_refusals *sum)
+{
+	struct ag_refusals *percpu;
+	int cpu, err = 0;
+
+	memset(sum, 0, sizeof(*sum));
+	if (ctx->fds[AG_M_REFUSALS] < 0) /* pins that predate it: none counted */
+		return 0;
+	percpu = calloc(ctx->ncpus, sizeof(*percpu));
+	if (!percpu)
+		return ag_err(ENOMEM, "out of memory");
+	if (bpf_map_lookup_elem(ctx->fds[AG_M_REFUSALS], &slot, percpu))
+		err = ag_err(errno, "cannot read refusals of slot %u: %s", slot, strerror(errno));
+	for (cpu = 0; !err && cpu < ctx->ncpus; cpu++) {
+		sum->parent_packets += percpu[cpu].parent_packets;
+		sum->parent_bytes += percpu[cpu].parent_bytes;
+		sum->quota_packets += percpu[cpu].quota_packets;
+		sum->quota_bytes += percpu[cpu].quota_bytes;
+	}
+	free(percpu);
+	return err;
+}
+
 /* Batched lookup of keys [0, n) of a per-CPU array whose values are
  * value_size bytes per CPU; calls fold(key, percpu_values) for each. */
 static int read_percpu_array(struct ag_ctx *ctx, int fd, __u32 n, size_t value_size,

@@ -45,6 +45,9 @@ struct ag_ctx {
 	int fds[AG_M__COUNT];
 	struct ag_bucket *buckets; /* mmap of ag_buckets */
 	size_t mmap_len;
+	_Atomic __u64 *parents;    /* mmap of ag_parents; NULL: not pinned (older pins)
+				    * or read-only without write access */
+	size_t parents_len;
 	struct ag_probes *probes;  /* mmap of ag_probes; NULL when read-only */
 	size_t probes_len;
 	enum ag_prefix_index prefix_index;
@@ -93,6 +96,26 @@ int ag_rules_drop_slot(struct ag_ctx *ctx, __u32 slot);
 int ag_bucket_configure(struct ag_ctx *ctx, __u32 slot, const struct ag_gcra_params *p,
 			enum ag_unit unit);
 int ag_bucket_disable(struct ag_ctx *ctx, __u32 slot);
+
+/* Every (slot, record) of ag_names, in batches; fn's non-zero return
+ * stops the walk and is returned. */
+int ag_walk_names(struct ag_ctx *ctx,
+		  int (*fn)(void *arg, __u32 slot, const struct ag_agent_info *info), void *arg);
+
+/* Parents (parents.c). ag_parent_up(): slot's parent slot + 1, 0: none. */
+__u64 ag_parent_up(struct ag_ctx *ctx, __u32 slot);
+/* The datapath's link of slot set to up (writers hold the lock). */
+int ag_parent_link(struct ag_ctx *ctx, __u32 slot, __u64 up);
+/* The slot + 1 of the parent named for the bucket in slot (self: its slot,
+ * or UINT32_MAX when it is being created, self_parent: whether it is a
+ * parent itself), checked: a parent, no cycle, paths within AG_PATH_MAX.
+ * NULL or "" names none (0). */
+int ag_parent_resolve(struct ag_ctx *ctx, const char *parent, __u32 self, bool self_parent,
+		      __u32 *up);
+/* How many buckets name slot as their parent. */
+int ag_parent_children(struct ag_ctx *ctx, __u32 slot, size_t *n);
+/* ag_refusals of slot zeroed (a new bucket's). */
+int ag_refusals_zero(struct ag_ctx *ctx, __u32 slot);
 
 static inline _Atomic __u64 *ag_tat_word(struct ag_bucket *b)
 {

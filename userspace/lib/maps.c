@@ -220,10 +220,13 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 			created[i] = true;
 			continue;
 		}
-		/* Only the datapath uses ag_frags and ag_next: pins made
-		 * before they existed serve every other purpose, and whoever
-		 * loads a program on them (attach, agentgated) creates them. */
-		if (ctx->fds[i] < 0 && errno == ENOENT && (i == AG_M_FRAGS || i == AG_M_NEXT))
+		/* Maps that pins of an older version lack: ag_frags and
+		 * ag_next only the datapath uses; without ag_parents no bucket
+		 * has a parent, without ag_refusals none refused for a
+		 * parent. They serve every other purpose, and whoever loads a
+		 * program on them (attach, agentgated) creates them. */
+		if (ctx->fds[i] < 0 && errno == ENOENT &&
+		    (i == AG_M_FRAGS || i == AG_M_NEXT || i == AG_M_PARENTS || i == AG_M_REFUSALS))
 			continue;
 		if (ctx->fds[i] < 0) {
 			err = errno;
@@ -394,31 +397,53 @@ static int open_root(struct ag_ctx *ctx, bool create)
  * can never become writable) and closes it; a caller without write access to
  * the pin gets no mapping, and bucket reads fall back to map lookups.
  */
-static int map_buckets(struct ag_ctx *ctx)
+static int map_array(struct ag_ctx *ctx, enum ag_map_id id, size_t value_size, void **out,
+		     size_t *len)
 {
 	long page = sysconf(_SC_PAGESIZE);
-	int fd = ctx->fds[AG_M_BUCKETS];
+	int fd = ctx->fds[id];
 	char path[PATH_MAX];
 	void *p;
 
-	ctx->mmap_len = ((size_t)ctx->max_agents * sizeof(struct ag_bucket) + page - 1) &
-			~((size_t)page - 1);
+	*len = ((size_t)ctx->max_agents * value_size + page - 1) & ~((size_t)page - 1);
 	if (ctx->read_only) {
-		if (map_path(ctx, AG_M_BUCKETS, path, sizeof(path)))
+		if (map_path(ctx, id, path, sizeof(path)))
 			return -ENAMETOOLONG;
 		fd = bpf_obj_get(path);
 		if (fd < 0)
 			return 0; /* no write access: lookups instead */
 	}
-	p = mmap(NULL, ctx->mmap_len, PROT_READ | (ctx->read_only ? 0 : PROT_WRITE), MAP_SHARED,
-		 fd, 0);
+	p = mmap(NULL, *len, PROT_READ | (ctx->read_only ? 0 : PROT_WRITE), MAP_SHARED, fd, 0);
 	if (ctx->read_only)
 		close(fd);
 	if (p == MAP_FAILED)
-		return ag_err(errno, "cannot mmap %s/%s: %s", ctx->pin_root, AG_MAP_BUCKETS,
+		return ag_err(errno, "cannot mmap %s/%s: %s", ctx->pin_root, ag_map_descs[id].name,
 			      strerror(errno));
-	ctx->buckets = p;
+	*out = p;
 	return 0;
+}
+
+static int map_buckets(struct ag_ctx *ctx)
+{
+	void *p = NULL;
+	int err = map_array(ctx, AG_M_BUCKETS, sizeof(struct ag_bucket), &p, &ctx->mmap_len);
+
+	ctx->buckets = p;
+	return err;
+}
+
+/* Each bucket's parent link, mapped like the buckets (read on every
+ * consume); absent in pins of an older version, whose buckets have none. */
+static int map_parents(struct ag_ctx *ctx)
+{
+	void *p = NULL;
+	int err;
+
+	if (ctx->fds[AG_M_PARENTS] < 0)
+		return 0;
+	err = map_array(ctx, AG_M_PARENTS, sizeof(__u64), &p, &ctx->parents_len);
+	ctx->parents = p;
+	return err;
 }
 
 /* The probe plans are written whole through a mapping (C11 atomics), like
@@ -504,6 +529,8 @@ int ag_open(const struct ag_open_opts *opts, struct ag_ctx **out)
 		goto cleanup;
 	err = map_buckets(ctx);
 	if (!err)
+		err = map_parents(ctx);
+	if (!err)
 		err = map_probes(ctx);
 	if (err)
 		goto cleanup;
@@ -526,6 +553,8 @@ void ag_close(struct ag_ctx *ctx)
 		munmap(ctx->buckets, ctx->mmap_len);
 	if (ctx->probes)
 		munmap(ctx->probes, ctx->probes_len);
+	if (ctx->parents)
+		munmap(ctx->parents, ctx->parents_len);
 	ag_slot_cache_free(ctx->slot_cache);
 	for (i = 0; i < AG_M__COUNT; i++)
 		if (ctx->fds[i] >= 0)

@@ -425,6 +425,14 @@ int ag_prefix_index_active(struct ag_ctx *ctx, int family)
 	return (plan & AG_PLAN_VALID) && AG_PLAN_CHECK(plan) == (trie_rules(&cfg, fam) & 0xff);
 }
 
+/* Traffic is classified to agents; a parent is charged through them. */
+static int parent_has_no_rules(const char *name)
+{
+	return ag_err(EINVAL, "'%s' is a parent: rules point at agents, and each packet of an "
+			      "agent is charged to the parents above it",
+		      name);
+}
+
 static int insert_rule(struct ag_ctx *ctx, const struct ag_rule *rule, const char *agent)
 {
 	struct ag_rule_val val, old;
@@ -433,6 +441,8 @@ static int insert_rule(struct ag_ctx *ctx, const struct ag_rule *rule, const cha
 	int err;
 
 	err = ag_agent_get(ctx, agent, &a);
+	if (!err && a.is_parent)
+		err = parent_has_no_rules(agent);
 	if (err)
 		return err;
 	locate(ctx, rule, &at);
@@ -911,6 +921,8 @@ int ag_rules_swap(struct ag_ctx *ctx, const char *agent, const struct ag_rule *a
 	if (err)
 		goto out_free;
 	err = ag_agent_get(ctx, agent, &a);
+	if (!err && a.is_parent)
+		err = parent_has_no_rules(agent);
 	if (err)
 		goto out_unlock;
 	/* The counts go up first (the datapath looks in every map that may hold a

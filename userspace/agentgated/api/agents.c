@@ -255,11 +255,11 @@ static int parse_change(struct req *r, json_t *o, struct agd_agent_change *c, in
 	} else if (v) {
 		const char *u = json_string_value(v);
 
-		if (!u || (strcmp(u, "pps") && strcmp(u, "bps"))) {
-			*status = send_error(r->conn, 400, "field 'unit': expected \"pps\" or \"bps\"");
+		if (!u || ag_unit_parse(u, &c->own.unit)) {
+			*status = send_error(r->conn, 400,
+					     "field 'unit': expected \"pps\", \"bps\" or \"conn\"");
 			return -1;
 		}
-		c->own.unit = strcmp(u, "bps") ? AG_UNIT_PPS : AG_UNIT_BPS;
 		c->set |= AGD_POL_UNIT;
 	}
 	v = json_object_get(o, "pinned");

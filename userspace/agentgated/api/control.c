@@ -193,9 +193,9 @@ static json_t *agent_set(struct agd_engine *e, json_t *o, const char *subject)
 	}
 	if ((v = json_object_get(o, "unit"))) {
 		unit = json_string_value(v);
-		if (!unit || (strcmp(unit, "pps") && strcmp(unit, "bps")))
-			return failure(-EINVAL, "field 'unit': expected \"pps\" or \"bps\"");
-		c.own.unit = strcmp(unit, "bps") ? AG_UNIT_PPS : AG_UNIT_BPS;
+		if (!unit || ag_unit_parse(unit, &c.own.unit))
+			return failure(-EINVAL,
+				       "field 'unit': expected \"pps\", \"bps\" or \"conn\"");
 		c.set |= AGD_POL_UNIT;
 	}
 	if ((v = json_object_get(o, "pinned"))) {

@@ -202,7 +202,7 @@ json_t *policy_json(const struct agd_engine *e, const struct agd_agent_rec *r)
 	agd_rec_effective(r, &e->defaults, &p);
 	return json_pack("{s:f,s:I,s:s,s:f,s:f,s:f,s:b,s:I}", "rate", r->rate, "burst",
 			 (json_int_t)agd_policy_burst_tokens(&p, r->rate), "unit",
-			 p.unit == AG_UNIT_BPS ? "bps" : "pps", "r_min", p.r_min, "r_max", p.r_max,
+			 ag_unit_name(p.unit), "r_min", p.r_min, "r_max", p.r_max,
 			 "alpha", p.alpha, "pinned", p.pinned, "ttl", (json_int_t)p.ttl);
 }
 

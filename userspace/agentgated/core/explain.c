@@ -116,7 +116,7 @@ static void iso_ms(__s64 ms, char *buf, size_t len)
 
 static const char *unit_str(enum ag_unit u)
 {
-	return u == AG_UNIT_BPS ? "bps" : "pps";
+	return ag_unit_name(u);
 }
 
 static json_t *own_fields(unsigned int set)

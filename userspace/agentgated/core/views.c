@@ -295,7 +295,7 @@ void *agd_agent_view_json(const struct agd_agent_view *v)
 	if (v->fleet)
 		json_object_set_new(o, "fleet", json_pack("{s:f,s:f}", "share", v->share,
 							  "local_rate", v->rate * v->share));
-	json_object_set_new(o, "unit", json_string(p->unit == AG_UNIT_BPS ? "bps" : "pps"));
+	json_object_set_new(o, "unit", json_string(ag_unit_name(p->unit)));
 	json_object_set_new(o, "r0", json_real(p->r0));
 	json_object_set_new(o, "r_min", json_real(p->r_min));
 	json_object_set_new(o, "r_max", json_real(p->r_max));

@@ -193,7 +193,7 @@ static int decode_change(json_t *c, struct agd_agent_change *ch, char *why, size
 	}
 	if ((set & ~AGD_POL__ALL) || (unset & ~AGD_POL__ALL) ||
 	    (kind != AGD_BURST_TOKENS && kind != AGD_BURST_SECONDS) ||
-	    (unit != AG_UNIT_PPS && unit != AG_UNIT_BPS)) {
+	    ag_unit_check(unit)) {
 		snprintf(why, wlen, "change: field mask, burst_kind or unit out of range");
 		return -EINVAL;
 	}

@@ -372,11 +372,7 @@ static int set_opt(struct agd_config *c, const struct opt *o, const char *val,
 		}
 		break;
 	case K_UNIT:
-		if (!strcmp(val, "pps"))
-			c->defaults.unit = AG_UNIT_PPS;
-		else if (!strcmp(val, "bps"))
-			c->defaults.unit = AG_UNIT_BPS;
-		else
+		if (ag_unit_parse(val, &c->defaults.unit))
 			bad = 1;
 		break;
 	case K_XDP_MODE:
@@ -526,7 +522,7 @@ static bool fmt_value(const struct opt *o, const struct agd_config *c, char *buf
 			 c->defaults.burst_kind == AGD_BURST_SECONDS ? "s" : "");
 		return true;
 	case K_UNIT:
-		snprintf(buf, len, "%s", c->defaults.unit == AG_UNIT_BPS ? "bps" : "pps");
+		snprintf(buf, len, "%s", ag_unit_name(c->defaults.unit));
 		return true;
 	default:
 		return false;
