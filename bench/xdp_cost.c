@@ -26,6 +26,9 @@
  *           test's device (ag_chain_set on lo, which test_run's frames
  *           arrive on): the tail call into another program and that
  *           program's floor, against pass
+ *   par1..3 pass with the target agent under 1, 2 or 3 parent buckets (a
+ *           path of 2 to 4 buckets, docs/BUDGETS.md), none of which runs
+ *           out: what each level adds to the pass path
  * The medians over the rounds are reported with their ratio to the median of
  * the empty program measured in the same rounds: on a shared machine the
  * absolute numbers drift, the ratio much less.
@@ -127,6 +130,9 @@ enum variant {
 	V_PASSX,    /* pass over the other family */
 	V_PTRIE,    /* pass with the prefix index forced to the trie */
 	V_CHAIN,    /* pass, then the empty program chained after agentgate */
+	V_PAR1,     /* pass under one parent bucket */
+	V_PAR2,     /* ... two */
+	V_PAR3,     /* ... three (AG_PATH_MAX buckets) */
 	V_KTIME,    /* --breakdown probes from here on */
 	V_COARSE,
 	V_JIFFIES,
@@ -199,6 +205,9 @@ static const struct variant_desc variants[V__COUNT] = {
 	[V_PASSX] = { "pass6", "classified over the other family -> XDP_PASS", F_HITX },
 	[V_PTRIE] = { "ptrie", "pass with prefix rules looked up in the LPM trie", F_HIT },
 	[V_CHAIN] = { "chain", "pass, then the empty program after it (ag_next)", F_HIT },
+	[V_PAR1] = { "par1", "pass under 1 parent bucket (2 buckets on the path)", F_HIT },
+	[V_PAR2] = { "par2", "pass under 2 parent buckets (3 on the path)", F_HIT },
+	[V_PAR3] = { "par3", "pass under 3 parent buckets (4 on the path)", F_HIT },
 	[V_KTIME] = { "p:ktime", "probe: bpf_ktime_get_ns() only", F_HIT },
 	[V_COARSE] = { "p:coarse", "probe: bpf_ktime_get_coarse_ns() only", F_HIT },
 	[V_JIFFIES] = { "p:jiff", "probe: bpf_jiffies64() only", F_HIT },
@@ -611,6 +620,34 @@ static int load_probes(struct run *r)
 	return 0;
 }
 
+/* bx-p1 <- bx-p2 <- bx-p3, none of which runs out; the par variants hang
+ * the target under one of them. */
+static const char *const parent_names[3] = { "bx-p1", "bx-p2", "bx-p3" };
+
+static int add_parents(struct run *r)
+{
+	int i, err;
+
+	for (i = 0; i < 3; i++) {
+		struct ag_agent_update u = { .fields = AG_SET_RATE | AG_SET_BURST | AG_SET_PARENT,
+					     .rate = PASS_RATE, .burst = PASS_BURST,
+					     .parent = i ? parent_names[i - 1] : NULL };
+
+		err = ag_parent_set(r->ctx, parent_names[i], &u, NULL, NULL);
+		if (err)
+			return lib_err("ag_parent_set", err);
+	}
+	return 0;
+}
+
+static int set_parent(struct run *r, const char *parent)
+{
+	struct ag_agent_update u = { .fields = AG_SET_PARENT, .parent = parent };
+	int err = ag_agent_set(r->ctx, r->target, &u, NULL, NULL);
+
+	return err ? lib_err("ag_agent_set (parent)", err) : 0;
+}
+
 static int run_setup(struct run *r)
 {
 	struct ag_open_opts o = { .create = true };
@@ -619,7 +656,7 @@ static int run_setup(struct run *r)
 	snprintf(r->root, sizeof(r->root), "%s/xdp-cost-%s-%u-%d", opt.bpffs,
 		 shapes[r->shape].name, r->agents, (int)getpid());
 	remove_tree(r->root);
-	r->max_agents = roundup_pow2(r->agents);
+	r->max_agents = roundup_pow2(r->agents + 3); /* and the par variants' parents */
 	r->max_rules = roundup_pow2(r->agents);
 	o.pin_root = r->root;
 	o.max_agents = r->max_agents;
@@ -628,6 +665,9 @@ static int run_setup(struct run *r)
 	if (err)
 		return lib_err("ag_open", err);
 	err = populate(r);
+	if (err)
+		return err;
+	err = add_parents(r);
 	if (err)
 		return err;
 	err = ag_prog_load(r->ctx, &r->prog);
@@ -738,6 +778,9 @@ static bool path_ok(enum variant v, const struct snap *a, const struct snap *b,
 	case V_PASS:
 	case V_PASSX:
 	case V_PTRIE:
+	case V_PAR1:
+	case V_PAR2:
+	case V_PAR3:
 		return s->retval == XDP_PASS && passed == repeat && dropped == 0;
 	case V_CHAIN: /* passed by agentgate, dropped by the program after it */
 		return s->retval == XDP_DROP && passed == repeat && dropped == 0;
@@ -777,6 +820,10 @@ static int prepare(struct run *r, enum variant v)
 			err = lib_err("ag_chain_set", -EINVAL);
 		return err;
 	}
+	if (v >= V_PAR1 && v <= V_PAR3) {
+		err = set_limit(r, LIMIT_PASS);
+		return err ? err : set_parent(r, parent_names[v - V_PAR1]);
+	}
 	return 0;
 }
 
@@ -784,6 +831,8 @@ static int finish(struct run *r, enum variant v)
 {
 	if (v == V_CHAIN)
 		return ag_chain_set(r->ctx, "lo", -1) ? lib_err("ag_chain_set", -EINVAL) : 0;
+	if (v >= V_PAR1 && v <= V_PAR3)
+		return set_parent(r, NULL);
 	return v == V_PTRIE ? prefix_index(r, AG_PREFIX_INDEX_AUTO) : 0;
 }
 

@@ -893,17 +893,17 @@ t_help() {
 	ag --help
 	expect_rc 0 || return 1
 	[[ "$OUT" == "Usage: agentgate [OPTIONS] OBJECT [VERB] [ARGS...]"* ]] &&
-		[[ "$OUT" == *"agentgate agent set NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T] [LIMIT V ...]"* ]] &&
+		[[ "$OUT" == *"agentgate agent set NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [pin|unpin] [ttl T] [LIMIT V ...]"* ]] &&
 		[[ "$OUT" == *"agentgate rule add PREFIX [port P] agent NAME"* ]] &&
 		[[ "$OUT" == *"--pin-path DIR"* ]] || fail "--help lacks the synopsis" || return 1
 	ag agent help
 	expect_rc 0 || return 1
-	[[ "$OUT" == *"agentgate agent set NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T] [LIMIT V ...]"* ]] &&
+	[[ "$OUT" == *"agentgate agent set NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [pin|unpin] [ttl T] [LIMIT V ...]"* ]] &&
 		[[ "$OUT" == *"agentgate agent list [--sort drops|rate|idle|name] [--limit N]"* ]] &&
 		[[ "$OUT" != *"agentgate rule add"* ]] || fail "'agent help' lacks the verbs" || return 1
 	ag agent set --help
 	expect_rc 0 || return 1
-	[ "$(head -n 1 <<<"$OUT")" = "Usage: agentgate agent set NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T] [LIMIT V ...]" ] ||
+	[ "$(head -n 1 <<<"$OUT")" = "Usage: agentgate agent set NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [pin|unpin] [ttl T] [LIMIT V ...]" ] ||
 		fail "'agent set --help' lacks the synopsis" || return 1
 	ag --version
 	expect_rc 0 || return 1
@@ -1297,6 +1297,80 @@ t_top_count_terminal() {
 
 # ---- runner ------------------------------------------------------------------------
 
+# ---- parents and charges ----------------------------------------------------
+
+t_parents() {
+	local before after
+	own_pin vpar || return 1
+	ag() { run_cli "$P" "$@"; }
+	agok -j parent set pz-org rate 10 burst 2000 || return 1
+	jcheck 'd["name"] == "pz-org" and d["rate"] == 10 and d["burst"] == 2000' \
+		'd["unit"] == "pps" and d["parent"] is None and d["children"] == []' \
+		'd["created"] is True' 'd["refused"] == {"rate": 0, "parent": 0}' || return 1
+	agok -j parent set pz-team rate 500 unit conn parent pz-org || return 1
+	jcheck 'd["parent"] == "pz-org" and d["unit"] == "conn" and d["burst"] == 500' || return 1
+	agok -j agent set pz-bot rate 50 parent pz-team || return 1
+	jcheck 'agent_ok(d)' 'd["parent"] == "pz-team" and d["created"] is True' || return 1
+	agok -j parent show pz-team || return 1
+	jcheck 'd["children"] == ["pz-bot"] and d["parent"] == "pz-org"' || return 1
+	agok -j parent list || return 1
+	jcheck '[p["name"] for p in d] == ["pz-org", "pz-team"]' \
+		'd[0]["children"] == ["pz-team"]' || return 1
+	agok -j agent list || return 1
+	jcheck '"pz-org" not in [a["name"] for a in d]' \
+		'[a["parent"] for a in d if a["name"] == "pz-bot"] == ["pz-team"]' || return 1
+	# Kinds, cycles, depth and rules: refused, nothing changed.
+	before=$(snapshot "$P")
+	ag parent set pz-org parent pz-team
+	expect_err 1 "cycle" || return 1
+	ag parent set pz-org parent pz-org
+	expect_err 1 "own parent" || return 1
+	ag parent set pz-team parent pz-bot
+	expect_err 2 "pz-bot" "agent" || return 1
+	ag agent set pz-bot parent pz-ghost
+	expect_err 1 "unknown parent 'pz-ghost'" || return 1
+	ag agent set pz-org rate 5
+	expect_err 1 "'pz-org' is a parent" || return 1
+	ag agent show pz-org
+	expect_err 1 "'pz-org' is a parent" || return 1
+	ag parent show pz-bot
+	expect_err 1 "'pz-bot' is an agent" || return 1
+	ag rule add 10.77.0.0/16 agent pz-team
+	expect_err 2 "'pz-team' is a parent" || return 1
+	ag parent del pz-team
+	expect_err 1 "has 1 child" || return 1
+	ag parent set pz-x pin
+	expect_rc 2 || return 1
+	ag parent set pz-x parent
+	expect_rc 2 || return 1
+	after=$(snapshot "$P")
+	[ "$before" = "$after" ] || fail "state changed: $before -> $after" || return 1
+	ag -j parent show pz-x
+	expect_json_err 1 "pz-x" || return 1
+	# Charges: into debt, bounded, the parents too.
+	agok -j agent charge pz-bot 80 max-debt 1s || return 1
+	jcheck 'd["name"] == "pz-bot" and d["charged"] == 80' \
+		'-31 < d["remaining"] < -29' 'd["retry_after_ms"] >= 600' || return 1
+	agok -j parent show pz-org || return 1
+	jcheck '1919 < d["tokens"] < 1935' || return 1
+	agok -j agent charge pz-bot 1000000 max-debt 2s || return 1
+	# The lowest on the path: the team's 2 s of 500/s.
+	jcheck '-1001 < d["remaining"] < -999' || return 1
+	ag agent charge pz-bot 5 max-debt forever
+	expect_err 2 "duration" || return 1
+	ag agent charge pz-bot -5
+	expect_rc 2 || return 1
+	ag agent charge pz-nobody 5
+	expect_err 1 "pz-nobody" || return 1
+	# Unlinked, then everything removed.
+	agok -j agent set pz-bot parent none || return 1
+	jcheck 'd["parent"] is None' || return 1
+	agok parent del pz-team && agok parent del pz-org && agok agent del pz-bot || return 1
+	agok -j parent list || return 1
+	jcheck 'd == []' || return 1
+	own_pin_done vpar
+}
+
 TESTS=(
 	"t_no_maps_text|before attach: status, agent list, stats exit 1 saying how to start"
 	"t_no_maps_json|before attach, --json: the error is {error, message} on stdout"
@@ -1345,6 +1419,7 @@ TESTS=(
 	"t_table_top|top --count 1: columns as wide as their content, '4 agents' in the title"
 	"t_top_count|top's title: 'N agents, M shown (--limit M)' when --limit cuts; '1 agent'"
 	"t_top_count_terminal|top on a short terminal: 'N agents, M shown (terminal height)'"
+	"t_parents|parent set/show/list/del, agent set parent, kinds, cycles, rules refused; agent charge into bounded debt"
 )
 
 # A sanitizer report written during a case fails it.

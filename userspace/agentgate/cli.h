@@ -110,6 +110,13 @@ int do_agent_reset(struct cli *cli, int argc, char **argv);
 int do_agent_drain(struct cli *cli, int argc, char **argv);
 int do_agent_del(struct cli *cli, int argc, char **argv);
 int do_agent_explain(struct cli *cli, int argc, char **argv);
+int do_agent_charge(struct cli *cli, int argc, char **argv);
+int do_parent_set(struct cli *cli, int argc, char **argv);
+int do_parent_show(struct cli *cli, int argc, char **argv);
+int do_parent_list(struct cli *cli, int argc, char **argv);
+int do_parent_del(struct cli *cli, int argc, char **argv);
+/* "parent P" (none: "none" or "") into u, for agent set and parent set. */
+int parse_parent_arg(struct cli *cli, const char *text, struct ag_agent_update *u);
 int do_rule_add(struct cli *cli, int argc, char **argv);
 int do_rule_del(struct cli *cli, int argc, char **argv);
 int do_rule_list(struct cli *cli, int argc, char **argv);
@@ -122,6 +129,7 @@ int do_stats(struct cli *cli, int argc, char **argv);
 /* Agent rows shared by list, show and top. */
 struct agent_row {
 	struct ag_agent a;
+	char parent[AG_NAME_MAX + 1]; /* its parent's name, "" for none */
 	double tokens;
 	struct ag_counters c;
 	/* From agentgated, when it runs (agent.activity): idle seconds as of
@@ -129,8 +137,12 @@ struct agent_row {
 	long long idle_s, ttl;
 };
 int load_rows(struct cli *cli, struct agent_row **rows, size_t *n);
+/* row->parent from row->a.parent (cmd_parent.c). */
+void fill_parent_name(struct cli *cli, struct agent_row *row);
 void json_agent(struct jsonw *w, const struct agent_row *r);
 void json_agent_fields(struct jsonw *w, const struct agent_row *r);
+void json_parent_counters(struct jsonw *w, const struct agent_row *r);
+void print_deleted(struct cli *cli, const char *kind, const char *name);
 void json_rule(struct jsonw *w, const struct ag_rule *r, const char *agent);
 int parse_sort(struct cli *cli, const char *text, int *key);
 void sort_rows(struct agent_row *rows, size_t n, int key);

@@ -59,12 +59,18 @@ const struct command commands[] = {
 	  OPEN_READ, do_agent_list },
 	{ "agent", "show", "NAME", "show one agent",
 	  "The agent's limit, tokens now, counters and rules.", OPEN_READ, do_agent_show },
-	{ "agent", "set", "NAME [rate R] [burst B] [unit pps|bps] [pin|unpin] [ttl T] [LIMIT V ...]",
+	{ "agent", "set",
+	  "NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [pin|unpin] [ttl T] "
+	  "[LIMIT V ...]",
 	  "create or change an agent",
 	  "Creates the agent when it does not exist (defaults: rate 100, burst one second of "
 	  "rate, unit pps; a bps burst holds at least one 1518-byte frame), otherwise changes "
-	  "the given fields. R is tokens per second (pps: packets, bps: bytes), a decimal "
-	  "number with an optional k, M or G suffix; B is tokens. A new unit without a burst "
+	  "the given fields. R is tokens per second (pps: packets, bps: bytes, conn: "
+	  "connection openings: TCP SYN without ACK, QUIC Initial, SCTP INIT, DCCP-Request, "
+	  "the agent's other packets cost nothing), a decimal "
+	  "number with an optional k, M or G suffix; B is tokens. parent P puts the agent under "
+	  "parent bucket P (agentgate parent set): its packets then pass only when P and every "
+	  "parent above P admit them too; none takes it out. A new unit without a burst "
 	  "takes that unit's default burst. Tokens in the bucket are kept across a change, "
 	  "capped at the new burst. pin marks the rate as set by an "
 	  "operator, so ratings do not move it; unpin hands it back to the policy. ttl sets "
@@ -96,6 +102,38 @@ const struct command commands[] = {
 	  "or a damaged one, is an error (exit 1). With --json, the object of GET "
 	  "/v1/agents/NAME/explain (agentgated(8), EXPLAIN).",
 	  OPEN_READ, do_agent_explain },
+	{ "agent", "charge", "NAME N [max-debt DURATION]",
+	  "charge a cost known afterwards, into debt",
+	  "Takes N tokens from the agent's bucket and every parent above it whatever is left "
+	  "(an LLM gateway's token count for a response): a bucket goes below empty, into "
+	  "debt, by at most DURATION of its refill (default 60s; e.g. 500ms, 5m, 1h), the rest "
+	  "forgiven. Until refill has paid the debt back the NIC drops the agent's packets and "
+	  "consume refuses. Prints what is left (negative: the debt) and when one token will "
+	  "be admitted again (JSON: name, charged, remaining, retry_after_ms).",
+	  OPEN_WRITE, do_agent_charge },
+	{ "parent", "set", "NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none]",
+	  "create or change a parent bucket",
+	  "A parent is a bucket that agents (and other parents) share: a customer, a team. A "
+	  "packet passes only if its agent's bucket and every parent above it admit it, and a "
+	  "packet refused anywhere costs nothing anywhere. Up to 4 buckets on a path (an "
+	  "agent and 3 parents: org, team, sub-team). R, B and the units are as for agent set "
+	  "(defaults: rate 100, burst one second); ratings never move a parent's rate. parent "
+	  "P puts it under another parent (no cycles). Parents and agents share one name "
+	  "space and the slots of --max-agents; no rule points at a parent. Parent links live "
+	  "in the maps, written here whether or not agentgated runs.",
+	  OPEN_WRITE, do_parent_set },
+	{ "parent", "show", "NAME", "show one parent bucket",
+	  "Its limit, tokens now, parent, children, counters (packets of its agents that "
+	  "reached it) and refusals by reason: its own rate, or a parent above it (JSON "
+	  "\"refused\": {\"rate\", \"parent\"}).",
+	  OPEN_READ, do_parent_show },
+	{ "parent", "list", "", "list parent buckets",
+	  "Every parent, by name, as parent show prints it (JSON: an array).", OPEN_READ,
+	  do_parent_list },
+	{ "parent", "del", "NAME", "delete a parent bucket",
+	  "Refused while agents or parents name it as their parent (move or delete them "
+	  "first).",
+	  OPEN_WRITE, do_parent_del },
 	{ "rule", "add", "PREFIX [port P] agent NAME", "classify a source prefix to an agent",
 	  "Traffic from PREFIX (IPv4 or IPv6, any length; a bare address is a host) to "
 	  "destination port P (any port when omitted) is charged to NAME. The longest "

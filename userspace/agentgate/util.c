@@ -118,6 +118,7 @@ int load_rows(struct cli *cli, struct agent_row **out, size_t *n_out)
 			*r = rows[slot];
 		r->c = counters[slot];
 		r->idle_s = -1;
+		fill_parent_name(cli, r);
 		if (ag_bucket_tokens(cli->ctx, slot, &r->tokens))
 			r->tokens = NAN; /* deleted meanwhile */
 		n++;
@@ -139,6 +140,36 @@ void json_agent(struct jsonw *w, const struct agent_row *r)
 	jsonw_end_object(w);
 }
 
+/* "parent" and the counters, as agents and parents show them. */
+void json_parent_counters(struct jsonw *w, const struct agent_row *r)
+{
+	jsonw_name(w, "parent");
+	if (r->parent[0])
+		jsonw_string(w, r->parent);
+	else
+		jsonw_null(w);
+	jsonw_uint_field(w, "passed_packets", r->c.passed_packets);
+	jsonw_uint_field(w, "passed_bytes", r->c.passed_bytes);
+	jsonw_uint_field(w, "dropped_packets", r->c.dropped_packets);
+	jsonw_uint_field(w, "dropped_bytes", r->c.dropped_bytes);
+	jsonw_uint_field(w, "would_drop_packets", r->c.would_drop_packets);
+	jsonw_uint_field(w, "would_drop_bytes", r->c.would_drop_bytes);
+}
+
+/* {"name", "deleted": true} or "deleted KIND NAME". */
+void print_deleted(struct cli *cli, const char *kind, const char *name)
+{
+	if (cli->json) {
+		jsonw_start_object(&cli->jw);
+		jsonw_string_field(&cli->jw, "name", name);
+		jsonw_bool_field(&cli->jw, "deleted", true);
+		jsonw_end_object(&cli->jw);
+		jsonw_end_document(&cli->jw);
+	} else {
+		printf("deleted %s %s\n", kind, name);
+	}
+}
+
 void json_agent_fields(struct jsonw *w, const struct agent_row *r)
 {
 	jsonw_string_field(w, "name", r->a.name);
@@ -148,12 +179,7 @@ void json_agent_fields(struct jsonw *w, const struct agent_row *r)
 	jsonw_string_field(w, "unit", unit_name(r->a.unit));
 	jsonw_double_field(w, "tokens", floor(r->tokens * 1000) / 1000);
 	jsonw_bool_field(w, "pinned", r->a.pinned);
-	jsonw_uint_field(w, "passed_packets", r->c.passed_packets);
-	jsonw_uint_field(w, "passed_bytes", r->c.passed_bytes);
-	jsonw_uint_field(w, "dropped_packets", r->c.dropped_packets);
-	jsonw_uint_field(w, "dropped_bytes", r->c.dropped_bytes);
-	jsonw_uint_field(w, "would_drop_packets", r->c.would_drop_packets);
-	jsonw_uint_field(w, "would_drop_bytes", r->c.would_drop_bytes);
+	json_parent_counters(w, r);
 	jsonw_uint_field(w, "created_ms", r->a.created_ns / 1000000);
 	if (r->idle_s >= 0) {
 		jsonw_uint_field(w, "idle_s", (__u64)r->idle_s);

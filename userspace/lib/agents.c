@@ -555,9 +555,10 @@ static int delete_bucket(struct ag_ctx *ctx, const char *name, bool parent)
 	if (!err && parent)
 		err = ag_parent_children(ctx, info.slot, &children);
 	if (!err && children)
-		err = ag_err(EBUSY, "parent '%s' has %zu children: give them another parent "
-				    "or delete them first",
-			     name, children);
+		err = ag_err(EBUSY, "parent '%s' has %zu %s: give %s another parent or delete "
+				    "%s first",
+			     name, children, children == 1 ? "child" : "children",
+			     children == 1 ? "it" : "them", children == 1 ? "it" : "them");
 	if (!err)
 		err = ag_dirty_set(ctx, AG_DIRTY_AGENTS);
 	if (!err) {

@@ -45,7 +45,7 @@ def canon(rows):
 def agent_ok(a):
     """The contract's agent fields (DESIGN.md section 5) with their types."""
     want = {"name": isstr, "slot": isint, "rate": num, "burst": isint,
-            "unit": lambda u: u in ("pps", "bps"), "tokens": num, "pinned": isbool,
+            "unit": lambda u: u in ("pps", "bps", "conn"), "tokens": num, "pinned": isbool,
             "passed_packets": isint, "passed_bytes": isint,
             "dropped_packets": isint, "dropped_bytes": isint}
     bad = [k for k, ok in want.items() if k not in a or not ok(a[k])]
