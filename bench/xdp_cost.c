@@ -29,6 +29,9 @@
  *   par1..3 pass with the target agent under 1, 2 or 3 parent buckets (a
  *           path of 2 to 4 buckets, docs/BUDGETS.md), none of which runs
  *           out: what each level adds to the pass path
+ *   quota   pass with a quota on the target agent that never runs out
+ *           (AG_QUOTA_MAX a 30-day window): the quota's count and the
+ *           TAI clock on the pass path
  * The medians over the rounds are reported with their ratio to the median of
  * the empty program measured in the same rounds: on a shared machine the
  * absolute numbers drift, the ratio much less.
@@ -133,6 +136,7 @@ enum variant {
 	V_PAR1,     /* pass under one parent bucket */
 	V_PAR2,     /* ... two */
 	V_PAR3,     /* ... three (AG_PATH_MAX buckets) */
+	V_QUOTA,    /* pass with a quota that never runs out */
 	V_KTIME,    /* --breakdown probes from here on */
 	V_COARSE,
 	V_JIFFIES,
@@ -208,6 +212,7 @@ static const struct variant_desc variants[V__COUNT] = {
 	[V_PAR1] = { "par1", "pass under 1 parent bucket (2 buckets on the path)", F_HIT },
 	[V_PAR2] = { "par2", "pass under 2 parent buckets (3 on the path)", F_HIT },
 	[V_PAR3] = { "par3", "pass under 3 parent buckets (4 on the path)", F_HIT },
+	[V_QUOTA] = { "quota", "pass with a quota (30-day window) beside the rate", F_HIT },
 	[V_KTIME] = { "p:ktime", "probe: bpf_ktime_get_ns() only", F_HIT },
 	[V_COARSE] = { "p:coarse", "probe: bpf_ktime_get_coarse_ns() only", F_HIT },
 	[V_JIFFIES] = { "p:jiff", "probe: bpf_jiffies64() only", F_HIT },
@@ -648,6 +653,15 @@ static int set_parent(struct run *r, const char *parent)
 	return err ? lib_err("ag_agent_set (parent)", err) : 0;
 }
 
+static int set_quota(struct run *r, __u64 limit)
+{
+	struct ag_agent_update u = { .fields = AG_SET_QUOTA, .quota = limit,
+				     .quota_window = limit ? AG_QW_30D : AG_QW_NONE };
+	int err = ag_agent_set(r->ctx, r->target, &u, NULL, NULL);
+
+	return err ? lib_err("ag_agent_set (quota)", err) : 0;
+}
+
 static int run_setup(struct run *r)
 {
 	struct ag_open_opts o = { .create = true };
@@ -781,6 +795,7 @@ static bool path_ok(enum variant v, const struct snap *a, const struct snap *b,
 	case V_PAR1:
 	case V_PAR2:
 	case V_PAR3:
+	case V_QUOTA:
 		return s->retval == XDP_PASS && passed == repeat && dropped == 0;
 	case V_CHAIN: /* passed by agentgate, dropped by the program after it */
 		return s->retval == XDP_DROP && passed == repeat && dropped == 0;
@@ -824,6 +839,10 @@ static int prepare(struct run *r, enum variant v)
 		err = set_limit(r, LIMIT_PASS);
 		return err ? err : set_parent(r, parent_names[v - V_PAR1]);
 	}
+	if (v == V_QUOTA) {
+		err = set_limit(r, LIMIT_PASS);
+		return err ? err : set_quota(r, AG_QUOTA_MAX);
+	}
 	return 0;
 }
 
@@ -833,6 +852,8 @@ static int finish(struct run *r, enum variant v)
 		return ag_chain_set(r->ctx, "lo", -1) ? lib_err("ag_chain_set", -EINVAL) : 0;
 	if (v >= V_PAR1 && v <= V_PAR3)
 		return set_parent(r, NULL);
+	if (v == V_QUOTA)
+		return set_quota(r, 0);
 	return v == V_PTRIE ? prefix_index(r, AG_PREFIX_INDEX_AUTO) : 0;
 }
 

@@ -156,15 +156,15 @@ struct {
 	__type(value, __u32);
 } ag_next SEC(".maps");
 
-/* Each bucket's parent, slot + 1 (abi.h, "Parent buckets"); mapped by
+/* Each bucket's parent and quota (abi.h, "Parent buckets"); mapped by
  * userspace, whose consumers walk the same paths. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, AG_MAX_AGENTS_DEFAULT);
 	__type(key, __u32);
-	__type(value, __u64);
-} ag_parents SEC(".maps");
+	__type(value, struct ag_budget);
+} ag_budgets SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -545,24 +545,29 @@ static __always_inline int refuse(const struct ag_config *cfg)
 }
 
 /*
- * Parent paths (abi.h, "Parent buckets"). The path is judged in two
- * rounds on one reading of the clock: first every bucket is looked at
- * without writing, so that a packet any of them refuses writes nothing;
- * then each admits it by compare-and-swap, the agent's first. A bucket
+ * Budget paths (abi.h, "Parent buckets", "Long-window quotas"): a bucket
+ * with a parent or a quota is judged with everything above it, its own
+ * rate and quota first, then each parent's. The path is judged in two
+ * rounds on one reading of each clock: first every rate and quota is
+ * looked at without writing, so that a packet any of them refuses writes
+ * nothing; then each admits it by compare-and-swap, the agent's first. One
  * that refuses in the second round (another CPU took what the first saw)
- * has the admissions below it taken back: exactly, by putting back the
- * word each one replaced, unless another CPU has moved that word since;
- * then the admission stays (never more tokens than the bound) and
- * refund_raced counts it.
+ * has the admissions before it taken back: a quota's exactly (a count in
+ * the same window), a rate's by putting back the word its swap replaced,
+ * unless another CPU has moved that word since; then the admission stays
+ * (never more tokens than the bound) and refund_raced counts it.
  */
 struct ag_level {
-	__u64 prev; /* the word our swap replaced */
-	__u64 word; /* the word it wrote; 0: nothing taken from this bucket */
+	__u64 prev, word;   /* rate: what our swap replaced and wrote; word 0: none */
+	__u64 qword;        /* quota: the word our swap wrote; 0: none */
+	__u64 qtokens;      /* what it counted */
 	__u32 slot;
-	__u32 pad;
+	__u32 unit;         /* the unit the bucket judged in, the quota's too */
+	__u32 verdict;      /* enum ag_verdict of the last judgement */
+	__u32 has_quota;    /* its quota word was set when the path was read */
 };
 
-/* One bucket of a path at now_ns; commit: admit by swap (else look only). */
+/* A bucket's rate at now_ns; commit: admit by swap (else look only). */
 static __always_inline enum ag_verdict judge_bucket(struct ag_level *l, struct ag_pkt *pk,
 						    __u64 now_ns, int commit)
 {
@@ -581,7 +586,8 @@ static __always_inline enum ag_verdict judge_bucket(struct ag_level *l, struct a
 
 		if (!interval)
 			return AG_V_NO_BUCKET;
-		cost = pkt_cost(pk, b->unit[sel], interval);
+		l->unit = b->unit[sel];
+		cost = pkt_cost(pk, l->unit, interval);
 		if (!cost)
 			return AG_V_PASS;
 		if (!ag_gcra_admit(w & AG_TAT_MASK, ag_ns_to_ticks(now_ns, p->mult), cost, p->tau,
@@ -606,15 +612,135 @@ static __always_inline enum ag_verdict judge_bucket(struct ag_level *l, struct a
 	return AG_V_EXHAUSTED;
 }
 
-static __always_inline void take_back(struct ag_level *l)
+/* Round one for a bucket's rate: a look, without writing or retrying (a
+ * view torn by a parameter change passes here and is judged in round two). */
+static __always_inline enum ag_verdict look_bucket(struct ag_level *l, struct ag_pkt *pk,
+						   __u64 now_ns)
+{
+	struct ag_bucket *b = bpf_map_lookup_elem(&ag_buckets, &l->slot);
+	struct ag_gcra_params *p;
+	__u64 w, interval, cost, new_tat;
+	__u32 sel;
+
+	l->word = 0;
+	if (!b)
+		return AG_V_NO_BUCKET;
+	w = *(volatile __u64 *)&b->tat;
+	sel = w >> 63;
+	p = &b->set[sel];
+	interval = *(volatile __u64 *)&p->interval;
+	if (!interval)
+		return AG_V_NO_BUCKET;
+	l->unit = b->unit[sel];
+	cost = pkt_cost(pk, l->unit, interval);
+	if (!cost || ag_gcra_admit(w & AG_TAT_MASK, ag_ns_to_ticks(now_ns, p->mult), cost, p->tau,
+				   &new_tat))
+		return AG_V_PASS;
+	return (*(volatile __u64 *)&b->tat ^ w) & AG_TAT_SEL ? AG_V_PASS : AG_V_DROP;
+}
+
+/* A bucket's quota, in its unit, at the TAI clock (*tai_ns read on first
+ * need); commit: count by swap (else look only). */
+static __always_inline enum ag_verdict judge_quota(struct ag_level *l, struct ag_pkt *pk,
+						   __u64 *tai_ns, int commit)
+{
+	struct ag_budget *bd = l->has_quota ? bpf_map_lookup_elem(&ag_budgets, &l->slot) : NULL;
+	__u64 conf, limit, wns, idx, w, nw, seen, tokens;
+	int i;
+
+	l->qword = 0;
+	if (!l->has_quota || !bd)
+		return AG_V_PASS;
+	conf = *(volatile __u64 *)&bd->quota_conf;
+	limit = AG_QUOTA_LIMIT(conf);
+	wns = ag_quota_window_ns(AG_QUOTA_WINDOW(conf));
+	if (!limit || !wns)
+		return AG_V_PASS;
+	tokens = pkt_cost(pk, l->unit, 1);
+	if (!tokens)
+		return AG_V_PASS;
+	if (!*tai_ns)
+		*tai_ns = bpf_ktime_get_tai_ns();
+	idx = ag_quota_index(*tai_ns, wns);
+	w = *(volatile __u64 *)&bd->quota_used;
+	for (i = 0; i < AG_CAS_TRIES; i++) {
+		if (!ag_quota_admit(w, idx, tokens, limit, &nw))
+			return AG_V_DROP;
+		if (!commit)
+			return AG_V_PASS;
+		seen = __sync_val_compare_and_swap(&bd->quota_used, w, nw);
+		if (seen == w) {
+			l->qword = nw;
+			l->qtokens = tokens;
+			return AG_V_PASS;
+		}
+		w = seen;
+	}
+	return AG_V_EXHAUSTED;
+}
+
+/* Global functions (ag_take_back, ag_look_path, ag_take_level), each
+ * verified once on its own: inlined, round two's retries on every level of
+ * the path exceed what the verifier explores, and the frames must stay
+ * within the 512-byte stack beside the caller's. */
+__noinline int ag_take_back(struct ag_level *l)
 {
 	struct ag_bucket *b;
+	struct ag_budget *bd;
+	__u64 w, seen;
+	int i;
 
-	if (!l->word)
-		return;
-	b = bpf_map_lookup_elem(&ag_buckets, &l->slot);
-	if (b && __sync_val_compare_and_swap(&b->tat, l->word, l->prev) != l->word)
-		stat_inc(AG_STAT_REFUND_RACED);
+	if (!l)
+		return 0;
+	if (l->word) {
+		b = bpf_map_lookup_elem(&ag_buckets, &l->slot);
+		if (b && __sync_val_compare_and_swap(&b->tat, l->word, l->prev) != l->word)
+			stat_inc(AG_STAT_REFUND_RACED);
+	}
+	if (!l->qword)
+		return 0;
+	bd = bpf_map_lookup_elem(&ag_budgets, &l->slot);
+	if (!bd)
+		return 0;
+	w = *(volatile __u64 *)&bd->quota_used;
+	for (i = 0; i < AG_CAS_TRIES; i++) {
+		/* A new window began meanwhile: the count went with the old one. */
+		if ((w >> AG_QUOTA_USED_BITS) != (l->qword >> AG_QUOTA_USED_BITS) ||
+		    (w & AG_QUOTA_USED_MASK) < l->qtokens)
+			return 0;
+		seen = __sync_val_compare_and_swap(&bd->quota_used, w, w - l->qtokens);
+		if (seen == w)
+			return 0;
+		w = seen;
+	}
+	stat_inc(AG_STAT_REFUND_RACED);
+	return 0;
+}
+
+/* Round one for a bucket's quota: a look. */
+static __always_inline enum ag_verdict look_quota(struct ag_level *l, struct ag_pkt *pk,
+						  __u64 *tai_ns)
+{
+	struct ag_budget *bd = l->has_quota ? bpf_map_lookup_elem(&ag_budgets, &l->slot) : NULL;
+	__u64 conf, limit, wns, tokens, nw;
+
+	l->qword = 0;
+	if (!l->has_quota || !bd)
+		return AG_V_PASS;
+	conf = *(volatile __u64 *)&bd->quota_conf;
+	limit = AG_QUOTA_LIMIT(conf);
+	wns = ag_quota_window_ns(AG_QUOTA_WINDOW(conf));
+	if (!limit || !wns)
+		return AG_V_PASS;
+	tokens = pkt_cost(pk, l->unit, 1);
+	if (!tokens)
+		return AG_V_PASS;
+	if (!*tai_ns)
+		*tai_ns = bpf_ktime_get_tai_ns();
+	return ag_quota_admit(*(volatile __u64 *)&bd->quota_used, ag_quota_index(*tai_ns, wns),
+			      tokens, limit, &nw) ?
+		       AG_V_PASS :
+		       AG_V_DROP;
 }
 
 static __always_inline void count_pass(__u32 slot, __u64 len)
@@ -643,91 +769,159 @@ static __always_inline int deny(const struct ag_config *cfg, struct ag_counters 
 	return XDP_DROP;
 }
 
-/* A bucket below the one that refused: its refusal, for a parent. */
-static __always_inline void deny_for_parent(const struct ag_config *cfg, __u32 slot, __u64 len)
+/* A refusal counted at a bucket: by a parent above it, by its quota, or
+ * (neither) by its rate. */
+static __always_inline int deny_at(const struct ag_config *cfg, __u32 slot, __u64 len,
+				   int by_parent, int by_quota)
 {
 	struct ag_counters *c = bpf_map_lookup_elem(&ag_counters, &slot);
 	struct ag_refusals *r = bpf_map_lookup_elem(&ag_refusals, &slot);
 
-	if (c)
-		deny(cfg, c, len);
-	if (r) {
+	if (r && by_parent) {
 		r->parent_packets++;
 		r->parent_bytes += len;
+	} else if (r && by_quota) {
+		r->quota_packets++;
+		r->quota_bytes += len;
 	}
+	return c ? deny(cfg, c, len) : refuse(cfg);
 }
 
-/* The path of a bucket that has a parent (up: the parent's slot + 1). */
-static __always_inline int enforce_path(const struct ag_config *cfg, struct ag_pkt *pk,
-					__u32 slot, __u64 up)
+/* What every level of a path is judged on. */
+struct ag_judge_in {
+	__u64 now_ns;  /* CLOCK_MONOTONIC, read once for the path */
+	__u64 tai_ns;  /* CLOCK_TAI, read on a quota's first need; 0: not yet */
+	__u64 len;     /* frame length */
+	__u32 opening; /* the frame opens a connection */
+	__u32 pad;
+};
+
+/* Round one (commit 0: looks, loop-free) or two (1: swaps) of a level: its
+ * rate, then its quota. Returns 0 (admitted), 1 (the rate refused) or 2
+ * (the quota refused); l->verdict says how. */
+static __always_inline int judge_level(struct ag_level *l, struct ag_judge_in *in, int commit)
 {
-	struct ag_level lv[AG_PATH_MAX] = {};
-	enum ag_verdict v = AG_V_PASS;
-	__u64 now_ns = bpf_ktime_get_ns();
-	struct ag_counters *c;
-	int n = 2, i, j, r = -1;
+	struct ag_pkt pk;
+	enum ag_verdict v;
 
-	lv[0].slot = slot;
-	lv[1].slot = (__u32)up - 1;
-	for (i = 2; i < AG_PATH_MAX; i++) {
-		__u64 *next = bpf_map_lookup_elem(&ag_parents, &lv[i - 1].slot);
+	if (!l || !in)
+		return 1;
+	pk.ctx = NULL;
+	pk.f = NULL;
+	pk.len = in->len;
+	pk.opening = in->opening != 0;
+	v = commit ? judge_bucket(l, &pk, in->now_ns, 1) : look_bucket(l, &pk, in->now_ns);
+	l->verdict = v;
+	if (v == AG_V_NO_BUCKET) { /* a parent being deleted: no limit */
+		stat_inc(AG_STAT_NO_BUCKET);
+		return 0;
+	}
+	if (v != AG_V_PASS)
+		return 1;
+	v = commit ? judge_quota(l, &pk, &in->tai_ns, 1) : look_quota(l, &pk, &in->tai_ns);
+	l->verdict = v;
+	return v == AG_V_PASS ? 0 : 2;
+}
 
-		if (!next || !*next)
+/* A packet's path: its levels, what they are judged on, how many. */
+struct ag_path {
+	struct ag_level lv[AG_PATH_MAX];
+	struct ag_judge_in in;
+	__u32 n;
+	__u32 pad;
+};
+
+/* Round one over the path: -1 when every level admits, else the first
+ * that refuses << 2 | why (judge_level). A global function. */
+__noinline int ag_look_path(struct ag_path *p)
+{
+	int i, why;
+
+	if (!p)
+		return 1; /* not reached: refused at the agent */
+	for (i = 0; i < AG_PATH_MAX; i++) {
+		if (i >= (int)p->n)
 			break;
-		lv[i].slot = (__u32)*next - 1;
-		n++;
+		why = judge_level(&p->lv[i], &p->in, 0);
+		if (why)
+			return (i << 2) | why;
 	}
-	/* Round one: look. Round two: take. */
-	for (i = 0; i < AG_PATH_MAX && r < 0; i++) {
-		if (i >= n)
+	return -1;
+}
+
+/* Round two of a level, a global function (see ag_take_back). */
+__noinline int ag_take_level(struct ag_level *l, struct ag_judge_in *in)
+{
+	return judge_level(l, in, 1);
+}
+
+static __always_inline int enforce_path(const struct ag_config *cfg, struct ag_pkt *pk,
+					__u32 slot)
+{
+	struct ag_path p = { .in = { .now_ns = bpf_ktime_get_ns(), .len = pk->len }, .n = 1 };
+	int i, j, r = -1, why;
+
+	p.lv[0].slot = slot;
+	for (i = 1; i <= AG_PATH_MAX; i++) {
+		struct ag_budget *bd = bpf_map_lookup_elem(&ag_budgets, &p.lv[i - 1].slot);
+		__u64 up = bd ? *(volatile __u64 *)&bd->up : 0;
+
+		p.lv[i - 1].has_quota = bd && *(volatile __u64 *)&bd->quota_conf;
+		if (!up || i == AG_PATH_MAX)
 			break;
-		v = judge_bucket(&lv[i], pk, now_ns, 0);
-		if (v == AG_V_DROP || v == AG_V_EXHAUSTED)
-			r = i;
-		else if (v == AG_V_NO_BUCKET)
-			stat_inc(AG_STAT_NO_BUCKET);
+		p.lv[i].slot = (__u32)up - 1;
+		p.n++;
 	}
+	/* Read once here: the levels are judged by functions of their own,
+	 * which have no packet. */
+	p.in.opening = is_opening(pk->ctx, pk->f);
+	/* Round one: look. */
+	why = ag_look_path(&p);
+	if (why >= 0) {
+		r = (why >> 2) & (AG_PATH_MAX - 1);
+		why &= 3;
+	}
+	/* Round two: take, or take back what was taken. */
 	for (i = 0; i < AG_PATH_MAX && r < 0; i++) {
-		if (i >= n)
+		if (i >= (int)p.n)
 			break;
-		v = judge_bucket(&lv[i], pk, now_ns, 1);
-		if (v == AG_V_DROP || v == AG_V_EXHAUSTED) {
-			r = i;
-			for (j = AG_PATH_MAX - 1; j >= 0; j--)
-				if (j < i)
-					take_back(&lv[j]);
-		}
+		why = ag_take_level(&p.lv[i], &p.in);
+		if (!why)
+			continue;
+		r = i;
+		for (j = AG_PATH_MAX - 1; j >= 0; j--)
+			if (j <= i)
+				ag_take_back(&p.lv[j]);
 	}
 	if (r < 0) {
 		for (i = 0; i < AG_PATH_MAX; i++)
-			if (i < n)
-				count_pass(lv[i].slot, pk->len);
+			if (i < (int)p.n)
+				count_pass(p.lv[i].slot, pk->len);
 		return XDP_PASS;
 	}
-	if (v == AG_V_EXHAUSTED)
+	/* The level that refused (r < AG_PATH_MAX: tells the verifier). */
+	if (r >= AG_PATH_MAX)
+		return XDP_DROP;
+	if (p.lv[r].verdict == AG_V_EXHAUSTED)
 		stat_inc(AG_STAT_CAS_EXHAUSTED);
 	if (r > 0)
 		stat_inc(AG_STAT_PARENT_DROPPED);
+	if (why == 2)
+		stat_inc(AG_STAT_QUOTA_DROPPED);
 	for (i = 0; i < AG_PATH_MAX; i++)
 		if (i < r)
-			deny_for_parent(cfg, lv[i].slot, pk->len);
-	/* The bucket that refused (r < AG_PATH_MAX: tells the verifier). */
-	if (r >= AG_PATH_MAX)
-		return XDP_DROP;
-	c = bpf_map_lookup_elem(&ag_counters, &lv[r].slot);
-	if (!c)
-		return refuse(cfg);
-	return deny(cfg, c, pk->len);
+			deny_at(cfg, p.lv[i].slot, pk->len, 1, 0);
+	return deny_at(cfg, p.lv[r].slot, pk->len, 0, why == 2);
 }
 
 static __always_inline int enforce(const struct ag_config *cfg, __u32 slot, struct ag_pkt *pk)
 {
+	struct ag_budget *bd = bpf_map_lookup_elem(&ag_budgets, &slot);
 	struct ag_counters *c;
 	enum ag_verdict v;
-	__u64 *up = bpf_map_lookup_elem(&ag_parents, &slot);
 
-	if (up && *up)
-		return enforce_path(cfg, pk, slot, *up);
+	if (bd && (*(volatile __u64 *)&bd->up | *(volatile __u64 *)&bd->quota_conf))
+		return enforce_path(cfg, pk, slot);
 	c = bpf_map_lookup_elem(&ag_counters, &slot);
 	v = charge(slot, pk, cfg->coarse_slack_ns);
 	if (v == AG_V_NO_BUCKET) {

@@ -55,7 +55,7 @@
 	X(STATS, ag_stats, FIXED, "PERCPU_ARRAY[AG_STAT_SLOTS]: __u64 packets")                         \
 	X(FRAGS, ag_frags, FIXED, "LRU_HASH: struct ag_frag_key -> struct ag_frag_val")                 \
 	X(NEXT, ag_next, FIXED, "PROG_ARRAY[AG_NEXT_MAX]: ifindex -> the XDP program run after a pass")   \
-	X(PARENTS, ag_parents, AGENTS, "ARRAY, mmapable: slot -> __u64, its parent's slot + 1 (0: none)") \
+	X(BUDGETS, ag_budgets, AGENTS, "ARRAY, mmapable: slot -> struct ag_budget (parent, quota)")      \
 	X(REFUSALS, ag_refusals, AGENTS, "PERCPU_ARRAY: slot -> struct ag_refusals")
 
 /* Each map's name as a string literal, for code that names one map. The
@@ -77,7 +77,7 @@
 #define AG_MAP_STATS "ag_stats"
 #define AG_MAP_FRAGS "ag_frags"
 #define AG_MAP_NEXT "ag_next"
-#define AG_MAP_PARENTS "ag_parents"
+#define AG_MAP_BUDGETS "ag_budgets"
 #define AG_MAP_REFUSALS "ag_refusals"
 
 /*
@@ -116,8 +116,8 @@ enum ag_agent_flags {
 
 /*
  * Parent buckets. Every bucket (agent or parent) may have a parent, a
- * parent bucket in the same slot space: ag_parents[slot] holds its slot + 1
- * (0: none), a __u64 written whole by userspace (under the lock). A packet's path is its agent's bucket and the parents above
+ * parent bucket in the same slot space: ag_budgets[slot].up holds its slot
+ * + 1 (0: none), written whole by userspace (under the lock). A packet's path is its agent's bucket and the parents above
  * it, AG_PATH_MAX buckets at most (org -> team -> sub-team -> agent); it
  * passes only if every bucket on the path admits it, and a packet refused
  * anywhere is charged nowhere (docs/DATAPATH.md, "Parent buckets").
@@ -125,6 +125,38 @@ enum ag_agent_flags {
  * follows (names are the truth, as for the bucket parameters).
  */
 #define AG_PATH_MAX 4
+
+/*
+ * Long-window quotas: N tokens (in the bucket's unit) per calendar window
+ * of an hour, a day or 30 days, beside the rate (docs/BUDGETS.md,
+ * "Quotas"). Windows are aligned to CLOCK_TAI (bpf_ktime_get_tai_ns(), the
+ * same clock in userspace): window k covers [k*W, (k+1)*W). quota_conf is
+ * written whole by userspace; quota_used by compare-and-swap from every
+ * side: the window's index (mod 2^20) and the tokens used in it. A word of
+ * another window counts as none used.
+ */
+enum ag_quota_window {
+	AG_QW_NONE = 0,
+	AG_QW_HOUR = 1,
+	AG_QW_DAY = 2,
+	AG_QW_30D = 3,
+	AG_QW__COUNT
+};
+
+#define AG_QUOTA_MAX ((1ULL << 43) - 1)   /* tokens per window */
+#define AG_QUOTA_USED_BITS 44
+#define AG_QUOTA_USED_MASK ((1ULL << AG_QUOTA_USED_BITS) - 1)
+#define AG_QUOTA_IDX_MASK ((1ULL << (64 - AG_QUOTA_USED_BITS)) - 1)
+#define AG_QUOTA_CONF(limit, window) ((limit) | ((__u64)(window) << 56))
+#define AG_QUOTA_LIMIT(conf) ((conf) & AG_QUOTA_USED_MASK)
+#define AG_QUOTA_WINDOW(conf) ((__u32)((conf) >> 56))
+
+struct ag_budget {
+	__u64 up;         /* parent's slot + 1; 0: none */
+	__u64 quota_conf; /* AG_QUOTA_CONF(limit, window); 0: no quota */
+	__u64 quota_used; /* window index << 44 | tokens used in that window */
+};
+_Static_assert(sizeof(struct ag_budget) == 24, "ag_budget layout");
 
 /*
  * Rate limits: 0.001 .. 1e10 tokens/s, stored for display in milli-tokens/s.
@@ -147,7 +179,7 @@ struct ag_agent_info {
 	__u32 unit;       /* enum ag_unit */
 	__u32 flags;      /* enum ag_agent_flags */
 	__u32 slot;       /* self-reference, checked by readers */
-	__u32 parent;     /* the parent's slot + 1, 0: none (ag_parents follows it) */
+	__u32 parent;     /* the parent's slot + 1, 0: none (ag_budgets follows it) */
 };
 _Static_assert(sizeof(struct ag_agent_info) == 104, "ag_agent_info layout");
 
@@ -255,7 +287,8 @@ _Static_assert(sizeof(struct ag_refusals) == 32, "ag_refusals layout");
 	X(FRAGMENT_AFTER_DROP, "fragment_after_drop", 'i')                   \
 	X(PORT_UNKNOWN_DROPPED, "port_unknown_dropped", 'i')                 \
 	X(PARENT_DROPPED, "parent_dropped", 'i')                             \
-	X(REFUND_RACED, "refund_raced", 'i')
+	X(REFUND_RACED, "refund_raced", 'i')                                 \
+	X(QUOTA_DROPPED, "quota_dropped", 'i')
 
 #define AG_STAT_ENUM_ENTRY(id, name, kind) AG_STAT_##id,
 enum ag_stat {

@@ -67,4 +67,53 @@ AG_INLINE __u64 ag_gcra_headroom(__u64 tat, __u64 now, __u64 tau)
 	return debt >= tau ? 0 : tau - debt;
 }
 
+/* ---- long-window quotas (abi.h, struct ag_budget) ---------------------- */
+
+/* A window's length in ns, 0 for none. */
+AG_INLINE __u64 ag_quota_window_ns(__u32 window)
+{
+	return window == AG_QW_HOUR ? 3600ULL * 1000000000ULL :
+	       window == AG_QW_DAY  ? 86400ULL * 1000000000ULL :
+	       window == AG_QW_30D  ? 30ULL * 86400ULL * 1000000000ULL :
+				      0;
+}
+
+/* The index (mod 2^20) of the window holding tai_ns. The lengths are
+ * constants here, so that each division is a multiplication (a division by
+ * a variable costs the datapath ~10 ns). */
+AG_INLINE __u64 ag_quota_index(__u64 tai_ns, __u64 window_ns)
+{
+	__u64 k = window_ns == 3600ULL * 1000000000ULL	    ? tai_ns / (3600ULL * 1000000000ULL) :
+		  window_ns == 86400ULL * 1000000000ULL	    ? tai_ns / (86400ULL * 1000000000ULL) :
+		  window_ns == 30ULL * 86400ULL * 1000000000ULL ?
+							      tai_ns / (30ULL * 86400ULL * 1000000000ULL) :
+							      tai_ns / window_ns;
+
+	return k & AG_QUOTA_IDX_MASK;
+}
+
+/* Tokens used in window idx, as the word tells (another window's: none). */
+AG_INLINE __u64 ag_quota_used(__u64 word, __u64 idx)
+{
+	return (word >> AG_QUOTA_USED_BITS) == idx ? word & AG_QUOTA_USED_MASK : 0;
+}
+
+/* Returns 1 and the new word when `tokens` more fit in window idx under
+ * limit, 0 when not. */
+AG_INLINE int ag_quota_admit(__u64 word, __u64 idx, __u64 tokens, __u64 limit, __u64 *new_word)
+{
+	__u64 used = ag_quota_used(word, idx);
+
+	if (tokens > limit || used > limit - tokens)
+		return 0;
+	*new_word = (idx << AG_QUOTA_USED_BITS) | (used + tokens);
+	return 1;
+}
+
+/* ns from tai_ns until the window holding it ends (the quota's reset). */
+AG_INLINE __u64 ag_quota_reset_in(__u64 tai_ns, __u64 window_ns)
+{
+	return window_ns - tai_ns % window_ns;
+}
+
 #endif /* AGENTGATE_GCRA_H */

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <bpf/bpf.h>
 #include <linux/bpf.h>
@@ -98,6 +99,16 @@ static void quic_frame(struct pkt *p, const char *src, uint8_t first, uint32_t v
 		q[3] = version >> 8;
 		q[4] = version;
 	}
+	pkt_finish(p);
+}
+
+static void bps_frame400(struct pkt *p)
+{
+	memset(p, 0, sizeof(*p));
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, "10.17.0.1", NULL, IPPROTO_UDP, NULL);
+	pkt_udp(p, 9);
+	pkt_pad_to(p, 400);
 	pkt_finish(p);
 }
 
@@ -449,11 +460,184 @@ static bool test_charge_debt(void)
 	       ASSERT_EQ(ag_charge(ctx, "nobody", 1, 0, &res), -ENOENT, "unknown agent");
 }
 
+/* ---- quotas ------------------------------------------------------------------ */
+
+static const char *pin_root;
+
+static bool set_quota(const char *name, bool parent, __u64 limit, enum ag_quota_window w)
+{
+	struct ag_agent_update u = { .fields = AG_SET_QUOTA, .quota = limit, .quota_window = w };
+
+	return ASSERT_OK(parent ? ag_parent_set(ctx, name, &u, NULL, NULL) :
+				  ag_agent_set(ctx, name, &u, NULL, NULL),
+			 "quota");
+}
+
+static __u64 tai_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_TAI, &ts);
+	return (__u64)ts.tv_sec * 1000000000ULL + (__u64)ts.tv_nsec;
+}
+
+/* Simulated time: the count word of slot's quota rewritten as if `used`
+ * tokens had been counted `windows_ago` windows back (0: this window). */
+static bool quota_word(__u32 slot, __u64 window_ns, __u64 windows_ago, __u64 used)
+{
+	char path[256];
+	struct ag_budget b;
+	__u64 idx = (tai_now() / window_ns - windows_ago) & AG_QUOTA_IDX_MASK;
+	int fd, ok;
+
+	snprintf(path, sizeof(path), "%s/%s", pin_root, AG_MAP_BUDGETS);
+	fd = bpf_obj_get(path);
+	if (!ASSERT_TRUE(fd >= 0, "open ag_budgets"))
+		return false;
+	ok = !bpf_map_lookup_elem(fd, &slot, &b);
+	b.quota_used = (idx << AG_QUOTA_USED_BITS) | used;
+	ok = ok && !bpf_map_update_elem(fd, &slot, &b, BPF_EXIST);
+	close(fd);
+	return ASSERT_TRUE(ok, "rewrite the quota's count");
+}
+
+static bool quota_used_is(__u32 slot, __u64 want, const char *what)
+{
+	struct ag_quota_status q;
+
+	return ASSERT_OK(ag_quota_status(ctx, slot, &q), what) && ASSERT_EQ(q.used, want, what);
+}
+
+static bool quota_refusals(__u32 slot, __u64 by_quota, const char *what)
+{
+	struct ag_refusals r;
+
+	return ASSERT_OK(ag_refusals_get(ctx, slot, &r), what) &&
+	       ASSERT_EQ(r.quota_packets, by_quota, what);
+}
+
+static bool test_quota_day(void)
+{
+	__u64 drops = stat_of(AG_STAT_QUOTA_DROPPED);
+	struct pkt f;
+	__u32 a;
+
+	udp_frame(&f, "10.14.0.1");
+	return AGENT("q-day", 1, 100, AG_UNIT_PPS, NULL, "10.14.0.0/16", &a) &&
+	       set_quota("q-day", false, 3, AG_QW_DAY) &&
+	       ASSERT_EQ(send_frames(&f, 5), 3, "three a day") &&
+	       counted(a, 3, 2, 0, "counters") && quota_refusals(a, 2, "refused by the quota") &&
+	       tokens_near(a, 97, "the rate kept what the quota refused") &&
+	       quota_used_is(a, 3, "used") &&
+	       ASSERT_EQ(stat_of(AG_STAT_QUOTA_DROPPED) - drops, 2, "quota_dropped stat") &&
+	       /* Simulated time: the count belongs to yesterday, today is new. */
+	       quota_word(a, 86400ULL * 1000000000ULL, 1, 3) &&
+	       ASSERT_EQ(send_frames(&f, 4), 3, "a new day: three again") &&
+	       quota_used_is(a, 3, "used today") &&
+	       quota_word(a, 86400ULL * 1000000000ULL, 0, 2) &&
+	       ASSERT_EQ(send_frames(&f, 2), 1, "two used today: one left") &&
+	       set_quota("q-day", false, 0, AG_QW_NONE) &&
+	       ASSERT_EQ(send_frames(&f, 3), 3, "no quota: the rate alone");
+}
+
+static bool test_quota_parent(void)
+{
+	__u32 p, a, b;
+	struct pkt fa, fb;
+
+	udp_frame(&fa, "10.15.0.1");
+	udp_frame(&fb, "10.16.0.1");
+	return PARENT("qp", 1, 100, AG_UNIT_PPS, NULL, &p) && set_quota("qp", true, 4, AG_QW_HOUR) &&
+	       AGENT("qp-a", 1, 100, AG_UNIT_PPS, "qp", "10.15.0.0/16", &a) &&
+	       AGENT("qp-b", 1, 100, AG_UNIT_PPS, "qp", "10.16.0.0/16", &b) &&
+	       ASSERT_EQ(send_frames(&fa, 3), 3, "a: three") &&
+	       ASSERT_EQ(send_frames(&fb, 3), 1, "b: the hour's last one") &&
+	       counted(b, 1, 2, 2, "b: refused by its parent") && quota_refusals(b, 0, "b") &&
+	       counted(p, 4, 2, 0, "parent") && quota_refusals(p, 2, "parent: by its quota") &&
+	       tokens_near(b, 99, "b kept the refused") && tokens_near(p, 96, "parent's rate") &&
+	       quota_used_is(p, 4, "parent used");
+}
+
+static bool test_quota_units(void)
+{
+	struct pkt big, syn, ack;
+	__u32 b, c;
+
+	bps_frame400(&big);
+	tcp_frame(&syn, "10.18.0.1", TCP_SYN);
+	tcp_frame(&ack, "10.18.0.1", TCP_ACK);
+	return AGENT("q-bps", 1, 100000, AG_UNIT_BPS, NULL, "10.17.0.0/16", &b) &&
+	       set_quota("q-bps", false, 1000, AG_QW_30D) &&
+	       ASSERT_EQ(send_frames(&big, 3), 2, "1000 bytes: two 400-byte frames") &&
+	       quota_used_is(b, 800, "bytes counted") &&
+	       AGENT("q-conn", 1, 100, AG_UNIT_CONN, NULL, "10.18.0.0/16", &c) &&
+	       set_quota("q-conn", false, 2, AG_QW_DAY) &&
+	       ASSERT_EQ(send_frames(&syn, 3), 2, "two openings a day") &&
+	       ASSERT_EQ(send_frames(&ack, 3), 3, "the rest is not counted") &&
+	       quota_used_is(c, 2, "openings counted");
+}
+
+static bool test_quota_consume_charge(void)
+{
+	struct ag_consume_result res;
+	struct ag_quota_status q;
+	struct pkt f;
+	__u32 a;
+
+	udp_frame(&f, "10.19.0.1");
+	return AGENT("q-cons", 1, 100, AG_UNIT_PPS, NULL, "10.19.0.0/16", &a) &&
+	       set_quota("q-cons", false, 5, AG_QW_HOUR) &&
+	       ASSERT_OK(ag_consume(ctx, "q-cons", 5, &res), "five") &&
+	       ASSERT_TRUE(res.allowed && fabs(res.remaining) < 1e-9, "none left in the hour") &&
+	       ASSERT_OK(ag_consume(ctx, "q-cons", 1, &res), "one more") &&
+	       ASSERT_OK(ag_quota_status(ctx, a, &q), "status") &&
+	       ASSERT_TRUE(!res.allowed, "refused by the quota") &&
+	       ASSERT_TRUE(res.retry_after_ns > 0 && res.retry_after_ns <= 3600ULL * 1000000000ULL,
+			   "retry after: within the hour") &&
+	       ASSERT_TRUE(res.retry_after_ns + 1000000000ULL >= q.reset_in_ns &&
+				   res.retry_after_ns <= q.reset_in_ns + 1000000000ULL,
+			   "retry after: the window's end") &&
+	       tokens_near(a, 95, "the rate kept what the quota refused") &&
+	       ASSERT_EQ(send_frames(&f, 1), 0, "the NIC agrees") &&
+	       set_quota("q-cons", false, 10, AG_QW_HOUR) &&
+	       quota_used_is(a, 5, "a new limit keeps the count") &&
+	       ASSERT_OK(ag_charge(ctx, "q-cons", 15, 1000000000ULL, &res), "charge 15") &&
+	       quota_used_is(a, 20, "a charge counts past the limit") &&
+	       ASSERT_TRUE(res.remaining <= -10 + 1e-9, "ten over the quota") &&
+	       ASSERT_EQ(send_frames(&f, 1), 0, "over the quota: dropped") &&
+	       set_quota("q-cons", false, 10, AG_QW_DAY) &&
+	       quota_used_is(a, 0, "a new window length starts afresh");
+}
+
+static bool test_quota_checks(void)
+{
+	struct ag_agent_update big = { .fields = AG_SET_QUOTA, .quota = AG_QUOTA_MAX + 1,
+				       .quota_window = AG_QW_DAY };
+	struct ag_agent_update nowin = { .fields = AG_SET_QUOTA, .quota = 5,
+					 .quota_window = AG_QW_NONE };
+	struct ag_agent got;
+	__u32 a;
+
+	return AGENT("q-chk", 1, 10, AG_UNIT_PPS, NULL, NULL, &a) &&
+	       ASSERT_EQ(ag_agent_set(ctx, "q-chk", &big, NULL, NULL), -EINVAL, "too big") &&
+	       ASSERT_EQ(ag_agent_set(ctx, "q-chk", &nowin, NULL, NULL), -EINVAL, "no window") &&
+	       ASSERT_EQ(ag_agent_set(ctx, "q-new", &big, NULL, NULL), -EINVAL, "on create") &&
+	       ASSERT_EQ(ag_agent_get(ctx, "q-new", &got), -ENOENT, "nothing made") &&
+	       set_quota("q-chk", false, AG_QUOTA_MAX, AG_QW_30D) &&
+	       ASSERT_OK(ag_agent_get(ctx, "q-chk", &got), "get") &&
+	       ASSERT_TRUE(got.quota == AG_QUOTA_MAX && got.quota_window == AG_QW_30D, "read back") &&
+	       ASSERT_OK(ag_agent_delete(ctx, "q-chk"), "delete") &&
+	       AGENT("q-chk", 1, 10, AG_UNIT_PPS, NULL, NULL, &a) &&
+	       ASSERT_OK(ag_agent_get(ctx, "q-chk", &got), "get") &&
+	       ASSERT_EQ(got.quota, 0, "a slot used again starts without a quota");
+}
+
 static bool setup(void)
 {
 	struct ag_open_opts o = { .pin_root = testenv_pin_root("path"), .create = true,
 				  .max_agents = 128, .max_rules = 64 };
 
+	pin_root = o.pin_root;
 	return ASSERT_OK(ag_open(&o, &ctx), "open") && ASSERT_OK(ag_prog_load(ctx, &prog), "load");
 }
 
@@ -480,6 +664,15 @@ static const struct {
 	  test_consume_walks_path },
 	{ "charge: into debt, the NIC drops until paid back, bounded, parents charged",
 	  test_charge_debt },
+	{ "quota: three a day, the rate keeps what the quota refused; a new day (simulated) "
+	  "starts afresh",
+	  test_quota_day },
+	{ "quota: a parent's caps its children, reasons quota and parent", test_quota_parent },
+	{ "quota: bps counts bytes, conn counts openings", test_quota_units },
+	{ "quota: consume's retry after is the window's end; charges count past the limit",
+	  test_quota_consume_charge },
+	{ "quota: bad limits and windows refused; a slot used again has none",
+	  test_quota_checks },
 };
 
 int main(void)

@@ -196,6 +196,8 @@ import json, sys
 a = json.loads(sys.argv[1])
 for x in a:
     x.pop("tokens", None)
+    if x.get("quota"):
+        x["quota"].pop("resets_in_s", None)
 print(json.dumps({"agents": a, "rules": json.loads(sys.argv[2]),
                   "config": json.loads(sys.argv[3])}, sort_keys=True))' \
 		"$agents" "$rules" "$config" 2>/dev/null || echo "snapshot failed: $agents $rules $config"
@@ -544,7 +546,7 @@ t_traffic_limited() {
 		'd["stats"]["dropped_bytes"] == sum(a["dropped_bytes"] for a in d["list"])'
 }
 
-STAT_NAMES='["passed_packets", "passed_bytes", "dropped_packets", "dropped_bytes", "would_drop_packets", "would_drop_bytes", "parse_errors", "unclassified_passed", "unclassified_dropped", "non_ip", "fragment", "no_port", "dryrun_would_drop", "no_bucket", "cas_exhausted", "eth_truncated", "vlan_truncated", "vlan_too_deep", "ip_bad_version", "ipv4_truncated", "ipv4_bad_ihl", "ipv4_bad_totlen", "ipv6_truncated", "ipv6_ext_truncated", "ipv6_ext_chain", "l4_truncated", "fragment_orphan", "fragment_after_drop", "port_unknown_dropped", "parent_dropped", "refund_raced"]'
+STAT_NAMES='["passed_packets", "passed_bytes", "dropped_packets", "dropped_bytes", "would_drop_packets", "would_drop_bytes", "parse_errors", "unclassified_passed", "unclassified_dropped", "non_ip", "fragment", "no_port", "dryrun_would_drop", "no_bucket", "cas_exhausted", "eth_truncated", "vlan_truncated", "vlan_too_deep", "ip_bad_version", "ipv4_truncated", "ipv4_bad_ihl", "ipv4_bad_totlen", "ipv6_truncated", "ipv6_ext_truncated", "ipv6_ext_chain", "l4_truncated", "fragment_orphan", "fragment_after_drop", "port_unknown_dropped", "parent_dropped", "refund_raced", "quota_dropped"]'
 PARSE_ERRORS='["eth_truncated", "vlan_truncated", "vlan_too_deep", "ip_bad_version", "ipv4_truncated", "ipv4_bad_ihl", "ipv4_bad_totlen", "ipv6_truncated", "ipv6_ext_truncated", "ipv6_ext_chain", "l4_truncated"]'
 
 # stats_delta BEFORE EXPR...: checks over d = {name: after - before}, with
@@ -893,17 +895,17 @@ t_help() {
 	ag --help
 	expect_rc 0 || return 1
 	[[ "$OUT" == "Usage: agentgate [OPTIONS] OBJECT [VERB] [ARGS...]"* ]] &&
-		[[ "$OUT" == *"agentgate agent set NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [pin|unpin] [ttl T] [LIMIT V ...]"* ]] &&
+		[[ "$OUT" == *"agentgate agent set NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [quota N/W|none] [pin|unpin] [ttl T] [LIMIT V ...]"* ]] &&
 		[[ "$OUT" == *"agentgate rule add PREFIX [port P] agent NAME"* ]] &&
 		[[ "$OUT" == *"--pin-path DIR"* ]] || fail "--help lacks the synopsis" || return 1
 	ag agent help
 	expect_rc 0 || return 1
-	[[ "$OUT" == *"agentgate agent set NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [pin|unpin] [ttl T] [LIMIT V ...]"* ]] &&
+	[[ "$OUT" == *"agentgate agent set NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [quota N/W|none] [pin|unpin] [ttl T] [LIMIT V ...]"* ]] &&
 		[[ "$OUT" == *"agentgate agent list [--sort drops|rate|idle|name] [--limit N]"* ]] &&
 		[[ "$OUT" != *"agentgate rule add"* ]] || fail "'agent help' lacks the verbs" || return 1
 	ag agent set --help
 	expect_rc 0 || return 1
-	[ "$(head -n 1 <<<"$OUT")" = "Usage: agentgate agent set NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [pin|unpin] [ttl T] [LIMIT V ...]" ] ||
+	[ "$(head -n 1 <<<"$OUT")" = "Usage: agentgate agent set NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [quota N/W|none] [pin|unpin] [ttl T] [LIMIT V ...]" ] ||
 		fail "'agent set --help' lacks the synopsis" || return 1
 	ag --version
 	expect_rc 0 || return 1
@@ -1306,7 +1308,8 @@ t_parents() {
 	agok -j parent set pz-org rate 10 burst 2000 || return 1
 	jcheck 'd["name"] == "pz-org" and d["rate"] == 10 and d["burst"] == 2000' \
 		'd["unit"] == "pps" and d["parent"] is None and d["children"] == []' \
-		'd["created"] is True' 'd["refused"] == {"rate": 0, "parent": 0}' || return 1
+		'd["created"] is True' 'd["refused"] == {"rate": 0, "quota": 0, "parent": 0}' \
+		'd["quota"] is None' || return 1
 	agok -j parent set pz-team rate 500 unit conn parent pz-org || return 1
 	jcheck 'd["parent"] == "pz-org" and d["unit"] == "conn" and d["burst"] == 500' || return 1
 	agok -j agent set pz-bot rate 50 parent pz-team || return 1
@@ -1362,6 +1365,26 @@ t_parents() {
 	expect_rc 2 || return 1
 	ag agent charge pz-nobody 5
 	expect_err 1 "pz-nobody" || return 1
+	# Quotas: N per calendar window, shown with what is used and when it resets.
+	agok -j parent set pz-org quota 1e6/day || return 1
+	jcheck 'd["quota"]["limit"] == 1000000 and d["quota"]["window"] == "day"' \
+		'0 < d["quota"]["resets_in_s"] <= 86400' || return 1
+	agok -j agent set pz-bot quota 10k/hour || return 1
+	jcheck 'd["quota"]["limit"] == 10000 and d["quota"]["window"] == "hour"' \
+		'd["quota"]["used"] == 0 and d["quota"]["remaining"] == 10000' || return 1
+	before=$(snapshot "$P")
+	ag agent set pz-bot quota 5/week
+	expect_err 2 "week" || return 1
+	ag agent set pz-bot quota 0/day
+	expect_err 2 "quota none" || return 1
+	ag agent set pz-bot quota 1e14/day
+	expect_err 2 "out of range" || return 1
+	ag agent set pz-bot quota 500
+	expect_err 2 "N/hour" || return 1
+	after=$(snapshot "$P")
+	[ "$before" = "$after" ] || fail "a bad quota changed: $before -> $after" || return 1
+	agok -j agent set pz-bot quota none || return 1
+	jcheck 'd["quota"] is None' || return 1
 	# Unlinked, then everything removed.
 	agok -j agent set pz-bot parent none || return 1
 	jcheck 'd["parent"] is None' || return 1
@@ -1419,7 +1442,7 @@ TESTS=(
 	"t_table_top|top --count 1: columns as wide as their content, '4 agents' in the title"
 	"t_top_count|top's title: 'N agents, M shown (--limit M)' when --limit cuts; '1 agent'"
 	"t_top_count_terminal|top on a short terminal: 'N agents, M shown (terminal height)'"
-	"t_parents|parent set/show/list/del, agent set parent, kinds, cycles, rules refused; agent charge into bounded debt"
+	"t_parents|parent set/show/list/del, agent set parent and quota, kinds, cycles, rules, bad quotas refused; agent charge into bounded debt"
 )
 
 # A sanitizer report written during a case fails it.

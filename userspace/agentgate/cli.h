@@ -117,6 +117,8 @@ int do_parent_list(struct cli *cli, int argc, char **argv);
 int do_parent_del(struct cli *cli, int argc, char **argv);
 /* "parent P" (none: "none" or "") into u, for agent set and parent set. */
 int parse_parent_arg(struct cli *cli, const char *text, struct ag_agent_update *u);
+/* "quota N/hour|day|30d" or "none" into u. */
+int parse_quota_arg(struct cli *cli, const char *text, struct ag_agent_update *u);
 int do_rule_add(struct cli *cli, int argc, char **argv);
 int do_rule_del(struct cli *cli, int argc, char **argv);
 int do_rule_list(struct cli *cli, int argc, char **argv);
@@ -130,6 +132,7 @@ int do_stats(struct cli *cli, int argc, char **argv);
 struct agent_row {
 	struct ag_agent a;
 	char parent[AG_NAME_MAX + 1]; /* its parent's name, "" for none */
+	struct ag_quota_status quota; /* limit 0: none */
 	double tokens;
 	struct ag_counters c;
 	/* From agentgated, when it runs (agent.activity): idle seconds as of
@@ -137,8 +140,10 @@ struct agent_row {
 	long long idle_s, ttl;
 };
 int load_rows(struct cli *cli, struct agent_row **rows, size_t *n);
-/* row->parent from row->a.parent (cmd_parent.c). */
+/* row->parent and row->quota from row->a (cmd_parent.c). */
 void fill_parent_name(struct cli *cli, struct agent_row *row);
+void json_quota(struct jsonw *w, const struct agent_row *r);
+void print_quota_text(const struct agent_row *r);
 void json_agent(struct jsonw *w, const struct agent_row *r);
 void json_agent_fields(struct jsonw *w, const struct agent_row *r);
 void json_parent_counters(struct jsonw *w, const struct agent_row *r);

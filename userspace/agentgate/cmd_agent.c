@@ -263,6 +263,7 @@ static void show_text(const struct agent_row *r, const struct ag_rule *rules, si
 	       (unsigned long long)r->a.burst, r->tokens, r->a.pinned ? ", pinned" : "");
 	if (r->parent[0])
 		printf("  parent %s\n", r->parent);
+	print_quota_text(r);
 	printf("  passed %llu packets %llu bytes, dropped %llu packets %llu bytes",
 	       (unsigned long long)r->c.passed_packets, (unsigned long long)r->c.passed_bytes,
 	       (unsigned long long)r->c.dropped_packets, (unsigned long long)r->c.dropped_bytes);
@@ -431,6 +432,7 @@ static int parse_set_args(struct cli *cli, int argc, char **argv, struct ag_agen
 			      !strcmp(k, "burst")  ? AG_SET_BURST :
 			      !strcmp(k, "unit")   ? AG_SET_UNIT :
 			      !strcmp(k, "parent") ? AG_SET_PARENT :
+			      !strcmp(k, "quota")  ? AG_SET_QUOTA :
 			      !strcmp(k, "pin") || !strcmp(k, "unpin") ? AG_SET_PINNED :
 							      0;
 
@@ -447,6 +449,8 @@ static int parse_set_args(struct cli *cli, int argc, char **argv, struct ag_agen
 			return cli_usage(cli, "'%s' needs a value", k);
 		if (field == AG_SET_PARENT)
 			err = parse_parent_arg(cli, argv[++i], u);
+		else if (field == AG_SET_QUOTA)
+			err = parse_quota_arg(cli, argv[++i], u);
 		else if (field == AG_SET_RATE)
 			err = parse_rate(cli, argv[++i], &u->rate);
 		else if (field == AG_SET_BURST)
@@ -478,11 +482,11 @@ int do_agent_set(struct cli *cli, int argc, char **argv)
 		json_decref(inf);
 		return err;
 	}
-	/* The daemon keeps the policy; parent links are the maps' own
-	 * (docs/BUDGETS.md): set here, after the rest went to the daemon. */
+	/* The daemon keeps the policy; parent links and quotas are the maps'
+	 * own (docs/BUDGETS.md): set here, after the rest went to the daemon. */
 	link = u;
-	u.fields &= ~AG_SET_PARENT;
-	link.fields &= AG_SET_PARENT;
+	u.fields &= ~(AG_SET_PARENT | AG_SET_QUOTA);
+	link.fields &= AG_SET_PARENT | AG_SET_QUOTA;
 	if (route_agent_set(cli, argv[0], &u, ttl, json_object_size(inf) ? inf : NULL, &created,
 			    &code)) {
 		json_decref(inf);
@@ -500,6 +504,8 @@ int do_agent_set(struct cli *cli, int argc, char **argv)
 		json_decref(inf);
 		u.fields |= link.fields;
 		u.parent = link.parent;
+		u.quota = link.quota;
+		u.quota_window = link.quota_window;
 		err = ag_agent_set(cli->ctx, argv[0], &u, NULL, &created);
 		if (err)
 			return cli_lib_error(cli, err);

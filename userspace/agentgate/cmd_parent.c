@@ -23,6 +23,73 @@ void fill_parent_name(struct cli *cli, struct agent_row *row)
 	row->parent[0] = '\0';
 	if (row->a.parent && !ag_agent_get_slot(cli->ctx, row->a.parent - 1, &p))
 		memcpy(row->parent, p.name, sizeof(row->parent));
+	memset(&row->quota, 0, sizeof(row->quota));
+	if (row->a.quota)
+		ag_quota_status(cli->ctx, row->a.slot, &row->quota);
+}
+
+int parse_quota_arg(struct cli *cli, const char *text, struct ag_agent_update *u)
+{
+	char num[64], *end;
+	const char *slash = strchr(text, '/');
+	enum ag_quota_window w;
+	double x;
+	__u64 n;
+
+	u->fields |= AG_SET_QUOTA;
+	if (!strcmp(text, "none")) {
+		u->quota = 0;
+		u->quota_window = AG_QW_NONE;
+		return 0;
+	}
+	if (!slash || (size_t)(slash - text) >= sizeof(num))
+		return cli_error(cli, EXIT_USAGE, "invalid quota '%s' (N/hour, N/day, N/30d or none, "
+				 "e.g. 1e7/day)", text);
+	memcpy(num, text, (size_t)(slash - text));
+	num[slash - text] = '\0';
+	/* 1e7 as well as 10M: quotas are large round numbers. */
+	x = strtod(num, &end);
+	if (end != num && !*end && x >= 0 && x == floor(x) && x <= 1.8e19)
+		n = (__u64)x;
+	else if (parse_count(cli, "quota", num, &n))
+		return EXIT_USAGE;
+	if (!n)
+		return cli_error(cli, EXIT_USAGE,
+				 "a quota of 0 tokens: use 'quota none' to remove one");
+	if (ag_quota_window_parse(slash + 1, &w) || ag_quota_check(n, w))
+		return cli_error(cli, EXIT_USAGE, "%s", ag_errmsg());
+	u->quota = n;
+	u->quota_window = w;
+	return 0;
+}
+
+/* "quota": {"limit", "window", "used", "remaining", "resets_in_s"} or null. */
+void json_quota(struct jsonw *w, const struct agent_row *r)
+{
+	const struct ag_quota_status *q = &r->quota;
+
+	jsonw_name(w, "quota");
+	if (!q->limit) {
+		jsonw_null(w);
+		return;
+	}
+	jsonw_start_object(w);
+	jsonw_uint_field(w, "limit", q->limit);
+	jsonw_string_field(w, "window", ag_quota_window_name(q->window));
+	jsonw_uint_field(w, "used", q->used);
+	jsonw_double_field(w, "remaining", (double)q->limit - (double)q->used);
+	jsonw_uint_field(w, "resets_in_s", (q->reset_in_ns + 999999999ULL) / 1000000000ULL);
+	jsonw_end_object(w);
+}
+
+void print_quota_text(const struct agent_row *r)
+{
+	const struct ag_quota_status *q = &r->quota;
+
+	if (q->limit)
+		printf("  quota %llu/%s: %llu used, resets in %llus\n", (unsigned long long)q->limit,
+		       ag_quota_window_name(q->window), (unsigned long long)q->used,
+		       (unsigned long long)((q->reset_in_ns + 999999999ULL) / 1000000000ULL));
 }
 
 int parse_parent_arg(struct cli *cli, const char *text, struct ag_agent_update *u)
@@ -49,6 +116,7 @@ static int parse_parent_set(struct cli *cli, int argc, char **argv, struct ag_ag
 			      !strcmp(k, "burst")  ? AG_SET_BURST :
 			      !strcmp(k, "unit")   ? AG_SET_UNIT :
 			      !strcmp(k, "parent") ? AG_SET_PARENT :
+			      !strcmp(k, "quota")  ? AG_SET_QUOTA :
 						     0;
 
 		if (!field)
@@ -65,6 +133,8 @@ static int parse_parent_set(struct cli *cli, int argc, char **argv, struct ag_ag
 			      (ag_burst_check(u->burst) ? cli_lib_error(cli, -EINVAL) : 0);
 		else if (field == AG_SET_UNIT)
 			err = parse_unit(cli, argv[++i], &u->unit);
+		else if (field == AG_SET_QUOTA)
+			err = parse_quota_arg(cli, argv[++i], u);
 		else
 			err = parse_parent_arg(cli, argv[++i], u);
 	}
@@ -161,8 +231,10 @@ static void parent_json(struct cli *cli, const struct parent_view *v, int create
 	jsonw_name(w, "refused");
 	jsonw_start_object(w);
 	jsonw_uint_field(w, "rate", refused - v->r.parent_packets - v->r.quota_packets);
+	jsonw_uint_field(w, "quota", v->r.quota_packets);
 	jsonw_uint_field(w, "parent", v->r.parent_packets);
 	jsonw_end_object(w);
+	json_quota(w, r);
 	jsonw_uint_field(w, "created_ms", r->a.created_ns / 1000000);
 	if (created >= 0)
 		jsonw_bool_field(w, "created", created);
@@ -182,6 +254,7 @@ static void parent_text(const struct parent_view *v)
 	printf("  passed %llu packets, dropped %llu packets (%llu by a parent above)\n",
 	       (unsigned long long)r->c.passed_packets, (unsigned long long)r->c.dropped_packets,
 	       (unsigned long long)v->r.parent_packets);
+	print_quota_text(r);
 	printf("  children");
 	for (i = 0; i < v->n_children; i++)
 		printf(" %s", v->children[i]);

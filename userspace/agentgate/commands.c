@@ -60,8 +60,8 @@ const struct command commands[] = {
 	{ "agent", "show", "NAME", "show one agent",
 	  "The agent's limit, tokens now, counters and rules.", OPEN_READ, do_agent_show },
 	{ "agent", "set",
-	  "NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [pin|unpin] [ttl T] "
-	  "[LIMIT V ...]",
+	  "NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [quota N/W|none] "
+	  "[pin|unpin] [ttl T] [LIMIT V ...]",
 	  "create or change an agent",
 	  "Creates the agent when it does not exist (defaults: rate 100, burst one second of "
 	  "rate, unit pps; a bps burst holds at least one 1518-byte frame), otherwise changes "
@@ -70,7 +70,10 @@ const struct command commands[] = {
 	  "the agent's other packets cost nothing), a decimal "
 	  "number with an optional k, M or G suffix; B is tokens. parent P puts the agent under "
 	  "parent bucket P (agentgate parent set): its packets then pass only when P and every "
-	  "parent above P admit them too; none takes it out. A new unit without a burst "
+	  "parent above P admit them too; none takes it out. quota N/W adds a long-window "
+	  "quota beside the rate: N tokens (the agent's unit) per calendar hour, day or 30d "
+	  "(W), on the TAI clock, e.g. quota 1e7/day; what it refuses costs the rate nothing; "
+	  "none removes it. A new unit without a burst "
 	  "takes that unit's default burst. Tokens in the bucket are kept across a change, "
 	  "capped at the new burst. pin marks the rate as set by an "
 	  "operator, so ratings do not move it; unpin hands it back to the policy. ttl sets "
@@ -111,21 +114,24 @@ const struct command commands[] = {
 	  "consume refuses. Prints what is left (negative: the debt) and when one token will "
 	  "be admitted again (JSON: name, charged, remaining, retry_after_ms).",
 	  OPEN_WRITE, do_agent_charge },
-	{ "parent", "set", "NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none]",
+	{ "parent", "set",
+	  "NAME [rate R] [burst B] [unit pps|bps|conn] [parent P|none] [quota N/W|none]",
 	  "create or change a parent bucket",
 	  "A parent is a bucket that agents (and other parents) share: a customer, a team. A "
 	  "packet passes only if its agent's bucket and every parent above it admit it, and a "
 	  "packet refused anywhere costs nothing anywhere. Up to 4 buckets on a path (an "
 	  "agent and 3 parents: org, team, sub-team). R, B and the units are as for agent set "
 	  "(defaults: rate 100, burst one second); ratings never move a parent's rate. parent "
-	  "P puts it under another parent (no cycles). Parents and agents share one name "
+	  "P puts it under another parent (no cycles); quota N/W caps what all its agents "
+	  "take in a calendar window (as for agent set). Parents and agents share one name "
 	  "space and the slots of --max-agents; no rule points at a parent. Parent links live "
 	  "in the maps, written here whether or not agentgated runs.",
 	  OPEN_WRITE, do_parent_set },
 	{ "parent", "show", "NAME", "show one parent bucket",
-	  "Its limit, tokens now, parent, children, counters (packets of its agents that "
-	  "reached it) and refusals by reason: its own rate, or a parent above it (JSON "
-	  "\"refused\": {\"rate\", \"parent\"}).",
+	  "Its limit, tokens now, parent, children, quota (JSON \"quota\": {\"limit\", "
+	  "\"window\", \"used\", \"remaining\", \"resets_in_s\"} or null), counters "
+	  "(packets of its agents that reached it) and refusals by reason: its own rate, its "
+	  "quota, or a parent above it (JSON \"refused\": {\"rate\", \"quota\", \"parent\"}).",
 	  OPEN_READ, do_parent_show },
 	{ "parent", "list", "", "list parent buckets",
 	  "Every parent, by name, as parent show prints it (JSON: an array).", OPEN_READ,

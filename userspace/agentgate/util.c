@@ -180,6 +180,7 @@ void json_agent_fields(struct jsonw *w, const struct agent_row *r)
 	jsonw_double_field(w, "tokens", floor(r->tokens * 1000) / 1000);
 	jsonw_bool_field(w, "pinned", r->a.pinned);
 	json_parent_counters(w, r);
+	json_quota(w, r);
 	jsonw_uint_field(w, "created_ms", r->a.created_ns / 1000000);
 	if (r->idle_s >= 0) {
 		jsonw_uint_field(w, "idle_s", (__u64)r->idle_s);

@@ -61,6 +61,8 @@ struct ag_agent {
 	bool pinned;
 	bool is_parent;   /* a parent bucket (ag_parent_set), not an agent */
 	__u32 parent;     /* its parent's slot + 1; 0: none */
+	__u64 quota;      /* tokens per quota window; 0: no quota */
+	enum ag_quota_window quota_window;
 	__u64 created_ns; /* CLOCK_REALTIME */
 };
 
@@ -70,6 +72,7 @@ enum ag_update_fields {
 	AG_SET_UNIT = 1u << 2,
 	AG_SET_PINNED = 1u << 3,
 	AG_SET_PARENT = 1u << 4,
+	AG_SET_QUOTA = 1u << 5,
 };
 
 struct ag_agent_update {
@@ -79,6 +82,8 @@ struct ag_agent_update {
 	enum ag_unit unit;
 	bool pinned;
 	const char *parent; /* AG_SET_PARENT: a parent's name; NULL or "": none */
+	__u64 quota;        /* AG_SET_QUOTA: tokens per window, 0: none */
+	enum ag_quota_window quota_window;
 };
 
 /* Defaults for fields a creating ag_agent_set() does not name. */
@@ -131,6 +136,24 @@ int ag_parent_delete(struct ag_ctx *ctx, const char *name);
 int ag_parent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n);
 int ag_parent_foreach(struct ag_ctx *ctx, int (*fn)(void *arg, const struct ag_agent *a),
 		      void *arg);
+/*
+ * Long-window quotas (docs/BUDGETS.md, "Quotas"): AG_SET_QUOTA gives an
+ * agent or a parent N tokens (its unit) per calendar hour, day or 30 days
+ * beside its rate, on the TAI clock; 0 removes it. A packet or consume the
+ * quota refuses takes nothing anywhere; consume's retry_after is then the
+ * window's end. A new window length starts its count afresh.
+ */
+int ag_quota_check(__u64 limit, enum ag_quota_window window);
+const char *ag_quota_window_name(enum ag_quota_window w);
+int ag_quota_window_parse(const char *text, enum ag_quota_window *w);
+struct ag_quota_status {
+	__u64 limit;            /* 0: no quota */
+	enum ag_quota_window window;
+	__u64 used;             /* in the current window (may pass limit after a charge) */
+	__u64 reset_in_ns;      /* until the current window ends */
+};
+int ag_quota_status(struct ag_ctx *ctx, __u32 slot, struct ag_quota_status *out);
+
 /* The path from slot up: slots[0] = slot, then its parents; *n buckets. */
 int ag_bucket_path(struct ag_ctx *ctx, __u32 slot, __u32 slots[AG_PATH_MAX], int *n);
 /* All agents (not parents), sorted by slot; free(*out). */

@@ -62,7 +62,8 @@ static void info_name(const struct ag_agent_info *info, char out[AG_NAME_MAX + 1
 	out[AG_NAME_MAX] = '\0';
 }
 
-static void info_to_agent(const struct ag_agent_info *info, struct ag_agent *a)
+static void info_to_agent(struct ag_ctx *ctx, const struct ag_agent_info *info,
+			  struct ag_agent *a)
 {
 	memset(a, 0, sizeof(*a));
 	info_name(info, a->name);
@@ -74,6 +75,7 @@ static void info_to_agent(const struct ag_agent_info *info, struct ag_agent *a)
 	a->is_parent = info->flags & AG_AGENT_PARENT;
 	a->parent = info->parent;
 	a->created_ns = info->created_ns;
+	ag_quota_get(ctx, info->slot, &a->quota, &a->quota_window);
 }
 
 static int index_lookup(struct ag_ctx *ctx, const char *name, __u32 *slot)
@@ -246,7 +248,7 @@ int ag_agent_get(struct ag_ctx *ctx, const char *name, struct ag_agent *out)
 	if (!err)
 		err = lookup_agent(ctx, name, &info);
 	if (!err)
-		info_to_agent(&info, out);
+		info_to_agent(ctx, &info, out);
 	return err;
 }
 
@@ -256,7 +258,7 @@ int ag_agent_get_slot(struct ag_ctx *ctx, __u32 slot, struct ag_agent *out)
 	int err = info_lookup(ctx, slot, &info);
 
 	if (!err)
-		info_to_agent(&info, out);
+		info_to_agent(ctx, &info, out);
 	return err;
 }
 
@@ -367,11 +369,15 @@ static int create_agent(struct ag_ctx *ctx, const char *name, const struct ag_ag
 		err = ag_bucket_configure(ctx, info->slot, &p, info->unit);
 	if (!err)
 		err = ag_parent_link(ctx, info->slot, info->parent);
+	if (!err)
+		err = ag_quota_set(ctx, info->slot, u->fields & AG_SET_QUOTA ? u->quota : 0,
+				   u->quota_window);
 	name_key(name, &key);
 	if (!err && bpf_map_update_elem(ctx->fds[AG_M_INDEX], &key, &info->slot, BPF_NOEXIST))
 		err = ag_err(errno, "cannot index agent '%s': %s", name, strerror(errno));
 	if (err) { /* roll back the claim, leave nothing half-made */
 		if (ag_bucket_disable(ctx, info->slot) || ag_parent_link(ctx, info->slot, 0) ||
+		    ag_quota_set(ctx, info->slot, 0, AG_QW_NONE) ||
 		    (bpf_map_delete_elem(ctx->fds[AG_M_NAMES], &info->slot) && errno != ENOENT))
 			return err; /* journal stays set: the next locker repairs */
 		goto out;
@@ -426,6 +432,8 @@ static int update_agent(struct ag_ctx *ctx, struct ag_agent_info *info,
 	err = limit_changes ? ag_bucket_configure(ctx, info->slot, &p, next.unit) : 0;
 	if (!err && link_changes)
 		err = ag_parent_link(ctx, info->slot, next.parent);
+	if (!err && (u->fields & AG_SET_QUOTA))
+		err = ag_quota_set(ctx, info->slot, u->quota, u->quota_window);
 	if (err) { /* put the record back; if that fails too, the journal stays */
 		if (bpf_map_update_elem(ctx->fds[AG_M_NAMES], &info->slot, info, BPF_EXIST))
 			return err;
@@ -445,8 +453,11 @@ static int check_update(const struct ag_agent_update *u, bool parent)
 {
 	int err = 0;
 
-	if (u->fields & ~(AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT | AG_SET_PINNED | AG_SET_PARENT))
+	if (u->fields & ~(AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT | AG_SET_PINNED | AG_SET_PARENT |
+			  AG_SET_QUOTA))
 		return ag_err(EINVAL, "unknown update fields 0x%x", u->fields);
+	if ((u->fields & AG_SET_QUOTA) && (err = ag_quota_check(u->quota, u->quota_window)))
+		return err;
 	if (parent && (u->fields & AG_SET_PINNED))
 		return ag_err(EINVAL, "a parent's rate is the operator's: it has no 'pinned'");
 	if (u->fields & AG_SET_UNIT)
@@ -523,6 +534,8 @@ static int remove_slot(struct ag_ctx *ctx, __u32 slot, const char *name, bool dr
 	err = ag_bucket_disable(ctx, slot);
 	if (!err)
 		err = ag_parent_link(ctx, slot, 0);
+	if (!err)
+		err = ag_quota_set(ctx, slot, 0, AG_QW_NONE);
 	if (!err)
 		err = ag_rules_drop_slot(ctx, slot);
 	if (err)
@@ -682,7 +695,7 @@ static int visit_agent(void *arg, __u32 slot, const struct ag_agent_info *info)
 		return 0; /* corrupt entry: never index anything by it */
 	if (!!(info->flags & AG_AGENT_PARENT) != f->parents)
 		return 0;
-	info_to_agent(info, &a);
+	info_to_agent(f->ctx, info, &a);
 	return f->fn(f->arg, &a);
 }
 

@@ -292,19 +292,21 @@ static int consume_one(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
 
 
 /*
- * Consume along a path (abi.h, "Parent buckets"), as the datapath judges
- * a packet: every bucket is looked at first, on one reading of the clock,
- * so that a refusal anywhere writes nothing; then each admits by
- * compare-and-swap, the agent's first, and one that refuses then (another
- * consumer or CPU took what the first look saw) has the admissions below
- * it taken back: exactly, unless the word has moved since (then the
- * admission stays: never more than the bound).
+ * Consume along a path (abi.h, "Parent buckets", "Long-window quotas"), as
+ * the datapath judges a packet: every rate and quota on the path is looked
+ * at first, on one reading of each clock, so that a refusal anywhere writes
+ * nothing; then each admits by compare-and-swap, the agent's first, and one
+ * that refuses then (another consumer or CPU took what the first look saw)
+ * has the admissions before it taken back: a quota's exactly, a rate's
+ * unless its word has moved since (then the admission stays: never more
+ * than the bound).
  */
 struct step {
 	struct view v;
 	__u64 cost;
 	__u64 prev, word; /* the swap: what it replaced, what it wrote; word 0: none */
 	bool none;        /* a parent without a limit (being deleted): passes */
+	struct ag_quota_step q;
 };
 
 static void take_back(struct ag_ctx *ctx, const __u32 *slots, struct step *st, int n)
@@ -314,10 +316,12 @@ static void take_back(struct ag_ctx *ctx, const __u32 *slots, struct step *st, i
 	for (i = n - 1; i >= 0; i--) {
 		__u64 expect = st[i].word;
 
+		ag_quota_give_back(ctx, slots[i], &st[i].q);
 		if (expect)
 			atomic_compare_exchange_strong_explicit(
 				ag_tat_word(&ctx->buckets[slots[i]]), &expect, st[i].prev,
 				memory_order_acq_rel, memory_order_acquire);
+		st[i].word = 0;
 	}
 }
 
@@ -340,6 +344,13 @@ static void path_result(const struct step *st, int n, bool allowed, __u64 tokens
 		left = ticks_to_tokens(ag_gcra_headroom(tat, v->now, v->p.tau), v->p.interval);
 		if (left < res->remaining)
 			res->remaining = left;
+		if (st[i].q.on) {
+			ag_quota_state(&st[i].q, &left, &wait);
+			if (left < res->remaining)
+				res->remaining = left;
+			if (!allowed && left < (double)tokens && wait > res->retry_after_ns)
+				res->retry_after_ns = wait; /* the window's end */
+		}
 		if (allowed)
 			continue;
 		wait = ticks_to_ns_ceil(ag_gcra_wait(v->tat, v->now, tokens * v->p.interval,
@@ -352,13 +363,14 @@ static void path_result(const struct step *st, int n, bool allowed, __u64 tokens
 
 /* Look at bucket i of the path: 1 admits, 0 refuses, negative: error. */
 static int path_look(struct ag_ctx *ctx, __u32 slot, int i, __u64 tokens, __u64 now_ns,
-		     struct step *st)
+		     __u64 tai_ns, struct step *st)
 {
 	__u64 new_tat;
 	int err = load_view(ctx, slot, now_ns, &st->v);
 
 	st->word = 0;
 	st->none = false;
+	memset(&st->q, 0, sizeof(st->q));
 	if (err == -ENOENT && i > 0) { /* a parent mid-delete limits nothing */
 		st->none = true;
 		return 1;
@@ -371,21 +383,45 @@ static int path_look(struct ag_ctx *ctx, __u32 slot, int i, __u64 tokens, __u64 
 			      (unsigned long long)(st->v.p.tau / st->v.p.interval),
 			      i ? " of a parent above" : "");
 	st->cost = tokens * st->v.p.interval;
-	return ag_gcra_admit(st->v.tat, st->v.now, st->cost, st->v.p.tau, &new_tat);
+	return ag_gcra_admit(st->v.tat, st->v.now, st->cost, st->v.p.tau, &new_tat) &&
+	       ag_quota_look(ctx, slot, tokens, tai_ns, &st->q);
+}
+
+/* Round two for bucket i: its rate, then its quota. 1 taken, 0 refused. */
+static int path_take(struct ag_ctx *ctx, __u32 slot, __u64 tokens, __u64 now_ns,
+		     struct step *st)
+{
+	__u64 new_tat;
+
+	while (!st->none) {
+		if (!ag_gcra_admit(st->v.tat, st->v.now, st->cost, st->v.p.tau, &new_tat))
+			return 0;
+		if (store_tat(ctx, slot, st->v.word, new_tat)) {
+			st->prev = st->v.word;
+			st->word = (st->v.word & AG_TAT_SEL) | new_tat;
+			return ag_quota_take(ctx, slot, &st->q);
+		}
+		/* Moved meanwhile: the same clock, the word afresh. */
+		if (load_view(ctx, slot, now_ns, &st->v) ||
+		    tokens > st->v.p.tau / st->v.p.interval)
+			return 0;
+		st->cost = tokens * st->v.p.interval;
+	}
+	return 1;
 }
 
 static int consume_path(struct ag_ctx *ctx, const __u32 *slots, int n, __u64 tokens,
 			struct ag_consume_result *res)
 {
 	struct step st[AG_PATH_MAX];
-	int i, ok, err;
+	int i, ok;
 
 again:
 	{
-		__u64 now_ns = ag_now_ns();
+		__u64 now_ns = ag_now_ns(), tai_ns = ag_tai_ns();
 
 		for (i = 0; i < n; i++) {
-			ok = path_look(ctx, slots[i], i, tokens, now_ns, &st[i]);
+			ok = path_look(ctx, slots[i], i, tokens, now_ns, tai_ns, &st[i]);
 			if (ok < 0)
 				return ok;
 			if (ok)
@@ -398,36 +434,22 @@ again:
 			return 0;
 		}
 		for (i = 0; i < n; i++) {
-			__u64 new_tat;
-
-			while (!st[i].none) {
-				if (!ag_gcra_admit(st[i].v.tat, st[i].v.now, st[i].cost,
-						   st[i].v.p.tau, &new_tat)) {
-					take_back(ctx, slots, st, i);
-					path_result(st, n, false, tokens, res);
-					return 0;
-				}
-				if (store_tat(ctx, slots[i], st[i].v.word, new_tat)) {
-					st[i].prev = st[i].v.word;
-					st[i].word = (st[i].v.word & AG_TAT_SEL) | new_tat;
-					break;
-				}
-				/* Moved meanwhile: the same clock, the word afresh. */
-				err = load_view(ctx, slots[i], now_ns, &st[i].v);
-				if (err) {
-					take_back(ctx, slots, st, i);
-					return err;
-				}
-				if (tokens > st[i].v.p.tau / st[i].v.p.interval) {
-					take_back(ctx, slots, st, i);
-					goto again;
-				}
-				st[i].cost = tokens * st[i].v.p.interval;
-			}
+			if (path_take(ctx, slots[i], tokens, now_ns, &st[i]))
+				continue;
+			take_back(ctx, slots, st, i + 1);
+			path_result(st, n, false, tokens, res);
+			return 0;
 		}
 	}
 	path_result(st, n, true, tokens, res);
 	return 0;
+}
+
+static bool has_quota(struct ag_ctx *ctx, __u32 slot)
+{
+	return ctx->budgets && slot < ctx->max_agents &&
+	       atomic_load_explicit(ag_atomic_word(&ctx->budgets[slot].quota_conf),
+				    memory_order_acquire);
 }
 
 int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
@@ -442,8 +464,8 @@ int ag_bucket_consume(struct ag_ctx *ctx, __u32 slot, __u64 tokens,
 	if (err)
 		return err;
 	memset(res, 0, sizeof(*res));
-	return n == 1 ? consume_one(ctx, slot, tokens, res) :
-			consume_path(ctx, slots, n, tokens, res);
+	return n == 1 && !has_quota(ctx, slot) ? consume_one(ctx, slot, tokens, res) :
+						 consume_path(ctx, slots, n, tokens, res);
 }
 
 /*
@@ -462,6 +484,7 @@ static int charge_one(struct ag_ctx *ctx, __u32 slot, __u64 tokens, __u64 max_de
 		unsigned __int128 want;
 		__u64 base, limit, new_tat;
 
+		memset(&st->q, 0, sizeof(st->q));
 		err = load_view(ctx, slot, ag_now_ns(), &st->v);
 		st->none = err == -ENOENT && parent;
 		st->word = 0;
@@ -476,12 +499,14 @@ static int charge_one(struct ag_ctx *ctx, __u32 slot, __u64 tokens, __u64 max_de
 		want = (unsigned __int128)base + (unsigned __int128)tokens * st->v.p.interval;
 		new_tat = want > limit ? limit : (__u64)want;
 		if (new_tat <= st->v.tat) /* in as much debt as allowed already */
-			return 0;
+			break;
 		if (store_tat(ctx, slot, st->v.word, new_tat)) {
 			st->word = (st->v.word & AG_TAT_SEL) | new_tat;
-			return 0;
+			break;
 		}
 	}
+	ag_quota_add(ctx, slot, tokens, ag_tai_ns(), &st->q); /* counted, whatever the limit */
+	return 0;
 }
 
 int ag_bucket_charge(struct ag_ctx *ctx, __u32 slot, __u64 tokens, __u64 max_debt_ns,
@@ -508,6 +533,15 @@ int ag_bucket_charge(struct ag_ctx *ctx, __u32 slot, __u64 tokens, __u64 max_deb
 
 		if (st[i].none)
 			continue;
+		if (st[i].q.on) {
+			__u64 reset;
+
+			ag_quota_state(&st[i].q, &left, &reset);
+			if (left < res->remaining)
+				res->remaining = left;
+			if (left < 1 && reset > res->retry_after_ns)
+				res->retry_after_ns = reset;
+		}
 		/* Below empty: a negative level, the debt. */
 		left = tat > v->now + v->p.tau ?
 			       -ticks_to_tokens(tat - v->now - v->p.tau, v->p.interval) :

@@ -45,9 +45,9 @@ struct ag_ctx {
 	int fds[AG_M__COUNT];
 	struct ag_bucket *buckets; /* mmap of ag_buckets */
 	size_t mmap_len;
-	_Atomic __u64 *parents;    /* mmap of ag_parents; NULL: not pinned (older pins)
+	struct ag_budget *budgets; /* mmap of ag_budgets; NULL: not pinned (older pins)
 				    * or read-only without write access */
-	size_t parents_len;
+	size_t budgets_len;
 	struct ag_probes *probes;  /* mmap of ag_probes; NULL when read-only */
 	size_t probes_len;
 	enum ag_prefix_index prefix_index;
@@ -104,6 +104,8 @@ int ag_walk_names(struct ag_ctx *ctx,
 
 /* Parents (parents.c). ag_parent_up(): slot's parent slot + 1, 0: none. */
 __u64 ag_parent_up(struct ag_ctx *ctx, __u32 slot);
+/* -ENOENT: pins that predate ag_budgets (parents and quotas need it). */
+int ag_budgets_missing(struct ag_ctx *ctx);
 /* The datapath's link of slot set to up (writers hold the lock). */
 int ag_parent_link(struct ag_ctx *ctx, __u32 slot, __u64 up);
 /* The slot + 1 of the parent named for the bucket in slot (self: its slot,
@@ -114,8 +116,36 @@ int ag_parent_resolve(struct ag_ctx *ctx, const char *parent, __u32 self, bool s
 		      __u32 *up);
 /* How many buckets name slot as their parent. */
 int ag_parent_children(struct ag_ctx *ctx, __u32 slot, size_t *n);
+/* Quotas (budgets.c): one bucket's quota as a path step sees it. */
+struct ag_quota_step {
+	bool on;          /* the bucket has a quota */
+	__u64 limit, window_ns, idx, tokens, tai_ns;
+	__u64 seen;       /* the count word last read */
+	__u64 taken;      /* the word our swap wrote; 0: nothing taken */
+};
+__u64 ag_tai_ns(void);
+/* 1: tokens fit in the window (or no quota), 0: they do not. */
+int ag_quota_look(struct ag_ctx *ctx, __u32 slot, __u64 tokens, __u64 tai_ns,
+		  struct ag_quota_step *q);
+/* Count them by swap: 1 done (or nothing to do), 0 no longer fit. */
+int ag_quota_take(struct ag_ctx *ctx, __u32 slot, struct ag_quota_step *q);
+void ag_quota_give_back(struct ag_ctx *ctx, __u32 slot, struct ag_quota_step *q);
+/* Count them whatever the limit (a charge). */
+void ag_quota_add(struct ag_ctx *ctx, __u32 slot, __u64 tokens, __u64 tai_ns,
+		  struct ag_quota_step *q);
+/* What is left in the window (negative: over it) and when it ends. */
+void ag_quota_state(const struct ag_quota_step *q, double *remaining, __u64 *reset_in_ns);
+/* The quota word set (writers hold the lock); 0: none. */
+int ag_quota_set(struct ag_ctx *ctx, __u32 slot, __u64 limit, enum ag_quota_window window);
+void ag_quota_get(struct ag_ctx *ctx, __u32 slot, __u64 *limit, enum ag_quota_window *window);
 /* ag_refusals of slot zeroed (a new bucket's). */
 int ag_refusals_zero(struct ag_ctx *ctx, __u32 slot);
+
+/* A word the datapath and other processes change through the mmap. */
+static inline _Atomic __u64 *ag_atomic_word(__u64 *w)
+{
+	return (_Atomic __u64 *)w;
+}
 
 static inline _Atomic __u64 *ag_tat_word(struct ag_bucket *b)
 {

@@ -221,12 +221,12 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 			continue;
 		}
 		/* Maps that pins of an older version lack: ag_frags and
-		 * ag_next only the datapath uses; without ag_parents no bucket
-		 * has a parent, without ag_refusals none refused for a
+		 * ag_next only the datapath uses; without ag_budgets no bucket
+		 * has a parent or a quota, without ag_refusals none refused for a
 		 * parent. They serve every other purpose, and whoever loads a
 		 * program on them (attach, agentgated) creates them. */
 		if (ctx->fds[i] < 0 && errno == ENOENT &&
-		    (i == AG_M_FRAGS || i == AG_M_NEXT || i == AG_M_PARENTS || i == AG_M_REFUSALS))
+		    (i == AG_M_FRAGS || i == AG_M_NEXT || i == AG_M_BUDGETS || i == AG_M_REFUSALS))
 			continue;
 		if (ctx->fds[i] < 0) {
 			err = errno;
@@ -432,17 +432,18 @@ static int map_buckets(struct ag_ctx *ctx)
 	return err;
 }
 
-/* Each bucket's parent link, mapped like the buckets (read on every
- * consume); absent in pins of an older version, whose buckets have none. */
-static int map_parents(struct ag_ctx *ctx)
+/* Each bucket's parent link and quota, mapped like the buckets (read on
+ * every consume); absent in pins of an older version, whose buckets have
+ * neither. */
+static int map_budgets(struct ag_ctx *ctx)
 {
 	void *p = NULL;
 	int err;
 
-	if (ctx->fds[AG_M_PARENTS] < 0)
+	if (ctx->fds[AG_M_BUDGETS] < 0)
 		return 0;
-	err = map_array(ctx, AG_M_PARENTS, sizeof(__u64), &p, &ctx->parents_len);
-	ctx->parents = p;
+	err = map_array(ctx, AG_M_BUDGETS, sizeof(struct ag_budget), &p, &ctx->budgets_len);
+	ctx->budgets = p;
 	return err;
 }
 
@@ -529,7 +530,7 @@ int ag_open(const struct ag_open_opts *opts, struct ag_ctx **out)
 		goto cleanup;
 	err = map_buckets(ctx);
 	if (!err)
-		err = map_parents(ctx);
+		err = map_budgets(ctx);
 	if (!err)
 		err = map_probes(ctx);
 	if (err)
@@ -553,8 +554,8 @@ void ag_close(struct ag_ctx *ctx)
 		munmap(ctx->buckets, ctx->mmap_len);
 	if (ctx->probes)
 		munmap(ctx->probes, ctx->probes_len);
-	if (ctx->parents)
-		munmap(ctx->parents, ctx->parents_len);
+	if (ctx->budgets)
+		munmap(ctx->budgets, ctx->budgets_len);
 	ag_slot_cache_free(ctx->slot_cache);
 	for (i = 0; i < AG_M__COUNT; i++)
 		if (ctx->fds[i] >= 0)
