@@ -639,29 +639,45 @@ static __always_inline enum ag_verdict look_bucket(struct ag_level *l, struct ag
 	return (*(volatile __u64 *)&b->tat ^ w) & AG_TAT_SEL ? AG_V_PASS : AG_V_DROP;
 }
 
+/* A level's quota, when it has one that counts this packet: its budget,
+ * limit, the window's index on the TAI clock (*tai_ns read on first need)
+ * and the packet's tokens in the bucket's unit. NULL: nothing to count. */
+static __always_inline struct ag_budget *quota_of(struct ag_level *l, struct ag_pkt *pk,
+						  __u64 *tai_ns, __u64 *limit, __u64 *idx,
+						  __u64 *tokens)
+{
+	struct ag_budget *bd;
+	__u64 conf, wns;
+
+	l->qword = 0;
+	if (!l->has_quota)
+		return NULL;
+	bd = bpf_map_lookup_elem(&ag_budgets, &l->slot);
+	if (!bd)
+		return NULL;
+	conf = *(volatile __u64 *)&bd->quota_conf;
+	*limit = AG_QUOTA_LIMIT(conf);
+	wns = ag_quota_window_ns(AG_QUOTA_WINDOW(conf));
+	*tokens = pkt_cost(pk, l->unit, 1);
+	if (!*limit || !wns || !*tokens)
+		return NULL;
+	if (!*tai_ns)
+		*tai_ns = bpf_ktime_get_tai_ns();
+	*idx = ag_quota_index(*tai_ns, wns);
+	return bd;
+}
+
 /* A bucket's quota, in its unit, at the TAI clock (*tai_ns read on first
  * need); commit: count by swap (else look only). */
 static __always_inline enum ag_verdict judge_quota(struct ag_level *l, struct ag_pkt *pk,
 						   __u64 *tai_ns, int commit)
 {
-	struct ag_budget *bd = l->has_quota ? bpf_map_lookup_elem(&ag_budgets, &l->slot) : NULL;
-	__u64 conf, limit, wns, idx, w, nw, seen, tokens;
+	__u64 limit, idx, w, nw, seen, tokens;
+	struct ag_budget *bd = quota_of(l, pk, tai_ns, &limit, &idx, &tokens);
 	int i;
 
-	l->qword = 0;
-	if (!l->has_quota || !bd)
+	if (!bd)
 		return AG_V_PASS;
-	conf = *(volatile __u64 *)&bd->quota_conf;
-	limit = AG_QUOTA_LIMIT(conf);
-	wns = ag_quota_window_ns(AG_QUOTA_WINDOW(conf));
-	if (!limit || !wns)
-		return AG_V_PASS;
-	tokens = pkt_cost(pk, l->unit, 1);
-	if (!tokens)
-		return AG_V_PASS;
-	if (!*tai_ns)
-		*tai_ns = bpf_ktime_get_tai_ns();
-	idx = ag_quota_index(*tai_ns, wns);
 	w = *(volatile __u64 *)&bd->quota_used;
 	for (i = 0; i < AG_CAS_TRIES; i++) {
 		if (!ag_quota_admit(w, idx, tokens, limit, &nw))
@@ -721,24 +737,12 @@ __noinline int ag_take_back(struct ag_level *l)
 static __always_inline enum ag_verdict look_quota(struct ag_level *l, struct ag_pkt *pk,
 						  __u64 *tai_ns)
 {
-	struct ag_budget *bd = l->has_quota ? bpf_map_lookup_elem(&ag_budgets, &l->slot) : NULL;
-	__u64 conf, limit, wns, tokens, nw;
+	__u64 limit, idx, tokens, nw;
+	struct ag_budget *bd = quota_of(l, pk, tai_ns, &limit, &idx, &tokens);
 
-	l->qword = 0;
-	if (!l->has_quota || !bd)
+	if (!bd)
 		return AG_V_PASS;
-	conf = *(volatile __u64 *)&bd->quota_conf;
-	limit = AG_QUOTA_LIMIT(conf);
-	wns = ag_quota_window_ns(AG_QUOTA_WINDOW(conf));
-	if (!limit || !wns)
-		return AG_V_PASS;
-	tokens = pkt_cost(pk, l->unit, 1);
-	if (!tokens)
-		return AG_V_PASS;
-	if (!*tai_ns)
-		*tai_ns = bpf_ktime_get_tai_ns();
-	return ag_quota_admit(*(volatile __u64 *)&bd->quota_used, ag_quota_index(*tai_ns, wns),
-			      tokens, limit, &nw) ?
+	return ag_quota_admit(*(volatile __u64 *)&bd->quota_used, idx, tokens, limit, &nw) ?
 		       AG_V_PASS :
 		       AG_V_DROP;
 }
