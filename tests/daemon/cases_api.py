@@ -7,6 +7,7 @@ import time
 
 from agtest import case, check, expect, expect_agent, expect_error, expect_no_agent, jcheck
 from agtest.api import recv_all
+from agtest.prom import promtool_check
 from fixtures import api  # noqa: F401  (the fixture, by name)
 
 
@@ -257,6 +258,60 @@ def t_consume(api):
     expect_error(c.post("/v1/agents/co1/consume", {"tokens": 6}), 400, "bad_request", "burst")
     expect_error(c.post("/v1/agents/co-nobody/consume", {"tokens": 1}), 404, "not_found",
                  "co-nobody")
+
+
+@case("charge: into debt bounded by --charge-max-debt (60 s), consume refused until paid; "
+      "through a parent and its quota set by the CLI beside agentgated; bad bodies 400, "
+      "unknown agent 404")
+def t_charge(api):
+    c = api.api
+    expect(put_agent(api, "ch1", {"rate": 10, "burst": 20, "pinned": True}), 201)
+    # 20 in the bucket, 50 charged: 30 owed, paid in 3 s at 10/s (and one more token).
+    expect(c.post("/v1/agents/ch1/charge", {"tokens": 50}), 200,
+           'keys(d) == {"agent", "charged", "remaining", "retry_after_ms"}',
+           'd["agent"] == "ch1" and d["charged"] == 50', '-30.5 < d["remaining"] < -29',
+           '3000 <= d["retry_after_ms"] <= 3110')
+    expect(c.post("/v1/agents/ch1/consume", {"tokens": 1}), 429, 'd["allowed"] is False',
+           '2900 <= d["retry_after_ms"] <= 3110')
+    # At most 60 s of refill (600 tokens) below empty, whatever is charged.
+    expect(c.post("/v1/agents/ch1/charge", {"tokens": 10 ** 9}), 200,
+           '-600.5 < d["remaining"] <= -599')
+    expect_error(c.post("/v1/agents/ch1/charge", {"tokens": 0}), 400, "bad_request", "tokens")
+    expect_error(c.post("/v1/agents/ch1/charge", {"tokens": "5"}), 400, "bad_request",
+                 "tokens")
+    expect_error(c.post("/v1/agents/ch1/charge", {}), 400, "bad_request", "tokens")
+    expect_error(c.post("/v1/agents/ch1/charge", {"tokens": 1, "cost": 2}), 400,
+                 "bad_request", "cost")
+    expect_error(c.post("/v1/agents/ch-nobody/charge", {"tokens": 1}), 404, "not_found",
+                 "ch-nobody")
+    # A parent with a day quota, made by the CLI while agentgated owns the pins.
+    cli_ok(api, "parent", "set", "chp", "rate", "1000", "burst", "1000", "quota", "100/day")
+    expect(put_agent(api, "ch2", {"rate": 1000, "burst": 1000, "pinned": True}), 201)
+    d = cli_ok(api, "agent", "set", "ch2", "parent", "chp")
+    jcheck(d, 'd["parent"] == "chp" and d["rate"] == 1000')
+    expect(c.post("/v1/agents/ch2/consume", {"tokens": 60}), 200, 'd["allowed"] is True',
+           '39.5 < d["remaining"] <= 40')  # the parent's quota: 40 left today
+    r = c.post("/v1/agents/ch2/consume", {"tokens": 41})
+    expect(r, 429, 'd["allowed"] is False', 'd["retry_after_ms"] > 0',
+           'd["retry_after_ms"] <= 86400 * 1000')
+    expect(c.post("/v1/agents/ch2/charge", {"tokens": 50}), 200, '-10.5 < d["remaining"] < -9.5')
+    p = cli_ok(api, "parent", "show", "chp")
+    jcheck(p, 'd["quota"]["used"] == 110 and d["quota"]["remaining"] == -10',
+           'd["children"] == ["ch2"]')
+    m = api.metrics()
+    bad = promtool_check(m.text)
+    check(not bad, "promtool on the budget metrics: " + bad)
+    m.check(
+        'val("agentgate_quota_used", bucket="chp", window="day") == 110',
+        'val("agentgate_quota_limit", bucket="chp", window="day") == 100',
+        'val("agentgate_parent_packets_total", parent="chp", verdict="pass") == 0',
+        'val("agentgate_parent_refusals_total", parent="chp", reason="quota") == 0',
+        '0 <= val("agentgate_parent_tokens", parent="chp") <= 1000',
+        'types["agentgate_parent_refusals_total"] == "counter"',
+        'types["agentgate_quota_used"] == "gauge"')
+    # The agent is agentgated's as before: its rate is still set through the API.
+    expect(put_agent(api, "ch2", {"rate": 500}), 200, 'd["rate"] == 500')
+    jcheck(cli_ok(api, "agent", "show", "ch2"), 'd["parent"] == "chp"')
 
 
 @case("an application on the host consumes through libagentgate (examples/local_consume, "

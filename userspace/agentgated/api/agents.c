@@ -400,3 +400,25 @@ int agent_consume(struct req *r)
 		return bad_agent(r, err, &oe);
 	return send_consume(r, &res, NULL);
 }
+
+/* A cost known afterwards: 200 {"agent", "charged", "remaining",
+ * "retry_after_ms"}; remaining is negative while the path is in debt. */
+int agent_charge(struct req *r)
+{
+	struct ag_consume_result res;
+	struct agd_err oe = { 0 };
+	__u64 tokens;
+	int status, err;
+
+	if (tokens_field(r, true, &tokens, &status))
+		return status;
+	err = agd_engine_charge(r->h->e, r->param, tokens, &res, &oe);
+	if (err)
+		return bad_agent(r, err, &oe);
+	return agd_reply_json(r->conn, 200,
+			      json_pack("{s:s,s:I,s:f,s:I}", "agent", r->param, "charged",
+					(json_int_t)tokens, "remaining", res.remaining,
+					"retry_after_ms",
+					(json_int_t)((res.retry_after_ns + 999999) / 1000000)),
+			      NULL);
+}

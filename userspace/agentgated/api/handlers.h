@@ -83,6 +83,7 @@ int agent_delete(struct req *r);
 int agent_reset(struct req *r);
 int agent_drain(struct req *r);
 int agent_consume(struct req *r);
+int agent_charge(struct req *r);
 
 /* feeds.c: /v1/agents/{agent}/feed */
 int feed_get(struct req *r);

@@ -120,6 +120,7 @@ static const struct route routes[] = {
 	{ "POST", "/v1/agents/*/drain", AGD_SCOPE_AGENTS_ADMIN, true, agent_drain },
 	{ "POST", "/v1/agents/*/consume", AGD_SCOPE_RATINGS_WRITE, true, agent_consume, NULL,
 	  true },
+	{ "POST", "/v1/agents/*/charge", AGD_SCOPE_RATINGS_WRITE, true, agent_charge },
 	{ "GET", "/v1/rules", READ_SCOPES, false, rules_get },
 	{ "POST", "/v1/rules", AGD_SCOPE_AGENTS_ADMIN, true, rules_post },
 	{ "DELETE", "/v1/rules", AGD_SCOPE_AGENTS_ADMIN, true, rules_delete, rule_queries },

@@ -482,6 +482,90 @@ static void datapath_series(struct out *o, struct ag_ctx *ctx, size_t n_agents)
 	put(o, "agentgate_agent_slots %u\n", ag_max_agents(ctx));
 }
 
+/* Parent buckets and quotas (docs/BUDGETS.md): every parent, and every
+ * bucket with a quota, by name; an operator makes these, so they are few. */
+struct budget_rows {
+	struct ag_ctx *ctx;
+	struct out *o;
+	int pass; /* which family is being written */
+};
+
+enum { B_TOKENS, B_PACKETS, B_REFUSALS, B_QUOTA_LIMIT, B_QUOTA_USED, B__PASSES };
+
+static int budget_parent(void *arg, const struct ag_agent *a)
+{
+	struct budget_rows *b = arg;
+	struct ag_counters c;
+	struct ag_refusals r;
+	double tokens = 0;
+	__u64 refused;
+	size_t i;
+
+	if (b->pass == B_TOKENS) {
+		if (!ag_bucket_tokens(b->ctx, a->slot, &tokens))
+			put(b->o, "agentgate_parent_tokens{parent=\"%s\"} %.17g\n", a->name, tokens);
+		return 0;
+	}
+	if (ag_counters_get(b->ctx, a->slot, &c) || ag_refusals_get(b->ctx, a->slot, &r))
+		return 0;
+	if (b->pass == B_PACKETS) {
+		for (i = 0; i < 3; i++)
+			put(b->o, "agentgate_parent_packets_total{parent=\"%s\",verdict=\"%s\"} %llu\n",
+			    a->name, verdicts[i], (unsigned long long)field(&c, packet_fields[i]));
+		return 0;
+	}
+	refused = c.dropped_packets + c.would_drop_packets;
+	put(b->o, "agentgate_parent_refusals_total{parent=\"%s\",reason=\"rate\"} %llu\n", a->name,
+	    (unsigned long long)(refused - r.parent_packets - r.quota_packets));
+	put(b->o, "agentgate_parent_refusals_total{parent=\"%s\",reason=\"quota\"} %llu\n",
+	    a->name, (unsigned long long)r.quota_packets);
+	put(b->o, "agentgate_parent_refusals_total{parent=\"%s\",reason=\"parent\"} %llu\n",
+	    a->name, (unsigned long long)r.parent_packets);
+	return 0;
+}
+
+static int budget_quota(void *arg, const struct ag_agent *a)
+{
+	struct budget_rows *b = arg;
+	struct ag_quota_status q;
+
+	if (!a->quota || ag_quota_status(b->ctx, a->slot, &q) || !q.limit)
+		return 0;
+	if (b->pass == B_QUOTA_LIMIT)
+		put(b->o, "agentgate_quota_limit{bucket=\"%s\",window=\"%s\"} %llu\n", a->name,
+		    ag_quota_window_name(q.window), (unsigned long long)q.limit);
+	else
+		put(b->o, "agentgate_quota_used{bucket=\"%s\",window=\"%s\"} %llu\n", a->name,
+		    ag_quota_window_name(q.window), (unsigned long long)q.used);
+	return 0;
+}
+
+static void budget_series(struct out *o, struct ag_ctx *ctx)
+{
+	static const char *const fams[B__PASSES][3] = {
+		{ "parent_tokens", "gauge", "Tokens in the parent bucket now." },
+		{ "parent_packets_total", "counter",
+		  "Packets of the parent's agents that reached it, by verdict." },
+		{ "parent_refusals_total", "counter",
+		  "Packets the parent refused, by reason: its rate, its quota, or a parent above "
+		  "it." },
+		{ "quota_limit", "gauge",
+		  "Tokens a bucket's quota allows a window (agents and parents)." },
+		{ "quota_used", "gauge", "Tokens used in the quota's current window." },
+	};
+	struct budget_rows b = { ctx, o, 0 };
+
+	for (b.pass = 0; b.pass < B__PASSES; b.pass++) {
+		family(o, fams[b.pass][0], fams[b.pass][1], fams[b.pass][2]);
+		if (b.pass < B_QUOTA_LIMIT) {
+			ag_parent_foreach(ctx, budget_parent, &b);
+		} else {
+			ag_parent_foreach(ctx, budget_quota, &b);
+			ag_agent_foreach(ctx, budget_quota, &b);
+		}
+	}
+}
+
 static void stream_series(struct out *o, struct agd_stream *s)
 {
 	struct agd_stream_stats st;
@@ -561,6 +645,7 @@ char *agd_metrics_render(struct agd_metrics *m, struct agd_engine *e, struct agd
 	dead_letter_series(&o);
 	feed_series(&o, e);
 	datapath_series(&o, agd_engine_ctx(e), n);
+	budget_series(&o, agd_engine_ctx(e));
 	if (stream)
 		stream_series(&o, stream);
 	if (fleet)

@@ -588,6 +588,7 @@ void agd_engine_reconfigure(struct agd_engine *e, const struct agd_engine_opts *
 	e->opts.wave_users = next->wave_users;
 	e->opts.wave_hold = next->wave_hold;
 	e->opts.user_cap = next->user_cap;
+	e->opts.charge_max_debt_ms = next->charge_max_debt_ms;
 	e->opts.user_rate = next->user_rate;
 	e->opts.token_rate = next->token_rate;
 	agd_intake_set(e->intake, next->user_rate, next->token_rate);

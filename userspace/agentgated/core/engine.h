@@ -68,6 +68,8 @@ struct agd_engine_opts {
 	/* One voice counts for at most user_cap score points from neutral
 	 * (above 0; AGD_USER_CAP_MAX or 0: the scale's own; policy.h). */
 	double user_cap;
+	/* A charge takes a bucket at most this much of its refill below empty. */
+	__u64 charge_max_debt_ms;
 	/* Intake limits, ratings per second per user and per API token
 	 * (core/intake.h; 0: none). */
 	double user_rate, token_rate;
@@ -292,6 +294,10 @@ int agd_engine_agent_reset(struct agd_engine *e, const char *name, const char *s
 			  struct agd_err *oe);
 int agd_engine_agent_drain(struct agd_engine *e, const char *name, __u64 tokens,
 			  const char *subject, double *remaining, struct agd_err *oe);
+/* A cost known afterwards, into bounded debt (ag_bucket_charge): tokens
+ * from the agent's bucket and every parent above it, whatever is left. */
+int agd_engine_charge(struct agd_engine *e, const char *name, __u64 tokens,
+		      struct ag_consume_result *res, struct agd_err *oe);
 int agd_engine_consume(struct agd_engine *e, const char *name, __u64 tokens,
 		      struct ag_consume_result *res, struct agd_err *oe);
 int agd_engine_rule_add(struct agd_engine *e, const struct ag_rule *rule, const char *agent,

@@ -369,6 +369,24 @@ int agd_engine_agent_drain(struct agd_engine *e, const char *name, __u64 tokens,
 	return bucket_op(e, name, "agent.drain", tokens, subject, remaining, oe);
 }
 
+int agd_engine_charge(struct agd_engine *e, const char *name, __u64 tokens,
+		      struct ag_consume_result *res, struct agd_err *oe)
+{
+	__u64 max_debt_ns = __atomic_load_n(&e->opts.charge_max_debt_ms, __ATOMIC_RELAXED) *
+			    1000000ULL;
+	__u32 slot;
+	int err;
+
+	err = ag_agent_slot(e->ctx, name, &slot);
+	if (err)
+		return agd_errf(oe, err == -ENOENT ? -ENOENT : err, err == -ENOENT ?
+			    "unknown agent '%s'" : "%s", err == -ENOENT ? name : ag_errmsg());
+	err = ag_bucket_charge(e->ctx, slot, tokens, max_debt_ns, res);
+	if (!err && e->consumed && slot < ag_max_agents(e->ctx))
+		atomic_store_explicit(&e->consumed[slot], 1, memory_order_relaxed);
+	return err ? agd_errf(oe, err, "%s", ag_errmsg()) : 0;
+}
+
 int agd_engine_consume(struct agd_engine *e, const char *name, __u64 tokens,
 		      struct ag_consume_result *res, struct agd_err *oe)
 {

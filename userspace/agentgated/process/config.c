@@ -134,6 +134,10 @@ const struct opt agd_opts[] = {
 	  ABOVE_AT_MOST(0, 2), .reload = true,
 	  .help = "one user's voice counts for at most POINTS score points from neutral (3), "
 		  "either way: it moves an agent at most alpha*POINTS; 2: the whole scale" },
+	{ "charge-max-debt", K_MS, F(charge_max_debt_ms), .arg = "TIME", .def = "60s",
+	  RANGE(0, 31622400000.0), .reload = true,
+	  .help = "POST /v1/agents/{a}/charge takes a bucket at most TIME of its refill below "
+		  "empty (the rest is forgiven)" },
 	{ "rating-change-window", K_MS, F(rating_change_window_ms), .arg = "TIME", .def = "1h",
 	  RANGE(1000, 2592000000.0), .reload = true,
 	  .help = "the window of --rating-max-change, from an agent's first rating in it" },

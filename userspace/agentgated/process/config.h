@@ -72,6 +72,7 @@ struct agd_config {
 	double rating_user_rate, rating_token_rate;
 	double rating_max_change;
 	__u64 rating_change_window_ms;
+	__u64 charge_max_debt_ms;
 	__u64 rating_wave;
 	double rating_user_cap;
 	bool rating_wave_hold;

@@ -351,6 +351,7 @@ static void engine_opts(const struct agd_config *c, struct agd_engine_opts *eo)
 	eo->wave_users = (__u32)c->rating_wave;
 	eo->wave_hold = c->rating_wave_hold;
 	eo->user_cap = c->rating_user_cap;
+	eo->charge_max_debt_ms = c->charge_max_debt_ms;
 	eo->user_rate = c->rating_user_rate;
 	eo->token_rate = c->rating_token_rate;
 	eo->queue_max = c->queue_max;
