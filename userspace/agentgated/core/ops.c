@@ -369,8 +369,12 @@ int agd_engine_agent_drain(struct agd_engine *e, const char *name, __u64 tokens,
 	return bucket_op(e, name, "agent.drain", tokens, subject, remaining, oe);
 }
 
-int agd_engine_charge(struct agd_engine *e, const char *name, __u64 tokens,
-		      struct ag_consume_result *res, struct agd_err *oe)
+/* A bucket operation by name from the maps, not through e->lock: a
+ * consume must not wait for a group commit's fsync. Known names come from
+ * the library's cache, checked against the bucket's generation: no system
+ * call. charge: into debt of at most --charge-max-debt; else consume. */
+static int by_slot(struct agd_engine *e, const char *name, __u64 tokens, bool charge,
+		   struct ag_consume_result *res, struct agd_err *oe)
 {
 	__u64 max_debt_ns = __atomic_load_n(&e->opts.charge_max_debt_ms, __ATOMIC_RELAXED) *
 			    1000000ULL;
@@ -381,30 +385,24 @@ int agd_engine_charge(struct agd_engine *e, const char *name, __u64 tokens,
 	if (err)
 		return agd_errf(oe, err == -ENOENT ? -ENOENT : err, err == -ENOENT ?
 			    "unknown agent '%s'" : "%s", err == -ENOENT ? name : ag_errmsg());
-	err = ag_bucket_charge(e->ctx, slot, tokens, max_debt_ns, res);
+	err = charge ? ag_bucket_charge(e->ctx, slot, tokens, max_debt_ns, res) :
+		       ag_bucket_consume(e->ctx, slot, tokens, res);
+	/* Activity the sweep cannot see in the bucket when it was refused. */
 	if (!err && e->consumed && slot < ag_max_agents(e->ctx))
 		atomic_store_explicit(&e->consumed[slot], 1, memory_order_relaxed);
 	return err ? agd_errf(oe, err, "%s", ag_errmsg()) : 0;
 }
 
+int agd_engine_charge(struct agd_engine *e, const char *name, __u64 tokens,
+		      struct ag_consume_result *res, struct agd_err *oe)
+{
+	return by_slot(e, name, tokens, true, res, oe);
+}
+
 int agd_engine_consume(struct agd_engine *e, const char *name, __u64 tokens,
 		      struct ag_consume_result *res, struct agd_err *oe)
 {
-	__u32 slot;
-	int err;
-
-	/* By name from the maps, not through e->lock: a consume must not wait
-	 * for a group commit's fsync. Known names come from the library's
-	 * cache, checked against the bucket's generation: no system call. */
-	err = ag_agent_slot(e->ctx, name, &slot);
-	if (err)
-		return agd_errf(oe, err == -ENOENT ? -ENOENT : err, err == -ENOENT ?
-			    "unknown agent '%s'" : "%s", err == -ENOENT ? name : ag_errmsg());
-	err = ag_bucket_consume(e->ctx, slot, tokens, res);
-	/* Activity the sweep cannot see in the bucket when it was refused. */
-	if (!err && e->consumed && slot < ag_max_agents(e->ctx))
-		atomic_store_explicit(&e->consumed[slot], 1, memory_order_relaxed);
-	return err ? agd_errf(oe, err, "%s", ag_errmsg()) : 0;
+	return by_slot(e, name, tokens, false, res, oe);
 }
 
 static json_t *rule_json(const struct ag_rule *rule, const char *agent)
