@@ -314,6 +314,57 @@ def t_charge(api):
     jcheck(cli_ok(api, "agent", "show", "ch2"), 'd["parent"] == "chp"')
 
 
+@case("/v1/parents: PUT creates (201) and changes (200) a parent with rate, burst, unit, "
+      "parent and quota; GET one and all with children and refusals; DELETE; bad fields 400 "
+      "naming them, cycles 400, kinds and children 409, unknown 404; the CLI sees them")
+def t_parents_api(api):
+    c = api.api
+    expect(c.put("/v1/parents/pa-org", {"rate": 100, "burst": 200,
+                                        "quota": {"limit": 5000, "window": "day"}}), 201,
+           'd["name"] == "pa-org" and d["rate"] == 100 and d["burst"] == 200',
+           'd["unit"] == "pps" and d["parent"] is None and d["children"] == []',
+           'd["quota"]["limit"] == 5000 and d["quota"]["window"] == "day"',
+           'd["quota"]["used"] == 0 and 0 < d["quota"]["resets_in_s"] <= 86400',
+           'd["refused"] == {"rate": 0, "quota": 0, "parent": 0}', 'd["tokens"] == 200')
+    expect(c.put("/v1/parents/pa-team", {"rate": 50, "unit": "conn", "parent": "pa-org"}), 201,
+           'd["parent"] == "pa-org" and d["unit"] == "conn" and d["quota"] is None')
+    expect(c.put("/v1/parents/pa-team", {"rate": 60}), 200,
+           'd["rate"] == 60 and d["parent"] == "pa-org"')
+    expect(put_agent(api, "pa-a", {"rate": 10}), 201)
+    cli_ok(api, "agent", "set", "pa-a", "parent", "pa-team")
+    expect(c.get("/v1/parents/pa-team"), 200, 'd["children"] == ["pa-a"]')
+    expect(c.get("/v1/parents"), 200, '[p["name"] for p in d["parents"]] == ["pa-org", "pa-team"]',
+           'd["parents"][0]["children"] == ["pa-team"]')
+    jcheck(cli_ok(api, "parent", "show", "pa-org"), 'd["quota"]["limit"] == 5000')
+    # Refused, nothing changed.
+    for body, field in (({"rate": 0}, "rate"), ({"rate": "5"}, "rate"), ({"burst": 1.5}, "burst"),
+                        ({"unit": "kbps"}, "unit"), ({"parent": 5}, "parent"),
+                        ({"parent": "a b"}, "parent"), ({"quota": 5}, "quota"),
+                        ({"quota": {"limit": 5}}, "quota.window"),
+                        ({"quota": {"window": "day"}}, "quota.limit"),
+                        ({"quota": {"limit": 0, "window": "day"}}, "quota.limit"),
+                        ({"quota": {"limit": 5, "window": "week"}}, "quota.window"),
+                        ({"quota": {"limit": 5, "window": "day", "x": 1}}, "quota.x"),
+                        ({"colour": "red"}, "colour")):
+        expect_error(c.put("/v1/parents/pa-team", body), 400, "bad_request", field)
+    expect_error(c.put("/v1/parents/pa-org", {"parent": "pa-team"}), 400, "bad_request", "cycle")
+    expect_error(c.put("/v1/parents/pa-team", {"parent": "pa-ghost"}), 400, "bad_request",
+                 "pa-ghost")
+    expect_error(c.put("/v1/parents/pa-team", {"parent": "pa-a"}), 400, "bad_request", "pa-a")
+    expect_error(c.put("/v1/parents/pa-a", {"rate": 5}), 409, "conflict", "pa-a")
+    expect_error(c.get("/v1/parents/pa-a"), 409, "conflict", "agent")
+    expect_error(c.get("/v1/parents/pa-ghost"), 404, "not_found", "pa-ghost")
+    expect_error(c.delete("/v1/parents/pa-team"), 409, "conflict", "child")
+    expect(c.get("/v1/parents/pa-team"), 200, 'd["rate"] == 60 and d["unit"] == "conn"',
+           'd["parent"] == "pa-org"')
+    # Dropped quota, unlinked, deleted.
+    expect(c.put("/v1/parents/pa-org", {"quota": None}), 200, 'd["quota"] is None')
+    cli_ok(api, "agent", "set", "pa-a", "parent", "none")
+    expect(c.delete("/v1/parents/pa-team"), 200, 'd == {"deleted": "pa-team"}')
+    expect(c.delete("/v1/parents/pa-org"), 200)
+    expect(c.get("/v1/parents"), 200, 'd == {"parents": []}')
+
+
 @case("an application on the host consumes through libagentgate (examples/local_consume, "
       "ag_consume) from the bucket HTTP consume and the NIC use: together they never take "
       "more than burst + rate * t; unknown agent exit 2; refused checks say when to retry")

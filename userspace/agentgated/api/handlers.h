@@ -85,6 +85,12 @@ int agent_drain(struct req *r);
 int agent_consume(struct req *r);
 int agent_charge(struct req *r);
 
+/* parents.c: /v1/parents and /v1/parents/{parent} (docs/BUDGETS.md) */
+int parents_list(struct req *r);
+int parent_get(struct req *r);
+int parent_put(struct req *r);
+int parent_delete(struct req *r);
+
 /* feeds.c: /v1/agents/{agent}/feed */
 int feed_get(struct req *r);
 int feed_put(struct req *r);

@@ -1,0 +1,289 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * /v1/parents and /v1/parents/{parent}: parent buckets (docs/BUDGETS.md),
+ * written to the maps through libagentgate as the CLI writes them. They are
+ * the operator's, not the rating policy's: the engine neither stores nor
+ * moves them.
+ */
+#include "server.h"
+#include <errno.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/handlers.h"
+#include "core/engine.h"
+
+static struct ag_ctx *ctx_of(struct req *r)
+{
+	return agd_engine_ctx(r->h->e);
+}
+
+struct children {
+	__u32 slot;
+	json_t *names;
+};
+
+static int note_child(void *arg, const struct ag_agent *a)
+{
+	struct children *c = arg;
+
+	if (a->parent == c->slot + 1)
+		json_array_append_new(c->names, json_string(a->name));
+	return 0;
+}
+
+static json_t *quota_json(struct ag_ctx *ctx, __u32 slot)
+{
+	struct ag_quota_status q;
+
+	if (ag_quota_status(ctx, slot, &q) || !q.limit)
+		return json_null();
+	return json_pack("{s:I,s:s,s:I,s:f,s:I}", "limit", (json_int_t)q.limit, "window",
+			 ag_quota_window_name(q.window), "used", (json_int_t)q.used, "remaining",
+			 (double)q.limit - (double)q.used, "resets_in_s",
+			 (json_int_t)((q.reset_in_ns + 999999999ULL) / 1000000000ULL));
+}
+
+/* The parent object: as `agentgate parent show --json` prints it. */
+static json_t *parent_json(struct ag_ctx *ctx, const struct ag_agent *a)
+{
+	struct children ch = { a->slot, json_array() };
+	struct ag_counters c = { 0 };
+	struct ag_refusals rf = { 0 };
+	struct ag_agent up;
+	double tokens = 0;
+	__u64 refused;
+
+	ag_counters_get(ctx, a->slot, &c);
+	ag_refusals_get(ctx, a->slot, &rf);
+	ag_bucket_tokens(ctx, a->slot, &tokens);
+	ag_agent_foreach(ctx, note_child, &ch);
+	ag_parent_foreach(ctx, note_child, &ch);
+	refused = c.dropped_packets + c.would_drop_packets;
+	return json_pack(
+		"{s:s,s:I,s:f,s:I,s:s,s:f,s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I}}",
+		"name", a->name, "slot", (json_int_t)a->slot, "rate", a->rate, "burst",
+		(json_int_t)a->burst, "unit", ag_unit_name(a->unit), "tokens",
+		floor(tokens * 1000) / 1000, "parent",
+		a->parent && !ag_agent_get_slot(ctx, a->parent - 1, &up) ? json_string(up.name) :
+									    json_null(),
+		"children", ch.names, "quota", quota_json(ctx, a->slot), "passed_packets",
+		(json_int_t)c.passed_packets, "passed_bytes", (json_int_t)c.passed_bytes,
+		"dropped_packets", (json_int_t)c.dropped_packets, "dropped_bytes",
+		(json_int_t)c.dropped_bytes, "would_drop_packets", (json_int_t)c.would_drop_packets,
+		"created_ms", (json_int_t)(a->created_ns / 1000000), "refused", "rate",
+		(json_int_t)(refused - rf.parent_packets - rf.quota_packets), "quota",
+		(json_int_t)rf.quota_packets, "parent", (json_int_t)rf.parent_packets);
+}
+
+/* The named bucket, which must be a parent: 0, or the status sent. */
+static int find_parent(struct req *r, struct ag_agent *a, int *status)
+{
+	int err = ag_agent_get(ctx_of(r), r->param, a);
+
+	if (!err && a->is_parent)
+		return 0;
+	if (!err)
+		*status = send_error(r->conn, 409, "'%s' is an agent, not a parent", r->param);
+	else
+		*status = send_error(r->conn, err == -ENOENT ? 404 : err == -EINVAL ? 400 : 500,
+				     err == -ENOENT ? "unknown parent '%s'" : "%s",
+				     err == -ENOENT ? r->param : ag_errmsg());
+	return -1;
+}
+
+int parent_get(struct req *r)
+{
+	struct ag_agent a;
+	int status;
+
+	if (find_parent(r, &a, &status))
+		return status;
+	return agd_reply_json(r->conn, 200, parent_json(ctx_of(r), &a), NULL);
+}
+
+static int list_one(void *arg, const struct ag_agent *a)
+{
+	json_t *arr = ((json_t **)arg)[0];
+	struct ag_ctx *ctx = ((struct ag_ctx **)arg)[1];
+
+	return json_array_append_new(arr, parent_json(ctx, a)) ? -ENOMEM : 0;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(json_string_value(json_object_get(*(json_t *const *)a, "name")),
+		      json_string_value(json_object_get(*(json_t *const *)b, "name")));
+}
+
+int parents_list(struct req *r)
+{
+	void *arg[2] = { json_array(), ctx_of(r) };
+	json_t *arr = arg[0], *sorted;
+	json_t **items;
+	size_t i, n;
+
+	if (!arr || ag_parent_foreach(ctx_of(r), list_one, arg)) {
+		json_decref(arr);
+		return send_error(r->conn, 500, "cannot list the parents: %s", ag_errmsg());
+	}
+	n = json_array_size(arr);
+	items = calloc(n ? n : 1, sizeof(*items));
+	sorted = json_array();
+	if (!items || !sorted) {
+		free(items);
+		json_decref(sorted);
+		json_decref(arr);
+		return send_error(r->conn, 500, "out of memory");
+	}
+	for (i = 0; i < n; i++)
+		items[i] = json_array_get(arr, i);
+	qsort(items, n, sizeof(*items), by_name);
+	for (i = 0; i < n; i++)
+		json_array_append(sorted, items[i]);
+	free(items);
+	json_decref(arr);
+	return agd_reply_json(r->conn, 200, json_pack("{s:o}", "parents", sorted), NULL);
+}
+
+/* "quota": {"limit": N, "window": "hour"|"day"|"30d"} or null. */
+static int parse_quota(struct req *r, json_t *v, struct ag_agent_update *u, int *status)
+{
+	static const char *const keys[] = { "limit", "window", NULL };
+	const char *key, *win;
+	json_t *x;
+	double limit = 0;
+	size_t i;
+
+	u->fields |= AG_SET_QUOTA;
+	if (json_is_null(v))
+		return 0;
+	if (!json_is_object(v)) {
+		*status = send_error(r->conn, 400,
+				     "field 'quota': expected {\"limit\", \"window\"} or null");
+		return -1;
+	}
+	json_object_foreach(v, key, x) {
+		for (i = 0; keys[i] && strcmp(keys[i], key); i++)
+			;
+		if (!keys[i]) {
+			*status = send_error(r->conn, 400, "field 'quota.%s': unknown", key);
+			return -1;
+		}
+	}
+	x = json_object_get(v, "limit");
+	limit = json_is_number(x) ? json_number_value(x) : 0;
+	if (!(limit >= 1 && limit <= (double)AG_QUOTA_MAX && limit == floor(limit))) {
+		*status = send_error(r->conn, 400,
+				     "field 'quota.limit': expected a whole number from 1 to %llu",
+				     (unsigned long long)AG_QUOTA_MAX);
+		return -1;
+	}
+	win = json_string_value(json_object_get(v, "window"));
+	if (!win || ag_quota_window_parse(win, &u->quota_window)) {
+		*status = send_error(r->conn, 400,
+				     "field 'quota.window': expected \"hour\", \"day\" or \"30d\"");
+		return -1;
+	}
+	u->quota = (__u64)limit;
+	return 0;
+}
+
+static int parse_parent_body(struct req *r, json_t *o, struct ag_agent_update *u, int *status)
+{
+	json_t *v;
+	double x;
+	int found;
+
+	memset(u, 0, sizeof(*u));
+	found = get_number(r, o, "rate", 0.001, 1e10, false, &x, status);
+	if (found < 0)
+		return -1;
+	if (found) {
+		u->fields |= AG_SET_RATE;
+		u->rate = x;
+	}
+	found = get_number(r, o, "burst", 1, (double)AG_BURST_MAX, true, &x, status);
+	if (found < 0)
+		return -1;
+	if (found) {
+		u->fields |= AG_SET_BURST;
+		u->burst = (__u64)x;
+	}
+	if ((v = json_object_get(o, "unit"))) {
+		if (!json_is_string(v) || ag_unit_parse(json_string_value(v), &u->unit)) {
+			*status = send_error(r->conn, 400,
+					     "field 'unit': expected \"pps\", \"bps\" or \"conn\"");
+			return -1;
+		}
+		u->fields |= AG_SET_UNIT;
+	}
+	if ((v = json_object_get(o, "parent"))) {
+		if (!json_is_null(v) &&
+		    (!json_is_string(v) || ag_name_check(json_string_value(v)))) {
+			*status = send_error(r->conn, 400,
+					     "field 'parent': expected a parent's name or null");
+			return -1;
+		}
+		u->fields |= AG_SET_PARENT;
+		u->parent = json_is_null(v) ? NULL : json_string_value(v);
+	}
+	if ((v = json_object_get(o, "quota")) && parse_quota(r, v, u, status))
+		return -1;
+	return 0;
+}
+
+/* The library's refusal of a change, as a status naming what is wrong. */
+static int refused(struct req *r, int err)
+{
+	int status = err == -ENOENT || err == -EINVAL || err == -ELOOP ? 400 :
+		     err == -EEXIST || err == -EBUSY			  ? 409 :
+		     err == -ENOSPC					  ? 507 :
+									    500;
+
+	return send_error(r->conn, status, "%s", ag_errmsg());
+}
+
+int parent_put(struct req *r)
+{
+	static const char *const allowed[] = { "rate", "burst", "unit", "parent", "quota", NULL };
+	struct ag_agent_update u;
+	struct ag_agent a;
+	bool created = false;
+	int status = 0, err;
+	json_t *o;
+
+	err = ag_name_check(r->param);
+	if (err)
+		return send_error(r->conn, 400, "%s", ag_errmsg());
+	o = body_object(r, allowed, &status);
+	if (!o)
+		return status;
+	err = parse_parent_body(r, o, &u, &status);
+	if (!err) {
+		err = ag_parent_set(ctx_of(r), r->param, &u, NULL, &created);
+		if (err)
+			status = refused(r, err);
+	}
+	json_decref(o);
+	if (err)
+		return status;
+	if (ag_agent_get(ctx_of(r), r->param, &a))
+		return send_error(r->conn, 500, "%s", ag_errmsg());
+	return agd_reply_json(r->conn, created ? 201 : 200, parent_json(ctx_of(r), &a), NULL);
+}
+
+int parent_delete(struct req *r)
+{
+	struct ag_agent a;
+	int status, err;
+
+	if (find_parent(r, &a, &status))
+		return status;
+	err = ag_parent_delete(ctx_of(r), r->param);
+	if (err)
+		return refused(r, err);
+	return agd_reply_json(r->conn, 200, json_pack("{s:s}", "deleted", r->param), NULL);
+}
