@@ -128,7 +128,7 @@ int ag_agent_delete(struct ag_ctx *ctx, const char *name);
  * ag_parent_* calls an agent's (-EEXIST); ag_agent_get() and
  * ag_agent_get_slot() read either (is_parent). A parent with children
  * cannot be deleted (-EBUSY). -ENOENT names the missing map when the pins
- * predate parents and no agentgated or attach has added ag_parents yet.
+ * predate parents and no agentgated or attach has added ag_budgets yet.
  */
 int ag_parent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_update *u,
 		  __u32 *slot, bool *created);

@@ -102,7 +102,7 @@ int ag_bucket_disable(struct ag_ctx *ctx, __u32 slot);
 int ag_walk_names(struct ag_ctx *ctx,
 		  int (*fn)(void *arg, __u32 slot, const struct ag_agent_info *info), void *arg);
 
-/* Parents (parents.c). ag_parent_up(): slot's parent slot + 1, 0: none. */
+/* Parents (budgets.c). ag_parent_up(): slot's parent slot + 1, 0: none. */
 __u64 ag_parent_up(struct ag_ctx *ctx, __u32 slot);
 /* -ENOENT: pins that predate ag_budgets (parents and quotas need it). */
 int ag_budgets_missing(struct ag_ctx *ctx);
