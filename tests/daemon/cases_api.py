@@ -312,6 +312,8 @@ def t_charge(api):
     # The agent is agentgated's as before: its rate is still set through the API.
     expect(put_agent(api, "ch2", {"rate": 500}), 200, 'd["rate"] == 500')
     jcheck(cli_ok(api, "agent", "show", "ch2"), 'd["parent"] == "chp"')
+    cli_ok(api, "agent", "set", "ch2", "parent", "none")
+    cli_ok(api, "parent", "del", "chp")
 
 
 @case("/v1/parents: PUT creates (201) and changes (200) a parent with rate, burst, unit, "
@@ -333,8 +335,12 @@ def t_parents_api(api):
     expect(put_agent(api, "pa-a", {"rate": 10}), 201)
     cli_ok(api, "agent", "set", "pa-a", "parent", "pa-team")
     expect(c.get("/v1/parents/pa-team"), 200, 'd["children"] == ["pa-a"]')
-    expect(c.get("/v1/parents"), 200, '[p["name"] for p in d["parents"]] == ["pa-org", "pa-team"]',
-           'd["parents"][0]["children"] == ["pa-team"]')
+    # Other cases of this daemon have parents of their own: these are the pa- ones.
+    expect(c.get("/v1/parents"), 200,
+           '[p["name"] for p in d["parents"] if p["name"].startswith("pa-")] == '
+           '["pa-org", "pa-team"]',
+           '[p["children"] for p in d["parents"] if p["name"] == "pa-org"] == [["pa-team"]]',
+           'd["parents"] == sorted(d["parents"], key=lambda p: p["name"])')
     jcheck(cli_ok(api, "parent", "show", "pa-org"), 'd["quota"]["limit"] == 5000')
     # Refused, nothing changed.
     for body, field in (({"rate": 0}, "rate"), ({"rate": "5"}, "rate"), ({"burst": 1.5}, "burst"),
@@ -362,7 +368,8 @@ def t_parents_api(api):
     cli_ok(api, "agent", "set", "pa-a", "parent", "none")
     expect(c.delete("/v1/parents/pa-team"), 200, 'd == {"deleted": "pa-team"}')
     expect(c.delete("/v1/parents/pa-org"), 200)
-    expect(c.get("/v1/parents"), 200, 'd == {"parents": []}')
+    expect(c.get("/v1/parents"), 200,
+           'not [p for p in d["parents"] if p["name"].startswith("pa-")]')
 
 
 @case("an application on the host consumes through libagentgate (examples/local_consume, "
