@@ -646,21 +646,36 @@ def t_store_damaged(env, host):
     check(r.status == 200, "not ready after the restore: %d %s" % (r.status, r.text))
 
 
-@case("the XDP object reads CLOCK_MONOTONIC only (bpf_ktime_get_ns, bpf_ktime_get_coarse_ns), "
-      "never boot or TAI time")
+@case("the XDP object's buckets read CLOCK_MONOTONIC only (bpf_ktime_get_ns, "
+      "bpf_ktime_get_coarse_ns), never boot time; TAI time only in the functions that judge "
+      "quotas, whose windows are calendar ones")
 def t_bpf_clock(env):
-    # The datapath's clocks are CLOCK_MONOTONIC: bpf_ktime_get_ns (helper 5)
+    # The buckets' clocks are CLOCK_MONOTONIC: bpf_ktime_get_ns (helper 5)
     # for every admission, bpf_ktime_get_coarse_ns (160, CLOCK_MONOTONIC_COARSE)
-    # only to refuse early (docs/DATAPATH.md, "Clock"); never boot (125) or
-    # TAI (208) time, which a suspend or a leap second moves.
+    # only to refuse early (docs/DATAPATH.md, "Clock"); never boot time (125),
+    # which a suspend moves. TAI (208), which moves with the wall clock, is
+    # read only where quotas are judged: their windows are calendar hours and
+    # days (docs/BUDGETS.md, "Quotas"), in the path's own functions, never on
+    # the path of an agent without a parent or a quota.
     if not shutil.which("llvm-objdump"):
         raise Skip("llvm-objdump not found")
     out = subprocess.run(["llvm-objdump", "-d", env.bin("bpf/agentgate.bpf.o")],
                          capture_output=True, text=True, check=True).stdout
-    calls = sorted({int(f[-1]) for f in map(str.split, out.splitlines())
-                    if len(f) > 1 and f[-2] == "call" and f[-1].isdigit()})
+    calls, fn = {}, None
+    for line in out.splitlines():
+        m = re.match(r"^[0-9a-f]+ <([A-Za-z_][A-Za-z0-9_]*)>:$", line)
+        if m and not m.group(1).startswith("LBB"):
+            fn = m.group(1)
+            continue
+        f = line.split()
+        if len(f) > 1 and f[-2] == "call" and f[-1].isdigit():
+            calls.setdefault(int(f[-1]), set()).add(fn)
     check(5 in calls, "no bpf_ktime_get_ns call: %s" % calls)
-    check(125 not in calls and 208 not in calls, "another clock helper is called: %s" % calls)
+    check(125 not in calls, "boot time is read: %s" % calls)
+    check(calls.get(208, set()) <= {"ag_look_path", "ag_take_level"},
+          "TAI time read outside the quota judges: %s" % calls.get(208))
+    check(208 not in {h for h, fns in calls.items() if "agentgate_xdp" in fns},
+          "the flat path reads TAI time: %s" % calls)
 
 
 def faketime_wrap(env, name):
