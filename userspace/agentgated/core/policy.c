@@ -53,7 +53,7 @@ int agd_policy_check(const struct agd_policy *p, struct agd_err *err)
 		return agd_errf(err, -EINVAL,
 			"ttl %g out of range (whole seconds, 0 for never, up to 3650 days)", p->ttl);
 	if (ag_unit_check(p->unit))
-		return agd_errf(err, -EINVAL, "unit %u unknown (pps or bps)", p->unit);
+		return agd_errf(err, -EINVAL, "unit %u unknown (pps, bps or conn)", p->unit);
 	/* Ratings may take the rate down to r_min: the burst must fit there too. */
 	if (p->burst_kind == AGD_BURST_TOKENS &&
 	    ag_limit_check(p->r_min, (uint64_t)p->burst, p->unit))

@@ -114,7 +114,7 @@ const struct opt agd_opts[] = {
 	{ "burst", K_BURST, F(defaults.burst), .arg = "B", .reload = true,
 	  .help = "default burst: tokens, or seconds of rate as 1s" },
 	{ "unit", K_UNIT, F(defaults.unit), .arg = "UNIT", .reload = true,
-	  .help = "default unit: pps or bps" },
+	  .help = "default unit: pps, bps or conn" },
 	{ "auto-create", K_BOOL, F(auto_create), .arg = "yes|no", .def = "yes", .reload = true,
 	  .help = "a rating for an unknown agent creates it" },
 	{ "rating-fields", K_STR, F(rating_fields), .arg = "FIELD=NAME,...",
@@ -313,7 +313,7 @@ static const char *kind_expects(enum kind k)
 	case K_BURST:
 		return "tokens (500) or seconds of rate (1.5s)";
 	case K_UNIT:
-		return "pps or bps";
+		return "pps, bps or conn";
 	case K_XDP_MODE:
 		return "auto, native or generic";
 	default:
