@@ -312,7 +312,15 @@ def t_charge(api):
     # The agent is agentgated's as before: its rate is still set through the API.
     expect(put_agent(api, "ch2", {"rate": 500}), 200, 'd["rate"] == 500')
     jcheck(cli_ok(api, "agent", "show", "ch2"), 'd["parent"] == "chp"')
-    cli_ok(api, "agent", "set", "ch2", "parent", "none")
+    cli_ok(api, "agent", "set", "ch2", "quota", "1000/hour")
+    expect(c.get("/v1/agents/ch2"), 200, 'd["parent"] == "chp"',
+           'd["quota"]["limit"] == 1000 and d["quota"]["window"] == "hour"',
+           'd["quota"]["used"] == 0 and d["quota"]["remaining"] == 1000')  # a new quota
+    expect(c.get("/v1/agents?limit=1000"), 200,
+           '[a["parent"] for a in d["agents"] if a["agent"] == "ch2"] == ["chp"]',
+           '[a["quota"] for a in d["agents"] if a["agent"] == "ch1"] == [None]')
+    cli_ok(api, "agent", "set", "ch2", "parent", "none", "quota", "none")
+    expect(c.get("/v1/agents/ch2"), 200, 'd["parent"] is None and d["quota"] is None')
     cli_ok(api, "parent", "del", "chp")
 
 

@@ -154,6 +154,8 @@ struct ag_quota_status {
 };
 int ag_quota_status(struct ag_ctx *ctx, __u32 slot, struct ag_quota_status *out);
 
+/* slot's parent slot + 1 (0: none), through the mmap: no system call. */
+__u32 ag_bucket_parent(struct ag_ctx *ctx, __u32 slot);
 /* The path from slot up: slots[0] = slot, then its parents; *n buckets. */
 int ag_bucket_path(struct ag_ctx *ctx, __u32 slot, __u32 slots[AG_PATH_MAX], int *n);
 /* All agents (not parents), sorted by slot; free(*out). */

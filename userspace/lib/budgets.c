@@ -37,6 +37,13 @@ __u64 ag_parent_up(struct ag_ctx *ctx, __u32 slot)
 	return b.up;
 }
 
+__u32 ag_bucket_parent(struct ag_ctx *ctx, __u32 slot)
+{
+	__u64 up = ag_parent_up(ctx, slot);
+
+	return up <= ctx->max_agents ? (__u32)up : 0;
+}
+
 int ag_budgets_missing(struct ag_ctx *ctx)
 {
 	return ag_err(ENOENT,

@@ -507,6 +507,10 @@ struct agd_agent_view {
 	struct agd_influence influence; /* in effect */
 	unsigned int influence_set;     /* its own: enum agd_influence_fields */
 	bool implicit; /* created by a rating or /bucket */
+	/* Its budget, from the maps (docs/BUDGETS.md): the parent bucket's
+	 * name ("" for none) and its quota (limit 0: none). */
+	char parent[AG_NAME_MAX + 1];
+	struct ag_quota_status quota;
 };
 
 int agd_engine_agent_view(struct agd_engine *e, const char *name, struct agd_agent_view *v);

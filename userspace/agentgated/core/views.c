@@ -32,6 +32,19 @@ static void view_of(struct agd_engine *e, const struct entry *en, struct agd_age
 	v->influence_set = en->inf.set;
 }
 
+/* The agent's parent and quota, which live in the maps, not the store:
+ * the CLI and /v1/parents set them (docs/BUDGETS.md). */
+static void budget_of(struct agd_engine *e, struct agd_agent_view *v)
+{
+	__u32 up = ag_bucket_parent(e->ctx, v->slot);
+	struct ag_agent p;
+
+	v->parent[0] = '\0';
+	if (up && !ag_agent_get_slot(e->ctx, up - 1, &p))
+		memcpy(v->parent, p.name, sizeof(v->parent));
+	ag_quota_status(e->ctx, v->slot, &v->quota); /* through the mmap */
+}
+
 int agd_engine_agent_view(struct agd_engine *e, const char *name, struct agd_agent_view *v)
 {
 	struct entry *en;
@@ -49,6 +62,7 @@ int agd_engine_agent_view(struct agd_engine *e, const char *name, struct agd_age
 	if (in_maps) {
 		ag_bucket_tokens(e->ctx, v->slot, &v->tokens);
 		ag_counters_get(e->ctx, v->slot, &v->counters);
+		budget_of(e, v);
 	}
 	return 0;
 }
@@ -193,6 +207,7 @@ int agd_engine_agent_page(struct agd_engine *e, const char *after, size_t limit,
 			continue;
 		ag_bucket_tokens(e->ctx, v[i].slot, &v[i].tokens);
 		ag_counters_get(e->ctx, v[i].slot, &v[i].counters);
+		budget_of(e, &v[i]);
 	}
 	*out = v;
 	*n = k;
@@ -317,6 +332,18 @@ void *agd_agent_view_json(const struct agd_agent_view *v)
 	json_object_set_new(o, "dropped_bytes", json_integer((json_int_t)v->counters.dropped_bytes));
 	json_object_set_new(o, "created_ms", json_integer((json_int_t)v->created_ms));
 	json_object_set_new(o, "updated_ms", json_integer((json_int_t)v->updated_ms));
+	json_object_set_new(o, "parent", v->parent[0] ? json_string(v->parent) : json_null());
+	json_object_set_new(o, "quota",
+			    v->quota.limit ?
+				    json_pack("{s:I,s:s,s:I,s:f,s:I}", "limit",
+					      (json_int_t)v->quota.limit, "window",
+					      ag_quota_window_name(v->quota.window), "used",
+					      (json_int_t)v->quota.used, "remaining",
+					      (double)v->quota.limit - (double)v->quota.used,
+					      "resets_in_s",
+					      (json_int_t)((v->quota.reset_in_ns + 999999999ULL) /
+							   1000000000ULL)) :
+				    json_null());
 	return o;
 }
 
