@@ -860,21 +860,22 @@ __noinline int ag_take_level(struct ag_level *l, struct ag_judge_in *in)
 }
 
 static __always_inline int enforce_path(const struct ag_config *cfg, struct ag_pkt *pk,
-					__u32 slot)
+					__u32 slot, __u64 up, __u64 quota_conf)
 {
 	struct ag_path p = { .in = { .now_ns = bpf_ktime_get_ns(), .len = pk->len }, .n = 1 };
 	int i, j, r = -1, why;
 
+	/* The agent's budget was read by the caller; the parents' here. */
 	p.lv[0].slot = slot;
-	for (i = 1; i <= AG_PATH_MAX; i++) {
-		struct ag_budget *bd = bpf_map_lookup_elem(&ag_budgets, &p.lv[i - 1].slot);
-		__u64 up = bd ? *(volatile __u64 *)&bd->up : 0;
+	p.lv[0].has_quota = quota_conf != 0;
+	for (i = 1; i < AG_PATH_MAX && up; i++) {
+		struct ag_budget *bd;
 
-		p.lv[i - 1].has_quota = bd && *(volatile __u64 *)&bd->quota_conf;
-		if (!up || i == AG_PATH_MAX)
-			break;
 		p.lv[i].slot = (__u32)up - 1;
 		p.n++;
+		bd = bpf_map_lookup_elem(&ag_budgets, &p.lv[i].slot);
+		up = bd ? *(volatile __u64 *)&bd->up : 0;
+		p.lv[i].has_quota = bd && *(volatile __u64 *)&bd->quota_conf;
 	}
 	/* Read once here: the levels are judged by functions of their own,
 	 * which have no packet. */
@@ -921,11 +922,13 @@ static __always_inline int enforce_path(const struct ag_config *cfg, struct ag_p
 static __always_inline int enforce(const struct ag_config *cfg, __u32 slot, struct ag_pkt *pk)
 {
 	struct ag_budget *bd = bpf_map_lookup_elem(&ag_budgets, &slot);
+	__u64 up = bd ? *(volatile __u64 *)&bd->up : 0;
+	__u64 quota_conf = bd ? *(volatile __u64 *)&bd->quota_conf : 0;
 	struct ag_counters *c;
 	enum ag_verdict v;
 
-	if (bd && (*(volatile __u64 *)&bd->up | *(volatile __u64 *)&bd->quota_conf))
-		return enforce_path(cfg, pk, slot);
+	if (up | quota_conf)
+		return enforce_path(cfg, pk, slot, up, quota_conf);
 	c = bpf_map_lookup_elem(&ag_counters, &slot);
 	v = charge(slot, pk, cfg->coarse_slack_ns);
 	if (v == AG_V_NO_BUCKET) {

@@ -147,6 +147,7 @@ void print_quota_text(const struct agent_row *r);
 void json_agent(struct jsonw *w, const struct agent_row *r);
 void json_agent_fields(struct jsonw *w, const struct agent_row *r);
 void json_parent_counters(struct jsonw *w, const struct agent_row *r);
+void json_limit_fields(struct jsonw *w, const struct agent_row *r);
 void print_deleted(struct cli *cli, const char *kind, const char *name);
 void json_rule(struct jsonw *w, const struct ag_rule *r, const char *agent);
 int parse_sort(struct cli *cli, const char *text, int *key);

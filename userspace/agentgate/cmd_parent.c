@@ -215,12 +215,7 @@ static void parent_json(struct cli *cli, const struct parent_view *v, int create
 	size_t i;
 
 	jsonw_start_object(w);
-	jsonw_string_field(w, "name", r->a.name);
-	jsonw_uint_field(w, "slot", r->a.slot);
-	jsonw_double_field(w, "rate", r->a.rate);
-	jsonw_uint_field(w, "burst", r->a.burst);
-	jsonw_string_field(w, "unit", unit_name(r->a.unit));
-	jsonw_double_field(w, "tokens", floor(r->tokens * 1000) / 1000);
+	json_limit_fields(w, r);
 	jsonw_name(w, "children");
 	jsonw_start_array(w);
 	for (i = 0; i < v->n_children; i++)

@@ -170,7 +170,8 @@ void print_deleted(struct cli *cli, const char *kind, const char *name)
 	}
 }
 
-void json_agent_fields(struct jsonw *w, const struct agent_row *r)
+/* What agents and parents both are: a bucket with a name and a limit. */
+void json_limit_fields(struct jsonw *w, const struct agent_row *r)
 {
 	jsonw_string_field(w, "name", r->a.name);
 	jsonw_uint_field(w, "slot", r->a.slot);
@@ -178,6 +179,11 @@ void json_agent_fields(struct jsonw *w, const struct agent_row *r)
 	jsonw_uint_field(w, "burst", r->a.burst);
 	jsonw_string_field(w, "unit", unit_name(r->a.unit));
 	jsonw_double_field(w, "tokens", floor(r->tokens * 1000) / 1000);
+}
+
+void json_agent_fields(struct jsonw *w, const struct agent_row *r)
+{
+	json_limit_fields(w, r);
 	jsonw_bool_field(w, "pinned", r->a.pinned);
 	json_parent_counters(w, r);
 	json_quota(w, r);
