@@ -327,3 +327,34 @@ def t_expiry_restart(env, xdp_lab):
     check(took >= 0.5, "rs-busy expired %.1f s after the start plus 1.5 s" % took)
     check(removed(d, "ttl") == 2, "removed{ttl} %s" % removed(d, "ttl"))
     d.stop()
+
+
+@case("idle TTL and budgets: an agent that expires keeps its parent and quota (with the count "
+      "of the window) for when a rating makes it again, so a customer's cap cannot be shed by "
+      "idling; DELETE of the expired agent forgets them (audited); the parent then goes")
+def t_expiry_keeps_budget(env):
+    d = env.daemon("ttlbudget", "--agent-ttl", "%ds" % AGENT_TTL_S).start()
+    api = d.api
+    expect(api.put("/v1/parents/cust", {"rate": 100, "burst": 100}), 201)
+    expect(api.put("/v1/agents/e1", {"rate": 10, "burst": 10, "ttl": 1, "parent": "cust",
+                                      "quota": {"limit": 50, "window": "day"}}), 201,
+           'd["parent"] == "cust"')
+    expect(api.post("/v1/agents/e1/consume", {"tokens": 4}), 200, 'd["allowed"]')
+    # The parent cannot go while its child has a bucket.
+    expect_error(api.delete("/v1/parents/cust"), 409, "conflict", "cust")
+    gone_within(d, "e1", 8)
+    expect(api.get("/v1/parents/cust"), 200, 'd["children"] == []')
+    # A rating makes it again: under its parent, with its quota and the count.
+    expect(api.post("/v1/ratings", {"agent": "e1", "score": 4}), 200)
+    expect(api.get("/v1/agents/e1"), 200, 'd["parent"] == "cust"',
+           'd["quota"]["limit"] == 50', 'd["quota"]["used"] == 4')
+    expect(api.get("/v1/parents/cust"), 200, 'd["children"] == ["e1"]')
+    gone_within(d, "e1", 8)
+    expect(api.delete("/v1/agents/e1"), 200)
+    check(any(l["agent"] == "e1" and l["before"]["parent"] == "cust"
+              for l in audit_lines(d, "agent.delete")), "no agent.delete audit of the kept budget")
+    expect_error(api.delete("/v1/agents/e1"), 404, "not_found", "e1")
+    expect(api.post("/v1/ratings", {"agent": "e1", "score": 4}), 200)
+    expect(api.get("/v1/agents/e1"), 200, 'd["parent"] is None', 'd["quota"] is None')
+    expect(api.delete("/v1/parents/cust"), 200)
+    d.stop()

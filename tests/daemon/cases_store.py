@@ -154,6 +154,74 @@ def t_reboot_restore(env):
     d.stop()
 
 
+def budget_state(d):
+    """org (quota 1000/day) > team > agent b1 (quota 500/hour), 7 tokens
+    consumed from b1 (and so from team and org)."""
+    api = d.api
+    expect(api.put("/v1/parents/org", '{"rate":100,"burst":100,"quota":{"limit":1000,'
+                   '"window":"day"}}'), 201)
+    expect(api.put("/v1/parents/team", '{"rate":50,"burst":50,"parent":"org"}'), 201)
+    expect(api.put("/v1/agents/b1", '{"rate":10,"burst":10,"parent":"team","quota":'
+                   '{"limit":500,"window":"hour"}}'), 201)
+    expect(api.post("/v1/agents/b1/consume", '{"tokens":7}'), 200, 'd["allowed"]')
+
+
+def expect_budgets(d, used):
+    api = d.api
+    expect(api.get("/v1/parents/org"), 200, 'd["rate"] == 100', 'd["burst"] == 100',
+           'd["parent"] is None', 'd["children"] == ["team"]',
+           'd["quota"]["limit"] == 1000', 'd["quota"]["window"] == "day"',
+           'd["quota"]["used"] == %d' % used)
+    expect(api.get("/v1/parents/team"), 200, 'd["rate"] == 50', 'd["parent"] == "org"',
+           'd["children"] == ["b1"]', 'd["quota"] is None')
+    expect_agent(api, "b1", 'd["parent"] == "team"', 'd["quota"]["limit"] == 500',
+                 'd["quota"]["window"] == "hour"', 'd["quota"]["used"] == %d' % used)
+    # In the maps, not only in the API.
+    jcheck(d.cli("parent", "show", "team").json(), 'd["parent"] == "org"',
+           'd["children"] == ["b1"]')
+
+
+@case("pins removed (reboot): parents, agents' parents and quotas restored from LMDB, the "
+      "quotas' counts with them; what the CLI changed through the daemon is stored too")
+def t_reboot_budgets(env):
+    d = env.daemon("budgets").start()
+    budget_state(d)
+    # The CLI goes through the daemon while it runs: stored like the API's.
+    cli_ok(d, "parent", "set", "p2", "rate", "5", "burst", "5")
+    cli_ok(d, "agent", "set", "b2", "rate", "3", "parent", "p2", "quota", "1e4/day")
+    d.stop()
+    shutil.rmtree(d.pin)
+    d.start()
+    expect_budgets(d, 7)
+    expect(d.api.get("/v1/parents/p2"), 200, 'd["rate"] == 5', 'd["children"] == ["b2"]')
+    expect_agent(d.api, "b2", 'd["parent"] == "p2"', 'd["quota"]["limit"] == 10000')
+    # A parent with a child is not deleted; the child moved, it is.
+    expect_error(d.api.delete("/v1/parents/p2"), 409, "conflict", "p2")
+    expect(d.api.put("/v1/agents/b2", '{"parent":null,"quota":null}'), 200,
+           'd["parent"] is None', 'd["quota"] is None')
+    expect(d.api.delete("/v1/parents/p2"), 200)
+    # Restarted with the pins in place: nothing doubled, nothing lost.
+    d.stop()
+    d.start()
+    expect_budgets(d, 7)
+    expect_error(d.api.get("/v1/parents/p2"), 404, "not_found", "p2")
+    # While no daemon runs the CLI's changes are the maps' word (journal).
+    d.stop()
+    cli_ok(d, "agent", "set", "b1", "parent", "none")
+    cli_ok(d, "parent", "del", "team")
+    d.start()
+    expect_error(d.api.get("/v1/parents/team"), 404, "not_found", "team")
+    expect_agent(d.api, "b1", 'd["parent"] is None', 'd["quota"]["limit"] == 500')
+    d.stop()
+    shutil.rmtree(d.pin)
+    d.start()
+    expect_error(d.api.get("/v1/parents/team"), 404, "not_found", "team")
+    expect_agent(d.api, "b1", 'd["parent"] is None', 'd["quota"]["used"] == 7')
+    expect(d.api.get("/v1/parents/org"), 200, 'd["children"] == []',
+           'd["quota"]["used"] == 7')
+    d.stop()
+
+
 # ---- 6b. a damaged state store ------------------------------------------------
 
 @fixture

@@ -866,6 +866,48 @@ def t_operator_cli(phase1):
               "%s: config.set by local:root not audited: %s" % (d.node, audit[-400:]))
 
 
+@case("parents through the log: a parent made at one host (API), another with the CLI at a "
+      "second, an agent's parent and quota set at a third: every host's API and maps have them; "
+      "a parent with a child is refused everywhere, deleted once the child moved")
+def t_operator_parents(phase1):
+    s, hosts = phase1
+    a, b, c = hosts
+
+    def parent_everywhere(name, *exprs):
+        def ok():
+            for d in hosts:
+                r = d.api.get("/v1/parents/" + name)
+                if r.status != 200 or not all(eval(x, {}, {"d": r.json()}) for x in exprs):
+                    return False
+            return True
+        wait_for(ok, CONVERGE, what="parent %s with %s on every host" % (name, exprs))
+
+    r = a.api.put("/v1/parents/fp-org", {"rate": 300, "burst": 300,
+                                         "quota": {"limit": 100000, "window": "day"}})
+    check(r.status == 201, "PUT fp-org at a: %d %s" % (r.status, r.text))
+    parent_everywhere("fp-org", 'd["rate"] == 300', 'd["quota"]["limit"] == 100000')
+    cli(b, "parent", "set", "fp-team", "rate", "100", "burst", "100", "parent", "fp-org")
+    parent_everywhere("fp-team", 'd["parent"] == "fp-org"')
+    r = c.api.put("/v1/agents/fp-1", {"rate": 10, "parent": "fp-team",
+                                      "quota": {"limit": 500, "window": "hour"}})
+    check(r.status == 201, "PUT fp-1 at c: %d %s" % (r.status, r.text))
+    parent_everywhere("fp-team", 'd["children"] == ["fp-1"]')
+    for d in hosts:     # in the maps, where the datapath reads them
+        x = cli(d, "agent", "show", "fp-1")
+        check(x["parent"] == "fp-team" and x["quota"]["limit"] == 500,
+              "%s: fp-1 in the maps: %s" % (d.node, x))
+    r = b.api.delete("/v1/parents/fp-team")
+    check(r.status == 409, "DELETE fp-team with a child at b: %d %s" % (r.status, r.text))
+    r = a.api.put("/v1/agents/fp-1", {"parent": None})
+    check(r.status == 200, "PUT fp-1 parent null at a: %d %s" % (r.status, r.text))
+    parent_everywhere("fp-team", 'd["children"] == []')
+    r = b.api.delete("/v1/parents/fp-team")
+    check(r.status == 200, "DELETE fp-team at b: %d %s" % (r.status, r.text))
+    wait_for(lambda: all(d.api.get("/v1/parents/fp-team").status == 404 for d in hosts),
+             CONVERGE, what="fp-team gone from every host")
+    parent_everywhere("fp-org", 'd["children"] == []')
+
+
 def collect_dead_letters(n, sid, seqs):
     """The dead letters of the stream sequences seqs: {Agentgate-Seq: [Msg]}."""
     got = {}

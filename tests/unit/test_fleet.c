@@ -99,6 +99,51 @@ static void rules_and_delete_come_back(void **state)
 	assert_string_equal(out.agent, "gone");
 }
 
+static void budgets_come_back(void **state)
+{
+	struct agd_op in = { .kind = AGD_OP_PARENT_PUT, .agent = "org", .subject = "ops" }, out;
+
+	in.budget.fields = AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT | AG_SET_PARENT | AG_SET_QUOTA;
+	in.budget.rate = 1.0 / 3;
+	in.budget.burst = 1ULL << 40;
+	in.budget.unit = AG_UNIT_CONN;
+	snprintf(in.budget.parent, sizeof(in.budget.parent), "root");
+	in.budget.quota = (1ULL << 43) - 1;
+	in.budget.quota_window = AG_QW_30D;
+	out = roundtrip(&in);
+	assert_int_equal(out.kind, AGD_OP_PARENT_PUT);
+	assert_string_equal(out.agent, "org");
+	assert_int_equal(out.budget.fields, in.budget.fields);
+	assert_memory_equal(&out.budget.rate, &in.budget.rate, sizeof(double));
+	assert_true(out.budget.burst == in.budget.burst);
+	assert_int_equal(out.budget.unit, AG_UNIT_CONN);
+	assert_string_equal(out.budget.parent, "root");
+	assert_true(out.budget.quota == in.budget.quota);
+	assert_int_equal(out.budget.quota_window, AG_QW_30D);
+
+	in = (struct agd_op){ .kind = AGD_OP_PARENT_DELETE, .agent = "org" };
+	out = roundtrip(&in);
+	assert_int_equal(out.kind, AGD_OP_PARENT_DELETE);
+	assert_string_equal(out.agent, "org");
+
+	/* An agent's parent and quota travel with its change. */
+	in = (struct agd_op){ .kind = AGD_OP_AGENT_PUT, .agent = "a1" };
+	in.change.fill_tokens = -1;
+	in.change.budget.fields = AG_SET_PARENT | AG_SET_QUOTA;
+	snprintf(in.change.budget.parent, sizeof(in.change.budget.parent), "org");
+	in.change.budget.quota = 10000000;
+	in.change.budget.quota_window = AG_QW_DAY;
+	out = roundtrip(&in);
+	assert_int_equal(out.change.budget.fields, AG_SET_PARENT | AG_SET_QUOTA);
+	assert_string_equal(out.change.budget.parent, "org");
+	assert_true(out.change.budget.quota == 10000000);
+	assert_int_equal(out.change.budget.quota_window, AG_QW_DAY);
+	/* None: nothing of the kind in the message, none after it. */
+	in.change.budget = (struct agd_budget_change){ 0 };
+	out = roundtrip(&in);
+	assert_int_equal(out.change.budget.fields, 0);
+}
+
 static void anything_else_is_refused_with_a_reason(void **state)
 {
 	static const char *const bad[] = {
@@ -121,6 +166,19 @@ static void anything_else_is_refused_with_a_reason(void **state)
 		"{\"v\":1,\"op\":\"agent.put\",\"agent\":\"a\",\"subject\":\"\",\"change\":{\"set\":256,"
 		"\"unset\":0,\"fill\":-1,\"policy\":{\"r0\":1,\"alpha\":1,\"r_min\":1,\"r_max\":2,"
 		"\"burst\":1,\"burst_kind\":0,\"unit\":0,\"pinned\":false}}}",
+		"{\"v\":1,\"op\":\"parent.put\",\"agent\":\"p\",\"subject\":\"\"}",
+		"{\"v\":1,\"op\":\"parent.put\",\"agent\":\"p\",\"subject\":\"\",\"budget\":"
+		"{\"fields\":1,\"rate\":1,\"burst\":1,\"unit\":9,\"parent\":\"\",\"quota\":0,"
+		"\"window\":0}}",
+		"{\"v\":1,\"op\":\"parent.put\",\"agent\":\"p\",\"subject\":\"\",\"budget\":"
+		"{\"fields\":1,\"rate\":1,\"burst\":1,\"unit\":0,\"parent\":\"a b\",\"quota\":0,"
+		"\"window\":0}}",
+		"{\"v\":1,\"op\":\"parent.put\",\"agent\":\"p\",\"subject\":\"\",\"budget\":"
+		"{\"fields\":1024,\"rate\":1,\"burst\":1,\"unit\":0,\"parent\":\"\",\"quota\":0,"
+		"\"window\":0}}",
+		"{\"v\":1,\"op\":\"parent.put\",\"agent\":\"p\",\"subject\":\"\",\"budget\":"
+		"{\"fields\":1,\"rate\":1,\"burst\":1,\"unit\":0,\"parent\":\"\",\"quota\":0,"
+		"\"window\":7}}",
 		"{\"v\":1,\"op\":\"agent.delete\",\"agent\":\"0123456789012345678901234567890123456789"
 		"01234567890123456789012345\",\"subject\":\"\"}",
 	};
@@ -415,6 +473,7 @@ int main(void)
 		cmocka_unit_test(idle_ops_come_back),
 		cmocka_unit_test(agent_put_comes_back_exactly),
 		cmocka_unit_test(rules_and_delete_come_back),
+		cmocka_unit_test(budgets_come_back),
 		cmocka_unit_test(anything_else_is_refused_with_a_reason),
 		cmocka_unit_test(node_names),
 		cmocka_unit_test(demand_messages_come_back),

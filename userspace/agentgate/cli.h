@@ -80,6 +80,9 @@ int route_agent_set(struct cli *cli, const char *name, const struct ag_agent_upd
 		    double ttl, json_t *influence, bool *created, int *code);
 /* op: agent.delete, agent.reset or agent.drain (tokens); *left: the tokens
  * after a reset or drain. */
+/* parent set (set) or parent del: journaled as AG_JOURNAL_AGENT (one name space). */
+int route_parent(struct cli *cli, bool set, const char *name, const struct ag_agent_update *u,
+		 bool *created, int *code);
 int route_agent_op(struct cli *cli, const char *op, const char *name, __u64 tokens,
 		   double *left, int *code);
 int route_rule(struct cli *cli, bool add, const struct ag_rule *rule, const char *agent,

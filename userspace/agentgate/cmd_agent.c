@@ -464,7 +464,7 @@ static int parse_set_args(struct cli *cli, int argc, char **argv, struct ag_agen
 
 int do_agent_set(struct cli *cli, int argc, char **argv)
 {
-	struct ag_agent_update u, link;
+	struct ag_agent_update u;
 	bool created = false;
 	json_t *inf = json_object();
 	double ttl;
@@ -482,18 +482,11 @@ int do_agent_set(struct cli *cli, int argc, char **argv)
 		json_decref(inf);
 		return err;
 	}
-	/* The daemon keeps the policy; parent links and quotas are the maps'
-	 * own (docs/BUDGETS.md): set here, after the rest went to the daemon. */
-	link = u;
-	u.fields &= ~(AG_SET_PARENT | AG_SET_QUOTA);
-	link.fields &= AG_SET_PARENT | AG_SET_QUOTA;
 	if (route_agent_set(cli, argv[0], &u, ttl, json_object_size(inf) ? inf : NULL, &created,
 			    &code)) {
 		json_decref(inf);
 		if (code)
 			return code;
-		if (link.fields && (err = ag_agent_set(cli->ctx, argv[0], &link, NULL, NULL)))
-			return cli_lib_error(cli, err);
 	} else if (ttl >= 0 || json_object_size(inf)) {
 		json_decref(inf);
 		return cli_error(cli, EXIT_RUNTIME, "%s: kept by agentgated, which is not running "
@@ -502,10 +495,6 @@ int do_agent_set(struct cli *cli, int argc, char **argv)
 				 cli->pin_path ? cli->pin_path : AG_PIN_ROOT_DEFAULT);
 	} else {
 		json_decref(inf);
-		u.fields |= link.fields;
-		u.parent = link.parent;
-		u.quota = link.quota;
-		u.quota_window = link.quota_window;
 		err = ag_agent_set(cli->ctx, argv[0], &u, NULL, &created);
 		if (err)
 			return cli_lib_error(cli, err);

@@ -279,7 +279,7 @@ int do_parent_set(struct cli *cli, int argc, char **argv)
 {
 	struct ag_agent_update u;
 	bool created = false;
-	int err;
+	int err, code;
 
 	if (argc < 1)
 		return cli_usage(cli, "expected a parent name");
@@ -288,9 +288,14 @@ int do_parent_set(struct cli *cli, int argc, char **argv)
 		err = parse_parent_set(cli, argc - 1, argv + 1, &u);
 	if (err)
 		return err;
-	err = ag_parent_set(cli->ctx, argv[0], &u, NULL, &created);
-	if (err)
-		return cli_lib_error(cli, err);
+	if (route_parent(cli, true, argv[0], &u, &created, &code)) {
+		if (code)
+			return code;
+	} else {
+		err = ag_parent_set(cli->ctx, argv[0], &u, NULL, &created);
+		if (err)
+			return cli_lib_error(cli, err);
+	}
 	if (!cli->json)
 		printf("%s parent %s\n", created ? "created" : "updated", argv[0]);
 	return show_parent(cli, argv[0], created);
@@ -353,16 +358,21 @@ int do_parent_list(struct cli *cli, int argc, char **argv)
 
 int do_parent_del(struct cli *cli, int argc, char **argv)
 {
-	int err;
+	int err, code;
 
 	if (argc != 1)
 		return cli_usage(cli, "expected one parent name");
 	err = parse_name(cli, argv[0]);
 	if (err)
 		return err;
-	err = ag_parent_delete(cli->ctx, argv[0]);
-	if (err)
-		return cli_lib_error(cli, err);
+	if (route_parent(cli, false, argv[0], NULL, NULL, &code)) {
+		if (code)
+			return code;
+	} else {
+		err = ag_parent_delete(cli->ctx, argv[0]);
+		if (err)
+			return cli_lib_error(cli, err);
+	}
 	print_deleted(cli, "parent", argv[0]);
 	return 0;
 }

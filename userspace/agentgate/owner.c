@@ -292,6 +292,47 @@ static int journal(struct cli *cli, enum ag_journal_kind kind, const char *name,
 	return 0;
 }
 
+/* An update's parent and quota, as the control socket takes them. */
+static void budget_fields(json_t *req, const struct ag_agent_update *u)
+{
+	if (u->fields & AG_SET_PARENT)
+		json_object_set_new(req, "parent", u->parent && u->parent[0] ?
+							   json_string(u->parent) : json_null());
+	if (u->fields & AG_SET_QUOTA)
+		json_object_set_new(req, "quota",
+				    u->quota ? json_pack("{s:I,s:s}", "limit", (json_int_t)u->quota,
+							 "window",
+							 ag_quota_window_name(u->quota_window)) :
+					       json_null());
+}
+
+int route_parent(struct cli *cli, bool set, const char *name, const struct ag_agent_update *u,
+		 bool *created, int *code)
+{
+	json_t *req = json_pack("{s:s,s:s}", "op", set ? "parent.set" : "parent.delete", "name",
+				name),
+	       *res = NULL;
+	int r;
+
+	if (!req) {
+		*code = cli_error(cli, EXIT_RUNTIME, "out of memory");
+		return 1;
+	}
+	if (set && (u->fields & AG_SET_RATE))
+		json_object_set_new(req, "rate", json_real(u->rate));
+	if (set && (u->fields & AG_SET_BURST))
+		json_object_set_new(req, "burst", json_integer((json_int_t)u->burst));
+	if (set && (u->fields & AG_SET_UNIT))
+		json_object_set_new(req, "unit", json_string(unit_name(u->unit)));
+	if (set)
+		budget_fields(req, u);
+	r = route(cli, req, &res, code);
+	if (res && created)
+		*created = json_is_true(json_object_get(res, "created"));
+	json_decref(res);
+	return r ? r : journal(cli, AG_JOURNAL_AGENT, name, NULL, code);
+}
+
 int route_agent_set(struct cli *cli, const char *name, const struct ag_agent_update *u,
 		    double ttl, json_t *influence, bool *created, int *code)
 {
@@ -314,6 +355,7 @@ int route_agent_set(struct cli *cli, const char *name, const struct ag_agent_upd
 		json_object_set_new(req, "ttl", json_integer((json_int_t)ttl));
 	if (influence)
 		json_object_set(req, "influence", influence);
+	budget_fields(req, u);
 	r = route(cli, req, &res, code);
 	if (res)
 		*created = json_is_true(json_object_get(res, "created"));

@@ -153,6 +153,12 @@ struct ag_quota_status {
 	__u64 reset_in_ns;      /* until the current window ends */
 };
 int ag_quota_status(struct ag_ctx *ctx, __u32 slot, struct ag_quota_status *out);
+/* The quota's count word (window index << 44 | used), to be saved; and
+ * put back: ag_quota_restore() raises the live count to a saved word of
+ * the window running now and ignores one of an ended window (a saved count
+ * never lowers the live one). agentgated saves them across reboots. */
+int ag_quota_word(struct ag_ctx *ctx, __u32 slot, __u64 *word);
+int ag_quota_restore(struct ag_ctx *ctx, __u32 slot, __u64 word);
 
 /* slot's parent slot + 1 (0: none), through the mmap: no system call. */
 __u32 ag_bucket_parent(struct ag_ctx *ctx, __u32 slot);

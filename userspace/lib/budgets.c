@@ -392,6 +392,47 @@ int ag_quota_status(struct ag_ctx *ctx, __u32 slot, struct ag_quota_status *out)
 	return 0;
 }
 
+int ag_quota_word(struct ag_ctx *ctx, __u32 slot, __u64 *word)
+{
+	struct ag_budget *b = budget_at(ctx, slot), copy = {};
+
+	*word = 0;
+	if (slot >= ctx->max_agents)
+		return ag_err(ERANGE, "slot %u out of range (%u slots)", slot, ctx->max_agents);
+	if (b) {
+		*word = atomic_load_explicit(ag_atomic_word(&b->quota_used), memory_order_acquire);
+		return 0;
+	}
+	if (ctx->fds[AG_M_BUDGETS] < 0)
+		return 0;
+	if (bpf_map_lookup_elem(ctx->fds[AG_M_BUDGETS], &slot, &copy))
+		return ag_err(errno, "cannot read %s: %s", AG_MAP_BUDGETS, strerror(errno));
+	*word = copy.quota_used;
+	return 0;
+}
+
+int ag_quota_restore(struct ag_ctx *ctx, __u32 slot, __u64 word)
+{
+	struct ag_budget *b = budget_at(ctx, slot);
+	__u64 conf, w, wns, idx = word >> AG_QUOTA_USED_BITS;
+
+	if (slot >= ctx->max_agents)
+		return ag_err(ERANGE, "slot %u out of range (%u slots)", slot, ctx->max_agents);
+	if (!b)
+		return ag_budgets_missing(ctx);
+	conf = atomic_load_explicit(ag_atomic_word(&b->quota_conf), memory_order_acquire);
+	wns = ag_quota_window_ns(AG_QUOTA_WINDOW(conf));
+	/* Only a count of the window now running: an older one has ended. */
+	if (!AG_QUOTA_LIMIT(conf) || !wns || idx != ag_quota_index(ag_tai_ns(), wns))
+		return 0;
+	w = atomic_load_explicit(ag_atomic_word(&b->quota_used), memory_order_acquire);
+	while (ag_quota_used(w, idx) < (word & AG_QUOTA_USED_MASK) &&
+	       !atomic_compare_exchange_weak_explicit(ag_atomic_word(&b->quota_used), &w, word,
+						      memory_order_acq_rel, memory_order_acquire))
+		;
+	return 0;
+}
+
 int ag_quota_check(__u64 limit, enum ag_quota_window window)
 {
 	if (!limit)

@@ -298,7 +298,7 @@ int agent_put(struct req *r)
 	static const char *const allowed[] = { "rate", "burst", "unit", "r_min", "r_max",
 					       "alpha", "pinned", "ttl", "max_change",
 					       "change_window", "wave_users", "wave_hold",
-					       "user_cap", NULL };
+					       "user_cap", "parent", "quota", NULL };
 	struct agd_agent_change c;
 	struct agd_err oe = { 0 };
 	int status = 0, err;
@@ -312,7 +312,10 @@ int agent_put(struct req *r)
 		json_decref(o);
 		return status;
 	}
+	err = agd_budget_parse(o, false, &c.budget, &oe);
 	json_decref(o);
+	if (err)
+		return send_error(r->conn, 400, "%s", oe.msg);
 	err = agd_engine_agent_put(r->h->e, r->param, &c, r->tok.subject, &created, &oe);
 	if (err)
 		return bad_agent(r, err, &oe);

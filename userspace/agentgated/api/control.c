@@ -155,7 +155,7 @@ static json_t *influence_of_op(json_t *inf, struct agd_agent_change *c)
 static json_t *agent_set(struct agd_engine *e, json_t *o, const char *subject)
 {
 	static const char *const allowed[] = { "op", "agent", "rate", "burst", "unit", "pinned",
-					       "ttl", "influence", NULL };
+					       "ttl", "influence", "parent", "quota", NULL };
 	struct agd_agent_change c = { .fill_tokens = -1 };
 	struct agd_err oe = { 0 };
 	const char *agent, *unit;
@@ -213,10 +213,44 @@ static json_t *agent_set(struct agd_engine *e, json_t *o, const char *subject)
 	}
 	if ((v = json_object_get(o, "influence")) && (bad = influence_of_op(v, &c)))
 		return bad;
+	if (agd_budget_parse(o, false, &c.budget, &oe))
+		return failure(-EINVAL, "%s", oe.msg);
 	err = agd_engine_agent_put(e, agent, &c, subject, &created, &oe);
 	if (err)
 		return failure(err, "%s", oe.msg);
 	return success(json_pack("{s:s,s:b}", "agent", agent, "created", created));
+}
+
+/* parent.set {"name", rate, burst, unit, parent, quota}, parent.delete {"name"}. */
+static json_t *parent_op(struct agd_engine *e, json_t *o, bool set, const char *subject)
+{
+	static const char *const set_fields[] = { "op",	    "name",   "rate",  "burst",
+						  "unit",   "parent", "quota", NULL };
+	static const char *const del_fields[] = { "op", "name", NULL };
+	struct agd_budget_change b;
+	struct agd_err oe = { 0 };
+	const char *name;
+	bool created = false;
+	json_t *bad;
+	int err;
+
+	if ((bad = unknown_fields(o, set ? set_fields : del_fields)))
+		return bad;
+	name = json_string_value(json_object_get(o, "name"));
+	if (!name || ag_name_check(name))
+		return failure(-EINVAL, "field 'name': expected a parent's name");
+	if (!set) {
+		err = agd_engine_parent_delete(e, name, subject, &oe);
+		if (err)
+			return failure(err, "%s", oe.msg);
+		return success(json_pack("{s:s}", "deleted", name));
+	}
+	if (agd_budget_parse(o, true, &b, &oe))
+		return failure(-EINVAL, "%s", oe.msg);
+	err = agd_engine_parent_put(e, name, &b, subject, &created, &oe);
+	if (err)
+		return failure(err, "%s", oe.msg);
+	return success(json_pack("{s:s,s:b}", "name", name, "created", created));
 }
 
 static json_t *agent_simple(struct agd_engine *e, json_t *o, const char *op, const char *subject)
@@ -385,6 +419,8 @@ char *agd_control_handle(struct agd_engine *e, const char *line, size_t len, con
 	else if (!strcmp(op, "agent.delete") || !strcmp(op, "agent.reset") ||
 		 !strcmp(op, "agent.drain") || !strcmp(op, "agent.explain"))
 		reply = agent_simple(e, o, op, subject);
+	else if (!strcmp(op, "parent.set") || !strcmp(op, "parent.delete"))
+		reply = parent_op(e, o, !strcmp(op, "parent.set"), subject);
 	else if (!strcmp(op, "rule.add") || !strcmp(op, "rule.del"))
 		reply = rule_op(e, o, !strcmp(op, "rule.add"), subject);
 	else if (!strcmp(op, "feed.sync"))

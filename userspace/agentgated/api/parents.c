@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /*
  * /v1/parents and /v1/parents/{parent}: parent buckets (docs/BUDGETS.md),
- * written to the maps through libagentgate as the CLI writes them. They are
- * the operator's, not the rating policy's: the engine neither stores nor
- * moves them.
+ * changed through the engine (stored, audited and replicated like agents:
+ * core/budgets.c) and read from the maps. They are the operator's: ratings
+ * never move them.
  */
 #include "server.h"
 #include <errno.h>
@@ -148,108 +148,11 @@ int parents_list(struct req *r)
 	return agd_reply_json(r->conn, 200, json_pack("{s:o}", "parents", sorted), NULL);
 }
 
-/* "quota": {"limit": N, "window": "hour"|"day"|"30d"} or null. */
-static int parse_quota(struct req *r, json_t *v, struct ag_agent_update *u, int *status)
-{
-	static const char *const keys[] = { "limit", "window", NULL };
-	const char *key, *win;
-	json_t *x;
-	double limit = 0;
-	size_t i;
-
-	u->fields |= AG_SET_QUOTA;
-	if (json_is_null(v))
-		return 0;
-	if (!json_is_object(v)) {
-		*status = send_error(r->conn, 400,
-				     "field 'quota': expected {\"limit\", \"window\"} or null");
-		return -1;
-	}
-	json_object_foreach(v, key, x) {
-		for (i = 0; keys[i] && strcmp(keys[i], key); i++)
-			;
-		if (!keys[i]) {
-			*status = send_error(r->conn, 400, "field 'quota.%s': unknown", key);
-			return -1;
-		}
-	}
-	x = json_object_get(v, "limit");
-	limit = json_is_number(x) ? json_number_value(x) : 0;
-	if (!(limit >= 1 && limit <= (double)AG_QUOTA_MAX && limit == floor(limit))) {
-		*status = send_error(r->conn, 400,
-				     "field 'quota.limit': expected a whole number from 1 to %llu",
-				     (unsigned long long)AG_QUOTA_MAX);
-		return -1;
-	}
-	win = json_string_value(json_object_get(v, "window"));
-	if (!win || ag_quota_window_parse(win, &u->quota_window)) {
-		*status = send_error(r->conn, 400,
-				     "field 'quota.window': expected \"hour\", \"day\" or \"30d\"");
-		return -1;
-	}
-	u->quota = (__u64)limit;
-	return 0;
-}
-
-static int parse_parent_body(struct req *r, json_t *o, struct ag_agent_update *u, int *status)
-{
-	json_t *v;
-	double x;
-	int found;
-
-	memset(u, 0, sizeof(*u));
-	found = get_number(r, o, "rate", 0.001, 1e10, false, &x, status);
-	if (found < 0)
-		return -1;
-	if (found) {
-		u->fields |= AG_SET_RATE;
-		u->rate = x;
-	}
-	found = get_number(r, o, "burst", 1, (double)AG_BURST_MAX, true, &x, status);
-	if (found < 0)
-		return -1;
-	if (found) {
-		u->fields |= AG_SET_BURST;
-		u->burst = (__u64)x;
-	}
-	if ((v = json_object_get(o, "unit"))) {
-		if (!json_is_string(v) || ag_unit_parse(json_string_value(v), &u->unit)) {
-			*status = send_error(r->conn, 400,
-					     "field 'unit': expected \"pps\", \"bps\" or \"conn\"");
-			return -1;
-		}
-		u->fields |= AG_SET_UNIT;
-	}
-	if ((v = json_object_get(o, "parent"))) {
-		if (!json_is_null(v) &&
-		    (!json_is_string(v) || ag_name_check(json_string_value(v)))) {
-			*status = send_error(r->conn, 400,
-					     "field 'parent': expected a parent's name or null");
-			return -1;
-		}
-		u->fields |= AG_SET_PARENT;
-		u->parent = json_is_null(v) ? NULL : json_string_value(v);
-	}
-	if ((v = json_object_get(o, "quota")) && parse_quota(r, v, u, status))
-		return -1;
-	return 0;
-}
-
-/* The library's refusal of a change, as a status naming what is wrong. */
-static int refused(struct req *r, int err)
-{
-	int status = err == -ENOENT || err == -EINVAL || err == -ELOOP ? 400 :
-		     err == -EEXIST || err == -EBUSY			  ? 409 :
-		     err == -ENOSPC					  ? 507 :
-									    500;
-
-	return send_error(r->conn, status, "%s", ag_errmsg());
-}
-
 int parent_put(struct req *r)
 {
 	static const char *const allowed[] = { "rate", "burst", "unit", "parent", "quota", NULL };
-	struct ag_agent_update u;
+	struct agd_budget_change b;
+	struct agd_err oe = { 0 };
 	struct ag_agent a;
 	bool created = false;
 	int status = 0, err;
@@ -261,15 +164,12 @@ int parent_put(struct req *r)
 	o = body_object(r, allowed, &status);
 	if (!o)
 		return status;
-	err = parse_parent_body(r, o, &u, &status);
-	if (!err) {
-		err = ag_parent_set(ctx_of(r), r->param, &u, NULL, &created);
-		if (err)
-			status = refused(r, err);
-	}
+	err = agd_budget_parse(o, true, &b, &oe);
 	json_decref(o);
+	if (!err)
+		err = agd_engine_parent_put(r->h->e, r->param, &b, r->tok.subject, &created, &oe);
 	if (err)
-		return status;
+		return send_error(r->conn, agd_engine_status(err), "%s", oe.msg);
 	if (ag_agent_get(ctx_of(r), r->param, &a))
 		return send_error(r->conn, 500, "%s", ag_errmsg());
 	return agd_reply_json(r->conn, created ? 201 : 200, parent_json(ctx_of(r), &a), NULL);
@@ -277,13 +177,10 @@ int parent_put(struct req *r)
 
 int parent_delete(struct req *r)
 {
-	struct ag_agent a;
-	int status, err;
+	struct agd_err oe = { 0 };
+	int err = agd_engine_parent_delete(r->h->e, r->param, r->tok.subject, &oe);
 
-	if (find_parent(r, &a, &status))
-		return status;
-	err = ag_parent_delete(ctx_of(r), r->param);
 	if (err)
-		return refused(r, err);
+		return send_error(r->conn, agd_engine_status(err), "%s", oe.msg);
 	return agd_reply_json(r->conn, 200, json_pack("{s:s}", "deleted", r->param), NULL);
 }

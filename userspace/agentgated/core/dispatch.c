@@ -77,6 +77,33 @@ int agd_engine_agent_delete(struct agd_engine *e, const char *name, const char *
 	return to_log(r, &op, name, subject, NULL, oe);
 }
 
+int agd_engine_parent_put(struct agd_engine *e, const char *name,
+			  const struct agd_budget_change *c, const char *subject, bool *created,
+			  struct agd_err *oe)
+{
+	const struct agd_replicator *r = agd_engine_replicator(e);
+	struct agd_op op = { .kind = AGD_OP_PARENT_PUT, .budget = *c };
+
+	if (ag_name_check(name))
+		return refuse(oe, ag_errmsg());
+	if (!strcmp(name, AGD_METRICS_OTHER))
+		return refuse(oe, "name '" AGD_METRICS_OTHER "' is reserved (the metrics aggregate)");
+	if (!r)
+		return agd_engine_apply_parent_put(e, 0, name, c, subject, created, oe);
+	return to_log(r, &op, name, subject, created, oe);
+}
+
+int agd_engine_parent_delete(struct agd_engine *e, const char *name, const char *subject,
+			     struct agd_err *oe)
+{
+	const struct agd_replicator *r = agd_engine_replicator(e);
+	struct agd_op op = { .kind = AGD_OP_PARENT_DELETE };
+
+	if (!r)
+		return agd_engine_apply_parent_delete(e, 0, name, subject, oe);
+	return to_log(r, &op, name, subject, NULL, oe);
+}
+
 int agd_engine_rule_add(struct agd_engine *e, const struct ag_rule *rule, const char *agent,
 		       const char *subject, struct agd_err *oe)
 {

@@ -35,7 +35,7 @@ __u64 wall_ms(void)
 
 /* ---- the agent table ------------------------------------------------------ */
 
-static size_t hash_name(const char *s)
+size_t hash_name(const char *s)
 {
 	size_t h = 1469598103934665603ULL;
 
@@ -188,6 +188,8 @@ int push_to_map(struct agd_engine *e, struct entry *en, bool force)
 		map_error(e, en->name, err);
 		return err;
 	}
+	if (created) /* a bucket again: its parent and quota with it */
+		budget_on_bucket(e, en->name);
 	en->map_rate = u.rate;
 	en->map_burst = u.burst;
 	en->map_unit = u.unit;
@@ -534,6 +536,9 @@ void agd_engine_close(struct agd_engine *e)
 		voices_fold(e, true); /* a short log for the next start */
 		pthread_mutex_unlock(&e->lock);
 	}
+	if (e->thread_started)
+		budgets_save_counts(e); /* the quotas' counts, for a reboot */
+	budgets_free(e);
 	agd_voices_free(e->voices);
 	feeds_free(e);
 	for (i = 0; e->buckets && i < e->nbuckets; i++)

@@ -247,6 +247,19 @@ struct agd_influence {
 	double user_cap; /* score points from neutral one voice counts for, 0 to 2 */
 };
 
+/* A parent's fields, or an agent's parent and quota (docs/BUDGETS.md).
+ * fields: AG_SET_RATE, AG_SET_BURST and AG_SET_UNIT (a parent's own),
+ * AG_SET_PARENT and AG_SET_QUOTA (either's). */
+struct agd_budget_change {
+	unsigned int fields;
+	double rate;
+	__u64 burst;
+	enum ag_unit unit;
+	char parent[AG_NAME_MAX + 1]; /* "": none */
+	__u64 quota;                  /* tokens per window; 0: none */
+	enum ag_quota_window quota_window;
+};
+
 /* Fields a PUT may carry besides the policy ones. */
 struct agd_agent_change {
 	unsigned int set;     /* enum agd_policy_fields present */
@@ -259,6 +272,8 @@ struct agd_agent_change {
 	 * options (enum agd_influence_fields), and their values. */
 	unsigned int inf_set, inf_unset;
 	struct agd_influence inf;
+	/* Its parent and quota: budget.fields AG_SET_PARENT, AG_SET_QUOTA. */
+	struct agd_budget_change budget;
 };
 
 /* An engine error as the HTTP status every route (and the control socket)
@@ -300,6 +315,20 @@ int agd_engine_charge(struct agd_engine *e, const char *name, __u64 tokens,
 		      struct ag_consume_result *res, struct agd_err *oe);
 int agd_engine_consume(struct agd_engine *e, const char *name, __u64 tokens,
 		      struct ag_consume_result *res, struct agd_err *oe);
+/* Parent buckets: created or changed (rate, burst and unit needed to
+ * create one), and deleted (refused while an agent or parent, in the maps
+ * or stored, names it). Stored, audited, replicated like agents. */
+int agd_engine_parent_put(struct agd_engine *e, const char *name,
+			  const struct agd_budget_change *c, const char *subject, bool *created,
+			  struct agd_err *oe);
+int agd_engine_parent_delete(struct agd_engine *e, const char *name, const char *subject,
+			     struct agd_err *oe);
+/* The budget fields of a request body: "parent" (a name or null) and
+ * "quota" ({"limit", "window"} or null), and for a parent "rate", "burst"
+ * and "unit". -EINVAL and oe naming the field. */
+struct json_t;
+int agd_budget_parse(struct json_t *o, bool parent, struct agd_budget_change *b,
+		     struct agd_err *oe);
 int agd_engine_rule_add(struct agd_engine *e, const struct ag_rule *rule, const char *agent,
 		       const char *subject, struct agd_err *oe);
 int agd_engine_rule_del(struct agd_engine *e, const struct ag_rule *rule, const char *subject,
@@ -324,6 +353,11 @@ int agd_engine_apply_rule_del(struct agd_engine *e, __u64 seq, const struct ag_r
 			     const char *subject, struct agd_err *oe);
 int agd_engine_apply_config_set(struct agd_engine *e, __u64 seq, const struct agd_config_change *c,
 			       const char *subject, struct agd_err *oe);
+int agd_engine_apply_parent_put(struct agd_engine *e, __u64 seq, const char *name,
+				const struct agd_budget_change *c, const char *subject,
+				bool *created, struct agd_err *oe);
+int agd_engine_apply_parent_delete(struct agd_engine *e, __u64 seq, const char *name,
+				   const char *subject, struct agd_err *oe);
 
 /* ---- replication (the fleet) ---------------------------------------------------
  *
@@ -352,6 +386,8 @@ enum agd_op_kind {
 	AGD_OP_FEED_PUT,
 	AGD_OP_FEED_DELETE,
 	AGD_OP_FEED_SET,
+	AGD_OP_PARENT_PUT, /* a parent bucket (budget) */
+	AGD_OP_PARENT_DELETE,
 };
 
 
@@ -359,6 +395,7 @@ struct agd_op {
 	enum agd_op_kind kind;
 	char agent[AG_NAME_MAX + 1];   /* AGENT_*, RULE_ADD */
 	struct agd_agent_change change; /* AGENT_PUT */
+	struct agd_budget_change budget; /* PARENT_PUT */
 	struct ag_rule rule;           /* RULE_* */
 	struct agd_config_change config; /* CONFIG_SET */
 	__u64 mark;                    /* AGENT_EXPIRE */

@@ -151,6 +151,8 @@ struct agd_engine {
 	struct feed_entry *feeds; /* every agent's feed (e->lock) */
 	size_t n_feeds;
 	__u64 log_seq; /* under lock: the sequence the stored state includes */
+	struct budget **budgets; /* parents, agents' parents and quotas (budgets.c) */
+	size_t n_budgets;
 };
 
 #define TAB_FOREACH(e, i, en)                                                              \
@@ -159,6 +161,7 @@ struct agd_engine {
 
 /* engine.c */
 __u64 wall_ms(void);
+size_t hash_name(const char *s); /* FNV-1a, the tables' */
 struct entry *tab_find(struct agd_engine *e, const char *name);
 struct entry *tab_add(struct agd_engine *e, const char *name);
 void tab_remove(struct agd_engine *e, struct entry *victim);
@@ -210,6 +213,35 @@ void feed_forget(struct agd_engine *e, struct entry *en);
 void feeds_free(struct agd_engine *e);
 
 /* revoked.c */
+/* Budgets (budgets.c), under e->lock unless said otherwise. */
+struct budget;
+int budgets_load(struct agd_engine *e, MDB_txn *txn);
+void budgets_free(struct agd_engine *e);
+int budgets_prepare(struct agd_engine *e, MDB_txn *txn, const struct ag_journal_entry *list,
+		    size_t n, bool all, size_t *taken);
+int budgets_finish(struct agd_engine *e, MDB_txn *txn, const struct ag_journal_entry *list,
+		   size_t n, bool all, size_t *restored, size_t *adopted);
+void budgets_save_counts(struct agd_engine *e); /* takes e->lock */
+void budget_on_bucket(struct agd_engine *e, const char *name);
+json_t *budget_json(const struct agd_budget_rec *r);
+json_t *budget_of_json(struct agd_engine *e, const char *name); /* NULL: none */
+/* An agent's parent and quota changed: checked and merged (prepare),
+ * stored in the change's transaction, then kept and put into the maps. */
+int budget_agent_prepare(struct agd_engine *e, const char *name, const struct agd_budget_change *c,
+			 struct agd_budget_rec *out, struct agd_err *oe);
+int budget_agent_store(struct agd_engine *e, MDB_txn *txn, const char *name,
+		       const struct agd_budget_rec *r);
+int budget_agent_commit(struct agd_engine *e, const char *name, const struct agd_budget_rec *r,
+			bool in_maps);
+/* A deleted agent's record, out of the store (in its transaction), then
+ * out of the table. */
+int budget_forget(struct agd_engine *e, MDB_txn *txn, const char *name);
+void budget_read_count(struct agd_engine *e, const char *name, __u32 slot);
+int budget_store_kept(struct agd_engine *e, MDB_txn *txn, const char *name);
+int budget_delete_kept(struct agd_engine *e, __u64 seq, const char *name, const char *subject,
+		       struct agd_err *oe);
+void budget_forgotten(struct agd_engine *e, const char *name);
+
 int revoked_load(struct agd_engine *e, struct agd_err *errbuf);
 /* Forgets the revocations whose tokens have all expired (store first). */
 void revoked_prune(struct agd_engine *e, int64_t now_s);

@@ -213,6 +213,7 @@ static size_t expire_locked(struct agd_engine *e, struct entry **v, size_t n, bo
 
 		slots[i] = en->slot;
 		if (en->map_rate >= 0) {
+			budget_read_count(e, en->name, en->slot);
 			err = ag_agent_delete(e->ctx, en->name);
 			if (err && err != -ENOENT) {
 				e->opts.log(AGD_LOG_WARN, "agent '%s' not expired: %s", en->name,
@@ -237,6 +238,8 @@ static size_t expire_locked(struct agd_engine *e, struct entry **v, size_t n, bo
 				    expiry_json(e, v[i], reason), NULL, &lines[i]);
 		if (!err)
 			err = agd_store_hist_del(&e->st, txn, v[i]->name);
+		if (!err) /* its parent and quota stay, with the count */
+			err = budget_store_kept(e, txn, v[i]->name);
 	}
 	if (!err)
 		err = agd_store_rules_foreach(&e->st, txn, rule_of_expiring, e);
@@ -625,6 +628,7 @@ static void *sweeper(void *arg)
 		if (pthread_cond_timedwait(&e->swcv, &e->swlock, &until) != ETIMEDOUT)
 			continue;
 		sweep_once(e); /* under swlock: one sweep at a time */
+		budgets_save_counts(e);
 	}
 	pthread_mutex_unlock(&e->swlock);
 	return NULL;

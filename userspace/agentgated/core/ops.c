@@ -111,11 +111,13 @@ int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name
 			      const struct agd_agent_change *c, const char *subject, bool *created,
 			      struct agd_err *oe)
 {
+	bool budget = c->budget.fields & (AG_SET_PARENT | AG_SET_QUOTA);
 	struct agd_influence_rec inf;
+	struct agd_budget_rec brec;
 	struct agd_agent_rec rec;
 	struct agd_policy own, eff;
 	struct entry *en;
-	json_t *before = NULL;
+	json_t *before = NULL, *after;
 	char *line = NULL;
 	MDB_txn *txn;
 	bool made = false;
@@ -169,6 +171,14 @@ int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name
 			return err;
 		}
 	}
+	if (budget) {
+		err = budget_agent_prepare(e, name, &c->budget, &brec, oe);
+		if (err) {
+			json_decref(before);
+			pthread_mutex_unlock(&e->lock);
+			return err;
+		}
+	}
 	rec.updated_ms = wall_ms();
 	err = txn_begin(e, &txn);
 	if (err) {
@@ -179,16 +189,29 @@ int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name
 	err = agd_store_agent_put(&e->st, txn, name, &rec);
 	if (!err && (c->inf_set || c->inf_unset))
 		err = agd_store_influence_put(&e->st, txn, name, &inf);
+	if (!err && budget)
+		err = budget_agent_store(e, txn, name, &brec);
 	if (!err && made) /* an operator brings a deleted agent back */
 		err = agd_store_deleted_del(&e->st, txn, name);
 	if (!err)
 		err = mark_logged(e, txn, name, en, seq);
-	if (!err)
+	if (!err) {
+		after = with_influence(policy_json(e, &rec), c, &inf);
+		if (after && budget) {
+			json_t *bj = budget_json(&brec);
+
+			json_object_set(after, "parent", json_object_get(bj, "parent"));
+			json_object_set(after, "quota", json_object_get(bj, "quota"));
+			json_decref(bj);
+		}
 		err = audit(e, txn, subject, made ? "agent.create" : "agent.update", name, before,
-			    with_influence(policy_json(e, &rec), c, &inf), &line);
-	else
+			    after, &line);
+	} else {
 		json_decref(before);
+	}
 	err = finish_op(e, txn, seq, err, line, oe);
+	if (!err && budget) /* kept before the bucket: a new one gets it */
+		err = budget_agent_commit(e, name, &brec, false);
 	if (!err) {
 		if (!en) {
 			make_room(e, 1);
@@ -211,6 +234,10 @@ int agd_engine_apply_agent_put(struct agd_engine *e, __u64 seq, const char *name
 			else if (c->fill_tokens >= 0 &&
 				 ag_bucket_fill(e->ctx, en->slot, c->fill_tokens))
 				err = agd_errf(oe, -EIO, "cannot fill the bucket: %s", ag_errmsg());
+			else if (budget && !made && budget_agent_commit(e, name, &brec, true))
+				err = agd_errf(oe, -EIO,
+					       "stored, but the maps refused its parent or quota: %s",
+					       ag_errmsg());
 		}
 	}
 	pthread_mutex_unlock(&e->lock);
@@ -239,8 +266,12 @@ int agd_engine_apply_agent_delete(struct agd_engine *e, __u64 seq, const char *n
 	pthread_mutex_lock(&e->lock);
 	en = tab_find(e, name);
 	if (!en) {
+		/* Expired, with its parent and quota kept: those go. */
+		err = budget_delete_kept(e, seq, name, subject, oe);
 		pthread_mutex_unlock(&e->lock);
-		return agd_errf(oe, -ENOENT, "unknown agent '%s'", name);
+		if (err == -ENOENT)
+			return agd_errf(oe, -ENOENT, "unknown agent '%s'", name);
+		return err;
 	}
 	/* Its rules, to put back should the commit fail. */
 	if (en->map_rate >= 0 && !ag_rule_list(e->ctx, &rules, &n_rules)) {
@@ -268,11 +299,15 @@ int agd_engine_apply_agent_delete(struct agd_engine *e, __u64 seq, const char *n
 	if (!err)
 		err = agd_store_rules_foreach(&e->st, txn, rule_of_agent, (void *)name);
 	if (!err)
+		err = budget_forget(e, txn, name);
+	if (!err)
 		err = audit(e, txn, subject, "agent.delete", name, policy_json(e, &en->rec), NULL,
 			    &line);
 	err = finish_op(e, txn, seq, err, line, oe);
-	if (!err)
+	if (!err) {
 		tab_remove(e, en);
+		budget_forgotten(e, name);
+	}
 out:
 	if (err) {
 		/* The agent stays: give it its bucket (full) and rules back. */
@@ -652,6 +687,11 @@ int agd_engine_apply_op(struct agd_engine *e, const struct agd_op *op, __u64 seq
 			return agd_errf(oe, -EINVAL, "a feed set without its prefixes");
 		return agd_engine_apply_feed_set(e, seq, op->agent, op->feed_set, &op->feed,
 						 op->subject, oe);
+	case AGD_OP_PARENT_PUT:
+		return agd_engine_apply_parent_put(e, seq, op->agent, &op->budget, op->subject,
+						   created, oe);
+	case AGD_OP_PARENT_DELETE:
+		return agd_engine_apply_parent_delete(e, seq, op->agent, op->subject, oe);
 	}
 	return agd_errf(oe, -EINVAL, "unknown operation %d", (int)op->kind);
 }
@@ -688,7 +728,9 @@ int agd_engine_status(int err)
 	switch (err) {
 	case -EINVAL: return 400;
 	case -ENOENT: return 404;
-	case -EEXIST: return 409;
+	case -ELOOP: return 400; /* a parent below itself */
+	case -EEXIST:
+	case -EBUSY: return 409; /* a parent with children */
 	case -ENOSPC: return 507;
 	case -ESHUTDOWN:
 	case -ENOTCONN: /* the fleet's log is unreachable */

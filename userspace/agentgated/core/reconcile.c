@@ -43,6 +43,8 @@ int load_agents(struct agd_engine *e, struct agd_err *errbuf)
 		err = agd_store_agents_foreach(&e->st, txn, load_one, e, &skipped);
 	if (!err)
 		err = agd_store_influence_foreach(&e->st, txn, load_influence, e);
+	if (!err)
+		err = budgets_load(e, txn);
 	agd_store_txn_end(txn);
 	if (skipped)
 		e->opts.log(AGD_LOG_WARN, "state store: skipped %zu malformed agent records", skipped);
@@ -375,6 +377,7 @@ int reconcile(struct agd_engine *e, struct agd_err *errbuf)
 	MDB_txn *txn = NULL;
 	struct entry *en;
 	size_t i, adopted = 0, restored = 0, journaled = 0, rules_dropped = 0;
+	size_t b_taken = 0, b_restored = 0, b_adopted = 0;
 	int err;
 
 	err = journal_read(e, &j);
@@ -388,6 +391,9 @@ int reconcile(struct agd_engine *e, struct agd_err *errbuf)
 	err = txn_begin(e, &txn);
 	if (!err)
 		err = apply_journal(e, &j, txn, &ja, &journaled);
+	/* Parents before the agents: a bucket made for an agent gets its link. */
+	if (!err)
+		err = budgets_prepare(e, txn, j.list, j.n, j.all, &b_taken);
 	if (err)
 		goto store_err;
 	/* Ours first: their maps entries get our rates (buckets kept). */
@@ -420,6 +426,8 @@ int reconcile(struct agd_engine *e, struct agd_err *errbuf)
 			break;
 		adopted++;
 	}
+	if (!err)
+		err = budgets_finish(e, txn, j.list, j.n, j.all, &b_restored, &b_adopted);
 	if (!err) {
 		/* The feeds' sets before the rules: a feed's rule in the maps is
 		 * not adopted as a hand rule. */
@@ -449,6 +457,11 @@ int reconcile(struct agd_engine *e, struct agd_err *errbuf)
 		e->opts.log(AGD_LOG_WARN, "%s", ag_errmsg());
 	e->opts.log(AGD_LOG_INFO, "state: %zu agents (%zu restored into the maps, %zu adopted from them)",
 		    e->count, restored, adopted);
+	if (e->n_budgets || b_taken || b_adopted)
+		e->opts.log(AGD_LOG_INFO, "budgets: %zu parents and agents' parents or quotas "
+			    "(%zu restored into the maps, %zu adopted from them, %zu taken from "
+			    "the maps as the CLI left them)", e->n_budgets, b_restored, b_adopted,
+			    b_taken);
 	if (j.n)
 		e->opts.log(AGD_LOG_INFO, "changes made with agentgate while agentgated was stopped: "
 			    "%zu agents taken from the maps, %zu stored rules dropped", journaled,

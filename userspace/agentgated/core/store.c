@@ -1201,6 +1201,8 @@ int agd_store_open_ro(const char *dir, struct agd_store *st, MDB_txn **txn, stru
 		st->windows = 0;
 	if (ro_dbi(*txn, "influence", &st->influence))
 		st->influence = 0;
+	if (ro_dbi(*txn, "budgets", &st->budgets))
+		st->budgets = 0;
 	return 0;
 fail:
 	if (*txn)

@@ -38,6 +38,9 @@
  *   feeds    agent                      -> the agent's rule feed: its source and
  *                                          validators and the last good set
  *                                          applied (core/feed.h, the record)
+ *   budgets  name                       -> struct agd_budget_rec: a parent
+ *                                          bucket, or an agent's parent and
+ *                                          quota (core/budgets.c)
  *   hist_rated   name -> the agent's last ratings the policy applied
  *   hist_changes name -> the agent's last operator changes, and who pinned it
  *
@@ -170,6 +173,31 @@ struct agd_influence_rec {
 _Static_assert(sizeof(struct agd_influence_rec) == 40, "agd_influence_rec layout is on-disk ABI");
 #define AGD_INFLUENCE_REC_V1_SIZE 32 /* without user_cap */
 
+/* A budget (docs/BUDGETS.md): a parent bucket (kind PARENT: its rate,
+ * burst and unit), or what an agent has besides its rating policy (kind
+ * AGENT): each may have a parent and a quota. quota_word is the quota's
+ * count (window index << 44 | used) as last saved, put back after a
+ * reboot when its window still runs. Kept when an agent expires: the
+ * agent made again has them again; deleted with the agent or parent. */
+enum agd_budget_kind {
+	AGD_BUDGET_AGENT = 1,
+	AGD_BUDGET_PARENT = 2,
+};
+struct agd_budget_rec {
+	__u32 version; /* AGD_STORE_VERSION */
+	__u32 kind;    /* enum agd_budget_kind */
+	double rate;   /* PARENT: tokens per second */
+	__u64 burst;   /* PARENT: tokens */
+	__u32 unit;    /* PARENT: enum ag_unit */
+	__u32 quota_window; /* enum ag_quota_window */
+	__u64 quota_limit;  /* tokens per window; 0: no quota */
+	__u64 quota_word;
+	__u64 updated_ms;
+	char parent[AG_NAME_MAX + 1]; /* "": none */
+	__u8 pad[7];
+};
+_Static_assert(sizeof(struct agd_budget_rec) == 128, "agd_budget_rec layout is on-disk ABI");
+
 /* A revocation: made at at_s, kept until until_s (Unix seconds), when
  * every token it names has expired anyway. */
 struct agd_revoked_rec {
@@ -281,6 +309,7 @@ struct agd_store {
 	MDB_dbi windows;
 	MDB_dbi influence;
 	MDB_dbi feeds;
+	MDB_dbi budgets; /* 0 in a read-only open of an older store */
 	bool hist; /* the hist_ databases are there (read-only: an older store lacks them) */
 };
 
@@ -455,6 +484,16 @@ int agd_store_influence_foreach(struct agd_store *st, MDB_txn *txn,
 			       int (*fn)(void *arg, const char *agent,
 					 const struct agd_influence_rec *rec),
 			       void *arg);
+
+/* Budgets: put replaces, del of a missing one is 0; foreach gives each
+ * stored one to fn (a record of another size or version: *skipped). */
+int agd_store_budget_put(struct agd_store *st, MDB_txn *txn, const char *name,
+			 const struct agd_budget_rec *rec);
+int agd_store_budget_del(struct agd_store *st, MDB_txn *txn, const char *name);
+int agd_store_budgets_foreach(struct agd_store *st, MDB_txn *txn,
+			      int (*fn)(void *arg, const char *name,
+					const struct agd_budget_rec *rec),
+			      void *arg, size_t *skipped);
 
 /* Change windows: 1 and *rec, 0 when none, -errno. */
 int agd_store_window_get(struct agd_store *st, MDB_txn *txn, const char *agent,

@@ -377,6 +377,8 @@ static int open_dbis(struct agd_store *st, MDB_txn *txn, struct agd_err *err)
 	if (!rc)
 		rc = open_dbi(txn, "feeds", &st->feeds);
 	if (!rc)
+		rc = open_dbi(txn, "budgets", &st->budgets);
+	if (!rc)
 		rc = check_version(st, txn, err);
 	if (rc == EPROTO)
 		return -EUCLEAN; /* err says which version */

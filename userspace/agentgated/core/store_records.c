@@ -438,3 +438,61 @@ int agd_store_feeds_foreach(struct agd_store *st, MDB_txn *txn,
 		return err;
 	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
 }
+
+/* ---- budgets --------------------------------------------------------------------- */
+
+int agd_store_budget_put(struct agd_store *st, MDB_txn *txn, const char *name,
+			 const struct agd_budget_rec *rec)
+{
+	MDB_val k = str_val(name), v = { sizeof(*rec), (void *)rec };
+
+	return agd_store_errno(mdb_put(txn, st->budgets, &k, &v, 0));
+}
+
+int agd_store_budget_del(struct agd_store *st, MDB_txn *txn, const char *name)
+{
+	MDB_val k = str_val(name);
+	int rc = mdb_del(txn, st->budgets, &k, NULL);
+
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}
+
+int agd_store_budgets_foreach(struct agd_store *st, MDB_txn *txn,
+			      int (*fn)(void *arg, const char *name,
+					const struct agd_budget_rec *rec),
+			      void *arg, size_t *skipped)
+{
+	MDB_cursor *cur;
+	MDB_val k, v;
+	int rc, err = 0;
+
+	if (!st->budgets)
+		return 0; /* a read-only open of a store from before budgets */
+	rc = mdb_cursor_open(txn, st->budgets, &cur);
+	if (rc)
+		return agd_store_errno(rc);
+	for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); !rc && !err;
+	     rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+		struct agd_budget_rec r;
+		char name[AG_NAME_MAX + 1];
+
+		if (!k.mv_size || k.mv_size > AG_NAME_MAX || v.mv_size != sizeof(r)) {
+			(*skipped)++;
+			continue;
+		}
+		memcpy(&r, v.mv_data, sizeof(r));
+		if (r.version != AGD_STORE_VERSION ||
+		    (r.kind != AGD_BUDGET_AGENT && r.kind != AGD_BUDGET_PARENT) ||
+		    memchr(r.parent, 0, sizeof(r.parent)) == NULL) {
+			(*skipped)++;
+			continue;
+		}
+		memcpy(name, k.mv_data, k.mv_size);
+		name[k.mv_size] = 0;
+		err = fn(arg, name, &r);
+	}
+	mdb_cursor_close(cur);
+	if (err)
+		return err;
+	return rc == MDB_NOTFOUND ? 0 : agd_store_errno(rc);
+}

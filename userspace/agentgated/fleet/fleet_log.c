@@ -38,8 +38,10 @@ static const char *const op_names[] = {
 	[AGD_OP_FEED_PUT] = "feed.put",
 	[AGD_OP_FEED_DELETE] = "feed.delete",
 	[AGD_OP_FEED_SET] = "feed.set",
+	[AGD_OP_PARENT_PUT] = "parent.put",
+	[AGD_OP_PARENT_DELETE] = "parent.delete",
 };
-#define OP_LAST AGD_OP_FEED_SET
+#define OP_LAST AGD_OP_PARENT_DELETE
 
 const char *agd_fleet_op_name(enum agd_op_kind kind)
 {
@@ -100,6 +102,41 @@ static json_t *rule_json(const struct ag_rule *r)
 			 hex, "plen", r->plen, "port", r->port);
 }
 
+/* A budget change (a parent's, or an agent's parent and quota). */
+static json_t *budget_change_json(const struct agd_budget_change *b)
+{
+	return json_pack("{s:i,s:f,s:I,s:i,s:s,s:I,s:i}", "fields", (int)b->fields, "rate",
+			 b->rate, "burst", (json_int_t)b->burst, "unit", (int)b->unit, "parent",
+			 b->parent, "quota", (json_int_t)b->quota, "window", (int)b->quota_window);
+}
+
+static int decode_budget(json_t *j, struct agd_budget_change *b, char *why, size_t wlen)
+{
+	const unsigned int known = AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT | AG_SET_PARENT |
+				   AG_SET_QUOTA;
+	json_int_t burst, quota;
+	int fields, unit, window;
+	const char *parent;
+	json_error_t je;
+
+	if (!j || json_unpack_ex(j, &je, JSON_STRICT, "{s:i,s:F,s:I,s:i,s:s,s:I,s:i}", "fields",
+				 &fields, "rate", &b->rate, "burst", &burst, "unit", &unit,
+				 "parent", &parent, "quota", &quota, "window", &window) ||
+	    ((unsigned int)fields & ~known) || burst < 0 || quota < 0 ||
+	    ag_unit_check(unit) || window < 0 || window >= AG_QW__COUNT ||
+	    (parent[0] && ag_name_check(parent))) {
+		snprintf(why, wlen, "budget: %s", j ? "a field out of range" : "missing");
+		return -EINVAL;
+	}
+	b->fields = (unsigned int)fields;
+	b->burst = (__u64)burst;
+	b->unit = (enum ag_unit)unit;
+	snprintf(b->parent, sizeof(b->parent), "%s", parent);
+	b->quota = (__u64)quota;
+	b->quota_window = (enum ag_quota_window)window;
+	return 0;
+}
+
 char *agd_fleet_op_encode(const struct agd_op *op)
 {
 	json_t *o = json_pack("{s:i,s:s,s:s,s:s}", "v", 1, "op", agd_fleet_op_name(op->kind),
@@ -121,6 +158,11 @@ char *agd_fleet_op_encode(const struct agd_op *op)
 	if (op->kind == AGD_OP_AGENT_PUT && (op->change.inf_set | op->change.inf_unset))
 		json_object_set_new(json_object_get(o, "change"), "influence",
 				    influence_json(&op->change));
+	if (op->kind == AGD_OP_AGENT_PUT && op->change.budget.fields)
+		json_object_set_new(json_object_get(o, "change"), "budget",
+				    budget_change_json(&op->change.budget));
+	if (op->kind == AGD_OP_PARENT_PUT)
+		json_object_set_new(o, "budget", budget_change_json(&op->budget));
 	if (op->kind == AGD_OP_RULE_ADD || op->kind == AGD_OP_RULE_DEL)
 		json_object_set_new(o, "rule", rule_json(&op->rule));
 	if (op->kind == AGD_OP_AGENT_EXPIRE)
@@ -177,17 +219,17 @@ static int decode_change(json_t *c, struct agd_agent_change *ch, char *why, size
 {
 	struct agd_policy *p = &ch->own;
 	int set, unset, kind, unit, pinned, implicit = 0;
-	json_t *inf = NULL;
+	json_t *inf = NULL, *budget = NULL;
 	json_error_t je;
 
 	/* implicit and ttl: absent in an older agentgated's entries. */
 	if (!c || json_unpack_ex(c, &je, JSON_STRICT,
-				 "{s:i,s:i,s:F,s?b,s:{s:F,s:F,s:F,s:F,s:F,s:i,s:i,s:b,s?F},s?o}",
+				 "{s:i,s:i,s:F,s?b,s:{s:F,s:F,s:F,s:F,s:F,s:i,s:i,s:b,s?F},s?o,s?o}",
 				 "set", &set, "unset", &unset, "fill", &ch->fill_tokens, "implicit",
 				 &implicit, "policy", "r0", &p->r0, "alpha", &p->alpha, "r_min",
 				 &p->r_min, "r_max", &p->r_max, "burst", &p->burst, "burst_kind",
 				 &kind, "unit", &unit, "pinned", &pinned, "ttl", &p->ttl, "influence",
-				 &inf)) {
+				 &inf, "budget", &budget)) {
 		snprintf(why, wlen, "change: %s", c ? je.text : "missing");
 		return -EINVAL;
 	}
@@ -224,6 +266,8 @@ static int decode_change(json_t *c, struct agd_agent_change *ch, char *why, size
 		ch->inf.wave_users = (__u32)wusers;
 		ch->inf.wave_hold = hold;
 	}
+	if (budget && decode_budget(budget, &ch->budget, why, wlen))
+		return -EINVAL;
 	ch->implicit = implicit;
 	ch->set = (unsigned int)set;
 	ch->unset = (unsigned int)unset;
@@ -332,7 +376,8 @@ static int decode_feed(json_t *o, struct agd_op *op, char *created, size_t clen,
 int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *why, size_t wlen)
 {
 	json_t *o = json_loadb(data, len, JSON_REJECT_DUPLICATES, NULL), *change = NULL,
-	       *rule = NULL, *config = NULL, *mark = NULL, *revoke = NULL, *feed = NULL;
+	       *rule = NULL, *config = NULL, *mark = NULL, *revoke = NULL, *feed = NULL,
+	       *budget = NULL;
 	const char *name, *agent, *subject;
 	json_error_t je;
 	int v, err = -EINVAL, k;
@@ -342,10 +387,10 @@ int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *w
 		snprintf(why, wlen, "not JSON");
 		return -EINVAL;
 	}
-	if (json_unpack_ex(o, &je, 0, "{s:i,s:s,s:s,s:s,s?o,s?o,s?o,s?o,s?o,s?o}", "v", &v, "op",
-			   &name, "agent", &agent, "subject", &subject, "change", &change, "rule",
-			   &rule, "config", &config, "mark", &mark, "revoke", &revoke, "feed",
-			   &feed)) {
+	if (json_unpack_ex(o, &je, 0, "{s:i,s:s,s:s,s:s,s?o,s?o,s?o,s?o,s?o,s?o,s?o}", "v", &v,
+			   "op", &name, "agent", &agent, "subject", &subject, "change", &change,
+			   "rule", &rule, "config", &config, "mark", &mark, "revoke", &revoke,
+			   "feed", &feed, "budget", &budget)) {
 		snprintf(why, wlen, "%s", je.text);
 		goto out;
 	}
@@ -378,6 +423,8 @@ int agd_fleet_op_decode(const char *data, size_t len, struct agd_op *op, char *w
 		op->mark = (__u64)json_integer_value(mark);
 	if (op->kind == AGD_OP_AUTH_REVOKE && !err)
 		err = decode_revoke(revoke, &op->revoke, why, wlen);
+	if (op->kind == AGD_OP_PARENT_PUT && !err)
+		err = decode_budget(budget, &op->budget, why, wlen);
 	if ((op->kind == AGD_OP_FEED_PUT || op->kind == AGD_OP_FEED_SET) && !err)
 		err = decode_feed(feed, op, op->feed_created, sizeof(op->feed_created), why, wlen);
 	if (op->kind >= AGD_OP_FEED_PUT && !err && ag_name_check(agent)) {
