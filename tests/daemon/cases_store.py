@@ -186,6 +186,19 @@ def expect_budgets(d, used):
 def t_reboot_budgets(env):
     d = env.daemon("budgets").start()
     budget_state(d)
+    # explain names the path and the level that would refuse now.
+    expect(d.api.get("/v1/agents/b1/explain"), 200,
+           '[l["name"] for l in d["path"]["levels"]] == ["b1", "team", "org"]',
+           '[l["kind"] for l in d["path"]["levels"]] == ["agent", "parent", "parent"]',
+           'd["path"]["levels"][2]["quota"]["used"] == 7', 'd["path"]["limited_by"] is None')
+    expect(d.api.put("/v1/parents/org", '{"quota":{"limit":7,"window":"day"}}'), 200)
+    expect(d.api.get("/v1/agents/b1/explain"), 200,
+           'd["path"]["limited_by"] == {"name": "org", "reason": "quota"}')
+    expect(d.api.post("/v1/agents/b1/consume", '{"tokens":1}'), 429)
+    r = d.cli("agent", "explain", "b1", json_mode=False)
+    check(r.rc == 0 and "limited now by org (quota)" in r.out and "parent team" in r.out,
+          r.describe())
+    expect(d.api.put("/v1/parents/org", '{"quota":{"limit":1000,"window":"day"}}'), 200)
     # The CLI goes through the daemon while it runs: stored like the API's.
     cli_ok(d, "parent", "set", "p2", "rate", "5", "burst", "5")
     cli_ok(d, "agent", "set", "b2", "rate", "3", "parent", "p2", "quota", "1e4/day")

@@ -166,6 +166,35 @@ static int width(json_t *rows, const char *key, int min)
 	return w;
 }
 
+/* The buckets a packet of the agent passes (docs/BUDGETS.md), when it has
+ * a parent or a quota: each level's tokens, quota and refusals. */
+static void print_path(json_t *path)
+{
+	json_t *levels = json_object_get(path, "levels"), *lim = json_object_get(path, "limited_by");
+	json_t *lv, *q, *rf;
+	size_t i;
+
+	if (!json_array_size(levels) || (json_array_size(levels) == 1 &&
+	    json_is_null(json_object_get(json_array_get(levels, 0), "quota"))))
+		return;
+	printf("path (each packet passes every level):\n");
+	json_array_foreach(levels, i, lv) {
+		q = json_object_get(lv, "quota");
+		rf = json_object_get(lv, "refused");
+		printf("  %s %s: rate %.6g %s, %.1f tokens", text_of(lv, "kind", "?"),
+		       text_of(lv, "name", "?"), num(lv, "rate"), text_of(lv, "unit", "pps"),
+		       num(lv, "tokens"));
+		if (json_is_object(q))
+			printf(", quota %.0f/%s used %.0f", num(q, "limit"), text_of(q, "window", "?"),
+			       num(q, "used"));
+		printf("; refused here %.0f (rate) + %.0f (quota), above %.0f\n", num(rf, "rate"),
+		       num(rf, "quota"), num(rf, "above"));
+	}
+	if (json_is_object(lim))
+		printf("  limited now by %s (%s)\n", text_of(lim, "name", "?"),
+		       text_of(lim, "reason", "?"));
+}
+
 static void print_text(json_t *x, const char *state_dir)
 {
 	json_t *pol = json_object_get(x, "policy"), *live = json_object_get(x, "live");
@@ -220,6 +249,7 @@ static void print_text(json_t *x, const char *state_dir)
 		       num(live, "passed_packets"), num(live, "dropped_packets"), num(live, "slot"));
 	else
 		printf("enforced now: not in the maps (no bucket: its traffic is unclassified)\n");
+	print_path(json_object_get(x, "path"));
 	if (json_is_object(fleet))
 		printf("fleet: this host's share %.3g of the rate, local rate %.6g %s\n",
 		       num(fleet, "share"), num(fleet, "local_rate"), unit);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
 /* The explain object (explain.h): built from a store read transaction. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -243,6 +244,71 @@ static json_t *live_obj(const struct live *l)
 			 (json_int_t)l->c.dropped_bytes);
 }
 
+/* One bucket of the path: its limit and tokens now, its quota, and what it
+ * refused itself (its rate, its quota) and what a parent above refused of
+ * the packets that reached it. *limits: the reason it would refuse a
+ * packet now ("rate": less than one token; "quota": used up), or NULL. */
+static json_t *level_obj(struct ag_ctx *ctx, __u32 slot, const char **limits)
+{
+	struct ag_counters c = { 0 };
+	struct ag_refusals rf = { 0 };
+	struct ag_quota_status q;
+	struct ag_agent a;
+	double tokens = 0;
+	__u64 refused, own_rate;
+	json_t *quota = json_null();
+
+	*limits = NULL;
+	if (ag_agent_get_slot(ctx, slot, &a))
+		return NULL;
+	ag_bucket_tokens(ctx, slot, &tokens);
+	ag_counters_get(ctx, slot, &c);
+	ag_refusals_get(ctx, slot, &rf);
+	if (!ag_quota_status(ctx, slot, &q) && q.limit) {
+		quota = json_pack("{s:I,s:s,s:I,s:f,s:I}", "limit", (json_int_t)q.limit, "window",
+				  ag_quota_window_name(q.window), "used", (json_int_t)q.used,
+				  "remaining", (double)q.limit - (double)q.used, "resets_in_s",
+				  (json_int_t)((q.reset_in_ns + 999999999ULL) / 1000000000ULL));
+		if (q.used >= q.limit)
+			*limits = "quota";
+	}
+	if (!*limits && tokens < 1)
+		*limits = "rate";
+	refused = c.dropped_packets + c.would_drop_packets;
+	own_rate = refused - rf.parent_packets - rf.quota_packets;
+	return json_pack("{s:s,s:s,s:f,s:I,s:s,s:f,s:o,s:{s:I,s:I,s:I}}", "name", a.name, "kind",
+			 a.is_parent ? "parent" : "agent", "rate", a.rate, "burst",
+			 (json_int_t)a.burst, "unit", unit_str(a.unit), "tokens",
+			 floor(tokens * 1000) / 1000, "quota", quota, "refused", "rate",
+			 (json_int_t)own_rate, "quota", (json_int_t)rf.quota_packets, "above",
+			 (json_int_t)rf.parent_packets);
+}
+
+/* The agent's path up its parents (docs/BUDGETS.md): each level, and the
+ * first that would refuse a packet now (limited_by), or null. */
+static json_t *path_obj(const struct live *l, struct ag_ctx *ctx)
+{
+	__u32 slots[AG_PATH_MAX];
+	json_t *levels, *limited = json_null();
+	int n = 0, i;
+
+	if (!l->found || ag_bucket_path(ctx, l->a.slot, slots, &n))
+		return json_null();
+	levels = json_array();
+	for (i = 0; i < n; i++) {
+		const char *why;
+		json_t *lv = level_obj(ctx, slots[i], &why);
+
+		if (!lv)
+			continue;
+		if (why && json_is_null(limited))
+			limited = json_pack("{s:O,s:s}", "name", json_object_get(lv, "name"),
+					    "reason", why);
+		json_array_append_new(levels, lv);
+	}
+	return json_pack("{s:o,s:o}", "levels", levels, "limited_by", limited);
+}
+
 /* The newest recorded change that set the rate (or unpinned it, leaving the
  * pinned rate for ratings to move): its index, or -1. */
 static long last_rate_change(const struct agd_hist_changes *hc)
@@ -433,6 +499,7 @@ int agd_explain_build(struct agd_store *st, MDB_txn *txn, const char *name,
 	json_object_set_new(j, "changes", changes_arr(hc));
 	json_object_set_new(j, "changes_recorded", json_integer((json_int_t)hc->total));
 	json_object_set_new(j, "live", live_obj(&l));
+	json_object_set_new(j, "path", path_obj(&l, o->ctx));
 	json_object_set_new(j, "influence", influence_obj(st, txn, name, o->voices));
 	if (o->fleet)
 		json_object_set_new(j, "fleet", json_pack("{s:f,s:f}", "share", o->share,
