@@ -274,6 +274,38 @@ def t_bucket_updates(main, auth, connect):
     c.close()
 
 
+@case("bucket.parent.P: a parent's tokens, capacity, rate, pps, quota and refusals by reason; "
+      "the agent topic of the same name gets nothing of it; a parent that goes stops them")
+def t_parent_updates(main, auth, connect):
+    adm = main.client(auth.admin)
+    for r, want in ((adm.put("/v1/parents/sp-org", {"rate": 40, "burst": 80, "quota":
+                                                    {"limit": 1000, "window": "hour"}}), 201),
+                    (adm.put("/v1/agents/sp-a", {"rate": 10, "parent": "sp-org"}), 201),
+                    (main.client(auth.write).post("/v1/agents/sp-a/consume", {"tokens": 3}),
+                     200)):
+        check(r.status == want, r.describe())
+    c = connect(main, "/v1/stream?token=%s&topics=bucket.parent.sp-org,bucket.agent.sp-org"
+                % auth.stream)
+    c.collect(3, until=lambda m: m.get("topic") == "bucket.agent.sp-org")
+    msgs = c.collect(2.6)
+    ups = [m for m in msgs if m["type"] == "bucket_update"]
+    check(ups and all(m["topic"] == "bucket.parent.sp-org" for m in ups),
+          "updates: %r" % msgs)
+    u = ups[-1]["data"]
+    check(u["parent"] == "sp-org" and u["rate"] == 40.0 and u["capacity"] == 80 and
+          0 <= u["tokens"] <= 80 and u["quota"] == {"limit": 1000, "window": "hour", "used": 3,
+                                                    "remaining": 997} and
+          u["refused"] == {"rate": 0, "quota": 0, "above": 0}, "update: %r" % u)
+    check(set(u) == {"parent", "tokens", "capacity", "rate", "passed_pps", "dropped_pps",
+                     "passed", "dropped", "quota", "refused", "ts"}, "fields: %r" % u)
+    adm.put("/v1/agents/sp-a", {"parent": None})
+    adm.delete("/v1/parents/sp-org")
+    time.sleep(0.3)
+    later = [m for m in c.collect(2.2) if m["type"] == "bucket_update"]
+    check(not later, "updates for a parent that is gone: %r" % later)
+    c.close()
+
+
 @case("--stream-max-per-ip: 429 with Retry-After, room again after a close; "
       "--stream-max-clients: 503, HTTP still served")
 def t_limits(main, full, auth, connect):

@@ -38,7 +38,7 @@
 const char *const agd_stream_refusal_names[4] = { "auth", "topic", "per_ip", "full" };
 
 struct bucket_sample {
-	char name[AG_NAME_MAX + 1];
+	topic_name name; /* an agent's, or "/" and a parent's */
 	__u64 passed, dropped, t_ns;
 	bool seen; /* still subscribed at the last tick */
 };
@@ -513,6 +513,50 @@ static void mark_watched(struct agd_stream *s)
 	}
 }
 
+/* A parent's bucket update (bucket.parent.{parent}), read from the maps. */
+static struct msg *parent_update(struct agd_stream *s, struct bucket_sample *b, __u64 now)
+{
+	struct ag_ctx *ctx = agd_engine_ctx(s->e);
+	struct ag_counters c = { 0 };
+	struct ag_refusals rf = { 0 };
+	struct ag_quota_status q;
+	char topic[TOPIC_MAX];
+	const char *name = b->name + 1;
+	struct ag_agent a;
+	double tokens = 0, dt;
+	json_t *data = NULL, *quota = json_null();
+	bool first = !b->t_ns;
+
+	if (ag_agent_get(ctx, name, &a) || !a.is_parent) {
+		b->t_ns = 0;
+		return NULL;
+	}
+	ag_bucket_tokens(ctx, a.slot, &tokens);
+	ag_counters_get(ctx, a.slot, &c);
+	ag_refusals_get(ctx, a.slot, &rf);
+	dt = (double)(now - b->t_ns) / 1e9;
+	if (!first && !ag_quota_status(ctx, a.slot, &q) && q.limit)
+		quota = json_pack("{s:I,s:s,s:I,s:f}", "limit", (json_int_t)q.limit, "window",
+				  ag_quota_window_name(q.window), "used", (json_int_t)q.used,
+				  "remaining", (double)q.limit - (double)q.used);
+	if (!first)
+		data = json_pack("{s:s,s:f,s:I,s:f,s:f,s:f,s:I,s:I,s:o,s:{s:I,s:I,s:I},s:I}", "parent",
+				 name, "tokens", tokens, "capacity", (json_int_t)a.burst, "rate",
+				 a.rate, "passed_pps", (double)(c.passed_packets - b->passed) / dt,
+				 "dropped_pps", (double)(c.dropped_packets - b->dropped) / dt,
+				 "passed", (json_int_t)c.passed_packets, "dropped",
+				 (json_int_t)c.dropped_packets, "quota", quota, "refused", "rate",
+				 (json_int_t)(c.dropped_packets + c.would_drop_packets -
+					      rf.parent_packets - rf.quota_packets),
+				 "quota", (json_int_t)rf.quota_packets, "above",
+				 (json_int_t)rf.parent_packets, "ts", (json_int_t)wall_ms());
+	b->passed = c.passed_packets;
+	b->dropped = c.dropped_packets;
+	b->t_ns = now;
+	snprintf(topic, sizeof(topic), "bucket.parent.%s", name);
+	return update("bucket_update", topic, data);
+}
+
 /* An agent's bucket update, NULL on the first sample (no rate yet) or when the agent does
  * not exist. */
 static struct msg *bucket_update(struct agd_stream *s, struct bucket_sample *b, __u64 now)
@@ -523,6 +567,8 @@ static struct msg *bucket_update(struct agd_stream *s, struct bucket_sample *b, 
 	json_t *data;
 	bool first = !b->t_ns;
 
+	if (b->name[0] == '/')
+		return parent_update(s, b, now);
 	if (agd_engine_agent_view(s->e, b->name, &v)) {
 		b->t_ns = 0;
 		return NULL;

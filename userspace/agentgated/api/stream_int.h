@@ -59,7 +59,8 @@ struct qent {
 	__u64 enq_ns;
 };
 
-typedef char topic_name[AG_NAME_MAX + 1];
+/* An agent's name, or "/" and a parent's (bucket.parent.{parent}). */
+typedef char topic_name[AG_NAME_MAX + 2];
 
 struct client {
 	struct agd_stream *s;

@@ -22,11 +22,12 @@
 
 /* ---- topics ----------------------------------------------------------------------- */
 
-enum topic_kind { T_NONE, T_GLOBAL, T_RATING, T_BUCKET };
+enum topic_kind { T_NONE, T_GLOBAL, T_RATING, T_BUCKET, T_PARENT };
 
 static enum topic_kind topic_parse(const char *t, const char **agent)
 {
-	static const char rating[] = "rating.agent.", bucket[] = "bucket.agent.";
+	static const char rating[] = "rating.agent.", bucket[] = "bucket.agent.",
+			  parent[] = "bucket.parent.";
 
 	if (!strcmp(t, "rating.global"))
 		return T_GLOBAL;
@@ -37,6 +38,10 @@ static enum topic_kind topic_parse(const char *t, const char **agent)
 	if (!strncmp(t, bucket, sizeof(bucket) - 1) && !ag_name_check(t + sizeof(bucket) - 1)) {
 		*agent = t + sizeof(bucket) - 1;
 		return T_BUCKET;
+	}
+	if (!strncmp(t, parent, sizeof(parent) - 1) && !ag_name_check(t + sizeof(parent) - 1)) {
+		*agent = t + sizeof(parent) - 1;
+		return T_PARENT;
 	}
 	return T_NONE;
 }
@@ -50,8 +55,8 @@ bool agd_stream_topic_valid(const char *t)
 
 static const char *topic_problem(void)
 {
-	return "unknown topic: use rating.global, rating.agent.{agent} or bucket.agent.{agent} "
-	       "(agent names: 1 to 64 of [A-Za-z0-9._:-], not . nor ..)";
+	return "unknown topic: use rating.global, rating.agent.{agent}, bucket.agent.{agent} or "
+	       "bucket.parent.{parent} (names: 1 to 64 of [A-Za-z0-9._:-], not . nor ..)";
 }
 
 ssize_t agd_stream_name_index(topic_name *list, size_t n, const char *name)
@@ -64,11 +69,21 @@ ssize_t agd_stream_name_index(topic_name *list, size_t n, const char *name)
 	return -1;
 }
 
+/* A bucket topic's key in c->bucket: the agent's name, "/" and a parent's. */
+static const char *bucket_key(enum topic_kind k, const char *name, topic_name key)
+{
+	if (k != T_PARENT)
+		return name;
+	snprintf(key, sizeof(topic_name), "/%s", name);
+	return key;
+}
+
 /* c->lock held. 1 added, 0 already there, -ENOSPC over the per-client cap. */
 static int subscribe(struct client *c, const char *topic)
 {
 	const char *agent = NULL;
 	enum topic_kind k = topic_parse(topic, &agent);
+	topic_name key;
 	topic_name **list = k == T_RATING ? &c->rating : &c->bucket;
 	size_t *n = k == T_RATING ? &c->n_rating : &c->n_bucket;
 
@@ -78,6 +93,7 @@ static int subscribe(struct client *c, const char *topic)
 		c->global = true;
 		return 1;
 	}
+	agent = bucket_key(k, agent, key);
 	if (agd_stream_name_index(*list, *n, agent) >= 0)
 		return 0;
 	if (c->n_rating + c->n_bucket + c->global >= TOPICS_PER_CLIENT)
@@ -98,6 +114,7 @@ static int unsubscribe(struct client *c, const char *topic)
 	enum topic_kind k = topic_parse(topic, &agent);
 	topic_name *list = k == T_RATING ? c->rating : c->bucket;
 	size_t *n = k == T_RATING ? &c->n_rating : &c->n_bucket;
+	topic_name key;
 	ssize_t i;
 
 	if (k == T_GLOBAL) {
@@ -106,7 +123,7 @@ static int unsubscribe(struct client *c, const char *topic)
 		c->global = false;
 		return was;
 	}
-	i = agd_stream_name_index(list, *n, agent);
+	i = agd_stream_name_index(list, *n, bucket_key(k, agent, key));
 	if (i < 0)
 		return 0;
 	memmove(&list[i], &list[i + 1], (*n - (size_t)i - 1) * sizeof(*list));
