@@ -276,6 +276,10 @@ def t_charge(api):
     # At most 60 s of refill (600 tokens) below empty, whatever is charged.
     expect(c.post("/v1/agents/ch1/charge", {"tokens": 10 ** 9}), 200,
            '-600.5 < d["remaining"] <= -599')
+    # A new rate keeps the debt (in tokens): 600 owed at 100/s is 6 s more.
+    expect(put_agent(api, "ch1", {"rate": 100, "r_max": 100}), 200)
+    expect(c.post("/v1/agents/ch1/consume", {"tokens": 1}), 429,
+           '5900 <= d["retry_after_ms"] <= 6110')
     expect_error(c.post("/v1/agents/ch1/charge", {"tokens": 0}), 400, "bad_request", "tokens")
     expect_error(c.post("/v1/agents/ch1/charge", {"tokens": "5"}), 400, "bad_request",
                  "tokens")

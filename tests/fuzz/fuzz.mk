@@ -15,7 +15,7 @@
 
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 60
-FUZZ_ALL := rating bucket http jwt config prefix cli vlog feed demand httpparse
+FUZZ_ALL := rating bucket path http jwt config prefix cli vlog feed demand httpparse
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 FUZZ_OUT := $(OUTPUT)/fuzz
 FUZZ_BINS := $(patsubst %,$(FUZZ_OUT)/fuzz_%,$(FUZZ_ALL))
@@ -32,6 +32,7 @@ FUZZ_LIBS := $(FUZZ_OUT)/libagentgated.a $(FUZZ_OUT)/libagentgate.a
 # Per harness: what goes before the libraries. --wrap redirects a call
 # between object files to the harness (simulated clock, no real attach).
 FUZZ_LINK_bucket := -Wl,--wrap=ag_now_ns
+FUZZ_LINK_path := -Wl,--wrap=ag_now_ns,--wrap=ag_tai_ns
 FUZZ_LINK_jwt := -lcrypto
 FUZZ_LINK_http := -ljwt # it mints its tokens with libjwt
 FUZZ_LINK_cli := $(FUZZ_OUT)/libagentgate-cli.a \

@@ -53,6 +53,7 @@ replay() {
 REPLAYED=""
 t_rating() { replay rating; }
 t_bucket() { replay bucket; }
+t_path() { replay path; }
 t_http() { replay http; }
 t_jwt() { replay jwt; }
 t_config() { replay config; }
@@ -66,6 +67,7 @@ t_httpparse() { replay httpparse; }
 tap_run \
 	"t_rating|fuzz_rating replays its corpus (ratings JSON/NDJSON, policy)" \
 	"t_bucket|fuzz_bucket replays its corpus (GCRA buckets against the model)" \
+	"t_path|fuzz_path replays its corpus (paths of parents, quotas and debt against the model)" \
 	"t_http|fuzz_http replays its corpus (the daemon's HTTP layer)" \
 	"t_jwt|fuzz_jwt replays its corpus (bearer tokens)" \
 	"t_config|fuzz_config replays its corpus (agentgated settings)" \

@@ -588,6 +588,25 @@ static __u64 carried_headroom(const struct ag_gcra_params *old, __u64 tat, __u64
 	return h > p->tau ? p->tau : (__u64)h;
 }
 
+/* Debt to carry (a charge took the bucket below empty: tat past now + tau),
+ * in the new set's ticks: the same number of tokens owed, so that a new
+ * rate (a rating moves it) never forgives what a charge left unpaid. */
+static __u64 carried_debt(const struct ag_gcra_params *old, __u64 tat, __u64 now_ns,
+			  const struct ag_gcra_params *p)
+{
+	__u64 edge;
+	unsigned __int128 d;
+
+	if (!old->interval)
+		return 0;
+	edge = ag_ns_to_ticks(now_ns, old->mult) + old->tau;
+	if (tat <= edge)
+		return 0;
+	/* Rounded up: a change of rate never forgives part of a tick. */
+	d = ((unsigned __int128)(tat - edge) * p->interval + old->interval - 1) / old->interval;
+	return d > AG_TAU_MAX ? AG_TAU_MAX : (__u64)d;
+}
+
 /* Writer side of the two-set protocol; the caller holds ag_lock. */
 int ag_bucket_configure(struct ag_ctx *ctx, __u32 slot, const struct ag_gcra_params *p,
 			enum ag_unit unit)
@@ -615,7 +634,8 @@ restart:
 		if (p->interval) {
 			__u64 now = ag_ns_to_ticks(now_ns, p->mult);
 
-			new_tat = now + p->tau - carried_headroom(old, word & AG_TAT_MASK, now_ns, p);
+			new_tat = now + p->tau - carried_headroom(old, word & AG_TAT_MASK, now_ns, p) +
+				  carried_debt(old, word & AG_TAT_MASK, now_ns, p);
 		}
 		if (atomic_compare_exchange_strong_explicit(
 			    ag_tat_word(b), &word, ((__u64)next << 63) | new_tat,

@@ -230,14 +230,6 @@ int ag_refusals_zero(struct ag_ctx *ctx, __u32 slot)
 
 /* ---- quotas ---------------------------------------------------------------- */
 
-__u64 ag_tai_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_TAI, &ts);
-	return (__u64)ts.tv_sec * 1000000000ULL + (__u64)ts.tv_nsec;
-}
-
 static struct ag_budget *budget_at(struct ag_ctx *ctx, __u32 slot)
 {
 	return ctx->budgets && slot < ctx->max_agents ? &ctx->budgets[slot] : NULL;
