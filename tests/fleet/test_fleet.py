@@ -1423,6 +1423,64 @@ def t_demand_split(env, own):
     diag("shares after e2's traffic stopped: %s" % got)
 
 
+@case("a parent split by demand: two lab edge hosts with real traffic (4000 and 2000 pps) of "
+      "an agent under a parent of fleet rate 1000: the parent's shares 2/3 and 1/3, its local "
+      "rates R x share in the maps, admitted through the parent in total R*t +- 10 %")
+def t_demand_parent(env, own):
+    if not os.access(env.bin("ag-trafficgen"), os.X_OK):
+        raise Skip("%s not built" % env.bin("ag-trafficgen"))
+    labs = split_labs(env, own)
+    s = own.server("psplit")
+    hosts = [own.daemon("p%d" % (i + 1), [s.url], "--fleet-interval", "500ms",
+                        pin=host["LAB_PIN"]) for i, host in enumerate(labs)]
+    start(*hosts)
+    p1, p2 = hosts
+    R, parent, agent = 1000.0, "org:pp", "org:pa"
+    r = p1.api.put("/v1/parents/" + parent, {"rate": R, "burst": 100})
+    check(r.status == 201, "PUT %s: %d %s" % (parent, r.status, r.text))
+    r = p1.api.put("/v1/agents/" + agent, {"rate": 10000, "burst": 1000, "pinned": True,
+                                           "parent": parent})
+    check(r.status == 201, "PUT %s: %d %s" % (agent, r.status, r.text))
+    r = p1.api.post("/v1/rules", {"prefix": "10.66.0.0/24", "agent": agent})
+    check(r.status == 201, "POST rule: %d %s" % (r.status, r.text))
+    wait_for(lambda: cli(p2, "agent", "show", agent).get("parent") == parent and
+             [x["agent"] for x in cli(p2, "rule", "list")
+              if x["prefix"] == "10.66.0.0/24"] == [agent], CONVERGE,
+             what="the agent under its parent and its rule in p2's maps")
+    offered = (4000, 2000)
+    traffic(env, own, labs, offered)
+    want = [o / sum(offered) for o in offered]
+
+    def shares():
+        return [d.api.get("/v1/parents/" + parent).json()["fleet"]["share"] for d in hosts]
+
+    def near_want():
+        got = shares()
+        return got if all(abs(x - w) <= 0.08 for x, w in zip(got, want)) else None
+    got = wait_for(near_want, 40, interval=0.5, what="parent shares near %s" % want)
+    time.sleep(2)     # settle
+    for d in hosts:   # the operator's rate in the API, the share in the maps
+        o = d.api.get("/v1/parents/" + parent).json()
+        m = cli(d, "parent", "show", parent)
+        diag("%s: parent %s fleet %s, map rate %s" % (d.node, o["rate"], o["fleet"], m["rate"]))
+        check(o["rate"] == R and abs(o["fleet"]["local_rate"] - R * o["fleet"]["share"]) <
+              1e-6 * R and abs(m["rate"] - R * o["fleet"]["share"]) < 1e-6 * R,
+              "%s: parent %s, maps %s" % (d.node, o, m))
+    t0 = time.monotonic()
+    c0 = [cli(d, "parent", "show", parent) for d in hosts]
+    time.sleep(6)
+    c1 = [cli(d, "parent", "show", parent) for d in hosts]
+    t = time.monotonic() - t0
+    passed = [y["passed_packets"] - x["passed_packets"] for x, y in zip(c0, c1)]
+    refused = [y["refused"]["rate"] - x["refused"]["rate"] for x, y in zip(c0, c1)]
+    adm = sum(passed)
+    diag("window %.2f s: through the parent %s (%d, R*t %.0f), refused by its rate %s, "
+         "shares %s" % (t, passed, adm, R * t, refused, got))
+    check(all(x > 0 for x in refused), "the parent refused nothing: traffic under its rates?")
+    check(0.9 * R * t <= adm <= 1.1 * R * t + 2 * 100,
+          "admitted %d through the parent over %.2f s, want %.0f +- 10 %%" % (adm, t, R * t))
+
+
 @case("three lab edge hosts, demand moving mid-run: one agent at fleet rate 900 offered "
       "3000 pps at e1 alone (share 1), then also at e2 (halves), then e1 stops and e3 starts "
       "(e2 and e3 halve, e1 at the floor); admitted within R*t*(1+n*floor) in every phase")

@@ -46,9 +46,14 @@ static json_t *quota_json(struct ag_ctx *ctx, __u32 slot)
 			 (json_int_t)((q.reset_in_ns + 999999999ULL) / 1000000000ULL));
 }
 
-/* The parent object: as `agentgate parent show --json` prints it. */
-static json_t *parent_json(struct ag_ctx *ctx, const struct ag_agent *a)
+/* The parent object: as `agentgate parent show --json` prints it; in a
+ * fleet "rate" is the operator's and "fleet" this host's part of it. */
+static json_t *parent_json(struct agd_engine *e, const struct ag_agent *a)
 {
+	struct ag_ctx *ctx = agd_engine_ctx(e);
+	double rate = a->rate, share = 1;
+	json_t *o;
+
 	struct children ch = { a->slot, json_array() };
 	struct ag_counters c = { 0 };
 	struct ag_refusals rf = { 0 };
@@ -62,9 +67,10 @@ static json_t *parent_json(struct ag_ctx *ctx, const struct ag_agent *a)
 	ag_agent_foreach(ctx, note_child, &ch);
 	ag_parent_foreach(ctx, note_child, &ch);
 	refused = c.dropped_packets + c.would_drop_packets;
-	return json_pack(
+	agd_engine_parent_rate(e, a->name, &rate, &share);
+	o = json_pack(
 		"{s:s,s:I,s:f,s:I,s:s,s:f,s:o,s:o,s:o,s:I,s:I,s:I,s:I,s:I,s:I,s:{s:I,s:I,s:I}}",
-		"name", a->name, "slot", (json_int_t)a->slot, "rate", a->rate, "burst",
+		"name", a->name, "slot", (json_int_t)a->slot, "rate", rate, "burst",
 		(json_int_t)a->burst, "unit", ag_unit_name(a->unit), "tokens",
 		floor(tokens * 1000) / 1000, "parent",
 		a->parent && !ag_agent_get_slot(ctx, a->parent - 1, &up) ? json_string(up.name) :
@@ -76,6 +82,10 @@ static json_t *parent_json(struct ag_ctx *ctx, const struct ag_agent *a)
 		"created_ms", (json_int_t)(a->created_ns / 1000000), "refused", "rate",
 		(json_int_t)(refused - rf.parent_packets - rf.quota_packets), "quota",
 		(json_int_t)rf.quota_packets, "parent", (json_int_t)rf.parent_packets);
+	if (o && agd_engine_replicator(e))
+		json_object_set_new(o, "fleet", json_pack("{s:f,s:f}", "share", share,
+							  "local_rate", a->rate));
+	return o;
 }
 
 /* The named bucket, which must be a parent: 0, or the status sent. */
@@ -101,15 +111,15 @@ int parent_get(struct req *r)
 
 	if (find_parent(r, &a, &status))
 		return status;
-	return agd_reply_json(r->conn, 200, parent_json(ctx_of(r), &a), NULL);
+	return agd_reply_json(r->conn, 200, parent_json(r->h->e, &a), NULL);
 }
 
 static int list_one(void *arg, const struct ag_agent *a)
 {
 	json_t *arr = ((json_t **)arg)[0];
-	struct ag_ctx *ctx = ((struct ag_ctx **)arg)[1];
+	struct agd_engine *e = ((struct agd_engine **)arg)[1];
 
-	return json_array_append_new(arr, parent_json(ctx, a)) ? -ENOMEM : 0;
+	return json_array_append_new(arr, parent_json(e, a)) ? -ENOMEM : 0;
 }
 
 static int by_name(const void *a, const void *b)
@@ -120,7 +130,7 @@ static int by_name(const void *a, const void *b)
 
 int parents_list(struct req *r)
 {
-	void *arg[2] = { json_array(), ctx_of(r) };
+	void *arg[2] = { json_array(), r->h->e };
 	json_t *arr = arg[0], *sorted;
 	json_t **items;
 	size_t i, n;
@@ -172,7 +182,7 @@ int parent_put(struct req *r)
 		return send_error(r->conn, agd_engine_status(err), "%s", oe.msg);
 	if (ag_agent_get(ctx_of(r), r->param, &a))
 		return send_error(r->conn, 500, "%s", ag_errmsg());
-	return agd_reply_json(r->conn, created ? 201 : 200, parent_json(ctx_of(r), &a), NULL);
+	return agd_reply_json(r->conn, created ? 201 : 200, parent_json(r->h->e, &a), NULL);
 }
 
 int parent_delete(struct req *r)

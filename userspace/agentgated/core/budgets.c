@@ -23,6 +23,7 @@ struct budget {
 	struct budget *next;
 	char name[AG_NAME_MAX + 1];
 	__u32 slot; /* a parent's slot, as last written or read */
+	double share; /* a parent's: of its rate this host's bucket gets (fleet) */
 	struct agd_budget_rec rec;
 };
 
@@ -57,6 +58,7 @@ static struct budget *budget_add(struct agd_engine *e, const char *name)
 		return NULL;
 	snprintf(b->name, sizeof(b->name), "%s", name);
 	b->slot = SLOT_UNKNOWN;
+	b->share = 1;
 	b->next = e->budgets[h];
 	e->budgets[h] = b;
 	e->n_budgets++;
@@ -165,6 +167,15 @@ static bool maps_agree(struct agd_engine *e, const struct ag_agent *a,
 		(m.rate == r->rate && m.burst == r->burst && m.unit == r->unit));
 }
 
+/* The rate a parent's bucket gets here: its share of the operator's (a
+ * fleet), never below the least rate a bucket takes. */
+static double local_rate(double rate, double share)
+{
+	double r = rate * share;
+
+	return r < 0.001 ? 0.001 : r;
+}
+
 /* r into the maps: a parent made or changed (with its link and quota
  * unless bare), an agent's link and quota (the agent must have a bucket);
  * a saved count of the running window put back. */
@@ -180,8 +191,10 @@ static int budget_push(struct agd_engine *e, const char *name, const struct agd_
 	u.quota = r->quota_limit;
 	u.quota_window = (enum ag_quota_window)r->quota_window;
 	if (r->kind == AGD_BUDGET_PARENT) {
+		struct budget *b = budget_find(e, name);
+
 		u.fields = AG_SET_RATE | AG_SET_BURST | AG_SET_UNIT | (bare ? 0 : u.fields);
-		u.rate = r->rate;
+		u.rate = local_rate(r->rate, b ? b->share : 1);
 		u.burst = r->burst;
 		u.unit = (enum ag_unit)r->unit;
 		err = ag_parent_set(e->ctx, name, &u, &slot, NULL);
@@ -575,6 +588,17 @@ int agd_engine_apply_parent_put(struct agd_engine *e, __u64 seq, const char *nam
 		return agd_errf(oe, err == -ENOENT ? -EINVAL : err, "%s", ag_errmsg());
 	}
 	rec_of_maps(e, &a, &after);
+	/* The maps hold this host's share of the rate (a fleet): the stored
+	 * rate is the operator's. */
+	after.rate = (c->fields & AG_SET_RATE) ? c->rate : had ? before.rate : a.rate;
+	if (b && b->share != 1) { /* the share stays until the fleet moves it */
+		struct ag_agent_update shared = { .fields = AG_SET_RATE,
+						  .rate = local_rate(after.rate, b->share) };
+
+		if (ag_parent_set(e->ctx, name, &shared, NULL, NULL))
+			e->opts.log(AGD_LOG_WARN, "parent '%s': this host's share not set: %s",
+				    name, ag_errmsg());
+	}
 	err = txn_begin(e, &txn);
 	if (!err) {
 		err = agd_store_budget_put(&e->st, txn, name, &after);
@@ -795,4 +819,82 @@ int budget_store_kept(struct agd_engine *e, MDB_txn *txn, const char *name)
 	struct budget *b = budget_find(e, name);
 
 	return b && b->rec.quota_limit ? agd_store_budget_put(&e->st, txn, name, &b->rec) : 0;
+}
+
+/* ---- the fleet's demand sharing ----------------------------------------------------- */
+
+int agd_engine_parent_views(struct agd_engine *e, struct agd_parent_view **out, size_t *n)
+{
+	struct agd_parent_view *v;
+	struct budget *b;
+	size_t i, k = 0;
+
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&e->lock);
+	v = calloc(e->n_budgets ? e->n_budgets : 1, sizeof(*v));
+	if (!v) {
+		pthread_mutex_unlock(&e->lock);
+		return -ENOMEM;
+	}
+	BUDGETS_FOREACH(e, i, b) {
+		struct ag_agent a;
+
+		if (b->rec.kind != AGD_BUDGET_PARENT)
+			continue;
+		if (b->slot == SLOT_UNKNOWN || ag_agent_get_slot(e->ctx, b->slot, &a) ||
+		    strcmp(a.name, b->name)) {
+			if (ag_agent_get(e->ctx, b->name, &a) || !a.is_parent)
+				continue;
+			b->slot = a.slot;
+		}
+		snprintf(v[k].name, sizeof(v[k].name), "%s", b->name);
+		v[k].unit = (enum ag_unit)b->rec.unit;
+		v[k].rate = b->rec.rate;
+		v[k].share = b->share;
+		ag_counters_get(e->ctx, b->slot, &v[k].counters);
+		k++;
+	}
+	pthread_mutex_unlock(&e->lock);
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+int agd_engine_set_parent_share(struct agd_engine *e, const char *name, double share)
+{
+	struct ag_agent_update u = { .fields = AG_SET_RATE };
+	struct budget *b;
+	int err = -ENOENT;
+
+	if (!(share > 0 && share <= 1))
+		return -EINVAL;
+	pthread_mutex_lock(&e->lock);
+	b = budget_find(e, name);
+	if (b && b->rec.kind == AGD_BUDGET_PARENT) {
+		err = 0;
+		if (b->share != share) {
+			b->share = share;
+			u.rate = local_rate(b->rec.rate, share);
+			err = ag_parent_set(e->ctx, name, &u, NULL, NULL);
+		}
+	}
+	pthread_mutex_unlock(&e->lock);
+	return err;
+}
+
+int agd_engine_parent_rate(struct agd_engine *e, const char *name, double *rate, double *share)
+{
+	struct budget *b;
+	int err = -ENOENT;
+
+	pthread_mutex_lock(&e->lock);
+	b = budget_find(e, name);
+	if (b && b->rec.kind == AGD_BUDGET_PARENT) {
+		*rate = b->rec.rate;
+		*share = b->share;
+		err = 0;
+	}
+	pthread_mutex_unlock(&e->lock);
+	return err;
 }

@@ -574,6 +574,22 @@ size_t agd_engine_agent_count(struct agd_engine *e);
  * read in one pass. */
 int agd_engine_agent_views(struct agd_engine *e, struct agd_agent_view **out, size_t *n);
 
+/* Parents as the fleet's demand sharing sees them: the packets or bytes
+ * (by unit) that reached each, and this host's share of its rate. */
+struct agd_parent_view {
+	char name[AG_NAME_MAX + 1];
+	enum ag_unit unit;
+	double rate;  /* the operator's, fleet-wide */
+	double share; /* of rate this host's bucket gets (1 standalone) */
+	struct ag_counters counters;
+};
+int agd_engine_parent_views(struct agd_engine *e, struct agd_parent_view **out, size_t *n);
+/* This host's share of a parent's rate (the fleet's demand sharing):
+ * -ENOENT for a name that is not a parent, -EINVAL outside (0, 1]. */
+int agd_engine_set_parent_share(struct agd_engine *e, const char *name, double share);
+/* A parent's stored rate and this host's share: 0, or -ENOENT. */
+int agd_engine_parent_rate(struct agd_engine *e, const char *name, double *rate, double *share);
+
 /* Every agent's idle time (ms, as agd_agent_view has it) and TTL (s) by slot,
  * for slots < n; slots without a daemon agent get idle UINT64_MAX. */
 void agd_engine_activity(struct agd_engine *e, __u64 *idle_ms, __u32 *ttl_s, size_t n);

@@ -9,6 +9,9 @@
  *
  *     local rate = fleet rate * max(floor, own demand / fleet demand)
  *
+ * Parents (docs/BUDGETS.md) go the same way: the packets or bytes of their
+ * agents that reached them in, their share of the parent's rate out.
+ *
  * docs/FLEET.md derives the overshoot bound and has the messages' cost.
  */
 #include <errno.h>
@@ -25,6 +28,38 @@ static __u64 offered(const struct agd_agent_view *v)
 
 	return v->policy.unit == AG_UNIT_BPS ? c->passed_bytes + c->dropped_bytes :
 					       c->passed_packets + c->dropped_packets;
+}
+
+/* Parents share the agents' name space, so the protocol carries them as
+ * it carries agents: what reached each parent here, its share back. */
+static int add_parents(struct agd_fleet *f, struct agd_dem_local **out, size_t *n)
+{
+	struct agd_parent_view *p = NULL;
+	struct agd_dem_local *grown;
+	size_t np = 0, i;
+
+	if (agd_engine_parent_views(f->e, &p, &np))
+		return -ENOMEM;
+	grown = np ? realloc(*out, (*n + np) * sizeof(**out)) : *out;
+	if (!grown) {
+		free(p);
+		return -ENOMEM;
+	}
+	*out = grown;
+	for (i = 0; i < np; i++) {
+		const struct ag_counters *c = &p[i].counters;
+		__u64 o = p[i].unit == AG_UNIT_BPS ? c->passed_bytes + c->dropped_bytes :
+						     c->passed_packets + c->dropped_packets;
+
+		if (!o)
+			continue;
+		memcpy(grown[*n].agent, p[i].name, sizeof(p[i].name));
+		grown[*n].offered = o;
+		grown[*n].share = p[i].share;
+		(*n)++;
+	}
+	free(p);
+	return 0;
 }
 
 static int agents(void *arg, struct agd_dem_local **out, size_t *n)
@@ -52,14 +87,15 @@ static int agents(void *arg, struct agd_dem_local **out, size_t *n)
 	}
 	*n = k;
 	free(v);
-	return 0;
+	return add_parents(f, out, n);
 }
 
 static void set_share(void *arg, const char *agent, double share)
 {
 	struct agd_fleet *f = arg;
 
-	agd_engine_set_share(f->e, agent, share);
+	if (agd_engine_set_share(f->e, agent, share) == -ENOENT)
+		agd_engine_set_parent_share(f->e, agent, share);
 }
 
 void *agd_fleet_demand(void *arg)
