@@ -4,10 +4,18 @@
  * agents (default 10^6) against `bpftool -j map dump` of the names map, the
  * generic tool reading the same entries, timed in the same run.
  *
+ * Each agent gets one host rule (a /32) and the rule maps are sized for one
+ * rule per agent (--no-rules: neither), so the memory is what an agent with
+ * its name and one rule costs. Every map sized by agents or rules is read
+ * (fdinfo memlock), and its per-CPU part (max_entries x value x possible
+ * CPUs, for the per-CPU maps) is reported apart: F + P*C bytes per agent.
+ *
  * Usage: cli_scale --bpffs DIR --cli PATH [--agents N] [--runs R] [--json PATH]
+ *                  [--no-rules]
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdbool.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,7 +26,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
 #include <bpf/bpf.h>
+#include <bpf/libbpf.h>
 
 #include "agentgate.h"
 
@@ -26,6 +36,25 @@ struct opts {
 	const char *bpffs, *cli, *json;
 	unsigned long agents;
 	int runs;
+	bool no_rules;
+};
+
+/* The maps sized by agents or rules (abi.h's list): their memory grows
+ * with the host's agents. */
+enum { SZ_AGENTS, SZ_RULES, SZ_FIXED };
+static const struct {
+	const char *name;
+	int sizing;
+} maps[] = {
+#define ROW(id, name, sizing, desc) { #name, SZ_##sizing },
+	AG_MAP_LIST(ROW)
+#undef ROW
+};
+#define N_MAPS (sizeof(maps) / sizeof(maps[0]))
+
+struct mem {
+	long long total;  /* memlock */
+	long long percpu; /* of it, the per-CPU values */
 };
 
 static double now_s(void)
@@ -98,18 +127,26 @@ static long count_agents(const char *path)
 	return n;
 }
 
-/* Kernel memory of a pinned map: fdinfo's memlock. */
-static long long map_memory(const char *root, const char *name)
+/* Kernel memory of a pinned map: fdinfo's memlock, and its per-CPU part. */
+static long long map_memory(const char *root, const char *name, long long *percpu)
 {
+	struct bpf_map_info info = {};
+	__u32 len = sizeof(info);
 	char path[1024], line[256];
 	long long bytes = -1;
 	FILE *f;
 	int fd;
 
+	*percpu = 0;
 	snprintf(path, sizeof(path), "%s/%s", root, name);
 	fd = bpf_obj_get(path);
 	if (fd < 0)
 		return -1;
+	if (!bpf_obj_get_info_by_fd(fd, &info, &len) &&
+	    (info.type == BPF_MAP_TYPE_PERCPU_ARRAY || info.type == BPF_MAP_TYPE_PERCPU_HASH ||
+	     info.type == BPF_MAP_TYPE_LRU_PERCPU_HASH))
+		*percpu = (long long)info.max_entries * ((info.value_size + 7) & ~7u) *
+			  libbpf_num_possible_cpus();
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
 	f = fopen(path, "r");
 	while (f && fgets(line, sizeof(line), f))
@@ -121,10 +158,10 @@ static long long map_memory(const char *root, const char *name)
 	return bytes;
 }
 
-static int create_agents(const char *root, unsigned long n, double *secs)
+static int create_agents(const char *root, unsigned long n, bool rules, double *secs)
 {
 	struct ag_open_opts o = { .pin_root = root, .create = true, .max_agents = (__u32)n,
-				  .max_rules = 16 };
+				  .max_rules = rules ? (__u32)n : 16 };
 	struct ag_agent_update u = { .fields = AG_SET_RATE, .rate = 1000 };
 	struct ag_ctx *ctx;
 	double t0 = now_s();
@@ -136,6 +173,13 @@ static int create_agents(const char *root, unsigned long n, double *secs)
 
 		snprintf(name, sizeof(name), "agent-%07lu", i);
 		err = ag_agent_set(ctx, name, &u, NULL, NULL);
+		if (!err && rules) { /* 10.0.0.0/8 and up: one host each */
+			struct ag_rule r = { .family = AF_INET, .plen = 32 };
+			__u32 a = htonl(0x0a000000u + (__u32)i);
+
+			memcpy(r.addr, &a, 4);
+			err = ag_rule_add(ctx, &r, name);
+		}
 	}
 	if (err)
 		fprintf(stderr, "cli_scale: creating agents: %s\n", ag_errmsg());
@@ -149,7 +193,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
 	static const struct option lo[] = {
 		{ "bpffs", required_argument, NULL, 'b' }, { "cli", required_argument, NULL, 'c' },
 		{ "agents", required_argument, NULL, 'n' }, { "runs", required_argument, NULL, 'r' },
-		{ "json", required_argument, NULL, 'j' },   {},
+		{ "json", required_argument, NULL, 'j' },   { "no-rules", no_argument, NULL, 'R' },
+		{},
 	};
 	int c;
 
@@ -162,6 +207,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
 		case 'n': o->agents = strtoul(optarg, NULL, 10); break;
 		case 'r': o->runs = atoi(optarg); break;
 		case 'j': o->json = optarg; break;
+		case 'R': o->no_rules = true; break;
 		default: return -1;
 		}
 	}
@@ -173,9 +219,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
 
 int main(int argc, char **argv)
 {
-	static const char *const agent_maps[] = { AG_MAP_BUCKETS, AG_MAP_COUNTERS, AG_MAP_NAMES,
-						  AG_MAP_INDEX };
-	long long mem[4], total = 0;
+	struct mem mem[N_MAPS];
+	long long total = 0, percpu = 0;
+	int cpus = libbpf_num_possible_cpus();
 	char root[512], names[600], out[] = "/tmp/agentgate-list.XXXXXX";
 	double setup, t_json, t_text, t_bpftool;
 	struct utsname un;
@@ -185,16 +231,23 @@ int main(int argc, char **argv)
 
 	if (parse_args(argc, argv, &o)) {
 		fprintf(stderr, "usage: cli_scale --bpffs DIR --cli PATH [--agents N] [--runs R] "
-				"[--json PATH]\n");
+				"[--json PATH] [--no-rules]\n");
 		return 2;
 	}
 	snprintf(root, sizeof(root), "%s/scale", o.bpffs);
 	snprintf(names, sizeof(names), "%s/%s", root, AG_MAP_NAMES);
-	if (create_agents(root, o.agents, &setup))
+	if (create_agents(root, o.agents, !o.no_rules, &setup))
 		return 1;
-	for (i = 0; i < 4; i++) {
-		mem[i] = map_memory(root, agent_maps[i]);
-		total += mem[i];
+	for (i = 0; i < (int)N_MAPS; i++) {
+		mem[i].percpu = 0;
+		mem[i].total = maps[i].sizing == SZ_FIXED ? 0 :
+							     map_memory(root, maps[i].name, &mem[i].percpu);
+		if (mem[i].total < 0) { /* not pinned (created by a program load) */
+			mem[i].total = 0;
+			mem[i].percpu = 0;
+		}
+		total += mem[i].total;
+		percpu += mem[i].percpu;
 	}
 	{
 		char *json_list[] = { (char *)o.cli, "--pin-path", root, "--json", "agent", "list",
@@ -229,14 +282,22 @@ int main(int argc, char **argv)
 		       when, o.agents, o.runs, un.release, sysconf(_SC_NPROCESSORS_ONLN));
 	}
 	printf("  setup     %.2f s (%.1f us per agent)\n", setup, setup / o.agents * 1e6);
-	printf("kernel memory (fdinfo memlock)\n");
-	for (i = 0; i < 4; i++)
-		printf("  %-12s %12lld bytes  %8.1f per agent\n", agent_maps[i], mem[i],
-		       (double)mem[i] / o.agents);
-	printf("  %-12s %12lld bytes  %8.1f per agent (goal <= 128)\n", "total", total,
-	       (double)total / o.agents);
+	printf("kernel memory (fdinfo memlock), agents %s, %d possible CPUs\n",
+	       o.no_rules ? "without rules" : "with one host rule each (rule maps sized for one "
+					      "per agent)",
+	       cpus);
+	for (i = 0; i < (int)N_MAPS; i++)
+		if (maps[i].sizing != SZ_FIXED)
+			printf("  %-15s %12lld bytes  %8.1f per agent%s\n", maps[i].name,
+			       mem[i].total, (double)mem[i].total / o.agents,
+			       mem[i].percpu ? " (per-CPU values)" : "");
+	printf("  %-15s %12lld bytes  %8.1f per agent (goal <= 256, independent of C)\n", "total",
+	       total, (double)total / o.agents);
+	printf("  formula         %.1f + %.1f * C bytes per agent (C possible CPUs; C = 64: %.1f)\n",
+	       (double)(total - percpu) / o.agents, (double)percpu / o.agents / cpus,
+	       (double)(total - percpu) / o.agents + (double)percpu / o.agents / cpus * 64);
 	printf("listing %ld agents (median of %d)\n", listed, o.runs);
-	printf("  agentgate --json agent list   %7.3f s (goal <= 2 s)\n", t_json);
+	printf("  agentgate --json agent list   %7.3f s (goal <= 1 s)\n", t_json);
 	printf("  agentgate agent list          %7.3f s\n", t_text);
 	printf("  bpftool -j map dump ag_names  %7.3f s (baseline)\n", t_bpftool);
 	printf("  ratio json list / bpftool     %7.2f\n", t_json / t_bpftool);
@@ -245,14 +306,20 @@ int main(int argc, char **argv)
 
 		if (f) {
 			fprintf(f,
-				"{\"agents\":%lu,\"listed\":%ld,\"setup_s\":%.3f,\"memory_bytes\":"
-				"{\"ag_buckets\":%lld,\"ag_counters\":%lld,\"ag_names\":%lld,"
-				"\"ag_index\":%lld,\"total\":%lld},\"bytes_per_agent\":%.1f,"
+				"{\"agents\":%lu,\"rules\":%s,\"listed\":%ld,\"setup_s\":%.3f,"
+				"\"memory_bytes\":{",
+				o.agents, o.no_rules ? "false" : "true", listed, setup);
+			for (i = 0; i < (int)N_MAPS; i++)
+				if (maps[i].sizing != SZ_FIXED)
+					fprintf(f, "\"%s\":%lld,", maps[i].name, mem[i].total);
+			fprintf(f,
+				"\"total\":%lld,\"percpu\":%lld},\"bytes_per_agent\":%.1f,"
+				"\"fixed_per_agent\":%.1f,\"per_cpu_per_agent\":%.1f,\"cpus\":%d,"
 				"\"list_json_s\":%.3f,\"list_text_s\":%.3f,\"bpftool_dump_s\":%.3f,"
 				"\"ratio\":%.3f}\n",
-				o.agents, listed, setup, mem[0], mem[1], mem[2], mem[3], total,
-				(double)total / o.agents, t_json, t_text, t_bpftool,
-				t_json / t_bpftool);
+				total, percpu, (double)total / o.agents,
+				(double)(total - percpu) / o.agents, (double)percpu / o.agents / cpus,
+				cpus, t_json, t_text, t_bpftool, t_json / t_bpftool);
 			fclose(f);
 		}
 	}
