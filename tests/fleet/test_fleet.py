@@ -908,6 +908,56 @@ def t_operator_parents(phase1):
     parent_everywhere("fp-org", 'd["children"] == []')
 
 
+@case("quotas across the fleet: an agent's quota of 100 an hour and a parent's of 150, used "
+      "at two hosts: what one host used is taken off the other's limit within two intervals, "
+      "so the hosts together admit the quota, not a quota each; GET shows the fleet's limit "
+      "and use at every host")
+def t_operator_quotas(phase1):
+    s, hosts = phase1
+    a, b, c = hosts
+    r = a.api.put("/v1/agents/fq-1", {"rate": 1000, "burst": 1000, "pinned": True,
+                                      "quota": {"limit": 100, "window": "hour"}})
+    check(r.status == 201, "PUT fq-1 at a: %d %s" % (r.status, r.text))
+    wait_for(lambda: all(d.api.agent("fq-1") for d in hosts), CONVERGE,
+             what="fq-1 on every host")
+    # 60 used at a: b may use 40 more, not 100.
+    r = a.api.post("/v1/agents/fq-1/consume", {"tokens": 60})
+    check(r.status == 200, "consume 60 at a: %d %s" % (r.status, r.text))
+    wait_for(lambda: all(d.api.agent("fq-1")["quota"]["used"] == 60 for d in hosts), 10,
+             what="every host counting a's 60")
+    r = b.api.post("/v1/agents/fq-1/consume", {"tokens": 41})
+    check(r.status == 429, "41 more at b: %d %s" % (r.status, r.text))
+    r = b.api.post("/v1/agents/fq-1/consume", {"tokens": 40})
+    check(r.status == 200, "40 more at b: %d %s" % (r.status, r.text))
+    wait_for(lambda: all(d.api.agent("fq-1")["quota"]["used"] == 100 for d in hosts), 10,
+             what="every host counting 100")
+    for d in hosts:
+        r = d.api.post("/v1/agents/fq-1/consume", {"tokens": 1})
+        check(r.status == 429, "%s: one more after the fleet used 100: %d %s" %
+              (d.node, r.status, r.text))
+        q = d.api.agent("fq-1")["quota"]
+        check(q["limit"] == 100 and q["used"] == 100 and q["remaining"] == 0,
+              "%s: quota %s" % (d.node, q))
+    # A parent's quota, used through two children at two hosts.
+    r = a.api.put("/v1/parents/fq-p", {"rate": 1000, "burst": 1000,
+                                       "quota": {"limit": 150, "window": "day"}})
+    check(r.status == 201, "PUT fq-p: %d %s" % (r.status, r.text))
+    for name in ("fq-c1", "fq-c2"):
+        r = a.api.put("/v1/agents/" + name, {"rate": 1000, "burst": 1000, "pinned": True,
+                                             "parent": "fq-p"})
+        check(r.status == 201, "PUT %s: %d %s" % (name, r.status, r.text))
+    wait_for(lambda: all(d.api.get("/v1/parents/fq-p").json()["children"] == ["fq-c1", "fq-c2"]
+                         for d in hosts), CONVERGE, what="fq-p's children everywhere")
+    r = b.api.post("/v1/agents/fq-c1/consume", {"tokens": 100})
+    check(r.status == 200, "100 through fq-c1 at b: %d %s" % (r.status, r.text))
+    wait_for(lambda: all(d.api.get("/v1/parents/fq-p").json()["quota"]["used"] == 100
+                         for d in hosts), 10, what="every host counting fq-p's 100")
+    r = c.api.post("/v1/agents/fq-c2/consume", {"tokens": 51})
+    check(r.status == 429, "51 through fq-c2 at c: %d %s" % (r.status, r.text))
+    r = c.api.post("/v1/agents/fq-c2/consume", {"tokens": 50})
+    check(r.status == 200, "50 through fq-c2 at c: %d %s" % (r.status, r.text))
+
+
 def collect_dead_letters(n, sid, seqs):
     """The dead letters of the stream sequences seqs: {Agentgate-Seq: [Msg]}."""
     got = {}

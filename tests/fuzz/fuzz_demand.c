@@ -37,7 +37,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	FUZZ_CHECK(h.group < AGD_DEM_GROUPS && h.node[0], "head: group %u node '%s'", h.group,
 		   h.node);
 	for (i = 0; i < n; i++) {
-		FUZZ_CHECK(e[i].agent[0] && agd_dem_group(e[i].agent) == h.group,
+		FUZZ_CHECK(e[i].agent[0] && (h.kind == AGD_DEM_QUOTAS ?
+						     h.group == 0 :
+						     agd_dem_group(e[i].agent) == h.group),
 			   "entry %zu: '%s' not of group %u", i, e[i].agent, h.group);
 		FUZZ_CHECK(isfinite(e[i].rate) && e[i].rate >= 0, "entry %zu: rate %g", i,
 			   e[i].rate);
@@ -52,6 +54,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		FUZZ_CHECK(!strcmp(e[i].agent, e2[i].agent) &&
 				   (h.kind != AGD_DEM_REPORT || e[i].counter == e2[i].counter) &&
 				   (h.kind != AGD_DEM_TOTALS || e[i].hosts == e2[i].hosts) &&
+				   (h.kind != AGD_DEM_QUOTAS || (e[i].q_idx == e2[i].q_idx &&
+								 e[i].q_used == e2[i].q_used)) &&
 				   (float)e[i].rate == (float)e2[i].rate,
 			   "entry %zu came back otherwise", i);
 	if (h.kind == AGD_DEM_REPORT) {

@@ -32,6 +32,8 @@ void ag_set_log(ag_log_fn fn);
 
 /* CLOCK_MONOTONIC nanoseconds: the datapath's bpf_ktime_get_ns() clock. */
 __u64 ag_now_ns(void);
+/* CLOCK_TAI in ns: the quotas' calendar windows (docs/BUDGETS.md). */
+__u64 ag_tai_ns(void);
 
 /* ---- opening the pinned maps ----------------------------------------- */
 
@@ -159,6 +161,10 @@ int ag_quota_status(struct ag_ctx *ctx, __u32 slot, struct ag_quota_status *out)
  * never lowers the live one). agentgated saves them across reboots. */
 int ag_quota_word(struct ag_ctx *ctx, __u32 slot, __u64 *word);
 int ag_quota_restore(struct ag_ctx *ctx, __u32 slot, __u64 word);
+/* Adds delta (either way, floored at 0) to the count of window idx: what
+ * other hosts of a fleet used (agentgated). Nothing when a later window
+ * runs already; an earlier window's count is replaced. */
+int ag_quota_shift(struct ag_ctx *ctx, __u32 slot, __u64 idx, __s64 delta);
 
 /* slot's parent slot + 1 (0: none), through the mmap: no system call. */
 __u32 ag_bucket_parent(struct ag_ctx *ctx, __u32 slot);

@@ -403,6 +403,31 @@ int ag_quota_word(struct ag_ctx *ctx, __u32 slot, __u64 *word)
 	return 0;
 }
 
+int ag_quota_shift(struct ag_ctx *ctx, __u32 slot, __u64 idx, __s64 delta)
+{
+	struct ag_budget *b = budget_at(ctx, slot);
+	__u64 w, used, nw;
+
+	if (slot >= ctx->max_agents)
+		return ag_err(ERANGE, "slot %u out of range (%u slots)", slot, ctx->max_agents);
+	if (!b)
+		return ag_budgets_missing(ctx);
+	w = atomic_load_explicit(ag_atomic_word(&b->quota_used), memory_order_acquire);
+	do {
+		if ((w >> AG_QUOTA_USED_BITS) > idx)
+			return 0; /* a later window runs already */
+		used = ag_quota_used(w, idx);
+		if (delta < 0)
+			used = (__u64)-delta > used ? 0 : used - (__u64)-delta;
+		else
+			used = (__u64)delta > AG_QUOTA_USED_MASK - used ? AG_QUOTA_USED_MASK :
+									 used + (__u64)delta;
+		nw = (idx << AG_QUOTA_USED_BITS) | used;
+	} while (!atomic_compare_exchange_weak_explicit(ag_atomic_word(&b->quota_used), &w, nw,
+							 memory_order_acq_rel, memory_order_acquire));
+	return 0;
+}
+
 int ag_quota_restore(struct ag_ctx *ctx, __u32 slot, __u64 word)
 {
 	struct ag_budget *b = budget_at(ctx, slot);

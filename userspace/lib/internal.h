@@ -123,7 +123,6 @@ struct ag_quota_step {
 	__u64 seen;       /* the count word last read */
 	__u64 taken;      /* the word our swap wrote; 0: nothing taken */
 };
-__u64 ag_tai_ns(void);
 /* 1: tokens fit in the window (or no quota), 0: they do not. */
 int ag_quota_look(struct ag_ctx *ctx, __u32 slot, __u64 tokens, __u64 tai_ns,
 		  struct ag_quota_step *q);

@@ -34,11 +34,34 @@ static int note_child(void *arg, const struct ag_agent *a)
 	return 0;
 }
 
-static json_t *quota_json(struct ag_ctx *ctx, __u32 slot)
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(json_string_value(*(json_t *const *)a), json_string_value(*(json_t *const *)b));
+}
+
+/* A JSON array of names, sorted in place (children in name order, not the
+ * order of their slots). */
+static void sort_names(json_t *arr)
+{
+	size_t i, n = json_array_size(arr);
+	json_t **v = n > 1 ? calloc(n, sizeof(*v)) : NULL;
+
+	if (!v)
+		return;
+	for (i = 0; i < n; i++)
+		v[i] = json_incref(json_array_get(arr, i));
+	qsort(v, n, sizeof(*v), cmp_str);
+	json_array_clear(arr);
+	for (i = 0; i < n; i++)
+		json_array_append_new(arr, v[i]);
+	free(v);
+}
+
+static json_t *quota_json(struct agd_engine *e, __u32 slot)
 {
 	struct ag_quota_status q;
 
-	if (ag_quota_status(ctx, slot, &q) || !q.limit)
+	if (ag_quota_status(agd_engine_ctx(e), slot, &q) || !q.limit)
 		return json_null();
 	return json_pack("{s:I,s:s,s:I,s:f,s:I}", "limit", (json_int_t)q.limit, "window",
 			 ag_quota_window_name(q.window), "used", (json_int_t)q.used, "remaining",
@@ -66,6 +89,7 @@ static json_t *parent_json(struct agd_engine *e, const struct ag_agent *a)
 	ag_bucket_tokens(ctx, a->slot, &tokens);
 	ag_agent_foreach(ctx, note_child, &ch);
 	ag_parent_foreach(ctx, note_child, &ch);
+	sort_names(ch.names);
 	refused = c.dropped_packets + c.would_drop_packets;
 	agd_engine_parent_rate(e, a->name, &rate, &share);
 	o = json_pack(
@@ -75,7 +99,7 @@ static json_t *parent_json(struct agd_engine *e, const struct ag_agent *a)
 		floor(tokens * 1000) / 1000, "parent",
 		a->parent && !ag_agent_get_slot(ctx, a->parent - 1, &up) ? json_string(up.name) :
 									    json_null(),
-		"children", ch.names, "quota", quota_json(ctx, a->slot), "passed_packets",
+		"children", ch.names, "quota", quota_json(e, a->slot), "passed_packets",
 		(json_int_t)c.passed_packets, "passed_bytes", (json_int_t)c.passed_bytes,
 		"dropped_packets", (json_int_t)c.dropped_packets, "dropped_bytes",
 		(json_int_t)c.dropped_bytes, "would_drop_packets", (json_int_t)c.would_drop_packets,

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agentgate/gcra.h"
 #include "engine_int.h"
 
 #define BUDGET_BUCKETS 65536u
@@ -24,6 +25,7 @@ struct budget {
 	char name[AG_NAME_MAX + 1];
 	__u32 slot; /* a parent's slot, as last written or read */
 	double share; /* a parent's: of its rate this host's bucket gets (fleet) */
+	__u64 others_idx, others; /* a quota: what other hosts used of window idx */
 	struct agd_budget_rec rec;
 };
 
@@ -78,6 +80,22 @@ static void budget_remove(struct agd_engine *e, const char *name)
 			e->n_budgets--;
 			return;
 		}
+}
+
+/* What a quota word counts of this host's own use: in a fleet the other
+ * hosts' use of the same window is in it too (agd_engine_set_quota_others). */
+static __u64 own_used(const struct budget *b, __u64 idx, __u64 used)
+{
+	__u64 others = b->others_idx == idx ? b->others : 0;
+
+	return used > others ? used - others : 0;
+}
+
+static __u64 own_word(const struct budget *b, __u64 word)
+{
+	__u64 idx = word >> AG_QUOTA_USED_BITS;
+
+	return (idx << AG_QUOTA_USED_BITS) | own_used(b, idx, word & AG_QUOTA_USED_MASK);
 }
 
 #define BUDGETS_FOREACH(e, i, b)                                                 \
@@ -424,7 +442,7 @@ void budgets_save_counts(struct agd_engine *e)
 			slot = en->slot;
 		}
 		if (slot == SLOT_UNKNOWN || ag_quota_word(e->ctx, slot, &word) ||
-		    word == b->rec.quota_word)
+		    (word = own_word(b, word)) == b->rec.quota_word)
 			continue;
 		if (!txn && (err = txn_begin(e, &txn)))
 			break;
@@ -810,8 +828,8 @@ void budget_read_count(struct agd_engine *e, const char *name, __u32 slot)
 {
 	struct budget *b = budget_find(e, name);
 
-	if (b && b->rec.quota_limit)
-		ag_quota_word(e->ctx, slot, &b->rec.quota_word);
+	if (b && b->rec.quota_limit && !ag_quota_word(e->ctx, slot, &b->rec.quota_word))
+		b->rec.quota_word = own_word(b, b->rec.quota_word);
 }
 
 int budget_store_kept(struct agd_engine *e, MDB_txn *txn, const char *name)
@@ -894,6 +912,98 @@ int agd_engine_parent_rate(struct agd_engine *e, const char *name, double *rate,
 		*rate = b->rec.rate;
 		*share = b->share;
 		err = 0;
+	}
+	pthread_mutex_unlock(&e->lock);
+	return err;
+}
+
+/* ---- quotas in a fleet ----------------------------------------------------------------- */
+
+/* The slot of b's bucket now, or SLOT_UNKNOWN. Under e->lock. */
+static __u32 budget_slot(struct agd_engine *e, struct budget *b)
+{
+	struct entry *en;
+	struct ag_agent a;
+
+	if (b->rec.kind == AGD_BUDGET_AGENT) {
+		en = tab_find(e, b->name);
+		return en && en->map_rate >= 0 ? en->slot : SLOT_UNKNOWN;
+	}
+	if (b->slot == SLOT_UNKNOWN || ag_agent_get_slot(e->ctx, b->slot, &a) ||
+	    strcmp(a.name, b->name)) {
+		if (ag_agent_get(e->ctx, b->name, &a) || !a.is_parent)
+			return SLOT_UNKNOWN;
+		b->slot = a.slot;
+	}
+	return b->slot;
+}
+
+static __u64 window_now(const struct budget *b)
+{
+	__u64 wns = ag_quota_window_ns((enum ag_quota_window)b->rec.quota_window);
+
+	return wns ? ag_quota_index(ag_tai_ns(), wns) : 0;
+}
+
+int agd_engine_quota_views(struct agd_engine *e, struct agd_quota_view **out, size_t *n)
+{
+	struct agd_quota_view *v;
+	struct budget *b;
+	size_t i, k = 0;
+
+	*out = NULL;
+	*n = 0;
+	pthread_mutex_lock(&e->lock);
+	v = calloc(e->n_budgets ? e->n_budgets : 1, sizeof(*v));
+	if (!v) {
+		pthread_mutex_unlock(&e->lock);
+		return -ENOMEM;
+	}
+	BUDGETS_FOREACH(e, i, b) {
+		struct ag_quota_status q;
+		__u32 slot;
+
+		if (!b->rec.quota_limit || (slot = budget_slot(e, b)) == SLOT_UNKNOWN ||
+		    ag_quota_status(e->ctx, slot, &q) || !q.used)
+			continue;
+		snprintf(v[k].name, sizeof(v[k].name), "%s", b->name);
+		v[k].idx = window_now(b);
+		v[k].used = own_used(b, v[k].idx, q.used);
+		if (v[k].used)
+			k++;
+	}
+	pthread_mutex_unlock(&e->lock);
+	*out = v;
+	*n = k;
+	return 0;
+}
+
+int agd_engine_set_quota_others(struct agd_engine *e, const char *name, __u64 idx, __u64 others)
+{
+	struct budget *b;
+	__u64 now_idx, added;
+	__u32 slot;
+	int err = 0;
+
+	pthread_mutex_lock(&e->lock);
+	b = budget_find(e, name);
+	if (!b || !b->rec.quota_limit) {
+		pthread_mutex_unlock(&e->lock);
+		return -ENOENT;
+	}
+	now_idx = window_now(b);
+	if (idx != now_idx)
+		others = 0; /* of a window that ended (or not begun here) */
+	/* The others' use is counted in this host's quota word, so that the
+	 * datapath refuses once the fleet used the limit; what was added for
+	 * an ended window went with its count. */
+	added = b->others_idx == now_idx ? b->others : 0;
+	slot = budget_slot(e, b);
+	if (slot != SLOT_UNKNOWN && others != added)
+		err = ag_quota_shift(e->ctx, slot, now_idx, (__s64)others - (__s64)added);
+	if (slot != SLOT_UNKNOWN && !err) {
+		b->others = others;
+		b->others_idx = now_idx;
 	}
 	pthread_mutex_unlock(&e->lock);
 	return err;

@@ -587,6 +587,17 @@ int agd_engine_parent_views(struct agd_engine *e, struct agd_parent_view **out, 
 /* This host's share of a parent's rate (the fleet's demand sharing):
  * -ENOENT for a name that is not a parent, -EINVAL outside (0, 1]. */
 int agd_engine_set_parent_share(struct agd_engine *e, const char *name, double share);
+/* Quotas in a fleet (docs/FLEET.md): this host's own count of each quota
+ * in the window running now (used > 0 only), and what the other hosts used
+ * of it, which is counted in this host's quota word too: the datapath and
+ * consume refuse once the fleet used the limit, and the API shows the
+ * fleet's use. */
+struct agd_quota_view {
+	char name[AG_NAME_MAX + 1];
+	__u64 idx, used;
+};
+int agd_engine_quota_views(struct agd_engine *e, struct agd_quota_view **out, size_t *n);
+int agd_engine_set_quota_others(struct agd_engine *e, const char *name, __u64 idx, __u64 others);
 /* A parent's stored rate and this host's share: 0, or -ENOENT. */
 int agd_engine_parent_rate(struct agd_engine *e, const char *name, double *rate, double *share);
 

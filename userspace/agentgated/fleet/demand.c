@@ -21,6 +21,7 @@
 
 #include "common.h"
 #include "demand_host.h"
+#include "quotas.h"
 
 static __u64 offered(const struct agd_agent_view *v)
 {
@@ -106,11 +107,16 @@ void *agd_fleet_demand(void *arg)
 				  .log = f->opts.log };
 	struct agd_dem_ops ops = { .agents = agents, .set_share = set_share, .arg = f };
 	struct agd_dem_host *h = NULL;
+	struct agd_fleet_quotas *fq;
 
 	if (agd_dem_host_new(f->nc, f->js, &o, &ops, &h)) {
 		f->opts.log(AGD_LOG_ERR, "fleet: demand sharing cannot start: out of memory");
 		return NULL;
 	}
+	fq = agd_fleet_quotas_new(f);
+	if (!fq)
+		f->opts.log(AGD_LOG_ERR, "fleet: quotas are counted per host: cannot subscribe "
+			    "to " AGD_DEM_QUOTA "*");
 	/* Ticks on the quarters of the interval, on the wall clock: every host
 	 * reports at the same moment and the owners merge half an interval
 	 * later (demand_host.h). */
@@ -120,9 +126,13 @@ void *agd_fleet_demand(void *arg)
 
 		if (!agd_fleet_pause(f, next - now))
 			break;
-		if (agd_fleet_connected(f))
+		if (agd_fleet_connected(f)) {
 			agd_dem_host_tick(h, agd_fleet_wall_ms());
+			if (fq)
+				agd_fleet_quotas_tick(fq, agd_fleet_wall_ms());
+		}
 	}
+	agd_fleet_quotas_free(fq);
 	agd_dem_host_free(h);
 	return NULL;
 }

@@ -83,6 +83,18 @@ static void put_f32(struct wbuf *w, double v)
 	put_le(w, u, 4);
 }
 
+static void put_leb(struct wbuf *w, uint64_t v)
+{
+	do {
+		uint8_t b = (uint8_t)(v & 0x7f);
+
+		v >>= 7;
+		if (v)
+			b |= 0x80;
+		put(w, &b, 1);
+	} while (v);
+}
+
 int agd_dem_encode(const struct agd_dem_head *h, const struct agd_dem_entry *e, size_t n,
 		   uint8_t **out, size_t *len)
 {
@@ -100,17 +112,11 @@ int agd_dem_encode(const struct agd_dem_head *h, const struct agd_dem_entry *e, 
 	for (i = 0; i < n; i++) {
 		put_str(&w, e[i].agent, AG_NAME_MAX);
 		if (h->kind == AGD_DEM_REPORT) {
-			uint64_t v = e[i].counter;
-
-			do { /* LEB128 */
-				uint8_t b = (uint8_t)(v & 0x7f);
-
-				v >>= 7;
-				if (v)
-					b |= 0x80;
-				put(&w, &b, 1);
-			} while (v);
+			put_leb(&w, e[i].counter);
 			put_f32(&w, e[i].rate);
+		} else if (h->kind == AGD_DEM_QUOTAS) {
+			put_leb(&w, e[i].q_idx);
+			put_leb(&w, e[i].q_used);
 		} else {
 			put_f32(&w, e[i].rate);
 			put_le(&w, e[i].hosts > 65535 ? 65535 : e[i].hosts, 2);
@@ -173,6 +179,23 @@ static double get_f32(struct rbuf *r)
 	return f;
 }
 
+static uint64_t get_leb(struct rbuf *r)
+{
+	uint64_t v = 0;
+	unsigned int shift = 0;
+	uint8_t b;
+
+	do {
+		b = (uint8_t)get_le(r, 1);
+		if (shift > 63)
+			r->bad = true;
+		else
+			v |= (uint64_t)(b & 0x7f) << shift;
+		shift += 7;
+	} while ((b & 0x80) && !r->bad);
+	return v;
+}
+
 int agd_dem_decode(const uint8_t *buf, size_t len, struct agd_dem_head *h,
 		   struct agd_dem_entry **e, size_t *n)
 {
@@ -183,7 +206,8 @@ int agd_dem_decode(const uint8_t *buf, size_t len, struct agd_dem_head *h,
 	*e = NULL;
 	*n = 0;
 	memset(h, 0, sizeof(*h));
-	if (len < 4 || memcmp(buf, "AGD", 3) || (buf[3] != AGD_DEM_REPORT && buf[3] != AGD_DEM_TOTALS))
+	if (len < 4 || memcmp(buf, "AGD", 3) ||
+	    (buf[3] != AGD_DEM_REPORT && buf[3] != AGD_DEM_TOTALS && buf[3] != AGD_DEM_QUOTAS))
 		return -EINVAL;
 	h->kind = buf[3];
 	r.pos = 4;
@@ -193,7 +217,9 @@ int agd_dem_decode(const uint8_t *buf, size_t len, struct agd_dem_head *h,
 	h->group = (unsigned int)get_le(&r, 2);
 	count = get_le(&r, 4);
 	/* Every entry takes 6 bytes at least: a count the rest cannot hold is damage. */
-	if (r.bad || !h->node[0] || h->group >= AGD_DEM_GROUPS || count > (len - r.pos) / 6)
+	if (r.bad || !h->node[0] || h->group >= AGD_DEM_GROUPS || count > (len - r.pos) / 3 ||
+	    (h->kind != AGD_DEM_QUOTAS && count > (len - r.pos) / 6) ||
+	    (h->kind == AGD_DEM_QUOTAS && h->group))
 		return -EINVAL;
 	*e = calloc(count ? count : 1, sizeof(**e));
 	if (!*e)
@@ -202,23 +228,16 @@ int agd_dem_decode(const uint8_t *buf, size_t len, struct agd_dem_head *h,
 		struct agd_dem_entry *x = &(*e)[i];
 
 		get_str(&r, x->agent, AG_NAME_MAX);
-		if (!x->agent[0] || agd_dem_group(x->agent) != h->group)
+		/* Quotas: every group's names in one message. */
+		if (!x->agent[0] ||
+		    (h->kind != AGD_DEM_QUOTAS && agd_dem_group(x->agent) != h->group))
 			r.bad = true;
 		if (h->kind == AGD_DEM_REPORT) {
-			uint64_t v = 0;
-			unsigned int shift = 0;
-			uint8_t b;
-
-			do {
-				b = (uint8_t)get_le(&r, 1);
-				if (shift > 63)
-					r.bad = true;
-				else
-					v |= (uint64_t)(b & 0x7f) << shift;
-				shift += 7;
-			} while ((b & 0x80) && !r.bad);
-			x->counter = v;
+			x->counter = get_leb(&r);
 			x->rate = get_f32(&r);
+		} else if (h->kind == AGD_DEM_QUOTAS) {
+			x->q_idx = get_leb(&r);
+			x->q_used = get_leb(&r);
 		} else {
 			x->rate = get_f32(&r);
 			x->hosts = (unsigned int)get_le(&r, 2);

@@ -21,6 +21,11 @@
  * group (u16), count (u32), then the entries: a length byte and the agent's
  * name, then for a report the counter (LEB128) and the rate (f32), for
  * totals the total rate (f32) and the hosts it sums (u16). Little endian.
+ *
+ * Quotas (docs/BUDGETS.md) go beside: each host publishes the whole state
+ * of its quotas' counts to agentgate.quota.<node> (kind QUOTAS, group 0,
+ * every group's names in one message), per name the window index and the
+ * tokens used in it (two LEB128), and every host adds up the others'.
  */
 #ifndef AGENTGATED_FLEET_DEMAND_WIRE_H
 #define AGENTGATED_FLEET_DEMAND_WIRE_H
@@ -36,7 +41,8 @@
 #define AGD_DEM_IN "agentgate.demand.in."   /* + group */
 #define AGD_DEM_OUT "agentgate.demand.out." /* + group */
 
-enum agd_dem_kind { AGD_DEM_REPORT = 1, AGD_DEM_TOTALS = 2 };
+enum agd_dem_kind { AGD_DEM_REPORT = 1, AGD_DEM_TOTALS = 2, AGD_DEM_QUOTAS = 3 };
+#define AGD_DEM_QUOTA "agentgate.quota." /* + node */
 
 struct agd_dem_head {
 	enum agd_dem_kind kind;
@@ -51,6 +57,7 @@ struct agd_dem_entry {
 	uint64_t counter; /* report: tokens offered at the host, grow-only */
 	double rate;      /* report: the host's demand, tokens/s; totals: the sum */
 	unsigned int hosts; /* totals: hosts summed */
+	uint64_t q_idx, q_used; /* quotas: the window and the tokens used in it */
 };
 
 unsigned int agd_dem_group(const char *agent);
