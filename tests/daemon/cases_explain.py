@@ -54,8 +54,10 @@ def explain_own(env):
 
 EX1_CHECKS = (
     'keys(d) == {"agent", "answered_by", "source", "explanation", "rate", "policy", "stats", '
-    '"ratings", "ratings_recorded", "changes", "changes_recorded", "live", "influence", '
-    '"created_ms", "updated_ms"}',
+    '"ratings", "ratings_recorded", "changes", "changes_recorded", "live", "path", '
+    '"influence", "created_ms", "updated_ms"}',
+    '[l["name"] for l in d["path"]["levels"]] == ["ex1"]', 'd["path"]["limited_by"] is None',
+    'd["path"]["levels"][0]["kind"] == "agent" and d["path"]["levels"][0]["quota"] is None',
     'd["influence"]["voices"] == 5', 'd["influence"]["window"] is None',
     'd["agent"] == "ex1"', 'd["answered_by"] == "agentgated"', 'd["source"] == "pinned"',
     'd["rate"] == 40',

@@ -609,6 +609,8 @@ int agd_engine_apply_parent_put(struct agd_engine *e, __u64 seq, const char *nam
 	/* The maps hold this host's share of the rate (a fleet): the stored
 	 * rate is the operator's. */
 	after.rate = (c->fields & AG_SET_RATE) ? c->rate : had ? before.rate : a.rate;
+	if (b) /* the count saved is this host's own (a fleet's others are in the word) */
+		after.quota_word = own_word(b, after.quota_word);
 	if (b && b->share != 1) { /* the share stays until the fleet moves it */
 		struct ag_agent_update shared = { .fields = AG_SET_RATE,
 						  .rate = local_rate(after.rate, b->share) };
