@@ -110,16 +110,23 @@ cli agent set "$AGENT" rate 1000 burst 100 >/dev/null &&
 slot=$(cli -j agent show "$AGENT" | python3 -c 'import json,sys; print(json.load(sys.stdin)["slot"])') ||
 	die "cannot read agent $AGENT"
 
-# Per-CPU passed and dropped packets of the agent: "p0 d0 p1 d1 ...".
+# Per-CPU passed and dropped packets of the agent: "p0 d0 p1 d1 ...", from
+# each CPU's counter cache entry of its slot (abi.h, "ag_tally": with one
+# agent on the host the entries keep all its counts; struct ag_tally_ent:
+# slot1, gen, seq, pad, then passed_packets at byte 16, dropped at 32).
 percpu() {
-	bpftool -j map lookup pinned "$LAB_PIN/ag_counters" \
-		key $((slot & 255)) $((slot >> 8 & 255)) $((slot >> 16 & 255)) $((slot >> 24)) |
+	local k=$((slot & 4095))
+	bpftool -j map lookup pinned "$LAB_PIN/ag_tally_cache" \
+		key $((k & 255)) $((k >> 8 & 255)) 0 0 |
 		python3 -c '
 import json, sys
+slot = int(sys.argv[1])
 for v in json.load(sys.stdin)["values"]:
     b = bytes(int(x, 16) for x in v["value"])
-    print(int.from_bytes(b[0:8], "little"), int.from_bytes(b[16:24], "little"), end=" ")
-print()'
+    mine = int.from_bytes(b[0:4], "little") == slot + 1
+    print(int.from_bytes(b[16:24], "little") if mine else 0,
+          int.from_bytes(b[32:40], "little") if mine else 0, end=" ")
+print()' "$slot"
 }
 
 run_once() { # RATE BURST ROUND

@@ -50,11 +50,12 @@ struct {
 } ag_buckets SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, AG_MAX_AGENTS_DEFAULT);
 	__type(key, __u32);
-	__type(value, struct ag_counters);
-} ag_counters SEC(".maps");
+	__type(value, struct ag_tally);
+} ag_tally SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
@@ -168,10 +169,10 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, AG_MAX_AGENTS_DEFAULT);
+	__uint(max_entries, AG_TALLY_CACHE);
 	__type(key, __u32);
-	__type(value, struct ag_refusals);
-} ag_refusals SEC(".maps");
+	__type(value, struct ag_tally_ent);
+} ag_tally_cache SEC(".maps");
 
 enum ag_verdict {
 	AG_V_PASS,
@@ -747,13 +748,72 @@ static __always_inline enum ag_verdict look_quota(struct ag_level *l, struct ag_
 		       AG_V_DROP;
 }
 
+/* The counts of an entry moved out to its slot's ag_tally: only the
+ * fields that moved. */
+#define AG_FOLD(dst, src, f)                                     \
+	do {                                                     \
+		if ((src)->f)                                    \
+			__sync_fetch_and_add(&(dst)->f, (src)->f); \
+	} while (0)
+
+static __always_inline void tally_fold(struct ag_tally_ent *t)
+{
+	__u32 old = t->slot1 - 1;
+	struct ag_bucket *b = bpf_map_lookup_elem(&ag_buckets, &old);
+	struct ag_tally *d = bpf_map_lookup_elem(&ag_tally, &old);
+
+	/* The agent whose counts these are was deleted meanwhile: gone. */
+	if (!b || !d || *(volatile __u32 *)&b->gen != t->gen)
+		return;
+	AG_FOLD(&d->c, &t->c, passed_packets);
+	AG_FOLD(&d->c, &t->c, passed_bytes);
+	AG_FOLD(&d->c, &t->c, dropped_packets);
+	AG_FOLD(&d->c, &t->c, dropped_bytes);
+	AG_FOLD(&d->c, &t->c, would_drop_packets);
+	AG_FOLD(&d->c, &t->c, would_drop_bytes);
+	AG_FOLD(&d->r, &t->r, parent_packets);
+	AG_FOLD(&d->r, &t->r, parent_bytes);
+	AG_FOLD(&d->r, &t->r, quota_packets);
+	AG_FOLD(&d->r, &t->r, quota_bytes);
+}
+
+/*
+ * This CPU's entry for the slot's counts (abi.h, "ag_tally"): the one it
+ * holds, or, when it holds another slot's, that one's counts moved out to
+ * ag_tally first. Readers see seq odd while they move. NULL: no bucket.
+ */
+static __always_inline struct ag_tally_ent *tally_of(__u32 slot)
+{
+	__u32 k = slot & (AG_TALLY_CACHE - 1);
+	struct ag_tally_ent *t = bpf_map_lookup_elem(&ag_tally_cache, &k);
+	struct ag_bucket *b = bpf_map_lookup_elem(&ag_buckets, &slot);
+	__u32 gen;
+
+	if (!t || !b)
+		return NULL;
+	gen = *(volatile __u32 *)&b->gen;
+	if (t->slot1 == slot + 1 && t->gen == gen)
+		return t;
+	*(volatile __u32 *)&t->seq = t->seq + 1;
+	asm volatile("" ::: "memory");
+	if (t->slot1)
+		tally_fold(t);
+	__builtin_memset(&t->c, 0, sizeof(t->c));
+	__builtin_memset(&t->r, 0, sizeof(t->r));
+	t->slot1 = slot + 1;
+	t->gen = gen;
+	asm volatile("" ::: "memory");
+	*(volatile __u32 *)&t->seq = t->seq + 1;
+	return t;
+}
+
 static __always_inline void count_pass(__u32 slot, __u64 len)
 {
-	struct ag_counters *c = bpf_map_lookup_elem(&ag_counters, &slot);
+	struct ag_tally_ent *t = tally_of(slot);
 
-	if (c) {
-		c->passed_packets++;
-		c->passed_bytes += len;
+	if (t) {
+		t->c.passed_packets++;
+		t->c.passed_bytes += len;
 	}
 }
 
@@ -778,17 +838,18 @@ static __always_inline int deny(const struct ag_config *cfg, struct ag_counters 
 static __always_inline int deny_at(const struct ag_config *cfg, __u32 slot, __u64 len,
 				   int by_parent, int by_quota)
 {
-	struct ag_counters *c = bpf_map_lookup_elem(&ag_counters, &slot);
-	struct ag_refusals *r = bpf_map_lookup_elem(&ag_refusals, &slot);
+	struct ag_tally_ent *t = tally_of(slot);
 
-	if (r && by_parent) {
-		r->parent_packets++;
-		r->parent_bytes += len;
-	} else if (r && by_quota) {
-		r->quota_packets++;
-		r->quota_bytes += len;
+	if (!t)
+		return refuse(cfg);
+	if (by_parent) {
+		t->r.parent_packets++;
+		t->r.parent_bytes += len;
+	} else if (by_quota) {
+		t->r.quota_packets++;
+		t->r.quota_bytes += len;
 	}
-	return c ? deny(cfg, c, len) : refuse(cfg);
+	return deny(cfg, &t->c, len);
 }
 
 /* What every level of a path is judged on. */
@@ -924,19 +985,21 @@ static __always_inline int enforce(const struct ag_config *cfg, __u32 slot, stru
 	struct ag_budget *bd = bpf_map_lookup_elem(&ag_budgets, &slot);
 	__u64 up = bd ? *(volatile __u64 *)&bd->up : 0;
 	__u64 quota_conf = bd ? *(volatile __u64 *)&bd->quota_conf : 0;
+	struct ag_tally_ent *t;
 	struct ag_counters *c;
 	enum ag_verdict v;
 
 	if (up | quota_conf)
 		return enforce_path(cfg, pk, slot, up, quota_conf);
-	c = bpf_map_lookup_elem(&ag_counters, &slot);
 	v = charge(slot, pk, cfg->coarse_slack_ns);
 	if (v == AG_V_NO_BUCKET) {
 		stat_inc(AG_STAT_NO_BUCKET);
 		return XDP_PASS;
 	}
-	if (!c)
+	t = tally_of(slot);
+	if (!t)
 		return XDP_PASS;
+	c = &t->c;
 	if (v == AG_V_PASS) {
 		c->passed_packets++;
 		c->passed_bytes += pk->len;
@@ -995,12 +1058,12 @@ static __always_inline int port_unknown(const struct ag_config *cfg, int family,
  * kernel's reassembly memory. */
 static __always_inline int after_drop(const struct ag_config *cfg, __u32 slot, __u64 len)
 {
-	struct ag_counters *c = bpf_map_lookup_elem(&ag_counters, &slot);
+	struct ag_tally_ent *t = tally_of(slot);
 
 	stat_inc(AG_STAT_FRAGMENT_AFTER_DROP);
-	if (!c)
+	if (!t)
 		return refuse(cfg);
-	return deny(cfg, c, len);
+	return deny(cfg, &t->c, len);
 }
 
 /*

@@ -41,7 +41,7 @@
  */
 #define AG_MAP_LIST(X)                                                                                  \
 	X(BUCKETS, ag_buckets, AGENTS, "ARRAY, mmapable: slot -> struct ag_bucket")                     \
-	X(COUNTERS, ag_counters, AGENTS, "PERCPU_ARRAY: slot -> struct ag_counters")                    \
+	X(TALLY, ag_tally, AGENTS, "ARRAY, mmapable: slot -> struct ag_tally (counts folded in)")       \
 	X(RULES_V4, ag_rules_v4, RULES, "LPM_TRIE: struct ag_lpm4_key -> struct ag_rule_val")           \
 	X(RULES_V6, ag_rules_v6, RULES, "LPM_TRIE: struct ag_lpm6_key -> struct ag_rule_val")           \
 	X(HOSTS_V4, ag_hosts_v4, RULES, "HASH: /32 rules, struct ag_host4_key -> struct ag_rule_val")   \
@@ -56,14 +56,14 @@
 	X(FRAGS, ag_frags, FIXED, "LRU_HASH: struct ag_frag_key -> struct ag_frag_val")                 \
 	X(NEXT, ag_next, FIXED, "PROG_ARRAY[AG_NEXT_MAX]: ifindex -> the XDP program run after a pass")   \
 	X(BUDGETS, ag_budgets, AGENTS, "ARRAY, mmapable: slot -> struct ag_budget (parent, quota)")      \
-	X(REFUSALS, ag_refusals, AGENTS, "PERCPU_ARRAY: slot -> struct ag_refusals")
+	X(TALLY_CACHE, ag_tally_cache, FIXED, "PERCPU_ARRAY[AG_TALLY_CACHE]: struct ag_tally_ent")
 
 /* Each map's name as a string literal, for code that names one map. The
  * preprocessor cannot define macros from the list, so each name is spelled
  * again here; userspace/lib/maps.c checks at build time that every
  * AG_MAP_<id> is the name in its row. */
 #define AG_MAP_BUCKETS "ag_buckets"
-#define AG_MAP_COUNTERS "ag_counters"
+#define AG_MAP_TALLY "ag_tally"
 #define AG_MAP_RULES_V4 "ag_rules_v4"
 #define AG_MAP_RULES_V6 "ag_rules_v6"
 #define AG_MAP_HOSTS_V4 "ag_hosts_v4"
@@ -78,7 +78,11 @@
 #define AG_MAP_FRAGS "ag_frags"
 #define AG_MAP_NEXT "ag_next"
 #define AG_MAP_BUDGETS "ag_budgets"
-#define AG_MAP_REFUSALS "ag_refusals"
+#define AG_MAP_TALLY_CACHE "ag_tally_cache"
+/* Maps of an older layout, read (never written) where still pinned: the
+ * per-CPU counters and refusals per slot that ag_tally replaced. */
+#define AG_MAP_LEGACY_COUNTERS "ag_counters"
+#define AG_MAP_LEGACY_REFUSALS "ag_refusals"
 
 /*
  * Other XDP programs on a device (docs/DATAPATH.md, "Beside other XDP
@@ -254,6 +258,36 @@ struct ag_refusals {
 	__u64 quota_bytes;
 };
 _Static_assert(sizeof(struct ag_refusals) == 32, "ag_refusals layout");
+
+/*
+ * Counters whose memory does not grow with the CPU count: per slot one
+ * struct ag_tally (80 B) that the datapath adds to atomically, and in
+ * front of it per CPU a cache of AG_TALLY_CACHE entries, direct-mapped by
+ * slot, where each packet is counted with plain adds. An entry holds one
+ * slot's counts (slot1, and the bucket's gen when it was taken, so that a
+ * slot freed and claimed again never gets another agent's counts); a
+ * packet of another slot first moves them out (atomic adds to ag_tally),
+ * seq odd meanwhile. So a flood of one agent on every CPU counts on each
+ * CPU's own line, as per-CPU counters did. A slot's counts are its
+ * ag_tally plus every CPU's entry that holds it: readers take the entries,
+ * the tally, the entries again, and retry when a seq moved in between.
+ */
+#define AG_TALLY_CACHE 4096
+struct ag_tally {
+	struct ag_counters c;
+	struct ag_refusals r;
+};
+_Static_assert(sizeof(struct ag_tally) == 80, "ag_tally layout");
+
+struct ag_tally_ent {
+	__u32 slot1; /* slot + 1 counted here; 0: none */
+	__u32 gen;   /* the slot's ag_bucket.gen when taken */
+	__u32 seq;   /* odd while its counts move out */
+	__u32 pad;
+	struct ag_counters c;
+	struct ag_refusals r;
+};
+_Static_assert(sizeof(struct ag_tally_ent) == 96, "ag_tally_ent layout");
 
 /*
  * Global per-CPU counters by reason. One list, expanded into the enum used by

@@ -453,6 +453,55 @@ static void orphan_frame(struct pkt *p)
 
 #define OLD_STATS 19 /* reasons counted before ag_frags existed */
 
+/* The counters of an older layout: per-CPU ag_counters and ag_refusals
+ * (no ag_tally, no cache), slot holding 5 passed packets and 3 refused by
+ * a parent on each CPU. */
+static bool make_old_counters(const char *r, int ncpus, __u32 slot)
+{
+	struct ag_counters *c = calloc(ncpus, sizeof(*c));
+	struct ag_refusals *rf = calloc(ncpus, sizeof(*rf));
+	char path[PATH_MAX];
+	bool ok = c && rf;
+	int fc, fr, i;
+
+	for (i = 0; ok && i < ncpus; i++) {
+		c[i].passed_packets = 5;
+		rf[i].parent_packets = 3;
+	}
+	fc = bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, "ag_counters", 4, sizeof(*c), 16, NULL);
+	fr = bpf_map_create(BPF_MAP_TYPE_PERCPU_ARRAY, "ag_refusals", 4, sizeof(*rf), 16, NULL);
+	ok = ok && ASSERT_TRUE(fc >= 0 && fr >= 0, "old counter maps") &&
+	     ASSERT_OK(bpf_map_update_elem(fc, &slot, c, BPF_ANY), "old counts") &&
+	     ASSERT_OK(bpf_map_update_elem(fr, &slot, rf, BPF_ANY), "old refusals");
+	snprintf(path, sizeof(path), "%s/%s", r, AG_MAP_LEGACY_COUNTERS);
+	ok = ok && ASSERT_OK(bpf_obj_pin(fc, path), "pin old ag_counters");
+	snprintf(path, sizeof(path), "%s/%s", r, AG_MAP_LEGACY_REFUSALS);
+	ok = ok && ASSERT_OK(bpf_obj_pin(fr, path), "pin old ag_refusals");
+	snprintf(path, sizeof(path), "%s/%s", r, AG_MAP_TALLY);
+	ok = ok && ASSERT_OK(unlink(path), "unpin ag_tally");
+	snprintf(path, sizeof(path), "%s/%s", r, AG_MAP_TALLY_CACHE);
+	ok = ok && ASSERT_OK(unlink(path), "unpin ag_tally_cache");
+	if (fc >= 0)
+		close(fc);
+	if (fr >= 0)
+		close(fr);
+	free(c);
+	free(rf);
+	return ok;
+}
+
+/* slot's passed packets and refusals by a parent are n and m. */
+static bool old_agent_counts(struct ag_ctx *c, __u32 slot, __u64 n, __u64 m)
+{
+	struct ag_counters sum;
+	struct ag_refusals rf;
+
+	return ASSERT_OK(ag_counters_get(c, slot, &sum), "counters") &&
+	       ASSERT_EQ(sum.passed_packets, n, "passed, the old layout's counted") &&
+	       ASSERT_OK(ag_refusals_get(c, slot, &rf), "refusals") &&
+	       ASSERT_EQ(rf.parent_packets, m, "refused by a parent, the old layout's counted");
+}
+
 /* Turn a pin root into one of the previous version: an ag_stats of
  * OLD_STATS entries holding k + 1 on each CPU for reason k, no ag_frags. */
 static bool make_old_pins(const char *r, int ncpus)
@@ -514,7 +563,9 @@ static bool old_counts_kept(struct ag_ctx *c, int ncpus)
  * with a program running on a device: opening them without creating reads
  * them as they are, a program cannot be loaded on them, and attaching (which
  * opens to create) adds ag_frags, grows ag_stats keeping its counts, and
- * replaces the running program through its link.
+ * replaces the running program through its link. The counters of the
+ * layout before ag_tally (per-CPU ag_counters and ag_refusals) are read as
+ * they are and stay counted after the upgrade, the new program's on top.
  */
 static bool test_upgrade_from_older_pins(void)
 {
@@ -524,26 +575,34 @@ static bool test_upgrade_from_older_pins(void)
 	struct ag_prog *prog = NULL;
 	__u64 before[AG_STAT__MAX], after[AG_STAT__MAX];
 	char r[256], grown[PATH_MAX];
-	struct pkt p;
+	struct ag_agent_update u = { .fields = AG_SET_RATE | AG_SET_BURST, .rate = 1000,
+				     .burst = 1000 };
+	struct ag_rule rule;
+	struct pkt p, q;
+	__u32 slot = 0;
 	int ncpus;
 	bool ok;
 
 	snprintf(r, sizeof(r), "%s/older", root);
 	o.pin_root = r;
 	ok = ASSERT_OK(veth("agt4a", "agt4b"), "veth") && ASSERT_OK(ag_open(&o, &old), "open") &&
-	     ASSERT_OK(ag_attach(old, "agt4a", AG_XDP_NATIVE, &first), "attach");
+	     ASSERT_OK(ag_attach(old, "agt4a", AG_XDP_NATIVE, &first), "attach") &&
+	     ASSERT_OK(ag_agent_set(old, "old1", &u, &slot, NULL), "agent") &&
+	     ASSERT_OK(ag_prefix_parse("10.77.0.1", &rule), "prefix") &&
+	     ASSERT_OK(ag_rule_add(old, &rule, "old1"), "rule");
 	ncpus = old ? ag_num_cpus(old) : 1;
 	ag_close(old);
-	ok = ok && make_old_pins(r, ncpus);
+	ok = ok && make_old_pins(r, ncpus) && make_old_counters(r, ncpus, slot);
 
 	o.create = false;
 	o.read_only = true;
 	ok = ok && ASSERT_OK(ag_open(&o, &ro), "read-only open of older pins") &&
-	     old_counts_kept(ro, ncpus);
+	     old_counts_kept(ro, ncpus) &&
+	     old_agent_counts(ro, slot, 5 * (__u64)ncpus, 3 * (__u64)ncpus);
 	o.read_only = false;
 	ok = ok && ASSERT_OK(ag_open(&o, &rw), "open of older pins") &&
-	     ASSERT_EQ(ag_prog_load(rw, &prog), -ENOENT, "no program without ag_frags") &&
-	     ASSERT_TRUE(strstr(ag_errmsg(), AG_MAP_FRAGS) != NULL, ag_errmsg());
+	     ASSERT_EQ(ag_prog_load(rw, &prog), -ENOENT, "no program without ag_frags, ag_tally") &&
+	     ASSERT_TRUE(strstr(ag_errmsg(), "older version") != NULL, ag_errmsg());
 
 	o.create = true;
 	snprintf(grown, sizeof(grown), "%s/%s_grown", r, AG_MAP_STATS);
@@ -554,7 +613,9 @@ static bool test_upgrade_from_older_pins(void)
 	     ASSERT_EQ(xdp_prog_on("agt4a", NULL), res.prog_id, "kernel runs the new one") &&
 	     ASSERT_EQ(pinned_entries(r, AG_MAP_STATS), AG_STAT_SLOTS, "ag_stats grown") &&
 	     ASSERT_TRUE(access(grown, F_OK) != 0, "no temporary pin left") &&
-	     old_counts_kept(up, ncpus) && old_counts_kept(ro, ncpus);
+	     old_counts_kept(up, ncpus) && old_counts_kept(ro, ncpus) &&
+	     ASSERT_EQ(pinned_entries(r, AG_MAP_TALLY), 16, "ag_tally created") &&
+	     old_agent_counts(up, slot, 5 * (__u64)ncpus, 3 * (__u64)ncpus);
 
 	/* The grown map counts the reasons the old one had no room for. */
 	orphan_frame(&p);
@@ -569,6 +630,18 @@ static bool test_upgrade_from_older_pins(void)
 		     ASSERT_EQ(after[AG_STAT_FRAGMENT_ORPHAN] - before[AG_STAT_FRAGMENT_ORPHAN], 1,
 			       "fragment_orphan") &&
 		     ASSERT_EQ(after[AG_STAT_FRAGMENT] - before[AG_STAT_FRAGMENT], 1, "fragment");
+	}
+	/* The new program counts on top of the old layout's counts. */
+	pkt_eth(&q, ETH_P_IP);
+	pkt_ipv4(&q, "10.77.0.1", NULL, IPPROTO_UDP, NULL);
+	pkt_udp(&q, 9);
+	pkt_finish(&q);
+	if (ok) {
+		LIBBPF_OPTS(bpf_test_run_opts, t, .data_in = q.b, .data_size_in = (__u32)q.len);
+
+		ok = ASSERT_OK(bpf_prog_test_run_opts(ag_prog_fd(prog), &t), "run") &&
+		     ASSERT_EQ(t.retval, XDP_PASS, "verdict") &&
+		     old_agent_counts(up, slot, 5 * (__u64)ncpus + 1, 3 * (__u64)ncpus);
 	}
 	ag_prog_free(prog);
 	if (up)

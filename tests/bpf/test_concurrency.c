@@ -17,6 +17,11 @@
  * packet a parent refused must cost the agent nothing: an agent's own
  * tokens are then spent only on what passed its whole path, which the
  * lower bound at the agent checks.
+ *
+ * The counters scenario floods two agents whose slots share every CPU's
+ * counter cache entry (abi.h, "ag_tally"), alternately from every CPU, so
+ * that counts move out to the tally all the time, while a reader reads
+ * them: every frame must be counted exactly once, and no read may go back.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -506,6 +511,184 @@ out:
 	return ok;
 }
 
+#define TALLY_NAME "counters: two agents sharing the counter cache, flooded from every CPU in turns: each frame counted once, reads never go back"
+
+struct tally_shared {
+	struct ag_prog *prog;
+	struct ag_ctx *ctx;
+	struct pkt frame[2];
+	__u32 slot[2];
+	_Atomic bool go, stop;
+	_Atomic __u64 sent[2], errors, reads, backwards;
+};
+
+struct tally_worker {
+	pthread_t tid;
+	int cpu;
+	struct tally_shared *sh;
+};
+
+static void *tally_sender(void *arg)
+{
+	struct tally_worker *w = arg;
+	struct tally_shared *sh = w->sh;
+	int turn = w->cpu & 1;
+
+	pin_to(w->cpu);
+	while (!atomic_load(&sh->go))
+		;
+	while (!atomic_load(&sh->stop)) {
+		LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = sh->frame[turn].b,
+			    .data_size_in = (__u32)sh->frame[turn].len, .repeat = 50);
+
+		if (bpf_prog_test_run_opts(ag_prog_fd(sh->prog), &o)) {
+			atomic_fetch_add(&sh->errors, 1);
+			break;
+		}
+		atomic_fetch_add(&sh->sent[turn], 50);
+		turn ^= 1;
+	}
+	return NULL;
+}
+
+/* Reads both agents' counters while the senders run: never fewer than the
+ * read before. */
+static void *tally_reader(void *arg)
+{
+	struct tally_worker *w = arg;
+	struct tally_shared *sh = w->sh;
+	__u64 last[2] = { 0, 0 };
+	int i;
+
+	while (!atomic_load(&sh->go))
+		;
+	while (!atomic_load(&sh->stop)) {
+		for (i = 0; i < 2; i++) {
+			struct ag_counters c;
+			__u64 n;
+
+			if (ag_counters_get(sh->ctx, sh->slot[i], &c)) {
+				atomic_fetch_add(&sh->errors, 1);
+				return NULL;
+			}
+			n = c.passed_packets + c.dropped_packets;
+			if (n < last[i])
+				atomic_fetch_add(&sh->backwards, 1);
+			last[i] = n;
+		}
+		atomic_fetch_add(&sh->reads, 1);
+	}
+	return NULL;
+}
+
+static bool test_tally(int ncpus)
+{
+	struct ag_open_opts o = { .create = true, .max_agents = AG_TALLY_CACHE + 1, .max_rules = 4 };
+	struct ag_agent_update u = { .fields = AG_SET_RATE | AG_SET_BURST, .rate = 5000,
+				     .burst = 100 };
+	struct tally_shared *sh = calloc(1, sizeof(*sh));
+	struct tally_worker *w = calloc(ncpus + 1, sizeof(*w));
+	static const char *const src[2] = { "10.20.0.1", "10.20.0.2" };
+	struct ag_counters c[2], all0[2], *all = NULL;
+	bool ok = false;
+	char name[32];
+	__u32 i, slot;
+	int k, started = 0;
+
+	if (!sh || !w)
+		goto out;
+	o.pin_root = testenv_pin_root("tally");
+	if (!ASSERT_OK(ag_open(&o, &sh->ctx), "open"))
+		goto out;
+	/* Slots 0 and AG_TALLY_CACHE: one cache entry on each CPU. */
+	for (i = 0; i <= AG_TALLY_CACHE; i++) {
+		snprintf(name, sizeof(name), "t%u", i);
+		if (!ASSERT_OK(ag_agent_set(sh->ctx, name, &u, &slot, NULL), "agent"))
+			goto out;
+		if (i == 0 || i == AG_TALLY_CACHE)
+			sh->slot[i ? 1 : 0] = slot;
+	}
+	if (!ASSERT_EQ(sh->slot[0] & (AG_TALLY_CACHE - 1), sh->slot[1] & (AG_TALLY_CACHE - 1),
+		       "one cache entry"))
+		goto out;
+	for (k = 0; k < 2; k++) {
+		struct ag_rule r;
+
+		snprintf(name, sizeof(name), "t%u", k ? AG_TALLY_CACHE : 0);
+		if (!ASSERT_OK(ag_prefix_parse(src[k], &r), "prefix") ||
+		    !ASSERT_OK(ag_rule_add(sh->ctx, &r, name), "rule"))
+			goto out;
+		pkt_eth(&sh->frame[k], ETH_P_IP);
+		pkt_ipv4(&sh->frame[k], src[k], NULL, IPPROTO_UDP, NULL);
+		pkt_udp(&sh->frame[k], 7);
+		pkt_pad_to(&sh->frame[k], 64);
+		pkt_finish(&sh->frame[k]);
+		if (!ASSERT_OK(ag_counters_get(sh->ctx, sh->slot[k], &c[k]), "counters"))
+			goto out;
+	}
+	if (!ASSERT_OK(ag_prog_load(sh->ctx, &sh->prog), "load"))
+		goto out;
+	for (k = 0; k <= ncpus; k++, started++) {
+		w[k].cpu = k % ncpus;
+		w[k].sh = sh;
+		if (pthread_create(&w[k].tid, NULL, k < ncpus ? tally_sender : tally_reader, &w[k]))
+			break;
+	}
+	if (started > ncpus) {
+		atomic_store(&sh->go, true);
+		sleep_ns(RUN_NS);
+	}
+	atomic_store(&sh->go, true);
+	atomic_store(&sh->stop, true);
+	for (k = 0; k < started; k++)
+		pthread_join(w[k].tid, NULL);
+	all = calloc(AG_TALLY_CACHE + 1, sizeof(*all));
+	if (!ASSERT_TRUE(started > ncpus, "start the threads") || !all ||
+	    !ASSERT_OK(ag_counters_get_all(sh->ctx, all), "counters, all"))
+		goto out;
+	for (k = 0; k < 2; k++) {
+		struct ag_counters now;
+
+		all0[k] = all[sh->slot[k]];
+		if (!ASSERT_OK(ag_counters_get(sh->ctx, sh->slot[k], &now), "counters"))
+			goto out;
+		printf("# agent in slot %u: %llu frames sent, %llu passed + %llu dropped counted "
+		       "(all at once: %llu + %llu)\n", sh->slot[k],
+		       (unsigned long long)atomic_load(&sh->sent[k]),
+		       (unsigned long long)(now.passed_packets - c[k].passed_packets),
+		       (unsigned long long)(now.dropped_packets - c[k].dropped_packets),
+		       (unsigned long long)all0[k].passed_packets,
+		       (unsigned long long)all0[k].dropped_packets);
+		c[k].passed_packets = now.passed_packets - c[k].passed_packets;
+		c[k].dropped_packets = now.dropped_packets - c[k].dropped_packets;
+	}
+	printf("# %llu reads while they ran, %llu went back\n",
+	       (unsigned long long)atomic_load(&sh->reads),
+	       (unsigned long long)atomic_load(&sh->backwards));
+	ok = ASSERT_EQ(atomic_load(&sh->errors), 0, "errors") &&
+	     ASSERT_TRUE(atomic_load(&sh->sent[0]) > 0 && atomic_load(&sh->sent[1]) > 0,
+			 "frames sent to both") &&
+	     ASSERT_EQ(c[0].passed_packets + c[0].dropped_packets, atomic_load(&sh->sent[0]),
+		       "slot 0: every frame counted once") &&
+	     ASSERT_EQ(c[1].passed_packets + c[1].dropped_packets, atomic_load(&sh->sent[1]),
+		       "the other slot: every frame counted once") &&
+	     ASSERT_EQ(all0[0].passed_packets + all0[0].dropped_packets,
+		       atomic_load(&sh->sent[0]), "slot 0, read with all the others") &&
+	     ASSERT_EQ(all0[1].passed_packets + all0[1].dropped_packets,
+		       atomic_load(&sh->sent[1]), "the other slot, read with all the others") &&
+	     ASSERT_TRUE(atomic_load(&sh->reads) > 0, "read while they ran") &&
+	     ASSERT_EQ(atomic_load(&sh->backwards), 0, "no read went back");
+out:
+	free(all);
+	if (sh) {
+		ag_prog_free(sh->prog);
+		ag_close(sh->ctx);
+	}
+	free(sh);
+	free(w);
+	return ok;
+}
+
 #define QUOTA_NAME "quota: a day's quota from every CPU at once admits exactly it; the rate pays only for those"
 #define PATHS_NAME "paths: org -> team -> agents, every level at burst + rate*t, refusals free"
 
@@ -519,12 +702,13 @@ int main(void)
 	struct ag_rule r;
 
 	h_require_root();
-	h_plan((int)n + 2);
+	h_plan((int)n + 3);
 	if (ncpus < 2 || sysconf(_SC_NPROCESSORS_ONLN) < 2) {
 		for (i = 0; i < n; i++)
 			h_skip(scenarios[i].name, "needs two or more CPUs");
 		h_skip(PATHS_NAME, "needs two or more CPUs");
 		h_skip(QUOTA_NAME, "needs two or more CPUs");
+		h_skip(TALLY_NAME, "needs two or more CPUs");
 		return 0;
 	}
 	o.pin_root = testenv_pin_root("conc");
@@ -539,6 +723,7 @@ int main(void)
 		h_result(scenarios[i].name, run_scenario(&scenarios[i], ncpus));
 	h_result(PATHS_NAME, test_paths(ncpus));
 	h_result(QUOTA_NAME, test_quota_all_cpus(ncpus));
+	h_result(TALLY_NAME, test_tally(ncpus));
 	ag_prog_free(prog);
 	ag_close(ctx);
 	return h_exit();

@@ -1628,8 +1628,13 @@ static void test_counters_stats(void **state)
 {
 	struct fx *fx = *state;
 	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "counters"), true, false, 1, 16);
-	int ncpus = ag_num_cpus(ctx), counters = fx_map(fx, AG_MAP_COUNTERS), i;
-	struct ag_counters zero = {}, sum, *percpu, all[1];
+	int ncpus = ag_num_cpus(ctx), tally = fx_map(fx, AG_MAP_TALLY), i;
+	int cache = fx_map(fx, AG_MAP_TALLY_CACHE);
+	struct ag_counters zero = {}, sum, all[1];
+	struct ag_tally folded = {};
+	struct ag_tally_ent *percpu;
+	struct ag_bucket b;
+	__u32 key;
 	__u64 stats[AG_STAT__MAX];
 	__u32 slot;
 
@@ -1645,22 +1650,50 @@ static void test_counters_stats(void **state)
 	for (i = 0; i < AG_STAT__MAX; i++)
 		check_eq(stats[i], 0);
 
-	/* Traffic on every CPU is summed ... */
+	/* Traffic counted on every CPU's cache entry is summed with what was
+	 * folded into the tally (abi.h, "ag_tally") ... */
 	percpu = fx_mem(fx, calloc(ncpus, sizeof(*percpu)));
 	assert_non_null(percpu);
-	for (i = 0; i < ncpus; i++)
-		percpu[i].passed_packets = 1, percpu[i].dropped_bytes = 100;
-	check_ok(bpf_map_update_elem(counters, &slot, percpu, BPF_ANY));
+	check_ok(bpf_map_lookup_elem(fx_map(fx, AG_MAP_BUCKETS), &slot, &b));
+	for (i = 0; i < ncpus; i++) {
+		percpu[i].slot1 = slot + 1;
+		percpu[i].gen = b.gen;
+		percpu[i].c.passed_packets = 1, percpu[i].c.dropped_bytes = 100;
+		percpu[i].r.quota_packets = 2;
+	}
+	key = slot & (AG_TALLY_CACHE - 1);
+	check_ok(bpf_map_update_elem(cache, &key, percpu, BPF_ANY));
+	folded.c.passed_packets = 1000;
+	folded.r.parent_packets = 7;
+	check_ok(bpf_map_update_elem(tally, &slot, &folded, BPF_ANY));
 	check_ok(ag_counters_get(ctx, slot, &sum));
-	check_eq(sum.passed_packets, ncpus);
+	check_eq(sum.passed_packets, 1000 + ncpus);
 	check_eq(sum.dropped_bytes, 100 * ncpus);
 	check_eq(sum.passed_bytes, 0);
+	{
+		struct ag_refusals rf;
 
+		check_ok(ag_refusals_get(ctx, slot, &rf));
+		check_eq(rf.parent_packets, 7);
+		check_eq(rf.quota_packets, 2 * ncpus);
+	}
+	check_ok(ag_counters_get_all(ctx, all));
+	check_eq(all[0].passed_packets, 1000 + ncpus);
+	/* ... an entry of another generation of the slot (a deleted agent's)
+	 * counts for nothing ... */
+	percpu[0].gen = b.gen + 1000;
+	check_ok(bpf_map_update_elem(cache, &key, percpu, BPF_ANY));
+	check_ok(ag_counters_get(ctx, slot, &sum));
+	check_eq(sum.passed_packets, 1000 + ncpus - 1);
+	check_ok(ag_counters_get_all(ctx, all));
+	check_eq(all[0].passed_packets, 1000 + ncpus - 1);
 	/* ... and a new agent in the same (only) slot starts from zero. */
 	check_ok(ag_agent_delete(ctx, "fresh"));
 	check_eq(set_agent(ctx, "next", 10, 10), slot);
 	check_ok(ag_counters_get(ctx, slot, &sum));
 	assert_memory_equal(&sum, &zero, sizeof(sum));
+	check_ok(ag_counters_get_all(ctx, all));
+	assert_memory_equal(&all[0], &zero, sizeof(zero));
 
 	assert_string_equal(ag_stat_name(AG_STAT_IPV4_BAD_IHL), "ipv4_bad_ihl");
 	assert_string_equal(ag_stat_name(AG_STAT_UNCLASSIFIED_PASSED), "unclassified_passed");

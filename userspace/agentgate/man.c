@@ -46,7 +46,7 @@ static void command_entry(FILE *out, const struct command *c)
 	}
 }
 
-/* FILES: the pinned maps from their list in abi.h, "ag_buckets, ag_counters, ..., ". */
+/* FILES: the pinned maps from their list in abi.h, "ag_buckets, ag_tally, ..., ". */
 #define MAN_MAP_NAME(id, name, sizing, desc) #name ", "
 
 static const char *const sections[] = {

@@ -262,19 +262,6 @@ int ag_agent_get_slot(struct ag_ctx *ctx, __u32 slot, struct ag_agent *out)
 	return err;
 }
 
-static int zero_counters(struct ag_ctx *ctx, __u32 slot)
-{
-	void *zeros = calloc(ctx->ncpus, sizeof(struct ag_counters));
-	int err = 0;
-
-	if (!zeros)
-		return ag_err(ENOMEM, "out of memory");
-	if (bpf_map_update_elem(ctx->fds[AG_M_COUNTERS], &slot, zeros, BPF_ANY))
-		err = ag_err(errno, "cannot reset counters of slot %u: %s", slot, strerror(errno));
-	free(zeros);
-	return err;
-}
-
 /* Claim a free slot by inserting its names entry with BPF_NOEXIST. */
 static int claim_slot(struct ag_ctx *ctx, struct ag_agent_info *info)
 {
@@ -362,9 +349,7 @@ static int create_agent(struct ag_ctx *ctx, const char *name, const struct ag_ag
 	err = claim_slot(ctx, info);
 	if (err)
 		goto out;
-	err = zero_counters(ctx, info->slot);
-	if (!err)
-		err = ag_refusals_zero(ctx, info->slot);
+	err = ag_tally_zero(ctx, info->slot);
 	if (!err)
 		err = ag_bucket_configure(ctx, info->slot, &p, info->unit);
 	if (!err)

@@ -212,22 +212,6 @@ int ag_parent_resolve(struct ag_ctx *ctx, const char *parent, __u32 self, bool s
 	return 0;
 }
 
-int ag_refusals_zero(struct ag_ctx *ctx, __u32 slot)
-{
-	void *zeros;
-	int err = 0;
-
-	if (ctx->fds[AG_M_REFUSALS] < 0)
-		return 0;
-	zeros = calloc(ctx->ncpus, sizeof(struct ag_refusals));
-	if (!zeros)
-		return ag_err(ENOMEM, "out of memory");
-	if (bpf_map_update_elem(ctx->fds[AG_M_REFUSALS], &slot, zeros, BPF_ANY))
-		err = ag_err(errno, "cannot reset refusals of slot %u: %s", slot, strerror(errno));
-	free(zeros);
-	return err;
-}
-
 /* ---- quotas ---------------------------------------------------------------- */
 
 static struct ag_budget *budget_at(struct ag_ctx *ctx, __u32 slot)

@@ -10,7 +10,7 @@
 
 #include "agentgate.h"
 
-/* The pinned maps, from AG_MAP_LIST (abi.h): AG_M_BUCKETS, AG_M_COUNTERS, ... */
+/* The pinned maps, from AG_MAP_LIST (abi.h): AG_M_BUCKETS, AG_M_TALLY, ... */
 #define AG_MAP_ID_ENTRY(id, name, sizing, desc) AG_M_##id,
 enum ag_map_id {
 	AG_MAP_LIST(AG_MAP_ID_ENTRY)
@@ -48,6 +48,13 @@ struct ag_ctx {
 	struct ag_budget *budgets; /* mmap of ag_budgets; NULL: not pinned (older pins)
 				    * or read-only without write access */
 	size_t budgets_len;
+	struct ag_tally *tally;    /* mmap of ag_tally; NULL: not pinned (older pins) or
+				    * read-only without write access */
+	size_t tally_len;
+	/* ag_counters and ag_refusals of an older layout, still pinned: their
+	 * counts are added to the tally's (the datapath no longer writes them);
+	 * -1 when not pinned. */
+	int legacy_counters_fd, legacy_refusals_fd;
 	struct ag_probes *probes;  /* mmap of ag_probes; NULL when read-only */
 	size_t probes_len;
 	enum ag_prefix_index prefix_index;
@@ -136,9 +143,10 @@ void ag_quota_add(struct ag_ctx *ctx, __u32 slot, __u64 tokens, __u64 tai_ns,
 void ag_quota_state(const struct ag_quota_step *q, double *remaining, __u64 *reset_in_ns);
 /* The quota word set (writers hold the lock); 0: none. */
 int ag_quota_set(struct ag_ctx *ctx, __u32 slot, __u64 limit, enum ag_quota_window window);
+/* slot's counters and refusals zeroed (a new bucket's): its ag_tally and,
+ * where pinned, the older layout's. */
+int ag_tally_zero(struct ag_ctx *ctx, __u32 slot);
 void ag_quota_get(struct ag_ctx *ctx, __u32 slot, __u64 *limit, enum ag_quota_window *window);
-/* ag_refusals of slot zeroed (a new bucket's). */
-int ag_refusals_zero(struct ag_ctx *ctx, __u32 slot);
 
 /* A word the datapath and other processes change through the mmap. */
 static inline _Atomic __u64 *ag_atomic_word(__u64 *w)

@@ -222,11 +222,13 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 		}
 		/* Maps that pins of an older version lack: ag_frags and
 		 * ag_next only the datapath uses; without ag_budgets no bucket
-		 * has a parent or a quota, without ag_refusals none refused for a
-		 * parent. They serve every other purpose, and whoever loads a
-		 * program on them (attach, agentgated) creates them. */
+		 * has a parent or a quota; without ag_tally the counts are the
+		 * older layout's per-CPU counters (still pinned, and read). They
+		 * serve every other purpose, and whoever loads a program on them
+		 * (attach, agentgated) creates them. */
 		if (ctx->fds[i] < 0 && errno == ENOENT &&
-		    (i == AG_M_FRAGS || i == AG_M_NEXT || i == AG_M_BUDGETS || i == AG_M_REFUSALS))
+		    (i == AG_M_FRAGS || i == AG_M_NEXT || i == AG_M_BUDGETS || i == AG_M_TALLY ||
+		     i == AG_M_TALLY_CACHE))
 			continue;
 		if (ctx->fds[i] < 0) {
 			err = errno;
@@ -447,6 +449,28 @@ static int map_budgets(struct ag_ctx *ctx)
 	return err;
 }
 
+/* The counters (abi.h, "ag_tally"), mapped for reading without system
+ * calls; and the per-CPU counters of an older layout, still pinned beside
+ * them, whose counts are added (nothing writes them any more). */
+static int map_tally(struct ag_ctx *ctx)
+{
+	char path[PATH_MAX];
+	void *p = NULL;
+	int err = 0;
+
+	if (snprintf(path, sizeof(path), "%s/%s", ctx->pin_root, AG_MAP_LEGACY_COUNTERS) <
+	    (int)sizeof(path))
+		ctx->legacy_counters_fd = bpf_obj_get(path);
+	if (snprintf(path, sizeof(path), "%s/%s", ctx->pin_root, AG_MAP_LEGACY_REFUSALS) <
+	    (int)sizeof(path))
+		ctx->legacy_refusals_fd = bpf_obj_get(path);
+	if (ctx->fds[AG_M_TALLY] < 0)
+		return 0;
+	err = map_array(ctx, AG_M_TALLY, sizeof(struct ag_tally), &p, &ctx->tally_len);
+	ctx->tally = p;
+	return err;
+}
+
 /* The probe plans are written whole through a mapping (C11 atomics), like
  * tat words; only writers map them. */
 static int map_probes(struct ag_ctx *ctx)
@@ -502,6 +526,7 @@ int ag_open(const struct ag_open_opts *opts, struct ag_ctx **out)
 	}
 	ctx->read_only = opts->read_only;
 	ctx->dir_fd = -1;
+	ctx->legacy_counters_fd = ctx->legacy_refusals_fd = -1;
 	for (i = 0; i < AG_M__COUNT; i++)
 		ctx->fds[i] = -1;
 	if (!ctx->lock_ready) {
@@ -532,6 +557,8 @@ int ag_open(const struct ag_open_opts *opts, struct ag_ctx **out)
 	if (!err)
 		err = map_budgets(ctx);
 	if (!err)
+		err = map_tally(ctx);
+	if (!err)
 		err = map_probes(ctx);
 	if (err)
 		goto cleanup;
@@ -556,6 +583,12 @@ void ag_close(struct ag_ctx *ctx)
 		munmap(ctx->probes, ctx->probes_len);
 	if (ctx->budgets)
 		munmap(ctx->budgets, ctx->budgets_len);
+	if (ctx->tally)
+		munmap(ctx->tally, ctx->tally_len);
+	if (ctx->legacy_counters_fd >= 0)
+		close(ctx->legacy_counters_fd);
+	if (ctx->legacy_refusals_fd >= 0)
+		close(ctx->legacy_refusals_fd);
 	ag_slot_cache_free(ctx->slot_cache);
 	for (i = 0; i < AG_M__COUNT; i++)
 		if (ctx->fds[i] >= 0)

@@ -199,7 +199,7 @@ static const char *label(const char *s, char *buf, size_t len)
 	return buf;
 }
 
-/* The three verdicts of one counter family, as offsets into ag_counters. */
+/* The three verdicts of one counter family, as offsets into struct ag_counters. */
 static const char *const verdicts[] = { "pass", "drop", "would_drop" };
 static const size_t packet_fields[] = { offsetof(struct ag_counters, passed_packets),
 					offsetof(struct ag_counters, dropped_packets),
