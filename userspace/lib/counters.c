@@ -291,24 +291,17 @@ static int read_cache(struct ag_ctx *ctx, struct ag_tally_ent *out)
 				 sizeof(struct ag_tally_ent), copy_entries, &f);
 }
 
-/* Every slot's ag_tally counters added to out: through the mapping, else in
- * batches (a read-only open without write access). */
+/* Every slot's ag_tally counters added to out, in batches: the kernel
+ * copies them faster than a first read faults the mapping's pages in. */
 static int add_tallies(struct ag_ctx *ctx, struct ag_counters *out)
 {
 	LIBBPF_OPTS(bpf_map_batch_opts, opts);
 	const __u32 chunk = 4096;
-	__u32 *keys, done = 0, batch = 0, count, i, slot;
-	struct ag_tally *vals, t;
+	__u32 *keys, done = 0, batch = 0, count, i;
+	struct ag_tally *vals;
 	void *in = NULL;
 	int err = 0;
 
-	if (ctx->tally) {
-		for (slot = 0; slot < ctx->max_agents; slot++) {
-			tally_read(ctx, slot, &t);
-			add_counters(&out[slot], &t.c);
-		}
-		return 0;
-	}
 	keys = calloc(chunk, sizeof(*keys));
 	vals = calloc(chunk, sizeof(*vals));
 	while (keys && vals && done < ctx->max_agents) {
