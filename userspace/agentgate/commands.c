@@ -124,8 +124,9 @@ const struct command commands[] = {
 	  "(defaults: rate 100, burst one second); ratings never move a parent's rate. parent "
 	  "P puts it under another parent (no cycles); quota N/W caps what all its agents "
 	  "take in a calendar window (as for agent set). Parents and agents share one name "
-	  "space and the slots of --max-agents; no rule points at a parent. Parent links live "
-	  "in the maps, written here whether or not agentgated runs.",
+	  "space and the slots of --max-agents; no rule points at a parent. While agentgated "
+	  "runs the change goes through it (stored, audited, kept across reboots, in a fleet "
+	  "on every host); without it the maps are written here and the change journaled.",
 	  OPEN_WRITE, do_parent_set },
 	{ "parent", "show", "NAME", "show one parent bucket",
 	  "Its limit, tokens now, parent, children, quota (JSON \"quota\": {\"limit\", "
