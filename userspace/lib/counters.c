@@ -48,7 +48,7 @@ static int legacy_get(struct ag_ctx *ctx, __u32 slot, struct ag_tally *sum)
 			      sizeof(struct ag_counters) :
 			      sizeof(struct ag_refusals);
 	char *percpu;
-	int cpu, err = 0;
+	int cpu;
 
 	if (ctx->legacy_counters_fd < 0 && ctx->legacy_refusals_fd < 0)
 		return 0;
@@ -64,7 +64,7 @@ static int legacy_get(struct ag_ctx *ctx, __u32 slot, struct ag_tally *sum)
 		for (cpu = 0; cpu < ctx->ncpus; cpu++)
 			add_refusals(&sum->r, (struct ag_refusals *)percpu + cpu);
 	free(percpu);
-	return err;
+	return 0;
 }
 
 static __u32 slot_gen_now(struct ag_ctx *ctx, __u32 slot)

@@ -98,6 +98,25 @@ static __u64 own_word(const struct budget *b, __u64 word)
 	return (idx << AG_QUOTA_USED_BITS) | own_used(b, idx, word & AG_QUOTA_USED_MASK);
 }
 
+/* The slot of b's bucket now, or SLOT_UNKNOWN. Under e->lock. */
+static __u32 budget_slot(struct agd_engine *e, struct budget *b)
+{
+	struct entry *en;
+	struct ag_agent a;
+
+	if (b->rec.kind == AGD_BUDGET_AGENT) {
+		en = tab_find(e, b->name);
+		return en && en->map_rate >= 0 ? en->slot : SLOT_UNKNOWN;
+	}
+	if (b->slot == SLOT_UNKNOWN || ag_agent_get_slot(e->ctx, b->slot, &a) ||
+	    strcmp(a.name, b->name)) {
+		if (ag_agent_get(e->ctx, b->name, &a) || !a.is_parent)
+			return SLOT_UNKNOWN;
+		b->slot = a.slot;
+	}
+	return b->slot;
+}
+
 #define BUDGETS_FOREACH(e, i, b)                                                 \
 	for (i = 0; (e)->budgets && i < BUDGET_BUCKETS; i++)                     \
 		for (b = (e)->budgets[i]; b; b = b->next)
@@ -429,18 +448,12 @@ void budgets_save_counts(struct agd_engine *e)
 
 	pthread_mutex_lock(&e->lock);
 	BUDGETS_FOREACH(e, i, b) {
-		struct entry *en;
-		__u32 slot = b->slot;
+		__u32 slot;
 		__u64 word;
 
 		if (!b->rec.quota_limit)
 			continue;
-		if (b->rec.kind == AGD_BUDGET_AGENT) {
-			en = tab_find(e, b->name);
-			if (!en || en->map_rate < 0)
-				continue;
-			slot = en->slot;
-		}
+		slot = budget_slot(e, b);
 		if (slot == SLOT_UNKNOWN || ag_quota_word(e->ctx, slot, &word) ||
 		    (word = own_word(b, word)) == b->rec.quota_word)
 			continue;
@@ -858,16 +871,8 @@ int agd_engine_parent_views(struct agd_engine *e, struct agd_parent_view **out, 
 		return -ENOMEM;
 	}
 	BUDGETS_FOREACH(e, i, b) {
-		struct ag_agent a;
-
-		if (b->rec.kind != AGD_BUDGET_PARENT)
+		if (b->rec.kind != AGD_BUDGET_PARENT || budget_slot(e, b) == SLOT_UNKNOWN)
 			continue;
-		if (b->slot == SLOT_UNKNOWN || ag_agent_get_slot(e->ctx, b->slot, &a) ||
-		    strcmp(a.name, b->name)) {
-			if (ag_agent_get(e->ctx, b->name, &a) || !a.is_parent)
-				continue;
-			b->slot = a.slot;
-		}
 		snprintf(v[k].name, sizeof(v[k].name), "%s", b->name);
 		v[k].unit = (enum ag_unit)b->rec.unit;
 		v[k].rate = b->rec.rate;
@@ -920,25 +925,6 @@ int agd_engine_parent_rate(struct agd_engine *e, const char *name, double *rate,
 }
 
 /* ---- quotas in a fleet ----------------------------------------------------------------- */
-
-/* The slot of b's bucket now, or SLOT_UNKNOWN. Under e->lock. */
-static __u32 budget_slot(struct agd_engine *e, struct budget *b)
-{
-	struct entry *en;
-	struct ag_agent a;
-
-	if (b->rec.kind == AGD_BUDGET_AGENT) {
-		en = tab_find(e, b->name);
-		return en && en->map_rate >= 0 ? en->slot : SLOT_UNKNOWN;
-	}
-	if (b->slot == SLOT_UNKNOWN || ag_agent_get_slot(e->ctx, b->slot, &a) ||
-	    strcmp(a.name, b->name)) {
-		if (ag_agent_get(e->ctx, b->name, &a) || !a.is_parent)
-			return SLOT_UNKNOWN;
-		b->slot = a.slot;
-	}
-	return b->slot;
-}
 
 static __u64 window_now(const struct budget *b)
 {
