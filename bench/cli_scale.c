@@ -41,7 +41,7 @@ struct opts {
 
 /* The maps sized by agents or rules (abi.h's list): their memory grows
  * with the host's agents. */
-enum { SZ_AGENTS, SZ_RULES, SZ_FIXED };
+enum { SZ_AGENTS, SZ_RULES, SZ_INDEX, SZ_FIXED };
 static const struct {
 	const char *name;
 	int sizing;

@@ -111,19 +111,22 @@ struct {
 	__type(value, struct ag_probes);
 } ag_probes SEC(".maps");
 
-/* Not read by the datapath: userspace bookkeeping pinned beside the rest. */
+/* Not read by the datapath: userspace bookkeeping pinned beside the rest
+ * (arrays that userspace maps; abi.h has their layout). */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, AG_MAX_AGENTS_DEFAULT);
 	__type(key, __u32);
 	__type(value, struct ag_agent_info);
 } ag_names SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, AG_MAX_AGENTS_DEFAULT);
-	__type(key, struct ag_name_key);
-	__type(value, __u32);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, AG_INDEX_BLKS(AG_MAX_AGENTS_DEFAULT));
+	__type(key, __u32);
+	__type(value, struct ag_index_blk);
 } ag_index SEC(".maps");
 
 struct {

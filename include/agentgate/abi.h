@@ -49,8 +49,8 @@
 	X(PREFIXES_V4, ag_prefixes_v4, RULES, "HASH: every ag_rules_v4 rule, the same key")             \
 	X(PREFIXES_V6, ag_prefixes_v6, RULES, "HASH: every ag_rules_v6 rule, the same key")             \
 	X(PROBES, ag_probes, FIXED, "ARRAY[1], mmapable: struct ag_probes")                             \
-	X(NAMES, ag_names, AGENTS, "HASH: slot -> struct ag_agent_info")                                \
-	X(INDEX, ag_index, AGENTS, "HASH: struct ag_name_key -> slot")                                  \
+	X(NAMES, ag_names, AGENTS, "ARRAY, mmapable: slot -> struct ag_agent_info (name[0] 0: free)")   \
+	X(INDEX, ag_index, INDEX, "ARRAY, mmapable: name -> slot, open addressing (struct ag_index_blk)") \
 	X(CONFIG, ag_config, FIXED, "ARRAY[1]: struct ag_config")                                       \
 	X(STATS, ag_stats, FIXED, "PERCPU_ARRAY[AG_STAT_SLOTS]: __u64 packets")                         \
 	X(FRAGS, ag_frags, FIXED, "LRU_HASH: struct ag_frag_key -> struct ag_frag_val")                 \
@@ -116,6 +116,8 @@ enum ag_agent_flags {
 	AG_AGENT_PARENT = 1u << 1, /* a parent bucket (a customer, a team): shared by
 				    * the agents and parents below it; no rule
 				    * points at it, ratings don't move it */
+	AG_AGENT_LIVE = 1u << 15,  /* ag_names: the record is an agent (set last when
+				    * one is made, cleared first when it goes) */
 };
 
 /*
@@ -175,17 +177,65 @@ struct ag_name_key {
 };
 _Static_assert(sizeof(struct ag_name_key) == 64, "ag_name_key layout");
 
+/*
+ * ag_names: one record per slot, an ARRAY mapped by userspace (the datapath
+ * never reads it). A slot is free while name[0] is 0. Writers (under the
+ * pin-root lock) make seq odd, write the record, make it even again;
+ * readers copy it and retry while seq was odd or moved.
+ */
 struct ag_agent_info {
 	char name[AG_NAME_MAX];
 	__u64 rate_mtps;  /* configured rate, milli-tokens per second */
 	__u64 burst;      /* configured burst, tokens */
 	__u64 created_ns; /* CLOCK_REALTIME at creation */
-	__u32 unit;       /* enum ag_unit */
-	__u32 flags;      /* enum ag_agent_flags */
+	__u16 unit;       /* enum ag_unit */
+	__u16 flags;      /* enum ag_agent_flags */
+	__u32 seq;        /* odd while the record is being written */
 	__u32 slot;       /* self-reference, checked by readers */
 	__u32 parent;     /* the parent's slot + 1, 0: none (ag_budgets follows it) */
 };
 _Static_assert(sizeof(struct ag_agent_info) == 104, "ag_agent_info layout");
+
+/*
+ * ag_index: name -> slot, an open-addressing table (linear probing) in an
+ * ARRAY of 64-byte blocks, mapped by userspace. Block 0 is the header; the
+ * cells follow, AG_INDEX_CELLS(max agents) of them (at most half full), a
+ * cell at hash & (cells - 1) or after it. The hash is SipHash-1-3 of the
+ * name under the header's random key (names come from users: nobody can
+ * pick names that collide). A cell holds the slot + 1 in its low 25 bits
+ * and 7 more bits of the hash above them (most cells that are not the name
+ * are skipped without reading its record); 0 is empty, AG_INDEX_TOMB a
+ * removed entry (probing goes on past it). Every hit is checked against
+ * ag_names. Writers hold the pin-root lock; a writer that moves entries
+ * (rebuilding the table when removed entries pile up) makes seq odd
+ * meanwhile, and a reader that missed while seq was odd or moved looks
+ * again.
+ */
+struct ag_index_hdr {
+	__u64 key[2];  /* SipHash key, random, set when the map is made */
+	__u32 seq;     /* odd while entries move */
+	__u32 cells;   /* number of cells, a power of two */
+	__u32 used;    /* cells holding an entry */
+	__u32 tombs;   /* cells holding AG_INDEX_TOMB */
+	__u32 pad[8];
+};
+_Static_assert(sizeof(struct ag_index_hdr) == 64, "ag_index_hdr layout");
+
+#define AG_INDEX_PER_BLK 16
+struct ag_index_blk {
+	__u32 cell[AG_INDEX_PER_BLK];
+};
+_Static_assert(sizeof(struct ag_index_blk) == 64, "ag_index_blk layout");
+
+#define AG_INDEX_SLOT_BITS 25
+#define AG_INDEX_SLOT_MASK ((1u << AG_INDEX_SLOT_BITS) - 1)
+#define AG_INDEX_TOMB AG_INDEX_SLOT_MASK /* no slot + 1 reaches it */
+_Static_assert(AG_MAX_AGENTS_LIMIT < AG_INDEX_TOMB, "slot + 1 fits a cell");
+/* Cells for max agents: a power of two, at least twice max agents. */
+#define AG_INDEX_CELLS(max_agents)                                                                 \
+	((max_agents) <= 8 ? 16u : 1u << (33 - __builtin_clz((__u32)(max_agents) - 1)))
+/* max_entries of ag_index: the header block and the cells' blocks. */
+#define AG_INDEX_BLKS(max_agents) (1 + AG_INDEX_CELLS(max_agents) / AG_INDEX_PER_BLK)
 
 /* ---- GCRA bucket ------------------------------------------------------ */
 /*

@@ -13,6 +13,7 @@
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -1026,7 +1027,7 @@ static __u32 free_slot(int names_fd, __u32 max)
 	__u32 slot;
 
 	for (slot = 0; slot < max; slot++)
-		if (bpf_map_lookup_elem(names_fd, &slot, &info))
+		if (!bpf_map_lookup_elem(names_fd, &slot, &info) && !info.name[0])
 			return slot;
 	fail_msg("no free slot");
 	return 0;
@@ -1045,13 +1046,14 @@ static void test_repair_half_created(void **state)
 	int i;
 
 	keep = set_agent(ctx, "keep", 5, 20);
+	/* A record claimed, never made LIVE: a creation cut short. */
 	torn.slot = free_slot(names, 8);
-	check_ok(bpf_map_update_elem(names, &torn.slot, &torn, BPF_NOEXIST));
+	check_ok(bpf_map_update_elem(names, &torn.slot, &torn, BPF_ANY));
 	set_dirty(cfg, AG_DIRTY_AGENTS);
-	/* The torn state is real: listed, but not reachable by name. */
+	/* Not an agent yet: neither listed nor reachable by name. */
 	v = list_agents(fx, ctx, &n);
-	check_eq(n, 2);
-	assert_true(agent_listed(v, n, "torn"));
+	check_eq(n, 1);
+	assert_false(agent_listed(v, n, "torn"));
 	check_eq(ag_agent_get(ctx, "torn", &a), -ENOENT);
 
 	g_log[0] = '\0';
@@ -1063,6 +1065,9 @@ static void test_repair_half_created(void **state)
 	v = list_agents(fx, ctx, &n);
 	check_eq(n, 2);
 	assert_false(agent_listed(v, n, "torn"));
+	check_ok(bpf_map_lookup_elem(names, &torn.slot, &torn));
+	if (torn.name[0])
+		assert_string_not_equal(torn.name, "torn"); /* freed (maybe claimed again) */
 	check_eq(config(ctx).dirty, 0);
 	check_agent(ctx, "keep", keep, 5, 20);
 
@@ -1076,32 +1081,99 @@ static void test_repair_half_created(void **state)
 	check_eq(ag_agent_set(ctx, "fill-6", &(struct ag_agent_update){}, NULL, NULL), -ENOSPC);
 }
 
+/* The name index's cells (abi.h): the header block, then the cells. */
+struct index_copy {
+	struct ag_index_hdr hdr;
+	__u32 *cell;
+};
+
+static struct index_copy read_index(struct fx *fx, int fd)
+{
+	struct index_copy c;
+	struct ag_index_blk blk;
+	__u32 k;
+
+	k = 0;
+	check_ok(bpf_map_lookup_elem(fd, &k, &blk));
+	memcpy(&c.hdr, &blk, sizeof(c.hdr));
+	c.cell = fx_mem(fx, calloc(c.hdr.cells, sizeof(__u32)));
+	for (k = 0; k < c.hdr.cells / AG_INDEX_PER_BLK; k++) {
+		__u32 key = k + 1;
+
+		check_ok(bpf_map_lookup_elem(fd, &key, &blk));
+		memcpy(&c.cell[k * AG_INDEX_PER_BLK], &blk, sizeof(blk));
+	}
+	return c;
+}
+
+static void write_cell(int fd, __u32 i, __u32 cell)
+{
+	struct ag_index_blk blk;
+	__u32 key = 1 + i / AG_INDEX_PER_BLK;
+
+	check_ok(bpf_map_lookup_elem(fd, &key, &blk));
+	blk.cell[i % AG_INDEX_PER_BLK] = cell;
+	check_ok(bpf_map_update_elem(fd, &key, &blk, BPF_ANY));
+}
+
+/* Cells holding slot + 1 (any tag). */
+static int cells_of(const struct index_copy *c, __u32 slot)
+{
+	int n = 0;
+	__u32 i;
+
+	for (i = 0; i < c->hdr.cells; i++)
+		n += c->cell[i] && c->cell[i] != AG_INDEX_TOMB &&
+		     (c->cell[i] & AG_INDEX_SLOT_MASK) == slot + 1;
+	return n;
+}
+
+static __u32 empty_cell(const struct index_copy *c, __u32 from)
+{
+	__u32 i;
+
+	for (i = from; i < c->hdr.cells; i++)
+		if (!c->cell[i])
+			return i;
+	fail_msg("no empty cell");
+	return 0;
+}
+
 static void test_repair_stale_index(void **state)
 {
 	struct fx *fx = *state;
 	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "repair_index"), true, false, 8, 16);
 	int names = fx_map(fx, AG_MAP_NAMES), index = fx_map(fx, AG_MAP_INDEX),
 	    cfg = fx_map(fx, AG_MAP_CONFIG);
-	struct ag_name_key ghost = { .name = "ghost" }, imposter = { .name = "imposter" };
+	struct index_copy c;
 	struct ag_agent a;
-	__u32 keep, gslot, got;
+	__u32 keep, gslot, i, j;
 	bool created = false;
 	size_t n;
 
 	keep = set_agent(ctx, "keep", 5, 20);
 	gslot = free_slot(names, 8);
-	check_ok(bpf_map_update_elem(index, &ghost, &gslot, BPF_NOEXIST));
-	check_ok(bpf_map_update_elem(index, &imposter, &keep, BPF_NOEXIST));
+	c = read_index(fx, index);
+	check_eq(c.hdr.cells, AG_INDEX_CELLS(8));
+	check_eq(c.hdr.used, 1);
+	check_eq(cells_of(&c, keep), 1);
+	/* Damage: a cell for a free slot, a second cell for keep's slot, and
+	 * keep's own cell removed (keep then only reachable through a scan). */
+	i = empty_cell(&c, 0);
+	write_cell(index, i, gslot + 1);
+	j = empty_cell(&c, i + 1);
+	write_cell(index, j, 0x7fu << AG_INDEX_SLOT_BITS | (keep + 1));
 	set_dirty(cfg, AG_DIRTY_AGENTS);
 	check_eq(ag_agent_get(ctx, "ghost", &a), -ENOENT);
-	check_eq(ag_agent_get(ctx, "imposter", &a), -ENOENT);
 
-	/* Any locked mutation repairs first. */
+	/* Any locked mutation repairs first: the index is built again. */
 	check_ok(ag_config_set_dry_run(ctx, false));
-	assert_true(bpf_map_lookup_elem(index, &ghost, &got) != 0);
-	assert_true(bpf_map_lookup_elem(index, &imposter, &got) != 0);
-	check_ok(bpf_map_lookup_elem(index, &(struct ag_name_key){ .name = "keep" }, &got));
-	check_eq(got, keep);
+	c = read_index(fx, index);
+	check_eq(cells_of(&c, gslot), 0);
+	check_eq(cells_of(&c, keep), 1);
+	check_eq(c.hdr.used, 1);
+	check_eq(c.hdr.tombs, 0);
+	check_eq(c.hdr.seq % 2, 0);
 	check_eq(config(ctx).dirty, 0);
 	check_agent(ctx, "keep", keep, 5, 20);
 	list_agents(fx, ctx, &n);
@@ -1110,6 +1182,228 @@ static void test_repair_stale_index(void **state)
 	/* The names are free again. */
 	check_ok(ag_agent_set(ctx, "ghost", &(struct ag_agent_update){}, NULL, &created));
 	assert_true(created);
+}
+
+/* Agents made and removed many times over in a small table: removed
+ * entries are cleared away, every agent stays reachable, no other is. */
+static void test_index_churn(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "index_churn"), true, false, 32, 16);
+	int index = fx_map(fx, AG_MAP_INDEX);
+	bool live[64] = {};
+	struct index_copy c;
+	struct ag_agent a;
+	char name[32];
+	unsigned int seed = 7, round, k, n_live = 0;
+
+	for (round = 0; round < 3000; round++) {
+		k = rand_r(&seed) % 64;
+		snprintf(name, sizeof(name), "churn-%u", k);
+		if (live[k]) {
+			check_ok(ag_agent_delete(ctx, name));
+			live[k] = false;
+			n_live--;
+		} else if (n_live < 32) {
+			set_agent(ctx, name, 1, 1);
+			live[k] = true;
+			n_live++;
+		}
+		if (round % 97)
+			continue;
+		for (k = 0; k < 64; k++) {
+			snprintf(name, sizeof(name), "churn-%u", k);
+			check_eq(ag_agent_get(ctx, name, &a), live[k] ? 0 : -ENOENT);
+		}
+	}
+	c = read_index(fx, index);
+	check_eq(c.hdr.used, n_live);
+	assert_true(c.hdr.tombs <= c.hdr.cells / 4);
+	check_eq(c.hdr.seq % 2, 0);
+	assert_true(c.hdr.seq > 0); /* removed entries were cleared at least once */
+}
+
+/* A writer that died inside a record or inside a rebuild leaves its seq
+ * odd: readers do not wait for ever, the next locked change repairs. */
+static void test_index_stuck_writer(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "index_stuck"), true, false, 8, 16);
+	int names = fx_map(fx, AG_MAP_NAMES), index = fx_map(fx, AG_MAP_INDEX),
+	    cfg = fx_map(fx, AG_MAP_CONFIG);
+	struct ag_agent_info rec;
+	struct ag_index_blk blk;
+	struct ag_index_hdr hdr;
+	struct ag_agent a;
+	__u32 one, two, zero = 0;
+
+	one = set_agent(ctx, "one", 1, 1);
+	two = set_agent(ctx, "two", 2, 2);
+	check_ok(bpf_map_lookup_elem(names, &one, &rec));
+	rec.seq |= 1;
+	check_ok(bpf_map_update_elem(names, &one, &rec, BPF_ANY));
+	check_eq(ag_agent_get(ctx, "one", &a), -ENOENT); /* its record is unreadable */
+	check_agent(ctx, "two", two, 2, 2);
+
+	/* The index held odd: lookups fall back to reading the records. */
+	check_ok(bpf_map_lookup_elem(index, &zero, &blk));
+	memcpy(&hdr, &blk, sizeof(hdr));
+	hdr.seq |= 1;
+	memcpy(&blk, &hdr, sizeof(hdr));
+	check_ok(bpf_map_update_elem(index, &zero, &blk, BPF_ANY));
+	check_agent(ctx, "two", two, 2, 2);
+	check_eq(ag_agent_get(ctx, "nobody", &a), -ENOENT);
+
+	set_dirty(cfg, AG_DIRTY_AGENTS);
+	check_ok(ag_config_set_dry_run(ctx, false));
+	check_agent(ctx, "one", one, 1, 1);
+	check_agent(ctx, "two", two, 2, 2);
+	check_eq(read_index(fx, index).hdr.seq % 2, 0);
+}
+
+struct churn_arg {
+	struct ag_ctx *ctx;
+	atomic_bool stop;
+	atomic_long misses, reads;
+};
+
+static void *steady_reader(void *p)
+{
+	struct churn_arg *c = p;
+	struct ag_agent a;
+	char name[32];
+	unsigned int k = 0;
+
+	while (!atomic_load(&c->stop)) {
+		snprintf(name, sizeof(name), "steady-%u", k++ % 8);
+		if (ag_agent_get(c->ctx, name, &a) || strcmp(a.name, name))
+			atomic_fetch_add(&c->misses, 1);
+		atomic_fetch_add(&c->reads, 1);
+	}
+	return NULL;
+}
+
+/* Readers on other threads never miss an agent that stays, while others
+ * come and go around it and the index is rebuilt under them. */
+static void test_index_readers_during_churn(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "index_readers"), true, false, 16, 16);
+	struct ag_ctx *rd = fx_open(fx, fx->root, false, true, 0, 0);
+	int index = fx_map(fx, AG_MAP_INDEX);
+	struct churn_arg c = { .ctx = rd };
+	pthread_t t[2];
+	__u32 seq0;
+	char name[32];
+	int i, k;
+
+	for (k = 0; k < 8; k++) {
+		snprintf(name, sizeof(name), "steady-%d", k);
+		set_agent(ctx, name, 1, 1);
+	}
+	seq0 = read_index(fx, index).hdr.seq;
+	for (i = 0; i < 2; i++)
+		check_eq(pthread_create(&t[i], NULL, steady_reader, &c), 0);
+	for (i = 0; i < 4000; i++) {
+		/* New names every round: their removed cells pile up. */
+		snprintf(name, sizeof(name), "passing-%d-%d", i / 16, i % 8);
+		if (i % 16 < 8)
+			set_agent(ctx, name, 1, 1);
+		else
+			check_ok(ag_agent_delete(ctx, name));
+	}
+	atomic_store(&c.stop, true);
+	for (i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	check_eq(atomic_load(&c.misses), 0);
+	assert_true(atomic_load(&c.reads) > 0);
+	assert_true(read_index(fx, index).hdr.seq > seq0 + 2); /* rebuilt under them */
+}
+
+/* Pins of the version before the name index: ag_names and ag_index were
+ * hashes. Opening to create upgrades them in place; other opens refuse. */
+struct v1_info {
+	char name[AG_NAME_MAX];
+	__u64 rate_mtps, burst, created_ns;
+	__u32 unit, flags, slot, parent;
+};
+
+static void pin_v1(struct fx *fx, const char *map, int fd)
+{
+	char path[PATH_MAX + 64];
+
+	snprintf(path, sizeof(path), "%s/%s", fx->root, map);
+	check_ok(unlink(path));
+	check_ok(bpf_obj_pin(fd, path));
+}
+
+static void test_upgrade_names_hash(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "upgrade_names"), true, false, 8, 16);
+	int names, index, cfg;
+	struct v1_info rec;
+	struct ag_name_key key;
+	struct ag_agent a, *v;
+	struct ag_ctx *again = NULL;
+	__u32 one, two;
+	size_t n;
+
+	one = set_agent(ctx, "one", 3, 7);
+	two = set_agent(ctx, "two", 4, 8); /* becomes a creation cut short */
+	check_ok(ag_agent_set(ctx, "one",
+			      &(struct ag_agent_update){ .fields = AG_SET_PINNED, .pinned = true },
+			      NULL, NULL));
+	fx_close(fx, ctx);
+	names = fx_fd(fx, bpf_map_create(BPF_MAP_TYPE_HASH, "ag_names", 4, sizeof(rec), 8, NULL));
+	index = fx_fd(fx, bpf_map_create(BPF_MAP_TYPE_HASH, "ag_index", AG_NAME_MAX, 4, 8, NULL));
+	assert_true(names >= 0 && index >= 0);
+	memset(&rec, 0, sizeof(rec));
+	strcpy(rec.name, "one");
+	rec.rate_mtps = 3000, rec.burst = 7, rec.unit = AG_UNIT_PPS, rec.slot = one;
+	rec.flags = AG_AGENT_PINNED;
+	check_ok(bpf_map_update_elem(names, &one, &rec, BPF_ANY));
+	memset(&key, 0, sizeof(key));
+	strcpy(key.name, "one");
+	check_ok(bpf_map_update_elem(index, &key, &one, BPF_ANY));
+	memset(&rec, 0, sizeof(rec));
+	strcpy(rec.name, "two");
+	rec.rate_mtps = 4000, rec.burst = 8, rec.unit = AG_UNIT_PPS, rec.slot = two;
+	check_ok(bpf_map_update_elem(names, &two, &rec, BPF_ANY));
+	pin_v1(fx, AG_MAP_NAMES, names);
+	pin_v1(fx, AG_MAP_INDEX, index);
+
+	/* Not an opening that creates: refused, with what to do. */
+	assert_true(try_open(fx->root, false, false, 0, 0, &again) < 0);
+	check_msg("older agentgate");
+	check_msg("upgrades it in place");
+
+	ctx = fx_open(fx, fx->root, true, false, 0, 0);
+	check_ok(ag_agent_get(ctx, "one", &a));
+	check_eq(a.slot, one);
+	check_range(a.rate, 3 - 1e-9, 3 + 1e-9);
+	check_eq(a.burst, 7);
+	assert_true(a.pinned);
+	check_eq(ag_agent_get(ctx, "two", &a), -ENOENT); /* was never indexed */
+	v = list_agents(fx, ctx, &n);
+	check_eq(n, 1);
+	assert_true(agent_listed(v, n, "one"));
+	/* The repair (set by the old pins' journal, or here) frees two's slot. */
+	cfg = fx_map(fx, AG_MAP_CONFIG);
+	set_dirty(cfg, AG_DIRTY_AGENTS);
+	set_agent(ctx, "three", 1, 1);
+	check_agent(ctx, "one", one, 3, 7);
+	list_agents(fx, ctx, &n);
+	check_eq(n, 2);
+	{
+		struct bpf_map_info info;
+
+		map_info_of(fx_map(fx, AG_MAP_NAMES), &info);
+		check_eq(info.type, BPF_MAP_TYPE_ARRAY);
+		map_info_of(fx_map(fx, AG_MAP_INDEX), &info);
+		check_eq(info.type, BPF_MAP_TYPE_ARRAY);
+		check_eq(info.max_entries, AG_INDEX_BLKS(8));
+	}
 }
 
 /* ---- 13b. the per-length index of trie rules --------------------------- */
@@ -1923,7 +2217,7 @@ static void test_corrupt_names_entry(void **state)
 
 	set_agent(ctx, "good", 1, 1);
 	key = free_slot(names, 8);
-	check_ok(bpf_map_update_elem(names, &key, &bad, BPF_NOEXIST));
+	check_ok(bpf_map_update_elem(names, &key, &bad, BPF_ANY));
 	v = list_agents(fx, ctx, &n);
 	check_eq(n, 1);
 	assert_true(agent_listed(v, n, "good"));
@@ -2052,6 +2346,10 @@ int main(void)
 		T(test_bucket_ops),
 		T(test_repair_half_created),
 		T(test_repair_stale_index),
+		T(test_index_churn),
+		T(test_index_stuck_writer),
+		T(test_index_readers_during_churn),
+		T(test_upgrade_names_hash),
 		T(test_prefix_index_upgrade),
 		T(test_repair_prefix_index),
 		T(test_prefix_index_auto),

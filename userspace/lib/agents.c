@@ -2,14 +2,16 @@
 /*
  * Agents: a name, a slot, a bucket. Creation and deletion run under the
  * pin-root lock with a journal bit in ag_config, in an order that makes
- * the ag_names entry the commit record:
- *   create: names[slot] (claim, NOEXIST) -> counters zeroed -> bucket
- *           configured -> index[name] (commit)
- *   delete: bucket disabled -> rules dropped -> index removed -> names removed
- *   update: names rewritten -> bucket reconfigured (names is the truth)
+ * the AG_AGENT_LIVE flag of the ag_names record the commit record:
+ *   create: record claimed -> counters zeroed -> bucket configured ->
+ *           indexed -> record LIVE (commit)
+ *   delete: record not LIVE -> bucket disabled -> rules dropped ->
+ *           unindexed -> record freed
+ *   update: record rewritten -> bucket reconfigured (the record is the truth)
  * A process killed in between leaves the journal bit set; the next locker
- * rolls an unfinished create back, finishes an unfinished delete and brings
- * every bucket's parameters in line with its names entry.
+ * removes every record that is not LIVE (an unfinished create or delete),
+ * builds the index again from the LIVE ones (names.c) and brings every
+ * bucket's parameters in line with its record.
  */
 #include <errno.h>
 #include <stdlib.h>
@@ -78,25 +80,14 @@ static void info_to_agent(struct ag_ctx *ctx, const struct ag_agent_info *info,
 	ag_quota_get(ctx, info->slot, &a->quota, &a->quota_window);
 }
 
-static int index_lookup(struct ag_ctx *ctx, const char *name, __u32 *slot)
-{
-	struct ag_name_key key;
-
-	name_key(name, &key);
-	if (bpf_map_lookup_elem(ctx->fds[AG_M_INDEX], &key, slot))
-		return errno == ENOENT ? ag_err(ENOENT, "unknown agent '%s'", name) :
-					 ag_err(errno, "cannot read %s: %s", AG_MAP_INDEX,
-						strerror(errno));
-	return 0;
-}
-
+/* The agent in slot: its record, if LIVE. */
 static int info_lookup(struct ag_ctx *ctx, __u32 slot, struct ag_agent_info *info)
 {
-	if (bpf_map_lookup_elem(ctx->fds[AG_M_NAMES], &slot, info))
-		return errno == ENOENT ? ag_err(ENOENT, "no agent in slot %u", slot) :
-					 ag_err(errno, "cannot read %s: %s", AG_MAP_NAMES,
-						strerror(errno));
-	return 0;
+	int err = ag_names_read(ctx, slot, info);
+
+	if (!err && !(info->flags & AG_AGENT_LIVE))
+		return ag_err(ENOENT, "no agent in slot %u", slot);
+	return err;
 }
 
 static _Atomic __u32 *slot_gen(struct ag_ctx *ctx, __u32 slot)
@@ -113,10 +104,9 @@ static void slot_gen_bump(struct ag_ctx *ctx, __u32 slot)
 		atomic_fetch_add(slot_gen(ctx, slot), 1);
 }
 
-/* Name -> slot -> info, checking that both maps agree. With gen: the slot's
- * generation when the name was found, and *stable whether it stayed the
- * same until the agent's record was read (the slot was the agent's all
- * along). */
+/* Name -> slot -> record (names.c checks that they agree). With gen: the
+ * slot's generation before its record was read again, and *stable whether
+ * it stayed the same until then (the slot was the agent's all along). */
 static int lookup_agent_gen(struct ag_ctx *ctx, const char *name, struct ag_agent_info *info,
 			    __u32 *gen, bool *stable)
 {
@@ -124,24 +114,24 @@ static int lookup_agent_gen(struct ag_ctx *ctx, const char *name, struct ag_agen
 	__u32 slot;
 	int err;
 
-	err = index_lookup(ctx, name, &slot);
+	err = ag_index_lookup(ctx, name, info);
 	if (!err && gen) {
+		slot = info->slot;
 		*stable = ctx->buckets && slot < ctx->max_agents;
 		if (*stable)
 			*gen = atomic_load(slot_gen(ctx, slot));
-	}
-	if (!err)
 		err = info_lookup(ctx, slot, info);
+		if (!err) {
+			info_name(info, stored);
+			if (strcmp(stored, name) != 0)
+				err = -ENOENT;
+		}
+		if (!err && *stable)
+			*stable = atomic_load(slot_gen(ctx, slot)) == *gen;
+	}
 	if (err == -ENOENT)
 		return ag_err(ENOENT, "unknown agent '%s'", name);
-	if (err)
-		return err;
-	info_name(info, stored);
-	if (strcmp(stored, name) != 0)
-		return ag_err(ENOENT, "unknown agent '%s'", name);
-	if (gen && *stable)
-		*stable = atomic_load(slot_gen(ctx, slot)) == *gen;
-	return 0;
+	return err;
 }
 
 static int lookup_agent(struct ag_ctx *ctx, const char *name, struct ag_agent_info *info)
@@ -262,28 +252,27 @@ int ag_agent_get_slot(struct ag_ctx *ctx, __u32 slot, struct ag_agent *out)
 	return err;
 }
 
-/* Claim a free slot by inserting its names entry with BPF_NOEXIST. */
+/* Claim a free slot (under the lock) by writing its record, not yet LIVE. */
 static int claim_slot(struct ag_ctx *ctx, struct ag_agent_info *info)
 {
 	__u32 n, slot;
+	int err;
 
 	for (n = 0; n < ctx->max_agents; n++) {
 		slot = (ctx->free_hint + n) % ctx->max_agents;
 		if (ctx->buckets[slot].in_use)
 			continue;
-		info->slot = slot;
-		if (!bpf_map_update_elem(ctx->fds[AG_M_NAMES], &slot, info, BPF_NOEXIST)) {
-			ctx->free_hint = slot + 1;
-			slot_gen_bump(ctx, slot);
-			return 0;
-		}
-		if (errno == EEXIST) { /* stale hint byte: fix it and move on */
+		if (!ag_names_free(ctx, slot)) { /* stale hint byte: fix it and move on */
 			ctx->buckets[slot].in_use = 1;
 			continue;
 		}
-		if (errno == E2BIG || errno == ENOMEM)
-			break;
-		return ag_err(errno, "cannot claim slot %u: %s", slot, strerror(errno));
+		info->slot = slot;
+		err = ag_names_write(ctx, slot, info);
+		if (err)
+			return err;
+		ctx->free_hint = slot + 1;
+		slot_gen_bump(ctx, slot);
+		return 0;
 	}
 	return ag_err(ENOSPC, "no free agent slot: all %u are in use (recreate the maps with "
 			      "a larger max-agents)",
@@ -318,7 +307,6 @@ static int create_agent(struct ag_ctx *ctx, const char *name, const struct ag_ag
 			bool parent, struct ag_agent_info *info)
 {
 	struct ag_gcra_params p;
-	struct ag_name_key key;
 	struct timespec ts;
 	__u32 up = 0;
 	int err;
@@ -357,13 +345,16 @@ static int create_agent(struct ag_ctx *ctx, const char *name, const struct ag_ag
 	if (!err)
 		err = ag_quota_set(ctx, info->slot, u->fields & AG_SET_QUOTA ? u->quota : 0,
 				   u->quota_window);
-	name_key(name, &key);
-	if (!err && bpf_map_update_elem(ctx->fds[AG_M_INDEX], &key, &info->slot, BPF_NOEXIST))
-		err = ag_err(errno, "cannot index agent '%s': %s", name, strerror(errno));
+	if (!err)
+		err = ag_index_add(ctx, info->slot, name);
+	if (!err) { /* the commit */
+		info->flags |= AG_AGENT_LIVE;
+		err = ag_names_write(ctx, info->slot, info);
+	}
 	if (err) { /* roll back the claim, leave nothing half-made */
 		if (ag_bucket_disable(ctx, info->slot) || ag_parent_link(ctx, info->slot, 0) ||
 		    ag_quota_set(ctx, info->slot, 0, AG_QW_NONE) ||
-		    (bpf_map_delete_elem(ctx->fds[AG_M_NAMES], &info->slot) && errno != ENOENT))
+		    ag_index_del(ctx, info->slot, name) || ag_names_write(ctx, info->slot, NULL))
 			return err; /* journal stays set: the next locker repairs */
 		goto out;
 	}
@@ -409,18 +400,16 @@ static int update_agent(struct ag_ctx *ctx, struct ag_agent_info *info,
 		if (err)
 			return err;
 	}
-	if (bpf_map_update_elem(ctx->fds[AG_M_NAMES], &info->slot, &next, BPF_EXIST)) {
-		err = ag_err(errno, "cannot update agent in slot %u: %s", info->slot,
-			     strerror(errno));
+	err = ag_names_write(ctx, info->slot, &next);
+	if (err)
 		goto out;
-	}
 	err = limit_changes ? ag_bucket_configure(ctx, info->slot, &p, next.unit) : 0;
 	if (!err && link_changes)
 		err = ag_parent_link(ctx, info->slot, next.parent);
 	if (!err && (u->fields & AG_SET_QUOTA))
 		err = ag_quota_set(ctx, info->slot, u->quota, u->quota_window);
 	if (err) { /* put the record back; if that fails too, the journal stays */
-		if (bpf_map_update_elem(ctx->fds[AG_M_NAMES], &info->slot, info, BPF_EXIST))
+		if (ag_names_write(ctx, info->slot, info))
 			return err;
 		goto out;
 	}
@@ -506,15 +495,24 @@ int ag_parent_set(struct ag_ctx *ctx, const char *name, const struct ag_agent_up
 	return set_bucket(ctx, name, u, true, slot, created);
 }
 
-/* Remove everything of the agent in slot; names entry last (commit). */
-static int remove_slot(struct ag_ctx *ctx, __u32 slot, const char *name, bool drop_index)
+/* Remove everything of the agent whose record is info; the record is no
+ * longer LIVE first (a repair after a crash finishes the job) and freed
+ * last. */
+static int remove_slot(struct ag_ctx *ctx, __u32 slot, const struct ag_agent_info *info)
 {
-	struct ag_name_key key;
+	char name[AG_NAME_MAX + 1];
+	struct ag_agent_info dead = *info;
 	int err;
 
-	/* Bucket first: from here on the agent is recognisably half-deleted
-	 * (indexed, no limit), and a repair after a crash finishes the job.
-	 * Before it, the generation: cached names of this slot miss. */
+	info_name(info, name);
+	if (dead.flags & AG_AGENT_LIVE) {
+		dead.flags &= ~AG_AGENT_LIVE;
+		err = ag_names_write(ctx, slot, &dead);
+		if (err)
+			return err;
+	}
+	/* Before anything else goes, the generation: cached names of this
+	 * slot miss. */
 	slot_gen_bump(ctx, slot);
 	err = ag_bucket_disable(ctx, slot);
 	if (!err)
@@ -523,15 +521,12 @@ static int remove_slot(struct ag_ctx *ctx, __u32 slot, const char *name, bool dr
 		err = ag_quota_set(ctx, slot, 0, AG_QW_NONE);
 	if (!err)
 		err = ag_rules_drop_slot(ctx, slot);
+	if (!err)
+		err = ag_index_del(ctx, slot, name);
+	if (!err)
+		err = ag_names_write(ctx, slot, NULL);
 	if (err)
 		return err;
-	if (drop_index) {
-		name_key(name, &key);
-		if (bpf_map_delete_elem(ctx->fds[AG_M_INDEX], &key) && errno != ENOENT)
-			return ag_err(errno, "cannot unindex '%s': %s", name, strerror(errno));
-	}
-	if (bpf_map_delete_elem(ctx->fds[AG_M_NAMES], &slot) && errno != ENOENT)
-		return ag_err(errno, "cannot free slot %u: %s", slot, strerror(errno));
 	ctx->buckets[slot].in_use = 0;
 	return 0;
 }
@@ -560,7 +555,7 @@ static int delete_bucket(struct ag_ctx *ctx, const char *name, bool parent)
 	if (!err)
 		err = ag_dirty_set(ctx, AG_DIRTY_AGENTS);
 	if (!err) {
-		err = remove_slot(ctx, info.slot, name, true);
+		err = remove_slot(ctx, info.slot, &info);
 		if (!err)
 			err = ag_dirty_clear(ctx, AG_DIRTY_AGENTS);
 	}
@@ -583,46 +578,6 @@ static int cmp_slot(const void *a, const void *b)
 	const struct ag_agent *x = a, *y = b;
 
 	return x->slot < y->slot ? -1 : x->slot > y->slot;
-}
-
-/* Every (slot, info) of ag_names, raw, chunk by chunk with batch lookups;
- * fn's non-zero return stops the walk and is returned. */
-#define NAMES_CHUNK 4096
-
-int ag_walk_names(struct ag_ctx *ctx,
-		  int (*fn)(void *arg, __u32 slot, const struct ag_agent_info *info), void *arg)
-{
-	LIBBPF_OPTS(bpf_map_batch_opts, opts);
-	__u32 *slots = calloc(NAMES_CHUNK, sizeof(*slots));
-	struct ag_agent_info *infos = calloc(NAMES_CHUNK, sizeof(*infos));
-	__u32 batch_key = 0, chunk, i;
-	void *in = NULL;
-	bool done = false;
-	int err = 0;
-
-	if (!slots || !infos) {
-		err = ag_err(ENOMEM, "out of memory");
-		goto out;
-	}
-	while (!done && !err) {
-		chunk = NAMES_CHUNK;
-		if (bpf_map_lookup_batch(ctx->fds[AG_M_NAMES], in, &batch_key, slots, infos,
-					 &chunk, &opts)) {
-			if (errno != ENOENT) {
-				err = ag_err(errno, "cannot list %s: %s", AG_MAP_NAMES,
-					     strerror(errno));
-				break;
-			}
-			done = true;
-		}
-		in = &batch_key;
-		for (i = 0; i < chunk && !err; i++)
-			err = fn(arg, slots[i], &infos[i]);
-	}
-out:
-	free(slots);
-	free(infos);
-	return err;
 }
 
 struct names_copy {
@@ -676,8 +631,8 @@ static int visit_agent(void *arg, __u32 slot, const struct ag_agent_info *info)
 	struct foreach_arg *f = arg;
 	struct ag_agent a;
 
-	if (slot >= f->ctx->max_agents || info->slot != slot)
-		return 0; /* corrupt entry: never index anything by it */
+	if (slot >= f->ctx->max_agents || info->slot != slot || !(info->flags & AG_AGENT_LIVE))
+		return 0; /* half-made, half-removed or corrupt: not an agent */
 	if (!!(info->flags & AG_AGENT_PARENT) != f->parents)
 		return 0;
 	info_to_agent(f->ctx, info, &a);
@@ -750,47 +705,6 @@ int ag_parent_list(struct ag_ctx *ctx, struct ag_agent **out, size_t *n_out)
 	return list_kind(ctx, true, out, n_out);
 }
 
-static bool index_entry_valid(struct ag_ctx *ctx, const struct ag_name_key *key, __u32 slot,
-			      const bool *named)
-{
-	struct ag_agent_info info;
-
-	return slot < ctx->max_agents && named[slot] && !info_lookup(ctx, slot, &info) &&
-	       memcmp(info.name, key->name, AG_NAME_MAX) == 0;
-}
-
-static int drop_stale_index(struct ag_ctx *ctx, const bool *named)
-{
-	struct ag_name_key key, *stale = NULL;
-	size_t n = 0, cap = 0, i;
-	bool first = true;
-	__u32 slot;
-	int err = 0;
-
-	while (!bpf_map_get_next_key(ctx->fds[AG_M_INDEX], first ? NULL : &key, &key)) {
-		first = false;
-		if (!bpf_map_lookup_elem(ctx->fds[AG_M_INDEX], &key, &slot) &&
-		    index_entry_valid(ctx, &key, slot, named))
-			continue;
-		if (n == cap) {
-			struct ag_name_key *grown;
-
-			cap = cap ? cap * 2 : 16;
-			grown = realloc(stale, cap * sizeof(*stale));
-			if (!grown) {
-				err = ag_err(ENOMEM, "out of memory");
-				break;
-			}
-			stale = grown;
-		}
-		stale[n++] = key;
-	}
-	for (i = 0; i < n; i++)
-		bpf_map_delete_elem(ctx->fds[AG_M_INDEX], &stale[i]);
-	free(stale);
-	return err;
-}
-
 /* An update killed between its names entry and its bucket: the names
  * entry is what was asked for, so the bucket follows it. */
 static int reconcile_limit(struct ag_ctx *ctx, const struct ag_agent_info *info)
@@ -809,17 +723,17 @@ static int reconcile_limit(struct ag_ctx *ctx, const struct ag_agent_info *info)
 	return ag_bucket_configure(ctx, info->slot, &p, info->unit);
 }
 
-/* Under the lock, after a process died mid-change: make names, index,
+/* Under the lock, after a process died mid-change: make records, index,
  * buckets and the in-use hints agree again. */
 int ag_repair_agents(struct ag_ctx *ctx)
 {
 	struct ag_agent_info *infos = NULL;
-	struct ag_name_key key;
-	__u32 *slots = NULL, slot, idx_slot;
+	__u32 *slots = NULL, slot;
 	bool *named;
 	size_t n = 0, i;
 	int err = 0;
 
+	ag_names_unstick(ctx);
 	err = read_names(ctx, &slots, &infos, &n);
 	if (err)
 		return err;
@@ -831,20 +745,19 @@ int ag_repair_agents(struct ag_ctx *ctx)
 	for (i = 0; i < n && !err; i++) {
 		char name[AG_NAME_MAX + 1];
 		struct ag_bucket *b;
-		bool indexed, limited;
+		bool limited;
 
-		if (slots[i] >= ctx->max_agents || infos[i].slot != slots[i]) {
-			ag_warn("removing a corrupt %s entry (slot %u)", AG_MAP_NAMES, slots[i]);
-			bpf_map_delete_elem(ctx->fds[AG_M_NAMES], &slots[i]);
+		if (slots[i] >= ctx->max_agents)
+			continue;
+		if (infos[i].slot != slots[i]) {
+			ag_warn("removing a corrupt %s record (slot %u)", AG_MAP_NAMES, slots[i]);
+			err = ag_names_write(ctx, slots[i], NULL);
 			continue;
 		}
 		b = &ctx->buckets[slots[i]];
 		limited = b->set[b->tat >> 63].interval != 0;
 		info_name(&infos[i], name);
-		name_key(name, &key);
-		indexed = !bpf_map_lookup_elem(ctx->fds[AG_M_INDEX], &key, &idx_slot) &&
-			  idx_slot == slots[i];
-		if (indexed && limited) {
+		if ((infos[i].flags & AG_AGENT_LIVE) && limited) {
 			named[slots[i]] = true;
 			b->in_use = 1;
 			err = reconcile_limit(ctx, &infos[i]);
@@ -852,13 +765,14 @@ int ag_repair_agents(struct ag_ctx *ctx)
 				err = ag_parent_link(ctx, slots[i], infos[i].parent);
 			continue;
 		}
-		ag_warn("repairing agent '%s' in slot %u left half-%s by an interrupted change",
-			name, slots[i], indexed ? "deleted" : "created");
-		err = remove_slot(ctx, slots[i], name, indexed);
+		ag_warn("repairing agent '%s' in slot %u, left unfinished by an interrupted %s",
+			name, slots[i], infos[i].flags & AG_AGENT_LIVE ? "change" :
+			"creation or deletion");
+		err = remove_slot(ctx, slots[i], &infos[i]);
 	}
-	/* Index entries whose names entry is gone or names someone else. */
+	/* The index again, from the LIVE records: whatever a crash left in it. */
 	if (!err)
-		err = drop_stale_index(ctx, named);
+		err = ag_index_rebuild(ctx);
 	for (slot = 0; slot < ctx->max_agents; slot++) {
 		if (named[slot])
 			continue;

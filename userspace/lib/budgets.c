@@ -154,7 +154,7 @@ int ag_parent_children(struct ag_ctx *ctx, __u32 slot, size_t *n)
 
 static int read_info(struct ag_ctx *ctx, __u32 slot, struct ag_agent_info *info)
 {
-	if (bpf_map_lookup_elem(ctx->fds[AG_M_NAMES], &slot, info) || info->slot != slot)
+	if (ag_names_read(ctx, slot, info))
 		return ag_err(EUCLEAN, "slot %u is named as a parent but holds no bucket (run "
 				       "any locked change to repair)",
 			      slot);

@@ -23,6 +23,7 @@ enum ag_map_sizing {
 	AG_SIZE_FIXED,  /* max_entries as the BPF object declares it */
 	AG_SIZE_AGENTS, /* max_agents */
 	AG_SIZE_RULES,  /* max_rules */
+	AG_SIZE_INDEX,  /* AG_INDEX_BLKS(max_agents) */
 };
 
 struct ag_map_desc {
@@ -55,6 +56,12 @@ struct ag_ctx {
 	 * counts are added to the tally's (the datapath no longer writes them);
 	 * -1 when not pinned. */
 	int legacy_counters_fd, legacy_refusals_fd;
+	struct ag_agent_info *names; /* mmap of ag_names; NULL: read-only without
+				      * write access (lookups instead) */
+	size_t names_len;
+	struct ag_index_blk *index; /* mmap of ag_index, likewise */
+	size_t index_len;
+	bool index_made, index_fill; /* ag_open(): a new index to set up, to fill */
 	struct ag_probes *probes;  /* mmap of ag_probes; NULL when read-only */
 	size_t probes_len;
 	enum ag_prefix_index prefix_index;
@@ -104,8 +111,24 @@ int ag_bucket_configure(struct ag_ctx *ctx, __u32 slot, const struct ag_gcra_par
 			enum ag_unit unit);
 int ag_bucket_disable(struct ag_ctx *ctx, __u32 slot);
 
-/* Every (slot, record) of ag_names, in batches; fn's non-zero return
- * stops the walk and is returned. */
+/* Agents' records and the name index (names.c). */
+/* The record in slot: 0, -ENOENT (free), -EAGAIN (a writer died in it). */
+int ag_names_read(struct ag_ctx *ctx, __u32 slot, struct ag_agent_info *info);
+/* Whether slot's record is free (writers: through the mapping). */
+bool ag_names_free(struct ag_ctx *ctx, __u32 slot);
+/* The record in slot written whole (NULL: freed); writers hold the lock. */
+int ag_names_write(struct ag_ctx *ctx, __u32 slot, const struct ag_agent_info *info);
+/* Records left odd by a writer that died, made readable (the repair). */
+void ag_names_unstick(struct ag_ctx *ctx);
+/* The live record named name: 0, -ENOENT, or an error. */
+int ag_index_lookup(struct ag_ctx *ctx, const char *name, struct ag_agent_info *info);
+/* Index entries (writers hold the lock and the agents' journal bit). */
+int ag_index_add(struct ag_ctx *ctx, __u32 slot, const char *name);
+int ag_index_del(struct ag_ctx *ctx, __u32 slot, const char *name);
+int ag_index_rebuild(struct ag_ctx *ctx);
+int ag_index_init(struct ag_ctx *ctx);
+/* Every (slot, record) in use, live or not; fn's non-zero return stops
+ * the walk and is returned. */
 int ag_walk_names(struct ag_ctx *ctx,
 		  int (*fn)(void *arg, __u32 slot, const struct ag_agent_info *info), void *arg);
 

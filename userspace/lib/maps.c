@@ -94,9 +94,11 @@ static int load_defs(struct ag_ctx *ctx, struct map_def defs[AG_M__COUNT])
 		defs[i].key_size = bpf_map__key_size(m);
 		defs[i].value_size = bpf_map__value_size(m);
 		defs[i].flags = bpf_map__map_flags(m);
-		defs[i].max_entries = ag_map_descs[i].sizing == AG_SIZE_AGENTS ? ctx->max_agents :
-				      ag_map_descs[i].sizing == AG_SIZE_RULES ? ctx->max_rules :
-										 bpf_map__max_entries(m);
+		defs[i].max_entries =
+			ag_map_descs[i].sizing == AG_SIZE_AGENTS ? ctx->max_agents :
+			ag_map_descs[i].sizing == AG_SIZE_RULES	 ? ctx->max_rules :
+			ag_map_descs[i].sizing == AG_SIZE_INDEX	 ? AG_INDEX_BLKS(ctx->max_agents) :
+								   bpf_map__max_entries(m);
 	}
 	agentgate_bpf__destroy(skel);
 	return err;
@@ -197,6 +199,137 @@ static void adopt_pinned_sizes(struct ag_ctx *ctx, const struct ag_open_opts *op
 	}
 }
 
+/*
+ * ag_names and ag_index as versions before the name index pinned them:
+ * hashes (slot -> record with 32-bit unit and flags; name -> slot). Opening
+ * to create (agentgated, attach) upgrades them in place, under the lock:
+ * the records are copied into the array, LIVE where the old index named
+ * them (an unindexed record was a creation or deletion a crash cut short:
+ * copied as it was, the repair removes it), the new array pinned over the
+ * old hash; then the old index is replaced by a new one built from the
+ * records (a crash between the two steps leaves the second to the next
+ * open). The datapath never reads either map.
+ */
+struct ag_agent_info_v1 {
+	char name[AG_NAME_MAX];
+	__u64 rate_mtps, burst, created_ns;
+	__u32 unit, flags, slot, parent;
+};
+_Static_assert(sizeof(struct ag_agent_info_v1) == 104, "older ag_agent_info layout");
+
+static bool is_old_hash(int fd)
+{
+	struct bpf_map_info info;
+
+	return fd_is_map(fd) && !map_info(fd, &info) && info.type == BPF_MAP_TYPE_HASH;
+}
+
+static int old_index_fd(struct ag_ctx *ctx)
+{
+	char path[PATH_MAX];
+	int fd;
+
+	if (map_path(ctx, AG_M_INDEX, path, sizeof(path)))
+		return -1;
+	fd = bpf_obj_get(path);
+	if (fd >= 0 && !is_old_hash(fd)) {
+		close(fd);
+		fd = -1;
+	}
+	return fd;
+}
+
+static void upgrade_record(const struct ag_agent_info_v1 *old, __u32 slot, int old_index,
+			   struct ag_agent_info *rec)
+{
+	struct ag_name_key key = {};
+	__u32 at;
+
+	memset(rec, 0, sizeof(*rec));
+	memcpy(rec->name, old->name, AG_NAME_MAX);
+	rec->rate_mtps = old->rate_mtps;
+	rec->burst = old->burst;
+	rec->created_ns = old->created_ns;
+	rec->unit = (__u16)old->unit;
+	rec->flags = (__u16)(old->flags & (AG_AGENT_PINNED | AG_AGENT_PARENT));
+	rec->slot = old->slot;
+	rec->parent = old->parent;
+	memcpy(key.name, old->name, AG_NAME_MAX);
+	if (old_index >= 0 && !bpf_map_lookup_elem(old_index, &key, &at) && at == slot &&
+	    old->slot == slot)
+		rec->flags |= AG_AGENT_LIVE;
+}
+
+static int upgrade_names(struct ag_ctx *ctx, int old, const char *path, const struct map_def *d)
+{
+	struct ag_agent_info_v1 val;
+	struct ag_agent_info *recs;
+	char tmp[PATH_MAX + 16];
+	size_t len = (size_t)ctx->max_agents * sizeof(*recs);
+	__u32 key, next;
+	int fd, idx = old_index_fd(ctx), err = 0;
+	bool first = true;
+
+	fd = bpf_map_create(d->type, AG_MAP_NAMES, d->key_size, d->value_size, d->max_entries,
+			    &(struct bpf_map_create_opts){ .sz = sizeof(struct bpf_map_create_opts),
+							   .map_flags = d->flags });
+	if (fd < 0) {
+		err = ag_err(errno, "cannot create %s to upgrade it: %s", AG_MAP_NAMES,
+			     strerror(errno));
+		goto out;
+	}
+	recs = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (recs == MAP_FAILED) {
+		err = ag_err(errno, "cannot map the new %s: %s", AG_MAP_NAMES, strerror(errno));
+		goto out;
+	}
+	while (!bpf_map_get_next_key(old, first ? NULL : &key, &next)) {
+		first = false;
+		key = next;
+		if (bpf_map_lookup_elem(old, &key, &val) || key >= ctx->max_agents)
+			continue;
+		upgrade_record(&val, key, idx, &recs[key]);
+	}
+	munmap(recs, len);
+	snprintf(tmp, sizeof(tmp), "%s_new", path);
+	unlink(tmp);
+	if (bpf_obj_pin(fd, tmp) || rename(tmp, path)) {
+		err = ag_err(errno, "cannot pin the upgraded %s: %s", path, strerror(errno));
+		unlink(tmp);
+		goto out;
+	}
+	ag_warn("%s upgraded in place to the array of records (the name index follows)", path);
+out:
+	if (idx >= 0)
+		close(idx);
+	close(old);
+	if (err && fd >= 0)
+		close(fd);
+	return err ? err : fd;
+}
+
+/* ag_names or ag_index pinned as hashes by an older version: upgraded
+ * when creating, else refused with what to do. Returns the fd to use, a
+ * new map's (*made), or a negative error. */
+static int upgrade_old(struct ag_ctx *ctx, enum ag_map_id id, int fd, const char *path,
+		       const struct map_def *d, bool create, bool *made)
+{
+	if (!create) {
+		close(fd);
+		return ag_err(EUCLEAN,
+			      "pinned map %s has the layout of an older agentgate (a hash); "
+			      "starting agentgated or 'agentgate attach' upgrades it in place",
+			      path);
+	}
+	if (id == AG_M_NAMES)
+		return upgrade_names(ctx, fd, path, d);
+	close(fd);
+	if (unlink(path))
+		return ag_err(errno, "cannot remove the older %s: %s", path, strerror(errno));
+	*made = true;
+	return create_map(path, id, d);
+}
+
 static int open_maps(struct ag_ctx *ctx, bool create)
 {
 	LIBBPF_OPTS(bpf_obj_get_opts, ro, .file_flags = BPF_F_RDONLY);
@@ -230,6 +363,13 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 		    (i == AG_M_FRAGS || i == AG_M_NEXT || i == AG_M_BUDGETS || i == AG_M_TALLY ||
 		     i == AG_M_TALLY_CACHE))
 			continue;
+		if (ctx->fds[i] >= 0 && (i == AG_M_NAMES || i == AG_M_INDEX) &&
+		    is_old_hash(ctx->fds[i])) {
+			ctx->fds[i] = upgrade_old(ctx, i, ctx->fds[i], path, &defs[i], create,
+						  &created[i]);
+			if (ctx->fds[i] < 0)
+				return ctx->fds[i];
+		}
 		if (ctx->fds[i] < 0) {
 			err = errno;
 			if (err == ENOENT)
@@ -243,6 +383,10 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 		if (err)
 			return err;
 	}
+	/* A new name index: set up once mapped (ag_open, still locked), and
+	 * built from the records if there are any. */
+	ctx->index_made = created[AG_M_INDEX];
+	ctx->index_fill = created[AG_M_INDEX] && !created[AG_M_NAMES];
 	/* Pins made before the per-length index existed: its maps start
 	 * empty beside a trie that may hold rules. Their zero plans keep the
 	 * datapath on the trie; the journal has the next locked mutation
@@ -399,15 +543,15 @@ static int open_root(struct ag_ctx *ctx, bool create)
  * can never become writable) and closes it; a caller without write access to
  * the pin gets no mapping, and bucket reads fall back to map lookups.
  */
-static int map_array(struct ag_ctx *ctx, enum ag_map_id id, size_t value_size, void **out,
-		     size_t *len)
+static int map_entries(struct ag_ctx *ctx, enum ag_map_id id, size_t bytes, void **out,
+		       size_t *len)
 {
 	long page = sysconf(_SC_PAGESIZE);
 	int fd = ctx->fds[id];
 	char path[PATH_MAX];
 	void *p;
 
-	*len = ((size_t)ctx->max_agents * value_size + page - 1) & ~((size_t)page - 1);
+	*len = (bytes + page - 1) & ~((size_t)page - 1);
 	if (ctx->read_only) {
 		if (map_path(ctx, id, path, sizeof(path)))
 			return -ENAMETOOLONG;
@@ -425,12 +569,38 @@ static int map_array(struct ag_ctx *ctx, enum ag_map_id id, size_t value_size, v
 	return 0;
 }
 
+static int map_array(struct ag_ctx *ctx, enum ag_map_id id, size_t value_size, void **out,
+		     size_t *len)
+{
+	return map_entries(ctx, id, (size_t)ctx->max_agents * value_size, out, len);
+}
+
 static int map_buckets(struct ag_ctx *ctx)
 {
 	void *p = NULL;
 	int err = map_array(ctx, AG_M_BUCKETS, sizeof(struct ag_bucket), &p, &ctx->mmap_len);
 
 	ctx->buckets = p;
+	return err;
+}
+
+/* The agents' records and the name index (names.c); a new index gets its
+ * key here, under the creator's lock, and its entries if records exist. */
+static int map_names(struct ag_ctx *ctx)
+{
+	void *p = NULL, *q = NULL;
+	int err = map_array(ctx, AG_M_NAMES, sizeof(struct ag_agent_info), &p, &ctx->names_len);
+
+	ctx->names = p;
+	if (!err)
+		err = map_entries(ctx, AG_M_INDEX,
+				  (size_t)AG_INDEX_BLKS(ctx->max_agents) * sizeof(struct ag_index_blk),
+				  &q, &ctx->index_len);
+	ctx->index = q;
+	if (!err && ctx->index_made)
+		err = ag_index_init(ctx);
+	if (!err && ctx->index_fill)
+		err = ag_index_rebuild(ctx);
 	return err;
 }
 
@@ -549,11 +719,14 @@ int ag_open(const struct ag_open_opts *opts, struct ag_ctx **out)
 	}
 	adopt_pinned_sizes(ctx, opts);
 	err = open_maps(ctx, opts->create);
+	if (!err)
+		err = map_buckets(ctx);
+	if (!err)
+		err = map_names(ctx);
 	if (opts->create)
 		flock(ctx->dir_fd, LOCK_UN);
 	if (err)
 		goto cleanup;
-	err = map_buckets(ctx);
 	if (!err)
 		err = map_budgets(ctx);
 	if (!err)
@@ -579,6 +752,10 @@ void ag_close(struct ag_ctx *ctx)
 		return;
 	if (ctx->buckets)
 		munmap(ctx->buckets, ctx->mmap_len);
+	if (ctx->names)
+		munmap(ctx->names, ctx->names_len);
+	if (ctx->index)
+		munmap(ctx->index, ctx->index_len);
 	if (ctx->probes)
 		munmap(ctx->probes, ctx->probes_len);
 	if (ctx->budgets)

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "agentgate/siphash.h"
 #include "rating.h"
 #include "voices.h"
 
@@ -56,46 +57,9 @@ struct agd_voices {
 	bool folding, stale;
 };
 
-/* ---- SipHash-1-3 ------------------------------------------------------------ */
-
-#define ROTL(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND                                                                   \
-	do {                                                                       \
-		v0 += v1; v1 = ROTL(v1, 13); v1 ^= v0; v0 = ROTL(v0, 32);           \
-		v2 += v3; v3 = ROTL(v3, 16); v3 ^= v2;                              \
-		v0 += v3; v3 = ROTL(v3, 21); v3 ^= v0;                              \
-		v2 += v1; v1 = ROTL(v1, 17); v1 ^= v2; v2 = ROTL(v2, 32);           \
-	} while (0)
-
-static __u64 siphash13(__u64 k0, __u64 k1, const unsigned char *p, size_t len)
-{
-	__u64 v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
-	__u64 v2 = 0x6c7967656e657261ULL ^ k0, v3 = 0x7465646279746573ULL ^ k1;
-	__u64 b = (__u64)len << 56, m;
-	size_t i, tail = len & 7;
-
-	for (i = 0; i + 8 <= len; i += 8) {
-		memcpy(&m, p + i, 8);
-		v3 ^= m;
-		SIPROUND;
-		v0 ^= m;
-	}
-	for (m = 0; tail; tail--)
-		m |= (__u64)p[i + tail - 1] << (8 * (tail - 1));
-	b |= m;
-	v3 ^= b;
-	SIPROUND;
-	v0 ^= b;
-	v2 ^= 0xff;
-	SIPROUND;
-	SIPROUND;
-	SIPROUND;
-	return v0 ^ v1 ^ v2 ^ v3;
-}
-
 static __u32 agent_hash(const struct agd_voices *v, const char *name)
 {
-	return (__u32)siphash13(v->k0, v->k1, (const unsigned char *)name, strlen(name));
+	return (__u32)ag_siphash13(v->k0, v->k1, name, strlen(name));
 }
 
 static __u32 voice_hash(const struct agd_voices *v, __u32 agent, const char *user, size_t len)
@@ -104,7 +68,7 @@ static __u32 voice_hash(const struct agd_voices *v, __u32 agent, const char *use
 
 	memcpy(buf, &agent, 4);
 	memcpy(buf + 4, user, len);
-	return (__u32)siphash13(v->k0, v->k1, buf, 4 + len);
+	return (__u32)ag_siphash13(v->k0, v->k1, buf, 4 + len);
 }
 
 /* ---- the tables ---------------------------------------------------------------- */
