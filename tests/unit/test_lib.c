@@ -1388,13 +1388,27 @@ static void test_upgrade_names_hash(void **state)
 	v = list_agents(fx, ctx, &n);
 	check_eq(n, 1);
 	assert_true(agent_listed(v, n, "one"));
-	/* The repair (set by the old pins' journal, or here) frees two's slot. */
+	/* The upgrade set the journal bit: the next change's repair frees
+	 * two's slot. */
 	cfg = fx_map(fx, AG_MAP_CONFIG);
-	set_dirty(cfg, AG_DIRTY_AGENTS);
+	{
+		struct ag_config c;
+		__u32 zero = 0;
+
+		check_ok(bpf_map_lookup_elem(cfg, &zero, &c));
+		check_eq(c.dirty & AG_DIRTY_AGENTS, AG_DIRTY_AGENTS);
+	}
 	set_agent(ctx, "three", 1, 1);
+	check_eq(config(ctx).dirty, 0);
 	check_agent(ctx, "one", one, 3, 7);
 	list_agents(fx, ctx, &n);
 	check_eq(n, 2);
+	{
+		struct ag_agent_info now;
+
+		check_ok(bpf_map_lookup_elem(fx_map(fx, AG_MAP_NAMES), &two, &now));
+		assert_string_not_equal(now.name, "two"); /* freed, maybe "three" now */
+	}
 	{
 		struct bpf_map_info info;
 

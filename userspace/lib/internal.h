@@ -62,6 +62,7 @@ struct ag_ctx {
 	struct ag_index_blk *index; /* mmap of ag_index, likewise */
 	size_t index_len;
 	bool index_made, index_fill; /* ag_open(): a new index to set up, to fill */
+	bool names_torn; /* ag_open(): upgraded records that were never committed */
 	struct ag_probes *probes;  /* mmap of ag_probes; NULL when read-only */
 	size_t probes_len;
 	enum ag_prefix_index prefix_index;

@@ -205,7 +205,8 @@ static void adopt_pinned_sizes(struct ag_ctx *ctx, const struct ag_open_opts *op
  * to create (agentgated, attach) upgrades them in place, under the lock:
  * the records are copied into the array, LIVE where the old index named
  * them (an unindexed record was a creation or deletion a crash cut short:
- * copied as it was, the repair removes it), the new array pinned over the
+ * copied as it was, and the journal bit set, so that the next locker's
+ * repair removes it), the new array pinned over the
  * old hash; then the old index is replaced by a new one built from the
  * records (a crash between the two steps leaves the second to the next
  * open). The datapath never reads either map.
@@ -289,6 +290,8 @@ static int upgrade_names(struct ag_ctx *ctx, int old, const char *path, const st
 		if (bpf_map_lookup_elem(old, &key, &val) || key >= ctx->max_agents)
 			continue;
 		upgrade_record(&val, key, idx, &recs[key]);
+		if (!(recs[key].flags & AG_AGENT_LIVE))
+			ctx->names_torn = true;
 	}
 	munmap(recs, len);
 	snprintf(tmp, sizeof(tmp), "%s_new", path);
@@ -387,6 +390,17 @@ static int open_maps(struct ag_ctx *ctx, bool create)
 	 * built from the records if there are any. */
 	ctx->index_made = created[AG_M_INDEX];
 	ctx->index_fill = created[AG_M_INDEX] && !created[AG_M_NAMES];
+	if (ctx->names_torn) { /* upgraded records that were never committed */
+		struct ag_config cfg;
+
+		err = ag_config_read(ctx, &cfg);
+		if (!err) {
+			cfg.dirty |= AG_DIRTY_AGENTS;
+			err = ag_config_write(ctx, &cfg);
+		}
+		if (err)
+			return err;
+	}
 	/* Pins made before the per-length index existed: its maps start
 	 * empty beside a trie that may hold rules. Their zero plans keep the
 	 * datapath on the trie; the journal has the next locked mutation
