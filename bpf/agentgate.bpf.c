@@ -75,6 +75,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, AG_MAX_RULES_DEFAULT);
 	__type(key, struct ag_host4_key);
 	__type(value, struct ag_rule_val);
@@ -82,6 +83,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, AG_MAX_RULES_DEFAULT);
 	__type(key, struct ag_host6_key);
 	__type(value, struct ag_rule_val);

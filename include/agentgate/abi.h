@@ -44,8 +44,8 @@
 	X(TALLY, ag_tally, AGENTS, "ARRAY, mmapable: slot -> struct ag_tally (counts folded in)")       \
 	X(RULES_V4, ag_rules_v4, RULES, "LPM_TRIE: struct ag_lpm4_key -> struct ag_rule_val")           \
 	X(RULES_V6, ag_rules_v6, RULES, "LPM_TRIE: struct ag_lpm6_key -> struct ag_rule_val")           \
-	X(HOSTS_V4, ag_hosts_v4, RULES, "HASH: /32 rules, struct ag_host4_key -> struct ag_rule_val")   \
-	X(HOSTS_V6, ag_hosts_v6, RULES, "HASH: /128 rules, struct ag_host6_key -> struct ag_rule_val")  \
+	X(HOSTS_V4, ag_hosts_v4, RULES, "HASH, not preallocated: /32 rules, struct ag_host4_key -> struct ag_rule_val") \
+	X(HOSTS_V6, ag_hosts_v6, RULES, "HASH, not preallocated: /128 rules, struct ag_host6_key -> struct ag_rule_val") \
 	X(PREFIXES_V4, ag_prefixes_v4, RULES, "HASH: every ag_rules_v4 rule, the same key")             \
 	X(PREFIXES_V6, ag_prefixes_v6, RULES, "HASH: every ag_rules_v6 rule, the same key")             \
 	X(PROBES, ag_probes, FIXED, "ARRAY[1], mmapable: struct ag_probes")                             \

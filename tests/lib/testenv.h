@@ -19,17 +19,22 @@
 #define BPF_FS_MAGIC 0xcafe4a11
 #endif
 
-static char testenv_root[PATH_MAX];
+#define TESTENV_ROOTS 8
+static char testenv_roots[TESTENV_ROOTS][PATH_MAX];
+static int testenv_nroots;
 
 static int testenv_rm(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	return flag == FTW_DP ? rmdir(path) : unlink(path);
 }
 
+/* Every root this program asked for, not only the last. */
 static inline void testenv_cleanup(void)
 {
-	if (testenv_root[0])
-		nftw(testenv_root, testenv_rm, 16, FTW_DEPTH | FTW_PHYS);
+	int i;
+
+	for (i = 0; i < testenv_nroots; i++)
+		nftw(testenv_roots[i], testenv_rm, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* Returns a fresh pin root "<bpffs>/<tag>-<pid>", removed at exit. */
@@ -37,15 +42,22 @@ static inline const char *testenv_pin_root(const char *tag)
 {
 	const char *base = getenv("AG_TEST_BPFFS");
 	struct statfs sfs;
+	char *root;
 
 	if (!base || statfs(base, &sfs) || sfs.f_type != BPF_FS_MAGIC) {
 		fprintf(stderr, "AG_TEST_BPFFS must name a mounted bpffs (tests/run.sh does this)\n");
 		exit(2);
 	}
-	snprintf(testenv_root, sizeof(testenv_root), "%s/%s-%d", base, tag, (int)getpid());
-	testenv_cleanup();
-	atexit(testenv_cleanup);
-	return testenv_root;
+	if (testenv_nroots == TESTENV_ROOTS) {
+		fprintf(stderr, "testenv: more than %d pin roots\n", TESTENV_ROOTS);
+		exit(2);
+	}
+	root = testenv_roots[testenv_nroots];
+	snprintf(root, PATH_MAX, "%s/%s-%d", base, tag, (int)getpid());
+	nftw(root, testenv_rm, 16, FTW_DEPTH | FTW_PHYS);
+	if (!testenv_nroots++)
+		atexit(testenv_cleanup);
+	return root;
 }
 
 #endif

@@ -953,6 +953,53 @@ static void test_rule_map_full(void **state)
 	check_counts(ctx, counts);
 }
 
+/* Host maps fill up like the others (not preallocated, the count still
+ * bounds them); host maps pinned preallocated by an older version are
+ * used as they are. */
+static void test_host_maps_prealloc_or_not(void **state)
+{
+	struct fx *fx = *state;
+	struct ag_ctx *ctx = fx_open(fx, fx_root(fx, "hosts_prealloc"), true, false, 8, 4);
+	struct ag_rule h[5], *v;
+	struct bpf_map_info info;
+	char text[32], path[PATH_MAX + 64];
+	size_t n;
+	int i, old;
+
+	set_agent(ctx, "a", 10, 10);
+	for (i = 0; i < 5; i++) {
+		snprintf(text, sizeof(text), "10.0.0.%d", i + 1);
+		h[i] = prefix(text, 0);
+	}
+	for (i = 0; i < 4; i++)
+		check_ok(ag_rule_add(ctx, &h[i], "a"));
+	check_eq(ag_rule_add(ctx, &h[4], "a"), -ENOSPC);
+	check_msg(AG_MAP_HOSTS_V4);
+	map_info_of(fx_map(fx, AG_MAP_HOSTS_V4), &info);
+	check_eq(info.map_flags & BPF_F_NO_PREALLOC, BPF_F_NO_PREALLOC);
+	fx_close(fx, ctx);
+
+	/* The older layout: ag_hosts_v6 preallocated, same key and value. */
+	old = fx_fd(fx, bpf_map_create(BPF_MAP_TYPE_HASH, AG_MAP_HOSTS_V6,
+				       sizeof(struct ag_host6_key), sizeof(struct ag_rule_val), 4,
+				       NULL));
+	assert_true(old >= 0);
+	snprintf(path, sizeof(path), "%s/%s", fx->root, AG_MAP_HOSTS_V6);
+	check_ok(unlink(path));
+	check_ok(bpf_obj_pin(old, path));
+	ctx = fx_open(fx, fx->root, true, false, 0, 0);
+	{
+		struct ag_rule r6 = prefix("2001:db8::7", 443);
+
+		check_ok(ag_rule_add(ctx, &r6, "a"));
+		v = list_rules(fx, ctx, &n);
+		check_eq(n, 5);
+		assert_true(rule_index(v, n, &r6) >= 0);
+	}
+	map_info_of(fx_map(fx, AG_MAP_HOSTS_V6), &info);
+	check_eq(info.map_flags & BPF_F_NO_PREALLOC, 0); /* left as it was */
+}
+
 /* ---- 12. bucket operations through the mmap --------------------------- */
 
 static void test_bucket_ops(void **state)
@@ -2357,6 +2404,7 @@ int main(void)
 		T(test_prefix_port_parse),
 		T(test_rules),
 		T(test_rule_map_full),
+		T(test_host_maps_prealloc_or_not),
 		T(test_bucket_ops),
 		T(test_repair_half_created),
 		T(test_repair_stale_index),

@@ -141,7 +141,12 @@ static int check_layout(enum ag_map_id id, const char *path, int fd, const struc
 		what = "key size", got = info.key_size, exp = want->key_size;
 	else if (info.value_size != want->value_size)
 		what = "value size", got = info.value_size, exp = want->value_size;
-	else if (info.map_flags != want->flags)
+	/* Host maps pinned by a version that preallocated them: used as
+	 * they are (the program does not care), paying for every rule up
+	 * front until the pin root is made again. */
+	else if (info.map_flags != want->flags &&
+		 !((id == AG_M_HOSTS_V4 || id == AG_M_HOSTS_V6) &&
+		   (info.map_flags ^ want->flags) == BPF_F_NO_PREALLOC))
 		what = "flags", got = info.map_flags, exp = want->flags;
 	/* ag_stats pinned by a version that counted fewer reasons: read as
 	 * it is, grown when a program is loaded on it (ag_grow_stats). */
