@@ -476,7 +476,8 @@ static __always_inline __u64 pkt_cost(struct ag_pkt *pk, __u32 unit, __u64 inter
  * per packet (the difference was below 1 ns in bench/xdp_cost); costs
  * between the two merely read the coarse clock in vain.
  */
-static __always_inline enum ag_verdict charge(__u32 slot, struct ag_pkt *pk, __u64 slack_ns)
+static __always_inline enum ag_verdict charge(__u32 slot, struct ag_pkt *pk, __u64 slack_ns,
+					       __u32 *gen)
 {
 	struct ag_bucket *b = bpf_map_lookup_elem(&ag_buckets, &slot);
 	__u64 now_ns = 0, w;
@@ -484,6 +485,10 @@ static __always_inline enum ag_verdict charge(__u32 slot, struct ag_pkt *pk, __u
 
 	if (!b)
 		return AG_V_NO_BUCKET;
+	/* The slot's generation, for the counters (tally_of): read with tat,
+	 * from the line this judgement loads anyway, rather than again after
+	 * the swap, when another CPU may have taken the line. */
+	*gen = *(volatile __u32 *)&b->gen;
 	if (!slack_ns)
 		now_ns = bpf_ktime_get_ns();
 
@@ -568,10 +573,14 @@ struct ag_level {
 	__u64 qword;        /* quota: the word our swap wrote; 0: none */
 	__u64 qtokens;      /* what it counted */
 	__u32 slot;
-	__u32 unit;         /* the unit the bucket judged in, the quota's too */
-	__u32 verdict;      /* enum ag_verdict of the last judgement */
-	__u32 has_quota;    /* its quota word was set when the path was read */
+	__u32 gen;          /* the bucket's generation, read with tat (tally_of) */
+	__u8 unit;          /* the unit the bucket judged in, the quota's too */
+	__u8 verdict;       /* enum ag_verdict of the last judgement */
+	__u8 has_quota;     /* its quota word was set when the path was read */
+	__u8 pad[5];
 };
+/* Four of these live on the stack of a path (AG_PATH_MAX): keep it small. */
+_Static_assert(sizeof(struct ag_level) == 48, "ag_level size");
 
 /* A bucket's rate at now_ns; commit: admit by swap (else look only). */
 static __always_inline enum ag_verdict judge_bucket(struct ag_level *l, struct ag_pkt *pk,
@@ -584,6 +593,7 @@ static __always_inline enum ag_verdict judge_bucket(struct ag_level *l, struct a
 	l->word = 0;
 	if (!b)
 		return AG_V_NO_BUCKET;
+	l->gen = *(volatile __u32 *)&b->gen;
 	w = *(volatile __u64 *)&b->tat;
 	for (i = 0; i < AG_CAS_TRIES; i++) {
 		__u32 sel = w >> 63;
@@ -631,6 +641,7 @@ static __always_inline enum ag_verdict look_bucket(struct ag_level *l, struct ag
 	l->word = 0;
 	if (!b)
 		return AG_V_NO_BUCKET;
+	l->gen = *(volatile __u32 *)&b->gen;
 	w = *(volatile __u64 *)&b->tat;
 	sel = w >> 63;
 	p = &b->set[sel];
@@ -787,16 +798,22 @@ static __always_inline void tally_fold(struct ag_tally_ent *t)
  * holds, or, when it holds another slot's, that one's counts moved out to
  * ag_tally first. Readers see seq odd while they move. NULL: no bucket.
  */
-static __always_inline struct ag_tally_ent *tally_of(__u32 slot)
+/* The slot's bucket generation read when it was judged (the caller's), or
+ * read here for a packet no bucket judged. */
+static __always_inline __u32 slot_gen(__u32 slot)
+{
+	struct ag_bucket *b = bpf_map_lookup_elem(&ag_buckets, &slot);
+
+	return b ? *(volatile __u32 *)&b->gen : 0;
+}
+
+static __always_inline struct ag_tally_ent *tally_of(__u32 slot, __u32 gen)
 {
 	__u32 k = slot & (AG_TALLY_CACHE - 1);
 	struct ag_tally_ent *t = bpf_map_lookup_elem(&ag_tally_cache, &k);
-	struct ag_bucket *b = bpf_map_lookup_elem(&ag_buckets, &slot);
-	__u32 gen;
 
-	if (!t || !b)
+	if (!t)
 		return NULL;
-	gen = *(volatile __u32 *)&b->gen;
 	if (t->slot1 == slot + 1 && t->gen == gen)
 		return t;
 	*(volatile __u32 *)&t->seq = t->seq + 1;
@@ -812,9 +829,9 @@ static __always_inline struct ag_tally_ent *tally_of(__u32 slot)
 	return t;
 }
 
-static __always_inline void count_pass(__u32 slot, __u64 len)
+static __always_inline void count_pass(__u32 slot, __u32 gen, __u64 len)
 {
-	struct ag_tally_ent *t = tally_of(slot);
+	struct ag_tally_ent *t = tally_of(slot, gen);
 
 	if (t) {
 		t->c.passed_packets++;
@@ -840,10 +857,10 @@ static __always_inline int deny(const struct ag_config *cfg, struct ag_counters 
 
 /* A refusal counted at a bucket: by a parent above it, by its quota, or
  * (neither) by its rate. */
-static __always_inline int deny_at(const struct ag_config *cfg, __u32 slot, __u64 len,
-				   int by_parent, int by_quota)
+static __always_inline int deny_at(const struct ag_config *cfg, __u32 slot, __u32 gen,
+				   __u64 len, int by_parent, int by_quota)
 {
-	struct ag_tally_ent *t = tally_of(slot);
+	struct ag_tally_ent *t = tally_of(slot, gen);
 
 	if (!t)
 		return refuse(cfg);
@@ -967,7 +984,7 @@ static __always_inline int enforce_path(const struct ag_config *cfg, struct ag_p
 	if (r < 0) {
 		for (i = 0; i < AG_PATH_MAX; i++)
 			if (i < (int)p.n)
-				count_pass(p.lv[i].slot, pk->len);
+				count_pass(p.lv[i].slot, p.lv[i].gen, pk->len);
 		return XDP_PASS;
 	}
 	/* The level that refused (r < AG_PATH_MAX: tells the verifier). */
@@ -981,8 +998,8 @@ static __always_inline int enforce_path(const struct ag_config *cfg, struct ag_p
 		stat_inc(AG_STAT_QUOTA_DROPPED);
 	for (i = 0; i < AG_PATH_MAX; i++)
 		if (i < r)
-			deny_at(cfg, p.lv[i].slot, pk->len, 1, 0);
-	return deny_at(cfg, p.lv[r].slot, pk->len, 0, why == 2);
+			deny_at(cfg, p.lv[i].slot, p.lv[i].gen, pk->len, 1, 0);
+	return deny_at(cfg, p.lv[r].slot, p.lv[r].gen, pk->len, 0, why == 2);
 }
 
 static __always_inline int enforce(const struct ag_config *cfg, __u32 slot, struct ag_pkt *pk)
@@ -993,15 +1010,16 @@ static __always_inline int enforce(const struct ag_config *cfg, __u32 slot, stru
 	struct ag_tally_ent *t;
 	struct ag_counters *c;
 	enum ag_verdict v;
+	__u32 gen = 0;
 
 	if (up | quota_conf)
 		return enforce_path(cfg, pk, slot, up, quota_conf);
-	v = charge(slot, pk, cfg->coarse_slack_ns);
+	v = charge(slot, pk, cfg->coarse_slack_ns, &gen);
 	if (v == AG_V_NO_BUCKET) {
 		stat_inc(AG_STAT_NO_BUCKET);
 		return XDP_PASS;
 	}
-	t = tally_of(slot);
+	t = tally_of(slot, gen);
 	if (!t)
 		return XDP_PASS;
 	c = &t->c;
@@ -1063,7 +1081,7 @@ static __always_inline int port_unknown(const struct ag_config *cfg, int family,
  * kernel's reassembly memory. */
 static __always_inline int after_drop(const struct ag_config *cfg, __u32 slot, __u64 len)
 {
-	struct ag_tally_ent *t = tally_of(slot);
+	struct ag_tally_ent *t = tally_of(slot, slot_gen(slot));
 
 	stat_inc(AG_STAT_FRAGMENT_AFTER_DROP);
 	if (!t)
