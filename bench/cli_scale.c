@@ -15,6 +15,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <stdbool.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -56,6 +57,17 @@ struct mem {
 	long long total;  /* memlock */
 	long long percpu; /* of it, the per-CPU values */
 };
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	return flag == FTW_DP ? rmdir(path) : unlink(path);
+}
+
+/* The private pin root, gone: an existing one would be measured as it is. */
+static void remove_root(const char *root)
+{
+	nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
 
 static double now_s(void)
 {
@@ -236,8 +248,11 @@ int main(int argc, char **argv)
 	}
 	snprintf(root, sizeof(root), "%s/scale", o.bpffs);
 	snprintf(names, sizeof(names), "%s/%s", root, AG_MAP_NAMES);
-	if (create_agents(root, o.agents, !o.no_rules, &setup))
+	remove_root(root);
+	if (create_agents(root, o.agents, !o.no_rules, &setup)) {
+		remove_root(root);
 		return 1;
+	}
 	for (i = 0; i < (int)N_MAPS; i++) {
 		mem[i].percpu = 0;
 		mem[i].total = maps[i].sizing == SZ_FIXED ? 0 :
@@ -256,12 +271,15 @@ int main(int argc, char **argv)
 		char *dump[] = { "bpftool", "-j", "map", "dump", "pinned", names, NULL };
 
 		fd = mkstemp(out);
-		if (fd < 0)
+		if (fd < 0) {
+			remove_root(root);
 			return 1;
+		}
 		close(fd);
 		if (timed_run(json_list, out) < 0) {
 			fprintf(stderr, "cli_scale: %s agent list failed\n", o.cli);
 			unlink(out);
+			remove_root(root);
 			return 1;
 		}
 		listed = count_agents(out);
@@ -323,5 +341,6 @@ int main(int argc, char **argv)
 			fclose(f);
 		}
 	}
+	remove_root(root);
 	return listed == (long)o.agents ? 0 : 1;
 }
