@@ -1306,6 +1306,21 @@ static void test_index_stuck_writer(void **state)
 	check_agent(ctx, "one", one, 1, 1);
 	check_agent(ctx, "two", two, 2, 2);
 	check_eq(read_index(fx, index).hdr.seq % 2, 0);
+
+	/* A damaged header (a size that is not the index's): readers scan
+	 * the records, the next writer builds the index again. */
+	check_ok(bpf_map_lookup_elem(index, &zero, &blk));
+	memcpy(&hdr, &blk, sizeof(hdr));
+	hdr.cells = 3;
+	memcpy(&blk, &hdr, sizeof(hdr));
+	check_ok(bpf_map_update_elem(index, &zero, &blk, BPF_ANY));
+	check_agent(ctx, "one", one, 1, 1);
+	check_eq(ag_agent_get(ctx, "nobody", &a), -ENOENT);
+	set_agent(ctx, "three", 3, 3);
+	check_eq(read_index(fx, index).hdr.cells, AG_INDEX_CELLS(8));
+	check_eq(read_index(fx, index).hdr.used, 3);
+	check_agent(ctx, "one", one, 1, 1);
+	check_agent(ctx, "two", two, 2, 2);
 }
 
 struct churn_arg {

@@ -192,11 +192,10 @@ static int index_view(struct ag_ctx *ctx, struct index_view *v)
 		v->k1 = h.key[1];
 		v->cells = h.cells;
 	}
+	/* A damaged header: readers scan the records, the next writer
+	 * builds the index again. */
 	if (v->cells != AG_INDEX_CELLS(ctx->max_agents))
-		return ag_err(EUCLEAN, "%s/%s: its header says %u cells, %u agents need %u (a "
-				       "damaged index: the next change rebuilds it)",
-			      ctx->pin_root, AG_MAP_INDEX, v->cells, ctx->max_agents,
-			      AG_INDEX_CELLS(ctx->max_agents));
+		return -EUCLEAN;
 	return 0;
 }
 
@@ -294,6 +293,8 @@ int ag_index_lookup(struct ag_ctx *ctx, const char *name, struct ag_agent_info *
 	memcpy(key, name, strnlen(name, AG_NAME_MAX));
 	for (;;) {
 		err = index_view(ctx, &v);
+		if (err == -EUCLEAN)
+			return scan_names(ctx, key, info);
 		if (err)
 			return err;
 		if (v.seq & 1) {
@@ -306,6 +307,8 @@ int ag_index_lookup(struct ag_ctx *ctx, const char *name, struct ag_agent_info *
 			return err;
 		/* A miss counts only if no writer moved entries meanwhile. */
 		err = index_view(ctx, &again);
+		if (err == -EUCLEAN)
+			return scan_names(ctx, key, info);
 		if (err)
 			return err;
 		if (again.seq == v.seq)
@@ -315,9 +318,19 @@ int ag_index_lookup(struct ag_ctx *ctx, const char *name, struct ag_agent_info *
 
 static int index_writable(struct ag_ctx *ctx, struct index_view *v)
 {
+	int err;
+
 	if (!ctx->index)
 		return ag_err(EPERM, "cannot write %s: not mapped for writing", AG_MAP_INDEX);
-	return index_view(ctx, v);
+	err = index_view(ctx, v);
+	if (err == -EUCLEAN) { /* a damaged header: the index again */
+		ag_warn("%s/%s: a damaged header; building the index again", ctx->pin_root,
+			AG_MAP_INDEX);
+		err = ag_index_rebuild(ctx);
+		if (!err)
+			err = index_view(ctx, v);
+	}
+	return err;
 }
 
 /* The free cell for a new entry of h: the first empty or removed one. */
@@ -402,9 +415,12 @@ int ag_index_rebuild(struct ag_ctx *ctx)
 	struct ag_agent_info info;
 	struct index_view v;
 	__u32 slot, seq, used = 0;
-	int err = index_writable(ctx, &v);
+	int err;
 
-	if (err == -EUCLEAN && ctx->index) { /* a damaged header: made anew */
+	if (!ctx->index)
+		return ag_err(EPERM, "cannot write %s: not mapped for writing", AG_MAP_INDEX);
+	err = index_view(ctx, &v);
+	if (err == -EUCLEAN) { /* a damaged header: its size made right */
 		index_hdr(ctx)->cells = AG_INDEX_CELLS(ctx->max_agents);
 		err = index_view(ctx, &v);
 	}
