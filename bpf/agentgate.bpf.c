@@ -919,13 +919,29 @@ struct ag_path {
 };
 
 /* Round one over the path: -1 when every level admits, else the first
- * that refuses << 2 | why (judge_level). A global function. */
+ * that refuses << 2 | why (judge_level). A global function. The agent's
+ * own rate is judged first in round two, before anything is taken, so
+ * without a quota (whose refusal after a taken rate would need a refund)
+ * it is looked at here only when a level above refuses: then the path is
+ * looked at again from the agent, for the first level that refuses. */
 __noinline int ag_look_path(struct ag_path *p)
 {
-	int i, why;
+	int i, why, from;
 
 	if (!p)
 		return 1; /* not reached: refused at the agent */
+	from = p->lv[0].has_quota ? 0 : 1;
+	for (i = from; i < AG_PATH_MAX; i++) {
+		if (i >= (int)p->n)
+			return -1;
+		why = judge_level(&p->lv[i], &p->in, 0);
+		if (why && !from)
+			return (i << 2) | why;
+		if (why)
+			break;
+	}
+	if (i >= AG_PATH_MAX)
+		return -1;
 	for (i = 0; i < AG_PATH_MAX; i++) {
 		if (i >= (int)p->n)
 			break;
