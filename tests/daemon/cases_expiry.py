@@ -314,7 +314,15 @@ def t_expiry_restart(env, xdp_lab):
     for a, prefix in (("rs-busy", "10.89.1.0/24"), ("rs-quiet", "10.89.2.0/24")):
         expect(d.api.post("/v1/ratings", {"agent": a, "score": 3}), 200)
         expect(d.api.post("/v1/rules", {"prefix": prefix, "agent": a}), 201)
-    time.sleep(1.5)  # both idle: the sweeps store their idle spells
+    # Both idle: the sweep that first finds an agent idle stores its spell;
+    # the first sweep after a creation only takes the agent's snapshot. A
+    # fixed sleep of two sweep periods raced them on a loaded machine: wait
+    # for three sweeps (every 750 ms with this TTL) instead.
+    sweeps = metric(d, "agentgate_agent_sweeps_total")
+    t0 = time.monotonic()
+    while metric(d, "agentgate_agent_sweeps_total") < sweeps + 3:
+        check(time.monotonic() - t0 < 10, "fewer than 3 sweeps in 10 s")
+        time.sleep(0.1)
     d.stop()
     # The program stays attached and counts rs-busy's traffic for 4 s (> TTL).
     send_frames(lab.ns, lab.b, 1, "10.89.1.1", peer_if=lab.a, every=0.1, duration=4)
