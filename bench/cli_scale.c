@@ -15,7 +15,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdbool.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -32,6 +31,7 @@
 #include <bpf/libbpf.h>
 
 #include "agentgate.h"
+#include "rmtree.h"
 
 struct opts {
 	const char *bpffs, *cli, *json;
@@ -57,17 +57,6 @@ struct mem {
 	long long total;  /* memlock */
 	long long percpu; /* of it, the per-CPU values */
 };
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-/* The private pin root, gone: an existing one would be measured as it is. */
-static void remove_root(const char *root)
-{
-	nftw(root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 static double now_s(void)
 {
@@ -248,9 +237,9 @@ int main(int argc, char **argv)
 	}
 	snprintf(root, sizeof(root), "%s/scale", o.bpffs);
 	snprintf(names, sizeof(names), "%s/%s", root, AG_MAP_NAMES);
-	remove_root(root);
+	bench_rm_tree(root); /* a leftover root would be measured as it is */
 	if (create_agents(root, o.agents, !o.no_rules, &setup)) {
-		remove_root(root);
+		bench_rm_tree(root);
 		return 1;
 	}
 	for (i = 0; i < (int)N_MAPS; i++) {
@@ -272,14 +261,14 @@ int main(int argc, char **argv)
 
 		fd = mkstemp(out);
 		if (fd < 0) {
-			remove_root(root);
+			bench_rm_tree(root);
 			return 1;
 		}
 		close(fd);
 		if (timed_run(json_list, out) < 0) {
 			fprintf(stderr, "cli_scale: %s agent list failed\n", o.cli);
 			unlink(out);
-			remove_root(root);
+			bench_rm_tree(root);
 			return 1;
 		}
 		listed = count_agents(out);
@@ -341,6 +330,6 @@ int main(int argc, char **argv)
 			fclose(f);
 		}
 	}
-	remove_root(root);
+	bench_rm_tree(root);
 	return listed == (long)o.agents ? 0 : 1;
 }

@@ -51,11 +51,11 @@
  * removes it afterwards. Every pin root made here is removed on the way out.
  */
 #include <errno.h>
-#include <ftw.h>
 #include <getopt.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +72,7 @@
 #include "agentgate.h"
 #include "empty.skel.h"
 #include "../tests/lib/pkt.h"
+#include "rmtree.h"
 
 #ifndef BPF_FS_MAGIC
 #define BPF_FS_MAGIC 0xcafe4a11
@@ -278,19 +279,6 @@ static double median(double *v, int n)
 {
 	qsort(v, n, sizeof(*v), cmp_double);
 	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	return flag == FTW_DP ? rmdir(path) : unlink(path);
-}
-
-static void remove_tree(const char *path)
-{
-	struct stat st;
-
-	if (path[0] && !stat(path, &st))
-		nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* ---- raw-instruction probe programs (--breakdown) ----------------------- */
@@ -676,7 +664,7 @@ static int run_setup(struct run *r)
 
 	snprintf(r->root, sizeof(r->root), "%s/xdp-cost-%s-%u-%d", opt.bpffs,
 		 shapes[r->shape].name, r->agents, (int)getpid());
-	remove_tree(r->root);
+	bench_rm_tree(r->root);
 	r->max_agents = roundup_pow2(r->agents + 3); /* and the par variants' parents */
 	r->max_rules = roundup_pow2(r->agents);
 	o.pin_root = r->root;
@@ -719,7 +707,7 @@ static void run_teardown(struct run *r)
 	ag_close(r->ctx);
 	r->prog = NULL;
 	r->ctx = NULL;
-	remove_tree(r->root);
+	bench_rm_tree(r->root);
 }
 
 /* ---- measurement --------------------------------------------------------- */
@@ -755,7 +743,7 @@ struct flood_arg {
 	int cpu, fd, err;
 	const struct pkt *p;
 	__u32 repeat, retval, ns;
-	pthread_barrier_t *start;
+	_Atomic int *go; /* 1: run, -1: give up (not every thread started) */
 };
 
 static void *flood_thread(void *arg)
@@ -764,11 +752,15 @@ static void *flood_thread(void *arg)
 	LIBBPF_OPTS(bpf_test_run_opts, o, .data_in = a->p->b, .data_size_in = (__u32)a->p->len,
 		    .repeat = a->repeat);
 	cpu_set_t set;
+	int go;
 
 	CPU_ZERO(&set);
 	CPU_SET(a->cpu, &set);
 	a->err = pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
-	pthread_barrier_wait(a->start);
+	while (!(go = atomic_load(a->go)))
+		sched_yield();
+	if (go < 0)
+		return NULL;
 	if (!a->err && bpf_prog_test_run_opts(a->fd, &o))
 		a->err = errno;
 	a->retval = o.retval;
@@ -786,44 +778,40 @@ static int flood_cpus(void)
 /* The mean of the CPUs' ns per repetition; every CPU's verdict the same. */
 static int test_run_all(int fd, const struct pkt *p, __u32 repeat, struct sample *s)
 {
-	int n = flood_cpus(), i, started = 0, err = 0;
+	int n = flood_cpus(), i, started, err = 0;
 	struct flood_arg a[256];
 	pthread_t t[256];
-	pthread_barrier_t start;
-	__u64 t0 = ag_now_ns(), sum = 0;
+	_Atomic int go = 0;
+	__u64 t0, sum = 0;
 
-	pthread_barrier_init(&start, NULL, (unsigned int)n);
-	for (i = 0; i < n; i++) {
-		a[i] = (struct flood_arg){ .cpu = i, .fd = fd, .p = p, .repeat = repeat,
-					   .start = &start };
-		if (pthread_create(&t[i], NULL, flood_thread, &a[i]))
+	for (started = 0; started < n; started++) {
+		a[started] = (struct flood_arg){ .cpu = started, .fd = fd, .p = p,
+						 .repeat = repeat, .go = &go };
+		if (pthread_create(&t[started], NULL, flood_thread, &a[started]))
 			break;
-		started++;
 	}
-	if (started < n) { /* the barrier waits for n: fill it, then report */
+	t0 = ag_now_ns();
+	atomic_store(&go, started == n ? 1 : -1);
+	if (started < n) {
 		fprintf(stderr, "xdp_cost: cannot start a thread per CPU\n");
-		for (; started < n; started++)
-			pthread_barrier_wait(&start);
 		err = -EAGAIN;
-		n = i;
 	}
-	for (i = 0; i < n; i++) {
+	for (i = 0; i < started; i++)
 		pthread_join(t[i], NULL);
-		if (a[i].err && !err) {
+	for (i = 0; i < started && !err; i++) {
+		if (a[i].err) {
 			fprintf(stderr, "xdp_cost: CPU %d: %s\n", a[i].cpu, strerror(a[i].err));
 			err = -a[i].err;
-		}
-		if (a[i].retval != a[0].retval && !err) {
+		} else if (a[i].retval != a[0].retval) {
 			fprintf(stderr, "xdp_cost: CPU %d returned %u, CPU 0 %u\n", a[i].cpu,
 				a[i].retval, a[0].retval);
 			err = -EPROTO;
 		}
 		sum += a[i].ns;
 	}
-	pthread_barrier_destroy(&start);
 	s->wall_ns = (double)(ag_now_ns() - t0) / repeat;
 	s->retval = a[0].retval;
-	s->ns = n ? (__u32)((sum + n / 2) / n) : 0;
+	s->ns = (__u32)((sum + n / 2) / n);
 	return err;
 }
 

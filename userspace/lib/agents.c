@@ -14,11 +14,11 @@
  * bucket's parameters in line with its record.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include <bpf/bpf.h>
 
 #include "internal.h"
 

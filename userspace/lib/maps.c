@@ -204,6 +204,23 @@ static void adopt_pinned_sizes(struct ag_ctx *ctx, const struct ag_open_opts *op
 	}
 }
 
+/* fd pinned at path in place of what is there: pinned beside it, then
+ * renamed over it (readers opening path find the old map or the new). */
+static int pin_over(int fd, const char *path, const char *what)
+{
+	char tmp[PATH_MAX + 16];
+
+	snprintf(tmp, sizeof(tmp), "%s_new", path);
+	unlink(tmp);
+	if (bpf_obj_pin(fd, tmp) || rename(tmp, path)) {
+		int err = errno;
+
+		unlink(tmp);
+		return ag_err(err, "cannot pin the %s %s: %s", what, path, strerror(err));
+	}
+	return 0;
+}
+
 /*
  * ag_names and ag_index as versions before the name index pinned them:
  * hashes (slot -> record with 32-bit unit and flags; name -> slot). Opening
@@ -270,7 +287,6 @@ static int upgrade_names(struct ag_ctx *ctx, int old, const char *path, const st
 {
 	struct ag_agent_info_v1 val;
 	struct ag_agent_info *recs;
-	char tmp[PATH_MAX + 16];
 	size_t len = (size_t)ctx->max_agents * sizeof(*recs);
 	__u32 key, next;
 	int fd, idx = old_index_fd(ctx), err = 0;
@@ -299,13 +315,9 @@ static int upgrade_names(struct ag_ctx *ctx, int old, const char *path, const st
 			ctx->names_torn = true;
 	}
 	munmap(recs, len);
-	snprintf(tmp, sizeof(tmp), "%s_new", path);
-	unlink(tmp);
-	if (bpf_obj_pin(fd, tmp) || rename(tmp, path)) {
-		err = ag_err(errno, "cannot pin the upgraded %s: %s", path, strerror(errno));
-		unlink(tmp);
+	err = pin_over(fd, path, "upgraded");
+	if (err)
 		goto out;
-	}
 	ag_warn("%s upgraded in place to the array of records (the name index follows)", path);
 out:
 	if (idx >= 0)
@@ -454,7 +466,7 @@ static int copy_percpu(struct ag_ctx *ctx, int from, int to, __u32 n, size_t val
 int ag_grow_stats(struct ag_ctx *ctx, __u32 entries)
 {
 	LIBBPF_OPTS(bpf_map_create_opts, o);
-	char path[PATH_MAX], tmp[PATH_MAX + 16];
+	char path[PATH_MAX];
 	struct bpf_map_info info;
 	int fd = -1, grown = -1, err;
 
@@ -488,13 +500,9 @@ int ag_grow_stats(struct ag_ctx *ctx, __u32 entries)
 	err = copy_percpu(ctx, fd, grown, info.max_entries, info.value_size);
 	if (err)
 		goto out;
-	snprintf(tmp, sizeof(tmp), "%s_grown", path);
-	unlink(tmp);
-	if (bpf_obj_pin(grown, tmp) || rename(tmp, path)) {
-		err = ag_err(errno, "cannot pin the larger %s: %s", path, strerror(errno));
-		unlink(tmp);
+	err = pin_over(grown, path, "larger");
+	if (err)
 		goto out;
-	}
 swap:
 	close(ctx->fds[AG_M_STATS]);
 	ctx->fds[AG_M_STATS] = grown;

@@ -856,6 +856,18 @@ int budget_store_kept(struct agd_engine *e, MDB_txn *txn, const char *name)
 
 /* ---- the fleet's demand sharing ----------------------------------------------------- */
 
+/* Room for a view of every budget, e->lock taken (NULL: none, not taken). */
+static void *views_begin(struct agd_engine *e, size_t size)
+{
+	void *v;
+
+	pthread_mutex_lock(&e->lock);
+	v = calloc(e->n_budgets ? e->n_budgets : 1, size);
+	if (!v)
+		pthread_mutex_unlock(&e->lock);
+	return v;
+}
+
 int agd_engine_parent_views(struct agd_engine *e, struct agd_parent_view **out, size_t *n)
 {
 	struct agd_parent_view *v;
@@ -864,12 +876,9 @@ int agd_engine_parent_views(struct agd_engine *e, struct agd_parent_view **out, 
 
 	*out = NULL;
 	*n = 0;
-	pthread_mutex_lock(&e->lock);
-	v = calloc(e->n_budgets ? e->n_budgets : 1, sizeof(*v));
-	if (!v) {
-		pthread_mutex_unlock(&e->lock);
+	v = views_begin(e, sizeof(*v));
+	if (!v)
 		return -ENOMEM;
-	}
 	BUDGETS_FOREACH(e, i, b) {
 		if (b->rec.kind != AGD_BUDGET_PARENT || budget_slot(e, b) == SLOT_UNKNOWN)
 			continue;
@@ -941,12 +950,9 @@ int agd_engine_quota_views(struct agd_engine *e, struct agd_quota_view **out, si
 
 	*out = NULL;
 	*n = 0;
-	pthread_mutex_lock(&e->lock);
-	v = calloc(e->n_budgets ? e->n_budgets : 1, sizeof(*v));
-	if (!v) {
-		pthread_mutex_unlock(&e->lock);
+	v = views_begin(e, sizeof(*v));
+	if (!v)
 		return -ENOMEM;
-	}
 	BUDGETS_FOREACH(e, i, b) {
 		struct ag_quota_status q;
 		__u32 slot;
