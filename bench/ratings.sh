@@ -3,7 +3,7 @@
 #
 # Rating ingest benchmark (see docs/BENCHMARKS.md): ratings per second from
 # NDJSON and HTTP into the buckets, and rating -> bucket latency.
-# Usage: bench/ratings.sh BUILD_DIR [--ratings N] [--seconds S]
+# Usage: bench/ratings.sh BUILD_DIR [--ratings N] [--seconds S] [--parts "ndjson http latency"]
 #
 # Each figure comes with a baseline measured in the same run:
 #   NDJSON      agentgated --ingest-socket, N ratings: without ids, with ids,
@@ -29,7 +29,7 @@ set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 usage() {
-	echo "usage: bench/ratings.sh BUILD_DIR [--ratings N] [--seconds S]" >&2
+	echo "usage: bench/ratings.sh BUILD_DIR [--ratings N] [--seconds S] [--parts \"ndjson http latency\"]" >&2
 	exit 2
 }
 [ $# -ge 1 ] || usage
@@ -37,8 +37,10 @@ build=$1
 shift
 ratings=1000000
 seconds=5
+parts="ndjson http latency"
 while [ $# -gt 0 ]; do
 	case $1 in
+	--parts) parts=$2; shift 2 ;;
 	--ratings) ratings=$2; shift 2 ;;
 	--seconds) seconds=$2; shift 2 ;;
 	*) usage ;;
@@ -150,8 +152,10 @@ wrk_pct() { awk -v p="$1" '$1 == p {print $2}'; }
 echo "# rating ingest, $(date -u +%Y-%m-%dT%H:%MZ), nproc $(nproc), kernel $(uname -r)"
 echo "# command: bench/ratings.sh $build --ratings $ratings --seconds $seconds"
 
+part() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
+
 # ---- NDJSON over the ingest socket ---------------------------------------
-for kind in plain ids users; do
+part ndjson && for kind in plain ids users; do
 	read -r n t < <("$build/bench/rating_parse" "$work/$kind.ndjson")
 	base=$(rate "$n" "$t")
 	start_daemon --ingest-socket "$work/ingest.sock"
@@ -165,7 +169,9 @@ done
 
 # ---- HTTP with keep-alive ---------------------------------------------------
 ulimit -n 4096 2>/dev/null || true # 512 client connections
+part http || part latency || exit 0
 start_daemon
+if part http; then
 base=$(wrk -t1 -c64 -d"${seconds}s" "$url/healthz" | wrk_rps)
 single=$(wrk -t1 -c64 -d"${seconds}s" -s "$work/single.lua" "$url/v1/ratings" | wrk_rps)
 batch=$(wrk -t1 -c8 -d"${seconds}s" -s "$work/batch.lua" "$url/v1/ratings" | wrk_rps)
@@ -175,10 +181,13 @@ echo "http_single: ${single%.*} ratings/s (64 connections); GET /healthz baselin
 many=$(wrk -t2 -c512 -d"${seconds}s" -s "$work/single.lua" "$url/v1/ratings" | wrk_rps)
 echo "http_single_512: ${many%.*} ratings/s (512 connections); goal >= 100000/s"
 echo "http_batch: $(rate "$(python3 -c "print($batch*1000)")" 1) ratings/s (${batch%.*} batches of 1000/s, 8 connections); goal >= 500000/s"
+fi
 
 # ---- rating -> bucket latency --------------------------------------------------
+if part latency; then
 lat=$(wrk -t1 -c1 -d"${seconds}s" --latency -s "$work/single.lua" "$url/v1/ratings")
 hlat=$(wrk -t1 -c1 -d"${seconds}s" --latency "$url/healthz")
 echo "latency_single: p50 $(echo "$lat" | wrk_pct 50%) p99 $(echo "$lat" | wrk_pct 99%) (rating acknowledged after its rate is in the bucket); GET /healthz p50 $(echo "$hlat" | wrk_pct 50%) p99 $(echo "$hlat" | wrk_pct 99%); goal p99 <= 1ms"
 curl -s "$url/metrics" | awk '/^agentgate_rating_apply_seconds_(sum|count)/ {v[$1]=$2} END {if (v["agentgate_rating_apply_seconds_count"]) printf "server_apply_mean: %.1f us over %d batches (receipt to bucket, daemon side)\n", 1e6*v["agentgate_rating_apply_seconds_sum"]/v["agentgate_rating_apply_seconds_count"], v["agentgate_rating_apply_seconds_count"]}'
+fi
 stop_daemon

@@ -10,7 +10,9 @@
  *   'T': an idle TTL as people write it (agd_ttl_parse: API strings, the CLI)
  *   >= 0x80: a policy (five doubles as raw bits, kind, unit, pinned) and a
  *            run of scores applied to it
- * Checks: an accepted batch holds only valid ratings, a refused one holds
+ * Checks: the plain-shape parser and the full one (jansson) agree on
+ * every input, byte for byte on what they accept and word for word on
+ * what they refuse; an accepted batch holds only valid ratings, a refused one holds
  * none and names at least one error; NDJSON of one line and a lone line
  * agree; an object and the same object in an array agree; a policy that
  * passes agd_policy_check keeps every rate in [r_min, r_max], moves
@@ -124,6 +126,60 @@ static void array_agrees(const char *body, size_t len, const struct agd_rating_b
 	free(arr);
 }
 
+static void same_errors(const struct agd_rating_batch *a, const struct agd_rating_batch *b)
+{
+	size_t i;
+
+	FUZZ_CHECK(a->n_errors == b->n_errors, "errors %zu, full parser %zu", a->n_errors,
+		   b->n_errors);
+	for (i = 0; i < a->n_errors && i < AGD_RATING_ERRORS_MAX; i++)
+		FUZZ_CHECK(a->errors[i].index == b->errors[i].index &&
+				   !strcmp(a->errors[i].field, b->errors[i].field) &&
+				   !strcmp(a->errors[i].reason, b->errors[i].reason),
+			   "error %zu: '%s: %s', full parser '%s: %s'", i, a->errors[i].field,
+			   a->errors[i].reason, b->errors[i].field, b->errors[i].reason);
+}
+
+/* The plain-shape parser may take a body only as the full parser would. */
+static void fast_agrees(const char *body, size_t len, enum agd_rating_format f, int err,
+			const struct agd_rating_batch *b)
+{
+	struct agd_rating_batch full;
+	int rc = agd_ratings_parse_full(body, len, f, &full);
+
+	if (rc == -ENOMEM || err == -ENOMEM) {
+		if (rc != -ENOMEM)
+			agd_rating_batch_free(&full);
+		return;
+	}
+	FUZZ_CHECK(rc == err, "parse %d, full parser %d", err, rc);
+	FUZZ_CHECK(b->n == full.n, "%zu items, full parser %zu", b->n, full.n);
+	FUZZ_CHECK(!b->n || !memcmp(b->items, full.items, b->n * sizeof(*b->items)),
+		   "items differ from the full parser's");
+	same_errors(b, &full);
+	agd_rating_batch_free(&full);
+}
+
+static void fast_line_agrees(const char *body, size_t len, int err, const struct agd_rating *r,
+			     const struct agd_rating_error *e)
+{
+	struct agd_rating fast, full;
+	struct agd_rating_error fe;
+	int took = agd_rating_parse_fast(body, len, &fast);
+	int rc = agd_rating_parse_line_full(body, len, &full, &fe);
+
+	FUZZ_CHECK(rc == err, "line %d, full parser %d", err, rc);
+	if (took)
+		FUZZ_CHECK(rc == 0 && !memcmp(&fast, &full, sizeof(fast)),
+			   "plain shape taken where the full parser says %d (%s) or differs", rc,
+			   fe.reason);
+	if (!rc && !err)
+		FUZZ_CHECK(!memcmp(r, &full, sizeof(full)), "line differs from the full parser's");
+	if (rc && err)
+		FUZZ_CHECK(!strcmp(e->field, fe.field) && !strcmp(e->reason, fe.reason),
+			   "line error '%s', full parser '%s'", e->reason, fe.reason);
+}
+
 static void fuzz_parser(uint8_t sel, struct fuzz_in *in)
 {
 	enum agd_rating_format f = sel == 'N' ? AGD_RATING_NDJSON : AGD_RATING_JSON;
@@ -138,6 +194,7 @@ static void fuzz_parser(uint8_t sel, struct fuzz_in *in)
 
 		err = agd_rating_parse_line(body, len, &r, &e);
 		FUZZ_CHECK(err == 0 || err == -EINVAL, "line error %d", err);
+		fast_line_agrees(body, len, err, &r, &e);
 		if (!err)
 			check_item(&r);
 		else
@@ -147,6 +204,7 @@ static void fuzz_parser(uint8_t sel, struct fuzz_in *in)
 	}
 	err = agd_ratings_parse(body, len, f, &b);
 	check_batch(err, &b);
+	fast_agrees(body, len, f, err, &b);
 	if (f == AGD_RATING_NDJSON && err != -ENOMEM)
 		line_agrees(body, len, err, &b);
 	if (f == AGD_RATING_JSON && !err)
@@ -208,7 +266,8 @@ static void fuzz_policy(uint8_t sel, struct fuzz_in *in)
 		FUZZ_CHECK(why.msg[0], "refusal without a reason");
 		return;
 	}
-	FUZZ_CHECK(p.unit == AG_UNIT_PPS || p.unit == AG_UNIT_BPS, "unit %d accepted", p.unit);
+	FUZZ_CHECK(p.unit == AG_UNIT_PPS || p.unit == AG_UNIT_BPS || p.unit == AG_UNIT_CONN,
+		   "unit %d accepted", p.unit);
 	rate = p.r0;
 	check_limit(&p, rate);
 	while (in->n) {

@@ -185,6 +185,112 @@ static void errors_counted_beyond_the_detailed_ones(void **state)
 	free(body);
 }
 
+/* The plain-shape parser takes exactly the lines it is meant for, and what it
+ * takes is what the full parser gives; the rest falls through with the full
+ * parser's result. */
+static void plain_shape_and_full_parser_agree(void **state)
+{
+	static const struct {
+		const char *line;
+		bool fast; /* the plain-shape parser takes it */
+		int rc;    /* agd_rating_parse_line */
+		size_t nul; /* 1: a NUL byte follows, part of the line */
+	} cases[] = {
+		{ "{\"agent\":\"a1\",\"score\":5}", true, 0 },
+		{ " {\"id\":\"r-1\", \"agent\":\"a1\",\"score\":3}\r", true, 0 },
+		{ "{\"agentId\":\"a\",\"rating\":1,\"userId\":\"u\",\"timestamp\":0}", true, 0 },
+		{ "{\"agent\":\"a\",\"score\":2,\"ts\":\"2026-12-06T20:00:00.5+01:00\"}", true, 0 },
+		{ "{\"agent\":\"a\",\"score\":2,\"ts\":253402300799999,\"comment\":\"\"}", true, 0 },
+		{ "{\"agent\":\"a\",\"score\":2,\"user\":\"\"}", true, 0 },
+		/* valid, but not the plain shape: the full parser takes them */
+		{ "{\"agent\":\"a\",\"score\":2,\"comment\":\"caf\\u00e9\"}", false, 0 },
+		{ "{\"agent\":\"a\",\"score\":2,\"comment\":\"caf\xc3\xa9\"}", false, 0 },
+		{ "{\"agent\":\"a\",\"score\":2,\"comment\":\"\x7f\"}", false, 0 },
+		{ "{\"agent\":\"\\u0061\",\"score\":2}", false, 0 },
+		/* refused, by the full parser's words */
+		{ "{\"agent\":\"a\",\"score\":05}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":-1}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":4.0}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":4e0}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":4,\"score\":4}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"agentId\":\"a\",\"score\":4}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":4,\"ts\":253402300800000}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":4,\"ts\":12345678901234567}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":4,\"id\":\"\"}", false, -EINVAL },
+		{ "{\"agent\":\"_other\",\"score\":4}", false, -EINVAL },
+		{ "{\"agent\":\"..\",\"score\":4}", false, -EINVAL },
+		{ "{\"agent\":\"a b\",\"score\":4}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":4,\"extra\":1}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":4}}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":4,}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":4", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":4}", false, -EINVAL, 1 },
+		{ "{\"agent\":\"a\",\"score\":null}", false, -EINVAL },
+		{ "{}", false, -EINVAL },
+		{ "{\"agent\":\"a\"}", false, -EINVAL },
+		{ "{\"score\":3}", false, -EINVAL },
+		{ "{\"agent\":5,\"score\":3}", false, -EINVAL },
+		{ "{\"agent\":\"a\",\"score\":\"3\"}", false, -EINVAL },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		size_t len = strlen(cases[i].line) + cases[i].nul;
+		struct agd_rating fast, line, full;
+		struct agd_rating_error e1, e2;
+		int took, rc, rc_full;
+
+		memset(&line, 0xa5, sizeof(line));
+		took = agd_rating_parse_fast(cases[i].line, len, &fast);
+		rc = agd_rating_parse_line(cases[i].line, len, &line, &e1);
+		rc_full = agd_rating_parse_line_full(cases[i].line, len, &full, &e2);
+		if (took != cases[i].fast || rc != cases[i].rc || rc_full != rc)
+			fail_msg("case %zu %s: plain %d (want %d), line %d, full %d (want %d)", i,
+				 cases[i].line, took, cases[i].fast, rc, rc_full, cases[i].rc);
+		if (took)
+			assert_memory_equal(&fast, &full, sizeof(fast));
+		if (!rc)
+			assert_memory_equal(&line, &full, sizeof(line));
+		else
+			assert_string_equal(e1.reason, e2.reason);
+	}
+}
+
+/* A JSON body: an array of plain objects is read without jansson, and a
+ * body that is not plain throughout gives the full parser's answer. */
+static void plain_bodies_and_full_parser_agree(void **state)
+{
+	static const char *const bodies[] = {
+		"[{\"agent\":\"a\",\"score\":5}, {\"agent\":\"{b\",\"score\":1}]",
+		" [ {\"agent\":\"a\",\"score\":5} ] ",
+		"{\"agent\":\"a\",\"score\":5}",
+		"[{\"agent\":\"a\",\"score\":5},{\"agent\":\"b\",\"score\":9}]",
+		"[{\"agent\":\"a\",\"score\":5},]",
+		"[{\"agent\":\"a\",\"score\":5}] x",
+		"[]",
+		"[{\"agent\":\"a\",\"score\":5},{\"agent\":\"\\u0062\",\"score\":1}]",
+	};
+	size_t i, j;
+
+	for (i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++) {
+		struct agd_rating_batch a, b;
+		int ra = agd_ratings_parse(bodies[i], strlen(bodies[i]), AGD_RATING_JSON, &a);
+		int rb = agd_ratings_parse_full(bodies[i], strlen(bodies[i]), AGD_RATING_JSON, &b);
+
+		assert_int_equal(ra, rb);
+		assert_int_equal(a.n, b.n);
+		assert_int_equal(a.n_errors, b.n_errors);
+		if (a.n)
+			assert_memory_equal(a.items, b.items, a.n * sizeof(*a.items));
+		for (j = 0; j < a.n_errors; j++) {
+			assert_int_equal(a.errors[j].index, b.errors[j].index);
+			assert_string_equal(a.errors[j].reason, b.errors[j].reason);
+		}
+		agd_rating_batch_free(&a);
+		agd_rating_batch_free(&b);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -196,6 +302,8 @@ int main(void)
 		cmocka_unit_test(length_limits),
 		cmocka_unit_test(ndjson_lines_numbered),
 		cmocka_unit_test(errors_counted_beyond_the_detailed_ones),
+		cmocka_unit_test(plain_shape_and_full_parser_agree),
+		cmocka_unit_test(plain_bodies_and_full_parser_agree),
 	};
 
 	return cmocka_run_group_tests_name("rating", tests, NULL, NULL);

@@ -236,6 +236,229 @@ static int iso8601_ms(const char *s, int64_t *out)
 	return *out < 0 || *out > AGD_RATING_TS_MAX ? -EINVAL : 0;
 }
 
+
+/* ---- the plain shape, without jansson ---------------------------------------------- */
+/*
+ * Nearly every rating is one flat object of short ASCII strings and small
+ * integers, and jansson (a tree of allocations per line) was most of the
+ * ingest's time. fast_object reads that shape alone: strings of printable
+ * ASCII without escapes, non-negative integers without sign, fraction or
+ * exponent, JSON whitespace, every field known once and valid. Anything
+ * else, valid or not, goes to the full parser, so errors keep its words and
+ * an accepted rating is the one it would give (fuzz_rating holds the two
+ * to that).
+ */
+enum { F_ID, F_AGENT, F_USER, F_SCORE, F_TS, F_COMMENT, F_N };
+
+struct fast_val {
+	const char *s; /* NULL: an integer */
+	size_t len;
+	long long num;
+};
+
+static const char *fast_ws(const char *p, const char *end)
+{
+	while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+		p++;
+	return p;
+}
+
+/* p at the opening quote: the position after the closing one, or NULL. */
+static const char *fast_str(const char *p, const char *end, struct fast_val *v)
+{
+	const char *q = ++p;
+
+	while (q < end && *q != '"') {
+		if ((unsigned char)*q < 0x20 || (unsigned char)*q > 0x7e || *q == '\\')
+			return NULL;
+		q++;
+	}
+	if (q == end)
+		return NULL;
+	v->s = p;
+	v->len = (size_t)(q - p);
+	return q + 1;
+}
+
+/* At most 16 digits, no leading zero; NULL for any other number. */
+static const char *fast_int(const char *p, const char *end, struct fast_val *v)
+{
+	const char *q = p;
+	long long n = 0;
+
+	if (q < end && *q == '0')
+		q++;
+	else
+		while (q < end && *q >= '0' && *q <= '9' && q - p < 16)
+			n = n * 10 + (*q++ - '0');
+	if (q == p || (q < end && ((*q >= '0' && *q <= '9') || *q == '.' || *q == 'e' ||
+				   *q == 'E')))
+		return NULL;
+	v->s = NULL;
+	v->num = n;
+	return q;
+}
+
+/* A key's canonical field without a copy when it is a canonical name (the
+ * usual case; field_of checks those first too), else through field_of. */
+static int fast_field(const struct fast_val *k)
+{
+	static const unsigned char by_len[8][2] = {
+		[2] = { F_ID + 1, F_TS + 1 }, [4] = { F_USER + 1 },
+		[5] = { F_AGENT + 1, F_SCORE + 1 }, [7] = { F_COMMENT + 1 },
+	};
+	char key[AGD_RATING_FIELD_MAX + 1];
+	const char *f;
+	int i, j;
+
+	if (k->len < 8)
+		for (j = 0; j < 2 && by_len[k->len][j]; j++) {
+			i = by_len[k->len][j] - 1;
+			if (!memcmp(k->s, canonical[i], k->len))
+				return i;
+		}
+	if (k->len > AGD_RATING_FIELD_MAX)
+		return -1;
+	memcpy(key, k->s, k->len);
+	key[k->len] = 0;
+	f = field_of(key);
+	for (i = 0; f && i < F_N; i++)
+		if (f == canonical[i])
+			return i;
+	return -1;
+}
+
+static bool fast_copy(char *out, size_t max, const struct fast_val *v, size_t min)
+{
+	if (!v->s || v->len < min || v->len > max)
+		return false;
+	memcpy(out, v->s, v->len);
+	out[v->len] = 0;
+	return true;
+}
+
+/* The fields' values checked as item_fields checks them; false for anything
+ * item_fields would refuse. */
+static bool fast_fields(const struct fast_val *v, unsigned int seen, struct agd_rating *r)
+{
+	char ts[40], comment[AGD_RATING_COMMENT_MAX + 1];
+
+	if (!(seen & 1u << F_AGENT) || !(seen & 1u << F_SCORE))
+		return false;
+	if (!fast_copy(r->agent, AG_NAME_MAX, &v[F_AGENT], 1) || ag_name_check(r->agent) ||
+	    !strcmp(r->agent, "_other"))
+		return false;
+	if (v[F_SCORE].s || v[F_SCORE].num < AGD_SCORE_MIN || v[F_SCORE].num > AGD_SCORE_MAX)
+		return false;
+	r->score = (int)v[F_SCORE].num;
+	if (seen & 1u << F_TS) {
+		if (v[F_TS].s) {
+			if (!fast_copy(ts, sizeof(ts) - 1, &v[F_TS], 0) || iso8601_ms(ts, &r->ts_ms))
+				return false;
+		} else if (v[F_TS].num > AGD_RATING_TS_MAX) {
+			return false;
+		} else {
+			r->ts_ms = v[F_TS].num;
+		}
+	}
+	if (seen & 1u << F_ID && !fast_copy(r->id, AGD_RATING_ID_MAX, &v[F_ID], 1))
+		return false;
+	if (seen & 1u << F_USER && !fast_copy(r->user, AGD_RATING_USER_MAX, &v[F_USER], 0))
+		return false;
+	return !(seen & 1u << F_COMMENT) ||
+	       fast_copy(comment, AGD_RATING_COMMENT_MAX, &v[F_COMMENT], 0);
+}
+
+/* One object from *pp: true with *r set and *pp after its '}'. */
+static bool fast_object(const char **pp, const char *end, struct agd_rating *r)
+{
+	struct fast_val v[F_N];
+	const char *p = fast_ws(*pp, end);
+	unsigned int seen = 0;
+
+	memset(r, 0, sizeof(*r));
+	r->ts_ms = -1;
+	if (p == end || *p != '{')
+		return false;
+	p = fast_ws(p + 1, end);
+	for (;;) {
+		struct fast_val k;
+		int i;
+
+		if (p == end || *p != '"' || !(p = fast_str(p, end, &k)))
+			return false;
+		i = fast_field(&k);
+		if (i < 0 || seen & 1u << i) /* unknown, or given twice */
+			return false;
+		seen |= 1u << i;
+		p = fast_ws(p, end);
+		if (p == end || *p != ':')
+			return false;
+		p = fast_ws(p + 1, end);
+		if (p == end)
+			return false;
+		p = *p == '"' ? fast_str(p, end, &v[i]) : fast_int(p, end, &v[i]);
+		if (!p)
+			return false;
+		p = fast_ws(p, end);
+		if (p < end && *p == '}')
+			break;
+		if (p == end || *p != ',')
+			return false;
+		p = fast_ws(p + 1, end);
+	}
+	*pp = p + 1;
+	return fast_fields(v, seen, r);
+}
+
+int agd_rating_parse_fast(const char *text, size_t len, struct agd_rating *out)
+{
+	const char *p = text, *end = text + len;
+
+	return fast_object(&p, end, out) && fast_ws(p, end) == end;
+}
+
+/* A body holding one object or an array of them, each of the plain shape:
+ * true with b->items and b->n set; false with nothing kept. */
+static bool fast_body(const char *body, size_t len, struct agd_rating_batch *b)
+{
+	const char *p = fast_ws(body, body + len), *end = body + len, *q;
+	size_t cap = 1, n = 0;
+
+	if (p < end && *p != '[') {
+		b->items = calloc(1, sizeof(*b->items));
+		if (b->items && agd_rating_parse_fast(p, (size_t)(end - p), b->items)) {
+			b->n = 1;
+			return true;
+		}
+		free(b->items);
+		b->items = NULL;
+		return false;
+	}
+	for (q = p; q < end && (q = memchr(q, '{', (size_t)(end - q))); q++)
+		cap++; /* at least one '{' an item */
+	if (p == end || cap - 1 > AGD_RATING_BATCH_MAX ||
+	    !(b->items = calloc(cap, sizeof(*b->items))))
+		return false;
+	p = fast_ws(p + 1, end);
+	while (n < cap && fast_object(&p, end, &b->items[n])) {
+		n++;
+		p = fast_ws(p, end);
+		if (p < end && *p == ']') {
+			if (fast_ws(p + 1, end) != end)
+				break;
+			b->n = n;
+			return true;
+		}
+		if (p == end || *p != ',')
+			break;
+		p++;
+	}
+	free(b->items);
+	b->items = NULL;
+	return false;
+}
+
 static int item_fields(json_t *obj, struct agd_rating *r, struct item_error *e);
 
 static int item_from_json(json_t *obj, struct agd_rating *r, struct item_error *e)
@@ -343,11 +566,15 @@ static size_t count_lines(const char *s, size_t len)
 	return n;
 }
 
-static int parse_json(const char *body, size_t len, struct agd_rating_batch *b)
+static int parse_json(const char *body, size_t len, struct agd_rating_batch *b, bool fast)
 {
 	json_error_t jerr;
-	json_t *root = agd_json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *root;
 	size_t i;
+
+	if (fast && fast_body(body, len, b))
+		return 0;
+	root = agd_json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 
 	if (!root) {
 		struct item_error e = {};
@@ -375,7 +602,7 @@ static int parse_json(const char *body, size_t len, struct agd_rating_batch *b)
 	return b->items ? 0 : -ENOMEM;
 }
 
-static int parse_ndjson(const char *body, size_t len, struct agd_rating_batch *b)
+static int parse_ndjson(const char *body, size_t len, struct agd_rating_batch *b, bool fast)
 {
 	size_t start = 0, index = 0, end;
 
@@ -383,16 +610,20 @@ static int parse_ndjson(const char *body, size_t len, struct agd_rating_batch *b
 	if (!b->items)
 		return -ENOMEM;
 	while (start < len) {
+		const char *nl = memchr(body + start, '\n', len - start);
 		json_error_t jerr;
 		json_t *obj;
 		size_t i;
 		bool blank = true;
 
-		for (end = start; end < len && body[end] != '\n'; end++)
-			;
-		for (i = start; i < end; i++)
-			blank &= body[i] == ' ' || body[i] == '\t' || body[i] == '\r';
-		if (!blank) {
+		end = nl ? (size_t)(nl - body) : len;
+		for (i = start; i < end && blank; i++)
+			blank = body[i] == ' ' || body[i] == '\t' || body[i] == '\r';
+		if (!blank && fast && b->n < AGD_RATING_BATCH_MAX &&
+		    agd_rating_parse_fast(body + start, end - start, &b->items[b->n])) {
+			b->n++;
+			index++;
+		} else if (!blank) {
 			obj = agd_json_loadb(body + start, end - start, JSON_REJECT_DUPLICATES, &jerr);
 			if (obj) {
 				add_item(b, index, obj);
@@ -417,13 +648,14 @@ static int parse_ndjson(const char *body, size_t len, struct agd_rating_batch *b
 	return 0;
 }
 
-int agd_ratings_parse(const char *body, size_t len, enum agd_rating_format format,
-		     struct agd_rating_batch *b)
+static int ratings_parse(const char *body, size_t len, enum agd_rating_format format,
+			 struct agd_rating_batch *b, bool fast)
 {
 	int err;
 
 	memset(b, 0, sizeof(*b));
-	err = format == AGD_RATING_NDJSON ? parse_ndjson(body, len, b) : parse_json(body, len, b);
+	err = format == AGD_RATING_NDJSON ? parse_ndjson(body, len, b, fast) :
+					    parse_json(body, len, b, fast);
 	if (!err && b->n_errors && !b->errors)
 		err = -ENOMEM; /* no room to say what was wrong */
 	if (err) {
@@ -437,6 +669,18 @@ int agd_ratings_parse(const char *body, size_t len, enum agd_rating_format forma
 	return 0;
 }
 
+int agd_ratings_parse(const char *body, size_t len, enum agd_rating_format format,
+		     struct agd_rating_batch *b)
+{
+	return ratings_parse(body, len, format, b, true);
+}
+
+int agd_ratings_parse_full(const char *body, size_t len, enum agd_rating_format format,
+			   struct agd_rating_batch *b)
+{
+	return ratings_parse(body, len, format, b, false);
+}
+
 void agd_rating_batch_free(struct agd_rating_batch *b)
 {
 	free(b->items);
@@ -446,6 +690,16 @@ void agd_rating_batch_free(struct agd_rating_batch *b)
 
 int agd_rating_parse_line(const char *line, size_t len, struct agd_rating *out,
 			 struct agd_rating_error *err)
+{
+	if (agd_rating_parse_fast(line, len, out)) {
+		memset(err, 0, sizeof(*err));
+		return 0;
+	}
+	return agd_rating_parse_line_full(line, len, out, err);
+}
+
+int agd_rating_parse_line_full(const char *line, size_t len, struct agd_rating *out,
+			       struct agd_rating_error *err)
 {
 	struct item_error e = {};
 	json_error_t jerr;

@@ -79,4 +79,15 @@ int agd_rating_fields_check(const char *spec, struct agd_err *err);
 int agd_rating_parse_line(const char *line, size_t len, struct agd_rating *out,
 			 struct agd_rating_error *err);
 
+/* The parsers behind the two above, for the tests and the fuzzer that hold
+ * them to each other. agd_rating_parse_fast reads only the plain shape (one
+ * flat object of escape-free printable ASCII strings and unsigned integers,
+ * every field valid): 1 with *out set, 0 for anything else, valid or not.
+ * The _full forms always use the full JSON parser (jansson). */
+int agd_rating_parse_fast(const char *line, size_t len, struct agd_rating *out);
+int agd_rating_parse_line_full(const char *line, size_t len, struct agd_rating *out,
+			       struct agd_rating_error *err);
+int agd_ratings_parse_full(const char *body, size_t len, enum agd_rating_format format,
+			   struct agd_rating_batch *batch);
+
 #endif
