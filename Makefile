@@ -170,7 +170,8 @@ TEST_BINS := $(OUTPUT)/tests/test_xdp $(OUTPUT)/tests/test_path $(OUTPUT)/tests/
 	$(OUTPUT)/tests/test_attach $(OUTPUT)/tests/test_wire $(OUTPUT)/tests/test_gcra \
 	$(OUTPUT)/tests/test_lib $(OUTPUT)/tests/test_policy $(OUTPUT)/tests/test_rating \
 	$(OUTPUT)/tests/test_fleet $(OUTPUT)/tests/test_hist $(OUTPUT)/tests/test_voices \
-	$(OUTPUT)/tests/test_intake $(OUTPUT)/tests/test_feed $(OUTPUT)/tests/test_server
+	$(OUTPUT)/tests/test_intake $(OUTPUT)/tests/test_feed $(OUTPUT)/tests/test_server \
+	$(OUTPUT)/tests/test_dedup
 
 .PHONY: tests
 tests: $(TEST_BINS) $(OUTPUT)/agentgate-san $(OUTPUT)/agentgated-san $(OUTPUT)/examples/local_consume
@@ -197,6 +198,8 @@ $(OUTPUT)/tests/test_intake: tests/unit/test_intake.c $(OUTPUT)/libagentgated-sa
 $(OUTPUT)/tests/test_feed: tests/unit/test_feed.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
 $(OUTPUT)/tests/test_server: tests/unit/test_server.c $(OUTPUT)/libagentgated-san.a \
+	$(OUTPUT)/libagentgate-san.a
+$(OUTPUT)/tests/test_dedup: tests/unit/test_dedup.c $(OUTPUT)/libagentgated-san.a \
 	$(OUTPUT)/libagentgate-san.a
 
 $(TEST_BINS):

@@ -6,8 +6,9 @@
 # Usage: bench/ratings.sh BUILD_DIR [--ratings N] [--seconds S] [--parts "ndjson http latency"]
 #
 # Each figure comes with a baseline measured in the same run:
-#   NDJSON      agentgated --ingest-socket, N ratings: without ids, with ids,
-#               and each from a user of its own (N new voices);
+#   NDJSON      agentgated --ingest-socket, N ratings: without ids, with ids
+#               (r-0, r-1, ...), with random UUIDs as ids, and each from a
+#               user of its own (N new voices);
 #               baseline: the same lines through the same parser, applied
 #               nowhere (bench/rating_parse).
 #   HTTP        wrk with keep-alive: single ratings (64 and 512 connections) and
@@ -101,13 +102,17 @@ stop_daemon() {
 }
 
 python3 - "$work" "$ratings" <<'EOF'
-import json, sys
+import json, random, sys, uuid
 work, n = sys.argv[1], int(sys.argv[2])
+rnd = random.Random(1)
 with open(f"{work}/plain.ndjson", "w") as f, open(f"{work}/ids.ndjson", "w") as g, \
-        open(f"{work}/users.ndjson", "w") as h:
+        open(f"{work}/users.ndjson", "w") as h, open(f"{work}/uuids.ndjson", "w") as u:
     for i in range(n):
         f.write('{"agent":"a%d","score":%d}\n' % (i % 100, 1 + i % 5))
         g.write('{"id":"r-%d","agent":"a%d","score":%d}\n' % (i, i % 100, 1 + i % 5))
+        # Ids as most clients make them (random UUIDs): no order at all.
+        u.write('{"id":"%s","agent":"a%d","score":%d}\n'
+                % (uuid.UUID(int=rnd.getrandbits(128), version=4), i % 100, 1 + i % 5))
         # Every rating a new voice (a user of its own): the most voices cost.
         h.write('{"agent":"a%d","user":"u-%d","score":%d}\n' % (i % 100, i, 1 + i % 5))
 with open(f"{work}/batch.json", "w") as f:
@@ -155,7 +160,7 @@ echo "# command: bench/ratings.sh $build --ratings $ratings --seconds $seconds"
 part() { case " $parts " in *" $1 "*) return 0 ;; esac; return 1; }
 
 # ---- NDJSON over the ingest socket ---------------------------------------
-part ndjson && for kind in plain ids users; do
+part ndjson && for kind in plain ids uuids users; do
 	read -r n t < <("$build/bench/rating_parse" "$work/$kind.ndjson")
 	base=$(rate "$n" "$t")
 	start_daemon --ingest-socket "$work/ingest.sock"

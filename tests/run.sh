@@ -56,7 +56,7 @@ run_one() {
 	rm -f "$out"
 }
 
-for t in test_gcra test_policy test_rating test_fleet test_hist test_voices test_intake test_feed test_server test_lib \
+for t in test_gcra test_policy test_rating test_fleet test_hist test_voices test_intake test_feed test_server test_dedup test_lib \
 	test_xdp test_path test_attach test_wire test_concurrency; do
 	if [ -x "$build/tests/$t" ]; then
 		run_one "$build/tests/$t"

@@ -269,6 +269,12 @@ int txn_begin(struct agd_engine *e, MDB_txn **txn)
 		agd_store_txn_end(*txn);
 		*txn = NULL;
 	}
+	/* The same for the rating ids. */
+	if (!err && (err = agd_store_dedup_sync(&e->st, *txn))) {
+		store_log(e, err, "cannot read the rating ids again");
+		agd_store_txn_end(*txn);
+		*txn = NULL;
+	}
 	return err;
 }
 
@@ -323,6 +329,34 @@ void voices_resync(struct agd_engine *e)
 	}
 }
 
+/* The index of rating ids (store_dedup.c), after the ids an earlier
+ * version stored are moved to dedup_log: 100 000 a transaction (LMDB
+ * bounds the pages one may dirty), each a whole step a crash keeps. */
+static int dedup_load(struct agd_engine *e, struct agd_err *errbuf)
+{
+	bool more = true;
+	MDB_txn *txn;
+	int err = 0;
+
+	while (more && !err) {
+		err = txn_begin(e, &txn);
+		if (!err)
+			err = agd_store_dedup_migrate(&e->st, txn, 100000, &more);
+		if (!err)
+			err = txn_commit(e, txn, 0);
+		else if (txn)
+			agd_store_txn_end(txn);
+	}
+	if (!err)
+		err = agd_store_read_begin(&e->st, &txn);
+	if (err)
+		return agd_store_fail(errbuf, err, "cannot move the rating ids to this version's "
+				      "layout");
+	err = agd_store_dedup_load(&e->st, txn);
+	agd_store_txn_end(txn);
+	return err ? agd_store_fail(errbuf, err, "cannot read the rating ids") : 0;
+}
+
 static int voices_load(struct agd_engine *e, struct agd_err *errbuf)
 {
 	MDB_txn *txn;
@@ -352,6 +386,7 @@ int txn_commit(struct agd_engine *e, MDB_txn *txn, __u64 seq)
 		err = agd_store_commit(&e->st, txn);
 	if (e->voices)
 		agd_voices_settled(e->voices, !err);
+	agd_store_dedup_settled(&e->st, !err);
 	if (!err && seq > e->log_seq)
 		e->log_seq = seq;
 
@@ -492,6 +527,8 @@ int agd_engine_open(const struct agd_engine_opts *opts, struct agd_engine **out,
 	activity_read(e);
 	err = voices_load(e, errbuf);
 	if (!err)
+		err = dedup_load(e, errbuf);
+	if (!err)
 		err = load_agents(e, errbuf);
 	if (!err)
 		err = reconcile(e, errbuf);
@@ -555,6 +592,7 @@ void agd_engine_close(struct agd_engine *e)
 	free(e->sw_counters);
 	free((void *)e->consumed);
 	ag_close(e->ctx);
+	agd_store_dedup_unload(&e->st);
 	agd_store_close(&e->st);
 	if (e->audit_fd >= 0)
 		close(e->audit_fd);

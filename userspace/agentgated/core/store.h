@@ -5,8 +5,13 @@
  * all of it or none of it. Databases:
  *   agents   name                       -> struct agd_agent_rec
  *   rules    struct agd_rule_rec_key     -> agent name
- *   dedup    rating id                  -> __u64 ms when applied
- *   dedup_at be64 ms | rating id        -> "" (the expiry order of dedup)
+ *   dedup_log be64 sequence             -> be64 ms | rating id: each id
+ *                                          applied and when, in the order
+ *                                          applied (found by an index in
+ *                                          memory, store_dedup.c)
+ *   dedup, dedup_at                      earlier versions' ids (id -> ms;
+ *                                          ms | id -> ""), moved to
+ *                                          dedup_log when the engine opens
  *   audit    be64 sequence              -> one JSON line
  *   meta     "version"                  -> __u32 AGD_STORE_VERSION
  *            "log_seq"                  -> __u64 fleet log sequence applied
@@ -298,7 +303,7 @@ struct agd_hist_changes {
 
 struct agd_store {
 	MDB_env *env;
-	MDB_dbi agents, rules, dedup, dedup_at, audit, meta;
+	MDB_dbi agents, rules, dedup, dedup_at, dedup_log, audit, meta;
 	MDB_dbi hist_rated, hist_changes;
 	MDB_dbi deleted;
 	MDB_dbi activity;
@@ -311,6 +316,7 @@ struct agd_store {
 	MDB_dbi feeds;
 	MDB_dbi budgets; /* 0 in a read-only open of an older store */
 	bool hist; /* the hist_ databases are there (read-only: an older store lacks them) */
+	struct agd_dedup_index *ids; /* rating ids by hash (store_dedup.c); NULL until loaded */
 };
 
 #define AGD_STORE_FILE "data.mdb"
@@ -510,6 +516,18 @@ int agd_store_revoked_foreach(struct agd_store *st, MDB_txn *txn,
 			     int (*fn)(void *arg, const char *key, const struct agd_revoked_rec *rec),
 			     void *arg);
 
+/* Moves at most budget ids of earlier versions' databases (dedup_at, in
+ * the order they expire; dedup emptied) to dedup_log; *more when some are
+ * left for another transaction. Before agd_store_dedup_load. */
+int agd_store_dedup_migrate(struct agd_store *st, MDB_txn *txn, size_t budget, bool *more);
+/* The index of rating ids in memory, made from dedup_log. The seen, add
+ * and prune calls need it (-ENOTCONN without). */
+int agd_store_dedup_load(struct agd_store *st, MDB_txn *txn);
+void agd_store_dedup_unload(struct agd_store *st);
+/* At the start of a write transaction: made again when the last one that
+ * changed the index did not commit. settled: after a commit (or not). */
+int agd_store_dedup_sync(struct agd_store *st, MDB_txn *txn);
+void agd_store_dedup_settled(struct agd_store *st, bool committed);
 /* 1 when id was applied (inside the window), 0 when not, negative errno. */
 int agd_store_dedup_seen(struct agd_store *st, MDB_txn *txn, const char *id);
 /* Records id: 0, or 1 when it was already there (a duplicate, not

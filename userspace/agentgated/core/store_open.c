@@ -349,6 +349,8 @@ static int open_dbis(struct agd_store *st, MDB_txn *txn, struct agd_err *err)
 	if (!rc)
 		rc = open_dbi(txn, "dedup_at", &st->dedup_at);
 	if (!rc)
+		rc = open_dbi(txn, "dedup_log", &st->dedup_log);
+	if (!rc)
 		rc = open_dbi(txn, "audit", &st->audit);
 	if (!rc)
 		rc = open_dbi(txn, "meta", &st->meta);
