@@ -389,6 +389,10 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 		bool first;
 		int from;
 
+		/* the index slot of an id a few items on, read while this one is
+		 * applied (each lookup of the index is a cache miss) */
+		if (i + 8 < job->n && job->items[i + 8].id[0])
+			agd_store_dedup_prefetch(&e->st, job->items[i + 8].id);
 		if (job->item_err && job->item_err[i])
 			continue;
 		if (r->id[0]) {

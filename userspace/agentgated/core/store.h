@@ -528,6 +528,8 @@ void agd_store_dedup_unload(struct agd_store *st);
  * changed the index did not commit. settled: after a commit (or not). */
 int agd_store_dedup_sync(struct agd_store *st, MDB_txn *txn);
 void agd_store_dedup_settled(struct agd_store *st, bool committed);
+/* Brings the index's slot for id toward the CPU (no effect otherwise). */
+void agd_store_dedup_prefetch(const struct agd_store *st, const char *id);
 /* 1 when id was applied (inside the window), 0 when not, negative errno. */
 int agd_store_dedup_seen(struct agd_store *st, MDB_txn *txn, const char *id);
 /* Records id: 0, or 1 when it was already there (a duplicate, not

@@ -252,6 +252,14 @@ void agd_store_dedup_unload(struct agd_store *st)
 	st->ids = NULL;
 }
 
+void agd_store_dedup_prefetch(const struct agd_store *st, const char *id)
+{
+	const struct agd_dedup_index *x = st->ids;
+
+	if (x)
+		__builtin_prefetch(&x->slot[id_hash(x, id, strlen(id)) & (x->cap - 1)]);
+}
+
 int agd_store_dedup_seen(struct agd_store *st, MDB_txn *txn, const char *id)
 {
 	long long i;
