@@ -680,8 +680,11 @@ void agd_engine_stats(struct agd_engine *e, struct agd_engine_stats *s)
 	s->queue_depth = e->queued;
 	pthread_mutex_unlock(&e->qlock);
 	if (!agd_store_read_begin(&e->st, &txn)) {
-		s->dedup_ids = agd_store_dedup_count(&e->st, txn);
 		agd_store_voice_count(&e->st, txn, &s->voices_bytes);
+		/* the index of ids changes (and is made again) under the lock */
+		pthread_mutex_lock(&e->lock);
+		s->dedup_ids = agd_store_dedup_count(&e->st, txn);
+		pthread_mutex_unlock(&e->lock);
 		agd_store_txn_end(txn);
 	}
 	pthread_mutex_lock(&e->lock);
