@@ -193,7 +193,7 @@ int agd_store_dedup_load(struct agd_store *st, MDB_txn *txn)
 
 	if (!x)
 		return -ENOMEM;
-	if (st->ids) { /* the same key: nothing a client saw changes */
+	if (st->ids) { /* made again: its hash key kept (any would do) */
 		x->k0 = st->ids->k0;
 		x->k1 = st->ids->k1;
 	} else if (getrandom(key, sizeof(key), 0) != sizeof(key)) {
