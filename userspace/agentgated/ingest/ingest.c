@@ -20,10 +20,12 @@
 
 #define READ_CHUNK (1u << 20)     /* bytes read at once; also the longest line */
 #define MAX_CONNECTIONS 64
-/* Batches of one stream in the engine at once: one applied, one waiting
+/* Batches of one stream in the engine at once: one applied, the others
+ * waiting to go into the next group commit together (fewer fsyncs: 4
+ * against 2 took 0-15 % less time for 10^6 lines with ids, paired runs),
  * while the next is read. A faster sender waits in its socket buffer
- * instead of in the daemon's memory (~9 MB a 1 MiB read). */
-#define STREAM_INFLIGHT 2
+ * instead of in the daemon's memory (~9-15 MB a 1 MiB read). */
+#define STREAM_INFLIGHT 4
 #define SPARE_BATCHES STREAM_INFLIGHT
 
 struct agd_ingest {
