@@ -19,7 +19,6 @@
 #include <string.h>
 #include <time.h>
 
-
 #include "internal.h"
 
 /* The one check of an agent name, wherever one comes in (CLI, HTTP path and

@@ -59,6 +59,12 @@ static _Atomic __u32 *atomic_u32(__u32 *p)
 
 /* Without a mapping (a read-only open without write access): two copies
  * through the syscall that agree, seq even. */
+/* The error of a write to a map this context did not map for writing. */
+static int unmapped(const char *map)
+{
+	return ag_err(EPERM, "cannot write %s: not mapped for writing", map);
+}
+
 static int record_lookup(struct ag_ctx *ctx, __u32 slot, struct ag_agent_info *info)
 {
 	struct ag_agent_info again;
@@ -131,7 +137,7 @@ int ag_names_write(struct ag_ctx *ctx, __u32 slot, const struct ag_agent_info *i
 	__u32 seq;
 
 	if (!ctx->names || slot >= ctx->max_agents)
-		return ag_err(EPERM, "cannot write %s: not mapped for writing", AG_MAP_NAMES);
+		return unmapped(AG_MAP_NAMES);
 	rec = &ctx->names[slot];
 	seq = atomic_load_explicit(atomic_u32(&rec->seq), memory_order_relaxed) | 1;
 	atomic_store_explicit(atomic_u32(&rec->seq), seq, memory_order_relaxed);
@@ -321,7 +327,7 @@ static int index_writable(struct ag_ctx *ctx, struct index_view *v)
 	int err;
 
 	if (!ctx->index)
-		return ag_err(EPERM, "cannot write %s: not mapped for writing", AG_MAP_INDEX);
+		return unmapped(AG_MAP_INDEX);
 	err = index_view(ctx, v);
 	if (err == -EUCLEAN) { /* a damaged header: the index again */
 		ag_warn("%s/%s: a damaged header; building the index again", ctx->pin_root,
@@ -418,7 +424,7 @@ int ag_index_rebuild(struct ag_ctx *ctx)
 	int err;
 
 	if (!ctx->index)
-		return ag_err(EPERM, "cannot write %s: not mapped for writing", AG_MAP_INDEX);
+		return unmapped(AG_MAP_INDEX);
 	err = index_view(ctx, &v);
 	if (err == -EUCLEAN) { /* a damaged header: its size made right */
 		index_hdr(ctx)->cells = AG_INDEX_CELLS(ctx->max_agents);
@@ -463,7 +469,7 @@ int ag_index_init(struct ag_ctx *ctx)
 	__u64 key[2];
 
 	if (!ctx->index)
-		return ag_err(EPERM, "cannot write %s: not mapped for writing", AG_MAP_INDEX);
+		return unmapped(AG_MAP_INDEX);
 	if (getrandom(key, sizeof(key), 0) != sizeof(key))
 		return ag_err(errno, "cannot draw the index key: %s", strerror(errno));
 	hdr = index_hdr(ctx);

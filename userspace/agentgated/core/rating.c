@@ -236,7 +236,6 @@ static int iso8601_ms(const char *s, int64_t *out)
 	return *out < 0 || *out > AGD_RATING_TS_MAX ? -EINVAL : 0;
 }
 
-
 /* ---- the plain shape, without jansson ---------------------------------------------- */
 /*
  * Nearly every rating is one flat object of short ASCII strings and small
@@ -248,7 +247,8 @@ static int iso8601_ms(const char *s, int64_t *out)
  * an accepted rating is the one it would give (fuzz_rating holds the two
  * to that).
  */
-enum { F_ID, F_AGENT, F_USER, F_SCORE, F_TS, F_COMMENT, F_N };
+enum { F_ID, F_AGENT, F_USER, F_SCORE, F_TS, F_COMMENT, F_N }; /* canonical[]'s order */
+_Static_assert(N_CANON == F_N, "a field index for each canonical name");
 
 struct fast_val {
 	const char *s; /* NULL: an integer */
@@ -303,20 +303,15 @@ static const char *fast_int(const char *p, const char *end, struct fast_val *v)
  * usual case; field_of checks those first too), else through field_of. */
 static int fast_field(const struct fast_val *k)
 {
-	static const unsigned char by_len[8][2] = {
-		[2] = { F_ID + 1, F_TS + 1 }, [4] = { F_USER + 1 },
-		[5] = { F_AGENT + 1, F_SCORE + 1 }, [7] = { F_COMMENT + 1 },
-	};
+	/* canonical[]'s lengths (a wrong one only sends that name through field_of) */
+	static const unsigned char canon_len[F_N] = { 2, 5, 4, 5, 2, 7 };
 	char key[AGD_RATING_FIELD_MAX + 1];
 	const char *f;
-	int i, j;
+	int i;
 
-	if (k->len < 8)
-		for (j = 0; j < 2 && by_len[k->len][j]; j++) {
-			i = by_len[k->len][j] - 1;
-			if (!memcmp(k->s, canonical[i], k->len))
-				return i;
-		}
+	for (i = 0; i < F_N; i++)
+		if (k->len == canon_len[i] && !memcmp(k->s, canonical[i], k->len))
+			return i;
 	if (k->len > AGD_RATING_FIELD_MAX)
 		return -1;
 	memcpy(key, k->s, k->len);
@@ -328,9 +323,15 @@ static int fast_field(const struct fast_val *k)
 	return -1;
 }
 
+/* A string of min to max characters. */
+static bool fast_fits(const struct fast_val *v, size_t min, size_t max)
+{
+	return v->s && v->len >= min && v->len <= max;
+}
+
 static bool fast_copy(char *out, size_t max, const struct fast_val *v, size_t min)
 {
-	if (!v->s || v->len < min || v->len > max)
+	if (!fast_fits(v, min, max))
 		return false;
 	memcpy(out, v->s, v->len);
 	out[v->len] = 0;
@@ -341,7 +342,7 @@ static bool fast_copy(char *out, size_t max, const struct fast_val *v, size_t mi
  * item_fields would refuse. */
 static bool fast_fields(const struct fast_val *v, unsigned int seen, struct agd_rating *r)
 {
-	char ts[40], comment[AGD_RATING_COMMENT_MAX + 1];
+	char ts[40];
 
 	if (!(seen & 1u << F_AGENT) || !(seen & 1u << F_SCORE))
 		return false;
@@ -365,8 +366,7 @@ static bool fast_fields(const struct fast_val *v, unsigned int seen, struct agd_
 		return false;
 	if (seen & 1u << F_USER && !fast_copy(r->user, AGD_RATING_USER_MAX, &v[F_USER], 0))
 		return false;
-	return !(seen & 1u << F_COMMENT) ||
-	       fast_copy(comment, AGD_RATING_COMMENT_MAX, &v[F_COMMENT], 0);
+	return !(seen & 1u << F_COMMENT) || fast_fits(&v[F_COMMENT], 0, AGD_RATING_COMMENT_MAX);
 }
 
 /* One object from *pp: true with *r set and *pp after its '}'. */

@@ -26,7 +26,6 @@
  * while the next is read. A faster sender waits in its socket buffer
  * instead of in the daemon's memory (~9-15 MB a 1 MiB read). */
 #define STREAM_INFLIGHT 4
-#define SPARE_BATCHES STREAM_INFLIGHT
 
 struct agd_ingest {
 	struct agd_engine *e;
@@ -55,7 +54,7 @@ struct stream {
 	/* Settled batches kept for the next reads (under lock): a 1 MiB read
 	 * makes arrays of ~9 MB, and fresh ones cost a page fault a 4 KiB
 	 * (a fifth of the ingest's time, measured). */
-	struct batch *spare[SPARE_BATCHES];
+	struct batch *spare[STREAM_INFLIGHT];
 	size_t n_spare;
 };
 
@@ -222,7 +221,7 @@ static struct batch *batch_get(struct stream *s, size_t lines, size_t len)
 static struct batch *batch_keep(struct stream *s, struct batch *b)
 {
 	agd_job_release(&b->job);
-	if (s->n_spare == SPARE_BATCHES)
+	if (s->n_spare == STREAM_INFLIGHT)
 		return b;
 	s->spare[s->n_spare++] = b;
 	return NULL;
