@@ -14,7 +14,9 @@ Cases (see each @case for its one-line description): flags and standalone;
 three hosts converging on identical rates and statistics (single ratings
 with ids, arrays without, NDJSON, concurrent posts to every host) with the
 stream, message ids, consumers and sequence checked in JetStream itself;
-one rating id at several hosts applied once; kill -9 of a host under
+one rating id at several hosts applied once; batch messages (their
+contents, duplicates whole and by id, an older host's consumer turning them
+off, invalid ones dead-lettered); a delivery gap read again; kill -9 of a host under
 ratings and catch-up without re-applying; operator changes (policy, pin,
 rules, delete, the tutorial's /bucket) replicated, reset/drain/consume
 local, a fourth host started later with an empty state dir getting
@@ -66,6 +68,7 @@ STREAM = "AGENTGATE"
 KV_STREAM = "KV_agentgate-demand-owners"  # demand sharing's group leases
 CONVERGE = 30          # seconds: generous convergence deadline
 RATED = ("rate", "ratings", "mean_score", "last_rating_ms")
+BATCH_SUBJECT = "agentgate.ratings.%batch"  # several ratings, one a line (docs/FLEET.md)
 
 
 def sh(cmd, timeout=60, **kw):
@@ -199,6 +202,7 @@ def phase1(nats1, hosts1):
     start(*[d for d in hosts1 if not d.alive()])
     for d in hosts1:
         d.wait_ready(CONVERGE, want=("ready",))
+    batches_on(hosts1, 1)
     return nats1, hosts1
 
 
@@ -379,6 +383,24 @@ def outboxes_empty(hosts, timeout):
 
 # ---- cases -------------------------------------------------------------------------
 
+def batches_on(hosts, want):
+    """Waits until every host's publisher says it sends batch messages (1)
+    or a message per rating (0)."""
+    return wait_for(lambda: (lambda m: all(v == want for v in m.values()) and m)(
+        metric_all(hosts, "agentgate_fleet_rating_batches")), CONVERGE,
+        what="agentgate_fleet_rating_batches %d on every host" % want)
+
+
+def batch_lines(m):
+    """A batch message's ratings (JSON objects), checked to be one."""
+    mid = m[2].get("Nats-Msg-Id", "") if m else ""
+    check(m and m[0] == BATCH_SUBJECT and re.fullmatch(r"batch:[0-9a-f]{32}", mid),
+          "not a batch message: %r" % (m,))
+    data = m[3].decode()
+    check(data.endswith("\n"), "batch message without its last newline: %r" % data[-80:])
+    return [json.loads(x) for x in data.splitlines()]
+
+
 @case("standalone unchanged (no fleet object); invalid --node names exit 2; a "
       "32-character name of every class accepted")
 def t_flags(env, standalone, nats1, own):
@@ -484,11 +506,12 @@ def check_stream(s, r1, r2):
         m = n.stream_msg(STREAM, seq=r1["sequence"])
         check(m and m[0] == "agentgate.ratings.cv-alpha" and m[2].get("Nats-Msg-Id") == "cv-1",
               "message %d: %r" % (r1["sequence"], m))
-        m = n.stream_msg(STREAM, seq=r2["sequence"])
-        mid = m[2].get("Nats-Msg-Id", "") if m else ""
-        check(m and m[0] == subject_of("org:team.cv-gamma") and mid.startswith("b-") and
-              len(mid) > 2 and all(ch in "0123456789abcdefABCDEF" for ch in mid[2:]),
-              "message %d (b's generated id): %r" % (r2["sequence"], m))
+        # The array of three at b: one batch message, ids made by b.
+        lines = batch_lines(n.stream_msg(STREAM, seq=r2["sequence"]))
+        check([(x["agent"], x["score"]) for x in lines] ==
+              [("cv-alpha", 1), ("cv-beta", 4), ("org:team.cv-gamma", 2)] and
+              all(re.fullmatch(r"b-[0-9a-f]{32}", x["id"]) for x in lines) and
+              lines[2].get("user") == "u2", "message %d (b's batch): %r" % (r2["sequence"], lines))
         for node in ("a", "b", "c"):
             ci = n.js("CONSUMER.INFO.%s.agentgate-%s" % (STREAM, node))
             check("error" not in ci and ci["config"].get("durable_name") == "agentgate-" + node,
@@ -535,7 +558,7 @@ def t_converge(phase1, standalone):
         {"id": "cv-3", "agent": "cv-alpha", "score": 4, "comment": "fine"},
         {"agent": "cv-beta", "score": 2})) + "\n"
     r3 = post(c, nd.encode(), ctype="application/x-ndjson")
-    check(r3.get("applied") == 4 and r3["sequence"] >= r2["sequence"] + 4, "ndjson: %s" % r3)
+    check(r3.get("applied") == 4 and r3["sequence"] >= r2["sequence"] + 1, "ndjson: %s" % r3)
     # Concurrent posts to every host (no clamping: start at 1000).
     r = a.api.put("/v1/agents/cv-delta", {"rate": 1000})
     check(r.status == 201, "PUT cv-delta: %d %s" % (r.status, r.text))
@@ -607,6 +630,155 @@ def t_dedup(phase1):
     time.sleep(1.5)
     converge(s, hosts, ["dd-one", "dd-two"], {"dd-one": {"ratings": 2}, "dd-two": {"ratings": 1}},
              timeout=1)
+
+
+def stream_count_since(s, seq0):
+    return stream_last_seq(s) - seq0
+
+
+@case("batch messages: 1000 ratings with ids in at most 4 messages of 256, applied "
+      "everywhere; the same request again all duplicates (JetStream), half of it in "
+      "another grouping half duplicates (the ids); a host's consumer without the "
+      "description of a reader turns every publisher to a message per rating and "
+      "back; invalid batch messages dead-lettered whole")
+def t_batches(phase1):
+    s, hosts = phase1
+    a, b, c = hosts
+    check(a.api.put("/v1/agents/bt-one", {"rate": 5000}).status == 201, "PUT bt-one")
+    check(a.api.put("/v1/agents/bt-two", {"rate": 5000}).status == 201, "PUT bt-two")
+    rnd = random.Random(11)
+    items = [{"id": "bt-%d" % i, "agent": ("bt-one", "bt-two")[i % 2],
+              "score": rnd.randint(1, 5), "user": "u%d" % i} for i in range(1000)]
+    seq0 = stream_last_seq(s)
+    r = post(a, items)
+    check(r["applied"] == 1000 and r["duplicates"] == 0, "1000 at a: %s" % r)
+    msgs = stream_count_since(s, seq0)
+    check(msgs == 4, "1000 ratings took %d stream messages, want 4 (256 a message)" % msgs)
+    n = nats_client(s)
+    try:
+        got = []
+        for q in range(seq0 + 1, seq0 + msgs + 1):
+            got += batch_lines(n.stream_msg(STREAM, seq=q))
+    finally:
+        n.close()
+    check([x["id"] for x in got] == [x["id"] for x in items] and
+          all(g["score"] == w["score"] and g["user"] == w["user"] for g, w in zip(got, items)),
+          "the batch messages do not hold the 1000 ratings in order")
+    scores = {ag: [x["score"] for x in items if x["agent"] == ag] for ag in ("bt-one", "bt-two")}
+    want = {ag: {"rate": expected_rate(5000, sc, r_max=10000.0), "ratings": 500,
+                 "mean_score": mean(sc)} for ag, sc in scores.items()}
+    converge(s, hosts, list(want), want)
+    # The same request again, at another host: JetStream has the messages.
+    seq1 = stream_last_seq(s)
+    r = post(b, items)
+    check(r["applied"] == 0 and r["duplicates"] == 1000, "the same 1000 at b: %s" % r)
+    check(stream_last_seq(s) == seq1, "a repeated batch reached the stream")
+    # Half of them in another grouping with 500 new ones: the ids catch the half.
+    more = [{"id": "bt-n%d" % i, "agent": "bt-one", "score": 3} for i in range(500)]
+    r = post(c, items[::2] + more)
+    check(r["applied"] == 500 and r["duplicates"] == 500, "500 old and 500 new at c: %s" % r)
+    want["bt-one"]["ratings"] = 1000
+    converge(s, hosts, list(want), {ag: {"ratings": w["ratings"]} for ag, w in want.items()})
+    # An older host: a durable consumer whose description does not say it
+    # reads batches. Every publisher goes back to a message per rating.
+    n = nats_client(s)
+    try:
+        cfg = {"durable_name": "agentgate-bt-old", "deliver_policy": "new",
+               "ack_policy": "all"}
+        ans = n.js("CONSUMER.DURABLE.CREATE.%s.agentgate-bt-old" % STREAM,
+                   {"stream_name": STREAM, "config": cfg})
+        check("error" not in ans, "older host's consumer: %s" % ans)
+        try:
+            batches_on(hosts, 0)
+            seq2 = stream_last_seq(s)
+            r = post(a, [{"id": "bt-o%d" % i, "agent": "bt-two", "score": 3} for i in range(20)])
+            check(r["applied"] == 20 and stream_count_since(s, seq2) == 20,
+                  "20 ratings with an older host: %s, %d messages" %
+                  (r, stream_count_since(s, seq2)))
+            m = n.stream_msg(STREAM, seq=seq2 + 1)
+            check(m and m[0] == subject_of("bt-two") and m[2].get("Nats-Msg-Id") == "bt-o0",
+                  "with an older host, not a message per rating: %r" % (m,))
+        finally:
+            n.js("CONSUMER.DELETE.%s.agentgate-bt-old" % STREAM)
+        batches_on(hosts, 1)
+        # Invalid batch messages from another publisher: dead-lettered whole,
+        # on every host, nothing of them applied.
+        dl0 = metric_all(hosts, "agentgate_fleet_dead_letters_total")
+        sid = n.sub("agentgate.ratings.dlq")
+        n.flush()
+        bad = [b'{"id":"bt-x1","agent":"bt-two","score":5}\n{"id":"bt-x2","agent":"bt-two",'
+               b'"score":9}\n',
+               b'{"id":"bt-x3","agent":"bt-two","score":5}\n{"agent":"bt-two","score":5}\n',
+               b'{"id":"bt-x4","agent":"bt-two","score":5}\n']
+        seqs = {}
+        for i, data in enumerate(bad):
+            ack = n.js_publish(BATCH_SUBJECT, data, headers={"Nats-Msg-Id": "bt-bad-%d" % i})
+            check("error" not in ack, "raw publish: %s" % ack)
+            seqs[ack["seq"]] = data
+        got = collect_dead_letters(n, sid, seqs)
+        reasons = {q: {m.headers.get("Agentgate-Reason") for m in got.get(q, [])} for q in seqs}
+        diag("batch dead letters: %s" % reasons)
+        want_reason = ["line 2: score", "line 2: id", "a batch holds 2 to"]
+        for (q, data), w in zip(seqs.items(), want_reason):
+            check(len(reasons[q]) == 1 and list(reasons[q])[0].startswith(w),
+                  "message %d: reasons %s, want %r" % (q, reasons[q], w))
+        wait_for(lambda: (lambda m: all(m[k] >= dl0[k] + 3 for k in m) and m)(
+            metric_all(hosts, "agentgate_fleet_dead_letters_total")), CONVERGE,
+            what="3 more dead letters on every host (from %s)" % dl0)
+        want["bt-two"]["ratings"] = 520
+        converge(s, hosts, list(want), {ag: {"ratings": w["ratings"]} for ag, w in want.items()})
+    finally:
+        n.close()
+
+
+@case("a delivery that skips a message the stream holds (another puller took it from "
+      "host c's consumer while c was stopped): c reads it again instead of leaving it out; "
+      "a message deleted from the stream while c was down: c leaves it out with a warning")
+def t_delivery_gap(own):
+    # Hosts of its own: the message it deletes would differ between hosts
+    # that applied it before and a host replaying the stream later.
+    s = own.server("gap")
+    a, c = hosts = [own.daemon(x, [s.url], "--nats-timeout", "1500ms") for x in ("a", "c")]
+    start(*hosts)
+    batches_on(hosts, 1)
+    check(a.api.put("/v1/agents/gap-x", {"rate": 1000}).status == 201, "PUT gap-x")
+    converge(s, hosts, ["gap-x"], {"gap-x": {"rate": 1000.0}})
+    n = nats_client(s)
+    try:
+        inbox = "_INBOX.gap.%s" % os.urandom(4).hex()
+        sid = n.sub(inbox)
+        n.flush()
+        os.kill(c.proc.pid, signal.SIGSTOP)
+        try:
+            time.sleep(1.0)   # c's own pull request (250 ms) expires
+            n.pub("$JS.API.CONSUMER.MSG.NEXT.%s.agentgate-c" % STREAM,
+                  json.dumps({"batch": 1, "expires": 10 * 10**9}).encode(), reply=inbox)
+            n.flush()
+            r1 = post(a, {"id": "gap-1", "agent": "gap-x", "score": 5})
+            m = n.next_msg(5, sid=sid)
+            check(m.subject == "agentgate.ratings.gap-x" and b'"gap-1"' in m.data,
+                  "the other puller got %r, not gap-1" % (m,))
+            r2 = post(a, {"id": "gap-2", "agent": "gap-x", "score": 1})
+        finally:
+            os.kill(c.proc.pid, signal.SIGCONT)
+        diag("gap-1 at %d taken from c's consumer, gap-2 at %d" % (r1["sequence"],
+                                                                  r2["sequence"]))
+        converge(s, hosts, ["gap-x"], {"gap-x": {"rate": 1000.0, "ratings": 2}})
+        check("the delivery skipped stream sequences %d to %d" % (r1["sequence"],
+                                                                  r1["sequence"]) in c.log_tail(20000),
+              "c's log does not say it read the skipped message again")
+        # Deleted from the stream while c is down: left out, said so.
+        stop(c)
+        r3 = post(a, {"id": "gap-3", "agent": "gap-x", "score": 5})
+        post(a, {"id": "gap-4", "agent": "gap-x", "score": 4})
+        ans = n.js("STREAM.MSG.DELETE." + STREAM, {"seq": r3["sequence"]})
+        check(ans.get("success"), "deleting sequence %d: %s" % (r3["sequence"], ans))
+        start(c)
+        converge(s, [c], ["gap-x"], {"gap-x": {"rate": 1010.0, "ratings": 3}})
+        check("stream sequences %d to %d are gone" % (r3["sequence"], r3["sequence"]) in
+              c.log_tail(20000), "c's log does not say sequence %d is gone" % r3["sequence"])
+    finally:
+        n.close()
 
 
 class Posters:
@@ -1509,9 +1681,16 @@ def t_demand_parent(env, own):
         return got if all(abs(x - w) <= 0.08 for x, w in zip(got, want)) else None
     got = wait_for(near_want, 40, interval=0.5, what="parent shares near %s" % want)
     time.sleep(2)     # settle
-    for d in hosts:   # the operator's rate in the API, the share in the maps
+    def api_and_maps(d):
+        """The API's parent and the maps' between two API reads of one share
+        (shares move every --fleet-interval); None when it moved."""
         o = d.api.get("/v1/parents/" + parent).json()
         m = cli(d, "parent", "show", parent)
+        o2 = d.api.get("/v1/parents/" + parent).json()
+        return (o, m) if o["fleet"]["share"] == o2["fleet"]["share"] else None
+    for d in hosts:   # the operator's rate in the API, the share in the maps
+        o, m = wait_for(lambda: api_and_maps(d), 20, interval=0.05,
+                        what="%s: one share across a read of the maps" % d.node)
         diag("%s: parent %s fleet %s, map rate %s" % (d.node, o["rate"], o["fleet"], m["rate"]))
         check(o["rate"] == R and abs(o["fleet"]["local_rate"] - R * o["fleet"]["share"]) <
               1e-6 * R and abs(m["rate"] - R * o["fleet"]["share"]) < 1e-6 * R,

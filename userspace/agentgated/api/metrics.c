@@ -605,6 +605,9 @@ static void fleet_series(struct out *o, struct agd_fleet *f)
 	put(o, "agentgate_fleet_stream_lag %llu\n", (unsigned long long)st.lag);
 	family(o, "fleet_outbox_depth", "gauge", "Ratings kept locally until NATS takes them.");
 	put(o, "agentgate_fleet_outbox_depth %llu\n", (unsigned long long)st.outbox_depth);
+	family(o, "fleet_rating_batches", "gauge",
+	       "Whether ratings go out several to a stream message (every host reads them).");
+	put(o, "agentgate_fleet_rating_batches %d\n", st.batches);
 	family(o, "fleet_dead_letters_total", "counter",
 	       "Invalid stream messages sent to " AGD_FLEET_DLQ ".");
 	put(o, "agentgate_fleet_dead_letters_total %llu\n", (unsigned long long)st.dead_letters);

@@ -604,6 +604,7 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 	struct agd_job *job;
 	__u64 now = wall_ms(), with_ids = 0, done_ns, seq = 0, log_ms = 0;
 	MDB_txn *txn = NULL;
+	bool all_logged = true;
 	size_t i;
 	int err;
 
@@ -612,6 +613,7 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 			seq = job->log_seq;
 		if (job->log_ms > log_ms)
 			log_ms = job->log_ms;
+		all_logged &= job->log_seq != 0;
 	}
 	if (log_ms)
 		now = log_ms;
@@ -623,7 +625,11 @@ static void run_batch(struct agd_engine *e, struct agd_job *jobs)
 	e->ev_on = e->obs && e->obs_wanted(e->obs_arg);
 	if (e->opts.evict_when_full && e->opts.auto_create)
 		make_room(e, new_agents(e, jobs));
-	err = txn_begin(e, &txn);
+	/* Entries of the fleet's log only: one sync a commit, not two. A power
+	 * loss may then undo the last commit, never tear the store; the host
+	 * applies those entries again from the log, after the sequence the
+	 * store kept. */
+	err = txn_begin_flags(e, &txn, all_logged ? MDB_NOMETASYNC : 0);
 	for (job = jobs; job && !err; job = job->next) {
 		job->serial = ++e->serial;
 		job->err.code = admit_job(e, txn, job, &touched);

@@ -256,11 +256,16 @@ void audit_file(struct agd_engine *e, char *line)
 
 int txn_begin(struct agd_engine *e, MDB_txn **txn)
 {
+	return txn_begin_flags(e, txn, 0);
+}
+
+int txn_begin_flags(struct agd_engine *e, MDB_txn **txn, unsigned int flags)
+{
 	struct agd_err why;
 	int err;
 
 	*txn = NULL; /* also when beginning fails: callers test it */
-	err = agd_store_txn_begin(&e->st, txn);
+	err = agd_store_txn_begin_flags(&e->st, txn, flags);
 
 	/* A transaction that changed voices and did not commit left memory
 	 * ahead of the store: read them again first. */

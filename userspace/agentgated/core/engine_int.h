@@ -173,6 +173,8 @@ int audit(struct agd_engine *e, MDB_txn *txn, const char *subject, const char *a
 	  const char *agent, json_t *before, json_t *after, char **line);
 void audit_file(struct agd_engine *e, char *line);
 int txn_begin(struct agd_engine *e, MDB_txn **txn);
+/* flags: MDB_NOMETASYNC for a transaction of fleet log entries only (apply.c). */
+int txn_begin_flags(struct agd_engine *e, MDB_txn **txn, unsigned int flags);
 int txn_commit(struct agd_engine *e, MDB_txn *txn, __u64 seq);
 /* Logs err with what the store says about it, after the context fmt. */
 void store_log(struct agd_engine *e, int err, const char *fmt, ...)

@@ -344,6 +344,8 @@ int agd_store_check(int fd, bool full, struct agd_err *err);
  * also checks, without touching the map, that data.mdb was not cut short,
  * removed or replaced since (LMDB never shrinks it). */
 int agd_store_txn_begin(struct agd_store *st, MDB_txn **txn);
+/* With LMDB's per-transaction flags (MDB_NOMETASYNC). */
+int agd_store_txn_begin_flags(struct agd_store *st, MDB_txn **txn, unsigned int flags);
 /* Commits, or aborts (-EUCLEAN) when the store was found damaged meanwhile. */
 int agd_store_commit(struct agd_store *st, MDB_txn *txn);
 

@@ -165,9 +165,14 @@ static int guard(void)
 
 int agd_store_txn_begin(struct agd_store *st, MDB_txn **txn)
 {
+	return agd_store_txn_begin_flags(st, txn, 0);
+}
+
+int agd_store_txn_begin_flags(struct agd_store *st, MDB_txn **txn, unsigned int flags)
+{
 	int err = guard();
 
-	return err ? err : agd_store_errno(mdb_txn_begin(st->env, NULL, 0, txn));
+	return err ? err : agd_store_errno(mdb_txn_begin(st->env, NULL, flags, txn));
 }
 
 int agd_store_commit(struct agd_store *st, MDB_txn *txn)

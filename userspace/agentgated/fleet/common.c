@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -77,6 +78,37 @@ void agd_fleet_record(struct agd_fleet *f, __u64 seq, int code)
 
 	r->seq = seq;
 	r->code = code;
+}
+
+void agd_fleet_record_batch(struct agd_fleet *f, __u64 seq, const int *codes, size_t n, int all)
+{
+	struct batch_result *r = &f->batch_results[seq & (AGD_FLEET_BATCH_RESULTS - 1)];
+	size_t i;
+
+	free(r->codes);
+	*r = (struct batch_result){ .seq = seq, .n = (__u32)n, .all = all };
+	for (i = 0; !all && i < n && !codes[i]; i++)
+		;
+	if (all || i == n)
+		return;
+	r->codes = malloc(n * sizeof(*r->codes));
+	if (!r->codes) { /* unknown: forgotten, as an overwritten one would be */
+		r->seq = 0;
+		return;
+	}
+	for (i = 0; i < n; i++)
+		r->codes[i] = (short)codes[i];
+}
+
+int agd_fleet_batch_result(struct agd_fleet *f, __u64 seq, size_t pos)
+{
+	const struct batch_result *r = &f->batch_results[seq & (AGD_FLEET_BATCH_RESULTS - 1)];
+
+	if (r->seq != seq)
+		return 0;
+	if (r->all)
+		return r->all;
+	return r->codes && pos < r->n ? r->codes[pos] : 0;
 }
 
 void agd_fleet_record_op(struct agd_fleet *f, __u64 seq, int err, bool created, const char *msg)

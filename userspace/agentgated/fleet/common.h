@@ -22,6 +22,16 @@ struct item_result {
 	int code; /* 0 applied, AGD_ITEM_DUPLICATE, negative errno: refused */
 };
 
+/* The outcomes of one batch message's ratings (AGD_FLEET_BATCH), by
+ * sequence: codes NULL when every one was 0 or when all is set. */
+#define AGD_FLEET_BATCH_RESULTS 4096
+struct batch_result {
+	__u64 seq;
+	__u32 n;
+	int all;      /* nonzero: every rating's outcome (an invalid message) */
+	short *codes; /* per rating: 0, AGD_ITEM_DUPLICATE or a negative errno */
+};
+
 struct op_result {
 	__u64 seq;
 	int err;
@@ -51,6 +61,11 @@ struct agd_fleet {
 	__u64 applied;  /* the consumer's position: every sequence up to it is done */
 	__u64 stream_last;
 	struct item_result results[AGD_FLEET_RESULTS];
+	struct batch_result batch_results[AGD_FLEET_BATCH_RESULTS];
+	bool batches;          /* every host's consumer reads batch messages */
+	__u64 batches_checked; /* when that was last asked, monotonic ms (outbox thread) */
+	__u64 batches_every;   /* ms between those */
+	bool batches_logged;
 	struct op_result ops[AGD_FLEET_OPS];
 	struct agd_fleet_stats st;
 
@@ -75,6 +90,11 @@ bool agd_fleet_connected(struct agd_fleet *f);
 /* Under f->lock. */
 struct item_result *agd_fleet_result_slot(struct agd_fleet *f, __u64 seq);
 void agd_fleet_record(struct agd_fleet *f, __u64 seq, int code);
+/* A batch message's outcomes: codes[0..n), or all of them when all != 0. */
+void agd_fleet_record_batch(struct agd_fleet *f, __u64 seq, const int *codes, size_t n, int all);
+/* The outcome of rating pos of the batch message at seq; 0 when no longer
+ * remembered. */
+int agd_fleet_batch_result(struct agd_fleet *f, __u64 seq, size_t pos);
 void agd_fleet_record_op(struct agd_fleet *f, __u64 seq, int err, bool created, const char *msg);
 
 /* fleet_log.c */

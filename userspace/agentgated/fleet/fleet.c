@@ -18,8 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
 #include <nats/nats.h>
+#include <openssl/evp.h>
 
 #include "common.h"
 #include "core/outbox.h"
@@ -74,20 +74,59 @@ void agd_fleet_default_node(char *node, size_t len)
 
 /* ---- messages ---------------------------------------------------------------- */
 
-/* A rating as the stream carries it: the fields that change state. */
+/* The longest rating line: every string byte escaped as \u00XX. */
+#define LINE_MAX_BYTES (6 * (AGD_RATING_ID_MAX + AG_NAME_MAX + AGD_RATING_USER_MAX) + 96)
+
+/* A JSON string of text (valid UTF-8, as the parser left it) at p. */
+static char *put_str(char *p, const char *text)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	*p++ = '"';
+	for (; *text; text++) {
+		unsigned char c = (unsigned char)*text;
+
+		if (c == '"' || c == '\\') {
+			*p++ = '\\';
+			*p++ = (char)c;
+		} else if (c < 0x20) {
+			memcpy(p, "\\u00", 4);
+			p[4] = hex[c >> 4];
+			p[5] = hex[c & 15];
+			p += 6;
+		} else {
+			*p++ = (char)c;
+		}
+	}
+	*p++ = '"';
+	return p;
+}
+
+/* A rating as the stream carries it, the fields that change state:
+ * {"id","agent","score"[,"user"][,"ts"]} at out (LINE_MAX_BYTES), no
+ * newline; its length. */
+static size_t rating_line(const struct agd_rating *r, char *out)
+{
+	char *p = out;
+
+	p = put_str(p + sprintf(p, "{\"id\":"), r->id);
+	p = put_str(p + sprintf(p, ",\"agent\":"), r->agent);
+	p += sprintf(p, ",\"score\":%d", r->score);
+	if (r->user[0])
+		p = put_str(p + sprintf(p, ",\"user\":"), r->user);
+	if (r->ts_ms >= 0)
+		p += sprintf(p, ",\"ts\":%lld", (long long)r->ts_ms);
+	*p++ = '}';
+	*p = 0;
+	return (size_t)(p - out);
+}
+
 static char *rating_payload(const struct agd_rating *r)
 {
-	json_t *o = json_pack("{s:s,s:s,s:i}", "id", r->id, "agent", r->agent, "score", r->score);
-	char *text;
+	char *text = malloc(LINE_MAX_BYTES);
 
-	if (!o)
-		return NULL;
-	if (r->user[0])
-		json_object_set_new(o, "user", json_string(r->user));
-	if (r->ts_ms >= 0)
-		json_object_set_new(o, "ts", json_integer((json_int_t)r->ts_ms));
-	text = json_dumps(o, JSON_COMPACT);
-	json_decref(o);
+	if (text)
+		rating_line(r, text);
 	return text;
 }
 
@@ -233,7 +272,7 @@ struct pub_wait {
 struct pub_slot {
 	natsMsg *msg; /* NULL: free */
 	struct pub_wait *w;
-	size_t item;
+	size_t item, count; /* the items it carries: item .. item + count */
 };
 
 static size_t ptr_hash(const void *p, size_t mask)
@@ -314,9 +353,9 @@ static void settle(struct agd_fleet *f, natsMsg *msg, jsPubAck *pa, jsPubAckErr 
 	if (sl) {
 		struct pub_wait *w = sl->w;
 
-		if (pa && !pae) {
-			w->seq[sl->item] = pa->Sequence;
-			w->dup[sl->item] = pa->Duplicate;
+		for (size_t i = sl->item; pa && !pae && i < sl->item + sl->count; i++) {
+			w->seq[i] = pa->Sequence;
+			w->dup[i] = pa->Duplicate;
 		}
 		wait_remove(f, sl);
 		if (!--w->left)
@@ -355,10 +394,11 @@ static int pub_open(struct agd_fleet *f)
 	return natsConnection_JetStream(&f->pjs, f->nc, &jo) == NATS_OK ? 0 : -EIO;
 }
 
-/* Publishes msgs[0..n) (consumed) and waits for their acknowledgements;
- * seq[i] stays 0 for those not acknowledged in time. */
-static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item, size_t n,
-			__u64 *seq, bool *dup)
+/* Publishes msgs[0..n) (consumed) and waits for their acknowledgements.
+ * Message k carries items item[k] .. item[k] + count[k] (count NULL: one);
+ * seq[i] stays 0 for the items of a message not acknowledged in time. */
+static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item,
+			const size_t *count, size_t n, __u64 *seq, bool *dup)
 {
 	struct pub_wait w = { .seq = seq, .dup = dup };
 	natsMsg **sent = malloc((n ? n : 1) * sizeof(*sent)); /* the addresses, to forget */
@@ -383,7 +423,8 @@ static void publish_all(struct agd_fleet *f, natsMsg **msgs, const size_t *item,
 
 		while (sl->msg)
 			sl = &f->waits[(size_t)(sl - f->waits + 1) & f->wmask];
-		*sl = (struct pub_slot){ .msg = msgs[i], .w = &w, .item = item[i] };
+		*sl = (struct pub_slot){ .msg = msgs[i], .w = &w, .item = item[i],
+					 .count = count ? count[i] : 1 };
 		sent[i] = msgs[i];
 		f->wn++;
 	}
@@ -424,6 +465,32 @@ out:
 		natsMsg_Destroy(msgs[i]);
 }
 
+/* One message (consumed), its items 0..count: published and acknowledged
+ * in this thread (a request whose answer the connection's reader hands
+ * over directly, one thread switch fewer than the acknowledgement
+ * handler's). */
+static void publish_one(struct agd_fleet *f, natsMsg *m, size_t count, __u64 *seq, bool *dup)
+{
+	jsPubAck *pa = NULL;
+	jsPubOptions po;
+	jsCtx *js;
+	size_t i;
+
+	pthread_mutex_lock(&f->plock);
+	js = f->pjs;
+	pthread_mutex_unlock(&f->plock);
+	jsPubOptions_Init(&po);
+	po.MaxWait = (int64_t)f->opts.timeout_ms;
+	if (js && js_PublishMsg(&pa, js, m, &po, NULL) == NATS_OK) {
+		for (i = 0; i < count; i++) {
+			seq[i] = pa->Sequence;
+			dup[i] = pa->Duplicate;
+		}
+	}
+	jsPubAck_Destroy(pa);
+	natsMsg_Destroy(m);
+}
+
 /* ---- waiting for this host to apply ------------------------------------------------ */
 
 /* Waits until the consumer applied seq; false on timeout or stop. */
@@ -454,12 +521,25 @@ static int result_of(struct agd_fleet *f, __u64 seq)
 	return r.seq == seq ? r.code : 0;
 }
 
+static int batch_result_of(struct agd_fleet *f, __u64 seq, size_t pos)
+{
+	int code;
+
+	pthread_mutex_lock(&f->lock);
+	code = agd_fleet_batch_result(f, seq, pos);
+	pthread_mutex_unlock(&f->lock);
+	return code;
+}
+
 /* ---- ratings: the replicator's submit -------------------------------------------- */
+
+#define SINGLE ((size_t)-1) /* pos of an item sent in a message of its own */
 
 struct submit {
 	struct agd_rating *items; /* with ids */
 	natsMsg **msgs;
-	size_t *item;
+	size_t *item, *count; /* per message: its first item, how many */
+	size_t *pos;          /* per item: its line in a batch message, or SINGLE */
 	__u64 *seq;
 	bool *dup;
 	size_t *unacked;
@@ -470,6 +550,8 @@ static void submit_free(struct submit *s)
 	free(s->items);
 	free(s->msgs);
 	free(s->item);
+	free(s->count);
+	free(s->pos);
 	free(s->seq);
 	free(s->dup);
 	free(s->unacked);
@@ -482,10 +564,13 @@ static int submit_prepare(struct agd_fleet *f, const struct agd_job *job, struct
 	s->items = malloc(n * sizeof(*s->items));
 	s->msgs = calloc(n, sizeof(*s->msgs));
 	s->item = calloc(n, sizeof(*s->item));
+	s->count = calloc(n, sizeof(*s->count));
+	s->pos = calloc(n, sizeof(*s->pos));
 	s->seq = calloc(n, sizeof(*s->seq));
 	s->dup = calloc(n, sizeof(*s->dup));
 	s->unacked = calloc(n, sizeof(*s->unacked));
-	if (!s->items || !s->msgs || !s->item || !s->seq || !s->dup || !s->unacked)
+	if (!s->items || !s->msgs || !s->item || !s->count || !s->pos || !s->seq || !s->dup ||
+	    !s->unacked)
 		return -ENOMEM;
 	for (i = 0; i < n; i++) {
 		struct agd_rating *r = &s->items[i];
@@ -493,30 +578,111 @@ static int submit_prepare(struct agd_fleet *f, const struct agd_job *job, struct
 		*r = job->items[i];
 		if (!r->id[0]) /* the id makes a retry, and the outbox, exactly-once */
 			random_id(f->opts.node, r->id, sizeof(r->id));
-		s->item[i] = i;
 	}
 	return 0;
 }
 
+/* A batch message's Nats-Msg-Id: "batch:" and its ratings' ids hashed
+ * (SHA-256, 128 bits in hex; no node's generated id has a ':'). The same
+ * ratings sent again make the same id, so JetStream drops the copy as it
+ * drops a single rating's; ids in another grouping are caught by the
+ * engine's own record of ids. */
+#define BATCH_ID_LEN (6 + 32 + 1)
+static int batch_id(const struct agd_rating *items, size_t n, char out[BATCH_ID_LEN])
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	size_t i;
+	int ok = ctx && EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
+
+	for (i = 0; ok && i < n; i++)
+		ok = EVP_DigestUpdate(ctx, items[i].id, strlen(items[i].id) + 1);
+	ok = ok && EVP_DigestFinal_ex(ctx, md, &mdlen) && mdlen >= 16;
+	EVP_MD_CTX_free(ctx);
+	if (!ok)
+		return -ENOMEM;
+	memcpy(out, "batch:", 6);
+	for (i = 0; i < 16; i++)
+		snprintf(out + 6 + 2 * i, 3, "%02x", md[i]);
+	return 0;
+}
+
+/* Items from..n into one message of at most f->opts.batch ratings and
+ * max_bytes: a batch message (one rating a line) when more than one fits,
+ * the single form otherwise. *next: the first item left out. */
+static natsMsg *pack(struct agd_fleet *f, struct submit *s, size_t from, size_t n, size_t max_bytes,
+		     char *buf, size_t *next)
+{
+	char subject[AGD_FLEET_SUBJECT_MAX], id[BATCH_ID_LEN];
+	size_t i = from, len = 0;
+
+	while (i < n && i - from < f->opts.batch) {
+		size_t l = rating_line(&s->items[i], buf + len);
+
+		if (i > from && len + l + 1 > max_bytes)
+			break;
+		s->pos[i] = i - from;
+		len += l;
+		buf[len++] = '\n';
+		i++;
+	}
+	*next = i;
+	if (i - from == 1) {
+		s->pos[from] = SINGLE;
+		agd_fleet_subject(s->items[from].agent, subject, sizeof(subject));
+		return make_msg(subject, s->items[from].id, buf, len - 1);
+	}
+	if (batch_id(&s->items[from], i - from, id))
+		return NULL;
+	return make_msg(AGD_FLEET_BATCH, id, buf, len);
+}
+
+static bool batches_on(struct agd_fleet *f)
+{
+	bool on;
+
+	pthread_mutex_lock(&f->lock);
+	on = f->batches && f->opts.batch > 1;
+	pthread_mutex_unlock(&f->lock);
+	return on;
+}
+
+/* The items as messages (batch messages when every host reads them),
+ * published and settled. */
 static int submit_publish(struct agd_fleet *f, struct submit *s, size_t n)
 {
-	char subject[AGD_FLEET_SUBJECT_MAX];
-	size_t i;
+	int64_t maxp = natsConnection_GetMaxPayload(f->nc);
+	size_t max_bytes = maxp > 4 * LINE_MAX_BYTES ? (size_t)maxp / 2 : 2 * LINE_MAX_BYTES;
+	bool batches = n > 1 && batches_on(f);
+	char *buf;
+	size_t i, k = 0;
 
-	for (i = 0; i < n; i++) {
-		char *payload = rating_payload(&s->items[i]);
+	if (max_bytes > 512 * 1024)
+		max_bytes = 512 * 1024;
+	buf = malloc(max_bytes + LINE_MAX_BYTES + 1);
+	if (!buf)
+		return -ENOMEM;
+	for (i = 0; i < n; k++) {
+		size_t next;
 
-		agd_fleet_subject(s->items[i].agent, subject, sizeof(subject));
-		s->msgs[i] = payload ? make_msg(subject, s->items[i].id, payload,
-						  strlen(payload)) : NULL;
-		free(payload);
-		if (!s->msgs[i]) {
-			while (i--)
-				natsMsg_Destroy(s->msgs[i]);
+		s->item[k] = i;
+		s->msgs[k] = batches ? pack(f, s, i, n, max_bytes, buf, &next) :
+				       pack(f, s, i, i + 1, max_bytes, buf, &next);
+		if (!s->msgs[k]) {
+			while (k--)
+				natsMsg_Destroy(s->msgs[k]);
+			free(buf);
 			return -ENOMEM;
 		}
+		s->count[k] = next - i;
+		i = next;
 	}
-	publish_all(f, s->msgs, s->item, n, s->seq, s->dup);
+	free(buf);
+	if (k == 1)
+		publish_one(f, s->msgs[0], s->count[0], s->seq, s->dup);
+	else
+		publish_all(f, s->msgs, s->item, s->count, k, s->seq, s->dup);
 	return 0;
 }
 
@@ -536,7 +702,8 @@ static void submit_results(struct agd_fleet *f, struct agd_job *job, const struc
 				job->item_err[i] = AGD_ITEM_DUPLICATE;
 			continue;
 		}
-		code = result_of(f, s->seq[i]);
+		code = s->pos[i] == SINGLE ? result_of(f, s->seq[i]) :
+					     batch_result_of(f, s->seq[i], s->pos[i]);
 		if (job->item_err)
 			job->item_err[i] = code;
 		if (code == AGD_ITEM_DUPLICATE)
@@ -738,6 +905,77 @@ static int fleet_op(void *arg, const struct agd_op *in, bool *created, struct ag
 	return err;
 }
 
+/* ---- whether every host reads batch messages ------------------------------------- */
+
+/* How often publishers ask whether every host reads batch messages: every
+ * BATCH_CHECK_MS for up to 16 hosts, proportionally less often beyond (the
+ * answer lists every host's consumer). */
+#define BATCH_CHECK_MS 2000
+
+static __u64 mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (__u64)ts.tv_sec * 1000 + (__u64)ts.tv_nsec / 1000000;
+}
+
+/* Asks the stream for its consumers: batch messages go out only while
+ * every host's (agentgate-<node>) says in its description that it reads
+ * them, this host's too. A host of an older version, even one that is
+ * down, keeps its consumer and so keeps everyone on a message per rating. */
+static void batches_check(struct agd_fleet *f)
+{
+	char own[sizeof("agentgate-") + AGD_NODE_MAX];
+	jsConsumerInfoList *list = NULL;
+	const char *old = NULL;
+	bool on, seen_own = false, was;
+	int i;
+
+	if (f->opts.batch <= 1 ||
+	    js_Consumers(&list, f->js, AGD_FLEET_STREAM, NULL, NULL) != NATS_OK)
+		return; /* as it was; asked again later */
+	snprintf(own, sizeof(own), "agentgate-%s", f->opts.node);
+	for (i = 0; i < list->Count && !old; i++) {
+		const jsConsumerInfo *ci = list->List[i];
+		const char *d = ci->Config ? ci->Config->Description : NULL;
+
+		if (!ci->Name || strncmp(ci->Name, "agentgate-", 10))
+			continue; /* not a host's */
+		seen_own |= !strcmp(ci->Name, own);
+		if (!d || !strstr(d, AGD_FLEET_READS_BATCHES))
+			old = ci->Name;
+	}
+	on = seen_own && !old;
+	f->batches_every = BATCH_CHECK_MS * (list->Count > 16 ? (__u64)list->Count / 16 : 1);
+	pthread_mutex_lock(&f->lock);
+	was = f->batches;
+	f->batches = on;
+	pthread_mutex_unlock(&f->lock);
+	if (on && !was)
+		f->opts.log(AGD_LOG_INFO, "fleet: every host reads batch messages: up to %u "
+			    "ratings go out in one", f->opts.batch);
+	else if (!on && (was || !f->batches_logged))
+		f->opts.log(AGD_LOG_INFO, "fleet: host %s does not read batch messages (an "
+			    "older version): one message per rating", old ? old + 10 : f->opts.node);
+	f->batches_logged = true;
+	jsConsumerInfoList_Destroy(list);
+}
+
+static void batches_maybe_check(struct agd_fleet *f)
+{
+	__u64 now = mono_ms();
+	bool ready;
+
+	pthread_mutex_lock(&f->lock);
+	ready = f->ready;
+	pthread_mutex_unlock(&f->lock);
+	if (!ready || (f->batches_checked && now - f->batches_checked < f->batches_every))
+		return;
+	f->batches_checked = now;
+	batches_check(f);
+}
+
 /* ---- the outbox publisher ----------------------------------------------------------- */
 
 static void *outbox_thread(void *arg)
@@ -753,6 +991,7 @@ static void *outbox_thread(void *arg)
 		size_t i, acked = 0;
 		bool work;
 
+		batches_maybe_check(f);
 		pthread_mutex_lock(&f->lock);
 		work = f->ob_depth > 0 && f->ready;
 		pthread_mutex_unlock(&f->lock);
@@ -772,7 +1011,7 @@ static void *outbox_thread(void *arg)
 			seq[i] = 0;
 			dup[i] = false;
 		}
-		publish_all(f, msgs, item, b.n, seq, dup);
+		publish_all(f, msgs, item, NULL, b.n, seq, dup);
 		for (i = 0; i < b.n; i++) {
 			b.e[i].acked = seq[i] != 0;
 			acked += b.e[i].acked;
@@ -842,6 +1081,8 @@ static int connect_nats(struct agd_fleet *f, struct agd_err *err)
 		s = natsOptions_SetMaxPingsOut(f->nopts, 3);
 	if (s == NATS_OK)
 		s = natsOptions_SetFailRequestsOnDisconnect(f->nopts, true);
+	if (s == NATS_OK) /* a rating waits for its acknowledgement: no buffering */
+		s = natsOptions_SetSendAsap(f->nopts, true);
 	if (s == NATS_OK)
 		/* With a callback the first connect retries in the background,
 		 * not in this call: the API starts with NATS unreachable. */
@@ -966,6 +1207,8 @@ void agd_fleet_stop(struct agd_fleet *f)
 	pthread_mutex_destroy(&f->lock);
 	pthread_mutex_destroy(&f->plock);
 	free(f->waits);
+	for (size_t i = 0; i < AGD_FLEET_BATCH_RESULTS; i++)
+		free(f->batch_results[i].codes);
 	pthread_cond_destroy(&f->cv);
 	pthread_cond_destroy(&f->stop_cv);
 	free(f);
@@ -979,6 +1222,7 @@ void agd_fleet_stats(struct agd_fleet *f, struct agd_fleet_stats *s)
 	s->lag = f->stream_last > f->applied ? f->stream_last - f->applied : 0;
 	s->outbox_depth = f->ob_depth;
 	s->caught_up = f->caught_up;
+	s->batches = f->batches && f->opts.batch > 1;
 	pthread_mutex_unlock(&f->lock);
 	s->connected = agd_fleet_connected(f);
 }

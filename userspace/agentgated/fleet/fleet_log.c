@@ -23,6 +23,7 @@
 #define ACK_WAIT_NS (30LL * 1000000000LL)
 #define DUPLICATE_WINDOW_NS (10LL * 60 * 1000000000LL)
 #define JS_STREAM_NOT_FOUND 10059
+#define JS_NO_MESSAGE_FOUND 10037
 
 /* ---- operator changes as the stream carries them --------------------------------- */
 
@@ -482,13 +483,20 @@ static void dead_letter(struct agd_fleet *f, natsMsg *msg, __u64 seq, const char
 
 /* ---- applying ------------------------------------------------------------------------ */
 
+/* Ratings gathered for one engine job: at most PENDING_MAX, the ratings of
+ * a fetch's single messages or of whole batch messages. */
+#define PENDING_MAX (FETCH_BATCH + AGD_FLEET_BATCH_MAX)
+#define SINGLE ((__u32)-1)
+
 struct pending {
 	struct agd_rating *items;
 	int *item_err;
 	__u64 *seq;
+	__u32 *pos; /* the rating's line in a batch message, or SINGLE */
 	size_t n;
 	__u64 log_ms;
 	__u64 *ms; /* each rating's log time */
+	bool resubscribe; /* a delivery skipped messages the stream still has */
 };
 
 static void mark_applied(struct agd_fleet *f, __u64 seq)
@@ -531,8 +539,18 @@ static bool flush(struct agd_fleet *f, struct pending *p)
 	if (job.err.code)
 		return false;
 	pthread_mutex_lock(&f->lock);
-	for (i = 0; i < p->n; i++)
-		agd_fleet_record(f, p->seq[i], p->item_err[i]);
+	for (i = 0; i < p->n;) {
+		size_t j = i + 1;
+
+		if (p->pos[i] == SINGLE) {
+			agd_fleet_record(f, p->seq[i], p->item_err[i]);
+		} else {
+			while (j < p->n && p->seq[j] == p->seq[i])
+				j++;
+			agd_fleet_record_batch(f, p->seq[i], &p->item_err[i], j - i, 0);
+		}
+		i = j;
+	}
 	pthread_mutex_unlock(&f->lock);
 	mark_applied(f, p->seq[p->n - 1]);
 	p->n = 0;
@@ -633,6 +651,7 @@ static void take_rating(struct agd_fleet *f, natsMsg *msg, __u64 seq, struct pen
 	    strlen(hdr_id) <= AGD_RATING_ID_MAX)
 		snprintf(r->id, sizeof(r->id), "%s", hdr_id);
 	p->ms[p->n] = p->log_ms;
+	p->pos[p->n] = SINGLE;
 	p->seq[p->n++] = seq;
 	return;
 bad:
@@ -644,13 +663,95 @@ bad:
 		mark_applied(f, seq);
 }
 
+/* A batch message: its ratings into p (flushed first when they do not
+ * fit), every one valid and with its id, or the whole message to the dead
+ * letters. False when stopping. */
+static bool take_batch(struct agd_fleet *f, natsMsg *msg, __u64 seq, struct pending *p)
+{
+	struct agd_rating_batch b = { 0 };
+	char why[200] = "";
+	size_t i;
+	int err;
+
+	err = agd_ratings_parse(natsMsg_GetData(msg), (size_t)natsMsg_GetDataLength(msg),
+				AGD_RATING_NDJSON, &b);
+	if (err == -EINVAL && b.n_errors)
+		snprintf(why, sizeof(why), "line %zu: %s%s%s", b.errors[0].index + 1,
+			 b.errors[0].field, b.errors[0].field[0] ? ": " : "", b.errors[0].reason);
+	else if (err)
+		snprintf(why, sizeof(why), "cannot be read (%s)", strerror(-err));
+	else if (b.n < 2 || b.n > AGD_FLEET_BATCH_MAX)
+		snprintf(why, sizeof(why), "a batch holds 2 to %d ratings, not %zu",
+			 AGD_FLEET_BATCH_MAX, b.n);
+	for (i = 0; !why[0] && i < b.n; i++)
+		if (!b.items[i].id[0])
+			snprintf(why, sizeof(why), "line %zu: id: a batch's ratings need one", i + 1);
+	if (why[0]) {
+		agd_rating_batch_free(&b);
+		pthread_mutex_lock(&f->lock);
+		agd_fleet_record_batch(f, seq, NULL, 0, -EINVAL);
+		pthread_mutex_unlock(&f->lock);
+		dead_letter(f, msg, seq, why);
+		if (!p->n)
+			mark_applied(f, seq);
+		return true;
+	}
+	if (p->n + b.n > PENDING_MAX && !flush(f, p)) {
+		agd_rating_batch_free(&b);
+		return false;
+	}
+	for (i = 0; i < b.n; i++) {
+		struct agd_rating *r = &p->items[p->n];
+
+		*r = b.items[i];
+		if (r->ts_ms < 0) /* the stream's time: the same on every host */
+			r->ts_ms = (int64_t)p->log_ms;
+		p->ms[p->n] = p->log_ms;
+		p->pos[p->n] = (__u32)i;
+		p->seq[p->n++] = seq;
+	}
+	agd_rating_batch_free(&b);
+	return true;
+}
+
 static bool is_ratings(const char *subject)
 {
 	return !strncmp(subject, AGD_FLEET_RATINGS, strlen(AGD_FLEET_RATINGS)) &&
 	       subject[strlen(AGD_FLEET_RATINGS)];
 }
 
-/* Applies one fetched list in order; false when stopping. */
+/* The first sequence in [from, to) the stream still holds, in *held (to
+ * when none: its limits or a deletion removed them); -EIO when the stream
+ * cannot be asked. */
+static int first_held(struct agd_fleet *f, __u64 from, __u64 to, __u64 *held)
+{
+	jsStreamInfo *si = NULL;
+
+	if (js_GetStreamInfo(&si, f->js, AGD_FLEET_STREAM, NULL, NULL) != NATS_OK)
+		return -EIO;
+	if (si->State.FirstSeq > from)
+		from = si->State.FirstSeq;
+	jsStreamInfo_Destroy(si);
+	for (; from < to; from++) {
+		natsMsg *m = NULL;
+		jsErrCode jerr = 0;
+		natsStatus s = js_GetMsg(&m, f->js, AGD_FLEET_STREAM, from, NULL, &jerr);
+
+		natsMsg_Destroy(m);
+		if (s == NATS_OK)
+			break;
+		if (s != NATS_NOT_FOUND && jerr != JS_NO_MESSAGE_FOUND)
+			return -EIO;
+	}
+	*held = from < to ? from : to;
+	return 0;
+}
+
+/* Applies one fetched list in order; false when stopping. A delivery that
+ * skips sequences the stream still holds (a fetch's answer lost while a
+ * cluster changes its leader, then acknowledged by ack-all after later
+ * ones) stops at the gap with p->resubscribe set: the consumer is made
+ * again from what was applied. */
 static bool apply_list(struct agd_fleet *f, natsMsgList *list, struct pending *p)
 {
 	natsMsg *last = NULL;
@@ -677,15 +778,35 @@ static bool apply_list(struct agd_fleet *f, natsMsgList *list, struct pending *p
 		last_seq = seq;
 		if (seq <= applied)
 			continue; /* redelivered: the state has it */
-		if (seq > applied + 1 && !p->n && applied)
+		if (seq > applied + 1) {
+			__u64 held;
+
+			if (!flush(f, p))
+				return false;
+			if (first_held(f, applied + 1, seq, &held) || held < seq) {
+				f->opts.log(AGD_LOG_WARN, "fleet: the delivery skipped stream sequences "
+					    "%llu to %llu; reading them again",
+					    (unsigned long long)applied + 1,
+					    (unsigned long long)seq - 1);
+				if (applied)
+					mark_applied(f, applied);
+				p->resubscribe = true;
+				return true;
+			}
 			f->opts.log(AGD_LOG_WARN, "fleet: stream sequences %llu to %llu are gone "
 				    "(stream limits?): this host never applied them",
 				    (unsigned long long)applied + 1, (unsigned long long)seq - 1);
+		}
 		applied = seq;
 		if (!strcmp(subject, AGD_FLEET_DLQ)) {
 			if (!p->n)
 				mark_applied(f, seq);
+		} else if (!strcmp(subject, AGD_FLEET_BATCH)) {
+			if (!take_batch(f, msg, seq, p))
+				return false;
 		} else if (is_ratings(subject)) {
+			if (p->n == PENDING_MAX && !flush(f, p))
+				return false;
 			take_rating(f, msg, seq, p);
 		} else if (!strcmp(subject, AGD_FLEET_FEED_PART)) {
 			if (!p->n) /* read when its feed.set comes */
@@ -770,6 +891,8 @@ static int subscribe(struct agd_fleet *f, natsSubscription **sub)
 	js_DeleteConsumer(f->js, AGD_FLEET_STREAM, durable, NULL, NULL);
 	jsConsumerConfig_Init(&cc);
 	cc.Durable = durable;
+	/* Tells publishers this host reads batch messages (fleet.c). */
+	cc.Description = "agentgated: " AGD_FLEET_READS_BATCHES;
 	cc.AckPolicy = js_AckAll;
 	cc.DeliverPolicy = js_DeliverByStartSequence;
 	cc.OptStartSeq = from;
@@ -795,14 +918,15 @@ static int subscribe(struct agd_fleet *f, natsSubscription **sub)
 void *agd_fleet_consumer(void *arg)
 {
 	struct agd_fleet *f = arg;
-	struct pending p = { calloc(FETCH_BATCH, sizeof(*p.items)),
-			     calloc(FETCH_BATCH, sizeof(*p.item_err)),
-			     calloc(FETCH_BATCH, sizeof(*p.seq)), 0, 0,
-			     calloc(FETCH_BATCH, sizeof(*p.ms)) };
+	struct pending p = { calloc(PENDING_MAX, sizeof(*p.items)),
+			     calloc(PENDING_MAX, sizeof(*p.item_err)),
+			     calloc(PENDING_MAX, sizeof(*p.seq)),
+			     calloc(PENDING_MAX, sizeof(*p.pos)), 0, 0,
+			     calloc(PENDING_MAX, sizeof(*p.ms)) };
 	natsSubscription *sub = NULL;
 	int failures = 0;
 
-	while (p.items && p.item_err && p.seq && p.ms) {
+	while (p.items && p.item_err && p.seq && p.pos && p.ms) {
 		natsMsgList list = { 0 };
 		natsStatus s;
 
@@ -825,6 +949,11 @@ void *agd_fleet_consumer(void *arg)
 			failures = 0;
 			if (!go)
 				break;
+			if (p.resubscribe) { /* made again from what was applied */
+				p.resubscribe = false;
+				natsSubscription_Destroy(sub);
+				sub = NULL;
+			}
 		} else if (s == NATS_TIMEOUT) {
 			pthread_mutex_lock(&f->lock);
 			f->caught_up = true;
@@ -850,6 +979,7 @@ void *agd_fleet_consumer(void *arg)
 	free(p.items);
 	free(p.item_err);
 	free(p.seq);
+	free(p.pos);
 	free(p.ms);
 	return NULL;
 }

@@ -76,6 +76,10 @@ const struct opt agd_opts[] = {
 	{ "nats-timeout", K_MS, F(nats_timeout_ms), .arg = "TIME", .def = "2s", AT_LEAST(100),
 	  .fleet = true,
 	  .help = "wait this long for JetStream to take a rating before keeping it in the outbox" },
+	{ "nats-batch", K_COUNT, F(nats_batch), .arg = "N", .def = "256", RANGE(1, 4096),
+	  .fleet = true,
+	  .help = "most ratings in one stream message, once every host's consumer reads such "
+		  "messages; 1: a message per rating" },
 	{ "fleet-interval", K_MS, F(fleet_interval_ms), .arg = "TIME", .def = "1s", AT_LEAST(100),
 	  .fleet = true, .help = "how often demand is published and shares recomputed" },
 	{ "fleet-floor", K_RATE, F(fleet_floor), .arg = "F", .def = "0.05", ABOVE_AT_MOST(0, 1),

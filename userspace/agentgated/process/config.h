@@ -52,6 +52,7 @@ struct agd_config {
 	char node[64];
 	__u64 nats_replicas;
 	__u64 nats_timeout_ms;
+	__u64 nats_batch;
 	__u64 fleet_interval_ms;
 	double fleet_floor;
 	char rule_feed[AGD_LIST_MAX][1100]; /* AGENT=SOURCE */

@@ -422,6 +422,7 @@ static int start_fleet(struct agd_engine *e, struct agd_config *c, struct agd_fl
 	fo.interval_ms = c->fleet_interval_ms;
 	fo.floor = c->fleet_floor;
 	fo.timeout_ms = c->nats_timeout_ms;
+	fo.batch = (unsigned int)c->nats_batch;
 	fo.state_dir = c->state_dir;
 	fo.log = logf_;
 	if (agd_fleet_start(e, &fo, f, &err)) {
