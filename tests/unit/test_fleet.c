@@ -467,6 +467,57 @@ static void demand_shares(void **state)
 	assert_true(agd_dem_share(0, 1000, 0.1) == 0.1);
 }
 
+/* A rating as the stream carries it reads back as the same rating, however
+ * its strings (printable ASCII) are escaped; the longest line, every byte
+ * of its strings escaped, fits AGD_FLEET_LINE_MAX. */
+static void rating_lines_come_back(void **state)
+{
+	static const char *const shapes[] = {
+		"{\"id\":\"r-1\",\"agent\":\"a\",\"score\":5}",
+		"{\"id\":\"q\\\"u\\\\o\",\"agent\":\"org:t.a-b_c\",\"score\":1,"
+		"\"user\":\"\\u0041 \\\"x\\\" \\\\ \\/ ~\",\"ts\":0}",
+		"{\"user\":\"}{\\\\\\\"\",\"ts\":1796000000123,\"score\":3,"
+		"\"agent\":\"x\",\"id\":\" \\\\\\\\\"}",
+	};
+	char line[AGD_FLEET_LINE_MAX], body[3 * AGD_FLEET_LINE_MAX + 3];
+	struct agd_rating in[3], out, longest = { .score = 2, .ts_ms = INT64_MAX };
+	struct agd_rating_error re;
+	struct agd_rating_batch b = { 0 };
+	size_t i, len, off = 0;
+
+	(void)state;
+	for (i = 0; i < 3; i++) {
+		memset(&re, 0, sizeof(re));
+		if (agd_rating_parse_line(shapes[i], strlen(shapes[i]), &in[i], &re))
+			fail_msg("shape %zu: %s: %s", i, re.field, re.reason);
+		len = agd_fleet_rating_line(&in[i], line);
+		assert_int_equal(len, strlen(line));
+		memset(&out, 0x5a, sizeof(out));
+		assert_int_equal(agd_rating_parse_line(line, len, &out, &re), 0);
+		assert_string_equal(out.id, in[i].id);
+		assert_string_equal(out.agent, in[i].agent);
+		assert_string_equal(out.user, in[i].user);
+		assert_int_equal(out.score, in[i].score);
+		assert_int_equal(out.ts_ms, in[i].ts_ms);
+		memcpy(body + off, line, len);
+		off += len;
+		body[off++] = '\n';
+	}
+	/* The lines of a batch message read back in order. */
+	assert_int_equal(agd_ratings_parse(body, off, AGD_RATING_NDJSON, &b), 0);
+	assert_int_equal(b.n, 3);
+	for (i = 0; i < 3; i++)
+		assert_string_equal(b.items[i].id, in[i].id);
+	agd_rating_batch_free(&b);
+	/* Every byte of the longest strings a control character: the bound. */
+	memset(longest.id, 1, AGD_RATING_ID_MAX);
+	memset(longest.agent, 'a', AG_NAME_MAX);
+	memset(longest.user, 2, AGD_RATING_USER_MAX);
+	len = agd_fleet_rating_line(&longest, line);
+	assert_true(len < AGD_FLEET_LINE_MAX);
+	assert_int_equal(len, strlen(line));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -480,6 +531,7 @@ int main(void)
 		cmocka_unit_test(demand_merge_never_goes_back),
 		cmocka_unit_test(demand_merge_forgets_agents),
 		cmocka_unit_test(demand_shares),
+		cmocka_unit_test(rating_lines_come_back),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -67,6 +67,47 @@ void agd_fleet_subject(const char *agent, char *subject, size_t len)
 	subject[off] = 0;
 }
 
+/* A JSON string of text (valid UTF-8, as the parser left it) at p. */
+static char *put_str(char *p, const char *text)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	*p++ = '"';
+	for (; *text; text++) {
+		unsigned char c = (unsigned char)*text;
+
+		if (c == '"' || c == '\\') {
+			*p++ = '\\';
+			*p++ = (char)c;
+		} else if (c < 0x20) {
+			memcpy(p, "\\u00", 4);
+			p[4] = hex[c >> 4];
+			p[5] = hex[c & 15];
+			p += 6;
+		} else {
+			*p++ = (char)c;
+		}
+	}
+	*p++ = '"';
+	return p;
+}
+
+size_t agd_fleet_rating_line(const struct agd_rating *r, char *out)
+{
+	char *p = out;
+
+	p = put_str(p + sprintf(p, "{\"id\":"), r->id);
+	p = put_str(p + sprintf(p, ",\"agent\":"), r->agent);
+	p += sprintf(p, ",\"score\":%d", r->score);
+	if (r->user[0])
+		p = put_str(p + sprintf(p, ",\"user\":"), r->user);
+	if (r->ts_ms >= 0)
+		p += sprintf(p, ",\"ts\":%lld", (long long)r->ts_ms);
+	*p++ = '}';
+	*p = 0;
+	return (size_t)(p - out);
+}
+
 struct item_result *agd_fleet_result_slot(struct agd_fleet *f, __u64 seq)
 {
 	return &f->results[seq & (AGD_FLEET_RESULTS - 1)];

@@ -82,6 +82,13 @@ struct agd_fleet {
 #define AGD_FLEET_SUBJECT_MAX (sizeof(AGD_FLEET_RATINGS) + 3 * AG_NAME_MAX)
 void agd_fleet_subject(const char *agent, char *subject, size_t len);
 
+/* A rating as the stream carries it, the fields that change state:
+ * {"id","agent","score"[,"user"][,"ts"]} written at out (at least
+ * AGD_FLEET_LINE_MAX bytes: every string byte escaped as \u00XX), no
+ * newline; its length. */
+#define AGD_FLEET_LINE_MAX (6 * (AGD_RATING_ID_MAX + AG_NAME_MAX + AGD_RATING_USER_MAX) + 96)
+size_t agd_fleet_rating_line(const struct agd_rating *r, char *out);
+
 __u64 agd_fleet_wall_ms(void);
 /* CLOCK_MONOTONIC now + ms, for pthread_cond_timedwait on f's conditions. */
 void agd_fleet_deadline(struct timespec *ts, __u64 ms);

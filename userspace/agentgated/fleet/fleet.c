@@ -74,59 +74,12 @@ void agd_fleet_default_node(char *node, size_t len)
 
 /* ---- messages ---------------------------------------------------------------- */
 
-/* The longest rating line: every string byte escaped as \u00XX. */
-#define LINE_MAX_BYTES (6 * (AGD_RATING_ID_MAX + AG_NAME_MAX + AGD_RATING_USER_MAX) + 96)
-
-/* A JSON string of text (valid UTF-8, as the parser left it) at p. */
-static char *put_str(char *p, const char *text)
-{
-	static const char hex[] = "0123456789abcdef";
-
-	*p++ = '"';
-	for (; *text; text++) {
-		unsigned char c = (unsigned char)*text;
-
-		if (c == '"' || c == '\\') {
-			*p++ = '\\';
-			*p++ = (char)c;
-		} else if (c < 0x20) {
-			memcpy(p, "\\u00", 4);
-			p[4] = hex[c >> 4];
-			p[5] = hex[c & 15];
-			p += 6;
-		} else {
-			*p++ = (char)c;
-		}
-	}
-	*p++ = '"';
-	return p;
-}
-
-/* A rating as the stream carries it, the fields that change state:
- * {"id","agent","score"[,"user"][,"ts"]} at out (LINE_MAX_BYTES), no
- * newline; its length. */
-static size_t rating_line(const struct agd_rating *r, char *out)
-{
-	char *p = out;
-
-	p = put_str(p + sprintf(p, "{\"id\":"), r->id);
-	p = put_str(p + sprintf(p, ",\"agent\":"), r->agent);
-	p += sprintf(p, ",\"score\":%d", r->score);
-	if (r->user[0])
-		p = put_str(p + sprintf(p, ",\"user\":"), r->user);
-	if (r->ts_ms >= 0)
-		p += sprintf(p, ",\"ts\":%lld", (long long)r->ts_ms);
-	*p++ = '}';
-	*p = 0;
-	return (size_t)(p - out);
-}
-
 static char *rating_payload(const struct agd_rating *r)
 {
-	char *text = malloc(LINE_MAX_BYTES);
+	char *text = malloc(AGD_FLEET_LINE_MAX);
 
 	if (text)
-		rating_line(r, text);
+		agd_fleet_rating_line(r, text);
 	return text;
 }
 
@@ -618,7 +571,7 @@ static natsMsg *pack(struct agd_fleet *f, struct submit *s, size_t from, size_t 
 	size_t i = from, len = 0;
 
 	while (i < n && i - from < f->opts.batch) {
-		size_t l = rating_line(&s->items[i], buf + len);
+		size_t l = agd_fleet_rating_line(&s->items[i], buf + len);
 
 		if (i > from && len + l + 1 > max_bytes)
 			break;
@@ -653,14 +606,14 @@ static bool batches_on(struct agd_fleet *f)
 static int submit_publish(struct agd_fleet *f, struct submit *s, size_t n)
 {
 	int64_t maxp = natsConnection_GetMaxPayload(f->nc);
-	size_t max_bytes = maxp > 4 * LINE_MAX_BYTES ? (size_t)maxp / 2 : 2 * LINE_MAX_BYTES;
+	size_t max_bytes = maxp > 4 * AGD_FLEET_LINE_MAX ? (size_t)maxp / 2 : 2 * AGD_FLEET_LINE_MAX;
 	bool batches = n > 1 && batches_on(f);
 	char *buf;
 	size_t i, k = 0;
 
 	if (max_bytes > 512 * 1024)
 		max_bytes = 512 * 1024;
-	buf = malloc(max_bytes + LINE_MAX_BYTES + 1);
+	buf = malloc(max_bytes + AGD_FLEET_LINE_MAX + 1);
 	if (!buf)
 		return -ENOMEM;
 	for (i = 0; i < n; k++) {
