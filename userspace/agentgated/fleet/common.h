@@ -65,7 +65,10 @@ struct agd_fleet {
 	bool batches;          /* every host's consumer reads batch messages */
 	__u64 batches_checked; /* when that was last asked, monotonic ms (outbox thread) */
 	__u64 batches_every;   /* ms between those */
+	__u64 gap_at;          /* the consumer's last delivery gap (its sequence) */
+	unsigned int gap_tries; /* and how often it was read again */
 	bool batches_logged;
+	unsigned int batches_votes; /* checks in a row that found every host reads them */
 	struct op_result ops[AGD_FLEET_OPS];
 	struct agd_fleet_stats st;
 

@@ -873,34 +873,65 @@ static __u64 mono_ms(void)
 	return (__u64)ts.tv_sec * 1000 + (__u64)ts.tv_nsec / 1000000;
 }
 
+/* A host's consumer by name in the stream's answer, or NULL. */
+static const jsConsumerInfo *info_of(const jsConsumerInfoList *list, const char *name)
+{
+	int i;
+
+	for (i = 0; i < list->Count; i++)
+		if (list->List[i]->Name && !strcmp(list->List[i]->Name, name))
+			return list->List[i];
+	return NULL;
+}
+
 /* Asks the stream for its consumers: batch messages go out only while
  * every host's (agentgate-<node>) says in its description that it reads
  * them, this host's too. A host of an older version, even one that is
- * down, keeps its consumer and so keeps everyone on a message per rating. */
+ * down, keeps its consumer and so keeps everyone on a message per rating.
+ * The names come from the stream's list of names, the descriptions from
+ * its list of consumers: a name without its description there (a
+ * clustered answer that left it out) counts as older. Batches go on only
+ * when two checks in a row agree (an older host's consumer is briefly
+ * gone while it makes it again), off at once; without this host's own
+ * consumer (being made again) nothing changes. */
 static void batches_check(struct agd_fleet *f)
 {
 	char own[sizeof("agentgate-") + AGD_NODE_MAX];
+	jsConsumerNamesList *names = NULL;
 	jsConsumerInfoList *list = NULL;
 	const char *old = NULL;
 	bool on, seen_own = false, was;
 	int i;
 
 	if (f->opts.batch <= 1 ||
-	    js_Consumers(&list, f->js, AGD_FLEET_STREAM, NULL, NULL) != NATS_OK)
+	    js_ConsumerNames(&names, f->js, AGD_FLEET_STREAM, NULL, NULL) != NATS_OK)
 		return; /* as it was; asked again later */
-	snprintf(own, sizeof(own), "agentgate-%s", f->opts.node);
-	for (i = 0; i < list->Count && !old; i++) {
-		const jsConsumerInfo *ci = list->List[i];
-		const char *d = ci->Config ? ci->Config->Description : NULL;
-
-		if (!ci->Name || strncmp(ci->Name, "agentgate-", 10))
-			continue; /* not a host's */
-		seen_own |= !strcmp(ci->Name, own);
-		if (!d || !strstr(d, AGD_FLEET_READS_BATCHES))
-			old = ci->Name;
+	if (js_Consumers(&list, f->js, AGD_FLEET_STREAM, NULL, NULL) != NATS_OK) {
+		jsConsumerNamesList_Destroy(names);
+		return;
 	}
-	on = seen_own && !old;
-	f->batches_every = BATCH_CHECK_MS * (list->Count > 16 ? (__u64)list->Count / 16 : 1);
+	snprintf(own, sizeof(own), "agentgate-%s", f->opts.node);
+	for (i = 0; i < names->Count && !old; i++) {
+		const char *name = names->List[i];
+		const jsConsumerInfo *ci;
+		const char *d;
+
+		if (!name || strncmp(name, "agentgate-", 10))
+			continue; /* not a host's */
+		seen_own |= !strcmp(name, own);
+		ci = info_of(list, name);
+		d = ci && ci->Config ? ci->Config->Description : NULL;
+		if (!d || !strstr(d, AGD_FLEET_READS_BATCHES))
+			old = name;
+	}
+	f->batches_every = BATCH_CHECK_MS * (names->Count > 16 ? (__u64)names->Count / 16 : 1);
+	if (!seen_own && !old)
+		goto out;
+	if (old)
+		f->batches_votes = 0;
+	else if (f->batches_votes < 2)
+		f->batches_votes++;
+	on = f->batches_votes >= 2;
 	pthread_mutex_lock(&f->lock);
 	was = f->batches;
 	f->batches = on;
@@ -908,11 +939,13 @@ static void batches_check(struct agd_fleet *f)
 	if (on && !was)
 		f->opts.log(AGD_LOG_INFO, "fleet: every host reads batch messages: up to %u "
 			    "ratings go out in one", f->opts.batch);
-	else if (!on && (was || !f->batches_logged))
+	else if (old && (was || !f->batches_logged))
 		f->opts.log(AGD_LOG_INFO, "fleet: host %s does not read batch messages (an "
-			    "older version): one message per rating", old ? old + 10 : f->opts.node);
-	f->batches_logged = true;
+			    "older version): one message per rating", old + 10);
+	f->batches_logged |= old != NULL;
+out:
 	jsConsumerInfoList_Destroy(list);
+	jsConsumerNamesList_Destroy(names);
 }
 
 static void batches_maybe_check(struct agd_fleet *f)

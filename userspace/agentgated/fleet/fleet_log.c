@@ -24,6 +24,7 @@
 #define DUPLICATE_WINDOW_NS (10LL * 60 * 1000000000LL)
 #define JS_STREAM_NOT_FOUND 10059
 #define JS_NO_MESSAGE_FOUND 10037
+#define GAP_TRIES 8 /* reads of the same delivery gap before it is left out */
 
 /* ---- operator changes as the stream carries them --------------------------------- */
 
@@ -722,17 +723,23 @@ static bool is_ratings(const char *subject)
 
 /* The first sequence in [from, to) the stream still holds, in *held (to
  * when none: its limits or a deletion removed them); -EIO when the stream
- * cannot be asked. */
+ * cannot be asked. Below the stream's first sequence nothing is held;
+ * above it at most GAP_PROBES sequences are asked for one by one, and a
+ * longer run of missing ones is taken as removed whole (a purge or a
+ * deletion of a range). */
+#define GAP_PROBES 64
 static int first_held(struct agd_fleet *f, __u64 from, __u64 to, __u64 *held)
 {
 	jsStreamInfo *si = NULL;
+	__u64 last;
 
 	if (js_GetStreamInfo(&si, f->js, AGD_FLEET_STREAM, NULL, NULL) != NATS_OK)
 		return -EIO;
 	if (si->State.FirstSeq > from)
 		from = si->State.FirstSeq;
 	jsStreamInfo_Destroy(si);
-	for (; from < to; from++) {
+	last = to - from > GAP_PROBES ? from + GAP_PROBES : to;
+	for (; from < last; from++) {
 		natsMsg *m = NULL;
 		jsErrCode jerr = 0;
 		natsStatus s = js_GetMsg(&m, f->js, AGD_FLEET_STREAM, from, NULL, &jerr);
@@ -743,7 +750,7 @@ static int first_held(struct agd_fleet *f, __u64 from, __u64 to, __u64 *held)
 		if (s != NATS_NOT_FOUND && jerr != JS_NO_MESSAGE_FOUND)
 			return -EIO;
 	}
-	*held = from < to ? from : to;
+	*held = from < last ? from : to;
 	return 0;
 }
 
@@ -779,23 +786,35 @@ static bool apply_list(struct agd_fleet *f, natsMsgList *list, struct pending *p
 		if (seq <= applied)
 			continue; /* redelivered: the state has it */
 		if (seq > applied + 1) {
-			__u64 held;
+			__u64 held = seq;
+			int err;
 
 			if (!flush(f, p))
 				return false;
-			if (first_held(f, applied + 1, seq, &held) || held < seq) {
+			err = first_held(f, applied + 1, seq, &held);
+			/* Read again while the stream holds what was skipped; when
+			 * it does not answer whether it does, GAP_TRIES times. */
+			if (f->gap_at != seq)
+				f->gap_tries = 0;
+			f->gap_at = seq;
+			if ((!err && held < seq) || (err && f->gap_tries < GAP_TRIES)) {
+				f->gap_tries++;
 				f->opts.log(AGD_LOG_WARN, "fleet: the delivery skipped stream sequences "
-					    "%llu to %llu; reading them again",
+					    "%llu to %llu; reading them again%s",
 					    (unsigned long long)applied + 1,
-					    (unsigned long long)seq - 1);
+					    (unsigned long long)seq - 1,
+					    err ? " (the stream did not say whether it holds them)" :
+						  "");
 				if (applied)
 					mark_applied(f, applied);
 				p->resubscribe = true;
 				return true;
 			}
 			f->opts.log(AGD_LOG_WARN, "fleet: stream sequences %llu to %llu are gone "
-				    "(stream limits?): this host never applied them",
-				    (unsigned long long)applied + 1, (unsigned long long)seq - 1);
+				    "(%s): this host never applied them",
+				    (unsigned long long)applied + 1, (unsigned long long)seq - 1,
+				    err ? "the stream did not say whether it holds them" :
+					  "stream limits or a deletion?");
 		}
 		applied = seq;
 		if (!strcmp(subject, AGD_FLEET_DLQ)) {
@@ -953,6 +972,11 @@ void *agd_fleet_consumer(void *arg)
 				p.resubscribe = false;
 				natsSubscription_Destroy(sub);
 				sub = NULL;
+				pthread_mutex_lock(&f->lock);
+				f->ready = false;
+				pthread_mutex_unlock(&f->lock);
+				if (!agd_fleet_pause(f, f->gap_tries < 50 ? 100 * f->gap_tries : 5000))
+					break;
 			}
 		} else if (s == NATS_TIMEOUT) {
 			pthread_mutex_lock(&f->lock);
