@@ -731,6 +731,30 @@ def t_batches(phase1):
         n.close()
 
 
+@case("--nats-batch 1: a message per rating although every host reads batches; "
+      "--nats-batch 0 and 4097 refused (exit 2, naming it)")
+def t_batch_option(env, own):
+    binary = env.bin(DAEMON)
+    pin, state = env.pin_root("nb-x"), env.path("nb-x")
+    for bad in ("0", "4097", "x"):
+        argv = daemon_argv(binary, pin, state, "127.0.0.1:1", nats=["nats://127.0.0.1:1"],
+                           extra=["--nats-batch", bad])
+        r = sh(argv, timeout=10)
+        check(r.returncode == 2 and "nats-batch" in r.stderr,
+              "--nats-batch %s: exit %d, %s" % (bad, r.returncode, r.stderr[-200:]))
+    s = own.server("nbatch")
+    d = own.daemon("n1", [s.url], "--nats-batch", "1")
+    start(d)
+    time.sleep(2 * 2.5)   # two checks of the stream's consumers, had batches been allowed
+    check(metric(d, "agentgate_fleet_rating_batches") == 0,
+          "--nats-batch 1 and batches on: %s" % metric(d, "agentgate_fleet_rating_batches"))
+    seq0 = stream_last_seq(s)
+    r = post(d, [{"id": "nb-%d" % i, "agent": "nb-x", "score": 4} for i in range(10)])
+    check(r["applied"] == 10 and stream_last_seq(s) - seq0 == 10,
+          "10 ratings with --nats-batch 1: %s, %d messages" % (r, stream_last_seq(s) - seq0))
+    stop(d)
+
+
 @case("a delivery that skips a message the stream holds (another puller took it from "
       "host c's consumer while c was stopped): c reads it again instead of leaving it out; "
       "a message deleted from the stream while c was down: c leaves it out with a warning")
