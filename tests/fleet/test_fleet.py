@@ -640,7 +640,8 @@ def stream_count_since(s, seq0):
       "everywhere; the same request again all duplicates (JetStream), half of it in "
       "another grouping half duplicates (the ids); a host's consumer without the "
       "description of a reader turns every publisher to a message per rating and "
-      "back; invalid batch messages dead-lettered whole")
+      "back; invalid batch messages dead-lettered whole; single ratings arriving "
+      "together at one host go out together, each answered as alone")
 def t_batches(phase1):
     s, hosts = phase1
     a, b, c = hosts
@@ -679,6 +680,39 @@ def t_batches(phase1):
     check(r["applied"] == 500 and r["duplicates"] == 500, "500 old and 500 new at c: %s" % r)
     want["bt-one"]["ratings"] = 1000
     converge(s, hosts, list(want), {ag: {"ratings": w["ratings"]} for ag, w in want.items()})
+    # Single ratings that arrive together at one host go out together: 8
+    # posted while the server is paused (the first one's publication waits,
+    # the 7 others queue behind it) are 2 messages; one of them repeats an
+    # id (bt-5) and is answered as a duplicate, the others as applied.
+    seq1 = stream_last_seq(s)
+    answers, errors = {}, []
+
+    def single(k):
+        rid = "bt-5" if k == 7 else "bt-s%d" % k
+        try:
+            answers[rid] = post(a, {"id": rid, "agent": "bt-two", "score": 3})
+        except (Fail, OSError, ValueError) as e:
+            errors.append("%s: %s" % (rid, e))
+    os.kill(s.proc.pid, signal.SIGSTOP)
+    try:
+        ths = [threading.Thread(target=single, args=(k,)) for k in range(8)]
+        for t in ths:
+            t.start()
+        time.sleep(0.6)
+    finally:
+        os.kill(s.proc.pid, signal.SIGCONT)
+    for t in ths:
+        t.join()
+    check(not errors, "singles together: %s" % errors)
+    check(all(answers["bt-s%d" % k]["applied"] == 1 for k in range(7)) and
+          answers["bt-5"]["duplicates"] == 1 and answers["bt-5"]["applied"] == 0,
+          "singles together, answers: %s" % answers)
+    check(stream_last_seq(s) - seq1 == 2, "8 singles together took %d messages, want 2" %
+          (stream_last_seq(s) - seq1))
+    check(len({answers["bt-s%d" % k]["sequence"] for k in range(7)} |
+              {answers["bt-5"]["sequence"]}) <= 2, "sequences: %s" % answers)
+    want["bt-two"]["ratings"] = 507
+    converge(s, hosts, ["bt-two"], {"bt-two": {"ratings": 507}})
     # An older host: a durable consumer whose description does not say it
     # reads batches. Every publisher goes back to a message per rating.
     n = nats_client(s)
@@ -725,7 +759,7 @@ def t_batches(phase1):
         wait_for(lambda: (lambda m: all(m[k] >= dl0[k] + 3 for k in m) and m)(
             metric_all(hosts, "agentgate_fleet_dead_letters_total")), CONVERGE,
             what="3 more dead letters on every host (from %s)" % dl0)
-        want["bt-two"]["ratings"] = 520
+        want["bt-two"]["ratings"] = 527
         converge(s, hosts, list(want), {ag: {"ratings": w["ratings"]} for ag, w in want.items()})
     finally:
         n.close()

@@ -40,6 +40,7 @@ struct op_result {
 };
 
 struct pub_slot;
+struct comb_wait;
 
 struct agd_fleet {
 	struct agd_engine *e;
@@ -48,6 +49,9 @@ struct agd_fleet {
 	natsConnection *nc;
 	jsCtx *js;  /* operator changes, the consumer's dead letters: one at a time */
 	jsCtx *pjs; /* ratings: asynchronous, acknowledged through f->waits (fleet.c) */
+	pthread_mutex_t cmu;     /* single ratings combined (fleet.c): the queue below */
+	struct comb_wait *comb_head, *comb_tail;
+	bool comb_busy;          /* one of them leads */
 	pthread_mutex_t plock;   /* the table below */
 	struct pub_slot *waits;  /* messages awaiting their acknowledgement */
 	size_t wmask, wn;

@@ -601,18 +601,25 @@ static bool batches_on(struct agd_fleet *f)
 	return on;
 }
 
+/* The most bytes of ratings in one message: half the server's largest
+ * payload, at most 512 KiB, at least two of the longest lines. */
+static size_t message_bytes(struct agd_fleet *f)
+{
+	int64_t maxp = natsConnection_GetMaxPayload(f->nc);
+	size_t max_bytes = maxp > 4 * AGD_FLEET_LINE_MAX ? (size_t)maxp / 2 : 2 * AGD_FLEET_LINE_MAX;
+
+	return max_bytes > 512 * 1024 ? 512 * 1024 : max_bytes;
+}
+
 /* The items as messages (batch messages when every host reads them),
  * published and settled. */
 static int submit_publish(struct agd_fleet *f, struct submit *s, size_t n)
 {
-	int64_t maxp = natsConnection_GetMaxPayload(f->nc);
-	size_t max_bytes = maxp > 4 * AGD_FLEET_LINE_MAX ? (size_t)maxp / 2 : 2 * AGD_FLEET_LINE_MAX;
+	size_t max_bytes = message_bytes(f);
 	bool batches = n > 1 && batches_on(f);
 	char *buf;
 	size_t i, k = 0;
 
-	if (max_bytes > 512 * 1024)
-		max_bytes = 512 * 1024;
 	buf = malloc(max_bytes + AGD_FLEET_LINE_MAX + 1);
 	if (!buf)
 		return -ENOMEM;
@@ -668,6 +675,107 @@ static void submit_results(struct agd_fleet *f, struct agd_job *job, const struc
 	}
 }
 
+/*
+ * Requests of one rating each that arrive together go out as one batch
+ * message (while every host reads them): the first one leads, publishing
+ * what is queued by then, its own rating and the others' (at most
+ * --nats-batch, and what fits a message); the others wait; then the next
+ * one queued leads. A rating alone is still a message of its own. Each
+ * request gets its own rating's sequence and line, so its answer is what
+ * it would have been alone.
+ */
+struct comb_wait {
+	struct submit *s; /* one item: items[0]; seq, dup, pos [0] are set here */
+	struct comb_wait *next;
+	pthread_cond_t cv;
+	bool done, lead;
+};
+
+/* Publishes the n requests from first as one message. */
+static void comb_round(struct agd_fleet *f, struct comb_wait *first, size_t n)
+{
+	size_t max_bytes = message_bytes(f), i, next;
+	struct submit r = { 0 };
+	struct comb_wait *w;
+	char *buf;
+	natsMsg *m = NULL;
+
+	r.items = malloc(n * sizeof(*r.items));
+	r.pos = calloc(n, sizeof(*r.pos));
+	r.seq = calloc(n, sizeof(*r.seq));
+	r.dup = calloc(n, sizeof(*r.dup));
+	buf = malloc(max_bytes + AGD_FLEET_LINE_MAX + 1);
+	if (r.items && r.pos && r.seq && r.dup && buf) {
+		for (i = 0, w = first; i < n; i++, w = w->next)
+			r.items[i] = w->s->items[0];
+		m = pack(f, &r, 0, n, max_bytes, buf, &next);
+	}
+	if (m) /* n fits one message (comb_publish's cap): next == n */
+		publish_one(f, m, n, r.seq, r.dup);
+	for (i = 0, w = first; i < n; i++, w = w->next) {
+		w->s->seq[0] = r.seq[i];
+		w->s->dup[0] = r.dup[i];
+		w->s->pos[0] = n == 1 ? SINGLE : r.pos[i];
+	}
+	free(buf);
+	free(r.items);
+	free(r.pos);
+	free(r.seq);
+	free(r.dup);
+}
+
+static void comb_publish(struct agd_fleet *f, struct submit *s)
+{
+	struct comb_wait me = { .s = s }, *w, *first, *next;
+	size_t cap = message_bytes(f) / AGD_FLEET_LINE_MAX, n;
+	bool leading = true;
+
+	if (cap > f->opts.batch)
+		cap = f->opts.batch;
+	pthread_cond_init(&me.cv, NULL);
+	pthread_mutex_lock(&f->cmu);
+	if (f->comb_tail)
+		f->comb_tail->next = &me;
+	else
+		f->comb_head = &me;
+	f->comb_tail = &me;
+	if (f->comb_busy) {
+		while (!me.done && !me.lead)
+			pthread_cond_wait(&me.cv, &f->cmu);
+		leading = !me.done;
+	} else {
+		f->comb_busy = true;
+	}
+	while (leading && !me.done) { /* rounds until its own went out */
+		first = f->comb_head;
+		for (n = 1, w = first; n < cap && w->next; n++)
+			w = w->next;
+		f->comb_head = w->next;
+		if (!f->comb_head)
+			f->comb_tail = NULL;
+		w->next = NULL;
+		pthread_mutex_unlock(&f->cmu);
+		comb_round(f, first, n);
+		pthread_mutex_lock(&f->cmu);
+		for (w = first; w; w = next) {
+			next = w->next;
+			w->done = true;
+			if (w != &me)
+				pthread_cond_signal(&w->cv);
+		}
+	}
+	if (leading) { /* hand on: the next queued one leads */
+		if (f->comb_head) {
+			f->comb_head->lead = true;
+			pthread_cond_signal(&f->comb_head->cv);
+		} else {
+			f->comb_busy = false;
+		}
+	}
+	pthread_mutex_unlock(&f->cmu);
+	pthread_cond_destroy(&me.cv);
+}
+
 static int fleet_submit(void *arg, struct agd_job *job)
 {
 	struct agd_fleet *f = arg;
@@ -685,8 +793,12 @@ static int fleet_submit(void *arg, struct agd_job *job)
 		}
 	}
 	err = submit_prepare(f, job, &s);
-	if (!err && agd_fleet_connected(f))
-		err = submit_publish(f, &s, job->n);
+	if (!err && agd_fleet_connected(f)) {
+		if (job->n == 1 && batches_on(f))
+			comb_publish(f, &s);
+		else
+			err = submit_publish(f, &s, job->n);
+	}
 	if (err)
 		goto out;
 	for (i = 0; i < job->n; i++) {
@@ -1120,6 +1232,7 @@ int agd_fleet_start(struct agd_engine *e, const struct agd_fleet_opts *o, struct
 	f->applied = agd_engine_log_seq(e);
 	pthread_mutex_init(&f->lock, NULL);
 	pthread_mutex_init(&f->plock, NULL);
+	pthread_mutex_init(&f->cmu, NULL);
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&f->cv, &ca);
@@ -1192,6 +1305,7 @@ void agd_fleet_stop(struct agd_fleet *f)
 	}
 	pthread_mutex_destroy(&f->lock);
 	pthread_mutex_destroy(&f->plock);
+	pthread_mutex_destroy(&f->cmu);
 	free(f->waits);
 	for (size_t i = 0; i < AGD_FLEET_BATCH_RESULTS; i++)
 		free(f->batch_results[i].codes);
