@@ -18,7 +18,10 @@
 #               answer comes after the new rate is in the bucket, so the
 #               round trip bounds rating -> bucket latency (p50/p99 from
 #               wrk --latency); the daemon's own rating_apply_seconds
-#               histogram gives the server side.
+#               histogram gives the server side. Then at half the maximum
+#               load: the fewest connections (1, 2, 4, ... each waiting
+#               for its answer) that post at least half the single
+#               ratings/s of 512 connections, and their p50/p99.
 # Every rating is committed to LMDB with fsync before it is acknowledged:
 # the state directory's disk is part of what is measured.
 #
@@ -194,5 +197,17 @@ lat=$(wrk -t1 -c1 -d"${seconds}s" --latency -s "$work/single.lua" "$url/v1/ratin
 hlat=$(wrk -t1 -c1 -d"${seconds}s" --latency "$url/healthz")
 echo "latency_single: p50 $(echo "$lat" | wrk_pct 50%) p99 $(echo "$lat" | wrk_pct 99%) (rating acknowledged after its rate is in the bucket); GET /healthz p50 $(echo "$hlat" | wrk_pct 50%) p99 $(echo "$hlat" | wrk_pct 99%); goal p99 <= 1ms"
 curl -s "$url/metrics" | awk '/^agentgate_rating_apply_seconds_(sum|count)/ {v[$1]=$2} END {if (v["agentgate_rating_apply_seconds_count"]) printf "server_apply_mean: %.1f us over %d batches (receipt to bucket, daemon side)\n", 1e6*v["agentgate_rating_apply_seconds_sum"]/v["agentgate_rating_apply_seconds_count"], v["agentgate_rating_apply_seconds_count"]}'
+# At half the maximum load: the most single ratings/s (512 connections),
+# then the fewest connections (1, 2, 4, ...) that post at least half of it,
+# each waiting for its answer (closed loop: wrk's latency is each request's).
+max=${many:-$(wrk -t2 -c512 -d"${seconds}s" -s "$work/single.lua" "$url/v1/ratings" | wrk_rps)}
+for c in 1 2 4 8 16 32 64 128 256; do
+	out=$(wrk -t1 -c"$c" -d"${seconds}s" --latency -s "$work/single.lua" "$url/v1/ratings")
+	rps=$(echo "$out" | wrk_rps)
+	if python3 -c "import sys; sys.exit(0 if float(sys.argv[1]) >= float(sys.argv[2]) / 2 else 1)" "$rps" "$max"; then
+		echo "latency_half_load: ${rps%.*} ratings/s on $c connections (maximum ${max%.*}/s on 512): p50 $(echo "$out" | wrk_pct 50%) p99 $(echo "$out" | wrk_pct 99%); goal p99 <= 1ms"
+		break
+	fi
+done
 fi
 stop_daemon
