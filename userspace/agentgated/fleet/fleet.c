@@ -596,7 +596,7 @@ static bool batches_on(struct agd_fleet *f)
 	bool on;
 
 	pthread_mutex_lock(&f->lock);
-	on = f->batches && f->opts.batch > 1;
+	on = f->batches; /* never set with --nats-batch 1 (batches_check) */
 	pthread_mutex_unlock(&f->lock);
 	return on;
 }
@@ -1322,7 +1322,7 @@ void agd_fleet_stats(struct agd_fleet *f, struct agd_fleet_stats *s)
 	s->lag = f->stream_last > f->applied ? f->stream_last - f->applied : 0;
 	s->outbox_depth = f->ob_depth;
 	s->caught_up = f->caught_up;
-	s->batches = f->batches && f->opts.batch > 1;
+	s->batches = f->batches;
 	pthread_mutex_unlock(&f->lock);
 	s->connected = agd_fleet_connected(f);
 }
