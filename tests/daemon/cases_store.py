@@ -408,9 +408,13 @@ def t_store_damaged_running(env, store_good):
                   for line in store_metrics),
           "not counted: %s" % store_metrics)
     # Logged by the daemon's main thread once it sees the damage (within a
-    # second or so of the first refusal).
-    wait_for(lambda: "error: the state store %s is damaged" % st in d.log(), 5,
-             what="the damage logged")
+    # second or so of the first refusal; a generous deadline for a loaded
+    # machine, with the log's end in the failure to tell a lost wake-up).
+    try:
+        wait_for(lambda: "error: the state store %s is damaged" % st in d.log(), 30,
+                 what="the damage logged")
+    except Fail as e:
+        raise Fail("%s; the log ends: %s" % (e, d.log()[-1500:]))
     check(os.path.getsize(st) == size // 2, "data.mdb was written to")
     d.stop()
     out = run_daemon(env, ["--config", "/dev/null", "--pin-path", d.pin, "--state-dir", d.state,
