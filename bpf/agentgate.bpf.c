@@ -184,6 +184,8 @@ enum ag_verdict {
 	AG_V_DROP,
 	AG_V_NO_BUCKET,
 	AG_V_EXHAUSTED,
+	AG_V_UNKNOWN, /* a connection bucket, and whether the packet opens one
+		       * not read yet (a level judged without the packet) */
 };
 
 static __always_inline void stat_inc(__u32 reason)
@@ -456,6 +458,17 @@ static __always_inline __u64 pkt_cost(struct ag_pkt *pk, __u32 unit, __u64 inter
 	return ag_packet_cost(unit, interval, pk->len, pk->opening > 0);
 }
 
+/* The same for a level of a path, judged where the packet is not at hand:
+ * 0 when the unit needs to know whether it opens a connection and that was
+ * not read (the caller reads it and judges the level again). */
+static __always_inline int level_cost(struct ag_pkt *pk, __u32 unit, __u64 interval, __u64 *cost)
+{
+	if (unit == AG_UNIT_CONN && pk->opening < 0)
+		return 0;
+	*cost = ag_packet_cost(unit, interval, pk->len, pk->opening > 0);
+	return 1;
+}
+
 /* ---- bucket ---------------------------------------------------------- */
 
 /*
@@ -569,9 +582,15 @@ static __always_inline int refuse(const struct ag_config *cfg)
  * (never more tokens than the bound) and refund_raced counts it.
  */
 struct ag_level {
-	__u64 prev, word;   /* rate: what our swap replaced and wrote; word 0: none */
+	__u64 prev;         /* rate: the word round one judged, then the one our
+			     * swap replaced */
+	__u64 word;         /* rate: what our swap wrote; 0: none */
 	__u64 qword;        /* quota: the word our swap wrote; 0: none */
-	__u64 qtokens;      /* what it counted */
+	union {
+		__u64 next;    /* rate, round one: the word that admits the packet
+				* (0: none), for round two's swap */
+		__u64 qtokens; /* quota, round two: what it counted */
+	};
 	__u32 slot;
 	__u32 gen;          /* the bucket's generation, read with tat (tally_of) */
 	__u8 unit;          /* the unit the bucket judged in, the quota's too */
@@ -603,7 +622,8 @@ static __always_inline enum ag_verdict judge_bucket(struct ag_level *l, struct a
 		if (!interval)
 			return AG_V_NO_BUCKET;
 		l->unit = b->unit[sel];
-		cost = pkt_cost(pk, l->unit, interval);
+		if (!level_cost(pk, l->unit, interval, &cost))
+			return AG_V_UNKNOWN;
 		if (!cost)
 			return AG_V_PASS;
 		if (!ag_gcra_admit(w & AG_TAT_MASK, ag_ns_to_ticks(now_ns, p->mult), cost, p->tau,
@@ -639,6 +659,7 @@ static __always_inline enum ag_verdict look_bucket(struct ag_level *l, struct ag
 	__u32 sel;
 
 	l->word = 0;
+	l->next = 0;
 	if (!b)
 		return AG_V_NO_BUCKET;
 	l->gen = *(volatile __u32 *)&b->gen;
@@ -649,10 +670,16 @@ static __always_inline enum ag_verdict look_bucket(struct ag_level *l, struct ag
 	if (!interval)
 		return AG_V_NO_BUCKET;
 	l->unit = b->unit[sel];
-	cost = pkt_cost(pk, l->unit, interval);
-	if (!cost || ag_gcra_admit(w & AG_TAT_MASK, ag_ns_to_ticks(now_ns, p->mult), cost, p->tau,
-				   &new_tat))
+	if (!level_cost(pk, l->unit, interval, &cost))
+		return AG_V_UNKNOWN;
+	if (!cost)
 		return AG_V_PASS;
+	if (ag_gcra_admit(w & AG_TAT_MASK, ag_ns_to_ticks(now_ns, p->mult), cost, p->tau,
+			  &new_tat)) {
+		l->prev = w;
+		l->next = new_tat | (w & AG_TAT_SEL);
+		return AG_V_PASS;
+	}
 	return (*(volatile __u64 *)&b->tat ^ w) & AG_TAT_SEL ? AG_V_PASS : AG_V_DROP;
 }
 
@@ -675,7 +702,9 @@ static __always_inline struct ag_budget *quota_of(struct ag_level *l, struct ag_
 	conf = *(volatile __u64 *)&bd->quota_conf;
 	*limit = AG_QUOTA_LIMIT(conf);
 	wns = ag_quota_window_ns(AG_QUOTA_WINDOW(conf));
-	*tokens = pkt_cost(pk, l->unit, 1);
+	/* The rate, judged first in the same unit, had what it needed. */
+	if (!level_cost(pk, l->unit, 1, tokens))
+		return NULL;
 	if (!*limit || !wns || !*tokens)
 		return NULL;
 	if (!*tai_ns)
@@ -878,14 +907,14 @@ static __always_inline int deny_at(const struct ag_config *cfg, __u32 slot, __u3
 struct ag_judge_in {
 	__u64 now_ns;  /* CLOCK_MONOTONIC, read once for the path */
 	__u64 tai_ns;  /* CLOCK_TAI, read on a quota's first need; 0: not yet */
-	__u64 len;     /* frame length */
-	__u32 opening; /* the frame opens a connection */
-	__u32 pad;
+	__u32 len;     /* frame length */
+	__s32 opening; /* the frame opens a connection; -1: not read yet */
 };
 
 /* Round one (commit 0: looks, loop-free) or two (1: swaps) of a level: its
- * rate, then its quota. Returns 0 (admitted), 1 (the rate refused) or 2
- * (the quota refused); l->verdict says how. */
+ * rate, then its quota. Returns 0 (admitted), 1 (the rate refused), 2
+ * (the quota refused) or 3 (judge it again once in->opening is read:
+ * nothing was written); l->verdict says how. */
 static __always_inline int judge_level(struct ag_level *l, struct ag_judge_in *in, int commit)
 {
 	struct ag_pkt pk;
@@ -896,13 +925,15 @@ static __always_inline int judge_level(struct ag_level *l, struct ag_judge_in *i
 	pk.ctx = NULL;
 	pk.f = NULL;
 	pk.len = in->len;
-	pk.opening = in->opening != 0;
+	pk.opening = in->opening;
 	v = commit ? judge_bucket(l, &pk, in->now_ns, 1) : look_bucket(l, &pk, in->now_ns);
 	l->verdict = v;
 	if (v == AG_V_NO_BUCKET) { /* a parent being deleted: no limit */
 		stat_inc(AG_STAT_NO_BUCKET);
 		return 0;
 	}
+	if (v == AG_V_UNKNOWN)
+		return 3;
 	if (v != AG_V_PASS)
 		return 1;
 	v = commit ? judge_quota(l, &pk, &in->tai_ns, 1) : look_quota(l, &pk, &in->tai_ns);
@@ -910,12 +941,11 @@ static __always_inline int judge_level(struct ag_level *l, struct ag_judge_in *i
 	return v == AG_V_PASS ? 0 : 2;
 }
 
-/* A packet's path: its levels, what they are judged on, how many. */
+/* A packet's path: its levels and what they are judged on (how many
+ * levels it has goes beside it, in a register). */
 struct ag_path {
 	struct ag_level lv[AG_PATH_MAX];
 	struct ag_judge_in in;
-	__u32 n;
-	__u32 pad;
 };
 
 /* Round one over the path: -1 when every level admits, else the first
@@ -924,7 +954,7 @@ struct ag_path {
  * without a quota (whose refusal after a taken rate would need a refund)
  * it is looked at here only when a level above refuses: then the path is
  * looked at again from the agent, for the first level that refuses. */
-__noinline int ag_look_path(struct ag_path *p)
+__noinline int ag_look_path(struct ag_path *p, int n)
 {
 	int i, why, from;
 
@@ -932,7 +962,7 @@ __noinline int ag_look_path(struct ag_path *p)
 		return 1; /* not reached: refused at the agent */
 	from = p->lv[0].has_quota ? 0 : 1;
 	for (i = from; i < AG_PATH_MAX; i++) {
-		if (i >= (int)p->n)
+		if (i >= n)
 			return -1;
 		why = judge_level(&p->lv[i], &p->in, 0);
 		if (why && !from)
@@ -943,7 +973,7 @@ __noinline int ag_look_path(struct ag_path *p)
 	if (i >= AG_PATH_MAX)
 		return -1;
 	for (i = 0; i < AG_PATH_MAX; i++) {
-		if (i >= (int)p->n)
+		if (i >= n)
 			break;
 		why = judge_level(&p->lv[i], &p->in, 0);
 		if (why)
@@ -955,41 +985,76 @@ __noinline int ag_look_path(struct ag_path *p)
 /* Round two of a level, a global function (see ag_take_back). */
 __noinline int ag_take_level(struct ag_level *l, struct ag_judge_in *in)
 {
+	struct ag_bucket *b;
+
+	if (!l)
+		return 1;
+	/* Round one found the word that admits the packet at its rate, on
+	 * the same clock reading: unless tat moved since, swapping it in is
+	 * the judgement (a quota is judged as ever). */
+	if (l->next && !l->has_quota) {
+		b = bpf_map_lookup_elem(&ag_buckets, &l->slot);
+		if (b && __sync_val_compare_and_swap(&b->tat, l->prev, l->next) == l->prev) {
+			l->word = l->next;
+			l->verdict = AG_V_PASS;
+			return 0;
+		}
+	}
 	return judge_level(l, in, 1);
 }
 
 static __always_inline int enforce_path(const struct ag_config *cfg, struct ag_pkt *pk,
 					__u32 slot, __u64 up, __u64 quota_conf)
 {
-	struct ag_path p = { .in = { .now_ns = bpf_ktime_get_ns(), .len = pk->len }, .n = 1 };
-	int i, j, r = -1, why;
+	/* Not zeroed whole (a 232-byte store per packet): each level in use
+	 * gets what is read before it is judged, the rest is never read. */
+	struct ag_path p;
+	int i, j, r = -1, why, n = 1;
 
+	p.in.now_ns = bpf_ktime_get_ns();
+	p.in.tai_ns = 0;
+	p.in.len = (__u32)pk->len;
 	/* The agent's budget was read by the caller; the parents' here. */
 	p.lv[0].slot = slot;
 	p.lv[0].has_quota = quota_conf != 0;
+	p.lv[0].word = p.lv[0].qword = p.lv[0].next = 0;
 	for (i = 1; i < AG_PATH_MAX && up; i++) {
 		struct ag_budget *bd;
 
 		p.lv[i].slot = (__u32)up - 1;
-		p.n++;
+		p.lv[i].word = p.lv[i].qword = p.lv[i].next = 0;
+		n++;
 		bd = bpf_map_lookup_elem(&ag_budgets, &p.lv[i].slot);
 		up = bd ? *(volatile __u64 *)&bd->up : 0;
 		p.lv[i].has_quota = bd && *(volatile __u64 *)&bd->quota_conf;
 	}
-	/* Read once here: the levels are judged by functions of their own,
-	 * which have no packet. */
-	p.in.opening = is_opening(pk->ctx, pk->f);
+	/* Whether the packet opens a connection is read here, the levels
+	 * being judged by functions of their own without the packet, and only
+	 * when a level's unit needs it (a connection bucket). */
+	p.in.opening = -1;
 	/* Round one: look. */
-	why = ag_look_path(&p);
+	why = ag_look_path(&p, n);
+	if (why >= 0 && (why & 3) == 3) {
+		p.in.opening = is_opening(pk->ctx, pk->f);
+		why = ag_look_path(&p, n);
+		if (why >= 0 && (why & 3) == 3) /* not reached: refused, never uncharged */
+			why = (why & ~3) | 1;
+	}
 	if (why >= 0) {
 		r = (why >> 2) & (AG_PATH_MAX - 1);
 		why &= 3;
 	}
 	/* Round two: take, or take back what was taken. */
 	for (i = 0; i < AG_PATH_MAX && r < 0; i++) {
-		if (i >= (int)p.n)
+		if (i >= n)
 			break;
 		why = ag_take_level(&p.lv[i], &p.in);
+		if (why == 3) { /* the agent's own level (not looked at), or units changed */
+			p.in.opening = is_opening(pk->ctx, pk->f);
+			why = ag_take_level(&p.lv[i], &p.in);
+			if (why == 3) /* not reached */
+				why = 1;
+		}
 		if (!why)
 			continue;
 		r = i;
@@ -999,7 +1064,7 @@ static __always_inline int enforce_path(const struct ag_config *cfg, struct ag_p
 	}
 	if (r < 0) {
 		for (i = 0; i < AG_PATH_MAX; i++)
-			if (i < (int)p.n)
+			if (i < n)
 				count_pass(p.lv[i].slot, p.lv[i].gen, pk->len);
 		return XDP_PASS;
 	}

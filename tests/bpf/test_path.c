@@ -405,6 +405,25 @@ static bool test_conn_parent_over_pps(void)
 	       counted(a, 4, 1, 1, "agent");
 }
 
+/* The agent's own level is judged in round two without a look first: a
+ * conn agent under a pps parent learns there whether a packet opens a
+ * connection, and so does its parent. */
+static bool test_conn_agent_under_parent(void)
+{
+	struct pkt syn, ack;
+	__u32 p, a;
+
+	tcp_frame(&syn, "10.20.0.1", TCP_SYN);
+	tcp_frame(&ack, "10.20.0.1", TCP_ACK);
+	return PARENT("conna-p", 1, 6, AG_UNIT_PPS, NULL, &p) &&
+	       AGENT("conna", 1, 2, AG_UNIT_CONN, "conna-p", "10.20.0.0/16", &a) &&
+	       ASSERT_EQ(send_frames(&syn, 3), 2, "the agent allows two openings") &&
+	       ASSERT_EQ(send_frames(&ack, 5), 4, "the parent's six packets: 2 SYNs and 4 ACKs") &&
+	       tokens_near(a, 0, "the agent paid for its openings only") &&
+	       tokens_near(p, 0, "the parent paid for every packet that passed") &&
+	       counted(a, 6, 2, 1, "agent");
+}
+
 static bool test_consume_walks_path(void)
 {
 	struct ag_consume_result res;
@@ -660,6 +679,8 @@ static const struct {
 	{ "conn: a first fragment too short to show the flags is an opening",
 	  test_conn_tiny_fragment },
 	{ "conn parent over a pps agent limits openings only", test_conn_parent_over_pps },
+	{ "conn agent under a pps parent: openings at the agent, every packet at the parent",
+	  test_conn_agent_under_parent },
 	{ "consume walks the path: all or nothing, the fewest left, the longest wait",
 	  test_consume_walks_path },
 	{ "charge: into debt, the NIC drops until paid back, bounded, parents charged",
