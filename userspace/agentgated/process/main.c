@@ -51,11 +51,15 @@ static void logf_(int level, const char *fmt, ...)
 
 	if (quiet && level > AGD_LOG_WARN)
 		return;
+	/* One line, whole: every thread logs here, and stderr is unbuffered
+	 * (each call below is a write of its own). */
+	flockfile(stderr);
 	fprintf(stderr, "agentgated: %s: ", names[level] ? names[level] : "log");
 	va_start(ap, fmt);
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+	funlockfile(stderr);
 }
 
 static void lib_log(const char *msg)
