@@ -21,7 +21,8 @@
 #               histogram gives the server side. Then at half the maximum
 #               load: the fewest connections (1, 2, 4, ... each waiting
 #               for its answer) that post at least half the single
-#               ratings/s of 512 connections, and their p50/p99.
+#               ratings/s of 512 connections, and their p50/p99, both
+#               wrk's round trip and the daemon's histogram over that run.
 # Every rating is committed to LMDB with fsync before it is acknowledged:
 # the state directory's disk is part of what is measured.
 #
