@@ -347,6 +347,31 @@ def t_framing_shapes(abuse_daemon):
     expect_agent(c, "fr-ag", 'd["tokens"] >= 100000 - 4')
 
 
+@case("a body its route does not read (GET, bodiless POST, 404, 405, 400 before the body, "
+      "chunked on GET), 'close' in a second Connection line or in a list, Expect twice: that "
+      "answer alone, Connection: close, closed; the request in the body and the one behind "
+      "never run")
+def t_framing_unread_body(abuse_daemon):
+    d = abuse_daemon
+    c = d.api
+    expect(c.put("/v1/agents/fu-ag", {"rate": 1000, "burst": 100000}), 201)
+    for name in rawhttp.UNREAD:
+        r = c.put("/v1/agents/fu-victim", {})
+        check(r.status in (200, 201), "PUT fu-victim", r.describe())
+        status, req = rawhttp.unread(name, "fu-ag", "fu-victim", d.port)
+        jcheck(rawhttp.send(HOST, d.port, req, rawhttp.SHAPE_WAIT_S),
+               'd["statuses"] == [%d]' % status, 'd["closed"]', 'd["seconds"] < 4',
+               '"Connection: close" in d["headers"]', what="%s: " % name)
+        r = c.get("/v1/agents/fu-victim")
+        check(r.status == 200, "%s: a hidden DELETE ran" % name, r.describe())
+    # The control: a body the route reads keeps the connection for the next.
+    res = rawhttp.send(HOST, d.port, (b"POST /v1/agents/fu-ag/consume HTTP/1.1\r\nHost: t\r\n"
+                                      b"Content-Length: 12\r\n\r\n{\"tokens\":1}"
+                                      b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
+                                      b"Connection: close\r\n\r\n"), rawhttp.SHAPE_WAIT_S)
+    jcheck(res, 'd["statuses"] == [200, 200]', 'd["closed"]', what="control: ")
+
+
 def head_at_end(skip, end):
     """A GET /healthz head of exactly 16384 bytes (the head limit) after
     skip spaces, ending in end."""

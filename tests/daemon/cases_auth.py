@@ -5,10 +5,11 @@ import base64
 import json
 import os
 import signal
+import socket
 import time
 from collections import namedtuple
 
-from agtest import case, check, expect, expect_error, fixture, has, run_daemon
+from agtest import case, check, expect, expect_error, fixture, has, jcheck, rawhttp, run_daemon
 from agtest.api import Client
 from agtest.daemon import daemon_argv
 from agtest.jwt import token
@@ -161,6 +162,44 @@ def t_auth_403(auth_daemon):
     expect_error(d.client(tok(key, "other:thing")).get("/v1/rules"), 403, "forbidden")
     expect_error(d.client(tok(key, "agents:admin")).get("/v1/agents/au-x"), 404, "not_found",
                  "au-x")
+
+
+@case("a request refused 401 or answered without reading its body, its Content-Length "
+      "holding a request with an admin token, or ending in a prefix for the next client's "
+      "request: the answer closes the connection, nothing hidden runs")
+def t_auth_unread_body(auth_fresh):
+    d, key = auth_fresh
+    admin = tok(key, "agents:admin")
+    c = d.client(admin)
+    expect(c.put("/v1/agents/au-victim", {"rate": 5}), 201)
+    port = int(d.listen.rsplit(":", 1)[1])
+    hidden = ("DELETE /v1/agents/au-victim HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+              "Content-Length: 0\r\n\r\n" % admin).encode()
+    for opener, status in ((b"POST /v1/ratings", 401), (b"GET /healthz", 200),
+                           (b"PUT /v1/agents/au-other", 401)):
+        req = opener + b" HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(hidden) + hidden
+        jcheck(rawhttp.send("127.0.0.1", port, req, 5), 'd["statuses"] == [%d]' % status,
+               'd["closed"]', '"Connection: close" in d["headers"]', what="%s: " % opener)
+        expect(c.get("/v1/agents/au-victim"), 200)
+    # A prefix: the body ends mid-head, so that the next request on the
+    # connection (a client's own, with its token) would complete it.
+    prefix = b"DELETE /v1/agents/au-victim HTTP/1.1\r\nX-Swallow: "
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % len(prefix)
+                  + prefix)
+        time.sleep(0.2)
+        try:
+            s.sendall(("GET /v1/agents/au-x HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+                       "\r\n" % admin).encode())
+        except OSError:
+            pass  # already closed: as it should be
+        raw, closed = rawhttp.read_rest(s, b"", time.monotonic(), 5)
+    finally:
+        s.close()
+    status, _, headers, statuses = rawhttp.parse(raw)
+    check(statuses == [200] and closed, "prefix: %s, closed %s" % (statuses, closed))
+    expect(c.get("/v1/agents/au-victim"), 200)
 
 
 def grant_scopes(d, key):

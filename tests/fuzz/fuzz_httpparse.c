@@ -16,7 +16,7 @@
  *  - selector bit 0 set: a chunked body, fed in pieces of the split byte's
  *    size into an output buffer of a size it also picks, against a
  *    reference decoder (hex digits CRLF, data CRLF, ..., "0" CRLF,
- *    trailer lines, CRLF): the same verdict, the same body, the same
+ *    trailer lines NAME ":" VALUE, CRLF): the same verdict, the same body, the same
  *    number of input bytes consumed when it ends. Then agd_query_var on
  *    the bytes as a query: its answer fits the buffer.
  */
@@ -226,6 +226,17 @@ static int ref_chunks(const unsigned char *b, size_t n, char *out, size_t *out_l
 			return 1;
 		}
 		if (!tchar(b[i]))
+			return -1;
+		/* field-name ":" then the value (RFC 9112 5: no space before
+		 * the colon) */
+		while (i < n && tchar(b[i])) {
+			if (++trailer > 16384)
+				return -1;
+			i++;
+		}
+		if (i >= n)
+			return 0;
+		if (b[i] != ':')
 			return -1;
 		while (i < n && b[i] != '\r') {
 			if ((b[i] < 0x20 && b[i] != '\t') || b[i] == 0x7f)

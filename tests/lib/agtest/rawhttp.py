@@ -100,6 +100,10 @@ SHAPES = {
     "high-byte-name": HEAD + b"Content-Length: %(blen)d\r\n\xffX: v\r\n\r\n" + B,
     "no-host": HEAD.replace(b"Host: t\r\n", b"") + b"Content-Length: %(blen)d\r\n\r\n" + B,
     "host-twice": HEAD + b"Host: u\r\nContent-Length: %(blen)d\r\n\r\n" + B,
+    "host-userinfo": HEAD.replace(b"Host: t", b"Host: u@t") + b"Content-Length: %(blen)d\r\n\r\n" + B,
+    "host-path": HEAD.replace(b"Host: t", b"Host: t/x") + b"Content-Length: %(blen)d\r\n\r\n" + B,
+    "host-space": HEAD.replace(b"Host: t", b"Host: t u") + b"Content-Length: %(blen)d\r\n\r\n" + B,
+    "host-bad-port": HEAD.replace(b"Host: t", b"Host: t:8x") + b"Content-Length: %(blen)d\r\n\r\n" + B,
     "authorization-twice": HEAD + b"Authorization: Bearer a\r\nAuthorization: Bearer b\r\n"
     b"Content-Length: %(blen)d\r\n\r\n" + B,
     "double-space-method": HEAD.replace(b"POST ", b"POST  ") + b"Content-Length: %(blen)d\r\n\r\n" + B,
@@ -120,6 +124,10 @@ SHAPES = {
     "chunk-data-no-crlf": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r\n" + B + b"0\r\n\r\n",
     "chunk-data-too-long": HEAD + b"Transfer-Encoding: chunked\r\n\r\n1\r\n" + B + b"\r\n0\r\n\r\n",
     "chunk-last-bad": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r\n" + B + b"\r\nzz\r\n\r\n",
+    "chunk-trailer-no-colon": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r\n" + B +
+    b"\r\n0\r\nNoColonHere\r\n\r\n",
+    "chunk-trailer-space-before-colon": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r\n" + B +
+    b"\r\n0\r\nX-T : v\r\n\r\n",
     "chunk-size-bare-cr": HEAD + b"Transfer-Encoding: chunked\r\n\r\n%(n)x\r5\r\n" + B + b"\r\n0\r\n\r\n",
     # Well framed (a trailer section is read and discarded, which a proxy may
     # not do): the body is applied and the connection closed, the hidden
@@ -132,11 +140,50 @@ SHAPES = {
 HIDDEN = (b"DELETE /v1/agents/%(victim)s HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n"
           b"Connection: close\r\n\r\n")
 
+# Requests whose body their route does not read (a route without a body, or
+# a refusal before the body is read), and requests after which a client asked
+# for the close: each gets STATUS alone, with "Connection: close", and the
+# connection closes, so neither the request in the body (HB) nor the one
+# behind it (H) runs. (Read as the next request, HB would delete the victim.)
+HB = b"DELETE /v1/agents/%(victim)s HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n"
+CLB = b"Content-Length: %(hblen)d\r\n\r\n" + HB
+UNREAD = {
+    "get-with-body": (200, b"GET /healthz HTTP/1.1\r\nHost: t\r\n" + CLB),
+    "bodiless-post-with-body": (200, b"POST /v1/agents/%(agent)s/reset HTTP/1.1\r\nHost: t\r\n" + CLB),
+    "delete-with-body": (404, b"DELETE /v1/agents/%(agent)s-none HTTP/1.1\r\nHost: t\r\n" + CLB),
+    "not-found-with-body": (404, b"POST /nope HTTP/1.1\r\nHost: t\r\n" + CLB),
+    "not-found-expect-continue": (404, b"POST /nope HTTP/1.1\r\nHost: t\r\n"
+                                  b"Expect: 100-continue\r\n" + CLB),
+    "method-not-allowed-with-body": (405, b"PUT /healthz HTTP/1.1\r\nHost: t\r\n" + CLB),
+    "bad-query-with-body": (400, b"POST /v1/agents/%(agent)s/consume?x=1 HTTP/1.1\r\nHost: t\r\n"
+                            + CLB),
+    "bad-name-with-body": (400, b"POST /v1/agents/a%%20b/consume HTTP/1.1\r\nHost: t\r\n" + CLB),
+    "get-with-chunked-body": (200, b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n%(hbhex)x\r\n" + HB +
+                              b"\r\n0\r\n\r\n"),
+    "connection-close-second-line": (200, b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
+                                     b"Connection: keep-alive\r\nConnection: close\r\n\r\n"),
+    "connection-close-in-list": (200, b"GET /healthz HTTP/1.1\r\nHost: t\r\n"
+                                 b"Connection: x, close\r\n\r\n"),
+    "expect-twice": (417, HEAD + b"Expect: 100-continue\r\nExpect: 100-continue\r\n"
+                     b"Content-Length: %(blen)d\r\n\r\n" + B),
+}
+
+
+def _args(agent, victim, port):
+    hb = HB % {b"victim": victim.encode()}
+    return {b"agent": agent.encode(), b"victim": victim.encode(), b"blen": len(B), b"n": len(B),
+            b"port": port, b"hblen": len(hb), b"hbhex": len(hb)}
+
 
 def shape(name, agent, victim, port):
-    args = {b"agent": agent.encode(), b"victim": victim.encode(), b"blen": len(B), b"n": len(B),
-            b"port": port}
-    return (SHAPES[name] + HIDDEN) % args
+    return (SHAPES[name] + HIDDEN) % _args(agent, victim, port)
+
+
+def unread(name, agent, victim, port):
+    """UNREAD[name]'s status and request, with H behind it."""
+    status, req = UNREAD[name]
+    return status, (req + HIDDEN) % _args(agent, victim, port)
 
 
 def read_rest(s, raw, t0, give_up=GIVE_UP_S):

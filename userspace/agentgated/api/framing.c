@@ -1,4 +1,5 @@
 // SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+#include <ctype.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,8 +43,41 @@ static bool content_length_valid(const char *v)
 	return n && n <= 18 && !v[n];
 }
 
+/* Host is uri-host [ ":" port ] (RFC 9112 3.2, RFC 3986 3.2.2): an
+ * IP-literal in brackets, or a reg-name of unreserved characters,
+ * sub-delims and %HH; empty is allowed. Anything else is an invalid Host
+ * a proxy and this server could read as different authorities (userinfo
+ * "u@h", a path "/x", spaces): 400. */
+static bool host_valid(const char *v)
+{
+	size_t i = 0;
+
+	if (v[0] == '[') {
+		i = 1 + strspn(v + 1, "0123456789abcdefABCDEFvV:._~!$&'()*+,;=-");
+		if (v[i] != ']' || i == 1)
+			return false;
+		i++;
+	} else {
+		for (; v[i] && v[i] != ':'; i++) {
+			unsigned char c = (unsigned char)v[i];
+
+			if (c == '%' && isxdigit((unsigned char)v[i + 1]) &&
+			    isxdigit((unsigned char)v[i + 2])) {
+				i += 2;
+				continue;
+			}
+			if (!isalnum(c) && !strchr("-._~!$&'()*+,;=", c))
+				return false;
+		}
+	}
+	if (v[i] == ':')
+		i += 1 + strspn(v + i + 1, "0123456789");
+	return !v[i];
+}
+
 static const char *fields_problem(const struct agd_reqinfo *ri, char *buf, size_t len)
 {
+	const char *host;
 	const char *te, *cl;
 	const char *const *s;
 	int n_te, n_cl, n;
@@ -65,8 +99,11 @@ static const char *fields_problem(const struct agd_reqinfo *ri, char *buf, size_
 		return "header 'Transfer-Encoding': only \"chunked\" is accepted";
 	if (cl && !content_length_valid(cl))
 		return "header 'Content-Length': expected digits only (no sign, list or whitespace)";
-	if (!strcmp(ri->http_version, "1.1") && !field(ri, "Host", &n))
+	host = field(ri, "Host", &n);
+	if (!strcmp(ri->http_version, "1.1") && !host)
 		return "header 'Host': required in an HTTP/1.1 request";
+	if (host && !host_valid(host))
+		return "header 'Host': not a host with an optional port (RFC 9112 3.2)";
 	return NULL;
 }
 

@@ -46,7 +46,10 @@ static int expect_continue(struct agd_conn *conn)
 	if (!v)
 		return 0;
 	n = strlen(v);
-	if (n != 12 || strncasecmp(v, "100-continue", 12))
+	/* A second Expect line adds to the list (RFC 9110 5.3): another
+	 * expectation, or the same one twice; neither is understood. */
+	if (n != 12 || strncasecmp(v, "100-continue", 12) ||
+	    agd_reqinfo_header_count(agd_conn_info(conn), "Expect") > 1)
 		return agd_reply_error(conn, 417, "Connection: close\r\n",
 				      "header 'Expect': only 100-continue is understood");
 	if (!strcmp(agd_conn_info(conn)->http_version, "1.0"))
@@ -332,11 +335,11 @@ struct req_state {
  * for it. */
 static bool wants_websocket(struct agd_conn *conn)
 {
-	const char *up = agd_conn_header(conn, "Upgrade");
-	const char *co = agd_conn_header(conn, "Connection");
+	const struct agd_reqinfo *ri = agd_conn_info(conn);
 
-	return up && co && agd_header_has_token(up, "websocket") &&
-	       agd_header_has_token(co, "upgrade");
+	/* Each header's lines are one list (RFC 9110 5.3). */
+	return agd_reqinfo_has_token(ri, "Upgrade", "websocket") &&
+	       agd_reqinfo_has_token(ri, "Connection", "upgrade");
 }
 
 /* The key is 16 bytes in base64: 22 characters and "==". */

@@ -205,6 +205,26 @@ const char *agd_reqinfo_header(const struct agd_reqinfo *ri, const char *name)
 	return NULL;
 }
 
+int agd_reqinfo_header_count(const struct agd_reqinfo *ri, const char *name)
+{
+	int i, n = 0;
+
+	for (i = 0; i < ri->num_headers; i++)
+		n += !strcasecmp(ri->http_headers[i].name, name);
+	return n;
+}
+
+bool agd_reqinfo_has_token(const struct agd_reqinfo *ri, const char *name, const char *token)
+{
+	int i;
+
+	for (i = 0; i < ri->num_headers; i++)
+		if (!strcasecmp(ri->http_headers[i].name, name) &&
+		    agd_header_has_token(ri->http_headers[i].value, token))
+			return true;
+	return false;
+}
+
 /* ---- chunked bodies ------------------------------------------------------------------- */
 
 enum { CH_SIZE, CH_SIZE_LF, CH_DATA, CH_DATA_CR, CH_DATA_LF, CH_TRAILER_START, CH_TRAILER,
@@ -316,10 +336,19 @@ int agd_chunks_feed(struct agd_chunks *ch, const char *in, size_t len, char *out
 				*made = k;
 				return chunk_fail(why, wl, "a trailer section over 16384 bytes");
 			}
-			if (c == '\r')
+			/* line 0: the name (tchars up to the colon, as in a head);
+			 * 1: the value. */
+			if (!ch->line && c == ':') {
+				ch->line = 1;
+			} else if (!ch->line && !is_tchar(c)) {
+				*used = i;
+				*made = k;
+				return chunk_fail(why, wl, "a trailer line is not NAME: VALUE");
+			} else if (c == '\r') {
 				ch->state = CH_TRAILER_LF;
-			else if (c != '\t' && (c < 0x20 || c == 0x7f))
+			} else if (c != '\t' && (c < 0x20 || c == 0x7f)) {
 				goto bad_trailer;
+			}
 			i++;
 			break;
 		case CH_TRAILER_LF:

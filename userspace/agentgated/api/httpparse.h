@@ -52,6 +52,13 @@ long agd_head_parse(char *buf, size_t len, struct agd_reqinfo *ri, char *why, si
 /* The value of the first header called name (case-insensitive), or NULL. */
 const char *agd_reqinfo_header(const struct agd_reqinfo *ri, const char *name);
 
+/* How many lines the header called name has. */
+int agd_reqinfo_header_count(const struct agd_reqinfo *ri, const char *name);
+
+/* Whether token is an element of the list the header's lines make
+ * together (RFC 9110 5.3: repeated lines are one comma-separated list). */
+bool agd_reqinfo_has_token(const struct agd_reqinfo *ri, const char *name, const char *token);
+
 /*
  * The chunked decoder: one per body. agd_chunks_feed() takes the bytes at
  * in[0..len), moves the data they carry to out (at most out_room bytes) and
@@ -64,7 +71,7 @@ struct agd_chunks {
 	int state;
 	unsigned long long left; /* of the current chunk's data */
 	unsigned int digits;     /* of the current size */
-	size_t line;             /* bytes of the current trailer line */
+	size_t line;             /* the current trailer line: 0 in its name, 1 after the colon */
 	size_t trailer;          /* bytes of the trailer section */
 };
 

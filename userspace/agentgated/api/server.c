@@ -56,6 +56,7 @@ struct agd_conn {
 	bool eof;        /* the peer closed its side, or the socket failed */
 	bool rdhup;      /* its FIN came: read on to the end (no event will follow) */
 	bool close_after, client_close, answered;
+	bool unread_body; /* the request declared a body its route did not read */
 	bool ws, ws_close_queued, ws_closing, hooked;
 	bool ws_open; /* the 101 is out: writers may send themselves (wlock) */
 	bool closed; /* socket closed; freed at the end of the loop's round */
@@ -600,14 +601,21 @@ static void start_ws(struct agd_conn *c)
 static int on_head(struct agd_conn *c, long len)
 {
 	struct agd_srv *s = c->L->s;
-	const char *conn_hdr, *te, *cl;
+	const char *te, *cl;
 	enum agd_head_verdict v;
 	bool inl = false;
 
 	c->head_len = (size_t)len;
-	conn_hdr = agd_reqinfo_header(&c->ri, "Connection");
+	/* "close" in any Connection line: the lines are one list (RFC 9110 5.3). */
 	c->client_close = !strcmp(c->ri.http_version, "1.0") ||
-			  (conn_hdr && agd_header_has_token(conn_hdr, "close"));
+			  agd_reqinfo_has_token(&c->ri, "Connection", "close");
+	/* A body the route does not read (a route without one, or a request
+	 * answered before its body: 401, 404, 405, ...) is not skipped: its
+	 * bytes would be read as the next request. The answer closes the
+	 * connection instead (RFC 9112 9.6), until the route says it reads it. */
+	te = agd_reqinfo_header(&c->ri, "Transfer-Encoding");
+	cl = agd_reqinfo_header(&c->ri, "Content-Length");
+	c->unread_body = te || (cl && strtoll(cl, NULL, 10) > 0);
 	c->body_max = 0;
 	c->run_inline = false;
 	memset(c->req, 0, s->o.req_size);
@@ -625,10 +633,9 @@ static int on_head(struct agd_conn *c, long len)
 		run_request(c);
 		return c->st != CS_BUSY;
 	case AGD_HEAD_BODY:
+		c->unread_body = false;
 		break;
 	}
-	te = agd_reqinfo_header(&c->ri, "Transfer-Encoding");
-	cl = agd_reqinfo_header(&c->ri, "Content-Length");
 	if (te) {
 		c->body_left = -1;
 		agd_chunks_init(&c->chunks);
@@ -1064,7 +1071,7 @@ static void conn_run(struct agd_conn *c)
 					timer_set(c, TL_REQ);
 				return;
 			}
-			if (c->close_after || c->client_close || c->eof) {
+			if (c->close_after || c->client_close || c->unread_body || c->eof) {
 				if (c->eof)
 					conn_close(c);
 				else
@@ -1575,7 +1582,7 @@ void agd_conn_close_after(struct agd_conn *c)
 
 bool agd_conn_closing(const struct agd_conn *c)
 {
-	return c->close_after || c->client_close;
+	return c->close_after || c->client_close || c->unread_body;
 }
 
 void *agd_conn_req(struct agd_conn *c)
