@@ -6,11 +6,13 @@
  * replacement, refusal of a stale replacement, detach, a foreign XDP program,
  * a device re-created under the same name, and real frames sent from the
  * peer through an AF_PACKET socket, limited by the attached program.
+ * Devices without an Ethernet header (tun, ipip) are refused untouched.
  */
 #include <errno.h>
 #include <limits.h>
 #include <linux/if_packet.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -441,6 +443,105 @@ static bool test_missing_device(void)
 	       ASSERT_EQ(ag_attach(ctx, "a/b", AG_XDP_AUTO, &res), -EINVAL, "bad name");
 }
 
+/* Why the current test was skipped (h_skip), or NULL. */
+static const char *skip_why;
+
+/* Nothing of agentgate's on ifname: no program in any mode, no link or
+ * program pin, no bpf_link on its ifindex, not listed. */
+static bool nothing_left_on(const char *ifname)
+{
+	LIBBPF_OPTS(bpf_xdp_query_opts, q);
+	unsigned int ifindex = if_nametoindex(ifname);
+	struct ag_link_info *links = NULL;
+	char path[PATH_MAX];
+	__u32 id = 0, on_dev = 0;
+	size_t n = 0, i, listed = 0;
+	bool ok;
+
+	snprintf(path, sizeof(path), "%s/progs/%s", root, ifname);
+	ok = ASSERT_TRUE(ifindex != 0, ifname) &&
+	     ASSERT_OK(bpf_xdp_query(ifindex, 0, &q), "query") &&
+	     ASSERT_EQ(q.prog_id, 0, "no XDP program") && ASSERT_EQ(q.drv_prog_id, 0, "native") &&
+	     ASSERT_EQ(q.skb_prog_id, 0, "generic") && ASSERT_TRUE(!pinned(ifname), "no link pin") &&
+	     ASSERT_TRUE(access(path, F_OK) != 0, "no program pin");
+	while (ok && !bpf_link_get_next_id(id, &id)) {
+		struct bpf_link_info li = {};
+		__u32 len = sizeof(li);
+		int fd = bpf_link_get_fd_by_id(id);
+
+		if (fd < 0)
+			continue;
+		if (!bpf_obj_get_info_by_fd(fd, &li, &len) && li.type == BPF_LINK_TYPE_XDP &&
+		    li.xdp.ifindex == ifindex)
+			on_dev++;
+		close(fd);
+	}
+	ok = ok && ASSERT_EQ(on_dev, 0, "no bpf_link on the device") &&
+	     ASSERT_OK(ag_link_list(ctx, &links, &n), "list");
+	for (i = 0; ok && i < n; i++)
+		listed += !strcmp(links[i].ifname, ifname);
+	free(links);
+	return ok && ASSERT_EQ(listed, 0, "not listed");
+}
+
+/* Attaching to ifname (link type type, ip link's name) is refused in each
+ * mode, naming the device and its type, and leaves nothing behind. */
+static bool refused_not_ethernet(const char *ifname, unsigned int type, const char *type_name)
+{
+	static const enum ag_xdp_mode modes[] = { AG_XDP_NATIVE, AG_XDP_GENERIC, AG_XDP_AUTO };
+	struct ag_attach_opts keep = { .mode = AG_XDP_AUTO, .keep_same = true };
+	struct ag_attach_result res;
+	char want[128];
+	size_t i;
+	bool ok = true;
+
+	snprintf(want, sizeof(want), "device %s is not Ethernet (link type %u, %s)", ifname, type,
+		 type_name);
+	for (i = 0; ok && i < sizeof(modes) / sizeof(modes[0]); i++)
+		ok = ASSERT_EQ(ag_attach(ctx, ifname, modes[i], &res), -EOPNOTSUPP, "refused") &&
+		     ASSERT_TRUE(strstr(ag_errmsg(), want) != NULL, ag_errmsg()) &&
+		     ASSERT_TRUE(strstr(ag_errmsg(), "Ethernet device the traffic arrives on") !=
+					 NULL,
+				 "says what to do") &&
+		     nothing_left_on(ifname);
+	/* agentgated's attach (keep_same) is refused the same way. */
+	return ok && ASSERT_EQ(ag_attach_with(ctx, ifname, &keep, &res), -EOPNOTSUPP, "daemon's") &&
+	       nothing_left_on(ifname);
+}
+
+/*
+ * A tun device (IFF_TUN: frames start with the IP header, link type none):
+ * attaching would enforce nothing, so it is refused in native, generic and
+ * auto mode, before anything is made. The device goes also on failure (and
+ * with this process's network namespace in any case).
+ */
+static bool test_tun_refused(void)
+{
+	bool ok = ASSERT_OK(sh("ip tuntap add dev agt5t mode tun && ip link set agt5t up"),
+			    "tun device") &&
+		  refused_not_ethernet("agt5t", ARPHRD_NONE, "none");
+
+	sh("ip link del agt5t 2>/dev/null");
+	return ok;
+}
+
+/* An ipip tunnel (link type ipip), where the kernel has ipip; skipped
+ * otherwise. */
+static bool test_ipip_refused(void)
+{
+	bool ok;
+
+	if (sh("ip link add agt6i type ipip local 10.78.0.1 remote 10.78.0.2 2>/dev/null")) {
+		sh("ip link del agt6i 2>/dev/null");
+		skip_why = "no ipip tunnels in this kernel";
+		return true;
+	}
+	ok = ASSERT_OK(sh("ip link set agt6i up"), "ipip up") &&
+	     refused_not_ethernet("agt6i", ARPHRD_TUNNEL, "ipip");
+	sh("ip link del agt6i 2>/dev/null");
+	return ok;
+}
+
 /* An orphan IPv6 fragment (first not seen) from 3fff::1, no rule for it. */
 static void orphan_frame(struct pkt *p)
 {
@@ -675,6 +776,10 @@ static const struct {
 	{ "a device name with a dot: encoded pins, listed by its name, replaced, detached",
 	  test_dotted_device_name },
 	{ "missing or invalid device", test_missing_device },
+	{ "a tun device (no Ethernet header) is refused in every mode, nothing left behind",
+	  test_tun_refused },
+	{ "an ipip tunnel (no Ethernet header) is refused in every mode, nothing left behind",
+	  test_ipip_refused },
 	{ "pins of the previous version: read as they are, grown and replaced on attach",
 	  test_upgrade_from_older_pins },
 };
@@ -697,8 +802,16 @@ int main(void)
 	    !ASSERT_OK(veth("agt1a", "agt1b"), "veth") ||
 	    !ASSERT_OK(veth("agt2a", "agt2b"), "veth") || !ASSERT_OK(ag_open(&o, &ctx), "open"))
 		return 1;
-	for (i = 0; i < n; i++)
-		h_result(tests[i].name, tests[i].fn());
+	for (i = 0; i < n; i++) {
+		bool ok;
+
+		skip_why = NULL;
+		ok = tests[i].fn();
+		if (ok && skip_why)
+			h_skip(tests[i].name, skip_why);
+		else
+			h_result(tests[i].name, ok);
+	}
 	ag_close(ctx);
 	return h_exit();
 }

@@ -15,14 +15,23 @@
  * XDP_FLAGS_REPLACE, the other program in ag_next[ifindex] behind it. Such
  * an attachment has no link: the pin of its program at progs/<ifname> is
  * what says it is agentgate's (the device runs exactly that program).
+ *
+ * Only a device whose frames start with an Ethernet header is attached: the
+ * datapath parses Ethernet, and on a device without one (tun, WireGuard,
+ * ipip/gre/sit tunnels: XDP sees the IP header first) every packet would
+ * read as a non-IP ethertype and pass uncharged. Loopback qualifies: it
+ * carries an Ethernet header (zero addresses) and XDP sees it.
  */
 #include <dirent.h>
 #include <errno.h>
 #include <net/if.h>
+#include <net/if_arp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -767,6 +776,83 @@ out:
 	return err;
 }
 
+/* Link types glibc's <net/if_arp.h> may lack (<linux/if_arp.h> clashes with
+ * <netinet/in.h>). */
+#ifndef ARPHRD_RAWIP
+#define ARPHRD_RAWIP 519
+#endif
+#ifndef ARPHRD_IP6GRE
+#define ARPHRD_IP6GRE 823
+#endif
+#ifndef ARPHRD_NETLINK
+#define ARPHRD_NETLINK 824
+#endif
+
+/* The name ip link shows for a link type (ARPHRD_*), or NULL. */
+static const char *link_type_name(unsigned int type)
+{
+	static const struct {
+		unsigned int type;
+		const char *name;
+	} names[] = {
+		{ ARPHRD_ETHER, "ether" },
+		{ ARPHRD_LOOPBACK, "loopback" },
+		{ ARPHRD_NONE, "none" }, /* tun, WireGuard */
+		{ ARPHRD_TUNNEL, "ipip" },
+		{ ARPHRD_TUNNEL6, "tunnel6" },
+		{ ARPHRD_SIT, "sit" },
+		{ ARPHRD_IPGRE, "gre" },
+		{ ARPHRD_IP6GRE, "gre6" },
+		{ ARPHRD_PPP, "ppp" },
+		{ ARPHRD_RAWIP, "rawip" },
+		{ ARPHRD_INFINIBAND, "infiniband" },
+		{ ARPHRD_NETLINK, "netlink" },
+		{ ARPHRD_CAN, "can" },
+		{ ARPHRD_IEEE80211_RADIOTAP, "ieee802.11/radiotap" },
+		{ ARPHRD_VOID, "void" },
+	};
+	size_t i;
+
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+		if (names[i].type == type)
+			return names[i].name;
+	return NULL;
+}
+
+/*
+ * -EOPNOTSUPP unless ifname's frames start with an Ethernet header (see the
+ * top of this file). The link type is the hardware address family
+ * SIOCGIFHWADDR reports (ifi_type of RTM_GETLINK): read in this process's
+ * network namespace, where /sys/class/net may show another one's devices.
+ */
+static int require_ethernet(const char *ifname)
+{
+	struct ifreq ifr = {};
+	unsigned int type;
+	const char *name;
+	int fd, err;
+
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return ag_err(errno, "cannot read the link type of %s: %s", ifname,
+			      strerror(errno));
+	snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", ifname);
+	err = ioctl(fd, SIOCGIFHWADDR, &ifr) ? errno : 0;
+	close(fd);
+	if (err == ENODEV)
+		return ag_err(ENODEV, "interface '%s' does not exist", ifname);
+	if (err)
+		return ag_err(err, "cannot read the link type of %s: %s", ifname, strerror(err));
+	type = (unsigned short)ifr.ifr_hwaddr.sa_family;
+	if (type == ARPHRD_ETHER || type == ARPHRD_LOOPBACK)
+		return 0;
+	name = link_type_name(type);
+	return ag_err(EOPNOTSUPP, "device %s is not Ethernet (link type %u%s%s): agentgate's "
+				  "datapath reads Ethernet frames; attach it to the Ethernet "
+				  "device the traffic arrives on",
+		      ifname, type, name ? ", " : "", name ? name : "");
+}
+
 int ag_attach(struct ag_ctx *ctx, const char *ifname, enum ag_xdp_mode mode,
 	      struct ag_attach_result *res)
 {
@@ -803,6 +889,10 @@ int ag_attach_with(struct ag_ctx *ctx, const char *ifname, const struct ag_attac
 	ifindex = if_nametoindex(ifname);
 	if (!ifindex)
 		return ag_err(ENODEV, "interface '%s' does not exist", ifname);
+	/* Before anything changes: no program loaded, no pin, no link. */
+	err = require_ethernet(ifname);
+	if (err)
+		return err;
 	err = ag_prog_load(ctx, &prog);
 	if (err)
 		return err;
