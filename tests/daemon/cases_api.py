@@ -49,6 +49,12 @@ def t_ratings_single(api):
            'isint(d["agents"][0]["ratings"]) and num(d["agents"][0]["rate"])')
     expect(api.api.get("/v1/agents/rs1"), 200, 'd["rate"] == 120', 'd["ratings"] == 1',
            'd["mean_score"] == 5', 'd["last_rating_ms"] == 1700000000000', 'd["burst"] == 120')
+    # A ts from the future counts as the time it was applied.
+    before = int(time.time() * 1000)
+    expect(api.api.post("/v1/ratings", {"agent": "rs1f", "score": 3, "ts": 253402300799000}),
+           200)
+    expect(api.api.get("/v1/agents/rs1f"), 200,
+           '%d <= d["last_rating_ms"] <= %d' % (before, int(time.time() * 1000)))
 
 
 @case("POST /v1/ratings JSON array: rates, mean_score, ratings per agent")

@@ -150,7 +150,8 @@ def t_rating_shapes(env):
 
 @case("intake limits: --rating-user-rate 1 lets a user send 10 at once, then 429 with "
       "Retry-After (also on POST /rating), nothing applied, other users pass; "
-      "--rating-token-rate limits a token's sub; counted by whom")
+      "--rating-token-rate limits a token's sub, tokens without one together; counted by "
+      "whom")
 def t_rating_intake(env):
     from cases_auth import new_key, open_daemon
     from agtest.jwt import token
@@ -175,11 +176,19 @@ def t_rating_intake(env):
     r = t.post("/v1/ratings", {"agent": "il2", "user": "another", "score": 3})
     check(r.status == 429 and "pipeline-1" in r.text, "over the token rate: %d %s" %
           (r.status, r.text))
+    # Tokens without a subject (no sub, or "") share one bucket: 20, then refused.
+    nosub = d.client(token(key, {"exp": "NOW+600", "scope": "ratings:write"}))
+    empty = d.client(token(key, {"sub": "", "exp": "NOW+600", "scope": "ratings:write"}))
+    expect(nosub.post("/v1/ratings", [{"agent": "il3", "user": "n%d" % i, "score": 3}
+                                      for i in range(20)]), 200, 'd["applied"] == 20')
+    r = empty.post("/v1/ratings", {"agent": "il3", "user": "n-last", "score": 3})
+    check(r.status == 429 and "without a subject" in r.text, "a token without a sub: %d %s" %
+          (r.status, r.text))
     m = t.get("/metrics").text
     check('agentgate_rating_intake_refused_total{by="user"} 2' in m and
-          'agentgate_rating_intake_refused_total{by="token"} 1' in m and
+          'agentgate_rating_intake_refused_total{by="token"} 2' in m and
           'agentgate_ratings_refused_total{reason="user_rate"} 2' in m and
-          'agentgate_ratings_refused_total{reason="token_rate"} 1' in m, "metrics: %s" %
+          'agentgate_ratings_refused_total{reason="token_rate"} 2' in m, "metrics: %s" %
           [x for x in m.splitlines() if "refused" in x])
     # Each agent's explain counts the ratings refused that named it.
     adm = d.client(token(key, {"sub": "op", "exp": "NOW+600", "scope": "agents:admin"}))
@@ -322,7 +331,8 @@ def t_rating_damping(env):
 @case("--rating-wave 400 --rating-wave-hold yes: 500 new users' one-star ratings within the "
       "window flag one wave (stream rating_wave, metric, log), pin the agent at its rate "
       "then (audited agent.hold), the rest move nothing; re-ratings of known users are no "
-      "wave; an operator's unpin lets ratings move it again")
+      "wave, but a first move away from a neutral voice is; an operator's unpin lets "
+      "ratings move it again")
 def t_rating_wave(env):
     from agtest.ws import WS
     d = env.daemon("wave", "--rating-wave", "400", "--rating-wave-hold", "yes",
@@ -358,6 +368,14 @@ def t_rating_wave(env):
     expect(c.put("/v1/agents/wv1", {"pinned": False}), 200)
     expect(c.post("/v1/ratings", {"agent": "wv1", "user": "late-1", "score": 1}), 200,
            'd["agents"][0]["rate"] == 880')
+    # Neutral voices first (they move and count nothing), then one star:
+    # the first rating that leaves 3 counts as a new user's.
+    expect(c.put("/v1/agents/wv2", {"rate": 9000, "r_max": 10000}), 201)
+    expect(c.post("/v1/ratings", [{"agent": "wv2", "user": "n-%d" % i, "score": 3}
+                                  for i in range(450)]), 200, 'd["applied"] == 450')
+    expect(c.post("/v1/ratings", [{"agent": "wv2", "user": "n-%d" % i, "score": 1}
+                                  for i in range(450)]), 200, 'd["applied"] == 450')
+    expect(c.get("/v1/agents/wv2"), 200, 'd["pinned"] is True', 'd["rate"] == 1000')
     ws.close()
     d.stop()
 

@@ -180,9 +180,11 @@ int ratings_post(struct req *r)
 	if (r->h->intake) {
 		unsigned int retry = 0;
 		char who[200] = "", hdr[48];
+		/* A request with a token is limited by its subject, "" when it
+		 * has none; without authentication (no scopes) there is none. */
 		enum agd_intake_by by = agd_intake_charge(r->h->intake, b.items, b.n,
-							  r->tok.subject, ag_now_ns(), &retry, who,
-							  sizeof(who));
+							  r->tok.scopes ? r->tok.subject : NULL,
+							  ag_now_ns(), &retry, who, sizeof(who));
 
 		if (by) {
 			agd_engine_tally_refused(r->h->e, b.items, b.n, by == AGD_INTAKE_USER ?

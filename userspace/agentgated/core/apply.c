@@ -443,7 +443,10 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 			err = window_at(en, &e->st, txn, before, t, inf.window_ms);
 			if (!err && inf.max_change > 0 && !p.pinned && en->rec.rate != before)
 				damp(en, before, inf.max_change, job);
-			if (!err && inf.wave_users && first)
+			/* A neutral voice moved nothing and counted nothing: the
+			 * first rating that leaves it counts as a new user's, or
+			 * users would pass the count by rating 3 first. */
+			if (!err && inf.wave_users && (first || from == AGD_SCORE_NEUTRAL))
 				err = wave_count(e, txn, en, r->score, t, &inf);
 			if (err)
 				return err;
@@ -452,8 +455,16 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 			return err;
 		en->rec.count++;
 		en->rec.score_sum += r->score;
-		if ((r->ts_ms >= 0 ? r->ts_ms : (__s64)now) > en->rec.last_ms)
-			en->rec.last_ms = r->ts_ms >= 0 ? r->ts_ms : (__s64)now;
+		/* A client's ts counts up to the time it is applied (the rating's
+		 * log time in a fleet, the same on every host): one from the
+		 * future would stay the last for good. */
+		{
+			__s64 at = (__s64)(job->item_ms ? job->item_ms[i] : now);
+			__s64 ts = r->ts_ms >= 0 && r->ts_ms < at ? r->ts_ms : at;
+
+			if (ts > en->rec.last_ms)
+				en->rec.last_ms = ts;
+		}
 		en->rec.updated_ms = now;
 		touch(en);
 		if (job->item_seq)

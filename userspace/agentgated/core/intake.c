@@ -193,7 +193,9 @@ enum agd_intake_by agd_intake_charge(struct agd_intake *in, const struct agd_rat
 		}
 		i = j;
 	}
-	if (!by && in->per_token > 0 && token_subject && token_subject[0]) {
+	/* Tokens without a subject (no "sub", or "") are one bucket "t": a
+	 * missing sub does not escape the limit. */
+	if (!by && in->per_token > 0 && token_subject) {
 		struct slot *s;
 		double w;
 
@@ -204,7 +206,10 @@ enum agd_intake_by agd_intake_charge(struct agd_intake *in, const struct agd_rat
 		if (w > 0 || n > burst_of(in->per_token)) {
 			worst = w;
 			by = AGD_INTAKE_TOKEN;
-			snprintf(who, who_len, "token of '%s'", token_subject);
+			if (token_subject[0])
+				snprintf(who, who_len, "token of '%s'", token_subject);
+			else
+				snprintf(who, who_len, "tokens without a subject ('sub')");
 		}
 	}
 	if (!by && fresh && !room(in, now, fresh)) {
@@ -223,7 +228,7 @@ enum agd_intake_by agd_intake_charge(struct agd_intake *in, const struct agd_rat
 			if (s)
 				s->tat = (s->tat > now ? s->tat : now) + 1 / in->per_user;
 		}
-		if (in->per_token > 0 && token_subject && token_subject[0]) {
+		if (in->per_token > 0 && token_subject) {
 			struct slot *s;
 
 			snprintf(key, sizeof(key), "t%s", token_subject);

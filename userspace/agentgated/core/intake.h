@@ -29,7 +29,8 @@ void agd_intake_set(struct agd_intake *in, double per_user, double per_token);
 
 enum agd_intake_by { AGD_INTAKE_OK = 0, AGD_INTAKE_USER, AGD_INTAKE_TOKEN };
 
-/* Charges items' users and token (subject "" : none) at now_ns, all or
+/* Charges items' users and token (its subject; "" for every token without
+ * one, which share a bucket; NULL: no token) at now_ns, all or
  * nothing: AGD_INTAKE_OK, or who is over with *retry_s (whole seconds, at
  * least 1) until the request would pass and *who naming them. */
 enum agd_intake_by agd_intake_charge(struct agd_intake *in, const struct agd_rating *items,
