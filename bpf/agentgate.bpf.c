@@ -7,7 +7,9 @@
  * Anything that cannot be parsed far enough to know the source address is
  * passed and counted by reason when the kernel drops it anyway (truncated,
  * bad version), and dropped when it may deliver it (VLAN tags beyond the
- * parser's reach). A packet whose source is known but whose L4 header
+ * parser's reach); IP inside a link header the kernel opens when the host
+ * terminates it (PPPoE session, MPLS, MACsec) gets the default action, as
+ * a packet no rule claims. A packet whose source is known but whose L4 header
  * cannot be reached (truncated L4) is still charged to the agent its source
  * prefix selects, so malformed traffic cannot slip past the limiter. Later
  * fragments are charged to the agent of their datagram's first fragment
@@ -398,30 +400,55 @@ static __always_inline struct ag_rule_val *classify_v6(const struct ag_config *c
  * one: a first fragment (RFC 1858's tiny fragments) or an unfollowed IPv6
  * chain; a whole UDP datagram too short for a QUIC header is none. Later
  * fragments belong to the datagram their first fragment opened.
+ *
+ * Cut off means by the end of the frame or of the datagram, whichever
+ * comes first: the bytes after the datagram (IPv4 total length, IPv6 40 +
+ * payload length) are Ethernet padding or a trailer, which the kernel
+ * trims, so they tell nothing (a tiny first fragment padded to 60 bytes
+ * must not have its flags read from the padding).
+ *
+ * A global function, verified once on its own and called only for a
+ * connection bucket. Inlined at its three call sites, the bounds it reads
+ * took the program's stack 16 bytes past what the verifier allows beside
+ * its deepest call (512 bytes in all).
  */
-static __always_inline int is_opening(struct xdp_md *ctx, const struct ag_flow *f)
+__noinline int is_opening(struct xdp_md *ctx, const struct ag_flow *f)
 {
 	void *data = (void *)(long)ctx->data, *data_end = (void *)(long)ctx->data_end;
-	__u32 off = f->l4_off;
-	__u8 *l4;
+	__u32 off, l3, end, held;
+	__u8 *l4, *ip;
 
+	if (!f) /* not reached */
+		return 1;
+	off = f->l4_off;
+	l3 = f->l3_off;
 	if (!f->has_port)
 		return f->port_unknown;
-	/* Bounds the offset for the verifier (a pointer checked against the
-	 * packet's end must stay below 64 KiB); no frame XDP sees is longer. */
-	if (off > 0x7fff)
+	/* Bounds the offsets for the verifier (a pointer checked against the
+	 * packet's end must stay below 64 KiB); no frame XDP sees is longer,
+	 * and the parser puts no IP header beyond AG_L2_MAX. */
+	if (off > 0x7fff || l3 > AG_L2_MAX)
 		return 1;
 	asm volatile("%0 &= 0x7fff" : "+r"(off)); /* a bound on the register added */
+	asm volatile("%0 &= 0x3f" : "+r"(l3));
+	ip = data + l3;
+	if ((void *)(ip + 6) > data_end) /* not reached: the parser read it */
+		return 1;
+	if ((ip[0] >> 4) == 4)
+		end = l3 + (((__u32)ip[2] << 8) | ip[3]);
+	else
+		end = l3 + sizeof(struct ipv6hdr) + (((__u32)ip[4] << 8) | ip[5]);
+	held = end > off ? end - off : 0; /* L4 bytes in the datagram */
 	l4 = data + off;
 	switch (f->proto) {
 	case IPPROTO_TCP:
-		if ((void *)(l4 + 14) > data_end)
+		if ((void *)(l4 + 14) > data_end || held < 14)
 			return 1;
 		return (l4[13] & (AG_TCP_SYN | AG_TCP_ACK)) == AG_TCP_SYN;
 	case IPPROTO_UDP: {
 		__u32 version;
 
-		if ((void *)(l4 + 13) > data_end)
+		if ((void *)(l4 + 13) > data_end || held < 13)
 			return f->frag == AG_FRAG_FIRST;
 		if (!(l4[8] & 0x80)) /* short header */
 			return 0;
@@ -432,11 +459,11 @@ static __always_inline int is_opening(struct xdp_md *ctx, const struct ag_flow *
 		return ((l4[8] >> 4) & 3) == (version == AG_QUIC_V2 ? 1 : 0);
 	}
 	case IPPROTO_SCTP:
-		if ((void *)(l4 + 13) > data_end)
+		if ((void *)(l4 + 13) > data_end || held < 13)
 			return 1;
 		return l4[12] == AG_SCTP_INIT;
 	case IPPROTO_DCCP:
-		if ((void *)(l4 + 9) > data_end)
+		if ((void *)(l4 + 9) > data_end || held < 9)
 			return 1;
 		return ((l4[8] >> 1) & 0xf) == 0;
 	}
@@ -1221,6 +1248,28 @@ static __always_inline void frag_judged(const struct ag_flow *f, struct ag_frag_
 	}
 }
 
+/* A frame whose source the parser did not reach (its reason counted):
+ * link protocols and what the kernel drops pass; what it may deliver is
+ * dropped (UNFOLLOWED) or gets the default action (CARRIER). */
+static __always_inline int unparsed(int family)
+{
+	struct ag_config *cfg;
+	__u32 zero = 0;
+
+	if (family == AG_PARSE_NON_IP) {
+		stat_inc(AG_STAT_NON_IP);
+		return XDP_PASS;
+	}
+	if (family == AG_PARSE_MALFORMED)
+		return XDP_PASS;
+	cfg = bpf_map_lookup_elem(&ag_config, &zero);
+	if (!cfg)
+		return XDP_PASS;
+	if (family == AG_PARSE_UNFOLLOWED)
+		return refuse(cfg);
+	return unclassified(cfg);
+}
+
 static __always_inline int judge(struct xdp_md *ctx)
 {
 	struct ag_frag_val *fv = NULL;
@@ -1238,17 +1287,12 @@ static __always_inline int judge(struct xdp_md *ctx)
 	len = ctx->data_end - ctx->data;
 	if (f.reason != AG_STAT__MAX)
 		stat_inc(f.reason);
-	if (family == AG_PARSE_NON_IP || family == AG_PARSE_MALFORMED) {
-		if (family == AG_PARSE_NON_IP)
-			stat_inc(AG_STAT_NON_IP);
-		return XDP_PASS;
-	}
+	if (family < 0)
+		return unparsed(family);
 
 	cfg = bpf_map_lookup_elem(&ag_config, &zero);
 	if (!cfg)
 		return XDP_PASS;
-	if (family == AG_PARSE_UNFOLLOWED)
-		return refuse(cfg);
 
 	rule = family == AG_PARSE_V4 ? classify_v4(cfg, &f) : classify_v6(cfg, &f);
 	slot = rule ? rule->slot : AG_FRAG_NO_SLOT;

@@ -1,13 +1,14 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
  * Packet parsing for the agentgate datapath: Ethernet, up to AG_VLAN_MAX
- * VLAN tags (802.1Q, 802.1ad), IPv4 (options honoured), IPv6 (up to
- * AG_IPV6_MAX_EXT extension headers), and the L4 destination port of TCP,
- * UDP, UDP-Lite, SCTP and DCCP. Every bounds check fails into a counted
- * reason. The limits are the kernel's own: it strips at most 8 VLAN tags
- * and follows at most 12 extension headers (measured on 6.18: one more and
- * it drops the packet), so whatever the kernel delivers is followed to its
- * source and port.
+ * VLAN tags (802.1Q, 802.1ad), IPv4 (options honoured, one authentication
+ * header walked), IPv6 (up to AG_IPV6_MAX_EXT extension headers), and the
+ * L4 destination port of TCP, UDP, UDP-Lite, SCTP and DCCP; PPPoE session,
+ * MPLS and MACsec frames are told from link protocols, not opened. Every
+ * bounds check fails into a counted reason. The limits are the kernel's
+ * own: it strips at most 8 VLAN tags and follows at most 12 extension
+ * headers (measured on 6.18: one more and it drops the packet), so
+ * whatever the kernel delivers is followed to its source and port.
  *
  * Included once, by agentgate.bpf.c: ag_parse_l3() is a global BPF
  * function, which the verifier checks once on its own rather than once per
@@ -32,6 +33,8 @@
 #define AG_IPV6_MAX_EXT 12
 
 enum ag_parse_result {
+	AG_PARSE_CARRIER = -4,    /* IP inside a link header the parser does not open
+				   * (PPPoE, MPLS, MACsec): the default action */
 	AG_PARSE_UNFOLLOWED = -3, /* source unknown, yet the kernel may deliver it: dropped */
 	AG_PARSE_MALFORMED = -2,  /* source unknown: pass, reason counted */
 	AG_PARSE_NON_IP = -1,     /* ARP, LLDP, ...: pass */
@@ -56,6 +59,8 @@ struct ag_flow {
 	__u16 l4_off;      /* with has_port: the L4 header's offset in the frame */
 	struct ag_frag_key fk; /* a fragment's reassembly key */
 	__u8 proto;        /* with has_port: the L4 protocol */
+	__u8 l3_off;       /* V4/V6: the IP header's offset in the frame, where the
+			    * datagram's length is read (is_opening()) */
 } __attribute__((aligned(8)));
 
 _Static_assert(AG_STAT__MAX < 256, "a reason fits ag_flow.reason");
@@ -82,6 +87,7 @@ struct ag_ipv6_frag_hdr {
 #define AG_IPV6_OFFSET_MASK 0xfff8
 #define AG_IPV6_MF 0x0001
 #define AG_L2_MAX (ETH_HLEN + AG_VLAN_MAX * 4)
+_Static_assert(AG_L2_MAX < 64, "an IP header's offset fits ag_flow.l3_off, and a 6-bit mask");
 
 static __always_inline int ag_l4_has_ports(__u8 proto)
 {
@@ -132,6 +138,7 @@ static __always_inline void ag_frag_key_v6(struct ag_frag_key *k, const struct i
 static __always_inline int ag_parse_v4(void *data, void *l3, void *data_end, struct ag_flow *f)
 {
 	struct iphdr *ip = l3;
+	__u8 *l4, proto;
 	__u32 hlen;
 
 	if ((void *)(ip + 1) > data_end) {
@@ -165,7 +172,25 @@ static __always_inline int ag_parse_v4(void *data, void *l3, void *data_end, str
 		}
 		f->frag = AG_FRAG_FIRST;
 	}
-	ag_parse_port(data, l3 + hlen, data_end, ip->protocol, f);
+	l4 = l3 + hlen;
+	proto = ip->protocol;
+	/* One authentication header is walked, as IPv6's (the kernel
+	 * checks it and hands the packet to the protocol it names): cut
+	 * off, the port is out of reach and the source prefix charges it. */
+	if (proto == IPPROTO_AH) {
+		if ((void *)(l4 + 2) > data_end) {
+			f->reason = AG_STAT_IPV4_AH_TRUNCATED;
+			return AG_PARSE_V4;
+		}
+		proto = l4[0];
+		/* l4[1]: its length in 4-octet units, not counting the first 8 */
+		l4 += ((__u32)l4[1] + 2) * 4;
+		if ((void *)l4 > data_end) {
+			f->reason = AG_STAT_IPV4_AH_TRUNCATED;
+			return AG_PARSE_V4;
+		}
+	}
+	ag_parse_port(data, l4, data_end, proto, f);
 	return AG_PARSE_V4;
 }
 
@@ -288,6 +313,7 @@ __noinline int ag_parse_l3(struct xdp_md *ctx, __u32 l3, __u32 proto, struct ag_
 		return AG_PARSE_MALFORMED;
 	if (l3 > AG_L2_MAX) /* not reached: tells the verifier the bound */
 		return AG_PARSE_MALFORMED;
+	f->l3_off = l3;
 	if (proto == bpf_htons(ETH_P_IP))
 		return ag_parse_v4(data, data + l3, data_end, f);
 	if (proto == bpf_htons(ETH_P_IPV6))
@@ -347,11 +373,43 @@ static __always_inline int ag_parse_fast(struct xdp_md *ctx, struct ag_flow *f)
 	} else {
 		return 0;
 	}
+	f->l3_off = l3 - data;
 	f->has_port = 1;
 	f->frag = AG_FRAG_NONE;
 	f->port_unknown = 0;
 	f->reason = AG_STAT__MAX;
 	return proto == bpf_htons(ETH_P_IP) ? AG_PARSE_V4 : AG_PARSE_V6;
+}
+
+/*
+ * A frame that is neither IPv4 nor IPv6 at offset l3 (proto its EtherType).
+ * Link protocols (ARP, LLDP, EAPOL, PPPoE discovery, ...) are NON_IP. A
+ * link header the kernel opens to deliver the IP packet inside when the
+ * host terminates it, PPPoE session, MPLS or MACsec, is a CARRIER: its
+ * source is out of the parser's reach, so it gets the default action like
+ * any packet no rule claims. Of a PPPoE session, only the PPP protocols of
+ * network-layer datagrams (below 0x8000, or one byte long when compressed:
+ * IPv4, IPv6, compressed TCP/IP, compressed datagrams, ...) carry IP; its
+ * link and network control (LCP, IPCP, PAP, CHAP, ...) is a link protocol.
+ */
+static __always_inline int ag_parse_link(struct xdp_md *ctx, __u32 l3, __be16 proto,
+					 struct ag_flow *f)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+
+	if (proto == bpf_htons(ETH_P_PPP_SES)) {
+		__u8 *ppp = data + l3 + 6; /* after the PPPoE header */
+
+		/* Cut before the PPP protocol: counted as one that carries IP. */
+		if ((void *)(ppp + 1) <= data_end && ppp[0] >= 0x80 && !(ppp[0] & 1))
+			return AG_PARSE_NON_IP;
+	} else if (proto != bpf_htons(ETH_P_MPLS_UC) && proto != bpf_htons(ETH_P_MPLS_MC) &&
+		   proto != bpf_htons(ETH_P_MACSEC)) {
+		return AG_PARSE_NON_IP;
+	}
+	f->reason = AG_STAT_IP_CARRIER;
+	return AG_PARSE_CARRIER;
 }
 
 /*
@@ -404,7 +462,7 @@ static __always_inline int ag_parse(struct xdp_md *ctx, struct ag_flow *f)
 		return AG_PARSE_UNFOLLOWED;
 	}
 	if (proto != bpf_htons(ETH_P_IP) && proto != bpf_htons(ETH_P_IPV6))
-		return AG_PARSE_NON_IP;
+		return ag_parse_link(ctx, l3, proto, f);
 	return ag_parse_l3(ctx, l3, proto, f);
 }
 

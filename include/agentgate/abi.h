@@ -372,7 +372,9 @@ _Static_assert(sizeof(struct ag_tally_ent) == 96, "ag_tally_ent layout");
 	X(PORT_UNKNOWN_DROPPED, "port_unknown_dropped", 'i')                 \
 	X(PARENT_DROPPED, "parent_dropped", 'i')                             \
 	X(REFUND_RACED, "refund_raced", 'i')                                 \
-	X(QUOTA_DROPPED, "quota_dropped", 'i')
+	X(QUOTA_DROPPED, "quota_dropped", 'i')                               \
+	X(IP_CARRIER, "ip_carrier", 'i')                                     \
+	X(IPV4_AH_TRUNCATED, "ipv4_ah_truncated", 'p')
 
 #define AG_STAT_ENUM_ENTRY(id, name, kind) AG_STAT_##id,
 enum ag_stat {

@@ -2,7 +2,8 @@
 /*
  * The test world for tests/bpf/test_xdp.c: agents, their rules, and one
  * frame builder per fixture. Agents get a high rate so classification
- * fixtures never run out of tokens; the LIM and BPS agents are for buckets.
+ * fixtures never run out of tokens; the LIM and BPS agents are for buckets,
+ * the CONN ones for connection openings (kept empty: see f_v4_syn_conn).
  */
 #ifndef AGENTGATE_TEST_FIXTURES_H
 #define AGENTGATE_TEST_FIXTURES_H
@@ -24,6 +25,8 @@ enum agent_id {
 	A_BPS,      /* 198.51.100.0/24, bps      */
 	A_ALL,      /* 0.0.0.0/0 port 8443       */
 	A_V6P9000,  /* 3fff:bee::/64 port 9000: no wildcard rule covers it */
+	A_CONN4,    /* 100.64.0.0/16, conn, burst 1, next token in 1000 s */
+	A_CONN6,    /* 3fff:c::/32, the same */
 	A__COUNT,
 	A_NONE = -1,
 };
@@ -52,6 +55,8 @@ static const struct agent_def agent_defs[A__COUNT] = {
 	[A_BPS] = { "bps", "198.51.100.0/24", 0, 1, 1000, 1 },
 	[A_ALL] = { "all8443", "0.0.0.0/0", 8443, 1e9, 1000000, 0 },
 	[A_V6P9000] = { "v6p9000", "3fff:bee::/64", 9000, 1e9, 1000000, 0 },
+	[A_CONN4] = { "conn4", "100.64.0.0/16", 0, 0.001, 1, 2 },
+	[A_CONN6] = { "conn6", "3fff:c::/32", 0, 0.001, 1, 2 },
 };
 
 /* ---- frame builders -------------------------------------------------- */
@@ -592,6 +597,308 @@ static void f_v6_nested_frag(struct pkt *p)
 	pkt_frag6_id(p, IPPROTO_UDP, 4, 0, 4);
 	pkt_payload(p, 24);
 	pkt_finish(p);
+}
+
+/* ---- connection openings cut off by the datagram's end ---------------- */
+
+/* The conn agents run a frame only after an opening (a prelude) took
+ * their one token: an opening is then dropped, anything else passes. */
+static void f_v4_syn_conn(struct pkt *p)
+{
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, "100.64.0.1", NULL, IPPROTO_TCP, NULL);
+	pkt_tcp(p, 443);
+	p->b[p->len - 7] = 0x02; /* SYN */
+	pkt_finish(p);
+}
+
+static void f_v6_syn_conn(struct pkt *p)
+{
+	pkt_eth(p, ETH_P_IPV6);
+	pkt_ipv6(p, "3fff:c::1", NULL, IPPROTO_TCP);
+	pkt_tcp(p, 443);
+	p->b[p->len - 7] = 0x02;
+	pkt_finish(p);
+}
+
+/* The first 8 bytes of an L4 header (ports 40000 -> 443), as a tiny first
+ * fragment carries them: too few to show TCP's flags, a QUIC header, an
+ * SCTP chunk or a DCCP type. */
+static void l4_first8(struct pkt *p, uint8_t proto)
+{
+	uint8_t *h = pkt_put(p, NULL, 8);
+
+	h[0] = 0x9c, h[1] = 0x40, h[2] = 0x01, h[3] = 0xbb;
+	if (proto == IPPROTO_UDP)
+		h[4] = 0x04, h[5] = 0xb8; /* a 1208-byte datagram, like an Initial's */
+}
+
+/*
+ * Bytes after the datagram (Ethernet padding up to 60 bytes, a trailer):
+ * the kernel trims them. Laid out as what follows 8 bytes of each L4
+ * header would be in a packet that opens nothing: TCP flags ACK, a QUIC
+ * short header, an SCTP DATA chunk, a DCCP-Response.
+ */
+static void trailer(struct pkt *p, uint8_t proto, size_t to)
+{
+	uint8_t *t;
+	size_t n = to > p->len ? to - p->len : 0;
+
+	t = pkt_put(p, NULL, n);
+	if (n < 6)
+		return;
+	if (proto == IPPROTO_TCP)
+		t[4] = 0x50, t[5] = 0x10;
+	else if (proto == IPPROTO_UDP)
+		t[0] = 0x40;
+	else if (proto == IPPROTO_DCCP)
+		t[0] = 0x02;
+}
+
+/* An IPv4 first fragment of 8 L4 bytes (total length 28) padded to 60. */
+static void v4_tiny_first_padded(struct pkt *p, uint8_t proto)
+{
+	struct v4_opts o = { .frag = 0x2000, .id = 21 };
+
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, "100.64.0.1", NULL, proto, &o);
+	l4_first8(p, proto);
+	pkt_finish(p);
+	trailer(p, proto, 60);
+}
+
+static void f_v4_tiny_tcp_padded(struct pkt *p)
+{
+	v4_tiny_first_padded(p, IPPROTO_TCP);
+}
+
+static void f_v4_tiny_udp_padded(struct pkt *p)
+{
+	v4_tiny_first_padded(p, IPPROTO_UDP);
+}
+
+static void f_v4_tiny_sctp_padded(struct pkt *p)
+{
+	v4_tiny_first_padded(p, IPPROTO_SCTP);
+}
+
+static void f_v4_tiny_dccp_padded(struct pkt *p)
+{
+	v4_tiny_first_padded(p, IPPROTO_DCCP);
+}
+
+/* Its next fragment (offset 8): the rest of the TCP header, SYN set. */
+static void f_v4_tiny_tcp_second(struct pkt *p)
+{
+	struct v4_opts o = { .frag = 1, .id = 21 };
+	uint8_t *t;
+
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, "100.64.0.1", NULL, IPPROTO_TCP, &o);
+	t = pkt_put(p, NULL, 12);
+	t[4] = 0x50, t[5] = 0x02;
+	pkt_finish(p);
+	pkt_put(p, NULL, 60 - p->len);
+}
+
+/* An IPv6 first fragment of 8 L4 bytes (payload length 16) with an 8-byte
+ * trailer after it. */
+static void v6_tiny_first_trailer(struct pkt *p, uint8_t proto)
+{
+	pkt_eth(p, ETH_P_IPV6);
+	pkt_ipv6(p, "3fff:c::1", NULL, IPPROTO_FRAGMENT);
+	pkt_frag6_id(p, proto, 0, 1, 21);
+	l4_first8(p, proto);
+	pkt_finish(p);
+	trailer(p, proto, p->len + 8);
+}
+
+static void f_v6_tiny_tcp_trailer(struct pkt *p)
+{
+	v6_tiny_first_trailer(p, IPPROTO_TCP);
+}
+
+static void f_v6_tiny_udp_trailer(struct pkt *p)
+{
+	v6_tiny_first_trailer(p, IPPROTO_UDP);
+}
+
+static void f_v6_tiny_sctp_trailer(struct pkt *p)
+{
+	v6_tiny_first_trailer(p, IPPROTO_SCTP);
+}
+
+/* A whole UDP datagram of 8 bytes, the padding after it laid out like a
+ * QUIC v1 Initial: the datagram holds no QUIC header, so no opening. */
+static void f_v4_udp8_padded_initial(struct pkt *p)
+{
+	uint8_t *t;
+
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, "100.64.0.1", NULL, IPPROTO_UDP, NULL);
+	pkt_udp(p, 443);
+	pkt_finish(p);
+	t = pkt_put(p, NULL, 60 - p->len);
+	t[0] = 0xc0, t[4] = 0x01;
+}
+
+/* An IPv4 first fragment holding a whole TCP header (an ACK), padded:
+ * read as ever, no opening. */
+static void f_v4_frag_ack_padded(struct pkt *p)
+{
+	struct v4_opts o = { .frag = 0x2000, .id = 22 };
+
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, "100.64.0.1", NULL, IPPROTO_TCP, &o);
+	pkt_tcp(p, 443);
+	p->b[p->len - 7] = 0x10; /* ACK */
+	pkt_finish(p);
+	pkt_put(p, NULL, 60 - p->len);
+}
+
+/* ---- IPv4 authentication header ---------------------------------------- */
+
+/* src -> AH (24 bytes) -> TCP dport. */
+static void v4_ah(struct pkt *p, const char *src, uint16_t dport)
+{
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, src, NULL, IPPROTO_AH, NULL);
+	pkt_ah6(p, IPPROTO_TCP, 4); /* AH's layout is the same in IPv4 */
+	pkt_tcp(p, dport);
+	pkt_finish(p);
+}
+
+static void f_v4_ah_web443(struct pkt *p)
+{
+	v4_ah(p, "10.1.9.9", 443);
+}
+
+static void f_v4_ah_all8443(struct pkt *p)
+{
+	v4_ah(p, "172.16.0.1", 8443);
+}
+
+/* The AH's length runs past the frame. */
+static void f_v4_ah_truncated(struct pkt *p)
+{
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, "10.1.9.9", NULL, IPPROTO_AH, NULL);
+	pkt_ah6(p, IPPROTO_TCP, 4);
+	p->len -= 12;
+	pkt_finish(p);
+}
+
+/* Cut before its length. */
+static void f_v4_ah_len_cut(struct pkt *p)
+{
+	pkt_eth(p, ETH_P_IP);
+	pkt_ipv4(p, "10.1.9.9", NULL, IPPROTO_AH, NULL);
+	*(uint8_t *)pkt_put(p, NULL, 1) = IPPROTO_TCP;
+	pkt_finish(p);
+}
+
+/* ---- link headers the kernel opens to deliver IP ----------------------- */
+
+static void inner_v4(struct pkt *p)
+{
+	pkt_ipv4(p, "10.1.9.9", NULL, IPPROTO_TCP, NULL);
+	pkt_tcp(p, 443);
+	pkt_finish(p);
+}
+
+/* PPPoE session header (version 1, type 1, code 0, session 1), then the
+ * PPP protocol; the length is filled in by pppoe_len(). */
+static size_t pppoe(struct pkt *p, uint16_t ppp_proto)
+{
+	size_t at;
+
+	pkt_eth(p, ETH_P_PPP_SES);
+	pkt_be16(p, 0x1100);
+	pkt_be16(p, 1);
+	at = p->len;
+	pkt_be16(p, 0);
+	pkt_be16(p, ppp_proto);
+	return at;
+}
+
+static void pppoe_len(struct pkt *p, size_t at)
+{
+	size_t n = p->len - at - 2;
+
+	p->b[at] = (uint8_t)(n >> 8);
+	p->b[at + 1] = (uint8_t)n;
+}
+
+static void f_pppoe_v4(struct pkt *p)
+{
+	size_t at = pppoe(p, 0x0021);
+
+	inner_v4(p);
+	pppoe_len(p, at);
+}
+
+static void f_pppoe_v6(struct pkt *p)
+{
+	size_t at = pppoe(p, 0x0057);
+
+	pkt_ipv6(p, "2001:db8:1::5", NULL, IPPROTO_TCP);
+	pkt_tcp(p, 443);
+	pkt_finish(p);
+	pppoe_len(p, at);
+}
+
+/* LCP echo request: PPP's own control, a link protocol. */
+static void f_pppoe_lcp(struct pkt *p)
+{
+	size_t at = pppoe(p, 0xc021);
+	uint8_t *h = pkt_put(p, NULL, 8);
+
+	h[0] = 9, h[1] = 1, h[3] = 8;
+	pppoe_len(p, at);
+}
+
+/* One MPLS label stack entry (label 100, bottom of stack, TTL 64). */
+static void mpls(struct pkt *p, uint16_t ethertype)
+{
+	static const uint8_t lse[4] = { 0x00, 0x06, 0x41, 0x40 };
+
+	pkt_eth(p, ethertype);
+	pkt_put(p, lse, 4);
+	inner_v4(p);
+}
+
+static void f_mpls_uc(struct pkt *p)
+{
+	mpls(p, ETH_P_MPLS_UC);
+}
+
+static void f_mpls_mc(struct pkt *p)
+{
+	mpls(p, ETH_P_MPLS_MC);
+}
+
+static void f_vlan_mpls(struct pkt *p)
+{
+	static const uint8_t lse[4] = { 0x00, 0x06, 0x41, 0x40 };
+
+	pkt_eth(p, ETH_P_8021Q);
+	pkt_vlan(p, 100, ETH_P_MPLS_UC);
+	pkt_put(p, lse, 4);
+	inner_v4(p);
+}
+
+/* MACsec, integrity only: SecTAG with an SCI, the EtherType, IPv4, ICV. */
+static void f_macsec(struct pkt *p)
+{
+	uint8_t *h;
+
+	pkt_eth(p, ETH_P_MACSEC);
+	h = pkt_put(p, NULL, 14);
+	h[0] = 0x20; /* TCI: SC present, not encrypted, AN 0 */
+	h[5] = 1;    /* packet number 1 */
+	pkt_be16(p, ETH_P_IP);
+	inner_v4(p);
+	pkt_put(p, NULL, 16);
 }
 
 #endif

@@ -546,8 +546,8 @@ t_traffic_limited() {
 		'd["stats"]["dropped_bytes"] == sum(a["dropped_bytes"] for a in d["list"])'
 }
 
-STAT_NAMES='["passed_packets", "passed_bytes", "dropped_packets", "dropped_bytes", "would_drop_packets", "would_drop_bytes", "parse_errors", "unclassified_passed", "unclassified_dropped", "non_ip", "fragment", "no_port", "dryrun_would_drop", "no_bucket", "cas_exhausted", "eth_truncated", "vlan_truncated", "vlan_too_deep", "ip_bad_version", "ipv4_truncated", "ipv4_bad_ihl", "ipv4_bad_totlen", "ipv6_truncated", "ipv6_ext_truncated", "ipv6_ext_chain", "l4_truncated", "fragment_orphan", "fragment_after_drop", "port_unknown_dropped", "parent_dropped", "refund_raced", "quota_dropped"]'
-PARSE_ERRORS='["eth_truncated", "vlan_truncated", "vlan_too_deep", "ip_bad_version", "ipv4_truncated", "ipv4_bad_ihl", "ipv4_bad_totlen", "ipv6_truncated", "ipv6_ext_truncated", "ipv6_ext_chain", "l4_truncated"]'
+STAT_NAMES='["passed_packets", "passed_bytes", "dropped_packets", "dropped_bytes", "would_drop_packets", "would_drop_bytes", "parse_errors", "unclassified_passed", "unclassified_dropped", "non_ip", "fragment", "no_port", "dryrun_would_drop", "no_bucket", "cas_exhausted", "eth_truncated", "vlan_truncated", "vlan_too_deep", "ip_bad_version", "ipv4_truncated", "ipv4_bad_ihl", "ipv4_bad_totlen", "ipv6_truncated", "ipv6_ext_truncated", "ipv6_ext_chain", "l4_truncated", "fragment_orphan", "fragment_after_drop", "port_unknown_dropped", "parent_dropped", "refund_raced", "quota_dropped", "ip_carrier", "ipv4_ah_truncated"]'
+PARSE_ERRORS='["eth_truncated", "vlan_truncated", "vlan_too_deep", "ip_bad_version", "ipv4_truncated", "ipv4_bad_ihl", "ipv4_bad_totlen", "ipv6_truncated", "ipv6_ext_truncated", "ipv6_ext_chain", "l4_truncated", "ipv4_ah_truncated"]'
 
 # stats_delta BEFORE EXPR...: checks over d = {name: after - before}, with
 # the last 'ag -j stats' as after.
