@@ -1030,6 +1030,18 @@ t_attach_missing_creates_nothing() {
 	[ -z "$(ls -A "$pin" 2>/dev/null)" ] || fail "maps created for a missing device: $(ls "$pin")"
 }
 
+# A device without an Ethernet header (a tun device in the test's
+# namespace): refused naming its link type, and no map made.
+t_attach_not_ethernet_creates_nothing() {
+	local pin=$BPFFS/untouched-tun
+	ip netns exec "$NS" ip tuntap add dev agtun0 mode tun 2>/dev/null ||
+		fail "cannot make a tun device" || return 1
+	run_cli "$pin" attach agtun0
+	ip netns exec "$NS" ip link del agtun0 2>/dev/null
+	expect_err 1 "agtun0 is not Ethernet" "link type 65534" || return 1
+	[ -z "$(ls -A "$pin" 2>/dev/null)" ] || fail "maps created for a tun device: $(ls "$pin")"
+}
+
 # ---- review findings, pinned down ---------------------------------------------
 
 t_json_dispatch_errors() {
@@ -1432,6 +1444,7 @@ TESTS=(
 	"t_agent_named_help|an agent named 'help' is shown, ruled and deleted; a lone --help is help"
 	"t_rule_list_unknown_agent|rule list agent nobody exits 1 naming it"
 	"t_attach_missing_creates_nothing|attach to a missing device on a fresh pin root creates no maps"
+	"t_attach_not_ethernet_creates_nothing|attach to a tun device (no Ethernet header) is refused naming its link type and creates no maps"
 	"t_json_dispatch_errors|JSON mode: a missing verb and unknown options are JSON errors (exit 2)"
 	"t_err_numbers_decimal_only|numbers are decimal only; drain checks input before the agent"
 	"t_bps_burst_warning|a bps burst under one frame warns; a unit change without burst resizes it"

@@ -87,6 +87,28 @@ def first_run(env, lab):
     return d
 
 
+@case("--attach of a device without an Ethernet header (a tun device): exit 1 naming its link "
+      "type, before any map or the store is made")
+def t_attach_not_ethernet(env):
+    from agtest.daemon import daemon_argv
+    ns = Netns(env, "tun")
+    try:
+        ns.must("ip", "tuntap", "add", "dev", "agtun0", "mode", "tun")
+        pin, st, listen = env.daemon_places("tun")
+        argv = ns.prefix() + daemon_argv(env.san, pin, st, listen, extra=["--attach", "agtun0"])
+        p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=30)
+        out = p.stdout.decode(errors="replace")
+        check(p.returncode == 1 and "attach agtun0: device agtun0 is not Ethernet (link type "
+              "65534" in out, "exit %d: %s" % (p.returncode, out[-1500:]))
+        check(not os.path.isdir(pin) or not os.listdir(pin), "maps made: %s" % (
+            os.listdir(pin) if os.path.isdir(pin) else None))
+        check(not os.listdir(st), "state made: %s" % os.listdir(st))
+    finally:
+        subprocess.run(["ip", "netns", "del", ns.name], stderr=subprocess.DEVNULL)
+        env.netns.remove(ns.name)
+
+
 @case("netns + veth: NIC and API share the bucket; SIGTERM leaves XDP attached and enforcing")
 def t_xdp_attached_after_sigterm(env, xdp_lab):
     first_run(env, xdp_lab)

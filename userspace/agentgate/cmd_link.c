@@ -92,9 +92,11 @@ int do_attach(struct cli *cli, int argc, char **argv)
 		return err;
 	if (!dev)
 		return cli_usage(cli, "expected a device");
-	/* Before creating anything: a typo must not leave maps behind. */
-	if (!if_nametoindex(dev))
-		return cli_error(cli, EXIT_RUNTIME, "interface '%s' does not exist", dev);
+	/* Before creating anything: a typo, or a device agentgate cannot be
+	 * attached to, must not leave maps behind. */
+	err = ag_device_check(dev);
+	if (err)
+		return cli_lib_error(cli, err);
 	err = cli_open(cli, OPEN_CREATE);
 	if (err)
 		return err;

@@ -371,6 +371,11 @@ void ag_prog_free(struct ag_prog *prog);
  * there the same way; ag_detach puts the other program back atomically. */
 int ag_attach(struct ag_ctx *ctx, const char *ifname, enum ag_xdp_mode mode,
 	      struct ag_attach_result *res);
+/* Whether agentgate can be attached to ifname: it exists and carries
+ * Ethernet frames (ARPHRD_ETHER, or loopback). 0, -ENODEV, or -EOPNOTSUPP
+ * naming its link type. ag_attach checks it first; callers that create
+ * maps before attaching check it before. */
+int ag_device_check(const char *ifname);
 /* The same with options: a conditional replace, or keeping an identical
  * program (a daemon restarting on a link it made). */
 int ag_attach_with(struct ag_ctx *ctx, const char *ifname, const struct ag_attach_opts *opts,

@@ -825,7 +825,7 @@ static const char *link_type_name(unsigned int type)
  * SIOCGIFHWADDR reports (ifi_type of RTM_GETLINK): read in this process's
  * network namespace, where /sys/class/net may show another one's devices.
  */
-static int require_ethernet(const char *ifname)
+int ag_device_check(const char *ifname)
 {
 	struct ifreq ifr = {};
 	unsigned int type;
@@ -890,7 +890,7 @@ int ag_attach_with(struct ag_ctx *ctx, const char *ifname, const struct ag_attac
 	if (!ifindex)
 		return ag_err(ENODEV, "interface '%s' does not exist", ifname);
 	/* Before anything changes: no program loaded, no pin, no link. */
-	err = require_ethernet(ifname);
+	err = ag_device_check(ifname);
 	if (err)
 		return err;
 	err = ag_prog_load(ctx, &prog);

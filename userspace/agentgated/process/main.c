@@ -245,6 +245,21 @@ static int attach_all(struct agd_engine *e, const struct agd_config *c)
 	return 0;
 }
 
+/* Before the maps and the store are made: every device to attach exists
+ * and carries Ethernet frames (a refusal later would leave them made). */
+static int devices_ok(const struct agd_config *c)
+{
+	size_t i;
+
+	for (i = 0; i < c->n_attach; i++) {
+		if (ag_device_check(c->attach[i])) {
+			logf_(AGD_LOG_ERR, "attach %s: %s", c->attach[i], ag_errmsg());
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* What to keep after setup (and the umask for what setup creates); 0,
  * or the exit status. */
 static int plan_privileges(const struct agd_config *c, struct agd_privs *p)
@@ -598,6 +613,9 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	agd_rating_fields_set(cfg->rating_fields, &err); /* checked by check_settings */
+	rc = EXIT_RUNTIME;
+	if (devices_ok(cfg))
+		goto cleanup;
 	rc = open_engine(cfg, &e);
 	if (rc)
 		goto cleanup;
