@@ -103,10 +103,13 @@ static void a_full_table_refuses_new_users(void **state)
 	two[0] = rating("late-1");
 	two[1] = rating("late-2");
 	assert_int_equal(charge(in, two, 2, NULL, 20 * S, &retry), AGD_INTAKE_USER);
+	/* Retry-After: until the first kept bucket is full again (110 s). */
+	assert_int_equal(retry, 90);
 	r = rating("last");
 	assert_int_equal(charge(in, &r, 1, NULL, 20 * S, &retry), AGD_INTAKE_OK);
 	r = rating("late");
 	assert_int_equal(charge(in, &r, 1, NULL, 21 * S, &retry), AGD_INTAKE_USER);
+	assert_int_equal(retry, 89);
 	/* A tracked user still passes once its own bucket allows. */
 	r = rating("user-7");
 	assert_int_equal(charge(in, &r, 1, NULL, 111 * S, &retry), AGD_INTAKE_OK);

@@ -22,6 +22,7 @@ struct agd_intake {
 	size_t n;
 	double per_user, per_token;
 	double forgot_at; /* when full buckets were last forgotten */
+	double next_free; /* then: the earliest time a kept bucket is full again */
 	uint64_t refused[3];
 };
 
@@ -86,6 +87,7 @@ static void forget_full(struct agd_intake *in, double now)
 {
 	size_t i;
 
+	in->next_free = 0;
 	for (i = 0; i < BUCKETS; i++) {
 		struct slot **pp = &in->tab[i];
 
@@ -97,6 +99,8 @@ static void forget_full(struct agd_intake *in, double now)
 				free(s);
 				in->n--;
 			} else {
+				if (!in->next_free || s->tat < in->next_free)
+					in->next_free = s->tat;
 				pp = &s->next;
 			}
 		}
@@ -214,8 +218,9 @@ enum agd_intake_by agd_intake_charge(struct agd_intake *in, const struct agd_rat
 	}
 	if (!by && fresh && !room(in, now, fresh)) {
 		/* Those not tracked yet cannot all be: refused, never let
-		 * through uncharged. */
-		worst = 1;
+		 * through uncharged, until the first kept bucket is full again
+		 * (as the last scan of the table found it). */
+		worst = in->next_free > now ? in->next_free - now : 1;
 		by = k ? AGD_INTAKE_USER : AGD_INTAKE_TOKEN;
 		snprintf(who, who_len, "%s", k ? "new users" : "a new token");
 	}
