@@ -1611,7 +1611,8 @@ def check_split(hosts, agent, R):
         after = d.api.agent(agent)["fleet"]["share"]
         lo, hi = sorted((o["fleet"]["share"], after))
         check(ms is not None and lo - 0.05 < ms < hi + 0.05,
-              "%s: fleet_demand_share %s, the agent's share between %s and %s" % (d.node, ms, lo, hi))
+              "%s: fleet_demand_share %s, the agent's share between %s and %s" %
+              (d.node, ms, lo, hi))
 
 
 def check_admitted(hosts, agent, R, shares):
