@@ -1044,12 +1044,15 @@ static __always_inline int enforce_path(const struct ag_config *cfg, struct ag_p
 	/* The agent's budget was read by the caller; the parents' here. */
 	p.lv[0].slot = slot;
 	p.lv[0].has_quota = quota_conf != 0;
-	p.lv[0].word = p.lv[0].qword = p.lv[0].next = 0;
+	/* qword: a level its rate refuses in round two is taken back
+	 * before its quota is looked at; next: the agent's own level is
+	 * not looked at in round one. (word is set by every judgement.) */
+	p.lv[0].qword = p.lv[0].next = 0;
 	for (i = 1; i < AG_PATH_MAX && up; i++) {
 		struct ag_budget *bd;
 
 		p.lv[i].slot = (__u32)up - 1;
-		p.lv[i].word = p.lv[i].qword = p.lv[i].next = 0;
+		p.lv[i].qword = p.lv[i].next = 0;
 		n++;
 		bd = bpf_map_lookup_elem(&ag_budgets, &p.lv[i].slot);
 		up = bd ? *(volatile __u64 *)&bd->up : 0;

@@ -386,7 +386,6 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 		struct agd_policy p;
 		struct agd_influence inf;
 		double before;
-		bool first;
 		int from;
 
 		/* the index slot of an id a few items on, read while this one is
@@ -412,8 +411,7 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 		save_undo(e, en, touched);
 		effective(e, en, &p);
 		before = en->rec.rate;
-		from = AGD_SCORE_NEUTRAL;
-		first = true;
+		from = AGD_SCORE_NEUTRAL; /* no voice yet: as a neutral one */
 		if (r->user[0] || e->opts.anonymous == AGD_ANON_SHARED) {
 			/* One voice per user: a new rating replaces the user's last. */
 			int old;
@@ -424,7 +422,6 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 				return err;
 			if (old) {
 				from = old;
-				first = false;
 				job->replaced++;
 			}
 		}
@@ -443,10 +440,10 @@ static int apply_job(struct agd_engine *e, MDB_txn *txn, struct agd_job *job, __
 			err = window_at(en, &e->st, txn, before, t, inf.window_ms);
 			if (!err && inf.max_change > 0 && !p.pinned && en->rec.rate != before)
 				damp(en, before, inf.max_change, job);
-			/* A neutral voice moved nothing and counted nothing: the
-			 * first rating that leaves it counts as a new user's, or
-			 * users would pass the count by rating 3 first. */
-			if (!err && inf.wave_users && (first || from == AGD_SCORE_NEUTRAL))
+			/* A user's first voice, or the first that leaves a
+			 * neutral one (which moved and counted nothing: else users
+			 * would pass the count by rating 3 first). */
+			if (!err && inf.wave_users && from == AGD_SCORE_NEUTRAL)
 				err = wave_count(e, txn, en, r->score, t, &inf);
 			if (err)
 				return err;
